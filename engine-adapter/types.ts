@@ -1,0 +1,100 @@
+import type { KVObjectReader, KVTensors } from '../storage/kv-object/types.ts';
+
+/** What `kdn model-info` prints and what keys KV objects. */
+export interface ModelInfo {
+  /** e.g. LlamaForCausalLM */
+  architecture: string;
+  /** Directory the model was loaded from. */
+  path: string;
+  layers: number;
+  hiddenSize: number;
+  intermediateSize: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  vocabSize: number;
+  maxPositionEmbeddings: number;
+  parameters: number;
+  /** fp16 KV bytes per token: 2 (K and V) x layers x kvHeads x headDim x 2 bytes. */
+  kvBytesPerToken: number;
+  /** Changes whenever the architecture or any weight changes. */
+  fingerprint: string;
+}
+
+export type BackendName = 'webgpu' | 'cpu';
+
+export interface Tokenizer {
+  encode(text: string, options?: { addSpecialTokens?: boolean }): number[];
+  decode(ids: number[], options?: { skipSpecialTokens?: boolean }): string;
+  /** Renders chat messages with the model's chat template (adds the generation prompt). */
+  applyChatTemplate(messages: ChatMessage[]): string;
+  readonly bosTokenId: number | undefined;
+  readonly eosTokenIds: number[];
+}
+
+export interface ChatMessage {
+  role: 'system' | 'user' | 'assistant';
+  content: string;
+}
+
+export interface PrefillOptions {
+  /** 'last' (default): logits of the last token only; 'all': [tokens][vocab] for teacher forcing. */
+  logits?: 'last' | 'all' | 'none';
+}
+
+export interface GenerateOptions {
+  maxTokens: number;
+  /** 0 (default) is greedy. */
+  temperature?: number;
+  topP?: number;
+  seed?: number;
+  stopTokenIds?: number[];
+  stopStrings?: string[];
+  signal?: AbortSignal;
+}
+
+export interface GeneratedToken {
+  id: number;
+  /** Text newly completed by this token (may be '' while a multi-byte character is pending). */
+  text: string;
+}
+
+export interface GenerateResult {
+  tokens: number[];
+  text: string;
+  finishReason: 'stop' | 'length' | 'aborted';
+  /** Milliseconds from the generate() call to the first token. */
+  firstTokenMs: number;
+  totalMs: number;
+}
+
+/** A sequence being built up on one backend; its KV cache lives with the backend (on the GPU for webgpu). */
+export interface Session {
+  /** Tokens held so far (prefilled or injected). */
+  readonly length: number;
+  readonly capacity: number;
+  /** Appends tokens at position `length`; returns logits per `options.logits` (last token by default). */
+  prefill(tokens: ArrayLike<number>, options?: PrefillOptions): Promise<Float32Array>;
+  /** Reads back the KV of tokens [start, end) in the KV object layout, keys after RoPE at their positions. */
+  exportKV(range: { start: number; end: number }): Promise<KVTensors>;
+  /**
+   * Places a chunk's KV at `position` (must equal `length`: the session grows by the chunk's tokens), re-rotating
+   * keys computed at another base, layer by layer as the reader yields them. Verifies fingerprint and shape.
+   */
+  injectKV(object: KVObjectReader, position: number): Promise<void>;
+  /** Samples from the logits of the last prefilled token onwards; `onToken` streams tokens as they come. */
+  generate(options: GenerateOptions, onToken?: (token: GeneratedToken) => void): Promise<GenerateResult>;
+  /** Drops tokens after `length` (to reuse a session). */
+  truncate(length: number): void;
+  dispose(): void;
+}
+
+export interface Engine {
+  readonly info: ModelInfo;
+  readonly backend: BackendName;
+  /** Human-readable adapter description, e.g. "NVIDIA H100 (vulkan)" or "SwiftShader (cpu)". */
+  readonly device: string;
+  readonly tokenizer: Tokenizer;
+  createSession(options?: { capacity?: number }): Session;
+  dispose(): Promise<void>;
+}

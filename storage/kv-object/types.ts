@@ -1,0 +1,85 @@
+/**
+ * The KV object: the KV cache of one knowledge chunk for one model, as stored at the origin and shipped by edges.
+ * This file is the single definition of its contract; ./format.ts documents the byte layout.
+ *
+ * Tensor layout everywhere (decoded, exported by the engine, injected into it): per layer, keys and values are
+ * each [tokens][kvHeads][headDim] row-major, so one chunk is contiguous in a token-major cache.
+ */
+
+export const KV_FORMAT_VERSION = 1;
+
+export type CodecName = 'fp16' | 'int8' | 'int4';
+
+export interface CodecSpec {
+  name: CodecName;
+  /** lz4 framing applied after the codec, per layer block. */
+  lz4: boolean;
+  /** Quantization group length (tokens for keys, channels for values); absent for fp16. */
+  groupSize?: number;
+}
+
+export interface KVHeader {
+  version: number;
+  /** Model fingerprint from the engine; changes whenever weights or architecture change. */
+  modelFingerprint: string;
+  layers: number;
+  kvHeads: number;
+  headDim: number;
+  tokens: number;
+  /** sha256 hex of the token ids as little-endian uint32. */
+  tokenHash: string;
+  /** Absolute position of the chunk's first token when its KV was computed. */
+  positionBase: number;
+  /** true: keys are stored with RoPE applied at positionBase..; false: keys are stored before RoPE. */
+  ropeApplied: boolean;
+  codec: CodecSpec;
+  /** Byte offsets of each layer block in the payload; length layers + 1 (the last is the payload length). */
+  layerOffsets: number[];
+  /** sha256 hex of each stored (post-lz4) layer block, so a streaming reader verifies a layer before using it. */
+  layerChecksums: string[];
+  /** sha256 hex over the concatenated layerChecksums: the checksum of the whole payload. */
+  payloadChecksum: string;
+}
+
+/** What a reader expects of an object; any mismatch is KV_MISMATCH. */
+export interface KVExpectation {
+  modelFingerprint?: string;
+  layers?: number;
+  kvHeads?: number;
+  headDim?: number;
+  tokens?: number;
+  tokenHash?: string;
+}
+
+/** One layer's KV as float32, [tokens][kvHeads][headDim] each. */
+export interface KVLayerTensors {
+  keys: Float32Array;
+  values: Float32Array;
+}
+
+/** A whole chunk's KV as float32, what the engine exports and the encoder takes. */
+export interface KVTensors {
+  layers: number;
+  kvHeads: number;
+  headDim: number;
+  tokens: number;
+  positionBase: number;
+  ropeApplied: boolean;
+  perLayer: KVLayerTensors[];
+}
+
+/**
+ * One verified layer block from a stream. `encoded` is the codec's bytes after lz4 is undone (checksum already
+ * verified), for engines that expand int8/int4 on the GPU; `decode()` gives float32 on the CPU.
+ */
+export interface KVLayerBlock {
+  layer: number;
+  encoded: Uint8Array;
+  decode(): KVLayerTensors;
+}
+
+/** A KV object being read layer by layer: the header first, then blocks in layer order as bytes arrive. */
+export interface KVObjectReader {
+  header: KVHeader;
+  layers: AsyncIterable<KVLayerBlock>;
+}

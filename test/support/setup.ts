@@ -1,0 +1,3 @@
+// Loaded by mocha before any test file (.mocharc.json "require").
+process.env.KDN_TEST = '1';
+process.env.XDG_RUNTIME_DIR ??= '/tmp';
