@@ -1,0 +1,31 @@
+import type { KVHeader, KVLayerBlock, KVTensors } from '../storage/kv-object/types.ts';
+import type { BackendName } from './types.ts';
+
+/** Per-session KV storage owned by a backend (host arrays for cpu, GPU buffers for webgpu). */
+export interface KVCacheHandle {
+  readonly capacity: number;
+  dispose(): void;
+}
+
+/**
+ * The compute a backend provides. Session logic (positions, sampling, generation, stop handling) lives once in
+ * ./session.ts on top of this, so the cpu and webgpu backends differ only here.
+ */
+export interface ForwardBackend {
+  readonly name: BackendName;
+  readonly device: string;
+  createKVCache(capacity: number): KVCacheHandle;
+  /**
+   * Runs `tokens` at positions [position, position + tokens.length), writing their KV (keys after RoPE) into the
+   * cache. Returns logits: last token [vocab], all tokens [tokens][vocab], or an empty array for 'none'.
+   */
+  forward(cache: KVCacheHandle, tokens: Uint32Array, position: number, logits: 'last' | 'all' | 'none'): Promise<Float32Array>;
+  /** KV of [start, end), keys after RoPE at their positions, in the KV object layout. */
+  readKV(cache: KVCacheHandle, start: number, end: number): Promise<KVTensors>;
+  /**
+   * Writes one verified layer block of a chunk whose header is `header` at `position`: keys are re-rotated by
+   * (position - header.positionBase) when header.ropeApplied, or rotated at `position` when stored before RoPE.
+   */
+  writeKVLayer(cache: KVCacheHandle, header: KVHeader, block: KVLayerBlock, position: number): Promise<void>;
+  dispose(): Promise<void>;
+}
