@@ -1,0 +1,11 @@
+/** The KV object format: encode, verify, decode (whole or streamed layer by layer). Byte layout: ./format.ts. */
+export type * from './types.ts';
+export { KV_FORMAT_VERSION } from './types.ts';
+export { encodeKVObject, type EncodeMeta } from './encode.ts';
+export { decodeKVObject, readKVHeader, verifyKVObject } from './decode.ts';
+export { readKVObject } from './stream-reader.ts';
+export { tokenHash } from './token-hash.ts';
+export { codecFromString, codecToString } from './codec-spec.ts';
+export { codecFor, DEFAULT_GROUP_SIZE, type LayerCodec, type LayerShape } from './codecs/index.ts';
+export { LIMITS as KV_LIMITS } from './header.ts';
+export { MAX_HEADER_BYTES } from './format.ts';

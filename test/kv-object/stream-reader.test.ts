@@ -1,0 +1,128 @@
+import { createReadStream } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { expect } from 'chai';
+import { codecFromString, decodeKVObject, encodeKVObject, readKVHeader, readKVObject } from '../../storage/kv-object/index.ts';
+import type { KVLayerTensors, KVObjectReader } from '../../storage/kv-object/types.ts';
+import { isKdnError } from '../../common/errors.ts';
+import { asAsync, chunked, kvTensors, rng, tokenIds } from './kv-data.ts';
+
+const SHAPE = { layers: 4, kvHeads: 2, headDim: 16, tokens: 50 };
+
+function object(codec: string): Buffer {
+  return encodeKVObject(kvTensors(SHAPE, 9), { modelFingerprint: 'm', tokenIds: tokenIds(SHAPE.tokens), codec: codecFromString(codec) });
+}
+
+async function collect(reader: KVObjectReader): Promise<KVLayerTensors[]> {
+  const out: KVLayerTensors[] = [];
+  for await (const block of reader.layers) out.push(block.decode());
+  return out;
+}
+
+function same(a: KVLayerTensors[], b: KVLayerTensors[]): void {
+  expect(a).to.have.length(b.length);
+  a.forEach((layer, i) => {
+    expect(Buffer.from(layer.keys.buffer).equals(Buffer.from(b[i]!.keys.buffer)), `layer ${i} keys`).to.equal(true);
+    expect(Buffer.from(layer.values.buffer).equals(Buffer.from(b[i]!.values.buffer)), `layer ${i} values`).to.equal(true);
+  });
+}
+
+describe('kv-object/stream-reader', () => {
+  for (const codec of ['fp16', 'int8+lz4', 'int4']) {
+    it(`${codec}: 1-byte chunks, random chunks, one chunk, a Readable and a file stream all give the decode result`, async () => {
+      const bytes = object(codec);
+      const want = decodeKVObject(bytes).tensors.perLayer;
+      const random = rng(5);
+      const sources = [
+        asAsync(chunked(bytes, () => 1)),
+        asAsync(chunked(bytes, () => Math.floor(random() * 2000))),
+        asAsync([bytes]),
+        Readable.from(chunked(bytes, () => 333)),
+      ];
+      for (const source of sources) {
+        const reader = await readKVObject(source);
+        expect(reader.header).to.deep.equal(readKVHeader(bytes));
+        same(await collect(reader), want);
+      }
+      const dir = await mkdtemp(join(tmpdir(), 'kdn-kv-'));
+      try {
+        await writeFile(join(dir, 'x.kv'), bytes);
+        same(await collect(await readKVObject(createReadStream(join(dir, 'x.kv'), { highWaterMark: 97 }))), want);
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+    });
+  }
+
+  it('yields layer 0 having pulled no more than the header, that block and one chunk', async () => {
+    const bytes = object('fp16');
+    const header = readKVHeader(bytes);
+    const payloadStart = bytes.length - header.layerOffsets[header.layers]!;
+    const chunk = 64;
+    let pulled = 0;
+    async function* counting(): AsyncGenerator<Uint8Array> {
+      for (const c of chunked(bytes, () => chunk)) {
+        pulled += c.length;
+        yield c;
+      }
+    }
+    const reader = await readKVObject(counting());
+    expect(pulled).to.be.at.most(payloadStart + chunk);
+    const seen: number[] = [];
+    for await (const block of reader.layers) {
+      seen.push(pulled);
+      expect(pulled, `when layer ${block.layer} was yielded`).to.be.at.most(payloadStart + header.layerOffsets[block.layer + 1]! + chunk);
+    }
+    expect(seen[0]).to.be.below(bytes.length);
+  });
+
+  it('a stream cut mid-object yields only the complete layers, then throws KV_CORRUPT', async () => {
+    const bytes = object('int8');
+    const header = readKVHeader(bytes);
+    const payloadStart = bytes.length - header.layerOffsets[header.layers]!;
+    const cut = payloadStart + header.layerOffsets[2]! + 10;
+    const want = decodeKVObject(bytes).tensors.perLayer;
+    const reader = await readKVObject(asAsync(chunked(bytes.subarray(0, cut), () => 50)));
+    const got: KVLayerTensors[] = [];
+    let caught: unknown;
+    try {
+      for await (const block of reader.layers) got.push(block.decode());
+    } catch (err) {
+      caught = err;
+    }
+    expect(isKdnError(caught, 'KV_CORRUPT'), String(caught)).to.equal(true);
+    same(got, want.slice(0, 2));
+  });
+
+  it('a stream cut inside the header rejects the reader itself with KV_CORRUPT', async () => {
+    const bytes = object('int4');
+    for (const cut of [0, 3, 10, 40]) {
+      let caught: unknown;
+      try { await readKVObject(asAsync([bytes.subarray(0, cut)])); } catch (err) { caught = err; }
+      expect(isKdnError(caught, 'KV_CORRUPT'), `cut ${cut}: ${String(caught)}`).to.equal(true);
+    }
+  });
+
+  it('a consumer that stops early closes the source', async () => {
+    const bytes = object('fp16');
+    let closed = false;
+    async function* source(): AsyncGenerator<Uint8Array> {
+      try {
+        yield* chunked(bytes, () => 100);
+      } finally {
+        closed = true;
+      }
+    }
+    const reader = await readKVObject(source());
+    for await (const block of reader.layers) if (block.layer === 0) break;
+    expect(closed).to.equal(true);
+  });
+
+  it('rejects a stream of strings with INVALID_ARGUMENT', async () => {
+    let caught: unknown;
+    try { await readKVObject(Readable.from(['KDNKV'], { objectMode: true })); } catch (err) { caught = err; }
+    expect(isKdnError(caught, 'INVALID_ARGUMENT'), String(caught)).to.equal(true);
+  });
+});
