@@ -1,6 +1,6 @@
 /**
- * Benchmark runner: `npm run bench -- <name> [args]` imports bench/<name>.ts, calls its run(args) and writes
- * bench/results/<name>.json (atomically) with the host it ran on.
+ * Benchmark runner: `npm run bench -- <name> [args] [--out <file>]` imports bench/<name>.ts, calls its run(args) and
+ * writes bench/results/<file>.json (default <name>.json; atomically) with the host it ran on.
  */
 import { existsSync } from 'node:fs';
 import { mkdir, rename, writeFile } from 'node:fs/promises';
@@ -13,10 +13,15 @@ const BENCH_DIR = dirname(fileURLToPath(import.meta.url));
 const NOT_BENCHMARKS = new Set(['run', 'report']);
 
 async function main(): Promise<void> {
-  const [name, ...args] = process.argv.slice(2);
+  const [name, ...rest] = process.argv.slice(2);
+  // `--out <file>` names the results file (e.g. ttft-gpu) when one benchmark writes several; it is not passed on.
+  const outAt = rest.indexOf('--out');
+  const outName = outAt === -1 ? name : rest[outAt + 1];
+  const args = outAt === -1 ? rest : [...rest.slice(0, outAt), ...rest.slice(outAt + 2)];
   if (!name || !/^[a-z0-9][a-z0-9-]*$/.test(name) || NOT_BENCHMARKS.has(name)) {
     throw new Error('usage: npm run bench -- <name> [args]  (runs bench/<name>.ts)');
   }
+  if (!outName || !/^[a-z0-9][a-z0-9-]*$/.test(outName)) throw new Error('--out needs a results name like ttft-gpu');
   const file = join(BENCH_DIR, `${name}.ts`);
   if (!existsSync(file)) throw new Error(`no benchmark bench/${name}.ts`);
   const mod = (await import(pathToFileURL(file).href)) as Partial<BenchModule>;
@@ -24,12 +29,12 @@ async function main(): Promise<void> {
   const report = await mod.run(args);
   const result: BenchResultFile = {
     name,
-    command: ['npm run bench --', name, ...args].join(' '),
+    command: ['npm run bench --', name, ...rest].join(' '),
     date: new Date().toISOString(),
     host: { cpus: cpus()[0]?.model ?? 'unknown', cpuCount: cpus().length, node: process.version, platform: `${platform()}-${arch()}` },
     ...report,
   };
-  const out = join(BENCH_DIR, 'results', `${name}.json`);
+  const out = join(BENCH_DIR, 'results', `${outName}.json`);
   await mkdir(dirname(out), { recursive: true });
   await writeFile(`${out}.tmp`, `${JSON.stringify(result, null, 2)}\n`);
   await rename(`${out}.tmp`, out);

@@ -1,0 +1,289 @@
+/**
+ * Edge delivery throughput against nginx, in the same run on the same machine: 1 MiB and 16 MiB KV objects served
+ * to `wrk` over loopback from the edge's memory tier, from its disk tier (memory tier off, so every request reads the
+ * file and verifies it), and by nginx (sendfile, page cache) from a folder holding the same files. A bare express
+ * app answering with the same in-memory Buffer is measured too, to show what a framework costs on the hot path.
+ * GB/s is 10^9 bytes of object per second (requests/s x object size, as wrk counts them); ratio is to nginx.
+ *
+ * Each server is measured in several interleaved rounds and keeps its best, so that other work on a shared machine
+ * does not favour whichever server happened to run in a quiet moment.
+ * Args: --duration S (per measurement, default 3) --rounds N (default 3) --warmup S (default 1)
+ *       --connections N (default 4) --threads N (wrk threads, default 1) --sizes MiB,MiB (default 1,16)
+ * Needs wrk and nginx (Debian: wrk, nginx-light); installed with apt-get when missing and running as root.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
+import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer as createHttpServer, type Server } from 'node:http';
+import { connect, createServer as createNetServer, type AddressInfo } from 'node:net';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import express from 'express';
+import { KdnError } from '../common/errors.ts';
+import { startEdge, type RunningEdge } from '../edge/main.ts';
+import { encodeKVObject } from '../storage/kv-object/index.ts';
+import { openStore } from '../storage/open-store.ts';
+import { intList, positiveInt, positiveSeconds } from './lib/args.ts';
+import type { BenchRecord, BenchReport } from './report.ts';
+
+const LAYERS = 4;
+const KV_HEADS = 4;
+const HEAD_DIM = 64;
+/** fp16 keys and values of every layer, per token. */
+const BYTES_PER_TOKEN = LAYERS * 2 * KV_HEADS * HEAD_DIM * 2;
+
+interface WrkResult {
+  requestsPerSec: number;
+  errors: number;
+}
+
+interface Target {
+  server: string;
+  tier: string;
+  url: (file: string) => string;
+}
+
+export async function run(args: string[]): Promise<BenchReport> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      duration: { type: 'string' }, warmup: { type: 'string' }, connections: { type: 'string' },
+      threads: { type: 'string' }, sizes: { type: 'string' }, rounds: { type: 'string' },
+    },
+  });
+  const duration = positiveSeconds(values.duration, 3, 'duration');
+  const rounds = positiveInt(values.rounds, 3, 'rounds');
+  const warmup = positiveSeconds(values.warmup, 1, 'warmup');
+  const connections = positiveInt(values.connections, 4, 'connections');
+  const threads = positiveInt(values.threads, 1, 'threads');
+  const sizes = intList(values.sizes, [1, 16], 'sizes');
+  const nginx = ensureTools();
+  const loadAtStart = loadavg()[0]!;
+
+  const root = await mkdtemp(join(tmpdir(), 'kdn-bench-edge-'));
+  // nginx workers run as an unprivileged user and must be able to reach the served files.
+  await chmod(root, 0o755);
+  const closers: (() => Promise<void>)[] = [];
+  try {
+    const origin = openStore(`file:${join(root, 'origin')}`);
+    closers.push(() => origin.close());
+    await mkdir(join(root, 'www', 'kv'), { recursive: true });
+    const objects = new Map<number, Buffer>();
+    for (const mib of sizes) {
+      const object = makeObject(mib);
+      objects.set(mib, object);
+      await origin.put(`kv/${mib}mib.kv`, object);
+      await writeFile(join(root, 'www', 'kv', `${mib}mib.kv`), object);
+    }
+    const biggest = Math.max(...[...objects.values()].map((object) => object.length));
+    const budget = 4 * biggest * sizes.length;
+
+    const memoryEdge = await startEdge({ port: 0, originUrl: `file:${join(root, 'origin')}`, memoryBytes: budget, diskBytes: 0, diskPath: join(root, 'disk-unused') });
+    closers.push(() => memoryEdge.close());
+    const diskEdge = await startEdge({ port: 0, originUrl: `file:${join(root, 'origin')}`, memoryBytes: 0, diskBytes: budget, diskPath: join(root, 'disk') });
+    closers.push(() => diskEdge.close());
+    for (const mib of sizes) {
+      await fill(memoryEdge, `kv/${mib}mib.kv`, 'memory');
+      await fill(diskEdge, `kv/${mib}mib.kv`, 'disk');
+    }
+    const expressUrl = await startExpressReference(objects);
+    closers.push(expressUrl.close);
+    const nginxUrl = await startNginx(nginx, root);
+    closers.push(nginxUrl.close);
+
+    const targets: Target[] = [
+      { server: 'nginx', tier: 'sendfile', url: (file) => `${nginxUrl.url}/kv/${file}` },
+      { server: 'kdn edge', tier: 'memory', url: (file) => `${memoryEdge.url}/kv/kv/${file}` },
+      { server: 'kdn edge', tier: 'disk', url: (file) => `${diskEdge.url}/kv/kv/${file}` },
+      { server: 'express (reference)', tier: 'memory', url: (file) => `${expressUrl.url}/kv/${file}` },
+    ];
+    // Rounds interleave the servers so that load from other work on a shared machine hits all of them alike;
+    // each keeps its best round.
+    const records: BenchRecord[] = [];
+    for (const mib of sizes) {
+      const size = objects.get(mib)!.length;
+      const best = new Map<Target, number>();
+      for (const target of targets) await wrk(target.url(`${mib}mib.kv`), { threads, connections, seconds: warmup });
+      for (let pass = 1; pass <= rounds; pass += 1) {
+        for (const target of targets) {
+          const url = target.url(`${mib}mib.kv`);
+          const result = await wrk(url, { threads, connections, seconds: duration });
+          if (result.errors > 0) throw new Error(`${target.server} answered ${result.errors} requests for ${url} with errors`);
+          best.set(target, Math.max(best.get(target) ?? 0, result.requestsPerSec));
+          console.error(`round ${pass}: ${target.server} ${target.tier} ${mib} MiB: ${((result.requestsPerSec * size) / 1e9).toFixed(3)} GB/s`);
+        }
+      }
+      const nginxGBps = (best.get(targets[0]!)! * size) / 1e9;
+      for (const target of targets) {
+        const requestsPerSec = best.get(target)!;
+        const gbps = (requestsPerSec * size) / 1e9;
+        records.push({
+          server: target.server, tier: target.tier, objectMiB: mib, objectBytes: size,
+          requestsPerSec: round(requestsPerSec, 1), GBps: round(gbps, 3), ratioToNginx: round(gbps / nginxGBps, 2),
+        });
+      }
+    }
+    return { params: { duration, warmup, rounds, connections, threads, loadAverage1mAtStart: round(loadAtStart, 2), wrkCommand: `wrk -t${threads} -c${connections} -d${duration}s` }, records };
+  } finally {
+    for (const close of closers.reverse()) await close().catch(() => undefined);
+    await rm(root, { recursive: true, force: true });
+  }
+}
+
+/** A valid fp16 KV object of about `mib` MiB (the header adds a few hundred bytes). */
+function makeObject(mib: number): Buffer {
+  const tokens = Math.round((mib * 2 ** 20) / BYTES_PER_TOKEN);
+  const elements = tokens * KV_HEADS * HEAD_DIM;
+  const perLayer = Array.from({ length: LAYERS }, (_, layer) => {
+    const keys = new Float32Array(elements);
+    const values = new Float32Array(elements);
+    for (let i = 0; i < elements; i += 1) {
+      keys[i] = Math.sin(i * 0.37 + layer);
+      values[i] = Math.cos(i * 0.11 + layer);
+    }
+    return { keys, values };
+  });
+  return encodeKVObject(
+    { layers: LAYERS, kvHeads: KV_HEADS, headDim: HEAD_DIM, tokens, positionBase: 0, ropeApplied: true, perLayer },
+    { modelFingerprint: 'bench-edge', tokenIds: Array.from({ length: tokens }, (_, i) => i), codec: { name: 'fp16', lz4: false } },
+  );
+}
+
+/** Reads a key twice through an edge and checks that the second answer came from the expected tier. */
+async function fill(edge: RunningEdge, key: string, tier: 'memory' | 'disk'): Promise<void> {
+  for (let i = 0; i < 2; i += 1) {
+    const res = await fetch(`${edge.url}/kv/${key}`);
+    await res.arrayBuffer();
+    if (!res.ok) throw new Error(`filling ${key}: HTTP ${res.status}`);
+    if (i === 1 && !(res.headers.get('cache-status') ?? '').includes(`detail=${tier}`)) {
+      throw new Error(`${key} was served by ${res.headers.get('cache-status')}, expected the ${tier} tier`);
+    }
+  }
+}
+
+/** The same Buffers behind an express route with the edge's headers: the framework's cost on the hot path. */
+async function startExpressReference(objects: Map<number, Buffer>): Promise<{ url: string; close(): Promise<void> }> {
+  const app = express();
+  app.get('/kv/:file', (req, res) => {
+    const object = objects.get(Number(/^(\d+)mib\.kv$/.exec(req.params.file)?.[1]));
+    if (!object) {
+      res.status(404).end();
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': object.length, etag: '"ref"', 'accept-ranges': 'bytes' });
+    res.end(object);
+  });
+  const server: Server = createHttpServer(app);
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    close: () => new Promise((resolve) => {
+      server.closeAllConnections();
+      server.close(() => resolve());
+    }),
+  };
+}
+
+async function startNginx(binary: string, root: string): Promise<{ url: string; close(): Promise<void> }> {
+  const port = await freePort();
+  const prefix = join(root, 'nginx');
+  await mkdir(prefix, { recursive: true });
+  const conf = join(prefix, 'nginx.conf');
+  const temp = (name: string): string => `${name}_temp_path ${join(prefix, name)};`;
+  await writeFile(conf, `worker_processes 1;
+daemon off;
+pid ${join(prefix, 'nginx.pid')};
+error_log ${join(prefix, 'error.log')} warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 1000000;
+  default_type application/octet-stream;
+  ${temp('client_body')} ${temp('proxy')} ${temp('fastcgi')} ${temp('uwsgi')} ${temp('scgi')}
+  server {
+    listen 127.0.0.1:${port};
+    root ${join(root, 'www')};
+  }
+}
+`);
+  const child = spawn(binary, ['-p', prefix, '-e', join(prefix, 'error.log'), '-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const deadline = Date.now() + 10_000;
+  while (!(await canConnect(port))) {
+    if (child.exitCode !== null || Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`nginx did not start: ${stderr}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return {
+    url: `http://127.0.0.1:${port}`,
+    close: async () => {
+      if (child.exitCode !== null) return;
+      const exited = once(child, 'exit');
+      child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
+async function wrk(url: string, options: { threads: number; connections: number; seconds: number }): Promise<WrkResult> {
+  const child = spawn('wrk', [`-t${options.threads}`, `-c${options.connections}`, `-d${options.seconds}s`, url], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  const [code] = (await once(child, 'exit')) as [number | null];
+  const requests = /Requests\/sec:\s+([\d.]+)/.exec(output);
+  if (code !== 0 || !requests) throw new Error(`wrk failed (${code}): ${output}`);
+  const non2xx = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(output)?.[1] ?? 0);
+  const socket = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(output);
+  const socketErrors = socket ? socket.slice(1).reduce((sum, n) => sum + Number(n), 0) : 0;
+  return { requestsPerSec: Number(requests[1]), errors: non2xx + socketErrors };
+}
+
+/** Finds wrk and nginx, installing the Debian packages when missing and allowed; returns nginx's path. */
+function ensureTools(): string {
+  const find = (): { wrk: boolean; nginx: string | undefined } => ({
+    wrk: spawnSync('wrk', ['--version']).error === undefined,
+    nginx: ['nginx', '/usr/sbin/nginx'].find((candidate) => spawnSync(candidate, ['-v']).error === undefined),
+  });
+  let found = find();
+  if ((!found.wrk || !found.nginx) && process.getuid?.() === 0) {
+    spawnSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', 'wrk', 'nginx-light'], { stdio: 'inherit' });
+    found = find();
+  }
+  if (!found.wrk || !found.nginx) {
+    throw new KdnError('INVALID_ARGUMENT', 'the edge benchmark needs wrk and nginx', { hint: 'apt-get install wrk nginx-light' });
+  }
+  return found.nginx;
+}
+
+async function freePort(): Promise<number> {
+  const server = createNetServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+function canConnect(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect(port, '127.0.0.1');
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
+}
+
+function round(value: number, digits: number): number {
+  const factor = 10 ** digits;
+  return Math.round(value * factor) / factor;
+}

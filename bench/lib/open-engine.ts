@@ -1,0 +1,48 @@
+/** Opens the engine a speed benchmark runs: a model directory (real weights) or a synthetic shape (random weights). */
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { KdnError } from '../../common/errors.ts';
+import { createEngine, type BackendName } from '../../engine-adapter/index.ts';
+import { readJsonConfig } from './read-config.ts';
+import { DEFAULT_DEMO_MODEL, SYNTHETIC_SHAPES, type HfConfig } from './shapes.ts';
+import { createSyntheticEngine, type BenchEngine } from './synthetic-engine.ts';
+
+export interface EngineTarget {
+  /** Shape name for records: a synthetic shape, 'demo', or the model directory's name. */
+  shape: string;
+  /** The config transformers builds the peer from. */
+  hfConfig: HfConfig;
+  /** Set for real-weight models. */
+  modelDir?: string;
+}
+
+/** Resolves --shape / --model into what to open; --model wins and names a model directory. */
+export async function resolveTarget(shape: string, modelDir: string | undefined): Promise<EngineTarget> {
+  const dir = modelDir ?? (shape === 'demo' ? DEFAULT_DEMO_MODEL : undefined);
+  if (dir !== undefined) {
+    const abs = resolve(dir);
+    if (!existsSync(join(abs, 'config.json'))) {
+      throw new KdnError('NOT_FOUND', `no model at ${abs} (config.json missing)`, {
+        hint: shape === 'demo' && modelDir === undefined ? 'the demo model has not landed here: use --shape tiny' : 'pass a Hugging Face model directory',
+      });
+    }
+    return { shape: modelDir === undefined ? 'demo' : abs.split('/').pop()!, hfConfig: await readJsonConfig(join(abs, 'config.json')), modelDir: abs };
+  }
+  const hfConfig = SYNTHETIC_SHAPES[shape];
+  if (!hfConfig) {
+    throw new KdnError('INVALID_ARGUMENT', `unknown shape "${shape}"`, { hint: `use one of demo, ${Object.keys(SYNTHETIC_SHAPES).join(', ')}` });
+  }
+  return { shape, hfConfig };
+}
+
+export async function openBenchEngine(target: EngineTarget, backend: 'auto' | BackendName, capacity: number): Promise<BenchEngine> {
+  if (target.modelDir === undefined) return createSyntheticEngine(target.shape, target.hfConfig, { backend, capacity });
+  const engine = await createEngine({ modelDir: target.modelDir, backend, capacity });
+  return {
+    info: engine.info,
+    backend: engine.backend,
+    device: engine.device,
+    createSession: (cap: number) => engine.createSession({ capacity: cap }),
+    dispose: () => engine.dispose(),
+  };
+}

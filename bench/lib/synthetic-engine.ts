@@ -1,0 +1,142 @@
+/**
+ * An engine over random weights built in memory from a config, for speed benchmarks of shapes we have no files
+ * for (an 8B model would be 32 GB of float32 to write and load). One random Float32Array per tensor shape is
+ * shared by every layer (and by lm_head with the embedding), which keeps host memory near one layer's worth plus
+ * the embedding; the compute per token is the same as with distinct weights.
+ */
+import { createHash } from 'node:crypto';
+import { KdnError } from '../../common/errors.ts';
+import type { ForwardBackend } from '../../engine-adapter/backend.ts';
+import {
+  BackendSession,
+  buildModelInfo,
+  createCpuBackend,
+  parseModelConfig,
+  type BackendName,
+  type ModelConfig,
+  type ModelInfo,
+  type ModelWeights,
+  type Session,
+  type Tensor,
+  type Tokenizer,
+} from '../../engine-adapter/index.ts';
+import type { HfConfig } from './shapes.ts';
+
+/** What the speed benchmarks need of an engine: sessions by token id, and what ran them. */
+export interface BenchEngine {
+  readonly info: ModelInfo;
+  readonly backend: BackendName;
+  readonly device: string;
+  createSession(capacity: number): Session;
+  dispose(): Promise<void>;
+}
+
+/** Uniform values with the given standard deviation, from a seeded xorshift (fast enough for 500M values). */
+function randomArray(length: number, std: number, seed: number): Float32Array {
+  const out = new Float32Array(length);
+  const half = std * Math.sqrt(3);
+  let s = (seed * 2654435761) >>> 0 || 1;
+  for (let i = 0; i < length; i++) {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    out[i] = ((s >>> 0) / 4294967296 * 2 - 1) * half;
+  }
+  return out;
+}
+
+/** Random weights for `config`, one array per distinct tensor shape. */
+export function syntheticWeights(config: ModelConfig, seed = 1): ModelWeights {
+  const c = config;
+  const cache = new Map<string, Tensor>();
+  let next = seed;
+  // Keyed by role as well as shape so that, e.g., a norm and a bias of the same length keep their own scales.
+  const tensor = (role: string, shape: number[], make: (n: number) => Float32Array): Tensor => {
+    const key = `${role}:${shape.join('x')}`;
+    let t = cache.get(key);
+    if (!t) {
+      t = { shape, data: make(shape.reduce((a, b) => a * b, 1)) };
+      cache.set(key, t);
+    }
+    return t;
+  };
+  const linear = (rows: number, cols: number): Tensor => tensor('linear', [rows, cols], (n) => randomArray(n, 1 / Math.sqrt(cols), next++));
+  const ones = (n: number): Tensor => tensor('norm', [n], (len) => new Float32Array(len).fill(1));
+  const bias = (n: number): Tensor => tensor('bias', [n], (len) => randomArray(len, 0.05, next++));
+  const q = c.heads * c.headDim;
+  const kv = c.kvHeads * c.headDim;
+  const embed = tensor('embed', [c.vocabSize, c.hiddenSize], (n) => randomArray(n, 1, next++));
+  const layers = Array.from({ length: c.layers }, () => ({
+    inputNorm: ones(c.hiddenSize),
+    q: linear(q, c.hiddenSize),
+    k: linear(kv, c.hiddenSize),
+    v: linear(kv, c.hiddenSize),
+    o: linear(c.hiddenSize, q),
+    ...(c.attentionBias ? { qBias: bias(q), kBias: bias(kv), vBias: bias(kv) } : {}),
+    ...(c.qkNorm ? { qNorm: ones(c.headDim), kNorm: ones(c.headDim) } : {}),
+    postAttentionNorm: ones(c.hiddenSize),
+    gate: linear(c.intermediateSize, c.hiddenSize),
+    up: linear(c.intermediateSize, c.hiddenSize),
+    down: linear(c.hiddenSize, c.intermediateSize),
+  }));
+  return { config: c, embed, layers, finalNorm: ones(c.hiddenSize), lmHead: embed };
+}
+
+/** Synthetic models have ids but no text: encoding is refused, decoding names the ids. */
+function idTokenizer(config: ModelConfig): Tokenizer {
+  return {
+    encode(): number[] {
+      throw new KdnError('INVALID_ARGUMENT', 'a synthetic benchmark model has no tokenizer', { hint: 'pass token ids' });
+    },
+    decode: (ids) => ids.map((id) => `<${id}>`).join(''),
+    applyChatTemplate(): string {
+      throw new KdnError('INVALID_ARGUMENT', 'a synthetic benchmark model has no chat template');
+    },
+    bosTokenId: config.bosTokenId,
+    eosTokenIds: config.eosTokenIds,
+  };
+}
+
+/** What engine-adapter/webgpu/webgpu-backend.ts exports that we use. */
+interface WebGPUModule {
+  createWebGPUBackend(weights: ModelWeights, options?: { capacity?: number }): Promise<ForwardBackend>;
+  probeWebGPU(): Promise<{ available: boolean; description: string; reason?: string }>;
+}
+
+const WEBGPU_MODULE: string = '../../engine-adapter/webgpu/webgpu-backend.ts';
+
+async function openBackend(kind: 'auto' | BackendName, weights: ModelWeights, capacity: number): Promise<ForwardBackend> {
+  if (kind === 'cpu') return createCpuBackend(weights);
+  const webgpu = (await import(WEBGPU_MODULE)) as WebGPUModule;
+  const probe = await webgpu.probeWebGPU();
+  if (!probe.available) {
+    if (kind === 'auto') return createCpuBackend(weights);
+    throw new KdnError('ENGINE_UNAVAILABLE', `no WebGPU adapter: ${probe.reason ?? probe.description}`, { hint: 'use --backend cpu' });
+  }
+  return webgpu.createWebGPUBackend(weights, { capacity });
+}
+
+/**
+ * Builds an engine for an HF config with random weights. `capacity` is the largest session the run will open
+ * (the WebGPU backend checks it against the adapter's limits up front).
+ */
+export async function createSyntheticEngine(
+  name: string,
+  hfConfig: HfConfig,
+  options: { backend: 'auto' | BackendName; capacity: number; seed?: number },
+): Promise<BenchEngine> {
+  const config = parseModelConfig(hfConfig, `synthetic shape ${name}`);
+  const seed = options.seed ?? 1;
+  const fingerprint = createHash('sha256').update(`kdn-synthetic-v1\n${name}\n${seed}\n${JSON.stringify(hfConfig)}`).digest('hex');
+  // Not kept here: the CPU backend holds the weights it computes with, the WebGPU backend its GPU copy, so the host
+  // arrays of a GPU run can be collected once uploaded.
+  const backend = await openBackend(options.backend, syntheticWeights(config, seed), options.capacity);
+  const model = { config, fingerprint, tokenizer: idTokenizer(config) };
+  return {
+    info: buildModelInfo(config, `synthetic:${name}`, fingerprint),
+    backend: backend.name,
+    device: backend.device,
+    createSession: (capacity: number): Session => new BackendSession(backend, model, capacity),
+    dispose: () => backend.dispose(),
+  };
+}

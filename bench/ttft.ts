@@ -1,0 +1,270 @@
+/**
+ * Time to first token of a knowledge-heavy query: `--contexts` tokens of context plus a `--question`-token
+ * question, answered by
+ *   inject, inject-int8, inject-int4: the context's KV objects (`--chunk`-token chunks, made once by the engine and
+ *     put to a warm edge started in process) fetched over HTTP in parallel, injected in order, question prefilled;
+ *   recompute: the engine prefills context and question;
+ *   peer: transformers (bf16, sdpa) prefills the same token count (bench/peer_prefill.py; skipped with the reason
+ *     where torch or CUDA is missing).
+ * ttft_ms is the median of --runs after --warmup, each on a new session. Every context size is measured on its
+ * own, so one failing (e.g. out of memory) records an error and the run goes on; --max-seconds stops cleanly
+ * between measurements and keeps what was gathered.
+ *
+ *   npm run bench -- ttft --shape llama3.1-8b --contexts 1024,4096,8192,16384,32768 --backend webgpu --out ttft-gpu
+ *   npm run bench -- ttft --shape demo --contexts 256,512,1024 --backend cpu --out ttft-cpu
+ */
+import { codecFromString, encodeKVObject } from '../storage/kv-object/index.ts';
+import type { CodecName } from '../storage/kv-object/types.ts';
+import { choiceList, parseFlags, positiveInt } from './lib/args.ts';
+import { startBenchEdge, type BenchEdge } from './lib/bench-edge.ts';
+import { SPEED_OPTIONS, speedArgs, type SpeedArgs } from './lib/common-args.ts';
+import { fetchAndInject, type FetchInjectTiming } from './lib/fetch-inject.ts';
+import { argmax } from './lib/logits.ts';
+import { openBenchEngine, resolveTarget } from './lib/open-engine.ts';
+import { PEER_REPS, runPeer, type PeerReport } from './lib/peer.ts';
+import { median, round } from './lib/stats.ts';
+import type { BenchEngine } from './lib/synthetic-engine.ts';
+import { randomTokenIds } from './lib/token-ids.ts';
+import type { BenchRecord, BenchReport } from './report.ts';
+
+const MODES = ['inject', 'inject-int8', 'inject-int4', 'recompute', 'peer'] as const;
+type Mode = (typeof MODES)[number];
+type InjectMode = Exclude<Mode, 'recompute' | 'peer'>;
+const CODEC_OF: Record<InjectMode, CodecName> = { inject: 'fp16', 'inject-int8': 'int8', 'inject-int4': 'int4' };
+/** Stored size relative to fp16 (int codecs carry scales), for sizing the edge's memory tier with room to spare. */
+const SIZE_FACTOR: Record<CodecName, number> = { fp16: 1.05, int8: 0.65, int4: 0.4 };
+
+interface TtftArgs extends SpeedArgs {
+  question: number;
+  chunk: number;
+  modes: Mode[];
+  window: number;
+}
+
+function isInject(mode: Mode): mode is InjectMode {
+  return mode in CODEC_OF;
+}
+
+function parse(args: string[]): TtftArgs {
+  const values = parseFlags(args, { ...SPEED_OPTIONS, question: { type: 'string' }, chunk: { type: 'string' }, modes: { type: 'string' }, window: { type: 'string' } });
+  return {
+    ...speedArgs(values, { contexts: [256, 512, 1024] }),
+    question: positiveInt(values.question, 64, 'question'),
+    chunk: positiveInt(values.chunk, 256, 'chunk'),
+    modes: choiceList(values.modes, MODES, MODES, 'modes'),
+    window: positiveInt(values.window, 16, 'window'),
+  };
+}
+
+/** One row of the table; figures a mode does not have stay null. */
+function record(base: { device: string; shape: string; context: number; question: number }, mode: Mode, fields: Partial<BenchRecord>): BenchRecord {
+  return {
+    device: base.device,
+    shape: base.shape,
+    context_tokens: base.context,
+    question_tokens: base.question,
+    mode,
+    ttft_ms: null,
+    runs: null,
+    bytes: null,
+    fetch_ms: null,
+    fetch_wait_ms: null,
+    inject_ms: null,
+    question_ms: null,
+    first_token_matches_recompute: null,
+    vs_peer: null,
+    vs_recompute: null,
+    note: null,
+    ...fields,
+  };
+}
+
+/** Progress on stderr, so a long GPU run shows where it is (quiet under tests). */
+function progress(line: string): void {
+  if (!process.env.KDN_TEST) process.stderr.write(`ttft: ${line}\n`);
+}
+
+/** Median of `runs` measured calls after `warmup` unmeasured ones. */
+async function measure<T extends { ms: number }>(warmup: number, runs: number, once: () => Promise<T>): Promise<{ median: number; results: T[] }> {
+  for (let i = 0; i < warmup; i++) await once();
+  const results: T[] = [];
+  for (let i = 0; i < runs; i++) results.push(await once());
+  return { median: median(results.map((r) => r.ms)), results };
+}
+
+/** Computes the context once, exports it chunk by chunk and puts each chunk in every codec the modes need. */
+async function putContextObjects(
+  engine: BenchEngine,
+  edge: BenchEdge,
+  context: number[],
+  chunk: number,
+  codecs: CodecName[],
+  prefix: string,
+): Promise<Map<CodecName, string[]>> {
+  const keys = new Map<CodecName, string[]>(codecs.map((c) => [c, []]));
+  const session = engine.createSession(context.length);
+  try {
+    await session.prefill(context, { logits: 'none' });
+    for (let start = 0, i = 0; start < context.length; start += chunk, i++) {
+      const end = Math.min(start + chunk, context.length);
+      const kv = await session.exportKV({ start, end });
+      for (const codec of codecs) {
+        const key = `${prefix}/${codec}/chunk-${String(i).padStart(5, '0')}.kv`;
+        const bytes = encodeKVObject(kv, { modelFingerprint: engine.info.fingerprint, tokenIds: context.slice(start, end), codec: codecFromString(codec) });
+        await edge.client.put(key, bytes);
+        keys.get(codec)!.push(key);
+      }
+    }
+  } finally {
+    session.dispose();
+  }
+  return keys;
+}
+
+/** One query by injection per run: fresh session, fetch + inject every chunk, prefill the question, first token. */
+function measureInject(engine: BenchEngine, edge: BenchEdge, keys: string[], context: number, questionIds: number[], a: TtftArgs) {
+  return measure(a.warmup, a.runs, async () => {
+    const session = engine.createSession(context + questionIds.length);
+    try {
+      const t0 = performance.now();
+      const timing: FetchInjectTiming = await fetchAndInject(edge.client, keys, session, a.window);
+      const q0 = performance.now();
+      const first = argmax(await session.prefill(questionIds, { logits: 'last' }));
+      const end = performance.now();
+      return { ms: end - t0, questionMs: end - q0, first, ...timing };
+    } finally {
+      session.dispose();
+    }
+  });
+}
+
+async function measureContext(engine: BenchEngine, a: TtftArgs, shape: string, context: number, peer: PeerReport | undefined): Promise<BenchRecord[]> {
+  const base = { device: engine.device, shape, context, question: a.question };
+  const vocab = engine.info.vocabSize;
+  const contextIds = randomTokenIds(context, vocab, context);
+  const questionIds = randomTokenIds(a.question, vocab, context + 1);
+  const out = new Map<Mode, BenchRecord>();
+  let recomputeFirst: number | undefined;
+
+  const skipped = (mode: Mode): boolean => {
+    if (!a.deadline.expired) return false;
+    out.set(mode, record(base, mode, { note: a.deadline.reason }));
+    return true;
+  };
+  // A failing mode (e.g. out of GPU memory) records its error; the other modes and context sizes still run.
+  const attempt = async (modes: Mode[], fn: () => Promise<void>): Promise<void> => {
+    progress(`${shape} ${context} tokens: ${modes.join(', ')}`);
+    try {
+      await fn();
+    } catch (err) {
+      const note = `error: ${(err as Error).message}`.slice(0, 500);
+      for (const mode of modes) if (!out.has(mode)) out.set(mode, record(base, mode, { note }));
+    }
+  };
+
+  if (a.modes.includes('recompute') && !skipped('recompute')) await attempt(['recompute'], async () => {
+    const all = [...contextIds, ...questionIds];
+    const m = await measure(a.warmup, a.runs, async () => {
+      const session = engine.createSession(all.length);
+      try {
+        const t0 = performance.now();
+        const first = argmax(await session.prefill(all, { logits: 'last' }));
+        return { ms: performance.now() - t0, first };
+      } finally {
+        session.dispose();
+      }
+    });
+    recomputeFirst = m.results.at(-1)!.first;
+    out.set('recompute', record(base, 'recompute', { ttft_ms: round(m.median), runs: a.runs }));
+  });
+
+  const injectModes = a.modes.filter(isInject);
+  if (injectModes.length > 0 && !a.deadline.expired) await attempt(injectModes, async () => {
+    const codecs = injectModes.map((m) => CODEC_OF[m]);
+    const budget = codecs.reduce((sum, c) => sum + SIZE_FACTOR[c], 0) * engine.info.kvBytesPerToken * context + 64 * 2 ** 20;
+    const edge = await startBenchEdge(Math.ceil(budget), Math.ceil(engine.info.kvBytesPerToken * a.chunk * 1.1) + 2 ** 20);
+    try {
+      const keys = await putContextObjects(engine, edge, contextIds, a.chunk, codecs, `bench/ttft/${shape.replace(/[^A-Za-z0-9._=-]/g, '_')}/${context}`);
+      for (const mode of injectModes) {
+        if (skipped(mode)) continue;
+        await attempt([mode], async () => {
+          const m = await measureInject(engine, edge, keys.get(CODEC_OF[mode])!, contextIds.length, questionIds, a);
+          const last = m.results.at(-1)!;
+          out.set(mode, record(base, mode, {
+            ttft_ms: round(m.median),
+            runs: a.runs,
+            bytes: last.bytes,
+            fetch_ms: round(median(m.results.map((r) => r.fetchMs))),
+            fetch_wait_ms: round(median(m.results.map((r) => r.fetchWaitMs))),
+            inject_ms: round(median(m.results.map((r) => r.injectMs))),
+            question_ms: round(median(m.results.map((r) => r.questionMs))),
+            first_token_matches_recompute: recomputeFirst === undefined ? null : last.first === recomputeFirst,
+          }));
+        });
+      }
+    } finally {
+      await edge.close();
+    }
+  });
+  for (const mode of injectModes) if (!out.has(mode)) skipped(mode);
+
+  if (a.modes.includes('peer')) {
+    const p = peer?.available ? peer.byTokens.get(context + a.question) : undefined;
+    out.set('peer', record({ ...base, device: peer?.available ? peer.device : 'none' }, 'peer', p?.prefill_ms !== undefined
+      ? { ttft_ms: round(p.prefill_ms), runs: PEER_REPS, note: peer?.available ? peer.label : null }
+      : { note: peer === undefined ? 'not run' : peer.available ? (p?.error ?? 'no result for this length') : `skipped: ${peer.reason}` }));
+  }
+
+  const peerMs = out.get('peer')?.ttft_ms;
+  const recomputeMs = out.get('recompute')?.ttft_ms;
+  for (const mode of injectModes) {
+    const r = out.get(mode);
+    if (!r || typeof r.ttft_ms !== 'number') continue;
+    if (typeof peerMs === 'number') r.vs_peer = round(r.ttft_ms / peerMs, 3);
+    if (typeof recomputeMs === 'number') r.vs_recompute = round(r.ttft_ms / recomputeMs, 3);
+  }
+  return a.modes.map((mode) => out.get(mode)!).filter((r) => r !== undefined);
+}
+
+export async function run(args: string[]): Promise<BenchReport> {
+  const a = parse(args);
+  const target = await resolveTarget(a.shape, a.model);
+  const maxContext = Math.max(...a.contexts);
+  const records: BenchRecord[] = [];
+
+  // The peer runs first, alone on the GPU, for every length in one process (its model is built once).
+  let peer: PeerReport | undefined;
+  if (a.modes.includes('peer')) {
+    const timeoutMs = Number.isFinite(a.deadline.seconds) ? a.deadline.remainingSeconds * 1000 * 0.4 : 60 * 60 * 1000;
+    peer = await runPeer({ hfConfig: target.hfConfig, tokens: a.contexts.map((c) => c + a.question), timeoutMs });
+  }
+
+  // Lengths past the model's positions fail on their own (recorded); the engine opens for what it can hold.
+  const maxPositions = Number(target.hfConfig.max_position_embeddings);
+  const engine = await openBenchEngine(target, a.backend, Math.min(maxContext + a.question, maxPositions));
+  try {
+    for (const context of a.contexts) records.push(...(await measureContext(engine, a, target.shape, context, peer)));
+    return {
+      params: {
+        shape: target.shape,
+        model: target.modelDir ?? `synthetic ${target.shape} (random weights)`,
+        fingerprint: engine.info.fingerprint,
+        parameters: engine.info.parameters,
+        kvBytesPerTokenFp16: engine.info.kvBytesPerToken,
+        backend: engine.backend,
+        device: engine.device,
+        chunkTokens: a.chunk,
+        questionTokens: a.question,
+        runs: a.runs,
+        warmup: a.warmup,
+        fetchWindow: a.window,
+        peer: peer === undefined ? 'not requested' : peer.available ? `${peer.label} on ${peer.device}` : `unavailable: ${peer.reason}`,
+        maxSeconds: Number.isFinite(a.deadline.seconds) ? a.deadline.seconds : null,
+        timing: 'ttft_ms: median of runs, from the start of a query on a fresh session to the first token id on the host; inject modes split into fetch (first request to last body), fetch_wait (injector idle waiting for bodies), inject, question prefill',
+      },
+      records,
+    };
+  } finally {
+    await engine.dispose();
+  }
+}

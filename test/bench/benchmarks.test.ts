@@ -1,0 +1,136 @@
+import { expect } from 'chai';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { run as runEngine } from '../../bench/engine.ts';
+import { run as runFidelity } from '../../bench/fidelity.ts';
+import type { BenchRecord } from '../../bench/report.ts';
+import { run as runTtft } from '../../bench/ttft.ts';
+import { isKdnError } from '../../common/errors.ts';
+import { makeTinyModel } from '../../tools/make-tiny-models.ts';
+
+const CODECS = ['fp16', 'fp16+lz4', 'int8', 'int8+lz4', 'int4', 'int4+lz4'];
+const FIDELITY_MODES = ['prefix-chained', 'independent'];
+const TTFT_MODES = ['inject', 'inject-int8', 'inject-int4', 'recompute', 'peer'];
+
+async function rejection(p: Promise<unknown>): Promise<unknown> {
+  try {
+    await p;
+  } catch (err) {
+    return err;
+  }
+  throw new Error('expected a rejection');
+}
+
+function num(r: BenchRecord, key: string): number {
+  const v = r[key];
+  expect(v, `${key} of ${JSON.stringify(r)}`).to.be.a('number');
+  return v as number;
+}
+
+/** Every benchmark on a tiny random model, cpu backend, minimal sizes: the records' shape and sanity, never speed. */
+describe('benchmarks on a tiny model', function () {
+  let root: string;
+  let model: string;
+
+  before(async () => {
+    root = await mkdtemp(join(tmpdir(), 'kdn-bench-test-'));
+    model = (await makeTinyModel(join(root, 'llama'), { architecture: 'LlamaForCausalLM' })).dir;
+  });
+
+  after(async () => {
+    await rm(root, { recursive: true, force: true });
+  });
+
+  it('fidelity: every codec x mode, sane metrics, fp16 prefix-chained agrees exactly, int4 is smaller', async () => {
+    const report = await runFidelity(['--model', model, '--chunk', '16', '--answer', '6', '--max-doc-tokens', '48', '--docs', '2', '--prompts', '2']);
+    console.table(report.records);
+    expect(report.records).to.have.length(CODECS.length * FIDELITY_MODES.length);
+    const byKey = new Map(report.records.map((r) => [`${r.codec}|${r.mode}`, r]));
+    for (const codec of CODECS) {
+      for (const mode of FIDELITY_MODES) {
+        const r = byKey.get(`${codec}|${mode}`);
+        expect(r, `${codec} ${mode}`).to.not.equal(undefined);
+        expect(num(r!, 'top1_agreement')).to.be.within(0, 1);
+        expect(num(r!, 'exact_match')).to.be.within(0, 1);
+        expect(num(r!, 'mean_kl')).to.be.at.least(0);
+        expect(num(r!, 'bytes_per_token')).to.be.greaterThan(0);
+        expect(num(r!, 'positions')).to.equal(2 * 2 * 6);
+      }
+    }
+    const fp16 = byKey.get('fp16|prefix-chained')!;
+    expect(fp16.top1_agreement).to.equal(1);
+    expect(fp16.exact_match).to.equal(1);
+    expect(num(byKey.get('int4|prefix-chained')!, 'bytes_per_token')).to.be.lessThan(num(fp16, 'bytes_per_token'));
+    expect(report.params?.documents).to.match(/devil-dictionary-ba\.txt \(48 tokens, 2 prompts\)/);
+  });
+
+  it('ttft: every mode per context size, inject modes with bytes and a time split, peer figures or a reason', async () => {
+    const report = await runTtft(['--model', model, '--backend', 'cpu', '--contexts', '32,64', '--question', '8', '--chunk', '16', '--runs', '1', '--warmup', '0']);
+    console.table(report.records);
+    expect(report.records).to.have.length(2 * TTFT_MODES.length);
+    for (const context of [32, 64]) {
+      const rows = report.records.filter((r) => r.context_tokens === context);
+      expect(rows.map((r) => r.mode)).to.deep.equal(TTFT_MODES);
+      for (const r of rows) {
+        expect(r.question_tokens).to.equal(8);
+        expect(r.device).to.be.a('string');
+        if (r.mode === 'peer') {
+          if (r.ttft_ms === null) expect(r.note).to.match(/^skipped: /);
+          else expect(num(r, 'ttft_ms')).to.be.greaterThan(0);
+          continue;
+        }
+        expect(r.note, `${r.mode} at ${context}`).to.equal(null);
+        expect(num(r, 'ttft_ms')).to.be.greaterThan(0);
+        if (r.mode === 'recompute') continue;
+        expect(num(r, 'bytes')).to.be.greaterThan(0);
+        for (const key of ['fetch_ms', 'fetch_wait_ms', 'inject_ms', 'question_ms', 'vs_recompute']) expect(num(r, key)).to.be.at.least(0);
+        expect(r.first_token_matches_recompute).to.be.a('boolean');
+      }
+      const bytes = (mode: string): number => num(rows.find((r) => r.mode === mode)!, 'bytes');
+      expect(bytes('inject-int4')).to.be.lessThan(bytes('inject-int8'));
+      expect(bytes('inject-int8')).to.be.lessThan(bytes('inject'));
+      expect(rows.find((r) => r.mode === 'inject')!.first_token_matches_recompute).to.equal(true);
+    }
+  });
+
+  it('ttft: a context longer than the model holds records an error and the run goes on', async () => {
+    const report = await runTtft(['--model', model, '--backend', 'cpu', '--contexts', '4096,16', '--question', '4', '--chunk', '16', '--runs', '1', '--warmup', '0', '--modes', 'inject,recompute']);
+    const failed = report.records.filter((r) => r.context_tokens === 4096);
+    expect(failed.map((r) => r.mode)).to.deep.equal(['inject', 'recompute']);
+    for (const r of failed) expect(r.note).to.match(/^error: /);
+    const ok = report.records.filter((r) => r.context_tokens === 16);
+    for (const r of ok) expect(num(r, 'ttft_ms')).to.be.greaterThan(0);
+  });
+
+  it('ttft and engine: a spent --max-seconds budget still returns a record per measurement, marked skipped', async () => {
+    const ttft = await runTtft(['--model', model, '--backend', 'cpu', '--contexts', '16,32', '--question', '4', '--chunk', '16', '--modes', 'inject,recompute', '--max-seconds', '0.001']);
+    expect(ttft.records.map((r) => `${r.context_tokens}/${r.mode}`)).to.deep.equal(['16/inject', '16/recompute', '32/inject', '32/recompute']);
+    for (const r of ttft.records) expect(r.note).to.match(/--max-seconds 0.001 budget reached/);
+    const engine = await runEngine(['--model', model, '--backend', 'cpu', '--contexts', '16', '--no-peer', '--max-seconds', '0.001']);
+    expect(engine.records).to.have.length(1);
+    expect(engine.records[0]!.note).to.match(/--max-seconds 0.001 budget reached/);
+  });
+
+  it('bad arguments are typed errors', async () => {
+    expect(isKdnError(await rejection(runTtft(['--shape', 'gpt-5'])), 'INVALID_ARGUMENT')).to.equal(true);
+    expect(isKdnError(await rejection(runTtft(['--shape', 'tiny', '--contexts', '0'])), 'INVALID_ARGUMENT')).to.equal(true);
+    expect(isKdnError(await rejection(runEngine(['--model', join(root, 'missing')])), 'NOT_FOUND')).to.equal(true);
+    expect(isKdnError(await rejection(runFidelity(['--model', model, '--codecs', 'int3'])), 'INVALID_ARGUMENT')).to.equal(true);
+  });
+
+  it('engine: prefill and decode throughput per context size, engine and peer rows', async () => {
+    const report = await runEngine(['--model', model, '--backend', 'cpu', '--contexts', '16,48', '--decode', '4', '--runs', '1', '--warmup', '0']);
+    console.table(report.records);
+    expect(report.records.map((r) => `${r.context_tokens}/${r.mode}`)).to.deep.equal(['16/engine', '16/peer', '48/engine', '48/peer']);
+    for (const r of report.records.filter((x) => x.mode === 'engine')) {
+      expect(r.note).to.equal(null);
+      expect(num(r, 'prefill_tok_s')).to.be.greaterThan(0);
+      expect(num(r, 'decode_tok_s')).to.be.greaterThan(0);
+      expect(r.decode_tokens).to.equal(4);
+    }
+    for (const r of report.records.filter((x) => x.mode === 'peer')) {
+      if (r.prefill_tok_s === null) expect(r.note).to.match(/^skipped: /);
+    }
+  });
+});
