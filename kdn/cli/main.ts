@@ -1,4 +1,13 @@
 import { Command } from 'commander';
+import { register as registerServe } from './commands/serve.ts';
+import { register as registerUpload } from './commands/upload.ts';
+import { register as registerQuery } from './commands/query.ts';
+import { register as registerDocs } from './commands/docs.ts';
+import { register as registerWarm } from './commands/warm.ts';
+import { register as registerInspect } from './commands/inspect.ts';
+import { register as registerEdge } from './commands/edge.ts';
+import { register as registerGenerate } from './commands/generate.ts';
+import { register as registerModelInfo } from './commands/model-info.ts';
 
 const program = new Command();
 program
@@ -7,6 +16,15 @@ program
   .showHelpAfterError();
 
 // Each part registers its own subcommands; keep one line per command module.
+registerServe(program);
+registerUpload(program);
+registerQuery(program);
+registerDocs(program);
+registerWarm(program);
+registerInspect(program);
+registerEdge(program);
+registerGenerate(program);
+registerModelInfo(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   const e = err as { code?: string; message?: string; hint?: string };

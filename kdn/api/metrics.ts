@@ -1,0 +1,53 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** kdn's Prometheus metrics, one registry per server so two kdn instances in one process do not collide. */
+export class KdnMetrics {
+  readonly registry = new Registry();
+  readonly requests = new Counter({
+    name: 'kdn_http_requests_total',
+    help: 'HTTP requests by route, method and status',
+    labelNames: ['route', 'method', 'status'] as const,
+    registers: [this.registry],
+  });
+  readonly latency = new Histogram({
+    name: 'kdn_http_request_duration_seconds',
+    help: 'HTTP request latency by route',
+    labelNames: ['route'] as const,
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers: [this.registry],
+  });
+  readonly queueDepth = new Gauge({
+    name: 'kdn_engine_queue_depth',
+    help: 'Engine tasks (queries and ingest jobs) waiting or running',
+    registers: [this.registry],
+  });
+  readonly queryTokens = new Counter({
+    name: 'kdn_query_tokens_total',
+    help: 'Context tokens of queries by how they got into the engine (reused from KV objects or computed), and generated tokens',
+    labelNames: ['kind'] as const,
+    registers: [this.registry],
+  });
+  readonly queryStage = new Histogram({
+    name: 'kdn_query_stage_seconds',
+    help: 'Query time by stage (retrieval, queue, fetch, injection, prefill, ttft, total)',
+    labelNames: ['stage', 'mode'] as const,
+    buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers: [this.registry],
+  });
+  readonly chunkFetches = new Counter({
+    name: 'kdn_chunk_fetches_total',
+    help: 'Chunk KV objects used by queries, by the tier that served them (or computed on a miss)',
+    labelNames: ['tier'] as const,
+    registers: [this.registry],
+  });
+  readonly ingestObjects = new Counter({
+    name: 'kdn_ingest_objects_total',
+    help: 'Chunk KV objects handled by ingest jobs: computed, or skipped because the origin had them',
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  });
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry, prefix: 'kdn_' });
+  }
+}

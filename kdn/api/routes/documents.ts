@@ -1,0 +1,133 @@
+import express, { type Request, type Response, type Router } from 'express';
+import multer from 'multer';
+import { KdnError } from '../../../common/errors.ts';
+import { documentId } from '../../keys.ts';
+import { manifestObjects, summarize, type Manifest } from '../../manifest.ts';
+import { NamespaceQuerySchema, UploadSchema } from '../schemas.ts';
+import type { KdnServices } from '../services.ts';
+import { validate } from '../validate.ts';
+
+/** HEADs to edges at a time when a document's detail asks where its objects are cached. */
+const CACHE_CHECK_CONCURRENCY = 8;
+
+/**
+ * Knowledge: POST /v1/documents (JSON {namespace, title, text} or multipart with a `file` and optional `title`,
+ * `namespace` fields) answers 202 with an ingest job; GET /v1/jobs/:id; GET /v1/documents?namespace=;
+ * GET|DELETE /v1/documents/:id?namespace=.
+ */
+export function documentRoutes(services: KdnServices): Router {
+  const router = express.Router();
+  const limit = services.config.maxUploadBytes;
+  const upload = multer({ storage: multer.memoryStorage(), limits: { fileSize: limit, files: 1, fields: 8, fieldSize: 64 * 1024 } });
+
+  router.post('/v1/documents', express.json({ limit: limit + 64 * 1024 }), upload.single('file'), async (req: Request, res: Response) => {
+    const input = validate(UploadSchema, uploadFields(req), 'upload');
+    if (Buffer.byteLength(input.text) > limit) {
+      throw new KdnError('PAYLOAD_TOO_LARGE', `the document is larger than the ${limit}-byte upload limit`, {
+        hint: 'split the document, or raise the limit with kdn serve --max-upload',
+      });
+    }
+    const id = documentId(input.namespace, input.title, input.text);
+    const job = await services.jobs.submit({ ...input, id, salt: services.saltFor(input.namespace) });
+    res.status(202).location(`/v1/jobs/${job.id}`).json({ job, document: { id, namespace: input.namespace, title: input.title } });
+  });
+
+  router.get('/v1/jobs/:id', (req: Request, res: Response) => {
+    res.json(services.jobs.get(String(req.params.id)));
+  });
+
+  router.get('/v1/documents', (req: Request, res: Response) => {
+    const { namespace } = validate(NamespaceQuerySchema, req.query, 'query string');
+    res.json({ namespace, documents: services.catalog.list(namespace).map(summarize) });
+  });
+
+  router.get('/v1/documents/:id', async (req: Request, res: Response) => {
+    const { namespace } = validate(NamespaceQuerySchema, req.query, 'query string');
+    const manifest = await services.catalog.resolve(namespace, String(req.params.id));
+    res.json(await describe(services, manifest));
+  });
+
+  router.delete('/v1/documents/:id', async (req: Request, res: Response) => {
+    const { namespace } = validate(NamespaceQuerySchema, req.query, 'query string');
+    const manifest = await services.catalog.resolve(namespace, String(req.params.id));
+    const unused = await services.catalog.unpublish(manifest);
+    let purged = 0;
+    for (const key of unused) {
+      try {
+        await services.edges.delete(key);
+        purged++;
+      } catch (err) {
+        services.log.warn({ key, err }, 'could not purge an object at the edges');
+      }
+      await services.origin.delete(key);
+    }
+    res.json({ deleted: summarize(manifest), objects: { deleted: unused.length, purgedAtEdges: purged, sharedKept: manifestObjects(manifest).length - unused.length } });
+  });
+
+  return router;
+}
+
+/** The upload's fields from a JSON body, or from a multipart form whose file is the text (title defaults to its name). */
+function uploadFields(req: Request): unknown {
+  const file = req.file;
+  if (!file) {
+    if (!req.is('application/json')) {
+      throw new KdnError('UNSUPPORTED_MEDIA_TYPE', `uploads are JSON or multipart/form-data, not ${req.headers['content-type'] ?? 'an untyped body'}`, {
+        hint: 'send {"title": ..., "text": ...} as application/json, or a multipart form with a "file" field',
+      });
+    }
+    return req.body;
+  }
+  const fields = (req.body ?? {}) as Record<string, unknown>;
+  return { ...fields, title: fields.title ?? file.originalname, text: decodeText(file.buffer, file.originalname) };
+}
+
+function decodeText(bytes: Buffer, name: string): string {
+  try {
+    const text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+    if (!text.includes('\0')) return text;
+  } catch {
+    // fall through to the error below
+  }
+  throw new KdnError('UNSUPPORTED_MEDIA_TYPE', `${name} is not UTF-8 text`, { hint: 'upload plain text or Markdown files' });
+}
+
+interface CachedAt {
+  edge: string;
+  tier: string;
+}
+
+/**
+ * The manifest with sizes and, for each object, what its owner edge answered a HEAD with: tier memory or disk
+ * means it was cached there; origin means it was not (and that edge has now fetched it).
+ */
+async function describe(services: KdnServices, manifest: Manifest): Promise<unknown> {
+  const where = new Map<string, CachedAt | { error: string }>();
+  const keys = manifestObjects(manifest).map((o) => o.key);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(CACHE_CHECK_CONCURRENCY, keys.length) }, async () => {
+      while (next < keys.length) {
+        const key = keys[next++]!;
+        try {
+          const head = await services.edges.head(key);
+          where.set(key, head ? { edge: head.edge, tier: head.servedFrom } : { error: 'missing at the origin' });
+        } catch (err) {
+          where.set(key, { error: (err as Error).message });
+        }
+      }
+    }),
+  );
+  return {
+    ...summarize(manifest),
+    modelFingerprint: manifest.modelFingerprint,
+    chunkBudget: manifest.chunkBudget,
+    chunks: manifest.chunks.map((chunk) => ({
+      index: chunk.index,
+      tokens: chunk.tokenIds.length,
+      text: chunk.text,
+      independent: { ...chunk.independent, cached: where.get(chunk.independent.key) },
+      chained: chunk.chained ? { ...chunk.chained, cached: where.get(chunk.chained.key) } : null,
+    })),
+  };
+}

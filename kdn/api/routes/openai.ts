@@ -1,0 +1,157 @@
+import { basename } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import express, { type Request, type Response, type Router } from 'express';
+import { toKdnError } from '../../../common/errors.ts';
+import type { GeneratedToken } from '../../../engine-adapter/types.ts';
+import type { KnowledgeRequest } from '../../query/query-service.ts';
+import type { QueryOutcome } from '../../query/run-query.ts';
+import { ChatCompletionSchema, CompletionSchema, type Knowledge } from '../schemas.ts';
+import type { KdnServices } from '../services.ts';
+import { validate } from '../validate.ts';
+
+/**
+ * OpenAI-compatible routes. Knowledge rides in an extra `kdn` field ({namespace, documents?, topK?, mode?}); without
+ * it the model answers from the prompt alone. `stream: true` answers server-sent events ending in `data: [DONE]`.
+ */
+export function openAIRoutes(services: KdnServices): Router {
+  const router = express.Router();
+  const modelId = basename(services.engine.info.path);
+  const json = express.json({ limit: '256kb' });
+
+  router.get('/v1/models', (_req: Request, res: Response) => {
+    res.json({ object: 'list', data: [{ id: modelId, object: 'model', created: 0, owned_by: 'kdn' }] });
+  });
+
+  router.post('/v1/chat/completions', json, async (req: Request, res: Response) => {
+    const body = validate(ChatCompletionSchema, req.body, 'chat completion request');
+    const lastUser = [...body.messages].reverse().find((m) => m.role === 'user');
+    const promptText = withoutLeadingBos(services, services.engine.tokenizer.applyChatTemplate(body.messages));
+    await complete(services, res, {
+      kind: 'chat',
+      model: modelId,
+      knowledge: body.kdn,
+      searchText: lastUser?.content ?? promptText,
+      promptText,
+      maxTokens: body.max_tokens,
+      temperature: body.temperature,
+      seed: body.seed,
+      stop: body.stop,
+      stream: body.stream,
+    });
+  });
+
+  router.post('/v1/completions', json, async (req: Request, res: Response) => {
+    const body = validate(CompletionSchema, req.body, 'completion request');
+    await complete(services, res, {
+      kind: 'text',
+      model: modelId,
+      knowledge: body.kdn,
+      searchText: body.prompt,
+      promptText: body.prompt,
+      maxTokens: body.max_tokens,
+      temperature: body.temperature,
+      seed: body.seed,
+      stop: body.stop,
+      stream: body.stream,
+    });
+  });
+
+  return router;
+}
+
+interface Completion {
+  kind: 'chat' | 'text';
+  model: string;
+  knowledge: Knowledge | undefined;
+  searchText: string;
+  promptText: string;
+  maxTokens: number;
+  temperature: number;
+  seed: number | undefined;
+  stop: string | string[] | undefined;
+  stream: boolean;
+}
+
+async function complete(services: KdnServices, res: Response, c: Completion): Promise<void> {
+  const id = `${c.kind === 'chat' ? 'chatcmpl' : 'cmpl'}-${randomBytes(12).toString('hex')}`;
+  const created = Math.floor(Date.now() / 1000);
+  const object = c.kind === 'chat' ? 'chat.completion' : 'text_completion';
+  const disconnected = new AbortController();
+  res.on('close', () => {
+    if (!res.writableFinished) disconnected.abort();
+  });
+
+  const knowledge: KnowledgeRequest | undefined = c.knowledge && {
+    namespace: c.knowledge.namespace,
+    topK: c.knowledge.topK,
+    ...(c.knowledge.documents ? { documents: c.knowledge.documents } : {}),
+  };
+  const run = (onToken?: (token: GeneratedToken) => void): Promise<QueryOutcome> =>
+    services.queries.answer({
+      ...(knowledge ? { knowledge } : {}),
+      searchText: c.searchText,
+      promptText: c.promptText,
+      mode: c.knowledge?.mode ?? 'inject',
+      maxTokens: c.maxTokens,
+      temperature: c.temperature,
+      ...(c.seed === undefined ? {} : { seed: c.seed }),
+      stopStrings: c.stop === undefined ? [] : [c.stop].flat(),
+      signal: disconnected.signal,
+      ...(onToken ? { onToken } : {}),
+    });
+
+  if (!c.stream) {
+    const outcome = await run();
+    const choice =
+      c.kind === 'chat'
+        ? { index: 0, message: { role: 'assistant', content: outcome.answer }, finish_reason: finishReason(outcome) }
+        : { index: 0, text: outcome.answer, logprobs: null, finish_reason: finishReason(outcome) };
+    res.json({ id, object, created, model: c.model, choices: [choice], usage: usage(outcome), kdn: kdnExtras(outcome) });
+    return;
+  }
+
+  res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive' });
+  const chunkObject = c.kind === 'chat' ? 'chat.completion.chunk' : 'text_completion';
+  const send = (payload: unknown): void => {
+    res.write(`data: ${JSON.stringify(payload)}\n\n`);
+  };
+  const delta = (text: string, first: boolean): unknown =>
+    c.kind === 'chat'
+      ? { index: 0, delta: first ? { role: 'assistant', content: text } : { content: text }, finish_reason: null }
+      : { index: 0, text, logprobs: null, finish_reason: null };
+  let first = true;
+  try {
+    const outcome = await run((token) => {
+      if (token.text === '' && !first) return;
+      send({ id, object: chunkObject, created, model: c.model, choices: [delta(token.text, first)] });
+      first = false;
+    });
+    const last = c.kind === 'chat' ? { index: 0, delta: {}, finish_reason: finishReason(outcome) } : { index: 0, text: '', logprobs: null, finish_reason: finishReason(outcome) };
+    send({ id, object: chunkObject, created, model: c.model, choices: [last], usage: usage(outcome), kdn: kdnExtras(outcome) });
+  } catch (err) {
+    send(toKdnError(err).toJSON());
+  }
+  res.end('data: [DONE]\n\n');
+}
+
+function finishReason(outcome: QueryOutcome): 'stop' | 'length' {
+  return outcome.finishReason === 'length' ? 'length' : 'stop';
+}
+
+function usage(outcome: QueryOutcome): { prompt_tokens: number; completion_tokens: number; total_tokens: number } {
+  const prompt = 1 + outcome.tokens.context + outcome.tokens.prompt;
+  return { prompt_tokens: prompt, completion_tokens: outcome.tokens.generated, total_tokens: prompt + outcome.tokens.generated };
+}
+
+function kdnExtras(outcome: QueryOutcome): unknown {
+  const { chunks, tokens, bytes, timings, mode } = outcome;
+  return { mode, chunks, tokens, bytes, timings };
+}
+
+/** Chat templates often start with the BOS text; kdn prefills the BOS token itself before the knowledge. */
+function withoutLeadingBos(services: KdnServices, text: string): string {
+  const bos = services.engine.tokenizer.bosTokenId;
+  if (bos === undefined) return text;
+  const bosText = services.engine.tokenizer.decode([bos], { skipSpecialTokens: false });
+  return bosText !== '' && text.startsWith(bosText) ? text.slice(bosText.length) : text;
+}

@@ -1,0 +1,54 @@
+import express, { type Request, type Response, type Router } from 'express';
+import { codecToString } from '../../../storage/kv-object/index.ts';
+import { manifestObjects, type Manifest } from '../../manifest.ts';
+import { WarmPlanSchema } from '../schemas.ts';
+import type { KdnServices } from '../services.ts';
+import { validate } from '../validate.ts';
+
+/**
+ * Operations: GET /healthz, GET /metrics (Prometheus text), GET /v1/status, and POST /v1/warm/plan, which tells the
+ * warmer (`kdn warm`) the edges and the chunk objects of a namespace or of some documents; the warmer then drives
+ * the edges' /warm itself.
+ */
+export function opsRoutes(services: KdnServices): Router {
+  const router = express.Router();
+
+  router.get('/healthz', (_req: Request, res: Response) => {
+    res.json({ status: 'ok' });
+  });
+
+  router.get('/metrics', async (_req: Request, res: Response) => {
+    res.type(services.metrics.registry.contentType).send(await services.metrics.registry.metrics());
+  });
+
+  router.get('/v1/status', (_req: Request, res: Response) => {
+    const { engine, config } = services;
+    res.json({
+      model: engine.info,
+      backend: engine.backend,
+      device: engine.device,
+      codec: codecToString(services.codec),
+      chunkTokens: config.chunkTokens,
+      origin: services.origin.description,
+      edges: services.edges.edges,
+      queueDepth: services.queue.depth,
+    });
+  });
+
+  router.post('/v1/warm/plan', express.json({ limit: '256kb' }), async (req: Request, res: Response) => {
+    const body = validate(WarmPlanSchema, req.body, 'warm plan request');
+    const manifests: Manifest[] = body.documents
+      ? await Promise.all(body.documents.map((d) => services.catalog.resolve(body.namespace, d)))
+      : services.catalog.list(body.namespace);
+    const objects = new Map<string, number>();
+    for (const m of manifests) for (const o of manifestObjects(m)) objects.set(o.key, o.bytes);
+    res.json({
+      namespace: body.namespace,
+      edges: services.edges.edges,
+      documents: manifests.map((m) => ({ id: m.id, title: m.title })),
+      objects: [...objects].map(([key, bytes]) => ({ key, bytes })),
+    });
+  });
+
+  return router;
+}

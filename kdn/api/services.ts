@@ -1,0 +1,28 @@
+import type { Logger } from '../../common/log.ts';
+import type { EdgeClient } from '../../edge/client.ts';
+import type { Engine } from '../../engine-adapter/types.ts';
+import type { CodecSpec } from '../../storage/kv-object/types.ts';
+import type { ObjectStore } from '../../storage/object-store.ts';
+import type { Catalog } from '../catalog.ts';
+import type { KdnConfig } from '../config.ts';
+import type { EngineQueue } from '../engine-queue.ts';
+import type { IngestJobs } from '../ingest/jobs.ts';
+import type { QueryService } from '../query/query-service.ts';
+import type { KdnMetrics } from './metrics.ts';
+
+/** Everything the routes use, built once by kdn/server.ts. */
+export interface KdnServices {
+  config: KdnConfig;
+  engine: Engine;
+  origin: ObjectStore;
+  edges: EdgeClient;
+  catalog: Catalog;
+  queue: EngineQueue;
+  jobs: IngestJobs;
+  queries: QueryService;
+  metrics: KdnMetrics;
+  codec: CodecSpec;
+  log: Logger;
+  /** Per-namespace salt of chunk keys; '' until tenants (issue 8) give each tenant its own. */
+  saltFor(namespace: string): string;
+}

@@ -1,0 +1,87 @@
+import type { Command } from 'commander';
+import { KDN_ENV, resolveKdnConfig, type KdnConfigInput } from '../../config.ts';
+import { startKdn } from '../../server.ts';
+
+interface ServeFlags {
+  dataDir?: string;
+  origin?: string;
+  edges?: string;
+  model?: string;
+  backend?: string;
+  chunkTokens?: string;
+  codec?: string;
+  port?: string;
+  host?: string;
+  maxUpload?: string;
+  edgeMemory?: string;
+  edgeDisk?: string;
+  edgeDiskPath?: string;
+  json?: boolean;
+}
+
+/**
+ * `kdn serve`: the whole system in one process by default (file origin under the data directory, one embedded
+ * edge, the engine on the best backend). With --json it prints exactly one line {"ready":true,"url":...} once
+ * listening, for parent processes that start it on --port 0.
+ */
+async function serve(flags: ServeFlags): Promise<void> {
+  const input: Partial<KdnConfigInput> = {
+    dataDir: flags.dataDir,
+    origin: flags.origin,
+    edges: flags.edges,
+    model: flags.model,
+    backend: flags.backend as KdnConfigInput['backend'],
+    chunkTokens: flags.chunkTokens,
+    codec: flags.codec,
+    port: flags.port,
+    host: flags.host,
+    maxUploadBytes: flags.maxUpload,
+    edgeMemoryBytes: flags.edgeMemory,
+    edgeDiskBytes: flags.edgeDisk,
+    edgeDiskPath: flags.edgeDiskPath,
+  };
+  const config = resolveKdnConfig(Object.fromEntries(Object.entries(input).filter(([, v]) => v !== undefined)));
+  const kdn = await startKdn(config);
+  const { engine } = kdn.services;
+  if (flags.json) {
+    process.stdout.write(`${JSON.stringify({ ready: true, url: kdn.url, port: kdn.port, edges: kdn.services.edges.edges, backend: engine.backend })}\n`);
+  } else {
+    process.stdout.write(
+      `kdn serving at ${kdn.url}\n` +
+        `  model   ${engine.info.path} (${engine.backend}: ${engine.device})\n` +
+        `  origin  ${kdn.services.origin.description}\n` +
+        `  edges   ${kdn.services.edges.edges.join(', ')}${kdn.embeddedEdge ? ' (embedded)' : ''}\n` +
+        `try: kdn upload README.md && kdn query "What is KDN?"\n`,
+    );
+  }
+  await new Promise<void>((resolve) => {
+    const stop = (): void => {
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
+      void kdn.close().then(resolve);
+    };
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
+  });
+}
+
+export function register(program: Command): void {
+  program
+    .command('serve')
+    .description('run kdn: REST API, ingest, retrieval and queries, with an embedded edge unless --edges is given')
+    .option('--data-dir <dir>', `data directory (env ${KDN_ENV.dataDir}; default ./data)`)
+    .option('--origin <url>', `origin store: file:/path or s3://bucket?endpoint=... (env ${KDN_ENV.origin}; default file:<data-dir>/origin)`)
+    .option('--edges <urls>', `comma-separated edge URLs; none starts one embedded edge (env ${KDN_ENV.edges})`)
+    .option('--model <dir>', `model directory (env ${KDN_ENV.model}; default models/kdn-demo)`)
+    .option('--backend <name>', `auto, webgpu or cpu (env ${KDN_ENV.backend}; default auto)`)
+    .option('--chunk-tokens <n>', `most tokens per knowledge chunk (env ${KDN_ENV.chunkTokens}; default 256)`)
+    .option('--codec <codec>', `codec of stored KV: fp16, int8, int4, optionally +lz4 (env ${KDN_ENV.codec}; default int8)`)
+    .option('--port <port>', `port, 0 for any free one (env ${KDN_ENV.port}; default 8080)`)
+    .option('--host <host>', `address to listen on (env ${KDN_ENV.host}; default 127.0.0.1)`)
+    .option('--max-upload <size>', `largest document upload (env ${KDN_ENV.maxUploadBytes}; default 8MiB)`)
+    .option('--edge-memory <size>', `embedded edge memory budget (env ${KDN_ENV.edgeMemoryBytes}; default 512MiB)`)
+    .option('--edge-disk <size>', `embedded edge disk budget (env ${KDN_ENV.edgeDiskBytes}; default 4GiB)`)
+    .option('--edge-disk-path <dir>', `embedded edge disk folder (env ${KDN_ENV.edgeDiskPath}; default <data-dir>/edge)`)
+    .option('--json', 'print one JSON ready line instead of text')
+    .action(serve);
+}

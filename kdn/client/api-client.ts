@@ -1,0 +1,125 @@
+import { KdnError, ERROR_CODES, type ErrorCode } from '../../common/errors.ts';
+import { codeForHttpStatus } from '../../common/http-errors.ts';
+import type { JobView } from '../ingest/jobs.ts';
+import type { DocumentSummary } from '../manifest.ts';
+import type { QueryOutcome } from '../query/run-query.ts';
+
+export const DEFAULT_SERVER = 'http://127.0.0.1:8080';
+
+export interface QueryRequest {
+  question: string;
+  namespace?: string;
+  documents?: string[];
+  topK?: number;
+  mode?: 'inject' | 'recompute';
+  maxTokens?: number;
+  temperature?: number;
+  seed?: number;
+}
+
+export type QueryResponse = QueryOutcome & { question: string; namespace: string };
+
+export interface WarmPlan {
+  namespace: string;
+  edges: string[];
+  documents: { id: string; title: string }[];
+  objects: { key: string; bytes: number }[];
+}
+
+export interface UploadResponse {
+  job: JobView;
+  document: { id: string; namespace: string; title: string };
+}
+
+/** How long the client waits for one answer; queries queue behind ingest jobs on the engine. */
+const REQUEST_TIMEOUT_MS = 10 * 60_000;
+
+/** The kdn REST API for the CLI and tests: every failure is a KdnError carrying the server's code and hint. */
+export class KdnApiClient {
+  readonly server: string;
+
+  constructor(server: string = DEFAULT_SERVER) {
+    try {
+      this.server = new URL(server).origin;
+    } catch {
+      throw new KdnError('INVALID_ARGUMENT', `"${server}" is not a server URL`, { hint: 'pass --server http://host:port (or set KDN_SERVER)' });
+    }
+  }
+
+  upload(input: { title: string; text: string; namespace?: string }): Promise<UploadResponse> {
+    return this.call('POST', '/v1/documents', input);
+  }
+
+  job(id: string): Promise<JobView> {
+    return this.call('GET', `/v1/jobs/${encodeURIComponent(id)}`);
+  }
+
+  /** Polls a job until it is done (resolves) or failed (rejects with the job's error). */
+  async waitForJob(id: string, onProgress?: (job: JobView) => void, intervalMs = 200): Promise<JobView> {
+    for (;;) {
+      const job = await this.job(id);
+      onProgress?.(job);
+      if (job.status === 'done') return job;
+      if (job.status === 'failed') {
+        const code = ERROR_CODES.includes(job.error?.code as ErrorCode) ? (job.error!.code as ErrorCode) : 'INTERNAL';
+        throw new KdnError(code, `ingest of "${job.document.title}" failed: ${job.error?.message ?? 'unknown error'}`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, intervalMs));
+    }
+  }
+
+  listDocuments(namespace?: string): Promise<{ namespace: string; documents: DocumentSummary[] }> {
+    return this.call('GET', `/v1/documents${ns(namespace)}`);
+  }
+
+  document(id: string, namespace?: string): Promise<Record<string, unknown>> {
+    return this.call('GET', `/v1/documents/${encodeURIComponent(id)}${ns(namespace)}`);
+  }
+
+  deleteDocument(id: string, namespace?: string): Promise<Record<string, unknown>> {
+    return this.call('DELETE', `/v1/documents/${encodeURIComponent(id)}${ns(namespace)}`);
+  }
+
+  query(request: QueryRequest): Promise<QueryResponse> {
+    return this.call('POST', '/v1/query', request);
+  }
+
+  warmPlan(request: { namespace?: string; documents?: string[] }): Promise<WarmPlan> {
+    return this.call('POST', '/v1/warm/plan', request);
+  }
+
+  status(): Promise<Record<string, unknown>> {
+    return this.call('GET', '/v1/status');
+  }
+
+  private async call<T>(method: string, path: string, body?: unknown): Promise<T> {
+    let res: Response;
+    try {
+      res = await fetch(`${this.server}${path}`, {
+        method,
+        signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+        ...(body === undefined ? {} : { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }),
+      });
+    } catch (err) {
+      const reason = (err as { cause?: { code?: string; message?: string } }).cause;
+      throw new KdnError(err instanceof DOMException && err.name === 'TimeoutError' ? 'TIMEOUT' : 'INTERNAL', `cannot reach kdn at ${this.server}: ${reason?.code ?? reason?.message ?? (err as Error).message}`, {
+        hint: 'start it with `kdn serve`, or point --server (or KDN_SERVER) at a running kdn',
+      });
+    }
+    const text = await res.text();
+    let parsed: unknown;
+    try {
+      parsed = text === '' ? undefined : JSON.parse(text);
+    } catch {
+      parsed = undefined;
+    }
+    if (res.ok) return parsed as T;
+    const error = (parsed as { error?: { code?: string; message?: string; hint?: string } } | undefined)?.error;
+    const code = ERROR_CODES.includes(error?.code as ErrorCode) ? (error!.code as ErrorCode) : codeForHttpStatus(res.status);
+    throw new KdnError(code, error?.message ?? `${method} ${path} answered ${res.status}`, error?.hint ? { hint: error.hint } : {});
+  }
+}
+
+function ns(namespace: string | undefined): string {
+  return namespace ? `?namespace=${encodeURIComponent(namespace)}` : '';
+}

@@ -1,0 +1,94 @@
+import { join, resolve } from 'node:path';
+import { z } from 'zod';
+import { KdnError } from '../common/errors.ts';
+import { parseSize } from '../edge/config.ts';
+
+const size = z.union([z.number(), z.string()]).transform((value, ctx) => {
+  try {
+    return parseSize(value);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: (err as Error).message });
+    return z.NEVER;
+  }
+});
+
+const edgeList = z.union([z.array(z.string()), z.string()]).transform((value, ctx) => {
+  const items = (Array.isArray(value) ? value : value.split(',')).map((s) => s.trim()).filter((s) => s !== '');
+  for (const item of items) {
+    if (!/^https?:\/\/[^/\s]+\/?$/.test(item)) {
+      ctx.addIssue({ code: 'custom', message: `edge "${item}" is not a base URL like http://host:port` });
+      return z.NEVER;
+    }
+  }
+  return items.map((item) => item.replace(/\/$/, ''));
+});
+
+/** The control plane's settings: flags first, then KDN_* environment variables, then these defaults. */
+export const KdnConfigSchema = z.object({
+  dataDir: z.string().min(1).default('./data'),
+  /** Object-store URL of the origin; defaults to a file store under the data directory. */
+  origin: z.string().min(1).optional(),
+  /** Edge base URLs; empty starts one edge inside the kdn process. */
+  edges: edgeList.default([]),
+  model: z.string().min(1).default('models/kdn-demo'),
+  backend: z.enum(['auto', 'webgpu', 'cpu']).default('auto'),
+  /** Most tokens in one knowledge chunk. */
+  chunkTokens: z.coerce.number().int().min(8).max(8192).default(256),
+  /** Codec of stored chunk KV, as codecFromString reads it: fp16, int8, int4, each optionally "+lz4". */
+  codec: z.string().min(1).default('int8'),
+  port: z.coerce.number().int().min(0).max(65535).default(8080),
+  host: z.string().min(1).default('127.0.0.1'),
+  /** Largest document upload accepted. */
+  maxUploadBytes: size.default(8 * 2 ** 20),
+  /** Budgets of the embedded edge (only used when `edges` is empty). */
+  edgeMemoryBytes: size.default(512 * 2 ** 20),
+  edgeDiskBytes: size.default(4 * 2 ** 30),
+  /** Disk tier directory of the embedded edge; defaults to <dataDir>/edge. */
+  edgeDiskPath: z.string().min(1).optional(),
+});
+
+export type KdnConfigInput = z.input<typeof KdnConfigSchema>;
+
+export type KdnConfig = Omit<z.output<typeof KdnConfigSchema>, 'origin' | 'edgeDiskPath'> & {
+  origin: string;
+  edgeDiskPath: string;
+};
+
+/** Environment variable read for each setting when no flag gives it. */
+export const KDN_ENV: Record<keyof KdnConfigInput, string> = {
+  dataDir: 'KDN_DATA_DIR',
+  origin: 'KDN_ORIGIN',
+  edges: 'KDN_EDGES',
+  model: 'KDN_MODEL',
+  backend: 'KDN_BACKEND',
+  chunkTokens: 'KDN_CHUNK_TOKENS',
+  codec: 'KDN_CODEC',
+  port: 'KDN_PORT',
+  host: 'KDN_HOST',
+  maxUploadBytes: 'KDN_MAX_UPLOAD',
+  edgeMemoryBytes: 'KDN_EDGE_MEMORY',
+  edgeDiskBytes: 'KDN_EDGE_DISK',
+  edgeDiskPath: 'KDN_EDGE_DISK_PATH',
+};
+
+export function resolveKdnConfig(input: Partial<KdnConfigInput>, env: NodeJS.ProcessEnv = process.env): KdnConfig {
+  const merged: Record<string, unknown> = {};
+  for (const [field, variable] of Object.entries(KDN_ENV)) {
+    const value = input[field as keyof KdnConfigInput] ?? env[variable];
+    if (value !== undefined && value !== '') merged[field] = value;
+  }
+  const parsed = KdnConfigSchema.safeParse(merged);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((issue) => `${issue.path.join('.') || 'config'}: ${issue.message}`);
+    throw new KdnError('INVALID_ARGUMENT', `invalid kdn configuration: ${problems.join('; ')}`, {
+      hint: 'see `kdn serve --help` for flags and the KDN_* environment variables',
+    });
+  }
+  const dataDir = resolve(parsed.data.dataDir);
+  return {
+    ...parsed.data,
+    dataDir,
+    origin: parsed.data.origin ?? `file:${join(dataDir, 'origin')}`,
+    edgeDiskPath: parsed.data.edgeDiskPath ?? join(dataDir, 'edge'),
+  };
+}

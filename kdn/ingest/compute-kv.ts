@@ -1,0 +1,61 @@
+import type { Engine } from '../../engine-adapter/types.ts';
+import type { KVTensors } from '../../storage/kv-object/types.ts';
+import { sinkToken } from '../sink-token.ts';
+
+/** One chunk's place in an ingest: its tokens and the keys of its two KV objects. */
+export interface ChunkPlan {
+  index: number;
+  tokenIds: number[];
+  independentKey: string;
+  /** null when the chain would pass the model's context length. */
+  chainedKey: string | null;
+}
+
+/** Receives each computed object; `pending` holds the keys still to compute and is updated by the caller's `save`. */
+export interface KVSink {
+  pending: ReadonlySet<string>;
+  save(key: string, tensors: KVTensors, tokenIds: number[]): Promise<void>;
+}
+
+/**
+ * Prefix-chained KV: one session per document, [sink] + chunk0 + chunk1 + ..., exporting each chunk's range as it
+ * goes. Chunks before the first missing object are prefilled in one call without logits, only to rebuild the
+ * attention state; their objects are not computed again.
+ */
+export async function computeChainedKV(engine: Engine, chunks: ChunkPlan[], sink: KVSink): Promise<void> {
+  const chained = chunks.filter((c) => c.chainedKey !== null);
+  const first = chained.findIndex((c) => sink.pending.has(c.chainedKey!));
+  if (first < 0) return;
+  const total = chained.reduce((n, c) => n + c.tokenIds.length, 1);
+  const session = engine.createSession({ capacity: total });
+  try {
+    await session.prefill([sinkToken(engine), ...chained.slice(0, first).flatMap((c) => c.tokenIds)], { logits: 'none' });
+    for (const chunk of chained.slice(first)) {
+      const start = session.length;
+      await session.prefill(chunk.tokenIds, { logits: 'none' });
+      const key = chunk.chainedKey!;
+      if (!sink.pending.has(key)) continue;
+      await sink.save(key, await session.exportKV({ start, end: session.length }), chunk.tokenIds);
+    }
+  } finally {
+    session.dispose();
+  }
+}
+
+/** Independent KV: each chunk alone after the sink token, so positions start at 1 (positionBase 1). */
+export async function computeIndependentKV(engine: Engine, chunks: ChunkPlan[], sink: KVSink): Promise<void> {
+  const todo = chunks.filter((c) => sink.pending.has(c.independentKey));
+  if (todo.length === 0) return;
+  const longest = Math.max(...todo.map((c) => c.tokenIds.length));
+  const session = engine.createSession({ capacity: longest + 1 });
+  try {
+    await session.prefill([sinkToken(engine)], { logits: 'none' });
+    for (const chunk of todo) {
+      await session.prefill(chunk.tokenIds, { logits: 'none' });
+      await sink.save(chunk.independentKey, await session.exportKV({ start: 1, end: session.length }), chunk.tokenIds);
+      session.truncate(1);
+    }
+  } finally {
+    session.dispose();
+  }
+}

@@ -1,0 +1,64 @@
+import { z } from 'zod';
+
+/** One stored chunk KV object. */
+const ObjectRefSchema = z.object({ key: z.string().min(1), bytes: z.number().int().min(0) });
+
+const ManifestChunkSchema = z.object({
+  index: z.number().int().min(0),
+  tokenIds: z.array(z.number().int().min(0)),
+  text: z.string(),
+  /** Computed alone after BOS (positions 1..). */
+  independent: ObjectRefSchema,
+  /** Computed after BOS and the document's earlier chunks; null past the model's context length. */
+  chained: ObjectRefSchema.nullable(),
+});
+
+/**
+ * A document's manifest, stored at the origin under manifests/<namespace>/<id>.json after all of its chunk
+ * objects: a manifest's presence means the document is complete, for this kdn and any other on the same origin.
+ */
+export const ManifestSchema = z.object({
+  version: z.literal(1),
+  id: z.string().regex(/^[0-9a-f]{32}$/),
+  namespace: z.string().min(1),
+  title: z.string(),
+  createdAt: z.string(),
+  modelFingerprint: z.string().min(1),
+  /** Codec as codecFromString reads it, e.g. "int8". */
+  codec: z.string().min(1),
+  chunkBudget: z.number().int().min(1),
+  tokens: z.number().int().min(0),
+  bytes: z.number().int().min(0),
+  chunks: z.array(ManifestChunkSchema),
+});
+
+export type Manifest = z.infer<typeof ManifestSchema>;
+export type ManifestChunk = z.infer<typeof ManifestChunkSchema>;
+export type ObjectRef = z.infer<typeof ObjectRefSchema>;
+
+/** Every distinct chunk object a manifest references (a chain's first object is its first independent one). */
+export function manifestObjects(manifest: Manifest): ObjectRef[] {
+  const byKey = new Map<string, ObjectRef>();
+  for (const chunk of manifest.chunks) {
+    byKey.set(chunk.independent.key, chunk.independent);
+    if (chunk.chained) byKey.set(chunk.chained.key, chunk.chained);
+  }
+  return [...byKey.values()];
+}
+
+/** The manifest without token ids and texts, for listings. */
+export interface DocumentSummary {
+  id: string;
+  namespace: string;
+  title: string;
+  createdAt: string;
+  codec: string;
+  tokens: number;
+  chunks: number;
+  bytes: number;
+}
+
+export function summarize(manifest: Manifest): DocumentSummary {
+  const { id, namespace, title, createdAt, codec, tokens, bytes } = manifest;
+  return { id, namespace, title, createdAt, codec, tokens, chunks: manifest.chunks.length, bytes };
+}

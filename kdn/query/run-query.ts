@@ -1,0 +1,208 @@
+import { performance } from 'node:perf_hooks';
+import type { Logger } from '../../common/log.ts';
+import type { EdgeClient } from '../../edge/client.ts';
+import type { Engine, GeneratedToken, GenerateResult, Session } from '../../engine-adapter/types.ts';
+import { tokenHash } from '../../storage/kv-object/index.ts';
+import type { KVExpectation } from '../../storage/kv-object/types.ts';
+import { sinkToken } from '../sink-token.ts';
+import type { ContextPiece } from './context-plan.ts';
+import { ChunkFetch, type ChunkTier } from './fetch-chunk.ts';
+
+export type QueryMode = 'inject' | 'recompute';
+
+export interface QueryRun {
+  pieces: ContextPiece[];
+  /** Tokens after the context: the question in the prompt format, or an OpenAI prompt. */
+  promptIds: number[];
+  mode: QueryMode;
+  maxTokens: number;
+  temperature: number;
+  seed?: number;
+  stopStrings: string[];
+  onToken?: (token: GeneratedToken) => void;
+  /** Stops fetching and generating (the client went away). */
+  signal?: AbortSignal;
+  /** performance.now() when the request arrived, so ttft and total include retrieval and queueing. */
+  arrivedAt: number;
+  retrievalMs: number;
+}
+
+export interface ChunkUse {
+  document: string;
+  title: string;
+  index: number;
+  score: number | null;
+  kind: 'chained' | 'independent';
+  tokens: number;
+  /** The edge tier that served the object, or 'computed' when the engine prefilled the chunk instead. */
+  tier: ChunkTier;
+  edge?: string;
+  bytes: number;
+}
+
+export interface QueryOutcome {
+  answer: string;
+  finishReason: GenerateResult['finishReason'];
+  mode: QueryMode;
+  chunks: ChunkUse[];
+  tokens: {
+    /** Knowledge tokens in the context. */
+    context: number;
+    /** Context tokens whose KV was injected from objects. */
+    reused: number;
+    /** Tokens the engine prefilled: the sink token, missed or recomputed chunks, and the prompt. */
+    computed: number;
+    prompt: number;
+    generated: number;
+  };
+  /** Bytes of KV objects received from the edges. */
+  bytes: number;
+  /** Milliseconds. */
+  timings: { retrieval: number; queue: number; fetch: number; injection: number; prefill: number; ttft: number; total: number };
+}
+
+export interface QueryDeps {
+  engine: Engine;
+  edges: EdgeClient;
+  log: Logger;
+}
+
+/** Object fetch attempts per chunk before the engine computes it; the second goes to the edge client's next choice. */
+const FETCH_ATTEMPTS = 2;
+
+/** Runs one query on the engine (the caller holds the engine queue). */
+export async function runQuery(deps: QueryDeps, run: QueryRun): Promise<QueryOutcome> {
+  const startedAt = performance.now();
+  const queueMs = startedAt - run.arrivedAt - run.retrievalMs;
+  const contextTokens = run.pieces.reduce((n, p) => n + p.tokenIds.length, 0);
+  const session = deps.engine.createSession({ capacity: 1 + contextTokens + run.promptIds.length + run.maxTokens });
+  const abort = new AbortController();
+  const stop = run.signal ? AbortSignal.any([abort.signal, run.signal]) : abort.signal;
+  try {
+    const built =
+      run.mode === 'inject'
+        ? await injectContext(deps, session, run.pieces, stop)
+        : { uses: run.pieces.map((p) => use(p, 'computed', 0)), fetchMs: 0, injectionMs: 0, computedMs: 0, computedTokens: 0 };
+
+    const prefillStart = performance.now();
+    const prefillIds = run.mode === 'inject' ? run.promptIds : [sinkToken(deps.engine), ...run.pieces.flatMap((p) => p.tokenIds), ...run.promptIds];
+    await session.prefill(prefillIds, { logits: 'last' });
+    const prefillMs = performance.now() - prefillStart + built.computedMs;
+
+    let firstTokenAt: number | undefined;
+    const result = await session.generate(
+      { maxTokens: run.maxTokens, temperature: run.temperature, seed: run.seed, stopStrings: run.stopStrings, signal: stop },
+      (token) => {
+        firstTokenAt ??= performance.now();
+        run.onToken?.(token);
+      },
+    );
+    const end = performance.now();
+    const reused = built.uses.filter((u) => u.tier !== 'computed').reduce((n, u) => n + u.tokens, 0);
+    return {
+      answer: result.text,
+      finishReason: result.finishReason,
+      mode: run.mode,
+      chunks: built.uses,
+      tokens: {
+        context: contextTokens,
+        reused,
+        computed: prefillIds.length + built.computedTokens,
+        prompt: run.promptIds.length,
+        generated: result.tokens.length,
+      },
+      bytes: built.uses.reduce((n, u) => n + u.bytes, 0),
+      timings: {
+        retrieval: run.retrievalMs,
+        queue: queueMs,
+        fetch: built.fetchMs,
+        injection: built.injectionMs,
+        prefill: prefillMs,
+        ttft: (firstTokenAt ?? end) - run.arrivedAt,
+        total: end - run.arrivedAt,
+      },
+    };
+  } finally {
+    abort.abort();
+    session.dispose();
+  }
+}
+
+interface BuiltContext {
+  uses: ChunkUse[];
+  fetchMs: number;
+  injectionMs: number;
+  /** Time spent prefilling the sink token and chunks that could not be injected. */
+  computedMs: number;
+  /** Tokens prefilled while building the context. */
+  computedTokens: number;
+}
+
+/**
+ * [sink], then every chunk object fetched in parallel and injected in context order, layer by layer as it
+ * arrives. A chunk whose object cannot be fetched or verified is fetched once more (the edge client fails over),
+ * then prefilled from its tokens: the query never fails for a cache's sake.
+ */
+async function injectContext(deps: QueryDeps, session: Session, pieces: ContextPiece[], signal: AbortSignal): Promise<BuiltContext> {
+  const { engine, edges, log } = deps;
+  const expectations = pieces.map((p) => expectationFor(engine, p));
+  const fetchStart = performance.now();
+  const fetches = pieces.map((p, i) => new ChunkFetch(edges, p.key, expectations[i]!, signal));
+  let lastArrival = fetchStart;
+  for (const f of fetches) void f.done.then(() => (lastArrival = Math.max(lastArrival, performance.now())));
+
+  const sinkStart = performance.now();
+  await session.prefill([sinkToken(engine)], { logits: 'none' });
+  let computedMs = performance.now() - sinkStart;
+  let computedTokens = 1;
+
+  const uses: ChunkUse[] = [];
+  let injectionMs = 0;
+  for (const [i, piece] of pieces.entries()) {
+    let fetch: ChunkFetch | undefined = fetches[i]!;
+    let received = 0;
+    for (let attempt = 1; fetch; attempt++) {
+      const injectStart = performance.now();
+      try {
+        await session.injectKV(await fetch.reader, session.length);
+        injectionMs += performance.now() - injectStart;
+        break;
+      } catch (err) {
+        injectionMs += performance.now() - injectStart;
+        received += fetch.bytes;
+        log.warn({ key: piece.key, edge: fetch.edge, attempt, err }, 'chunk object unusable');
+        fetch = attempt < FETCH_ATTEMPTS ? new ChunkFetch(edges, piece.key, expectations[i]!, signal) : undefined;
+      }
+    }
+    if (fetch) {
+      await fetch.done;
+      uses.push({ ...use(piece, fetch.tier, received + fetch.bytes), ...(fetch.edge ? { edge: fetch.edge } : {}) });
+      continue;
+    }
+    const start = performance.now();
+    await session.prefill(piece.tokenIds, { logits: 'none' });
+    computedMs += performance.now() - start;
+    computedTokens += piece.tokenIds.length;
+    uses.push(use(piece, 'computed', received));
+  }
+  await Promise.all(fetches.map((f) => f.done));
+  return { uses, fetchMs: lastArrival - fetchStart, injectionMs, computedMs, computedTokens };
+}
+
+function expectationFor(engine: Engine, piece: ContextPiece): KVExpectation {
+  const { fingerprint, layers, kvHeads, headDim } = engine.info;
+  return { modelFingerprint: fingerprint, layers, kvHeads, headDim, tokens: piece.tokenIds.length, tokenHash: tokenHash(piece.tokenIds) };
+}
+
+function use(piece: ContextPiece, tier: ChunkTier, bytes: number): ChunkUse {
+  return {
+    document: piece.docId,
+    title: piece.title,
+    index: piece.index,
+    score: piece.score,
+    kind: piece.kind,
+    tokens: piece.tokenIds.length,
+    tier,
+    bytes,
+  };
+}

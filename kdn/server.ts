@@ -1,0 +1,106 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { KdnError } from '../common/errors.ts';
+import { createLogger, type Logger } from '../common/log.ts';
+import { EdgeClient } from '../edge/client.ts';
+import { startEdge, type RunningEdge } from '../edge/main.ts';
+import { createEngine } from '../engine-adapter/index.ts';
+import type { Engine } from '../engine-adapter/types.ts';
+import { codecFromString } from '../storage/kv-object/index.ts';
+import { openStore } from '../storage/open-store.ts';
+import { createApp } from './api/app.ts';
+import { KdnMetrics } from './api/metrics.ts';
+import type { KdnServices } from './api/services.ts';
+import { Catalog } from './catalog.ts';
+import type { KdnConfig } from './config.ts';
+import { EngineQueue } from './engine-queue.ts';
+import { IngestJobs } from './ingest/jobs.ts';
+import { QueryService } from './query/query-service.ts';
+
+export interface RunningKdn {
+  url: string;
+  port: number;
+  services: KdnServices;
+  /** The edge started inside this process when no edges were configured. */
+  embeddedEdge: RunningEdge | undefined;
+  close(): Promise<void>;
+}
+
+/**
+ * Starts the control plane: opens the origin, starts an embedded edge when no edges are configured, loads the
+ * engine, rebuilds the catalog and retrieval index from the manifests at the origin, then listens.
+ */
+export async function startKdn(config: KdnConfig, log: Logger = createLogger('kdn')): Promise<RunningKdn> {
+  const codec = codecFromString(config.codec);
+  const origin = openStore(config.origin);
+  const cleanup: (() => Promise<void>)[] = [() => origin.close()];
+  const undo = async (): Promise<void> => {
+    for (const step of cleanup.reverse()) await step().catch(() => {});
+  };
+  try {
+    const engine: Engine = await createEngine({ modelDir: config.model, backend: config.backend });
+    cleanup.push(() => engine.dispose());
+    if (config.chunkTokens + 1 > engine.info.maxPositionEmbeddings) {
+      throw new KdnError('INVALID_ARGUMENT', `chunks of ${config.chunkTokens} tokens do not fit the model's ${engine.info.maxPositionEmbeddings} positions`, {
+        hint: 'lower --chunk-tokens',
+      });
+    }
+    let embeddedEdge: RunningEdge | undefined;
+    if (config.edges.length === 0) {
+      embeddedEdge = await startEdge(
+        { port: 0, host: '127.0.0.1', memoryBytes: config.edgeMemoryBytes, diskBytes: config.edgeDiskBytes, diskPath: config.edgeDiskPath },
+        { origin, log: log.child({ part: 'edge' }) },
+      );
+      const edge = embeddedEdge;
+      cleanup.push(() => edge.close());
+    }
+    const edges = new EdgeClient({ edges: embeddedEdge ? [embeddedEdge.url] : config.edges });
+    cleanup.push(async () => edges.close());
+
+    const metrics = new KdnMetrics();
+    const queue = new EngineQueue((depth) => metrics.queueDepth.set(depth));
+    const catalog = new Catalog(origin, log);
+    const documents = await catalog.load();
+    const ingestContext = { engine, origin, edges, catalog, codec, chunkBudget: config.chunkTokens, log };
+    const jobs = new IngestJobs(ingestContext, queue, (job) => {
+      metrics.ingestObjects.inc({ outcome: 'computed' }, job.progress.objects.computed);
+      metrics.ingestObjects.inc({ outcome: 'skipped' }, job.progress.objects.skipped);
+    });
+    const queries = new QueryService({ engine, edges, catalog, queue, metrics, log });
+    const services: KdnServices = { config, engine, origin, edges, catalog, queue, jobs, queries, metrics, codec, log, saltFor: () => '' };
+
+    const server = createServer({ requestTimeout: 300_000, headersTimeout: 30_000 }, createApp(services));
+    await listen(server, config.port, config.host);
+    const { port } = server.address() as AddressInfo;
+    const host = config.host.includes(':') ? `[${config.host}]` : config.host === '0.0.0.0' ? '127.0.0.1' : config.host;
+    const url = `http://${host}:${port}`;
+    log.info({ url, origin: origin.description, edges: edges.edges, model: engine.info.path, backend: engine.backend, documents }, 'kdn listening');
+
+    // Closing does not wait for a running ingest: writes are atomic and re-uploading resumes it.
+    let closing: Promise<void> | undefined;
+    const close = (): Promise<void> => {
+      closing ??= (async () => {
+        await new Promise<void>((resolve) => {
+          server.close(() => resolve());
+          server.closeAllConnections();
+        });
+        await undo();
+      })();
+      return closing;
+    };
+    return { url, port, services, embeddedEdge, close };
+  } catch (err) {
+    await undo();
+    throw err;
+  }
+}
+
+function listen(server: Server, port: number, host: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+}

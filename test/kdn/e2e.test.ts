@@ -1,0 +1,219 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { expect } from 'chai';
+import { KdnApiClient, type QueryResponse, type WarmPlan } from '../../kdn/client/api-client.ts';
+import type { JobView } from '../../kdn/ingest/jobs.ts';
+import type { DocumentSummary, Manifest } from '../../kdn/manifest.ts';
+import { openStore } from '../../storage/open-store.ts';
+import { cliJson, runCli, startKdnProcess, type Started } from './support/processes.ts';
+import { testModel, type TestModel } from './support/tiny-model.ts';
+
+const CATS = `# Cats
+
+Cats are small carnivorous mammals. They have lived with humans for thousands of years.
+
+The domestic cat sleeps for most of the day. Cats hunt mice and birds at night. A cat purrs when it is content.
+
+Lions are big cats that live in Africa. They hunt in groups called prides.
+`;
+
+const SHIPS = `Ships and the sea.
+
+A lighthouse warns ships of rocks near the coast. Its lamp turns all night. Sailors count the flashes to know which light they see.
+
+The harbour master decides where each ship may anchor. Tides rise and fall twice a day, so deep ships wait for high water.
+`;
+
+/**
+ * As a new user would: `kdn serve` on a fresh data directory, upload two documents with the CLI, query with inject
+ * and recompute, warm a cold edge. fp16 for the exactness check, then int8 for comparison.
+ */
+describe('kdn end to end (kdn serve + CLI)', function () {
+  this.timeout(120_000);
+  let model: TestModel;
+  let dir: string;
+  let server: Started | undefined;
+  let env: NodeJS.ProcessEnv;
+  const files: string[] = [];
+
+  const serve = async (extra: string[]): Promise<void> => {
+    server = await startKdnProcess(['serve', '--data-dir', join(dir, 'data'), '--port', '0', '--model', model.dir, '--backend', 'cpu', '--chunk-tokens', '64', ...extra]);
+    env = { KDN_SERVER: server.ready.url };
+  };
+  const query = (question: string, args: string[]): Promise<QueryResponse> => cliJson<QueryResponse>(['query', question, ...args], env);
+
+  before(async () => {
+    model = await testModel();
+    dir = await mkdtemp(join(tmpdir(), 'kdn-e2e-'));
+    for (const [name, text] of [['cats.md', CATS], ['ships.txt', SHIPS]] as const) {
+      await writeFile(join(dir, name), text);
+      files.push(join(dir, name));
+    }
+    console.log(`      model: ${model.kind} (${model.dir})`);
+  });
+
+  after(async () => {
+    await server?.stop();
+    await model?.cleanup();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('serves on a fresh data directory and uploads two documents with the CLI', async () => {
+    await serve(['--codec', 'fp16', '--max-upload', '32KiB']);
+    expect(server!.ready.url).to.match(/^http:\/\/127\.0\.0\.1:\d+$/);
+    const jobs = await cliJson<JobView[]>(['upload', ...files], env);
+    expect(jobs.map((j) => j.status)).to.deep.equal(['done', 'done']);
+    expect(jobs.map((j) => j.document.title)).to.deep.equal(['cats.md', 'ships.txt']);
+    for (const job of jobs) {
+      expect(job.progress.chunks).to.be.greaterThan(1);
+      expect(job.progress.objects.computed).to.equal(job.progress.objects.total);
+    }
+    const list = await cliJson<{ documents: DocumentSummary[] }>(['docs', 'list'], env);
+    expect(list.documents.map((d) => d.title).sort()).to.deep.equal(['cats.md', 'ships.txt']);
+    expect(list.documents.every((d) => d.codec === 'fp16')).to.equal(true);
+  });
+
+  it('gives identical greedy answers with inject and recompute for prefix-chained knowledge (fp16)', async () => {
+    for (const [doc, question] of [['cats.md', 'What do cats hunt at night?'], ['ships.txt', 'What does a lighthouse do?']] as const) {
+      const injected = await query(question, ['--doc', doc, '--max-tokens', '24']);
+      const recomputed = await query(question, ['--doc', doc, '--max-tokens', '24', '--mode', 'recompute']);
+      console.log(`      fp16 ${doc}: inject ${JSON.stringify(injected.answer)} | recompute ${JSON.stringify(recomputed.answer)}`);
+      expect(injected.answer).to.equal(recomputed.answer);
+      expect(injected.chunks.every((c) => c.kind === 'chained' && c.tier !== 'computed')).to.equal(true);
+      expect(injected.tokens.reused).to.equal(injected.tokens.context);
+      expect(recomputed.tokens.reused).to.equal(0);
+      expect(recomputed.tokens.computed).to.equal(1 + recomputed.tokens.context + recomputed.tokens.prompt);
+      expect(injected.bytes).to.be.greaterThan(0);
+      console.log(`      ${doc}: context ${injected.tokens.context} tokens, ${injected.bytes} bytes; ttft inject ${injected.timings.ttft.toFixed(1)} ms vs recompute ${recomputed.timings.ttft.toFixed(1)} ms`);
+    }
+  });
+
+  it('serves a second query from edge memory, and retrieves chunks by BM25 without --doc', async () => {
+    const second = await query('What do cats hunt at night?', ['--doc', 'cats.md']);
+    expect(second.chunks.map((c) => c.tier)).to.satisfy((tiers: string[]) => tiers.every((t) => t === 'memory'));
+    const retrieved = await query('lighthouse lamp flashes', ['--top-k', '2']);
+    expect(retrieved.chunks).to.have.length.within(1, 2);
+    expect(retrieved.chunks[0]!.title).to.equal('ships.txt');
+    expect(retrieved.chunks.every((c) => c.kind === 'independent' && typeof c.score === 'number')).to.equal(true);
+    expect(retrieved.timings).to.include.keys('retrieval', 'fetch', 'injection', 'prefill', 'ttft', 'total');
+  });
+
+  it('answers the OpenAI-compatible routes, takes multipart uploads, and rejects bad input with 4xx', async () => {
+    const url = server!.ready.url;
+    const models = (await (await fetch(`${url}/v1/models`)).json()) as { data: { id: string }[] };
+    expect(models.data).to.have.length(1);
+    const body = { messages: [{ role: 'user', content: 'What do cats hunt?' }], max_tokens: 8, kdn: { namespace: 'default', documents: ['cats.md'] } };
+    const plain = (await (await fetch(`${url}/v1/chat/completions`, post(body))).json()) as { choices: { message: { content: string } }[]; usage: { completion_tokens: number } };
+    expect(plain.choices[0]!.message.content).to.be.a('string');
+    expect(plain.usage.completion_tokens).to.be.within(1, 8);
+    const streamed = await (await fetch(`${url}/v1/completions`, post({ prompt: 'Cats hunt', max_tokens: 6, stream: true, kdn: { topK: 2 } }))).text();
+    const events = streamed.split('\n\n').filter(Boolean);
+    expect(events.at(-1)).to.equal('data: [DONE]');
+    const final = JSON.parse(events.at(-2)!.slice('data: '.length)) as { usage: { completion_tokens: number }; choices: { finish_reason: string }[] };
+    expect(final.usage.completion_tokens).to.be.within(1, 6);
+    expect(final.choices[0]!.finish_reason).to.be.oneOf(['stop', 'length']);
+
+    for (const [path, bad, status] of [
+      ['/v1/query', { question: '' }, 400],
+      ['/v1/query', { question: 'x', namespace: '../etc' }, 400],
+      ['/v1/query', { question: 'x', documents: ['no such doc'] }, 404],
+      ['/v1/query', { question: 'x', maxTokens: 100_000 }, 400],
+      ['/v1/documents', { title: 'x' }, 400],
+      ['/v1/chat/completions', { messages: [] }, 400],
+    ] as const) {
+      const res = await fetch(`${url}${path}`, post(bad));
+      const err = (await res.json()) as { error: { code: string; message: string } };
+      expect(res.status, `${path} ${JSON.stringify(bad)}: ${err.error.message}`).to.equal(status);
+    }
+    const tooBig = 'x'.repeat(40 * 1024);
+    expect((await fetch(`${url}/v1/documents`, post({ title: 'big', text: tooBig }))).status).to.equal(413);
+    const bigForm = new FormData();
+    bigForm.append('file', new Blob([tooBig]), 'big.txt');
+    expect((await fetch(`${url}/v1/documents`, { method: 'POST', body: bigForm })).status).to.equal(413);
+    const binary = new FormData();
+    binary.append('file', new Blob([new Uint8Array([0xff, 0xfe, 0x00, 0x01])]), 'blob.bin');
+    expect((await fetch(`${url}/v1/documents`, { method: 'POST', body: binary })).status).to.equal(415);
+
+    const form = new FormData();
+    form.append('namespace', 'forms');
+    form.append('file', new Blob([CATS]), 'cats-form.md');
+    const uploaded = await fetch(`${url}/v1/documents`, { method: 'POST', body: form });
+    expect(uploaded.status).to.equal(202);
+    const { job } = (await uploaded.json()) as { job: JobView };
+    expect(job.document).to.deep.include({ namespace: 'forms', title: 'cats-form.md' });
+    const finished = await new KdnApiClient(url).waitForJob(job.id);
+    // Same text as cats.md: every chunk object is already stored (keys are content addresses).
+    expect(finished.progress.objects.skipped).to.equal(finished.progress.objects.total);
+
+    const notJson = await fetch(`${url}/v1/query`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{' });
+    expect(notJson.status).to.equal(400);
+    const metrics = await (await fetch(`${url}/metrics`)).text();
+    expect(metrics).to.match(/^kdn_engine_queue_depth 0$/m);
+    expect(metrics).to.match(/^kdn_query_tokens_total\{kind="reused"\} [1-9]\d*$/m);
+    expect(metrics).to.match(/^kdn_chunk_fetches_total\{tier="memory"\} [1-9]/m);
+    expect(metrics).to.match(/^kdn_http_request_duration_seconds_count\{route="\/v1\/query"\} [1-9]/m);
+    const failed = await runCli(['docs', 'show', 'missing'], env);
+    expect(failed.code).to.equal(1);
+    expect(failed.stderr).to.match(/NOT_FOUND/);
+  });
+
+  it('after a crash mid-ingest, a restarted kdn sees the knowledge, re-upload computes only what is missing, and kdn warm fills a cold edge', async () => {
+    await server!.stop('SIGKILL');
+    // What a crash before the manifest leaves: chunk objects but no manifest; and one chunk object never written.
+    const origin = openStore(`file:${join(dir, 'data', 'origin')}`);
+    const manifestKeys: string[] = [];
+    for await (const info of origin.list('manifests/default/')) manifestKeys.push(info.key);
+    const manifests = await Promise.all(manifestKeys.map(async (key) => ({ key, ...(JSON.parse((await origin.get(key)).toString('utf8')) as Manifest) })));
+    const ships = manifests.find((m) => m.title === 'ships.txt')!;
+    expect(await origin.delete(ships.key)).to.equal(true);
+    expect(await origin.delete(ships.chunks[1]!.independent.key)).to.equal(true);
+    await origin.close();
+    await serve(['--codec', 'fp16', '--edge-disk-path', join(dir, 'cold-edge')]);
+
+    const list = await cliJson<{ documents: DocumentSummary[] }>(['docs', 'list'], env);
+    expect(list.documents.map((d) => d.title)).to.deep.equal(['cats.md']);
+    const [job] = await cliJson<JobView[]>(['upload', files[1]!], env);
+    expect(job!.progress.objects.computed).to.equal(1);
+    expect(job!.progress.objects.skipped).to.equal(job!.progress.objects.total - 1);
+
+    const plan = (await (await fetch(`${server!.ready.url}/v1/warm/plan`, post({}))).json()) as WarmPlan;
+    const warm = await cliJson<{ warmed: number; present: number; failed: number; bytes: number }>(['warm'], env);
+    console.log(`      warm: ${JSON.stringify(warm)}`);
+    expect(warm.failed).to.equal(0);
+    expect(warm.warmed + warm.present).to.equal(plan.objects.length);
+    expect(warm.warmed).to.be.greaterThan(0);
+    for (const doc of ['cats.md', 'ships.txt']) {
+      const answer = await query('What is it about?', ['--doc', doc]);
+      expect(answer.chunks.map((c) => c.tier), doc).to.satisfy((tiers: string[]) => tiers.every((t) => t === 'memory' || t === 'disk'));
+    }
+    const retrieved = await query('cats lighthouse ships prides', ['--top-k', '6']);
+    expect(retrieved.chunks.every((c) => c.tier === 'memory' || c.tier === 'disk')).to.equal(true);
+
+    const deleted = await cliJson<{ objects: { deleted: number } }>(['docs', 'delete', 'ships.txt'], env);
+    expect(deleted.objects.deleted).to.be.greaterThan(0);
+    const after = await cliJson<{ documents: DocumentSummary[] }>(['docs', 'list'], env);
+    expect(after.documents.map((d) => d.title)).to.deep.equal(['cats.md']);
+  });
+
+  it('with int8 KV: inject and recompute answers (reported)', async () => {
+    await server!.stop('SIGKILL');
+    await serve(['--codec', 'int8', '--edge-disk-path', join(dir, 'int8-edge')]);
+    await cliJson<JobView[]>(['upload', '--namespace', 'int8', ...files], env);
+    let same = 0;
+    const cases = [['cats.md', 'What do cats hunt at night?'], ['ships.txt', 'What does a lighthouse do?']] as const;
+    for (const [doc, question] of cases) {
+      const injected = await query(question, ['--namespace', 'int8', '--doc', doc, '--max-tokens', '24']);
+      const recomputed = await query(question, ['--namespace', 'int8', '--doc', doc, '--max-tokens', '24', '--mode', 'recompute']);
+      expect(injected.tokens.reused).to.equal(injected.tokens.context);
+      if (injected.answer === recomputed.answer) same++;
+      console.log(`      int8 ${doc}: ${injected.bytes} bytes; inject ${JSON.stringify(injected.answer)} | recompute ${JSON.stringify(recomputed.answer)}`);
+    }
+    console.log(`      int8: ${same}/${cases.length} greedy answers identical to recompute`);
+  });
+});
+
+function post(body: unknown): RequestInit {
+  return { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) };
+}
+
