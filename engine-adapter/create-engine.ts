@@ -1,0 +1,108 @@
+import { KdnError } from '../common/errors.ts';
+import type { ForwardBackend } from './backend.ts';
+import { createCpuBackend } from './cpu/cpu-backend.ts';
+import { loadModelConfig } from './model/load-config.ts';
+import { loadModelWeights } from './model/load-weights.ts';
+import { buildModelInfo } from './model/model-info.ts';
+import { loadTokenizer } from './model/tokenizer.ts';
+import type { ModelWeights } from './model/weights.ts';
+import { BackendSession } from './session.ts';
+import type { BackendName, Engine, ModelInfo, Session, Tokenizer } from './types.ts';
+
+export interface CreateEngineOptions {
+  modelDir: string;
+  /** 'auto' (default): WebGPU when an adapter is found, else the CPU reference. */
+  backend?: 'auto' | BackendName;
+  /**
+   * Largest session capacity in tokens, and the default one; min(max_position_embeddings, 8192) when absent.
+   * The WebGPU backend sizes its buffers for it.
+   */
+  capacity?: number;
+}
+
+type WebGPUModule = typeof import('./webgpu/webgpu-backend.ts');
+
+/** Loaded only when asked for, so the CPU path never loads Dawn. */
+async function importWebGPU(): Promise<WebGPUModule> {
+  try {
+    return await import('./webgpu/webgpu-backend.ts');
+  } catch (err) {
+    throw new KdnError('ENGINE_UNAVAILABLE', `the WebGPU backend cannot be loaded: ${(err as Error).message}`, {
+      hint: 'use --backend cpu',
+      cause: err,
+    });
+  }
+}
+
+async function openBackend(kind: 'auto' | BackendName, weights: ModelWeights, capacity: number): Promise<ForwardBackend> {
+  if (kind === 'cpu') return createCpuBackend(weights);
+  let webgpu: WebGPUModule;
+  try {
+    webgpu = await importWebGPU();
+  } catch (err) {
+    if (kind === 'auto') return createCpuBackend(weights);
+    throw err;
+  }
+  const probe = await webgpu.probeWebGPU();
+  if (!probe.available) {
+    if (kind === 'auto') return createCpuBackend(weights);
+    throw new KdnError('ENGINE_UNAVAILABLE', `no WebGPU adapter: ${probe.reason ?? probe.description}`, {
+      hint: 'install a Vulkan driver (or SwiftShader on CPU machines), or use --backend cpu',
+    });
+  }
+  return webgpu.createWebGPUBackend(weights, { capacity });
+}
+
+class ModelEngine implements Engine {
+  private readonly sessions = new Set<BackendSession>();
+
+  constructor(
+    readonly info: ModelInfo,
+    readonly tokenizer: Tokenizer,
+    private readonly forward: ForwardBackend,
+    private readonly weights: ModelWeights,
+    private readonly maxCapacity: number,
+  ) {}
+
+  get backend(): BackendName {
+    return this.forward.name;
+  }
+
+  get device(): string {
+    return this.forward.device;
+  }
+
+  createSession(options: { capacity?: number } = {}): Session {
+    if (options.capacity !== undefined && options.capacity > this.maxCapacity) {
+      throw new KdnError('CONTEXT_TOO_LONG', `session capacity ${options.capacity} exceeds the engine's ${this.maxCapacity} tokens`, {
+        hint: 'create the engine with a larger capacity',
+      });
+    }
+    const session = new BackendSession(
+      this.forward,
+      { config: this.weights.config, fingerprint: this.info.fingerprint, tokenizer: this.tokenizer },
+      options.capacity ?? this.maxCapacity,
+    );
+    this.sessions.add(session);
+    return session;
+  }
+
+  async dispose(): Promise<void> {
+    for (const s of this.sessions) s.dispose();
+    this.sessions.clear();
+    await this.forward.dispose();
+  }
+}
+
+/** Loads a Hugging Face model directory and opens it on the requested backend. */
+export async function createEngine(options: CreateEngineOptions): Promise<Engine> {
+  const config = await loadModelConfig(options.modelDir);
+  const capacity = options.capacity ?? Math.min(config.maxPositionEmbeddings, 8192);
+  if (!Number.isInteger(capacity) || capacity < 1 || capacity > config.maxPositionEmbeddings) {
+    throw new KdnError('INVALID_ARGUMENT', `capacity ${capacity} must be an integer in [1, ${config.maxPositionEmbeddings}]`);
+  }
+  const tokenizer = await loadTokenizer(options.modelDir, config);
+  const loaded = await loadModelWeights(options.modelDir, config);
+  const backend = await openBackend(options.backend ?? 'auto', loaded.weights, capacity);
+  return new ModelEngine(buildModelInfo(config, options.modelDir, loaded.fingerprint), tokenizer, backend, loaded.weights, capacity);
+}

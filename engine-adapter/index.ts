@@ -1,0 +1,15 @@
+/** The engine adapter's public API: load a model, open sessions, export and inject KV. */
+export type * from './types.ts';
+export type { ForwardBackend, KVCacheHandle } from './backend.ts';
+export type { Architecture, ModelConfig, RopeScaling } from './model/config.ts';
+export type { LayerWeights, ModelWeights, Tensor } from './model/weights.ts';
+export { createEngine, type CreateEngineOptions } from './create-engine.ts';
+export { createCpuBackend } from './cpu/cpu-backend.ts';
+export { BackendSession, type SessionModel } from './session.ts';
+export { Sampler, type SamplerOptions } from './sampling.ts';
+export { loadModelConfig, parseModelConfig } from './model/load-config.ts';
+export { loadModelWeights, type LoadedModel } from './model/load-weights.ts';
+export { fingerprintModel } from './model/fingerprint.ts';
+export { loadTokenizer } from './model/tokenizer.ts';
+export { TextStream } from './model/text-stream.ts';
+export { buildModelInfo, kvBytesPerToken, parameterCount, readModelInfo } from './model/model-info.ts';

@@ -1,0 +1,263 @@
+import { KdnError } from '../common/errors.ts';
+import type { KVObjectReader, KVTensors } from '../storage/kv-object/types.ts';
+import type { ForwardBackend, KVCacheHandle } from './backend.ts';
+import type { ModelConfig } from './model/config.ts';
+import { TextStream } from './model/text-stream.ts';
+import { Sampler } from './sampling.ts';
+import type { GeneratedToken, GenerateOptions, GenerateResult, PrefillOptions, Session, Tokenizer } from './types.ts';
+
+/** Marks positions whose token id is unknown because their KV was injected. */
+const INJECTED = -1;
+
+export interface SessionModel {
+  config: ModelConfig;
+  fingerprint: string;
+  tokenizer: Tokenizer;
+}
+
+/**
+ * Holds generated text back while it could still turn into a stop string, so streamed text never has to be
+ * taken back.
+ */
+class StopStringFilter {
+  private released = 0;
+
+  constructor(private readonly stops: string[]) {}
+
+  /** Given all text so far: what may be released now, and whether a stop string completed (text cut before it). */
+  next(text: string): { release: string; stopped: boolean } {
+    let cut = -1;
+    for (const s of this.stops) {
+      const at = text.indexOf(s, Math.max(0, this.released - s.length + 1));
+      if (at !== -1 && (cut === -1 || at < cut)) cut = at;
+    }
+    if (cut !== -1) return { release: this.take(text, cut), stopped: true };
+    let safe = text.length;
+    for (const s of this.stops) {
+      for (let k = Math.min(s.length - 1, text.length); k > 0; k--) {
+        if (text.endsWith(s.slice(0, k))) {
+          safe = Math.min(safe, text.length - k);
+          break;
+        }
+      }
+    }
+    return { release: this.take(text, safe), stopped: false };
+  }
+
+  /** Like next, but releases everything after a stop string check: no more text is coming. */
+  finish(text: string): { release: string; stopped: boolean } {
+    const { release, stopped } = this.next(text);
+    return stopped ? { release, stopped } : { release: release + this.take(text, text.length), stopped };
+  }
+
+  private take(text: string, end: number): string {
+    const out = end > this.released ? text.slice(this.released, end) : '';
+    this.released = Math.max(this.released, end);
+    return out;
+  }
+}
+
+/**
+ * The session logic shared by every backend: positions, capacity, KV export and injection, sampling and stop
+ * handling. Calls on one session must not overlap; an overlapping call is CONFLICT rather than a corrupted cache.
+ */
+export class BackendSession implements Session {
+  readonly capacity: number;
+  private readonly cache: KVCacheHandle;
+  /** Token id at each position (INJECTED where only the KV is known). */
+  private readonly ids: number[] = [];
+  /** Logits of the last position, when the last call produced them. */
+  private lastLogits: Float32Array | undefined;
+  private busy = false;
+  private disposed = false;
+
+  constructor(
+    private readonly backend: ForwardBackend,
+    private readonly model: SessionModel,
+    capacity: number,
+  ) {
+    const max = model.config.maxPositionEmbeddings;
+    if (!Number.isInteger(capacity) || capacity < 1 || capacity > max) {
+      throw new KdnError('INVALID_ARGUMENT', `session capacity ${capacity} must be an integer in [1, ${max}]`, {
+        hint: 'the model was trained for max_position_embeddings tokens',
+      });
+    }
+    this.capacity = capacity;
+    this.cache = backend.createKVCache(capacity);
+  }
+
+  get length(): number {
+    return this.ids.length;
+  }
+
+  prefill(tokens: ArrayLike<number>, options: PrefillOptions = {}): Promise<Float32Array> {
+    return this.exclusive(() => this.prefillNow(tokens, options.logits ?? 'last'));
+  }
+
+  exportKV(range: { start: number; end: number }): Promise<KVTensors> {
+    return this.exclusive(async () => {
+      const { start, end } = range;
+      if (!Number.isInteger(start) || !Number.isInteger(end) || start < 0 || end <= start || end > this.length) {
+        throw new KdnError('INVALID_ARGUMENT', `KV range [${start}, ${end}) is not within the session's ${this.length} tokens`);
+      }
+      return this.backend.readKV(this.cache, start, end);
+    });
+  }
+
+  injectKV(object: KVObjectReader, position: number): Promise<void> {
+    return this.exclusive(async () => {
+      const h = object.header;
+      const c = this.model.config;
+      if (h.modelFingerprint !== this.model.fingerprint) {
+        throw new KdnError('KV_MISMATCH', `KV object was computed by model ${h.modelFingerprint}, this engine runs ${this.model.fingerprint}`, {
+          hint: 'recompute the chunk with this model',
+        });
+      }
+      if (h.layers !== c.layers || h.kvHeads !== c.kvHeads || h.headDim !== c.headDim) {
+        throw new KdnError('KV_MISMATCH', `KV object shape ${h.layers}x${h.kvHeads}x${h.headDim} (layers x kvHeads x headDim) does not match the model's ${c.layers}x${c.kvHeads}x${c.headDim}`);
+      }
+      if (position !== this.length) {
+        throw new KdnError('INVALID_ARGUMENT', `KV can only be injected at the end of the session (position ${this.length}), not at ${position}`);
+      }
+      if (!Number.isInteger(h.tokens) || h.tokens < 1) throw new KdnError('KV_CORRUPT', `KV object holds ${h.tokens} tokens`);
+      this.checkRoom(h.tokens);
+      // Layers are written as they arrive so the transfer overlaps the upload; the length only moves once all
+      // arrived, so a failure midway leaves the session as it was (the partial rows sit beyond its length).
+      let expected = 0;
+      for await (const block of object.layers) {
+        if (block.layer !== expected) throw new KdnError('KV_CORRUPT', `KV stream yielded layer ${block.layer} where layer ${expected} was due`);
+        await this.backend.writeKVLayer(this.cache, h, block, position);
+        expected++;
+      }
+      if (expected !== h.layers) throw new KdnError('KV_CORRUPT', `KV stream ended after ${expected} of ${h.layers} layers`);
+      for (let i = 0; i < h.tokens; i++) this.ids.push(INJECTED);
+      this.lastLogits = undefined;
+    });
+  }
+
+  generate(options: GenerateOptions, onToken?: (token: GeneratedToken) => void): Promise<GenerateResult> {
+    return this.exclusive(() => this.generateNow(options, onToken));
+  }
+
+  truncate(length: number): void {
+    this.checkUsable();
+    if (this.busy) throw new KdnError('CONFLICT', 'session is busy with another call');
+    if (!Number.isInteger(length) || length < 0 || length > this.length) {
+      throw new KdnError('INVALID_ARGUMENT', `cannot truncate a ${this.length}-token session to ${length}`);
+    }
+    if (length === this.length) return;
+    this.ids.length = length;
+    this.lastLogits = undefined;
+  }
+
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    this.cache.dispose();
+  }
+
+  private async exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    this.checkUsable();
+    if (this.busy) throw new KdnError('CONFLICT', 'session is busy with another call', { hint: 'await each session call before the next' });
+    this.busy = true;
+    try {
+      return await fn();
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  private checkUsable(): void {
+    if (this.disposed) throw new KdnError('INVALID_ARGUMENT', 'session was disposed');
+  }
+
+  private checkRoom(tokens: number): void {
+    if (this.length + tokens > this.capacity) {
+      throw new KdnError('CONTEXT_TOO_LONG', `${this.length} + ${tokens} tokens exceed the session capacity of ${this.capacity}`, {
+        hint: 'use a shorter prompt or fewer chunks, or create the session with a larger capacity',
+      });
+    }
+  }
+
+  private async prefillNow(tokens: ArrayLike<number>, logits: 'last' | 'all' | 'none'): Promise<Float32Array> {
+    const n = tokens.length;
+    if (n === 0) throw new KdnError('INVALID_ARGUMENT', 'prefill needs at least one token');
+    const vocab = this.model.config.vocabSize;
+    const ids = new Uint32Array(n);
+    for (let i = 0; i < n; i++) {
+      const id = tokens[i]!;
+      if (!Number.isInteger(id) || id < 0 || id >= vocab) throw new KdnError('INVALID_ARGUMENT', `token id ${id} is outside the vocabulary [0, ${vocab})`);
+      ids[i] = id;
+    }
+    this.checkRoom(n);
+    const out = await this.backend.forward(this.cache, ids, this.length, logits);
+    for (const id of ids) this.ids.push(id);
+    this.lastLogits = logits === 'last' ? out : logits === 'all' ? out.slice((n - 1) * vocab) : undefined;
+    return out;
+  }
+
+  /** Logits to sample the next token from; recomputed from the last token when the last call did not keep them. */
+  private async nextLogits(): Promise<Float32Array> {
+    if (this.lastLogits) return this.lastLogits;
+    const last = this.ids[this.length - 1];
+    if (last === undefined || last === INJECTED) {
+      throw new KdnError('INVALID_ARGUMENT', 'generate needs the session to end with a prefilled token', {
+        hint: 'prefill at least one token (e.g. the question) after injecting KV',
+      });
+    }
+    this.ids.length -= 1;
+    return this.prefillNow([last], 'last');
+  }
+
+  private async generateNow(options: GenerateOptions, onToken?: (token: GeneratedToken) => void): Promise<GenerateResult> {
+    const started = performance.now();
+    if (!Number.isInteger(options.maxTokens) || options.maxTokens < 1) {
+      throw new KdnError('INVALID_ARGUMENT', `maxTokens must be a positive integer, got ${options.maxTokens}`);
+    }
+    let sampler: Sampler;
+    try {
+      sampler = new Sampler(options);
+    } catch (err) {
+      throw new KdnError('INVALID_ARGUMENT', (err as Error).message);
+    }
+    const stopIds = new Set([...(options.stopTokenIds ?? []), ...this.model.tokenizer.eosTokenIds]);
+    const stops = new StopStringFilter((options.stopStrings ?? []).filter((s) => s.length > 0));
+    const stream = new TextStream(this.model.tokenizer);
+    const tokens: number[] = [];
+    let text = '';
+    let firstTokenMs = -1;
+    let finishReason: GenerateResult['finishReason'] = 'length';
+
+    let logits = await this.nextLogits();
+    for (;;) {
+      if (options.signal?.aborted) {
+        finishReason = 'aborted';
+        stream.flush();
+        text += stops.finish(stream.text).release;
+        break;
+      }
+      const id = sampler.sample(logits);
+      if (firstTokenMs < 0) firstTokenMs = performance.now() - started;
+      if (stopIds.has(id)) {
+        finishReason = 'stop';
+        break;
+      }
+      tokens.push(id);
+      stream.push(id);
+      const last = tokens.length >= options.maxTokens || this.length + 1 >= this.capacity;
+      // The last token also releases what was held back: an unfinished character or a partial stop string.
+      if (last) stream.flush();
+      const { release, stopped } = last ? stops.finish(stream.text) : stops.next(stream.text);
+      text += release;
+      onToken?.({ id, text: release });
+      if (stopped) {
+        finishReason = 'stop';
+        break;
+      }
+      // The session keeps every generated token, so a later prefill or generate continues the text.
+      if (this.length < this.capacity) logits = await this.prefillNow([id], 'last');
+      if (last) break;
+    }
+    return { tokens, text, finishReason, firstTokenMs: Math.max(firstTokenMs, 0), totalMs: performance.now() - started };
+  }
+}

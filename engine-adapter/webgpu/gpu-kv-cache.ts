@@ -1,0 +1,68 @@
+/**
+ * A session's KV cache on the GPU: per layer, keys and values token-major [tokens][kvHeads][headDim] in f32 (the
+ * KV object layout, so a chunk is one contiguous range). Buffers grow by doubling up to `capacity` (copied on the
+ * GPU), so a session with a large capacity costs memory only for the tokens it holds.
+ */
+import { KdnError } from '../../common/errors.ts';
+import type { KVCacheHandle } from '../backend.ts';
+import type { GpuContext, Recorder } from './gpu-context.ts';
+
+const MIN_TOKENS = 256;
+
+export class GpuKVCache implements KVCacheHandle {
+  keys: GPUBuffer[] = [];
+  values: GPUBuffer[] = [];
+  private allocated = 0;
+  private disposed = false;
+
+  constructor(
+    private readonly ctx: GpuContext,
+    readonly capacity: number,
+    readonly layers: number,
+    /** kvHeads * headDim: floats per token per layer. */
+    readonly tokenStride: number,
+  ) {
+    const bytes = capacity * tokenStride * 4;
+    const limit = Math.min(ctx.limits.maxBufferSize, ctx.limits.maxStorageBufferBindingSize);
+    if (bytes > limit) {
+      throw new KdnError('CONTEXT_TOO_LONG', `A ${capacity}-token KV cache needs ${bytes} bytes per layer tensor, over this adapter's ${limit}.`, {
+        hint: `Ask for at most ${Math.floor(limit / (tokenStride * 4))} tokens.`,
+      });
+    }
+  }
+
+  get isDisposed(): boolean {
+    return this.disposed;
+  }
+
+  /** Makes room for tokens [0, tokens), recording the copy of what is held into `rec` when buffers grow. */
+  reserve(tokens: number, rec: Recorder): void {
+    if (this.disposed) throw new KdnError('INVALID_ARGUMENT', 'The KV cache was disposed.');
+    if (tokens <= this.allocated) return;
+    const next = Math.min(this.capacity, Math.max(tokens, this.allocated * 2, MIN_TOKENS));
+    const bytes = next * this.tokenStride * 4;
+    const held = this.allocated * this.tokenStride * 4;
+    const grow = (old: GPUBuffer[], kind: string): GPUBuffer[] =>
+      Array.from({ length: this.layers }, (_, l) => {
+        const buffer = this.ctx.storage(bytes, `layer ${l} ${kind}`);
+        const previous = old[l];
+        if (previous) {
+          rec.copy(previous, 0, buffer, 0, held);
+          // Freed once the copy recorded above has run.
+          rec.afterSubmit(() => previous.destroy());
+        }
+        return buffer;
+      });
+    this.keys = grow(this.keys, 'keys');
+    this.values = grow(this.values, 'values');
+    this.allocated = next;
+  }
+
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    for (const b of [...this.keys, ...this.values]) b.destroy();
+    this.keys = [];
+    this.values = [];
+  }
+}

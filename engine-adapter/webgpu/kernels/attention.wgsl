@@ -1,0 +1,130 @@
+// Causal attention over a token-major KV cache, flash-attention style: K/V are streamed through workgroup memory in
+// tiles of BK keys with an online softmax, so no [queries][keys] score matrix exists anywhere.
+//
+// A workgroup takes one kv head and 16 query rows, a row being (token, q head of that kv head's GQA group), so the
+// group shares each K/V tile. Four threads serve a row, each owning every 4th dimension of the head.
+// Query t sits at absolute position posBase + t and sees keys [max(0, pos + 1 - window), pos] (window 0: all).
+struct Params { tokens: u32, heads: u32, kvHeads: u32, headDim: u32, posBase: u32, window: u32, scale: f32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> q: array<f32>;
+@group(0) @binding(2) var<storage, read> kc: array<f32>;
+@group(0) @binding(3) var<storage, read> vc: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+
+override BK: u32 = 16u;       // keys per tile
+override TILE: u32 = 2048u;   // BK * headDim
+override DOTS: u32 = 1024u;   // ROWS * SLICES * BK
+const ROWS = 16u;
+const SLICES = 4u;
+const MAX_DPT = 64u;          // headDim <= 256
+const MAX_BK = 32u;
+
+var<workgroup> ks: array<f32, TILE>;
+var<workgroup> vs: array<f32, TILE>;
+var<workgroup> dots: array<f32, DOTS>;
+
+fn key_start(pos: u32) -> u32 {
+  if (p.window == 0u || pos + 1u <= p.window) { return 0u; }
+  return pos + 1u - p.window;
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let group = p.heads / p.kvHeads;
+  let kvh = wid.y;
+  let D = p.headDim;
+  let rowLocal = lid / SLICES;
+  let slice = lid % SLICES;
+  let totalRows = p.tokens * group;
+  let rowGlobal = wid.x * ROWS + rowLocal;
+  let valid = rowGlobal < totalRows;
+  let t = rowGlobal / group;
+  let head = kvh * group + rowGlobal % group;
+  let pos = p.posBase + t;
+  let kStart = key_start(pos);
+  let kEnd = pos + 1u;
+  let dpt = (D + SLICES - 1u) / SLICES;
+
+  var qv: array<f32, MAX_DPT>;
+  var acc: array<f32, MAX_DPT>;
+  if (valid) {
+    let qb = (t * p.heads + head) * D;
+    for (var j = 0u; j < dpt; j++) {
+      let d = slice + j * SLICES;
+      if (d < D) { qv[j] = q[qb + d] * p.scale; }
+    }
+  }
+
+  // The key range of the whole workgroup, from its first and last rows (uniform: depends on wid only).
+  let firstT = (wid.x * ROWS) / group;
+  let lastT = (min(wid.x * ROWS + ROWS, totalRows) - 1u) / group;
+  let wgStart = key_start(p.posBase + firstT);
+  let wgEnd = p.posBase + lastT + 1u;
+
+  var m = -3.0e38;
+  var l = 0.0;
+  var scores: array<f32, MAX_BK>;
+  for (var k0 = wgStart; k0 < wgEnd; k0 += BK) {
+    for (var e = lid; e < BK * D; e += 64u) {
+      let key = k0 + e / D;
+      var kv = 0.0;
+      var vv = 0.0;
+      if (key < wgEnd) {
+        let at = (key * p.kvHeads + kvh) * D + e % D;
+        kv = kc[at];
+        vv = vc[at];
+      }
+      ks[e] = kv;
+      vs[e] = vv;
+    }
+    workgroupBarrier();
+    for (var j = 0u; j < BK; j++) {
+      var s = 0.0;
+      for (var jd = 0u; jd < dpt; jd++) {
+        let d = slice + jd * SLICES;
+        if (d < D) { s = fma(qv[jd], ks[j * D + d], s); }
+      }
+      dots[(rowLocal * BK + j) * SLICES + slice] = s;
+    }
+    workgroupBarrier();
+    var tileMax = -3.0e38;
+    var seen = false;
+    for (var j = 0u; j < BK; j++) {
+      let key = k0 + j;
+      let b = (rowLocal * BK + j) * SLICES;
+      let s = dots[b] + dots[b + 1u] + dots[b + 2u] + dots[b + 3u];
+      let visible = valid && key >= kStart && key < kEnd;
+      scores[j] = select(-3.0e38, s, visible);
+      if (visible) {
+        tileMax = max(tileMax, s);
+        seen = true;
+      }
+    }
+    if (seen) {
+      let mNew = max(m, tileMax);
+      let correction = exp(m - mNew);
+      l *= correction;
+      for (var jd = 0u; jd < dpt; jd++) { acc[jd] *= correction; }
+      for (var j = 0u; j < BK; j++) {
+        let key = k0 + j;
+        if (key < kStart || key >= kEnd) { continue; }
+        let w = exp(scores[j] - mNew);
+        l += w;
+        for (var jd = 0u; jd < dpt; jd++) {
+          let d = slice + jd * SLICES;
+          if (d < D) { acc[jd] = fma(w, vs[j * D + d], acc[jd]); }
+        }
+      }
+      m = mNew;
+    }
+    workgroupBarrier();
+  }
+
+  if (valid) {
+    let ob = (t * p.heads + head) * D;
+    for (var jd = 0u; jd < dpt; jd++) {
+      let d = slice + jd * SLICES;
+      if (d < D) { out[ob + d] = acc[jd] / l; }
+    }
+  }
+}

@@ -1,0 +1,77 @@
+// y[m][n] = x[m][k] . W[n][k]^T (+ bias[n]). 64x64 output tiles per workgroup of 16x16 threads, each thread
+// computing 4x4 outputs from 16-deep K slices staged in workgroup memory. With F16_WEIGHTS, W rows are f16 pairs
+// packed in u32 words (rowWords per row).
+struct Params { m: u32, n: u32, k: u32, rowWords: u32, hasBias: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+#if F16_WEIGHTS
+@group(0) @binding(2) var<storage, read> w: array<u32>;
+#else
+@group(0) @binding(2) var<storage, read> w: array<f32>;
+#endif
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+
+const TM = 64u;
+const TN = 64u;
+const TK = 16u;
+
+var<workgroup> xs: array<f32, 1024>; // [TK][TM]
+var<workgroup> ws: array<f32, 1024>; // [TK][TN]
+
+fn weight(row: u32, col: u32) -> f32 {
+#if F16_WEIGHTS
+  return unpack2x16float(w[row * p.rowWords + col / 2u])[col & 1u];
+#else
+  return w[row * p.k + col];
+#endif
+}
+
+@compute @workgroup_size(16, 16)
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid3: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let m0 = wid.y * TM;
+  let n0 = wid.x * TN;
+  let tx = lid3.x;
+  let ty = lid3.y;
+  var acc: array<array<f32, 4>, 4>;
+  for (var k0 = 0u; k0 < p.k; k0 += TK) {
+    for (var l = 0u; l < 4u; l++) {
+      let e = lid + l * 256u;
+      let r = e / TK;
+      let kk = e % TK;
+      let col = k0 + kk;
+      var xv = 0.0;
+      if (m0 + r < p.m && col < p.k) { xv = x[(m0 + r) * p.k + col]; }
+      xs[kk * TM + r] = xv;
+      var wv = 0.0;
+      if (n0 + r < p.n && col < p.k) { wv = weight(n0 + r, col); }
+      ws[kk * TN + r] = wv;
+    }
+    workgroupBarrier();
+    for (var kk = 0u; kk < TK; kk++) {
+      var a: array<f32, 4>;
+      var b: array<f32, 4>;
+      for (var i = 0u; i < 4u; i++) {
+        a[i] = xs[kk * TM + ty + 16u * i];
+        b[i] = ws[kk * TN + tx + 16u * i];
+      }
+      for (var i = 0u; i < 4u; i++) {
+        for (var j = 0u; j < 4u; j++) {
+          acc[i][j] = fma(a[i], b[j], acc[i][j]);
+        }
+      }
+    }
+    workgroupBarrier();
+  }
+  for (var i = 0u; i < 4u; i++) {
+    let row = m0 + ty + 16u * i;
+    if (row >= p.m) { continue; }
+    for (var j = 0u; j < 4u; j++) {
+      let col = n0 + tx + 16u * j;
+      if (col >= p.n) { continue; }
+      var v = acc[i][j];
+      if (p.hasBias != 0u) { v += bias[col]; }
+      y[row * p.n + col] = v;
+    }
+  }
+}

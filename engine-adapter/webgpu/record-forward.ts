@@ -1,0 +1,87 @@
+/**
+ * Records one chunk of a forward pass (every layer, then the logits asked for) into a Recorder: the same
+ * Llama-family decoder as engine-adapter/cpu/forward.ts, kernel for kernel.
+ */
+import type { ModelConfig } from '../model/config.ts';
+import type { ForwardScratch } from './forward-scratch.ts';
+import type { GpuContext, Recorder } from './gpu-context.ts';
+import type { GpuKVCache } from './gpu-kv-cache.ts';
+import type { GpuModelWeights } from './gpu-weights.ts';
+import { recordAdd } from './kernels/add.ts';
+import { recordAttention } from './kernels/attention.ts';
+import { recordEmbedding } from './kernels/embedding.ts';
+import { recordKvWrite } from './kernels/kv-write.ts';
+import { recordMatmul } from './kernels/matmul.ts';
+import { recordRmsNorm } from './kernels/rmsnorm.ts';
+import { recordRope } from './kernels/rope.ts';
+import { recordSwiglu } from './kernels/swiglu.ts';
+
+export interface ChunkArgs {
+  /** Token ids already written to scratch.ids. */
+  tokens: number;
+  /** Absolute position of the chunk's first token. */
+  position: number;
+  logits: 'last' | 'all' | 'none';
+}
+
+/** Records the chunk; returns the readback index of its logits, or null for 'none'. */
+export function recordForwardChunk(
+  ctx: GpuContext,
+  rec: Recorder,
+  config: ModelConfig,
+  w: GpuModelWeights,
+  s: ForwardScratch,
+  cache: GpuKVCache,
+  a: ChunkArgs,
+): number | null {
+  const c = config;
+  const n = a.tokens;
+  const hidden = c.hiddenSize;
+  const kvDim = c.kvHeads * c.headDim;
+  const eps = c.rmsNormEps;
+  const heads = { heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim };
+
+  recordEmbedding(ctx, rec, { ids: s.ids, table: w.embed, out: s.x, tokens: n });
+  for (let l = 0; l < c.layers; l++) {
+    const lw = w.layers[l]!;
+    recordRmsNorm(ctx, rec, { x: s.x, weight: lw.inputNorm, out: s.h, rows: n, n: hidden, eps });
+    recordMatmul(ctx, rec, { x: s.h, w: lw.q, bias: lw.qBias, y: s.q, m: n });
+    recordMatmul(ctx, rec, { x: s.h, w: lw.k, bias: lw.kBias, y: s.k, m: n });
+    recordMatmul(ctx, rec, { x: s.h, w: lw.v, bias: lw.vBias, y: s.v, m: n });
+    let q = s.q;
+    let k = s.k;
+    if (lw.qNorm && lw.kNorm) {
+      recordRmsNorm(ctx, rec, { x: s.q, weight: lw.qNorm, out: s.qNormed, rows: n * c.heads, n: c.headDim, eps });
+      recordRmsNorm(ctx, rec, { x: s.k, weight: lw.kNorm, out: s.kNormed, rows: n * c.kvHeads, n: c.headDim, eps });
+      q = s.qNormed;
+      k = s.kNormed;
+    }
+    recordRope(ctx, rec, { x: q, invFreq: w.invFreq, tokens: n, heads: c.heads, headDim: c.headDim, posBase: a.position });
+    recordRope(ctx, rec, { x: k, invFreq: w.invFreq, tokens: n, heads: c.kvHeads, headDim: c.headDim, posBase: a.position });
+    const cacheK = cache.keys[l]!;
+    const cacheV = cache.values[l]!;
+    recordKvWrite(ctx, rec, { k, v: s.v, cacheK, cacheV, tokens: n, rowSize: kvDim, position: a.position });
+    recordAttention(ctx, rec, { q, cacheK, cacheV, out: s.attn, tokens: n, ...heads, posBase: a.position, window: c.slidingWindow });
+    recordMatmul(ctx, rec, { x: s.attn, w: lw.o, y: s.h, m: n });
+    recordAdd(ctx, rec, { x: s.x, y: s.h, count: n * hidden });
+
+    recordRmsNorm(ctx, rec, { x: s.x, weight: lw.postAttentionNorm, out: s.h, rows: n, n: hidden, eps });
+    recordMatmul(ctx, rec, { x: s.h, w: lw.gate, y: s.gate, m: n });
+    recordMatmul(ctx, rec, { x: s.h, w: lw.up, y: s.up, m: n });
+    recordSwiglu(ctx, rec, { gate: s.gate, up: s.up, count: n * c.intermediateSize });
+    recordMatmul(ctx, rec, { x: s.gate, w: lw.down, y: s.h, m: n });
+    recordAdd(ctx, rec, { x: s.x, y: s.h, count: n * hidden });
+  }
+
+  if (a.logits === 'none') return null;
+  let rows = n;
+  let normIn = s.x;
+  if (a.logits === 'last') {
+    rec.copy(s.x, (n - 1) * hidden * 4, s.last, 0, hidden * 4);
+    rows = 1;
+    normIn = s.last;
+  }
+  recordRmsNorm(ctx, rec, { x: normIn, weight: w.finalNorm, out: s.h, rows, n: hidden, eps });
+  recordMatmul(ctx, rec, { x: s.h, w: w.lmHead, y: s.logits, m: rows });
+  return rec.readback(s.logits, 0, rows * c.vocabSize * 4);
+}

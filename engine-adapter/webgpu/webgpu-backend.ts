@@ -1,0 +1,199 @@
+/**
+ * The WebGPU ForwardBackend: weights uploaded once (f16-packed where the adapter has shader-f16, i.e. a real GPU;
+ * f32 otherwise, or as asked), a KV cache per session in GPU buffers, and forward passes recorded chunk by chunk
+ * into one submission each, reading back only the logits asked for.
+ */
+import { KdnError } from '../../common/errors.ts';
+import type { KVHeader, KVLayerBlock, KVTensors } from '../../storage/kv-object/types.ts';
+import type { ForwardBackend, KVCacheHandle } from '../backend.ts';
+import type { ModelWeights } from '../model/weights.ts';
+import { openDevice, withErrorScopes } from './device.ts';
+import { ForwardScratch } from './forward-scratch.ts';
+import { GpuContext } from './gpu-context.ts';
+import { GpuKVCache } from './gpu-kv-cache.ts';
+import { uploadWeights, type WeightPrecision } from './gpu-weights.ts';
+import { recordRerotate } from './kernels/rerotate.ts';
+import { recordForwardChunk } from './record-forward.ts';
+
+export { probeWebGPU } from './device.ts';
+
+export interface WebGPUBackendOptions {
+  /** Largest KV capacity a session may ask for (checked against the adapter's buffer limits at start-up). */
+  capacity?: number;
+  /** Weight storage; default f16 when the adapter has shader-f16, else f32. */
+  weights?: WeightPrecision;
+  /** Prefill runs in chunks of at most this many tokens (bounds activation memory); default 1024. */
+  maxChunkTokens?: number;
+}
+
+const DEFAULT_CHUNK_TOKENS = 1024;
+
+export async function createWebGPUBackend(weights: ModelWeights, options: WebGPUBackendOptions = {}): Promise<ForwardBackend> {
+  const ctx = new GpuContext(await openDevice());
+  try {
+    return await startBackend(ctx, weights, options);
+  } catch (err) {
+    ctx.dispose();
+    throw err;
+  }
+}
+
+async function startBackend(ctx: GpuContext, weights: ModelWeights, options: WebGPUBackendOptions): Promise<ForwardBackend> {
+  const c = weights.config;
+  const tokenStride = c.kvHeads * c.headDim;
+  const chunkTokens = options.maxChunkTokens ?? DEFAULT_CHUNK_TOKENS;
+  if (!Number.isInteger(chunkTokens) || chunkTokens < 1) throw new KdnError('INVALID_ARGUMENT', `maxChunkTokens must be a positive integer, got ${chunkTokens}.`);
+  const maxCapacity = options.capacity ?? Infinity;
+  // Constructing one checks the capacity against the adapter's limits before any weights are uploaded.
+  if (options.capacity !== undefined) new GpuKVCache(ctx, options.capacity, c.layers, tokenStride).dispose();
+
+  const precision = options.weights ?? (ctx.features.shaderF16 ? 'f16' : 'f32');
+  const gpuWeights = await withErrorScopes(ctx.device, 'weight upload', () => uploadWeights(ctx, weights, precision));
+  const scratch = new ForwardScratch(ctx, c);
+  let lostReason: string | null = null;
+  let disposed = false;
+  void ctx.device.lost.then((info) => {
+    lostReason = info.message || info.reason;
+  });
+
+  const alive = (): void => {
+    if (disposed) throw new KdnError('ENGINE_UNAVAILABLE', 'The WebGPU backend was disposed.');
+    if (lostReason !== null) throw new KdnError('ENGINE_UNAVAILABLE', `The WebGPU device was lost: ${lostReason}`, { hint: 'Restart the engine.' });
+  };
+  const own = (cache: KVCacheHandle): GpuKVCache => {
+    if (!(cache instanceof GpuKVCache)) throw new KdnError('INTERNAL', 'KV cache handle does not belong to the webgpu backend');
+    if (cache.isDisposed) throw new KdnError('INVALID_ARGUMENT', 'The KV cache was disposed.');
+    return cache;
+  };
+  const checkRange = (cache: GpuKVCache, start: number, end: number): void => {
+    if (!Number.isInteger(start) || !Number.isInteger(end) || start < 0 || end < start) {
+      throw new KdnError('INVALID_ARGUMENT', `KV range [${start}, ${end}) is not a valid token range`);
+    }
+    if (end > cache.capacity) {
+      throw new KdnError('CONTEXT_TOO_LONG', `Token range [${start}, ${end}) exceeds the session's capacity of ${cache.capacity} tokens`);
+    }
+  };
+
+  return {
+    name: 'webgpu',
+    device: `${ctx.description}, ${precision} weights`,
+
+    createKVCache(capacity: number): KVCacheHandle {
+      alive();
+      if (!Number.isInteger(capacity) || capacity < 1) throw new KdnError('INVALID_ARGUMENT', `KV capacity must be a positive integer, got ${capacity}`);
+      if (capacity > maxCapacity) throw new KdnError('CONTEXT_TOO_LONG', `KV capacity ${capacity} exceeds this engine's ${maxCapacity}`);
+      return new GpuKVCache(ctx, capacity, c.layers, tokenStride);
+    },
+
+    async forward(handle, tokens, position, logits) {
+      alive();
+      const cache = own(handle);
+      checkRange(cache, position, position + tokens.length);
+      if (tokens.length === 0) {
+        if (logits === 'none') return new Float32Array(0);
+        throw new KdnError('INVALID_ARGUMENT', 'forward() needs at least one token to return logits');
+      }
+      for (const id of tokens) {
+        if (id >= c.vocabSize) throw new KdnError('INVALID_ARGUMENT', `token id ${id} outside vocabulary [0, ${c.vocabSize})`);
+      }
+      const parts: Float32Array[] = [];
+      for (let start = 0; start < tokens.length; start += chunkTokens) {
+        const n = Math.min(chunkTokens, tokens.length - start);
+        const isLast = start + n === tokens.length;
+        const chunkLogits = logits === 'all' ? 'all' : logits === 'last' && isLast ? 'last' : 'none';
+        const pending = await withErrorScopes(ctx.device, 'forward', () => {
+          const rec = ctx.recorder();
+          cache.reserve(position + start + n, rec);
+          scratch.ensure(n, chunkLogits === 'all' ? n : 1);
+          ctx.device.queue.writeBuffer(scratch.ids, 0, tokens, start, n);
+          const index = recordForwardChunk(ctx, rec, c, gpuWeights, scratch, cache, { tokens: n, position: position + start, logits: chunkLogits });
+          return { index, done: rec.submit() };
+        });
+        const results = await pending.done;
+        if (pending.index !== null) parts.push(new Float32Array(results[pending.index]!));
+      }
+      if (parts.length === 1) return parts[0]!;
+      const out = new Float32Array(parts.reduce((sum, p) => sum + p.length, 0));
+      let at = 0;
+      for (const p of parts) {
+        out.set(p, at);
+        at += p.length;
+      }
+      return out;
+    },
+
+    async readKV(handle, start, end): Promise<KVTensors> {
+      alive();
+      const cache = own(handle);
+      checkRange(cache, start, end);
+      const tokens = end - start;
+      const bytes = tokens * tokenStride * 4;
+      const result: KVTensors = { layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, tokens, positionBase: start, ropeApplied: true, perLayer: [] };
+      if (tokens === 0) {
+        result.perLayer = Array.from({ length: c.layers }, () => ({ keys: new Float32Array(0), values: new Float32Array(0) }));
+        return result;
+      }
+      const done = await withErrorScopes(ctx.device, 'KV readback', () => {
+        const rec = ctx.recorder();
+        cache.reserve(end, rec);
+        for (let l = 0; l < c.layers; l++) {
+          rec.readback(cache.keys[l]!, start * tokenStride * 4, bytes);
+          rec.readback(cache.values[l]!, start * tokenStride * 4, bytes);
+        }
+        return rec.submit();
+      });
+      const buffers = await done;
+      for (let l = 0; l < c.layers; l++) {
+        result.perLayer.push({ keys: new Float32Array(buffers[2 * l]!), values: new Float32Array(buffers[2 * l + 1]!) });
+      }
+      return result;
+    },
+
+    async writeKVLayer(handle, header: KVHeader, block: KVLayerBlock, position: number): Promise<void> {
+      alive();
+      const cache = own(handle);
+      if (block.layer < 0 || block.layer >= c.layers) throw new KdnError('KV_MISMATCH', `KV layer ${block.layer} does not exist in a ${c.layers}-layer model`);
+      if (header.kvHeads !== c.kvHeads || header.headDim !== c.headDim) {
+        throw new KdnError('KV_MISMATCH', `KV object has ${header.kvHeads} KV heads of ${header.headDim}, the model ${c.kvHeads} of ${c.headDim}`);
+      }
+      checkRange(cache, position, position + header.tokens);
+      const { keys, values } = block.decode();
+      const size = header.tokens * tokenStride;
+      if (keys.length !== size || values.length !== size) {
+        throw new KdnError('KV_MISMATCH', `KV layer ${block.layer} holds ${keys.length} keys and ${values.length} values, expected ${size} each`);
+      }
+      if (size === 0) return;
+      const done = await withErrorScopes(ctx.device, 'KV injection', () => {
+        const rec = ctx.recorder();
+        cache.reserve(position + header.tokens, rec);
+        // Growing copies must land before the new rows: submit them first, then write, then rotate.
+        const grown = rec.submit();
+        ctx.device.queue.writeBuffer(cache.keys[block.layer]!, position * tokenStride * 4, keys);
+        ctx.device.queue.writeBuffer(cache.values[block.layer]!, position * tokenStride * 4, values);
+        const rotate = ctx.recorder();
+        const delta = position - header.positionBase;
+        if (!header.ropeApplied || delta !== 0) {
+          recordRerotate(ctx, rotate, {
+            cache: cache.keys[block.layer]!,
+            invFreq: gpuWeights.invFreq,
+            start: position,
+            tokens: header.tokens,
+            kvHeads: c.kvHeads,
+            headDim: c.headDim,
+            mode: header.ropeApplied ? { kind: 'delta', delta } : { kind: 'positions' },
+          });
+        }
+        return Promise.all([grown, rotate.submit()]);
+      });
+      await done;
+    },
+
+    async dispose() {
+      if (disposed) return;
+      disposed = true;
+      scratch.destroy();
+      gpuWeights.destroy();
+      ctx.dispose();
+    },
+  };
+}

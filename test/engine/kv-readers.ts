@@ -1,0 +1,42 @@
+import { Readable } from 'node:stream';
+import { encodeKVObject, readKVObject, tokenHash } from '../../storage/kv-object/index.ts';
+import { KV_FORMAT_VERSION, type KVHeader, type KVLayerBlock, type KVObjectReader, type KVTensors } from '../../storage/kv-object/types.ts';
+
+/**
+ * A KVObjectReader straight from float32 tensors (no codec, no checksums): isolates the engine's injection from
+ * fp16 rounding. `failAfter` makes the layer stream throw after that many layers, like a dropped connection.
+ */
+export function directReader(kv: KVTensors, fingerprint: string, options: { failAfter?: number } = {}): KVObjectReader {
+  const header: KVHeader = {
+    version: KV_FORMAT_VERSION,
+    modelFingerprint: fingerprint,
+    layers: kv.layers,
+    kvHeads: kv.kvHeads,
+    headDim: kv.headDim,
+    tokens: kv.tokens,
+    tokenHash: '0'.repeat(64),
+    positionBase: kv.positionBase,
+    ropeApplied: kv.ropeApplied,
+    codec: { name: 'fp16', lz4: false },
+    layerOffsets: Array.from({ length: kv.layers + 1 }, () => 0),
+    layerChecksums: Array.from({ length: kv.layers }, () => '0'.repeat(64)),
+    payloadChecksum: '0'.repeat(64),
+  };
+  async function* layers(): AsyncGenerator<KVLayerBlock> {
+    for (let layer = 0; layer < kv.layers; layer++) {
+      if (options.failAfter === layer) throw new Error('connection reset');
+      const tensors = kv.perLayer[layer]!;
+      yield { layer, encoded: new Uint8Array(0), decode: () => tensors };
+    }
+  }
+  return { header, layers: layers() };
+}
+
+/** The real path: encode as a KV object with the fp16 codec and read it back through the streaming reader. */
+export async function fp16Reader(kv: KVTensors, fingerprint: string, tokenIds: number[]): Promise<KVObjectReader> {
+  const bytes = encodeKVObject(kv, { modelFingerprint: fingerprint, tokenIds, codec: { name: 'fp16', lz4: false } });
+  // Small chunks, so layers arrive over several reads as they would from the network.
+  const chunks: Buffer[] = [];
+  for (let i = 0; i < bytes.length; i += 1000) chunks.push(bytes.subarray(i, i + 1000));
+  return readKVObject(Readable.from(chunks), { modelFingerprint: fingerprint, tokens: tokenIds.length, tokenHash: tokenHash(tokenIds) });
+}

@@ -1,0 +1,310 @@
+import { expect } from 'chai';
+import { KdnError } from '../../common/errors.ts';
+import { cpuForward } from '../../engine-adapter/cpu/forward.ts';
+import { applyRope, rerotate, ropeInvFreq } from '../../engine-adapter/cpu/kernels/rope.ts';
+import { CpuKVCache } from '../../engine-adapter/cpu/kv-cache.ts';
+import { createEngine } from '../../engine-adapter/create-engine.ts';
+import { loadModelWeights } from '../../engine-adapter/model/load-weights.ts';
+import type { Engine, GeneratedToken, Session } from '../../engine-adapter/types.ts';
+import type { KVTensors } from '../../storage/kv-object/types.ts';
+import { directReader, fp16Reader } from './kv-readers.ts';
+import { ARCHITECTURES, TempModels } from './temp-models.ts';
+
+/** Injection through the fp16 KV object: KV rounding to half precision moves logits by at most this much. */
+const FP16_LOGIT_TOLERANCE = 0.02;
+/** Injection of float32 KV: only float rounding differs (re-rotation of keys by 0). */
+const FP32_LOGIT_TOLERANCE = 1e-4;
+/** Keys re-rotated by p versus computed at p: float32 angle rounding (positions up to a few hundred). */
+const REROTATION_TOLERANCE = 1e-4;
+
+function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  expect(a.length).to.equal(b.length);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
+  return m;
+}
+
+function argmaxRows(logits: Float32Array, vocab: number): number[] {
+  const out: number[] = [];
+  for (let r = 0; r < logits.length / vocab; r++) {
+    let best = 0;
+    for (let i = 1; i < vocab; i++) if (logits[r * vocab + i]! > logits[r * vocab + best]!) best = i;
+    out.push(best);
+  }
+  return out;
+}
+
+async function rejection(p: Promise<unknown>): Promise<KdnError> {
+  try {
+    await p;
+  } catch (err) {
+    expect(err).to.be.instanceOf(KdnError);
+    return err as KdnError;
+  }
+  throw new Error('expected a rejection');
+}
+
+const PROMPT_A = 'The knowledge delivery network computes the KV cache of a document once, then ships it to every edge.';
+const PROMPT_B = ' Question: where is the cache?';
+
+describe('engine sessions on the cpu backend', () => {
+  const models = new TempModels();
+  after(() => models.cleanup());
+
+  for (const architecture of ARCHITECTURES) {
+    describe(architecture, () => {
+      let engine: Engine;
+      let a: number[];
+      let b: number[];
+      const open: Session[] = [];
+      const session = (capacity?: number): Session => {
+        const s = engine.createSession(capacity === undefined ? {} : { capacity });
+        open.push(s);
+        return s;
+      };
+
+      before(async () => {
+        const m = await models.make({ architecture, dtype: 'bf16', seed: 3 });
+        engine = await createEngine({ modelDir: m.dir, backend: 'cpu', capacity: 512 });
+        a = engine.tokenizer.encode(PROMPT_A);
+        b = engine.tokenizer.encode(PROMPT_B, { addSpecialTokens: false });
+      });
+      afterEach(() => open.splice(0).forEach((s) => s.dispose()));
+      after(() => engine.dispose());
+
+      it('injection is exact for a prefix: prefill(A+B) == inject(exportKV(A)) + prefill(B)', async () => {
+        expect(a.length).to.be.greaterThan(32); // crosses Mistral's 32-token sliding window
+        const vocab = engine.info.vocabSize;
+        const full = await session().prefill([...a, ...b], { logits: 'all' });
+        const expected = full.slice(a.length * vocab);
+
+        const source = session();
+        await source.prefill(a, { logits: 'none' });
+        const kv = await source.exportKV({ start: 0, end: a.length });
+        expect(kv).to.include({ tokens: a.length, positionBase: 0, ropeApplied: true, layers: engine.info.layers });
+
+        const viaFp32 = session();
+        await viaFp32.injectKV(directReader(kv, engine.info.fingerprint), 0);
+        expect(viaFp32.length).to.equal(a.length);
+        const fp32Diff = maxAbsDiff(await viaFp32.prefill(b, { logits: 'all' }), expected);
+
+        const viaFp16 = session();
+        await viaFp16.injectKV(await fp16Reader(kv, engine.info.fingerprint, a), 0);
+        const got = await viaFp16.prefill(b, { logits: 'all' });
+        const fp16Diff = maxAbsDiff(got, expected);
+        console.log(`      ${architecture}: max |logit diff| over ${b.length} tokens: float32 KV ${fp32Diff.toExponential(2)}, fp16 KV object ${fp16Diff.toExponential(2)}`);
+        expect(fp32Diff).to.be.below(FP32_LOGIT_TOLERANCE);
+        expect(fp16Diff).to.be.below(FP16_LOGIT_TOLERANCE);
+        expect(argmaxRows(got, vocab)).to.deep.equal(argmaxRows(expected, vocab));
+
+        // and generation continues identically
+        const reference = session();
+        await reference.prefill([...a, ...b]);
+        const want = await reference.generate({ maxTokens: 12 });
+        expect((await viaFp16.generate({ maxTokens: 12 })).tokens).to.deep.equal(want.tokens);
+      });
+
+      it('re-rotation is exact: a chunk computed alone at offset p == the chunk at offset 0 moved to p', async () => {
+        const { weights } = await loadModelWeights(engine.info.path);
+        const c = weights.config;
+        const invFreq = ropeInvFreq(c);
+        const chunk = Uint32Array.from(b);
+        const n = chunk.length;
+        const stride = c.kvHeads * c.headDim;
+        const alone = (p: number): CpuKVCache => {
+          const cache = new CpuKVCache(n, c.layers, stride);
+          cpuForward(weights, invFreq, cache, chunk, 0, 'none', p);
+          return cache;
+        };
+        const at0 = alone(0);
+        const p = 300;
+        const atP = alone(p);
+        let worst = 0;
+        for (let l = 0; l < c.layers; l++) {
+          const moved = new Float32Array(n * stride);
+          rerotate(moved, at0.keys[l]!.subarray(0, n * stride), n, c.kvHeads, c.headDim, p, invFreq);
+          worst = Math.max(worst, maxAbsDiff(moved, atP.keys[l]!.subarray(0, n * stride)));
+          expect(maxAbsDiff(at0.values[l]!.subarray(0, n * stride), atP.values[l]!.subarray(0, n * stride))).to.be.below(1e-5);
+        }
+        console.log(`      ${architecture}: max |key diff| re-rotated 0 -> ${p}: ${worst.toExponential(2)}`);
+        expect(worst).to.be.below(REROTATION_TOLERANCE);
+
+        // Through the session: inject the offset-0 chunk after p filler tokens, with RoPE applied and without.
+        const kv0: KVTensors = {
+          layers: c.layers,
+          kvHeads: c.kvHeads,
+          headDim: c.headDim,
+          tokens: n,
+          positionBase: 0,
+          ropeApplied: true,
+          perLayer: at0.keys.map((k, l) => ({ keys: k.slice(0, n * stride), values: at0.values[l]!.slice(0, n * stride) })),
+        };
+        const preRope: KVTensors = {
+          ...kv0,
+          ropeApplied: false,
+          perLayer: kv0.perLayer.map(({ keys, values }) => {
+            const unrotated = new Float32Array(keys.length);
+            applyRope(unrotated, keys, n, c.kvHeads, c.headDim, Array.from({ length: n }, (_, t) => -t), invFreq);
+            return { keys: unrotated, values };
+          }),
+        };
+        const filler = Array.from({ length: p }, (_, i) => 32 + (i % 90));
+        for (const kv of [kv0, preRope]) {
+          const s = session();
+          await s.prefill(filler, { logits: 'none' });
+          await s.injectKV(directReader(kv, engine.info.fingerprint), p);
+          const exported = await s.exportKV({ start: p, end: p + n });
+          expect(exported.positionBase).to.equal(p);
+          for (let l = 0; l < c.layers; l++) {
+            expect(maxAbsDiff(exported.perLayer[l]!.keys, atP.keys[l]!.subarray(0, n * stride))).to.be.below(REROTATION_TOLERANCE);
+          }
+        }
+      });
+
+      it('generate: greedy is deterministic and equals argmax step by step', async () => {
+        const s1 = session();
+        await s1.prefill(a);
+        const r1 = await s1.generate({ maxTokens: 10 });
+        const s2 = session();
+        await s2.prefill(a);
+        const r2 = await s2.generate({ maxTokens: 10 });
+        expect(r2.tokens).to.deep.equal(r1.tokens);
+        expect(r2.text).to.equal(r1.text);
+
+        const manual = session();
+        let logits = await manual.prefill(a);
+        const picked: number[] = [];
+        for (const _ of r1.tokens) {
+          const id = argmaxRows(logits, engine.info.vocabSize)[0]!;
+          picked.push(id);
+          logits = await manual.prefill([id]);
+        }
+        expect(picked).to.deep.equal(r1.tokens);
+      });
+
+      it('generate: max tokens, streaming and a session that keeps the generated tokens', async () => {
+        const s = session();
+        await s.prefill(a);
+        const streamed: GeneratedToken[] = [];
+        const r = await s.generate({ maxTokens: 7, stopTokenIds: [] }, (t) => streamed.push(t));
+        if (r.finishReason === 'length') expect(r.tokens).to.have.length(7);
+        else expect(r.tokens.length).to.be.below(7);
+        expect(streamed.map((t) => t.id)).to.deep.equal(r.tokens);
+        expect(streamed.map((t) => t.text).join('')).to.equal(r.text);
+        expect(r.text).to.equal(engine.tokenizer.decode(r.tokens));
+        expect(s.length).to.equal(a.length + r.tokens.length);
+        expect(r.firstTokenMs).to.be.at.least(0);
+        expect(r.totalMs).to.be.at.least(r.firstTokenMs);
+      });
+
+      it('generate: stop strings end the text before them; stop token ids end before the token', async () => {
+        const s = session();
+        await s.prefill(a);
+        const free = await s.generate({ maxTokens: 16 });
+        expect(free.text.length).to.be.greaterThan(4);
+        const stop = free.text.slice(3, 5);
+        const cut = free.text.indexOf(stop);
+
+        const t = session();
+        await t.prefill(a);
+        const pieces: string[] = [];
+        const stopped = await t.generate({ maxTokens: 16, stopStrings: [stop] }, (tok) => pieces.push(tok.text));
+        expect(stopped.finishReason).to.equal('stop');
+        expect(stopped.text).to.equal(free.text.slice(0, cut));
+        expect(pieces.join('')).to.equal(stopped.text);
+
+        const stopId = free.tokens[2]!;
+        const u = session();
+        await u.prefill(a);
+        const byId = await u.generate({ maxTokens: 16, stopTokenIds: [stopId] });
+        expect(byId.finishReason).to.equal('stop');
+        expect(byId.tokens).to.deep.equal(free.tokens.slice(0, free.tokens.indexOf(stopId)));
+      });
+
+      it('generate: seeded sampling repeats; an aborted signal stops at once', async () => {
+        const sample = async (seed: number): Promise<number[]> => {
+          const s = session();
+          await s.prefill(a);
+          return (await s.generate({ maxTokens: 8, temperature: 1.5, topP: 0.95, seed })).tokens;
+        };
+        expect(await sample(42)).to.deep.equal(await sample(42));
+        const s = session();
+        await s.prefill(a);
+        const r = await s.generate({ maxTokens: 8, signal: AbortSignal.abort() });
+        expect(r).to.include({ finishReason: 'aborted' });
+        expect(r.tokens).to.deep.equal([]);
+      });
+    });
+  }
+
+  describe('errors', () => {
+    let engine: Engine;
+    before(async () => {
+      const m = await models.make({ architecture: 'LlamaForCausalLM', seed: 4 });
+      engine = await createEngine({ modelDir: m.dir, backend: 'cpu', capacity: 64 });
+    });
+    after(() => engine.dispose());
+
+    it('injection verifies fingerprint, shape and position before touching the session', async () => {
+      const src = engine.createSession();
+      await src.prefill([1, 2, 3, 4]);
+      const kv = await src.exportKV({ start: 0, end: 4 });
+      const s = engine.createSession();
+      await s.prefill([5]);
+      expect((await rejection(s.injectKV(directReader(kv, 'f'.repeat(64)), 1))).code).to.equal('KV_MISMATCH');
+      expect((await rejection(s.injectKV(directReader({ ...kv, kvHeads: kv.kvHeads + 1 }, engine.info.fingerprint), 1))).code).to.equal('KV_MISMATCH');
+      expect((await rejection(s.injectKV(directReader(kv, engine.info.fingerprint), 0))).code).to.equal('INVALID_ARGUMENT');
+      expect(s.length).to.equal(1);
+    });
+
+    it('a stream failing midway leaves the session at its old length, and it still computes correctly', async () => {
+      const src = engine.createSession();
+      await src.prefill([10, 11, 12, 13, 14, 15]);
+      const kv = await src.exportKV({ start: 0, end: 6 });
+      const s = engine.createSession();
+      await s.prefill([10, 11]);
+      try {
+        await s.injectKV(directReader(kv, engine.info.fingerprint, { failAfter: 1 }), 2);
+        expect.fail('injected');
+      } catch (err) {
+        expect((err as Error).message).to.contain('connection reset');
+      }
+      expect(s.length).to.equal(2);
+      const after = await s.prefill([12, 13]);
+      const fresh = engine.createSession();
+      expect(maxAbsDiff(after, await fresh.prefill([10, 11, 12, 13]))).to.be.below(1e-5);
+    });
+
+    it('capacity: prefill and inject beyond it are CONTEXT_TOO_LONG; generate ends at it', async () => {
+      const s = engine.createSession({ capacity: 8 });
+      expect((await rejection(s.prefill(Array.from({ length: 9 }, () => 1)))).code).to.equal('CONTEXT_TOO_LONG');
+      await s.prefill([1, 2, 3, 4, 5]);
+      const src = engine.createSession();
+      await src.prefill([1, 2, 3, 4]);
+      const kv = await src.exportKV({ start: 0, end: 4 });
+      expect((await rejection(s.injectKV(directReader(kv, engine.info.fingerprint), 5))).code).to.equal('CONTEXT_TOO_LONG');
+      const r = await s.generate({ maxTokens: 10, stopTokenIds: [] });
+      expect(s.length).to.equal(8);
+      expect(r.tokens.length).to.be.at.most(4);
+      expect(() => engine.createSession({ capacity: 10_000 })).to.throw(KdnError);
+    });
+
+    it('bad arguments are INVALID_ARGUMENT; overlapping calls are CONFLICT', async () => {
+      const s = engine.createSession();
+      expect((await rejection(s.prefill([engine.info.vocabSize])))).to.include({ code: 'INVALID_ARGUMENT' });
+      expect((await rejection(s.prefill([])))).to.include({ code: 'INVALID_ARGUMENT' });
+      expect((await rejection(s.generate({ maxTokens: 3 })))).to.include({ code: 'INVALID_ARGUMENT' });
+      await s.prefill([1, 2, 3]);
+      expect((await rejection(s.exportKV({ start: 2, end: 4 })))).to.include({ code: 'INVALID_ARGUMENT' });
+      expect((await rejection(s.generate({ maxTokens: 0 })))).to.include({ code: 'INVALID_ARGUMENT' });
+      const first = s.prefill([4]);
+      expect((await rejection(s.prefill([5])))).to.include({ code: 'CONFLICT' });
+      await first;
+      s.truncate(2);
+      expect(s.length).to.equal(2);
+      // generate after truncate recomputes the logits of the last kept token
+      expect((await s.generate({ maxTokens: 2 })).tokens.length).to.be.greaterThan(0);
+      expect(() => s.truncate(99)).to.throw(KdnError);
+    });
+  });
+});

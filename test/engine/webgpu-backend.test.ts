@@ -1,0 +1,206 @@
+/**
+ * The WebGPU backend against the CPU reference backend on the tiny random-weight models of every architecture:
+ * prefill logits, 16 greedy steps, KV export, and injection (exact for a prefix, re-rotated at another position).
+ * The f16-weight path is compared with the CPU backend running the same weights rounded to f16.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { expect } from 'chai';
+import type { ForwardBackend, KVCacheHandle } from '../../engine-adapter/backend.ts';
+import { createCpuBackend } from '../../engine-adapter/cpu/cpu-backend.ts';
+import { argmax } from '../../engine-adapter/cpu/kernels/argmax.ts';
+import { loadModelWeights } from '../../engine-adapter/model/load-weights.ts';
+import type { Architecture, ModelConfig } from '../../engine-adapter/model/config.ts';
+import { applyRope, ropeInvFreq } from '../../engine-adapter/cpu/kernels/rope.ts';
+import type { ModelWeights, Tensor } from '../../engine-adapter/model/weights.ts';
+import { createWebGPUBackend, probeWebGPU } from '../../engine-adapter/webgpu/webgpu-backend.ts';
+import type { KVHeader, KVLayerBlock, KVTensors } from '../../storage/kv-object/types.ts';
+import { makeTinyModel } from '../../tools/make-tiny-models.ts';
+import { expectClose, f16RoundArray } from './webgpu-support.ts';
+
+/** Logits of the tiny models are O(0.1-1); f32 kernels summing in another order stay within 1e-4. */
+const LOGIT_ATOL = 1e-4;
+const KV_ATOL = 1e-5;
+const PROMPT = Uint32Array.from({ length: 41 }, (_, i) => (i * 37 + 11) % 300);
+
+function roundWeightsToF16(w: ModelWeights): ModelWeights {
+  const r = (t: Tensor): Tensor => ({ shape: t.shape, data: f16RoundArray(t.data) });
+  const embed = r(w.embed);
+  return {
+    ...w,
+    embed,
+    lmHead: w.lmHead === w.embed ? embed : r(w.lmHead),
+    layers: w.layers.map((l) => ({ ...l, q: r(l.q), k: r(l.k), v: r(l.v), o: r(l.o), gate: r(l.gate), up: r(l.up), down: r(l.down) })),
+  };
+}
+
+async function greedy(backend: ForwardBackend, cache: KVCacheHandle, prompt: Uint32Array, steps: number): Promise<number[]> {
+  let logits = await backend.forward(cache, prompt, 0, 'last');
+  const out: number[] = [];
+  for (let i = 0; i < steps; i++) {
+    const next = argmax(logits);
+    out.push(next);
+    logits = await backend.forward(cache, Uint32Array.of(next), prompt.length + i, 'last');
+  }
+  return out;
+}
+
+function header(kv: KVTensors, positionBase: number, ropeApplied: boolean): KVHeader {
+  return {
+    version: 1,
+    modelFingerprint: 'test',
+    layers: kv.layers,
+    kvHeads: kv.kvHeads,
+    headDim: kv.headDim,
+    tokens: kv.tokens,
+    tokenHash: '',
+    positionBase,
+    ropeApplied,
+    codec: { name: 'fp16', lz4: false },
+    layerOffsets: [],
+    layerChecksums: [],
+    payloadChecksum: '',
+  };
+}
+
+function blocks(kv: KVTensors): KVLayerBlock[] {
+  return kv.perLayer.map((t, layer) => ({ layer, encoded: new Uint8Array(0), decode: () => ({ keys: t.keys.slice(), values: t.values.slice() }) }));
+}
+
+async function inject(backend: ForwardBackend, cache: KVCacheHandle, kv: KVTensors, h: KVHeader, position: number): Promise<void> {
+  for (const block of blocks(kv)) await backend.writeKVLayer(cache, h, block, position);
+}
+
+const CASES: { arch: Architecture; precision: 'f32' | 'f16' }[] = [
+  { arch: 'LlamaForCausalLM', precision: 'f32' },
+  { arch: 'MistralForCausalLM', precision: 'f32' },
+  { arch: 'Qwen2ForCausalLM', precision: 'f32' },
+  { arch: 'Qwen3ForCausalLM', precision: 'f32' },
+  { arch: 'LlamaForCausalLM', precision: 'f16' },
+  { arch: 'Qwen3ForCausalLM', precision: 'f16' },
+];
+
+describe('webgpu backend vs the CPU backend on tiny models', function () {
+  let dir: string;
+
+  before(async function () {
+    const probe = await probeWebGPU();
+    if (!probe.available) {
+      if (process.env.CI === 'true') throw new Error(`no WebGPU adapter under CI: ${probe.reason}`);
+      console.log(`      no WebGPU adapter, skipping: ${probe.reason}`);
+      this.skip();
+    }
+    dir = await mkdtemp(join(tmpdir(), 'kdn-webgpu-'));
+  });
+  after(async () => {
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  for (const { arch, precision } of CASES) {
+    describe(`${arch}, ${precision} weights`, function () {
+      let gpu: ForwardBackend;
+      let cpu: ForwardBackend;
+      let weightsConfig: ModelConfig;
+
+      before(async function () {
+        if (!dir) this.skip();
+        const model = await makeTinyModel(join(dir, `${arch}-${precision}`), { architecture: arch, seed: 7 });
+        const { weights } = await loadModelWeights(model.dir);
+        weightsConfig = weights.config;
+        // Chunks of 16 tokens make the 41-token prompt cross chunk boundaries (and Mistral's 32-token window).
+        gpu = await createWebGPUBackend(weights, { weights: precision, maxChunkTokens: 16 });
+        cpu = createCpuBackend(precision === 'f16' ? roundWeightsToF16(weights) : weights);
+      });
+      after(async () => {
+        await gpu?.dispose();
+        await cpu?.dispose();
+      });
+
+      it(`prefill logits of all 41 tokens match (atol ${LOGIT_ATOL}) and the KV export matches (atol ${KV_ATOL})`, async () => {
+        const g = gpu.createKVCache(64);
+        const c = cpu.createKVCache(64);
+        const worst = expectClose(await gpu.forward(g, PROMPT, 0, 'all'), await cpu.forward(c, PROMPT, 0, 'all'), LOGIT_ATOL, 0, 'logits');
+        console.log(`      ${gpu.device}: worst logit difference ${worst.toExponential(2)}`);
+        const [kg, kc] = [await gpu.readKV(g, 3, 41), await cpu.readKV(c, 3, 41)];
+        expect({ ...kg, perLayer: [] }).to.deep.equal({ ...kc, perLayer: [] });
+        kg.perLayer.forEach((t, l) => {
+          expectClose(t.keys, kc.perLayer[l]!.keys, KV_ATOL, 1e-4, `layer ${l} keys`);
+          expectClose(t.values, kc.perLayer[l]!.values, KV_ATOL, 1e-4, `layer ${l} values`);
+        });
+        g.dispose();
+      });
+
+      it('rejects bad input with typed errors', async () => {
+        const cache = gpu.createKVCache(16);
+        const code = async (p: Promise<unknown>): Promise<string> => p.then(() => 'resolved', (e: { code?: string }) => e.code ?? String(e));
+        expect(await code(gpu.forward(cache, Uint32Array.of(1, 2), 15, 'last'))).to.equal('CONTEXT_TOO_LONG');
+        expect(await code(gpu.forward(cache, Uint32Array.of(1, 99999), 0, 'last'))).to.equal('INVALID_ARGUMENT');
+        expect(await code(gpu.forward(cache, new Uint32Array(0), 0, 'last'))).to.equal('INVALID_ARGUMENT');
+        const kv = await gpu.readKV(cache, 0, 2);
+        const wrong = { ...header(kv, 0, true), kvHeads: kv.kvHeads + 1 };
+        expect(await code(gpu.writeKVLayer(cache, wrong, blocks(kv)[0]!, 0))).to.equal('KV_MISMATCH');
+        expect(await code(gpu.writeKVLayer(cache, header(kv, 0, true), { ...blocks(kv)[0]!, layer: 99 }, 0))).to.equal('KV_MISMATCH');
+        cache.dispose();
+        expect(await code(gpu.forward(cache, Uint32Array.of(1), 0, 'last'))).to.equal('INVALID_ARGUMENT');
+      });
+
+      it('gives the same 16 greedy tokens', async () => {
+        const prompt = PROMPT.subarray(0, 9);
+        const fromGpu = await greedy(gpu, gpu.createKVCache(32), prompt, 16);
+        const fromCpu = await greedy(cpu, cpu.createKVCache(32), prompt, 16);
+        expect(fromGpu).to.deep.equal(fromCpu);
+      });
+
+      it(`injecting the exported KV of a prefix gives the logits of prefilling it (atol ${LOGIT_ATOL})`, async () => {
+        const [a, b] = [PROMPT.subarray(0, 25), PROMPT.subarray(25)];
+        const full = gpu.createKVCache(64);
+        const expected = await gpu.forward(full, PROMPT, 0, 'all');
+        const kv = await gpu.readKV(full, 0, a.length);
+        const injected = gpu.createKVCache(64);
+        await inject(gpu, injected, kv, header(kv, 0, true), 0);
+        const got = await gpu.forward(injected, b, a.length, 'all');
+        expectClose(got, expected.subarray(a.length * (expected.length / PROMPT.length)), LOGIT_ATOL, 0, 'logits');
+      });
+
+      it('re-rotates injected keys like the CPU backend, and pre-RoPE keys get RoPE at their position', async () => {
+        const chunk = PROMPT.subarray(30, 41);
+        const prefix = PROMPT.subarray(0, 5);
+        // The chunk's KV computed alone at position 0, placed after a 5-token prefix.
+        const alone = gpu.createKVCache(32);
+        await gpu.forward(alone, chunk, 0, 'none');
+        const kv = await gpu.readKV(alone, 0, chunk.length);
+        const placed = gpu.createKVCache(32);
+        const reference = cpu.createKVCache(32);
+        await gpu.forward(placed, prefix, 0, 'none');
+        await cpu.forward(reference, prefix, 0, 'none');
+        await inject(gpu, placed, kv, header(kv, 0, true), prefix.length);
+        await inject(cpu, reference, kv, header(kv, 0, true), prefix.length);
+        const [got, want] = [await gpu.readKV(placed, 0, 16), await cpu.readKV(reference, 0, 16)];
+        got.perLayer.forEach((t, l) => expectClose(t.keys, want.perLayer[l]!.keys, KV_ATOL, 1e-4, `layer ${l} keys`));
+        // Layer 0 keys depend only on token and position: moved keys equal keys computed in place at 5..16.
+        const inPlace = gpu.createKVCache(32);
+        await gpu.forward(inPlace, PROMPT.subarray(0, 5), 0, 'none');
+        await gpu.forward(inPlace, chunk, 5, 'none');
+        const direct = await gpu.readKV(inPlace, 5, 16);
+        expectClose(got.perLayer[0]!.keys.subarray(5 * direct.kvHeads * direct.headDim), direct.perLayer[0]!.keys, KV_ATOL, 1e-4, 'moved layer 0 keys');
+        // Keys stored before RoPE (rotated back by -t on the host) get RoPE at their placed positions 5..16.
+        const preRope: KVTensors = {
+          ...kv,
+          ropeApplied: false,
+          perLayer: kv.perLayer.map((t) => {
+            const keys = new Float32Array(t.keys.length);
+            const back = Array.from({ length: kv.tokens }, (_, i) => -i);
+            applyRope(keys, t.keys, kv.tokens, kv.kvHeads, kv.headDim, back, ropeInvFreq(weightsConfig));
+            return { keys, values: t.values };
+          }),
+        };
+        const fromPre = gpu.createKVCache(32);
+        await gpu.forward(fromPre, prefix, 0, 'none');
+        await inject(gpu, fromPre, preRope, header(preRope, 0, false), prefix.length);
+        const rotated = await gpu.readKV(fromPre, 0, 16);
+        rotated.perLayer.forEach((t, l) => expectClose(t.keys, want.perLayer[l]!.keys, 2 * KV_ATOL, 1e-4, `layer ${l} keys from pre-RoPE`));
+      });
+    });
+  }
+});

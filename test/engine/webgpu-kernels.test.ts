@@ -1,0 +1,225 @@
+/**
+ * Each WebGPU kernel against its CPU reference kernel (engine-adapter/cpu/kernels) on odd shapes: sizes that are
+ * not multiples of the tile sizes, GQA ratio 3, sliding windows, positions past 1000.
+ */
+import { expect } from 'chai';
+import { add } from '../../engine-adapter/cpu/kernels/add.ts';
+import { attention } from '../../engine-adapter/cpu/kernels/attention.ts';
+import { embedding } from '../../engine-adapter/cpu/kernels/embedding.ts';
+import { matmul } from '../../engine-adapter/cpu/kernels/matmul.ts';
+import { rmsnorm } from '../../engine-adapter/cpu/kernels/rmsnorm.ts';
+import { applyRope, rerotate, ropeInvFreq } from '../../engine-adapter/cpu/kernels/rope.ts';
+import { swiglu } from '../../engine-adapter/cpu/kernels/swiglu.ts';
+import type { GpuContext } from '../../engine-adapter/webgpu/gpu-context.ts';
+import { uploadMatrixF16, uploadMatrixF32, type GpuMatrix } from '../../engine-adapter/webgpu/gpu-matrix.ts';
+import { recordAdd } from '../../engine-adapter/webgpu/kernels/add.ts';
+import { recordAttention } from '../../engine-adapter/webgpu/kernels/attention.ts';
+import { recordEmbedding } from '../../engine-adapter/webgpu/kernels/embedding.ts';
+import { recordKvWrite } from '../../engine-adapter/webgpu/kernels/kv-write.ts';
+import { recordMatmulTiled, recordMatvec } from '../../engine-adapter/webgpu/kernels/matmul.ts';
+import { recordRerotate } from '../../engine-adapter/webgpu/kernels/rerotate.ts';
+import { recordRmsNorm } from '../../engine-adapter/webgpu/kernels/rmsnorm.ts';
+import { recordRope } from '../../engine-adapter/webgpu/kernels/rope.ts';
+import { recordSwiglu } from '../../engine-adapter/webgpu/kernels/swiglu.ts';
+import { expectClose, f16RoundArray, openContextOrSkip, randomArray } from './webgpu-support.ts';
+
+describe('webgpu kernels vs the CPU reference', function () {
+  let ctx: GpuContext;
+
+  before(async function () {
+    ctx = await openContextOrSkip(this);
+    console.log(`      adapter: ${ctx.description}; shader-f16 ${ctx.features.shaderF16}, subgroups ${ctx.features.subgroups}`);
+  });
+  after(() => ctx?.dispose());
+
+  const upload = (data: Float32Array | Uint32Array): GPUBuffer => ctx.upload(data, 'test input');
+  const run = async (record: (rec: ReturnType<GpuContext['recorder']>) => void, out: GPUBuffer, floats: number): Promise<Float32Array> => {
+    const rec = ctx.recorder();
+    record(rec);
+    rec.readback(out, 0, floats * 4);
+    const [bytes] = await rec.submit();
+    return new Float32Array(bytes!);
+  };
+  const matrix = async (data: Float32Array, rows: number, cols: number, f16: boolean): Promise<GpuMatrix> => {
+    const tensor = { shape: [rows, cols], data };
+    return f16 ? uploadMatrixF16(ctx, tensor, 'w') : uploadMatrixF32(ctx, tensor, 'w');
+  };
+
+  for (const f16 of [false, true]) {
+    const weights = f16 ? 'f16' : 'f32';
+    // f32 sums of up to 130 products of values below 1 in another order: 1e-5 absolute is ample.
+    const tol = 2e-5;
+    for (const [path, m, k, n] of [
+      ['tiled', 7, 37, 45],
+      ['tiled', 70, 130, 129],
+      ['matvec', 1, 37, 45],
+      ['matvec', 2, 130, 1031],
+    ] as const) {
+      it(`matmul ${path} ${weights} weights m=${m} k=${k} n=${n} with bias (atol ${tol})`, async () => {
+        const x = randomArray(m * k, 1);
+        const w = randomArray(n * k, 2, 0.5);
+        const bias = randomArray(n, 3);
+        const expected = new Float32Array(m * n);
+        // The f16 path's exact reference is the same product with f16-rounded weights.
+        matmul(expected, x, f16 ? f16RoundArray(w) : w, m, k, n, bias);
+        const y = ctx.storage(m * n * 4, 'y');
+        const args = { x: upload(x), w: await matrix(w, n, k, f16), bias: upload(bias), y, m };
+        const got = await run((rec) => (path === 'tiled' ? recordMatmulTiled : recordMatvec)(ctx, rec, args), y, m * n);
+        expectClose(got, expected, tol, 1e-5, 'y');
+      });
+    }
+
+    it(`matmul tiled ${weights} weights without bias`, async () => {
+      const [m, k, n] = [5, 16, 3];
+      const x = randomArray(m * k, 4);
+      const w = randomArray(n * k, 5);
+      const expected = new Float32Array(m * n);
+      matmul(expected, x, f16 ? f16RoundArray(w) : w, m, k, n);
+      const y = ctx.storage(m * n * 4, 'y');
+      const args = { x: upload(x), w: await matrix(w, n, k, f16), y, m };
+      const got = await run((rec) => recordMatmulTiled(ctx, rec, args), y, m * n);
+      expectClose(got, expected, tol, 1e-5, 'y');
+    });
+
+    it(`embedding ${weights} table, odd width 45`, async () => {
+      const [vocab, dim] = [11, 45];
+      const table = randomArray(vocab * dim, 6);
+      const ids = Uint32Array.from([3, 0, 10, 3, 7]);
+      const expected = new Float32Array(ids.length * dim);
+      embedding(expected, f16 ? f16RoundArray(table) : table, dim, ids);
+      const out = ctx.storage(expected.byteLength, 'out');
+      const t = await matrix(table, vocab, dim, f16);
+      const got = await run((rec) => recordEmbedding(ctx, rec, { ids: upload(ids), table: t, out, tokens: ids.length }), out, expected.length);
+      expectClose(got, expected, 0, 0, 'embedding');
+    });
+  }
+
+  for (const [rows, n] of [
+    [7, 45],
+    [21, 20],
+    [3, 600],
+  ] as const) {
+    it(`rmsnorm rows=${rows} n=${n} (rtol 1e-5)`, async () => {
+      const x = randomArray(rows * n, 7, 3);
+      const w = randomArray(n, 8);
+      const expected = new Float32Array(rows * n);
+      rmsnorm(expected, x, w, rows, n, 1e-6);
+      const out = ctx.storage(expected.byteLength, 'out');
+      const got = await run((rec) => recordRmsNorm(ctx, rec, { x: upload(x), weight: upload(w), out, rows, n, eps: 1e-6 }), out, expected.length);
+      expectClose(got, expected, 1e-6, 1e-5, 'rmsnorm');
+    });
+  }
+
+  it('swiglu and add over 1000 elements', async () => {
+    const count = 1000;
+    const g = randomArray(count, 9, 8);
+    const u = randomArray(count, 10);
+    const expected = new Float32Array(count);
+    swiglu(expected, g, u, count);
+    add(expected, expected, u, count);
+    const gate = upload(g);
+    const up = upload(u);
+    const got = await run(
+      (rec) => {
+        recordSwiglu(ctx, rec, { gate, up, count });
+        recordAdd(ctx, rec, { x: gate, y: up, count });
+      },
+      gate,
+      count,
+    );
+    expectClose(got, expected, 1e-6, 1e-5, 'swiglu+add');
+  });
+
+  const headDim = 20;
+  const invFreqLlama3 = ropeInvFreq({
+    headDim,
+    ropeTheta: 500000,
+    ropeScaling: { type: 'llama3', factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 64 },
+  });
+
+  it('rope at positions 1000.. with llama3-scaled frequencies (atol 2e-5)', async () => {
+    const [tokens, heads, posBase] = [5, 3, 1000];
+    const x = randomArray(tokens * heads * headDim, 11);
+    const positions = Array.from({ length: tokens }, (_, t) => posBase + t);
+    const expected = new Float32Array(x.length);
+    applyRope(expected, x, tokens, heads, headDim, positions, invFreqLlama3);
+    const buf = upload(x);
+    const got = await run((rec) => recordRope(ctx, rec, { x: buf, invFreq: upload(invFreqLlama3), tokens, heads, headDim, posBase }), buf, x.length);
+    expectClose(got, expected, 2e-5, 0, 'rope');
+  });
+
+  for (const delta of [37, -1000]) {
+    it(`rerotate cached keys by ${delta} (atol 2e-5)`, async () => {
+      const [capacity, start, tokens, kvHeads] = [12, 3, 7, 2];
+      const stride = kvHeads * headDim;
+      const cache = randomArray(capacity * stride, 12);
+      const expected = cache.slice();
+      const span = expected.subarray(start * stride, (start + tokens) * stride);
+      rerotate(span, span, tokens, kvHeads, headDim, delta, invFreqLlama3);
+      const buf = upload(cache);
+      const mode = { kind: 'delta', delta } as const;
+      const got = await run((rec) => recordRerotate(ctx, rec, { cache: buf, invFreq: upload(invFreqLlama3), start, tokens, kvHeads, headDim, mode }), buf, cache.length);
+      expectClose(got, expected, 2e-5, 0, 'keys');
+    });
+  }
+
+  it('rerotate applies RoPE to pre-RoPE keys at their positions', async () => {
+    const [capacity, start, tokens, kvHeads] = [40, 30, 9, 3];
+    const stride = kvHeads * headDim;
+    const cache = randomArray(capacity * stride, 13);
+    const expected = cache.slice();
+    const span = expected.subarray(start * stride, (start + tokens) * stride);
+    applyRope(span, span, tokens, kvHeads, headDim, Array.from({ length: tokens }, (_, t) => start + t), invFreqLlama3);
+    const buf = upload(cache);
+    const got = await run(
+      (rec) => recordRerotate(ctx, rec, { cache: buf, invFreq: upload(invFreqLlama3), start, tokens, kvHeads, headDim, mode: { kind: 'positions' } }),
+      buf,
+      cache.length,
+    );
+    expectClose(got, expected, 2e-5, 0, 'keys');
+  });
+
+  it('kv-write places new rows at a token offset and leaves the rest', async () => {
+    const [capacity, rowSize, tokens, position] = [10, 12, 3, 6];
+    const k = randomArray(tokens * rowSize, 14);
+    const v = randomArray(tokens * rowSize, 15);
+    const cacheK = ctx.storage(capacity * rowSize * 4, 'k');
+    const cacheV = ctx.storage(capacity * rowSize * 4, 'v');
+    const rec = ctx.recorder();
+    recordKvWrite(ctx, rec, { k: upload(k), v: upload(v), cacheK, cacheV, tokens, rowSize, position });
+    rec.readback(cacheK, 0, capacity * rowSize * 4);
+    rec.readback(cacheV, 0, capacity * rowSize * 4);
+    const [gotK, gotV] = (await rec.submit()).map((b) => new Float32Array(b));
+    const expectedK = new Float32Array(capacity * rowSize);
+    expectedK.set(k, position * rowSize);
+    const expectedV = new Float32Array(capacity * rowSize);
+    expectedV.set(v, position * rowSize);
+    expectClose(gotK!, expectedK, 0, 0, 'keys');
+    expectClose(gotV!, expectedV, 0, 0, 'values');
+  });
+
+  for (const [tokens, posBase, hd, window] of [
+    [5, 40, 20, null],
+    [5, 40, 20, 7],
+    [1, 77, 20, null],
+    [19, 0, 20, 4],
+    [3, 50, 128, null],
+    [33, 0, 8, null],
+  ] as const) {
+    it(`attention tokens=${tokens} at ${posBase}, headDim ${hd}, GQA 3, window ${window} (atol 2e-5)`, async () => {
+      const [heads, kvHeads] = [6, 2];
+      const ctxLen = posBase + tokens;
+      const q = randomArray(tokens * heads * hd, 16);
+      const keys = randomArray(ctxLen * kvHeads * hd, 17);
+      const values = randomArray(ctxLen * kvHeads * hd, 18);
+      const positions = Array.from({ length: tokens }, (_, t) => posBase + t);
+      const expected = new Float32Array(q.length);
+      attention(expected, q, positions, keys, values, { tokens, heads, kvHeads, headDim: hd, slidingWindow: window });
+      const out = ctx.storage(q.byteLength, 'out');
+      const args = { q: upload(q), cacheK: upload(keys), cacheV: upload(values), out, tokens, heads, kvHeads, headDim: hd, posBase, window };
+      const got = await run((rec) => recordAttention(ctx, rec, args), out, q.length);
+      const worst = expectClose(got, expected, 2e-5, 0, 'attention');
+      expect(worst).to.be.below(2e-5);
+    });
+  }
+});
