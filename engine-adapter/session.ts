@@ -220,7 +220,7 @@ export class BackendSession implements Session {
     } catch (err) {
       throw new KdnError('INVALID_ARGUMENT', (err as Error).message);
     }
-    const stopIds = new Set([...(options.stopTokenIds ?? []), ...this.model.tokenizer.eosTokenIds]);
+    const stopIds = new Set([...(options.stopTokenIds ?? []), ...(options.ignoreEos ? [] : this.model.tokenizer.eosTokenIds)]);
     const stops = new StopStringFilter((options.stopStrings ?? []).filter((s) => s.length > 0));
     const stream = new TextStream(this.model.tokenizer);
     const tokens: number[] = [];

@@ -49,6 +49,8 @@ export interface GenerateOptions {
   topP?: number;
   seed?: number;
   stopTokenIds?: number[];
+  /** Do not stop at the model's end-of-sequence tokens (fixed-length runs, reference comparisons). */
+  ignoreEos?: boolean;
   stopStrings?: string[];
   signal?: AbortSignal;
 }
