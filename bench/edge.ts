@@ -5,10 +5,11 @@
  * app answering with the same in-memory Buffer is measured too, to show what a framework costs on the hot path.
  * GB/s is 10^9 bytes of object per second (requests/s x object size, as wrk counts them); ratio is to nginx.
  *
- * Each server is measured in several interleaved rounds and keeps its best, so that other work on a shared machine
- * does not favour whichever server happened to run in a quiet moment.
- * Args: --duration S (per measurement, default 3) --rounds N (default 3) --warmup S (default 1)
- *       --connections N (default 4) --threads N (wrk threads, default 1) --sizes MiB,MiB (default 1,16)
+ * Each server is measured in several interleaved rounds (the median is the figure), so that other work on a shared
+ * machine does not favour whichever server happened to run in a quiet moment. With --pin the servers share one CPU
+ * and wrk runs on another (steadier on an idle machine, worse when neighbours load the pinned CPU).
+ * Args: --duration S (whole seconds per measurement, default 3) --rounds N (default 5) --warmup S (default 1)
+ *       --connections N (default 4) --threads N (wrk threads, default 1) --sizes MiB,MiB (default 1,16) --pin
  * Needs wrk and nginx (Debian: wrk, nginx-light); installed with apt-get when missing and running as root.
  */
 import { spawn, spawnSync } from 'node:child_process';
@@ -16,7 +17,7 @@ import { once } from 'node:events';
 import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer as createHttpServer, type Server } from 'node:http';
 import { connect, createServer as createNetServer, type AddressInfo } from 'node:net';
-import { loadavg, tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import express from 'express';
@@ -24,7 +25,7 @@ import { KdnError } from '../common/errors.ts';
 import { startEdge, type RunningEdge } from '../edge/main.ts';
 import { encodeKVObject } from '../storage/kv-object/index.ts';
 import { openStore } from '../storage/open-store.ts';
-import { intList, positiveInt, positiveSeconds } from './lib/args.ts';
+import { intList, positiveInt } from './lib/args.ts';
 import type { BenchRecord, BenchReport } from './report.ts';
 
 const LAYERS = 4;
@@ -49,17 +50,18 @@ export async function run(args: string[]): Promise<BenchReport> {
     args,
     options: {
       duration: { type: 'string' }, warmup: { type: 'string' }, connections: { type: 'string' },
-      threads: { type: 'string' }, sizes: { type: 'string' }, rounds: { type: 'string' },
+      threads: { type: 'string' }, sizes: { type: 'string' }, rounds: { type: 'string' }, pin: { type: 'boolean' },
     },
   });
-  const duration = positiveSeconds(values.duration, 3, 'duration');
-  const rounds = positiveInt(values.rounds, 3, 'rounds');
-  const warmup = positiveSeconds(values.warmup, 1, 'warmup');
+  const duration = positiveInt(values.duration, 3, 'duration');
+  const rounds = positiveInt(values.rounds, 5, 'rounds');
+  const warmup = positiveInt(values.warmup, 1, 'warmup');
   const connections = positiveInt(values.connections, 4, 'connections');
   const threads = positiveInt(values.threads, 1, 'threads');
   const sizes = intList(values.sizes, [1, 16], 'sizes');
   const nginx = ensureTools();
   const loadAtStart = loadavg()[0]!;
+  const pin = values.pin ? pinServers() : undefined;
 
   const root = await mkdtemp(join(tmpdir(), 'kdn-bench-edge-'));
   // nginx workers run as an unprivileged user and must be able to reach the served files.
@@ -99,36 +101,68 @@ export async function run(args: string[]): Promise<BenchReport> {
       { server: 'express (reference)', tier: 'memory', url: (file) => `${expressUrl.url}/kv/${file}` },
     ];
     // Rounds interleave the servers so that load from other work on a shared machine hits all of them alike;
-    // each keeps its best round.
+    // the median round is the figure, the best one is kept alongside.
     const records: BenchRecord[] = [];
     for (const mib of sizes) {
       const size = objects.get(mib)!.length;
-      const best = new Map<Target, number>();
-      for (const target of targets) await wrk(target.url(`${mib}mib.kv`), { threads, connections, seconds: warmup });
+      const runs = new Map<Target, number[]>(targets.map((target) => [target, []]));
+      for (const target of targets) await wrk(target.url(`${mib}mib.kv`), { threads, connections, seconds: warmup, cpu: pin?.client });
       for (let pass = 1; pass <= rounds; pass += 1) {
         for (const target of targets) {
           const url = target.url(`${mib}mib.kv`);
-          const result = await wrk(url, { threads, connections, seconds: duration });
+          const result = await wrk(url, { threads, connections, seconds: duration, cpu: pin?.client });
           if (result.errors > 0) throw new Error(`${target.server} answered ${result.errors} requests for ${url} with errors`);
-          best.set(target, Math.max(best.get(target) ?? 0, result.requestsPerSec));
+          runs.get(target)!.push((result.requestsPerSec * size) / 1e9);
           console.error(`round ${pass}: ${target.server} ${target.tier} ${mib} MiB: ${((result.requestsPerSec * size) / 1e9).toFixed(3)} GB/s`);
         }
       }
-      const nginxGBps = (best.get(targets[0]!)! * size) / 1e9;
+      const nginxGBps = median(runs.get(targets[0]!)!);
       for (const target of targets) {
-        const requestsPerSec = best.get(target)!;
-        const gbps = (requestsPerSec * size) / 1e9;
+        const gbps = runs.get(target)!;
         records.push({
           server: target.server, tier: target.tier, objectMiB: mib, objectBytes: size,
-          requestsPerSec: round(requestsPerSec, 1), GBps: round(gbps, 3), ratioToNginx: round(gbps / nginxGBps, 2),
+          GBps: round(median(gbps), 3), bestGBps: round(Math.max(...gbps), 3), ratioToNginx: round(median(gbps) / nginxGBps, 2),
+          rounds: gbps.map((value) => round(value, 2)).join(' '),
         });
       }
     }
-    return { params: { duration, warmup, rounds, connections, threads, loadAverage1mAtStart: round(loadAtStart, 2), wrkCommand: `wrk -t${threads} -c${connections} -d${duration}s` }, records };
+    return {
+      params: {
+        duration, warmup, rounds, connections, threads, loadAverage1mAtStart: round(loadAtStart, 2),
+        pinning: pin ? `servers on cpu ${pin.server}, wrk on cpu ${pin.client}` : 'none',
+        wrkCommand: `wrk -t${threads} -c${connections} -d${duration}s`,
+      },
+      records,
+    };
   } finally {
     for (const close of closers.reverse()) await close().catch(() => undefined);
     await rm(root, { recursive: true, force: true });
+    pin?.release();
   }
+}
+
+/**
+ * With two or more CPUs, puts this process (the node servers, and nginx which inherits it) on one CPU and wrk on
+ * another: each server then gets the same single core, as nginx's one worker does, and none competes with wrk.
+ */
+function pinServers(): { server: number; client: number; release(): void } | undefined {
+  const count = cpus().length;
+  if (count < 2 || spawnSync('taskset', ['-V']).error !== undefined) return undefined;
+  const pinned = spawnSync('taskset', ['-a', '-p', '-c', '1', String(process.pid)]);
+  if (pinned.status !== 0) return undefined;
+  return {
+    server: 1,
+    client: 0,
+    release: () => {
+      spawnSync('taskset', ['-a', '-p', '-c', `0-${count - 1}`, String(process.pid)]);
+    },
+  };
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
 }
 
 /** A valid fp16 KV object of about `mib` MiB (the header adds a few hundred bytes). */
@@ -232,8 +266,10 @@ http {
   };
 }
 
-async function wrk(url: string, options: { threads: number; connections: number; seconds: number }): Promise<WrkResult> {
-  const child = spawn('wrk', [`-t${options.threads}`, `-c${options.connections}`, `-d${options.seconds}s`, url], { stdio: ['ignore', 'pipe', 'pipe'] });
+async function wrk(url: string, options: { threads: number; connections: number; seconds: number; cpu: number | undefined }): Promise<WrkResult> {
+  const command = [`wrk`, `-t${options.threads}`, `-c${options.connections}`, `-d${options.seconds}s`, url];
+  if (options.cpu !== undefined) command.unshift('taskset', '-c', String(options.cpu));
+  const child = spawn(command[0]!, command.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
   child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));

@@ -11,7 +11,7 @@ import type { BackendName, Engine, ModelInfo, Session, Tokenizer } from './types
 
 export interface CreateEngineOptions {
   modelDir: string;
-  /** 'auto' (default): WebGPU when an adapter is found, else the CPU reference. */
+  /** 'auto' (default): WebGPU on a hardware adapter, else the CPU reference (faster than a software adapter). */
   backend?: 'auto' | BackendName;
   /**
    * Largest session capacity in tokens, and the default one; min(max_position_embeddings, 8192) when absent.
@@ -44,8 +44,9 @@ async function openBackend(kind: 'auto' | BackendName, weights: ModelWeights, ca
     throw err;
   }
   const probe = await webgpu.probeWebGPU();
+  // A software adapter is slower than the CPU reference at the model sizes it can hold, so 'auto' skips it.
+  if (kind === 'auto' && (!probe.available || probe.software)) return createCpuBackend(weights);
   if (!probe.available) {
-    if (kind === 'auto') return createCpuBackend(weights);
     throw new KdnError('ENGINE_UNAVAILABLE', `no WebGPU adapter: ${probe.reason ?? probe.description}`, {
       hint: 'install a Vulkan driver (or SwiftShader on CPU machines), or use --backend cpu',
     });

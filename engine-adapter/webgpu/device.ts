@@ -43,6 +43,8 @@ export interface OpenedDevice {
   limits: GpuLimits;
   /** e.g. "nvidia ada (vulkan)" or "google swiftshader (software)". */
   description: string;
+  /** A software adapter (SwiftShader): correct but slower than the CPU reference backend for small models. */
+  software: boolean;
   /** Destroys the device and drops the Dawn instance so Node can exit. */
   release(): void;
 }
@@ -50,6 +52,7 @@ export interface OpenedDevice {
 export interface ProbeResult {
   available: boolean;
   description: string;
+  software: boolean;
   reason?: string;
 }
 
@@ -61,10 +64,13 @@ function preferSoftwareVulkanIfNeeded(): void {
   process.env.XDG_RUNTIME_DIR ??= '/tmp';
 }
 
+function isSoftware(info: GPUAdapterInfo): boolean {
+  return (info as GPUAdapterInfo & { isFallbackAdapter?: boolean }).isFallbackAdapter === true;
+}
+
 function describe(info: GPUAdapterInfo): string {
   const name = [info.vendor, info.architecture || info.device].filter((s) => s !== '').join(' ') || info.description || 'unknown adapter';
-  const fallback = (info as GPUAdapterInfo & { isFallbackAdapter?: boolean }).isFallbackAdapter === true;
-  return `${name} (${fallback ? 'software' : 'vulkan'})`;
+  return `${name} (${isSoftware(info) ? 'software' : 'vulkan'})`;
 }
 
 function unavailable(message: string, cause?: unknown): KdnError {
@@ -119,6 +125,7 @@ export async function openDevice(): Promise<OpenedDevice> {
       minUniformBufferOffsetAlignment: l.minUniformBufferOffsetAlignment,
     },
     description,
+    software: isSoftware(adapter.info),
     release() {
       device.destroy();
       delete holder.gpu;
@@ -130,11 +137,11 @@ export async function openDevice(): Promise<OpenedDevice> {
 export async function probeWebGPU(): Promise<ProbeResult> {
   try {
     const opened = await openDevice();
-    const { description } = opened;
+    const { description, software } = opened;
     opened.release();
-    return { available: true, description };
+    return { available: true, description, software };
   } catch (err) {
-    return { available: false, description: 'none', reason: (err as Error).message };
+    return { available: false, description: 'none', software: false, reason: (err as Error).message };
   }
 }
 

@@ -4,6 +4,7 @@
  * into one submission each, reading back only the logits asked for.
  */
 import { KdnError } from '../../common/errors.ts';
+import { codecFor } from '../../storage/kv-object/codecs/index.ts';
 import type { KVHeader, KVLayerBlock, KVTensors } from '../../storage/kv-object/types.ts';
 import type { ForwardBackend, KVCacheHandle } from '../backend.ts';
 import type { ModelWeights } from '../model/weights.ts';
@@ -12,6 +13,8 @@ import { ForwardScratch } from './forward-scratch.ts';
 import { GpuContext } from './gpu-context.ts';
 import { GpuKVCache } from './gpu-kv-cache.ts';
 import { uploadWeights, type WeightPrecision } from './gpu-weights.ts';
+import { recordKvDequantFp16 } from './kernels/kv-dequant-fp16.ts';
+import { quantizedSections, recordKvDequantInt } from './kernels/kv-dequant-int.ts';
 import { recordRerotate } from './kernels/rerotate.ts';
 import { recordForwardChunk } from './record-forward.ts';
 
@@ -27,6 +30,15 @@ export interface WebGPUBackendOptions {
 }
 
 const DEFAULT_CHUNK_TOKENS = 1024;
+
+/** A storage buffer holding an encoded layer block (its length is a multiple of 4: every codec pads to 4). */
+function uploadBlock(ctx: GpuContext, bytes: Uint8Array): GPUBuffer {
+  const buffer = ctx.storage(bytes.length, 'KV block');
+  // writeBuffer wants a 4-aligned source offset; a block sliced out of a larger body may not be.
+  const aligned = bytes.byteOffset % 4 === 0 ? bytes : bytes.slice();
+  ctx.device.queue.writeBuffer(buffer, 0, aligned.buffer, aligned.byteOffset, aligned.length);
+  return buffer;
+}
 
 export async function createWebGPUBackend(weights: ModelWeights, options: WebGPUBackendOptions = {}): Promise<ForwardBackend> {
   const ctx = new GpuContext(await openDevice());
@@ -157,24 +169,33 @@ async function startBackend(ctx: GpuContext, weights: ModelWeights, options: Web
         throw new KdnError('KV_MISMATCH', `KV object has ${header.kvHeads} KV heads of ${header.headDim}, the model ${c.kvHeads} of ${c.headDim}`);
       }
       checkRange(cache, position, position + header.tokens);
-      const { keys, values } = block.decode();
-      const size = header.tokens * tokenStride;
-      if (keys.length !== size || values.length !== size) {
-        throw new KdnError('KV_MISMATCH', `KV layer ${block.layer} holds ${keys.length} keys and ${values.length} values, expected ${size} each`);
+      const expected = codecFor(header.codec).expectedSize({ tokens: header.tokens, kvHeads: c.kvHeads, headDim: c.headDim });
+      if (block.encoded.length !== expected) {
+        throw new KdnError('KV_CORRUPT', `KV layer ${block.layer} block is ${block.encoded.length} bytes, the ${header.codec.name} codec expects ${expected}`);
       }
-      if (size === 0) return;
-      const done = await withErrorScopes(ctx.device, 'KV injection', () => {
+      if (header.tokens === 0) return;
+      await withErrorScopes(ctx.device, 'KV injection', () => {
         const rec = ctx.recorder();
+        // Growing copies are recorded first, so they land before the expanded rows.
         cache.reserve(position + header.tokens, rec);
-        // Growing copies must land before the new rows: submit them first, then write, then rotate.
-        const grown = rec.submit();
-        ctx.device.queue.writeBuffer(cache.keys[block.layer]!, position * tokenStride * 4, keys);
-        ctx.device.queue.writeBuffer(cache.values[block.layer]!, position * tokenStride * 4, values);
-        const rotate = ctx.recorder();
+        const layer = { keys: cache.keys[block.layer]!, values: cache.values[block.layer]! };
+        // The encoded bytes go up in one write and are expanded on the GPU: no host decode.
+        const src = uploadBlock(ctx, block.encoded);
+        rec.afterSubmit(() => src.destroy());
+        const dstOffset = position * tokenStride;
+        const spec = header.codec;
+        if (spec.name === 'fp16') {
+          recordKvDequantFp16(ctx, rec, { src, ...layer, n: header.tokens * tokenStride, dstOffset });
+        } else {
+          const bits = spec.name === 'int8' ? 8 : 4;
+          const groupSize = spec.groupSize!;
+          const sections = quantizedSections(bits, header.tokens, tokenStride, groupSize);
+          recordKvDequantInt(ctx, rec, { bits, src, sections, ...layer, tokens: header.tokens, channels: tokenStride, groupSize, dstOffset });
+        }
         const delta = position - header.positionBase;
         if (!header.ropeApplied || delta !== 0) {
-          recordRerotate(ctx, rotate, {
-            cache: cache.keys[block.layer]!,
+          recordRerotate(ctx, rec, {
+            cache: layer.keys,
             invFreq: gpuWeights.invFreq,
             start: position,
             tokens: header.tokens,
@@ -183,9 +204,9 @@ async function startBackend(ctx: GpuContext, weights: ModelWeights, options: Web
             mode: header.ropeApplied ? { kind: 'delta', delta } : { kind: 'positions' },
           });
         }
-        return Promise.all([grown, rotate.submit()]);
+        // Not awaited: the queue runs later forwards after this, so injection of the next layer overlaps it.
+        void rec.submit();
       });
-      await done;
     },
 
     async dispose() {

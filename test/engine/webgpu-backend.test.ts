@@ -15,13 +15,22 @@ import type { Architecture, ModelConfig } from '../../engine-adapter/model/confi
 import { applyRope, ropeInvFreq } from '../../engine-adapter/cpu/kernels/rope.ts';
 import type { ModelWeights, Tensor } from '../../engine-adapter/model/weights.ts';
 import { createWebGPUBackend, probeWebGPU } from '../../engine-adapter/webgpu/webgpu-backend.ts';
-import type { KVHeader, KVLayerBlock, KVTensors } from '../../storage/kv-object/types.ts';
+import { codecFor } from '../../storage/kv-object/codecs/index.ts';
+import type { CodecSpec, KVHeader, KVLayerBlock, KVTensors } from '../../storage/kv-object/types.ts';
 import { makeTinyModel } from '../../tools/make-tiny-models.ts';
 import { expectClose, f16RoundArray } from './webgpu-support.ts';
 
 /** Logits of the tiny models are O(0.1-1); f32 kernels summing in another order stay within 1e-4. */
 const LOGIT_ATOL = 1e-4;
 const KV_ATOL = 1e-5;
+/** Injected KV is fp16 (the format has no f32 codec): logits against a full prefill move by its rounding. */
+const FP16_INJECT_LOGIT_ATOL = 1e-2;
+const FP16_KEY_ATOL = 2e-3;
+const FP16: CodecSpec = { name: 'fp16', lz4: false };
+const QUANTIZED: CodecSpec[] = [
+  { name: 'int8', lz4: false, groupSize: 32 },
+  { name: 'int4', lz4: false, groupSize: 5 },
+];
 const PROMPT = Uint32Array.from({ length: 41 }, (_, i) => (i * 37 + 11) % 300);
 
 function roundWeightsToF16(w: ModelWeights): ModelWeights {
@@ -46,7 +55,7 @@ async function greedy(backend: ForwardBackend, cache: KVCacheHandle, prompt: Uin
   return out;
 }
 
-function header(kv: KVTensors, positionBase: number, ropeApplied: boolean): KVHeader {
+function header(kv: KVTensors, positionBase: number, ropeApplied: boolean, codec: CodecSpec = FP16): KVHeader {
   return {
     version: 1,
     modelFingerprint: 'test',
@@ -57,19 +66,25 @@ function header(kv: KVTensors, positionBase: number, ropeApplied: boolean): KVHe
     tokenHash: '',
     positionBase,
     ropeApplied,
-    codec: { name: 'fp16', lz4: false },
+    codec,
     layerOffsets: [],
     layerChecksums: [],
     payloadChecksum: '',
   };
 }
 
-function blocks(kv: KVTensors): KVLayerBlock[] {
-  return kv.perLayer.map((t, layer) => ({ layer, encoded: new Uint8Array(0), decode: () => ({ keys: t.keys.slice(), values: t.values.slice() }) }));
+/** Layer blocks encoded with the header's codec: the webgpu backend expands `encoded`, the CPU one decodes. */
+function blocks(kv: KVTensors, h: KVHeader): KVLayerBlock[] {
+  const codec = codecFor(h.codec);
+  const shape = { tokens: kv.tokens, kvHeads: kv.kvHeads, headDim: kv.headDim };
+  return kv.perLayer.map((t, layer) => {
+    const encoded = codec.encode(t, shape);
+    return { layer, encoded, decode: () => codec.decode(encoded, shape) };
+  });
 }
 
 async function inject(backend: ForwardBackend, cache: KVCacheHandle, kv: KVTensors, h: KVHeader, position: number): Promise<void> {
-  for (const block of blocks(kv)) await backend.writeKVLayer(cache, h, block, position);
+  for (const block of blocks(kv, h)) await backend.writeKVLayer(cache, h, block, position);
 }
 
 const CASES: { arch: Architecture; precision: 'f32' | 'f16' }[] = [
@@ -139,8 +154,8 @@ describe('webgpu backend vs the CPU backend on tiny models', function () {
         expect(await code(gpu.forward(cache, new Uint32Array(0), 0, 'last'))).to.equal('INVALID_ARGUMENT');
         const kv = await gpu.readKV(cache, 0, 2);
         const wrong = { ...header(kv, 0, true), kvHeads: kv.kvHeads + 1 };
-        expect(await code(gpu.writeKVLayer(cache, wrong, blocks(kv)[0]!, 0))).to.equal('KV_MISMATCH');
-        expect(await code(gpu.writeKVLayer(cache, header(kv, 0, true), { ...blocks(kv)[0]!, layer: 99 }, 0))).to.equal('KV_MISMATCH');
+        expect(await code(gpu.writeKVLayer(cache, wrong, blocks(kv, header(kv, 0, true))[0]!, 0))).to.equal('KV_MISMATCH');
+        expect(await code(gpu.writeKVLayer(cache, header(kv, 0, true), { ...blocks(kv, header(kv, 0, true))[0]!, layer: 99 }, 0))).to.equal('KV_MISMATCH');
         cache.dispose();
         expect(await code(gpu.forward(cache, Uint32Array.of(1), 0, 'last'))).to.equal('INVALID_ARGUMENT');
       });
@@ -152,7 +167,7 @@ describe('webgpu backend vs the CPU backend on tiny models', function () {
         expect(fromGpu).to.deep.equal(fromCpu);
       });
 
-      it(`injecting the exported KV of a prefix gives the logits of prefilling it (atol ${LOGIT_ATOL})`, async () => {
+      it(`injecting the exported fp16 KV of a prefix gives the CPU backend's logits (atol ${LOGIT_ATOL}) and the full prefill's (atol ${FP16_INJECT_LOGIT_ATOL})`, async () => {
         const [a, b] = [PROMPT.subarray(0, 25), PROMPT.subarray(25)];
         const full = gpu.createKVCache(64);
         const expected = await gpu.forward(full, PROMPT, 0, 'all');
@@ -160,7 +175,37 @@ describe('webgpu backend vs the CPU backend on tiny models', function () {
         const injected = gpu.createKVCache(64);
         await inject(gpu, injected, kv, header(kv, 0, true), 0);
         const got = await gpu.forward(injected, b, a.length, 'all');
-        expectClose(got, expected.subarray(a.length * (expected.length / PROMPT.length)), LOGIT_ATOL, 0, 'logits');
+        const reference = cpu.createKVCache(64);
+        await inject(cpu, reference, kv, header(kv, 0, true), 0);
+        expectClose(got, await cpu.forward(reference, b, a.length, 'all'), LOGIT_ATOL, 0, 'logits vs cpu');
+        expectClose(got, expected.subarray(a.length * (expected.length / PROMPT.length)), FP16_INJECT_LOGIT_ATOL, 0, 'logits vs prefill');
+      });
+
+      it('expands int8 and int4 blocks on the GPU like the codec decodes them on the CPU, at an offset', async () => {
+        const source = gpu.createKVCache(32);
+        await gpu.forward(source, PROMPT.subarray(0, 13), 0, 'none');
+        const kv = await gpu.readKV(source, 0, 13);
+        for (const codec of QUANTIZED) {
+          const h = header(kv, 3, true, codec);
+          const placed = gpu.createKVCache(32);
+          await inject(gpu, placed, kv, { ...h, positionBase: 3 }, 3);
+          const got = await gpu.readKV(placed, 3, 16);
+          blocks(kv, h).forEach((block, l) => {
+            const want = block.decode();
+            expectClose(got.perLayer[l]!.keys, want.keys, KV_ATOL, 1e-5, `${codec.name} layer ${l} keys`);
+            expectClose(got.perLayer[l]!.values, want.values, KV_ATOL, 1e-5, `${codec.name} layer ${l} values`);
+          });
+        }
+      });
+
+      it('rejects a layer block of the wrong size', async () => {
+        const cache = gpu.createKVCache(16);
+        await gpu.forward(cache, PROMPT.subarray(0, 4), 0, 'none');
+        const kv = await gpu.readKV(cache, 0, 4);
+        const h = header(kv, 0, true);
+        const [block] = blocks(kv, h);
+        const err = await gpu.writeKVLayer(cache, h, { ...block!, encoded: block!.encoded.subarray(4) }, 0).catch((e: unknown) => e);
+        expect(err).to.have.property('code', 'KV_CORRUPT');
       });
 
       it('re-rotates injected keys like the CPU backend, and pre-RoPE keys get RoPE at their position', async () => {
@@ -183,7 +228,8 @@ describe('webgpu backend vs the CPU backend on tiny models', function () {
         await gpu.forward(inPlace, PROMPT.subarray(0, 5), 0, 'none');
         await gpu.forward(inPlace, chunk, 5, 'none');
         const direct = await gpu.readKV(inPlace, 5, 16);
-        expectClose(got.perLayer[0]!.keys.subarray(5 * direct.kvHeads * direct.headDim), direct.perLayer[0]!.keys, KV_ATOL, 1e-4, 'moved layer 0 keys');
+        // The moved keys went through fp16 (error up to 2^-11 of the rotated pair's magnitude, keys here O(1)).
+        expectClose(got.perLayer[0]!.keys.subarray(5 * direct.kvHeads * direct.headDim), direct.perLayer[0]!.keys, FP16_KEY_ATOL, 0, 'moved layer 0 keys');
         // Keys stored before RoPE (rotated back by -t on the host) get RoPE at their placed positions 5..16.
         const preRope: KVTensors = {
           ...kv,
@@ -198,8 +244,12 @@ describe('webgpu backend vs the CPU backend on tiny models', function () {
         const fromPre = gpu.createKVCache(32);
         await gpu.forward(fromPre, prefix, 0, 'none');
         await inject(gpu, fromPre, preRope, header(preRope, 0, false), prefix.length);
+        const fromPreCpu = cpu.createKVCache(32);
+        await cpu.forward(fromPreCpu, prefix, 0, 'none');
+        await inject(cpu, fromPreCpu, preRope, header(preRope, 0, false), prefix.length);
+        const wantPre = await cpu.readKV(fromPreCpu, 0, 16);
         const rotated = await gpu.readKV(fromPre, 0, 16);
-        rotated.perLayer.forEach((t, l) => expectClose(t.keys, want.perLayer[l]!.keys, 2 * KV_ATOL, 1e-4, `layer ${l} keys from pre-RoPE`));
+        rotated.perLayer.forEach((t, l) => expectClose(t.keys, wantPre.perLayer[l]!.keys, 2 * KV_ATOL, 1e-4, `layer ${l} keys from pre-RoPE`));
       });
     });
   }

@@ -1,0 +1,104 @@
+import { Agent, request, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
+import { KdnError, ERROR_CODES, type ErrorCode } from '../common/errors.ts';
+import { codeForHttpStatus } from '../common/http-errors.ts';
+
+export interface EdgeRequest {
+  method: 'GET' | 'HEAD' | 'PUT' | 'DELETE' | 'POST';
+  path: string;
+  headers?: Record<string, string>;
+  body?: Uint8Array | string;
+  /** Bound on connecting, on waiting for the response head, and on any silence while the body arrives. */
+  timeoutMs: number;
+  signal?: AbortSignal;
+}
+
+/** An edge that did not answer usefully: refused, reset, timed out, or failed with a 5xx. The client tries the next edge. */
+export class EdgeFailure extends Error {
+  readonly edge: string;
+  readonly code: ErrorCode;
+  /** The edge process itself is unreachable (as opposed to answering 5xx); it is skipped for a while. */
+  readonly unreachable: boolean;
+
+  constructor(edge: string, code: ErrorCode, message: string, unreachable: boolean) {
+    super(`${edge}: ${message}`);
+    this.edge = edge;
+    this.code = code;
+    this.unreachable = unreachable;
+  }
+}
+
+/** Sends one request to one edge. Resolves with the response head; transport failures reject with EdgeFailure. */
+export function sendRequest(agent: Agent, edge: string, req: EdgeRequest): Promise<IncomingMessage> {
+  return new Promise((resolve, reject) => {
+    if (req.signal?.aborted) {
+      reject(aborted());
+      return;
+    }
+    const headers: Record<string, string> = { ...req.headers };
+    if (req.body !== undefined) headers['content-length'] = String(Buffer.byteLength(req.body));
+    const outgoing = request(new URL(req.path, edge), { method: req.method, agent, headers, signal: req.signal });
+    outgoing.setTimeout(req.timeoutMs, () => {
+      outgoing.destroy(new EdgeFailure(edge, 'TIMEOUT', `no answer within ${req.timeoutMs} ms`, true));
+    });
+    outgoing.once('response', resolve);
+    outgoing.once('error', (err: Error) => {
+      if (req.signal?.aborted) reject(aborted());
+      else reject(err instanceof EdgeFailure ? err : new EdgeFailure(edge, 'EDGE_UNAVAILABLE', err.message, true));
+    });
+    outgoing.end(req.body);
+  });
+}
+
+/** Reads a whole (small or known-size) response body; a body cut short rejects with EdgeFailure. */
+export async function readAll(edge: string, res: IncomingMessage): Promise<Buffer> {
+  const declared = res.headers['content-length'];
+  const chunks: Buffer[] = [];
+  let received = 0;
+  try {
+    for await (const chunk of res as AsyncIterable<Buffer>) {
+      chunks.push(chunk);
+      received += chunk.length;
+    }
+  } catch (err) {
+    throw err instanceof EdgeFailure ? err : new EdgeFailure(edge, 'EDGE_UNAVAILABLE', `response cut short: ${(err as Error).message}`, true);
+  }
+  if (declared !== undefined && Number(declared) !== received && res.statusCode !== 304) {
+    throw new EdgeFailure(edge, 'EDGE_UNAVAILABLE', `response cut short at ${received} of ${declared} bytes`, true);
+  }
+  return Buffer.concat(chunks, received);
+}
+
+/**
+ * Turns an error response into what the client raises: 5xx become EdgeFailure (try another edge), anything else is
+ * the edge's own KdnError rebuilt from its JSON body, so codes like NOT_FOUND or KV_CORRUPT pass through unchanged.
+ */
+export async function errorFromResponse(edge: string, res: IncomingMessage): Promise<KdnError | EdgeFailure> {
+  const text = (await readAll(edge, res).catch(() => Buffer.alloc(0))).toString('utf8');
+  const status = res.statusCode ?? 500;
+  let code: ErrorCode = codeForHttpStatus(status);
+  let message = `HTTP ${status}`;
+  let hint: string | undefined;
+  let details: Record<string, unknown> | undefined;
+  try {
+    const body = JSON.parse(text) as { error?: { code?: string; message?: string; hint?: string; details?: Record<string, unknown> } };
+    if (body.error && (ERROR_CODES as readonly string[]).includes(body.error.code ?? '')) {
+      code = body.error.code as ErrorCode;
+      message = body.error.message ?? message;
+      hint = body.error.hint;
+      details = body.error.details;
+    }
+  } catch {
+    // Not our JSON (a proxy, or a HEAD): the status mapping above stands.
+  }
+  if (status >= 500) return new EdgeFailure(edge, code, message, false);
+  return new KdnError(code, message, { ...(hint ? { hint } : {}), details: { ...details, edge } });
+}
+
+export function header(headers: IncomingHttpHeaders, name: string): string {
+  const value = headers[name];
+  return Array.isArray(value) ? value.join(', ') : value ?? '';
+}
+
+function aborted(): KdnError {
+  return new KdnError('TIMEOUT', 'edge request aborted by the caller', { hint: 'the signal passed to the edge client fired' });
+}

@@ -1,0 +1,102 @@
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { KdnError } from '../common/errors.ts';
+
+const UNITS: Record<string, number> = {
+  '': 1, b: 1,
+  k: 1e3, kb: 1e3, m: 1e6, mb: 1e6, g: 1e9, gb: 1e9, t: 1e12, tb: 1e12,
+  kib: 2 ** 10, mib: 2 ** 20, gib: 2 ** 30, tib: 2 ** 40,
+};
+
+/** Parses byte sizes like "512MiB", "4GiB", "1.5GB", "1048576" (decimal units are powers of 10, *iB of 2). */
+export function parseSize(text: string | number): number {
+  if (typeof text === 'number') {
+    if (Number.isSafeInteger(text) && text >= 0) return text;
+    throw sizeError(String(text));
+  }
+  const match = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$/.exec(text);
+  const factor = match ? UNITS[match[2]!.toLowerCase()] : undefined;
+  if (!match || factor === undefined) throw sizeError(text);
+  const bytes = Math.floor(Number(match[1]) * factor);
+  if (!Number.isSafeInteger(bytes)) throw sizeError(text);
+  return bytes;
+}
+
+function sizeError(text: string): KdnError {
+  return new KdnError('INVALID_ARGUMENT', `"${text}" is not a byte size`, {
+    hint: 'write sizes like 1048576, 512MiB, 4GiB or 1.5GB',
+  });
+}
+
+const size = z.union([z.number(), z.string()]).transform((value, ctx) => {
+  try {
+    return parseSize(value);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: (err as Error).message });
+    return z.NEVER;
+  }
+});
+
+const milliseconds = z.coerce.number().int().min(0);
+
+/** Everything an edge needs to start. Sizes accept numbers of bytes or strings like "512MiB". */
+export const EdgeConfigSchema = z.object({
+  /** 0 picks a free port. */
+  port: z.coerce.number().int().min(0).max(65535).default(8790),
+  host: z.string().min(1).default('127.0.0.1'),
+  /** Memory tier budget; 0 disables the tier. */
+  memoryBytes: size.default(512 * 2 ** 20),
+  /** Disk tier budget; 0 disables the tier. */
+  diskBytes: size.default(4 * 2 ** 30),
+  diskPath: z.string().min(1).default(join(homedir(), '.cache', 'kdn', 'edge')),
+  /** An object-store URL for storage/open-store.ts: `file:/path` or `s3://bucket/prefix?endpoint=...`. */
+  originUrl: z.string().min(1),
+  /** How long a key the origin does not have is answered 404 without asking the origin again. */
+  negativeTtlMs: milliseconds.default(2_000),
+  /** Bound on one origin request; past it a miss answers 504. */
+  originTimeoutMs: milliseconds.min(1).default(5_000),
+  /** Largest PUT body accepted (413 above it). */
+  maxBodyBytes: size.default(1 * 2 ** 30),
+  /** Time a client has to send a whole request (node's server.requestTimeout), and its headers. */
+  requestTimeoutMs: milliseconds.min(1).default(60_000),
+  headersTimeoutMs: milliseconds.min(1).default(10_000),
+  /** A socket idle this long (a client that stopped reading or sending) is closed. */
+  idleTimeoutMs: milliseconds.min(1).default(30_000),
+});
+
+export type EdgeConfig = z.output<typeof EdgeConfigSchema>;
+export type EdgeConfigInput = z.input<typeof EdgeConfigSchema>;
+
+/** Environment variables read when a flag is not given, by config field. */
+export const EDGE_ENV: Record<keyof EdgeConfig, string> = {
+  port: 'KDN_EDGE_PORT',
+  host: 'KDN_EDGE_HOST',
+  memoryBytes: 'KDN_EDGE_MEMORY',
+  diskBytes: 'KDN_EDGE_DISK',
+  diskPath: 'KDN_EDGE_DISK_PATH',
+  originUrl: 'KDN_EDGE_ORIGIN',
+  negativeTtlMs: 'KDN_EDGE_NEGATIVE_TTL_MS',
+  originTimeoutMs: 'KDN_EDGE_ORIGIN_TIMEOUT_MS',
+  maxBodyBytes: 'KDN_EDGE_MAX_BODY',
+  requestTimeoutMs: 'KDN_EDGE_REQUEST_TIMEOUT_MS',
+  headersTimeoutMs: 'KDN_EDGE_HEADERS_TIMEOUT_MS',
+  idleTimeoutMs: 'KDN_EDGE_IDLE_TIMEOUT_MS',
+};
+
+/** Validates a config; values missing from `input` come from the environment, then from the defaults. */
+export function resolveEdgeConfig(input: Partial<EdgeConfigInput>, env: NodeJS.ProcessEnv = process.env): EdgeConfig {
+  const merged: Record<string, unknown> = {};
+  for (const [field, variable] of Object.entries(EDGE_ENV)) {
+    const value = input[field as keyof EdgeConfigInput] ?? env[variable];
+    if (value !== undefined && value !== '') merged[field] = value;
+  }
+  const parsed = EdgeConfigSchema.safeParse(merged);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((issue) => `${issue.path.join('.') || 'config'}: ${issue.message}`);
+    throw new KdnError('INVALID_ARGUMENT', `invalid edge configuration: ${problems.join('; ')}`, {
+      hint: `pass flags (kdn edge --help) or set ${Object.values(EDGE_ENV).slice(0, 6).join(', ')}, ...`,
+    });
+  }
+  return parsed.data;
+}

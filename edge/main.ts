@@ -1,0 +1,98 @@
+import type { AddressInfo } from 'node:net';
+import { KdnError } from '../common/errors.ts';
+import { createLogger, type Logger } from '../common/log.ts';
+import type { ObjectStore } from '../storage/object-store.ts';
+import { openStore } from '../storage/open-store.ts';
+import { resolveEdgeConfig, type EdgeConfig, type EdgeConfigInput } from './config.ts';
+import { DiskTier } from './disk-tier.ts';
+import { MemoryTier } from './memory-tier.ts';
+import { createEdgeMetrics } from './metrics.ts';
+import { Origin } from './origin.ts';
+import { createEdgeServer } from './server.ts';
+import { edgeStats, newServeCounters, type EdgeStats } from './stats.ts';
+import { TieredCache } from './tiered-cache.ts';
+
+const CLOSE_GRACE_MS = 1_000;
+
+export interface RunningEdge {
+  /** Base URL, e.g. http://127.0.0.1:8790 */
+  url: string;
+  port: number;
+  config: EdgeConfig;
+  stats(): EdgeStats;
+  /** Stops listening, lets requests in flight finish (1 s at most), releases the disk lock and closes the origin store if this edge opened it. */
+  close(): Promise<void>;
+}
+
+export interface EdgeDeps {
+  /** An origin store to use instead of opening config.originUrl (the caller keeps ownership and closes it). */
+  origin?: ObjectStore;
+  log?: Logger;
+}
+
+/**
+ * Starts one edge: opens the origin and the disk tier, then listens. Used by `kdn edge` and embedded by `kdn serve`.
+ * Values missing from `input` come from KDN_EDGE_* environment variables, then defaults (see config.ts).
+ */
+export async function startEdge(input: Partial<EdgeConfigInput>, deps: EdgeDeps = {}): Promise<RunningEdge> {
+  const config = resolveEdgeConfig(deps.origin && input.originUrl === undefined ? { ...input, originUrl: deps.origin.description } : input);
+  const log = deps.log ?? createLogger('edge');
+  const store = deps.origin ?? openStore(config.originUrl);
+  const ownsStore = deps.origin === undefined;
+  let disk: DiskTier;
+  try {
+    disk = await DiskTier.open(config.diskPath, config.diskBytes);
+  } catch (err) {
+    if (ownsStore) await store.close();
+    throw err;
+  }
+  const cache = new TieredCache({
+    memory: new MemoryTier(config.memoryBytes),
+    disk,
+    origin: new Origin(store, { timeoutMs: config.originTimeoutMs, negativeTtlMs: config.negativeTtlMs }),
+  }, log);
+  const served = newServeCounters();
+  const startedAt = Date.now();
+  const stats = (): EdgeStats => edgeStats(cache, served, startedAt);
+  const server = createEdgeServer({ cache, config, served, stats, metrics: createEdgeMetrics(stats), log });
+
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(config.port, config.host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+  } catch (err) {
+    await disk.close();
+    if (ownsStore) await store.close();
+    if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+      throw new KdnError('CONFLICT', `${config.host}:${config.port} is already in use`, { hint: 'pick another --port, or 0 for any free port', cause: err });
+    }
+    throw err;
+  }
+  const { port } = server.address() as AddressInfo;
+  const host = config.host.includes(':') ? `[${config.host}]` : config.host;
+  const url = `http://${host}:${port}`;
+  log.info({ url, origin: store.description, memoryBytes: config.memoryBytes, diskBytes: config.diskBytes, diskPath: config.diskPath }, 'edge listening');
+
+  let closing: Promise<void> | undefined;
+  const close = (): Promise<void> => {
+    closing ??= (async () => {
+      // Requests in flight get a short grace period to finish; idle keep-alive connections go at once.
+      await new Promise<void>((resolve) => {
+        const grace = setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS);
+        server.close(() => {
+          clearTimeout(grace);
+          resolve();
+        });
+        server.closeIdleConnections();
+      });
+      await disk.close();
+      if (ownsStore) await store.close();
+    })();
+    return closing;
+  };
+  return { url, port, config, stats, close };
+}

@@ -1,0 +1,48 @@
+import { Counter, Gauge, Registry } from 'prom-client';
+import type { EdgeStats } from './stats.ts';
+
+/**
+ * A Prometheus registry per edge instance (several edges can live in one process). Metrics read the edge's plain
+ * counters at scrape time, so the request path pays nothing for them.
+ */
+export function createEdgeMetrics(snapshot: () => EdgeStats): Registry {
+  const registry = new Registry();
+
+  const counter = (name: string, help: string, labelNames: string[], read: (s: EdgeStats) => [Record<string, string>, number][]): void => {
+    new Counter({
+      name, help, labelNames, registers: [registry],
+      collect() {
+        this.reset();
+        for (const [labels, value] of read(snapshot())) this.inc(labels, value);
+      },
+    });
+  };
+  const gauge = (name: string, help: string, labelNames: string[], read: (s: EdgeStats) => [Record<string, string>, number][]): void => {
+    new Gauge({
+      name, help, labelNames, registers: [registry],
+      collect() {
+        for (const [labels, value] of read(snapshot())) this.set(labels, value);
+      },
+    });
+  };
+
+  gauge('kdn_edge_uptime_seconds', 'Seconds since the edge started', [], (s) => [[{}, s.uptimeSeconds]]);
+  counter('kdn_edge_cache_hits_total', 'Lookups answered by a tier', ['tier'], (s) => [[{ tier: 'memory' }, s.memory.hits], [{ tier: 'disk' }, s.disk.hits]]);
+  counter('kdn_edge_cache_misses_total', 'Lookups a tier could not answer', ['tier'], (s) => [[{ tier: 'memory' }, s.memory.misses], [{ tier: 'disk' }, s.disk.misses]]);
+  counter('kdn_edge_evictions_total', 'Objects evicted to stay within a byte budget', ['tier'], (s) => [[{ tier: 'memory' }, s.memory.evictions], [{ tier: 'disk' }, s.disk.evictions]]);
+  counter('kdn_edge_disk_corrupt_total', 'Disk files that failed verification and were dropped', [], (s) => [[{}, s.disk.corruptDropped]]);
+  counter('kdn_edge_origin_requests_total', 'Origin fetches by result', ['result'], (s) => [
+    [{ result: 'found' }, s.origin.found], [{ result: 'not_found' }, s.origin.notFound], [{ result: 'corrupt' }, s.origin.corrupt],
+    [{ result: 'error' }, s.origin.errors], [{ result: 'timeout' }, s.origin.timeouts],
+  ]);
+  counter('kdn_edge_origin_bytes_total', 'Verified bytes fetched from the origin', [], (s) => [[{}, s.origin.bytes]]);
+  counter('kdn_edge_negative_hits_total', 'Misses answered from the negative cache', [], (s) => [[{}, s.origin.negativeHits]]);
+  counter('kdn_edge_collapsed_requests_total', 'Requests that joined a lookup already in flight', [], (s) => [[{}, s.origin.collapsed]]);
+  counter('kdn_edge_requests_total', 'HTTP requests received', [], (s) => [[{}, s.served.requests]]);
+  counter('kdn_edge_served_bytes_total', 'Object bytes sent in GET responses', [], (s) => [[{}, s.served.bytesServed]]);
+  counter('kdn_edge_errors_total', 'Requests answered with an error', [], (s) => [[{}, s.served.errors]]);
+  gauge('kdn_edge_tier_objects', 'Objects held by a tier', ['tier'], (s) => [[{ tier: 'memory' }, s.memory.objects], [{ tier: 'disk' }, s.disk.objects]]);
+  gauge('kdn_edge_tier_bytes', 'Bytes held by a tier', ['tier'], (s) => [[{ tier: 'memory' }, s.memory.bytes], [{ tier: 'disk' }, s.disk.bytes]]);
+  gauge('kdn_edge_tier_budget_bytes', 'Byte budget of a tier', ['tier'], (s) => [[{ tier: 'memory' }, s.memory.budgetBytes], [{ tier: 'disk' }, s.disk.budgetBytes]]);
+  return registry;
+}

@@ -1,0 +1,307 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { once } from 'node:events';
+import type { Registry } from 'prom-client';
+import { z } from 'zod';
+import { KdnError, isKdnError, toKdnError } from '../common/errors.ts';
+import { sendError } from '../common/http-errors.ts';
+import type { Logger } from '../common/log.ts';
+import { validateKey } from '../storage/keys.ts';
+import type { CachedObject } from './cached-object.ts';
+import { CACHE_STATUS, cacheStatusFor } from './cache-status.ts';
+import type { EdgeConfig } from './config.ts';
+import { ifRangeHolds, noneMatch, parseRange } from './http-range.ts';
+import { readBody } from './request-body.ts';
+import type { ServeCounters } from './stats.ts';
+import type { TieredCache } from './tiered-cache.ts';
+
+const KV_CONTENT_TYPE = 'application/octet-stream';
+const NDJSON = 'application/x-ndjson; charset=utf-8';
+/** A /warm request body is a list of keys, never large. */
+const WARM_BODY_LIMIT = 4 * 2 ** 20;
+const MAX_WARM_KEYS = 10_000;
+
+const WarmRequest = z.object({
+  keys: z.array(z.string()).min(1).max(MAX_WARM_KEYS),
+  /** How many origin fetches this warm runs at once. */
+  concurrency: z.number().int().min(1).max(32).default(4),
+}).strict();
+
+const DeleteQuery = z.object({ origin: z.enum(['true', 'false', '1', '0']).optional() }).strict();
+
+export interface EdgeServerDeps {
+  cache: TieredCache;
+  config: EdgeConfig;
+  served: ServeCounters;
+  stats: () => unknown;
+  metrics: Registry;
+  log: Logger;
+}
+
+/**
+ * The edge's HTTP API on bare node:http: the GET/HEAD hot path answers a memory hit synchronously with one
+ * writeHead and one res.end of the cached Buffer (no copy, no middleware), which is where express would cost
+ * throughput. The other routes are few enough not to need a framework either.
+ *
+ *   GET|HEAD /kv/<key>   object (Range, ETag/If-None-Match, Cache-Status: see cache-status.ts)
+ *   PUT /kv/<key>        verified, written through to the origin, kept in both tiers (201)
+ *   DELETE /kv/<key>     purge this edge's tiers; ?origin=true also deletes at the origin
+ *   POST /warm           {"keys": [...]} -> NDJSON progress, one line per key, then a summary line
+ *   GET /stats, /metrics (Prometheus), /healthz
+ */
+export function createEdgeServer(deps: EdgeServerDeps): Server {
+  const { config } = deps;
+  const headersTimeout = Math.min(config.headersTimeoutMs, config.requestTimeoutMs);
+  const server = createServer({
+    requestTimeout: config.requestTimeoutMs,
+    headersTimeout,
+    // Node checks the two timeouts above only this often (30 s by default).
+    connectionsCheckingInterval: Math.max(50, Math.min(1_000, Math.floor(headersTimeout / 4))),
+    keepAliveTimeout: 5_000,
+  }, (req, res) => route(deps, req, res));
+  server.timeout = config.idleTimeoutMs;
+  return server;
+}
+
+function route(deps: EdgeServerDeps, req: IncomingMessage, res: ServerResponse): void {
+  deps.served.requests += 1;
+  const url = req.url ?? '/';
+  const queryAt = url.indexOf('?');
+  const path = queryAt < 0 ? url : url.slice(0, queryAt);
+  const query = queryAt < 0 ? '' : url.slice(queryAt + 1);
+  const method = req.method ?? 'GET';
+
+  if (path.startsWith('/kv/')) {
+    let key: string;
+    try {
+      key = validateKey(decodePath(path.slice(4)));
+    } catch (err) {
+      fail(deps, res, err);
+      return;
+    }
+    switch (method) {
+      case 'GET': serveObject(deps, req, res, key, false); return;
+      case 'HEAD': serveObject(deps, req, res, key, true); return;
+      case 'PUT': void putObject(deps, req, res, key); return;
+      case 'DELETE': void deleteObject(deps, res, key, query); return;
+      default: methodNotAllowed(deps, res, 'GET, HEAD, PUT, DELETE'); return;
+    }
+  }
+  switch (path) {
+    case '/warm':
+      if (method === 'POST') void warm(deps, req, res);
+      else methodNotAllowed(deps, res, 'POST');
+      return;
+    case '/stats':
+      if (method === 'GET') sendJson(res, 200, deps.stats());
+      else methodNotAllowed(deps, res, 'GET');
+      return;
+    case '/metrics':
+      if (method === 'GET') void sendMetrics(deps, res);
+      else methodNotAllowed(deps, res, 'GET');
+      return;
+    case '/healthz':
+      sendJson(res, 200, { status: 'ok' });
+      return;
+    default:
+      fail(deps, res, new KdnError('NOT_FOUND', `no route ${method} ${path}`, {
+        hint: 'edge routes: /kv/<key> (GET, HEAD, PUT, DELETE), POST /warm, GET /stats, /metrics, /healthz',
+      }));
+  }
+}
+
+function serveObject(deps: EdgeServerDeps, req: IncomingMessage, res: ServerResponse, key: string, head: boolean): void {
+  const inMemory = deps.cache.fromMemory(key);
+  if (inMemory) {
+    sendObject(deps, req, res, inMemory, CACHE_STATUS.memory, head);
+    return;
+  }
+  deps.cache.belowMemory(key).then(
+    (found) => sendObject(deps, req, res, found.object, cacheStatusFor(found), head),
+    (err: unknown) => {
+      res.setHeader('cache-status', cacheStatusForError(err));
+      fail(deps, res, err);
+    },
+  ).catch((err: unknown) => {
+    deps.log.error({ err }, 'edge could not answer a GET');
+    res.destroy();
+  });
+}
+
+function sendObject(deps: EdgeServerDeps, req: IncomingMessage, res: ServerResponse, object: CachedObject, cacheStatus: string, head: boolean): void {
+  const { body, etag } = object;
+  const ifNoneMatch = req.headers['if-none-match'];
+  if (ifNoneMatch !== undefined && noneMatch(ifNoneMatch, etag)) {
+    deps.served.notModified += 1;
+    res.writeHead(304, ['etag', etag, 'cache-status', cacheStatus]);
+    res.end();
+    return;
+  }
+  const rangeHeader = req.headers.range;
+  if (rangeHeader !== undefined && ifRangeHolds(single(req.headers['if-range']), etag)) {
+    const range = parseRange(rangeHeader, body.length);
+    if (range === 'unsatisfiable') {
+      res.setHeader('content-range', `bytes */${body.length}`);
+      res.setHeader('cache-status', cacheStatus);
+      fail(deps, res, new KdnError('RANGE_NOT_SATISFIABLE', `range "${rangeHeader}" is outside the object's ${body.length} bytes`, {
+        hint: 'ask for bytes between 0 and the object size minus one',
+      }));
+      return;
+    }
+    if (range) {
+      const length = range.end - range.start + 1;
+      deps.served.partial += 1;
+      res.writeHead(206, [
+        'content-type', KV_CONTENT_TYPE, 'content-length', String(length), 'content-range', `bytes ${range.start}-${range.end}/${body.length}`,
+        'etag', etag, 'accept-ranges', 'bytes', 'cache-status', cacheStatus,
+      ]);
+      if (head) {
+        res.end();
+        return;
+      }
+      deps.served.bytesServed += length;
+      res.end(body.subarray(range.start, range.end + 1));
+      return;
+    }
+  }
+  res.writeHead(200, [
+    'content-type', KV_CONTENT_TYPE, 'content-length', String(body.length), 'etag', etag, 'accept-ranges', 'bytes', 'cache-status', cacheStatus,
+  ]);
+  if (head) {
+    res.end();
+    return;
+  }
+  deps.served.bytesServed += body.length;
+  res.end(body);
+}
+
+async function putObject(deps: EdgeServerDeps, req: IncomingMessage, res: ServerResponse, key: string): Promise<void> {
+  try {
+    const body = await readBody(req, deps.config.maxBodyBytes);
+    const object = await deps.cache.put(key, body);
+    deps.served.puts += 1;
+    res.setHeader('etag', object.etag);
+    sendJson(res, 201, { key, size: body.length, etag: object.etag });
+  } catch (err) {
+    fail(deps, res, err);
+  }
+}
+
+async function deleteObject(deps: EdgeServerDeps, res: ServerResponse, key: string, query: string): Promise<void> {
+  try {
+    const parsed = DeleteQuery.safeParse(Object.fromEntries(new URLSearchParams(query)));
+    if (!parsed.success) {
+      throw new KdnError('INVALID_ARGUMENT', `bad query "${query}"`, { hint: 'the only parameter is origin=true|false' });
+    }
+    const fromOrigin = parsed.data.origin === 'true' || parsed.data.origin === '1';
+    const deleted = await deps.cache.delete(key, { origin: fromOrigin });
+    deps.served.deletes += 1;
+    sendJson(res, 200, { key, deleted });
+  } catch (err) {
+    fail(deps, res, err);
+  }
+}
+
+async function warm(deps: EdgeServerDeps, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  let keys: string[];
+  let concurrency: number;
+  try {
+    const text = (await readBody(req, WARM_BODY_LIMIT)).toString('utf8');
+    let json: unknown;
+    try {
+      json = JSON.parse(text);
+    } catch {
+      throw new KdnError('INVALID_ARGUMENT', 'POST /warm body is not JSON', { hint: 'send {"keys": ["ns/doc/chunk-0001.kv", ...]}' });
+    }
+    const parsed = WarmRequest.safeParse(json);
+    if (!parsed.success) {
+      throw new KdnError('INVALID_ARGUMENT', `POST /warm body is invalid: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`, {
+        hint: `send {"keys": [...]} with 1 to ${MAX_WARM_KEYS} keys`,
+      });
+    }
+    keys = [...new Set(parsed.data.keys.map((key) => validateKey(key)))];
+    concurrency = parsed.data.concurrency;
+  } catch (err) {
+    fail(deps, res, err);
+    return;
+  }
+
+  res.writeHead(200, { 'content-type': NDJSON, 'cache-control': 'no-store' });
+  const summary = { done: true, keys: keys.length, warmed: 0, present: 0, failed: 0, bytes: 0 };
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < keys.length && !res.destroyed) {
+      const key = keys[next++]!;
+      let line: Record<string, unknown>;
+      try {
+        const outcome = await deps.cache.warm(key);
+        summary[outcome.status] += 1;
+        summary.bytes += outcome.status === 'warmed' ? outcome.bytes : 0;
+        line = { key, status: outcome.status, bytes: outcome.bytes };
+      } catch (err) {
+        const e = toKdnError(err);
+        summary.failed += 1;
+        line = { key, status: 'failed', bytes: 0, error: { code: e.code, message: e.message } };
+      }
+      await writeLine(res, line);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, keys.length) }, worker));
+  if (!res.destroyed) res.end(`${JSON.stringify(summary)}\n`);
+}
+
+/** Writes one NDJSON line, waiting for the socket when the client reads slower than keys are warmed. */
+async function writeLine(res: ServerResponse, line: Record<string, unknown>): Promise<void> {
+  if (res.destroyed) return;
+  if (!res.write(`${JSON.stringify(line)}\n`)) await Promise.race([once(res, 'drain'), once(res, 'close')]);
+}
+
+async function sendMetrics(deps: EdgeServerDeps, res: ServerResponse): Promise<void> {
+  try {
+    const text = await deps.metrics.metrics();
+    res.writeHead(200, { 'content-type': deps.metrics.contentType, 'content-length': Buffer.byteLength(text) });
+    res.end(text);
+  } catch (err) {
+    fail(deps, res, err);
+  }
+}
+
+function sendJson(res: ServerResponse, status: number, value: unknown): void {
+  const text = JSON.stringify(value);
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
+  res.end(text);
+}
+
+function methodNotAllowed(deps: EdgeServerDeps, res: ServerResponse, allowed: string): void {
+  res.setHeader('allow', allowed);
+  fail(deps, res, new KdnError('INVALID_ARGUMENT', 'method not allowed on this route', { hint: `use ${allowed}` }));
+}
+
+function fail(deps: EdgeServerDeps, res: ServerResponse, err: unknown): void {
+  deps.served.errors += 1;
+  const e = toKdnError(err);
+  if (e.code === 'INTERNAL' || e.code === 'STORAGE_ERROR') deps.log.error({ err: e, cause: e.cause }, 'edge request failed');
+  sendError(res, e);
+}
+
+function cacheStatusForError(err: unknown): string {
+  if (!isKdnError(err)) return CACHE_STATUS.originUnavailable;
+  switch (err.code) {
+    case 'NOT_FOUND': return err.details?.['negativeCache'] ? CACHE_STATUS.negative : CACHE_STATUS.notFound;
+    case 'KV_CORRUPT': return CACHE_STATUS.originCorrupt;
+    case 'ORIGIN_TIMEOUT': return CACHE_STATUS.originTimeout;
+    default: return CACHE_STATUS.originUnavailable;
+  }
+}
+
+function single(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value;
+}
+
+function decodePath(encoded: string): string {
+  if (!encoded.includes('%')) return encoded;
+  try {
+    return decodeURIComponent(encoded);
+  } catch {
+    throw new KdnError('INVALID_KEY', 'object key in the URL is not valid percent-encoding', { hint: 'keys need no escaping: use [A-Za-z0-9._=-/]' });
+  }
+}

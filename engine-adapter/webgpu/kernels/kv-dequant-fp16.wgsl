@@ -1,0 +1,21 @@
+// Expands one fp16 KV layer block (keys f16[n] then values f16[n], little-endian, see
+// storage/kv-object/codecs/fp16.ts), uploaded as raw words, into a layer's f32 key and value caches at dstOffset.
+struct Params { n: u32, dstOffset: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> src: array<u32>;
+@group(0) @binding(2) var<storage, read_write> keys: array<f32>;
+@group(0) @binding(3) var<storage, read_write> values: array<f32>;
+
+// The half at byte offset 2 * index.
+fn half_at(index: u32) -> f32 {
+  let word = src[index >> 1u];
+  return unpack2x16float(word >> ((index & 1u) * 16u)).x;
+}
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let i = (wid.y * nwg.x + wid.x) * 256u + lid;
+  if (i >= p.n) { return; }
+  keys[p.dstOffset + i] = half_at(i);
+  values[p.dstOffset + i] = half_at(p.n + i);
+}
