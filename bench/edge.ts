@@ -13,6 +13,7 @@
  * Needs wrk and nginx (Debian: wrk, nginx-light); installed with apt-get when missing and running as root.
  */
 import { spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer as createHttpServer, type Server } from 'node:http';
@@ -21,6 +22,7 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import express from 'express';
+import { EDGE_TOKEN_HEADER, EDGE_TOKEN_MAX_LIFETIME_S, signEdgeToken } from '../common/edge-token.ts';
 import { KdnError } from '../common/errors.ts';
 import { startEdge, type RunningEdge } from '../edge/main.ts';
 import { encodeKVObject } from '../storage/kv-object/index.ts';
@@ -43,6 +45,7 @@ interface Target {
   server: string;
   tier: string;
   url: (file: string) => string;
+  headers: (file: string) => Record<string, string>;
 }
 
 export async function run(args: string[]): Promise<BenchReport> {
@@ -81,13 +84,18 @@ export async function run(args: string[]): Promise<BenchReport> {
     const biggest = Math.max(...[...objects.values()].map((object) => object.length));
     const budget = 4 * biggest * sizes.length;
 
-    const memoryEdge = await startEdge({ port: 0, originUrl: `file:${join(root, 'origin')}`, memoryBytes: budget, diskBytes: 0, diskPath: join(root, 'disk-unused') });
+    // Edges check a signed token on every GET, as in production; wrk sends one per object.
+    const secret = randomBytes(24).toString('hex');
+    const token = (key: string): Record<string, string> => ({
+      [EDGE_TOKEN_HEADER]: signEdgeToken(secret, 'GET', key, Math.floor(Date.now() / 1000) + EDGE_TOKEN_MAX_LIFETIME_S - 60),
+    });
+    const memoryEdge = await startEdge({ port: 0, originUrl: `file:${join(root, 'origin')}`, memoryBytes: budget, diskBytes: 0, diskPath: join(root, 'disk-unused'), secret });
     closers.push(() => memoryEdge.close());
-    const diskEdge = await startEdge({ port: 0, originUrl: `file:${join(root, 'origin')}`, memoryBytes: 0, diskBytes: budget, diskPath: join(root, 'disk') });
+    const diskEdge = await startEdge({ port: 0, originUrl: `file:${join(root, 'origin')}`, memoryBytes: 0, diskBytes: budget, diskPath: join(root, 'disk'), secret });
     closers.push(() => diskEdge.close());
     for (const mib of sizes) {
-      await fill(memoryEdge, `kv/${mib}mib.kv`, 'memory');
-      await fill(diskEdge, `kv/${mib}mib.kv`, 'disk');
+      await fill(memoryEdge, `kv/${mib}mib.kv`, 'memory', token(`kv/${mib}mib.kv`));
+      await fill(diskEdge, `kv/${mib}mib.kv`, 'disk', token(`kv/${mib}mib.kv`));
     }
     const expressUrl = await startExpressReference(objects);
     closers.push(expressUrl.close);
@@ -95,10 +103,10 @@ export async function run(args: string[]): Promise<BenchReport> {
     closers.push(nginxUrl.close);
 
     const targets: Target[] = [
-      { server: 'nginx', tier: 'sendfile', url: (file) => `${nginxUrl.url}/kv/${file}` },
-      { server: 'kdn edge', tier: 'memory', url: (file) => `${memoryEdge.url}/kv/kv/${file}` },
-      { server: 'kdn edge', tier: 'disk', url: (file) => `${diskEdge.url}/kv/kv/${file}` },
-      { server: 'express (reference)', tier: 'memory', url: (file) => `${expressUrl.url}/kv/${file}` },
+      { server: 'nginx', tier: 'sendfile', url: (file) => `${nginxUrl.url}/kv/${file}`, headers: () => ({}) },
+      { server: 'kdn edge', tier: 'memory', url: (file) => `${memoryEdge.url}/kv/kv/${file}`, headers: (file) => token(`kv/${file}`) },
+      { server: 'kdn edge', tier: 'disk', url: (file) => `${diskEdge.url}/kv/kv/${file}`, headers: (file) => token(`kv/${file}`) },
+      { server: 'express (reference)', tier: 'memory', url: (file) => `${expressUrl.url}/kv/${file}`, headers: () => ({}) },
     ];
     // Rounds interleave the servers so that load from other work on a shared machine hits all of them alike;
     // the median round is the figure, the best one is kept alongside.
@@ -106,11 +114,13 @@ export async function run(args: string[]): Promise<BenchReport> {
     for (const mib of sizes) {
       const size = objects.get(mib)!.length;
       const runs = new Map<Target, number[]>(targets.map((target) => [target, []]));
-      for (const target of targets) await wrk(target.url(`${mib}mib.kv`), { threads, connections, seconds: warmup, cpu: pin?.client });
+      for (const target of targets) {
+        await wrk(target.url(`${mib}mib.kv`), { threads, connections, seconds: warmup, cpu: pin?.client, headers: target.headers(`${mib}mib.kv`) });
+      }
       for (let pass = 1; pass <= rounds; pass += 1) {
         for (const target of targets) {
           const url = target.url(`${mib}mib.kv`);
-          const result = await wrk(url, { threads, connections, seconds: duration, cpu: pin?.client });
+          const result = await wrk(url, { threads, connections, seconds: duration, cpu: pin?.client, headers: target.headers(`${mib}mib.kv`) });
           if (result.errors > 0) throw new Error(`${target.server} answered ${result.errors} requests for ${url} with errors`);
           runs.get(target)!.push((result.requestsPerSec * size) / 1e9);
           console.error(`round ${pass}: ${target.server} ${target.tier} ${mib} MiB: ${((result.requestsPerSec * size) / 1e9).toFixed(3)} GB/s`);
@@ -185,9 +195,9 @@ function makeObject(mib: number): Buffer {
 }
 
 /** Reads a key twice through an edge and checks that the second answer came from the expected tier. */
-async function fill(edge: RunningEdge, key: string, tier: 'memory' | 'disk'): Promise<void> {
+async function fill(edge: RunningEdge, key: string, tier: 'memory' | 'disk', headers: Record<string, string>): Promise<void> {
   for (let i = 0; i < 2; i += 1) {
-    const res = await fetch(`${edge.url}/kv/${key}`);
+    const res = await fetch(`${edge.url}/kv/${key}`, { headers });
     await res.arrayBuffer();
     if (!res.ok) throw new Error(`filling ${key}: HTTP ${res.status}`);
     if (i === 1 && !(res.headers.get('cache-status') ?? '').includes(`detail=${tier}`)) {
@@ -266,8 +276,12 @@ http {
   };
 }
 
-async function wrk(url: string, options: { threads: number; connections: number; seconds: number; cpu: number | undefined }): Promise<WrkResult> {
-  const command = [`wrk`, `-t${options.threads}`, `-c${options.connections}`, `-d${options.seconds}s`, url];
+async function wrk(
+  url: string,
+  options: { threads: number; connections: number; seconds: number; cpu: number | undefined; headers: Record<string, string> },
+): Promise<WrkResult> {
+  const headerArgs = Object.entries(options.headers).flatMap(([name, value]) => ['-H', `${name}: ${value}`]);
+  const command = [`wrk`, `-t${options.threads}`, `-c${options.connections}`, `-d${options.seconds}s`, ...headerArgs, url];
   if (options.cpu !== undefined) command.unshift('taskset', '-c', String(options.cpu));
   const child = spawn(command[0]!, command.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';

@@ -1,5 +1,6 @@
 import { Agent, type IncomingMessage } from 'node:http';
 import { Readable } from 'node:stream';
+import { EDGE_TOKEN_HEADER, edgeTokenTarget, secretSigner, type EdgeSigner } from '../common/edge-token.ts';
 import { KdnError } from '../common/errors.ts';
 import { validateKey } from '../storage/keys.ts';
 import { parseCacheStatus, type ServedFrom } from './cache-status.ts';
@@ -16,6 +17,10 @@ export interface EdgeClientOptions {
   downCooldownMs?: number;
   /** Keep-alive sockets per edge. */
   maxSockets?: number;
+  /** The secret the edges check tokens with: every request is signed with a fresh short-lived token. */
+  secret?: string;
+  /** Signs requests instead of `secret`, e.g. with tokens kdn issued (kdn warm). */
+  signer?: EdgeSigner;
 }
 
 export interface EdgeObjectHead {
@@ -86,6 +91,7 @@ export class EdgeClient {
   private readonly downCooldownMs: number;
   private readonly agent: Agent;
   private readonly downUntil = new Map<string, number>();
+  private readonly signer: EdgeSigner | undefined;
 
   constructor(options: EdgeClientOptions) {
     const edges = [...new Set(options.edges.map(normalizeEdgeUrl))];
@@ -96,6 +102,7 @@ export class EdgeClient {
     this.timeoutMs = options.timeoutMs ?? 10_000;
     this.downCooldownMs = options.downCooldownMs ?? 2_000;
     this.agent = new Agent({ keepAlive: true, maxSockets: options.maxSockets ?? 32 });
+    this.signer = options.secret !== undefined ? secretSigner(options.secret) : options.signer;
   }
 
   /** The edges to try for `key`, best first; edges that recently did not answer go last. */
@@ -246,7 +253,8 @@ export class EdgeClient {
   }
 
   private send(edge: string, req: Omit<EdgeRequest, 'timeoutMs'> & { timeoutMs?: number }): Promise<IncomingMessage> {
-    return sendRequest(this.agent, edge, { ...req, timeoutMs: req.timeoutMs ?? this.timeoutMs });
+    const headers = this.signer ? { ...req.headers, [EDGE_TOKEN_HEADER]: this.signer(req.method, edgeTokenTarget(req.path)) } : req.headers;
+    return sendRequest(this.agent, edge, { ...req, ...(headers ? { headers } : {}), timeoutMs: req.timeoutMs ?? this.timeoutMs });
   }
 
   private async tryInOrder<T>(what: string, order: string[], call: (edge: string) => Promise<T>): Promise<T> {

@@ -1,6 +1,7 @@
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
+import { MIN_EDGE_SECRET_LENGTH } from '../common/edge-token.ts';
 import { KdnError } from '../common/errors.ts';
 
 const UNITS: Record<string, number> = {
@@ -40,6 +41,9 @@ const size = z.union([z.number(), z.string()]).transform((value, ctx) => {
 
 const milliseconds = z.coerce.number().int().min(0);
 
+/** Booleans from flags (true) or the environment ("true"/"false"/"1"/"0"). */
+const flag = z.union([z.boolean(), z.enum(['true', 'false', '1', '0'])]).transform((value) => value === true || value === 'true' || value === '1');
+
 /** Everything an edge needs to start. Sizes accept numbers of bytes or strings like "512MiB". */
 export const EdgeConfigSchema = z.object({
   /** 0 picks a free port. */
@@ -63,6 +67,12 @@ export const EdgeConfigSchema = z.object({
   headersTimeoutMs: milliseconds.min(1).default(10_000),
   /** A socket idle this long (a client that stopped reading or sending) is closed. */
   idleTimeoutMs: milliseconds.min(1).default(30_000),
+  /** Shared with kdn, which signs every request with it (common/edge-token.ts). */
+  secret: z.string().min(MIN_EDGE_SECRET_LENGTH, `the edge secret must be at least ${MIN_EDGE_SECRET_LENGTH} characters`).optional(),
+  /** Run without a secret, answering anyone: for trusted test networks only. */
+  insecureNoAuth: flag.default(false),
+  /** Leave /stats and /metrics open without a token. */
+  publicMetrics: flag.default(false),
 });
 
 export type EdgeConfig = z.output<typeof EdgeConfigSchema>;
@@ -82,6 +92,9 @@ export const EDGE_ENV: Record<keyof EdgeConfig, string> = {
   requestTimeoutMs: 'KDN_EDGE_REQUEST_TIMEOUT_MS',
   headersTimeoutMs: 'KDN_EDGE_HEADERS_TIMEOUT_MS',
   idleTimeoutMs: 'KDN_EDGE_IDLE_TIMEOUT_MS',
+  secret: 'KDN_EDGE_SECRET',
+  insecureNoAuth: 'KDN_EDGE_INSECURE_NO_AUTH',
+  publicMetrics: 'KDN_EDGE_PUBLIC_METRICS',
 };
 
 /** Validates a config; values missing from `input` come from the environment, then from the defaults. */

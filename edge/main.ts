@@ -3,6 +3,7 @@ import { KdnError } from '../common/errors.ts';
 import { createLogger, type Logger } from '../common/log.ts';
 import type { ObjectStore } from '../storage/object-store.ts';
 import { openStore } from '../storage/open-store.ts';
+import { checkEdgeAuthConfig } from './auth.ts';
 import { resolveEdgeConfig, type EdgeConfig, type EdgeConfigInput } from './config.ts';
 import { DiskTier } from './disk-tier.ts';
 import { MemoryTier } from './memory-tier.ts';
@@ -32,10 +33,12 @@ export interface EdgeDeps {
 
 /**
  * Starts one edge: opens the origin and the disk tier, then listens. Used by `kdn edge` and embedded by `kdn serve`.
- * Values missing from `input` come from KDN_EDGE_* environment variables, then defaults (see config.ts).
+ * Values missing from `input` come from KDN_EDGE_* environment variables, then defaults (see config.ts). Refuses
+ * to start without a `secret` unless `insecureNoAuth` is set (auth.ts).
  */
 export async function startEdge(input: Partial<EdgeConfigInput>, deps: EdgeDeps = {}): Promise<RunningEdge> {
   const config = resolveEdgeConfig(deps.origin && input.originUrl === undefined ? { ...input, originUrl: deps.origin.description } : input);
+  checkEdgeAuthConfig(config);
   const log = deps.log ?? createLogger('edge');
   const store = deps.origin ?? openStore(config.originUrl);
   const ownsStore = deps.origin === undefined;
@@ -75,6 +78,7 @@ export async function startEdge(input: Partial<EdgeConfigInput>, deps: EdgeDeps 
   const { port } = server.address() as AddressInfo;
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;
   const url = `http://${host}:${port}`;
+  if (config.secret === undefined) log.warn({ url }, 'edge running WITHOUT authentication (--insecure-no-auth): anyone who reaches it can read, write and purge objects');
   log.info({ url, origin: store.description, memoryBytes: config.memoryBytes, diskBytes: config.diskBytes, diskPath: config.diskPath }, 'edge listening');
 
   let closing: Promise<void> | undefined;

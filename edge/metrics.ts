@@ -41,6 +41,7 @@ export function createEdgeMetrics(snapshot: () => EdgeStats): Registry {
   counter('kdn_edge_requests_total', 'HTTP requests received', [], (s) => [[{}, s.served.requests]]);
   counter('kdn_edge_served_bytes_total', 'Object bytes sent in GET responses', [], (s) => [[{}, s.served.bytesServed]]);
   counter('kdn_edge_errors_total', 'Requests answered with an error', [], (s) => [[{}, s.served.errors]]);
+  counter('kdn_edge_unauthorized_total', 'Requests refused for a missing, expired or wrong token', [], (s) => [[{}, s.served.unauthorized]]);
   gauge('kdn_edge_tier_objects', 'Objects held by a tier', ['tier'], (s) => [[{ tier: 'memory' }, s.memory.objects], [{ tier: 'disk' }, s.disk.objects]]);
   gauge('kdn_edge_tier_bytes', 'Bytes held by a tier', ['tier'], (s) => [[{ tier: 'memory' }, s.memory.bytes], [{ tier: 'disk' }, s.disk.bytes]]);
   gauge('kdn_edge_tier_budget_bytes', 'Byte budget of a tier', ['tier'], (s) => [[{ tier: 'memory' }, s.memory.budgetBytes], [{ tier: 'disk' }, s.disk.budgetBytes]]);

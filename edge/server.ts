@@ -7,6 +7,7 @@ import { sendError } from '../common/http-errors.ts';
 import type { Logger } from '../common/log.ts';
 import { validateKey } from '../storage/keys.ts';
 import type { CachedObject } from './cached-object.ts';
+import { authorizeEdgeRequest } from './auth.ts';
 import { CACHE_STATUS, cacheStatusFor } from './cache-status.ts';
 import type { EdgeConfig } from './config.ts';
 import { ifRangeHolds, noneMatch, parseRange } from './http-range.ts';
@@ -47,6 +48,9 @@ export interface EdgeServerDeps {
  *   DELETE /kv/<key>     purge this edge's tiers; ?origin=true also deletes at the origin
  *   POST /warm           {"keys": [...]} -> NDJSON progress, one line per key, then a summary line
  *   GET /stats, /metrics (Prometheus), /healthz
+ *
+ * Every route but /healthz needs an X-KDN-Token signed by kdn (auth.ts, common/edge-token.ts) when the edge has a
+ * secret; a request without one is refused before its body is read.
  */
 export function createEdgeServer(deps: EdgeServerDeps): Server {
   const { config } = deps;
@@ -78,6 +82,7 @@ function route(deps: EdgeServerDeps, req: IncomingMessage, res: ServerResponse):
       fail(deps, res, err);
       return;
     }
+    if (!authorized(deps, req, res, method, key)) return;
     switch (method) {
       case 'GET': serveObject(deps, req, res, key, false); return;
       case 'HEAD': serveObject(deps, req, res, key, true); return;
@@ -85,6 +90,9 @@ function route(deps: EdgeServerDeps, req: IncomingMessage, res: ServerResponse):
       case 'DELETE': void deleteObject(deps, res, key, query); return;
       default: methodNotAllowed(deps, res, 'GET, HEAD, PUT, DELETE'); return;
     }
+  }
+  if (path === '/warm' || path === '/stats' || path === '/metrics') {
+    if (!authorized(deps, req, res, method, path)) return;
   }
   switch (path) {
     case '/warm':
@@ -106,6 +114,18 @@ function route(deps: EdgeServerDeps, req: IncomingMessage, res: ServerResponse):
       fail(deps, res, new KdnError('NOT_FOUND', `no route ${method} ${path}`, {
         hint: 'edge routes: /kv/<key> (GET, HEAD, PUT, DELETE), POST /warm, GET /stats, /metrics, /healthz',
       }));
+  }
+}
+
+/** Answers 401/403 and returns false unless the request carries a token for `method` on `target` (see auth.ts). */
+function authorized(deps: EdgeServerDeps, req: IncomingMessage, res: ServerResponse, method: string, target: string): boolean {
+  try {
+    authorizeEdgeRequest(deps.config, req, method, target);
+    return true;
+  } catch (err) {
+    deps.served.unauthorized += 1;
+    fail(deps, res, err);
+    return false;
   }
 }
 

@@ -11,10 +11,12 @@ export interface ServeCounters {
   puts: number;
   deletes: number;
   errors: number;
+  /** Requests refused for a missing, expired or wrong token (also counted in errors). */
+  unauthorized: number;
 }
 
 export function newServeCounters(): ServeCounters {
-  return { requests: 0, bytesServed: 0, notModified: 0, partial: 0, puts: 0, deletes: 0, errors: 0 };
+  return { requests: 0, bytesServed: 0, notModified: 0, partial: 0, puts: 0, deletes: 0, errors: 0, unauthorized: 0 };
 }
 
 /** The JSON of GET /stats. */

@@ -1,6 +1,7 @@
 import type { Logger } from '../common/log.ts';
 import { KdnError, isKdnError } from '../common/errors.ts';
 import type { ObjectStore } from '../storage/object-store.ts';
+import { publicName } from './auth/tenancy.ts';
 import { MANIFEST_PREFIX, manifestKey } from './keys.ts';
 import { ManifestSchema, manifestObjects, type Manifest } from './manifest.ts';
 import { ChunkIndex } from './retrieval/chunk-index.ts';
@@ -11,7 +12,7 @@ const MAX_MANIFEST_BYTES = 64 * 2 ** 20;
 /**
  * The documents this kdn knows: every manifest at the origin, held in memory with the retrieval index built from
  * them. The origin is the source of truth; a lookup that misses here reads the origin, so documents another kdn
- * uploaded become visible.
+ * uploaded become visible. Namespaces here are tenant-scoped ("<tenant>/<namespace>", see auth/tenancy.ts).
  */
 export class Catalog {
   readonly index = new ChunkIndex();
@@ -42,7 +43,7 @@ export class Catalog {
   async resolve(namespace: string, idOrTitle: string): Promise<Manifest> {
     const found = await this.find(namespace, idOrTitle);
     if (found) return found;
-    throw new KdnError('NOT_FOUND', `no document "${idOrTitle}" in namespace "${namespace}"`, {
+    throw new KdnError('NOT_FOUND', `no document "${idOrTitle}" in namespace "${publicName(namespace)}"`, {
       hint: 'list documents with `kdn docs list` (GET /v1/documents)',
     });
   }

@@ -1,7 +1,9 @@
 import { join, resolve } from 'node:path';
 import { z } from 'zod';
+import { MIN_EDGE_SECRET_LENGTH } from '../common/edge-token.ts';
 import { KdnError } from '../common/errors.ts';
 import { parseSize } from '../edge/config.ts';
+import { parseRateLimit } from './auth/rate-limit.ts';
 
 const size = z.union([z.number(), z.string()]).transform((value, ctx) => {
   try {
@@ -22,6 +24,19 @@ const edgeList = z.union([z.array(z.string()), z.string()]).transform((value, ct
   }
   return items.map((item) => item.replace(/\/$/, ''));
 });
+
+const flag = z.union([z.boolean(), z.enum(['true', 'false', '1', '0'])]).transform((value) => value === true || value === 'true' || value === '1');
+
+const rateLimit = z.string().transform((value, ctx) => {
+  const parsed = parseRateLimit(value);
+  if (!parsed) {
+    ctx.addIssue({ code: 'custom', message: `"${value}" is not "<requests per second>[,<burst>]"` });
+    return z.NEVER;
+  }
+  return parsed;
+});
+
+const milliseconds = z.coerce.number().int().min(1);
 
 /** The control plane's settings: flags first, then KDN_* environment variables, then these defaults. */
 export const KdnConfigSchema = z.object({
@@ -45,6 +60,23 @@ export const KdnConfigSchema = z.object({
   edgeDiskBytes: size.default(4 * 2 ** 30),
   /** Disk tier directory of the embedded edge; defaults to <dataDir>/edge. */
   edgeDiskPath: z.string().min(1).optional(),
+  /** API keys as "key1=tenantA,key2=tenantB"; with no keys from here or a file, kdn generates one (kdn/auth). */
+  apiKeys: z.string().optional(),
+  /** JSON file {"keys": [{"key", "tenant"}]}, merged with apiKeys. */
+  apiKeysFile: z.string().min(1).optional(),
+  /** Shared with the edges, which accept only requests signed with it; the embedded edge gets a random one. */
+  edgeSecret: z.string().min(MIN_EDGE_SECRET_LENGTH, `the edge secret must be at least ${MIN_EDGE_SECRET_LENGTH} characters`).optional(),
+  /** "public=ownerA+ownerB,readonly": namespaces every tenant reads, written by their owners (kdn/auth/tenancy.ts). */
+  sharedNamespaces: z.string().default(''),
+  /** Per-API-key request rate, "<per second>[,<burst>]"; "0" turns it off. */
+  rateLimit: rateLimit.default({ perSecond: 100, burst: 200 }),
+  /** Leave GET /metrics open without a key. */
+  metricsPublic: flag.default(false),
+  /** Bound on one query, queueing included (504 TIMEOUT past it). */
+  queryTimeoutMs: milliseconds.default(120_000),
+  /** Time a client has to send a whole request, and its headers (node's requestTimeout / headersTimeout). */
+  requestTimeoutMs: milliseconds.default(300_000),
+  headersTimeoutMs: milliseconds.default(30_000),
 });
 
 export type KdnConfigInput = z.input<typeof KdnConfigSchema>;
@@ -69,6 +101,15 @@ export const KDN_ENV: Record<keyof KdnConfigInput, string> = {
   edgeMemoryBytes: 'KDN_EDGE_MEMORY',
   edgeDiskBytes: 'KDN_EDGE_DISK',
   edgeDiskPath: 'KDN_EDGE_DISK_PATH',
+  apiKeys: 'KDN_API_KEYS',
+  apiKeysFile: 'KDN_API_KEYS_FILE',
+  edgeSecret: 'KDN_EDGE_SECRET',
+  sharedNamespaces: 'KDN_SHARED_NAMESPACES',
+  rateLimit: 'KDN_RATE_LIMIT',
+  metricsPublic: 'KDN_METRICS_PUBLIC',
+  queryTimeoutMs: 'KDN_QUERY_TIMEOUT_MS',
+  requestTimeoutMs: 'KDN_REQUEST_TIMEOUT_MS',
+  headersTimeoutMs: 'KDN_HEADERS_TIMEOUT_MS',
 };
 
 export function resolveKdnConfig(input: Partial<KdnConfigInput>, env: NodeJS.ProcessEnv = process.env): KdnConfig {

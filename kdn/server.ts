@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { KdnError } from '../common/errors.ts';
@@ -10,6 +11,7 @@ import { codecFromString } from '../storage/kv-object/index.ts';
 import { openStore } from '../storage/open-store.ts';
 import { createApp } from './api/app.ts';
 import { KdnMetrics } from './api/metrics.ts';
+import { loadAccess } from './auth/access.ts';
 import type { KdnServices } from './api/services.ts';
 import { Catalog } from './catalog.ts';
 import type { KdnConfig } from './config.ts';
@@ -27,8 +29,8 @@ export interface RunningKdn {
 }
 
 /**
- * Starts the control plane: opens the origin, starts an embedded edge when no edges are configured, loads the
- * engine, rebuilds the catalog and retrieval index from the manifests at the origin, then listens.
+ * Starts the control plane: opens the origin, loads the API keys and the chunk-salt secret (kdn/auth), starts an
+ * embedded edge (with a random secret) when no edges are configured, loads the engine, rebuilds the catalog and retrieval index from the manifests at the origin, then listens.
  */
 export async function startKdn(config: KdnConfig, log: Logger = createLogger('kdn')): Promise<RunningKdn> {
   const codec = codecFromString(config.codec);
@@ -45,16 +47,25 @@ export async function startKdn(config: KdnConfig, log: Logger = createLogger('kd
         hint: 'lower --chunk-tokens',
       });
     }
+    const access = await loadAccess(config, origin, log);
     let embeddedEdge: RunningEdge | undefined;
+    let edgeSecret = config.edgeSecret;
     if (config.edges.length === 0) {
+      // Nothing outside this process talks to the embedded edge on kdn's behalf, so a fresh secret per run will do.
+      edgeSecret = randomBytes(32).toString('hex');
       embeddedEdge = await startEdge(
-        { port: 0, host: '127.0.0.1', memoryBytes: config.edgeMemoryBytes, diskBytes: config.edgeDiskBytes, diskPath: config.edgeDiskPath },
+        {
+          port: 0, host: '127.0.0.1', memoryBytes: config.edgeMemoryBytes, diskBytes: config.edgeDiskBytes, diskPath: config.edgeDiskPath,
+          secret: edgeSecret, insecureNoAuth: false, publicMetrics: false,
+        },
         { origin, log: log.child({ part: 'edge' }) },
       );
       const edge = embeddedEdge;
       cleanup.push(() => edge.close());
+    } else if (edgeSecret === undefined) {
+      log.warn('no edge secret (KDN_EDGE_SECRET): edge requests are not signed, so only edges run with --insecure-no-auth will answer');
     }
-    const edges = new EdgeClient({ edges: embeddedEdge ? [embeddedEdge.url] : config.edges });
+    const edges = new EdgeClient({ edges: embeddedEdge ? [embeddedEdge.url] : config.edges, ...(edgeSecret ? { secret: edgeSecret } : {}) });
     cleanup.push(async () => edges.close());
 
     const metrics = new KdnMetrics();
@@ -66,10 +77,16 @@ export async function startKdn(config: KdnConfig, log: Logger = createLogger('kd
       metrics.ingestObjects.inc({ outcome: 'computed' }, job.progress.objects.computed);
       metrics.ingestObjects.inc({ outcome: 'skipped' }, job.progress.objects.skipped);
     });
-    const queries = new QueryService({ engine, edges, catalog, queue, metrics, log });
-    const services: KdnServices = { config, engine, origin, edges, catalog, queue, jobs, queries, metrics, codec, log, saltFor: () => '' };
+    const queries = new QueryService({ engine, edges, catalog, queue, metrics, log, queryTimeoutMs: config.queryTimeoutMs });
+    const services: KdnServices = { config, engine, origin, edges, edgeSecret, catalog, queue, jobs, queries, metrics, codec, log, access };
 
-    const server = createServer({ requestTimeout: 300_000, headersTimeout: 30_000 }, createApp(services));
+    const headersTimeout = Math.min(config.headersTimeoutMs, config.requestTimeoutMs);
+    const server = createServer({
+      requestTimeout: config.requestTimeoutMs,
+      headersTimeout,
+      // Node checks the two timeouts above only this often (30 s by default).
+      connectionsCheckingInterval: Math.max(50, Math.min(1_000, Math.floor(headersTimeout / 4))),
+    }, createApp(services));
     await listen(server, config.port, config.host);
     const { port } = server.address() as AddressInfo;
     const host = config.host.includes(':') ? `[${config.host}]` : config.host === '0.0.0.0' ? '127.0.0.1' : config.host;

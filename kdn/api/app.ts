@@ -3,18 +3,20 @@ import express, { type Express, type NextFunction, type Request, type Response }
 import multer from 'multer';
 import { KdnError, toKdnError } from '../../common/errors.ts';
 import { sendError } from '../../common/http-errors.ts';
+import { authenticate } from '../auth/authenticate.ts';
 import { documentRoutes } from './routes/documents.ts';
 import { openAIRoutes } from './routes/openai.ts';
 import { opsRoutes } from './routes/ops.ts';
 import { queryRoutes } from './routes/query.ts';
 import type { KdnServices } from './services.ts';
 
-/** The kdn REST API. Every error leaves through sendError as a typed JSON body. */
+/** The kdn REST API. Every request but health needs an API key; every error leaves through sendError as a typed JSON body. */
 export function createApp(services: KdnServices): Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('query parser', 'simple');
   app.use(measure(services));
+  app.use(authenticate(services.access));
   app.use(opsRoutes(services));
   app.use(documentRoutes(services));
   app.use(queryRoutes(services));

@@ -3,6 +3,7 @@ import type { EdgeClient } from '../../edge/client.ts';
 import type { Engine } from '../../engine-adapter/types.ts';
 import type { CodecSpec } from '../../storage/kv-object/types.ts';
 import type { ObjectStore } from '../../storage/object-store.ts';
+import type { Access } from '../auth/access.ts';
 import type { Catalog } from '../catalog.ts';
 import type { KdnConfig } from '../config.ts';
 import type { EngineQueue } from '../engine-queue.ts';
@@ -23,6 +24,8 @@ export interface KdnServices {
   metrics: KdnMetrics;
   codec: CodecSpec;
   log: Logger;
-  /** Per-namespace salt of chunk keys; '' until tenants (issue 8) give each tenant its own. */
-  saltFor(namespace: string): string;
+  /** API keys, rate limits, tenancy of namespaces and chunk-key salts. */
+  access: Access;
+  /** The secret edge requests are signed with (undefined: the edges run without auth). */
+  edgeSecret: string | undefined;
 }

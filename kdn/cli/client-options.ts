@@ -1,13 +1,33 @@
 import { Option, type Command } from 'commander';
+import { KDN_ENV } from '../config.ts';
+import { localKeyPath, readLocalKey } from '../auth/local-key.ts';
 import { DEFAULT_SERVER, KdnApiClient } from '../client/api-client.ts';
 
-/** Adds --server (env KDN_SERVER) to a client command. */
+const LOOPBACK = new Set(['127.0.0.1', 'localhost', '[::1]']);
+
+/** Adds --server (env KDN_SERVER) and --api-key (env KDN_API_KEY) to a client command. */
 export function withServer(command: Command): Command {
-  return command.addOption(new Option('--server <url>', 'kdn server URL').env('KDN_SERVER').default(DEFAULT_SERVER));
+  return command
+    .addOption(new Option('--server <url>', 'kdn server URL').env('KDN_SERVER').default(DEFAULT_SERVER))
+    .addOption(new Option('--api-key <key>', 'API key (default for a local server: the key `kdn serve` wrote to <data-dir>/api-key)').env('KDN_API_KEY'));
 }
 
-export function clientFor(flags: { server: string }): KdnApiClient {
-  return new KdnApiClient(flags.server);
+export function clientFor(flags: { server: string; apiKey?: string }): KdnApiClient {
+  return new KdnApiClient(flags.server, flags.apiKey || localServerKey(flags.server));
+}
+
+/**
+ * The key a `kdn serve` on this machine generated, when the server is on loopback: it is in the data directory a
+ * serve started here would use (KDN_DATA_DIR, default ./data).
+ */
+function localServerKey(server: string): string | undefined {
+  let host: string;
+  try {
+    host = new URL(server).hostname;
+  } catch {
+    return undefined;
+  }
+  return LOOPBACK.has(host) ? readLocalKey(localKeyPath(process.env[KDN_ENV.dataDir] ?? './data')) : undefined;
 }
 
 /** Repeatable options (--doc a --doc b) collect into an array. */

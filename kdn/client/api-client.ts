@@ -24,6 +24,8 @@ export interface WarmPlan {
   edges: string[];
   documents: { id: string; title: string }[];
   objects: { key: string; bytes: number }[];
+  /** A token for POST /warm on the edges, when they check tokens. */
+  edgeToken?: { token: string; expiresAt: number };
 }
 
 export interface UploadResponse {
@@ -37,8 +39,11 @@ const REQUEST_TIMEOUT_MS = 10 * 60_000;
 /** The kdn REST API for the CLI and tests: every failure is a KdnError carrying the server's code and hint. */
 export class KdnApiClient {
   readonly server: string;
+  private readonly apiKey: string | undefined;
 
-  constructor(server: string = DEFAULT_SERVER) {
+  /** `apiKey` is sent as "Authorization: Bearer <key>" on every call. */
+  constructor(server: string = DEFAULT_SERVER, apiKey?: string) {
+    this.apiKey = apiKey;
     try {
       this.server = new URL(server).origin;
     } catch {
@@ -98,7 +103,11 @@ export class KdnApiClient {
       res = await fetch(`${this.server}${path}`, {
         method,
         signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
-        ...(body === undefined ? {} : { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }),
+        headers: {
+          ...(this.apiKey === undefined ? {} : { authorization: `Bearer ${this.apiKey}` }),
+          ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+        },
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
       });
     } catch (err) {
       const reason = (err as { cause?: { code?: string; message?: string } }).cause;

@@ -51,6 +51,8 @@ export async function computeIndependentKV(engine: Engine, chunks: ChunkPlan[], 
   try {
     await session.prefill([sinkToken(engine)], { logits: 'none' });
     for (const chunk of todo) {
+      // A chunk repeated in the document has the same key: computed once.
+      if (!sink.pending.has(chunk.independentKey)) continue;
       await session.prefill(chunk.tokenIds, { logits: 'none' });
       await sink.save(chunk.independentKey, await session.exportKV({ start: 1, end: session.length }), chunk.tokenIds);
       session.truncate(1);

@@ -77,9 +77,10 @@ export class IngestJobs {
     return job;
   }
 
-  get(id: string): JobView {
+  /** The job `id`; one that `visible` rejects (another tenant's) is NOT_FOUND exactly like a missing one. */
+  get(id: string, visible: (job: JobView) => boolean = () => true): JobView {
     const job = this.jobs.get(id);
-    if (!job) throw new KdnError('NOT_FOUND', `no job ${id}`, { hint: 'jobs are kept in memory; a restarted kdn forgets them: upload again to resume' });
+    if (!job || !visible(job)) throw new KdnError('NOT_FOUND', `no job ${id}`, { hint: 'jobs are kept in memory; a restarted kdn forgets them: upload again to resume' });
     return job;
   }
 

@@ -148,6 +148,9 @@ async function injectContext(deps: QueryDeps, session: Session, pieces: ContextP
   const expectations = pieces.map((p) => expectationFor(engine, p));
   const fetchStart = performance.now();
   const fetches = pieces.map((p, i) => new ChunkFetch(edges, p.key, expectations[i]!, signal));
+  // A fetch that fails before its header arrives is retried at once, not when injection reaches its chunk: with the
+  // origin down every chunk's attempts would otherwise wait out the edge's timeout one chunk after another.
+  const retries = fetches.map((f, i) => f.reader.then(() => undefined, () => new ChunkFetch(edges, pieces[i]!.key, expectations[i]!, signal)));
   let lastArrival = fetchStart;
   for (const f of fetches) void f.done.then(() => (lastArrival = Math.max(lastArrival, performance.now())));
 
@@ -171,7 +174,7 @@ async function injectContext(deps: QueryDeps, session: Session, pieces: ContextP
         injectionMs += performance.now() - injectStart;
         received += fetch.bytes;
         log.warn({ key: piece.key, edge: fetch.edge, attempt, err }, 'chunk object unusable');
-        fetch = attempt < FETCH_ATTEMPTS ? new ChunkFetch(edges, piece.key, expectations[i]!, signal) : undefined;
+        fetch = attempt < FETCH_ATTEMPTS ? ((await retries[i]) ?? new ChunkFetch(edges, piece.key, expectations[i]!, signal)) : undefined;
       }
     }
     if (fetch) {

@@ -6,6 +6,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { TEST_EDGE_SECRET, tokenHeader } from './helpers.ts';
 
 /** Runs `node bin/kdn.js edge ...args` to completion. */
 async function kdnEdge(args: string[]): Promise<{ code: number | null; stderr: string }> {
@@ -38,7 +39,10 @@ describe('kdn edge (CLI)', () => {
 
   it('prints its URL, serves, and shuts down cleanly on SIGTERM', async () => {
     const diskPath = join(dir, 'disk');
-    const child = spawn(process.execPath, ['bin/kdn.js', 'edge', '--port', '0', '--origin', `file:${join(dir, 'origin')}`, '--disk-path', diskPath, '--memory', '64MiB', '--disk', '1GiB'], {
+    const child = spawn(process.execPath, [
+      'bin/kdn.js', 'edge', '--port', '0', '--origin', `file:${join(dir, 'origin')}`, '--disk-path', diskPath, '--memory', '64MiB', '--disk', '1GiB',
+      '--edge-secret', TEST_EDGE_SECRET,
+    ], {
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     const [line] = (await once(createInterface({ input: child.stdout }), 'line')) as [string];
@@ -46,7 +50,8 @@ describe('kdn edge (CLI)', () => {
     expect(url, line).to.be.a('string');
     const health = await fetch(`${url}/healthz`);
     expect(health.status).to.equal(200);
-    const stats = (await (await fetch(`${url}/stats`)).json()) as { memory: { budgetBytes: number }; disk: { budgetBytes: number } };
+    expect((await fetch(`${url}/stats`)).status).to.equal(401);
+    const stats = (await (await fetch(`${url}/stats`, { headers: tokenHeader('GET', '/stats') })).json()) as { memory: { budgetBytes: number }; disk: { budgetBytes: number } };
     expect(stats.memory.budgetBytes).to.equal(64 * 2 ** 20);
     expect(stats.disk.budgetBytes).to.equal(2 ** 30);
     expect(existsSync(join(diskPath, '.lock'))).to.equal(true);

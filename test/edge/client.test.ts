@@ -10,7 +10,7 @@ import { startEdge, type RunningEdge } from '../../edge/main.ts';
 import { rendezvousOwner } from '../../edge/rendezvous.ts';
 import { openStore } from '../../storage/open-store.ts';
 import type { ObjectStore } from '../../storage/object-store.ts';
-import { makeKVObject } from './helpers.ts';
+import { TEST_EDGE_SECRET, makeKVObject } from './helpers.ts';
 
 interface Cluster {
   origin: ObjectStore;
@@ -26,9 +26,9 @@ async function startCluster(count: number, extraEdgeUrls: string[] = []): Promis
   const origin = openStore(`file:${join(root, 'origin')}`);
   const edges: RunningEdge[] = [];
   for (let i = 0; i < count; i += 1) {
-    edges.push(await startEdge({ port: 0, diskPath: join(root, `disk-${i}`), memoryBytes: '16MiB', diskBytes: '64MiB' }, { origin }));
+    edges.push(await startEdge({ port: 0, diskPath: join(root, `disk-${i}`), memoryBytes: '16MiB', diskBytes: '64MiB', secret: TEST_EDGE_SECRET }, { origin }));
   }
-  const client = new EdgeClient({ edges: [...edges.map((edge) => edge.url), ...extraEdgeUrls], timeoutMs: 5_000 });
+  const client = new EdgeClient({ edges: [...edges.map((edge) => edge.url), ...extraEdgeUrls], timeoutMs: 5_000, secret: TEST_EDGE_SECRET });
   cleanups.push(async () => {
     client.close();
     for (const edge of edges) await edge.close();
@@ -150,7 +150,7 @@ describe('edge client', () => {
     );
     const silentUrl = `http://127.0.0.1:${(silent.address() as AddressInfo).port}`;
     const failingUrl = `http://127.0.0.1:${(failing.address() as AddressInfo).port}`;
-    const client = new EdgeClient({ edges: [silentUrl, failingUrl, edges[0]!.url], timeoutMs: 300 });
+    const client = new EdgeClient({ edges: [silentUrl, failingUrl, edges[0]!.url], timeoutMs: 300, secret: TEST_EDGE_SECRET });
     cleanups.push(async () => client.close());
 
     const key = keyOwnedBy(silentUrl, client.edges, 'stuck');
@@ -160,7 +160,7 @@ describe('edge client', () => {
     expect(got.edge).to.equal(edges[0]!.url);
     expect(got.body.equals(object)).to.equal(true);
 
-    const broken = new EdgeClient({ edges: [silentUrl, failingUrl], timeoutMs: 300 });
+    const broken = new EdgeClient({ edges: [silentUrl, failingUrl], timeoutMs: 300, secret: TEST_EDGE_SECRET });
     cleanups.push(async () => broken.close());
     const err = await broken.getBuffer(key).then(() => null, (e: unknown) => e) as
       { code: string; details: { attempts: { edge: string; code: string }[] } } | null;
@@ -172,7 +172,7 @@ describe('edge client', () => {
     const { edges, origin } = await startCluster(2);
     const proxy = await startCuttingProxy(edges[0]!.url, 300_000);
     cleanups.push(() => proxy.close());
-    const client = new EdgeClient({ edges: [proxy.url, edges[1]!.url] });
+    const client = new EdgeClient({ edges: [proxy.url, edges[1]!.url], secret: TEST_EDGE_SECRET });
     cleanups.push(async () => client.close());
     const key = keyOwnedBy(proxy.url, client.edges, 'resume');
     const object = makeKVObject(41, 8_192);
@@ -208,7 +208,7 @@ describe('edge client', () => {
     const dead = await startCluster(2);
     const urls = dead.edges.map((edge) => edge.url);
     for (const edge of dead.edges) await edge.close();
-    const client = new EdgeClient({ edges: urls, timeoutMs: 1_000 });
+    const client = new EdgeClient({ edges: urls, timeoutMs: 1_000, secret: TEST_EDGE_SECRET });
     cleanups.push(async () => client.close());
     const err = await client.getBuffer('any/key').then(() => null, (e: unknown) => e) as { code: string; details: { attempts: unknown[] } } | null;
     expect(err).to.have.property('code', 'EDGE_UNAVAILABLE');
@@ -224,7 +224,7 @@ describe('edge client', () => {
     const object = makeKVObject(43);
     await client.put('del/me', object);
     // Spread copies: every edge fetches it once.
-    for (const edge of edges) await new EdgeClient({ edges: [edge.url] }).getBuffer('del/me');
+    for (const edge of edges) await new EdgeClient({ edges: [edge.url], secret: TEST_EDGE_SECRET }).getBuffer('del/me');
     expect(edges.every((edge) => edge.stats().memory.objects === 1)).to.equal(true);
 
     const result = await client.delete('del/me', { origin: true });

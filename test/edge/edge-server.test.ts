@@ -7,7 +7,7 @@ import { openStore } from '../../storage/open-store.ts';
 import type { EdgeConfigInput } from '../../edge/config.ts';
 import { startEdge, type RunningEdge } from '../../edge/main.ts';
 import type { EdgeStats } from '../../edge/stats.ts';
-import { CountingStore, errorCode, httpRequest, makeKVObject, type RawResponse } from './helpers.ts';
+import { CountingStore, TEST_EDGE_SECRET, errorCode, makeKVObject, signedRequest, tokenHeader, type RawResponse } from './helpers.ts';
 
 interface TestEdge {
   edge: RunningEdge;
@@ -25,7 +25,7 @@ async function startTestEdge(config: Partial<EdgeConfigInput> = {}, shared?: { o
   const originDir = shared?.originDir ?? await mkdtemp(join(tmpdir(), 'kdn-edge-origin-'));
   const diskPath = shared?.diskPath ?? await mkdtemp(join(tmpdir(), 'kdn-edge-disk-'));
   const origin = new CountingStore(openStore(`file:${originDir}`));
-  const edge = await startEdge({ port: 0, diskPath, memoryBytes: '1MiB', diskBytes: '4MiB', ...config }, { origin });
+  const edge = await startEdge({ port: 0, diskPath, memoryBytes: '1MiB', diskBytes: '4MiB', secret: TEST_EDGE_SECRET, ...config }, { origin });
   let closed = false;
   const close = async (): Promise<void> => {
     if (closed) return;
@@ -42,8 +42,8 @@ async function startTestEdge(config: Partial<EdgeConfigInput> = {}, shared?: { o
     edge,
     origin,
     diskPath,
-    get: (key, headers) => httpRequest(edge.url, 'GET', `/kv/${key}`, headers ? { headers } : {}),
-    stats: async () => JSON.parse((await httpRequest(edge.url, 'GET', '/stats')).body.toString('utf8')) as EdgeStats,
+    get: (key, headers) => signedRequest(edge.url, 'GET', `/kv/${key}`, headers ? { headers } : {}),
+    stats: async () => JSON.parse((await signedRequest(edge.url, 'GET', '/stats')).body.toString('utf8')) as EdgeStats,
     close,
   };
 }
@@ -136,7 +136,7 @@ describe('edge server', () => {
 
     it('refuses a second edge on the same disk path', async () => {
       const t = await startTestEdge();
-      const err = await startEdge({ port: 0, diskPath: t.diskPath }, { origin: t.origin }).then(() => null, (e: unknown) => e);
+      const err = await startEdge({ port: 0, diskPath: t.diskPath, secret: TEST_EDGE_SECRET }, { origin: t.origin }).then(() => null, (e: unknown) => e);
       expect(err).to.have.property('code', 'CONFLICT');
     });
 
@@ -144,10 +144,10 @@ describe('edge server', () => {
       const t = await startTestEdge();
       const diskPath = await mkdtemp(join(tmpdir(), 'kdn-edge-disk-'));
       cleanups.push(() => rm(diskPath, { recursive: true, force: true }));
-      const err = await startEdge({ port: t.edge.port, diskPath }, { origin: t.origin }).then(() => null, (e: unknown) => e);
+      const err = await startEdge({ port: t.edge.port, diskPath, secret: TEST_EDGE_SECRET }, { origin: t.origin }).then(() => null, (e: unknown) => e);
       expect(err).to.have.property('code', 'CONFLICT');
       // The failed start released its disk lock.
-      const next = await startEdge({ port: 0, diskPath }, { origin: t.origin });
+      const next = await startEdge({ port: 0, diskPath, secret: TEST_EDGE_SECRET }, { origin: t.origin });
       await next.close();
     });
 
@@ -197,7 +197,7 @@ describe('edge server', () => {
       t.origin.delayMs = 300;
       const slowGet = t.get('race/key');
       await new Promise((resolve) => setTimeout(resolve, 100));
-      expect((await httpRequest(t.edge.url, 'PUT', '/kv/race/key', { body: newer })).status).to.equal(201);
+      expect((await signedRequest(t.edge.url, 'PUT', '/kv/race/key', { body: newer })).status).to.equal(201);
       expect((await slowGet).body.equals(older)).to.equal(true);
       const after = await t.get('race/key');
       expect(after.headers['cache-status']).to.equal('kdn-edge; hit; detail=memory');
@@ -221,7 +221,7 @@ describe('edge server', () => {
 
       // A PUT through the edge ends the negative entry at once.
       const object = makeKVObject(3);
-      expect((await httpRequest(t.edge.url, 'PUT', '/kv/not/there', { body: object })).status).to.equal(201);
+      expect((await signedRequest(t.edge.url, 'PUT', '/kv/not/there', { body: object })).status).to.equal(201);
       const found = await t.get('not/there');
       expect(found.status).to.equal(200);
       expect(found.body.equals(object)).to.equal(true);
@@ -318,33 +318,33 @@ describe('edge server', () => {
       const t = await startTestEdge();
       const object = makeKVObject(11);
       await t.origin.inner.put('headed', object);
-      const head = await httpRequest(t.edge.url, 'HEAD', '/kv/headed');
+      const head = await signedRequest(t.edge.url, 'HEAD', '/kv/headed');
       expect(head.status).to.equal(200);
       expect(head.body.length).to.equal(0);
       expect(head.headers['content-length']).to.equal(String(object.length));
       expect(head.headers['cache-status']).to.equal('kdn-edge; fwd=miss; stored; detail=origin');
-      expect((await httpRequest(t.edge.url, 'HEAD', '/kv/headed')).headers['cache-status']).to.equal('kdn-edge; hit; detail=memory');
-      expect((await httpRequest(t.edge.url, 'HEAD', '/kv/absent')).status).to.equal(404);
+      expect((await signedRequest(t.edge.url, 'HEAD', '/kv/headed')).headers['cache-status']).to.equal('kdn-edge; hit; detail=memory');
+      expect((await signedRequest(t.edge.url, 'HEAD', '/kv/absent')).status).to.equal(404);
     });
 
     it('rejects bad keys with 400 INVALID_KEY', async () => {
       const t = await startTestEdge();
       for (const path of ['/kv/a/../b', '/kv/a//b', '/kv/has%20space', '/kv/%ZZ', '/kv/', '/kv/x/.', `/kv/${'k'.repeat(600)}`]) {
-        const got = await httpRequest(t.edge.url, 'GET', path);
+        const got = await signedRequest(t.edge.url, 'GET', path);
         expect(got.status, path).to.equal(400);
         expect(errorCode(got), path).to.equal('INVALID_KEY');
       }
-      expect((await httpRequest(t.edge.url, 'PUT', '/kv/a/../b', { body: makeKVObject(1) })).status).to.equal(400);
+      expect((await signedRequest(t.edge.url, 'PUT', '/kv/a/../b', { body: makeKVObject(1) })).status).to.equal(400);
       expect(t.origin.gets + t.origin.puts).to.equal(0);
     });
 
     it('answers unknown routes with 404 and wrong methods with 400', async () => {
       const t = await startTestEdge();
-      expect(errorCode(await httpRequest(t.edge.url, 'GET', '/nope'))).to.equal('NOT_FOUND');
-      const wrong = await httpRequest(t.edge.url, 'POST', '/kv/a');
+      expect(errorCode(await signedRequest(t.edge.url, 'GET', '/nope'))).to.equal('NOT_FOUND');
+      const wrong = await signedRequest(t.edge.url, 'POST', '/kv/a');
       expect(wrong.status).to.equal(400);
       expect(wrong.headers.allow).to.equal('GET, HEAD, PUT, DELETE');
-      const health = await httpRequest(t.edge.url, 'GET', '/healthz');
+      const health = await signedRequest(t.edge.url, 'GET', '/healthz');
       expect(health.status).to.equal(200);
       expect(JSON.parse(health.body.toString())).to.deep.equal({ status: 'ok' });
     });
@@ -355,7 +355,8 @@ describe('edge server', () => {
       const socket = connect(Number(port), '127.0.0.1');
       let received = '';
       socket.on('data', (chunk: Buffer) => (received += chunk.toString()));
-      socket.write('PUT /kv/slow HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nonly-a-little');
+      const [[tokenName, token]] = Object.entries(tokenHeader('PUT', '/kv/slow'));
+      socket.write(`PUT /kv/slow HTTP/1.1\r\nHost: x\r\n${tokenName}: ${token}\r\nContent-Length: 1000\r\n\r\nonly-a-little`);
       await new Promise((resolve) => socket.once('close', resolve));
       expect(received).to.match(/^HTTP\/1\.1 408/);
       expect(t.origin.puts).to.equal(0);
@@ -366,7 +367,7 @@ describe('edge server', () => {
     it('stores a verified object in the tiers and at the origin', async () => {
       const t = await startTestEdge();
       const object = makeKVObject(12, 64);
-      const put = await httpRequest(t.edge.url, 'PUT', '/kv/up/loaded', { body: object });
+      const put = await signedRequest(t.edge.url, 'PUT', '/kv/up/loaded', { body: object });
       expect(put.status).to.equal(201);
       const answer = JSON.parse(put.body.toString()) as { key: string; size: number; etag: string };
       expect(answer).to.include({ key: 'up/loaded', size: object.length });
@@ -378,7 +379,7 @@ describe('edge server', () => {
       expect((await t.stats()).disk.objects).to.equal(1);
       expect(t.origin.gets).to.equal(0);
 
-      const chunked = await httpRequest(t.edge.url, 'PUT', '/kv/up/chunked', { body: object, chunked: true });
+      const chunked = await signedRequest(t.edge.url, 'PUT', '/kv/up/chunked', { body: object, chunked: true });
       expect(chunked.status).to.equal(201);
     });
 
@@ -387,7 +388,7 @@ describe('edge server', () => {
       const object = makeKVObject(13, 512);
       expect(object.length).to.be.greaterThan(64 * 1024);
       for (const chunked of [false, true]) {
-        const put = await httpRequest(t.edge.url, 'PUT', '/kv/too/big', { body: object, chunked });
+        const put = await signedRequest(t.edge.url, 'PUT', '/kv/too/big', { body: object, chunked });
         expect(put.status).to.equal(413);
         expect(errorCode(put)).to.equal('PAYLOAD_TOO_LARGE');
       }
@@ -401,7 +402,7 @@ describe('edge server', () => {
       const corrupt = makeKVObject(14, 64);
       corrupt[corrupt.length - 1]! ^= 0x80;
       for (const body of [corrupt, Buffer.from('not a kv object at all'), corrupt.subarray(0, 1000)]) {
-        const put = await httpRequest(t.edge.url, 'PUT', '/kv/invalid', { body });
+        const put = await signedRequest(t.edge.url, 'PUT', '/kv/invalid', { body });
         expect(put.status).to.equal(422);
         expect(errorCode(put)).to.match(/^KV_/);
       }
@@ -415,21 +416,21 @@ describe('edge server', () => {
     it('purges every tier on DELETE, and the origin with ?origin=true', async () => {
       const t = await startTestEdge();
       const object = makeKVObject(15);
-      await httpRequest(t.edge.url, 'PUT', '/kv/gone/soon', { body: object });
+      await signedRequest(t.edge.url, 'PUT', '/kv/gone/soon', { body: object });
 
-      const purge = await httpRequest(t.edge.url, 'DELETE', '/kv/gone/soon');
+      const purge = await signedRequest(t.edge.url, 'DELETE', '/kv/gone/soon');
       expect(purge.status).to.equal(200);
       expect(JSON.parse(purge.body.toString())).to.deep.equal({ key: 'gone/soon', deleted: { memory: true, disk: true } });
       const refetched = await t.get('gone/soon');
       expect(refetched.headers['cache-status']).to.equal('kdn-edge; fwd=miss; stored; detail=origin');
       expect(t.origin.gets).to.equal(1);
 
-      const everywhere = await httpRequest(t.edge.url, 'DELETE', '/kv/gone/soon?origin=true');
+      const everywhere = await signedRequest(t.edge.url, 'DELETE', '/kv/gone/soon?origin=true');
       expect(JSON.parse(everywhere.body.toString())).to.deep.equal({ key: 'gone/soon', deleted: { memory: true, disk: true, origin: true } });
       expect(await t.origin.inner.head('gone/soon')).to.equal(null);
       expect((await t.get('gone/soon')).status).to.equal(404);
 
-      expect((await httpRequest(t.edge.url, 'DELETE', '/kv/gone/soon?purge=all')).status).to.equal(400);
+      expect((await signedRequest(t.edge.url, 'DELETE', '/kv/gone/soon?purge=all')).status).to.equal(400);
     });
   });
 
@@ -440,7 +441,7 @@ describe('edge server', () => {
       for (const [i, object] of objects.entries()) await t.origin.inner.put(`w/${i}`, object);
       await t.get('w/0');
 
-      const warm = await httpRequest(t.edge.url, 'POST', '/warm', {
+      const warm = await signedRequest(t.edge.url, 'POST', '/warm', {
         headers: { 'content-type': 'application/json' },
         body: JSON.stringify({ keys: ['w/0', 'w/1', 'w/2', 'w/missing'] }),
       });
@@ -464,7 +465,7 @@ describe('edge server', () => {
     it('rejects a bad /warm body with 400', async () => {
       const t = await startTestEdge();
       for (const body of ['not json', '{}', '{"keys": []}', '{"keys": ["ok", "../bad"]}', '{"keys": ["a"], "extra": 1}']) {
-        const got = await httpRequest(t.edge.url, 'POST', '/warm', { body });
+        const got = await signedRequest(t.edge.url, 'POST', '/warm', { body });
         expect(got.status, body).to.equal(400);
         expect(errorCode(got), body).to.be.oneOf(['INVALID_ARGUMENT', 'INVALID_KEY']);
       }
@@ -485,7 +486,7 @@ describe('edge server', () => {
       expect(stats.served.bytesServed).to.equal(2 * object.length);
       expect(stats.served.errors).to.equal(1);
 
-      const metrics = await httpRequest(t.edge.url, 'GET', '/metrics');
+      const metrics = await signedRequest(t.edge.url, 'GET', '/metrics');
       expect(metrics.status).to.equal(200);
       expect(metrics.headers['content-type']).to.include('text/plain');
       const text = metrics.body.toString();

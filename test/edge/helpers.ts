@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { request, type IncomingHttpHeaders } from 'node:http';
 import type { Readable } from 'node:stream';
+import { EDGE_TOKEN_HEADER, EDGE_TOKEN_TTL_S, edgeTokenTarget, signEdgeToken } from '../../common/edge-token.ts';
 import { encodeKVObject } from '../../storage/kv-object/index.ts';
 import type { ByteRange, ObjectInfo, ObjectStore, ObjectStream, PutOptions } from '../../storage/object-store.ts';
 
@@ -118,6 +119,19 @@ export function httpRequest(base: string, method: string, path: string, options:
       req.end(options.body);
     }
   });
+}
+
+/** The secret the edges of these tests check request tokens with. */
+export const TEST_EDGE_SECRET = 'edge-test-secret-0123456789abcdef';
+
+/** The X-KDN-Token header kdn would send for `method` on `path`, signed with TEST_EDGE_SECRET. */
+export function tokenHeader(method: string, path: string, secret = TEST_EDGE_SECRET): Record<string, string> {
+  return { [EDGE_TOKEN_HEADER]: signEdgeToken(secret, method, edgeTokenTarget(path), Math.floor(Date.now() / 1000) + EDGE_TOKEN_TTL_S) };
+}
+
+/** httpRequest with a valid edge token for the request. */
+export function signedRequest(base: string, method: string, path: string, options: { headers?: Record<string, string>; body?: Uint8Array | string; chunked?: boolean } = {}): Promise<RawResponse> {
+  return httpRequest(base, method, path, { ...options, headers: { ...tokenHeader(method, path), ...options.headers } });
 }
 
 /** The error code of a JSON error body. */

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { startEdge, type RunningEdge } from '../../edge/main.ts';
 import { openStore } from '../../storage/open-store.ts';
 import { startS3rver, type RunningS3rver } from '../support/s3rver.ts';
-import { errorCode, httpRequest, makeKVObject } from './helpers.ts';
+import { TEST_EDGE_SECRET, errorCode, makeKVObject, signedRequest } from './helpers.ts';
 
 describe('edge with an S3 origin that goes down', () => {
   let s3: RunningS3rver;
@@ -15,7 +15,7 @@ describe('edge with an S3 origin that goes down', () => {
   before(async () => {
     s3 = await startS3rver();
     diskPath = await mkdtemp(join(tmpdir(), 'kdn-edge-disk-'));
-    edge = await startEdge({ port: 0, originUrl: s3.url, diskPath, memoryBytes: 24_000, diskBytes: '4MiB', originTimeoutMs: 1_500 });
+    edge = await startEdge({ port: 0, originUrl: s3.url, diskPath, memoryBytes: 24_000, diskBytes: '4MiB', originTimeoutMs: 1_500, secret: TEST_EDGE_SECRET });
   });
 
   after(async () => {
@@ -29,35 +29,35 @@ describe('edge with an S3 origin that goes down', () => {
     const onDisk = makeKVObject(1, 64);
     const inMemory = makeKVObject(2, 64);
     const uncached = makeKVObject(3, 64);
-    expect((await httpRequest(edge.url, 'PUT', '/kv/s3/disk', { body: onDisk })).status).to.equal(201);
-    expect((await httpRequest(edge.url, 'PUT', '/kv/s3/memory', { body: inMemory })).status).to.equal(201);
+    expect((await signedRequest(edge.url, 'PUT', '/kv/s3/disk', { body: onDisk })).status).to.equal(201);
+    expect((await signedRequest(edge.url, 'PUT', '/kv/s3/memory', { body: inMemory })).status).to.equal(201);
     const direct = openStore(s3.url);
     await direct.put('s3/uncached', uncached);
     expect((await direct.get('s3/disk')).equals(onDisk)).to.equal(true);
     await direct.close();
     await s3.stop();
 
-    const memoryHit = await httpRequest(edge.url, 'GET', '/kv/s3/memory');
+    const memoryHit = await signedRequest(edge.url, 'GET', '/kv/s3/memory');
     expect(memoryHit.status).to.equal(200);
     expect(memoryHit.body.equals(inMemory)).to.equal(true);
     expect(memoryHit.headers['cache-status']).to.equal('kdn-edge; hit; detail=memory');
-    const diskHit = await httpRequest(edge.url, 'GET', '/kv/s3/disk');
+    const diskHit = await signedRequest(edge.url, 'GET', '/kv/s3/disk');
     expect(diskHit.status).to.equal(200);
     expect(diskHit.body.equals(onDisk)).to.equal(true);
     expect(diskHit.headers['cache-status']).to.equal('kdn-edge; hit; detail=disk');
 
     const started = Date.now();
-    const miss = await httpRequest(edge.url, 'GET', '/kv/s3/uncached');
+    const miss = await signedRequest(edge.url, 'GET', '/kv/s3/uncached');
     const elapsedMs = Date.now() - started;
     console.log(`      miss with the origin down answered ${miss.status} ${errorCode(miss)} after ${elapsedMs} ms`);
     expect(miss.status).to.be.oneOf([502, 504]);
     expect(errorCode(miss)).to.be.oneOf(['ORIGIN_UNAVAILABLE', 'ORIGIN_TIMEOUT']);
 
-    const put = await httpRequest(edge.url, 'PUT', '/kv/s3/new', { body: makeKVObject(4) });
+    const put = await signedRequest(edge.url, 'PUT', '/kv/s3/new', { body: makeKVObject(4) });
     expect(put.status).to.be.oneOf([502, 504]);
-    expect((await httpRequest(edge.url, 'GET', '/kv/s3/new')).status).to.be.oneOf([502, 504]);
+    expect((await signedRequest(edge.url, 'GET', '/kv/s3/new')).status).to.be.oneOf([502, 504]);
 
-    const health = await httpRequest(edge.url, 'GET', '/healthz');
+    const health = await signedRequest(edge.url, 'GET', '/healthz');
     expect(health.status).to.equal(200);
   });
 });

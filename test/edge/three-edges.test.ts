@@ -7,7 +7,7 @@ import { createInterface } from 'node:readline';
 import { EdgeClient } from '../../edge/client.ts';
 import { verifyKVObject } from '../../storage/kv-object/index.ts';
 import { startS3rver, type RunningS3rver } from '../support/s3rver.ts';
-import { makeKVObject, sha256 } from './helpers.ts';
+import { TEST_EDGE_SECRET, makeKVObject, sha256 } from './helpers.ts';
 
 interface EdgeProcess {
   child: ChildProcess;
@@ -16,7 +16,10 @@ interface EdgeProcess {
 
 /** Starts `node bin/kdn.js edge --port 0 --json ...` and waits for its ready line. */
 async function spawnEdge(args: string[]): Promise<EdgeProcess> {
-  const child = spawn(process.execPath, ['bin/kdn.js', 'edge', '--port', '0', '--json', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, ['bin/kdn.js', 'edge', '--port', '0', '--json', ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, KDN_EDGE_SECRET: TEST_EDGE_SECRET },
+  });
   let stderr = '';
   child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
   const lines = createInterface({ input: child.stdout! });
@@ -63,7 +66,7 @@ describe('three edge processes sharing one S3 origin', () => {
     edges = await Promise.all([0, 1, 2].map((i) => spawnEdge([
       '--origin', s3.url, '--disk-path', join(root, `edge-${i}`), '--memory', '8MiB', '--disk', '64MiB', '--origin-timeout', '5000',
     ])));
-    client = new EdgeClient({ edges: edges.map((edge) => edge.url), timeoutMs: 5_000 });
+    client = new EdgeClient({ edges: edges.map((edge) => edge.url), timeoutMs: 5_000, secret: TEST_EDGE_SECRET });
   });
 
   after(async () => {

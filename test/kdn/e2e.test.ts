@@ -6,7 +6,7 @@ import { KdnApiClient, type QueryResponse, type WarmPlan } from '../../kdn/clien
 import type { JobView } from '../../kdn/ingest/jobs.ts';
 import type { DocumentSummary, Manifest } from '../../kdn/manifest.ts';
 import { openStore } from '../../storage/open-store.ts';
-import { cliJson, runCli, startKdnProcess, type Started } from './support/processes.ts';
+import { TEST_API_KEY, cliJson, runCli, startKdnProcess, type Started } from './support/processes.ts';
 import { testModel, type TestModel } from './support/tiny-model.ts';
 
 const CATS = `# Cats
@@ -101,7 +101,7 @@ describe('kdn end to end (kdn serve + CLI)', function () {
 
   it('answers the OpenAI-compatible routes, takes multipart uploads, and rejects bad input with 4xx', async () => {
     const url = server!.ready.url;
-    const models = (await (await fetch(`${url}/v1/models`)).json()) as { data: { id: string }[] };
+    const models = (await (await fetch(`${url}/v1/models`, { headers: AUTH })).json()) as { data: { id: string }[] };
     expect(models.data).to.have.length(1);
     const body = { messages: [{ role: 'user', content: 'What do cats hunt?' }], max_tokens: 8, kdn: { namespace: 'default', documents: ['cats.md'] } };
     const plain = (await (await fetch(`${url}/v1/chat/completions`, post(body))).json()) as { choices: { message: { content: string } }[]; usage: { completion_tokens: number } };
@@ -130,25 +130,25 @@ describe('kdn end to end (kdn serve + CLI)', function () {
     expect((await fetch(`${url}/v1/documents`, post({ title: 'big', text: tooBig }))).status).to.equal(413);
     const bigForm = new FormData();
     bigForm.append('file', new Blob([tooBig]), 'big.txt');
-    expect((await fetch(`${url}/v1/documents`, { method: 'POST', body: bigForm })).status).to.equal(413);
+    expect((await fetch(`${url}/v1/documents`, { method: 'POST', headers: AUTH, body: bigForm })).status).to.equal(413);
     const binary = new FormData();
     binary.append('file', new Blob([new Uint8Array([0xff, 0xfe, 0x00, 0x01])]), 'blob.bin');
-    expect((await fetch(`${url}/v1/documents`, { method: 'POST', body: binary })).status).to.equal(415);
+    expect((await fetch(`${url}/v1/documents`, { method: 'POST', headers: AUTH, body: binary })).status).to.equal(415);
 
     const form = new FormData();
     form.append('namespace', 'forms');
     form.append('file', new Blob([CATS]), 'cats-form.md');
-    const uploaded = await fetch(`${url}/v1/documents`, { method: 'POST', body: form });
+    const uploaded = await fetch(`${url}/v1/documents`, { method: 'POST', headers: AUTH, body: form });
     expect(uploaded.status).to.equal(202);
     const { job } = (await uploaded.json()) as { job: JobView };
     expect(job.document).to.deep.include({ namespace: 'forms', title: 'cats-form.md' });
-    const finished = await new KdnApiClient(url).waitForJob(job.id);
+    const finished = await new KdnApiClient(url, TEST_API_KEY).waitForJob(job.id);
     // Same text as cats.md: every chunk object is already stored (keys are content addresses).
     expect(finished.progress.objects.skipped).to.equal(finished.progress.objects.total);
 
-    const notJson = await fetch(`${url}/v1/query`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{' });
+    const notJson = await fetch(`${url}/v1/query`, { method: 'POST', headers: { 'content-type': 'application/json', ...AUTH }, body: '{' });
     expect(notJson.status).to.equal(400);
-    const metrics = await (await fetch(`${url}/metrics`)).text();
+    const metrics = await (await fetch(`${url}/metrics`, { headers: AUTH })).text();
     expect(metrics).to.match(/^kdn_engine_queue_depth 0$/m);
     expect(metrics).to.match(/^kdn_query_tokens_total\{kind="reused"\} [1-9]\d*$/m);
     expect(metrics).to.match(/^kdn_chunk_fetches_total\{tier="memory"\} [1-9]/m);
@@ -163,7 +163,7 @@ describe('kdn end to end (kdn serve + CLI)', function () {
     // What a crash before the manifest leaves: chunk objects but no manifest; and one chunk object never written.
     const origin = openStore(`file:${join(dir, 'data', 'origin')}`);
     const manifestKeys: string[] = [];
-    for await (const info of origin.list('manifests/default/')) manifestKeys.push(info.key);
+    for await (const info of origin.list('manifests/test/default/')) manifestKeys.push(info.key);
     const manifests = await Promise.all(manifestKeys.map(async (key) => ({ key, ...(JSON.parse((await origin.get(key)).toString('utf8')) as Manifest) })));
     const ships = manifests.find((m) => m.title === 'ships.txt')!;
     expect(await origin.delete(ships.key)).to.equal(true);
@@ -213,7 +213,9 @@ describe('kdn end to end (kdn serve + CLI)', function () {
   });
 });
 
+const AUTH = { authorization: `Bearer ${TEST_API_KEY}` };
+
 function post(body: unknown): RequestInit {
-  return { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) };
+  return { method: 'POST', headers: { 'content-type': 'application/json', ...AUTH }, body: JSON.stringify(body) };
 }
 

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import { KdnApiClient, type QueryResponse } from '../../kdn/client/api-client.ts';
-import { startKdnProcess, startProcess, type Started } from './support/processes.ts';
+import { TEST_API_KEY, startKdnProcess, startProcess, type Started } from './support/processes.ts';
 import { testModel, type TestModel } from './support/tiny-model.ts';
 
 const PARAGRAPH = 'The river carries water from the hills to the sea. Mills stand along its banks and grind the grain. ';
@@ -31,7 +31,7 @@ describe('kdn with three edge processes and an S3 origin', function () {
       'serve', '--port', '0', '--data-dir', join(dir, 'kdn'), '--origin', origin, '--edges', edges.map((e) => e.ready.url).join(','),
       '--model', model.dir, '--backend', 'cpu', '--codec', 'int8', '--chunk-tokens', '24',
     ]);
-    api = new KdnApiClient(kdn.ready.url);
+    api = new KdnApiClient(kdn.ready.url, TEST_API_KEY);
   });
 
   after(async () => {

@@ -2,7 +2,10 @@ import express, { type Request, type Response, type Router } from 'express';
 import multer from 'multer';
 import { KdnError } from '../../../common/errors.ts';
 import { documentId } from '../../keys.ts';
-import { manifestObjects, summarize, type Manifest } from '../../manifest.ts';
+import { principalOf } from '../../auth/authenticate.ts';
+import { publicName } from '../../auth/tenancy.ts';
+import type { JobView } from '../../ingest/jobs.ts';
+import { manifestObjects, summarize, type DocumentSummary, type Manifest } from '../../manifest.ts';
 import { NamespaceQuerySchema, UploadSchema } from '../schemas.ts';
 import type { KdnServices } from '../services.ts';
 import { validate } from '../validate.ts';
@@ -13,10 +16,12 @@ const CACHE_CHECK_CONCURRENCY = 8;
 /**
  * Knowledge: POST /v1/documents (JSON {namespace, title, text} or multipart with a `file` and optional `title`,
  * `namespace` fields) answers 202 with an ingest job; GET /v1/jobs/:id; GET /v1/documents?namespace=;
- * GET|DELETE /v1/documents/:id?namespace=.
+ * GET|DELETE /v1/documents/:id?namespace=. Namespaces are the caller's tenant's (or shared ones, see
+ * kdn/auth/tenancy.ts): another tenant's documents and jobs are 404, as if they did not exist.
  */
 export function documentRoutes(services: KdnServices): Router {
   const router = express.Router();
+  const { tenancy } = services.access;
   const limit = services.config.maxUploadBytes;
   const upload = multer({ storage: multer.memoryStorage(), limits: { fileSize: limit, files: 1, fields: 8, fieldSize: 64 * 1024 } });
 
@@ -27,29 +32,36 @@ export function documentRoutes(services: KdnServices): Router {
         hint: 'split the document, or raise the limit with kdn serve --max-upload',
       });
     }
-    const id = documentId(input.namespace, input.title, input.text);
-    const job = await services.jobs.submit({ ...input, id, salt: services.saltFor(input.namespace) });
-    res.status(202).location(`/v1/jobs/${job.id}`).json({ job, document: { id, namespace: input.namespace, title: input.title } });
+    const scoped = tenancy.scope(principalOf(res).tenant, input.namespace, 'write');
+    const id = documentId(scoped, input.title, input.text);
+    const job = await services.jobs.submit({ ...input, namespace: scoped, id, salt: services.access.salts.saltFor(scoped) });
+    res.status(202).location(`/v1/jobs/${job.id}`).json({ job: publicJob(job), document: { id, namespace: input.namespace, title: input.title } });
   });
 
   router.get('/v1/jobs/:id', (req: Request, res: Response) => {
-    res.json(services.jobs.get(String(req.params.id)));
+    const tenant = principalOf(res).tenant;
+    res.json(publicJob(services.jobs.get(String(req.params.id), (job) => tenancy.canRead(tenant, job.document.namespace))));
   });
 
   router.get('/v1/documents', (req: Request, res: Response) => {
     const { namespace } = validate(NamespaceQuerySchema, req.query, 'query string');
-    res.json({ namespace, documents: services.catalog.list(namespace).map(summarize) });
+    const scoped = tenancy.scope(principalOf(res).tenant, namespace, 'read');
+    res.json({ namespace, documents: services.catalog.list(scoped).map(publicSummary) });
   });
 
   router.get('/v1/documents/:id', async (req: Request, res: Response) => {
     const { namespace } = validate(NamespaceQuerySchema, req.query, 'query string');
-    const manifest = await services.catalog.resolve(namespace, String(req.params.id));
+    const scoped = tenancy.scope(principalOf(res).tenant, namespace, 'read');
+    const manifest = await services.catalog.resolve(scoped, String(req.params.id));
     res.json(await describe(services, manifest));
   });
 
   router.delete('/v1/documents/:id', async (req: Request, res: Response) => {
     const { namespace } = validate(NamespaceQuerySchema, req.query, 'query string');
-    const manifest = await services.catalog.resolve(namespace, String(req.params.id));
+    const tenant = principalOf(res).tenant;
+    // Resolved for reading first, so a document the tenant cannot see is a 404 even in a shared namespace.
+    const manifest = await services.catalog.resolve(tenancy.scope(tenant, namespace, 'read'), String(req.params.id));
+    tenancy.scope(tenant, namespace, 'write');
     const unused = await services.catalog.unpublish(manifest);
     let purged = 0;
     for (const key of unused) {
@@ -61,10 +73,19 @@ export function documentRoutes(services: KdnServices): Router {
       }
       await services.origin.delete(key);
     }
-    res.json({ deleted: summarize(manifest), objects: { deleted: unused.length, purgedAtEdges: purged, sharedKept: manifestObjects(manifest).length - unused.length } });
+    res.json({ deleted: publicSummary(manifest), objects: { deleted: unused.length, purgedAtEdges: purged, sharedKept: manifestObjects(manifest).length - unused.length } });
   });
 
   return router;
+}
+
+/** Clients see plain namespace names, never the tenant-scoped ones kdn keeps internally. */
+function publicSummary(manifest: Manifest): DocumentSummary {
+  return { ...summarize(manifest), namespace: publicName(manifest.namespace) };
+}
+
+function publicJob(job: JobView): JobView {
+  return { ...job, document: { ...job.document, namespace: publicName(job.document.namespace) } };
 }
 
 /** The upload's fields from a JSON body, or from a multipart form whose file is the text (title defaults to its name). */
@@ -119,7 +140,7 @@ async function describe(services: KdnServices, manifest: Manifest): Promise<unkn
     }),
   );
   return {
-    ...summarize(manifest),
+    ...publicSummary(manifest),
     modelFingerprint: manifest.modelFingerprint,
     chunkBudget: manifest.chunkBudget,
     chunks: manifest.chunks.map((chunk) => ({

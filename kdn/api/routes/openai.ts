@@ -2,6 +2,7 @@ import { basename } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import express, { type Request, type Response, type Router } from 'express';
 import { toKdnError } from '../../../common/errors.ts';
+import { principalOf } from '../../auth/authenticate.ts';
 import type { GeneratedToken } from '../../../engine-adapter/types.ts';
 import type { KnowledgeRequest } from '../../query/query-service.ts';
 import type { QueryOutcome } from '../../query/run-query.ts';
@@ -82,7 +83,7 @@ async function complete(services: KdnServices, res: Response, c: Completion): Pr
   });
 
   const knowledge: KnowledgeRequest | undefined = c.knowledge && {
-    namespace: c.knowledge.namespace,
+    namespace: services.access.tenancy.scope(principalOf(res).tenant, c.knowledge.namespace, 'read'),
     topK: c.knowledge.topK,
     ...(c.knowledge.documents ? { documents: c.knowledge.documents } : {}),
   };

@@ -1,4 +1,5 @@
 import express, { type Request, type Response, type Router } from 'express';
+import { principalOf } from '../../auth/authenticate.ts';
 import { ANSWER_STOP_STRINGS, questionPrompt } from '../../query/prompt.ts';
 import { QuerySchema } from '../schemas.ts';
 import type { KdnServices } from '../services.ts';
@@ -10,7 +11,7 @@ export function queryRoutes(services: KdnServices): Router {
   router.post('/v1/query', express.json({ limit: '256kb' }), async (req: Request, res: Response) => {
     const body = validate(QuerySchema, req.body, 'query');
     const outcome = await services.queries.answer({
-      knowledge: { namespace: body.namespace, topK: body.topK, ...(body.documents ? { documents: body.documents } : {}) },
+      knowledge: { namespace: services.access.tenancy.scope(principalOf(res).tenant, body.namespace, 'read'), topK: body.topK, ...(body.documents ? { documents: body.documents } : {}) },
       searchText: body.question,
       promptText: questionPrompt(body.question),
       mode: body.mode,

@@ -3,6 +3,7 @@ import { clientFor, formatBytes, withServer } from '../client-options.ts';
 
 interface DocsFlags {
   server: string;
+  apiKey?: string;
   namespace?: string;
   json?: boolean;
 }

@@ -12,6 +12,9 @@ interface EdgeFlags {
   negativeTtl?: string;
   originTimeout?: string;
   maxBody?: string;
+  edgeSecret?: string;
+  insecureNoAuth?: boolean;
+  publicMetrics?: boolean;
   json?: boolean;
 }
 
@@ -30,6 +33,9 @@ async function runEdge(flags: EdgeFlags): Promise<void> {
     negativeTtlMs: flags.negativeTtl,
     originTimeoutMs: flags.originTimeout,
     maxBodyBytes: flags.maxBody,
+    secret: flags.edgeSecret,
+    insecureNoAuth: flags.insecureNoAuth,
+    publicMetrics: flags.publicMetrics,
   };
   const edge = await startEdge(Object.fromEntries(Object.entries(input).filter(([, value]) => value !== undefined)));
   if (flags.json) {
@@ -61,6 +67,9 @@ export function register(program: Command): void {
     .option('--negative-ttl <ms>', `how long origin misses are remembered (env ${EDGE_ENV.negativeTtlMs}; default 2000)`)
     .option('--origin-timeout <ms>', `bound on one origin request (env ${EDGE_ENV.originTimeoutMs}; default 5000)`)
     .option('--max-body <size>', `largest PUT body (env ${EDGE_ENV.maxBodyBytes}; default 1GiB)`)
+    .option('--edge-secret <secret>', `secret shared with kdn, which signs every request with it (env ${EDGE_ENV.secret}; required unless --insecure-no-auth)`)
+    .option('--insecure-no-auth', `answer requests without a kdn token: trusted test networks only (env ${EDGE_ENV.insecureNoAuth})`)
+    .option('--public-metrics', `leave /stats and /metrics open without a token (env ${EDGE_ENV.publicMetrics})`)
     .option('--json', 'print one JSON ready line instead of text')
     .action(runEdge);
 }

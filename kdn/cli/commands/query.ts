@@ -5,6 +5,7 @@ import { clientFor, collect, formatBytes, withServer } from '../client-options.t
 
 interface QueryFlags {
   server: string;
+  apiKey?: string;
   namespace?: string;
   doc?: string[];
   topK?: string;

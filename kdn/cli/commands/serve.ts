@@ -16,6 +16,11 @@ interface ServeFlags {
   edgeMemory?: string;
   edgeDisk?: string;
   edgeDiskPath?: string;
+  apiKeysFile?: string;
+  edgeSecret?: string;
+  sharedNamespaces?: string;
+  rateLimit?: string;
+  queryTimeout?: string;
   json?: boolean;
 }
 
@@ -39,10 +44,24 @@ async function serve(flags: ServeFlags): Promise<void> {
     edgeMemoryBytes: flags.edgeMemory,
     edgeDiskBytes: flags.edgeDisk,
     edgeDiskPath: flags.edgeDiskPath,
+    apiKeysFile: flags.apiKeysFile,
+    edgeSecret: flags.edgeSecret,
+    sharedNamespaces: flags.sharedNamespaces,
+    rateLimit: flags.rateLimit,
+    queryTimeoutMs: flags.queryTimeout,
   };
   const config = resolveKdnConfig(Object.fromEntries(Object.entries(input).filter(([, v]) => v !== undefined)));
   const kdn = await startKdn(config);
   const { engine } = kdn.services;
+  const generated = kdn.services.access.generated;
+  if (generated) {
+    process.stderr.write(
+      `kdn: no API keys configured; using one key for tenant "default", saved to ${generated.path}:\n` +
+        `  ${generated.key}\n` +
+        `  the kdn CLI on this machine reads it from there; other clients send "Authorization: Bearer <key>" (or set KDN_API_KEY).\n` +
+        `  configure your own keys with KDN_API_KEYS="key1=tenantA,key2=tenantB" or --api-keys-file keys.json\n`,
+    );
+  }
   if (flags.json) {
     process.stdout.write(`${JSON.stringify({ ready: true, url: kdn.url, port: kdn.port, edges: kdn.services.edges.edges, backend: engine.backend })}\n`);
   } else {
@@ -82,6 +101,11 @@ export function register(program: Command): void {
     .option('--edge-memory <size>', `embedded edge memory budget (env ${KDN_ENV.edgeMemoryBytes}; default 512MiB)`)
     .option('--edge-disk <size>', `embedded edge disk budget (env ${KDN_ENV.edgeDiskBytes}; default 4GiB)`)
     .option('--edge-disk-path <dir>', `embedded edge disk folder (env ${KDN_ENV.edgeDiskPath}; default <data-dir>/edge)`)
+    .option('--api-keys-file <file>', `API keys as JSON {"keys":[{"key","tenant"}]}, added to env KDN_API_KEYS="key=tenant,..." (env ${KDN_ENV.apiKeysFile}); none: one generated key`)
+    .option('--edge-secret <secret>', `secret shared with the edges, which check a token signed with it on every request (env ${KDN_ENV.edgeSecret}; the embedded edge gets a random one)`)
+    .option('--shared-namespaces <list>', `namespaces every tenant reads, "name=owner1+owner2,..." (owners write) (env ${KDN_ENV.sharedNamespaces})`)
+    .option('--rate-limit <rate>', `requests per second per API key, "rate[,burst]", 0 for none (env ${KDN_ENV.rateLimit}; default 100,200)`)
+    .option('--query-timeout <ms>', `bound on one query, queueing included (env ${KDN_ENV.queryTimeoutMs}; default 120000)`)
     .option('--json', 'print one JSON ready line instead of text')
     .action(serve);
 }

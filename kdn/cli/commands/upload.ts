@@ -8,6 +8,7 @@ import { Progress } from '../progress.ts';
 
 interface UploadFlags {
   server: string;
+  apiKey?: string;
   namespace?: string;
   title?: string;
   wait: boolean;

@@ -6,6 +6,7 @@ import { Progress } from '../progress.ts';
 
 interface WarmFlags {
   server: string;
+  apiKey?: string;
   namespace?: string;
   doc?: string[];
   edges?: string;
@@ -24,7 +25,9 @@ async function warm(flags: WarmFlags): Promise<void> {
     process.stdout.write(flags.json ? `${JSON.stringify(summary)}\n` : `nothing to warm in namespace "${plan.namespace}"\n`);
     return;
   }
-  const edges = new EdgeClient({ edges: edgeUrls });
+  // The plan carries a token for POST /warm; this machine does not hold the edge secret.
+  const token = plan.edgeToken?.token;
+  const edges = new EdgeClient({ edges: edgeUrls, ...(token ? { signer: () => token } : {}) });
   const progress = new Progress('warm');
   let done = 0;
   let bytes = 0;

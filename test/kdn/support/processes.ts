@@ -13,6 +13,11 @@ export interface Started {
 
 const KDN = ['bin/kdn.js'];
 
+/** The API key (tenant "test") and edge secret every kdn and edge process started by these helpers uses. */
+export const TEST_API_KEY = 'test-key-0123456789abcdef';
+export const TEST_EDGE_SECRET = 'test-edge-secret-0123456789abcdef';
+const AUTH_ENV = { KDN_API_KEYS: `${TEST_API_KEY}=test`, KDN_EDGE_SECRET: TEST_EDGE_SECRET, KDN_API_KEY: TEST_API_KEY };
+
 /** Starts a long-running command that prints one JSON ready line on stdout (kdn serve/edge --json, s3rver-process). */
 export async function startProcess(args: string[], options: { env?: NodeJS.ProcessEnv; node?: string[]; timeoutMs?: number } = {}): Promise<Started> {
   const child = spawn(process.execPath, [...(options.node ?? []), ...args], {
@@ -53,7 +58,7 @@ export async function startProcess(args: string[], options: { env?: NodeJS.Proce
 }
 
 export function startKdnProcess(args: string[], env?: NodeJS.ProcessEnv): Promise<Started> {
-  return startProcess([...KDN, ...args, '--json'], { env: { LOG_LEVEL: 'warn', ...env } });
+  return startProcess([...KDN, ...args, '--json'], { env: { LOG_LEVEL: 'warn', ...AUTH_ENV, ...env } });
 }
 
 export interface CliResult {
@@ -62,10 +67,10 @@ export interface CliResult {
   stderr: string;
 }
 
-/** Runs one `kdn` CLI command to completion. */
+/** Runs one `kdn` CLI command to completion (with TEST_API_KEY unless `env` sets KDN_API_KEY). */
 export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [...KDN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [...KDN, ...args], { env: { ...process.env, ...AUTH_ENV, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (c: Buffer) => (stdout += c.toString('utf8')));
