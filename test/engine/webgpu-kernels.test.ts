@@ -205,8 +205,11 @@ describe('webgpu kernels vs the CPU reference', function () {
     [19, 0, 20, 4],
     [3, 50, 128, null],
     [33, 0, 8, null],
+    [2, 300, 64, null],
+    [4, 300, 64, 50],
   ] as const) {
-    it(`attention tokens=${tokens} at ${posBase}, headDim ${hd}, GQA 3, window ${window} (atol 2e-5)`, async () => {
+    // splits: the key range in that many parts merged by attention-combine (5 leaves some parts empty).
+    for (const splits of [1, 3, 5]) it(`attention tokens=${tokens} at ${posBase}, headDim ${hd}, GQA 3, window ${window}, ${splits} key split(s) (atol 2e-5)`, async () => {
       const [heads, kvHeads] = [6, 2];
       const ctxLen = posBase + tokens;
       const q = randomArray(tokens * heads * hd, 16);
@@ -216,7 +219,7 @@ describe('webgpu kernels vs the CPU reference', function () {
       const expected = new Float32Array(q.length);
       attention(expected, q, positions, keys, values, { tokens, heads, kvHeads, headDim: hd, slidingWindow: window });
       const out = ctx.storage(q.byteLength, 'out');
-      const args = { q: upload(q), cacheK: upload(keys), cacheV: upload(values), out, tokens, heads, kvHeads, headDim: hd, posBase, window };
+      const args = { q: upload(q), cacheK: upload(keys), cacheV: upload(values), out, tokens, heads, kvHeads, headDim: hd, posBase, window, splits };
       const got = await run((rec) => recordAttention(ctx, rec, args), out, q.length);
       const worst = expectClose(got, expected, 2e-5, 0, 'attention');
       expect(worst).to.be.below(2e-5);

@@ -4,12 +4,21 @@
 // A workgroup takes one kv head and 16 query rows, a row being (token, q head of that kv head's GQA group), so the
 // group shares each K/V tile. Four threads serve a row, each owning every 4th dimension of the head.
 // Query t sits at absolute position posBase + t and sees keys [max(0, pos + 1 - window), pos] (window 0: all).
-struct Params { tokens: u32, heads: u32, kvHeads: u32, headDim: u32, posBase: u32, window: u32, scale: f32 }
+//
+// With SPLIT (flash-decoding, for few query rows over long KV), workgroup z takes the z-th of p.splits parts of
+// the workgroup's key range and writes its unnormalised accumulator and (max, sum) to partAcc / partStats;
+// attention-combine.wgsl merges the parts.
+struct Params { tokens: u32, heads: u32, kvHeads: u32, headDim: u32, posBase: u32, window: u32, scale: f32, splits: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
 @group(0) @binding(2) var<storage, read> kc: array<f32>;
 @group(0) @binding(3) var<storage, read> vc: array<f32>;
+#if SPLIT
+@group(0) @binding(4) var<storage, read_write> partAcc: array<f32>;
+@group(0) @binding(5) var<storage, read_write> partStats: array<f32>;
+#else
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
+#endif
 
 override BK: u32 = 16u;       // keys per tile
 override TILE: u32 = 2048u;   // BK * headDim
@@ -58,8 +67,16 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
   // The key range of the whole workgroup, from its first and last rows (uniform: depends on wid only).
   let firstT = (wid.x * ROWS) / group;
   let lastT = (min(wid.x * ROWS + ROWS, totalRows) - 1u) / group;
+#if SPLIT
+  let fullStart = key_start(p.posBase + firstT);
+  let fullEnd = p.posBase + lastT + 1u;
+  let per = (((fullEnd - fullStart + p.splits - 1u) / p.splits + BK - 1u) / BK) * BK;
+  let wgStart = min(fullEnd, fullStart + wid.z * per);
+  let wgEnd = min(fullEnd, wgStart + per);
+#else
   let wgStart = key_start(p.posBase + firstT);
   let wgEnd = p.posBase + lastT + 1u;
+#endif
 
   var m = -3.0e38;
   var l = 0.0;
@@ -121,10 +138,22 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
   }
 
   if (valid) {
+#if SPLIT
+    let part = wid.z * p.tokens * p.heads + t * p.heads + head;
+    for (var jd = 0u; jd < dpt; jd++) {
+      let d = slice + jd * SLICES;
+      if (d < D) { partAcc[part * D + d] = acc[jd]; }
+    }
+    if (slice == 0u) {
+      partStats[2u * part] = m;
+      partStats[2u * part + 1u] = l;
+    }
+#else
     let ob = (t * p.heads + head) * D;
     for (var jd = 0u; jd < dpt; jd++) {
       let d = slice + jd * SLICES;
       if (d < D) { out[ob + d] = acc[jd] / l; }
     }
+#endif
   }
 }

@@ -15,9 +15,13 @@ struct Params { m: u32, n: u32, k: u32, rowWords: u32, hasBias: u32 }
 const TM = 64u;
 const TN = 64u;
 const TK = 16u;
+// Rows of the staged tiles are padded by one float: the loads below store 16 consecutive k of one row from
+// consecutive threads, which without padding would all hit one shared-memory bank.
+const XS = TM + 1u;
+const WS = TN + 1u;
 
-var<workgroup> xs: array<f32, 1024>; // [TK][TM]
-var<workgroup> ws: array<f32, 1024>; // [TK][TN]
+var<workgroup> xs: array<f32, 1040>; // [TK][XS]
+var<workgroup> ws: array<f32, 1040>; // [TK][WS]
 
 fn weight(row: u32, col: u32) -> f32 {
 #if F16_WEIGHTS
@@ -42,18 +46,18 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid3: v
       let col = k0 + kk;
       var xv = 0.0;
       if (m0 + r < p.m && col < p.k) { xv = x[(m0 + r) * p.k + col]; }
-      xs[kk * TM + r] = xv;
+      xs[kk * XS + r] = xv;
       var wv = 0.0;
       if (n0 + r < p.n && col < p.k) { wv = weight(n0 + r, col); }
-      ws[kk * TN + r] = wv;
+      ws[kk * WS + r] = wv;
     }
     workgroupBarrier();
     for (var kk = 0u; kk < TK; kk++) {
       var a: array<f32, 4>;
       var b: array<f32, 4>;
       for (var i = 0u; i < 4u; i++) {
-        a[i] = xs[kk * TM + ty + 16u * i];
-        b[i] = ws[kk * TN + tx + 16u * i];
+        a[i] = xs[kk * XS + ty + 16u * i];
+        b[i] = ws[kk * WS + tx + 16u * i];
       }
       for (var i = 0u; i < 4u; i++) {
         for (var j = 0u; j < 4u; j++) {

@@ -1,0 +1,106 @@
+/**
+ * Where prefill time goes on the WebGPU backend: times each kernel of one layer for a chunk of --chunk tokens
+ * (each op recorded --reps times into one submission, so launch overhead is amortised as in a real forward), the
+ * attention of every chunk of a --tokens prefill, and the lm_head; scales per-layer figures by the layer count and
+ * prints one JSON object. Run on the GPU machine:
+ *   node --import tsx tools/gpu/profile-prefill.ts --shape llama3.2-1b --tokens 4096
+ */
+import { parseArgs } from 'node:util';
+import { parseModelConfig } from '../../engine-adapter/index.ts';
+import { openDevice } from '../../engine-adapter/webgpu/device.ts';
+import { GpuContext, type Recorder } from '../../engine-adapter/webgpu/gpu-context.ts';
+import { uploadWeights } from '../../engine-adapter/webgpu/gpu-weights.ts';
+import { recordAdd } from '../../engine-adapter/webgpu/kernels/add.ts';
+import { recordAttention } from '../../engine-adapter/webgpu/kernels/attention.ts';
+import { recordMatmul } from '../../engine-adapter/webgpu/kernels/matmul.ts';
+import { recordRmsNorm } from '../../engine-adapter/webgpu/kernels/rmsnorm.ts';
+import { recordRope } from '../../engine-adapter/webgpu/kernels/rope.ts';
+import { recordSwiglu } from '../../engine-adapter/webgpu/kernels/swiglu.ts';
+import { SYNTHETIC_SHAPES } from '../../bench/lib/shapes.ts';
+import { syntheticWeights } from '../../bench/lib/synthetic-engine.ts';
+
+const { values } = parseArgs({
+  options: {
+    shape: { type: 'string', default: 'llama3.2-1b' },
+    tokens: { type: 'string', default: '4096' },
+    chunk: { type: 'string', default: '1024' },
+    reps: { type: 'string', default: '5' },
+  },
+});
+const shape = values.shape;
+const hf = SYNTHETIC_SHAPES[shape];
+if (!hf) throw new Error(`unknown shape ${shape}`);
+const c = parseModelConfig(hf, shape);
+const total = Number(values.tokens);
+const n = Number(values.chunk);
+const reps = Number(values.reps);
+
+const ctx = new GpuContext(await openDevice());
+const w = await uploadWeights(ctx, syntheticWeights(c), ctx.features.shaderF16 ? 'f16' : 'f32');
+const lw = w.layers[0]!;
+const qDim = c.heads * c.headDim;
+const kvDim = c.kvHeads * c.headDim;
+const buf = (floats: number): GPUBuffer => ctx.storage(floats * 4, 'profile');
+const x = buf(n * c.hiddenSize);
+const h = buf(n * c.hiddenSize);
+const q = buf(n * qDim);
+const k = buf(n * kvDim);
+const attn = buf(n * qDim);
+const gate = buf(n * c.intermediateSize);
+const up = buf(n * c.intermediateSize);
+const cacheK = buf(total * kvDim);
+const cacheV = buf(total * kvDim);
+const logits = buf(c.vocabSize);
+
+/** Median-free mean ms of one recording of `op`, after one warm-up submission. */
+async function time(op: (rec: Recorder) => void): Promise<number> {
+  const once = ctx.recorder();
+  op(once);
+  await once.submit();
+  const rec = ctx.recorder();
+  for (let i = 0; i < reps; i++) op(rec);
+  const t0 = performance.now();
+  await rec.submit();
+  return (performance.now() - t0) / reps;
+}
+
+const flops = (rows: number, cols: number): number => 2 * n * rows * cols;
+const perLayer: Record<string, { ms: number; tflops?: number }> = {};
+const matmuls = { q: lw.q, k: lw.k, v: lw.v, o: lw.o, gate: lw.gate, up: lw.up, down: lw.down };
+const inputs = { q: h, k: h, v: h, o: attn, gate: h, up: h, down: gate };
+const outputs = { q, k, v: k, o: h, gate, up: up, down: x };
+for (const name of Object.keys(matmuls) as (keyof typeof matmuls)[]) {
+  const m = matmuls[name];
+  const ms = await time((rec) => recordMatmul(ctx, rec, { x: inputs[name], w: m, y: outputs[name], m: n }));
+  perLayer[`matmul_${name}`] = { ms, tflops: flops(m.rows, m.cols) / ms / 1e9 };
+}
+perLayer.rmsnorm_x2 = { ms: 2 * (await time((rec) => recordRmsNorm(ctx, rec, { x, weight: lw.inputNorm, out: h, rows: n, n: c.hiddenSize, eps: c.rmsNormEps }))) };
+perLayer.rope_qk = {
+  ms: await time((rec) => {
+    recordRope(ctx, rec, { x: q, invFreq: w.invFreq, tokens: n, heads: c.heads, headDim: c.headDim, posBase: 0 });
+    recordRope(ctx, rec, { x: k, invFreq: w.invFreq, tokens: n, heads: c.kvHeads, headDim: c.headDim, posBase: 0 });
+  }),
+};
+perLayer.swiglu = { ms: await time((rec) => recordSwiglu(ctx, rec, { gate, up, count: n * c.intermediateSize })) };
+perLayer.add_x2 = { ms: 2 * (await time((rec) => recordAdd(ctx, rec, { x, y: h, count: n * c.hiddenSize }))) };
+let attentionMs = 0;
+const attentionByChunk: Record<string, number> = {};
+for (let pos = 0; pos < total; pos += n) {
+  const ms = await time((rec) =>
+    recordAttention(ctx, rec, { q, cacheK, cacheV, out: attn, tokens: n, heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, posBase: pos, window: null }),
+  );
+  attentionByChunk[`pos_${pos}`] = ms;
+  attentionMs += ms;
+}
+const lmHeadMs = await time((rec) => recordMatmul(ctx, rec, { x: h, w: w.lmHead, y: logits, m: 1 }));
+const chunks = Math.ceil(total / n);
+const layerChunkMs = Object.values(perLayer).reduce((s, v) => s + v.ms, 0);
+const estimate = {
+  matmul_ms: chunks * c.layers * Object.entries(perLayer).filter(([k2]) => k2.startsWith('matmul')).reduce((s, [, v]) => s + v.ms, 0),
+  attention_ms: c.layers * attentionMs,
+  other_ms: chunks * c.layers * Object.entries(perLayer).filter(([k2]) => !k2.startsWith('matmul')).reduce((s, [, v]) => s + v.ms, 0),
+  lm_head_ms: lmHeadMs,
+  total_ms: chunks * c.layers * layerChunkMs + c.layers * attentionMs + lmHeadMs,
+};
+console.log(JSON.stringify({ device: ctx.description, shape, tokens: total, chunk: n, perLayerPerChunk: perLayer, attentionPerLayerByChunk: attentionByChunk, estimate }, null, 1));
+ctx.dispose();
