@@ -54,6 +54,8 @@ function fromMiddleware(err: unknown): KdnError {
       ? new KdnError('PAYLOAD_TOO_LARGE', `upload too large: ${err.message}`, { hint: 'raise --max-upload on the server or split the document' })
       : new KdnError('INVALID_ARGUMENT', `bad multipart upload: ${err.message}`, { hint: 'send one "file" field and optional "title", "namespace"' });
   }
+  // The router's percent-decoding of a route parameter ("/v1/jobs/%ff").
+  if (err instanceof URIError) return new KdnError('INVALID_ARGUMENT', `bad percent-encoding in the URL: ${err.message}`, { hint: 'escape ids with encodeURIComponent' });
   const type = (err as { type?: unknown }).type;
   if (type === 'entity.too.large') return new KdnError('PAYLOAD_TOO_LARGE', 'request body too large', { hint: 'send a smaller body' });
   if (type === 'entity.parse.failed') return new KdnError('INVALID_ARGUMENT', 'request body is not valid JSON');

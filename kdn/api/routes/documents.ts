@@ -1,4 +1,4 @@
-import express, { type Request, type Response, type Router } from 'express';
+import express, { type Request, type RequestHandler, type Response, type Router } from 'express';
 import multer from 'multer';
 import { KdnError } from '../../../common/errors.ts';
 import { documentId } from '../../keys.ts';
@@ -25,7 +25,7 @@ export function documentRoutes(services: KdnServices): Router {
   const limit = services.config.maxUploadBytes;
   const upload = multer({ storage: multer.memoryStorage(), limits: { fileSize: limit, files: 1, fields: 8, fieldSize: 64 * 1024 } });
 
-  router.post('/v1/documents', express.json({ limit: limit + 64 * 1024 }), upload.single('file'), async (req: Request, res: Response) => {
+  router.post('/v1/documents', express.json({ limit: limit + 64 * 1024 }), multipartErrors(upload.single('file')), async (req: Request, res: Response) => {
     const input = validate(UploadSchema, uploadFields(req), 'upload');
     if (Buffer.byteLength(input.text) > limit) {
       throw new KdnError('PAYLOAD_TOO_LARGE', `the document is larger than the ${limit}-byte upload limit`, {
@@ -86,6 +86,16 @@ function publicSummary(manifest: Manifest): DocumentSummary {
 
 function publicJob(job: JobView): JobView {
   return { ...job, document: { ...job.document, namespace: publicName(job.document.namespace) } };
+}
+
+/** Multer passes the form parser's own errors (no closing boundary, no boundary at all) through as plain Errors: they are the client's. */
+function multipartErrors(handler: RequestHandler): RequestHandler {
+  return (req, res, next) => {
+    void handler(req, res, (err?: unknown) => {
+      if (err === undefined || err instanceof multer.MulterError || err instanceof KdnError || !(err instanceof Error)) next(err);
+      else next(new KdnError('INVALID_ARGUMENT', `bad multipart upload: ${err.message}`, { hint: 'send a well-formed multipart/form-data body with one "file" field' }));
+    });
+  };
 }
 
 /** The upload's fields from a JSON body, or from a multipart form whose file is the text (title defaults to its name). */

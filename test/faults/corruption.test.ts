@@ -1,0 +1,118 @@
+import { expect } from 'chai';
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { QueryResponse } from '../../kdn/client/api-client.ts';
+import { testModel, type TestModel } from '../kdn/support/tiny-model.ts';
+import { corpusText } from './support/corpus.ts';
+import { edgeDiskFile, flipBytes, originFile } from './support/corrupt.ts';
+import { recordFigures } from './support/figures.ts';
+import { FaultsApi } from './support/kdn-api.ts';
+import { Rng } from './support/rng.ts';
+import { collectStderr, logLines, startKdn, tempDir, type Started } from './support/stack.ts';
+
+const SEED = 8101;
+const FLIPS_PER_OBJECT = 3;
+
+/**
+ * Corruption: bytes flipped in stored KV objects, half at the origin (and gone from the edge, so the edge must
+ * fetch the bad copy), half in the edge's disk tier (the origin copy is good). No corrupt object may reach the
+ * engine: origin-corrupt chunks are computed (the edge answers KV_CORRUPT), edge-corrupt ones are refetched.
+ */
+describe('fault: corrupted KV objects', function () {
+  this.timeout(120_000);
+  let model: TestModel;
+  let tmp: { dir: string; cleanup: () => Promise<void> };
+  let kdn: Started;
+  let api: FaultsApi;
+
+  before(async () => {
+    model = await testModel({ preferDemo: false });
+    tmp = await tempDir('kdn-fault-corrupt-');
+    // No memory tier on the embedded edge: every read goes to its disk tier, where the flipped files are.
+    kdn = await startKdn([
+      '--data-dir', join(tmp.dir, 'data'), '--edge-disk-path', join(tmp.dir, 'edge'), '--edge-memory', '0',
+      '--model', model.dir, '--codec', 'fp16', '--chunk-tokens', '16',
+    ]);
+    api = new FaultsApi(kdn.ready.url);
+  });
+
+  after(async () => {
+    await kdn?.stop();
+    await model?.cleanup();
+    await tmp?.cleanup();
+  });
+
+  it('detects every corrupted object, injects none, and still answers', async () => {
+    const job = await api.ingest('river', corpusText(14));
+    const ask = (): Promise<QueryResponse> => api.query({ question: 'What does the miller watch?', documents: ['river'], maxTokens: 12 });
+    const baseline = await ask();
+    expect(baseline.chunks.length).to.be.at.least(10);
+    expect(baseline.chunks.every((c) => c.tier === 'disk')).to.equal(true);
+
+    const manifest = await api.document(job.document.id);
+    const keyOf = (c: QueryResponse['chunks'][number]): string => {
+      const chunk = manifest.chunks[c.index]!;
+      return c.kind === 'chained' ? chunk.chained!.key : chunk.independent.key;
+    };
+    const rng = new Rng(SEED);
+    const atOrigin = new Set<string>();
+    const atEdge = new Set<string>();
+    for (const [i, chunk] of baseline.chunks.entries()) {
+      const key = keyOf(chunk);
+      if (i % 2 === 0) {
+        await flipBytes(originFile(join(tmp.dir, 'data', 'origin'), key), FLIPS_PER_OBJECT, rng);
+        await rm(edgeDiskFile(join(tmp.dir, 'edge'), key));
+        atOrigin.add(key);
+      } else {
+        await flipBytes(edgeDiskFile(join(tmp.dir, 'edge'), key), FLIPS_PER_OBJECT, rng);
+        atEdge.add(key);
+      }
+    }
+
+    const log = collectStderr(kdn);
+    const answer = await ask();
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    // kdn logs each unusable object with the edge's error code; an origin-corrupt object answers KV_CORRUPT.
+    const reportedCorrupt = new Set(
+      logLines(log())
+        .filter((line) => (line.err as { code?: string } | undefined)?.code === 'KV_CORRUPT')
+        .map((line) => String(line.key)),
+    );
+
+    let injected = 0;
+    let detected = 0;
+    for (const chunk of answer.chunks) {
+      const key = keyOf(chunk);
+      if (atOrigin.has(key)) {
+        // The origin holds only the bad copy: any tier but 'computed' means it was injected.
+        if (chunk.tier !== 'computed') injected++;
+        else if (reportedCorrupt.has(key)) detected++;
+      } else if (atEdge.has(key)) {
+        // The edge's disk copy is bad: 'disk' would mean it was served; 'origin' means dropped and refetched.
+        if (chunk.tier === 'disk' || chunk.tier === 'memory') injected++;
+        else if (chunk.tier === 'origin') detected++;
+      }
+    }
+    const corrupted = atOrigin.size + atEdge.size;
+    recordFigures('corruption', {
+      objectsCorrupted: corrupted,
+      atOrigin: atOrigin.size,
+      atEdgeDisk: atEdge.size,
+      detected,
+      injected,
+      computed: answer.chunks.filter((c) => c.tier === 'computed').length,
+      refetched: answer.chunks.filter((c) => c.tier === 'origin').length,
+      answered: answer.answer === baseline.answer,
+    });
+    expect(corrupted).to.be.at.least(10);
+    expect(injected).to.equal(0);
+    expect(detected).to.equal(corrupted);
+    expect(answer.chunks.map((c) => c.index)).to.deep.equal(baseline.chunks.map((c) => c.index));
+    // fp16 objects reproduce the computed KV, so an answer built from refetched and recomputed chunks is the same.
+    expect(answer.answer).to.equal(baseline.answer);
+
+    // The repaired edge now serves the refetched objects from disk; the origin-corrupt ones stay computed.
+    const again = await ask();
+    for (const chunk of again.chunks) expect(chunk.tier).to.equal(atOrigin.has(keyOf(chunk)) ? 'computed' : 'disk');
+  });
+});

@@ -1,0 +1,20 @@
+import { randomBytes } from 'node:crypto';
+
+/**
+ * Credentials every fault test uses (issue 8's interface): kdn reads API keys from KDN_API_KEYS ("key=tenant,..."),
+ * kdn and its edges share KDN_EDGE_SECRET. Setting both on every process, and sending the key on every request,
+ * keeps these tests valid whether or not the servers enforce them yet.
+ */
+export const API_KEY = 'faults-key-0123456789abcdef';
+export const TENANT = 'faults';
+
+const EDGE_SECRET = randomBytes(24).toString('hex');
+
+/** Environment for any kdn or edge process a fault test starts. */
+export function authEnv(): NodeJS.ProcessEnv {
+  return { KDN_API_KEYS: `${API_KEY}=${TENANT}`, KDN_EDGE_SECRET: EDGE_SECRET };
+}
+
+export function authHeaders(): Record<string, string> {
+  return { authorization: `Bearer ${API_KEY}` };
+}
