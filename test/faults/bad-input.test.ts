@@ -5,7 +5,7 @@ import { testModel, type TestModel } from '../kdn/support/tiny-model.ts';
 import { recordFigures } from './support/figures.ts';
 import { edgeCase, kdnCase, sampleObjects, type FuzzCase } from './support/fuzz-cases.ts';
 import { sendCase } from './support/fuzz-send.ts';
-import { FaultsApi } from './support/kdn-api.ts';
+import { healthy } from './support/kdn-api.ts';
 import { mib, MiB, rssBytes } from './support/proc-stats.ts';
 import { Rng } from './support/rng.ts';
 import { startEdgeProcess, startKdn, tempDir, type Started } from './support/stack.ts';
@@ -74,7 +74,7 @@ describe('fault: malformed requests (fuzz)', function () {
     const after = { kdn: await rssBytes(kdn.child.pid!), edge: await rssBytes(edge.child.pid!) };
 
     const crashes = [kdn, edge].filter((p) => p.child.exitCode !== null || p.child.signalCode !== null).length;
-    const kdnHealthy = await new FaultsApi(kdn.ready.url).healthy();
+    const kdnHealthy = await healthy(kdn.ready.url);
     const edgeHealthy = (await fetch(`${edge.ready.url}/healthz`).catch(() => undefined))?.ok === true;
     const total = (key: keyof Omit<Tally, 'wrong'>): number => tallies.kdn[key] + tallies.edge[key];
     recordFigures('badInput', {

@@ -1,12 +1,12 @@
 import { expect } from 'chai';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { QueryResponse } from '../../kdn/client/api-client.ts';
+import type { KdnApiClient, QueryResponse } from '../../kdn/client/api-client.ts';
 import { testModel, type TestModel } from '../kdn/support/tiny-model.ts';
 import { corpusText } from './support/corpus.ts';
 import { edgeDiskFile, flipBytes, originFile } from './support/corrupt.ts';
 import { recordFigures } from './support/figures.ts';
-import { FaultsApi } from './support/kdn-api.ts';
+import { ingest, kdnClient, manifestOf } from './support/kdn-api.ts';
 import { Rng } from './support/rng.ts';
 import { collectStderr, logLines, startKdn, tempDir, type Started } from './support/stack.ts';
 
@@ -23,7 +23,7 @@ describe('fault: corrupted KV objects', function () {
   let model: TestModel;
   let tmp: { dir: string; cleanup: () => Promise<void> };
   let kdn: Started;
-  let api: FaultsApi;
+  let api: KdnApiClient;
 
   before(async () => {
     model = await testModel({ preferDemo: false });
@@ -33,7 +33,7 @@ describe('fault: corrupted KV objects', function () {
       '--data-dir', join(tmp.dir, 'data'), '--edge-disk-path', join(tmp.dir, 'edge'), '--edge-memory', '0',
       '--model', model.dir, '--codec', 'fp16', '--chunk-tokens', '16',
     ]);
-    api = new FaultsApi(kdn.ready.url);
+    api = kdnClient(kdn.ready.url);
   });
 
   after(async () => {
@@ -43,13 +43,13 @@ describe('fault: corrupted KV objects', function () {
   });
 
   it('detects every corrupted object, injects none, and still answers', async () => {
-    const job = await api.ingest('river', corpusText(14));
+    const job = await ingest(api, 'river', corpusText(14));
     const ask = (): Promise<QueryResponse> => api.query({ question: 'What does the miller watch?', documents: ['river'], maxTokens: 12 });
     const baseline = await ask();
     expect(baseline.chunks.length).to.be.at.least(10);
     expect(baseline.chunks.every((c) => c.tier === 'disk')).to.equal(true);
 
-    const manifest = await api.document(job.document.id);
+    const manifest = await manifestOf(api, job.document.id);
     const keyOf = (c: QueryResponse['chunks'][number]): string => {
       const chunk = manifest.chunks[c.index]!;
       return c.kind === 'chained' ? chunk.chained!.key : chunk.independent.key;

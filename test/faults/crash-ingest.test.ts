@@ -1,12 +1,13 @@
 import { expect } from 'chai';
 import { join } from 'node:path';
+import type { KdnApiClient } from '../../kdn/client/api-client.ts';
 import { testModel, type TestModel } from '../kdn/support/tiny-model.ts';
 import type { JobView } from '../../kdn/ingest/jobs.ts';
 import { openStore } from '../../storage/open-store.ts';
 import { verifyKVObject } from '../../storage/kv-object/index.ts';
 import { corpusText } from './support/corpus.ts';
 import { recordFigures } from './support/figures.ts';
-import { FaultsApi } from './support/kdn-api.ts';
+import { ingest, kdnClient } from './support/kdn-api.ts';
 import { startKdn, tempDir, type Started } from './support/stack.ts';
 
 /** Objects the first ingest must have finished before kdn is killed, so the kill lands mid-upload. */
@@ -23,9 +24,9 @@ describe('fault: kdn killed in the middle of an ingest', function () {
   let tmp: { dir: string; cleanup: () => Promise<void> };
   let kdn: Started | undefined;
 
-  const serve = async (): Promise<FaultsApi> => {
+  const serve = async (): Promise<KdnApiClient> => {
     kdn = await startKdn(['--data-dir', join(tmp.dir, 'data'), '--model', model.dir, '--codec', 'int8', '--chunk-tokens', '64']);
-    return new FaultsApi(kdn.ready.url);
+    return kdnClient(kdn.ready.url);
   };
 
   before(async () => {
@@ -74,7 +75,7 @@ describe('fault: kdn killed in the middle of an ingest', function () {
     expect(stored).to.be.at.least(seen.progress.objects.done).and.below(total);
 
     api = await serve();
-    const again = await api.ingest('long', text);
+    const again = await ingest(api, 'long', text);
     const { computed, skipped } = again.progress.objects;
     recordFigures('crashIngest', {
       objectsTotal: total,

@@ -1,10 +1,10 @@
 import { expect } from 'chai';
 import { join } from 'node:path';
-import type { QueryResponse } from '../../kdn/client/api-client.ts';
+import type { KdnApiClient, QueryResponse } from '../../kdn/client/api-client.ts';
 import { testModel, type TestModel } from '../kdn/support/tiny-model.ts';
 import { corpusText } from './support/corpus.ts';
 import { recordFigures } from './support/figures.ts';
-import { FaultsApi } from './support/kdn-api.ts';
+import { ingest, kdnClient } from './support/kdn-api.ts';
 import { startEdgeProcess, startKdn, startS3Process, tempDir, type Started } from './support/stack.ts';
 
 const CLIENTS = 6;
@@ -24,7 +24,7 @@ describe('fault: an edge process killed mid-transfer', function () {
   let s3: Started;
   const edges: Started[] = [];
   let kdn: Started;
-  let api: FaultsApi;
+  let api: KdnApiClient;
 
   before(async () => {
     model = await testModel();
@@ -37,7 +37,7 @@ describe('fault: an edge process killed mid-transfer', function () {
       '--data-dir', join(tmp.dir, 'kdn'), '--origin', s3.ready.url, '--edges', edges.map((e) => e.ready.url).join(','),
       '--model', model.dir, '--codec', 'fp16', '--chunk-tokens', model.kind === 'demo' ? '256' : '64',
     ]);
-    api = new FaultsApi(kdn.ready.url);
+    api = kdnClient(kdn.ready.url);
   });
 
   after(async () => {
@@ -49,7 +49,7 @@ describe('fault: an edge process killed mid-transfer', function () {
   });
 
   it('answers every query while one of three edges is SIGKILLed', async () => {
-    await api.ingest('harbour', corpusText(90, 5));
+    await ingest(api, 'harbour', corpusText(90, 5));
     const ask = (): Promise<QueryResponse> => api.query({ question: 'What does the lighthouse light?', documents: ['harbour'], maxTokens: 4 });
     const baseline = await ask();
     const perEdge = new Map<string, number>();

@@ -1,9 +1,10 @@
 import { expect } from 'chai';
 import { join } from 'node:path';
+import type { KdnApiClient } from '../../kdn/client/api-client.ts';
 import { testModel, type TestModel } from '../kdn/support/tiny-model.ts';
 import { corpusText } from './support/corpus.ts';
 import { recordFigures } from './support/figures.ts';
-import { FaultsApi, metricValue } from './support/kdn-api.ts';
+import { healthy, ingest, kdnClient, metrics, metricValue } from './support/kdn-api.ts';
 import { mib, MiB, percentile, rssBytes } from './support/proc-stats.ts';
 import { startKdn, tempDir, type Started } from './support/stack.ts';
 
@@ -24,15 +25,15 @@ describe('fault: sustained load from 32 clients', function () {
   let model: TestModel;
   let tmp: { dir: string; cleanup: () => Promise<void> };
   let kdn: Started;
-  let api: FaultsApi;
+  let api: KdnApiClient;
 
   before(async () => {
     model = await testModel();
     tmp = await tempDir('kdn-fault-load-');
     kdn = await startKdn(['--data-dir', join(tmp.dir, 'data'), '--model', model.dir, '--chunk-tokens', '64']);
-    api = new FaultsApi(kdn.ready.url, DURATION_MS + 60_000);
-    await api.ingest('river', corpusText(40, 1));
-    await api.ingest('harbour', corpusText(40, 2));
+    api = kdnClient(kdn.ready.url);
+    await ingest(api, 'river', corpusText(40, 1));
+    await ingest(api, 'harbour', corpusText(40, 2));
   });
 
   after(async () => {
@@ -70,7 +71,7 @@ describe('fault: sustained load from 32 clients', function () {
     await Promise.all([
       ...Array.from({ length: CLIENTS }, (_, id) => client(id)),
       sampler(METRICS_EVERY_MS, async () => {
-        const depth = metricValue(await api.metrics(), 'kdn_engine_queue_depth');
+        const depth = metricValue(await metrics(kdn.ready.url, DURATION_MS + 60_000), 'kdn_engine_queue_depth');
         if (depth !== undefined) depths.push(depth);
       }),
       sampler(RSS_EVERY_MS, async () => {
@@ -99,6 +100,6 @@ describe('fault: sustained load from 32 clients', function () {
     expect(latencies.length).to.be.at.least(CLIENTS);
     expect(Math.max(0, ...depths), 'queue depth seen in /metrics').to.be.greaterThan(0);
     expect(last - settled, 'RSS drift').to.be.below(RSS_DRIFT_LIMIT);
-    expect(await api.healthy()).to.equal(true);
+    expect(await healthy(kdn.ready.url)).to.equal(true);
   });
 });

@@ -4,7 +4,7 @@ import type { QueryResponse } from '../../kdn/client/api-client.ts';
 import { testModel, type TestModel } from '../kdn/support/tiny-model.ts';
 import { corpusText } from './support/corpus.ts';
 import { recordFigures } from './support/figures.ts';
-import { FaultsApi } from './support/kdn-api.ts';
+import { ingest, kdnClient } from './support/kdn-api.ts';
 import { startEdgeProcess, startKdn, startS3Process, tempDir, type Started } from './support/stack.ts';
 
 const ORIGIN_TIMEOUT_MS = 1_000;
@@ -45,14 +45,14 @@ describe('fault: the S3 origin stops answering', function () {
     const kdnArgs = ['--origin', s3.ready.url, '--model', model.dir, '--codec', 'int8', '--chunk-tokens', '24'];
     // Ingest through a kdn with its own embedded edge, then serve through a fresh edge that holds nothing yet.
     const ingester = await startKdn(['--data-dir', join(tmp.dir, 'ingest'), ...kdnArgs]);
-    const ingestApi = new FaultsApi(ingester.ready.url);
-    await ingestApi.ingest('held', corpusText(30, 1));
-    await ingestApi.ingest('cold', corpusText(30, 2));
+    const ingestApi = kdnClient(ingester.ready.url);
+    await ingest(ingestApi, 'held', corpusText(30, 1));
+    await ingest(ingestApi, 'cold', corpusText(30, 2));
     await ingester.stop('SIGTERM');
 
     edge = await startEdgeProcess(['--origin', s3.ready.url, '--disk-path', join(tmp.dir, 'edge'), '--origin-timeout', String(ORIGIN_TIMEOUT_MS)]);
     kdn = await startKdn(['--data-dir', join(tmp.dir, 'kdn'), '--edges', edge.ready.url, ...kdnArgs]);
-    const api = new FaultsApi(kdn.ready.url);
+    const api = kdnClient(kdn.ready.url);
     const ask = (doc: string): Promise<QueryResponse> => api.query({ question: 'What does the harbour guard?', documents: [doc], maxTokens: 8 });
     const warm = await ask('held');
     expect(warm.chunks.every((c) => c.tier === 'origin')).to.equal(true);
