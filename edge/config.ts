@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { MIN_EDGE_SECRET_LENGTH } from '../common/edge-token.ts';
 import { KdnError } from '../common/errors.ts';
+import { resolveConfig } from '../common/resolve-config.ts';
 
 const UNITS: Record<string, number> = {
   '': 1, b: 1,
@@ -99,17 +100,6 @@ export const EDGE_ENV: Record<keyof EdgeConfig, string> = {
 
 /** Validates a config; values missing from `input` come from the environment, then from the defaults. */
 export function resolveEdgeConfig(input: Partial<EdgeConfigInput>, env: NodeJS.ProcessEnv = process.env): EdgeConfig {
-  const merged: Record<string, unknown> = {};
-  for (const [field, variable] of Object.entries(EDGE_ENV)) {
-    const value = input[field as keyof EdgeConfigInput] ?? env[variable];
-    if (value !== undefined && value !== '') merged[field] = value;
-  }
-  const parsed = EdgeConfigSchema.safeParse(merged);
-  if (!parsed.success) {
-    const problems = parsed.error.issues.map((issue) => `${issue.path.join('.') || 'config'}: ${issue.message}`);
-    throw new KdnError('INVALID_ARGUMENT', `invalid edge configuration: ${problems.join('; ')}`, {
-      hint: `pass flags (kdn edge --help) or set ${Object.values(EDGE_ENV).slice(0, 6).join(', ')}, ...`,
-    });
-  }
-  return parsed.data;
+  return resolveConfig(EdgeConfigSchema, EDGE_ENV, input, env, 'edge',
+    `pass flags (kdn edge --help) or set ${Object.values(EDGE_ENV).slice(0, 6).join(', ')}, ...`);
 }

@@ -1,7 +1,7 @@
 import { join, resolve } from 'node:path';
 import { z } from 'zod';
 import { MIN_EDGE_SECRET_LENGTH } from '../common/edge-token.ts';
-import { KdnError } from '../common/errors.ts';
+import { resolveConfig } from '../common/resolve-config.ts';
 import { parseSize } from '../edge/config.ts';
 import { parseRateLimit } from './auth/rate-limit.ts';
 
@@ -113,23 +113,13 @@ export const KDN_ENV: Record<keyof KdnConfigInput, string> = {
 };
 
 export function resolveKdnConfig(input: Partial<KdnConfigInput>, env: NodeJS.ProcessEnv = process.env): KdnConfig {
-  const merged: Record<string, unknown> = {};
-  for (const [field, variable] of Object.entries(KDN_ENV)) {
-    const value = input[field as keyof KdnConfigInput] ?? env[variable];
-    if (value !== undefined && value !== '') merged[field] = value;
-  }
-  const parsed = KdnConfigSchema.safeParse(merged);
-  if (!parsed.success) {
-    const problems = parsed.error.issues.map((issue) => `${issue.path.join('.') || 'config'}: ${issue.message}`);
-    throw new KdnError('INVALID_ARGUMENT', `invalid kdn configuration: ${problems.join('; ')}`, {
-      hint: 'see `kdn serve --help` for flags and the KDN_* environment variables',
-    });
-  }
-  const dataDir = resolve(parsed.data.dataDir);
+  const config = resolveConfig(KdnConfigSchema, KDN_ENV, input, env, 'kdn',
+    'see `kdn serve --help` for flags and the KDN_* environment variables');
+  const dataDir = resolve(config.dataDir);
   return {
-    ...parsed.data,
+    ...config,
     dataDir,
-    origin: parsed.data.origin ?? `file:${join(dataDir, 'origin')}`,
-    edgeDiskPath: parsed.data.edgeDiskPath ?? join(dataDir, 'edge'),
+    origin: config.origin ?? `file:${join(dataDir, 'origin')}`,
+    edgeDiskPath: config.edgeDiskPath ?? join(dataDir, 'edge'),
   };
 }
