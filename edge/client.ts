@@ -1,11 +1,11 @@
 import { Agent, type IncomingMessage } from 'node:http';
-import { Readable } from 'node:stream';
 import { EDGE_TOKEN_HEADER, edgeTokenTarget, secretSigner, type EdgeSigner } from '../common/edge-token.ts';
 import { KdnError } from '../common/errors.ts';
 import { validateKey } from '../storage/keys.ts';
 import { parseCacheStatus, type ServedFrom } from './cache-status.ts';
 import { EdgeFailure, errorFromResponse, header, readAll, sendRequest, type EdgeRequest } from './client-http.ts';
 import { rendezvousOrder } from './rendezvous.ts';
+import { ResumableBody } from './resumable-body.ts';
 import type { EdgeStats } from './stats.ts';
 
 export interface EdgeClientOptions {
@@ -34,8 +34,11 @@ export interface EdgeObjectHead {
 }
 
 export interface EdgeGetResult extends EdgeObjectHead {
-  /** The object's bytes; if the serving edge dies mid-body, the rest comes from the next edge (Range + If-Range). */
-  body: Readable;
+  /**
+   * The object's bytes; if the serving edge dies mid-body, the rest comes from the next edge (Range + If-Range).
+   * `body.received` counts the bytes delivered so far.
+   */
+  body: ResumableBody;
 }
 
 export interface EdgeBufferResult extends EdgeObjectHead {
@@ -305,50 +308,32 @@ export class EdgeClient {
    * The body of a GET that survives the serving edge dying mid-transfer: the remaining bytes are asked from the key's
    * next edges with `Range: bytes=<received>-` and `If-Range: <etag>`, so only a 206 of the very same object continues it.
    */
-  private resumableBody(key: string, first: IncomingMessage, head: EdgeObjectHead, rest: string[], attempts: EdgeFailure[], signal?: AbortSignal): Readable {
-    const client = this;
+  private resumableBody(key: string, first: IncomingMessage, head: EdgeObjectHead, rest: string[], attempts: EdgeFailure[], signal?: AbortSignal): ResumableBody {
     const path = kvPath(key);
-    async function* chunks(): AsyncGenerator<Buffer> {
-      let res: IncomingMessage | undefined = first;
-      let edge = head.edge;
-      let received = 0;
-      const remaining = [...rest];
+    const remaining = [...rest];
+    const resume = async (failure: EdgeFailure, received: number): Promise<{ res: IncomingMessage; edge: string }> => {
+      this.absorb(failure, attempts);
       for (;;) {
+        const next = remaining.shift();
+        if (next === undefined) throw unavailable(`GET ${key} (resuming at byte ${received})`, attempts);
         try {
-          for await (const chunk of res as AsyncIterable<Buffer>) {
-            received += chunk.length;
-            yield chunk;
+          const candidate = await this.send(next, { method: 'GET', path, signal, headers: { range: `bytes=${received}-`, 'if-range': head.etag } });
+          if (candidate.statusCode !== 206) {
+            const err = candidate.statusCode === 200 ? changed(key, next) : await errorFromResponse(next, candidate);
+            candidate.resume();
+            throw err;
           }
-          if (received === head.size) return;
-          throw new EdgeFailure(edge, 'EDGE_UNAVAILABLE', `response ended at ${received} of ${head.size} bytes`, true);
+          if (header(candidate.headers, 'etag') !== head.etag || !header(candidate.headers, 'content-range').startsWith(`bytes ${received}-`)) {
+            candidate.resume();
+            throw changed(key, next);
+          }
+          return { res: candidate, edge: next };
         } catch (err) {
-          if (signal?.aborted) throw err;
-          client.absorb(err instanceof EdgeFailure ? err : new EdgeFailure(edge, 'EDGE_UNAVAILABLE', (err as Error).message, true), attempts);
-        }
-        res = undefined;
-        while (res === undefined) {
-          const next = remaining.shift();
-          if (next === undefined) throw unavailable(`GET ${key} (resuming at byte ${received})`, attempts);
-          try {
-            const candidate = await client.send(next, { method: 'GET', path, signal, headers: { range: `bytes=${received}-`, 'if-range': head.etag } });
-            if (candidate.statusCode !== 206) {
-              const err = candidate.statusCode === 200 ? changed(key, next) : await errorFromResponse(next, candidate);
-              candidate.resume();
-              throw err;
-            }
-            if (header(candidate.headers, 'etag') !== head.etag || !header(candidate.headers, 'content-range').startsWith(`bytes ${received}-`)) {
-              candidate.resume();
-              throw changed(key, next);
-            }
-            res = candidate;
-            edge = next;
-          } catch (err) {
-            client.absorb(err, attempts);
-          }
+          this.absorb(err, attempts);
         }
       }
-    }
-    return Readable.from(chunks(), { objectMode: false });
+    };
+    return new ResumableBody(first, { edge: head.edge, size: head.size, resume, ...(signal ? { signal } : {}) });
   }
 }
 

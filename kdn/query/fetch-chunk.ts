@@ -1,5 +1,5 @@
-import type { Readable } from 'node:stream';
 import type { EdgeClient } from '../../edge/client.ts';
+import type { ResumableBody } from '../../edge/resumable-body.ts';
 import { readKVObject } from '../../storage/kv-object/index.ts';
 import type { KVExpectation } from '../../storage/kv-object/types.ts';
 import { prefetchLayers, type PrefetchedReader } from './prefetch.ts';
@@ -19,8 +19,7 @@ export class ChunkFetch {
   readonly done: Promise<void>;
   tier: ChunkTier = 'unknown';
   edge: string | undefined;
-  /** Bytes received so far. */
-  bytes = 0;
+  private body: ResumableBody | undefined;
 
   constructor(edges: EdgeClient, key: string, expect: KVExpectation, signal: AbortSignal) {
     let markDone: () => void = () => {};
@@ -36,13 +35,12 @@ export class ChunkFetch {
     const got = await edges.get(key, { signal });
     this.tier = got.servedFrom === 'negative' ? 'unknown' : got.servedFrom;
     this.edge = got.edge;
-    return prefetchLayers(await readKVObject(this.counted(got.body), expect));
+    this.body = got.body;
+    return prefetchLayers(await readKVObject(got.body, expect));
   }
 
-  private async *counted(body: Readable): AsyncGenerator<Uint8Array> {
-    for await (const chunk of body as AsyncIterable<Uint8Array>) {
-      this.bytes += chunk.length;
-      yield chunk;
-    }
+  /** Bytes received so far. */
+  get bytes(): number {
+    return this.body?.received ?? 0;
   }
 }

@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from '../../common/log.ts';
 import type { EdgeClient } from '../../edge/client.ts';
@@ -78,6 +79,8 @@ export async function runQuery(deps: QueryDeps, run: QueryRun): Promise<QueryOut
   const session = deps.engine.createSession({ capacity: 1 + contextTokens + run.promptIds.length + run.maxTokens });
   const abort = new AbortController();
   const stop = run.signal ? AbortSignal.any([abort.signal, run.signal]) : abort.signal;
+  // Every chunk fetch of the query listens on this one signal.
+  setMaxListeners(run.pieces.length + 8, stop);
   try {
     const built =
       run.mode === 'inject'

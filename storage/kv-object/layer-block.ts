@@ -1,21 +1,47 @@
 import { createHash } from 'node:crypto';
+import { sha256OffThread } from './hash-pool.ts';
 import { KdnError } from '../../common/errors.ts';
 import type { KVHeader, KVLayerBlock } from './types.ts';
 import { codecFor } from './codecs/index.ts';
 import { layerShape } from './header.ts';
-import { lz4Unframe } from './lz4.ts';
+import { lz4Unframe, lz4UnframeOffThread } from './lz4.ts';
+
+/**
+ * Blocks at least this large are hashed on a worker (and un-lz4'd on libuv's pool) by openLayerBlockOffThread;
+ * smaller ones cost less on the event loop than the hop to another thread and back.
+ */
+export const OFF_THREAD_MIN_BYTES = 64 * 1024;
 
 /**
  * Verifies stored layer block `layer` against its header checksum, undoes lz4 (bounded by the codec size) and
  * returns it as a KVLayerBlock. The caller has already cut `stored` to the header's layerOffsets.
  */
 export function openLayerBlock(header: KVHeader, layer: number, stored: Uint8Array): KVLayerBlock {
-  const digest = createHash('sha256').update(stored).digest('hex');
-  if (digest !== header.layerChecksums[layer]) {
-    throw new KdnError('KV_CORRUPT', `KV object layer ${layer} checksum mismatch`, { hint: 'refetch the object' });
-  }
+  checkDigest(header, layer, createHash('sha256').update(stored).digest('hex'));
   const codec = codecFor(header.codec);
   const shape = layerShape(header);
   const encoded = header.codec.lz4 ? lz4Unframe(stored, codec.expectedSize(shape)) : stored;
   return { layer, encoded, decode: () => codec.decode(encoded, shape) };
+}
+
+/**
+ * openLayerBlock with the sha256 on a worker thread (hash-pool.ts) and lz4 on libuv's pool: while one stream's
+ * block is being hashed, the event loop keeps receiving the other streams, and blocks of parallel streams hash on
+ * other cores. Same checks, same result; nothing is returned before the checksum matched. `block` may travel to
+ * the worker and back: the caller must not use it again (the returned block's bytes replace it).
+ */
+export async function openLayerBlockOffThread(header: KVHeader, layer: number, block: Uint8Array): Promise<KVLayerBlock> {
+  if (block.length < OFF_THREAD_MIN_BYTES) return openLayerBlock(header, layer, block);
+  const { digest, bytes: stored } = await sha256OffThread(block);
+  checkDigest(header, layer, digest);
+  const codec = codecFor(header.codec);
+  const shape = layerShape(header);
+  const encoded = header.codec.lz4 ? await lz4UnframeOffThread(stored, codec.expectedSize(shape)) : stored;
+  return { layer, encoded, decode: () => codec.decode(encoded, shape) };
+}
+
+function checkDigest(header: KVHeader, layer: number, digest: string): void {
+  if (digest !== header.layerChecksums[layer]) {
+    throw new KdnError('KV_CORRUPT', `KV object layer ${layer} checksum mismatch`, { hint: 'refetch the object' });
+  }
 }

@@ -1,4 +1,4 @@
-import { compressSync, uncompressSync } from 'lz4-napi';
+import { compressSync, uncompress, uncompressSync } from 'lz4-napi';
 import { KdnError } from '../../common/errors.ts';
 
 /**
@@ -23,17 +23,42 @@ export function lz4Frame(encoded: Uint8Array): Uint8Array {
 }
 
 export function lz4Unframe(stored: Uint8Array, decodedSize: number): Uint8Array {
+  checkPrefix(stored, decodedSize);
+  let out: Uint8Array;
+  try {
+    out = uncompressSync(stored);
+  } catch (err) {
+    throw undecodable(err);
+  }
+  return checkDecoded(out, decodedSize);
+}
+
+/** lz4Unframe on libuv's thread pool (lz4-napi's async uncompress), for large blocks on a busy event loop. */
+export async function lz4UnframeOffThread(stored: Uint8Array, decodedSize: number): Promise<Uint8Array> {
+  checkPrefix(stored, decodedSize);
+  let out: Uint8Array;
+  try {
+    out = await uncompress(stored);
+  } catch (err) {
+    throw undecodable(err);
+  }
+  return checkDecoded(out, decodedSize);
+}
+
+/** The length prefix must promise exactly the codec's size before anything is allocated. */
+function checkPrefix(stored: Uint8Array, decodedSize: number): void {
   if (stored.length < 4) throw new KdnError('KV_CORRUPT', 'lz4 block shorter than its length prefix');
   const declared = (stored[0]! | (stored[1]! << 8) | (stored[2]! << 16) | (stored[3]! << 24)) >>> 0;
   if (declared !== decodedSize) {
     throw new KdnError('KV_CORRUPT', `lz4 block declares ${declared} decoded bytes, the header implies ${decodedSize}`);
   }
-  let out: Uint8Array;
-  try {
-    out = uncompressSync(stored);
-  } catch (err) {
-    throw new KdnError('KV_CORRUPT', `lz4 block does not decompress: ${(err as Error).message}`, { cause: err });
-  }
+}
+
+function undecodable(err: unknown): KdnError {
+  return new KdnError('KV_CORRUPT', `lz4 block does not decompress: ${(err as Error).message}`, { cause: err });
+}
+
+function checkDecoded(out: Uint8Array, decodedSize: number): Uint8Array {
   if (out.length !== decodedSize) {
     throw new KdnError('KV_CORRUPT', `lz4 block decoded to ${out.length} bytes, expected ${decodedSize}`);
   }

@@ -3,7 +3,7 @@ import { KdnError } from '../../common/errors.ts';
 import type { KVExpectation, KVHeader, KVLayerBlock, KVObjectReader } from './types.ts';
 import { HEADER_HASH_BYTES, PREAMBLE_BYTES, parseHeader, parsePreamble } from './format.ts';
 import { checkExpectation } from './header.ts';
-import { openLayerBlock } from './layer-block.ts';
+import { openLayerBlockOffThread } from './layer-block.ts';
 
 /**
  * Pulls exact byte counts out of a chunk stream, holding only the bytes asked for plus the rest of the
@@ -30,7 +30,8 @@ class ExactReader {
   /** Exactly `n` bytes; a stream that ends first is a truncated object. */
   async read(n: number, what: string): Promise<Uint8Array> {
     if (this.pending.length >= n) return this.take(n);
-    const out = new Uint8Array(n);
+    // Not zero-filled: every byte is written below before `out` is returned, and a short stream throws instead.
+    const out = Buffer.allocUnsafe(n);
     out.set(this.pending);
     let filled = this.pending.length;
     this.pending = new Uint8Array(0);
@@ -70,7 +71,8 @@ class ExactReader {
 
 /**
  * Reads a KV object from a stream: resolves with the verified header as soon as it has arrived, then `layers`
- * yields each layer once its whole block is in and its checksum verified. The last layer is yielded only after
+ * yields each layer once its whole block is in and its checksum verified (on the thread pool for large blocks,
+ * so parallel streams keep arriving meanwhile; see openLayerBlockOffThread). The last layer is yielded only after
  * the stream has ended cleanly. Any damage throws KV_CORRUPT from the iterator; layers already yielded were
  * intact, but a consumer must drop the whole object when the iteration throws.
  */
@@ -95,7 +97,7 @@ async function* layerBlocks(input: ExactReader, header: KVHeader): AsyncGenerato
   try {
     for (let i = 0; i < header.layers; i++) {
       const size = header.layerOffsets[i + 1]! - header.layerOffsets[i]!;
-      const block = openLayerBlock(header, i, await input.read(size, `layer ${i}`));
+      const block = await openLayerBlockOffThread(header, i, await input.read(size, `layer ${i}`));
       if (i === header.layers - 1) await input.expectEnd();
       yield block;
     }

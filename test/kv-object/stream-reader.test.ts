@@ -7,6 +7,7 @@ import { expect } from 'chai';
 import { codecFromString, decodeKVObject, encodeKVObject, readKVHeader, readKVObject } from '../../storage/kv-object/index.ts';
 import type { KVLayerTensors, KVObjectReader } from '../../storage/kv-object/types.ts';
 import { isKdnError } from '../../common/errors.ts';
+import { OFF_THREAD_MIN_BYTES } from '../../storage/kv-object/layer-block.ts';
 import { asAsync, chunked, kvTensors, rng, tokenIds } from './kv-data.ts';
 
 const SHAPE = { layers: 4, kvHeads: 2, headDim: 16, tokens: 50 };
@@ -124,5 +125,38 @@ describe('kv-object/stream-reader', () => {
     let caught: unknown;
     try { await readKVObject(Readable.from(['KDNKV'], { objectMode: true })); } catch (err) { caught = err; }
     expect(isKdnError(caught, 'INVALID_ARGUMENT'), String(caught)).to.equal(true);
+  });
+
+  // Layer blocks this large are hashed on a worker thread (OFF_THREAD_MIN_BYTES): the same checks must hold there.
+  describe('layer blocks hashed off the event loop', () => {
+    const BIG = { layers: 3, kvHeads: 4, headDim: 64, tokens: 160 };
+    const big = (codec: string): Buffer =>
+      encodeKVObject(kvTensors(BIG, 3), { modelFingerprint: 'm', tokenIds: tokenIds(BIG.tokens), codec: codecFromString(codec) });
+
+    for (const codec of ['fp16', 'int8+lz4']) {
+      it(`${codec}: streamed in 64 KiB chunks, gives the decode result`, async () => {
+        const bytes = big(codec);
+        const header = readKVHeader(bytes);
+        expect(header.layerOffsets[1]! - header.layerOffsets[0]!).to.be.at.least(OFF_THREAD_MIN_BYTES);
+        same(await collect(await readKVObject(Readable.from(chunked(bytes, () => 65_536)))), decodeKVObject(bytes).tensors.perLayer);
+      });
+    }
+
+    it('a flipped byte in layer 1 yields layer 0, then KV_CORRUPT, never layer 1', async () => {
+      const bytes = big('fp16');
+      const header = readKVHeader(bytes);
+      const payloadStart = bytes.length - header.layerOffsets[header.layers]!;
+      bytes[payloadStart + header.layerOffsets[1]! + 1000]! ^= 0x40;
+      const reader = await readKVObject(Readable.from(chunked(bytes, () => 65_536)));
+      const seen: number[] = [];
+      let caught: unknown;
+      try {
+        for await (const block of reader.layers) seen.push(block.layer);
+      } catch (err) {
+        caught = err;
+      }
+      expect(seen).to.deep.equal([0]);
+      expect(isKdnError(caught, 'KV_CORRUPT'), String(caught)).to.equal(true);
+    });
   });
 });

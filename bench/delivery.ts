@@ -1,0 +1,254 @@
+/**
+ * KV delivery from a warm edge into the engine, minus the engine: how many GB/s of chunk objects reach the
+ * injector over loopback HTTP, per codec, at each stage of the path:
+ *   ceiling:  plain node:http GETs of the same objects (keep-alive, signed), bodies discarded: what the transport gives;
+ *   fetch:    EdgeClient.get, streamed body discarded;
+ *   verified: EdgeClient.get + readKVObject, every layer verified and consumed;
+ *   pipeline: bench/lib/fetch-inject.ts (what bench/ttft.ts measures), injecting into a sink that consumes layers;
+ *   product:  kdn/query's ChunkFetch + prefetchLayers (what a query runs), injected in order into the same sink.
+ * The edge runs in process with a secret and a memory tier holding every object (as bench/lib/bench-edge.ts).
+ * Each round runs every stage once per codec, stages interleaved; figures are medians over --rounds after one
+ * warmup round. `--before <results.json>` adds the GB/s of an earlier run of this benchmark per row, for comparison.
+ *
+ *   npm run bench -- delivery [--objects 16] [--parallel 16] [--rounds 5] [--codecs fp16,int8,int4]
+ *                             [--stages ceiling,fetch,verified,pipeline,product]
+ *                             [--layers 32 --kv-heads 8 --head-dim 128 --tokens 256] [--before <file>]
+ */
+import { randomBytes } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
+import { readFile, mkdtemp, rm } from 'node:fs/promises';
+import { Agent, request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { pino } from 'pino';
+import { KdnError } from '../common/errors.ts';
+import { EDGE_TOKEN_HEADER, secretSigner } from '../common/edge-token.ts';
+import { EdgeClient } from '../edge/client.ts';
+import { startEdge, type RunningEdge } from '../edge/main.ts';
+import { ChunkFetch } from '../kdn/query/fetch-chunk.ts';
+import { codecFromString, encodeKVObject, readKVObject, tokenHash } from '../storage/kv-object/index.ts';
+import type { CodecName, KVExpectation, KVObjectReader } from '../storage/kv-object/types.ts';
+import { kvTensors, tokenIds } from '../test/kv-object/kv-data.ts';
+import { choiceList, parseFlags, positiveInt } from './lib/args.ts';
+import { fetchAndInject, type InjectTarget } from './lib/fetch-inject.ts';
+import { median, round } from './lib/stats.ts';
+import type { BenchRecord, BenchReport } from './report.ts';
+
+const CODECS = ['fp16', 'int8', 'int4'] as const satisfies readonly CodecName[];
+const STAGES = ['ceiling', 'fetch', 'verified', 'pipeline', 'product'] as const;
+type Stage = (typeof STAGES)[number];
+
+interface DeliveryArgs {
+  objects: number;
+  parallel: number;
+  rounds: number;
+  codecs: CodecName[];
+  stages: Stage[];
+  shape: { layers: number; kvHeads: number; headDim: number; tokens: number };
+  before: string | undefined;
+}
+
+function parse(args: string[]): DeliveryArgs {
+  const values = parseFlags(args, {
+    objects: { type: 'string' }, parallel: { type: 'string' }, rounds: { type: 'string' }, codecs: { type: 'string' }, stages: { type: 'string' },
+    layers: { type: 'string' }, 'kv-heads': { type: 'string' }, 'head-dim': { type: 'string' }, tokens: { type: 'string' },
+    before: { type: 'string' },
+  });
+  return {
+    objects: positiveInt(values.objects, 16, 'objects'),
+    parallel: positiveInt(values.parallel, 16, 'parallel'),
+    rounds: positiveInt(values.rounds, 5, 'rounds'),
+    codecs: choiceList(values.codecs, CODECS, CODECS, 'codecs'),
+    stages: choiceList(values.stages, STAGES, STAGES, 'stages'),
+    shape: {
+      layers: positiveInt(values.layers, 32, 'layers'),
+      kvHeads: positiveInt(values['kv-heads'], 8, 'kv-heads'),
+      headDim: positiveInt(values['head-dim'], 128, 'head-dim'),
+      tokens: positiveInt(values.tokens, 256, 'tokens'),
+    },
+    before: values.before,
+  };
+}
+
+/** Stands in for the engine: takes every verified layer as it comes and grows by the chunk's tokens. */
+class LayerSink implements InjectTarget {
+  length = 0;
+  layers = 0;
+
+  async injectKV(object: KVObjectReader, position: number): Promise<void> {
+    if (position !== this.length) throw new KdnError('INVALID_ARGUMENT', `sink at ${this.length} asked to inject at ${position}`);
+    for await (const block of object.layers) {
+      if (block.encoded.length === 0) throw new KdnError('KV_CORRUPT', `layer ${block.layer} is empty`);
+      this.layers += 1;
+    }
+    this.length += object.header.tokens;
+  }
+}
+
+function devNull(): Writable {
+  return new Writable({ write: (_chunk, _encoding, done) => done() });
+}
+
+/** Runs `work` over `items` with at most `parallel` in flight. */
+async function windowed<T>(items: readonly T[], parallel: number, work: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const lanes = Array.from({ length: Math.min(parallel, items.length) }, async () => {
+    while (next < items.length) await work(items[next++]!);
+  });
+  await Promise.all(lanes);
+}
+
+/** The transport's ceiling: plain node:http GETs with the same token the client sends, bodies discarded. */
+function plainGet(agent: Agent, edge: RunningEdge, sign: (method: string, target: string) => string, key: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const req = request(`${edge.url}/kv/${key}`, { agent, headers: { [EDGE_TOKEN_HEADER]: sign('GET', key) } }, (res) => {
+      if (res.statusCode !== 200) reject(new Error(`GET ${key}: HTTP ${res.statusCode}`));
+      res.on('data', () => undefined);
+      res.once('end', resolve);
+      res.once('error', reject);
+    });
+    req.once('error', reject);
+    req.end();
+  });
+}
+
+interface Fixture {
+  codec: CodecName;
+  keys: string[];
+  objectBytes: number;
+  layers: number;
+  expect: KVExpectation;
+}
+
+async function measureStage(stage: Stage, f: Fixture, ctx: { client: EdgeClient; edge: RunningEdge; agent: Agent; sign: (m: string, t: string) => string; parallel: number }): Promise<number> {
+  const { client, parallel } = ctx;
+  const t0 = performance.now();
+  switch (stage) {
+    case 'ceiling':
+      await windowed(f.keys, parallel, (key) => plainGet(ctx.agent, ctx.edge, ctx.sign, key));
+      break;
+    case 'fetch':
+      await windowed(f.keys, parallel, async (key) => pipeline((await client.get(key)).body, devNull()));
+      break;
+    case 'verified': {
+      const sink = new LayerSink();
+      await windowed(f.keys, parallel, async (key) => {
+        const reader = await readKVObject((await client.get(key)).body, f.expect);
+        await sink.injectKV(reader, sink.length);
+      });
+      if (sink.layers !== f.keys.length * f.layers) throw new Error(`verified stage consumed ${sink.layers} layers`);
+      break;
+    }
+    case 'pipeline': {
+      const sink = new LayerSink();
+      await fetchAndInject(client, f.keys, sink, parallel);
+      if (sink.layers !== f.keys.length * f.layers) throw new Error(`pipeline stage consumed ${sink.layers} layers`);
+      break;
+    }
+    case 'product': {
+      const sink = new LayerSink();
+      const signal = new AbortController().signal;
+      // One signal per query, as run-query passes it: every request in flight listens on it.
+      setMaxListeners(f.keys.length * 2, signal);
+      const fetches = f.keys.map((key) => new ChunkFetch(client, key, f.expect, signal));
+      for (const fetch of fetches) await sink.injectKV(await fetch.reader, sink.length);
+      await Promise.all(fetches.map((fetch) => fetch.done));
+      if (sink.layers !== f.keys.length * f.layers) throw new Error(`product stage consumed ${sink.layers} layers`);
+      break;
+    }
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  return (f.objectBytes * f.keys.length) / seconds / 1e9;
+}
+
+/** GB/s per codec and stage of an earlier results file of this benchmark. */
+async function readBefore(file: string): Promise<Map<string, number>> {
+  const parsed = JSON.parse(await readFile(file, 'utf8')) as { name?: string; records?: BenchRecord[] };
+  if (parsed.name !== 'delivery' || !Array.isArray(parsed.records)) {
+    throw new KdnError('INVALID_ARGUMENT', `--before ${file} is not a delivery results file`);
+  }
+  return new Map(parsed.records.map((r) => [`${String(r.codec)}/${String(r.stage)}`, Number(r.GBps)]));
+}
+
+export async function run(args: string[]): Promise<BenchReport> {
+  const a = parse(args);
+  const before = a.before === undefined ? undefined : await readBefore(a.before);
+  const ids = tokenIds(a.shape.tokens);
+  const tensors = kvTensors(a.shape, 42);
+  const encoded = new Map(a.codecs.map((codec) => [codec, encodeKVObject(tensors, { modelFingerprint: 'bench-delivery', tokenIds: ids, codec: codecFromString(codec) })]));
+  const totalBytes = [...encoded.values()].reduce((sum, bytes) => sum + bytes.length * a.objects, 0);
+
+  const dir = await mkdtemp(join(tmpdir(), 'kdn-bench-delivery-'));
+  const secret = randomBytes(24).toString('hex');
+  const edge = await startEdge(
+    {
+      port: 0, host: '127.0.0.1', memoryBytes: Math.ceil(totalBytes * 1.1), diskBytes: 0, diskPath: join(dir, 'disk'),
+      originUrl: `file:${join(dir, 'origin')}`, maxBodyBytes: Math.max(...[...encoded.values()].map((b) => b.length)), secret,
+    },
+    { log: pino({ name: 'bench-edge', level: process.env.LOG_LEVEL ?? 'warn' }, pino.destination(2)) },
+  );
+  const client = new EdgeClient({ edges: [edge.url], timeoutMs: 60_000, maxSockets: 64, secret });
+  const agent = new Agent({ keepAlive: true, maxSockets: 64 });
+  const ctx = { client, edge, agent, sign: secretSigner(secret), parallel: a.parallel };
+  try {
+    const fixtures: Fixture[] = [];
+    for (const [codec, bytes] of encoded) {
+      const keys = Array.from({ length: a.objects }, (_, i) => `bench/delivery/${codec}/chunk-${String(i).padStart(4, '0')}.kv`);
+      for (const key of keys) await client.put(key, bytes);
+      fixtures.push({
+        codec, keys, objectBytes: bytes.length, layers: a.shape.layers,
+        expect: { modelFingerprint: 'bench-delivery', ...a.shape, tokenHash: tokenHash(ids) },
+      });
+    }
+    const samples = new Map<string, number[]>();
+    for (let r = 0; r <= a.rounds; r++) {
+      for (const f of fixtures) {
+        for (const stage of a.stages) {
+          const gbps = await measureStage(stage, f, ctx);
+          if (r === 0) continue; // warmup: sockets open, JIT warm
+          const key = `${f.codec}/${stage}`;
+          samples.set(key, [...(samples.get(key) ?? []), gbps]);
+        }
+      }
+      if (r > 0) process.stderr.write(`delivery: round ${r}/${a.rounds} done\n`);
+    }
+    const records: BenchRecord[] = [];
+    for (const f of fixtures) {
+      const ceilingRounds = samples.get(`${f.codec}/ceiling`);
+      for (const stage of a.stages) {
+        const rounds = samples.get(`${f.codec}/${stage}`)!;
+        const gbps = median(rounds);
+        const was = before?.get(`${f.codec}/${stage}`);
+        records.push({
+          codec: f.codec,
+          stage,
+          objectMB: round(f.objectBytes / 1e6),
+          GBps: round(gbps, 3),
+          ofCeiling: ceilingRounds ? round(gbps / median(ceilingRounds), 3) : null,
+          ...(before ? { beforeGBps: was === undefined ? null : round(was, 3), speedup: was === undefined ? null : round(gbps / was, 3) } : {}),
+          rounds: rounds.map((v) => round(v, 3)).join(' '),
+        });
+      }
+    }
+    return {
+      params: {
+        objects: a.objects,
+        parallel: a.parallel,
+        rounds: a.rounds,
+        shape: `${a.shape.layers} layers x ${a.shape.kvHeads} kv heads x ${a.shape.headDim} head dim x ${a.shape.tokens} tokens`,
+        edge: 'in process, memory tier, signed requests, loopback HTTP (same event loop as the client)',
+        timing: 'GB/s of stored object bytes from the first request to the last layer consumed, median over rounds after one warmup round',
+        ...(a.before ? { before: a.before } : {}),
+      },
+      records,
+    };
+  } finally {
+    agent.destroy();
+    client.close();
+    await edge.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
