@@ -46,22 +46,23 @@ describe('engine cpu kernels', () => {
     expect(maxAbsDiff(x, out)).to.equal(0);
   });
 
-  it('matmul computes x W^T + b on odd shapes', () => {
-    const [m, k, n] = [3, 7, 5];
-    const x = randArray(m * k);
-    const w = randArray(n * k);
-    const b = randArray(n);
-    const out = new Float32Array(m * n);
-    matmul(out, x, w, m, k, n, b);
-    const ref = new Float32Array(m * n);
-    for (let i = 0; i < m; i++) {
-      for (let j = 0; j < n; j++) {
-        let s = b[j]!;
-        for (let t = 0; t < k; t++) s += x[i * k + t]! * w[j * k + t]!;
-        ref[i * n + j] = s;
+  it('matmul computes x W^T + b on odd shapes, through the 4x2 blocks and their leftovers', () => {
+    for (const [m, k, n, withBias] of [[3, 7, 5, true], [9, 7, 5, true], [8, 13, 6, false], [4, 1, 1, true]] as const) {
+      const x = randArray(m * k);
+      const w = randArray(n * k);
+      const b = withBias ? randArray(n) : undefined;
+      const out = new Float32Array(m * n);
+      matmul(out, x, w, m, k, n, b);
+      const ref = new Float32Array(m * n);
+      for (let i = 0; i < m; i++) {
+        for (let j = 0; j < n; j++) {
+          let s = b ? b[j]! : 0;
+          for (let t = 0; t < k; t++) s += x[i * k + t]! * w[j * k + t]!;
+          ref[i * n + j] = s;
+        }
       }
+      expect(maxAbsDiff(out, ref), `m=${m} k=${k} n=${n}`).to.be.below(1e-5);
     }
-    expect(maxAbsDiff(out, ref)).to.be.below(1e-5);
   });
 
   it('ropeInvFreq follows the default formula and llama3 scaling band by band', () => {
