@@ -6,6 +6,7 @@
 import { existsSync } from 'node:fs';
 import { create } from 'webgpu';
 import { KdnError } from '../../common/errors.ts';
+import { shaderSource } from './shader-source.ts';
 
 const SWIFTSHADER_ICD = '/usr/lib/chromium/vk_swiftshader_icd.json';
 /** allow_unsafe_apis exposes subgroups and subgroup matrices; the NVIDIA toggle exposes shader-f16 there. */
@@ -23,9 +24,19 @@ const RAISED_LIMITS = [
   'maxComputeWorkgroupsPerDimension',
 ] as const;
 
+/** How this Dawn's WGSL spells the layout of subgroupMatrixLoad/Store (it changed between Dawn versions). */
+export type SubgroupMatrixSyntax = 'bool-arg' | 'template-arg';
+
 export interface GpuFeatures {
   shaderF16: boolean;
   subgroups: boolean;
+  /**
+   * Tensor-core matrix multiply from WGSL: set where the adapter lists an f16 x f16 -> f32 subgroup-matrix
+   * configuration of 16x16x16 (the shape the kernels are written for) and its WGSL compiles; null elsewhere.
+   */
+  subgroupMatrix: { syntax: SubgroupMatrixSyntax } | null;
+  /** Why subgroupMatrix is null (no feature, no fitting configuration, or the kernels' build error). */
+  subgroupMatrixAbsence: string | null;
 }
 
 export interface GpuLimits {
@@ -80,6 +91,60 @@ function unavailable(message: string, cause?: unknown): KdnError {
   });
 }
 
+const SUBGROUP_MATRIX = 'chromium-experimental-subgroup-matrix' as GPUFeatureName;
+
+interface SubgroupMatrixConfig {
+  componentType: string;
+  resultComponentType: string;
+  M: number;
+  N: number;
+  K: number;
+}
+
+function hasF16MatrixConfig(adapter: GPUAdapter): boolean {
+  if (!adapter.features.has(SUBGROUP_MATRIX) || !adapter.features.has('shader-f16')) return false;
+  // The kernels index subgroups as 32 consecutive invocations.
+  const info = adapter.info as GPUAdapterInfo & { subgroupMinSize?: number; subgroupMaxSize?: number };
+  if ((info.subgroupMinSize ?? 32) !== 32 || (info.subgroupMaxSize ?? 32) !== 32) return false;
+  const configs = (adapter.info as GPUAdapterInfo & { subgroupMatrixConfigs?: readonly SubgroupMatrixConfig[] }).subgroupMatrixConfigs ?? [];
+  return configs.some((c) => c.componentType === 'f16' && c.resultComponentType === 'f32' && c.M === 16 && c.N === 16 && c.K === 16);
+}
+
+/**
+ * The tensor-core kernels; the feature counts as present only where all of them build into pipelines.
+ * workgroupBytes: the sizes of each WGSL's workgroup arrays (keep in step with them).
+ */
+const TENSOR_KERNELS: { url: URL; defines: string[]; workgroupBytes: number }[] = [
+  { url: new URL('./kernels/matmul-subgroup-matrix.wgsl', import.meta.url), defines: [], workgroupBytes: 8192 },
+  { url: new URL('./kernels/attention-subgroup-matrix.wgsl', import.meta.url), defines: [], workgroupBytes: 13376 },
+  { url: new URL('./kernels/attention-subgroup-matrix.wgsl', import.meta.url), defines: ['HEAD_DIM_128'], workgroupBytes: 23616 },
+];
+
+/**
+ * Which spelling of subgroupMatrixLoad/Store this Dawn accepts (the newer template form first), found by building
+ * the tensor-core kernels in it; null when neither builds (then the portable kernels serve).
+ */
+async function subgroupMatrixSyntax(device: GPUDevice): Promise<{ syntax: SubgroupMatrixSyntax } | { reason: string }> {
+  const kernels = TENSOR_KERNELS.filter((k) => k.workgroupBytes <= device.limits.maxComputeWorkgroupStorageSize);
+  const errors: string[] = [];
+  for (const syntax of ['template-arg', 'bool-arg'] as const) {
+    let ok = true;
+    for (const kernel of kernels) {
+      const defines = new Set([...kernel.defines, ...(syntax === 'template-arg' ? ['SGMAT_TEMPLATE'] : [])]);
+      device.pushErrorScope('validation');
+      const module = device.createShaderModule({ code: shaderSource(kernel.url, defines), label: `probe ${kernel.url.pathname}` });
+      device.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: 'main' } });
+      const error = await device.popErrorScope();
+      if (error !== null) {
+        ok = false;
+        errors.push(`${syntax} ${[...defines].join(',')}: ${error.message.slice(0, 600)}`);
+      }
+    }
+    if (ok) return { syntax };
+  }
+  return { reason: `the tensor-core kernels do not build here: ${errors.join(' | ')}` };
+}
+
 /** Opens the best adapter with its real limits and the optional features the kernels use. */
 export async function openDevice(): Promise<OpenedDevice> {
   preferSoftwareVulkanIfNeeded();
@@ -100,6 +165,8 @@ export async function openDevice(): Promise<OpenedDevice> {
   const wanted: GPUFeatureName[] = [];
   if (adapter.features.has('shader-f16')) wanted.push('shader-f16');
   if (adapter.features.has('subgroups')) wanted.push('subgroups');
+  const matrixConfig = hasF16MatrixConfig(adapter);
+  if (matrixConfig) wanted.push(SUBGROUP_MATRIX);
   const requiredLimits: Record<string, number> = {};
   for (const name of RAISED_LIMITS) requiredLimits[name] = adapter.limits[name];
 
@@ -113,9 +180,19 @@ export async function openDevice(): Promise<OpenedDevice> {
   const l = device.limits;
   // Holding the Dawn instance keeps the device alive; dropping it on release lets Node exit.
   const holder: { gpu?: GPU } = { gpu };
+  const shaderF16 = device.features.has('shader-f16');
+  const probe =
+    matrixConfig && shaderF16 && device.features.has(SUBGROUP_MATRIX)
+      ? await subgroupMatrixSyntax(device)
+      : { reason: 'the adapter lists no f16 16x16x16 subgroup-matrix configuration with 32-wide subgroups' };
   return {
     device,
-    features: { shaderF16: device.features.has('shader-f16'), subgroups: device.features.has('subgroups') },
+    features: {
+      shaderF16,
+      subgroups: device.features.has('subgroups'),
+      subgroupMatrix: 'syntax' in probe ? { syntax: probe.syntax } : null,
+      subgroupMatrixAbsence: 'reason' in probe ? probe.reason : null,
+    },
     limits: {
       maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
       maxBufferSize: l.maxBufferSize,

@@ -88,7 +88,8 @@ async function startBackend(ctx: GpuContext, weights: ModelWeights, options: Web
 
   return {
     name: 'webgpu',
-    device: `${ctx.description}, ${precision} weights`,
+    // Tensor cores take f16-weight products and prefill attention with f16 inputs (f32 accumulation).
+    device: `${ctx.description}, ${precision} weights${ctx.features.subgroupMatrix && precision === 'f16' ? ', tensor cores' : ''}`,
 
     createKVCache(capacity: number): KVCacheHandle {
       alive();

@@ -17,6 +17,8 @@ import { recordAttention } from '../../engine-adapter/webgpu/kernels/attention.t
 import { recordEmbedding } from '../../engine-adapter/webgpu/kernels/embedding.ts';
 import { recordKvWrite } from '../../engine-adapter/webgpu/kernels/kv-write.ts';
 import { recordMatmulTiled, recordMatvec } from '../../engine-adapter/webgpu/kernels/matmul.ts';
+import { recordMatmulSubgroupMatrix } from '../../engine-adapter/webgpu/kernels/matmul-subgroup-matrix.ts';
+import { recordAttentionSubgroupMatrix } from '../../engine-adapter/webgpu/kernels/attention-subgroup-matrix.ts';
 import { recordRerotate } from '../../engine-adapter/webgpu/kernels/rerotate.ts';
 import { recordRmsNorm } from '../../engine-adapter/webgpu/kernels/rmsnorm.ts';
 import { recordRope } from '../../engine-adapter/webgpu/kernels/rope.ts';
@@ -28,7 +30,8 @@ describe('webgpu kernels vs the CPU reference', function () {
 
   before(async function () {
     ctx = await openContextOrSkip(this);
-    console.log(`      adapter: ${ctx.description}; shader-f16 ${ctx.features.shaderF16}, subgroups ${ctx.features.subgroups}`);
+    const sm = ctx.features.subgroupMatrix;
+    console.log(`      adapter: ${ctx.description}; shader-f16 ${ctx.features.shaderF16}, subgroups ${ctx.features.subgroups}, subgroup matrix ${sm ? sm.syntax : 'no'}`);
   });
   after(() => ctx?.dispose());
 
@@ -225,4 +228,56 @@ describe('webgpu kernels vs the CPU reference', function () {
       expect(worst).to.be.below(2e-5);
     });
   }
+
+  // The tensor-core kernels exist only where the adapter lists a 16x16x16 f16 subgroup-matrix configuration (NVIDIA
+  // through Dawn's Vulkan backend). SwiftShader, CI's adapter, has none: there these tests skip, even under CI=true.
+  describe('subgroup-matrix (tensor core) kernels', function () {
+    before(function () {
+      if (ctx.features.subgroupMatrix === null) {
+        console.log(`      no tensor-core path on this adapter (CI's SwiftShader has none), skipping: ${ctx.features.subgroupMatrixAbsence}`);
+        this.skip();
+      }
+    });
+
+    for (const [m, k, n, bias] of [
+      [70, 64, 129, true],
+      [130, 96, 45, false],
+      [256, 2048, 512, true],
+    ] as const) {
+      // Inputs are rounded to f16 and products summed in f32: against the f16-rounded reference only the order differs.
+      it(`matmul m=${m} k=${k} n=${n}${bias ? ' with bias' : ''} vs the f16-rounded reference (atol 1e-4 + 1e-4 rel)`, async () => {
+        const x = randomArray(m * k, 31);
+        const w = randomArray(n * k, 32, 0.5);
+        const b = randomArray(n, 33);
+        const expected = new Float32Array(m * n);
+        matmul(expected, f16RoundArray(x), f16RoundArray(w), m, k, n, bias ? b : undefined);
+        const y = ctx.storage(m * n * 4, 'y');
+        const args = { x: upload(x), w: await matrix(w, n, k, true), bias: bias ? upload(b) : undefined, y, m };
+        const got = await run((rec) => recordMatmulSubgroupMatrix(ctx, rec, args), y, m * n);
+        console.log(`      worst difference ${expectClose(got, expected, 1e-4, 1e-4, 'y').toExponential(2)}`);
+      });
+    }
+
+    for (const [tokens, posBase, hd, window] of [
+      [40, 0, 64, null],
+      [40, 100, 64, 50],
+      [70, 33, 128, null],
+    ] as const) {
+      // q, k, v and the softmax weights go through f16 (f32 sums): outputs, averages of values in [-1, 1], move < 2e-3.
+      it(`attention tokens=${tokens} at ${posBase}, headDim ${hd}, GQA 3, window ${window} (atol 2e-3)`, async () => {
+        const [heads, kvHeads] = [6, 2];
+        const ctxLen = posBase + tokens;
+        const q = randomArray(tokens * heads * hd, 34);
+        const keys = randomArray(ctxLen * kvHeads * hd, 35);
+        const values = randomArray(ctxLen * kvHeads * hd, 36);
+        const positions = Array.from({ length: tokens }, (_, t) => posBase + t);
+        const expected = new Float32Array(q.length);
+        attention(expected, q, positions, keys, values, { tokens, heads, kvHeads, headDim: hd, slidingWindow: window });
+        const out = ctx.storage(q.byteLength, 'out');
+        const args = { q: upload(q), cacheK: upload(keys), cacheV: upload(values), out, tokens, heads, kvHeads, headDim: hd, posBase, window };
+        const got = await run((rec) => recordAttentionSubgroupMatrix(ctx, rec, args), out, q.length);
+        console.log(`      worst difference ${expectClose(got, expected, 2e-3, 0, 'attention').toExponential(2)}`);
+      });
+    }
+  });
 });

@@ -102,5 +102,9 @@ const estimate = {
   lm_head_ms: lmHeadMs,
   total_ms: chunks * c.layers * layerChunkMs + c.layers * attentionMs + lmHeadMs,
 };
-console.log(JSON.stringify({ device: ctx.description, shape, tokens: total, chunk: n, perLayerPerChunk: perLayer, attentionPerLayerByChunk: attentionByChunk, estimate }, null, 1));
+const kernels =
+  ctx.features.subgroupMatrix && w.precision === 'f16'
+    ? `subgroup-matrix (tensor core, ${ctx.features.subgroupMatrix.syntax})`
+    : `portable (${ctx.features.subgroupMatrixAbsence ?? `${w.precision} weights`})`;
+console.log(JSON.stringify({ device: ctx.description, kernels, shape, tokens: total, chunk: n, perLayerPerChunk: perLayer, attentionPerLayerByChunk: attentionByChunk, estimate }, null, 1));
 ctx.dispose();

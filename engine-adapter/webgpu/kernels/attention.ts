@@ -1,6 +1,7 @@
 import { KdnError } from '../../../common/errors.ts';
 import { Params, type GpuContext, type Recorder } from '../gpu-context.ts';
 import { recordAttentionCombine } from './attention-combine.ts';
+import { recordAttentionSubgroupMatrix, subgroupMatrixAttentionFits } from './attention-subgroup-matrix.ts';
 
 const URL_ = new URL('./attention.wgsl', import.meta.url);
 const ROWS_PER_WORKGROUP = 16;
@@ -58,7 +59,14 @@ function keysPerTile(headDim: number): number {
   return Math.max(1, Math.min(32, Math.floor(2048 / headDim)));
 }
 
+/** Prefill on the tensor cores where the adapter has them (and no split is forced); else the portable kernel. */
 export function recordAttention(ctx: GpuContext, rec: Recorder, a: AttentionArgs): void {
+  if (a.splits === undefined && subgroupMatrixAttentionFits(ctx, a)) recordAttentionSubgroupMatrix(ctx, rec, a);
+  else recordAttentionPortable(ctx, rec, a);
+}
+
+/** The portable flash-attention kernel (with flash-decoding splits for few rows over long KV). */
+export function recordAttentionPortable(ctx: GpuContext, rec: Recorder, a: AttentionArgs): void {
   if (a.headDim > MAX_HEAD_DIM || a.heads % a.kvHeads !== 0) {
     throw new KdnError('MODEL_UNSUPPORTED', `Attention with headDim ${a.headDim}, ${a.heads} heads over ${a.kvHeads} KV heads is not supported.`, {
       hint: `headDim must be at most ${MAX_HEAD_DIM} and heads a multiple of KV heads.`,

@@ -1,6 +1,7 @@
 import { KdnError } from '../../../common/errors.ts';
 import { Params, type GpuContext, type Recorder } from '../gpu-context.ts';
 import type { GpuMatrix } from '../gpu-matrix.ts';
+import { recordMatmulSubgroupMatrix, subgroupMatrixMatmulFits } from './matmul-subgroup-matrix.ts';
 
 const TILED = new URL('./matmul.wgsl', import.meta.url);
 const MATVEC = new URL('./matvec.wgsl', import.meta.url);
@@ -24,9 +25,10 @@ function params(a: MatmulArgs): Params {
   return new Params().u32(a.m).u32(a.w.rows).u32(a.w.cols).u32(a.w.rowWords).u32(a.bias ? 1 : 0);
 }
 
-/** y = x W^T (+ bias), choosing the matvec path for decode-sized m. */
+/** y = x W^T (+ bias): matvec for decode-sized m, else the tensor cores where the adapter has them, else tiles. */
 export function recordMatmul(ctx: GpuContext, rec: Recorder, a: MatmulArgs): void {
   if (a.m <= MATVEC_MAX_ROWS) recordMatvec(ctx, rec, a);
+  else if (subgroupMatrixMatmulFits(ctx, a)) recordMatmulSubgroupMatrix(ctx, rec, a);
   else recordMatmulTiled(ctx, rec, a);
 }
 

@@ -1,0 +1,105 @@
+// y[m][n] = x[m][k] . W[n][k]^T (+ bias[n]) on the tensor cores through subgroup matrices (16x16x16, f16 inputs,
+// f32 accumulation). A workgroup is one 32-wide subgroup computing a 32x32 output tile as 2x2 result matrices:
+// subgroup-matrix operands must be workgroup-uniform, so every offset derives from the workgroup id alone. K
+// advances 32 at a time: x (f32, rounded to f16) and W (f16 pairs packed in u32)
+// are staged in workgroup memory, x row-major [m][k] as the left operand and W as [n][k], which read column-major
+// is the right operand W^T. The launcher guarantees k % 32 == 0; m and n may be ragged (zero-filled, masked stores).
+enable f16;
+enable chromium_experimental_subgroup_matrix;
+
+struct Params { m: u32, n: u32, k: u32, rowWords: u32, hasBias: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<vec4f>;
+@group(0) @binding(2) var<storage, read> w: array<vec4u>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+
+const TM = 32u;
+const TN = 32u;
+const TK = 32u;
+
+var<workgroup> xs: array<f16, 1024>; // [TM][TK]
+var<workgroup> ws: array<f16, 1024>; // [TN][TK]
+var<workgroup> cs: array<f32, 1024>; // [TM][TN]
+
+@compute @workgroup_size(32)
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let m0 = wid.y * TM;
+  let n0 = wid.x * TN;
+  let xRow4 = p.k / 4u;
+  let wRow4 = p.rowWords / 4u;
+  var c00 = subgroup_matrix_result<f32, 16, 16>();
+  var c01 = subgroup_matrix_result<f32, 16, 16>();
+  var c10 = subgroup_matrix_result<f32, 16, 16>();
+  var c11 = subgroup_matrix_result<f32, 16, 16>();
+  for (var k0 = 0u; k0 < p.k; k0 += TK) {
+    // x: 32 rows x 8 vec4 = 256 vec4, eight per thread.
+    for (var l = 0u; l < 8u; l++) {
+      let e = lid + l * 32u;
+      let r = e / 8u;
+      let c = e % 8u;
+      var v = vec4f(0.0);
+      if (m0 + r < p.m) { v = x[(m0 + r) * xRow4 + k0 / 4u + c]; }
+      let at = r * TK + c * 4u;
+      xs[at] = f16(v.x);
+      xs[at + 1u] = f16(v.y);
+      xs[at + 2u] = f16(v.z);
+      xs[at + 3u] = f16(v.w);
+    }
+    // W: 32 rows x 4 vec4u (8 halves each) = 128 vec4u, four per thread.
+    for (var l = 0u; l < 4u; l++) {
+      let e = lid + l * 32u;
+      let r = e / 4u;
+      let c = e % 4u;
+      var v = vec4u(0u);
+      if (n0 + r < p.n) { v = w[(n0 + r) * wRow4 + k0 / 8u + c]; }
+      let at = r * TK + c * 8u;
+      for (var j = 0u; j < 4u; j++) {
+        let h = bitcast<vec2<f16>>(v[j]);
+        ws[at + 2u * j] = h.x;
+        ws[at + 2u * j + 1u] = h.y;
+      }
+    }
+    workgroupBarrier();
+    for (var kk = 0u; kk < TK; kk += 16u) {
+#if SGMAT_TEMPLATE
+      let a0 = subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>, row_major>(&xs, kk, TK);
+      let a1 = subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>, row_major>(&xs, 16u * TK + kk, TK);
+      let b0 = subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>, col_major>(&ws, kk, TK);
+      let b1 = subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>, col_major>(&ws, 16u * TK + kk, TK);
+#else
+      let a0 = subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>>(&xs, kk, false, TK);
+      let a1 = subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>>(&xs, 16u * TK + kk, false, TK);
+      let b0 = subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(&ws, kk, true, TK);
+      let b1 = subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(&ws, 16u * TK + kk, true, TK);
+#endif
+      c00 = subgroupMatrixMultiplyAccumulate(a0, b0, c00);
+      c01 = subgroupMatrixMultiplyAccumulate(a0, b1, c01);
+      c10 = subgroupMatrixMultiplyAccumulate(a1, b0, c10);
+      c11 = subgroupMatrixMultiplyAccumulate(a1, b1, c11);
+    }
+    workgroupBarrier();
+  }
+#if SGMAT_TEMPLATE
+  subgroupMatrixStore<row_major>(&cs, 0u, c00, TN);
+  subgroupMatrixStore<row_major>(&cs, 16u, c01, TN);
+  subgroupMatrixStore<row_major>(&cs, 16u * TN, c10, TN);
+  subgroupMatrixStore<row_major>(&cs, 16u * TN + 16u, c11, TN);
+#else
+  subgroupMatrixStore(&cs, 0u, c00, false, TN);
+  subgroupMatrixStore(&cs, 16u, c01, false, TN);
+  subgroupMatrixStore(&cs, 16u * TN, c10, false, TN);
+  subgroupMatrixStore(&cs, 16u * TN + 16u, c11, false, TN);
+#endif
+  workgroupBarrier();
+  for (var l = 0u; l < 32u; l++) {
+    let e = lid + l * 32u;
+    let row = m0 + e / TN;
+    let col = n0 + e % TN;
+    if (row < p.m && col < p.n) {
+      var v = cs[e];
+      if (p.hasBias != 0u) { v += bias[col]; }
+      y[row * p.n + col] = v;
+    }
+  }
+}
