@@ -24,6 +24,8 @@ export const CACHE_STATUS = {
   originCorrupt: 'kdn-edge; fwd=miss; detail=origin-corrupt',
   originUnavailable: 'kdn-edge; fwd=miss; detail=origin-unavailable',
   originTimeout: 'kdn-edge; fwd=miss; detail=origin-timeout',
+  /** Cache-Control: only-if-cached and no tier holds the object (504, RFC 9111 section 5.2.1.7). */
+  notCached: 'kdn-edge; fwd=miss; detail=not-cached',
 } as const;
 
 export function cacheStatusFor(found: Found): string {
@@ -32,12 +34,12 @@ export function cacheStatusFor(found: Found): string {
 }
 
 /** Which tier a Cache-Status value names, for clients. */
-export type ServedFrom = 'memory' | 'disk' | 'origin' | 'negative' | 'unknown';
+export type ServedFrom = 'memory' | 'disk' | 'origin' | 'negative' | 'not-cached' | 'unknown';
 
 export function parseCacheStatus(value: string | null | undefined): ServedFrom {
   const detail = value ? /(?:^|;)\s*detail=([a-z-]+)/.exec(value)?.[1] : undefined;
   switch (detail) {
-    case 'memory': case 'disk': case 'origin': case 'negative': return detail;
+    case 'memory': case 'disk': case 'origin': case 'negative': case 'not-cached': return detail;
     default: return 'unknown';
   }
 }

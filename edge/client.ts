@@ -161,6 +161,22 @@ export class EdgeClient {
     });
   }
 
+  /**
+   * Which tier of the key's edge holds the object, asked with Cache-Control: only-if-cached so that asking never
+   * fills the edge; null when no tier holds it.
+   */
+  async cachedAt(key: string, options: { signal?: AbortSignal } = {}): Promise<{ edge: string; tier: 'memory' | 'disk' } | null> {
+    const path = kvPath(validateKey(key));
+    return this.tryInOrder(`HEAD ${key}`, this.order(key), async (edge) => {
+      const res = await this.send(edge, { method: 'HEAD', path, signal: options.signal, headers: { 'cache-control': 'only-if-cached' } });
+      res.resume();
+      const servedFrom = parseCacheStatus(header(res.headers, 'cache-status'));
+      if (res.statusCode === 504 && servedFrom === 'not-cached') return null;
+      if (res.statusCode !== 200 || (servedFrom !== 'memory' && servedFrom !== 'disk')) throw await errorFromResponse(edge, res);
+      return { edge, tier: servedFrom };
+    });
+  }
+
   /** Stores an object through the key's edge (which verifies it and writes it through to the origin). */
   async put(key: string, body: Uint8Array, options: { signal?: AbortSignal } = {}): Promise<EdgePutResult> {
     const path = kvPath(validateKey(key));

@@ -61,6 +61,11 @@ export class DiskTier {
     await this.evictOverBudget();
   }
 
+  /** Whether the index holds `key` (no read, no verification). */
+  has(key: string): boolean {
+    return this.enabled && this.index.has(hashKey(key));
+  }
+
   /** The verified object, or undefined on a miss. A file that fails verification is deleted and reads as a miss. */
   async read(key: string): Promise<CachedObject | undefined> {
     if (!this.enabled) return undefined;

@@ -29,6 +29,11 @@ export class MemoryTier {
     this.cache?.set(key, object);
   }
 
+  /** Presence without counting as a use (lru-cache's has() leaves recency alone). */
+  has(key: string): boolean {
+    return this.cache?.has(key) ?? false;
+  }
+
   delete(key: string): boolean {
     return this.cache?.delete(key) ?? false;
   }

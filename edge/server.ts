@@ -135,6 +135,13 @@ function serveObject(deps: EdgeServerDeps, req: IncomingMessage, res: ServerResp
     sendObject(deps, req, res, inMemory, CACHE_STATUS.memory, head);
     return;
   }
+  if (onlyIfCached(req) && deps.cache.holder(key) === null) {
+    res.setHeader('cache-status', CACHE_STATUS.notCached);
+    fail(deps, res, new KdnError('TIMEOUT', `${key} is not cached at this edge`, {
+      hint: 'the request said Cache-Control: only-if-cached; ask without it to fetch the object from the origin',
+    }));
+    return;
+  }
   deps.cache.belowMemory(key).then(
     (found) => sendObject(deps, req, res, found.object, cacheStatusFor(found), head),
     (err: unknown) => {
@@ -145,6 +152,12 @@ function serveObject(deps: EdgeServerDeps, req: IncomingMessage, res: ServerResp
     deps.log.error({ err }, 'edge could not answer a GET');
     res.destroy();
   });
+}
+
+/** RFC 9111: answer from the cache or not at all. */
+function onlyIfCached(req: IncomingMessage): boolean {
+  const value = req.headers['cache-control'];
+  return value !== undefined && /(?:^|,)\s*only-if-cached\s*(?:,|$)/i.test(value);
 }
 
 function sendObject(deps: EdgeServerDeps, req: IncomingMessage, res: ServerResponse, object: CachedObject, cacheStatus: string, head: boolean): void {

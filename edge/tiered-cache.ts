@@ -65,6 +65,12 @@ export class TieredCache {
     return object;
   }
 
+  /** The tier that holds `key` now, without reading it or asking the origin (Cache-Control: only-if-cached). */
+  holder(key: string): 'memory' | 'disk' | null {
+    if (this.memory.has(key)) return 'memory';
+    return this.disk.has(key) ? 'disk' : null;
+  }
+
   /** Looks below memory after fromMemory missed. Throws NOT_FOUND, ORIGIN_*, or KV_CORRUPT for a corrupt origin copy. */
   async belowMemory(key: string): Promise<Found> {
     this.counters.memoryMisses += 1;

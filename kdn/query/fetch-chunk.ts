@@ -33,7 +33,7 @@ export class ChunkFetch {
 
   private async start(edges: EdgeClient, key: string, expect: KVExpectation, signal: AbortSignal): Promise<PrefetchedReader> {
     const got = await edges.get(key, { signal });
-    this.tier = got.servedFrom === 'negative' ? 'unknown' : got.servedFrom;
+    this.tier = got.servedFrom === 'negative' || got.servedFrom === 'not-cached' ? 'unknown' : got.servedFrom;
     this.edge = got.edge;
     this.body = got.body;
     return prefetchLayers(await readKVObject(got.body, expect));

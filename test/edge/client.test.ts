@@ -110,6 +110,16 @@ describe('edge client', () => {
     expect(held.every((count) => count < 12)).to.equal(true);
   });
 
+  it('tells which tier of the owner edge holds a key without filling it', async () => {
+    const { client, edges } = await startCluster(2);
+    const object = makeKVObject(21);
+    expect(await client.cachedAt('doc/probe.kv')).to.equal(null);
+    await client.put('doc/probe.kv', object);
+    expect(await client.cachedAt('doc/probe.kv')).to.deep.equal({ edge: client.order('doc/probe.kv')[0], tier: 'memory' });
+    expect(await client.cachedAt('doc/absent.kv')).to.equal(null);
+    expect(edges.map((edge) => edge.stats().memory.objects).reduce((a, b) => a + b, 0)).to.equal(1);
+  });
+
   it('fails over to the next edge when the owner is down, which fills from the origin', async () => {
     const { client, edges } = await startCluster(3);
     const urls = edges.map((edge) => edge.url);

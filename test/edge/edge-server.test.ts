@@ -264,6 +264,24 @@ describe('edge server', () => {
   });
 
   describe('GET and HEAD', () => {
+    it('answers Cache-Control: only-if-cached from its tiers alone, with 504 when none holds the object', async () => {
+      const t = await startTestEdge({ memoryBytes: 0 });
+      const object = makeKVObject(11);
+      await t.origin.inner.put('probe', object);
+      const miss = await t.get('probe', { 'cache-control': 'only-if-cached' });
+      expect(miss.status).to.equal(504);
+      expect(miss.headers['cache-status']).to.equal('kdn-edge; fwd=miss; detail=not-cached');
+      expect(errorCode(miss)).to.equal('TIMEOUT');
+      expect(t.origin.gets).to.equal(0);
+      // Asking did not fill the edge: a plain GET still goes to the origin, after which the disk tier answers.
+      expect((await t.get('probe')).headers['cache-status']).to.equal('kdn-edge; fwd=miss; stored; detail=origin');
+      const hit = await t.get('probe', { 'cache-control': 'max-age=0, only-if-cached' });
+      expect(hit.status).to.equal(200);
+      expect(hit.headers['cache-status']).to.equal('kdn-edge; hit; detail=disk');
+      expect(hit.body.equals(object)).to.equal(true);
+      expect(t.origin.gets).to.equal(1);
+    });
+
     it('answers If-None-Match with 304 and a changed tag with the object', async () => {
       const t = await startTestEdge();
       const object = makeKVObject(8);

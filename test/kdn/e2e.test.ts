@@ -177,12 +177,19 @@ describe('kdn end to end (kdn serve + CLI)', function () {
     expect(job!.progress.objects.computed).to.equal(1);
     expect(job!.progress.objects.skipped).to.equal(job!.progress.objects.total - 1);
 
+    type Shown = { chunks: { independent: { cached: { tier: string | null } } }[] };
+    const tiersOf = async (title: string): Promise<(string | null)[]> =>
+      (await cliJson<Shown>(['docs', 'show', title], env)).chunks.map((c) => c.independent.cached.tier);
+    // The cold edge holds none of cats.md, and asking where it is cached must not fill the edge (warm then has work).
+    expect(await tiersOf('cats.md')).to.satisfy((tiers: (string | null)[]) => tiers.every((t) => t === null));
+
     const plan = (await (await fetch(`${server!.ready.url}/v1/warm/plan`, post({}))).json()) as WarmPlan;
     const warm = await cliJson<{ warmed: number; present: number; failed: number; bytes: number }>(['warm'], env);
     console.log(`      warm: ${JSON.stringify(warm)}`);
     expect(warm.failed).to.equal(0);
     expect(warm.warmed + warm.present).to.equal(plan.objects.length);
     expect(warm.warmed).to.be.greaterThan(0);
+    expect(await tiersOf('cats.md')).to.satisfy((tiers: (string | null)[]) => tiers.every((t) => t === 'memory' || t === 'disk'));
     for (const doc of ['cats.md', 'ships.txt']) {
       const answer = await query('What is it about?', ['--doc', doc]);
       expect(answer.chunks.map((c) => c.tier), doc).to.satisfy((tiers: string[]) => tiers.every((t) => t === 'memory' || t === 'disk'));

@@ -123,15 +123,13 @@ function decodeText(bytes: Buffer, name: string): string {
   throw new KdnError('UNSUPPORTED_MEDIA_TYPE', `${name} is not UTF-8 text`, { hint: 'upload plain text or Markdown files' });
 }
 
+/** Where an object's owner edge holds it; tier null when no tier does (the check never fills the edge). */
 interface CachedAt {
-  edge: string;
-  tier: string;
+  edge: string | null;
+  tier: 'memory' | 'disk' | null;
 }
 
-/**
- * The manifest with sizes and, for each object, what its owner edge answered a HEAD with: tier memory or disk
- * means it was cached there; origin means it was not (and that edge has now fetched it).
- */
+/** The manifest with sizes and, for each object, the tier of its owner edge that holds it (asked only-if-cached). */
 async function describe(services: KdnServices, manifest: Manifest): Promise<unknown> {
   const where = new Map<string, CachedAt | { error: string }>();
   const keys = manifestObjects(manifest).map((o) => o.key);
@@ -141,8 +139,7 @@ async function describe(services: KdnServices, manifest: Manifest): Promise<unkn
       while (next < keys.length) {
         const key = keys[next++]!;
         try {
-          const head = await services.edges.head(key);
-          where.set(key, head ? { edge: head.edge, tier: head.servedFrom } : { error: 'missing at the origin' });
+          where.set(key, (await services.edges.cachedAt(key)) ?? { edge: null, tier: null });
         } catch (err) {
           where.set(key, { error: (err as Error).message });
         }

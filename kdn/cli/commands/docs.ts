@@ -33,14 +33,14 @@ export function register(program: Command): void {
     .action(async (id: string, flags: DocsFlags) => {
       const doc = (await clientFor(flags).document(id, flags.namespace)) as {
         id: string; title: string; codec: string; tokens: number; bytes: number;
-        chunks: { index: number; tokens: number; independent: { bytes: number; cached?: { tier?: string; edge?: string; error?: string } } }[];
+        chunks: { index: number; tokens: number; independent: { bytes: number; cached?: { tier?: string | null; edge?: string | null; error?: string } } }[];
       };
       print(flags, doc, () =>
         [
           `${doc.id}  ${doc.title}  ${doc.tokens} tokens, ${formatBytes(doc.bytes)} ${doc.codec}`,
           ...doc.chunks.map((c) => {
             const where = c.independent.cached;
-            return `  #${c.index} ${c.tokens} tokens ${formatBytes(c.independent.bytes)} ${where?.tier ? `${where.tier} @ ${where.edge}` : (where?.error ?? '')}`;
+            return `  #${c.index} ${c.tokens} tokens ${formatBytes(c.independent.bytes)} ${where?.tier ? `${where.tier} @ ${where.edge}` : (where?.error ?? 'not cached')}`;
           }),
         ].join('\n'),
       );
