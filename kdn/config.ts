@@ -1,18 +1,9 @@
 import { join, resolve } from 'node:path';
 import { z } from 'zod';
 import { MIN_EDGE_SECRET_LENGTH } from '../common/edge-token.ts';
+import { byteSize as size } from '../common/byte-size.ts';
 import { resolveConfig } from '../common/resolve-config.ts';
-import { parseSize } from '../edge/config.ts';
 import { parseRateLimit } from './auth/rate-limit.ts';
-
-const size = z.union([z.number(), z.string()]).transform((value, ctx) => {
-  try {
-    return parseSize(value);
-  } catch (err) {
-    ctx.addIssue({ code: 'custom', message: (err as Error).message });
-    return z.NEVER;
-  }
-});
 
 const edgeList = z.union([z.array(z.string()), z.string()]).transform((value, ctx) => {
   const items = (Array.isArray(value) ? value : value.split(',')).map((s) => s.trim()).filter((s) => s !== '');

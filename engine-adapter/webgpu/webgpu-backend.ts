@@ -4,7 +4,7 @@
  * into one submission each, reading back only the logits asked for.
  */
 import { KdnError } from '../../common/errors.ts';
-import { codecFor } from '../../storage/kv-object/codecs/index.ts';
+import { codecFor, quantizedSections } from '../../storage/kv-object/index.ts';
 import type { KVHeader, KVLayerBlock, KVTensors } from '../../storage/kv-object/types.ts';
 import type { ForwardBackend, KVCacheHandle } from '../backend.ts';
 import type { ModelWeights } from '../model/weights.ts';
@@ -14,7 +14,7 @@ import { GpuContext } from './gpu-context.ts';
 import { GpuKVCache } from './gpu-kv-cache.ts';
 import { uploadWeights, type WeightPrecision } from './gpu-weights.ts';
 import { recordKvDequantFp16 } from './kernels/kv-dequant-fp16.ts';
-import { quantizedSections, recordKvDequantInt } from './kernels/kv-dequant-int.ts';
+import { recordKvDequantInt } from './kernels/kv-dequant-int.ts';
 import { recordRerotate } from './kernels/rerotate.ts';
 import { recordForwardChunk } from './record-forward.ts';
 
@@ -190,7 +190,7 @@ async function startBackend(ctx: GpuContext, weights: ModelWeights, options: Web
         } else {
           const bits = spec.name === 'int8' ? 8 : 4;
           const groupSize = spec.groupSize!;
-          const sections = quantizedSections(bits, header.tokens, tokenStride, groupSize);
+          const sections = quantizedSections({ tokens: header.tokens, kvHeads: header.kvHeads, headDim: header.headDim }, bits, groupSize);
           recordKvDequantInt(ctx, rec, { bits, src, sections, ...layer, tokens: header.tokens, channels: tokenStride, groupSize, dstOffset });
         }
         const delta = position - header.positionBase;

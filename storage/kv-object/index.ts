@@ -7,5 +7,6 @@ export { readKVObject } from './stream-reader.ts';
 export { tokenHash } from './token-hash.ts';
 export { codecFromString, codecToString } from './codec-spec.ts';
 export { codecFor, DEFAULT_GROUP_SIZE, type LayerCodec, type LayerShape } from './codecs/index.ts';
+export { quantizedSections, type QuantizedSections } from './codecs/quantized.ts';
 export { LIMITS as KV_LIMITS } from './header.ts';
 export { MAX_HEADER_BYTES } from './format.ts';

@@ -6,21 +6,12 @@ import { run as runEngine } from '../../bench/engine.ts';
 import { run as runFidelity } from '../../bench/fidelity.ts';
 import type { BenchRecord } from '../../bench/report.ts';
 import { run as runTtft } from '../../bench/ttft.ts';
-import { isKdnError } from '../../common/errors.ts';
 import { makeTinyModel } from '../../tools/make-tiny-models.ts';
+import { rejection } from '../support/rejection.ts';
 
 const CODECS = ['fp16', 'fp16+lz4', 'int8', 'int8+lz4', 'int4', 'int4+lz4'];
 const FIDELITY_MODES = ['prefix-chained', 'independent'];
 const TTFT_MODES = ['inject', 'inject-int8', 'inject-int4', 'recompute', 'peer'];
-
-async function rejection(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p;
-  } catch (err) {
-    return err;
-  }
-  throw new Error('expected a rejection');
-}
 
 function num(r: BenchRecord, key: string): number {
   const v = r[key];
@@ -113,10 +104,10 @@ describe('benchmarks on a tiny model', function () {
   });
 
   it('bad arguments are typed errors', async () => {
-    expect(isKdnError(await rejection(runTtft(['--shape', 'gpt-5'])), 'INVALID_ARGUMENT')).to.equal(true);
-    expect(isKdnError(await rejection(runTtft(['--shape', 'tiny', '--contexts', '0'])), 'INVALID_ARGUMENT')).to.equal(true);
-    expect(isKdnError(await rejection(runEngine(['--model', join(root, 'missing')])), 'NOT_FOUND')).to.equal(true);
-    expect(isKdnError(await rejection(runFidelity(['--model', model, '--codecs', 'int3'])), 'INVALID_ARGUMENT')).to.equal(true);
+    expect((await rejection(runTtft(['--shape', 'gpt-5']))).code).to.equal('INVALID_ARGUMENT');
+    expect((await rejection(runTtft(['--shape', 'tiny', '--contexts', '0']))).code).to.equal('INVALID_ARGUMENT');
+    expect((await rejection(runEngine(['--model', join(root, 'missing')]))).code).to.equal('NOT_FOUND');
+    expect((await rejection(runFidelity(['--model', model, '--codecs', 'int3']))).code).to.equal('INVALID_ARGUMENT');
   });
 
   it('engine: prefill and decode throughput per context size, engine and peer rows', async () => {

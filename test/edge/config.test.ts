@@ -1,5 +1,6 @@
 import { expect } from 'chai';
-import { parseSize, resolveEdgeConfig } from '../../edge/config.ts';
+import { parseSize } from '../../common/byte-size.ts';
+import { resolveEdgeConfig } from '../../edge/config.ts';
 
 describe('edge config', () => {
   it('parses byte sizes', () => {

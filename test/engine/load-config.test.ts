@@ -4,16 +4,7 @@ import { join } from 'node:path';
 import { KdnError } from '../../common/errors.ts';
 import { loadModelConfig, parseModelConfig } from '../../engine-adapter/model/load-config.ts';
 import { TempModels } from './temp-models.ts';
-
-async function rejection(p: Promise<unknown>): Promise<KdnError> {
-  try {
-    await p;
-  } catch (err) {
-    expect(err).to.be.instanceOf(KdnError);
-    return err as KdnError;
-  }
-  throw new Error('expected a rejection');
-}
+import { rejection } from '../support/rejection.ts';
 
 function thrown(fn: () => unknown): KdnError {
   try {

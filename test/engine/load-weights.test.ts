@@ -1,23 +1,13 @@
 import { expect } from 'chai';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { KdnError } from '../../common/errors.ts';
 import { fingerprintModel } from '../../engine-adapter/model/fingerprint.ts';
 import { loadModelWeights } from '../../engine-adapter/model/load-weights.ts';
 import { readModelInfo } from '../../engine-adapter/model/model-info.ts';
 import { SafetensorsModel, type TensorEntry } from '../../engine-adapter/model/safetensors.ts';
 import { writeSafetensors, type TensorToWrite } from '../../engine-adapter/model/safetensors-write.ts';
 import { ARCHITECTURES, TempModels } from './temp-models.ts';
-
-async function rejection(p: Promise<unknown>): Promise<KdnError> {
-  try {
-    await p;
-  } catch (err) {
-    expect(err).to.be.instanceOf(KdnError);
-    return err as KdnError;
-  }
-  throw new Error('expected a rejection');
-}
+import { rejection } from '../support/rejection.ts';
 
 /** Rewrites a single-file model's tensors through `edit`. */
 async function rewriteTensors(dir: string, edit: (tensors: TensorToWrite[]) => TensorToWrite[]): Promise<void> {

@@ -1,20 +1,10 @@
 import { expect } from 'chai';
 import { copyFile, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { KdnError } from '../../common/errors.ts';
 import { SafetensorsModel, readSafetensorsHeader } from '../../engine-adapter/model/safetensors.ts';
 import { floatToBf16Bits, writeSafetensors } from '../../engine-adapter/model/safetensors-write.ts';
 import { TempModels } from './temp-models.ts';
-
-async function rejection(p: Promise<unknown>): Promise<KdnError> {
-  try {
-    await p;
-  } catch (err) {
-    expect(err).to.be.instanceOf(KdnError);
-    return err as KdnError;
-  }
-  throw new Error('expected a rejection');
-}
+import { rejection } from '../support/rejection.ts';
 
 /** Hand-built file: 8-byte length, header bytes, data bytes. */
 function rawFile(header: string, data: Uint8Array = new Uint8Array(0), declaredLength?: bigint): Buffer {

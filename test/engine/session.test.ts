@@ -9,6 +9,7 @@ import type { Engine, GeneratedToken, Session } from '../../engine-adapter/types
 import type { KVTensors } from '../../storage/kv-object/types.ts';
 import { directReader, fp16Reader } from './kv-readers.ts';
 import { ARCHITECTURES, TempModels } from './temp-models.ts';
+import { rejection } from '../support/rejection.ts';
 
 /** Injection through the fp16 KV object: KV rounding to half precision moves logits by at most this much. */
 const FP16_LOGIT_TOLERANCE = 0.02;
@@ -32,16 +33,6 @@ function argmaxRows(logits: Float32Array, vocab: number): number[] {
     out.push(best);
   }
   return out;
-}
-
-async function rejection(p: Promise<unknown>): Promise<KdnError> {
-  try {
-    await p;
-  } catch (err) {
-    expect(err).to.be.instanceOf(KdnError);
-    return err as KdnError;
-  }
-  throw new Error('expected a rejection');
 }
 
 const PROMPT_A = 'The knowledge delivery network computes the KV cache of a document once, then ships it to every edge.';

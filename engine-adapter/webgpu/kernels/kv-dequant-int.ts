@@ -1,18 +1,7 @@
+import type { QuantizedSections } from '../../../storage/kv-object/index.ts';
 import { Params, type GpuContext, type Recorder } from '../gpu-context.ts';
 
 const URL_ = new URL('./kv-dequant-int.wgsl', import.meta.url);
-
-/** Byte offsets of an int8/int4 layer block's sections (storage/kv-object/codecs/quantized.ts), 4-byte aligned. */
-export interface QuantizedSections {
-  keyScale: number;
-  keyMin: number;
-  keyCodes: number;
-  valueScale: number;
-  valueMin: number;
-  valueCodes: number;
-  /** Bytes of the whole block. */
-  total: number;
-}
 
 export interface KvDequantIntArgs {
   bits: 8 | 4;
@@ -27,25 +16,6 @@ export interface KvDequantIntArgs {
   groupSize: number;
   /** Float index in the caches where the block's first element goes. */
   dstOffset: number;
-}
-
-function align4(n: number): number {
-  return (n + 3) & ~3;
-}
-
-/** The section layout documented in storage/kv-object/codecs/int8.ts (int4: codes packed two per byte). */
-export function quantizedSections(bits: 8 | 4, tokens: number, channels: number, groupSize: number): QuantizedSections {
-  const n = tokens * channels;
-  const keyParams = align4(2 * Math.ceil(tokens / groupSize) * channels);
-  const valueParams = align4(2 * tokens * Math.ceil(channels / groupSize));
-  const codes = align4(bits === 8 ? n : Math.ceil(n / 2));
-  const keyScale = 0;
-  const keyMin = keyScale + keyParams;
-  const keyCodes = keyMin + keyParams;
-  const valueScale = keyCodes + codes;
-  const valueMin = valueScale + valueParams;
-  const valueCodes = valueMin + valueParams;
-  return { keyScale, keyMin, keyCodes, valueScale, valueMin, valueCodes, total: valueCodes + codes };
 }
 
 /** Dequantizes an uploaded int8/int4 layer block into a layer's f32 key and value caches. */

@@ -15,7 +15,8 @@ import { align4, type LayerCodec, type LayerShape } from './codec.ts';
 
 export type CodeBits = 8 | 4;
 
-interface Sections {
+/** Byte offsets of a layer block's sections (see ./int8.ts), each 4-byte aligned; engines read blocks by them. */
+export interface QuantizedSections {
   keyGroups: number;
   valueGroups: number;
   keyScale: number;
@@ -27,7 +28,7 @@ interface Sections {
   total: number;
 }
 
-function sections(shape: LayerShape, bits: CodeBits, groupSize: number): Sections {
+export function quantizedSections(shape: LayerShape, bits: CodeBits, groupSize: number): QuantizedSections {
   const channels = shape.kvHeads * shape.headDim;
   const n = shape.tokens * channels;
   const keyGroups = Math.ceil(shape.tokens / groupSize);
@@ -79,7 +80,7 @@ function quantize(x: number, min: number, inverseScale: number, levels: number):
 export function quantizedCodec(bits: CodeBits, groupSize: number): LayerCodec {
   const levels = (1 << bits) - 1;
 
-  function encodeKeys(keys: Float32Array, shape: LayerShape, s: Sections, out: Uint8Array): void {
+  function encodeKeys(keys: Float32Array, shape: LayerShape, s: QuantizedSections, out: Uint8Array): void {
     const channels = shape.kvHeads * shape.headDim;
     const lo = new Float64Array(channels);
     const hi = new Float64Array(channels);
@@ -114,7 +115,7 @@ export function quantizedCodec(bits: CodeBits, groupSize: number): LayerCodec {
     }
   }
 
-  function encodeValues(values: Float32Array, shape: LayerShape, s: Sections, out: Uint8Array): void {
+  function encodeValues(values: Float32Array, shape: LayerShape, s: QuantizedSections, out: Uint8Array): void {
     const channels = shape.kvHeads * shape.headDim;
     for (let t = 0; t < shape.tokens; t++) {
       for (let g = 0; g < s.valueGroups; g++) {
@@ -141,11 +142,11 @@ export function quantizedCodec(bits: CodeBits, groupSize: number): LayerCodec {
 
   return {
     expectedSize(shape: LayerShape): number {
-      return sections(shape, bits, groupSize).total;
+      return quantizedSections(shape, bits, groupSize).total;
     },
 
     encode(layer: KVLayerTensors, shape: LayerShape): Uint8Array {
-      const s = sections(shape, bits, groupSize);
+      const s = quantizedSections(shape, bits, groupSize);
       const out = new Uint8Array(s.total);
       encodeKeys(layer.keys, shape, s, out);
       encodeValues(layer.values, shape, s, out);
@@ -153,7 +154,7 @@ export function quantizedCodec(bits: CodeBits, groupSize: number): LayerCodec {
     },
 
     decode(bytes: Uint8Array, shape: LayerShape): KVLayerTensors {
-      const s = sections(shape, bits, groupSize);
+      const s = quantizedSections(shape, bits, groupSize);
       if (bytes.length !== s.total) {
         throw new KdnError('KV_CORRUPT', `int${bits} block is ${bytes.length} bytes, expected ${s.total}`);
       }
