@@ -21,7 +21,7 @@ export const EdgeConfigSchema = z.object({
   diskBytes: size.default(4 * 2 ** 30),
   diskPath: z.string().min(1).default(join(homedir(), '.cache', 'kdn', 'edge')),
   /** An object-store URL for storage/open-store.ts: `file:/path` or `s3://bucket/prefix?endpoint=...`. */
-  originUrl: z.string().min(1),
+  originUrl: z.string({ error: 'no origin given: pass --origin (or KDN_EDGE_ORIGIN) as file:/path or s3://bucket?endpoint=...' }).min(1),
   /** How long a key the origin does not have is answered 404 without asking the origin again. */
   negativeTtlMs: milliseconds.default(2_000),
   /** Bound on one origin request; past it a miss answers 504. */

@@ -4,6 +4,7 @@ import { MIN_EDGE_SECRET_LENGTH } from '../common/edge-token.ts';
 import { byteSize as size } from '../common/byte-size.ts';
 import { resolveConfig } from '../common/resolve-config.ts';
 import { parseRateLimit } from './auth/rate-limit.ts';
+import { DEFAULT_MODEL_DIR } from './default-model.ts';
 
 const edgeList = z.union([z.array(z.string()), z.string()]).transform((value, ctx) => {
   const items = (Array.isArray(value) ? value : value.split(',')).map((s) => s.trim()).filter((s) => s !== '');
@@ -36,7 +37,7 @@ export const KdnConfigSchema = z.object({
   origin: z.string().min(1).optional(),
   /** Edge base URLs; empty starts one edge inside the kdn process. */
   edges: edgeList.default([]),
-  model: z.string().min(1).default('models/kdn-demo'),
+  model: z.string().min(1).default(DEFAULT_MODEL_DIR),
   backend: z.enum(['auto', 'webgpu', 'cpu']).default('auto'),
   /** Most tokens in one knowledge chunk. */
   chunkTokens: z.coerce.number().int().min(8).max(8192).default(256),

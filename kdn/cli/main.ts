@@ -9,6 +9,12 @@ import { register as registerEdge } from './commands/edge.ts';
 import { register as registerGenerate } from './commands/generate.ts';
 import { register as registerModelInfo } from './commands/model-info.ts';
 
+// A reader that stops early (`kdn docs | head`) closes the pipe: that ends the command, it is not an error.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(0);
+  throw err;
+});
+
 const program = new Command();
 program
   .name('kdn')

@@ -40,10 +40,10 @@ describe('engine cli: kdn generate and kdn model-info', () => {
     expect(r.stderr).to.match(/time to first token [\d.]+ ms/).and.match(/[\d.]+ tokens\/s/);
   });
 
-  it('a missing --model or model directory is a clear error', async () => {
-    const none = await kdn(['generate', 'hi']);
-    expect(none.code).to.equal(1);
-    expect(none.stderr).to.contain('INVALID_ARGUMENT').and.contain('--model');
+  it('without --model uses the shipped demo model; a missing model directory is a clear error', async () => {
+    const demo = await kdn(['model-info', '--json']);
+    expect(demo.code, demo.stderr).to.equal(0);
+    expect((JSON.parse(demo.stdout) as { path: string }).path).to.match(/models[/\\]kdn-demo$/);
     const missing = await kdn(['model-info', '--model', '/nonexistent/model']);
     expect(missing.code).to.equal(1);
     expect(missing.stderr).to.contain('MODEL_INVALID').and.contain('/nonexistent/model/config.json');

@@ -1,6 +1,7 @@
 import { Option, type Command } from 'commander';
 import { KdnError } from '../../../common/errors.ts';
 import { createEngine } from '../../../engine-adapter/index.ts';
+import { DEFAULT_MODEL_DIR } from '../../default-model.ts';
 
 interface GenerateFlags {
   model?: string;
@@ -20,20 +21,12 @@ function numberFlag(name: string, integer: boolean): (value: string) => number {
   };
 }
 
-/** --model is required until a default model ships in models/. */
-export function requireModelDir(model: string | undefined): string {
-  if (model) return model;
-  throw new KdnError('INVALID_ARGUMENT', 'no model given: pass --model DIR', {
-    hint: 'DIR is a Hugging Face model directory; `node --import tsx tools/make-tiny-models.ts /tmp/models` makes small test ones',
-  });
-}
-
 /**
  * `kdn generate --model DIR "prompt"`: streams the completion to stdout, then prints time to first token (prompt
  * prefill included) and decode speed to stderr so stdout stays the text alone.
  */
 async function generate(prompt: string, flags: GenerateFlags): Promise<void> {
-  const engine = await createEngine({ modelDir: requireModelDir(flags.model), backend: flags.backend });
+  const engine = await createEngine({ modelDir: flags.model ?? DEFAULT_MODEL_DIR, backend: flags.backend });
   const abort = new AbortController();
   const onSigint = (): void => abort.abort();
   process.once('SIGINT', onSigint);
@@ -70,7 +63,7 @@ export function register(program: Command): void {
     .command('generate')
     .description('generate text from a prompt with a local model')
     .argument('<prompt>', 'prompt text')
-    .option('--model <dir>', 'Hugging Face model directory (required until a default model ships)')
+    .option('--model <dir>', 'Hugging Face model directory (default: the shipped demo model, models/kdn-demo)')
     .addOption(new Option('--backend <backend>', 'compute backend').choices(['auto', 'webgpu', 'cpu']).default('auto'))
     .option('--max-tokens <n>', 'most tokens to generate', numberFlag('--max-tokens', true), 128)
     .option('--temperature <t>', 'sampling temperature; 0 is greedy', numberFlag('--temperature', false), 0)

@@ -1,10 +1,10 @@
 import type { Command } from 'commander';
 import { readModelInfo } from '../../../engine-adapter/index.ts';
-import { requireModelDir } from './generate.ts';
+import { DEFAULT_MODEL_DIR } from '../../default-model.ts';
 
 /** `kdn model-info --model DIR`: architecture, size, KV bytes per token and fingerprint, without loading weights. */
 async function modelInfo(flags: { model?: string; json?: boolean }): Promise<void> {
-  const info = await readModelInfo(requireModelDir(flags.model));
+  const info = await readModelInfo(flags.model ?? DEFAULT_MODEL_DIR);
   if (flags.json) {
     process.stdout.write(`${JSON.stringify(info, null, 2)}\n`);
     return;
@@ -29,7 +29,7 @@ export function register(program: Command): void {
   program
     .command('model-info')
     .description('print a model directory’s architecture, parameters, KV bytes per token and fingerprint')
-    .option('--model <dir>', 'Hugging Face model directory')
+    .option('--model <dir>', 'Hugging Face model directory (default: the shipped demo model, models/kdn-demo)')
     .option('--json', 'print JSON')
     .action(modelInfo);
 }

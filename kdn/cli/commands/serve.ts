@@ -91,7 +91,7 @@ export function register(program: Command): void {
     .option('--data-dir <dir>', `data directory (env ${KDN_ENV.dataDir}; default ./data)`)
     .option('--origin <url>', `origin store: file:/path or s3://bucket?endpoint=... (env ${KDN_ENV.origin}; default file:<data-dir>/origin)`)
     .option('--edges <urls>', `comma-separated edge URLs; none starts one embedded edge (env ${KDN_ENV.edges})`)
-    .option('--model <dir>', `model directory (env ${KDN_ENV.model}; default models/kdn-demo)`)
+    .option('--model <dir>', `model directory (env ${KDN_ENV.model}; default: the shipped demo model, models/kdn-demo)`)
     .option('--backend <name>', `auto, webgpu or cpu (env ${KDN_ENV.backend}; default auto)`)
     .option('--chunk-tokens <n>', `most tokens per knowledge chunk (env ${KDN_ENV.chunkTokens}; default 256)`)
     .option('--codec <codec>', `codec of stored KV: fp16, int8, int4, optionally +lz4 (env ${KDN_ENV.codec}; default int8)`)
