@@ -121,6 +121,8 @@ describe('kdn end to end (kdn serve + CLI)', function () {
       ['/v1/query', { question: 'x', maxTokens: 100_000 }, 400],
       ['/v1/documents', { title: 'x' }, 400],
       ['/v1/chat/completions', { messages: [] }, 400],
+      // A stream that fails before its first token still answers with a status, not an SSE error event.
+      ['/v1/chat/completions', { messages: [{ role: 'user', content: 'x' }], stream: true, kdn: { documents: ['no such doc'] } }, 404],
     ] as const) {
       const res = await fetch(`${url}${path}`, post(bad));
       const err = (await res.json()) as { error: { code: string; message: string } };

@@ -111,9 +111,15 @@ async function complete(services: KdnServices, res: Response, c: Completion): Pr
     return;
   }
 
-  res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive' });
+  // The stream opens with the first token, so a request that fails before it (unknown document, bad namespace)
+  // still gets its proper HTTP status from the error handler; a failure after that is sent as an error event.
+  let opened = false;
   const chunkObject = c.kind === 'chat' ? 'chat.completion.chunk' : 'text_completion';
   const send = (payload: unknown): void => {
+    if (!opened) {
+      res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive' });
+      opened = true;
+    }
     res.write(`data: ${JSON.stringify(payload)}\n\n`);
   };
   const delta = (text: string, first: boolean): unknown =>
@@ -130,6 +136,7 @@ async function complete(services: KdnServices, res: Response, c: Completion): Pr
     const last = c.kind === 'chat' ? { index: 0, delta: {}, finish_reason: finishReason(outcome) } : { index: 0, text: '', logprobs: null, finish_reason: finishReason(outcome) };
     send({ id, object: chunkObject, created, model: c.model, choices: [last], usage: usage(outcome), kdn: kdnExtras(outcome) });
   } catch (err) {
+    if (!opened) throw err;
     send(toKdnError(err).toJSON());
   }
   res.end('data: [DONE]\n\n');
