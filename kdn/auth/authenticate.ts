@@ -10,7 +10,9 @@ export interface AuthOptions {
   metricsPublic: boolean;
 }
 
-const HINT = 'send "Authorization: Bearer <key>" (kdn CLI: --api-key or KDN_API_KEY); keys are configured with KDN_API_KEYS or --api-keys-file';
+const HINT =
+  'send "Authorization: Bearer <key>" (kdn CLI: --api-key or KDN_API_KEY); keys are configured with KDN_API_KEYS or ' +
+  '--api-keys-file, and without them kdn serve generates one into <data-dir>/api-key';
 
 /**
  * Express middleware: every request but GET /healthz (and GET /metrics when public) needs a configured API key,
