@@ -42,22 +42,37 @@ export async function planFromDocuments(catalog: Catalog, namespace: string, doc
   );
 }
 
-/** Retrieval: the top-k chunks by BM25, best first, each with its independent object placed at its position. */
+/**
+ * Retrieval: the top-k chunks by BM25, grouped by document (the document with the best hit first) and in document
+ * order within each, so the model reads text in its own order. A document's hits that run from its first chunk
+ * without a gap use their prefix-chained objects, whose attention across those chunks is exact; every other hit
+ * uses its independent object, re-rotated to its position.
+ */
 export async function planFromRetrieval(catalog: Catalog, namespace: string, query: string, topK: number): Promise<ContextPiece[]> {
-  const pieces: ContextPiece[] = [];
+  const byDocument = new Map<string, { manifest: Manifest; hits: { index: number; score: number }[] }>();
   for (const hit of catalog.index.search(namespace, query, topK)) {
     const manifest = await catalog.find(namespace, hit.docId);
-    const chunk = manifest?.chunks[hit.index];
-    if (!manifest || !chunk) continue;
-    pieces.push({
-      docId: manifest.id,
-      title: manifest.title,
-      index: chunk.index,
-      score: hit.score,
-      tokenIds: chunk.tokenIds,
-      kind: 'independent',
-      key: chunk.independent.key,
-      bytes: chunk.independent.bytes,
+    if (!manifest?.chunks[hit.index]) continue;
+    const entry = byDocument.get(manifest.id) ?? { manifest, hits: [] };
+    entry.hits.push({ index: hit.index, score: hit.score });
+    byDocument.set(manifest.id, entry);
+  }
+  const pieces: ContextPiece[] = [];
+  for (const { manifest, hits } of byDocument.values()) {
+    hits.sort((a, b) => a.index - b.index);
+    hits.forEach((hit, position) => {
+      const chunk = manifest.chunks[hit.index]!;
+      const object = hit.index === position && chunk.chained ? chunk.chained : null;
+      pieces.push({
+        docId: manifest.id,
+        title: manifest.title,
+        index: chunk.index,
+        score: hit.score,
+        tokenIds: chunk.tokenIds,
+        kind: object ? 'chained' : 'independent',
+        key: (object ?? chunk.independent).key,
+        bytes: (object ?? chunk.independent).bytes,
+      });
     });
   }
   return pieces;
