@@ -1,3 +1,4 @@
+import { mulberry32 } from '../common/rng.ts';
 import { argmax } from './cpu/kernels/argmax.ts';
 
 export interface SamplerOptions {
@@ -7,18 +8,6 @@ export interface SamplerOptions {
   topP?: number;
   /** Same seed, same logits -> same tokens. Absent: a random seed. */
   seed?: number;
-}
-
-/** mulberry32: small, fast, and good enough to draw tokens; seeded so sampled generations can be replayed. */
-function uniformRng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** Picks the next token from a logits row: greedy, or temperature + top-p sampling from a seeded RNG. */
@@ -31,7 +20,7 @@ export class Sampler {
     this.temperature = options.temperature ?? 0;
     this.topP = options.topP ?? 1;
     if (!(this.topP > 0 && this.topP <= 1)) throw new RangeError(`topP must be in (0, 1], got ${this.topP}`);
-    this.random = uniformRng(options.seed ?? Math.floor(Math.random() * 2 ** 32));
+    this.random = mulberry32(options.seed ?? Math.floor(Math.random() * 2 ** 32));
   }
 
   sample(logits: Float32Array): number {

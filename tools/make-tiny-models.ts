@@ -16,6 +16,7 @@ import { Command, Option } from 'commander';
 import type { Architecture } from '../engine-adapter/model/config.ts';
 import { writeSafetensors, type TensorToWrite } from '../engine-adapter/model/safetensors-write.ts';
 import type { SafetensorsDtype } from '../engine-adapter/model/safetensors.ts';
+import { mulberry32 } from '../common/rng.ts';
 
 export type TinyDtype = 'bf16' | 'fp16' | 'fp32';
 
@@ -165,14 +166,7 @@ function tokenizerFiles(fam: Family): { tokenizer: object; config: object; ids: 
 
 /** Seeded normal random numbers (mulberry32 + Box-Muller), so a seed always gives the same model. */
 function normalRng(seed: number): () => number {
-  let a = seed >>> 0;
-  const uniform = (): number => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const uniform = mulberry32(seed);
   return () => Math.sqrt(-2 * Math.log(1 - uniform())) * Math.cos(2 * Math.PI * uniform());
 }
 

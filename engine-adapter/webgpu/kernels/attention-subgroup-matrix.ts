@@ -1,5 +1,6 @@
 import { KdnError } from '../../../common/errors.ts';
-import { Params, type GpuContext, type Recorder } from '../gpu-context.ts';
+import type { GpuContext, Recorder } from '../gpu-context.ts';
+import { attentionParams } from './attention-params.ts';
 import type { AttentionArgs } from './attention.ts';
 
 const URL_ = new URL('./attention-subgroup-matrix.wgsl', import.meta.url);
@@ -29,14 +30,7 @@ export function recordAttentionSubgroupMatrix(ctx: GpuContext, rec: Recorder, a:
     throw new KdnError('INTERNAL', `subgroup-matrix attention cannot take headDim ${a.headDim}, ${a.tokens} tokens on this adapter`);
   }
   const defines = [...(sm.syntax === 'template-arg' ? ['SGMAT_TEMPLATE'] : []), ...(a.headDim === 128 ? ['HEAD_DIM_128'] : [])];
-  const params = new Params()
-    .u32(a.tokens)
-    .u32(a.heads)
-    .u32(a.kvHeads)
-    .u32(a.headDim)
-    .u32(a.posBase)
-    .u32(a.window ?? 0)
-    .f32(1 / Math.sqrt(a.headDim));
+  const params = attentionParams(a);
   const rows = a.tokens * (a.heads / a.kvHeads);
   rec.dispatch(ctx.pipeline({ url: URL_, defines }), params, [a.q, a.cacheK, a.cacheV, a.out], [Math.ceil(rows / ROWS), a.kvHeads]);
 }

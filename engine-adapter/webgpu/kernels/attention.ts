@@ -1,5 +1,6 @@
 import { KdnError } from '../../../common/errors.ts';
-import { Params, type GpuContext, type Recorder } from '../gpu-context.ts';
+import type { GpuContext, Recorder } from '../gpu-context.ts';
+import { attentionParams } from './attention-params.ts';
 import { recordAttentionCombine } from './attention-combine.ts';
 import { recordAttentionSubgroupMatrix, subgroupMatrixAttentionFits } from './attention-subgroup-matrix.ts';
 
@@ -74,14 +75,7 @@ export function recordAttentionPortable(ctx: GpuContext, rec: Recorder, a: Atten
   }
   const bk = keysPerTile(a.headDim);
   const pipeline = ctx.pipeline({ url: URL_, constants: { BK: bk, TILE: bk * a.headDim, DOTS: ROWS_PER_WORKGROUP * 4 * bk } });
-  const params = new Params()
-    .u32(a.tokens)
-    .u32(a.heads)
-    .u32(a.kvHeads)
-    .u32(a.headDim)
-    .u32(a.posBase)
-    .u32(a.window ?? 0)
-    .f32(1 / Math.sqrt(a.headDim));
+  const params = attentionParams(a);
   const rows = a.tokens * (a.heads / a.kvHeads);
   const groups = Math.ceil(rows / ROWS_PER_WORKGROUP) * a.kvHeads;
   const splits = a.splits ?? chooseSplits(groups, a.posBase + a.tokens, bk);
