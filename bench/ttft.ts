@@ -2,7 +2,8 @@
  * Time to first token of a knowledge-heavy query: `--contexts` tokens of context plus a `--question`-token
  * question, answered by
  *   inject, inject-int8, inject-int4: the context's KV objects (`--chunk`-token chunks, made once by the engine and
- *     put to a warm edge started in process) fetched over HTTP in parallel, injected in order, question prefilled;
+ *     put to a warm edge: its own `kdn edge` process, or with `--edge inline` one inside this process) fetched over
+ *     HTTP in parallel, injected in order, question prefilled;
  *   recompute: the engine prefills context and question;
  *   peer: transformers (bf16, sdpa) prefills the same token count (bench/peer_prefill.py; skipped with the reason
  *     where torch or CUDA is missing).
@@ -15,8 +16,8 @@
  */
 import { codecFromString, encodeKVObject } from '../storage/kv-object/index.ts';
 import type { CodecName } from '../storage/kv-object/types.ts';
-import { choiceList, parseFlags, positiveInt } from './lib/args.ts';
-import { startBenchEdge, type BenchEdge } from './lib/bench-edge.ts';
+import { choice, choiceList, parseFlags, positiveInt } from './lib/args.ts';
+import { EDGE_PLACEMENTS, startBenchEdge, type BenchEdge, type EdgePlacement } from './lib/bench-edge.ts';
 import { SPEED_OPTIONS, speedArgs, type SpeedArgs } from './lib/common-args.ts';
 import { fetchAndInject, type FetchInjectTiming } from './lib/fetch-inject.ts';
 import { argmax } from './lib/logits.ts';
@@ -24,6 +25,7 @@ import { openBenchEngine, resolveTarget } from './lib/open-engine.ts';
 import { PEER_REPS, runPeer, type PeerReport } from './lib/peer.ts';
 import { median, round } from './lib/stats.ts';
 import type { BenchEngine } from './lib/synthetic-engine.ts';
+import type { Session } from '../engine-adapter/index.ts';
 import { randomTokenIds } from './lib/token-ids.ts';
 import type { BenchRecord, BenchReport } from './report.ts';
 
@@ -39,6 +41,7 @@ interface TtftArgs extends SpeedArgs {
   chunk: number;
   modes: Mode[];
   window: number;
+  edge: EdgePlacement;
 }
 
 function isInject(mode: Mode): mode is InjectMode {
@@ -46,13 +49,14 @@ function isInject(mode: Mode): mode is InjectMode {
 }
 
 function parse(args: string[]): TtftArgs {
-  const values = parseFlags(args, { ...SPEED_OPTIONS, question: { type: 'string' }, chunk: { type: 'string' }, modes: { type: 'string' }, window: { type: 'string' } });
+  const values = parseFlags(args, { ...SPEED_OPTIONS, question: { type: 'string' }, chunk: { type: 'string' }, modes: { type: 'string' }, window: { type: 'string' }, edge: { type: 'string' } });
   return {
     ...speedArgs(values, { contexts: [256, 512, 1024] }),
     question: positiveInt(values.question, 64, 'question'),
     chunk: positiveInt(values.chunk, 256, 'chunk'),
     modes: choiceList(values.modes, MODES, MODES, 'modes'),
     window: positiveInt(values.window, 16, 'window'),
+    edge: choice(values.edge, 'process', EDGE_PLACEMENTS, 'edge'),
   };
 }
 
@@ -92,19 +96,23 @@ async function measure<T extends { ms: number }>(warmup: number, runs: number, o
   return { median: median(results.map((r) => r.ms)), results };
 }
 
-/** Computes the context once, exports it chunk by chunk and puts each chunk in every codec the modes need. */
+/**
+ * Puts the context's KV objects, chunk by chunk, in every codec the modes need. `source` already holds the context
+ * (the last recompute run's session) or is null, and then a session prefills it here; either way it is disposed.
+ */
 async function putContextObjects(
   engine: BenchEngine,
   edge: BenchEdge,
+  source: Session | null,
   context: number[],
   chunk: number,
   codecs: CodecName[],
   prefix: string,
 ): Promise<Map<CodecName, string[]>> {
   const keys = new Map<CodecName, string[]>(codecs.map((c) => [c, []]));
-  const session = engine.createSession(context.length);
+  const session = source ?? engine.createSession(context.length);
   try {
-    await session.prefill(context, { logits: 'none' });
+    if (source === null) await session.prefill(context, { logits: 'none' });
     for (let start = 0, i = 0; start < context.length; start += chunk, i++) {
       const end = Math.min(start + chunk, context.length);
       const kv = await session.exportKV({ start, end });
@@ -162,16 +170,23 @@ async function measureContext(engine: BenchEngine, a: TtftArgs, shape: string, c
     }
   };
 
+  // The last recompute run's session holds the context's KV: the inject modes export their objects from it rather
+  // than prefilling the context again (which for an 8B shape at 32k tokens is most of the run).
+  let kept: Session | null = null;
   if (a.modes.includes('recompute') && !skipped('recompute')) await attempt(['recompute'], async () => {
     const all = [...contextIds, ...questionIds];
     const m = await measure(a.warmup, a.runs, async () => {
+      kept?.dispose();
+      kept = null;
       const session = engine.createSession(all.length);
       try {
         const t0 = performance.now();
         const first = argmax(await session.prefill(all, { logits: 'last' }));
-        return { ms: performance.now() - t0, first };
+        const ms = performance.now() - t0;
+        kept = session;
+        return { ms, first };
       } finally {
-        session.dispose();
+        if (kept !== session) session.dispose();
       }
     });
     recomputeFirst = m.results.at(-1)!.first;
@@ -182,9 +197,11 @@ async function measureContext(engine: BenchEngine, a: TtftArgs, shape: string, c
   if (injectModes.length > 0 && !a.deadline.expired) await attempt(injectModes, async () => {
     const codecs = injectModes.map((m) => CODEC_OF[m]);
     const budget = codecs.reduce((sum, c) => sum + SIZE_FACTOR[c], 0) * engine.info.kvBytesPerToken * context + 64 * 2 ** 20;
-    const edge = await startBenchEdge(Math.ceil(budget), Math.ceil(engine.info.kvBytesPerToken * a.chunk * 1.1) + 2 ** 20);
+    const edge = await startBenchEdge(Math.ceil(budget), Math.ceil(engine.info.kvBytesPerToken * a.chunk * 1.1) + 2 ** 20, a.edge);
     try {
-      const keys = await putContextObjects(engine, edge, contextIds, a.chunk, codecs, `bench/ttft/${shape.replace(/[^A-Za-z0-9._=-]/g, '_')}/${context}`);
+      const source = kept;
+      kept = null;
+      const keys = await putContextObjects(engine, edge, source, contextIds, a.chunk, codecs, `bench/ttft/${shape.replace(/[^A-Za-z0-9._=-]/g, '_')}/${context}`);
       for (const mode of injectModes) {
         if (skipped(mode)) continue;
         await attempt([mode], async () => {
@@ -206,6 +223,7 @@ async function measureContext(engine: BenchEngine, a: TtftArgs, shape: string, c
       await edge.close();
     }
   });
+  (kept as Session | null)?.dispose();
   for (const mode of injectModes) if (!out.has(mode)) skipped(mode);
 
   if (a.modes.includes('peer')) {
@@ -258,6 +276,7 @@ export async function run(args: string[]): Promise<BenchReport> {
         runs: a.runs,
         warmup: a.warmup,
         fetchWindow: a.window,
+        edge: a.edge === 'process' ? 'a kdn edge process on this machine (loopback HTTP)' : 'an edge inside the benchmark process (loopback HTTP, same event loop)',
         peer: peer === undefined ? 'not requested' : peer.available ? `${peer.label} on ${peer.device}` : `unavailable: ${peer.reason}`,
         maxSeconds: Number.isFinite(a.deadline.seconds) ? a.deadline.seconds : null,
         timing: 'ttft_ms: median of runs, from the start of a query on a fresh session to the first token id on the host; inject modes split into fetch (first request to last body), fetch_wait (injector idle waiting for bodies), inject, question prefill',

@@ -27,5 +27,10 @@ export interface ForwardBackend {
    * (position - header.positionBase) when header.ropeApplied, or rotated at `position` when stored before RoPE.
    */
   writeKVLayer(cache: KVCacheHandle, header: KVHeader, block: KVLayerBlock, position: number): Promise<void>;
+  /**
+   * Resolves once every layer written so far is in the cache or queued where nothing can fail any more; a write
+   * the device rejected throws here. Backends may batch writeKVLayer calls until this (or the next forward).
+   */
+  settleKVWrites(cache: KVCacheHandle): Promise<void>;
   dispose(): Promise<void>;
 }

@@ -130,6 +130,7 @@ export class BackendSession implements Session {
         expected++;
       }
       if (expected !== h.layers) throw new KdnError('KV_CORRUPT', `KV stream ended after ${expected} of ${h.layers} layers`);
+      await this.backend.settleKVWrites(this.cache);
       for (let i = 0; i < h.tokens; i++) this.ids.push(INJECTED);
       this.lastLogits = undefined;
     });

@@ -1,52 +1,98 @@
 /**
- * A warm edge started in process for the TTFT benchmark: a file origin and a memory tier in a temp directory
- * (disk tier off), so every measured GET is a memory hit served over loopback HTTP, as from an edge beside the GPU.
+ * A warm edge for the TTFT benchmark: a file origin and a memory tier in a temp directory (disk tier off), so every
+ * measured GET is a memory hit served over loopback HTTP, as from an edge beside the GPU. Placement 'process' runs
+ * it as its own `kdn edge` process (as deployed: the edge's sends do not share the client's event loop); 'inline'
+ * starts it in this process.
  */
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
+import { KdnError } from '../../common/errors.ts';
 import { EdgeClient } from '../../edge/client.ts';
-import { startEdge, type RunningEdge } from '../../edge/main.ts';
+import { startEdge } from '../../edge/main.ts';
+
+export const EDGE_PLACEMENTS = ['process', 'inline'] as const;
+export type EdgePlacement = (typeof EDGE_PLACEMENTS)[number];
 
 export interface BenchEdge {
-  edge: RunningEdge;
   client: EdgeClient;
   close(): Promise<void>;
 }
 
+const KDN_BIN = fileURLToPath(new URL('../../bin/kdn.js', import.meta.url));
+
+interface EdgeSetup {
+  memoryBytes: number;
+  maxBodyBytes: number;
+  diskPath: string;
+  originUrl: string;
+  secret: string;
+}
+
+/** Starts `kdn edge` and waits for its ready line; resolves with its URL and a stop function. */
+async function startEdgeProcess(s: EdgeSetup): Promise<{ url: string; stop(): Promise<void> }> {
+  const args = [KDN_BIN, 'edge', '--json', '--port', '0', '--host', '127.0.0.1', '--memory', String(s.memoryBytes), '--disk', '0',
+    '--disk-path', s.diskPath, '--origin', s.originUrl, '--max-body', String(s.maxBodyBytes), '--edge-secret', s.secret];
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn' } });
+  const exited = once(child, 'exit');
+  const lines = createInterface({ input: child.stdout! });
+  const ready = (async (): Promise<string> => {
+    for await (const line of lines) {
+      const parsed = JSON.parse(line) as { ready?: boolean; url?: string };
+      if (parsed.ready && parsed.url) return parsed.url;
+    }
+    throw new KdnError('EDGE_UNAVAILABLE', 'the benchmark edge process exited before it was ready');
+  })();
+  const url = await Promise.race([ready, exited.then(([code]) => { throw new KdnError('EDGE_UNAVAILABLE', `the benchmark edge process exited with code ${code}`); })]);
+  return {
+    url,
+    async stop() {
+      if (child.exitCode === null) {
+        child.kill('SIGTERM');
+        await exited;
+      }
+    },
+  };
+}
+
 /** `memoryBytes` must hold every object the run puts, or GETs would fall through to the origin. */
-export async function startBenchEdge(memoryBytes: number, maxObjectBytes: number): Promise<BenchEdge> {
+export async function startBenchEdge(memoryBytes: number, maxObjectBytes: number, placement: EdgePlacement = 'process'): Promise<BenchEdge> {
   const dir = await mkdtemp(join(tmpdir(), 'kdn-bench-edge-'));
   // Signed requests, as kdn sends them: token signing and checking are part of the measured path.
-  const secret = randomBytes(24).toString('hex');
-  let edge: RunningEdge;
+  const setup: EdgeSetup = {
+    memoryBytes,
+    maxBodyBytes: Math.max(maxObjectBytes, 1 << 20),
+    diskPath: join(dir, 'disk'),
+    originUrl: `file:${join(dir, 'origin')}`,
+    secret: randomBytes(24).toString('hex'),
+  };
+  let url: string;
+  let stop: () => Promise<void>;
   try {
-    edge = await startEdge(
-      {
-        port: 0,
-        host: '127.0.0.1',
-        memoryBytes,
-        diskBytes: 0,
-        diskPath: join(dir, 'disk'),
-        originUrl: `file:${join(dir, 'origin')}`,
-        maxBodyBytes: Math.max(maxObjectBytes, 1 << 20),
-        secret,
-      },
-      { log: pino({ name: 'bench-edge', level: process.env.LOG_LEVEL ?? (process.env.KDN_TEST ? 'silent' : 'warn') }, pino.destination(2)) },
-    );
+    if (placement === 'process') {
+      ({ url, stop } = await startEdgeProcess(setup));
+    } else {
+      const log = pino({ name: 'bench-edge', level: process.env.LOG_LEVEL ?? (process.env.KDN_TEST ? 'silent' : 'warn') }, pino.destination(2));
+      const edge = await startEdge({ port: 0, host: '127.0.0.1', diskBytes: 0, ...setup }, { log });
+      url = edge.url;
+      stop = () => edge.close();
+    }
   } catch (err) {
     await rm(dir, { recursive: true, force: true });
     throw err;
   }
-  const client = new EdgeClient({ edges: [edge.url], timeoutMs: 60_000, maxSockets: 64, secret });
+  const client = new EdgeClient({ edges: [url], timeoutMs: 60_000, maxSockets: 64, secret: setup.secret });
   return {
-    edge,
     client,
     async close(): Promise<void> {
       client.close();
-      await edge.close();
+      await stop();
       await rm(dir, { recursive: true, force: true });
     },
   };

@@ -78,6 +78,11 @@ export function createCpuBackend(weights: ModelWeights): ForwardBackend {
       kv.values[block.layer]!.set(values, position * tokenStride);
     },
 
+    // Writes land in host memory as they are made: nothing is pending.
+    async settleKVWrites(cache): Promise<void> {
+      own(cache);
+    },
+
     async dispose() {},
   };
 }

@@ -21,6 +21,8 @@ export class GpuKVCache implements KVCacheHandle {
     readonly layers: number,
     /** kvHeads * headDim: floats per token per layer. */
     readonly tokenStride: number,
+    /** Runs before the buffers are destroyed: submits recorded work that still writes to them. */
+    private readonly beforeDispose: () => void = () => undefined,
   ) {
     const bytes = capacity * tokenStride * 4;
     const limit = Math.min(ctx.limits.maxBufferSize, ctx.limits.maxStorageBufferBindingSize);
@@ -61,6 +63,7 @@ export class GpuKVCache implements KVCacheHandle {
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
+    this.beforeDispose();
     for (const b of [...this.keys, ...this.values]) b.destroy();
     this.keys = [];
     this.values = [];

@@ -12,6 +12,7 @@ import { openDevice, withErrorScopes } from './device.ts';
 import { ForwardScratch } from './forward-scratch.ts';
 import { GpuContext } from './gpu-context.ts';
 import { GpuKVCache } from './gpu-kv-cache.ts';
+import { KvInjector } from './kv-injector.ts';
 import { uploadWeights, type WeightPrecision } from './gpu-weights.ts';
 import { recordKvDequantFp16 } from './kernels/kv-dequant-fp16.ts';
 import { recordKvDequantInt } from './kernels/kv-dequant-int.ts';
@@ -30,15 +31,6 @@ export interface WebGPUBackendOptions {
 }
 
 const DEFAULT_CHUNK_TOKENS = 1024;
-
-/** A storage buffer holding an encoded layer block (its length is a multiple of 4: every codec pads to 4). */
-function uploadBlock(ctx: GpuContext, bytes: Uint8Array): GPUBuffer {
-  const buffer = ctx.storage(bytes.length, 'KV block');
-  // writeBuffer wants a 4-aligned source offset; a block sliced out of a larger body may not be.
-  const aligned = bytes.byteOffset % 4 === 0 ? bytes : bytes.slice();
-  ctx.device.queue.writeBuffer(buffer, 0, aligned.buffer, aligned.byteOffset, aligned.length);
-  return buffer;
-}
 
 export async function createWebGPUBackend(weights: ModelWeights, options: WebGPUBackendOptions = {}): Promise<ForwardBackend> {
   const ctx = new GpuContext(await openDevice());
@@ -62,6 +54,7 @@ async function startBackend(ctx: GpuContext, weights: ModelWeights, options: Web
   const precision = options.weights ?? (ctx.features.shaderF16 ? 'f16' : 'f32');
   const gpuWeights = await withErrorScopes(ctx.device, 'weight upload', () => uploadWeights(ctx, weights, precision));
   const scratch = new ForwardScratch(ctx, c);
+  const injector = new KvInjector(ctx);
   let lostReason: string | null = null;
   let disposed = false;
   void ctx.device.lost.then((info) => {
@@ -95,7 +88,7 @@ async function startBackend(ctx: GpuContext, weights: ModelWeights, options: Web
       alive();
       if (!Number.isInteger(capacity) || capacity < 1) throw new KdnError('INVALID_ARGUMENT', `KV capacity must be a positive integer, got ${capacity}`);
       if (capacity > maxCapacity) throw new KdnError('CONTEXT_TOO_LONG', `KV capacity ${capacity} exceeds this engine's ${maxCapacity}`);
-      return new GpuKVCache(ctx, capacity, c.layers, tokenStride);
+      return new GpuKVCache(ctx, capacity, c.layers, tokenStride, () => injector.flush());
     },
 
     async forward(handle, tokens, position, logits) {
@@ -109,6 +102,7 @@ async function startBackend(ctx: GpuContext, weights: ModelWeights, options: Web
       for (const id of tokens) {
         if (id >= c.vocabSize) throw new KdnError('INVALID_ARGUMENT', `token id ${id} outside vocabulary [0, ${c.vocabSize})`);
       }
+      await injector.settle();
       const parts: Float32Array[] = [];
       for (let start = 0; start < tokens.length; start += chunkTokens) {
         const n = Math.min(chunkTokens, tokens.length - start);
@@ -146,6 +140,7 @@ async function startBackend(ctx: GpuContext, weights: ModelWeights, options: Web
         result.perLayer = Array.from({ length: c.layers }, () => ({ keys: new Float32Array(0), values: new Float32Array(0) }));
         return result;
       }
+      await injector.settle();
       const done = await withErrorScopes(ctx.device, 'KV readback', () => {
         const rec = ctx.recorder();
         cache.reserve(end, rec);
@@ -175,14 +170,11 @@ async function startBackend(ctx: GpuContext, weights: ModelWeights, options: Web
         throw new KdnError('KV_CORRUPT', `KV layer ${block.layer} block is ${block.encoded.length} bytes, the ${header.codec.name} codec expects ${expected}`);
       }
       if (header.tokens === 0) return;
-      await withErrorScopes(ctx.device, 'KV injection', () => {
-        const rec = ctx.recorder();
-        // Growing copies are recorded first, so they land before the expanded rows.
-        cache.reserve(position + header.tokens, rec);
-        const layer = { keys: cache.keys[block.layer]!, values: cache.values[block.layer]! };
-        // The encoded bytes go up in one write and are expanded on the GPU: no host decode.
-        const src = uploadBlock(ctx, block.encoded);
-        rec.afterSubmit(() => src.destroy());
+      // Growing copies go into the batch first, so they land before the expanded rows.
+      cache.reserve(position + header.tokens, injector.recorder());
+      const layer = { keys: cache.keys[block.layer]!, values: cache.values[block.layer]! };
+      // The encoded bytes go up in one write and are expanded on the GPU: no host decode.
+      await injector.write(block.encoded, (rec, src) => {
         const dstOffset = position * tokenStride;
         const spec = header.codec;
         if (spec.name === 'fp16') {
@@ -205,14 +197,19 @@ async function startBackend(ctx: GpuContext, weights: ModelWeights, options: Web
             mode: header.ropeApplied ? { kind: 'delta', delta } : { kind: 'positions' },
           });
         }
-        // Not awaited: the queue runs later forwards after this, so injection of the next layer overlaps it.
-        void rec.submit();
       });
+    },
+
+    async settleKVWrites(handle): Promise<void> {
+      alive();
+      own(handle);
+      await injector.settle();
     },
 
     async dispose() {
       if (disposed) return;
       disposed = true;
+      injector.destroy();
       scratch.destroy();
       gpuWeights.destroy();
       ctx.dispose();

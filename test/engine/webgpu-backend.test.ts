@@ -20,7 +20,7 @@ import type { CodecSpec, KVHeader, KVLayerBlock, KVTensors } from '../../storage
 import { makeTinyModel } from '../../tools/make-tiny-models.ts';
 import { expectClose, f16RoundArray } from './webgpu-support.ts';
 
-/** Logits of the tiny models are O(0.1-1); f32 kernels summing in another order stay within 1e-4. */
+/** Logits of the tiny models reach about 7; f32 kernels summing in another order stay within 1e-4. */
 const LOGIT_ATOL = 1e-4;
 const KV_ATOL = 1e-5;
 /** Injected KV is fp16 (the format has no f32 codec): logits against a full prefill move by its rounding. */
@@ -28,9 +28,10 @@ const FP16_INJECT_LOGIT_ATOL = 1e-2;
 const FP16_KEY_ATOL = 2e-3;
 /**
  * Where the adapter has tensor cores (subgroup matrices), f16-weight products and prefill attention also round
- * their activation inputs to f16: logits and exported KV then move by about that rounding (2^-11 relative, summed).
+ * their activation inputs to f16: logits and exported KV then move by about that rounding (2^-11 relative, summed
+ * over the layers; at logits near 7 one f16 step is already 2^-8 = 0.004).
  */
-const TENSOR_ATOL = 1e-2;
+const TENSOR_ATOL = 2e-2;
 const FP16: CodecSpec = { name: 'fp16', lz4: false };
 const QUANTIZED: CodecSpec[] = [
   { name: 'int8', lz4: false, groupSize: 32 },
@@ -186,7 +187,9 @@ describe('webgpu backend vs the CPU backend on tiny models', function () {
         const reference = cpu.createKVCache(64);
         await inject(cpu, reference, kv, header(kv, 0, true), 0);
         expectClose(got, await cpu.forward(reference, b, a.length, 'all'), tol().logits, 0, 'logits vs cpu');
-        expectClose(got, expected.subarray(a.length * (expected.length / PROMPT.length)), FP16_INJECT_LOGIT_ATOL, 0, 'logits vs prefill');
+        // Both roundings at once on tensor cores: the injected KV's fp16 and the activations'.
+        const vsPrefill = FP16_INJECT_LOGIT_ATOL + (tol().logits === TENSOR_ATOL ? TENSOR_ATOL : 0);
+        expectClose(got, expected.subarray(a.length * (expected.length / PROMPT.length)), vsPrefill, 0, 'logits vs prefill');
       });
 
       it('expands int8 and int4 blocks on the GPU like the codec decodes them on the CPU, at an offset', async () => {
@@ -230,7 +233,13 @@ describe('webgpu backend vs the CPU backend on tiny models', function () {
         await inject(gpu, placed, kv, header(kv, 0, true), prefix.length);
         await inject(cpu, reference, kv, header(kv, 0, true), prefix.length);
         const [got, want] = [await gpu.readKV(placed, 0, 16), await cpu.readKV(reference, 0, 16)];
-        got.perLayer.forEach((t, l) => expectClose(t.keys, want.perLayer[l]!.keys, KV_ATOL, 1e-4, `layer ${l} keys`));
+        // The prefix rows were computed by each backend (tensor cores round activations); the moved rows are the
+        // same fp16 keys re-rotated on each, so they agree as closely as f32 rotations do.
+        const split = prefix.length * kv.kvHeads * kv.headDim;
+        got.perLayer.forEach((t, l) => {
+          expectClose(t.keys.subarray(0, split), want.perLayer[l]!.keys.subarray(0, split), tol().kv, 1e-4, `layer ${l} prefix keys`);
+          expectClose(t.keys.subarray(split), want.perLayer[l]!.keys.subarray(split), KV_ATOL, 1e-4, `layer ${l} moved keys`);
+        });
         // Layer 0 keys depend only on token and position: moved keys equal keys computed in place at 5..16.
         const inPlace = gpu.createKVCache(32);
         await gpu.forward(inPlace, PROMPT.subarray(0, 5), 0, 'none');
@@ -257,7 +266,10 @@ describe('webgpu backend vs the CPU backend on tiny models', function () {
         await inject(cpu, fromPreCpu, preRope, header(preRope, 0, false), prefix.length);
         const wantPre = await cpu.readKV(fromPreCpu, 0, 16);
         const rotated = await gpu.readKV(fromPre, 0, 16);
-        rotated.perLayer.forEach((t, l) => expectClose(t.keys, wantPre.perLayer[l]!.keys, 2 * KV_ATOL, 1e-4, `layer ${l} keys from pre-RoPE`));
+        rotated.perLayer.forEach((t, l) => {
+          expectClose(t.keys.subarray(0, split), wantPre.perLayer[l]!.keys.subarray(0, split), tol().kv, 1e-4, `layer ${l} prefix keys (pre-RoPE case)`);
+          expectClose(t.keys.subarray(split), wantPre.perLayer[l]!.keys.subarray(split), 2 * KV_ATOL, 1e-4, `layer ${l} keys from pre-RoPE`);
+        });
       });
     });
   }

@@ -262,9 +262,13 @@ describe('webgpu kernels vs the CPU reference', function () {
       [40, 0, 64, null],
       [40, 100, 64, 50],
       [70, 33, 128, null],
+      [8, 1500, 128, null],
+      [6, 900, 64, 300],
     ] as const) {
+      // splits: undefined lets the launcher choose (a short query over long KV splits on its own); 3 and 5 force parts
+      // merged by attention-combine, some of them empty for the windowed case.
       // q, k, v and the softmax weights go through f16 (f32 sums): outputs, averages of values in [-1, 1], move < 2e-3.
-      it(`attention tokens=${tokens} at ${posBase}, headDim ${hd}, GQA 3, window ${window} (atol 2e-3)`, async () => {
+      for (const splits of [undefined, 3, 5]) it(`attention tokens=${tokens} at ${posBase}, headDim ${hd}, GQA 3, window ${window}, ${splits ?? 'chosen'} split(s) (atol 2e-3)`, async () => {
         const [heads, kvHeads] = [6, 2];
         const ctxLen = posBase + tokens;
         const q = randomArray(tokens * heads * hd, 34);
@@ -274,7 +278,7 @@ describe('webgpu kernels vs the CPU reference', function () {
         const expected = new Float32Array(q.length);
         attention(expected, q, positions, keys, values, { tokens, heads, kvHeads, headDim: hd, slidingWindow: window });
         const out = ctx.storage(q.byteLength, 'out');
-        const args = { q: upload(q), cacheK: upload(keys), cacheV: upload(values), out, tokens, heads, kvHeads, headDim: hd, posBase, window };
+        const args = { q: upload(q), cacheK: upload(keys), cacheV: upload(values), out, tokens, heads, kvHeads, headDim: hd, posBase, window, splits };
         const got = await run((rec) => recordAttentionSubgroupMatrix(ctx, rec, args), out, q.length);
         console.log(`      worst difference ${expectClose(got, expected, 2e-3, 0, 'attention').toExponential(2)}`);
       });

@@ -1,7 +1,7 @@
 import { Params } from '../gpu-context.ts';
 import type { AttentionArgs } from './attention.ts';
 
-/** The uniform fields both attention kernels' Params structs start with (attention.wgsl adds `splits`). */
+/** The uniform fields both attention kernels' Params structs start with (each adds `splits`). */
 export function attentionParams(a: AttentionArgs): Params {
   return new Params()
     .u32(a.tokens)

@@ -2,15 +2,19 @@ import { KdnError } from '../../../common/errors.ts';
 import type { GpuContext, Recorder } from '../gpu-context.ts';
 import { attentionParams } from './attention-params.ts';
 import type { AttentionArgs } from './attention.ts';
+import { chooseSplits, splitParts } from './attention-splits.ts';
 
 const URL_ = new URL('./attention-subgroup-matrix.wgsl', import.meta.url);
 /** Query rows per workgroup (see the WGSL); fewer rows than this (decode) leave the tensor cores mostly idle. */
 const ROWS = 16;
 const BK = 32;
+/** One-subgroup workgroups that fill an H100-class GPU (132 SMs, several subgroups each); fewer split the keys. */
+const TARGET_WORKGROUPS = 1024;
 
-/** Workgroup bytes of the WGSL's arrays for head size d: Q, K, V and P in f16, scores and row sums in f32. */
+/** Workgroup bytes of the WGSL's arrays for head size d: Q, K, V (rows padded by 8) and P in f16, scores and row
+ * maxima and sums in f32. */
 function workgroupBytes(d: number): number {
-  return 2 * (ROWS * d + 2 * BK * d + ROWS * BK) + 4 * (ROWS * BK + ROWS);
+  return 2 * (ROWS * (d + 8) + 2 * BK * (d + 8) + ROWS * BK) + 4 * (ROWS * BK + 2 * ROWS);
 }
 
 /** Whether the tensor-core kernel takes this call: the feature, a head size it is written for, prefill-sized work. */
@@ -30,7 +34,16 @@ export function recordAttentionSubgroupMatrix(ctx: GpuContext, rec: Recorder, a:
     throw new KdnError('INTERNAL', `subgroup-matrix attention cannot take headDim ${a.headDim}, ${a.tokens} tokens on this adapter`);
   }
   const defines = [...(sm.syntax === 'template-arg' ? ['SGMAT_TEMPLATE'] : []), ...(a.headDim === 128 ? ['HEAD_DIM_128'] : [])];
-  const params = attentionParams(a);
   const rows = a.tokens * (a.heads / a.kvHeads);
-  rec.dispatch(ctx.pipeline({ url: URL_, defines }), params, [a.q, a.cacheK, a.cacheV, a.out], [Math.ceil(rows / ROWS), a.kvHeads]);
+  const grid = [Math.ceil(rows / ROWS), a.kvHeads];
+  // A short query over long KV (a question after injected context) would leave most of the GPU idle: split the keys.
+  const splits = a.splits ?? chooseSplits(grid[0]! * grid[1]!, a.posBase + a.tokens, BK, TARGET_WORKGROUPS);
+  const params = attentionParams(a).u32(splits);
+  if (splits === 1) {
+    rec.dispatch(ctx.pipeline({ url: URL_, defines }), params, [a.q, a.cacheK, a.cacheV, a.out], grid);
+    return;
+  }
+  const part = splitParts(ctx, rec, splits, a.tokens * a.heads, a.headDim);
+  rec.dispatch(ctx.pipeline({ url: URL_, defines: [...defines, 'SPLIT'] }), params, [a.q, a.cacheK, a.cacheV, part.acc, part.stats], [...grid, splits]);
+  part.combine(a.out);
 }

@@ -1,10 +1,10 @@
-import { Params, type GpuContext, type Recorder } from '../gpu-context.ts';
+import { Params, type BufferSlice, type GpuContext, type Recorder } from '../gpu-context.ts';
 
 const URL_ = new URL('./kv-dequant-fp16.wgsl', import.meta.url);
 
 export interface KvDequantFp16Args {
   /** The fp16 layer block's bytes as uploaded (keys then values, 2n halves). */
-  src: GPUBuffer;
+  src: GPUBuffer | BufferSlice;
   keys: GPUBuffer;
   values: GPUBuffer;
   /** Elements per tensor: tokens * kvHeads * headDim. */

@@ -1,12 +1,12 @@
 import type { QuantizedSections } from '../../../storage/kv-object/index.ts';
-import { Params, type GpuContext, type Recorder } from '../gpu-context.ts';
+import { Params, type BufferSlice, type GpuContext, type Recorder } from '../gpu-context.ts';
 
 const URL_ = new URL('./kv-dequant-int.wgsl', import.meta.url);
 
 export interface KvDequantIntArgs {
   bits: 8 | 4;
   /** The layer block's bytes as uploaded. */
-  src: GPUBuffer;
+  src: GPUBuffer | BufferSlice;
   sections: QuantizedSections;
   keys: GPUBuffer;
   values: GPUBuffer;

@@ -17,9 +17,11 @@ struct Params { m: u32, n: u32, k: u32, rowWords: u32, hasBias: u32 }
 const TM = 32u;
 const TN = 32u;
 const TK = 32u;
+// Row stride of the staged tiles: 8 halves of padding spread the 16 rows a matrix load reads over the banks.
+const TKP = TK + 8u;
 
-var<workgroup> xs: array<f16, 1024>; // [TM][TK]
-var<workgroup> ws: array<f16, 1024>; // [TN][TK]
+var<workgroup> xs: array<f16, TM * TKP>; // [TM][TKP]
+var<workgroup> ws: array<f16, TN * TKP>; // [TN][TKP]
 var<workgroup> cs: array<f32, 1024>; // [TM][TN]
 
 @compute @workgroup_size(32)
@@ -40,7 +42,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
       let c = e % 8u;
       var v = vec4f(0.0);
       if (m0 + r < p.m) { v = x[(m0 + r) * xRow4 + k0 / 4u + c]; }
-      let at = r * TK + c * 4u;
+      let at = r * TKP + c * 4u;
       xs[at] = f16(v.x);
       xs[at + 1u] = f16(v.y);
       xs[at + 2u] = f16(v.z);
@@ -53,7 +55,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
       let c = e % 4u;
       var v = vec4u(0u);
       if (n0 + r < p.n) { v = w[(n0 + r) * wRow4 + k0 / 8u + c]; }
-      let at = r * TK + c * 8u;
+      let at = r * TKP + c * 8u;
       for (var j = 0u; j < 4u; j++) {
         let h = bitcast<vec2<f16>>(v[j]);
         ws[at + 2u * j] = h.x;
@@ -63,15 +65,15 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
     workgroupBarrier();
     for (var kk = 0u; kk < TK; kk += 16u) {
 #if SGMAT_TEMPLATE
-      let a0 = subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>, row_major>(&xs, kk, TK);
-      let a1 = subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>, row_major>(&xs, 16u * TK + kk, TK);
-      let b0 = subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>, col_major>(&ws, kk, TK);
-      let b1 = subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>, col_major>(&ws, 16u * TK + kk, TK);
+      let a0 = subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>, row_major>(&xs, kk, TKP);
+      let a1 = subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>, row_major>(&xs, 16u * TKP + kk, TKP);
+      let b0 = subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>, col_major>(&ws, kk, TKP);
+      let b1 = subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>, col_major>(&ws, 16u * TKP + kk, TKP);
 #else
-      let a0 = subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>>(&xs, kk, false, TK);
-      let a1 = subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>>(&xs, 16u * TK + kk, false, TK);
-      let b0 = subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(&ws, kk, true, TK);
-      let b1 = subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(&ws, 16u * TK + kk, true, TK);
+      let a0 = subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>>(&xs, kk, false, TKP);
+      let a1 = subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>>(&xs, 16u * TKP + kk, false, TKP);
+      let b0 = subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(&ws, kk, true, TKP);
+      let b1 = subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(&ws, 16u * TKP + kk, true, TKP);
 #endif
       c00 = subgroupMatrixMultiplyAccumulate(a0, b0, c00);
       c01 = subgroupMatrixMultiplyAccumulate(a0, b1, c01);

@@ -1,0 +1,43 @@
+/**
+ * Flash-decoding for both attention kernels: when few query rows face a long key range, the range is cut into
+ * parts run by separate workgroups (each writing an unnormalised accumulator and its (max, sum)), and
+ * attention-combine.wgsl merges them. Here: how many parts, and the part buffers.
+ */
+import type { GpuContext, Recorder } from '../gpu-context.ts';
+import { recordAttentionCombine } from './attention-combine.ts';
+
+/** Each part covers at least this many key tiles, or the merge costs more than the split gains. */
+const MIN_TILES_PER_SPLIT = 4;
+const MAX_SPLITS = 64;
+
+/** Parts for `groups` workgroups over `keys` keys in tiles of `bk`, so the grid reaches about `target` workgroups. */
+export function chooseSplits(groups: number, keys: number, bk: number, target: number): number {
+  const byGrid = Math.ceil(target / groups);
+  const byKeys = Math.floor(keys / (bk * MIN_TILES_PER_SPLIT));
+  return Math.max(1, Math.min(byGrid, byKeys, MAX_SPLITS));
+}
+
+/** The part buffers, one pair per context, grown as needed and reused by every layer. */
+const partBuffers = new WeakMap<GpuContext, { acc: GPUBuffer; stats: GPUBuffer; floats: number }>();
+
+export interface SplitParts {
+  acc: GPUBuffer;
+  stats: GPUBuffer;
+  /** Records the merge of the parts into `out` ([rows][headDim]); call after the split dispatch. */
+  combine(out: GPUBuffer): void;
+}
+
+/** Part buffers for `splits` parts of `rows` = tokens * heads output rows of `headDim`. */
+export function splitParts(ctx: GpuContext, rec: Recorder, splits: number, rows: number, headDim: number): SplitParts {
+  const floats = splits * rows * headDim;
+  let held = partBuffers.get(ctx);
+  if (held === undefined || held.floats < floats) {
+    const old = held;
+    // Sized for the acc floats; stats need 2 per row-part, which is at most that (headDim >= 2).
+    held = { acc: ctx.storage(floats * 4, 'attention parts'), stats: ctx.storage(Math.max(floats, 2 * splits * rows) * 4, 'attention part stats'), floats };
+    partBuffers.set(ctx, held);
+    if (old) rec.afterSubmit(() => (old.acc.destroy(), old.stats.destroy()));
+  }
+  const { acc, stats } = held;
+  return { acc, stats, combine: (out) => recordAttentionCombine(ctx, rec, { partAcc: acc, partStats: stats, out, rows, headDim, splits }) };
+}

@@ -1,0 +1,165 @@
+/**
+ * Where the time of an injected query goes on the WebGPU backend, without HTTP: for each --contexts length,
+ *   inject: chunk objects (--chunk tokens, each codec) held verified in host memory, written layer by layer into a
+ *     fresh cache (what a session does once the bytes arrived), GB/s of stored bytes until the GPU has them, and
+ *     the same writes again into the grown cache (grownMs: the cost without buffer growth);
+ *   question: the --question-token prefill at that position (median of --reps), as ttft's question_ms;
+ *   kernels: one layer's kernels for the question's tokens (each recorded --reps times in one submission):
+ *     matmuls, attention as chosen (tensor cores with key splits where they exist), and the alternatives.
+ * Prints one JSON object. Run on the GPU machine:
+ *   node --import tsx tools/gpu/profile-question.ts --shape llama3.1-8b --contexts 8192,32768
+ */
+import { parseArgs } from 'node:util';
+import { SYNTHETIC_SHAPES } from '../../bench/lib/shapes.ts';
+import { syntheticWeights } from '../../bench/lib/synthetic-engine.ts';
+import { randomTokenIds } from '../../bench/lib/token-ids.ts';
+import { parseModelConfig, type KVCacheHandle } from '../../engine-adapter/index.ts';
+import { openDevice } from '../../engine-adapter/webgpu/device.ts';
+import { GpuContext, type Recorder } from '../../engine-adapter/webgpu/gpu-context.ts';
+import { uploadWeights } from '../../engine-adapter/webgpu/gpu-weights.ts';
+import { recordAttention, recordAttentionPortable } from '../../engine-adapter/webgpu/kernels/attention.ts';
+import { recordAttentionSubgroupMatrix, subgroupMatrixAttentionFits } from '../../engine-adapter/webgpu/kernels/attention-subgroup-matrix.ts';
+import { recordMatmul } from '../../engine-adapter/webgpu/kernels/matmul.ts';
+import { createWebGPUBackend } from '../../engine-adapter/webgpu/webgpu-backend.ts';
+import { codecFromString, encodeKVObject, readKVHeader } from '../../storage/kv-object/index.ts';
+import { openLayerBlock } from '../../storage/kv-object/layer-block.ts';
+import type { CodecName, KVHeader, KVLayerBlock, KVTensors } from '../../storage/kv-object/types.ts';
+
+const { values } = parseArgs({
+  options: {
+    shape: { type: 'string', default: 'llama3.2-1b' },
+    contexts: { type: 'string', default: '8192' },
+    question: { type: 'string', default: '64' },
+    chunk: { type: 'string', default: '256' },
+    codecs: { type: 'string', default: 'fp16,int8,int4' },
+    reps: { type: 'string', default: '3' },
+  },
+});
+const shape = values.shape;
+const hf = SYNTHETIC_SHAPES[shape];
+if (!hf) throw new Error(`unknown shape ${shape}`);
+const c = parseModelConfig(hf, shape);
+const contexts = values.contexts.split(',').map(Number);
+const question = Number(values.question);
+const chunk = Number(values.chunk);
+const reps = Number(values.reps);
+const codecs = values.codecs.split(',') as CodecName[];
+const maxContext = Math.max(...contexts);
+const kvDim = c.kvHeads * c.headDim;
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+}
+
+/** One chunk's object per codec, verified once; its header's positionBase is moved per injected position. */
+function chunkBlocks(codec: CodecName): { header: KVHeader; blocks: KVLayerBlock[]; bytes: number } {
+  const perLayer = Array.from({ length: c.layers }, (_, l) => {
+    const keys = new Float32Array(chunk * kvDim);
+    const vals = new Float32Array(chunk * kvDim);
+    for (let i = 0; i < keys.length; i++) {
+      keys[i] = Math.sin(i * 0.37 + l);
+      vals[i] = Math.cos(i * 0.11 + l);
+    }
+    return { keys, values: vals };
+  });
+  const kv: KVTensors = { layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, tokens: chunk, positionBase: 0, ropeApplied: true, perLayer };
+  const bytes = encodeKVObject(kv, { modelFingerprint: 'profile', tokenIds: new Array<number>(chunk).fill(1), codec: codecFromString(codec) });
+  const header = readKVHeader(bytes);
+  const start = bytes.length - header.layerOffsets[c.layers]!;
+  const blocks = Array.from({ length: c.layers }, (_, l) => openLayerBlock(header, l, bytes.subarray(start + header.layerOffsets[l]!, start + header.layerOffsets[l + 1]!)));
+  return { header, blocks, bytes: bytes.length };
+}
+
+const t0 = performance.now();
+const weights = syntheticWeights(c);
+const backend = await createWebGPUBackend(weights, { capacity: maxContext + question });
+const setupSeconds = (performance.now() - t0) / 1000;
+const objects = new Map(codecs.map((codec) => [codec, chunkBlocks(codec)]));
+
+/** Injects `context` tokens of `codec` chunks into `cache`; ms until the GPU has run every write. */
+async function inject(cache: KVCacheHandle, codec: CodecName, context: number): Promise<number> {
+  const o = objects.get(codec)!;
+  const start = performance.now();
+  for (let pos = 0; pos < context; pos += chunk) {
+    const header = { ...o.header, positionBase: pos };
+    for (const block of o.blocks) await backend.writeKVLayer(cache, header, block, pos);
+    await backend.settleKVWrites(cache);
+  }
+  // A one-row readback waits for the queue: everything injected has run.
+  await backend.readKV(cache, 0, 1);
+  return performance.now() - start;
+}
+
+const runs: Record<string, unknown>[] = [];
+for (const context of contexts) {
+  const injectFigures: Record<string, { ms: number; GBps: number; grownMs: number }> = {};
+  let cache: KVCacheHandle | undefined;
+  for (const codec of codecs) {
+    cache?.dispose();
+    cache = backend.createKVCache(context + question);
+    const ms = await inject(cache, codec, context);
+    // Again into the same cache: its buffers have grown already, so this is the writes alone.
+    const grownMs = await inject(cache, codec, context);
+    injectFigures[codec] = { ms, GBps: ((objects.get(codec)!.bytes * context) / chunk / ms) * 1e-6, grownMs };
+  }
+  const ids = Uint32Array.from(randomTokenIds(question, c.vocabSize, 7));
+  const times: number[] = [];
+  for (let i = 0; i <= reps; i++) {
+    const s = performance.now();
+    await backend.forward(cache!, ids, context, 'last');
+    if (i > 0) times.push(performance.now() - s);
+  }
+  cache!.dispose();
+  runs.push({ context, inject: injectFigures, question_ms: median(times), question_runs_ms: times });
+}
+await backend.dispose();
+
+// One layer's kernels at the question's size, on a device of their own.
+const ctx = new GpuContext(await openDevice());
+const one = syntheticWeights({ ...c, layers: 1 });
+const w = await uploadWeights(ctx, one, ctx.features.shaderF16 ? 'f16' : 'f32');
+const lw = w.layers[0]!;
+const n = question;
+const qDim = c.heads * c.headDim;
+const buf = (floats: number): GPUBuffer => ctx.storage(floats * 4, 'profile');
+const h = buf(n * Math.max(c.hiddenSize, qDim));
+const out = buf(n * Math.max(c.intermediateSize, qDim, c.hiddenSize));
+const q = buf(n * qDim);
+const cacheK = buf((maxContext + n) * kvDim);
+const cacheV = buf((maxContext + n) * kvDim);
+const logits = buf(c.vocabSize);
+
+async function time(op: (rec: Recorder) => void): Promise<number> {
+  const once = ctx.recorder();
+  op(once);
+  await once.submit();
+  const rec = ctx.recorder();
+  for (let i = 0; i < reps; i++) op(rec);
+  const s = performance.now();
+  await rec.submit();
+  return (performance.now() - s) / reps;
+}
+
+const kernels: Record<string, unknown> = {};
+const matmuls = { q: lw.q, k: lw.k, v: lw.v, o: lw.o, gate: lw.gate, up: lw.up, down: lw.down };
+const matmulMs: Record<string, { ms: number; tflops: number }> = {};
+for (const [name, m] of Object.entries(matmuls)) {
+  const ms = await time((rec) => recordMatmul(ctx, rec, { x: h, w: m, y: out, m: n }));
+  matmulMs[name] = { ms, tflops: (2 * n * m.rows * m.cols) / ms / 1e9 };
+}
+kernels.matmul_per_layer = matmulMs;
+kernels.matmul_all_layers_ms = c.layers * Object.values(matmulMs).reduce((s, v) => s + v.ms, 0);
+kernels.lm_head_last_row_ms = await time((rec) => recordMatmul(ctx, rec, { x: h, w: w.lmHead, y: logits, m: 1 }));
+for (const context of contexts) {
+  const a = { q, cacheK, cacheV, out, tokens: n, heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, posBase: context, window: null };
+  const variants: Record<string, number> = { chosen: await time((rec) => recordAttention(ctx, rec, a)) };
+  variants.portable_chosen_splits = await time((rec) => recordAttentionPortable(ctx, rec, a));
+  if (subgroupMatrixAttentionFits(ctx, a)) {
+    variants.tensor_cores_no_split = await time((rec) => recordAttentionSubgroupMatrix(ctx, rec, { ...a, splits: 1 }));
+    for (const splits of [4, 16, 32]) variants[`tensor_cores_${splits}_splits`] = await time((rec) => recordAttentionSubgroupMatrix(ctx, rec, { ...a, splits }));
+  }
+  kernels[`attention_per_layer_ms_at_${context}`] = variants;
+}
+console.log(JSON.stringify({ device: ctx.description, backend: backend.device, shape, question, chunk, setupSeconds, runs, kernels }, null, 1));
+ctx.dispose();
