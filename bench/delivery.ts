@@ -5,13 +5,15 @@
  *   fetch:    EdgeClient.get, streamed body discarded;
  *   verified: EdgeClient.get + readKVObject, every layer verified and consumed;
  *   pipeline: bench/lib/fetch-inject.ts (what bench/ttft.ts measures), injecting into a sink that consumes layers;
- *   product:  kdn/query's ChunkFetch + prefetchLayers (what a query runs), injected in order into the same sink.
+ *   product:  kdn/query's ChunkFetch on the event loop (what a query runs with --fetch-threads 0), injected in order
+ *             into the same sink;
+ *   threads:  the same over a KvFetchPool of --fetch-threads workers (default 4), each receiving and verifying.
  * The edge runs in process with a secret and a memory tier holding every object (as bench/lib/bench-edge.ts).
  * Each round runs every stage once per codec, stages interleaved; figures are medians over --rounds after one
  * warmup round. `--before <results.json>` adds the GB/s of an earlier run of this benchmark per row, for comparison.
  *
  *   npm run bench -- delivery [--objects 16] [--parallel 16] [--rounds 5] [--codecs fp16,int8,int4]
- *                             [--stages ceiling,fetch,verified,pipeline,product]
+ *                             [--stages ceiling,fetch,verified,pipeline,product,threads] [--fetch-threads 4]
  *                             [--layers 32 --kv-heads 8 --head-dim 128 --tokens 256] [--before <file>]
  */
 import { randomBytes } from 'node:crypto';
@@ -29,6 +31,8 @@ import { EDGE_TOKEN_HEADER, secretSigner } from '../common/edge-token.ts';
 import { EdgeClient } from '../edge/client.ts';
 import { startEdge, type RunningEdge } from '../edge/main.ts';
 import { ChunkFetch } from '../kdn/query/fetch-chunk.ts';
+import { KvFetchPool } from '../kdn/query/kv-fetch-pool.ts';
+import { inThreadFetcher, type KvFetcher } from '../kdn/query/kv-fetcher.ts';
 import { codecFromString, encodeKVObject, readKVObject, tokenHash } from '../storage/kv-object/index.ts';
 import type { CodecName, KVExpectation, KVObjectReader } from '../storage/kv-object/types.ts';
 import { kvTensors, tokenIds } from '../test/kv-object/kv-data.ts';
@@ -38,7 +42,7 @@ import { median, round } from './lib/stats.ts';
 import type { BenchRecord, BenchReport } from './report.ts';
 
 const CODECS = ['fp16', 'int8', 'int4'] as const satisfies readonly CodecName[];
-const STAGES = ['ceiling', 'fetch', 'verified', 'pipeline', 'product'] as const;
+const STAGES = ['ceiling', 'fetch', 'verified', 'pipeline', 'product', 'threads'] as const;
 type Stage = (typeof STAGES)[number];
 
 interface DeliveryArgs {
@@ -47,6 +51,7 @@ interface DeliveryArgs {
   rounds: number;
   codecs: CodecName[];
   stages: Stage[];
+  fetchThreads: number;
   shape: { layers: number; kvHeads: number; headDim: number; tokens: number };
   before: string | undefined;
 }
@@ -55,7 +60,7 @@ function parse(args: string[]): DeliveryArgs {
   const values = parseFlags(args, {
     objects: { type: 'string' }, parallel: { type: 'string' }, rounds: { type: 'string' }, codecs: { type: 'string' }, stages: { type: 'string' },
     layers: { type: 'string' }, 'kv-heads': { type: 'string' }, 'head-dim': { type: 'string' }, tokens: { type: 'string' },
-    before: { type: 'string' },
+    before: { type: 'string' }, 'fetch-threads': { type: 'string' },
   });
   return {
     objects: positiveInt(values.objects, 16, 'objects'),
@@ -63,6 +68,7 @@ function parse(args: string[]): DeliveryArgs {
     rounds: positiveInt(values.rounds, 5, 'rounds'),
     codecs: choiceList(values.codecs, CODECS, CODECS, 'codecs'),
     stages: choiceList(values.stages, STAGES, STAGES, 'stages'),
+    fetchThreads: positiveInt(values['fetch-threads'], 4, 'fetch-threads'),
     shape: {
       layers: positiveInt(values.layers, 32, 'layers'),
       kvHeads: positiveInt(values['kv-heads'], 8, 'kv-heads'),
@@ -123,7 +129,26 @@ interface Fixture {
   expect: KVExpectation;
 }
 
-async function measureStage(stage: Stage, f: Fixture, ctx: { client: EdgeClient; edge: RunningEdge; agent: Agent; sign: (m: string, t: string) => string; parallel: number }): Promise<number> {
+interface StageContext {
+  client: EdgeClient;
+  pool: KvFetchPool;
+  edge: RunningEdge;
+  agent: Agent;
+  sign: (m: string, t: string) => string;
+  parallel: number;
+}
+
+/** The product's path: every chunk fetched at once, injected in order (run-query.ts's injectContext without the engine). */
+async function injectAll(fetcher: KvFetcher, f: Fixture, sink: LayerSink): Promise<void> {
+  const signal = new AbortController().signal;
+  // One signal per query, as run-query passes it: every request in flight listens on it.
+  setMaxListeners(f.keys.length * 2, signal);
+  const fetches = f.keys.map((key) => new ChunkFetch(fetcher, key, f.expect, signal));
+  for (const fetch of fetches) await sink.injectKV(await fetch.reader, sink.length);
+  await Promise.all(fetches.map((fetch) => fetch.done));
+}
+
+async function measureStage(stage: Stage, f: Fixture, ctx: StageContext): Promise<number> {
   const { client, parallel } = ctx;
   const t0 = performance.now();
   switch (stage) {
@@ -144,19 +169,15 @@ async function measureStage(stage: Stage, f: Fixture, ctx: { client: EdgeClient;
     }
     case 'pipeline': {
       const sink = new LayerSink();
-      await fetchAndInject(client, f.keys, sink, parallel);
+      await fetchAndInject(inThreadFetcher(client), f.keys, sink, parallel);
       if (sink.layers !== f.keys.length * f.layers) throw new Error(`pipeline stage consumed ${sink.layers} layers`);
       break;
     }
-    case 'product': {
+    case 'product':
+    case 'threads': {
       const sink = new LayerSink();
-      const signal = new AbortController().signal;
-      // One signal per query, as run-query passes it: every request in flight listens on it.
-      setMaxListeners(f.keys.length * 2, signal);
-      const fetches = f.keys.map((key) => new ChunkFetch(client, key, f.expect, signal));
-      for (const fetch of fetches) await sink.injectKV(await fetch.reader, sink.length);
-      await Promise.all(fetches.map((fetch) => fetch.done));
-      if (sink.layers !== f.keys.length * f.layers) throw new Error(`product stage consumed ${sink.layers} layers`);
+      await injectAll(stage === 'product' ? inThreadFetcher(client) : ctx.pool, f, sink);
+      if (sink.layers !== f.keys.length * f.layers) throw new Error(`${stage} stage consumed ${sink.layers} layers`);
       break;
     }
   }
@@ -190,9 +211,11 @@ export async function run(args: string[]): Promise<BenchReport> {
     },
     { log: pino({ name: 'bench-edge', level: process.env.LOG_LEVEL ?? 'warn' }, pino.destination(2)) },
   );
-  const client = new EdgeClient({ edges: [edge.url], timeoutMs: 60_000, maxSockets: 64, secret });
+  const clientOptions = { edges: [edge.url], timeoutMs: 60_000, maxSockets: 64, secret };
+  const client = new EdgeClient(clientOptions);
+  const pool = new KvFetchPool(clientOptions, a.fetchThreads);
   const agent = new Agent({ keepAlive: true, maxSockets: 64 });
-  const ctx = { client, edge, agent, sign: secretSigner(secret), parallel: a.parallel };
+  const ctx: StageContext = { client, pool, edge, agent, sign: secretSigner(secret), parallel: a.parallel };
   try {
     const fixtures: Fixture[] = [];
     for (const [codec, bytes] of encoded) {
@@ -237,6 +260,7 @@ export async function run(args: string[]): Promise<BenchReport> {
       params: {
         objects: a.objects,
         parallel: a.parallel,
+        fetchThreads: a.fetchThreads,
         rounds: a.rounds,
         shape: `${a.shape.layers} layers x ${a.shape.kvHeads} kv heads x ${a.shape.headDim} head dim x ${a.shape.tokens} tokens`,
         edge: 'in process, memory tier, signed requests, loopback HTTP (same event loop as the client)',
@@ -248,6 +272,7 @@ export async function run(args: string[]): Promise<BenchReport> {
   } finally {
     agent.destroy();
     client.close();
+    await pool.close();
     await edge.close();
     await rm(dir, { recursive: true, force: true });
   }

@@ -32,5 +32,7 @@ export interface ForwardBackend {
    * the device rejected throws here. Backends may batch writeKVLayer calls until this (or the next forward).
    */
   settleKVWrites(cache: KVCacheHandle): Promise<void>;
+  /** Grows the cache to hold `tokens` tokens (within its capacity) before they arrive. */
+  reserveKV(cache: KVCacheHandle, tokens: number): Promise<void>;
   dispose(): Promise<void>;
 }

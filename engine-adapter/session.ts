@@ -140,6 +140,15 @@ export class BackendSession implements Session {
     return this.exclusive(() => this.generateNow(options, onToken));
   }
 
+  reserve(tokens: number): Promise<void> {
+    return this.exclusive(async () => {
+      if (!Number.isInteger(tokens) || tokens < 0 || tokens > this.capacity) {
+        throw new KdnError('INVALID_ARGUMENT', `cannot reserve ${tokens} tokens in a session of capacity ${this.capacity}`);
+      }
+      if (tokens > 0) await this.backend.reserveKV(this.cache, tokens);
+    });
+  }
+
   truncate(length: number): void {
     this.checkUsable();
     if (this.busy) throw new KdnError('CONFLICT', 'session is busy with another call');

@@ -88,6 +88,11 @@ export interface Session {
   generate(options: GenerateOptions, onToken?: (token: GeneratedToken) => void): Promise<GenerateResult>;
   /** Drops tokens after `length` (to reuse a session). */
   truncate(length: number): void;
+  /**
+   * Makes room for `tokens` tokens now (at most the capacity). The cache otherwise grows by doubling as tokens
+   * arrive; a caller that knows its context size (injected chunks plus a question) saves the growth copies.
+   */
+  reserve(tokens: number): Promise<void>;
   dispose(): void;
 }
 

@@ -64,6 +64,8 @@ export const KdnConfigSchema = z.object({
   rateLimit: rateLimit.default({ perSecond: 100, burst: 200 }),
   /** Leave GET /metrics open without a key. */
   metricsPublic: flag.default(false),
+  /** Worker threads receiving and verifying chunk objects; 0 keeps it on the event loop; default by core count. */
+  fetchThreads: z.coerce.number().int().min(0).max(64).optional(),
   /** Bound on one query, queueing included (504 TIMEOUT past it). */
   queryTimeoutMs: milliseconds.default(120_000),
   /** Time a client has to send a whole request, and its headers (node's requestTimeout / headersTimeout). */
@@ -99,6 +101,7 @@ export const KDN_ENV: Record<keyof KdnConfigInput, string> = {
   sharedNamespaces: 'KDN_SHARED_NAMESPACES',
   rateLimit: 'KDN_RATE_LIMIT',
   metricsPublic: 'KDN_METRICS_PUBLIC',
+  fetchThreads: 'KDN_FETCH_THREADS',
   queryTimeoutMs: 'KDN_QUERY_TIMEOUT_MS',
   requestTimeoutMs: 'KDN_REQUEST_TIMEOUT_MS',
   headersTimeoutMs: 'KDN_HEADERS_TIMEOUT_MS',

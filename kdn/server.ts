@@ -17,6 +17,8 @@ import { Catalog } from './catalog.ts';
 import type { KdnConfig } from './config.ts';
 import { EngineQueue } from './engine-queue.ts';
 import { IngestJobs } from './ingest/jobs.ts';
+import { KvFetchPool } from './query/kv-fetch-pool.ts';
+import { defaultFetchThreads, inThreadFetcher } from './query/kv-fetcher.ts';
 import { QueryService } from './query/query-service.ts';
 
 export interface RunningKdn {
@@ -65,8 +67,12 @@ export async function startKdn(config: KdnConfig, log: Logger = createLogger('kd
     } else if (edgeSecret === undefined) {
       log.warn('no edge secret (KDN_EDGE_SECRET): edge requests are not signed, so only edges run with --insecure-no-auth will answer');
     }
-    const edges = new EdgeClient({ edges: embeddedEdge ? [embeddedEdge.url] : config.edges, ...(edgeSecret ? { secret: edgeSecret } : {}) });
+    const edgeOptions = { edges: embeddedEdge ? [embeddedEdge.url] : config.edges, ...(edgeSecret ? { secret: edgeSecret } : {}) };
+    const edges = new EdgeClient(edgeOptions);
     cleanup.push(async () => edges.close());
+    const fetchThreads = config.fetchThreads ?? defaultFetchThreads();
+    const fetcher = fetchThreads > 0 ? new KvFetchPool(edgeOptions, fetchThreads) : inThreadFetcher(edges);
+    cleanup.push(() => fetcher.close());
 
     const metrics = new KdnMetrics();
     const queue = new EngineQueue((depth) => metrics.queueDepth.set(depth));
@@ -77,7 +83,7 @@ export async function startKdn(config: KdnConfig, log: Logger = createLogger('kd
       metrics.ingestObjects.inc({ outcome: 'computed' }, job.progress.objects.computed);
       metrics.ingestObjects.inc({ outcome: 'skipped' }, job.progress.objects.skipped);
     });
-    const queries = new QueryService({ engine, edges, catalog, queue, metrics, log, queryTimeoutMs: config.queryTimeoutMs });
+    const queries = new QueryService({ engine, fetcher, catalog, queue, metrics, log, queryTimeoutMs: config.queryTimeoutMs });
     const services: KdnServices = { config, engine, origin, edges, edgeSecret, catalog, queue, jobs, queries, metrics, codec, log, access };
 
     const headersTimeout = Math.min(config.headersTimeoutMs, config.requestTimeoutMs);

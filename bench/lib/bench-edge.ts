@@ -16,12 +16,15 @@ import { pino } from 'pino';
 import { KdnError } from '../../common/errors.ts';
 import { EdgeClient } from '../../edge/client.ts';
 import { startEdge } from '../../edge/main.ts';
+import type { WorkerEdgeOptions } from '../../kdn/query/kv-fetch-protocol.ts';
 
 export const EDGE_PLACEMENTS = ['process', 'inline'] as const;
 export type EdgePlacement = (typeof EDGE_PLACEMENTS)[number];
 
 export interface BenchEdge {
   client: EdgeClient;
+  /** What `client` was built from, for fetch workers that build their own. */
+  clientOptions: WorkerEdgeOptions;
   close(): Promise<void>;
 }
 
@@ -87,9 +90,11 @@ export async function startBenchEdge(memoryBytes: number, maxObjectBytes: number
     await rm(dir, { recursive: true, force: true });
     throw err;
   }
-  const client = new EdgeClient({ edges: [url], timeoutMs: 60_000, maxSockets: 64, secret: setup.secret });
+  const clientOptions = { edges: [url], timeoutMs: 60_000, maxSockets: 64, secret: setup.secret };
+  const client = new EdgeClient(clientOptions);
   return {
     client,
+    clientOptions,
     async close(): Promise<void> {
       client.close();
       await stop();

@@ -1,13 +1,12 @@
 /**
  * The inject path of a query as the TTFT benchmark measures it: every chunk object is requested from the edge
- * in parallel (a bounded window ahead) and verified layer by layer while it streams in (hashes off the event loop,
- * see storage/kv-object/layer-block.ts), and chunks are injected in order as soon as each has fully arrived, so
- * transfer and verification overlap injection.
+ * in parallel (a bounded window ahead) through a fetcher (kdn/query/kv-fetcher.ts: on the event loop with hashes on
+ * the hash pool, or on fetch worker threads) that verifies each layer as it streams in, and chunks are injected in
+ * order as soon as each has fully arrived, so transfer and verification overlap injection.
  */
-import type { EdgeClient } from '../../edge/client.ts';
 import type { Session } from '../../engine-adapter/index.ts';
-import { prefetchLayers, type PrefetchedReader } from '../../kdn/query/prefetch.ts';
-import { readKVObject } from '../../storage/kv-object/index.ts';
+import type { KvFetcher } from '../../kdn/query/kv-fetcher.ts';
+import type { PrefetchedReader } from '../../kdn/query/prefetch.ts';
 
 export interface FetchInjectTiming {
   /** From the first request to the last body fully received and verified. */
@@ -28,22 +27,23 @@ interface Arrival {
   arrivedAt: number;
 }
 
+const NO_SIGNAL = new AbortController().signal;
+
 /** Streams one object in, verifying each layer as it completes; resolves once every layer is in (or the stream failed). */
-async function fetchVerified(client: EdgeClient, key: string): Promise<Arrival> {
-  const got = await client.get(key);
-  const reader = prefetchLayers(await readKVObject(got.body));
-  await reader.drained;
-  return { reader, bytes: got.body.received, arrivedAt: performance.now() };
+async function fetchVerified(fetcher: KvFetcher, key: string): Promise<Arrival> {
+  const got = await fetcher.open(key, {}, NO_SIGNAL);
+  await got.reader.drained;
+  return { reader: got.reader, bytes: got.received(), arrivedAt: performance.now() };
 }
 
 /** Fetches `keys` and injects them into `session` from its current length on; `window` bounds objects held at once. */
-export async function fetchAndInject(client: EdgeClient, keys: readonly string[], session: InjectTarget, window: number): Promise<FetchInjectTiming> {
+export async function fetchAndInject(fetcher: KvFetcher, keys: readonly string[], session: InjectTarget, window: number): Promise<FetchInjectTiming> {
   const t0 = performance.now();
   const inFlight: (Promise<Arrival> | undefined)[] = [];
   let launched = 0;
   const launch = (done: number): void => {
     while (launched < keys.length && launched - done < window) {
-      const p = fetchVerified(client, keys[launched]!);
+      const p = fetchVerified(fetcher, keys[launched]!);
       // Awaited in order below; this keeps a later failure from surfacing as unhandled while an earlier one waits.
       p.catch(() => undefined);
       inFlight[launched++] = p;

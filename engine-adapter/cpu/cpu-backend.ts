@@ -83,6 +83,12 @@ export function createCpuBackend(weights: ModelWeights): ForwardBackend {
       own(cache);
     },
 
+    async reserveKV(cache, tokens: number): Promise<void> {
+      const kv = own(cache);
+      checkRange(kv, 0, tokens);
+      kv.reserve(tokens);
+    },
+
     async dispose() {},
   };
 }

@@ -200,6 +200,15 @@ async function startBackend(ctx: GpuContext, weights: ModelWeights, options: Web
       });
     },
 
+    async reserveKV(handle, tokens: number): Promise<void> {
+      alive();
+      const cache = own(handle);
+      checkRange(cache, 0, tokens);
+      // Through the injection batch, so the growth lands before rows injected after it.
+      cache.reserve(tokens, injector.recorder());
+      await injector.settle();
+    },
+
     async settleKVWrites(handle): Promise<void> {
       alive();
       own(handle);

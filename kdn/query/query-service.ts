@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import { KdnError } from '../../common/errors.ts';
 import type { Logger } from '../../common/log.ts';
-import type { EdgeClient } from '../../edge/client.ts';
+import type { KvFetcher } from './kv-fetcher.ts';
 import type { Engine, GeneratedToken } from '../../engine-adapter/types.ts';
 import type { KdnMetrics } from '../api/metrics.ts';
 import type { Catalog } from '../catalog.ts';
@@ -37,7 +37,7 @@ export interface AnswerRequest {
 export class QueryService {
   constructor(
     private readonly deps: {
-      engine: Engine; edges: EdgeClient; catalog: Catalog; queue: EngineQueue; metrics: KdnMetrics; log: Logger;
+      engine: Engine; fetcher: KvFetcher; catalog: Catalog; queue: EngineQueue; metrics: KdnMetrics; log: Logger;
       /** Bound on one query from arrival to its last token, queueing included. */
       queryTimeoutMs: number;
     },

@@ -1,7 +1,7 @@
 import { setMaxListeners } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from '../../common/log.ts';
-import type { EdgeClient } from '../../edge/client.ts';
+import type { KvFetcher } from './kv-fetcher.ts';
 import type { Engine, GeneratedToken, GenerateResult, Session } from '../../engine-adapter/types.ts';
 import { tokenHash } from '../../storage/kv-object/index.ts';
 import type { KVExpectation } from '../../storage/kv-object/types.ts';
@@ -64,7 +64,7 @@ export interface QueryOutcome {
 
 export interface QueryDeps {
   engine: Engine;
-  edges: EdgeClient;
+  fetcher: KvFetcher;
   log: Logger;
 }
 
@@ -82,6 +82,8 @@ export async function runQuery(deps: QueryDeps, run: QueryRun): Promise<QueryOut
   // Every chunk fetch of the query listens on this one signal.
   setMaxListeners(run.pieces.length + 8, stop);
   try {
+    // The whole sequence's KV cache at once, rather than growing (and copying) chunk by chunk.
+    await session.reserve(session.capacity);
     const built =
       run.mode === 'inject'
         ? await injectContext(deps, session, run.pieces, stop)
@@ -147,13 +149,13 @@ interface BuiltContext {
  * then prefilled from its tokens: the query never fails for a cache's sake.
  */
 async function injectContext(deps: QueryDeps, session: Session, pieces: ContextPiece[], signal: AbortSignal): Promise<BuiltContext> {
-  const { engine, edges, log } = deps;
+  const { engine, fetcher, log } = deps;
   const expectations = pieces.map((p) => expectationFor(engine, p));
   const fetchStart = performance.now();
-  const fetches = pieces.map((p, i) => new ChunkFetch(edges, p.key, expectations[i]!, signal));
+  const fetches = pieces.map((p, i) => new ChunkFetch(fetcher, p.key, expectations[i]!, signal));
   // A fetch that fails before its header arrives is retried at once, not when injection reaches its chunk: with the
   // origin down every chunk's attempts would otherwise wait out the edge's timeout one chunk after another.
-  const retries = fetches.map((f, i) => f.reader.then(() => undefined, () => new ChunkFetch(edges, pieces[i]!.key, expectations[i]!, signal)));
+  const retries = fetches.map((f, i) => f.reader.then(() => undefined, () => new ChunkFetch(fetcher, pieces[i]!.key, expectations[i]!, signal)));
   let lastArrival = fetchStart;
   for (const f of fetches) void f.done.then(() => (lastArrival = Math.max(lastArrival, performance.now())));
 
@@ -177,7 +179,7 @@ async function injectContext(deps: QueryDeps, session: Session, pieces: ContextP
         injectionMs += performance.now() - injectStart;
         received += fetch.bytes;
         log.warn({ key: piece.key, edge: fetch.edge, attempt, err }, 'chunk object unusable');
-        fetch = attempt < FETCH_ATTEMPTS ? ((await retries[i]) ?? new ChunkFetch(edges, piece.key, expectations[i]!, signal)) : undefined;
+        fetch = attempt < FETCH_ATTEMPTS ? ((await retries[i]) ?? new ChunkFetch(fetcher, piece.key, expectations[i]!, signal)) : undefined;
       }
     }
     if (fetch) {

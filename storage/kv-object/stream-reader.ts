@@ -3,7 +3,7 @@ import { KdnError } from '../../common/errors.ts';
 import type { KVExpectation, KVHeader, KVLayerBlock, KVObjectReader } from './types.ts';
 import { HEADER_HASH_BYTES, PREAMBLE_BYTES, parseHeader, parsePreamble } from './format.ts';
 import { checkExpectation } from './header.ts';
-import { openLayerBlockOffThread } from './layer-block.ts';
+import { openLayerBlock, openLayerBlockOffThread } from './layer-block.ts';
 
 /**
  * Pulls exact byte counts out of a chunk stream, holding only the bytes asked for plus the rest of the
@@ -76,7 +76,15 @@ class ExactReader {
  * the stream has ended cleanly. Any damage throws KV_CORRUPT from the iterator; layers already yielded were
  * intact, but a consumer must drop the whole object when the iteration throws.
  */
-export async function readKVObject(source: AsyncIterable<Uint8Array> | Readable, expect?: KVExpectation): Promise<KVObjectReader> {
+export interface ReadKVOptions {
+  /**
+   * Hash large layer blocks on the shared worker pool (default), or on the calling thread: a reader that already
+   * runs on a worker of its own (kdn/query/kv-fetch-worker.ts) hashes where it is.
+   */
+  hashOffThread?: boolean;
+}
+
+export async function readKVObject(source: AsyncIterable<Uint8Array> | Readable, expect?: KVExpectation, options: ReadKVOptions = {}): Promise<KVObjectReader> {
   const input = new ExactReader(source as AsyncIterable<unknown>);
   let header: KVHeader;
   try {
@@ -90,14 +98,15 @@ export async function readKVObject(source: AsyncIterable<Uint8Array> | Readable,
     await input.close();
     throw err;
   }
-  return { header, layers: layerBlocks(input, header) };
+  return { header, layers: layerBlocks(input, header, options.hashOffThread ?? true) };
 }
 
-async function* layerBlocks(input: ExactReader, header: KVHeader): AsyncGenerator<KVLayerBlock> {
+async function* layerBlocks(input: ExactReader, header: KVHeader, offThread: boolean): AsyncGenerator<KVLayerBlock> {
   try {
     for (let i = 0; i < header.layers; i++) {
       const size = header.layerOffsets[i + 1]! - header.layerOffsets[i]!;
-      const block = await openLayerBlockOffThread(header, i, await input.read(size, `layer ${i}`));
+      const stored = await input.read(size, `layer ${i}`);
+      const block = offThread ? await openLayerBlockOffThread(header, i, stored) : openLayerBlock(header, i, stored);
       if (i === header.layers - 1) await input.expectEnd();
       yield block;
     }

@@ -266,6 +266,16 @@ describe('engine sessions on the cpu backend', () => {
       expect(maxAbsDiff(after, await fresh.prefill([10, 11, 12, 13]))).to.be.below(1e-5);
     });
 
+    it('reserve: up to the capacity, computing as without it; beyond it or negative is INVALID_ARGUMENT', async () => {
+      const s = engine.createSession({ capacity: 16 });
+      expect((await rejection(s.reserve(17))).code).to.equal('INVALID_ARGUMENT');
+      expect((await rejection(s.reserve(-1))).code).to.equal('INVALID_ARGUMENT');
+      await s.reserve(16);
+      expect(s.length).to.equal(0);
+      const reserved = await s.prefill([3, 4, 5]);
+      expect(maxAbsDiff(reserved, await engine.createSession({ capacity: 16 }).prefill([3, 4, 5]))).to.equal(0);
+    });
+
     it('capacity: prefill and inject beyond it are CONTEXT_TOO_LONG; generate ends at it', async () => {
       const s = engine.createSession({ capacity: 8 });
       expect((await rejection(s.prefill(Array.from({ length: 9 }, () => 1)))).code).to.equal('CONTEXT_TOO_LONG');

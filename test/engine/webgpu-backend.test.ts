@@ -182,6 +182,8 @@ describe('webgpu backend vs the CPU backend on tiny models', function () {
         const expected = await gpu.forward(full, PROMPT, 0, 'all');
         const kv = await gpu.readKV(full, 0, a.length);
         const injected = gpu.createKVCache(64);
+        // Reserved up front, as a query does: the injected rows land in the cache's only allocation.
+        await gpu.reserveKV(injected, 64);
         await inject(gpu, injected, kv, header(kv, 0, true), 0);
         const got = await gpu.forward(injected, b, a.length, 'all');
         const reference = cpu.createKVCache(64);

@@ -1,0 +1,25 @@
+/** Messages between KvFetchPool (kv-fetch-pool.ts) and its workers (kv-fetch-worker.ts). */
+import type { ServedFrom } from '../../edge/cache-status.ts';
+import type { EdgeClientOptions } from '../../edge/client.ts';
+import type { ErrorCode } from '../../common/errors.ts';
+import type { KVExpectation, KVHeader } from '../../storage/kv-object/types.ts';
+
+/** What a worker's edge client is built from (no functions: it crosses a thread boundary). */
+export type WorkerEdgeOptions = Omit<EdgeClientOptions, 'signer'>;
+
+export type ToWorker =
+  | { type: 'open'; id: number; key: string; expect: KVExpectation }
+  | { type: 'abort'; id: number };
+
+export interface WireError {
+  code: ErrorCode;
+  message: string;
+  hint?: string;
+}
+
+export type FromWorker =
+  | { type: 'header'; id: number; header: KVHeader; servedFrom: ServedFrom; edge: string }
+  /** A verified layer block (lz4 already undone); `bytes` was transferred, not copied. */
+  | { type: 'layer'; id: number; layer: number; bytes: Uint8Array; received: number }
+  | { type: 'end'; id: number; received: number }
+  | { type: 'error'; id: number; error: WireError; received: number };

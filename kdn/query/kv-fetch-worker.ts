@@ -1,0 +1,49 @@
+/**
+ * A fetch worker: its own edge client receives objects, verifies every layer on this thread and hands each block to
+ * the pool by transfer (no copy). Started by kv-fetch-worker.js with the client's options as workerData.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { toKdnError } from '../../common/errors.ts';
+import { EdgeClient } from '../../edge/client.ts';
+import { readKVObject } from '../../storage/kv-object/index.ts';
+import type { FromWorker, ToWorker, WorkerEdgeOptions } from './kv-fetch-protocol.ts';
+
+const port = parentPort!;
+const client = new EdgeClient(workerData as WorkerEdgeOptions);
+const aborts = new Map<number, AbortController>();
+
+function post(message: FromWorker, transfer: ArrayBuffer[] = []): void {
+  port.postMessage(message, transfer);
+}
+
+/** The block's own ArrayBuffer when it spans all of it, else a copy that does (a block cut from a larger chunk). */
+function owned(bytes: Uint8Array): Uint8Array {
+  return bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength && bytes.buffer instanceof ArrayBuffer ? bytes : bytes.slice();
+}
+
+async function open(id: number, key: string, expect: Extract<ToWorker, { type: 'open' }>['expect']): Promise<void> {
+  const abort = new AbortController();
+  aborts.set(id, abort);
+  let received = (): number => 0;
+  try {
+    const got = await client.get(key, { signal: abort.signal });
+    received = () => got.body.received;
+    const reader = await readKVObject(got.body, expect, { hashOffThread: false });
+    post({ type: 'header', id, header: reader.header, servedFrom: got.servedFrom, edge: got.edge });
+    for await (const block of reader.layers) {
+      const bytes = owned(block.encoded);
+      post({ type: 'layer', id, layer: block.layer, bytes, received: received() }, [bytes.buffer as ArrayBuffer]);
+    }
+    post({ type: 'end', id, received: received() });
+  } catch (err) {
+    const e = toKdnError(err);
+    post({ type: 'error', id, error: { code: e.code, message: e.message, ...(e.hint ? { hint: e.hint } : {}) }, received: received() });
+  } finally {
+    aborts.delete(id);
+  }
+}
+
+port.on('message', (message: ToWorker) => {
+  if (message.type === 'open') void open(message.id, message.key, message.expect);
+  else aborts.get(message.id)?.abort();
+});

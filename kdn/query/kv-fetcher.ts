@@ -1,0 +1,50 @@
+/**
+ * How a query's chunk objects are downloaded and verified before injection: on the event loop through the edge
+ * client (inThreadFetcher), or spread over worker threads each running its own edge client (KvFetchPool), which
+ * multiplies how many bytes per second a host can receive and hash. Either way every layer is verified before the
+ * engine sees it.
+ */
+import { availableParallelism } from 'node:os';
+import type { ServedFrom } from '../../edge/cache-status.ts';
+import type { EdgeClient } from '../../edge/client.ts';
+import { readKVObject } from '../../storage/kv-object/index.ts';
+import type { KVExpectation } from '../../storage/kv-object/types.ts';
+import { prefetchLayers, type PrefetchedReader } from './prefetch.ts';
+
+export interface FetchedObject {
+  /** The verified header; layers stream in (and are kept until injected). */
+  reader: PrefetchedReader;
+  servedFrom: ServedFrom;
+  /** The edge that answered. */
+  edge: string;
+  /** Bytes received so far. */
+  received(): number;
+}
+
+export interface KvFetcher {
+  /** Threads receiving besides the event loop (0: the event loop does it all). */
+  readonly threads: number;
+  /** Starts downloading `key`; resolves once the header arrived and matched `expect`. */
+  open(key: string, expect: KVExpectation, signal: AbortSignal): Promise<FetchedObject>;
+  close(): Promise<void>;
+}
+
+/**
+ * Fetch threads for a host with `cores` cores: none on small machines (the event loop and the hash pool keep up),
+ * else a quarter of the cores, at most four.
+ */
+export function defaultFetchThreads(cores: number = availableParallelism()): number {
+  return Math.min(4, Math.floor(cores / 4));
+}
+
+export function inThreadFetcher(edges: EdgeClient): KvFetcher {
+  return {
+    threads: 0,
+    async open(key, expect, signal) {
+      const got = await edges.get(key, { signal });
+      const reader = prefetchLayers(await readKVObject(got.body, expect));
+      return { reader, servedFrom: got.servedFrom, edge: got.edge, received: () => got.body.received };
+    },
+    async close() {},
+  };
+}

@@ -1,0 +1,133 @@
+import { expect } from 'chai';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { EdgeClient } from '../../edge/client.ts';
+import { startEdge, type RunningEdge } from '../../edge/main.ts';
+import { KvFetchPool } from '../../kdn/query/kv-fetch-pool.ts';
+import { inThreadFetcher, type KvFetcher } from '../../kdn/query/kv-fetcher.ts';
+import { codecFromString, encodeKVObject, tokenHash } from '../../storage/kv-object/index.ts';
+import type { KVExpectation, KVLayerBlock } from '../../storage/kv-object/types.ts';
+import { kvTensors, tokenIds } from '../kv-object/kv-data.ts';
+import { TEST_EDGE_SECRET } from '../edge/helpers.ts';
+
+const SHAPE = { layers: 4, kvHeads: 2, headDim: 64, tokens: 300 };
+const IDS = tokenIds(SHAPE.tokens);
+const EXPECT: KVExpectation = { modelFingerprint: 'pool-test', ...SHAPE, tokenHash: tokenHash(IDS) };
+
+async function drain(fetcher: KvFetcher, key: string, expect: KVExpectation = EXPECT, signal = new AbortController().signal): Promise<KVLayerBlock[]> {
+  const got = await fetcher.open(key, expect, signal);
+  const blocks: KVLayerBlock[] = [];
+  for await (const block of got.reader.layers) blocks.push(block);
+  return blocks;
+}
+
+/** A TCP proxy to `target` that flips the response body byte at `bodyOffset` of every response it forwards. */
+async function startFlippingProxy(target: string, bodyOffset: number): Promise<{ url: string; close(): Promise<void> }> {
+  const { hostname, port } = new URL(target);
+  const sockets = new Set<Socket>();
+  const server = createServer((downstream) => {
+    const upstream = connect(Number(port), hostname);
+    sockets.add(downstream).add(upstream);
+    let head = Buffer.alloc(0);
+    let body = -1;
+    downstream.on('data', (chunk: Buffer) => upstream.write(chunk));
+    upstream.on('data', (chunk: Buffer) => {
+      let out = chunk;
+      if (body < 0) {
+        head = Buffer.concat([head, chunk]);
+        const end = head.indexOf('\r\n\r\n');
+        if (end < 0) return;
+        out = head;
+        body = -(end + 4);
+      }
+      const at = bodyOffset - body;
+      if (at >= 0 && at < out.length) out[at]! ^= 0xff;
+      body += out.length;
+      downstream.write(out);
+    });
+    for (const s of [downstream, upstream]) s.on('error', () => undefined).on('close', () => (downstream.destroy(), upstream.destroy()));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    close: () => new Promise<void>((resolve) => {
+      for (const s of sockets) s.destroy();
+      server.close(() => resolve());
+    }),
+  };
+}
+
+async function code(p: Promise<unknown>): Promise<string> {
+  return p.then(() => 'resolved', (e: { code?: string }) => e.code ?? String(e));
+}
+
+describe('KvFetchPool: chunk objects received and verified on worker threads', function () {
+  let dir: string;
+  let edge: RunningEdge;
+  let client: EdgeClient;
+  let pool: KvFetchPool;
+  const objects = new Map<string, Buffer>();
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'kdn-fetch-pool-'));
+    edge = await startEdge({ port: 0, diskPath: join(dir, 'disk'), memoryBytes: '64MiB', diskBytes: 0, originUrl: `file:${join(dir, 'origin')}`, secret: TEST_EDGE_SECRET });
+    const options = { edges: [edge.url], timeoutMs: 5_000, secret: TEST_EDGE_SECRET };
+    client = new EdgeClient(options);
+    pool = new KvFetchPool(options, 2);
+    for (const codec of ['fp16', 'int4+lz4']) {
+      const bytes = encodeKVObject(kvTensors(SHAPE, 3), { modelFingerprint: 'pool-test', tokenIds: IDS, codec: codecFromString(codec) });
+      objects.set(codec, bytes);
+      await client.put(`pool/${codec.replace("+", "-")}.kv`, bytes);
+    }
+  });
+  after(async () => {
+    await pool?.close();
+    client?.close();
+    await edge?.close();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  for (const codec of ['fp16', 'int4+lz4']) {
+    it(`hands over the same verified layers as the event-loop fetcher (${codec}), decodable on this thread`, async () => {
+      const [fromPool, fromLoop] = await Promise.all([drain(pool, `pool/${codec.replace("+", "-")}.kv`), drain(inThreadFetcher(client), `pool/${codec.replace("+", "-")}.kv`)]);
+      expect(fromPool.map((b) => b.layer)).to.deep.equal([0, 1, 2, 3]);
+      fromPool.forEach((b, l) => {
+        expect(Buffer.from(b.encoded).equals(Buffer.from(fromLoop[l]!.encoded))).to.equal(true);
+        expect(b.decode().keys).to.deep.equal(fromLoop[l]!.decode().keys);
+      });
+    });
+  }
+
+  it('serves many objects at once over its threads', async () => {
+    const all = await Promise.all(Array.from({ length: 12 }, (_, i) => drain(pool, `pool/${i % 2 ? "fp16" : "int4-lz4"}.kv`)));
+    expect(all.every((blocks) => blocks.length === SHAPE.layers)).to.equal(true);
+  });
+
+  it('a layer damaged in transit fails the read with KV_CORRUPT after the layers before it', async () => {
+    // The edge holds a good object; a proxy between it and the workers flips a byte of the last layer.
+    const proxy = await startFlippingProxy(edge.url, objects.get('fp16')!.length - 10);
+    const damagedPool = new KvFetchPool({ edges: [proxy.url], timeoutMs: 5_000, secret: TEST_EDGE_SECRET }, 1);
+    try {
+      const got = await damagedPool.open('pool/fp16.kv', EXPECT, new AbortController().signal);
+      const seen: number[] = [];
+      const err = await (async () => {
+        for await (const block of got.reader.layers) seen.push(block.layer);
+      })().catch((e: { code?: string }) => e.code);
+      expect(err).to.equal('KV_CORRUPT');
+      expect(seen).to.deep.equal([0, 1, 2]);
+    } finally {
+      await damagedPool.close();
+      await proxy.close();
+    }
+  });
+
+  it('a missing key is NOT_FOUND, a mismatched expectation KV_MISMATCH, an abort rejects', async () => {
+    expect(await code(pool.open('pool/missing.kv', EXPECT, new AbortController().signal))).to.equal('NOT_FOUND');
+    expect(await code(pool.open('pool/fp16.kv', { ...EXPECT, modelFingerprint: 'other' }, new AbortController().signal))).to.equal('KV_MISMATCH');
+    const aborted = new AbortController();
+    aborted.abort();
+    expect(await code(drain(pool, 'pool/fp16.kv', EXPECT, aborted.signal))).to.not.equal('resolved');
+  });
+});
