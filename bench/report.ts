@@ -15,12 +15,17 @@ export interface BenchReport {
 /** A results file: the report plus where and how it was measured (added by bench/run.ts). */
 export interface BenchResultFile extends BenchReport {
   name: string;
+  /** True while the benchmark is still running (a checkpoint): the records so far, kept if it never finishes. */
+  partial?: boolean;
   command: string;
   date: string;
   host: { cpus: string; cpuCount: number; node: string; platform: string };
 }
 
+/** Writes the records so far as a partial results file (long GPU runs can be cut off by their time limit). */
+export type Checkpoint = (report: BenchReport) => Promise<void>;
+
 /** A benchmark module: bench/<name>.ts. */
 export interface BenchModule {
-  run(args: string[]): Promise<BenchReport>;
+  run(args: string[], checkpoint?: Checkpoint): Promise<BenchReport>;
 }

@@ -1,13 +1,14 @@
 /**
  * Benchmark runner: `npm run bench -- <name> [args] [--out <file>]` imports bench/<name>.ts, calls its run(args) and
- * writes bench/results/<file>.json (default <name>.json; atomically) with the host it ran on.
+ * writes bench/results/<file>.json (default <name>.json; atomically) with the host it ran on. A benchmark may
+ * checkpoint its records as it goes: the file then holds them with "partial": true until it finishes.
  */
 import { existsSync } from 'node:fs';
 import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { cpus, platform, arch } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import type { BenchModule, BenchResultFile } from './report.ts';
+import type { BenchModule, BenchReport, BenchResultFile } from './report.ts';
 
 const BENCH_DIR = dirname(fileURLToPath(import.meta.url));
 const NOT_BENCHMARKS = new Set(['run', 'report']);
@@ -26,18 +27,22 @@ async function main(): Promise<void> {
   if (!existsSync(file)) throw new Error(`no benchmark bench/${name}.ts`);
   const mod = (await import(pathToFileURL(file).href)) as Partial<BenchModule>;
   if (typeof mod.run !== 'function') throw new Error(`bench/${name}.ts does not export run(args)`);
-  const report = await mod.run(args);
-  const result: BenchResultFile = {
-    name,
-    command: ['npm run bench --', name, ...rest].join(' '),
-    date: new Date().toISOString(),
-    host: { cpus: cpus()[0]?.model ?? 'unknown', cpuCount: cpus().length, node: process.version, platform: `${platform()}-${arch()}` },
-    ...report,
-  };
   const out = join(BENCH_DIR, 'results', `${outName}.json`);
   await mkdir(dirname(out), { recursive: true });
-  await writeFile(`${out}.tmp`, `${JSON.stringify(result, null, 2)}\n`);
-  await rename(`${out}.tmp`, out);
+  const save = async (report: BenchReport, partial: boolean): Promise<void> => {
+    const result: BenchResultFile = {
+      name,
+      ...(partial ? { partial } : {}),
+      command: ['npm run bench --', name, ...rest].join(' '),
+      date: new Date().toISOString(),
+      host: { cpus: cpus()[0]?.model ?? 'unknown', cpuCount: cpus().length, node: process.version, platform: `${platform()}-${arch()}` },
+      ...report,
+    };
+    await writeFile(`${out}.tmp`, `${JSON.stringify(result, null, 2)}\n`);
+    await rename(`${out}.tmp`, out);
+  };
+  const report = await mod.run(args, (partial) => save(partial, true));
+  await save(report, false);
   console.table(report.records);
   console.log(`wrote ${out}`);
 }

@@ -29,7 +29,7 @@ import { median, round } from './lib/stats.ts';
 import type { BenchEngine } from './lib/synthetic-engine.ts';
 import type { Session } from '../engine-adapter/index.ts';
 import { randomTokenIds } from './lib/token-ids.ts';
-import type { BenchRecord, BenchReport } from './report.ts';
+import type { BenchRecord, BenchReport, Checkpoint } from './report.ts';
 
 const MODES = ['inject', 'inject-int8', 'inject-int4', 'recompute', 'peer'] as const;
 type Mode = (typeof MODES)[number];
@@ -45,6 +45,8 @@ interface TtftArgs extends SpeedArgs {
   window: number;
   edge: EdgePlacement;
   fetchThreads: number;
+  /** Unmeasured recompute runs; a long context's recompute is the costliest measurement of a run. */
+  recomputeWarmup: number;
 }
 
 function isInject(mode: Mode): mode is InjectMode {
@@ -52,15 +54,17 @@ function isInject(mode: Mode): mode is InjectMode {
 }
 
 function parse(args: string[]): TtftArgs {
-  const values = parseFlags(args, { ...SPEED_OPTIONS, question: { type: 'string' }, chunk: { type: 'string' }, modes: { type: 'string' }, window: { type: 'string' }, edge: { type: 'string' }, 'fetch-threads': { type: 'string' } });
+  const values = parseFlags(args, { ...SPEED_OPTIONS, question: { type: 'string' }, chunk: { type: 'string' }, modes: { type: 'string' }, window: { type: 'string' }, edge: { type: 'string' }, 'fetch-threads': { type: 'string' }, 'recompute-warmup': { type: 'string' } });
+  const speed = speedArgs(values, { contexts: [256, 512, 1024] });
   return {
-    ...speedArgs(values, { contexts: [256, 512, 1024] }),
+    ...speed,
     question: positiveInt(values.question, 64, 'question'),
     chunk: positiveInt(values.chunk, 256, 'chunk'),
     modes: choiceList(values.modes, MODES, MODES, 'modes'),
     window: positiveInt(values.window, 16, 'window'),
     edge: choice(values.edge, 'process', EDGE_PLACEMENTS, 'edge'),
     fetchThreads: values['fetch-threads'] === '0' ? 0 : positiveInt(values['fetch-threads'], defaultFetchThreads(), 'fetch-threads'),
+    recomputeWarmup: values['recompute-warmup'] === '0' ? 0 : positiveInt(values['recompute-warmup'], speed.warmup, 'recompute-warmup'),
   };
 }
 
@@ -181,7 +185,7 @@ async function measureContext(engine: BenchEngine, a: TtftArgs, shape: string, c
   let kept: Session | null = null;
   if (a.modes.includes('recompute') && !skipped('recompute')) await attempt(['recompute'], async () => {
     const all = [...contextIds, ...questionIds];
-    const m = await measure(a.warmup, a.runs, async () => {
+    const m = await measure(a.recomputeWarmup, a.runs, async () => {
       kept?.dispose();
       kept = null;
       const session = engine.createSession(all.length);
@@ -255,7 +259,7 @@ async function measureContext(engine: BenchEngine, a: TtftArgs, shape: string, c
   return a.modes.map((mode) => out.get(mode)!).filter((r) => r !== undefined);
 }
 
-export async function run(args: string[]): Promise<BenchReport> {
+export async function run(args: string[], checkpoint?: Checkpoint): Promise<BenchReport> {
   const a = parse(args);
   const target = await resolveTarget(a.shape, a.model);
   const maxContext = Math.max(...a.contexts);
@@ -271,30 +275,36 @@ export async function run(args: string[]): Promise<BenchReport> {
   // Lengths past the model's positions fail on their own (recorded); the engine opens for what it can hold.
   const maxPositions = Number(target.hfConfig.max_position_embeddings);
   const engine = await openBenchEngine(target, a.backend, Math.min(maxContext + a.question, maxPositions));
+  const report = (): BenchReport => ({
+    params: {
+      shape: target.shape,
+      model: target.modelDir ?? `synthetic ${target.shape} (random weights)`,
+      fingerprint: engine.info.fingerprint,
+      parameters: engine.info.parameters,
+      kvBytesPerTokenFp16: engine.info.kvBytesPerToken,
+      backend: engine.backend,
+      device: engine.device,
+      chunkTokens: a.chunk,
+      questionTokens: a.question,
+      runs: a.runs,
+      warmup: a.warmup,
+      recomputeWarmup: a.recomputeWarmup,
+      fetchWindow: a.window,
+      fetchThreads: a.fetchThreads,
+      edge: a.edge === 'process' ? 'a kdn edge process on this machine (loopback HTTP)' : 'an edge inside the benchmark process (loopback HTTP, same event loop)',
+      peer: peer === undefined ? 'not requested' : peer.available ? `${peer.label} on ${peer.device}` : `unavailable: ${peer.reason}`,
+      maxSeconds: Number.isFinite(a.deadline.seconds) ? a.deadline.seconds : null,
+      timing: 'ttft_ms: median of runs, from the start of a query on a fresh session to the first token id on the host; inject modes split into fetch (first request to last body), fetch_wait (injector idle waiting for bodies), inject, question prefill',
+    },
+    records,
+  });
   try {
-    for (const context of a.contexts) records.push(...(await measureContext(engine, a, target.shape, context, peer)));
-    return {
-      params: {
-        shape: target.shape,
-        model: target.modelDir ?? `synthetic ${target.shape} (random weights)`,
-        fingerprint: engine.info.fingerprint,
-        parameters: engine.info.parameters,
-        kvBytesPerTokenFp16: engine.info.kvBytesPerToken,
-        backend: engine.backend,
-        device: engine.device,
-        chunkTokens: a.chunk,
-        questionTokens: a.question,
-        runs: a.runs,
-        warmup: a.warmup,
-        fetchWindow: a.window,
-        fetchThreads: a.fetchThreads,
-        edge: a.edge === 'process' ? 'a kdn edge process on this machine (loopback HTTP)' : 'an edge inside the benchmark process (loopback HTTP, same event loop)',
-        peer: peer === undefined ? 'not requested' : peer.available ? `${peer.label} on ${peer.device}` : `unavailable: ${peer.reason}`,
-        maxSeconds: Number.isFinite(a.deadline.seconds) ? a.deadline.seconds : null,
-        timing: 'ttft_ms: median of runs, from the start of a query on a fresh session to the first token id on the host; inject modes split into fetch (first request to last body), fetch_wait (injector idle waiting for bodies), inject, question prefill',
-      },
-      records,
-    };
+    for (const context of a.contexts) {
+      records.push(...(await measureContext(engine, a, target.shape, context, peer)));
+      // Each finished context is on disk: a run cut off by its time limit keeps what it measured.
+      await checkpoint?.(report());
+    }
+    return report();
   } finally {
     await engine.dispose();
   }

@@ -4,6 +4,7 @@
  * the hash pool, or on fetch worker threads) that verifies each layer as it streams in, and chunks are injected in
  * order as soon as each has fully arrived, so transfer and verification overlap injection.
  */
+import { setMaxListeners } from 'node:events';
 import type { Session } from '../../engine-adapter/index.ts';
 import type { KvFetcher } from '../../kdn/query/kv-fetcher.ts';
 import type { PrefetchedReader } from '../../kdn/query/prefetch.ts';
@@ -27,11 +28,9 @@ interface Arrival {
   arrivedAt: number;
 }
 
-const NO_SIGNAL = new AbortController().signal;
-
 /** Streams one object in, verifying each layer as it completes; resolves once every layer is in (or the stream failed). */
-async function fetchVerified(fetcher: KvFetcher, key: string): Promise<Arrival> {
-  const got = await fetcher.open(key, {}, NO_SIGNAL);
+async function fetchVerified(fetcher: KvFetcher, key: string, signal: AbortSignal): Promise<Arrival> {
+  const got = await fetcher.open(key, {}, signal);
   await got.reader.drained;
   return { reader: got.reader, bytes: got.received(), arrivedAt: performance.now() };
 }
@@ -39,11 +38,14 @@ async function fetchVerified(fetcher: KvFetcher, key: string): Promise<Arrival> 
 /** Fetches `keys` and injects them into `session` from its current length on; `window` bounds objects held at once. */
 export async function fetchAndInject(fetcher: KvFetcher, keys: readonly string[], session: InjectTarget, window: number): Promise<FetchInjectTiming> {
   const t0 = performance.now();
+  // One signal per query, as run-query passes it: every object in flight listens on it.
+  const signal = new AbortController().signal;
+  setMaxListeners(window + 8, signal);
   const inFlight: (Promise<Arrival> | undefined)[] = [];
   let launched = 0;
   const launch = (done: number): void => {
     while (launched < keys.length && launched - done < window) {
-      const p = fetchVerified(fetcher, keys[launched]!);
+      const p = fetchVerified(fetcher, keys[launched]!, signal);
       // Awaited in order below; this keeps a later failure from surfacing as unhandled while an earlier one waits.
       p.catch(() => undefined);
       inFlight[launched++] = p;

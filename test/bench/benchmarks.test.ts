@@ -57,9 +57,13 @@ describe('benchmarks on a tiny model', function () {
   });
 
   it('ttft: every mode per context size, inject modes with bytes and a time split, peer figures or a reason', async () => {
-    const report = await runTtft(['--model', model, '--backend', 'cpu', '--contexts', '32,64', '--question', '8', '--chunk', '16', '--runs', '1', '--warmup', '0']);
+    const checkpoints: number[] = [];
+    const report = await runTtft(['--model', model, '--backend', 'cpu', '--contexts', '32,64', '--question', '8', '--chunk', '16', '--runs', '1', '--warmup', '0'],
+      async (partial) => void checkpoints.push(partial.records.length));
     console.table(report.records);
     expect(report.records).to.have.length(2 * TTFT_MODES.length);
+    // Each finished context is checkpointed, so a run cut off by a time limit keeps what it measured.
+    expect(checkpoints).to.deep.equal([TTFT_MODES.length, 2 * TTFT_MODES.length]);
     for (const context of [32, 64]) {
       const rows = report.records.filter((r) => r.context_tokens === context);
       expect(rows.map((r) => r.mode)).to.deep.equal(TTFT_MODES);
