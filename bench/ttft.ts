@@ -7,6 +7,9 @@
  *   recompute: the engine prefills context and question;
  *   peer: transformers (bf16, sdpa) prefills the same token count (bench/peer_prefill.py; skipped with the reason
  *     where torch or CUDA is missing).
+ * With `--kv synthetic` the inject modes skip computing the context: every chunk object holds the same seeded random
+ * KV, stored before RoPE (rotated at injection, as position-independent objects are), so long contexts of large
+ * shapes are timed without a full prefill first; their first token is not compared with recompute's.
  * ttft_ms is the median of --runs after --warmup, each on a new session. Every context size is measured on its
  * own, so one failing (e.g. out of memory) records an error and the run goes on; --max-seconds stops cleanly
  * between measurements and keeps what was gathered.
@@ -29,9 +32,11 @@ import { median, round } from './lib/stats.ts';
 import type { BenchEngine } from './lib/synthetic-engine.ts';
 import type { Session } from '../engine-adapter/index.ts';
 import { randomTokenIds } from './lib/token-ids.ts';
+import { kvTensors } from '../test/kv-object/kv-data.ts';
 import type { BenchRecord, BenchReport, Checkpoint } from './report.ts';
 
 const MODES = ['inject', 'inject-int8', 'inject-int4', 'recompute', 'peer'] as const;
+const KV_SOURCES = ['computed', 'synthetic'] as const;
 type Mode = (typeof MODES)[number];
 type InjectMode = Exclude<Mode, 'recompute' | 'peer'>;
 const CODEC_OF: Record<InjectMode, CodecName> = { inject: 'fp16', 'inject-int8': 'int8', 'inject-int4': 'int4' };
@@ -47,6 +52,7 @@ interface TtftArgs extends SpeedArgs {
   fetchThreads: number;
   /** Unmeasured recompute runs; a long context's recompute is the costliest measurement of a run. */
   recomputeWarmup: number;
+  kv: (typeof KV_SOURCES)[number];
 }
 
 function isInject(mode: Mode): mode is InjectMode {
@@ -54,7 +60,7 @@ function isInject(mode: Mode): mode is InjectMode {
 }
 
 function parse(args: string[]): TtftArgs {
-  const values = parseFlags(args, { ...SPEED_OPTIONS, question: { type: 'string' }, chunk: { type: 'string' }, modes: { type: 'string' }, window: { type: 'string' }, edge: { type: 'string' }, 'fetch-threads': { type: 'string' }, 'recompute-warmup': { type: 'string' } });
+  const values = parseFlags(args, { ...SPEED_OPTIONS, question: { type: 'string' }, chunk: { type: 'string' }, modes: { type: 'string' }, window: { type: 'string' }, edge: { type: 'string' }, 'fetch-threads': { type: 'string' }, 'recompute-warmup': { type: 'string' }, kv: { type: 'string' } });
   const speed = speedArgs(values, { contexts: [256, 512, 1024] });
   return {
     ...speed,
@@ -65,6 +71,7 @@ function parse(args: string[]): TtftArgs {
     edge: choice(values.edge, 'process', EDGE_PLACEMENTS, 'edge'),
     fetchThreads: values['fetch-threads'] === '0' ? 0 : positiveInt(values['fetch-threads'], defaultFetchThreads(), 'fetch-threads'),
     recomputeWarmup: values['recompute-warmup'] === '0' ? 0 : positiveInt(values['recompute-warmup'], speed.warmup, 'recompute-warmup'),
+    kv: choice(values.kv, 'computed', KV_SOURCES, 'kv'),
   };
 }
 
@@ -133,6 +140,30 @@ async function putContextObjects(
     }
   } finally {
     session.dispose();
+  }
+  return keys;
+}
+
+/** The same seeded random chunk, stored before RoPE, under every chunk key of the context, in each codec. */
+async function putSyntheticObjects(engine: BenchEngine, edge: BenchEdge, context: number, chunk: number, codecs: CodecName[], prefix: string): Promise<Map<CodecName, string[]>> {
+  const { layers, kvHeads, headDim, fingerprint } = engine.info;
+  const keys = new Map<CodecName, string[]>(codecs.map((c) => [c, []]));
+  const chunks = Math.ceil(context / chunk);
+  for (const codec of codecs) {
+    // A ragged last chunk gets an object of its own length.
+    const objects = new Map<number, Buffer>();
+    for (let i = 0; i < chunks; i++) {
+      const tokens = Math.min(chunk, context - i * chunk);
+      let bytes = objects.get(tokens);
+      if (bytes === undefined) {
+        const kv = { ...kvTensors({ layers, kvHeads, headDim, tokens }, 11), ropeApplied: false };
+        bytes = encodeKVObject(kv, { modelFingerprint: fingerprint, tokenIds: new Array<number>(tokens).fill(0), codec: codecFromString(codec) });
+        objects.set(tokens, bytes);
+      }
+      const key = `${prefix}/${codec}/chunk-${String(i).padStart(5, '0')}.kv`;
+      await edge.client.put(key, bytes);
+      keys.get(codec)!.push(key);
+    }
   }
   return keys;
 }
@@ -209,9 +240,15 @@ async function measureContext(engine: BenchEngine, a: TtftArgs, shape: string, c
     const budget = codecs.reduce((sum, c) => sum + SIZE_FACTOR[c], 0) * engine.info.kvBytesPerToken * context + 64 * 2 ** 20;
     const edge = await startBenchEdge(Math.ceil(budget), Math.ceil(engine.info.kvBytesPerToken * a.chunk * 1.1) + 2 ** 20, a.edge);
     try {
-      const source = kept;
-      kept = null;
-      const keys = await putContextObjects(engine, edge, source, contextIds, a.chunk, codecs, `bench/ttft/${shape.replace(/[^A-Za-z0-9._=-]/g, '_')}/${context}`);
+      const prefix = `bench/ttft/${shape.replace(/[^A-Za-z0-9._=-]/g, '_')}/${context}`;
+      let keys: Map<CodecName, string[]>;
+      if (a.kv === 'synthetic') {
+        keys = await putSyntheticObjects(engine, edge, contextIds.length, a.chunk, codecs, prefix);
+      } else {
+        const source = kept;
+        kept = null;
+        keys = await putContextObjects(engine, edge, source, contextIds, a.chunk, codecs, prefix);
+      }
       const fetcher = a.fetchThreads > 0 ? new KvFetchPool(edge.clientOptions, a.fetchThreads) : inThreadFetcher(edge.client);
       try {
         for (const mode of injectModes) {
@@ -227,7 +264,8 @@ async function measureContext(engine: BenchEngine, a: TtftArgs, shape: string, c
               fetch_wait_ms: round(median(m.results.map((r) => r.fetchWaitMs))),
               inject_ms: round(median(m.results.map((r) => r.injectMs))),
               question_ms: round(median(m.results.map((r) => r.questionMs))),
-              first_token_matches_recompute: recomputeFirst === undefined ? null : last.first === recomputeFirst,
+              first_token_matches_recompute: recomputeFirst === undefined || a.kv === 'synthetic' ? null : last.first === recomputeFirst,
+              note: a.kv === 'synthetic' ? 'synthetic KV (seeded random, stored before RoPE): timing only' : null,
             }));
           });
         }
@@ -289,6 +327,7 @@ export async function run(args: string[], checkpoint?: Checkpoint): Promise<Benc
       runs: a.runs,
       warmup: a.warmup,
       recomputeWarmup: a.recomputeWarmup,
+      kv: a.kv === 'synthetic' ? 'synthetic: every chunk object the same seeded random KV stored before RoPE (timing only)' : 'computed by the engine from the context',
       fetchWindow: a.window,
       fetchThreads: a.fetchThreads,
       edge: a.edge === 'process' ? 'a kdn edge process on this machine (loopback HTTP)' : 'an edge inside the benchmark process (loopback HTTP, same event loop)',

@@ -89,6 +89,21 @@ describe('benchmarks on a tiny model', function () {
     }
   });
 
+  it('ttft --kv synthetic: inject modes timed from seeded random objects (no prefill), marked as timing only', async () => {
+    const report = await runTtft(['--model', model, '--backend', 'cpu', '--contexts', '40', '--question', '4', '--chunk', '16', '--runs', '1', '--warmup', '0',
+      '--modes', 'inject,inject-int4', '--kv', 'synthetic']);
+    expect(report.records.map((r) => r.mode)).to.deep.equal(['inject', 'inject-int4']);
+    for (const r of report.records) {
+      expect(r.note).to.match(/^synthetic KV/);
+      expect(r.first_token_matches_recompute).to.equal(null);
+      expect(num(r, 'ttft_ms')).to.be.greaterThan(0);
+    }
+    // 40 tokens in chunks of 16 (the last of 8): fp16 objects hold exactly 40 tokens of KV plus three headers.
+    const perToken = Number(report.params?.kvBytesPerTokenFp16);
+    expect(num(report.records[0]!, 'bytes')).to.be.within(40 * perToken, 40 * perToken + 3 * 4096);
+    expect(num(report.records[1]!, 'bytes')).to.be.lessThan(num(report.records[0]!, 'bytes'));
+  });
+
   it('ttft: a context longer than the model holds records an error and the run goes on', async () => {
     const report = await runTtft(['--model', model, '--backend', 'cpu', '--contexts', '4096,16', '--question', '4', '--chunk', '16', '--runs', '1', '--warmup', '0', '--modes', 'inject,recompute']);
     const failed = report.records.filter((r) => r.context_tokens === 4096);
