@@ -6,9 +6,8 @@
  *   node --import tsx tools/gpu/profile-prefill.ts --shape llama3.2-1b --tokens 4096
  */
 import { parseArgs } from 'node:util';
-import { parseModelConfig } from '../../engine-adapter/index.ts';
 import { openDevice } from '../../engine-adapter/webgpu/device.ts';
-import { GpuContext, type Recorder } from '../../engine-adapter/webgpu/gpu-context.ts';
+import { GpuContext } from '../../engine-adapter/webgpu/gpu-context.ts';
 import { uploadWeights } from '../../engine-adapter/webgpu/gpu-weights.ts';
 import { recordAdd } from '../../engine-adapter/webgpu/kernels/add.ts';
 import { recordAttention } from '../../engine-adapter/webgpu/kernels/attention.ts';
@@ -16,8 +15,8 @@ import { recordMatmul } from '../../engine-adapter/webgpu/kernels/matmul.ts';
 import { recordRmsNorm } from '../../engine-adapter/webgpu/kernels/rmsnorm.ts';
 import { recordRope } from '../../engine-adapter/webgpu/kernels/rope.ts';
 import { recordSwiglu } from '../../engine-adapter/webgpu/kernels/swiglu.ts';
-import { SYNTHETIC_SHAPES } from '../../bench/lib/shapes.ts';
 import { syntheticWeights } from '../../bench/lib/synthetic-engine.ts';
+import { shapeConfig, timeRecorded } from './profile-support.ts';
 
 const { values } = parseArgs({
   options: {
@@ -28,9 +27,7 @@ const { values } = parseArgs({
   },
 });
 const shape = values.shape;
-const hf = SYNTHETIC_SHAPES[shape];
-if (!hf) throw new Error(`unknown shape ${shape}`);
-const c = parseModelConfig(hf, shape);
+const c = shapeConfig(shape);
 const total = Number(values.tokens);
 const n = Number(values.chunk);
 const reps = Number(values.reps);
@@ -52,18 +49,6 @@ const cacheK = buf(total * kvDim);
 const cacheV = buf(total * kvDim);
 const logits = buf(c.vocabSize);
 
-/** Median-free mean ms of one recording of `op`, after one warm-up submission. */
-async function time(op: (rec: Recorder) => void): Promise<number> {
-  const once = ctx.recorder();
-  op(once);
-  await once.submit();
-  const rec = ctx.recorder();
-  for (let i = 0; i < reps; i++) op(rec);
-  const t0 = performance.now();
-  await rec.submit();
-  return (performance.now() - t0) / reps;
-}
-
 const flops = (rows: number, cols: number): number => 2 * n * rows * cols;
 const perLayer: Record<string, { ms: number; tflops?: number }> = {};
 const matmuls = { q: lw.q, k: lw.k, v: lw.v, o: lw.o, gate: lw.gate, up: lw.up, down: lw.down };
@@ -71,28 +56,28 @@ const inputs = { q: h, k: h, v: h, o: attn, gate: h, up: h, down: gate };
 const outputs = { q, k, v: k, o: h, gate, up: up, down: x };
 for (const name of Object.keys(matmuls) as (keyof typeof matmuls)[]) {
   const m = matmuls[name];
-  const ms = await time((rec) => recordMatmul(ctx, rec, { x: inputs[name], w: m, y: outputs[name], m: n }));
+  const ms = await timeRecorded(ctx, reps, (rec) => recordMatmul(ctx, rec, { x: inputs[name], w: m, y: outputs[name], m: n }));
   perLayer[`matmul_${name}`] = { ms, tflops: flops(m.rows, m.cols) / ms / 1e9 };
 }
-perLayer.rmsnorm_x2 = { ms: 2 * (await time((rec) => recordRmsNorm(ctx, rec, { x, weight: lw.inputNorm, out: h, rows: n, n: c.hiddenSize, eps: c.rmsNormEps }))) };
+perLayer.rmsnorm_x2 = { ms: 2 * (await timeRecorded(ctx, reps, (rec) => recordRmsNorm(ctx, rec, { x, weight: lw.inputNorm, out: h, rows: n, n: c.hiddenSize, eps: c.rmsNormEps }))) };
 perLayer.rope_qk = {
-  ms: await time((rec) => {
+  ms: await timeRecorded(ctx, reps, (rec) => {
     recordRope(ctx, rec, { x: q, invFreq: w.invFreq, tokens: n, heads: c.heads, headDim: c.headDim, posBase: 0 });
     recordRope(ctx, rec, { x: k, invFreq: w.invFreq, tokens: n, heads: c.kvHeads, headDim: c.headDim, posBase: 0 });
   }),
 };
-perLayer.swiglu = { ms: await time((rec) => recordSwiglu(ctx, rec, { gate, up, count: n * c.intermediateSize })) };
-perLayer.add_x2 = { ms: 2 * (await time((rec) => recordAdd(ctx, rec, { x, y: h, count: n * c.hiddenSize }))) };
+perLayer.swiglu = { ms: await timeRecorded(ctx, reps, (rec) => recordSwiglu(ctx, rec, { gate, up, count: n * c.intermediateSize })) };
+perLayer.add_x2 = { ms: 2 * (await timeRecorded(ctx, reps, (rec) => recordAdd(ctx, rec, { x, y: h, count: n * c.hiddenSize }))) };
 let attentionMs = 0;
 const attentionByChunk: Record<string, number> = {};
 for (let pos = 0; pos < total; pos += n) {
-  const ms = await time((rec) =>
+  const ms = await timeRecorded(ctx, reps, (rec) =>
     recordAttention(ctx, rec, { q, cacheK, cacheV, out: attn, tokens: n, heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, posBase: pos, window: null }),
   );
   attentionByChunk[`pos_${pos}`] = ms;
   attentionMs += ms;
 }
-const lmHeadMs = await time((rec) => recordMatmul(ctx, rec, { x: h, w: w.lmHead, y: logits, m: 1 }));
+const lmHeadMs = await timeRecorded(ctx, reps, (rec) => recordMatmul(ctx, rec, { x: h, w: w.lmHead, y: logits, m: 1 }));
 const chunks = Math.ceil(total / n);
 const layerChunkMs = Object.values(perLayer).reduce((s, v) => s + v.ms, 0);
 const estimate = {

@@ -10,12 +10,12 @@
  *   node --import tsx tools/gpu/profile-question.ts --shape llama3.1-8b --contexts 8192,32768
  */
 import { parseArgs } from 'node:util';
-import { SYNTHETIC_SHAPES } from '../../bench/lib/shapes.ts';
 import { syntheticWeights } from '../../bench/lib/synthetic-engine.ts';
+import { shapeConfig, timeRecorded } from './profile-support.ts';
 import { randomTokenIds } from '../../bench/lib/token-ids.ts';
-import { parseModelConfig, type KVCacheHandle } from '../../engine-adapter/index.ts';
+import type { KVCacheHandle } from '../../engine-adapter/index.ts';
 import { openDevice } from '../../engine-adapter/webgpu/device.ts';
-import { GpuContext, type Recorder } from '../../engine-adapter/webgpu/gpu-context.ts';
+import { GpuContext } from '../../engine-adapter/webgpu/gpu-context.ts';
 import { uploadWeights } from '../../engine-adapter/webgpu/gpu-weights.ts';
 import { recordAttention, recordAttentionPortable } from '../../engine-adapter/webgpu/kernels/attention.ts';
 import { recordAttentionSubgroupMatrix, subgroupMatrixAttentionFits } from '../../engine-adapter/webgpu/kernels/attention-subgroup-matrix.ts';
@@ -36,9 +36,7 @@ const { values } = parseArgs({
   },
 });
 const shape = values.shape;
-const hf = SYNTHETIC_SHAPES[shape];
-if (!hf) throw new Error(`unknown shape ${shape}`);
-const c = parseModelConfig(hf, shape);
+const c = shapeConfig(shape);
 const contexts = values.contexts.split(',').map(Number);
 const question = Number(values.question);
 const chunk = Number(values.chunk);
@@ -131,34 +129,23 @@ const cacheK = buf((maxContext + n) * kvDim);
 const cacheV = buf((maxContext + n) * kvDim);
 const logits = buf(c.vocabSize);
 
-async function time(op: (rec: Recorder) => void): Promise<number> {
-  const once = ctx.recorder();
-  op(once);
-  await once.submit();
-  const rec = ctx.recorder();
-  for (let i = 0; i < reps; i++) op(rec);
-  const s = performance.now();
-  await rec.submit();
-  return (performance.now() - s) / reps;
-}
-
 const kernels: Record<string, unknown> = {};
 const matmuls = { q: lw.q, k: lw.k, v: lw.v, o: lw.o, gate: lw.gate, up: lw.up, down: lw.down };
 const matmulMs: Record<string, { ms: number; tflops: number }> = {};
 for (const [name, m] of Object.entries(matmuls)) {
-  const ms = await time((rec) => recordMatmul(ctx, rec, { x: h, w: m, y: out, m: n }));
+  const ms = await timeRecorded(ctx, reps, (rec) => recordMatmul(ctx, rec, { x: h, w: m, y: out, m: n }));
   matmulMs[name] = { ms, tflops: (2 * n * m.rows * m.cols) / ms / 1e9 };
 }
 kernels.matmul_per_layer = matmulMs;
 kernels.matmul_all_layers_ms = c.layers * Object.values(matmulMs).reduce((s, v) => s + v.ms, 0);
-kernels.lm_head_last_row_ms = await time((rec) => recordMatmul(ctx, rec, { x: h, w: w.lmHead, y: logits, m: 1 }));
+kernels.lm_head_last_row_ms = await timeRecorded(ctx, reps, (rec) => recordMatmul(ctx, rec, { x: h, w: w.lmHead, y: logits, m: 1 }));
 for (const context of contexts) {
   const a = { q, cacheK, cacheV, out, tokens: n, heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, posBase: context, window: null };
-  const variants: Record<string, number> = { chosen: await time((rec) => recordAttention(ctx, rec, a)) };
-  variants.portable_chosen_splits = await time((rec) => recordAttentionPortable(ctx, rec, a));
+  const variants: Record<string, number> = { chosen: await timeRecorded(ctx, reps, (rec) => recordAttention(ctx, rec, a)) };
+  variants.portable_chosen_splits = await timeRecorded(ctx, reps, (rec) => recordAttentionPortable(ctx, rec, a));
   if (subgroupMatrixAttentionFits(ctx, a)) {
-    variants.tensor_cores_no_split = await time((rec) => recordAttentionSubgroupMatrix(ctx, rec, { ...a, splits: 1 }));
-    for (const splits of [4, 16, 32]) variants[`tensor_cores_${splits}_splits`] = await time((rec) => recordAttentionSubgroupMatrix(ctx, rec, { ...a, splits }));
+    variants.tensor_cores_no_split = await timeRecorded(ctx, reps, (rec) => recordAttentionSubgroupMatrix(ctx, rec, { ...a, splits: 1 }));
+    for (const splits of [4, 16, 32]) variants[`tensor_cores_${splits}_splits`] = await timeRecorded(ctx, reps, (rec) => recordAttentionSubgroupMatrix(ctx, rec, { ...a, splits }));
   }
   kernels[`attention_per_layer_ms_at_${context}`] = variants;
 }

@@ -1,0 +1,26 @@
+/** What the GPU profiling tools share: the synthetic shape they run, and timing a recorded op. */
+import { SYNTHETIC_SHAPES } from '../../bench/lib/shapes.ts';
+import { parseModelConfig, type ModelConfig } from '../../engine-adapter/index.ts';
+import type { GpuContext, Recorder } from '../../engine-adapter/webgpu/gpu-context.ts';
+
+/** The model config of a synthetic benchmark shape (bench/lib/shapes.ts). */
+export function shapeConfig(shape: string): ModelConfig {
+  const hf = SYNTHETIC_SHAPES[shape];
+  if (!hf) throw new Error(`unknown shape ${shape}; one of ${Object.keys(SYNTHETIC_SHAPES).join(', ')}`);
+  return parseModelConfig(hf, shape);
+}
+
+/**
+ * Mean ms of `op` recorded `reps` times into one submission (launch overhead amortised as in a real forward), after
+ * one warm-up submission.
+ */
+export async function timeRecorded(ctx: GpuContext, reps: number, op: (rec: Recorder) => void): Promise<number> {
+  const once = ctx.recorder();
+  op(once);
+  await once.submit();
+  const rec = ctx.recorder();
+  for (let i = 0; i < reps; i++) op(rec);
+  const t0 = performance.now();
+  await rec.submit();
+  return (performance.now() - t0) / reps;
+}
