@@ -72,6 +72,25 @@ describe('webgpu kernels vs the CPU reference', function () {
       });
     }
 
+    // Split-K: K cut into parts summed by their own workgroups, then reduced with the bias (m=70 k=130 above splits on
+    // its own: its grid is small); here forced, with a ragged last part and with one 16-wide tile per part.
+    for (const [m, k, n, kParts] of [
+      [7, 130, 45, 3],
+      [70, 256, 129, 16],
+    ] as const) {
+      it(`matmul tiled ${weights} weights m=${m} k=${k} n=${n} split into ${kParts} K parts, with bias (atol ${tol})`, async () => {
+        const x = randomArray(m * k, 7);
+        const w = randomArray(n * k, 8, 0.5);
+        const bias = randomArray(n, 9);
+        const expected = new Float32Array(m * n);
+        matmul(expected, x, f16 ? f16RoundArray(w) : w, m, k, n, bias);
+        const y = ctx.storage(m * n * 4, 'y');
+        const args = { x: upload(x), w: await matrix(w, n, k, f16), bias: upload(bias), y, m, kParts };
+        const got = await run((rec) => recordMatmulTiled(ctx, rec, args), y, m * n);
+        expectClose(got, expected, tol, 1e-5, 'y');
+      });
+    }
+
     it(`matmul tiled ${weights} weights without bias`, async () => {
       const [m, k, n] = [5, 16, 3];
       const x = randomArray(m * k, 4);
@@ -239,20 +258,25 @@ describe('webgpu kernels vs the CPU reference', function () {
       }
     });
 
-    for (const [m, k, n, bias] of [
-      [70, 64, 129, true],
-      [130, 96, 45, false],
-      [256, 2048, 512, true],
+    // kParts undefined: the launcher's choice (a question-sized m=64 over k=4096 splits K to fill the GPU); given: forced,
+    // with a ragged last part.
+    for (const [m, k, n, bias, kParts] of [
+      [70, 64, 129, true, undefined],
+      [130, 96, 45, false, undefined],
+      [256, 2048, 512, true, undefined],
+      [64, 4096, 1024, true, undefined],
+      [70, 320, 129, true, 3],
+      [33, 128, 40, false, 4],
     ] as const) {
       // Inputs are rounded to f16 and products summed in f32: against the f16-rounded reference only the order differs.
-      it(`matmul m=${m} k=${k} n=${n}${bias ? ' with bias' : ''} vs the f16-rounded reference (atol 1e-4 + 1e-4 rel)`, async () => {
+      it(`matmul m=${m} k=${k} n=${n}${bias ? ' with bias' : ''}${kParts ? `, ${kParts} K parts` : ''} vs the f16-rounded reference (atol 1e-4 + 1e-4 rel)`, async () => {
         const x = randomArray(m * k, 31);
         const w = randomArray(n * k, 32, 0.5);
         const b = randomArray(n, 33);
         const expected = new Float32Array(m * n);
         matmul(expected, f16RoundArray(x), f16RoundArray(w), m, k, n, bias ? b : undefined);
         const y = ctx.storage(m * n * 4, 'y');
-        const args = { x: upload(x), w: await matrix(w, n, k, true), bias: bias ? upload(b) : undefined, y, m };
+        const args = { x: upload(x), w: await matrix(w, n, k, true), bias: bias ? upload(b) : undefined, y, m, kParts };
         const got = await run((rec) => recordMatmulSubgroupMatrix(ctx, rec, args), y, m * n);
         console.log(`      worst difference ${expectClose(got, expected, 1e-4, 1e-4, 'y').toExponential(2)}`);
       });

@@ -1,8 +1,12 @@
 import { KdnError } from '../../../common/errors.ts';
-import { Params, type GpuContext, type Recorder } from '../gpu-context.ts';
+import type { GpuContext, Recorder } from '../gpu-context.ts';
 import type { MatmulArgs } from './matmul.ts';
+import { kSplitFor, recordSplitMatmul } from './matmul-split.ts';
 
 const URL_ = new URL('./matmul-subgroup-matrix.wgsl', import.meta.url);
+/** One-subgroup workgroups that fill an H100-class GPU (132 SMs, several subgroups each); fewer split K. */
+const TARGET_WORKGROUPS = 1024;
+const TK = 32;
 
 /** Whether the tensor-core kernel can take this product: the feature, f16 weights, and K in whole 32-steps. */
 export function subgroupMatrixMatmulFits(ctx: GpuContext, a: MatmulArgs): boolean {
@@ -15,7 +19,8 @@ export function recordMatmulSubgroupMatrix(ctx: GpuContext, rec: Recorder, a: Ma
   if (sm === null || !subgroupMatrixMatmulFits(ctx, a)) {
     throw new KdnError('INTERNAL', `subgroup-matrix matmul cannot take k=${a.w.cols} (${a.w.f16 ? 'f16' : 'f32'} weights) on this adapter`);
   }
-  const pipeline = ctx.pipeline({ url: URL_, defines: sm.syntax === 'template-arg' ? ['SGMAT_TEMPLATE'] : [] });
-  const params = new Params().u32(a.m).u32(a.w.rows).u32(a.w.cols).u32(a.w.rowWords).u32(a.bias ? 1 : 0);
-  rec.dispatch(pipeline, params, [a.x, a.w.buffer, a.bias ?? ctx.dummy, a.y], [Math.ceil(a.w.rows / 32), Math.ceil(a.m / 32)]);
+  const grid: [number, number] = [Math.ceil(a.w.rows / 32), Math.ceil(a.m / 32)];
+  // A short question's rows make few tiles: split K so the grid still fills the GPU.
+  const split = kSplitFor(a, grid[0] * grid[1], TK, TARGET_WORKGROUPS);
+  recordSplitMatmul(ctx, rec, a, { url: URL_, defines: sm.syntax === 'template-arg' ? ['SGMAT_TEMPLATE'] : [] }, grid, split);
 }

@@ -4,10 +4,12 @@
 // advances 32 at a time: x (f32, rounded to f16) and W (f16 pairs packed in u32)
 // are staged in workgroup memory, x row-major [m][k] as the left operand and W as [n][k], which read column-major
 // is the right operand W^T. The launcher guarantees k % 32 == 0; m and n may be ragged (zero-filled, masked stores).
+// Workgroup z sums K range [z * kPer, (z + 1) * kPer) (kPer a multiple of 32); with SPLIT_K it writes that partial
+// product to y's part z, [z][m][n] (part 0 with the bias), for matmul-split-reduce.wgsl to add up.
 enable f16;
 enable chromium_experimental_subgroup_matrix;
 
-struct Params { m: u32, n: u32, k: u32, rowWords: u32, hasBias: u32 }
+struct Params { m: u32, n: u32, k: u32, rowWords: u32, hasBias: u32, kPer: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<vec4f>;
 @group(0) @binding(2) var<storage, read> w: array<vec4u>;
@@ -34,7 +36,9 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
   var c01 = subgroup_matrix_result<f32, 16, 16>();
   var c10 = subgroup_matrix_result<f32, 16, 16>();
   var c11 = subgroup_matrix_result<f32, 16, 16>();
-  for (var k0 = 0u; k0 < p.k; k0 += TK) {
+  let kStart = wid.z * p.kPer;
+  let kEnd = min(p.k, kStart + p.kPer);
+  for (var k0 = kStart; k0 < kEnd; k0 += TK) {
     // x: 32 rows x 8 vec4 = 256 vec4, eight per thread.
     for (var l = 0u; l < 8u; l++) {
       let e = lid + l * 32u;
@@ -100,8 +104,12 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
     let col = n0 + e % TN;
     if (row < p.m && col < p.n) {
       var v = cs[e];
-      if (p.hasBias != 0u) { v += bias[col]; }
+      if (p.hasBias != 0u && wid.z == 0u) { v += bias[col]; }
+#if SPLIT_K
+      y[(wid.z * p.m + row) * p.n + col] = v;
+#else
       y[row * p.n + col] = v;
+#endif
     }
   }
 }

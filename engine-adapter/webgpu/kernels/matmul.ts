@@ -1,7 +1,8 @@
 import { KdnError } from '../../../common/errors.ts';
-import { Params, type GpuContext, type Recorder } from '../gpu-context.ts';
+import type { GpuContext, Recorder } from '../gpu-context.ts';
 import type { GpuMatrix } from '../gpu-matrix.ts';
 import { recordMatmulSubgroupMatrix, subgroupMatrixMatmulFits } from './matmul-subgroup-matrix.ts';
+import { kSplitFor, matmulParams, recordSplitMatmul } from './matmul-split.ts';
 
 const TILED = new URL('./matmul.wgsl', import.meta.url);
 const MATVEC = new URL('./matvec.wgsl', import.meta.url);
@@ -19,11 +20,13 @@ export interface MatmulArgs {
   /** [m][n] */
   y: GPUBuffer;
   m: number;
+  /** Parts K is cut into (split-K); default: chosen from the grid size. */
+  kParts?: number;
 }
 
-function params(a: MatmulArgs): Params {
-  return new Params().u32(a.m).u32(a.w.rows).u32(a.w.cols).u32(a.w.rowWords).u32(a.bias ? 1 : 0);
-}
+/** Tiled workgroups (256 threads) that keep a large GPU busy; fewer split K. */
+const TILED_TARGET_WORKGROUPS = 264;
+const TILED_TK = 16;
 
 /** y = x W^T (+ bias): matvec for decode-sized m, else the tensor cores where the adapter has them, else tiles. */
 export function recordMatmul(ctx: GpuContext, rec: Recorder, a: MatmulArgs): void {
@@ -33,9 +36,9 @@ export function recordMatmul(ctx: GpuContext, rec: Recorder, a: MatmulArgs): voi
 }
 
 export function recordMatmulTiled(ctx: GpuContext, rec: Recorder, a: MatmulArgs): void {
-  const pipeline = ctx.pipeline({ url: TILED, defines: a.w.f16 ? ['F16_WEIGHTS'] : [] });
-  const buffers = [a.x, a.w.buffer, a.bias ?? ctx.dummy, a.y];
-  rec.dispatch(pipeline, params(a), buffers, [Math.ceil(a.w.rows / 64), Math.ceil(a.m / 64)]);
+  const grid: [number, number] = [Math.ceil(a.w.rows / 64), Math.ceil(a.m / 64)];
+  const split = kSplitFor(a, grid[0] * grid[1], TILED_TK, TILED_TARGET_WORKGROUPS);
+  recordSplitMatmul(ctx, rec, a, { url: TILED, defines: a.w.f16 ? ['F16_WEIGHTS'] : [] }, grid, split);
 }
 
 export function recordMatvec(ctx: GpuContext, rec: Recorder, a: MatmulArgs): void {
@@ -45,5 +48,5 @@ export function recordMatvec(ctx: GpuContext, rec: Recorder, a: MatmulArgs): voi
   if (a.m > max) throw new KdnError('INTERNAL', `matvec over ${a.m} rows`);
   // Large vocabularies can exceed the per-dimension limit: spill the columns over z.
   const x = Math.min(groups, max);
-  rec.dispatch(pipeline, params(a), [a.x, a.w.buffer, a.bias ?? ctx.dummy, a.y], [x, a.m, Math.ceil(groups / x)]);
+  rec.dispatch(pipeline, matmulParams(a), [a.x, a.w.buffer, a.bias ?? ctx.dummy, a.y], [x, a.m, Math.ceil(groups / x)]);
 }

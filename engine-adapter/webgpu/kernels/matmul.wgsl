@@ -1,7 +1,8 @@
 // y[m][n] = x[m][k] . W[n][k]^T (+ bias[n]). 64x64 output tiles per workgroup of 16x16 threads, each thread
 // computing 4x4 outputs from 16-deep K slices staged in workgroup memory. With F16_WEIGHTS, W rows are f16 pairs
-// packed in u32 words (rowWords per row).
-struct Params { m: u32, n: u32, k: u32, rowWords: u32, hasBias: u32 }
+// packed in u32 words (rowWords per row). Workgroup z sums K range [z * kPer, (z + 1) * kPer); with SPLIT_K it writes
+// that partial product to y's part z, [z][m][n] (part 0 with the bias), for matmul-split-reduce.wgsl to add up.
+struct Params { m: u32, n: u32, k: u32, rowWords: u32, hasBias: u32, kPer: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 #if F16_WEIGHTS
@@ -38,17 +39,19 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid3: v
   let tx = lid3.x;
   let ty = lid3.y;
   var acc: array<array<f32, 4>, 4>;
-  for (var k0 = 0u; k0 < p.k; k0 += TK) {
+  let kStart = wid.z * p.kPer;
+  let kEnd = min(p.k, kStart + p.kPer);
+  for (var k0 = kStart; k0 < kEnd; k0 += TK) {
     for (var l = 0u; l < 4u; l++) {
       let e = lid + l * 256u;
       let r = e / TK;
       let kk = e % TK;
       let col = k0 + kk;
       var xv = 0.0;
-      if (m0 + r < p.m && col < p.k) { xv = x[(m0 + r) * p.k + col]; }
+      if (m0 + r < p.m && col < kEnd) { xv = x[(m0 + r) * p.k + col]; }
       xs[kk * XS + r] = xv;
       var wv = 0.0;
-      if (n0 + r < p.n && col < p.k) { wv = weight(n0 + r, col); }
+      if (n0 + r < p.n && col < kEnd) { wv = weight(n0 + r, col); }
       ws[kk * WS + r] = wv;
     }
     workgroupBarrier();
@@ -74,8 +77,12 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid3: v
       let col = n0 + tx + 16u * j;
       if (col >= p.n) { continue; }
       var v = acc[i][j];
-      if (p.hasBias != 0u) { v += bias[col]; }
+      if (p.hasBias != 0u && wid.z == 0u) { v += bias[col]; }
+#if SPLIT_K
+      y[(wid.z * p.m + row) * p.n + col] = v;
+#else
       y[row * p.n + col] = v;
+#endif
     }
   }
 }

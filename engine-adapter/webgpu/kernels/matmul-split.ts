@@ -1,0 +1,76 @@
+/**
+ * Split-K for the matmul kernels. A product with few output tiles (the rows of a short question against a large
+ * weight matrix) leaves most of a large GPU idle while each workgroup walks all of K; cutting K into parts, each
+ * summed by its own workgroups into a part buffer (part 0 with the bias), multiplies the workgroups, and
+ * matmul-split-reduce.wgsl adds the parts into y.
+ */
+import { Params, type GpuContext, type Recorder } from '../gpu-context.ts';
+import type { MatmulArgs } from './matmul.ts';
+
+const REDUCE = new URL('./matmul-split-reduce.wgsl', import.meta.url);
+/** Each part covers at least this many K tiles, or the reduction costs more than the parallelism gains. */
+const MIN_TILES_PER_PART = 4;
+const MAX_PARTS = 16;
+
+export interface KSplit {
+  /** Parts K is cut into (1: no split). */
+  parts: number;
+  /** K elements per part, a multiple of the kernel's K tile. */
+  kPer: number;
+}
+
+/** The split that brings a grid of `tiles` workgroups near `target`, for K = `k` in tiles of `tileK`. */
+export function chooseKSplit(tiles: number, k: number, tileK: number, target: number): KSplit {
+  const kTiles = Math.ceil(k / tileK);
+  const wanted = Math.min(Math.ceil(target / tiles), Math.floor(kTiles / MIN_TILES_PER_PART), MAX_PARTS);
+  if (wanted <= 1) return { parts: 1, kPer: kTiles * tileK };
+  const kPer = Math.ceil(kTiles / wanted) * tileK;
+  return { parts: Math.ceil(k / kPer), kPer };
+}
+
+/** The part buffer, one per context, grown as needed and reused by every product. */
+const partBuffers = new WeakMap<GpuContext, { buffer: GPUBuffer; floats: number }>();
+
+/** A part buffer for `parts` x `count` floats; the recorded products must run before the next grows it. */
+export function splitPartBuffer(ctx: GpuContext, rec: Recorder, floats: number): GPUBuffer {
+  let held = partBuffers.get(ctx);
+  if (held === undefined || held.floats < floats) {
+    const old = held;
+    held = { buffer: ctx.storage(floats * 4, 'matmul parts'), floats };
+    partBuffers.set(ctx, held);
+    if (old) rec.afterSubmit(() => old.buffer.destroy());
+  }
+  return held.buffer;
+}
+
+/** y = the sum of `parts` parts of `count` outputs. */
+export function recordSplitReduce(ctx: GpuContext, rec: Recorder, a: { part: GPUBuffer; y: GPUBuffer; count: number; parts: number }): void {
+  rec.dispatch(ctx.pipeline({ url: REDUCE }), new Params().u32(a.count).u32(a.parts), [a.part, a.y], ctx.grid(a.count, 256));
+}
+
+/** The uniforms every matmul kernel (matvec, tiled, tensor-core) starts with. */
+export function matmulParams(a: MatmulArgs, kPer: number = a.w.cols): Params {
+  return new Params().u32(a.m).u32(a.w.rows).u32(a.w.cols).u32(a.w.rowWords).u32(a.bias ? 1 : 0).u32(kPer);
+}
+
+/** The K split for `a` on a grid of `tiles` workgroups: as asked (kParts), else chosen for `target`. */
+export function kSplitFor(a: MatmulArgs, tiles: number, tileK: number, target: number): KSplit {
+  if (a.kParts === undefined) return chooseKSplit(tiles, a.w.cols, tileK, target);
+  const kPer = Math.ceil(Math.ceil(a.w.cols / tileK) / a.kParts) * tileK;
+  return { parts: Math.ceil(a.w.cols / kPer), kPer };
+}
+
+/**
+ * Dispatches `kernel` (a matmul WGSL taking `defines`) over `grid` x the split's parts; a split writes the parts to
+ * the shared part buffer and reduces them into y.
+ */
+export function recordSplitMatmul(ctx: GpuContext, rec: Recorder, a: MatmulArgs, kernel: { url: URL; defines: string[] }, grid: [number, number], split: KSplit): void {
+  if (split.parts === 1) {
+    rec.dispatch(ctx.pipeline(kernel), matmulParams(a, split.kPer), [a.x, a.w.buffer, a.bias ?? ctx.dummy, a.y], grid);
+    return;
+  }
+  const part = splitPartBuffer(ctx, rec, split.parts * a.m * a.w.rows);
+  const pipeline = ctx.pipeline({ url: kernel.url, defines: [...kernel.defines, 'SPLIT_K'] });
+  rec.dispatch(pipeline, matmulParams(a, split.kPer), [a.x, a.w.buffer, a.bias ?? ctx.dummy, part], [...grid, split.parts]);
+  recordSplitReduce(ctx, rec, { part, y: a.y, count: a.m * a.w.rows, parts: split.parts });
+}
