@@ -157,6 +157,11 @@ export class Recorder {
   }
 }
 
+/** The size of a storage buffer asked for `bytes`: at least 16, a multiple of 16. */
+export function storageSize(bytes: number): number {
+  return Math.max(16, Math.ceil(bytes / 16) * 16);
+}
+
 export class GpuContext {
   private readonly pipelines = new Map<string, GPUComputePipeline>();
   readonly device: GPUDevice;
@@ -209,9 +214,9 @@ export class GpuContext {
     }
   }
 
-  /** A zero-filled storage buffer (sizes are rounded up to 16 bytes). */
+  /** A zero-filled storage buffer (sizes are rounded up by storageSize). */
   storage(bytes: number, label: string): GPUBuffer {
-    const size = Math.max(16, Math.ceil(bytes / 16) * 16);
+    const size = storageSize(bytes);
     this.checkSize(size, label);
     return this.device.createBuffer({ size, label, usage: Usage.STORAGE | Usage.COPY_SRC | Usage.COPY_DST });
   }

@@ -1,13 +1,22 @@
 /**
  * A session's KV cache on the GPU: per layer, keys and values token-major [tokens][kvHeads][headDim] in f32 (the
  * KV object layout, so a chunk is one contiguous range). Buffers grow by doubling up to `capacity` (copied on the
- * GPU), so a session with a large capacity costs memory only for the tokens it holds.
+ * GPU), so a session with a large capacity costs memory only for the tokens it holds; a caller that knows its size
+ * reserves it at once. Buffers come from and go back to the backend's pool (kv-buffer-pool.ts).
  */
 import { KdnError } from '../../common/errors.ts';
 import type { KVCacheHandle } from '../backend.ts';
 import type { GpuContext, Recorder } from './gpu-context.ts';
+import type { KvBufferPool } from './kv-buffer-pool.ts';
 
 const MIN_TOKENS = 256;
+
+/** What a cache needs from its backend. */
+export interface KVCacheOwner {
+  pool: KvBufferPool;
+  /** Runs before the buffers go back: submits recorded work that still writes to them. */
+  beforeDispose(): void;
+}
 
 export class GpuKVCache implements KVCacheHandle {
   keys: GPUBuffer[] = [];
@@ -15,15 +24,8 @@ export class GpuKVCache implements KVCacheHandle {
   private allocated = 0;
   private disposed = false;
 
-  constructor(
-    private readonly ctx: GpuContext,
-    readonly capacity: number,
-    readonly layers: number,
-    /** kvHeads * headDim: floats per token per layer. */
-    readonly tokenStride: number,
-    /** Runs before the buffers are destroyed: submits recorded work that still writes to them. */
-    private readonly beforeDispose: () => void = () => undefined,
-  ) {
+  /** Throws CONTEXT_TOO_LONG unless a `capacity`-token layer tensor fits the adapter's buffer limits. */
+  static checkCapacity(ctx: GpuContext, capacity: number, tokenStride: number): void {
     const bytes = capacity * tokenStride * 4;
     const limit = Math.min(ctx.limits.maxBufferSize, ctx.limits.maxStorageBufferBindingSize);
     if (bytes > limit) {
@@ -31,6 +33,17 @@ export class GpuKVCache implements KVCacheHandle {
         hint: `Ask for at most ${Math.floor(limit / (tokenStride * 4))} tokens.`,
       });
     }
+  }
+
+  constructor(
+    ctx: GpuContext,
+    readonly capacity: number,
+    readonly layers: number,
+    /** kvHeads * headDim: floats per token per layer. */
+    readonly tokenStride: number,
+    private readonly owner: KVCacheOwner,
+  ) {
+    GpuKVCache.checkCapacity(ctx, capacity, tokenStride);
   }
 
   get isDisposed(): boolean {
@@ -44,14 +57,16 @@ export class GpuKVCache implements KVCacheHandle {
     const next = Math.min(this.capacity, Math.max(tokens, this.allocated * 2, MIN_TOKENS));
     const bytes = next * this.tokenStride * 4;
     const held = this.allocated * this.tokenStride * 4;
+    const pool = this.owner.pool;
+    pool.expect(2 * this.layers * bytes);
     const grow = (old: GPUBuffer[], kind: string): GPUBuffer[] =>
       Array.from({ length: this.layers }, (_, l) => {
-        const buffer = this.ctx.storage(bytes, `layer ${l} ${kind}`);
+        const buffer = pool.take(bytes, `layer ${l} ${kind}`);
         const previous = old[l];
         if (previous) {
           rec.copy(previous, 0, buffer, 0, held);
-          // Freed once the copy recorded above has run.
-          rec.afterSubmit(() => previous.destroy());
+          // Back to the pool once the copy recorded above is submitted (later users queue behind it).
+          rec.afterSubmit(() => pool.give(previous));
         }
         return buffer;
       });
@@ -63,8 +78,8 @@ export class GpuKVCache implements KVCacheHandle {
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
-    this.beforeDispose();
-    for (const b of [...this.keys, ...this.values]) b.destroy();
+    this.owner.beforeDispose();
+    for (const b of [...this.keys, ...this.values]) this.owner.pool.give(b);
     this.keys = [];
     this.values = [];
   }

@@ -12,6 +12,7 @@ import { openDevice, withErrorScopes } from './device.ts';
 import { ForwardScratch } from './forward-scratch.ts';
 import { GpuContext } from './gpu-context.ts';
 import { GpuKVCache } from './gpu-kv-cache.ts';
+import { KvBufferPool } from './kv-buffer-pool.ts';
 import { KvInjector } from './kv-injector.ts';
 import { uploadWeights, type WeightPrecision } from './gpu-weights.ts';
 import { recordKvDequantFp16 } from './kernels/kv-dequant-fp16.ts';
@@ -48,13 +49,15 @@ async function startBackend(ctx: GpuContext, weights: ModelWeights, options: Web
   const chunkTokens = options.maxChunkTokens ?? DEFAULT_CHUNK_TOKENS;
   if (!Number.isInteger(chunkTokens) || chunkTokens < 1) throw new KdnError('INVALID_ARGUMENT', `maxChunkTokens must be a positive integer, got ${chunkTokens}.`);
   const maxCapacity = options.capacity ?? Infinity;
-  // Constructing one checks the capacity against the adapter's limits before any weights are uploaded.
-  if (options.capacity !== undefined) new GpuKVCache(ctx, options.capacity, c.layers, tokenStride).dispose();
+  // Before any weights are uploaded.
+  if (options.capacity !== undefined) GpuKVCache.checkCapacity(ctx, options.capacity, tokenStride);
 
   const precision = options.weights ?? (ctx.features.shaderF16 ? 'f16' : 'f32');
   const gpuWeights = await withErrorScopes(ctx.device, 'weight upload', () => uploadWeights(ctx, weights, precision));
   const scratch = new ForwardScratch(ctx, c);
   const injector = new KvInjector(ctx);
+  const pool = new KvBufferPool(ctx);
+  const cacheOwner = { pool, beforeDispose: () => injector.flush() };
   let lostReason: string | null = null;
   let disposed = false;
   void ctx.device.lost.then((info) => {
@@ -88,7 +91,7 @@ async function startBackend(ctx: GpuContext, weights: ModelWeights, options: Web
       alive();
       if (!Number.isInteger(capacity) || capacity < 1) throw new KdnError('INVALID_ARGUMENT', `KV capacity must be a positive integer, got ${capacity}`);
       if (capacity > maxCapacity) throw new KdnError('CONTEXT_TOO_LONG', `KV capacity ${capacity} exceeds this engine's ${maxCapacity}`);
-      return new GpuKVCache(ctx, capacity, c.layers, tokenStride, () => injector.flush());
+      return new GpuKVCache(ctx, capacity, c.layers, tokenStride, cacheOwner);
     },
 
     async forward(handle, tokens, position, logits) {
@@ -219,6 +222,7 @@ async function startBackend(ctx: GpuContext, weights: ModelWeights, options: Web
       if (disposed) return;
       disposed = true;
       injector.destroy();
+      pool.destroy();
       scratch.destroy();
       gpuWeights.destroy();
       ctx.dispose();

@@ -155,6 +155,21 @@ describe('webgpu backend vs the CPU backend on tiny models', function () {
         g.dispose();
       });
 
+      it("a cache on a disposed session's pooled buffers computes like a fresh one (stale rows are never read)", async () => {
+        const first = gpu.createKVCache(48);
+        await gpu.reserveKV(first, 48);
+        await gpu.forward(first, PROMPT, 0, 'none');
+        first.dispose();
+        const reused = gpu.createKVCache(48);
+        await gpu.reserveKV(reused, 48);
+        const short = PROMPT.subarray(20, 29);
+        const got = await gpu.forward(reused, short, 0, 'all');
+        const reference = cpu.createKVCache(48);
+        expectClose(got, await cpu.forward(reference, short, 0, 'all'), tol().logits, 0, 'logits');
+        expect((await gpu.readKV(reused, 0, short.length)).tokens).to.equal(short.length);
+        reused.dispose();
+      });
+
       it('rejects bad input with typed errors', async () => {
         const cache = gpu.createKVCache(16);
         const code = async (p: Promise<unknown>): Promise<string> => p.then(() => 'resolved', (e: { code?: string }) => e.code ?? String(e));

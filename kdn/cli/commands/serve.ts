@@ -107,7 +107,7 @@ export function register(program: Command): void {
     .option('--edge-secret <secret>', `secret shared with the edges, which check a token signed with it on every request (env ${KDN_ENV.edgeSecret}; the embedded edge gets a random one)`)
     .option('--shared-namespaces <list>', `namespaces every tenant reads, "name=owner1+owner2,..." (owners write) (env ${KDN_ENV.sharedNamespaces})`)
     .option('--rate-limit <rate>', `requests per second per API key, "rate[,burst]", 0 for none (env ${KDN_ENV.rateLimit}; default 100,200)`)
-    .option('--fetch-threads <n>', `worker threads receiving and verifying chunk objects, 0 for none (env ${KDN_ENV.fetchThreads}; default a quarter of the cores, at most 4)`)
+    .option('--fetch-threads <n>', `worker threads receiving and verifying chunk objects, 0 for none (env ${KDN_ENV.fetchThreads}; default half the cores, at most 8)`)
     .option('--query-timeout <ms>', `bound on one query, queueing included (env ${KDN_ENV.queryTimeoutMs}; default 120000)`)
     .option('--json', 'print one JSON ready line instead of text')
     .action(serve);
