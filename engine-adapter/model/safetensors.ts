@@ -125,8 +125,9 @@ export function decodeToFloat32(dtype: SafetensorsDtype, bytes: Uint8Array, out:
     new Uint8Array(out.buffer, out.byteOffset + offset * 4, count * 4).set(bytes);
     return;
   }
-  // Uint16Array views need 2-byte alignment; our own chunks are aligned, a caller's slice may not be.
-  const aligned = bytes.byteOffset % 2 === 0 ? bytes : bytes.slice();
+  // Uint16Array views need 2-byte alignment; our own chunks are aligned, a caller's slice may not be. A copy, not
+  // .slice(): on a Buffer that is a view at the same offset.
+  const aligned = bytes.byteOffset % 2 === 0 ? bytes : new Uint8Array(bytes);
   const halves = new Uint16Array(aligned.buffer, aligned.byteOffset, count);
   if (dtype === 'BF16') {
     const bits = new Uint32Array(out.buffer, out.byteOffset + offset * 4, count);

@@ -16,9 +16,13 @@ function post(message: FromWorker, transfer: ArrayBuffer[] = []): void {
   port.postMessage(message, transfer);
 }
 
-/** The block's own ArrayBuffer when it spans all of it, else a copy that does (a block cut from a larger chunk). */
+/**
+ * The block's own ArrayBuffer when it spans all of it, else a copy that does (a block cut from a larger socket chunk,
+ * whose buffer the reader still uses). A copy, not .slice(): on a Buffer that is a view of the same memory, and
+ * transferring it would detach the chunk under the reader.
+ */
 function owned(bytes: Uint8Array): Uint8Array {
-  return bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength && bytes.buffer instanceof ArrayBuffer ? bytes : bytes.slice();
+  return bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength && bytes.buffer instanceof ArrayBuffer ? bytes : new Uint8Array(bytes);
 }
 
 async function open(id: number, key: string, expect: Extract<ToWorker, { type: 'open' }>['expect']): Promise<void> {

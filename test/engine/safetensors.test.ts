@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { copyFile, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { SafetensorsModel, readSafetensorsHeader } from '../../engine-adapter/model/safetensors.ts';
+import { SafetensorsModel, decodeToFloat32, readSafetensorsHeader } from '../../engine-adapter/model/safetensors.ts';
 import { floatToBf16Bits, writeSafetensors } from '../../engine-adapter/model/safetensors-write.ts';
 import { TempModels } from './temp-models.ts';
 import { rejection } from '../support/rejection.ts';
@@ -69,6 +69,18 @@ describe('engine safetensors', () => {
     expect(got[3]).to.equal(0.5);
     values.forEach((v, i) => expect(Math.abs(got[i]! - v)).to.be.at.most(Math.max(Math.abs(v) * 2 ** -11, 2 ** -25)));
     expect(got[5]).to.be.greaterThan(0); // 1e-6 is a half subnormal, not zero
+  });
+
+  it('decodes F16 and BF16 from a Buffer at an odd offset (copied to align, not viewed)', () => {
+    const raw = Buffer.alloc(1 + 4);
+    raw.writeUInt16LE(0x3c00, 1); // f16 1.0
+    raw.writeUInt16LE(0xc000, 3); // f16 -2.0
+    const out = new Float32Array(2);
+    decodeToFloat32('F16', raw.subarray(1), out, 0);
+    expect([...out]).to.deep.equal([1, -2]);
+    raw.writeUInt16LE(0x3f80, 1); // bf16 1.0
+    decodeToFloat32('BF16', raw.subarray(1, 3), out, 1);
+    expect(out[1]).to.equal(1);
   });
 
   it('reads a sharded model through its index with the same tensors as a single file', async () => {

@@ -100,6 +100,18 @@ describe('KvFetchPool: chunk objects received and verified on worker threads', f
     });
   }
 
+  it('small objects (layer blocks of a few KB, several per socket chunk) arrive intact', async () => {
+    const small = { layers: 8, kvHeads: 2, headDim: 64, tokens: 24 };
+    const ids = tokenIds(small.tokens);
+    const bytes = encodeKVObject(kvTensors(small, 5), { modelFingerprint: 'pool-test', tokenIds: ids, codec: codecFromString('fp16') });
+    await client.put('pool/small.kv', bytes);
+    const expect_: KVExpectation = { modelFingerprint: 'pool-test', ...small, tokenHash: tokenHash(ids) };
+    for (let i = 0; i < 5; i++) {
+      const [fromPool, fromLoop] = await Promise.all([drain(pool, 'pool/small.kv', expect_), drain(inThreadFetcher(client), 'pool/small.kv', expect_)]);
+      expect(fromPool.map((b) => Buffer.from(b.encoded).toString('hex'))).to.deep.equal(fromLoop.map((b) => Buffer.from(b.encoded).toString('hex')));
+    }
+  });
+
   it('serves many objects at once over its threads', async () => {
     const all = await Promise.all(Array.from({ length: 12 }, (_, i) => drain(pool, `pool/${i % 2 ? "fp16" : "int4-lz4"}.kv`)));
     expect(all.every((blocks) => blocks.length === SHAPE.layers)).to.equal(true);

@@ -142,6 +142,17 @@ describe('kv-object/stream-reader', () => {
       });
     }
 
+    it('chunks that are exactly whole layer blocks (each its own buffer, moved to the hash worker) read intact', async () => {
+      const bytes = big('fp16');
+      const header = readKVHeader(bytes);
+      const start = bytes.length - header.layerOffsets[header.layers]!;
+      // The header alone, then every block as a chunk owning its whole ArrayBuffer: the reader hands each block on as
+      // it came, the hash pool detaches its buffer, and nothing may still point into it.
+      const chunks = [Uint8Array.from(bytes.subarray(0, start))];
+      for (let l = 0; l < header.layers; l++) chunks.push(Uint8Array.from(bytes.subarray(start + header.layerOffsets[l]!, start + header.layerOffsets[l + 1]!)));
+      same(await collect(await readKVObject(asAsync(chunks))), decodeKVObject(bytes).tensors.perLayer);
+    });
+
     it('a flipped byte in layer 1 yields layer 0, then KV_CORRUPT, never layer 1', async () => {
       const bytes = big('fp16');
       const header = readKVHeader(bytes);
