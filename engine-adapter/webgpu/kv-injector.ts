@@ -40,7 +40,11 @@ export class KvInjector {
   /** Error-scope checks of submitted batches not yet awaited. */
   private checks: Promise<void>[] = [];
 
-  constructor(private readonly ctx: GpuContext) {}
+  constructor(
+    private readonly ctx: GpuContext,
+    /** Bytes per staging buffer (tests make it small to cycle the pool). */
+    private readonly slotBytes: number = STAGING_BYTES,
+  ) {}
 
   /**
    * Stages `bytes` and records `expand` (reading their device-side copy) into the pending batch. Resolves once the
@@ -107,7 +111,7 @@ export class KvInjector {
     this.flush();
     let slot: Slot;
     if (this.pool.length < POOL_SIZE) {
-      slot = this.allocate(Math.max(STAGING_BYTES, size));
+      slot = this.allocate(Math.max(this.slotBytes, size));
       this.pool.push(slot);
     } else {
       slot = this.pool[this.next]!;

@@ -1,0 +1,95 @@
+import { expect } from 'chai';
+import { fromHalfBits, writeHalves } from '../../storage/kv-object/half.ts';
+import type { GpuContext } from '../../engine-adapter/webgpu/gpu-context.ts';
+import { recordKvDequantFp16 } from '../../engine-adapter/webgpu/kernels/kv-dequant-fp16.ts';
+import { KvInjector } from '../../engine-adapter/webgpu/kv-injector.ts';
+import { openContextOrSkip, randomArray } from './webgpu-support.ts';
+
+/** An fp16 layer block (keys then values) of `n` elements each, and the f32 values it expands to. */
+function block(n: number, seed: number): { bytes: Uint8Array; keys: Float32Array; values: Float32Array } {
+  const keys = randomArray(n, seed);
+  const values = randomArray(n, seed + 1000);
+  const bytes = new Uint8Array(4 * n);
+  writeHalves(keys, bytes, 0);
+  writeHalves(values, bytes, 2 * n);
+  const view = new DataView(bytes.buffer);
+  const half = (at: number): number => fromHalfBits(view.getUint16(at, true));
+  return { bytes, keys: Float32Array.from(keys, (_, i) => half(2 * i)), values: Float32Array.from(values, (_, i) => half(2 * n + 2 * i)) };
+}
+
+describe('webgpu KV injector: staged uploads expanded on the GPU', function () {
+  let ctx: GpuContext;
+
+  before(async function () {
+    ctx = await openContextOrSkip(this);
+  });
+  after(() => ctx?.dispose());
+
+  async function read(buffer: GPUBuffer, floats: number): Promise<Float32Array> {
+    return new Float32Array(await ctx.read(buffer, 0, floats * 4));
+  }
+
+  it('lands every block where its expansion put it while the staging pool cycles many times over', async () => {
+    // 1 KiB staging buffers against blocks of 256-768 bytes (each rounded up to 256): 40 blocks fill a buffer every
+    // one to four writes, so the pool of four goes round several times, waiting for buffers the GPU finished with.
+    const injector = new KvInjector(ctx, 1024);
+    const n = 256;
+    const blocks = Array.from({ length: 40 }, (_, i) => block(n * (1 + (i % 3)) / 4, i + 1));
+    const total = blocks.reduce((s, b) => s + b.keys.length, 0);
+    const keys = ctx.storage(total * 4, 'keys');
+    const values = ctx.storage(total * 4, 'values');
+    let at = 0;
+    for (const b of blocks) {
+      const dstOffset = at;
+      await injector.write(b.bytes, (rec, src) => recordKvDequantFp16(ctx, rec, { src, keys, values, n: b.keys.length, dstOffset }));
+      at += b.keys.length;
+    }
+    await injector.settle();
+    const [gotK, gotV] = [await read(keys, total), await read(values, total)];
+    at = 0;
+    for (const [i, b] of blocks.entries()) {
+      expect([...gotK.subarray(at, at + b.keys.length)], `block ${i} keys`).to.deep.equal([...b.keys]);
+      expect([...gotV.subarray(at, at + b.values.length)], `block ${i} values`).to.deep.equal([...b.values]);
+      at += b.keys.length;
+    }
+    injector.destroy();
+  });
+
+  it('two writers interleaving (two sessions injecting at once) each land their own blocks', async () => {
+    const injector = new KvInjector(ctx, 1024);
+    const n = 192;
+    const targets = [0, 1].map((w) => ({
+      blocks: Array.from({ length: 12 }, (_, i) => block(n, 100 * (w + 1) + i)),
+      keys: ctx.storage(12 * n * 4, `keys ${w}`),
+      values: ctx.storage(12 * n * 4, `values ${w}`),
+    }));
+    await Promise.all(
+      targets.map(async (t) => {
+        for (const [i, b] of t.blocks.entries()) {
+          await injector.write(b.bytes, (rec, src) => recordKvDequantFp16(ctx, rec, { src, keys: t.keys, values: t.values, n, dstOffset: i * n }));
+        }
+      }),
+    );
+    await injector.settle();
+    for (const [w, t] of targets.entries()) {
+      const [gotK, gotV] = [await read(t.keys, 12 * n), await read(t.values, 12 * n)];
+      t.blocks.forEach((b, i) => {
+        expect([...gotK.subarray(i * n, (i + 1) * n)], `writer ${w} block ${i} keys`).to.deep.equal([...b.keys]);
+        expect([...gotV.subarray(i * n, (i + 1) * n)], `writer ${w} block ${i} values`).to.deep.equal([...b.values]);
+      });
+    }
+    injector.destroy();
+  });
+
+  it('takes a block larger than its staging buffers (a buffer of that size joins the pool)', async () => {
+    const injector = new KvInjector(ctx, 1024);
+    const b = block(2048, 7);
+    const keys = ctx.storage(2048 * 4, 'keys');
+    const values = ctx.storage(2048 * 4, 'values');
+    await injector.write(b.bytes, (rec, src) => recordKvDequantFp16(ctx, rec, { src, keys, values, n: 2048, dstOffset: 0 }));
+    await injector.settle();
+    expect([...(await read(keys, 2048))]).to.deep.equal([...b.keys]);
+    expect([...(await read(values, 2048))]).to.deep.equal([...b.values]);
+    injector.destroy();
+  });
+});
