@@ -52,8 +52,9 @@ export class KvInjector {
    */
   async write(bytes: Uint8Array, expand: (rec: Recorder, src: BufferSlice) => void): Promise<void> {
     const size = Math.ceil(bytes.length / ALIGN) * ALIGN;
-    if (this.current === null || this.used + size > this.current.bytes) await this.take(size);
-    const slot = this.current!;
+    // Re-checked after every wait: another session's writes may have filled or flushed the slot meanwhile.
+    while (this.current === null || this.used + size > this.current.bytes) await this.take(size);
+    const slot = this.current;
     slot.range!.set(bytes, this.used);
     expand(this.recorder(), { buffer: slot.device, offset: this.used, size: Math.ceil(bytes.length / 4) * 4 });
     this.used += size;
@@ -106,7 +107,10 @@ export class KvInjector {
     this.pool.length = 0;
   }
 
-  /** Submits what is pending and makes the next pool slot (mapped, at least `size` bytes) the current one. */
+  /**
+   * Submits what is pending and makes the next pool slot (mapped, at least `size` bytes) the current one, unless
+   * another writer installed one while this waited (the caller then re-checks for room).
+   */
   private async take(size: number): Promise<void> {
     this.flush();
     let slot: Slot;
@@ -117,14 +121,14 @@ export class KvInjector {
       slot = this.pool[this.next]!;
       this.next = (this.next + 1) % POOL_SIZE;
       await slot.ready;
-      if (slot.bytes < size) {
-        slot.staging.destroy();
-        slot.device.destroy();
-        Object.assign(slot, this.allocate(size));
-      }
     }
-    // Another write may have taken the slot meanwhile (calls interleave across sessions): take another.
-    if (this.current !== null) return this.take(size);
+    // Meanwhile another writer may have installed a slot, or used this one and sent it back to be mapped again.
+    if (this.current !== null || slot.staging.mapState !== 'mapped') return;
+    if (slot.bytes < size) {
+      slot.staging.destroy();
+      slot.device.destroy();
+      Object.assign(slot, this.allocate(size));
+    }
     slot.range ??= new Uint8Array(slot.staging.getMappedRange());
     this.current = slot;
     this.used = 0;
