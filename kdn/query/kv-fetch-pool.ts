@@ -136,7 +136,7 @@ class PoolWorker {
   }
 
   async terminate(): Promise<void> {
-    this.alive = false;
+    this.failAll('the fetch pool was closed');
     await this.worker.terminate();
   }
 

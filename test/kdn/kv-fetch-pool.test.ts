@@ -135,6 +135,14 @@ describe('KvFetchPool: chunk objects received and verified on worker threads', f
     }
   });
 
+  it('closing the pool fails what is in flight instead of leaving it hanging', async () => {
+    const closing = new KvFetchPool({ edges: [edge.url], timeoutMs: 5_000, secret: TEST_EDGE_SECRET }, 1);
+    const pending = drain(closing, 'pool/fp16.kv');
+    await closing.close();
+    expect(await code(pending)).to.equal('EDGE_UNAVAILABLE');
+    expect(await code(closing.open('pool/fp16.kv', EXPECT, new AbortController().signal))).to.equal('INTERNAL');
+  });
+
   it('a missing key is NOT_FOUND, a mismatched expectation KV_MISMATCH, an abort rejects', async () => {
     expect(await code(pool.open('pool/missing.kv', EXPECT, new AbortController().signal))).to.equal('NOT_FOUND');
     expect(await code(pool.open('pool/fp16.kv', { ...EXPECT, modelFingerprint: 'other' }, new AbortController().signal))).to.equal('KV_MISMATCH');
