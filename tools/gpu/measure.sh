@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The GPU measurements of the TTFT and engine benchmarks, in parts that each fit one device call (10 minutes):
+#   bash tools/gpu/measure.sh <part> [<part> ...]
+# run on the GPU machine after `source .gpu/activate`, with $OUT set (the device tool sets it). Every step has its own
+# timeout, well above its benchmark's --max-seconds, and copies what it wrote into $OUT as soon as it ends, so a call
+# cut short keeps the steps before. Parts:
+#   check    the WebGPU kernel, backend and injector tests (tensor-core kernels included)          ~1 min
+#   profile  where an injected query's time goes, 8B shape at 8k and 32k                           ~2 min
+#   8b-8k    8B TTFT at 8k, every mode (context KV computed by the engine, recompute included)      ~5 min
+#   8b-long  8B TTFT at 16k and 32k: inject modes on synthetic KV, and the peer (no recompute)      ~4 min
+#   1b       1B TTFT at 1k, 4k, 8k, every mode; 16k and 32k on synthetic KV with the peer           ~8 min
+#   engine   engine prefill and decode throughput against transformers, 1B and 8B                  ~6 min
+set -u
+OUT=${OUT:?set OUT to the folder whose files come back}
+cd "$(dirname "$0")/../.."
+
+step() { # step <seconds> <name> <command...>: runs it with a timeout, keeps its log
+  local seconds=$1 name=$2
+  shift 2
+  echo "== $name (limit ${seconds}s)"
+  local start=$SECONDS
+  timeout "$seconds" "$@" >"$OUT/$name.log" 2>&1
+  local rc=$?
+  echo "   rc $rc after $((SECONDS - start))s"
+  tail -n 3 "$OUT/$name.log"
+}
+
+bench() { # bench <seconds> <out> <args...>: one benchmark; its results file goes to $OUT even when partial
+  local seconds=$1 out=$2
+  shift 2
+  step "$seconds" "$out" node --import tsx bench/run.ts "$@" --out "$out"
+  cp "bench/results/$out.json" "$OUT/" 2>/dev/null || echo "   no bench/results/$out.json"
+}
+
+for part in "$@"; do
+  case "$part" in
+    check)
+      step 240 check node node_modules/mocha/bin/mocha.js test/engine/webgpu-kernels.test.ts test/engine/webgpu-backend.test.ts \
+        test/engine/webgpu-kv-injector.test.ts ;;
+    profile)
+      step 200 profile-question-8b node --import tsx tools/gpu/profile-question.ts --shape llama3.1-8b --contexts 8192,32768 --codecs fp16,int4
+      cp "$OUT/profile-question-8b.log" "$OUT/profile-question-8b.json" ;;
+    8b-8k)
+      bench 330 ttft-gpu-8b-8k ttft --shape llama3.1-8b --contexts 8192 --question 64 --backend webgpu --runs 2 --warmup 1 \
+        --recompute-warmup 0 --max-seconds 270 ;;
+    8b-long)
+      bench 420 ttft-gpu-8b-long ttft --shape llama3.1-8b --contexts 16384,32768 --question 64 --backend webgpu --kv synthetic \
+        --modes inject,inject-int8,inject-int4,peer --runs 2 --warmup 1 --max-seconds 330 ;;
+    1b)
+      bench 300 ttft-gpu-1b ttft --shape llama3.2-1b --contexts 1024,4096,8192 --question 64 --backend webgpu --runs 2 --warmup 1 \
+        --recompute-warmup 0 --max-seconds 240
+      bench 240 ttft-gpu-1b-long ttft --shape llama3.2-1b --contexts 16384,32768 --question 64 --backend webgpu --kv synthetic \
+        --modes inject,inject-int8,inject-int4,peer --runs 2 --warmup 1 --max-seconds 190 ;;
+    engine)
+      bench 170 engine-gpu-1b engine --shape llama3.2-1b --contexts 1024,4096 --decode 32 --backend webgpu --runs 1 --warmup 1 --max-seconds 130
+      bench 200 engine-gpu-8b engine --shape llama3.1-8b --contexts 1024,4096 --decode 16 --backend webgpu --runs 1 --warmup 1 --max-seconds 150 ;;
+    *)
+      echo "unknown part $part (check, profile, 8b-8k, 8b-long, 1b, engine)" >&2
+      exit 2 ;;
+  esac
+done
