@@ -164,6 +164,7 @@ export function storageSize(bytes: number): number {
 
 export class GpuContext {
   private readonly pipelines = new Map<string, GPUComputePipeline>();
+  private readonly scratches = new Map<string, GPUBuffer>();
   readonly device: GPUDevice;
   readonly features: GpuFeatures;
   readonly limits: GpuLimits;
@@ -221,6 +222,19 @@ export class GpuContext {
     return this.device.createBuffer({ size, label, usage: Usage.STORAGE | Usage.COPY_SRC | Usage.COPY_DST });
   }
 
+  /**
+   * A storage buffer named `name` of at least `bytes`, shared by every kernel that records with this context (e.g.
+   * split parts reused by every layer): grown when too small, the old one destroyed once `rec` is submitted.
+   */
+  scratch(name: string, bytes: number, rec: Recorder): GPUBuffer {
+    const held = this.scratches.get(name);
+    if (held !== undefined && held.size >= bytes) return held;
+    const buffer = this.storage(bytes, name);
+    this.scratches.set(name, buffer);
+    if (held) rec.afterSubmit(() => held.destroy());
+    return buffer;
+  }
+
   /** A storage buffer holding `data`, filled through a mapping (no staging copy). */
   upload(data: Float32Array | Uint32Array, label: string): GPUBuffer {
     const size = Math.max(16, Math.ceil(data.byteLength / 16) * 16);
@@ -241,6 +255,7 @@ export class GpuContext {
 
   dispose(): void {
     this.pipelines.clear();
+    this.scratches.clear();
     this.opened.release();
   }
 }

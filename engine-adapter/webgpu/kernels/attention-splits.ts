@@ -17,9 +17,6 @@ export function chooseSplits(groups: number, keys: number, bk: number, target: n
   return Math.max(1, Math.min(byGrid, byKeys, MAX_SPLITS));
 }
 
-/** The part buffers, one pair per context, grown as needed and reused by every layer. */
-const partBuffers = new WeakMap<GpuContext, { acc: GPUBuffer; stats: GPUBuffer; floats: number }>();
-
 export interface SplitParts {
   acc: GPUBuffer;
   stats: GPUBuffer;
@@ -30,14 +27,8 @@ export interface SplitParts {
 /** Part buffers for `splits` parts of `rows` = tokens * heads output rows of `headDim`. */
 export function splitParts(ctx: GpuContext, rec: Recorder, splits: number, rows: number, headDim: number): SplitParts {
   const floats = splits * rows * headDim;
-  let held = partBuffers.get(ctx);
-  if (held === undefined || held.floats < floats) {
-    const old = held;
-    // Sized for the acc floats; stats need 2 per row-part, which is at most that (headDim >= 2).
-    held = { acc: ctx.storage(floats * 4, 'attention parts'), stats: ctx.storage(Math.max(floats, 2 * splits * rows) * 4, 'attention part stats'), floats };
-    partBuffers.set(ctx, held);
-    if (old) rec.afterSubmit(() => (old.acc.destroy(), old.stats.destroy()));
-  }
-  const { acc, stats } = held;
+  const acc = ctx.scratch('attention parts', floats * 4, rec);
+  // Two floats (max, sum) per row and part.
+  const stats = ctx.scratch('attention part stats', 2 * splits * rows * 4, rec);
   return { acc, stats, combine: (out) => recordAttentionCombine(ctx, rec, { partAcc: acc, partStats: stats, out, rows, headDim, splits }) };
 }

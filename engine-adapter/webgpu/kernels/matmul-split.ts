@@ -28,21 +28,6 @@ export function chooseKSplit(tiles: number, k: number, tileK: number, target: nu
   return { parts: Math.ceil(k / kPer), kPer };
 }
 
-/** The part buffer, one per context, grown as needed and reused by every product. */
-const partBuffers = new WeakMap<GpuContext, { buffer: GPUBuffer; floats: number }>();
-
-/** A part buffer for `parts` x `count` floats; the recorded products must run before the next grows it. */
-export function splitPartBuffer(ctx: GpuContext, rec: Recorder, floats: number): GPUBuffer {
-  let held = partBuffers.get(ctx);
-  if (held === undefined || held.floats < floats) {
-    const old = held;
-    held = { buffer: ctx.storage(floats * 4, 'matmul parts'), floats };
-    partBuffers.set(ctx, held);
-    if (old) rec.afterSubmit(() => old.buffer.destroy());
-  }
-  return held.buffer;
-}
-
 /** y = the sum of `parts` parts of `count` outputs. */
 export function recordSplitReduce(ctx: GpuContext, rec: Recorder, a: { part: GPUBuffer; y: GPUBuffer; count: number; parts: number }): void {
   rec.dispatch(ctx.pipeline({ url: REDUCE }), new Params().u32(a.count).u32(a.parts), [a.part, a.y], ctx.grid(a.count, 256));
@@ -69,7 +54,7 @@ export function recordSplitMatmul(ctx: GpuContext, rec: Recorder, a: MatmulArgs,
     rec.dispatch(ctx.pipeline(kernel), matmulParams(a, split.kPer), [a.x, a.w.buffer, a.bias ?? ctx.dummy, a.y], grid);
     return;
   }
-  const part = splitPartBuffer(ctx, rec, split.parts * a.m * a.w.rows);
+  const part = ctx.scratch('matmul parts', split.parts * a.m * a.w.rows * 4, rec);
   const pipeline = ctx.pipeline({ url: kernel.url, defines: [...kernel.defines, 'SPLIT_K'] });
   rec.dispatch(pipeline, matmulParams(a, split.kPer), [a.x, a.w.buffer, a.bias ?? ctx.dummy, part], [...grid, split.parts]);
   recordSplitReduce(ctx, rec, { part, y: a.y, count: a.m * a.w.rows, parts: split.parts });
