@@ -3,7 +3,8 @@
 #   bash tools/gpu/measure.sh <part> [<part> ...]
 # run on the GPU machine after `source .gpu/activate`, with $OUT set (the device tool sets it). Every step has its own
 # timeout, well above its benchmark's --max-seconds, and copies what it wrote into $OUT as soon as it ends, so a call
-# cut short keeps the steps before. Parts:
+# cut short keeps the steps before. At most 8 files come back from one call: each part below writes 1 to 4, so run
+# one or two parts per call. Parts:
 #   check    the WebGPU kernel, backend and injector tests (tensor-core kernels included)          ~1 min
 #   profile  where an injected query's time goes, 8B shape at 8k and 32k                           ~2 min
 #   8b-8k    8B TTFT at 8k, every mode (context KV computed by the engine, recompute included)      ~5 min
