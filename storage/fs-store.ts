@@ -6,7 +6,7 @@ import { Readable, addAbortSignal } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { KdnError } from '../common/errors.ts';
 import { resolveRange } from './byte-range.ts';
-import { validateKey, validatePrefix } from './keys.ts';
+import { isValidKey, validateKey, validatePrefix } from './keys.ts';
 import type { ByteRange, ObjectInfo, ObjectStore, ObjectStream, PutOptions } from './object-store.ts';
 
 export interface FsStoreOptions {
@@ -267,15 +267,6 @@ function infoOf(key: string, stats: BigIntStats): ObjectInfo {
     etag: `${stats.ino.toString(16)}-${stats.size.toString(16)}-${stats.mtimeNs.toString(16)}`,
     lastModified: stats.mtime,
   };
-}
-
-function isValidKey(key: string): boolean {
-  try {
-    validateKey(key);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 function errnoOf(err: unknown): string | undefined {

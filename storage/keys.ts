@@ -34,6 +34,16 @@ export function validateKey(key: unknown): string {
   return key;
 }
 
+/** Whether validateKey accepts `key` (stores skip foreign names they find when listing). */
+export function isValidKey(key: string): boolean {
+  try {
+    validateKey(key);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Prefixes for list(): '' or a key-like string that may end with '/'. */
 export function validatePrefix(prefix: unknown): string {
   if (prefix === '') return '';

@@ -11,7 +11,7 @@ import { Upload } from '@aws-sdk/lib-storage';
 import { Readable, addAbortSignal } from 'node:stream';
 import { KdnError } from '../common/errors.ts';
 import { checkRange, describeRange } from './byte-range.ts';
-import { validateKey, validatePrefix } from './keys.ts';
+import { isValidKey, validateKey, validatePrefix } from './keys.ts';
 import type { ByteRange, ObjectInfo, ObjectStore, ObjectStream, PutOptions } from './object-store.ts';
 
 export interface S3Credentials {
@@ -337,15 +337,6 @@ function cleanEndpoint(endpoint: string): string {
 
 function unquote(etag: string | undefined): string {
   return (etag ?? '').replace(/^(W\/)?"|"$/g, '');
-}
-
-function isValidKey(key: string): boolean {
-  try {
-    validateKey(key);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 function positiveInt(value: number, name: string, max = Number.MAX_SAFE_INTEGER): number {
