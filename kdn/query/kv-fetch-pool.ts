@@ -10,21 +10,19 @@ import { layerShape } from '../../storage/kv-object/header.ts';
 import type { KVExpectation, KVLayerBlock } from '../../storage/kv-object/types.ts';
 import type { FetchedObject, KvFetcher } from './kv-fetcher.ts';
 import type { FromWorker, ToWorker, WorkerEdgeOptions } from './kv-fetch-protocol.ts';
-import type { PrefetchedReader } from './prefetch.ts';
+import { LayerQueue, type PrefetchedReader } from './prefetch.ts';
 
 const ENTRY = new URL('./kv-fetch-worker.js', import.meta.url);
 
-/** One object in flight: the header promise, then layers queued until the reader takes them. */
+/** One object in flight: the header promise, then its layers queued until the reader takes them. */
 class Transfer {
   readonly header: Promise<FetchedObject>;
   private resolveHeader!: (o: FetchedObject) => void;
   private rejectHeader!: (err: Error) => void;
-  private readonly blocks: (KVLayerBlock | undefined)[] = [];
-  private failure: Error | undefined;
-  private finished = false;
-  private wake: (() => void) | undefined;
-  private markDrained!: () => void;
-  private readonly drained = new Promise<void>((resolve) => (this.markDrained = resolve));
+  private readonly queue = new LayerQueue();
+  private toBlock: (layer: number, encoded: Uint8Array) => KVLayerBlock = () => {
+    throw new KdnError('INTERNAL', 'fetch worker sent a layer before the header');
+  };
   received = 0;
   /** Runs once the transfer ended either way (e.g. to drop its abort listener). */
   onFinish: () => void = () => undefined;
@@ -37,6 +35,10 @@ class Transfer {
     this.header.catch(() => undefined);
   }
 
+  get done(): boolean {
+    return this.queue.done;
+  }
+
   handle(message: FromWorker): void {
     if ('received' in message) this.received = message.received;
     switch (message.type) {
@@ -45,60 +47,27 @@ class Transfer {
         const codec = codecFor(header.codec);
         const shape = layerShape(header);
         this.toBlock = (layer, encoded) => ({ layer, encoded, decode: () => codec.decode(encoded, shape) });
-        const reader: PrefetchedReader = { header, layers: this.layers(), drained: this.drained };
+        const reader: PrefetchedReader = { header, layers: this.queue.layers(), drained: this.queue.drained };
         this.resolveHeader({ reader, servedFrom: message.servedFrom, edge: message.edge, received: () => this.received });
         return;
       }
       case 'layer':
-        this.blocks.push(this.toBlock(message.layer, message.bytes));
-        break;
+        this.queue.push(this.toBlock(message.layer, message.bytes));
+        return;
       case 'end':
-        this.finished = true;
-        break;
+        this.queue.end();
+        this.onFinish();
+        return;
       case 'error':
         this.fail(new KdnError(message.error.code, message.error.message, message.error.hint ? { hint: message.error.hint } : {}));
         return;
     }
-    this.signal();
   }
 
   fail(err: Error): void {
-    this.failure = err;
-    this.finished = true;
     this.rejectHeader(err);
-    this.signal();
-  }
-
-  get done(): boolean {
-    return this.finished;
-  }
-
-  private toBlock: (layer: number, encoded: Uint8Array) => KVLayerBlock = () => {
-    throw new KdnError('INTERNAL', 'fetch worker sent a layer before the header');
-  };
-
-  private signal(): void {
-    if (this.finished) {
-      this.markDrained();
-      this.onFinish();
-    }
-    this.wake?.();
-    this.wake = undefined;
-  }
-
-  private async *layers(): AsyncGenerator<KVLayerBlock> {
-    let next = 0;
-    for (;;) {
-      if (next < this.blocks.length) {
-        const block = this.blocks[next]!;
-        this.blocks[next++] = undefined; // injected layers need not stay in memory
-        yield block;
-        continue;
-      }
-      if (this.failure) throw this.failure;
-      if (this.finished) return;
-      await new Promise<void>((resolve) => (this.wake = resolve));
-    }
+    this.queue.fail(err);
+    this.onFinish();
   }
 }
 
