@@ -4,19 +4,16 @@
  * it as its own `kdn edge` process (as deployed: the edge's sends do not share the client's event loop); 'inline'
  * starts it in this process.
  */
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
-import { KdnError } from '../../common/errors.ts';
 import { EdgeClient } from '../../edge/client.ts';
 import { startEdge } from '../../edge/main.ts';
 import type { WorkerEdgeOptions } from '../../kdn/query/kv-fetch-protocol.ts';
+import { startProcess } from '../../test/kdn/support/processes.ts';
 
 export const EDGE_PLACEMENTS = ['process', 'inline'] as const;
 export type EdgePlacement = (typeof EDGE_PLACEMENTS)[number];
@@ -40,28 +37,12 @@ interface EdgeSetup {
 
 /** Starts `kdn edge` and waits for its ready line; resolves with its URL and a stop function. */
 async function startEdgeProcess(s: EdgeSetup): Promise<{ url: string; stop(): Promise<void> }> {
-  const args = [KDN_BIN, 'edge', '--json', '--port', '0', '--host', '127.0.0.1', '--memory', String(s.memoryBytes), '--disk', '0',
-    '--disk-path', s.diskPath, '--origin', s.originUrl, '--max-body', String(s.maxBodyBytes), '--edge-secret', s.secret];
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn' } });
-  const exited = once(child, 'exit');
-  const lines = createInterface({ input: child.stdout! });
-  const ready = (async (): Promise<string> => {
-    for await (const line of lines) {
-      const parsed = JSON.parse(line) as { ready?: boolean; url?: string };
-      if (parsed.ready && parsed.url) return parsed.url;
-    }
-    throw new KdnError('EDGE_UNAVAILABLE', 'the benchmark edge process exited before it was ready');
-  })();
-  const url = await Promise.race([ready, exited.then(([code]) => { throw new KdnError('EDGE_UNAVAILABLE', `the benchmark edge process exited with code ${code}`); })]);
-  return {
-    url,
-    async stop() {
-      if (child.exitCode === null) {
-        child.kill('SIGTERM');
-        await exited;
-      }
-    },
-  };
+  const edge = await startProcess(
+    [KDN_BIN, 'edge', '--json', '--port', '0', '--host', '127.0.0.1', '--memory', String(s.memoryBytes), '--disk', '0',
+      '--disk-path', s.diskPath, '--origin', s.originUrl, '--max-body', String(s.maxBodyBytes), '--edge-secret', s.secret],
+    { env: { LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn' } },
+  );
+  return { url: edge.ready.url, stop: () => edge.stop('SIGTERM') };
 }
 
 /** `memoryBytes` must hold every object the run puts, or GETs would fall through to the origin. */
