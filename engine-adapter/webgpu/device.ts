@@ -116,8 +116,8 @@ function hasF16MatrixConfig(adapter: GPUAdapter): boolean {
  */
 const TENSOR_KERNELS: { url: URL; defines: string[]; workgroupBytes: number }[] = [
   { url: new URL('./kernels/matmul-subgroup-matrix.wgsl', import.meta.url), defines: [], workgroupBytes: 8192 },
-  { url: new URL('./kernels/attention-subgroup-matrix.wgsl', import.meta.url), defines: [], workgroupBytes: 13376 },
-  { url: new URL('./kernels/attention-subgroup-matrix.wgsl', import.meta.url), defines: ['HEAD_DIM_128'], workgroupBytes: 23616 },
+  { url: new URL('./kernels/attention-subgroup-matrix.wgsl', import.meta.url), defines: [], workgroupBytes: 30992 },
+  { url: new URL('./kernels/attention-subgroup-matrix.wgsl', import.meta.url), defines: ['HEAD_DIM_128'], workgroupBytes: 47376 },
 ];
 
 /**

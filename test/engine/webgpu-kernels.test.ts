@@ -307,5 +307,27 @@ describe('webgpu kernels vs the CPU reference', function () {
         console.log(`      worst difference ${expectClose(got, expected, 2e-3, 0, 'attention').toExponential(2)}`);
       });
     }
+
+    // Scores that keep rising along the keys (keys grow with position, q is large) make every row raise its reference
+    // maximum many times, through the kernel's rescale of its accumulators. q and k are f16-exact and headDim 64
+    // scales by exactly 1/8, so the scores are exact and only the f16 probabilities differ from the reference.
+    for (const [window, splits] of [[null, undefined], [null, 3], [100, undefined]] as const) {
+      it(`attention with rising scores, window ${window}, ${splits ?? 'chosen'} split(s) (atol 2e-3)`, async () => {
+        const [tokens, posBase, hd, heads, kvHeads] = [40, 300, 64, 6, 2];
+        const ctxLen = posBase + tokens;
+        const q = f16RoundArray(randomArray(tokens * heads * hd, 37, 4));
+        const keys = randomArray(ctxLen * kvHeads * hd, 38);
+        for (let i = 0; i < keys.length; i++) keys[i]! *= 1 + Math.floor(i / (kvHeads * hd)) / 16;
+        const k16 = f16RoundArray(keys);
+        const values = randomArray(ctxLen * kvHeads * hd, 39);
+        const positions = Array.from({ length: tokens }, (_, t) => posBase + t);
+        const expected = new Float32Array(q.length);
+        attention(expected, q, positions, k16, values, { tokens, heads, kvHeads, headDim: hd, slidingWindow: window });
+        const out = ctx.storage(q.byteLength, 'out');
+        const args = { q: upload(q), cacheK: upload(k16), cacheV: upload(values), out, tokens, heads, kvHeads, headDim: hd, posBase, window, splits };
+        const got = await run((rec) => recordAttentionSubgroupMatrix(ctx, rec, args), out, q.length);
+        console.log(`      worst difference ${expectClose(got, expected, 2e-3, 0, 'attention').toExponential(2)}`);
+      });
+    }
   });
 });

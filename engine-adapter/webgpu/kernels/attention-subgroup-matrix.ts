@@ -5,16 +5,18 @@ import type { AttentionArgs } from './attention.ts';
 import { chooseSplits, splitParts } from './attention-splits.ts';
 
 const URL_ = new URL('./attention-subgroup-matrix.wgsl', import.meta.url);
-/** Query rows per workgroup (see the WGSL); fewer rows than this (decode) leave the tensor cores mostly idle. */
+/** Query rows per subgroup (see the WGSL); fewer rows than this (decode) leave the tensor cores mostly idle. */
 const ROWS = 16;
+const SUBGROUPS = 4;
+const WG_ROWS = SUBGROUPS * ROWS;
 const BK = 32;
-/** One-subgroup workgroups that fill an H100-class GPU (132 SMs, several subgroups each); fewer split the keys. */
-const TARGET_WORKGROUPS = 1024;
+/** Four-subgroup workgroups that fill an H100-class GPU (132 SMs, several workgroups each); fewer split the keys. */
+const TARGET_WORKGROUPS = 512;
 
-/** Workgroup bytes of the WGSL's arrays for head size d: Q, K, V (rows padded by 8) and P in f16, scores and row
- * maxima and sums in f32. */
+/** Workgroup bytes of the WGSL's arrays for head size d: Q, the K and V tile (rows padded by 8) and P in f16,
+ * scores, row factors and the rescale flag in f32/u32. */
 function workgroupBytes(d: number): number {
-  return 2 * (ROWS * (d + 8) + 2 * BK * (d + 8) + ROWS * BK) + 4 * (ROWS * BK + 2 * ROWS);
+  return 2 * (WG_ROWS * (d + 8) + 2 * BK * (d + 8) + WG_ROWS * BK) + 4 * (WG_ROWS * BK + WG_ROWS + 4);
 }
 
 /** Whether the tensor-core kernel takes this call: the feature, a head size it is written for, prefill-sized work. */
@@ -35,7 +37,7 @@ export function recordAttentionSubgroupMatrix(ctx: GpuContext, rec: Recorder, a:
   }
   const defines = [...(sm.syntax === 'template-arg' ? ['SGMAT_TEMPLATE'] : []), ...(a.headDim === 128 ? ['HEAD_DIM_128'] : [])];
   const rows = a.tokens * (a.heads / a.kvHeads);
-  const grid = [Math.ceil(rows / ROWS), a.kvHeads];
+  const grid = [Math.ceil(rows / WG_ROWS), a.kvHeads];
   // A short query over long KV (a question after injected context) would leave most of the GPU idle: split the keys.
   const splits = a.splits ?? chooseSplits(grid[0]! * grid[1]!, a.posBase + a.tokens, BK, TARGET_WORKGROUPS);
   const params = attentionParams(a).u32(splits);
