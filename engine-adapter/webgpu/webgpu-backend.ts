@@ -207,9 +207,9 @@ async function startBackend(ctx: GpuContext, weights: ModelWeights, options: Web
       alive();
       const cache = own(handle);
       checkRange(cache, 0, tokens);
-      // Through the injection batch, so the growth lands before rows injected after it.
+      // Through the injection batch, so the growth lands before rows injected after it. Not settled here: a fresh
+      // session's reserve records no GPU work at all, and a growth copy's errors surface at the next settle.
       cache.reserve(tokens, injector.recorder());
-      await injector.settle();
     },
 
     async settleKVWrites(handle): Promise<void> {
