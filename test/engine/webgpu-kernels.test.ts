@@ -282,6 +282,22 @@ describe('webgpu kernels vs the CPU reference', function () {
       });
     }
 
+    // Attention over 6 query heads sharing 2 KV heads (GQA 3) against the CPU reference.
+    const [heads, kvHeads] = [6, 2];
+    const checkAttention = async (
+      shape: { tokens: number; posBase: number; hd: number; window: number | null; splits: number | undefined },
+      data: { q: Float32Array; keys: Float32Array; values: Float32Array },
+    ): Promise<void> => {
+      const { tokens, posBase, hd, window, splits } = shape;
+      const positions = Array.from({ length: tokens }, (_, t) => posBase + t);
+      const expected = new Float32Array(data.q.length);
+      attention(expected, data.q, positions, data.keys, data.values, { tokens, heads, kvHeads, headDim: hd, slidingWindow: window });
+      const out = ctx.storage(data.q.byteLength, 'out');
+      const args = { q: upload(data.q), cacheK: upload(data.keys), cacheV: upload(data.values), out, tokens, heads, kvHeads, headDim: hd, posBase, window, splits };
+      const got = await run((rec) => recordAttentionSubgroupMatrix(ctx, rec, args), out, data.q.length);
+      console.log(`      worst difference ${expectClose(got, expected, 2e-3, 0, 'attention').toExponential(2)}`);
+    };
+
     for (const [tokens, posBase, hd, window] of [
       [40, 0, 64, null],
       [40, 100, 64, 50],
@@ -293,18 +309,12 @@ describe('webgpu kernels vs the CPU reference', function () {
       // merged by attention-combine, some of them empty for the windowed case.
       // q, k, v and the softmax weights go through f16 (f32 sums): outputs, averages of values in [-1, 1], move < 2e-3.
       for (const splits of [undefined, 3, 5]) it(`attention tokens=${tokens} at ${posBase}, headDim ${hd}, GQA 3, window ${window}, ${splits ?? 'chosen'} split(s) (atol 2e-3)`, async () => {
-        const [heads, kvHeads] = [6, 2];
         const ctxLen = posBase + tokens;
-        const q = randomArray(tokens * heads * hd, 34);
-        const keys = randomArray(ctxLen * kvHeads * hd, 35);
-        const values = randomArray(ctxLen * kvHeads * hd, 36);
-        const positions = Array.from({ length: tokens }, (_, t) => posBase + t);
-        const expected = new Float32Array(q.length);
-        attention(expected, q, positions, keys, values, { tokens, heads, kvHeads, headDim: hd, slidingWindow: window });
-        const out = ctx.storage(q.byteLength, 'out');
-        const args = { q: upload(q), cacheK: upload(keys), cacheV: upload(values), out, tokens, heads, kvHeads, headDim: hd, posBase, window, splits };
-        const got = await run((rec) => recordAttentionSubgroupMatrix(ctx, rec, args), out, q.length);
-        console.log(`      worst difference ${expectClose(got, expected, 2e-3, 0, 'attention').toExponential(2)}`);
+        await checkAttention({ tokens, posBase, hd, window, splits }, {
+          q: randomArray(tokens * heads * hd, 34),
+          keys: randomArray(ctxLen * kvHeads * hd, 35),
+          values: randomArray(ctxLen * kvHeads * hd, 36),
+        });
       });
     }
 
@@ -313,20 +323,15 @@ describe('webgpu kernels vs the CPU reference', function () {
     // scales by exactly 1/8, so the scores are exact and only the f16 probabilities differ from the reference.
     for (const [window, splits] of [[null, undefined], [null, 3], [100, undefined]] as const) {
       it(`attention with rising scores, window ${window}, ${splits ?? 'chosen'} split(s) (atol 2e-3)`, async () => {
-        const [tokens, posBase, hd, heads, kvHeads] = [40, 300, 64, 6, 2];
+        const [tokens, posBase, hd] = [40, 300, 64];
         const ctxLen = posBase + tokens;
-        const q = f16RoundArray(randomArray(tokens * heads * hd, 37, 4));
         const keys = randomArray(ctxLen * kvHeads * hd, 38);
         for (let i = 0; i < keys.length; i++) keys[i]! *= 1 + Math.floor(i / (kvHeads * hd)) / 16;
-        const k16 = f16RoundArray(keys);
-        const values = randomArray(ctxLen * kvHeads * hd, 39);
-        const positions = Array.from({ length: tokens }, (_, t) => posBase + t);
-        const expected = new Float32Array(q.length);
-        attention(expected, q, positions, k16, values, { tokens, heads, kvHeads, headDim: hd, slidingWindow: window });
-        const out = ctx.storage(q.byteLength, 'out');
-        const args = { q: upload(q), cacheK: upload(k16), cacheV: upload(values), out, tokens, heads, kvHeads, headDim: hd, posBase, window, splits };
-        const got = await run((rec) => recordAttentionSubgroupMatrix(ctx, rec, args), out, q.length);
-        console.log(`      worst difference ${expectClose(got, expected, 2e-3, 0, 'attention').toExponential(2)}`);
+        await checkAttention({ tokens, posBase, hd, window, splits }, {
+          q: f16RoundArray(randomArray(tokens * heads * hd, 37, 4)),
+          keys: f16RoundArray(keys),
+          values: randomArray(ctxLen * kvHeads * hd, 39),
+        });
       });
     }
   });
