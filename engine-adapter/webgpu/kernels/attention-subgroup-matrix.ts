@@ -14,7 +14,7 @@ const BK = 32;
 const TARGET_WORKGROUPS = 512;
 
 /** Workgroup bytes of the WGSL's arrays for head size d: Q, the K and V tile (rows padded by 8) and P in f16,
- * scores, row factors and the rescale flag in f32/u32. */
+ * scores and row factors in f32, the rescale flag as a vec4u (16 bytes, for alignment). */
 function workgroupBytes(d: number): number {
   return 2 * (WG_ROWS * (d + 8) + 2 * BK * (d + 8) + WG_ROWS * BK) + 4 * (WG_ROWS * BK + WG_ROWS + 4);
 }
