@@ -21,8 +21,7 @@ enable chromium_experimental_subgroup_matrix;
 // are uniform within each subgroup, which is what the hardware needs; Tint's check asks for workgroup uniformity.
 diagnostic(off, chromium.subgroup_matrix_uniformity);
 
-struct Params { tokens: u32, heads: u32, kvHeads: u32, headDim: u32, posBase: u32, window: u32, scale: f32, splits: u32 }
-@group(0) @binding(0) var<uniform> p: Params;
+#include "attention-common.wgsl"
 @group(0) @binding(1) var<storage, read> q: array<f32>;
 @group(0) @binding(2) var<storage, read> kc: array<vec4f>;
 @group(0) @binding(3) var<storage, read> vc: array<vec4f>;
@@ -68,11 +67,6 @@ fn storeS(at: u32, m: subgroup_matrix_result<f32, 16, 16>) {
 #else
   subgroupMatrixStore(&ss, at, m, false, BK);
 #endif
-}
-
-fn key_start(pos: u32) -> u32 {
-  if (p.window == 0u || pos + 1u <= p.window) { return 0u; }
-  return pos + 1u - p.window;
 }
 
 // Stages keys [k0, k0 + BK) and their values as f16; keys at or past `end` read as zero.

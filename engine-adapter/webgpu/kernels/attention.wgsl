@@ -8,8 +8,7 @@
 // With SPLIT (flash-decoding, for few query rows over long KV), workgroup z takes the z-th of p.splits parts of
 // the workgroup's key range and writes its unnormalised accumulator and (max, sum) to partAcc / partStats;
 // attention-combine.wgsl merges the parts.
-struct Params { tokens: u32, heads: u32, kvHeads: u32, headDim: u32, posBase: u32, window: u32, scale: f32, splits: u32 }
-@group(0) @binding(0) var<uniform> p: Params;
+#include "attention-common.wgsl"
 @group(0) @binding(1) var<storage, read> q: array<f32>;
 @group(0) @binding(2) var<storage, read> kc: array<f32>;
 @group(0) @binding(3) var<storage, read> vc: array<f32>;
@@ -31,11 +30,6 @@ const MAX_BK = 32u;
 var<workgroup> ks: array<f32, TILE>;
 var<workgroup> vs: array<f32, TILE>;
 var<workgroup> dots: array<f32, DOTS>;
-
-fn key_start(pos: u32) -> u32 {
-  if (p.window == 0u || pos + 1u <= p.window) { return 0u; }
-  return pos + 1u - p.window;
-}
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {

@@ -9,8 +9,7 @@
 enable f16;
 enable chromium_experimental_subgroup_matrix;
 
-struct Params { m: u32, n: u32, k: u32, rowWords: u32, hasBias: u32, kPer: u32 }
-@group(0) @binding(0) var<uniform> p: Params;
+#include "matmul-common.wgsl"
 @group(0) @binding(1) var<storage, read> x: array<vec4f>;
 @group(0) @binding(2) var<storage, read> w: array<vec4u>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;

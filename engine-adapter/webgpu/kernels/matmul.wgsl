@@ -2,8 +2,7 @@
 // computing 4x4 outputs from 16-deep K slices staged in workgroup memory. With F16_WEIGHTS, W rows are f16 pairs
 // packed in u32 words (rowWords per row). Workgroup z sums K range [z * kPer, (z + 1) * kPer); with SPLIT_K it writes
 // that partial product to y's part z, [z][m][n] (part 0 with the bias), for matmul-split-reduce.wgsl to add up.
-struct Params { m: u32, n: u32, k: u32, rowWords: u32, hasBias: u32, kPer: u32 }
-@group(0) @binding(0) var<uniform> p: Params;
+#include "matmul-common.wgsl"
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 #if F16_WEIGHTS
 @group(0) @binding(2) var<storage, read> w: array<u32>;

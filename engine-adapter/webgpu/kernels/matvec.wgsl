@@ -1,7 +1,6 @@
 // y[r][n] = x[r][k] . W[n][k]^T (+ bias[n]) for few rows (decode): 32 threads per output reduce over k, 8 outputs
 // per workgroup, one workgroup row per x row. With F16_WEIGHTS each thread reads packed f16 pairs.
-struct Params { m: u32, n: u32, k: u32, rowWords: u32, hasBias: u32 }
-@group(0) @binding(0) var<uniform> p: Params;
+#include "matmul-common.wgsl"
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 #if F16_WEIGHTS
 @group(0) @binding(2) var<storage, read> w: array<u32>;
