@@ -52,6 +52,21 @@ describe('webgpu kernels vs the CPU reference', function () {
     const weights = f16 ? 'f16' : 'f32';
     // f32 sums of up to 130 products of values below 1 in another order: 1e-5 absolute is ample.
     const tol = 2e-5;
+    // x W^T + bias through `record` against the CPU reference; inputs drawn from `seed`, seed + 1, seed + 2.
+    const checkMatmul = async (record: typeof recordMatmulTiled, shape: { m: number; k: number; n: number; kParts?: number }, seed: number): Promise<void> => {
+      const { m, k, n, kParts } = shape;
+      const x = randomArray(m * k, seed);
+      const w = randomArray(n * k, seed + 1, 0.5);
+      const bias = randomArray(n, seed + 2);
+      const expected = new Float32Array(m * n);
+      // The f16 path's exact reference is the same product with f16-rounded weights.
+      matmul(expected, x, f16 ? f16RoundArray(w) : w, m, k, n, bias);
+      const y = ctx.storage(m * n * 4, 'y');
+      const args = { x: upload(x), w: await matrix(w, n, k, f16), bias: upload(bias), y, m, kParts };
+      const got = await run((rec) => record(ctx, rec, args), y, m * n);
+      expectClose(got, expected, tol, 1e-5, 'y');
+    };
+
     for (const [path, m, k, n] of [
       ['tiled', 7, 37, 45],
       ['tiled', 70, 130, 129],
@@ -59,16 +74,7 @@ describe('webgpu kernels vs the CPU reference', function () {
       ['matvec', 2, 130, 1031],
     ] as const) {
       it(`matmul ${path} ${weights} weights m=${m} k=${k} n=${n} with bias (atol ${tol})`, async () => {
-        const x = randomArray(m * k, 1);
-        const w = randomArray(n * k, 2, 0.5);
-        const bias = randomArray(n, 3);
-        const expected = new Float32Array(m * n);
-        // The f16 path's exact reference is the same product with f16-rounded weights.
-        matmul(expected, x, f16 ? f16RoundArray(w) : w, m, k, n, bias);
-        const y = ctx.storage(m * n * 4, 'y');
-        const args = { x: upload(x), w: await matrix(w, n, k, f16), bias: upload(bias), y, m };
-        const got = await run((rec) => (path === 'tiled' ? recordMatmulTiled : recordMatvec)(ctx, rec, args), y, m * n);
-        expectClose(got, expected, tol, 1e-5, 'y');
+        await checkMatmul(path === 'tiled' ? recordMatmulTiled : recordMatvec, { m, k, n }, 1);
       });
     }
 
@@ -79,15 +85,7 @@ describe('webgpu kernels vs the CPU reference', function () {
       [70, 256, 129, 16],
     ] as const) {
       it(`matmul tiled ${weights} weights m=${m} k=${k} n=${n} split into ${kParts} K parts, with bias (atol ${tol})`, async () => {
-        const x = randomArray(m * k, 7);
-        const w = randomArray(n * k, 8, 0.5);
-        const bias = randomArray(n, 9);
-        const expected = new Float32Array(m * n);
-        matmul(expected, x, f16 ? f16RoundArray(w) : w, m, k, n, bias);
-        const y = ctx.storage(m * n * 4, 'y');
-        const args = { x: upload(x), w: await matrix(w, n, k, f16), bias: upload(bias), y, m, kParts };
-        const got = await run((rec) => recordMatmulTiled(ctx, rec, args), y, m * n);
-        expectClose(got, expected, tol, 1e-5, 'y');
+        await checkMatmul(recordMatmulTiled, { m, k, n, kParts }, 7);
       });
     }
 
