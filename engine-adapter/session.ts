@@ -68,6 +68,8 @@ export class BackendSession implements Session {
   private readonly ids: number[] = [];
   /** Logits of the last position, when the last call produced them. */
   private lastLogits: Float32Array | undefined;
+  /** Where injected rows the device has not yet confirmed begin (see injectKV); undefined when none are pending. */
+  private unsettledFrom: number | undefined;
   private busy = false;
   private disposed = false;
 
@@ -100,6 +102,7 @@ export class BackendSession implements Session {
       if (!Number.isInteger(start) || !Number.isInteger(end) || start < 0 || end <= start || end > this.length) {
         throw new KdnError('INVALID_ARGUMENT', `KV range [${start}, ${end}) is not within the session's ${this.length} tokens`);
       }
+      await this.settleInjected();
       return this.backend.readKV(this.cache, start, end);
     });
   }
@@ -130,7 +133,9 @@ export class BackendSession implements Session {
         expected++;
       }
       if (expected !== h.layers) throw new KdnError('KV_CORRUPT', `KV stream ended after ${expected} of ${h.layers} layers`);
-      await this.backend.settleKVWrites(this.cache);
+      // Not settled here: a device round trip per chunk would stall the upload pipeline between chunks. The rows are
+      // confirmed by the next call that reads the cache, which rolls them back if the device rejected them.
+      this.unsettledFrom ??= position;
       for (let i = 0; i < h.tokens; i++) this.ids.push(INJECTED);
       this.lastLogits = undefined;
     });
@@ -200,10 +205,29 @@ export class BackendSession implements Session {
       ids[i] = id;
     }
     this.checkRoom(n);
+    await this.settleInjected();
     const out = await this.backend.forward(this.cache, ids, this.length, logits);
     for (const id of ids) this.ids.push(id);
     this.lastLogits = logits === 'last' ? out : logits === 'all' ? out.slice((n - 1) * vocab) : undefined;
     return out;
+  }
+
+  /**
+   * Waits for the device to confirm the rows injected since the last check. If it rejected any, they are dropped
+   * (the session ends where it did before those injections) and the error is thrown.
+   */
+  private async settleInjected(): Promise<void> {
+    const from = this.unsettledFrom;
+    if (from === undefined) return;
+    try {
+      await this.backend.settleKVWrites(this.cache);
+    } catch (err) {
+      this.ids.length = Math.min(this.ids.length, from);
+      this.lastLogits = undefined;
+      throw err;
+    } finally {
+      this.unsettledFrom = undefined;
+    }
   }
 
   /** Logits to sample the next token from; recomputed from the last token when the last call did not keep them. */

@@ -82,6 +82,8 @@ export interface Session {
   /**
    * Places a chunk's KV at `position` (must equal `length`: the session grows by the chunk's tokens), re-rotating
    * keys computed at another base, layer by layer as the reader yields them. Verifies fingerprint and shape.
+   * The device's confirmation is not awaited: should it reject the rows, the next call that reads the cache
+   * (prefill, generate, exportKV) throws and the session ends where it did before the rejected injections.
    */
   injectKV(object: KVObjectReader, position: number): Promise<void>;
   /** Samples from the logits of the last prefilled token onwards; `onToken` streams tokens as they come. */

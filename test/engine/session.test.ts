@@ -2,9 +2,12 @@ import { expect } from 'chai';
 import { KdnError } from '../../common/errors.ts';
 import { cpuForward } from '../../engine-adapter/cpu/forward.ts';
 import { applyRope, rerotate, ropeInvFreq } from '../../engine-adapter/cpu/kernels/rope.ts';
+import { createCpuBackend } from '../../engine-adapter/cpu/cpu-backend.ts';
 import { CpuKVCache } from '../../engine-adapter/cpu/kv-cache.ts';
 import { createEngine } from '../../engine-adapter/create-engine.ts';
 import { loadModelWeights } from '../../engine-adapter/model/load-weights.ts';
+import { loadTokenizer } from '../../engine-adapter/model/tokenizer.ts';
+import { BackendSession } from '../../engine-adapter/session.ts';
 import type { Engine, GeneratedToken, Session } from '../../engine-adapter/types.ts';
 import type { KVTensors } from '../../storage/kv-object/types.ts';
 import { directReader, fp16Reader } from './kv-readers.ts';
@@ -264,6 +267,32 @@ describe('engine sessions on the cpu backend', () => {
       const after = await s.prefill([12, 13]);
       const fresh = engine.createSession();
       expect(maxAbsDiff(after, await fresh.prefill([10, 11, 12, 13]))).to.be.below(1e-5);
+    });
+
+    it('injected rows the device rejects are rolled back at the next call that reads the cache, which throws', async () => {
+      const src = engine.createSession();
+      await src.prefill([10, 11, 12, 13, 14, 15]);
+      const kv = await src.exportKV({ start: 0, end: 6 });
+      // The CPU backend, except that its first confirmation of injected writes fails as a lost device would.
+      const { weights, fingerprint } = await loadModelWeights(engine.info.path);
+      const cpu = createCpuBackend(weights);
+      let failures = 1;
+      const backend = {
+        ...cpu,
+        async settleKVWrites(cache: Parameters<typeof cpu.settleKVWrites>[0]) {
+          if (failures-- > 0) throw new KdnError('ENGINE_UNAVAILABLE', 'device lost while writing KV');
+          return cpu.settleKVWrites(cache);
+        },
+      };
+      const model = { config: weights.config, fingerprint, tokenizer: await loadTokenizer(engine.info.path) };
+      const s = new BackendSession(backend, model, 64);
+      await s.prefill([10, 11]);
+      await s.injectKV(directReader(kv, fingerprint), 2);
+      expect(s.length).to.equal(8);
+      expect((await rejection(s.prefill([12, 13]))).code).to.equal('ENGINE_UNAVAILABLE');
+      expect(s.length).to.equal(2);
+      const after = await s.prefill([12, 13]);
+      expect(maxAbsDiff(after, await engine.createSession().prefill([10, 11, 12, 13]))).to.be.below(1e-5);
     });
 
     it('reserve: up to the capacity, computing as without it; beyond it or negative is INVALID_ARGUMENT', async () => {

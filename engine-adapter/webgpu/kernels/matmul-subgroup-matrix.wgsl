@@ -25,47 +25,63 @@ var<workgroup> xs: array<f16, TM * TKP>; // [TM][TKP]
 var<workgroup> ws: array<f16, TN * TKP>; // [TN][TKP]
 var<workgroup> cs: array<f32, 1024>; // [TM][TN]
 
+// One K step's share of a thread: eight vec4 of x (32 rows x 8 vec4) and four vec4u of W (32 rows x 4 vec4u, 8
+// halves each), zero beyond the ragged edges.
+fn xPart(m0: u32, k0: u32, e: u32) -> vec4f {
+  let r = e / 8u;
+  if (m0 + r >= p.m) { return vec4f(0.0); }
+  return x[(m0 + r) * (p.k / 4u) + k0 / 4u + e % 8u];
+}
+
+fn wPart(n0: u32, k0: u32, e: u32) -> vec4u {
+  let r = e / 4u;
+  if (n0 + r >= p.n) { return vec4u(0u); }
+  return w[(n0 + r) * (p.rowWords / 4u) + k0 / 8u + e % 4u];
+}
+
 @compute @workgroup_size(32)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
   let m0 = wid.y * TM;
   let n0 = wid.x * TN;
-  let xRow4 = p.k / 4u;
-  let wRow4 = p.rowWords / 4u;
   var c00 = subgroup_matrix_result<f32, 16, 16>();
   var c01 = subgroup_matrix_result<f32, 16, 16>();
   var c10 = subgroup_matrix_result<f32, 16, 16>();
   var c11 = subgroup_matrix_result<f32, 16, 16>();
   let kStart = wid.z * p.kPer;
   let kEnd = min(p.k, kStart + p.kPer);
+  // The next step's operands are loaded into registers while this step's multiply runs: with one subgroup per
+  // workgroup nothing else hides the global memory latency.
+  var xr: array<vec4f, 8>;
+  var wr: array<vec4u, 4>;
+  if (kStart < kEnd) {
+    for (var l = 0u; l < 8u; l++) { xr[l] = xPart(m0, kStart, lid + l * 32u); }
+    for (var l = 0u; l < 4u; l++) { wr[l] = wPart(n0, kStart, lid + l * 32u); }
+  }
   for (var k0 = kStart; k0 < kEnd; k0 += TK) {
-    // x: 32 rows x 8 vec4 = 256 vec4, eight per thread.
     for (var l = 0u; l < 8u; l++) {
       let e = lid + l * 32u;
-      let r = e / 8u;
-      let c = e % 8u;
-      var v = vec4f(0.0);
-      if (m0 + r < p.m) { v = x[(m0 + r) * xRow4 + k0 / 4u + c]; }
-      let at = r * TKP + c * 4u;
+      let at = (e / 8u) * TKP + (e % 8u) * 4u;
+      let v = xr[l];
       xs[at] = f16(v.x);
       xs[at + 1u] = f16(v.y);
       xs[at + 2u] = f16(v.z);
       xs[at + 3u] = f16(v.w);
     }
-    // W: 32 rows x 4 vec4u (8 halves each) = 128 vec4u, four per thread.
     for (var l = 0u; l < 4u; l++) {
       let e = lid + l * 32u;
-      let r = e / 4u;
-      let c = e % 4u;
-      var v = vec4u(0u);
-      if (n0 + r < p.n) { v = w[(n0 + r) * wRow4 + k0 / 8u + c]; }
-      let at = r * TKP + c * 8u;
+      let at = (e / 4u) * TKP + (e % 4u) * 8u;
       for (var j = 0u; j < 4u; j++) {
-        let h = bitcast<vec2<f16>>(v[j]);
+        let h = bitcast<vec2<f16>>(wr[l][j]);
         ws[at + 2u * j] = h.x;
         ws[at + 2u * j + 1u] = h.y;
       }
     }
     workgroupBarrier();
+    let next = k0 + TK;
+    if (next < kEnd) {
+      for (var l = 0u; l < 8u; l++) { xr[l] = xPart(m0, next, lid + l * 32u); }
+      for (var l = 0u; l < 4u; l++) { wr[l] = wPart(n0, next, lid + l * 32u); }
+    }
     for (var kk = 0u; kk < TK; kk += 16u) {
 #if SGMAT_TEMPLATE
       let a0 = subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>, row_major>(&xs, kk, TKP);
