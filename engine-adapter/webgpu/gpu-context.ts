@@ -40,6 +40,12 @@ export class Params {
     this.offset += 4;
     return this;
   }
+  /** A vec4<u32> (values taken as 32-bit words), at the 16-byte alignment WGSL gives vectors in a uniform. */
+  vec4u(a: number, b: number, c: number, d: number): this {
+    this.offset = Math.ceil(this.offset / 16) * 16;
+    for (const v of [a, b, c, d]) this.u32(v >>> 0);
+    return this;
+  }
   bytes(): Uint8Array {
     return new Uint8Array(this.view.buffer);
   }

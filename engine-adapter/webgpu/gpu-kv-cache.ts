@@ -1,15 +1,14 @@
 /**
  * A session's KV cache on the GPU: per layer, keys and values token-major [tokens][kvHeads][headDim] in f32 (the
  * KV object layout, so a chunk is one contiguous range). Buffers grow by doubling up to `capacity` (copied on the
- * GPU), so a session with a large capacity costs memory only for the tokens it holds; a caller that knows its size
- * reserves it at once. Buffers come from and go back to the backend's pool (kv-buffer-pool.ts).
+ * GPU), rounded to the pool's size classes, so a session with a large capacity costs memory only for about the
+ * tokens it holds; a caller that knows its size reserves it at once. Buffers come from and go back to the
+ * backend's pool (kv-buffer-pool.ts).
  */
 import { KdnError } from '../../common/errors.ts';
 import type { KVCacheHandle } from '../backend.ts';
 import type { GpuContext, Recorder } from './gpu-context.ts';
-import type { KvBufferPool } from './kv-buffer-pool.ts';
-
-const MIN_TOKENS = 256;
+import { sizeClass, type KvBufferPool } from './kv-buffer-pool.ts';
 
 /** What a cache needs from its backend. */
 export interface KVCacheOwner {
@@ -23,6 +22,8 @@ export class GpuKVCache implements KVCacheHandle {
   values: GPUBuffer[] = [];
   private allocated = 0;
   private disposed = false;
+  /** Most tokens one layer tensor can hold on this adapter. */
+  private readonly limitTokens: number;
 
   /** Throws CONTEXT_TOO_LONG unless a `capacity`-token layer tensor fits the adapter's buffer limits. */
   static checkCapacity(ctx: GpuContext, capacity: number, tokenStride: number): void {
@@ -44,17 +45,23 @@ export class GpuKVCache implements KVCacheHandle {
     private readonly owner: KVCacheOwner,
   ) {
     GpuKVCache.checkCapacity(ctx, capacity, tokenStride);
+    this.limitTokens = Math.floor(Math.min(ctx.limits.maxBufferSize, ctx.limits.maxStorageBufferBindingSize) / (tokenStride * 4));
   }
 
   get isDisposed(): boolean {
     return this.disposed;
   }
 
-  /** Makes room for tokens [0, tokens), recording the copy of what is held into `rec` when buffers grow. */
-  reserve(tokens: number, rec: Recorder): void {
+  /**
+   * Makes room for tokens [0, tokens). When buffers grow, the copy of what is held is recorded into `recorder()`,
+   * asked for only then (the injector's records the expansions waiting for the old buffers first).
+   */
+  reserve(tokens: number, recorder: () => Recorder): void {
     if (this.disposed) throw new KdnError('INVALID_ARGUMENT', 'The KV cache was disposed.');
     if (tokens <= this.allocated) return;
-    const next = Math.min(this.capacity, Math.max(tokens, this.allocated * 2, MIN_TOKENS));
+    const rec = recorder();
+    // In size classes, so that sessions of nearby capacities reuse each other's pooled buffers.
+    const next = Math.min(sizeClass(Math.min(this.capacity, Math.max(tokens, this.allocated * 2))), this.limitTokens);
     const bytes = next * this.tokenStride * 4;
     const held = this.allocated * this.tokenStride * 4;
     const pool = this.owner.pool;

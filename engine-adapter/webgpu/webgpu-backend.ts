@@ -4,7 +4,7 @@
  * into one submission each, reading back only the logits asked for.
  */
 import { KdnError } from '../../common/errors.ts';
-import { codecFor, quantizedSections } from '../../storage/kv-object/index.ts';
+import { codecFor } from '../../storage/kv-object/index.ts';
 import type { KVHeader, KVLayerBlock, KVTensors } from '../../storage/kv-object/types.ts';
 import type { ForwardBackend, KVCacheHandle } from '../backend.ts';
 import type { ModelWeights } from '../model/weights.ts';
@@ -14,10 +14,8 @@ import { GpuContext } from './gpu-context.ts';
 import { GpuKVCache } from './gpu-kv-cache.ts';
 import { KvBufferPool } from './kv-buffer-pool.ts';
 import { KvInjector } from './kv-injector.ts';
+import { layerExpander, type LayerWrite } from './kv-layer-expander.ts';
 import { uploadWeights, type WeightPrecision } from './gpu-weights.ts';
-import { recordKvDequantFp16 } from './kernels/kv-dequant-fp16.ts';
-import { recordKvDequantInt } from './kernels/kv-dequant-int.ts';
-import { recordRerotate } from './kernels/rerotate.ts';
 import { recordForwardChunk } from './record-forward.ts';
 
 export { probeWebGPU } from './device.ts';
@@ -55,7 +53,7 @@ async function startBackend(ctx: GpuContext, weights: ModelWeights, options: Web
   const precision = options.weights ?? (ctx.features.shaderF16 ? 'f16' : 'f32');
   const gpuWeights = await withErrorScopes(ctx.device, 'weight upload', () => uploadWeights(ctx, weights, precision));
   const scratch = new ForwardScratch(ctx, c);
-  const injector = new KvInjector(ctx);
+  const injector = new KvInjector<LayerWrite>(ctx, layerExpander(ctx, gpuWeights.invFreq, c));
   const pool = new KvBufferPool(ctx);
   const cacheOwner = { pool, beforeDispose: () => injector.flush() };
   let lostReason: string | null = null;
@@ -113,7 +111,7 @@ async function startBackend(ctx: GpuContext, weights: ModelWeights, options: Web
         const chunkLogits = logits === 'all' ? 'all' : logits === 'last' && isLast ? 'last' : 'none';
         const pending = await withErrorScopes(ctx.device, 'forward', () => {
           const rec = ctx.recorder();
-          cache.reserve(position + start + n, rec);
+          cache.reserve(position + start + n, () => rec);
           scratch.ensure(n, chunkLogits === 'all' ? n : 1);
           ctx.device.queue.writeBuffer(scratch.ids, 0, tokens, start, n);
           const index = recordForwardChunk(ctx, rec, c, gpuWeights, scratch, cache, { tokens: n, position: position + start, logits: chunkLogits });
@@ -146,7 +144,7 @@ async function startBackend(ctx: GpuContext, weights: ModelWeights, options: Web
       await injector.settle();
       const done = await withErrorScopes(ctx.device, 'KV readback', () => {
         const rec = ctx.recorder();
-        cache.reserve(end, rec);
+        cache.reserve(end, () => rec);
         for (let l = 0; l < c.layers; l++) {
           rec.readback(cache.keys[l]!, start * tokenStride * 4, bytes);
           rec.readback(cache.values[l]!, start * tokenStride * 4, bytes);
@@ -174,33 +172,9 @@ async function startBackend(ctx: GpuContext, weights: ModelWeights, options: Web
       }
       if (header.tokens === 0) return;
       // Growing copies go into the batch first, so they land before the expanded rows.
-      cache.reserve(position + header.tokens, injector.recorder());
-      const layer = { keys: cache.keys[block.layer]!, values: cache.values[block.layer]! };
+      cache.reserve(position + header.tokens, () => injector.recorder());
       // The encoded bytes go up in one write and are expanded on the GPU: no host decode.
-      await injector.write(block.encoded, (rec, src) => {
-        const dstOffset = position * tokenStride;
-        const spec = header.codec;
-        if (spec.name === 'fp16') {
-          recordKvDequantFp16(ctx, rec, { src, ...layer, n: header.tokens * tokenStride, dstOffset });
-        } else {
-          const bits = spec.name === 'int8' ? 8 : 4;
-          const groupSize = spec.groupSize!;
-          const sections = quantizedSections({ tokens: header.tokens, kvHeads: header.kvHeads, headDim: header.headDim }, bits, groupSize);
-          recordKvDequantInt(ctx, rec, { bits, src, sections, ...layer, tokens: header.tokens, channels: tokenStride, groupSize, dstOffset });
-        }
-        const delta = position - header.positionBase;
-        if (!header.ropeApplied || delta !== 0) {
-          recordRerotate(ctx, rec, {
-            cache: layer.keys,
-            invFreq: gpuWeights.invFreq,
-            start: position,
-            tokens: header.tokens,
-            kvHeads: c.kvHeads,
-            headDim: c.headDim,
-            mode: header.ropeApplied ? { kind: 'delta', delta } : { kind: 'positions' },
-          });
-        }
-      });
+      await injector.write(block.encoded, { cache, layer: block.layer, header, position });
     },
 
     async reserveKV(handle, tokens: number): Promise<void> {
@@ -209,7 +183,7 @@ async function startBackend(ctx: GpuContext, weights: ModelWeights, options: Web
       checkRange(cache, 0, tokens);
       // Through the injection batch, so the growth lands before rows injected after it. Not settled here: a fresh
       // session's reserve records no GPU work at all, and a growth copy's errors surface at the next settle.
-      cache.reserve(tokens, injector.recorder());
+      cache.reserve(tokens, () => injector.recorder());
     },
 
     async settleKVWrites(handle): Promise<void> {

@@ -23,6 +23,8 @@ import { expectClose, f16RoundArray } from './webgpu-support.ts';
 /** Logits of the tiny models reach about 7; f32 kernels summing in another order stay within 1e-4. */
 const LOGIT_ATOL = 1e-4;
 const KV_ATOL = 1e-5;
+/** Keys re-rotated by a few hundred positions on each backend (f32 angles on the GPU). */
+const MOVED_KEY_ATOL = 1e-4;
 /** Injected KV is fp16 (the format has no f32 codec): logits against a full prefill move by its rounding. */
 const FP16_INJECT_LOGIT_ATOL = 1e-2;
 const FP16_KEY_ATOL = 2e-3;
@@ -234,6 +236,32 @@ describe('webgpu backend vs the CPU backend on tiny models', function () {
         const [block] = blocks(kv, h);
         const err = await gpu.writeKVLayer(cache, h, { ...block!, encoded: block!.encoded.subarray(4) }, 0).catch((e: unknown) => e);
         expect(err).to.have.property('code', 'KV_CORRUPT');
+      });
+
+      it('many chunks in a row, of mixed codecs and moved positions, into a cache growing meanwhile, land as on the CPU backend', async () => {
+        const source = gpu.createKVCache(64);
+        await gpu.forward(source, PROMPT, 0, 'none');
+        const kv = await gpu.readKV(source, 0, PROMPT.length);
+        const codecs = [FP16, ...QUANTIZED];
+        // 9 x 41 tokens: the cache outgrows its first allocation (256 tokens) while blocks wait to be expanded.
+        const count = 9;
+        const end = count * kv.tokens;
+        const placed = gpu.createKVCache(end);
+        const reference = cpu.createKVCache(end);
+        for (let i = 0; i < count; i++) {
+          // Each chunk its own bytes: blocks batched together must each be read from their own place.
+          const scale = 1 + i / 8;
+          const chunk = { ...kv, perLayer: kv.perLayer.map((t) => ({ keys: t.keys.map((x) => x * scale), values: t.values.map((x) => x * scale) })) };
+          const h = header(chunk, 0, true, codecs[i % codecs.length]);
+          await inject(gpu, placed, chunk, h, i * kv.tokens);
+          await inject(cpu, reference, chunk, h, i * kv.tokens);
+        }
+        const [got, want] = [await gpu.readKV(placed, 0, end), await cpu.readKV(reference, 0, end)];
+        got.perLayer.forEach((t, l) => {
+          // Moved by up to 328 positions: the f32 angle alone is off by up to 328 * 2^-24 rad, on keys of O(1).
+          expectClose(t.keys, want.perLayer[l]!.keys, MOVED_KEY_ATOL, 1e-4, `layer ${l} keys`);
+          expectClose(t.values, want.perLayer[l]!.values, KV_ATOL, 1e-5, `layer ${l} values`);
+        });
       });
 
       it('re-rotates injected keys like the CPU backend, and pre-RoPE keys get RoPE at their position', async () => {

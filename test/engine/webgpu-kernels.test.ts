@@ -19,7 +19,8 @@ import { recordKvWrite } from '../../engine-adapter/webgpu/kernels/kv-write.ts';
 import { recordMatmulTiled, recordMatvec } from '../../engine-adapter/webgpu/kernels/matmul.ts';
 import { recordMatmulSubgroupMatrix } from '../../engine-adapter/webgpu/kernels/matmul-subgroup-matrix.ts';
 import { recordAttentionSubgroupMatrix } from '../../engine-adapter/webgpu/kernels/attention-subgroup-matrix.ts';
-import { recordRerotate } from '../../engine-adapter/webgpu/kernels/rerotate.ts';
+import { MAX_JOBS } from '../../engine-adapter/webgpu/kernels/expand-jobs.ts';
+import { recordRerotate, type RotateMode } from '../../engine-adapter/webgpu/kernels/rerotate.ts';
 import { recordRmsNorm } from '../../engine-adapter/webgpu/kernels/rmsnorm.ts';
 import { recordRope } from '../../engine-adapter/webgpu/kernels/rope.ts';
 import { recordSwiglu } from '../../engine-adapter/webgpu/kernels/swiglu.ts';
@@ -177,8 +178,8 @@ describe('webgpu kernels vs the CPU reference', function () {
       const span = expected.subarray(start * stride, (start + tokens) * stride);
       rerotate(span, span, tokens, kvHeads, headDim, delta, invFreqLlama3);
       const buf = upload(cache);
-      const mode = { kind: 'delta', delta } as const;
-      const got = await run((rec) => recordRerotate(ctx, rec, { cache: buf, invFreq: upload(invFreqLlama3), start, tokens, kvHeads, headDim, mode }), buf, cache.length);
+      const jobs = [{ start, mode: { kind: 'delta', delta } as const }];
+      const got = await run((rec) => recordRerotate(ctx, rec, { cache: buf, invFreq: upload(invFreqLlama3), tokens, kvHeads, headDim, jobs }), buf, cache.length);
       expectClose(got, expected, 2e-5, 0, 'keys');
     });
   }
@@ -192,10 +193,28 @@ describe('webgpu kernels vs the CPU reference', function () {
     applyRope(span, span, tokens, kvHeads, headDim, Array.from({ length: tokens }, (_, t) => start + t), invFreqLlama3);
     const buf = upload(cache);
     const got = await run(
-      (rec) => recordRerotate(ctx, rec, { cache: buf, invFreq: upload(invFreqLlama3), start, tokens, kvHeads, headDim, mode: { kind: 'positions' } }),
+      (rec) => recordRerotate(ctx, rec, { cache: buf, invFreq: upload(invFreqLlama3), tokens, kvHeads, headDim, jobs: [{ start, mode: { kind: 'positions' } }] }),
       buf,
       cache.length,
     );
+    expectClose(got, expected, 2e-5, 0, 'keys');
+  });
+
+  it(`rerotate takes more jobs than one dispatch holds (${MAX_JOBS}), each with its own start and mode`, async () => {
+    const [runs, tokens, kvHeads] = [2 * MAX_JOBS + 3, 3, 2];
+    const stride = kvHeads * headDim;
+    const cache = randomArray(runs * tokens * stride, 14);
+    const expected = cache.slice();
+    const jobs = Array.from({ length: runs }, (_, i) => {
+      const start = i * tokens;
+      const mode: RotateMode = i % 2 === 0 ? { kind: 'delta', delta: 13 * i - 100 } : { kind: 'positions' };
+      const span = expected.subarray(start * stride, (start + tokens) * stride);
+      if (mode.kind === 'delta') rerotate(span, span, tokens, kvHeads, headDim, mode.delta, invFreqLlama3);
+      else applyRope(span, span, tokens, kvHeads, headDim, Array.from({ length: tokens }, (_, t) => start + t), invFreqLlama3);
+      return { start, mode };
+    });
+    const buf = upload(cache);
+    const got = await run((rec) => recordRerotate(ctx, rec, { cache: buf, invFreq: upload(invFreqLlama3), tokens, kvHeads, headDim, jobs }), buf, cache.length);
     expectClose(got, expected, 2e-5, 0, 'keys');
   });
 

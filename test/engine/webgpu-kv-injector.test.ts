@@ -2,7 +2,8 @@ import { expect } from 'chai';
 import { fromHalfBits, writeHalves } from '../../storage/kv-object/half.ts';
 import type { GpuContext } from '../../engine-adapter/webgpu/gpu-context.ts';
 import { recordKvDequantFp16 } from '../../engine-adapter/webgpu/kernels/kv-dequant-fp16.ts';
-import { KvInjector } from '../../engine-adapter/webgpu/kv-injector.ts';
+import { MAX_JOBS } from '../../engine-adapter/webgpu/kernels/expand-jobs.ts';
+import { KvInjector, type Expander } from '../../engine-adapter/webgpu/kv-injector.ts';
 import { openContextOrSkip, randomArray } from './webgpu-support.ts';
 
 /** An fp16 layer block (keys then values) of `n` elements each, and the f32 values it expands to. */
@@ -17,6 +18,26 @@ function block(n: number, seed: number): { bytes: Uint8Array; keys: Float32Array
   return { bytes, keys: Float32Array.from(keys, (_, i) => half(2 * i)), values: Float32Array.from(values, (_, i) => half(2 * n + 2 * i)) };
 }
 
+/** An fp16 block for the caches `keys` and `values` (labelled uniquely), at float index dstOffset. */
+interface Fp16Job {
+  keys: GPUBuffer;
+  values: GPUBuffer;
+  n: number;
+  dstOffset: number;
+}
+
+/** Batches blocks by target and size, as the backend's layer expander does by cache layer, codec and length. */
+function fp16Expander(ctx: GpuContext): Expander<Fp16Job> {
+  return {
+    batchKey: (j) => `${j.keys.label}/${j.n}`,
+    record(rec, src, batch) {
+      const { keys, values, n } = batch[0]!.job;
+      const jobs = batch.map((s) => ({ srcOffset: s.offset, dstOffset: s.job.dstOffset }));
+      recordKvDequantFp16(ctx, rec, { src, keys, values, n, jobs });
+    },
+  };
+}
+
 describe('webgpu KV injector: staged uploads expanded on the GPU', function () {
   let ctx: GpuContext;
 
@@ -29,34 +50,37 @@ describe('webgpu KV injector: staged uploads expanded on the GPU', function () {
     return new Float32Array(await ctx.read(buffer, 0, floats * 4));
   }
 
-  it('lands every block where its expansion put it while the staging pool cycles many times over', async () => {
-    // 1 KiB staging buffers against blocks of 256-768 bytes (each rounded up to 256): 40 blocks fill a buffer every
-    // one to four writes, so the pool of four goes round several times, waiting for buffers the GPU finished with.
-    const injector = new KvInjector(ctx, 1024);
-    const n = 256;
-    const blocks = Array.from({ length: 40 }, (_, i) => block(n * (1 + (i % 3)) / 4, i + 1));
-    const total = blocks.reduce((s, b) => s + b.keys.length, 0);
-    const keys = ctx.storage(total * 4, 'keys');
-    const values = ctx.storage(total * 4, 'values');
-    let at = 0;
-    for (const b of blocks) {
-      const dstOffset = at;
-      await injector.write(b.bytes, (rec, src) => recordKvDequantFp16(ctx, rec, { src, keys, values, n: b.keys.length, dstOffset }));
-      at += b.keys.length;
-    }
-    await injector.settle();
-    const [gotK, gotV] = [await read(keys, total), await read(values, total)];
-    at = 0;
-    for (const [i, b] of blocks.entries()) {
-      expect([...gotK.subarray(at, at + b.keys.length)], `block ${i} keys`).to.deep.equal([...b.keys]);
-      expect([...gotV.subarray(at, at + b.values.length)], `block ${i} values`).to.deep.equal([...b.values]);
-      at += b.keys.length;
-    }
-    injector.destroy();
-  });
+  // 1 KiB staging buffers against blocks of 256-768 bytes: 40 blocks fill a buffer every one to four writes, so the
+  // pool of four goes round several times, waiting for buffers the GPU finished with. With the default buffers all
+  // 40 wait in one, and each size's batch outgrows one dispatch's MAX_JOBS.
+  for (const slotBytes of [1024, undefined]) {
+    it(`lands every block where its job put it (${slotBytes ?? 'default'}-byte staging buffers)`, async () => {
+      const injector = new KvInjector(ctx, fp16Expander(ctx), slotBytes);
+      const n = 256;
+      const blocks = Array.from({ length: 40 }, (_, i) => block((n * (1 + (i % 3))) / 4, i + 1));
+      expect(blocks.filter((b) => b.keys.length === n / 4).length).to.be.above(MAX_JOBS);
+      const total = blocks.reduce((s, b) => s + b.keys.length, 0);
+      const keys = ctx.storage(total * 4, 'keys');
+      const values = ctx.storage(total * 4, 'values');
+      let at = 0;
+      for (const b of blocks) {
+        await injector.write(b.bytes, { keys, values, n: b.keys.length, dstOffset: at });
+        at += b.keys.length;
+      }
+      await injector.settle();
+      const [gotK, gotV] = [await read(keys, total), await read(values, total)];
+      at = 0;
+      for (const [i, b] of blocks.entries()) {
+        expect([...gotK.subarray(at, at + b.keys.length)], `block ${i} keys`).to.deep.equal([...b.keys]);
+        expect([...gotV.subarray(at, at + b.values.length)], `block ${i} values`).to.deep.equal([...b.values]);
+        at += b.keys.length;
+      }
+      injector.destroy();
+    });
+  }
 
   it('two writers interleaving (two sessions injecting at once) each land their own blocks', async () => {
-    const injector = new KvInjector(ctx, 1024);
+    const injector = new KvInjector(ctx, fp16Expander(ctx), 1024);
     const n = 192;
     const targets = [0, 1].map((w) => ({
       blocks: Array.from({ length: 12 }, (_, i) => block(n, 100 * (w + 1) + i)),
@@ -66,7 +90,7 @@ describe('webgpu KV injector: staged uploads expanded on the GPU', function () {
     await Promise.all(
       targets.map(async (t) => {
         for (const [i, b] of t.blocks.entries()) {
-          await injector.write(b.bytes, (rec, src) => recordKvDequantFp16(ctx, rec, { src, keys: t.keys, values: t.values, n, dstOffset: i * n }));
+          await injector.write(b.bytes, { keys: t.keys, values: t.values, n, dstOffset: i * n });
         }
       }),
     );
@@ -82,11 +106,11 @@ describe('webgpu KV injector: staged uploads expanded on the GPU', function () {
   });
 
   it('takes a block larger than its staging buffers (a buffer of that size joins the pool)', async () => {
-    const injector = new KvInjector(ctx, 1024);
+    const injector = new KvInjector(ctx, fp16Expander(ctx), 1024);
     const b = block(2048, 7);
     const keys = ctx.storage(2048 * 4, 'keys');
     const values = ctx.storage(2048 * 4, 'values');
-    await injector.write(b.bytes, (rec, src) => recordKvDequantFp16(ctx, rec, { src, keys, values, n: 2048, dstOffset: 0 }));
+    await injector.write(b.bytes, { keys, values, n: 2048, dstOffset: 0 });
     await injector.settle();
     expect([...(await read(keys, 2048))]).to.deep.equal([...b.keys]);
     expect([...(await read(values, 2048))]).to.deep.equal([...b.values]);

@@ -1,20 +1,29 @@
-import { Params, type BufferSlice, type GpuContext, type Recorder } from '../gpu-context.ts';
+import { Params, type GpuContext, type Recorder } from '../gpu-context.ts';
+import { inJobRuns, withJobs } from './expand-jobs.ts';
 
 const URL_ = new URL('./kv-dequant-fp16.wgsl', import.meta.url);
 
-export interface KvDequantFp16Args {
-  /** The fp16 layer block's bytes as uploaded (keys then values, 2n halves). */
-  src: GPUBuffer | BufferSlice;
-  keys: GPUBuffer;
-  values: GPUBuffer;
-  /** Elements per tensor: tokens * kvHeads * headDim. */
-  n: number;
-  /** Float index in the caches where the block's first element goes. */
+/** One uploaded block: its byte offset in the source buffer (a multiple of 4) and its float index in the caches. */
+export interface ExpandJob {
+  srcOffset: number;
   dstOffset: number;
 }
 
-/** Expands an uploaded fp16 layer block into a layer's f32 key and value caches. */
+export interface KvDequantFp16Args {
+  /** Holds the fp16 layer blocks as uploaded (keys then values, 2n halves each). */
+  src: GPUBuffer;
+  keys: GPUBuffer;
+  values: GPUBuffer;
+  /** Elements per tensor of every block: tokens * kvHeads * headDim. */
+  n: number;
+  jobs: readonly ExpandJob[];
+}
+
+/** Expands uploaded fp16 layer blocks of one layer into its f32 key and value caches. */
 export function recordKvDequantFp16(ctx: GpuContext, rec: Recorder, a: KvDequantFp16Args): void {
-  const params = new Params().u32(a.n).u32(a.dstOffset);
-  rec.dispatch(ctx.pipeline({ url: URL_ }), params, [a.src, a.keys, a.values], ctx.grid(a.n, 256));
+  const pipeline = ctx.pipeline({ url: URL_ });
+  inJobRuns(a.jobs, (run) => {
+    const params = withJobs(new Params().u32(a.n), run, (j) => [j.srcOffset, j.dstOffset, 0, 0]);
+    rec.dispatch(pipeline, params, [a.src, a.keys, a.values], [...ctx.grid(a.n, 256), run.length]);
+  });
 }

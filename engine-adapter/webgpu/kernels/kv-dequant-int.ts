@@ -1,12 +1,14 @@
 import type { QuantizedSections } from '../../../storage/kv-object/index.ts';
-import { Params, type BufferSlice, type GpuContext, type Recorder } from '../gpu-context.ts';
+import { Params, type GpuContext, type Recorder } from '../gpu-context.ts';
+import { inJobRuns, withJobs } from './expand-jobs.ts';
+import type { ExpandJob } from './kv-dequant-fp16.ts';
 
 const URL_ = new URL('./kv-dequant-int.wgsl', import.meta.url);
 
 export interface KvDequantIntArgs {
   bits: 8 | 4;
-  /** The layer block's bytes as uploaded. */
-  src: GPUBuffer | BufferSlice;
+  /** Holds the layer blocks as uploaded. */
+  src: GPUBuffer;
   sections: QuantizedSections;
   keys: GPUBuffer;
   values: GPUBuffer;
@@ -14,26 +16,28 @@ export interface KvDequantIntArgs {
   /** kvHeads * headDim. */
   channels: number;
   groupSize: number;
-  /** Float index in the caches where the block's first element goes. */
-  dstOffset: number;
+  /** The blocks, all of `tokens` tokens. */
+  jobs: readonly ExpandJob[];
 }
 
-/** Dequantizes an uploaded int8/int4 layer block into a layer's f32 key and value caches. */
+/** Dequantizes uploaded int8/int4 layer blocks of one layer into its f32 key and value caches. */
 export function recordKvDequantInt(ctx: GpuContext, rec: Recorder, a: KvDequantIntArgs): void {
   const s = a.sections;
   const n = a.tokens * a.channels;
-  const params = new Params()
-    .u32(n)
-    .u32(a.channels)
-    .u32(a.groupSize)
-    .u32(Math.ceil(a.channels / a.groupSize))
-    .u32(s.keyScale)
-    .u32(s.keyMin)
-    .u32(s.keyCodes)
-    .u32(s.valueScale)
-    .u32(s.valueMin)
-    .u32(s.valueCodes)
-    .u32(a.dstOffset);
+  const header = (): Params =>
+    new Params()
+      .u32(n)
+      .u32(a.channels)
+      .u32(a.groupSize)
+      .u32(Math.ceil(a.channels / a.groupSize))
+      .u32(s.keyScale)
+      .u32(s.keyMin)
+      .u32(s.keyCodes)
+      .u32(s.valueScale)
+      .u32(s.valueMin)
+      .u32(s.valueCodes);
   const pipeline = ctx.pipeline({ url: URL_, constants: { BITS: a.bits } });
-  rec.dispatch(pipeline, params, [a.src, a.keys, a.values], ctx.grid(n, 256));
+  inJobRuns(a.jobs, (run) => {
+    rec.dispatch(pipeline, withJobs(header(), run, (j) => [j.srcOffset, j.dstOffset, 0, 0]), [a.src, a.keys, a.values], [...ctx.grid(n, 256), run.length]);
+  });
 }

@@ -1,0 +1,18 @@
+/**
+ * Jobs per dispatch for the expansion kernels (expand-jobs.wgsl holds the same MAX_JOBS): injected layer blocks
+ * of one layer and shape share a dispatch, each block a job the kernel finds at its workgroup z.
+ */
+import type { Params } from '../gpu-context.ts';
+
+export const MAX_JOBS = 12;
+
+/** Calls `each` with consecutive runs of at most MAX_JOBS jobs. */
+export function inJobRuns<J>(jobs: readonly J[], each: (run: readonly J[]) => void): void {
+  for (let i = 0; i < jobs.length; i += MAX_JOBS) each(jobs.slice(i, i + MAX_JOBS));
+}
+
+/** Appends a run's jobs to its dispatch's parameters, each as the vec4u `words(job)`. */
+export function withJobs<J>(params: Params, run: readonly J[], words: (job: J) => [number, number, number, number]): Params {
+  for (const job of run) params.vec4u(...words(job));
+  return params;
+}

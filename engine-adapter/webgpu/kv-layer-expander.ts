@@ -1,0 +1,69 @@
+/**
+ * How the injector expands verified KV layer blocks into a session's cache: blocks of the same layer of the same
+ * cache, codec and length (the chunks of one context) are batched, so one dequantization dispatch (and one
+ * re-rotation, for blocks stored at another position or before RoPE) covers many chunks.
+ */
+import { quantizedSections } from '../../storage/kv-object/index.ts';
+import type { KVHeader } from '../../storage/kv-object/types.ts';
+import type { GpuContext, Recorder } from './gpu-context.ts';
+import type { GpuKVCache } from './gpu-kv-cache.ts';
+import type { Expander, Staged } from './kv-injector.ts';
+import { recordKvDequantFp16 } from './kernels/kv-dequant-fp16.ts';
+import { recordKvDequantInt } from './kernels/kv-dequant-int.ts';
+import { recordRerotate, type RotateJob } from './kernels/rerotate.ts';
+
+/** One verified layer block of a chunk whose header is `header`, going to `position` in `cache`. */
+export interface LayerWrite {
+  cache: GpuKVCache;
+  layer: number;
+  header: KVHeader;
+  position: number;
+}
+
+/** How the keys of a block placed at `position` must turn: not at all when stored rotated at that position. */
+function rotation(header: KVHeader, position: number): RotateJob['mode'] | null {
+  if (!header.ropeApplied) return { kind: 'positions' };
+  const delta = position - header.positionBase;
+  return delta === 0 ? null : { kind: 'delta', delta };
+}
+
+export function layerExpander(ctx: GpuContext, invFreq: GPUBuffer, shape: { kvHeads: number; headDim: number }): Expander<LayerWrite> {
+  const tokenStride = shape.kvHeads * shape.headDim;
+  // A cache's buffers do not change while its jobs wait: it grows through the injector's recorder, which records
+  // what waits first.
+  const cacheIds = new WeakMap<GpuKVCache, number>();
+  let nextId = 0;
+  const idOf = (cache: GpuKVCache): number => {
+    let id = cacheIds.get(cache);
+    if (id === undefined) {
+      id = nextId++;
+      cacheIds.set(cache, id);
+    }
+    return id;
+  };
+  return {
+    batchKey: ({ cache, layer, header }) => `${idOf(cache)}/${layer}/${header.codec.name}/${header.codec.groupSize ?? 0}/${header.tokens}`,
+    record(rec: Recorder, src: GPUBuffer, batch: readonly Staged<LayerWrite>[]): void {
+      const { cache, layer, header } = batch[0]!.job;
+      const keys = cache.keys[layer]!;
+      const values = cache.values[layer]!;
+      const tokens = header.tokens;
+      const jobs = batch.map((s) => ({ srcOffset: s.offset, dstOffset: s.job.position * tokenStride }));
+      const spec = header.codec;
+      if (spec.name === 'fp16') {
+        recordKvDequantFp16(ctx, rec, { src, keys, values, n: tokens * tokenStride, jobs });
+      } else {
+        const bits = spec.name === 'int8' ? 8 : 4;
+        const groupSize = spec.groupSize!;
+        const sections = quantizedSections({ tokens, kvHeads: shape.kvHeads, headDim: shape.headDim }, bits, groupSize);
+        recordKvDequantInt(ctx, rec, { bits, src, sections, keys, values, tokens, channels: tokenStride, groupSize, jobs });
+      }
+      const rotations: RotateJob[] = [];
+      for (const { job } of batch) {
+        const mode = rotation(job.header, job.position);
+        if (mode !== null) rotations.push({ start: job.position, mode });
+      }
+      if (rotations.length > 0) recordRerotate(ctx, rec, { cache: keys, invFreq, tokens, kvHeads: shape.kvHeads, headDim: shape.headDim, jobs: rotations });
+    },
+  };
+}
