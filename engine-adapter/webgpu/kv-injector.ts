@@ -9,8 +9,8 @@
  * H100 each dispatch costs the host about 30 us of encoding, and an 8k-token 8B context is 1024 layer blocks.
  *
  * Why not queue.writeBuffer: on the H100 through Dawn/Vulkan it moves 0.5-0.7 GB/s, a reused mapped pool about
- * 4 GB/s (tools/gpu/upload-bandwidth.ts); and a 32-layer chunk costs one submission and one error-scope round
- * trip instead of 32 of each.
+ * 4 GB/s (tools/gpu/upload-bandwidth.ts); and a staging buffer of many blocks costs one submission and one
+ * error-scope check instead of one of each per block.
  */
 import { KdnError } from '../../common/errors.ts';
 import { withErrorScopes } from './device.ts';
@@ -67,7 +67,7 @@ export class KvInjector<J> {
     private readonly slotBytes: number = STAGING_BYTES,
   ) {}
 
-  /** Stages `bytes` for `job`, recorded with its batch when the slot is submitted. Resolves once the bytes are copied out. */
+  /** Stages `bytes` for `job`, recorded with its batch when the slot is submitted. Resolves once they are copied. */
   async write(bytes: Uint8Array, job: J): Promise<void> {
     const size = Math.ceil(bytes.length / ALIGN) * ALIGN;
     // Re-checked after every wait: another session's writes may have filled or flushed the slot meanwhile.
