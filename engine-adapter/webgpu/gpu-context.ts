@@ -51,17 +51,8 @@ export class Params {
   }
 }
 
-/** A byte range of a buffer bound on its own (offset a multiple of minStorageBufferOffsetAlignment). */
-export interface BufferSlice {
-  buffer: GPUBuffer;
-  offset: number;
-  size: number;
-}
-
-type Binding = GPUBuffer | BufferSlice;
-
 type Command =
-  | { kind: 'dispatch'; pipeline: GPUComputePipeline; slot: number; buffers: Binding[]; groups: [number, number, number] }
+  | { kind: 'dispatch'; pipeline: GPUComputePipeline; slot: number; buffers: GPUBuffer[]; groups: [number, number, number] }
   | { kind: 'copy'; src: GPUBuffer; srcOffset: number; dst: GPUBuffer; dstOffset: number; size: number };
 
 /**
@@ -77,7 +68,7 @@ export class Recorder {
 
   constructor(private readonly ctx: GpuContext) {}
 
-  dispatch(pipeline: GPUComputePipeline, params: Params, buffers: Binding[], groups: readonly number[]): void {
+  dispatch(pipeline: GPUComputePipeline, params: Params, buffers: GPUBuffer[], groups: readonly number[]): void {
     const [x = 1, y = 1, z = 1] = groups;
     const max = this.ctx.limits.maxComputeWorkgroupsPerDimension;
     if (x > max || y > max || z > max) throw new KdnError('INTERNAL', `Dispatch of ${x}x${y}x${z} workgroups exceeds ${max} per dimension.`);
@@ -123,7 +114,7 @@ export class Recorder {
       }
       pass ??= encoder.beginComputePass();
       const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: uniforms, offset: c.slot * PARAM_SLOT, size: PARAM_SLOT } }];
-      c.buffers.forEach((b, i) => entries.push({ binding: i + 1, resource: 'offset' in b ? b : { buffer: b } }));
+      c.buffers.forEach((buffer, i) => entries.push({ binding: i + 1, resource: { buffer } }));
       pass.setPipeline(c.pipeline);
       pass.setBindGroup(0, device.createBindGroup({ layout: c.pipeline.getBindGroupLayout(0), entries }));
       pass.dispatchWorkgroups(...c.groups);
