@@ -166,6 +166,8 @@ export class GpuContext {
   readonly features: GpuFeatures;
   readonly limits: GpuLimits;
   readonly description: string;
+  /** Bytes of the largest storage buffer a kernel can bind whole on this adapter. */
+  readonly maxStorageBytes: number;
   /** Bound where a kernel's optional input (e.g. a bias) is absent. */
   readonly dummy: GPUBuffer;
 
@@ -174,6 +176,7 @@ export class GpuContext {
     this.features = opened.features;
     this.limits = opened.limits;
     this.description = opened.description;
+    this.maxStorageBytes = Math.min(this.limits.maxBufferSize, this.limits.maxStorageBufferBindingSize);
     this.dummy = this.storage(16, 'dummy');
   }
 
@@ -204,9 +207,8 @@ export class GpuContext {
   }
 
   private checkSize(bytes: number, label: string): void {
-    const limit = Math.min(this.limits.maxBufferSize, this.limits.maxStorageBufferBindingSize);
-    if (bytes > limit) {
-      throw new KdnError('ENGINE_UNAVAILABLE', `${label} needs ${bytes} bytes, more than this adapter's ${limit}-byte buffer limit.`, {
+    if (bytes > this.maxStorageBytes) {
+      throw new KdnError('ENGINE_UNAVAILABLE', `${label} needs ${bytes} bytes, more than this adapter's ${this.maxStorageBytes}-byte buffer limit.`, {
         hint: 'Use f16 weights, a smaller capacity, or a smaller model.',
       });
     }
@@ -234,7 +236,7 @@ export class GpuContext {
 
   /** A storage buffer holding `data`, filled through a mapping (no staging copy). */
   upload(data: Float32Array | Uint32Array, label: string): GPUBuffer {
-    const size = Math.max(16, Math.ceil(data.byteLength / 16) * 16);
+    const size = storageSize(data.byteLength);
     this.checkSize(size, label);
     const buffer = this.device.createBuffer({ size, label, usage: Usage.STORAGE | Usage.COPY_SRC | Usage.COPY_DST, mappedAtCreation: true });
     new Uint8Array(buffer.getMappedRange()).set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));

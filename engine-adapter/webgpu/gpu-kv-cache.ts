@@ -22,16 +22,20 @@ export class GpuKVCache implements KVCacheHandle {
   values: GPUBuffer[] = [];
   private allocated = 0;
   private disposed = false;
-  /** Most tokens one layer tensor can hold on this adapter. */
+  /** GpuKVCache.maxTokens for this cache. */
   private readonly limitTokens: number;
+
+  /** Most tokens one layer tensor can hold on this adapter. */
+  static maxTokens(ctx: GpuContext, tokenStride: number): number {
+    return Math.floor(ctx.maxStorageBytes / (tokenStride * 4));
+  }
 
   /** Throws CONTEXT_TOO_LONG unless a `capacity`-token layer tensor fits the adapter's buffer limits. */
   static checkCapacity(ctx: GpuContext, capacity: number, tokenStride: number): void {
-    const bytes = capacity * tokenStride * 4;
-    const limit = Math.min(ctx.limits.maxBufferSize, ctx.limits.maxStorageBufferBindingSize);
-    if (bytes > limit) {
-      throw new KdnError('CONTEXT_TOO_LONG', `A ${capacity}-token KV cache needs ${bytes} bytes per layer tensor, over this adapter's ${limit}.`, {
-        hint: `Ask for at most ${Math.floor(limit / (tokenStride * 4))} tokens.`,
+    if (capacity > GpuKVCache.maxTokens(ctx, tokenStride)) {
+      const bytes = capacity * tokenStride * 4;
+      throw new KdnError('CONTEXT_TOO_LONG', `A ${capacity}-token KV cache needs ${bytes} bytes per layer tensor, over this adapter's ${ctx.maxStorageBytes}.`, {
+        hint: `Ask for at most ${GpuKVCache.maxTokens(ctx, tokenStride)} tokens.`,
       });
     }
   }
@@ -45,7 +49,7 @@ export class GpuKVCache implements KVCacheHandle {
     private readonly owner: KVCacheOwner,
   ) {
     GpuKVCache.checkCapacity(ctx, capacity, tokenStride);
-    this.limitTokens = Math.floor(Math.min(ctx.limits.maxBufferSize, ctx.limits.maxStorageBufferBindingSize) / (tokenStride * 4));
+    this.limitTokens = GpuKVCache.maxTokens(ctx, tokenStride);
   }
 
   get isDisposed(): boolean {
