@@ -8,8 +8,7 @@ import { parseArgs } from 'node:util';
 import { openDevice } from '../../engine-adapter/webgpu/device.ts';
 import { GpuContext } from '../../engine-adapter/webgpu/gpu-context.ts';
 import { uploadMatrixF16 } from '../../engine-adapter/webgpu/gpu-matrix.ts';
-import { recordMatmul } from '../../engine-adapter/webgpu/kernels/matmul.ts';
-import { shapeConfig, timeRecorded } from './profile-support.ts';
+import { shapeConfig, timeMatmul } from './profile-support.ts';
 
 const { values } = parseArgs({
   options: {
@@ -46,10 +45,7 @@ const y = ctx.storage(maxRows * widest * 4, 'y');
 const byRows: Record<string, unknown> = {};
 for (const m of rowCounts) {
   const each: Record<string, { ms: number; tflops: number }> = {};
-  for (const [name, w] of Object.entries(matrices)) {
-    const ms = await timeRecorded(ctx, reps, (rec) => recordMatmul(ctx, rec, { x, w, y, m }));
-    each[name] = { ms, tflops: (2 * m * w.rows * w.cols) / ms / 1e9 };
-  }
+  for (const [name, w] of Object.entries(matrices)) each[name] = await timeMatmul(ctx, reps, { x, w, y, m });
   const layerMs = Object.values(each).reduce((s, v) => s + v.ms, 0);
   byRows[m] = { perProjection: each, layerMs, allLayersMs: layerMs * c.layers };
 }

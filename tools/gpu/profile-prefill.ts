@@ -11,12 +11,11 @@ import { GpuContext } from '../../engine-adapter/webgpu/gpu-context.ts';
 import { uploadWeights } from '../../engine-adapter/webgpu/gpu-weights.ts';
 import { recordAdd } from '../../engine-adapter/webgpu/kernels/add.ts';
 import { recordAttention } from '../../engine-adapter/webgpu/kernels/attention.ts';
-import { recordMatmul } from '../../engine-adapter/webgpu/kernels/matmul.ts';
 import { recordRmsNorm } from '../../engine-adapter/webgpu/kernels/rmsnorm.ts';
 import { recordRope } from '../../engine-adapter/webgpu/kernels/rope.ts';
 import { recordSwiglu } from '../../engine-adapter/webgpu/kernels/swiglu.ts';
 import { syntheticWeights } from '../../bench/lib/synthetic-engine.ts';
-import { shapeConfig, timeRecorded } from './profile-support.ts';
+import { shapeConfig, timeMatmul, timeRecorded } from './profile-support.ts';
 
 const { values } = parseArgs({
   options: {
@@ -49,15 +48,12 @@ const cacheK = buf(total * kvDim);
 const cacheV = buf(total * kvDim);
 const logits = buf(c.vocabSize);
 
-const flops = (rows: number, cols: number): number => 2 * n * rows * cols;
 const perLayer: Record<string, { ms: number; tflops?: number }> = {};
 const matmuls = { q: lw.q, k: lw.k, v: lw.v, o: lw.o, gate: lw.gate, up: lw.up, down: lw.down };
 const inputs = { q: h, k: h, v: h, o: attn, gate: h, up: h, down: gate };
 const outputs = { q, k, v: k, o: h, gate, up: up, down: x };
 for (const name of Object.keys(matmuls) as (keyof typeof matmuls)[]) {
-  const m = matmuls[name];
-  const ms = await timeRecorded(ctx, reps, (rec) => recordMatmul(ctx, rec, { x: inputs[name], w: m, y: outputs[name], m: n }));
-  perLayer[`matmul_${name}`] = { ms, tflops: flops(m.rows, m.cols) / ms / 1e9 };
+  perLayer[`matmul_${name}`] = await timeMatmul(ctx, reps, { x: inputs[name], w: matmuls[name], y: outputs[name], m: n });
 }
 perLayer.rmsnorm_x2 = { ms: 2 * (await timeRecorded(ctx, reps, (rec) => recordRmsNorm(ctx, rec, { x, weight: lw.inputNorm, out: h, rows: n, n: c.hiddenSize, eps: c.rmsNormEps }))) };
 perLayer.rope_qk = {
@@ -77,7 +73,7 @@ for (let pos = 0; pos < total; pos += n) {
   attentionByChunk[`pos_${pos}`] = ms;
   attentionMs += ms;
 }
-const lmHeadMs = await timeRecorded(ctx, reps, (rec) => recordMatmul(ctx, rec, { x: h, w: w.lmHead, y: logits, m: 1 }));
+const lmHeadMs = (await timeMatmul(ctx, reps, { x: h, w: w.lmHead, y: logits, m: 1 })).ms;
 const chunks = Math.ceil(total / n);
 const layerChunkMs = Object.values(perLayer).reduce((s, v) => s + v.ms, 0);
 const estimate = {

@@ -11,7 +11,7 @@
  */
 import { parseArgs } from 'node:util';
 import { syntheticWeights } from '../../bench/lib/synthetic-engine.ts';
-import { shapeConfig, timeRecorded } from './profile-support.ts';
+import { shapeConfig, timeMatmul, timeRecorded } from './profile-support.ts';
 import { randomTokenIds } from '../../bench/lib/token-ids.ts';
 import type { KVCacheHandle } from '../../engine-adapter/index.ts';
 import { openDevice } from '../../engine-adapter/webgpu/device.ts';
@@ -19,7 +19,6 @@ import { GpuContext } from '../../engine-adapter/webgpu/gpu-context.ts';
 import { uploadWeights } from '../../engine-adapter/webgpu/gpu-weights.ts';
 import { recordAttention, recordAttentionPortable } from '../../engine-adapter/webgpu/kernels/attention.ts';
 import { recordAttentionSubgroupMatrix, subgroupMatrixAttentionFits } from '../../engine-adapter/webgpu/kernels/attention-subgroup-matrix.ts';
-import { recordMatmul } from '../../engine-adapter/webgpu/kernels/matmul.ts';
 import { createWebGPUBackend } from '../../engine-adapter/webgpu/webgpu-backend.ts';
 import { codecFromString, encodeKVObject, readKVHeader } from '../../storage/kv-object/index.ts';
 import { openLayerBlock } from '../../storage/kv-object/layer-block.ts';
@@ -133,13 +132,10 @@ const logits = buf(c.vocabSize);
 const kernels: Record<string, unknown> = {};
 const matmuls = { q: lw.q, k: lw.k, v: lw.v, o: lw.o, gate: lw.gate, up: lw.up, down: lw.down };
 const matmulMs: Record<string, { ms: number; tflops: number }> = {};
-for (const [name, m] of Object.entries(matmuls)) {
-  const ms = await timeRecorded(ctx, reps, (rec) => recordMatmul(ctx, rec, { x: h, w: m, y: out, m: n }));
-  matmulMs[name] = { ms, tflops: (2 * n * m.rows * m.cols) / ms / 1e9 };
-}
+for (const [name, m] of Object.entries(matmuls)) matmulMs[name] = await timeMatmul(ctx, reps, { x: h, w: m, y: out, m: n });
 kernels.matmul_per_layer = matmulMs;
 kernels.matmul_all_layers_ms = c.layers * Object.values(matmulMs).reduce((s, v) => s + v.ms, 0);
-kernels.lm_head_last_row_ms = await timeRecorded(ctx, reps, (rec) => recordMatmul(ctx, rec, { x: h, w: w.lmHead, y: logits, m: 1 }));
+kernels.lm_head_last_row_ms = (await timeMatmul(ctx, reps, { x: h, w: w.lmHead, y: logits, m: 1 })).ms;
 for (const context of contexts) {
   const a = { q, cacheK, cacheV, out, tokens: n, heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, posBase: context, window: null };
   const variants: Record<string, number> = { chosen: await timeRecorded(ctx, reps, (rec) => recordAttention(ctx, rec, a)) };

@@ -2,6 +2,7 @@
 import { SYNTHETIC_SHAPES } from '../../bench/lib/shapes.ts';
 import { parseModelConfig, type ModelConfig } from '../../engine-adapter/index.ts';
 import type { GpuContext, Recorder } from '../../engine-adapter/webgpu/gpu-context.ts';
+import { recordMatmul, type MatmulArgs } from '../../engine-adapter/webgpu/kernels/matmul.ts';
 
 /** The model config of a synthetic benchmark shape (bench/lib/shapes.ts). */
 export function shapeConfig(shape: string): ModelConfig {
@@ -23,4 +24,10 @@ export async function timeRecorded(ctx: GpuContext, reps: number, op: (rec: Reco
   const t0 = performance.now();
   await rec.submit();
   return (performance.now() - t0) / reps;
+}
+
+/** timeRecorded for the matmul the engine chooses for `a`, and the TFLOP/s that makes. */
+export async function timeMatmul(ctx: GpuContext, reps: number, a: MatmulArgs): Promise<{ ms: number; tflops: number }> {
+  const ms = await timeRecorded(ctx, reps, (rec) => recordMatmul(ctx, rec, a));
+  return { ms, tflops: (2 * a.m * a.w.rows * a.w.cols) / ms / 1e9 };
 }
