@@ -281,6 +281,7 @@ describe('webgpu kernels vs the CPU reference', function () {
       [70, 64, 129, true, undefined],
       [130, 96, 45, false, undefined],
       [256, 2048, 512, true, undefined],
+      [300, 96, 260, true, undefined],
       [64, 4096, 1024, true, undefined],
       [70, 320, 129, true, 3],
       [33, 128, 40, false, 4],

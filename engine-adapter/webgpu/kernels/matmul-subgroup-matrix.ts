@@ -4,12 +4,19 @@ import type { MatmulArgs } from './matmul.ts';
 import { kSplitFor, recordSplitMatmul } from './matmul-split.ts';
 
 const URL_ = new URL('./matmul-subgroup-matrix.wgsl', import.meta.url);
-/** One-subgroup workgroups that fill an H100-class GPU (132 SMs, several subgroups each); fewer split K. */
+/** One-subgroup 32 x 32 tiles for a question's few rows (see matmul-subgroup-matrix-short.wgsl). */
+const SHORT = new URL('./matmul-subgroup-matrix-short.wgsl', import.meta.url);
+/** Workgroups that fill an H100-class GPU (132 SMs, several workgroups each); fewer split K. */
 const TARGET_WORKGROUPS = 1024;
-/** The output tile (rows of x by rows of W) and K step of the WGSL. */
-const TM = 32;
-const TN = 32;
+/** The large kernel's output tile is TILE x TILE, the short one's SHORT_TILE x SHORT_TILE; both step K by TK. */
+const TILE = 128;
 const TK = 32;
+const SHORT_TILE = 32;
+/**
+ * Up to this many rows of x take the short kernel: a large tile there leaves few tiles, so K must be split 16 ways to
+ * fill the GPU, and the parts cost more traffic than the weights save.
+ */
+const SHORT_ROWS = 64;
 
 /** Whether the tensor-core kernel can take this product: the feature, f16 weights, and K in whole 32-steps. */
 export function subgroupMatrixMatmulFits(ctx: GpuContext, a: MatmulArgs): boolean {
@@ -22,8 +29,13 @@ export function recordMatmulSubgroupMatrix(ctx: GpuContext, rec: Recorder, a: Ma
   if (sm === null || !subgroupMatrixMatmulFits(ctx, a)) {
     throw new KdnError('INTERNAL', `subgroup-matrix matmul cannot take k=${a.w.cols} (${a.w.f16 ? 'f16' : 'f32'} weights) on this adapter`);
   }
-  const grid: [number, number] = [Math.ceil(a.w.rows / TN), Math.ceil(a.m / TM)];
-  // A short question's rows make few tiles: split K so the grid still fills the GPU.
-  const split = kSplitFor(a, grid[0] * grid[1], TK, TARGET_WORKGROUPS);
-  recordSplitMatmul(ctx, rec, a, { url: URL_, defines: sm.syntax === 'template-arg' ? ['SGMAT_TEMPLATE'] : [] }, grid, split);
+  const syntax = sm.syntax === 'template-arg' ? ['SGMAT_TEMPLATE'] : [];
+  // Few tiles (a short question's rows, a narrow W): split K so the grid still fills the GPU.
+  if (a.m <= SHORT_ROWS) {
+    const grid: [number, number] = [Math.ceil(a.w.rows / SHORT_TILE), Math.ceil(a.m / SHORT_TILE)];
+    recordSplitMatmul(ctx, rec, a, { url: SHORT, defines: syntax }, grid, kSplitFor(a, grid[0] * grid[1], TK, TARGET_WORKGROUPS));
+    return;
+  }
+  const grid: [number, number] = [Math.ceil(a.w.rows / TILE), Math.ceil(a.m / TILE)];
+  recordSplitMatmul(ctx, rec, a, { url: URL_, defines: syntax }, grid, kSplitFor(a, grid[0] * grid[1], TK, TARGET_WORKGROUPS));
 }

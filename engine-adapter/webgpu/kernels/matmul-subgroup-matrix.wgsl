@@ -1,13 +1,21 @@
 // y[m][n] = x[m][k] . W[n][k]^T (+ bias[n]) on the tensor cores through subgroup matrices (16x16x16, f16 inputs,
-// f32 accumulation). A workgroup is one 32-wide subgroup computing a 32x32 output tile as 2x2 result matrices:
-// subgroup-matrix operands must be workgroup-uniform, so every offset derives from the workgroup id alone. K
-// advances 32 at a time: x (f32, rounded to f16) and W (f16 pairs packed in u32)
-// are staged in workgroup memory, x row-major [m][k] as the left operand and W as [n][k], which read column-major
-// is the right operand W^T. The launcher guarantees k % 32 == 0; m and n may be ragged (zero-filled, masked stores).
+// f32 accumulation), for prefill chunks (a question's few rows take matmul-subgroup-matrix-short.wgsl). A workgroup
+// is four 32-wide subgroups computing a 128 x 128 output tile: subgroup s owns the 64 rows from (s / 2) * 64 and the
+// 64 columns from (s % 2) * 64, as 4 x 4 result matrices.
+//
+// Large tiles are what make this fast: every staged element feeds four products, so global and workgroup memory
+// traffic per product falls with the tile (32 x 32 one-subgroup tiles ran 2-4x slower on the H200).
+// K advances 32 at a time: x (f32, rounded to f16) and W (f16 pairs packed in u32) are staged in workgroup memory,
+// x row-major [m][k] as the left operand and W as [n][k], which read column-major is the right operand W^T. The next
+// step's operands are loaded into registers while this step multiplies. The launcher guarantees k % 32 == 0; m and
+// n may be ragged (zero-filled, masked stores).
 // Workgroup z sums K range [z * kPer, (z + 1) * kPer) (kPer a multiple of 32); with SPLIT_K it writes that partial
 // product to y's part z, [z][m][n] (part 0 with the bias), for matmul-split-reduce.wgsl to add up.
 enable f16;
 enable chromium_experimental_subgroup_matrix;
+// Each subgroup loads its own fragments, so matrix offsets differ between the subgroups of a workgroup. They are
+// uniform within each subgroup, which is what the hardware needs; Tint's check asks for workgroup uniformity.
+diagnostic(off, chromium.subgroup_matrix_uniformity);
 
 #include "matmul-common.wgsl"
 @group(0) @binding(1) var<storage, read> x: array<vec4f>;
@@ -15,18 +23,21 @@ enable chromium_experimental_subgroup_matrix;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
-const TM = 32u;
-const TN = 32u;
+const THREADS = 128u;
+const TM = 128u;
+const TN = 128u;
 const TK = 32u;
 // Row stride of the staged tiles: 8 halves of padding spread the 16 rows a matrix load reads over the banks.
 const TKP = TK + 8u;
+// A thread's share of one K step: x is TM rows of 8 vec4f, W is TN rows of 4 vec4u (8 halves each).
+const XV = TM * 8u / THREADS;
+const WV = TN * 4u / THREADS;
 
 var<workgroup> xs: array<f16, TM * TKP>; // [TM][TKP]
 var<workgroup> ws: array<f16, TN * TKP>; // [TN][TKP]
-var<workgroup> cs: array<f32, 1024>; // [TM][TN]
+// One 16 x 16 result matrix per subgroup on its way out.
+var<workgroup> cs: array<f32, 1024>; // [4][16][16]
 
-// One K step's share of a thread: eight vec4 of x (32 rows x 8 vec4) and four vec4u of W (32 rows x 4 vec4u, 8
-// halves each), zero beyond the ragged edges.
 fn xPart(m0: u32, k0: u32, e: u32) -> vec4f {
   let r = e / 8u;
   if (m0 + r >= p.m) { return vec4f(0.0); }
@@ -39,27 +50,85 @@ fn wPart(n0: u32, k0: u32, e: u32) -> vec4u {
   return w[(n0 + r) * (p.rowWords / 4u) + k0 / 8u + e % 4u];
 }
 
-@compute @workgroup_size(32)
+fn leftAt(row: u32, kk: u32) -> subgroup_matrix_left<f16, 16, 16> {
+#if SGMAT_TEMPLATE
+  return subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>, row_major>(&xs, row * TKP + kk, TKP);
+#else
+  return subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>>(&xs, row * TKP + kk, false, TKP);
+#endif
+}
+
+fn rightAt(col: u32, kk: u32) -> subgroup_matrix_right<f16, 16, 16> {
+#if SGMAT_TEMPLATE
+  return subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>, col_major>(&ws, col * TKP + kk, TKP);
+#else
+  return subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(&ws, col * TKP + kk, true, TKP);
+#endif
+}
+
+// Writes one of subgroup sg's result matrices to output rows row0.. and columns col0.., masked at the edges, through
+// the subgroup's slot of cs. The barriers order the slot's store, its reads and the next store (every subgroup runs
+// the same sequence).
+fn writeOut(c: subgroup_matrix_result<f32, 16, 16>, sg: u32, lane: u32, row0: u32, col0: u32, z: u32) {
+#if SGMAT_TEMPLATE
+  subgroupMatrixStore<row_major>(&cs, sg * 256u, c, 16u);
+#else
+  subgroupMatrixStore(&cs, sg * 256u, c, false, 16u);
+#endif
+  workgroupBarrier();
+  for (var l = 0u; l < 8u; l++) {
+    let e = lane + l * 32u;
+    let row = row0 + e / 16u;
+    let col = col0 + e % 16u;
+    if (row < p.m && col < p.n) {
+      var v = cs[sg * 256u + e];
+      if (p.hasBias != 0u && z == 0u) { v += bias[col]; }
+#if SPLIT_K
+      y[(z * p.m + row) * p.n + col] = v;
+#else
+      y[row * p.n + col] = v;
+#endif
+    }
+  }
+  workgroupBarrier();
+}
+
+@compute @workgroup_size(THREADS)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let sg = lid / 32u;
+  let lane = lid % 32u;
   let m0 = wid.y * TM;
   let n0 = wid.x * TN;
+  // This subgroup's first row and column within the tile.
+  let sm = (sg / 2u) * 64u;
+  let sn = (sg % 2u) * 64u;
   var c00 = subgroup_matrix_result<f32, 16, 16>();
   var c01 = subgroup_matrix_result<f32, 16, 16>();
+  var c02 = subgroup_matrix_result<f32, 16, 16>();
+  var c03 = subgroup_matrix_result<f32, 16, 16>();
   var c10 = subgroup_matrix_result<f32, 16, 16>();
   var c11 = subgroup_matrix_result<f32, 16, 16>();
+  var c12 = subgroup_matrix_result<f32, 16, 16>();
+  var c13 = subgroup_matrix_result<f32, 16, 16>();
+  var c20 = subgroup_matrix_result<f32, 16, 16>();
+  var c21 = subgroup_matrix_result<f32, 16, 16>();
+  var c22 = subgroup_matrix_result<f32, 16, 16>();
+  var c23 = subgroup_matrix_result<f32, 16, 16>();
+  var c30 = subgroup_matrix_result<f32, 16, 16>();
+  var c31 = subgroup_matrix_result<f32, 16, 16>();
+  var c32 = subgroup_matrix_result<f32, 16, 16>();
+  var c33 = subgroup_matrix_result<f32, 16, 16>();
   let kStart = wid.z * p.kPer;
   let kEnd = min(p.k, kStart + p.kPer);
-  // The next step's operands are loaded into registers while this step's multiply runs: with one subgroup per
-  // workgroup nothing else hides the global memory latency.
-  var xr: array<vec4f, 8>;
-  var wr: array<vec4u, 4>;
+  var xr: array<vec4f, XV>;
+  var wr: array<vec4u, WV>;
   if (kStart < kEnd) {
-    for (var l = 0u; l < 8u; l++) { xr[l] = xPart(m0, kStart, lid + l * 32u); }
-    for (var l = 0u; l < 4u; l++) { wr[l] = wPart(n0, kStart, lid + l * 32u); }
+    for (var l = 0u; l < XV; l++) { xr[l] = xPart(m0, kStart, lid + l * THREADS); }
+    for (var l = 0u; l < WV; l++) { wr[l] = wPart(n0, kStart, lid + l * THREADS); }
   }
   for (var k0 = kStart; k0 < kEnd; k0 += TK) {
-    for (var l = 0u; l < 8u; l++) {
-      let e = lid + l * 32u;
+    for (var l = 0u; l < XV; l++) {
+      let e = lid + l * THREADS;
       let at = (e / 8u) * TKP + (e % 8u) * 4u;
       let v = xr[l];
       xs[at] = f16(v.x);
@@ -67,8 +136,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
       xs[at + 2u] = f16(v.z);
       xs[at + 3u] = f16(v.w);
     }
-    for (var l = 0u; l < 4u; l++) {
-      let e = lid + l * 32u;
+    for (var l = 0u; l < WV; l++) {
+      let e = lid + l * THREADS;
       let at = (e / 4u) * TKP + (e % 4u) * 8u;
       for (var j = 0u; j < 4u; j++) {
         let h = bitcast<vec2<f16>>(wr[l][j]);
@@ -79,52 +148,53 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
     workgroupBarrier();
     let next = k0 + TK;
     if (next < kEnd) {
-      for (var l = 0u; l < 8u; l++) { xr[l] = xPart(m0, next, lid + l * 32u); }
-      for (var l = 0u; l < 4u; l++) { wr[l] = wPart(n0, next, lid + l * 32u); }
+      for (var l = 0u; l < XV; l++) { xr[l] = xPart(m0, next, lid + l * THREADS); }
+      for (var l = 0u; l < WV; l++) { wr[l] = wPart(n0, next, lid + l * THREADS); }
     }
     for (var kk = 0u; kk < TK; kk += 16u) {
-#if SGMAT_TEMPLATE
-      let a0 = subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>, row_major>(&xs, kk, TKP);
-      let a1 = subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>, row_major>(&xs, 16u * TKP + kk, TKP);
-      let b0 = subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>, col_major>(&ws, kk, TKP);
-      let b1 = subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>, col_major>(&ws, 16u * TKP + kk, TKP);
-#else
-      let a0 = subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>>(&xs, kk, false, TKP);
-      let a1 = subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>>(&xs, 16u * TKP + kk, false, TKP);
-      let b0 = subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(&ws, kk, true, TKP);
-      let b1 = subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(&ws, 16u * TKP + kk, true, TKP);
-#endif
-      c00 = subgroupMatrixMultiplyAccumulate(a0, b0, c00);
-      c01 = subgroupMatrixMultiplyAccumulate(a0, b1, c01);
-      c10 = subgroupMatrixMultiplyAccumulate(a1, b0, c10);
-      c11 = subgroupMatrixMultiplyAccumulate(a1, b1, c11);
+      let b0 = rightAt(sn, kk);
+      let b1 = rightAt(sn + 16u, kk);
+      let b2 = rightAt(sn + 32u, kk);
+      let b3 = rightAt(sn + 48u, kk);
+      var a = leftAt(sm, kk);
+      c00 = subgroupMatrixMultiplyAccumulate(a, b0, c00);
+      c01 = subgroupMatrixMultiplyAccumulate(a, b1, c01);
+      c02 = subgroupMatrixMultiplyAccumulate(a, b2, c02);
+      c03 = subgroupMatrixMultiplyAccumulate(a, b3, c03);
+      a = leftAt(sm + 16u, kk);
+      c10 = subgroupMatrixMultiplyAccumulate(a, b0, c10);
+      c11 = subgroupMatrixMultiplyAccumulate(a, b1, c11);
+      c12 = subgroupMatrixMultiplyAccumulate(a, b2, c12);
+      c13 = subgroupMatrixMultiplyAccumulate(a, b3, c13);
+      a = leftAt(sm + 32u, kk);
+      c20 = subgroupMatrixMultiplyAccumulate(a, b0, c20);
+      c21 = subgroupMatrixMultiplyAccumulate(a, b1, c21);
+      c22 = subgroupMatrixMultiplyAccumulate(a, b2, c22);
+      c23 = subgroupMatrixMultiplyAccumulate(a, b3, c23);
+      a = leftAt(sm + 48u, kk);
+      c30 = subgroupMatrixMultiplyAccumulate(a, b0, c30);
+      c31 = subgroupMatrixMultiplyAccumulate(a, b1, c31);
+      c32 = subgroupMatrixMultiplyAccumulate(a, b2, c32);
+      c33 = subgroupMatrixMultiplyAccumulate(a, b3, c33);
     }
     workgroupBarrier();
   }
-#if SGMAT_TEMPLATE
-  subgroupMatrixStore<row_major>(&cs, 0u, c00, TN);
-  subgroupMatrixStore<row_major>(&cs, 16u, c01, TN);
-  subgroupMatrixStore<row_major>(&cs, 16u * TN, c10, TN);
-  subgroupMatrixStore<row_major>(&cs, 16u * TN + 16u, c11, TN);
-#else
-  subgroupMatrixStore(&cs, 0u, c00, false, TN);
-  subgroupMatrixStore(&cs, 16u, c01, false, TN);
-  subgroupMatrixStore(&cs, 16u * TN, c10, false, TN);
-  subgroupMatrixStore(&cs, 16u * TN + 16u, c11, false, TN);
-#endif
-  workgroupBarrier();
-  for (var l = 0u; l < 32u; l++) {
-    let e = lid + l * 32u;
-    let row = m0 + e / TN;
-    let col = n0 + e % TN;
-    if (row < p.m && col < p.n) {
-      var v = cs[e];
-      if (p.hasBias != 0u && wid.z == 0u) { v += bias[col]; }
-#if SPLIT_K
-      y[(wid.z * p.m + row) * p.n + col] = v;
-#else
-      y[row * p.n + col] = v;
-#endif
-    }
-  }
+  let r0 = m0 + sm;
+  let c0 = n0 + sn;
+  writeOut(c00, sg, lane, r0, c0, wid.z);
+  writeOut(c01, sg, lane, r0, c0 + 16u, wid.z);
+  writeOut(c02, sg, lane, r0, c0 + 32u, wid.z);
+  writeOut(c03, sg, lane, r0, c0 + 48u, wid.z);
+  writeOut(c10, sg, lane, r0 + 16u, c0, wid.z);
+  writeOut(c11, sg, lane, r0 + 16u, c0 + 16u, wid.z);
+  writeOut(c12, sg, lane, r0 + 16u, c0 + 32u, wid.z);
+  writeOut(c13, sg, lane, r0 + 16u, c0 + 48u, wid.z);
+  writeOut(c20, sg, lane, r0 + 32u, c0, wid.z);
+  writeOut(c21, sg, lane, r0 + 32u, c0 + 16u, wid.z);
+  writeOut(c22, sg, lane, r0 + 32u, c0 + 32u, wid.z);
+  writeOut(c23, sg, lane, r0 + 32u, c0 + 48u, wid.z);
+  writeOut(c30, sg, lane, r0 + 48u, c0, wid.z);
+  writeOut(c31, sg, lane, r0 + 48u, c0 + 16u, wid.z);
+  writeOut(c32, sg, lane, r0 + 48u, c0 + 32u, wid.z);
+  writeOut(c33, sg, lane, r0 + 48u, c0 + 48u, wid.z);
 }
