@@ -25,11 +25,15 @@ export interface WebGPUBackendOptions {
   capacity?: number;
   /** Weight storage; default f16 when the adapter has shader-f16, else f32. */
   weights?: WeightPrecision;
-  /** Prefill runs in chunks of at most this many tokens (bounds activation memory); default 1024. */
+  /** Prefill runs in chunks of at most this many tokens (bounds activation memory); default 4096. */
   maxChunkTokens?: number;
 }
 
-const DEFAULT_CHUNK_TOKENS = 1024;
+/**
+ * The tensor-core matmul runs 4096-row chunks 2.6x more efficiently than 1024-row ones (8B shape, H200); the
+ * activations of such a chunk are about 0.6 GB for the 8B shape.
+ */
+const DEFAULT_CHUNK_TOKENS = 4096;
 
 export async function createWebGPUBackend(weights: ModelWeights, options: WebGPUBackendOptions = {}): Promise<ForwardBackend> {
   const ctx = new GpuContext(await openDevice());
@@ -105,8 +109,10 @@ async function startBackend(ctx: GpuContext, weights: ModelWeights, options: Web
       }
       await injector.settle();
       const parts: Float32Array[] = [];
-      for (let start = 0; start < tokens.length; start += chunkTokens) {
-        const n = Math.min(chunkTokens, tokens.length - start);
+      // Every row's logits must fit one storage binding.
+      const step = logits === 'all' ? Math.max(1, Math.min(chunkTokens, Math.floor(ctx.maxStorageBytes / (c.vocabSize * 4)))) : chunkTokens;
+      for (let start = 0; start < tokens.length; start += step) {
+        const n = Math.min(step, tokens.length - start);
         const isLast = start + n === tokens.length;
         const chunkLogits = logits === 'all' ? 'all' : logits === 'last' && isLast ? 'last' : 'none';
         const pending = await withErrorScopes(ctx.device, 'forward', () => {
