@@ -2,45 +2,24 @@
 // f32 accumulation), for a question's few rows (matmul-subgroup-matrix.wgsl takes prefill chunks): there the weights'
 // bandwidth rules, and small tiles give enough workgroups with a 4-way K split where 128 x 128 tiles would need 16
 // parts whose traffic outweighs the weights'. A workgroup is one 32-wide subgroup computing a 32x32 output tile as
-// 2x2 result matrices:
-// subgroup-matrix operands must be workgroup-uniform, so every offset derives from the workgroup id alone. K
-// advances 32 at a time: x (f32, rounded to f16) and W (f16 pairs packed in u32)
-// are staged in workgroup memory, x row-major [m][k] as the left operand and W as [n][k], which read column-major
-// is the right operand W^T. The launcher guarantees k % 32 == 0; m and n may be ragged (zero-filled, masked stores).
+// 2x2 result matrices: subgroup-matrix operands must be workgroup-uniform, so every offset derives from the
+// workgroup id alone. K advances 32 at a time: x (f32, rounded to f16) and W (f16 pairs packed in u32) are staged in
+// workgroup memory, x row-major [m][k] as the left operand and W as [n][k], which read column-major is the right
+// operand W^T. The launcher guarantees k % 32 == 0; m and n may be ragged (zero-filled, masked stores).
 // Workgroup z sums K range [z * kPer, (z + 1) * kPer) (kPer a multiple of 32); with SPLIT_K it writes that partial
 // product to y's part z, [z][m][n] (part 0 with the bias), for matmul-split-reduce.wgsl to add up.
 enable f16;
 enable chromium_experimental_subgroup_matrix;
 
 #include "matmul-common.wgsl"
-@group(0) @binding(1) var<storage, read> x: array<vec4f>;
-@group(0) @binding(2) var<storage, read> w: array<vec4u>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+#include "matmul-subgroup-matrix-staging.wgsl"
 
 const TM = 32u;
 const TN = 32u;
-const TK = 32u;
-// Row stride of the staged tiles: 8 halves of padding spread the 16 rows a matrix load reads over the banks.
-const TKP = TK + 8u;
 
 var<workgroup> xs: array<f16, TM * TKP>; // [TM][TKP]
 var<workgroup> ws: array<f16, TN * TKP>; // [TN][TKP]
 var<workgroup> cs: array<f32, 1024>; // [TM][TN]
-
-// One K step's share of a thread: eight vec4 of x (32 rows x 8 vec4) and four vec4u of W (32 rows x 4 vec4u, 8
-// halves each), zero beyond the ragged edges.
-fn xPart(m0: u32, k0: u32, e: u32) -> vec4f {
-  let r = e / 8u;
-  if (m0 + r >= p.m) { return vec4f(0.0); }
-  return x[(m0 + r) * (p.k / 4u) + k0 / 4u + e % 8u];
-}
-
-fn wPart(n0: u32, k0: u32, e: u32) -> vec4u {
-  let r = e / 4u;
-  if (n0 + r >= p.n) { return vec4u(0u); }
-  return w[(n0 + r) * (p.rowWords / 4u) + k0 / 8u + e % 4u];
-}
 
 @compute @workgroup_size(32)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {

@@ -18,17 +18,11 @@ enable chromium_experimental_subgroup_matrix;
 diagnostic(off, chromium.subgroup_matrix_uniformity);
 
 #include "matmul-common.wgsl"
-@group(0) @binding(1) var<storage, read> x: array<vec4f>;
-@group(0) @binding(2) var<storage, read> w: array<vec4u>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+#include "matmul-subgroup-matrix-staging.wgsl"
 
 const THREADS = 128u;
 const TM = 128u;
 const TN = 128u;
-const TK = 32u;
-// Row stride of the staged tiles: 8 halves of padding spread the 16 rows a matrix load reads over the banks.
-const TKP = TK + 8u;
 // A thread's share of one K step: x is TM rows of 8 vec4f, W is TN rows of 4 vec4u (8 halves each).
 const XV = TM * 8u / THREADS;
 const WV = TN * 4u / THREADS;
@@ -37,18 +31,6 @@ var<workgroup> xs: array<f16, TM * TKP>; // [TM][TKP]
 var<workgroup> ws: array<f16, TN * TKP>; // [TN][TKP]
 // One 16 x 16 result matrix per subgroup on its way out.
 var<workgroup> cs: array<f32, 1024>; // [4][16][16]
-
-fn xPart(m0: u32, k0: u32, e: u32) -> vec4f {
-  let r = e / 8u;
-  if (m0 + r >= p.m) { return vec4f(0.0); }
-  return x[(m0 + r) * (p.k / 4u) + k0 / 4u + e % 8u];
-}
-
-fn wPart(n0: u32, k0: u32, e: u32) -> vec4u {
-  let r = e / 4u;
-  if (n0 + r >= p.n) { return vec4u(0u); }
-  return w[(n0 + r) * (p.rowWords / 4u) + k0 / 8u + e % 4u];
-}
 
 fn leftAt(row: u32, kk: u32) -> subgroup_matrix_left<f16, 16, 16> {
 #if SGMAT_TEMPLATE
