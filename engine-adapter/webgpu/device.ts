@@ -16,6 +16,8 @@ const SWIFTSHADER_ICD = '/usr/lib/chromium/vk_swiftshader_icd.json';
  * ragged shapes. KDN_DAWN_TOGGLES adds more toggles, for experiments.
  */
 const DAWN_TOGGLES = 'enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia,disable_robustness';
+/** Kernel timings (timed Recorders) need timestamps at full resolution; quantization guards browsers, not us. */
+const DAWN_DISABLED_TOGGLES = 'disable-dawn-features=timestamp_quantization';
 
 /** Limits the kernels need raised from WebGPU's defaults to whatever the adapter supports. */
 const RAISED_LIMITS = [
@@ -35,6 +37,8 @@ export type SubgroupMatrixSyntax = 'bool-arg' | 'template-arg';
 export interface GpuFeatures {
   shaderF16: boolean;
   subgroups: boolean;
+  /** GPU timestamps around compute passes (timed Recorders, for profiling). */
+  timestampQuery: boolean;
   /**
    * Tensor-core matrix multiply from WGSL: set where the adapter lists an f16 x f16 -> f32 subgroup-matrix
    * configuration of 16x16x16 (the shape the kernels are written for) and its WGSL compiles; null elsewhere.
@@ -121,7 +125,7 @@ function hasF16MatrixConfig(adapter: GPUAdapter): boolean {
  */
 const TENSOR_KERNELS: { url: URL; defines: string[]; workgroupBytes: number }[] = [
   { url: new URL('./kernels/matmul-subgroup-matrix.wgsl', import.meta.url), defines: [], workgroupBytes: 24576 },
-  { url: new URL('./kernels/matmul-subgroup-matrix-short.wgsl', import.meta.url), defines: [], workgroupBytes: 8192 },
+  { url: new URL('./kernels/matmul-subgroup-matrix-short.wgsl', import.meta.url), defines: [], workgroupBytes: 19456 },
   { url: new URL('./kernels/attention-subgroup-matrix.wgsl', import.meta.url), defines: [], workgroupBytes: 30992 },
   { url: new URL('./kernels/attention-subgroup-matrix.wgsl', import.meta.url), defines: ['HEAD_DIM_128'], workgroupBytes: 47376 },
 ];
@@ -157,7 +161,7 @@ export async function openDevice(): Promise<OpenedDevice> {
   let gpu: GPU | undefined;
   try {
     const extra = process.env.KDN_DAWN_TOGGLES;
-    gpu = create([extra ? `${DAWN_TOGGLES},${extra}` : DAWN_TOGGLES]);
+    gpu = create([extra ? `${DAWN_TOGGLES},${extra}` : DAWN_TOGGLES, DAWN_DISABLED_TOGGLES]);
   } catch (err) {
     throw unavailable(`WebGPU could not start: ${(err as Error).message}`, err);
   }
@@ -172,6 +176,7 @@ export async function openDevice(): Promise<OpenedDevice> {
   const wanted: GPUFeatureName[] = [];
   if (adapter.features.has('shader-f16')) wanted.push('shader-f16');
   if (adapter.features.has('subgroups')) wanted.push('subgroups');
+  if (adapter.features.has('timestamp-query')) wanted.push('timestamp-query');
   const matrixConfig = hasF16MatrixConfig(adapter);
   if (matrixConfig) wanted.push(SUBGROUP_MATRIX);
   const requiredLimits: Record<string, number> = {};
@@ -197,6 +202,7 @@ export async function openDevice(): Promise<OpenedDevice> {
     features: {
       shaderF16,
       subgroups: device.features.has('subgroups'),
+      timestampQuery: device.features.has('timestamp-query'),
       subgroupMatrix: 'syntax' in probe ? { syntax: probe.syntax } : null,
       subgroupMatrixAbsence: 'reason' in probe ? probe.reason : null,
     },

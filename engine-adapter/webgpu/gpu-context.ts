@@ -2,12 +2,13 @@
  * The device plus what every kernel launcher needs: a pipeline cache, buffer helpers that check the adapter's
  * limits, and the Recorder that batches a whole forward pass into one submission.
  */
+import { LRUCache } from 'lru-cache';
 import { KdnError } from '../../common/errors.ts';
 import { shaderSource } from './shader-source.ts';
 import type { GpuFeatures, GpuLimits, OpenedDevice } from './device.ts';
 
 /** GPUBufferUsage / GPUMapMode values (the globals are not installed on globalThis in Node). */
-export const Usage = { MAP_READ: 0x1, COPY_SRC: 0x4, COPY_DST: 0x8, UNIFORM: 0x40, STORAGE: 0x80 } as const;
+export const Usage = { MAP_READ: 0x1, COPY_SRC: 0x4, COPY_DST: 0x8, UNIFORM: 0x40, STORAGE: 0x80, QUERY_RESOLVE: 0x200 } as const;
 const MAP_MODE_READ = 0x1;
 
 /** Bytes reserved per dispatch for its uniform parameters (minUniformBufferOffsetAlignment is at most 256). */
@@ -51,6 +52,26 @@ export class Params {
   }
 }
 
+/** The GPU time of one recorded dispatch (a timed Recorder's). */
+export interface DispatchTime {
+  /** The kernel's file name and defines, e.g. "matmul-subgroup-matrix-short SPLIT_K". */
+  kernel: string;
+  ms: number;
+}
+
+/** Timestamps a query set holds at most (WebGPU's limit is 4096). */
+const QUERIES_PER_SET = 4096;
+/**
+ * Dispatches per command buffer: each is submitted once encoded, so the GPU starts on the first layers while the
+ * CPU encodes the rest (a question's forward is about 800 dispatches).
+ */
+const SEGMENT_DISPATCHES = 128;
+/**
+ * Bind groups kept for reuse. Forward passes bind the same buffers at the same uniform slots every time, and creating
+ * a bind group was most of a dispatch's encoding time (about 10 of 12 microseconds on SwiftShader's host).
+ */
+const BIND_GROUP_CACHE_ENTRIES = 16384;
+
 type Command =
   | { kind: 'dispatch'; pipeline: GPUComputePipeline; slot: number; buffers: GPUBuffer[]; groups: [number, number, number] }
   | { kind: 'copy'; src: GPUBuffer; srcOffset: number; dst: GPUBuffer; dstOffset: number; size: number };
@@ -58,6 +79,10 @@ type Command =
 /**
  * Records dispatches and copies, then encodes them into one command buffer with all uniform parameters in one
  * buffer written once. Readbacks requested while recording come back from one staging buffer after submit().
+ *
+ * A timed Recorder (profiling, where the adapter has timestamp queries) runs each dispatch in a compute pass of its
+ * own and reads the pass's GPU timestamps back: dispatchTimes() gives each kernel's time, without the launch gaps and
+ * barriers between kernels (which the extra passes change).
  */
 export class Recorder {
   private readonly commands: Command[] = [];
@@ -65,8 +90,20 @@ export class Recorder {
   private readonly readbacks: { src: GPUBuffer; offset: number; size: number }[] = [];
   private readonly cleanups: (() => void)[] = [];
   private submitted = false;
+  private times: DispatchTime[] | null = null;
 
-  constructor(private readonly ctx: GpuContext) {}
+  constructor(
+    private readonly ctx: GpuContext,
+    private readonly timed = false,
+  ) {
+    if (timed && !ctx.features.timestampQuery) throw new KdnError('ENGINE_UNAVAILABLE', 'This adapter has no timestamp queries to time kernels with.');
+  }
+
+  /** Each dispatch's GPU time, in recording order: a timed Recorder's, once submit() resolved. */
+  dispatchTimes(): DispatchTime[] {
+    if (this.times === null) throw new KdnError('INTERNAL', 'dispatchTimes() needs a timed Recorder whose submit() resolved.');
+    return this.times;
+  }
 
   dispatch(pipeline: GPUComputePipeline, params: Params, buffers: GPUBuffer[], groups: readonly number[]): void {
     const [x = 1, y = 1, z = 1] = groups;
@@ -97,14 +134,16 @@ export class Recorder {
     if (this.submitted) throw new KdnError('INTERNAL', 'Recorder submitted twice.');
     this.submitted = true;
     const device = this.ctx.device;
-    const uniforms = device.createBuffer({ size: Math.max(PARAM_SLOT, this.params.length * PARAM_SLOT), usage: Usage.UNIFORM | Usage.COPY_DST });
+    const uniforms = this.ctx.uniforms(this.params.length, this);
     if (this.params.length > 0) {
       const all = new Uint8Array(this.params.length * PARAM_SLOT);
       this.params.forEach((p, i) => all.set(p, i * PARAM_SLOT));
       device.queue.writeBuffer(uniforms, 0, all);
     }
-    const encoder = device.createCommandEncoder();
+    let encoder = device.createCommandEncoder();
+    const timer = this.timed ? new PassTimer(device, this.commands.filter((c) => c.kind === 'dispatch').length) : null;
     let pass: GPUComputePassEncoder | null = null;
+    let inSegment = 0;
     for (const c of this.commands) {
       if (c.kind === 'copy') {
         pass?.end();
@@ -112,14 +151,29 @@ export class Recorder {
         encoder.copyBufferToBuffer(c.src, c.srcOffset, c.dst, c.dstOffset, c.size);
         continue;
       }
+      if (inSegment === SEGMENT_DISPATCHES) {
+        pass?.end();
+        pass = null;
+        device.queue.submit([encoder.finish()]);
+        encoder = device.createCommandEncoder();
+        inSegment = 0;
+      }
+      if (timer !== null) {
+        pass?.end();
+        pass = encoder.beginComputePass({ timestampWrites: timer.next(this.ctx.kernelName(c.pipeline)) });
+      }
       pass ??= encoder.beginComputePass();
-      const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: uniforms, offset: c.slot * PARAM_SLOT, size: PARAM_SLOT } }];
-      c.buffers.forEach((buffer, i) => entries.push({ binding: i + 1, resource: { buffer } }));
       pass.setPipeline(c.pipeline);
-      pass.setBindGroup(0, device.createBindGroup({ layout: c.pipeline.getBindGroupLayout(0), entries }));
+      pass.setBindGroup(0, this.ctx.bindGroup(c.pipeline, uniforms, c.slot * PARAM_SLOT, c.buffers));
       pass.dispatchWorkgroups(...c.groups);
+      inSegment++;
     }
     pass?.end();
+    if (timer !== null) {
+      const resolved = timer.resolve(encoder);
+      this.readbacks.push({ src: resolved, offset: 0, size: resolved.size });
+      this.cleanups.push(() => timer.destroy());
+    }
     let staging: GPUBuffer | null = null;
     const offsets: number[] = [];
     if (this.readbacks.length > 0) {
@@ -133,8 +187,6 @@ export class Recorder {
       }
     }
     device.queue.submit([encoder.finish()]);
-    // Destroying after submit is safe: the memory is freed once the submitted work completes.
-    uniforms.destroy();
     for (const cleanup of this.cleanups) cleanup();
     const buffer = staging;
     const done: Promise<ArrayBuffer[]> =
@@ -145,12 +197,49 @@ export class Recorder {
             const out = this.readbacks.map((r, i) => mapped.slice(offsets[i]!, offsets[i]! + r.size));
             buffer.unmap();
             buffer.destroy();
+            if (timer !== null) this.times = timer.times(out.pop()!);
             return out;
           });
     // Callers await `done`; when an error scope fails first they throw that instead, and this keeps the then
     // orphaned rejection from being reported as unhandled.
     done.catch(() => undefined);
     return done;
+  }
+}
+
+/** Timestamp queries around each dispatch's pass, resolved into one buffer. */
+class PassTimer {
+  private readonly sets: GPUQuerySet[] = [];
+  private readonly kernels: string[] = [];
+  private readonly buffer: GPUBuffer;
+
+  constructor(device: GPUDevice, dispatches: number) {
+    for (let left = 2 * dispatches; left > 0; left -= QUERIES_PER_SET) {
+      this.sets.push(device.createQuerySet({ type: 'timestamp', count: Math.min(left, QUERIES_PER_SET) }));
+    }
+    this.buffer = device.createBuffer({ size: Math.max(16, 16 * dispatches), usage: Usage.QUERY_RESOLVE | Usage.COPY_SRC });
+  }
+
+  next(kernel: string): GPUComputePassTimestampWrites {
+    const index = 2 * this.kernels.length;
+    this.kernels.push(kernel);
+    const at = index % QUERIES_PER_SET;
+    return { querySet: this.sets[Math.floor(index / QUERIES_PER_SET)]!, beginningOfPassWriteIndex: at, endOfPassWriteIndex: at + 1 };
+  }
+
+  resolve(encoder: GPUCommandEncoder): GPUBuffer {
+    this.sets.forEach((set, i) => encoder.resolveQuerySet(set, 0, set.count, this.buffer, i * QUERIES_PER_SET * 8));
+    return this.buffer;
+  }
+
+  times(resolved: ArrayBuffer): DispatchTime[] {
+    const ns = new BigUint64Array(resolved);
+    return this.kernels.map((kernel, i) => ({ kernel, ms: Number(ns[2 * i + 1]! - ns[2 * i]!) / 1e6 }));
+  }
+
+  destroy(): void {
+    for (const set of this.sets) set.destroy();
+    this.buffer.destroy();
   }
 }
 
@@ -161,6 +250,11 @@ export function storageSize(bytes: number): number {
 
 export class GpuContext {
   private readonly pipelines = new Map<string, GPUComputePipeline>();
+  private readonly kernelNames = new Map<GPUComputePipeline, string>();
+  private readonly bindGroups = new LRUCache<string, GPUBindGroup>({ max: BIND_GROUP_CACHE_ENTRIES });
+  private readonly ids = new WeakMap<object, number>();
+  private nextId = 1;
+  private uniformBuffer: GPUBuffer | null = null;
   private readonly scratches = new Map<string, GPUBuffer>();
   readonly device: GPUDevice;
   readonly features: GpuFeatures;
@@ -189,12 +283,59 @@ export class GpuContext {
       const module = this.device.createShaderModule({ code: shaderSource(spec.url, new Set(defines)), label: spec.url.pathname });
       pipeline = this.device.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: 'main', constants } });
       this.pipelines.set(key, pipeline);
+      const file = spec.url.pathname.slice(spec.url.pathname.lastIndexOf('/') + 1).replace(/\.wgsl$/, '');
+      this.kernelNames.set(pipeline, [file, ...defines].join(' '));
     }
     return pipeline;
   }
 
-  recorder(): Recorder {
-    return new Recorder(this);
+  /** A Recorder; a timed one gives each dispatch's GPU time (see Recorder). */
+  recorder(options: { timed?: boolean } = {}): Recorder {
+    return new Recorder(this, options.timed ?? false);
+  }
+
+  /**
+   * The buffer every Recorder writes its uniform parameters to, at least `slots` slots long; grown for `rec`, the old
+   * one destroyed once `rec` submitted. Sharing it is safe: a submission's writeBuffer takes effect after the command
+   * buffers submitted before it ran, in queue order.
+   */
+  uniforms(slots: number, rec: Recorder): GPUBuffer {
+    const held = this.uniformBuffer;
+    if (held !== null && held.size >= slots * PARAM_SLOT) return held;
+    const size = PARAM_SLOT * 2 ** Math.ceil(Math.log2(Math.max(64, slots)));
+    this.uniformBuffer = this.device.createBuffer({ size, label: 'uniforms', usage: Usage.UNIFORM | Usage.COPY_DST });
+    if (held !== null) rec.afterSubmit(() => held.destroy());
+    return this.uniformBuffer;
+  }
+
+  /**
+   * The bind group of `pipeline` with the uniform slot at `offset` of `uniforms` and `buffers` at bindings 1..,
+   * created once. Keys name buffers by identity, so a destroyed buffer's groups are never asked for again and age out.
+   */
+  bindGroup(pipeline: GPUComputePipeline, uniforms: GPUBuffer, offset: number, buffers: readonly GPUBuffer[]): GPUBindGroup {
+    const key = [pipeline, uniforms, ...buffers].map((o) => this.id(o)).join(',') + `@${offset}`;
+    let group = this.bindGroups.get(key);
+    if (group === undefined) {
+      const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: uniforms, offset, size: PARAM_SLOT } }];
+      buffers.forEach((buffer, i) => entries.push({ binding: i + 1, resource: { buffer } }));
+      group = this.device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
+      this.bindGroups.set(key, group);
+    }
+    return group;
+  }
+
+  private id(o: object): number {
+    let id = this.ids.get(o);
+    if (id === undefined) {
+      id = this.nextId++;
+      this.ids.set(o, id);
+    }
+    return id;
+  }
+
+  /** The file name and defines of a pipeline made by pipeline(). */
+  kernelName(pipeline: GPUComputePipeline): string {
+    return this.kernelNames.get(pipeline) ?? 'unknown';
   }
 
   /** Workgroup grid for `count` items of `perGroup` each, split over x and y past the per-dimension limit. */
@@ -255,6 +396,8 @@ export class GpuContext {
   dispose(): void {
     this.pipelines.clear();
     this.scratches.clear();
+    this.bindGroups.clear();
+    this.uniformBuffer?.destroy();
     this.opened.release();
   }
 }

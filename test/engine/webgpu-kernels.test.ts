@@ -275,8 +275,8 @@ describe('webgpu kernels vs the CPU reference', function () {
       }
     });
 
-    // kParts undefined: the launcher's choice (a question-sized m=64 over k=4096 splits K to fill the GPU); given: forced,
-    // with a ragged last part.
+    // m up to 64 takes the short kernel (64 x 128 tiles), more the 128 x 128 one. kParts undefined: the launcher's
+    // choice (a question-sized m=64 over k=4096 splits K to fill the GPU); given: forced, with a ragged last part.
     for (const [m, k, n, bias, kParts] of [
       [70, 64, 129, true, undefined],
       [130, 96, 45, false, undefined],
@@ -285,6 +285,7 @@ describe('webgpu kernels vs the CPU reference', function () {
       [64, 4096, 1024, true, undefined],
       [70, 320, 129, true, 3],
       [33, 128, 40, false, 4],
+      [17, 320, 200, true, undefined],
     ] as const) {
       // Inputs are rounded to f16 and products summed in f32: against the f16-rounded reference only the order differs.
       it(`matmul m=${m} k=${k} n=${n}${bias ? ' with bias' : ''}${kParts ? `, ${kParts} K parts` : ''} vs the f16-rounded reference (atol 1e-4 + 1e-4 rel)`, async () => {

@@ -4,19 +4,20 @@ import type { MatmulArgs } from './matmul.ts';
 import { kSplitFor, recordSplitMatmul } from './matmul-split.ts';
 
 const URL_ = new URL('./matmul-subgroup-matrix.wgsl', import.meta.url);
-/** One-subgroup 32 x 32 tiles for a question's few rows (see matmul-subgroup-matrix-short.wgsl). */
+/** All of a question's rows against 128 columns (see matmul-subgroup-matrix-short.wgsl). */
 const SHORT = new URL('./matmul-subgroup-matrix-short.wgsl', import.meta.url);
 /** Workgroups that fill an H100-class GPU (132 SMs, several workgroups each); fewer split K. */
 const TARGET_WORKGROUPS = 1024;
-/** The large kernel's output tile is TILE x TILE, the short one's SHORT_TILE x SHORT_TILE; both step K by TK. */
+/** The large kernel's output tile is TILE x TILE, the short one's SHORT_ROWS x TILE; both step K by TK. */
 const TILE = 128;
 const TK = 32;
-const SHORT_TILE = 32;
-/**
- * Up to this many rows of x take the short kernel: a large tile there leaves few tiles, so K must be split 16 ways to
- * fill the GPU, and the parts cost more traffic than the weights save.
- */
+/** Up to this many rows of x take the short kernel, which reads each weight once. */
 const SHORT_ROWS = 64;
+/**
+ * Workgroups the short kernel's K split aims for: each part writes all 64 rows' partial sums, traffic comparable to the
+ * weights it reads, so fewer parts than the large kernel's (256 did best of 256, 512 and 1024 on the H200's 8B question).
+ */
+const SHORT_TARGET_WORKGROUPS = 256;
 
 /** Whether the tensor-core kernel can take this product: the feature, f16 weights, and K in whole 32-steps. */
 export function subgroupMatrixMatmulFits(ctx: GpuContext, a: MatmulArgs): boolean {
@@ -32,8 +33,8 @@ export function recordMatmulSubgroupMatrix(ctx: GpuContext, rec: Recorder, a: Ma
   const syntax = sm.syntax === 'template-arg' ? ['SGMAT_TEMPLATE'] : [];
   // Few tiles (a short question's rows, a narrow W): split K so the grid still fills the GPU.
   if (a.m <= SHORT_ROWS) {
-    const grid: [number, number] = [Math.ceil(a.w.rows / SHORT_TILE), Math.ceil(a.m / SHORT_TILE)];
-    recordSplitMatmul(ctx, rec, a, { url: SHORT, defines: syntax }, grid, kSplitFor(a, grid[0] * grid[1], TK, TARGET_WORKGROUPS));
+    const grid: [number, number] = [Math.ceil(a.w.rows / TILE), 1];
+    recordSplitMatmul(ctx, rec, a, { url: SHORT, defines: syntax }, grid, kSplitFor(a, grid[0], TK, SHORT_TARGET_WORKGROUPS));
     return;
   }
   const grid: [number, number] = [Math.ceil(a.w.rows / TILE), Math.ceil(a.m / TILE)];

@@ -32,49 +32,6 @@ var<workgroup> ws: array<f16, TN * TKP>; // [TN][TKP]
 // One 16 x 16 result matrix per subgroup on its way out.
 var<workgroup> cs: array<f32, 1024>; // [4][16][16]
 
-fn leftAt(row: u32, kk: u32) -> subgroup_matrix_left<f16, 16, 16> {
-#if SGMAT_TEMPLATE
-  return subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>, row_major>(&xs, row * TKP + kk, TKP);
-#else
-  return subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>>(&xs, row * TKP + kk, false, TKP);
-#endif
-}
-
-fn rightAt(col: u32, kk: u32) -> subgroup_matrix_right<f16, 16, 16> {
-#if SGMAT_TEMPLATE
-  return subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>, col_major>(&ws, col * TKP + kk, TKP);
-#else
-  return subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(&ws, col * TKP + kk, true, TKP);
-#endif
-}
-
-// Writes one of subgroup sg's result matrices to output rows row0.. and columns col0.., masked at the edges, through
-// the subgroup's slot of cs. The barriers order the slot's store, its reads and the next store (every subgroup runs
-// the same sequence).
-fn writeOut(c: subgroup_matrix_result<f32, 16, 16>, sg: u32, lane: u32, row0: u32, col0: u32, z: u32) {
-#if SGMAT_TEMPLATE
-  subgroupMatrixStore<row_major>(&cs, sg * 256u, c, 16u);
-#else
-  subgroupMatrixStore(&cs, sg * 256u, c, false, 16u);
-#endif
-  workgroupBarrier();
-  for (var l = 0u; l < 8u; l++) {
-    let e = lane + l * 32u;
-    let row = row0 + e / 16u;
-    let col = col0 + e % 16u;
-    if (row < p.m && col < p.n) {
-      var v = cs[sg * 256u + e];
-      if (p.hasBias != 0u && z == 0u) { v += bias[col]; }
-#if SPLIT_K
-      y[(z * p.m + row) * p.n + col] = v;
-#else
-      y[row * p.n + col] = v;
-#endif
-    }
-  }
-  workgroupBarrier();
-}
-
 @compute @workgroup_size(THREADS)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
   let sg = lid / 32u;

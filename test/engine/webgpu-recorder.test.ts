@@ -1,0 +1,73 @@
+/**
+ * The Recorder: long recordings (submitted in segments, over a grown uniform buffer, with bind groups reused from
+ * earlier recordings) run every dispatch in order; the timed mode (kernel profiling) gives each dispatch's GPU time
+ * under its kernel's name, and the same results and readbacks as an untimed Recorder.
+ */
+import { expect } from 'chai';
+import { KdnError } from '../../common/errors.ts';
+import type { GpuContext } from '../../engine-adapter/webgpu/gpu-context.ts';
+import { recordAdd } from '../../engine-adapter/webgpu/kernels/add.ts';
+import { recordSwiglu } from '../../engine-adapter/webgpu/kernels/swiglu.ts';
+import { openContextOrSkip, randomArray } from './webgpu-support.ts';
+
+describe('webgpu recorder', function () {
+  let ctx: GpuContext;
+  before(async function () {
+    ctx = await openContextOrSkip(this);
+  });
+  after(() => ctx?.dispose());
+
+  /** x + y, then silu(gate) * up, each through one recorder; returns both results. */
+  const runBoth = async (timed: boolean) => {
+    const count = 1000;
+    const x = ctx.upload(randomArray(count, 1), 'x');
+    const y = ctx.upload(randomArray(count, 2), 'y');
+    const gate = ctx.upload(randomArray(count, 3), 'gate');
+    const up = ctx.upload(randomArray(count, 4), 'up');
+    const rec = ctx.recorder({ timed });
+    recordAdd(ctx, rec, { x, y, count });
+    recordSwiglu(ctx, rec, { gate, up, count });
+    rec.readback(x, 0, count * 4);
+    rec.readback(gate, 0, count * 4);
+    const out = await rec.submit();
+    return { rec, out: out.map((b) => new Float32Array(b)) };
+  };
+
+  it('runs 300 dispatches with their own parameters, twice (segments, a grown uniform buffer, reused bind groups)', async () => {
+    const count = 100;
+    const x0 = randomArray(count, 5);
+    const y0 = randomArray(count, 6);
+    const x = ctx.upload(x0, 'x');
+    const y = ctx.upload(y0, 'y');
+    for (const pass of [1, 2]) {
+      const rec = ctx.recorder();
+      // Dispatch i adds y to the first 1 + i % 100 elements: element j gets 3 * (100 - j) additions per pass, so a
+      // dropped dispatch or a mixed-up uniform slot shows.
+      for (let i = 0; i < 300; i++) recordAdd(ctx, rec, { x, y, count: 1 + (i % count) });
+      rec.readback(x, 0, count * 4);
+      const [bytes] = await rec.submit();
+      const got = new Float32Array(bytes!);
+      for (let j = 0; j < count; j++) {
+        let want = x0[j]!;
+        for (let k = 0; k < 3 * (count - j) * pass; k++) want = Math.fround(want + y0[j]!);
+        expect(got[j], `pass ${pass}, element ${j}`).to.equal(want);
+      }
+    }
+  });
+
+  it('a timed recorder names and times every dispatch, and its results equal an untimed one', async function () {
+    if (!ctx.features.timestampQuery) {
+      expect(() => ctx.recorder({ timed: true })).to.throw(KdnError, /timestamp/);
+      return;
+    }
+    const plain = await runBoth(false);
+    const timed = await runBoth(true);
+    expect(timed.out).to.have.length(2);
+    expect(timed.out[0]).to.deep.equal(plain.out[0]);
+    expect(timed.out[1]).to.deep.equal(plain.out[1]);
+    const times = timed.rec.dispatchTimes();
+    expect(times.map((t) => t.kernel)).to.deep.equal(['add', 'swiglu']);
+    for (const t of times) expect(t.ms).to.be.a('number').that.is.at.least(0).and.below(10_000);
+    expect(() => plain.rec.dispatchTimes()).to.throw(KdnError, /timed Recorder/);
+  });
+});
