@@ -126,8 +126,8 @@ function hasF16MatrixConfig(adapter: GPUAdapter): boolean {
 const TENSOR_KERNELS: { url: URL; defines: string[]; workgroupBytes: number }[] = [
   { url: new URL('./kernels/matmul-subgroup-matrix.wgsl', import.meta.url), defines: [], workgroupBytes: 24576 },
   { url: new URL('./kernels/matmul-subgroup-matrix-short.wgsl', import.meta.url), defines: [], workgroupBytes: 19456 },
-  { url: new URL('./kernels/attention-subgroup-matrix.wgsl', import.meta.url), defines: [], workgroupBytes: 30992 },
-  { url: new URL('./kernels/attention-subgroup-matrix.wgsl', import.meta.url), defines: ['HEAD_DIM_128'], workgroupBytes: 47376 },
+  { url: new URL('./kernels/attention-subgroup-matrix.wgsl', import.meta.url), defines: [], workgroupBytes: 34320 },
+  { url: new URL('./kernels/attention-subgroup-matrix.wgsl', import.meta.url), defines: ['HEAD_DIM_128'], workgroupBytes: 42512 },
 ];
 
 /**

@@ -7,16 +7,16 @@ import { chooseSplits, splitParts } from './attention-splits.ts';
 const URL_ = new URL('./attention-subgroup-matrix.wgsl', import.meta.url);
 /** Query rows per subgroup (see the WGSL); fewer rows than this (decode) leave the tensor cores mostly idle. */
 const ROWS = 16;
-const SUBGROUPS = 4;
+const SUBGROUPS = 8;
 const WG_ROWS = SUBGROUPS * ROWS;
 const BK = 32;
-/** Four-subgroup workgroups that fill an H100-class GPU (132 SMs, several workgroups each); fewer split the keys. */
+/** Eight-subgroup workgroups that fill an H100-class GPU (132 SMs, several workgroups each); fewer split the keys. */
 const TARGET_WORKGROUPS = 512;
 
-/** Workgroup bytes of the WGSL's arrays for head size d: Q, the K and V tile (rows padded by 8) and P in f16,
- * scores and row factors in f32, the rescale flag as a vec4u (16 bytes, for alignment). */
-function workgroupBytes(d: number): number {
-  return 2 * (WG_ROWS * (d + 8) + 2 * BK * (d + 8) + WG_ROWS * BK) + 4 * (WG_ROWS * BK + WG_ROWS + 4);
+/** Workgroup bytes of the WGSL's arrays for head size d: the K and V tile (rows padded by 8) and P in f16, scores
+ * and row factors in f32, the rescale flag as a vec4u (16 bytes, for alignment). */
+function attentionWorkgroupBytes(d: number): number {
+  return 2 * (2 * BK * (d + 8) + WG_ROWS * BK) + 4 * (WG_ROWS * BK + WG_ROWS + 4);
 }
 
 /** Whether the tensor-core kernel takes this call: the feature, a head size it is written for, prefill-sized work. */
@@ -26,7 +26,7 @@ export function subgroupMatrixAttentionFits(ctx: GpuContext, a: AttentionArgs): 
     (a.headDim === 64 || a.headDim === 128) &&
     a.heads % a.kvHeads === 0 &&
     a.tokens * (a.heads / a.kvHeads) >= ROWS &&
-    workgroupBytes(a.headDim) <= ctx.limits.maxComputeWorkgroupStorageSize
+    attentionWorkgroupBytes(a.headDim) <= ctx.limits.maxComputeWorkgroupStorageSize
   );
 }
 

@@ -1,19 +1,21 @@
-// Prefill attention on the tensor cores (16x16x16 f16 subgroup matrices, f32 accumulation). A workgroup is four
-// 32-wide subgroups over one kv head and 64 query rows, a row being (token, q head of that kv head's GQA group) as in
-// attention.wgsl; subgroup s owns rows [16s, 16s + 16), so every K/V tile staged in workgroup memory serves 64 rows.
+// Prefill attention on the tensor cores (16x16x16 f16 subgroup matrices, f32 accumulation). A workgroup is eight
+// 32-wide subgroups over one kv head and 128 query rows, a row being (token, q head of that kv head's GQA group) as in
+// attention.wgsl; subgroup s owns rows [16s, 16s + 16), so every K/V tile staged in workgroup memory serves 128 rows.
+// (Staging K and V, converted to f16 one element at a time, was the largest cost with 64 rows per workgroup.) Each
+// subgroup keeps its rows of Q in registers as left operands, staged once through the K/V tile's memory.
 // Keys stream in tiles of BK = 32 over the workgroup's causal range only (tiles past its last row are never read).
 //
 // One pass with a lazily raised reference maximum: result matrices cannot be scaled per row, so a row keeps its
 // reference m until a tile's maximum exceeds it by more than RESCALE, and only then do the subgroups stage their
-// accumulators through workgroup memory to scale them by exp(m_old - m_new). Between raises p = exp(s - m) stays
-// below e^RESCALE, well inside f16. With scaled scores this happens a few times per row, mostly in the first tiles.
-// Q is scaled and rounded to f16 once, K and V per tile.
+// accumulators through workgroup memory to scale them by 2^(m_old - m_new). Between raises p = 2^(s - m) stays
+// below 2^RESCALE, well inside f16. With scaled scores this happens a few times per row, mostly in the first tiles.
+// The softmax works in log2 units (scores times log2(e), in f32), so it takes exp2.
 // HEAD_DIM_128 selects D = 128 (else D = 64), the two head sizes the register blocks are written out for.
 //
 // With SPLIT (flash-decoding, for a short query over long KV such as a question after injected context),
 // workgroup z takes the z-th of p.splits BK-aligned parts of the key range and writes its unnormalised
 // accumulator and (max, sum) to partAcc / partStats, laid out as attention.wgsl's SPLIT; attention-combine.wgsl
-// merges the parts.
+// merges the parts (the part's maximum is written back in natural-log units, as attention.wgsl writes it).
 enable f16;
 enable subgroups;
 enable chromium_experimental_subgroup_matrix;
@@ -37,17 +39,18 @@ const D = 128u;
 #else
 const D = 64u;
 #endif
-const SUBGROUPS = 4u;
+const SUBGROUPS = 8u;
 const ROWS = 16u;
 const WG_ROWS = SUBGROUPS * ROWS;
 const BK = 32u;
 // Row stride of the staged tiles: 8 halves of padding shift successive rows by 4 banks, so the 16 rows a matrix
 // load touches do not all hit the same banks (a stride of D would).
 const DP = D + 8u;
-const RESCALE = 8.0;
+const RESCALE = 11.0;
+const LOG2E = 1.4426950408889634;
+const LN2 = 0.6931471805599453;
 
-var<workgroup> qs: array<f16, WG_ROWS * DP>; // [WG_ROWS][DP]
-// The K tile [BK][DP] then the V tile [BK][DP].
+// The K tile [BK][DP] then the V tile [BK][DP]; before the first tile, 64 rows of Q [64][DP] at a time.
 var<workgroup> kv: array<f16, 2u * BK * DP>;
 // Per subgroup [ROWS][BK]: scores, then 16-column blocks of the accumulator on their way to a rescale or the output.
 var<workgroup> ss: array<f32, SUBGROUPS * ROWS * BK>;
@@ -66,6 +69,33 @@ fn storeS(at: u32, m: subgroup_matrix_result<f32, 16, 16>) {
   subgroupMatrixStore<row_major>(&ss, at, m, BK);
 #else
   subgroupMatrixStore(&ss, at, m, false, BK);
+#endif
+}
+
+// Left operand: 16 rows of Q staged in kv from `at`, head dims from the offset within.
+fn qTile(at: u32) -> subgroup_matrix_left<f16, 16, 16> {
+#if SGMAT_TEMPLATE
+  return subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>, row_major>(&kv, at, DP);
+#else
+  return subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>>(&kv, at, false, DP);
+#endif
+}
+
+// Right operand K^T: keys [key, key + 16) of the staged tile, head dims [d0, d0 + 16).
+fn kTile(key: u32, d0: u32) -> subgroup_matrix_right<f16, 16, 16> {
+#if SGMAT_TEMPLATE
+  return subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>, col_major>(&kv, key * DP + d0, DP);
+#else
+  return subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(&kv, key * DP + d0, true, DP);
+#endif
+}
+
+// Right operand V: keys [key, key + 16) of the staged tile, head dims [d0, d0 + 16).
+fn vTile(key: u32, d0: u32) -> subgroup_matrix_right<f16, 16, 16> {
+#if SGMAT_TEMPLATE
+  return subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>, row_major>(&kv, BK * DP + key * DP + d0, DP);
+#else
+  return subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(&kv, BK * DP + key * DP + d0, false, DP);
 #endif
 }
 
@@ -132,7 +162,7 @@ fn emit(o: subgroup_matrix_result<f32, 16, 16>, d0: u32, sAt: u32, rowAt: u32, s
   workgroupBarrier();
 }
 
-@compute @workgroup_size(128)
+@compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
   let group = p.heads / p.kvHeads;
   let kvh = wid.y;
@@ -142,14 +172,40 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
   let row0 = wid.x * WG_ROWS;
   let sgRow0 = row0 + sg * ROWS;
 
-  for (var e = lid; e < WG_ROWS * D; e += SUBGROUPS * 32u) {
-    let r = row0 + e / D;
-    var v = 0.0;
-    if (r < totalRows) { v = q[((r / group) * p.heads + kvh * group + r % group) * D + e % D] * p.scale; }
-    qs[(e / D) * DP + e % D] = f16(v);
+  // Q scaled and rounded to f16, 64 rows at a time through kv, into the owning subgroup's registers.
+  var q0 = subgroup_matrix_left<f16, 16, 16>();
+  var q1 = subgroup_matrix_left<f16, 16, 16>();
+  var q2 = subgroup_matrix_left<f16, 16, 16>();
+  var q3 = subgroup_matrix_left<f16, 16, 16>();
+#if HEAD_DIM_128
+  var q4 = subgroup_matrix_left<f16, 16, 16>();
+  var q5 = subgroup_matrix_left<f16, 16, 16>();
+  var q6 = subgroup_matrix_left<f16, 16, 16>();
+  var q7 = subgroup_matrix_left<f16, 16, 16>();
+#endif
+  for (var half = 0u; half < 2u; half++) {
+    for (var e = lid; e < 64u * D; e += SUBGROUPS * 32u) {
+      let r = row0 + half * 64u + e / D;
+      var v = 0.0;
+      if (r < totalRows) { v = q[((r / group) * p.heads + kvh * group + r % group) * D + e % D] * p.scale; }
+      kv[(e / D) * DP + e % D] = f16(v);
+    }
+    workgroupBarrier();
+    if (sg / 4u == half) {
+      let at = (sg % 4u) * ROWS * DP;
+      q0 = qTile(at);
+      q1 = qTile(at + 16u);
+      q2 = qTile(at + 32u);
+      q3 = qTile(at + 48u);
+#if HEAD_DIM_128
+      q4 = qTile(at + 64u);
+      q5 = qTile(at + 80u);
+      q6 = qTile(at + 96u);
+      q7 = qTile(at + 112u);
+#endif
+    }
+    workgroupBarrier();
   }
-  workgroupBarrier();
-  let qAt = sg * ROWS * DP;
 
   let firstT = row0 / group;
   let lastT = (min(row0 + WG_ROWS, totalRows) - 1u) / group;
@@ -196,42 +252,51 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
     // S = Q K^T for the subgroup's 16 rows and the tile's 32 keys.
     var s0 = subgroup_matrix_result<f32, 16, 16>();
     var s1 = subgroup_matrix_result<f32, 16, 16>();
-    for (var d0 = 0u; d0 < D; d0 += 16u) {
-#if SGMAT_TEMPLATE
-      let a = subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>, row_major>(&qs, qAt + d0, DP);
-      let b0 = subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>, col_major>(&kv, d0, DP);
-      let b1 = subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>, col_major>(&kv, 16u * DP + d0, DP);
-#else
-      let a = subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>>(&qs, qAt + d0, false, DP);
-      let b0 = subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(&kv, d0, true, DP);
-      let b1 = subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(&kv, 16u * DP + d0, true, DP);
+    s0 = subgroupMatrixMultiplyAccumulate(q0, kTile(0u, 0u), s0);
+    s1 = subgroupMatrixMultiplyAccumulate(q0, kTile(16u, 0u), s1);
+    s0 = subgroupMatrixMultiplyAccumulate(q1, kTile(0u, 16u), s0);
+    s1 = subgroupMatrixMultiplyAccumulate(q1, kTile(16u, 16u), s1);
+    s0 = subgroupMatrixMultiplyAccumulate(q2, kTile(0u, 32u), s0);
+    s1 = subgroupMatrixMultiplyAccumulate(q2, kTile(16u, 32u), s1);
+    s0 = subgroupMatrixMultiplyAccumulate(q3, kTile(0u, 48u), s0);
+    s1 = subgroupMatrixMultiplyAccumulate(q3, kTile(16u, 48u), s1);
+#if HEAD_DIM_128
+    s0 = subgroupMatrixMultiplyAccumulate(q4, kTile(0u, 64u), s0);
+    s1 = subgroupMatrixMultiplyAccumulate(q4, kTile(16u, 64u), s1);
+    s0 = subgroupMatrixMultiplyAccumulate(q5, kTile(0u, 80u), s0);
+    s1 = subgroupMatrixMultiplyAccumulate(q5, kTile(16u, 80u), s1);
+    s0 = subgroupMatrixMultiplyAccumulate(q6, kTile(0u, 96u), s0);
+    s1 = subgroupMatrixMultiplyAccumulate(q6, kTile(16u, 96u), s1);
+    s0 = subgroupMatrixMultiplyAccumulate(q7, kTile(0u, 112u), s0);
+    s1 = subgroupMatrixMultiplyAccumulate(q7, kTile(16u, 112u), s1);
 #endif
-      s0 = subgroupMatrixMultiplyAccumulate(a, b0, s0);
-      s1 = subgroupMatrixMultiplyAccumulate(a, b1, s1);
-    }
     storeS(sAt, s0);
     storeS(sAt + 16u, s1);
     workgroupBarrier();
 
+    // This lane's 16 scores of row r, read once; keys outside the row's causal window hold -3e38 and weigh nothing.
+    let at = sAt + r * BK + j0;
+    var sv: array<f32, 16>;
     var tileMax = -3.0e38;
-    for (var j = j0; j < j0 + 16u; j++) {
-      let key = k0 + j;
-      if (live && key >= myStart && key <= myPos) { tileMax = max(tileMax, ss[sAt + r * BK + j]); }
+    for (var jj = 0u; jj < 16u; jj++) {
+      let key = k0 + j0 + jj;
+      let s = select(-3.0e38, ss[at + jj] * LOG2E, live && key >= myStart && key <= myPos);
+      sv[jj] = s;
+      tileMax = max(tileMax, s);
     }
     tileMax = max(tileMax, subgroupShuffleXor(tileMax, 16u));
     var alpha = 1.0;
     if (tileMax > m + RESCALE) {
-      alpha = exp(m - tileMax);
+      alpha = exp2(m - tileMax);
       m = tileMax;
       rescaleAny.x = 1u;
     }
     l *= alpha;
-    for (var j = j0; j < j0 + 16u; j++) {
-      let key = k0 + j;
-      var w = 0.0;
-      if (live && key >= myStart && key <= myPos) { w = exp(ss[sAt + r * BK + j] - m); }
+    for (var jj = 0u; jj < 16u; jj++) {
+      let s = sv[jj];
+      let w = select(0.0, exp2(s - m), s > -1.0e38);
       l += w;
-      ps[sAt + r * BK + j] = f16(w);
+      ps[at + jj] = f16(w);
     }
     if (j0 == 0u) { rowScale[rowAt + r] = alpha; }
     // The load's barrier also publishes ps and rowScale. The first tile has nothing accumulated to scale.
@@ -252,28 +317,18 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
     for (var kk = 0u; kk < BK; kk += 16u) {
 #if SGMAT_TEMPLATE
       let a = subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>, row_major>(&ps, sAt + kk, BK);
-      o0 = subgroupMatrixMultiplyAccumulate(a, subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>, row_major>(&kv, BK * DP + kk * DP, DP), o0);
-      o1 = subgroupMatrixMultiplyAccumulate(a, subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>, row_major>(&kv, BK * DP + kk * DP + 16u, DP), o1);
-      o2 = subgroupMatrixMultiplyAccumulate(a, subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>, row_major>(&kv, BK * DP + kk * DP + 32u, DP), o2);
-      o3 = subgroupMatrixMultiplyAccumulate(a, subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>, row_major>(&kv, BK * DP + kk * DP + 48u, DP), o3);
-#if HEAD_DIM_128
-      o4 = subgroupMatrixMultiplyAccumulate(a, subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>, row_major>(&kv, BK * DP + kk * DP + 64u, DP), o4);
-      o5 = subgroupMatrixMultiplyAccumulate(a, subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>, row_major>(&kv, BK * DP + kk * DP + 80u, DP), o5);
-      o6 = subgroupMatrixMultiplyAccumulate(a, subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>, row_major>(&kv, BK * DP + kk * DP + 96u, DP), o6);
-      o7 = subgroupMatrixMultiplyAccumulate(a, subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>, row_major>(&kv, BK * DP + kk * DP + 112u, DP), o7);
-#endif
 #else
       let a = subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>>(&ps, sAt + kk, false, BK);
-      o0 = subgroupMatrixMultiplyAccumulate(a, subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(&kv, BK * DP + kk * DP, false, DP), o0);
-      o1 = subgroupMatrixMultiplyAccumulate(a, subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(&kv, BK * DP + kk * DP + 16u, false, DP), o1);
-      o2 = subgroupMatrixMultiplyAccumulate(a, subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(&kv, BK * DP + kk * DP + 32u, false, DP), o2);
-      o3 = subgroupMatrixMultiplyAccumulate(a, subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(&kv, BK * DP + kk * DP + 48u, false, DP), o3);
-#if HEAD_DIM_128
-      o4 = subgroupMatrixMultiplyAccumulate(a, subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(&kv, BK * DP + kk * DP + 64u, false, DP), o4);
-      o5 = subgroupMatrixMultiplyAccumulate(a, subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(&kv, BK * DP + kk * DP + 80u, false, DP), o5);
-      o6 = subgroupMatrixMultiplyAccumulate(a, subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(&kv, BK * DP + kk * DP + 96u, false, DP), o6);
-      o7 = subgroupMatrixMultiplyAccumulate(a, subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(&kv, BK * DP + kk * DP + 112u, false, DP), o7);
 #endif
+      o0 = subgroupMatrixMultiplyAccumulate(a, vTile(kk, 0u), o0);
+      o1 = subgroupMatrixMultiplyAccumulate(a, vTile(kk, 16u), o1);
+      o2 = subgroupMatrixMultiplyAccumulate(a, vTile(kk, 32u), o2);
+      o3 = subgroupMatrixMultiplyAccumulate(a, vTile(kk, 48u), o3);
+#if HEAD_DIM_128
+      o4 = subgroupMatrixMultiplyAccumulate(a, vTile(kk, 64u), o4);
+      o5 = subgroupMatrixMultiplyAccumulate(a, vTile(kk, 80u), o5);
+      o6 = subgroupMatrixMultiplyAccumulate(a, vTile(kk, 96u), o6);
+      o7 = subgroupMatrixMultiplyAccumulate(a, vTile(kk, 112u), o7);
 #endif
     }
     workgroupBarrier();
@@ -284,7 +339,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
 #if SPLIT
   if (j0 == 0u && live) {
     let part = wid.z * p.tokens * p.heads + (myRow / group) * p.heads + kvh * group + myRow % group;
-    partStats[2u * part] = m;
+    partStats[2u * part] = m * LN2;
     partStats[2u * part + 1u] = l;
   }
 #endif
