@@ -8,9 +8,9 @@
 #   check    the WebGPU kernel, backend and injector tests (tensor-core kernels included)          ~1 min
 #   profile  where an injected query's time goes, 8B shape at 8k and 32k                           ~2 min
 #   forward  kernel by kernel GPU times of a question at 8k and a 4096-token prefill chunk, 8B and 1B  ~2 min
-#   8b-8k    8B TTFT at 8k, every mode (context KV computed by the engine, recompute included)      ~5 min
-#   8b-long  8B TTFT at 16k and 32k: inject modes on synthetic KV, and the peer (no recompute)      ~4 min
-#   1b       1B TTFT at 1k, 4k, 8k, every mode; 16k and 32k on synthetic KV with the peer           ~8 min
+#   8b       8B TTFT at 1k, 4k and 8k, every mode (context KV computed by the engine)              ~3 min
+#   8b-long  8B TTFT at 16k and 32k, every mode, the inject modes on synthetic KV                  ~3 min
+#   1b       1B TTFT at 1k, 4k, 8k, every mode; 16k and 32k every mode on synthetic KV             ~2 min
 #   engine   engine prefill and decode throughput against transformers, 1B and 8B                  ~6 min
 set -u
 OUT=${OUT:?set OUT to the folder whose files come back}
@@ -47,22 +47,22 @@ for part in "$@"; do
         step 200 "profile-forward-$shape" node --import tsx tools/gpu/profile-forward.ts --shape "$shape" --context 8192 --chunk 4096
         cp "$OUT/profile-forward-$shape.log" "$OUT/profile-forward-$shape.json"
       done ;;
-    8b-8k)
-      bench 330 ttft-gpu-8b-8k ttft --shape llama3.1-8b --contexts 8192 --question 64 --backend webgpu --runs 2 --warmup 1 \
-        --recompute-warmup 0 --max-seconds 270 ;;
+    8b)
+      bench 420 ttft-gpu-8b ttft --shape llama3.1-8b --contexts 1024,4096,8192 --question 64 --backend webgpu --runs 2 --warmup 1 \
+        --recompute-warmup 0 --max-seconds 360 ;;
     8b-long)
-      bench 420 ttft-gpu-8b-long ttft --shape llama3.1-8b --contexts 16384,32768 --question 64 --backend webgpu --kv synthetic \
-        --modes inject,inject-int8,inject-int4,peer --runs 2 --warmup 1 --max-seconds 330 ;;
+      bench 480 ttft-gpu-8b-long ttft --shape llama3.1-8b --contexts 16384,32768 --question 64 --backend webgpu --kv synthetic \
+        --runs 2 --warmup 1 --recompute-warmup 0 --max-seconds 400 ;;
     1b)
       bench 300 ttft-gpu-1b ttft --shape llama3.2-1b --contexts 1024,4096,8192 --question 64 --backend webgpu --runs 2 --warmup 1 \
         --recompute-warmup 0 --max-seconds 240
       bench 240 ttft-gpu-1b-long ttft --shape llama3.2-1b --contexts 16384,32768 --question 64 --backend webgpu --kv synthetic \
-        --modes inject,inject-int8,inject-int4,peer --runs 2 --warmup 1 --max-seconds 190 ;;
+        --runs 2 --warmup 1 --recompute-warmup 0 --max-seconds 190 ;;
     engine)
       bench 170 engine-gpu-1b engine --shape llama3.2-1b --contexts 1024,4096 --decode 32 --backend webgpu --runs 1 --warmup 1 --max-seconds 130
       bench 200 engine-gpu-8b engine --shape llama3.1-8b --contexts 1024,4096 --decode 16 --backend webgpu --runs 1 --warmup 1 --max-seconds 150 ;;
     *)
-      echo "unknown part $part (check, profile, forward, 8b-8k, 8b-long, 1b, engine)" >&2
+      echo "unknown part $part (check, profile, forward, 8b, 8b-long, 1b, engine)" >&2
       exit 2 ;;
   esac
 done
