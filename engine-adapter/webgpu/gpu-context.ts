@@ -1,6 +1,6 @@
 /**
  * The device plus what every kernel launcher needs: a pipeline cache, buffer helpers that check the adapter's
- * limits, and the Recorder that batches a whole forward pass into one submission.
+ * limits, and the Recorder that records a whole forward pass and submits it with few, cheap encodings.
  */
 import { LRUCache } from 'lru-cache';
 import { KdnError } from '../../common/errors.ts';
@@ -77,8 +77,9 @@ type Command =
   | { kind: 'copy'; src: GPUBuffer; srcOffset: number; dst: GPUBuffer; dstOffset: number; size: number };
 
 /**
- * Records dispatches and copies, then encodes them into one command buffer with all uniform parameters in one
- * buffer written once. Readbacks requested while recording come back from one staging buffer after submit().
+ * Records dispatches and copies, then writes all their uniform parameters to the context's uniform buffer at once and
+ * encodes them into command buffers of SEGMENT_DISPATCHES dispatches, each submitted as soon as it is encoded, with
+ * bind groups the context keeps. Readbacks requested while recording come back from one staging buffer after submit().
  *
  * A timed Recorder (profiling, where the adapter has timestamp queries) runs each dispatch in a compute pass of its
  * own and reads the pass's GPU timestamps back: dispatchTimes() gives each kernel's time, without the launch gaps and

@@ -15,7 +15,7 @@ const TARGET_WORKGROUPS = 512;
 
 /** Workgroup bytes of the WGSL's arrays for head size d: the K and V tile (rows padded by 8) and P in f16, scores
  * and row factors in f32, the rescale flag as a vec4u (16 bytes, for alignment). */
-function attentionWorkgroupBytes(d: number): number {
+function workgroupBytes(d: number): number {
   return 2 * (2 * BK * (d + 8) + WG_ROWS * BK) + 4 * (WG_ROWS * BK + WG_ROWS + 4);
 }
 
@@ -26,7 +26,7 @@ export function subgroupMatrixAttentionFits(ctx: GpuContext, a: AttentionArgs): 
     (a.headDim === 64 || a.headDim === 128) &&
     a.heads % a.kvHeads === 0 &&
     a.tokens * (a.heads / a.kvHeads) >= ROWS &&
-    attentionWorkgroupBytes(a.headDim) <= ctx.limits.maxComputeWorkgroupStorageSize
+    workgroupBytes(a.headDim) <= ctx.limits.maxComputeWorkgroupStorageSize
   );
 }
 
