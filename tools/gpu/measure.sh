@@ -39,7 +39,7 @@ for part in "$@"; do
   case "$part" in
     check)
       step 240 check node node_modules/mocha/bin/mocha.js test/engine/webgpu-kernels.test.ts test/engine/webgpu-backend.test.ts \
-        test/engine/webgpu-kv-injector.test.ts test/engine/webgpu-kv-buffer-pool.test.ts ;;
+        test/engine/webgpu-kv-injector.test.ts test/engine/webgpu-kv-buffer-pool.test.ts test/engine/webgpu-recorder.test.ts ;;
     profile)
       step 200 profile-question-8b node --import tsx tools/gpu/profile-question.ts --shape llama3.1-8b --contexts 8192,32768 --codecs fp16,int4
       cp "$OUT/profile-question-8b.log" "$OUT/profile-question-8b.json" ;;
