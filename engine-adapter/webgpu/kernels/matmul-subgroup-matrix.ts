@@ -6,8 +6,12 @@ import { kSplitFor, recordSplitMatmul } from './matmul-split.ts';
 const URL_ = new URL('./matmul-subgroup-matrix.wgsl', import.meta.url);
 /** All of a question's rows against 128 columns (see matmul-subgroup-matrix-short.wgsl). */
 const SHORT = new URL('./matmul-subgroup-matrix-short.wgsl', import.meta.url);
-/** Workgroups that fill an H100-class GPU (132 SMs, several workgroups each); fewer split K. */
-const TARGET_WORKGROUPS = 1024;
+/**
+ * Workgroups of the 128 x 128 kernel that fill an H100-class GPU (132 SMs, two workgroups each); fewer split K. Aiming
+ * for 1024 split 1024-row products four ways, and the parts' sums cost more than the extra workgroups gained: the 8B
+ * prefill at 1k took 116 ms against 110 with 264, the 1B at 1k and 4k 4-8% longer (H200).
+ */
+const TARGET_WORKGROUPS = 264;
 /** The large kernel's output tile is TILE x TILE, the short one's SHORT_ROWS x TILE; both step K by TK. */
 const TILE = 128;
 const TK = 32;
