@@ -12,18 +12,21 @@ export function shapeConfig(shape: string): ModelConfig {
 }
 
 /**
- * Mean ms of `op` recorded `reps` times into one submission (launch overhead amortised as in a real forward), after
- * one warm-up submission.
+ * Mean ms of `op` recorded `reps` times into one submission, after one warm-up submission: the GPU time of its
+ * dispatches (a timed Recorder's timestamps) where the adapter has timestamp queries. Elsewhere, the submission's
+ * wall time divided by `reps`, which also counts the submission's fixed latency.
  */
 export async function timeRecorded(ctx: GpuContext, reps: number, op: (rec: Recorder) => void): Promise<number> {
   const once = ctx.recorder();
   op(once);
   await once.submit();
-  const rec = ctx.recorder();
+  const timed = ctx.features.timestampQuery;
+  const rec = ctx.recorder({ timed });
   for (let i = 0; i < reps; i++) op(rec);
   const t0 = performance.now();
   await rec.submit();
-  return (performance.now() - t0) / reps;
+  const total = timed ? rec.dispatchTimes().reduce((sum, d) => sum + d.ms, 0) : performance.now() - t0;
+  return total / reps;
 }
 
 /** timeRecorded for the matmul the engine chooses for `a`, and the TFLOP/s that makes. */
