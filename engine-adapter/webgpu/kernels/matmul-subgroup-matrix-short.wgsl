@@ -47,24 +47,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
     for (var l = 0u; l < WV; l++) { wr[l] = wPart(n0, kStart, lid + l * THREADS); }
   }
   for (var k0 = kStart; k0 < kEnd; k0 += TK) {
-    for (var l = 0u; l < XV; l++) {
-      let e = lid + l * THREADS;
-      let at = (e / 8u) * TKP + (e % 8u) * 4u;
-      let v = xr[l];
-      xs[at] = f16(v.x);
-      xs[at + 1u] = f16(v.y);
-      xs[at + 2u] = f16(v.z);
-      xs[at + 3u] = f16(v.w);
-    }
-    for (var l = 0u; l < WV; l++) {
-      let e = lid + l * THREADS;
-      let at = (e / 4u) * TKP + (e % 4u) * 8u;
-      for (var j = 0u; j < 4u; j++) {
-        let h = bitcast<vec2<f16>>(wr[l][j]);
-        ws[at + 2u * j] = h.x;
-        ws[at + 2u * j + 1u] = h.y;
-      }
-    }
+    for (var l = 0u; l < XV; l++) { stageX(lid + l * THREADS, xr[l]); }
+    for (var l = 0u; l < WV; l++) { stageW(lid + l * THREADS, wr[l]); }
     workgroupBarrier();
     let next = k0 + TK;
     if (next < kEnd) {

@@ -1,8 +1,9 @@
 // What both tensor-core matmuls share: the bindings, the K step and staged row stride, a thread's loads of one K
-// step's operands, the operand matrices' loads from the staged tiles and the results' way out. The includer declares
-// the staged tiles xs [rows][TKP] and ws [columns][TKP] (f16) and cs (f32, a 16 x 16 slot per subgroup); the
-// uniforms come from matmul-common.wgsl. (The staging loops stay in each kernel: moved into functions over private
-// arrays here, they made the 128 x 128 kernel 26% slower on the H200.)
+// step's operands and its stores of them into the staged tiles, the operand matrices' loads from those tiles and the
+// results' way out. The includer declares the staged tiles xs [rows][TKP] and ws [columns][TKP] (f16) and cs (f32, a
+// 16 x 16 slot per subgroup); the uniforms come from matmul-common.wgsl. Each kernel keeps its operands in arrays of
+// its own and passes them a vector at a time: the same loops over module-scope private arrays here made the 128 x 128
+// kernel 26% slower on the H200.
 @group(0) @binding(1) var<storage, read> x: array<vec4f>;
 @group(0) @binding(2) var<storage, read> w: array<vec4u>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
@@ -24,6 +25,25 @@ fn wPart(n0: u32, k0: u32, e: u32) -> vec4u {
   let r = e / 4u;
   if (n0 + r >= p.n) { return vec4u(0u); }
   return w[(n0 + r) * (p.rowWords / 4u) + k0 / 8u + e % 4u];
+}
+
+// Stores element e of a K step's x tile (see xPart) into xs, rounded to f16.
+fn stageX(e: u32, v: vec4f) {
+  let at = (e / 8u) * TKP + (e % 8u) * 4u;
+  xs[at] = f16(v.x);
+  xs[at + 1u] = f16(v.y);
+  xs[at + 2u] = f16(v.z);
+  xs[at + 3u] = f16(v.w);
+}
+
+// Stores element e of a K step's W tile (see wPart: 8 halves) into ws.
+fn stageW(e: u32, v: vec4u) {
+  let at = (e / 4u) * TKP + (e % 4u) * 8u;
+  for (var j = 0u; j < 4u; j++) {
+    let h = bitcast<vec2<f16>>(v[j]);
+    ws[at + 2u * j] = h.x;
+    ws[at + 2u * j + 1u] = h.y;
+  }
 }
 
 fn leftAt(row: u32, kk: u32) -> subgroup_matrix_left<f16, 16, 16> {
