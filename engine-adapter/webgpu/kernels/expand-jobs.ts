@@ -6,6 +6,13 @@ import type { Params } from '../gpu-context.ts';
 
 export const MAX_JOBS = 12;
 
+/** One uploaded block for the dequantization kernels: its byte offset in the source buffer (a multiple of 4) and
+ * its float index in the caches. */
+export interface ExpandJob {
+  srcOffset: number;
+  dstOffset: number;
+}
+
 /** Calls `each` with consecutive runs of at most MAX_JOBS jobs. */
 export function inJobRuns<J>(jobs: readonly J[], each: (run: readonly J[]) => void): void {
   for (let i = 0; i < jobs.length; i += MAX_JOBS) each(jobs.slice(i, i + MAX_JOBS));

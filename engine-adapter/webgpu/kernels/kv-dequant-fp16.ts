@@ -1,13 +1,7 @@
 import { Params, type GpuContext, type Recorder } from '../gpu-context.ts';
-import { inJobRuns, withJobs } from './expand-jobs.ts';
+import { inJobRuns, withJobs, type ExpandJob } from './expand-jobs.ts';
 
 const URL_ = new URL('./kv-dequant-fp16.wgsl', import.meta.url);
-
-/** One uploaded block: its byte offset in the source buffer (a multiple of 4) and its float index in the caches. */
-export interface ExpandJob {
-  srcOffset: number;
-  dstOffset: number;
-}
 
 export interface KvDequantFp16Args {
   /** Holds the fp16 layer blocks as uploaded (keys then values, 2n halves each). */

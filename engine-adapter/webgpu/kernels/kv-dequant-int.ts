@@ -1,7 +1,6 @@
 import type { QuantizedSections } from '../../../storage/kv-object/index.ts';
 import { Params, type GpuContext, type Recorder } from '../gpu-context.ts';
-import { inJobRuns, withJobs } from './expand-jobs.ts';
-import type { ExpandJob } from './kv-dequant-fp16.ts';
+import { inJobRuns, withJobs, type ExpandJob } from './expand-jobs.ts';
 
 const URL_ = new URL('./kv-dequant-int.wgsl', import.meta.url);
 
