@@ -3,7 +3,9 @@
  * question, answered by
  *   inject, inject-int8, inject-int4: the context's KV objects (`--chunk`-token chunks, made once by the engine and
  *     put to a warm edge: its own `kdn edge` process, or with `--edge inline` one inside this process) fetched over
- *     HTTP in parallel, injected in order, question prefilled;
+ *     HTTP in parallel and, as kdn's query path does, placed layer by layer with the question running each layer as
+ *     soon as the context's copy of it is in (`--inject-path sequential`: injected chunk by chunk, `--window` objects
+ *     ahead, then the question prefilled);
  *   recompute: the engine prefills context and question;
  *   peer: transformers (bf16, sdpa) prefills the same token count (bench/peer_prefill.py; skipped with the reason
  *     where torch or CUDA is missing).
@@ -22,7 +24,7 @@ import type { CodecName } from '../storage/kv-object/types.ts';
 import { choice, choiceList, parseFlags, positiveInt } from './lib/args.ts';
 import { EDGE_PLACEMENTS, startBenchEdge, type BenchEdge, type EdgePlacement } from './lib/bench-edge.ts';
 import { SPEED_OPTIONS, speedArgs, type SpeedArgs } from './lib/common-args.ts';
-import { fetchAndInject, type FetchInjectTiming } from './lib/fetch-inject.ts';
+import { fetchAndInject, fetchInjectPrefill, type FetchInjectTiming } from './lib/fetch-inject.ts';
 import { KvFetchPool } from '../kdn/query/kv-fetch-pool.ts';
 import { defaultFetchThreads, inThreadFetcher, type KvFetcher } from '../kdn/query/kv-fetcher.ts';
 import { argmax } from './lib/logits.ts';
@@ -48,6 +50,8 @@ interface TtftArgs extends SpeedArgs {
   chunk: number;
   modes: Mode[];
   window: number;
+  /** kdn's query path (the question overlapped with the context's arrival), or chunk by chunk then the question. */
+  injectPath: (typeof INJECT_PATHS)[number];
   edge: EdgePlacement;
   fetchThreads: number;
   /** Unmeasured recompute runs; a long context's recompute is the costliest measurement of a run. */
@@ -55,12 +59,14 @@ interface TtftArgs extends SpeedArgs {
   kv: (typeof KV_SOURCES)[number];
 }
 
+const INJECT_PATHS = ['overlapped', 'sequential'] as const;
+
 function isInject(mode: Mode): mode is InjectMode {
   return mode in CODEC_OF;
 }
 
 function parse(args: string[]): TtftArgs {
-  const values = parseFlags(args, { ...SPEED_OPTIONS, question: { type: 'string' }, chunk: { type: 'string' }, modes: { type: 'string' }, window: { type: 'string' }, edge: { type: 'string' }, 'fetch-threads': { type: 'string' }, 'recompute-warmup': { type: 'string' }, kv: { type: 'string' } });
+  const values = parseFlags(args, { ...SPEED_OPTIONS, question: { type: 'string' }, chunk: { type: 'string' }, modes: { type: 'string' }, window: { type: 'string' }, 'inject-path': { type: 'string' }, edge: { type: 'string' }, 'fetch-threads': { type: 'string' }, 'recompute-warmup': { type: 'string' }, kv: { type: 'string' } });
   const speed = speedArgs(values, { contexts: [256, 512, 1024] });
   return {
     ...speed,
@@ -68,6 +74,7 @@ function parse(args: string[]): TtftArgs {
     chunk: positiveInt(values.chunk, 256, 'chunk'),
     modes: choiceList(values.modes, MODES, MODES, 'modes'),
     window: positiveInt(values.window, 16, 'window'),
+    injectPath: choice(values['inject-path'], 'overlapped', INJECT_PATHS, 'inject-path'),
     edge: choice(values.edge, 'process', EDGE_PLACEMENTS, 'edge'),
     fetchThreads: values['fetch-threads'] === '0' ? 0 : positiveInt(values['fetch-threads'], defaultFetchThreads(), 'fetch-threads'),
     recomputeWarmup: values['recompute-warmup'] === '0' ? 0 : positiveInt(values['recompute-warmup'], speed.warmup, 'recompute-warmup'),
@@ -83,6 +90,7 @@ function record(base: { device: string; shape: string; context: number; question
     context_tokens: base.context,
     question_tokens: base.question,
     mode,
+    inject_path: null,
     ttft_ms: null,
     runs: null,
     bytes: null,
@@ -90,6 +98,7 @@ function record(base: { device: string; shape: string; context: number; question
     fetch_ms: null,
     fetch_wait_ms: null,
     inject_ms: null,
+    placed_ms: null,
     question_ms: null,
     first_token_matches_recompute: null,
     vs_peer: null,
@@ -97,6 +106,12 @@ function record(base: { device: string; shape: string; context: number; question
     note: null,
     ...fields,
   };
+}
+
+/** The rounded median of a figure the run's path has, else null. */
+function medianOrNull(values: (number | null)[]): number | null {
+  const known = values.filter((v): v is number => v !== null);
+  return known.length === values.length ? round(median(known)) : null;
 }
 
 /** Progress on stderr, so a long GPU run shows where it is (quiet under tests). */
@@ -169,20 +184,42 @@ async function putSyntheticObjects(engine: BenchEngine, edge: BenchEdge, context
   return keys;
 }
 
-/** One query by injection per run: fresh session, fetch + inject every chunk, prefill the question, first token. */
+interface InjectRun {
+  ms: number;
+  reserveMs: number;
+  fetchMs: number;
+  /** Sequential path: time waiting on objects not yet in, and inside injectKV. */
+  fetchWaitMs: number | null;
+  injectMs: number | null;
+  /** Overlapped path: from the start to the context's last layer placed. */
+  placedMs: number | null;
+  /** The question's prefill (sequential), or what of it ran after the context was placed (overlapped). */
+  questionMs: number;
+  bytes: number;
+  first: number;
+}
+
+/**
+ * One query by injection per run, on a fresh session: the cache reserved for the whole sequence (as kdn's query
+ * path does, timed), then the context's objects and the question, overlapped or one after the other.
+ */
 function measureInject(engine: BenchEngine, fetcher: KvFetcher, keys: string[], context: number, questionIds: number[], a: TtftArgs) {
-  return measure(a.warmup, a.runs, async () => {
+  return measure(a.warmup, a.runs, async (): Promise<InjectRun> => {
     const session = engine.createSession(context + questionIds.length);
     try {
       const t0 = performance.now();
-      // As kdn's query path does: the cache for the whole sequence first (timed: it is part of the query).
       await session.reserve(session.capacity);
       const reserveMs = performance.now() - t0;
+      if (a.injectPath === 'overlapped') {
+        const o = await fetchInjectPrefill(fetcher, keys, session, questionIds);
+        const ms = performance.now() - t0;
+        return { ms, reserveMs, fetchMs: o.fetchMs, fetchWaitMs: null, injectMs: null, placedMs: reserveMs + o.placedMs, questionMs: o.questionTailMs, bytes: o.bytes, first: argmax(o.logits) };
+      }
       const timing: FetchInjectTiming = await fetchAndInject(fetcher, keys, session, a.window);
       const q0 = performance.now();
       const first = argmax(await session.prefill(questionIds, { logits: 'last' }));
       const end = performance.now();
-      return { ms: end - t0, reserveMs, questionMs: end - q0, first, ...timing };
+      return { ms: end - t0, reserveMs, fetchMs: timing.fetchMs, fetchWaitMs: timing.fetchWaitMs, injectMs: timing.injectMs, placedMs: null, questionMs: end - q0, bytes: timing.bytes, first };
     } finally {
       session.dispose();
     }
@@ -263,9 +300,11 @@ async function measureContext(engine: BenchEngine, a: TtftArgs, shape: string, c
               runs: a.runs,
               bytes: last.bytes,
               reserve_ms: round(median(m.results.map((r) => r.reserveMs))),
+              inject_path: a.injectPath,
               fetch_ms: round(median(m.results.map((r) => r.fetchMs))),
-              fetch_wait_ms: round(median(m.results.map((r) => r.fetchWaitMs))),
-              inject_ms: round(median(m.results.map((r) => r.injectMs))),
+              fetch_wait_ms: medianOrNull(m.results.map((r) => r.fetchWaitMs)),
+              inject_ms: medianOrNull(m.results.map((r) => r.injectMs)),
+              placed_ms: medianOrNull(m.results.map((r) => r.placedMs)),
               question_ms: round(median(m.results.map((r) => r.questionMs))),
               first_token_matches_recompute: recomputeFirst === undefined || a.kv === 'synthetic' ? null : last.first === recomputeFirst,
               note: a.kv === 'synthetic' ? 'synthetic KV (seeded random, stored before RoPE): timing only' : null,

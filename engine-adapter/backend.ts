@@ -1,4 +1,5 @@
 import type { KVHeader, KVLayerBlock, KVTensors } from '../storage/kv-object/types.ts';
+import type { LayerGate } from './layer-gates.ts';
 import type { BackendName } from './types.ts';
 
 /** Per-session KV storage owned by a backend (host arrays for cpu, GPU buffers for webgpu). */
@@ -18,8 +19,10 @@ export interface ForwardBackend {
   /**
    * Runs `tokens` at positions [position, position + tokens.length), writing their KV (keys after RoPE) into the
    * cache. Returns logits: last token [vocab], all tokens [tokens][vocab], or an empty array for 'none'.
+   * With `gate`, each layer waits for gate(layer) before it runs (its context may still be arriving), while the
+   * layers before it already run; a rejected gate ends the forward with that error.
    */
-  forward(cache: KVCacheHandle, tokens: Uint32Array, position: number, logits: 'last' | 'all' | 'none'): Promise<Float32Array>;
+  forward(cache: KVCacheHandle, tokens: Uint32Array, position: number, logits: 'last' | 'all' | 'none', gate?: LayerGate): Promise<Float32Array>;
   /** KV of [start, end), keys after RoPE at their positions, in the KV object layout. */
   readKV(cache: KVCacheHandle, start: number, end: number): Promise<KVTensors>;
   /**
@@ -32,6 +35,8 @@ export interface ForwardBackend {
    * the device rejected throws here. Backends may batch writeKVLayer calls until this (or the next forward).
    */
   settleKVWrites(cache: KVCacheHandle): Promise<void>;
+  /** Starts every layer written so far on its way into the cache (no waiting): a gated forward may read them next. */
+  flushKVWrites(cache: KVCacheHandle): void;
   /** Grows the cache to hold `tokens` tokens (within its capacity) before they arrive. */
   reserveKV(cache: KVCacheHandle, tokens: number): Promise<void>;
   dispose(): Promise<void>;

@@ -1,10 +1,11 @@
 import { KdnError } from '../common/errors.ts';
-import type { KVObjectReader, KVTensors } from '../storage/kv-object/types.ts';
+import type { KVHeader, KVObjectReader, KVTensors } from '../storage/kv-object/types.ts';
 import type { ForwardBackend, KVCacheHandle } from './backend.ts';
+import { LayerGates } from './layer-gates.ts';
 import type { ModelConfig } from './model/config.ts';
 import { TextStream } from './model/text-stream.ts';
 import { Sampler } from './sampling.ts';
-import type { GeneratedToken, GenerateOptions, GenerateResult, PrefillOptions, Session, Tokenizer } from './types.ts';
+import type { GeneratedToken, GenerateOptions, GenerateResult, InjectedPrefill, PrefillOptions, Session, Tokenizer } from './types.ts';
 
 /** Marks positions whose token id is unknown because their KV was injected. */
 const INJECTED = -1;
@@ -110,19 +111,10 @@ export class BackendSession implements Session {
   injectKV(object: KVObjectReader, position: number): Promise<void> {
     return this.exclusive(async () => {
       const h = object.header;
-      const c = this.model.config;
-      if (h.modelFingerprint !== this.model.fingerprint) {
-        throw new KdnError('KV_MISMATCH', `KV object was computed by model ${h.modelFingerprint}, this engine runs ${this.model.fingerprint}`, {
-          hint: 'recompute the chunk with this model',
-        });
-      }
-      if (h.layers !== c.layers || h.kvHeads !== c.kvHeads || h.headDim !== c.headDim) {
-        throw new KdnError('KV_MISMATCH', `KV object shape ${h.layers}x${h.kvHeads}x${h.headDim} (layers x kvHeads x headDim) does not match the model's ${c.layers}x${c.kvHeads}x${c.headDim}`);
-      }
+      this.checkObject(h);
       if (position !== this.length) {
         throw new KdnError('INVALID_ARGUMENT', `KV can only be injected at the end of the session (position ${this.length}), not at ${position}`);
       }
-      if (!Number.isInteger(h.tokens) || h.tokens < 1) throw new KdnError('KV_CORRUPT', `KV object holds ${h.tokens} tokens`);
       this.checkRoom(h.tokens);
       // Layers are written as they arrive so the transfer overlaps the upload; the length only moves once all
       // arrived, so a failure midway leaves the session as it was (the partial rows sit beyond its length).
@@ -138,6 +130,50 @@ export class BackendSession implements Session {
       this.unsettledFrom ??= position;
       for (let i = 0; i < h.tokens; i++) this.ids.push(INJECTED);
       this.lastLogits = undefined;
+    });
+  }
+
+  injectKVAndPrefill(objects: readonly KVObjectReader[], tokens: ArrayLike<number>, options: PrefillOptions = {}): Promise<InjectedPrefill> {
+    return this.exclusive(async () => {
+      const logits = options.logits ?? 'last';
+      const ids = this.tokenIds(tokens);
+      const positions: number[] = [];
+      let end = this.length;
+      for (const o of objects) {
+        this.checkObject(o.header);
+        positions.push(end);
+        end += o.header.tokens;
+      }
+      this.checkRoom(end - this.length + ids.length);
+      await this.settleInjected();
+      await this.backend.reserveKV(this.cache, end + ids.length);
+      const gates = new LayerGates(this.model.config.layers, () => this.backend.flushKVWrites(this.cache));
+      let placedAt = 0;
+      let placeFailure: { error: unknown } | undefined;
+      // Nothing moves the length until every layer is in and the prompt ran: a failure leaves the session as it was.
+      const placing = this.placeAsTheyArrive(objects, positions, gates).then(
+        () => void (placedAt = performance.now()),
+        (error: unknown) => {
+          placeFailure = { error };
+          gates.fail(error);
+        },
+      );
+      let out: Float32Array;
+      try {
+        out = await this.backend.forward(this.cache, ids, end, logits, (layer) => gates.wait(layer));
+      } catch (err) {
+        // A failed placing failed the forward through its gate; a forward failing on its own stops the placing.
+        gates.fail(err);
+        await placing;
+        throw err;
+      }
+      await placing;
+      if (placeFailure) throw placeFailure.error;
+      await this.backend.settleKVWrites(this.cache);
+      for (let i = this.length; i < end; i++) this.ids.push(INJECTED);
+      for (const id of ids) this.ids.push(id);
+      this.lastLogits = logits === 'last' ? out : logits === 'all' ? out.slice((ids.length - 1) * this.model.config.vocabSize) : undefined;
+      return { logits: out, placedAt };
     });
   }
 
@@ -194,7 +230,22 @@ export class BackendSession implements Session {
     }
   }
 
-  private async prefillNow(tokens: ArrayLike<number>, logits: 'last' | 'all' | 'none'): Promise<Float32Array> {
+  /** A KV object's header against this model: fingerprint, shape and a token count. */
+  private checkObject(h: KVHeader): void {
+    const c = this.model.config;
+    if (h.modelFingerprint !== this.model.fingerprint) {
+      throw new KdnError('KV_MISMATCH', `KV object was computed by model ${h.modelFingerprint}, this engine runs ${this.model.fingerprint}`, {
+        hint: 'recompute the chunk with this model',
+      });
+    }
+    if (h.layers !== c.layers || h.kvHeads !== c.kvHeads || h.headDim !== c.headDim) {
+      throw new KdnError('KV_MISMATCH', `KV object shape ${h.layers}x${h.kvHeads}x${h.headDim} (layers x kvHeads x headDim) does not match the model's ${c.layers}x${c.kvHeads}x${c.headDim}`);
+    }
+    if (!Number.isInteger(h.tokens) || h.tokens < 1) throw new KdnError('KV_CORRUPT', `KV object holds ${h.tokens} tokens`);
+  }
+
+  /** Prompt tokens checked against the vocabulary. */
+  private tokenIds(tokens: ArrayLike<number>): Uint32Array {
     const n = tokens.length;
     if (n === 0) throw new KdnError('INVALID_ARGUMENT', 'prefill needs at least one token');
     const vocab = this.model.config.vocabSize;
@@ -204,6 +255,53 @@ export class BackendSession implements Session {
       if (!Number.isInteger(id) || id < 0 || id >= vocab) throw new KdnError('INVALID_ARGUMENT', `token id ${id} is outside the vocabulary [0, ${vocab})`);
       ids[i] = id;
     }
+    return ids;
+  }
+
+  /**
+   * Writes every object's layers as they arrive, all objects at once, and reports to `gates` how many leading layers
+   * every object has written. Stops at the first failure (or once the gates failed because the forward did) and
+   * throws it.
+   */
+  private async placeAsTheyArrive(objects: readonly KVObjectReader[], positions: readonly number[], gates: LayerGates): Promise<void> {
+    const layers = this.model.config.layers;
+    const counts = new Array<number>(layers).fill(0);
+    let complete = 0;
+    const stop = gates.stopped.then(() => null);
+    const streams = objects.map((o) => o.layers[Symbol.asyncIterator]());
+    const place = async (i: number): Promise<void> => {
+      const stream = streams[i]!;
+      const h = objects[i]!.header;
+      for (let expected = 0; ; expected++) {
+        const got = await Promise.race([stream.next(), stop]);
+        if (got === null) throw new KdnError('INTERNAL', 'placing stopped: the forward failed');
+        if (got.done) {
+          if (expected !== h.layers) throw new KdnError('KV_CORRUPT', `KV stream ended after ${expected} of ${h.layers} layers`);
+          return;
+        }
+        if (expected === h.layers) throw new KdnError('KV_CORRUPT', `KV stream of ${h.layers} layers yielded more`);
+        if (got.value.layer !== expected) throw new KdnError('KV_CORRUPT', `KV stream yielded layer ${got.value.layer} where layer ${expected} was due`);
+        await this.backend.writeKVLayer(this.cache, h, got.value, positions[i]!);
+        counts[expected]!++;
+        while (complete < layers && counts[complete] === objects.length) complete++;
+        gates.setWritten(complete);
+      }
+    };
+    try {
+      await Promise.all(objects.map((_, i) => place(i)));
+      gates.setWritten(layers);
+    } catch (err) {
+      // Streams left midway stop reading once their pending read settles (not awaited: it may wait on the network,
+      // whose fetch is the caller's to abort).
+      for (const s of streams) void s.return?.()?.catch(() => undefined);
+      throw err;
+    }
+  }
+
+  private async prefillNow(tokens: ArrayLike<number>, logits: 'last' | 'all' | 'none'): Promise<Float32Array> {
+    const ids = this.tokenIds(tokens);
+    const n = ids.length;
+    const vocab = this.model.config.vocabSize;
     this.checkRoom(n);
     await this.settleInjected();
     const out = await this.backend.forward(this.cache, ids, this.length, logits);

@@ -70,6 +70,13 @@ export interface GenerateResult {
   totalMs: number;
 }
 
+export interface InjectedPrefill {
+  /** As prefill returns them. */
+  logits: Float32Array;
+  /** performance.now() when the objects' last layer was placed (the rest of the call is the prompt's last layers). */
+  placedAt: number;
+}
+
 /** A sequence being built up on one backend; its KV cache lives with the backend (on the GPU for webgpu). */
 export interface Session {
   /** Tokens held so far (prefilled or injected). */
@@ -86,6 +93,13 @@ export interface Session {
    * (prefill, generate, exportKV) throws and the session ends where it did before the rejected injections.
    */
   injectKV(object: KVObjectReader, position: number): Promise<void>;
+  /**
+   * injectKV of `objects` at consecutive positions from `length`, then prefill(tokens) after them, overlapped: the
+   * objects' layers are placed layer by layer across all of them as they arrive, and the prompt runs each layer as
+   * soon as every object's copy of it is in place, so its compute hides behind the transfer of later layers.
+   * All or nothing: on any failure (an object's stream, the device) the session is left as it was.
+   */
+  injectKVAndPrefill(objects: readonly KVObjectReader[], tokens: ArrayLike<number>, options?: PrefillOptions): Promise<InjectedPrefill>;
   /** Samples from the logits of the last prefilled token onwards; `onToken` streams tokens as they come. */
   generate(options: GenerateOptions, onToken?: (token: GeneratedToken) => void): Promise<GenerateResult>;
   /** Drops tokens after `length` (to reuse a session). */

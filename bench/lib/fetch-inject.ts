@@ -1,8 +1,10 @@
 /**
- * The inject path of a query as the TTFT benchmark measures it: every chunk object is requested from the edge
- * in parallel (a bounded window ahead) through a fetcher (kdn/query/kv-fetcher.ts: on the event loop with hashes on
- * the hash pool, or on fetch worker threads) that verifies each layer as it streams in, and chunks are injected in
- * order as soon as each has fully arrived, so transfer and verification overlap injection.
+ * The inject path of a query as the benchmarks measure it. Objects come through a fetcher (kdn/query/kv-fetcher.ts:
+ * on the event loop with hashes on the hash pool, or on fetch worker threads) that verifies each layer as it streams
+ * in. fetchInjectPrefill is kdn's query path: every object requested at once, the objects and the question handed to
+ * Session.injectKVAndPrefill together, so the question runs each layer once every chunk's copy of it is in.
+ * fetchAndInject is the chunk-by-chunk path (kdn's fallback, and the delivery benchmark's sink): objects requested a
+ * bounded window ahead and injected in order, each once it has fully arrived.
  */
 import { setMaxListeners } from 'node:events';
 import type { Session } from '../../engine-adapter/index.ts';
@@ -21,6 +23,34 @@ export interface FetchInjectTiming {
 
 /** What the pipeline injects into: an engine session, or a sink that only consumes layers (bench/delivery.ts). */
 export type InjectTarget = Pick<Session, 'length' | 'injectKV'>;
+
+export interface OverlappedTiming {
+  /** From the first request to the last object fully received and verified. */
+  fetchMs: number;
+  /** From the first request to the last layer placed in the cache. */
+  placedMs: number;
+  /** From the last layer placed to the question's logits: what the overlap leaves of the question's compute. */
+  questionTailMs: number;
+  bytes: number;
+  logits: Float32Array;
+}
+
+/** Fetches `keys` and runs them with `question` through session.injectKVAndPrefill, from the session's length. */
+export async function fetchInjectPrefill(fetcher: KvFetcher, keys: readonly string[], session: Pick<Session, 'injectKVAndPrefill'>, question: number[]): Promise<OverlappedTiming> {
+  const t0 = performance.now();
+  const signal = new AbortController().signal;
+  setMaxListeners(keys.length + 8, signal);
+  const opened = keys.map((key) => fetcher.open(key, {}, signal));
+  for (const p of opened) p.catch(() => undefined);
+  const fetched = await Promise.all(opened);
+  let lastArrival = t0;
+  const arrivals = fetched.map((f) => f.reader.drained.then(() => void (lastArrival = Math.max(lastArrival, performance.now()))));
+  const { logits, placedAt } = await session.injectKVAndPrefill(fetched.map((f) => f.reader), question, { logits: 'last' });
+  const end = performance.now();
+  await Promise.all(arrivals);
+  const bytes = fetched.reduce((n, f) => n + f.received(), 0);
+  return { fetchMs: lastArrival - t0, placedMs: placedAt - t0, questionTailMs: end - placedAt, bytes, logits };
+}
 
 interface Arrival {
   reader: PrefetchedReader;

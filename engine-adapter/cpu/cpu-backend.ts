@@ -33,9 +33,11 @@ export function createCpuBackend(weights: ModelWeights): ForwardBackend {
       return new CpuKVCache(capacity, c.layers, tokenStride);
     },
 
-    async forward(cache, tokens, position, logits) {
+    async forward(cache, tokens, position, logits, gate) {
       const kv = own(cache);
       checkRange(kv, position, position + tokens.length);
+      // The reference computes on the event loop, so nothing would overlap: it waits for the whole context instead.
+      if (gate) for (let l = 0; l < c.layers; l++) await gate(l);
       return cpuForward(weights, invFreq, kv, tokens, position, logits);
     },
 
@@ -80,6 +82,10 @@ export function createCpuBackend(weights: ModelWeights): ForwardBackend {
 
     // Writes land in host memory as they are made: nothing is pending.
     async settleKVWrites(cache): Promise<void> {
+      own(cache);
+    },
+
+    flushKVWrites(cache): void {
       own(cache);
     },
 

@@ -1,6 +1,7 @@
 /**
- * Records one chunk of a forward pass (every layer, then the logits asked for) into a Recorder: the same
- * Llama-family decoder as engine-adapter/cpu/forward.ts, kernel for kernel.
+ * Records one chunk of a forward pass (every layer, then the logits asked for) into Recorders: the same
+ * Llama-family decoder as engine-adapter/cpu/forward.ts, kernel for kernel. A forward whose context is still
+ * arriving records and submits it a layer at a time (webgpu-backend.ts).
  */
 import type { ModelConfig } from '../model/config.ts';
 import type { ForwardScratch } from './forward-scratch.ts';
@@ -24,64 +25,80 @@ export interface ChunkArgs {
   logits: 'last' | 'all' | 'none';
 }
 
+/** What recording one chunk's pieces needs. */
+export interface ForwardParts {
+  ctx: GpuContext;
+  config: ModelConfig;
+  w: GpuModelWeights;
+  s: ForwardScratch;
+  cache: GpuKVCache;
+}
+
 /** Records the chunk; returns the readback index of its logits, or null for 'none'. */
-export function recordForwardChunk(
-  ctx: GpuContext,
-  rec: Recorder,
-  config: ModelConfig,
-  w: GpuModelWeights,
-  s: ForwardScratch,
-  cache: GpuKVCache,
-  a: ChunkArgs,
-): number | null {
-  const c = config;
+export function recordForwardChunk(rec: Recorder, f: ForwardParts, a: ChunkArgs): number | null {
+  recordEmbeddingStep(rec, f, a);
+  for (let l = 0; l < f.config.layers; l++) recordLayer(rec, f, a, l);
+  return recordLogits(rec, f, a);
+}
+
+/** The chunk's token embeddings into the residual stream. */
+export function recordEmbeddingStep(rec: Recorder, f: ForwardParts, a: ChunkArgs): void {
+  recordEmbedding(f.ctx, rec, { ids: f.s.ids, table: f.w.embed, out: f.s.x, tokens: a.tokens });
+}
+
+/** Decoder layer `l` over the chunk: its KV written into the cache, attention over the cache, the MLP. */
+export function recordLayer(rec: Recorder, f: ForwardParts, a: ChunkArgs, l: number): void {
+  const { ctx, s, cache } = f;
+  const c = f.config;
   const n = a.tokens;
   const hidden = c.hiddenSize;
   const kvDim = c.kvHeads * c.headDim;
   const eps = c.rmsNormEps;
   const heads = { heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim };
-
-  recordEmbedding(ctx, rec, { ids: s.ids, table: w.embed, out: s.x, tokens: n });
-  for (let l = 0; l < c.layers; l++) {
-    const lw = w.layers[l]!;
-    recordRmsNorm(ctx, rec, { x: s.x, weight: lw.inputNorm, out: s.h, rows: n, n: hidden, eps });
-    recordMatmul(ctx, rec, { x: s.h, w: lw.q, bias: lw.qBias, y: s.q, m: n });
-    recordMatmul(ctx, rec, { x: s.h, w: lw.k, bias: lw.kBias, y: s.k, m: n });
-    recordMatmul(ctx, rec, { x: s.h, w: lw.v, bias: lw.vBias, y: s.v, m: n });
-    let q = s.q;
-    let k = s.k;
-    if (lw.qNorm && lw.kNorm) {
-      recordRmsNorm(ctx, rec, { x: s.q, weight: lw.qNorm, out: s.qNormed, rows: n * c.heads, n: c.headDim, eps });
-      recordRmsNorm(ctx, rec, { x: s.k, weight: lw.kNorm, out: s.kNormed, rows: n * c.kvHeads, n: c.headDim, eps });
-      q = s.qNormed;
-      k = s.kNormed;
-    }
-    recordRope(ctx, rec, { x: q, invFreq: w.invFreq, tokens: n, heads: c.heads, headDim: c.headDim, posBase: a.position });
-    recordRope(ctx, rec, { x: k, invFreq: w.invFreq, tokens: n, heads: c.kvHeads, headDim: c.headDim, posBase: a.position });
-    const cacheK = cache.keys[l]!;
-    const cacheV = cache.values[l]!;
-    recordKvWrite(ctx, rec, { k, v: s.v, cacheK, cacheV, tokens: n, rowSize: kvDim, position: a.position });
-    recordAttention(ctx, rec, { q, cacheK, cacheV, out: s.attn, tokens: n, ...heads, posBase: a.position, window: c.slidingWindow });
-    recordMatmul(ctx, rec, { x: s.attn, w: lw.o, y: s.h, m: n });
-    recordAdd(ctx, rec, { x: s.x, y: s.h, count: n * hidden });
-
-    recordRmsNorm(ctx, rec, { x: s.x, weight: lw.postAttentionNorm, out: s.h, rows: n, n: hidden, eps });
-    recordMatmul(ctx, rec, { x: s.h, w: lw.gate, y: s.gate, m: n });
-    recordMatmul(ctx, rec, { x: s.h, w: lw.up, y: s.up, m: n });
-    recordSwiglu(ctx, rec, { gate: s.gate, up: s.up, count: n * c.intermediateSize });
-    recordMatmul(ctx, rec, { x: s.gate, w: lw.down, y: s.h, m: n });
-    recordAdd(ctx, rec, { x: s.x, y: s.h, count: n * hidden });
+  const lw = f.w.layers[l]!;
+  recordRmsNorm(ctx, rec, { x: s.x, weight: lw.inputNorm, out: s.h, rows: n, n: hidden, eps });
+  recordMatmul(ctx, rec, { x: s.h, w: lw.q, bias: lw.qBias, y: s.q, m: n });
+  recordMatmul(ctx, rec, { x: s.h, w: lw.k, bias: lw.kBias, y: s.k, m: n });
+  recordMatmul(ctx, rec, { x: s.h, w: lw.v, bias: lw.vBias, y: s.v, m: n });
+  let q = s.q;
+  let k = s.k;
+  if (lw.qNorm && lw.kNorm) {
+    recordRmsNorm(ctx, rec, { x: s.q, weight: lw.qNorm, out: s.qNormed, rows: n * c.heads, n: c.headDim, eps });
+    recordRmsNorm(ctx, rec, { x: s.k, weight: lw.kNorm, out: s.kNormed, rows: n * c.kvHeads, n: c.headDim, eps });
+    q = s.qNormed;
+    k = s.kNormed;
   }
+  recordRope(ctx, rec, { x: q, invFreq: f.w.invFreq, tokens: n, heads: c.heads, headDim: c.headDim, posBase: a.position });
+  recordRope(ctx, rec, { x: k, invFreq: f.w.invFreq, tokens: n, heads: c.kvHeads, headDim: c.headDim, posBase: a.position });
+  const cacheK = cache.keys[l]!;
+  const cacheV = cache.values[l]!;
+  recordKvWrite(ctx, rec, { k, v: s.v, cacheK, cacheV, tokens: n, rowSize: kvDim, position: a.position });
+  recordAttention(ctx, rec, { q, cacheK, cacheV, out: s.attn, tokens: n, ...heads, posBase: a.position, window: c.slidingWindow });
+  recordMatmul(ctx, rec, { x: s.attn, w: lw.o, y: s.h, m: n });
+  recordAdd(ctx, rec, { x: s.x, y: s.h, count: n * hidden });
 
+  recordRmsNorm(ctx, rec, { x: s.x, weight: lw.postAttentionNorm, out: s.h, rows: n, n: hidden, eps });
+  recordMatmul(ctx, rec, { x: s.h, w: lw.gate, y: s.gate, m: n });
+  recordMatmul(ctx, rec, { x: s.h, w: lw.up, y: s.up, m: n });
+  recordSwiglu(ctx, rec, { gate: s.gate, up: s.up, count: n * c.intermediateSize });
+  recordMatmul(ctx, rec, { x: s.gate, w: lw.down, y: s.h, m: n });
+  recordAdd(ctx, rec, { x: s.x, y: s.h, count: n * hidden });
+}
+
+/** The final norm and lm_head for the rows `a.logits` asks for; returns their readback index, or null for 'none'. */
+export function recordLogits(rec: Recorder, f: ForwardParts, a: ChunkArgs): number | null {
   if (a.logits === 'none') return null;
-  let rows = n;
+  const { ctx, s, w } = f;
+  const c = f.config;
+  const hidden = c.hiddenSize;
+  let rows = a.tokens;
   let normIn = s.x;
   if (a.logits === 'last') {
-    rec.copy(s.x, (n - 1) * hidden * 4, s.last, 0, hidden * 4);
+    rec.copy(s.x, (a.tokens - 1) * hidden * 4, s.last, 0, hidden * 4);
     rows = 1;
     normIn = s.last;
   }
-  recordRmsNorm(ctx, rec, { x: normIn, weight: w.finalNorm, out: s.h, rows, n: hidden, eps });
+  recordRmsNorm(ctx, rec, { x: normIn, weight: w.finalNorm, out: s.h, rows, n: hidden, eps: c.rmsNormEps });
   recordMatmul(ctx, rec, { x: s.h, w: w.lmHead, y: s.logits, m: rows });
   return rec.readback(s.logits, 0, rows * c.vocabSize * 4);
 }

@@ -1,7 +1,8 @@
 /**
  * The WebGPU ForwardBackend: weights uploaded once (f16-packed where the adapter has shader-f16, i.e. a real GPU;
  * f32 otherwise, or as asked), a KV cache per session in GPU buffers, and forward passes recorded chunk by chunk
- * into one submission each, reading back only the logits asked for.
+ * into one submission each (a layer at a time while the context is still arriving), reading back only the logits
+ * asked for.
  */
 import { KdnError } from '../../common/errors.ts';
 import { codecFor } from '../../storage/kv-object/index.ts';
@@ -10,13 +11,14 @@ import type { ForwardBackend, KVCacheHandle } from '../backend.ts';
 import type { ModelWeights } from '../model/weights.ts';
 import { openDevice, withErrorScopes } from './device.ts';
 import { ForwardScratch } from './forward-scratch.ts';
-import { GpuContext } from './gpu-context.ts';
+import { GpuContext, type Recorder } from './gpu-context.ts';
 import { GpuKVCache } from './gpu-kv-cache.ts';
 import { KvBufferPool } from './kv-buffer-pool.ts';
 import { KvInjector } from './kv-injector.ts';
 import { layerExpander, type LayerWrite } from './kv-layer-expander.ts';
 import { uploadWeights, type WeightPrecision } from './gpu-weights.ts';
-import { recordForwardChunk } from './record-forward.ts';
+import type { LayerGate } from '../layer-gates.ts';
+import { recordEmbeddingStep, recordForwardChunk, recordLayer, recordLogits, type ChunkArgs, type ForwardParts } from './record-forward.ts';
 
 export { probeWebGPU } from './device.ts';
 
@@ -84,6 +86,61 @@ async function startBackend(ctx: GpuContext, weights: ModelWeights, options: Web
     }
   };
 
+  /** One chunk recorded whole into one submission; resolves with its logits' bytes (null for 'none'). */
+  const forwardChunk = async (f: ForwardParts, a: ChunkArgs, prepare: (rec: Recorder) => void): Promise<ArrayBuffer | null> => {
+    const pending = await withErrorScopes(ctx.device, 'forward', () => {
+      const rec = ctx.recorder();
+      prepare(rec);
+      const index = recordForwardChunk(rec, f, a);
+      return { index, done: rec.submit() };
+    });
+    const results = await pending.done;
+    return pending.index === null ? null : results[pending.index]!;
+  };
+
+  /**
+   * One chunk submitted a layer at a time, each once gate(layer) opened, while the layers before it run. A layer is
+   * recorded only after its gate: recorded commands name the scratch buffers of the moment, which other work could
+   * replace during the wait. The error scopes are awaited at the end, so the GPU never waits on the host between
+   * layers whose context is in place.
+   */
+  const forwardGated = async (f: ForwardParts, a: ChunkArgs, prepare: (rec: Recorder) => void, gate: LayerGate): Promise<ArrayBuffer | null> => {
+    const checks: Promise<void>[] = [];
+    const launch = (record: (rec: Recorder) => void): Promise<ArrayBuffer[]> => {
+      let done: Promise<ArrayBuffer[]> = Promise.resolve([]);
+      const check = withErrorScopes(ctx.device, 'forward', () => {
+        const rec = ctx.recorder();
+        record(rec);
+        done = rec.submit();
+      });
+      check.catch(() => undefined);
+      checks.push(check);
+      return done;
+    };
+    try {
+      launch((rec) => {
+        prepare(rec);
+        recordEmbeddingStep(rec, f, a);
+      });
+      let index: number | null = null;
+      let last: Promise<ArrayBuffer[]> = Promise.resolve([]);
+      for (let l = 0; l < c.layers; l++) {
+        await gate(l);
+        last = launch((rec) => {
+          recordLayer(rec, f, a, l);
+          if (l === c.layers - 1) index = recordLogits(rec, f, a);
+        });
+      }
+      const results = await last;
+      await Promise.all(checks);
+      return index === null ? null : results[index]!;
+    } catch (err) {
+      // A device error outranks the gate's: it says why everything after it failed.
+      await Promise.all(checks);
+      throw err;
+    }
+  };
+
   return {
     name: 'webgpu',
     // Tensor cores take f16-weight products and prefill attention with f16 inputs (f32 accumulation).
@@ -96,7 +153,7 @@ async function startBackend(ctx: GpuContext, weights: ModelWeights, options: Web
       return new GpuKVCache(ctx, capacity, c.layers, tokenStride, cacheOwner);
     },
 
-    async forward(handle, tokens, position, logits) {
+    async forward(handle, tokens, position, logits, gate) {
       alive();
       const cache = own(handle);
       checkRange(cache, position, position + tokens.length);
@@ -109,22 +166,21 @@ async function startBackend(ctx: GpuContext, weights: ModelWeights, options: Web
       }
       await injector.settle();
       const parts: Float32Array[] = [];
+      const f: ForwardParts = { ctx, config: c, w: gpuWeights, s: scratch, cache };
       // Every row's logits must fit one storage binding.
       const step = logits === 'all' ? Math.max(1, Math.min(chunkTokens, Math.floor(ctx.maxStorageBytes / (c.vocabSize * 4)))) : chunkTokens;
       for (let start = 0; start < tokens.length; start += step) {
         const n = Math.min(step, tokens.length - start);
         const isLast = start + n === tokens.length;
-        const chunkLogits = logits === 'all' ? 'all' : logits === 'last' && isLast ? 'last' : 'none';
-        const pending = await withErrorScopes(ctx.device, 'forward', () => {
-          const rec = ctx.recorder();
-          cache.reserve(position + start + n, () => rec);
-          scratch.ensure(n, chunkLogits === 'all' ? n : 1);
+        const a: ChunkArgs = { tokens: n, position: position + start, logits: logits === 'all' ? 'all' : logits === 'last' && isLast ? 'last' : 'none' };
+        const prepare = (rec: Recorder): void => {
+          cache.reserve(a.position + n, () => rec);
+          scratch.ensure(n, a.logits === 'all' ? n : 1);
           ctx.device.queue.writeBuffer(scratch.ids, 0, tokens, start, n);
-          const index = recordForwardChunk(ctx, rec, c, gpuWeights, scratch, cache, { tokens: n, position: position + start, logits: chunkLogits });
-          return { index, done: rec.submit() };
-        });
-        const results = await pending.done;
-        if (pending.index !== null) parts.push(new Float32Array(results[pending.index]!));
+        };
+        // Only the first chunk waits for the context: the chunks after it start once it ran every layer.
+        const result = start === 0 && gate ? await forwardGated(f, a, prepare, gate) : await forwardChunk(f, a, prepare);
+        if (result !== null) parts.push(new Float32Array(result));
       }
       if (parts.length === 1) return parts[0]!;
       const out = new Float32Array(parts.reduce((sum, p) => sum + p.length, 0));
@@ -196,6 +252,12 @@ async function startBackend(ctx: GpuContext, weights: ModelWeights, options: Web
       alive();
       own(handle);
       await injector.settle();
+    },
+
+    flushKVWrites(handle): void {
+      alive();
+      own(handle);
+      injector.flush();
     },
 
     async dispose() {

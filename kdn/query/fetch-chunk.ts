@@ -17,11 +17,16 @@ export class ChunkFetch {
   readonly done: Promise<void>;
   tier: ChunkTier = 'unknown';
   edge: string | undefined;
+  /** performance.now() when the fetch ended either way. */
+  arrivedAt: number | undefined;
   private fetched: FetchedObject | undefined;
 
   constructor(fetcher: KvFetcher, key: string, expect: KVExpectation, signal: AbortSignal) {
     let markDone: () => void = () => {};
-    this.done = new Promise<void>((resolve) => (markDone = resolve));
+    this.done = new Promise<void>((resolve) => (markDone = () => {
+      this.arrivedAt ??= performance.now();
+      resolve();
+    }));
     this.reader = this.start(fetcher, key, expect, signal).catch((err: unknown) => {
       markDone();
       throw err;

@@ -84,15 +84,19 @@ export async function runQuery(deps: QueryDeps, run: QueryRun): Promise<QueryOut
   try {
     // The whole sequence's KV cache at once, rather than growing (and copying) chunk by chunk.
     await session.reserve(session.capacity);
-    const built =
+    const built: BuiltContext =
       run.mode === 'inject'
-        ? await injectContext(deps, session, run.pieces, stop)
-        : { uses: run.pieces.map((p) => use(p, 'computed', 0)), fetchMs: 0, injectionMs: 0, computedMs: 0, computedTokens: 0 };
+        ? await injectContext(deps, session, run.pieces, run.promptIds, stop)
+        : { uses: run.pieces.map((p) => use(p, 'computed', 0)), fetchMs: 0, injectionMs: 0, computedMs: 0, computedTokens: 0, promptMs: null };
 
-    const prefillStart = performance.now();
     const prefillIds = run.mode === 'inject' ? run.promptIds : [sinkToken(deps.engine), ...run.pieces.flatMap((p) => p.tokenIds), ...run.promptIds];
-    await session.prefill(prefillIds, { logits: 'last' });
-    const prefillMs = performance.now() - prefillStart + built.computedMs;
+    let promptMs = built.promptMs;
+    if (promptMs === null) {
+      const prefillStart = performance.now();
+      await session.prefill(prefillIds, { logits: 'last' });
+      promptMs = performance.now() - prefillStart;
+    }
+    const prefillMs = promptMs + built.computedMs;
 
     let firstTokenAt: number | undefined;
     const result = await session.generate(
@@ -141,28 +145,73 @@ interface BuiltContext {
   computedMs: number;
   /** Tokens prefilled while building the context. */
   computedTokens: number;
+  /** The prompt's prefill time beyond the context's placing when it ran with it (null: the prompt is still to run). */
+  promptMs: number | null;
 }
 
 /**
- * [sink], then every chunk object fetched in parallel and injected in context order, layer by layer as it
- * arrives. A chunk whose object cannot be fetched or verified is fetched once more (the edge client fails over),
- * then prefilled from its tokens: the query never fails for a cache's sake.
+ * [sink], then every chunk object fetched in parallel. When every object's header arrived, the objects and the
+ * prompt go to the engine together (Session.injectKVAndPrefill): layer l of the prompt runs once layer l of every
+ * chunk is in, so the prompt's compute overlaps the transfer. Otherwise, or when that fails midway, the chunks are
+ * injected one by one in context order: a chunk whose object cannot be fetched or verified is fetched once more (the
+ * edge client fails over), then prefilled from its tokens. The query never fails for a cache's sake.
  */
-async function injectContext(deps: QueryDeps, session: Session, pieces: ContextPiece[], signal: AbortSignal): Promise<BuiltContext> {
+async function injectContext(deps: QueryDeps, session: Session, pieces: ContextPiece[], promptIds: number[], signal: AbortSignal): Promise<BuiltContext> {
   const { engine, fetcher, log } = deps;
   const expectations = pieces.map((p) => expectationFor(engine, p));
   const fetchStart = performance.now();
-  const fetches = pieces.map((p, i) => new ChunkFetch(fetcher, p.key, expectations[i]!, signal));
+  const overlapped = new AbortController();
+  const overlappedSignal = AbortSignal.any([signal, overlapped.signal]);
+  setMaxListeners(pieces.length + 8, overlappedSignal);
+  const first = pieces.map((p, i) => new ChunkFetch(fetcher, p.key, expectations[i]!, overlappedSignal));
+
+  const sinkStart = performance.now();
+  await session.prefill([sinkToken(engine)], { logits: 'none' });
+  const sinkMs = performance.now() - sinkStart;
+
+  const headers = await Promise.allSettled(first.map((f) => f.reader));
+  const readers = headers.flatMap((h) => (h.status === 'fulfilled' ? [h.value] : []));
+  // Fetches whose header failed are retried chunk by chunk, along with the others, which are not consumed yet.
+  let reusable = first;
+  if (readers.length === pieces.length) {
+    const injectStart = performance.now();
+    try {
+      const { placedAt } = await session.injectKVAndPrefill(readers, promptIds, { logits: 'last' });
+      const end = performance.now();
+      await Promise.all(first.map((f) => f.done));
+      const lastArrival = Math.max(fetchStart, ...first.map((f) => f.arrivedAt ?? fetchStart));
+      const uses = pieces.map((p, i) => ({ ...use(p, first[i]!.tier, first[i]!.bytes), ...(first[i]!.edge ? { edge: first[i]!.edge } : {}) }));
+      return { uses, fetchMs: lastArrival - fetchStart, injectionMs: placedAt - injectStart, computedMs: sinkMs, computedTokens: 1, promptMs: end - placedAt };
+    } catch (err) {
+      // Some object failed midway (or the device did): every object is consumed, so all are fetched again.
+      log.warn({ err }, 'overlapped injection failed; injecting chunk by chunk');
+      overlapped.abort();
+      reusable = [];
+    }
+  }
+  const built = await injectOneByOne(deps, session, pieces, expectations, reusable, signal);
+  return { ...built, computedMs: built.computedMs + sinkMs, computedTokens: built.computedTokens + 1 };
+}
+
+/** The chunks injected in context order (see injectContext); `reusable` holds unconsumed fetches by piece, if any. */
+async function injectOneByOne(
+  deps: QueryDeps,
+  session: Session,
+  pieces: ContextPiece[],
+  expectations: KVExpectation[],
+  reusable: ChunkFetch[],
+  signal: AbortSignal,
+): Promise<BuiltContext> {
+  const { fetcher, log } = deps;
+  const fetchStart = performance.now();
+  const fetches = pieces.map((p, i) => reusable[i] ?? new ChunkFetch(fetcher, p.key, expectations[i]!, signal));
   // A fetch that fails before its header arrives is retried at once, not when injection reaches its chunk: with the
   // origin down every chunk's attempts would otherwise wait out the edge's timeout one chunk after another.
   const retries = fetches.map((f, i) => f.reader.then(() => undefined, () => new ChunkFetch(fetcher, pieces[i]!.key, expectations[i]!, signal)));
   let lastArrival = fetchStart;
   for (const f of fetches) void f.done.then(() => (lastArrival = Math.max(lastArrival, performance.now())));
-
-  const sinkStart = performance.now();
-  await session.prefill([sinkToken(engine)], { logits: 'none' });
-  let computedMs = performance.now() - sinkStart;
-  let computedTokens = 1;
+  let computedMs = 0;
+  let computedTokens = 0;
 
   const uses: ChunkUse[] = [];
   let injectionMs = 0;
@@ -194,7 +243,7 @@ async function injectContext(deps: QueryDeps, session: Session, pieces: ContextP
     uses.push(use(piece, 'computed', received));
   }
   await Promise.all(fetches.map((f) => f.done));
-  return { uses, fetchMs: lastArrival - fetchStart, injectionMs, computedMs, computedTokens };
+  return { uses, fetchMs: lastArrival - fetchStart, injectionMs, computedMs, computedTokens, promptMs: null };
 }
 
 function expectationFor(engine: Engine, piece: ContextPiece): KVExpectation {

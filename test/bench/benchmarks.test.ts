@@ -79,7 +79,9 @@ describe('benchmarks on a tiny model', function () {
         expect(num(r, 'ttft_ms')).to.be.greaterThan(0);
         if (r.mode === 'recompute') continue;
         expect(num(r, 'bytes')).to.be.greaterThan(0);
-        for (const key of ['fetch_ms', 'fetch_wait_ms', 'inject_ms', 'question_ms', 'vs_recompute']) expect(num(r, key)).to.be.at.least(0);
+        // kdn's query path: the question overlapped with the context's arrival.
+        expect(r.inject_path).to.equal('overlapped');
+        for (const key of ['fetch_ms', 'placed_ms', 'question_ms', 'vs_recompute']) expect(num(r, key)).to.be.at.least(0);
         expect(r.first_token_matches_recompute).to.be.a('boolean');
       }
       const bytes = (mode: string): number => num(rows.find((r) => r.mode === mode)!, 'bytes');
@@ -87,6 +89,16 @@ describe('benchmarks on a tiny model', function () {
       expect(bytes('inject-int8')).to.be.lessThan(bytes('inject'));
       expect(rows.find((r) => r.mode === 'inject')!.first_token_matches_recompute).to.equal(true);
     }
+  });
+
+  it('ttft --inject-path sequential: chunks injected one by one, then the question, with the same first token', async () => {
+    const report = await runTtft(['--model', model, '--backend', 'cpu', '--contexts', '48', '--question', '4', '--chunk', '16', '--runs', '1', '--warmup', '0',
+      '--modes', 'recompute,inject-int8', '--inject-path', 'sequential', '--window', '2']);
+    const r = report.records.find((x) => x.mode === 'inject-int8')!;
+    expect(r.inject_path).to.equal('sequential');
+    for (const key of ['fetch_ms', 'fetch_wait_ms', 'inject_ms', 'question_ms']) expect(num(r, key)).to.be.at.least(0);
+    expect(r.placed_ms).to.equal(null);
+    expect(r.first_token_matches_recompute).to.equal(true);
   });
 
   it('ttft --kv synthetic: inject modes timed from seeded random objects (no prefill), marked as timing only', async () => {

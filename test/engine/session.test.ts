@@ -155,6 +155,27 @@ describe('engine sessions on the cpu backend', () => {
         }
       });
 
+      it('injectKVAndPrefill places chunks layer by layer under the prompt: the same as injecting them one by one, then prefilling', async () => {
+        const fp = engine.info.fingerprint;
+        const source = session();
+        await source.prefill(a, { logits: 'none' });
+        const half = Math.floor(a.length / 2);
+        const first = await source.exportKV({ start: 0, end: half });
+        const second = await source.exportKV({ start: half, end: a.length });
+
+        const oneByOne = session();
+        await oneByOne.injectKV(directReader(first, fp), 0);
+        await oneByOne.injectKV(directReader(second, fp), half);
+        const want = await oneByOne.prefill(b, { logits: 'all' });
+
+        const overlapped = session();
+        const got = await overlapped.injectKVAndPrefill([directReader(first, fp), directReader(second, fp)], b, { logits: 'all' });
+        expect(maxAbsDiff(got.logits, want)).to.be.below(1e-6);
+        expect(got.placedAt).to.be.greaterThan(0);
+        expect(overlapped.length).to.equal(a.length + b.length);
+        expect((await overlapped.generate({ maxTokens: 8 })).tokens).to.deep.equal((await oneByOne.generate({ maxTokens: 8 })).tokens);
+      });
+
       it('generate: greedy is deterministic and equals argmax step by step', async () => {
         const s1 = session();
         await s1.prefill(a);
@@ -249,6 +270,32 @@ describe('engine sessions on the cpu backend', () => {
       expect((await rejection(s.injectKV(directReader({ ...kv, kvHeads: kv.kvHeads + 1 }, engine.info.fingerprint), 1))).code).to.equal('KV_MISMATCH');
       expect((await rejection(s.injectKV(directReader(kv, engine.info.fingerprint), 0))).code).to.equal('INVALID_ARGUMENT');
       expect(s.length).to.equal(1);
+    });
+
+    it('injectKVAndPrefill is all or nothing: a stream failing midway, or a mismatched object, leaves the session as it was', async () => {
+      const fp = engine.info.fingerprint;
+      const src = engine.createSession();
+      await src.prefill([10, 11, 12, 13, 14, 15]);
+      const kv = await src.exportKV({ start: 0, end: 6 });
+      const s = engine.createSession();
+      await s.prefill([10, 11]);
+      try {
+        await s.injectKVAndPrefill([directReader(kv, fp), directReader(kv, fp, { failAfter: 1 })], [12, 13]);
+        expect.fail('injected');
+      } catch (err) {
+        expect((err as Error).message).to.contain('connection reset');
+      }
+      expect(s.length).to.equal(2);
+      expect((await rejection(s.injectKVAndPrefill([directReader(kv, fp), directReader(kv, 'f'.repeat(64))], [12]))).code).to.equal('KV_MISMATCH');
+      expect((await rejection(s.injectKVAndPrefill([directReader(kv, fp)], [engine.info.vocabSize]))).code).to.equal('INVALID_ARGUMENT');
+      expect(s.length).to.equal(2);
+
+      const got = await s.injectKVAndPrefill([directReader(kv, fp)], [12, 13]);
+      const reference = engine.createSession();
+      await reference.prefill([10, 11]);
+      await reference.injectKV(directReader(kv, fp), 2);
+      expect(maxAbsDiff(got.logits, await reference.prefill([12, 13]))).to.be.below(1e-6);
+      expect(s.length).to.equal(10);
     });
 
     it('a stream failing midway leaves the session at its old length, and it still computes correctly', async () => {

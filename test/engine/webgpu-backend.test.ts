@@ -10,6 +10,7 @@ import { expect } from 'chai';
 import type { ForwardBackend, KVCacheHandle } from '../../engine-adapter/backend.ts';
 import { createCpuBackend } from '../../engine-adapter/cpu/cpu-backend.ts';
 import { argmax } from '../../engine-adapter/cpu/kernels/argmax.ts';
+import { LayerGates } from '../../engine-adapter/layer-gates.ts';
 import { loadModelWeights } from '../../engine-adapter/model/load-weights.ts';
 import type { Architecture, ModelConfig } from '../../engine-adapter/model/config.ts';
 import { applyRope, ropeInvFreq } from '../../engine-adapter/cpu/kernels/rope.ts';
@@ -209,6 +210,46 @@ describe('webgpu backend vs the CPU backend on tiny models', function () {
         // Both roundings at once on tensor cores: the injected KV's fp16 and the activations'.
         const vsPrefill = FP16_INJECT_LOGIT_ATOL + (tol().logits === TENSOR_ATOL ? TENSOR_ATOL : 0);
         expectClose(got, expected.subarray(a.length * (expected.length / PROMPT.length)), vsPrefill, 0, 'logits vs prefill');
+      });
+
+      it('a forward gated on a context still arriving equals the forward after it arrived; a failed gate ends it with that error', async () => {
+        // 21 prompt tokens after a 20-token context: two chunks of 16, only the first of which waits on the gates.
+        const [a, b] = [PROMPT.subarray(0, 20), PROMPT.subarray(20)];
+        const source = gpu.createKVCache(64);
+        await gpu.forward(source, a, 0, 'none');
+        const kv = await gpu.readKV(source, 0, a.length);
+        const h = header(kv, 0, true);
+        const before = gpu.createKVCache(64);
+        await gpu.reserveKV(before, 64);
+        await inject(gpu, before, kv, h, 0);
+        const want = await gpu.forward(before, b, a.length, 'all');
+
+        const arriving = gpu.createKVCache(64);
+        await gpu.reserveKV(arriving, 64);
+        let flushes = 0;
+        const gates = new LayerGates(weightsConfig.layers, () => {
+          flushes++;
+          gpu.flushKVWrites(arriving);
+        });
+        const opened: number[] = [];
+        const running = gpu.forward(arriving, b, a.length, 'all', (layer) => gates.wait(layer).then(() => void opened.push(layer)));
+        for (const block of blocks(kv, h)) {
+          await new Promise((resolve) => setTimeout(resolve, 5));
+          await gpu.writeKVLayer(arriving, h, block, 0);
+          gates.setWritten(block.layer + 1);
+        }
+        expectClose(await running, want, 0, 0, 'gated logits');
+        expect(opened).to.deep.equal(Array.from({ length: weightsConfig.layers }, (_, l) => l));
+        // Each layer was waited on before it was written, so each was flushed on its own.
+        expect(flushes).to.equal(weightsConfig.layers);
+
+        const failing = new LayerGates(weightsConfig.layers);
+        const failed = gpu.forward(gpu.createKVCache(64), b, a.length, 'last', (layer) => failing.wait(layer));
+        failing.setWritten(1);
+        failing.fail(new Error('object stream reset'));
+        expect(await failed.then(() => null, (e: unknown) => (e as Error).message)).to.equal('object stream reset');
+        // The backend goes on computing as before.
+        expectClose(await gpu.forward(before, b, a.length, 'all'), want, 0, 0, 'logits after a failed gate');
       });
 
       it('expands int8 and int4 blocks on the GPU like the codec decodes them on the CPU, at an offset', async () => {

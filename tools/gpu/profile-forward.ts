@@ -56,7 +56,7 @@ const round = (ms: number): number => Math.round(ms * 1000) / 1000;
 function record(tokens: number, position: number, timed: boolean) {
   const rec = ctx.recorder({ timed });
   ctx.device.queue.writeBuffer(scratch.ids, 0, Uint32Array.from(randomTokenIds(tokens, c.vocabSize, 7)));
-  recordForwardChunk(ctx, rec, c, w, scratch, cache, { tokens, position, logits: 'last' });
+  recordForwardChunk(rec, { ctx, config: c, w, s: scratch, cache }, { tokens, position, logits: 'last' });
   return rec;
 }
 

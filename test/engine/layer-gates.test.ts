@@ -1,0 +1,38 @@
+import { expect } from 'chai';
+import { LayerGates } from '../../engine-adapter/layer-gates.ts';
+
+describe('LayerGates: a forward waiting on a context that is still being placed', () => {
+  it('a wait resolves once its layer is written, flushing what is written only when someone waits on it', async () => {
+    let flushes = 0;
+    const gates = new LayerGates(4, () => flushes++);
+    const order: string[] = [];
+    const second = gates.wait(1).then(() => order.push('layer 1'));
+    gates.setWritten(1);
+    await Promise.resolve();
+    expect(order).to.deep.equal([]);
+    gates.setWritten(3);
+    await second;
+    expect(order).to.deep.equal(['layer 1']);
+    // One flush started layers 0-2 on their way: waiting on 0 and 2 now costs none.
+    expect(flushes).to.equal(1);
+    await gates.wait(0);
+    await gates.wait(2);
+    expect(flushes).to.equal(1);
+    gates.setWritten(4);
+    await gates.wait(3);
+    expect(flushes).to.equal(2);
+  });
+
+  it('a failure rejects present and future waits and resolves `stopped`; counts never go back', async () => {
+    const gates = new LayerGates(3);
+    const pending = gates.wait(2);
+    gates.setWritten(1);
+    const err = new Error('stream reset');
+    gates.fail(err);
+    gates.fail(new Error('later failures are ignored'));
+    await gates.stopped;
+    for (const p of [pending, gates.wait(0), gates.wait(2)]) expect(await p.then(() => null, (e: unknown) => e)).to.equal(err);
+    expect(() => gates.setWritten(0)).to.throw(/0 layers written after 1/);
+    expect(() => gates.setWritten(4)).to.throw(/of 3/);
+  });
+});
