@@ -1,6 +1,6 @@
 /**
- * Batches KV injection. Layer blocks are copied into mapped staging buffers (a small pool, re-mapped with mapAsync
- * once the GPU is done with them), each staging buffer is copied on the GPU into its device-side twin, and the
+ * Batches KV injection. Layer blocks are copied into mapped staging buffers (a pool, re-mapped with mapAsync once
+ * the GPU is done with them), each staging buffer is copied on the GPU into its device-side twin, and the
  * blocks' expansion into the cache (dequantization, re-rotation) is recorded into one pending submission. A batch
  * is submitted when its staging buffer fills, when a session settles its writes, or before any other GPU work.
  *
@@ -16,9 +16,15 @@ import { KdnError } from '../../common/errors.ts';
 import { withErrorScopes } from './device.ts';
 import { Usage, type GpuContext, type Recorder } from './gpu-context.ts';
 
-/** Staging buffers of at least this size (larger when one block is larger), and how many cycle. */
-const STAGING_BYTES = 64 * 1024 * 1024;
-const POOL_SIZE = 4;
+/**
+ * Staging buffers of at least this size (larger when one block is larger). The pool grows, rather than waiting for a
+ * buffer the GPU still reads from, up to POOL_BYTES; past that, writes wait for the buffer sent first. A prompt
+ * running under its context's arrival (Session.injectKVAndPrefill) flushes a buffer per layer it waits on: with a
+ * small pool every write then waited on the GPU's progress through the prompt, and placing the context lagged its
+ * arrival by 50-100 ms (8B shape, 8k tokens, H200).
+ */
+const STAGING_BYTES = 16 * 1024 * 1024;
+const POOL_BYTES = 256 * 1024 * 1024;
 /** Blocks start on 16-byte boundaries: the expansion kernels read whole words from them. */
 const ALIGN = 16;
 const MAP_WRITE = 0x2;
@@ -32,6 +38,15 @@ interface Slot {
   /** Resolves once the staging buffer is mapped again (the GPU finished the batch that used it). */
   ready: Promise<void>;
   range: Uint8Array | null;
+  /** When it was last sent to the GPU (a counter): the earliest sent is mapped again first. */
+  sent: number;
+}
+
+export interface StagingSizes {
+  /** Bytes per staging buffer (tests make it small to cycle the pool). */
+  slot?: number;
+  /** Bytes the pool grows to before writes wait for buffers the GPU still reads. */
+  pool?: number;
 }
 
 /** A staged block's expansion job and the byte offset of its bytes in the staging buffer's device-side twin. */
@@ -50,7 +65,9 @@ export interface Expander<J> {
 
 export class KvInjector<J> {
   private readonly pool: Slot[] = [];
-  private next = 0;
+  private sends = 0;
+  private readonly slotBytes: number;
+  private readonly poolBytes: number;
   /** The slot being filled, its fill level, and the batch recording the expansions that read it. */
   private current: Slot | null = null;
   private used = 0;
@@ -63,9 +80,11 @@ export class KvInjector<J> {
   constructor(
     private readonly ctx: GpuContext,
     private readonly expander: Expander<J>,
-    /** Bytes per staging buffer (tests make it small to cycle the pool). */
-    private readonly slotBytes: number = STAGING_BYTES,
-  ) {}
+    sizes: StagingSizes = {},
+  ) {
+    this.slotBytes = sizes.slot ?? STAGING_BYTES;
+    this.poolBytes = sizes.pool ?? POOL_BYTES;
+  }
 
   /** Stages `bytes` for `job`, recorded with its batch when the slot is submitted. Resolves once they are copied. */
   async write(bytes: Uint8Array, job: J): Promise<void> {
@@ -117,6 +136,7 @@ export class KvInjector<J> {
         this.ctx.device.queue.submit([encoder.finish()]);
       }
       slot.ready = this.remap(slot);
+      slot.sent = ++this.sends;
     }
     this.used = 0;
     if (rec === null) return;
@@ -141,13 +161,14 @@ export class KvInjector<J> {
    */
   private async take(size: number): Promise<void> {
     this.flush();
-    let slot: Slot;
-    if (this.pool.length < POOL_SIZE) {
-      slot = this.allocate(Math.max(this.slotBytes, size));
+    const need = Math.max(this.slotBytes, size);
+    let slot = this.pool.find((s) => s.staging.mapState === 'mapped' && s.bytes >= size);
+    if (slot === undefined && (this.pool.length === 0 || this.pool.reduce((n, s) => n + s.bytes, 0) + need <= this.poolBytes)) {
+      slot = this.allocate(need);
       this.pool.push(slot);
-    } else {
-      slot = this.pool[this.next]!;
-      this.next = (this.next + 1) % POOL_SIZE;
+    }
+    if (slot === undefined) {
+      slot = this.pool.reduce((first, s) => (s.sent < first.sent ? s : first));
       await slot.ready;
     }
     // Meanwhile another writer may have installed a slot, or used this one and sent it back to be mapped again.
@@ -166,7 +187,7 @@ export class KvInjector<J> {
     const limit = this.ctx.maxStorageBytes;
     if (bytes > limit) throw new KdnError('KV_MISMATCH', `A ${bytes}-byte KV layer block exceeds this adapter's ${limit}-byte buffers.`, { hint: 'Store the knowledge in smaller chunks.' });
     const staging = this.ctx.device.createBuffer({ size: bytes, usage: MAP_WRITE | Usage.COPY_SRC, mappedAtCreation: true, label: 'KV staging' });
-    return { staging, device: this.ctx.storage(bytes, 'KV upload'), bytes, ready: Promise.resolve(), range: null };
+    return { staging, device: this.ctx.storage(bytes, 'KV upload'), bytes, ready: Promise.resolve(), range: null, sent: 0 };
   }
 
   private remap(slot: Slot): Promise<void> {

@@ -50,12 +50,12 @@ describe('webgpu KV injector: staged uploads expanded on the GPU', function () {
     return new Float32Array(await ctx.read(buffer, 0, floats * 4));
   }
 
-  // 1 KiB staging buffers against blocks of 256-768 bytes: 40 blocks fill a buffer every one to four writes, so the
-  // pool of four goes round several times, waiting for buffers the GPU finished with. With the default buffers all
-  // 40 wait in one, and each size's batch outgrows one dispatch's MAX_JOBS.
-  for (const slotBytes of [1024, undefined]) {
-    it(`lands every block where its job put it (${slotBytes ?? 'default'}-byte staging buffers)`, async () => {
-      const injector = new KvInjector(ctx, fp16Expander(ctx), slotBytes);
+  // 1 KiB staging buffers in a 4 KiB pool against blocks of 256-768 bytes: 40 blocks fill a buffer every one to four
+  // writes, so the pool of four goes round several times, waiting for buffers the GPU finished with. With the default
+  // sizes all 40 wait in one, and each size's batch outgrows one dispatch's MAX_JOBS.
+  for (const sizes of [{ slot: 1024, pool: 4096 }, {}]) {
+    it(`lands every block where its job put it (${sizes.slot ?? 'default'}-byte staging buffers)`, async () => {
+      const injector = new KvInjector(ctx, fp16Expander(ctx), sizes);
       const n = 256;
       const blocks = Array.from({ length: 40 }, (_, i) => block((n * (1 + (i % 3))) / 4, i + 1));
       expect(blocks.filter((b) => b.keys.length === n / 4).length).to.be.above(MAX_JOBS);
@@ -80,7 +80,7 @@ describe('webgpu KV injector: staged uploads expanded on the GPU', function () {
   }
 
   it('two writers interleaving (two sessions injecting at once) each land their own blocks', async () => {
-    const injector = new KvInjector(ctx, fp16Expander(ctx), 1024);
+    const injector = new KvInjector(ctx, fp16Expander(ctx), { slot: 1024, pool: 4096 });
     const n = 192;
     const targets = [0, 1].map((w) => ({
       blocks: Array.from({ length: 12 }, (_, i) => block(n, 100 * (w + 1) + i)),
@@ -106,7 +106,7 @@ describe('webgpu KV injector: staged uploads expanded on the GPU', function () {
   });
 
   it('takes a block larger than its staging buffers (a buffer of that size joins the pool)', async () => {
-    const injector = new KvInjector(ctx, fp16Expander(ctx), 1024);
+    const injector = new KvInjector(ctx, fp16Expander(ctx), { slot: 1024, pool: 4096 });
     const b = block(2048, 7);
     const keys = ctx.storage(2048 * 4, 'keys');
     const values = ctx.storage(2048 * 4, 'values');
