@@ -3,9 +3,9 @@
  * question, answered by
  *   inject, inject-int8, inject-int4: the context's KV objects (`--chunk`-token chunks, made once by the engine and
  *     put to a warm edge: its own `kdn edge` process, or with `--edge inline` one inside this process) fetched over
- *     HTTP in parallel and, as kdn's query path does, placed layer by layer with the question running each layer as
- *     soon as the context's copy of it is in (`--inject-path sequential`: injected chunk by chunk, `--window` objects
- *     ahead, then the question prefilled);
+ *     HTTP in parallel, then as kdn's query path does (`--inject-path auto`): up to OVERLAP_MAX_CHUNKS chunks placed
+ *     layer by layer with the question running each layer as soon as the context's copy of it is in (`overlapped`),
+ *     more injected chunk by chunk, `--window` objects ahead, then the question prefilled (`sequential`);
  *   recompute: the engine prefills context and question;
  *   peer: transformers (bf16, sdpa) prefills the same token count (bench/peer_prefill.py; skipped with the reason
  *     where torch or CUDA is missing).
@@ -25,6 +25,7 @@ import { choice, choiceList, parseFlags, positiveInt } from './lib/args.ts';
 import { EDGE_PLACEMENTS, startBenchEdge, type BenchEdge, type EdgePlacement } from './lib/bench-edge.ts';
 import { SPEED_OPTIONS, speedArgs, type SpeedArgs } from './lib/common-args.ts';
 import { fetchAndInject, fetchInjectPrefill, type FetchInjectTiming } from './lib/fetch-inject.ts';
+import { overlapsPrompt } from '../kdn/query/overlap-policy.ts';
 import { KvFetchPool } from '../kdn/query/kv-fetch-pool.ts';
 import { defaultFetchThreads, inThreadFetcher, type KvFetcher } from '../kdn/query/kv-fetcher.ts';
 import { argmax } from './lib/logits.ts';
@@ -50,7 +51,10 @@ interface TtftArgs extends SpeedArgs {
   chunk: number;
   modes: Mode[];
   window: number;
-  /** kdn's query path (the question overlapped with the context's arrival), or chunk by chunk then the question. */
+  /**
+   * auto: kdn's query path (overlapped up to OVERLAP_MAX_CHUNKS chunks, else sequential); overlapped: the question run
+   * under the context's arrival; sequential: chunk by chunk, then the question.
+   */
   injectPath: (typeof INJECT_PATHS)[number];
   edge: EdgePlacement;
   fetchThreads: number;
@@ -59,7 +63,7 @@ interface TtftArgs extends SpeedArgs {
   kv: (typeof KV_SOURCES)[number];
 }
 
-const INJECT_PATHS = ['overlapped', 'sequential'] as const;
+const INJECT_PATHS = ['auto', 'overlapped', 'sequential'] as const;
 
 function isInject(mode: Mode): mode is InjectMode {
   return mode in CODEC_OF;
@@ -74,7 +78,7 @@ function parse(args: string[]): TtftArgs {
     chunk: positiveInt(values.chunk, 256, 'chunk'),
     modes: choiceList(values.modes, MODES, MODES, 'modes'),
     window: positiveInt(values.window, 16, 'window'),
-    injectPath: choice(values['inject-path'], 'overlapped', INJECT_PATHS, 'inject-path'),
+    injectPath: choice(values['inject-path'], 'auto', INJECT_PATHS, 'inject-path'),
     edge: choice(values.edge, 'process', EDGE_PLACEMENTS, 'edge'),
     fetchThreads: values['fetch-threads'] === '0' ? 0 : positiveInt(values['fetch-threads'], defaultFetchThreads(), 'fetch-threads'),
     recomputeWarmup: values['recompute-warmup'] === '0' ? 0 : positiveInt(values['recompute-warmup'], speed.warmup, 'recompute-warmup'),
@@ -184,6 +188,10 @@ async function putSyntheticObjects(engine: BenchEngine, edge: BenchEdge, context
   return keys;
 }
 
+function overlapped(path: TtftArgs['injectPath'], chunks: number): boolean {
+  return path === 'overlapped' || (path === 'auto' && overlapsPrompt(chunks));
+}
+
 interface InjectRun {
   ms: number;
   reserveMs: number;
@@ -210,7 +218,7 @@ function measureInject(engine: BenchEngine, fetcher: KvFetcher, keys: string[], 
       const t0 = performance.now();
       await session.reserve(session.capacity);
       const reserveMs = performance.now() - t0;
-      if (a.injectPath === 'overlapped') {
+      if (overlapped(a.injectPath, keys.length)) {
         const o = await fetchInjectPrefill(fetcher, keys, session, questionIds);
         const ms = performance.now() - t0;
         return { ms, reserveMs, fetchMs: o.fetchMs, fetchWaitMs: null, injectMs: null, placedMs: reserveMs + o.placedMs, questionMs: o.questionTailMs, bytes: o.bytes, first: argmax(o.logits) };
@@ -300,7 +308,7 @@ async function measureContext(engine: BenchEngine, a: TtftArgs, shape: string, c
               runs: a.runs,
               bytes: last.bytes,
               reserve_ms: round(median(m.results.map((r) => r.reserveMs))),
-              inject_path: a.injectPath,
+              inject_path: overlapped(a.injectPath, keys.get(CODEC_OF[mode])!.length) ? 'overlapped' : 'sequential',
               fetch_ms: round(median(m.results.map((r) => r.fetchMs))),
               fetch_wait_ms: medianOrNull(m.results.map((r) => r.fetchWaitMs)),
               inject_ms: medianOrNull(m.results.map((r) => r.injectMs)),

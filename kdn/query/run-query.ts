@@ -8,6 +8,7 @@ import type { KVExpectation } from '../../storage/kv-object/types.ts';
 import { sinkToken } from '../sink-token.ts';
 import type { ContextPiece } from './context-plan.ts';
 import { ChunkFetch, type ChunkTier } from './fetch-chunk.ts';
+import { overlapsPrompt } from './overlap-policy.ts';
 
 export type QueryMode = 'inject' | 'recompute';
 
@@ -150,9 +151,10 @@ interface BuiltContext {
 }
 
 /**
- * [sink], then every chunk object fetched in parallel. When every object's header arrived, the objects and the
- * prompt go to the engine together (Session.injectKVAndPrefill): layer l of the prompt runs once layer l of every
- * chunk is in, so the prompt's compute overlaps the transfer. Otherwise, or when that fails midway, the chunks are
+ * [sink], then every chunk object fetched in parallel. When every object's header arrived (and the chunks are few
+ * enough, see overlap-policy.ts), the objects and the prompt go to the engine together (Session.injectKVAndPrefill):
+ * layer l of the prompt runs once layer l of every chunk is in, so the prompt's compute overlaps the transfer.
+ * Otherwise, or when that fails midway, the chunks are
  * injected one by one in context order: a chunk whose object cannot be fetched or verified is fetched once more (the
  * edge client fails over), then prefilled from its tokens. The query never fails for a cache's sake.
  */
@@ -169,11 +171,11 @@ async function injectContext(deps: QueryDeps, session: Session, pieces: ContextP
   await session.prefill([sinkToken(engine)], { logits: 'none' });
   const sinkMs = performance.now() - sinkStart;
 
-  const headers = await Promise.allSettled(first.map((f) => f.reader));
-  const readers = headers.flatMap((h) => (h.status === 'fulfilled' ? [h.value] : []));
-  // Fetches whose header failed are retried chunk by chunk, along with the others, which are not consumed yet.
+  // Fetches not consumed here (a header failed, or too many chunks to overlap) are reused chunk by chunk.
   let reusable = first;
-  if (readers.length === pieces.length) {
+  const headers = overlapsPrompt(pieces.length) ? await Promise.allSettled(first.map((f) => f.reader)) : [];
+  const readers = headers.flatMap((h) => (h.status === 'fulfilled' ? [h.value] : []));
+  if (headers.length === pieces.length && readers.length === pieces.length) {
     const injectStart = performance.now();
     try {
       const { placedAt } = await session.injectKVAndPrefill(readers, promptIds, { logits: 'last' });
