@@ -272,13 +272,19 @@ describe('engine sessions on the cpu backend', () => {
       expect(s.length).to.equal(1);
     });
 
-    it('injectKVAndPrefill is all or nothing: a stream failing midway, or a mismatched object, leaves the session as it was', async () => {
-      const fp = engine.info.fingerprint;
+    /** The KV of tokens 10-15, and a session holding tokens 10 and 11 to inject it after. */
+    async function kvAfterTwoTokens(): Promise<{ kv: KVTensors; s: Session }> {
       const src = engine.createSession();
       await src.prefill([10, 11, 12, 13, 14, 15]);
       const kv = await src.exportKV({ start: 0, end: 6 });
       const s = engine.createSession();
       await s.prefill([10, 11]);
+      return { kv, s };
+    }
+
+    it('injectKVAndPrefill is all or nothing: a stream failing midway, or a mismatched object, leaves the session as it was', async () => {
+      const fp = engine.info.fingerprint;
+      const { kv, s } = await kvAfterTwoTokens();
       try {
         await s.injectKVAndPrefill([directReader(kv, fp), directReader(kv, fp, { failAfter: 1 })], [12, 13]);
         expect.fail('injected');
@@ -299,11 +305,7 @@ describe('engine sessions on the cpu backend', () => {
     });
 
     it('a stream failing midway leaves the session at its old length, and it still computes correctly', async () => {
-      const src = engine.createSession();
-      await src.prefill([10, 11, 12, 13, 14, 15]);
-      const kv = await src.exportKV({ start: 0, end: 6 });
-      const s = engine.createSession();
-      await s.prefill([10, 11]);
+      const { kv, s } = await kvAfterTwoTokens();
       try {
         await s.injectKV(directReader(kv, engine.info.fingerprint, { failAfter: 1 }), 2);
         expect.fail('injected');
