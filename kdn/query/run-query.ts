@@ -59,7 +59,12 @@ export interface QueryOutcome {
   };
   /** Bytes of KV objects received from the edges. */
   bytes: number;
-  /** Milliseconds. */
+  /**
+   * Milliseconds. With the prompt run under the context's arrival (overlap-policy.ts), injection ends when the
+   * context's last layer is placed and prefill is the prompt's compute left after that (plus the sink token);
+   * otherwise injection is the time inside chunk-by-chunk injection and prefill the prompt's whole prefill (plus the
+   * sink token and chunks computed instead of injected).
+   */
   timings: { retrieval: number; queue: number; fetch: number; injection: number; prefill: number; ttft: number; total: number };
 }
 
