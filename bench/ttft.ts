@@ -383,7 +383,8 @@ export async function run(args: string[], checkpoint?: Checkpoint): Promise<Benc
       edge: a.edge === 'process' ? 'a kdn edge process on this machine (loopback HTTP)' : 'an edge inside the benchmark process (loopback HTTP, same event loop)',
       peer: peer === undefined ? 'not requested' : peer.available ? `${peer.label} on ${peer.device}` : `unavailable: ${peer.reason}`,
       maxSeconds: Number.isFinite(a.deadline.seconds) ? a.deadline.seconds : null,
-      timing: "ttft_ms: median of runs, from the start of a query on a fresh session to the first token id on the host; inject modes split into reserve (sizing the session's cache for the query), fetch (first request to last body), fetch_wait (injector idle waiting for bodies), inject, question prefill",
+      timing: "ttft_ms: median of runs, from the start of a query on a fresh session to the first token id on the host; inject modes split into reserve (sizing the session's cache for the query) and fetch (first request to last body), then by inject_path: overlapped into placed (start to the context's last layer placed) and question (the question's compute left after that), sequential into fetch_wait (injector idle waiting for bodies), inject and question prefill",
+      injectPath: a.injectPath,
     },
     records,
   });
