@@ -186,9 +186,8 @@ async function injectContext(deps: QueryDeps, session: Session, pieces: ContextP
       const { placedAt } = await session.injectKVAndPrefill(readers, promptIds, { logits: 'last' });
       const end = performance.now();
       await Promise.all(first.map((f) => f.done));
-      const lastArrival = Math.max(fetchStart, ...first.map((f) => f.arrivedAt ?? fetchStart));
       const uses = pieces.map((p, i) => ({ ...use(p, first[i]!.tier, first[i]!.bytes), ...(first[i]!.edge ? { edge: first[i]!.edge } : {}) }));
-      return { uses, fetchMs: lastArrival - fetchStart, injectionMs: placedAt - injectStart, computedMs: sinkMs, computedTokens: 1, promptMs: end - placedAt };
+      return { uses, fetchMs: lastArrival(first, fetchStart) - fetchStart, injectionMs: placedAt - injectStart, computedMs: sinkMs, computedTokens: 1, promptMs: end - placedAt };
     } catch (err) {
       // Some object failed midway (or the device did): every object is consumed, so all are fetched again.
       log.warn({ err }, 'overlapped injection failed; injecting chunk by chunk');
@@ -196,27 +195,30 @@ async function injectContext(deps: QueryDeps, session: Session, pieces: ContextP
       reusable = [];
     }
   }
-  const built = await injectOneByOne(deps, session, pieces, expectations, reusable, signal);
+  // Reused fetches started with the query; after a failed overlap, the fetches start again now.
+  const since = reusable === first ? fetchStart : performance.now();
+  const built = await injectOneByOne(deps, session, pieces, expectations, reusable, since, signal);
   return { ...built, computedMs: built.computedMs + sinkMs, computedTokens: built.computedTokens + 1 };
 }
 
-/** The chunks injected in context order (see injectContext); `reusable` holds unconsumed fetches by piece, if any. */
+/**
+ * The chunks injected in context order (see injectContext); `reusable` holds unconsumed fetches by piece, if any, and
+ * `fetchStart` is when the fetches began.
+ */
 async function injectOneByOne(
   deps: QueryDeps,
   session: Session,
   pieces: ContextPiece[],
   expectations: KVExpectation[],
   reusable: ChunkFetch[],
+  fetchStart: number,
   signal: AbortSignal,
 ): Promise<BuiltContext> {
   const { fetcher, log } = deps;
-  const fetchStart = performance.now();
   const fetches = pieces.map((p, i) => reusable[i] ?? new ChunkFetch(fetcher, p.key, expectations[i]!, signal));
   // A fetch that fails before its header arrives is retried at once, not when injection reaches its chunk: with the
   // origin down every chunk's attempts would otherwise wait out the edge's timeout one chunk after another.
   const retries = fetches.map((f, i) => f.reader.then(() => undefined, () => new ChunkFetch(fetcher, pieces[i]!.key, expectations[i]!, signal)));
-  let lastArrival = fetchStart;
-  for (const f of fetches) void f.done.then(() => (lastArrival = Math.max(lastArrival, performance.now())));
   let computedMs = 0;
   let computedTokens = 0;
 
@@ -250,7 +252,12 @@ async function injectOneByOne(
     uses.push(use(piece, 'computed', received));
   }
   await Promise.all(fetches.map((f) => f.done));
-  return { uses, fetchMs: lastArrival - fetchStart, injectionMs, computedMs, computedTokens, promptMs: null };
+  return { uses, fetchMs: lastArrival(fetches, fetchStart) - fetchStart, injectionMs, computedMs, computedTokens, promptMs: null };
+}
+
+/** When the last of `fetches` ended, and `since` if none ended after it. */
+function lastArrival(fetches: readonly ChunkFetch[], since: number): number {
+  return Math.max(since, ...fetches.map((f) => f.arrivedAt ?? since));
 }
 
 function expectationFor(engine: Engine, piece: ContextPiece): KVExpectation {
