@@ -188,8 +188,10 @@ async function putSyntheticObjects(engine: BenchEngine, edge: BenchEdge, context
   return keys;
 }
 
-function overlapped(path: TtftArgs['injectPath'], chunks: number): boolean {
-  return path === 'overlapped' || (path === 'auto' && overlapsPrompt(chunks));
+/** The path a context of `chunks` objects takes under --inject-path `path`. */
+function injectPathFor(path: TtftArgs['injectPath'], chunks: number): 'overlapped' | 'sequential' {
+  if (path !== 'auto') return path;
+  return overlapsPrompt(chunks) ? 'overlapped' : 'sequential';
 }
 
 interface InjectRun {
@@ -211,14 +213,14 @@ interface InjectRun {
  * One query by injection per run, on a fresh session: the cache reserved for the whole sequence (as kdn's query
  * path does, timed), then the context's objects and the question, overlapped or one after the other.
  */
-function measureInject(engine: BenchEngine, fetcher: KvFetcher, keys: string[], context: number, questionIds: number[], a: TtftArgs) {
+function measureInject(engine: BenchEngine, fetcher: KvFetcher, keys: string[], context: number, questionIds: number[], path: 'overlapped' | 'sequential', a: TtftArgs) {
   return measure(a.warmup, a.runs, async (): Promise<InjectRun> => {
     const session = engine.createSession(context + questionIds.length);
     try {
       const t0 = performance.now();
       await session.reserve(session.capacity);
       const reserveMs = performance.now() - t0;
-      if (overlapped(a.injectPath, keys.length)) {
+      if (path === 'overlapped') {
         const o = await fetchInjectPrefill(fetcher, keys, session, questionIds);
         const ms = performance.now() - t0;
         return { ms, reserveMs, fetchMs: o.fetchMs, fetchWaitMs: null, injectMs: null, placedMs: reserveMs + o.placedMs, questionMs: o.questionTailMs, bytes: o.bytes, first: argmax(o.logits) };
@@ -301,14 +303,16 @@ async function measureContext(engine: BenchEngine, a: TtftArgs, shape: string, c
         for (const mode of injectModes) {
           if (skipped(mode)) continue;
           await attempt([mode], async () => {
-            const m = await measureInject(engine, fetcher, keys.get(CODEC_OF[mode])!, contextIds.length, questionIds, a);
+            const modeKeys = keys.get(CODEC_OF[mode])!;
+            const path = injectPathFor(a.injectPath, modeKeys.length);
+            const m = await measureInject(engine, fetcher, modeKeys, contextIds.length, questionIds, path, a);
             const last = m.results.at(-1)!;
             out.set(mode, record(base, mode, {
               ttft_ms: round(m.median),
               runs: a.runs,
               bytes: last.bytes,
               reserve_ms: round(median(m.results.map((r) => r.reserveMs))),
-              inject_path: overlapped(a.injectPath, keys.get(CODEC_OF[mode])!.length) ? 'overlapped' : 'sequential',
+              inject_path: path,
               fetch_ms: round(median(m.results.map((r) => r.fetchMs))),
               fetch_wait_ms: medianOrNull(m.results.map((r) => r.fetchWaitMs)),
               inject_ms: medianOrNull(m.results.map((r) => r.injectMs)),
