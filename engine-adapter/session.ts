@@ -16,6 +16,16 @@ export interface SessionModel {
   tokenizer: Tokenizer;
 }
 
+/** A KV object's stream yields its layers in order. */
+function checkLayerOrder(layer: number, expected: number): void {
+  if (layer !== expected) throw new KdnError('KV_CORRUPT', `KV stream yielded layer ${layer} where layer ${expected} was due`);
+}
+
+/** A KV object's stream ended after all of its header's layers. */
+function checkLayerCount(yielded: number, layers: number): void {
+  if (yielded !== layers) throw new KdnError('KV_CORRUPT', `KV stream ended after ${yielded} of ${layers} layers`);
+}
+
 /**
  * Holds generated text back while it could still turn into a stop string, so streamed text never has to be
  * taken back.
@@ -120,11 +130,11 @@ export class BackendSession implements Session {
       // arrived, so a failure midway leaves the session as it was (the partial rows sit beyond its length).
       let expected = 0;
       for await (const block of object.layers) {
-        if (block.layer !== expected) throw new KdnError('KV_CORRUPT', `KV stream yielded layer ${block.layer} where layer ${expected} was due`);
+        checkLayerOrder(block.layer, expected);
         await this.backend.writeKVLayer(this.cache, h, block, position);
         expected++;
       }
-      if (expected !== h.layers) throw new KdnError('KV_CORRUPT', `KV stream ended after ${expected} of ${h.layers} layers`);
+      checkLayerCount(expected, h.layers);
       // Not settled here: a device round trip per chunk would stall the upload pipeline between chunks. The rows are
       // confirmed by the next call that reads the cache, which rolls them back if the device rejected them.
       this.unsettledFrom ??= position;
@@ -276,11 +286,11 @@ export class BackendSession implements Session {
         const got = await Promise.race([stream.next(), stop]);
         if (got === null) throw new KdnError('INTERNAL', 'placing stopped: the forward failed');
         if (got.done) {
-          if (expected !== h.layers) throw new KdnError('KV_CORRUPT', `KV stream ended after ${expected} of ${h.layers} layers`);
+          checkLayerCount(expected, h.layers);
           return;
         }
         if (expected === h.layers) throw new KdnError('KV_CORRUPT', `KV stream of ${h.layers} layers yielded more`);
-        if (got.value.layer !== expected) throw new KdnError('KV_CORRUPT', `KV stream yielded layer ${got.value.layer} where layer ${expected} was due`);
+        checkLayerOrder(got.value.layer, expected);
         await this.backend.writeKVLayer(this.cache, h, got.value, positions[i]!);
         counts[expected]!++;
         while (complete < layers && counts[complete] === objects.length) complete++;
