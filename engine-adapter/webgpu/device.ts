@@ -134,6 +134,11 @@ const TENSOR_KERNELS: { url: URL; defines: string[]; workgroupBytes: number }[] 
  * Which spelling of subgroupMatrixLoad/Store this Dawn accepts (the newer template form first), found by building
  * the tensor-core kernels in it; null when neither builds (then the portable kernels serve).
  */
+/** The tensor-core kernels' names ("file define ..."), in the order the device probe builds them. */
+export function tensorKernelNames(): string[] {
+  return TENSOR_KERNELS.map((k) => [k.url.pathname.slice(k.url.pathname.lastIndexOf('/') + 1).replace(/\.wgsl$/, ''), ...k.defines].join(' '));
+}
+
 async function subgroupMatrixSyntax(device: GPUDevice): Promise<{ syntax: SubgroupMatrixSyntax } | { reason: string }> {
   const kernels = TENSOR_KERNELS.filter((k) => k.workgroupBytes <= device.limits.maxComputeWorkgroupStorageSize);
   const errors: string[] = [];

@@ -13,6 +13,7 @@
 #   8b-long  8B TTFT at 16k and 32k, every mode, the inject modes on synthetic KV                  ~3 min
 #   1b       1B TTFT at 1k, 4k, 8k, every mode; 16k and 32k every mode on synthetic KV             ~2 min
 #   engine   engine prefill and decode throughput against transformers, 1B and 8B                  ~6 min
+#   sass     the driver's machine code for the tensor-core kernels, with registers and instruction mix  ~1 min
 set -u
 OUT=${OUT:?set OUT to the folder whose files come back}
 cd "$(dirname "$0")/../.."
@@ -62,8 +63,10 @@ for part in "$@"; do
     engine)
       bench 170 engine-gpu-1b engine --shape llama3.2-1b --contexts 1024,4096 --decode 32 --backend webgpu --runs 1 --warmup 1 --max-seconds 130
       bench 200 engine-gpu-8b engine --shape llama3.1-8b --contexts 1024,4096 --decode 16 --backend webgpu --runs 1 --warmup 1 --max-seconds 150 ;;
+    sass)
+      step 120 kernel-sass node --import tsx tools/gpu/kernel-sass.ts --out "$OUT/sass" --nvdisasm "$(command -v nvdisasm || echo /usr/local/cuda/bin/nvdisasm)" ;;
     *)
-      echo "unknown part $part (check, profile, forward, 8b, 8b-long, 1b, engine)" >&2
+      echo "unknown part $part (check, profile, forward, 8b, 8b-long, 1b, engine, sass)" >&2
       exit 2 ;;
   esac
 done

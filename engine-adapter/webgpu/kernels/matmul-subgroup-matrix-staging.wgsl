@@ -3,7 +3,8 @@
 // results' way out. The includer declares the staged tiles xs [rows][TKP] and ws [columns][TKP] (f16) and cs (f32, a
 // 16 x 16 slot per subgroup); the uniforms come from matmul-common.wgsl. Each kernel keeps its operands in arrays of
 // its own and passes them a vector at a time: the same loops over module-scope private arrays here made the 128 x 128
-// kernel 26% slower on the H200.
+// kernel 26% slower on the H200, and loops here over pointers to the kernels' arrays added 150 register moves to each
+// K step of its machine code (tools/gpu/kernel-sass.ts), so each kernel writes its loops out.
 @group(0) @binding(1) var<storage, read> x: array<vec4f>;
 @group(0) @binding(2) var<storage, read> w: array<vec4u>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
