@@ -120,12 +120,13 @@ function hasF16MatrixConfig(adapter: GPUAdapter): boolean {
 }
 
 /**
- * The tensor-core kernels; the feature counts as present only where all of them build into pipelines.
+ * The tensor-core kernels; the feature counts as present only where all of them build into pipelines. The matmuls are
+ * built as the engine runs them, on weights in blocks (gpu-matrix.ts).
  * workgroupBytes: the sizes of each WGSL's workgroup arrays (keep in step with them).
  */
 const TENSOR_KERNELS: { url: URL; defines: string[]; workgroupBytes: number }[] = [
-  { url: new URL('./kernels/matmul-subgroup-matrix.wgsl', import.meta.url), defines: [], workgroupBytes: 24576 },
-  { url: new URL('./kernels/matmul-subgroup-matrix-short.wgsl', import.meta.url), defines: [], workgroupBytes: 19456 },
+  { url: new URL('./kernels/matmul-subgroup-matrix.wgsl', import.meta.url), defines: ['W_BLOCKS'], workgroupBytes: 24576 },
+  { url: new URL('./kernels/matmul-subgroup-matrix-short.wgsl', import.meta.url), defines: ['W_BLOCKS'], workgroupBytes: 19456 },
   { url: new URL('./kernels/attention-subgroup-matrix.wgsl', import.meta.url), defines: [], workgroupBytes: 34320 },
   { url: new URL('./kernels/attention-subgroup-matrix.wgsl', import.meta.url), defines: ['HEAD_DIM_128'], workgroupBytes: 42512 },
 ];

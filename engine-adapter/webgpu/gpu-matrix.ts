@@ -8,6 +8,14 @@ import { KdnError } from '../../common/errors.ts';
 import { Usage, type GpuContext } from './gpu-context.ts';
 import { recordPackF16 } from './kernels/pack-f16.ts';
 
+/**
+ * 'rows': [rows][rowWords]. 'blocks' (f16 only, cols a multiple of 32): 128-row by 32-column blocks, each contiguous
+ * (kernels/weight-blocks.wgsl), so a tensor-core workgroup's K step reads one 8 KB block instead of 128 rows' 64-byte
+ * pieces: the prefill matmul ran 4-11% faster so on the H200 (bench/results/gpu/matmul-machine-code-and-layout-h200.json).
+ * Only the tensor-core matmuls and matvec read blocks.
+ */
+export type MatrixLayout = 'rows' | 'blocks';
+
 export interface GpuMatrix {
   buffer: GPUBuffer;
   rows: number;
@@ -15,7 +23,12 @@ export interface GpuMatrix {
   f16: boolean;
   /** u32 words per row when f16 (ceil(cols / 2)); cols when f32. */
   rowWords: number;
+  layout: MatrixLayout;
 }
+
+/** Rows and columns of one block of the blocks layout. */
+export const BLOCK_ROWS = 128;
+export const BLOCK_COLS = 32;
 
 /** f32 rows are staged through a temporary buffer of about this size while packing to f16. */
 const PACK_CHUNK_BYTES = 64 * 1024 * 1024;
@@ -30,14 +43,19 @@ function shapeOf(tensor: Tensor, label: string): [number, number] {
 
 export function uploadMatrixF32(ctx: GpuContext, tensor: Tensor, label: string): GpuMatrix {
   const [rows, cols] = shapeOf(tensor, label);
-  return { buffer: ctx.upload(tensor.data, label), rows, cols, f16: false, rowWords: cols };
+  return { buffer: ctx.upload(tensor.data, label), rows, cols, f16: false, rowWords: cols, layout: 'rows' };
 }
 
 /** Converts on the GPU, chunk by chunk of rows, so no host-side f16 conversion or full f32 copy is needed. */
-export async function uploadMatrixF16(ctx: GpuContext, tensor: Tensor, label: string): Promise<GpuMatrix> {
+export async function uploadMatrixF16(ctx: GpuContext, tensor: Tensor, label: string, layout: MatrixLayout = 'rows'): Promise<GpuMatrix> {
   const [rows, cols] = shapeOf(tensor, label);
+  if (layout === 'blocks' && cols % BLOCK_COLS !== 0) {
+    throw new KdnError('INTERNAL', `${label}: the blocks layout needs a multiple of ${BLOCK_COLS} columns, not ${cols}`);
+  }
   const rowWords = Math.ceil(cols / 2);
-  const buffer = ctx.storage(rows * rowWords * 4, label);
+  // New buffers are zeroed, which the blocks layout's padding rows rely on.
+  const storedRows = layout === 'blocks' ? Math.ceil(rows / BLOCK_ROWS) * BLOCK_ROWS : rows;
+  const buffer = ctx.storage(storedRows * rowWords * 4, label);
   const chunkRows = Math.max(1, Math.min(rows, Math.floor(PACK_CHUNK_BYTES / (cols * 4))));
   const staging = ctx.device.createBuffer({ size: Math.ceil((chunkRows * cols * 4) / 16) * 16, usage: Usage.STORAGE | Usage.COPY_DST });
   try {
@@ -45,12 +63,12 @@ export async function uploadMatrixF16(ctx: GpuContext, tensor: Tensor, label: st
       const n = Math.min(chunkRows, rows - r0);
       ctx.device.queue.writeBuffer(staging, 0, tensor.data, r0 * cols, n * cols);
       const rec = ctx.recorder();
-      recordPackF16(ctx, rec, { src: staging, dst: buffer, rows: n, cols, dstOffset: r0 * rowWords });
+      recordPackF16(ctx, rec, { src: staging, dst: buffer, rows: n, cols, firstRow: r0, layout });
       // Waiting per chunk bounds the staging memory Dawn keeps for pending writeBuffer calls.
       await rec.submit();
     }
   } finally {
     staging.destroy();
   }
-  return { buffer, rows, cols, f16: true, rowWords };
+  return { buffer, rows, cols, f16: true, rowWords, layout };
 }

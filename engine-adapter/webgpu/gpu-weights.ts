@@ -1,11 +1,12 @@
 /**
- * The model's weights on the GPU: linear weights as GpuMatrix (f16-packed or f32, one choice for the model),
- * norms, biases and RoPE inverse frequencies as f32. Tied embeddings share one buffer with lm_head.
+ * The model's weights on the GPU: linear weights as GpuMatrix (f16-packed or f32, one choice for the model; in the
+ * blocks layout where the tensor-core matmuls read them), norms, biases and RoPE inverse frequencies as f32. Tied
+ * embeddings share one buffer with lm_head.
  */
 import type { LayerWeights, ModelWeights, Tensor } from '../model/weights.ts';
 import { ropeInvFreq } from '../cpu/kernels/rope.ts';
 import type { GpuContext } from './gpu-context.ts';
-import { uploadMatrixF16, uploadMatrixF32, type GpuMatrix } from './gpu-matrix.ts';
+import { BLOCK_COLS, uploadMatrixF16, uploadMatrixF32, type GpuMatrix } from './gpu-matrix.ts';
 
 export type WeightPrecision = 'f16' | 'f32';
 
@@ -45,13 +46,16 @@ export async function uploadWeights(ctx: GpuContext, weights: ModelWeights, prec
     buffers.push(b);
     return b;
   };
-  const matrix = async (t: Tensor, label: string): Promise<GpuMatrix> => {
-    const m = precision === 'f16' ? await uploadMatrixF16(ctx, t, label) : uploadMatrixF32(ctx, t, label);
+  // The tensor-core matmuls read weights fastest in blocks; the embedding lookup reads rows, so a tied lm_head keeps them.
+  const blocks = ctx.features.subgroupMatrix !== null;
+  const matrix = async (t: Tensor, label: string, forMatmul = true): Promise<GpuMatrix> => {
+    const layout = forMatmul && blocks && (t.shape[1] ?? 0) % BLOCK_COLS === 0 ? 'blocks' : 'rows';
+    const m = precision === 'f16' ? await uploadMatrixF16(ctx, t, label, layout) : uploadMatrixF32(ctx, t, label);
     buffers.push(m.buffer);
     return m;
   };
   try {
-    const embed = await matrix(weights.embed, 'embed');
+    const embed = await matrix(weights.embed, 'embed', false);
     const lmHead = weights.lmHead === weights.embed ? embed : await matrix(weights.lmHead, 'lm_head');
     const layers: GpuLayerWeights[] = [];
     for (const [i, w] of weights.layers.entries()) layers.push(await uploadLayer(w, `layer ${i}`, vector, matrix));

@@ -11,7 +11,7 @@ import { rmsnorm } from '../../engine-adapter/cpu/kernels/rmsnorm.ts';
 import { applyRope, rerotate, ropeInvFreq } from '../../engine-adapter/cpu/kernels/rope.ts';
 import { swiglu } from '../../engine-adapter/cpu/kernels/swiglu.ts';
 import type { GpuContext } from '../../engine-adapter/webgpu/gpu-context.ts';
-import { uploadMatrixF16, uploadMatrixF32, type GpuMatrix } from '../../engine-adapter/webgpu/gpu-matrix.ts';
+import { uploadMatrixF16, uploadMatrixF32, type GpuMatrix, type MatrixLayout } from '../../engine-adapter/webgpu/gpu-matrix.ts';
 import { recordAdd } from '../../engine-adapter/webgpu/kernels/add.ts';
 import { recordAttention } from '../../engine-adapter/webgpu/kernels/attention.ts';
 import { recordEmbedding } from '../../engine-adapter/webgpu/kernels/embedding.ts';
@@ -44,9 +44,9 @@ describe('webgpu kernels vs the CPU reference', function () {
     const [bytes] = await rec.submit();
     return new Float32Array(bytes!);
   };
-  const matrix = async (data: Float32Array, rows: number, cols: number, f16: boolean): Promise<GpuMatrix> => {
+  const matrix = async (data: Float32Array, rows: number, cols: number, f16: boolean, layout: MatrixLayout = 'rows'): Promise<GpuMatrix> => {
     const tensor = { shape: [rows, cols], data };
-    return f16 ? uploadMatrixF16(ctx, tensor, 'w') : uploadMatrixF32(ctx, tensor, 'w');
+    return f16 ? uploadMatrixF16(ctx, tensor, 'w', layout) : uploadMatrixF32(ctx, tensor, 'w');
   };
 
   for (const f16 of [false, true]) {
@@ -54,7 +54,12 @@ describe('webgpu kernels vs the CPU reference', function () {
     // f32 sums of up to 130 products of values below 1 in another order: 1e-5 absolute is ample.
     const tol = 2e-5;
     // x W^T + bias through `record` against the CPU reference; inputs drawn from `seed`, seed + 1, seed + 2.
-    const checkMatmul = async (record: typeof recordMatmulTiled, shape: { m: number; k: number; n: number; kParts?: number }, seed: number): Promise<void> => {
+    const checkMatmul = async (
+      record: typeof recordMatmulTiled,
+      shape: { m: number; k: number; n: number; kParts?: number },
+      seed: number,
+      layout: MatrixLayout = 'rows',
+    ): Promise<void> => {
       const { m, k, n, kParts } = shape;
       const x = randomArray(m * k, seed);
       const w = randomArray(n * k, seed + 1, 0.5);
@@ -63,7 +68,7 @@ describe('webgpu kernels vs the CPU reference', function () {
       // The f16 path's exact reference is the same product with f16-rounded weights.
       matmul(expected, x, f16 ? f16RoundArray(w) : w, m, k, n, bias);
       const y = ctx.storage(m * n * 4, 'y');
-      const args = { x: upload(x), w: await matrix(w, n, k, f16), bias: upload(bias), y, m, kParts };
+      const args = { x: upload(x), w: await matrix(w, n, k, f16, layout), bias: upload(bias), y, m, kParts };
       const got = await run((rec) => record(ctx, rec, args), y, m * n);
       expectClose(got, expected, tol, 1e-5, 'y');
     };
@@ -76,6 +81,22 @@ describe('webgpu kernels vs the CPU reference', function () {
     ] as const) {
       it(`matmul ${path} ${weights} weights m=${m} k=${k} n=${n} with bias (atol ${tol})`, async () => {
         await checkMatmul(path === 'tiled' ? recordMatmulTiled : recordMatvec, { m, k, n }, 1);
+      });
+    }
+
+    if (f16) {
+      // Weights in blocks of 128 rows x 32 columns (the tensor-core path's layout), 1031 rows: the last block padded.
+      for (const [m, k, n] of [
+        [1, 32, 45],
+        [2, 160, 1031],
+      ] as const) {
+        it(`matmul matvec f16 weights in blocks m=${m} k=${k} n=${n} with bias (atol ${tol})`, async () => {
+          await checkMatmul(recordMatvec, { m, k, n }, 11, 'blocks');
+        });
+      }
+      it('the tiled matmul refuses weights in blocks', async () => {
+        const args = { x: upload(randomArray(3 * 32, 1)), w: await matrix(randomArray(5 * 32, 2), 5, 32, true, 'blocks'), y: ctx.storage(60, 'y'), m: 3 };
+        expect(() => recordMatmulTiled(ctx, ctx.recorder(), args)).to.throw(/row-major/);
       });
     }
 
@@ -277,6 +298,7 @@ describe('webgpu kernels vs the CPU reference', function () {
 
     // m up to 64 takes the short kernel (64 x 128 tiles), more the 128 x 128 one. kParts undefined: the launcher's
     // choice (a question-sized m=64 over k=4096 splits K to fill the GPU); given: forced, with a ragged last part.
+    // Each with W row-major and in blocks (the engine's layout here; ragged n pads the last block).
     for (const [m, k, n, bias, kParts] of [
       [70, 64, 129, true, undefined],
       [130, 96, 45, false, undefined],
@@ -286,16 +308,16 @@ describe('webgpu kernels vs the CPU reference', function () {
       [70, 320, 129, true, 3],
       [33, 128, 40, false, 4],
       [17, 320, 200, true, undefined],
-    ] as const) {
+    ] as const) for (const layout of ['rows', 'blocks'] as const) {
       // Inputs are rounded to f16 and products summed in f32: against the f16-rounded reference only the order differs.
-      it(`matmul m=${m} k=${k} n=${n}${bias ? ' with bias' : ''}${kParts ? `, ${kParts} K parts` : ''} vs the f16-rounded reference (atol 1e-4 + 1e-4 rel)`, async () => {
+      it(`matmul m=${m} k=${k} n=${n}${bias ? ' with bias' : ''}${kParts ? `, ${kParts} K parts` : ''}, W in ${layout}, vs the f16-rounded reference (atol 1e-4 + 1e-4 rel)`, async () => {
         const x = randomArray(m * k, 31);
         const w = randomArray(n * k, 32, 0.5);
         const b = randomArray(n, 33);
         const expected = new Float32Array(m * n);
         matmul(expected, f16RoundArray(x), f16RoundArray(w), m, k, n, bias ? b : undefined);
         const y = ctx.storage(m * n * 4, 'y');
-        const args = { x: upload(x), w: await matrix(w, n, k, true), bias: bias ? upload(b) : undefined, y, m, kParts };
+        const args = { x: upload(x), w: await matrix(w, n, k, true, layout), bias: bias ? upload(b) : undefined, y, m, kParts };
         const got = await run((rec) => recordMatmulSubgroupMatrix(ctx, rec, args), y, m * n);
         console.log(`      worst difference ${expectClose(got, expected, 1e-4, 1e-4, 'y').toExponential(2)}`);
       });

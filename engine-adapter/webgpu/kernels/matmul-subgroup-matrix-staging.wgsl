@@ -5,6 +5,9 @@
 // its own and passes them a vector at a time: the same loops over module-scope private arrays here made the 128 x 128
 // kernel 26% slower on the H200, and loops here over pointers to the kernels' arrays added 150 register moves to each
 // K step of its machine code (tools/gpu/kernel-sass.ts), so each kernel writes its loops out.
+#if W_BLOCKS
+#include "weight-blocks.wgsl"
+#endif
 @group(0) @binding(1) var<storage, read> x: array<vec4f>;
 @group(0) @binding(2) var<storage, read> w: array<vec4u>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
@@ -23,9 +26,14 @@ fn xPart(m0: u32, k0: u32, e: u32) -> vec4f {
 }
 
 fn wPart(n0: u32, k0: u32, e: u32) -> vec4u {
+#if W_BLOCKS
+  // The step's tile is one block (n0 is a multiple of 128, rows past n are stored as zeros).
+  return w[blockWord(n0, k0 / 2u, p.rowWords) / 4u + e];
+#else
   let r = e / 4u;
   if (n0 + r >= p.n) { return vec4u(0u); }
   return w[(n0 + r) * (p.rowWords / 4u) + k0 / 8u + e % 4u];
+#endif
 }
 
 // Stores element e of a K step's x tile (see xPart) into xs, rounded to f16.

@@ -34,13 +34,13 @@ export function recordMatmulSubgroupMatrix(ctx: GpuContext, rec: Recorder, a: Ma
   if (sm === null || !subgroupMatrixMatmulFits(ctx, a)) {
     throw new KdnError('INTERNAL', `subgroup-matrix matmul cannot take k=${a.w.cols} (${a.w.f16 ? 'f16' : 'f32'} weights) on this adapter`);
   }
-  const syntax = sm.syntax === 'template-arg' ? ['SGMAT_TEMPLATE'] : [];
+  const defines = [...(sm.syntax === 'template-arg' ? ['SGMAT_TEMPLATE'] : []), ...(a.w.layout === 'blocks' ? ['W_BLOCKS'] : [])];
   // Few tiles (a short question's rows, a narrow W): split K so the grid still fills the GPU.
   if (a.m <= SHORT_ROWS) {
     const grid: [number, number] = [Math.ceil(a.w.rows / TILE), 1];
-    recordSplitMatmul(ctx, rec, a, { url: SHORT, defines: syntax }, grid, kSplitFor(a, grid[0], TK, SHORT_TARGET_WORKGROUPS));
+    recordSplitMatmul(ctx, rec, a, { url: SHORT, defines }, grid, kSplitFor(a, grid[0], TK, SHORT_TARGET_WORKGROUPS));
     return;
   }
   const grid: [number, number] = [Math.ceil(a.w.rows / TILE), Math.ceil(a.m / TILE)];
-  recordSplitMatmul(ctx, rec, a, { url: URL_, defines: syntax }, grid, kSplitFor(a, grid[0] * grid[1], TK, TARGET_WORKGROUPS));
+  recordSplitMatmul(ctx, rec, a, { url: URL_, defines }, grid, kSplitFor(a, grid[0] * grid[1], TK, TARGET_WORKGROUPS));
 }

@@ -7,7 +7,8 @@
 // traffic per product falls with the tile (32 x 32 one-subgroup tiles ran 2-4x slower on the H200).
 // K advances 32 at a time: x (f32, rounded to f16) and W (f16 pairs packed in u32) are staged in workgroup memory,
 // x row-major [m][k] as the left operand and W as [n][k], which read column-major is the right operand W^T. The next
-// step's operands are loaded into registers while this step multiplies. The launcher guarantees k % 32 == 0; m and
+// step's operands are loaded into registers while this step multiplies. With W_BLOCKS, W is stored in the blocks
+// layout (weight-blocks.wgsl) and a K step's W tile is one contiguous block. The launcher guarantees k % 32 == 0; m and
 // n may be ragged (zero-filled, masked stores).
 // Workgroup z sums K range [z * kPer, (z + 1) * kPer) (kPer a multiple of 32); with SPLIT_K it writes that partial
 // product to y's part z, [z][m][n] (part 0 with the bias), for matmul-split-reduce.wgsl to add up.

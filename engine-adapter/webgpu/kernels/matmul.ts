@@ -36,13 +36,15 @@ export function recordMatmul(ctx: GpuContext, rec: Recorder, a: MatmulArgs): voi
 }
 
 export function recordMatmulTiled(ctx: GpuContext, rec: Recorder, a: MatmulArgs): void {
+  if (a.w.layout !== 'rows') throw new KdnError('INTERNAL', `the tiled matmul reads row-major weights, not ${a.w.layout}`);
   const grid: [number, number] = [Math.ceil(a.w.rows / 64), Math.ceil(a.m / 64)];
   const split = kSplitFor(a, grid[0] * grid[1], TILED_TK, TILED_TARGET_WORKGROUPS);
   recordSplitMatmul(ctx, rec, a, { url: TILED, defines: a.w.f16 ? ['F16_WEIGHTS'] : [] }, grid, split);
 }
 
 export function recordMatvec(ctx: GpuContext, rec: Recorder, a: MatmulArgs): void {
-  const pipeline = ctx.pipeline({ url: MATVEC, defines: a.w.f16 ? ['F16_WEIGHTS'] : [] });
+  const defines = [...(a.w.f16 ? ['F16_WEIGHTS'] : []), ...(a.w.layout === 'blocks' ? ['W_BLOCKS'] : [])];
+  const pipeline = ctx.pipeline({ url: MATVEC, defines });
   const groups = Math.ceil(a.w.rows / 8);
   const max = ctx.limits.maxComputeWorkgroupsPerDimension;
   if (a.m > max) throw new KdnError('INTERNAL', `matvec over ${a.m} rows`);

@@ -1,6 +1,10 @@
 // y[r][n] = x[r][k] . W[n][k]^T (+ bias[n]) for few rows (decode): 32 threads per output reduce over k, 8 outputs
-// per workgroup, one workgroup row per x row. With F16_WEIGHTS each thread reads packed f16 pairs.
+// per workgroup, one workgroup row per x row. With F16_WEIGHTS each thread reads packed f16 pairs, with W_BLOCKS from
+// the blocks layout (k a multiple of 32).
 #include "matmul-common.wgsl"
+#if W_BLOCKS
+#include "weight-blocks.wgsl"
+#endif
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 #if F16_WEIGHTS
 @group(0) @binding(2) var<storage, read> w: array<u32>;
@@ -25,7 +29,11 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
     let wb = col * p.rowWords;
     let pairs = p.k / 2u;
     for (var i = lane; i < pairs; i += 32u) {
+#if W_BLOCKS
+      let wv = unpack2x16float(w[blockWord(col, i, p.rowWords)]);
+#else
       let wv = unpack2x16float(w[wb + i]);
+#endif
       sum = fma(x[xb + 2u * i], wv.x, sum);
       sum = fma(x[xb + 2u * i + 1u], wv.y, sum);
     }
