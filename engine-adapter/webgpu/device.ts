@@ -131,15 +131,15 @@ const TENSOR_KERNELS: { url: URL; defines: string[]; workgroupBytes: number }[] 
   { url: new URL('./kernels/attention-subgroup-matrix.wgsl', import.meta.url), defines: ['HEAD_DIM_128'], workgroupBytes: 42512 },
 ];
 
-/**
- * Which spelling of subgroupMatrixLoad/Store this Dawn accepts (the newer template form first), found by building
- * the tensor-core kernels in it; null when neither builds (then the portable kernels serve).
- */
 /** The tensor-core kernels' names ("file define ..."), in the order the device probe builds them. */
 export function tensorKernelNames(): string[] {
   return TENSOR_KERNELS.map((k) => [k.url.pathname.slice(k.url.pathname.lastIndexOf('/') + 1).replace(/\.wgsl$/, ''), ...k.defines].join(' '));
 }
 
+/**
+ * Which spelling of subgroupMatrixLoad/Store this Dawn accepts (the newer template form first), found by building
+ * the tensor-core kernels in it; null when neither builds (then the portable kernels serve).
+ */
 async function subgroupMatrixSyntax(device: GPUDevice): Promise<{ syntax: SubgroupMatrixSyntax } | { reason: string }> {
   const kernels = TENSOR_KERNELS.filter((k) => k.workgroupBytes <= device.limits.maxComputeWorkgroupStorageSize);
   const errors: string[] = [];

@@ -11,8 +11,9 @@ import { recordPackF16 } from './kernels/pack-f16.ts';
 /**
  * 'rows': [rows][rowWords]. 'blocks' (f16 only, cols a multiple of 32): 128-row by 32-column blocks, each contiguous
  * (kernels/weight-blocks.wgsl), so a tensor-core workgroup's K step reads one 8 KB block instead of 128 rows' 64-byte
- * pieces: the prefill matmul ran 4-11% faster so on the H200 (bench/results/gpu/matmul-machine-code-and-layout-h200.json).
- * Only the tensor-core matmuls and matvec read blocks.
+ * pieces: the prefill matmul ran 4-11% faster so, the 8B prefill 3-7% (H200, bench/results/gpu/
+ * matmul-machine-code-and-layout-h200.json, weight-blocks-ab-h200.json). Only the tensor-core matmuls and matvec read
+ * blocks.
  */
 export type MatrixLayout = 'rows' | 'blocks';
 
