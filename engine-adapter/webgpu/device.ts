@@ -6,7 +6,7 @@
 import { existsSync } from 'node:fs';
 import { create } from 'webgpu';
 import { KdnError } from '../../common/errors.ts';
-import { shaderSource } from './shader-source.ts';
+import { kernelLabel, shaderSource } from './shader-source.ts';
 
 const SWIFTSHADER_ICD = '/usr/lib/chromium/vk_swiftshader_icd.json';
 /**
@@ -133,7 +133,7 @@ const TENSOR_KERNELS: { url: URL; defines: string[]; workgroupBytes: number }[] 
 
 /** The tensor-core kernels' names ("file define ..."), in the order the device probe builds them. */
 export function tensorKernelNames(): string[] {
-  return TENSOR_KERNELS.map((k) => [k.url.pathname.slice(k.url.pathname.lastIndexOf('/') + 1).replace(/\.wgsl$/, ''), ...k.defines].join(' '));
+  return TENSOR_KERNELS.map((k) => kernelLabel(k.url, k.defines));
 }
 
 /**

@@ -4,7 +4,7 @@
  */
 import { LRUCache } from 'lru-cache';
 import { KdnError } from '../../common/errors.ts';
-import { shaderSource } from './shader-source.ts';
+import { kernelLabel, shaderSource } from './shader-source.ts';
 import type { GpuFeatures, GpuLimits, OpenedDevice } from './device.ts';
 
 /** GPUBufferUsage / GPUMapMode values (the globals are not installed on globalThis in Node). */
@@ -284,8 +284,7 @@ export class GpuContext {
       const module = this.device.createShaderModule({ code: shaderSource(spec.url, new Set(defines)), label: spec.url.pathname });
       pipeline = this.device.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: 'main', constants } });
       this.pipelines.set(key, pipeline);
-      const file = spec.url.pathname.slice(spec.url.pathname.lastIndexOf('/') + 1).replace(/\.wgsl$/, '');
-      this.kernelNames.set(pipeline, [file, ...defines].join(' '));
+      this.kernelNames.set(pipeline, kernelLabel(spec.url, defines));
     }
     return pipeline;
   }

@@ -46,3 +46,9 @@ export function shaderSource(url: URL, defines: ReadonlySet<string> = new Set())
   if (stack.length > 0) throw new KdnError('INTERNAL', `${url.pathname}: unterminated #if`);
   return out.join('\n');
 }
+
+/** A kernel's name in profiles and tools: its WGSL file's name and its defines ("matmul-subgroup-matrix W_BLOCKS"). */
+export function kernelLabel(url: URL, defines: readonly string[]): string {
+  const file = url.pathname.slice(url.pathname.lastIndexOf('/') + 1).replace(/\.wgsl$/, '');
+  return [file, ...defines].join(' ');
+}
