@@ -94,6 +94,11 @@ describe('webgpu kernels vs the CPU reference', function () {
           await checkMatmul(recordMatvec, { m, k, n }, 11, 'blocks');
         });
       }
+      it('the blocks layout refuses a width that is not a multiple of 32', async () => {
+        let error: unknown;
+        await matrix(randomArray(5 * 40, 3), 5, 40, true, 'blocks').catch((err: unknown) => (error = err));
+        expect(error).to.be.instanceOf(Error).with.property('message').that.matches(/multiple of 32 columns, not 40/);
+      });
       it('the tiled matmul refuses weights in blocks', async () => {
         const args = { x: upload(randomArray(3 * 32, 1)), w: await matrix(randomArray(5 * 32, 2), 5, 32, true, 'blocks'), y: ctx.storage(60, 'y'), m: 3 };
         expect(() => recordMatmulTiled(ctx, ctx.recorder(), args)).to.throw(/row-major/);
