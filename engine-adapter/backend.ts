@@ -9,6 +9,28 @@ export interface KVCacheHandle {
 }
 
 /**
+ * How a blended forward (ForwardBackend.blendForward) chooses the rows it recomputes through every layer. The rows
+ * are indices into the forward's tokens; `select` returns them ascending and always keeps the last row, whose
+ * logits the forward returns.
+ */
+export interface BlendPlan {
+  /**
+   * The layer whose K/V deviation picks the rows: layers before it and itself run every row (their KV is rewritten
+   * whole), the layers after it only the selected rows. null: the selection does not depend on the KV (select is
+   * called with null) and only the selected rows run, from layer 0.
+   */
+  checkLayer: number | null;
+  /** Rows to recompute, given each row's deviation at the check layer (null when checkLayer is null). */
+  select(deviation: Float32Array | null): Uint32Array;
+}
+
+/** What a blended forward returns: the last row's logits and the rows it recomputed through every layer. */
+export interface BlendOutput {
+  logits: Float32Array;
+  rows: Uint32Array;
+}
+
+/**
  * The compute a backend provides. Session logic (positions, sampling, generation, stop handling) lives once in
  * ./session.ts on top of this, so the cpu and webgpu backends differ only here.
  */
@@ -23,6 +45,13 @@ export interface ForwardBackend {
    * layers before it already run; a rejected gate ends the forward with that error.
    */
   forward(cache: KVCacheHandle, tokens: Uint32Array, position: number, logits: 'last' | 'all' | 'none', gate?: LayerGate): Promise<Float32Array>;
+  /**
+   * Selective recompute (CacheBlend): `tokens` sit at [position, position + tokens.length), where the cache already
+   * holds KV computed without their real prefix (independently injected chunks), except for trailing rows such as a
+   * question, which `plan` always selects. Runs `plan` (see BlendPlan), writing the recomputed rows' KV over the
+   * injected KV, every selected row attending to the whole cache before it. With `gate`, layer l waits for gate(l).
+   */
+  blendForward(cache: KVCacheHandle, tokens: Uint32Array, position: number, plan: BlendPlan, logits: 'last' | 'none', gate?: LayerGate): Promise<BlendOutput>;
   /** KV of [start, end), keys after RoPE at their positions, in the KV object layout. */
   readKV(cache: KVCacheHandle, start: number, end: number): Promise<KVTensors>;
   /**

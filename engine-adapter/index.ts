@@ -6,6 +6,7 @@ export type { LayerWeights, ModelWeights, Tensor } from './model/weights.ts';
 export { createEngine, type CreateEngineOptions } from './create-engine.ts';
 export { createCpuBackend } from './cpu/cpu-backend.ts';
 export { BackendSession, type SessionModel } from './session.ts';
+export { BLEND_SELECTIONS } from './blend-selection.ts';
 export { Sampler, type SamplerOptions } from './sampling.ts';
 export { loadModelConfig, parseModelConfig } from './model/load-config.ts';
 export { loadModelWeights, type LoadedModel } from './model/load-weights.ts';

@@ -1,11 +1,24 @@
 import { KdnError } from '../common/errors.ts';
 import type { KVHeader, KVObjectReader, KVTensors } from '../storage/kv-object/types.ts';
+import { tokenHash } from '../storage/kv-object/index.ts';
 import type { ForwardBackend, KVCacheHandle } from './backend.ts';
-import { LayerGates } from './layer-gates.ts';
+import { blendPlan } from './blend-selection.ts';
+import { LayerGates, type LayerGate } from './layer-gates.ts';
 import type { ModelConfig } from './model/config.ts';
 import { TextStream } from './model/text-stream.ts';
 import { Sampler } from './sampling.ts';
-import type { GeneratedToken, GenerateOptions, GenerateResult, InjectedPrefill, PrefillOptions, Session, Tokenizer } from './types.ts';
+import type {
+  BlendChunk,
+  BlendedPrefill,
+  BlendOptions,
+  GeneratedToken,
+  GenerateOptions,
+  GenerateResult,
+  InjectedPrefill,
+  PrefillOptions,
+  Session,
+  Tokenizer,
+} from './types.ts';
 
 /** Marks positions whose token id is unknown because their KV was injected. */
 const INJECTED = -1;
@@ -147,43 +160,43 @@ export class BackendSession implements Session {
     return this.exclusive(async () => {
       const logits = options.logits ?? 'last';
       const ids = this.tokenIds(tokens);
-      const positions: number[] = [];
-      let end = this.length;
-      for (const o of objects) {
-        this.checkObject(o.header);
-        positions.push(end);
-        end += o.header.tokens;
-      }
-      this.checkRoom(end - this.length + ids.length);
-      await this.settleInjected();
-      await this.backend.reserveKV(this.cache, end + ids.length);
-      const gates = new LayerGates(this.model.config.layers, () => this.backend.flushKVWrites(this.cache));
-      let placedAt = 0;
-      let placeFailure: { error: unknown } | undefined;
-      // Nothing moves the length until every layer is in and the prompt ran: a failure leaves the session as it was.
-      const placing = this.placeAsTheyArrive(objects, positions, gates).then(
-        () => void (placedAt = performance.now()),
-        (error: unknown) => {
-          placeFailure = { error };
-          gates.fail(error);
-        },
+      const { result: out, placedAt, end } = await this.placeWhileRunning(objects, ids.length, (end, gate) =>
+        this.backend.forward(this.cache, ids, end, logits, gate),
       );
-      let out: Float32Array;
-      try {
-        out = await this.backend.forward(this.cache, ids, end, logits, (layer) => gates.wait(layer));
-      } catch (err) {
-        // A failed placing failed the forward through its gate; a forward failing on its own stops the placing.
-        gates.fail(err);
-        await placing;
-        throw err;
-      }
-      await placing;
-      if (placeFailure) throw placeFailure.error;
-      await this.backend.settleKVWrites(this.cache);
       for (let i = this.length; i < end; i++) this.ids.push(INJECTED);
       for (const id of ids) this.ids.push(id);
       this.lastLogits = logits === 'last' ? out : logits === 'all' ? out.slice((ids.length - 1) * this.model.config.vocabSize) : undefined;
       return { logits: out, placedAt };
+    });
+  }
+
+  blendKVAndPrefill(chunks: readonly BlendChunk[], tokens: ArrayLike<number>, blend: BlendOptions): Promise<BlendedPrefill> {
+    return this.exclusive(async () => {
+      const prompt = this.tokenIds(tokens);
+      const start = this.length;
+      const chunkStarts: number[] = [];
+      const contextIds: number[] = [];
+      for (const chunk of chunks) {
+        chunkStarts.push(contextIds.length);
+        for (const id of this.chunkTokenIds(chunk)) contextIds.push(id);
+      }
+      const layout = { chunkStarts, contextRows: contextIds.length, promptRows: prompt.length };
+      const plan = blendPlan(blend.selection, blend.ratio, layout, this.model.config.layers);
+      const all = new Uint32Array(contextIds.length + prompt.length);
+      all.set(contextIds);
+      all.set(prompt, contextIds.length);
+      const objects = chunks.map((c) => c.object);
+      const { result, placedAt } = await this.placeWhileRunning(objects, prompt.length, (_end, gate) =>
+        this.backend.blendForward(this.cache, all, start, plan, 'last', gate),
+      );
+      for (const id of all) this.ids.push(id);
+      this.lastLogits = result.logits;
+      return {
+        logits: result.logits,
+        placedAt,
+        recomputed: result.rows.length - prompt.length,
+        fullLayers: plan.checkLayer === null ? 0 : plan.checkLayer + 1,
+      };
     });
   }
 
@@ -264,6 +277,63 @@ export class BackendSession implements Session {
       const id = tokens[i]!;
       if (!Number.isInteger(id) || id < 0 || id >= vocab) throw new KdnError('INVALID_ARGUMENT', `token id ${id} is outside the vocabulary [0, ${vocab})`);
       ids[i] = id;
+    }
+    return ids;
+  }
+
+  /**
+   * Places `objects` at consecutive positions from `length` as their layers arrive while `run` computes over them
+   * (it gets where the objects end and the gate of their layers), with room for `extraTokens` after them. Nothing
+   * moves the length: a failure (a stream's, the device's, run's) leaves the session as it was.
+   */
+  private async placeWhileRunning<T>(
+    objects: readonly KVObjectReader[],
+    extraTokens: number,
+    run: (end: number, gate: LayerGate) => Promise<T>,
+  ): Promise<{ result: T; placedAt: number; end: number }> {
+    const positions: number[] = [];
+    let end = this.length;
+    for (const o of objects) {
+      this.checkObject(o.header);
+      positions.push(end);
+      end += o.header.tokens;
+    }
+    this.checkRoom(end - this.length + extraTokens);
+    await this.settleInjected();
+    await this.backend.reserveKV(this.cache, end + extraTokens);
+    const gates = new LayerGates(this.model.config.layers, () => this.backend.flushKVWrites(this.cache));
+    let placedAt = 0;
+    let placeFailure: { error: unknown } | undefined;
+    const placing = this.placeAsTheyArrive(objects, positions, gates).then(
+      () => void (placedAt = performance.now()),
+      (error: unknown) => {
+        placeFailure = { error };
+        gates.fail(error);
+      },
+    );
+    let result: T;
+    try {
+      result = await run(end, (layer) => gates.wait(layer));
+    } catch (err) {
+      // A failed placing failed the run through its gate; a run failing on its own stops the placing.
+      gates.fail(err);
+      await placing;
+      throw err;
+    }
+    await placing;
+    if (placeFailure) throw placeFailure.error;
+    await this.backend.settleKVWrites(this.cache);
+    return { result, placedAt, end };
+  }
+
+  /** A blend chunk's token ids, checked against its object's header (count and hash). */
+  private chunkTokenIds(chunk: BlendChunk): Uint32Array {
+    const h = chunk.object.header;
+    const ids = Uint32Array.from(chunk.tokenIds);
+    if (ids.length !== h.tokens || tokenHash(ids) !== h.tokenHash) {
+      throw new KdnError('KV_MISMATCH', `a blend chunk's ${ids.length} token ids are not the ${h.tokens} its KV object was computed from`, {
+        hint: 'pass the token ids the chunk was encoded with',
+      });
     }
     return ids;
   }

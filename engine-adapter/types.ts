@@ -77,6 +77,28 @@ export interface InjectedPrefill {
   placedAt: number;
 }
 
+/** How a blended prefill picks the context tokens it recomputes (engine-adapter/blend-selection.ts). */
+export type BlendSelection = 'deviation' | 'chunk-start' | 'combined';
+
+export interface BlendOptions {
+  /** Fraction of the context's tokens recomputed through every layer, in [0, 1]. */
+  ratio: number;
+  selection: BlendSelection;
+}
+
+/** A chunk to blend: its KV object and the token ids it was computed from (checked against the header's hash). */
+export interface BlendChunk {
+  object: KVObjectReader;
+  tokenIds: ArrayLike<number>;
+}
+
+export interface BlendedPrefill extends InjectedPrefill {
+  /** Context tokens recomputed through every layer (the prompt's tokens not counted). */
+  recomputed: number;
+  /** Layers that ran every context token before the selection (0 for a selection that needs no check layer). */
+  fullLayers: number;
+}
+
 /** A sequence being built up on one backend; its KV cache lives with the backend (on the GPU for webgpu). */
 export interface Session {
   /** Tokens held so far (prefilled or injected). */
@@ -100,6 +122,13 @@ export interface Session {
    * All or nothing: on any failure (an object's stream, the device) the session is left as it was.
    */
   injectKVAndPrefill(objects: readonly KVObjectReader[], tokens: ArrayLike<number>, options?: PrefillOptions): Promise<InjectedPrefill>;
+  /**
+   * Like injectKVAndPrefill, for chunks whose KV was computed alone (not after the chunks before them): their layers
+   * are placed as they arrive, then a selective recompute (CacheBlend) runs the context's tokens through the first
+   * layers, and a `blend.ratio` share of them, with the prompt, through the rest, attending to the whole composed
+   * context. All or nothing, as injectKVAndPrefill.
+   */
+  blendKVAndPrefill(chunks: readonly BlendChunk[], tokens: ArrayLike<number>, blend: BlendOptions): Promise<BlendedPrefill>;
   /** Samples from the logits of the last prefilled token onwards; `onToken` streams tokens as they come. */
   generate(options: GenerateOptions, onToken?: (token: GeneratedToken) => void): Promise<GenerateResult>;
   /** Drops tokens after `length` (to reuse a session). */

@@ -13,7 +13,12 @@ export interface GreedyAnswer {
  * position by position). The rows are the logits teacher-forced on this very answer.
  */
 export async function greedyAnswer(session: Session, prompt: number[], n: number): Promise<GreedyAnswer> {
-  const logits = [await session.prefill(prompt, { logits: 'last' })];
+  return greedyFrom(session, await session.prefill(prompt, { logits: 'last' }), n);
+}
+
+/** greedyAnswer for a session whose prompt is already in, given the prompt's last logits. */
+export async function greedyFrom(session: Session, promptLogits: Float32Array, n: number): Promise<GreedyAnswer> {
+  const logits = [promptLogits];
   const tokens = [argmax(logits[0]!)];
   while (tokens.length < n) {
     logits.push(await session.prefill([tokens.at(-1)!], { logits: 'last' }));

@@ -2,7 +2,7 @@ import { KdnError } from '../../common/errors.ts';
 import type { KVHeader, KVLayerBlock, KVTensors } from '../../storage/kv-object/types.ts';
 import type { ForwardBackend, KVCacheHandle } from '../backend.ts';
 import type { ModelWeights } from '../model/weights.ts';
-import { cpuForward } from './forward.ts';
+import { cpuBlendForward, cpuForward } from './forward.ts';
 import { applyRope, rerotate, ropeInvFreq } from './kernels/rope.ts';
 import { CpuKVCache } from './kv-cache.ts';
 
@@ -39,6 +39,13 @@ export function createCpuBackend(weights: ModelWeights): ForwardBackend {
       // The reference computes on the event loop, so nothing would overlap: it waits for the whole context instead.
       if (gate) for (let l = 0; l < c.layers; l++) await gate(l);
       return cpuForward(weights, invFreq, kv, tokens, position, logits);
+    },
+
+    async blendForward(cache, tokens, position, plan, logits, gate) {
+      const kv = own(cache);
+      checkRange(kv, position, position + tokens.length);
+      if (gate) for (let l = 0; l < c.layers; l++) await gate(l);
+      return cpuBlendForward(weights, invFreq, kv, tokens, position, plan, logits);
     },
 
     async readKV(cache, start, end): Promise<KVTensors> {

@@ -1,7 +1,9 @@
+import type { BlendPlan } from '../backend.ts';
 import type { ModelWeights } from '../model/weights.ts';
 import { add } from './kernels/add.ts';
 import { attention } from './kernels/attention.ts';
 import { embedding } from './kernels/embedding.ts';
+import { kvDeviation } from './kernels/kv-deviation.ts';
 import { matmul } from './kernels/matmul.ts';
 import { rmsnorm } from './kernels/rmsnorm.ts';
 import { applyRope } from './kernels/rope.ts';
@@ -9,10 +11,128 @@ import { swiglu } from './kernels/swiglu.ts';
 import type { CpuKVCache } from './kv-cache.ts';
 
 /**
+ * Rows of the residual stream going through the decoder together: row t is the token at cache slot slots[t],
+ * rotated as if at ropePositions[t]. Slots ascend, so a row's attention (keys at slots <= its own) sees the rows
+ * before it in the same pass.
+ */
+interface Rows {
+  x: Float32Array;
+  n: number;
+  slots: Float64Array;
+  ropePositions: Float64Array;
+}
+
+/** Per-layer intermediates for `n` rows. */
+class LayerScratch {
+  readonly h: Float32Array;
+  readonly q: Float32Array;
+  readonly k: Float32Array;
+  readonly v: Float32Array;
+  readonly attn: Float32Array;
+  readonly gate: Float32Array;
+  readonly up: Float32Array;
+
+  constructor(weights: ModelWeights, n: number) {
+    const c = weights.config;
+    this.h = new Float32Array(n * c.hiddenSize);
+    this.q = new Float32Array(n * c.heads * c.headDim);
+    this.k = new Float32Array(n * c.kvHeads * c.headDim);
+    this.v = new Float32Array(n * c.kvHeads * c.headDim);
+    this.attn = new Float32Array(n * c.heads * c.headDim);
+    this.gate = new Float32Array(n * c.intermediateSize);
+    this.up = new Float32Array(n * c.intermediateSize);
+  }
+}
+
+/**
+ * Decoder layer `l` over `rows`: pre-norm attention (q/k/v biases for Qwen2, per-head q/k RMSNorm before RoPE for
+ * Qwen3) and a SwiGLU MLP, each added to the residual stream. The rows' post-RoPE keys and values are written into
+ * the cache at their slots before attention reads it. With `deviation`, each row's squared distance between its new
+ * K/V and what the cache held at its slot is stored there first (CacheBlend's selection signal).
+ */
+function cpuLayer(weights: ModelWeights, invFreq: Float32Array, cache: CpuKVCache, l: number, rows: Rows, s: LayerScratch, deviation?: Float32Array): void {
+  const c = weights.config;
+  const { x, n } = rows;
+  const hidden = c.hiddenSize;
+  const qDim = c.heads * c.headDim;
+  const kvDim = c.kvHeads * c.headDim;
+  const w = weights.layers[l]!;
+  rmsnorm(s.h, x, w.inputNorm.data, n, hidden, c.rmsNormEps);
+  matmul(s.q, s.h, w.q.data, n, hidden, qDim, w.qBias?.data);
+  matmul(s.k, s.h, w.k.data, n, hidden, kvDim, w.kBias?.data);
+  matmul(s.v, s.h, w.v.data, n, hidden, kvDim, w.vBias?.data);
+  if (w.qNorm && w.kNorm) {
+    rmsnorm(s.q, s.q, w.qNorm.data, n * c.heads, c.headDim, c.rmsNormEps);
+    rmsnorm(s.k, s.k, w.kNorm.data, n * c.kvHeads, c.headDim, c.rmsNormEps);
+  }
+  applyRope(s.q, s.q, n, c.heads, c.headDim, rows.ropePositions, invFreq);
+  applyRope(s.k, s.k, n, c.kvHeads, c.headDim, rows.ropePositions, invFreq);
+  const keys = cache.keys[l]!;
+  const values = cache.values[l]!;
+  if (deviation) kvDeviation(deviation, s.k, s.v, keys, values, rows.slots, kvDim);
+  for (let t = 0; t < n; t++) {
+    const at = rows.slots[t]! * kvDim;
+    keys.set(s.k.subarray(t * kvDim, (t + 1) * kvDim), at);
+    values.set(s.v.subarray(t * kvDim, (t + 1) * kvDim), at);
+  }
+  const shape = { tokens: n, heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, slidingWindow: c.slidingWindow };
+  attention(s.attn, s.q, rows.slots, keys, values, shape);
+  matmul(s.h, s.attn, w.o.data, n, qDim, hidden);
+  add(x, x, s.h, n * hidden);
+
+  rmsnorm(s.h, x, w.postAttentionNorm.data, n, hidden, c.rmsNormEps);
+  matmul(s.gate, s.h, w.gate.data, n, hidden, c.intermediateSize);
+  matmul(s.up, s.h, w.up.data, n, hidden, c.intermediateSize);
+  swiglu(s.gate, s.gate, s.up, n * c.intermediateSize);
+  matmul(s.h, s.gate, w.down.data, n, c.intermediateSize, hidden);
+  add(x, x, s.h, n * hidden);
+}
+
+/** The final norm and lm_head over the rows `logits` asks for. */
+function cpuLogits(weights: ModelWeights, rows: Rows, logits: 'last' | 'all' | 'none'): Float32Array {
+  const c = weights.config;
+  const hidden = c.hiddenSize;
+  if (logits === 'none') return new Float32Array(0);
+  const first = logits === 'last' ? rows.n - 1 : 0;
+  const count = rows.n - first;
+  const normed = new Float32Array(count * hidden);
+  rmsnorm(normed, rows.x.subarray(first * hidden), weights.finalNorm.data, count, hidden, c.rmsNormEps);
+  const out = new Float32Array(count * c.vocabSize);
+  matmul(out, normed, weights.lmHead.data, count, hidden, c.vocabSize);
+  return out;
+}
+
+/** Embedded rows of `tokens` at consecutive slots from `position`, rotated from `ropeBase`. */
+function embedRows(weights: ModelWeights, tokens: Uint32Array, position: number, ropeBase: number): Rows {
+  const n = tokens.length;
+  const slots = new Float64Array(n);
+  const ropePositions = new Float64Array(n);
+  for (let t = 0; t < n; t++) {
+    slots[t] = position + t;
+    ropePositions[t] = ropeBase + t;
+  }
+  const x = new Float32Array(n * weights.config.hiddenSize);
+  embedding(x, weights.embed.data, weights.config.hiddenSize, tokens);
+  return { x, n, slots, ropePositions };
+}
+
+/** The rows of `rows` at the ascending indices `pick`. */
+function gatherRows(rows: Rows, pick: Uint32Array, hidden: number): Rows {
+  const n = pick.length;
+  const x = new Float32Array(n * hidden);
+  const slots = new Float64Array(n);
+  const ropePositions = new Float64Array(n);
+  pick.forEach((r, i) => {
+    x.set(rows.x.subarray(r * hidden, (r + 1) * hidden), i * hidden);
+    slots[i] = rows.slots[r]!;
+    ropePositions[i] = rows.ropePositions[r]!;
+  });
+  return { x, n, slots, ropePositions };
+}
+
+/**
  * One forward pass of a Llama-family decoder over `tokens` at positions [position, position + tokens.length),
- * following transformers' LlamaDecoderLayer: pre-norm attention (q/k/v biases for Qwen2, per-head q/k RMSNorm
- * before RoPE for Qwen3) and a SwiGLU MLP, each added to the residual stream. Post-RoPE keys and values are written
- * into the cache before attention reads it. Returns the final hidden states normed, for the rows `logits` asks for
+ * following transformers' LlamaDecoderLayer. Returns the final hidden states normed, for the rows `logits` asks for
  * projected through lm_head.
  *
  * `ropeBase` rotates the tokens as if they sat at [ropeBase, ...) while they occupy cache slots [position, ...):
@@ -27,62 +147,48 @@ export function cpuForward(
   logits: 'last' | 'all' | 'none',
   ropeBase: number = position,
 ): Float32Array {
-  const c = weights.config;
-  const n = tokens.length;
-  const hidden = c.hiddenSize;
-  const qDim = c.heads * c.headDim;
-  const kvDim = c.kvHeads * c.headDim;
-  const positions = new Float64Array(n);
-  const ropePositions = new Float64Array(n);
-  for (let t = 0; t < n; t++) {
-    positions[t] = position + t;
-    ropePositions[t] = ropeBase + t;
+  cache.reserve(position + tokens.length);
+  const rows = embedRows(weights, tokens, position, ropeBase);
+  const scratch = new LayerScratch(weights, rows.n);
+  for (let l = 0; l < weights.config.layers; l++) cpuLayer(weights, invFreq, cache, l, rows, scratch);
+  return cpuLogits(weights, rows, logits);
+}
+
+/**
+ * A selective recompute over `tokens` at [position, ...), whose cache slots already hold injected KV (see
+ * BlendPlan): layers before plan.checkLayer run every row; at the check layer every row's K/V deviation from the
+ * cache picks the rows that go on, and only those run the layers after it, attending to the whole cache. Returns
+ * the last row's logits (the plan always keeps it) and the rows that ran every layer.
+ */
+export function cpuBlendForward(
+  weights: ModelWeights,
+  invFreq: Float32Array,
+  cache: CpuKVCache,
+  tokens: Uint32Array,
+  position: number,
+  plan: BlendPlan,
+  logits: 'last' | 'none',
+): { logits: Float32Array; rows: Uint32Array } {
+  const layers = weights.config.layers;
+  cache.reserve(position + tokens.length);
+  const all = embedRows(weights, tokens, position, position);
+  let picked: Uint32Array;
+  let rows: Rows;
+  let from: number;
+  if (plan.checkLayer === null) {
+    picked = plan.select(null);
+    rows = gatherRows(all, picked, weights.config.hiddenSize);
+    from = 0;
+  } else {
+    const scratch = new LayerScratch(weights, all.n);
+    for (let l = 0; l < plan.checkLayer; l++) cpuLayer(weights, invFreq, cache, l, all, scratch);
+    const deviation = new Float32Array(all.n);
+    cpuLayer(weights, invFreq, cache, plan.checkLayer, all, scratch, deviation);
+    picked = plan.select(deviation);
+    rows = gatherRows(all, picked, weights.config.hiddenSize);
+    from = plan.checkLayer + 1;
   }
-  cache.reserve(position + n);
-
-  const x = new Float32Array(n * hidden);
-  embedding(x, weights.embed.data, hidden, tokens);
-  const h = new Float32Array(n * hidden);
-  const q = new Float32Array(n * qDim);
-  const k = new Float32Array(n * kvDim);
-  const v = new Float32Array(n * kvDim);
-  const attn = new Float32Array(n * qDim);
-  const gate = new Float32Array(n * c.intermediateSize);
-  const up = new Float32Array(n * c.intermediateSize);
-  const shape = { tokens: n, heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, slidingWindow: c.slidingWindow };
-
-  for (let l = 0; l < c.layers; l++) {
-    const w = weights.layers[l]!;
-    rmsnorm(h, x, w.inputNorm.data, n, hidden, c.rmsNormEps);
-    matmul(q, h, w.q.data, n, hidden, qDim, w.qBias?.data);
-    matmul(k, h, w.k.data, n, hidden, kvDim, w.kBias?.data);
-    matmul(v, h, w.v.data, n, hidden, kvDim, w.vBias?.data);
-    if (w.qNorm && w.kNorm) {
-      rmsnorm(q, q, w.qNorm.data, n * c.heads, c.headDim, c.rmsNormEps);
-      rmsnorm(k, k, w.kNorm.data, n * c.kvHeads, c.headDim, c.rmsNormEps);
-    }
-    applyRope(q, q, n, c.heads, c.headDim, ropePositions, invFreq);
-    applyRope(k, k, n, c.kvHeads, c.headDim, ropePositions, invFreq);
-    cache.keys[l]!.set(k, position * kvDim);
-    cache.values[l]!.set(v, position * kvDim);
-    attention(attn, q, positions, cache.keys[l]!, cache.values[l]!, shape);
-    matmul(h, attn, w.o.data, n, qDim, hidden);
-    add(x, x, h, n * hidden);
-
-    rmsnorm(h, x, w.postAttentionNorm.data, n, hidden, c.rmsNormEps);
-    matmul(gate, h, w.gate.data, n, hidden, c.intermediateSize);
-    matmul(up, h, w.up.data, n, hidden, c.intermediateSize);
-    swiglu(gate, gate, up, n * c.intermediateSize);
-    matmul(h, gate, w.down.data, n, c.intermediateSize, hidden);
-    add(x, x, h, n * hidden);
-  }
-
-  if (logits === 'none') return new Float32Array(0);
-  const first = logits === 'last' ? n - 1 : 0;
-  const rows = n - first;
-  const normed = new Float32Array(rows * hidden);
-  rmsnorm(normed, x.subarray(first * hidden), weights.finalNorm.data, rows, hidden, c.rmsNormEps);
-  const out = new Float32Array(rows * c.vocabSize);
-  matmul(out, normed, weights.lmHead.data, rows, hidden, c.vocabSize);
-  return out;
+  const scratch = new LayerScratch(weights, rows.n);
+  for (let l = from; l < layers; l++) cpuLayer(weights, invFreq, cache, l, rows, scratch);
+  return { logits: cpuLogits(weights, rows, logits), rows: picked };
 }

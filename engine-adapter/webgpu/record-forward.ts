@@ -3,6 +3,7 @@
  * Llama-family decoder as engine-adapter/cpu/forward.ts, kernel for kernel. A forward whose context is still
  * arriving records and submits it a layer at a time (webgpu-backend.ts).
  */
+import { KdnError } from '../../common/errors.ts';
 import type { ModelConfig } from '../model/config.ts';
 import type { ForwardScratch } from './forward-scratch.ts';
 import type { GpuContext, Recorder } from './gpu-context.ts';
@@ -11,6 +12,7 @@ import type { GpuModelWeights } from './gpu-weights.ts';
 import { recordAdd } from './kernels/add.ts';
 import { recordAttention } from './kernels/attention.ts';
 import { recordEmbedding } from './kernels/embedding.ts';
+import { recordKvDeviation } from './kernels/kv-deviation.ts';
 import { recordKvWrite } from './kernels/kv-write.ts';
 import { recordMatmul } from './kernels/matmul.ts';
 import { recordRmsNorm } from './kernels/rmsnorm.ts';
@@ -23,6 +25,18 @@ export interface ChunkArgs {
   /** Absolute position of the chunk's first token. */
   position: number;
   logits: 'last' | 'all' | 'none';
+  /**
+   * Rows gathered from anywhere in the sequence (a blended forward's recomputed tokens): row t sits at position
+   * slots.buffer[t] (u32, ascending), the last at slots.last. Absent: row t sits at position + t.
+   */
+  slots?: { buffer: GPUBuffer; last: number };
+}
+
+/** Where a layer stores each row's K/V deviation from the cache (kernels/kv-deviation.ts) before overwriting it. */
+export interface DeviationOut {
+  buffer: GPUBuffer;
+  /** Index of the chunk's first row in `buffer`. */
+  offset: number;
 }
 
 /** What recording one chunk's pieces needs. */
@@ -46,8 +60,11 @@ export function recordEmbeddingStep(rec: Recorder, f: ForwardParts, a: ChunkArgs
   recordEmbedding(f.ctx, rec, { ids: f.s.ids, table: f.w.embed, out: f.s.x, tokens: a.tokens });
 }
 
-/** Decoder layer `l` over the chunk: its KV written into the cache, attention over the cache, the MLP. */
-export function recordLayer(rec: Recorder, f: ForwardParts, a: ChunkArgs, l: number): void {
+/**
+ * Decoder layer `l` over the chunk: its KV written into the cache, attention over the cache, the MLP. With
+ * `deviation`, each row's K/V deviation from what the cache held is recorded before the write.
+ */
+export function recordLayer(rec: Recorder, f: ForwardParts, a: ChunkArgs, l: number, deviation?: DeviationOut): void {
   const { ctx, s, cache } = f;
   const c = f.config;
   const n = a.tokens;
@@ -68,12 +85,17 @@ export function recordLayer(rec: Recorder, f: ForwardParts, a: ChunkArgs, l: num
     q = s.qNormed;
     k = s.kNormed;
   }
-  recordRope(ctx, rec, { x: q, invFreq: f.w.invFreq, tokens: n, heads: c.heads, headDim: c.headDim, posBase: a.position });
-  recordRope(ctx, rec, { x: k, invFreq: f.w.invFreq, tokens: n, heads: c.kvHeads, headDim: c.headDim, posBase: a.position });
+  const slots = a.slots?.buffer;
+  recordRope(ctx, rec, { x: q, invFreq: f.w.invFreq, tokens: n, heads: c.heads, headDim: c.headDim, posBase: a.position, slots });
+  recordRope(ctx, rec, { x: k, invFreq: f.w.invFreq, tokens: n, heads: c.kvHeads, headDim: c.headDim, posBase: a.position, slots });
   const cacheK = cache.keys[l]!;
   const cacheV = cache.values[l]!;
-  recordKvWrite(ctx, rec, { k, v: s.v, cacheK, cacheV, tokens: n, rowSize: kvDim, position: a.position });
-  recordAttention(ctx, rec, { q, cacheK, cacheV, out: s.attn, tokens: n, ...heads, posBase: a.position, window: c.slidingWindow });
+  if (deviation) {
+    if (a.slots) throw new KdnError('INTERNAL', 'K/V deviation is measured over consecutive rows only');
+    recordKvDeviation(ctx, rec, { k, v: s.v, cacheK, cacheV, rows: n, rowSize: kvDim, position: a.position, out: deviation.buffer, outOffset: deviation.offset });
+  }
+  recordKvWrite(ctx, rec, { k, v: s.v, cacheK, cacheV, tokens: n, rowSize: kvDim, position: a.position, slots });
+  recordAttention(ctx, rec, { q, cacheK, cacheV, out: s.attn, tokens: n, ...heads, posBase: a.position, window: c.slidingWindow, slots: a.slots });
   recordMatmul(ctx, rec, { x: s.attn, w: lw.o, y: s.h, m: n });
   recordAdd(ctx, rec, { x: s.x, y: s.h, count: n * hidden });
 

@@ -9,6 +9,7 @@ import { codecFor } from '../../storage/kv-object/index.ts';
 import type { KVHeader, KVLayerBlock, KVTensors } from '../../storage/kv-object/types.ts';
 import type { ForwardBackend, KVCacheHandle } from '../backend.ts';
 import type { ModelWeights } from '../model/weights.ts';
+import { GpuBlendForward } from './blend-forward.ts';
 import { openDevice, withErrorScopes } from './device.ts';
 import { ForwardScratch } from './forward-scratch.ts';
 import { GpuContext, type Recorder } from './gpu-context.ts';
@@ -19,6 +20,7 @@ import { layerExpander, type LayerWrite } from './kv-layer-expander.ts';
 import { uploadWeights, type WeightPrecision } from './gpu-weights.ts';
 import type { LayerGate } from '../layer-gates.ts';
 import { recordEmbeddingStep, recordForwardChunk, recordLayer, recordLogits, type ChunkArgs, type ForwardParts } from './record-forward.ts';
+import { ScopedSubmissions } from './scoped-submissions.ts';
 
 export { probeWebGPU } from './device.ts';
 
@@ -105,20 +107,9 @@ async function startBackend(ctx: GpuContext, weights: ModelWeights, options: Web
    * layers whose context is in place.
    */
   const forwardGated = async (f: ForwardParts, a: ChunkArgs, prepare: (rec: Recorder) => void, gate: LayerGate): Promise<ArrayBuffer | null> => {
-    const checks: Promise<void>[] = [];
-    const launch = (record: (rec: Recorder) => void): Promise<ArrayBuffer[]> => {
-      let done: Promise<ArrayBuffer[]> = Promise.resolve([]);
-      const check = withErrorScopes(ctx.device, 'forward', () => {
-        const rec = ctx.recorder();
-        record(rec);
-        done = rec.submit();
-      });
-      check.catch(() => undefined);
-      checks.push(check);
-      return done;
-    };
+    const pieces = new ScopedSubmissions(ctx);
     try {
-      launch((rec) => {
+      pieces.launch((rec) => {
         prepare(rec);
         recordEmbeddingStep(rec, f, a);
       });
@@ -126,17 +117,17 @@ async function startBackend(ctx: GpuContext, weights: ModelWeights, options: Web
       let last: Promise<ArrayBuffer[]> = Promise.resolve([]);
       for (let l = 0; l < c.layers; l++) {
         await gate(l);
-        last = launch((rec) => {
+        last = pieces.launch((rec) => {
           recordLayer(rec, f, a, l);
           if (l === c.layers - 1) index = recordLogits(rec, f, a);
         });
       }
       const results = await last;
-      await Promise.all(checks);
+      await pieces.settle();
       return index === null ? null : results[index]!;
     } catch (err) {
       // A device error outranks the gate's: it says why everything after it failed.
-      await Promise.all(checks);
+      await pieces.settle();
       throw err;
     }
   };
@@ -190,6 +181,19 @@ async function startBackend(ctx: GpuContext, weights: ModelWeights, options: Web
         at += p.length;
       }
       return out;
+    },
+
+    async blendForward(handle, tokens, position, plan, logits, gate) {
+      alive();
+      const cache = own(handle);
+      checkRange(cache, position, position + tokens.length);
+      if (tokens.length === 0) throw new KdnError('INVALID_ARGUMENT', 'blendForward() needs at least one token');
+      for (const id of tokens) {
+        if (id >= c.vocabSize) throw new KdnError('INVALID_ARGUMENT', `token id ${id} outside vocabulary [0, ${c.vocabSize})`);
+      }
+      await injector.settle();
+      const f: ForwardParts = { ctx, config: c, w: gpuWeights, s: scratch, cache };
+      return new GpuBlendForward(f, chunkTokens).run(tokens, position, plan, logits, gate);
     },
 
     async readKV(handle, start, end): Promise<KVTensors> {

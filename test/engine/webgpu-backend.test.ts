@@ -305,6 +305,59 @@ describe('webgpu backend vs the CPU backend on tiny models', function () {
         });
       });
 
+      /**
+       * Two chunks computed alone, injected at 0 and 20 on each backend (the second re-rotated), then a blended
+       * forward of their 40 tokens and a 1-token prompt: 41 rows crossing the 16-row chunks of both phases.
+       */
+      const blendOnBoth = async (plan: (cpuDeviation: Float32Array | null) => Uint32Array, checkLayer: number | null) => {
+        const tokens = PROMPT;
+        const caches = { gpu: gpu.createKVCache(64), cpu: cpu.createKVCache(64) };
+        for (const [start, end] of [[0, 20], [20, 40]] as const) {
+          const alone = gpu.createKVCache(32);
+          await gpu.forward(alone, tokens.subarray(start, end), 0, 'none');
+          const kv = await gpu.readKV(alone, 0, end - start);
+          alone.dispose();
+          await inject(gpu, caches.gpu, kv, header(kv, 0, true), start);
+          await inject(cpu, caches.cpu, kv, header(kv, 0, true), start);
+        }
+        let cpuDeviation: Float32Array | null = null;
+        let gpuDeviation: Float32Array | null = null;
+        const want = await cpu.blendForward(caches.cpu, tokens, 0, { checkLayer, select: (d) => plan((cpuDeviation = d)) }, 'last');
+        // The GPU takes the CPU's rows, so near-ties in the deviation cannot make the two recompute different rows.
+        const got = await gpu.blendForward(caches.gpu, tokens, 0, { checkLayer, select: (d) => ((gpuDeviation = d), want.rows) }, 'last');
+        return { got, want, cpuDeviation, gpuDeviation, caches };
+      };
+
+      it('a blended forward (deviation at layer 1, then 7 rows) gives the CPU backend\'s deviations, logits and KV', async () => {
+        const topRows = (d: Float32Array | null): Uint32Array => {
+          const order = Array.from({ length: 40 }, (_, r) => r).sort((x, y) => d![y]! - d![x]!);
+          return Uint32Array.from([...order.slice(0, 6).sort((x, y) => x - y), 40]);
+        };
+        const { got, want, cpuDeviation, gpuDeviation, caches } = await blendOnBoth(topRows, 1);
+        expect(got.rows).to.deep.equal(want.rows);
+        // The second chunk's first rows moved most: they lost the first chunk they never saw.
+        expect(cpuDeviation!.subarray(0, 20).every((d) => d < 1e-3)).to.equal(true);
+        expectClose(gpuDeviation!, cpuDeviation!, tol().kv, 1e-3, 'deviation');
+        expectClose(got.logits, want.logits, tol().logits, 0, 'logits');
+        const [kg, kc] = [await gpu.readKV(caches.gpu, 0, 41), await cpu.readKV(caches.cpu, 0, 41)];
+        kg.perLayer.forEach((t, l) => {
+          // Injected rows were re-rotated on each backend: as exact as MOVED_KEY_ATOL, besides the recompute's rounding.
+          expectClose(t.keys, kc.perLayer[l]!.keys, tol().kv + MOVED_KEY_ATOL, 1e-4, `layer ${l} keys`);
+          expectClose(t.values, kc.perLayer[l]!.values, tol().kv, 1e-4, `layer ${l} values`);
+        });
+      });
+
+      it('a blended forward with a static selection (no check layer) gives the CPU backend\'s logits; every row recomputed equals a prefill', async () => {
+        const starts = (): Uint32Array => Uint32Array.of(0, 1, 20, 21, 22, 40);
+        const { got, want } = await blendOnBoth(starts, null);
+        expect(got.rows).to.deep.equal(starts());
+        expectClose(got.logits, want.logits, tol().logits, 0, 'logits');
+        const all = (): Uint32Array => Uint32Array.from({ length: 41 }, (_, r) => r);
+        const everything = await blendOnBoth(all, null);
+        const prefill = await gpu.forward(gpu.createKVCache(64), PROMPT, 0, 'last');
+        expectClose(everything.got.logits, prefill, tol().logits, 0, 'every row recomputed vs prefill');
+      });
+
       it('re-rotates injected keys like the CPU backend, and pre-RoPE keys get RoPE at their position', async () => {
         const chunk = PROMPT.subarray(30, 41);
         const prefix = PROMPT.subarray(0, 5);

@@ -1,6 +1,16 @@
 import { Params } from '../gpu-context.ts';
 import type { AttentionArgs } from './attention.ts';
 
+/** One past the last key any query row sees. */
+export function keyEnd(a: AttentionArgs): number {
+  return a.slots ? a.slots.last + 1 : a.posBase + a.tokens;
+}
+
+/** The kernel defines and trailing buffers that place query rows at gathered slots. */
+export function slotBindings(a: AttentionArgs): { defines: string[]; buffers: GPUBuffer[] } {
+  return a.slots ? { defines: ['SLOTS'], buffers: [a.slots.buffer] } : { defines: [], buffers: [] };
+}
+
 /** The uniform fields both attention kernels' Params structs start with (each adds `splits`). */
 export function attentionParams(a: AttentionArgs): Params {
   return new Params()

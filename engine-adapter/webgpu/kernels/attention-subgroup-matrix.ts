@@ -1,6 +1,6 @@
 import { KdnError } from '../../../common/errors.ts';
 import type { GpuContext, Recorder } from '../gpu-context.ts';
-import { attentionParams } from './attention-params.ts';
+import { attentionParams, keyEnd, slotBindings } from './attention-params.ts';
 import type { AttentionArgs } from './attention.ts';
 import { chooseSplits, splitParts } from './attention-splits.ts';
 
@@ -35,17 +35,18 @@ export function recordAttentionSubgroupMatrix(ctx: GpuContext, rec: Recorder, a:
   if (sm === null || !subgroupMatrixAttentionFits(ctx, a)) {
     throw new KdnError('INTERNAL', `subgroup-matrix attention cannot take headDim ${a.headDim}, ${a.tokens} tokens on this adapter`);
   }
-  const defines = [...(sm.syntax === 'template-arg' ? ['SGMAT_TEMPLATE'] : []), ...(a.headDim === 128 ? ['HEAD_DIM_128'] : [])];
+  const slots = slotBindings(a);
+  const defines = [...(sm.syntax === 'template-arg' ? ['SGMAT_TEMPLATE'] : []), ...(a.headDim === 128 ? ['HEAD_DIM_128'] : []), ...slots.defines];
   const rows = a.tokens * (a.heads / a.kvHeads);
   const grid = [Math.ceil(rows / WG_ROWS), a.kvHeads];
   // A short query over long KV (a question after injected context) would leave most of the GPU idle: split the keys.
-  const splits = a.splits ?? chooseSplits(grid[0]! * grid[1]!, a.posBase + a.tokens, BK, TARGET_WORKGROUPS);
+  const splits = a.splits ?? chooseSplits(grid[0]! * grid[1]!, keyEnd(a), BK, TARGET_WORKGROUPS);
   const params = attentionParams(a).u32(splits);
   if (splits === 1) {
-    rec.dispatch(ctx.pipeline({ url: URL_, defines }), params, [a.q, a.cacheK, a.cacheV, a.out], grid);
+    rec.dispatch(ctx.pipeline({ url: URL_, defines }), params, [a.q, a.cacheK, a.cacheV, a.out, ...slots.buffers], grid);
     return;
   }
   const part = splitParts(ctx, rec, splits, a.tokens * a.heads, a.headDim);
-  rec.dispatch(ctx.pipeline({ url: URL_, defines: [...defines, 'SPLIT'] }), params, [a.q, a.cacheK, a.cacheV, part.acc, part.stats], [...grid, splits]);
+  rec.dispatch(ctx.pipeline({ url: URL_, defines: [...defines, 'SPLIT'] }), params, [a.q, a.cacheK, a.cacheV, part.acc, part.stats, ...slots.buffers], [...grid, splits]);
   part.combine(a.out);
 }

@@ -211,14 +211,14 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
   let lastT = (min(row0 + WG_ROWS, totalRows) - 1u) / group;
 #if SPLIT
   // Parts are whole tiles, so only the last one's final tile reaches past its end (where keys are past every row).
-  let fullStart = (key_start(p.posBase + firstT) / BK) * BK;
-  let fullEnd = p.posBase + lastT + 1u;
+  let fullStart = (key_start(row_pos(firstT)) / BK) * BK;
+  let fullEnd = row_pos(lastT) + 1u;
   let per = (((fullEnd - fullStart + p.splits - 1u) / p.splits + BK - 1u) / BK) * BK;
   let wgStart = min(fullEnd, fullStart + wid.z * per);
   let wgEnd = min(fullEnd, wgStart + per);
 #else
-  let wgStart = (key_start(p.posBase + firstT) / BK) * BK;
-  let wgEnd = p.posBase + lastT + 1u;
+  let wgStart = (key_start(row_pos(firstT)) / BK) * BK;
+  let wgEnd = row_pos(lastT) + 1u;
 #endif
 
   // The softmax steps: lanes r and r + 16 share row r of the subgroup, each taking 16 of a tile's keys.
@@ -226,7 +226,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
   let j0 = (lane / 16u) * 16u;
   let myRow = sgRow0 + r;
   let live = myRow < totalRows;
-  let myPos = p.posBase + myRow / group;
+  let myPos = row_pos(myRow / group);
   let myStart = key_start(myPos);
   let sAt = sg * ROWS * BK;
   let rowAt = sg * ROWS;

@@ -1,6 +1,6 @@
 import { KdnError } from '../../../common/errors.ts';
 import type { GpuContext, Recorder } from '../gpu-context.ts';
-import { attentionParams } from './attention-params.ts';
+import { attentionParams, keyEnd, slotBindings } from './attention-params.ts';
 import { recordAttentionSubgroupMatrix, subgroupMatrixAttentionFits } from './attention-subgroup-matrix.ts';
 import { chooseSplits, splitParts } from './attention-splits.ts';
 
@@ -22,6 +22,11 @@ export interface AttentionArgs {
   headDim: number;
   /** Absolute position of query 0. */
   posBase: number;
+  /**
+   * Query rows gathered from anywhere in the sequence: row t sits at slots.buffer[t] (u32, ascending), the last at
+   * slots.last; posBase is then unused.
+   */
+  slots?: { buffer: GPUBuffer; last: number };
   /** Sliding window in tokens, or null for full causal attention. */
   window: number | null;
   /** Parts the key range is split into (flash-decoding); default: chosen from the grid size. Given, it also keeps
@@ -51,19 +56,20 @@ export function recordAttentionPortable(ctx: GpuContext, rec: Recorder, a: Atten
     });
   }
   const bk = keysPerTile(a.headDim);
-  const pipeline = ctx.pipeline({ url: URL_, constants: { BK: bk, TILE: bk * a.headDim, DOTS: ROWS_PER_WORKGROUP * 4 * bk } });
+  const constants = { BK: bk, TILE: bk * a.headDim, DOTS: ROWS_PER_WORKGROUP * 4 * bk };
+  const slots = slotBindings(a);
   const params = attentionParams(a);
   const rows = a.tokens * (a.heads / a.kvHeads);
   const groups = Math.ceil(rows / ROWS_PER_WORKGROUP) * a.kvHeads;
-  const splits = a.splits ?? chooseSplits(groups, a.posBase + a.tokens, bk, TARGET_WORKGROUPS);
+  const splits = a.splits ?? chooseSplits(groups, keyEnd(a), bk, TARGET_WORKGROUPS);
   params.u32(splits);
   const grid = [Math.ceil(rows / ROWS_PER_WORKGROUP), a.kvHeads, splits];
   if (splits === 1) {
-    rec.dispatch(pipeline, params, [a.q, a.cacheK, a.cacheV, a.out], grid);
+    rec.dispatch(ctx.pipeline({ url: URL_, defines: slots.defines, constants }), params, [a.q, a.cacheK, a.cacheV, a.out, ...slots.buffers], grid);
     return;
   }
   const part = splitParts(ctx, rec, splits, a.tokens * a.heads, a.headDim);
-  const split = ctx.pipeline({ url: URL_, defines: ['SPLIT'], constants: { BK: bk, TILE: bk * a.headDim, DOTS: ROWS_PER_WORKGROUP * 4 * bk } });
-  rec.dispatch(split, params, [a.q, a.cacheK, a.cacheV, part.acc, part.stats], grid);
+  const split = ctx.pipeline({ url: URL_, defines: ['SPLIT', ...slots.defines], constants });
+  rec.dispatch(split, params, [a.q, a.cacheK, a.cacheV, part.acc, part.stats, ...slots.buffers], grid);
   part.combine(a.out);
 }

@@ -3,7 +3,8 @@
 //
 // A workgroup takes one kv head and 16 query rows, a row being (token, q head of that kv head's GQA group), so the
 // group shares each K/V tile. Four threads serve a row, each owning every 4th dimension of the head.
-// Query t sits at absolute position posBase + t and sees keys [max(0, pos + 1 - window), pos] (window 0: all).
+// Query t sits at absolute position posBase + t (with SLOTS: slots[t]) and sees keys [max(0, pos + 1 - window), pos]
+// (window 0: all).
 //
 // With SPLIT (flash-decoding, for few query rows over long KV), workgroup z takes the z-th of p.splits parts of
 // the workgroup's key range and writes its unnormalised accumulator and (max, sum) to partAcc / partStats;
@@ -43,7 +44,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
   let valid = rowGlobal < totalRows;
   let t = rowGlobal / group;
   let head = kvh * group + rowGlobal % group;
-  let pos = p.posBase + t;
+  let pos = row_pos(t);
   let kStart = key_start(pos);
   let kEnd = pos + 1u;
   let dpt = (D + SLICES - 1u) / SLICES;
@@ -62,14 +63,14 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
   let firstT = (wid.x * ROWS) / group;
   let lastT = (min(wid.x * ROWS + ROWS, totalRows) - 1u) / group;
 #if SPLIT
-  let fullStart = key_start(p.posBase + firstT);
-  let fullEnd = p.posBase + lastT + 1u;
+  let fullStart = key_start(row_pos(firstT));
+  let fullEnd = row_pos(lastT) + 1u;
   let per = (((fullEnd - fullStart + p.splits - 1u) / p.splits + BK - 1u) / BK) * BK;
   let wgStart = min(fullEnd, fullStart + wid.z * per);
   let wgEnd = min(fullEnd, wgStart + per);
 #else
-  let wgStart = key_start(p.posBase + firstT);
-  let wgEnd = p.posBase + lastT + 1u;
+  let wgStart = key_start(row_pos(firstT));
+  let wgEnd = row_pos(lastT) + 1u;
 #endif
 
   var m = -3.0e38;

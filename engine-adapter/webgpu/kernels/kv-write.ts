@@ -2,13 +2,18 @@ import { Params, type GpuContext, type Recorder } from '../gpu-context.ts';
 
 const URL_ = new URL('./kv-write.wgsl', import.meta.url);
 
-/** Writes `tokens` rows of K and V (rowSize = kvHeads * headDim floats) into the caches at token `position`. */
+/**
+ * Writes `tokens` rows of K and V (rowSize = kvHeads * headDim floats) into the caches at tokens `position`.., or
+ * row t at token slots[t] (u32 [tokens]) when given.
+ */
 export function recordKvWrite(
   ctx: GpuContext,
   rec: Recorder,
-  a: { k: GPUBuffer; v: GPUBuffer; cacheK: GPUBuffer; cacheV: GPUBuffer; tokens: number; rowSize: number; position: number },
+  a: { k: GPUBuffer; v: GPUBuffer; cacheK: GPUBuffer; cacheV: GPUBuffer; tokens: number; rowSize: number; position: number; slots?: GPUBuffer },
 ): void {
   const count = a.tokens * a.rowSize;
-  const params = new Params().u32(count).u32(a.position * a.rowSize);
-  rec.dispatch(ctx.pipeline({ url: URL_ }), params, [a.k, a.v, a.cacheK, a.cacheV], ctx.grid(count, 256));
+  const params = new Params().u32(count).u32(a.position * a.rowSize).u32(a.rowSize);
+  const pipeline = ctx.pipeline({ url: URL_, defines: a.slots ? ['SLOTS'] : [] });
+  const buffers = [a.k, a.v, a.cacheK, a.cacheV, ...(a.slots ? [a.slots] : [])];
+  rec.dispatch(pipeline, params, buffers, ctx.grid(count, 256));
 }

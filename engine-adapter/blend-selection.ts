@@ -1,0 +1,85 @@
+/**
+ * Which context tokens a blended prefill recomputes (Session.blendKVAndPrefill). Chunks computed alone never
+ * attended to each other; recomputing a few of their tokens over the composed context restores most of what that
+ * cross-attention carries. Three ways to pick them, compared in bench/fidelity.ts:
+ *   deviation   CacheBlend (arXiv 2405.16444): every token runs the first layers, and the tokens whose K/V at the
+ *               check layer moved most from the injected K/V go on through the rest;
+ *   chunk-start EPIC (arXiv 2410.15332): each chunk's first tokens, where a chunk computed alone piled the attention
+ *               it had nowhere else to put;
+ *   combined    half of the budget to chunk starts, the rest by deviation.
+ */
+import { KdnError } from '../common/errors.ts';
+import type { BlendPlan } from './backend.ts';
+import type { BlendSelection } from './types.ts';
+
+export const BLEND_SELECTIONS: readonly BlendSelection[] = ['deviation', 'chunk-start', 'combined'];
+
+/** Where the context's chunks begin in the blended rows, and how many rows follow the context (the prompt). */
+export interface BlendLayout {
+  /** Row index of each chunk's first token, ascending from 0. */
+  chunkStarts: readonly number[];
+  contextRows: number;
+  promptRows: number;
+}
+
+/**
+ * The layer whose deviation picks the tokens. Layer 0's K/V depend on the token and its position alone, so they
+ * match the injected K/V; layer 1 is the first whose input carries the missing cross-chunk attention.
+ */
+export function checkLayerFor(layers: number): number {
+  return Math.min(1, layers - 1);
+}
+
+/** The context tokens a ratio in [0, 1] recomputes. */
+export function blendBudget(ratio: number, contextRows: number): number {
+  if (!(ratio >= 0 && ratio <= 1)) {
+    throw new KdnError('INVALID_ARGUMENT', `blend ratio ${ratio} is outside [0, 1]`, { hint: 'pass the fraction of context tokens to recompute, e.g. 0.15' });
+  }
+  return Math.round(ratio * contextRows);
+}
+
+/** The plan for a backend's blendForward: the selection's rows plus every prompt row. */
+export function blendPlan(selection: BlendSelection, ratio: number, layout: BlendLayout, layers: number): BlendPlan {
+  const budget = blendBudget(ratio, layout.contextRows);
+  const finish = (context: Set<number>): Uint32Array => {
+    const rows = new Uint32Array(context.size + layout.promptRows);
+    let i = 0;
+    for (const r of [...context].sort((a, b) => a - b)) rows[i++] = r;
+    for (let r = layout.contextRows; r < layout.contextRows + layout.promptRows; r++) rows[i++] = r;
+    return rows;
+  };
+  if (selection === 'chunk-start') return { checkLayer: null, select: () => finish(chunkStartRows(layout, budget)) };
+  const startBudget = selection === 'combined' ? Math.floor(budget / 2) : 0;
+  return {
+    checkLayer: checkLayerFor(layers),
+    select: (deviation) => {
+      if (!deviation) throw new KdnError('INTERNAL', `the ${selection} blend selection needs the check layer's deviation`);
+      const picked = chunkStartRows(layout, startBudget);
+      for (const r of topDeviation(deviation, layout.contextRows, budget - picked.size, picked)) picked.add(r);
+      return finish(picked);
+    },
+  };
+}
+
+/** `budget` rows spread evenly over the chunks, each chunk's from its first token on. */
+function chunkStartRows(layout: BlendLayout, budget: number): Set<number> {
+  const out = new Set<number>();
+  const starts = layout.chunkStarts;
+  const chunks = starts.length;
+  if (chunks === 0 || budget <= 0) return out;
+  for (let c = 0; c < chunks; c++) {
+    const end = c + 1 < chunks ? starts[c + 1]! : layout.contextRows;
+    const share = Math.floor(budget / chunks) + (c < budget % chunks ? 1 : 0);
+    for (let r = starts[c]!; r < Math.min(end, starts[c]! + share); r++) out.add(r);
+  }
+  return out;
+}
+
+/** The `count` context rows of largest deviation, skipping `taken`. */
+function topDeviation(deviation: Float32Array, contextRows: number, count: number, taken: Set<number>): number[] {
+  if (count <= 0) return [];
+  const candidates: number[] = [];
+  for (let r = 0; r < contextRows; r++) if (!taken.has(r)) candidates.push(r);
+  candidates.sort((a, b) => deviation[b]! - deviation[a]! || a - b);
+  return candidates.slice(0, count);
+}

@@ -1,0 +1,16 @@
+import { Params, type GpuContext, type Recorder } from '../gpu-context.ts';
+
+const URL_ = new URL('./kv-deviation.wgsl', import.meta.url);
+
+/**
+ * out[outOffset + t] = |k[t] - cacheK[position + t]|^2 + |v[t] - cacheV[position + t]|^2 for `rows` rows of
+ * rowSize = kvHeads * headDim floats: how far each token's fresh K/V moved from the injected K/V at its slot.
+ */
+export function recordKvDeviation(
+  ctx: GpuContext,
+  rec: Recorder,
+  a: { k: GPUBuffer; v: GPUBuffer; cacheK: GPUBuffer; cacheV: GPUBuffer; rows: number; rowSize: number; position: number; out: GPUBuffer; outOffset: number },
+): void {
+  const params = new Params().u32(a.rows).u32(a.rowSize).u32(a.position).u32(a.outOffset);
+  rec.dispatch(ctx.pipeline({ url: URL_ }), params, [a.k, a.v, a.cacheK, a.cacheV, a.out], ctx.grid(a.rows, 1));
+}
