@@ -15,7 +15,12 @@ export const UploadSchema = z.object({ namespace, title, text: z.string().min(1)
 
 export const NamespaceQuerySchema = z.object({ namespace });
 
-export const QueryModeSchema = z.enum(['inject', 'recompute']);
+export const QueryModeSchema = z.enum(['inject', 'recompute', 'blend']);
+
+/** Hints for the fields whose valid values a message alone does not explain. */
+export const FIELD_HINTS: Readonly<Record<string, string>> = {
+  blendRatio: 'blendRatio is the share of context tokens a blend recomputes, from 0 (none) to 1 (all); 0.15 is the default',
+};
 
 /** The knowledge a query uses: named documents (in order), or top-k retrieval when none are named. */
 const KnowledgeFields = {
@@ -23,6 +28,8 @@ const KnowledgeFields = {
   documents: z.array(docRef).min(1).max(MAX_DOCUMENTS_PER_QUERY).optional(),
   topK: z.number().int().min(1).max(MAX_TOP_K).default(4),
   mode: QueryModeSchema.default('inject'),
+  /** With mode 'blend': the share of context tokens to recompute (kdn/query/blend-policy.ts has the default). */
+  blendRatio: z.number().min(0).max(1).optional(),
 };
 
 export const QuerySchema = z.object({

@@ -11,7 +11,8 @@ export interface QueryRequest {
   namespace?: string;
   documents?: string[];
   topK?: number;
-  mode?: 'inject' | 'recompute';
+  mode?: 'inject' | 'recompute' | 'blend';
+  blendRatio?: number;
   maxTokens?: number;
   temperature?: number;
   seed?: number;

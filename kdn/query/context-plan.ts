@@ -18,13 +18,18 @@ export interface ContextPiece {
 export const MAX_DOCUMENTS_PER_QUERY = 32;
 export const MAX_TOP_K = 32;
 
+/** The named documents' manifests, in the order named. */
+export async function resolveDocuments(catalog: Catalog, namespace: string, documents: string[]): Promise<Manifest[]> {
+  const manifests: Manifest[] = [];
+  for (const name of documents) manifests.push(await catalog.resolve(namespace, name));
+  return manifests;
+}
+
 /**
  * Named documents: all of their chunks in document order, using each document's prefix-chained objects, which are
  * exact when the document is read in its own order. Chunks past the chain's end use their independent object.
  */
-export async function planFromDocuments(catalog: Catalog, namespace: string, documents: string[]): Promise<ContextPiece[]> {
-  const manifests: Manifest[] = [];
-  for (const name of documents) manifests.push(await catalog.resolve(namespace, name));
+export function planFromDocuments(manifests: Manifest[]): ContextPiece[] {
   return manifests.flatMap((m) =>
     m.chunks.map((chunk) => {
       const object = chunk.chained ?? chunk.independent;
@@ -49,18 +54,57 @@ export async function planFromDocuments(catalog: Catalog, namespace: string, doc
  * uses its independent object, re-rotated to its position.
  */
 export async function planFromRetrieval(catalog: Catalog, namespace: string, query: string, topK: number): Promise<ContextPiece[]> {
-  const byDocument = new Map<string, { manifest: Manifest; hits: { index: number; score: number }[] }>();
+  const hits: Hit[] = [];
   for (const hit of catalog.index.search(namespace, query, topK)) {
     const manifest = await catalog.find(namespace, hit.docId);
-    if (!manifest?.chunks[hit.index]) continue;
-    const entry = byDocument.get(manifest.id) ?? { manifest, hits: [] };
-    entry.hits.push({ index: hit.index, score: hit.score });
-    byDocument.set(manifest.id, entry);
+    if (manifest?.chunks[hit.index]) hits.push({ manifest, index: hit.index, score: hit.score });
+  }
+  return piecesFromHits(hits);
+}
+
+/**
+ * Named documents too long for the model's window: their chunks that match `query` best, as many as fit in
+ * `budget` tokens, placed like retrieval hits (planFromRetrieval). With no chunk matching, the documents' first
+ * chunks that fit.
+ */
+export function planWithinBudget(catalog: Catalog, manifests: Manifest[], query: string, budget: number): ContextPiece[] {
+  const byId = new Map(manifests.map((m) => [m.id, m]));
+  const namespace = manifests[0]?.namespace;
+  const ranked: Hit[] = [];
+  for (const hit of namespace === undefined ? [] : catalog.index.search(namespace, query, Infinity)) {
+    const manifest = byId.get(hit.docId);
+    if (manifest?.chunks[hit.index]) ranked.push({ manifest, index: hit.index, score: hit.score });
+  }
+  if (ranked.length === 0) for (const m of manifests) for (const chunk of m.chunks) ranked.push({ manifest: m, index: chunk.index, score: 0 });
+  const picked: Hit[] = [];
+  let used = 0;
+  for (const hit of ranked) {
+    const tokens = hit.manifest.chunks[hit.index]!.tokenIds.length;
+    if (used + tokens > budget) continue;
+    picked.push(hit);
+    used += tokens;
+  }
+  return piecesFromHits(picked);
+}
+
+interface Hit {
+  manifest: Manifest;
+  index: number;
+  score: number;
+}
+
+/** Hits in best-first order, grouped by document and read in document order (see planFromRetrieval). */
+function piecesFromHits(hits: Hit[]): ContextPiece[] {
+  const byDocument = new Map<string, { manifest: Manifest; hits: Hit[] }>();
+  for (const hit of hits) {
+    const entry = byDocument.get(hit.manifest.id) ?? { manifest: hit.manifest, hits: [] };
+    entry.hits.push(hit);
+    byDocument.set(hit.manifest.id, entry);
   }
   const pieces: ContextPiece[] = [];
-  for (const { manifest, hits } of byDocument.values()) {
-    hits.sort((a, b) => a.index - b.index);
-    hits.forEach((hit, position) => {
+  for (const { manifest, hits: own } of byDocument.values()) {
+    own.sort((a, b) => a.index - b.index);
+    own.forEach((hit, position) => {
       const chunk = manifest.chunks[hit.index]!;
       const object = hit.index === position && chunk.chained ? chunk.chained : null;
       pieces.push({

@@ -6,7 +6,8 @@ import type { Engine, GeneratedToken } from '../../engine-adapter/types.ts';
 import type { KdnMetrics } from '../api/metrics.ts';
 import type { Catalog } from '../catalog.ts';
 import type { EngineQueue } from '../engine-queue.ts';
-import { checkContextFits, planFromDocuments, planFromRetrieval, type ContextPiece } from './context-plan.ts';
+import { blendOptions } from './blend-policy.ts';
+import { checkContextFits, planFromDocuments, planFromRetrieval, planWithinBudget, resolveDocuments, type ContextPiece } from './context-plan.ts';
 import { runQuery, type QueryMode, type QueryOutcome } from './run-query.ts';
 
 export interface KnowledgeRequest {
@@ -24,6 +25,8 @@ export interface AnswerRequest {
   /** Text prefilled after the knowledge. */
   promptText: string;
   mode: QueryMode;
+  /** With mode 'blend': the share of context tokens to recompute, in [0, 1] (default: blend-policy.ts). */
+  blendRatio?: number;
   maxTokens: number;
   temperature: number;
   seed?: number;
@@ -64,9 +67,9 @@ export class QueryService {
       if (performance.now() > deadlineAt) deadline.abort();
       req.onToken?.(token);
     };
-    const pieces = await this.plan(req);
-    const retrievalMs = performance.now() - arrivedAt;
     const promptIds = engine.tokenizer.encode(req.promptText, { addSpecialTokens: false });
+    const { pieces, mode, note } = await this.plan(req, promptIds.length);
+    const retrievalMs = performance.now() - arrivedAt;
     checkContextFits(pieces.reduce((n, p) => n + p.tokenIds.length, 0), promptIds.length, req.maxTokens, engine.info.maxPositionEmbeddings);
 
     const outcome = await this.deps.queue.run(() => {
@@ -74,7 +77,8 @@ export class QueryService {
       return runQuery(this.deps, {
         pieces,
         promptIds,
-        mode: req.mode,
+        mode,
+        ...(mode === 'blend' ? { blend: blendOptions(req.blendRatio) } : {}),
         maxTokens: req.maxTokens,
         temperature: req.temperature,
         ...(req.seed === undefined ? {} : { seed: req.seed }),
@@ -91,8 +95,8 @@ export class QueryService {
     metrics.queryTokens.inc({ kind: 'computed' }, outcome.tokens.computed);
     metrics.queryTokens.inc({ kind: 'generated' }, outcome.tokens.generated);
     for (const chunk of outcome.chunks) metrics.chunkFetches.inc({ tier: chunk.tier });
-    for (const [stage, ms] of Object.entries(outcome.timings)) metrics.queryStage.observe({ stage, mode: req.mode }, ms / 1000);
-    return outcome;
+    for (const [stage, ms] of Object.entries(outcome.timings)) metrics.queryStage.observe({ stage, mode }, ms / 1000);
+    return note ? { ...outcome, note } : outcome;
   }
 
   private timedOut(stage: string): KdnError {
@@ -101,10 +105,28 @@ export class QueryService {
     });
   }
 
-  private async plan(req: AnswerRequest): Promise<ContextPiece[]> {
+  /**
+   * The query's context and the mode that runs it. Named documents that do not fit the model's window next to the
+   * prompt and the answer are answered from their chunks that match the question best, blended (they are no longer
+   * read in their own order), and the outcome says so.
+   */
+  private async plan(req: AnswerRequest, promptTokens: number): Promise<{ pieces: ContextPiece[]; mode: QueryMode; note?: string }> {
     const k = req.knowledge;
-    if (!k) return [];
-    if (k.documents) return planFromDocuments(this.deps.catalog, k.namespace, k.documents);
-    return planFromRetrieval(this.deps.catalog, k.namespace, req.searchText, k.topK);
+    if (!k) return { pieces: [], mode: req.mode };
+    if (!k.documents) return { pieces: await planFromRetrieval(this.deps.catalog, k.namespace, req.searchText, k.topK), mode: req.mode };
+    const manifests = await resolveDocuments(this.deps.catalog, k.namespace, k.documents);
+    const pieces = planFromDocuments(manifests);
+    const window = this.deps.engine.info.maxPositionEmbeddings;
+    const budget = window - 1 - promptTokens - req.maxTokens;
+    const total = pieces.reduce((n, p) => n + p.tokenIds.length, 0);
+    if (total <= budget) return { pieces, mode: req.mode };
+    const within = planWithinBudget(this.deps.catalog, manifests, req.searchText, budget);
+    if (within.length === 0) return { pieces, mode: req.mode };
+    const used = within.reduce((n, p) => n + p.tokenIds.length, 0);
+    const mode = req.mode === 'recompute' ? 'recompute' : 'blend';
+    const note =
+      `the named documents hold ${total} tokens, more than fit the model's ${window}-token window with this prompt and answer: ` +
+      `answered from their ${within.length} most relevant chunks (${used} tokens)${mode === 'blend' ? ', blended' : ''}`;
+    return { pieces: within, mode, note };
   }
 }

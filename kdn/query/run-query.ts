@@ -1,22 +1,25 @@
 import { setMaxListeners } from 'node:events';
+import { KdnError } from '../../common/errors.ts';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from '../../common/log.ts';
 import type { KvFetcher } from './kv-fetcher.ts';
-import type { Engine, GeneratedToken, GenerateResult, Session } from '../../engine-adapter/types.ts';
+import type { BlendOptions, Engine, GeneratedToken, GenerateResult, Session } from '../../engine-adapter/types.ts';
 import { tokenHash } from '../../storage/kv-object/index.ts';
-import type { KVExpectation } from '../../storage/kv-object/types.ts';
+import type { KVExpectation, KVObjectReader } from '../../storage/kv-object/types.ts';
 import { sinkToken } from '../sink-token.ts';
 import type { ContextPiece } from './context-plan.ts';
 import { ChunkFetch, type ChunkTier } from './fetch-chunk.ts';
 import { overlapsPrompt } from './overlap-policy.ts';
 
-export type QueryMode = 'inject' | 'recompute';
+export type QueryMode = 'inject' | 'recompute' | 'blend';
 
 export interface QueryRun {
   pieces: ContextPiece[];
   /** Tokens after the context: the question in the prompt format, or an OpenAI prompt. */
   promptIds: number[];
   mode: QueryMode;
+  /** How 'blend' recomputes the context (required with it). */
+  blend?: BlendOptions;
   maxTokens: number;
   temperature: number;
   seed?: number;
@@ -44,6 +47,8 @@ export interface ChunkUse {
 
 export interface QueryOutcome {
   answer: string;
+  /** Set when the context is not what was asked for (named documents too long for the model, see QueryService). */
+  note?: string;
   finishReason: GenerateResult['finishReason'];
   mode: QueryMode;
   chunks: ChunkUse[];
@@ -59,6 +64,12 @@ export interface QueryOutcome {
   };
   /** Bytes of KV objects received from the edges. */
   bytes: number;
+  /**
+   * What a blended query recomputed: the share asked for, the context tokens recomputed through every layer, the
+   * layers every context token ran, and the milliseconds from the call to the prompt's logits (placing included).
+   * null when the query did not blend, or fell back to chunk-by-chunk injection because an object failed.
+   */
+  blend: { ratio: number; selection: BlendOptions['selection']; recomputedTokens: number; fullLayers: number; ms: number } | null;
   /**
    * Milliseconds. With the prompt run under the context's arrival (overlap-policy.ts), injection ends when the
    * context's last layer is placed and prefill is the prompt's compute left after that (plus the sink token);
@@ -90,12 +101,12 @@ export async function runQuery(deps: QueryDeps, run: QueryRun): Promise<QueryOut
   try {
     // The whole sequence's KV cache at once, rather than growing (and copying) chunk by chunk.
     await session.reserve(session.capacity);
-    const built: BuiltContext =
-      run.mode === 'inject'
-        ? await injectContext(deps, session, run.pieces, run.promptIds, stop)
-        : { uses: run.pieces.map((p) => use(p, 'computed', 0)), fetchMs: 0, injectionMs: 0, computedMs: 0, computedTokens: 0, promptMs: null };
+    const recompute = run.mode === 'recompute' || run.pieces.length === 0;
+    const built: BuiltContext = recompute
+      ? { uses: run.pieces.map((p) => use(p, 'computed', 0)), fetchMs: 0, injectionMs: 0, computedMs: 0, computedTokens: 0, promptMs: null, blend: null }
+      : await injectContext(deps, session, run, stop);
 
-    const prefillIds = run.mode === 'inject' ? run.promptIds : [sinkToken(deps.engine), ...run.pieces.flatMap((p) => p.tokenIds), ...run.promptIds];
+    const prefillIds = recompute ? [sinkToken(deps.engine), ...run.pieces.flatMap((p) => p.tokenIds), ...run.promptIds] : run.promptIds;
     let promptMs = built.promptMs;
     if (promptMs === null) {
       const prefillStart = performance.now();
@@ -127,6 +138,7 @@ export async function runQuery(deps: QueryDeps, run: QueryRun): Promise<QueryOut
         generated: result.tokens.length,
       },
       bytes: built.uses.reduce((n, u) => n + u.bytes, 0),
+      blend: built.blend,
       timings: {
         retrieval: run.retrievalMs,
         queue: queueMs,
@@ -153,18 +165,21 @@ interface BuiltContext {
   computedTokens: number;
   /** The prompt's prefill time beyond the context's placing when it ran with it (null: the prompt is still to run). */
   promptMs: number | null;
+  blend: QueryOutcome['blend'];
 }
 
 /**
  * [sink], then every chunk object fetched in parallel. When every object's header arrived (and the chunks are few
- * enough, see overlap-policy.ts), the objects and the prompt go to the engine together (Session.injectKVAndPrefill):
- * layer l of the prompt runs once layer l of every chunk is in, so the prompt's compute overlaps the transfer.
- * Otherwise, or when that fails midway, the chunks are
- * injected one by one in context order: a chunk whose object cannot be fetched or verified is fetched once more (the
- * edge client fails over), then prefilled from its tokens. The query never fails for a cache's sake.
+ * enough, see overlap-policy.ts, or the query blends), the objects and the prompt go to the engine together: layer l
+ * of the prompt runs once layer l of every chunk is in, so the prompt's compute overlaps the transfer
+ * (Session.injectKVAndPrefill), or a blend recomputes a share of the context with the prompt
+ * (Session.blendKVAndPrefill). Otherwise, or when that fails midway, the chunks are injected one by one in context
+ * order: a chunk whose object cannot be fetched or verified is fetched once more (the edge client fails over), then
+ * prefilled from its tokens. The query never fails for a cache's sake.
  */
-async function injectContext(deps: QueryDeps, session: Session, pieces: ContextPiece[], promptIds: number[], signal: AbortSignal): Promise<BuiltContext> {
+async function injectContext(deps: QueryDeps, session: Session, run: QueryRun, signal: AbortSignal): Promise<BuiltContext> {
   const { engine, fetcher, log } = deps;
+  const { pieces } = run;
   const expectations = pieces.map((p) => expectationFor(engine, p));
   const fetchStart = performance.now();
   const overlapped = new AbortController();
@@ -178,19 +193,28 @@ async function injectContext(deps: QueryDeps, session: Session, pieces: ContextP
 
   // Fetches not consumed here (a header failed, or too many chunks to overlap) are reused chunk by chunk.
   let reusable = first;
-  const headers = overlapsPrompt(pieces.length) ? await Promise.allSettled(first.map((f) => f.reader)) : [];
+  const together = run.mode === 'blend' || overlapsPrompt(pieces.length);
+  const headers = together ? await Promise.allSettled(first.map((f) => f.reader)) : [];
   const readers = headers.flatMap((h) => (h.status === 'fulfilled' ? [h.value] : []));
   if (headers.length === pieces.length && readers.length === pieces.length) {
     const injectStart = performance.now();
     try {
-      const { placedAt } = await session.injectKVAndPrefill(readers, promptIds, { logits: 'last' });
+      const { placedAt, blend } = await runTogether(session, run, readers);
       const end = performance.now();
       await Promise.all(first.map((f) => f.done));
       const uses = pieces.map((p, i) => ({ ...use(p, first[i]!.tier, first[i]!.bytes), ...(first[i]!.edge ? { edge: first[i]!.edge } : {}) }));
-      return { uses, fetchMs: lastArrival(first, fetchStart) - fetchStart, injectionMs: placedAt - injectStart, computedMs: sinkMs, computedTokens: 1, promptMs: end - placedAt };
+      return {
+        uses,
+        fetchMs: lastArrival(first, fetchStart) - fetchStart,
+        injectionMs: placedAt - injectStart,
+        computedMs: sinkMs,
+        computedTokens: 1,
+        promptMs: end - placedAt,
+        blend: blend && { ...blend, ms: end - injectStart },
+      };
     } catch (err) {
       // Some object failed midway (or the device did): every object is consumed, so all are fetched again.
-      log.warn({ err }, 'overlapped injection failed; injecting chunk by chunk');
+      log.warn({ err }, `${run.mode === 'blend' ? 'blended' : 'overlapped'} injection failed; injecting chunk by chunk`);
       overlapped.abort();
       reusable = [];
     }
@@ -199,6 +223,23 @@ async function injectContext(deps: QueryDeps, session: Session, pieces: ContextP
   const since = reusable === first ? fetchStart : performance.now();
   const built = await injectOneByOne(deps, session, pieces, expectations, reusable, since, signal);
   return { ...built, computedMs: built.computedMs + sinkMs, computedTokens: built.computedTokens + 1 };
+}
+
+/** The context's objects and the prompt on the engine together: injected under the prompt, or blended with it. */
+async function runTogether(
+  session: Session,
+  run: QueryRun,
+  readers: KVObjectReader[],
+): Promise<{ placedAt: number; blend: Omit<NonNullable<QueryOutcome['blend']>, 'ms'> | null }> {
+  if (run.mode !== 'blend') {
+    const { placedAt } = await session.injectKVAndPrefill(readers, run.promptIds, { logits: 'last' });
+    return { placedAt, blend: null };
+  }
+  const options = run.blend;
+  if (!options) throw new KdnError('INTERNAL', 'a blend query came without its blend options');
+  const chunks = readers.map((object, i) => ({ object, tokenIds: run.pieces[i]!.tokenIds }));
+  const out = await session.blendKVAndPrefill(chunks, run.promptIds, options);
+  return { placedAt: out.placedAt, blend: { ratio: options.ratio, selection: options.selection, recomputedTokens: out.recomputed, fullLayers: out.fullLayers } };
 }
 
 /**
@@ -252,7 +293,7 @@ async function injectOneByOne(
     uses.push(use(piece, 'computed', received));
   }
   await Promise.all(fetches.map((f) => f.done));
-  return { uses, fetchMs: lastArrival(fetches, fetchStart) - fetchStart, injectionMs, computedMs, computedTokens, promptMs: null };
+  return { uses, fetchMs: lastArrival(fetches, fetchStart) - fetchStart, injectionMs, computedMs, computedTokens, promptMs: null, blend: null };
 }
 
 /** When the last of `fetches` ended, and `since` if none ended after it. */

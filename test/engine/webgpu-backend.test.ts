@@ -320,12 +320,11 @@ describe('webgpu backend vs the CPU backend on tiny models', function () {
           await inject(gpu, caches.gpu, kv, header(kv, 0, true), start);
           await inject(cpu, caches.cpu, kv, header(kv, 0, true), start);
         }
-        let cpuDeviation: Float32Array | null = null;
-        let gpuDeviation: Float32Array | null = null;
-        const want = await cpu.blendForward(caches.cpu, tokens, 0, { checkLayer, select: (d) => plan((cpuDeviation = d)) }, 'last');
+        const seen: { cpu: Float32Array | null; gpu: Float32Array | null } = { cpu: null, gpu: null };
+        const want = await cpu.blendForward(caches.cpu, tokens, 0, { checkLayer, select: (d) => plan((seen.cpu = d)) }, 'last');
         // The GPU takes the CPU's rows, so near-ties in the deviation cannot make the two recompute different rows.
-        const got = await gpu.blendForward(caches.gpu, tokens, 0, { checkLayer, select: (d) => ((gpuDeviation = d), want.rows) }, 'last');
-        return { got, want, cpuDeviation, gpuDeviation, caches };
+        const got = await gpu.blendForward(caches.gpu, tokens, 0, { checkLayer, select: (d) => ((seen.gpu = d), want.rows) }, 'last');
+        return { got, want, cpuDeviation: seen.cpu, gpuDeviation: seen.gpu, caches };
       };
 
       it('a blended forward (deviation at layer 1, then 7 rows) gives the CPU backend\'s deviations, logits and KV', async () => {

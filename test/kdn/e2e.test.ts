@@ -1,4 +1,4 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
@@ -98,6 +98,55 @@ describe('kdn end to end (kdn serve + CLI)', function () {
     expect(retrieved.chunks.every((c) => typeof c.score === 'number')).to.equal(true);
     expectRetrievalPlan(retrieved.chunks);
     expect(retrieved.timings).to.include.keys('retrieval', 'fetch', 'injection', 'prefill', 'ttft', 'total');
+  });
+
+  it('blends retrieved chunks: recomputes the share asked for and says so; every token recomputed answers as recompute; a bad ratio is a 400 with a hint', async () => {
+    const question = 'cats lighthouse ships prides';
+    const blended = await query(question, ['--top-k', '4', '--mode', 'blend', '--blend-ratio', '0.25', '--max-tokens', '16']);
+    expect(blended.mode).to.equal('blend');
+    expect(blended.blend).to.deep.include({ ratio: 0.25, selection: 'deviation', recomputedTokens: Math.round(0.25 * blended.tokens.context), fullLayers: 2 });
+    expect(blended.blend!.ms).to.be.greaterThan(0);
+    expect(blended.tokens.reused).to.equal(blended.tokens.context);
+    const whole = await query(question, ['--top-k', '4', '--mode', 'blend', '--blend-ratio', '1', '--max-tokens', '16']);
+    const recomputed = await query(question, ['--top-k', '4', '--mode', 'recompute', '--max-tokens', '16']);
+    expect(whole.blend!.recomputedTokens).to.equal(whole.tokens.context);
+    expect(whole.answer).to.equal(recomputed.answer);
+    const injected = await query(question, ['--top-k', '4', '--max-tokens', '16']);
+    expect(injected.blend).to.equal(null);
+    console.log(`      blend 0.25 ${JSON.stringify(blended.answer)} | blend 1 ${JSON.stringify(whole.answer)} | inject ${JSON.stringify(injected.answer)} | recompute ${JSON.stringify(recomputed.answer)}`);
+
+    const url = server!.ready.url;
+    for (const [path, body] of [
+      ['/v1/query', { question, mode: 'blend', blendRatio: 1.5 }],
+      ['/v1/chat/completions', { messages: [{ role: 'user', content: question }], kdn: { mode: 'blend', blendRatio: -0.1 } }],
+    ] as const) {
+      const res = await fetch(`${url}${path}`, post(body));
+      const err = (await res.json()) as { error: { code: string; message: string; hint?: string } };
+      expect(res.status, path).to.equal(400);
+      expect(err.error.hint, path).to.match(/blendRatio is the share of context tokens/);
+    }
+    const cli = await runCli(['query', question, '--mode', 'blend', '--blend-ratio', '3'], env);
+    expect(cli.code).to.not.equal(0);
+    expect(cli.stderr).to.match(/--blend-ratio must be from 0 to 1/);
+  });
+
+  it('answers a named document longer than the model window from its most relevant chunks, blended, and says so', async () => {
+    const long = join(dir, 'harbour-log.txt');
+    const days = Array.from({ length: 80 }, (_, i) => `Day ${i + 1}. The harbour master logged ${i + 3} ships at anchor and the lamp turned all night.`);
+    days[41] = 'Day 42. A green whale swam past the lighthouse at noon, and the sailors named it Bartholomew.';
+    await writeFile(long, days.join('\n'));
+    await cliJson<JobView[]>(['upload', long], env);
+    const answer = await query('What did the sailors name the green whale?', ['--doc', 'harbour-log.txt', '--max-tokens', '8']);
+    expect(answer.mode).to.equal('blend');
+    expect(answer.note).to.match(/^the named documents hold \d+ tokens, more than fit the model's \d+-token window .* most relevant chunks .*, blended$/);
+    expect(answer.blend).to.not.equal(null);
+    const window = (JSON.parse(await readFile(join(model.dir, 'config.json'), 'utf8')) as { max_position_embeddings: number }).max_position_embeddings;
+    expect(1 + answer.tokens.context + answer.tokens.prompt + 8).to.be.at.most(window);
+    // Retrieval was restricted to the named document.
+    const titles = new Set(answer.chunks.map((c) => c.title));
+    expect([...titles]).to.deep.equal(['harbour-log.txt']);
+    expect(answer.chunks.length).to.be.greaterThan(1);
+    console.log(`      long document: ${answer.note}; ${JSON.stringify(answer.answer)}`);
   });
 
   it('answers the OpenAI-compatible routes, takes multipart uploads, and rejects bad input with 4xx', async () => {

@@ -6,12 +6,12 @@ import { principalOf } from '../../auth/authenticate.ts';
 import type { GeneratedToken } from '../../../engine-adapter/types.ts';
 import type { KnowledgeRequest } from '../../query/query-service.ts';
 import type { QueryOutcome } from '../../query/run-query.ts';
-import { ChatCompletionSchema, CompletionSchema, type Knowledge } from '../schemas.ts';
+import { ChatCompletionSchema, CompletionSchema, FIELD_HINTS, type Knowledge } from '../schemas.ts';
 import type { KdnServices } from '../services.ts';
 import { validate } from '../validate.ts';
 
 /**
- * OpenAI-compatible routes. Knowledge rides in an extra `kdn` field ({namespace, documents?, topK?, mode?}); without
+ * OpenAI-compatible routes. Knowledge rides in an extra `kdn` field ({namespace, documents?, topK?, mode?, blendRatio?}); without
  * it the model answers from the prompt alone. `stream: true` answers server-sent events ending in `data: [DONE]`.
  */
 export function openAIRoutes(services: KdnServices): Router {
@@ -24,7 +24,7 @@ export function openAIRoutes(services: KdnServices): Router {
   });
 
   router.post('/v1/chat/completions', json, async (req: Request, res: Response) => {
-    const body = validate(ChatCompletionSchema, req.body, 'chat completion request');
+    const body = validate(ChatCompletionSchema, req.body, 'chat completion request', FIELD_HINTS);
     const lastUser = [...body.messages].reverse().find((m) => m.role === 'user');
     const promptText = withoutLeadingBos(services, services.engine.tokenizer.applyChatTemplate(body.messages));
     await complete(services, res, {
@@ -42,7 +42,7 @@ export function openAIRoutes(services: KdnServices): Router {
   });
 
   router.post('/v1/completions', json, async (req: Request, res: Response) => {
-    const body = validate(CompletionSchema, req.body, 'completion request');
+    const body = validate(CompletionSchema, req.body, 'completion request', FIELD_HINTS);
     await complete(services, res, {
       kind: 'text',
       model: modelId,
@@ -93,6 +93,7 @@ async function complete(services: KdnServices, res: Response, c: Completion): Pr
       searchText: c.searchText,
       promptText: c.promptText,
       mode: c.knowledge?.mode ?? 'inject',
+      ...(c.knowledge?.blendRatio === undefined ? {} : { blendRatio: c.knowledge.blendRatio }),
       maxTokens: c.maxTokens,
       temperature: c.temperature,
       ...(c.seed === undefined ? {} : { seed: c.seed }),

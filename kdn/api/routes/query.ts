@@ -1,7 +1,7 @@
 import express, { type Request, type Response, type Router } from 'express';
 import { principalOf } from '../../auth/authenticate.ts';
 import { ANSWER_STOP_STRINGS, questionPrompt } from '../../query/prompt.ts';
-import { QuerySchema } from '../schemas.ts';
+import { FIELD_HINTS, QuerySchema } from '../schemas.ts';
 import type { KdnServices } from '../services.ts';
 import { validate } from '../validate.ts';
 
@@ -9,12 +9,13 @@ import { validate } from '../validate.ts';
 export function queryRoutes(services: KdnServices): Router {
   const router = express.Router();
   router.post('/v1/query', express.json({ limit: '256kb' }), async (req: Request, res: Response) => {
-    const body = validate(QuerySchema, req.body, 'query');
+    const body = validate(QuerySchema, req.body, 'query', FIELD_HINTS);
     const outcome = await services.queries.answer({
       knowledge: { namespace: services.access.tenancy.scope(principalOf(res).tenant, body.namespace, 'read'), topK: body.topK, ...(body.documents ? { documents: body.documents } : {}) },
       searchText: body.question,
       promptText: questionPrompt(body.question),
       mode: body.mode,
+      ...(body.blendRatio === undefined ? {} : { blendRatio: body.blendRatio }),
       maxTokens: body.maxTokens,
       temperature: body.temperature,
       ...(body.seed === undefined ? {} : { seed: body.seed }),
