@@ -6,6 +6,9 @@
  *     HTTP in parallel, then as kdn's query path does (`--inject-path auto`): up to OVERLAP_MAX_CHUNKS chunks placed
  *     layer by layer with the question running each layer as soon as the context's copy of it is in (`overlapped`),
  *     more injected chunk by chunk, `--window` objects ahead, then the question prefilled (`sequential`);
+ *   blend, blend-int8, blend-int4: the same objects fetched the same way and handed with the question to
+ *     Session.blendKVAndPrefill, which recomputes a `--blend-ratio` share of the context's tokens (CacheBlend, the
+ *     selection kdn's blend queries use) while the context arrives;
  *   recompute: the engine prefills context and question;
  *   peer: transformers (bf16, sdpa) prefills the same token count (bench/peer_prefill.py; skipped with the reason
  *     where torch or CUDA is missing).
@@ -24,7 +27,9 @@ import type { CodecName } from '../storage/kv-object/types.ts';
 import { choice, choiceList, parseFlags, positiveInt } from './lib/args.ts';
 import { EDGE_PLACEMENTS, startBenchEdge, type BenchEdge, type EdgePlacement } from './lib/bench-edge.ts';
 import { SPEED_OPTIONS, speedArgs, type SpeedArgs } from './lib/common-args.ts';
-import { fetchAndInject, fetchInjectPrefill, type FetchInjectTiming } from './lib/fetch-inject.ts';
+import { fetchAndInject, fetchBlendPrefill, fetchInjectPrefill, type FetchInjectTiming } from './lib/fetch-inject.ts';
+import { blendOptions } from '../kdn/query/blend-policy.ts';
+import { KdnError } from '../common/errors.ts';
 import { overlapsPrompt } from '../kdn/query/overlap-policy.ts';
 import { KvFetchPool } from '../kdn/query/kv-fetch-pool.ts';
 import { defaultFetchThreads, inThreadFetcher, type KvFetcher } from '../kdn/query/kv-fetcher.ts';
@@ -33,16 +38,25 @@ import { openBenchEngine, resolveTarget } from './lib/open-engine.ts';
 import { PEER_REPS, runPeer, type PeerReport } from './lib/peer.ts';
 import { median, round } from './lib/stats.ts';
 import type { BenchEngine } from './lib/synthetic-engine.ts';
-import type { Session } from '../engine-adapter/index.ts';
+import type { BlendOptions, Session } from '../engine-adapter/index.ts';
 import { randomTokenIds } from './lib/token-ids.ts';
 import { kvTensors } from '../test/kv-object/kv-data.ts';
 import type { BenchRecord, BenchReport, Checkpoint } from './report.ts';
 
-const MODES = ['inject', 'inject-int8', 'inject-int4', 'recompute', 'peer'] as const;
+const MODES = ['inject', 'inject-int8', 'inject-int4', 'blend', 'blend-int8', 'blend-int4', 'recompute', 'peer'] as const;
 const KV_SOURCES = ['computed', 'synthetic'] as const;
 type Mode = (typeof MODES)[number];
 type InjectMode = Exclude<Mode, 'recompute' | 'peer'>;
-const CODEC_OF: Record<InjectMode, CodecName> = { inject: 'fp16', 'inject-int8': 'int8', 'inject-int4': 'int4' };
+const CODEC_OF: Record<InjectMode, CodecName> = {
+  inject: 'fp16',
+  'inject-int8': 'int8',
+  'inject-int4': 'int4',
+  blend: 'fp16',
+  'blend-int8': 'int8',
+  'blend-int4': 'int4',
+};
+/** The inject mode whose objects a blend mode blends: its TTFT is what blending is compared with. */
+const INJECT_OF: Partial<Record<InjectMode, InjectMode>> = { blend: 'inject', 'blend-int8': 'inject-int8', 'blend-int4': 'inject-int4' };
 /** Stored size relative to fp16 (int codecs carry scales), for sizing the edge's memory tier with room to spare. */
 const SIZE_FACTOR: Record<CodecName, number> = { fp16: 1.05, int8: 0.65, int4: 0.4 };
 
@@ -61,6 +75,7 @@ interface TtftArgs extends SpeedArgs {
   /** Unmeasured recompute runs; a long context's recompute is the costliest measurement of a run. */
   recomputeWarmup: number;
   kv: (typeof KV_SOURCES)[number];
+  blend: BlendOptions;
 }
 
 const INJECT_PATHS = ['auto', 'overlapped', 'sequential'] as const;
@@ -70,7 +85,7 @@ function isInject(mode: Mode): mode is InjectMode {
 }
 
 function parse(args: string[]): TtftArgs {
-  const values = parseFlags(args, { ...SPEED_OPTIONS, question: { type: 'string' }, chunk: { type: 'string' }, modes: { type: 'string' }, window: { type: 'string' }, 'inject-path': { type: 'string' }, edge: { type: 'string' }, 'fetch-threads': { type: 'string' }, 'recompute-warmup': { type: 'string' }, kv: { type: 'string' } });
+  const values = parseFlags(args, { ...SPEED_OPTIONS, question: { type: 'string' }, chunk: { type: 'string' }, modes: { type: 'string' }, window: { type: 'string' }, 'inject-path': { type: 'string' }, edge: { type: 'string' }, 'fetch-threads': { type: 'string' }, 'recompute-warmup': { type: 'string' }, kv: { type: 'string' }, 'blend-ratio': { type: 'string' } });
   const speed = speedArgs(values, { contexts: [256, 512, 1024] });
   return {
     ...speed,
@@ -83,7 +98,15 @@ function parse(args: string[]): TtftArgs {
     fetchThreads: values['fetch-threads'] === '0' ? 0 : positiveInt(values['fetch-threads'], defaultFetchThreads(), 'fetch-threads'),
     recomputeWarmup: values['recompute-warmup'] === '0' ? 0 : positiveInt(values['recompute-warmup'], speed.warmup, 'recompute-warmup'),
     kv: choice(values.kv, 'computed', KV_SOURCES, 'kv'),
+    blend: blendOptions(ratio(values['blend-ratio'])),
   };
+}
+
+function ratio(value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const r = Number(value);
+  if (!(r >= 0 && r <= 1)) throw new KdnError('INVALID_ARGUMENT', `--blend-ratio must be from 0 to 1, got "${value}"`);
+  return r;
 }
 
 /** One row of the table; figures a mode does not have stay null. */
@@ -105,6 +128,8 @@ function record(base: { device: string; shape: string; context: number; question
     placed_ms: null,
     question_ms: null,
     first_token_matches_recompute: null,
+    recomputed_tokens: null,
+    vs_inject: null,
     vs_peer: null,
     vs_recompute: null,
     note: null,
@@ -207,29 +232,47 @@ interface InjectRun {
   questionMs: number;
   bytes: number;
   first: number;
+  /** Blend modes: the context tokens recomputed. */
+  recomputed: number | null;
 }
 
 /**
  * One query by injection per run, on a fresh session: the cache reserved for the whole sequence (as kdn's query
- * path does, timed), then the context's objects and the question, overlapped or one after the other.
+ * path does, timed), then the context's objects and the question, overlapped or one after the other, or blended
+ * with the question (`blend` given: the chunks' token ids).
  */
-function measureInject(engine: BenchEngine, fetcher: KvFetcher, keys: string[], context: number, questionIds: number[], path: 'overlapped' | 'sequential', a: TtftArgs) {
+function measureInject(
+  engine: BenchEngine,
+  fetcher: KvFetcher,
+  keys: string[],
+  context: number,
+  questionIds: number[],
+  path: 'overlapped' | 'sequential' | 'blended',
+  a: TtftArgs,
+  chunkIds: number[][],
+) {
   return measure(a.warmup, a.runs, async (): Promise<InjectRun> => {
     const session = engine.createSession(context + questionIds.length);
     try {
       const t0 = performance.now();
       await session.reserve(session.capacity);
       const reserveMs = performance.now() - t0;
-      if (path === 'overlapped') {
-        const o = await fetchInjectPrefill(fetcher, keys, session, questionIds);
+      if (path !== 'sequential') {
+        const o =
+          path === 'blended'
+            ? await fetchBlendPrefill(fetcher, keys, chunkIds, session, questionIds, a.blend)
+            : { ...(await fetchInjectPrefill(fetcher, keys, session, questionIds)), recomputed: null };
         const ms = performance.now() - t0;
-        return { ms, reserveMs, fetchMs: o.fetchMs, fetchWaitMs: null, injectMs: null, placedMs: reserveMs + o.placedMs, questionMs: o.questionTailMs, bytes: o.bytes, first: argmax(o.logits) };
+        return {
+          ms, reserveMs, fetchMs: o.fetchMs, fetchWaitMs: null, injectMs: null, placedMs: reserveMs + o.placedMs, questionMs: o.questionTailMs, bytes: o.bytes,
+          first: argmax(o.logits), recomputed: o.recomputed,
+        };
       }
       const timing: FetchInjectTiming = await fetchAndInject(fetcher, keys, session, a.window);
       const q0 = performance.now();
       const first = argmax(await session.prefill(questionIds, { logits: 'last' }));
       const end = performance.now();
-      return { ms: end - t0, reserveMs, fetchMs: timing.fetchMs, fetchWaitMs: timing.fetchWaitMs, injectMs: timing.injectMs, placedMs: null, questionMs: end - q0, bytes: timing.bytes, first };
+      return { ms: end - t0, reserveMs, fetchMs: timing.fetchMs, fetchWaitMs: timing.fetchWaitMs, injectMs: timing.injectMs, placedMs: null, questionMs: end - q0, bytes: timing.bytes, first, recomputed: null };
     } finally {
       session.dispose();
     }
@@ -285,7 +328,7 @@ async function measureContext(engine: BenchEngine, a: TtftArgs, shape: string, c
 
   const injectModes = a.modes.filter(isInject);
   if (injectModes.length > 0 && !a.deadline.expired) await attempt(injectModes, async () => {
-    const codecs = injectModes.map((m) => CODEC_OF[m]);
+    const codecs = [...new Set(injectModes.map((m) => CODEC_OF[m]))];
     const budget = codecs.reduce((sum, c) => sum + SIZE_FACTOR[c], 0) * engine.info.kvBytesPerToken * context + 64 * 2 ** 20;
     const edge = await startBenchEdge(Math.ceil(budget), Math.ceil(engine.info.kvBytesPerToken * a.chunk * 1.1) + 2 ** 20, a.edge);
     try {
@@ -304,8 +347,9 @@ async function measureContext(engine: BenchEngine, a: TtftArgs, shape: string, c
           if (skipped(mode)) continue;
           await attempt([mode], async () => {
             const modeKeys = keys.get(CODEC_OF[mode])!;
-            const path = injectPathFor(a.injectPath, modeKeys.length);
-            const m = await measureInject(engine, fetcher, modeKeys, contextIds.length, questionIds, path, a);
+            const path = INJECT_OF[mode] ? 'blended' : injectPathFor(a.injectPath, modeKeys.length);
+            const chunkIds = modeKeys.map((_, i) => (a.kv === 'synthetic' ? new Array<number>(Math.min(a.chunk, context - i * a.chunk)).fill(0) : contextIds.slice(i * a.chunk, (i + 1) * a.chunk)));
+            const m = await measureInject(engine, fetcher, modeKeys, contextIds.length, questionIds, path, a, chunkIds);
             const last = m.results.at(-1)!;
             out.set(mode, record(base, mode, {
               ttft_ms: round(m.median),
@@ -319,6 +363,7 @@ async function measureContext(engine: BenchEngine, a: TtftArgs, shape: string, c
               placed_ms: medianOrNull(m.results.map((r) => r.placedMs)),
               question_ms: round(median(m.results.map((r) => r.questionMs))),
               first_token_matches_recompute: recomputeFirst === undefined || a.kv === 'synthetic' ? null : last.first === recomputeFirst,
+              recomputed_tokens: last.recomputed,
               note: a.kv === 'synthetic' ? 'synthetic KV (seeded random, stored before RoPE): timing only' : null,
             }));
           });
@@ -347,6 +392,8 @@ async function measureContext(engine: BenchEngine, a: TtftArgs, shape: string, c
     if (!r || typeof r.ttft_ms !== 'number') continue;
     if (typeof peerMs === 'number') r.vs_peer = round(r.ttft_ms / peerMs, 3);
     if (typeof recomputeMs === 'number') r.vs_recompute = round(r.ttft_ms / recomputeMs, 3);
+    const injected = INJECT_OF[mode] && out.get(INJECT_OF[mode])?.ttft_ms;
+    if (typeof injected === 'number') r.vs_inject = round(r.ttft_ms / injected, 3);
   }
   return a.modes.map((mode) => out.get(mode)!).filter((r) => r !== undefined);
 }
@@ -389,6 +436,7 @@ export async function run(args: string[], checkpoint?: Checkpoint): Promise<Benc
       maxSeconds: Number.isFinite(a.deadline.seconds) ? a.deadline.seconds : null,
       timing: "ttft_ms: median of runs, from the start of a query on a fresh session to the first token id on the host; inject modes split into reserve (sizing the session's cache for the query) and fetch (first request to last body), then by inject_path: overlapped into placed (start to the context's last layer placed) and question (the question's compute left after that), sequential into fetch_wait (injector idle waiting for bodies), inject and question prefill",
       injectPath: a.injectPath,
+      blend: `ratio ${a.blend.ratio}, selection ${a.blend.selection}`,
     },
     records,
   });

@@ -7,7 +7,8 @@
  * bounded window ahead and injected in order, each once it has fully arrived.
  */
 import { setMaxListeners } from 'node:events';
-import type { Session } from '../../engine-adapter/index.ts';
+import type { BlendOptions, InjectedPrefill, Session } from '../../engine-adapter/index.ts';
+import type { KVObjectReader } from '../../storage/kv-object/types.ts';
 import type { KvFetcher } from '../../kdn/query/kv-fetcher.ts';
 import type { PrefetchedReader } from '../../kdn/query/prefetch.ts';
 
@@ -36,7 +37,33 @@ export interface OverlappedTiming {
 }
 
 /** Fetches `keys` and runs them with `question` through session.injectKVAndPrefill, from the session's length. */
-export async function fetchInjectPrefill(fetcher: KvFetcher, keys: readonly string[], session: Pick<Session, 'injectKVAndPrefill'>, question: number[]): Promise<OverlappedTiming> {
+export function fetchInjectPrefill(fetcher: KvFetcher, keys: readonly string[], session: Pick<Session, 'injectKVAndPrefill'>, question: number[]): Promise<OverlappedTiming> {
+  return fetchTogether(fetcher, keys, (readers) => session.injectKVAndPrefill(readers, question, { logits: 'last' }));
+}
+
+/**
+ * Fetches `keys` (the chunks whose token ids are `chunkIds`) and blends them with `question` through
+ * session.blendKVAndPrefill, from the session's length; adds the context tokens recomputed.
+ */
+export async function fetchBlendPrefill(
+  fetcher: KvFetcher,
+  keys: readonly string[],
+  chunkIds: readonly number[][],
+  session: Pick<Session, 'blendKVAndPrefill'>,
+  question: number[],
+  blend: BlendOptions,
+): Promise<OverlappedTiming & { recomputed: number }> {
+  let recomputed = 0;
+  const timing = await fetchTogether(fetcher, keys, async (readers) => {
+    const out = await session.blendKVAndPrefill(readers.map((object, i) => ({ object, tokenIds: chunkIds[i]! })), question, blend);
+    recomputed = out.recomputed;
+    return out;
+  });
+  return { ...timing, recomputed };
+}
+
+/** Opens every object at once and hands their readers to `run` together (see fetchInjectPrefill). */
+async function fetchTogether(fetcher: KvFetcher, keys: readonly string[], run: (readers: KVObjectReader[]) => Promise<InjectedPrefill>): Promise<OverlappedTiming> {
   const t0 = performance.now();
   const signal = new AbortController().signal;
   setMaxListeners(keys.length + 8, signal);
@@ -45,7 +72,7 @@ export async function fetchInjectPrefill(fetcher: KvFetcher, keys: readonly stri
   const fetched = await Promise.all(opened);
   let lastArrival = t0;
   const arrivals = fetched.map((f) => f.reader.drained.then(() => void (lastArrival = Math.max(lastArrival, performance.now()))));
-  const { logits, placedAt } = await session.injectKVAndPrefill(fetched.map((f) => f.reader), question, { logits: 'last' });
+  const { logits, placedAt } = await run(fetched.map((f) => f.reader));
   const end = performance.now();
   await Promise.all(arrivals);
   const bytes = fetched.reduce((n, f) => n + f.received(), 0);

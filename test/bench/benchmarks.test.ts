@@ -11,7 +11,7 @@ import { rejection } from '../support/rejection.ts';
 
 const CODECS = ['fp16', 'fp16+lz4', 'int8', 'int8+lz4', 'int4', 'int4+lz4'];
 const FIDELITY_MODES = ['prefix-chained', 'independent'];
-const TTFT_MODES = ['inject', 'inject-int8', 'inject-int4', 'recompute', 'peer'];
+const TTFT_MODES = ['inject', 'inject-int8', 'inject-int4', 'blend', 'blend-int8', 'blend-int4', 'recompute', 'peer'];
 
 function num(r: BenchRecord, key: string): number {
   const v = r[key];
@@ -79,8 +79,13 @@ describe('benchmarks on a tiny model', function () {
         expect(num(r, 'ttft_ms')).to.be.greaterThan(0);
         if (r.mode === 'recompute') continue;
         expect(num(r, 'bytes')).to.be.greaterThan(0);
-        // kdn's query path: the question overlapped with the context's arrival.
-        expect(r.inject_path).to.equal('overlapped');
+        // kdn's query path: the question overlapped with the context's arrival, or blended with it.
+        const blend = String(r.mode).startsWith('blend');
+        expect(r.inject_path).to.equal(blend ? 'blended' : 'overlapped');
+        if (blend) {
+          expect(r.recomputed_tokens).to.equal(Math.round(0.15 * context));
+          expect(num(r, 'vs_inject')).to.be.greaterThan(0);
+        }
         for (const key of ['fetch_ms', 'placed_ms', 'question_ms', 'vs_recompute']) expect(num(r, key)).to.be.at.least(0);
         expect(r.first_token_matches_recompute).to.be.a('boolean');
       }
@@ -88,6 +93,8 @@ describe('benchmarks on a tiny model', function () {
       expect(bytes('inject-int4')).to.be.lessThan(bytes('inject-int8'));
       expect(bytes('inject-int8')).to.be.lessThan(bytes('inject'));
       expect(rows.find((r) => r.mode === 'inject')!.first_token_matches_recompute).to.equal(true);
+      // These objects were exported from the full prefill (prefix-chained): blending them recomputes exact KV.
+      expect(rows.find((r) => r.mode === 'blend')!.first_token_matches_recompute).to.equal(true);
     }
   });
 
