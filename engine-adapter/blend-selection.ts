@@ -61,16 +61,22 @@ export function blendPlan(selection: BlendSelection, ratio: number, layout: Blen
   };
 }
 
-/** `budget` rows spread evenly over the chunks, each chunk's from its first token on. */
+/**
+ * `budget` rows spread evenly over the chunks, each chunk's from its first token on: round by round, one more token
+ * of every chunk that has one left (so a short chunk's unused share goes to the others).
+ */
 function chunkStartRows(layout: BlendLayout, budget: number): Set<number> {
   const out = new Set<number>();
   const starts = layout.chunkStarts;
-  const chunks = starts.length;
-  if (chunks === 0 || budget <= 0) return out;
-  for (let c = 0; c < chunks; c++) {
-    const end = c + 1 < chunks ? starts[c + 1]! : layout.contextRows;
-    const share = Math.floor(budget / chunks) + (c < budget % chunks ? 1 : 0);
-    for (let r = starts[c]!; r < Math.min(end, starts[c]! + share); r++) out.add(r);
+  const ends = starts.map((s, c) => (c + 1 < starts.length ? starts[c + 1]! : layout.contextRows));
+  const room = ends.reduce((n, end, c) => n + Math.max(0, end - starts[c]!), 0);
+  let left = Math.min(budget, room);
+  for (let depth = 0; left > 0; depth++) {
+    for (let c = 0; c < starts.length && left > 0; c++) {
+      if (starts[c]! + depth >= ends[c]!) continue;
+      out.add(starts[c]! + depth);
+      left--;
+    }
   }
   return out;
 }

@@ -1,0 +1,61 @@
+import { expect } from 'chai';
+import { KdnError } from '../../common/errors.ts';
+import { blendBudget, blendPlan, checkLayerFor } from '../../engine-adapter/blend-selection.ts';
+
+/** Three chunks of 10, 10 and 5 context rows, then a 3-row prompt (rows 25..27). */
+const LAYOUT = { chunkStarts: [0, 10, 20], contextRows: 25, promptRows: 3 };
+const PROMPT_ROWS = [25, 26, 27];
+
+/** Deviation rising with the row, except rows 3 and 14, which stand out. */
+function deviation(): Float32Array {
+  const d = Float32Array.from({ length: 28 }, (_, r) => r / 100);
+  d[3] = 10;
+  d[14] = 9;
+  return d;
+}
+
+describe('blend selection', () => {
+  it('the budget is the rounded share of the context; a ratio outside [0, 1] is INVALID_ARGUMENT with a hint', () => {
+    expect(blendBudget(0.15, 25)).to.equal(4);
+    expect(blendBudget(0, 25)).to.equal(0);
+    expect(blendBudget(1, 25)).to.equal(25);
+    for (const bad of [-0.01, 1.01, Number.NaN]) {
+      expect(() => blendBudget(bad, 25)).to.throw(KdnError).with.property('hint').that.matches(/fraction of context tokens/);
+    }
+  });
+
+  it('the check layer is layer 1, or layer 0 of a one-layer model', () => {
+    expect(checkLayerFor(32)).to.equal(1);
+    expect(checkLayerFor(1)).to.equal(0);
+  });
+
+  it('deviation: the largest deviations of the context, ascending, then every prompt row', () => {
+    const plan = blendPlan('deviation', 0.2, LAYOUT, 6);
+    expect(plan.checkLayer).to.equal(1);
+    // 5 rows: 3 and 14 stand out, then the largest of the rising rest (24, 23, 22); prompt rows never compete.
+    expect([...plan.select(deviation())]).to.deep.equal([3, 14, 22, 23, 24, ...PROMPT_ROWS]);
+    expect([...blendPlan('deviation', 0, LAYOUT, 6).select(deviation())]).to.deep.equal(PROMPT_ROWS);
+    expect(() => plan.select(null)).to.throw(KdnError);
+  });
+
+  it('chunk-start: no check layer, the budget spread over the chunks from each chunk\'s first token', () => {
+    const plan = blendPlan('chunk-start', 0.28, LAYOUT, 6);
+    expect(plan.checkLayer).to.equal(null);
+    // 7 rows over 3 chunks: 3, 2, 2.
+    expect([...plan.select(null)]).to.deep.equal([0, 1, 2, 10, 11, 20, 21, ...PROMPT_ROWS]);
+  });
+
+  it('combined: half the budget to chunk starts, the rest by deviation among the others', () => {
+    const plan = blendPlan('combined', 0.24, LAYOUT, 6);
+    expect(plan.checkLayer).to.equal(1);
+    // 6 rows: 3 chunk starts (0, 10, 20), then 3 (row 3 and 14 stand out, then 24).
+    expect([...plan.select(deviation())]).to.deep.equal([0, 3, 10, 14, 20, 24, ...PROMPT_ROWS]);
+  });
+
+  it('every selection at ratio 1 recomputes every row', () => {
+    for (const selection of ['deviation', 'chunk-start', 'combined'] as const) {
+      const rows = blendPlan(selection, 1, LAYOUT, 6).select(deviation());
+      expect([...rows], selection).to.deep.equal(Array.from({ length: 28 }, (_, r) => r));
+    }
+  });
+});
