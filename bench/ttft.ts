@@ -21,6 +21,7 @@
  *
  *   npm run bench -- ttft --shape llama3.1-8b --contexts 1024,4096,8192,16384,32768 --backend webgpu --out ttft-gpu
  *   npm run bench -- ttft --shape demo --contexts 256,512,1024 --backend cpu --out ttft-cpu
+ * `--chunks N` cuts every context into N chunks (a retrieval query's top-N) instead of fixed `--chunk`-token ones.
  */
 import { codecFromString, encodeKVObject } from '../storage/kv-object/index.ts';
 import type { CodecName } from '../storage/kv-object/types.ts';
@@ -63,6 +64,8 @@ const SIZE_FACTOR: Record<CodecName, number> = { fp16: 1.05, int8: 0.65, int4: 0
 interface TtftArgs extends SpeedArgs {
   question: number;
   chunk: number;
+  /** Chunks per context (the chunk size then follows each context), instead of a fixed --chunk. */
+  chunks: number | null;
   modes: Mode[];
   window: number;
   /**
@@ -85,12 +88,13 @@ function isInject(mode: Mode): mode is InjectMode {
 }
 
 function parse(args: string[]): TtftArgs {
-  const values = parseFlags(args, { ...SPEED_OPTIONS, question: { type: 'string' }, chunk: { type: 'string' }, modes: { type: 'string' }, window: { type: 'string' }, 'inject-path': { type: 'string' }, edge: { type: 'string' }, 'fetch-threads': { type: 'string' }, 'recompute-warmup': { type: 'string' }, kv: { type: 'string' }, 'blend-ratio': { type: 'string' } });
+  const values = parseFlags(args, { ...SPEED_OPTIONS, question: { type: 'string' }, chunk: { type: 'string' }, modes: { type: 'string' }, window: { type: 'string' }, 'inject-path': { type: 'string' }, edge: { type: 'string' }, 'fetch-threads': { type: 'string' }, 'recompute-warmup': { type: 'string' }, kv: { type: 'string' }, 'blend-ratio': { type: 'string' }, chunks: { type: 'string' } });
   const speed = speedArgs(values, { contexts: [256, 512, 1024] });
   return {
     ...speed,
     question: positiveInt(values.question, 64, 'question'),
     chunk: positiveInt(values.chunk, 256, 'chunk'),
+    chunks: values.chunks === undefined ? null : positiveInt(values.chunks, 8, 'chunks'),
     modes: choiceList(values.modes, MODES, MODES, 'modes'),
     window: positiveInt(values.window, 16, 'window'),
     injectPath: choice(values['inject-path'], 'auto', INJECT_PATHS, 'inject-path'),
@@ -110,12 +114,13 @@ function ratio(value: string | undefined): number | undefined {
 }
 
 /** One row of the table; figures a mode does not have stay null. */
-function record(base: { device: string; shape: string; context: number; question: number }, mode: Mode, fields: Partial<BenchRecord>): BenchRecord {
+function record(base: { device: string; shape: string; context: number; question: number; chunk: number }, mode: Mode, fields: Partial<BenchRecord>): BenchRecord {
   return {
     device: base.device,
     shape: base.shape,
     context_tokens: base.context,
     question_tokens: base.question,
+    chunk_tokens: base.chunk,
     mode,
     inject_path: null,
     ttft_ms: null,
@@ -279,8 +284,9 @@ function measureInject(
   });
 }
 
-async function measureContext(engine: BenchEngine, a: TtftArgs, shape: string, context: number, peer: PeerReport | undefined): Promise<BenchRecord[]> {
-  const base = { device: engine.device, shape, context, question: a.question };
+async function measureContext(engine: BenchEngine, args: TtftArgs, shape: string, context: number, peer: PeerReport | undefined): Promise<BenchRecord[]> {
+  const a = { ...args, chunk: args.chunks === null ? args.chunk : Math.ceil(context / args.chunks) };
+  const base = { device: engine.device, shape, context, question: a.question, chunk: a.chunk };
   const vocab = engine.info.vocabSize;
   const contextIds = randomTokenIds(context, vocab, context);
   const questionIds = randomTokenIds(a.question, vocab, context + 1);
@@ -423,7 +429,7 @@ export async function run(args: string[], checkpoint?: Checkpoint): Promise<Benc
       kvBytesPerTokenFp16: engine.info.kvBytesPerToken,
       backend: engine.backend,
       device: engine.device,
-      chunkTokens: a.chunk,
+      chunkTokens: a.chunks === null ? a.chunk : `context / ${a.chunks}`,
       questionTokens: a.question,
       runs: a.runs,
       warmup: a.warmup,

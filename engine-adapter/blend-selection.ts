@@ -68,7 +68,7 @@ export function blendPlan(selection: BlendSelection, ratio: number, layout: Blen
 function chunkStartRows(layout: BlendLayout, budget: number): Set<number> {
   const out = new Set<number>();
   const starts = layout.chunkStarts;
-  const ends = starts.map((s, c) => (c + 1 < starts.length ? starts[c + 1]! : layout.contextRows));
+  const ends = starts.map((_, c) => (c + 1 < starts.length ? starts[c + 1]! : layout.contextRows));
   const room = ends.reduce((n, end, c) => n + Math.max(0, end - starts[c]!), 0);
   let left = Math.min(budget, room);
   for (let depth = 0; left > 0; depth++) {
