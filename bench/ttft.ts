@@ -194,24 +194,28 @@ async function putContextObjects(
   return keys;
 }
 
-/** The same seeded random chunk, stored before RoPE, under every chunk key of the context, in each codec. */
+/**
+ * The same seeded random chunk, stored before RoPE, under every chunk key of the context, in each codec. Every
+ * object is encoded before the first is put, so the puts go back to back (encoding a large chunk takes longer than
+ * the edge keeps an idle connection).
+ */
 async function putSyntheticObjects(engine: BenchEngine, edge: BenchEdge, context: number, chunk: number, codecs: CodecName[], prefix: string): Promise<Map<CodecName, string[]>> {
   const { layers, kvHeads, headDim, fingerprint } = engine.info;
-  const keys = new Map<CodecName, string[]>(codecs.map((c) => [c, []]));
   const chunks = Math.ceil(context / chunk);
+  // A ragged last chunk gets an object of its own length.
+  const lengths = [...new Set(Array.from({ length: chunks }, (_, i) => Math.min(chunk, context - i * chunk)))];
+  const objects = new Map<string, Buffer>();
   for (const codec of codecs) {
-    // A ragged last chunk gets an object of its own length.
-    const objects = new Map<number, Buffer>();
+    for (const tokens of lengths) {
+      const kv = { ...kvTensors({ layers, kvHeads, headDim, tokens }, 11), ropeApplied: false };
+      objects.set(`${codec}/${tokens}`, encodeKVObject(kv, { modelFingerprint: fingerprint, tokenIds: new Array<number>(tokens).fill(0), codec: codecFromString(codec) }));
+    }
+  }
+  const keys = new Map<CodecName, string[]>(codecs.map((c) => [c, []]));
+  for (const codec of codecs) {
     for (let i = 0; i < chunks; i++) {
-      const tokens = Math.min(chunk, context - i * chunk);
-      let bytes = objects.get(tokens);
-      if (bytes === undefined) {
-        const kv = { ...kvTensors({ layers, kvHeads, headDim, tokens }, 11), ropeApplied: false };
-        bytes = encodeKVObject(kv, { modelFingerprint: fingerprint, tokenIds: new Array<number>(tokens).fill(0), codec: codecFromString(codec) });
-        objects.set(tokens, bytes);
-      }
       const key = `${prefix}/${codec}/chunk-${String(i).padStart(5, '0')}.kv`;
-      await edge.client.put(key, bytes);
+      await edge.client.put(key, objects.get(`${codec}/${Math.min(chunk, context - i * chunk)}`)!);
       keys.get(codec)!.push(key);
     }
   }

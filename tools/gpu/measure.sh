@@ -14,6 +14,11 @@
 #   1b       1B TTFT at 1k, 4k, 8k, every mode; 16k and 32k every mode on synthetic KV             ~2 min
 #   engine   engine prefill and decode throughput against transformers, 1B and 8B                  ~6 min
 #   sass     the driver's machine code for the tensor-core kernels, with registers and instruction mix  ~1 min
+#   blend-check  the blend kernels' and backend's tests (tensor-core kernels included)              ~2 min
+#   blend-8b     8B TTFT at 8k and 32k in 8 chunks: blend against inject (int4 and fp16, synthetic KV) and the
+#                peer, then the modes in reverse order                                             ~6 min
+#   blend-1b     the same for the 1B shape, one order                                              ~3 min
+#   fidelity the fidelity benchmark's whole grid (codecs, composition modes, blend) on the demo model   ~3 min
 set -u
 OUT=${OUT:?set OUT to the folder whose files come back}
 cd "$(dirname "$0")/../.."
@@ -63,10 +68,22 @@ for part in "$@"; do
     engine)
       bench 170 engine-gpu-1b engine --shape llama3.2-1b --contexts 1024,4096 --decode 32 --backend webgpu --runs 1 --warmup 1 --max-seconds 130
       bench 200 engine-gpu-8b engine --shape llama3.1-8b --contexts 1024,4096 --decode 16 --backend webgpu --runs 1 --warmup 1 --max-seconds 150 ;;
+    blend-check)
+      step 240 blend-check node node_modules/mocha/bin/mocha.js test/engine/webgpu-blend-kernels.test.ts test/engine/webgpu-backend.test.ts -g blend ;;
+    blend-8b)
+      bench 270 ttft-blend-8b ttft --shape llama3.1-8b --contexts 8192,32768 --chunks 8 --question 64 --backend webgpu --kv synthetic \
+        --modes inject-int4,blend-int4,inject,blend,peer --runs 3 --warmup 1 --recompute-warmup 0 --max-seconds 220
+      bench 200 ttft-blend-8b-reversed ttft --shape llama3.1-8b --contexts 8192,32768 --chunks 8 --question 64 --backend webgpu \
+        --kv synthetic --modes blend,inject,blend-int4,inject-int4 --runs 3 --warmup 1 --recompute-warmup 0 --max-seconds 150 ;;
+    blend-1b)
+      bench 200 ttft-blend-1b ttft --shape llama3.2-1b --contexts 8192,32768 --chunks 8 --question 64 --backend webgpu --kv synthetic \
+        --modes inject-int4,blend-int4,inject,blend,peer --runs 3 --warmup 1 --recompute-warmup 0 --max-seconds 150 ;;
+    fidelity)
+      bench 400 fidelity-gpu fidelity --backend webgpu ;;
     sass)
       step 120 kernel-sass node --import tsx tools/gpu/kernel-sass.ts --out "$OUT/sass" --nvdisasm "$(command -v nvdisasm || echo /usr/local/cuda/bin/nvdisasm)" ;;
     *)
-      echo "unknown part $part (check, profile, forward, 8b, 8b-long, 1b, engine, sass)" >&2
+      echo "unknown part $part (check, profile, forward, 8b, 8b-long, 1b, engine, sass, blend-check, blend-8b, blend-1b, fidelity)" >&2
       exit 2 ;;
   esac
 done
