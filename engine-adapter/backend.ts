@@ -8,6 +8,17 @@ export interface KVCacheHandle {
   dispose(): void;
 }
 
+/** What a blended forward measures of every row at its check layer, for the plan to select rows by. */
+export interface BlendSignals {
+  /** Each row's squared distance between its fresh K/V and what the cache held at its slot (injected K/V). */
+  deviation: Float32Array;
+  /**
+   * Each row's share of the attention the plan's last `massRows` rows pay at the check layer (summed over them and
+   * the query heads, divided by their count), or null when the plan asked for none.
+   */
+  mass: Float32Array | null;
+}
+
 /**
  * How a blended forward (ForwardBackend.blendForward) chooses the rows it recomputes through every layer. The rows
  * are indices into the forward's tokens; `select` returns them ascending and always keeps the last row, whose
@@ -15,13 +26,15 @@ export interface KVCacheHandle {
  */
 export interface BlendPlan {
   /**
-   * The layer whose K/V deviation picks the rows: layers before it and itself run every row (their KV is rewritten
-   * whole), the layers after it only the selected rows. null: the selection does not depend on the KV (select is
-   * called with null) and only the selected rows run, from layer 0.
+   * The layer whose signals pick the rows: layers before it run every row, and at it every row's K/V is computed and
+   * written over the cache (the signals measured first); the selected rows then run it and the layers after it.
+   * null: the selection does not depend on the KV (select is called with null) and only the selected rows run, from
+   * layer 0.
    */
   checkLayer: number | null;
-  /** Rows to recompute, given each row's deviation at the check layer (null when checkLayer is null). */
-  select(deviation: Float32Array | null): Uint32Array;
+  /** How many of the last rows (the prompt's) weigh the others by their attention (BlendSignals.mass); 0 for none. */
+  massRows: number;
+  select(signals: BlendSignals | null): Uint32Array;
 }
 
 /** What a blended forward returns: the last row's logits and the rows it recomputed through every layer. */

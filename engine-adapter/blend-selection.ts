@@ -1,18 +1,23 @@
 /**
  * Which context tokens a blended prefill recomputes (Session.blendKVAndPrefill). Chunks computed alone never
  * attended to each other; recomputing a few of their tokens over the composed context restores most of what that
- * cross-attention carries. Three ways to pick them, compared in bench/fidelity.ts:
+ * cross-attention carries. Four ways to pick them, compared in bench/fidelity.ts:
  *   deviation   CacheBlend (arXiv 2405.16444): every token runs the first layers, and the tokens whose K/V at the
  *               check layer moved most from the injected K/V go on through the rest;
+ *   attended    CacheBlend's deviation weighted by the square root of the attention the prompt's last tokens pay each
+ *               token at the check layer: a token that moved but that the prompt does not read matters less;
  *   chunk-start EPIC (arXiv 2410.15332): each chunk's first tokens, where a chunk computed alone piled the attention
  *               it had nowhere else to put;
  *   combined    half of the budget to chunk starts, the rest by deviation.
  */
 import { KdnError } from '../common/errors.ts';
-import type { BlendPlan } from './backend.ts';
+import type { BlendPlan, BlendSignals } from './backend.ts';
 import type { BlendSelection } from './types.ts';
 
-export const BLEND_SELECTIONS: readonly BlendSelection[] = ['deviation', 'chunk-start', 'combined'];
+export const BLEND_SELECTIONS: readonly BlendSelection[] = ['attended', 'deviation', 'chunk-start', 'combined'];
+
+/** The prompt's last tokens whose attention weighs the context for 'attended' (bounds the signal's cost). */
+export const MASS_ROWS = 64;
 
 /** Where the context's chunks begin in the blended rows, and how many rows follow the context (the prompt). */
 export interface BlendLayout {
@@ -48,17 +53,26 @@ export function blendPlan(selection: BlendSelection, ratio: number, layout: Blen
     for (let r = layout.contextRows; r < layout.contextRows + layout.promptRows; r++) rows[i++] = r;
     return rows;
   };
-  if (selection === 'chunk-start') return { checkLayer: null, select: () => finish(chunkStartRows(layout, budget)) };
+  if (selection === 'chunk-start') return { checkLayer: null, massRows: 0, select: () => finish(chunkStartRows(layout, budget)) };
   const startBudget = selection === 'combined' ? Math.floor(budget / 2) : 0;
   return {
     checkLayer: checkLayerFor(layers),
-    select: (deviation) => {
-      if (!deviation) throw new KdnError('INTERNAL', `the ${selection} blend selection needs the check layer's deviation`);
+    massRows: selection === 'attended' ? Math.min(MASS_ROWS, layout.promptRows) : 0,
+    select: (signals) => {
+      if (!signals) throw new KdnError('INTERNAL', `the ${selection} blend selection needs the check layer's signals`);
       const picked = chunkStartRows(layout, startBudget);
-      for (const r of topDeviation(deviation, layout.contextRows, budget - picked.size, picked)) picked.add(r);
+      for (const r of topRows(score(selection, signals), layout.contextRows, budget - picked.size, picked)) picked.add(r);
       return finish(picked);
     },
   };
+}
+
+/** Each row's claim to be recomputed under `selection`. */
+function score(selection: BlendSelection, signals: BlendSignals): Float32Array {
+  const { deviation, mass } = signals;
+  if (selection !== 'attended') return deviation;
+  if (!mass) throw new KdnError('INTERNAL', 'the attended blend selection needs the prompt\'s attention');
+  return deviation.map((d, r) => d * Math.sqrt(mass[r]!));
 }
 
 /**
@@ -81,11 +95,16 @@ function chunkStartRows(layout: BlendLayout, budget: number): Set<number> {
   return out;
 }
 
-/** The `count` context rows of largest deviation, skipping `taken`. */
-function topDeviation(deviation: Float32Array, contextRows: number, count: number, taken: Set<number>): number[] {
+/** The `count` rows below `rows` of largest score, skipping `taken` (ties to the earlier row). */
+function topRows(score: Float32Array, rows: number, count: number, taken: Set<number>): number[] {
   if (count <= 0) return [];
-  const candidates: number[] = [];
-  for (let r = 0; r < contextRows; r++) if (!taken.has(r)) candidates.push(r);
-  candidates.sort((a, b) => deviation[b]! - deviation[a]! || a - b);
-  return candidates.slice(0, count);
+  const free: number[] = [];
+  for (let r = 0; r < rows; r++) if (!taken.has(r)) free.push(r);
+  if (count >= free.length) return free;
+  // The count-th largest score by a native numeric sort (no comparator: fast at 32k rows), then the rows above it
+  // and as many at it as are still wanted.
+  const threshold = Float32Array.from(free, (r) => score[r]!).sort()[free.length - count]!;
+  const above = free.filter((r) => score[r]! > threshold);
+  const at = free.filter((r) => score[r] === threshold);
+  return [...above, ...at.slice(0, count - above.length)];
 }

@@ -195,7 +195,7 @@ export class BackendSession implements Session {
         logits: result.logits,
         placedAt,
         recomputed: result.rows.length - prompt.length,
-        fullLayers: plan.checkLayer === null ? 0 : plan.checkLayer + 1,
+        fullLayers: plan.checkLayer ?? 0,
       };
     });
   }

@@ -78,7 +78,7 @@ export interface InjectedPrefill {
 }
 
 /** How a blended prefill picks the context tokens it recomputes (engine-adapter/blend-selection.ts). */
-export type BlendSelection = 'deviation' | 'chunk-start' | 'combined';
+export type BlendSelection = 'attended' | 'deviation' | 'chunk-start' | 'combined';
 
 export interface BlendOptions {
   /** Fraction of the context's tokens recomputed through every layer, in [0, 1]. */
@@ -95,7 +95,10 @@ export interface BlendChunk {
 export interface BlendedPrefill extends InjectedPrefill {
   /** Context tokens recomputed through every layer (the prompt's tokens not counted). */
   recomputed: number;
-  /** Layers that ran every context token before the selection (0 for a selection that needs no check layer). */
+  /**
+   * Layers every context token ran before the selection (0 for a selection that needs no check layer); every token's
+   * K/V at the next layer (the check layer) is recomputed too.
+   */
   fullLayers: number;
 }
 

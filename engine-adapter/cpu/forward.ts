@@ -2,6 +2,7 @@ import type { BlendPlan } from '../backend.ts';
 import type { ModelWeights } from '../model/weights.ts';
 import { add } from './kernels/add.ts';
 import { attention } from './kernels/attention.ts';
+import { attentionMass } from './kernels/attention-mass.ts';
 import { embedding } from './kernels/embedding.ts';
 import { kvDeviation } from './kernels/kv-deviation.ts';
 import { matmul } from './kernels/matmul.ts';
@@ -46,11 +47,19 @@ class LayerScratch {
 
 /**
  * Decoder layer `l` over `rows`: pre-norm attention (q/k/v biases for Qwen2, per-head q/k RMSNorm before RoPE for
- * Qwen3) and a SwiGLU MLP, each added to the residual stream. The rows' post-RoPE keys and values are written into
- * the cache at their slots before attention reads it. With `deviation`, each row's squared distance between its new
- * K/V and what the cache held at its slot is stored there first (CacheBlend's selection signal).
+ * Qwen3) and a SwiGLU MLP, each added to the residual stream.
  */
-function cpuLayer(weights: ModelWeights, invFreq: Float32Array, cache: CpuKVCache, l: number, rows: Rows, s: LayerScratch, deviation?: Float32Array): void {
+function cpuLayer(weights: ModelWeights, invFreq: Float32Array, cache: CpuKVCache, l: number, rows: Rows, s: LayerScratch): void {
+  cpuLayerKV(weights, invFreq, cache, l, rows, s);
+  cpuLayerRest(weights, cache, l, rows, s);
+}
+
+/**
+ * The first part of layer `l`: the rows' queries into s.q and their post-RoPE keys and values written into the cache
+ * at their slots. With `deviation`, each row's squared distance between its new K/V and what the cache held at its
+ * slot is stored there first (CacheBlend's selection signal).
+ */
+function cpuLayerKV(weights: ModelWeights, invFreq: Float32Array, cache: CpuKVCache, l: number, rows: Rows, s: LayerScratch, deviation?: Float32Array): void {
   const c = weights.config;
   const { x, n } = rows;
   const hidden = c.hiddenSize;
@@ -75,8 +84,17 @@ function cpuLayer(weights: ModelWeights, invFreq: Float32Array, cache: CpuKVCach
     keys.set(s.k.subarray(t * kvDim, (t + 1) * kvDim), at);
     values.set(s.v.subarray(t * kvDim, (t + 1) * kvDim), at);
   }
+}
+
+/** The rest of layer `l` after cpuLayerKV: attention over the cache, the output projection, the MLP. */
+function cpuLayerRest(weights: ModelWeights, cache: CpuKVCache, l: number, rows: Rows, s: LayerScratch): void {
+  const c = weights.config;
+  const { x, n } = rows;
+  const hidden = c.hiddenSize;
+  const qDim = c.heads * c.headDim;
+  const w = weights.layers[l]!;
   const shape = { tokens: n, heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, slidingWindow: c.slidingWindow };
-  attention(s.attn, s.q, rows.slots, keys, values, shape);
+  attention(s.attn, s.q, rows.slots, cache.keys[l]!, cache.values[l]!, shape);
   matmul(s.h, s.attn, w.o.data, n, qDim, hidden);
   add(x, x, s.h, n * hidden);
 
@@ -156,9 +174,10 @@ export function cpuForward(
 
 /**
  * A selective recompute over `tokens` at [position, ...), whose cache slots already hold injected KV (see
- * BlendPlan): layers before plan.checkLayer run every row; at the check layer every row's K/V deviation from the
- * cache picks the rows that go on, and only those run the layers after it, attending to the whole cache. Returns
- * the last row's logits (the plan always keeps it) and the rows that ran every layer.
+ * BlendPlan): layers before plan.checkLayer run every row; at the check layer every row's K/V is computed (its
+ * deviation from the cache, and with plan.massRows the last rows' attention on it, measured first) and written; the
+ * rows the plan picks from those signals then run the check layer and the layers after it, attending to the whole
+ * cache. Returns the last row's logits (the plan always keeps it) and the rows that ran every layer.
  */
 export function cpuBlendForward(
   weights: ModelWeights,
@@ -169,26 +188,31 @@ export function cpuBlendForward(
   plan: BlendPlan,
   logits: 'last' | 'none',
 ): { logits: Float32Array; rows: Uint32Array } {
-  const layers = weights.config.layers;
+  const c = weights.config;
   cache.reserve(position + tokens.length);
   const all = embedRows(weights, tokens, position, position);
   let picked: Uint32Array;
-  let rows: Rows;
-  let from: number;
   if (plan.checkLayer === null) {
     picked = plan.select(null);
-    rows = gatherRows(all, picked, weights.config.hiddenSize);
-    from = 0;
   } else {
     const scratch = new LayerScratch(weights, all.n);
     for (let l = 0; l < plan.checkLayer; l++) cpuLayer(weights, invFreq, cache, l, all, scratch);
     const deviation = new Float32Array(all.n);
-    cpuLayer(weights, invFreq, cache, plan.checkLayer, all, scratch, deviation);
-    picked = plan.select(deviation);
-    rows = gatherRows(all, picked, weights.config.hiddenSize);
-    from = plan.checkLayer + 1;
+    cpuLayerKV(weights, invFreq, cache, plan.checkLayer, all, scratch, deviation);
+    picked = plan.select({ deviation, mass: plan.massRows > 0 ? promptMass(c, cache.keys[plan.checkLayer]!, all, scratch, plan.massRows) : null });
   }
+  const rows = gatherRows(all, picked, c.hiddenSize);
   const scratch = new LayerScratch(weights, rows.n);
-  for (let l = from; l < layers; l++) cpuLayer(weights, invFreq, cache, l, rows, scratch);
+  for (let l = plan.checkLayer ?? 0; l < c.layers; l++) cpuLayer(weights, invFreq, cache, l, rows, scratch);
   return { logits: cpuLogits(weights, rows, logits), rows: picked };
+}
+
+/** BlendSignals.mass: the attention of the last `count` of `rows` (queries in s.q) on every key of `keys`. */
+function promptMass(c: ModelWeights['config'], keys: Float32Array, rows: Rows, s: LayerScratch, count: number): Float32Array {
+  const first = rows.n - count;
+  const qDim = c.heads * c.headDim;
+  const mass = new Float32Array(rows.n);
+  const shape = { tokens: count, heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, slidingWindow: c.slidingWindow };
+  attentionMass(mass, s.q.subarray(first * qDim), rows.slots.subarray(first), keys, shape);
+  return mass;
 }

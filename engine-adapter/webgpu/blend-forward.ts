@@ -1,19 +1,22 @@
 /**
  * A blended forward on the GPU (ForwardBackend.blendForward; engine-adapter/cpu/forward.ts cpuBlendForward is the
  * reference). Two phases, each in chunks of at most `chunkTokens` rows like a prefill:
- *   1. with a check layer: every row runs layers [0, check], writing fresh KV over the injected KV; at the check
- *      layer each row's K/V deviation from the injected K/V is recorded first, and each chunk's residual rows are
- *      kept. The deviations are read back (the one host round trip) and the plan selects the rows to go on;
+ *   1. with a check layer: every row runs the layers before it, writing fresh KV over the injected KV, and the check
+ *      layer's first part (its K/V: deviation from the injected K/V recorded first, then written); each chunk's
+ *      residual rows entering the check layer are kept, and with plan.massRows the prompt's queries, whose
+ *      attention on every key is measured once all K/V are in. The signals are read back (the one host round trip)
+ *      and the plan selects the rows to go on;
  *   2. the selected rows, gathered from the kept residual (or embedded from their tokens when there is no check
- *      layer), run the remaining layers at their own positions (kernels take a slots buffer), attending to the
- *      whole cache, and the last row gives the logits.
+ *      layer), run the check layer and the rest at their own positions (kernels take a slots buffer), attending to
+ *      the whole cache, and the last row gives the logits.
  * Each layer of the first chunk of each phase waits for its gate, so the recompute overlaps the context's arrival.
  */
 import { KdnError } from '../../common/errors.ts';
-import type { BlendOutput, BlendPlan } from '../backend.ts';
+import type { BlendOutput, BlendPlan, BlendSignals } from '../backend.ts';
 import type { LayerGate } from '../layer-gates.ts';
+import { recordAttentionMass } from './kernels/attention-mass.ts';
 import { recordGatherRows } from './kernels/gather-rows.ts';
-import { recordEmbeddingStep, recordLayer, recordLogits, type ChunkArgs, type ForwardParts } from './record-forward.ts';
+import { recordEmbeddingStep, recordLayer, recordLayerKV, recordLogits, type ChunkArgs, type ForwardParts } from './record-forward.ts';
 import { ScopedSubmissions } from './scoped-submissions.ts';
 
 export class GpuBlendForward {
@@ -36,10 +39,10 @@ export class GpuBlendForward {
         rows = checkedRows(plan.select(null), tokens.length);
       } else {
         residual = this.buffer(tokens.length * this.f.config.hiddenSize * 4, 'blend residual');
-        const deviation = await this.fullLayers(tokens, position, plan.checkLayer, residual, gate);
-        rows = checkedRows(plan.select(deviation), tokens.length);
+        const signals = await this.fullLayers(tokens, position, plan, residual, gate);
+        rows = checkedRows(plan.select(signals), tokens.length);
       }
-      const out = await this.selectedLayers(tokens, position, rows, plan.checkLayer === null ? 0 : plan.checkLayer + 1, residual, logits, gate);
+      const out = await this.selectedLayers(tokens, position, rows, plan.checkLayer ?? 0, residual, logits, gate);
       await this.pieces.settle();
       return { logits: out, rows };
     } catch (err) {
@@ -63,12 +66,17 @@ export class GpuBlendForward {
     return b;
   }
 
-  /** Phase 1: every row through layers [0, check]; returns each row's deviation at the check layer. */
-  private async fullLayers(tokens: Uint32Array, position: number, check: number, residual: GPUBuffer, gate?: LayerGate): Promise<Float32Array> {
-    const { ctx, s, cache } = this.f;
+  /** Phase 1: every row through the layers before the check layer and the check layer's K/V; returns the signals. */
+  private async fullLayers(tokens: Uint32Array, position: number, plan: BlendPlan, residual: GPUBuffer, gate?: LayerGate): Promise<BlendSignals> {
+    const { ctx, s, cache, config: c } = this.f;
+    const check = plan.checkLayer!;
     const n = tokens.length;
-    const rowBytes = this.f.config.hiddenSize * 4;
+    const rowBytes = c.hiddenSize * 4;
+    const qRowBytes = c.heads * c.headDim * 4;
     const deviation = this.buffer(n * 4, 'blend deviation');
+    // The prompt's queries at the check layer, gathered from the chunks they fall in.
+    const massFrom = n - plan.massRows;
+    const promptQ = plan.massRows > 0 ? this.buffer(plan.massRows * qRowBytes, 'blend prompt queries') : null;
     for (let start = 0; start < n; start += this.chunkTokens) {
       const m = Math.min(this.chunkTokens, n - start);
       const a: ChunkArgs = { tokens: m, position: position + start, logits: 'none' };
@@ -81,12 +89,28 @@ export class GpuBlendForward {
             ctx.device.queue.writeBuffer(s.ids, 0, tokens, start, m);
             recordEmbeddingStep(rec, this.f, a);
           }
-          recordLayer(rec, this.f, a, l, l === check ? { buffer: deviation, offset: start } : undefined);
-          if (l === check) rec.copy(s.x, 0, residual, start * rowBytes, m * rowBytes);
+          if (l < check) {
+            recordLayer(rec, this.f, a, l);
+            return;
+          }
+          rec.copy(s.x, 0, residual, start * rowBytes, m * rowBytes);
+          const q = recordLayerKV(rec, this.f, a, l, { buffer: deviation, offset: start });
+          const from = Math.max(massFrom, start);
+          if (promptQ && from < start + m) rec.copy(q, (from - start) * qRowBytes, promptQ, (from - massFrom) * qRowBytes, (start + m - from) * qRowBytes);
         });
       }
     }
-    return new Float32Array(await ctx.read(deviation, 0, n * 4));
+    const mass = promptQ ? this.buffer(n * 4, 'blend prompt attention') : null;
+    if (promptQ && mass) {
+      this.pieces.launch((rec) => {
+        recordAttentionMass(ctx, rec, {
+          q: promptQ, rows: plan.massRows, posBase: position + massFrom, cacheK: cache.keys[check]!,
+          heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, window: c.slidingWindow, out: mass, position, keys: n,
+        });
+      });
+    }
+    const [dev, att] = await Promise.all([ctx.read(deviation, 0, n * 4), mass ? ctx.read(mass, 0, n * 4) : Promise.resolve(null)]);
+    return { deviation: new Float32Array(dev), mass: att && new Float32Array(att) };
   }
 
   /** Phase 2: the selected rows through layers [from, layers) at their own positions; the last row's logits. */

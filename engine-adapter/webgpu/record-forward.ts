@@ -60,18 +60,23 @@ export function recordEmbeddingStep(rec: Recorder, f: ForwardParts, a: ChunkArgs
   recordEmbedding(f.ctx, rec, { ids: f.s.ids, table: f.w.embed, out: f.s.x, tokens: a.tokens });
 }
 
+/** Decoder layer `l` over the chunk: its KV written into the cache, attention over the cache, the MLP. */
+export function recordLayer(rec: Recorder, f: ForwardParts, a: ChunkArgs, l: number): void {
+  recordLayerRest(rec, f, a, l, recordLayerKV(rec, f, a, l));
+}
+
 /**
- * Decoder layer `l` over the chunk: its KV written into the cache, attention over the cache, the MLP. With
- * `deviation`, each row's K/V deviation from what the cache held is recorded before the write.
+ * The first part of layer `l`: the chunk's queries (returned: the buffer holding them after RoPE) and its keys and
+ * values written into the cache. With `deviation`, each row's K/V deviation from what the cache held is recorded
+ * before the write.
  */
-export function recordLayer(rec: Recorder, f: ForwardParts, a: ChunkArgs, l: number, deviation?: DeviationOut): void {
+export function recordLayerKV(rec: Recorder, f: ForwardParts, a: ChunkArgs, l: number, deviation?: DeviationOut): GPUBuffer {
   const { ctx, s, cache } = f;
   const c = f.config;
   const n = a.tokens;
   const hidden = c.hiddenSize;
   const kvDim = c.kvHeads * c.headDim;
   const eps = c.rmsNormEps;
-  const heads = { heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim };
   const lw = f.w.layers[l]!;
   recordRmsNorm(ctx, rec, { x: s.x, weight: lw.inputNorm, out: s.h, rows: n, n: hidden, eps });
   recordMatmul(ctx, rec, { x: s.h, w: lw.q, bias: lw.qBias, y: s.q, m: n });
@@ -95,7 +100,19 @@ export function recordLayer(rec: Recorder, f: ForwardParts, a: ChunkArgs, l: num
     recordKvDeviation(ctx, rec, { k, v: s.v, cacheK, cacheV, rows: n, rowSize: kvDim, position: a.position, out: deviation.buffer, outOffset: deviation.offset });
   }
   recordKvWrite(ctx, rec, { k, v: s.v, cacheK, cacheV, tokens: n, rowSize: kvDim, position: a.position, slots });
-  recordAttention(ctx, rec, { q, cacheK, cacheV, out: s.attn, tokens: n, ...heads, posBase: a.position, window: c.slidingWindow, slots: a.slots });
+  return q;
+}
+
+/** The rest of layer `l` after recordLayerKV (whose queries are in `q`): attention, output projection, MLP. */
+export function recordLayerRest(rec: Recorder, f: ForwardParts, a: ChunkArgs, l: number, q: GPUBuffer): void {
+  const { ctx, s, cache } = f;
+  const c = f.config;
+  const n = a.tokens;
+  const hidden = c.hiddenSize;
+  const eps = c.rmsNormEps;
+  const heads = { heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim };
+  const lw = f.w.layers[l]!;
+  recordAttention(ctx, rec, { q, cacheK: cache.keys[l]!, cacheV: cache.values[l]!, out: s.attn, tokens: n, ...heads, posBase: a.position, window: c.slidingWindow, slots: a.slots });
   recordMatmul(ctx, rec, { x: s.attn, w: lw.o, y: s.h, m: n });
   recordAdd(ctx, rec, { x: s.x, y: s.h, count: n * hidden });
 

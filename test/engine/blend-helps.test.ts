@@ -14,7 +14,7 @@ describe('blend on the demo model', function () {
   it('recomputing 15% beats independent injection in top-1 agreement and KL; 100% agrees exactly', async function () {
     if (!existsSync('models/kdn-demo/model.safetensors')) throw new Error('the demo model is missing from models/kdn-demo');
     const report = await runFidelity([
-      '--backend', 'cpu', '--sets', 'composed', '--modes', 'independent,blend', '--codecs', 'fp16', '--selections', 'deviation',
+      '--backend', 'cpu', '--sets', 'composed', '--modes', 'independent,blend', '--codecs', 'fp16', '--selections', 'attended',
       '--ratios', '0.15,1', '--docs', '3', '--prompts', '1', '--answer', '12', '--max-doc-tokens', '384',
     ]);
     const find = (mode: string, ratio?: number): BenchRecord => report.records.find((r) => r.mode === mode && (ratio === undefined || r.ratio === ratio))!;

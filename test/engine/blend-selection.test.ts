@@ -1,17 +1,18 @@
 import { expect } from 'chai';
 import { KdnError } from '../../common/errors.ts';
+import type { BlendSignals } from '../../engine-adapter/backend.ts';
 import { blendBudget, blendPlan, checkLayerFor } from '../../engine-adapter/blend-selection.ts';
 
 /** Three chunks of 10, 10 and 5 context rows, then a 3-row prompt (rows 25..27). */
 const LAYOUT = { chunkStarts: [0, 10, 20], contextRows: 25, promptRows: 3 };
 const PROMPT_ROWS = [25, 26, 27];
 
-/** Deviation rising with the row, except rows 3 and 14, which stand out. */
-function deviation(): Float32Array {
-  const d = Float32Array.from({ length: 28 }, (_, r) => r / 100);
-  d[3] = 10;
-  d[14] = 9;
-  return d;
+/** Deviation rising with the row, except rows 3 and 14, which stand out; no attention measured. */
+function signals(mass: Float32Array | null = null): BlendSignals {
+  const deviation = Float32Array.from({ length: 28 }, (_, r) => r / 100);
+  deviation[3] = 10;
+  deviation[14] = 9;
+  return { deviation, mass };
 }
 
 describe('blend selection', () => {
@@ -33,9 +34,23 @@ describe('blend selection', () => {
     const plan = blendPlan('deviation', 0.2, LAYOUT, 6);
     expect(plan.checkLayer).to.equal(1);
     // 5 rows: 3 and 14 stand out, then the largest of the rising rest (24, 23, 22); prompt rows never compete.
-    expect([...plan.select(deviation())]).to.deep.equal([3, 14, 22, 23, 24, ...PROMPT_ROWS]);
-    expect([...blendPlan('deviation', 0, LAYOUT, 6).select(deviation())]).to.deep.equal(PROMPT_ROWS);
+    expect([...plan.select(signals())]).to.deep.equal([3, 14, 22, 23, 24, ...PROMPT_ROWS]);
+    expect([...blendPlan('deviation', 0, LAYOUT, 6).select(signals())]).to.deep.equal(PROMPT_ROWS);
     expect(() => plan.select(null)).to.throw(KdnError);
+  });
+
+  it('attended: deviation weighted by the square root of the prompt\'s attention, measured over at most 64 prompt rows', () => {
+    const plan = blendPlan('attended', 0.12, LAYOUT, 6);
+    expect(plan.checkLayer).to.equal(1);
+    expect(plan.massRows).to.equal(3);
+    expect(blendPlan('attended', 0.12, { ...LAYOUT, promptRows: 100 }, 6).massRows).to.equal(64);
+    expect(blendPlan('deviation', 0.12, LAYOUT, 6).massRows).to.equal(0);
+    // Row 3 stands out but the prompt never reads it; row 24 moved little but is read a thousand times more.
+    const mass = new Float32Array(28).fill(0.01);
+    mass[3] = 0;
+    mass[24] = 10;
+    expect([...plan.select(signals(mass))]).to.deep.equal([14, 23, 24, ...PROMPT_ROWS]);
+    expect(() => plan.select(signals(null))).to.throw(KdnError);
   });
 
   it('chunk-start: no check layer, the budget spread over the chunks from each chunk\'s first token', () => {
@@ -49,12 +64,12 @@ describe('blend selection', () => {
     const plan = blendPlan('combined', 0.24, LAYOUT, 6);
     expect(plan.checkLayer).to.equal(1);
     // 6 rows: 3 chunk starts (0, 10, 20), then 3 (row 3 and 14 stand out, then 24).
-    expect([...plan.select(deviation())]).to.deep.equal([0, 3, 10, 14, 20, 24, ...PROMPT_ROWS]);
+    expect([...plan.select(signals())]).to.deep.equal([0, 3, 10, 14, 20, 24, ...PROMPT_ROWS]);
   });
 
   it('every selection at ratio 1 recomputes every row', () => {
-    for (const selection of ['deviation', 'chunk-start', 'combined'] as const) {
-      const rows = blendPlan(selection, 1, LAYOUT, 6).select(deviation());
+    for (const selection of ['attended', 'deviation', 'chunk-start', 'combined'] as const) {
+      const rows = blendPlan(selection, 1, LAYOUT, 6).select(signals(new Float32Array(28).fill(0.1)));
       expect([...rows], selection).to.deep.equal(Array.from({ length: 28 }, (_, r) => r));
     }
   });

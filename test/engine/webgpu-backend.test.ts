@@ -7,7 +7,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
-import type { ForwardBackend, KVCacheHandle } from '../../engine-adapter/backend.ts';
+import type { BlendSignals, ForwardBackend, KVCacheHandle } from '../../engine-adapter/backend.ts';
 import { createCpuBackend } from '../../engine-adapter/cpu/cpu-backend.ts';
 import { argmax } from '../../engine-adapter/cpu/kernels/argmax.ts';
 import { LayerGates } from '../../engine-adapter/layer-gates.ts';
@@ -309,7 +309,7 @@ describe('webgpu backend vs the CPU backend on tiny models', function () {
        * Two chunks computed alone, injected at 0 and 20 on each backend (the second re-rotated), then a blended
        * forward of their 40 tokens and a 1-token prompt: 41 rows crossing the 16-row chunks of both phases.
        */
-      const blendOnBoth = async (plan: (cpuDeviation: Float32Array | null) => Uint32Array, checkLayer: number | null) => {
+      const blendOnBoth = async (plan: (cpu: BlendSignals | null) => Uint32Array, checkLayer: number | null, massRows = 0) => {
         const tokens = PROMPT;
         const caches = { gpu: gpu.createKVCache(64), cpu: cpu.createKVCache(64) };
         for (const [start, end] of [[0, 20], [20, 40]] as const) {
@@ -320,23 +320,28 @@ describe('webgpu backend vs the CPU backend on tiny models', function () {
           await inject(gpu, caches.gpu, kv, header(kv, 0, true), start);
           await inject(cpu, caches.cpu, kv, header(kv, 0, true), start);
         }
-        const seen: { cpu: Float32Array | null; gpu: Float32Array | null } = { cpu: null, gpu: null };
-        const want = await cpu.blendForward(caches.cpu, tokens, 0, { checkLayer, select: (d) => plan((seen.cpu = d)) }, 'last');
-        // The GPU takes the CPU's rows, so near-ties in the deviation cannot make the two recompute different rows.
-        const got = await gpu.blendForward(caches.gpu, tokens, 0, { checkLayer, select: (d) => ((seen.gpu = d), want.rows) }, 'last');
-        return { got, want, cpuDeviation: seen.cpu, gpuDeviation: seen.gpu, caches };
+        const seen: { cpu: BlendSignals | null; gpu: BlendSignals | null } = { cpu: null, gpu: null };
+        const want = await cpu.blendForward(caches.cpu, tokens, 0, { checkLayer, massRows, select: (d) => plan((seen.cpu = d)) }, 'last');
+        // The GPU takes the CPU's rows, so near-ties in the signals cannot make the two recompute different rows.
+        const got = await gpu.blendForward(caches.gpu, tokens, 0, { checkLayer, massRows, select: (d) => ((seen.gpu = d), want.rows) }, 'last');
+        return { got, want, cpuSignals: seen.cpu, gpuSignals: seen.gpu, caches };
       };
 
-      it('a blended forward (deviation at layer 1, then 7 rows) gives the CPU backend\'s deviations, logits and KV', async () => {
-        const topRows = (d: Float32Array | null): Uint32Array => {
-          const order = Array.from({ length: 40 }, (_, r) => r).sort((x, y) => d![y]! - d![x]!);
+      it('a blended forward (signals at layer 1, then 7 rows) gives the CPU backend\'s deviations, prompt attention, logits and KV', async () => {
+        const topRows = (signals: BlendSignals | null): Uint32Array => {
+          const d = signals!.deviation;
+          const order = Array.from({ length: 40 }, (_, r) => r).sort((x, y) => d[y]! - d[x]!);
           return Uint32Array.from([...order.slice(0, 6).sort((x, y) => x - y), 40]);
         };
-        const { got, want, cpuDeviation, gpuDeviation, caches } = await blendOnBoth(topRows, 1);
+        // The last 3 rows weigh the others by their attention.
+        const { got, want, cpuSignals, gpuSignals, caches } = await blendOnBoth(topRows, 1, 3);
         expect(got.rows).to.deep.equal(want.rows);
-        // The second chunk's first rows moved most: they lost the first chunk they never saw.
-        expect(cpuDeviation!.subarray(0, 20).every((d) => d < 1e-3)).to.equal(true);
-        expectClose(gpuDeviation!, cpuDeviation!, tol().kv, 1e-3, 'deviation');
+        // The first chunk sits where it was computed: its K/V did not move (the second chunk's did).
+        expect(cpuSignals!.deviation.subarray(0, 20).every((d) => d < 1e-3)).to.equal(true);
+        expectClose(gpuSignals!.deviation, cpuSignals!.deviation, tol().kv, 1e-3, 'deviation');
+        const mass = cpuSignals!.mass!;
+        expect(mass.reduce((a, b) => a + b, 0)).to.be.closeTo(1, 1e-4);
+        expectClose(gpuSignals!.mass!, mass, tol().kv, 1e-3, 'prompt attention');
         expectClose(got.logits, want.logits, tol().logits, 0, 'logits');
         const [kg, kc] = [await gpu.readKV(caches.gpu, 0, 41), await cpu.readKV(caches.cpu, 0, 41)];
         kg.perLayer.forEach((t, l) => {
@@ -348,7 +353,8 @@ describe('webgpu backend vs the CPU backend on tiny models', function () {
 
       it('a blended forward with a static selection (no check layer) gives the CPU backend\'s logits; every row recomputed equals a prefill', async () => {
         const starts = (): Uint32Array => Uint32Array.of(0, 1, 20, 21, 22, 40);
-        const { got, want } = await blendOnBoth(starts, null);
+        const { got, want, cpuSignals } = await blendOnBoth(starts, null);
+        expect(cpuSignals).to.equal(null);
         expect(got.rows).to.deep.equal(starts());
         expectClose(got.logits, want.logits, tol().logits, 0, 'logits');
         const all = (): Uint32Array => Uint32Array.from({ length: 41 }, (_, r) => r);

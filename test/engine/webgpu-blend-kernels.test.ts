@@ -1,14 +1,16 @@
 /**
  * The kernels of a blended forward (engine-adapter/webgpu/blend-forward.ts) against their CPU reference on odd
- * shapes: K/V deviation, row gathering, and RoPE, KV writes and attention for rows gathered at scattered positions
+ * shapes: K/V deviation, the prompt's attention mass, row gathering, and RoPE, KV writes and attention for rows gathered at scattered positions
  * (ascending, with gaps, past 1000, GQA 3, sliding windows, key splits).
  */
 import { expect } from 'chai';
 import { attention } from '../../engine-adapter/cpu/kernels/attention.ts';
+import { attentionMass } from '../../engine-adapter/cpu/kernels/attention-mass.ts';
 import { kvDeviation } from '../../engine-adapter/cpu/kernels/kv-deviation.ts';
 import { applyRope, ropeInvFreq } from '../../engine-adapter/cpu/kernels/rope.ts';
 import type { GpuContext, Recorder } from '../../engine-adapter/webgpu/gpu-context.ts';
 import { recordAttention } from '../../engine-adapter/webgpu/kernels/attention.ts';
+import { recordAttentionMass } from '../../engine-adapter/webgpu/kernels/attention-mass.ts';
 import { recordAttentionSubgroupMatrix } from '../../engine-adapter/webgpu/kernels/attention-subgroup-matrix.ts';
 import { recordGatherRows } from '../../engine-adapter/webgpu/kernels/gather-rows.ts';
 import { recordKvDeviation } from '../../engine-adapter/webgpu/kernels/kv-deviation.ts';
@@ -56,6 +58,24 @@ describe('webgpu blend kernels vs the CPU reference', function () {
     const args = { k: upload(k), v: upload(v), cacheK: upload(cacheK), cacheV: upload(cacheV), rows, rowSize, position, out, outOffset };
     const got = await run((rec) => recordKvDeviation(ctx, rec, args), out, outOffset + rows);
     expectClose(got, expected, 1e-4, 1e-5, 'deviation');
+  });
+
+  for (const [rows, position, keys, hd, window] of [
+    [3, 0, 45, 20, null],
+    [5, 17, 1100, 64, null],
+    [2, 40, 300, 128, 50],
+  ] as const) it(`attention-mass: ${rows} rows at the end of ${keys} keys from ${position}, headDim ${hd}, GQA 3, window ${window} (atol 1e-6 + 1e-4 rel)`, async () => {
+    const [heads, kvHeads] = [6, 2];
+    const end = position + keys;
+    const q = randomArray(rows * heads * hd, 40);
+    const cacheK = randomArray(end * kvHeads * hd, 41);
+    const posBase = end - rows;
+    const expected = new Float32Array(end);
+    attentionMass(expected, q, Array.from({ length: rows }, (_, t) => posBase + t), cacheK, { tokens: rows, heads, kvHeads, headDim: hd, slidingWindow: window });
+    const out = ctx.storage(keys * 4, 'out');
+    const args = { q: upload(q), rows, posBase, cacheK: upload(cacheK), heads, kvHeads, headDim: hd, window, out, position, keys };
+    const got = await run((rec) => recordAttentionMass(ctx, rec, args), out, keys);
+    expectClose(got, expected.subarray(position), 1e-6, 1e-4, 'mass');
   });
 
   it('gather-rows: 9 scattered rows of 37 floats out of 50', async () => {
