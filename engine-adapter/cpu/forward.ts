@@ -207,12 +207,16 @@ export function cpuBlendForward(
   return { logits: cpuLogits(weights, rows, logits), rows: picked };
 }
 
-/** BlendSignals.mass: the attention of the last `count` of `rows` (queries in s.q) on every key of `keys`. */
+/**
+ * BlendSignals.mass: the attention of the last `count` of `rows` (queries in s.q) on the key of each row (`rows`
+ * sit at consecutive slots; the keys before them are not rows).
+ */
 function promptMass(c: ModelWeights['config'], keys: Float32Array, rows: Rows, s: LayerScratch, count: number): Float32Array {
   const first = rows.n - count;
   const qDim = c.heads * c.headDim;
-  const mass = new Float32Array(rows.n);
+  const position = rows.slots[0]!;
+  const mass = new Float32Array(position + rows.n);
   const shape = { tokens: count, heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, slidingWindow: c.slidingWindow };
   attentionMass(mass, s.q.subarray(first * qDim), rows.slots.subarray(first), keys, shape);
-  return mass;
+  return mass.subarray(position);
 }
