@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import { KdnApiClient, type QueryResponse } from '../../kdn/client/api-client.ts';
-import { TEST_API_KEY, startKdnProcess, startProcess, type Started } from './support/processes.ts';
+import { TEST_API_KEY, startKdnProcess, startProcess, type Started } from '../../fixtures/processes.ts';
 import { testModel, type TestModel } from './support/tiny-model.ts';
 
 const PARAGRAPH = 'The river carries water from the hills to the sea. Mills stand along its banks and grind the grain. ';
