@@ -21,10 +21,10 @@
 #   merge    DIR's TTFT, engine and forward-profile files into bench/results/
 set -u
 cd "$(dirname "$0")/../.."
-OUT=.tmp/gpu-results
-if [ "${1:-}" = "--out" ]; then OUT=${2:?--out needs a folder}; shift 2; fi
+DIR=.tmp/gpu-results
+if [ "${1:-}" = "--out" ]; then DIR=${2:?--out needs a folder}; shift 2; fi
 [ $# -gt 0 ] || { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
-mkdir -p "$OUT"
+mkdir -p "$DIR"
 
 source_json() { # the commit this checkout measures, and whether tracked files outside bench/results differ from it
   local commit changed
@@ -33,13 +33,13 @@ source_json() { # the commit this checkout measures, and whether tracked files o
   printf '{"commit": "%s", "uncommittedChanges": %s}\n' "$commit" "$([ -n "$changed" ] && echo true || echo false)"
 }
 
-if [ -f "$OUT/source.json" ]; then
-  if [ "$(cat "$OUT/source.json")" != "$(source_json)" ]; then
-    echo "$OUT holds results of $(cat "$OUT/source.json"), not of this checkout $(source_json): merge or remove them first" >&2
+if [ -f "$DIR/source.json" ]; then
+  if [ "$(cat "$DIR/source.json")" != "$(source_json)" ]; then
+    echo "$DIR holds results of $(cat "$DIR/source.json"), not of this checkout $(source_json): merge or remove them first" >&2
     exit 1
   fi
 else
-  source_json > "$OUT/source.json"
+  source_json > "$DIR/source.json"
 fi
 
 step() { # step <seconds> <name> <command...>: runs it with a timeout; stdout to <name>.out, stderr to <name>.log
@@ -47,10 +47,10 @@ step() { # step <seconds> <name> <command...>: runs it with a timeout; stdout to
   shift 2
   echo "== $name (limit ${seconds}s)"
   local start=$SECONDS
-  timeout "$seconds" "$@" >"$OUT/$name.out" 2>"$OUT/$name.log"
+  timeout "$seconds" "$@" >"$DIR/$name.out" 2>"$DIR/$name.log"
   local rc=$?
   echo "   rc $rc after $((SECONDS - start))s"
-  tail -n 3 "$OUT/$name.log"
+  tail -n 3 "$DIR/$name.log"
   return $rc
 }
 
@@ -58,7 +58,7 @@ json_step() { # like step, for a tool that prints one JSON report on stdout: kep
   local name=$2
   step "$@"
   local rc=$?
-  mv "$OUT/$name.out" "$OUT/$name.json"
+  mv "$DIR/$name.out" "$DIR/$name.json"
   return $rc
 }
 
@@ -66,7 +66,7 @@ bench() { # bench <seconds> <out> <args...>: one benchmark; its results file (pa
   local seconds=$1 out=$2
   shift 2
   step "$seconds" "$out" node --import tsx bench/run.ts "$@" --out "$out"
-  mv "bench/results/$out.json" "$OUT/" 2>/dev/null || echo "   no bench/results/$out.json"
+  mv "bench/results/$out.json" "$DIR/" 2>/dev/null || echo "   no bench/results/$out.json"
 }
 
 for part in "$@"; do
@@ -96,11 +96,11 @@ for part in "$@"; do
       bench 170 engine-gpu-1b engine --shape llama3.2-1b --contexts 1024,4096 --decode 32 --backend webgpu --runs 1 --warmup 1 --max-seconds 130
       bench 200 engine-gpu-8b engine --shape llama3.1-8b --contexts 1024,4096 --decode 16 --backend webgpu --runs 1 --warmup 1 --max-seconds 150 ;;
     compare)
-      step 300 compare-transformers python3 tools/gpu/compare-transformers.py --backend webgpu --dtype float16 --out "$OUT/compare-transformers.json" ;;
+      step 300 compare-transformers python3 tools/gpu/compare-transformers.py --backend webgpu --dtype float16 --out "$DIR/compare-transformers.json" ;;
     sass)
-      step 120 kernel-sass node --import tsx tools/gpu/kernel-sass.ts --out "$OUT/sass" --nvdisasm "$(command -v nvdisasm || echo /usr/local/cuda/bin/nvdisasm)" ;;
+      step 120 kernel-sass node --import tsx tools/gpu/kernel-sass.ts --out "$DIR/sass" --nvdisasm "$(command -v nvdisasm || echo /usr/local/cuda/bin/nvdisasm)" ;;
     merge)
-      node --import tsx tools/gpu/merge-results.ts "$OUT" ;;
+      node --import tsx tools/gpu/merge-results.ts "$DIR" ;;
     *)
       echo "unknown part $part (check, profile, forward, 8b, 8b-long, 1b, engine, compare, sass, merge)" >&2
       exit 2 ;;
