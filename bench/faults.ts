@@ -1,6 +1,7 @@
 /**
  * What the fault tests (test/faults/) measure while they break things on purpose: objects corrupted and caught, edges
- * and the origin lost mid-query, an ingest killed midway, 10,000 malformed requests, 32 clients for a minute.
+ * and the origin lost mid-query, an ingest killed midway, 10,000 malformed requests, 32 clients for a minute (the
+ * suite runs that one 20 s; KDN_FAULTS_LOAD_SECONDS sets it).
  * Runs those tests with mocha in a child process; each test leaves its figures as `<fault>.json` in the folder named
  * by KDN_FAULT_FIGURES (a temporary one here), and the report holds one record per fault that ran. The tests fail,
  * and so does this benchmark, when a fault is handled wrongly.
@@ -25,10 +26,14 @@ const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 
 function runMocha(files: string[], grep: string | undefined, figuresDir: string): Promise<void> {
   const args = [join(ROOT, 'node_modules', 'mocha', 'bin', 'mocha.js'), ...files, ...(grep ? ['--grep', grep] : [])];
-  const child = spawn(process.execPath, args, { cwd: ROOT, env: { ...process.env, [FIGURES_DIR_ENV]: figuresDir }, stdio: ['ignore', 'inherit', 'inherit'] });
+  const env = { KDN_FAULTS_LOAD_SECONDS: '60', ...process.env, [FIGURES_DIR_ENV]: figuresDir };
+  const child = spawn(process.execPath, args, { cwd: ROOT, env, stdio: ['ignore', 'inherit', 'inherit'] });
   return new Promise((resolve, reject) => {
     child.once('error', reject);
-    child.once('exit', (code, signal) => (code === 0 ? resolve() : reject(new Error(`the fault tests failed (exit ${code ?? signal}): no report`))));
+    child.once('exit', (code, signal) => {
+      if (code === 0) resolve();
+      else reject(new Error(`the fault tests failed (exit ${code ?? signal}): no report`));
+    });
   });
 }
 
