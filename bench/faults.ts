@@ -5,7 +5,8 @@
  * Runs those tests with mocha in a child process; each test leaves its figures as `<fault>.json` in the folder named
  * by KDN_FAULT_FIGURES (a temporary one here), and the report holds one record per fault that ran. The tests fail,
  * and so does this benchmark, when a fault is handled wrongly.
- *   npm run bench -- faults [--grep <mocha pattern>]
+ *   npm run bench -- faults [--grep <mocha pattern> --out <name>]
+ * With --grep only some faults run: --out writes their report beside faults.json instead of over it.
  */
 import { spawn } from 'node:child_process';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
