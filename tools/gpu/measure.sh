@@ -6,7 +6,8 @@
 # --max-seconds, and leaves its output and log in DIR (default .tmp/gpu-results, git-ignored) as soon as it ends, so
 # an interrupted run keeps the steps before. DIR holds the results of one commit: source.json names it, and a run
 # from another commit is refused until DIR is emptied. The part `merge` turns DIR's files into the current results
-# files (bench/results/ttft-gpu.json, engine-gpu.json and gpu/profile-forward.json; see bench/HISTORY.md).
+# files (bench/results/ttft-gpu.json, engine-gpu.json, gpu/profile-forward.json and gpu/compare-transformers.json;
+# see bench/HISTORY.md).
 # The short contexts warm the recompute up once (its first run in a process compiles the pipelines); the long ones
 # do not (a 32k recompute takes seconds), so their first recompute includes that. Times are from one H200 host:
 #   check    the WebGPU kernel, backend, injector and recorder tests (tensor-core kernels included)    ~1 min
@@ -18,12 +19,12 @@
 #   engine   engine prefill and decode throughput against transformers, 1B and 8B                      ~6 min
 #   compare  the engine's logits and greedy tokens against transformers, four architectures
 #   sass     the driver's machine code for the tensor-core kernels (needs CUDA's nvdisasm)              ~1 min
-#   merge    DIR's TTFT, engine and forward-profile files into bench/results/
+#   merge    DIR's TTFT, engine, forward-profile and comparison files into bench/results/
 set -u
 cd "$(dirname "$0")/../.."
 DIR=.tmp/gpu-results
 if [ "${1:-}" = "--out" ]; then DIR=${2:?--out needs a folder}; shift 2; fi
-[ $# -gt 0 ] || { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+[ $# -gt 0 ] || { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 mkdir -p "$DIR"
 
 source_json() { # the commit this checkout measures, and whether tracked files outside bench/results differ from it

@@ -3,6 +3,7 @@
  *   ttft-gpu-*.json        -> bench/results/ttft-gpu.json     (every shape's and context range's records)
  *   engine-gpu-*.json      -> bench/results/engine-gpu.json
  *   profile-forward-*.json -> bench/results/gpu/profile-forward.json
+ *   compare-transformers.json -> bench/results/gpu/compare-transformers.json
  * Each merged file names the commit its runs measured (the folder's source.json, which every benchmark file must
  * agree with) and keeps each run's command, date, host and params. A partial run is refused: rerun that part.
  *   node --import tsx tools/gpu/merge-results.ts <folder>
@@ -74,7 +75,17 @@ function main(folder: string | undefined): void {
     writeAtomically(join(RESULTS, 'gpu', 'profile-forward.json'), { name: 'profile-forward', ...revision(source), shapes });
     merged++;
   }
-  if (merged === 0) throw new Error(`nothing to merge in ${folder}: run measure.sh's 8b, 8b-long, 1b, engine or forward parts first`);
+  const comparison = join(folder, 'compare-transformers.json');
+  if (existsSync(comparison)) {
+    const command = 'python3 tools/gpu/compare-transformers.py --backend webgpu --dtype float16 --out compare-transformers.json';
+    const report = readJson<object>(comparison);
+    const file = { name: 'compare-transformers', command, ...revision(source), ...report };
+    writeAtomically(join(RESULTS, 'gpu', 'compare-transformers.json'), file);
+    merged++;
+  }
+  if (merged === 0) {
+    throw new Error(`nothing to merge in ${folder}: run measure.sh's 8b, 8b-long, 1b, engine, forward or compare parts first`);
+  }
 }
 
 try {
