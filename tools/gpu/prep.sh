@@ -32,7 +32,7 @@ check() {
     echo "gpu:           nvidia-smi not found (is NVIDIA's driver installed?)"; missing=1
   fi
   if icd=$(nvidia_icd); then echo "vulkan driver: $icd"; else echo "vulkan driver: no nvidia_icd.json in $ICD_PLACES"; missing=1; fi
-  if ldconfig -p 2>/dev/null | grep -q 'libvulkan.so.1'; then echo "vulkan loader: found"; else
+  if ldconfig -p 2>/dev/null | grep 'libvulkan.so.1' >/dev/null; then echo "vulkan loader: found"; else
     echo "vulkan loader: libvulkan.so.1 missing (Debian/Ubuntu: apt-get install libvulkan1)"; missing=1
   fi
   if command -v node >/dev/null; then echo "node:          $(node --version)"; else echo "node:          missing (Node.js 20 or later)"; missing=1; fi
@@ -77,7 +77,7 @@ pack() {
     echo "ICD_PLACES=\"$ICD_PLACES\""
     cat <<'ACTIVATE'
 # The loader goes where ldconfig finds it when we are root, else into .gpu/root on LD_LIBRARY_PATH.
-if ! ldconfig -p 2>/dev/null | grep -q 'libvulkan.so.1'; then
+if ! ldconfig -p 2>/dev/null | grep 'libvulkan.so.1' >/dev/null; then
   if [ "$(id -u)" = 0 ]; then
     for f in .gpu/*.deb; do dpkg -x "$f" /; done; ldconfig
   else
