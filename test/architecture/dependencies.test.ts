@@ -13,16 +13,17 @@ describe('dependency rules (docs/ARCHITECTURE.md)', () => {
     expect(violations.map((v) => `${v.from} -> ${v.to}: ${v.rule}`)).to.deep.equal([]);
   });
 
-  it('reads static, re-exported, side-effect and dynamic imports, multi-line ones included', () => {
+  it('reads static, re-exported, side-effect and dynamic imports, multi-line and double-quoted ones included', () => {
     const source = [
       "import { a } from './a.ts';",
       "import {\n  b,\n  c,\n} from '../b.ts';",
       "export { d } from './d.ts';",
       "import './side.ts';",
       "const e = await import('./e.ts');",
+      'import { f } from "./double-quoted.ts";',
       "import { z } from 'zod';",
     ].join('\n');
-    expect(relativeImports(source).sort()).to.deep.equal(['../b.ts', './a.ts', './d.ts', './e.ts', './side.ts']);
+    expect(relativeImports(source).sort()).to.deep.equal(['../b.ts', './a.ts', './d.ts', './double-quoted.ts', './e.ts', './side.ts']);
   });
 
   it('refuses the arrows the layout forbids', () => {

@@ -27,10 +27,10 @@ const KDN_CONFIG_MAY_IMPORT = ['kdn/default-model.ts'];
 
 const SOURCE = /\.(ts|js|cjs|mjs)$/;
 const SPECIFIERS = [
-  /\bfrom\s*'([^']+)'/g, // import ... from '...', export ... from '...'
-  /\bimport\s*'([^']+)'/g, // import '...' (side effects only)
-  /\bimport\(\s*'([^']+)'\s*\)/g, // import('...')
-  /\brequire\(\s*'([^']+)'\s*\)/g,
+  /\bfrom\s*(['"])([^'"]+)\1/g, // import ... from '...', export ... from '...'
+  /\bimport\s*(['"])([^'"]+)\1/g, // import '...' (side effects only)
+  /\bimport\(\s*(['"])([^'"]+)\1\s*\)/g, // import('...')
+  /\brequire\(\s*(['"])([^'"]+)\1\s*\)/g,
 ];
 
 export interface Violation {
@@ -43,7 +43,7 @@ export interface Violation {
 export function relativeImports(source: string): string[] {
   const found: string[] = [];
   for (const pattern of SPECIFIERS) {
-    for (const match of source.matchAll(pattern)) if (match[1]!.startsWith('.')) found.push(match[1]!);
+    for (const match of source.matchAll(pattern)) if (match[2]!.startsWith('.')) found.push(match[2]!);
   }
   return found;
 }
