@@ -8,7 +8,7 @@ import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
 import { codecFromString, decodeKVObject, encodeKVObject } from '../storage/kv-object/index.ts';
 import type { KVTensors } from '../storage/kv-object/types.ts';
-import { kvTensors, tokenIds } from '../test/kv-object/kv-data.ts';
+import { kvTensors, tokenIds } from '../fixtures/kv-data.ts';
 import type { BenchRecord, BenchReport } from './report.ts';
 
 const CODECS = ['fp16', 'fp16+lz4', 'int8', 'int8+lz4', 'int4', 'int4+lz4'];

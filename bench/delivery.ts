@@ -35,7 +35,7 @@ import { KvFetchPool } from '../kdn/query/kv-fetch-pool.ts';
 import { inThreadFetcher, type KvFetcher } from '../kdn/query/kv-fetcher.ts';
 import { codecFromString, encodeKVObject, readKVObject, tokenHash } from '../storage/kv-object/index.ts';
 import type { CodecName, KVExpectation, KVObjectReader } from '../storage/kv-object/types.ts';
-import { kvTensors, tokenIds } from '../test/kv-object/kv-data.ts';
+import { kvTensors, tokenIds } from '../fixtures/kv-data.ts';
 import { choiceList, parseFlags, positiveInt } from './lib/args.ts';
 import { fetchAndInject, type InjectTarget } from './lib/fetch-inject.ts';
 import { median, round } from './lib/stats.ts';

@@ -18,6 +18,10 @@ export interface BenchResultFile extends BenchReport {
   /** True while the benchmark is still running (a checkpoint): the records so far, kept if it never finishes. */
   partial?: boolean;
   command: string;
+  /** `git rev-parse HEAD` of the tree that ran, or null outside a git checkout. */
+  commit: string | null;
+  /** Present (true) when tracked files outside bench/results/ differed from that commit. */
+  uncommittedChanges?: true;
   date: string;
   host: { cpus: string; cpuCount: number; node: string; platform: string };
 }

@@ -1,8 +1,10 @@
 /**
  * Benchmark runner: `npm run bench -- <name> [args] [--out <file>]` imports bench/<name>.ts, calls its run(args) and
  * writes bench/results/<file>.json (default <name>.json; atomically) with the host it ran on. A benchmark may
- * checkpoint its records as it goes: the file then holds them with "partial": true until it finishes.
+ * checkpoint its records as it goes: the file then holds them with "partial": true until it finishes. Every file names
+ * the commit it measured.
  */
+import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { cpus, platform, arch } from 'node:os';
@@ -12,6 +14,19 @@ import type { BenchModule, BenchReport, BenchResultFile } from './report.ts';
 
 const BENCH_DIR = dirname(fileURLToPath(import.meta.url));
 const NOT_BENCHMARKS = new Set(['run', 'report']);
+
+/** The commit the run measures, and whether tracked files outside bench/results/ differ from it. */
+function sourceRevision(): Pick<BenchResultFile, 'commit' | 'uncommittedChanges'> {
+  const git = (...args: string[]): string =>
+    execFileSync('git', args, { cwd: BENCH_DIR, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+  try {
+    const commit = git('rev-parse', 'HEAD');
+    const changed = git('status', '--porcelain', '--untracked-files=no', '--', '..', ':(exclude)results');
+    return changed ? { commit, uncommittedChanges: true } : { commit };
+  } catch {
+    return { commit: null };
+  }
+}
 
 async function main(): Promise<void> {
   const [name, ...rest] = process.argv.slice(2);
@@ -29,11 +44,13 @@ async function main(): Promise<void> {
   if (typeof mod.run !== 'function') throw new Error(`bench/${name}.ts does not export run(args)`);
   const out = join(BENCH_DIR, 'results', `${outName}.json`);
   await mkdir(dirname(out), { recursive: true });
+  const revision = sourceRevision();
   const save = async (report: BenchReport, partial: boolean): Promise<void> => {
     const result: BenchResultFile = {
       name,
       ...(partial ? { partial } : {}),
       command: ['npm run bench --', name, ...rest].join(' '),
+      ...revision,
       date: new Date().toISOString(),
       host: { cpus: cpus()[0]?.model ?? 'unknown', cpuCount: cpus().length, node: process.version, platform: `${platform()}-${arch()}` },
       ...report,

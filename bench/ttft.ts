@@ -41,7 +41,7 @@ import { median, round } from './lib/stats.ts';
 import type { BenchEngine } from './lib/synthetic-engine.ts';
 import type { BlendOptions, Session } from '../engine-adapter/index.ts';
 import { randomTokenIds } from './lib/token-ids.ts';
-import { kvTensors } from '../test/kv-object/kv-data.ts';
+import { kvTensors } from '../fixtures/kv-data.ts';
 import type { BenchRecord, BenchReport, Checkpoint } from './report.ts';
 
 const MODES = ['inject', 'inject-int8', 'inject-int4', 'blend', 'blend-int8', 'blend-int4', 'recompute', 'peer'] as const;

@@ -3,7 +3,6 @@ import { z } from 'zod';
 import { MIN_EDGE_SECRET_LENGTH } from '../common/edge-token.ts';
 import { byteSize as size } from '../common/byte-size.ts';
 import { resolveConfig } from '../common/resolve-config.ts';
-import { parseRateLimit } from './auth/rate-limit.ts';
 import { DEFAULT_MODEL_DIR } from './default-model.ts';
 
 const edgeList = z.union([z.array(z.string()), z.string()]).transform((value, ctx) => {
@@ -18,6 +17,22 @@ const edgeList = z.union([z.array(z.string()), z.string()]).transform((value, ct
 });
 
 const flag = z.union([z.boolean(), z.enum(['true', 'false', '1', '0'])]).transform((value) => value === true || value === 'true' || value === '1');
+
+/** Requests per second and burst of one API key; perSecond 0 turns limiting off. */
+export interface RateLimit {
+  perSecond: number;
+  burst: number;
+}
+
+/** Parses KDN_RATE_LIMIT: "<requests per second>[,<burst>]" (burst defaults to twice the rate; "0" is unlimited). */
+export function parseRateLimit(text: string): RateLimit | undefined {
+  const match = /^\s*(\d+(?:\.\d+)?)\s*(?:,\s*(\d+)\s*)?$/.exec(text);
+  if (!match) return undefined;
+  const perSecond = Number(match[1]);
+  const burst = match[2] === undefined ? Math.max(1, Math.ceil(perSecond * 2)) : Number(match[2]);
+  if (perSecond > 0 && burst < 1) return undefined;
+  return { perSecond, burst };
+}
 
 const rateLimit = z.string().transform((value, ctx) => {
   const parsed = parseRateLimit(value);

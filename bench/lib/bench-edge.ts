@@ -13,7 +13,7 @@ import { pino } from 'pino';
 import { EdgeClient } from '../../edge/client.ts';
 import { startEdge } from '../../edge/main.ts';
 import type { WorkerEdgeOptions } from '../../kdn/query/kv-fetch-protocol.ts';
-import { startProcess } from '../../test/kdn/support/processes.ts';
+import { startProcess } from '../../fixtures/processes.ts';
 
 export const EDGE_PLACEMENTS = ['process', 'inline'] as const;
 export type EdgePlacement = (typeof EDGE_PLACEMENTS)[number];

@@ -25,7 +25,7 @@ const reportSchema = z.union([
   }),
 ]);
 
-/** Measured runs per length (after 2 warm-ups), as in ../shared/ANCHORS.md. */
+/** Measured runs per length (after 2 warm-ups), as in the peer table of docs/ANCHORS.md. */
 export const PEER_REPS = 3;
 
 export type PeerResult = z.infer<typeof resultSchema>;

@@ -1,7 +1,7 @@
 /**
  * Model shapes the speed benchmarks run with random weights, as Hugging Face config.json objects: the engine
  * parses them with parseModelConfig and bench/peer_prefill.py builds the same model in transformers from them,
- * so both sides run exactly one shape. Figures from ../shared/ANCHORS.md.
+ * so both sides run exactly one shape. The shapes are those of the peer table in docs/ANCHORS.md.
  */
 export type HfConfig = Record<string, unknown>;
 

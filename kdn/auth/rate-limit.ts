@@ -1,8 +1,4 @@
-/** Requests per second and burst of one API key; perSecond 0 turns limiting off. */
-export interface RateLimit {
-  perSecond: number;
-  burst: number;
-}
+import type { RateLimit } from '../config.ts';
 
 interface Bucket {
   tokens: number;
@@ -32,14 +28,4 @@ export class RateLimiter {
     }
     return (1 - bucket.tokens) / this.limit.perSecond;
   }
-}
-
-/** Parses KDN_RATE_LIMIT: "<requests per second>[,<burst>]" (burst defaults to twice the rate; "0" is unlimited). */
-export function parseRateLimit(text: string): RateLimit | undefined {
-  const match = /^\s*(\d+(?:\.\d+)?)\s*(?:,\s*(\d+)\s*)?$/.exec(text);
-  if (!match) return undefined;
-  const perSecond = Number(match[1]);
-  const burst = match[2] === undefined ? Math.max(1, Math.ceil(perSecond * 2)) : Number(match[2]);
-  if (perSecond > 0 && burst < 1) return undefined;
-  return { perSecond, burst };
 }

@@ -100,8 +100,8 @@ export class KdnApiClient {
 
   private async call<T>(method: string, path: string, body?: unknown): Promise<T> {
     let res: Response;
-    try {
-      res = await fetch(`${this.server}${path}`, {
+    const send = (): Promise<Response> =>
+      fetch(`${this.server}${path}`, {
         method,
         signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
         headers: {
@@ -109,6 +109,13 @@ export class KdnApiClient {
           ...(body === undefined ? {} : { 'content-type': 'application/json' }),
         },
         ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      });
+    try {
+      // A kept-alive connection the server closes as the request goes out resets it (a server whose event loop was
+      // busy past its keep-alive timeout does this); a GET changes nothing, so it is sent once more.
+      res = await send().catch((err: unknown) => {
+        if (method === 'GET' && isConnectionReset(err)) return send();
+        throw err;
       });
     } catch (err) {
       const reason = (err as { cause?: { code?: string; message?: string } }).cause;
@@ -128,6 +135,11 @@ export class KdnApiClient {
     const code = ERROR_CODES.includes(error?.code as ErrorCode) ? (error!.code as ErrorCode) : codeForHttpStatus(res.status);
     throw new KdnError(code, error?.message ?? `${method} ${path} answered ${res.status}`, error?.hint ? { hint: error.hint } : {});
   }
+}
+
+function isConnectionReset(err: unknown): boolean {
+  const code = (err as { cause?: { code?: string } }).cause?.code;
+  return code === 'ECONNRESET' || code === 'UND_ERR_SOCKET';
 }
 
 function ns(namespace: string | undefined): string {

@@ -2,8 +2,8 @@ import { performance } from 'node:perf_hooks';
 import { KdnError } from '../../common/errors.ts';
 import type { Logger } from '../../common/log.ts';
 import type { KvFetcher } from './kv-fetcher.ts';
+import type { QueryMetrics } from './query-metrics.ts';
 import type { Engine, GeneratedToken } from '../../engine-adapter/types.ts';
-import type { KdnMetrics } from '../api/metrics.ts';
 import type { Catalog } from '../catalog.ts';
 import type { EngineQueue } from '../engine-queue.ts';
 import { blendOptions } from './blend-policy.ts';
@@ -40,7 +40,7 @@ export interface AnswerRequest {
 export class QueryService {
   constructor(
     private readonly deps: {
-      engine: Engine; fetcher: KvFetcher; catalog: Catalog; queue: EngineQueue; metrics: KdnMetrics; log: Logger;
+      engine: Engine; fetcher: KvFetcher; catalog: Catalog; queue: EngineQueue; metrics: QueryMetrics; log: Logger;
       /** Bound on one query from arrival to its last token, queueing included. */
       queryTimeoutMs: number;
     },

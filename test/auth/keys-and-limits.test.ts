@@ -2,7 +2,7 @@ import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
-import { cliJson, startKdnProcess, type Started } from '../kdn/support/processes.ts';
+import { cliJson, startKdnProcess, type Started } from '../../fixtures/processes.ts';
 import { testModel, type TestModel } from '../kdn/support/tiny-model.ts';
 
 /** `kdn serve` without configured keys, keys from a file, the per-key rate limit, and request caps. */

@@ -7,7 +7,7 @@ import type { JobView } from '../../kdn/ingest/jobs.ts';
 import type { DocumentSummary } from '../../kdn/manifest.ts';
 import type { QueryOutcome } from '../../kdn/query/run-query.ts';
 import { openStore } from '../../storage/open-store.ts';
-import { cliJson, runCli, startKdnProcess, type Started } from '../kdn/support/processes.ts';
+import { cliJson, runCli, startKdnProcess, type Started } from '../../fixtures/processes.ts';
 import { testModel, type TestModel } from '../kdn/support/tiny-model.ts';
 
 const ALICE = 'alice-key-0123456789abcdef';

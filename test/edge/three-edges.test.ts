@@ -1,44 +1,16 @@
 import { expect } from 'chai';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { EdgeClient } from '../../edge/client.ts';
+import { startProcess, type Started } from '../../fixtures/processes.ts';
 import { verifyKVObject } from '../../storage/kv-object/index.ts';
 import { startS3rver, type RunningS3rver } from '../support/s3rver.ts';
 import { TEST_EDGE_SECRET, makeKVObject, sha256 } from './helpers.ts';
 
-interface EdgeProcess {
-  child: ChildProcess;
-  url: string;
-}
-
-/** Starts `node bin/kdn.js edge --port 0 --json ...` and waits for its ready line. */
-async function spawnEdge(args: string[]): Promise<EdgeProcess> {
-  const child = spawn(process.execPath, ['bin/kdn.js', 'edge', '--port', '0', '--json', ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, KDN_EDGE_SECRET: TEST_EDGE_SECRET },
-  });
-  let stderr = '';
-  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  const lines = createInterface({ input: child.stdout! });
-  try {
-    const url = await new Promise<string>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`edge did not start in 30 s: ${stderr}`)), 30_000);
-      child.once('exit', (code) => reject(new Error(`edge exited with ${code}: ${stderr}`)));
-      lines.once('line', (line) => {
-        clearTimeout(timer);
-        const ready = JSON.parse(line) as { ready: boolean; url: string };
-        if (ready.ready) resolve(ready.url);
-        else reject(new Error(`unexpected first line: ${line}`));
-      });
-    });
-    return { child, url };
-  } catch (err) {
-    child.kill('SIGKILL');
-    throw err;
-  }
+/** `kdn edge --port 0 --json ...` as its own process. */
+function startEdgeProcess(args: string[]): Promise<Started> {
+  return startProcess(['bin/kdn.js', 'edge', '--port', '0', '--json', ...args], { env: { KDN_EDGE_SECRET: TEST_EDGE_SECRET } });
 }
 
 /** Runs `task` over `items` with at most `concurrency` at once. */
@@ -56,26 +28,22 @@ describe('three edge processes sharing one S3 origin', () => {
   const OBJECTS = 200;
   let s3: RunningS3rver;
   let root: string;
-  let edges: EdgeProcess[] = [];
+  let edges: Started[] = [];
   let client: EdgeClient;
   const expected = new Map<string, string>();
 
   before(async () => {
     s3 = await startS3rver();
     root = await mkdtemp(join(tmpdir(), 'kdn-three-edges-'));
-    edges = await Promise.all([0, 1, 2].map((i) => spawnEdge([
+    edges = await Promise.all([0, 1, 2].map((i) => startEdgeProcess([
       '--origin', s3.url, '--disk-path', join(root, `edge-${i}`), '--memory', '8MiB', '--disk', '64MiB', '--origin-timeout', '5000',
     ])));
-    client = new EdgeClient({ edges: edges.map((edge) => edge.url), timeoutMs: 5_000, secret: TEST_EDGE_SECRET });
+    client = new EdgeClient({ edges: edges.map((edge) => edge.ready.url), timeoutMs: 5_000, secret: TEST_EDGE_SECRET });
   });
 
   after(async () => {
     client?.close();
-    await Promise.all(edges.map((edge) => new Promise<void>((resolve) => {
-      if (edge.child.exitCode !== null || edge.child.signalCode !== null) return resolve();
-      edge.child.once('exit', () => resolve());
-      edge.child.kill('SIGTERM');
-    })));
+    await Promise.all(edges.map((edge) => edge.stop('SIGTERM')));
     await s3?.stop();
     if (root) await rm(root, { recursive: true, force: true });
   });
@@ -119,7 +87,7 @@ describe('three edge processes sharing one S3 origin', () => {
     });
     expect(killedAt).to.equal(60);
     expect(completed).to.equal(keys.length);
-    console.log(`      read run with a kill after ${killedAt} reads: served per edge ${edges.map((edge) => servedBy.get(edge.url) ?? 0).join(', ')}`);
+    console.log(`      read run with a kill after ${killedAt} reads: served per edge ${edges.map((edge) => servedBy.get(edge.ready.url) ?? 0).join(', ')}`);
 
     // After the kill, a full pass must succeed from the two survivors alone.
     const after = new Map<string, number>();
@@ -127,11 +95,11 @@ describe('three edge processes sharing one S3 origin', () => {
       const got = await client.getBuffer(key);
       verifyKVObject(got.body);
       expect(sha256(got.body), key).to.equal(expected.get(key));
-      expect(got.edge).to.not.equal(victim.url);
+      expect(got.edge).to.not.equal(victim.ready.url);
       after.set(got.servedFrom, (after.get(got.servedFrom) ?? 0) + 1);
     });
     console.log(`      second pass without the killed edge, by tier: ${JSON.stringify(Object.fromEntries(after))}`);
     const stats = await client.stats();
-    expect(stats.filter((entry) => entry.error !== undefined).map((entry) => entry.edge)).to.deep.equal([victim.url]);
+    expect(stats.filter((entry) => entry.error !== undefined).map((entry) => entry.edge)).to.deep.equal([victim.ready.url]);
   });
 });

@@ -30,9 +30,11 @@ describe('fault: an edge process killed mid-transfer', function () {
     model = await testModel();
     tmp = await tempDir('kdn-fault-edge-loss-');
     s3 = await startS3Process(join(tmp.dir, 's3'), 'kdn-edge-loss');
-    for (let i = 0; i < 3; i++) {
-      edges.push(await startEdgeProcess(['--origin', s3.ready.url, '--disk-path', join(tmp.dir, `edge-${i}`), '--memory', '64MiB', '--disk', '256MiB']));
-    }
+    // Started together: each start is mostly Node loading the CLI.
+    const started = await Promise.allSettled([0, 1, 2].map((i) =>
+      startEdgeProcess(['--origin', s3.ready.url, '--disk-path', join(tmp.dir, `edge-${i}`), '--memory', '64MiB', '--disk', '256MiB'])));
+    for (const edge of started) if (edge.status === 'fulfilled') edges.push(edge.value);
+    for (const edge of started) if (edge.status === 'rejected') throw edge.reason;
     kdn = await startKdn([
       '--data-dir', join(tmp.dir, 'kdn'), '--origin', s3.ready.url, '--edges', edges.map((e) => e.ready.url).join(','),
       '--model', model.dir, '--codec', 'fp16', '--chunk-tokens', model.kind === 'demo' ? '256' : '64',

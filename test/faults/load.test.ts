@@ -9,7 +9,8 @@ import { mib, MiB, percentile, rssBytes } from './support/proc-stats.ts';
 import { startKdn, tempDir, type Started } from './support/stack.ts';
 
 const CLIENTS = 32;
-const DURATION_MS = Number(process.env.KDN_FAULTS_LOAD_SECONDS ?? 60) * 1000;
+/** 20 s in the suite; `npm run bench -- faults` runs a minute for its throughput and memory figures. */
+const DURATION_MS = Number(process.env.KDN_FAULTS_LOAD_SECONDS ?? 20) * 1000;
 const METRICS_EVERY_MS = 250;
 const RSS_EVERY_MS = 1_000;
 /** Resident memory kdn may gain between the end of the first tenth of the run and its end. */
@@ -17,8 +18,8 @@ const RSS_DRIFT_LIMIT = 128 * MiB;
 const QUESTIONS = ['What does the river carry?', 'Who guards the harbour?', 'What does the lighthouse light?', 'What does the wind cross?'];
 
 /**
- * Load: 32 clients query `kdn serve` back to back for a minute. No query may fail, the engine queue must visibly
- * fill (its depth gauge in /metrics), and kdn's memory must stay flat. Throughput and latency are reported.
+ * Load: 32 clients query `kdn serve` back to back (KDN_FAULTS_LOAD_SECONDS). No query may fail, the engine queue must
+ * visibly fill (its depth gauge in /metrics), and kdn's memory must stay flat. Throughput and latency are reported.
  */
 describe('fault: sustained load from 32 clients', function () {
   this.timeout(DURATION_MS + 120_000);

@@ -6,7 +6,7 @@ import { KdnApiClient, type QueryResponse, type WarmPlan } from '../../kdn/clien
 import type { JobView } from '../../kdn/ingest/jobs.ts';
 import type { DocumentSummary, Manifest } from '../../kdn/manifest.ts';
 import { openStore } from '../../storage/open-store.ts';
-import { TEST_API_KEY, cliJson, runCli, startKdnProcess, type Started } from './support/processes.ts';
+import { TEST_API_KEY, cliJson, runCli, startKdnProcess, type Started } from '../../fixtures/processes.ts';
 import { testModel, type TestModel } from './support/tiny-model.ts';
 
 const CATS = `# Cats

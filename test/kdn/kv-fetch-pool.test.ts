@@ -9,7 +9,7 @@ import { KvFetchPool } from '../../kdn/query/kv-fetch-pool.ts';
 import { inThreadFetcher, type KvFetcher } from '../../kdn/query/kv-fetcher.ts';
 import { codecFromString, encodeKVObject, tokenHash } from '../../storage/kv-object/index.ts';
 import type { KVExpectation, KVLayerBlock } from '../../storage/kv-object/types.ts';
-import { kvTensors, tokenIds } from '../kv-object/kv-data.ts';
+import { kvTensors, tokenIds } from '../../fixtures/kv-data.ts';
 import { TEST_EDGE_SECRET } from '../edge/helpers.ts';
 
 const SHAPE = { layers: 4, kvHeads: 2, headDim: 64, tokens: 300 };

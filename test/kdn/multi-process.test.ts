@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import { KdnApiClient, type QueryResponse } from '../../kdn/client/api-client.ts';
-import { TEST_API_KEY, startKdnProcess, startProcess, type Started } from './support/processes.ts';
+import { TEST_API_KEY, startKdnProcess, startProcess, type Started } from '../../fixtures/processes.ts';
 import { testModel, type TestModel } from './support/tiny-model.ts';
 
 const PARAGRAPH = 'The river carries water from the hills to the sea. Mills stand along its banks and grind the grain. ';
@@ -24,9 +24,11 @@ describe('kdn with three edge processes and an S3 origin', function () {
     s3 = await startProcess(['test/support/s3rver-process.ts', '--port', '0', '--dir', join(dir, 's3'), '--bucket', 'kdn-multi'], { node: ['--import', 'tsx'] });
     const origin = s3.ready.url as string;
     expect(origin).to.match(/^s3:\/\//);
-    for (let i = 0; i < 3; i++) {
-      edges.push(await startKdnProcess(['edge', '--port', '0', '--origin', origin, '--disk-path', join(dir, `edge-${i}`), '--memory', '64MiB', '--disk', '256MiB']));
-    }
+    // Started together: each start is mostly Node loading the CLI.
+    const started = await Promise.allSettled([0, 1, 2].map((i) =>
+      startKdnProcess(['edge', '--port', '0', '--origin', origin, '--disk-path', join(dir, `edge-${i}`), '--memory', '64MiB', '--disk', '256MiB'])));
+    for (const edge of started) if (edge.status === 'fulfilled') edges.push(edge.value);
+    for (const edge of started) if (edge.status === 'rejected') throw edge.reason;
     kdn = await startKdnProcess([
       'serve', '--port', '0', '--data-dir', join(dir, 'kdn'), '--origin', origin, '--edges', edges.map((e) => e.ready.url).join(','),
       '--model', model.dir, '--backend', 'cpu', '--codec', 'int8', '--chunk-tokens', '24',

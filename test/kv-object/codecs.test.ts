@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { codecFromString, codecToString, decodeKVObject, encodeKVObject, readKVObject } from '../../storage/kv-object/index.ts';
 import type { CodecSpec, KVTensors } from '../../storage/kv-object/types.ts';
 import { isKdnError } from '../../common/errors.ts';
-import { asAsync, chunked, kvTensors, tokenIds, type Shape } from './kv-data.ts';
+import { asAsync, chunked, kvTensors, tokenIds, type Shape } from '../../fixtures/kv-data.ts';
 
 const CODECS = ['fp16', 'int8', 'int4', 'fp16+lz4', 'int8+lz4', 'int4+lz4'];
 

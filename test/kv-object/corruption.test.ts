@@ -7,7 +7,7 @@ import {
 } from '../../storage/kv-object/index.ts';
 import type { KVExpectation, KVHeader } from '../../storage/kv-object/types.ts';
 import { isKdnError, type ErrorCode } from '../../common/errors.ts';
-import { asAsync, chunked, kvTensors, rng, tokenIds } from './kv-data.ts';
+import { asAsync, chunked, kvTensors, rng, tokenIds } from '../../fixtures/kv-data.ts';
 
 const CODECS = ['fp16', 'int8', 'int4', 'fp16+lz4', 'int8+lz4', 'int4+lz4'];
 const REJECT: ErrorCode[] = ['KV_CORRUPT', 'KV_MISMATCH', 'KV_UNSUPPORTED'];

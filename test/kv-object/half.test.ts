@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { fromHalfBits, toHalfBits, toHalfBitsDown, toHalfBitsUp } from '../../storage/kv-object/half.ts';
-import { rng } from './kv-data.ts';
+import { rng } from '../../fixtures/kv-data.ts';
 
 describe('kv-object/half (float32 <-> float16)', () => {
   it('round-trips every finite half and keeps infinities and NaN', () => {

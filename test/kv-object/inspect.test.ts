@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import { codecFromString, encodeKVObject } from '../../storage/kv-object/index.ts';
-import { kvTensors, tokenIds } from './kv-data.ts';
+import { kvTensors, tokenIds } from '../../fixtures/kv-data.ts';
 
 function kdn(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {

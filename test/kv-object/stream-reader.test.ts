@@ -8,7 +8,7 @@ import { codecFromString, decodeKVObject, encodeKVObject, readKVHeader, readKVOb
 import type { KVLayerTensors, KVObjectReader } from '../../storage/kv-object/types.ts';
 import { isKdnError } from '../../common/errors.ts';
 import { OFF_THREAD_MIN_BYTES } from '../../storage/kv-object/layer-block.ts';
-import { asAsync, chunked, kvTensors, rng, tokenIds } from './kv-data.ts';
+import { asAsync, chunked, kvTensors, rng, tokenIds } from '../../fixtures/kv-data.ts';
 
 const SHAPE = { layers: 4, kvHeads: 2, headDim: 16, tokens: 50 };
 

@@ -4,7 +4,7 @@
 For each supported architecture: transformers builds a random-weight model from a small config and saves it
 (safetensors); the engine loads the same directory through `tools/engine-logits.ts`; both run the same prompt.
 We compare last-position logits (max abs difference, relative to the logit range) and require identical greedy
-tokens for 32 steps. Runs on the GPU machine (torch + transformers there); prints one JSON report.
+tokens for 32 steps. Runs where python3 has torch and transformers, on a GPU or the CPU; prints one JSON report.
 
   python3 tools/gpu/compare-transformers.py --backend webgpu --out report.json
 """

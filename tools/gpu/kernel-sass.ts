@@ -1,6 +1,6 @@
 /**
  * The machine code NVIDIA's Vulkan driver compiles for the engine's tensor-core kernels, with each kernel's highest
- * register and instruction mix: the one view of what the WGSL becomes on the GPU machine. Run there:
+ * register and instruction mix: the one view of what the WGSL becomes on the GPU. Run on the host with the NVIDIA GPU:
  *   node --import tsx tools/gpu/kernel-sass.ts --out <dir> [--nvdisasm /usr/local/cuda/bin/nvdisasm]
  * It writes <dir>/<kernel>.sass and <dir>/summary.json. --cache <folder> reads a shader cache made earlier instead (any
  * program run with __GL_SHADER_DISK_CACHE_PATH=<folder> __GL_SHADER_DISK_CACHE_SKIP_CLEANUP=1); its objects are then

@@ -1,58 +1,89 @@
 #!/usr/bin/env bash
-# The GPU measurements of the TTFT and engine benchmarks, in parts that each fit one device call (10 minutes):
-#   bash tools/gpu/measure.sh <part> [<part> ...]
-# run on the GPU machine after `source .gpu/activate`, with $OUT set (the device tool sets it). Every step has its own
-# timeout, well above its benchmark's --max-seconds, and copies what it wrote into $OUT as soon as it ends, so a call
-# cut short keeps the steps before. At most 8 files come back from one call: each part below writes 1 to 4, so run
-# one or two parts per call. The short contexts warm the recompute up once (its first run in a process compiles the
-# pipelines); the long ones do not (a 32k recompute takes seconds), so their first recompute includes that. Parts:
-#   check    the WebGPU kernel, backend and injector tests (tensor-core kernels included)          ~1 min
-#   profile  where an injected query's time goes, 8B shape at 8k and 32k                           ~2 min
+# KDN's GPU measurements on a Linux host with an NVIDIA GPU, in parts:
+#   bash tools/gpu/measure.sh [--out DIR] <part> [<part> ...]
+# from the repository root, after `npm ci` and `bash tools/gpu/prep.sh check` (on a host prepared with
+# `prep.sh pack`: after `source .gpu/activate`). Every step runs under its own timeout, well above its benchmark's
+# --max-seconds, and leaves its output and log in DIR (default .tmp/gpu-results, git-ignored) as soon as it ends, so
+# an interrupted run keeps the steps before. DIR holds the results of one commit: source.json names it, and a run
+# from another commit is refused until DIR is emptied. The part `merge` turns DIR's files into the current results
+# files (bench/results/ttft-gpu.json, engine-gpu.json, gpu/profile-forward.json and gpu/compare-transformers.json;
+# see bench/HISTORY.md).
+# The short contexts warm the recompute up once (its first run in a process compiles the pipelines); the long ones
+# do not (a 32k recompute takes seconds), so their first recompute includes that. Times are from one H200 host:
+#   check    the WebGPU kernel, backend, injector and recorder tests (tensor-core kernels included)    ~1 min
+#   profile  where an injected query's time goes, 8B shape at 8k and 32k                               ~2 min
 #   forward  kernel by kernel GPU times of a question at 8k and a 4096-token prefill chunk, 8B and 1B  ~2 min
-#   8b       8B TTFT at 1k, 4k and 8k, every mode (context KV computed by the engine)              ~3 min
-#   8b-long  8B TTFT at 16k and 32k, every mode, the inject modes on synthetic KV                  ~3 min
-#   1b       1B TTFT at 1k, 4k, 8k, every mode; 16k and 32k every mode on synthetic KV             ~2 min
-#   engine   engine prefill and decode throughput against transformers, 1B and 8B                  ~6 min
-#   sass     the driver's machine code for the tensor-core kernels, with registers and instruction mix  ~1 min
-#   blend-check  the blend kernels' and backend's tests (tensor-core kernels included)              ~2 min
-#   blend-8b     8B TTFT at 8k and 32k in 8 chunks: blend against inject (int4 and fp16, synthetic KV) and the
-#                peer, then the modes in reverse order                                             ~6 min
-#   blend-1b     the same for the 1B shape, one order                                              ~3 min
-#   fidelity the fidelity benchmark's whole grid (codecs, composition modes, blend) on the demo model   ~3 min
+#   8b       8B TTFT at 1k, 4k and 8k, every mode (context KV computed by the engine)                  ~3 min
+#   8b-long  8B TTFT at 16k and 32k, every mode, the inject modes on synthetic KV                      ~3 min
+#   1b       1B TTFT at 1k, 4k, 8k, every mode; 16k and 32k every mode on synthetic KV                 ~2 min
+#   engine   engine prefill and decode throughput against transformers, 1B and 8B                      ~6 min
+#   compare  the engine's logits and greedy tokens against transformers, four architectures
+#   sass     the driver's machine code for the tensor-core kernels (needs CUDA's nvdisasm)              ~1 min
+#   blend    the blend kernels' and backend's tests, then 8B and 1B TTFT at 8k and 32k in 8 chunks: blend against
+#            injection (int4, synthetic KV) and the peer (bench/results/ttft-blend-gpu.json)               ~6 min
+#   fidelity the fidelity benchmark's whole grid on the demo model, one run per context set             ~6 min
+#   merge    DIR's TTFT, engine, forward-profile and comparison files into bench/results/
 set -u
-OUT=${OUT:?set OUT to the folder whose files come back}
 cd "$(dirname "$0")/../.."
+DIR=.tmp/gpu-results
+if [ "${1:-}" = "--out" ]; then DIR=${2:?--out needs a folder}; shift 2; fi
+[ $# -gt 0 ] || { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+mkdir -p "$DIR"
 
-step() { # step <seconds> <name> <command...>: runs it with a timeout, keeps its log
+source_json() { # the commit this checkout measures, and whether tracked files outside bench/results differ from it
+  local commit changed
+  commit=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+  changed=$(git status --porcelain --untracked-files=no -- . ':(exclude)bench/results' 2>/dev/null | head -1)
+  printf '{"commit": "%s", "uncommittedChanges": %s}\n' "$commit" "$([ -n "$changed" ] && echo true || echo false)"
+}
+
+if [ -f "$DIR/source.json" ]; then
+  if [ "$(cat "$DIR/source.json")" != "$(source_json)" ]; then
+    echo "$DIR holds results of $(cat "$DIR/source.json"), not of this checkout $(source_json): merge or remove them first" >&2
+    exit 1
+  fi
+else
+  source_json > "$DIR/source.json"
+fi
+
+step() { # step <seconds> <name> <command...>: runs it with a timeout; stdout to <name>.out, stderr to <name>.log
   local seconds=$1 name=$2
   shift 2
   echo "== $name (limit ${seconds}s)"
   local start=$SECONDS
-  timeout "$seconds" "$@" >"$OUT/$name.log" 2>&1
+  timeout "$seconds" "$@" >"$DIR/$name.out" 2>"$DIR/$name.log"
   local rc=$?
   echo "   rc $rc after $((SECONDS - start))s"
-  tail -n 3 "$OUT/$name.log"
+  tail -n 3 "$DIR/$name.log"
+  return $rc
 }
 
-bench() { # bench <seconds> <out> <args...>: one benchmark; its results file goes to $OUT even when partial
+json_step() { # like step, for a tool that prints one JSON report on stdout: kept as <name>.json
+  local name=$2
+  step "$@"
+  local rc=$?
+  mv "$DIR/$name.out" "$DIR/$name.json"
+  return $rc
+}
+
+bench() { # bench <seconds> <out> <args...>: one benchmark; its results file (partial too) moves into DIR
   local seconds=$1 out=$2
   shift 2
   step "$seconds" "$out" node --import tsx bench/run.ts "$@" --out "$out"
-  cp "bench/results/$out.json" "$OUT/" 2>/dev/null || echo "   no bench/results/$out.json"
+  mv "bench/results/$out.json" "$DIR/" 2>/dev/null || echo "   no bench/results/$out.json"
 }
 
 for part in "$@"; do
   case "$part" in
     check)
-      step 240 check node node_modules/mocha/bin/mocha.js test/engine/webgpu-kernels.test.ts test/engine/webgpu-backend.test.ts \
+      # CI=true: a missing GPU adapter fails the tests instead of skipping them.
+      step 240 check env CI=true node node_modules/mocha/bin/mocha.js test/engine/webgpu-kernels.test.ts test/engine/webgpu-backend.test.ts \
         test/engine/webgpu-kv-injector.test.ts test/engine/webgpu-kv-buffer-pool.test.ts test/engine/webgpu-recorder.test.ts ;;
     profile)
-      step 200 profile-question-8b node --import tsx tools/gpu/profile-question.ts --shape llama3.1-8b --contexts 8192,32768 --codecs fp16,int4
-      cp "$OUT/profile-question-8b.log" "$OUT/profile-question-8b.json" ;;
+      json_step 200 profile-question-8b node --import tsx tools/gpu/profile-question.ts --shape llama3.1-8b --contexts 8192,32768 --codecs fp16,int4 ;;
     forward)
       for shape in llama3.1-8b llama3.2-1b; do
-        step 200 "profile-forward-$shape" node --import tsx tools/gpu/profile-forward.ts --shape "$shape" --context 8192 --chunk 4096
-        cp "$OUT/profile-forward-$shape.log" "$OUT/profile-forward-$shape.json"
+        json_step 200 "profile-forward-$shape" node --import tsx tools/gpu/profile-forward.ts --shape "$shape" --context 8192 --chunk 4096
       done ;;
     8b)
       bench 420 ttft-gpu-8b ttft --shape llama3.1-8b --contexts 1024,4096,8192 --question 64 --backend webgpu --runs 2 --warmup 1 \
@@ -68,22 +99,25 @@ for part in "$@"; do
     engine)
       bench 170 engine-gpu-1b engine --shape llama3.2-1b --contexts 1024,4096 --decode 32 --backend webgpu --runs 1 --warmup 1 --max-seconds 130
       bench 200 engine-gpu-8b engine --shape llama3.1-8b --contexts 1024,4096 --decode 16 --backend webgpu --runs 1 --warmup 1 --max-seconds 150 ;;
-    blend-check)
-      step 240 blend-check node node_modules/mocha/bin/mocha.js test/engine/webgpu-blend-kernels.test.ts test/engine/webgpu-backend.test.ts -g blend ;;
-    blend-8b)
-      bench 270 ttft-blend-8b ttft --shape llama3.1-8b --contexts 8192,32768 --chunks 8 --question 64 --backend webgpu --kv synthetic \
-        --modes inject-int4,blend-int4,inject,blend,peer --runs 3 --warmup 1 --recompute-warmup 0 --max-seconds 220
-      bench 200 ttft-blend-8b-reversed ttft --shape llama3.1-8b --contexts 8192,32768 --chunks 8 --question 64 --backend webgpu \
-        --kv synthetic --modes blend,inject,blend-int4,inject-int4 --runs 3 --warmup 1 --recompute-warmup 0 --max-seconds 150 ;;
-    blend-1b)
-      bench 200 ttft-blend-1b ttft --shape llama3.2-1b --contexts 8192,32768 --chunks 8 --question 64 --backend webgpu --kv synthetic \
-        --modes inject-int4,blend-int4,inject,blend,peer --runs 3 --warmup 1 --recompute-warmup 0 --max-seconds 150 ;;
-    fidelity)
-      bench 400 fidelity-gpu fidelity --backend webgpu ;;
+    compare)
+      step 300 compare-transformers python3 tools/gpu/compare-transformers.py --backend webgpu --dtype float16 --out "$DIR/compare-transformers.json" ;;
     sass)
-      step 120 kernel-sass node --import tsx tools/gpu/kernel-sass.ts --out "$OUT/sass" --nvdisasm "$(command -v nvdisasm || echo /usr/local/cuda/bin/nvdisasm)" ;;
+      step 120 kernel-sass node --import tsx tools/gpu/kernel-sass.ts --out "$DIR/sass" --nvdisasm "$(command -v nvdisasm || echo /usr/local/cuda/bin/nvdisasm)" ;;
+    blend)
+      step 240 blend-check env CI=true node node_modules/mocha/bin/mocha.js test/engine/webgpu-blend-kernels.test.ts \
+        test/engine/webgpu-backend.test.ts -g blend
+      for shape in 8b:llama3.1-8b 1b:llama3.2-1b; do
+        bench 240 "ttft-blend-${shape%%:*}" ttft --shape "${shape#*:}" --contexts 8192,32768 --chunks 8 --question 64 --backend webgpu \
+          --kv synthetic --modes blend-int4,inject-int4,peer --runs 3 --warmup 1 --recompute-warmup 0 --max-seconds 180
+      done ;;
+    fidelity)
+      for set in document composed; do
+        bench 300 "fidelity-$set" fidelity --backend webgpu --sets "$set"
+      done ;;
+    merge)
+      node --import tsx tools/gpu/merge-results.ts "$DIR" ;;
     *)
-      echo "unknown part $part (check, profile, forward, 8b, 8b-long, 1b, engine, sass, blend-check, blend-8b, blend-1b, fidelity)" >&2
+      echo "unknown part $part (check, profile, forward, 8b, 8b-long, 1b, engine, compare, sass, blend, fidelity, merge)" >&2
       exit 2 ;;
   esac
 done

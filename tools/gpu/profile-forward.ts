@@ -6,7 +6,7 @@
  *   kernels: the same chunk through a timed Recorder (every dispatch in a pass of its own between GPU timestamps),
  *     summed per kernel (file name and defines), largest first; gapMs is wall minus the kernels' sum: launches,
  *     barriers, encoding and the wait for completion.
- * Prints one JSON object. Run on the GPU machine:
+ * Prints one JSON object. Run on a host with an NVIDIA GPU (docs/GPU.md):
  *   node --import tsx tools/gpu/profile-forward.ts --shape llama3.1-8b --context 8192 --chunk 4096
  */
 import { parseArgs } from 'node:util';

@@ -1,7 +1,7 @@
 /**
  * How fast the matmul the engine chooses runs each projection of one layer of a shape, for a few row counts (a
  * question's 64 tokens, a prefill chunk's 1024): ms and TFLOP/s per projection, each recorded --reps times into one
- * submission. Only the seven projection matrices are made, so it starts in seconds. Run on the GPU machine:
+ * submission. Only the seven projection matrices are made, so it starts in seconds. Run on a host with an NVIDIA GPU (docs/GPU.md):
  *   node --import tsx tools/gpu/profile-matmul.ts --shape llama3.1-8b --rows 64,1024
  */
 import { parseArgs } from 'node:util';

@@ -2,7 +2,7 @@
  * Where prefill time goes on the WebGPU backend: times each kernel of one layer for a chunk of --chunk tokens
  * (each op recorded --reps times into one submission, so launch overhead is amortised as in a real forward), the
  * attention of every chunk of a --tokens prefill, and the lm_head; scales per-layer figures by the layer count and
- * prints one JSON object. Run on the GPU machine:
+ * prints one JSON object. Run on a host with an NVIDIA GPU (docs/GPU.md):
  *   node --import tsx tools/gpu/profile-prefill.ts --shape llama3.2-1b --tokens 4096
  */
 import { parseArgs } from 'node:util';

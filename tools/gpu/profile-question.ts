@@ -6,7 +6,7 @@
  *   question: the --question-token prefill at that position (median of --reps), as ttft's question_ms;
  *   kernels: one layer's kernels for the question's tokens (each recorded --reps times in one submission):
  *     matmuls, attention as chosen (tensor cores with key splits where they exist), and the alternatives.
- * Prints one JSON object. Run on the GPU machine:
+ * Prints one JSON object. Run on a host with an NVIDIA GPU (docs/GPU.md):
  *   node --import tsx tools/gpu/profile-question.ts --shape llama3.1-8b --contexts 8192,32768
  */
 import { parseArgs } from 'node:util';

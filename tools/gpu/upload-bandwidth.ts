@@ -5,7 +5,7 @@
  *   writeBuffer:       queue.writeBuffer per block (Dawn stages it);
  *   mappedAtCreation:  a new MAP_WRITE|COPY_SRC buffer per block, filled while mapped, then copyBufferToBuffer;
  *   mapAsyncPool:      a pool of MAP_WRITE|COPY_SRC staging buffers re-mapped with mapAsync, then copied.
- * Run on the GPU machine: node --import tsx tools/gpu/upload-bandwidth.ts --total 1024 --blocks 1,8,32
+ * Run on a host with an NVIDIA GPU (docs/GPU.md): node --import tsx tools/gpu/upload-bandwidth.ts --total 1024 --blocks 1,8,32
  */
 import { parseArgs } from 'node:util';
 import { openDevice } from '../../engine-adapter/webgpu/device.ts';

@@ -5,7 +5,7 @@ Reads the pack from tools/corpus/build_corpus.py, trains for a fixed wall-clock 
 that time, or over an epoch cap if the data runs out first), keeps the weights with the best validation
 loss, and writes a Hugging Face model directory plus train-log.json.
 
-    python3 tools/train/train.py --corpus .tmp/corpus/corpus.jsonl.xz --out "$OUT" --minutes 8.5
+    python3 tools/train/train.py --corpus .tmp/corpus/corpus.jsonl.xz --out .tmp/kdn-demo --minutes 8.5
     python3 tools/train/train.py --smoke --out /tmp/smoke     # tiny model, 20 steps, a slice of the corpus
 """
 

@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
 
 /**
- * Credentials every fault test uses (issue 8's interface): kdn reads API keys from KDN_API_KEYS ("key=tenant,..."),
- * kdn and its edges share KDN_EDGE_SECRET. Setting both on every process, and sending the key on every request,
- * keeps these tests valid whether or not the servers enforce them yet.
+ * Credentials every fault test uses: kdn reads API keys from KDN_API_KEYS ("key=tenant,..."), kdn and its edges share
+ * KDN_EDGE_SECRET. Every process gets both and every request carries the key, so the faults are tested with
+ * authentication on, as a deployment runs.
  */
 export const API_KEY = 'faults-key-0123456789abcdef';
 export const TENANT = 'faults';

@@ -1,7 +1,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startKdnProcess, startProcess, type Started } from '../../kdn/support/processes.ts';
+import { startKdnProcess, startProcess, type Started } from '../../../fixtures/processes.ts';
 import { authEnv } from './auth.ts';
 
 export type { Started };

@@ -1,0 +1,96 @@
+/**
+ * Turns the files `tools/gpu/measure.sh` leaves in its folder into the current results files, one per benchmark:
+ *   ttft-gpu-*.json        -> bench/results/ttft-gpu.json     (every shape's and context range's records)
+ *   engine-gpu-*.json      -> bench/results/engine-gpu.json
+ *   profile-forward-*.json -> bench/results/gpu/profile-forward.json
+ *   compare-transformers.json -> bench/results/gpu/compare-transformers.json
+ * Each merged file names the commit its runs measured (the folder's source.json, which every benchmark file must
+ * agree with) and keeps each run's command, date, host and params. A partial run is refused: rerun that part.
+ *   node --import tsx tools/gpu/merge-results.ts <folder>
+ */
+import { existsSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { BenchRecord, BenchResultFile } from '../../bench/report.ts';
+
+const RESULTS = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench', 'results');
+
+interface Source {
+  commit: string;
+  uncommittedChanges: boolean;
+}
+
+function readJson<T>(file: string): T {
+  try {
+    return JSON.parse(readFileSync(file, 'utf8')) as T;
+  } catch (err) {
+    throw new Error(`${file}: ${(err as Error).message} (did its step fail? its .log says)`);
+  }
+}
+
+function writeAtomically(file: string, value: unknown): void {
+  writeFileSync(`${file}.tmp`, `${JSON.stringify(value, null, 1)}\n`);
+  renameSync(`${file}.tmp`, file);
+  console.log(`wrote ${file}`);
+}
+
+const filesOf = (folder: string, prefix: string): string[] =>
+  readdirSync(folder).filter((name) => name.startsWith(prefix) && name.endsWith('.json')).sort().map((name) => join(folder, name));
+
+const revision = (source: Source): { commit: string; uncommittedChanges?: true } =>
+  source.uncommittedChanges ? { commit: source.commit, uncommittedChanges: true } : { commit: source.commit };
+
+/** Benchmark runs of one benchmark (bench/run.ts files) into one file with every run's records. */
+function mergeBenchRuns(files: string[], name: string, source: Source): object {
+  const runs = files.map((file) => ({ file, run: readJson<BenchResultFile>(file) }));
+  for (const { file, run } of runs) {
+    if (run.partial) throw new Error(`${file} is partial (its run was cut off): run that part again`);
+    if (run.commit !== source.commit) throw new Error(`${file} measured ${run.commit}, not ${source.commit}`);
+  }
+  const records: BenchRecord[] = runs.flatMap(({ run }) => run.records);
+  return {
+    name,
+    commands: runs.map(({ run }) => run.command),
+    ...revision(source),
+    runs: runs.map(({ run }) => ({ command: run.command, date: run.date, host: run.host, params: run.params ?? {} })),
+    records,
+  };
+}
+
+function main(folder: string | undefined): void {
+  if (!folder || !existsSync(join(folder, 'source.json'))) {
+    throw new Error('usage: node --import tsx tools/gpu/merge-results.ts <folder with source.json, from measure.sh>');
+  }
+  const source = readJson<Source>(join(folder, 'source.json'));
+  let merged = 0;
+  for (const [prefix, name] of [['ttft-gpu-', 'ttft-gpu'], ['engine-gpu-', 'engine-gpu']] as const) {
+    const files = filesOf(folder, prefix);
+    if (files.length === 0) continue;
+    writeAtomically(join(RESULTS, `${name}.json`), mergeBenchRuns(files, name.replace(/-gpu$/, ''), source));
+    merged++;
+  }
+  const profiles = filesOf(folder, 'profile-forward-');
+  if (profiles.length > 0) {
+    const shapes = profiles.map((file) => readJson<object>(file));
+    writeAtomically(join(RESULTS, 'gpu', 'profile-forward.json'), { name: 'profile-forward', ...revision(source), shapes });
+    merged++;
+  }
+  const comparison = join(folder, 'compare-transformers.json');
+  if (existsSync(comparison)) {
+    const command = 'python3 tools/gpu/compare-transformers.py --backend webgpu --dtype float16 --out compare-transformers.json';
+    const report = readJson<object>(comparison);
+    const file = { name: 'compare-transformers', command, ...revision(source), ...report };
+    writeAtomically(join(RESULTS, 'gpu', 'compare-transformers.json'), file);
+    merged++;
+  }
+  if (merged === 0) {
+    throw new Error(`nothing to merge in ${folder}: run measure.sh's 8b, 8b-long, 1b, engine, forward or compare parts first`);
+  }
+}
+
+try {
+  main(process.argv[2]);
+} catch (err) {
+  console.error(err instanceof Error ? err.message : String(err));
+  process.exitCode = 1;
+}
