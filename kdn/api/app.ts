@@ -4,6 +4,8 @@ import multer from 'multer';
 import { KdnError, toKdnError } from '../../common/errors.ts';
 import { sendError } from '../../common/http-errors.ts';
 import { authenticate } from '../auth/authenticate.ts';
+import { accessLog } from './access-log.ts';
+import { isOpenAIPath, sendOpenAIError } from './openai-errors.ts';
 import { documentRoutes } from './routes/documents.ts';
 import { openAIRoutes } from './routes/openai.ts';
 import { opsRoutes } from './routes/ops.ts';
@@ -15,6 +17,7 @@ export function createApp(services: KdnServices): Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('query parser', 'simple');
+  app.use(accessLog(services.log.child({ part: 'access' })));
   app.use(measure(services));
   app.use(authenticate(services.access));
   app.use(opsRoutes(services));
@@ -23,13 +26,14 @@ export function createApp(services: KdnServices): Express {
   app.use(openAIRoutes(services));
   app.use((req: Request) => {
     throw new KdnError('NOT_FOUND', `no route ${req.method} ${req.path}`, {
-      hint: 'routes: /v1/documents, /v1/jobs/:id, /v1/query, /v1/chat/completions, /v1/completions, /v1/models, /healthz, /metrics',
+      hint: 'routes: /v1/documents, /v1/jobs/:id, /v1/query, /v1/chat/completions, /v1/completions, /v1/models, /healthz, /readyz, /metrics',
     });
   });
   app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
     const e = fromMiddleware(err);
-    if (e.code === 'INTERNAL') services.log.error({ err, path: req.path }, 'request failed');
-    sendError(res, e);
+    if (e.code === 'INTERNAL') services.log.error({ err, path: req.path, reqId: req.id }, 'request failed');
+    if (isOpenAIPath(req.path)) sendOpenAIError(res, e);
+    else sendError(res, e);
   });
   return app;
 }

@@ -26,6 +26,8 @@ export interface AnswerRequest {
   mode: QueryMode;
   maxTokens: number;
   temperature: number;
+  /** Nucleus sampling (1, the default, keeps every token). */
+  topP?: number;
   seed?: number;
   stopStrings: string[];
   /** Aborts generation (a client that went away). */
@@ -77,6 +79,7 @@ export class QueryService {
         mode: req.mode,
         maxTokens: req.maxTokens,
         temperature: req.temperature,
+        ...(req.topP === undefined ? {} : { topP: req.topP }),
         ...(req.seed === undefined ? {} : { seed: req.seed }),
         stopStrings: req.stopStrings,
         onToken,
