@@ -6,6 +6,7 @@ import { sendError } from '../../common/http-errors.ts';
 import { authenticate } from '../auth/authenticate.ts';
 import { accessLog } from './access-log.ts';
 import { isOpenAIPath, sendOpenAIError } from './openai-errors.ts';
+import { routeLabel } from './route-label.ts';
 import { documentRoutes } from './routes/documents.ts';
 import { openAIRoutes } from './routes/openai.ts';
 import { opsRoutes } from './routes/ops.ts';
@@ -18,7 +19,7 @@ export function createApp(services: KdnServices): Express {
   app.disable('x-powered-by');
   app.set('query parser', 'simple');
   app.use(accessLog(services.log.child({ part: 'access' })));
-  app.use(measure(services));
+  app.use(measure(services, app));
   app.use(authenticate(services.access));
   app.use(opsRoutes(services));
   app.use(documentRoutes(services));
@@ -39,11 +40,11 @@ export function createApp(services: KdnServices): Express {
 }
 
 /** Request count and latency per route (the matched route pattern, so ids do not explode the label set). */
-function measure(services: KdnServices) {
+function measure(services: KdnServices, app: Express) {
   return (req: Request, res: Response, next: NextFunction): void => {
     const start = performance.now();
     res.on('finish', () => {
-      const route = (req.route as { path?: string } | undefined)?.path ?? 'unmatched';
+      const route = routeLabel(app, req);
       services.metrics.requests.inc({ route, method: req.method, status: String(res.statusCode) });
       services.metrics.latency.observe({ route }, (performance.now() - start) / 1000);
     });
