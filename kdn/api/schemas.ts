@@ -31,6 +31,8 @@ export const QuerySchema = z.object({
   maxTokens: maxTokens.default(64),
   temperature: temperature.default(0),
   seed: z.number().int().min(0).optional(),
+  /** Server-sent events: a `token` event per piece of text as it is generated, then one `result` event. */
+  stream: z.boolean().default(false),
 });
 export type QueryBody = z.output<typeof QuerySchema>;
 

@@ -199,7 +199,7 @@ describe('tenants and API keys', function () {
     expect(warm.failed).to.equal(0);
     expect(warm.keys).to.be.greaterThan(0);
     const denied = await runCli(['docs', 'list', '--namespace', 'docs'], { KDN_SERVER: url, KDN_API_KEY: 'not-a-key-0123456789abcdef' });
-    expect(denied.code).to.equal(1);
+    expect(denied.code, 'exit status 4: API key refused').to.equal(4);
     expect(denied.stderr).to.match(/UNAUTHENTICATED/).and.match(/hint: .*Bearer/);
   });
 
