@@ -20,6 +20,8 @@ export function accessLog(log: Logger) {
       res.setHeader('x-request-id', id);
       return id;
     },
+    // Probes come every few seconds; their ids are still set, they are just not logged.
+    autoLogging: { ignore: (req) => req.method === 'GET' && (pathOf(req) === '/healthz' || pathOf(req) === '/readyz') },
     customLogLevel(_req, res, err) {
       if (err || res.statusCode >= 500) return 'error';
       return res.statusCode >= 400 ? 'warn' : 'info';

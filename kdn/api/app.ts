@@ -62,7 +62,12 @@ function fromMiddleware(err: unknown): KdnError {
   // The router's percent-decoding of a route parameter ("/v1/jobs/%ff").
   if (err instanceof URIError) return new KdnError('INVALID_ARGUMENT', `bad percent-encoding in the URL: ${err.message}`, { hint: 'escape ids with encodeURIComponent' });
   const type = (err as { type?: unknown }).type;
-  if (type === 'entity.too.large') return new KdnError('PAYLOAD_TOO_LARGE', 'request body too large', { hint: 'send a smaller body' });
+  if (type === 'entity.too.large') {
+    const limit = (err as { limit?: unknown }).limit;
+    return new KdnError('PAYLOAD_TOO_LARGE', `request body too large${typeof limit === 'number' ? ` (the limit is ${limit} bytes)` : ''}`, {
+      hint: 'send a smaller body; for documents, split them or raise the limit with kdn serve --max-upload',
+    });
+  }
   if (type === 'entity.parse.failed') return new KdnError('INVALID_ARGUMENT', 'request body is not valid JSON');
   if (type === 'encoding.unsupported' || type === 'charset.unsupported') return new KdnError('UNSUPPORTED_MEDIA_TYPE', (err as Error).message);
   return toKdnError(err);

@@ -99,6 +99,17 @@ describe('OpenAI compatibility (official openai SDK against kdn serve)', functio
     expect(await ask({ temperature: 1.5, seed: 11 })).to.equal(a);
   });
 
+  it('stops at a stop string, leaving it out of the answer', async () => {
+    const params = { model: modelId, prompt: 'The cat', max_tokens: 24 };
+    const whole = (await client.completions.create(params)).choices[0]!.text;
+    const words = whole.split(/\s+/).filter((w) => w.length >= 3);
+    expect(words.length, `a greedy answer with words to stop at: ${JSON.stringify(whole)}`).to.be.greaterThan(1);
+    const stop = words[1]!;
+    const stopped = (await client.completions.create({ ...params, stop: [stop] })).choices[0]!;
+    expect(stopped.text).to.equal(whole.slice(0, whole.indexOf(stop)));
+    expect(stopped.finish_reason).to.equal('stop');
+  });
+
   it('streams chunks whose text is the whole answer, with usage as its own last chunk when asked', async () => {
     const params = { model: modelId, messages: [{ role: 'user' as const, content: 'Where do lions live?' }], max_tokens: 8 };
     const whole = await client.chat.completions.create(params);
