@@ -19,7 +19,7 @@ export function routeLabel(app: Express, req: Request): string {
   const walk = (stack: Layer[] | undefined): string | undefined => {
     for (const layer of stack ?? []) {
       if (layer.route) {
-        if ((layer.route.methods[method] || (method === 'head' && layer.route.methods.get)) && layer.match(req.path)) return layer.route.path;
+        if ((layer.route.methods[method] || (method === 'head' && layer.route.methods.get)) && matches(layer, req.path)) return layer.route.path;
       } else if (layer.handle?.stack) {
         const found = walk(layer.handle.stack);
         if (found) return found;
@@ -28,4 +28,13 @@ export function routeLabel(app: Express, req: Request): string {
     return undefined;
   };
   return walk((app as unknown as { router?: { stack?: Layer[] } }).router?.stack) ?? 'unmatched';
+}
+
+/** Layer.match decodes the parameters of a path its pattern matched, and throws on bad percent-encoding ("%ff"). */
+function matches(layer: Layer, path: string): boolean {
+  try {
+    return Boolean(layer.match(path));
+  } catch {
+    return true;
+  }
 }
