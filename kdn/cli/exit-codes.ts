@@ -12,8 +12,9 @@ export const EXIT = { ok: 0, failed: 1, usage: 2, unreachable: 3, auth: 4 } as c
 
 /** A mistake in how the command was called, found before anything was sent. */
 export class UsageError extends KdnError {
-  constructor(message: string, hint?: string) {
-    super('INVALID_ARGUMENT', message, hint === undefined ? {} : { hint });
+  /** `code` NOT_FOUND for a file argument that is not there. */
+  constructor(message: string, hint?: string, code: 'INVALID_ARGUMENT' | 'NOT_FOUND' = 'INVALID_ARGUMENT') {
+    super(code, message, hint === undefined ? {} : { hint });
     this.name = 'UsageError';
   }
 }

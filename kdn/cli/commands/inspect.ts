@@ -17,7 +17,7 @@ async function inspect(file: string): Promise<void> {
     size = info.size;
   } catch (err) {
     if (err instanceof KdnError) throw err;
-    throw new UsageError(`cannot read ${file}: ${(err as Error).message}`, 'give the path of a KV object file');
+    throw new UsageError(`cannot read ${file}: ${(err as Error).message}`, 'give the path of a KV object file', 'NOT_FOUND');
   }
   const reader = await readKVObject(createReadStream(file));
   process.stdout.write(`${JSON.stringify({ file, bytes: size, header: reader.header }, null, 2)}\n`);

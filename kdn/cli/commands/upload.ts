@@ -28,7 +28,7 @@ async function upload(files: string[], flags: UploadFlags): Promise<void> {
     try {
       text = await readFile(file, 'utf8');
     } catch (err) {
-      throw new UsageError(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, 'check the path');
+      throw new UsageError(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, 'check the path', 'NOT_FOUND');
     }
     if (text.trim() === '') throw new UsageError(`${file} is empty`, 'upload a file with some text in it');
     const title = flags.title ?? basename(file);
