@@ -147,6 +147,7 @@ describe('OpenAI compatibility (official openai SDK against kdn serve)', functio
       [{ logprobs: true }, 'logprobs'],
       [{ n: 2 }, 'n'],
       [{ presence_penalty: 0.5 }, 'presence_penalty'],
+      [{ stream_options: { include_usage: true } }, 'stream_options'],
       [{ frobnicate: 1 }, ''],
     ];
     for (const [extra, param] of cases) {

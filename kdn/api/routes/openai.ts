@@ -81,6 +81,12 @@ export function openAIRoutes(services: KdnServices): Router {
 type CommonBody = Pick<z.output<typeof CompletionSchema>, 'temperature' | 'top_p' | 'seed' | 'stop' | 'stream' | 'stream_options'>;
 
 function sampling(body: CommonBody): Pick<Completion, 'temperature' | 'topP' | 'seed' | 'stop' | 'stream' | 'includeUsage'> {
+  if (body.stream_options && !body.stream) {
+    throw new KdnError('INVALID_ARGUMENT', 'stream_options is only allowed with stream: true', {
+      hint: 'send stream: true, or leave stream_options out (a whole answer always carries its usage)',
+      details: { param: 'stream_options' },
+    });
+  }
   return {
     temperature: body.temperature ?? 0,
     topP: body.top_p ?? 1,
