@@ -31,6 +31,8 @@ export const ERROR_CODES = [
   'ORIGIN_TIMEOUT',
   'EDGE_UNAVAILABLE',
   'STORAGE_ERROR',
+  // a client could not reach its server at all (refused, reset, DNS)
+  'UNAVAILABLE',
   'TIMEOUT',
   'INTERNAL',
 ] as const;

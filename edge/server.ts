@@ -12,6 +12,7 @@ import { CACHE_STATUS, cacheStatusFor } from './cache-status.ts';
 import type { EdgeConfig } from './config.ts';
 import { ifRangeHolds, noneMatch, parseRange } from './http-range.ts';
 import { readBody } from './request-body.ts';
+import { edgeRequestTimer } from './metrics.ts';
 import type { ServeCounters } from './stats.ts';
 import type { TieredCache } from './tiered-cache.ts';
 
@@ -54,6 +55,7 @@ export interface EdgeServerDeps {
  */
 export function createEdgeServer(deps: EdgeServerDeps): Server {
   const { config } = deps;
+  const timeRequest = edgeRequestTimer(deps.metrics);
   const headersTimeout = Math.min(config.headersTimeoutMs, config.requestTimeoutMs);
   const server = createServer({
     requestTimeout: config.requestTimeoutMs,
@@ -61,7 +63,10 @@ export function createEdgeServer(deps: EdgeServerDeps): Server {
     // Node checks the two timeouts above only this often (30 s by default).
     connectionsCheckingInterval: Math.max(50, Math.min(1_000, Math.floor(headersTimeout / 4))),
     keepAliveTimeout: 5_000,
-  }, (req, res) => route(deps, req, res));
+  }, (req, res) => {
+    timeRequest(req, res);
+    route(deps, req, res);
+  });
   server.timeout = config.idleTimeoutMs;
   return server;
 }

@@ -26,7 +26,7 @@ export interface S3StoreOptions {
   prefix?: string;
   /** S3-compatible endpoint such as http://127.0.0.1:9000; AWS itself when omitted. */
   endpoint?: string;
-  /** Default us-east-1. */
+  /** Default: AWS_REGION (or AWS_DEFAULT_REGION) from the environment, else us-east-1. */
   region?: string;
   /** Omitted: the SDK's default chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, profiles, instance roles). */
   credentials?: S3Credentials;
@@ -79,7 +79,7 @@ export class S3Store implements ObjectStore {
     this.multipartThreshold = positiveInt(options.multipartThreshold ?? this.partSize, 'multipartThreshold');
     this.uploadConcurrency = positiveInt(options.uploadConcurrency ?? 4, 'uploadConcurrency');
     const timeoutMs = positiveInt(options.timeoutMs ?? 10_000, 'timeoutMs');
-    const region = options.region ?? 'us-east-1';
+    const region = options.region ?? (process.env.AWS_REGION || process.env.AWS_DEFAULT_REGION || 'us-east-1');
     const endpoint = options.endpoint === undefined ? undefined : cleanEndpoint(options.endpoint);
     this.endpointName = endpoint ?? `AWS S3 (${region})`;
     this.description = `s3://${this.bucket}/${this.prefix}?${endpoint ? `endpoint=${endpoint}&` : ''}region=${region}`;

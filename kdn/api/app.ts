@@ -4,6 +4,9 @@ import multer from 'multer';
 import { KdnError, toKdnError } from '../../common/errors.ts';
 import { sendError } from '../../common/http-errors.ts';
 import { authenticate } from '../auth/authenticate.ts';
+import { accessLog } from './access-log.ts';
+import { isOpenAIPath, sendOpenAIError } from './openai-errors.ts';
+import { routeLabel } from './route-label.ts';
 import { documentRoutes } from './routes/documents.ts';
 import { openAIRoutes } from './routes/openai.ts';
 import { opsRoutes } from './routes/ops.ts';
@@ -15,7 +18,8 @@ export function createApp(services: KdnServices): Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('query parser', 'simple');
-  app.use(measure(services));
+  app.use(accessLog(services.log.child({ part: 'access' })));
+  app.use(measure(services, app));
   app.use(authenticate(services.access));
   app.use(opsRoutes(services));
   app.use(documentRoutes(services));
@@ -23,23 +27,24 @@ export function createApp(services: KdnServices): Express {
   app.use(openAIRoutes(services));
   app.use((req: Request) => {
     throw new KdnError('NOT_FOUND', `no route ${req.method} ${req.path}`, {
-      hint: 'routes: /v1/documents, /v1/jobs/:id, /v1/query, /v1/chat/completions, /v1/completions, /v1/models, /healthz, /metrics',
+      hint: 'routes: /v1/documents, /v1/jobs/:id, /v1/query, /v1/chat/completions, /v1/completions, /v1/models, /healthz, /readyz, /metrics',
     });
   });
   app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
     const e = fromMiddleware(err);
-    if (e.code === 'INTERNAL') services.log.error({ err, path: req.path }, 'request failed');
-    sendError(res, e);
+    if (e.code === 'INTERNAL') services.log.error({ err, path: req.path, reqId: req.id }, 'request failed');
+    if (isOpenAIPath(req.path)) sendOpenAIError(res, e);
+    else sendError(res, e);
   });
   return app;
 }
 
 /** Request count and latency per route (the matched route pattern, so ids do not explode the label set). */
-function measure(services: KdnServices) {
+function measure(services: KdnServices, app: Express) {
   return (req: Request, res: Response, next: NextFunction): void => {
     const start = performance.now();
     res.on('finish', () => {
-      const route = (req.route as { path?: string } | undefined)?.path ?? 'unmatched';
+      const route = routeLabel(app, req);
       services.metrics.requests.inc({ route, method: req.method, status: String(res.statusCode) });
       services.metrics.latency.observe({ route }, (performance.now() - start) / 1000);
     });
@@ -57,7 +62,12 @@ function fromMiddleware(err: unknown): KdnError {
   // The router's percent-decoding of a route parameter ("/v1/jobs/%ff").
   if (err instanceof URIError) return new KdnError('INVALID_ARGUMENT', `bad percent-encoding in the URL: ${err.message}`, { hint: 'escape ids with encodeURIComponent' });
   const type = (err as { type?: unknown }).type;
-  if (type === 'entity.too.large') return new KdnError('PAYLOAD_TOO_LARGE', 'request body too large', { hint: 'send a smaller body' });
+  if (type === 'entity.too.large') {
+    const limit = (err as { limit?: unknown }).limit;
+    return new KdnError('PAYLOAD_TOO_LARGE', `request body too large${typeof limit === 'number' ? ` (the limit is ${limit} bytes)` : ''}`, {
+      hint: 'send a smaller body; for documents, split them or raise the limit with kdn serve --max-upload',
+    });
+  }
   if (type === 'entity.parse.failed') return new KdnError('INVALID_ARGUMENT', 'request body is not valid JSON');
   if (type === 'encoding.unsupported' || type === 'charset.unsupported') return new KdnError('UNSUPPORTED_MEDIA_TYPE', (err as Error).message);
   return toKdnError(err);

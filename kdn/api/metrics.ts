@@ -49,5 +49,10 @@ export class KdnMetrics {
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'kdn_' });
+    // prom-client's sums of these gauges end in _total, which Prometheus reserves for counters (promtool rejects
+    // them); the per-type gauges they sum stay.
+    for (const name of ['kdn_nodejs_active_handles_total', 'kdn_nodejs_active_requests_total', 'kdn_nodejs_active_resources_total']) {
+      this.registry.removeSingleMetric(name);
+    }
   }
 }

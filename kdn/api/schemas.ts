@@ -5,8 +5,8 @@ import { MAX_DOCUMENTS_PER_QUERY, MAX_TOP_K } from '../query/context-plan.ts';
 const namespace = NamespaceSchema.default(DEFAULT_NAMESPACE);
 const title = z.string().trim().min(1).max(512);
 const docRef = z.string().min(1).max(512);
-const maxTokens = z.number().int().min(1).max(4096);
-const temperature = z.number().min(0).max(2);
+export const maxTokens = z.number().int().min(1).max(4096);
+export const temperature = z.number().min(0).max(2);
 
 export const MAX_QUESTION_CHARS = 8000;
 
@@ -38,34 +38,14 @@ export const QuerySchema = z.object({
   maxTokens: maxTokens.default(64),
   temperature: temperature.default(0),
   seed: z.number().int().min(0).optional(),
+  /** Server-sent events: a `token` event per piece of text as it is generated, then one `result` event. */
+  stream: z.boolean().default(false),
 });
 export type QueryBody = z.output<typeof QuerySchema>;
 
 /** The `kdn` extension field of the OpenAI-compatible routes; absent means no knowledge. */
-const KnowledgeSchema = z.object(KnowledgeFields).strict();
+export const KnowledgeSchema = z.object(KnowledgeFields).strict();
 export type Knowledge = z.output<typeof KnowledgeSchema>;
-
-const openAICommon = {
-  model: z.string().max(256).optional(),
-  max_tokens: maxTokens.default(64),
-  temperature: temperature.default(0),
-  seed: z.number().int().min(0).optional(),
-  stream: z.boolean().default(false),
-  stop: z.union([z.string().max(256), z.array(z.string().max(256)).max(4)]).optional(),
-  kdn: KnowledgeSchema.optional(),
-};
-
-export const ChatCompletionSchema = z.object({
-  messages: z
-    .array(z.object({ role: z.enum(['system', 'user', 'assistant']), content: z.string().max(MAX_QUESTION_CHARS) }))
-    .min(1)
-    .max(64),
-  ...openAICommon,
-});
-export type ChatCompletionBody = z.output<typeof ChatCompletionSchema>;
-
-export const CompletionSchema = z.object({ prompt: z.string().min(1).max(MAX_QUESTION_CHARS), ...openAICommon });
-export type CompletionBody = z.output<typeof CompletionSchema>;
 
 /** POST /v1/warm: which documents' objects the warmer should place at the edges. */
 export const WarmPlanSchema = z.object({ namespace, documents: z.array(docRef).min(1).max(1000).optional() });

@@ -15,12 +15,12 @@ const HINT =
   '--api-keys-file, and without them kdn serve generates one into <data-dir>/api-key';
 
 /**
- * Express middleware: every request but GET /healthz (and GET /metrics when public) needs a configured API key,
+ * Express middleware: every request but GET /healthz and /readyz (and GET /metrics when public) needs a configured API key,
  * and each key is held to its request rate. The caller's tenant is then in res.locals (see principalOf).
  */
 export function authenticate(options: AuthOptions) {
   return (req: Request, res: Response, next: NextFunction): void => {
-    if (req.method === 'GET' && (req.path === '/healthz' || (options.metricsPublic && req.path === '/metrics'))) {
+    if (req.method === 'GET' && (req.path === '/healthz' || req.path === '/readyz' || (options.metricsPublic && req.path === '/metrics'))) {
       next();
       return;
     }

@@ -2,32 +2,39 @@ import { Option, type Command } from 'commander';
 import { KDN_ENV } from '../config.ts';
 import { localKeyPath, readLocalKey } from '../auth/local-key.ts';
 import { DEFAULT_SERVER, KdnApiClient } from '../client/api-client.ts';
+import { UsageError } from './exit-codes.ts';
 
 const LOOPBACK = new Set(['127.0.0.1', 'localhost', '[::1]']);
 
-/** Adds --server (env KDN_SERVER) and --api-key (env KDN_API_KEY) to a client command. */
+/** Adds --server (env KDN_SERVER), --api-key (env KDN_API_KEY) and --data-dir (env KDN_DATA_DIR) to a client command. */
 export function withServer(command: Command): Command {
   return command
     .addOption(new Option('--server <url>', 'kdn server URL').env('KDN_SERVER').default(DEFAULT_SERVER))
-    .addOption(new Option('--api-key <key>', 'API key (default for a local server: the key `kdn serve` wrote to <data-dir>/api-key)').env('KDN_API_KEY'));
+    .addOption(new Option('--api-key <key>', 'API key (default for a local server: the key `kdn serve` wrote to <data-dir>/api-key)').env('KDN_API_KEY'))
+    .addOption(new Option('--data-dir <dir>', 'data directory of a `kdn serve` on this machine, to read its generated key from (default ./data)').env(KDN_ENV.dataDir));
 }
 
-export function clientFor(flags: { server: string; apiKey?: string }): KdnApiClient {
-  return new KdnApiClient(flags.server, flags.apiKey || localServerKey(flags.server));
+export function clientFor(flags: { server: string; apiKey?: string; dataDir?: string }): KdnApiClient {
+  try {
+    return new KdnApiClient(flags.server, flags.apiKey || localServerKey(flags.server, flags.dataDir ?? './data'));
+  } catch (err) {
+    const e = err as { message?: string; hint?: string };
+    throw new UsageError(e.message ?? String(err), e.hint);
+  }
 }
 
 /**
- * The key a `kdn serve` on this machine generated, when the server is on loopback: it is in the data directory a
- * serve started here would use (KDN_DATA_DIR, default ./data).
+ * The key a `kdn serve` on this machine generated, when the server is on loopback: it is in the data directory that
+ * serve uses (--data-dir or KDN_DATA_DIR, as for serve; default ./data).
  */
-function localServerKey(server: string): string | undefined {
+function localServerKey(server: string, dataDir: string): string | undefined {
   let host: string;
   try {
     host = new URL(server).hostname;
   } catch {
     return undefined;
   }
-  return LOOPBACK.has(host) ? readLocalKey(localKeyPath(process.env[KDN_ENV.dataDir] ?? './data')) : undefined;
+  return LOOPBACK.has(host) ? readLocalKey(localKeyPath(dataDir)) : undefined;
 }
 
 /** Repeatable options (--doc a --doc b) collect into an array. */

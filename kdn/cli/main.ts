@@ -1,13 +1,7 @@
-import { Command } from 'commander';
-import { register as registerServe } from './commands/serve.ts';
-import { register as registerUpload } from './commands/upload.ts';
-import { register as registerQuery } from './commands/query.ts';
-import { register as registerDocs } from './commands/docs.ts';
-import { register as registerWarm } from './commands/warm.ts';
-import { register as registerInspect } from './commands/inspect.ts';
-import { register as registerEdge } from './commands/edge.ts';
-import { register as registerGenerate } from './commands/generate.ts';
-import { register as registerModelInfo } from './commands/model-info.ts';
+import { readFileSync } from 'node:fs';
+import { Command, CommanderError } from 'commander';
+import { EXIT, exitCodeFor, inCliTerms } from './exit-codes.ts';
+import { Progress } from './progress.ts';
 
 // A reader that stops early (`kdn docs | head`) closes the pipe: that ends the command, it is not an error.
 process.stdout.on('error', (err: NodeJS.ErrnoException) => {
@@ -15,26 +9,64 @@ process.stdout.on('error', (err: NodeJS.ErrnoException) => {
   throw err;
 });
 
+type Register = (program: Command) => void;
+
+/**
+ * The subcommands, each loaded only when it runs: the server, the engine and the S3 client are heavy to import, and
+ * `kdn --help` or `kdn query` need none of them. The summaries are what `kdn --help` lists.
+ */
+const COMMANDS: Record<string, { summary: string; load: () => Promise<{ register: Register }> }> = {
+  serve: { summary: 'run kdn: REST API, ingest, retrieval and queries (with an embedded edge unless --edges)', load: () => import('./commands/serve.ts') },
+  upload: { summary: 'upload text or Markdown files as knowledge documents', load: () => import('./commands/upload.ts') },
+  query: { summary: 'ask a question over the uploaded knowledge', load: () => import('./commands/query.ts') },
+  docs: { summary: 'list, show and delete knowledge documents', load: () => import('./commands/docs.ts') },
+  warm: { summary: "bring a namespace's KV objects into the edges that own them", load: () => import('./commands/warm.ts') },
+  inspect: { summary: 'print a KV object header as JSON and verify its checksums', load: () => import('./commands/inspect.ts') },
+  edge: { summary: 'run an edge cache server in front of an origin object store', load: () => import('./commands/edge.ts') },
+  generate: { summary: 'generate text from a prompt with a local model', load: () => import('./commands/generate.ts') },
+  'model-info': { summary: "print a model directory's architecture, sizes and fingerprint", load: () => import('./commands/model-info.ts') },
+};
+
+const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+
 const program = new Command();
 program
   .name('kdn')
   .description('Knowledge Delivery Network: compute the KV cache of knowledge once, deliver it from edge caches')
-  .showHelpAfterError();
+  .version(version, '-V, --version', 'print the kdn version')
+  .addHelpText(
+    'after',
+    '\nExit status: 0 success, 1 the request failed, 2 usage error, 3 server unreachable, 4 API key refused.\n' +
+      'Client commands talk to --server (env KDN_SERVER, default http://127.0.0.1:8080).',
+  )
+  .showHelpAfterError()
+  .exitOverride();
 
-// Each part registers its own subcommands; keep one line per command module.
-registerServe(program);
-registerUpload(program);
-registerQuery(program);
-registerDocs(program);
-registerWarm(program);
-registerInspect(program);
-registerEdge(program);
-registerGenerate(program);
-registerModelInfo(program);
+// `kdn help <command>` is `kdn <command> --help`.
+const name = process.argv[2] === 'help' && process.argv[3] !== undefined ? process.argv[3] : process.argv[2];
+const command = name === undefined ? undefined : COMMANDS[name];
+if (command) {
+  (await command.load()).register(program);
+} else {
+  // Help, --version or an unknown command: list every command without loading any.
+  for (const [commandName, { summary }] of Object.entries(COMMANDS)) program.command(commandName).description(summary);
+}
 
-program.parseAsync(process.argv).catch((err: unknown) => {
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  process.exitCode = report(err);
+}
+
+/** Prints a failure on stderr (in the CLI's terms) and returns the exit status for it. */
+function report(err: unknown): number {
+  if (err instanceof CommanderError) {
+    // Commander has printed help, the version, or what was wrong with the command line.
+    return err.exitCode === 0 ? EXIT.ok : EXIT.usage;
+  }
+  Progress.endLine();
   const e = err as { code?: string; message?: string; hint?: string };
-  process.stderr.write(`kdn: ${e.code ? `${e.code}: ` : ''}${e.message ?? String(err)}\n`);
-  if (e.hint) process.stderr.write(`hint: ${e.hint}\n`);
-  process.exitCode = 1;
-});
+  process.stderr.write(`kdn: ${e.code ? `${e.code}: ` : ''}${inCliTerms(e.message ?? String(err))}\n`);
+  if (e.hint) process.stderr.write(`hint: ${inCliTerms(e.hint)}\n`);
+  return exitCodeFor(err);
+}

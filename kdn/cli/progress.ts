@@ -3,6 +3,8 @@
  * most one per tenth of the work, so logs stay short).
  */
 export class Progress {
+  /** A bar drawn on the terminal and not yet ended by a newline, which a message written next would share. */
+  private static open: Progress | undefined;
   private readonly tty: boolean;
   private lastDecile = -1;
 
@@ -15,6 +17,7 @@ export class Progress {
     if (this.tty) {
       const width = 30;
       const filled = Math.round(fraction * width);
+      Progress.open = this;
       this.stream.write(`\r${this.label} [${'#'.repeat(filled)}${'-'.repeat(width - filled)}] ${done}/${total} ${detail}\x1b[K`);
       return;
     }
@@ -31,5 +34,11 @@ export class Progress {
 
   finish(): void {
     if (this.tty) this.stream.write('\n');
+    if (Progress.open === this) Progress.open = undefined;
+  }
+
+  /** Ends a bar left open (a command failed mid-way), so the error that follows starts on its own line. */
+  static endLine(): void {
+    Progress.open?.finish();
   }
 }

@@ -1,3 +1,4 @@
+import { createParser } from 'eventsource-parser';
 import { KdnError, ERROR_CODES, type ErrorCode } from '../../common/errors.ts';
 import { codeForHttpStatus } from '../../common/http-errors.ts';
 import type { JobView } from '../ingest/jobs.ts';
@@ -118,23 +119,76 @@ export class KdnApiClient {
         throw err;
       });
     } catch (err) {
-      const reason = (err as { cause?: { code?: string; message?: string } }).cause;
-      throw new KdnError(err instanceof DOMException && err.name === 'TimeoutError' ? 'TIMEOUT' : 'INTERNAL', `cannot reach kdn at ${this.server}: ${reason?.code ?? reason?.message ?? (err as Error).message}`, {
-        hint: 'start it with `kdn serve`, or point --server (or KDN_SERVER) at a running kdn',
-      });
+      throw this.unreachable(err);
     }
     const text = await res.text();
-    let parsed: unknown;
+    if (!res.ok) throw errorFromResponse(res.status, text, `${method} ${path}`);
     try {
-      parsed = text === '' ? undefined : JSON.parse(text);
+      return (text === '' ? undefined : JSON.parse(text)) as T;
     } catch {
-      parsed = undefined;
+      return undefined as T;
     }
-    if (res.ok) return parsed as T;
-    const error = (parsed as { error?: { code?: string; message?: string; hint?: string } } | undefined)?.error;
-    const code = ERROR_CODES.includes(error?.code as ErrorCode) ? (error!.code as ErrorCode) : codeForHttpStatus(res.status);
-    throw new KdnError(code, error?.message ?? `${method} ${path} answered ${res.status}`, error?.hint ? { hint: error.hint } : {});
   }
+
+  /**
+   * POST /v1/query with stream: true: calls `onText` with each piece of the answer as the engine generates it, and
+   * resolves with the whole response once the server sends it.
+   */
+  async queryStream(request: QueryRequest, onText: (text: string) => void): Promise<QueryResponse> {
+    let res: Response;
+    try {
+      res = await fetch(`${this.server}/v1/query`, {
+        method: 'POST',
+        signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+        headers: { ...(this.apiKey === undefined ? {} : { authorization: `Bearer ${this.apiKey}` }), 'content-type': 'application/json' },
+        body: JSON.stringify({ ...request, stream: true }),
+      });
+    } catch (err) {
+      throw this.unreachable(err);
+    }
+    if (!res.ok || !res.body) throw errorFromResponse(res.status, await res.text(), 'POST /v1/query');
+    let result: QueryResponse | undefined;
+    let failure: KdnError | undefined;
+    const parser = createParser({
+      onEvent: (event) => {
+        const data = JSON.parse(event.data) as unknown;
+        if (event.event === 'token') onText((data as { text: string }).text);
+        else if (event.event === 'result') result = data as QueryResponse;
+        else if (event.event === 'error') failure = errorFromResponse(500, event.data, 'POST /v1/query');
+      },
+    });
+    const decoder = new TextDecoder();
+    try {
+      for await (const chunk of res.body) parser.feed(decoder.decode(chunk as Uint8Array, { stream: true }));
+    } catch (err) {
+      throw this.unreachable(err);
+    }
+    if (failure) throw failure;
+    if (!result) throw new KdnError('UNAVAILABLE', `kdn at ${this.server} closed the answer before its end`, { hint: 'the server may have restarted; ask again' });
+    return result;
+  }
+
+  /** A request that got no answer: the server is down, unreachable, or stopped answering. */
+  private unreachable(err: unknown): KdnError {
+    const reason = (err as { cause?: { code?: string; message?: string } }).cause;
+    const timedOut = err instanceof DOMException && err.name === 'TimeoutError';
+    return new KdnError(timedOut ? 'TIMEOUT' : 'UNAVAILABLE', `cannot reach kdn at ${this.server}: ${reason?.code ?? reason?.message ?? (err as Error).message}`, {
+      hint: 'start it with `kdn serve`, or point --server (or KDN_SERVER) at a running kdn',
+    });
+  }
+}
+
+/** The KdnError a failed response carries (its JSON error body, or its status alone). */
+function errorFromResponse(status: number, text: string, what: string): KdnError {
+  let error: { code?: string; kdn_code?: string; message?: string; hint?: string } | undefined;
+  try {
+    error = (JSON.parse(text) as { error?: typeof error }).error;
+  } catch {
+    error = undefined;
+  }
+  const named = error?.kdn_code ?? error?.code;
+  const code = ERROR_CODES.includes(named as ErrorCode) ? (named as ErrorCode) : codeForHttpStatus(status);
+  return new KdnError(code, error?.message ?? `${what} answered ${status}`, error?.hint ? { hint: error.hint } : {});
 }
 
 function isConnectionReset(err: unknown): boolean {

@@ -29,6 +29,8 @@ export interface AnswerRequest {
   blendRatio?: number;
   maxTokens: number;
   temperature: number;
+  /** Nucleus sampling (1, the default, keeps every token). */
+  topP?: number;
   seed?: number;
   stopStrings: string[];
   /** Aborts generation (a client that went away). */
@@ -81,6 +83,7 @@ export class QueryService {
         ...(mode === 'blend' ? { blend: blendOptions(req.blendRatio) } : {}),
         maxTokens: req.maxTokens,
         temperature: req.temperature,
+        ...(req.topP === undefined ? {} : { topP: req.topP }),
         ...(req.seed === undefined ? {} : { seed: req.seed }),
         stopStrings: req.stopStrings,
         onToken,

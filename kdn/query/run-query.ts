@@ -22,6 +22,7 @@ export interface QueryRun {
   blend?: BlendOptions;
   maxTokens: number;
   temperature: number;
+  topP?: number;
   seed?: number;
   stopStrings: string[];
   onToken?: (token: GeneratedToken) => void;
@@ -117,7 +118,7 @@ export async function runQuery(deps: QueryDeps, run: QueryRun): Promise<QueryOut
 
     let firstTokenAt: number | undefined;
     const result = await session.generate(
-      { maxTokens: run.maxTokens, temperature: run.temperature, seed: run.seed, stopStrings: run.stopStrings, signal: stop },
+      { maxTokens: run.maxTokens, temperature: run.temperature, topP: run.topP, seed: run.seed, stopStrings: run.stopStrings, signal: stop },
       (token) => {
         firstTokenAt ??= performance.now();
         run.onToken?.(token);

@@ -1,81 +1,146 @@
-import { readFile } from 'node:fs/promises';
+import { execFile, spawnSync } from 'node:child_process';
+import { copyFile, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { expect } from 'chai';
 import { parse } from 'yaml';
-import { resolveKdnConfig } from '../../kdn/config.ts';
 import { resolveEdgeConfig } from '../../edge/config.ts';
+import { resolveKdnConfig } from '../../kdn/config.ts';
+
+const run = promisify(execFile);
 
 interface Service {
   image?: string;
-  build?: string;
+  build?: string | { context: string };
   command?: string[];
   entrypoint?: string[];
   environment?: Record<string, string>;
-  ports?: string[];
+  ports?: (string | { host_ip?: string; published?: string | number })[];
   depends_on?: Record<string, { condition: string }>;
   healthcheck?: { test: string[] };
+  restart?: string;
+  profiles?: string[];
+  deploy?: { resources?: { reservations?: { devices?: { driver?: string; count?: number; capabilities?: string[] }[] } } };
+}
+type Compose = { services: Record<string, Service> };
+
+const hasDockerCompose = spawnSync('docker-compose', ['version'], { stdio: 'ignore' }).status === 0;
+
+/** docker-compose.yml as written (anchors merged, ${...} left as they are). */
+async function rawCompose(): Promise<Compose> {
+  return parse(await readFile('docker-compose.yml', 'utf8'), { merge: true }) as Compose;
 }
 
-/** Docker does not run here: the compose file is checked for the topology it must describe. */
-describe('docker-compose.yml', () => {
-  let services: Record<string, Service>;
+/** The compose file and the env generator copied to a temp project folder, as a user's checkout would have them. */
+async function project(): Promise<{ dir: string; cleanup: () => Promise<void> }> {
+  const dir = await mkdtemp(join(tmpdir(), 'kdn-compose-'));
+  await mkdir(join(dir, 'tools'));
+  await copyFile('docker-compose.yml', join(dir, 'docker-compose.yml'));
+  await copyFile('tools/compose-env.sh', join(dir, 'tools', 'compose-env.sh'));
+  return { dir, cleanup: () => rm(dir, { recursive: true, force: true }) };
+}
 
-  before(async () => {
-    const doc = parse(await readFile('docker-compose.yml', 'utf8'), { merge: true }) as { services: Record<string, Service> };
-    services = doc.services;
-  });
-
-  const edges = (): [string, Service][] => Object.entries(services).filter(([, s]) => s.command?.[0] === 'edge');
-
-  it('has a MinIO origin with a health check, and a one-shot job that creates its bucket', () => {
-    expect(services.minio?.image).to.match(/^minio\/minio:/);
-    expect(services.minio?.ports).to.include('9000:9000');
-    expect(services.minio?.healthcheck?.test.join(' ')).to.contain('mc ready');
-    const init = services['minio-init']!;
-    expect(init.depends_on?.minio?.condition).to.equal('service_healthy');
-    expect(init.entrypoint?.join(' ')).to.match(/mc mb --ignore-existing local\/kdn/);
-  });
-
-  it('has two or more edges built from the Dockerfile, with health checks, disk paths and the MinIO origin', async () => {
-    const list = edges();
-    expect(list.length).to.be.at.least(2);
-    const hostPorts = new Set<string>();
-    for (const [name, edge] of list) {
-      expect(edge.build, name).to.equal('.');
-      expect(edge.image, name).to.equal('kdn:latest');
-      expect(edge.healthcheck?.test.join(' '), name).to.contain('/healthz');
-      expect(edge.depends_on?.['minio-init']?.condition, name).to.equal('service_completed_successfully');
-      for (const port of edge.ports ?? []) hostPorts.add(port.split(':')[0]!);
-      const flags = edge.command!;
-      const flag = (f: string): string | undefined => flags[flags.indexOf(f) + 1];
-      const config = resolveEdgeConfig(
-        { port: flag('--port'), host: flag('--host'), diskPath: flag('--disk-path'), memoryBytes: flag('--memory'), diskBytes: flag('--disk') },
-        edge.environment,
-      );
-      expect(config.host).to.equal('0.0.0.0');
-      expect(config.originUrl).to.match(/^s3:\/\/kdn\?endpoint=http:\/\/minio:9000/);
-      expect(edge.environment?.AWS_ACCESS_KEY_ID).to.be.a('string');
+describe('docker-compose.yml and the Dockerfile', () => {
+  it('builds one image, shared by every kdn and edge service, with restart policies and loopback-only ports', async () => {
+    const { services } = await rawCompose();
+    const built = Object.entries(services).filter(([, s]) => s.build !== undefined);
+    expect(built.map(([name]) => name)).to.deep.equal(['kdn-image']);
+    const image = built[0]![1].image;
+    const kdnServices = Object.entries(services).filter(([, s]) => s.command?.[0] === 'edge' || s.command?.[0] === 'serve');
+    expect(kdnServices.length).to.be.at.least(4);
+    for (const [name, s] of kdnServices) {
+      expect(s.image, name).to.equal(image);
+      expect(s.restart, name).to.equal('unless-stopped');
+      for (const port of s.ports ?? []) expect(String(port), name).to.match(/^127\.0\.0\.1:/);
     }
-    expect(hostPorts.size).to.equal(list.length);
+    for (const port of services.minio!.ports ?? []) expect(String(port)).to.match(/^127\.0\.0\.1:/);
   });
 
-  it("has kdn pointing at every edge and at the MinIO origin, started after the edges are healthy", () => {
-    const kdn = services.kdn!;
-    expect(kdn.image).to.equal('kdn:latest');
-    expect(kdn.ports).to.include('8080:8080');
-    expect(kdn.healthcheck?.test.join(' ')).to.contain('http://127.0.0.1:8080/healthz');
-    const config = resolveKdnConfig({}, kdn.environment);
-    expect(config.host).to.equal('0.0.0.0');
-    expect(config.port).to.equal(8080);
-    expect(config.origin).to.equal(edges()[0]![1].environment?.KDN_EDGE_ORIGIN);
-    expect(config.edges).to.have.members(edges().map(([name, edge]) => `http://${name}:${edge.command![edge.command!.indexOf('--port') + 1]}`));
-    for (const [name] of edges()) expect(kdn.depends_on?.[name]?.condition).to.equal('service_healthy');
-    expect(kdn.environment?.AWS_SECRET_ACCESS_KEY).to.equal(services.minio?.environment?.MINIO_ROOT_PASSWORD);
+  it('takes every secret from .env, with no default', async () => {
+    const text = await readFile('docker-compose.yml', 'utf8');
+    for (const name of ['MINIO_ROOT_USER', 'MINIO_ROOT_PASSWORD', 'KDN_S3_ACCESS_KEY', 'KDN_S3_SECRET_KEY', 'KDN_EDGE_SECRET', 'KDN_API_KEYS']) {
+      const uses = [...text.matchAll(new RegExp(`\\$\\{${name}([^}]*)\\}`, 'g'))].map((m) => m[1]!);
+      expect(uses.length, name).to.be.greaterThan(0);
+      for (const rest of uses) expect(rest, name).to.match(/^:\?/);
+    }
+    expect(text).to.not.match(/secret-key|change-me/);
   });
 
-  it('has a Dockerfile whose entrypoint is the kdn command', async () => {
+  it('has a Dockerfile on Node 22 LTS that runs as a non-root user with a health check', async () => {
     const dockerfile = await readFile('Dockerfile', 'utf8');
-    expect(dockerfile).to.match(/^FROM node:20/m);
+    expect(dockerfile).to.match(/^FROM node:22-bookworm-slim$/m);
+    expect(dockerfile).to.match(/^USER node$/m);
+    expect(dockerfile).to.match(/^HEALTHCHECK .*\n?.*\/healthz/m);
+    expect(dockerfile).to.contain('libvulkan1');
     expect(dockerfile).to.contain('ENTRYPOINT ["node", "bin/kdn.js"]');
     expect(dockerfile).to.match(/npm ci --omit=dev/);
+    expect(await readFile('.dockerignore', 'utf8')).to.match(/^\.env$/m);
+  });
+
+  describe('checked by docker-compose config', function () {
+    this.timeout(60_000);
+    let dir: string;
+    let cleanup: () => Promise<void>;
+
+    before(async function () {
+      if (!hasDockerCompose) {
+        if (process.env.CI === 'true') throw new Error('docker-compose is not installed: .ci/run installs it from Debian');
+        console.log('      skipped: docker-compose is not installed (apt-get install docker-compose)');
+        this.skip();
+      }
+      ({ dir, cleanup } = await project());
+    });
+    after(async () => {
+      await cleanup?.();
+    });
+
+    const config = async (args: string[] = []): Promise<Compose> => {
+      const { stdout } = await run('docker-compose', [...args, 'config'], { cwd: dir });
+      return parse(stdout) as Compose;
+    };
+
+    it('refuses to start without .env, naming the command that writes it', async () => {
+      const failed = spawnSync('docker-compose', ['config'], { cwd: dir, encoding: 'utf8' });
+      expect(failed.status).to.not.equal(0);
+      expect(failed.stderr).to.contain('run tools/compose-env.sh first');
+    });
+
+    it('resolves with the generated .env into the topology kdn and the edges accept', async () => {
+      await run('bash', ['tools/compose-env.sh'], { cwd: dir });
+      const { services } = await config();
+      const edges = Object.entries(services).filter(([, s]) => s.command?.[0] === 'edge');
+      expect(edges.length).to.be.at.least(2);
+      for (const [name, edge] of edges) {
+        const flags = edge.command!;
+        const flag = (f: string): string | undefined => flags[flags.indexOf(f) + 1];
+        const resolved = resolveEdgeConfig({ port: flag('--port'), diskPath: flag('--disk-path'), memoryBytes: flag('--memory'), diskBytes: flag('--disk') }, { KDN_EDGE_HOST: '0.0.0.0', ...edge.environment });
+        expect(resolved.originUrl, name).to.match(/^s3:\/\/kdn\?endpoint=http:\/\/minio:9000/);
+        expect(resolved.secret, name).to.have.length(64);
+        expect(edge.healthcheck?.test.join(' '), name).to.contain('/healthz');
+        expect(edge.depends_on?.['kdn-image']?.condition, name).to.equal('service_completed_successfully');
+      }
+      const kdn = services.kdn!;
+      const resolved = resolveKdnConfig({}, kdn.environment);
+      expect(resolved.origin).to.equal(edges[0]![1].environment?.KDN_EDGE_ORIGIN);
+      expect(resolved.edges).to.have.members(edges.map(([name]) => `http://${name}:8790`));
+      expect(resolved.edgeSecret).to.equal(edges[0]![1].environment?.KDN_EDGE_SECRET);
+      // kdn and the edges use kdn's own bucket user, never the MinIO root.
+      expect(kdn.environment?.AWS_ACCESS_KEY_ID).to.not.equal(services.minio!.environment?.MINIO_ROOT_USER);
+      expect(kdn.environment?.AWS_SECRET_ACCESS_KEY).to.not.equal(services.minio!.environment?.MINIO_ROOT_PASSWORD);
+      expect(kdn.environment?.KDN_API_KEYS).to.match(/^kdn_[0-9a-f]{48}=default$/);
+      for (const [name, edge] of edges) expect(edge.environment?.MINIO_ROOT_PASSWORD, name).to.equal(undefined);
+    });
+
+    it('has a gpu profile: kdn on WebGPU with one NVIDIA GPU reserved and the graphics capability for Vulkan', async () => {
+      const { services } = await config(['--profile', 'gpu']);
+      const gpu = services['kdn-gpu']!;
+      expect(gpu.profiles).to.deep.equal(['gpu']);
+      expect(services.kdn!.profiles).to.deep.equal(['cpu']);
+      expect(gpu.environment).to.include({ KDN_BACKEND: 'webgpu', NVIDIA_VISIBLE_DEVICES: 'all' });
+      expect(gpu.environment?.NVIDIA_DRIVER_CAPABILITIES?.split(',')).to.include('graphics');
+      expect(gpu.deploy?.resources?.reservations?.devices).to.deep.equal([{ driver: 'nvidia', count: 1, capabilities: ['gpu'] }]);
+      expect(gpu.image).to.equal(services['kdn-image']!.image);
+    });
   });
 });

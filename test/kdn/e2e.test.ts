@@ -135,8 +135,8 @@ describe('kdn end to end (kdn serve + CLI)', function () {
     const days = Array.from({ length: 80 }, (_, i) => `Day ${i + 1}. The harbour master logged ${i + 3} ships at anchor and the lamp turned all night.`);
     days[41] = 'Day 42. A green whale swam past the lighthouse at noon, and the sailors named it Bartholomew.';
     await writeFile(long, days.join('\n'));
-    await cliJson<JobView[]>(['upload', long], env);
-    const answer = await query('What did the sailors name the green whale?', ['--doc', 'harbour-log.txt', '--max-tokens', '8']);
+    await cliJson<JobView[]>(['upload', '--namespace', 'long', long], env);
+    const answer = await query('What did the sailors name the green whale?', ['--namespace', 'long', '--doc', 'harbour-log.txt', '--max-tokens', '8']);
     expect(answer.mode).to.equal('blend');
     expect(answer.note).to.match(/^the named documents hold \d+ tokens, more than fit the model's \d+-token window .* most relevant chunks .*, blended$/);
     expect(answer.blend).to.not.equal(null);
@@ -157,11 +157,12 @@ describe('kdn end to end (kdn serve + CLI)', function () {
     const plain = (await (await fetch(`${url}/v1/chat/completions`, post(body))).json()) as { choices: { message: { content: string } }[]; usage: { completion_tokens: number } };
     expect(plain.choices[0]!.message.content).to.be.a('string');
     expect(plain.usage.completion_tokens).to.be.within(1, 8);
-    const streamed = await (await fetch(`${url}/v1/completions`, post({ prompt: 'Cats hunt', max_tokens: 6, stream: true, kdn: { topK: 2 } }))).text();
+    const streamed = await (await fetch(`${url}/v1/completions`, post({ prompt: 'Cats hunt', max_tokens: 6, stream: true, stream_options: { include_usage: true }, kdn: { topK: 2 } }))).text();
     const events = streamed.split('\n\n').filter(Boolean);
     expect(events.at(-1)).to.equal('data: [DONE]');
-    const final = JSON.parse(events.at(-2)!.slice('data: '.length)) as { usage: { completion_tokens: number }; choices: { finish_reason: string }[] };
-    expect(final.usage.completion_tokens).to.be.within(1, 6);
+    const usage = JSON.parse(events.at(-2)!.slice('data: '.length)) as { usage: { completion_tokens: number } };
+    expect(usage.usage.completion_tokens).to.be.within(1, 6);
+    const final = JSON.parse(events.at(-3)!.slice('data: '.length)) as { choices: { finish_reason: string }[] };
     expect(final.choices[0]!.finish_reason).to.be.oneOf(['stop', 'length']);
 
     for (const [path, bad, status] of [

@@ -12,6 +12,7 @@ import { FsStore } from '../../storage/fs-store.ts';
 import type { ObjectInfo, ObjectStore } from '../../storage/object-store.ts';
 import { openStore } from '../../storage/open-store.ts';
 import { S3Store } from '../../storage/s3-store.ts';
+import { requireRadosgw, startRadosgw } from '../support/radosgw.ts';
 import { startS3rver, S3RVER_ACCESS_KEY, S3RVER_SECRET_KEY, type RunningS3rver } from '../support/s3rver.ts';
 
 const MIB = 1024 * 1024;
@@ -33,7 +34,7 @@ interface MultipartRequests {
 }
 
 /** The behaviour every ObjectStore backend must share, run against a store from `open`. */
-function objectStoreContract(name: string, open: () => Promise<Harness>): void {
+function objectStoreContract(name: string, open: (suite: Mocha.Context) => Promise<Harness>): void {
   describe(`ObjectStore contract: ${name}`, function () {
     let harness: Harness;
     let store: ObjectStore;
@@ -41,8 +42,8 @@ function objectStoreContract(name: string, open: () => Promise<Harness>): void {
     /** A key namespace of its own for each test, so tests never see each other's objects. */
     const ns = (): string => `t${++n}-${randomBytes(3).toString('hex')}`;
 
-    before(async () => {
-      harness = await open();
+    before(async function () {
+      harness = await open(this);
       store = harness.store;
     });
     after(async () => {
@@ -250,6 +251,20 @@ objectStoreContract('s3 (s3rver over HTTP)', async () => {
     close: async () => {
       await store.close();
       await s3.stop();
+    },
+  };
+});
+
+// A real S3 server beside the mock: Ceph's radosgw on loopback (test/support/radosgw/start.sh).
+objectStoreContract('s3 (Ceph radosgw over HTTP)', async (suite) => {
+  requireRadosgw(suite);
+  const rgw = await startRadosgw();
+  const store = openStore(rgw.url, { s3: { listPageSize: 10, partSize: 5 * MIB, timeoutMs: 10_000 } });
+  return {
+    store,
+    close: async () => {
+      await store.close();
+      await rgw.stop();
     },
   };
 });

@@ -1,4 +1,6 @@
 import { expect } from 'chai';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -43,6 +45,32 @@ describe('storage/open-store', () => {
     expect(plain.description).to.equal('s3://my-bucket/?region=us-east-1');
     void store.close();
     void plain.close();
+  });
+
+  it('signs for the region in AWS_REGION when the URL names none (the URL\'s region wins)', async () => {
+    const scopes: string[] = [];
+    const server = createServer((req, res) => {
+      scopes.push(/Credential=[^/]+\/\d+\/([^/]+)\/s3\//.exec(req.headers.authorization ?? '')?.[1] ?? 'unsigned');
+      res.writeHead(404).end();
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const saved = process.env.AWS_REGION;
+    process.env.AWS_REGION = 'eu-central-1';
+    try {
+      const fromEnv = openStore(`s3://bucket?endpoint=${endpoint}&accessKeyId=a&secretAccessKey=b`);
+      const fromUrl = openStore(`s3://bucket?endpoint=${endpoint}&accessKeyId=a&secretAccessKey=b&region=ap-south-1`);
+      expect(fromEnv.description).to.include('region=eu-central-1');
+      expect(await fromEnv.head('k')).to.equal(null);
+      expect(await fromUrl.head('k')).to.equal(null);
+      expect(scopes).to.deep.equal(['eu-central-1', 'ap-south-1']);
+      await fromEnv.close();
+      await fromUrl.close();
+    } finally {
+      if (saved === undefined) delete process.env.AWS_REGION;
+      else process.env.AWS_REGION = saved;
+      server.close();
+    }
   });
 
   it('rejects bad URLs with INVALID_ARGUMENT, a hint showing the accepted forms, and no secret echoed', () => {

@@ -1,63 +1,112 @@
 import { basename } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import express, { type Request, type Response, type Router } from 'express';
-import { toKdnError } from '../../../common/errors.ts';
+import type { z } from 'zod';
+import { KdnError, toKdnError } from '../../../common/errors.ts';
 import { principalOf } from '../../auth/authenticate.ts';
 import type { GeneratedToken } from '../../../engine-adapter/types.ts';
 import type { KnowledgeRequest } from '../../query/query-service.ts';
 import type { QueryOutcome } from '../../query/run-query.ts';
-import { ChatCompletionSchema, CompletionSchema, FIELD_HINTS, type Knowledge } from '../schemas.ts';
+import { openAIErrorBody } from '../openai-errors.ts';
+import { ChatCompletionSchema, CompletionSchema, contentText, messageHint, rejectUnsupported } from '../openai-schemas.ts';
+import { FIELD_HINTS, type Knowledge } from '../schemas.ts';
 import type { KdnServices } from '../services.ts';
 import { validate } from '../validate.ts';
+
+const DEFAULT_MAX_TOKENS = 64;
 
 /**
  * OpenAI-compatible routes. Knowledge rides in an extra `kdn` field ({namespace, documents?, topK?, mode?, blendRatio?}); without
  * it the model answers from the prompt alone. `stream: true` answers server-sent events ending in `data: [DONE]`.
+ * Errors on these paths are rendered in OpenAI's shape by app.ts (openai-errors.ts).
  */
 export function openAIRoutes(services: KdnServices): Router {
   const router = express.Router();
   const modelId = basename(services.engine.info.path);
   const json = express.json({ limit: '256kb' });
+  const model = { id: modelId, object: 'model', created: 0, owned_by: 'kdn' };
+  const checkModel = (name: string | undefined): void => {
+    if (name === undefined || name === modelId) return;
+    throw new KdnError('NOT_FOUND', `The model "${name}" does not exist`, {
+      hint: `this kdn serves one model, "${modelId}" (GET /v1/models); send that as model, or leave model out`,
+      details: { param: 'model', openaiCode: 'model_not_found' },
+    });
+  };
 
   router.get('/v1/models', (_req: Request, res: Response) => {
-    res.json({ object: 'list', data: [{ id: modelId, object: 'model', created: 0, owned_by: 'kdn' }] });
+    res.json({ object: 'list', data: [model] });
+  });
+
+  router.get('/v1/models/:id', (req: Request, res: Response) => {
+    checkModel(String(req.params.id));
+    res.json(model);
   });
 
   router.post('/v1/chat/completions', json, async (req: Request, res: Response) => {
-    const body = validate(ChatCompletionSchema, req.body, 'chat completion request', FIELD_HINTS);
-    const lastUser = [...body.messages].reverse().find((m) => m.role === 'user');
-    const promptText = withoutLeadingBos(services, services.engine.tokenizer.applyChatTemplate(body.messages));
+    const body = parse(ChatCompletionSchema, req.body, 'chat completion request');
+    checkModel(body.model);
+    // Chat templates know system, user and assistant; OpenAI's developer role is its newer name for system.
+    const messages = body.messages.map((m) => ({ role: m.role === 'developer' ? 'system' : m.role, content: contentText(m.content) }));
+    const lastUser = [...messages].reverse().find((m) => m.role === 'user');
+    const promptText = withoutLeadingBos(services, services.engine.tokenizer.applyChatTemplate(messages));
     await complete(services, res, {
       kind: 'chat',
       model: modelId,
       knowledge: body.kdn,
       searchText: lastUser?.content ?? promptText,
       promptText,
-      maxTokens: body.max_tokens,
-      temperature: body.temperature,
-      seed: body.seed,
-      stop: body.stop,
-      stream: body.stream,
+      maxTokens: body.max_completion_tokens ?? body.max_tokens ?? DEFAULT_MAX_TOKENS,
+      ...sampling(body),
     });
   });
 
   router.post('/v1/completions', json, async (req: Request, res: Response) => {
-    const body = validate(CompletionSchema, req.body, 'completion request', FIELD_HINTS);
+    const body = parse(CompletionSchema, req.body, 'completion request');
+    checkModel(body.model);
+    const prompt = typeof body.prompt === 'string' ? body.prompt : body.prompt[0];
     await complete(services, res, {
       kind: 'text',
       model: modelId,
       knowledge: body.kdn,
-      searchText: body.prompt,
-      promptText: body.prompt,
-      maxTokens: body.max_tokens,
-      temperature: body.temperature,
-      seed: body.seed,
-      stop: body.stop,
-      stream: body.stream,
+      searchText: prompt,
+      promptText: prompt,
+      maxTokens: body.max_tokens ?? DEFAULT_MAX_TOKENS,
+      ...sampling(body),
     });
   });
 
   return router;
+}
+
+type CommonBody = Pick<z.output<typeof CompletionSchema>, 'temperature' | 'top_p' | 'seed' | 'stop' | 'stream' | 'stream_options'>;
+
+function sampling(body: CommonBody): Pick<Completion, 'temperature' | 'topP' | 'seed' | 'stop' | 'stream' | 'includeUsage'> {
+  if (body.stream_options && !body.stream) {
+    throw new KdnError('INVALID_ARGUMENT', 'stream_options is only allowed with stream: true', {
+      hint: 'send stream: true, or leave stream_options out (a whole answer always carries its usage)',
+      details: { param: 'stream_options' },
+    });
+  }
+  return {
+    temperature: body.temperature ?? 0,
+    topP: body.top_p ?? 1,
+    seed: body.seed ?? undefined,
+    stop: body.stop ?? undefined,
+    stream: body.stream ?? false,
+    includeUsage: body.stream_options?.include_usage ?? false,
+  };
+}
+
+/** Validates an OpenAI body: unsupported options first (each with its own hint), then the schema. */
+function parse<S extends z.ZodType>(schema: S, body: unknown, what: string): z.output<S> {
+  const supported = rejectUnsupported(body);
+  try {
+    return validate(schema, supported, what, FIELD_HINTS);
+  } catch (err) {
+    const hint = messageHint(body);
+    if (!(err instanceof KdnError) || hint === undefined) throw err;
+    throw new KdnError(err.code, err.message, { hint, ...(err.details ? { details: err.details } : {}) });
+  }
 }
 
 interface Completion {
@@ -68,9 +117,12 @@ interface Completion {
   promptText: string;
   maxTokens: number;
   temperature: number;
+  topP: number;
   seed: number | undefined;
   stop: string | string[] | undefined;
   stream: boolean;
+  /** stream_options.include_usage: a last chunk with no choices carries the usage. */
+  includeUsage: boolean;
 }
 
 async function complete(services: KdnServices, res: Response, c: Completion): Promise<void> {
@@ -96,6 +148,7 @@ async function complete(services: KdnServices, res: Response, c: Completion): Pr
       ...(c.knowledge?.blendRatio === undefined ? {} : { blendRatio: c.knowledge.blendRatio }),
       maxTokens: c.maxTokens,
       temperature: c.temperature,
+      topP: c.topP,
       ...(c.seed === undefined ? {} : { seed: c.seed }),
       stopStrings: c.stop === undefined ? [] : [c.stop].flat(),
       signal: disconnected.signal,
@@ -135,10 +188,11 @@ async function complete(services: KdnServices, res: Response, c: Completion): Pr
       first = false;
     });
     const last = c.kind === 'chat' ? { index: 0, delta: {}, finish_reason: finishReason(outcome) } : { index: 0, text: '', logprobs: null, finish_reason: finishReason(outcome) };
-    send({ id, object: chunkObject, created, model: c.model, choices: [last], usage: usage(outcome), kdn: kdnExtras(outcome) });
+    send({ id, object: chunkObject, created, model: c.model, choices: [last], kdn: kdnExtras(outcome) });
+    if (c.includeUsage) send({ id, object: chunkObject, created, model: c.model, choices: [], usage: usage(outcome) });
   } catch (err) {
     if (!opened) throw err;
-    send(toKdnError(err).toJSON());
+    send(openAIErrorBody(toKdnError(err)));
   }
   res.end('data: [DONE]\n\n');
 }

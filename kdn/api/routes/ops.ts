@@ -7,11 +7,14 @@ import { WarmPlanSchema } from '../schemas.ts';
 import type { KdnServices } from '../services.ts';
 import { validate } from '../validate.ts';
 
+/** A key no object has: a head() of it asks the origin to answer without reading data. */
+const READY_PROBE_KEY = 'readyz-probe';
+
 /** Lifetime of the /warm token in a warm plan: long enough for a large warm, which sends a request per 1000 keys. */
 const WARM_TOKEN_TTL_S = 600;
 
 /**
- * Operations: GET /healthz, GET /metrics (Prometheus text), GET /v1/status, and POST /v1/warm/plan, which tells the
+ * Operations: GET /healthz (liveness), GET /readyz (readiness), GET /metrics (Prometheus text), GET /v1/status, and POST /v1/warm/plan, which tells the
  * warmer (`kdn warm`) the edges and the chunk objects of a namespace or of some documents; the warmer then drives
  * the edges' /warm itself, with the edge token the plan carries.
  */
@@ -20,6 +23,13 @@ export function opsRoutes(services: KdnServices): Router {
 
   router.get('/healthz', (_req: Request, res: Response) => {
     res.json({ status: 'ok' });
+  });
+
+  // Readiness: the engine is loaded (it is before kdn listens) and the origin answers; a failed check answers its
+  // error's status (ORIGIN_UNAVAILABLE 502, ORIGIN_TIMEOUT 504, ...) so a load balancer stops sending queries here.
+  router.get('/readyz', async (_req: Request, res: Response) => {
+    await services.origin.head(READY_PROBE_KEY);
+    res.json({ status: 'ready', engine: { backend: services.engine.backend, model: services.engine.info.path }, origin: services.origin.description });
   });
 
   router.get('/metrics', async (_req: Request, res: Response) => {

@@ -1,5 +1,4 @@
-import { Option, type Command } from 'commander';
-import { KdnError } from '../../../common/errors.ts';
+import { InvalidArgumentError, Option, type Command } from 'commander';
 import { createEngine } from '../../../engine-adapter/index.ts';
 import { DEFAULT_MODEL_DIR } from '../../default-model.ts';
 
@@ -16,7 +15,7 @@ interface GenerateFlags {
 function numberFlag(name: string, integer: boolean): (value: string) => number {
   return (value) => {
     const n = Number(value);
-    if (!Number.isFinite(n) || (integer && !Number.isInteger(n))) throw new KdnError('INVALID_ARGUMENT', `${name} must be ${integer ? 'an integer' : 'a number'}, got "${value}"`);
+    if (!Number.isFinite(n) || (integer && !Number.isInteger(n))) throw new InvalidArgumentError(`${name} must be ${integer ? 'an integer' : 'a number'}`);
     return n;
   };
 }

@@ -3,6 +3,7 @@ import { stat } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { KdnError } from '../../../common/errors.ts';
 import { readKVObject } from '../../../storage/kv-object/index.ts';
+import { UsageError } from '../exit-codes.ts';
 
 /**
  * `kdn inspect <file>`: prints a KV object's header as JSON, then streams the payload through the verifying
@@ -12,11 +13,11 @@ async function inspect(file: string): Promise<void> {
   let size: number;
   try {
     const info = await stat(file);
-    if (!info.isFile()) throw new KdnError('INVALID_ARGUMENT', `${file} is not a regular file`);
+    if (!info.isFile()) throw new UsageError(`${file} is not a regular file`, 'give the path of a KV object file');
     size = info.size;
   } catch (err) {
     if (err instanceof KdnError) throw err;
-    throw new KdnError('NOT_FOUND', `cannot read ${file}: ${(err as Error).message}`, { hint: 'give the path of a KV object file' });
+    throw new UsageError(`cannot read ${file}: ${(err as Error).message}`, 'give the path of a KV object file', 'NOT_FOUND');
   }
   const reader = await readKVObject(createReadStream(file));
   process.stdout.write(`${JSON.stringify({ file, bytes: size, header: reader.header }, null, 2)}\n`);

@@ -1,11 +1,12 @@
 import type { Command } from 'commander';
-import { KdnError } from '../../../common/errors.ts';
-import type { QueryRequest } from '../../client/api-client.ts';
+import type { QueryRequest, QueryResponse } from '../../client/api-client.ts';
 import { clientFor, collect, formatBytes, withServer } from '../client-options.ts';
+import { UsageError } from '../exit-codes.ts';
 
 interface QueryFlags {
   server: string;
   apiKey?: string;
+  dataDir?: string;
   namespace?: string;
   doc?: string[];
   topK?: string;
@@ -13,46 +14,71 @@ interface QueryFlags {
   blendRatio?: string;
   maxTokens?: string;
   temperature?: string;
+  stream: boolean;
   json?: boolean;
 }
 
-function intFlag(name: string, value: string | undefined): number | undefined {
+function numberFlag(name: string, value: string | undefined): number | undefined {
   if (value === undefined) return undefined;
   const n = Number(value);
-  if (!Number.isFinite(n)) throw new KdnError('INVALID_ARGUMENT', `${name} must be a number, got "${value}"`);
+  if (value.trim() === '' || !Number.isFinite(n)) throw new UsageError(`${name} must be a number, got "${value}"`);
   return n;
 }
 
-/** `kdn query "<question>"`: asks kdn; prints the answer and where its context came from. */
-async function query(question: string, flags: QueryFlags): Promise<void> {
+/** The request the flags ask for; bad flags are usage errors, found before anything is sent. */
+function requestFor(question: string, flags: QueryFlags): QueryRequest {
+  if (question.trim() === '') throw new UsageError('the question is empty', 'kdn query "What is in the manual?"');
   if (flags.mode !== 'inject' && flags.mode !== 'recompute' && flags.mode !== 'blend') {
-    throw new KdnError('INVALID_ARGUMENT', `--mode must be inject, blend or recompute, got "${flags.mode}"`);
+    throw new UsageError(`--mode must be inject, blend or recompute, got "${flags.mode}"`);
   }
   const request: QueryRequest = { question, mode: flags.mode };
-  const blendRatio = intFlag('--blend-ratio', flags.blendRatio);
+  const blendRatio = numberFlag('--blend-ratio', flags.blendRatio);
   if (blendRatio !== undefined) {
-    if (flags.mode !== 'blend') throw new KdnError('INVALID_ARGUMENT', '--blend-ratio needs --mode blend');
+    if (flags.mode !== 'blend') throw new UsageError('--blend-ratio needs --mode blend', `kdn query "${question}" --mode blend --blend-ratio ${blendRatio}`);
     if (!(blendRatio >= 0 && blendRatio <= 1)) {
-      throw new KdnError('INVALID_ARGUMENT', `--blend-ratio must be from 0 to 1, got ${blendRatio}`, { hint: 'the share of context tokens to recompute, e.g. --blend-ratio 0.15' });
+      throw new UsageError(`--blend-ratio must be from 0 to 1, got ${blendRatio}`, 'the share of context tokens to recompute, e.g. --blend-ratio 0.15');
     }
     request.blendRatio = blendRatio;
   }
   if (flags.namespace) request.namespace = flags.namespace;
   if (flags.doc) request.documents = flags.doc;
-  const topK = intFlag('--top-k', flags.topK);
-  const maxTokens = intFlag('--max-tokens', flags.maxTokens);
-  const temperature = intFlag('--temperature', flags.temperature);
+  const topK = numberFlag('--top-k', flags.topK);
+  const maxTokens = numberFlag('--max-tokens', flags.maxTokens);
+  const temperature = numberFlag('--temperature', flags.temperature);
   if (topK !== undefined) request.topK = topK;
   if (maxTokens !== undefined) request.maxTokens = maxTokens;
   if (temperature !== undefined) request.temperature = temperature;
-  const answer = await clientFor(flags).query(request);
+  return request;
+}
+
+/**
+ * `kdn query "<question>"`: asks kdn; prints the answer as it is generated (--no-stream: once it is whole), then
+ * where its context came from.
+ */
+async function query(question: string, flags: QueryFlags): Promise<void> {
+  const request = requestFor(question, flags);
+  const client = clientFor(flags);
   if (flags.json) {
-    process.stdout.write(`${JSON.stringify(answer)}\n`);
+    process.stdout.write(`${JSON.stringify(await client.query(request))}\n`);
     return;
+  }
+  let answer: QueryResponse;
+  if (flags.stream) {
+    // The server trims the whole answer; streamed, its leading whitespace is held back the same way.
+    let started = false;
+    answer = await client.queryStream(request, (text) => {
+      const shown = started ? text : text.trimStart();
+      if (shown === '') return;
+      started = true;
+      process.stdout.write(shown);
+    });
+    process.stdout.write('\n');
+  } else {
+    answer = await client.query(request);
+    process.stdout.write(`${answer.answer}\n`);
   }
   const t = answer.timings;
   const lines = [
-    answer.answer,
     '',
     `context: ${answer.chunks.length} chunks, ${answer.tokens.context} tokens (${answer.tokens.reused} reused, ${answer.tokens.computed} computed incl. prompt), ${formatBytes(answer.bytes)} fetched`,
     ...answer.chunks.map((c) => `  ${c.title} #${c.index} ${c.kind} ${c.tier}${c.score === null ? '' : ` score ${c.score.toFixed(2)}`}`),
@@ -78,6 +104,7 @@ export function register(program: Command): void {
       .option('--blend-ratio <r>', 'with --mode blend: the share of context tokens to recompute, 0 to 1 (default 0.15)')
       .option('--max-tokens <n>', 'most tokens to generate (default 64)')
       .option('--temperature <t>', 'sampling temperature, 0 is greedy (default 0)')
-      .option('--json', 'print the whole response as JSON'),
+      .option('--no-stream', 'print the answer once it is whole instead of as it is generated')
+      .option('--json', 'print the whole response as JSON (implies --no-stream)'),
   ).action(query);
 }

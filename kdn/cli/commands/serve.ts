@@ -56,23 +56,23 @@ async function serve(flags: ServeFlags): Promise<void> {
   const kdn = await startKdn(config);
   const { engine } = kdn.services;
   const generated = kdn.services.access.generated;
-  if (generated) {
-    process.stderr.write(
-      `kdn: no API keys configured; using one key for tenant "default", saved to ${generated.path}:\n` +
-        `  ${generated.key}\n` +
-        `  the kdn CLI on this machine reads it from there; other clients send "Authorization: Bearer <key>" (or set KDN_API_KEY).\n` +
-        `  configure your own keys with KDN_API_KEYS="key1=tenantA,key2=tenantB" or --api-keys-file keys.json\n`,
-    );
-  }
+  // stderr carries JSON log lines only; what a person reads (the key included) goes to stdout.
+  if (generated) kdn.services.log.warn({ apiKeyFile: generated.path, tenant: 'default' }, 'no API keys configured: generated one key');
   if (flags.json) {
-    process.stdout.write(`${JSON.stringify({ ready: true, url: kdn.url, port: kdn.port, edges: kdn.services.edges.edges, backend: engine.backend })}\n`);
+    process.stdout.write(`${JSON.stringify({ ready: true, url: kdn.url, port: kdn.port, edges: kdn.services.edges.edges, backend: engine.backend, ...(generated ? { apiKeyFile: generated.path } : {}) })}\n`);
   } else {
     process.stdout.write(
       `kdn serving at ${kdn.url}\n` +
         `  model   ${engine.info.path} (${engine.backend}: ${engine.device})\n` +
         `  origin  ${kdn.services.origin.description}\n` +
         `  edges   ${kdn.services.edges.edges.join(', ')}${kdn.embeddedEdge ? ' (embedded)' : ''}\n` +
-        `try: kdn upload README.md && kdn query "What is KDN?"\n`,
+        (generated
+          ? `no API keys configured; using one key for tenant "default", saved to ${generated.path}:\n` +
+            `  ${generated.key}\n` +
+            `  the kdn CLI on this machine reads it from there (same --data-dir or KDN_DATA_DIR); other clients send\n` +
+            `  "Authorization: Bearer <key>". Configure your own with KDN_API_KEYS="key1=tenantA,key2=tenantB" or --api-keys-file\n`
+          : '') +
+        `try: npx kdn upload README.md && npx kdn query "What is KDN?"\n`,
     );
   }
   await new Promise<void>((resolve) => {

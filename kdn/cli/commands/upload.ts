@@ -1,14 +1,15 @@
 import { readFile } from 'node:fs/promises';
 import { basename } from 'node:path';
 import type { Command } from 'commander';
-import { KdnError } from '../../../common/errors.ts';
 import type { JobView } from '../../ingest/jobs.ts';
 import { clientFor, formatBytes, withServer } from '../client-options.ts';
+import { UsageError } from '../exit-codes.ts';
 import { Progress } from '../progress.ts';
 
 interface UploadFlags {
   server: string;
   apiKey?: string;
+  dataDir?: string;
   namespace?: string;
   title?: string;
   wait: boolean;
@@ -18,7 +19,7 @@ interface UploadFlags {
 /** `kdn upload <files...>`: one document per file (title: the file name), waiting for each ingest job. */
 async function upload(files: string[], flags: UploadFlags): Promise<void> {
   if (flags.title !== undefined && files.length > 1) {
-    throw new KdnError('INVALID_ARGUMENT', '--title names one document, but several files were given', { hint: 'upload files one at a time to title them' });
+    throw new UsageError('--title names one document, but several files were given', 'upload files one at a time to title them');
   }
   const client = clientFor(flags);
   const results: JobView[] = [];
@@ -27,8 +28,9 @@ async function upload(files: string[], flags: UploadFlags): Promise<void> {
     try {
       text = await readFile(file, 'utf8');
     } catch (err) {
-      throw new KdnError('NOT_FOUND', `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { hint: 'check the path' });
+      throw new UsageError(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, 'check the path', 'NOT_FOUND');
     }
+    if (text.trim() === '') throw new UsageError(`${file} is empty`, 'upload a file with some text in it');
     const title = flags.title ?? basename(file);
     const { job, document } = await client.upload({ title, text, ...(flags.namespace ? { namespace: flags.namespace } : {}) });
     if (!flags.wait) {
