@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { MIN_EDGE_SECRET_LENGTH } from '../common/edge-token.ts';
 import { byteSize as size } from '../common/byte-size.ts';
 import { resolveConfig } from '../common/resolve-config.ts';
+import { DEFAULT_FAILED_AUTH_LIMIT, failedAuthLimitSchema } from '../common/failed-auth-throttle.ts';
 
 const milliseconds = z.coerce.number().int().min(0);
 
@@ -39,6 +40,10 @@ export const EdgeConfigSchema = z.object({
   insecureNoAuth: flag.default(false),
   /** Leave /stats and /metrics open without a token. */
   publicMetrics: flag.default(false),
+  /** Failed token checks one address may make, "<per second>[,<burst>]"; past them it is answered 429. */
+  failedAuthLimit: failedAuthLimitSchema.default(DEFAULT_FAILED_AUTH_LIMIT),
+  /** Connections one remote address may hold open; kdn opens up to 32 per fetch thread plus 32. */
+  maxConnectionsPerAddress: z.coerce.number().int().min(1).default(1_024),
 });
 
 export type EdgeConfig = z.output<typeof EdgeConfigSchema>;
@@ -61,6 +66,8 @@ export const EDGE_ENV: Record<keyof EdgeConfig, string> = {
   secret: 'KDN_EDGE_SECRET',
   insecureNoAuth: 'KDN_EDGE_INSECURE_NO_AUTH',
   publicMetrics: 'KDN_EDGE_PUBLIC_METRICS',
+  failedAuthLimit: 'KDN_EDGE_FAILED_AUTH_LIMIT',
+  maxConnectionsPerAddress: 'KDN_EDGE_MAX_CONNECTIONS_PER_ADDRESS',
 };
 
 /** Validates a config; values missing from `input` come from the environment, then from the defaults. */

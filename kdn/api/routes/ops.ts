@@ -1,5 +1,8 @@
 import express, { type Request, type Response, type Router } from 'express';
-import { signEdgeToken } from '../../../common/edge-token.ts';
+import { newNonce, signEdgeToken } from '../../../common/edge-token.ts';
+import { KdnError } from '../../../common/errors.ts';
+import { RateLimiter } from '../../auth/rate-limit.ts';
+import { chunkPrefix } from '../../keys.ts';
 import { principalOf } from '../../auth/authenticate.ts';
 import { codecToString } from '../../../storage/kv-object/index.ts';
 import { manifestObjects, type Manifest } from '../../manifest.ts';
@@ -7,8 +10,15 @@ import { WarmPlanSchema } from '../schemas.ts';
 import type { KdnServices } from '../services.ts';
 import { validate } from '../validate.ts';
 
-/** Lifetime of the /warm token in a warm plan: long enough for a large warm, which sends a request per 1000 keys. */
-const WARM_TOKEN_TTL_S = 600;
+/**
+ * Lifetime of the /warm token in a warm plan: `kdn warm` sends all its requests (one per 1000 keys per edge) at
+ * once, and only a failover round comes later.
+ */
+const WARM_TOKEN_TTL_S = 60;
+/** Warm plans per tenant: each makes edges fetch up to a namespace's worth of objects from the origin. */
+const WARM_PLAN_RATE = { perSecond: 0.2, burst: 5 };
+/** Most objects one warm plan names; larger namespaces are warmed a few documents at a time. */
+const MAX_WARM_PLAN_OBJECTS = 100_000;
 
 /**
  * Operations: GET /healthz, GET /metrics (Prometheus text), GET /v1/status, and POST /v1/warm/plan, which tells the
@@ -17,6 +27,7 @@ const WARM_TOKEN_TTL_S = 600;
  */
 export function opsRoutes(services: KdnServices): Router {
   const router = express.Router();
+  const warmPlans = new RateLimiter(WARM_PLAN_RATE);
 
   router.get('/healthz', (_req: Request, res: Response) => {
     res.json({ status: 'ok' });
@@ -42,18 +53,29 @@ export function opsRoutes(services: KdnServices): Router {
 
   router.post('/v1/warm/plan', express.json({ limit: '256kb' }), async (req: Request, res: Response) => {
     const body = validate(WarmPlanSchema, req.body, 'warm plan request');
-    const scoped = services.access.tenancy.scope(principalOf(res).tenant, body.namespace, 'read');
+    const tenant = principalOf(res).tenant;
+    const waitS = warmPlans.take(tenant);
+    if (waitS > 0) {
+      res.setHeader('retry-after', String(Math.max(1, Math.ceil(waitS))));
+      throw new KdnError('RATE_LIMITED', 'too many warm plans for this tenant', { hint: 'wait for Retry-After seconds; a plan covers a whole namespace' });
+    }
+    const scoped = services.access.tenancy.scope(tenant, body.namespace, 'read');
     const manifests: Manifest[] = body.documents
       ? await Promise.all(body.documents.map((d) => services.catalog.resolve(scoped, d)))
       : services.catalog.list(scoped);
     const objects = new Map<string, number>();
     for (const m of manifests) for (const o of manifestObjects(m)) objects.set(o.key, o.bytes);
+    if (objects.size > MAX_WARM_PLAN_OBJECTS) {
+      throw new KdnError('PAYLOAD_TOO_LARGE', `the plan would name ${objects.size} objects, more than ${MAX_WARM_PLAN_OBJECTS}`, {
+        hint: 'warm a few documents at a time (kdn warm --doc ...)',
+      });
+    }
     res.json({
       namespace: body.namespace,
       edges: services.edges.edges,
       documents: manifests.map((m) => ({ id: m.id, title: m.title })),
       objects: [...objects].map(([key, bytes]) => ({ key, bytes })),
-      ...(services.edgeSecret ? { edgeToken: warmToken(services.edgeSecret) } : {}),
+      ...(services.edgeSecret ? { edgeToken: warmToken(services.edgeSecret, chunkPrefix(services.access.salts.saltFor(scoped))) } : {}),
     });
   });
 
@@ -61,10 +83,11 @@ export function opsRoutes(services: KdnServices): Router {
 }
 
 /**
- * A token for POST /warm on any of kdn's edges, so `kdn warm` (which has no edge secret) can drive them. It only
- * lets the holder pull objects it names into the edges, and chunk keys are unguessable without the tenant's salt.
+ * A token for POST /warm on any of kdn's edges, so `kdn warm` (which has no edge secret) can drive them. It is
+ * scoped to the chunk-key prefix of the namespace's salt: edges warm only keys under it and answer every other key
+ * as absent, so the holder learns nothing about objects that are not its own.
  */
-function warmToken(secret: string): { token: string; expiresAt: number } {
+function warmToken(secret: string, scope: string): { token: string; expiresAt: number } {
   const expiresAt = Math.floor(Date.now() / 1000) + WARM_TOKEN_TTL_S;
-  return { token: signEdgeToken(secret, 'POST', '/warm', expiresAt), expiresAt };
+  return { token: signEdgeToken(secret, { method: 'POST', target: '/warm', expiry: expiresAt, nonce: newNonce(), scope }), expiresAt };
 }
