@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { MIN_EDGE_SECRET_LENGTH } from '../common/edge-token.ts';
 import { byteSize as size } from '../common/byte-size.ts';
 import { resolveConfig } from '../common/resolve-config.ts';
+import { DEFAULT_FAILED_AUTH_LIMIT, failedAuthLimitSchema } from '../common/failed-auth-throttle.ts';
 import { parseRateLimit } from './auth/rate-limit.ts';
 import { DEFAULT_MODEL_DIR } from './default-model.ts';
 
@@ -71,6 +72,10 @@ export const KdnConfigSchema = z.object({
   /** Time a client has to send a whole request, and its headers (node's requestTimeout / headersTimeout). */
   requestTimeoutMs: milliseconds.default(300_000),
   headersTimeoutMs: milliseconds.default(30_000),
+  /** Failed authentications one address may make, "<per second>[,<burst>]"; past them it is answered 429. */
+  failedAuthLimit: failedAuthLimitSchema.default(DEFAULT_FAILED_AUTH_LIMIT),
+  /** Connections one remote address may hold open at once. */
+  maxConnectionsPerAddress: z.coerce.number().int().min(1).default(64),
 });
 
 export type KdnConfigInput = z.input<typeof KdnConfigSchema>;
@@ -105,6 +110,8 @@ export const KDN_ENV: Record<keyof KdnConfigInput, string> = {
   queryTimeoutMs: 'KDN_QUERY_TIMEOUT_MS',
   requestTimeoutMs: 'KDN_REQUEST_TIMEOUT_MS',
   headersTimeoutMs: 'KDN_HEADERS_TIMEOUT_MS',
+  failedAuthLimit: 'KDN_FAILED_AUTH_LIMIT',
+  maxConnectionsPerAddress: 'KDN_MAX_CONNECTIONS_PER_ADDRESS',
 };
 
 export function resolveKdnConfig(input: Partial<KdnConfigInput>, env: NodeJS.ProcessEnv = process.env): KdnConfig {

@@ -3,6 +3,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { KdnError } from '../common/errors.ts';
 import { createLogger, type Logger } from '../common/log.ts';
+import { capConnectionsPerAddress } from '../common/slow-clients.ts';
 import { EdgeClient } from '../edge/client.ts';
 import { startEdge, type RunningEdge } from '../edge/main.ts';
 import { createEngine } from '../engine-adapter/index.ts';
@@ -93,6 +94,7 @@ export async function startKdn(config: KdnConfig, log: Logger = createLogger('kd
       // Node checks the two timeouts above only this often (30 s by default).
       connectionsCheckingInterval: Math.max(50, Math.min(1_000, Math.floor(headersTimeout / 4))),
     }, createApp(services));
+    capConnectionsPerAddress(server, config.maxConnectionsPerAddress);
     await listen(server, config.port, config.host);
     const { port } = server.address() as AddressInfo;
     const host = config.host.includes(':') ? `[${config.host}]` : config.host === '0.0.0.0' ? '127.0.0.1' : config.host;

@@ -1,3 +1,4 @@
+import { FailedAuthThrottle } from '../../common/failed-auth-throttle.ts';
 import type { Logger } from '../../common/log.ts';
 import type { ObjectStore } from '../../storage/object-store.ts';
 import type { KdnConfig } from '../config.ts';
@@ -11,6 +12,8 @@ import { Tenancy, parseSharedNamespaces } from './tenancy.ts';
 export interface Access {
   keys: ApiKeyRing;
   limiter: RateLimiter;
+  /** Per source address: guessing keys is answered 429 after a few misses. */
+  failedAuth: FailedAuthThrottle;
   tenancy: Tenancy;
   salts: ChunkSalts;
   metricsPublic: boolean;
@@ -44,6 +47,7 @@ export async function loadAccess(config: KdnConfig, origin: ObjectStore, log: Lo
   return {
     keys: new ApiKeyRing(entries),
     limiter: new RateLimiter(config.rateLimit),
+    failedAuth: new FailedAuthThrottle(config.failedAuthLimit),
     tenancy,
     salts: new ChunkSalts(await loadSaltSecret(origin)),
     metricsPublic: config.metricsPublic,

@@ -33,16 +33,16 @@ export interface SecurityStack {
   close(): Promise<void>;
 }
 
-export async function startSecurityStack(env: NodeJS.ProcessEnv = {}): Promise<SecurityStack> {
+export async function startSecurityStack(env: { kdn?: NodeJS.ProcessEnv; edge?: NodeJS.ProcessEnv } = {}): Promise<SecurityStack> {
   const model = await testModel({ preferDemo: false });
   const dir = await mkdtemp(join(tmpdir(), 'kdn-security-'));
   const originDir = join(dir, 'origin');
-  const edge = await startKdnProcess(['edge', '--port', '0', '--origin', `file:${originDir}`, '--disk-path', join(dir, 'edge'), '--memory', '16MiB', '--disk', '64MiB']);
+  const edge = await startKdnProcess(['edge', '--port', '0', '--origin', `file:${originDir}`, '--disk-path', join(dir, 'edge'), '--memory', '16MiB', '--disk', '64MiB'], env.edge);
   const kdn = await startKdnProcess([
     'serve', '--port', '0', '--data-dir', join(dir, 'data'), '--origin', `file:${originDir}`, '--edges', edge.ready.url,
     '--model', model.dir, '--backend', 'cpu', '--chunk-tokens', '16', '--codec', 'int8', '--fetch-threads', '0',
   ], {
-    KDN_API_KEYS: `${KEYS.alice}=alice,${KEYS.bob}=bob,${KEYS.mallory}=mallory`, KDN_RATE_LIMIT: '0', KDN_EDGE_SECRET: TEST_EDGE_SECRET, ...env,
+    KDN_API_KEYS: `${KEYS.alice}=alice,${KEYS.bob}=bob,${KEYS.mallory}=mallory`, KDN_RATE_LIMIT: '0', KDN_EDGE_SECRET: TEST_EDGE_SECRET, ...env.kdn,
   });
   const url = kdn.ready.url;
   const call = async (key: string | undefined, method: string, path: string, body?: unknown): Promise<Answer> => {
