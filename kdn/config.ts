@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { MIN_EDGE_SECRET_LENGTH } from '../common/edge-token.ts';
 import { byteSize as size } from '../common/byte-size.ts';
 import { resolveConfig } from '../common/resolve-config.ts';
+import { secretFromFlagOrFile } from '../common/secret-file.ts';
 import { DEFAULT_FAILED_AUTH_LIMIT, failedAuthLimitSchema } from '../common/failed-auth-throttle.ts';
 import { parseRateLimit } from './auth/rate-limit.ts';
 import { DEFAULT_MODEL_DIR } from './default-model.ts';
@@ -59,6 +60,8 @@ export const KdnConfigSchema = z.object({
   apiKeysFile: z.string().min(1).optional(),
   /** Shared with the edges, which accept only requests signed with it; the embedded edge gets a random one. */
   edgeSecret: z.string().min(MIN_EDGE_SECRET_LENGTH, `the edge secret must be at least ${MIN_EDGE_SECRET_LENGTH} characters`).optional(),
+  /** A file holding the edge secret (mode 0600): keeps it out of the process list and the environment. */
+  edgeSecretFile: z.string().min(1).optional(),
   /** "public=ownerA+ownerB,readonly": namespaces every tenant reads, written by their owners (kdn/auth/tenancy.ts). */
   sharedNamespaces: z.string().default(''),
   /** Per-API-key request rate, "<per second>[,<burst>]"; "0" turns it off. */
@@ -103,6 +106,7 @@ export const KDN_ENV: Record<keyof KdnConfigInput, string> = {
   apiKeys: 'KDN_API_KEYS',
   apiKeysFile: 'KDN_API_KEYS_FILE',
   edgeSecret: 'KDN_EDGE_SECRET',
+  edgeSecretFile: 'KDN_EDGE_SECRET_FILE',
   sharedNamespaces: 'KDN_SHARED_NAMESPACES',
   rateLimit: 'KDN_RATE_LIMIT',
   metricsPublic: 'KDN_METRICS_PUBLIC',
@@ -115,8 +119,12 @@ export const KDN_ENV: Record<keyof KdnConfigInput, string> = {
 };
 
 export function resolveKdnConfig(input: Partial<KdnConfigInput>, env: NodeJS.ProcessEnv = process.env): KdnConfig {
-  const config = resolveConfig(KdnConfigSchema, KDN_ENV, input, env, 'kdn',
-    'see `kdn serve --help` for flags and the KDN_* environment variables');
+  const hint = 'see `kdn serve --help` for flags and the KDN_* environment variables';
+  const parsed = resolveConfig(KdnConfigSchema, KDN_ENV, input, env, 'kdn', hint);
+  const fromFile = secretFromFlagOrFile(parsed.edgeSecret, parsed.edgeSecretFile, 'edge secret');
+  const edgeSecret = fromFile === parsed.edgeSecret ? fromFile
+    : resolveConfig(KdnConfigSchema.pick({ edgeSecret: true }), { edgeSecret: 'KDN_EDGE_SECRET_FILE' }, { edgeSecret: fromFile }, {}, 'kdn', hint).edgeSecret;
+  const config = { ...parsed, edgeSecret };
   const dataDir = resolve(config.dataDir);
   return {
     ...config,

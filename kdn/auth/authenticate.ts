@@ -49,6 +49,17 @@ export function authenticate(options: AuthOptions) {
   };
 }
 
+/** The caller, who must be an operator: server-wide figures and settings are not for tenants. */
+export function requireOperator(res: Response): Principal {
+  const principal = principalOf(res);
+  if (principal.role !== 'operator') {
+    throw new KdnError('FORBIDDEN', 'this route is for operators', {
+      hint: 'use a key with role operator (KDN_API_KEYS "key=tenant:operator", or "role": "operator" in the keys file); GET /v1/usage shows your own usage',
+    });
+  }
+  return principal;
+}
+
 /** The authenticated caller of a request that passed authenticate(). */
 export function principalOf(res: Response): Principal {
   const principal = res.locals.principal as Principal | undefined;

@@ -3,7 +3,8 @@ import { newNonce, signEdgeToken } from '../../../common/edge-token.ts';
 import { KdnError } from '../../../common/errors.ts';
 import { RateLimiter } from '../../auth/rate-limit.ts';
 import { chunkPrefix } from '../../keys.ts';
-import { principalOf } from '../../auth/authenticate.ts';
+import { principalOf, requireOperator } from '../../auth/authenticate.ts';
+import { publicName } from '../../auth/tenancy.ts';
 import { codecToString } from '../../../storage/kv-object/index.ts';
 import { manifestObjects, type Manifest } from '../../manifest.ts';
 import { WarmPlanSchema } from '../schemas.ts';
@@ -34,10 +35,12 @@ export function opsRoutes(services: KdnServices): Router {
   });
 
   router.get('/metrics', async (_req: Request, res: Response) => {
+    if (!services.access.metricsPublic) requireOperator(res);
     res.type(services.metrics.registry.contentType).send(await services.metrics.registry.metrics());
   });
 
   router.get('/v1/status', (_req: Request, res: Response) => {
+    requireOperator(res);
     const { engine, config } = services;
     res.json({
       model: engine.info,
@@ -49,6 +52,11 @@ export function opsRoutes(services: KdnServices): Router {
       edges: services.edges.edges,
       queueDepth: services.queue.depth,
     });
+  });
+
+  router.get('/v1/usage', (_req: Request, res: Response) => {
+    const { tenant } = principalOf(res);
+    res.json(tenantUsage(tenant, services.catalog.ownedBy(tenant)));
   });
 
   router.post('/v1/warm/plan', express.json({ limit: '256kb' }), async (req: Request, res: Response) => {
@@ -80,6 +88,28 @@ export function opsRoutes(services: KdnServices): Router {
   });
 
   return router;
+}
+
+interface Usage {
+  documents: number;
+  tokens: number;
+  /** Stored chunk KV bytes. */
+  bytes: number;
+}
+
+/** What a tenant holds: its documents, their tokens and stored KV bytes, in all and per namespace. */
+export function tenantUsage(tenant: string, manifests: readonly Manifest[]): Usage & { tenant: string; namespaces: Record<string, Usage> } {
+  const total: Usage = { documents: 0, tokens: 0, bytes: 0 };
+  const namespaces: Record<string, Usage> = {};
+  for (const m of manifests) {
+    const ns = (namespaces[publicName(m.namespace)] ??= { documents: 0, tokens: 0, bytes: 0 });
+    for (const usage of [total, ns]) {
+      usage.documents += 1;
+      usage.tokens += m.tokens;
+      usage.bytes += m.bytes;
+    }
+  }
+  return { tenant, ...total, namespaces };
 }
 
 /**

@@ -13,10 +13,10 @@ export interface Started {
 
 const KDN = ['bin/kdn.js'];
 
-/** The API key (tenant "test") and edge secret every kdn and edge process started by these helpers uses. */
+/** The API key (tenant "test", role operator) and edge secret every kdn and edge process started by these helpers uses. */
 export const TEST_API_KEY = 'test-key-0123456789abcdef';
 export const TEST_EDGE_SECRET = 'test-edge-secret-0123456789abcdef';
-const AUTH_ENV = { KDN_API_KEYS: `${TEST_API_KEY}=test`, KDN_EDGE_SECRET: TEST_EDGE_SECRET, KDN_API_KEY: TEST_API_KEY };
+const AUTH_ENV = { KDN_API_KEYS: `${TEST_API_KEY}=test:operator`, KDN_EDGE_SECRET: TEST_EDGE_SECRET, KDN_API_KEY: TEST_API_KEY };
 
 /** Starts a long-running command that prints one JSON ready line on stdout (kdn serve/edge --json, s3rver-process). */
 export async function startProcess(args: string[], options: { env?: NodeJS.ProcessEnv; node?: string[]; timeoutMs?: number } = {}): Promise<Started> {

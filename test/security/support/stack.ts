@@ -42,7 +42,7 @@ export async function startSecurityStack(env: { kdn?: NodeJS.ProcessEnv; edge?: 
     'serve', '--port', '0', '--data-dir', join(dir, 'data'), '--origin', `file:${originDir}`, '--edges', edge.ready.url,
     '--model', model.dir, '--backend', 'cpu', '--chunk-tokens', '16', '--codec', 'int8', '--fetch-threads', '0',
   ], {
-    KDN_API_KEYS: `${KEYS.alice}=alice,${KEYS.bob}=bob,${KEYS.mallory}=mallory`, KDN_RATE_LIMIT: '0', KDN_EDGE_SECRET: TEST_EDGE_SECRET, ...env.kdn,
+    KDN_API_KEYS: `${KEYS.alice}=alice,${KEYS.bob}=bob,${KEYS.mallory}=mallory,${KEYS.operator}=ops:operator`, KDN_RATE_LIMIT: '0', KDN_EDGE_SECRET: TEST_EDGE_SECRET, ...env.kdn,
   });
   const url = kdn.ready.url;
   const call = async (key: string | undefined, method: string, path: string, body?: unknown): Promise<Answer> => {
