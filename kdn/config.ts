@@ -49,6 +49,12 @@ export const KdnConfigSchema = z.object({
   host: z.string().min(1).default('127.0.0.1'),
   /** Largest document upload accepted. */
   maxUploadBytes: size.default(8 * 2 ** 20),
+  /** Most tokens and (estimated) KV bytes one upload may make; checked before any KV is computed. */
+  maxUploadTokens: z.coerce.number().int().min(1).default(2_000_000),
+  maxUploadKvBytes: size.default(16 * 2 ** 30),
+  /** What one tenant may hold in all (stored documents plus running uploads). */
+  tenantQuotaTokens: z.coerce.number().int().min(1).default(20_000_000),
+  tenantQuotaKvBytes: size.default(256 * 2 ** 30),
   /** Budgets of the embedded edge (only used when `edges` is empty). */
   edgeMemoryBytes: size.default(512 * 2 ** 20),
   edgeDiskBytes: size.default(4 * 2 ** 30),
@@ -100,6 +106,10 @@ export const KDN_ENV: Record<keyof KdnConfigInput, string> = {
   port: 'KDN_PORT',
   host: 'KDN_HOST',
   maxUploadBytes: 'KDN_MAX_UPLOAD',
+  maxUploadTokens: 'KDN_MAX_UPLOAD_TOKENS',
+  maxUploadKvBytes: 'KDN_MAX_UPLOAD_KV',
+  tenantQuotaTokens: 'KDN_TENANT_QUOTA_TOKENS',
+  tenantQuotaKvBytes: 'KDN_TENANT_QUOTA_KV',
   edgeMemoryBytes: 'KDN_EDGE_MEMORY',
   edgeDiskBytes: 'KDN_EDGE_DISK',
   edgeDiskPath: 'KDN_EDGE_DISK_PATH',
