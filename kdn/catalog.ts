@@ -33,6 +33,11 @@ export class Catalog {
     return this.manifests.size;
   }
 
+  /** Every known document. */
+  all(): Manifest[] {
+    return [...this.manifests.values()];
+  }
+
   /** Every document of `tenant`'s own namespaces (shared namespaces excluded). */
   ownedBy(tenant: string): Manifest[] {
     return [...this.manifests.values()].filter((m) => tenantOf(m.namespace) === tenant);

@@ -18,6 +18,7 @@ import { Catalog } from './catalog.ts';
 import type { KdnConfig } from './config.ts';
 import { EngineQueue } from './engine-queue.ts';
 import { IngestJobs } from './ingest/jobs.ts';
+import { ChunkRepair } from './ingest/repair.ts';
 import { KvFetchPool } from './query/kv-fetch-pool.ts';
 import { defaultFetchThreads, inThreadFetcher } from './query/kv-fetcher.ts';
 import { QueryService } from './query/query-service.ts';
@@ -84,7 +85,9 @@ export async function startKdn(config: KdnConfig, log: Logger = createLogger('kd
       metrics.ingestObjects.inc({ outcome: 'computed' }, job.progress.objects.computed);
       metrics.ingestObjects.inc({ outcome: 'skipped' }, job.progress.objects.skipped);
     });
-    const queries = new QueryService({ engine, fetcher, catalog, queue, metrics, log, queryTimeoutMs: config.queryTimeoutMs });
+    const repair = new ChunkRepair(ingestContext, queue);
+    const onCorrupt = (key: string): void => void repair.report(key);
+    const queries = new QueryService({ engine, fetcher, catalog, queue, metrics, log, queryTimeoutMs: config.queryTimeoutMs, onCorrupt });
     const services: KdnServices = { config, engine, origin, edges, edgeSecret, catalog, queue, jobs, queries, metrics, codec, log, access };
 
     const headersTimeout = Math.min(config.headersTimeoutMs, config.requestTimeoutMs);
