@@ -1,19 +1,22 @@
 import { Option, type Command } from 'commander';
+import { readSecretFile } from '../../common/secret-file.ts';
 import { KDN_ENV } from '../config.ts';
 import { localKeyPath, readLocalKey } from '../auth/local-key.ts';
 import { DEFAULT_SERVER, KdnApiClient } from '../client/api-client.ts';
 
 const LOOPBACK = new Set(['127.0.0.1', 'localhost', '[::1]']);
 
-/** Adds --server (env KDN_SERVER) and --api-key (env KDN_API_KEY) to a client command. */
+/** Adds --server (env KDN_SERVER), --api-key (env KDN_API_KEY) and --api-key-file (env KDN_API_KEY_FILE) to a client command. */
 export function withServer(command: Command): Command {
   return command
     .addOption(new Option('--server <url>', 'kdn server URL').env('KDN_SERVER').default(DEFAULT_SERVER))
-    .addOption(new Option('--api-key <key>', 'API key (default for a local server: the key `kdn serve` wrote to <data-dir>/api-key)').env('KDN_API_KEY'));
+    .addOption(new Option('--api-key <key>', 'API key (default for a local server: the key `kdn serve` wrote to <data-dir>/api-key)').env('KDN_API_KEY'))
+    .addOption(new Option('--api-key-file <file>', 'file (mode 0600) holding the API key: unlike a flag, not visible to other local users').env('KDN_API_KEY_FILE'));
 }
 
-export function clientFor(flags: { server: string; apiKey?: string }): KdnApiClient {
-  return new KdnApiClient(flags.server, flags.apiKey || localServerKey(flags.server));
+export function clientFor(flags: { server: string; apiKey?: string; apiKeyFile?: string }): KdnApiClient {
+  const fromFile = flags.apiKeyFile ? readSecretFile(flags.apiKeyFile, 'API key') : undefined;
+  return new KdnApiClient(flags.server, flags.apiKey || fromFile || localServerKey(flags.server));
 }
 
 /**

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import { tokenHeader } from '../edge/helpers.ts';
-import { startProcess, type Started } from '../kdn/support/processes.ts';
+import { runCli, startProcess, type Started } from '../kdn/support/processes.ts';
 import { testModel, type TestModel } from '../kdn/support/tiny-model.ts';
 
 const SERVE_ARGS = (dataDir: string, model: string): string[] => [
@@ -91,6 +91,13 @@ describe('security: secrets at rest and on the command line', function () {
     const again = await startProcess([...SERVE_ARGS(dataDir, model.dir), '--json'], { env });
     running.push(again);
     expect((await stat(join(dataDir, 'origin'))).mode & 0o777).to.equal(0o700);
+
+    // The CLI takes its key from a 0600 file too, instead of a flag other users can read in the process list.
+    const keyFile = join(dir, 'cli-key');
+    await writeFile(keyFile, 'old-key-0123456789abcdef\n', { mode: 0o600 });
+    const listed = await runCli(['docs', 'list', '--server', again.ready.url, '--api-key-file', keyFile, '--json'], { KDN_API_KEY: '' });
+    expect(listed.code, listed.stderr).to.equal(0);
+    expect(JSON.parse(listed.stdout)).to.deep.equal({ namespace: 'default', documents: [] });
   });
 
   it('7: the edge secret is taken from a 0600 file (flag or env) instead of the process list; a readable file is refused', async () => {
