@@ -219,7 +219,7 @@ export async function run(args: string[]): Promise<BenchReport> {
   try {
     const fixtures: Fixture[] = [];
     for (const [codec, bytes] of encoded) {
-      const keys = Array.from({ length: a.objects }, (_, i) => `bench/delivery/${codec}/chunk-${String(i).padStart(4, '0')}.kv`);
+      const keys = Array.from({ length: a.objects }, (_, i) => `kv/bench/delivery/${codec}/chunk-${String(i).padStart(4, '0')}.kv`);
       for (const key of keys) await client.put(key, bytes);
       fixtures.push({
         codec, keys, objectBytes: bytes.length, layers: a.shape.layers,
