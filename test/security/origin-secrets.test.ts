@@ -80,6 +80,10 @@ describe('security: secrets at rest and on the command line', function () {
     expect(origin.find((entry) => entry.path.endsWith('chunk-salt.key'))).to.include({ mode: 0o600 });
     const loose = origin.filter((entry) => entry.mode !== (entry.dir ? 0o700 : 0o600));
     expect(loose, JSON.stringify(loose)).to.deep.equal([]);
+    // The embedded edge's disk tier holds every tenant's KV: its objects too.
+    const edgeObjects = await modes(join(dataDir, 'edge', 'objects'));
+    const looseEdge = edgeObjects.filter((entry) => entry.mode !== (entry.dir ? 0o700 : 0o600));
+    expect(looseEdge, JSON.stringify(looseEdge)).to.deep.equal([]);
   });
 
   it('7: an origin left world-readable by an older version is closed to other users when kdn opens it', async () => {
