@@ -1,6 +1,6 @@
 import { isKdnError } from '../../common/errors.ts';
 import { codecFromString, encodeKVObject, tokenHash, verifyKVObject } from '../../storage/kv-object/index.ts';
-import type { KVExpectation } from '../../storage/kv-object/types.ts';
+import type { KVExpectation, KVTensors } from '../../storage/kv-object/types.ts';
 import type { EngineQueue } from '../engine-queue.ts';
 import type { Manifest } from '../manifest.ts';
 import { computeChainedKV, computeIndependentKV, type ChunkPlan } from './compute-kv.ts';
@@ -18,6 +18,11 @@ export type RepairOutcome = 'intact' | 'from-edge' | 'recomputed' | 'unknown-key
  */
 export class ChunkRepair {
   private readonly running = new Map<string, Promise<RepairOutcome>>();
+  /**
+   * Keys waiting to be computed again, by document: every key of a document reported before its turn on the engine
+   * queue comes is computed in one pass, so a chain is prefilled once rather than once per damaged object.
+   */
+  private readonly batches = new Map<string, { keys: Map<string, KVExpectation>; done: Promise<void> }>();
   /** Counts by outcome, for /metrics and tests. */
   readonly outcomes: Record<RepairOutcome, number> = { intact: 0, 'from-edge': 0, recomputed: 0, 'unknown-key': 0, failed: 0 };
 
@@ -52,7 +57,7 @@ export class ChunkRepair {
       return 'from-edge';
     }
     if (found.manifest.modelFingerprint !== this.ctx.engine.info.fingerprint) return 'failed';
-    await this.queue.run(() => this.recompute(found.manifest, key, expect));
+    await this.recomputeInBatch(found.manifest, key, expect);
     return 'recomputed';
   }
 
@@ -78,24 +83,45 @@ export class ChunkRepair {
     }
   }
 
-  /** Computes the one object again (its chain prefix rebuilt first for a chained key) and stores it through its edge. */
-  private async recompute(manifest: Manifest, key: string, expect: KVExpectation): Promise<void> {
+  /** Resolves once `key` has been computed again, with the other keys of its document reported by then. */
+  private recomputeInBatch(manifest: Manifest, key: string, expect: KVExpectation): Promise<void> {
+    let batch = this.batches.get(manifest.id);
+    if (!batch) {
+      const keys = new Map<string, KVExpectation>();
+      const done = this.queue.run(() => {
+        // Keys reported from now on wait for the next pass.
+        this.batches.delete(manifest.id);
+        return this.recompute(manifest, keys);
+      });
+      batch = { keys, done };
+      this.batches.set(manifest.id, batch);
+    }
+    batch.keys.set(key, expect);
+    return batch.done;
+  }
+
+  /** Computes the objects again (a chain's prefix rebuilt once) and stores each, verified, through its edge. */
+  private async recompute(manifest: Manifest, keys: ReadonlyMap<string, KVExpectation>): Promise<void> {
     const { engine } = this.ctx;
     const codec = codecFromString(manifest.codec);
     const plans: ChunkPlan[] = manifest.chunks.map((c) => ({ index: c.index, tokenIds: c.tokenIds, independentKey: c.independent.key, chainedKey: c.chained?.key ?? null }));
-    const pending = new Set([key]);
-    let object: Buffer | undefined;
+    const pending = new Set(keys.keys());
     const sink = {
       pending,
-      save: async (saved: string, tensors: Parameters<typeof encodeKVObject>[0], ids: number[]): Promise<void> => {
-        object = encodeKVObject(tensors, { modelFingerprint: engine.info.fingerprint, tokenIds: ids, codec });
-        pending.delete(saved);
+      save: async (key: string, tensors: KVTensors, ids: number[]): Promise<void> => {
+        const object = encodeKVObject(tensors, { modelFingerprint: engine.info.fingerprint, tokenIds: ids, codec });
+        verifyKVObject(object, keys.get(key));
+        await this.store(key, object);
+        pending.delete(key);
       },
     };
     await computeChainedKV(engine, plans, sink);
     await computeIndependentKV(engine, plans, sink);
-    if (!object) throw new Error(`${key} was not computed`);
-    verifyKVObject(object, expect);
+    if (pending.size > 0) throw new Error(`${[...pending].join(', ')} were not computed`);
+  }
+
+  /** Through the key's edge, which verifies it and writes it through to the origin; to the origin when no edge answers. */
+  private async store(key: string, object: Buffer): Promise<void> {
     try {
       await this.ctx.edges.put(key, object);
     } catch (err) {
