@@ -28,8 +28,9 @@ export function capConnectionsPerAddress(server: Server, cap: number): void {
 
 /**
  * For a response sent before its request's body was read (a refusal: 401, 413, 415, ...): the connection is not
- * kept alive, and if the rest of the body does not arrive within `drainMs` the socket is closed, instead of node
- * reading a trickling body until the request timeout.
+ * kept alive, so node closes it once the answer is out instead of reading a trickling body until the request
+ * timeout to reuse it; should the answer itself not get out (a client that neither sends nor reads), the socket is
+ * closed after `drainMs` all the same.
  */
 export function closeUnreadRequest(res: ServerResponse, drainMs = DRAIN_AFTER_REFUSAL_MS): void {
   const req = res.req as ServerResponse['req'] | undefined;
