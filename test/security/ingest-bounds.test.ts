@@ -29,6 +29,9 @@ describe('security: ingest amplification', function () {
     expect(asFile.status).to.equal(415);
     const usage = (await stack.call(KEYS.mallory, 'GET', '/v1/usage')).body;
     expect(usage['documents']).to.equal(0);
+    // Text in any script, with tabs and Windows line ends, is text.
+    const text = 'Ο μύλος γυρίζει.\t磨坊在黎明时开门。\r\nThe mill turns 🌊 at dawn.\r\n'.repeat(3);
+    expect((await stack.call(KEYS.bob, 'POST', '/v1/documents', { namespace: 'scripts', title: 'mill', text })).status).to.equal(202);
   });
 
   it('10: the expected size is reported before work starts, is an upper bound, and per-upload and per-tenant quotas hold', async () => {
