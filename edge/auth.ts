@@ -33,7 +33,7 @@ export function checkEdgeAuthConfig(config: EdgeConfig): void {
 /**
  * Checks the X-KDN-Token of each request (common/edge-token.ts): the token must sign this method, this request
  * target with its query string, and for PUT the digest of the body; write and delete tokens are accepted once.
- * Source addresses that keep failing are answered 429 before their tokens are looked at.
+ * Source addresses that keep failing are answered 429 instead of 401/403.
  */
 export class EdgeAuth {
   /** Nonce of each single-use token seen, with its expiry. */
@@ -52,11 +52,13 @@ export class EdgeAuth {
   authorize(req: IncomingMessage, method: string, path: string): EdgeGrant {
     if (this.config.secret === undefined) return OPEN;
     if (this.config.publicMetrics && METRICS_PATHS.has(path)) return OPEN;
-    const source = req.socket.remoteAddress ?? '';
-    this.throttle.check(source);
     try {
       return this.verify(req, method);
     } catch (err) {
+      // Checked after the token, not before: a token cannot be guessed, so a valid one always passes, and an
+      // attacker sharing kdn's address (a NAT, the same host) cannot lock kdn out by failing on purpose.
+      const source = req.socket.remoteAddress ?? '';
+      this.throttle.check(source);
       this.throttle.failed(source);
       throw toKdnError(err);
     }
