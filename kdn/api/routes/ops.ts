@@ -22,9 +22,10 @@ const WARM_PLAN_RATE = { perSecond: 0.2, burst: 5 };
 const MAX_WARM_PLAN_OBJECTS = 100_000;
 
 /**
- * Operations: GET /healthz, GET /metrics (Prometheus text), GET /v1/status, and POST /v1/warm/plan, which tells the
- * warmer (`kdn warm`) the edges and the chunk objects of a namespace or of some documents; the warmer then drives
- * the edges' /warm itself, with the edge token the plan carries.
+ * Operations: GET /healthz, GET /metrics (Prometheus text) and GET /v1/status (both for operator keys: they describe
+ * the whole server), GET /v1/usage (the caller's own tenant), and POST /v1/warm/plan, which tells the warmer
+ * (`kdn warm`) the edges and the chunk objects of a namespace or of some documents; the warmer then drives the
+ * edges' /warm itself, with the edge token the plan carries.
  */
 export function opsRoutes(services: KdnServices): Router {
   const router = express.Router();
@@ -98,7 +99,7 @@ interface Usage {
 }
 
 /** What a tenant holds: its documents, their tokens and stored KV bytes, in all and per namespace. */
-export function tenantUsage(tenant: string, manifests: readonly Manifest[]): Usage & { tenant: string; namespaces: Record<string, Usage> } {
+function tenantUsage(tenant: string, manifests: readonly Manifest[]): Usage & { tenant: string; namespaces: Record<string, Usage> } {
   const total: Usage = { documents: 0, tokens: 0, bytes: 0 };
   const namespaces: Record<string, Usage> = {};
   for (const m of manifests) {
