@@ -23,6 +23,9 @@ import { KvFetchPool } from './query/kv-fetch-pool.ts';
 import { defaultFetchThreads, inThreadFetcher } from './query/kv-fetcher.ts';
 import { QueryService } from './query/query-service.ts';
 
+/** How long an idle client connection is kept open (connections per address are capped, see slow-clients.ts). */
+const KEEP_ALIVE_TIMEOUT_MS = 65_000;
+
 export interface RunningKdn {
   url: string;
   port: number;
@@ -96,6 +99,9 @@ export async function startKdn(config: KdnConfig, log: Logger = createLogger('kd
       headersTimeout,
       // Node checks the two timeouts above only this often (30 s by default).
       connectionsCheckingInterval: Math.max(50, Math.min(1_000, Math.floor(headersTimeout / 4))),
+      // Node's 5 s default races clients that reuse a connection just as a long engine step holds the event loop
+      // past it: the idle timer fires before the waiting request is read, and the client sees ECONNRESET.
+      keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS,
     }, createApp(services));
     capConnectionsPerAddress(server, config.maxConnectionsPerAddress);
     await listen(server, config.port, config.host);
