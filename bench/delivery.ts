@@ -27,7 +27,7 @@ import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { pino } from 'pino';
 import { KdnError } from '../common/errors.ts';
-import { EDGE_TOKEN_HEADER, secretSigner } from '../common/edge-token.ts';
+import { EDGE_TOKEN_HEADER, secretSigner, type EdgeSigner } from '../common/edge-token.ts';
 import { EdgeClient } from '../edge/client.ts';
 import { startEdge, type RunningEdge } from '../edge/main.ts';
 import { ChunkFetch } from '../kdn/query/fetch-chunk.ts';
@@ -108,9 +108,9 @@ async function windowed<T>(items: readonly T[], parallel: number, work: (item: T
 }
 
 /** The transport's ceiling: plain node:http GETs with the same token the client sends, bodies discarded. */
-function plainGet(agent: Agent, edge: RunningEdge, sign: (method: string, target: string) => string, key: string): Promise<void> {
+function plainGet(agent: Agent, edge: RunningEdge, sign: EdgeSigner, key: string): Promise<void> {
   return new Promise((resolve, reject) => {
-    const req = request(`${edge.url}/kv/${key}`, { agent, headers: { [EDGE_TOKEN_HEADER]: sign('GET', key) } }, (res) => {
+    const req = request(`${edge.url}/kv/${key}`, { agent, headers: { [EDGE_TOKEN_HEADER]: sign({ method: 'GET', target: `/kv/${key}` }) } }, (res) => {
       if (res.statusCode !== 200) reject(new Error(`GET ${key}: HTTP ${res.statusCode}`));
       res.on('data', () => undefined);
       res.once('end', resolve);
@@ -134,7 +134,7 @@ interface StageContext {
   pool: KvFetchPool;
   edge: RunningEdge;
   agent: Agent;
-  sign: (m: string, t: string) => string;
+  sign: EdgeSigner;
   parallel: number;
 }
 
@@ -219,7 +219,7 @@ export async function run(args: string[]): Promise<BenchReport> {
   try {
     const fixtures: Fixture[] = [];
     for (const [codec, bytes] of encoded) {
-      const keys = Array.from({ length: a.objects }, (_, i) => `bench/delivery/${codec}/chunk-${String(i).padStart(4, '0')}.kv`);
+      const keys = Array.from({ length: a.objects }, (_, i) => `kv/bench/delivery/${codec}/chunk-${String(i).padStart(4, '0')}.kv`);
       for (const key of keys) await client.put(key, bytes);
       fixtures.push({
         codec, keys, objectBytes: bytes.length, layers: a.shape.layers,

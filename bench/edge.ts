@@ -22,7 +22,7 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import express from 'express';
-import { EDGE_TOKEN_HEADER, EDGE_TOKEN_MAX_LIFETIME_S, signEdgeToken } from '../common/edge-token.ts';
+import { EDGE_TOKEN_HEADER, EDGE_TOKEN_MAX_LIFETIME_S, newNonce, signEdgeToken } from '../common/edge-token.ts';
 import { KdnError } from '../common/errors.ts';
 import { startEdge, type RunningEdge } from '../edge/main.ts';
 import { encodeKVObject } from '../storage/kv-object/index.ts';
@@ -87,7 +87,7 @@ export async function run(args: string[]): Promise<BenchReport> {
     // Edges check a signed token on every GET, as in production; wrk sends one per object.
     const secret = randomBytes(24).toString('hex');
     const token = (key: string): Record<string, string> => ({
-      [EDGE_TOKEN_HEADER]: signEdgeToken(secret, 'GET', key, Math.floor(Date.now() / 1000) + EDGE_TOKEN_MAX_LIFETIME_S - 60),
+      [EDGE_TOKEN_HEADER]: signEdgeToken(secret, { method: 'GET', target: `/kv/${key}`, expiry: Math.floor(Date.now() / 1000) + EDGE_TOKEN_MAX_LIFETIME_S - 10, nonce: newNonce() }),
     });
     const memoryEdge = await startEdge({ port: 0, originUrl: `file:${join(root, 'origin')}`, memoryBytes: budget, diskBytes: 0, diskPath: join(root, 'disk-unused'), secret });
     closers.push(() => memoryEdge.close());

@@ -342,7 +342,7 @@ async function measureContext(engine: BenchEngine, args: TtftArgs, shape: string
     const budget = codecs.reduce((sum, c) => sum + SIZE_FACTOR[c], 0) * engine.info.kvBytesPerToken * context + 64 * 2 ** 20;
     const edge = await startBenchEdge(Math.ceil(budget), Math.ceil(engine.info.kvBytesPerToken * a.chunk * 1.1) + 2 ** 20, a.edge);
     try {
-      const prefix = `bench/ttft/${shape.replace(/[^A-Za-z0-9._=-]/g, '_')}/${context}`;
+      const prefix = `kv/bench/ttft/${shape.replace(/[^A-Za-z0-9._=-]/g, '_')}/${context}`;
       let keys: Map<CodecName, string[]>;
       if (a.kv === 'synthetic') {
         keys = await putSyntheticObjects(engine, edge, contextIds.length, a.chunk, codecs, prefix);

@@ -1,5 +1,6 @@
 import type { ServerResponse } from 'node:http';
 import { KdnError, toKdnError, type ErrorCode } from './errors.ts';
+import { closeUnreadRequest } from './slow-clients.ts';
 
 /** The one place error codes become HTTP statuses, for kdn and the edges alike. */
 const STATUS: Record<ErrorCode, number> = {
@@ -63,6 +64,8 @@ export function sendError(res: ServerResponse, err: unknown): void {
     res.destroy(e);
     return;
   }
+  // A refused request's unread body is not waited for (see slow-clients.ts).
+  closeUnreadRequest(res);
   const body = JSON.stringify(e.toJSON());
   res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body) });
   res.end(body);

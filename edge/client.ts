@@ -1,5 +1,5 @@
 import { Agent, type IncomingMessage } from 'node:http';
-import { EDGE_TOKEN_HEADER, edgeTokenTarget, secretSigner, type EdgeSigner } from '../common/edge-token.ts';
+import { EDGE_BODY_DIGEST_HEADER, EDGE_TOKEN_HEADER, bodyDigest, secretSigner, type EdgeSigner } from '../common/edge-token.ts';
 import { KdnError } from '../common/errors.ts';
 import { validateKey } from '../storage/keys.ts';
 import { parseCacheStatus, type ServedFrom } from './cache-status.ts';
@@ -272,8 +272,15 @@ export class EdgeClient {
   }
 
   private send(edge: string, req: Omit<EdgeRequest, 'timeoutMs'> & { timeoutMs?: number }): Promise<IncomingMessage> {
-    const headers = this.signer ? { ...req.headers, [EDGE_TOKEN_HEADER]: this.signer(req.method, edgeTokenTarget(req.path)) } : req.headers;
+    const headers = this.signer ? { ...req.headers, ...this.sign(req) } : req.headers;
     return sendRequest(this.agent, edge, { ...req, ...(headers ? { headers } : {}), timeoutMs: req.timeoutMs ?? this.timeoutMs });
+  }
+
+  /** A fresh token per request (a PUT's also signs its body's digest, sent alongside). */
+  private sign(req: Pick<EdgeRequest, 'method' | 'path' | 'body'>): Record<string, string> {
+    if (req.method !== 'PUT' || req.body === undefined) return { [EDGE_TOKEN_HEADER]: this.signer!({ method: req.method, target: req.path }) };
+    const digest = bodyDigest(req.body);
+    return { [EDGE_TOKEN_HEADER]: this.signer!({ method: req.method, target: req.path, bodyDigest: digest }), [EDGE_BODY_DIGEST_HEADER]: digest };
   }
 
   private async tryInOrder<T>(what: string, order: string[], call: (edge: string) => Promise<T>): Promise<T> {

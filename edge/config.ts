@@ -4,6 +4,8 @@ import { z } from 'zod';
 import { MIN_EDGE_SECRET_LENGTH } from '../common/edge-token.ts';
 import { byteSize as size } from '../common/byte-size.ts';
 import { resolveConfig } from '../common/resolve-config.ts';
+import { secretFromFlagOrFile } from '../common/secret-file.ts';
+import { DEFAULT_FAILED_AUTH_LIMIT, failedAuthLimitSchema } from '../common/failed-auth-throttle.ts';
 
 const milliseconds = z.coerce.number().int().min(0);
 
@@ -35,10 +37,16 @@ export const EdgeConfigSchema = z.object({
   idleTimeoutMs: milliseconds.min(1).default(30_000),
   /** Shared with kdn, which signs every request with it (common/edge-token.ts). */
   secret: z.string().min(MIN_EDGE_SECRET_LENGTH, `the edge secret must be at least ${MIN_EDGE_SECRET_LENGTH} characters`).optional(),
+  /** A file holding the secret (mode 0600), which keeps it out of the process list and the environment. */
+  secretFile: z.string().min(1).optional(),
   /** Run without a secret, answering anyone: for trusted test networks only. */
   insecureNoAuth: flag.default(false),
   /** Leave /stats and /metrics open without a token. */
   publicMetrics: flag.default(false),
+  /** Failed token checks one address may make, "<per second>[,<burst>]"; past them it is answered 429. */
+  failedAuthLimit: failedAuthLimitSchema.default(DEFAULT_FAILED_AUTH_LIMIT),
+  /** Connections one remote address may hold open; kdn opens up to 32 per fetch thread plus 32. */
+  maxConnectionsPerAddress: z.coerce.number().int().min(1).default(1_024),
 });
 
 export type EdgeConfig = z.output<typeof EdgeConfigSchema>;
@@ -59,12 +67,18 @@ export const EDGE_ENV: Record<keyof EdgeConfig, string> = {
   headersTimeoutMs: 'KDN_EDGE_HEADERS_TIMEOUT_MS',
   idleTimeoutMs: 'KDN_EDGE_IDLE_TIMEOUT_MS',
   secret: 'KDN_EDGE_SECRET',
+  secretFile: 'KDN_EDGE_SECRET_FILE',
   insecureNoAuth: 'KDN_EDGE_INSECURE_NO_AUTH',
   publicMetrics: 'KDN_EDGE_PUBLIC_METRICS',
+  failedAuthLimit: 'KDN_EDGE_FAILED_AUTH_LIMIT',
+  maxConnectionsPerAddress: 'KDN_EDGE_MAX_CONNECTIONS_PER_ADDRESS',
 };
 
 /** Validates a config; values missing from `input` come from the environment, then from the defaults. */
 export function resolveEdgeConfig(input: Partial<EdgeConfigInput>, env: NodeJS.ProcessEnv = process.env): EdgeConfig {
-  return resolveConfig(EdgeConfigSchema, EDGE_ENV, input, env, 'edge',
-    `pass flags (kdn edge --help) or set ${Object.values(EDGE_ENV).slice(0, 6).join(', ')}, ...`);
+  const hint = `pass flags (kdn edge --help) or set ${Object.values(EDGE_ENV).slice(0, 6).join(', ')}, ...`;
+  const config = resolveConfig(EdgeConfigSchema, EDGE_ENV, input, env, 'edge', hint);
+  const secret = secretFromFlagOrFile(config.secret, config.secretFile, 'edge secret');
+  if (secret === config.secret) return config;
+  return { ...config, secret: resolveConfig(EdgeConfigSchema.pick({ secret: true }), { secret: 'KDN_EDGE_SECRET_FILE' }, { secret }, {}, 'edge', hint).secret };
 }

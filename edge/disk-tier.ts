@@ -5,6 +5,10 @@ import { KdnError, isKdnError } from '../common/errors.ts';
 import { verifyKVObject } from '../storage/kv-object/index.ts';
 import { etagFor, type CachedObject } from './cached-object.ts';
 
+/** Cached KV says much about the text it came from: the edge's files are its owner's alone. */
+const FILE_MODE = 0o600;
+const DIR_MODE = 0o700;
+
 /**
  * The disk tier: one file per object under `<dir>/objects/<hh>/<sha256(key)>`, bounded by total bytes with LRU
  * eviction. Files are named by the key's hash because keys can be longer than a file name and "a" and "a/b" could
@@ -41,11 +45,11 @@ export class DiskTier {
   }
 
   private async load(): Promise<void> {
-    await mkdir(join(this.dir, 'objects'), { recursive: true });
+    await mkdir(join(this.dir, 'objects'), { recursive: true, mode: DIR_MODE });
     await takeLock(join(this.dir, '.lock'));
     // Temp files are writes a crash interrupted; they were never visible, so they can go.
     await rm(join(this.dir, 'tmp'), { recursive: true, force: true });
-    await mkdir(join(this.dir, 'tmp'), { recursive: true });
+    await mkdir(join(this.dir, 'tmp'), { recursive: true, mode: DIR_MODE });
     const found: { hash: string; size: number; mtimeMs: number }[] = [];
     for (const shard of await readdir(join(this.dir, 'objects'))) {
       const shardDir = join(this.dir, 'objects', shard);
@@ -99,8 +103,8 @@ export class DiskTier {
     const temp = join(this.dir, 'tmp', `${hash}.${randomBytes(6).toString('hex')}`);
     const target = this.pathOf(hash);
     try {
-      await writeFile(temp, body);
-      await mkdir(join(this.dir, 'objects', hash.slice(0, 2)), { recursive: true });
+      await writeFile(temp, body, { mode: FILE_MODE });
+      await mkdir(join(this.dir, 'objects', hash.slice(0, 2)), { recursive: true, mode: DIR_MODE });
       await rename(temp, target);
     } catch (err) {
       await unlink(temp).catch(() => undefined);

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { once } from 'node:events';
 import type { Registry } from 'prom-client';
@@ -5,9 +6,11 @@ import { z } from 'zod';
 import { KdnError, isKdnError, toKdnError } from '../common/errors.ts';
 import { sendError } from '../common/http-errors.ts';
 import type { Logger } from '../common/log.ts';
-import { validateKey } from '../storage/keys.ts';
+import { retryAfterOf } from '../common/failed-auth-throttle.ts';
+import { capConnectionsPerAddress } from '../common/slow-clients.ts';
+import { isChunkKey, validateKey } from '../storage/keys.ts';
 import type { CachedObject } from './cached-object.ts';
-import { authorizeEdgeRequest } from './auth.ts';
+import { EdgeAuth, grantCovers, type EdgeGrant } from './auth.ts';
 import { CACHE_STATUS, cacheStatusFor } from './cache-status.ts';
 import type { EdgeConfig } from './config.ts';
 import { ifRangeHolds, noneMatch, parseRange } from './http-range.ts';
@@ -39,6 +42,11 @@ export interface EdgeServerDeps {
   log: Logger;
 }
 
+/** The server's own state besides its dependencies. */
+interface EdgeContext extends EdgeServerDeps {
+  auth: EdgeAuth;
+}
+
 /**
  * The edge's HTTP API on bare node:http: the GET/HEAD hot path answers a memory hit synchronously with one
  * writeHead and one res.end of the cached Buffer (no copy, no middleware), which is where express would cost
@@ -51,9 +59,12 @@ export interface EdgeServerDeps {
  *   GET /stats, /metrics (Prometheus), /healthz
  *
  * Every route but /healthz needs an X-KDN-Token signed by kdn (auth.ts, common/edge-token.ts) when the edge has a
- * secret; a request without one is refused before its body is read.
+ * secret; a request without one is refused before its body is read. Only chunk KV objects (storage/keys.ts
+ * isChunkKey) go through an edge: manifests, secrets and anything else at the origin are never served, stored,
+ * purged or warmed here.
  */
-export function createEdgeServer(deps: EdgeServerDeps): Server {
+export function createEdgeServer(edgeDeps: EdgeServerDeps): Server {
+  const deps: EdgeContext = { ...edgeDeps, auth: new EdgeAuth(edgeDeps.config) };
   const { config } = deps;
   const timeRequest = edgeRequestTimer(deps.metrics);
   const headersTimeout = Math.min(config.headersTimeoutMs, config.requestTimeoutMs);
@@ -68,10 +79,11 @@ export function createEdgeServer(deps: EdgeServerDeps): Server {
     route(deps, req, res);
   });
   server.timeout = config.idleTimeoutMs;
+  capConnectionsPerAddress(server, config.maxConnectionsPerAddress);
   return server;
 }
 
-function route(deps: EdgeServerDeps, req: IncomingMessage, res: ServerResponse): void {
+function route(deps: EdgeContext, req: IncomingMessage, res: ServerResponse): void {
   deps.served.requests += 1;
   const url = req.url ?? '/';
   const queryAt = url.indexOf('?');
@@ -87,21 +99,30 @@ function route(deps: EdgeServerDeps, req: IncomingMessage, res: ServerResponse):
       fail(deps, res, err);
       return;
     }
-    if (!authorized(deps, req, res, method, key)) return;
+    const grant = authorized(deps, req, res, method, path);
+    if (!grant) return;
+    if (!isChunkKey(key) || !grantCovers(grant, key)) {
+      fail(deps, res, new KdnError('FORBIDDEN', `${key} is not a chunk object this request may touch`, {
+        hint: 'edges handle only chunk KV objects (kv/...*.kv), and a scoped token only the keys under its scope',
+      }));
+      return;
+    }
     switch (method) {
       case 'GET': serveObject(deps, req, res, key, false); return;
       case 'HEAD': serveObject(deps, req, res, key, true); return;
-      case 'PUT': void putObject(deps, req, res, key); return;
+      case 'PUT': void putObject(deps, req, res, key, grant); return;
       case 'DELETE': void deleteObject(deps, res, key, query); return;
       default: methodNotAllowed(deps, res, 'GET, HEAD, PUT, DELETE'); return;
     }
   }
+  let grant: EdgeGrant | undefined;
   if (path === '/warm' || path === '/stats' || path === '/metrics') {
-    if (!authorized(deps, req, res, method, path)) return;
+    grant = authorized(deps, req, res, method, path);
+    if (!grant) return;
   }
   switch (path) {
     case '/warm':
-      if (method === 'POST') void warm(deps, req, res);
+      if (method === 'POST') void warm(deps, req, res, grant!);
       else methodNotAllowed(deps, res, 'POST');
       return;
     case '/stats':
@@ -122,19 +143,18 @@ function route(deps: EdgeServerDeps, req: IncomingMessage, res: ServerResponse):
   }
 }
 
-/** Answers 401/403 and returns false unless the request carries a token for `method` on `target` (see auth.ts). */
-function authorized(deps: EdgeServerDeps, req: IncomingMessage, res: ServerResponse, method: string, target: string): boolean {
+/** Answers 401/403/429 and returns undefined unless the request carries a token for itself (see auth.ts). */
+function authorized(deps: EdgeContext, req: IncomingMessage, res: ServerResponse, method: string, path: string): EdgeGrant | undefined {
   try {
-    authorizeEdgeRequest(deps.config, req, method, target);
-    return true;
+    return deps.auth.authorize(req, method, path);
   } catch (err) {
     deps.served.unauthorized += 1;
     fail(deps, res, err);
-    return false;
+    return undefined;
   }
 }
 
-function serveObject(deps: EdgeServerDeps, req: IncomingMessage, res: ServerResponse, key: string, head: boolean): void {
+function serveObject(deps: EdgeContext, req: IncomingMessage, res: ServerResponse, key: string, head: boolean): void {
   const inMemory = deps.cache.fromMemory(key);
   if (inMemory) {
     sendObject(deps, req, res, inMemory, CACHE_STATUS.memory, head);
@@ -165,7 +185,7 @@ function onlyIfCached(req: IncomingMessage): boolean {
   return value !== undefined && /(?:^|,)\s*only-if-cached\s*(?:,|$)/i.test(value);
 }
 
-function sendObject(deps: EdgeServerDeps, req: IncomingMessage, res: ServerResponse, object: CachedObject, cacheStatus: string, head: boolean): void {
+function sendObject(deps: EdgeContext, req: IncomingMessage, res: ServerResponse, object: CachedObject, cacheStatus: string, head: boolean): void {
   const { body, etag } = object;
   const ifNoneMatch = req.headers['if-none-match'];
   if (ifNoneMatch !== undefined && noneMatch(ifNoneMatch, etag)) {
@@ -212,9 +232,15 @@ function sendObject(deps: EdgeServerDeps, req: IncomingMessage, res: ServerRespo
   res.end(body);
 }
 
-async function putObject(deps: EdgeServerDeps, req: IncomingMessage, res: ServerResponse, key: string): Promise<void> {
+async function putObject(deps: EdgeContext, req: IncomingMessage, res: ServerResponse, key: string, grant: EdgeGrant): Promise<void> {
   try {
-    const body = await readBody(req, deps.config.maxBodyBytes);
+    const hash = grant.bodyDigest === undefined ? undefined : createHash('sha256');
+    const body = await readBody(req, deps.config.maxBodyBytes, hash);
+    if (hash && hash.digest('hex') !== grant.bodyDigest) {
+      throw new KdnError('FORBIDDEN', `the body of this PUT is not the one its token signs`, {
+        hint: 'a PUT token signs the SHA-256 of its body (X-KDN-Content-SHA256): sign the body you send',
+      });
+    }
     const object = await deps.cache.put(key, body);
     deps.served.puts += 1;
     res.setHeader('etag', object.etag);
@@ -224,7 +250,7 @@ async function putObject(deps: EdgeServerDeps, req: IncomingMessage, res: Server
   }
 }
 
-async function deleteObject(deps: EdgeServerDeps, res: ServerResponse, key: string, query: string): Promise<void> {
+async function deleteObject(deps: EdgeContext, res: ServerResponse, key: string, query: string): Promise<void> {
   try {
     const parsed = DeleteQuery.safeParse(Object.fromEntries(new URLSearchParams(query)));
     if (!parsed.success) {
@@ -239,7 +265,7 @@ async function deleteObject(deps: EdgeServerDeps, res: ServerResponse, key: stri
   }
 }
 
-async function warm(deps: EdgeServerDeps, req: IncomingMessage, res: ServerResponse): Promise<void> {
+async function warm(deps: EdgeContext, req: IncomingMessage, res: ServerResponse, grant: EdgeGrant): Promise<void> {
   let keys: string[];
   let concurrency: number;
   try {
@@ -270,6 +296,13 @@ async function warm(deps: EdgeServerDeps, req: IncomingMessage, res: ServerRespo
     while (next < keys.length && !res.destroyed) {
       const key = keys[next++]!;
       let line: Record<string, unknown>;
+      if (!isChunkKey(key) || !grantCovers(grant, key)) {
+        // Answered exactly like a key the origin lacks, without asking it: a warm token never tells whether
+        // something outside its scope exists.
+        summary.failed += 1;
+        await writeLine(res, absentLine(key));
+        continue;
+      }
       try {
         const outcome = await deps.cache.warm(key);
         summary[outcome.status] += 1;
@@ -278,7 +311,7 @@ async function warm(deps: EdgeServerDeps, req: IncomingMessage, res: ServerRespo
       } catch (err) {
         const e = toKdnError(err);
         summary.failed += 1;
-        line = { key, status: 'failed', bytes: 0, error: { code: e.code, message: e.message } };
+        line = e.code === 'NOT_FOUND' ? absentLine(key) : { key, status: 'failed', bytes: 0, error: { code: e.code, message: e.message } };
       }
       await writeLine(res, line);
     }
@@ -287,13 +320,18 @@ async function warm(deps: EdgeServerDeps, req: IncomingMessage, res: ServerRespo
   if (!res.destroyed) res.end(`${JSON.stringify(summary)}\n`);
 }
 
+/** The progress line of a key that is not there (or not the caller's to know about). */
+function absentLine(key: string): Record<string, unknown> {
+  return { key, status: 'failed', bytes: 0, error: { code: 'NOT_FOUND', message: `no object ${key} at the origin` } };
+}
+
 /** Writes one NDJSON line, waiting for the socket when the client reads slower than keys are warmed. */
 async function writeLine(res: ServerResponse, line: Record<string, unknown>): Promise<void> {
   if (res.destroyed) return;
   if (!res.write(`${JSON.stringify(line)}\n`)) await Promise.race([once(res, 'drain'), once(res, 'close')]);
 }
 
-async function sendMetrics(deps: EdgeServerDeps, res: ServerResponse): Promise<void> {
+async function sendMetrics(deps: EdgeContext, res: ServerResponse): Promise<void> {
   try {
     const text = await deps.metrics.metrics();
     res.writeHead(200, { 'content-type': deps.metrics.contentType, 'content-length': Buffer.byteLength(text) });
@@ -309,15 +347,18 @@ function sendJson(res: ServerResponse, status: number, value: unknown): void {
   res.end(text);
 }
 
-function methodNotAllowed(deps: EdgeServerDeps, res: ServerResponse, allowed: string): void {
+function methodNotAllowed(deps: EdgeContext, res: ServerResponse, allowed: string): void {
   res.setHeader('allow', allowed);
   fail(deps, res, new KdnError('INVALID_ARGUMENT', 'method not allowed on this route', { hint: `use ${allowed}` }));
 }
 
-function fail(deps: EdgeServerDeps, res: ServerResponse, err: unknown): void {
+function fail(deps: EdgeContext, res: ServerResponse, err: unknown): void {
   deps.served.errors += 1;
   const e = toKdnError(err);
-  if (e.code === 'INTERNAL' || e.code === 'STORAGE_ERROR') deps.log.error({ err: e, cause: e.cause }, 'edge request failed');
+  if (e.details?.['aborted'] === true) deps.log.debug({ err: e.message }, 'client went away before sending its whole body');
+  else if (e.code === 'INTERNAL' || e.code === 'STORAGE_ERROR') deps.log.error({ err: e, cause: e.cause }, 'edge request failed');
+  const retryAfter = retryAfterOf(e);
+  if (retryAfter !== undefined && !res.headersSent) res.setHeader('retry-after', retryAfter);
   sendError(res, e);
 }
 

@@ -1,7 +1,7 @@
 import type { Logger } from '../common/log.ts';
 import { KdnError, isKdnError } from '../common/errors.ts';
 import type { ObjectStore } from '../storage/object-store.ts';
-import { publicName } from './auth/tenancy.ts';
+import { publicName, tenantOf } from './auth/tenancy.ts';
 import { MANIFEST_PREFIX, manifestKey } from './keys.ts';
 import { ManifestSchema, manifestObjects, type Manifest } from './manifest.ts';
 import { ChunkIndex } from './retrieval/chunk-index.ts';
@@ -31,6 +31,16 @@ export class Catalog {
       }
     }
     return this.manifests.size;
+  }
+
+  /** Every known document. */
+  all(): Manifest[] {
+    return [...this.manifests.values()];
+  }
+
+  /** Every document of `tenant`'s own namespaces (shared namespaces excluded). */
+  ownedBy(tenant: string): Manifest[] {
+    return [...this.manifests.values()].filter((m) => tenantOf(m.namespace) === tenant);
   }
 
   list(namespace: string): Manifest[] {

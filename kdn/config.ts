@@ -3,6 +3,8 @@ import { z } from 'zod';
 import { MIN_EDGE_SECRET_LENGTH } from '../common/edge-token.ts';
 import { byteSize as size } from '../common/byte-size.ts';
 import { resolveConfig } from '../common/resolve-config.ts';
+import { secretFromFlagOrFile } from '../common/secret-file.ts';
+import { DEFAULT_FAILED_AUTH_LIMIT, failedAuthLimitSchema } from '../common/failed-auth-throttle.ts';
 import { DEFAULT_MODEL_DIR } from './default-model.ts';
 
 const edgeList = z.union([z.array(z.string()), z.string()]).transform((value, ctx) => {
@@ -62,6 +64,12 @@ export const KdnConfigSchema = z.object({
   host: z.string().min(1).default('127.0.0.1'),
   /** Largest document upload accepted. */
   maxUploadBytes: size.default(8 * 2 ** 20),
+  /** Most tokens and (estimated) KV bytes one upload may make; checked before any KV is computed. */
+  maxUploadTokens: z.coerce.number().int().min(1).default(2_000_000),
+  maxUploadKvBytes: size.default(16 * 2 ** 30),
+  /** What one tenant may hold in all (stored documents plus running uploads). */
+  tenantQuotaTokens: z.coerce.number().int().min(1).default(20_000_000),
+  tenantQuotaKvBytes: size.default(256 * 2 ** 30),
   /** Budgets of the embedded edge (only used when `edges` is empty). */
   edgeMemoryBytes: size.default(512 * 2 ** 20),
   edgeDiskBytes: size.default(4 * 2 ** 30),
@@ -73,6 +81,8 @@ export const KdnConfigSchema = z.object({
   apiKeysFile: z.string().min(1).optional(),
   /** Shared with the edges, which accept only requests signed with it; the embedded edge gets a random one. */
   edgeSecret: z.string().min(MIN_EDGE_SECRET_LENGTH, `the edge secret must be at least ${MIN_EDGE_SECRET_LENGTH} characters`).optional(),
+  /** A file holding the edge secret (mode 0600): keeps it out of the process list and the environment. */
+  edgeSecretFile: z.string().min(1).optional(),
   /** "public=ownerA+ownerB,readonly": namespaces every tenant reads, written by their owners (kdn/auth/tenancy.ts). */
   sharedNamespaces: z.string().default(''),
   /** Per-API-key request rate, "<per second>[,<burst>]"; "0" turns it off. */
@@ -86,6 +96,10 @@ export const KdnConfigSchema = z.object({
   /** Time a client has to send a whole request, and its headers (node's requestTimeout / headersTimeout). */
   requestTimeoutMs: milliseconds.default(300_000),
   headersTimeoutMs: milliseconds.default(30_000),
+  /** Failed authentications one address may make, "<per second>[,<burst>]"; past them it is answered 429. */
+  failedAuthLimit: failedAuthLimitSchema.default(DEFAULT_FAILED_AUTH_LIMIT),
+  /** Connections one remote address may hold open at once. */
+  maxConnectionsPerAddress: z.coerce.number().int().min(1).default(64),
 });
 
 export type KdnConfigInput = z.input<typeof KdnConfigSchema>;
@@ -107,12 +121,17 @@ export const KDN_ENV: Record<keyof KdnConfigInput, string> = {
   port: 'KDN_PORT',
   host: 'KDN_HOST',
   maxUploadBytes: 'KDN_MAX_UPLOAD',
+  maxUploadTokens: 'KDN_MAX_UPLOAD_TOKENS',
+  maxUploadKvBytes: 'KDN_MAX_UPLOAD_KV',
+  tenantQuotaTokens: 'KDN_TENANT_QUOTA_TOKENS',
+  tenantQuotaKvBytes: 'KDN_TENANT_QUOTA_KV',
   edgeMemoryBytes: 'KDN_EDGE_MEMORY',
   edgeDiskBytes: 'KDN_EDGE_DISK',
   edgeDiskPath: 'KDN_EDGE_DISK_PATH',
   apiKeys: 'KDN_API_KEYS',
   apiKeysFile: 'KDN_API_KEYS_FILE',
   edgeSecret: 'KDN_EDGE_SECRET',
+  edgeSecretFile: 'KDN_EDGE_SECRET_FILE',
   sharedNamespaces: 'KDN_SHARED_NAMESPACES',
   rateLimit: 'KDN_RATE_LIMIT',
   metricsPublic: 'KDN_METRICS_PUBLIC',
@@ -120,11 +139,17 @@ export const KDN_ENV: Record<keyof KdnConfigInput, string> = {
   queryTimeoutMs: 'KDN_QUERY_TIMEOUT_MS',
   requestTimeoutMs: 'KDN_REQUEST_TIMEOUT_MS',
   headersTimeoutMs: 'KDN_HEADERS_TIMEOUT_MS',
+  failedAuthLimit: 'KDN_FAILED_AUTH_LIMIT',
+  maxConnectionsPerAddress: 'KDN_MAX_CONNECTIONS_PER_ADDRESS',
 };
 
 export function resolveKdnConfig(input: Partial<KdnConfigInput>, env: NodeJS.ProcessEnv = process.env): KdnConfig {
-  const config = resolveConfig(KdnConfigSchema, KDN_ENV, input, env, 'kdn',
-    'see `kdn serve --help` for flags and the KDN_* environment variables');
+  const hint = 'see `kdn serve --help` for flags and the KDN_* environment variables';
+  const parsed = resolveConfig(KdnConfigSchema, KDN_ENV, input, env, 'kdn', hint);
+  const fromFile = secretFromFlagOrFile(parsed.edgeSecret, parsed.edgeSecretFile, 'edge secret');
+  const edgeSecret = fromFile === parsed.edgeSecret ? fromFile
+    : resolveConfig(KdnConfigSchema.pick({ edgeSecret: true }), { edgeSecret: 'KDN_EDGE_SECRET_FILE' }, { edgeSecret: fromFile }, {}, 'kdn', hint).edgeSecret;
+  const config = { ...parsed, edgeSecret };
   const dataDir = resolve(config.dataDir);
   return {
     ...config,

@@ -26,8 +26,16 @@ function digest(parts: string[]): string {
   return hash.digest('hex');
 }
 
+/**
+ * The prefix every chunk key of one salt (one tenant, or the shared namespaces) starts with. An edge token scoped
+ * to it (a warm plan's) reaches that tenant's chunks and nothing else; the tag says nothing about the salt itself.
+ */
+export function chunkPrefix(salt: string): string {
+  return `kv/s${digest(['prefix', salt]).slice(0, 16)}/`;
+}
+
 function chunkKey(scope: KeyScope, kind: 'ind' | 'chain', hash: string): string {
-  return `kv/${scope.modelFingerprint.slice(0, 16)}/${codecLabel(scope.codec)}/${kind}/${hash}.kv`;
+  return `${chunkPrefix(scope.salt)}${scope.modelFingerprint.slice(0, 16)}/${codecLabel(scope.codec)}/${kind}/${hash}.kv`;
 }
 
 /** Key of a chunk's KV computed alone after BOS: reusable in any order and combination. */

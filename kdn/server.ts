@@ -3,6 +3,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { KdnError } from '../common/errors.ts';
 import { createLogger, type Logger } from '../common/log.ts';
+import { capConnectionsPerAddress } from '../common/slow-clients.ts';
 import { EdgeClient } from '../edge/client.ts';
 import { startEdge, type RunningEdge } from '../edge/main.ts';
 import { createEngine } from '../engine-adapter/index.ts';
@@ -17,9 +18,13 @@ import { Catalog } from './catalog.ts';
 import type { KdnConfig } from './config.ts';
 import { EngineQueue } from './engine-queue.ts';
 import { IngestJobs } from './ingest/jobs.ts';
+import { ChunkRepair } from './ingest/repair.ts';
 import { KvFetchPool } from './query/kv-fetch-pool.ts';
 import { defaultFetchThreads, inThreadFetcher } from './query/kv-fetcher.ts';
 import { QueryService } from './query/query-service.ts';
+
+/** How long an idle client connection is kept open (connections per address are capped, see slow-clients.ts). */
+const KEEP_ALIVE_TIMEOUT_MS = 65_000;
 
 export interface RunningKdn {
   url: string;
@@ -83,7 +88,9 @@ export async function startKdn(config: KdnConfig, log: Logger = createLogger('kd
       metrics.ingestObjects.inc({ outcome: 'computed' }, job.progress.objects.computed);
       metrics.ingestObjects.inc({ outcome: 'skipped' }, job.progress.objects.skipped);
     });
-    const queries = new QueryService({ engine, fetcher, catalog, queue, metrics, log, queryTimeoutMs: config.queryTimeoutMs });
+    const repair = new ChunkRepair(ingestContext, queue);
+    const onCorrupt = (key: string): void => void repair.report(key);
+    const queries = new QueryService({ engine, fetcher, catalog, queue, metrics, log, queryTimeoutMs: config.queryTimeoutMs, onCorrupt });
     const services: KdnServices = { config, engine, origin, edges, edgeSecret, catalog, queue, jobs, queries, metrics, codec, log, access };
 
     const headersTimeout = Math.min(config.headersTimeoutMs, config.requestTimeoutMs);
@@ -92,7 +99,11 @@ export async function startKdn(config: KdnConfig, log: Logger = createLogger('kd
       headersTimeout,
       // Node checks the two timeouts above only this often (30 s by default).
       connectionsCheckingInterval: Math.max(50, Math.min(1_000, Math.floor(headersTimeout / 4))),
+      // Node's 5 s default races clients that reuse a connection just as a long engine step holds the event loop
+      // past it: the idle timer fires before the waiting request is read, and the client sees ECONNRESET.
+      keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS,
     }, createApp(services));
+    capConnectionsPerAddress(server, config.maxConnectionsPerAddress);
     await listen(server, config.port, config.host);
     const { port } = server.address() as AddressInfo;
     const host = config.host.includes(':') ? `[${config.host}]` : config.host === '0.0.0.0' ? '127.0.0.1' : config.host;

@@ -15,6 +15,12 @@ export interface FsStoreOptions {
 }
 
 const DEFAULT_STALE_TEMP_MS = 60 * 60 * 1000;
+/**
+ * The origin holds the chunk-salt secret and manifests with the documents' text: its files are its owner's alone
+ * (0600, folders 0700), and a root made by an older version is closed to others when the store opens.
+ */
+const FILE_MODE = 0o600;
+const DIR_MODE = 0o700;
 /** A put whose target directory vanished (pruned by a concurrent delete) recreates it and retries this often. */
 const RENAME_ATTEMPTS = 3;
 
@@ -33,7 +39,7 @@ const RENAME_ATTEMPTS = 3;
  * need a sidecar that cannot be swapped atomically together with the object.
  *
  * Files cannot be directories: the key "a" and the key "a/b" cannot both exist here (unlike S3); the second put
- * fails with CONFLICT.
+ * fails with CONFLICT. Files are created 0600 and folders 0700.
  */
 export class FsStore implements ObjectStore {
   readonly description: string;
@@ -56,7 +62,7 @@ export class FsStore implements ObjectStore {
     const target = this.pathOf(key);
     const temp = path.join(this.tempDir, `${randomBytes(12).toString('hex')}.part`);
     try {
-      await fsp.mkdir(this.tempDir, { recursive: true });
+      await fsp.mkdir(this.tempDir, { recursive: true, mode: DIR_MODE });
       const stats = await writeDurably(temp, body, options.signal);
       await this.renameIntoPlace(temp, target, key);
       return infoOf(key, stats);
@@ -154,7 +160,7 @@ export class FsStore implements ObjectStore {
     const dir = path.dirname(target);
     for (let attempt = 1; ; attempt++) {
       try {
-        await fsp.mkdir(dir, { recursive: true });
+        await fsp.mkdir(dir, { recursive: true, mode: DIR_MODE });
         await fsp.rename(temp, target);
         break;
       } catch (err) {
@@ -212,6 +218,7 @@ export class FsStore implements ObjectStore {
   }
 
   private async sweepTemp(staleMs: number): Promise<void> {
+    await fsp.chmod(this.root, DIR_MODE).catch(() => undefined);
     const names = await fsp.readdir(this.tempDir).catch(() => [] as string[]);
     const cutoff = Date.now() - staleMs;
     await Promise.all(
@@ -226,7 +233,7 @@ export class FsStore implements ObjectStore {
 
 /** Writes `body` to a new file at `file`, with backpressure for streams, and fsyncs it before returning its stats. */
 async function writeDurably(file: string, body: Buffer | Uint8Array | Readable, signal: AbortSignal | undefined): Promise<BigIntStats> {
-  const handle = await fsp.open(file, 'wx', 0o644);
+  const handle = await fsp.open(file, 'wx', FILE_MODE);
   try {
     if (body instanceof Readable) {
       // Each chunk is written before the next is pulled: backpressure without a second buffer.

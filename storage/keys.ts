@@ -34,6 +34,15 @@ export function validateKey(key: unknown): string {
   return key;
 }
 
+/** Where chunk KV objects live; everything else at the origin (manifests, secrets) is a control object. */
+export const CHUNK_KEY_PREFIX = 'kv/';
+const CHUNK_KEY_SUFFIX = '.kv';
+
+/** Whether `key` (already valid) names a chunk KV object: the only objects an edge serves, stores or warms. */
+export function isChunkKey(key: string): boolean {
+  return key.startsWith(CHUNK_KEY_PREFIX) && key.endsWith(CHUNK_KEY_SUFFIX) && key.length > CHUNK_KEY_PREFIX.length + CHUNK_KEY_SUFFIX.length;
+}
+
 /** Whether validateKey accepts `key` (stores skip foreign names they find when listing). */
 export function isValidKey(key: string): boolean {
   try {

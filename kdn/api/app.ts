@@ -2,7 +2,7 @@ import { performance } from 'node:perf_hooks';
 import express, { type Express, type NextFunction, type Request, type Response } from 'express';
 import multer from 'multer';
 import { KdnError, toKdnError } from '../../common/errors.ts';
-import { sendError } from '../../common/http-errors.ts';
+import { codeForHttpStatus, sendError } from '../../common/http-errors.ts';
 import { authenticate } from '../auth/authenticate.ts';
 import { accessLog } from './access-log.ts';
 import { isOpenAIPath, sendOpenAIError } from './openai-errors.ts';
@@ -33,6 +33,7 @@ export function createApp(services: KdnServices): Express {
   app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
     const e = fromMiddleware(err);
     if (e.code === 'INTERNAL') services.log.error({ err, path: req.path, reqId: req.id }, 'request failed');
+    else if (e.details?.['aborted'] === true) services.log.debug({ path: req.path, reqId: req.id }, 'client went away before sending its whole body');
     if (isOpenAIPath(req.path)) sendOpenAIError(res, e);
     else sendError(res, e);
   });
@@ -69,6 +70,12 @@ function fromMiddleware(err: unknown): KdnError {
     });
   }
   if (type === 'entity.parse.failed') return new KdnError('INVALID_ARGUMENT', 'request body is not valid JSON');
-  if (type === 'encoding.unsupported' || type === 'charset.unsupported') return new KdnError('UNSUPPORTED_MEDIA_TYPE', (err as Error).message);
+  if (type === 'encoding.unsupported' || type === 'charset.unsupported') return new KdnError('UNSUPPORTED_MEDIA_TYPE', (err as Error).message, { hint: 'send the body uncompressed, or gzip/deflate' });
+  if (type === 'request.aborted') return new KdnError('INVALID_ARGUMENT', 'the client closed the connection before sending the whole body', { details: { aborted: true } });
+  // Other body-parser errors (a broken gzip stream, a bad length) carry the 4xx status they mean.
+  const status = (err as { status?: unknown }).status;
+  if (typeof status === 'number' && status >= 400 && status < 500) {
+    return new KdnError(codeForHttpStatus(status), `bad request body: ${(err as Error).message}`, { hint: 'check the body against its Content-Type, Content-Encoding and Content-Length' });
+  }
   return toKdnError(err);
 }

@@ -1,3 +1,4 @@
+import { FailedAuthThrottle } from '../../common/failed-auth-throttle.ts';
 import type { Logger } from '../../common/log.ts';
 import type { ObjectStore } from '../../storage/object-store.ts';
 import type { KdnConfig } from '../config.ts';
@@ -11,11 +12,13 @@ import { Tenancy, parseSharedNamespaces } from './tenancy.ts';
 export interface Access {
   keys: ApiKeyRing;
   limiter: RateLimiter;
+  /** Per source address: guessing keys is answered 429 after a few misses. */
+  failedAuth: FailedAuthThrottle;
   tenancy: Tenancy;
   salts: ChunkSalts;
   metricsPublic: boolean;
-  /** Set when no keys were configured: the key kdn made for tenant "default", and the file it is in. */
-  generated?: { key: string; path: string };
+  /** Set when no keys were configured: the key kdn uses for tenant "default", the file it is in, and whether it was made just now. */
+  generated?: { key: string; path: string; fresh: boolean };
 }
 
 /**
@@ -31,12 +34,14 @@ export async function loadAccess(config: KdnConfig, origin: ObjectStore, log: Lo
   if (entries.length === 0) {
     const path = localKeyPath(config.dataDir);
     let key = readLocalKey(path);
+    const fresh = key === undefined;
     if (key === undefined) {
       key = generateApiKey();
       await writeLocalKey(path, key);
     }
-    entries.push({ key, tenant: DEFAULT_TENANT });
-    generated = { key, path };
+    // The one key of a server nobody configured belongs to whoever runs it.
+    entries.push({ key, tenant: DEFAULT_TENANT, role: 'operator' });
+    generated = { key, path, fresh };
   }
   const weak = entries.filter((e) => e.key.length < WEAK_KEY_LENGTH).map((e) => e.tenant);
   if (weak.length > 0) log.warn({ tenants: weak }, `API keys shorter than ${WEAK_KEY_LENGTH} characters are easy to guess`);
@@ -44,6 +49,7 @@ export async function loadAccess(config: KdnConfig, origin: ObjectStore, log: Lo
   return {
     keys: new ApiKeyRing(entries),
     limiter: new RateLimiter(config.rateLimit),
+    failedAuth: new FailedAuthThrottle(config.failedAuthLimit),
     tenancy,
     salts: new ChunkSalts(await loadSaltSecret(origin)),
     metricsPublic: config.metricsPublic,

@@ -10,7 +10,11 @@ export const TenantSchema = z
 
 const KeySchema = z.string().regex(/^[\x21-\x7e]{1,256}$/, 'an API key is 1-256 printable characters without spaces');
 
-const KeysFileSchema = z.object({ keys: z.array(z.object({ key: KeySchema, tenant: TenantSchema }).strict()).min(1) }).strict();
+/** Operators also read the whole server's /metrics and /v1/status; tenants see only their own. */
+const RoleSchema = z.enum(['tenant', 'operator']);
+export type Role = z.infer<typeof RoleSchema>;
+
+const KeysFileSchema = z.object({ keys: z.array(z.object({ key: KeySchema, tenant: TenantSchema, role: RoleSchema.optional() }).strict()).min(1) }).strict();
 
 /** Tenant given to the key `kdn serve` generates when none is configured. */
 export const DEFAULT_TENANT = 'default';
@@ -21,11 +25,14 @@ export const WEAK_KEY_LENGTH = 16;
 export interface ApiKeyEntry {
   key: string;
   tenant: string;
+  /** Default "tenant". */
+  role?: Role;
 }
 
 /** Who made a request. */
 export interface Principal {
   tenant: string;
+  role: Role;
   /** sha256 of the key: names the key in rate limiting and logs without revealing it. */
   keyId: string;
 }
@@ -35,16 +42,16 @@ export interface Principal {
  * how much of a stored key a guess matches.
  */
 export class ApiKeyRing {
-  private readonly byHash = new Map<string, string>();
+  private readonly byHash = new Map<string, { tenant: string; role: Role }>();
 
   constructor(entries: readonly ApiKeyEntry[]) {
-    for (const { key, tenant } of entries) {
+    for (const { key, tenant, role = 'tenant' } of entries) {
       const id = keyId(key);
       const known = this.byHash.get(id);
-      if (known !== undefined && known !== tenant) {
-        throw new KdnError('INVALID_ARGUMENT', `one API key is configured for two tenants ("${known}" and "${tenant}")`, { hint: 'give each key one tenant' });
+      if (known !== undefined && (known.tenant !== tenant || known.role !== role)) {
+        throw new KdnError('INVALID_ARGUMENT', `one API key is configured twice ("${known.tenant}" and "${tenant}")`, { hint: 'give each key one tenant and one role' });
       }
-      this.byHash.set(id, tenant);
+      this.byHash.set(id, { tenant, role });
     }
   }
 
@@ -54,20 +61,22 @@ export class ApiKeyRing {
 
   lookup(key: string): Principal | undefined {
     const id = keyId(key);
-    const tenant = this.byHash.get(id);
-    return tenant === undefined ? undefined : { tenant, keyId: id };
+    const entry = this.byHash.get(id);
+    return entry === undefined ? undefined : { ...entry, keyId: id };
   }
 }
 
-/** Parses KDN_API_KEYS: "key1=tenantA,key2=tenantB". */
+/** Parses KDN_API_KEYS: "key1=tenantA,key2=tenantB:operator" (a ":operator" suffix gives the key that role). */
 export function parseApiKeys(text: string): ApiKeyEntry[] {
   const items = text.split(',').map((item) => item.trim()).filter((item) => item !== '');
   return items.map((item, index) => {
     const at = item.lastIndexOf('=');
-    const parsed = z.object({ key: KeySchema, tenant: TenantSchema }).safeParse({ key: item.slice(0, Math.max(at, 0)).trim(), tenant: item.slice(at + 1).trim() });
-    if (at < 0 || !parsed.success) {
-      throw new KdnError('INVALID_ARGUMENT', `KDN_API_KEYS entry ${index + 1} is not key=tenant${parsed.success ? '' : `: ${parsed.error.issues[0]!.message}`}`, {
-        hint: 'write KDN_API_KEYS="key1=tenantA,key2=tenantB"',
+    const [tenant, role, ...extra] = item.slice(at + 1).trim().split(':');
+    const parsed = z.object({ key: KeySchema, tenant: TenantSchema, role: RoleSchema.optional() })
+      .safeParse({ key: item.slice(0, Math.max(at, 0)).trim(), tenant, ...(role === undefined ? {} : { role }) });
+    if (at < 0 || extra.length > 0 || !parsed.success) {
+      throw new KdnError('INVALID_ARGUMENT', `KDN_API_KEYS entry ${index + 1} is not key=tenant[:role]${parsed.success ? '' : `: ${parsed.error.issues[0]!.message}`}`, {
+        hint: 'write KDN_API_KEYS="key1=tenantA,key2=tenantB,key3=ops:operator"',
       });
     }
     return parsed.data;

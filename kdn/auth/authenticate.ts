@@ -1,11 +1,13 @@
 import type { NextFunction, Request, Response } from 'express';
 import { KdnError } from '../../common/errors.ts';
+import { retryAfterOf, type FailedAuthThrottle } from '../../common/failed-auth-throttle.ts';
 import type { ApiKeyRing, Principal } from './api-keys.ts';
 import type { RateLimiter } from './rate-limit.ts';
 
 export interface AuthOptions {
   keys: ApiKeyRing;
   limiter: RateLimiter;
+  failedAuth: FailedAuthThrottle;
   /** Leave GET /metrics open (KDN_METRICS_PUBLIC=true). */
   metricsPublic: boolean;
 }
@@ -24,10 +26,19 @@ export function authenticate(options: AuthOptions) {
       next();
       return;
     }
+    const source = req.socket.remoteAddress ?? '';
+    try {
+      options.failedAuth.check(source);
+    } catch (err) {
+      res.setHeader('retry-after', retryAfterOf(err as KdnError) ?? '1');
+      throw err;
+    }
     const match = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '');
-    if (!match) throw new KdnError('UNAUTHENTICATED', 'this request needs an API key', { hint: HINT });
-    const principal = options.keys.lookup(match[1]!);
-    if (!principal) throw new KdnError('UNAUTHENTICATED', 'the API key is not valid', { hint: HINT });
+    const principal = match ? options.keys.lookup(match[1]!) : undefined;
+    if (!principal) {
+      options.failedAuth.failed(source);
+      throw new KdnError('UNAUTHENTICATED', match ? 'the API key is not valid' : 'this request needs an API key', { hint: HINT });
+    }
     const waitS = options.limiter.take(principal.keyId);
     if (waitS > 0) {
       res.setHeader('retry-after', String(Math.max(1, Math.ceil(waitS))));
@@ -36,6 +47,17 @@ export function authenticate(options: AuthOptions) {
     res.locals.principal = principal;
     next();
   };
+}
+
+/** The caller, who must be an operator: server-wide figures and settings are not for tenants. */
+export function requireOperator(res: Response): Principal {
+  const principal = principalOf(res);
+  if (principal.role !== 'operator') {
+    throw new KdnError('FORBIDDEN', 'this route is for operators', {
+      hint: 'use a key with role operator (KDN_API_KEYS "key=tenant:operator", or "role": "operator" in the keys file); GET /v1/usage shows your own usage',
+    });
+  }
+  return principal;
 }
 
 /** The authenticated caller of a request that passed authenticate(). */

@@ -1,4 +1,5 @@
 import { Option, type Command } from 'commander';
+import { readSecretFile } from '../../common/secret-file.ts';
 import { KDN_ENV } from '../config.ts';
 import { localKeyPath, readLocalKey } from '../auth/local-key.ts';
 import { DEFAULT_SERVER, KdnApiClient } from '../client/api-client.ts';
@@ -6,17 +7,22 @@ import { UsageError } from './exit-codes.ts';
 
 const LOOPBACK = new Set(['127.0.0.1', 'localhost', '[::1]']);
 
-/** Adds --server (env KDN_SERVER), --api-key (env KDN_API_KEY) and --data-dir (env KDN_DATA_DIR) to a client command. */
+/**
+ * Adds --server (env KDN_SERVER), --api-key (env KDN_API_KEY), --api-key-file (env KDN_API_KEY_FILE) and --data-dir (env
+ * KDN_DATA_DIR) to a client command.
+ */
 export function withServer(command: Command): Command {
   return command
     .addOption(new Option('--server <url>', 'kdn server URL').env('KDN_SERVER').default(DEFAULT_SERVER))
     .addOption(new Option('--api-key <key>', 'API key (default for a local server: the key `kdn serve` wrote to <data-dir>/api-key)').env('KDN_API_KEY'))
+    .addOption(new Option('--api-key-file <file>', 'file (mode 0600) holding the API key: unlike a flag, not visible to other local users').env('KDN_API_KEY_FILE'))
     .addOption(new Option('--data-dir <dir>', 'data directory of a `kdn serve` on this machine, to read its generated key from (default ./data)').env(KDN_ENV.dataDir));
 }
 
-export function clientFor(flags: { server: string; apiKey?: string; dataDir?: string }): KdnApiClient {
+export function clientFor(flags: { server: string; apiKey?: string; apiKeyFile?: string; dataDir?: string }): KdnApiClient {
   try {
-    return new KdnApiClient(flags.server, flags.apiKey || localServerKey(flags.server, flags.dataDir ?? './data'));
+    const fromFile = flags.apiKeyFile ? readSecretFile(flags.apiKeyFile, 'API key') : undefined;
+    return new KdnApiClient(flags.server, flags.apiKey || fromFile || localServerKey(flags.server, flags.dataDir ?? './data'));
   } catch (err) {
     const e = err as { message?: string; hint?: string };
     throw new UsageError(e.message ?? String(err), e.hint);

@@ -27,6 +27,8 @@ export interface DocumentInput {
   title: string;
   text: string;
   salt: string;
+  /** The text's tokens when the caller already has them (the upload route does, to check its bounds). */
+  tokenIds?: number[];
 }
 
 /** Live progress of one ingest, read by GET /v1/jobs/<id>. */
@@ -50,7 +52,7 @@ const HEAD_CONCURRENCY = 16;
  */
 export async function ingestDocument(ctx: IngestContext, doc: DocumentInput, progress: IngestProgress): Promise<Manifest> {
   const { engine } = ctx;
-  const tokenIds = engine.tokenizer.encode(doc.text, { addSpecialTokens: false });
+  const tokenIds = doc.tokenIds ?? engine.tokenizer.encode(doc.text, { addSpecialTokens: false });
   const chunks = chunkTokens(engine.tokenizer, tokenIds, ctx.chunkBudget);
   const scope: KeyScope = { modelFingerprint: engine.info.fingerprint, codec: ctx.codec, salt: doc.salt };
   const plans = planKeys(scope, chunks.map((c) => c.tokenIds), engine.info.maxPositionEmbeddings);

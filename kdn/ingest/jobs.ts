@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { KdnError, toKdnError } from '../../common/errors.ts';
 import type { EngineQueue } from '../engine-queue.ts';
+import type { IngestEstimate } from './ingest-bounds.ts';
 import { emptyProgress, ingestDocument, type DocumentInput, type IngestContext, type IngestProgress } from './ingest-document.ts';
 
 export type JobStatus = 'queued' | 'running' | 'done' | 'failed';
@@ -11,6 +12,8 @@ export interface JobView {
   status: JobStatus;
   document: { id: string; namespace: string; title: string };
   progress: IngestProgress;
+  /** What the upload was expected to cost when it was accepted, before any work. */
+  expected?: IngestEstimate;
   error?: { code: string; message: string };
   createdAt: string;
   finishedAt?: string;
@@ -33,7 +36,12 @@ export class IngestJobs {
     private readonly onFinish: (job: JobView) => void = () => {},
   ) {}
 
-  async submit(doc: DocumentInput): Promise<JobView> {
+  /** Jobs queued or running whose document `matches` (e.g. one tenant's), for quotas that count work in flight. */
+  unfinished(matches: (job: JobView) => boolean): JobView[] {
+    return [...this.active.values()].filter(matches);
+  }
+
+  async submit(doc: DocumentInput, expected?: IngestEstimate): Promise<JobView> {
     const running = this.active.get(doc.id);
     if (running) return running;
     const job: JobView = {
@@ -41,6 +49,7 @@ export class IngestJobs {
       status: 'queued',
       document: { id: doc.id, namespace: doc.namespace, title: doc.title },
       progress: emptyProgress(),
+      ...(expected ? { expected } : {}),
       createdAt: new Date().toISOString(),
     };
     this.jobs.set(job.id, job);

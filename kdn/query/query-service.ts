@@ -45,6 +45,8 @@ export class QueryService {
       engine: Engine; fetcher: KvFetcher; catalog: Catalog; queue: EngineQueue; metrics: QueryMetrics; log: Logger;
       /** Bound on one query from arrival to its last token, queueing included. */
       queryTimeoutMs: number;
+      /** Told of objects whose origin copy an edge found corrupt (see run-query.ts). */
+      onCorrupt?: (key: string) => void;
     },
   ) {}
 

@@ -84,6 +84,8 @@ export interface QueryDeps {
   engine: Engine;
   fetcher: KvFetcher;
   log: Logger;
+  /** Told of each object an edge answered KV_CORRUPT for (its origin copy is bad), so it can be repaired. */
+  onCorrupt?: (key: string) => void;
 }
 
 /** Object fetch attempts per chunk before the engine computes it; the second goes to the edge client's next choice. */
@@ -279,6 +281,8 @@ async function injectOneByOne(
         injectionMs += performance.now() - injectStart;
         received += fetch.bytes;
         log.warn({ key: piece.key, edge: fetch.edge, attempt, err }, 'chunk object unusable');
+        // Checked by code: errors from the fetch threads arrive rebuilt, not as the same class.
+        if ((err as { code?: unknown }).code === 'KV_CORRUPT') deps.onCorrupt?.(piece.key);
         fetch = attempt < FETCH_ATTEMPTS ? ((await retries[i]) ?? new ChunkFetch(fetcher, piece.key, expectations[i]!, signal)) : undefined;
       }
     }

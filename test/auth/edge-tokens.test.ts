@@ -4,17 +4,17 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
-import { EDGE_TOKEN_HEADER, EDGE_TOKEN_SKEW_S, signEdgeToken, verifyEdgeToken } from '../../common/edge-token.ts';
+import { EDGE_BODY_DIGEST_HEADER, EDGE_TOKEN_HEADER, EDGE_TOKEN_SKEW_S, bodyDigest, newNonce, signEdgeToken, verifyEdgeToken } from '../../common/edge-token.ts';
 import { EdgeClient } from '../../edge/client.ts';
 import type { EdgeConfigInput } from '../../edge/config.ts';
 import { startEdge, type RunningEdge } from '../../edge/main.ts';
 import { openStore } from '../../storage/open-store.ts';
 import type { ObjectStore } from '../../storage/object-store.ts';
-import { CountingStore, TEST_EDGE_SECRET, errorCode, httpRequest, makeKVObject, type RawResponse } from '../edge/helpers.ts';
+import { CountingStore, TEST_EDGE_SECRET, errorCode, httpRequest, makeKVObject, tokenHeader, type RawResponse } from '../edge/helpers.ts';
 
 const now = (): number => Math.floor(Date.now() / 1000);
-const token = (method: string, target: string, expiry = now() + 60, secret = TEST_EDGE_SECRET): Record<string, string> => ({
-  [EDGE_TOKEN_HEADER]: signEdgeToken(secret, method, target, expiry),
+const token = (method: string, target: string, expiry = now() + 10, secret = TEST_EDGE_SECRET): Record<string, string> => ({
+  [EDGE_TOKEN_HEADER]: signEdgeToken(secret, { method, target, expiry, nonce: newNonce() }),
 });
 
 describe('edge tokens', () => {
@@ -29,7 +29,7 @@ describe('edge tokens', () => {
     origin = new CountingStore(openStore(`file:${join(dir, 'origin')}`));
     edge = await startEdge({ port: 0, diskPath: join(dir, 'disk'), memoryBytes: '4MiB', diskBytes: '8MiB', secret: TEST_EDGE_SECRET }, { origin });
     const client = new EdgeClient({ edges: [edge.url], secret: TEST_EDGE_SECRET });
-    await client.put('tok/stored', stored);
+    await client.put('kv/tok/stored.kv', stored);
     client.close();
   });
 
@@ -56,45 +56,47 @@ describe('edge tokens', () => {
     const cases: [string, Record<string, string>, number, string][] = [
       ['no token', {}, 401, 'UNAUTHENTICATED'],
       ['garbage', { [EDGE_TOKEN_HEADER]: 'let-me-in' }, 401, 'UNAUTHENTICATED'],
-      ['expired', token('GET', 'tok/stored', expired), 401, 'UNAUTHENTICATED'],
-      ['far future', token('GET', 'tok/stored', now() + 10 * 3600), 401, 'UNAUTHENTICATED'],
-      ['other key', token('GET', 'tok/other'), 403, 'FORBIDDEN'],
-      ['other method', token('HEAD', 'tok/stored'), 403, 'FORBIDDEN'],
-      ['other secret', token('GET', 'tok/stored', now() + 60, 'another-secret-0123456789abcdef'), 403, 'FORBIDDEN'],
-      ['tampered expiry', { [EDGE_TOKEN_HEADER]: token('GET', 'tok/stored')[EDGE_TOKEN_HEADER]!.replace(/^\d+/, String(now() + 120)) }, 403, 'FORBIDDEN'],
+      ['expired', token('GET', '/kv/kv/tok/stored.kv', expired), 401, 'UNAUTHENTICATED'],
+      ['far future', token('GET', '/kv/kv/tok/stored.kv', now() + 10 * 3600), 401, 'UNAUTHENTICATED'],
+      ['other key', token('GET', '/kv/kv/tok/other.kv'), 403, 'FORBIDDEN'],
+      ['other method', token('HEAD', '/kv/kv/tok/stored.kv'), 403, 'FORBIDDEN'],
+      ['other secret', token('GET', '/kv/kv/tok/stored.kv', now() + 60, 'another-secret-0123456789abcdef'), 403, 'FORBIDDEN'],
+      ['tampered expiry', { [EDGE_TOKEN_HEADER]: token('GET', '/kv/kv/tok/stored.kv')[EDGE_TOKEN_HEADER]!.replace(/^\d+/, String(now() + 120)) }, 403, 'FORBIDDEN'],
     ];
     for (const [what, headers, status, code] of cases) {
-      const got = await send('GET', '/kv/tok/stored', headers);
+      const got = await send('GET', '/kv/kv/tok/stored.kv', headers);
       try {
         refused(got, status, code);
       } catch (err) {
         throw new Error(`${what}: ${(err as Error).message}`);
       }
     }
-    expect((await send('HEAD', '/kv/tok/stored', token('GET', 'tok/stored'))).status).to.equal(403);
-    expect((await send('GET', '/kv/tok/stored', token('GET', 'tok/stored'))).body.equals(stored)).to.equal(true);
+    expect((await send('HEAD', '/kv/kv/tok/stored.kv', token('GET', '/kv/kv/tok/stored.kv'))).status).to.equal(403);
+    expect((await send('GET', '/kv/kv/tok/stored.kv', token('GET', '/kv/kv/tok/stored.kv'))).body.equals(stored)).to.equal(true);
     // Within the skew allowance a just-expired token still works.
-    expect((await send('GET', '/kv/tok/stored', token('GET', 'tok/stored', now() - 5))).status).to.equal(200);
+    expect((await send('GET', '/kv/kv/tok/stored.kv', token('GET', '/kv/kv/tok/stored.kv', now() - 2))).status).to.equal(200);
   });
 
   it('stores, purges and warms nothing without a token', async () => {
     const object = makeKVObject(8);
     const before = { puts: origin.puts, gets: origin.gets, deletes: origin.deletes, memory: edge.stats().memory.objects };
-    refused(await send('PUT', '/kv/tok/new', {}, object), 401, 'UNAUTHENTICATED');
-    refused(await send('PUT', '/kv/tok/new', token('GET', 'tok/new'), object), 403, 'FORBIDDEN');
-    refused(await send('PUT', '/kv/tok/new', token('PUT', 'tok/elsewhere'), object), 403, 'FORBIDDEN');
-    refused(await send('DELETE', '/kv/tok/stored?origin=true'), 401, 'UNAUTHENTICATED');
-    refused(await send('DELETE', '/kv/tok/stored', token('GET', 'tok/stored')), 403, 'FORBIDDEN');
-    refused(await send('POST', '/warm', { 'content-type': 'application/json' }, Buffer.from(JSON.stringify({ keys: ['tok/stored'] }))), 401, 'UNAUTHENTICATED');
-    refused(await send('POST', '/warm', token('POST', 'tok/stored'), Buffer.from(JSON.stringify({ keys: ['tok/stored'] }))), 403, 'FORBIDDEN');
+    refused(await send('PUT', '/kv/kv/tok/new.kv', {}, object), 401, 'UNAUTHENTICATED');
+    const digest = { [EDGE_BODY_DIGEST_HEADER]: bodyDigest(object) };
+    refused(await send('PUT', '/kv/kv/tok/new.kv', token('PUT', '/kv/kv/tok/new.kv'), object), 401, 'UNAUTHENTICATED');
+    refused(await send('PUT', '/kv/kv/tok/new.kv', { ...token('GET', '/kv/kv/tok/new.kv'), ...digest }, object), 403, 'FORBIDDEN');
+    refused(await send('PUT', '/kv/kv/tok/new.kv', { ...tokenHeader('PUT', '/kv/kv/tok/elsewhere.kv', TEST_EDGE_SECRET, object), ...digest }, object), 403, 'FORBIDDEN');
+    refused(await send('DELETE', '/kv/kv/tok/stored.kv?origin=true'), 401, 'UNAUTHENTICATED');
+    refused(await send('DELETE', '/kv/kv/tok/stored.kv', token('GET', '/kv/kv/tok/stored.kv')), 403, 'FORBIDDEN');
+    refused(await send('POST', '/warm', { 'content-type': 'application/json' }, Buffer.from(JSON.stringify({ keys: ['kv/tok/stored.kv'] }))), 401, 'UNAUTHENTICATED');
+    refused(await send('POST', '/warm', token('POST', '/kv/kv/tok/stored.kv'), Buffer.from(JSON.stringify({ keys: ['kv/tok/stored.kv'] }))), 403, 'FORBIDDEN');
     expect({ puts: origin.puts, gets: origin.gets, deletes: origin.deletes, memory: edge.stats().memory.objects }).to.deep.equal(before);
-    expect(await origin.head('tok/new')).to.equal(null);
-    expect(await origin.head('tok/stored')).to.not.equal(null);
+    expect(await origin.head('kv/tok/new.kv')).to.equal(null);
+    expect(await origin.head('kv/tok/stored.kv')).to.not.equal(null);
     expect(edge.stats().served.unauthorized).to.be.greaterThan(0);
 
-    const put = await send('PUT', '/kv/tok/new', token('PUT', 'tok/new'), object);
+    const put = await send('PUT', '/kv/kv/tok/new.kv', tokenHeader('PUT', '/kv/kv/tok/new.kv', TEST_EDGE_SECRET, object), object);
     expect(put.status).to.equal(201);
-    const warm = await send('POST', '/warm', token('POST', '/warm'), Buffer.from(JSON.stringify({ keys: ['tok/stored', 'tok/new'] })));
+    const warm = await send('POST', '/warm', token('POST', '/warm'), Buffer.from(JSON.stringify({ keys: ['kv/tok/stored.kv', 'kv/tok/new.kv'] })));
     expect(warm.status).to.equal(200);
     expect(warm.body.toString()).to.contain('"done":true');
   });
@@ -110,7 +112,7 @@ describe('edge tokens', () => {
     extra.push(open);
     expect((await httpRequest(open.url, 'GET', '/stats')).status).to.equal(200);
     expect((await httpRequest(open.url, 'GET', '/metrics')).body.toString()).to.contain('kdn_edge_unauthorized_total');
-    expect((await httpRequest(open.url, 'GET', '/kv/tok/stored')).status).to.equal(401);
+    expect((await httpRequest(open.url, 'GET', '/kv/kv/tok/stored.kv')).status).to.equal(401);
   });
 
   it('refuses to start without a secret unless told --insecure-no-auth', async () => {
@@ -128,7 +130,7 @@ describe('edge tokens', () => {
     expect((err as { hint: string }).hint).to.contain('--insecure-no-auth');
     expect(await attempt({ secret: 'short' })).to.have.property('code', 'INVALID_ARGUMENT');
     const insecure = (await attempt({ insecureNoAuth: true })) as RunningEdge;
-    expect((await httpRequest(insecure.url, 'GET', '/kv/tok/stored')).status).to.equal(200);
+    expect((await httpRequest(insecure.url, 'GET', '/kv/kv/tok/stored.kv')).status).to.equal(200);
     await store.close();
 
     const env = { ...process.env };
@@ -143,13 +145,24 @@ describe('edge tokens', () => {
     expect(stderr).to.contain('--insecure-no-auth').and.contain('KDN_EDGE_SECRET');
   });
 
-  it('verifies tokens in constant shape: only the exact method, target and expiry pass', () => {
-    const expiry = now() + 30;
-    const good = signEdgeToken(TEST_EDGE_SECRET, 'PUT', 'a/b', expiry);
-    expect(good).to.match(/^\d+\.[0-9a-f]{64}$/);
-    expect(() => verifyEdgeToken(TEST_EDGE_SECRET, good, 'PUT', 'a/b')).to.not.throw();
-    expect(() => verifyEdgeToken(TEST_EDGE_SECRET, good, 'PUT', 'a/b/c')).to.throw().with.property('code', 'FORBIDDEN');
-    expect(() => verifyEdgeToken(TEST_EDGE_SECRET, good, 'PUT', 'a/b', expiry + EDGE_TOKEN_SKEW_S + 1)).to.throw().with.property('code', 'UNAUTHENTICATED');
-    expect(() => verifyEdgeToken(TEST_EDGE_SECRET, `${good}0`, 'PUT', 'a/b')).to.throw().with.property('code', 'UNAUTHENTICATED');
+  it('verifies tokens in constant shape: only the exact method, target, body digest, expiry and scope pass', () => {
+    const expiry = now() + 5;
+    const nonce = newNonce();
+    const digest = bodyDigest('body');
+    const put = { method: 'PUT', target: '/kv/a/b.kv', bodyDigest: digest };
+    const good = signEdgeToken(TEST_EDGE_SECRET, { ...put, expiry, nonce });
+    expect(good).to.match(/^\d+\.[0-9a-f]{32}\.[0-9a-f]{64}$/);
+    expect(verifyEdgeToken(TEST_EDGE_SECRET, good, put)).to.deep.equal({ expiry, nonce, scope: undefined });
+    expect(() => verifyEdgeToken(TEST_EDGE_SECRET, good, { ...put, target: '/kv/a/b.kv?x=1' })).to.throw().with.property('code', 'FORBIDDEN');
+    expect(() => verifyEdgeToken(TEST_EDGE_SECRET, good, { ...put, bodyDigest: bodyDigest('other') })).to.throw().with.property('code', 'FORBIDDEN');
+    expect(() => verifyEdgeToken(TEST_EDGE_SECRET, good, put, expiry + EDGE_TOKEN_SKEW_S + 1)).to.throw().with.property('code', 'UNAUTHENTICATED');
+    expect(() => verifyEdgeToken(TEST_EDGE_SECRET, `${good}0`, put)).to.throw().with.property('code', 'UNAUTHENTICATED');
+    // Writes may not be signed for long; reads a little longer.
+    const longWrite = signEdgeToken(TEST_EDGE_SECRET, { ...put, expiry: now() + 90, nonce });
+    expect(() => verifyEdgeToken(TEST_EDGE_SECRET, longWrite, put)).to.throw().with.property('code', 'UNAUTHENTICATED');
+    const scoped = signEdgeToken(TEST_EDGE_SECRET, { method: 'POST', target: '/warm', expiry, nonce, scope: 'kv/s0123/' });
+    expect(verifyEdgeToken(TEST_EDGE_SECRET, scoped, { method: 'POST', target: '/warm' }).scope).to.equal('kv/s0123/');
+    const widened = scoped.replace(/\.[A-Za-z0-9_-]+$/, `.${Buffer.from('kv/').toString('base64url')}`);
+    expect(() => verifyEdgeToken(TEST_EDGE_SECRET, widened, { method: 'POST', target: '/warm' })).to.throw().with.property('code', 'FORBIDDEN');
   });
 });

@@ -40,6 +40,7 @@ describe('API key setup and limits', function () {
     // The ready line names the key's file; the logs (stderr, JSON lines) never carry the key itself.
     expect(first.ready.apiKeyFile).to.equal(keyFile);
     await new Promise((resolve) => setTimeout(resolve, 100));
+    // Never into the log; with --json (no terminal) not printed at all: it is in the file.
     expect(first.stderr()).to.not.contain(key);
 
     expect((await fetch(`${first.ready.url}/v1/status`)).status).to.equal(401);
@@ -55,7 +56,7 @@ describe('API key setup and limits', function () {
 
   it('reads keys from --api-keys-file, limits each key to its rate with 429 and Retry-After, caps request sizes, and bounds queries by a deadline', async () => {
     const keysFile = join(dir, 'keys.json');
-    await writeFile(keysFile, JSON.stringify({ keys: [{ key: 'file-key-one-0123456789', tenant: 'one' }, { key: 'file-key-two-0123456789', tenant: 'two' }] }));
+    await writeFile(keysFile, JSON.stringify({ keys: [{ key: 'file-key-one-0123456789', tenant: 'one', role: 'operator' }, { key: 'file-key-two-0123456789', tenant: 'two', role: 'operator' }] }));
     const kdn = await serve(['--data-dir', join(dir, 'limited'), '--api-keys-file', keysFile, '--rate-limit', '2,4', '--max-upload', '1KiB', '--query-timeout', '1'], { KDN_API_KEYS: '' });
     const get = (key: string): Promise<Response> => fetch(`${kdn.ready.url}/v1/status`, { headers: { authorization: `Bearer ${key}` } });
 

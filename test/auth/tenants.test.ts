@@ -101,9 +101,10 @@ describe('tenants and API keys', function () {
     expect((await call(url, undefined, 'POST', '/v1/query', { question: 'x' })).status).to.equal(401);
     expect((await call(url, undefined, 'GET', '/healthz')).status).to.equal(200);
     expect((await call(url, undefined, 'GET', '/metrics')).status).to.equal(401);
+    // Server-wide figures are for operators; a tenant sees its own usage.
     const metrics = await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${ALICE}` } });
-    expect(metrics.status).to.equal(200);
-    expect(await metrics.text()).to.match(/kdn_http_requests_total/);
+    expect(metrics.status).to.equal(403);
+    expect(await metrics.text()).to.not.match(/kdn_http_requests_total/);
   });
 
   it('keeps the same text uploaded by two tenants in separate objects, ids and manifests', async () => {

@@ -41,7 +41,7 @@ async function startCluster(count: number, extraEdgeUrls: string[] = []): Promis
 /** A key whose rendezvous owner among `edges` is `owner`. */
 function keyOwnedBy(owner: string, edges: readonly string[], prefix = 'owned'): string {
   for (let i = 0; ; i += 1) {
-    const key = `${prefix}/${i}.kv`;
+    const key = `kv/${prefix}/${i}.kv`;
     if (rendezvousOwner(key, edges) === owner) return key;
   }
 }
@@ -95,7 +95,7 @@ describe('edge client', () => {
     const { client, edges } = await startCluster(3);
     const objects = Array.from({ length: 12 }, (_, i) => makeKVObject(i));
     for (const [i, object] of objects.entries()) {
-      const key = `doc/${i}.kv`;
+      const key = `kv/doc/${i}.kv`;
       const put = await client.put(key, object);
       expect(put.edge).to.equal(client.order(key)[0]);
       expect(put.size).to.equal(object.length);
@@ -113,10 +113,10 @@ describe('edge client', () => {
   it('tells which tier of the owner edge holds a key without filling it', async () => {
     const { client, edges } = await startCluster(2);
     const object = makeKVObject(21);
-    expect(await client.cachedAt('doc/probe.kv')).to.equal(null);
-    await client.put('doc/probe.kv', object);
-    expect(await client.cachedAt('doc/probe.kv')).to.deep.equal({ edge: client.order('doc/probe.kv')[0], tier: 'memory' });
-    expect(await client.cachedAt('doc/absent.kv')).to.equal(null);
+    expect(await client.cachedAt('kv/doc/probe.kv')).to.equal(null);
+    await client.put('kv/doc/probe.kv', object);
+    expect(await client.cachedAt('kv/doc/probe.kv')).to.deep.equal({ edge: client.order('kv/doc/probe.kv')[0], tier: 'memory' });
+    expect(await client.cachedAt('kv/doc/absent.kv')).to.equal(null);
     expect(edges.map((edge) => edge.stats().memory.objects).reduce((a, b) => a + b, 0)).to.equal(1);
   });
 
@@ -197,18 +197,18 @@ describe('edge client', () => {
 
   it('passes NOT_FOUND and KV_CORRUPT through without failing over', async () => {
     const { client, origin, edges } = await startCluster(2);
-    const missing = await client.getBuffer('no/such/key').then(() => null, (err: unknown) => err);
+    const missing = await client.getBuffer('kv/no/such/key.kv').then(() => null, (err: unknown) => err);
     expect(missing).to.have.property('code', 'NOT_FOUND');
-    expect(await client.head('no/such/key')).to.equal(null);
+    expect(await client.head('kv/no/such/key.kv')).to.equal(null);
 
     const corrupt = makeKVObject(42);
     corrupt[corrupt.length - 3]! ^= 0x10;
-    await origin.put('bad/one', corrupt);
-    const err = await client.getBuffer('bad/one').then(() => null, (e: unknown) => e);
+    await origin.put('kv/bad/one.kv', corrupt);
+    const err = await client.getBuffer('kv/bad/one.kv').then(() => null, (e: unknown) => e);
     expect(err).to.have.property('code', 'KV_CORRUPT');
     expect(edges.map((edge) => edge.stats().origin.corrupt).reduce((a, b) => a + b, 0)).to.equal(1);
 
-    const bad = await client.put('bad/one', corrupt).then(() => null, (e: unknown) => e);
+    const bad = await client.put('kv/bad/one.kv', corrupt).then(() => null, (e: unknown) => e);
     expect(bad).to.have.property('code', 'KV_CORRUPT');
     const badKey = await client.get('../etc/passwd').then(() => null, (e: unknown) => e);
     expect(badKey).to.have.property('code', 'INVALID_KEY');
@@ -220,10 +220,10 @@ describe('edge client', () => {
     for (const edge of dead.edges) await edge.close();
     const client = new EdgeClient({ edges: urls, timeoutMs: 1_000, secret: TEST_EDGE_SECRET });
     cleanups.push(async () => client.close());
-    const err = await client.getBuffer('any/key').then(() => null, (e: unknown) => e) as { code: string; details: { attempts: unknown[] } } | null;
+    const err = await client.getBuffer('kv/any/key.kv').then(() => null, (e: unknown) => e) as { code: string; details: { attempts: unknown[] } } | null;
     expect(err).to.have.property('code', 'EDGE_UNAVAILABLE');
     expect(err!.details.attempts).to.have.length(2);
-    const put = await client.put('any/key', makeKVObject(1)).then(() => null, (e: unknown) => e);
+    const put = await client.put('kv/any/key.kv', makeKVObject(1)).then(() => null, (e: unknown) => e);
     expect(put).to.have.property('code', 'EDGE_UNAVAILABLE');
     const stats = await client.stats();
     expect(stats.every((entry) => entry.error !== undefined)).to.equal(true);
@@ -232,29 +232,29 @@ describe('edge client', () => {
   it('deletes from every edge and, when asked, from the origin', async () => {
     const { client, edges, origin } = await startCluster(3);
     const object = makeKVObject(43);
-    await client.put('del/me', object);
+    await client.put('kv/del/me.kv', object);
     // Spread copies: every edge fetches it once.
-    for (const edge of edges) await new EdgeClient({ edges: [edge.url], secret: TEST_EDGE_SECRET }).getBuffer('del/me');
+    for (const edge of edges) await new EdgeClient({ edges: [edge.url], secret: TEST_EDGE_SECRET }).getBuffer('kv/del/me.kv');
     expect(edges.every((edge) => edge.stats().memory.objects === 1)).to.equal(true);
 
-    const result = await client.delete('del/me', { origin: true });
+    const result = await client.delete('kv/del/me.kv', { origin: true });
     expect(result.origin).to.equal(true);
     expect(result.edges.every((entry) => entry.ok && entry.deleted?.memory)).to.equal(true);
     expect(edges.every((edge) => edge.stats().memory.objects === 0 && edge.stats().disk.objects === 0)).to.equal(true);
-    expect(await origin.head('del/me')).to.equal(null);
+    expect(await origin.head('kv/del/me.kv')).to.equal(null);
   });
 
   it('warms keys on their owner edges, moving a failed edge\'s keys to their next edge', async () => {
     const { client, edges, origin } = await startCluster(3);
-    const keys = Array.from({ length: 30 }, (_, i) => `warm/${i}.kv`);
+    const keys = Array.from({ length: 30 }, (_, i) => `kv/warm/${i}.kv`);
     for (const [i, key] of keys.entries()) await origin.put(key, makeKVObject(100 + i));
     await edges[2]!.close();
 
     const progress: WarmProgress[] = [];
-    const summary = await client.warm([...keys, 'warm/missing.kv'], (line) => progress.push(line));
+    const summary = await client.warm([...keys, 'kv/warm/missing.kv'], (line) => progress.push(line));
     expect(summary).to.include({ keys: 31, warmed: 30, present: 0, failed: 1 });
     expect(progress).to.have.length(31);
-    expect(progress.find((line) => line.key === 'warm/missing.kv')?.error?.code).to.equal('NOT_FOUND');
+    expect(progress.find((line) => line.key === 'kv/warm/missing.kv')?.error?.code).to.equal('NOT_FOUND');
     for (const line of progress) {
       expect(line.edge).to.equal(client.order(line.key).find((edge) => edge !== edges[2]!.url));
     }

@@ -57,16 +57,16 @@ describe('edge server', () => {
     it('fills from the origin, then serves from memory', async () => {
       const t = await startTestEdge();
       const object = makeKVObject(1);
-      await t.origin.inner.put('ns/doc/a.kv', object);
+      await t.origin.inner.put('kv/ns/doc/a.kv', object);
 
-      const first = await t.get('ns/doc/a.kv');
+      const first = await t.get('kv/ns/doc/a.kv');
       expect(first.status).to.equal(200);
       expect(first.body.equals(object)).to.equal(true);
       expect(first.headers['cache-status']).to.equal('kdn-edge; fwd=miss; stored; detail=origin');
       expect(first.headers['content-length']).to.equal(String(object.length));
       expect(first.headers['accept-ranges']).to.equal('bytes');
 
-      const second = await t.get('ns/doc/a.kv');
+      const second = await t.get('kv/ns/doc/a.kv');
       expect(second.status).to.equal(200);
       expect(second.body.equals(object)).to.equal(true);
       expect(second.headers['cache-status']).to.equal('kdn-edge; hit; detail=memory');
@@ -78,16 +78,16 @@ describe('edge server', () => {
       const objects = [0, 1, 2].map((seed) => makeKVObject(seed, 64));
       // Room for two objects in memory, all three on disk.
       const t = await startTestEdge({ memoryBytes: Math.floor(objects[0]!.length * 2.5), diskBytes: '1MiB' });
-      for (const [i, object] of objects.entries()) await t.origin.inner.put(`k/${i}`, object);
+      for (const [i, object] of objects.entries()) await t.origin.inner.put(`kv/k/${i}.kv`, object);
 
-      for (let i = 0; i < 3; i += 1) expect((await t.get(`k/${i}`)).headers['cache-status']).to.include('detail=origin');
+      for (let i = 0; i < 3; i += 1) expect((await t.get(`kv/k/${i}.kv`)).headers['cache-status']).to.include('detail=origin');
       expect(t.origin.gets).to.equal(3);
 
-      const fromDisk = await t.get('k/0');
+      const fromDisk = await t.get('kv/k/0.kv');
       expect(fromDisk.status).to.equal(200);
       expect(fromDisk.headers['cache-status']).to.equal('kdn-edge; hit; detail=disk');
       expect(fromDisk.body.equals(objects[0]!)).to.equal(true);
-      expect((await t.get('k/0')).headers['cache-status']).to.equal('kdn-edge; hit; detail=memory');
+      expect((await t.get('kv/k/0.kv')).headers['cache-status']).to.equal('kdn-edge; hit; detail=memory');
       expect(t.origin.gets).to.equal(3);
 
       const stats = await t.stats();
@@ -100,11 +100,11 @@ describe('edge server', () => {
     it('refetches from the origin after disk eviction, keeping the disk under its budget', async () => {
       const objects = [0, 1, 2].map((seed) => makeKVObject(seed, 64));
       const t = await startTestEdge({ memoryBytes: 0, diskBytes: Math.floor(objects[0]!.length * 2.5) });
-      for (const [i, object] of objects.entries()) await t.origin.inner.put(`k/${i}`, object);
-      for (let i = 0; i < 3; i += 1) await t.get(`k/${i}`);
+      for (const [i, object] of objects.entries()) await t.origin.inner.put(`kv/k/${i}.kv`, object);
+      for (let i = 0; i < 3; i += 1) await t.get(`kv/k/${i}.kv`);
 
-      expect((await t.get('k/2')).headers['cache-status']).to.equal('kdn-edge; hit; detail=disk');
-      const evicted = await t.get('k/0');
+      expect((await t.get('kv/k/2.kv')).headers['cache-status']).to.equal('kdn-edge; hit; detail=disk');
+      const evicted = await t.get('kv/k/0.kv');
       expect(evicted.headers['cache-status']).to.equal('kdn-edge; fwd=miss; stored; detail=origin');
       expect(evicted.body.equals(objects[0]!)).to.equal(true);
       expect(t.origin.gets).to.equal(4);
@@ -122,13 +122,13 @@ describe('edge server', () => {
       cleanups.push(() => rm(originDir, { recursive: true, force: true }), () => rm(diskPath, { recursive: true, force: true }));
       const object = makeKVObject(5);
       const first = await startTestEdge({}, { originDir, diskPath });
-      await first.origin.inner.put('persist/me', object);
-      await first.get('persist/me');
+      await first.origin.inner.put('kv/persist/me.kv', object);
+      await first.get('kv/persist/me.kv');
       await first.close();
 
       const second = await startTestEdge({}, { originDir, diskPath });
       expect((await second.stats()).disk.objects).to.equal(1);
-      const got = await second.get('persist/me');
+      const got = await second.get('kv/persist/me.kv');
       expect(got.headers['cache-status']).to.equal('kdn-edge; hit; detail=disk');
       expect(got.body.equals(object)).to.equal(true);
       expect(second.origin.gets).to.equal(0);
@@ -154,15 +154,15 @@ describe('edge server', () => {
     it('drops a corrupt disk file and refetches it from the origin', async () => {
       const t = await startTestEdge({ memoryBytes: 0 });
       const object = makeKVObject(9, 64);
-      await t.origin.inner.put('rot/a', object);
-      await t.get('rot/a');
+      await t.origin.inner.put('kv/rot/a.kv', object);
+      await t.get('kv/rot/a.kv');
       const shards = await readdir(join(t.diskPath, 'objects'));
       const file = join(t.diskPath, 'objects', shards[0]!, (await readdir(join(t.diskPath, 'objects', shards[0]!)))[0]!);
       const bytes = await readFile(file);
       bytes[bytes.length - 100]! ^= 0xff;
       await writeFile(file, bytes);
 
-      const got = await t.get('rot/a');
+      const got = await t.get('kv/rot/a.kv');
       expect(got.status).to.equal(200);
       expect(got.headers['cache-status']).to.equal('kdn-edge; fwd=miss; stored; detail=origin');
       expect(got.body.equals(object)).to.equal(true);
@@ -175,9 +175,9 @@ describe('edge server', () => {
     it('coalesces 20 concurrent misses of one key into one origin fetch', async () => {
       const t = await startTestEdge();
       const object = makeKVObject(2, 256);
-      await t.origin.inner.put('hot/key', object);
+      await t.origin.inner.put('kv/hot/key.kv', object);
       t.origin.delayMs = 300;
-      const answers = await Promise.all(Array.from({ length: 20 }, () => t.get('hot/key')));
+      const answers = await Promise.all(Array.from({ length: 20 }, () => t.get('kv/hot/key.kv')));
       expect(t.origin.gets).to.equal(1);
       for (const answer of answers) {
         expect(answer.status).to.equal(200);
@@ -193,36 +193,36 @@ describe('edge server', () => {
       const t = await startTestEdge();
       const older = makeKVObject(50);
       const newer = makeKVObject(51);
-      await t.origin.inner.put('race/key', older);
+      await t.origin.inner.put('kv/race/key.kv', older);
       t.origin.delayMs = 300;
-      const slowGet = t.get('race/key');
+      const slowGet = t.get('kv/race/key.kv');
       await new Promise((resolve) => setTimeout(resolve, 100));
-      expect((await signedRequest(t.edge.url, 'PUT', '/kv/race/key', { body: newer })).status).to.equal(201);
+      expect((await signedRequest(t.edge.url, 'PUT', '/kv/kv/race/key.kv', { body: newer })).status).to.equal(201);
       expect((await slowGet).body.equals(older)).to.equal(true);
-      const after = await t.get('race/key');
+      const after = await t.get('kv/race/key.kv');
       expect(after.headers['cache-status']).to.equal('kdn-edge; hit; detail=memory');
       expect(after.body.equals(newer)).to.equal(true);
     });
 
     it('remembers misses for the negative TTL', async () => {
       const t = await startTestEdge({ negativeTtlMs: 300 });
-      const first = await t.get('not/there');
+      const first = await t.get('kv/not/there.kv');
       expect(first.status).to.equal(404);
       expect(errorCode(first)).to.equal('NOT_FOUND');
       expect(first.headers['cache-status']).to.equal('kdn-edge; fwd=miss; detail=not-found');
-      const second = await t.get('not/there');
+      const second = await t.get('kv/not/there.kv');
       expect(second.status).to.equal(404);
       expect(second.headers['cache-status']).to.equal('kdn-edge; hit; detail=negative');
       expect(t.origin.gets).to.equal(1);
 
       await new Promise((resolve) => setTimeout(resolve, 400));
-      expect((await t.get('not/there')).status).to.equal(404);
+      expect((await t.get('kv/not/there.kv')).status).to.equal(404);
       expect(t.origin.gets).to.equal(2);
 
       // A PUT through the edge ends the negative entry at once.
       const object = makeKVObject(3);
-      expect((await signedRequest(t.edge.url, 'PUT', '/kv/not/there', { body: object })).status).to.equal(201);
-      const found = await t.get('not/there');
+      expect((await signedRequest(t.edge.url, 'PUT', '/kv/kv/not/there.kv', { body: object })).status).to.equal(201);
+      const found = await t.get('kv/not/there.kv');
       expect(found.status).to.equal(200);
       expect(found.body.equals(object)).to.equal(true);
       expect((await t.stats()).origin.negativeHits).to.equal(1);
@@ -232,9 +232,9 @@ describe('edge server', () => {
       const t = await startTestEdge();
       const object = makeKVObject(4, 64);
       object[object.length - 10]! ^= 0x01;
-      await t.origin.inner.put('bad/object', object);
+      await t.origin.inner.put('kv/bad/object.kv', object);
       for (let i = 1; i <= 2; i += 1) {
-        const got = await t.get('bad/object');
+        const got = await t.get('kv/bad/object.kv');
         expect(got.status).to.equal(422);
         expect(errorCode(got)).to.equal('KV_CORRUPT');
         expect(got.headers['cache-status']).to.equal('kdn-edge; fwd=miss; detail=origin-corrupt');
@@ -248,15 +248,15 @@ describe('edge server', () => {
     it('answers 504 when the origin is too slow, while cached objects are still served', async () => {
       const t = await startTestEdge({ originTimeoutMs: 200 });
       const object = makeKVObject(6);
-      await t.origin.inner.put('cached/one', object);
-      await t.origin.inner.put('slow/one', makeKVObject(7));
-      await t.get('cached/one');
+      await t.origin.inner.put('kv/cached/one.kv', object);
+      await t.origin.inner.put('kv/slow/one.kv', makeKVObject(7));
+      await t.get('kv/cached/one.kv');
       t.origin.delayMs = 2_000;
-      const slow = await t.get('slow/one');
+      const slow = await t.get('kv/slow/one.kv');
       expect(slow.status).to.equal(504);
       expect(errorCode(slow)).to.equal('ORIGIN_TIMEOUT');
       expect(slow.headers['cache-status']).to.equal('kdn-edge; fwd=miss; detail=origin-timeout');
-      const cached = await t.get('cached/one');
+      const cached = await t.get('kv/cached/one.kv');
       expect(cached.status).to.equal(200);
       expect(cached.body.equals(object)).to.equal(true);
       expect((await t.stats()).origin.timeouts).to.equal(1);
@@ -267,15 +267,15 @@ describe('edge server', () => {
     it('answers Cache-Control: only-if-cached from its tiers alone, with 504 when none holds the object', async () => {
       const t = await startTestEdge({ memoryBytes: 0 });
       const object = makeKVObject(11);
-      await t.origin.inner.put('probe', object);
-      const miss = await t.get('probe', { 'cache-control': 'only-if-cached' });
+      await t.origin.inner.put('kv/probe.kv', object);
+      const miss = await t.get('kv/probe.kv', { 'cache-control': 'only-if-cached' });
       expect(miss.status).to.equal(504);
       expect(miss.headers['cache-status']).to.equal('kdn-edge; fwd=miss; detail=not-cached');
       expect(errorCode(miss)).to.equal('TIMEOUT');
       expect(t.origin.gets).to.equal(0);
       // Asking did not fill the edge: a plain GET still goes to the origin, after which the disk tier answers.
-      expect((await t.get('probe')).headers['cache-status']).to.equal('kdn-edge; fwd=miss; stored; detail=origin');
-      const hit = await t.get('probe', { 'cache-control': 'max-age=0, only-if-cached' });
+      expect((await t.get('kv/probe.kv')).headers['cache-status']).to.equal('kdn-edge; fwd=miss; stored; detail=origin');
+      const hit = await t.get('kv/probe.kv', { 'cache-control': 'max-age=0, only-if-cached' });
       expect(hit.status).to.equal(200);
       expect(hit.headers['cache-status']).to.equal('kdn-edge; hit; detail=disk');
       expect(hit.body.equals(object)).to.equal(true);
@@ -285,16 +285,16 @@ describe('edge server', () => {
     it('answers If-None-Match with 304 and a changed tag with the object', async () => {
       const t = await startTestEdge();
       const object = makeKVObject(8);
-      await t.origin.inner.put('tagged', object);
-      const first = await t.get('tagged');
+      await t.origin.inner.put('kv/tagged.kv', object);
+      const first = await t.get('kv/tagged.kv');
       const etag = first.headers.etag!;
       expect(etag).to.match(/^"[0-9a-f]{32}"$/);
-      const notModified = await t.get('tagged', { 'if-none-match': etag });
+      const notModified = await t.get('kv/tagged.kv', { 'if-none-match': etag });
       expect(notModified.status).to.equal(304);
       expect(notModified.body.length).to.equal(0);
       expect(notModified.headers.etag).to.equal(etag);
-      expect((await t.get('tagged', { 'if-none-match': `"other", W/${etag}` })).status).to.equal(304);
-      const changed = await t.get('tagged', { 'if-none-match': '"something-else"' });
+      expect((await t.get('kv/tagged.kv', { 'if-none-match': `"other", W/${etag}` })).status).to.equal(304);
+      const changed = await t.get('kv/tagged.kv', { 'if-none-match': '"something-else"' });
       expect(changed.status).to.equal(200);
       expect(changed.body.equals(object)).to.equal(true);
     });
@@ -302,47 +302,47 @@ describe('edge server', () => {
     it('serves byte ranges', async () => {
       const t = await startTestEdge();
       const object = makeKVObject(10, 64);
-      await t.origin.inner.put('ranged', object);
+      await t.origin.inner.put('kv/ranged.kv', object);
       const size = object.length;
 
-      const head = await t.get('ranged', { range: 'bytes=0-99' });
+      const head = await t.get('kv/ranged.kv', { range: 'bytes=0-99' });
       expect(head.status).to.equal(206);
       expect(head.headers['content-range']).to.equal(`bytes 0-99/${size}`);
       expect(head.body.equals(object.subarray(0, 100))).to.equal(true);
 
-      const suffix = await t.get('ranged', { range: 'bytes=-10' });
+      const suffix = await t.get('kv/ranged.kv', { range: 'bytes=-10' });
       expect(suffix.status).to.equal(206);
       expect(suffix.body.equals(object.subarray(size - 10))).to.equal(true);
 
-      const open = await t.get('ranged', { range: 'bytes=100-' });
+      const open = await t.get('kv/ranged.kv', { range: 'bytes=100-' });
       expect(open.body.equals(object.subarray(100))).to.equal(true);
       expect(open.headers['content-length']).to.equal(String(size - 100));
 
-      const clamped = await t.get('ranged', { range: `bytes=${size - 5}-${size + 1000}` });
+      const clamped = await t.get('kv/ranged.kv', { range: `bytes=${size - 5}-${size + 1000}` });
       expect(clamped.headers['content-range']).to.equal(`bytes ${size - 5}-${size - 1}/${size}`);
 
-      const outside = await t.get('ranged', { range: `bytes=${size}-` });
+      const outside = await t.get('kv/ranged.kv', { range: `bytes=${size}-` });
       expect(outside.status).to.equal(416);
       expect(errorCode(outside)).to.equal('RANGE_NOT_SATISFIABLE');
       expect(outside.headers['content-range']).to.equal(`bytes */${size}`);
 
-      expect((await t.get('ranged', { range: 'bytes=0-1,5-9' })).status).to.equal(200);
-      expect((await t.get('ranged', { range: 'bytes=0-9', 'if-range': '"stale"' })).status).to.equal(200);
+      expect((await t.get('kv/ranged.kv', { range: 'bytes=0-1,5-9' })).status).to.equal(200);
+      expect((await t.get('kv/ranged.kv', { range: 'bytes=0-9', 'if-range': '"stale"' })).status).to.equal(200);
       const etag = head.headers.etag!;
-      expect((await t.get('ranged', { range: 'bytes=0-9', 'if-range': etag })).status).to.equal(206);
+      expect((await t.get('kv/ranged.kv', { range: 'bytes=0-9', 'if-range': etag })).status).to.equal(206);
     });
 
     it('answers HEAD with the headers of GET and no body', async () => {
       const t = await startTestEdge();
       const object = makeKVObject(11);
-      await t.origin.inner.put('headed', object);
-      const head = await signedRequest(t.edge.url, 'HEAD', '/kv/headed');
+      await t.origin.inner.put('kv/headed.kv', object);
+      const head = await signedRequest(t.edge.url, 'HEAD', '/kv/kv/headed.kv');
       expect(head.status).to.equal(200);
       expect(head.body.length).to.equal(0);
       expect(head.headers['content-length']).to.equal(String(object.length));
       expect(head.headers['cache-status']).to.equal('kdn-edge; fwd=miss; stored; detail=origin');
-      expect((await signedRequest(t.edge.url, 'HEAD', '/kv/headed')).headers['cache-status']).to.equal('kdn-edge; hit; detail=memory');
-      expect((await signedRequest(t.edge.url, 'HEAD', '/kv/absent')).status).to.equal(404);
+      expect((await signedRequest(t.edge.url, 'HEAD', '/kv/kv/headed.kv')).headers['cache-status']).to.equal('kdn-edge; hit; detail=memory');
+      expect((await signedRequest(t.edge.url, 'HEAD', '/kv/kv/absent.kv')).status).to.equal(404);
     });
 
     it('rejects bad keys with 400 INVALID_KEY', async () => {
@@ -359,7 +359,7 @@ describe('edge server', () => {
     it('answers unknown routes with 404 and wrong methods with 400', async () => {
       const t = await startTestEdge();
       expect(errorCode(await signedRequest(t.edge.url, 'GET', '/nope'))).to.equal('NOT_FOUND');
-      const wrong = await signedRequest(t.edge.url, 'POST', '/kv/a');
+      const wrong = await signedRequest(t.edge.url, 'POST', '/kv/kv/a.kv');
       expect(wrong.status).to.equal(400);
       expect(wrong.headers.allow).to.equal('GET, HEAD, PUT, DELETE');
       const health = await signedRequest(t.edge.url, 'GET', '/healthz');
@@ -373,8 +373,8 @@ describe('edge server', () => {
       const socket = connect(Number(port), '127.0.0.1');
       let received = '';
       socket.on('data', (chunk: Buffer) => (received += chunk.toString()));
-      const [[tokenName, token]] = Object.entries(tokenHeader('PUT', '/kv/slow'));
-      socket.write(`PUT /kv/slow HTTP/1.1\r\nHost: x\r\n${tokenName}: ${token}\r\nContent-Length: 1000\r\n\r\nonly-a-little`);
+      const signed = Object.entries(tokenHeader('PUT', '/kv/kv/slow.kv', TEST_EDGE_SECRET, 'x'.repeat(1000))).map(([name, value]) => `${name}: ${value}\r\n`).join('');
+      socket.write(`PUT /kv/kv/slow.kv HTTP/1.1\r\nHost: x\r\n${signed}Content-Length: 1000\r\n\r\nonly-a-little`);
       await new Promise((resolve) => socket.once('close', resolve));
       expect(received).to.match(/^HTTP\/1\.1 408/);
       expect(t.origin.puts).to.equal(0);
@@ -385,19 +385,19 @@ describe('edge server', () => {
     it('stores a verified object in the tiers and at the origin', async () => {
       const t = await startTestEdge();
       const object = makeKVObject(12, 64);
-      const put = await signedRequest(t.edge.url, 'PUT', '/kv/up/loaded', { body: object });
+      const put = await signedRequest(t.edge.url, 'PUT', '/kv/kv/up/loaded.kv', { body: object });
       expect(put.status).to.equal(201);
       const answer = JSON.parse(put.body.toString()) as { key: string; size: number; etag: string };
-      expect(answer).to.include({ key: 'up/loaded', size: object.length });
+      expect(answer).to.include({ key: 'kv/up/loaded.kv', size: object.length });
       expect(put.headers.etag).to.equal(answer.etag);
-      expect((await t.origin.inner.get('up/loaded')).equals(object)).to.equal(true);
-      const got = await t.get('up/loaded');
+      expect((await t.origin.inner.get('kv/up/loaded.kv')).equals(object)).to.equal(true);
+      const got = await t.get('kv/up/loaded.kv');
       expect(got.headers['cache-status']).to.equal('kdn-edge; hit; detail=memory');
       expect(got.headers.etag).to.equal(answer.etag);
       expect((await t.stats()).disk.objects).to.equal(1);
       expect(t.origin.gets).to.equal(0);
 
-      const chunked = await signedRequest(t.edge.url, 'PUT', '/kv/up/chunked', { body: object, chunked: true });
+      const chunked = await signedRequest(t.edge.url, 'PUT', '/kv/kv/up/chunked.kv', { body: object, chunked: true });
       expect(chunked.status).to.equal(201);
     });
 
@@ -406,13 +406,13 @@ describe('edge server', () => {
       const object = makeKVObject(13, 512);
       expect(object.length).to.be.greaterThan(64 * 1024);
       for (const chunked of [false, true]) {
-        const put = await signedRequest(t.edge.url, 'PUT', '/kv/too/big', { body: object, chunked });
+        const put = await signedRequest(t.edge.url, 'PUT', '/kv/kv/too/big.kv', { body: object, chunked });
         expect(put.status).to.equal(413);
         expect(errorCode(put)).to.equal('PAYLOAD_TOO_LARGE');
       }
       expect(t.origin.puts).to.equal(0);
-      expect(await t.origin.inner.head('too/big')).to.equal(null);
-      expect((await t.get('too/big')).status).to.equal(404);
+      expect(await t.origin.inner.head('kv/too/big.kv')).to.equal(null);
+      expect((await t.get('kv/too/big.kv')).status).to.equal(404);
     });
 
     it('refuses an invalid KV object with 422 and keeps nothing at any tier or the origin', async () => {
@@ -420,35 +420,35 @@ describe('edge server', () => {
       const corrupt = makeKVObject(14, 64);
       corrupt[corrupt.length - 1]! ^= 0x80;
       for (const body of [corrupt, Buffer.from('not a kv object at all'), corrupt.subarray(0, 1000)]) {
-        const put = await signedRequest(t.edge.url, 'PUT', '/kv/invalid', { body });
+        const put = await signedRequest(t.edge.url, 'PUT', '/kv/kv/invalid.kv', { body });
         expect(put.status).to.equal(422);
         expect(errorCode(put)).to.match(/^KV_/);
       }
       expect(t.origin.puts).to.equal(0);
-      expect(await t.origin.inner.head('invalid')).to.equal(null);
+      expect(await t.origin.inner.head('kv/invalid.kv')).to.equal(null);
       const stats = await t.stats();
       expect(stats.memory.objects + stats.disk.objects).to.equal(0);
-      expect((await t.get('invalid')).status).to.equal(404);
+      expect((await t.get('kv/invalid.kv')).status).to.equal(404);
     });
 
     it('purges every tier on DELETE, and the origin with ?origin=true', async () => {
       const t = await startTestEdge();
       const object = makeKVObject(15);
-      await signedRequest(t.edge.url, 'PUT', '/kv/gone/soon', { body: object });
+      await signedRequest(t.edge.url, 'PUT', '/kv/kv/gone/soon.kv', { body: object });
 
-      const purge = await signedRequest(t.edge.url, 'DELETE', '/kv/gone/soon');
+      const purge = await signedRequest(t.edge.url, 'DELETE', '/kv/kv/gone/soon.kv');
       expect(purge.status).to.equal(200);
-      expect(JSON.parse(purge.body.toString())).to.deep.equal({ key: 'gone/soon', deleted: { memory: true, disk: true } });
-      const refetched = await t.get('gone/soon');
+      expect(JSON.parse(purge.body.toString())).to.deep.equal({ key: 'kv/gone/soon.kv', deleted: { memory: true, disk: true } });
+      const refetched = await t.get('kv/gone/soon.kv');
       expect(refetched.headers['cache-status']).to.equal('kdn-edge; fwd=miss; stored; detail=origin');
       expect(t.origin.gets).to.equal(1);
 
-      const everywhere = await signedRequest(t.edge.url, 'DELETE', '/kv/gone/soon?origin=true');
-      expect(JSON.parse(everywhere.body.toString())).to.deep.equal({ key: 'gone/soon', deleted: { memory: true, disk: true, origin: true } });
-      expect(await t.origin.inner.head('gone/soon')).to.equal(null);
-      expect((await t.get('gone/soon')).status).to.equal(404);
+      const everywhere = await signedRequest(t.edge.url, 'DELETE', '/kv/kv/gone/soon.kv?origin=true');
+      expect(JSON.parse(everywhere.body.toString())).to.deep.equal({ key: 'kv/gone/soon.kv', deleted: { memory: true, disk: true, origin: true } });
+      expect(await t.origin.inner.head('kv/gone/soon.kv')).to.equal(null);
+      expect((await t.get('kv/gone/soon.kv')).status).to.equal(404);
 
-      expect((await signedRequest(t.edge.url, 'DELETE', '/kv/gone/soon?purge=all')).status).to.equal(400);
+      expect((await signedRequest(t.edge.url, 'DELETE', '/kv/kv/gone/soon.kv?purge=all')).status).to.equal(400);
     });
   });
 
@@ -456,27 +456,27 @@ describe('edge server', () => {
     it('warms keys from the origin and streams NDJSON progress', async () => {
       const t = await startTestEdge();
       const objects = [20, 21, 22].map((seed) => makeKVObject(seed));
-      for (const [i, object] of objects.entries()) await t.origin.inner.put(`w/${i}`, object);
-      await t.get('w/0');
+      for (const [i, object] of objects.entries()) await t.origin.inner.put(`kv/w/${i}.kv`, object);
+      await t.get('kv/w/0.kv');
 
       const warm = await signedRequest(t.edge.url, 'POST', '/warm', {
         headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ keys: ['w/0', 'w/1', 'w/2', 'w/missing'] }),
+        body: JSON.stringify({ keys: ['kv/w/0.kv', 'kv/w/1.kv', 'kv/w/2.kv', 'kv/w/missing.kv'] }),
       });
       expect(warm.status).to.equal(200);
       expect(warm.headers['content-type']).to.include('application/x-ndjson');
       const lines = warm.body.toString().trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
       expect(lines).to.have.length(5);
       const byKey = new Map(lines.slice(0, 4).map((line) => [line['key'], line]));
-      expect(byKey.get('w/0')).to.deep.include({ status: 'present', bytes: objects[0]!.length });
-      expect(byKey.get('w/1')).to.deep.include({ status: 'warmed', bytes: objects[1]!.length });
-      expect(byKey.get('w/2')).to.deep.include({ status: 'warmed', bytes: objects[2]!.length });
-      expect(byKey.get('w/missing')).to.deep.include({ status: 'failed', bytes: 0 });
-      expect((byKey.get('w/missing')!['error'] as { code: string }).code).to.equal('NOT_FOUND');
+      expect(byKey.get('kv/w/0.kv')).to.deep.include({ status: 'present', bytes: objects[0]!.length });
+      expect(byKey.get('kv/w/1.kv')).to.deep.include({ status: 'warmed', bytes: objects[1]!.length });
+      expect(byKey.get('kv/w/2.kv')).to.deep.include({ status: 'warmed', bytes: objects[2]!.length });
+      expect(byKey.get('kv/w/missing.kv')).to.deep.include({ status: 'failed', bytes: 0 });
+      expect((byKey.get('kv/w/missing.kv')!['error'] as { code: string }).code).to.equal('NOT_FOUND');
       expect(lines[4]).to.deep.equal({ done: true, keys: 4, warmed: 2, present: 1, failed: 1, bytes: objects[1]!.length + objects[2]!.length });
 
       const gets = t.origin.gets;
-      expect((await t.get('w/2')).headers['cache-status']).to.equal('kdn-edge; hit; detail=memory');
+      expect((await t.get('kv/w/2.kv')).headers['cache-status']).to.equal('kdn-edge; hit; detail=memory');
       expect(t.origin.gets).to.equal(gets);
     });
 
@@ -492,10 +492,10 @@ describe('edge server', () => {
     it('reports hits, misses, bytes and holdings in /stats and /metrics', async () => {
       const t = await startTestEdge();
       const object = makeKVObject(30, 64);
-      await t.origin.inner.put('s/one', object);
-      await t.get('s/one');
-      await t.get('s/one');
-      await t.get('s/absent');
+      await t.origin.inner.put('kv/s/one.kv', object);
+      await t.get('kv/s/one.kv');
+      await t.get('kv/s/one.kv');
+      await t.get('kv/s/absent.kv');
 
       const stats = await t.stats();
       expect(stats.memory).to.include({ hits: 1, misses: 2, objects: 1, bytes: object.length, budgetBytes: 2 ** 20 });

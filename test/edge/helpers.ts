@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { request, type IncomingHttpHeaders } from 'node:http';
 import type { Readable } from 'node:stream';
-import { EDGE_TOKEN_HEADER, EDGE_TOKEN_TTL_S, edgeTokenTarget, signEdgeToken } from '../../common/edge-token.ts';
+import { EDGE_BODY_DIGEST_HEADER, EDGE_TOKEN_HEADER, EDGE_TOKEN_TTL_S, bodyDigest, newNonce, signEdgeToken } from '../../common/edge-token.ts';
 import { encodeKVObject } from '../../storage/kv-object/index.ts';
 import type { ByteRange, ObjectInfo, ObjectStore, ObjectStream, PutOptions } from '../../storage/object-store.ts';
 
@@ -124,14 +124,21 @@ export function httpRequest(base: string, method: string, path: string, options:
 /** The secret the edges of these tests check request tokens with. */
 export const TEST_EDGE_SECRET = 'edge-test-secret-0123456789abcdef';
 
-/** The X-KDN-Token header kdn would send for `method` on `path`, signed with TEST_EDGE_SECRET. */
-export function tokenHeader(method: string, path: string, secret = TEST_EDGE_SECRET): Record<string, string> {
-  return { [EDGE_TOKEN_HEADER]: signEdgeToken(secret, method, edgeTokenTarget(path), Math.floor(Date.now() / 1000) + EDGE_TOKEN_TTL_S) };
+/**
+ * The headers kdn would send for `method` on `path` (the request target, query string included): a token signed
+ * with TEST_EDGE_SECRET, and for a PUT the digest of `body`, which the token signs.
+ */
+export function tokenHeader(method: string, path: string, secret = TEST_EDGE_SECRET, body?: Uint8Array | string): Record<string, string> {
+  const digest = method === 'PUT' && body !== undefined ? bodyDigest(body) : undefined;
+  const token = signEdgeToken(secret, {
+    method, target: path, expiry: Math.floor(Date.now() / 1000) + EDGE_TOKEN_TTL_S, nonce: newNonce(), ...(digest ? { bodyDigest: digest } : {}),
+  });
+  return { [EDGE_TOKEN_HEADER]: token, ...(digest ? { [EDGE_BODY_DIGEST_HEADER]: digest } : {}) };
 }
 
 /** httpRequest with a valid edge token for the request. */
 export function signedRequest(base: string, method: string, path: string, options: { headers?: Record<string, string>; body?: Uint8Array | string; chunked?: boolean } = {}): Promise<RawResponse> {
-  return httpRequest(base, method, path, { ...options, headers: { ...tokenHeader(method, path), ...options.headers } });
+  return httpRequest(base, method, path, { ...options, headers: { ...tokenHeader(method, path, TEST_EDGE_SECRET, options.body), ...options.headers } });
 }
 
 /** The error code of a JSON error body. */

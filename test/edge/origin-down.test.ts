@@ -29,33 +29,33 @@ describe('edge with an S3 origin that goes down', () => {
     const onDisk = makeKVObject(1, 64);
     const inMemory = makeKVObject(2, 64);
     const uncached = makeKVObject(3, 64);
-    expect((await signedRequest(edge.url, 'PUT', '/kv/s3/disk', { body: onDisk })).status).to.equal(201);
-    expect((await signedRequest(edge.url, 'PUT', '/kv/s3/memory', { body: inMemory })).status).to.equal(201);
+    expect((await signedRequest(edge.url, 'PUT', '/kv/kv/s3/disk.kv', { body: onDisk })).status).to.equal(201);
+    expect((await signedRequest(edge.url, 'PUT', '/kv/kv/s3/memory.kv', { body: inMemory })).status).to.equal(201);
     const direct = openStore(s3.url);
-    await direct.put('s3/uncached', uncached);
-    expect((await direct.get('s3/disk')).equals(onDisk)).to.equal(true);
+    await direct.put('kv/s3/uncached.kv', uncached);
+    expect((await direct.get('kv/s3/disk.kv')).equals(onDisk)).to.equal(true);
     await direct.close();
     await s3.stop();
 
-    const memoryHit = await signedRequest(edge.url, 'GET', '/kv/s3/memory');
+    const memoryHit = await signedRequest(edge.url, 'GET', '/kv/kv/s3/memory.kv');
     expect(memoryHit.status).to.equal(200);
     expect(memoryHit.body.equals(inMemory)).to.equal(true);
     expect(memoryHit.headers['cache-status']).to.equal('kdn-edge; hit; detail=memory');
-    const diskHit = await signedRequest(edge.url, 'GET', '/kv/s3/disk');
+    const diskHit = await signedRequest(edge.url, 'GET', '/kv/kv/s3/disk.kv');
     expect(diskHit.status).to.equal(200);
     expect(diskHit.body.equals(onDisk)).to.equal(true);
     expect(diskHit.headers['cache-status']).to.equal('kdn-edge; hit; detail=disk');
 
     const started = Date.now();
-    const miss = await signedRequest(edge.url, 'GET', '/kv/s3/uncached');
+    const miss = await signedRequest(edge.url, 'GET', '/kv/kv/s3/uncached.kv');
     const elapsedMs = Date.now() - started;
     console.log(`      miss with the origin down answered ${miss.status} ${errorCode(miss)} after ${elapsedMs} ms`);
     expect(miss.status).to.be.oneOf([502, 504]);
     expect(errorCode(miss)).to.be.oneOf(['ORIGIN_UNAVAILABLE', 'ORIGIN_TIMEOUT']);
 
-    const put = await signedRequest(edge.url, 'PUT', '/kv/s3/new', { body: makeKVObject(4) });
+    const put = await signedRequest(edge.url, 'PUT', '/kv/kv/s3/new.kv', { body: makeKVObject(4) });
     expect(put.status).to.be.oneOf([502, 504]);
-    expect((await signedRequest(edge.url, 'GET', '/kv/s3/new')).status).to.be.oneOf([502, 504]);
+    expect((await signedRequest(edge.url, 'GET', '/kv/kv/s3/new.kv')).status).to.be.oneOf([502, 504]);
 
     const health = await signedRequest(edge.url, 'GET', '/healthz');
     expect(health.status).to.equal(200);

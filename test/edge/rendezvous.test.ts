@@ -7,10 +7,10 @@ const nodes = (n: number): string[] => Array.from({ length: n }, (_, i) => `http
 describe('rendezvous hashing', () => {
   it('orders every node once, deterministically and independent of the list order', () => {
     const five = nodes(5);
-    const order = rendezvousOrder('a/key', five);
+    const order = rendezvousOrder('kv/a/key.kv', five);
     expect([...order].sort()).to.deep.equal([...five].sort());
-    expect(rendezvousOrder('a/key', [...five].reverse())).to.deep.equal(order);
-    expect(rendezvousOwner('a/key', five)).to.equal(order[0]);
+    expect(rendezvousOrder('kv/a/key.kv', [...five].reverse())).to.deep.equal(order);
+    expect(rendezvousOwner('kv/a/key.kv', five)).to.equal(order[0]);
   });
 
   it('spreads keys evenly', () => {

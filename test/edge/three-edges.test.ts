@@ -51,7 +51,7 @@ describe('three edge processes sharing one S3 origin', () => {
   it(`stores ${OBJECTS} objects through the client and reads them all back verified`, async () => {
     const owners = new Map<string, number>();
     await pool(Array.from({ length: OBJECTS }, (_, i) => i), 8, async (i) => {
-      const key = `corpus/doc-${i % 17}/chunk-${i}.kv`;
+      const key = `kv/corpus/doc-${i % 17}/chunk-${i}.kv`;
       const object = makeKVObject(i, 16 + (i % 8) * 32);
       expected.set(key, sha256(object));
       const put = await client.put(key, object);

@@ -71,13 +71,17 @@ describe('fault: corrupted KV objects', function () {
 
     const log = collectStderr(kdn);
     const answer = await ask();
-    await new Promise((resolve) => setTimeout(resolve, 200));
-    // kdn logs each unusable object with the edge's error code; an origin-corrupt object answers KV_CORRUPT.
-    const reportedCorrupt = new Set(
+    // kdn logs each unusable object with the edge's error code; an origin-corrupt object answers KV_CORRUPT. The
+    // log reaches the pipe when kdn's event loop gets to it, which the repairs kdn starts after the query can delay.
+    const corruptKeys = (): Set<string> => new Set(
       logLines(log())
         .filter((line) => (line.err as { code?: string } | undefined)?.code === 'KV_CORRUPT')
         .map((line) => String(line.key)),
     );
+    for (let waited = 0; waited < 10_000 && [...atOrigin].some((key) => !corruptKeys().has(key)); waited += 100) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    const reportedCorrupt = corruptKeys();
 
     let injected = 0;
     let detected = 0;
@@ -111,8 +115,9 @@ describe('fault: corrupted KV objects', function () {
     // fp16 objects reproduce the computed KV, so an answer built from refetched and recomputed chunks is the same.
     expect(answer.answer).to.equal(baseline.answer);
 
-    // The repaired edge now serves the refetched objects from disk; the origin-corrupt ones stay computed.
+    // The repaired edge now serves the refetched objects from disk. The origin-corrupt ones are being rewritten at
+    // the origin behind the queries (test/security/repair.test.ts), so they are computed or served depending on timing.
     const again = await ask();
-    for (const chunk of again.chunks) expect(chunk.tier).to.equal(atOrigin.has(keyOf(chunk)) ? 'computed' : 'disk');
+    for (const chunk of again.chunks) if (!atOrigin.has(keyOf(chunk))) expect(chunk.tier).to.equal('disk');
   });
 });

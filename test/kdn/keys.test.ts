@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { chainedKey, codecLabel, documentId, independentKey, manifestKey, type KeyScope } from '../../kdn/keys.ts';
+import { chainedKey, chunkPrefix, codecLabel, documentId, independentKey, manifestKey, type KeyScope } from '../../kdn/keys.ts';
 import { codecFromString } from '../../storage/kv-object/index.ts';
 import { validateKey } from '../../storage/keys.ts';
 
@@ -11,7 +11,10 @@ describe('kdn/keys', () => {
     const key = independentKey(scope, ids);
     expect(validateKey(key)).to.equal(key);
     expect(independentKey({ ...scope }, [...ids])).to.equal(key);
-    expect(key).to.match(/^kv\/f{16}\/int8-g\d+\/ind\/[0-9a-f]{64}\.kv$/);
+    expect(key).to.match(/^kv\/s[0-9a-f]{16}\/f{16}\/int8-g\d+\/ind\/[0-9a-f]{64}\.kv$/);
+    expect(key.startsWith(chunkPrefix(''))).to.equal(true);
+    expect(independentKey({ ...scope, salt: 'tenant-a' }, ids).startsWith(chunkPrefix('tenant-a'))).to.equal(true);
+    expect(chunkPrefix('tenant-a')).to.not.equal(chunkPrefix(''));
     expect(validateKey(manifestKey('default', documentId('default', 't', 'x')))).to.be.a('string');
   });
 

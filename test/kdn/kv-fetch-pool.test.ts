@@ -79,7 +79,7 @@ describe('KvFetchPool: chunk objects received and verified on worker threads', f
     for (const codec of ['fp16', 'int4+lz4']) {
       const bytes = encodeKVObject(kvTensors(SHAPE, 3), { modelFingerprint: 'pool-test', tokenIds: IDS, codec: codecFromString(codec) });
       objects.set(codec, bytes);
-      await client.put(`pool/${codec.replace("+", "-")}.kv`, bytes);
+      await client.put(`kv/pool/${codec.replace("+", "-")}.kv`, bytes);
     }
   });
   after(async () => {
@@ -91,7 +91,7 @@ describe('KvFetchPool: chunk objects received and verified on worker threads', f
 
   for (const codec of ['fp16', 'int4+lz4']) {
     it(`hands over the same verified layers as the event-loop fetcher (${codec}), decodable on this thread`, async () => {
-      const [fromPool, fromLoop] = await Promise.all([drain(pool, `pool/${codec.replace("+", "-")}.kv`), drain(inThreadFetcher(client), `pool/${codec.replace("+", "-")}.kv`)]);
+      const [fromPool, fromLoop] = await Promise.all([drain(pool, `kv/pool/${codec.replace("+", "-")}.kv`), drain(inThreadFetcher(client), `kv/pool/${codec.replace("+", "-")}.kv`)]);
       expect(fromPool.map((b) => b.layer)).to.deep.equal([0, 1, 2, 3]);
       fromPool.forEach((b, l) => {
         expect(Buffer.from(b.encoded).equals(Buffer.from(fromLoop[l]!.encoded))).to.equal(true);
@@ -104,16 +104,16 @@ describe('KvFetchPool: chunk objects received and verified on worker threads', f
     const small = { layers: 8, kvHeads: 2, headDim: 64, tokens: 24 };
     const ids = tokenIds(small.tokens);
     const bytes = encodeKVObject(kvTensors(small, 5), { modelFingerprint: 'pool-test', tokenIds: ids, codec: codecFromString('fp16') });
-    await client.put('pool/small.kv', bytes);
+    await client.put('kv/pool/small.kv', bytes);
     const expect_: KVExpectation = { modelFingerprint: 'pool-test', ...small, tokenHash: tokenHash(ids) };
     for (let i = 0; i < 5; i++) {
-      const [fromPool, fromLoop] = await Promise.all([drain(pool, 'pool/small.kv', expect_), drain(inThreadFetcher(client), 'pool/small.kv', expect_)]);
+      const [fromPool, fromLoop] = await Promise.all([drain(pool, 'kv/pool/small.kv', expect_), drain(inThreadFetcher(client), 'kv/pool/small.kv', expect_)]);
       expect(fromPool.map((b) => Buffer.from(b.encoded).toString('hex'))).to.deep.equal(fromLoop.map((b) => Buffer.from(b.encoded).toString('hex')));
     }
   });
 
   it('serves many objects at once over its threads', async () => {
-    const all = await Promise.all(Array.from({ length: 12 }, (_, i) => drain(pool, `pool/${i % 2 ? "fp16" : "int4-lz4"}.kv`)));
+    const all = await Promise.all(Array.from({ length: 12 }, (_, i) => drain(pool, `kv/pool/${i % 2 ? "fp16" : "int4-lz4"}.kv`)));
     expect(all.every((blocks) => blocks.length === SHAPE.layers)).to.equal(true);
   });
 
@@ -122,7 +122,7 @@ describe('KvFetchPool: chunk objects received and verified on worker threads', f
     const proxy = await startFlippingProxy(edge.url, objects.get('fp16')!.length - 10);
     const damagedPool = new KvFetchPool({ edges: [proxy.url], timeoutMs: 5_000, secret: TEST_EDGE_SECRET }, 1);
     try {
-      const got = await damagedPool.open('pool/fp16.kv', EXPECT, new AbortController().signal);
+      const got = await damagedPool.open('kv/pool/fp16.kv', EXPECT, new AbortController().signal);
       const seen: number[] = [];
       const err = await (async () => {
         for await (const block of got.reader.layers) seen.push(block.layer);
@@ -137,17 +137,17 @@ describe('KvFetchPool: chunk objects received and verified on worker threads', f
 
   it('closing the pool fails what is in flight instead of leaving it hanging', async () => {
     const closing = new KvFetchPool({ edges: [edge.url], timeoutMs: 5_000, secret: TEST_EDGE_SECRET }, 1);
-    const pending = drain(closing, 'pool/fp16.kv');
+    const pending = drain(closing, 'kv/pool/fp16.kv');
     await closing.close();
     expect(await code(pending)).to.equal('EDGE_UNAVAILABLE');
-    expect(await code(closing.open('pool/fp16.kv', EXPECT, new AbortController().signal))).to.equal('INTERNAL');
+    expect(await code(closing.open('kv/pool/fp16.kv', EXPECT, new AbortController().signal))).to.equal('INTERNAL');
   });
 
   it('a missing key is NOT_FOUND, a mismatched expectation KV_MISMATCH, an abort rejects', async () => {
-    expect(await code(pool.open('pool/missing.kv', EXPECT, new AbortController().signal))).to.equal('NOT_FOUND');
-    expect(await code(pool.open('pool/fp16.kv', { ...EXPECT, modelFingerprint: 'other' }, new AbortController().signal))).to.equal('KV_MISMATCH');
+    expect(await code(pool.open('kv/pool/missing.kv', EXPECT, new AbortController().signal))).to.equal('NOT_FOUND');
+    expect(await code(pool.open('kv/pool/fp16.kv', { ...EXPECT, modelFingerprint: 'other' }, new AbortController().signal))).to.equal('KV_MISMATCH');
     const aborted = new AbortController();
     aborted.abort();
-    expect(await code(drain(pool, 'pool/fp16.kv', EXPECT, aborted.signal))).to.not.equal('resolved');
+    expect(await code(drain(pool, 'kv/pool/fp16.kv', EXPECT, aborted.signal))).to.not.equal('resolved');
   });
 });

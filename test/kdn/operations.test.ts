@@ -4,7 +4,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
-import { signEdgeToken } from '../../common/edge-token.ts';
+import { secretSigner } from '../../common/edge-token.ts';
 import { startS3Process } from '../faults/support/stack.ts';
 import { TEST_API_KEY, TEST_EDGE_SECRET, startKdnProcess, type Started } from '../../fixtures/processes.ts';
 import { testModel, type TestModel } from './support/tiny-model.ts';
@@ -92,8 +92,8 @@ describe('operations: access logs, metrics, readiness', function () {
   it('times edge requests in a histogram by route, method and status, which promtool accepts', async function () {
     const url = edge!.ready.url;
     const key = 'kv/does-not-exist';
-    const expiresAt = Math.floor(Date.now() / 1000) + 60;
-    const missing = await fetch(`${url}/kv/${key}`, { headers: { 'x-kdn-token': signEdgeToken(TEST_EDGE_SECRET, 'GET', key, expiresAt) } });
+    const token = secretSigner(TEST_EDGE_SECRET)({ method: 'GET', target: `/kv/${key}` });
+    const missing = await fetch(`${url}/kv/${key}`, { headers: { 'x-kdn-token': token } });
     expect(missing.status).to.equal(404);
     expect((await fetch(`${url}/healthz`)).status).to.equal(200);
     const text = await (await fetch(`${url}/metrics`)).text();

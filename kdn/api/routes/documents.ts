@@ -3,7 +3,10 @@ import multer from 'multer';
 import { KdnError } from '../../../common/errors.ts';
 import { documentId } from '../../keys.ts';
 import { principalOf } from '../../auth/authenticate.ts';
-import { publicName } from '../../auth/tenancy.ts';
+import { publicName, tenantOf } from '../../auth/tenancy.ts';
+import { checkIngestBounds, estimateIngest, type IngestEstimate } from '../../ingest/ingest-bounds.ts';
+import { checkIsText } from '../../ingest/text-check.ts';
+import { chunkTokens } from '../../ingest/chunker.ts';
 import type { JobView } from '../../ingest/jobs.ts';
 import { manifestObjects, summarize, type DocumentSummary, type Manifest } from '../../manifest.ts';
 import { NamespaceQuerySchema, UploadSchema } from '../schemas.ts';
@@ -32,9 +35,14 @@ export function documentRoutes(services: KdnServices): Router {
         hint: 'split the document, or raise the limit with kdn serve --max-upload',
       });
     }
-    const scoped = tenancy.scope(principalOf(res).tenant, input.namespace, 'write');
+    checkIsText(input.text, input.title);
+    const tenant = principalOf(res).tenant;
+    const scoped = tenancy.scope(tenant, input.namespace, 'write');
     const id = documentId(scoped, input.title, input.text);
-    const job = await services.jobs.submit({ ...input, namespace: scoped, id, salt: services.access.salts.saltFor(scoped) });
+    // A document that is already stored costs nothing more: uploading it again only answers its job.
+    const bounded = (await services.catalog.find(scoped, id)) ? undefined : boundIngest(services, tenant, input.text);
+    const salt = services.access.salts.saltFor(scoped);
+    const job = await services.jobs.submit({ ...input, namespace: scoped, id, salt, ...(bounded ? { tokenIds: bounded.tokenIds } : {}) }, bounded?.expected);
     res.status(202).location(`/v1/jobs/${job.id}`).json({ job: publicJob(job), document: { id, namespace: input.namespace, title: input.title } });
   });
 
@@ -115,12 +123,35 @@ function uploadFields(req: Request): unknown {
 
 function decodeText(bytes: Buffer, name: string): string {
   try {
-    const text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
-    if (!text.includes('\0')) return text;
+    return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
   } catch {
-    // fall through to the error below
+    throw new KdnError('UNSUPPORTED_MEDIA_TYPE', `${name} is not UTF-8 text`, { hint: 'upload plain text or Markdown files' });
   }
-  throw new KdnError('UNSUPPORTED_MEDIA_TYPE', `${name} is not UTF-8 text`, { hint: 'upload plain text or Markdown files' });
+}
+
+/**
+ * Tokenizes an upload and checks what it would cost against the per-upload limits and the tenant's quota (what
+ * it stores plus its uploads still running), before the engine spends anything on it.
+ */
+function boundIngest(services: KdnServices, tenant: string, text: string): { tokenIds: number[]; expected: IngestEstimate } {
+  const { engine, config } = services;
+  const tokenIds = engine.tokenizer.encode(text, { addSpecialTokens: false });
+  const chunkLengths = chunkTokens(engine.tokenizer, tokenIds, config.chunkTokens).map((chunk) => chunk.tokenIds.length);
+  const expected = estimateIngest(engine.info, services.codec, chunkLengths);
+  const held = { tokens: 0, kvBytes: 0 };
+  for (const m of services.catalog.ownedBy(tenant)) {
+    held.tokens += m.tokens;
+    held.kvBytes += m.bytes;
+  }
+  for (const job of services.jobs.unfinished((j) => tenantOf(j.document.namespace) === tenant)) {
+    held.tokens += job.expected?.tokens ?? 0;
+    held.kvBytes += job.expected?.kvBytes ?? 0;
+  }
+  checkIngestBounds({
+    maxUploadTokens: config.maxUploadTokens, maxUploadKvBytes: config.maxUploadKvBytes,
+    tenantTokens: config.tenantQuotaTokens, tenantKvBytes: config.tenantQuotaKvBytes,
+  }, expected, held);
+  return { tokenIds, expected };
 }
 
 /** Where an object's owner edge holds it; tier null when no tier does (the check never fills the edge). */

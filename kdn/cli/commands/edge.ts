@@ -13,6 +13,7 @@ interface EdgeFlags {
   originTimeout?: string;
   maxBody?: string;
   edgeSecret?: string;
+  edgeSecretFile?: string;
   insecureNoAuth?: boolean;
   publicMetrics?: boolean;
   json?: boolean;
@@ -34,6 +35,7 @@ async function runEdge(flags: EdgeFlags): Promise<void> {
     originTimeoutMs: flags.originTimeout,
     maxBodyBytes: flags.maxBody,
     secret: flags.edgeSecret,
+    secretFile: flags.edgeSecretFile,
     insecureNoAuth: flags.insecureNoAuth,
     publicMetrics: flags.publicMetrics,
   };
@@ -67,7 +69,8 @@ export function register(program: Command): void {
     .option('--negative-ttl <ms>', `how long origin misses are remembered (env ${EDGE_ENV.negativeTtlMs}; default 2000)`)
     .option('--origin-timeout <ms>', `bound on one origin request (env ${EDGE_ENV.originTimeoutMs}; default 5000)`)
     .option('--max-body <size>', `largest PUT body (env ${EDGE_ENV.maxBodyBytes}; default 1GiB)`)
-    .option('--edge-secret <secret>', `secret shared with kdn, which signs every request with it (env ${EDGE_ENV.secret}; required unless --insecure-no-auth)`)
+    .option('--edge-secret <secret>', `secret shared with kdn, which signs every request with it (env ${EDGE_ENV.secret}; required unless --insecure-no-auth); other local users see flags, prefer the file or env`)
+    .option('--edge-secret-file <file>', `file (mode 0600) holding the edge secret (env ${EDGE_ENV.secretFile})`)
     .option('--insecure-no-auth', `answer requests without a kdn token: trusted test networks only (env ${EDGE_ENV.insecureNoAuth})`)
     .option('--public-metrics', `leave /stats and /metrics open without a token (env ${EDGE_ENV.publicMetrics})`)
     .option('--json', 'print one JSON ready line instead of text')

@@ -18,6 +18,7 @@ interface ServeFlags {
   edgeDiskPath?: string;
   apiKeysFile?: string;
   edgeSecret?: string;
+  edgeSecretFile?: string;
   sharedNamespaces?: string;
   rateLimit?: string;
   queryTimeout?: string;
@@ -47,6 +48,7 @@ async function serve(flags: ServeFlags): Promise<void> {
     edgeDiskPath: flags.edgeDiskPath,
     apiKeysFile: flags.apiKeysFile,
     edgeSecret: flags.edgeSecret,
+    edgeSecretFile: flags.edgeSecretFile,
     sharedNamespaces: flags.sharedNamespaces,
     rateLimit: flags.rateLimit,
     queryTimeoutMs: flags.queryTimeout,
@@ -67,8 +69,9 @@ async function serve(flags: ServeFlags): Promise<void> {
         `  origin  ${kdn.services.origin.description}\n` +
         `  edges   ${kdn.services.edges.edges.join(', ')}${kdn.embeddedEdge ? ' (embedded)' : ''}\n` +
         (generated
-          ? `no API keys configured; using one key for tenant "default", saved to ${generated.path}:\n` +
-            `  ${generated.key}\n` +
+          ? // The key goes to a person at a terminal, once, when it is made; after that it is read from its file.
+            `no API keys configured; using one key for tenant "default" (role operator), saved to ${generated.path}${generated.fresh && process.stdout.isTTY ? ':' : ''}\n` +
+            (generated.fresh && process.stdout.isTTY ? `  ${generated.key}\n` : '') +
             `  the kdn CLI on this machine reads it from there (same --data-dir or KDN_DATA_DIR); other clients send\n` +
             `  "Authorization: Bearer <key>". Configure your own with KDN_API_KEYS="key1=tenantA,key2=tenantB" or --api-keys-file\n`
           : '') +
@@ -104,7 +107,8 @@ export function register(program: Command): void {
     .option('--edge-disk <size>', `embedded edge disk budget (env ${KDN_ENV.edgeDiskBytes}; default 4GiB)`)
     .option('--edge-disk-path <dir>', `embedded edge disk folder (env ${KDN_ENV.edgeDiskPath}; default <data-dir>/edge)`)
     .option('--api-keys-file <file>', `API keys as JSON {"keys":[{"key","tenant"}]}, added to env KDN_API_KEYS="key=tenant,..." (env ${KDN_ENV.apiKeysFile}); none: one generated key`)
-    .option('--edge-secret <secret>', `secret shared with the edges, which check a token signed with it on every request (env ${KDN_ENV.edgeSecret}; the embedded edge gets a random one)`)
+    .option('--edge-secret <secret>', `secret shared with the edges, which check a token signed with it on every request (env ${KDN_ENV.edgeSecret}; the embedded edge gets a random one); other local users see flags, prefer the file or env`)
+    .option('--edge-secret-file <file>', `file (mode 0600) holding the edge secret (env ${KDN_ENV.edgeSecretFile})`)
     .option('--shared-namespaces <list>', `namespaces every tenant reads, "name=owner1+owner2,..." (owners write) (env ${KDN_ENV.sharedNamespaces})`)
     .option('--rate-limit <rate>', `requests per second per API key, "rate[,burst]", 0 for none (env ${KDN_ENV.rateLimit}; default 100,200)`)
     .option('--fetch-threads <n>', `worker threads receiving and verifying chunk objects, 0 for none (env ${KDN_ENV.fetchThreads}; default half the cores, at most 8)`)

@@ -12,7 +12,8 @@ const EDGE_SECRET = randomBytes(24).toString('hex');
 
 /** Environment for any kdn or edge process a fault test starts. */
 export function authEnv(): NodeJS.ProcessEnv {
-  return { KDN_API_KEYS: `${API_KEY}=${TENANT}`, KDN_EDGE_SECRET: EDGE_SECRET };
+  // Operator: the fault tests read kdn's /metrics.
+  return { KDN_API_KEYS: `${API_KEY}=${TENANT}:operator`, KDN_EDGE_SECRET: EDGE_SECRET };
 }
 
 export function authHeaders(): Record<string, string> {
