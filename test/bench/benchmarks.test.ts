@@ -34,7 +34,8 @@ describe('benchmarks on a tiny model', function () {
   });
 
   it('fidelity: every codec x mode, sane metrics, fp16 prefix-chained agrees exactly, int4 is smaller', async () => {
-    const report = await runFidelity(['--model', model, '--chunk', '16', '--answer', '6', '--max-doc-tokens', '48', '--docs', '2', '--prompts', '2']);
+    const report = await runFidelity(['--model', model, '--chunk', '16', '--answer', '6', '--max-doc-tokens', '48', '--docs', '2', '--prompts', '2',
+      '--sets', 'document', '--modes', 'prefix-chained,independent']);
     console.table(report.records);
     expect(report.records).to.have.length(CODECS.length * FIDELITY_MODES.length);
     const byKey = new Map(report.records.map((r) => [`${r.codec}|${r.mode}`, r]));
@@ -54,6 +55,21 @@ describe('benchmarks on a tiny model', function () {
     expect(fp16.exact_match).to.equal(1);
     expect(num(byKey.get('int4|prefix-chained')!, 'bytes_per_token')).to.be.lessThan(num(fp16, 'bytes_per_token'));
     expect(report.params?.documents).to.match(/devil-dictionary-ba\.txt \(48 tokens, 2 prompts\)/);
+  });
+
+  it('fidelity: blend rows per selection and ratio on both context sets, recomputing the share asked for; all of it agrees exactly', async () => {
+    const report = await runFidelity(['--model', model, '--chunk', '16', '--answer', '4', '--max-doc-tokens', '40', '--docs', '2', '--prompts', '1',
+      '--modes', 'blend', '--codecs', 'fp16,int8', '--ratios', '0.25,1', '--alt-codecs', 'int8']);
+    const blend = report.records;
+    // attended with both codecs, the other three selections with int8 only; two ratios; two sets.
+    expect(blend).to.have.length((2 + 3) * 2 * 2);
+    for (const r of blend) {
+      expect(r.mode).to.equal('blend');
+      expect(num(r, 'recomputed_fraction')).to.be.closeTo(num(r, 'ratio'), 0.05);
+      if (r.ratio === 1) expect(r.top1_agreement, JSON.stringify(r)).to.equal(1);
+    }
+    expect(new Set(blend.map((r) => r.set))).to.deep.equal(new Set(['document', 'composed']));
+    expect(report.params?.composed).to.match(/\+/);
   });
 
   it('ttft: every mode per context size, inject modes with bytes and a time split, peer figures or a reason', async () => {

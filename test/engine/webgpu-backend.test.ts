@@ -343,7 +343,8 @@ describe('webgpu backend vs the CPU backend on tiny models', function () {
         expect(got.rows).to.deep.equal(want.rows);
         // The first chunk sits where it was computed: its K/V did not move (the second chunk's did).
         expect(cpuSignals!.deviation.subarray(0, 20).every((d) => d < 1e-3)).to.equal(true);
-        expectClose(gpuSignals!.deviation, cpuSignals!.deviation, tol().kv, 1e-3, 'deviation');
+        // The prompt row's slot held no injected KV (stale rows of a pooled buffer on the GPU): only the context's count.
+        expectClose(gpuSignals!.deviation.subarray(0, 40), cpuSignals!.deviation.subarray(0, 40), tol().kv, 1e-3, 'deviation');
         const mass = cpuSignals!.mass!;
         expect(mass).to.have.length(41);
         // A share of each row's attention, summed over the rows and heads and divided by them: at most 1 (less what the
