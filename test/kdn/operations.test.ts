@@ -91,7 +91,7 @@ describe('operations: access logs, metrics, readiness', function () {
 
   it('times edge requests in a histogram by route, method and status, which promtool accepts', async function () {
     const url = edge!.ready.url;
-    const key = 'kv/does-not-exist';
+    const key = 'kv/does-not-exist.kv';
     const token = secretSigner(TEST_EDGE_SECRET)({ method: 'GET', target: `/kv/${key}` });
     const missing = await fetch(`${url}/kv/${key}`, { headers: { 'x-kdn-token': token } });
     expect(missing.status).to.equal(404);
