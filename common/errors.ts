@@ -32,6 +32,8 @@ export const ERROR_CODES = [
   'EDGE_UNAVAILABLE',
   'STORAGE_ERROR',
   'TIMEOUT',
+  // work stopped on purpose: its job was cancelled or its client went away
+  'CANCELLED',
   'INTERNAL',
 ] as const;
 

@@ -26,6 +26,7 @@ const STATUS: Record<ErrorCode, number> = {
   EDGE_UNAVAILABLE: 502,
   STORAGE_ERROR: 500,
   TIMEOUT: 504,
+  CANCELLED: 409,
   INTERNAL: 500,
 };
 

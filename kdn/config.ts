@@ -71,6 +71,14 @@ export const KdnConfigSchema = z.object({
   /** Time a client has to send a whole request, and its headers (node's requestTimeout / headersTimeout). */
   requestTimeoutMs: milliseconds.default(300_000),
   headersTimeoutMs: milliseconds.default(30_000),
+  /** On SIGTERM: how long running work may take to finish before it is cancelled and kdn exits. */
+  shutdownTimeoutMs: z.coerce.number().int().min(0).default(30_000),
+  /** Queries one tenant may have waiting for the engine (429 past it). */
+  tenantMaxQueries: z.coerce.number().int().min(1).default(64),
+  /** Ingest jobs one tenant may have queued or running (429 past it). */
+  tenantMaxJobs: z.coerce.number().int().min(1).default(32),
+  /** Document bytes one tenant may have queued or running in ingest jobs (429 past it). */
+  tenantMaxIngestBytes: size.default(32 * 2 ** 20),
 });
 
 export type KdnConfigInput = z.input<typeof KdnConfigSchema>;
@@ -105,6 +113,10 @@ export const KDN_ENV: Record<keyof KdnConfigInput, string> = {
   queryTimeoutMs: 'KDN_QUERY_TIMEOUT_MS',
   requestTimeoutMs: 'KDN_REQUEST_TIMEOUT_MS',
   headersTimeoutMs: 'KDN_HEADERS_TIMEOUT_MS',
+  shutdownTimeoutMs: 'KDN_SHUTDOWN_TIMEOUT_MS',
+  tenantMaxQueries: 'KDN_TENANT_MAX_QUERIES',
+  tenantMaxJobs: 'KDN_TENANT_MAX_JOBS',
+  tenantMaxIngestBytes: 'KDN_TENANT_MAX_INGEST_BYTES',
 };
 
 export function resolveKdnConfig(input: Partial<KdnConfigInput>, env: NodeJS.ProcessEnv = process.env): KdnConfig {

@@ -15,11 +15,11 @@ import { loadAccess } from './auth/access.ts';
 import type { KdnServices } from './api/services.ts';
 import { Catalog } from './catalog.ts';
 import type { KdnConfig } from './config.ts';
-import { EngineQueue } from './engine-queue.ts';
 import { IngestJobs } from './ingest/jobs.ts';
 import { KvFetchPool } from './query/kv-fetch-pool.ts';
 import { defaultFetchThreads, inThreadFetcher } from './query/kv-fetcher.ts';
 import { QueryService } from './query/query-service.ts';
+import { EngineScheduler } from './scheduler/engine-scheduler.ts';
 
 export interface RunningKdn {
   url: string;
@@ -75,16 +75,17 @@ export async function startKdn(config: KdnConfig, log: Logger = createLogger('kd
     cleanup.push(() => fetcher.close());
 
     const metrics = new KdnMetrics();
-    const queue = new EngineQueue((depth) => metrics.queueDepth.set(depth));
+    const scheduler = new EngineScheduler({ maxWaitingPerTenant: config.tenantMaxQueries, onDepth: (depth) => metrics.queueDepth.set(depth) });
     const catalog = new Catalog(origin, log);
     const documents = await catalog.load();
     const ingestContext = { engine, origin, edges, catalog, codec, chunkBudget: config.chunkTokens, log };
-    const jobs = new IngestJobs(ingestContext, queue, (job) => {
+    const limits = { maxJobsPerTenant: config.tenantMaxJobs, maxBytesPerTenant: config.tenantMaxIngestBytes, running: INGEST_JOBS_RUNNING };
+    const jobs = new IngestJobs(ingestContext, scheduler, limits, (job) => {
       metrics.ingestObjects.inc({ outcome: 'computed' }, job.progress.objects.computed);
       metrics.ingestObjects.inc({ outcome: 'skipped' }, job.progress.objects.skipped);
     });
-    const queries = new QueryService({ engine, fetcher, catalog, queue, metrics, log, queryTimeoutMs: config.queryTimeoutMs });
-    const services: KdnServices = { config, engine, origin, edges, edgeSecret, catalog, queue, jobs, queries, metrics, codec, log, access };
+    const queries = new QueryService({ engine, fetcher, catalog, scheduler, metrics, log, queryTimeoutMs: config.queryTimeoutMs });
+    const services: KdnServices = { config, engine, origin, edges, edgeSecret, catalog, scheduler, jobs, queries, metrics, codec, log, access };
 
     const headersTimeout = Math.min(config.headersTimeoutMs, config.requestTimeoutMs);
     const server = createServer({
@@ -99,14 +100,10 @@ export async function startKdn(config: KdnConfig, log: Logger = createLogger('kd
     const url = `http://${host}:${port}`;
     log.info({ url, origin: origin.description, edges: edges.edges, model: engine.info.path, backend: engine.backend, documents }, 'kdn listening');
 
-    // Closing does not wait for a running ingest: writes are atomic and re-uploading resumes it.
     let closing: Promise<void> | undefined;
     const close = (): Promise<void> => {
       closing ??= (async () => {
-        await new Promise<void>((resolve) => {
-          server.close(() => resolve());
-          server.closeAllConnections();
-        });
+        await drain(server, { scheduler, jobs, queries, log }, config.shutdownTimeoutMs);
         await undo();
       })();
       return closing;
@@ -115,6 +112,47 @@ export async function startKdn(config: KdnConfig, log: Logger = createLogger('kd
   } catch (err) {
     await undo();
     throw err;
+  }
+}
+
+/** Ingest jobs running at once: one computes while another stores its objects. */
+const INGEST_JOBS_RUNNING = 2;
+/** After the shutdown bound, how long cancelled work gets to notice before kdn closes under it. */
+const CANCEL_GRACE_MS = 2_000;
+
+/**
+ * Graceful stop: no new connections; queued work is refused (503) and ingest jobs stop at their next chunk (objects
+ * are written whole and the manifest last, so nothing is left half written; uploading again resumes); the task on
+ * the engine finishes. Past `boundMs`, queries still running are cancelled. Then every connection is closed.
+ */
+async function drain(
+  server: Server,
+  parts: { scheduler: EngineScheduler; jobs: IngestJobs; queries: QueryService; log: Logger },
+  boundMs: number,
+): Promise<void> {
+  const stopping = new KdnError('ENGINE_UNAVAILABLE', 'kdn is shutting down', { hint: 'send the request again once kdn is back, or to another kdn' });
+  const connectionsClosed = new Promise<void>((resolve) => server.close(() => resolve()));
+  const drained = Promise.all([parts.jobs.close(stopping), parts.scheduler.close(stopping)]).then(() => true);
+  if (!(await within(drained, boundMs))) {
+    parts.log.warn({ boundMs }, 'work still running at the shutdown bound; cancelling it');
+    parts.queries.cancelAll(stopping);
+    await within(drained, CANCEL_GRACE_MS);
+  }
+  // Answers of the work that just finished are on their way out; give them a moment before closing the sockets.
+  await within(connectionsClosed.then(() => true), CANCEL_GRACE_MS);
+  server.closeAllConnections();
+}
+
+/** Whether `promise` settled within `ms`. */
+async function within(promise: Promise<boolean>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<boolean>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 

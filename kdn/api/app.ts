@@ -5,6 +5,7 @@ import { KdnError, toKdnError } from '../../common/errors.ts';
 import { sendError } from '../../common/http-errors.ts';
 import { authenticate } from '../auth/authenticate.ts';
 import { documentRoutes } from './routes/documents.ts';
+import { jobRoutes } from './routes/jobs.ts';
 import { openAIRoutes } from './routes/openai.ts';
 import { opsRoutes } from './routes/ops.ts';
 import { queryRoutes } from './routes/query.ts';
@@ -19,16 +20,20 @@ export function createApp(services: KdnServices): Express {
   app.use(authenticate(services.access));
   app.use(opsRoutes(services));
   app.use(documentRoutes(services));
+  app.use(jobRoutes(services));
   app.use(queryRoutes(services));
   app.use(openAIRoutes(services));
   app.use((req: Request) => {
     throw new KdnError('NOT_FOUND', `no route ${req.method} ${req.path}`, {
-      hint: 'routes: /v1/documents, /v1/jobs/:id, /v1/query, /v1/chat/completions, /v1/completions, /v1/models, /healthz, /metrics',
+      hint: 'routes: /v1/documents, /v1/jobs, /v1/jobs/:id, /v1/query, /v1/chat/completions, /v1/completions, /v1/models, /healthz, /metrics',
     });
   });
   app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
     const e = fromMiddleware(err);
     if (e.code === 'INTERNAL') services.log.error({ err, path: req.path }, 'request failed');
+    // A full queue says when to come back (kdn/scheduler, kdn/ingest/jobs.ts).
+    const retryAfterS = e.details?.retryAfterS;
+    if (e.code === 'RATE_LIMITED' && typeof retryAfterS === 'number' && !res.headersSent) res.setHeader('retry-after', String(retryAfterS));
     sendError(res, e);
   });
   return app;

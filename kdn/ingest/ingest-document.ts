@@ -9,7 +9,7 @@ import type { Catalog } from '../catalog.ts';
 import { chainedKey, independentKey, type KeyScope } from '../keys.ts';
 import type { Manifest, ObjectRef } from '../manifest.ts';
 import { chunkTokens } from './chunker.ts';
-import { computeChainedKV, computeIndependentKV, type ChunkPlan } from './compute-kv.ts';
+import { computeChainedKV, computeIndependentKV, type ChunkPlan, type EngineTurn } from './compute-kv.ts';
 
 export interface IngestContext {
   engine: Engine;
@@ -19,6 +19,8 @@ export interface IngestContext {
   codec: CodecSpec;
   chunkBudget: number;
   log: Logger;
+  /** Every use of the engine goes through this, one chunk at a time (kdn/scheduler). */
+  turn: EngineTurn;
 }
 
 export interface DocumentInput {
@@ -46,12 +48,15 @@ const HEAD_CONCURRENCY = 16;
 
 /**
  * Tokenizes a document once, chunks it, computes the chunk KV objects the origin does not have yet (both kinds),
- * stores each at the origin and pushes it to its edge, and publishes the manifest last. Runs on the engine queue.
+ * stores each at the origin and pushes it to its edge, and publishes the manifest last. Engine work goes through
+ * `ctx.turn` one chunk at a time; `signal` stops the job before its manifest.
  */
-export async function ingestDocument(ctx: IngestContext, doc: DocumentInput, progress: IngestProgress): Promise<Manifest> {
+export async function ingestDocument(ctx: IngestContext, doc: DocumentInput, progress: IngestProgress, signal?: AbortSignal): Promise<Manifest> {
   const { engine } = ctx;
-  const tokenIds = engine.tokenizer.encode(doc.text, { addSpecialTokens: false });
-  const chunks = chunkTokens(engine.tokenizer, tokenIds, ctx.chunkBudget);
+  const { tokenIds, chunks } = await ctx.turn(ctx.chunkBudget, async () => {
+    const ids = engine.tokenizer.encode(doc.text, { addSpecialTokens: false });
+    return { tokenIds: ids, chunks: chunkTokens(engine.tokenizer, ids, ctx.chunkBudget) };
+  });
   const scope: KeyScope = { modelFingerprint: engine.info.fingerprint, codec: ctx.codec, salt: doc.salt };
   const plans = planKeys(scope, chunks.map((c) => c.tokenIds), engine.info.maxPositionEmbeddings);
   const keys = [...new Set(plans.flatMap((p) => (p.chainedKey ? [p.independentKey, p.chainedKey] : [p.independentKey])))];
@@ -81,8 +86,10 @@ export async function ingestDocument(ctx: IngestContext, doc: DocumentInput, pro
       progress.bytes += bytes.length;
     },
   };
-  await computeChainedKV(engine, plans, sink);
-  await computeIndependentKV(engine, plans, sink);
+  await computeChainedKV(engine, plans, sink, ctx.turn);
+  await computeIndependentKV(engine, plans, sink, ctx.turn);
+  // A job cancelled during its last object's store does not publish its manifest.
+  signal?.throwIfAborted();
 
   const ref = (key: string): ObjectRef => ({ key, bytes: sizes.get(key)! });
   const manifest: Manifest = {

@@ -4,18 +4,18 @@ import { KdnError } from '../../../common/errors.ts';
 import { documentId } from '../../keys.ts';
 import { principalOf } from '../../auth/authenticate.ts';
 import { publicName } from '../../auth/tenancy.ts';
-import type { JobView } from '../../ingest/jobs.ts';
 import { manifestObjects, summarize, type DocumentSummary, type Manifest } from '../../manifest.ts';
 import { NamespaceQuerySchema, UploadSchema } from '../schemas.ts';
 import type { KdnServices } from '../services.ts';
 import { validate } from '../validate.ts';
+import { publicJob } from './jobs.ts';
 
 /** HEADs to edges at a time when a document's detail asks where its objects are cached. */
 const CACHE_CHECK_CONCURRENCY = 8;
 
 /**
  * Knowledge: POST /v1/documents (JSON {namespace, title, text} or multipart with a `file` and optional `title`,
- * `namespace` fields) answers 202 with an ingest job; GET /v1/jobs/:id; GET /v1/documents?namespace=;
+ * `namespace` fields) answers 202 with an ingest job (see ./jobs.ts); GET /v1/documents?namespace=;
  * GET|DELETE /v1/documents/:id?namespace=. Namespaces are the caller's tenant's (or shared ones, see
  * kdn/auth/tenancy.ts): another tenant's documents and jobs are 404, as if they did not exist.
  */
@@ -34,13 +34,8 @@ export function documentRoutes(services: KdnServices): Router {
     }
     const scoped = tenancy.scope(principalOf(res).tenant, input.namespace, 'write');
     const id = documentId(scoped, input.title, input.text);
-    const job = await services.jobs.submit({ ...input, namespace: scoped, id, salt: services.access.salts.saltFor(scoped) });
+    const job = await services.jobs.submit({ ...input, namespace: scoped, id, salt: services.access.salts.saltFor(scoped) }, principalOf(res).tenant);
     res.status(202).location(`/v1/jobs/${job.id}`).json({ job: publicJob(job), document: { id, namespace: input.namespace, title: input.title } });
-  });
-
-  router.get('/v1/jobs/:id', (req: Request, res: Response) => {
-    const tenant = principalOf(res).tenant;
-    res.json(publicJob(services.jobs.get(String(req.params.id), (job) => tenancy.canRead(tenant, job.document.namespace))));
   });
 
   router.get('/v1/documents', (req: Request, res: Response) => {
@@ -82,10 +77,6 @@ export function documentRoutes(services: KdnServices): Router {
 /** Clients see plain namespace names, never the tenant-scoped ones kdn keeps internally. */
 function publicSummary(manifest: Manifest): DocumentSummary {
   return { ...summarize(manifest), namespace: publicName(manifest.namespace) };
-}
-
-function publicJob(job: JobView): JobView {
-  return { ...job, document: { ...job.document, namespace: publicName(job.document.namespace) } };
 }
 
 /** Multer passes the form parser's own errors (no closing boundary, no boundary at all) through as plain Errors: they are the client's. */
