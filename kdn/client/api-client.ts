@@ -1,7 +1,9 @@
 import { KdnError, ERROR_CODES, type ErrorCode } from '../../common/errors.ts';
+import { backoffDelay, isTransientSocketError, sleep, type BackoffPolicy } from '../../common/backoff.ts';
 import { codeForHttpStatus } from '../../common/http-errors.ts';
 import type { JobView } from '../ingest/jobs.ts';
 import type { DocumentSummary } from '../manifest.ts';
+import type { QueryJobView } from '../query/query-service.ts';
 import type { QueryOutcome } from '../query/run-query.ts';
 
 export const DEFAULT_SERVER = 'http://127.0.0.1:8080';
@@ -35,6 +37,10 @@ export interface UploadResponse {
 
 /** How long the client waits for one answer; queries queue behind ingest jobs on the engine. */
 const REQUEST_TIMEOUT_MS = 10 * 60_000;
+/** Retries of one call: about 8 s of backoff in all, more where the server asks for it with Retry-After. */
+const RETRY: BackoffPolicy = { attempts: 6, baseMs: 250, capMs: 4_000 };
+/** A Retry-After longer than this is not waited out: the error goes to the caller with its hint. */
+const MAX_RETRY_AFTER_MS = 60_000;
 
 /** The kdn REST API for the CLI and tests: every failure is a KdnError carrying the server's code and hint. */
 export class KdnApiClient {
@@ -51,12 +57,24 @@ export class KdnApiClient {
     }
   }
 
+  /** Safe to send again: a document's id is a hash of its namespace, title and text, and a repeat joins its job. */
   upload(input: { title: string; text: string; namespace?: string }): Promise<UploadResponse> {
     return this.call('POST', '/v1/documents', input);
   }
 
   job(id: string): Promise<JobView> {
     return this.call('GET', `/v1/jobs/${encodeURIComponent(id)}`);
+  }
+
+  /** The caller's queries in flight and ingest jobs, newest ingest first. */
+  jobs(filter: { status?: string; kind?: 'ingest' | 'query' } = {}): Promise<{ jobs: (JobView | QueryJobView)[] }> {
+    const query = new URLSearchParams(Object.entries(filter).filter((e): e is [string, string] => e[1] !== undefined)).toString();
+    return this.call('GET', `/v1/jobs${query ? `?${query}` : ''}`);
+  }
+
+  /** Cancels a queued or running job; answers once it has stopped. */
+  cancelJob(id: string): Promise<{ job: JobView | QueryJobView }> {
+    return this.call('DELETE', `/v1/jobs/${encodeURIComponent(id)}`);
   }
 
   /** Polls a job until it is done (resolves) or failed (rejects with the job's error). */
@@ -81,8 +99,9 @@ export class KdnApiClient {
     return this.call('GET', `/v1/documents/${encodeURIComponent(id)}${ns(namespace)}`);
   }
 
+  /** Not re-sent after a reset connection: a delete that went through would then answer 404. */
   deleteDocument(id: string, namespace?: string): Promise<Record<string, unknown>> {
-    return this.call('DELETE', `/v1/documents/${encodeURIComponent(id)}${ns(namespace)}`);
+    return this.call('DELETE', `/v1/documents/${encodeURIComponent(id)}${ns(namespace)}`, undefined, false);
   }
 
   query(request: QueryRequest): Promise<QueryResponse> {
@@ -97,7 +116,26 @@ export class KdnApiClient {
     return this.call('GET', '/v1/status');
   }
 
-  private async call<T>(method: string, path: string, body?: unknown): Promise<T> {
+  /**
+   * One API call, sent again when that is safe: after a 429 or 503 (the server did not take it; Retry-After is
+   * honoured), and for `idempotent` calls also after a connection failure or reset, e.g. a keep-alive connection
+   * the server closed while the request was on its way. Waits back off exponentially with jitter.
+   */
+  private async call<T>(method: string, path: string, body?: unknown, idempotent = true): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      const outcome = await this.send(method, path, body);
+      if (outcome.ok) return outcome.value as T;
+      const { error, retryAfterMs } = outcome;
+      const again =
+        attempt < RETRY.attempts &&
+        (outcome.refused || (idempotent && outcome.transient)) &&
+        (retryAfterMs ?? 0) <= MAX_RETRY_AFTER_MS;
+      if (!again) throw error;
+      await sleep(Math.max(retryAfterMs ?? 0, backoffDelay(RETRY, attempt)));
+    }
+  }
+
+  private async send(method: string, path: string, body?: unknown): Promise<Outcome> {
     let res: Response;
     try {
       res = await fetch(`${this.server}${path}`, {
@@ -111,23 +149,50 @@ export class KdnApiClient {
       });
     } catch (err) {
       const reason = (err as { cause?: { code?: string; message?: string } }).cause;
-      throw new KdnError(err instanceof DOMException && err.name === 'TimeoutError' ? 'TIMEOUT' : 'INTERNAL', `cannot reach kdn at ${this.server}: ${reason?.code ?? reason?.message ?? (err as Error).message}`, {
+      const error = new KdnError(err instanceof DOMException && err.name === 'TimeoutError' ? 'TIMEOUT' : 'INTERNAL', `cannot reach kdn at ${this.server}: ${reason?.code ?? reason?.message ?? (err as Error).message}`, {
         hint: 'start it with `kdn serve`, or point --server (or KDN_SERVER) at a running kdn',
       });
+      return { ok: false, error, transient: isTransientSocketError(err), refused: reason?.code === 'ECONNREFUSED' };
     }
-    const text = await res.text();
+    let text: string;
+    try {
+      text = await res.text();
+    } catch (err) {
+      const error = new KdnError('INTERNAL', `the answer of kdn at ${this.server} was cut short: ${(err as Error).message}`, { hint: 'try again' });
+      return { ok: false, error, transient: isTransientSocketError(err), refused: false };
+    }
     let parsed: unknown;
     try {
       parsed = text === '' ? undefined : JSON.parse(text);
     } catch {
       parsed = undefined;
     }
-    if (res.ok) return parsed as T;
-    const error = (parsed as { error?: { code?: string; message?: string; hint?: string } } | undefined)?.error;
-    const code = ERROR_CODES.includes(error?.code as ErrorCode) ? (error!.code as ErrorCode) : codeForHttpStatus(res.status);
-    throw new KdnError(code, error?.message ?? `${method} ${path} answered ${res.status}`, error?.hint ? { hint: error.hint } : {});
+    if (res.ok) return { ok: true, value: parsed };
+    const answer = (parsed as { error?: { code?: string; message?: string; hint?: string } } | undefined)?.error;
+    const code = ERROR_CODES.includes(answer?.code as ErrorCode) ? (answer!.code as ErrorCode) : codeForHttpStatus(res.status);
+    const error = new KdnError(code, answer?.message ?? `${method} ${path} answered ${res.status}`, answer?.hint ? { hint: answer.hint } : {});
+    const retryAfter = Number(res.headers.get('retry-after'));
+    return {
+      ok: false,
+      error,
+      transient: false,
+      refused: res.status === 429 || res.status === 503,
+      ...(Number.isFinite(retryAfter) && retryAfter > 0 ? { retryAfterMs: retryAfter * 1000 } : {}),
+    };
   }
 }
+
+type Outcome =
+  | { ok: true; value: unknown }
+  | {
+      ok: false;
+      error: KdnError;
+      /** The connection failed or was reset before a whole answer came. */
+      transient: boolean;
+      /** The server (or the host) refused the request without acting on it. */
+      refused: boolean;
+      retryAfterMs?: number;
+    };
 
 function ns(namespace: string | undefined): string {
   return namespace ? `?namespace=${encodeURIComponent(namespace)}` : '';
