@@ -71,6 +71,8 @@ export const KdnConfigSchema = z.object({
   /** Time a client has to send a whole request, and its headers (node's requestTimeout / headersTimeout). */
   requestTimeoutMs: milliseconds.default(300_000),
   headersTimeoutMs: milliseconds.default(30_000),
+  /** Run the engine on its own thread, so its compute never holds the event loop that serves HTTP. */
+  engineThread: flag.default(true),
   /** On SIGTERM: how long running work may take to finish before it is cancelled and kdn exits. */
   shutdownTimeoutMs: z.coerce.number().int().min(0).default(30_000),
   /** Queries one tenant may have waiting for the engine (429 past it). */
@@ -113,6 +115,7 @@ export const KDN_ENV: Record<keyof KdnConfigInput, string> = {
   queryTimeoutMs: 'KDN_QUERY_TIMEOUT_MS',
   requestTimeoutMs: 'KDN_REQUEST_TIMEOUT_MS',
   headersTimeoutMs: 'KDN_HEADERS_TIMEOUT_MS',
+  engineThread: 'KDN_ENGINE_THREAD',
   shutdownTimeoutMs: 'KDN_SHUTDOWN_TIMEOUT_MS',
   tenantMaxQueries: 'KDN_TENANT_MAX_QUERIES',
   tenantMaxJobs: 'KDN_TENANT_MAX_JOBS',

@@ -5,7 +5,7 @@ import { KdnError } from '../common/errors.ts';
 import { createLogger, type Logger } from '../common/log.ts';
 import { EdgeClient } from '../edge/client.ts';
 import { startEdge, type RunningEdge } from '../edge/main.ts';
-import { createEngine } from '../engine-adapter/index.ts';
+import { createEngine, createEngineInWorker } from '../engine-adapter/index.ts';
 import type { Engine } from '../engine-adapter/types.ts';
 import { codecFromString } from '../storage/kv-object/index.ts';
 import { openStore } from '../storage/open-store.ts';
@@ -42,7 +42,8 @@ export async function startKdn(config: KdnConfig, log: Logger = createLogger('kd
     for (const step of cleanup.reverse()) await step().catch(() => {});
   };
   try {
-    const engine: Engine = await createEngine({ modelDir: config.model, backend: config.backend });
+    const engineOptions = { modelDir: config.model, backend: config.backend };
+    const engine: Engine = config.engineThread ? await createEngineInWorker(engineOptions) : await createEngine(engineOptions);
     cleanup.push(() => engine.dispose());
     if (config.chunkTokens + 1 > engine.info.maxPositionEmbeddings) {
       throw new KdnError('INVALID_ARGUMENT', `chunks of ${config.chunkTokens} tokens do not fit the model's ${engine.info.maxPositionEmbeddings} positions`, {
