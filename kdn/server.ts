@@ -15,6 +15,7 @@ import { loadAccess } from './auth/access.ts';
 import type { KdnServices } from './api/services.ts';
 import { Catalog } from './catalog.ts';
 import type { KdnConfig } from './config.ts';
+import { DocumentTokenizer } from './ingest/document-tokenizer.ts';
 import { IngestJobs } from './ingest/jobs.ts';
 import { KvFetchPool } from './query/kv-fetch-pool.ts';
 import { defaultFetchThreads, inThreadFetcher } from './query/kv-fetcher.ts';
@@ -79,7 +80,12 @@ export async function startKdn(config: KdnConfig, log: Logger = createLogger('kd
     const scheduler = new EngineScheduler({ maxWaitingPerTenant: config.tenantMaxQueries, onDepth: (depth) => metrics.queueDepth.set(depth) });
     const catalog = new Catalog(origin, log);
     const documents = await catalog.load();
-    const ingestContext = { engine, origin, edges, catalog, codec, chunkBudget: config.chunkTokens, log };
+    const tokenizer = new DocumentTokenizer(config.model);
+    cleanup.push(() => tokenizer.close());
+    const ingestContext = {
+      engine, origin, edges, catalog, codec, chunkBudget: config.chunkTokens, log,
+      tokenize: (text: string, budget: number) => tokenizer.tokenize(text, budget),
+    };
     const limits = { maxJobsPerTenant: config.tenantMaxJobs, maxBytesPerTenant: config.tenantMaxIngestBytes, running: INGEST_JOBS_RUNNING };
     const jobs = new IngestJobs(ingestContext, scheduler, limits, (job) => {
       metrics.ingestObjects.inc({ outcome: 'computed' }, job.progress.objects.computed);

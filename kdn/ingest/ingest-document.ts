@@ -8,7 +8,7 @@ import type { CodecSpec, KVTensors } from '../../storage/kv-object/types.ts';
 import type { Catalog } from '../catalog.ts';
 import { chainedKey, independentKey, type KeyScope } from '../keys.ts';
 import type { Manifest, ObjectRef } from '../manifest.ts';
-import { chunkTokens } from './chunker.ts';
+import type { TokenizedDocument } from './document-tokenizer.ts';
 import { computeChainedKV, computeIndependentKV, type ChunkPlan, type EngineTurn } from './compute-kv.ts';
 
 export interface IngestContext {
@@ -21,6 +21,8 @@ export interface IngestContext {
   log: Logger;
   /** Every use of the engine goes through this, one chunk at a time (kdn/scheduler). */
   turn: EngineTurn;
+  /** Tokenizes and chunks the document (off the event loop: document-tokenizer.ts). */
+  tokenize: (text: string, budget: number) => Promise<TokenizedDocument>;
 }
 
 export interface DocumentInput {
@@ -53,10 +55,8 @@ const HEAD_CONCURRENCY = 16;
  */
 export async function ingestDocument(ctx: IngestContext, doc: DocumentInput, progress: IngestProgress, signal?: AbortSignal): Promise<Manifest> {
   const { engine } = ctx;
-  const { tokenIds, chunks } = await ctx.turn(ctx.chunkBudget, async () => {
-    const ids = engine.tokenizer.encode(doc.text, { addSpecialTokens: false });
-    return { tokenIds: ids, chunks: chunkTokens(engine.tokenizer, ids, ctx.chunkBudget) };
-  });
+  const { tokenIds, chunks } = await ctx.tokenize(doc.text, ctx.chunkBudget);
+  signal?.throwIfAborted();
   const scope: KeyScope = { modelFingerprint: engine.info.fingerprint, codec: ctx.codec, salt: doc.salt };
   const plans = planKeys(scope, chunks.map((c) => c.tokenIds), engine.info.maxPositionEmbeddings);
   const keys = [...new Set(plans.flatMap((p) => (p.chainedKey ? [p.independentKey, p.chainedKey] : [p.independentKey])))];
