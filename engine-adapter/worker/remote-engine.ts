@@ -4,7 +4,7 @@
  * the GPU device live on the worker. The tokenizer is loaded here too, for the short texts of queries; layer blocks
  * of injected objects are passed on by transfer as they arrive, without a copy.
  */
-import { Worker } from 'node:worker_threads';
+import { SHARE_ENV, Worker } from 'node:worker_threads';
 import { KdnError, toKdnError } from '../../common/errors.ts';
 import type { KVObjectReader, KVTensors } from '../../storage/kv-object/types.ts';
 import type { CreateEngineOptions } from '../create-engine.ts';
@@ -34,7 +34,8 @@ export async function createEngineInWorker(options: CreateEngineOptions): Promis
   const config = await loadModelConfig(options.modelDir);
   const capacity = options.capacity ?? Math.min(config.maxPositionEmbeddings, 8192);
   const tokenizer = await loadTokenizer(options.modelDir, config);
-  const worker = new Worker(ENTRY, { workerData: { ...options, capacity } });
+  // The real environment, not a copy: the WebGPU backend picks its Vulkan driver through environment variables.
+  const worker = new Worker(ENTRY, { workerData: { ...options, capacity }, env: SHARE_ENV });
   const listeners: { message?: (m: FromEngine) => void; error?: (err: Error) => void; exit?: (code: number) => void } = {};
   const ready = await new Promise<Ready>((resolve, reject) => {
     listeners.message = (message) => {

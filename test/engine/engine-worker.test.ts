@@ -128,6 +128,40 @@ describe('engine on a worker thread (createEngineInWorker)', function () {
     }
   });
 
+  it('runs the WebGPU backend on its thread with the same results as on this one (skips without an adapter)', async function () {
+    // A tiny random model: a software adapter is slow.
+    const tiny = await testModel({ preferDemo: false });
+    let gpuRemote: Engine;
+    try {
+      gpuRemote = await createEngineInWorker({ modelDir: tiny.dir, backend: 'webgpu' });
+    } catch (err) {
+      await tiny.cleanup();
+      if (process.env.CI === 'true') throw err;
+      console.log(`      no WebGPU adapter, skipping: ${(err as Error).message}`);
+      this.skip();
+    }
+    const gpuLocal = await createEngine({ modelDir: tiny.dir, backend: 'webgpu' });
+    try {
+      const run = async (engine: Engine): Promise<{ logits: Float32Array; tokens: number[] }> => {
+        const session = engine.createSession({ capacity: 32 });
+        try {
+          const logits = await session.prefill([1, 5, 9, 14, 3, 7]);
+          return { logits, tokens: (await session.generate({ maxTokens: 6, ignoreEos: true })).tokens };
+        } finally {
+          session.dispose();
+        }
+      };
+      const [a, b] = [await run(gpuLocal), await run(gpuRemote!)];
+      expect(gpuRemote!.device).to.equal(gpuLocal.device);
+      expect(maxDiff(a.logits, b.logits)).to.equal(0);
+      expect(b.tokens).to.deep.equal(a.tokens);
+    } finally {
+      await gpuLocal.dispose();
+      await gpuRemote!.dispose();
+      await tiny.cleanup();
+    }
+  });
+
   it('refuses a session larger than its capacity at once, and answers ENGINE_UNAVAILABLE once disposed', async () => {
     expect(() => remote.createSession({ capacity: 10 ** 7 })).to.throw(KdnError).with.property('code', 'CONTEXT_TOO_LONG');
     const short = await createEngineInWorker({ modelDir: model.dir, backend: 'cpu' });
