@@ -77,15 +77,16 @@ export class KdnApiClient {
     return this.call('DELETE', `/v1/jobs/${encodeURIComponent(id)}`);
   }
 
-  /** Polls a job until it is done (resolves) or failed (rejects with the job's error). */
+  /** Polls a job until it is done (resolves) or failed or cancelled (rejects with the job's error). */
   async waitForJob(id: string, onProgress?: (job: JobView) => void, intervalMs = 200): Promise<JobView> {
     for (;;) {
       const job = await this.job(id);
       onProgress?.(job);
       if (job.status === 'done') return job;
-      if (job.status === 'failed') {
+      if (job.status === 'failed' || job.status === 'cancelled') {
         const code = ERROR_CODES.includes(job.error?.code as ErrorCode) ? (job.error!.code as ErrorCode) : 'INTERNAL';
-        throw new KdnError(code, `ingest of "${job.document.title}" failed: ${job.error?.message ?? 'unknown error'}`);
+        const hint = job.status === 'cancelled' ? { hint: 'upload the document again to resume it; finished chunk objects are kept' } : {};
+        throw new KdnError(code, `ingest of "${job.document.title}" ${job.status}: ${job.error?.message ?? 'unknown error'}`, hint);
       }
       await new Promise((resolve) => setTimeout(resolve, intervalMs));
     }

@@ -9,6 +9,7 @@ import type { JobView } from '../../kdn/ingest/jobs.ts';
 import type { QueryJobView } from '../../kdn/query/query-service.ts';
 import { startKdn, type RunningKdn } from '../../kdn/server.ts';
 import { corpusText } from '../faults/support/corpus.ts';
+import { cliJson, runCli } from './support/processes.ts';
 import { testModel, type TestModel } from './support/tiny-model.ts';
 
 const ALICE = 'alice-key-0123456789abcdef';
@@ -176,6 +177,47 @@ describe('kdn scheduling (queries, ingest jobs, tenants)', function () {
 
       hold.release();
       for (const res of [...(await Promise.all(waiting)), await bobs]) expect(res.status).to.equal(200);
+    } finally {
+      hold.release();
+      await hold.done;
+    }
+  });
+});
+
+describe('kdn jobs (CLI)', function () {
+  this.timeout(120_000);
+  let model: TestModel;
+  let dir: string;
+  let kdn: RunningKdn;
+
+  before(async () => {
+    model = await testModel({ preferDemo: false });
+    dir = await mkdtemp(join(tmpdir(), 'kdn-jobs-cli-'));
+    kdn = await startKdn(resolveKdnConfig({ dataDir: join(dir, 'data'), port: 0, model: model.dir, backend: 'cpu', chunkTokens: 16, apiKeys: `${ALICE}=alice`, rateLimit: '0' }, {}));
+  });
+
+  after(async () => {
+    await kdn?.close();
+    await model?.cleanup();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('lists the tenant\'s jobs, cancels one, and fails with NOT_FOUND and a non-zero exit for an unknown id', async () => {
+    const env = { KDN_SERVER: kdn.url, KDN_API_KEY: ALICE };
+    const hold = holdEngine(kdn);
+    try {
+      const { job } = await new KdnApiClient(kdn.url, ALICE).upload({ title: 'held', text: corpusText(30, 9) });
+      const listed = await cliJson<Jobs>(['jobs'], env);
+      expect(listed.jobs.map((j) => j.id)).to.include(job.id);
+      const cancelled = await cliJson<JobView>(['jobs', 'cancel', job.id], env);
+      expect(cancelled.status).to.equal('cancelled');
+      expect((await cliJson<Jobs>(['jobs', '--status', 'cancelled'], env)).jobs.map((j) => j.id)).to.deep.equal([job.id]);
+      const unknown = await runCli(['jobs', 'cancel', 'ffffffffffffffff'], env);
+      expect(unknown.code).to.not.equal(0);
+      expect(unknown.stderr).to.contain('NOT_FOUND');
+      const bad = await runCli(['jobs', 'cancel', 'not-an-id'], env);
+      expect(bad.code).to.not.equal(0);
+      expect(bad.stderr).to.contain('INVALID_ARGUMENT');
     } finally {
       hold.release();
       await hold.done;
