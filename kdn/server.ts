@@ -110,7 +110,7 @@ export async function startKdn(config: KdnConfig, log: Logger = createLogger('kd
     let closing: Promise<void> | undefined;
     const close = (): Promise<void> => {
       closing ??= (async () => {
-        await drain(server, { scheduler, jobs, queries, log }, config.shutdownTimeoutMs);
+        await drain(server, { scheduler, jobs, queries, engine, log }, config.shutdownTimeoutMs);
         await undo();
       })();
       return closing;
@@ -130,11 +130,12 @@ const CANCEL_GRACE_MS = 2_000;
 /**
  * Graceful stop: no new connections; queued work is refused (503) and ingest jobs stop at their next chunk (objects
  * are written whole and the manifest last, so nothing is left half written; uploading again resumes); the task on
- * the engine finishes. Past `boundMs`, queries still running are cancelled. Then every connection is closed.
+ * the engine finishes. Past `boundMs`, queries still running are cancelled, and if the engine is still computing
+ * it is disposed. Then every connection is closed.
  */
 async function drain(
   server: Server,
-  parts: { scheduler: EngineScheduler; jobs: IngestJobs; queries: QueryService; log: Logger },
+  parts: { scheduler: EngineScheduler; jobs: IngestJobs; queries: QueryService; engine: Engine; log: Logger },
   boundMs: number,
 ): Promise<void> {
   const stopping = new KdnError('ENGINE_UNAVAILABLE', 'kdn is shutting down', { hint: 'send the request again once kdn is back, or to another kdn' });
@@ -143,7 +144,11 @@ async function drain(
   if (!(await within(drained, boundMs))) {
     parts.log.warn({ boundMs }, 'work still running at the shutdown bound; cancelling it');
     parts.queries.cancelAll(stopping);
-    await within(drained, CANCEL_GRACE_MS);
+    // A forward cannot stop midway; disposing the engine ends it (on its thread), and its caller fails with 503.
+    if (!(await within(drained, CANCEL_GRACE_MS))) {
+      await parts.engine.dispose();
+      await within(drained, CANCEL_GRACE_MS);
+    }
   }
   // Answers of the work that just finished are on their way out; give them a moment before closing the sockets.
   await within(connectionsClosed.then(() => true), CANCEL_GRACE_MS);

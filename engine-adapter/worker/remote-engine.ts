@@ -16,6 +16,8 @@ import type {
 import { transferable, type Call, type CallValue, type FromEngine, type Ready, type ToEngine, type WireError } from './protocol.ts';
 
 const ENTRY = new URL('./engine-worker.js', import.meta.url);
+/** How long dispose() lets the engine thread release its sessions and device before terminating it. */
+const DISPOSE_GRACE_MS = 5_000;
 
 interface Pending {
   resolve: (value: CallValue) => void;
@@ -96,8 +98,10 @@ class RemoteEngine implements Engine {
   dispose(): Promise<void> {
     this.disposing ??= (async () => {
       for (const session of this.sessions) session.dispose();
-      if (!this.dead) await this.call({ op: 'dispose' }).catch(() => undefined);
-      this.dead ??= new KdnError('ENGINE_UNAVAILABLE', 'the engine was disposed');
+      // A forward still running on the thread is not waited out for long: terminating the thread ends it.
+      if (!this.dead) await within(this.call({ op: 'dispose' }).catch(() => undefined), DISPOSE_GRACE_MS);
+      // Calls still in flight (a forward that outlasted the grace) fail now rather than never.
+      this.die('the engine was disposed');
       await this.worker.terminate();
     })();
     return this.disposing;
@@ -116,6 +120,11 @@ class RemoteEngine implements Engine {
 
   post(message: ToEngine, transfer: ArrayBuffer[] = []): void {
     if (!this.dead) this.worker.postMessage(message, transfer);
+  }
+
+  /** Why calls fail now (disposed, or the thread died), or undefined while the engine runs. */
+  get unavailable(): KdnError | undefined {
+    return this.dead ?? (this.disposing ? new KdnError('ENGINE_UNAVAILABLE', 'the engine is being disposed') : undefined);
   }
 
   stream(): number {
@@ -260,8 +269,18 @@ class RemoteSession implements Session {
   }
 
   private checkUsable(): void {
+    // Sessions end with their engine: then the engine's state is the reason, not the caller's use of the session.
+    const gone = this.engine.unavailable;
+    if (gone) throw gone;
     if (this.disposed) throw new KdnError('INVALID_ARGUMENT', 'session was disposed');
   }
+}
+
+/** Waits for `promise`, but at most `ms`. */
+async function within(promise: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([promise, new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
+  clearTimeout(timer);
 }
 
 /** The block itself when it spans its whole buffer (then it moves by transfer), else a copy that does. */

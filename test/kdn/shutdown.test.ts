@@ -23,8 +23,16 @@ describe('kdn serve graceful shutdown (SIGTERM)', function () {
   let dir: string;
   let kdn: Started | undefined;
 
-  const serve = (): Promise<Started> =>
-    startKdnProcess(['serve', '--data-dir', join(dir, 'data'), '--port', '0', '--model', model.dir, '--backend', 'cpu', '--chunk-tokens', '64', '--shutdown-timeout', String(BOUND_MS)]);
+  const serve = (boundMs = BOUND_MS, data = 'data'): Promise<Started> =>
+    startKdnProcess(['serve', '--data-dir', join(dir, data), '--port', '0', '--model', model.dir, '--backend', 'cpu', '--chunk-tokens', '64', '--shutdown-timeout', String(boundMs)]);
+
+  const exitAfterSigterm = async (started: Started): Promise<{ code: number | null; tookMs: number } | undefined> => {
+    const exited = new Promise<number | null>((resolve) => started.child.once('exit', (code) => resolve(code)));
+    const termAt = Date.now();
+    started.child.kill('SIGTERM');
+    const code = await Promise.race([exited, new Promise<'running'>((resolve) => setTimeout(() => resolve('running'), 60_000))]);
+    return code === 'running' ? undefined : { code, tookMs: Date.now() - termAt };
+  };
 
   before(async () => {
     model = await testModel();
@@ -87,5 +95,27 @@ describe('kdn serve graceful shutdown (SIGTERM)', function () {
     const done = await again.waitForJob(job.id);
     expect(done.progress.objects.skipped, 'objects finished before SIGTERM are not computed again').to.be.at.least(seen.progress.objects.done);
     expect(done.progress.objects.computed + done.progress.objects.skipped).to.equal(done.progress.objects.total);
+  });
+
+  it('cancels a query still computing at the bound, and exits', async () => {
+    await kdn?.stop();
+    kdn = await serve(500, 'data-query');
+    // About 1,400 tokens to prefill: seconds of uninterruptible compute on the engine thread.
+    const prompt = Array.from({ length: 200 }, (_, i) => `line ${i} of a long prompt about rivers and harbours.`).join(' ').slice(0, 5000);
+    const answer = fetch(`${kdn.ready.url}/v1/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${TEST_API_KEY}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ prompt, max_tokens: 64 }),
+    }).then((res) => res.status, (err: unknown) => (err as Error).message);
+    const api = new KdnApiClient(kdn.ready.url, TEST_API_KEY);
+    for (let running = false; !running; await new Promise((resolve) => setTimeout(resolve, 20))) {
+      running = (await api.jobs({ kind: 'query' })).jobs.some((j) => j.status === 'running');
+    }
+    const outcome = await exitAfterSigterm(kdn);
+    console.log(`      exited ${JSON.stringify(outcome)}; the query's client got ${JSON.stringify(await answer)}`);
+    expect(outcome, `kdn still running 60 s after SIGTERM:\n${kdn.stderr()}`).to.not.equal(undefined);
+    expect(outcome!.code, kdn.stderr()).to.equal(0);
+    expect(outcome!.tookMs).to.be.below(500 + 15_000);
+    expect(await answer, 'the query cannot have finished in time').to.not.equal(200);
   });
 });
