@@ -53,7 +53,7 @@ export class IngestJobs {
   private readonly pending = new Map<string, JobRecord>();
   /** Queued jobs per tenant, in arrival order; tenants take turns in `turns` order. */
   private readonly queued = new Map<string, JobRecord[]>();
-  private running = 0;
+  private readonly running = new Set<JobRecord>();
   private closed: KdnError | undefined;
   private readonly settled = new Set<Promise<void>>();
 
@@ -176,23 +176,32 @@ export class IngestJobs {
     }
   }
 
-  /** Starts queued jobs while there is room, one tenant after another. */
+  /**
+   * Starts queued jobs while there is room, tenants taking turns; a tenant already running a job goes after tenants
+   * running none, so one tenant's uploads cannot hold every slot while another's wait.
+   */
   private startMore(): void {
-    while (this.running < this.limits.running && this.queued.size > 0) {
-      const [tenant, queue] = this.queued.entries().next().value as [string, JobRecord[]];
+    while (this.running.size < this.limits.running && this.queued.size > 0) {
+      const tenants = [...this.queued.keys()];
+      const tenant = tenants.find((t) => !this.runningTenants().has(t)) ?? tenants[0]!;
+      const queue = this.queued.get(tenant)!;
       const record = queue.shift()!;
       // The tenant goes to the back of the round.
       this.queued.delete(tenant);
       if (queue.length > 0) this.queued.set(tenant, queue);
-      this.running++;
+      this.running.add(record);
       const done = this.execute(record).finally(() => {
-        this.running--;
+        this.running.delete(record);
         this.settled.delete(done);
         this.startMore();
       });
       record.settled = done;
       this.settled.add(done);
     }
+  }
+
+  private runningTenants(): Set<string> {
+    return new Set([...this.running].map((r) => r.tenant));
   }
 
   private async execute(record: JobRecord): Promise<void> {

@@ -109,6 +109,27 @@ describe('kdn scheduling (queries, ingest jobs, tenants)', function () {
     expect((await alice.listDocuments()).documents, 'a cancelled ingest publishes no manifest').to.deep.equal([]);
   });
 
+  it("gives a waiting tenant the next ingest slot before another job of the tenant holding the slots", async () => {
+    const kdn = await serve({});
+    const alice = new KdnApiClient(kdn.url, ALICE);
+    const bob = new KdnApiClient(kdn.url, BOB);
+    const hold = holdEngine(kdn);
+    const ids: string[] = [];
+    try {
+      for (let i = 0; i < 3; i++) ids.push((await alice.upload({ title: `a${i}`, text: corpusText(8, 20 + i) })).job.id);
+      const b = (await bob.upload({ title: 'b', text: corpusText(8, 30) })).job.id;
+      expect((await alice.job(ids[2]!)).status, 'both slots are taken by alice').to.equal('queued');
+      hold.release();
+      await until("bob's job to start", async () => ((await bob.job(b)).status === 'queued' ? undefined : true));
+      expect((await alice.job(ids[2]!)).status, "alice's third job waits for bob's").to.equal('queued');
+      await bob.waitForJob(b);
+      for (const id of ids) await alice.waitForJob(id);
+    } finally {
+      hold.release();
+      await hold.done;
+    }
+  });
+
   it('ends a query whose deadline passes while it waits, at its deadline, with TIMEOUT', async () => {
     const kdn = await serve({ queryTimeoutMs: 500 });
     const hold = holdEngine(kdn);
