@@ -7,7 +7,8 @@ import { EdgeClient } from '../edge/client.ts';
 import { startEdge, type RunningEdge } from '../edge/main.ts';
 import { createEngine, createEngineInWorker } from '../engine-adapter/index.ts';
 import type { Engine } from '../engine-adapter/types.ts';
-import { codecFromString } from '../storage/kv-object/index.ts';
+import { codecFromString, type EncodeMeta } from '../storage/kv-object/index.ts';
+import type { KVTensors } from '../storage/kv-object/types.ts';
 import { openStore } from '../storage/open-store.ts';
 import { createApp } from './api/app.ts';
 import { KdnMetrics } from './api/metrics.ts';
@@ -15,7 +16,7 @@ import { loadAccess } from './auth/access.ts';
 import type { KdnServices } from './api/services.ts';
 import { Catalog } from './catalog.ts';
 import type { KdnConfig } from './config.ts';
-import { DocumentTokenizer } from './ingest/document-tokenizer.ts';
+import { IngestThread } from './ingest/ingest-thread.ts';
 import { IngestJobs } from './ingest/jobs.ts';
 import { KvFetchPool } from './query/kv-fetch-pool.ts';
 import { defaultFetchThreads, inThreadFetcher } from './query/kv-fetcher.ts';
@@ -80,11 +81,14 @@ export async function startKdn(config: KdnConfig, log: Logger = createLogger('kd
     const scheduler = new EngineScheduler({ maxWaitingPerTenant: config.tenantMaxQueries, onDepth: (depth) => metrics.queueDepth.set(depth) });
     const catalog = new Catalog(origin, log);
     const documents = await catalog.load();
-    const tokenizer = new DocumentTokenizer(config.model);
-    cleanup.push(() => tokenizer.close());
+    // Two threads, so encoding one document's objects never waits behind tokenizing another document.
+    const tokenizing = new IngestThread(config.model);
+    const encoding = new IngestThread(config.model);
+    cleanup.push(() => tokenizing.close(), () => encoding.close());
     const ingestContext = {
       engine, origin, edges, catalog, codec, chunkBudget: config.chunkTokens, log,
-      tokenize: (text: string, budget: number) => tokenizer.tokenize(text, budget),
+      tokenize: (text: string, budget: number) => tokenizing.tokenize(text, budget),
+      encode: (tensors: KVTensors, meta: EncodeMeta) => encoding.encode(tensors, meta),
     };
     const limits = { maxJobsPerTenant: config.tenantMaxJobs, maxBytesPerTenant: config.tenantMaxIngestBytes, running: INGEST_JOBS_RUNNING };
     const jobs = new IngestJobs(ingestContext, scheduler, limits, (job) => {

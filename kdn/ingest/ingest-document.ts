@@ -3,12 +3,12 @@ import type { Logger } from '../../common/log.ts';
 import type { EdgeClient } from '../../edge/client.ts';
 import type { Engine } from '../../engine-adapter/types.ts';
 import type { ObjectStore } from '../../storage/object-store.ts';
-import { codecToString, encodeKVObject } from '../../storage/kv-object/index.ts';
+import { codecToString, type EncodeMeta } from '../../storage/kv-object/index.ts';
 import type { CodecSpec, KVTensors } from '../../storage/kv-object/types.ts';
 import type { Catalog } from '../catalog.ts';
 import { chainedKey, independentKey, type KeyScope } from '../keys.ts';
 import type { Manifest, ObjectRef } from '../manifest.ts';
-import type { TokenizedDocument } from './document-tokenizer.ts';
+import type { TokenizedDocument } from './ingest-thread.ts';
 import { computeChainedKV, computeIndependentKV, type ChunkPlan, type EngineTurn } from './compute-kv.ts';
 
 export interface IngestContext {
@@ -21,8 +21,10 @@ export interface IngestContext {
   log: Logger;
   /** Every use of the engine goes through this, one chunk at a time (kdn/scheduler). */
   turn: EngineTurn;
-  /** Tokenizes and chunks the document (off the event loop: document-tokenizer.ts). */
+  /** Tokenizes and chunks the document (off the event loop: ingest-thread.ts). */
   tokenize: (text: string, budget: number) => Promise<TokenizedDocument>;
+  /** encodeKVObject (off the event loop: ingest-thread.ts); it may take the tensors' arrays. */
+  encode: (tensors: KVTensors, meta: EncodeMeta) => Promise<Buffer>;
 }
 
 export interface DocumentInput {
@@ -77,7 +79,7 @@ export async function ingestDocument(ctx: IngestContext, doc: DocumentInput, pro
   const sink = {
     pending,
     save: async (key: string, tensors: KVTensors, ids: number[]): Promise<void> => {
-      const bytes = encodeKVObject(tensors, { modelFingerprint: engine.info.fingerprint, tokenIds: ids, codec: ctx.codec });
+      const bytes = await ctx.encode(tensors, { modelFingerprint: engine.info.fingerprint, tokenIds: ids, codec: ctx.codec });
       await store(ctx, key, bytes);
       pending.delete(key);
       sizes.set(key, bytes.length);
