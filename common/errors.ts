@@ -34,6 +34,8 @@ export const ERROR_CODES = [
   // a client could not reach its server at all (refused, reset, DNS)
   'UNAVAILABLE',
   'TIMEOUT',
+  // work stopped on purpose: its job was cancelled or its client went away
+  'CANCELLED',
   'INTERNAL',
 ] as const;
 

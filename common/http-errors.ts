@@ -28,6 +28,7 @@ const STATUS: Record<ErrorCode, number> = {
   STORAGE_ERROR: 500,
   UNAVAILABLE: 503,
   TIMEOUT: 504,
+  CANCELLED: 409,
   INTERNAL: 500,
 };
 

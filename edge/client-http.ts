@@ -1,4 +1,5 @@
 import { Agent, request, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
+import { isTransientSocketError } from '../common/backoff.ts';
 import { KdnError, ERROR_CODES, type ErrorCode } from '../common/errors.ts';
 import { codeForHttpStatus } from '../common/http-errors.ts';
 
@@ -18,17 +19,34 @@ export class EdgeFailure extends Error {
   readonly code: ErrorCode;
   /** The edge process itself is unreachable (as opposed to answering 5xx); it is skipped for a while. */
   readonly unreachable: boolean;
+  /** The connection was refused or reset before an answer: an idempotent request may be sent again after a pause. */
+  readonly transient: boolean;
 
-  constructor(edge: string, code: ErrorCode, message: string, unreachable: boolean) {
+  constructor(edge: string, code: ErrorCode, message: string, unreachable: boolean, transient = false) {
     super(`${edge}: ${message}`);
     this.edge = edge;
     this.code = code;
     this.unreachable = unreachable;
+    this.transient = transient;
   }
 }
 
-/** Sends one request to one edge. Resolves with the response head; transport failures reject with EdgeFailure. */
+/** A kept-alive connection the edge had closed by the time the request went out on it. */
+class StaleConnection extends Error {}
+
+/**
+ * Sends one request to one edge. Resolves with the response head; transport failures reject with EdgeFailure. A
+ * reused keep-alive connection that turns out reset is not a failure of the edge: the request goes once more, on a
+ * connection of its own (the body is in memory, so sending it again is safe for every method here).
+ */
 export function sendRequest(agent: Agent, edge: string, req: EdgeRequest): Promise<IncomingMessage> {
+  return sendOnce(agent, edge, req).catch((err: unknown) => {
+    if (err instanceof StaleConnection) return sendOnce(false, edge, req);
+    throw err;
+  });
+}
+
+function sendOnce(agent: Agent | false, edge: string, req: EdgeRequest): Promise<IncomingMessage> {
   return new Promise((resolve, reject) => {
     if (req.signal?.aborted) {
       reject(aborted());
@@ -43,7 +61,9 @@ export function sendRequest(agent: Agent, edge: string, req: EdgeRequest): Promi
     outgoing.once('response', resolve);
     outgoing.once('error', (err: Error) => {
       if (req.signal?.aborted) reject(aborted());
-      else reject(err instanceof EdgeFailure ? err : new EdgeFailure(edge, 'EDGE_UNAVAILABLE', err.message, true));
+      else if (err instanceof EdgeFailure) reject(err);
+      else if (outgoing.reusedSocket && isTransientSocketError(err)) reject(new StaleConnection(err.message));
+      else reject(new EdgeFailure(edge, 'EDGE_UNAVAILABLE', err.message, true, isTransientSocketError(err)));
     });
     outgoing.end(req.body);
   });

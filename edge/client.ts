@@ -1,4 +1,5 @@
 import { Agent, type IncomingMessage } from 'node:http';
+import { backoffDelay, sleep, type BackoffPolicy } from '../common/backoff.ts';
 import { EDGE_BODY_DIGEST_HEADER, EDGE_TOKEN_HEADER, bodyDigest, secretSigner, type EdgeSigner } from '../common/edge-token.ts';
 import { KdnError } from '../common/errors.ts';
 import { validateKey } from '../storage/keys.ts';
@@ -81,6 +82,11 @@ export interface EdgeStatsResult {
 }
 
 const WARM_BATCH = 1_000;
+/**
+ * Rounds over a key's edges for GET, HEAD and PUT (all idempotent: objects are content-addressed) when every edge
+ * refused or reset the connection, as a restarting edge or a briefly overloaded host does.
+ */
+const RETRY: BackoffPolicy = { attempts: 3, baseMs: 100, capMs: 1_000 };
 
 /**
  * Talks to a set of edges as one cache. Each key has an order of edges by rendezvous hashing; a request goes to the
@@ -116,7 +122,11 @@ export class EdgeClient {
     return [...ranked.filter((edge) => !isDown(edge)), ...ranked.filter(isDown)];
   }
 
-  async get(key: string, options: { signal?: AbortSignal } = {}): Promise<EdgeGetResult> {
+  get(key: string, options: { signal?: AbortSignal } = {}): Promise<EdgeGetResult> {
+    return this.retrying(() => this.getOnce(key, options), options.signal);
+  }
+
+  private async getOnce(key: string, options: { signal?: AbortSignal }): Promise<EdgeGetResult> {
     const path = kvPath(validateKey(key));
     const order = this.order(key);
     const attempts: EdgeFailure[] = [];
@@ -152,7 +162,7 @@ export class EdgeClient {
   /** The object's metadata from the key's edge, or null when it does not exist. */
   async head(key: string, options: { signal?: AbortSignal } = {}): Promise<EdgeObjectHead | null> {
     const path = kvPath(validateKey(key));
-    return this.tryInOrder(`HEAD ${key}`, this.order(key), async (edge) => {
+    return this.tryInOrder(`HEAD ${key}`, key, options.signal, async (edge) => {
       const res = await this.send(edge, { method: 'HEAD', path, signal: options.signal });
       res.resume();
       if (res.statusCode === 404) return null;
@@ -167,7 +177,7 @@ export class EdgeClient {
    */
   async cachedAt(key: string, options: { signal?: AbortSignal } = {}): Promise<{ edge: string; tier: 'memory' | 'disk' } | null> {
     const path = kvPath(validateKey(key));
-    return this.tryInOrder(`HEAD ${key}`, this.order(key), async (edge) => {
+    return this.tryInOrder(`HEAD ${key}`, key, options.signal, async (edge) => {
       const res = await this.send(edge, { method: 'HEAD', path, signal: options.signal, headers: { 'cache-control': 'only-if-cached' } });
       res.resume();
       const servedFrom = parseCacheStatus(header(res.headers, 'cache-status'));
@@ -180,7 +190,7 @@ export class EdgeClient {
   /** Stores an object through the key's edge (which verifies it and writes it through to the origin). */
   async put(key: string, body: Uint8Array, options: { signal?: AbortSignal } = {}): Promise<EdgePutResult> {
     const path = kvPath(validateKey(key));
-    return this.tryInOrder(`PUT ${key}`, this.order(key), async (edge) => {
+    return this.tryInOrder(`PUT ${key}`, key, options.signal, async (edge) => {
       const res = await this.send(edge, {
         method: 'PUT', path, body, signal: options.signal, headers: { 'content-type': 'application/octet-stream' },
         // Uploads of large objects get time in proportion to their size on top of the base bound.
@@ -283,16 +293,31 @@ export class EdgeClient {
     return { [EDGE_TOKEN_HEADER]: this.signer!({ method: req.method, target: req.path, bodyDigest: digest }), [EDGE_BODY_DIGEST_HEADER]: digest };
   }
 
-  private async tryInOrder<T>(what: string, order: string[], call: (edge: string) => Promise<T>): Promise<T> {
-    const attempts: EdgeFailure[] = [];
-    for (const edge of order) {
+  /** `call` on the key's edges in order until one answers, in up to RETRY rounds (see retrying). */
+  private tryInOrder<T>(what: string, key: string, signal: AbortSignal | undefined, call: (edge: string) => Promise<T>): Promise<T> {
+    return this.retrying(async () => {
+      const attempts: EdgeFailure[] = [];
+      for (const edge of this.order(key)) {
+        try {
+          return await call(edge);
+        } catch (err) {
+          this.absorb(err, attempts);
+        }
+      }
+      throw unavailable(what, attempts);
+    }, signal);
+  }
+
+  /** Runs `round` again, after a jittered pause, while it fails only because every edge refused or reset. */
+  private async retrying<T>(round: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
       try {
-        return await call(edge);
+        return await round();
       } catch (err) {
-        this.absorb(err, attempts);
+        if (attempt >= RETRY.attempts || !allTransient(err)) throw err;
+        await sleep(backoffDelay(RETRY, attempt), signal);
       }
     }
-    throw unavailable(what, attempts);
   }
 
   /** Records an edge failure so the caller moves on; anything else (a 4xx KdnError, an abort) is rethrown. */
@@ -385,8 +410,15 @@ function changed(key: string, edge: string): KdnError {
 function unavailable(what: string, attempts: EdgeFailure[]): KdnError {
   return new KdnError('EDGE_UNAVAILABLE', `no edge could answer ${what}`, {
     hint: 'check that the edges are running and can reach the origin',
-    details: { attempts: attempts.map((failure) => ({ edge: failure.edge, code: failure.code, message: failure.message })) },
+    details: { attempts: attempts.map((failure) => ({ edge: failure.edge, code: failure.code, message: failure.message, transient: failure.transient })) },
   });
+}
+
+/** An EDGE_UNAVAILABLE whose every attempt was refused or reset (not a timeout, not a 5xx answer). */
+function allTransient(err: unknown): boolean {
+  if (!(err instanceof KdnError) || err.code !== 'EDGE_UNAVAILABLE') return false;
+  const attempts = err.details?.attempts as { transient?: boolean }[] | undefined;
+  return attempts !== undefined && attempts.length > 0 && attempts.every((a) => a.transient === true);
 }
 
 function normalizeEdgeUrl(url: string): string {

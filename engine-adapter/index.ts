@@ -4,6 +4,7 @@ export type { ForwardBackend, KVCacheHandle } from './backend.ts';
 export type { Architecture, ModelConfig, RopeScaling } from './model/config.ts';
 export type { LayerWeights, ModelWeights, Tensor } from './model/weights.ts';
 export { createEngine, type CreateEngineOptions } from './create-engine.ts';
+export { createEngineInWorker } from './worker/remote-engine.ts';
 export { createCpuBackend } from './cpu/cpu-backend.ts';
 export { BackendSession, type SessionModel } from './session.ts';
 export { BLEND_SELECTIONS } from './blend-selection.ts';

@@ -100,6 +100,16 @@ export const KdnConfigSchema = z.object({
   failedAuthLimit: failedAuthLimitSchema.default(DEFAULT_FAILED_AUTH_LIMIT),
   /** Connections one remote address may hold open at once. */
   maxConnectionsPerAddress: z.coerce.number().int().min(1).default(64),
+  /** Run the engine on its own thread, so its compute never holds the event loop that serves HTTP. */
+  engineThread: flag.default(true),
+  /** On SIGTERM: how long running work may take to finish before it is cancelled and kdn exits. */
+  shutdownTimeoutMs: z.coerce.number().int().min(0).default(30_000),
+  /** Queries one tenant may have waiting for the engine (429 past it). */
+  tenantMaxQueries: z.coerce.number().int().min(1).default(64),
+  /** Ingest jobs one tenant may have queued or running (429 past it). */
+  tenantMaxJobs: z.coerce.number().int().min(1).default(32),
+  /** Document bytes one tenant may have queued or running in ingest jobs (429 past it). */
+  tenantMaxIngestBytes: size.default(32 * 2 ** 20),
 });
 
 export type KdnConfigInput = z.input<typeof KdnConfigSchema>;
@@ -141,6 +151,11 @@ export const KDN_ENV: Record<keyof KdnConfigInput, string> = {
   headersTimeoutMs: 'KDN_HEADERS_TIMEOUT_MS',
   failedAuthLimit: 'KDN_FAILED_AUTH_LIMIT',
   maxConnectionsPerAddress: 'KDN_MAX_CONNECTIONS_PER_ADDRESS',
+  engineThread: 'KDN_ENGINE_THREAD',
+  shutdownTimeoutMs: 'KDN_SHUTDOWN_TIMEOUT_MS',
+  tenantMaxQueries: 'KDN_TENANT_MAX_QUERIES',
+  tenantMaxJobs: 'KDN_TENANT_MAX_JOBS',
+  tenantMaxIngestBytes: 'KDN_TENANT_MAX_INGEST_BYTES',
 };
 
 export function resolveKdnConfig(input: Partial<KdnConfigInput>, env: NodeJS.ProcessEnv = process.env): KdnConfig {

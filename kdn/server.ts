@@ -6,9 +6,10 @@ import { createLogger, type Logger } from '../common/log.ts';
 import { capConnectionsPerAddress } from '../common/slow-clients.ts';
 import { EdgeClient } from '../edge/client.ts';
 import { startEdge, type RunningEdge } from '../edge/main.ts';
-import { createEngine } from '../engine-adapter/index.ts';
+import { createEngine, createEngineInWorker } from '../engine-adapter/index.ts';
 import type { Engine } from '../engine-adapter/types.ts';
-import { codecFromString } from '../storage/kv-object/index.ts';
+import { codecFromString, type EncodeMeta } from '../storage/kv-object/index.ts';
+import type { KVTensors } from '../storage/kv-object/types.ts';
 import { openStore } from '../storage/open-store.ts';
 import { createApp } from './api/app.ts';
 import { KdnMetrics } from './api/metrics.ts';
@@ -16,12 +17,13 @@ import { loadAccess } from './auth/access.ts';
 import type { KdnServices } from './api/services.ts';
 import { Catalog } from './catalog.ts';
 import type { KdnConfig } from './config.ts';
-import { EngineQueue } from './engine-queue.ts';
+import { IngestThread } from './ingest/ingest-thread.ts';
 import { IngestJobs } from './ingest/jobs.ts';
 import { ChunkRepair } from './ingest/repair.ts';
 import { KvFetchPool } from './query/kv-fetch-pool.ts';
 import { defaultFetchThreads, inThreadFetcher } from './query/kv-fetcher.ts';
 import { QueryService } from './query/query-service.ts';
+import { EngineScheduler } from './scheduler/engine-scheduler.ts';
 
 /** How long an idle client connection is kept open (connections per address are capped, see slow-clients.ts). */
 const KEEP_ALIVE_TIMEOUT_MS = 65_000;
@@ -47,7 +49,8 @@ export async function startKdn(config: KdnConfig, log: Logger = createLogger('kd
     for (const step of cleanup.reverse()) await step().catch(() => {});
   };
   try {
-    const engine: Engine = await createEngine({ modelDir: config.model, backend: config.backend });
+    const engineOptions = { modelDir: config.model, backend: config.backend };
+    const engine: Engine = config.engineThread ? await createEngineInWorker(engineOptions) : await createEngine(engineOptions);
     cleanup.push(() => engine.dispose());
     if (config.chunkTokens + 1 > engine.info.maxPositionEmbeddings) {
       throw new KdnError('INVALID_ARGUMENT', `chunks of ${config.chunkTokens} tokens do not fit the model's ${engine.info.maxPositionEmbeddings} positions`, {
@@ -80,18 +83,27 @@ export async function startKdn(config: KdnConfig, log: Logger = createLogger('kd
     cleanup.push(() => fetcher.close());
 
     const metrics = new KdnMetrics();
-    const queue = new EngineQueue((depth) => metrics.queueDepth.set(depth));
+    const scheduler = new EngineScheduler({ maxWaitingPerTenant: config.tenantMaxQueries, onDepth: (depth) => metrics.queueDepth.set(depth) });
     const catalog = new Catalog(origin, log);
     const documents = await catalog.load();
-    const ingestContext = { engine, origin, edges, catalog, codec, chunkBudget: config.chunkTokens, log };
-    const jobs = new IngestJobs(ingestContext, queue, (job) => {
+    // Two threads, so encoding one document's objects never waits behind tokenizing another document.
+    const tokenizing = new IngestThread(config.model);
+    const encoding = new IngestThread(config.model);
+    cleanup.push(() => tokenizing.close(), () => encoding.close());
+    const ingestContext = {
+      engine, origin, edges, catalog, codec, chunkBudget: config.chunkTokens, log,
+      tokenize: (text: string, budget: number) => tokenizing.tokenize(text, budget),
+      encode: (tensors: KVTensors, meta: EncodeMeta) => encoding.encode(tensors, meta),
+    };
+    const limits = { maxJobsPerTenant: config.tenantMaxJobs, maxBytesPerTenant: config.tenantMaxIngestBytes, running: INGEST_JOBS_RUNNING };
+    const jobs = new IngestJobs(ingestContext, scheduler, limits, (job) => {
       metrics.ingestObjects.inc({ outcome: 'computed' }, job.progress.objects.computed);
       metrics.ingestObjects.inc({ outcome: 'skipped' }, job.progress.objects.skipped);
     });
-    const repair = new ChunkRepair(ingestContext, queue);
+    const repair = new ChunkRepair(ingestContext, scheduler);
     const onCorrupt = (key: string): void => void repair.report(key);
-    const queries = new QueryService({ engine, fetcher, catalog, queue, metrics, log, queryTimeoutMs: config.queryTimeoutMs, onCorrupt });
-    const services: KdnServices = { config, engine, origin, edges, edgeSecret, catalog, queue, jobs, queries, metrics, codec, log, access };
+    const queries = new QueryService({ engine, fetcher, catalog, scheduler, metrics, log, queryTimeoutMs: config.queryTimeoutMs, onCorrupt });
+    const services: KdnServices = { config, engine, origin, edges, edgeSecret, catalog, scheduler, jobs, queries, metrics, codec, log, access };
 
     const headersTimeout = Math.min(config.headersTimeoutMs, config.requestTimeoutMs);
     const server = createServer({
@@ -110,14 +122,10 @@ export async function startKdn(config: KdnConfig, log: Logger = createLogger('kd
     const url = `http://${host}:${port}`;
     log.info({ url, origin: origin.description, edges: edges.edges, model: engine.info.path, backend: engine.backend, documents }, 'kdn listening');
 
-    // Closing does not wait for a running ingest: writes are atomic and re-uploading resumes it.
     let closing: Promise<void> | undefined;
     const close = (): Promise<void> => {
       closing ??= (async () => {
-        await new Promise<void>((resolve) => {
-          server.close(() => resolve());
-          server.closeAllConnections();
-        });
+        await drain(server, { scheduler, jobs, queries, engine, log }, config.shutdownTimeoutMs);
         await undo();
       })();
       return closing;
@@ -126,6 +134,52 @@ export async function startKdn(config: KdnConfig, log: Logger = createLogger('kd
   } catch (err) {
     await undo();
     throw err;
+  }
+}
+
+/** Ingest jobs running at once: one computes while another stores its objects. */
+const INGEST_JOBS_RUNNING = 2;
+/** After the shutdown bound, how long cancelled work gets to notice before kdn closes under it. */
+const CANCEL_GRACE_MS = 2_000;
+
+/**
+ * Graceful stop: no new connections; queued work is refused (503) and ingest jobs stop at their next chunk (objects
+ * are written whole and the manifest last, so nothing is left half written; uploading again resumes); the task on
+ * the engine finishes. Past `boundMs`, queries still running are cancelled, and if the engine is still computing
+ * it is disposed. Then every connection is closed.
+ */
+async function drain(
+  server: Server,
+  parts: { scheduler: EngineScheduler; jobs: IngestJobs; queries: QueryService; engine: Engine; log: Logger },
+  boundMs: number,
+): Promise<void> {
+  const stopping = new KdnError('ENGINE_UNAVAILABLE', 'kdn is shutting down', { hint: 'send the request again once kdn is back, or to another kdn' });
+  const connectionsClosed = new Promise<void>((resolve) => server.close(() => resolve()));
+  const drained = Promise.all([parts.jobs.close(stopping), parts.scheduler.close(stopping)]).then(() => true);
+  if (!(await within(drained, boundMs))) {
+    parts.log.warn({ boundMs }, 'work still running at the shutdown bound; cancelling it');
+    parts.queries.cancelAll(stopping);
+    // A forward cannot stop midway; disposing the engine ends it (on its thread), and its caller fails with 503.
+    if (!(await within(drained, CANCEL_GRACE_MS))) {
+      await parts.engine.dispose();
+      await within(drained, CANCEL_GRACE_MS);
+    }
+  }
+  // Answers of the work that just finished are on their way out; give them a moment before closing the sockets.
+  await within(connectionsClosed.then(() => true), CANCEL_GRACE_MS);
+  server.closeAllConnections();
+}
+
+/** Whether `promise` settled within `ms`. */
+async function within(promise: Promise<boolean>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<boolean>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 

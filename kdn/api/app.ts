@@ -8,6 +8,7 @@ import { accessLog } from './access-log.ts';
 import { isOpenAIPath, sendOpenAIError } from './openai-errors.ts';
 import { routeLabel } from './route-label.ts';
 import { documentRoutes } from './routes/documents.ts';
+import { jobRoutes } from './routes/jobs.ts';
 import { openAIRoutes } from './routes/openai.ts';
 import { opsRoutes } from './routes/ops.ts';
 import { queryRoutes } from './routes/query.ts';
@@ -23,17 +24,21 @@ export function createApp(services: KdnServices): Express {
   app.use(authenticate(services.access));
   app.use(opsRoutes(services));
   app.use(documentRoutes(services));
+  app.use(jobRoutes(services));
   app.use(queryRoutes(services));
   app.use(openAIRoutes(services));
   app.use((req: Request) => {
     throw new KdnError('NOT_FOUND', `no route ${req.method} ${req.path}`, {
-      hint: 'routes: /v1/documents, /v1/jobs/:id, /v1/query, /v1/chat/completions, /v1/completions, /v1/models, /healthz, /readyz, /metrics',
+      hint: 'routes: /v1/documents, /v1/jobs, /v1/jobs/:id, /v1/query, /v1/chat/completions, /v1/completions, /v1/models, /healthz, /readyz, /metrics',
     });
   });
   app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
     const e = fromMiddleware(err);
     if (e.code === 'INTERNAL') services.log.error({ err, path: req.path, reqId: req.id }, 'request failed');
     else if (e.details?.['aborted'] === true) services.log.debug({ path: req.path, reqId: req.id }, 'client went away before sending its whole body');
+    // A full queue says when to come back (kdn/scheduler, kdn/ingest/jobs.ts).
+    const retryAfterS = e.details?.retryAfterS;
+    if (e.code === 'RATE_LIMITED' && typeof retryAfterS === 'number' && !res.headersSent) res.setHeader('retry-after', String(retryAfterS));
     if (isOpenAIPath(req.path)) sendOpenAIError(res, e);
     else sendError(res, e);
   });

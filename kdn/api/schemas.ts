@@ -49,3 +49,12 @@ export type Knowledge = z.output<typeof KnowledgeSchema>;
 
 /** POST /v1/warm: which documents' objects the warmer should place at the edges. */
 export const WarmPlanSchema = z.object({ namespace, documents: z.array(docRef).min(1).max(1000).optional() });
+
+/** GET /v1/jobs filters. */
+export const JobListSchema = z.object({
+  status: z.enum(['queued', 'running', 'done', 'failed', 'cancelled']).optional(),
+  kind: z.enum(['ingest', 'query']).optional(),
+});
+
+/** A job id as kdn hands them out (GET|DELETE /v1/jobs/:id). */
+export const JobIdSchema = z.string().regex(/^[0-9a-f]{16}$/, 'a job id is 16 hex digits');

@@ -6,9 +6,9 @@ import type { ObjectStore } from '../../storage/object-store.ts';
 import type { Access } from '../auth/access.ts';
 import type { Catalog } from '../catalog.ts';
 import type { KdnConfig } from '../config.ts';
-import type { EngineQueue } from '../engine-queue.ts';
 import type { IngestJobs } from '../ingest/jobs.ts';
 import type { QueryService } from '../query/query-service.ts';
+import type { EngineScheduler } from '../scheduler/engine-scheduler.ts';
 import type { KdnMetrics } from './metrics.ts';
 
 /** Everything the routes use, built once by kdn/server.ts. */
@@ -18,7 +18,7 @@ export interface KdnServices {
   origin: ObjectStore;
   edges: EdgeClient;
   catalog: Catalog;
-  queue: EngineQueue;
+  scheduler: EngineScheduler;
   jobs: IngestJobs;
   queries: QueryService;
   metrics: KdnMetrics;

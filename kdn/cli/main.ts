@@ -20,6 +20,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<{ register
   upload: { summary: 'upload text or Markdown files as knowledge documents', load: () => import('./commands/upload.ts') },
   query: { summary: 'ask a question over the uploaded knowledge', load: () => import('./commands/query.ts') },
   docs: { summary: 'list, show and delete knowledge documents', load: () => import('./commands/docs.ts') },
+  jobs: { summary: 'list the engine work queued and running, and cancel it', load: () => import('./commands/jobs.ts') },
   warm: { summary: "bring a namespace's KV objects into the edges that own them", load: () => import('./commands/warm.ts') },
   inspect: { summary: 'print a KV object header as JSON and verify its checksums', load: () => import('./commands/inspect.ts') },
   edge: { summary: 'run an edge cache server in front of an origin object store', load: () => import('./commands/edge.ts') },

@@ -1,8 +1,10 @@
 import { createParser } from 'eventsource-parser';
 import { KdnError, ERROR_CODES, type ErrorCode } from '../../common/errors.ts';
+import { backoffDelay, isTransientSocketError, sleep, type BackoffPolicy } from '../../common/backoff.ts';
 import { codeForHttpStatus } from '../../common/http-errors.ts';
 import type { JobView } from '../ingest/jobs.ts';
 import type { DocumentSummary } from '../manifest.ts';
+import type { QueryJobView } from '../query/query-service.ts';
 import type { QueryOutcome } from '../query/run-query.ts';
 
 export const DEFAULT_SERVER = 'http://127.0.0.1:8080';
@@ -37,6 +39,10 @@ export interface UploadResponse {
 
 /** How long the client waits for one answer; queries queue behind ingest jobs on the engine. */
 const REQUEST_TIMEOUT_MS = 10 * 60_000;
+/** Retries of one call: about 8 s of backoff in all, more where the server asks for it with Retry-After. */
+const RETRY: BackoffPolicy = { attempts: 6, baseMs: 250, capMs: 4_000 };
+/** A Retry-After longer than this is not waited out: the error goes to the caller with its hint. */
+const MAX_RETRY_AFTER_MS = 60_000;
 
 /** The kdn REST API for the CLI and tests: every failure is a KdnError carrying the server's code and hint. */
 export class KdnApiClient {
@@ -53,6 +59,7 @@ export class KdnApiClient {
     }
   }
 
+  /** Safe to send again: a document's id is a hash of its namespace, title and text, and a repeat joins its job. */
   upload(input: { title: string; text: string; namespace?: string }): Promise<UploadResponse> {
     return this.call('POST', '/v1/documents', input);
   }
@@ -61,15 +68,27 @@ export class KdnApiClient {
     return this.call('GET', `/v1/jobs/${encodeURIComponent(id)}`);
   }
 
-  /** Polls a job until it is done (resolves) or failed (rejects with the job's error). */
+  /** The caller's queries in flight and ingest jobs, newest ingest first. */
+  jobs(filter: { status?: string; kind?: 'ingest' | 'query' } = {}): Promise<{ jobs: (JobView | QueryJobView)[] }> {
+    const query = new URLSearchParams(Object.entries(filter).filter((e): e is [string, string] => e[1] !== undefined)).toString();
+    return this.call('GET', `/v1/jobs${query ? `?${query}` : ''}`);
+  }
+
+  /** Cancels a queued or running job; answers once it has stopped. */
+  cancelJob(id: string): Promise<{ job: JobView | QueryJobView }> {
+    return this.call('DELETE', `/v1/jobs/${encodeURIComponent(id)}`);
+  }
+
+  /** Polls a job until it is done (resolves) or failed or cancelled (rejects with the job's error). */
   async waitForJob(id: string, onProgress?: (job: JobView) => void, intervalMs = 200): Promise<JobView> {
     for (;;) {
       const job = await this.job(id);
       onProgress?.(job);
       if (job.status === 'done') return job;
-      if (job.status === 'failed') {
+      if (job.status === 'failed' || job.status === 'cancelled') {
         const code = ERROR_CODES.includes(job.error?.code as ErrorCode) ? (job.error!.code as ErrorCode) : 'INTERNAL';
-        throw new KdnError(code, `ingest of "${job.document.title}" failed: ${job.error?.message ?? 'unknown error'}`);
+        const hint = job.status === 'cancelled' ? { hint: 'upload the document again to resume it; finished chunk objects are kept' } : {};
+        throw new KdnError(code, `ingest of "${job.document.title}" ${job.status}: ${job.error?.message ?? 'unknown error'}`, hint);
       }
       await new Promise((resolve) => setTimeout(resolve, intervalMs));
     }
@@ -83,8 +102,9 @@ export class KdnApiClient {
     return this.call('GET', `/v1/documents/${encodeURIComponent(id)}${ns(namespace)}`);
   }
 
+  /** Not re-sent after a reset connection: a delete that went through would then answer 404. */
   deleteDocument(id: string, namespace?: string): Promise<Record<string, unknown>> {
-    return this.call('DELETE', `/v1/documents/${encodeURIComponent(id)}${ns(namespace)}`);
+    return this.call('DELETE', `/v1/documents/${encodeURIComponent(id)}${ns(namespace)}`, undefined, false);
   }
 
   query(request: QueryRequest): Promise<QueryResponse> {
@@ -99,10 +119,29 @@ export class KdnApiClient {
     return this.call('GET', '/v1/status');
   }
 
-  private async call<T>(method: string, path: string, body?: unknown): Promise<T> {
+  /**
+   * One API call, sent again when that is safe: after a 429 or 503 (the server did not take it; Retry-After is
+   * honoured), and for `idempotent` calls also after a connection failure or reset, e.g. a keep-alive connection
+   * the server closed while the request was on its way. Waits back off exponentially with jitter.
+   */
+  private async call<T>(method: string, path: string, body?: unknown, idempotent = true): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      const outcome = await this.send(method, path, body);
+      if (outcome.ok) return outcome.value as T;
+      const { error, retryAfterMs } = outcome;
+      const again =
+        attempt < RETRY.attempts &&
+        (outcome.refused || (idempotent && outcome.transient)) &&
+        (retryAfterMs ?? 0) <= MAX_RETRY_AFTER_MS;
+      if (!again) throw error;
+      await sleep(Math.max(retryAfterMs ?? 0, backoffDelay(RETRY, attempt)));
+    }
+  }
+
+  private async send(method: string, path: string, body?: unknown): Promise<Outcome> {
     let res: Response;
-    const send = (): Promise<Response> =>
-      fetch(`${this.server}${path}`, {
+    try {
+      res = await fetch(`${this.server}${path}`, {
         method,
         signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
         headers: {
@@ -111,23 +150,32 @@ export class KdnApiClient {
         },
         ...(body === undefined ? {} : { body: JSON.stringify(body) }),
       });
-    try {
-      // A kept-alive connection the server closes as the request goes out resets it (a server whose event loop was
-      // busy past its keep-alive timeout does this); a GET changes nothing, so it is sent once more.
-      res = await send().catch((err: unknown) => {
-        if (method === 'GET' && isConnectionReset(err)) return send();
-        throw err;
-      });
     } catch (err) {
-      throw this.unreachable(err);
+      const reason = (err as { cause?: { code?: string } }).cause;
+      return { ok: false, error: this.unreachable(err), transient: isTransientSocketError(err), refused: reason?.code === 'ECONNREFUSED' };
     }
-    const text = await res.text();
-    if (!res.ok) throw errorFromResponse(res.status, text, `${method} ${path}`);
+    let text: string;
     try {
-      return (text === '' ? undefined : JSON.parse(text)) as T;
-    } catch {
-      return undefined as T;
+      text = await res.text();
+    } catch (err) {
+      const error = new KdnError('UNAVAILABLE', `the answer of kdn at ${this.server} was cut short: ${(err as Error).message}`, { hint: 'try again' });
+      return { ok: false, error, transient: isTransientSocketError(err), refused: false };
     }
+    if (res.ok) {
+      try {
+        return { ok: true, value: text === '' ? undefined : JSON.parse(text) };
+      } catch {
+        return { ok: true, value: undefined };
+      }
+    }
+    const retryAfter = Number(res.headers.get('retry-after'));
+    return {
+      ok: false,
+      error: errorFromResponse(res.status, text, `${method} ${path}`),
+      transient: false,
+      refused: res.status === 429 || res.status === 503,
+      ...(Number.isFinite(retryAfter) && retryAfter > 0 ? { retryAfterMs: retryAfter * 1000 } : {}),
+    };
   }
 
   /**
@@ -191,10 +239,17 @@ function errorFromResponse(status: number, text: string, what: string): KdnError
   return new KdnError(code, error?.message ?? `${what} answered ${status}`, error?.hint ? { hint: error.hint } : {});
 }
 
-function isConnectionReset(err: unknown): boolean {
-  const code = (err as { cause?: { code?: string } }).cause?.code;
-  return code === 'ECONNRESET' || code === 'UND_ERR_SOCKET';
-}
+type Outcome =
+  | { ok: true; value: unknown }
+  | {
+      ok: false;
+      error: KdnError;
+      /** The connection failed or was reset before a whole answer came. */
+      transient: boolean;
+      /** The server (or the host) refused the request without acting on it. */
+      refused: boolean;
+      retryAfterMs?: number;
+    };
 
 function ns(namespace: string | undefined): string {
   return namespace ? `?namespace=${encodeURIComponent(namespace)}` : '';

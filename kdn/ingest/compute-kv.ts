@@ -18,24 +18,36 @@ export interface KVSink {
 }
 
 /**
+ * Runs `fn` when the engine is free for it: `cost` is the tokens it computes (see kdn/scheduler). Each call holds the
+ * engine for one chunk at most, so other work can run between a document's chunks.
+ */
+export type EngineTurn = <T>(cost: number, fn: () => Promise<T>) => Promise<T>;
+
+const direct: EngineTurn = (_cost, fn) => fn();
+
+/**
  * Prefix-chained KV: one session per document, [sink] + chunk0 + chunk1 + ..., exporting each chunk's range as it
  * goes. Chunks before the first missing object are prefilled in one call without logits, only to rebuild the
  * attention state; their objects are not computed again.
  */
-export async function computeChainedKV(engine: Engine, chunks: ChunkPlan[], sink: KVSink): Promise<void> {
+export async function computeChainedKV(engine: Engine, chunks: ChunkPlan[], sink: KVSink, turn: EngineTurn = direct): Promise<void> {
   const chained = chunks.filter((c) => c.chainedKey !== null);
   const first = chained.findIndex((c) => sink.pending.has(c.chainedKey!));
   if (first < 0) return;
   const total = chained.reduce((n, c) => n + c.tokenIds.length, 1);
   const session = engine.createSession({ capacity: total });
   try {
-    await session.prefill([sinkToken(engine), ...chained.slice(0, first).flatMap((c) => c.tokenIds)], { logits: 'none' });
+    // Rebuilding the attention state of the stored chunks takes one turn per chunk too.
+    await turn(1, () => session.prefill([sinkToken(engine)], { logits: 'none' }));
+    for (const chunk of chained.slice(0, first)) await turn(chunk.tokenIds.length, () => session.prefill(chunk.tokenIds, { logits: 'none' }));
     for (const chunk of chained.slice(first)) {
       const start = session.length;
-      await session.prefill(chunk.tokenIds, { logits: 'none' });
       const key = chunk.chainedKey!;
-      if (!sink.pending.has(key)) continue;
-      await sink.save(key, await session.exportKV({ start, end: session.length }), chunk.tokenIds);
+      const tensors = await turn(chunk.tokenIds.length, async () => {
+        await session.prefill(chunk.tokenIds, { logits: 'none' });
+        return sink.pending.has(key) ? session.exportKV({ start, end: session.length }) : undefined;
+      });
+      if (tensors) await sink.save(key, tensors, chunk.tokenIds);
     }
   } finally {
     session.dispose();
@@ -43,19 +55,23 @@ export async function computeChainedKV(engine: Engine, chunks: ChunkPlan[], sink
 }
 
 /** Independent KV: each chunk alone after the sink token, so positions start at 1 (positionBase 1). */
-export async function computeIndependentKV(engine: Engine, chunks: ChunkPlan[], sink: KVSink): Promise<void> {
+export async function computeIndependentKV(engine: Engine, chunks: ChunkPlan[], sink: KVSink, turn: EngineTurn = direct): Promise<void> {
   const todo = chunks.filter((c) => sink.pending.has(c.independentKey));
   if (todo.length === 0) return;
   const longest = Math.max(...todo.map((c) => c.tokenIds.length));
   const session = engine.createSession({ capacity: longest + 1 });
   try {
-    await session.prefill([sinkToken(engine)], { logits: 'none' });
+    await turn(1, () => session.prefill([sinkToken(engine)], { logits: 'none' }));
     for (const chunk of todo) {
       // A chunk repeated in the document has the same key: computed once.
       if (!sink.pending.has(chunk.independentKey)) continue;
-      await session.prefill(chunk.tokenIds, { logits: 'none' });
-      await sink.save(chunk.independentKey, await session.exportKV({ start: 1, end: session.length }), chunk.tokenIds);
-      session.truncate(1);
+      const tensors = await turn(chunk.tokenIds.length, async () => {
+        await session.prefill(chunk.tokenIds, { logits: 'none' });
+        const kv = await session.exportKV({ start: 1, end: session.length });
+        session.truncate(1);
+        return kv;
+      });
+      await sink.save(chunk.independentKey, tensors, chunk.tokenIds);
     }
   } finally {
     session.dispose();

@@ -3,13 +3,13 @@ import type { Logger } from '../../common/log.ts';
 import type { EdgeClient } from '../../edge/client.ts';
 import type { Engine } from '../../engine-adapter/types.ts';
 import type { ObjectStore } from '../../storage/object-store.ts';
-import { codecToString, encodeKVObject } from '../../storage/kv-object/index.ts';
+import { codecToString, type EncodeMeta } from '../../storage/kv-object/index.ts';
 import type { CodecSpec, KVTensors } from '../../storage/kv-object/types.ts';
 import type { Catalog } from '../catalog.ts';
 import { chainedKey, independentKey, type KeyScope } from '../keys.ts';
 import type { Manifest, ObjectRef } from '../manifest.ts';
-import { chunkTokens } from './chunker.ts';
-import { computeChainedKV, computeIndependentKV, type ChunkPlan } from './compute-kv.ts';
+import type { TokenizedDocument } from './ingest-thread.ts';
+import { computeChainedKV, computeIndependentKV, type ChunkPlan, type EngineTurn } from './compute-kv.ts';
 
 export interface IngestContext {
   engine: Engine;
@@ -19,6 +19,12 @@ export interface IngestContext {
   codec: CodecSpec;
   chunkBudget: number;
   log: Logger;
+  /** Every use of the engine goes through this, one chunk at a time (kdn/scheduler). */
+  turn: EngineTurn;
+  /** Tokenizes and chunks the document (off the event loop: ingest-thread.ts). */
+  tokenize: (text: string, budget: number) => Promise<TokenizedDocument>;
+  /** encodeKVObject (off the event loop: ingest-thread.ts); it may take the tensors' arrays. */
+  encode: (tensors: KVTensors, meta: EncodeMeta) => Promise<Buffer>;
 }
 
 export interface DocumentInput {
@@ -27,8 +33,8 @@ export interface DocumentInput {
   title: string;
   text: string;
   salt: string;
-  /** The text's tokens when the caller already has them (the upload route does, to check its bounds). */
-  tokenIds?: number[];
+  /** The text tokenized and chunked, when the caller already did (the upload route does, to check its bounds). */
+  tokenized?: TokenizedDocument;
 }
 
 /** Live progress of one ingest, read by GET /v1/jobs/<id>. */
@@ -48,12 +54,13 @@ const HEAD_CONCURRENCY = 16;
 
 /**
  * Tokenizes a document once, chunks it, computes the chunk KV objects the origin does not have yet (both kinds),
- * stores each at the origin and pushes it to its edge, and publishes the manifest last. Runs on the engine queue.
+ * stores each at the origin and pushes it to its edge, and publishes the manifest last. Engine work goes through
+ * `ctx.turn` one chunk at a time; `signal` stops the job before its manifest.
  */
-export async function ingestDocument(ctx: IngestContext, doc: DocumentInput, progress: IngestProgress): Promise<Manifest> {
+export async function ingestDocument(ctx: IngestContext, doc: DocumentInput, progress: IngestProgress, signal?: AbortSignal): Promise<Manifest> {
   const { engine } = ctx;
-  const tokenIds = doc.tokenIds ?? engine.tokenizer.encode(doc.text, { addSpecialTokens: false });
-  const chunks = chunkTokens(engine.tokenizer, tokenIds, ctx.chunkBudget);
+  const { tokenIds, chunks } = doc.tokenized ?? (await ctx.tokenize(doc.text, ctx.chunkBudget));
+  signal?.throwIfAborted();
   const scope: KeyScope = { modelFingerprint: engine.info.fingerprint, codec: ctx.codec, salt: doc.salt };
   const plans = planKeys(scope, chunks.map((c) => c.tokenIds), engine.info.maxPositionEmbeddings);
   const keys = [...new Set(plans.flatMap((p) => (p.chainedKey ? [p.independentKey, p.chainedKey] : [p.independentKey])))];
@@ -74,7 +81,7 @@ export async function ingestDocument(ctx: IngestContext, doc: DocumentInput, pro
   const sink = {
     pending,
     save: async (key: string, tensors: KVTensors, ids: number[]): Promise<void> => {
-      const bytes = encodeKVObject(tensors, { modelFingerprint: engine.info.fingerprint, tokenIds: ids, codec: ctx.codec });
+      const bytes = await ctx.encode(tensors, { modelFingerprint: engine.info.fingerprint, tokenIds: ids, codec: ctx.codec });
       await store(ctx, key, bytes);
       pending.delete(key);
       sizes.set(key, bytes.length);
@@ -83,8 +90,10 @@ export async function ingestDocument(ctx: IngestContext, doc: DocumentInput, pro
       progress.bytes += bytes.length;
     },
   };
-  await computeChainedKV(engine, plans, sink);
-  await computeIndependentKV(engine, plans, sink);
+  await computeChainedKV(engine, plans, sink, ctx.turn);
+  await computeIndependentKV(engine, plans, sink, ctx.turn);
+  // A job cancelled during its last object's store does not publish its manifest.
+  signal?.throwIfAborted();
 
   const ref = (key: string): ObjectRef => ({ key, bytes: sizes.get(key)! });
   const manifest: Manifest = {

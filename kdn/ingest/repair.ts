@@ -1,10 +1,13 @@
 import { isKdnError } from '../../common/errors.ts';
 import { codecFromString, encodeKVObject, tokenHash, verifyKVObject } from '../../storage/kv-object/index.ts';
 import type { KVExpectation, KVTensors } from '../../storage/kv-object/types.ts';
-import type { EngineQueue } from '../engine-queue.ts';
+import type { EngineScheduler } from '../scheduler/engine-scheduler.ts';
 import type { Manifest } from '../manifest.ts';
 import { computeChainedKV, computeIndependentKV, type ChunkPlan } from './compute-kv.ts';
 import type { IngestContext } from './ingest-document.ts';
+
+/** The scheduler's tenant for repairs, which serve every tenant. */
+const REPAIR_TENANT = 'kdn:repair';
 
 /** How a reported object ended up. */
 export type RepairOutcome = 'intact' | 'from-edge' | 'recomputed' | 'unknown-key' | 'failed';
@@ -13,20 +16,20 @@ export type RepairOutcome = 'intact' | 'from-edge' | 'recomputed' | 'unknown-key
  * Rewrites chunk objects found corrupt at the origin. A query that meets a KV_CORRUPT object computes its chunk
  * instead and reports the key here; the origin copy is checked again (a copy damaged on the way is not the
  * origin's fault), then replaced by a verified copy an edge still holds in a tier, or else by the object computed
- * again from the manifest's tokens on the engine queue. One repair per key at a time; every answer is verified
+ * again from the manifest's tokens on the engine scheduler. One repair per key at a time; every answer is verified
  * before it is written.
  */
 export class ChunkRepair {
   private readonly running = new Map<string, Promise<RepairOutcome>>();
   /**
    * Keys waiting to be computed again, by document: every key of a document reported before its turn on the engine
-   * queue comes is computed in one pass, so a chain is prefilled once rather than once per damaged object.
+   * comes is computed in one pass, so a chain is prefilled once rather than once per damaged object.
    */
   private readonly batches = new Map<string, { keys: Map<string, KVExpectation>; done: Promise<void> }>();
   /** Counts by outcome, for /metrics and tests. */
   readonly outcomes: Record<RepairOutcome, number> = { intact: 0, 'from-edge': 0, recomputed: 0, 'unknown-key': 0, failed: 0 };
 
-  constructor(private readonly ctx: IngestContext, private readonly queue: EngineQueue) {}
+  constructor(private readonly ctx: Omit<IngestContext, 'turn'>, private readonly scheduler: EngineScheduler) {}
 
   /** Starts repairing `key` unless a repair of it is already running; the promise is for tests and callers that wait. */
   report(key: string): Promise<RepairOutcome> {
@@ -88,11 +91,13 @@ export class ChunkRepair {
     let batch = this.batches.get(manifest.id);
     if (!batch) {
       const keys = new Map<string, KVExpectation>();
-      const done = this.queue.run(() => {
+      const cost = manifest.chunks.reduce((n, c) => n + c.tokenIds.length, 0);
+      // Background work of its own tenant: a repair waits behind queries and shares the engine fairly with ingest.
+      const done = this.scheduler.run(() => {
         // Keys reported from now on wait for the next pass.
         this.batches.delete(manifest.id);
         return this.recompute(manifest, keys);
-      });
+      }, { tenant: REPAIR_TENANT, priority: 'background', cost });
       batch = { keys, done };
       this.batches.set(manifest.id, batch);
     }

@@ -5,20 +5,20 @@ import { documentId } from '../../keys.ts';
 import { principalOf } from '../../auth/authenticate.ts';
 import { publicName, tenantOf } from '../../auth/tenancy.ts';
 import { checkIngestBounds, estimateIngest, type IngestEstimate } from '../../ingest/ingest-bounds.ts';
+import type { TokenizedDocument } from '../../ingest/ingest-thread.ts';
 import { checkIsText } from '../../ingest/text-check.ts';
-import { chunkTokens } from '../../ingest/chunker.ts';
-import type { JobView } from '../../ingest/jobs.ts';
 import { manifestObjects, summarize, type DocumentSummary, type Manifest } from '../../manifest.ts';
 import { NamespaceQuerySchema, UploadSchema } from '../schemas.ts';
 import type { KdnServices } from '../services.ts';
 import { validate } from '../validate.ts';
+import { publicJob } from './jobs.ts';
 
 /** HEADs to edges at a time when a document's detail asks where its objects are cached. */
 const CACHE_CHECK_CONCURRENCY = 8;
 
 /**
  * Knowledge: POST /v1/documents (JSON {namespace, title, text} or multipart with a `file` and optional `title`,
- * `namespace` fields) answers 202 with an ingest job; GET /v1/jobs/:id; GET /v1/documents?namespace=;
+ * `namespace` fields) answers 202 with an ingest job (see ./jobs.ts); GET /v1/documents?namespace=;
  * GET|DELETE /v1/documents/:id?namespace=. Namespaces are the caller's tenant's (or shared ones, see
  * kdn/auth/tenancy.ts): another tenant's documents and jobs are 404, as if they did not exist.
  */
@@ -40,15 +40,10 @@ export function documentRoutes(services: KdnServices): Router {
     const scoped = tenancy.scope(tenant, input.namespace, 'write');
     const id = documentId(scoped, input.title, input.text);
     // A document that is already stored costs nothing more: uploading it again only answers its job.
-    const bounded = (await services.catalog.find(scoped, id)) ? undefined : boundIngest(services, tenant, input.text);
+    const bounded = (await services.catalog.find(scoped, id)) ? undefined : await boundIngest(services, tenant, input.text);
     const salt = services.access.salts.saltFor(scoped);
-    const job = await services.jobs.submit({ ...input, namespace: scoped, id, salt, ...(bounded ? { tokenIds: bounded.tokenIds } : {}) }, bounded?.expected);
+    const job = await services.jobs.submit({ ...input, namespace: scoped, id, salt, ...(bounded ? { tokenized: bounded.tokenized } : {}) }, tenant, bounded?.expected);
     res.status(202).location(`/v1/jobs/${job.id}`).json({ job: publicJob(job), document: { id, namespace: input.namespace, title: input.title } });
-  });
-
-  router.get('/v1/jobs/:id', (req: Request, res: Response) => {
-    const tenant = principalOf(res).tenant;
-    res.json(publicJob(services.jobs.get(String(req.params.id), (job) => tenancy.canRead(tenant, job.document.namespace))));
   });
 
   router.get('/v1/documents', (req: Request, res: Response) => {
@@ -92,10 +87,6 @@ function publicSummary(manifest: Manifest): DocumentSummary {
   return { ...summarize(manifest), namespace: publicName(manifest.namespace) };
 }
 
-function publicJob(job: JobView): JobView {
-  return { ...job, document: { ...job.document, namespace: publicName(job.document.namespace) } };
-}
-
 /** Multer passes the form parser's own errors (no closing boundary, no boundary at all) through as plain Errors: they are the client's. */
 function multipartErrors(handler: RequestHandler): RequestHandler {
   return (req, res, next) => {
@@ -133,10 +124,10 @@ function decodeText(bytes: Buffer, name: string): string {
  * Tokenizes an upload and checks what it would cost against the per-upload limits and the tenant's quota (what
  * it stores plus its uploads still running), before the engine spends anything on it.
  */
-function boundIngest(services: KdnServices, tenant: string, text: string): { tokenIds: number[]; expected: IngestEstimate } {
+async function boundIngest(services: KdnServices, tenant: string, text: string): Promise<{ tokenized: TokenizedDocument; expected: IngestEstimate }> {
   const { engine, config } = services;
-  const tokenIds = engine.tokenizer.encode(text, { addSpecialTokens: false });
-  const chunkLengths = chunkTokens(engine.tokenizer, tokenIds, config.chunkTokens).map((chunk) => chunk.tokenIds.length);
+  const tokenized = await services.jobs.tokenize(text);
+  const chunkLengths = tokenized.chunks.map((chunk) => chunk.tokenIds.length);
   const expected = estimateIngest(engine.info, services.codec, chunkLengths);
   const held = { tokens: 0, kvBytes: 0 };
   for (const m of services.catalog.ownedBy(tenant)) {
@@ -151,7 +142,7 @@ function boundIngest(services: KdnServices, tenant: string, text: string): { tok
     maxUploadTokens: config.maxUploadTokens, maxUploadKvBytes: config.maxUploadKvBytes,
     tenantTokens: config.tenantQuotaTokens, tenantKvBytes: config.tenantQuotaKvBytes,
   }, expected, held);
-  return { tokenIds, expected };
+  return { tokenized, expected };
 }
 
 /** Where an object's owner edge holds it; tier null when no tier does (the check never fills the edge). */

@@ -141,6 +141,7 @@ async function complete(services: KdnServices, res: Response, c: Completion): Pr
   };
   const run = (onToken?: (token: GeneratedToken) => void): Promise<QueryOutcome> =>
     services.queries.answer({
+      tenant: principalOf(res).tenant,
       ...(knowledge ? { knowledge } : {}),
       searchText: c.searchText,
       promptText: c.promptText,

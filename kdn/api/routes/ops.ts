@@ -61,7 +61,7 @@ export function opsRoutes(services: KdnServices): Router {
       chunkTokens: config.chunkTokens,
       origin: services.origin.description,
       edges: services.edges.edges,
-      queueDepth: services.queue.depth,
+      queueDepth: services.scheduler.depth,
     });
   });
 

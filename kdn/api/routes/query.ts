@@ -17,12 +17,14 @@ export function queryRoutes(services: KdnServices): Router {
   const router = express.Router();
   router.post('/v1/query', express.json({ limit: '256kb' }), async (req: Request, res: Response) => {
     const body = validate(QuerySchema, req.body, 'query', FIELD_HINTS);
+    // A client that goes away takes its query out of the engine's queue (or stops its generation).
     const disconnected = new AbortController();
     res.on('close', () => {
       if (!res.writableFinished) disconnected.abort();
     });
     const run = (onToken?: (token: GeneratedToken) => void): Promise<QueryOutcome> =>
       services.queries.answer({
+        tenant: principalOf(res).tenant,
         knowledge: { namespace: services.access.tenancy.scope(principalOf(res).tenant, body.namespace, 'read'), topK: body.topK, ...(body.documents ? { documents: body.documents } : {}) },
         searchText: body.question,
         promptText: questionPrompt(body.question),

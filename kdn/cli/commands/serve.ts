@@ -23,6 +23,7 @@ interface ServeFlags {
   rateLimit?: string;
   queryTimeout?: string;
   fetchThreads?: string;
+  shutdownTimeout?: string;
   json?: boolean;
 }
 
@@ -53,6 +54,7 @@ async function serve(flags: ServeFlags): Promise<void> {
     rateLimit: flags.rateLimit,
     queryTimeoutMs: flags.queryTimeout,
     fetchThreads: flags.fetchThreads,
+    shutdownTimeoutMs: flags.shutdownTimeout,
   };
   const config = resolveKdnConfig(Object.fromEntries(Object.entries(input).filter(([, v]) => v !== undefined)));
   const kdn = await startKdn(config);
@@ -113,6 +115,7 @@ export function register(program: Command): void {
     .option('--rate-limit <rate>', `requests per second per API key, "rate[,burst]", 0 for none (env ${KDN_ENV.rateLimit}; default 100,200)`)
     .option('--fetch-threads <n>', `worker threads receiving and verifying chunk objects, 0 for none (env ${KDN_ENV.fetchThreads}; default half the cores, at most 8)`)
     .option('--query-timeout <ms>', `bound on one query, queueing included (env ${KDN_ENV.queryTimeoutMs}; default 120000)`)
+    .option('--shutdown-timeout <ms>', `on SIGTERM, how long running work may take before it is cancelled (env ${KDN_ENV.shutdownTimeoutMs}; default 30000)`)
     .option('--json', 'print one JSON ready line instead of text')
     .action(serve);
 }

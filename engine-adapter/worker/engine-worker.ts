@@ -1,0 +1,152 @@
+/**
+ * The engine's thread: loads the model and opens the backend (and with it the GPU device) here, so its compute and
+ * its host-side work never hold the control plane's event loop. Answers the calls of remote-engine.ts in arrival
+ * order per session; started by engine-worker.js with CreateEngineOptions as workerData.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { toKdnError } from '../../common/errors.ts';
+import type { KVTensors } from '../../storage/kv-object/types.ts';
+import { createEngine } from '../create-engine.ts';
+import type { Engine, Session } from '../types.ts';
+import { BlockChannel, streamError } from './block-channel.ts';
+import { transferable, type Call, type CallValue, type EngineWorkerData, type FromEngine, type ToEngine, type WireError } from './protocol.ts';
+
+const port = parentPort!;
+const sessions = new Map<number, Session>();
+const streams = new Map<number, BlockChannel>();
+
+function post(message: FromEngine, transfer: ArrayBuffer[] = []): void {
+  port.postMessage(message, transfer);
+}
+
+function wire(err: unknown): WireError {
+  const e = toKdnError(err);
+  return { code: e.code, message: e.message, ...(e.hint ? { hint: e.hint } : {}) };
+}
+
+function sessionOf(id: number): Session {
+  const session = sessions.get(id);
+  if (!session) throw new Error(`no session ${id} on the engine thread`);
+  return session;
+}
+
+function tensorArrays(tensors: KVTensors): Float32Array[] {
+  return tensors.perLayer.flatMap((l) => [l.keys, l.values]);
+}
+
+async function perform(engine: Engine, id: number, call: Call): Promise<{ value: CallValue; transfer?: ArrayBuffer[] }> {
+  switch (call.op) {
+    case 'prefill': {
+      // Logits are copied, not transferred: the session keeps the last ones to sample from.
+      const logits = await sessionOf(call.session).prefill(call.tokens, { logits: call.logits });
+      return { value: { op: 'prefill', logits } };
+    }
+    case 'exportKV': {
+      // Exported KV is a read-back the session does not keep, so it moves by transfer.
+      const tensors = await sessionOf(call.session).exportKV({ start: call.start, end: call.end });
+      return { value: { op: 'exportKV', tensors }, transfer: transferable(tensorArrays(tensors)) };
+    }
+    case 'inject': {
+      const session = sessionOf(call.session);
+      const channels = call.streams.map((s) => {
+        const channel = new BlockChannel(s.header);
+        streams.set(s.stream, channel);
+        return channel;
+      });
+      try {
+        if (call.tokens === undefined) {
+          await session.injectKV(channels[0]!.reader, call.position);
+          return { value: { op: 'inject' } };
+        }
+        if (call.blend) {
+          const { tokenIds, options } = call.blend;
+          const chunks = channels.map((c, i) => ({ object: c.reader, tokenIds: tokenIds[i]! }));
+          const out = await session.blendKVAndPrefill(chunks, call.tokens, options);
+          const blended = { recomputed: out.recomputed, fullLayers: out.fullLayers };
+          return { value: { op: 'inject', logits: out.logits, placedAtEpoch: performance.timeOrigin + out.placedAt, blended } };
+        }
+        const { logits, placedAt } = await session.injectKVAndPrefill(channels.map((c) => c.reader), call.tokens, { logits: call.logits ?? 'last' });
+        return { value: { op: 'inject', logits, placedAtEpoch: performance.timeOrigin + placedAt } };
+      } finally {
+        for (const s of call.streams) streams.delete(s.stream);
+      }
+    }
+    case 'generate': {
+      const abort = new AbortController();
+      const aborted = (): boolean => {
+        if (Atomics.load(call.abort, 0) !== 0) abort.abort();
+        return abort.signal.aborted;
+      };
+      aborted();
+      const result = await sessionOf(call.session).generate({ ...call.options, signal: abort.signal }, (token) => {
+        post({ type: 'token', id, token });
+        // Generation does not yield to this thread's messages between tokens, so the abort flag is shared memory.
+        aborted();
+      });
+      return { value: { op: 'generate', result } };
+    }
+    case 'reserve':
+      await sessionOf(call.session).reserve(call.tokens);
+      return { value: { op: 'reserve' } };
+    case 'dispose':
+      for (const session of sessions.values()) session.dispose();
+      sessions.clear();
+      await engine.dispose();
+      return { value: { op: 'dispose' } };
+  }
+}
+
+function lengthAfter(call: Call): { length?: number } {
+  const session = 'session' in call ? sessions.get(call.session) : undefined;
+  return session ? { length: session.length } : {};
+}
+
+function handle(engine: Engine, message: ToEngine): void {
+  switch (message.type) {
+    case 'call': {
+      const { type: _type, id, ...call } = message;
+      perform(engine, id, call as Call).then(
+        ({ value, transfer }) => post({ type: 'result', id, value, ...lengthAfter(call as Call) }, transfer),
+        (err: unknown) => post({ type: 'error', id, error: wire(err), ...lengthAfter(call as Call) }),
+      );
+      return;
+    }
+    // The proxy checks what these could fail on; should one fail anyway, the session's next call reports it.
+    case 'createSession':
+      quietly(() => sessions.set(message.session, engine.createSession({ capacity: message.capacity })));
+      return;
+    case 'truncate':
+      quietly(() => sessions.get(message.session)?.truncate(message.length));
+      return;
+    case 'disposeSession':
+      quietly(() => sessions.get(message.session)?.dispose());
+      sessions.delete(message.session);
+      return;
+    case 'block':
+      streams.get(message.stream)?.push(message.layer, message.bytes);
+      return;
+    case 'end':
+      streams.get(message.stream)?.end();
+      return;
+    case 'fail':
+      streams.get(message.stream)?.fail(streamError(message.error));
+      return;
+  }
+}
+
+function quietly(fn: () => unknown): void {
+  try {
+    fn();
+  } catch {
+    // see handle()
+  }
+}
+
+try {
+  const options = workerData as EngineWorkerData;
+  const engine = await createEngine(options);
+  port.on('message', (message: ToEngine) => handle(engine, message));
+  post({ type: 'ready', ready: { info: engine.info, backend: engine.backend, device: engine.device, maxCapacity: options.capacity! } });
+} catch (err) {
+  post({ type: 'startFailed', error: wire(err) });
+}

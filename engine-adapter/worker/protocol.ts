@@ -1,0 +1,82 @@
+/**
+ * Messages between an engine running on its own thread (engine-worker.ts) and the Engine/Session proxies the
+ * control plane uses (remote-engine.ts). Calls carry an id and get one `result` or `error`; every answer about a
+ * session carries its length afterwards, so the proxy's synchronous `length` stays exact. Arrays go by transfer.
+ */
+import type { ErrorCode } from '../../common/errors.ts';
+import type { KVHeader, KVTensors } from '../../storage/kv-object/types.ts';
+import type { CreateEngineOptions } from '../create-engine.ts';
+import type { BackendName, BlendOptions, GenerateOptions, GenerateResult, GeneratedToken, ModelInfo } from '../types.ts';
+
+export type EngineWorkerData = CreateEngineOptions;
+
+export interface WireError {
+  code: ErrorCode;
+  message: string;
+  hint?: string;
+}
+
+/** A KV object streamed into the worker: its header with the call, then `block` messages, then `end` or `fail`. */
+export interface StreamOpen {
+  stream: number;
+  header: KVHeader;
+}
+
+export type Call =
+  | { op: 'prefill'; session: number; tokens: Uint32Array; logits: 'last' | 'all' | 'none' }
+  | { op: 'exportKV'; session: number; start: number; end: number }
+  /**
+   * injectKV (one stream, no tokens), injectKVAndPrefill (tokens after the streams), or with `blend`
+   * blendKVAndPrefill (each stream's chunk token ids, and how to blend).
+   */
+  | {
+      op: 'inject'; session: number; position: number; streams: StreamOpen[]; tokens?: Uint32Array; logits?: 'last' | 'all' | 'none';
+      blend?: { options: BlendOptions; tokenIds: Uint32Array[] };
+    }
+  /** `abort` is an Int32Array over shared memory: non-zero once the caller aborted (checked at every token). */
+  | { op: 'generate'; session: number; options: Omit<GenerateOptions, 'signal'>; abort: Int32Array }
+  | { op: 'reserve'; session: number; tokens: number }
+  | { op: 'dispose' };
+
+export type ToEngine =
+  | ({ type: 'call'; id: number } & Call)
+  | { type: 'createSession'; session: number; capacity: number }
+  | { type: 'truncate'; session: number; length: number }
+  | { type: 'disposeSession'; session: number }
+  /** A verified layer block of an open stream (lz4 already undone); `bytes` was transferred. */
+  | { type: 'block'; stream: number; layer: number; bytes: Uint8Array }
+  | { type: 'end'; stream: number }
+  | { type: 'fail'; stream: number; error: WireError };
+
+export interface Ready {
+  info: ModelInfo;
+  backend: BackendName;
+  device: string;
+  /** Largest session capacity the engine was opened for. */
+  maxCapacity: number;
+}
+
+export type CallValue =
+  | { op: 'prefill'; logits: Float32Array }
+  | { op: 'exportKV'; tensors: KVTensors }
+  /** `placedAtEpoch`: performance.timeOrigin + performance.now() on the worker when the objects were placed. */
+  | { op: 'inject'; logits?: Float32Array; placedAtEpoch?: number; blended?: { recomputed: number; fullLayers: number } }
+  | { op: 'generate'; result: GenerateResult }
+  | { op: 'reserve' }
+  | { op: 'dispose' };
+
+export type FromEngine =
+  | { type: 'ready'; ready: Ready }
+  | { type: 'startFailed'; error: WireError }
+  | { type: 'result'; id: number; value: CallValue; length?: number }
+  | { type: 'error'; id: number; error: WireError; length?: number }
+  | { type: 'token'; id: number; token: GeneratedToken };
+
+/** The ArrayBuffers of `arrays` that each array spans whole (others are cloned), for a transfer list. */
+export function transferable(arrays: readonly ArrayBufferView[]): ArrayBuffer[] {
+  const out = new Set<ArrayBuffer>();
+  for (const a of arrays) {
+    if (a.buffer instanceof ArrayBuffer && a.byteOffset === 0 && a.byteLength === a.buffer.byteLength) out.add(a.buffer);
+  }
+  return [...out];
+}
