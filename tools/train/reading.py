@@ -16,6 +16,8 @@ synthetic questions are built from them.
 """
 
 import hashlib
+import json
+import lzma
 import random
 import re
 from dataclasses import dataclass
@@ -424,8 +426,6 @@ def make_examples(corpus: Corpus, n: int, seed: int, bridge_share: float) -> lis
 
 def load_docs(paths: list[str]) -> list[dict[str, str]]:
     """The language-model corpus packs (corpus.jsonl.xz, man-pages.jsonl.xz): one JSON document a line."""
-    import json
-    import lzma
     docs = []
     for path in paths:
         with lzma.open(path, 'rt', encoding='utf-8') as f:
