@@ -15,8 +15,13 @@
  * the sink, placed at its position by re-rotation). The prompt is kdn's (kdn/query/prompt.ts); answers are greedy, to
  * EOS or a new line, scored by exact match and token F1 (SQuAD normalization).
  *
- *   npm run bench -- answers [--model DIR] [--sections retrieval,synthetic,natural] [--single 24] [--bridge 12]
- *       [--natural 47] [--codecs fp16,int8,...] [--modes recompute,prefix-chained,independent] [--max-new 24]
+ *   npm run bench -- answers [--model DIR] [--sections retrieval,synthetic,natural] [--single 20] [--bridge 10]
+ *       [--natural N] [--codecs fp16,int8,...] [--modes recompute,prefix-chained,independent] [--max-new 24]
+ *
+ * On a 2-core CPU an example takes about a minute (two prefills of up to 1,800 tokens and 13 answers), a natural
+ * question about 20 s; the results files were made as two runs side by side:
+ *   npm run bench -- answers --sections retrieval,synthetic      (bench/results/answers.json)
+ *   npm run bench -- answers --sections natural --out answers-natural
  */
 import { join, resolve } from 'node:path';
 import { readFile } from 'node:fs/promises';
@@ -174,8 +179,8 @@ function parse(args: string[]): AnswersArgs {
   return {
     model: resolve(v.model ?? DEFAULT_DEMO_MODEL),
     sections: choiceList(v.sections, SECTIONS, SECTIONS, 'sections'),
-    single: positiveInt(v.single, 24, 'single'),
-    bridge: positiveInt(v.bridge, 12, 'bridge'),
+    single: positiveInt(v.single, 20, 'single'),
+    bridge: positiveInt(v.bridge, 10, 'bridge'),
     natural: positiveInt(v.natural, Infinity, 'natural'),
     codecs: choiceList(v.codecs, CODECS, CODECS, 'codecs'),
     modes: choiceList(v.modes, MODE_NAMES, MODE_NAMES, 'modes'),
