@@ -63,19 +63,21 @@ export async function planFromRetrieval(catalog: Catalog, namespace: string, que
 }
 
 /**
- * Named documents too long for the model's window: their chunks that match `query` best, as many as fit in
- * `budget` tokens, placed like retrieval hits (planFromRetrieval). With no chunk matching, the documents' first
- * chunks that fit.
+ * Named documents too long for the model's window: as many of their chunks as fit in `budget` tokens, those that
+ * match `query` best first, then the others in document order, placed like retrieval hits (planFromRetrieval).
  */
 export function planWithinBudget(catalog: Catalog, manifests: Manifest[], query: string, budget: number): ContextPiece[] {
   const byId = new Map(manifests.map((m) => [m.id, m]));
   const namespace = manifests[0]?.namespace;
   const ranked: Hit[] = [];
+  const seen = new Set<string>();
   for (const hit of namespace === undefined ? [] : catalog.index.search(namespace, query, Infinity)) {
     const manifest = byId.get(hit.docId);
-    if (manifest?.chunks[hit.index]) ranked.push({ manifest, index: hit.index, score: hit.score });
+    if (!manifest?.chunks[hit.index]) continue;
+    ranked.push({ manifest, index: hit.index, score: hit.score });
+    seen.add(`${manifest.id}:${hit.index}`);
   }
-  if (ranked.length === 0) for (const m of manifests) for (const chunk of m.chunks) ranked.push({ manifest: m, index: chunk.index, score: 0 });
+  for (const m of manifests) for (const chunk of m.chunks) if (!seen.has(`${m.id}:${chunk.index}`)) ranked.push({ manifest: m, index: chunk.index, score: 0 });
   const picked: Hit[] = [];
   let used = 0;
   for (const hit of ranked) {

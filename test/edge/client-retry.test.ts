@@ -34,8 +34,8 @@ describe('edge client: reset connections are retried, not failures', function ()
     try {
       for (let i = 0; i < 6; i++) {
         const body = makeKVObject(100 + i);
-        await client.put(`retry/reused-${i}`, body);
-        const got = await client.getBuffer(`retry/reused-${i}`);
+        await client.put(`kv/retry/reused-${i}.kv`, body);
+        const got = await client.getBuffer(`kv/retry/reused-${i}.kv`);
         expect(sha256(got.body)).to.equal(sha256(body));
       }
       expect(proxy.resets(), 'kept-alive connections the proxy reset').to.be.greaterThan(0);
@@ -50,9 +50,9 @@ describe('edge client: reset connections are retried, not failures', function ()
     const flaky = await startResettingProxy(edge.url, { fresh: 2 });
     const client = new EdgeClient({ edges: [flaky.url], secret: TEST_EDGE_SECRET });
     try {
-      await client.put('retry/fresh', body);
+      await client.put('kv/retry/fresh.kv', body);
       expect(flaky.resets()).to.equal(2);
-      expect(sha256((await client.getBuffer('retry/fresh')).body)).to.equal(sha256(body));
+      expect(sha256((await client.getBuffer('kv/retry/fresh.kv')).body)).to.equal(sha256(body));
     } finally {
       client.close();
       await flaky.close();
@@ -60,7 +60,7 @@ describe('edge client: reset connections are retried, not failures', function ()
     const dead = await startResettingProxy(edge.url, { fresh: 1_000 });
     const hopeless = new EdgeClient({ edges: [dead.url], secret: TEST_EDGE_SECRET });
     try {
-      const err = await hopeless.getBuffer('retry/fresh').then(() => undefined, (e: unknown) => e);
+      const err = await hopeless.getBuffer('kv/retry/fresh.kv').then(() => undefined, (e: unknown) => e);
       expect(err).to.have.property('code', 'EDGE_UNAVAILABLE');
       expect(dead.resets(), 'one request per retry round').to.equal(3);
     } finally {

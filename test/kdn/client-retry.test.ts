@@ -23,7 +23,7 @@ describe('kdn API client: idempotent requests survive reset connections', functi
     model = await testModel({ preferDemo: false });
     dir = await mkdtemp(join(tmpdir(), 'kdn-client-retry-'));
     kdn = await startKdn(resolveKdnConfig({
-      dataDir: join(dir, 'data'), port: 0, model: model.dir, backend: 'cpu', chunkTokens: 16, apiKeys: `${KEY}=retry`, rateLimit: '0', fetchThreads: 0,
+      dataDir: join(dir, 'data'), port: 0, model: model.dir, backend: 'cpu', chunkTokens: 16, apiKeys: `${KEY}=retry:operator`, rateLimit: '0', fetchThreads: 0,
     }, {}));
   });
 

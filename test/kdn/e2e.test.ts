@@ -142,10 +142,12 @@ describe('kdn end to end (kdn serve + CLI)', function () {
     expect(answer.blend).to.not.equal(null);
     const window = (JSON.parse(await readFile(join(model.dir, 'config.json'), 'utf8')) as { max_position_embeddings: number }).max_position_embeddings;
     expect(1 + answer.tokens.context + answer.tokens.prompt + 8).to.be.at.most(window);
-    // Retrieval was restricted to the named document.
+    // Retrieval was restricted to the named document, the chunk that matches first, the rest of the window filled.
     const titles = new Set(answer.chunks.map((c) => c.title));
     expect([...titles]).to.deep.equal(['harbour-log.txt']);
     expect(answer.chunks.length).to.be.greaterThan(1);
+    expect(answer.chunks.filter((c) => c.score !== null && c.score > 0)).to.have.length.at.least(1);
+    expect(1 + answer.tokens.context + answer.tokens.prompt + 8 + 64).to.be.greaterThan(window);
     console.log(`      long document: ${answer.note}; ${JSON.stringify(answer.answer)}`);
   });
 
