@@ -11,7 +11,7 @@ import { tokenHash } from '../storage/kv-object/index.ts';
 export interface KeyScope {
   modelFingerprint: string;
   codec: CodecSpec;
-  /** Separates caches that must not share entries (issue 8: one salt per tenant); '' shares by content. */
+  /** Separates caches that must not share entries (one salt per tenant); '' shares by content. */
   salt: string;
 }
 

@@ -8,7 +8,7 @@ plus lm_weight times the mean over corpus and passage tokens; question tokens ca
 Checkpoints go to --out as training runs, so a run cut off by its time limit still leaves a model.
 
     python3 tools/train/train_reader.py --corpus .train/corpus.jsonl.xz .train/man-pages.jsonl.xz \\
-        --tokenizer .train/tokenizer.json --eval-set .train/synthetic.json --out "$OUT" --minutes 6.5
+        --tokenizer .train/tokenizer.json --eval-set .train/synthetic.json --out out --minutes 6.5
     python3 tools/train/train_reader.py ... --smoke     # tiny model, a few steps, a slice of the data (CPU)
 """
 
