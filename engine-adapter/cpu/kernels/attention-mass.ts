@@ -6,7 +6,7 @@
  * Shapes: q [rows][heads][headDim] (after RoPE), keys [ctx][kvHeads][headDim] (the cache), positions [rows] = each
  * row's absolute position; causal, with the sliding window of ./attention.ts. out [ctx].
  */
-import type { AttentionShape } from './attention.ts';
+import { causalScores, type AttentionShape } from './attention.ts';
 
 export function attentionMass(out: Float32Array, q: Float32Array, positions: ArrayLike<number>, keys: Float32Array, shape: AttentionShape): void {
   const { tokens, heads, kvHeads, headDim, slidingWindow } = shape;
@@ -21,13 +21,7 @@ export function attentionMass(out: Float32Array, q: Float32Array, positions: Arr
     for (let h = 0; h < heads; h++) {
       const qo = (t * heads + h) * headDim;
       const kvo = Math.floor(h / group) * headDim;
-      let max = -Infinity;
-      for (let j = first; j <= pos; j++) {
-        let s = 0;
-        for (let d = 0; d < headDim; d++) s += q[qo + d]! * keys[j * kvStride + kvo + d]!;
-        scores[j] = s * scale;
-        if (scores[j]! > max) max = scores[j]!;
-      }
+      const max = causalScores(scores, q, qo, keys, kvo, { first, last: pos, kvStride, headDim, scale });
       let sum = 0;
       for (let j = first; j <= pos; j++) sum += Math.exp(scores[j]! - max);
       for (let j = first; j <= pos; j++) acc[j] = acc[j]! + Math.exp(scores[j]! - max) / sum;

@@ -41,15 +41,7 @@ export function attention(
     for (let h = 0; h < heads; h++) {
       const qo = (t * heads + h) * headDim;
       const kvo = Math.floor(h / group) * headDim;
-      let max = -Infinity;
-      for (let j = first; j <= pos; j++) {
-        const ko = j * kvStride + kvo;
-        let s = 0;
-        for (let d = 0; d < headDim; d++) s += q[qo + d]! * keys[ko + d]!;
-        s *= scale;
-        scores[j] = s;
-        if (s > max) max = s;
-      }
+      const max = causalScores(scores, q, qo, keys, kvo, { first, last: pos, kvStride, headDim, scale });
       let sum = 0;
       acc.fill(0);
       for (let j = first; j <= pos; j++) {
@@ -62,4 +54,29 @@ export function attention(
       for (let d = 0; d < headDim; d++) out[qo + d] = acc[d]! * inv;
     }
   }
+}
+
+/**
+ * The scaled scores of the query at q[qo..] against keys [first, last] of one KV head (keys[j * kvStride + kvo..])
+ * into scores[first..last]; returns their maximum, for a softmax that cannot overflow.
+ */
+export function causalScores(
+  scores: Float64Array,
+  q: Float32Array,
+  qo: number,
+  keys: Float32Array,
+  kvo: number,
+  range: { first: number; last: number; kvStride: number; headDim: number; scale: number },
+): number {
+  const { first, last, kvStride, headDim, scale } = range;
+  let max = -Infinity;
+  for (let j = first; j <= last; j++) {
+    const ko = j * kvStride + kvo;
+    let s = 0;
+    for (let d = 0; d < headDim; d++) s += q[qo + d]! * keys[ko + d]!;
+    s *= scale;
+    scores[j] = s;
+    if (s > max) max = s;
+  }
+  return max;
 }
