@@ -9,12 +9,14 @@ import { startEdge, type RunningEdge } from '../edge/main.ts';
 import { createEngine, createEngineInWorker } from '../engine-adapter/index.ts';
 import type { Engine } from '../engine-adapter/types.ts';
 import { codecFromString, type EncodeMeta } from '../storage/kv-object/index.ts';
-import type { KVTensors } from '../storage/kv-object/types.ts';
+import type { CodecSpec, KVTensors } from '../storage/kv-object/types.ts';
+import type { ObjectStore } from '../storage/object-store.ts';
 import { openStore } from '../storage/open-store.ts';
 import { createApp } from './api/app.ts';
 import { KdnMetrics } from './api/metrics.ts';
 import { loadAccess } from './auth/access.ts';
-import type { KdnServices } from './api/services.ts';
+import type { ApiServices } from './api/services.ts';
+import type { Access } from './auth/access.ts';
 import { Catalog } from './catalog.ts';
 import type { KdnConfig } from './config.ts';
 import { IngestThread } from './ingest/ingest-thread.ts';
@@ -24,14 +26,34 @@ import { KvFetchPool } from './query/kv-fetch-pool.ts';
 import { defaultFetchThreads, inThreadFetcher } from './query/kv-fetcher.ts';
 import { QueryService } from './query/query-service.ts';
 import { EngineScheduler } from './scheduler/engine-scheduler.ts';
+import { AnswerService } from './services/answer-service.ts';
+import { DocumentService } from './services/document-service.ts';
+import { JobService } from './services/job-service.ts';
+import { OperationsService } from './services/operations-service.ts';
+import { UploadAdmission } from './services/upload-admission.ts';
 
 /** How long an idle client connection is kept open (connections per address are capped, see slow-clients.ts). */
 const KEEP_ALIVE_TIMEOUT_MS = 65_000;
 
+/** The parts a running kdn is made of, for its command line and for tests that drive them directly. */
+export interface KdnParts {
+  config: KdnConfig;
+  engine: Engine;
+  origin: ObjectStore;
+  edges: EdgeClient;
+  catalog: Catalog;
+  scheduler: EngineScheduler;
+  jobs: IngestJobs;
+  queries: QueryService;
+  metrics: KdnMetrics;
+  access: Access;
+  log: Logger;
+}
+
 export interface RunningKdn {
   url: string;
   port: number;
-  services: KdnServices;
+  parts: KdnParts;
   /** The edge started inside this process when no edges were configured. */
   embeddedEdge: RunningEdge | undefined;
   close(): Promise<void>;
@@ -103,7 +125,8 @@ export async function startKdn(config: KdnConfig, log: Logger = createLogger('kd
     const repair = new ChunkRepair(ingestContext, scheduler);
     const onCorrupt = (key: string): void => void repair.report(key);
     const queries = new QueryService({ engine, fetcher, catalog, scheduler, metrics, log, queryTimeoutMs: config.queryTimeoutMs, onCorrupt });
-    const services: KdnServices = { config, engine, origin, edges, edgeSecret, catalog, scheduler, jobs, queries, metrics, codec, log, access };
+    const parts: KdnParts = { config, engine, origin, edges, catalog, scheduler, jobs, queries, metrics, access, log };
+    const services = apiServices(parts, codec, edgeSecret);
 
     const headersTimeout = Math.min(config.headersTimeoutMs, config.requestTimeoutMs);
     const server = createServer({
@@ -130,11 +153,30 @@ export async function startKdn(config: KdnConfig, log: Logger = createLogger('kd
       })();
       return closing;
     };
-    return { url, port, services, embeddedEdge, close };
+    return { url, port, parts, embeddedEdge, close };
   } catch (err) {
     await undo();
     throw err;
   }
+}
+
+/** The API's services by role (kdn/services/), each given only the parts it uses. */
+function apiServices(parts: KdnParts, codec: CodecSpec, edgeSecret: string | undefined): ApiServices {
+  const { config, engine, origin, edges, catalog, scheduler, jobs, queries, metrics, access, log } = parts;
+  const { tenancy, salts } = access;
+  const admission = new UploadAdmission({ engine, codec, catalog, jobs }, config);
+  return {
+    documents: new DocumentService({ catalog, jobs, edges, origin, tenancy, salts, admission, log, maxUploadBytes: config.maxUploadBytes }),
+    queries: new AnswerService({ queries, tenancy, engine }),
+    jobs: new JobService({ ingest: jobs, queries, tenancy }),
+    operations: new OperationsService({
+      engine, origin, edges, catalog, scheduler, codec, chunkTokens: config.chunkTokens, registry: metrics.registry,
+      metricsPublic: access.metricsPublic, tenancy, salts, edgeSecret,
+    }),
+    access,
+    metrics,
+    log,
+  };
 }
 
 /** Ingest jobs running at once: one computes while another stores its objects. */

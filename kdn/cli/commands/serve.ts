@@ -58,18 +58,18 @@ async function serve(flags: ServeFlags): Promise<void> {
   };
   const config = resolveKdnConfig(Object.fromEntries(Object.entries(input).filter(([, v]) => v !== undefined)));
   const kdn = await startKdn(config);
-  const { engine } = kdn.services;
-  const generated = kdn.services.access.generated;
+  const { engine } = kdn.parts;
+  const generated = kdn.parts.access.generated;
   // stderr carries JSON log lines only; what a person reads (the key included) goes to stdout.
-  if (generated) kdn.services.log.warn({ apiKeyFile: generated.path, tenant: 'default' }, 'no API keys configured: generated one key');
+  if (generated) kdn.parts.log.warn({ apiKeyFile: generated.path, tenant: 'default' }, 'no API keys configured: generated one key');
   if (flags.json) {
-    process.stdout.write(`${JSON.stringify({ ready: true, url: kdn.url, port: kdn.port, edges: kdn.services.edges.edges, backend: engine.backend, ...(generated ? { apiKeyFile: generated.path } : {}) })}\n`);
+    process.stdout.write(`${JSON.stringify({ ready: true, url: kdn.url, port: kdn.port, edges: kdn.parts.edges.edges, backend: engine.backend, ...(generated ? { apiKeyFile: generated.path } : {}) })}\n`);
   } else {
     process.stdout.write(
       `kdn serving at ${kdn.url}\n` +
         `  model   ${engine.info.path} (${engine.backend}: ${engine.device})\n` +
-        `  origin  ${kdn.services.origin.description}\n` +
-        `  edges   ${kdn.services.edges.edges.join(', ')}${kdn.embeddedEdge ? ' (embedded)' : ''}\n` +
+        `  origin  ${kdn.parts.origin.description}\n` +
+        `  edges   ${kdn.parts.edges.edges.join(', ')}${kdn.embeddedEdge ? ' (embedded)' : ''}\n` +
         (generated
           ? // The key goes to a person at a terminal, once, when it is made; after that it is read from its file.
             `no API keys configured; using one key for tenant "default" (role operator), saved to ${generated.path}${generated.fresh && process.stdout.isTTY ? ':' : ''}\n` +
