@@ -33,7 +33,7 @@ export interface DocumentInput {
   title: string;
   text: string;
   salt: string;
-  /** The text tokenized and chunked, when the caller already did (the upload route does, to check its bounds). */
+  /** The text tokenized and chunked, when the caller already did (an upload is, for its bounds: kdn/services/upload-admission.ts). */
   tokenized?: TokenizedDocument;
 }
 

@@ -35,6 +35,7 @@ describe('dependency rules (docs/ARCHITECTURE.md)', () => {
       ['fixtures/kv-data.ts', 'engine-adapter/types.ts'],
       ['kdn/query/query-service.ts', 'kdn/api/metrics.ts'],
       ['kdn/config.ts', 'kdn/auth/rate-limit.ts'],
+      ['kdn/services/document-service.ts', 'kdn/api/schemas.ts'],
       ['tools/gpu/profile-forward.ts', 'test/engine/temp-models.ts'],
       ['bench/run.ts', '../elsewhere/notes.ts'],
       ['docs2/x.ts', 'common/errors.ts'],
@@ -46,6 +47,7 @@ describe('dependency rules (docs/ARCHITECTURE.md)', () => {
     const fine: Array<[string, string]> = [
       ['kdn/query/run-query.ts', 'engine-adapter/types.ts'],
       ['kdn/api/routes/query.ts', 'kdn/query/query-service.ts'],
+      ['kdn/api/routes/documents.ts', 'kdn/services/document-service.ts'],
       ['kdn/cli/commands/serve.ts', 'kdn/server.ts'],
       ['bench/delivery.ts', 'kdn/query/kv-fetcher.ts'],
       ['bench/ttft.ts', 'fixtures/kv-data.ts'],
