@@ -77,6 +77,12 @@ describe('routes of a running kdn: every table route mounted, 405 for a wrong me
     expect(answer.body.error).to.include({ type: 'invalid_request_error', code: 'method_not_allowed', kdn_code: 'METHOD_NOT_ALLOWED', param: null });
   });
 
+  it('answers OPTIONS on a known path with its methods in Allow', async () => {
+    const answer = await stack.call(KEYS.alice, 'OPTIONS', '/v1/documents');
+    expect(answer.status).to.equal(200);
+    expect(answer.headers.get('allow')).to.equal('GET, HEAD, POST');
+  });
+
   it('still asks for a key first: an unauthenticated wrong method is 401, not 405', async () => {
     const answer = await stack.call(undefined, 'PUT', '/v1/documents');
     expect(answer.status).to.equal(401);
