@@ -10,6 +10,7 @@ import { RateLimiter } from '../auth/rate-limit.ts';
 import type { ChunkSalts } from '../auth/salts.ts';
 import { publicName, type Tenancy } from '../auth/tenancy.ts';
 import type { Catalog } from '../catalog.ts';
+import type { WarmPlan } from '../client/api-client.ts';
 import { chunkPrefix } from '../keys.ts';
 import { manifestObjects, type Manifest } from '../manifest.ts';
 import type { EngineScheduler } from '../scheduler/engine-scheduler.ts';
@@ -101,7 +102,7 @@ export class OperationsService {
   }
 
   /** The edges and the chunk objects of a namespace or of some of its documents, with a /warm token scoped to them. */
-  async warmPlan(tenant: string, request: { namespace: string; documents?: string[] }): Promise<unknown> {
+  async warmPlan(tenant: string, request: { namespace: string; documents?: string[] }): Promise<WarmPlan> {
     const { catalog, edges, tenancy, salts, edgeSecret } = this.parts;
     const waitS = this.warmPlans.take(tenant);
     if (waitS > 0) {
@@ -123,7 +124,7 @@ export class OperationsService {
     }
     return {
       namespace: request.namespace,
-      edges: edges.edges,
+      edges: [...edges.edges],
       documents: manifests.map((m) => ({ id: m.id, title: m.title })),
       objects: [...objects].map(([key, bytes]) => ({ key, bytes })),
       ...(edgeSecret ? { edgeToken: warmToken(edgeSecret, chunkPrefix(salts.saltFor(scoped))) } : {}),
