@@ -94,9 +94,14 @@ export function findRoute(method: string, path: string): RouteSpec | undefined {
   return ROUTES.find((route) => route.method === asked && pathMatches(route.path, path));
 }
 
+/** The routes at `path`, whatever their method. */
+export function routesAt(path: string): RouteSpec[] {
+  return ROUTES.filter((route) => pathMatches(route.path, path));
+}
+
 /** The methods the table answers at `path` (HEAD with GET, as express does), sorted; empty for a path it does not know. */
 export function allowedMethods(path: string): string[] {
-  const methods = new Set<string>(ROUTES.filter((route) => pathMatches(route.path, path)).map((route) => route.method));
+  const methods = new Set<string>(routesAt(path).map((route) => route.method));
   if (methods.has('GET')) methods.add('HEAD');
   return [...methods].sort();
 }
