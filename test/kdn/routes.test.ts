@@ -74,7 +74,9 @@ describe('routes of a running kdn: every table route mounted, 405 for a wrong me
     const answer = await stack.call(KEYS.alice, 'DELETE', '/v1/chat/completions');
     expect(answer.status).to.equal(405);
     expect(answer.headers.get('allow')).to.equal('POST');
-    expect(answer.body.error).to.include({ type: 'invalid_request_error', code: 'method_not_allowed', kdn_code: 'METHOD_NOT_ALLOWED', param: null });
+    expect(answer.body.error).to.include({
+      type: 'invalid_request_error', code: 'method_not_allowed', kdn_code: 'METHOD_NOT_ALLOWED', param: null,
+    });
   });
 
   it('answers OPTIONS on a known path with its methods in Allow', async () => {
