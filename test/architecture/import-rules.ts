@@ -21,6 +21,8 @@ export const MAY_IMPORT: Readonly<Record<string, readonly string[] | '*'>> = {
 
 /** Inside kdn/: the entry points that wire everything; no other kdn module imports them. */
 const KDN_ENTRY = ['kdn/server.ts', 'kdn/api/', 'kdn/cli/'];
+/** The API's services by role: they sit between the entry points and the parts, so only those two import them. */
+const KDN_SERVICES = 'kdn/services/';
 /** Read by every part of kdn, so it imports no other kdn module but these. */
 const KDN_CONFIG = 'kdn/config.ts';
 const KDN_CONFIG_MAY_IMPORT = ['kdn/default-model.ts'];
@@ -63,6 +65,9 @@ export function checkImport(from: string, to: string): Violation | undefined {
   }
   if (source === 'kdn' && target === 'kdn') {
     if (isEntry(to) && !isEntry(from)) return { from, to, rule: `only ${KDN_ENTRY.join(', ')} import kdn's entry points` };
+    if (to.startsWith(KDN_SERVICES) && !from.startsWith(KDN_SERVICES) && !isEntry(from)) {
+      return { from, to, rule: `only ${KDN_ENTRY.join(', ')} import ${KDN_SERVICES}` };
+    }
     if (from === KDN_CONFIG && !KDN_CONFIG_MAY_IMPORT.includes(to)) {
       return { from, to, rule: `${KDN_CONFIG} imports no other kdn module (every part reads it)` };
     }
