@@ -1,6 +1,6 @@
 import type { Hash } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
-import { KdnError } from '../common/errors.ts';
+import { KdnError } from '../../common/errors.ts';
 
 /**
  * Reads a request body of at most `limit` bytes into one Buffer, feeding `hash` on the way when given. With a
