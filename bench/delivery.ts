@@ -112,7 +112,8 @@ async function windowed<T>(items: readonly T[], parallel: number, work: (item: T
 function plainGet(agent: Agent, edge: RunningEdge, sign: EdgeSigner, key: string): Promise<void> {
   return new Promise((resolve, reject) => {
     const path = kvPath(key);
-    const req = request(`${edge.url}${path}`, { agent, headers: { [EDGE_HEADERS.token]: sign({ method: 'GET', target: path }) } }, (res) => {
+    const headers = { [EDGE_HEADERS.token]: sign({ method: 'GET', target: path }) };
+    const req = request(`${edge.url}${path}`, { agent, headers }, (res) => {
       if (res.statusCode !== 200) reject(new Error(`GET ${key}: HTTP ${res.statusCode}`));
       res.on('data', () => undefined);
       res.once('end', resolve);

@@ -107,8 +107,8 @@ export async function run(args: string[]): Promise<BenchReport> {
 
     const targets: Target[] = [
       { server: 'nginx', tier: 'sendfile', url: (file) => `${nginxUrl.url}/kv/${file}`, headers: () => ({}) },
-      { server: 'kdn edge', tier: 'memory', url: (file) => `${memoryEdge.url}${kvPath(`kv/${file}`)}`, headers: (file) => token(`kv/${file}`) },
-      { server: 'kdn edge', tier: 'disk', url: (file) => `${diskEdge.url}${kvPath(`kv/${file}`)}`, headers: (file) => token(`kv/${file}`) },
+      { server: 'kdn edge', tier: 'memory', url: (file) => memoryEdge.url + kvPath(`kv/${file}`), headers: (file) => token(`kv/${file}`) },
+      { server: 'kdn edge', tier: 'disk', url: (file) => diskEdge.url + kvPath(`kv/${file}`), headers: (file) => token(`kv/${file}`) },
       { server: 'express (reference)', tier: 'memory', url: (file) => `${expressUrl.url}/kv/${file}`, headers: () => ({}) },
     ];
     // Rounds interleave the servers so that load from other work on a shared machine hits all of them alike;
@@ -204,7 +204,9 @@ async function fill(edge: RunningEdge, key: string, tier: 'memory' | 'disk', hea
     await res.arrayBuffer();
     if (!res.ok) throw new Error(`filling ${key}: HTTP ${res.status}`);
     const cacheStatus = res.headers.get(EDGE_HEADERS.cacheStatus);
-    if (i === 1 && parseCacheStatus(cacheStatus) !== tier) throw new Error(`${key} was served by ${cacheStatus}, expected the ${tier} tier`);
+    if (i === 1 && parseCacheStatus(cacheStatus) !== tier) {
+      throw new Error(`${key} was served by ${cacheStatus}, expected the ${tier} tier`);
+    }
   }
 }
 

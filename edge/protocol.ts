@@ -215,5 +215,7 @@ export type EdgeStats = z.infer<typeof EdgeStats>;
 
 /** Every error answer (common/errors.ts KdnError.toJSON). */
 export const ErrorBody = z.object({
-  error: z.object({ code: ErrorCode, message: z.string(), hint: z.string().optional(), details: z.record(z.string(), z.unknown()).optional() }),
+  error: z.object({
+    code: ErrorCode, message: z.string(), hint: z.string().optional(), details: z.record(z.string(), z.unknown()).optional(),
+  }),
 });

@@ -177,7 +177,8 @@ export class EdgeClient {
   async cachedAt(key: string, options: { signal?: AbortSignal } = {}): Promise<{ edge: string; tier: 'memory' | 'disk' } | null> {
     const path = kvPath(validateKey(key));
     return this.tryInOrder(`HEAD ${key}`, key, options.signal, async (edge) => {
-      const res = await this.send(edge, { method: 'HEAD', path, signal: options.signal, headers: { [EDGE_HEADERS.cacheControl]: ONLY_IF_CACHED } });
+      const headers = { [EDGE_HEADERS.cacheControl]: ONLY_IF_CACHED };
+      const res = await this.send(edge, { method: 'HEAD', path, signal: options.signal, headers });
       res.resume();
       const servedFrom = parseCacheStatus(header(res.headers, EDGE_HEADERS.cacheStatus));
       if (res.statusCode === 504 && servedFrom === 'not-cached') return null;
@@ -287,9 +288,10 @@ export class EdgeClient {
 
   /** A fresh token per request (a PUT's also signs its body's digest, sent alongside). */
   private sign(req: Pick<EdgeRequest, 'method' | 'path' | 'body'>): Record<string, string> {
-    if (req.method !== 'PUT' || req.body === undefined) return { [EDGE_HEADERS.token]: this.signer!({ method: req.method, target: req.path }) };
+    const { token, bodyDigest: digestHeader } = EDGE_HEADERS;
+    if (req.method !== 'PUT' || req.body === undefined) return { [token]: this.signer!({ method: req.method, target: req.path }) };
     const digest = bodyDigest(req.body);
-    return { [EDGE_HEADERS.token]: this.signer!({ method: req.method, target: req.path, bodyDigest: digest }), [EDGE_HEADERS.bodyDigest]: digest };
+    return { [token]: this.signer!({ method: req.method, target: req.path, bodyDigest: digest }), [digestHeader]: digest };
   }
 
   /** `call` on the key's edges in order until one answers, in up to RETRY rounds (see retrying). */
@@ -332,7 +334,8 @@ export class EdgeClient {
 
   private async warmOn(edge: string, keys: string[], report: (progress: WarmProgress) => void): Promise<void> {
     const res = await this.send(edge, {
-      method: 'POST', path: EDGE_PATHS.warm, body: JSON.stringify({ keys } satisfies WarmRequest), headers: { [EDGE_HEADERS.contentType]: CONTENT_TYPES.json },
+      method: 'POST', path: EDGE_PATHS.warm, body: JSON.stringify({ keys } satisfies WarmRequest),
+      headers: { [EDGE_HEADERS.contentType]: CONTENT_TYPES.json },
     });
     if (res.statusCode !== 200) throw await errorFromResponse(edge, res);
     let rest = '';

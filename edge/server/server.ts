@@ -9,7 +9,8 @@ import { retryAfterOf } from '../../common/failed-auth-throttle.ts';
 import { capConnectionsPerAddress } from '../../common/slow-clients.ts';
 import { isChunkKey, validateKey } from '../../storage/keys.ts';
 import {
-  CACHE_STATUS, CONTENT_TYPES, DeleteQuery, EDGE_HEADERS, EDGE_QUERY, MAX_WARM_KEYS, ONLY_IF_CACHED, ROUTE_METHODS, WARM_BODY_LIMIT, WarmRequest,
+  CACHE_STATUS, CONTENT_TYPES, DeleteQuery, EDGE_HEADERS, EDGE_QUERY, MAX_WARM_KEYS, ONLY_IF_CACHED, ROUTE_METHODS, WARM_BODY_LIMIT,
+  WarmRequest,
   edgeRouteOf, encodedKeyOf, type DeleteResponse, type EdgeMethod, type EdgeRoute, type Health, type PutResponse, type WarmProgressLine,
   type WarmSummaryLine,
 } from '../protocol.ts';
@@ -342,7 +343,9 @@ async function sendMetrics(deps: EdgeContext, res: ServerResponse): Promise<void
 function sendJson(res: ServerResponse, status: number, value: unknown): void {
   const text = JSON.stringify(value);
   res.writeHead(status, {
-    [EDGE_HEADERS.contentType]: CONTENT_TYPES.json, [EDGE_HEADERS.contentLength]: Buffer.byteLength(text), [EDGE_HEADERS.cacheControl]: 'no-store',
+    [EDGE_HEADERS.contentType]: CONTENT_TYPES.json,
+    [EDGE_HEADERS.contentLength]: Buffer.byteLength(text),
+    [EDGE_HEADERS.cacheControl]: 'no-store',
   });
   res.end(text);
 }

@@ -76,7 +76,8 @@ export function checkImport(from: string, to: string): Violation | undefined {
   if (source === 'edge' && target === 'edge') return checkEdgeSides(from, to);
   if (source === 'kdn' && target === 'edge' && !KDN_MAY_IMPORT_FROM_EDGE.some((allowedPath) => to.startsWith(allowedPath))) {
     if (EDGE_LAUNCHERS.includes(from) && EDGE_LAUNCH_API.includes(to)) return undefined;
-    return { from, to, rule: `kdn/ imports only ${KDN_MAY_IMPORT_FROM_EDGE.join(' and ')} (and ${EDGE_LAUNCHERS.join(', ')} start an edge)` };
+    const launchers = EDGE_LAUNCHERS.join(', ');
+    return { from, to, rule: `kdn/ imports only ${KDN_MAY_IMPORT_FROM_EDGE.join(' and ')} of edge/ (and ${launchers} start an edge)` };
   }
   if (source === 'kdn' && target === 'kdn') {
     if (isEntry(to) && !isEntry(from)) return { from, to, rule: `only ${KDN_ENTRY.join(', ')} import kdn's entry points` };

@@ -481,12 +481,17 @@ describe('edge server', () => {
       expect(t.origin.gets).to.equal(gets);
     });
 
-    it('rejects a bad /warm body with 400', async () => {
+    it('rejects a bad /warm body with 400 and a hint', async () => {
       const t = await startTestEdge();
-      for (const body of ['not json', '{}', '{"keys": []}', '{"keys": ["ok", "../bad"]}', '{"keys": ["a"], "extra": 1}']) {
+      const bodies = [
+        'not json', '{}', '{"keys": []}', '{"keys": ["ok", "../bad"]}', '{"keys": ["a"], "extra": 1}', '{"keys": ["a"], "concurrency": 33}',
+      ];
+      for (const body of bodies) {
         const got = await signedRequest(t.edge.url, 'POST', '/warm', { body });
         expect(got.status, body).to.equal(400);
         expect(errorCode(got), body).to.be.oneOf(['INVALID_ARGUMENT', 'INVALID_KEY']);
+        const { error } = JSON.parse(got.body.toString('utf8')) as { error: { hint?: string } };
+        expect(error.hint, body).to.be.a('string').that.is.not.empty;
       }
     });
 
