@@ -188,7 +188,7 @@ function sendObject(deps: EdgeContext, req: IncomingMessage, res: ServerResponse
     res.end();
     return;
   }
-  const rangeHeader = req.headers.range;
+  const rangeHeader = req.headers[EDGE_HEADERS.range];
   if (rangeHeader !== undefined && ifRangeHolds(single(req.headers[EDGE_HEADERS.ifRange]), etag)) {
     const range = parseRange(rangeHeader, body.length);
     if (range === 'unsatisfiable') {
