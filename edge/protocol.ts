@@ -47,6 +47,13 @@ const FIXED_ROUTES = new Map<string, EdgeRoute>([
   [EDGE_PATHS.warm, 'warm'], [EDGE_PATHS.stats, 'stats'], [EDGE_PATHS.metrics, 'metrics'], [EDGE_PATHS.healthz, 'healthz'],
 ]);
 
+/** Every route with its methods, for the hint of a 404: `GET|HEAD|PUT|DELETE /kv/<key>, POST /warm, ...`. */
+export function describeRoutes(): string {
+  return (Object.keys(ROUTE_METHODS) as EdgeRoute[])
+    .map((route) => `${ROUTE_METHODS[route].join('|')} ${route === 'kv' ? `${EDGE_PATHS.kvPrefix}<key>` : EDGE_PATHS[route]}`)
+    .join(', ');
+}
+
 /** The route a request path (without its query string) names, or undefined for none. */
 export function edgeRouteOf(path: string): EdgeRoute | undefined {
   return path.startsWith(EDGE_PATHS.kvPrefix) ? 'kv' : FIXED_ROUTES.get(path);

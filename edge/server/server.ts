@@ -11,7 +11,7 @@ import { isChunkKey, validateKey } from '../../storage/keys.ts';
 import {
   CACHE_STATUS, CONTENT_TYPES, DeleteQuery, EDGE_HEADERS, EDGE_QUERY, MAX_WARM_KEYS, ONLY_IF_CACHED, ROUTE_METHODS, WARM_BODY_LIMIT,
   WarmRequest,
-  edgeRouteOf, encodedKeyOf, type DeleteResponse, type EdgeMethod, type EdgeRoute, type Health, type PutResponse, type WarmProgressLine,
+  describeRoutes, edgeRouteOf, encodedKeyOf, type DeleteResponse, type EdgeMethod, type EdgeRoute, type Health, type PutResponse, type WarmProgressLine,
   type WarmSummaryLine,
 } from '../protocol.ts';
 import type { CachedObject } from './cached-object.ts';
@@ -86,7 +86,7 @@ function route(deps: EdgeContext, req: IncomingMessage, res: ServerResponse): vo
   const name = edgeRouteOf(path);
   if (name === undefined) {
     fail(deps, res, new KdnError('NOT_FOUND', `no route ${method} ${path}`, {
-      hint: 'edge routes: /kv/<key> (GET, HEAD, PUT, DELETE), POST /warm, GET /stats, /metrics, /healthz',
+      hint: `edge routes: ${describeRoutes()}`,
     }));
     return;
   }

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
   CACHE_STATUS, DeleteResponse, EDGE_HEADERS, EDGE_PATHS, EdgeStats, Health, PutResponse, WarmLine, WarmProgress, WarmSummary, deletePath,
-  edgeRouteOf, kvPath, parseCacheStatus,
+  describeRoutes, edgeRouteOf, kvPath, parseCacheStatus,
 } from '../../edge/protocol.ts';
 import { startEdge, type RunningEdge } from '../../edge/server/main.ts';
 import { openStore } from '../../storage/open-store.ts';
@@ -65,6 +65,7 @@ describe('edge protocol: what a real edge sends matches the schemas both sides s
     expect(edgeRouteOf(EDGE_PATHS.warm)).to.equal('warm');
     expect(edgeRouteOf('/kv')).to.equal(undefined);
     expect(edgeRouteOf('/warm/')).to.equal(undefined);
+    expect(describeRoutes()).to.equal('GET|HEAD|PUT|DELETE /kv/<key>, POST /warm, GET /stats, GET /metrics, GET|HEAD /healthz');
     expect(deletePath('kv/a.kv')).to.equal('/kv/kv/a.kv');
     expect(deletePath('kv/a.kv', { origin: true })).to.equal('/kv/kv/a.kv?origin=true');
   });
