@@ -5,7 +5,7 @@ import { KdnError } from '../../common/errors.ts';
 import { validateKey } from '../../storage/keys.ts';
 import {
   CONTENT_TYPES, DeleteResponse, EDGE_HEADERS, EDGE_PATHS, EdgeStats, ONLY_IF_CACHED, PutResponse, WarmLine, deletePath, kvPath,
-  parseCacheStatus, type ServedFrom, type WarmProgressLine, type WarmRequest,
+  parseCacheStatus, type ServedFrom, type WarmProgressLine, type WarmRequest, type WarmSummaryLine,
 } from '../protocol.ts';
 import { EdgeFailure, errorFromResponse, header, parseJson, readJson, sendRequest, type EdgeRequest } from './client-http.ts';
 import { rendezvousOrder } from './rendezvous.ts';
@@ -66,13 +66,8 @@ export interface WarmProgress extends WarmProgressLine {
   edge: string;
 }
 
-export interface WarmSummary {
-  keys: number;
-  warmed: number;
-  present: number;
-  failed: number;
-  bytes: number;
-}
+/** What a warm did over all edges: the edges' summary lines added up, without their `done` marker. */
+export type WarmSummary = Omit<WarmSummaryLine, 'done'>;
 
 export interface EdgeStatsResult {
   edge: string;
