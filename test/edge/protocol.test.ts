@@ -3,8 +3,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  CACHE_STATUS, DeleteResponse, EDGE_HEADERS, EDGE_PATHS, EdgeStats, Health, PutResponse, WarmLine, WarmProgress, WarmSummary, deletePath,
-  describeRoutes, edgeRouteOf, kvPath, parseCacheStatus,
+  CACHE_STATUS, DeleteResponse, EDGE_HEADERS, EDGE_PATHS, EdgeStats, ErrorBody, Health, PutResponse, WarmLine, WarmProgress, WarmSummary,
+  deletePath, describeRoutes, edgeRouteOf, kvPath, parseCacheStatus,
 } from '../../edge/protocol.ts';
 import { startEdge, type RunningEdge } from '../../edge/server/main.ts';
 import { openStore } from '../../storage/open-store.ts';
@@ -52,6 +52,21 @@ describe('edge protocol: what a real edge sends matches the schemas both sides s
 
     const deleted = await signedRequest(edge.url, 'DELETE', deletePath(key, { origin: true }));
     expect(DeleteResponse.parse(json(deleted.body))).to.deep.equal({ key, deleted: { memory: true, disk: true, origin: true } });
+  });
+
+  it('a DELETE query outside DeleteQuery is 400 with a hint, and nothing is deleted', async () => {
+    const key = 'kv/s01/doc/chunk-0003.kv';
+    await origin.inner.put(key, makeKVObject(4));
+    const deletesBefore = origin.deletes;
+    for (const query of ['origin=maybe', 'origin=true&also=1', 'purge=all']) {
+      const res = await signedRequest(edge.url, 'DELETE', `${kvPath(key)}?${query}`);
+      expect(res.status, query).to.equal(400);
+      const body = ErrorBody.parse(json(res.body));
+      expect(body.error.code, query).to.equal('INVALID_ARGUMENT');
+      expect(body.error.hint, query).to.contain('origin=true|false');
+    }
+    expect(origin.deletes).to.equal(deletesBefore);
+    expect(await origin.inner.head(key)).to.not.equal(null);
   });
 
   it('/stats is EdgeStats and /healthz is Health', async () => {
