@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { ERROR_CODES } from '../common/errors.ts';
+import { ERROR_CODES, type ErrorBody as CommonErrorBody } from '../common/errors.ts';
 
 /**
  * The edge's HTTP API, the one place it is spelled: paths, methods, header names, query parameters, content types,
@@ -220,8 +220,8 @@ export const EdgeStats = z.object({
 });
 export type EdgeStats = z.infer<typeof EdgeStats>;
 
-/** Every error answer (common/errors.ts KdnError.toJSON). */
-export const ErrorBody = z.object({
+/** Every error answer: common/errors.ts's ErrorBody (KdnError.toJSON), which the type annotation holds it to. */
+export const ErrorBody: z.ZodType<CommonErrorBody> = z.object({
   error: z.object({
     code: ErrorCode, message: z.string(), hint: z.string().optional(), details: z.record(z.string(), z.unknown()).optional(),
   }),
