@@ -27,9 +27,10 @@ import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { pino } from 'pino';
 import { KdnError } from '../common/errors.ts';
-import { EDGE_TOKEN_HEADER, secretSigner, type EdgeSigner } from '../common/edge-token.ts';
-import { EdgeClient } from '../edge/client.ts';
-import { startEdge, type RunningEdge } from '../edge/main.ts';
+import { secretSigner, type EdgeSigner } from '../common/edge-token.ts';
+import { EdgeClient } from '../edge/client/client.ts';
+import { EDGE_HEADERS, kvPath } from '../edge/protocol.ts';
+import { startEdge, type RunningEdge } from '../edge/server/main.ts';
 import { ChunkFetch } from '../kdn/query/fetch-chunk.ts';
 import { KvFetchPool } from '../kdn/query/kv-fetch-pool.ts';
 import { inThreadFetcher, type KvFetcher } from '../kdn/query/kv-fetcher.ts';
@@ -110,7 +111,9 @@ async function windowed<T>(items: readonly T[], parallel: number, work: (item: T
 /** The transport's ceiling: plain node:http GETs with the same token the client sends, bodies discarded. */
 function plainGet(agent: Agent, edge: RunningEdge, sign: EdgeSigner, key: string): Promise<void> {
   return new Promise((resolve, reject) => {
-    const req = request(`${edge.url}/kv/${key}`, { agent, headers: { [EDGE_TOKEN_HEADER]: sign({ method: 'GET', target: `/kv/${key}` }) } }, (res) => {
+    const path = kvPath(key);
+    const headers = { [EDGE_HEADERS.token]: sign({ method: 'GET', target: path }) };
+    const req = request(`${edge.url}${path}`, { agent, headers }, (res) => {
       if (res.statusCode !== 200) reject(new Error(`GET ${key}: HTTP ${res.statusCode}`));
       res.on('data', () => undefined);
       res.once('end', resolve);

@@ -10,7 +10,6 @@ export const ERROR_CODES = [
   'PAYLOAD_TOO_LARGE',
   'UNSUPPORTED_MEDIA_TYPE',
   'NOT_FOUND',
-  // a known path asked with a method it does not answer
   'METHOD_NOT_ALLOWED',
   'CONFLICT',
   'PRECONDITION_FAILED',

@@ -1,6 +1,6 @@
 import { KdnError } from '../../common/errors.ts';
 import type { Logger } from '../../common/log.ts';
-import type { EdgeClient } from '../../edge/client.ts';
+import type { EdgeClient } from '../../edge/client/client.ts';
 import type { ObjectStore } from '../../storage/object-store.ts';
 import type { ChunkSalts } from '../auth/salts.ts';
 import type { Tenancy } from '../auth/tenancy.ts';

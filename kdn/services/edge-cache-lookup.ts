@@ -1,4 +1,4 @@
-import type { EdgeClient } from '../../edge/client.ts';
+import type { EdgeClient } from '../../edge/client/client.ts';
 
 /** HEADs to edges at a time when a document's detail asks where its objects are cached. */
 const CACHE_LOOKUP_CONCURRENCY = 8;

@@ -1,5 +1,5 @@
 import type { Logger } from '../../common/log.ts';
-import type { EdgeClient } from '../../edge/client.ts';
+import type { EdgeClient } from '../../edge/client/client.ts';
 import type { ObjectStore } from '../../storage/object-store.ts';
 
 export interface PurgeResult {

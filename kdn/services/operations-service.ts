@@ -1,7 +1,8 @@
 import type { Registry } from 'prom-client';
 import { newNonce, signEdgeToken } from '../../common/edge-token.ts';
 import { KdnError } from '../../common/errors.ts';
-import type { EdgeClient } from '../../edge/client.ts';
+import type { EdgeClient } from '../../edge/client/client.ts';
+import { EDGE_PATHS } from '../../edge/protocol.ts';
 import type { Engine } from '../../engine-adapter/types.ts';
 import { codecToString } from '../../storage/kv-object/index.ts';
 import type { CodecSpec } from '../../storage/kv-object/types.ts';
@@ -139,5 +140,6 @@ export class OperationsService {
  */
 function warmToken(secret: string, scope: string): { token: string; expiresAt: number } {
   const expiresAt = Math.floor(Date.now() / 1000) + WARM_TOKEN_TTL_S;
-  return { token: signEdgeToken(secret, { method: 'POST', target: '/warm', expiry: expiresAt, nonce: newNonce(), scope }), expiresAt };
+  const token = signEdgeToken(secret, { method: 'POST', target: EDGE_PATHS.warm, expiry: expiresAt, nonce: newNonce(), scope });
+  return { token, expiresAt };
 }
