@@ -19,7 +19,13 @@ const END = '<!-- /api-routes -->';
 /** The list as README.md shows it, marker lines included. */
 export function apiList(): string {
   const rows = ROUTES.map((route) => `| \`${route.method}\` | \`${route.path}\` | ${route.description.replaceAll('|', '\\|')} |`);
-  return [`${BEGIN} by \`${REGENERATE}\`; edit the table, not this list -->`, '| Method | Path | What it does |', '|---|---|---|', ...rows, END].join('\n');
+  return [
+    `${BEGIN} by \`${REGENERATE}\`; edit the table, not this list -->`,
+    '| Method | Path | What it does |',
+    '|---|---|---|',
+    ...rows,
+    END,
+  ].join('\n');
 }
 
 /** `readme` with its list replaced by the table's; throws if the markers are missing. */

@@ -69,9 +69,19 @@ export class DocumentService {
   }
 
   /** A document's manifest and, for each of its objects, the tier of its owner edge that holds it. */
-  async describe(tenant: string, namespace: string, id: string): Promise<{ manifest: Manifest; cachedAt: Map<string, CachedAt | EdgeError> }> {
+  async describe(
+    tenant: string,
+    namespace: string,
+    id: string,
+  ): Promise<{ manifest: Manifest; cachedAt: Map<string, CachedAt | EdgeError> }> {
     const manifest = await this.parts.catalog.resolve(this.parts.tenancy.scope(tenant, namespace, 'read'), id);
-    return { manifest, cachedAt: await lookUpCachedAt(this.parts.edges, manifestObjects(manifest).map((o) => o.key)) };
+    return {
+      manifest,
+      cachedAt: await lookUpCachedAt(
+        this.parts.edges,
+        manifestObjects(manifest).map((o) => o.key),
+      ),
+    };
   }
 
   /** Unpublishes a document and deletes the objects no other document uses, at the edges and the origin. */

@@ -36,8 +36,8 @@ export class JobService {
     const job = await this.parts.ingest.cancel(id, tenant).catch((err: unknown) => {
       throw err instanceof KdnError && err.code === 'NOT_FOUND'
         ? new KdnError('NOT_FOUND', `no job ${id} of yours is queued, running or remembered`, {
-          hint: 'list your jobs with GET /v1/jobs (kdn jobs)',
-        })
+            hint: 'list your jobs with GET /v1/jobs (kdn jobs)',
+          })
         : err;
     });
     return { kind: 'ingest', job };

@@ -14,7 +14,10 @@ export interface PurgeResult {
  * no longer has, then from the origin. No edge answering is logged and does not stop the delete (the document is
  * already unpublished); an origin failure is thrown, since the object would otherwise be left behind unnoticed.
  */
-export async function purgeObjects(keys: readonly string[], stores: { edges: EdgeClient; origin: ObjectStore; log: Logger }): Promise<PurgeResult> {
+export async function purgeObjects(
+  keys: readonly string[],
+  stores: { edges: EdgeClient; origin: ObjectStore; log: Logger },
+): Promise<PurgeResult> {
   let purgedAtEdges = 0;
   for (const key of keys) {
     try {

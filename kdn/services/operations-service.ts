@@ -82,8 +82,14 @@ export class OperationsService {
   status(): unknown {
     const { engine, origin, edges, scheduler, codec, chunkTokens } = this.parts;
     return {
-      model: engine.info, backend: engine.backend, device: engine.device, codec: codecToString(codec), chunkTokens,
-      origin: origin.description, edges: edges.edges, queueDepth: scheduler.depth,
+      model: engine.info,
+      backend: engine.backend,
+      device: engine.device,
+      codec: codecToString(codec),
+      chunkTokens,
+      origin: origin.description,
+      edges: edges.edges,
+      queueDepth: scheduler.depth,
     };
   }
 
@@ -92,7 +98,9 @@ export class OperationsService {
     const total: Usage = { documents: 0, tokens: 0, bytes: 0 };
     const namespaces: Record<string, Usage> = {};
     for (const m of this.parts.catalog.ownedBy(tenant)) {
-      const ns = (namespaces[publicName(m.namespace)] ??= { documents: 0, tokens: 0, bytes: 0 });
+      const name = publicName(m.namespace);
+      namespaces[name] ??= { documents: 0, tokens: 0, bytes: 0 };
+      const ns = namespaces[name];
       for (const usage of [total, ns]) {
         usage.documents += 1;
         usage.tokens += m.tokens;

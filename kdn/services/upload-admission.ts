@@ -22,7 +22,11 @@ export class UploadAdmission {
   async admit(tenant: string, text: string): Promise<{ tokenized: TokenizedDocument; expected: IngestEstimate }> {
     const { engine, codec, catalog, jobs } = this.parts;
     const tokenized = await jobs.tokenize(text);
-    const expected = estimateIngest(engine.info, codec, tokenized.chunks.map((chunk) => chunk.tokenIds.length));
+    const expected = estimateIngest(
+      engine.info,
+      codec,
+      tokenized.chunks.map((chunk) => chunk.tokenIds.length),
+    );
     const held = { tokens: 0, kvBytes: 0 };
     for (const m of catalog.ownedBy(tenant)) {
       held.tokens += m.tokens;
@@ -33,7 +37,11 @@ export class UploadAdmission {
       held.kvBytes += job.expected?.kvBytes ?? 0;
     }
     const { maxUploadTokens, maxUploadKvBytes, tenantQuotaTokens, tenantQuotaKvBytes } = this.limits;
-    checkIngestBounds({ maxUploadTokens, maxUploadKvBytes, tenantTokens: tenantQuotaTokens, tenantKvBytes: tenantQuotaKvBytes }, expected, held);
+    checkIngestBounds(
+      { maxUploadTokens, maxUploadKvBytes, tenantTokens: tenantQuotaTokens, tenantKvBytes: tenantQuotaKvBytes },
+      expected,
+      held,
+    );
     return { tokenized, expected };
   }
 }

@@ -47,8 +47,8 @@ describe('DELETE /v1/documents/:id purges the objects only that document used, a
 
     const deleted = await stack.call(KEYS.alice, 'DELETE', `/v1/documents/${a.id}?namespace=notes`);
     expect(deleted.status, JSON.stringify(deleted.body)).to.equal(200);
-    expect(deleted.body['objects']).to.deep.equal({ deleted: onlyA.length, purgedAtEdges: onlyA.length, sharedKept: shared.length });
-    expect((deleted.body['deleted'] as { namespace: string }).namespace, 'the plain namespace name').to.equal('notes');
+    expect(deleted.body.objects).to.deep.equal({ deleted: onlyA.length, purgedAtEdges: onlyA.length, sharedKept: shared.length });
+    expect((deleted.body.deleted as { namespace: string }).namespace, 'the plain namespace name').to.equal('notes');
     for (const key of onlyA) expect(existsSync(origin(key)), `${key} left the origin`).to.equal(false);
     for (const key of shared) expect(existsSync(origin(key)), `${key} is still used by b.txt`).to.equal(true);
 

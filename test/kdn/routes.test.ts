@@ -16,7 +16,7 @@ describe('route table (kdn/api/route-table.ts)', () => {
     for (const route of ROUTES) expect(route.description.length, `${route.method} ${route.path}`).to.be.greaterThan(10);
   });
 
-  it("matches paths as express does: parameters are one segment, case is ignored, a trailing slash is allowed", () => {
+  it('matches paths as express does: parameters are one segment, case is ignored, a trailing slash is allowed', () => {
     expect(findRoute('GET', '/v1/documents/abc')?.path).to.equal('/v1/documents/:id');
     expect(findRoute('HEAD', '/V1/Jobs/')?.path).to.equal('/v1/jobs');
     expect(findRoute('GET', '/v1/documents/a/b')).to.equal(undefined);
@@ -70,12 +70,15 @@ describe('routes of a running kdn: every table route mounted, 405 for a wrong me
     }
   });
 
-  it('answers a wrong method on an OpenAI-style path 405 in OpenAI\'s error shape', async () => {
+  it("answers a wrong method on an OpenAI-style path 405 in OpenAI's error shape", async () => {
     const answer = await stack.call(KEYS.alice, 'DELETE', '/v1/chat/completions');
     expect(answer.status).to.equal(405);
     expect(answer.headers.get('allow')).to.equal('POST');
     expect(answer.body.error).to.include({
-      type: 'invalid_request_error', code: 'method_not_allowed', kdn_code: 'METHOD_NOT_ALLOWED', param: null,
+      type: 'invalid_request_error',
+      code: 'method_not_allowed',
+      kdn_code: 'METHOD_NOT_ALLOWED',
+      param: null,
     });
   });
 
@@ -90,7 +93,7 @@ describe('routes of a running kdn: every table route mounted, 405 for a wrong me
     expect(answer.status).to.equal(401);
   });
 
-  it("answers an unknown path 404 whose hint lists every path of the table", async () => {
+  it('answers an unknown path 404 whose hint lists every path of the table', async () => {
     const answer = await stack.call(KEYS.alice, 'GET', '/v1/nothing-here');
     expect(answer.status).to.equal(404);
     expect(answer.body.error?.code).to.equal('NOT_FOUND');

@@ -16,12 +16,19 @@ export function documentHandlers(documents: DocumentService): RouteHandlers<'doc
   const limit = documents.maxUploadBytes;
   const upload = multer({ storage: multer.memoryStorage(), limits: { fileSize: limit, files: 1, fields: 8, fieldSize: 64 * 1024 } });
   return {
-    upload: [express.json({ limit: limit + 64 * 1024 }), multipartErrors(upload.single('file')), async (req: Request, res: Response) => {
-      const input = validate(UploadSchema, uploadFields(req), 'upload');
-      const { job, id } = await documents.upload(principalOf(res).tenant, input);
-      const document = { id, namespace: input.namespace, title: input.title };
-      res.status(202).location(`/v1/jobs/${job.id}`).json({ job: publicJob(job), document });
-    }],
+    upload: [
+      express.json({ limit: limit + 64 * 1024 }),
+      multipartErrors(upload.single('file')),
+      async (req: Request, res: Response) => {
+        const input = validate(UploadSchema, uploadFields(req), 'upload');
+        const { job, id } = await documents.upload(principalOf(res).tenant, input);
+        const document = { id, namespace: input.namespace, title: input.title };
+        res
+          .status(202)
+          .location(`/v1/jobs/${job.id}`)
+          .json({ job: publicJob(job), document });
+      },
+    ],
 
     list: (req: Request, res: Response) => {
       const { namespace } = validate(NamespaceQuerySchema, req.query, 'query string');
@@ -58,7 +65,12 @@ function multipartErrors(handler: RequestHandler): RequestHandler {
   return (req, res, next) => {
     void handler(req, res, (err?: unknown) => {
       if (err === undefined || err instanceof multer.MulterError || err instanceof KdnError || !(err instanceof Error)) next(err);
-      else next(new KdnError('INVALID_ARGUMENT', `bad multipart upload: ${err.message}`, { hint: 'send a well-formed multipart/form-data body with one "file" field' }));
+      else
+        next(
+          new KdnError('INVALID_ARGUMENT', `bad multipart upload: ${err.message}`, {
+            hint: 'send a well-formed multipart/form-data body with one "file" field',
+          }),
+        );
     });
   };
 }
@@ -68,9 +80,13 @@ function uploadFields(req: Request): unknown {
   const file = req.file;
   if (!file) {
     if (!req.is('application/json')) {
-      throw new KdnError('UNSUPPORTED_MEDIA_TYPE', `uploads are JSON or multipart/form-data, not ${req.headers['content-type'] ?? 'an untyped body'}`, {
-        hint: 'send {"title": ..., "text": ...} as application/json, or a multipart form with a "file" field',
-      });
+      throw new KdnError(
+        'UNSUPPORTED_MEDIA_TYPE',
+        `uploads are JSON or multipart/form-data, not ${req.headers['content-type'] ?? 'an untyped body'}`,
+        {
+          hint: 'send {"title": ..., "text": ...} as application/json, or a multipart form with a "file" field',
+        },
+      );
     }
     return req.body;
   }

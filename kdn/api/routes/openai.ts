@@ -41,34 +41,40 @@ export function openAIHandlers(queries: AnswerService): RouteHandlers<'openai'> 
       res.json(model);
     },
 
-    chat: [json, async (req: Request, res: Response) => {
-      const body = parse(ChatCompletionSchema, req.body, 'chat completion request');
-      checkModel(body.model);
-      // Chat templates know system, user and assistant; OpenAI's developer role is its newer name for system.
-      const messages: ChatMessage[] = body.messages.map((m) => ({
-        role: m.role === 'developer' ? 'system' : m.role,
-        content: contentText(m.content),
-      }));
-      await complete(queries, res, {
-        prompt: { chat: messages },
-        model: modelId,
-        knowledge: body.kdn,
-        maxTokens: body.max_completion_tokens ?? body.max_tokens ?? DEFAULT_MAX_TOKENS,
-        ...sampling(body),
-      });
-    }],
+    chat: [
+      json,
+      async (req: Request, res: Response) => {
+        const body = parse(ChatCompletionSchema, req.body, 'chat completion request');
+        checkModel(body.model);
+        // Chat templates know system, user and assistant; OpenAI's developer role is its newer name for system.
+        const messages: ChatMessage[] = body.messages.map((m) => ({
+          role: m.role === 'developer' ? 'system' : m.role,
+          content: contentText(m.content),
+        }));
+        await complete(queries, res, {
+          prompt: { chat: messages },
+          model: modelId,
+          knowledge: body.kdn,
+          maxTokens: body.max_completion_tokens ?? body.max_tokens ?? DEFAULT_MAX_TOKENS,
+          ...sampling(body),
+        });
+      },
+    ],
 
-    completion: [json, async (req: Request, res: Response) => {
-      const body = parse(CompletionSchema, req.body, 'completion request');
-      checkModel(body.model);
-      await complete(queries, res, {
-        prompt: { text: typeof body.prompt === 'string' ? body.prompt : body.prompt[0]! },
-        model: modelId,
-        knowledge: body.kdn,
-        maxTokens: body.max_tokens ?? DEFAULT_MAX_TOKENS,
-        ...sampling(body),
-      });
-    }],
+    completion: [
+      json,
+      async (req: Request, res: Response) => {
+        const body = parse(CompletionSchema, req.body, 'completion request');
+        checkModel(body.model);
+        await complete(queries, res, {
+          prompt: { text: typeof body.prompt === 'string' ? body.prompt : body.prompt[0]! },
+          model: modelId,
+          knowledge: body.kdn,
+          maxTokens: body.max_tokens ?? DEFAULT_MAX_TOKENS,
+          ...sampling(body),
+        });
+      },
+    ],
   };
 }
 
@@ -145,10 +151,9 @@ async function complete(queries: AnswerService, res: Response, c: Completion): P
 
   if (!c.stream) {
     const outcome = await run();
-    const choice =
-      chat
-        ? { index: 0, message: { role: 'assistant', content: outcome.answer }, finish_reason: finishReason(outcome) }
-        : { index: 0, text: outcome.answer, logprobs: null, finish_reason: finishReason(outcome) };
+    const choice = chat
+      ? { index: 0, message: { role: 'assistant', content: outcome.answer }, finish_reason: finishReason(outcome) }
+      : { index: 0, text: outcome.answer, logprobs: null, finish_reason: finishReason(outcome) };
     res.json({ id, object, created, model: c.model, choices: [choice], usage: usage(outcome), kdn: kdnExtras(outcome) });
     return;
   }
@@ -175,7 +180,9 @@ async function complete(queries: AnswerService, res: Response, c: Completion): P
       send({ id, object: chunkObject, created, model: c.model, choices: [delta(token.text, first)] });
       first = false;
     });
-    const last = chat ? { index: 0, delta: {}, finish_reason: finishReason(outcome) } : { index: 0, text: '', logprobs: null, finish_reason: finishReason(outcome) };
+    const last = chat
+      ? { index: 0, delta: {}, finish_reason: finishReason(outcome) }
+      : { index: 0, text: '', logprobs: null, finish_reason: finishReason(outcome) };
     send({ id, object: chunkObject, created, model: c.model, choices: [last], kdn: kdnExtras(outcome) });
     if (c.includeUsage) send({ id, object: chunkObject, created, model: c.model, choices: [], usage: usage(outcome) });
   } catch (err) {

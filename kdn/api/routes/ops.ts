@@ -35,9 +35,12 @@ export function opsHandlers(operations: OperationsService): RouteHandlers<'ops'>
       res.json(operations.usage(principalOf(res).tenant));
     },
 
-    warmPlan: [express.json({ limit: '256kb' }), async (req: Request, res: Response) => {
-      const body = validate(WarmPlanSchema, req.body, 'warm plan request');
-      res.json(await operations.warmPlan(principalOf(res).tenant, body));
-    }],
+    warmPlan: [
+      express.json({ limit: '256kb' }),
+      async (req: Request, res: Response) => {
+        const body = validate(WarmPlanSchema, req.body, 'warm plan request');
+        res.json(await operations.warmPlan(principalOf(res).tenant, body));
+      },
+    ],
   };
 }
