@@ -11,7 +11,10 @@
  *     selection kdn's blend queries use) while the context arrives;
  *   recompute: the engine prefills context and question;
  *   peer: transformers (bf16, sdpa) prefills the same token count (bench/peer_prefill.py; skipped with the reason
- *     where torch or CUDA is missing).
+ *     where torch or CUDA is missing);
+ *   peer-host-hit: the same transformers model with the context's KV (bf16) already in pinned host memory, as an
+ *     inference server with a CPU-RAM KV tier has it on a local hit: copied to the GPU, then the question prefilled.
+ *     Inject modes report both ratios: vs_peer (against the full prefill) and vs_host_hit (against this one).
  * With `--kv synthetic` the inject modes skip computing the context: every chunk object holds the same seeded random
  * KV, stored before RoPE (rotated at injection, as position-independent objects are), so long contexts of large
  * shapes are timed without a full prefill first; their first token is not compared with recompute's.
@@ -44,10 +47,10 @@ import { randomTokenIds } from './lib/token-ids.ts';
 import { kvTensors } from '../fixtures/kv-data.ts';
 import type { BenchRecord, BenchReport, Checkpoint } from './report.ts';
 
-const MODES = ['inject', 'inject-int8', 'inject-int4', 'blend', 'blend-int8', 'blend-int4', 'recompute', 'peer'] as const;
+const MODES = ['inject', 'inject-int8', 'inject-int4', 'blend', 'blend-int8', 'blend-int4', 'recompute', 'peer', 'peer-host-hit'] as const;
 const KV_SOURCES = ['computed', 'synthetic'] as const;
 type Mode = (typeof MODES)[number];
-type InjectMode = Exclude<Mode, 'recompute' | 'peer'>;
+type InjectMode = Exclude<Mode, 'recompute' | 'peer' | 'peer-host-hit'>;
 const CODEC_OF: Record<InjectMode, CodecName> = {
   inject: 'fp16',
   'inject-int8': 'int8',
@@ -136,6 +139,7 @@ function record(base: { device: string; shape: string; context: number; question
     recomputed_tokens: null,
     vs_inject: null,
     vs_peer: null,
+    vs_host_hit: null,
     vs_recompute: null,
     note: null,
     ...fields,
@@ -288,6 +292,25 @@ function measureInject(
   });
 }
 
+/** The peer's row for one length: its full prefill, or its local host-memory hit (the KV copy split out in fetch_ms). */
+function peerRecord(base: Parameters<typeof record>[0], mode: 'peer' | 'peer-host-hit', peer: PeerReport | undefined, tokens: number): BenchRecord {
+  const at = { ...base, device: peer?.available ? peer.device : 'none' };
+  if (!peer?.available) return record(at, mode, { note: peer === undefined ? 'not run' : `skipped: ${peer.reason}` });
+  const p = peer.byTokens.get(tokens);
+  const ms = mode === 'peer' ? p?.prefill_ms : p?.host_hit_ms;
+  if (ms === undefined) return record(at, mode, { note: (mode === 'peer' ? undefined : p?.host_hit_error) ?? p?.error ?? 'no result for this length' });
+  if (mode === 'peer') return record(at, mode, { ttft_ms: round(ms), runs: PEER_REPS, note: peer.label });
+  const copyMs = p?.host_hit_copy_ms;
+  return record(at, mode, {
+    ttft_ms: round(ms),
+    runs: PEER_REPS,
+    bytes: p?.host_hit_bytes ?? null,
+    fetch_ms: copyMs === undefined ? null : round(copyMs),
+    question_ms: copyMs === undefined ? null : round(ms - copyMs),
+    note: `${peer.label}; context KV (bf16) in pinned host memory: fetch_ms is its copy to the GPU`,
+  });
+}
+
 async function measureContext(engine: BenchEngine, args: TtftArgs, shape: string, context: number, peer: PeerReport | undefined): Promise<BenchRecord[]> {
   const a = { ...args, chunk: args.chunks === null ? args.chunk : Math.ceil(context / args.chunks) };
   const base = { device: engine.device, shape, context, question: a.question, chunk: a.chunk };
@@ -388,19 +411,16 @@ async function measureContext(engine: BenchEngine, args: TtftArgs, shape: string
   (kept as Session | null)?.dispose();
   for (const mode of injectModes) if (!out.has(mode)) skipped(mode);
 
-  if (a.modes.includes('peer')) {
-    const p = peer?.available ? peer.byTokens.get(context + a.question) : undefined;
-    out.set('peer', record({ ...base, device: peer?.available ? peer.device : 'none' }, 'peer', p?.prefill_ms !== undefined
-      ? { ttft_ms: round(p.prefill_ms), runs: PEER_REPS, note: peer?.available ? peer.label : null }
-      : { note: peer === undefined ? 'not run' : peer.available ? (p?.error ?? 'no result for this length') : `skipped: ${peer.reason}` }));
-  }
+  for (const mode of ['peer', 'peer-host-hit'] as const) if (a.modes.includes(mode)) out.set(mode, peerRecord(base, mode, peer, context + a.question));
 
   const peerMs = out.get('peer')?.ttft_ms;
+  const hostHitMs = out.get('peer-host-hit')?.ttft_ms;
   const recomputeMs = out.get('recompute')?.ttft_ms;
   for (const mode of injectModes) {
     const r = out.get(mode);
     if (!r || typeof r.ttft_ms !== 'number') continue;
     if (typeof peerMs === 'number') r.vs_peer = round(r.ttft_ms / peerMs, 3);
+    if (typeof hostHitMs === 'number') r.vs_host_hit = round(r.ttft_ms / hostHitMs, 3);
     if (typeof recomputeMs === 'number') r.vs_recompute = round(r.ttft_ms / recomputeMs, 3);
     const injected = INJECT_OF[mode] && out.get(INJECT_OF[mode])?.ttft_ms;
     if (typeof injected === 'number') r.vs_inject = round(r.ttft_ms / injected, 3);
@@ -416,9 +436,10 @@ export async function run(args: string[], checkpoint?: Checkpoint): Promise<Benc
 
   // The peer runs first, alone on the GPU, for every length in one process (its model is built once).
   let peer: PeerReport | undefined;
-  if (a.modes.includes('peer')) {
+  if (a.modes.includes('peer') || a.modes.includes('peer-host-hit')) {
     const timeoutMs = Number.isFinite(a.deadline.seconds) ? a.deadline.remainingSeconds * 1000 * 0.4 : 60 * 60 * 1000;
-    peer = await runPeer({ hfConfig: target.hfConfig, tokens: a.contexts.map((c) => c + a.question), timeoutMs });
+    const hostHitQuestion = a.modes.includes('peer-host-hit') ? a.question : 0;
+    peer = await runPeer({ hfConfig: target.hfConfig, tokens: a.contexts.map((c) => c + a.question), timeoutMs, hostHitQuestion });
   }
 
   // Lengths past the model's positions fail on their own (recorded); the engine opens for what it can hold.
