@@ -180,7 +180,8 @@ interface StageResult {
 
 async function measureStage(stage: Stage, f: Fixture, ctx: StageContext): Promise<StageResult> {
   const { client, parallel } = ctx;
-  const target = stage === 'gpu-staged' ? await ctx.gpu.open(false) : stage === 'gpu' || stage === 'engine' ? await ctx.gpu.open(true) : null;
+  const onGpu = (GPU_STAGES as readonly Stage[]).includes(stage);
+  const target = onGpu ? await ctx.gpu.open(stage !== 'gpu-staged') : null;
   let gpu: GpuInjectTiming | null = null;
   const t0 = performance.now();
   switch (stage) {
@@ -318,7 +319,9 @@ export async function run(args: string[]): Promise<BenchReport> {
         rounds: a.rounds,
         shape: `${a.shape.layers} layers x ${a.shape.kvHeads} kv heads x ${a.shape.headDim} head dim x ${a.shape.tokens} tokens`,
         edge: 'in process, memory tier, signed requests, loopback HTTP (same event loop as the client)',
-        timing: 'GB/s (and ms) of stored object bytes from the first request to the last layer consumed, median over rounds after one warmup round; gpu stages: hostWriteMs inside the injector writes, gpuWaitMs from the last write to the GPU done',
+        timing:
+          'GB/s (and ms) of stored object bytes from the first request to the last layer consumed, median over rounds after one ' +
+          'warmup round; gpu stages: hostWriteMs inside the injector writes, gpuWaitMs from the last write to the GPU done',
         ...(a.before ? { before: a.before } : {}),
       },
       records,

@@ -51,7 +51,9 @@ import { randomTokenIds } from './lib/token-ids.ts';
 import { kvTensors } from '../fixtures/kv-data.ts';
 import type { BenchRecord, BenchReport, Checkpoint } from './report.ts';
 
-const MODES = ['inject', 'inject-int8', 'inject-int4', 'inject-hot', 'blend', 'blend-int8', 'blend-int4', 'recompute', 'peer', 'peer-host-hit'] as const;
+const MODES = [
+  'inject', 'inject-int8', 'inject-int4', 'inject-hot', 'blend', 'blend-int8', 'blend-int4', 'recompute', 'peer', 'peer-host-hit',
+] as const;
 const KV_SOURCES = ['computed', 'synthetic'] as const;
 type Mode = (typeof MODES)[number];
 type InjectMode = Exclude<Mode, 'recompute' | 'peer' | 'peer-host-hit' | 'inject-hot'>;
@@ -325,7 +327,8 @@ async function measureHot(engine: BenchEngine, fetcher: KvFetcher, keys: string[
     }
     const held = await fill.residentChunks(resident);
     if (!held.every(Boolean)) {
-      throw new KdnError('INTERNAL', `the hot tier kept ${held.filter(Boolean).length} of ${keys.length} chunks`, { hint: 'a larger hot tier' });
+      const kept = held.filter(Boolean).length;
+      throw new KdnError('INTERNAL', `the hot tier kept ${kept} of ${keys.length} chunks`, { hint: 'a larger hot tier' });
     }
   } finally {
     fill.dispose();
@@ -337,7 +340,8 @@ async function measureHot(engine: BenchEngine, fetcher: KvFetcher, keys: string[
       await session.reserve(session.capacity);
       const reserveMs = performance.now() - t0;
       for (const key of resident) {
-        if (!(await session.injectResident(key, session.length))) throw new KdnError('INTERNAL', `chunk ${key.objectKey} left the hot tier`);
+        const placed = await session.injectResident(key, session.length);
+        if (!placed) throw new KdnError('INTERNAL', `chunk ${key.objectKey} left the hot tier`);
       }
       const q0 = performance.now();
       const first = argmax(await session.prefill(questionIds, { logits: 'last' }));
@@ -350,12 +354,19 @@ async function measureHot(engine: BenchEngine, fetcher: KvFetcher, keys: string[
 }
 
 /** The peer's row for one length: its full prefill, or its local host-memory hit (the KV copy split out in fetch_ms). */
-function peerRecord(base: Parameters<typeof record>[0], mode: 'peer' | 'peer-host-hit', peer: PeerReport | undefined, tokens: number): BenchRecord {
+function peerRecord(
+  base: Parameters<typeof record>[0],
+  mode: 'peer' | 'peer-host-hit',
+  peer: PeerReport | undefined,
+  tokens: number,
+): BenchRecord {
   const at = { ...base, device: peer?.available ? peer.device : 'none' };
   if (!peer?.available) return record(at, mode, { note: peer === undefined ? 'not run' : `skipped: ${peer.reason}` });
   const p = peer.byTokens.get(tokens);
   const ms = mode === 'peer' ? p?.prefill_ms : p?.host_hit_ms;
-  if (ms === undefined) return record(at, mode, { note: (mode === 'peer' ? undefined : p?.host_hit_error) ?? p?.error ?? 'no result for this length' });
+  if (ms === undefined) {
+    return record(at, mode, { note: (mode === 'peer' ? undefined : p?.host_hit_error) ?? p?.error ?? 'no result for this length' });
+  }
   if (mode === 'peer') return record(at, mode, { ttft_ms: round(ms), runs: PEER_REPS, note: peer.label });
   const copyMs = p?.host_hit_copy_ms;
   return record(at, mode, {
@@ -472,7 +483,8 @@ async function measureContext(engine: BenchEngine, args: TtftArgs, shape: string
               placed_ms: round(median(m.results.map((r) => r.placedMs))),
               question_ms: round(questionMs),
               vs_question: round(m.median / questionMs, 3),
-              first_token_matches_recompute: recomputeFirst === undefined || a.kv === 'synthetic' ? null : m.results.at(-1)!.first === recomputeFirst,
+              first_token_matches_recompute:
+                recomputeFirst === undefined || a.kv === 'synthetic' ? null : m.results.at(-1)!.first === recomputeFirst,
             }));
           });
         }
@@ -486,7 +498,9 @@ async function measureContext(engine: BenchEngine, args: TtftArgs, shape: string
   (kept as Session | null)?.dispose();
   for (const mode of objectModes) if (!out.has(mode)) skipped(mode);
 
-  for (const mode of ['peer', 'peer-host-hit'] as const) if (a.modes.includes(mode)) out.set(mode, peerRecord(base, mode, peer, context + a.question));
+  for (const mode of ['peer', 'peer-host-hit'] as const) {
+    if (a.modes.includes(mode)) out.set(mode, peerRecord(base, mode, peer, context + a.question));
+  }
 
   const peerMs = out.get('peer')?.ttft_ms;
   const hostHitMs = out.get('peer-host-hit')?.ttft_ms;
@@ -524,7 +538,8 @@ export async function run(args: string[], checkpoint?: Checkpoint): Promise<Benc
   const maxPositions = Number(target.hfConfig.max_position_embeddings);
   const capacity = Math.min(maxContext + a.question, maxPositions);
   // inject-hot keeps the longest context resident: f32 K and V of every layer (twice the fp16 bytes per token).
-  const hotTierBytes = a.modes.includes('inject-hot') ? Math.ceil(2 * kvBytesPerToken(parseModelConfig(target.hfConfig, target.shape)) * capacity * 1.05) : 0;
+  const f32BytesPerToken = 2 * kvBytesPerToken(parseModelConfig(target.hfConfig, target.shape));
+  const hotTierBytes = a.modes.includes('inject-hot') ? Math.ceil(f32BytesPerToken * capacity * 1.05) : 0;
   const engine = await openBenchEngine(target, a.backend, capacity, hotTierBytes);
   const report = (): BenchReport => ({
     params: {
@@ -546,7 +561,11 @@ export async function run(args: string[], checkpoint?: Checkpoint): Promise<Benc
       edge: a.edge === 'process' ? 'a kdn edge process on this machine (loopback HTTP)' : 'an edge inside the benchmark process (loopback HTTP, same event loop)',
       peer: peer === undefined ? 'not requested' : peer.available ? `${peer.label} on ${peer.device}` : `unavailable: ${peer.reason}`,
       maxSeconds: Number.isFinite(a.deadline.seconds) ? a.deadline.seconds : null,
-      timing: "ttft_ms: median of runs, from the start of a query on a fresh session to the first token id on the host; inject modes split into reserve (sizing the session's cache for the query) and fetch (first request to last body), then by inject_path: resident (inject-hot, the context placed from the engine's hot tier, filled by one query of int4 objects) into placed (start to the last chunk placed) and question (its prefill); overlapped into placed (start to the context's last layer placed) and question (the question's compute left after that), sequential into fetch_wait (injector idle waiting for bodies), inject and question prefill",
+      timing:
+        "ttft_ms: median of runs, from the start of a query on a fresh session to the first token id on the host; inject modes split " +
+        "into reserve (sizing the session's cache for the query) and fetch (first request to last body), then by inject_path: resident " +
+        "(inject-hot, the context placed from the engine's hot tier, filled by one query of int4 objects) into placed (start to the " +
+        "last chunk placed) and question (its prefill); overlapped into placed (start to the context's last layer placed) and question (the question's compute left after that), sequential into fetch_wait (injector idle waiting for bodies), inject and question prefill",
       injectPath: a.injectPath,
       blend: `ratio ${a.blend.ratio}, selection ${a.blend.selection}`,
     },

@@ -113,7 +113,8 @@ export async function createEngine(options: CreateEngineOptions): Promise<Engine
   }
   const hotTierBytes = options.hotTierBytes ?? defaultHotTierBytes(config, capacity);
   if (!Number.isSafeInteger(hotTierBytes) || hotTierBytes < 0) {
-    throw new KdnError('INVALID_ARGUMENT', `hotTierBytes ${hotTierBytes} must be a non-negative integer`, { hint: '0 disables the hot tier' });
+    const hint = '0 disables the hot tier';
+    throw new KdnError('INVALID_ARGUMENT', `hotTierBytes ${hotTierBytes} must be a non-negative integer`, { hint });
   }
   const tokenizer = await loadTokenizer(options.modelDir, config);
   const loaded = await loadModelWeights(options.modelDir, config);

@@ -167,7 +167,8 @@ export class BackendSession implements Session {
   injectResident(key: ResidentKey, position: number): Promise<boolean> {
     return this.exclusive(async () => {
       if (position !== this.length) {
-        throw new KdnError('INVALID_ARGUMENT', `KV can only be injected at the end of the session (position ${this.length}), not at ${position}`);
+        const at = `the end of the session (position ${this.length})`;
+        throw new KdnError('INVALID_ARGUMENT', `KV can only be injected at ${at}, not at ${position}`);
       }
       const rows = this.hot.use(key);
       if (rows === undefined) return false;

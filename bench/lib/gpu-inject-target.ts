@@ -51,7 +51,8 @@ export class GpuInjectTarget {
       : { batchKey: () => 'staged', record: () => undefined };
     const injector = new KvInjector<LayerWrite>(ctx, expander);
     const pool = new KvBufferPool(ctx);
-    const cache = new GpuKVCache(ctx, capacity, shape.layers, shape.kvHeads * shape.headDim, { pool, beforeDispose: () => injector.flush() });
+    const owner = { pool, beforeDispose: () => injector.flush() };
+    const cache = new GpuKVCache(ctx, capacity, shape.layers, shape.kvHeads * shape.headDim, owner);
     cache.reserve(capacity, () => injector.recorder());
     await injector.settle();
     return new GpuInjectTarget(ctx, cache, injector, [freqBuffer], pool);

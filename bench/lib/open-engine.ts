@@ -36,7 +36,12 @@ export async function resolveTarget(shape: string, modelDir: string | undefined)
 }
 
 /** `hotTierBytes`: the engine's hot tier (engine-adapter/hot-tier.ts), its default size when absent. */
-export async function openBenchEngine(target: EngineTarget, backend: 'auto' | BackendName, capacity: number, hotTierBytes?: number): Promise<BenchEngine> {
+export async function openBenchEngine(
+  target: EngineTarget,
+  backend: 'auto' | BackendName,
+  capacity: number,
+  hotTierBytes?: number,
+): Promise<BenchEngine> {
   const hot = hotTierBytes === undefined ? {} : { hotTierBytes };
   if (target.modelDir === undefined) return createSyntheticEngine(target.shape, target.hfConfig, { backend, capacity, ...hot });
   const engine = await createEngine({ modelDir: target.modelDir, backend, capacity, ...hot });

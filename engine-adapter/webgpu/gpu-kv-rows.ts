@@ -56,7 +56,14 @@ export class GpuKVRows implements KVRows {
    * Records the copy into `cache` at `position` (and the keys' turn by the distance from where they were saved) into
    * the injector's batch, which the next settle or forward submits and checks.
    */
-  load(ctx: GpuContext, injector: KvInjector<LayerWrite>, invFreq: GPUBuffer, cache: GpuKVCache, position: number, shape: { kvHeads: number; headDim: number }): void {
+  load(
+    ctx: GpuContext,
+    injector: KvInjector<LayerWrite>,
+    invFreq: GPUBuffer,
+    cache: GpuKVCache,
+    position: number,
+    shape: { kvHeads: number; headDim: number },
+  ): void {
     if (this.disposed) throw new KdnError('INTERNAL', 'saved KV rows were used after their disposal');
     cache.reserve(position + this.tokens, () => injector.recorder());
     const rec = injector.recorder();
@@ -67,7 +74,8 @@ export class GpuKVRows implements KVRows {
       rec.copy(this.keys[l]!, 0, cache.keys[l]!, position * stride, bytes);
       rec.copy(this.values[l]!, 0, cache.values[l]!, position * stride, bytes);
       if (delta !== 0) {
-        recordRerotate(ctx, rec, { cache: cache.keys[l]!, invFreq, tokens: this.tokens, ...shape, jobs: [{ start: position, mode: { kind: 'delta', delta } }] });
+        const jobs = [{ start: position, mode: { kind: 'delta', delta } as const }];
+        recordRerotate(ctx, rec, { cache: cache.keys[l]!, invFreq, tokens: this.tokens, ...shape, jobs });
       }
     }
   }

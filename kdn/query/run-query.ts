@@ -193,7 +193,8 @@ async function injectWithResident(deps: QueryDeps, session: Session, run: QueryR
   const resident = run.pieces.slice(0, placed.count).map((p) => use(p, 'engine', 0));
   const rest = run.pieces.slice(placed.count);
   if (rest.length === 0) {
-    return { uses: resident, fetchMs: 0, injectionMs: placed.injectMs, computedMs: placed.sinkMs, computedTokens: 1, promptMs: null, blend: null };
+    const { injectMs, sinkMs } = placed;
+    return { uses: resident, fetchMs: 0, injectionMs: injectMs, computedMs: sinkMs, computedTokens: 1, promptMs: null, blend: null };
   }
   const built = await injectContext(deps, session, { ...run, pieces: rest }, signal, true);
   return {
@@ -214,7 +215,13 @@ async function injectWithResident(deps: QueryDeps, session: Session, run: QueryR
  * order: a chunk whose object cannot be fetched or verified is fetched once more (the edge client fails over), then
  * prefilled from its tokens. The query never fails for a cache's sake.
  */
-async function injectContext(deps: QueryDeps, session: Session, run: QueryRun, signal: AbortSignal, sinkPlaced = false): Promise<BuiltContext> {
+async function injectContext(
+  deps: QueryDeps,
+  session: Session,
+  run: QueryRun,
+  signal: AbortSignal,
+  sinkPlaced = false,
+): Promise<BuiltContext> {
   const { engine, fetcher, log } = deps;
   const { pieces } = run;
   const expectations = pieces.map((p) => expectationFor(engine, p));

@@ -11,7 +11,9 @@ import { rejection } from '../support/rejection.ts';
 
 const CODECS = ['fp16', 'fp16+lz4', 'int8', 'int8+lz4', 'int4', 'int4+lz4'];
 const FIDELITY_MODES = ['prefix-chained', 'independent'];
-const TTFT_MODES = ['inject', 'inject-int8', 'inject-int4', 'inject-hot', 'blend', 'blend-int8', 'blend-int4', 'recompute', 'peer', 'peer-host-hit'];
+const TTFT_MODES = [
+  'inject', 'inject-int8', 'inject-int4', 'inject-hot', 'blend', 'blend-int8', 'blend-int4', 'recompute', 'peer', 'peer-host-hit',
+];
 
 function num(r: BenchRecord, key: string): number {
   const v = r[key];

@@ -55,7 +55,8 @@ for (const backend of ['cpu', 'webgpu'] as BackendName[]) {
       return s.exportKV({ start: 0, end: ids.length });
     };
     /** A fresh session: the sink, then `ids`' KV from its fp16 object, then the question's logits. */
-    const viaObject = async (e: Engine, kv: KVTensors, ids: number[], prefix: number[] = [SINK]): Promise<{ s: Session; logits: Float32Array }> => {
+    type Injected = { s: Session; logits: Float32Array };
+    const viaObject = async (e: Engine, kv: KVTensors, ids: number[], prefix: number[] = [SINK]): Promise<Injected> => {
       const s = session(e);
       await s.prefill(prefix, { logits: 'none' });
       await s.injectKV(await fp16Reader(kv, e.info.fingerprint, ids), s.length);

@@ -35,7 +35,10 @@ describe('kdn queries and the engine hot tier', function () {
     model = await testModel({ preferDemo: false });
     dir = await mkdtemp(join(tmpdir(), 'kdn-hot-'));
     kdn = await startKdnProcess(
-      ['serve', '--port', '0', '--data-dir', join(dir, 'kdn'), '--model', model.dir, '--backend', 'cpu', '--chunk-tokens', '24', '--hot-tier', '64MiB'],
+      [
+        'serve', '--port', '0', '--data-dir', join(dir, 'kdn'), '--model', model.dir, '--backend', 'cpu', '--chunk-tokens', '24',
+        '--hot-tier', '64MiB',
+      ],
       { KDN_API_KEYS: `${KEY_A}=tenant-a:operator,${KEY_B}=tenant-b` },
     );
     a = new KdnApiClient(kdn.ready.url, KEY_A);
