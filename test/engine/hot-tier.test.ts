@@ -1,6 +1,8 @@
 import { expect } from 'chai';
 import { KdnError } from '../../common/errors.ts';
 import { createCpuBackend } from '../../engine-adapter/cpu/cpu-backend.ts';
+import { CpuKVRows } from '../../engine-adapter/cpu/cpu-kv-rows.ts';
+import { CpuKVCache } from '../../engine-adapter/cpu/kv-cache.ts';
 import { createEngine } from '../../engine-adapter/create-engine.ts';
 import { HotTier } from '../../engine-adapter/hot-tier.ts';
 import { loadModelWeights } from '../../engine-adapter/model/load-weights.ts';
@@ -154,6 +156,34 @@ for (const backend of ['cpu', 'webgpu'] as BackendName[]) {
     });
   });
 }
+
+describe('HotTier', () => {
+  const rows = (tokens: number): CpuKVRows => CpuKVRows.save(new CpuKVCache(64, 2, 8), 0, tokens);
+  const key = (name: string): ResidentKey => ({ tenant: 't', objectKey: name, tokenHash: 'h' });
+
+  it('evicts by bytes, least recently used first: an entry used since it was kept outlives older ones', () => {
+    const oneEntry = rows(4).bytes;
+    const tier = new HotTier(3 * oneEntry, 'model');
+    for (const name of ['a', 'b', 'c']) expect(tier.keep(key(name), rows(4))).to.equal(true);
+    expect(tier.use(key('a'))).to.not.equal(undefined);
+    tier.keep(key('d'), rows(4));
+    expect(['a', 'b', 'c', 'd'].map((n) => tier.has(key(n)))).to.deep.equal([true, false, true, true]);
+    expect(tier.bytes).to.equal(3 * oneEntry);
+    // Twice an entry's size makes room by dropping the two least recently used.
+    tier.keep(key('e'), rows(8));
+    expect(['a', 'c', 'd', 'e'].map((n) => tier.has(key(n)))).to.deep.equal([false, false, true, true]);
+    expect(tier.bytes).to.equal(3 * oneEntry);
+  });
+
+  it('refuses rows larger than the whole tier', () => {
+    const tier = new HotTier(rows(4).bytes, 'model');
+    expect(tier.keep(key('big'), rows(8))).to.equal(false);
+    expect(tier.size).to.equal(0);
+    tier.keep(key('a'), rows(4));
+    tier.clear();
+    expect([tier.size, tier.bytes]).to.deep.equal([0, 0]);
+  });
+});
 
 describe('engine hot tier after a rejected injection', () => {
   const models = new TempModels();
