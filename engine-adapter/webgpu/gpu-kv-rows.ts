@@ -26,7 +26,10 @@ export class GpuKVRows implements KVRows {
     this.bytes = [...keys, ...values].reduce((n, b) => n + b.size, 0);
   }
 
-  /** Copies rows [start, end) of every layer of `cache` once the writes already staged for it have landed. */
+  /**
+   * Copies rows [start, end) of every layer of `cache` once the writes already staged for it have landed. The buffers'
+   * allocation is checked in its own error scopes (an out-of-memory device refuses them here).
+   */
   static async save(ctx: GpuContext, injector: KvInjector<LayerWrite>, cache: GpuKVCache, start: number, end: number): Promise<GpuKVRows> {
     const stride = cache.tokenStride * 4;
     const bytes = (end - start) * stride;
@@ -42,8 +45,8 @@ export class GpuKVRows implements KVRows {
           rec.copy(cache.keys[l]!, start * stride, keys[l]!, 0, bytes);
           rec.copy(cache.values[l]!, start * stride, values[l]!, 0, bytes);
         }
-        injector.flush();
       });
+      // Submits the copies and reports a device error in them, before the rows count as kept.
       await injector.settle();
     } catch (err) {
       for (const b of [...keys, ...values]) b.destroy();
