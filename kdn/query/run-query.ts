@@ -197,6 +197,13 @@ async function injectWithResident(deps: QueryDeps, session: Session, run: QueryR
     return { uses: resident, fetchMs: 0, injectionMs: injectMs, computedMs: sinkMs, computedTokens: 1, promptMs: null, blend: null };
   }
   const built = await injectContext(deps, session, { ...run, pieces: rest }, signal, true);
+  // A device that rejected the resident copies rolls them back at its next check, under the rest's placing, which
+  // would leave the rest where the resident chunks belong.
+  const contextTokens = run.pieces.reduce((n, p) => n + p.tokenIds.length, 0);
+  if (session.length !== 1 + contextTokens + (built.promptMs === null ? 0 : run.promptIds.length)) {
+    const message = 'the session does not hold the context where this query placed it (chunks from the hot tier were rolled back)';
+    throw new KdnError('ENGINE_UNAVAILABLE', message, { hint: 'retry the query' });
+  }
   return {
     ...built,
     uses: [...resident, ...built.uses],

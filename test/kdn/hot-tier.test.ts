@@ -7,6 +7,7 @@ import { startKdnProcess, type Started } from '../../fixtures/processes.ts';
 import { testModel, type TestModel } from './support/tiny-model.ts';
 
 const TEXT = 'The river carries water from the hills to the sea. Mills stand along its banks and grind the grain. '.repeat(6);
+const LAKE = 'The lake lies still under the mountain. Fishermen row out at dawn and come back with their nets full. '.repeat(5);
 const KEY_A = 'hot-tier-key-a-0123456789abcdef';
 const KEY_B = 'hot-tier-key-b-0123456789abcdef';
 
@@ -43,8 +44,9 @@ describe('kdn queries and the engine hot tier', function () {
     );
     a = new KdnApiClient(kdn.ready.url, KEY_A);
     b = new KdnApiClient(kdn.ready.url, KEY_B);
-    for (const [api, namespace] of [[a, 'ns-a'], [b, 'ns-b']] as const) {
-      const { job } = await api.upload({ title: 'river', text: TEXT, namespace });
+    const uploads = [[a, 'ns-a', 'river', TEXT], [b, 'ns-b', 'river', TEXT], [a, 'ns-a', 'lake', LAKE]] as const;
+    for (const [api, namespace, title, text] of uploads) {
+      const { job } = await api.upload({ title, text, namespace });
       expect((await api.waitForJob(job.id)).status).to.equal('done');
     }
   });
@@ -71,6 +73,21 @@ describe('kdn queries and the engine hot tier', function () {
     const after = await fetchCounts();
     expect(fromEdges(after)).to.equal(fromEdges(before));
     expect((after.engine ?? 0) - (before.engine ?? 0)).to.equal(first.chunks.length);
+  });
+
+  it('places a resident leading run and fetches the rest after it, answering as when all of it is resident', async () => {
+    const both = (): Promise<QueryResponse> =>
+      a.query({ question: 'What do the fishermen do?', namespace: 'ns-a', documents: ['river', 'lake'], maxTokens: 8 });
+    const river = (await ask(a, 'ns-a')).chunks.length;
+    const mixed = await both();
+    const tiers = mixed.chunks.map((c) => c.tier);
+    expect(tiers.slice(0, river)).to.deep.equal(new Array(river).fill('engine'));
+    expect(tiers.slice(river).every((t) => t !== 'engine' && t !== 'computed')).to.equal(true);
+    expect(mixed.residentChunks).to.equal(river);
+    expect(mixed.bytes).to.be.greaterThan(0);
+    const resident = await both();
+    expect(resident.residentChunks).to.equal(resident.chunks.length);
+    expect(resident.answer).to.equal(mixed.answer);
   });
 
   it("does not serve one tenant's query from another tenant's resident chunks", async () => {
