@@ -71,7 +71,8 @@ export async function startKdn(config: KdnConfig, log: Logger = createLogger('kd
     for (const step of cleanup.reverse()) await step().catch(() => {});
   };
   try {
-    const engineOptions = { modelDir: config.model, backend: config.backend };
+    const hotTier = config.hotTierBytes === undefined ? {} : { hotTierBytes: config.hotTierBytes };
+    const engineOptions = { modelDir: config.model, backend: config.backend, ...hotTier };
     const engine: Engine = config.engineThread ? await createEngineInWorker(engineOptions) : await createEngine(engineOptions);
     cleanup.push(() => engine.dispose());
     if (config.chunkTokens + 1 > engine.info.maxPositionEmbeddings) {

@@ -9,6 +9,8 @@ import { KdnError } from '../../common/errors.ts';
 import type { ForwardBackend } from '../../engine-adapter/backend.ts';
 import {
   BackendSession,
+  defaultHotTierBytes,
+  HotTier,
   buildModelInfo,
   createCpuBackend,
   parseModelConfig,
@@ -123,7 +125,7 @@ async function openBackend(kind: 'auto' | BackendName, weights: ModelWeights, ca
 export async function createSyntheticEngine(
   name: string,
   hfConfig: HfConfig,
-  options: { backend: 'auto' | BackendName; capacity: number; seed?: number },
+  options: { backend: 'auto' | BackendName; capacity: number; seed?: number; hotTierBytes?: number },
 ): Promise<BenchEngine> {
   const config = parseModelConfig(hfConfig, `synthetic shape ${name}`);
   const seed = options.seed ?? 1;
@@ -132,11 +134,15 @@ export async function createSyntheticEngine(
   // arrays of a GPU run can be collected once uploaded.
   const backend = await openBackend(options.backend, syntheticWeights(config, seed), options.capacity);
   const model = { config, fingerprint, tokenizer: idTokenizer(config) };
+  const hot = new HotTier(options.hotTierBytes ?? defaultHotTierBytes(config, options.capacity), fingerprint);
   return {
     info: buildModelInfo(config, `synthetic:${name}`, fingerprint),
     backend: backend.name,
     device: backend.device,
-    createSession: (capacity: number): Session => new BackendSession(backend, model, capacity),
-    dispose: () => backend.dispose(),
+    createSession: (capacity: number): Session => new BackendSession(backend, model, capacity, hot),
+    dispose: () => {
+      hot.clear();
+      return backend.dispose();
+    },
   };
 }

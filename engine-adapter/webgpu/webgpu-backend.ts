@@ -16,6 +16,7 @@ import { GpuContext, type Recorder } from './gpu-context.ts';
 import { GpuKVCache } from './gpu-kv-cache.ts';
 import { KvBufferPool } from './kv-buffer-pool.ts';
 import { KvInjector } from './kv-injector.ts';
+import { GpuKVRows } from './gpu-kv-rows.ts';
 import { layerExpander, type LayerWrite } from './kv-layer-expander.ts';
 import { uploadWeights, type WeightPrecision } from './gpu-weights.ts';
 import type { LayerGate } from '../layer-gates.ts';
@@ -241,6 +242,21 @@ async function startBackend(ctx: GpuContext, weights: ModelWeights, options: Web
       cache.reserve(position + header.tokens, () => injector.recorder());
       // The encoded bytes go up in one write and are expanded on the GPU: no host decode.
       await injector.write(block.encoded, { cache, layer: block.layer, header, position });
+    },
+
+    async saveKVRows(handle, start, end) {
+      alive();
+      const cache = own(handle);
+      checkRange(cache, start, end);
+      return GpuKVRows.save(ctx, injector, cache, start, end);
+    },
+
+    async loadKVRows(handle, rows, position) {
+      alive();
+      const cache = own(handle);
+      if (!(rows instanceof GpuKVRows)) throw new KdnError('INTERNAL', 'saved KV rows do not belong to the webgpu backend');
+      checkRange(cache, position, position + rows.tokens);
+      rows.load(ctx, injector, gpuWeights.invFreq, cache, position, c);
     },
 
     async reserveKV(handle, tokens: number): Promise<void> {

@@ -2,6 +2,7 @@
  * Turns the files `tools/gpu/measure.sh` leaves in its folder into the current results files, one per benchmark:
  *   ttft-gpu-*.json        -> bench/results/ttft-gpu.json     (every shape's and context range's records)
  *   engine-gpu-*.json      -> bench/results/engine-gpu.json
+ *   delivery-gpu-*.json    -> bench/results/delivery-gpu.json
  *   profile-forward-*.json -> bench/results/gpu/profile-forward.json
  *   compare-transformers.json -> bench/results/gpu/compare-transformers.json
  * Each merged file names the commit its runs measured (the folder's source.json, which every benchmark file must
@@ -63,7 +64,7 @@ function main(folder: string | undefined): void {
   }
   const source = readJson<Source>(join(folder, 'source.json'));
   let merged = 0;
-  for (const [prefix, name] of [['ttft-gpu-', 'ttft-gpu'], ['engine-gpu-', 'engine-gpu']] as const) {
+  for (const [prefix, name] of [['ttft-gpu-', 'ttft-gpu'], ['engine-gpu-', 'engine-gpu'], ['delivery-gpu-', 'delivery-gpu']] as const) {
     const files = filesOf(folder, prefix);
     if (files.length === 0) continue;
     writeAtomically(join(RESULTS, `${name}.json`), mergeBenchRuns(files, name.replace(/-gpu$/, ''), source));
@@ -84,7 +85,7 @@ function main(folder: string | undefined): void {
     merged++;
   }
   if (merged === 0) {
-    throw new Error(`nothing to merge in ${folder}: run measure.sh's 8b, 8b-long, 1b, engine, forward or compare parts first`);
+    throw new Error(`nothing to merge in ${folder}: run measure.sh's 8b, 8b-long, 1b, engine, hot, forward or compare parts first`);
   }
 }
 
