@@ -4,19 +4,8 @@
  * constant part of zero-bit components folded in. Uploaded once per table and kept until the backend goes.
  */
 import { KdnError } from '../../common/errors.ts';
+import type { TransformTableData } from '../../storage/kv-object/codecs/transform-table.ts';
 import type { GpuContext } from './gpu-context.ts';
-
-/** What the upload reads of a table; tensor 0 is keys, 1 values. */
-export interface TransformTableSource {
-  layers: number;
-  kvHeads: number;
-  headDim: number;
-  levels: number;
-  mean(layer: number, tensor: number, head: number): Float32Array;
-  /** [component][headDim], orthonormal rows. */
-  basis(layer: number, tensor: number, head: number): Float32Array;
-  quant(level: number, layer: number, tensor: number, head: number): { bits: ArrayLike<number>; step: ArrayLike<number>; offset: ArrayLike<number> };
-}
 
 /** One level's buffers, with the table's basis. */
 export interface GpuTransformLevel {
@@ -40,24 +29,17 @@ export class GpuTransformTable {
 
   constructor(
     private readonly ctx: GpuContext,
-    private readonly source: TransformTableSource,
+    private readonly table: TransformTableData,
   ) {
-    const { headDim: d } = source;
-    const basis = new Float32Array(this.headCount * d * d);
-    this.eachHead((head, l, s, h) => basis.set(source.basis(l, s, h), head * d * d));
-    this.basis = this.keep(ctx.upload(basis, 'transform basis'));
-  }
-
-  get shape(): { layers: number; kvHeads: number; headDim: number } {
-    return { layers: this.source.layers, kvHeads: this.source.kvHeads, headDim: this.source.headDim };
+    this.basis = this.keep(ctx.upload(table.basis, 'transform basis'));
   }
 
   /** The buffers of `level`, uploaded on first use. */
   level(level: number): GpuTransformLevel {
     let out = this.levels.get(level);
     if (out === undefined) {
-      if (!Number.isInteger(level) || level < 0 || level >= this.source.levels) {
-        throw new KdnError('KV_UNSUPPORTED', `transform table has ${this.source.levels} levels, not level ${level}`, { hint: 'store the table the object was encoded with' });
+      if (!Number.isInteger(level) || level < 0 || level >= this.table.levels.length) {
+        throw new KdnError('KV_UNSUPPORTED', `transform table has ${this.table.levels.length} levels, not level ${level}`, { hint: 'store the table the object was encoded with' });
       }
       out = this.upload(level);
       this.levels.set(level, out);
@@ -71,39 +53,28 @@ export class GpuTransformTable {
     this.levels.clear();
   }
 
-  private get headCount(): number {
-    return this.source.layers * 2 * this.source.kvHeads;
-  }
-
-  private eachHead(fn: (head: number, layer: number, tensor: number, h: number) => void): void {
-    const { layers, kvHeads } = this.source;
-    for (let l = 0; l < layers; l++) for (let s = 0; s < 2; s++) for (let h = 0; h < kvHeads; h++) fn((l * 2 + s) * kvHeads + h, l, s, h);
-  }
-
   private upload(level: number): GpuTransformLevel {
-    const d = this.source.headDim;
-    const mean = new Float32Array(this.headCount * d);
-    const heads = new Uint32Array(this.headCount * 4);
-    const comps = new Uint32Array(this.headCount * d * 4);
-    this.eachHead((head, l, s, h) => {
-      const q = this.source.quant(level, l, s, h);
-      const basis = this.source.basis(l, s, h);
-      const m = mean.subarray(head * d, (head + 1) * d);
-      m.set(this.source.mean(l, s, h));
+    const { layers, kvHeads, headDim: d, basis } = this.table;
+    const lv = this.table.levels[level]!;
+    const slots = layers * 2 * kvHeads;
+    const mean = Float32Array.from(this.table.mean);
+    const heads = new Uint32Array(slots * 4);
+    const comps = new Uint32Array(slots * d * 4);
+    for (let slot = 0; slot < slots; slot++) {
       let prefix = 0;
       let rank = 0;
       for (let j = 0; j < d; j++) {
-        const bits = q.bits[j]!;
-        const at = (head * d + j) * 4;
-        comps.set([prefix, bits, bitsOf(q.step[j]!), bitsOf(q.offset[j]!)], at);
+        const i = slot * d + j;
+        const bits = lv.bits[i]!;
+        comps.set([prefix, bits, bitsOf(lv.step[i]!), bitsOf(lv.offset[i]!)], 4 * i);
         if (bits > 0) rank = j + 1;
         // A zero-bit component always decodes to its offset: a constant the kernel gets through the mean.
-        else for (let c = 0; c < d; c++) m[c]! += basis[j * d + c]! * q.offset[j]!;
+        else for (let c = 0; c < d; c++) mean[slot * d + c]! += basis[i * d + c]! * lv.offset[i]!;
         prefix += bits;
       }
-      heads.set([prefix, rank, 0, 0], head * 4);
-    });
-    const up = (data: Float32Array | Uint32Array, label: string): GPUBuffer => this.keep(this.ctx.upload(data, `transform ${label} L${level}`));
+      heads.set([prefix, rank, 0, 0], 4 * slot);
+    }
+    const up = (data: Float32Array | Uint32Array, label: string): GPUBuffer => this.keep(this.ctx.upload(data, `transform ${label} ${lv.name}`));
     return { basis: this.basis, mean: up(mean, 'mean'), heads: up(heads, 'heads'), comps: up(comps, 'components') };
   }
 

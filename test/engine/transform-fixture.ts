@@ -1,16 +1,8 @@
-/**
- * Seeded transform-codec tables and blocks for the GPU expansion tests, with a direct reading of the format as the
- * reference decode.
- */
-import type { TransformTableSource } from '../../engine-adapter/webgpu/gpu-transform-table.ts';
+/** Seeded transform-codec tables and blocks for the GPU expansion tests (codes drawn directly, not fitted). */
+import {
+  serializeTransformTable, slotOf, transformSections, writeCode, type TransformTable,
+} from '../../storage/kv-object/codecs/transform-table.ts';
 import { randomArray } from './webgpu-support.ts';
-
-export interface TestTable extends TransformTableSource {
-  means: Float32Array[];
-  bases: Float32Array[];
-  /** [level][head]: bits, step, offset. */
-  quants: { bits: number[]; step: Float32Array; offset: Float32Array }[][];
-}
 
 /** Orthonormal rows by Gram-Schmidt over seeded random vectors. */
 function orthonormal(d: number, seed: number): Float32Array {
@@ -29,78 +21,53 @@ function orthonormal(d: number, seed: number): Float32Array {
   return Float32Array.from(rows);
 }
 
-/**
- * A table whose levels' bits follow `bitsOf(level, head, component)` (0..16: zero-bit components inside and past
- * the rank, codes straddling words).
- */
-export function testTable(shape: { layers: number; kvHeads: number; headDim: number }, levels: number, seed: number,
-  bitsOf: (level: number, head: number, j: number) => number): TestTable {
+/** A table whose levels give component j of slot `slot` bitsOf(level, slot, j) bits (0..16). */
+export function testTable(
+  shape: { layers: number; kvHeads: number; headDim: number; modelFingerprint?: string },
+  levels: number,
+  seed: number,
+  bitsOf: (level: number, slot: number, j: number) => number,
+): TransformTable {
   const { layers, kvHeads, headDim: d } = shape;
-  const heads = layers * 2 * kvHeads;
-  const means = Array.from({ length: heads }, (_, i) => randomArray(d, seed + 7 * i, 0.5));
-  const bases = Array.from({ length: heads }, (_, i) => orthonormal(d, seed + 7 * i + 1));
-  const quants = Array.from({ length: levels }, (_, q) =>
-    Array.from({ length: heads }, (_, i) => ({
-      bits: Array.from({ length: d }, (_, j) => bitsOf(q, i, j)),
-      step: randomArray(d, seed + 7 * i + 2 + q * 1000, 0.01).map((x) => Math.abs(x) + 1e-4),
-      offset: randomArray(d, seed + 7 * i + 3 + q * 1000, 0.3),
-    })));
-  const at = (l: number, s: number, h: number): number => (l * 2 + s) * kvHeads + h;
-  return {
-    layers, kvHeads, headDim: d, levels, means, bases, quants,
-    mean: (l, s, h) => means[at(l, s, h)]!,
-    basis: (l, s, h) => bases[at(l, s, h)]!,
-    quant: (q, l, s, h) => quants[q]![at(l, s, h)]!,
-  };
-}
-
-/** Seeded codes for one layer block: [section][token][component], each below 2^bits. */
-export function randomCodes(table: TestTable, level: number, layer: number, tokens: number, seed: number): number[][][] {
-  const { kvHeads, headDim: d } = table;
-  return Array.from({ length: 2 * kvHeads }, (_, g) => {
-    const q = table.quants[level]![layer * 2 * kvHeads + g]!;
-    const r = randomArray(tokens * d, seed + g, 1);
-    return Array.from({ length: tokens }, (_, t) => Array.from({ length: d }, (_, j) => Math.floor(Math.abs(r[t * d + j]!) * 2 ** q.bits[j]!) % 2 ** q.bits[j]!));
+  const slots = layers * 2 * kvHeads;
+  const basis = new Float32Array(slots * d * d);
+  for (let s = 0; s < slots; s++) basis.set(orthonormal(d, seed + 7 * s), s * d * d);
+  return serializeTransformTable({
+    modelFingerprint: shape.modelFingerprint ?? 'test-model',
+    layers,
+    kvHeads,
+    headDim: d,
+    mean: randomArray(slots * d, seed + 1, 0.5),
+    basis,
+    levels: Array.from({ length: levels }, (_, q) => ({
+      name: `l${q}`,
+      targetBits: 4,
+      bits: Uint8Array.from({ length: slots * d }, (_, i) => bitsOf(q, Math.floor(i / d), i % d)),
+      step: randomArray(slots * d, seed + 2 + q, 0.01).map((x) => Math.abs(x) + 1e-4),
+      offset: randomArray(slots * d, seed + 3 + q, 0.3),
+    })),
   });
 }
 
-/** The block's bytes: per section the codes LSB-first in little-endian u32 words, each section whole words. */
-export function packBlock(table: TestTable, level: number, layer: number, codes: number[][][]): Uint8Array {
-  const words: number[] = [];
-  codes.forEach((section, g) => {
-    const bits = table.quants[level]![layer * 2 * table.kvHeads + g]!.bits;
-    const rowBits = bits.reduce((a, b) => a + b, 0);
-    const base = words.length;
-    const n = Math.ceil((section.length * rowBits) / 32);
-    for (let i = 0; i < n; i++) words.push(0);
-    section.forEach((row, t) => {
-      let bit = t * rowBits;
-      row.forEach((u, j) => {
-        for (let b = 0; b < bits[j]!; b++, bit++) if ((u >>> b) & 1) words[base + (bit >>> 5)] = (words[base + (bit >>> 5)]! | (1 << (bit & 31))) >>> 0;
-      });
-    });
-  });
-  return new Uint8Array(Uint32Array.from(words).buffer);
-}
-
-/** Reference decode of one block's codes: keys and values, [tokens][kvHeads][headDim] each, in f64 then f32. */
-export function referenceDecode(table: TestTable, level: number, layer: number, codes: number[][][]): { keys: Float32Array; values: Float32Array } {
-  const { kvHeads: H, headDim: d } = table;
-  const tokens = codes[0]!.length;
-  const out = [new Float32Array(tokens * H * d), new Float32Array(tokens * H * d)];
-  codes.forEach((section, g) => {
-    const s = Math.floor(g / H);
-    const h = g % H;
-    const head = layer * 2 * H + g;
-    const q = table.quants[level]![head]!;
-    const basis = table.bases[head]!;
-    section.forEach((row, t) => {
-      for (let c = 0; c < d; c++) {
-        let x = table.means[head]![c]!;
-        for (let j = 0; j < d; j++) x += basis[j * d + c]! * (row[j]! * q.step[j]! + q.offset[j]!);
-        out[s]![(t * H + h) * d + c] = x;
+/** A layer block of seeded codes (each below 2^bits) in the codec's layout. */
+export function randomBlock(table: TransformTable, level: number, layer: number, tokens: number, seed: number): Uint8Array {
+  const { headDim: d } = table;
+  const lv = table.levels[level]!;
+  const layout = transformSections(table, level, layer, tokens);
+  const words = new Uint32Array(layout.total / 4);
+  const r = randomArray(layout.sections.length * tokens * d, seed);
+  layout.sections.forEach((section, g) => {
+    const slot = slotOf(table, layer, section.tensor, section.head);
+    const sectionWords = words.subarray(section.offset / 4, (section.offset + section.bytes) / 4);
+    for (let t = 0; t < tokens; t++) {
+      let pos = t * section.rowBits;
+      for (let j = 0; j < d; j++) {
+        const bits = lv.bits[slot * d + j]!;
+        const code = Math.floor(Math.abs(r[(g * tokens + t) * d + j]!) * 2 ** bits) % 2 ** bits;
+        writeCode(sectionWords, pos, bits, code);
+        pos += bits;
       }
-    });
+    }
   });
-  return { keys: out[0]!, values: out[1]! };
+  return new Uint8Array(words.buffer);
 }

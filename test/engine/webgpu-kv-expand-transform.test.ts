@@ -1,13 +1,15 @@
 /**
- * The transform codec's GPU expansion (kernels/kv-expand-transform.ts) against the reference decode on odd shapes:
+ * The transform codec's GPU expansion (kernels/kv-expand-transform.ts) against the codec's reference decoder
+ * (decodeTransformBlock) on odd shapes:
  * 1, 7 and 33 tokens, head sizes 16, 24 and 64, 1 and 3 KV heads, bits from 0 to 16 with zero-bit components inside
- * and past the rank, codes straddling words, several blocks (jobs) per dispatch at other positions and layers.
+ * and past the rank, codes straddling words, more tokens than one workgroup's tile, several blocks (jobs) per dispatch at other positions and layers.
  */
 import { expect } from 'chai';
 import type { GpuContext } from '../../engine-adapter/webgpu/gpu-context.ts';
 import { GpuTransformTable } from '../../engine-adapter/webgpu/gpu-transform-table.ts';
 import { recordKvExpandTransform } from '../../engine-adapter/webgpu/kernels/kv-expand-transform.ts';
-import { packBlock, randomCodes, referenceDecode, testTable } from './transform-fixture.ts';
+import { decodeTransformBlock } from '../../storage/kv-object/codecs/transform-table.ts';
+import { randomBlock, testTable } from './transform-fixture.ts';
 import { expectClose, openContextOrSkip } from './webgpu-support.ts';
 
 describe('webgpu transform-codec expansion vs the reference decode', function () {
@@ -18,25 +20,24 @@ describe('webgpu transform-codec expansion vs the reference decode', function ()
   after(() => ctx?.dispose());
 
   // Falling bits with a zero-bit hole inside the rank, a 16-bit component, and no bits past 3/4 of the components.
-  const falling = (q: number, head: number, j: number, d: number): number => {
+  const falling = (q: number, slot: number, j: number, d: number): number => {
     if (j >= Math.floor((3 * d) / 4) - q) return 0;
     if (j === 2) return 0;
     if (j === 0) return 16;
-    return Math.max(1, ((head + j * 5 + q) % 9) + 1 - Math.floor(j / 8));
+    return Math.max(1, ((slot + j * 5 + q) % 9) + 1 - Math.floor(j / 8));
   };
 
-  for (const [tokens, headDim, kvHeads] of [[1, 16, 1], [7, 24, 3], [33, 64, 3], [33, 16, 1], [7, 64, 1]] as const) {
+  for (const [tokens, headDim, kvHeads] of [[1, 16, 1], [7, 24, 3], [33, 64, 3], [33, 16, 1], [7, 64, 1], [150, 24, 1]] as const) {
     it(`${tokens} tokens, ${kvHeads} heads of ${headDim}: two blocks per dispatch at layer 1`, async () => {
       const layers = 2;
       const layer = 1;
       const level = 1;
-      const table = testTable({ layers, kvHeads, headDim }, 2, 11 * headDim + kvHeads, (q, head, j) => falling(q, head, j, headDim));
+      const table = testTable({ layers, kvHeads, headDim }, 2, 11 * headDim + kvHeads, (q, slot, j) => falling(q, slot, j, headDim));
       const gpu = new GpuTransformTable(ctx, table);
       const stride = kvHeads * headDim;
       const positions = [3, 3 + tokens + 5];
       const capacity = positions[1]! + tokens + 2;
-      const blocks = positions.map((_, b) => randomCodes(table, level, layer, tokens, 97 * b + tokens));
-      const packed = blocks.map((codes) => packBlock(table, level, layer, codes));
+      const packed = positions.map((_, b) => randomBlock(table, level, layer, tokens, 97 * b + tokens));
       // Blocks start 16-byte aligned in the upload, as the injector stages them.
       const offsets = [0, Math.ceil(packed[0]!.length / 16) * 16];
       const src = new Uint8Array(offsets[1]! + Math.ceil(packed[1]!.length / 16) * 16);
@@ -51,8 +52,8 @@ describe('webgpu transform-codec expansion vs the reference decode', function ()
       rec.readback(keys, 0, capacity * stride * 4);
       rec.readback(values, 0, capacity * stride * 4);
       const [k, v] = (await rec.submit()).map((b) => new Float32Array(b));
-      blocks.forEach((codes, b) => {
-        const want = referenceDecode(table, level, layer, codes);
+      packed.forEach((bytes, b) => {
+        const want = decodeTransformBlock(table, level, layer, tokens, bytes);
         const at = positions[b]! * stride;
         // Sums of up to 64 products of f32 values near 1 (codes up to 2^16 times steps near 0.01): 1e-3 relative.
         expectClose(k!.subarray(at, at + tokens * stride), want.keys, 1e-3, 1e-3, `block ${b} keys`);
