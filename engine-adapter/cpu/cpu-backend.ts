@@ -96,6 +96,9 @@ export function createCpuBackend(weights: ModelWeights): ForwardBackend {
       own(cache);
     },
 
+    // Blocks decode through the storage codec, which reads the table from the process's registry.
+    useTransformTable: () => undefined,
+
     async reserveKV(cache, tokens: number): Promise<void> {
       const kv = own(cache);
       checkRange(kv, 0, tokens);

@@ -18,7 +18,7 @@ export class BlockChannel {
   constructor(header: KVHeader) {
     const codec = codecFor(header.codec);
     const shape = layerShape(header);
-    this.toBlock = (layer, encoded) => ({ layer, encoded, decode: () => codec.decode(encoded, shape) });
+    this.toBlock = (layer, encoded) => ({ layer, encoded, decode: () => codec.decode(encoded, shape, layer) });
     this.reader = { header, layers: this.layers() };
   }
 

@@ -36,6 +36,8 @@ export type Call =
   /** `abort` is an Int32Array over shared memory: non-zero once the caller aborted (checked at every token). */
   | { op: 'generate'; session: number; options: Omit<GenerateOptions, 'signal'>; abort: Int32Array }
   | { op: 'reserve'; session: number; tokens: number }
+  /** Engine.useTransformTable: the table's serialized bytes, parsed and verified on the engine thread. */
+  | { op: 'useTransformTable'; bytes: Uint8Array }
   | { op: 'dispose' };
 
 export type ToEngine =
@@ -63,6 +65,7 @@ export type CallValue =
   | { op: 'inject'; logits?: Float32Array; placedAtEpoch?: number; blended?: { recomputed: number; fullLayers: number } }
   | { op: 'generate'; result: GenerateResult }
   | { op: 'reserve' }
+  | { op: 'useTransformTable' }
   | { op: 'dispose' };
 
 export type FromEngine =

@@ -46,7 +46,7 @@ class Transfer {
         const header = message.header;
         const codec = codecFor(header.codec);
         const shape = layerShape(header);
-        this.toBlock = (layer, encoded) => ({ layer, encoded, decode: () => codec.decode(encoded, shape) });
+        this.toBlock = (layer, encoded) => ({ layer, encoded, decode: () => codec.decode(encoded, shape, layer) });
         const reader: PrefetchedReader = { header, layers: this.queue.layers(), drained: this.queue.drained };
         this.resolveHeader({ reader, servedFrom: message.servedFrom, edge: message.edge, received: () => this.received });
         return;

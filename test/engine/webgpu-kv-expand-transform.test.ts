@@ -2,7 +2,8 @@
  * The transform codec's GPU expansion (kernels/kv-expand-transform.ts) against the codec's reference decoder
  * (decodeTransformBlock) on odd shapes:
  * 1, 7 and 33 tokens, head sizes 16, 24 and 64, 1 and 3 KV heads, bits from 0 to 16 with zero-bit components inside
- * and past the rank, codes straddling words, more tokens than one workgroup's tile, several blocks (jobs) per dispatch at other positions and layers.
+ * and past the rank, codes straddling words, more tokens than one workgroup's tile, several blocks (jobs) per dispatch
+ * at other positions and layers.
  */
 import { expect } from 'chai';
 import type { GpuContext } from '../../engine-adapter/webgpu/gpu-context.ts';
