@@ -22,12 +22,13 @@
 #   blend    the blend kernels' and backend's tests, then 8B and 1B TTFT at 8k and 32k in 8 chunks: blend against
 #            injection (int4, synthetic KV) and the peer (bench/results/ttft-blend-gpu.json)               ~6 min
 #   fidelity the fidelity benchmark's whole grid on the demo model, one run per context set             ~6 min
+#   expand   the transform-codec expansion test, then its GB/s (fp16-equivalent) against int4, 8B and 1B head shapes
 #   merge    DIR's TTFT, engine, forward-profile and comparison files into bench/results/
 set -u
 cd "$(dirname "$0")/../.."
 DIR=.tmp/gpu-results
 if [ "${1:-}" = "--out" ]; then DIR=${2:?--out needs a folder}; shift 2; fi
-[ $# -gt 0 ] || { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+[ $# -gt 0 ] || { sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 mkdir -p "$DIR"
 
 source_json() { # the commit this checkout measures, and whether tracked files outside bench/results differ from it
@@ -114,10 +115,15 @@ for part in "$@"; do
       for set in document composed; do
         bench 300 "fidelity-$set" fidelity --backend webgpu --sets "$set"
       done ;;
+    expand)
+      step 240 expand-check env CI=true node node_modules/mocha/bin/mocha.js test/engine/webgpu-kv-expand-transform.test.ts
+      for shape in 8b:8,128 1b:8,64; do
+        json_step 120 "profile-expand-${shape%%:*}" node --import tsx tools/gpu/profile-expand.ts --shape "${shape#*:}" --tokens 256 --reps 50
+      done ;;
     merge)
       node --import tsx tools/gpu/merge-results.ts "$DIR" ;;
     *)
-      echo "unknown part $part (check, profile, forward, 8b, 8b-long, 1b, engine, compare, sass, blend, fidelity, merge)" >&2
+      echo "unknown part $part (check, profile, forward, 8b, 8b-long, 1b, engine, compare, sass, blend, fidelity, expand, merge)" >&2
       exit 2 ;;
   esac
 done
