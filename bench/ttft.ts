@@ -58,8 +58,8 @@ const CODEC_OF: Record<InjectMode, CodecName> = {
 };
 /** The inject mode whose objects a blend mode blends: its TTFT is what blending is compared with. */
 const INJECT_OF: Partial<Record<InjectMode, InjectMode>> = { blend: 'inject', 'blend-int8': 'inject-int8', 'blend-int4': 'inject-int4' };
-/** Stored size relative to fp16 (int codecs carry scales), for sizing the edge's memory tier with room to spare. */
-const SIZE_FACTOR: Record<CodecName, number> = { fp16: 1.05, int8: 0.65, int4: 0.4 };
+/** Stored size relative to fp16 (int codecs carry scales; transform at its largest level is 1/4), for sizing the edge's memory tier with room to spare. */
+const SIZE_FACTOR: Record<CodecName, number> = { fp16: 1.05, int8: 0.65, int4: 0.4, transform: 0.3 };
 
 interface TtftArgs extends SpeedArgs {
   question: number;

@@ -43,7 +43,7 @@ export function encodeKVObject(tensors: KVTensors, meta: EncodeMeta): Buffer {
     }
     checkFinite(layer.keys, `layer ${i} keys`);
     checkFinite(layer.values, `layer ${i} values`);
-    const encoded = codec.encode(layer, shape);
+    const encoded = codec.encode(layer, shape, i);
     const stored = meta.codec.lz4 ? lz4Frame(encoded) : encoded;
     blocks.push(stored);
     layerOffsets.push(layerOffsets[i]! + stored.length);
@@ -56,7 +56,7 @@ export function encodeKVObject(tensors: KVTensors, meta: EncodeMeta): Buffer {
     tokenHash: tokenHash(meta.tokenIds),
     positionBase: tensors.positionBase,
     ropeApplied: tensors.ropeApplied,
-    codec: meta.codec.name === 'fp16' ? { name: 'fp16', lz4: meta.codec.lz4 } : { ...meta.codec },
+    codec: { ...meta.codec },
     layerOffsets,
     layerChecksums,
     payloadChecksum: payloadChecksumOf(layerChecksums),

@@ -20,8 +20,8 @@ export function openLayerBlock(header: KVHeader, layer: number, stored: Uint8Arr
   checkDigest(header, layer, createHash('sha256').update(stored).digest('hex'));
   const codec = codecFor(header.codec);
   const shape = layerShape(header);
-  const encoded = header.codec.lz4 ? lz4Unframe(stored, codec.expectedSize(shape)) : stored;
-  return { layer, encoded, decode: () => codec.decode(encoded, shape) };
+  const encoded = header.codec.lz4 ? lz4Unframe(stored, codec.expectedSize(shape, layer)) : stored;
+  return { layer, encoded, decode: () => codec.decode(encoded, shape, layer) };
 }
 
 /**
@@ -36,8 +36,8 @@ export async function openLayerBlockOffThread(header: KVHeader, layer: number, b
   checkDigest(header, layer, digest);
   const codec = codecFor(header.codec);
   const shape = layerShape(header);
-  const encoded = header.codec.lz4 ? await lz4UnframeOffThread(stored, codec.expectedSize(shape)) : stored;
-  return { layer, encoded, decode: () => codec.decode(encoded, shape) };
+  const encoded = header.codec.lz4 ? await lz4UnframeOffThread(stored, codec.expectedSize(shape, layer)) : stored;
+  return { layer, encoded, decode: () => codec.decode(encoded, shape, layer) };
 }
 
 function checkDigest(header: KVHeader, layer: number, digest: string): void {

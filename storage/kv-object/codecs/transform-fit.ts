@@ -1,0 +1,251 @@
+import { KdnError } from '../../../common/errors.ts';
+import type { KVTensors } from '../types.ts';
+import { serializeTransformTable, slotOf, type TransformLevel, type TransformTable } from './transform-table.ts';
+
+/**
+ * Fits a transform table (./transform-table.ts) from calibration KV: per (layer, tensor, head) a PCA of the head's
+ * vectors, then per level a bit allocation over the components. Keys must be before RoPE: rotated keys mix
+ * positions into every dimension and do not decorrelate.
+ *
+ * Step sizes and the allocation use measured distortion, not a Gaussian model: for each component and each bit
+ * width the step that minimizes the squared error on the calibration coefficients is searched, and bits go,
+ * one at a time, to the component whose error drops most (greedy on convex per-component curves, which is the
+ * optimal integer allocation for a sum of errors). Every head of a layer gets the same budget, rowBits =
+ * round(targetBits * headDim), so each level's size is exact whatever the data.
+ */
+
+export interface LevelSpec {
+  name: string;
+  /** Average bits per KV element (fp16 = 16). */
+  targetBits: number;
+}
+
+/** The levels this build fits: compression vs fp16 of about 4x, 6x, 8x, 12x, 16x and 20x. */
+export const TRANSFORM_LEVELS: readonly LevelSpec[] = [
+  { name: 'x4', targetBits: 4 },
+  { name: 'x6', targetBits: 16 / 6 },
+  { name: 'x8', targetBits: 2 },
+  { name: 'x12', targetBits: 16 / 12 },
+  { name: 'x16', targetBits: 1 },
+  { name: 'x20', targetBits: 0.8 },
+];
+
+/** The level objects use unless configured otherwise: the smallest one that met the quality goal (docs/). */
+export const DEFAULT_TRANSFORM_LEVEL = 2;
+
+/** Widest code the allocation hands out; past it the error is far below what any level's budget buys. */
+const FIT_MAX_BITS = 12;
+/** Calibration vectors per head used to fit steps; more only slows fitting (the PCA uses all of them). */
+const STEP_SAMPLES = 4096;
+/** Candidate steps, as multiples of the component's standard deviation times 2^-bits. */
+const STEP_GRID = Array.from({ length: 25 }, (_, i) => 1 + i * 0.25);
+
+/** One slot's fit: PCA and, per component and bit width, the best step and its mean squared error. */
+interface SlotFit {
+  mean: Float64Array;
+  /** basis[j * D + d], rows by decreasing variance */
+  basis: Float64Array;
+  /** errors[j][b] for b = 0..FIT_MAX_BITS, steps[j][b] (steps[j][0] unused) */
+  errors: Float64Array[];
+  steps: Float64Array[];
+}
+
+/** Fits a table from calibration tensors (all of one model, keys before RoPE). */
+export function fitTransformTable(samples: readonly KVTensors[], modelFingerprint: string, levels: readonly LevelSpec[] = TRANSFORM_LEVELS): TransformTable {
+  const first = samples[0];
+  if (!first) throw new KdnError('INVALID_ARGUMENT', 'fitting a transform table needs at least one calibration sample');
+  const { layers, kvHeads, headDim: D } = first;
+  for (const s of samples) {
+    if (s.ropeApplied) throw new KdnError('INVALID_ARGUMENT', 'transform calibration keys must be before RoPE', { hint: 'unrotate exported keys first' });
+    if (s.layers !== layers || s.kvHeads !== kvHeads || s.headDim !== D) throw new KdnError('INVALID_ARGUMENT', 'calibration samples differ in shape');
+  }
+  const slots = layers * 2 * kvHeads;
+  const mean = new Float32Array(slots * D);
+  const basis = new Float32Array(slots * D * D);
+  const out: TransformLevel[] = levels.map((l) => ({
+    name: l.name, targetBits: l.targetBits,
+    bits: new Uint8Array(slots * D), step: new Float32Array(slots * D), offset: new Float32Array(slots * D),
+  }));
+  for (let l = 0; l < layers; l++) {
+    for (const tensor of [0, 1] as const) {
+      for (let h = 0; h < kvHeads; h++) {
+        const slot = slotOf({ kvHeads }, l, tensor, h);
+        const fit = fitSlot(gatherVectors(samples, l, tensor, h), D);
+        mean.set(fit.mean, slot * D);
+        basis.set(fit.basis, slot * D * D);
+        levels.forEach((spec, q) => assignLevel(out[q]!, slot * D, fit, Math.round(spec.targetBits * D)));
+      }
+    }
+  }
+  return serializeTransformTable({ modelFingerprint, layers, kvHeads, headDim: D, mean, basis, levels: out });
+}
+
+/** Head h's vectors of one tensor of layer l over every sample, as rows of D. */
+function gatherVectors(samples: readonly KVTensors[], l: number, tensor: 0 | 1, h: number): Float64Array[] {
+  const rows: Float64Array[] = [];
+  for (const s of samples) {
+    const src = tensor === 0 ? s.perLayer[l]!.keys : s.perLayer[l]!.values;
+    for (let t = 0; t < s.tokens; t++) {
+      const at = (t * s.kvHeads + h) * s.headDim;
+      rows.push(Float64Array.from(src.subarray(at, at + s.headDim)));
+    }
+  }
+  return rows;
+}
+
+function fitSlot(rows: Float64Array[], D: number): SlotFit {
+  const mean = new Float64Array(D);
+  for (const r of rows) for (let d = 0; d < D; d++) mean[d] += r[d]! / rows.length;
+  const cov = new Float64Array(D * D);
+  for (const r of rows) {
+    for (let a = 0; a < D; a++) {
+      const xa = r[a]! - mean[a]!;
+      for (let b = a; b < D; b++) cov[a * D + b] += xa * (r[b]! - mean[b]!);
+    }
+  }
+  for (let a = 0; a < D; a++) {
+    for (let b = a; b < D; b++) {
+      cov[a * D + b] /= rows.length;
+      cov[b * D + a] = cov[a * D + b]!;
+    }
+  }
+  const basis = principalAxes(cov, D);
+  const step = Math.max(1, Math.floor(rows.length / STEP_SAMPLES));
+  const coeffs: Float64Array[] = Array.from({ length: D }, () => new Float64Array(Math.ceil(rows.length / step)));
+  for (let i = 0, n = 0; i < rows.length; i += step, n++) {
+    const r = rows[i]!;
+    for (let j = 0; j < D; j++) {
+      let c = 0;
+      for (let d = 0; d < D; d++) c += basis[j * D + d]! * (r[d]! - mean[d]!);
+      coeffs[j]![n] = c;
+    }
+  }
+  const errors: Float64Array[] = [];
+  const steps: Float64Array[] = [];
+  for (const c of coeffs) {
+    const curve = quantizerCurve(c);
+    errors.push(curve.errors);
+    steps.push(curve.steps);
+  }
+  return { mean, basis, errors, steps };
+}
+
+/** Per bit width, the step of the centred uniform quantizer with least squared error on `c`, and that error. */
+function quantizerCurve(c: Float64Array): { errors: Float64Array; steps: Float64Array } {
+  const errors = new Float64Array(FIT_MAX_BITS + 1);
+  const steps = new Float64Array(FIT_MAX_BITS + 1);
+  let sq = 0;
+  for (const x of c) sq += x * x;
+  errors[0] = sq / c.length;
+  const sd = Math.sqrt(errors[0]!);
+  for (let b = 1; b <= FIT_MAX_BITS; b++) {
+    errors[b] = errors[0]!;
+    if (sd === 0) continue;
+    const levels = (1 << b) - 1;
+    for (const k of STEP_GRID) {
+      const s = (k * sd) / (1 << b);
+      const e = quantError(c, s, levels);
+      if (e < errors[b]!) {
+        errors[b] = e;
+        steps[b] = s;
+      }
+    }
+    // More bits never hurts: keep the curve monotone so the greedy allocation stays valid.
+    if (errors[b]! > errors[b - 1]!) errors[b] = errors[b - 1]!;
+  }
+  return { errors, steps };
+}
+
+function quantError(c: Float64Array, step: number, levels: number): number {
+  const offset = (-levels / 2) * step;
+  let e = 0;
+  for (const x of c) {
+    let u = Math.round((x - offset) / step);
+    if (u < 0) u = 0;
+    else if (u > levels) u = levels;
+    const d = x - (u * step + offset);
+    e += d * d;
+  }
+  return e / c.length;
+}
+
+/** Greedy integer bit allocation of `budget` bits over the slot's components, written into `level` at `base`. */
+function assignLevel(level: TransformLevel, base: number, fit: SlotFit, budget: number): void {
+  const D = fit.errors.length;
+  const bits = new Uint8Array(D);
+  for (let spent = 0; spent < budget; spent++) {
+    let best = -1;
+    let gain = -1;
+    for (let j = 0; j < D; j++) {
+      const b = bits[j]!;
+      if (b >= FIT_MAX_BITS) continue;
+      const g = fit.errors[j]![b]! - fit.errors[j]![b + 1]!;
+      if (g > gain) {
+        gain = g;
+        best = j;
+      }
+    }
+    if (best < 0) break;
+    bits[best]++;
+  }
+  for (let j = 0; j < D; j++) {
+    const b = bits[j]!;
+    level.bits[base + j] = b;
+    if (b === 0) continue;
+    const s = fit.steps[j]![b]! > 0 ? fit.steps[j]![b]! : 1;
+    level.step[base + j] = s;
+    level.offset[base + j] = (-((1 << b) - 1) / 2) * s;
+  }
+}
+
+/**
+ * Eigenvectors of the symmetric D x D matrix `m` (cyclic Jacobi), as rows of the result by decreasing
+ * eigenvalue. Jacobi is slow for large D but exact to rounding and has no failure modes, and D is a head size.
+ */
+export function principalAxes(m: Float64Array, D: number): Float64Array {
+  const a = Float64Array.from(m);
+  const v = new Float64Array(D * D);
+  for (let i = 0; i < D; i++) v[i * D + i] = 1;
+  for (let sweep = 0; sweep < 50; sweep++) {
+    let off = 0;
+    for (let p = 0; p < D; p++) for (let q = p + 1; q < D; q++) off += a[p * D + q]! ** 2;
+    if (off < 1e-30) break;
+    for (let p = 0; p < D; p++) {
+      for (let q = p + 1; q < D; q++) rotate(a, v, D, p, q);
+    }
+  }
+  const order = Array.from({ length: D }, (_, i) => i).sort((x, y) => a[y * D + y]! - a[x * D + x]!);
+  const out = new Float64Array(D * D);
+  order.forEach((col, j) => {
+    for (let d = 0; d < D; d++) out[j * D + d] = v[d * D + col]!;
+  });
+  return out;
+}
+
+/** One Jacobi rotation zeroing a[p][q]; v accumulates the rotations (its columns become eigenvectors). */
+function rotate(a: Float64Array, v: Float64Array, D: number, p: number, q: number): void {
+  const apq = a[p * D + q]!;
+  if (Math.abs(apq) < 1e-300) return;
+  const theta = (a[q * D + q]! - a[p * D + p]!) / (2 * apq);
+  const t = Math.sign(theta || 1) / (Math.abs(theta) + Math.sqrt(theta * theta + 1));
+  const c = 1 / Math.sqrt(t * t + 1);
+  const s = t * c;
+  for (let k = 0; k < D; k++) {
+    const akp = a[k * D + p]!;
+    const akq = a[k * D + q]!;
+    a[k * D + p] = c * akp - s * akq;
+    a[k * D + q] = s * akp + c * akq;
+  }
+  for (let k = 0; k < D; k++) {
+    const apk = a[p * D + k]!;
+    const aqk = a[q * D + k]!;
+    a[p * D + k] = c * apk - s * aqk;
+    a[q * D + k] = s * apk + c * aqk;
+  }
+  for (let k = 0; k < D; k++) {
+    const vkp = v[k * D + p]!;
+    const vkq = v[k * D + q]!;
+    v[k * D + p] = c * vkp - s * vkq;
+    v[k * D + q] = s * vkp + c * vkq;
+  }
+}
