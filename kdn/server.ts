@@ -22,6 +22,8 @@ import { IngestJobs } from './ingest/jobs.ts';
 import { ChunkRepair } from './ingest/repair.ts';
 import { KvFetchPool } from './query/kv-fetch-pool.ts';
 import { defaultFetchThreads, inThreadFetcher } from './query/kv-fetcher.ts';
+import { TransformTableLoader, withTransformTables } from './query/transform-tables.ts';
+import { transformTableKey } from './keys.ts';
 import { QueryService } from './query/query-service.ts';
 import { EngineScheduler } from './scheduler/engine-scheduler.ts';
 
@@ -79,8 +81,11 @@ export async function startKdn(config: KdnConfig, log: Logger = createLogger('kd
     const edges = new EdgeClient(edgeOptions);
     cleanup.push(async () => edges.close());
     const fetchThreads = config.fetchThreads ?? defaultFetchThreads();
-    const fetcher = fetchThreads > 0 ? new KvFetchPool(edgeOptions, fetchThreads) : inThreadFetcher(edges);
-    cleanup.push(() => fetcher.close());
+    const receiving = fetchThreads > 0 ? new KvFetchPool(edgeOptions, fetchThreads) : inThreadFetcher(edges);
+    cleanup.push(() => receiving.close());
+    // Tables are control objects (edges serve chunk objects only): read from the origin, once each.
+    const tables = new TransformTableLoader((hash) => origin.get(transformTableKey(hash)), engine, receiving);
+    const fetcher = withTransformTables(receiving, tables);
 
     const metrics = new KdnMetrics();
     const scheduler = new EngineScheduler({ maxWaitingPerTenant: config.tenantMaxQueries, onDepth: (depth) => metrics.queueDepth.set(depth) });

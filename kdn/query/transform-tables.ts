@@ -3,6 +3,7 @@
  * before such an object is injected, the table is fetched (once per process), verified against that hash, and
  * registered where the object's bytes go: this thread's registry, the fetch threads and the engine. A table that
  * cannot be had fails the object's fetch, so its chunk is computed instead, as for any object that cannot be fetched.
+ * Only the first object of a table costs a second request (see withTransformTables).
  */
 import { KdnError } from '../../common/errors.ts';
 import { parseTransformTable } from '../../storage/kv-object/codecs/transform-table.ts';
@@ -20,6 +21,7 @@ export type TableSource = (hash: string) => Promise<Uint8Array>;
 export class TransformTableLoader {
   /** Tables loaded or being loaded, by hash; a failed load is forgotten, so a later query tries again. */
   private readonly loads = new Map<string, Promise<void>>();
+  private readonly loaded = new Set<string>();
 
   constructor(
     private readonly source: TableSource,
@@ -27,20 +29,23 @@ export class TransformTableLoader {
     private readonly fetcher: Pick<KvFetcher, 'useTransformTable'>,
   ) {}
 
-  /** Resolves once objects naming `header`'s table can be injected (at once for codecs without one). */
-  ready(header: KVHeader): Promise<void> {
-    const hash = header.codec.name === 'transform' ? header.codec.table : undefined;
-    if (hash === undefined) return Promise.resolve();
+  /** Whether objects naming `hash` can be received and injected now. */
+  has(hash: string): boolean {
+    return this.loaded.has(hash);
+  }
+
+  /** Resolves once the table is registered here, in the fetch threads and in the engine. */
+  load(hash: string): Promise<void> {
     let load = this.loads.get(hash);
     if (load === undefined) {
-      load = this.load(hash);
+      load = this.fetchAndRegister(hash).then(() => void this.loaded.add(hash));
       this.loads.set(hash, load);
       load.catch(() => this.loads.delete(hash));
     }
     return load;
   }
 
-  private async load(hash: string): Promise<void> {
+  private async fetchAndRegister(hash: string): Promise<void> {
     const bytes = await this.source(hash);
     const table = parseTransformTable(bytes);
     if (table.hash !== hash) {
@@ -54,25 +59,31 @@ export class TransformTableLoader {
   }
 }
 
+/** The table a header names, if its codec has one. */
+function tableOf(header: KVHeader): string | undefined {
+  return header.codec.name === 'transform' ? header.codec.table : undefined;
+}
+
 /**
- * `fetcher` whose objects resolve only once their transform table is ready; if it cannot be, the object's download
- * is stopped and its open() fails with the table's error.
+ * `fetcher` whose objects resolve only once their transform table is ready. The first object to name a table the
+ * process lacks is opened again after the table is loaded: the receiving thread could not check its layers' sizes
+ * (nor un-lz4 them) without it, and that thread gets the table before the second open. If the table cannot be
+ * loaded, open() fails with the table's error.
  */
 export function withTransformTables(fetcher: KvFetcher, tables: TransformTableLoader): KvFetcher {
   return {
     threads: fetcher.threads,
     async open(key, expect, signal): Promise<FetchedObject> {
-      // The download listens on its own signal, which the caller's ends too, so a missing table can stop it alone.
-      const own = new AbortController();
-      signal.addEventListener('abort', () => own.abort(signal.reason), { once: true });
-      const fetched = await fetcher.open(key, expect, own.signal);
-      try {
-        await tables.ready(fetched.reader.header);
-      } catch (err) {
-        own.abort(err);
-        throw err;
-      }
-      return fetched;
+      const first = new AbortController();
+      const stop = (): void => first.abort(signal.reason);
+      signal.addEventListener('abort', stop, { once: true });
+      const fetched = await fetcher.open(key, expect, first.signal);
+      const hash = tableOf(fetched.reader.header);
+      if (hash === undefined || tables.has(hash)) return fetched;
+      signal.removeEventListener('abort', stop);
+      first.abort(new KdnError('CANCELLED', 'reopened once its transform table is loaded'));
+      await tables.load(hash);
+      return fetcher.open(key, expect, signal);
     },
     useTransformTable: (bytes) => fetcher.useTransformTable(bytes),
     close: () => fetcher.close(),
