@@ -43,6 +43,7 @@ export async function openBenchEngine(target: EngineTarget, backend: 'auto' | Ba
     backend: engine.backend,
     device: engine.device,
     createSession: (cap: number) => engine.createSession({ capacity: cap }),
+    useTransformTable: (table) => engine.useTransformTable(table),
     dispose: () => engine.dispose(),
   };
 }

@@ -20,6 +20,8 @@ import {
   type Tensor,
   type Tokenizer,
 } from '../../engine-adapter/index.ts';
+import type { TransformTable } from '../../storage/kv-object/codecs/transform-table.ts';
+import { transformTables } from '../../storage/kv-object/codecs/transform-tables.ts';
 import type { HfConfig } from './shapes.ts';
 
 /** What the speed benchmarks need of an engine: sessions by token id, and what ran them. */
@@ -28,6 +30,8 @@ export interface BenchEngine {
   readonly backend: BackendName;
   readonly device: string;
   createSession(capacity: number): Session;
+  /** Makes a transform table usable by injected objects (Engine.useTransformTable). */
+  useTransformTable(table: TransformTable): Promise<void>;
   dispose(): Promise<void>;
 }
 
@@ -137,6 +141,7 @@ export async function createSyntheticEngine(
     backend: backend.name,
     device: backend.device,
     createSession: (capacity: number): Session => new BackendSession(backend, model, capacity),
+    useTransformTable: async (table) => backend.useTransformTable(transformTables.register(table)),
     dispose: () => backend.dispose(),
   };
 }
