@@ -23,12 +23,13 @@
 #            injection (int4, synthetic KV) and the peer (bench/results/ttft-blend-gpu.json)               ~6 min
 #   fidelity the fidelity benchmark's whole grid on the demo model, one run per context set             ~6 min
 #   expand   the transform-codec expansion test, then its GB/s (fp16-equivalent) against int4, 8B and 1B head shapes
+#   transform 8B TTFT at 8k, 16k and 32k: the transform codec against int4 and the peer, synthetic KV       ~8 min
 #   merge    DIR's TTFT, engine, forward-profile and comparison files into bench/results/
 set -u
 cd "$(dirname "$0")/../.."
 DIR=.tmp/gpu-results
 if [ "${1:-}" = "--out" ]; then DIR=${2:?--out needs a folder}; shift 2; fi
-[ $# -gt 0 ] || { sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+[ $# -gt 0 ] || { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 mkdir -p "$DIR"
 
 source_json() { # the commit this checkout measures, and whether tracked files outside bench/results differ from it
@@ -120,10 +121,13 @@ for part in "$@"; do
       for shape in 8b:8,128 1b:8,64; do
         json_step 120 "profile-expand-${shape%%:*}" node --import tsx tools/gpu/profile-expand.ts --shape "${shape#*:}" --tokens 256 --reps 50
       done ;;
+    transform)
+      bench 590 ttft-transform-gpu-8b ttft --shape llama3.1-8b --contexts 8192,16384,32768 --question 64 --backend webgpu \
+        --kv synthetic --edge inline --modes inject-transform,inject-int4,peer --runs 3 --warmup 1 --max-seconds 540 ;;
     merge)
       node --import tsx tools/gpu/merge-results.ts "$DIR" ;;
     *)
-      echo "unknown part $part (check, profile, forward, 8b, 8b-long, 1b, engine, compare, sass, blend, fidelity, expand, merge)" >&2
+      echo "unknown part $part (check, profile, forward, 8b, 8b-long, 1b, engine, compare, sass, blend, fidelity, expand, transform, merge)" >&2
       exit 2 ;;
   esac
 done
