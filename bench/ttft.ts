@@ -226,7 +226,8 @@ async function putSyntheticObjects(
       const shape = { layers, kvHeads, headDim, tokens };
       const kv = codec === 'transform' ? spectralKV(shape, 11) : { ...kvTensors(shape, 11), ropeApplied: false };
       const spec = codec === 'transform' ? transform!.kit.spec(transform!.level) : codecFromString(codec);
-      objects.set(`${codec}/${tokens}`, encodeKVObject(kv, { modelFingerprint: fingerprint, tokenIds: new Array<number>(tokens).fill(0), codec: spec }));
+      const tokenIds = new Array<number>(tokens).fill(0);
+      objects.set(`${codec}/${tokens}`, encodeKVObject(kv, { modelFingerprint: fingerprint, tokenIds, codec: spec }));
     }
   }
   const keys = new Map<CodecName, string[]>(codecs.map((c) => [c, []]));
@@ -240,6 +241,11 @@ async function putSyntheticObjects(
   return keys;
 }
 
+const SYNTHETIC_NOTE = {
+  transform: 'synthetic KV (seeded random, energy falling across head dimensions, before RoPE): timing only',
+  other: 'synthetic KV (seeded random, stored before RoPE): timing only',
+};
+
 /** Each engine's transform table, fitted once (on the first context's chunk length) for every context of a run. */
 const fitted = new WeakMap<BenchEngine, Promise<BenchTransform>>();
 function benchTransform(engine: BenchEngine, a: TtftArgs): Promise<BenchTransform> {
@@ -248,7 +254,8 @@ function benchTransform(engine: BenchEngine, a: TtftArgs): Promise<BenchTransfor
   }
   // An edge process checks the objects put to it, and it cannot size a transform object's blocks without the table.
   if (a.edge !== 'inline') {
-    return Promise.reject(new KdnError('INVALID_ARGUMENT', 'inject-transform needs the edge in this process, which holds the table', { hint: 'add --edge inline' }));
+    const hint = { hint: 'add --edge inline' };
+    return Promise.reject(new KdnError('INVALID_ARGUMENT', 'inject-transform needs the edge in this process, which holds the table', hint));
   }
   const { layers, kvHeads, headDim } = engine.info;
   let kit = fitted.get(engine);
@@ -413,9 +420,7 @@ async function measureContext(engine: BenchEngine, args: TtftArgs, shape: string
               question_ms: round(median(m.results.map((r) => r.questionMs))),
               first_token_matches_recompute: recomputeFirst === undefined || a.kv === 'synthetic' ? null : last.first === recomputeFirst,
               recomputed_tokens: last.recomputed,
-              note: a.kv !== 'synthetic' ? null
-                : mode === 'inject-transform' ? 'synthetic KV (seeded random, energy falling across head dimensions, before RoPE): timing only'
-                : 'synthetic KV (seeded random, stored before RoPE): timing only',
+              note: a.kv !== 'synthetic' ? null : SYNTHETIC_NOTE[mode === 'inject-transform' ? 'transform' : 'other'],
             }));
           });
         }

@@ -93,7 +93,8 @@ class ModelEngine implements Engine {
   async useTransformTable(given: TransformTable | Uint8Array): Promise<void> {
     const table = given instanceof Uint8Array ? parseTransformTable(given) : given;
     const c = this.weights.config;
-    if (table.modelFingerprint !== this.info.fingerprint || table.layers !== c.layers || table.kvHeads !== c.kvHeads || table.headDim !== c.headDim) {
+    const sameShape = table.layers === c.layers && table.kvHeads === c.kvHeads && table.headDim === c.headDim;
+    if (table.modelFingerprint !== this.info.fingerprint || !sameShape) {
       throw new KdnError('KV_MISMATCH', `transform table ${table.hash.slice(0, 16)}... was fitted for another model`, {
         hint: 'fit and store a transform table for this model',
       });

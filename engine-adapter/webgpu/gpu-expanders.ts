@@ -47,7 +47,8 @@ function quantized(bits: 8 | 4): GpuExpander {
       const groupSize = b.spec.groupSize!;
       const sections = quantizedSections({ tokens: b.tokens, kvHeads: b.kvHeads, headDim: b.headDim }, bits, groupSize);
       const channels = b.kvHeads * b.headDim;
-      recordKvDequantInt(ctx, rec, { bits, src: b.src, sections, keys: b.keys, values: b.values, tokens: b.tokens, channels, groupSize, jobs: b.jobs });
+      const { src, keys, values, tokens, jobs } = b;
+      recordKvDequantInt(ctx, rec, { bits, src, sections, keys, values, tokens, channels, groupSize, jobs });
     },
   };
 }

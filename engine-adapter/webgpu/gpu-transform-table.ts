@@ -39,7 +39,9 @@ export class GpuTransformTable {
     let out = this.levels.get(level);
     if (out === undefined) {
       if (!Number.isInteger(level) || level < 0 || level >= this.table.levels.length) {
-        throw new KdnError('KV_UNSUPPORTED', `transform table has ${this.table.levels.length} levels, not level ${level}`, { hint: 'store the table the object was encoded with' });
+        throw new KdnError('KV_UNSUPPORTED', `transform table has ${this.table.levels.length} levels, not level ${level}`, {
+          hint: 'store the table the object was encoded with',
+        });
       }
       out = this.upload(level);
       this.levels.set(level, out);
@@ -74,7 +76,8 @@ export class GpuTransformTable {
       }
       heads.set([prefix, rank, 0, 0], 4 * slot);
     }
-    const up = (data: Float32Array | Uint32Array, label: string): GPUBuffer => this.keep(this.ctx.upload(data, `transform ${label} ${lv.name}`));
+    const up = (data: Float32Array | Uint32Array, label: string): GPUBuffer =>
+      this.keep(this.ctx.upload(data, `transform ${label} ${lv.name}`));
     return { basis: this.basis, mean: up(mean, 'mean'), heads: up(heads, 'heads'), comps: up(comps, 'components') };
   }
 

@@ -54,7 +54,9 @@ export function layerExpander(env: ExpandEnv, invFreq: GPUBuffer, shape: { kvHea
         const mode = rotation(job.header, job.position);
         if (mode !== null) rotations.push({ start: job.position, mode });
       }
-      if (rotations.length > 0) recordRerotate(env.ctx, rec, { cache: cache.keys[layer]!, invFreq, tokens: header.tokens, kvHeads: shape.kvHeads, headDim: shape.headDim, jobs: rotations });
+      if (rotations.length === 0) return;
+      const { kvHeads, headDim } = shape;
+      recordRerotate(env.ctx, rec, { cache: cache.keys[layer]!, invFreq, tokens: header.tokens, kvHeads, headDim, jobs: rotations });
     },
   };
 }

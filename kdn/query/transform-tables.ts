@@ -49,7 +49,8 @@ export class TransformTableLoader {
     const bytes = await this.source(hash);
     const table = parseTransformTable(bytes);
     if (table.hash !== hash) {
-      throw new KdnError('KV_CORRUPT', `the object stored as transform table ${hash.slice(0, 16)}... hashes to ${table.hash.slice(0, 16)}...`, {
+      const [named, actual] = [hash.slice(0, 16), table.hash.slice(0, 16)];
+      throw new KdnError('KV_CORRUPT', `the object stored as transform table ${named}... hashes to ${actual}...`, {
         hint: 'store the table again under its own hash',
       });
     }

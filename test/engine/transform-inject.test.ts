@@ -62,10 +62,12 @@ describe('transform-codec objects: WebGPU engine thread vs the CPU engine', func
   });
 
   const reader = (kv: KVTensors, t: TransformTable, level: number): Promise<KVObjectReader> => {
-    const bytes = encodeKVObject(kv, { modelFingerprint: cpu.info.fingerprint, tokenIds: CONTEXT, codec: { name: 'transform', lz4: false, table: t.hash, level } });
+    const codec = { name: 'transform', lz4: false, table: t.hash, level } as const;
+    const bytes = encodeKVObject(kv, { modelFingerprint: cpu.info.fingerprint, tokenIds: CONTEXT, codec });
     const chunks: Buffer[] = [];
     for (let i = 0; i < bytes.length; i += 1000) chunks.push(bytes.subarray(i, i + 1000));
-    return readKVObject(Readable.from(chunks), { modelFingerprint: cpu.info.fingerprint, tokens: CONTEXT.length, tokenHash: tokenHash(CONTEXT) });
+    const expect = { modelFingerprint: cpu.info.fingerprint, tokens: CONTEXT.length, tokenHash: tokenHash(CONTEXT) };
+    return readKVObject(Readable.from(chunks), expect);
   };
   const answer = async (engine: Engine, object: KVObjectReader): Promise<Float32Array> => {
     const session = engine.createSession();

@@ -69,7 +69,8 @@ describe('transform tables on the query path', function () {
     expectation = { modelFingerprint: engine.info.fingerprint, layers, kvHeads, headDim, tokens: ids.length, tokenHash: tokenHash(ids) };
     const originUrl = `file:${join(dir, 'origin')}`;
     origin = openStore(originUrl);
-    edge = await startEdge({ port: 0, diskPath: join(dir, 'disk'), memoryBytes: '64MiB', diskBytes: 0, originUrl, secret: TEST_EDGE_SECRET });
+    const diskPath = join(dir, 'disk');
+    edge = await startEdge({ port: 0, diskPath, memoryBytes: '64MiB', diskBytes: 0, originUrl, secret: TEST_EDGE_SECRET });
     const options = { edges: [edge.url], timeoutMs: 5_000, secret: TEST_EDGE_SECRET };
     client = new EdgeClient(options);
     pool = new KvFetchPool(options, 2);

@@ -119,7 +119,8 @@ for part in "$@"; do
     expand)
       step 240 expand-check env CI=true node node_modules/mocha/bin/mocha.js test/engine/webgpu-kv-expand-transform.test.ts
       for shape in 8b:8,128 1b:8,64; do
-        json_step 120 "profile-expand-${shape%%:*}" node --import tsx tools/gpu/profile-expand.ts --shape "${shape#*:}" --tokens 256 --reps 50
+        json_step 120 "profile-expand-${shape%%:*}" node --import tsx tools/gpu/profile-expand.ts --shape "${shape#*:}" \
+          --tokens 256 --reps 50
       done ;;
     transform)
       bench 590 ttft-transform-gpu-8b ttft --shape llama3.1-8b --contexts 8192,16384,32768 --question 64 --backend webgpu \
@@ -127,7 +128,8 @@ for part in "$@"; do
     merge)
       node --import tsx tools/gpu/merge-results.ts "$DIR" ;;
     *)
-      echo "unknown part $part (check, profile, forward, 8b, 8b-long, 1b, engine, compare, sass, blend, fidelity, expand, transform, merge)" >&2
+      echo "unknown part $part (check, profile, forward, 8b, 8b-long, 1b, engine, compare, sass, blend, fidelity, expand, transform," \
+        "merge)" >&2
       exit 2 ;;
   esac
 done

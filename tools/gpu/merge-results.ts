@@ -65,7 +65,8 @@ function main(folder: string | undefined): void {
   }
   const source = readJson<Source>(join(folder, 'source.json'));
   let merged = 0;
-  for (const [prefix, name] of [['ttft-gpu-', 'ttft-gpu'], ['engine-gpu-', 'engine-gpu'], ['ttft-transform-gpu-', 'ttft-transform-gpu']] as const) {
+  const benchmarks = [['ttft-gpu-', 'ttft-gpu'], ['engine-gpu-', 'engine-gpu'], ['ttft-transform-gpu-', 'ttft-transform-gpu']] as const;
+  for (const [prefix, name] of benchmarks) {
     const files = filesOf(folder, prefix);
     if (files.length === 0) continue;
     writeAtomically(join(RESULTS, `${name}.json`), mergeBenchRuns(files, name.replace(/-gpu$/, ''), source));
@@ -92,7 +93,8 @@ function main(folder: string | undefined): void {
     merged++;
   }
   if (merged === 0) {
-    throw new Error(`nothing to merge in ${folder}: run measure.sh's 8b, 8b-long, 1b, engine, forward, compare, expand or transform parts first`);
+    const parts = '8b, 8b-long, 1b, engine, forward, compare, expand or transform';
+    throw new Error(`nothing to merge in ${folder}: run measure.sh's ${parts} parts first`);
   }
 }
 

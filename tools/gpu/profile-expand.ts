@@ -88,7 +88,8 @@ for (const [name, bitsOf] of Object.entries(ALLOCATIONS)) {
   const src = source(blockBytes);
   const jobs = dstJobs(blockBytes);
   const level = gpu.level(0);
-  const m = await measure((rec) => recordKvExpandTransform(ctx, rec, { src, keys, values: valuesBuf, level, layer: 0, tokens, kvHeads, headDim, jobs }));
+  const args = { src, keys, values: valuesBuf, level, layer: 0, tokens, kvHeads, headDim, jobs };
+  const m = await measure((rec) => recordKvExpandTransform(ctx, rec, args));
   rows.push({ codec: `transform ${name}`, blockBytes, ratioVsFp16: (tokens * 2 * kvHeads * headDim * 2) / blockBytes, ...m });
   gpu.destroy();
   src.destroy();
@@ -100,8 +101,10 @@ for (const [name, bitsOf] of Object.entries(ALLOCATIONS)) {
   const src = source(blockBytes);
   const jobs = dstJobs(blockBytes);
   const channels = kvHeads * headDim;
-  const m = await measure((rec) => recordKvDequantInt(ctx, rec, { bits: 4, src, sections, keys, values: valuesBuf, tokens, channels, groupSize, jobs }));
+  const args = { bits: 4 as const, src, sections, keys, values: valuesBuf, tokens, channels, groupSize, jobs };
+  const m = await measure((rec) => recordKvDequantInt(ctx, rec, args));
   rows.push({ codec: 'int4 g32', blockBytes, ratioVsFp16: (tokens * 2 * kvHeads * headDim * 2) / blockBytes, ...m });
 }
-console.log(JSON.stringify({ device: ctx.description, timing: timed ? 'gpu timestamps' : 'wall clock', kvHeads, headDim, tokens, chunks, reps, rows }, null, 2));
+const timing = timed ? 'gpu timestamps' : 'wall clock';
+console.log(JSON.stringify({ device: ctx.description, timing, kvHeads, headDim, tokens, chunks, reps, rows }, null, 2));
 ctx.dispose();

@@ -31,7 +31,8 @@ export interface KvExpandTransformArgs {
 /** Tokens one workgroup expands for `headDim` (each thread holds 4 channels of TOKENS_PER_THREAD tokens). */
 export function transformTileTokens(headDim: number): number {
   if (headDim % 4 !== 0 || headDim < 4 || headDim > 4 * WG) {
-    throw new KdnError('KV_UNSUPPORTED', `the transform codec's GPU expansion needs a head size that is a multiple of 4 up to ${4 * WG}, got ${headDim}`, {
+    const need = `a head size that is a multiple of 4 up to ${4 * WG}`;
+    throw new KdnError('KV_UNSUPPORTED', `the transform codec's GPU expansion needs ${need}, got ${headDim}`, {
       hint: 'use the int8 or int4 codec for this model',
     });
   }
@@ -45,6 +46,7 @@ export function recordKvExpandTransform(ctx: GpuContext, rec: Recorder, a: KvExp
   const l = a.level;
   inJobRuns(a.jobs, (run) => {
     const params = withJobs(new Params().u32(a.tokens).u32(a.kvHeads).u32(a.layer).u32(0), run, (j) => [j.srcOffset, j.dstOffset, 0, 0]);
-    rec.dispatch(pipeline, params, [a.src, a.keys, a.values, l.basis, l.mean, l.heads, l.comps], [Math.ceil(a.tokens / tile), 2 * a.kvHeads, run.length]);
+    const buffers = [a.src, a.keys, a.values, l.basis, l.mean, l.heads, l.comps];
+    rec.dispatch(pipeline, params, buffers, [Math.ceil(a.tokens / tile), 2 * a.kvHeads, run.length]);
   });
 }
