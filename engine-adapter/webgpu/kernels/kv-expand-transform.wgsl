@@ -4,8 +4,8 @@
 // rowBits bits a token, LSB-first in little-endian u32 words, each section whole words.
 //
 // Workgroup (x: token tile, y: section, z: job): TILE_T tokens of one head of one block. Components are taken
-// JT at a time: their basis rows and the tile's dequantized codes go to workgroup memory, then each thread adds
-// them into a TT-token x 4-channel register tile. Only components before `rank` are visited: those after it carry
+// JT at a time: their basis rows and the tile's dequantized codes (component-major, 4 tokens a vec4) go to
+// workgroup memory, then each thread adds them into a TT-token x 4-channel register tile. Only components before `rank` are visited: those after it carry
 // no bits (codecs give the leading, high-variance components the bits), and the constant part of zero-bit
 // components (basis * offset) is folded into `mean` by the host, so inside the rank a zero-bit code is 0.
 #include "expand-jobs.wgsl"
@@ -36,9 +36,13 @@ const JT: u32 = 16u;
 override COLS: u32 = HEAD_DIM / 4u;
 override TOKEN_GROUPS: u32 = min(WG / COLS, 16u);
 override TILE_T: u32 = TOKEN_GROUPS * TT;
+// Vec4s of codes per component in the tile.
+override QUADS: u32 = TILE_T / 4u;
 
 var<workgroup> basisTile: array<vec4f, JT * COLS>;
-var<workgroup> codeTile: array<f32, TILE_T * JT>;
+// [component][token / 4]: whole vec4s, each written by one thread (a write to one component of a vector in memory
+// may rewrite the whole vector).
+var<workgroup> codeTile: array<vec4f, JT * QUADS>;
 var<workgroup> sharedRank: u32;
 
 // Code of component `c` (its comps entry) of token t, in the section starting at word `start`.
@@ -84,18 +88,29 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
       let j = j0 + i / COLS;
       basisTile[i] = select(vec4f(0.0), basis[(head * HEAD_DIM + j) * COLS + i % COLS], j < rank);
     }
-    for (var i = lid; i < TILE_T * JT; i += WG) {
-      let t = t0 + i / JT;
-      let j = j0 + i % JT;
-      var c = 0.0;
-      if (t < p.tokens && j < rank) { c = code(start, rowBits, t, comps[head * HEAD_DIM + j]); }
+    for (var i = lid; i < JT * QUADS; i += WG) {
+      let j = j0 + i / QUADS;
+      let t = t0 + (i % QUADS) * 4u;
+      var c = vec4f(0.0);
+      if (j < rank) {
+        let comp = comps[head * HEAD_DIM + j];
+        for (var e = 0u; e < 4u; e++) {
+          if (t + e < p.tokens) { c[e] = code(start, rowBits, t + e, comp); }
+        }
+      }
       codeTile[i] = c;
     }
     workgroupBarrier();
     if (inTile) {
       for (var jj = 0u; jj < JT; jj++) {
         let b = basisTile[jj * COLS + col];
-        for (var k = 0u; k < TT; k++) { acc[k] = fma(vec4f(codeTile[(group * TT + k) * JT + jj]), b, acc[k]); }
+        for (var q = 0u; q < TT / 4u; q++) {
+          let c = codeTile[jj * QUADS + group * (TT / 4u) + q];
+          acc[4u * q] = fma(vec4f(c.x), b, acc[4u * q]);
+          acc[4u * q + 1u] = fma(vec4f(c.y), b, acc[4u * q + 1u]);
+          acc[4u * q + 2u] = fma(vec4f(c.z), b, acc[4u * q + 2u]);
+          acc[4u * q + 3u] = fma(vec4f(c.w), b, acc[4u * q + 3u]);
+        }
       }
     }
     workgroupBarrier();
