@@ -8,6 +8,7 @@ export { createEngineInWorker } from './worker/remote-engine.ts';
 export { createCpuBackend } from './cpu/cpu-backend.ts';
 export { BackendSession, type SessionModel } from './session.ts';
 export { BLEND_SELECTIONS } from './blend-selection.ts';
+export { kvBeforeRope } from './kv-before-rope.ts';
 export { Sampler, type SamplerOptions } from './sampling.ts';
 export { loadModelConfig, parseModelConfig } from './model/load-config.ts';
 export { loadModelWeights, type LoadedModel } from './model/load-weights.ts';

@@ -123,6 +123,7 @@ export function validateHeader(raw: unknown): KVHeader {
   const positionBase = intField(raw, 'positionBase', 0, LIMITS.positionBase);
   if (typeof raw.ropeApplied !== 'boolean') throw corrupt('ropeApplied must be a boolean');
   const { spec: codec, codec: bound } = validateCodec(raw.codec);
+  if (raw.ropeApplied && codecEntry(codec.name).keysBeforeRope) throw corrupt(`${codec.name} objects hold keys before RoPE, yet ropeApplied is true`);
   if (bound) codecEntry(codec.name).checkContext(codec, { modelFingerprint: fp, layers, kvHeads, headDim });
   checkLayerOffsets(raw.layerOffsets, layers, codec, bound, { tokens, kvHeads, headDim });
 

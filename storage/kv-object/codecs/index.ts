@@ -6,7 +6,7 @@ import { int4Codec } from './int4.ts';
 import { int8Codec } from './int8.ts';
 import { TransformCodec } from './transform.ts';
 import { DEFAULT_TRANSFORM_LEVEL, TRANSFORM_LEVELS } from './transform-fit.ts';
-import { TABLE_LIMITS } from './transform-table.ts';
+import { TABLE_LIMITS, type TransformTable } from './transform-table.ts';
 import { transformTables } from './transform-tables.ts';
 
 export type { LayerCodec, LayerShape } from './codec.ts';
@@ -29,6 +29,8 @@ export interface CodecContext {
 export interface CodecEntry {
   /** Spec fields besides name and lz4 that the codec takes; any other field in a header is corruption. */
   readonly fields: readonly (keyof CodecSpec)[];
+  /** Keys must be stored before RoPE (ropeApplied: false): the codec's transform assumes unrotated keys. */
+  readonly keysBeforeRope: boolean;
   /** Checks the codec's own fields (present, typed, in range); KV_UNSUPPORTED when they are wrong. */
   check(spec: CodecSpec): void;
   /** Whether this process can bind the spec now (a transform table must be registered first). */
@@ -59,6 +61,7 @@ function checkGroupSize(groupSize: number | undefined): number {
 function quantizedEntry(name: 'int8' | 'int4', make: (groupSize: number) => LayerCodec): CodecEntry {
   return {
     fields: ['groupSize'],
+    keysBeforeRope: false,
     check: (spec) => void checkGroupSize(spec.groupSize),
     available: () => true,
     bind: (spec) => make(checkGroupSize(spec.groupSize)),
@@ -72,6 +75,7 @@ function quantizedEntry(name: 'int8' | 'int4', make: (groupSize: number) => Laye
 
 const fp16Entry: CodecEntry = {
   fields: [],
+  keysBeforeRope: false,
   check: () => {},
   available: () => true,
   bind: () => fp16Codec,
@@ -106,7 +110,8 @@ export function codecFor(spec: CodecSpec): LayerCodec {
 }
 
 function transformEntry(): CodecEntry {
-  const bound = new Map<string, TransformCodec>();
+  // Bound codecs cache their per-layer quantizers; keyed by the table object so a forgotten table is never used.
+  const bound = new WeakMap<TransformTable, Map<number, TransformCodec>>();
   const check = (spec: CodecSpec): void => {
     if (spec.lz4) throw unsupported('transform takes no lz4 framing', 'its packed codes do not compress; drop +lz4');
     if (typeof spec.table !== 'string' || !/^[0-9a-f]{64}$/.test(spec.table)) {
@@ -119,16 +124,16 @@ function transformEntry(): CodecEntry {
   };
   return {
     fields: ['table', 'level'],
+    keysBeforeRope: true,
     check,
     available: (spec) => transformTables.find(spec.table ?? '') !== undefined,
     bind(spec) {
       check(spec);
-      const key = `${spec.table}:${spec.level}`;
-      let codec = bound.get(key);
-      if (!codec) {
-        codec = new TransformCodec(transformTables.get(spec.table!), spec.level!);
-        bound.set(key, codec);
-      }
+      const table = transformTables.get(spec.table!);
+      let levels = bound.get(table);
+      if (!levels) bound.set(table, (levels = new Map()));
+      let codec = levels.get(spec.level!);
+      if (!codec) levels.set(spec.level!, (codec = new TransformCodec(table, spec.level!)));
       return codec;
     },
     checkContext(spec, context) {

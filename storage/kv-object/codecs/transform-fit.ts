@@ -9,9 +9,10 @@ import { serializeTransformTable, slotOf, type TransformLevel, type TransformTab
  *
  * Step sizes and the allocation use measured distortion, not a Gaussian model: for each component and each bit
  * width the step that minimizes the squared error on the calibration coefficients is searched, and bits go,
- * one at a time, to the component whose error drops most (greedy on convex per-component curves, which is the
- * optimal integer allocation for a sum of errors). Every head of a layer gets the same budget, rowBits =
- * round(targetBits * headDim), so each level's size is exact whatever the data.
+ * one at a time, to the component (of any layer, tensor and head) whose relative error drops most: greedy on
+ * convex per-component curves, which is the optimal integer allocation for a sum of errors. The total is
+ * round(targetBits * elements per token), so each level's size is exact whatever the data; how it splits across
+ * layers and heads is the table's (transformSections gives each section's rowBits).
  */
 
 export interface LevelSpec {
@@ -37,8 +38,8 @@ export const DEFAULT_TRANSFORM_LEVEL = 2;
 const FIT_MAX_BITS = 12;
 /** Calibration vectors per head used to fit steps; more only slows fitting (the PCA uses all of them). */
 const STEP_SAMPLES = 4096;
-/** Candidate steps, as multiples of the component's standard deviation times 2^-bits. */
-const STEP_GRID = Array.from({ length: 25 }, (_, i) => 1 + i * 0.25);
+/** Candidate steps, as multiples of the component's standard deviation times 2^-bits: a coarse grid, then halves. */
+const STEP_GRID = Array.from({ length: 13 }, (_, i) => 1 + i * 0.5);
 
 /** One slot's fit: PCA and, per component and bit width, the best step and its mean squared error. */
 interface SlotFit {
@@ -66,6 +67,7 @@ export function fitTransformTable(samples: readonly KVTensors[], modelFingerprin
     name: l.name, targetBits: l.targetBits,
     bits: new Uint8Array(slots * D), step: new Float32Array(slots * D), offset: new Float32Array(slots * D),
   }));
+  const fits: SlotFit[] = [];
   for (let l = 0; l < layers; l++) {
     for (const tensor of [0, 1] as const) {
       for (let h = 0; h < kvHeads; h++) {
@@ -73,10 +75,11 @@ export function fitTransformTable(samples: readonly KVTensors[], modelFingerprin
         const fit = fitSlot(gatherVectors(samples, l, tensor, h), D);
         mean.set(fit.mean, slot * D);
         basis.set(fit.basis, slot * D * D);
-        levels.forEach((spec, q) => assignLevel(out[q]!, slot * D, fit, Math.round(spec.targetBits * D)));
+        fits[slot] = fit;
       }
     }
   }
+  levels.forEach((spec, q) => allocate(out[q]!, fits, Math.round(spec.targetBits * D * slots)));
   return serializeTransformTable({ modelFingerprint, layers, kvHeads, headDim: D, mean, basis, levels: out });
 }
 
@@ -142,14 +145,18 @@ function quantizerCurve(c: Float64Array): { errors: Float64Array; steps: Float64
     errors[b] = errors[0]!;
     if (sd === 0) continue;
     const levels = (1 << b) - 1;
-    for (const k of STEP_GRID) {
+    let bestK = 0;
+    const tryK = (k: number): void => {
       const s = (k * sd) / (1 << b);
       const e = quantError(c, s, levels);
       if (e < errors[b]!) {
         errors[b] = e;
         steps[b] = s;
+        bestK = k;
       }
-    }
+    };
+    for (const k of STEP_GRID) tryK(k);
+    if (bestK > 0) for (const k of [bestK - 0.25, bestK + 0.25]) tryK(k);
     // More bits never hurts: keep the curve monotone so the greedy allocation stays valid.
     if (errors[b]! > errors[b - 1]!) errors[b] = errors[b - 1]!;
   }
@@ -169,32 +176,94 @@ function quantError(c: Float64Array, step: number, levels: number): number {
   return e / c.length;
 }
 
-/** Greedy integer bit allocation of `budget` bits over the slot's components, written into `level` at `base`. */
-function assignLevel(level: TransformLevel, base: number, fit: SlotFit, budget: number): void {
-  const D = fit.errors.length;
-  const bits = new Uint8Array(D);
-  for (let spent = 0; spent < budget; spent++) {
-    let best = -1;
-    let gain = -1;
-    for (let j = 0; j < D; j++) {
-      const b = bits[j]!;
-      if (b >= FIT_MAX_BITS) continue;
-      const g = fit.errors[j]![b]! - fit.errors[j]![b + 1]!;
-      if (g > gain) {
-        gain = g;
-        best = j;
+/**
+ * Greedy integer bit allocation of `budget` bits over every component of every slot (all layers, keys and values),
+ * written into `level`. A slot's error counts relative to its total variance: layers differ in scale by orders of
+ * magnitude, and relative error is what the fidelity benchmark tracked best (one budget per slot, or values
+ * weighted 3x over keys, both did worse on the demo model; docs/ARCHITECTURE.md has the figures).
+ */
+function allocate(level: TransformLevel, fits: SlotFit[], budget: number): void {
+  const D = fits[0]!.errors.length;
+  const weight = fits.map((f) => {
+    const total = f.errors.reduce((sum, e) => sum + e[0]!, 0);
+    return 1 / (total > 0 ? total : 1);
+  });
+  const bits = new Uint8Array(fits.length * D);
+  const gainOf = (i: number): number => {
+    const b = bits[i]!;
+    if (b >= FIT_MAX_BITS) return -1;
+    const e = fits[Math.floor(i / D)]!.errors[i % D]!;
+    return (e[b]! - e[b + 1]!) * weight[Math.floor(i / D)]!;
+  };
+  const heap = new GainHeap();
+  for (let i = 0; i < bits.length; i++) heap.push(i, gainOf(i));
+  for (let spent = 0; spent < budget && heap.size > 0; spent++) {
+    const i = heap.pop();
+    bits[i]++;
+    const g = gainOf(i);
+    if (g >= 0) heap.push(i, g);
+  }
+  for (let i = 0; i < bits.length; i++) {
+    const b = bits[i]!;
+    level.bits[i] = b;
+    if (b === 0) continue;
+    const step = fits[Math.floor(i / D)]!.steps[i % D]![b]!;
+    const s = step > 0 ? step : 1;
+    level.step[i] = s;
+    level.offset[i] = (-((1 << b) - 1) / 2) * s;
+  }
+}
+
+/** Max-heap of (component, gain); ties go to the lower component index, so fits are deterministic. */
+class GainHeap {
+  private readonly ids: number[] = [];
+  private readonly gains: number[] = [];
+
+  get size(): number {
+    return this.ids.length;
+  }
+
+  push(id: number, gain: number): void {
+    this.ids.push(id);
+    this.gains.push(gain);
+    let i = this.ids.length - 1;
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      if (!this.before(i, parent)) break;
+      this.swap(i, parent);
+      i = parent;
+    }
+  }
+
+  pop(): number {
+    const top = this.ids[0]!;
+    const lastId = this.ids.pop()!;
+    const lastGain = this.gains.pop()!;
+    if (this.ids.length > 0) {
+      this.ids[0] = lastId;
+      this.gains[0] = lastGain;
+      let i = 0;
+      for (;;) {
+        const l = 2 * i + 1;
+        const r = l + 1;
+        let m = i;
+        if (l < this.ids.length && this.before(l, m)) m = l;
+        if (r < this.ids.length && this.before(r, m)) m = r;
+        if (m === i) break;
+        this.swap(i, m);
+        i = m;
       }
     }
-    if (best < 0) break;
-    bits[best]++;
+    return top;
   }
-  for (let j = 0; j < D; j++) {
-    const b = bits[j]!;
-    level.bits[base + j] = b;
-    if (b === 0) continue;
-    const s = fit.steps[j]![b]! > 0 ? fit.steps[j]![b]! : 1;
-    level.step[base + j] = s;
-    level.offset[base + j] = (-((1 << b) - 1) / 2) * s;
+
+  private before(a: number, b: number): boolean {
+    return this.gains[a]! > this.gains[b]! || (this.gains[a] === this.gains[b] && this.ids[a]! < this.ids[b]!);
+  }
+
+  private swap(a: number, b: number): void {
+    [this.ids[a], this.ids[b]] = [this.ids[b]!, this.ids[a]!];
+    [this.gains[a], this.gains[b]] = [this.gains[b]!, this.gains[a]!];
   }
 }
 
