@@ -7,8 +7,8 @@
  *     layer by layer with the question running each layer as soon as the context's copy of it is in (`overlapped`),
  *     more injected chunk by chunk, `--window` objects ahead, then the question prefilled (`sequential`);
  *   inject-transform: as inject, objects of the transform codec (`--transform-level`, default x8) on synthetic KV
- *     only (`--kv synthetic`, `--edge inline`): a table fitted on that KV, whose energy falls off across head
- *     dimensions as real KV's does (bench/lib/bench-transform.ts), given to the engine and the fetch threads first;
+ *     only (`--kv synthetic`): a table fitted on that KV, whose energy falls off across head dimensions as real
+ *     KV's does (bench/lib/bench-transform.ts), given to the engine and the fetch threads first;
  *   blend, blend-int8, blend-int4: the same objects fetched the same way and handed with the question to
  *     Session.blendKVAndPrefill, which recomputes a `--blend-ratio` share of the context's tokens (CacheBlend, the
  *     selection kdn's blend queries use) while the context arrives;
@@ -251,11 +251,6 @@ const fitted = new WeakMap<BenchEngine, Promise<BenchTransform>>();
 function benchTransform(engine: BenchEngine, a: TtftArgs): Promise<BenchTransform> {
   if (a.kv !== 'synthetic') {
     return Promise.reject(new KdnError('INVALID_ARGUMENT', 'inject-transform runs on synthetic KV only', { hint: 'add --kv synthetic' }));
-  }
-  // An edge process checks the objects put to it, and it cannot size a transform object's blocks without the table.
-  if (a.edge !== 'inline') {
-    const hint = { hint: 'add --edge inline' };
-    return Promise.reject(new KdnError('INVALID_ARGUMENT', 'inject-transform needs the edge in this process, which holds the table', hint));
   }
   const { layers, kvHeads, headDim } = engine.info;
   let kit = fitted.get(engine);

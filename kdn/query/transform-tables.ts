@@ -3,7 +3,6 @@
  * before such an object is injected, the table is fetched (once per process), verified against that hash, and
  * registered where the object's bytes go: this thread's registry, the fetch threads and the engine. A table that
  * cannot be had fails the object's fetch, so its chunk is computed instead, as for any object that cannot be fetched.
- * Only the first object of a table costs a second request (see withTransformTables).
  */
 import { KdnError } from '../../common/errors.ts';
 import { parseTransformTable } from '../../storage/kv-object/codecs/transform-table.ts';
@@ -66,25 +65,26 @@ function tableOf(header: KVHeader): string | undefined {
 }
 
 /**
- * `fetcher` whose objects resolve only once their transform table is ready. The first object to name a table the
- * process lacks is opened again after the table is loaded: the receiving thread could not check its layers' sizes
- * (nor un-lz4 them) without it, and that thread gets the table before the second open. If the table cannot be
- * loaded, open() fails with the table's error.
+ * `fetcher` whose objects resolve only once their transform table is ready (the download goes on meanwhile: the
+ * receiving threads verify layers by checksum without the table). If the table cannot be loaded, the download is
+ * stopped and open() fails with the table's error.
  */
 export function withTransformTables(fetcher: KvFetcher, tables: TransformTableLoader): KvFetcher {
   return {
     threads: fetcher.threads,
     async open(key, expect, signal): Promise<FetchedObject> {
-      const first = new AbortController();
-      const stop = (): void => first.abort(signal.reason);
-      signal.addEventListener('abort', stop, { once: true });
-      const fetched = await fetcher.open(key, expect, first.signal);
+      const own = new AbortController();
+      signal.addEventListener('abort', () => own.abort(signal.reason), { once: true });
+      const fetched = await fetcher.open(key, expect, own.signal);
       const hash = tableOf(fetched.reader.header);
       if (hash === undefined || tables.has(hash)) return fetched;
-      signal.removeEventListener('abort', stop);
-      first.abort(new KdnError('CANCELLED', 'reopened once its transform table is loaded'));
-      await tables.load(hash);
-      return fetcher.open(key, expect, signal);
+      try {
+        await tables.load(hash);
+      } catch (err) {
+        own.abort(err);
+        throw err;
+      }
+      return fetched;
     },
     useTransformTable: (bytes) => fetcher.useTransformTable(bytes),
     close: () => fetcher.close(),

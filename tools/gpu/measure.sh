@@ -124,7 +124,7 @@ for part in "$@"; do
       done ;;
     transform)
       bench 590 ttft-transform-gpu-8b ttft --shape llama3.1-8b --contexts 8192,16384,32768 --question 64 --backend webgpu \
-        --kv synthetic --edge inline --modes inject-transform,inject-int4,peer --runs 3 --warmup 1 --max-seconds 540 ;;
+        --kv synthetic --modes inject-transform,inject-int4,peer --runs 3 --warmup 1 --max-seconds 540 ;;
     merge)
       node --import tsx tools/gpu/merge-results.ts "$DIR" ;;
     *)
