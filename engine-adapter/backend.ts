@@ -9,6 +9,18 @@ export interface KVCacheHandle {
   dispose(): void;
 }
 
+/**
+ * A copy of a cache's rows [position, position + tokens) of every layer, in storage the backend owns (device memory
+ * on webgpu), keys rotated at `position`. The hot tier (hot-tier.ts) keeps these across sessions.
+ */
+export interface KVRows {
+  readonly tokens: number;
+  readonly position: number;
+  /** Bytes it holds (K and V of every layer). */
+  readonly bytes: number;
+  dispose(): void;
+}
+
 /** What a blended forward measures of every row at its check layer, for the plan to select rows by. */
 export interface BlendSignals {
   /** Each row's squared distance between its fresh K/V and what the cache held at its slot (injected K/V). */
@@ -85,6 +97,13 @@ export interface ForwardBackend {
    * cpu backend decodes through the storage codec, which finds it in the process's table registry).
    */
   useTransformTable(table: TransformTable): void;
+  /** Copies rows [start, end) of every layer out of the cache (after the writes before it). */
+  saveKVRows(cache: KVCacheHandle, start: number, end: number): Promise<KVRows>;
+  /**
+   * Copies saved rows into the cache at `position`, keys re-rotated by (position - rows.position). Like
+   * writeKVLayer, it may be batched until settleKVWrites or the next forward, which report a device failure.
+   */
+  loadKVRows(cache: KVCacheHandle, rows: KVRows, position: number): Promise<void>;
   /** Grows the cache to hold `tokens` tokens (within its capacity) before they arrive. */
   reserveKV(cache: KVCacheHandle, tokens: number): Promise<void>;
   dispose(): Promise<void>;

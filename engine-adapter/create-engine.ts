@@ -9,6 +9,7 @@ import { buildModelInfo } from './model/model-info.ts';
 import { loadTokenizer } from './model/tokenizer.ts';
 import type { ModelWeights } from './model/weights.ts';
 import { BackendSession } from './session.ts';
+import { defaultHotTierBytes, HotTier } from './hot-tier.ts';
 import type { BackendName, Engine, ModelInfo, Session, Tokenizer } from './types.ts';
 
 export interface CreateEngineOptions {
@@ -20,6 +21,11 @@ export interface CreateEngineOptions {
    * The WebGPU backend sizes its buffers for it.
    */
   capacity?: number;
+  /**
+   * Bytes of expanded KV the hot tier keeps across queries (hot-tier.ts); 0 disables it. Default: half of a
+   * full-capacity session's KV (defaultHotTierBytes).
+   */
+  hotTierBytes?: number;
 }
 
 type WebGPUModule = typeof import('./webgpu/webgpu-backend.ts');
@@ -65,6 +71,7 @@ class ModelEngine implements Engine {
     private readonly forward: ForwardBackend,
     private readonly weights: ModelWeights,
     private readonly maxCapacity: number,
+    private readonly hot: HotTier,
   ) {}
 
   get backend(): BackendName {
@@ -85,6 +92,7 @@ class ModelEngine implements Engine {
       this.forward,
       { config: this.weights.config, fingerprint: this.info.fingerprint, tokenizer: this.tokenizer },
       options.capacity ?? this.maxCapacity,
+      this.hot,
     );
     this.sessions.add(session);
     return session;
@@ -105,6 +113,7 @@ class ModelEngine implements Engine {
   async dispose(): Promise<void> {
     for (const s of this.sessions) s.dispose();
     this.sessions.clear();
+    this.hot.clear();
     await this.forward.dispose();
   }
 }
@@ -116,8 +125,14 @@ export async function createEngine(options: CreateEngineOptions): Promise<Engine
   if (!Number.isInteger(capacity) || capacity < 1 || capacity > config.maxPositionEmbeddings) {
     throw new KdnError('INVALID_ARGUMENT', `capacity ${capacity} must be an integer in [1, ${config.maxPositionEmbeddings}]`);
   }
+  const hotTierBytes = options.hotTierBytes ?? defaultHotTierBytes(config, capacity);
+  if (!Number.isSafeInteger(hotTierBytes) || hotTierBytes < 0) {
+    const hint = '0 disables the hot tier';
+    throw new KdnError('INVALID_ARGUMENT', `hotTierBytes ${hotTierBytes} must be a non-negative integer`, { hint });
+  }
   const tokenizer = await loadTokenizer(options.modelDir, config);
   const loaded = await loadModelWeights(options.modelDir, config);
   const backend = await openBackend(options.backend ?? 'auto', loaded.weights, capacity);
-  return new ModelEngine(buildModelInfo(config, options.modelDir, loaded.fingerprint), tokenizer, backend, loaded.weights, capacity);
+  const hot = new HotTier(hotTierBytes, loaded.fingerprint);
+  return new ModelEngine(buildModelInfo(config, options.modelDir, loaded.fingerprint), tokenizer, backend, loaded.weights, capacity, hot);
 }

@@ -4,8 +4,8 @@ import type { AddressInfo } from 'node:net';
 import { KdnError } from '../common/errors.ts';
 import { createLogger, type Logger } from '../common/log.ts';
 import { capConnectionsPerAddress } from '../common/slow-clients.ts';
-import { EdgeClient } from '../edge/client.ts';
-import { startEdge, type RunningEdge } from '../edge/main.ts';
+import { EdgeClient } from '../edge/client/client.ts';
+import { startEdge, type RunningEdge } from '../edge/server/main.ts';
 import { createEngine, createEngineInWorker } from '../engine-adapter/index.ts';
 import type { Engine } from '../engine-adapter/types.ts';
 import { codecFromString, type EncodeMeta } from '../storage/kv-object/index.ts';
@@ -51,7 +51,8 @@ export async function startKdn(config: KdnConfig, log: Logger = createLogger('kd
     for (const step of cleanup.reverse()) await step().catch(() => {});
   };
   try {
-    const engineOptions = { modelDir: config.model, backend: config.backend };
+    const hotTier = config.hotTierBytes === undefined ? {} : { hotTierBytes: config.hotTierBytes };
+    const engineOptions = { modelDir: config.model, backend: config.backend, ...hotTier };
     const engine: Engine = config.engineThread ? await createEngineInWorker(engineOptions) : await createEngine(engineOptions);
     cleanup.push(() => engine.dispose());
     if (config.chunkTokens + 1 > engine.info.maxPositionEmbeddings) {

@@ -9,6 +9,8 @@ import { KdnError } from '../../common/errors.ts';
 import type { ForwardBackend } from '../../engine-adapter/backend.ts';
 import {
   BackendSession,
+  defaultHotTierBytes,
+  HotTier,
   buildModelInfo,
   createCpuBackend,
   parseModelConfig,
@@ -127,7 +129,7 @@ async function openBackend(kind: 'auto' | BackendName, weights: ModelWeights, ca
 export async function createSyntheticEngine(
   name: string,
   hfConfig: HfConfig,
-  options: { backend: 'auto' | BackendName; capacity: number; seed?: number },
+  options: { backend: 'auto' | BackendName; capacity: number; seed?: number; hotTierBytes?: number },
 ): Promise<BenchEngine> {
   const config = parseModelConfig(hfConfig, `synthetic shape ${name}`);
   const seed = options.seed ?? 1;
@@ -136,12 +138,16 @@ export async function createSyntheticEngine(
   // arrays of a GPU run can be collected once uploaded.
   const backend = await openBackend(options.backend, syntheticWeights(config, seed), options.capacity);
   const model = { config, fingerprint, tokenizer: idTokenizer(config) };
+  const hot = new HotTier(options.hotTierBytes ?? defaultHotTierBytes(config, options.capacity), fingerprint);
   return {
     info: buildModelInfo(config, `synthetic:${name}`, fingerprint),
     backend: backend.name,
     device: backend.device,
-    createSession: (capacity: number): Session => new BackendSession(backend, model, capacity),
+    createSession: (capacity: number): Session => new BackendSession(backend, model, capacity, hot),
     useTransformTable: async (table) => backend.useTransformTable(transformTables.register(table)),
-    dispose: () => backend.dispose(),
+    dispose: () => {
+      hot.clear();
+      return backend.dispose();
+    },
   };
 }

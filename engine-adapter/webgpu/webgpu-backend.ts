@@ -18,6 +18,7 @@ import { KvBufferPool } from './kv-buffer-pool.ts';
 import { KvInjector } from './kv-injector.ts';
 import { GPU_EXPANDERS } from './gpu-expanders.ts';
 import { GpuTransformTables } from './gpu-transform-tables.ts';
+import { GpuKVRows } from './gpu-kv-rows.ts';
 import { layerExpander, type LayerWrite } from './kv-layer-expander.ts';
 import { uploadWeights, type WeightPrecision } from './gpu-weights.ts';
 import type { LayerGate } from '../layer-gates.ts';
@@ -251,6 +252,21 @@ async function startBackend(ctx: GpuContext, weights: ModelWeights, options: Web
     useTransformTable(table) {
       alive();
       tables.use(table);
+    },
+
+    async saveKVRows(handle, start, end) {
+      alive();
+      const cache = own(handle);
+      checkRange(cache, start, end);
+      return GpuKVRows.save(ctx, injector, cache, start, end);
+    },
+
+    async loadKVRows(handle, rows, position) {
+      alive();
+      const cache = own(handle);
+      if (!(rows instanceof GpuKVRows)) throw new KdnError('INTERNAL', 'saved KV rows do not belong to the webgpu backend');
+      checkRange(cache, position, position + rows.tokens);
+      rows.load(ctx, injector, gpuWeights.invFreq, cache, position, c);
     },
 
     async reserveKV(handle, tokens: number): Promise<void> {

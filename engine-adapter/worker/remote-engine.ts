@@ -13,7 +13,7 @@ import { loadModelConfig } from '../model/load-config.ts';
 import { loadTokenizer } from '../model/tokenizer.ts';
 import type {
   BackendName, BlendChunk, BlendedPrefill, BlendOptions, Engine, GeneratedToken, GenerateOptions, GenerateResult, InjectedPrefill, ModelInfo,
-  PrefillOptions, Session, Tokenizer,
+  PrefillOptions, ResidentKey, Session, Tokenizer,
 } from '../types.ts';
 import { transferable, type Call, type CallValue, type FromEngine, type Ready, type ToEngine, type WireError } from './protocol.ts';
 
@@ -245,6 +245,20 @@ class RemoteSession implements Session {
 
   async reserve(tokens: number): Promise<void> {
     await this.call({ op: 'reserve', session: this.id, tokens });
+  }
+
+  async residentChunks(keys: readonly ResidentKey[]): Promise<boolean[]> {
+    const value = await this.call({ op: 'resident', session: this.id, keys: [...keys] });
+    return (value as Extract<CallValue, { op: 'resident' }>).resident;
+  }
+
+  async injectResident(key: ResidentKey, position: number): Promise<boolean> {
+    const value = await this.call({ op: 'injectResident', session: this.id, key, position });
+    return (value as Extract<CallValue, { op: 'injectResident' }>).injected;
+  }
+
+  async keepResident(key: ResidentKey, range: { start: number; end: number }): Promise<void> {
+    await this.call({ op: 'keepResident', session: this.id, key, start: range.start, end: range.end });
   }
 
   dispose(): void {

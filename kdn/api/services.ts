@@ -1,5 +1,5 @@
 import type { Logger } from '../../common/log.ts';
-import type { EdgeClient } from '../../edge/client.ts';
+import type { EdgeClient } from '../../edge/client/client.ts';
 import type { Engine } from '../../engine-adapter/types.ts';
 import type { CodecSpec } from '../../storage/kv-object/types.ts';
 import type { ObjectStore } from '../../storage/object-store.ts';

@@ -1,6 +1,6 @@
 import { isKdnError } from '../../common/errors.ts';
 import type { Logger } from '../../common/log.ts';
-import type { EdgeClient } from '../../edge/client.ts';
+import type { EdgeClient } from '../../edge/client/client.ts';
 import type { Engine } from '../../engine-adapter/types.ts';
 import type { ObjectStore } from '../../storage/object-store.ts';
 import { codecToString, type EncodeMeta } from '../../storage/kv-object/index.ts';

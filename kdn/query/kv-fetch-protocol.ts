@@ -1,6 +1,6 @@
 /** Messages between KvFetchPool (kv-fetch-pool.ts) and its workers (kv-fetch-worker.ts). */
-import type { ServedFrom } from '../../edge/cache-status.ts';
-import type { EdgeClientOptions } from '../../edge/client.ts';
+import type { ServedFrom } from '../../edge/protocol.ts';
+import type { EdgeClientOptions } from '../../edge/client/client.ts';
 import type { ErrorCode } from '../../common/errors.ts';
 import type { KVExpectation, KVHeader } from '../../storage/kv-object/types.ts';
 

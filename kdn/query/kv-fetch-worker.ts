@@ -4,7 +4,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { toKdnError } from '../../common/errors.ts';
-import { EdgeClient } from '../../edge/client.ts';
+import { EdgeClient } from '../../edge/client/client.ts';
 import { readKVObject } from '../../storage/kv-object/index.ts';
 import { parseTransformTable } from '../../storage/kv-object/codecs/transform-table.ts';
 import { transformTables } from '../../storage/kv-object/codecs/transform-tables.ts';

@@ -5,8 +5,8 @@
  * engine sees it.
  */
 import { availableParallelism } from 'node:os';
-import type { ServedFrom } from '../../edge/cache-status.ts';
-import type { EdgeClient } from '../../edge/client.ts';
+import type { ServedFrom } from '../../edge/protocol.ts';
+import type { EdgeClient } from '../../edge/client/client.ts';
 import { readKVObject } from '../../storage/kv-object/index.ts';
 import type { KVExpectation } from '../../storage/kv-object/types.ts';
 import { prefetchLayers, type PrefetchedReader } from './prefetch.ts';

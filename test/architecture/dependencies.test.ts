@@ -29,8 +29,14 @@ describe('dependency rules (docs/ARCHITECTURE.md)', () => {
   it('refuses the arrows the layout forbids', () => {
     const broken: Array<[string, string]> = [
       ['bench/ttft.ts', 'test/kv-object/kv-data.ts'],
-      ['edge/server.ts', 'kdn/config.ts'],
-      ['storage/keys.ts', 'edge/client.ts'],
+      ['edge/server/server.ts', 'kdn/config.ts'],
+      ['storage/keys.ts', 'edge/client/client.ts'],
+      ['kdn/query/kv-fetcher.ts', 'edge/server/tiered-cache.ts'],
+      ['kdn/api/routes/ops.ts', 'edge/server/main.ts'],
+      ['kdn/server.ts', 'edge/server/server.ts'],
+      ['edge/client/client.ts', 'edge/server/stats.ts'],
+      ['edge/server/server.ts', 'edge/client/client-http.ts'],
+      ['edge/protocol.ts', 'edge/server/config.ts'],
       ['common/errors.ts', 'storage/keys.ts'],
       ['fixtures/kv-data.ts', 'engine-adapter/types.ts'],
       ['kdn/query/query-service.ts', 'kdn/api/metrics.ts'],
@@ -45,6 +51,13 @@ describe('dependency rules (docs/ARCHITECTURE.md)', () => {
   it('allows the arrows the layout names', () => {
     const fine: Array<[string, string]> = [
       ['kdn/query/run-query.ts', 'engine-adapter/types.ts'],
+      ['kdn/query/kv-fetcher.ts', 'edge/client/client.ts'],
+      ['kdn/api/routes/ops.ts', 'edge/protocol.ts'],
+      ['kdn/server.ts', 'edge/server/main.ts'],
+      ['kdn/cli/commands/edge.ts', 'edge/server/config.ts'],
+      ['edge/server/server.ts', 'edge/protocol.ts'],
+      ['edge/client/client.ts', 'edge/protocol.ts'],
+      ['edge/server/server.ts', 'edge/server/auth.ts'],
       ['kdn/api/routes/query.ts', 'kdn/query/query-service.ts'],
       ['kdn/cli/commands/serve.ts', 'kdn/server.ts'],
       ['bench/delivery.ts', 'kdn/query/kv-fetcher.ts'],

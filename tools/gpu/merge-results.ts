@@ -2,6 +2,7 @@
  * Turns the files `tools/gpu/measure.sh` leaves in its folder into the current results files, one per benchmark:
  *   ttft-gpu-*.json        -> bench/results/ttft-gpu.json     (every shape's and context range's records)
  *   engine-gpu-*.json      -> bench/results/engine-gpu.json
+ *   delivery-gpu-*.json    -> bench/results/delivery-gpu.json
  *   profile-forward-*.json -> bench/results/gpu/profile-forward.json
  *   ttft-transform-gpu-*.json -> bench/results/ttft-transform-gpu.json (the transform codec against int4 and the peer)
  *   profile-expand-*.json  -> bench/results/gpu/profile-expand.json (KV expansion GB/s, transform codec and int4)
@@ -65,7 +66,9 @@ function main(folder: string | undefined): void {
   }
   const source = readJson<Source>(join(folder, 'source.json'));
   let merged = 0;
-  const benchmarks = [['ttft-gpu-', 'ttft-gpu'], ['engine-gpu-', 'engine-gpu'], ['ttft-transform-gpu-', 'ttft-transform-gpu']] as const;
+  const benchmarks = [
+    ['ttft-gpu-', 'ttft-gpu'], ['engine-gpu-', 'engine-gpu'], ['delivery-gpu-', 'delivery-gpu'], ['ttft-transform-gpu-', 'ttft-transform-gpu'],
+  ] as const;
   for (const [prefix, name] of benchmarks) {
     const files = filesOf(folder, prefix);
     if (files.length === 0) continue;
@@ -93,7 +96,7 @@ function main(folder: string | undefined): void {
     merged++;
   }
   if (merged === 0) {
-    const parts = '8b, 8b-long, 1b, engine, forward, compare, expand or transform';
+    const parts = '8b, 8b-long, 1b, engine, hot, forward, compare, expand or transform';
     throw new Error(`nothing to merge in ${folder}: run measure.sh's ${parts} parts first`);
   }
 }

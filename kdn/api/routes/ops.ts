@@ -1,6 +1,7 @@
 import express, { type Request, type Response, type Router } from 'express';
 import { newNonce, signEdgeToken } from '../../../common/edge-token.ts';
 import { KdnError } from '../../../common/errors.ts';
+import { EDGE_PATHS } from '../../../edge/protocol.ts';
 import { RateLimiter } from '../../auth/rate-limit.ts';
 import { chunkPrefix } from '../../keys.ts';
 import { principalOf, requireOperator } from '../../auth/authenticate.ts';
@@ -130,5 +131,6 @@ function tenantUsage(tenant: string, manifests: readonly Manifest[]): Usage & { 
  */
 function warmToken(secret: string, scope: string): { token: string; expiresAt: number } {
   const expiresAt = Math.floor(Date.now() / 1000) + WARM_TOKEN_TTL_S;
-  return { token: signEdgeToken(secret, { method: 'POST', target: '/warm', expiry: expiresAt, nonce: newNonce(), scope }), expiresAt };
+  const token = signEdgeToken(secret, { method: 'POST', target: EDGE_PATHS.warm, expiry: expiresAt, nonce: newNonce(), scope });
+  return { token, expiresAt };
 }

@@ -14,6 +14,7 @@ interface ServeFlags {
   host?: string;
   maxUpload?: string;
   edgeMemory?: string;
+  hotTier?: string;
   edgeDisk?: string;
   edgeDiskPath?: string;
   apiKeysFile?: string;
@@ -45,6 +46,7 @@ async function serve(flags: ServeFlags): Promise<void> {
     host: flags.host,
     maxUploadBytes: flags.maxUpload,
     edgeMemoryBytes: flags.edgeMemory,
+    hotTierBytes: flags.hotTier,
     edgeDiskBytes: flags.edgeDisk,
     edgeDiskPath: flags.edgeDiskPath,
     apiKeysFile: flags.apiKeysFile,
@@ -106,6 +108,10 @@ export function register(program: Command): void {
     .option('--host <host>', `address to listen on (env ${KDN_ENV.host}; default 127.0.0.1)`)
     .option('--max-upload <size>', `largest document upload (env ${KDN_ENV.maxUploadBytes}; default 8MiB)`)
     .option('--edge-memory <size>', `embedded edge memory budget (env ${KDN_ENV.edgeMemoryBytes}; default 512MiB)`)
+    .option(
+      '--hot-tier <size>',
+      `expanded KV the engine keeps across queries, 0 for none (env ${KDN_ENV.hotTierBytes}; default half a full session's KV)`,
+    )
     .option('--edge-disk <size>', `embedded edge disk budget (env ${KDN_ENV.edgeDiskBytes}; default 4GiB)`)
     .option('--edge-disk-path <dir>', `embedded edge disk folder (env ${KDN_ENV.edgeDiskPath}; default <data-dir>/edge)`)
     .option('--api-keys-file <file>', `API keys as JSON {"keys":[{"key","tenant"}]}, added to env KDN_API_KEYS="key=tenant,..." (env ${KDN_ENV.apiKeysFile}); none: one generated key`)
