@@ -9,6 +9,7 @@ import { startEdge, type RunningEdge } from '../edge/server/main.ts';
 import { createEngine, createEngineInWorker } from '../engine-adapter/index.ts';
 import type { Engine } from '../engine-adapter/types.ts';
 import { codecFromString, type EncodeMeta } from '../storage/kv-object/index.ts';
+import { loadOrFitTable } from './ingest/transform/table-store.ts';
 import type { KVTensors } from '../storage/kv-object/types.ts';
 import { openStore } from '../storage/open-store.ts';
 import { createApp } from './api/app.ts';
@@ -44,7 +45,7 @@ export interface RunningKdn {
  * embedded edge (with a random secret) when no edges are configured, loads the engine, rebuilds the catalog and retrieval index from the manifests at the origin, then listens.
  */
 export async function startKdn(config: KdnConfig, log: Logger = createLogger('kdn')): Promise<RunningKdn> {
-  const codec = codecFromString(config.codec);
+  const configuredCodec = codecFromString(config.codec);
   const origin = openStore(config.origin);
   const cleanup: (() => Promise<void>)[] = [() => origin.close()];
   const undo = async (): Promise<void> => {
@@ -60,6 +61,8 @@ export async function startKdn(config: KdnConfig, log: Logger = createLogger('kd
         hint: 'lower --chunk-tokens',
       });
     }
+    // A transform codec encodes with the model's table: the origin's, or one fitted now and stored there.
+    const codec = configuredCodec.name === 'transform' ? { ...configuredCodec, table: (await loadOrFitTable(origin, engine, log)).hash } : configuredCodec;
     const access = await loadAccess(config, origin, log);
     let embeddedEdge: RunningEdge | undefined;
     let edgeSecret = config.edgeSecret;
