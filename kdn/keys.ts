@@ -73,11 +73,3 @@ export const MANIFEST_PREFIX = 'manifests/';
 export function manifestKey(namespace: string, docId: string): string {
   return `${MANIFEST_PREFIX}${namespace}/${docId}.json`;
 }
-
-/**
- * Where a transform-codec table is stored at the origin: by its sha256, the hash KV headers name it by, so any
- * reader can check what it fetched against the name it fetched it by.
- */
-export function transformTableKey(hash: string): string {
-  return `transform-tables/${hash}.ktt`;
-}

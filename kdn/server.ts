@@ -11,6 +11,7 @@ import type { Engine } from '../engine-adapter/types.ts';
 import { codecFromString, type EncodeMeta } from '../storage/kv-object/index.ts';
 import { loadOrFitTable } from './ingest/transform/table-store.ts';
 import type { KVTensors } from '../storage/kv-object/types.ts';
+import { transformTableKey } from '../storage/keys.ts';
 import { openStore } from '../storage/open-store.ts';
 import { createApp } from './api/app.ts';
 import { KdnMetrics } from './api/metrics.ts';
@@ -24,7 +25,6 @@ import { ChunkRepair } from './ingest/repair.ts';
 import { KvFetchPool } from './query/kv-fetch-pool.ts';
 import { defaultFetchThreads, inThreadFetcher } from './query/kv-fetcher.ts';
 import { TransformTableLoader, withTransformTables } from './query/transform-tables.ts';
-import { transformTableKey } from './keys.ts';
 import { QueryService } from './query/query-service.ts';
 import { EngineScheduler } from './scheduler/engine-scheduler.ts';
 
@@ -88,7 +88,7 @@ export async function startKdn(config: KdnConfig, log: Logger = createLogger('kd
     const receiving = fetchThreads > 0 ? new KvFetchPool(edgeOptions, fetchThreads) : inThreadFetcher(edges);
     cleanup.push(() => receiving.close());
     // Tables are control objects (edges serve chunk objects only): read from the origin, once each.
-    const tables = new TransformTableLoader((hash) => origin.get(transformTableKey(hash)), engine, receiving);
+    const tables = new TransformTableLoader((hash) => origin.get(transformTableKey(engine.info.fingerprint, hash)), engine, receiving);
     const fetcher = withTransformTables(receiving, tables);
 
     const metrics = new KdnMetrics();

@@ -1,9 +1,7 @@
 import { expect } from 'chai';
-import {
-  chainedKey, chunkPrefix, codecLabel, documentId, independentKey, manifestKey, transformTableKey, type KeyScope,
-} from '../../kdn/keys.ts';
+import { chainedKey, chunkPrefix, codecLabel, documentId, independentKey, manifestKey, type KeyScope } from '../../kdn/keys.ts';
 import { codecFromString } from '../../storage/kv-object/index.ts';
-import { isChunkKey, validateKey } from '../../storage/keys.ts';
+import { validateKey } from '../../storage/keys.ts';
 
 describe('kdn/keys', () => {
   const scope: KeyScope = { modelFingerprint: 'f'.repeat(64), codec: codecFromString('int8'), salt: '' };
@@ -45,12 +43,6 @@ describe('kdn/keys', () => {
   it('labels codecs without characters keys cannot hold', () => {
     expect(codecLabel(codecFromString('fp16'))).to.equal('fp16');
     expect(codecLabel(codecFromString('int4+lz4'))).to.match(/^int4-g\d+-lz4$/);
-  });
-
-  it('stores a transform table by its hash, as a control object edges never serve', () => {
-    const key = transformTableKey('ab'.repeat(32));
-    expect(validateKey(key)).to.equal(`transform-tables/${'ab'.repeat(32)}.ktt`);
-    expect(isChunkKey(key)).to.equal(false);
   });
 
   it('gives document ids that depend on namespace, title and text', () => {

@@ -11,7 +11,6 @@ import { join } from 'node:path';
 import { EdgeClient } from '../../edge/client/client.ts';
 import { startEdge, type RunningEdge } from '../../edge/server/main.ts';
 import { createEngineInWorker, type Engine } from '../../engine-adapter/index.ts';
-import { transformTableKey } from '../../kdn/keys.ts';
 import { KvFetchPool } from '../../kdn/query/kv-fetch-pool.ts';
 import { TransformTableLoader, withTransformTables } from '../../kdn/query/transform-tables.ts';
 import { fitTransformTable } from '../../storage/kv-object/codecs/transform-fit.ts';
@@ -19,6 +18,7 @@ import type { TransformTable } from '../../storage/kv-object/codecs/transform-ta
 import { transformTables } from '../../storage/kv-object/codecs/transform-tables.ts';
 import { codecFromString, encodeKVObject, tokenHash } from '../../storage/kv-object/index.ts';
 import type { CodecSpec, KVExpectation, KVTensors } from '../../storage/kv-object/types.ts';
+import { transformTableKey } from '../../storage/keys.ts';
 import { openStore } from '../../storage/open-store.ts';
 import type { ObjectStore } from '../../storage/object-store.ts';
 import { kvTensors, tokenIds } from '../../fixtures/kv-data.ts';
@@ -47,7 +47,7 @@ describe('transform tables on the query path', function () {
   const loaderFetcher = (): ReturnType<typeof withTransformTables> => {
     const source = (hash: string): Promise<Uint8Array> => {
       asked.push(hash);
-      return origin.get(transformTableKey(hash));
+      return origin.get(transformTableKey(engine.info.fingerprint, hash));
     };
     return withTransformTables(pool, new TransformTableLoader(source, engine, pool));
   };
@@ -90,7 +90,7 @@ describe('transform tables on the query path', function () {
 
   it('loads a table once for all its objects, registers it here and in the engine, which then injects them', async () => {
     const table = fit(1);
-    await origin.put(transformTableKey(table.hash), table.bytes);
+    await origin.put(transformTableKey(engine.info.fingerprint, table.hash), table.bytes);
     await put('kv/tt/a.kv', transform(table));
     await put('kv/tt/b.kv', transform(table));
     // This thread had the table only to encode with: the loader must register it again.
@@ -115,7 +115,7 @@ describe('transform tables on the query path', function () {
     await put('kv/tt/late.kv', transform(table));
     const fetcher = loaderFetcher();
     expect(await code(fetcher.open('kv/tt/late.kv', expectation, new AbortController().signal))).to.equal('NOT_FOUND');
-    await origin.put(transformTableKey(table.hash), table.bytes);
+    await origin.put(transformTableKey(engine.info.fingerprint, table.hash), table.bytes);
     const got = await fetcher.open('kv/tt/late.kv', expectation, new AbortController().signal);
     for await (const _ of got.reader.layers);
     expect(asked).to.deep.equal([table.hash, table.hash]);
@@ -123,7 +123,7 @@ describe('transform tables on the query path', function () {
 
   it('a table stored under another hash is KV_CORRUPT', async () => {
     const [named, other] = [fit(3), fit(4)];
-    await origin.put(transformTableKey(named.hash), other.bytes);
+    await origin.put(transformTableKey(engine.info.fingerprint, named.hash), other.bytes);
     await put('kv/tt/swapped.kv', transform(named));
     expect(await code(loaderFetcher().open('kv/tt/swapped.kv', expectation, new AbortController().signal))).to.equal('KV_CORRUPT');
   });

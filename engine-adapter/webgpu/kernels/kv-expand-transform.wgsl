@@ -5,9 +5,10 @@
 //
 // Workgroup (x: token tile, y: section, z: job): TILE_T tokens of one head of one block. Components are taken
 // JT at a time: their basis rows and the tile's dequantized codes (component-major, 4 tokens a vec4) go to
-// workgroup memory, then each thread adds them into a TT-token x 4-channel register tile. Only components before `rank` are visited: those after it carry
-// no bits (codecs give the leading, high-variance components the bits), and the constant part of zero-bit
-// components (basis * offset) is folded into `mean` by the host, so inside the rank a zero-bit code is 0.
+// workgroup memory, then each thread adds them into a TT-token x 4-channel register tile. Only components before
+// `rank` are visited: those after it carry no bits (fitted tables give the leading, high-variance components the
+// bits), and the constant part of zero-bit components (basis * offset) is folded into `mean` by the host, so inside
+// the rank a zero-bit code is 0.
 #include "expand-jobs.wgsl"
 
 struct Params {
