@@ -6,6 +6,7 @@ import {
 import type { KVTensors } from '../../storage/kv-object/types.ts';
 import { gaussian, rng, tokenIds, type Shape } from '../../fixtures/kv-data.ts';
 import { isKdnError } from '../../common/errors.ts';
+import { principalAxes } from '../../storage/kv-object/codecs/symmetric-eigen.ts';
 
 /**
  * Pre-RoPE-like KV: every head's vectors lie near a `rank`-dimensional subspace of its own (a fixed random mixing
@@ -169,6 +170,32 @@ describe('kv-object/transform codec', () => {
     // Higher levels spend fewer bits: the error grows monotonically across levels on the same data.
     const errs = table.levels.map((_, q) => relativeError(tensors, decodeKVObject(encodeWith(table, q, tensors)).tensors, 'values'));
     for (let q = 1; q < errs.length; q++) expect(errs[q]!, `level ${q}`).to.be.at.least(errs[q - 1]! * 0.999);
+  });
+
+  it('principalAxes: orthonormal eigenvectors by decreasing eigenvalue, on odd sizes and a degenerate matrix', () => {
+    const normal = gaussian(rng(3));
+    for (const n of [1, 3, 24, 33]) {
+      const b = Float64Array.from({ length: n * n }, () => normal());
+      const a = new Float64Array(n * n);
+      for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) for (let k = 0; k < n; k++) a[i * n + j] += b[i * n + k]! * b[j * n + k]! * (k < 2 ? 50 : 1);
+      const cases = [a, new Float64Array(n * n)];
+      for (const m of cases) {
+        const v = principalAxes(m, n);
+        let previous = Infinity;
+        for (let r = 0; r < n; r++) {
+          const row = v.subarray(r * n, (r + 1) * n);
+          const av = Array.from({ length: n }, (_, i) => row.reduce((sum, x, k) => sum + m[i * n + k]! * x, 0));
+          const lambda = av.reduce((sum, x, i) => sum + x * row[i]!, 0);
+          expect(lambda, `n ${n} row ${r} order`).to.be.at.most(previous + 1e-9 * (1 + Math.abs(previous)));
+          previous = lambda;
+          for (let i = 0; i < n; i++) expect(Math.abs(av[i]! - lambda * row[i]!), `n ${n} row ${r}`).to.be.below(1e-9 * (1 + Math.abs(lambda)));
+          for (let q = 0; q < n; q++) {
+            const dot = row.reduce((sum, x, i) => sum + x * v[q * n + i]!, 0);
+            expect(Math.abs(dot - (q === r ? 1 : 0))).to.be.below(1e-12);
+          }
+        }
+      }
+    }
   });
 
   it('codec strings: transform, transform:<name>, transform:<index>; no lz4', () => {

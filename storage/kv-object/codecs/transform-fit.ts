@@ -1,5 +1,6 @@
 import { KdnError } from '../../../common/errors.ts';
 import type { KVTensors } from '../types.ts';
+import { principalAxes } from './symmetric-eigen.ts';
 import { serializeTransformTable, slotOf, type TransformLevel, type TransformTable } from './transform-table.ts';
 
 /**
@@ -36,6 +37,8 @@ export const DEFAULT_TRANSFORM_LEVEL = 2;
 
 /** Widest code the allocation hands out; past it the error is far below what any level's budget buys. */
 const FIT_MAX_BITS = 12;
+/** Bit widths whose step is searched over the whole grid; wider ones search around the last grid result. */
+const SEARCHED_BITS = 6;
 /** Calibration vectors per head used to fit steps; more only slows fitting (the PCA uses all of them). */
 const STEP_SAMPLES = 4096;
 /** Candidate steps, as multiples of the component's standard deviation times 2^-bits: a coarse grid, then halves. */
@@ -141,6 +144,7 @@ function quantizerCurve(c: Float64Array): { errors: Float64Array; steps: Float64
   for (const x of c) sq += x * x;
   errors[0] = sq / c.length;
   const sd = Math.sqrt(errors[0]!);
+  let searchedK = 0;
   for (let b = 1; b <= FIT_MAX_BITS; b++) {
     errors[b] = errors[0]!;
     if (sd === 0) continue;
@@ -155,8 +159,14 @@ function quantizerCurve(c: Float64Array): { errors: Float64Array; steps: Float64
         bestK = k;
       }
     };
-    for (const k of STEP_GRID) tryK(k);
-    if (bestK > 0) for (const k of [bestK - 0.25, bestK + 0.25]) tryK(k);
+    if (b > SEARCHED_BITS && searchedK > 0) {
+      // Fine quantizers: the best range in standard deviations barely moves, so only its neighbourhood is tried.
+      for (const k of [searchedK - 0.5, searchedK, searchedK + 0.5]) tryK(k);
+    } else {
+      for (const k of STEP_GRID) tryK(k);
+      if (bestK > 0) for (const k of [bestK - 0.25, bestK + 0.25]) tryK(k);
+      searchedK = bestK;
+    }
     // More bits never hurts: keep the curve monotone so the greedy allocation stays valid.
     if (errors[b]! > errors[b - 1]!) errors[b] = errors[b - 1]!;
   }
@@ -264,57 +274,5 @@ class GainHeap {
   private swap(a: number, b: number): void {
     [this.ids[a], this.ids[b]] = [this.ids[b]!, this.ids[a]!];
     [this.gains[a], this.gains[b]] = [this.gains[b]!, this.gains[a]!];
-  }
-}
-
-/**
- * Eigenvectors of the symmetric D x D matrix `m` (cyclic Jacobi), as rows of the result by decreasing
- * eigenvalue. Jacobi is slow for large D but exact to rounding and has no failure modes, and D is a head size.
- */
-export function principalAxes(m: Float64Array, D: number): Float64Array {
-  const a = Float64Array.from(m);
-  const v = new Float64Array(D * D);
-  for (let i = 0; i < D; i++) v[i * D + i] = 1;
-  for (let sweep = 0; sweep < 50; sweep++) {
-    let off = 0;
-    for (let p = 0; p < D; p++) for (let q = p + 1; q < D; q++) off += a[p * D + q]! ** 2;
-    if (off < 1e-30) break;
-    for (let p = 0; p < D; p++) {
-      for (let q = p + 1; q < D; q++) rotate(a, v, D, p, q);
-    }
-  }
-  const order = Array.from({ length: D }, (_, i) => i).sort((x, y) => a[y * D + y]! - a[x * D + x]!);
-  const out = new Float64Array(D * D);
-  order.forEach((col, j) => {
-    for (let d = 0; d < D; d++) out[j * D + d] = v[d * D + col]!;
-  });
-  return out;
-}
-
-/** One Jacobi rotation zeroing a[p][q]; v accumulates the rotations (its columns become eigenvectors). */
-function rotate(a: Float64Array, v: Float64Array, D: number, p: number, q: number): void {
-  const apq = a[p * D + q]!;
-  if (Math.abs(apq) < 1e-300) return;
-  const theta = (a[q * D + q]! - a[p * D + p]!) / (2 * apq);
-  const t = Math.sign(theta || 1) / (Math.abs(theta) + Math.sqrt(theta * theta + 1));
-  const c = 1 / Math.sqrt(t * t + 1);
-  const s = t * c;
-  for (let k = 0; k < D; k++) {
-    const akp = a[k * D + p]!;
-    const akq = a[k * D + q]!;
-    a[k * D + p] = c * akp - s * akq;
-    a[k * D + q] = s * akp + c * akq;
-  }
-  for (let k = 0; k < D; k++) {
-    const apk = a[p * D + k]!;
-    const aqk = a[q * D + k]!;
-    a[p * D + k] = c * apk - s * aqk;
-    a[q * D + k] = s * apk + c * aqk;
-  }
-  for (let k = 0; k < D; k++) {
-    const vkp = v[k * D + p]!;
-    const vkq = v[k * D + q]!;
-    v[k * D + p] = c * vkp - s * vkq;
-    v[k * D + q] = s * vkp + c * vkq;
   }
 }
