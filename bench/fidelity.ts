@@ -23,18 +23,22 @@
 import { join, resolve } from 'node:path';
 import { KdnError } from '../common/errors.ts';
 import { BLEND_SELECTIONS, createEngine, type BlendSelection, type Engine, type Session } from '../engine-adapter/index.ts';
-import { codecFromString, encodeKVObject, readKVObject } from '../storage/kv-object/index.ts';
+import { codecFromString, encodeKVObject, readKVObject, TRANSFORM_LEVELS } from '../storage/kv-object/index.ts';
 import type { KVTensors } from '../storage/kv-object/types.ts';
 import { greedyAnswer, greedyFrom, teacherForced, type GreedyAnswer } from './lib/answer.ts';
 import { choice, choiceList, parseFlags, positiveInt } from './lib/args.ts';
 import { byteStream } from './lib/byte-stream.ts';
+import { TransformSetup } from './lib/transform-setup.ts';
 import { loadDocuments, type FidelityDocument } from './lib/fidelity-data.ts';
 import { argmax, klDivergence } from './lib/logits.ts';
 import { DEFAULT_DEMO_MODEL } from './lib/shapes.ts';
 import { round } from './lib/stats.ts';
 import type { BenchRecord, BenchReport } from './report.ts';
 
-const CODECS = ['fp16', 'fp16+lz4', 'int8', 'int8+lz4', 'int4', 'int4+lz4'] as const;
+const BASE_CODECS = ['fp16', 'fp16+lz4', 'int8', 'int8+lz4', 'int4', 'int4+lz4'] as const;
+const TRANSFORM_CODECS = TRANSFORM_LEVELS.map((l) => `transform:${l.name}`);
+const CODECS = [...BASE_CODECS, ...TRANSFORM_CODECS];
+const CALIBRATIONS = ['shipped', 'context'] as const;
 const MODES = ['prefix-chained', 'independent', 'blend'] as const;
 const SETS = ['document', 'composed'] as const;
 const RATIOS = [0.05, 0.1, 0.15, 0.2, 0.3];
@@ -60,6 +64,7 @@ interface FidelityArgs {
   altCodecs: string[];
   questions: string;
   heldout: string;
+  calibration: (typeof CALIBRATIONS)[number];
 }
 
 function ratioList(value: string | undefined): number[] {
@@ -77,6 +82,7 @@ function parse(args: string[]): FidelityArgs {
     'max-doc-tokens': { type: 'string' }, docs: { type: 'string' }, prompts: { type: 'string' }, codecs: { type: 'string' },
     modes: { type: 'string' }, sets: { type: 'string' }, ratios: { type: 'string' }, selections: { type: 'string' },
     'blend-codecs': { type: 'string' }, 'alt-codecs': { type: 'string' }, questions: { type: 'string' }, heldout: { type: 'string' },
+    calibration: { type: 'string' },
   });
   return {
     model: resolve(values.model ?? DEFAULT_DEMO_MODEL),
@@ -91,10 +97,11 @@ function parse(args: string[]): FidelityArgs {
     sets: choiceList(values.sets, SETS, SETS, 'sets'),
     ratios: ratioList(values.ratios),
     selections: choiceList(values.selections, BLEND_SELECTIONS, BLEND_SELECTIONS, 'selections'),
-    blendCodecs: choiceList(values['blend-codecs'], CODECS, CODECS, 'blend-codecs'),
+    blendCodecs: choiceList(values['blend-codecs'], BASE_CODECS, CODECS, 'blend-codecs'),
     altCodecs: choiceList(values['alt-codecs'], ['int8'], CODECS, 'alt-codecs'),
     questions: resolve(values.questions ?? join(BENCH_DIR, 'data', 'questions.json')),
     heldout: resolve(values.heldout ?? join(BENCH_DIR, 'data', 'heldout')),
+    calibration: choice(values.calibration, 'shipped', CALIBRATIONS, 'calibration'),
   };
 }
 
@@ -206,14 +213,21 @@ function blendRuns(a: FidelityArgs): { codec: string; selection: BlendSelection;
 }
 
 /** Runs every mode of `a` over one context, adding to the tallies. */
-async function runContext(engine: Engine, bos: number, context: Context, a: FidelityArgs, tally: (key: Record<string, string | number>) => Tally): Promise<void> {
+async function runContext(
+  engine: Engine, bos: number, context: Context, a: FidelityArgs, tally: (key: Record<string, string | number>) => Tally, shipped: TransformSetup | undefined,
+): Promise<void> {
   const vocab = engine.info.vocabSize;
   const { fingerprint } = engine.info;
   const capacity = Math.min(engine.info.maxPositionEmbeddings, 8192);
   const contextIds = context.chunks.flat();
   const contextLength = 1 + contextIds.length;
+  let transform = shipped;
   const encode = (chunks: Chunk[], codec: string): Uint8Array[] =>
-    chunks.map((c) => encodeKVObject(c.kv, { modelFingerprint: fingerprint, tokenIds: c.ids, codec: codecFromString(codec) }));
+    chunks.map((c) =>
+      transform
+        ? transform.encode(c.kv, c.ids, fingerprint, codec)
+        : encodeKVObject(c.kv, { modelFingerprint: fingerprint, tokenIds: c.ids, codec: codecFromString(codec) }),
+    );
   const count = (t: Tally, objects: Uint8Array[]): void => {
     t.bytes += objects.reduce((sum, o) => sum + o.length, 0);
     t.tokens += contextIds.length;
@@ -230,6 +244,8 @@ async function runContext(engine: Engine, bos: number, context: Context, a: Fide
     const independent = a.modes.some((m) => m !== 'prefix-chained') ? await independentChunks(engine, bos, context) : [];
     for (const mode of a.modes.filter((m) => m !== 'blend')) {
       const chunks = mode === 'prefix-chained' ? await prefixChainedChunks(reference, context) : independent;
+      // In-sample table: fitted on this context's own prefix-chained KV, the best a table can do on it.
+      if (shipped && a.calibration === 'context' && mode === 'prefix-chained') transform = shipped.withTableFrom(chunks.map((c) => c.kv), fingerprint);
       for (const codec of a.codecs) {
         const t = tally({ set: context.set, codec, mode });
         const objects = encode(chunks, codec);
@@ -312,9 +328,10 @@ export async function run(args: string[]): Promise<BenchReport> {
       return t;
     };
     const contexts = buildContexts(docs, a);
+    const shipped = a.codecs.some((c) => c.startsWith('transform')) ? await TransformSetup.shipped(engine) : undefined;
     for (const context of contexts) {
       if (!process.env.KDN_TEST) process.stderr.write(`fidelity: ${context.set}: ${context.label}\n`);
-      await runContext(engine, bos, context, a, tally);
+      await runContext(engine, bos, context, a, tally, shipped);
     }
     const fp16BytesPerToken = engine.info.kvBytesPerToken;
     return {
@@ -329,6 +346,7 @@ export async function run(args: string[]): Promise<BenchReport> {
         questions: a.questions,
         chunkTokens: a.chunk,
         answerTokens: a.answer,
+        transformCalibration: shipped ? `${a.calibration} (table ${shipped.table.hash.slice(0, 12)})` : 'none',
         fp16KvBytesPerToken: fp16BytesPerToken,
         method:
           'reference: [BOS]+context+prompt prefilled, greedy answer of answerTokens (no stop token); inject: [BOS] prefilled, ' +

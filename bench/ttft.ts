@@ -6,6 +6,9 @@
  *     HTTP in parallel, then as kdn's query path does (`--inject-path auto`): up to OVERLAP_MAX_CHUNKS chunks placed
  *     layer by layer with the question running each layer as soon as the context's copy of it is in (`overlapped`),
  *     more injected chunk by chunk, `--window` objects ahead, then the question prefilled (`sequential`);
+ *   inject-transform: as inject, objects of the transform codec (`--transform-level`, default x8) on synthetic KV
+ *     only (`--kv synthetic`): a table fitted on that KV, whose energy falls off across head dimensions as real
+ *     KV's does (bench/lib/bench-transform.ts), given to the engine and the fetch threads first;
  *   blend, blend-int8, blend-int4: the same objects fetched the same way and handed with the question to
  *     Session.blendKVAndPrefill, which recomputes a `--blend-ratio` share of the context's tokens (CacheBlend, the
  *     selection kdn's blend queries use) while the context arrives;
@@ -49,10 +52,12 @@ import type { BenchEngine } from './lib/synthetic-engine.ts';
 import { kvBytesPerToken, parseModelConfig, type BlendOptions, type Session } from '../engine-adapter/index.ts';
 import { randomTokenIds } from './lib/token-ids.ts';
 import { kvTensors } from '../fixtures/kv-data.ts';
+import { BenchTransform, spectralKV } from './lib/bench-transform.ts';
 import type { BenchRecord, BenchReport, Checkpoint } from './report.ts';
 
 const MODES = [
-  'inject', 'inject-int8', 'inject-int4', 'inject-hot', 'blend', 'blend-int8', 'blend-int4', 'recompute', 'peer', 'peer-host-hit',
+  'inject', 'inject-int8', 'inject-int4', 'inject-transform', 'inject-hot', 'blend', 'blend-int8', 'blend-int4', 'recompute', 'peer',
+  'peer-host-hit',
 ] as const;
 const KV_SOURCES = ['computed', 'synthetic'] as const;
 type Mode = (typeof MODES)[number];
@@ -63,14 +68,15 @@ const CODEC_OF: Record<InjectMode, CodecName> = {
   inject: 'fp16',
   'inject-int8': 'int8',
   'inject-int4': 'int4',
+  'inject-transform': 'transform',
   blend: 'fp16',
   'blend-int8': 'int8',
   'blend-int4': 'int4',
 };
 /** The inject mode whose objects a blend mode blends: its TTFT is what blending is compared with. */
 const INJECT_OF: Partial<Record<InjectMode, InjectMode>> = { blend: 'inject', 'blend-int8': 'inject-int8', 'blend-int4': 'inject-int4' };
-/** Stored size relative to fp16 (int codecs carry scales), for sizing the edge's memory tier with room to spare. */
-const SIZE_FACTOR: Record<CodecName, number> = { fp16: 1.05, int8: 0.65, int4: 0.4 };
+/** Stored size relative to fp16 (int codecs carry scales; transform at its largest level is 1/4), for sizing the edge's memory tier with room to spare. */
+const SIZE_FACTOR: Record<CodecName, number> = { fp16: 1.05, int8: 0.65, int4: 0.4, transform: 0.3 };
 
 interface TtftArgs extends SpeedArgs {
   question: number;
@@ -90,6 +96,8 @@ interface TtftArgs extends SpeedArgs {
   recomputeWarmup: number;
   kv: (typeof KV_SOURCES)[number];
   blend: BlendOptions;
+  /** The transform codec's level name (e.g. x8); undefined for the codec's default. */
+  transformLevel: string | undefined;
 }
 
 const INJECT_PATHS = ['auto', 'overlapped', 'sequential'] as const;
@@ -99,7 +107,7 @@ function isInject(mode: Mode): mode is InjectMode {
 }
 
 function parse(args: string[]): TtftArgs {
-  const values = parseFlags(args, { ...SPEED_OPTIONS, question: { type: 'string' }, chunk: { type: 'string' }, modes: { type: 'string' }, window: { type: 'string' }, 'inject-path': { type: 'string' }, edge: { type: 'string' }, 'fetch-threads': { type: 'string' }, 'recompute-warmup': { type: 'string' }, kv: { type: 'string' }, 'blend-ratio': { type: 'string' }, chunks: { type: 'string' } });
+  const values = parseFlags(args, { ...SPEED_OPTIONS, question: { type: 'string' }, chunk: { type: 'string' }, modes: { type: 'string' }, window: { type: 'string' }, 'inject-path': { type: 'string' }, edge: { type: 'string' }, 'fetch-threads': { type: 'string' }, 'recompute-warmup': { type: 'string' }, kv: { type: 'string' }, 'blend-ratio': { type: 'string' }, chunks: { type: 'string' }, 'transform-level': { type: 'string' } });
   const speed = speedArgs(values, { contexts: [256, 512, 1024] });
   return {
     ...speed,
@@ -114,6 +122,7 @@ function parse(args: string[]): TtftArgs {
     recomputeWarmup: values['recompute-warmup'] === '0' ? 0 : positiveInt(values['recompute-warmup'], speed.warmup, 'recompute-warmup'),
     kv: choice(values.kv, 'computed', KV_SOURCES, 'kv'),
     blend: blendOptions(ratio(values['blend-ratio'])),
+    transformLevel: values['transform-level'],
   };
 }
 
@@ -212,7 +221,15 @@ async function putContextObjects(
  * object is encoded before the first is put, so the puts go back to back (encoding a large chunk takes longer than
  * the edge keeps an idle connection).
  */
-async function putSyntheticObjects(engine: BenchEngine, edge: BenchEdge, context: number, chunk: number, codecs: CodecName[], prefix: string): Promise<Map<CodecName, string[]>> {
+async function putSyntheticObjects(
+  engine: BenchEngine,
+  edge: BenchEdge,
+  context: number,
+  chunk: number,
+  codecs: CodecName[],
+  prefix: string,
+  transform: { kit: BenchTransform; level: string | undefined } | null,
+): Promise<Map<CodecName, string[]>> {
   const { layers, kvHeads, headDim, fingerprint } = engine.info;
   const chunks = Math.ceil(context / chunk);
   // A ragged last chunk gets an object of its own length.
@@ -220,8 +237,11 @@ async function putSyntheticObjects(engine: BenchEngine, edge: BenchEdge, context
   const objects = new Map<string, Buffer>();
   for (const codec of codecs) {
     for (const tokens of lengths) {
-      const kv = { ...kvTensors({ layers, kvHeads, headDim, tokens }, 11), ropeApplied: false };
-      objects.set(`${codec}/${tokens}`, encodeKVObject(kv, { modelFingerprint: fingerprint, tokenIds: new Array<number>(tokens).fill(0), codec: codecFromString(codec) }));
+      const shape = { layers, kvHeads, headDim, tokens };
+      const kv = codec === 'transform' ? spectralKV(shape, 11) : { ...kvTensors(shape, 11), ropeApplied: false };
+      const spec = codec === 'transform' ? transform!.kit.spec(transform!.level) : codecFromString(codec);
+      const tokenIds = new Array<number>(tokens).fill(0);
+      objects.set(`${codec}/${tokens}`, encodeKVObject(kv, { modelFingerprint: fingerprint, tokenIds, codec: spec }));
     }
   }
   const keys = new Map<CodecName, string[]>(codecs.map((c) => [c, []]));
@@ -233,6 +253,26 @@ async function putSyntheticObjects(engine: BenchEngine, edge: BenchEdge, context
     }
   }
   return keys;
+}
+
+const SYNTHETIC_NOTE = {
+  transform: 'synthetic KV (seeded random, energy falling across head dimensions, before RoPE): timing only',
+  other: 'synthetic KV (seeded random, stored before RoPE): timing only',
+};
+
+/** Each engine's transform table, fitted once (on the first context's chunk length) for every context of a run. */
+const fitted = new WeakMap<BenchEngine, Promise<BenchTransform>>();
+function benchTransform(engine: BenchEngine, a: TtftArgs): Promise<BenchTransform> {
+  if (a.kv !== 'synthetic') {
+    return Promise.reject(new KdnError('INVALID_ARGUMENT', 'inject-transform runs on synthetic KV only', { hint: 'add --kv synthetic' }));
+  }
+  const { layers, kvHeads, headDim } = engine.info;
+  let kit = fitted.get(engine);
+  if (kit === undefined) {
+    kit = BenchTransform.fit(engine, spectralKV({ layers, kvHeads, headDim, tokens: Math.min(a.chunk, 512) }, 11));
+    fitted.set(engine, kit);
+  }
+  return kit;
 }
 
 /** The path a context of `chunks` objects takes under --inject-path `path`. */
@@ -436,14 +476,16 @@ async function measureContext(engine: BenchEngine, args: TtftArgs, shape: string
     try {
       const prefix = `kv/bench/ttft/${shape.replace(/[^A-Za-z0-9._=-]/g, '_')}/${context}`;
       let keys: Map<CodecName, string[]>;
+      const transform = codecs.includes('transform') ? { kit: await benchTransform(engine, a), level: a.transformLevel } : null;
       if (a.kv === 'synthetic') {
-        keys = await putSyntheticObjects(engine, edge, contextIds.length, a.chunk, codecs, prefix);
+        keys = await putSyntheticObjects(engine, edge, contextIds.length, a.chunk, codecs, prefix, transform);
       } else {
         const source = kept;
         kept = null;
         keys = await putContextObjects(engine, edge, source, contextIds, a.chunk, codecs, prefix);
       }
       const fetcher = a.fetchThreads > 0 ? new KvFetchPool(edge.clientOptions, a.fetchThreads) : inThreadFetcher(edge.client);
+      transform?.kit.useIn(fetcher);
       try {
         for (const mode of injectModes) {
           if (skipped(mode)) continue;
@@ -466,7 +508,7 @@ async function measureContext(engine: BenchEngine, args: TtftArgs, shape: string
               question_ms: round(median(m.results.map((r) => r.questionMs))),
               first_token_matches_recompute: recomputeFirst === undefined || a.kv === 'synthetic' ? null : last.first === recomputeFirst,
               recomputed_tokens: last.recomputed,
-              note: a.kv === 'synthetic' ? 'synthetic KV (seeded random, stored before RoPE): timing only' : null,
+              note: a.kv !== 'synthetic' ? null : SYNTHETIC_NOTE[mode === 'inject-transform' ? 'transform' : 'other'],
             }));
           });
         }

@@ -1,3 +1,4 @@
+import type { TransformTable } from '../storage/kv-object/codecs/transform-table.ts';
 import type { KVHeader, KVLayerBlock, KVTensors } from '../storage/kv-object/types.ts';
 import type { LayerGate } from './layer-gates.ts';
 import type { BackendName } from './types.ts';
@@ -91,6 +92,11 @@ export interface ForwardBackend {
   settleKVWrites(cache: KVCacheHandle): Promise<void>;
   /** Starts every layer written so far on its way into the cache (no waiting): a gated forward may read them next. */
   flushKVWrites(cache: KVCacheHandle): void;
+  /**
+   * Makes a verified transform-codec table usable for the blocks that name it (the webgpu backend uploads it; the
+   * cpu backend decodes through the storage codec, which finds it in the process's table registry).
+   */
+  useTransformTable(table: TransformTable): void;
   /** Copies rows [start, end) of every layer out of the cache (after the writes before it). */
   saveKVRows(cache: KVCacheHandle, start: number, end: number): Promise<KVRows>;
   /**

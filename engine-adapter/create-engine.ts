@@ -1,4 +1,6 @@
 import { KdnError } from '../common/errors.ts';
+import { parseTransformTable, type TransformTable } from '../storage/kv-object/codecs/transform-table.ts';
+import { transformTables } from '../storage/kv-object/codecs/transform-tables.ts';
 import type { ForwardBackend } from './backend.ts';
 import { createCpuBackend } from './cpu/cpu-backend.ts';
 import { loadModelConfig } from './model/load-config.ts';
@@ -94,6 +96,18 @@ class ModelEngine implements Engine {
     );
     this.sessions.add(session);
     return session;
+  }
+
+  async useTransformTable(given: TransformTable | Uint8Array): Promise<void> {
+    const table = given instanceof Uint8Array ? parseTransformTable(given) : given;
+    const c = this.weights.config;
+    const sameShape = table.layers === c.layers && table.kvHeads === c.kvHeads && table.headDim === c.headDim;
+    if (table.modelFingerprint !== this.info.fingerprint || !sameShape) {
+      throw new KdnError('KV_MISMATCH', `transform table ${table.hash.slice(0, 16)}... was fitted for another model`, {
+        hint: 'fit and store a transform table for this model',
+      });
+    }
+    this.forward.useTransformTable(transformTables.register(table));
   }
 
   async dispose(): Promise<void> {

@@ -9,6 +9,7 @@ export { createCpuBackend } from './cpu/cpu-backend.ts';
 export { BackendSession, type SessionModel } from './session.ts';
 export { defaultHotTierBytes, HotTier } from './hot-tier.ts';
 export { BLEND_SELECTIONS } from './blend-selection.ts';
+export { kvBeforeRope } from './kv-before-rope.ts';
 export { Sampler, type SamplerOptions } from './sampling.ts';
 export { loadModelConfig, parseModelConfig } from './model/load-config.ts';
 export { loadModelWeights, type LoadedModel } from './model/load-weights.ts';

@@ -1,3 +1,4 @@
+import type { TransformTable } from '../storage/kv-object/codecs/transform-table.ts';
 import type { KVObjectReader, KVTensors } from '../storage/kv-object/types.ts';
 
 /** What `kdn model-info` prints and what keys KV objects. */
@@ -174,5 +175,11 @@ export interface Engine {
   readonly device: string;
   readonly tokenizer: Tokenizer;
   createSession(options?: { capacity?: number }): Session;
+  /**
+   * Makes a transform-codec table (parsed, or its serialized bytes, verified here) usable by injections of objects
+   * that name it: registered on the engine's thread and uploaded to its device. Once per table, before the first
+   * such object; again is a no-op. A table of another model is KV_MISMATCH.
+   */
+  useTransformTable(table: TransformTable | Uint8Array): Promise<void>;
   dispose(): Promise<void>;
 }

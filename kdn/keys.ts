@@ -15,9 +15,18 @@ export interface KeyScope {
   salt: string;
 }
 
-/** A codec as a key segment: "int8", "int8-lz4", "int4-g32-lz4" (segments may not contain '+'). */
+/**
+ * A codec as a key segment: "int8", "int8-lz4", "int4-g32-lz4", "transform-l2-t<first 16 hex of the table>"
+ * (segments may not contain '+'); objects of another transform table or level get other keys.
+ */
 export function codecLabel(codec: CodecSpec): string {
-  return [codec.name, ...(codec.groupSize === undefined ? [] : [`g${codec.groupSize}`]), ...(codec.lz4 ? ['lz4'] : [])].join('-');
+  return [
+    codec.name,
+    ...(codec.groupSize === undefined ? [] : [`g${codec.groupSize}`]),
+    ...(codec.level === undefined ? [] : [`l${codec.level}`]),
+    ...(codec.table === undefined ? [] : [`t${codec.table.slice(0, 16)}`]),
+    ...(codec.lz4 ? ['lz4'] : []),
+  ].join('-');
 }
 
 function digest(parts: string[]): string {

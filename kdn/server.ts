@@ -11,6 +11,8 @@ import type { Engine } from '../engine-adapter/types.ts';
 import { codecFromString, type EncodeMeta } from '../storage/kv-object/index.ts';
 import type { CodecSpec, KVTensors } from '../storage/kv-object/types.ts';
 import type { ObjectStore } from '../storage/object-store.ts';
+import { loadOrFitTable } from './ingest/transform/table-store.ts';
+import { transformTableKey } from '../storage/keys.ts';
 import { openStore } from '../storage/open-store.ts';
 import { createApp } from './api/app.ts';
 import { KdnMetrics } from './api/metrics.ts';
@@ -24,6 +26,7 @@ import { IngestJobs } from './ingest/jobs.ts';
 import { ChunkRepair } from './ingest/repair.ts';
 import { KvFetchPool } from './query/kv-fetch-pool.ts';
 import { defaultFetchThreads, inThreadFetcher } from './query/kv-fetcher.ts';
+import { TransformTableLoader, withTransformTables } from './query/transform-tables.ts';
 import { QueryService } from './query/query-service.ts';
 import { EngineScheduler } from './scheduler/engine-scheduler.ts';
 import { AnswerService } from './services/answer-service.ts';
@@ -64,7 +67,7 @@ export interface RunningKdn {
  * embedded edge (with a random secret) when no edges are configured, loads the engine, rebuilds the catalog and retrieval index from the manifests at the origin, then listens.
  */
 export async function startKdn(config: KdnConfig, log: Logger = createLogger('kdn')): Promise<RunningKdn> {
-  const codec = codecFromString(config.codec);
+  const configuredCodec = codecFromString(config.codec);
   const origin = openStore(config.origin);
   const cleanup: (() => Promise<void>)[] = [() => origin.close()];
   const undo = async (): Promise<void> => {
@@ -80,6 +83,8 @@ export async function startKdn(config: KdnConfig, log: Logger = createLogger('kd
         hint: 'lower --chunk-tokens',
       });
     }
+    // A transform codec encodes with the model's table: the origin's, or one fitted now and stored there.
+    const codec = configuredCodec.name === 'transform' ? { ...configuredCodec, table: (await loadOrFitTable(origin, engine, log)).hash } : configuredCodec;
     const access = await loadAccess(config, origin, log);
     let embeddedEdge: RunningEdge | undefined;
     let edgeSecret = config.edgeSecret;
@@ -102,8 +107,11 @@ export async function startKdn(config: KdnConfig, log: Logger = createLogger('kd
     const edges = new EdgeClient(edgeOptions);
     cleanup.push(async () => edges.close());
     const fetchThreads = config.fetchThreads ?? defaultFetchThreads();
-    const fetcher = fetchThreads > 0 ? new KvFetchPool(edgeOptions, fetchThreads) : inThreadFetcher(edges);
-    cleanup.push(() => fetcher.close());
+    const receiving = fetchThreads > 0 ? new KvFetchPool(edgeOptions, fetchThreads) : inThreadFetcher(edges);
+    cleanup.push(() => receiving.close());
+    // Tables are control objects (edges serve chunk objects only): read from the origin, once each.
+    const tables = new TransformTableLoader((hash) => origin.get(transformTableKey(engine.info.fingerprint, hash)), engine, receiving);
+    const fetcher = withTransformTables(receiving, tables);
 
     const metrics = new KdnMetrics();
     const scheduler = new EngineScheduler({ maxWaitingPerTenant: config.tenantMaxQueries, onDepth: (depth) => metrics.queueDepth.set(depth) });

@@ -65,3 +65,16 @@ function printable(key: string): string {
   const shown = key.length > 80 ? `${key.slice(0, 80)}...` : key;
   return JSON.stringify(shown).slice(1, -1);
 }
+
+/** Where transform tables (kv-object/codecs/transform-table.ts) live at the origin: one folder per model. */
+export const TRANSFORM_TABLE_PREFIX = 'transform-tables/';
+
+/** The folder of one model's tables; fingerprints are hex digests, so they are key-safe as they are. */
+export function transformTablePrefix(modelFingerprint: string): string {
+  return validatePrefix(`${TRANSFORM_TABLE_PREFIX}${modelFingerprint}/`);
+}
+
+/** A table's key: by model and by the table's own sha256, so a key never holds two different tables. */
+export function transformTableKey(modelFingerprint: string, tableHash: string): string {
+  return validateKey(`${transformTablePrefix(modelFingerprint)}${tableHash}.ktt`);
+}

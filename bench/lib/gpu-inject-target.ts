@@ -12,6 +12,7 @@ import { GpuKVCache } from '../../engine-adapter/webgpu/gpu-kv-cache.ts';
 import { KvBufferPool } from '../../engine-adapter/webgpu/kv-buffer-pool.ts';
 import { KvInjector, type Expander } from '../../engine-adapter/webgpu/kv-injector.ts';
 import { layerExpander, type LayerWrite } from '../../engine-adapter/webgpu/kv-layer-expander.ts';
+import { GpuTransformTables } from '../../engine-adapter/webgpu/gpu-transform-tables.ts';
 import type { KVObjectReader } from '../../storage/kv-object/types.ts';
 
 export interface KvShape {
@@ -47,7 +48,8 @@ export class GpuInjectTarget {
     const freqBuffer = ctx.storage(invFreq.byteLength, 'inv freq');
     ctx.device.queue.writeBuffer(freqBuffer, 0, invFreq);
     const expander: Expander<LayerWrite> = expand
-      ? layerExpander(ctx, freqBuffer, shape)
+      // No transform tables: this target is fed the int and fp16 codecs only.
+      ? layerExpander({ ctx, tables: new GpuTransformTables(ctx) }, freqBuffer, shape)
       : { batchKey: () => 'staged', record: () => undefined };
     const injector = new KvInjector<LayerWrite>(ctx, expander);
     const pool = new KvBufferPool(ctx);

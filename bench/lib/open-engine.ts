@@ -50,6 +50,7 @@ export async function openBenchEngine(
     backend: engine.backend,
     device: engine.device,
     createSession: (cap: number) => engine.createSession({ capacity: cap }),
+    useTransformTable: (table) => engine.useTransformTable(table),
     dispose: () => engine.dispose(),
   };
 }

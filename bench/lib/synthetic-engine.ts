@@ -22,6 +22,8 @@ import {
   type Tensor,
   type Tokenizer,
 } from '../../engine-adapter/index.ts';
+import type { TransformTable } from '../../storage/kv-object/codecs/transform-table.ts';
+import { transformTables } from '../../storage/kv-object/codecs/transform-tables.ts';
 import type { HfConfig } from './shapes.ts';
 
 /** What the speed benchmarks need of an engine: sessions by token id, and what ran them. */
@@ -30,6 +32,8 @@ export interface BenchEngine {
   readonly backend: BackendName;
   readonly device: string;
   createSession(capacity: number): Session;
+  /** Makes a transform table usable by injected objects (Engine.useTransformTable). */
+  useTransformTable(table: TransformTable): Promise<void>;
   dispose(): Promise<void>;
 }
 
@@ -140,6 +144,7 @@ export async function createSyntheticEngine(
     backend: backend.name,
     device: backend.device,
     createSession: (capacity: number): Session => new BackendSession(backend, model, capacity, hot),
+    useTransformTable: async (table) => backend.useTransformTable(transformTables.register(table)),
     dispose: () => {
       hot.clear();
       return backend.dispose();

@@ -97,6 +97,9 @@ export function createCpuBackend(weights: ModelWeights): ForwardBackend {
       own(cache);
     },
 
+    // Blocks decode through the storage codec, which reads the table from the process's registry.
+    useTransformTable: () => undefined,
+
     async saveKVRows(cache, start, end) {
       const kv = own(cache);
       checkRange(kv, start, end);

@@ -88,6 +88,9 @@ async function perform(engine: Engine, id: number, call: Call): Promise<{ value:
     case 'reserve':
       await sessionOf(call.session).reserve(call.tokens);
       return { value: { op: 'reserve' } };
+    case 'useTransformTable':
+      await engine.useTransformTable(call.bytes);
+      return { value: { op: 'useTransformTable' } };
     case 'resident':
       return { value: { op: 'resident', resident: await sessionOf(call.session).residentChunks(call.keys) } };
     case 'injectResident':

@@ -36,6 +36,8 @@ export type Call =
   /** `abort` is an Int32Array over shared memory: non-zero once the caller aborted (checked at every token). */
   | { op: 'generate'; session: number; options: Omit<GenerateOptions, 'signal'>; abort: Int32Array }
   | { op: 'reserve'; session: number; tokens: number }
+  /** Engine.useTransformTable: the table's serialized bytes, parsed and verified on the engine thread. */
+  | { op: 'useTransformTable'; bytes: Uint8Array }
   /** The hot tier: which keys are resident, place one by reference, keep rows of the session. */
   | { op: 'resident'; session: number; keys: ResidentKey[] }
   | { op: 'injectResident'; session: number; key: ResidentKey; position: number }
@@ -67,6 +69,7 @@ export type CallValue =
   | { op: 'inject'; logits?: Float32Array; placedAtEpoch?: number; blended?: { recomputed: number; fullLayers: number } }
   | { op: 'generate'; result: GenerateResult }
   | { op: 'reserve' }
+  | { op: 'useTransformTable' }
   | { op: 'resident'; resident: boolean[] }
   | { op: 'injectResident'; injected: boolean }
   | { op: 'keepResident' }

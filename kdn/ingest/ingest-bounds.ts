@@ -1,7 +1,7 @@
 import { KdnError } from '../../common/errors.ts';
 import type { ModelInfo } from '../../engine-adapter/types.ts';
-import { codecFor, type CodecSpec } from '../../storage/kv-object/index.ts';
-import { storedBlockBounds } from '../../storage/kv-object/header.ts';
+import { codecEntry, type CodecSpec } from '../../storage/kv-object/index.ts';
+import { blockSizeBounds } from '../../storage/kv-object/header.ts';
 
 /** Room for one object's header and framing on top of its layer blocks. */
 const HEADER_ALLOWANCE = 8 * 1024;
@@ -26,8 +26,15 @@ export interface IngestLimits {
 
 /** The estimate for a document cut into chunks of `chunkLengths` tokens, with the same chain rule as ingest's planKeys. */
 export function estimateIngest(info: ModelInfo, codec: CodecSpec, chunkLengths: readonly number[]): IngestEstimate {
-  const objectBytes = (tokens: number): number =>
-    info.layers * storedBlockBounds(codecFor(codec), codec, { tokens, kvHeads: info.kvHeads, headDim: info.headDim }).max + HEADER_ALLOWANCE;
+  const entry = codecEntry(codec.name);
+  // Before a transform table is fitted its block sizes are unknown: the widest block bounds them.
+  const bound = entry.available(codec) ? entry.bind(codec) : undefined;
+  const objectBytes = (tokens: number): number => {
+    const shape = { tokens, kvHeads: info.kvHeads, headDim: info.headDim };
+    let bytes = HEADER_ALLOWANCE;
+    for (let layer = 0; layer < info.layers; layer++) bytes += blockSizeBounds(codec, bound, shape, layer).max;
+    return bytes;
+  };
   let tokens = 0;
   let objects = 0;
   let kvBytes = 0;

@@ -6,7 +6,9 @@ import type { WireError } from '../query/kv-fetch-protocol.ts';
 export type IngestRequest =
   | { id: number; op: 'tokenize'; text: string; budget: number }
   /** The tensors' arrays were transferred. */
-  | { id: number; op: 'encode'; tensors: KVTensors; meta: EncodeMeta };
+  | { id: number; op: 'encode'; tensors: KVTensors; meta: EncodeMeta }
+  /** A serialized transform table for the thread's registry, sent before the first object that names it. */
+  | { id: number; op: 'table'; bytes: Uint8Array };
 
 /** Chunks as token ranges of `tokenIds` (sent once) with their texts. */
 export interface TokenizedChunk {
@@ -20,4 +22,5 @@ export type IngestReply =
   | { id: number; op: 'tokenize'; tokenIds: Uint32Array; chunks: TokenizedChunk[] }
   /** The object's bytes, transferred. */
   | { id: number; op: 'encode'; bytes: Uint8Array }
+  | { id: number; op: 'table' }
   | { id: number; error: WireError };

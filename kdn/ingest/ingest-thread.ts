@@ -1,6 +1,6 @@
 import { Worker } from 'node:worker_threads';
 import { KdnError } from '../../common/errors.ts';
-import type { EncodeMeta } from '../../storage/kv-object/index.ts';
+import { transformTables, type EncodeMeta } from '../../storage/kv-object/index.ts';
 import type { KVTensors } from '../../storage/kv-object/types.ts';
 import type { Chunk } from './chunker.ts';
 import type { IngestReply, IngestRequest } from './ingest-protocol.ts';
@@ -24,6 +24,8 @@ export class IngestThread {
   private readonly pending = new Map<number, { resolve: (reply: Reply) => void; reject: (err: KdnError) => void }>();
   private nextId = 1;
   private closed = false;
+  /** Tables the current worker has registered; a restarted worker starts without any. */
+  private tablesSent = new Set<string>();
 
   constructor(private readonly modelDir: string) {}
 
@@ -33,8 +35,18 @@ export class IngestThread {
     return { tokenIds, chunks: reply.chunks.map((c) => ({ index: c.index, start: c.start, tokenIds: tokenIds.slice(c.start, c.end), text: c.text })) };
   }
 
-  /** encodeKVObject on the thread. The tensors' arrays are transferred: they are unusable here afterwards. */
+  /**
+   * encodeKVObject on the thread (keys unrotated there first for codecs that need them before RoPE). The tensors'
+   * arrays are transferred: they are unusable here afterwards. A transform table registered in this process is
+   * sent to the thread before the first object that names it.
+   */
   async encode(tensors: KVTensors, meta: EncodeMeta): Promise<Buffer> {
+    const table = meta.codec.table;
+    if (table !== undefined && !this.tablesSent.has(table)) {
+      const bytes = Uint8Array.from(transformTables.get(table).bytes);
+      await this.send({ id: this.nextId++, op: 'table', bytes }, [bytes.buffer as ArrayBuffer]);
+      this.tablesSent.add(table);
+    }
     const arrays = tensors.perLayer.flatMap((l) => [l.keys, l.values]);
     const whole = new Set(arrays.filter((a) => a.byteOffset === 0 && a.byteLength === a.buffer.byteLength && a.buffer instanceof ArrayBuffer).map((a) => a.buffer as ArrayBuffer));
     const reply = (await this.send({ id: this.nextId++, op: 'encode', tensors, meta: { ...meta, tokenIds: Array.from(meta.tokenIds) } }, [...whole])) as Extract<Reply, { op: 'encode' }>;
@@ -67,6 +79,7 @@ export class IngestThread {
   private start(): Worker {
     if (this.worker) return this.worker;
     const worker = new Worker(ENTRY, { workerData: this.modelDir });
+    this.tablesSent = new Set();
     worker.unref();
     worker.on('message', (reply: IngestReply) => {
       const pending = this.pending.get(reply.id);

@@ -1,28 +1,40 @@
 /**
  * The CPU-heavy steps of ingest on their own thread: tokenizing and chunking a document (a few MiB of text take
- * seconds) and encoding chunk KV objects (quantizing and hashing tens of MiB for large models), which on the event
+ * seconds) and encoding chunk KV objects (unrotating keys, quantizing and hashing tens of MiB for large models), which on the event
  * loop would hold every request. Started by ingest-worker.js with the model directory as workerData.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { toKdnError } from '../../common/errors.ts';
-import { loadModelConfig, loadTokenizer, type Tokenizer } from '../../engine-adapter/index.ts';
-import { encodeKVObject } from '../../storage/kv-object/index.ts';
+import { kvBeforeRope, loadModelConfig, loadTokenizer, type ModelConfig, type Tokenizer } from '../../engine-adapter/index.ts';
+import { codecEntry, encodeKVObject, parseTransformTable, transformTables } from '../../storage/kv-object/index.ts';
 import { chunkTokens } from './chunker.ts';
 import type { IngestReply, IngestRequest } from './ingest-protocol.ts';
 
 const port = parentPort!;
 const modelDir = workerData as string;
 let tokenizer: Promise<Tokenizer> | undefined;
+let config: Promise<ModelConfig> | undefined;
+
+function configOf(): Promise<ModelConfig> {
+  config ??= loadModelConfig(modelDir);
+  return config;
+}
 
 /** The engine's own tokenizer (same files, same model config), loaded on first use. */
 function tokenizerOf(): Promise<Tokenizer> {
-  tokenizer ??= loadModelConfig(modelDir).then((config) => loadTokenizer(modelDir, config));
+  tokenizer ??= configOf().then((c) => loadTokenizer(modelDir, c));
   return tokenizer;
 }
 
 async function perform(request: IngestRequest): Promise<{ reply: IngestReply; transfer: ArrayBuffer[] }> {
+  if (request.op === 'table') {
+    transformTables.register(parseTransformTable(request.bytes));
+    return { reply: { id: request.id, op: 'table' }, transfer: [] };
+  }
   if (request.op === 'encode') {
-    const buffer = encodeKVObject(request.tensors, request.meta);
+    // Codecs that decorrelate keys take them before RoPE; unrotating here keeps that work off the event loop.
+    const tensors = codecEntry(request.meta.codec.name).keysBeforeRope ? kvBeforeRope(request.tensors, await configOf()) : request.tensors;
+    const buffer = encodeKVObject(tensors, request.meta);
     const bytes = new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
     const whole = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength;
     return { reply: { id: request.id, op: 'encode', bytes }, transfer: whole ? [bytes.buffer as ArrayBuffer] : [] };

@@ -1,5 +1,6 @@
 import { isKdnError } from '../../common/errors.ts';
-import { codecFromString, encodeKVObject, tokenHash, verifyKVObject } from '../../storage/kv-object/index.ts';
+import { kvBeforeRope, loadModelConfig } from '../../engine-adapter/index.ts';
+import { codecEntry, codecFromString, codecToString, encodeKVObject, tokenHash, verifyKVObject } from '../../storage/kv-object/index.ts';
 import type { KVExpectation, KVTensors } from '../../storage/kv-object/types.ts';
 import type { EngineScheduler } from '../scheduler/engine-scheduler.ts';
 import type { Manifest } from '../manifest.ts';
@@ -108,13 +109,15 @@ export class ChunkRepair {
   /** Computes the objects again (a chain's prefix rebuilt once) and stores each, verified, through its edge. */
   private async recompute(manifest: Manifest, keys: ReadonlyMap<string, KVExpectation>): Promise<void> {
     const { engine } = this.ctx;
-    const codec = codecFromString(manifest.codec);
+    // The running codec carries what the manifest's string cannot (a transform table's hash).
+    const codec = manifest.codec === codecToString(this.ctx.codec) ? this.ctx.codec : codecFromString(manifest.codec);
+    const rope = codecEntry(codec.name).keysBeforeRope ? await loadModelConfig(engine.info.path) : undefined;
     const plans: ChunkPlan[] = manifest.chunks.map((c) => ({ index: c.index, tokenIds: c.tokenIds, independentKey: c.independent.key, chainedKey: c.chained?.key ?? null }));
     const pending = new Set(keys.keys());
     const sink = {
       pending,
       save: async (key: string, tensors: KVTensors, ids: number[]): Promise<void> => {
-        const object = encodeKVObject(tensors, { modelFingerprint: engine.info.fingerprint, tokenIds: ids, codec });
+        const object = encodeKVObject(rope ? kvBeforeRope(tensors, rope) : tensors, { modelFingerprint: engine.info.fingerprint, tokenIds: ids, codec });
         verifyKVObject(object, keys.get(key));
         await this.store(key, object);
         pending.delete(key);

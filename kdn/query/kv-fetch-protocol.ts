@@ -9,7 +9,9 @@ export type WorkerEdgeOptions = Omit<EdgeClientOptions, 'signer'>;
 
 export type ToWorker =
   | { type: 'open'; id: number; key: string; expect: KVExpectation }
-  | { type: 'abort'; id: number };
+  | { type: 'abort'; id: number }
+  /** A verified transform table's bytes, so the worker checks its objects' block sizes exactly. */
+  | { type: 'table'; bytes: Uint8Array };
 
 export interface WireError {
   code: ErrorCode;

@@ -26,6 +26,8 @@ export interface KvFetcher {
   readonly threads: number;
   /** Starts downloading `key`; resolves once the header arrived and matched `expect`. */
   open(key: string, expect: KVExpectation, signal: AbortSignal): Promise<FetchedObject>;
+  /** Gives the threads receiving objects a transform table this process registered (verified bytes). */
+  useTransformTable(bytes: Uint8Array): void;
   close(): Promise<void>;
 }
 
@@ -46,6 +48,8 @@ export function inThreadFetcher(edges: EdgeClient): KvFetcher {
       const reader = prefetchLayers(await readKVObject(got.body, expect));
       return { reader, servedFrom: got.servedFrom, edge: got.edge, received: () => got.body.received };
     },
+    // The event loop reads with the process's own table registry.
+    useTransformTable: () => undefined,
     async close() {},
   };
 }

@@ -1,23 +1,26 @@
 import { KdnError } from '../../common/errors.ts';
 import type { CodecSpec } from './types.ts';
-import { DEFAULT_GROUP_SIZE } from './codecs/index.ts';
+import { CODECS, DEFAULT_GROUP_SIZE, codecEntry, transformLevelName } from './codecs/index.ts';
 
-const CODEC_PATTERN = /^(fp16|int8|int4)(\+lz4)?$/;
+const CODEC_PATTERN = /^([a-z0-9]+)(?::([a-z0-9-]+))?(\+lz4)?$/;
 
-/** Parses a CLI/config codec name: fp16, int8 or int4, each optionally "+lz4" (e.g. "int8+lz4"). */
+/**
+ * Parses a CLI/config codec name: "name[:option][+lz4]", e.g. fp16, int8+lz4, int4, transform, transform:x16.
+ * A transform spec has no table yet: whoever encodes fills in the model's table hash.
+ */
 export function codecFromString(text: string, groupSize: number = DEFAULT_GROUP_SIZE): CodecSpec {
   const match = CODEC_PATTERN.exec(text.trim().toLowerCase());
-  if (!match) {
+  const name = match?.[1];
+  if (!match || name === undefined || !Object.hasOwn(CODECS, name)) {
     throw new KdnError('INVALID_ARGUMENT', `unknown codec "${text}"`, {
-      hint: 'use fp16, int8 or int4, optionally followed by +lz4 (e.g. int8+lz4)',
+      hint: 'use fp16, int8 or int4, optionally followed by +lz4 (e.g. int8+lz4), or transform[:level] (e.g. transform:x8)',
     });
   }
-  const name = match[1] as CodecSpec['name'];
-  const lz4 = match[2] !== undefined;
-  return name === 'fp16' ? { name, lz4 } : { name, lz4, groupSize };
+  return codecEntry(name).fromString(match[2], match[3] !== undefined, groupSize);
 }
 
-/** The inverse of codecFromString, for logs and CLI output. */
+/** The inverse of codecFromString (the table hash aside), for logs, manifests and CLI output. */
 export function codecToString(spec: CodecSpec): string {
-  return `${spec.name}${spec.lz4 ? '+lz4' : ''}`;
+  const option = spec.name === 'transform' && spec.level !== undefined ? `:${transformLevelName(spec.level)}` : '';
+  return `${spec.name}${option}${spec.lz4 ? '+lz4' : ''}`;
 }

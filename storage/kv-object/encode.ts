@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { KdnError } from '../../common/errors.ts';
 import { KV_FORMAT_VERSION, type CodecSpec, type KVHeader, type KVTensors } from './types.ts';
-import { codecFor } from './codecs/index.ts';
+import { codecEntry, codecFor } from './codecs/index.ts';
 import { HALF_MAX } from './half.ts';
 import { payloadChecksumOf, validateHeader } from './header.ts';
 import { serializeHeader } from './format.ts';
@@ -32,6 +32,9 @@ export function encodeKVObject(tensors: KVTensors, meta: EncodeMeta): Buffer {
   if (tensors.perLayer.length !== layers) throw invalid(`${tensors.perLayer.length} layers given, header says ${layers}`);
   if (meta.tokenIds.length !== tokens) throw invalid(`${meta.tokenIds.length} token ids for ${tokens} tokens`);
   const codec = codecFor(meta.codec);
+  if (tensors.ropeApplied && codecEntry(meta.codec.name).keysBeforeRope) {
+    throw invalid(`${meta.codec.name} encodes keys before RoPE; unrotate them first (engine-adapter kvBeforeRope)`);
+  }
   const shape = { tokens, kvHeads, headDim };
   const n = tokens * kvHeads * headDim;
   const blocks: Uint8Array[] = [];
@@ -43,7 +46,7 @@ export function encodeKVObject(tensors: KVTensors, meta: EncodeMeta): Buffer {
     }
     checkFinite(layer.keys, `layer ${i} keys`);
     checkFinite(layer.values, `layer ${i} values`);
-    const encoded = codec.encode(layer, shape);
+    const encoded = codec.encode(layer, shape, i);
     const stored = meta.codec.lz4 ? lz4Frame(encoded) : encoded;
     blocks.push(stored);
     layerOffsets.push(layerOffsets[i]! + stored.length);
@@ -56,7 +59,7 @@ export function encodeKVObject(tensors: KVTensors, meta: EncodeMeta): Buffer {
     tokenHash: tokenHash(meta.tokenIds),
     positionBase: tensors.positionBase,
     ropeApplied: tensors.ropeApplied,
-    codec: meta.codec.name === 'fp16' ? { name: 'fp16', lz4: meta.codec.lz4 } : { ...meta.codec },
+    codec: { ...meta.codec },
     layerOffsets,
     layerChecksums,
     payloadChecksum: payloadChecksumOf(layerChecksums),

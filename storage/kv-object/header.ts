@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto';
 import { KdnError } from '../../common/errors.ts';
 import { KV_FORMAT_VERSION, type CodecSpec, type KVExpectation, type KVHeader } from './types.ts';
-import { codecFor, type LayerCodec, type LayerShape } from './codecs/index.ts';
+import { codecEntry, type LayerCodec, type LayerShape } from './codecs/index.ts';
+import { MAX_COMPONENT_BITS } from './codecs/transform-table.ts';
 import { lz4MaxStoredSize, lz4MinStoredSize } from './lz4.ts';
 
 /** Caps on what a header may claim; they bound what any reader allocates for one layer. */
@@ -20,7 +21,6 @@ const HEADER_FIELDS = new Set([
   'version', 'modelFingerprint', 'layers', 'kvHeads', 'headDim', 'tokens', 'tokenHash', 'positionBase',
   'ropeApplied', 'codec', 'layerOffsets', 'layerChecksums', 'payloadChecksum',
 ]);
-const CODEC_FIELDS = new Set(['name', 'lz4', 'groupSize']);
 const SHA256_HEX = /^[0-9a-f]{64}$/;
 
 function corrupt(message: string): KdnError {
@@ -59,21 +59,43 @@ export function layerShape(header: Pick<KVHeader, 'tokens' | 'kvHeads' | 'headDi
   return { tokens: header.tokens, kvHeads: header.kvHeads, headDim: header.headDim };
 }
 
-/** Stored size bounds of one layer block: exact without lz4, lz4's worst cases around the codec size with it. */
-export function storedBlockBounds(codec: LayerCodec, spec: CodecSpec, shape: LayerShape): { min: number; max: number; decoded: number } {
-  const decoded = codec.expectedSize(shape);
+/** Stored size bounds of layer block `layer`: exact without lz4, lz4's worst cases around the codec size with it. */
+export function storedBlockBounds(codec: LayerCodec, spec: CodecSpec, shape: LayerShape, layer: number): { min: number; max: number; decoded: number } {
+  const decoded = codec.expectedSize(shape, layer);
   return spec.lz4 ? { min: lz4MinStoredSize(decoded), max: lz4MaxStoredSize(decoded), decoded } : { min: decoded, max: decoded, decoded };
 }
 
-function validateCodec(v: unknown): CodecSpec {
+/**
+ * Stored size bounds of a block whose codec may not be bound here (a transform table not loaded): then anything
+ * up to the widest transform block, MAX_COMPONENT_BITS per element for keys and values plus each section's
+ * rounding up to whole words.
+ */
+export function blockSizeBounds(spec: CodecSpec, codec: LayerCodec | undefined, shape: LayerShape, layer: number): { min: number; max: number } {
+  if (codec) return storedBlockBounds(codec, spec, shape, layer);
+  const codes = 2 * Math.ceil((shape.tokens * shape.kvHeads * shape.headDim * MAX_COMPONENT_BITS) / 8);
+  return { min: 0, max: codes + 4 * 2 * shape.kvHeads };
+}
+
+/**
+ * The codec spec with exactly its codec's fields, each checked. Returns the bound codec when this process has what
+ * it needs (a transform object's table), else undefined: the header is still valid (an edge ships such objects
+ * without the table) but block sizes cannot be checked until the table is registered.
+ */
+function validateCodec(v: unknown): { spec: CodecSpec; codec: LayerCodec | undefined } {
   if (!isRecord(v)) throw corrupt('codec must be a map');
-  onlyFields(v, CODEC_FIELDS, 'codec');
   if (typeof v.name !== 'string') throw corrupt('codec.name must be a string');
+  const entry = codecEntry(v.name);
+  const allowed = new Set<string>(['name', 'lz4', ...entry.fields]);
+  onlyFields(v, allowed, 'codec');
   if (typeof v.lz4 !== 'boolean') throw corrupt('codec.lz4 must be a boolean');
-  if (v.groupSize !== undefined && typeof v.groupSize !== 'number') throw corrupt('codec.groupSize must be a number');
-  const spec = { name: v.name, lz4: v.lz4, ...(v.groupSize === undefined ? {} : { groupSize: v.groupSize }) } as CodecSpec;
-  codecFor(spec);
-  return spec;
+  const spec = { name: v.name, lz4: v.lz4 } as CodecSpec;
+  for (const field of entry.fields) {
+    if (v[field] === undefined) continue;
+    if (typeof v[field] !== (field === 'table' ? 'string' : 'number')) throw corrupt(`codec.${field} has the wrong type`);
+    Object.assign(spec, { [field]: v[field] });
+  }
+  entry.check(spec);
+  return { spec, codec: entry.available(spec) ? entry.bind(spec) : undefined };
 }
 
 /**
@@ -100,21 +122,10 @@ export function validateHeader(raw: unknown): KVHeader {
   const tokenHash = hexField(raw.tokenHash, 'tokenHash');
   const positionBase = intField(raw, 'positionBase', 0, LIMITS.positionBase);
   if (typeof raw.ropeApplied !== 'boolean') throw corrupt('ropeApplied must be a boolean');
-  const codec = validateCodec(raw.codec);
-  const bounds = storedBlockBounds(codecFor(codec), codec, { tokens, kvHeads, headDim });
-
-  const offsets = raw.layerOffsets;
-  if (!Array.isArray(offsets) || offsets.length !== layers + 1) throw corrupt(`layerOffsets must have ${layers + 1} entries`);
-  if (offsets[0] !== 0) throw corrupt('layerOffsets[0] must be 0');
-  for (let i = 0; i < layers; i++) {
-    const a = offsets[i] as unknown;
-    const b = offsets[i + 1] as unknown;
-    if (typeof b !== 'number' || !Number.isSafeInteger(b)) throw corrupt(`layerOffsets[${i + 1}] is not an integer`);
-    const size = b - (a as number);
-    if (size < bounds.min || size > bounds.max) {
-      throw corrupt(`layer ${i} block is ${size} bytes; ${codec.name}${codec.lz4 ? '+lz4' : ''} for this shape needs ${bounds.min === bounds.max ? bounds.min : `${bounds.min}..${bounds.max}`}`);
-    }
-  }
+  const { spec: codec, codec: bound } = validateCodec(raw.codec);
+  if (raw.ropeApplied && codecEntry(codec.name).keysBeforeRope) throw corrupt(`${codec.name} objects hold keys before RoPE, yet ropeApplied is true`);
+  if (bound) codecEntry(codec.name).checkContext(codec, { modelFingerprint: fp, layers, kvHeads, headDim });
+  checkLayerOffsets(raw.layerOffsets, layers, codec, bound, { tokens, kvHeads, headDim });
 
   const checksums = raw.layerChecksums;
   if (!Array.isArray(checksums) || checksums.length !== layers) throw corrupt(`layerChecksums must have ${layers} entries`);
@@ -124,8 +135,24 @@ export function validateHeader(raw: unknown): KVHeader {
 
   return {
     version: KV_FORMAT_VERSION, modelFingerprint: fp, layers, kvHeads, headDim, tokens, tokenHash, positionBase,
-    ropeApplied: raw.ropeApplied, codec, layerOffsets: offsets as number[], layerChecksums, payloadChecksum,
+    ropeApplied: raw.ropeApplied, codec, layerOffsets: raw.layerOffsets as number[], layerChecksums, payloadChecksum,
   };
+}
+
+/** layerOffsets: layers + 1 integers from 0, each block within its codec's size bounds for the shape. */
+function checkLayerOffsets(offsets: unknown, layers: number, spec: CodecSpec, codec: LayerCodec | undefined, shape: LayerShape): void {
+  if (!Array.isArray(offsets) || offsets.length !== layers + 1) throw corrupt(`layerOffsets must have ${layers + 1} entries`);
+  if (offsets[0] !== 0) throw corrupt('layerOffsets[0] must be 0');
+  for (let i = 0; i < layers; i++) {
+    const a = offsets[i] as number;
+    const b = offsets[i + 1] as unknown;
+    if (typeof b !== 'number' || !Number.isSafeInteger(b)) throw corrupt(`layerOffsets[${i + 1}] is not an integer`);
+    const size = b - a;
+    const { min, max } = blockSizeBounds(spec, codec, shape, i);
+    if (size < min || size > max) {
+      throw corrupt(`layer ${i} block is ${size} bytes; ${spec.name}${spec.lz4 ? '+lz4' : ''} for this shape needs ${min === max ? min : `${min}..${max}`}`);
+    }
+  }
 }
 
 /** Compares a header with what the reader expects; any difference is KV_MISMATCH. */

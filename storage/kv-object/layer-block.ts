@@ -14,14 +14,14 @@ export const OFF_THREAD_MIN_BYTES = 64 * 1024;
 
 /**
  * Verifies stored layer block `layer` against its header checksum, undoes lz4 (bounded by the codec size) and
- * returns it as a KVLayerBlock. The caller has already cut `stored` to the header's layerOffsets.
+ * returns it as a KVLayerBlock. The caller has already cut `stored` to the header's layerOffsets. The codec is bound
+ * only to undo lz4 or to decode, so a process without a transform object's table (an edge) still verifies it.
  */
 export function openLayerBlock(header: KVHeader, layer: number, stored: Uint8Array): KVLayerBlock {
   checkDigest(header, layer, createHash('sha256').update(stored).digest('hex'));
-  const codec = codecFor(header.codec);
   const shape = layerShape(header);
-  const encoded = header.codec.lz4 ? lz4Unframe(stored, codec.expectedSize(shape)) : stored;
-  return { layer, encoded, decode: () => codec.decode(encoded, shape) };
+  const encoded = header.codec.lz4 ? lz4Unframe(stored, codecFor(header.codec).expectedSize(shape, layer)) : stored;
+  return { layer, encoded, decode: () => codecFor(header.codec).decode(encoded, shape, layer) };
 }
 
 /**
@@ -34,10 +34,9 @@ export async function openLayerBlockOffThread(header: KVHeader, layer: number, b
   if (block.length < OFF_THREAD_MIN_BYTES) return openLayerBlock(header, layer, block);
   const { digest, bytes: stored } = await sha256OffThread(block);
   checkDigest(header, layer, digest);
-  const codec = codecFor(header.codec);
   const shape = layerShape(header);
-  const encoded = header.codec.lz4 ? await lz4UnframeOffThread(stored, codec.expectedSize(shape)) : stored;
-  return { layer, encoded, decode: () => codec.decode(encoded, shape) };
+  const encoded = header.codec.lz4 ? await lz4UnframeOffThread(stored, codecFor(header.codec).expectedSize(shape, layer)) : stored;
+  return { layer, encoded, decode: () => codecFor(header.codec).decode(encoded, shape, layer) };
 }
 
 function checkDigest(header: KVHeader, layer: number, digest: string): void {

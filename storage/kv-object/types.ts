@@ -8,14 +8,19 @@
 
 export const KV_FORMAT_VERSION = 1;
 
-export type CodecName = 'fp16' | 'int8' | 'int4';
+/** Every codec's name: the codec registry (codecs/index.ts) and each engine's expander table are keyed by it. */
+export type CodecName = 'fp16' | 'int8' | 'int4' | 'transform';
 
 export interface CodecSpec {
   name: CodecName;
-  /** lz4 framing applied after the codec, per layer block. */
+  /** lz4 framing applied after the codec, per layer block (not for transform, whose codes do not compress). */
   lz4: boolean;
-  /** Quantization group length (tokens for keys, channels for values); absent for fp16. */
+  /** int8/int4: quantization group length (tokens for keys, channels for values). */
   groupSize?: number;
+  /** transform: sha256 hex of the transform table (codecs/transform-table.ts) the object was encoded with. */
+  table?: string;
+  /** transform: index of the table's quality level. */
+  level?: number;
 }
 
 export interface KVHeader {

@@ -1,8 +1,8 @@
 import { expect } from 'chai';
-import { loadModelConfig, loadTokenizer } from '../../engine-adapter/index.ts';
+import { kvBeforeRope, loadModelConfig, loadTokenizer } from '../../engine-adapter/index.ts';
 import { chunkTokens } from '../../kdn/ingest/chunker.ts';
 import { IngestThread } from '../../kdn/ingest/ingest-thread.ts';
-import { codecFromString, encodeKVObject } from '../../storage/kv-object/index.ts';
+import { codecFromString, encodeKVObject, fitTransformTable, transformTables } from '../../storage/kv-object/index.ts';
 import { corpusText } from '../faults/support/corpus.ts';
 import { kvTensors } from '../../fixtures/kv-data.ts';
 import { testModel, type TestModel } from './support/tiny-model.ts';
@@ -48,6 +48,19 @@ describe('kdn/ingest IngestThread (worker thread)', function () {
     }
     const err = await thread.encode(kvTensors(shape, 4), { modelFingerprint: 'x', tokenIds: [1], codec: codecFromString('fp16') }).then(() => undefined, (e: unknown) => e);
     expect(err).to.have.property('code', 'INVALID_ARGUMENT');
+  });
+
+  it('encodes transform objects as here: the table goes to the thread first, keys are unrotated there', async () => {
+    const config = await loadModelConfig(model.dir);
+    const shape = { layers: config.layers, kvHeads: config.kvHeads, headDim: config.headDim, tokens: 9 };
+    const table = transformTables.register(fitTransformTable([{ ...kvTensors({ ...shape, tokens: 64 }, 6), ropeApplied: false }], 'thread-test'));
+    const meta = { modelFingerprint: 'thread-test', tokenIds: Array.from({ length: 9 }, (_, i) => i), codec: { name: 'transform' as const, lz4: false, table: table.hash, level: 1 } };
+    const rotated = { ...kvTensors(shape, 7), positionBase: 40 };
+    const expected = encodeKVObject(kvBeforeRope(rotated, config), meta);
+    for (let i = 0; i < 2; i++) {
+      const got = await thread.encode({ ...kvTensors(shape, 7), positionBase: 40 }, meta);
+      expect(Buffer.compare(got, expected), `object ${i}`).to.equal(0);
+    }
   });
 
   it('refuses work once closed', async () => {

@@ -8,14 +8,16 @@ export interface LayerShape {
 }
 
 /**
- * A layer codec, already bound to its parameters (group size). Encoded blocks hold the layer's keys then its
- * values; each codec file documents its exact byte layout. `decode` trusts that `bytes.length` was checked
- * against `expectedSize` (the format layer does that before calling it) but still throws on a mismatch.
+ * A layer codec, already bound to its parameters (group size, transform table and level). Encoded blocks hold the
+ * layer's keys then its values; each codec file documents its exact byte layout. `decode` trusts that
+ * `bytes.length` was checked against `expectedSize` (the format layer does that before calling it) but still
+ * throws on a mismatch. `layer` is the block's layer index: codecs whose parameters differ per layer (transform)
+ * need it and throw without it; the others ignore it.
  */
 export interface LayerCodec {
-  expectedSize(shape: LayerShape): number;
-  encode(layer: KVLayerTensors, shape: LayerShape): Uint8Array;
-  decode(bytes: Uint8Array, shape: LayerShape): KVLayerTensors;
+  expectedSize(shape: LayerShape, layer?: number): number;
+  encode(tensors: KVLayerTensors, shape: LayerShape, layer?: number): Uint8Array;
+  decode(bytes: Uint8Array, shape: LayerShape, layer?: number): KVLayerTensors;
 }
 
 /** Elements in one of a layer's two tensors. */

@@ -1,5 +1,4 @@
-import type { LayerCodec } from './codec.ts';
-import { quantizedCodec } from './quantized.ts';
+import { QuantizedCodec } from './quantized.ts';
 
 /**
  * int8: asymmetric 8-bit quantization, keys per channel, values per token (KIVI-style; see ./quantized.ts).
@@ -18,6 +17,6 @@ import { quantizedCodec } from './quantized.ts';
  *             value[t][c] = valueMin[t][c/G] + valueCodes[t][c] * valueScale[t][c/G]   (integer division)
  * Error: |x - x'| <= scale / 2 of the element's group (scale ~ (max - min) / 255).
  */
-export function int8Codec(groupSize: number): LayerCodec {
-  return quantizedCodec(8, groupSize);
+export function int8Codec(groupSize: number): QuantizedCodec {
+  return new QuantizedCodec(8, groupSize);
 }

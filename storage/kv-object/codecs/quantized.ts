@@ -77,10 +77,55 @@ function quantize(x: number, min: number, inverseScale: number, levels: number):
   return q < 0 ? 0 : q > levels ? levels : q;
 }
 
-export function quantizedCodec(bits: CodeBits, groupSize: number): LayerCodec {
-  const levels = (1 << bits) - 1;
+/** int8 or int4 with one group size; stateless apart from its parameters. */
+export class QuantizedCodec implements LayerCodec {
+  private readonly levels: number;
 
-  function encodeKeys(keys: Float32Array, shape: LayerShape, s: QuantizedSections, out: Uint8Array): void {
+  constructor(
+    readonly bits: CodeBits,
+    readonly groupSize: number,
+  ) {
+    this.levels = (1 << bits) - 1;
+  }
+
+  expectedSize(shape: LayerShape): number {
+    return quantizedSections(shape, this.bits, this.groupSize).total;
+  }
+
+  encode(layer: KVLayerTensors, shape: LayerShape): Uint8Array {
+    const s = quantizedSections(shape, this.bits, this.groupSize);
+    const out = new Uint8Array(s.total);
+    this.encodeKeys(layer.keys, shape, s, out);
+    this.encodeValues(layer.values, shape, s, out);
+    return out;
+  }
+
+  decode(bytes: Uint8Array, shape: LayerShape): KVLayerTensors {
+    const { bits, groupSize } = this;
+    const s = quantizedSections(shape, bits, groupSize);
+    if (bytes.length !== s.total) {
+      throw new KdnError('KV_CORRUPT', `int${bits} block is ${bytes.length} bytes, expected ${s.total}`);
+    }
+    const channels = shape.kvHeads * shape.headDim;
+    const n = shape.tokens * channels;
+    const keys = new Float32Array(n);
+    const values = new Float32Array(n);
+    for (let t = 0; t < shape.tokens; t++) {
+      const g = Math.floor(t / groupSize);
+      for (let c = 0, i = t * channels; c < channels; c++, i++) {
+        const p = 2 * (g * channels + c);
+        keys[i] = readHalf(bytes, s.keyMin + p) + readCode(bytes, s.keyCodes, i, bits) * readHalf(bytes, s.keyScale + p);
+      }
+      for (let c = 0, i = t * channels; c < channels; c++, i++) {
+        const p = 2 * (t * s.valueGroups + Math.floor(c / groupSize));
+        values[i] = readHalf(bytes, s.valueMin + p) + readCode(bytes, s.valueCodes, i, bits) * readHalf(bytes, s.valueScale + p);
+      }
+    }
+    return { keys, values };
+  }
+
+  private encodeKeys(keys: Float32Array, shape: LayerShape, s: QuantizedSections, out: Uint8Array): void {
+    const { bits, groupSize, levels } = this;
     const channels = shape.kvHeads * shape.headDim;
     const lo = new Float64Array(channels);
     const hi = new Float64Array(channels);
@@ -115,7 +160,8 @@ export function quantizedCodec(bits: CodeBits, groupSize: number): LayerCodec {
     }
   }
 
-  function encodeValues(values: Float32Array, shape: LayerShape, s: QuantizedSections, out: Uint8Array): void {
+  private encodeValues(values: Float32Array, shape: LayerShape, s: QuantizedSections, out: Uint8Array): void {
+    const { bits, groupSize, levels } = this;
     const channels = shape.kvHeads * shape.headDim;
     for (let t = 0; t < shape.tokens; t++) {
       for (let g = 0; g < s.valueGroups; g++) {
@@ -139,41 +185,4 @@ export function quantizedCodec(bits: CodeBits, groupSize: number): LayerCodec {
       }
     }
   }
-
-  return {
-    expectedSize(shape: LayerShape): number {
-      return quantizedSections(shape, bits, groupSize).total;
-    },
-
-    encode(layer: KVLayerTensors, shape: LayerShape): Uint8Array {
-      const s = quantizedSections(shape, bits, groupSize);
-      const out = new Uint8Array(s.total);
-      encodeKeys(layer.keys, shape, s, out);
-      encodeValues(layer.values, shape, s, out);
-      return out;
-    },
-
-    decode(bytes: Uint8Array, shape: LayerShape): KVLayerTensors {
-      const s = quantizedSections(shape, bits, groupSize);
-      if (bytes.length !== s.total) {
-        throw new KdnError('KV_CORRUPT', `int${bits} block is ${bytes.length} bytes, expected ${s.total}`);
-      }
-      const channels = shape.kvHeads * shape.headDim;
-      const n = shape.tokens * channels;
-      const keys = new Float32Array(n);
-      const values = new Float32Array(n);
-      for (let t = 0; t < shape.tokens; t++) {
-        const g = Math.floor(t / groupSize);
-        for (let c = 0, i = t * channels; c < channels; c++, i++) {
-          const p = 2 * (g * channels + c);
-          keys[i] = readHalf(bytes, s.keyMin + p) + readCode(bytes, s.keyCodes, i, bits) * readHalf(bytes, s.keyScale + p);
-        }
-        for (let c = 0, i = t * channels; c < channels; c++, i++) {
-          const p = 2 * (t * s.valueGroups + Math.floor(c / groupSize));
-          values[i] = readHalf(bytes, s.valueMin + p) + readCode(bytes, s.valueCodes, i, bits) * readHalf(bytes, s.valueScale + p);
-        }
-      }
-      return { keys, values };
-    },
-  };
 }

@@ -1,0 +1,36 @@
+import { kvBeforeRope, loadModelConfig, type ModelConfig } from '../../engine-adapter/index.ts';
+import type { Engine } from '../../engine-adapter/types.ts';
+import { fitModelTable } from '../../kdn/ingest/transform/fit-model-table.ts';
+import { codecFromString, encodeKVObject, fitTransformTable, transformTables, type TransformTable } from '../../storage/kv-object/index.ts';
+import type { KVTensors } from '../../storage/kv-object/types.ts';
+
+type RopeConfig = Pick<ModelConfig, 'headDim' | 'ropeTheta' | 'ropeScaling'>;
+
+/**
+ * What benchmarks need to encode with the transform codec: a registered table and the model's RoPE parameters to
+ * unrotate exported keys. The table is fitted as ingest fits it (shipped calibration text) unless a benchmark
+ * fits one on the data it measures, to see how far a table generalizes.
+ */
+export class TransformSetup {
+  private constructor(
+    readonly table: TransformTable,
+    private readonly rope: RopeConfig,
+  ) {}
+
+  static async shipped(engine: Engine): Promise<TransformSetup> {
+    return new TransformSetup(transformTables.register(await fitModelTable(engine)), await loadModelConfig(engine.info.path));
+  }
+
+  /** A table fitted on `samples` (exported KV, keys after RoPE) instead of the calibration text. */
+  withTableFrom(samples: readonly KVTensors[], fingerprint: string): TransformSetup {
+    const table = fitTransformTable(samples.map((s) => kvBeforeRope(s, this.rope)), fingerprint);
+    return new TransformSetup(transformTables.register(table), this.rope);
+  }
+
+  /** Encodes exported KV with `codec` (e.g. "int4+lz4" or "transform:x8"); transform gets pre-RoPE keys and the table. */
+  encode(kv: KVTensors, tokenIds: number[], fingerprint: string, codec: string): Uint8Array {
+    const spec = codecFromString(codec);
+    if (spec.name !== 'transform') return encodeKVObject(kv, { modelFingerprint: fingerprint, tokenIds, codec: spec });
+    return encodeKVObject(kvBeforeRope(kv, this.rope), { modelFingerprint: fingerprint, tokenIds, codec: { ...spec, table: this.table.hash } });
+  }
+}

@@ -1,0 +1,167 @@
+import { KdnError } from '../../../common/errors.ts';
+import type { KVLayerTensors } from '../types.ts';
+import type { LayerCodec, LayerShape } from './codec.ts';
+import {
+  sectionWords, slotOf, transformSections, writeCode, readCode, type TransformSection, type TransformTable,
+} from './transform-table.ts';
+
+/**
+ * transform: PCA decorrelation per KV head, then a uniform quantizer per component with a per-level bit allocation
+ * (KVTC-style transform coding; ~4x to ~20x below fp16). The table, the block layout and the exact decode rule are
+ * in ./transform-table.ts; this is the CPU encoder and a decoder that skips uncoded components.
+ *
+ * Keys go in and come out before RoPE (objects carry ropeApplied: false; engines rotate at injection).
+ * Error: each coefficient errs by at most step / 2 unless it falls outside its quantizer's range (then it is
+ * clamped); the basis is orthonormal, so a vector's squared error is the sum of its coefficients' squared errors.
+ */
+
+/** One section's quantizers, with uncoded components folded into a base vector. */
+interface SectionPlan {
+  section: TransformSection;
+  slot: number;
+  /** mean + sum of basis_j * offset_j over components with 0 bits: what an all-uncoded vector decodes to. */
+  base: Float32Array;
+  /** Coded components in order, with their bits, step, 1 / step and offset. */
+  coded: Int32Array;
+  bits: Uint8Array;
+  step: Float32Array;
+  inverseStep: Float64Array;
+  offset: Float32Array;
+}
+
+export class TransformCodec implements LayerCodec {
+  private readonly plans = new Map<number, SectionPlan[]>();
+
+  constructor(
+    readonly table: TransformTable,
+    readonly level: number,
+  ) {
+    if (!Number.isInteger(level) || level < 0 || level >= table.levels.length) {
+      throw new KdnError('KV_UNSUPPORTED', `transform level ${level} is not in the table (0..${table.levels.length - 1})`);
+    }
+  }
+
+  expectedSize(shape: LayerShape, layer?: number): number {
+    this.checkShape(shape);
+    return transformSections(this.table, this.level, this.layerIndex(layer), shape.tokens).total;
+  }
+
+  encode(tensors: KVLayerTensors, shape: LayerShape, layer?: number): Uint8Array {
+    this.checkShape(shape);
+    const l = this.layerIndex(layer);
+    const plans = this.plan(l, shape.tokens);
+    const total = plans.reduce((n, p) => n + p.section.bytes, 0);
+    const out = new Uint8Array(total);
+    for (const p of plans) this.encodeSection(p, p.section.tensor === 0 ? tensors.keys : tensors.values, shape.tokens, out);
+    return out;
+  }
+
+  decode(bytes: Uint8Array, shape: LayerShape, layer?: number): KVLayerTensors {
+    const size = this.expectedSize(shape, layer);
+    if (bytes.length !== size) throw new KdnError('KV_CORRUPT', `transform block is ${bytes.length} bytes, expected ${size}`);
+    const { tokens, kvHeads: H, headDim: D } = shape;
+    const out = [new Float32Array(tokens * H * D), new Float32Array(tokens * H * D)] as const;
+    const coeff = new Float32Array(D);
+    for (const p of this.plan(this.layerIndex(layer), tokens)) {
+      const words = sectionWords(bytes, p.section);
+      const target = out[p.section.tensor];
+      const basis = this.table.basis;
+      for (let t = 0; t < tokens; t++) {
+        let pos = t * p.section.rowBits;
+        for (let k = 0; k < p.coded.length; k++) {
+          coeff[k] = readCode(words, pos, p.bits[k]!) * p.step[k]! + p.offset[k]!;
+          pos += p.bits[k]!;
+        }
+        const row = (t * H + p.section.head) * D;
+        target.set(p.base, row);
+        for (let k = 0; k < p.coded.length; k++) {
+          const c = coeff[k]!;
+          const b = (p.slot * D + p.coded[k]!) * D;
+          for (let d = 0; d < D; d++) target[row + d] += c * basis[b + d]!;
+        }
+      }
+    }
+    return { keys: out[0], values: out[1] };
+  }
+
+  private encodeSection(p: SectionPlan, src: Float32Array, tokens: number, out: Uint8Array): void {
+    const { headDim: D, kvHeads: H, basis, mean } = this.table;
+    const words = new Uint32Array(p.section.bytes / 4);
+    const centred = new Float64Array(D);
+    for (let t = 0; t < tokens; t++) {
+      const row = (t * H + p.section.head) * D;
+      for (let d = 0; d < D; d++) centred[d] = src[row + d]! - mean[p.slot * D + d]!;
+      let pos = t * p.section.rowBits;
+      for (let k = 0; k < p.coded.length; k++) {
+        const b = (p.slot * D + p.coded[k]!) * D;
+        let c = 0;
+        for (let d = 0; d < D; d++) c += basis[b + d]! * centred[d]!;
+        const bits = p.bits[k]!;
+        const top = (1 << bits) - 1;
+        const u = Math.round((c - p.offset[k]!) * p.inverseStep[k]!);
+        writeCode(words, pos, bits, u < 0 ? 0 : u > top ? top : u);
+        pos += bits;
+      }
+    }
+    for (let w = 0, o = p.section.offset; w < words.length; w++, o += 4) {
+      const v = words[w]!;
+      out[o] = v & 0xff;
+      out[o + 1] = (v >>> 8) & 0xff;
+      out[o + 2] = (v >>> 16) & 0xff;
+      out[o + 3] = v >>> 24;
+    }
+  }
+
+  /** Section layout and quantizers of one layer; the quantizers are cached, the layout depends on `tokens`. */
+  private plan(layer: number, tokens: number): SectionPlan[] {
+    const layout = transformSections(this.table, this.level, layer, tokens);
+    let plans = this.plans.get(layer);
+    if (!plans) {
+      plans = layout.sections.map((section) => this.sectionPlan(layer, section));
+      this.plans.set(layer, plans);
+    }
+    return plans.map((p, i) => ({ ...p, section: layout.sections[i]! }));
+  }
+
+  private sectionPlan(layer: number, section: TransformSection): SectionPlan {
+    const { headDim: D, basis, mean } = this.table;
+    const lv = this.table.levels[this.level]!;
+    const slot = slotOf(this.table, layer, section.tensor, section.head);
+    const base = Float32Array.from(mean.subarray(slot * D, (slot + 1) * D));
+    const coded: number[] = [];
+    for (let j = 0; j < D; j++) {
+      const i = slot * D + j;
+      if (lv.bits[i]! > 0) coded.push(j);
+      else if (lv.offset[i]! !== 0) for (let d = 0; d < D; d++) base[d] += lv.offset[i]! * basis[(slot * D + j) * D + d]!;
+    }
+    const pick = (j: number): number => slot * D + j;
+    return {
+      section, slot, base,
+      coded: Int32Array.from(coded),
+      bits: Uint8Array.from(coded, (j) => lv.bits[pick(j)]!),
+      step: Float32Array.from(coded, (j) => lv.step[pick(j)]!),
+      inverseStep: Float64Array.from(coded, (j) => 1 / lv.step[pick(j)]!),
+      offset: Float32Array.from(coded, (j) => lv.offset[pick(j)]!),
+    };
+  }
+
+  private checkShape(shape: LayerShape): void {
+    if (shape.kvHeads !== this.table.kvHeads || shape.headDim !== this.table.headDim) {
+      throw new KdnError('KV_MISMATCH', `transform table is for ${this.table.kvHeads} KV heads of ${this.table.headDim}; the object has ${shape.kvHeads} of ${shape.headDim}`, {
+        hint: 'the object names a table of another model',
+      });
+    }
+  }
+
+  private layerIndex(layer: number | undefined): number {
+    if (layer === undefined) {
+      throw new KdnError('INTERNAL', 'the transform codec needs the layer index: its quantizers differ per layer', {
+        hint: 'pass the block\'s layer to expectedSize/encode/decode',
+      });
+    }
+    if (!Number.isInteger(layer) || layer < 0 || layer >= this.table.layers) {
+      throw new KdnError('KV_MISMATCH', `layer ${layer} is not in the transform table's ${this.table.layers} layers`);
+    }
+    return layer;
+  }
+}
