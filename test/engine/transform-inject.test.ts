@@ -22,8 +22,12 @@ import { expectClose } from './webgpu-support.ts';
 
 const CONTEXT = Array.from({ length: 41 }, (_, i) => (i * 37 + 11) % 300);
 const QUESTION = [5, 77, 123, 9, 250];
-/** Both engines run f32 weights; the two decodes of the same codes differ by f32 summation order only. */
-const LOGIT_ATOL = 1e-3;
+/**
+ * With f32 weights on both (a software adapter) the two decodes of the same codes differ by summation order only; a
+ * GPU with shader-f16 runs f16 weights, whose rounding moves logits by up to about 1e-2 on this model. A broken
+ * expansion moves them by whole units.
+ */
+const logitTolerance = (device: string): number => (device.includes('f16 weights') ? 2e-2 : 1e-3);
 
 describe('transform-codec objects: WebGPU engine thread vs the CPU engine', function () {
   this.timeout(180_000);
@@ -78,13 +82,13 @@ describe('transform-codec objects: WebGPU engine thread vs the CPU engine', func
     }
   };
 
-  it(`gives the CPU engine's logits (atol ${LOGIT_ATOL}) at every level of the table`, async () => {
+  it("gives the CPU engine's logits at every level of the table (within f16 or f32 weight rounding)", async () => {
     await cpu.useTransformTable(table);
     await gpu.useTransformTable(table);
     for (let level = 0; level < table.levels.length; level++) {
       const want = await answer(cpu, await reader(preRope, table, level));
       const got = await answer(gpu, await reader(preRope, table, level));
-      expectClose(got, want, LOGIT_ATOL, 0, `level ${table.levels[level]!.name} logits`);
+      expectClose(got, want, logitTolerance(gpu.device), 0, `level ${table.levels[level]!.name} logits`);
     }
   });
 
