@@ -1,11 +1,13 @@
 import { KdnError } from '../common/errors.ts';
 import type { ForwardBackend } from './backend.ts';
 import { createCpuBackend } from './cpu/cpu-backend.ts';
+import { checkBatchingOptions, DecodeBatcher, type BatchingOptions } from './decode-batcher.ts';
 import { loadModelConfig } from './model/load-config.ts';
 import { loadModelWeights } from './model/load-weights.ts';
 import { buildModelInfo } from './model/model-info.ts';
 import { loadTokenizer } from './model/tokenizer.ts';
 import type { ModelWeights } from './model/weights.ts';
+import { SerialBackend } from './serial-backend.ts';
 import { BackendSession } from './session.ts';
 import type { BackendName, Engine, ModelInfo, Session, Tokenizer } from './types.ts';
 
@@ -18,6 +20,11 @@ export interface CreateEngineOptions {
    * The WebGPU backend sizes its buffers for it.
    */
   capacity?: number;
+  /**
+   * Continuous batching of concurrent sessions' generation (engine-adapter/decode-batcher.ts); absent or
+   * maxSequences 1: every forward runs alone, and calls on different sessions must not overlap.
+   */
+  batching?: BatchingOptions;
 }
 
 type WebGPUModule = typeof import('./webgpu/webgpu-backend.ts');
@@ -56,6 +63,7 @@ async function openBackend(kind: 'auto' | BackendName, weights: ModelWeights, ca
 
 class ModelEngine implements Engine {
   private readonly sessions = new Set<BackendSession>();
+  private readonly decoder: DecodeBatcher | undefined;
 
   constructor(
     readonly info: ModelInfo,
@@ -63,7 +71,14 @@ class ModelEngine implements Engine {
     private readonly forward: ForwardBackend,
     private readonly weights: ModelWeights,
     private readonly maxCapacity: number,
-  ) {}
+    batching?: BatchingOptions,
+  ) {
+    if (batching && batching.maxSequences > 1) {
+      // Sessions now compute concurrently: their forwards take turns on the backend, decode steps batched.
+      this.forward = new SerialBackend(forward);
+      this.decoder = new DecodeBatcher(this.forward, batching);
+    }
+  }
 
   get backend(): BackendName {
     return this.forward.name;
@@ -83,6 +98,7 @@ class ModelEngine implements Engine {
       this.forward,
       { config: this.weights.config, fingerprint: this.info.fingerprint, tokenizer: this.tokenizer },
       options.capacity ?? this.maxCapacity,
+      this.decoder,
     );
     this.sessions.add(session);
     return session;
@@ -99,11 +115,12 @@ class ModelEngine implements Engine {
 export async function createEngine(options: CreateEngineOptions): Promise<Engine> {
   const config = await loadModelConfig(options.modelDir);
   const capacity = options.capacity ?? Math.min(config.maxPositionEmbeddings, 8192);
+  if (options.batching) checkBatchingOptions(options.batching);
   if (!Number.isInteger(capacity) || capacity < 1 || capacity > config.maxPositionEmbeddings) {
     throw new KdnError('INVALID_ARGUMENT', `capacity ${capacity} must be an integer in [1, ${config.maxPositionEmbeddings}]`);
   }
   const tokenizer = await loadTokenizer(options.modelDir, config);
   const loaded = await loadModelWeights(options.modelDir, config);
   const backend = await openBackend(options.backend ?? 'auto', loaded.weights, capacity);
-  return new ModelEngine(buildModelInfo(config, options.modelDir, loaded.fingerprint), tokenizer, backend, loaded.weights, capacity);
+  return new ModelEngine(buildModelInfo(config, options.modelDir, loaded.fingerprint), tokenizer, backend, loaded.weights, capacity, options.batching);
 }

@@ -1,0 +1,70 @@
+import type { BatchSequence, BlendOutput, BlendPlan, ForwardBackend, KVCacheHandle } from './backend.ts';
+import type { LayerGate } from './layer-gates.ts';
+import type { BackendName } from './types.ts';
+import type { KVHeader, KVLayerBlock, KVTensors } from '../storage/kv-object/types.ts';
+
+/**
+ * A backend whose compute calls (forwards and KV reads) run one at a time, in call order. Backends share their
+ * activation scratch between sessions and a forward may wait between layers (a gated one, for its context), so
+ * sessions that compute concurrently, as they do when they decode together, must not interleave them. KV writes
+ * pass straight through: they touch only their own session's cache, through the backend's own write batching.
+ */
+export class SerialBackend implements ForwardBackend {
+  private tail: Promise<unknown> = Promise.resolve();
+
+  constructor(private readonly inner: ForwardBackend) {}
+
+  get name(): BackendName {
+    return this.inner.name;
+  }
+
+  get device(): string {
+    return this.inner.device;
+  }
+
+  createKVCache(capacity: number): KVCacheHandle {
+    return this.inner.createKVCache(capacity);
+  }
+
+  forward(cache: KVCacheHandle, tokens: Uint32Array, position: number, logits: 'last' | 'all' | 'none', gate?: LayerGate): Promise<Float32Array> {
+    return this.serial(() => this.inner.forward(cache, tokens, position, logits, gate));
+  }
+
+  batchForward(sequences: readonly BatchSequence[]): Promise<Float32Array[]> {
+    return this.serial(() => this.inner.batchForward(sequences));
+  }
+
+  blendForward(cache: KVCacheHandle, tokens: Uint32Array, position: number, plan: BlendPlan, logits: 'last' | 'none', gate?: LayerGate): Promise<BlendOutput> {
+    return this.serial(() => this.inner.blendForward(cache, tokens, position, plan, logits, gate));
+  }
+
+  readKV(cache: KVCacheHandle, start: number, end: number): Promise<KVTensors> {
+    return this.serial(() => this.inner.readKV(cache, start, end));
+  }
+
+  writeKVLayer(cache: KVCacheHandle, header: KVHeader, block: KVLayerBlock, position: number): Promise<void> {
+    return this.inner.writeKVLayer(cache, header, block, position);
+  }
+
+  settleKVWrites(cache: KVCacheHandle): Promise<void> {
+    return this.inner.settleKVWrites(cache);
+  }
+
+  flushKVWrites(cache: KVCacheHandle): void {
+    this.inner.flushKVWrites(cache);
+  }
+
+  reserveKV(cache: KVCacheHandle, tokens: number): Promise<void> {
+    return this.inner.reserveKV(cache, tokens);
+  }
+
+  dispose(): Promise<void> {
+    return this.inner.dispose();
+  }
+
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.tail.then(fn, fn);
+    this.tail = run.catch(() => undefined);
+    return run;
+  }
+}
