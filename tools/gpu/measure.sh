@@ -22,6 +22,7 @@
 #   blend    the blend kernels' and backend's tests, then 8B and 1B TTFT at 8k and 32k in 8 chunks: blend against
 #            injection (int4, synthetic KV) and the peer (bench/results/ttft-blend-gpu.json)               ~6 min
 #   fidelity the fidelity benchmark's whole grid on the demo model, one run per context set             ~6 min
+#   load     32 clients against kdn serve on the GPU, continuous batching off against on (load-gpu.json) ~5 min
 #   merge    DIR's TTFT, engine, forward-profile and comparison files into bench/results/
 set -u
 cd "$(dirname "$0")/../.."
@@ -78,7 +79,8 @@ for part in "$@"; do
     check)
       # CI=true: a missing GPU adapter fails the tests instead of skipping them.
       step 240 check env CI=true node node_modules/mocha/bin/mocha.js test/engine/webgpu-kernels.test.ts test/engine/webgpu-backend.test.ts \
-        test/engine/webgpu-kv-injector.test.ts test/engine/webgpu-kv-buffer-pool.test.ts test/engine/webgpu-recorder.test.ts ;;
+        test/engine/webgpu-kv-injector.test.ts test/engine/webgpu-kv-buffer-pool.test.ts test/engine/webgpu-recorder.test.ts \
+        test/engine/batch-forward.test.ts ;;
     profile)
       json_step 200 profile-question-8b node --import tsx tools/gpu/profile-question.ts --shape llama3.1-8b --contexts 8192,32768 --codecs fp16,int4 ;;
     forward)
@@ -114,10 +116,13 @@ for part in "$@"; do
       for set in document composed; do
         bench 300 "fidelity-$set" fidelity --backend webgpu --sets "$set"
       done ;;
+    load)
+      # On the demo model; each throughput round runs batching off and on, the order flipping between rounds.
+      bench 560 load-gpu load --backend webgpu --modes thread --clients 1,32 --seconds 15 --rounds 2 --batch 32 ;;
     merge)
       node --import tsx tools/gpu/merge-results.ts "$DIR" ;;
     *)
-      echo "unknown part $part (check, profile, forward, 8b, 8b-long, 1b, engine, compare, sass, blend, fidelity, merge)" >&2
+      echo "unknown part $part (check, profile, forward, 8b, 8b-long, 1b, engine, compare, sass, blend, fidelity, load, merge)" >&2
       exit 2 ;;
   esac
 done
