@@ -75,7 +75,7 @@ class ModelEngine implements Engine {
   ) {
     if (batching && batching.maxSequences > 1) {
       // Sessions now compute concurrently: their forwards take turns on the backend, decode steps batched.
-      this.forward = new SerialBackend(forward);
+      this.forward = new SerialBackend(forward, weights.config.layers);
       this.decoder = new DecodeBatcher(this.forward, batching);
     }
   }

@@ -11,8 +11,13 @@ import type { KVHeader, KVLayerBlock, KVTensors } from '../storage/kv-object/typ
  */
 export class SerialBackend implements ForwardBackend {
   private tail: Promise<unknown> = Promise.resolve();
+  /** Calls queued or running. */
+  private pending = 0;
 
-  constructor(private readonly inner: ForwardBackend) {}
+  constructor(
+    private readonly inner: ForwardBackend,
+    private readonly layers: number,
+  ) {}
 
   get name(): BackendName {
     return this.inner.name;
@@ -27,7 +32,7 @@ export class SerialBackend implements ForwardBackend {
   }
 
   forward(cache: KVCacheHandle, tokens: Uint32Array, position: number, logits: 'last' | 'all' | 'none', gate?: LayerGate): Promise<Float32Array> {
-    return this.serial(() => this.inner.forward(cache, tokens, position, logits, gate));
+    return this.serial(() => this.inner.forward(cache, tokens, position, logits, gate), gate);
   }
 
   batchForward(sequences: readonly BatchSequence[]): Promise<Float32Array[]> {
@@ -35,7 +40,7 @@ export class SerialBackend implements ForwardBackend {
   }
 
   blendForward(cache: KVCacheHandle, tokens: Uint32Array, position: number, plan: BlendPlan, logits: 'last' | 'none', gate?: LayerGate): Promise<BlendOutput> {
-    return this.serial(() => this.inner.blendForward(cache, tokens, position, plan, logits, gate));
+    return this.serial(() => this.inner.blendForward(cache, tokens, position, plan, logits, gate), gate);
   }
 
   readKV(cache: KVCacheHandle, start: number, end: number): Promise<KVTensors> {
@@ -62,9 +67,20 @@ export class SerialBackend implements ForwardBackend {
     return this.inner.dispose();
   }
 
-  private serial<T>(fn: () => Promise<T>): Promise<T> {
+  /**
+   * Runs fn after every call before it. A gated forward whose turn would hold the others up while its context
+   * arrives (they are computing or waiting) first waits for all of its context outside the queue: a lone one still
+   * overlaps its layers with the arrival, and decoding sequences do not stall behind a transfer.
+   */
+  private async serial<T>(fn: () => Promise<T>, gate?: LayerGate): Promise<T> {
+    if (gate && this.pending > 0) await gate(this.layers - 1);
+    this.pending++;
     const run = this.tail.then(fn, fn);
     this.tail = run.catch(() => undefined);
-    return run;
+    try {
+      return await run;
+    } finally {
+      this.pending--;
+    }
   }
 }
