@@ -98,8 +98,12 @@ async function bigDocument(bytes: number): Promise<string> {
 
 async function serve(mode: Mode, batch: number, args: LoadArgs, dir: string): Promise<Started> {
   return startKdnProcess(
-    ['serve', '--data-dir', join(dir, `${mode}-${batch}`), '--port', '0', '--model', args.model, '--backend', args.backend, '--max-upload', '16MiB'],
-    { KDN_API_KEYS: `${QUIET_KEY}=quiet,${FLOOD_KEY}=flood`, KDN_ENGINE_THREAD: String(mode === 'thread'), KDN_ENGINE_BATCH: String(batch), LOG_LEVEL: 'error' },
+    ['serve', '--data-dir', join(dir, `${mode}-${batch}`), '--port', '0', '--model', args.model, '--backend', args.backend,
+      '--max-upload', '16MiB'],
+    {
+      KDN_API_KEYS: `${QUIET_KEY}=quiet,${FLOOD_KEY}=flood`, KDN_ENGINE_THREAD: String(mode === 'thread'), KDN_ENGINE_BATCH: String(batch),
+      LOG_LEVEL: 'error',
+    },
   );
 }
 
@@ -111,6 +115,8 @@ async function ingestHeldout(url: string): Promise<void> {
     await quiet.waitForJob(job.id);
   }
 }
+
+const total = (records: readonly BenchRecord[], key: string): number => records.reduce((sum, r) => sum + (r[key] as number), 0);
 
 /** Median and range of one figure over a setting's rounds. */
 function spread(records: readonly BenchRecord[], key: string): Record<string, number> {
@@ -132,7 +138,7 @@ async function throughputOffVsOn(urls: Record<Batching, string>, args: LoadArgs)
     }
     const summary = (setting: Batching): BenchRecord => ({
       measure: 'throughput', clients, batching: setting, engine_batch: setting === 'on' ? args.batch : 1, rounds: args.rounds,
-      queries: runs[setting].reduce((sum, x) => sum + (x.queries as number), 0), errors: runs[setting].reduce((sum, x) => sum + (x.errors as number), 0),
+      queries: total(runs[setting], 'queries'), errors: total(runs[setting], 'errors'),
       ...spread(runs[setting], 'queries_per_s'), ...spread(runs[setting], 'tokens_per_s'),
       ...spread(runs[setting], 'latency_p50_ms'), ...spread(runs[setting], 'ttft_p50_ms'), ...spread(runs[setting], 'latency_p99_ms'),
     });

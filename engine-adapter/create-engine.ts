@@ -122,5 +122,6 @@ export async function createEngine(options: CreateEngineOptions): Promise<Engine
   const tokenizer = await loadTokenizer(options.modelDir, config);
   const loaded = await loadModelWeights(options.modelDir, config);
   const backend = await openBackend(options.backend ?? 'auto', loaded.weights, capacity);
-  return new ModelEngine(buildModelInfo(config, options.modelDir, loaded.fingerprint), tokenizer, backend, loaded.weights, capacity, options.batching);
+  const info = buildModelInfo(config, options.modelDir, loaded.fingerprint);
+  return new ModelEngine(info, tokenizer, backend, loaded.weights, capacity, options.batching);
 }

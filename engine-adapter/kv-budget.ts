@@ -28,9 +28,9 @@ export class KvBudget {
    */
   reserve(tokens: number, signal?: AbortSignal): Promise<(() => void) | null> {
     if (tokens > this.tokens) {
-      return Promise.reject(new KdnError('CONTEXT_TOO_LONG', `a sequence of ${tokens} KV tokens exceeds the engine's KV budget of ${this.tokens}`, {
-        hint: 'ask for fewer tokens, or start the engine with a larger KV budget',
-      }));
+      const message = `a sequence of ${tokens} KV tokens exceeds the engine's KV budget of ${this.tokens}`;
+      const hint = 'ask for fewer tokens, or start the engine with a larger KV budget';
+      return Promise.reject(new KdnError('CONTEXT_TOO_LONG', message, { hint }));
     }
     if (signal?.aborted) return Promise.resolve(null);
     return new Promise((resolve) => {

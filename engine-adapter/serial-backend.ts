@@ -31,7 +31,9 @@ export class SerialBackend implements ForwardBackend {
     return this.inner.createKVCache(capacity);
   }
 
-  forward(cache: KVCacheHandle, tokens: Uint32Array, position: number, logits: 'last' | 'all' | 'none', gate?: LayerGate): Promise<Float32Array> {
+  forward(
+    cache: KVCacheHandle, tokens: Uint32Array, position: number, logits: 'last' | 'all' | 'none', gate?: LayerGate,
+  ): Promise<Float32Array> {
     return this.serial(() => this.inner.forward(cache, tokens, position, logits, gate), gate);
   }
 
@@ -39,7 +41,9 @@ export class SerialBackend implements ForwardBackend {
     return this.serial(() => this.inner.batchForward(sequences));
   }
 
-  blendForward(cache: KVCacheHandle, tokens: Uint32Array, position: number, plan: BlendPlan, logits: 'last' | 'none', gate?: LayerGate): Promise<BlendOutput> {
+  blendForward(
+    cache: KVCacheHandle, tokens: Uint32Array, position: number, plan: BlendPlan, logits: 'last' | 'none', gate?: LayerGate,
+  ): Promise<BlendOutput> {
     return this.serial(() => this.inner.blendForward(cache, tokens, position, plan, logits, gate), gate);
   }
 

@@ -399,8 +399,9 @@ export class BackendSession implements Session {
     const vocab = this.model.config.vocabSize;
     this.checkRoom(n);
     await this.settleInjected();
-    const out =
-      logits === 'last' && this.decoder ? await this.decoder.step(this.cache, ids, this.length) : await this.backend.forward(this.cache, ids, this.length, logits);
+    const out = logits === 'last' && this.decoder
+      ? await this.decoder.step(this.cache, ids, this.length)
+      : await this.backend.forward(this.cache, ids, this.length, logits);
     for (const id of ids) this.ids.push(id);
     this.lastLogits = logits === 'last' ? out : logits === 'all' ? out.slice((n - 1) * vocab) : undefined;
     return out;

@@ -49,7 +49,8 @@ export async function startKdn(config: KdnConfig, log: Logger = createLogger('kd
     for (const step of cleanup.reverse()) await step().catch(() => {});
   };
   try {
-    const batching = { maxSequences: config.engineBatch, ...(config.engineKvBudget !== undefined ? { kvBudgetTokens: config.engineKvBudget } : {}) };
+    const kvBudget = config.engineKvBudget !== undefined ? { kvBudgetTokens: config.engineKvBudget } : {};
+    const batching = { maxSequences: config.engineBatch, ...kvBudget };
     const engineOptions = { modelDir: config.model, backend: config.backend, batching };
     const engine: Engine = config.engineThread ? await createEngineInWorker(engineOptions) : await createEngine(engineOptions);
     cleanup.push(() => engine.dispose());
@@ -84,7 +85,9 @@ export async function startKdn(config: KdnConfig, log: Logger = createLogger('kd
     cleanup.push(() => fetcher.close());
 
     const metrics = new KdnMetrics();
-    const scheduler = new EngineScheduler({ maxWaitingPerTenant: config.tenantMaxQueries, maxInteractive: config.engineBatch, onDepth: (depth) => metrics.queueDepth.set(depth) });
+    const scheduler = new EngineScheduler({
+      maxWaitingPerTenant: config.tenantMaxQueries, maxInteractive: config.engineBatch, onDepth: (depth) => metrics.queueDepth.set(depth),
+    });
     const catalog = new Catalog(origin, log);
     const documents = await catalog.load();
     // Two threads, so encoding one document's objects never waits behind tokenizing another document.

@@ -91,7 +91,9 @@ export function projectQKV(weights: ModelWeights, invFreq: Float32Array, l: numb
 }
 
 /** The keys and values of rows [first, first + count) (in s.k, s.v) into layer `l` of `cache` at their slots. */
-export function writeRowsKV(weights: ModelWeights, cache: CpuKVCache, l: number, rows: Rows, s: LayerScratch, first: number, count: number): void {
+export function writeRowsKV(
+  weights: ModelWeights, cache: CpuKVCache, l: number, rows: Rows, s: LayerScratch, first: number, count: number,
+): void {
   const kvDim = weights.config.kvHeads * weights.config.headDim;
   const keys = cache.keys[l]!;
   const values = cache.values[l]!;
@@ -103,7 +105,9 @@ export function writeRowsKV(weights: ModelWeights, cache: CpuKVCache, l: number,
 }
 
 /** Attention of rows [first, first + count) (queries in s.q) over layer `l` of `cache`, into s.attn. */
-export function attendRows(weights: ModelWeights, cache: CpuKVCache, l: number, rows: Rows, s: LayerScratch, first: number, count: number): void {
+export function attendRows(
+  weights: ModelWeights, cache: CpuKVCache, l: number, rows: Rows, s: LayerScratch, first: number, count: number,
+): void {
   const c = weights.config;
   const qDim = c.heads * c.headDim;
   const shape = { tokens: count, heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, slidingWindow: c.slidingWindow };

@@ -116,7 +116,9 @@ export function recordLayerRest(rec: Recorder, f: ForwardParts, a: ChunkArgs, l:
   const { ctx, s, cache } = f;
   const c = f.config;
   const heads = { heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim };
-  recordAttention(ctx, rec, { q, cacheK: cache.keys[l]!, cacheV: cache.values[l]!, out: s.attn, tokens: a.tokens, ...heads, posBase: a.position, window: c.slidingWindow, slots: a.slots });
+  const kv = { cacheK: cache.keys[l]!, cacheV: cache.values[l]! };
+  const rows = { tokens: a.tokens, posBase: a.position, window: c.slidingWindow, slots: a.slots };
+  recordAttention(ctx, rec, { q, ...kv, out: s.attn, ...heads, ...rows });
   recordOutputAndMlp(rec, f, a.tokens, l);
 }
 

@@ -211,7 +211,8 @@ async function startBackend(ctx: GpuContext, weights: ModelWeights, options: Web
         }
         let rows = 0;
         let j = i;
-        while (j < checked.length && checked[j]!.tokens.length <= chunkTokens && rows + checked[j]!.tokens.length <= chunkTokens) rows += checked[j++]!.tokens.length;
+        const fits = (k: number): boolean => checked[k]!.tokens.length <= chunkTokens && rows + checked[k]!.tokens.length <= chunkTokens;
+        while (j < checked.length && fits(j)) rows += checked[j++]!.tokens.length;
         const group = checked.slice(i, j);
         const pending = await withErrorScopes(ctx.device, 'batched forward', () => ({ done: gpuBatchForward(parts, group) }));
         out.push(...(await pending.done));

@@ -42,7 +42,14 @@ async function withHistory(backend: ForwardBackend, history: Uint32Array): Promi
 }
 
 /** The batched step's logits and the separate forwards' logits, each on fresh caches holding the histories. */
-async function batchedAndSeparate(backend: ForwardBackend): Promise<{ batched: Float32Array[]; separate: Float32Array[]; caches: KVCacheHandle[][] }> {
+interface StepOutcome {
+  batched: Float32Array[];
+  separate: Float32Array[];
+  /** The caches of the batched step, then those of the separate forwards. */
+  caches: KVCacheHandle[][];
+}
+
+async function batchedAndSeparate(backend: ForwardBackend): Promise<StepOutcome> {
   const batchCaches: KVCacheHandle[] = [];
   const soloCaches: KVCacheHandle[] = [];
   for (const s of SEQUENCES) {
@@ -106,7 +113,8 @@ function describeBackend(name: string, open: (weights: ModelWeights) => Promise<
         it('greedy decoding in batched steps matches each sequence decoded alone, and the CPU reference batch', async () => {
           const { batched, caches } = await batchedAndSeparate(backend);
           const cpuCaches = await Promise.all(SEQUENCES.map((s) => withHistory(cpu, s.history)));
-          let cpuLogits = await cpu.batchForward(SEQUENCES.map((s, i) => ({ cache: cpuCaches[i]!, tokens: s.step, position: s.history.length })));
+          const cpuFirst = SEQUENCES.map((s, i) => ({ cache: cpuCaches[i]!, tokens: s.step, position: s.history.length }));
+          let cpuLogits = await cpu.batchForward(cpuFirst);
           let logits = batched;
           const positions = SEQUENCES.map((s) => s.history.length + s.step.length);
           for (let step = 0; step < 4; step++) {
@@ -115,8 +123,9 @@ function describeBackend(name: string, open: (weights: ModelWeights) => Promise<
             // Sequences leave and join between steps: the middle one sits out the odd steps.
             const active = SEQUENCES.map((_, i) => i).filter((i) => i !== 2 || step % 2 === 0);
             const solo = await Promise.all(active.map((i) => backend.forward(caches[1]![i]!, next[i]!, positions[i]!, 'last')));
-            const stepped = await backend.batchForward(active.map((i) => ({ cache: caches[0]![i]!, tokens: next[i]!, position: positions[i]! })));
-            const cpuStepped = await cpu.batchForward(active.map((i) => ({ cache: cpuCaches[i]!, tokens: next[i]!, position: positions[i]! })));
+            const at = (i: number, cache: KVCacheHandle): BatchSequence => ({ cache, tokens: next[i]!, position: positions[i]! });
+            const stepped = await backend.batchForward(active.map((i) => at(i, caches[0]![i]!)));
+            const cpuStepped = await cpu.batchForward(active.map((i) => at(i, cpuCaches[i]!)));
             stepped.forEach((l, k) => expectClose(l, solo[k]!, SAME_BACKEND_ATOL, 0, `step ${step} sequence ${active[k]}`));
             logits = logits.map((l, i) => (active.includes(i) ? stepped[active.indexOf(i)]! : l));
             cpuLogits = cpuLogits.map((l, i) => (active.includes(i) ? cpuStepped[active.indexOf(i)]! : l));
@@ -130,7 +139,10 @@ function describeBackend(name: string, open: (weights: ModelWeights) => Promise<
           const other = backend.createKVCache(16);
           const twice = backend.batchForward([{ cache, tokens: ids(1, 1), position: 0 }, { cache, tokens: ids(1, 2), position: 1 }]);
           expect((await rejection(twice)).code).to.equal('INVALID_ARGUMENT');
-          const empty = backend.batchForward([{ cache, tokens: ids(1, 1), position: 0 }, { cache: other, tokens: new Uint32Array(0), position: 0 }]);
+          const empty = backend.batchForward([
+            { cache, tokens: ids(1, 1), position: 0 },
+            { cache: other, tokens: new Uint32Array(0), position: 0 },
+          ]);
           expect((await rejection(empty)).code).to.equal('INVALID_ARGUMENT');
           cache.dispose();
           other.dispose();

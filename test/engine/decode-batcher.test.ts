@@ -5,7 +5,7 @@
  * wait); a sequence larger than the budget is refused.
  */
 import { expect } from 'chai';
-import { DecodeBatcher } from '../../engine-adapter/decode-batcher.ts';
+import { DecodeBatcher, type BatchingOptions } from '../../engine-adapter/decode-batcher.ts';
 import { createCpuBackend } from '../../engine-adapter/cpu/cpu-backend.ts';
 import { createEngine, createEngineInWorker, type Engine, type GenerateOptions } from '../../engine-adapter/index.ts';
 import { loadModelWeights } from '../../engine-adapter/model/load-weights.ts';
@@ -80,7 +80,9 @@ describe('continuous batching of concurrent sessions', function () {
       expect(await concurrently(batched)).to.deep.equal(expected);
       const sampled = { temperature: 0.9, topP: 0.95, seed: 5 };
       const alone: Generated[] = [];
-      for (const [i, p] of PROMPTS.entries()) alone.push(await generateOne(plain, p, { maxTokens: MAX_TOKENS[i]!, ignoreEos: true, ...sampled }));
+      for (const [i, p] of PROMPTS.entries()) {
+        alone.push(await generateOne(plain, p, { maxTokens: MAX_TOKENS[i]!, ignoreEos: true, ...sampled }));
+      }
       expect(await concurrently(batched, sampled)).to.deep.equal(alone);
     } finally {
       await batched.dispose();
@@ -145,7 +147,8 @@ describe('continuous batching of concurrent sessions', function () {
   });
 
   it('refuses batching options no batcher can run with', async () => {
-    expect((await rejection(createEngine({ modelDir: model.dir, backend: 'cpu', batching: { maxSequences: 0 } }))).code).to.equal('INVALID_ARGUMENT');
-    expect((await rejection(createEngine({ modelDir: model.dir, backend: 'cpu', batching: { maxSequences: 2, kvBudgetTokens: 1.5 } }))).code).to.equal('INVALID_ARGUMENT');
+    const open = (batching: BatchingOptions): Promise<Engine> => createEngine({ modelDir: model.dir, backend: 'cpu', batching });
+    expect((await rejection(open({ maxSequences: 0 }))).code).to.equal('INVALID_ARGUMENT');
+    expect((await rejection(open({ maxSequences: 2, kvBudgetTokens: 1.5 }))).code).to.equal('INVALID_ARGUMENT');
   });
 });
