@@ -118,6 +118,7 @@ export class EngineScheduler {
             .finally(() => {
               this.taskMs += EWMA * (performance.now() - began - this.taskMs);
               this.running.delete(entry);
+              this.changed();
               this.next();
             });
         },

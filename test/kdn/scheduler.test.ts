@@ -119,7 +119,8 @@ describe('kdn/scheduler', () => {
     });
 
     it('with maxInteractive 3 runs up to 3 queries at once, and background work alone after them', async () => {
-      const scheduler = new EngineScheduler({ maxWaitingPerTenant: 100, maxInteractive: 3 });
+      const depths: number[] = [];
+      const scheduler = new EngineScheduler({ maxWaitingPerTenant: 100, maxInteractive: 3, onDepth: (d) => depths.push(d) });
       const started: string[] = [];
       let active = { interactive: 0, background: 0 };
       let most = 0;
@@ -152,6 +153,9 @@ describe('kdn/scheduler', () => {
       expect(most).to.equal(3);
       expect(started.indexOf('ingest')).to.equal(started.length - 1);
       expect(scheduler.depth).to.equal(0);
+      // The gauge hears of every change, the last task's end included.
+      expect(Math.max(...depths)).to.equal(7);
+      expect(depths.at(-1)).to.equal(0);
     });
 
     it('refuses a maxInteractive that is not a positive integer', () => {
