@@ -3,9 +3,13 @@
  * by this one. For each engine placement (`--modes`):
  *   thread: the engine on its own thread (engine-adapter/worker, the default);
  *   loop:   the engine on the event loop (KDN_ENGINE_THREAD=false), the placement kdn had before.
- * (Document tokenizing runs on its worker thread in both.) Three measurements per placement, in this order:
+ * (Document tokenizing runs on its worker thread in both.) Each placement starts two servers, one with batching off
+ * (KDN_ENGINE_BATCH=1: one query at a time) and one with --batch queries decoding together, and measures:
  *   throughput: --clients concurrent clients of one tenant send queries back to back for --seconds; generated
- *     tokens/s, time to first token and latency (p50/p99). Queries run one at a time on the engine (no batching).
+ *     tokens/s, queries/s, time to first token and latency (p50/p99). Off and on alternate for --rounds rounds, the
+ *     order flipping each round (off-on, on-off, ...), so drift in the machine's speed hits both alike; each
+ *     setting's samples are summarised by their median and range, and batching's speedup is the ratio of medians.
+ * and then, on the batching server (kdn's default):
  *   healthz: GET /healthz every 20 ms while a --ingest-mib document is ingested (at most --seconds x 2), then the
  *     job is cancelled; p50/p99/max.
  *   flood: tenant "quiet" queries back to back, first alone, then while tenant "flood" uploads small documents at
@@ -13,7 +17,8 @@
  *     many uploads were accepted (202) or refused (429: its queue is full).
  *
  *   npm run bench -- load
- *   npm run bench -- load --modes thread --clients 1,8 --seconds 10
+ *   npm run bench -- load --modes thread --clients 1,32 --seconds 10 --batch 32 --rounds 4
+ *   npm run bench -- load --backend webgpu --modes thread       (on a GPU machine)
  */
 import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -21,7 +26,7 @@ import { join } from 'node:path';
 import { KdnApiClient } from '../kdn/client/api-client.ts';
 import { DEFAULT_MODEL_DIR } from '../kdn/default-model.ts';
 import { startKdnProcess, type Started } from '../fixtures/processes.ts';
-import { choiceList, intList, parseFlags, positiveInt } from './lib/args.ts';
+import { choice, choiceList, intList, parseFlags, positiveInt } from './lib/args.ts';
 import { median, round } from './lib/stats.ts';
 import type { BenchRecord, BenchReport } from './report.ts';
 
@@ -40,12 +45,19 @@ interface LoadArgs {
   ingestMib: number;
   floodRate: number;
   maxTokens: number;
+  backend: 'cpu' | 'webgpu';
+  batch: number;
+  rounds: number;
 }
+
+/** The two engine settings compared: one query at a time, and --batch decoding together. */
+type Batching = 'off' | 'on';
 
 function parse(args: string[]): LoadArgs {
   const v = parseFlags(args, {
     model: { type: 'string' }, modes: { type: 'string' }, clients: { type: 'string' }, seconds: { type: 'string' },
     'ingest-mib': { type: 'string' }, 'flood-rate': { type: 'string' }, 'max-tokens': { type: 'string' },
+    backend: { type: 'string' }, batch: { type: 'string' }, rounds: { type: 'string' },
   });
   return {
     model: v.model ?? DEFAULT_MODEL_DIR,
@@ -55,6 +67,9 @@ function parse(args: string[]): LoadArgs {
     ingestMib: positiveInt(v['ingest-mib'], 4, 'ingest-mib'),
     floodRate: positiveInt(v['flood-rate'], 100, 'flood-rate'),
     maxTokens: positiveInt(v['max-tokens'], 16, 'max-tokens'),
+    backend: choice(v.backend, 'cpu', ['cpu', 'webgpu'] as const, 'backend'),
+    batch: positiveInt(v.batch, 16, 'batch'),
+    rounds: positiveInt(v.rounds, 2, 'rounds'),
   };
 }
 
@@ -81,11 +96,60 @@ async function bigDocument(bytes: number): Promise<string> {
   return parts.join('');
 }
 
-async function serve(mode: Mode, model: string, dir: string): Promise<Started> {
+async function serve(mode: Mode, batch: number, args: LoadArgs, dir: string): Promise<Started> {
   return startKdnProcess(
-    ['serve', '--data-dir', join(dir, mode), '--port', '0', '--model', model, '--backend', 'cpu', '--max-upload', '16MiB'],
-    { KDN_API_KEYS: `${QUIET_KEY}=quiet,${FLOOD_KEY}=flood`, KDN_ENGINE_THREAD: String(mode === 'thread'), LOG_LEVEL: 'error' },
+    ['serve', '--data-dir', join(dir, `${mode}-${batch}`), '--port', '0', '--model', args.model, '--backend', args.backend,
+      '--max-upload', '16MiB'],
+    {
+      KDN_API_KEYS: `${QUIET_KEY}=quiet,${FLOOD_KEY}=flood`, KDN_ENGINE_THREAD: String(mode === 'thread'), KDN_ENGINE_BATCH: String(batch),
+      LOG_LEVEL: 'error',
+    },
   );
+}
+
+/** Uploads the held-out texts, so queries retrieve and inject real chunks. */
+async function ingestHeldout(url: string): Promise<void> {
+  const quiet = new KdnApiClient(url, QUIET_KEY);
+  for (const name of (await readdir(new URL('./data/heldout/', import.meta.url))).sort()) {
+    const { job } = await quiet.upload({ title: name, text: await readFile(new URL(`./data/heldout/${name}`, import.meta.url), 'utf8') });
+    await quiet.waitForJob(job.id);
+  }
+}
+
+const total = (records: readonly BenchRecord[], key: string): number => records.reduce((sum, r) => sum + (r[key] as number), 0);
+
+/** Median and range of one figure over a setting's rounds. */
+function spread(records: readonly BenchRecord[], key: string): Record<string, number> {
+  const values = records.map((r) => r[key] as number);
+  return { [key]: round(median(values)), [`${key}_min`]: round(Math.min(...values)), [`${key}_max`]: round(Math.max(...values)) };
+}
+
+/**
+ * Throughput with batching off and on at each client count, alternating the two servers over the rounds in both
+ * orders; one record per setting (medians and ranges) and one with batching's speedup.
+ */
+async function throughputOffVsOn(urls: Record<Batching, string>, args: LoadArgs): Promise<BenchRecord[]> {
+  const records: BenchRecord[] = [];
+  for (const clients of args.clients) {
+    const runs: Record<Batching, BenchRecord[]> = { off: [], on: [] };
+    for (let r = 0; r < args.rounds; r++) {
+      const order: Batching[] = r % 2 === 0 ? ['off', 'on'] : ['on', 'off'];
+      for (const setting of order) runs[setting].push(await throughput(urls[setting], clients, args));
+    }
+    const summary = (setting: Batching): BenchRecord => ({
+      measure: 'throughput', clients, batching: setting, engine_batch: setting === 'on' ? args.batch : 1, rounds: args.rounds,
+      queries: total(runs[setting], 'queries'), errors: total(runs[setting], 'errors'),
+      ...spread(runs[setting], 'queries_per_s'), ...spread(runs[setting], 'tokens_per_s'),
+      ...spread(runs[setting], 'latency_p50_ms'), ...spread(runs[setting], 'ttft_p50_ms'), ...spread(runs[setting], 'latency_p99_ms'),
+    });
+    const [off, on] = [summary('off'), summary('on')];
+    records.push(off, on, {
+      measure: 'batching-speedup', clients, engine_batch: args.batch,
+      queries_per_s_ratio: round((on.queries_per_s as number) / (off.queries_per_s as number), 3),
+      latency_p50_ratio: round((on.latency_p50_ms as number) / (off.latency_p50_ms as number), 3),
+    });
+  }
+  return records;
 }
 
 async function throughput(url: string, clients: number, args: LoadArgs): Promise<BenchRecord> {
@@ -194,26 +258,29 @@ export async function run(argv: string[]): Promise<BenchReport> {
   const records: BenchRecord[] = [];
   try {
     for (const mode of args.modes) {
-      const kdn = await serve(mode, args.model, dir);
+      const servers: Partial<Record<Batching, Started>> = {};
       try {
-        const url = kdn.ready.url;
-        const quiet = new KdnApiClient(url, QUIET_KEY);
-        for (const name of (await readdir(new URL('./data/heldout/', import.meta.url))).sort()) {
-          const { job } = await quiet.upload({ title: name, text: await readFile(new URL(`./data/heldout/${name}`, import.meta.url), 'utf8') });
-          await quiet.waitForJob(job.id);
-        }
-        for (const clients of args.clients) records.push({ mode, ...(await throughput(url, clients, args)) });
-        records.push({ mode, ...(await healthDuringIngest(url, args)) });
-        records.push({ mode, ...(await flood(url, args)) });
+        servers.off = await serve(mode, 1, args, dir);
+        servers.on = await serve(mode, args.batch, args, dir);
+        const urls = { off: servers.off.ready.url, on: servers.on.ready.url };
+        await ingestHeldout(urls.off);
+        await ingestHeldout(urls.on);
+        for (const record of await throughputOffVsOn(urls, args)) records.push({ mode, ...record });
+        records.push({ mode, engine_batch: args.batch, ...(await healthDuringIngest(urls.on, args)) });
+        records.push({ mode, engine_batch: args.batch, ...(await flood(urls.on, args)) });
       } finally {
-        await kdn.stop();
+        await servers.on?.stop();
+        await servers.off?.stop();
       }
     }
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
   return {
-    params: { model: args.model, backend: 'cpu', seconds: args.seconds, ingest_mib: args.ingestMib, flood_rate_per_s: args.floodRate, max_tokens: args.maxTokens, clients: args.clients.join(',') },
+    params: {
+      model: args.model, backend: args.backend, seconds: args.seconds, ingest_mib: args.ingestMib, flood_rate_per_s: args.floodRate,
+      max_tokens: args.maxTokens, clients: args.clients.join(','), engine_batch: args.batch, rounds: args.rounds,
+    },
     records,
   };
 }

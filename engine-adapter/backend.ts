@@ -56,6 +56,13 @@ export interface BlendOutput {
   rows: Uint32Array;
 }
 
+/** One sequence of a batched forward: its own cache, the tokens it appends, and where they start. */
+export interface BatchSequence {
+  cache: KVCacheHandle;
+  tokens: Uint32Array;
+  position: number;
+}
+
 /**
  * The compute a backend provides. Session logic (positions, sampling, generation, stop handling) lives once in
  * ./session.ts on top of this, so the cpu and webgpu backends differ only here.
@@ -71,6 +78,12 @@ export interface ForwardBackend {
    * layers before it already run; a rejected gate ends the forward with that error.
    */
   forward(cache: KVCacheHandle, tokens: Uint32Array, position: number, logits: 'last' | 'all' | 'none', gate?: LayerGate): Promise<Float32Array>;
+  /**
+   * One forward for several sequences, each on its own cache (decode steps of one token, and prompts joining them):
+   * the matmuls run over every sequence's rows at once, so each weight is read once per step, while attention runs
+   * per sequence over its own cache. Returns each sequence's last-row logits, in order. The caches must differ.
+   */
+  batchForward(sequences: readonly BatchSequence[]): Promise<Float32Array[]>;
   /**
    * Selective recompute (CacheBlend): `tokens` sit at [position, position + tokens.length), where the cache already
    * holds KV computed without their real prefix (independently injected chunks), except for trailing rows such as a

@@ -3,11 +3,13 @@ import { parseTransformTable, type TransformTable } from '../storage/kv-object/c
 import { transformTables } from '../storage/kv-object/codecs/transform-tables.ts';
 import type { ForwardBackend } from './backend.ts';
 import { createCpuBackend } from './cpu/cpu-backend.ts';
+import { checkBatchingOptions, DecodeBatcher, type BatchingOptions } from './decode-batcher.ts';
 import { loadModelConfig } from './model/load-config.ts';
 import { loadModelWeights } from './model/load-weights.ts';
 import { buildModelInfo } from './model/model-info.ts';
 import { loadTokenizer } from './model/tokenizer.ts';
 import type { ModelWeights } from './model/weights.ts';
+import { SerialBackend } from './serial-backend.ts';
 import { BackendSession } from './session.ts';
 import { defaultHotTierBytes, HotTier } from './hot-tier.ts';
 import type { BackendName, Engine, ModelInfo, Session, Tokenizer } from './types.ts';
@@ -26,6 +28,11 @@ export interface CreateEngineOptions {
    * full-capacity session's KV (defaultHotTierBytes).
    */
   hotTierBytes?: number;
+  /**
+   * Continuous batching of concurrent sessions' generation (engine-adapter/decode-batcher.ts); absent or
+   * maxSequences 1: every forward runs alone, and calls on different sessions must not overlap.
+   */
+  batching?: BatchingOptions;
 }
 
 type WebGPUModule = typeof import('./webgpu/webgpu-backend.ts');
@@ -64,6 +71,7 @@ async function openBackend(kind: 'auto' | BackendName, weights: ModelWeights, ca
 
 class ModelEngine implements Engine {
   private readonly sessions = new Set<BackendSession>();
+  private readonly decoder: DecodeBatcher | undefined;
 
   constructor(
     readonly info: ModelInfo,
@@ -72,7 +80,14 @@ class ModelEngine implements Engine {
     private readonly weights: ModelWeights,
     private readonly maxCapacity: number,
     private readonly hot: HotTier,
-  ) {}
+    batching?: BatchingOptions,
+  ) {
+    if (batching && batching.maxSequences > 1) {
+      // Sessions now compute concurrently: their forwards take turns on the backend, decode steps batched.
+      this.forward = new SerialBackend(forward, weights.config.layers);
+      this.decoder = new DecodeBatcher(this.forward, batching);
+    }
+  }
 
   get backend(): BackendName {
     return this.forward.name;
@@ -93,6 +108,7 @@ class ModelEngine implements Engine {
       { config: this.weights.config, fingerprint: this.info.fingerprint, tokenizer: this.tokenizer },
       options.capacity ?? this.maxCapacity,
       this.hot,
+      this.decoder,
     );
     this.sessions.add(session);
     return session;
@@ -122,6 +138,7 @@ class ModelEngine implements Engine {
 export async function createEngine(options: CreateEngineOptions): Promise<Engine> {
   const config = await loadModelConfig(options.modelDir);
   const capacity = options.capacity ?? Math.min(config.maxPositionEmbeddings, 8192);
+  if (options.batching) checkBatchingOptions(options.batching);
   if (!Number.isInteger(capacity) || capacity < 1 || capacity > config.maxPositionEmbeddings) {
     throw new KdnError('INVALID_ARGUMENT', `capacity ${capacity} must be an integer in [1, ${config.maxPositionEmbeddings}]`);
   }
@@ -134,5 +151,6 @@ export async function createEngine(options: CreateEngineOptions): Promise<Engine
   const loaded = await loadModelWeights(options.modelDir, config);
   const backend = await openBackend(options.backend ?? 'auto', loaded.weights, capacity);
   const hot = new HotTier(hotTierBytes, loaded.fingerprint);
-  return new ModelEngine(buildModelInfo(config, options.modelDir, loaded.fingerprint), tokenizer, backend, loaded.weights, capacity, hot);
+  const info = buildModelInfo(config, options.modelDir, loaded.fingerprint);
+  return new ModelEngine(info, tokenizer, backend, loaded.weights, capacity, hot, options.batching);
 }

@@ -3,6 +3,7 @@ import type { KVHeader, KVObjectReader, KVTensors } from '../storage/kv-object/t
 import { tokenHash } from '../storage/kv-object/index.ts';
 import type { ForwardBackend, KVCacheHandle } from './backend.ts';
 import { blendPlan } from './blend-selection.ts';
+import type { DecodeScheduler } from './decode-batcher.ts';
 import { HotTier } from './hot-tier.ts';
 import { LayerGates, type LayerGate } from './layer-gates.ts';
 import type { ModelConfig } from './model/config.ts';
@@ -105,6 +106,8 @@ export class BackendSession implements Session {
     capacity: number,
     /** The engine's, shared by its sessions; the default keeps nothing. */
     private readonly hot: HotTier = new HotTier(0, model.fingerprint),
+    /** With one, generation and last-logits prefills run in batched steps with the engine's other sessions. */
+    private readonly decoder?: DecodeScheduler,
   ) {
     const max = model.config.maxPositionEmbeddings;
     if (!Number.isInteger(capacity) || capacity < 1 || capacity > max) {
@@ -239,7 +242,19 @@ export class BackendSession implements Session {
   }
 
   generate(options: GenerateOptions, onToken?: (token: GeneratedToken) => void): Promise<GenerateResult> {
-    return this.exclusive(() => this.generateNow(options, onToken));
+    return this.exclusive(async () => {
+      // Bad options are refused by generateNow before anything is reserved for them.
+      if (!this.decoder || !Number.isInteger(options.maxTokens) || options.maxTokens < 1) return this.generateNow(options, onToken);
+      // The sequence's whole KV footprint, held while it decodes with the others.
+      const started = performance.now();
+      const release = await this.decoder.admit(Math.min(this.capacity, this.length + options.maxTokens), options.signal);
+      if (release === null) return { tokens: [], text: '', finishReason: 'aborted', firstTokenMs: 0, totalMs: performance.now() - started };
+      try {
+        return await this.generateNow(options, onToken);
+      } finally {
+        release();
+      }
+    });
   }
 
   reserve(tokens: number): Promise<void> {
@@ -422,7 +437,9 @@ export class BackendSession implements Session {
     const vocab = this.model.config.vocabSize;
     this.checkRoom(n);
     await this.settleInjected();
-    const out = await this.backend.forward(this.cache, ids, this.length, logits);
+    const out = logits === 'last' && this.decoder
+      ? await this.decoder.step(this.cache, ids, this.length)
+      : await this.backend.forward(this.cache, ids, this.length, logits);
     for (const id of ids) this.ids.push(id);
     this.lastLogits = logits === 'last' ? out : logits === 'all' ? out.slice((n - 1) * vocab) : undefined;
     return out;

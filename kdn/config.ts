@@ -107,6 +107,13 @@ export const KdnConfigSchema = z.object({
   hotTierBytes: size.optional(),
   /** Run the engine on its own thread, so its compute never holds the event loop that serves HTTP. */
   engineThread: flag.default(true),
+  /**
+   * Queries that may run on the engine at once, their decoding batched into shared forwards
+   * (engine-adapter/decode-batcher.ts); 1 runs one query at a time.
+   */
+  engineBatch: z.coerce.number().int().min(1).max(256).default(16),
+  /** KV tokens the queries decoding together may hold; one that does not fit waits. Default: no limit. */
+  engineKvBudget: z.coerce.number().int().min(1).optional(),
   /** On SIGTERM: how long running work may take to finish before it is cancelled and kdn exits. */
   shutdownTimeoutMs: z.coerce.number().int().min(0).default(30_000),
   /** Queries one tenant may have waiting for the engine (429 past it). */
@@ -158,6 +165,8 @@ export const KDN_ENV: Record<keyof KdnConfigInput, string> = {
   maxConnectionsPerAddress: 'KDN_MAX_CONNECTIONS_PER_ADDRESS',
   hotTierBytes: 'KDN_HOT_TIER',
   engineThread: 'KDN_ENGINE_THREAD',
+  engineBatch: 'KDN_ENGINE_BATCH',
+  engineKvBudget: 'KDN_ENGINE_KV_BUDGET',
   shutdownTimeoutMs: 'KDN_SHUTDOWN_TIMEOUT_MS',
   tenantMaxQueries: 'KDN_TENANT_MAX_QUERIES',
   tenantMaxJobs: 'KDN_TENANT_MAX_JOBS',

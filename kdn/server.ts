@@ -75,7 +75,9 @@ export async function startKdn(config: KdnConfig, log: Logger = createLogger('kd
   };
   try {
     const hotTier = config.hotTierBytes === undefined ? {} : { hotTierBytes: config.hotTierBytes };
-    const engineOptions = { modelDir: config.model, backend: config.backend, ...hotTier };
+    const kvBudget = config.engineKvBudget !== undefined ? { kvBudgetTokens: config.engineKvBudget } : {};
+    const batching = { maxSequences: config.engineBatch, ...kvBudget };
+    const engineOptions = { modelDir: config.model, backend: config.backend, batching, ...hotTier };
     const engine: Engine = config.engineThread ? await createEngineInWorker(engineOptions) : await createEngine(engineOptions);
     cleanup.push(() => engine.dispose());
     if (config.chunkTokens + 1 > engine.info.maxPositionEmbeddings) {
@@ -114,7 +116,9 @@ export async function startKdn(config: KdnConfig, log: Logger = createLogger('kd
     const fetcher = withTransformTables(receiving, tables);
 
     const metrics = new KdnMetrics();
-    const scheduler = new EngineScheduler({ maxWaitingPerTenant: config.tenantMaxQueries, onDepth: (depth) => metrics.queueDepth.set(depth) });
+    const scheduler = new EngineScheduler({
+      maxWaitingPerTenant: config.tenantMaxQueries, maxInteractive: config.engineBatch, onDepth: (depth) => metrics.queueDepth.set(depth),
+    });
     const catalog = new Catalog(origin, log);
     const documents = await catalog.load();
     // Two threads, so encoding one document's objects never waits behind tokenizing another document.

@@ -2,6 +2,7 @@ import { KdnError } from '../../common/errors.ts';
 import type { KVHeader, KVLayerBlock, KVTensors } from '../../storage/kv-object/types.ts';
 import type { ForwardBackend, KVCacheHandle } from '../backend.ts';
 import type { ModelWeights } from '../model/weights.ts';
+import { cpuBatchForward } from './batch-forward.ts';
 import { cpuBlendForward, cpuForward } from './forward.ts';
 import { applyRope, rerotate, ropeInvFreq } from './kernels/rope.ts';
 import { CpuKVCache } from './kv-cache.ts';
@@ -40,6 +41,19 @@ export function createCpuBackend(weights: ModelWeights): ForwardBackend {
       // The reference computes on the event loop, so nothing would overlap: it waits for the whole context instead.
       if (gate) for (let l = 0; l < c.layers; l++) await gate(l);
       return cpuForward(weights, invFreq, kv, tokens, position, logits);
+    },
+
+    async batchForward(sequences) {
+      const caches = new Set<KVCacheHandle>();
+      const checked = sequences.map((seq) => {
+        const kv = own(seq.cache);
+        if (caches.has(kv)) throw new KdnError('INVALID_ARGUMENT', 'a batched forward names one cache twice');
+        caches.add(kv);
+        if (seq.tokens.length === 0) throw new KdnError('INVALID_ARGUMENT', 'every sequence of a batched forward needs at least one token');
+        checkRange(kv, seq.position, seq.position + seq.tokens.length);
+        return { cache: kv, tokens: seq.tokens, position: seq.position };
+      });
+      return cpuBatchForward(weights, invFreq, checked);
     },
 
     async blendForward(cache, tokens, position, plan, logits, gate) {

@@ -16,7 +16,7 @@ import type { CpuKVCache } from './kv-cache.ts';
  * rotated as if at ropePositions[t]. Slots ascend, so a row's attention (keys at slots <= its own) sees the rows
  * before it in the same pass.
  */
-interface Rows {
+export interface Rows {
   x: Float32Array;
   n: number;
   slots: Float64Array;
@@ -24,7 +24,7 @@ interface Rows {
 }
 
 /** Per-layer intermediates for `n` rows. */
-class LayerScratch {
+export class LayerScratch {
   readonly h: Float32Array;
   readonly q: Float32Array;
   readonly k: Float32Array;
@@ -60,42 +60,69 @@ function cpuLayer(weights: ModelWeights, invFreq: Float32Array, cache: CpuKVCach
  * slot is stored there first (CacheBlend's selection signal).
  */
 function cpuLayerKV(weights: ModelWeights, invFreq: Float32Array, cache: CpuKVCache, l: number, rows: Rows, s: LayerScratch, deviation?: Float32Array): void {
+  const kvDim = weights.config.kvHeads * weights.config.headDim;
+  projectQKV(weights, invFreq, l, rows, s);
+  if (deviation) kvDeviation(deviation, s.k, s.v, cache.keys[l]!, cache.values[l]!, rows.slots, kvDim);
+  writeRowsKV(weights, cache, l, rows, s, 0, rows.n);
+}
+
+/** The rest of layer `l` after cpuLayerKV: attention over the cache, the output projection, the MLP. */
+function cpuLayerRest(weights: ModelWeights, cache: CpuKVCache, l: number, rows: Rows, s: LayerScratch): void {
+  attendRows(weights, cache, l, rows, s, 0, rows.n);
+  outputAndMlp(weights, l, rows, s);
+}
+
+/** Layer `l`'s input norm and q/k/v projections of every row into s.q, s.k, s.v, rotated at the rows' positions. */
+export function projectQKV(weights: ModelWeights, invFreq: Float32Array, l: number, rows: Rows, s: LayerScratch): void {
   const c = weights.config;
   const { x, n } = rows;
   const hidden = c.hiddenSize;
-  const qDim = c.heads * c.headDim;
-  const kvDim = c.kvHeads * c.headDim;
   const w = weights.layers[l]!;
   rmsnorm(s.h, x, w.inputNorm.data, n, hidden, c.rmsNormEps);
-  matmul(s.q, s.h, w.q.data, n, hidden, qDim, w.qBias?.data);
-  matmul(s.k, s.h, w.k.data, n, hidden, kvDim, w.kBias?.data);
-  matmul(s.v, s.h, w.v.data, n, hidden, kvDim, w.vBias?.data);
+  matmul(s.q, s.h, w.q.data, n, hidden, c.heads * c.headDim, w.qBias?.data);
+  matmul(s.k, s.h, w.k.data, n, hidden, c.kvHeads * c.headDim, w.kBias?.data);
+  matmul(s.v, s.h, w.v.data, n, hidden, c.kvHeads * c.headDim, w.vBias?.data);
   if (w.qNorm && w.kNorm) {
     rmsnorm(s.q, s.q, w.qNorm.data, n * c.heads, c.headDim, c.rmsNormEps);
     rmsnorm(s.k, s.k, w.kNorm.data, n * c.kvHeads, c.headDim, c.rmsNormEps);
   }
   applyRope(s.q, s.q, n, c.heads, c.headDim, rows.ropePositions, invFreq);
   applyRope(s.k, s.k, n, c.kvHeads, c.headDim, rows.ropePositions, invFreq);
+}
+
+/** The keys and values of rows [first, first + count) (in s.k, s.v) into layer `l` of `cache` at their slots. */
+export function writeRowsKV(
+  weights: ModelWeights, cache: CpuKVCache, l: number, rows: Rows, s: LayerScratch, first: number, count: number,
+): void {
+  const kvDim = weights.config.kvHeads * weights.config.headDim;
   const keys = cache.keys[l]!;
   const values = cache.values[l]!;
-  if (deviation) kvDeviation(deviation, s.k, s.v, keys, values, rows.slots, kvDim);
-  for (let t = 0; t < n; t++) {
+  for (let t = first; t < first + count; t++) {
     const at = rows.slots[t]! * kvDim;
     keys.set(s.k.subarray(t * kvDim, (t + 1) * kvDim), at);
     values.set(s.v.subarray(t * kvDim, (t + 1) * kvDim), at);
   }
 }
 
-/** The rest of layer `l` after cpuLayerKV: attention over the cache, the output projection, the MLP. */
-function cpuLayerRest(weights: ModelWeights, cache: CpuKVCache, l: number, rows: Rows, s: LayerScratch): void {
+/** Attention of rows [first, first + count) (queries in s.q) over layer `l` of `cache`, into s.attn. */
+export function attendRows(
+  weights: ModelWeights, cache: CpuKVCache, l: number, rows: Rows, s: LayerScratch, first: number, count: number,
+): void {
+  const c = weights.config;
+  const qDim = c.heads * c.headDim;
+  const shape = { tokens: count, heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, slidingWindow: c.slidingWindow };
+  const out = s.attn.subarray(first * qDim, (first + count) * qDim);
+  const q = s.q.subarray(first * qDim, (first + count) * qDim);
+  attention(out, q, rows.slots.subarray(first, first + count), cache.keys[l]!, cache.values[l]!, shape);
+}
+
+/** Layer `l` after attention (in s.attn): the output projection and the SwiGLU MLP, each added to the residual. */
+export function outputAndMlp(weights: ModelWeights, l: number, rows: Rows, s: LayerScratch): void {
   const c = weights.config;
   const { x, n } = rows;
   const hidden = c.hiddenSize;
-  const qDim = c.heads * c.headDim;
   const w = weights.layers[l]!;
-  const shape = { tokens: n, heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, slidingWindow: c.slidingWindow };
-  attention(s.attn, s.q, rows.slots, cache.keys[l]!, cache.values[l]!, shape);
-  matmul(s.h, s.attn, w.o.data, n, qDim, hidden);
+  matmul(s.h, s.attn, w.o.data, n, c.heads * c.headDim, hidden);
   add(x, x, s.h, n * hidden);
 
   rmsnorm(s.h, x, w.postAttentionNorm.data, n, hidden, c.rmsNormEps);
@@ -107,7 +134,7 @@ function cpuLayerRest(weights: ModelWeights, cache: CpuKVCache, l: number, rows:
 }
 
 /** The final norm and lm_head over the rows `logits` asks for. */
-function cpuLogits(weights: ModelWeights, rows: Rows, logits: 'last' | 'all' | 'none'): Float32Array {
+export function cpuLogits(weights: ModelWeights, rows: Rows, logits: 'last' | 'all' | 'none'): Float32Array {
   const c = weights.config;
   const hidden = c.hiddenSize;
   if (logits === 'none') return new Float32Array(0);
@@ -135,7 +162,7 @@ function embedRows(weights: ModelWeights, tokens: Uint32Array, position: number,
 }
 
 /** The rows of `rows` at the ascending indices `pick`. */
-function gatherRows(rows: Rows, pick: Uint32Array, hidden: number): Rows {
+export function gatherRows(rows: Rows, pick: Uint32Array, hidden: number): Rows {
   const n = pick.length;
   const x = new Float32Array(n * hidden);
   const slots = new Float64Array(n);

@@ -48,6 +48,9 @@ export interface ForwardParts {
   cache: GpuKVCache;
 }
 
+/** What recording a piece that touches no KV cache needs. */
+export type ModelParts = Omit<ForwardParts, 'cache'>;
+
 /** Records the chunk; returns the readback index of its logits, or null for 'none'. */
 export function recordForwardChunk(rec: Recorder, f: ForwardParts, a: ChunkArgs): number | null {
   recordEmbeddingStep(rec, f, a);
@@ -74,22 +77,8 @@ export function recordLayerKV(rec: Recorder, f: ForwardParts, a: ChunkArgs, l: n
   const { ctx, s, cache } = f;
   const c = f.config;
   const n = a.tokens;
-  const hidden = c.hiddenSize;
   const kvDim = c.kvHeads * c.headDim;
-  const eps = c.rmsNormEps;
-  const lw = f.w.layers[l]!;
-  recordRmsNorm(ctx, rec, { x: s.x, weight: lw.inputNorm, out: s.h, rows: n, n: hidden, eps });
-  recordMatmul(ctx, rec, { x: s.h, w: lw.q, bias: lw.qBias, y: s.q, m: n });
-  recordMatmul(ctx, rec, { x: s.h, w: lw.k, bias: lw.kBias, y: s.k, m: n });
-  recordMatmul(ctx, rec, { x: s.h, w: lw.v, bias: lw.vBias, y: s.v, m: n });
-  let q = s.q;
-  let k = s.k;
-  if (lw.qNorm && lw.kNorm) {
-    recordRmsNorm(ctx, rec, { x: s.q, weight: lw.qNorm, out: s.qNormed, rows: n * c.heads, n: c.headDim, eps });
-    recordRmsNorm(ctx, rec, { x: s.k, weight: lw.kNorm, out: s.kNormed, rows: n * c.kvHeads, n: c.headDim, eps });
-    q = s.qNormed;
-    k = s.kNormed;
-  }
+  const { q, k } = recordProjections(rec, f, n, l);
   const slots = a.slots?.buffer;
   recordRope(ctx, rec, { x: q, invFreq: f.w.invFreq, tokens: n, heads: c.heads, headDim: c.headDim, posBase: a.position, slots });
   recordRope(ctx, rec, { x: k, invFreq: f.w.invFreq, tokens: n, heads: c.kvHeads, headDim: c.headDim, posBase: a.position, slots });
@@ -103,20 +92,46 @@ export function recordLayerKV(rec: Recorder, f: ForwardParts, a: ChunkArgs, l: n
   return q;
 }
 
+/**
+ * Layer `l`'s input norm and q/k/v projections of `n` rows (with Qwen3's per-head q/k norms), before RoPE; returns
+ * the buffers holding q and k (v is in s.v).
+ */
+export function recordProjections(rec: Recorder, f: ModelParts, n: number, l: number): { q: GPUBuffer; k: GPUBuffer } {
+  const { ctx, s } = f;
+  const c = f.config;
+  const eps = c.rmsNormEps;
+  const lw = f.w.layers[l]!;
+  recordRmsNorm(ctx, rec, { x: s.x, weight: lw.inputNorm, out: s.h, rows: n, n: c.hiddenSize, eps });
+  recordMatmul(ctx, rec, { x: s.h, w: lw.q, bias: lw.qBias, y: s.q, m: n });
+  recordMatmul(ctx, rec, { x: s.h, w: lw.k, bias: lw.kBias, y: s.k, m: n });
+  recordMatmul(ctx, rec, { x: s.h, w: lw.v, bias: lw.vBias, y: s.v, m: n });
+  if (!(lw.qNorm && lw.kNorm)) return { q: s.q, k: s.k };
+  recordRmsNorm(ctx, rec, { x: s.q, weight: lw.qNorm, out: s.qNormed, rows: n * c.heads, n: c.headDim, eps });
+  recordRmsNorm(ctx, rec, { x: s.k, weight: lw.kNorm, out: s.kNormed, rows: n * c.kvHeads, n: c.headDim, eps });
+  return { q: s.qNormed, k: s.kNormed };
+}
+
 /** The rest of layer `l` after recordLayerKV (whose queries are in `q`): attention, output projection, MLP. */
 export function recordLayerRest(rec: Recorder, f: ForwardParts, a: ChunkArgs, l: number, q: GPUBuffer): void {
   const { ctx, s, cache } = f;
   const c = f.config;
-  const n = a.tokens;
-  const hidden = c.hiddenSize;
-  const eps = c.rmsNormEps;
   const heads = { heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim };
+  const kv = { cacheK: cache.keys[l]!, cacheV: cache.values[l]! };
+  const rows = { tokens: a.tokens, posBase: a.position, window: c.slidingWindow, slots: a.slots };
+  recordAttention(ctx, rec, { q, ...kv, out: s.attn, ...heads, ...rows });
+  recordOutputAndMlp(rec, f, a.tokens, l);
+}
+
+/** Layer `l` after attention (in s.attn) over `n` rows: the output projection and the MLP, each added to s.x. */
+export function recordOutputAndMlp(rec: Recorder, f: ModelParts, n: number, l: number): void {
+  const { ctx, s } = f;
+  const c = f.config;
+  const hidden = c.hiddenSize;
   const lw = f.w.layers[l]!;
-  recordAttention(ctx, rec, { q, cacheK: cache.keys[l]!, cacheV: cache.values[l]!, out: s.attn, tokens: n, ...heads, posBase: a.position, window: c.slidingWindow, slots: a.slots });
   recordMatmul(ctx, rec, { x: s.attn, w: lw.o, y: s.h, m: n });
   recordAdd(ctx, rec, { x: s.x, y: s.h, count: n * hidden });
 
-  recordRmsNorm(ctx, rec, { x: s.x, weight: lw.postAttentionNorm, out: s.h, rows: n, n: hidden, eps });
+  recordRmsNorm(ctx, rec, { x: s.x, weight: lw.postAttentionNorm, out: s.h, rows: n, n: hidden, eps: c.rmsNormEps });
   recordMatmul(ctx, rec, { x: s.h, w: lw.gate, y: s.gate, m: n });
   recordMatmul(ctx, rec, { x: s.h, w: lw.up, y: s.up, m: n });
   recordSwiglu(ctx, rec, { gate: s.gate, up: s.up, count: n * c.intermediateSize });

@@ -9,6 +9,7 @@ import { codecFor } from '../../storage/kv-object/index.ts';
 import type { KVHeader, KVLayerBlock, KVTensors } from '../../storage/kv-object/types.ts';
 import type { ForwardBackend, KVCacheHandle } from '../backend.ts';
 import type { ModelWeights } from '../model/weights.ts';
+import { gpuBatchForward, type GpuBatchSequence } from './batch-forward.ts';
 import { GpuBlendForward } from './blend-forward.ts';
 import { openDevice, withErrorScopes } from './device.ts';
 import { ForwardScratch } from './forward-scratch.ts';
@@ -137,7 +138,7 @@ async function startBackend(ctx: GpuContext, weights: ModelWeights, options: Web
     }
   };
 
-  return {
+  const backend: ForwardBackend = {
     name: 'webgpu',
     // Tensor cores take f16-weight products and prefill attention with f16 inputs (f32 accumulation).
     device: `${ctx.description}, ${precision} weights${ctx.features.subgroupMatrix && precision === 'f16' ? ', tensor cores' : ''}`,
@@ -184,6 +185,43 @@ async function startBackend(ctx: GpuContext, weights: ModelWeights, options: Web
       for (const p of parts) {
         out.set(p, at);
         at += p.length;
+      }
+      return out;
+    },
+
+    async batchForward(sequences) {
+      alive();
+      const caches = new Set<GpuKVCache>();
+      const checked: GpuBatchSequence[] = sequences.map((seq) => {
+        const cache = own(seq.cache);
+        if (caches.has(cache)) throw new KdnError('INVALID_ARGUMENT', 'a batched forward names one cache twice');
+        caches.add(cache);
+        if (seq.tokens.length === 0) throw new KdnError('INVALID_ARGUMENT', 'every sequence of a batched forward needs at least one token');
+        checkRange(cache, seq.position, seq.position + seq.tokens.length);
+        for (const id of seq.tokens) {
+          if (id >= c.vocabSize) throw new KdnError('INVALID_ARGUMENT', `token id ${id} outside vocabulary [0, ${c.vocabSize})`);
+        }
+        return { cache, tokens: seq.tokens, position: seq.position };
+      });
+      await injector.settle();
+      const parts = { ctx, config: c, w: gpuWeights, s: scratch };
+      const out: Float32Array[] = [];
+      // Groups of at most chunkTokens rows bound the activations; a sequence longer than that runs alone, chunked.
+      for (let i = 0; i < checked.length; ) {
+        const seq = checked[i]!;
+        if (seq.tokens.length > chunkTokens) {
+          out.push(await backend.forward(seq.cache, seq.tokens, seq.position, 'last'));
+          i++;
+          continue;
+        }
+        let rows = 0;
+        let j = i;
+        const fits = (k: number): boolean => checked[k]!.tokens.length <= chunkTokens && rows + checked[k]!.tokens.length <= chunkTokens;
+        while (j < checked.length && fits(j)) rows += checked[j++]!.tokens.length;
+        const group = checked.slice(i, j);
+        const pending = await withErrorScopes(ctx.device, 'batched forward', () => ({ done: gpuBatchForward(parts, group) }));
+        out.push(...(await pending.done));
+        i = j;
       }
       return out;
     },
@@ -301,4 +339,5 @@ async function startBackend(ctx: GpuContext, weights: ModelWeights, options: Web
       ctx.dispose();
     },
   };
+  return backend;
 }

@@ -12,6 +12,8 @@ import { BlockChannel, streamError } from './block-channel.ts';
 import { transferable, type Call, type CallValue, type EngineWorkerData, type FromEngine, type ToEngine, type WireError } from './protocol.ts';
 
 const port = parentPort!;
+/** How often a generating sequence's abort flag is read while the thread is free to. */
+const ABORT_POLL_MS = 20;
 const sessions = new Map<number, Session>();
 const streams = new Map<number, BlockChannel>();
 
@@ -78,12 +80,19 @@ async function perform(engine: Engine, id: number, call: Call): Promise<{ value:
         return abort.signal.aborted;
       };
       aborted();
-      const result = await sessionOf(call.session).generate({ ...call.options, signal: abort.signal }, (token) => {
-        post({ type: 'token', id, token });
-        // Generation does not yield to this thread's messages between tokens, so the abort flag is shared memory.
-        aborted();
-      });
-      return { value: { op: 'generate', result } };
+      // A batching engine yields between steps, and a sequence may wait for room in its KV budget before its first
+      // token: the flag is read on a timer too, so an abort reaches a waiting sequence.
+      const poll = setInterval(aborted, ABORT_POLL_MS);
+      try {
+        const result = await sessionOf(call.session).generate({ ...call.options, signal: abort.signal }, (token) => {
+          post({ type: 'token', id, token });
+          // Generation does not yield to this thread's messages between tokens, so the abort flag is shared memory.
+          aborted();
+        });
+        return { value: { op: 'generate', result } };
+      } finally {
+        clearInterval(poll);
+      }
     }
     case 'reserve':
       await sessionOf(call.session).reserve(call.tokens);

@@ -19,6 +19,12 @@ export interface WorkOptions {
 export interface SchedulerOptions {
   /** Interactive tasks one tenant may have waiting; more is refused with RATE_LIMITED (429 and Retry-After). */
   maxWaitingPerTenant: number;
+  /**
+   * Interactive tasks that may run at once (default 1: one task at a time). More than 1 suits an engine that batches
+   * concurrent sessions' decoding (CreateEngineOptions.batching): their queries then share its forwards. Background
+   * tasks still run alone.
+   */
+  maxInteractive?: number;
   /** Called with waiting + running tasks whenever it changes (the queue-depth gauge). */
   onDepth?: (depth: number) => void;
 }
@@ -42,25 +48,32 @@ const INTERACTIVE_STREAK = 8;
 const EWMA = 0.2;
 
 /**
- * The one way onto the engine, which is not re-entrant: one task runs at a time. Interactive work goes before
- * background work (with a guard so background work is never starved), tenants share each class by deficit round
- * robin, and a task whose signal fires while it waits leaves the queue at once. Background producers (ingest) submit
- * one chunk's compute per task, so an arriving query waits for at most one chunk.
+ * The one way onto the engine: one task runs at a time, or up to maxInteractive interactive tasks together on an
+ * engine that batches them. Interactive work goes before background work (with a guard so background work is never
+ * starved; a background task runs alone), tenants share each class by deficit round robin, and a task whose signal
+ * fires while it waits leaves the queue at once. Background producers (ingest) submit one chunk's compute per task,
+ * so an arriving query waits for at most one chunk.
  */
 export class EngineScheduler {
   private readonly queues: Record<WorkPriority, FairQueue<Entry>> = { interactive: new FairQueue(QUANTUM, 256), background: new FairQueue(QUANTUM, 256) };
-  private running: Entry | undefined;
+  private readonly running = new Set<Entry>();
+  private readonly maxInteractive: number;
   private streak = 0;
   private closed: KdnError | undefined;
   private idle: (() => void)[] = [];
   /** Estimated milliseconds of one task, for Retry-After. */
   private taskMs = 1_000;
 
-  constructor(private readonly options: SchedulerOptions) {}
+  constructor(private readonly options: SchedulerOptions) {
+    this.maxInteractive = options.maxInteractive ?? 1;
+    if (!Number.isInteger(this.maxInteractive) || this.maxInteractive < 1) {
+      throw new KdnError('INVALID_ARGUMENT', `maxInteractive must be a positive integer, got ${options.maxInteractive}`);
+    }
+  }
 
   /** Tasks waiting or running. */
   get depth(): number {
-    return this.queues.interactive.size + this.queues.background.size + (this.running ? 1 : 0);
+    return this.queues.interactive.size + this.queues.background.size + this.running.size;
   }
 
   /** Tasks of `tenant` waiting in `priority`. */
@@ -104,7 +117,8 @@ export class EngineScheduler {
             .then(resolve, reject)
             .finally(() => {
               this.taskMs += EWMA * (performance.now() - began - this.taskMs);
-              this.running = undefined;
+              this.running.delete(entry);
+              this.changed();
               this.next();
             });
         },
@@ -116,7 +130,7 @@ export class EngineScheduler {
       options.signal?.addEventListener('abort', onAbort, { once: true });
       queue.push(entry);
       this.changed();
-      if (!this.running) this.next();
+      this.next();
     });
   }
 
@@ -133,27 +147,33 @@ export class EngineScheduler {
       }
     }
     this.changed();
-    if (!this.running) return Promise.resolve();
+    if (this.running.size === 0) return Promise.resolve();
     return new Promise((resolve) => this.idle.push(resolve));
   }
 
+  /** Starts every task that may start now. */
   private next(): void {
-    const entry = this.pick();
-    this.running = entry;
-    this.changed();
-    if (entry) {
+    for (let entry = this.pick(); entry; entry = this.pick()) {
+      this.running.add(entry);
+      this.changed();
       entry.start();
-      return;
     }
-    for (const resolve of this.idle.splice(0)) resolve();
+    if (this.running.size === 0) for (const resolve of this.idle.splice(0)) resolve();
   }
 
+  /**
+   * The next task to start, if one may: an interactive one while fewer than maxInteractive run (none background),
+   * unless background work has waited through INTERACTIVE_STREAK of them; a background one once nothing runs.
+   */
   private pick(): Entry | undefined {
     const { interactive, background } = this.queues;
-    if (interactive.size > 0 && (background.size === 0 || this.streak < INTERACTIVE_STREAK)) {
+    const runningBackground = [...this.running].some((e) => e.priority === 'background');
+    const interactiveTurn = interactive.size > 0 && (background.size === 0 || this.streak < INTERACTIVE_STREAK);
+    if (interactiveTurn && !runningBackground && this.running.size < this.maxInteractive) {
       this.streak = background.size > 0 ? this.streak + 1 : 0;
       return interactive.shift();
     }
+    if (interactiveTurn || background.size === 0 || this.running.size > 0) return undefined;
     this.streak = 0;
     return background.shift();
   }

@@ -118,6 +118,50 @@ describe('kdn/scheduler', () => {
       expect(await Promise.all([blocker, ...ok, other])).to.deep.equal([undefined, 1, 2, 4]);
     });
 
+    it('with maxInteractive 3 runs up to 3 queries at once, and background work alone after them', async () => {
+      const depths: number[] = [];
+      const scheduler = new EngineScheduler({ maxWaitingPerTenant: 100, maxInteractive: 3, onDepth: (d) => depths.push(d) });
+      const started: string[] = [];
+      let active = { interactive: 0, background: 0 };
+      let most = 0;
+      const gates = new Map<string, ReturnType<typeof gate>>();
+      const task = (name: string, priority: WorkOptions['priority']) => async (): Promise<void> => {
+        active[priority]++;
+        most = Math.max(most, active.interactive);
+        if (priority === 'background') expect(active).to.deep.equal({ interactive: 0, background: 1 });
+        started.push(name);
+        const g = gate();
+        gates.set(name, g);
+        await g.promise;
+        active = { ...active, [priority]: active[priority] - 1 };
+      };
+      const runs = [
+        ...['a1', 'a2', 'a3', 'a4'].map((n) => scheduler.run(task(n, 'interactive'), work('a', 'interactive'))),
+        ...['b1', 'b2'].map((n) => scheduler.run(task(n, 'interactive'), work('b', 'interactive'))),
+        scheduler.run(task('ingest', 'background'), work('a', 'background')),
+      ];
+      await new Promise((resolve) => setImmediate(resolve));
+      // Three start as they arrive; the rest wait for a place.
+      expect(started).to.deep.equal(['a1', 'a2', 'a3']);
+      expect(scheduler.depth).to.equal(7);
+      for (let i = 0; i < 7; i++) {
+        while (started.length <= i) await new Promise((resolve) => setImmediate(resolve));
+        gates.get(started[i]!)!.release();
+      }
+      await Promise.all(runs);
+      expect([...started].sort()).to.deep.equal(['a1', 'a2', 'a3', 'a4', 'b1', 'b2', 'ingest']);
+      expect(most).to.equal(3);
+      expect(started.indexOf('ingest')).to.equal(started.length - 1);
+      expect(scheduler.depth).to.equal(0);
+      // The gauge hears of every change, the last task's end included.
+      expect(Math.max(...depths)).to.equal(7);
+      expect(depths.at(-1)).to.equal(0);
+    });
+
+    it('refuses a maxInteractive that is not a positive integer', () => {
+      expect(() => new EngineScheduler({ maxWaitingPerTenant: 1, maxInteractive: 0 })).to.throw(KdnError);
+    });
+
     it('on close refuses waiting and new work, and resolves when the running task ends', async () => {
       const scheduler = new EngineScheduler({ maxWaitingPerTenant: 10 });
       const first = gate();

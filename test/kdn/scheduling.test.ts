@@ -17,12 +17,16 @@ const BOB = 'bob-key-0123456789abcdef0';
 
 type Jobs = { jobs: (JobView | QueryJobView)[] };
 
-/** Holds the engine with a task of its own on kdn's scheduler until released, so queued work can be observed. */
+/**
+ * Holds the engine with tasks of its own on kdn's scheduler, one per query it runs at once (--engine-batch), until
+ * released, so queued work can be observed.
+ */
 function holdEngine(kdn: RunningKdn): { release: () => void; done: Promise<void> } {
   let release!: () => void;
   const held = new Promise<void>((resolve) => (release = resolve));
-  const done = kdn.parts.scheduler.run(() => held, { tenant: 'test-holder', priority: 'interactive', cost: 1 });
-  return { release, done };
+  const slots = Array.from({ length: kdn.parts.config.engineBatch }, () =>
+    kdn.parts.scheduler.run(() => held, { tenant: 'test-holder', priority: 'interactive', cost: 1 }));
+  return { release, done: Promise.all(slots).then(() => undefined) };
 }
 
 async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
@@ -139,7 +143,7 @@ describe('kdn scheduling (queries, ingest jobs, tenants)', function () {
       const body = (await res.json()) as { error: { code: string; message: string } };
       expect(body.error.code).to.equal('TIMEOUT');
       expect(body.error.message).to.contain('waiting for the engine');
-      expect(kdn.parts.scheduler.depth, 'only the holder is left on the engine').to.equal(1);
+      expect(kdn.parts.scheduler.depth, 'only the holder is left on the engine').to.equal(kdn.parts.config.engineBatch);
     } finally {
       hold.release();
       await hold.done;
@@ -165,10 +169,11 @@ describe('kdn scheduling (queries, ingest jobs, tenants)', function () {
       const gone = new AbortController();
       const abandoned = post(kdn, ALICE, '/v1/query', { question: 'Who guards the harbour?', maxTokens: 4 }, gone.signal).catch(() => undefined);
       await until('the second query to be queued', async () => ((await alice.jobs({ kind: 'query' })) as Jobs).jobs[0]);
-      expect(kdn.parts.scheduler.depth).to.equal(2);
+      expect(kdn.parts.scheduler.depth).to.equal(kdn.parts.config.engineBatch + 1);
       gone.abort();
       await abandoned;
-      await until('the abandoned query to leave the queue', async () => (kdn.parts.scheduler.depth === 1 ? true : undefined), 10_000);
+      const holders = kdn.parts.config.engineBatch;
+      await until('the abandoned query to leave the queue', async () => (kdn.parts.scheduler.depth === holders ? true : undefined), 10_000);
       expect(((await alice.jobs({ kind: 'query' })) as Jobs).jobs).to.deep.equal([]);
     } finally {
       hold.release();

@@ -27,6 +27,7 @@
 #   hot      the engine hot tier's tests, then 8B TTFT at 8k, 16k, 32k (synthetic KV): int4 injection, a repeated
 #            context from the hot tier, the peer's full prefill and its host-memory hit (pinned KV copied in, then
 #            the question); then delivery's stage profile of an 8k context (32 chunks of 256 tokens)       ~8 min
+#   load     32 clients against kdn serve on the GPU, continuous batching off against on (load-gpu.json) ~5 min
 #   merge    DIR's TTFT, engine, delivery, forward-profile and comparison files into bench/results/
 set -u
 cd "$(dirname "$0")/../.."
@@ -83,7 +84,8 @@ for part in "$@"; do
     check)
       # CI=true: a missing GPU adapter fails the tests instead of skipping them.
       step 240 check env CI=true node node_modules/mocha/bin/mocha.js test/engine/webgpu-kernels.test.ts test/engine/webgpu-backend.test.ts \
-        test/engine/webgpu-kv-injector.test.ts test/engine/webgpu-kv-buffer-pool.test.ts test/engine/webgpu-recorder.test.ts ;;
+        test/engine/webgpu-kv-injector.test.ts test/engine/webgpu-kv-buffer-pool.test.ts test/engine/webgpu-recorder.test.ts \
+        test/engine/batch-forward.test.ts ;;
     profile)
       json_step 200 profile-question-8b node --import tsx tools/gpu/profile-question.ts --shape llama3.1-8b --contexts 8192,32768 --codecs fp16,int4 ;;
     forward)
@@ -134,11 +136,14 @@ for part in "$@"; do
         --modes inject-int4,inject-hot,peer,peer-host-hit --runs 3 --warmup 1 --recompute-warmup 0 --max-seconds 400
       bench 240 delivery-gpu-8k delivery --objects 32 --tokens 256 --codecs int4,fp16 --rounds 5 \
         --stages ceiling,fetch,verified,threads,gpu-staged,gpu,engine ;;
+    load)
+      # On the demo model; each throughput round runs batching off and on, the order flipping between rounds.
+      bench 560 load-gpu load --backend webgpu --modes thread --clients 1,32 --seconds 15 --rounds 2 --batch 32 ;;
     merge)
       node --import tsx tools/gpu/merge-results.ts "$DIR" ;;
     *)
       echo "unknown part $part (check, profile, forward, 8b, 8b-long, 1b, engine, compare, sass, blend, fidelity, expand, transform," \
-        "hot, merge)" >&2
+        "hot, load, merge)" >&2
       exit 2 ;;
   esac
 done

@@ -6,6 +6,7 @@
  *   profile-forward-*.json -> bench/results/gpu/profile-forward.json
  *   ttft-transform-gpu-*.json -> bench/results/ttft-transform-gpu.json (the transform codec against int4 and the peer)
  *   profile-expand-*.json  -> bench/results/gpu/profile-expand.json (KV expansion GB/s, transform codec and int4)
+ *   load-gpu.json          -> bench/results/load-gpu.json (kdn serve under 32 clients, batching off against on)
  *   compare-transformers.json -> bench/results/gpu/compare-transformers.json
  * Each merged file names the commit its runs measured (the folder's source.json, which every benchmark file must
  * agree with) and keeps each run's command, date, host and params. A partial run is refused: rerun that part.
@@ -68,6 +69,7 @@ function main(folder: string | undefined): void {
   let merged = 0;
   const benchmarks = [
     ['ttft-gpu-', 'ttft-gpu'], ['engine-gpu-', 'engine-gpu'], ['delivery-gpu-', 'delivery-gpu'], ['ttft-transform-gpu-', 'ttft-transform-gpu'],
+    ['load-gpu', 'load-gpu'],
   ] as const;
   for (const [prefix, name] of benchmarks) {
     const files = filesOf(folder, prefix);

@@ -24,6 +24,8 @@ interface ServeFlags {
   rateLimit?: string;
   queryTimeout?: string;
   fetchThreads?: string;
+  engineBatch?: string;
+  engineKvBudget?: string;
   shutdownTimeout?: string;
   json?: boolean;
 }
@@ -56,6 +58,8 @@ async function serve(flags: ServeFlags): Promise<void> {
     rateLimit: flags.rateLimit,
     queryTimeoutMs: flags.queryTimeout,
     fetchThreads: flags.fetchThreads,
+    engineBatch: flags.engineBatch,
+    engineKvBudget: flags.engineKvBudget,
     shutdownTimeoutMs: flags.shutdownTimeout,
   };
   const config = resolveKdnConfig(Object.fromEntries(Object.entries(input).filter(([, v]) => v !== undefined)));
@@ -120,6 +124,8 @@ export function register(program: Command): void {
     .option('--shared-namespaces <list>', `namespaces every tenant reads, "name=owner1+owner2,..." (owners write) (env ${KDN_ENV.sharedNamespaces})`)
     .option('--rate-limit <rate>', `requests per second per API key, "rate[,burst]", 0 for none (env ${KDN_ENV.rateLimit}; default 100,200)`)
     .option('--fetch-threads <n>', `worker threads receiving and verifying chunk objects, 0 for none (env ${KDN_ENV.fetchThreads}; default half the cores, at most 8)`)
+    .option('--engine-batch <n>', `queries on the engine at once, decoding in batched steps (env ${KDN_ENV.engineBatch}; default 16)`)
+    .option('--engine-kv-budget <tokens>', `KV tokens decoding queries may hold together (env ${KDN_ENV.engineKvBudget}; default no limit)`)
     .option('--query-timeout <ms>', `bound on one query, queueing included (env ${KDN_ENV.queryTimeoutMs}; default 120000)`)
     .option('--shutdown-timeout <ms>', `on SIGTERM, how long running work may take before it is cancelled (env ${KDN_ENV.shutdownTimeoutMs}; default 30000)`)
     .option('--json', 'print one JSON ready line instead of text')
