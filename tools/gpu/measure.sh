@@ -23,10 +23,10 @@
 #            injection (int4, synthetic KV) and the peer (bench/results/ttft-blend-gpu.json)               ~6 min
 #   fidelity the fidelity benchmark's whole grid on the demo model, one run per context set             ~6 min
 #   expand   the transform-codec expansion test, then its GB/s (fp16-equivalent) against int4, 8B and 1B head shapes
-#   transform 8B TTFT at 8k, 16k and 32k: the transform codec against int4 and the peer, synthetic KV       ~8 min
-#   hot      the engine hot tier's tests, then 8B TTFT at 8k, 16k, 32k (synthetic KV): int4 injection, a repeated
+#   delivery 8B TTFT at 8k and 16k in one run (synthetic KV): fp16, int4 and transform-codec injection, a repeated
 #            context from the hot tier, the peer's full prefill and its host-memory hit (pinned KV copied in, then
 #            the question); then delivery's stage profile of an 8k context (32 chunks of 256 tokens)       ~8 min
+#   delivery-long  the same TTFT modes at 32k                                                             ~5 min
 #   load     32 clients against kdn serve on the GPU, continuous batching off against on (load-gpu.json) ~5 min
 #   merge    DIR's TTFT, engine, delivery, forward-profile and comparison files into bench/results/
 set -u
@@ -85,6 +85,7 @@ for part in "$@"; do
       # CI=true: a missing GPU adapter fails the tests instead of skipping them.
       step 240 check env CI=true node node_modules/mocha/bin/mocha.js test/engine/webgpu-kernels.test.ts test/engine/webgpu-backend.test.ts \
         test/engine/webgpu-kv-injector.test.ts test/engine/webgpu-kv-buffer-pool.test.ts test/engine/webgpu-recorder.test.ts \
+        test/engine/hot-tier.test.ts test/engine/transform-inject.test.ts \
         test/engine/batch-forward.test.ts ;;
     profile)
       json_step 200 profile-question-8b node --import tsx tools/gpu/profile-question.ts --shape llama3.1-8b --contexts 8192,32768 --codecs fp16,int4 ;;
@@ -127,14 +128,13 @@ for part in "$@"; do
         json_step 120 "profile-expand-${shape%%:*}" node --import tsx tools/gpu/profile-expand.ts --shape "${shape#*:}" \
           --tokens 256 --reps 50
       done ;;
-    transform)
-      bench 590 ttft-transform-gpu-8b ttft --shape llama3.1-8b --contexts 8192,16384,32768 --question 64 --backend webgpu \
-        --kv synthetic --modes inject-transform,inject-int4,peer --runs 3 --warmup 1 --max-seconds 540 ;;
-    hot)
-      step 240 hot-check env CI=true node node_modules/mocha/bin/mocha.js test/engine/hot-tier.test.ts
-      bench 480 ttft-gpu-hot-8b ttft --shape llama3.1-8b --contexts 8192,16384,32768 --question 64 --backend webgpu --kv synthetic \
-        --modes inject-int4,inject-hot,peer,peer-host-hit --runs 3 --warmup 1 --recompute-warmup 0 --max-seconds 400
-      bench 240 delivery-gpu-8k delivery --objects 32 --tokens 256 --codecs int4,fp16 --rounds 5 \
+    delivery|delivery-long)
+      contexts=8192,16384
+      [ "$part" = delivery-long ] && contexts=32768
+      bench 540 "ttft-delivery-gpu-$part" ttft --shape llama3.1-8b --contexts "$contexts" --question 64 --backend webgpu \
+        --kv synthetic --modes inject,inject-int4,inject-transform,inject-hot,peer,peer-host-hit --runs 3 --warmup 1 \
+        --recompute-warmup 0 --max-seconds 460
+      [ "$part" = delivery ] && bench 200 delivery-gpu-8k delivery --objects 32 --tokens 256 --codecs int4,fp16 --rounds 5 \
         --stages ceiling,fetch,verified,threads,gpu-staged,gpu,engine ;;
     load)
       # On the demo model; each throughput round runs batching off and on, the order flipping between rounds.
@@ -142,8 +142,8 @@ for part in "$@"; do
     merge)
       node --import tsx tools/gpu/merge-results.ts "$DIR" ;;
     *)
-      echo "unknown part $part (check, profile, forward, 8b, 8b-long, 1b, engine, compare, sass, blend, fidelity, expand, transform," \
-        "hot, load, merge)" >&2
+      echo "unknown part $part (check, profile, forward, 8b, 8b-long, 1b, engine, compare, sass, blend, fidelity, expand," \
+        "delivery, delivery-long, load, merge)" >&2
       exit 2 ;;
   esac
 done

@@ -4,7 +4,7 @@
  *   engine-gpu-*.json      -> bench/results/engine-gpu.json
  *   delivery-gpu-*.json    -> bench/results/delivery-gpu.json
  *   profile-forward-*.json -> bench/results/gpu/profile-forward.json
- *   ttft-transform-gpu-*.json -> bench/results/ttft-transform-gpu.json (the transform codec against int4 and the peer)
+ *   ttft-delivery-gpu-*.json -> bench/results/ttft-delivery-gpu.json (every codec, the hot tier, the peer and its host hit)
  *   profile-expand-*.json  -> bench/results/gpu/profile-expand.json (KV expansion GB/s, transform codec and int4)
  *   load-gpu.json          -> bench/results/load-gpu.json (kdn serve under 32 clients, batching off against on)
  *   compare-transformers.json -> bench/results/gpu/compare-transformers.json
@@ -68,7 +68,7 @@ function main(folder: string | undefined): void {
   const source = readJson<Source>(join(folder, 'source.json'));
   let merged = 0;
   const benchmarks = [
-    ['ttft-gpu-', 'ttft-gpu'], ['engine-gpu-', 'engine-gpu'], ['delivery-gpu-', 'delivery-gpu'], ['ttft-transform-gpu-', 'ttft-transform-gpu'],
+    ['ttft-gpu-', 'ttft-gpu'], ['engine-gpu-', 'engine-gpu'], ['delivery-gpu-', 'delivery-gpu'], ['ttft-delivery-gpu-', 'ttft-delivery-gpu'],
     ['load-gpu', 'load-gpu'],
   ] as const;
   for (const [prefix, name] of benchmarks) {
