@@ -8,7 +8,9 @@
  */
 import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
-import { codecFromString, decodeKVObject, encodeKVObject, fitTransformTable, TRANSFORM_LEVELS, transformTables } from '../storage/kv-object/index.ts';
+import {
+  codecFromString, decodeKVObject, encodeKVObject, fitTransformTable, TRANSFORM_LEVELS, transformTables,
+} from '../storage/kv-object/index.ts';
 import type { KVTensors } from '../storage/kv-object/types.ts';
 import { kvTensors, tokenIds } from '../fixtures/kv-data.ts';
 import type { BenchRecord, BenchReport } from './report.ts';
