@@ -7,13 +7,22 @@
  *   pipeline: bench/lib/fetch-inject.ts (what bench/ttft.ts measures), injecting into a sink that consumes layers;
  *   product:  kdn/query's ChunkFetch on the event loop (what a query runs with --fetch-threads 0), injected in order
  *             into the same sink;
- *   threads:  the same over a KvFetchPool of --fetch-threads workers (default 4), each receiving and verifying.
+ *   threads:  the same over a KvFetchPool of --fetch-threads workers (default 4), each receiving and verifying;
+ * and on a WebGPU adapter (asked for by name, not run by default), the engine's injection without a model
+ * (bench/lib/gpu-inject-target.ts), each record with the host's time in the writes and the wait for the GPU:
+ *   gpu-staged: verified blocks held in memory, staged and copied to the GPU only (no expansion);
+ *   gpu:        the same, expanded into the f32 cache as the engine does (gpu - gpu-staged: the expansion);
+ *   engine:     the threads stage into that injection: edge to expanded cache, the hand-over to the engine's own
+ *               thread excepted (blocks are injected on the fetch pool's receiving thread here).
+ * Where time goes, stage by stage (each stage includes the ones before it): ceiling (socket), fetch (edge client),
+ * verified (hashing), threads (parallel verification and the hand-over by transfer), engine (staging, copy and
+ * expansion as in gpu).
  * The edge runs in process with a secret and a memory tier holding every object (as bench/lib/bench-edge.ts).
  * Each round runs every stage once per codec, stages interleaved; figures are medians over --rounds after one
  * warmup round. `--before <results.json>` adds the GB/s of an earlier run of this benchmark per row, for comparison.
  *
  *   npm run bench -- delivery [--objects 16] [--parallel 16] [--rounds 5] [--codecs fp16,int8,int4]
- *                             [--stages ceiling,fetch,verified,pipeline,product,threads] [--fetch-threads 4]
+ *                             [--stages ceiling,fetch,verified,pipeline,product,threads,gpu-staged,gpu,engine] [--fetch-threads 4]
  *                             [--layers 32 --kv-heads 8 --head-dim 128 --tokens 256] [--before <file>]
  */
 import { randomBytes } from 'node:crypto';
@@ -23,26 +32,30 @@ import { Agent, request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { Writable } from 'node:stream';
+import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { pino } from 'pino';
 import { KdnError } from '../common/errors.ts';
-import { EDGE_TOKEN_HEADER, secretSigner, type EdgeSigner } from '../common/edge-token.ts';
-import { EdgeClient } from '../edge/client.ts';
-import { startEdge, type RunningEdge } from '../edge/main.ts';
+import { secretSigner, type EdgeSigner } from '../common/edge-token.ts';
+import { EdgeClient } from '../edge/client/client.ts';
+import { EDGE_HEADERS, kvPath } from '../edge/protocol.ts';
+import { startEdge, type RunningEdge } from '../edge/server/main.ts';
 import { ChunkFetch } from '../kdn/query/fetch-chunk.ts';
 import { KvFetchPool } from '../kdn/query/kv-fetch-pool.ts';
 import { inThreadFetcher, type KvFetcher } from '../kdn/query/kv-fetcher.ts';
 import { codecFromString, encodeKVObject, readKVObject, tokenHash } from '../storage/kv-object/index.ts';
-import type { CodecName, KVExpectation, KVObjectReader } from '../storage/kv-object/types.ts';
+import type { CodecName, KVExpectation, KVHeader, KVLayerBlock, KVObjectReader } from '../storage/kv-object/types.ts';
 import { kvTensors, tokenIds } from '../fixtures/kv-data.ts';
 import { choiceList, parseFlags, positiveInt } from './lib/args.ts';
 import { fetchAndInject, type InjectTarget } from './lib/fetch-inject.ts';
+import { GpuInjectTarget, type GpuInjectTiming } from './lib/gpu-inject-target.ts';
 import { median, round } from './lib/stats.ts';
 import type { BenchRecord, BenchReport } from './report.ts';
 
 const CODECS = ['fp16', 'int8', 'int4'] as const satisfies readonly CodecName[];
-const STAGES = ['ceiling', 'fetch', 'verified', 'pipeline', 'product', 'threads'] as const;
+const CPU_STAGES = ['ceiling', 'fetch', 'verified', 'pipeline', 'product', 'threads'] as const;
+const GPU_STAGES = ['gpu-staged', 'gpu', 'engine'] as const;
+const STAGES = [...CPU_STAGES, ...GPU_STAGES] as const;
 type Stage = (typeof STAGES)[number];
 
 interface DeliveryArgs {
@@ -67,7 +80,7 @@ function parse(args: string[]): DeliveryArgs {
     parallel: positiveInt(values.parallel, 16, 'parallel'),
     rounds: positiveInt(values.rounds, 5, 'rounds'),
     codecs: choiceList(values.codecs, CODECS, CODECS, 'codecs'),
-    stages: choiceList(values.stages, STAGES, STAGES, 'stages'),
+    stages: choiceList(values.stages, CPU_STAGES, STAGES, 'stages'),
     fetchThreads: positiveInt(values['fetch-threads'], 4, 'fetch-threads'),
     shape: {
       layers: positiveInt(values.layers, 32, 'layers'),
@@ -110,7 +123,9 @@ async function windowed<T>(items: readonly T[], parallel: number, work: (item: T
 /** The transport's ceiling: plain node:http GETs with the same token the client sends, bodies discarded. */
 function plainGet(agent: Agent, edge: RunningEdge, sign: EdgeSigner, key: string): Promise<void> {
   return new Promise((resolve, reject) => {
-    const req = request(`${edge.url}/kv/${key}`, { agent, headers: { [EDGE_TOKEN_HEADER]: sign({ method: 'GET', target: `/kv/${key}` }) } }, (res) => {
+    const path = kvPath(key);
+    const headers = { [EDGE_HEADERS.token]: sign({ method: 'GET', target: path }) };
+    const req = request(`${edge.url}${path}`, { agent, headers }, (res) => {
       if (res.statusCode !== 200) reject(new Error(`GET ${key}: HTTP ${res.statusCode}`));
       res.on('data', () => undefined);
       res.once('end', resolve);
@@ -127,6 +142,8 @@ interface Fixture {
   objectBytes: number;
   layers: number;
   expect: KVExpectation;
+  /** One object's verified layer blocks (every key holds the same object), for the stages without the network. */
+  held: { header: KVHeader; blocks: KVLayerBlock[] };
 }
 
 interface StageContext {
@@ -136,10 +153,20 @@ interface StageContext {
   agent: Agent;
   sign: EdgeSigner;
   parallel: number;
+  /** Opened on first use: the injection staging only, and staging with expansion. */
+  gpu: { staged?: GpuInjectTarget; expanded?: GpuInjectTarget; open(expand: boolean): Promise<GpuInjectTarget> };
+}
+
+/** A reader over blocks already verified and held in memory. */
+function heldReader(held: Fixture['held']): KVObjectReader {
+  async function* layers(): AsyncGenerator<KVLayerBlock> {
+    yield* held.blocks;
+  }
+  return { header: held.header, layers: layers() };
 }
 
 /** The product's path: every chunk fetched at once, injected in order (run-query.ts's injectContext without the engine). */
-async function injectAll(fetcher: KvFetcher, f: Fixture, sink: LayerSink): Promise<void> {
+async function injectAll(fetcher: KvFetcher, f: Fixture, sink: InjectTarget): Promise<void> {
   const signal = new AbortController().signal;
   // One signal per query, as run-query passes it: every request in flight listens on it.
   setMaxListeners(f.keys.length * 2, signal);
@@ -148,10 +175,28 @@ async function injectAll(fetcher: KvFetcher, f: Fixture, sink: LayerSink): Promi
   await Promise.all(fetches.map((fetch) => fetch.done));
 }
 
-async function measureStage(stage: Stage, f: Fixture, ctx: StageContext): Promise<number> {
+interface StageResult {
+  gbps: number;
+  ms: number;
+  gpu: GpuInjectTiming | null;
+}
+
+async function measureStage(stage: Stage, f: Fixture, ctx: StageContext): Promise<StageResult> {
   const { client, parallel } = ctx;
+  const onGpu = (GPU_STAGES as readonly Stage[]).includes(stage);
+  const target = onGpu ? await ctx.gpu.open(stage !== 'gpu-staged') : null;
+  let gpu: GpuInjectTiming | null = null;
   const t0 = performance.now();
   switch (stage) {
+    case 'gpu-staged':
+    case 'gpu':
+      for (const _ of f.keys) await target!.injectKV(heldReader(f.held), target!.length);
+      gpu = await target!.finish();
+      break;
+    case 'engine':
+      await injectAll(ctx.pool, f, target!);
+      gpu = await target!.finish();
+      break;
     case 'ceiling':
       await windowed(f.keys, parallel, (key) => plainGet(ctx.agent, ctx.edge, ctx.sign, key));
       break;
@@ -181,8 +226,8 @@ async function measureStage(stage: Stage, f: Fixture, ctx: StageContext): Promis
       break;
     }
   }
-  const seconds = (performance.now() - t0) / 1000;
-  return (f.objectBytes * f.keys.length) / seconds / 1e9;
+  const ms = performance.now() - t0;
+  return { gbps: (f.objectBytes * f.keys.length) / (ms / 1000) / 1e9, ms, gpu };
 }
 
 /** GB/s per codec and stage of an earlier results file of this benchmark. */
@@ -215,35 +260,45 @@ export async function run(args: string[]): Promise<BenchReport> {
   const client = new EdgeClient(clientOptions);
   const pool = new KvFetchPool(clientOptions, a.fetchThreads);
   const agent = new Agent({ keepAlive: true, maxSockets: 64 });
-  const ctx: StageContext = { client, pool, edge, agent, sign: secretSigner(secret), parallel: a.parallel };
+  const capacity = a.objects * a.shape.tokens;
+  const gpu: StageContext['gpu'] = {
+    async open(expand) {
+      if (expand) return (this.expanded ??= await GpuInjectTarget.open(a.shape, capacity, true));
+      return (this.staged ??= await GpuInjectTarget.open(a.shape, capacity, false));
+    },
+  };
+  const ctx: StageContext = { client, pool, edge, agent, sign: secretSigner(secret), parallel: a.parallel, gpu };
   try {
     const fixtures: Fixture[] = [];
     for (const [codec, bytes] of encoded) {
       const keys = Array.from({ length: a.objects }, (_, i) => `kv/bench/delivery/${codec}/chunk-${String(i).padStart(4, '0')}.kv`);
       for (const key of keys) await client.put(key, bytes);
-      fixtures.push({
-        codec, keys, objectBytes: bytes.length, layers: a.shape.layers,
-        expect: { modelFingerprint: 'bench-delivery', ...a.shape, tokenHash: tokenHash(ids) },
-      });
+      const expect = { modelFingerprint: 'bench-delivery', ...a.shape, tokenHash: tokenHash(ids) };
+      const reader = await readKVObject(Readable.from([bytes]), expect);
+      const blocks: KVLayerBlock[] = [];
+      for await (const block of reader.layers) blocks.push(block);
+      fixtures.push({ codec, keys, objectBytes: bytes.length, layers: a.shape.layers, expect, held: { header: reader.header, blocks } });
     }
-    const samples = new Map<string, number[]>();
+    const samples = new Map<string, StageResult[]>();
     for (let r = 0; r <= a.rounds; r++) {
       for (const f of fixtures) {
         for (const stage of a.stages) {
-          const gbps = await measureStage(stage, f, ctx);
+          const result = await measureStage(stage, f, ctx);
           if (r === 0) continue; // warmup: sockets open, JIT warm
           const key = `${f.codec}/${stage}`;
-          samples.set(key, [...(samples.get(key) ?? []), gbps]);
+          samples.set(key, [...(samples.get(key) ?? []), result]);
         }
       }
       if (r > 0) process.stderr.write(`delivery: round ${r}/${a.rounds} done\n`);
     }
     const records: BenchRecord[] = [];
     for (const f of fixtures) {
-      const ceilingRounds = samples.get(`${f.codec}/ceiling`);
+      const ceilingRounds = samples.get(`${f.codec}/ceiling`)?.map((s) => s.gbps);
       for (const stage of a.stages) {
-        const rounds = samples.get(`${f.codec}/${stage}`)!;
+        const results = samples.get(`${f.codec}/${stage}`)!;
+        const rounds = results.map((s) => s.gbps);
         const gbps = median(rounds);
+        const gpuTimes = results.flatMap((s) => (s.gpu ? [s.gpu] : []));
         const was = before?.get(`${f.codec}/${stage}`);
         records.push({
           codec: f.codec,
@@ -251,6 +306,9 @@ export async function run(args: string[]): Promise<BenchReport> {
           objectMB: round(f.objectBytes / 1e6),
           GBps: round(gbps, 3),
           ofCeiling: ceilingRounds ? round(gbps / median(ceilingRounds), 3) : null,
+          ms: round(median(results.map((s) => s.ms))),
+          hostWriteMs: gpuTimes.length > 0 ? round(median(gpuTimes.map((t) => t.hostWriteMs))) : null,
+          gpuWaitMs: gpuTimes.length > 0 ? round(median(gpuTimes.map((t) => t.settleMs))) : null,
           ...(before ? { beforeGBps: was === undefined ? null : round(was, 3), speedup: was === undefined ? null : round(gbps / was, 3) } : {}),
           rounds: rounds.map((v) => round(v, 3)).join(' '),
         });
@@ -264,12 +322,16 @@ export async function run(args: string[]): Promise<BenchReport> {
         rounds: a.rounds,
         shape: `${a.shape.layers} layers x ${a.shape.kvHeads} kv heads x ${a.shape.headDim} head dim x ${a.shape.tokens} tokens`,
         edge: 'in process, memory tier, signed requests, loopback HTTP (same event loop as the client)',
-        timing: 'GB/s of stored object bytes from the first request to the last layer consumed, median over rounds after one warmup round',
+        timing:
+          'GB/s (and ms) of stored object bytes from the first request to the last layer consumed, median over rounds after one ' +
+          'warmup round; gpu stages: hostWriteMs inside the injector writes, gpuWaitMs from the last write to the GPU done',
         ...(a.before ? { before: a.before } : {}),
       },
       records,
     };
   } finally {
+    gpu.staged?.close();
+    gpu.expanded?.close();
     agent.destroy();
     client.close();
     await pool.close();

@@ -22,9 +22,10 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import express from 'express';
-import { EDGE_TOKEN_HEADER, EDGE_TOKEN_MAX_LIFETIME_S, newNonce, signEdgeToken } from '../common/edge-token.ts';
+import { EDGE_TOKEN_MAX_LIFETIME_S, newNonce, signEdgeToken } from '../common/edge-token.ts';
 import { KdnError } from '../common/errors.ts';
-import { startEdge, type RunningEdge } from '../edge/main.ts';
+import { EDGE_HEADERS, kvPath, parseCacheStatus } from '../edge/protocol.ts';
+import { startEdge, type RunningEdge } from '../edge/server/main.ts';
 import { encodeKVObject } from '../storage/kv-object/index.ts';
 import { openStore } from '../storage/open-store.ts';
 import { intList, positiveInt } from './lib/args.ts';
@@ -87,7 +88,9 @@ export async function run(args: string[]): Promise<BenchReport> {
     // Edges check a signed token on every GET, as in production; wrk sends one per object.
     const secret = randomBytes(24).toString('hex');
     const token = (key: string): Record<string, string> => ({
-      [EDGE_TOKEN_HEADER]: signEdgeToken(secret, { method: 'GET', target: `/kv/${key}`, expiry: Math.floor(Date.now() / 1000) + EDGE_TOKEN_MAX_LIFETIME_S - 10, nonce: newNonce() }),
+      [EDGE_HEADERS.token]: signEdgeToken(secret, {
+        method: 'GET', target: kvPath(key), expiry: Math.floor(Date.now() / 1000) + EDGE_TOKEN_MAX_LIFETIME_S - 10, nonce: newNonce(),
+      }),
     });
     const memoryEdge = await startEdge({ port: 0, originUrl: `file:${join(root, 'origin')}`, memoryBytes: budget, diskBytes: 0, diskPath: join(root, 'disk-unused'), secret });
     closers.push(() => memoryEdge.close());
@@ -104,8 +107,8 @@ export async function run(args: string[]): Promise<BenchReport> {
 
     const targets: Target[] = [
       { server: 'nginx', tier: 'sendfile', url: (file) => `${nginxUrl.url}/kv/${file}`, headers: () => ({}) },
-      { server: 'kdn edge', tier: 'memory', url: (file) => `${memoryEdge.url}/kv/kv/${file}`, headers: (file) => token(`kv/${file}`) },
-      { server: 'kdn edge', tier: 'disk', url: (file) => `${diskEdge.url}/kv/kv/${file}`, headers: (file) => token(`kv/${file}`) },
+      { server: 'kdn edge', tier: 'memory', url: (file) => memoryEdge.url + kvPath(`kv/${file}`), headers: (file) => token(`kv/${file}`) },
+      { server: 'kdn edge', tier: 'disk', url: (file) => diskEdge.url + kvPath(`kv/${file}`), headers: (file) => token(`kv/${file}`) },
       { server: 'express (reference)', tier: 'memory', url: (file) => `${expressUrl.url}/kv/${file}`, headers: () => ({}) },
     ];
     // Rounds interleave the servers so that load from other work on a shared machine hits all of them alike;
@@ -197,11 +200,12 @@ function makeObject(mib: number): Buffer {
 /** Reads a key twice through an edge and checks that the second answer came from the expected tier. */
 async function fill(edge: RunningEdge, key: string, tier: 'memory' | 'disk', headers: Record<string, string>): Promise<void> {
   for (let i = 0; i < 2; i += 1) {
-    const res = await fetch(`${edge.url}/kv/${key}`, { headers });
+    const res = await fetch(`${edge.url}${kvPath(key)}`, { headers });
     await res.arrayBuffer();
     if (!res.ok) throw new Error(`filling ${key}: HTTP ${res.status}`);
-    if (i === 1 && !(res.headers.get('cache-status') ?? '').includes(`detail=${tier}`)) {
-      throw new Error(`${key} was served by ${res.headers.get('cache-status')}, expected the ${tier} tier`);
+    const cacheStatus = res.headers.get(EDGE_HEADERS.cacheStatus);
+    if (i === 1 && parseCacheStatus(cacheStatus) !== tier) {
+      throw new Error(`${key} was served by ${cacheStatus}, expected the ${tier} tier`);
     }
   }
 }

@@ -6,12 +6,22 @@
  *     HTTP in parallel, then as kdn's query path does (`--inject-path auto`): up to OVERLAP_MAX_CHUNKS chunks placed
  *     layer by layer with the question running each layer as soon as the context's copy of it is in (`overlapped`),
  *     more injected chunk by chunk, `--window` objects ahead, then the question prefilled (`sequential`);
+ *   inject-transform: as inject, objects of the transform codec (`--transform-level`, default x8) on synthetic KV
+ *     only (`--kv synthetic`): a table fitted on that KV, whose energy falls off across head dimensions as real
+ *     KV's does (bench/lib/bench-transform.ts), given to the engine and the fetch threads first;
  *   blend, blend-int8, blend-int4: the same objects fetched the same way and handed with the question to
  *     Session.blendKVAndPrefill, which recomputes a `--blend-ratio` share of the context's tokens (CacheBlend, the
  *     selection kdn's blend queries use) while the context arrives;
+ *   inject-hot: the context repeated, from the engine's hot tier: one query fetches and injects its int4 objects and keeps
+ *     its chunks resident (as kdn's query path does after answering); each measured run places them again by copies
+ *     on the device (Session.injectResident: nothing fetched), then prefills the question. vs_question is its TTFT over
+ *     the question's own prefill in that run, vs_inject over inject-int4's;
  *   recompute: the engine prefills context and question;
  *   peer: transformers (bf16, sdpa) prefills the same token count (bench/peer_prefill.py; skipped with the reason
- *     where torch or CUDA is missing).
+ *     where torch or CUDA is missing);
+ *   peer-host-hit: the same transformers model with the context's KV (bf16) already in pinned host memory, as an
+ *     inference server with a CPU-RAM KV tier has it on a local hit: copied to the GPU, then the question prefilled.
+ *     Inject modes report both ratios: vs_peer (against the full prefill) and vs_host_hit (against this one).
  * With `--kv synthetic` the inject modes skip computing the context: every chunk object holds the same seeded random
  * KV, stored before RoPE (rotated at injection, as position-independent objects are), so long contexts of large
  * shapes are timed without a full prefill first; their first token is not compared with recompute's.
@@ -39,19 +49,26 @@ import { openBenchEngine, resolveTarget } from './lib/open-engine.ts';
 import { PEER_REPS, runPeer, type PeerReport } from './lib/peer.ts';
 import { median, round } from './lib/stats.ts';
 import type { BenchEngine } from './lib/synthetic-engine.ts';
-import type { BlendOptions, Session } from '../engine-adapter/index.ts';
+import { kvBytesPerToken, parseModelConfig, type BlendOptions, type Session } from '../engine-adapter/index.ts';
 import { randomTokenIds } from './lib/token-ids.ts';
 import { kvTensors } from '../fixtures/kv-data.ts';
+import { BenchTransform, spectralKV } from './lib/bench-transform.ts';
 import type { BenchRecord, BenchReport, Checkpoint } from './report.ts';
 
-const MODES = ['inject', 'inject-int8', 'inject-int4', 'blend', 'blend-int8', 'blend-int4', 'recompute', 'peer'] as const;
+const MODES = [
+  'inject', 'inject-int8', 'inject-int4', 'inject-transform', 'inject-hot', 'blend', 'blend-int8', 'blend-int4', 'recompute', 'peer',
+  'peer-host-hit',
+] as const;
 const KV_SOURCES = ['computed', 'synthetic'] as const;
 type Mode = (typeof MODES)[number];
-type InjectMode = Exclude<Mode, 'recompute' | 'peer'>;
+type InjectMode = Exclude<Mode, 'recompute' | 'peer' | 'peer-host-hit' | 'inject-hot'>;
+/** The codec of the objects inject-hot's first query fetches before its chunks are resident. */
+const HOT_FILL_CODEC: CodecName = 'int4';
 const CODEC_OF: Record<InjectMode, CodecName> = {
   inject: 'fp16',
   'inject-int8': 'int8',
   'inject-int4': 'int4',
+  'inject-transform': 'transform',
   blend: 'fp16',
   'blend-int8': 'int8',
   'blend-int4': 'int4',
@@ -79,6 +96,8 @@ interface TtftArgs extends SpeedArgs {
   recomputeWarmup: number;
   kv: (typeof KV_SOURCES)[number];
   blend: BlendOptions;
+  /** The transform codec's level name (e.g. x8); undefined for the codec's default. */
+  transformLevel: string | undefined;
 }
 
 const INJECT_PATHS = ['auto', 'overlapped', 'sequential'] as const;
@@ -88,7 +107,7 @@ function isInject(mode: Mode): mode is InjectMode {
 }
 
 function parse(args: string[]): TtftArgs {
-  const values = parseFlags(args, { ...SPEED_OPTIONS, question: { type: 'string' }, chunk: { type: 'string' }, modes: { type: 'string' }, window: { type: 'string' }, 'inject-path': { type: 'string' }, edge: { type: 'string' }, 'fetch-threads': { type: 'string' }, 'recompute-warmup': { type: 'string' }, kv: { type: 'string' }, 'blend-ratio': { type: 'string' }, chunks: { type: 'string' } });
+  const values = parseFlags(args, { ...SPEED_OPTIONS, question: { type: 'string' }, chunk: { type: 'string' }, modes: { type: 'string' }, window: { type: 'string' }, 'inject-path': { type: 'string' }, edge: { type: 'string' }, 'fetch-threads': { type: 'string' }, 'recompute-warmup': { type: 'string' }, kv: { type: 'string' }, 'blend-ratio': { type: 'string' }, chunks: { type: 'string' }, 'transform-level': { type: 'string' } });
   const speed = speedArgs(values, { contexts: [256, 512, 1024] });
   return {
     ...speed,
@@ -103,6 +122,7 @@ function parse(args: string[]): TtftArgs {
     recomputeWarmup: values['recompute-warmup'] === '0' ? 0 : positiveInt(values['recompute-warmup'], speed.warmup, 'recompute-warmup'),
     kv: choice(values.kv, 'computed', KV_SOURCES, 'kv'),
     blend: blendOptions(ratio(values['blend-ratio'])),
+    transformLevel: values['transform-level'],
   };
 }
 
@@ -136,7 +156,9 @@ function record(base: { device: string; shape: string; context: number; question
     recomputed_tokens: null,
     vs_inject: null,
     vs_peer: null,
+    vs_host_hit: null,
     vs_recompute: null,
+    vs_question: null,
     note: null,
     ...fields,
   };
@@ -199,7 +221,15 @@ async function putContextObjects(
  * object is encoded before the first is put, so the puts go back to back (encoding a large chunk takes longer than
  * the edge keeps an idle connection).
  */
-async function putSyntheticObjects(engine: BenchEngine, edge: BenchEdge, context: number, chunk: number, codecs: CodecName[], prefix: string): Promise<Map<CodecName, string[]>> {
+async function putSyntheticObjects(
+  engine: BenchEngine,
+  edge: BenchEdge,
+  context: number,
+  chunk: number,
+  codecs: CodecName[],
+  prefix: string,
+  transform: { kit: BenchTransform; level: string | undefined } | null,
+): Promise<Map<CodecName, string[]>> {
   const { layers, kvHeads, headDim, fingerprint } = engine.info;
   const chunks = Math.ceil(context / chunk);
   // A ragged last chunk gets an object of its own length.
@@ -207,8 +237,11 @@ async function putSyntheticObjects(engine: BenchEngine, edge: BenchEdge, context
   const objects = new Map<string, Buffer>();
   for (const codec of codecs) {
     for (const tokens of lengths) {
-      const kv = { ...kvTensors({ layers, kvHeads, headDim, tokens }, 11), ropeApplied: false };
-      objects.set(`${codec}/${tokens}`, encodeKVObject(kv, { modelFingerprint: fingerprint, tokenIds: new Array<number>(tokens).fill(0), codec: codecFromString(codec) }));
+      const shape = { layers, kvHeads, headDim, tokens };
+      const kv = codec === 'transform' ? spectralKV(shape, 11) : { ...kvTensors(shape, 11), ropeApplied: false };
+      const spec = codec === 'transform' ? transform!.kit.spec(transform!.level) : codecFromString(codec);
+      const tokenIds = new Array<number>(tokens).fill(0);
+      objects.set(`${codec}/${tokens}`, encodeKVObject(kv, { modelFingerprint: fingerprint, tokenIds, codec: spec }));
     }
   }
   const keys = new Map<CodecName, string[]>(codecs.map((c) => [c, []]));
@@ -220,6 +253,26 @@ async function putSyntheticObjects(engine: BenchEngine, edge: BenchEdge, context
     }
   }
   return keys;
+}
+
+const SYNTHETIC_NOTE = {
+  transform: 'synthetic KV (seeded random, energy falling across head dimensions, before RoPE): timing only',
+  other: 'synthetic KV (seeded random, stored before RoPE): timing only',
+};
+
+/** Each engine's transform table, fitted once (on the first context's chunk length) for every context of a run. */
+const fitted = new WeakMap<BenchEngine, Promise<BenchTransform>>();
+function benchTransform(engine: BenchEngine, a: TtftArgs): Promise<BenchTransform> {
+  if (a.kv !== 'synthetic') {
+    return Promise.reject(new KdnError('INVALID_ARGUMENT', 'inject-transform runs on synthetic KV only', { hint: 'add --kv synthetic' }));
+  }
+  const { layers, kvHeads, headDim } = engine.info;
+  let kit = fitted.get(engine);
+  if (kit === undefined) {
+    kit = BenchTransform.fit(engine, spectralKV({ layers, kvHeads, headDim, tokens: Math.min(a.chunk, 512) }, 11));
+    fitted.set(engine, kit);
+  }
+  return kit;
 }
 
 /** The path a context of `chunks` objects takes under --inject-path `path`. */
@@ -288,6 +341,84 @@ function measureInject(
   });
 }
 
+interface HotRun {
+  ms: number;
+  reserveMs: number;
+  /** From the start to the last resident chunk placed (reserve included). */
+  placedMs: number;
+  questionMs: number;
+  first: number;
+}
+
+/**
+ * inject-hot: one query through the overlapped path fills the hot tier with the context's chunks, then every run
+ * places them from it on a fresh session and prefills the question.
+ */
+async function measureHot(engine: BenchEngine, fetcher: KvFetcher, keys: string[], context: number, questionIds: number[], a: TtftArgs) {
+  // One tenant, and the object key stands in for the token hash: every key here names one chunk.
+  const resident = keys.map((objectKey) => ({ tenant: 'bench', objectKey, tokenHash: objectKey }));
+  const fill = engine.createSession(context + questionIds.length);
+  try {
+    await fill.reserve(fill.capacity);
+    await fetchInjectPrefill(fetcher, keys, fill, questionIds);
+    for (const [i, key] of resident.entries()) {
+      const start = i * a.chunk;
+      await fill.keepResident(key, { start, end: Math.min(start + a.chunk, context) });
+    }
+    const held = await fill.residentChunks(resident);
+    if (!held.every(Boolean)) {
+      const kept = held.filter(Boolean).length;
+      throw new KdnError('INTERNAL', `the hot tier kept ${kept} of ${keys.length} chunks`, { hint: 'a larger hot tier' });
+    }
+  } finally {
+    fill.dispose();
+  }
+  return measure(a.warmup, a.runs, async (): Promise<HotRun> => {
+    const session = engine.createSession(context + questionIds.length);
+    try {
+      const t0 = performance.now();
+      await session.reserve(session.capacity);
+      const reserveMs = performance.now() - t0;
+      for (const key of resident) {
+        const placed = await session.injectResident(key, session.length);
+        if (!placed) throw new KdnError('INTERNAL', `chunk ${key.objectKey} left the hot tier`);
+      }
+      const q0 = performance.now();
+      const first = argmax(await session.prefill(questionIds, { logits: 'last' }));
+      const end = performance.now();
+      return { ms: end - t0, reserveMs, placedMs: q0 - t0, questionMs: end - q0, first };
+    } finally {
+      session.dispose();
+    }
+  });
+}
+
+/** The peer's row for one length: its full prefill, or its local host-memory hit (the KV copy split out in fetch_ms). */
+function peerRecord(
+  base: Parameters<typeof record>[0],
+  mode: 'peer' | 'peer-host-hit',
+  peer: PeerReport | undefined,
+  tokens: number,
+): BenchRecord {
+  const at = { ...base, device: peer?.available ? peer.device : 'none' };
+  if (!peer?.available) return record(at, mode, { note: peer === undefined ? 'not run' : `skipped: ${peer.reason}` });
+  const p = peer.byTokens.get(tokens);
+  const ms = mode === 'peer' ? p?.prefill_ms : p?.host_hit_ms;
+  if (ms === undefined) {
+    return record(at, mode, { note: (mode === 'peer' ? undefined : p?.host_hit_error) ?? p?.error ?? 'no result for this length' });
+  }
+  if (mode === 'peer') return record(at, mode, { ttft_ms: round(ms), runs: PEER_REPS, note: peer.label });
+  const copyMs = p?.host_hit_copy_ms;
+  return record(at, mode, {
+    ttft_ms: round(ms),
+    runs: PEER_REPS,
+    bytes: p?.host_hit_bytes ?? null,
+    fetch_ms: copyMs === undefined ? null : round(copyMs),
+    question_ms: copyMs === undefined ? null : round(ms - copyMs),
+    note: `${peer.label}; context KV (bf16) in pinned host memory: fetch_ms is its copy to the GPU`,
+  });
+}
+
 async function measureContext(engine: BenchEngine, args: TtftArgs, shape: string, context: number, peer: PeerReport | undefined): Promise<BenchRecord[]> {
   const a = { ...args, chunk: args.chunks === null ? args.chunk : Math.ceil(context / args.chunks) };
   const base = { device: engine.device, shape, context, question: a.question, chunk: a.chunk };
@@ -337,21 +468,24 @@ async function measureContext(engine: BenchEngine, args: TtftArgs, shape: string
   });
 
   const injectModes = a.modes.filter(isInject);
-  if (injectModes.length > 0 && !a.deadline.expired) await attempt(injectModes, async () => {
-    const codecs = [...new Set(injectModes.map((m) => CODEC_OF[m]))];
+  const objectModes: Mode[] = [...injectModes, ...(a.modes.includes('inject-hot') ? (['inject-hot'] as const) : [])];
+  if (objectModes.length > 0 && !a.deadline.expired) await attempt(objectModes, async () => {
+    const codecs = [...new Set([...injectModes.map((m) => CODEC_OF[m]), ...(a.modes.includes('inject-hot') ? [HOT_FILL_CODEC] : [])])];
     const budget = codecs.reduce((sum, c) => sum + SIZE_FACTOR[c], 0) * engine.info.kvBytesPerToken * context + 64 * 2 ** 20;
     const edge = await startBenchEdge(Math.ceil(budget), Math.ceil(engine.info.kvBytesPerToken * a.chunk * 1.1) + 2 ** 20, a.edge);
     try {
       const prefix = `kv/bench/ttft/${shape.replace(/[^A-Za-z0-9._=-]/g, '_')}/${context}`;
       let keys: Map<CodecName, string[]>;
+      const transform = codecs.includes('transform') ? { kit: await benchTransform(engine, a), level: a.transformLevel } : null;
       if (a.kv === 'synthetic') {
-        keys = await putSyntheticObjects(engine, edge, contextIds.length, a.chunk, codecs, prefix);
+        keys = await putSyntheticObjects(engine, edge, contextIds.length, a.chunk, codecs, prefix, transform);
       } else {
         const source = kept;
         kept = null;
         keys = await putContextObjects(engine, edge, source, contextIds, a.chunk, codecs, prefix);
       }
       const fetcher = a.fetchThreads > 0 ? new KvFetchPool(edge.clientOptions, a.fetchThreads) : inThreadFetcher(edge.client);
+      transform?.kit.useIn(fetcher);
       try {
         for (const mode of injectModes) {
           if (skipped(mode)) continue;
@@ -374,7 +508,25 @@ async function measureContext(engine: BenchEngine, args: TtftArgs, shape: string
               question_ms: round(median(m.results.map((r) => r.questionMs))),
               first_token_matches_recompute: recomputeFirst === undefined || a.kv === 'synthetic' ? null : last.first === recomputeFirst,
               recomputed_tokens: last.recomputed,
-              note: a.kv === 'synthetic' ? 'synthetic KV (seeded random, stored before RoPE): timing only' : null,
+              note: a.kv !== 'synthetic' ? null : SYNTHETIC_NOTE[mode === 'inject-transform' ? 'transform' : 'other'],
+            }));
+          });
+        }
+        if (a.modes.includes('inject-hot') && !skipped('inject-hot')) {
+          await attempt(['inject-hot'], async () => {
+            const m = await measureHot(engine, fetcher, keys.get(HOT_FILL_CODEC)!, contextIds.length, questionIds, a);
+            const questionMs = median(m.results.map((r) => r.questionMs));
+            out.set('inject-hot', record(base, 'inject-hot', {
+              ttft_ms: round(m.median),
+              runs: a.runs,
+              bytes: 0,
+              inject_path: 'resident',
+              reserve_ms: round(median(m.results.map((r) => r.reserveMs))),
+              placed_ms: round(median(m.results.map((r) => r.placedMs))),
+              question_ms: round(questionMs),
+              vs_question: round(m.median / questionMs, 3),
+              first_token_matches_recompute:
+                recomputeFirst === undefined || a.kv === 'synthetic' ? null : m.results.at(-1)!.first === recomputeFirst,
             }));
           });
         }
@@ -386,21 +538,23 @@ async function measureContext(engine: BenchEngine, args: TtftArgs, shape: string
     }
   });
   (kept as Session | null)?.dispose();
-  for (const mode of injectModes) if (!out.has(mode)) skipped(mode);
+  for (const mode of objectModes) if (!out.has(mode)) skipped(mode);
 
-  if (a.modes.includes('peer')) {
-    const p = peer?.available ? peer.byTokens.get(context + a.question) : undefined;
-    out.set('peer', record({ ...base, device: peer?.available ? peer.device : 'none' }, 'peer', p?.prefill_ms !== undefined
-      ? { ttft_ms: round(p.prefill_ms), runs: PEER_REPS, note: peer?.available ? peer.label : null }
-      : { note: peer === undefined ? 'not run' : peer.available ? (p?.error ?? 'no result for this length') : `skipped: ${peer.reason}` }));
+  for (const mode of ['peer', 'peer-host-hit'] as const) {
+    if (a.modes.includes(mode)) out.set(mode, peerRecord(base, mode, peer, context + a.question));
   }
 
   const peerMs = out.get('peer')?.ttft_ms;
+  const hostHitMs = out.get('peer-host-hit')?.ttft_ms;
   const recomputeMs = out.get('recompute')?.ttft_ms;
+  const hot = out.get('inject-hot');
+  const int4 = out.get('inject-int4')?.ttft_ms;
+  if (hot && typeof hot.ttft_ms === 'number' && typeof int4 === 'number') hot.vs_inject = round(hot.ttft_ms / int4, 3);
   for (const mode of injectModes) {
     const r = out.get(mode);
     if (!r || typeof r.ttft_ms !== 'number') continue;
     if (typeof peerMs === 'number') r.vs_peer = round(r.ttft_ms / peerMs, 3);
+    if (typeof hostHitMs === 'number') r.vs_host_hit = round(r.ttft_ms / hostHitMs, 3);
     if (typeof recomputeMs === 'number') r.vs_recompute = round(r.ttft_ms / recomputeMs, 3);
     const injected = INJECT_OF[mode] && out.get(INJECT_OF[mode])?.ttft_ms;
     if (typeof injected === 'number') r.vs_inject = round(r.ttft_ms / injected, 3);
@@ -416,14 +570,19 @@ export async function run(args: string[], checkpoint?: Checkpoint): Promise<Benc
 
   // The peer runs first, alone on the GPU, for every length in one process (its model is built once).
   let peer: PeerReport | undefined;
-  if (a.modes.includes('peer')) {
+  if (a.modes.includes('peer') || a.modes.includes('peer-host-hit')) {
     const timeoutMs = Number.isFinite(a.deadline.seconds) ? a.deadline.remainingSeconds * 1000 * 0.4 : 60 * 60 * 1000;
-    peer = await runPeer({ hfConfig: target.hfConfig, tokens: a.contexts.map((c) => c + a.question), timeoutMs });
+    const hostHitQuestion = a.modes.includes('peer-host-hit') ? a.question : 0;
+    peer = await runPeer({ hfConfig: target.hfConfig, tokens: a.contexts.map((c) => c + a.question), timeoutMs, hostHitQuestion });
   }
 
   // Lengths past the model's positions fail on their own (recorded); the engine opens for what it can hold.
   const maxPositions = Number(target.hfConfig.max_position_embeddings);
-  const engine = await openBenchEngine(target, a.backend, Math.min(maxContext + a.question, maxPositions));
+  const capacity = Math.min(maxContext + a.question, maxPositions);
+  // inject-hot keeps the longest context resident: f32 K and V of every layer (twice the fp16 bytes per token).
+  const f32BytesPerToken = 2 * kvBytesPerToken(parseModelConfig(target.hfConfig, target.shape));
+  const hotTierBytes = a.modes.includes('inject-hot') ? Math.ceil(f32BytesPerToken * capacity * 1.05) : 0;
+  const engine = await openBenchEngine(target, a.backend, capacity, hotTierBytes);
   const report = (): BenchReport => ({
     params: {
       shape: target.shape,
@@ -444,7 +603,11 @@ export async function run(args: string[], checkpoint?: Checkpoint): Promise<Benc
       edge: a.edge === 'process' ? 'a kdn edge process on this machine (loopback HTTP)' : 'an edge inside the benchmark process (loopback HTTP, same event loop)',
       peer: peer === undefined ? 'not requested' : peer.available ? `${peer.label} on ${peer.device}` : `unavailable: ${peer.reason}`,
       maxSeconds: Number.isFinite(a.deadline.seconds) ? a.deadline.seconds : null,
-      timing: "ttft_ms: median of runs, from the start of a query on a fresh session to the first token id on the host; inject modes split into reserve (sizing the session's cache for the query) and fetch (first request to last body), then by inject_path: overlapped into placed (start to the context's last layer placed) and question (the question's compute left after that), sequential into fetch_wait (injector idle waiting for bodies), inject and question prefill",
+      timing:
+        "ttft_ms: median of runs, from the start of a query on a fresh session to the first token id on the host; inject modes split " +
+        "into reserve (sizing the session's cache for the query) and fetch (first request to last body), then by inject_path: resident " +
+        "(inject-hot, the context placed from the engine's hot tier, filled by one query of int4 objects) into placed (start to the " +
+        "last chunk placed) and question (its prefill); overlapped into placed (start to the context's last layer placed) and question (the question's compute left after that), sequential into fetch_wait (injector idle waiting for bodies), inject and question prefill",
       injectPath: a.injectPath,
       blend: `ratio ${a.blend.ratio}, selection ${a.blend.selection}`,
     },

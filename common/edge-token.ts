@@ -3,7 +3,8 @@ import { KdnError } from './errors.ts';
 
 /**
  * The edge token: kdn (which holds the secret it shares with the edges) signs each edge request, so an edge serves
- * and stores nothing for anyone else. Wire format, header `X-KDN-Token`:
+ * and stores nothing for anyone else. Wire format of the token header (its name, and the paths it is signed for,
+ * are in edge/protocol.ts):
  *
  *   <expiry unix seconds>.<nonce: 32 hex>.<hex HMAC-SHA256(secret, signed string)>[.<scope: base64url>]
  *
@@ -17,9 +18,6 @@ import { KdnError } from './errors.ts';
  * may live at most EDGE_WRITE_TOKEN_MAX_LIFETIME_S.
  */
 
-export const EDGE_TOKEN_HEADER = 'x-kdn-token';
-/** The hex SHA-256 of a PUT body, which the PUT's token signs. */
-export const EDGE_BODY_DIGEST_HEADER = 'x-kdn-content-sha256';
 /** Lifetime of the tokens kdn signs per request: long enough to reach an edge, short enough to be useless later. */
 export const EDGE_TOKEN_TTL_S = 10;
 /** Clock difference tolerated between the signer and the edge. */

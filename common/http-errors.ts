@@ -9,6 +9,7 @@ const STATUS: Record<ErrorCode, number> = {
   PAYLOAD_TOO_LARGE: 413,
   UNSUPPORTED_MEDIA_TYPE: 415,
   NOT_FOUND: 404,
+  METHOD_NOT_ALLOWED: 405,
   CONFLICT: 409,
   PRECONDITION_FAILED: 412,
   RANGE_NOT_SATISFIABLE: 416,
@@ -43,6 +44,7 @@ export function codeForHttpStatus(status: number): ErrorCode {
     case 401: return 'UNAUTHENTICATED';
     case 403: return 'FORBIDDEN';
     case 404: return 'NOT_FOUND';
+    case 405: return 'METHOD_NOT_ALLOWED';
     case 409: return 'CONFLICT';
     case 412: return 'PRECONDITION_FAILED';
     case 413: return 'PAYLOAD_TOO_LARGE';

@@ -1,3 +1,4 @@
+import type { TransformTable } from '../storage/kv-object/codecs/transform-table.ts';
 import type { KVHeader, KVLayerBlock, KVTensors } from '../storage/kv-object/types.ts';
 import type { LayerGate } from './layer-gates.ts';
 import type { BackendName } from './types.ts';
@@ -5,6 +6,18 @@ import type { BackendName } from './types.ts';
 /** Per-session KV storage owned by a backend (host arrays for cpu, GPU buffers for webgpu). */
 export interface KVCacheHandle {
   readonly capacity: number;
+  dispose(): void;
+}
+
+/**
+ * A copy of a cache's rows [position, position + tokens) of every layer, in storage the backend owns (device memory
+ * on webgpu), keys rotated at `position`. The hot tier (hot-tier.ts) keeps these across sessions.
+ */
+export interface KVRows {
+  readonly tokens: number;
+  readonly position: number;
+  /** Bytes it holds (K and V of every layer). */
+  readonly bytes: number;
   dispose(): void;
 }
 
@@ -79,6 +92,18 @@ export interface ForwardBackend {
   settleKVWrites(cache: KVCacheHandle): Promise<void>;
   /** Starts every layer written so far on its way into the cache (no waiting): a gated forward may read them next. */
   flushKVWrites(cache: KVCacheHandle): void;
+  /**
+   * Makes a verified transform-codec table usable for the blocks that name it (the webgpu backend uploads it; the
+   * cpu backend decodes through the storage codec, which finds it in the process's table registry).
+   */
+  useTransformTable(table: TransformTable): void;
+  /** Copies rows [start, end) of every layer out of the cache (after the writes before it). */
+  saveKVRows(cache: KVCacheHandle, start: number, end: number): Promise<KVRows>;
+  /**
+   * Copies saved rows into the cache at `position`, keys re-rotated by (position - rows.position). Like
+   * writeKVLayer, it may be batched until settleKVWrites or the next forward, which report a device failure.
+   */
+  loadKVRows(cache: KVCacheHandle, rows: KVRows, position: number): Promise<void>;
   /** Grows the cache to hold `tokens` tokens (within its capacity) before they arrive. */
   reserveKV(cache: KVCacheHandle, tokens: number): Promise<void>;
   dispose(): Promise<void>;

@@ -1,4 +1,6 @@
 import { KdnError } from '../common/errors.ts';
+import { parseTransformTable, type TransformTable } from '../storage/kv-object/codecs/transform-table.ts';
+import { transformTables } from '../storage/kv-object/codecs/transform-tables.ts';
 import type { ForwardBackend } from './backend.ts';
 import { createCpuBackend } from './cpu/cpu-backend.ts';
 import { loadModelConfig } from './model/load-config.ts';
@@ -7,6 +9,7 @@ import { buildModelInfo } from './model/model-info.ts';
 import { loadTokenizer } from './model/tokenizer.ts';
 import type { ModelWeights } from './model/weights.ts';
 import { BackendSession } from './session.ts';
+import { defaultHotTierBytes, HotTier } from './hot-tier.ts';
 import type { BackendName, Engine, ModelInfo, Session, Tokenizer } from './types.ts';
 
 export interface CreateEngineOptions {
@@ -18,6 +21,11 @@ export interface CreateEngineOptions {
    * The WebGPU backend sizes its buffers for it.
    */
   capacity?: number;
+  /**
+   * Bytes of expanded KV the hot tier keeps across queries (hot-tier.ts); 0 disables it. Default: half of a
+   * full-capacity session's KV (defaultHotTierBytes).
+   */
+  hotTierBytes?: number;
 }
 
 type WebGPUModule = typeof import('./webgpu/webgpu-backend.ts');
@@ -63,6 +71,7 @@ class ModelEngine implements Engine {
     private readonly forward: ForwardBackend,
     private readonly weights: ModelWeights,
     private readonly maxCapacity: number,
+    private readonly hot: HotTier,
   ) {}
 
   get backend(): BackendName {
@@ -83,14 +92,28 @@ class ModelEngine implements Engine {
       this.forward,
       { config: this.weights.config, fingerprint: this.info.fingerprint, tokenizer: this.tokenizer },
       options.capacity ?? this.maxCapacity,
+      this.hot,
     );
     this.sessions.add(session);
     return session;
   }
 
+  async useTransformTable(given: TransformTable | Uint8Array): Promise<void> {
+    const table = given instanceof Uint8Array ? parseTransformTable(given) : given;
+    const c = this.weights.config;
+    const sameShape = table.layers === c.layers && table.kvHeads === c.kvHeads && table.headDim === c.headDim;
+    if (table.modelFingerprint !== this.info.fingerprint || !sameShape) {
+      throw new KdnError('KV_MISMATCH', `transform table ${table.hash.slice(0, 16)}... was fitted for another model`, {
+        hint: 'fit and store a transform table for this model',
+      });
+    }
+    this.forward.useTransformTable(transformTables.register(table));
+  }
+
   async dispose(): Promise<void> {
     for (const s of this.sessions) s.dispose();
     this.sessions.clear();
+    this.hot.clear();
     await this.forward.dispose();
   }
 }
@@ -102,8 +125,14 @@ export async function createEngine(options: CreateEngineOptions): Promise<Engine
   if (!Number.isInteger(capacity) || capacity < 1 || capacity > config.maxPositionEmbeddings) {
     throw new KdnError('INVALID_ARGUMENT', `capacity ${capacity} must be an integer in [1, ${config.maxPositionEmbeddings}]`);
   }
+  const hotTierBytes = options.hotTierBytes ?? defaultHotTierBytes(config, capacity);
+  if (!Number.isSafeInteger(hotTierBytes) || hotTierBytes < 0) {
+    const hint = '0 disables the hot tier';
+    throw new KdnError('INVALID_ARGUMENT', `hotTierBytes ${hotTierBytes} must be a non-negative integer`, { hint });
+  }
   const tokenizer = await loadTokenizer(options.modelDir, config);
   const loaded = await loadModelWeights(options.modelDir, config);
   const backend = await openBackend(options.backend ?? 'auto', loaded.weights, capacity);
-  return new ModelEngine(buildModelInfo(config, options.modelDir, loaded.fingerprint), tokenizer, backend, loaded.weights, capacity);
+  const hot = new HotTier(hotTierBytes, loaded.fingerprint);
+  return new ModelEngine(buildModelInfo(config, options.modelDir, loaded.fingerprint), tokenizer, backend, loaded.weights, capacity, hot);
 }

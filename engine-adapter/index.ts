@@ -7,6 +7,7 @@ export { createEngine, type CreateEngineOptions } from './create-engine.ts';
 export { createEngineInWorker } from './worker/remote-engine.ts';
 export { createCpuBackend } from './cpu/cpu-backend.ts';
 export { BackendSession, type SessionModel } from './session.ts';
+export { defaultHotTierBytes, HotTier } from './hot-tier.ts';
 export { BLEND_SELECTIONS } from './blend-selection.ts';
 export { kvBeforeRope } from './kv-before-rope.ts';
 export { Sampler, type SamplerOptions } from './sampling.ts';

@@ -3,6 +3,7 @@ import type { KVHeader, KVObjectReader, KVTensors } from '../storage/kv-object/t
 import { tokenHash } from '../storage/kv-object/index.ts';
 import type { ForwardBackend, KVCacheHandle } from './backend.ts';
 import { blendPlan } from './blend-selection.ts';
+import { HotTier } from './hot-tier.ts';
 import { LayerGates, type LayerGate } from './layer-gates.ts';
 import type { ModelConfig } from './model/config.ts';
 import { TextStream } from './model/text-stream.ts';
@@ -16,6 +17,7 @@ import type {
   GenerateResult,
   InjectedPrefill,
   PrefillOptions,
+  ResidentKey,
   Session,
   Tokenizer,
 } from './types.ts';
@@ -101,6 +103,8 @@ export class BackendSession implements Session {
     private readonly backend: ForwardBackend,
     private readonly model: SessionModel,
     capacity: number,
+    /** The engine's, shared by its sessions; the default keeps nothing. */
+    private readonly hot: HotTier = new HotTier(0, model.fingerprint),
   ) {
     const max = model.config.maxPositionEmbeddings;
     if (!Number.isInteger(capacity) || capacity < 1 || capacity > max) {
@@ -153,6 +157,40 @@ export class BackendSession implements Session {
       this.unsettledFrom ??= position;
       for (let i = 0; i < h.tokens; i++) this.ids.push(INJECTED);
       this.lastLogits = undefined;
+    });
+  }
+
+  residentChunks(keys: readonly ResidentKey[]): Promise<boolean[]> {
+    return this.exclusive(async () => keys.map((k) => this.hot.has(k)));
+  }
+
+  injectResident(key: ResidentKey, position: number): Promise<boolean> {
+    return this.exclusive(async () => {
+      if (position !== this.length) {
+        const at = `the end of the session (position ${this.length})`;
+        throw new KdnError('INVALID_ARGUMENT', `KV can only be injected at ${at}, not at ${position}`);
+      }
+      const rows = this.hot.use(key);
+      if (rows === undefined) return false;
+      this.checkRoom(rows.tokens);
+      await this.backend.loadKVRows(this.cache, rows, position);
+      this.unsettledFrom ??= position;
+      for (let i = 0; i < rows.tokens; i++) this.ids.push(INJECTED);
+      this.lastLogits = undefined;
+      return true;
+    });
+  }
+
+  keepResident(key: ResidentKey, range: { start: number; end: number }): Promise<void> {
+    return this.exclusive(async () => {
+      const { start, end } = range;
+      if (!Number.isInteger(start) || !Number.isInteger(end) || start < 0 || end <= start || end > this.length) {
+        throw new KdnError('INVALID_ARGUMENT', `KV range [${start}, ${end}) is not within the session's ${this.length} tokens`);
+      }
+      if (this.hot.capacityBytes === 0) return;
+      // Only rows the device confirmed are kept: a rejected injection must not leave an entry behind.
+      await this.settleInjected();
+      this.hot.keep(key, await this.backend.saveKVRows(this.cache, start, end));
     });
   }
 

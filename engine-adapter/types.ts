@@ -1,3 +1,4 @@
+import type { TransformTable } from '../storage/kv-object/codecs/transform-table.ts';
 import type { KVObjectReader, KVTensors } from '../storage/kv-object/types.ts';
 
 /** What `kdn model-info` prints and what keys KV objects. */
@@ -102,6 +103,16 @@ export interface BlendedPrefill extends InjectedPrefill {
   fullLayers: number;
 }
 
+/**
+ * A chunk object's identity in the engine's hot tier (engine-adapter/hot-tier.ts): the tenant whose query placed it,
+ * its object key (which names the codec) and the hash of its token ids. The engine adds its model's fingerprint.
+ */
+export interface ResidentKey {
+  tenant: string;
+  objectKey: string;
+  tokenHash: string;
+}
+
 /** A sequence being built up on one backend; its KV cache lives with the backend (on the GPU for webgpu). */
 export interface Session {
   /** Tokens held so far (prefilled or injected). */
@@ -132,6 +143,19 @@ export interface Session {
    * context. All or nothing, as injectKVAndPrefill.
    */
   blendKVAndPrefill(chunks: readonly BlendChunk[], tokens: ArrayLike<number>, blend: BlendOptions): Promise<BlendedPrefill>;
+  /** Which of `keys` the engine's hot tier holds now (one answer per key, in order). */
+  residentChunks(keys: readonly ResidentKey[]): Promise<boolean[]>;
+  /**
+   * Places a resident chunk's KV at `position` (must equal `length`) by copies on the device, re-rotating its keys
+   * if it was kept at another position; no bytes are transferred. Returns false (and changes nothing) when the chunk
+   * is not resident (any more). Confirmed by the device like injectKV.
+   */
+  injectResident(key: ResidentKey, position: number): Promise<boolean>;
+  /**
+   * Keeps rows [start, end) of this session in the engine's hot tier under `key`: the caller vouches that they hold
+   * the KV of the chunk `key` names. Evicts least recently used entries to make room; does nothing with the tier off.
+   */
+  keepResident(key: ResidentKey, range: { start: number; end: number }): Promise<void>;
   /** Samples from the logits of the last prefilled token onwards; `onToken` streams tokens as they come. */
   generate(options: GenerateOptions, onToken?: (token: GeneratedToken) => void): Promise<GenerateResult>;
   /** Drops tokens after `length` (to reuse a session). */
@@ -151,5 +175,11 @@ export interface Engine {
   readonly device: string;
   readonly tokenizer: Tokenizer;
   createSession(options?: { capacity?: number }): Session;
+  /**
+   * Makes a transform-codec table (parsed, or its serialized bytes, verified here) usable by injections of objects
+   * that name it: registered on the engine's thread and uploaded to its device. Once per table, before the first
+   * such object; again is a no-op. A table of another model is KV_MISMATCH.
+   */
+  useTransformTable(table: TransformTable | Uint8Array): Promise<void>;
   dispose(): Promise<void>;
 }

@@ -103,6 +103,11 @@ export const KdnConfigSchema = z.object({
   failedAuthLimit: failedAuthLimitSchema.default(DEFAULT_FAILED_AUTH_LIMIT),
   /** Connections one remote address may hold open at once. */
   maxConnectionsPerAddress: z.coerce.number().int().min(1).default(64),
+  /**
+   * Expanded KV the engine keeps on its device across queries (the hot tier), so a chunk queried again is placed
+   * without a fetch; 0 turns it off. Default: half of a full-capacity session's KV (engine-adapter/hot-tier.ts).
+   */
+  hotTierBytes: size.optional(),
   /** Run the engine on its own thread, so its compute never holds the event loop that serves HTTP. */
   engineThread: flag.default(true),
   /** On SIGTERM: how long running work may take to finish before it is cancelled and kdn exits. */
@@ -154,6 +159,7 @@ export const KDN_ENV: Record<keyof KdnConfigInput, string> = {
   headersTimeoutMs: 'KDN_HEADERS_TIMEOUT_MS',
   failedAuthLimit: 'KDN_FAILED_AUTH_LIMIT',
   maxConnectionsPerAddress: 'KDN_MAX_CONNECTIONS_PER_ADDRESS',
+  hotTierBytes: 'KDN_HOT_TIER',
   engineThread: 'KDN_ENGINE_THREAD',
   shutdownTimeoutMs: 'KDN_SHUTDOWN_TIMEOUT_MS',
   tenantMaxQueries: 'KDN_TENANT_MAX_QUERIES',

@@ -4,18 +4,21 @@ import type { AddressInfo } from 'node:net';
 import { KdnError } from '../common/errors.ts';
 import { createLogger, type Logger } from '../common/log.ts';
 import { capConnectionsPerAddress } from '../common/slow-clients.ts';
-import { EdgeClient } from '../edge/client.ts';
-import { startEdge, type RunningEdge } from '../edge/main.ts';
+import { EdgeClient } from '../edge/client/client.ts';
+import { startEdge, type RunningEdge } from '../edge/server/main.ts';
 import { createEngine, createEngineInWorker } from '../engine-adapter/index.ts';
 import type { Engine } from '../engine-adapter/types.ts';
 import { codecFromString, type EncodeMeta } from '../storage/kv-object/index.ts';
+import type { CodecSpec, KVTensors } from '../storage/kv-object/types.ts';
+import type { ObjectStore } from '../storage/object-store.ts';
 import { loadOrFitTable } from './ingest/transform/table-store.ts';
-import type { KVTensors } from '../storage/kv-object/types.ts';
+import { transformTableKey } from '../storage/keys.ts';
 import { openStore } from '../storage/open-store.ts';
 import { createApp } from './api/app.ts';
 import { KdnMetrics } from './api/metrics.ts';
 import { loadAccess } from './auth/access.ts';
-import type { KdnServices } from './api/services.ts';
+import type { ApiServices } from './api/services.ts';
+import type { Access } from './auth/access.ts';
 import { Catalog } from './catalog.ts';
 import type { KdnConfig } from './config.ts';
 import { IngestThread } from './ingest/ingest-thread.ts';
@@ -23,16 +26,37 @@ import { IngestJobs } from './ingest/jobs.ts';
 import { ChunkRepair } from './ingest/repair.ts';
 import { KvFetchPool } from './query/kv-fetch-pool.ts';
 import { defaultFetchThreads, inThreadFetcher } from './query/kv-fetcher.ts';
+import { TransformTableLoader, withTransformTables } from './query/transform-tables.ts';
 import { QueryService } from './query/query-service.ts';
 import { EngineScheduler } from './scheduler/engine-scheduler.ts';
+import { AnswerService } from './services/answer-service.ts';
+import { DocumentService } from './services/document-service.ts';
+import { JobService } from './services/job-service.ts';
+import { OperationsService } from './services/operations-service.ts';
+import { UploadAdmission } from './services/upload-admission.ts';
 
 /** How long an idle client connection is kept open (connections per address are capped, see slow-clients.ts). */
 const KEEP_ALIVE_TIMEOUT_MS = 65_000;
 
+/** The parts a running kdn is made of, for its command line and for tests that drive them directly. */
+export interface KdnParts {
+  config: KdnConfig;
+  engine: Engine;
+  origin: ObjectStore;
+  edges: EdgeClient;
+  catalog: Catalog;
+  scheduler: EngineScheduler;
+  jobs: IngestJobs;
+  queries: QueryService;
+  metrics: KdnMetrics;
+  access: Access;
+  log: Logger;
+}
+
 export interface RunningKdn {
   url: string;
   port: number;
-  services: KdnServices;
+  parts: KdnParts;
   /** The edge started inside this process when no edges were configured. */
   embeddedEdge: RunningEdge | undefined;
   close(): Promise<void>;
@@ -50,7 +74,8 @@ export async function startKdn(config: KdnConfig, log: Logger = createLogger('kd
     for (const step of cleanup.reverse()) await step().catch(() => {});
   };
   try {
-    const engineOptions = { modelDir: config.model, backend: config.backend };
+    const hotTier = config.hotTierBytes === undefined ? {} : { hotTierBytes: config.hotTierBytes };
+    const engineOptions = { modelDir: config.model, backend: config.backend, ...hotTier };
     const engine: Engine = config.engineThread ? await createEngineInWorker(engineOptions) : await createEngine(engineOptions);
     cleanup.push(() => engine.dispose());
     if (config.chunkTokens + 1 > engine.info.maxPositionEmbeddings) {
@@ -82,8 +107,11 @@ export async function startKdn(config: KdnConfig, log: Logger = createLogger('kd
     const edges = new EdgeClient(edgeOptions);
     cleanup.push(async () => edges.close());
     const fetchThreads = config.fetchThreads ?? defaultFetchThreads();
-    const fetcher = fetchThreads > 0 ? new KvFetchPool(edgeOptions, fetchThreads) : inThreadFetcher(edges);
-    cleanup.push(() => fetcher.close());
+    const receiving = fetchThreads > 0 ? new KvFetchPool(edgeOptions, fetchThreads) : inThreadFetcher(edges);
+    cleanup.push(() => receiving.close());
+    // Tables are control objects (edges serve chunk objects only): read from the origin, once each.
+    const tables = new TransformTableLoader((hash) => origin.get(transformTableKey(engine.info.fingerprint, hash)), engine, receiving);
+    const fetcher = withTransformTables(receiving, tables);
 
     const metrics = new KdnMetrics();
     const scheduler = new EngineScheduler({ maxWaitingPerTenant: config.tenantMaxQueries, onDepth: (depth) => metrics.queueDepth.set(depth) });
@@ -106,7 +134,8 @@ export async function startKdn(config: KdnConfig, log: Logger = createLogger('kd
     const repair = new ChunkRepair(ingestContext, scheduler);
     const onCorrupt = (key: string): void => void repair.report(key);
     const queries = new QueryService({ engine, fetcher, catalog, scheduler, metrics, log, queryTimeoutMs: config.queryTimeoutMs, onCorrupt });
-    const services: KdnServices = { config, engine, origin, edges, edgeSecret, catalog, scheduler, jobs, queries, metrics, codec, log, access };
+    const parts: KdnParts = { config, engine, origin, edges, catalog, scheduler, jobs, queries, metrics, access, log };
+    const services = apiServices(parts, codec, edgeSecret);
 
     const headersTimeout = Math.min(config.headersTimeoutMs, config.requestTimeoutMs);
     const server = createServer({
@@ -133,11 +162,30 @@ export async function startKdn(config: KdnConfig, log: Logger = createLogger('kd
       })();
       return closing;
     };
-    return { url, port, services, embeddedEdge, close };
+    return { url, port, parts, embeddedEdge, close };
   } catch (err) {
     await undo();
     throw err;
   }
+}
+
+/** The API's services by role (kdn/services/), each given only the parts it uses. */
+function apiServices(parts: KdnParts, codec: CodecSpec, edgeSecret: string | undefined): ApiServices {
+  const { config, engine, origin, edges, catalog, scheduler, jobs, queries, metrics, access, log } = parts;
+  const { tenancy, salts } = access;
+  const admission = new UploadAdmission({ engine, codec, catalog, jobs }, config);
+  return {
+    documents: new DocumentService({ catalog, jobs, edges, origin, tenancy, salts, admission, log, maxUploadBytes: config.maxUploadBytes }),
+    queries: new AnswerService({ queries, tenancy, engine }),
+    jobs: new JobService({ ingest: jobs, queries, tenancy }),
+    operations: new OperationsService({
+      engine, origin, edges, catalog, scheduler, codec, chunkTokens: config.chunkTokens, registry: metrics.registry,
+      metricsPublic: access.metricsPublic, tenancy, salts, edgeSecret,
+    }),
+    access,
+    metrics,
+    log,
+  };
 }
 
 /** Ingest jobs running at once: one computes while another stores its objects. */

@@ -10,8 +10,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
-import { EdgeClient } from '../../edge/client.ts';
-import { startEdge } from '../../edge/main.ts';
+import { EdgeClient } from '../../edge/client/client.ts';
+import { startEdge } from '../../edge/server/main.ts';
 import type { WorkerEdgeOptions } from '../../kdn/query/kv-fetch-protocol.ts';
 import { startProcess } from '../../fixtures/processes.ts';
 

@@ -35,14 +35,22 @@ export async function resolveTarget(shape: string, modelDir: string | undefined)
   return { shape, hfConfig };
 }
 
-export async function openBenchEngine(target: EngineTarget, backend: 'auto' | BackendName, capacity: number): Promise<BenchEngine> {
-  if (target.modelDir === undefined) return createSyntheticEngine(target.shape, target.hfConfig, { backend, capacity });
-  const engine = await createEngine({ modelDir: target.modelDir, backend, capacity });
+/** `hotTierBytes`: the engine's hot tier (engine-adapter/hot-tier.ts), its default size when absent. */
+export async function openBenchEngine(
+  target: EngineTarget,
+  backend: 'auto' | BackendName,
+  capacity: number,
+  hotTierBytes?: number,
+): Promise<BenchEngine> {
+  const hot = hotTierBytes === undefined ? {} : { hotTierBytes };
+  if (target.modelDir === undefined) return createSyntheticEngine(target.shape, target.hfConfig, { backend, capacity, ...hot });
+  const engine = await createEngine({ modelDir: target.modelDir, backend, capacity, ...hot });
   return {
     info: engine.info,
     backend: engine.backend,
     device: engine.device,
     createSession: (cap: number) => engine.createSession({ capacity: cap }),
+    useTransformTable: (table) => engine.useTransformTable(table),
     dispose: () => engine.dispose(),
   };
 }

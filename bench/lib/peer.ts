@@ -11,6 +11,11 @@ const resultSchema = z.object({
   tokens: z.number().int(),
   prefill_ms: z.number().optional(),
   decode_tok_s: z.number().optional(),
+  /** With hostHitQuestion: the context's KV copied from pinned host memory, then the question prefilled over it. */
+  host_hit_ms: z.number().optional(),
+  host_hit_copy_ms: z.number().optional(),
+  host_hit_bytes: z.number().optional(),
+  host_hit_error: z.string().optional(),
   error: z.string().optional(),
 });
 
@@ -41,6 +46,8 @@ export interface PeerOptions {
   decode?: number;
   warmup?: number;
   reps?: number;
+  /** Also time a local host-memory hit: the last this-many tokens prefilled over the rest's KV copied in from pinned memory. */
+  hostHitQuestion?: number;
   /** The child is killed past this; lengths not done by then are reported missing. */
   timeoutMs: number;
 }
@@ -53,6 +60,7 @@ export async function runPeer(options: PeerOptions): Promise<PeerReport> {
     '--decode', String(options.decode ?? 0),
     '--warmup', String(options.warmup ?? 2),
     '--reps', String(options.reps ?? PEER_REPS),
+    '--host-hit', String(options.hostHitQuestion ?? 0),
     // The script stops starting lengths a little before we would kill it, so it still reports what it has.
     '--max-seconds', String(Math.max(1, (options.timeoutMs / 1000) * 0.8)),
   ];

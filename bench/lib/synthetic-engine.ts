@@ -9,6 +9,8 @@ import { KdnError } from '../../common/errors.ts';
 import type { ForwardBackend } from '../../engine-adapter/backend.ts';
 import {
   BackendSession,
+  defaultHotTierBytes,
+  HotTier,
   buildModelInfo,
   createCpuBackend,
   parseModelConfig,
@@ -20,6 +22,8 @@ import {
   type Tensor,
   type Tokenizer,
 } from '../../engine-adapter/index.ts';
+import type { TransformTable } from '../../storage/kv-object/codecs/transform-table.ts';
+import { transformTables } from '../../storage/kv-object/codecs/transform-tables.ts';
 import type { HfConfig } from './shapes.ts';
 
 /** What the speed benchmarks need of an engine: sessions by token id, and what ran them. */
@@ -28,6 +32,8 @@ export interface BenchEngine {
   readonly backend: BackendName;
   readonly device: string;
   createSession(capacity: number): Session;
+  /** Makes a transform table usable by injected objects (Engine.useTransformTable). */
+  useTransformTable(table: TransformTable): Promise<void>;
   dispose(): Promise<void>;
 }
 
@@ -123,7 +129,7 @@ async function openBackend(kind: 'auto' | BackendName, weights: ModelWeights, ca
 export async function createSyntheticEngine(
   name: string,
   hfConfig: HfConfig,
-  options: { backend: 'auto' | BackendName; capacity: number; seed?: number },
+  options: { backend: 'auto' | BackendName; capacity: number; seed?: number; hotTierBytes?: number },
 ): Promise<BenchEngine> {
   const config = parseModelConfig(hfConfig, `synthetic shape ${name}`);
   const seed = options.seed ?? 1;
@@ -132,11 +138,16 @@ export async function createSyntheticEngine(
   // arrays of a GPU run can be collected once uploaded.
   const backend = await openBackend(options.backend, syntheticWeights(config, seed), options.capacity);
   const model = { config, fingerprint, tokenizer: idTokenizer(config) };
+  const hot = new HotTier(options.hotTierBytes ?? defaultHotTierBytes(config, options.capacity), fingerprint);
   return {
     info: buildModelInfo(config, `synthetic:${name}`, fingerprint),
     backend: backend.name,
     device: backend.device,
-    createSession: (capacity: number): Session => new BackendSession(backend, model, capacity),
-    dispose: () => backend.dispose(),
+    createSession: (capacity: number): Session => new BackendSession(backend, model, capacity, hot),
+    useTransformTable: async (table) => backend.useTransformTable(transformTables.register(table)),
+    dispose: () => {
+      hot.clear();
+      return backend.dispose();
+    },
   };
 }

@@ -5,6 +5,7 @@ import type { ModelWeights } from '../model/weights.ts';
 import { cpuBlendForward, cpuForward } from './forward.ts';
 import { applyRope, rerotate, ropeInvFreq } from './kernels/rope.ts';
 import { CpuKVCache } from './kv-cache.ts';
+import { CpuKVRows } from './cpu-kv-rows.ts';
 
 /**
  * The float32 TypeScript reference backend: every kernel in plain code, the KV cache in host arrays. Slow, but
@@ -94,6 +95,22 @@ export function createCpuBackend(weights: ModelWeights): ForwardBackend {
 
     flushKVWrites(cache): void {
       own(cache);
+    },
+
+    // Blocks decode through the storage codec, which reads the table from the process's registry.
+    useTransformTable: () => undefined,
+
+    async saveKVRows(cache, start, end) {
+      const kv = own(cache);
+      checkRange(kv, start, end);
+      return CpuKVRows.save(kv, start, end);
+    },
+
+    async loadKVRows(cache, rows, position) {
+      const kv = own(cache);
+      if (!(rows instanceof CpuKVRows)) throw new KdnError('INTERNAL', 'saved KV rows do not belong to the cpu backend');
+      checkRange(kv, position, position + rows.tokens);
+      rows.load(kv, position, c, invFreq);
     },
 
     async reserveKV(cache, tokens: number): Promise<void> {

@@ -3,13 +3,11 @@
  * cache, codec and length (the chunks of one context) are batched, so one dequantization dispatch (and one
  * re-rotation, for blocks stored at another position or before RoPE) covers many chunks.
  */
-import { quantizedSections } from '../../storage/kv-object/index.ts';
 import type { KVHeader } from '../../storage/kv-object/types.ts';
-import type { GpuContext, Recorder } from './gpu-context.ts';
+import { GPU_EXPANDERS, type ExpandEnv } from './gpu-expanders.ts';
+import type { Recorder } from './gpu-context.ts';
 import type { GpuKVCache } from './gpu-kv-cache.ts';
 import type { Expander, Staged } from './kv-injector.ts';
-import { recordKvDequantFp16 } from './kernels/kv-dequant-fp16.ts';
-import { recordKvDequantInt } from './kernels/kv-dequant-int.ts';
 import { recordRerotate, type RotateJob } from './kernels/rerotate.ts';
 
 /** One verified layer block of a chunk whose header is `header`, going to `position` in `cache`. */
@@ -27,7 +25,7 @@ function rotation(header: KVHeader, position: number): RotateJob['mode'] | null 
   return delta === 0 ? null : { kind: 'delta', delta };
 }
 
-export function layerExpander(ctx: GpuContext, invFreq: GPUBuffer, shape: { kvHeads: number; headDim: number }): Expander<LayerWrite> {
+export function layerExpander(env: ExpandEnv, invFreq: GPUBuffer, shape: { kvHeads: number; headDim: number }): Expander<LayerWrite> {
   const tokenStride = shape.kvHeads * shape.headDim;
   // A cache's buffers do not change while its jobs wait: it grows through the injector's recorder, which records
   // what waits first.
@@ -42,28 +40,23 @@ export function layerExpander(ctx: GpuContext, invFreq: GPUBuffer, shape: { kvHe
     return id;
   };
   return {
-    batchKey: ({ cache, layer, header }) => `${idOf(cache)}/${layer}/${header.codec.name}/${header.codec.groupSize ?? 0}/${header.tokens}`,
+    batchKey: ({ cache, layer, header }) =>
+      `${idOf(cache)}/${layer}/${header.tokens}/${header.codec.name}/${GPU_EXPANDERS[header.codec.name].key(header.codec)}`,
     record(rec: Recorder, src: GPUBuffer, batch: readonly Staged<LayerWrite>[]): void {
       const { cache, layer, header } = batch[0]!.job;
-      const keys = cache.keys[layer]!;
-      const values = cache.values[layer]!;
-      const tokens = header.tokens;
       const jobs = batch.map((s) => ({ srcOffset: s.offset, dstOffset: s.job.position * tokenStride }));
-      const spec = header.codec;
-      if (spec.name === 'fp16') {
-        recordKvDequantFp16(ctx, rec, { src, keys, values, n: tokens * tokenStride, jobs });
-      } else {
-        const bits = spec.name === 'int8' ? 8 : 4;
-        const groupSize = spec.groupSize!;
-        const sections = quantizedSections({ tokens, kvHeads: shape.kvHeads, headDim: shape.headDim }, bits, groupSize);
-        recordKvDequantInt(ctx, rec, { bits, src, sections, keys, values, tokens, channels: tokenStride, groupSize, jobs });
-      }
+      GPU_EXPANDERS[header.codec.name].record(env, rec, {
+        src, keys: cache.keys[layer]!, values: cache.values[layer]!, layer, spec: header.codec, tokens: header.tokens,
+        kvHeads: shape.kvHeads, headDim: shape.headDim, jobs,
+      });
       const rotations: RotateJob[] = [];
       for (const { job } of batch) {
         const mode = rotation(job.header, job.position);
         if (mode !== null) rotations.push({ start: job.position, mode });
       }
-      if (rotations.length > 0) recordRerotate(ctx, rec, { cache: keys, invFreq, tokens, kvHeads: shape.kvHeads, headDim: shape.headDim, jobs: rotations });
+      if (rotations.length === 0) return;
+      const { kvHeads, headDim } = shape;
+      recordRerotate(env.ctx, rec, { cache: cache.keys[layer]!, invFreq, tokens: header.tokens, kvHeads, headDim, jobs: rotations });
     },
   };
 }

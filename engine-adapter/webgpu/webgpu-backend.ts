@@ -16,6 +16,9 @@ import { GpuContext, type Recorder } from './gpu-context.ts';
 import { GpuKVCache } from './gpu-kv-cache.ts';
 import { KvBufferPool } from './kv-buffer-pool.ts';
 import { KvInjector } from './kv-injector.ts';
+import { GPU_EXPANDERS } from './gpu-expanders.ts';
+import { GpuTransformTables } from './gpu-transform-tables.ts';
+import { GpuKVRows } from './gpu-kv-rows.ts';
 import { layerExpander, type LayerWrite } from './kv-layer-expander.ts';
 import { uploadWeights, type WeightPrecision } from './gpu-weights.ts';
 import type { LayerGate } from '../layer-gates.ts';
@@ -61,7 +64,9 @@ async function startBackend(ctx: GpuContext, weights: ModelWeights, options: Web
   const precision = options.weights ?? (ctx.features.shaderF16 ? 'f16' : 'f32');
   const gpuWeights = await withErrorScopes(ctx.device, 'weight upload', () => uploadWeights(ctx, weights, precision));
   const scratch = new ForwardScratch(ctx, c);
-  const injector = new KvInjector<LayerWrite>(ctx, layerExpander(ctx, gpuWeights.invFreq, c));
+  const tables = new GpuTransformTables(ctx);
+  const expandEnv = { ctx, tables };
+  const injector = new KvInjector<LayerWrite>(ctx, layerExpander(expandEnv, gpuWeights.invFreq, c));
   const pool = new KvBufferPool(ctx);
   const cacheOwner = { pool, beforeDispose: () => injector.flush() };
   let lostReason: string | null = null;
@@ -232,15 +237,36 @@ async function startBackend(ctx: GpuContext, weights: ModelWeights, options: Web
         throw new KdnError('KV_MISMATCH', `KV object has ${header.kvHeads} KV heads of ${header.headDim}, the model ${c.kvHeads} of ${c.headDim}`);
       }
       checkRange(cache, position, position + header.tokens);
-      const expected = codecFor(header.codec).expectedSize({ tokens: header.tokens, kvHeads: c.kvHeads, headDim: c.headDim });
+      const expected = codecFor(header.codec).expectedSize({ tokens: header.tokens, kvHeads: c.kvHeads, headDim: c.headDim }, block.layer);
       if (block.encoded.length !== expected) {
         throw new KdnError('KV_CORRUPT', `KV layer ${block.layer} block is ${block.encoded.length} bytes, the ${header.codec.name} codec expects ${expected}`);
       }
       if (header.tokens === 0) return;
+      GPU_EXPANDERS[header.codec.name].check(expandEnv, header.codec);
       // Growing copies go into the batch first, so they land before the expanded rows.
       cache.reserve(position + header.tokens, () => injector.recorder());
       // The encoded bytes go up in one write and are expanded on the GPU: no host decode.
       await injector.write(block.encoded, { cache, layer: block.layer, header, position });
+    },
+
+    useTransformTable(table) {
+      alive();
+      tables.use(table);
+    },
+
+    async saveKVRows(handle, start, end) {
+      alive();
+      const cache = own(handle);
+      checkRange(cache, start, end);
+      return GpuKVRows.save(ctx, injector, cache, start, end);
+    },
+
+    async loadKVRows(handle, rows, position) {
+      alive();
+      const cache = own(handle);
+      if (!(rows instanceof GpuKVRows)) throw new KdnError('INTERNAL', 'saved KV rows do not belong to the webgpu backend');
+      checkRange(cache, position, position + rows.tokens);
+      rows.load(ctx, injector, gpuWeights.invFreq, cache, position, c);
     },
 
     async reserveKV(handle, tokens: number): Promise<void> {
@@ -268,6 +294,7 @@ async function startBackend(ctx: GpuContext, weights: ModelWeights, options: Web
       if (disposed) return;
       disposed = true;
       injector.destroy();
+      tables.destroy();
       pool.destroy();
       scratch.destroy();
       gpuWeights.destroy();

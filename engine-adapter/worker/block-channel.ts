@@ -1,5 +1,5 @@
 import { KdnError } from '../../common/errors.ts';
-import { codecFor } from '../../storage/kv-object/index.ts';
+import { codecFor, type LayerCodec } from '../../storage/kv-object/index.ts';
 import { layerShape } from '../../storage/kv-object/header.ts';
 import type { KVHeader, KVLayerBlock, KVObjectReader } from '../../storage/kv-object/types.ts';
 
@@ -16,9 +16,10 @@ export class BlockChannel {
   private readonly toBlock: (layer: number, encoded: Uint8Array) => KVLayerBlock;
 
   constructor(header: KVHeader) {
-    const codec = codecFor(header.codec);
+    // Bound at the first decode: a transform object's table may be registered after its header arrived.
+    let codec: LayerCodec | undefined;
     const shape = layerShape(header);
-    this.toBlock = (layer, encoded) => ({ layer, encoded, decode: () => codec.decode(encoded, shape) });
+    this.toBlock = (layer, encoded) => ({ layer, encoded, decode: () => (codec ??= codecFor(header.codec)).decode(encoded, shape, layer) });
     this.reader = { header, layers: this.layers() };
   }
 

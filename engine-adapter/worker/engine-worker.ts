@@ -88,6 +88,16 @@ async function perform(engine: Engine, id: number, call: Call): Promise<{ value:
     case 'reserve':
       await sessionOf(call.session).reserve(call.tokens);
       return { value: { op: 'reserve' } };
+    case 'useTransformTable':
+      await engine.useTransformTable(call.bytes);
+      return { value: { op: 'useTransformTable' } };
+    case 'resident':
+      return { value: { op: 'resident', resident: await sessionOf(call.session).residentChunks(call.keys) } };
+    case 'injectResident':
+      return { value: { op: 'injectResident', injected: await sessionOf(call.session).injectResident(call.key, call.position) } };
+    case 'keepResident':
+      await sessionOf(call.session).keepResident(call.key, { start: call.start, end: call.end });
+      return { value: { op: 'keepResident' } };
     case 'dispose':
       for (const session of sessions.values()) session.dispose();
       sessions.clear();

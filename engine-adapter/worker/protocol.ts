@@ -6,7 +6,7 @@
 import type { ErrorCode } from '../../common/errors.ts';
 import type { KVHeader, KVTensors } from '../../storage/kv-object/types.ts';
 import type { CreateEngineOptions } from '../create-engine.ts';
-import type { BackendName, BlendOptions, GenerateOptions, GenerateResult, GeneratedToken, ModelInfo } from '../types.ts';
+import type { BackendName, BlendOptions, GenerateOptions, GenerateResult, GeneratedToken, ModelInfo, ResidentKey } from '../types.ts';
 
 export type EngineWorkerData = CreateEngineOptions;
 
@@ -36,6 +36,12 @@ export type Call =
   /** `abort` is an Int32Array over shared memory: non-zero once the caller aborted (checked at every token). */
   | { op: 'generate'; session: number; options: Omit<GenerateOptions, 'signal'>; abort: Int32Array }
   | { op: 'reserve'; session: number; tokens: number }
+  /** Engine.useTransformTable: the table's serialized bytes, parsed and verified on the engine thread. */
+  | { op: 'useTransformTable'; bytes: Uint8Array }
+  /** The hot tier: which keys are resident, place one by reference, keep rows of the session. */
+  | { op: 'resident'; session: number; keys: ResidentKey[] }
+  | { op: 'injectResident'; session: number; key: ResidentKey; position: number }
+  | { op: 'keepResident'; session: number; key: ResidentKey; start: number; end: number }
   | { op: 'dispose' };
 
 export type ToEngine =
@@ -63,6 +69,10 @@ export type CallValue =
   | { op: 'inject'; logits?: Float32Array; placedAtEpoch?: number; blended?: { recomputed: number; fullLayers: number } }
   | { op: 'generate'; result: GenerateResult }
   | { op: 'reserve' }
+  | { op: 'useTransformTable' }
+  | { op: 'resident'; resident: boolean[] }
+  | { op: 'injectResident'; injected: boolean }
+  | { op: 'keepResident' }
   | { op: 'dispose' };
 
 export type FromEngine =

@@ -6,13 +6,14 @@
  */
 import { SHARE_ENV, Worker } from 'node:worker_threads';
 import { KdnError, toKdnError } from '../../common/errors.ts';
+import type { TransformTable } from '../../storage/kv-object/codecs/transform-table.ts';
 import type { KVObjectReader, KVTensors } from '../../storage/kv-object/types.ts';
 import type { CreateEngineOptions } from '../create-engine.ts';
 import { loadModelConfig } from '../model/load-config.ts';
 import { loadTokenizer } from '../model/tokenizer.ts';
 import type {
   BackendName, BlendChunk, BlendedPrefill, BlendOptions, Engine, GeneratedToken, GenerateOptions, GenerateResult, InjectedPrefill, ModelInfo,
-  PrefillOptions, Session, Tokenizer,
+  PrefillOptions, ResidentKey, Session, Tokenizer,
 } from '../types.ts';
 import { transferable, type Call, type CallValue, type FromEngine, type Ready, type ToEngine, type WireError } from './protocol.ts';
 
@@ -67,6 +68,8 @@ class RemoteEngine implements Engine {
   private nextStream = 1;
   private dead: KdnError | undefined;
   private disposing: Promise<void> | undefined;
+  /** Tables the engine thread holds (or is being sent), by hash: each crosses the thread boundary once. */
+  private readonly tables = new Map<string, Promise<void>>();
 
   constructor(
     private readonly worker: Worker,
@@ -94,6 +97,18 @@ class RemoteEngine implements Engine {
     this.sessions.add(session);
     this.post({ type: 'createSession', session: session.id, capacity });
     return session;
+  }
+
+  useTransformTable(table: TransformTable | Uint8Array): Promise<void> {
+    // Bytes are copied (the caller keeps them): a table is sent once per engine, not per object.
+    if (table instanceof Uint8Array) return this.call({ op: 'useTransformTable', bytes: table }).then(() => undefined);
+    let sent = this.tables.get(table.hash);
+    if (sent === undefined) {
+      sent = this.call({ op: 'useTransformTable', bytes: table.bytes }).then(() => undefined);
+      this.tables.set(table.hash, sent);
+      sent.catch(() => this.tables.delete(table.hash));
+    }
+    return sent;
   }
 
   dispose(): Promise<void> {
@@ -230,6 +245,20 @@ class RemoteSession implements Session {
 
   async reserve(tokens: number): Promise<void> {
     await this.call({ op: 'reserve', session: this.id, tokens });
+  }
+
+  async residentChunks(keys: readonly ResidentKey[]): Promise<boolean[]> {
+    const value = await this.call({ op: 'resident', session: this.id, keys: [...keys] });
+    return (value as Extract<CallValue, { op: 'resident' }>).resident;
+  }
+
+  async injectResident(key: ResidentKey, position: number): Promise<boolean> {
+    const value = await this.call({ op: 'injectResident', session: this.id, key, position });
+    return (value as Extract<CallValue, { op: 'injectResident' }>).injected;
+  }
+
+  async keepResident(key: ResidentKey, range: { start: number; end: number }): Promise<void> {
+    await this.call({ op: 'keepResident', session: this.id, key, start: range.start, end: range.end });
   }
 
   dispose(): void {

@@ -6,37 +6,38 @@ import { codeForHttpStatus, sendError } from '../../common/http-errors.ts';
 import { authenticate } from '../auth/authenticate.ts';
 import { accessLog } from './access-log.ts';
 import { isOpenAIPath, sendOpenAIError } from './openai-errors.ts';
-import { routeLabel } from './route-label.ts';
-import { documentRoutes } from './routes/documents.ts';
-import { jobRoutes } from './routes/jobs.ts';
-import { openAIRoutes } from './routes/openai.ts';
-import { opsRoutes } from './routes/ops.ts';
-import { queryRoutes } from './routes/query.ts';
-import type { KdnServices } from './services.ts';
+import { mountRoutes } from './mount-routes.ts';
+import { findRoute } from './route-table.ts';
+import { documentHandlers } from './routes/documents.ts';
+import { jobHandlers } from './routes/jobs.ts';
+import { openAIHandlers } from './routes/openai.ts';
+import { opsHandlers } from './routes/ops.ts';
+import { queryHandlers } from './routes/query.ts';
+import type { ApiServices } from './services.ts';
 
-/** The kdn REST API. Every request but health needs an API key; every error leaves through sendError as a typed JSON body. */
-export function createApp(services: KdnServices): Express {
+/**
+ * The kdn REST API: the routes of route-table.ts, each module built from its own service. Every request but health
+ * needs an API key; every error leaves through sendError as a typed JSON body (OpenAI's shape on its paths).
+ */
+export function createApp(services: ApiServices): Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('query parser', 'simple');
   app.use(accessLog(services.log.child({ part: 'access' })));
-  app.use(measure(services, app));
+  app.use(measure(services));
   app.use(authenticate(services.access));
-  app.use(opsRoutes(services));
-  app.use(documentRoutes(services));
-  app.use(jobRoutes(services));
-  app.use(queryRoutes(services));
-  app.use(openAIRoutes(services));
-  app.use((req: Request) => {
-    throw new KdnError('NOT_FOUND', `no route ${req.method} ${req.path}`, {
-      hint: 'routes: /v1/documents, /v1/jobs, /v1/jobs/:id, /v1/query, /v1/chat/completions, /v1/completions, /v1/models, /healthz, /readyz, /metrics',
-    });
+  mountRoutes(app, {
+    ops: opsHandlers(services.operations),
+    documents: documentHandlers(services.documents),
+    jobs: jobHandlers(services.jobs),
+    query: queryHandlers(services.queries),
+    openai: openAIHandlers(services.queries),
   });
   app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
     const e = fromMiddleware(err);
     if (e.code === 'INTERNAL') services.log.error({ err, path: req.path, reqId: req.id }, 'request failed');
     else if (e.details?.['aborted'] === true) services.log.debug({ path: req.path, reqId: req.id }, 'client went away before sending its whole body');
-    // A full queue says when to come back (kdn/scheduler, kdn/ingest/jobs.ts).
+    // A full queue or a rate limit says when to come back (kdn/scheduler, kdn/ingest/jobs.ts, warm plans).
     const retryAfterS = e.details?.retryAfterS;
     if (e.code === 'RATE_LIMITED' && typeof retryAfterS === 'number' && !res.headersSent) res.setHeader('retry-after', String(retryAfterS));
     if (isOpenAIPath(req.path)) sendOpenAIError(res, e);
@@ -45,12 +46,15 @@ export function createApp(services: KdnServices): Express {
   return app;
 }
 
-/** Request count and latency per route (the matched route pattern, so ids do not explode the label set). */
-function measure(services: KdnServices, app: Express) {
+/**
+ * Request count and latency per route, labelled with the table's pattern (ids would explode the label set), also for
+ * requests answered before their route (a 401 or 429 from authentication); other paths and methods are 'unmatched'.
+ */
+function measure(services: ApiServices) {
   return (req: Request, res: Response, next: NextFunction): void => {
     const start = performance.now();
     res.on('finish', () => {
-      const route = routeLabel(app, req);
+      const route = findRoute(req.method, req.path)?.path ?? 'unmatched';
       services.metrics.requests.inc({ route, method: req.method, status: String(res.statusCode) });
       services.metrics.latency.observe({ route }, (performance.now() - start) / 1000);
     });

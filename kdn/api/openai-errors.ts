@@ -1,10 +1,14 @@
 import type { ServerResponse } from 'node:http';
 import { KdnError, toKdnError, type ErrorCode } from '../../common/errors.ts';
 import { httpStatusFor } from '../../common/http-errors.ts';
+import { routesAt } from './route-table.ts';
 
-/** Paths answered in OpenAI's shapes, errors included (401s and 404s from before the routes too). */
+/**
+ * Paths answered in OpenAI's shapes, errors included (401s, 404s and 405s from before the routes too): those of the
+ * route table's OpenAI-style routes, and anything under /v1/models/, where OpenAI's SDKs look up models.
+ */
 export function isOpenAIPath(path: string): boolean {
-  return path === '/v1/chat/completions' || path === '/v1/completions' || path === '/v1/models' || path.startsWith('/v1/models/');
+  return routesAt(path).some((route) => route.module === 'openai') || path.startsWith('/v1/models/');
 }
 
 /** OpenAI's error body: what its SDKs read into err.type, err.code and err.param; kdn's code and hint ride along. */

@@ -1,31 +1,22 @@
 import type { Logger } from '../../common/log.ts';
-import type { EdgeClient } from '../../edge/client.ts';
-import type { Engine } from '../../engine-adapter/types.ts';
-import type { CodecSpec } from '../../storage/kv-object/types.ts';
-import type { ObjectStore } from '../../storage/object-store.ts';
 import type { Access } from '../auth/access.ts';
-import type { Catalog } from '../catalog.ts';
-import type { KdnConfig } from '../config.ts';
-import type { IngestJobs } from '../ingest/jobs.ts';
-import type { QueryService } from '../query/query-service.ts';
-import type { EngineScheduler } from '../scheduler/engine-scheduler.ts';
+import type { AnswerService } from '../services/answer-service.ts';
+import type { DocumentService } from '../services/document-service.ts';
+import type { JobService } from '../services/job-service.ts';
+import type { OperationsService } from '../services/operations-service.ts';
 import type { KdnMetrics } from './metrics.ts';
 
-/** Everything the routes use, built once by kdn/server.ts. */
-export interface KdnServices {
-  config: KdnConfig;
-  engine: Engine;
-  origin: ObjectStore;
-  edges: EdgeClient;
-  catalog: Catalog;
-  scheduler: EngineScheduler;
-  jobs: IngestJobs;
-  queries: QueryService;
+/**
+ * What the API is built from, by role, wired once by kdn/server.ts: each route module gets only its own service
+ * (app.ts), and the app itself only what every request goes through (access log, metrics, authentication).
+ */
+export interface ApiServices {
+  documents: DocumentService;
+  queries: AnswerService;
+  jobs: JobService;
+  operations: OperationsService;
+  /** API keys and request rates, for authentication. */
+  access: Pick<Access, 'keys' | 'limiter' | 'failedAuth' | 'metricsPublic'>;
   metrics: KdnMetrics;
-  codec: CodecSpec;
   log: Logger;
-  /** API keys, rate limits, tenancy of namespaces and chunk-key salts. */
-  access: Access;
-  /** The secret edge requests are signed with (undefined: the edges run without auth). */
-  edgeSecret: string | undefined;
 }

@@ -1,6 +1,6 @@
 import { isKdnError } from '../../common/errors.ts';
 import type { Logger } from '../../common/log.ts';
-import type { EdgeClient } from '../../edge/client.ts';
+import type { EdgeClient } from '../../edge/client/client.ts';
 import type { Engine } from '../../engine-adapter/types.ts';
 import type { ObjectStore } from '../../storage/object-store.ts';
 import { codecToString, type EncodeMeta } from '../../storage/kv-object/index.ts';
@@ -33,7 +33,7 @@ export interface DocumentInput {
   title: string;
   text: string;
   salt: string;
-  /** The text tokenized and chunked, when the caller already did (the upload route does, to check its bounds). */
+  /** The text tokenized and chunked, when the caller already did (an upload is, for its bounds: kdn/services/upload-admission.ts). */
   tokenized?: TokenizedDocument;
 }
 

@@ -3,7 +3,8 @@ import type { FetchedObject, KvFetcher } from './kv-fetcher.ts';
 import type { PrefetchedReader } from './prefetch.ts';
 
 /** Where a chunk's KV came from: an edge tier, or computed by the engine because no object could be used. */
-export type ChunkTier = 'memory' | 'disk' | 'origin' | 'unknown' | 'computed';
+/** Where a chunk's KV came from: an edge tier, the engine's hot tier ('engine': no fetch), or the engine's prefill. */
+export type ChunkTier = 'memory' | 'disk' | 'origin' | 'unknown' | 'engine' | 'computed';
 
 /**
  * One chunk object being downloaded through the fetcher's edge client (rendezvous owner first, failover after) and checked

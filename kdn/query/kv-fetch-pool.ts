@@ -5,9 +5,9 @@
  */
 import { Worker } from 'node:worker_threads';
 import { KdnError } from '../../common/errors.ts';
-import { codecFor } from '../../storage/kv-object/index.ts';
+import { codecFor, type LayerCodec } from '../../storage/kv-object/index.ts';
 import { layerShape } from '../../storage/kv-object/header.ts';
-import type { KVExpectation, KVLayerBlock } from '../../storage/kv-object/types.ts';
+import type { KVExpectation, KVLayerBlock, KVLayerTensors } from '../../storage/kv-object/types.ts';
 import type { FetchedObject, KvFetcher } from './kv-fetcher.ts';
 import type { FromWorker, ToWorker, WorkerEdgeOptions } from './kv-fetch-protocol.ts';
 import { LayerQueue, type PrefetchedReader } from './prefetch.ts';
@@ -44,9 +44,12 @@ class Transfer {
     switch (message.type) {
       case 'header': {
         const header = message.header;
-        const codec = codecFor(header.codec);
+        // Bound at the first decode: a transform object's table is registered once its header named it.
+        let codec: LayerCodec | undefined;
         const shape = layerShape(header);
-        this.toBlock = (layer, encoded) => ({ layer, encoded, decode: () => codec.decode(encoded, shape) });
+        const decode = (encoded: Uint8Array, layer: number): KVLayerTensors =>
+          (codec ??= codecFor(header.codec)).decode(encoded, shape, layer);
+        this.toBlock = (layer, encoded) => ({ layer, encoded, decode: () => decode(encoded, layer) });
         const reader: PrefetchedReader = { header, layers: this.queue.layers(), drained: this.queue.drained };
         this.resolveHeader({ reader, servedFrom: message.servedFrom, edge: message.edge, received: () => this.received });
         return;
@@ -120,6 +123,8 @@ class PoolWorker {
 
 export class KvFetchPool implements KvFetcher {
   private readonly workers: PoolWorker[] = [];
+  /** Transform tables every worker gets, those started later included. */
+  private readonly tables: Uint8Array[] = [];
   private nextId = 1;
   private closed = false;
 
@@ -144,6 +149,11 @@ export class KvFetchPool implements KvFetcher {
     return transfer.header;
   }
 
+  useTransformTable(bytes: Uint8Array): void {
+    this.tables.push(bytes);
+    for (const w of this.workers) w.send({ type: 'table', bytes });
+  }
+
   async close(): Promise<void> {
     this.closed = true;
     await Promise.all(this.workers.map((w) => w.terminate()));
@@ -153,7 +163,11 @@ export class KvFetchPool implements KvFetcher {
   /** The least busy live worker; dead ones are replaced (their transfers already failed). */
   private pick(): PoolWorker {
     for (let i = this.workers.length - 1; i >= 0; i--) if (!this.workers[i]!.alive) this.workers.splice(i, 1);
-    if (this.workers.length < this.threads) this.workers.push(new PoolWorker(this.options));
+    if (this.workers.length < this.threads) {
+      const worker = new PoolWorker(this.options);
+      for (const bytes of this.tables) worker.send({ type: 'table', bytes });
+      this.workers.push(worker);
+    }
     return this.workers.reduce((best, w) => (w.transfers.size < best.transfers.size ? w : best));
   }
 }

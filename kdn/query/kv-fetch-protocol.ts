@@ -1,6 +1,6 @@
 /** Messages between KvFetchPool (kv-fetch-pool.ts) and its workers (kv-fetch-worker.ts). */
-import type { ServedFrom } from '../../edge/cache-status.ts';
-import type { EdgeClientOptions } from '../../edge/client.ts';
+import type { ServedFrom } from '../../edge/protocol.ts';
+import type { EdgeClientOptions } from '../../edge/client/client.ts';
 import type { ErrorCode } from '../../common/errors.ts';
 import type { KVExpectation, KVHeader } from '../../storage/kv-object/types.ts';
 
@@ -9,7 +9,9 @@ export type WorkerEdgeOptions = Omit<EdgeClientOptions, 'signer'>;
 
 export type ToWorker =
   | { type: 'open'; id: number; key: string; expect: KVExpectation }
-  | { type: 'abort'; id: number };
+  | { type: 'abort'; id: number }
+  /** A verified transform table's bytes, so the worker checks its objects' block sizes exactly. */
+  | { type: 'table'; bytes: Uint8Array };
 
 export interface WireError {
   code: ErrorCode;

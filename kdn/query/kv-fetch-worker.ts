@@ -4,8 +4,10 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { toKdnError } from '../../common/errors.ts';
-import { EdgeClient } from '../../edge/client.ts';
+import { EdgeClient } from '../../edge/client/client.ts';
 import { readKVObject } from '../../storage/kv-object/index.ts';
+import { parseTransformTable } from '../../storage/kv-object/codecs/transform-table.ts';
+import { transformTables } from '../../storage/kv-object/codecs/transform-tables.ts';
 import type { FromWorker, ToWorker, WorkerEdgeOptions } from './kv-fetch-protocol.ts';
 
 const port = parentPort!;
@@ -47,7 +49,17 @@ async function open(id: number, key: string, expect: Extract<ToWorker, { type: '
   }
 }
 
+/** The pool verified the table already; a table that fails here only costs its objects the exact size check. */
+function registerTable(bytes: Uint8Array): void {
+  try {
+    transformTables.register(parseTransformTable(bytes));
+  } catch {
+    // see above
+  }
+}
+
 port.on('message', (message: ToWorker) => {
   if (message.type === 'open') void open(message.id, message.key, message.expect);
+  else if (message.type === 'table') registerTable(message.bytes);
   else aborts.get(message.id)?.abort();
 });

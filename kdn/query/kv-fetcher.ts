@@ -5,8 +5,8 @@
  * engine sees it.
  */
 import { availableParallelism } from 'node:os';
-import type { ServedFrom } from '../../edge/cache-status.ts';
-import type { EdgeClient } from '../../edge/client.ts';
+import type { ServedFrom } from '../../edge/protocol.ts';
+import type { EdgeClient } from '../../edge/client/client.ts';
 import { readKVObject } from '../../storage/kv-object/index.ts';
 import type { KVExpectation } from '../../storage/kv-object/types.ts';
 import { prefetchLayers, type PrefetchedReader } from './prefetch.ts';
@@ -26,6 +26,8 @@ export interface KvFetcher {
   readonly threads: number;
   /** Starts downloading `key`; resolves once the header arrived and matched `expect`. */
   open(key: string, expect: KVExpectation, signal: AbortSignal): Promise<FetchedObject>;
+  /** Gives the threads receiving objects a transform table this process registered (verified bytes). */
+  useTransformTable(bytes: Uint8Array): void;
   close(): Promise<void>;
 }
 
@@ -46,6 +48,8 @@ export function inThreadFetcher(edges: EdgeClient): KvFetcher {
       const reader = prefetchLayers(await readKVObject(got.body, expect));
       return { reader, servedFrom: got.servedFrom, edge: got.edge, received: () => got.body.received };
     },
+    // The event loop reads with the process's own table registry.
+    useTransformTable: () => undefined,
     async close() {},
   };
 }

@@ -134,6 +134,7 @@ export class QueryService {
       if (signal.aborted) throw cancelReason(signal);
       job.view.status = 'running';
       return runQuery(this.deps, {
+        tenant: req.tenant,
         pieces,
         promptIds,
         mode,

@@ -9,11 +9,14 @@ import type { KVExpectation, KVObjectReader } from '../../storage/kv-object/type
 import { sinkToken } from '../sink-token.ts';
 import type { ContextPiece } from './context-plan.ts';
 import { ChunkFetch, type ChunkTier } from './fetch-chunk.ts';
+import { keepFetchedResident, placeResidentPrefix, residentKeys } from './resident-chunks.ts';
 import { overlapsPrompt } from './overlap-policy.ts';
 
 export type QueryMode = 'inject' | 'recompute' | 'blend';
 
 export interface QueryRun {
+  /** Whose query: the engine's hot tier keeps and finds chunks per tenant. */
+  tenant: string;
   pieces: ContextPiece[];
   /** Tokens after the context: the question in the prompt format, or an OpenAI prompt. */
   promptIds: number[];
@@ -65,6 +68,8 @@ export interface QueryOutcome {
   };
   /** Bytes of KV objects received from the edges. */
   bytes: number;
+  /** Chunks placed from the engine's hot tier (resident from an earlier query: nothing fetched). */
+  residentChunks: number;
   /**
    * What a blended query recomputed: the share asked for, the context tokens recomputed through every layer, the
    * layers every context token ran, and the milliseconds from the call to the prompt's logits (placing included).
@@ -107,7 +112,7 @@ export async function runQuery(deps: QueryDeps, run: QueryRun): Promise<QueryOut
     const recompute = run.mode === 'recompute' || run.pieces.length === 0;
     const built: BuiltContext = recompute
       ? { uses: run.pieces.map((p) => use(p, 'computed', 0)), fetchMs: 0, injectionMs: 0, computedMs: 0, computedTokens: 0, promptMs: null, blend: null }
-      : await injectContext(deps, session, run, stop);
+      : await injectWithResident(deps, session, run, stop);
 
     const prefillIds = recompute ? [sinkToken(deps.engine), ...run.pieces.flatMap((p) => p.tokenIds), ...run.promptIds] : run.promptIds;
     let promptMs = built.promptMs;
@@ -127,6 +132,8 @@ export async function runQuery(deps: QueryDeps, run: QueryRun): Promise<QueryOut
       },
     );
     const end = performance.now();
+    // Off the time to first token: the rows stay in the session until it is disposed.
+    if (run.mode === 'inject' && !recompute) await keepFetchedResident(session, residentKeys(run), built.uses, deps.log);
     const reused = built.uses.filter((u) => u.tier !== 'computed').reduce((n, u) => n + u.tokens, 0);
     return {
       answer: result.text,
@@ -141,6 +148,7 @@ export async function runQuery(deps: QueryDeps, run: QueryRun): Promise<QueryOut
         generated: result.tokens.length,
       },
       bytes: built.uses.reduce((n, u) => n + u.bytes, 0),
+      residentChunks: built.uses.filter((u) => u.tier === 'engine').length,
       blend: built.blend,
       timings: {
         retrieval: run.retrievalMs,
@@ -172,6 +180,40 @@ interface BuiltContext {
 }
 
 /**
+ * injectContext, after the leading chunks the engine's hot tier holds (inject mode only: a blend recomputes from
+ * objects) were placed from it: [sink][resident chunks] then the rest as injectContext places them.
+ */
+async function injectWithResident(deps: QueryDeps, session: Session, run: QueryRun, signal: AbortSignal): Promise<BuiltContext> {
+  if (run.mode !== 'inject') return injectContext(deps, session, run, signal);
+  const keys = residentKeys(run);
+  const held = await session.residentChunks(keys);
+  // With nothing to place first, the fetches start before the sink's prefill, as they always did.
+  if (!held[0]) return injectContext(deps, session, run, signal);
+  const placed = await placeResidentPrefix(session, keys, held, () => session.prefill([sinkToken(deps.engine)], { logits: 'none' }));
+  const resident = run.pieces.slice(0, placed.count).map((p) => use(p, 'engine', 0));
+  const rest = run.pieces.slice(placed.count);
+  if (rest.length === 0) {
+    const { injectMs, sinkMs } = placed;
+    return { uses: resident, fetchMs: 0, injectionMs: injectMs, computedMs: sinkMs, computedTokens: 1, promptMs: null, blend: null };
+  }
+  const built = await injectContext(deps, session, { ...run, pieces: rest }, signal, true);
+  // A device that rejected the resident copies rolls them back at its next check, under the rest's placing, which
+  // would leave the rest where the resident chunks belong.
+  const contextTokens = run.pieces.reduce((n, p) => n + p.tokenIds.length, 0);
+  if (session.length !== 1 + contextTokens + (built.promptMs === null ? 0 : run.promptIds.length)) {
+    const message = 'the session does not hold the context where this query placed it (chunks from the hot tier were rolled back)';
+    throw new KdnError('ENGINE_UNAVAILABLE', message, { hint: 'retry the query' });
+  }
+  return {
+    ...built,
+    uses: [...resident, ...built.uses],
+    injectionMs: built.injectionMs + placed.injectMs,
+    computedMs: built.computedMs + placed.sinkMs,
+    computedTokens: built.computedTokens + 1,
+  };
+}
+
+/**
  * [sink], then every chunk object fetched in parallel. When every object's header arrived (and the chunks are few
  * enough, see overlap-policy.ts, or the query blends), the objects and the prompt go to the engine together: layer l
  * of the prompt runs once layer l of every chunk is in, so the prompt's compute overlaps the transfer
@@ -180,7 +222,13 @@ interface BuiltContext {
  * order: a chunk whose object cannot be fetched or verified is fetched once more (the edge client fails over), then
  * prefilled from its tokens. The query never fails for a cache's sake.
  */
-async function injectContext(deps: QueryDeps, session: Session, run: QueryRun, signal: AbortSignal): Promise<BuiltContext> {
+async function injectContext(
+  deps: QueryDeps,
+  session: Session,
+  run: QueryRun,
+  signal: AbortSignal,
+  sinkPlaced = false,
+): Promise<BuiltContext> {
   const { engine, fetcher, log } = deps;
   const { pieces } = run;
   const expectations = pieces.map((p) => expectationFor(engine, p));
@@ -191,8 +239,9 @@ async function injectContext(deps: QueryDeps, session: Session, run: QueryRun, s
   const first = pieces.map((p, i) => new ChunkFetch(fetcher, p.key, expectations[i]!, overlappedSignal));
 
   const sinkStart = performance.now();
-  await session.prefill([sinkToken(engine)], { logits: 'none' });
+  if (!sinkPlaced) await session.prefill([sinkToken(engine)], { logits: 'none' });
   const sinkMs = performance.now() - sinkStart;
+  const sinkTokens = sinkPlaced ? 0 : 1;
 
   // Fetches not consumed here (a header failed, or too many chunks to overlap) are reused chunk by chunk.
   let reusable = first;
@@ -211,7 +260,7 @@ async function injectContext(deps: QueryDeps, session: Session, run: QueryRun, s
         fetchMs: lastArrival(first, fetchStart) - fetchStart,
         injectionMs: placedAt - injectStart,
         computedMs: sinkMs,
-        computedTokens: 1,
+        computedTokens: sinkTokens,
         promptMs: end - placedAt,
         blend: blend && { ...blend, ms: end - injectStart },
       };
@@ -225,7 +274,7 @@ async function injectContext(deps: QueryDeps, session: Session, run: QueryRun, s
   // Reused fetches started with the query; after a failed overlap, the fetches start again now.
   const since = reusable === first ? fetchStart : performance.now();
   const built = await injectOneByOne(deps, session, pieces, expectations, reusable, since, signal);
-  return { ...built, computedMs: built.computedMs + sinkMs, computedTokens: built.computedTokens + 1 };
+  return { ...built, computedMs: built.computedMs + sinkMs, computedTokens: built.computedTokens + sinkTokens };
 }
 
 /** The context's objects and the prompt on the engine together: injected under the prompt, or blended with it. */

@@ -19,8 +19,22 @@ export const MAY_IMPORT: Readonly<Record<string, readonly string[] | '*'>> = {
   test: '*',
 };
 
+/**
+ * Inside edge/: the server (the edge process) and the client (what kdn talks to edges with) share only the wire
+ * protocol, so either can change behind it.
+ */
+const EDGE_PROTOCOL = 'edge/protocol.ts';
+const EDGE_SIDES = ['edge/server/', 'edge/client/'];
+/** kdn talks to edges through the client and the protocol only ... */
+const KDN_MAY_IMPORT_FROM_EDGE = ['edge/client/', EDGE_PROTOCOL];
+/** ... except the two commands that start an edge process (`kdn serve` embeds one, `kdn edge` runs one). */
+const EDGE_LAUNCHERS = ['kdn/server.ts', 'kdn/cli/commands/edge.ts'];
+const EDGE_LAUNCH_API = ['edge/server/main.ts', 'edge/server/config.ts'];
+
 /** Inside kdn/: the entry points that wire everything; no other kdn module imports them. */
 const KDN_ENTRY = ['kdn/server.ts', 'kdn/api/', 'kdn/cli/'];
+/** The API's services by role: they sit between the entry points and the parts, so only those two import them. */
+const KDN_SERVICES = 'kdn/services/';
 /** Read by every part of kdn, so it imports no other kdn module but these. */
 const KDN_CONFIG = 'kdn/config.ts';
 const KDN_CONFIG_MAY_IMPORT = ['kdn/default-model.ts'];
@@ -61,11 +75,34 @@ export function checkImport(from: string, to: string): Violation | undefined {
   if (source !== target && allowed !== '*' && !allowed.includes(target)) {
     return { from, to, rule: `${source}/ may import only ${allowed.join(', ') || 'nothing'}` };
   }
+  if (source === 'edge' && target === 'edge') return checkEdgeSides(from, to);
+  if (source === 'kdn' && target === 'edge' && !KDN_MAY_IMPORT_FROM_EDGE.some((allowedPath) => to.startsWith(allowedPath))) {
+    if (EDGE_LAUNCHERS.includes(from) && EDGE_LAUNCH_API.includes(to)) return undefined;
+    const launchers = EDGE_LAUNCHERS.join(', ');
+    return { from, to, rule: `kdn/ imports only ${KDN_MAY_IMPORT_FROM_EDGE.join(' and ')} of edge/ (and ${launchers} start an edge)` };
+  }
   if (source === 'kdn' && target === 'kdn') {
     if (isEntry(to) && !isEntry(from)) return { from, to, rule: `only ${KDN_ENTRY.join(', ')} import kdn's entry points` };
+    if (to.startsWith(KDN_SERVICES) && !from.startsWith(KDN_SERVICES) && !isEntry(from)) {
+      return { from, to, rule: `only ${KDN_ENTRY.join(', ')} import ${KDN_SERVICES}` };
+    }
     if (from === KDN_CONFIG && !KDN_CONFIG_MAY_IMPORT.includes(to)) {
       return { from, to, rule: `${KDN_CONFIG} imports no other kdn module (every part reads it)` };
     }
+  }
+  return undefined;
+}
+
+function checkEdgeSides(from: string, to: string): Violation | undefined {
+  const sideOf = (path: string): string | undefined => EDGE_SIDES.find((side) => path.startsWith(side));
+  const fromSide = sideOf(from);
+  const toSide = sideOf(to);
+  if (from === EDGE_PROTOCOL && toSide !== undefined) return { from, to, rule: `${EDGE_PROTOCOL} imports neither side of the edge` };
+  if (fromSide !== undefined && toSide !== undefined && fromSide !== toSide) {
+    return { from, to, rule: `${fromSide} and the other side of the edge share only ${EDGE_PROTOCOL}` };
+  }
+  if (fromSide !== undefined && toSide === undefined && to !== EDGE_PROTOCOL) {
+    return { from, to, rule: `edge/ holds only server/, client/ and ${EDGE_PROTOCOL}` };
   }
   return undefined;
 }

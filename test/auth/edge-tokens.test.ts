@@ -4,17 +4,18 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
-import { EDGE_BODY_DIGEST_HEADER, EDGE_TOKEN_HEADER, EDGE_TOKEN_SKEW_S, bodyDigest, newNonce, signEdgeToken, verifyEdgeToken } from '../../common/edge-token.ts';
-import { EdgeClient } from '../../edge/client.ts';
-import type { EdgeConfigInput } from '../../edge/config.ts';
-import { startEdge, type RunningEdge } from '../../edge/main.ts';
+import { EDGE_TOKEN_SKEW_S, bodyDigest, newNonce, signEdgeToken, verifyEdgeToken } from '../../common/edge-token.ts';
+import { EDGE_HEADERS } from '../../edge/protocol.ts';
+import { EdgeClient } from '../../edge/client/client.ts';
+import type { EdgeConfigInput } from '../../edge/server/config.ts';
+import { startEdge, type RunningEdge } from '../../edge/server/main.ts';
 import { openStore } from '../../storage/open-store.ts';
 import type { ObjectStore } from '../../storage/object-store.ts';
 import { CountingStore, TEST_EDGE_SECRET, errorCode, httpRequest, makeKVObject, tokenHeader, type RawResponse } from '../edge/helpers.ts';
 
 const now = (): number => Math.floor(Date.now() / 1000);
 const token = (method: string, target: string, expiry = now() + 10, secret = TEST_EDGE_SECRET): Record<string, string> => ({
-  [EDGE_TOKEN_HEADER]: signEdgeToken(secret, { method, target, expiry, nonce: newNonce() }),
+  [EDGE_HEADERS.token]: signEdgeToken(secret, { method, target, expiry, nonce: newNonce() }),
 });
 
 describe('edge tokens', () => {
@@ -55,13 +56,13 @@ describe('edge tokens', () => {
     const expired = now() - EDGE_TOKEN_SKEW_S - 5;
     const cases: [string, Record<string, string>, number, string][] = [
       ['no token', {}, 401, 'UNAUTHENTICATED'],
-      ['garbage', { [EDGE_TOKEN_HEADER]: 'let-me-in' }, 401, 'UNAUTHENTICATED'],
+      ['garbage', { [EDGE_HEADERS.token]: 'let-me-in' }, 401, 'UNAUTHENTICATED'],
       ['expired', token('GET', '/kv/kv/tok/stored.kv', expired), 401, 'UNAUTHENTICATED'],
       ['far future', token('GET', '/kv/kv/tok/stored.kv', now() + 10 * 3600), 401, 'UNAUTHENTICATED'],
       ['other key', token('GET', '/kv/kv/tok/other.kv'), 403, 'FORBIDDEN'],
       ['other method', token('HEAD', '/kv/kv/tok/stored.kv'), 403, 'FORBIDDEN'],
       ['other secret', token('GET', '/kv/kv/tok/stored.kv', now() + 60, 'another-secret-0123456789abcdef'), 403, 'FORBIDDEN'],
-      ['tampered expiry', { [EDGE_TOKEN_HEADER]: token('GET', '/kv/kv/tok/stored.kv')[EDGE_TOKEN_HEADER]!.replace(/^\d+/, String(now() + 120)) }, 403, 'FORBIDDEN'],
+      ['tampered expiry', { [EDGE_HEADERS.token]: token('GET', '/kv/kv/tok/stored.kv')[EDGE_HEADERS.token]!.replace(/^\d+/, String(now() + 120)) }, 403, 'FORBIDDEN'],
     ];
     for (const [what, headers, status, code] of cases) {
       const got = await send('GET', '/kv/kv/tok/stored.kv', headers);
@@ -81,7 +82,7 @@ describe('edge tokens', () => {
     const object = makeKVObject(8);
     const before = { puts: origin.puts, gets: origin.gets, deletes: origin.deletes, memory: edge.stats().memory.objects };
     refused(await send('PUT', '/kv/kv/tok/new.kv', {}, object), 401, 'UNAUTHENTICATED');
-    const digest = { [EDGE_BODY_DIGEST_HEADER]: bodyDigest(object) };
+    const digest = { [EDGE_HEADERS.bodyDigest]: bodyDigest(object) };
     refused(await send('PUT', '/kv/kv/tok/new.kv', token('PUT', '/kv/kv/tok/new.kv'), object), 401, 'UNAUTHENTICATED');
     refused(await send('PUT', '/kv/kv/tok/new.kv', { ...token('GET', '/kv/kv/tok/new.kv'), ...digest }, object), 403, 'FORBIDDEN');
     refused(await send('PUT', '/kv/kv/tok/new.kv', { ...tokenHeader('PUT', '/kv/kv/tok/elsewhere.kv', TEST_EDGE_SECRET, object), ...digest }, object), 403, 'FORBIDDEN');

@@ -11,7 +11,9 @@ import { rejection } from '../support/rejection.ts';
 
 const CODECS = ['fp16', 'fp16+lz4', 'int8', 'int8+lz4', 'int4', 'int4+lz4'];
 const FIDELITY_MODES = ['prefix-chained', 'independent'];
-const TTFT_MODES = ['inject', 'inject-int8', 'inject-int4', 'blend', 'blend-int8', 'blend-int4', 'recompute', 'peer'];
+const TTFT_MODES = [
+  'inject', 'inject-int8', 'inject-int4', 'inject-hot', 'blend', 'blend-int8', 'blend-int4', 'recompute', 'peer', 'peer-host-hit',
+];
 
 function num(r: BenchRecord, key: string): number {
   const v = r[key];
@@ -86,7 +88,7 @@ describe('benchmarks on a tiny model', function () {
       for (const r of rows) {
         expect(r.question_tokens).to.equal(8);
         expect(r.device).to.be.a('string');
-        if (r.mode === 'peer') {
+        if (r.mode === 'peer' || r.mode === 'peer-host-hit') {
           if (r.ttft_ms === null) expect(r.note).to.match(/^skipped: /);
           else expect(num(r, 'ttft_ms')).to.be.greaterThan(0);
           continue;
@@ -94,6 +96,14 @@ describe('benchmarks on a tiny model', function () {
         expect(r.note, `${r.mode} at ${context}`).to.equal(null);
         expect(num(r, 'ttft_ms')).to.be.greaterThan(0);
         if (r.mode === 'recompute') continue;
+        if (r.mode === 'inject-hot') {
+          // Placed from the engine's hot tier: nothing fetched.
+          expect(r.inject_path).to.equal('resident');
+          expect(r.bytes).to.equal(0);
+          for (const key of ['placed_ms', 'question_ms', 'vs_question']) expect(num(r, key)).to.be.greaterThan(0);
+          expect(r.first_token_matches_recompute).to.be.a('boolean');
+          continue;
+        }
         expect(num(r, 'bytes')).to.be.greaterThan(0);
         // kdn's query path: the question overlapped with the context's arrival, or blended with it.
         const blend = String(r.mode).startsWith('blend');

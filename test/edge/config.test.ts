@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { parseSize } from '../../common/byte-size.ts';
-import { resolveEdgeConfig } from '../../edge/config.ts';
+import { resolveEdgeConfig } from '../../edge/server/config.ts';
 
 describe('edge config', () => {
   it('parses byte sizes', () => {

@@ -4,9 +4,9 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openStore } from '../../storage/open-store.ts';
-import type { EdgeConfigInput } from '../../edge/config.ts';
-import { startEdge, type RunningEdge } from '../../edge/main.ts';
-import type { EdgeStats } from '../../edge/stats.ts';
+import type { EdgeConfigInput } from '../../edge/server/config.ts';
+import { startEdge, type RunningEdge } from '../../edge/server/main.ts';
+import type { EdgeStats } from '../../edge/protocol.ts';
 import { CountingStore, TEST_EDGE_SECRET, errorCode, makeKVObject, signedRequest, tokenHeader, type RawResponse } from './helpers.ts';
 
 interface TestEdge {
@@ -356,11 +356,12 @@ describe('edge server', () => {
       expect(t.origin.gets + t.origin.puts).to.equal(0);
     });
 
-    it('answers unknown routes with 404 and wrong methods with 400', async () => {
+    it('answers unknown routes with 404 and wrong methods with 405 (every route: test/edge/methods.test.ts)', async () => {
       const t = await startTestEdge();
       expect(errorCode(await signedRequest(t.edge.url, 'GET', '/nope'))).to.equal('NOT_FOUND');
       const wrong = await signedRequest(t.edge.url, 'POST', '/kv/kv/a.kv');
-      expect(wrong.status).to.equal(400);
+      expect(wrong.status).to.equal(405);
+      expect(errorCode(wrong)).to.equal('METHOD_NOT_ALLOWED');
       expect(wrong.headers.allow).to.equal('GET, HEAD, PUT, DELETE');
       const health = await signedRequest(t.edge.url, 'GET', '/healthz');
       expect(health.status).to.equal(200);
@@ -480,12 +481,17 @@ describe('edge server', () => {
       expect(t.origin.gets).to.equal(gets);
     });
 
-    it('rejects a bad /warm body with 400', async () => {
+    it('rejects a bad /warm body with 400 and a hint', async () => {
       const t = await startTestEdge();
-      for (const body of ['not json', '{}', '{"keys": []}', '{"keys": ["ok", "../bad"]}', '{"keys": ["a"], "extra": 1}']) {
+      const bodies = [
+        'not json', '{}', '{"keys": []}', '{"keys": ["ok", "../bad"]}', '{"keys": ["a"], "extra": 1}', '{"keys": ["a"], "concurrency": 33}',
+      ];
+      for (const body of bodies) {
         const got = await signedRequest(t.edge.url, 'POST', '/warm', { body });
         expect(got.status, body).to.equal(400);
         expect(errorCode(got), body).to.be.oneOf(['INVALID_ARGUMENT', 'INVALID_KEY']);
+        const { error } = JSON.parse(got.body.toString('utf8')) as { error: { hint?: string } };
+        expect(error.hint, body).to.be.a('string').that.is.not.empty;
       }
     });
 

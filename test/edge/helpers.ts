@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto';
 import { request, type IncomingHttpHeaders } from 'node:http';
 import type { Readable } from 'node:stream';
-import { EDGE_BODY_DIGEST_HEADER, EDGE_TOKEN_HEADER, EDGE_TOKEN_TTL_S, bodyDigest, newNonce, signEdgeToken } from '../../common/edge-token.ts';
+import { EDGE_TOKEN_TTL_S, bodyDigest, newNonce, signEdgeToken } from '../../common/edge-token.ts';
+import { EDGE_HEADERS } from '../../edge/protocol.ts';
 import { encodeKVObject } from '../../storage/kv-object/index.ts';
 import type { ByteRange, ObjectInfo, ObjectStore, ObjectStream, PutOptions } from '../../storage/object-store.ts';
 
@@ -133,7 +134,7 @@ export function tokenHeader(method: string, path: string, secret = TEST_EDGE_SEC
   const token = signEdgeToken(secret, {
     method, target: path, expiry: Math.floor(Date.now() / 1000) + EDGE_TOKEN_TTL_S, nonce: newNonce(), ...(digest ? { bodyDigest: digest } : {}),
   });
-  return { [EDGE_TOKEN_HEADER]: token, ...(digest ? { [EDGE_BODY_DIGEST_HEADER]: digest } : {}) };
+  return { [EDGE_HEADERS.token]: token, ...(digest ? { [EDGE_HEADERS.bodyDigest]: digest } : {}) };
 }
 
 /** httpRequest with a valid edge token for the request. */

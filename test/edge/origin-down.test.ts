@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startEdge, type RunningEdge } from '../../edge/main.ts';
+import { startEdge, type RunningEdge } from '../../edge/server/main.ts';
 import { openStore } from '../../storage/open-store.ts';
 import { startS3rver, type RunningS3rver } from '../support/s3rver.ts';
 import { TEST_EDGE_SECRET, errorCode, makeKVObject, signedRequest } from './helpers.ts';

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { rendezvousOrder, rendezvousOwner } from '../../edge/rendezvous.ts';
+import { rendezvousOrder, rendezvousOwner } from '../../edge/client/rendezvous.ts';
 
 const KEYS = Array.from({ length: 6_000 }, (_, i) => `ns/doc-${i % 97}/chunk-${i}.kv`);
 const nodes = (n: number): string[] => Array.from({ length: n }, (_, i) => `http://10.0.0.${i + 1}:8790`);

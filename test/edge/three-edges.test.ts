@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { EdgeClient } from '../../edge/client.ts';
+import { EdgeClient } from '../../edge/client/client.ts';
 import { startProcess, type Started } from '../../fixtures/processes.ts';
 import { verifyKVObject } from '../../storage/kv-object/index.ts';
 import { startS3rver, type RunningS3rver } from '../support/s3rver.ts';

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { expect } from 'chai';
 import { parse } from 'yaml';
-import { resolveEdgeConfig } from '../../edge/config.ts';
+import { resolveEdgeConfig } from '../../edge/server/config.ts';
 import { resolveKdnConfig } from '../../kdn/config.ts';
 
 const run = promisify(execFile);

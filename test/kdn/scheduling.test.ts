@@ -21,7 +21,7 @@ type Jobs = { jobs: (JobView | QueryJobView)[] };
 function holdEngine(kdn: RunningKdn): { release: () => void; done: Promise<void> } {
   let release!: () => void;
   const held = new Promise<void>((resolve) => (release = resolve));
-  const done = kdn.services.scheduler.run(() => held, { tenant: 'test-holder', priority: 'interactive', cost: 1 });
+  const done = kdn.parts.scheduler.run(() => held, { tenant: 'test-holder', priority: 'interactive', cost: 1 });
   return { release, done };
 }
 
@@ -139,7 +139,7 @@ describe('kdn scheduling (queries, ingest jobs, tenants)', function () {
       const body = (await res.json()) as { error: { code: string; message: string } };
       expect(body.error.code).to.equal('TIMEOUT');
       expect(body.error.message).to.contain('waiting for the engine');
-      expect(kdn.services.scheduler.depth, 'only the holder is left on the engine').to.equal(1);
+      expect(kdn.parts.scheduler.depth, 'only the holder is left on the engine').to.equal(1);
     } finally {
       hold.release();
       await hold.done;
@@ -165,10 +165,10 @@ describe('kdn scheduling (queries, ingest jobs, tenants)', function () {
       const gone = new AbortController();
       const abandoned = post(kdn, ALICE, '/v1/query', { question: 'Who guards the harbour?', maxTokens: 4 }, gone.signal).catch(() => undefined);
       await until('the second query to be queued', async () => ((await alice.jobs({ kind: 'query' })) as Jobs).jobs[0]);
-      expect(kdn.services.scheduler.depth).to.equal(2);
+      expect(kdn.parts.scheduler.depth).to.equal(2);
       gone.abort();
       await abandoned;
-      await until('the abandoned query to leave the queue', async () => (kdn.services.scheduler.depth === 1 ? true : undefined), 10_000);
+      await until('the abandoned query to leave the queue', async () => (kdn.parts.scheduler.depth === 1 ? true : undefined), 10_000);
       expect(((await alice.jobs({ kind: 'query' })) as Jobs).jobs).to.deep.equal([]);
     } finally {
       hold.release();
@@ -182,7 +182,7 @@ describe('kdn scheduling (queries, ingest jobs, tenants)', function () {
     try {
       const question = { question: 'What does the lighthouse light?', maxTokens: 2 };
       const waiting = [post(kdn, ALICE, '/v1/query', question), post(kdn, ALICE, '/v1/query', question)];
-      await until('two queued queries', async () => (kdn.services.scheduler.waiting('alice', 'interactive') === 2 ? true : undefined));
+      await until('two queued queries', async () => (kdn.parts.scheduler.waiting('alice', 'interactive') === 2 ? true : undefined));
       const refused = await post(kdn, ALICE, '/v1/query', question);
       expect(refused.status).to.equal(429);
       expect(refused.headers.get('retry-after')).to.match(/^[1-9]\d*$/);

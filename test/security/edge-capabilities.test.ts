@@ -2,9 +2,10 @@ import { readFile } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { expect } from 'chai';
-import { EDGE_TOKEN_HEADER, EDGE_TOKEN_TTL_S } from '../../common/edge-token.ts';
-import { EdgeClient } from '../../edge/client.ts';
-import type { EdgeStats } from '../../edge/stats.ts';
+import { EDGE_TOKEN_TTL_S } from '../../common/edge-token.ts';
+import { EDGE_HEADERS } from '../../edge/protocol.ts';
+import { EdgeClient } from '../../edge/client/client.ts';
+import type { EdgeStats } from '../../edge/protocol.ts';
 import type { WarmPlan } from '../../kdn/client/api-client.ts';
 import { documentId, manifestKey } from '../../kdn/keys.ts';
 import { errorCode, httpRequest, makeKVObject, tokenHeader as tokenHeaderFor, type RawResponse } from '../edge/helpers.ts';
@@ -27,7 +28,7 @@ interface WarmLine {
 
 /** POST /warm on the edge with `token`, returning the per-key lines (the summary line dropped). */
 async function warmWith(edgeUrl: string, token: string, keys: string[]): Promise<{ status: number; lines: WarmLine[]; raw: RawResponse }> {
-  const raw = await httpRequest(edgeUrl, 'POST', '/warm', { headers: { [EDGE_TOKEN_HEADER]: token, 'content-type': 'application/json' }, body: JSON.stringify({ keys }) });
+  const raw = await httpRequest(edgeUrl, 'POST', '/warm', { headers: { [EDGE_HEADERS.token]: token, 'content-type': 'application/json' }, body: JSON.stringify({ keys }) });
   const lines = raw.body.toString('utf8').split('\n').filter(Boolean).map((line) => JSON.parse(line) as WarmLine & { done?: boolean }).filter((line) => !line.done);
   return { status: raw.status, lines, raw };
 }
@@ -184,7 +185,7 @@ describe('security: edge capabilities (existence oracle, control objects, token 
       await client.put('kv/replay/target.kv', good).catch(() => undefined);
       await client.put('kv/replay/target.kv', good).catch(() => undefined);
       const [put, second] = [parseCaptured(proxy.captured[0]!), parseCaptured(proxy.captured[1]!)];
-      const expiry = Number(put.headers[EDGE_TOKEN_HEADER]!.split('.')[0]);
+      const expiry = Number(put.headers[EDGE_HEADERS.token]!.split('.')[0]);
       expect(expiry - Date.now() / 1000).to.be.at.most(EDGE_TOKEN_TTL_S);
 
       const evil = makeKVObject(22);

@@ -1,7 +1,7 @@
 import { connect, type Socket } from 'node:net';
 import { request } from 'node:http';
 import { expect } from 'chai';
-import { EDGE_TOKEN_HEADER } from '../../common/edge-token.ts';
+import { EDGE_HEADERS } from '../../edge/protocol.ts';
 import { tokenHeader } from '../edge/helpers.ts';
 import { TEST_EDGE_SECRET } from '../../fixtures/processes.ts';
 import { KEYS, startSecurityStack, type SecurityStack } from './support/stack.ts';
@@ -129,7 +129,7 @@ describe('security: slow clients', function () {
 
     const edgeStatuses: number[] = [];
     for (let i = 0; i < 60; i++) {
-      const res = await fetch(`${edgeUrl}/kv/kv/a/b.kv`, { headers: { [EDGE_TOKEN_HEADER]: `1.${'0'.repeat(32)}.${'0'.repeat(64)}` } });
+      const res = await fetch(`${edgeUrl}/kv/kv/a/b.kv`, { headers: { [EDGE_HEADERS.token]: `1.${'0'.repeat(32)}.${'0'.repeat(64)}` } });
       edgeStatuses.push(res.status);
       await res.arrayBuffer();
     }

@@ -22,12 +22,17 @@
 #   blend    the blend kernels' and backend's tests, then 8B and 1B TTFT at 8k and 32k in 8 chunks: blend against
 #            injection (int4, synthetic KV) and the peer (bench/results/ttft-blend-gpu.json)               ~6 min
 #   fidelity the fidelity benchmark's whole grid on the demo model, one run per context set             ~6 min
-#   merge    DIR's TTFT, engine, forward-profile and comparison files into bench/results/
+#   expand   the transform-codec expansion test, then its GB/s (fp16-equivalent) against int4, 8B and 1B head shapes
+#   transform 8B TTFT at 8k, 16k and 32k: the transform codec against int4 and the peer, synthetic KV       ~8 min
+#   hot      the engine hot tier's tests, then 8B TTFT at 8k, 16k, 32k (synthetic KV): int4 injection, a repeated
+#            context from the hot tier, the peer's full prefill and its host-memory hit (pinned KV copied in, then
+#            the question); then delivery's stage profile of an 8k context (32 chunks of 256 tokens)       ~8 min
+#   merge    DIR's TTFT, engine, delivery, forward-profile and comparison files into bench/results/
 set -u
 cd "$(dirname "$0")/../.."
 DIR=.tmp/gpu-results
 if [ "${1:-}" = "--out" ]; then DIR=${2:?--out needs a folder}; shift 2; fi
-[ $# -gt 0 ] || { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+[ $# -gt 0 ] || { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 mkdir -p "$DIR"
 
 source_json() { # the commit this checkout measures, and whether tracked files outside bench/results differ from it
@@ -114,10 +119,26 @@ for part in "$@"; do
       for set in document composed; do
         bench 300 "fidelity-$set" fidelity --backend webgpu --sets "$set"
       done ;;
+    expand)
+      step 240 expand-check env CI=true node node_modules/mocha/bin/mocha.js test/engine/webgpu-kv-expand-transform.test.ts
+      for shape in 8b:8,128 1b:8,64; do
+        json_step 120 "profile-expand-${shape%%:*}" node --import tsx tools/gpu/profile-expand.ts --shape "${shape#*:}" \
+          --tokens 256 --reps 50
+      done ;;
+    transform)
+      bench 590 ttft-transform-gpu-8b ttft --shape llama3.1-8b --contexts 8192,16384,32768 --question 64 --backend webgpu \
+        --kv synthetic --modes inject-transform,inject-int4,peer --runs 3 --warmup 1 --max-seconds 540 ;;
+    hot)
+      step 240 hot-check env CI=true node node_modules/mocha/bin/mocha.js test/engine/hot-tier.test.ts
+      bench 480 ttft-gpu-hot-8b ttft --shape llama3.1-8b --contexts 8192,16384,32768 --question 64 --backend webgpu --kv synthetic \
+        --modes inject-int4,inject-hot,peer,peer-host-hit --runs 3 --warmup 1 --recompute-warmup 0 --max-seconds 400
+      bench 240 delivery-gpu-8k delivery --objects 32 --tokens 256 --codecs int4,fp16 --rounds 5 \
+        --stages ceiling,fetch,verified,threads,gpu-staged,gpu,engine ;;
     merge)
       node --import tsx tools/gpu/merge-results.ts "$DIR" ;;
     *)
-      echo "unknown part $part (check, profile, forward, 8b, 8b-long, 1b, engine, compare, sass, blend, fidelity, merge)" >&2
+      echo "unknown part $part (check, profile, forward, 8b, 8b-long, 1b, engine, compare, sass, blend, fidelity, expand, transform," \
+        "hot, merge)" >&2
       exit 2 ;;
   esac
 done

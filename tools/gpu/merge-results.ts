@@ -2,7 +2,10 @@
  * Turns the files `tools/gpu/measure.sh` leaves in its folder into the current results files, one per benchmark:
  *   ttft-gpu-*.json        -> bench/results/ttft-gpu.json     (every shape's and context range's records)
  *   engine-gpu-*.json      -> bench/results/engine-gpu.json
+ *   delivery-gpu-*.json    -> bench/results/delivery-gpu.json
  *   profile-forward-*.json -> bench/results/gpu/profile-forward.json
+ *   ttft-transform-gpu-*.json -> bench/results/ttft-transform-gpu.json (the transform codec against int4 and the peer)
+ *   profile-expand-*.json  -> bench/results/gpu/profile-expand.json (KV expansion GB/s, transform codec and int4)
  *   compare-transformers.json -> bench/results/gpu/compare-transformers.json
  * Each merged file names the commit its runs measured (the folder's source.json, which every benchmark file must
  * agree with) and keeps each run's command, date, host and params. A partial run is refused: rerun that part.
@@ -63,7 +66,10 @@ function main(folder: string | undefined): void {
   }
   const source = readJson<Source>(join(folder, 'source.json'));
   let merged = 0;
-  for (const [prefix, name] of [['ttft-gpu-', 'ttft-gpu'], ['engine-gpu-', 'engine-gpu']] as const) {
+  const benchmarks = [
+    ['ttft-gpu-', 'ttft-gpu'], ['engine-gpu-', 'engine-gpu'], ['delivery-gpu-', 'delivery-gpu'], ['ttft-transform-gpu-', 'ttft-transform-gpu'],
+  ] as const;
+  for (const [prefix, name] of benchmarks) {
     const files = filesOf(folder, prefix);
     if (files.length === 0) continue;
     writeAtomically(join(RESULTS, `${name}.json`), mergeBenchRuns(files, name.replace(/-gpu$/, ''), source));
@@ -75,6 +81,12 @@ function main(folder: string | undefined): void {
     writeAtomically(join(RESULTS, 'gpu', 'profile-forward.json'), { name: 'profile-forward', ...revision(source), shapes });
     merged++;
   }
+  const expansions = filesOf(folder, 'profile-expand-');
+  if (expansions.length > 0) {
+    const shapes = expansions.map((file) => readJson<object>(file));
+    writeAtomically(join(RESULTS, 'gpu', 'profile-expand.json'), { name: 'profile-expand', ...revision(source), shapes });
+    merged++;
+  }
   const comparison = join(folder, 'compare-transformers.json');
   if (existsSync(comparison)) {
     const command = 'python3 tools/gpu/compare-transformers.py --backend webgpu --dtype float16 --out compare-transformers.json';
@@ -84,7 +96,8 @@ function main(folder: string | undefined): void {
     merged++;
   }
   if (merged === 0) {
-    throw new Error(`nothing to merge in ${folder}: run measure.sh's 8b, 8b-long, 1b, engine, forward or compare parts first`);
+    const parts = '8b, 8b-long, 1b, engine, hot, forward, compare, expand or transform';
+    throw new Error(`nothing to merge in ${folder}: run measure.sh's ${parts} parts first`);
   }
 }
 

@@ -1,59 +1,31 @@
-import express, { type Request, type Response, type Router } from 'express';
-import { KdnError } from '../../../common/errors.ts';
+import type { Request, Response } from 'express';
 import { principalOf } from '../../auth/authenticate.ts';
-import { publicName } from '../../auth/tenancy.ts';
-import type { JobView } from '../../ingest/jobs.ts';
-import type { QueryJobView } from '../../query/query-service.ts';
+import type { JobService } from '../../services/job-service.ts';
+import type { RouteHandlers } from '../mount-routes.ts';
+import { publicJob } from '../public-views.ts';
 import { JobIdSchema, JobListSchema } from '../schemas.ts';
-import type { KdnServices } from '../services.ts';
 import { validate } from '../validate.ts';
 
 /**
- * Jobs: the caller's work on the engine. GET /v1/jobs lists its queries in flight and its ingest jobs (newest
- * first, finished ones while kdn remembers them), filtered by ?status= and ?kind=; GET /v1/jobs/:id shows an ingest
- * job (also one of a shared namespace the caller reads); DELETE /v1/jobs/:id cancels a queued or running query or
- * ingest of the caller's and answers once it has stopped. Another tenant's jobs are 404.
+ * Jobs: the caller's work on the engine, its queries in flight and its ingest jobs (kdn/services/job-service.ts),
+ * listed with ?status= and ?kind= filters, shown, and cancelled (the answer comes once the job has stopped).
  */
-export function jobRoutes(services: KdnServices): Router {
-  const router = express.Router();
-  const { tenancy } = services.access;
+export function jobHandlers(jobs: JobService): RouteHandlers<'jobs'> {
+  return {
+    list: (req: Request, res: Response) => {
+      const filter = validate(JobListSchema, req.query, 'query string');
+      res.json({ jobs: jobs.list(principalOf(res).tenant, filter).map((job) => (job.kind === 'ingest' ? publicJob(job) : job)) });
+    },
 
-  router.get('/v1/jobs', (req: Request, res: Response) => {
-    const filter = validate(JobListSchema, req.query, 'query string');
-    const tenant = principalOf(res).tenant;
-    const jobs: (JobView | QueryJobView)[] = [
-      ...(filter.kind === 'ingest' ? [] : services.queries.list(tenant)),
-      ...(filter.kind === 'query' ? [] : services.jobs.list(tenant).map(publicJob)),
-    ];
-    res.json({ jobs: filter.status ? jobs.filter((j) => j.status === filter.status) : jobs });
-  });
+    get: (req: Request, res: Response) => {
+      const id = validate(JobIdSchema, req.params.id, 'job id');
+      res.json(publicJob(jobs.get(principalOf(res).tenant, id)));
+    },
 
-  router.get('/v1/jobs/:id', (req: Request, res: Response) => {
-    const id = validate(JobIdSchema, req.params.id, 'job id');
-    const tenant = principalOf(res).tenant;
-    res.json(publicJob(services.jobs.get(id, (job) => tenancy.canRead(tenant, job.document.namespace))));
-  });
-
-  router.delete('/v1/jobs/:id', async (req: Request, res: Response) => {
-    const id = validate(JobIdSchema, req.params.id, 'job id');
-    const tenant = principalOf(res).tenant;
-    const query = services.queries.cancel(id, tenant);
-    if (query) {
-      res.json({ job: { ...query, status: 'cancelled' } });
-      return;
-    }
-    const job = await services.jobs.cancel(id, tenant).catch((err: unknown) => {
-      throw err instanceof KdnError && err.code === 'NOT_FOUND'
-        ? new KdnError('NOT_FOUND', `no job ${id} of yours is queued, running or remembered`, { hint: 'list your jobs with GET /v1/jobs (kdn jobs)' })
-        : err;
-    });
-    res.json({ job: publicJob(job) });
-  });
-
-  return router;
-}
-
-/** Clients see plain namespace names, never the tenant-scoped ones kdn keeps internally. */
-export function publicJob(job: JobView): JobView {
-  return { ...job, document: { ...job.document, namespace: publicName(job.document.namespace) } };
+    cancel: async (req: Request, res: Response) => {
+      const id = validate(JobIdSchema, req.params.id, 'job id');
+      const cancelled = await jobs.cancel(principalOf(res).tenant, id);
+      res.json({ job: cancelled.kind === 'query' ? { ...cancelled.job, status: 'cancelled' } : publicJob(cancelled.job) });
+    },
+  };
 }

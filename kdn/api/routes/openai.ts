@@ -1,16 +1,15 @@
-import { basename } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import express, { type Request, type Response, type Router } from 'express';
+import express, { type Request, type Response } from 'express';
 import type { z } from 'zod';
 import { KdnError, toKdnError } from '../../../common/errors.ts';
+import type { ChatMessage, GeneratedToken } from '../../../engine-adapter/types.ts';
 import { principalOf } from '../../auth/authenticate.ts';
-import type { GeneratedToken } from '../../../engine-adapter/types.ts';
-import type { KnowledgeRequest } from '../../query/query-service.ts';
 import type { QueryOutcome } from '../../query/run-query.ts';
+import type { AnswerService, GenerationInput } from '../../services/answer-service.ts';
+import type { RouteHandlers } from '../mount-routes.ts';
 import { openAIErrorBody } from '../openai-errors.ts';
 import { ChatCompletionSchema, CompletionSchema, contentText, messageHint, rejectUnsupported } from '../openai-schemas.ts';
 import { FIELD_HINTS, type Knowledge } from '../schemas.ts';
-import type { KdnServices } from '../services.ts';
 import { validate } from '../validate.ts';
 
 const DEFAULT_MAX_TOKENS = 64;
@@ -20,9 +19,8 @@ const DEFAULT_MAX_TOKENS = 64;
  * it the model answers from the prompt alone. `stream: true` answers server-sent events ending in `data: [DONE]`.
  * Errors on these paths are rendered in OpenAI's shape by app.ts (openai-errors.ts).
  */
-export function openAIRoutes(services: KdnServices): Router {
-  const router = express.Router();
-  const modelId = basename(services.engine.info.path);
+export function openAIHandlers(queries: AnswerService): RouteHandlers<'openai'> {
+  const { modelId } = queries;
   const json = express.json({ limit: '256kb' });
   const model = { id: modelId, object: 'model', created: 0, owned_by: 'kdn' };
   const checkModel = (name: string | undefined): void => {
@@ -33,49 +31,51 @@ export function openAIRoutes(services: KdnServices): Router {
     });
   };
 
-  router.get('/v1/models', (_req: Request, res: Response) => {
-    res.json({ object: 'list', data: [model] });
-  });
+  return {
+    models: (_req: Request, res: Response) => {
+      res.json({ object: 'list', data: [model] });
+    },
 
-  router.get('/v1/models/:id', (req: Request, res: Response) => {
-    checkModel(String(req.params.id));
-    res.json(model);
-  });
+    model: (req: Request, res: Response) => {
+      checkModel(String(req.params.id));
+      res.json(model);
+    },
 
-  router.post('/v1/chat/completions', json, async (req: Request, res: Response) => {
-    const body = parse(ChatCompletionSchema, req.body, 'chat completion request');
-    checkModel(body.model);
-    // Chat templates know system, user and assistant; OpenAI's developer role is its newer name for system.
-    const messages = body.messages.map((m) => ({ role: m.role === 'developer' ? 'system' : m.role, content: contentText(m.content) }));
-    const lastUser = [...messages].reverse().find((m) => m.role === 'user');
-    const promptText = withoutLeadingBos(services, services.engine.tokenizer.applyChatTemplate(messages));
-    await complete(services, res, {
-      kind: 'chat',
-      model: modelId,
-      knowledge: body.kdn,
-      searchText: lastUser?.content ?? promptText,
-      promptText,
-      maxTokens: body.max_completion_tokens ?? body.max_tokens ?? DEFAULT_MAX_TOKENS,
-      ...sampling(body),
-    });
-  });
+    chat: [
+      json,
+      async (req: Request, res: Response) => {
+        const body = parse(ChatCompletionSchema, req.body, 'chat completion request');
+        checkModel(body.model);
+        // Chat templates know system, user and assistant; OpenAI's developer role is its newer name for system.
+        const messages: ChatMessage[] = body.messages.map((m) => ({
+          role: m.role === 'developer' ? 'system' : m.role,
+          content: contentText(m.content),
+        }));
+        await complete(queries, res, {
+          prompt: { chat: messages },
+          model: modelId,
+          knowledge: body.kdn,
+          maxTokens: body.max_completion_tokens ?? body.max_tokens ?? DEFAULT_MAX_TOKENS,
+          ...sampling(body),
+        });
+      },
+    ],
 
-  router.post('/v1/completions', json, async (req: Request, res: Response) => {
-    const body = parse(CompletionSchema, req.body, 'completion request');
-    checkModel(body.model);
-    const prompt = typeof body.prompt === 'string' ? body.prompt : body.prompt[0];
-    await complete(services, res, {
-      kind: 'text',
-      model: modelId,
-      knowledge: body.kdn,
-      searchText: prompt,
-      promptText: prompt,
-      maxTokens: body.max_tokens ?? DEFAULT_MAX_TOKENS,
-      ...sampling(body),
-    });
-  });
-
-  return router;
+    completion: [
+      json,
+      async (req: Request, res: Response) => {
+        const body = parse(CompletionSchema, req.body, 'completion request');
+        checkModel(body.model);
+        await complete(queries, res, {
+          prompt: { text: typeof body.prompt === 'string' ? body.prompt : body.prompt[0]! },
+          model: modelId,
+          knowledge: body.kdn,
+          maxTokens: body.max_tokens ?? DEFAULT_MAX_TOKENS,
+          ...sampling(body),
+        });
+      },
+    ],
+  };
 }
 
 type CommonBody = Pick<z.output<typeof CompletionSchema>, 'temperature' | 'top_p' | 'seed' | 'stop' | 'stream' | 'stream_options'>;
@@ -110,11 +110,10 @@ function parse<S extends z.ZodType>(schema: S, body: unknown, what: string): z.o
 }
 
 interface Completion {
-  kind: 'chat' | 'text';
+  /** A chat (in the model's template) or a raw text prompt. */
+  prompt: { chat: ChatMessage[] } | { text: string };
   model: string;
   knowledge: Knowledge | undefined;
-  searchText: string;
-  promptText: string;
   maxTokens: number;
   temperature: number;
   topP: number;
@@ -125,43 +124,36 @@ interface Completion {
   includeUsage: boolean;
 }
 
-async function complete(services: KdnServices, res: Response, c: Completion): Promise<void> {
-  const id = `${c.kind === 'chat' ? 'chatcmpl' : 'cmpl'}-${randomBytes(12).toString('hex')}`;
+async function complete(queries: AnswerService, res: Response, c: Completion): Promise<void> {
+  const chat = 'chat' in c.prompt;
+  const id = `${chat ? 'chatcmpl' : 'cmpl'}-${randomBytes(12).toString('hex')}`;
   const created = Math.floor(Date.now() / 1000);
-  const object = c.kind === 'chat' ? 'chat.completion' : 'text_completion';
+  const object = chat ? 'chat.completion' : 'text_completion';
   const disconnected = new AbortController();
   res.on('close', () => {
     if (!res.writableFinished) disconnected.abort();
   });
-
-  const knowledge: KnowledgeRequest | undefined = c.knowledge && {
-    namespace: services.access.tenancy.scope(principalOf(res).tenant, c.knowledge.namespace, 'read'),
-    topK: c.knowledge.topK,
-    ...(c.knowledge.documents ? { documents: c.knowledge.documents } : {}),
+  const generation: GenerationInput = {
+    maxTokens: c.maxTokens,
+    temperature: c.temperature,
+    topP: c.topP,
+    ...(c.seed === undefined ? {} : { seed: c.seed }),
+    stopStrings: c.stop === undefined ? [] : [c.stop].flat(),
+    signal: disconnected.signal,
   };
-  const run = (onToken?: (token: GeneratedToken) => void): Promise<QueryOutcome> =>
-    services.queries.answer({
-      tenant: principalOf(res).tenant,
-      ...(knowledge ? { knowledge } : {}),
-      searchText: c.searchText,
-      promptText: c.promptText,
-      mode: c.knowledge?.mode ?? 'inject',
-      ...(c.knowledge?.blendRatio === undefined ? {} : { blendRatio: c.knowledge.blendRatio }),
-      maxTokens: c.maxTokens,
-      temperature: c.temperature,
-      topP: c.topP,
-      ...(c.seed === undefined ? {} : { seed: c.seed }),
-      stopStrings: c.stop === undefined ? [] : [c.stop].flat(),
-      signal: disconnected.signal,
-      ...(onToken ? { onToken } : {}),
-    });
+  const tenant = principalOf(res).tenant;
+  const run = (onToken?: (token: GeneratedToken) => void): Promise<QueryOutcome> => {
+    const g = { ...generation, ...(onToken ? { onToken } : {}) };
+    return 'chat' in c.prompt
+      ? queries.chat(tenant, c.prompt.chat, c.knowledge, g)
+      : queries.complete(tenant, c.prompt.text, c.knowledge, g);
+  };
 
   if (!c.stream) {
     const outcome = await run();
-    const choice =
-      c.kind === 'chat'
-        ? { index: 0, message: { role: 'assistant', content: outcome.answer }, finish_reason: finishReason(outcome) }
-        : { index: 0, text: outcome.answer, logprobs: null, finish_reason: finishReason(outcome) };
+    const choice = chat
+      ? { index: 0, message: { role: 'assistant', content: outcome.answer }, finish_reason: finishReason(outcome) }
+      : { index: 0, text: outcome.answer, logprobs: null, finish_reason: finishReason(outcome) };
     res.json({ id, object, created, model: c.model, choices: [choice], usage: usage(outcome), kdn: kdnExtras(outcome) });
     return;
   }
@@ -169,7 +161,7 @@ async function complete(services: KdnServices, res: Response, c: Completion): Pr
   // The stream opens with the first token, so a request that fails before it (unknown document, bad namespace)
   // still gets its proper HTTP status from the error handler; a failure after that is sent as an error event.
   let opened = false;
-  const chunkObject = c.kind === 'chat' ? 'chat.completion.chunk' : 'text_completion';
+  const chunkObject = chat ? 'chat.completion.chunk' : 'text_completion';
   const send = (payload: unknown): void => {
     if (!opened) {
       res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive' });
@@ -178,7 +170,7 @@ async function complete(services: KdnServices, res: Response, c: Completion): Pr
     res.write(`data: ${JSON.stringify(payload)}\n\n`);
   };
   const delta = (text: string, first: boolean): unknown =>
-    c.kind === 'chat'
+    chat
       ? { index: 0, delta: first ? { role: 'assistant', content: text } : { content: text }, finish_reason: null }
       : { index: 0, text, logprobs: null, finish_reason: null };
   let first = true;
@@ -188,7 +180,9 @@ async function complete(services: KdnServices, res: Response, c: Completion): Pr
       send({ id, object: chunkObject, created, model: c.model, choices: [delta(token.text, first)] });
       first = false;
     });
-    const last = c.kind === 'chat' ? { index: 0, delta: {}, finish_reason: finishReason(outcome) } : { index: 0, text: '', logprobs: null, finish_reason: finishReason(outcome) };
+    const last = chat
+      ? { index: 0, delta: {}, finish_reason: finishReason(outcome) }
+      : { index: 0, text: '', logprobs: null, finish_reason: finishReason(outcome) };
     send({ id, object: chunkObject, created, model: c.model, choices: [last], kdn: kdnExtras(outcome) });
     if (c.includeUsage) send({ id, object: chunkObject, created, model: c.model, choices: [], usage: usage(outcome) });
   } catch (err) {
@@ -210,12 +204,4 @@ function usage(outcome: QueryOutcome): { prompt_tokens: number; completion_token
 function kdnExtras(outcome: QueryOutcome): unknown {
   const { chunks, tokens, bytes, timings, mode } = outcome;
   return { mode, chunks, tokens, bytes, timings };
-}
-
-/** Chat templates often start with the BOS text; kdn prefills the BOS token itself before the knowledge. */
-function withoutLeadingBos(services: KdnServices, text: string): string {
-  const bos = services.engine.tokenizer.bosTokenId;
-  if (bos === undefined) return text;
-  const bosText = services.engine.tokenizer.decode([bos], { skipSpecialTokens: false });
-  return bosText !== '' && text.startsWith(bosText) ? text.slice(bosText.length) : text;
 }

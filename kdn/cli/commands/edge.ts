@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
-import { EDGE_ENV, type EdgeConfigInput } from '../../../edge/config.ts';
-import { startEdge } from '../../../edge/main.ts';
+import { EDGE_ENV, type EdgeConfigInput } from '../../../edge/server/config.ts';
+import { startEdge } from '../../../edge/server/main.ts';
 
 interface EdgeFlags {
   port?: string;

@@ -14,6 +14,7 @@ interface ServeFlags {
   host?: string;
   maxUpload?: string;
   edgeMemory?: string;
+  hotTier?: string;
   edgeDisk?: string;
   edgeDiskPath?: string;
   apiKeysFile?: string;
@@ -45,6 +46,7 @@ async function serve(flags: ServeFlags): Promise<void> {
     host: flags.host,
     maxUploadBytes: flags.maxUpload,
     edgeMemoryBytes: flags.edgeMemory,
+    hotTierBytes: flags.hotTier,
     edgeDiskBytes: flags.edgeDisk,
     edgeDiskPath: flags.edgeDiskPath,
     apiKeysFile: flags.apiKeysFile,
@@ -58,18 +60,18 @@ async function serve(flags: ServeFlags): Promise<void> {
   };
   const config = resolveKdnConfig(Object.fromEntries(Object.entries(input).filter(([, v]) => v !== undefined)));
   const kdn = await startKdn(config);
-  const { engine } = kdn.services;
-  const generated = kdn.services.access.generated;
+  const { engine } = kdn.parts;
+  const generated = kdn.parts.access.generated;
   // stderr carries JSON log lines only; what a person reads (the key included) goes to stdout.
-  if (generated) kdn.services.log.warn({ apiKeyFile: generated.path, tenant: 'default' }, 'no API keys configured: generated one key');
+  if (generated) kdn.parts.log.warn({ apiKeyFile: generated.path, tenant: 'default' }, 'no API keys configured: generated one key');
   if (flags.json) {
-    process.stdout.write(`${JSON.stringify({ ready: true, url: kdn.url, port: kdn.port, edges: kdn.services.edges.edges, backend: engine.backend, ...(generated ? { apiKeyFile: generated.path } : {}) })}\n`);
+    process.stdout.write(`${JSON.stringify({ ready: true, url: kdn.url, port: kdn.port, edges: kdn.parts.edges.edges, backend: engine.backend, ...(generated ? { apiKeyFile: generated.path } : {}) })}\n`);
   } else {
     process.stdout.write(
       `kdn serving at ${kdn.url}\n` +
         `  model   ${engine.info.path} (${engine.backend}: ${engine.device})\n` +
-        `  origin  ${kdn.services.origin.description}\n` +
-        `  edges   ${kdn.services.edges.edges.join(', ')}${kdn.embeddedEdge ? ' (embedded)' : ''}\n` +
+        `  origin  ${kdn.parts.origin.description}\n` +
+        `  edges   ${kdn.parts.edges.edges.join(', ')}${kdn.embeddedEdge ? ' (embedded)' : ''}\n` +
         (generated
           ? // The key goes to a person at a terminal, once, when it is made; after that it is read from its file.
             `no API keys configured; using one key for tenant "default" (role operator), saved to ${generated.path}${generated.fresh && process.stdout.isTTY ? ':' : ''}\n` +
@@ -109,6 +111,10 @@ export function register(program: Command): void {
     .option('--host <host>', `address to listen on (env ${KDN_ENV.host}; default 127.0.0.1)`)
     .option('--max-upload <size>', `largest document upload (env ${KDN_ENV.maxUploadBytes}; default 8MiB)`)
     .option('--edge-memory <size>', `embedded edge memory budget (env ${KDN_ENV.edgeMemoryBytes}; default 512MiB)`)
+    .option(
+      '--hot-tier <size>',
+      `expanded KV the engine keeps across queries, 0 for none (env ${KDN_ENV.hotTierBytes}; default half a full session's KV)`,
+    )
     .option('--edge-disk <size>', `embedded edge disk budget (env ${KDN_ENV.edgeDiskBytes}; default 4GiB)`)
     .option('--edge-disk-path <dir>', `embedded edge disk folder (env ${KDN_ENV.edgeDiskPath}; default <data-dir>/edge)`)
     .option('--api-keys-file <file>', `API keys as JSON {"keys":[{"key","tenant"}]}, added to env KDN_API_KEYS="key=tenant,..." (env ${KDN_ENV.apiKeysFile}); none: one generated key`)

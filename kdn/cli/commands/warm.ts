@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { KdnError } from '../../../common/errors.ts';
-import { EdgeClient, type WarmSummary } from '../../../edge/client.ts';
+import { EdgeClient, type WarmSummary } from '../../../edge/client/client.ts';
 import { clientFor, collect, formatBytes, withServer } from '../client-options.ts';
 import { Progress } from '../progress.ts';
 

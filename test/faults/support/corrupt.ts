@@ -18,7 +18,7 @@ export function originFile(originRoot: string, key: string): string {
   return join(originRoot, 'objects', ...key.split('/'));
 }
 
-/** Where an edge's disk tier keeps an object (edge/disk-tier.ts names files by the key's sha256). */
+/** Where an edge's disk tier keeps an object (edge/server/disk-tier.ts names files by the key's sha256). */
 export function edgeDiskFile(diskPath: string, key: string): string {
   const hash = createHash('sha256').update(key).digest('hex');
   return join(diskPath, 'objects', hash.slice(0, 2), hash);

@@ -1,10 +1,12 @@
 import { Agent, request, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
-import { isTransientSocketError } from '../common/backoff.ts';
-import { KdnError, ERROR_CODES, type ErrorCode } from '../common/errors.ts';
-import { codeForHttpStatus } from '../common/http-errors.ts';
+import { isTransientSocketError } from '../../common/backoff.ts';
+import type { z } from 'zod';
+import { KdnError, type ErrorCode } from '../../common/errors.ts';
+import { codeForHttpStatus } from '../../common/http-errors.ts';
+import { EDGE_HEADERS, ErrorBody, type EdgeMethod } from '../protocol.ts';
 
 export interface EdgeRequest {
-  method: 'GET' | 'HEAD' | 'PUT' | 'DELETE' | 'POST';
+  method: EdgeMethod;
   path: string;
   headers?: Record<string, string>;
   body?: Uint8Array | string;
@@ -53,7 +55,7 @@ function sendOnce(agent: Agent | false, edge: string, req: EdgeRequest): Promise
       return;
     }
     const headers: Record<string, string> = { ...req.headers };
-    if (req.body !== undefined) headers['content-length'] = String(Buffer.byteLength(req.body));
+    if (req.body !== undefined) headers[EDGE_HEADERS.contentLength] = String(Buffer.byteLength(req.body));
     const outgoing = request(new URL(req.path, edge), { method: req.method, agent, headers, signal: req.signal });
     outgoing.setTimeout(req.timeoutMs, () => {
       outgoing.destroy(new EdgeFailure(edge, 'TIMEOUT', `no answer within ${req.timeoutMs} ms`, true));
@@ -71,7 +73,7 @@ function sendOnce(agent: Agent | false, edge: string, req: EdgeRequest): Promise
 
 /** Reads a whole (small or known-size) response body; a body cut short rejects with EdgeFailure. */
 export async function readAll(edge: string, res: IncomingMessage): Promise<Buffer> {
-  const declared = res.headers['content-length'];
+  const declared = res.headers[EDGE_HEADERS.contentLength];
   const chunks: Buffer[] = [];
   let received = 0;
   try {
@@ -89,6 +91,30 @@ export async function readAll(edge: string, res: IncomingMessage): Promise<Buffe
 }
 
 /**
+ * Reads a JSON body and checks it against its edge/protocol.ts schema. An edge that answers something else (another
+ * version, a proxy's page, a bug) is an EdgeFailure like a 5xx: the client tries the next edge, and the caller
+ * finally gets EDGE_UNAVAILABLE naming what was wrong, never an unchecked value.
+ */
+export async function readJson<S extends z.ZodType>(edge: string, res: IncomingMessage, schema: S, what: string): Promise<z.infer<S>> {
+  return parseJson(edge, (await readAll(edge, res)).toString('utf8'), schema, what);
+}
+
+export function parseJson<S extends z.ZodType>(edge: string, text: string, schema: S, what: string): z.infer<S> {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    throw new EdgeFailure(edge, 'EDGE_UNAVAILABLE', `${what}: the answer is not JSON`, false);
+  }
+  const parsed = schema.safeParse(json);
+  if (!parsed.success) {
+    const issues = parsed.error.issues.map((issue) => `${issue.path.join('.') || '(body)'}: ${issue.message}`).join('; ');
+    throw new EdgeFailure(edge, 'EDGE_UNAVAILABLE', `${what}: the answer does not match the edge protocol (${issues})`, false);
+  }
+  return parsed.data;
+}
+
+/**
  * Turns an error response into what the client raises: 5xx become EdgeFailure (try another edge), anything else is
  * the edge's own KdnError rebuilt from its JSON body, so codes like NOT_FOUND or KV_CORRUPT pass through unchanged.
  */
@@ -99,19 +125,19 @@ export async function errorFromResponse(edge: string, res: IncomingMessage): Pro
   let message = `HTTP ${status}`;
   let hint: string | undefined;
   let details: Record<string, unknown> | undefined;
-  try {
-    const body = JSON.parse(text) as { error?: { code?: string; message?: string; hint?: string; details?: Record<string, unknown> } };
-    if (body.error && (ERROR_CODES as readonly string[]).includes(body.error.code ?? '')) {
-      code = body.error.code as ErrorCode;
-      message = body.error.message ?? message;
-      hint = body.error.hint;
-      details = body.error.details;
-    }
-  } catch {
-    // Not our JSON (a proxy, or a HEAD): the status mapping above stands.
-  }
+  const body = ErrorBody.safeParse(safeJson(text));
+  // Not our JSON (a proxy, or a HEAD): the status mapping above stands.
+  if (body.success) ({ code, message, hint, details } = body.data.error);
   if (status >= 500) return new EdgeFailure(edge, code, message, false);
   return new KdnError(code, message, { ...(hint ? { hint } : {}), details: { ...details, edge } });
+}
+
+function safeJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
 }
 
 export function header(headers: IncomingHttpHeaders, name: string): string {

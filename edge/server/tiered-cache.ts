@@ -1,6 +1,6 @@
-import { isKdnError } from '../common/errors.ts';
-import type { Logger } from '../common/log.ts';
-import { verifyKVObject } from '../storage/kv-object/index.ts';
+import { isKdnError } from '../../common/errors.ts';
+import type { Logger } from '../../common/log.ts';
+import { verifyKVObject } from '../../storage/kv-object/index.ts';
 import { etagFor, type CachedObject } from './cached-object.ts';
 import type { DiskTier } from './disk-tier.ts';
 import type { MemoryTier } from './memory-tier.ts';

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { KVHeader } from '../storage/kv-object/types.ts';
+import type { KVHeader } from '../../storage/kv-object/types.ts';
 
 /** A verified KV object as the tiers hold it. */
 export interface CachedObject {

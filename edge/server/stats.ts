@@ -1,34 +1,11 @@
-import type { OriginCounters } from './origin.ts';
+import type { EdgeStats } from '../protocol.ts';
 import type { TieredCache } from './tiered-cache.ts';
 
-/** What the HTTP layer counts; the tiers count their own hits and misses. */
-export interface ServeCounters {
-  requests: number;
-  /** Body bytes of GET responses (200 and 206) handed to clients. */
-  bytesServed: number;
-  notModified: number;
-  partial: number;
-  puts: number;
-  deletes: number;
-  errors: number;
-  /** Requests refused for a missing, expired or wrong token (also counted in errors). */
-  unauthorized: number;
-}
+/** What the HTTP layer counts (the `served` part of /stats); the tiers count their own hits and misses. */
+export type ServeCounters = EdgeStats['served'];
 
 export function newServeCounters(): ServeCounters {
   return { requests: 0, bytesServed: 0, notModified: 0, partial: 0, puts: 0, deletes: 0, errors: 0, unauthorized: 0 };
-}
-
-/** The JSON of GET /stats. */
-export interface EdgeStats {
-  uptimeSeconds: number;
-  memory: { hits: number; misses: number; objects: number; bytes: number; budgetBytes: number; evictions: number };
-  disk: {
-    hits: number; misses: number; objects: number; bytes: number; budgetBytes: number; evictions: number;
-    corruptDropped: number; writeErrors: number; path: string;
-  };
-  origin: OriginCounters & { collapsed: number; description: string };
-  served: ServeCounters;
 }
 
 export function edgeStats(cache: TieredCache, served: ServeCounters, startedAt: number): EdgeStats {

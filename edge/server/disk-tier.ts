@@ -1,8 +1,8 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { KdnError, isKdnError } from '../common/errors.ts';
-import { verifyKVObject } from '../storage/kv-object/index.ts';
+import { KdnError, isKdnError } from '../../common/errors.ts';
+import { verifyKVObject } from '../../storage/kv-object/index.ts';
 import { etagFor, type CachedObject } from './cached-object.ts';
 
 /** Cached KV says much about the text it came from: the edge's files are its owner's alone. */

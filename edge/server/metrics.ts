@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { EdgeStats } from './stats.ts';
+import { EDGE_PATHS, edgeRouteOf, type EdgeRoute, type EdgeStats } from '../protocol.ts';
 
 /**
  * A Prometheus registry per edge instance (several edges can live in one process). Metrics read the edge's plain
@@ -50,7 +50,6 @@ export function createEdgeMetrics(snapshot: () => EdgeStats): Registry {
   return registry;
 }
 
-const ROUTES = new Set(['/warm', '/stats', '/metrics', '/healthz']);
 const METHODS = new Set(['GET', 'HEAD', 'PUT', 'DELETE', 'POST']);
 
 /**
@@ -71,9 +70,14 @@ export function edgeRequestTimer(registry: Registry): (req: IncomingMessage, res
     res.once('finish', () => {
       const url = req.url ?? '/';
       const path = url.split('?', 1)[0]!;
-      const route = path.startsWith('/kv/') ? '/kv' : ROUTES.has(path) ? path : 'other';
+      const route = routeLabel(edgeRouteOf(path));
       const method = METHODS.has(req.method ?? '') ? req.method! : 'other';
       latency.observe({ route, method, status: String(res.statusCode) }, (performance.now() - start) / 1000);
     });
   };
+}
+
+function routeLabel(route: EdgeRoute | undefined): string {
+  if (route === undefined) return 'other';
+  return route === 'kv' ? EDGE_PATHS.kvPrefix.slice(0, -1) : EDGE_PATHS[route];
 }

@@ -2,36 +2,27 @@ import { createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { once } from 'node:events';
 import type { Registry } from 'prom-client';
-import { z } from 'zod';
-import { KdnError, isKdnError, toKdnError } from '../common/errors.ts';
-import { sendError } from '../common/http-errors.ts';
-import type { Logger } from '../common/log.ts';
-import { retryAfterOf } from '../common/failed-auth-throttle.ts';
-import { capConnectionsPerAddress } from '../common/slow-clients.ts';
-import { isChunkKey, validateKey } from '../storage/keys.ts';
+import { KdnError, toKdnError } from '../../common/errors.ts';
+import { sendError } from '../../common/http-errors.ts';
+import type { Logger } from '../../common/log.ts';
+import { retryAfterOf } from '../../common/failed-auth-throttle.ts';
+import { capConnectionsPerAddress } from '../../common/slow-clients.ts';
+import { isChunkKey, validateKey } from '../../storage/keys.ts';
+import {
+  CACHE_STATUS, CONTENT_TYPES, DeleteQuery, EDGE_HEADERS, EDGE_QUERY, MAX_WARM_KEYS, ONLY_IF_CACHED, ROUTE_METHODS, WARM_BODY_LIMIT,
+  WarmRequest,
+  describeRoutes, edgeRouteOf, encodedKeyOf, type DeleteResponse, type EdgeMethod, type EdgeRoute, type Health, type PutResponse, type WarmProgressLine,
+  type WarmSummaryLine,
+} from '../protocol.ts';
 import type { CachedObject } from './cached-object.ts';
 import { EdgeAuth, grantCovers, type EdgeGrant } from './auth.ts';
-import { CACHE_STATUS, cacheStatusFor } from './cache-status.ts';
+import { cacheStatusFor, cacheStatusForError } from './cache-status.ts';
 import type { EdgeConfig } from './config.ts';
 import { ifRangeHolds, noneMatch, parseRange } from './http-range.ts';
 import { readBody } from './request-body.ts';
 import { edgeRequestTimer } from './metrics.ts';
 import type { ServeCounters } from './stats.ts';
 import type { TieredCache } from './tiered-cache.ts';
-
-const KV_CONTENT_TYPE = 'application/octet-stream';
-const NDJSON = 'application/x-ndjson; charset=utf-8';
-/** A /warm request body is a list of keys, never large. */
-const WARM_BODY_LIMIT = 4 * 2 ** 20;
-const MAX_WARM_KEYS = 10_000;
-
-const WarmRequest = z.object({
-  keys: z.array(z.string()).min(1).max(MAX_WARM_KEYS),
-  /** How many origin fetches this warm runs at once. */
-  concurrency: z.number().int().min(1).max(32).default(4),
-}).strict();
-
-const DeleteQuery = z.object({ origin: z.enum(['true', 'false', '1', '0']).optional() }).strict();
 
 export interface EdgeServerDeps {
   cache: TieredCache;
@@ -50,14 +41,16 @@ interface EdgeContext extends EdgeServerDeps {
 /**
  * The edge's HTTP API on bare node:http: the GET/HEAD hot path answers a memory hit synchronously with one
  * writeHead and one res.end of the cached Buffer (no copy, no middleware), which is where express would cost
- * throughput. The other routes are few enough not to need a framework either.
+ * throughput. The other routes are few enough not to need a framework either. Paths, methods, headers and bodies are
+ * those of edge/protocol.ts:
  *
- *   GET|HEAD /kv/<key>   object (Range, ETag/If-None-Match, Cache-Status: see cache-status.ts)
+ *   GET|HEAD /kv/<key>   object (Range, ETag/If-None-Match, Cache-Status)
  *   PUT /kv/<key>        verified, written through to the origin, kept in both tiers (201)
  *   DELETE /kv/<key>     purge this edge's tiers; ?origin=true also deletes at the origin
  *   POST /warm           {"keys": [...]} -> NDJSON progress, one line per key, then a summary line
  *   GET /stats, /metrics (Prometheus), /healthz
  *
+ * A known path asked with a method it does not answer is 405 with an Allow header, before any token check.
  * Every route but /healthz needs an X-KDN-Token signed by kdn (auth.ts, common/edge-token.ts) when the edge has a
  * secret; a request without one is refused before its body is read. Only chunk KV objects (storage/keys.ts
  * isChunkKey) go through an edge: manifests, secrets and anything else at the origin are never served, stored,
@@ -90,63 +83,64 @@ function route(deps: EdgeContext, req: IncomingMessage, res: ServerResponse): vo
   const path = queryAt < 0 ? url : url.slice(0, queryAt);
   const query = queryAt < 0 ? '' : url.slice(queryAt + 1);
   const method = req.method ?? 'GET';
+  const name = edgeRouteOf(path);
+  if (name === undefined) {
+    fail(deps, res, new KdnError('NOT_FOUND', `no route ${method} ${path}`, {
+      hint: `edge routes: ${describeRoutes()}`,
+    }));
+    return;
+  }
+  if (!allows(name, method)) {
+    methodNotAllowed(deps, res, method, path, ROUTE_METHODS[name]);
+    return;
+  }
+  if (name === 'kv') {
+    routeObject(deps, req, res, method, path, query);
+    return;
+  }
+  if (name === 'healthz') {
+    sendJson(res, 200, { status: 'ok' } satisfies Health);
+    return;
+  }
+  const grant = authorized(deps, req, res, method, name);
+  if (!grant) return;
+  if (name === 'warm') void warm(deps, req, res, grant);
+  else if (name === 'stats') sendJson(res, 200, deps.stats());
+  else void sendMetrics(deps, res);
+}
 
-  if (path.startsWith('/kv/')) {
-    let key: string;
-    try {
-      key = validateKey(decodePath(path.slice(4)));
-    } catch (err) {
-      fail(deps, res, err);
-      return;
-    }
-    const grant = authorized(deps, req, res, method, path);
-    if (!grant) return;
-    if (!isChunkKey(key) || !grantCovers(grant, key)) {
-      fail(deps, res, new KdnError('FORBIDDEN', `${key} is not a chunk object this request may touch`, {
-        hint: 'edges handle only chunk KV objects (kv/...*.kv), and a scoped token only the keys under its scope',
-      }));
-      return;
-    }
-    switch (method) {
-      case 'GET': serveObject(deps, req, res, key, false); return;
-      case 'HEAD': serveObject(deps, req, res, key, true); return;
-      case 'PUT': void putObject(deps, req, res, key, grant); return;
-      case 'DELETE': void deleteObject(deps, res, key, query); return;
-      default: methodNotAllowed(deps, res, 'GET, HEAD, PUT, DELETE'); return;
-    }
+function allows(name: EdgeRoute, method: string): method is EdgeMethod {
+  return (ROUTE_METHODS[name] as readonly string[]).includes(method);
+}
+
+function routeObject(deps: EdgeContext, req: IncomingMessage, res: ServerResponse, method: EdgeMethod, path: string, query: string): void {
+  let key: string;
+  try {
+    key = validateKey(decodePath(encodedKeyOf(path)));
+  } catch (err) {
+    fail(deps, res, err);
+    return;
   }
-  let grant: EdgeGrant | undefined;
-  if (path === '/warm' || path === '/stats' || path === '/metrics') {
-    grant = authorized(deps, req, res, method, path);
-    if (!grant) return;
+  const grant = authorized(deps, req, res, method, 'kv');
+  if (!grant) return;
+  if (!isChunkKey(key) || !grantCovers(grant, key)) {
+    fail(deps, res, new KdnError('FORBIDDEN', `${key} is not a chunk object this request may touch`, {
+      hint: 'edges handle only chunk KV objects (kv/...*.kv), and a scoped token only the keys under its scope',
+    }));
+    return;
   }
-  switch (path) {
-    case '/warm':
-      if (method === 'POST') void warm(deps, req, res, grant!);
-      else methodNotAllowed(deps, res, 'POST');
-      return;
-    case '/stats':
-      if (method === 'GET') sendJson(res, 200, deps.stats());
-      else methodNotAllowed(deps, res, 'GET');
-      return;
-    case '/metrics':
-      if (method === 'GET') void sendMetrics(deps, res);
-      else methodNotAllowed(deps, res, 'GET');
-      return;
-    case '/healthz':
-      sendJson(res, 200, { status: 'ok' });
-      return;
-    default:
-      fail(deps, res, new KdnError('NOT_FOUND', `no route ${method} ${path}`, {
-        hint: 'edge routes: /kv/<key> (GET, HEAD, PUT, DELETE), POST /warm, GET /stats, /metrics, /healthz',
-      }));
+  switch (method) {
+    case 'GET': serveObject(deps, req, res, key, false); return;
+    case 'HEAD': serveObject(deps, req, res, key, true); return;
+    case 'PUT': void putObject(deps, req, res, key, grant); return;
+    default: void deleteObject(deps, res, key, query); return;
   }
 }
 
 /** Answers 401/403/429 and returns undefined unless the request carries a token for itself (see auth.ts). */
-function authorized(deps: EdgeContext, req: IncomingMessage, res: ServerResponse, method: string, path: string): EdgeGrant | undefined {
+function authorized(deps: EdgeContext, req: IncomingMessage, res: ServerResponse, method: string, name: EdgeRoute): EdgeGrant | undefined {
   try {
-    return deps.auth.authorize(req, method, path);
+    return deps.auth.authorize(req, method, name);
   } catch (err) {
     deps.served.unauthorized += 1;
     fail(deps, res, err);
@@ -161,7 +155,7 @@ function serveObject(deps: EdgeContext, req: IncomingMessage, res: ServerRespons
     return;
   }
   if (onlyIfCached(req) && deps.cache.holder(key) === null) {
-    res.setHeader('cache-status', CACHE_STATUS.notCached);
+    res.setHeader(EDGE_HEADERS.cacheStatus, CACHE_STATUS.notCached);
     fail(deps, res, new KdnError('TIMEOUT', `${key} is not cached at this edge`, {
       hint: 'the request said Cache-Control: only-if-cached; ask without it to fetch the object from the origin',
     }));
@@ -170,7 +164,7 @@ function serveObject(deps: EdgeContext, req: IncomingMessage, res: ServerRespons
   deps.cache.belowMemory(key).then(
     (found) => sendObject(deps, req, res, found.object, cacheStatusFor(found), head),
     (err: unknown) => {
-      res.setHeader('cache-status', cacheStatusForError(err));
+      res.setHeader(EDGE_HEADERS.cacheStatus, cacheStatusForError(err));
       fail(deps, res, err);
     },
   ).catch((err: unknown) => {
@@ -181,25 +175,25 @@ function serveObject(deps: EdgeContext, req: IncomingMessage, res: ServerRespons
 
 /** RFC 9111: answer from the cache or not at all. */
 function onlyIfCached(req: IncomingMessage): boolean {
-  const value = req.headers['cache-control'];
-  return value !== undefined && /(?:^|,)\s*only-if-cached\s*(?:,|$)/i.test(value);
+  const value = req.headers[EDGE_HEADERS.cacheControl];
+  return value !== undefined && value.split(',').some((directive) => directive.trim().toLowerCase() === ONLY_IF_CACHED);
 }
 
 function sendObject(deps: EdgeContext, req: IncomingMessage, res: ServerResponse, object: CachedObject, cacheStatus: string, head: boolean): void {
   const { body, etag } = object;
-  const ifNoneMatch = req.headers['if-none-match'];
+  const ifNoneMatch = req.headers[EDGE_HEADERS.ifNoneMatch];
   if (ifNoneMatch !== undefined && noneMatch(ifNoneMatch, etag)) {
     deps.served.notModified += 1;
-    res.writeHead(304, ['etag', etag, 'cache-status', cacheStatus]);
+    res.writeHead(304, [EDGE_HEADERS.etag, etag, EDGE_HEADERS.cacheStatus, cacheStatus]);
     res.end();
     return;
   }
-  const rangeHeader = req.headers.range;
-  if (rangeHeader !== undefined && ifRangeHolds(single(req.headers['if-range']), etag)) {
+  const rangeHeader = req.headers[EDGE_HEADERS.range];
+  if (rangeHeader !== undefined && ifRangeHolds(single(req.headers[EDGE_HEADERS.ifRange]), etag)) {
     const range = parseRange(rangeHeader, body.length);
     if (range === 'unsatisfiable') {
-      res.setHeader('content-range', `bytes */${body.length}`);
-      res.setHeader('cache-status', cacheStatus);
+      res.setHeader(EDGE_HEADERS.contentRange, `bytes */${body.length}`);
+      res.setHeader(EDGE_HEADERS.cacheStatus, cacheStatus);
       fail(deps, res, new KdnError('RANGE_NOT_SATISFIABLE', `range "${rangeHeader}" is outside the object's ${body.length} bytes`, {
         hint: 'ask for bytes between 0 and the object size minus one',
       }));
@@ -209,8 +203,7 @@ function sendObject(deps: EdgeContext, req: IncomingMessage, res: ServerResponse
       const length = range.end - range.start + 1;
       deps.served.partial += 1;
       res.writeHead(206, [
-        'content-type', KV_CONTENT_TYPE, 'content-length', String(length), 'content-range', `bytes ${range.start}-${range.end}/${body.length}`,
-        'etag', etag, 'accept-ranges', 'bytes', 'cache-status', cacheStatus,
+        ...objectHeaders(length, etag, cacheStatus), EDGE_HEADERS.contentRange, `bytes ${range.start}-${range.end}/${body.length}`,
       ]);
       if (head) {
         res.end();
@@ -221,15 +214,21 @@ function sendObject(deps: EdgeContext, req: IncomingMessage, res: ServerResponse
       return;
     }
   }
-  res.writeHead(200, [
-    'content-type', KV_CONTENT_TYPE, 'content-length', String(body.length), 'etag', etag, 'accept-ranges', 'bytes', 'cache-status', cacheStatus,
-  ]);
+  res.writeHead(200, objectHeaders(body.length, etag, cacheStatus));
   if (head) {
     res.end();
     return;
   }
   deps.served.bytesServed += body.length;
   res.end(body);
+}
+
+/** Headers of a 200 or 206 object answer, as a flat list (the cheapest form for writeHead). */
+function objectHeaders(length: number, etag: string, cacheStatus: string): string[] {
+  return [
+    EDGE_HEADERS.contentType, CONTENT_TYPES.kv, EDGE_HEADERS.contentLength, String(length), EDGE_HEADERS.etag, etag,
+    EDGE_HEADERS.acceptRanges, 'bytes', EDGE_HEADERS.cacheStatus, cacheStatus,
+  ];
 }
 
 async function putObject(deps: EdgeContext, req: IncomingMessage, res: ServerResponse, key: string, grant: EdgeGrant): Promise<void> {
@@ -243,8 +242,8 @@ async function putObject(deps: EdgeContext, req: IncomingMessage, res: ServerRes
     }
     const object = await deps.cache.put(key, body);
     deps.served.puts += 1;
-    res.setHeader('etag', object.etag);
-    sendJson(res, 201, { key, size: body.length, etag: object.etag });
+    res.setHeader(EDGE_HEADERS.etag, object.etag);
+    sendJson(res, 201, { key, size: body.length, etag: object.etag } satisfies PutResponse);
   } catch (err) {
     fail(deps, res, err);
   }
@@ -254,12 +253,12 @@ async function deleteObject(deps: EdgeContext, res: ServerResponse, key: string,
   try {
     const parsed = DeleteQuery.safeParse(Object.fromEntries(new URLSearchParams(query)));
     if (!parsed.success) {
-      throw new KdnError('INVALID_ARGUMENT', `bad query "${query}"`, { hint: 'the only parameter is origin=true|false' });
+      throw new KdnError('INVALID_ARGUMENT', `bad query "${query}"`, { hint: `the only parameter is ${EDGE_QUERY.origin}=true|false` });
     }
-    const fromOrigin = parsed.data.origin === 'true' || parsed.data.origin === '1';
-    const deleted = await deps.cache.delete(key, { origin: fromOrigin });
+    const origin = parsed.data[EDGE_QUERY.origin];
+    const deleted = await deps.cache.delete(key, { origin: origin === 'true' || origin === '1' });
     deps.served.deletes += 1;
-    sendJson(res, 200, { key, deleted });
+    sendJson(res, 200, { key, deleted } satisfies DeleteResponse);
   } catch (err) {
     fail(deps, res, err);
   }
@@ -289,13 +288,13 @@ async function warm(deps: EdgeContext, req: IncomingMessage, res: ServerResponse
     return;
   }
 
-  res.writeHead(200, { 'content-type': NDJSON, 'cache-control': 'no-store' });
-  const summary = { done: true, keys: keys.length, warmed: 0, present: 0, failed: 0, bytes: 0 };
+  res.writeHead(200, { [EDGE_HEADERS.contentType]: CONTENT_TYPES.ndjson, [EDGE_HEADERS.cacheControl]: 'no-store' });
+  const summary: WarmSummaryLine = { done: true, keys: keys.length, warmed: 0, present: 0, failed: 0, bytes: 0 };
   let next = 0;
   const worker = async (): Promise<void> => {
     while (next < keys.length && !res.destroyed) {
       const key = keys[next++]!;
-      let line: Record<string, unknown>;
+      let line: WarmProgressLine;
       if (!isChunkKey(key) || !grantCovers(grant, key)) {
         // Answered exactly like a key the origin lacks, without asking it: a warm token never tells whether
         // something outside its scope exists.
@@ -321,12 +320,12 @@ async function warm(deps: EdgeContext, req: IncomingMessage, res: ServerResponse
 }
 
 /** The progress line of a key that is not there (or not the caller's to know about). */
-function absentLine(key: string): Record<string, unknown> {
+function absentLine(key: string): WarmProgressLine {
   return { key, status: 'failed', bytes: 0, error: { code: 'NOT_FOUND', message: `no object ${key} at the origin` } };
 }
 
 /** Writes one NDJSON line, waiting for the socket when the client reads slower than keys are warmed. */
-async function writeLine(res: ServerResponse, line: Record<string, unknown>): Promise<void> {
+async function writeLine(res: ServerResponse, line: WarmProgressLine): Promise<void> {
   if (res.destroyed) return;
   if (!res.write(`${JSON.stringify(line)}\n`)) await Promise.race([once(res, 'drain'), once(res, 'close')]);
 }
@@ -334,7 +333,7 @@ async function writeLine(res: ServerResponse, line: Record<string, unknown>): Pr
 async function sendMetrics(deps: EdgeContext, res: ServerResponse): Promise<void> {
   try {
     const text = await deps.metrics.metrics();
-    res.writeHead(200, { 'content-type': deps.metrics.contentType, 'content-length': Buffer.byteLength(text) });
+    res.writeHead(200, { [EDGE_HEADERS.contentType]: deps.metrics.contentType, [EDGE_HEADERS.contentLength]: Buffer.byteLength(text) });
     res.end(text);
   } catch (err) {
     fail(deps, res, err);
@@ -343,13 +342,18 @@ async function sendMetrics(deps: EdgeContext, res: ServerResponse): Promise<void
 
 function sendJson(res: ServerResponse, status: number, value: unknown): void {
   const text = JSON.stringify(value);
-  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
+  res.writeHead(status, {
+    [EDGE_HEADERS.contentType]: CONTENT_TYPES.json,
+    [EDGE_HEADERS.contentLength]: Buffer.byteLength(text),
+    [EDGE_HEADERS.cacheControl]: 'no-store',
+  });
   res.end(text);
 }
 
-function methodNotAllowed(deps: EdgeContext, res: ServerResponse, allowed: string): void {
-  res.setHeader('allow', allowed);
-  fail(deps, res, new KdnError('INVALID_ARGUMENT', 'method not allowed on this route', { hint: `use ${allowed}` }));
+/** RFC 9110 section 15.5.6: 405 names the methods the path does answer. */
+function methodNotAllowed(deps: EdgeContext, res: ServerResponse, method: string, path: string, allowed: readonly EdgeMethod[]): void {
+  res.setHeader(EDGE_HEADERS.allow, allowed.join(', '));
+  fail(deps, res, new KdnError('METHOD_NOT_ALLOWED', `${method} is not allowed on ${path}`, { hint: `use ${allowed.join(', ')}` }));
 }
 
 function fail(deps: EdgeContext, res: ServerResponse, err: unknown): void {
@@ -358,18 +362,8 @@ function fail(deps: EdgeContext, res: ServerResponse, err: unknown): void {
   if (e.details?.['aborted'] === true) deps.log.debug({ err: e.message }, 'client went away before sending its whole body');
   else if (e.code === 'INTERNAL' || e.code === 'STORAGE_ERROR') deps.log.error({ err: e, cause: e.cause }, 'edge request failed');
   const retryAfter = retryAfterOf(e);
-  if (retryAfter !== undefined && !res.headersSent) res.setHeader('retry-after', retryAfter);
+  if (retryAfter !== undefined && !res.headersSent) res.setHeader(EDGE_HEADERS.retryAfter, retryAfter);
   sendError(res, e);
-}
-
-function cacheStatusForError(err: unknown): string {
-  if (!isKdnError(err)) return CACHE_STATUS.originUnavailable;
-  switch (err.code) {
-    case 'NOT_FOUND': return err.details?.['negativeCache'] ? CACHE_STATUS.negative : CACHE_STATUS.notFound;
-    case 'KV_CORRUPT': return CACHE_STATUS.originCorrupt;
-    case 'ORIGIN_TIMEOUT': return CACHE_STATUS.originTimeout;
-    default: return CACHE_STATUS.originUnavailable;
-  }
 }
 
 function single(value: string | string[] | undefined): string | undefined {

@@ -1,7 +1,7 @@
 import { LRUCache } from 'lru-cache';
-import { KdnError, isKdnError } from '../common/errors.ts';
-import type { ObjectStore } from '../storage/object-store.ts';
-import { verifyKVObject } from '../storage/kv-object/index.ts';
+import { KdnError, isKdnError } from '../../common/errors.ts';
+import type { ObjectStore } from '../../storage/object-store.ts';
+import { verifyKVObject } from '../../storage/kv-object/index.ts';
 import { etagFor, type CachedObject } from './cached-object.ts';
 
 export interface OriginOptions {

@@ -1,11 +1,10 @@
 import type { IncomingMessage } from 'node:http';
-import { EDGE_BODY_DIGEST_HEADER, EDGE_TOKEN_HEADER, EDGE_TOKEN_SKEW_S, isWriteMethod, verifyEdgeToken } from '../common/edge-token.ts';
-import { KdnError, toKdnError } from '../common/errors.ts';
-import { FailedAuthThrottle } from '../common/failed-auth-throttle.ts';
+import { EDGE_TOKEN_SKEW_S, isWriteMethod, verifyEdgeToken } from '../../common/edge-token.ts';
+import { KdnError, toKdnError } from '../../common/errors.ts';
+import { FailedAuthThrottle } from '../../common/failed-auth-throttle.ts';
+import { EDGE_HEADERS, METRICS_ROUTES, type EdgeRoute } from '../protocol.ts';
 import type { EdgeConfig } from './config.ts';
 
-/** Routes anyone may read when the edge runs with --public-metrics. */
-const METRICS_PATHS = new Set(['/stats', '/metrics']);
 /** Nonces of single-use tokens are swept of expired ones after this many new ones. */
 const SWEEP_EVERY = 1_024;
 
@@ -49,9 +48,9 @@ export class EdgeAuth {
    * Throws UNAUTHENTICATED / FORBIDDEN / RATE_LIMITED, or returns what the request may touch. Passes everything when
    * the edge runs without auth, and /stats and /metrics when they are public.
    */
-  authorize(req: IncomingMessage, method: string, path: string): EdgeGrant {
+  authorize(req: IncomingMessage, method: string, route: EdgeRoute): EdgeGrant {
     if (this.config.secret === undefined) return OPEN;
-    if (this.config.publicMetrics && METRICS_PATHS.has(path)) return OPEN;
+    if (this.config.publicMetrics && METRICS_ROUTES.has(route)) return OPEN;
     try {
       return this.verify(req, method);
     } catch (err) {
@@ -65,14 +64,14 @@ export class EdgeAuth {
   }
 
   private verify(req: IncomingMessage, method: string): EdgeGrant {
-    const digest = single(req.headers[EDGE_BODY_DIGEST_HEADER]);
+    const digest = single(req.headers[EDGE_HEADERS.bodyDigest]);
     if (method === 'PUT' && digest === undefined) {
       throw new KdnError('UNAUTHENTICATED', 'a PUT needs an X-KDN-Content-SHA256 header, which its token signs', {
         hint: 'send the hex SHA-256 of the body (the edge client does)',
       });
     }
     const bodyDigest = method === 'PUT' ? digest : undefined;
-    const granted = verifyEdgeToken(this.config.secret!, single(req.headers[EDGE_TOKEN_HEADER]), {
+    const granted = verifyEdgeToken(this.config.secret!, single(req.headers[EDGE_HEADERS.token]), {
       method, target: req.url ?? '/', ...(bodyDigest === undefined ? {} : { bodyDigest }),
     });
     if (isWriteMethod(method)) this.spend(granted.nonce, granted.expiry);

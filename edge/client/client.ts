@@ -1,13 +1,15 @@
 import { Agent, type IncomingMessage } from 'node:http';
-import { backoffDelay, sleep, type BackoffPolicy } from '../common/backoff.ts';
-import { EDGE_BODY_DIGEST_HEADER, EDGE_TOKEN_HEADER, bodyDigest, secretSigner, type EdgeSigner } from '../common/edge-token.ts';
-import { KdnError } from '../common/errors.ts';
-import { validateKey } from '../storage/keys.ts';
-import { parseCacheStatus, type ServedFrom } from './cache-status.ts';
-import { EdgeFailure, errorFromResponse, header, readAll, sendRequest, type EdgeRequest } from './client-http.ts';
+import { backoffDelay, sleep, type BackoffPolicy } from '../../common/backoff.ts';
+import { bodyDigest, secretSigner, type EdgeSigner } from '../../common/edge-token.ts';
+import { KdnError } from '../../common/errors.ts';
+import { validateKey } from '../../storage/keys.ts';
+import {
+  CONTENT_TYPES, DeleteResponse, EDGE_HEADERS, EDGE_PATHS, EdgeStats, ONLY_IF_CACHED, PutResponse, WarmLine, deletePath, kvPath,
+  parseCacheStatus, type ServedFrom, type WarmProgressLine, type WarmRequest, type WarmSummaryLine,
+} from '../protocol.ts';
+import { EdgeFailure, errorFromResponse, header, parseJson, readJson, sendRequest, type EdgeRequest } from './client-http.ts';
 import { rendezvousOrder } from './rendezvous.ts';
 import { ResumableBody } from './resumable-body.ts';
-import type { EdgeStats } from './stats.ts';
 
 export interface EdgeClientOptions {
   /** Base URLs of the edges, e.g. http://10.0.0.5:8790. */
@@ -27,7 +29,7 @@ export interface EdgeClientOptions {
 export interface EdgeObjectHead {
   size: number;
   etag: string;
-  /** The raw Cache-Status header (see edge/cache-status.ts). */
+  /** The raw Cache-Status header (values in edge/protocol.ts). */
   cacheStatus: string;
   servedFrom: ServedFrom;
   /** The edge that answered. */
@@ -54,26 +56,18 @@ export interface EdgePutResult {
 
 export interface EdgeDeleteResult {
   key: string;
-  edges: { edge: string; ok: boolean; deleted?: { memory: boolean; disk: boolean; origin?: boolean }; error?: string }[];
+  edges: { edge: string; ok: boolean; deleted?: DeleteResponse['deleted']; error?: string }[];
   /** With `origin: true`: whether an edge removed the object at the origin. */
   origin?: boolean;
 }
 
-export interface WarmProgress {
-  key: string;
-  status: 'warmed' | 'present' | 'failed';
-  bytes: number;
-  error?: { code: string; message: string };
+export interface WarmProgress extends WarmProgressLine {
+  /** The edge that reported the key; empty when no edge could warm it. */
   edge: string;
 }
 
-export interface WarmSummary {
-  keys: number;
-  warmed: number;
-  present: number;
-  failed: number;
-  bytes: number;
-}
+/** What a warm did over all edges: the edges' summary lines added up, without their `done` marker. */
+export type WarmSummary = Omit<WarmSummaryLine, 'done'>;
 
 export interface EdgeStatsResult {
   edge: string;
@@ -178,9 +172,10 @@ export class EdgeClient {
   async cachedAt(key: string, options: { signal?: AbortSignal } = {}): Promise<{ edge: string; tier: 'memory' | 'disk' } | null> {
     const path = kvPath(validateKey(key));
     return this.tryInOrder(`HEAD ${key}`, key, options.signal, async (edge) => {
-      const res = await this.send(edge, { method: 'HEAD', path, signal: options.signal, headers: { 'cache-control': 'only-if-cached' } });
+      const headers = { [EDGE_HEADERS.cacheControl]: ONLY_IF_CACHED };
+      const res = await this.send(edge, { method: 'HEAD', path, signal: options.signal, headers });
       res.resume();
-      const servedFrom = parseCacheStatus(header(res.headers, 'cache-status'));
+      const servedFrom = parseCacheStatus(header(res.headers, EDGE_HEADERS.cacheStatus));
       if (res.statusCode === 504 && servedFrom === 'not-cached') return null;
       if (res.statusCode !== 200 || (servedFrom !== 'memory' && servedFrom !== 'disk')) throw await errorFromResponse(edge, res);
       return { edge, tier: servedFrom };
@@ -192,24 +187,24 @@ export class EdgeClient {
     const path = kvPath(validateKey(key));
     return this.tryInOrder(`PUT ${key}`, key, options.signal, async (edge) => {
       const res = await this.send(edge, {
-        method: 'PUT', path, body, signal: options.signal, headers: { 'content-type': 'application/octet-stream' },
+        method: 'PUT', path, body, signal: options.signal, headers: { [EDGE_HEADERS.contentType]: CONTENT_TYPES.kv },
         // Uploads of large objects get time in proportion to their size on top of the base bound.
         timeoutMs: this.timeoutMs * (1 + Math.floor(body.length / (64 * 2 ** 20))),
       });
       if (res.statusCode !== 201) throw await errorFromResponse(edge, res);
-      const answer = JSON.parse((await readAll(edge, res)).toString('utf8')) as { etag: string; size: number };
+      const answer = await readJson(edge, res, PutResponse, `PUT ${key}`);
       return { edge, etag: answer.etag, size: answer.size };
     });
   }
 
   /** Purges `key` from every edge (best effort) and, with `origin`, from the origin. Fails only if no edge answered. */
   async delete(key: string, options: { origin?: boolean } = {}): Promise<EdgeDeleteResult> {
-    const path = `${kvPath(validateKey(key))}${options.origin ? '?origin=true' : ''}`;
+    const path = deletePath(validateKey(key), options);
     const edges = await Promise.all(this.edges.map(async (edge): Promise<EdgeDeleteResult['edges'][number]> => {
       try {
         const res = await this.send(edge, { method: 'DELETE', path });
         if (res.statusCode !== 200) return { edge, ok: false, error: (await errorFromResponse(edge, res)).message };
-        const answer = JSON.parse((await readAll(edge, res)).toString('utf8')) as { deleted: { memory: boolean; disk: boolean; origin?: boolean } };
+        const answer = await readJson(edge, res, DeleteResponse, `DELETE ${key}`);
         return { edge, ok: true, deleted: answer.deleted };
       } catch (err) {
         if (err instanceof EdgeFailure) this.markDown(err);
@@ -268,9 +263,9 @@ export class EdgeClient {
   async stats(): Promise<EdgeStatsResult[]> {
     return Promise.all(this.edges.map(async (edge): Promise<EdgeStatsResult> => {
       try {
-        const res = await this.send(edge, { method: 'GET', path: '/stats' });
+        const res = await this.send(edge, { method: 'GET', path: EDGE_PATHS.stats });
         if (res.statusCode !== 200) return { edge, error: (await errorFromResponse(edge, res)).message };
-        return { edge, stats: JSON.parse((await readAll(edge, res)).toString('utf8')) as EdgeStats };
+        return { edge, stats: await readJson(edge, res, EdgeStats, 'GET /stats') };
       } catch (err) {
         return { edge, error: (err as Error).message };
       }
@@ -288,9 +283,10 @@ export class EdgeClient {
 
   /** A fresh token per request (a PUT's also signs its body's digest, sent alongside). */
   private sign(req: Pick<EdgeRequest, 'method' | 'path' | 'body'>): Record<string, string> {
-    if (req.method !== 'PUT' || req.body === undefined) return { [EDGE_TOKEN_HEADER]: this.signer!({ method: req.method, target: req.path }) };
+    const { token, bodyDigest: digestHeader } = EDGE_HEADERS;
+    if (req.method !== 'PUT' || req.body === undefined) return { [token]: this.signer!({ method: req.method, target: req.path }) };
     const digest = bodyDigest(req.body);
-    return { [EDGE_TOKEN_HEADER]: this.signer!({ method: req.method, target: req.path, bodyDigest: digest }), [EDGE_BODY_DIGEST_HEADER]: digest };
+    return { [token]: this.signer!({ method: req.method, target: req.path, bodyDigest: digest }), [digestHeader]: digest };
   }
 
   /** `call` on the key's edges in order until one answers, in up to RETRY rounds (see retrying). */
@@ -333,7 +329,8 @@ export class EdgeClient {
 
   private async warmOn(edge: string, keys: string[], report: (progress: WarmProgress) => void): Promise<void> {
     const res = await this.send(edge, {
-      method: 'POST', path: '/warm', body: JSON.stringify({ keys }), headers: { 'content-type': 'application/json' },
+      method: 'POST', path: EDGE_PATHS.warm, body: JSON.stringify({ keys } satisfies WarmRequest),
+      headers: { [EDGE_HEADERS.contentType]: CONTENT_TYPES.json },
     });
     if (res.statusCode !== 200) throw await errorFromResponse(edge, res);
     let rest = '';
@@ -342,9 +339,9 @@ export class EdgeClient {
         rest += chunk.toString('utf8');
         let newline: number;
         while ((newline = rest.indexOf('\n')) >= 0) {
-          const line = JSON.parse(rest.slice(0, newline)) as Omit<WarmProgress, 'edge'> & { done?: boolean };
+          const line = parseJson(edge, rest.slice(0, newline), WarmLine, 'POST /warm');
           rest = rest.slice(newline + 1);
-          if (!line.done) report({ ...line, edge });
+          if (!('done' in line)) report({ ...line, edge });
         }
       }
     } catch (err) {
@@ -365,13 +362,16 @@ export class EdgeClient {
         const next = remaining.shift();
         if (next === undefined) throw unavailable(`GET ${key} (resuming at byte ${received})`, attempts);
         try {
-          const candidate = await this.send(next, { method: 'GET', path, signal, headers: { range: `bytes=${received}-`, 'if-range': head.etag } });
+          const candidate = await this.send(next, {
+            method: 'GET', path, signal, headers: { [EDGE_HEADERS.range]: `bytes=${received}-`, [EDGE_HEADERS.ifRange]: head.etag },
+          });
           if (candidate.statusCode !== 206) {
             const err = candidate.statusCode === 200 ? changed(key, next) : await errorFromResponse(next, candidate);
             candidate.resume();
             throw err;
           }
-          if (header(candidate.headers, 'etag') !== head.etag || !header(candidate.headers, 'content-range').startsWith(`bytes ${received}-`)) {
+          const { etag, contentRange } = EDGE_HEADERS;
+          if (header(candidate.headers, etag) !== head.etag || !header(candidate.headers, contentRange).startsWith(`bytes ${received}-`)) {
             candidate.resume();
             throw changed(key, next);
           }
@@ -386,19 +386,14 @@ export class EdgeClient {
 }
 
 function headOf(edge: string, res: IncomingMessage): EdgeObjectHead {
-  const cacheStatus = header(res.headers, 'cache-status');
+  const cacheStatus = header(res.headers, EDGE_HEADERS.cacheStatus);
   return {
-    size: Number(header(res.headers, 'content-length')),
-    etag: header(res.headers, 'etag'),
+    size: Number(header(res.headers, EDGE_HEADERS.contentLength)),
+    etag: header(res.headers, EDGE_HEADERS.etag),
     cacheStatus,
     servedFrom: parseCacheStatus(cacheStatus),
     edge,
   };
-}
-
-function kvPath(key: string): string {
-  // validateKey admits only [A-Za-z0-9._=-/], all of which are literal in a URL path.
-  return `/kv/${key}`;
 }
 
 function changed(key: string, edge: string): KdnError {

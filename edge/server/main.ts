@@ -1,8 +1,9 @@
 import type { AddressInfo } from 'node:net';
-import { KdnError } from '../common/errors.ts';
-import { createLogger, type Logger } from '../common/log.ts';
-import type { ObjectStore } from '../storage/object-store.ts';
-import { openStore } from '../storage/open-store.ts';
+import { KdnError } from '../../common/errors.ts';
+import { createLogger, type Logger } from '../../common/log.ts';
+import type { EdgeStats } from '../protocol.ts';
+import type { ObjectStore } from '../../storage/object-store.ts';
+import { openStore } from '../../storage/open-store.ts';
 import { checkEdgeAuthConfig } from './auth.ts';
 import { resolveEdgeConfig, type EdgeConfig, type EdgeConfigInput } from './config.ts';
 import { DiskTier } from './disk-tier.ts';
@@ -10,7 +11,7 @@ import { MemoryTier } from './memory-tier.ts';
 import { createEdgeMetrics } from './metrics.ts';
 import { Origin } from './origin.ts';
 import { createEdgeServer } from './server.ts';
-import { edgeStats, newServeCounters, type EdgeStats } from './stats.ts';
+import { edgeStats, newServeCounters } from './stats.ts';
 import { TieredCache } from './tiered-cache.ts';
 
 const CLOSE_GRACE_MS = 1_000;

@@ -1,11 +1,11 @@
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { MIN_EDGE_SECRET_LENGTH } from '../common/edge-token.ts';
-import { byteSize as size } from '../common/byte-size.ts';
-import { resolveConfig } from '../common/resolve-config.ts';
-import { secretFromFlagOrFile } from '../common/secret-file.ts';
-import { DEFAULT_FAILED_AUTH_LIMIT, failedAuthLimitSchema } from '../common/failed-auth-throttle.ts';
+import { MIN_EDGE_SECRET_LENGTH } from '../../common/edge-token.ts';
+import { byteSize as size } from '../../common/byte-size.ts';
+import { resolveConfig } from '../../common/resolve-config.ts';
+import { secretFromFlagOrFile } from '../../common/secret-file.ts';
+import { DEFAULT_FAILED_AUTH_LIMIT, failedAuthLimitSchema } from '../../common/failed-auth-throttle.ts';
 
 const milliseconds = z.coerce.number().int().min(0);
 

@@ -1,6 +1,7 @@
 import type { Hash } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
-import { KdnError } from '../common/errors.ts';
+import { KdnError } from '../../common/errors.ts';
+import { EDGE_HEADERS } from '../protocol.ts';
 
 /**
  * Reads a request body of at most `limit` bytes into one Buffer, feeding `hash` on the way when given. With a
@@ -11,7 +12,7 @@ import { KdnError } from '../common/errors.ts';
  */
 export async function readBody(req: IncomingMessage, limit: number, hash?: Hash): Promise<Buffer> {
   refuseEncodedBody(req);
-  const declared = req.headers['content-length'];
+  const declared = req.headers[EDGE_HEADERS.contentLength];
   try {
     if (declared !== undefined) {
       const length = Number(declared);
@@ -37,7 +38,7 @@ export async function readBody(req: IncomingMessage, limit: number, hash?: Hash)
 
 /** Bodies are taken as sent: a compressed one is refused (415) rather than stored compressed or misread. */
 export function refuseEncodedBody(req: IncomingMessage): void {
-  const encoding = req.headers['content-encoding'];
+  const encoding = req.headers[EDGE_HEADERS.contentEncoding];
   if (encoding === undefined || encoding.trim().toLowerCase() === 'identity') return;
   throw new KdnError('UNSUPPORTED_MEDIA_TYPE', `Content-Encoding "${encoding}" is not accepted by the edge`, {
     hint: 'send the body uncompressed (KV objects carry their own lz4 framing)',

@@ -1,0 +1,60 @@
+/**
+ * A query's use of the engine's hot tier (engine-adapter/hot-tier.ts): the leading chunks it holds are placed by
+ * reference, with nothing fetched; the chunks a query fetched are kept there afterwards for the next query. Only a
+ * leading run is placed so: the chunks after it still arrive together with the prompt (overlap-policy.ts), which
+ * needs them at consecutive positions after what the session holds.
+ */
+import { performance } from 'node:perf_hooks';
+import type { Logger } from '../../common/log.ts';
+import type { ResidentKey, Session } from '../../engine-adapter/types.ts';
+import { tokenHash } from '../../storage/kv-object/index.ts';
+import type { ContextPiece } from './context-plan.ts';
+
+/** Each piece's identity in the hot tier, under the query's tenant. */
+export function residentKeys(run: { tenant: string; pieces: readonly ContextPiece[] }): ResidentKey[] {
+  return run.pieces.map((p) => ({ tenant: run.tenant, objectKey: p.key, tokenHash: tokenHash(p.tokenIds) }));
+}
+
+/**
+ * Runs `placeSink` (the sequence's first token), then places the leading pieces the hot tier holds after it
+ * (`resident`: Session.residentChunks of `keys`). Returns how many were placed and the time of each step.
+ */
+export async function placeResidentPrefix(
+  session: Session,
+  keys: readonly ResidentKey[],
+  resident: readonly boolean[],
+  placeSink: () => Promise<unknown>,
+): Promise<{ count: number; sinkMs: number; injectMs: number }> {
+  const sinkStart = performance.now();
+  await placeSink();
+  const injectStart = performance.now();
+  let count = 0;
+  // Another query's chunk may have evicted an entry since the check: the run stops there and the rest is fetched.
+  while (count < keys.length && resident[count] && (await session.injectResident(keys[count]!, session.length))) count++;
+  return { count, sinkMs: injectStart - sinkStart, injectMs: performance.now() - injectStart };
+}
+
+/**
+ * Keeps the pieces that were fetched and injected (not computed, not already resident) in the hot tier, at their
+ * rows in the session: [sink] then the pieces in order. A failure costs only the next query's fetch, so it is logged.
+ */
+export async function keepFetchedResident(
+  session: Session,
+  keys: readonly ResidentKey[],
+  uses: readonly { tier: string; tokens: number }[],
+  log: Logger,
+): Promise<void> {
+  let start = 1;
+  for (const [i, u] of uses.entries()) {
+    const end = start + u.tokens;
+    if (u.tier !== 'computed' && u.tier !== 'engine') {
+      try {
+        await session.keepResident(keys[i]!, { start, end });
+      } catch (err) {
+        log.warn({ err }, 'could not keep a chunk in the engine hot tier');
+        return;
+      }
+    }
+    start = end;
+  }
+}

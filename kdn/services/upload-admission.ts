@@ -1,0 +1,47 @@
+import type { Engine } from '../../engine-adapter/types.ts';
+import type { CodecSpec } from '../../storage/kv-object/types.ts';
+import { tenantOf } from '../auth/tenancy.ts';
+import type { Catalog } from '../catalog.ts';
+import type { KdnConfig } from '../config.ts';
+import { checkIngestBounds, estimateIngest, type IngestEstimate } from '../ingest/ingest-bounds.ts';
+import type { TokenizedDocument } from '../ingest/ingest-thread.ts';
+import type { IngestJobs } from '../ingest/jobs.ts';
+
+export type UploadLimits = Pick<KdnConfig, 'maxUploadTokens' | 'maxUploadKvBytes' | 'tenantQuotaTokens' | 'tenantQuotaKvBytes'>;
+
+/**
+ * Admits an upload before the engine spends anything on it: tokenizes it and checks what it would cost against the
+ * per-upload limits and the tenant's quota (what it stores plus its uploads still running).
+ */
+export class UploadAdmission {
+  constructor(
+    private readonly parts: { engine: Engine; codec: CodecSpec; catalog: Catalog; jobs: IngestJobs },
+    private readonly limits: UploadLimits,
+  ) {}
+
+  async admit(tenant: string, text: string): Promise<{ tokenized: TokenizedDocument; expected: IngestEstimate }> {
+    const { engine, codec, catalog, jobs } = this.parts;
+    const tokenized = await jobs.tokenize(text);
+    const expected = estimateIngest(
+      engine.info,
+      codec,
+      tokenized.chunks.map((chunk) => chunk.tokenIds.length),
+    );
+    const held = { tokens: 0, kvBytes: 0 };
+    for (const m of catalog.ownedBy(tenant)) {
+      held.tokens += m.tokens;
+      held.kvBytes += m.bytes;
+    }
+    for (const job of jobs.unfinished((j) => tenantOf(j.document.namespace) === tenant)) {
+      held.tokens += job.expected?.tokens ?? 0;
+      held.kvBytes += job.expected?.kvBytes ?? 0;
+    }
+    const { maxUploadTokens, maxUploadKvBytes, tenantQuotaTokens, tenantQuotaKvBytes } = this.limits;
+    checkIngestBounds(
+      { maxUploadTokens, maxUploadKvBytes, tenantTokens: tenantQuotaTokens, tenantKvBytes: tenantQuotaKvBytes },
+      expected,
+      held,
+    );
+    return { tokenized, expected };
+  }
+}
