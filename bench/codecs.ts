@@ -1,17 +1,21 @@
 /**
  * KV object codecs on a realistic chunk (default 32 layers x 8 kv heads x 128 head dim x 256 tokens, float32
  * in, keys with outlier channels): size vs fp16, encode and decode throughput in MB/s of fp16-equivalent bytes
- * (2 bytes per element, keys and values), max and RMS reconstruction error.
+ * (2 bytes per element, keys and values), max and RMS reconstruction error. The data has no low-rank structure,
+ * so the transform levels' errors here say nothing about quality (bench/fidelity.ts measures that); their sizes
+ * and speeds are what this measures.
  * Args: --layers N --kv-heads N --head-dim N --tokens N --reps N --group N
  */
 import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
-import { codecFromString, decodeKVObject, encodeKVObject } from '../storage/kv-object/index.ts';
+import {
+  codecFromString, decodeKVObject, encodeKVObject, fitTransformTable, TRANSFORM_LEVELS, transformTables,
+} from '../storage/kv-object/index.ts';
 import type { KVTensors } from '../storage/kv-object/types.ts';
 import { kvTensors, tokenIds } from '../fixtures/kv-data.ts';
 import type { BenchRecord, BenchReport } from './report.ts';
 
-const CODECS = ['fp16', 'fp16+lz4', 'int8', 'int8+lz4', 'int4', 'int4+lz4'];
+const CODECS = ['fp16', 'fp16+lz4', 'int8', 'int8+lz4', 'int4', 'int4+lz4', ...TRANSFORM_LEVELS.map((l) => `transform:${l.name}`)];
 
 function positiveInt(value: string | undefined, fallback: number, name: string): number {
   if (value === undefined) return fallback;
@@ -72,10 +76,16 @@ export async function run(args: string[]): Promise<BenchReport> {
   const fp16Bytes = 2 * 2 * shape.layers * shape.tokens * shape.kvHeads * shape.headDim;
   const mb = fp16Bytes / 1e6;
 
+  // transform: a table fitted on another sample of the same generator (the data stands in for pre-RoPE keys).
+  const fitStart = performance.now();
+  const table = transformTables.register(fitTransformTable([{ ...kvTensors(shape, 7), ropeApplied: false }], 'bench'));
+  const fitSeconds = (performance.now() - fitStart) / 1000;
   const records: BenchRecord[] = [];
   for (const name of CODECS) {
-    const codec = codecFromString(name, groupSize);
-    const enc = best(reps, () => encodeKVObject(tensors, { modelFingerprint: 'bench', tokenIds: ids, codec }));
+    const parsed = codecFromString(name, groupSize);
+    const codec = parsed.name === 'transform' ? { ...parsed, table: table.hash } : parsed;
+    const input = parsed.name === 'transform' ? { ...tensors, ropeApplied: false } : tensors;
+    const enc = best(reps, () => encodeKVObject(input, { modelFingerprint: 'bench', tokenIds: ids, codec }));
     const dec = best(reps, () => decodeKVObject(enc.value).tensors);
     const err = errors(tensors, dec.value);
     records.push({
@@ -89,7 +99,11 @@ export async function run(args: string[]): Promise<BenchReport> {
     });
   }
   return {
-    params: { ...shape, groupSize, reps, fp16Bytes, data: 'keys: per-channel offset/scale, 5% outlier channels x10; values: N(0,1)', timing: 'best of reps; decode = verify checksums + lz4 + dequantize' },
+    params: {
+      ...shape, groupSize, reps, fp16Bytes, data: 'keys: per-channel offset/scale, 5% outlier channels x10; values: N(0,1)',
+      timing: 'best of reps; decode = verify checksums + lz4 + dequantize; transform encode excludes unrotating keys',
+      transformTable: `fitted on another sample of the same generator in ${fitSeconds.toFixed(1)} s, ${table.bytes.length} bytes`,
+    },
     records,
   };
 }

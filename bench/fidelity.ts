@@ -17,8 +17,11 @@
  *
  *   npm run bench -- fidelity [--model models/kdn-demo] [--backend cpu] [--chunk 128] [--answer 32]
  *     [--sets document,composed] [--modes prefix-chained,independent,blend] [--ratios 0.05,0.1,0.15,0.2,0.3]
- *     [--selections deviation,chunk-start,combined] [--blend-codecs all] [--alt-codecs int8]
+ *     [--selections deviation,chunk-start,combined] [--blend-codecs fp16,...,int4+lz4] [--alt-codecs int8]
+ *     [--codecs ...,transform:x4,...,transform:x20] [--calibration shipped|context]
  * Blend runs every --blend-codecs codec with the first selection and the --alt-codecs codecs with the others.
+ * Transform levels use a table fitted as kdn fits it, on the shipped calibration text; --calibration context fits one
+ * per context on its own prefix-chained KV instead (in-sample: how much a table fitted on the data itself gains).
  */
 import { join, resolve } from 'node:path';
 import { KdnError } from '../common/errors.ts';

@@ -58,7 +58,10 @@ export const KdnConfigSchema = z.object({
   backend: z.enum(['auto', 'webgpu', 'cpu']).default('auto'),
   /** Most tokens in one knowledge chunk. */
   chunkTokens: z.coerce.number().int().min(8).max(8192).default(256),
-  /** Codec of stored chunk KV, as codecFromString reads it: fp16, int8, int4, each optionally "+lz4". */
+  /**
+   * Codec of stored chunk KV, as codecFromString reads it: fp16, int8, int4, each optionally "+lz4", or
+   * transform[:level] (x4, x6, x8, x12, x16, x20; the model's transform table is fitted on first start).
+   */
   codec: z.string().min(1).default('int8'),
   port: z.coerce.number().int().min(0).max(65535).default(8080),
   host: z.string().min(1).default('127.0.0.1'),

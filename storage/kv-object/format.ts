@@ -17,14 +17,16 @@ import { validateHeader } from './header.ts';
  *   42 + H + P          end of object; trailing bytes are corruption
  *
  * Layer block i is payload[layerOffsets[i] .. layerOffsets[i + 1]): the layer's keys then values as the codec
- * lays them out (codecs/fp16.ts, codecs/int8.ts, codecs/int4.ts), then, when codec.lz4, framed by lz4.ts
- * (u32 LE decoded length + one lz4 block), so every layer decodes on its own as it arrives.
+ * lays them out (codecs/fp16.ts, codecs/int8.ts, codecs/int4.ts, codecs/transform-table.ts), then, when codec.lz4,
+ * framed by lz4.ts (u32 LE decoded length + one lz4 block), so every layer decodes on its own as it arrives.
  * layerChecksums[i] is the sha256 hex of the stored (post-lz4) block i; payloadChecksum is the sha256 hex of the
  * concatenated layerChecksums hex strings (ASCII), so the header pins down the whole payload.
  *
  * A reader checks, before allocating anything sized by the object: the magic and version, H against the bound,
  * the header hash, every header field (types, ranges, caps in header.ts), that each block's stored size is the
- * codec's exact size for the shape (or within lz4's bounds of it), and that the object's length matches.
+ * codec's exact size for the shape (or within lz4's bounds of it), and that the object's length matches. A transform
+ * object's exact sizes need its table (codecs/transform-tables.ts); without it they are bounded by the widest
+ * transform block, and the layer checksums still pin the payload down.
  */
 
 export const MAGIC = Buffer.from('KDNKV', 'ascii');

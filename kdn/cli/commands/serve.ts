@@ -107,7 +107,10 @@ export function register(program: Command): void {
     .option('--model <dir>', `model directory (env ${KDN_ENV.model}; default: the shipped demo model, models/kdn-demo)`)
     .option('--backend <name>', `auto, webgpu or cpu (env ${KDN_ENV.backend}; default auto)`)
     .option('--chunk-tokens <n>', `most tokens per knowledge chunk (env ${KDN_ENV.chunkTokens}; default 256)`)
-    .option('--codec <codec>', `codec of stored KV: fp16, int8, int4, optionally +lz4 (env ${KDN_ENV.codec}; default int8)`)
+    .option(
+      '--codec <codec>',
+      `codec of stored KV: fp16, int8, int4, optionally +lz4, or transform[:x4|x6|x8|x12|x16|x20] (env ${KDN_ENV.codec}; default int8)`,
+    )
     .option('--port <port>', `port, 0 for any free one (env ${KDN_ENV.port}; default 8080)`)
     .option('--host <host>', `address to listen on (env ${KDN_ENV.host}; default 127.0.0.1)`)
     .option('--max-upload <size>', `largest document upload (env ${KDN_ENV.maxUploadBytes}; default 8MiB)`)

@@ -21,6 +21,9 @@ interface SectionPlan {
   slot: number;
   /** mean + sum of basis_j * offset_j over components with 0 bits: what an all-uncoded vector decodes to. */
   base: Float32Array;
+  mean: Float32Array;
+  /** The coded components' basis rows, back to back: rows[k * D + d]. */
+  rows: Float32Array;
   /** Coded components in order, with their bits, step, 1 / step and offset. */
   coded: Int32Array;
   bits: Uint8Array;
@@ -65,7 +68,6 @@ export class TransformCodec implements LayerCodec {
     for (const p of this.plan(this.layerIndex(layer), tokens)) {
       const words = sectionWords(bytes, p.section);
       const target = out[p.section.tensor];
-      const basis = this.table.basis;
       for (let t = 0; t < tokens; t++) {
         let pos = t * p.section.rowBits;
         for (let k = 0; k < p.coded.length; k++) {
@@ -76,8 +78,8 @@ export class TransformCodec implements LayerCodec {
         target.set(p.base, row);
         for (let k = 0; k < p.coded.length; k++) {
           const c = coeff[k]!;
-          const b = (p.slot * D + p.coded[k]!) * D;
-          for (let d = 0; d < D; d++) target[row + d] += c * basis[b + d]!;
+          const b = k * D;
+          for (let d = 0; d < D; d++) target[row + d] += c * p.rows[b + d]!;
         }
       }
     }
@@ -85,22 +87,46 @@ export class TransformCodec implements LayerCodec {
   }
 
   private encodeSection(p: SectionPlan, src: Float32Array, tokens: number, out: Uint8Array): void {
-    const { headDim: D, kvHeads: H, basis, mean } = this.table;
+    const { headDim: D, kvHeads: H } = this.table;
+    const K = p.coded.length;
     const words = new Uint32Array(p.section.bytes / 4);
-    const centred = new Float64Array(D);
-    for (let t = 0; t < tokens; t++) {
-      const row = (t * H + p.section.head) * D;
-      for (let d = 0; d < D; d++) centred[d] = src[row + d]! - mean[p.slot * D + d]!;
-      let pos = t * p.section.rowBits;
-      for (let k = 0; k < p.coded.length; k++) {
-        const b = (p.slot * D + p.coded[k]!) * D;
-        let c = 0;
-        for (let d = 0; d < D; d++) c += basis[b + d]! * centred[d]!;
-        const bits = p.bits[k]!;
-        const top = (1 << bits) - 1;
-        const u = Math.round((c - p.offset[k]!) * p.inverseStep[k]!);
-        writeCode(words, pos, bits, u < 0 ? 0 : u > top ? top : u);
-        pos += bits;
+    // Four tokens at a time: each basis row is read once for four dot products.
+    const x = new Float32Array(4 * D);
+    const coeff = new Float64Array(4 * K);
+    for (let t0 = 0; t0 < tokens; t0 += 4) {
+      const n = Math.min(4, tokens - t0);
+      x.fill(0);
+      for (let i = 0; i < n; i++) {
+        const row = ((t0 + i) * H + p.section.head) * D;
+        for (let d = 0; d < D; d++) x[i * D + d] = src[row + d]! - p.mean[d]!;
+      }
+      for (let k = 0; k < K; k++) {
+        const r = k * D;
+        let c0 = 0;
+        let c1 = 0;
+        let c2 = 0;
+        let c3 = 0;
+        for (let d = 0; d < D; d++) {
+          const b = p.rows[r + d]!;
+          c0 += b * x[d]!;
+          c1 += b * x[D + d]!;
+          c2 += b * x[2 * D + d]!;
+          c3 += b * x[3 * D + d]!;
+        }
+        coeff[k] = c0;
+        coeff[K + k] = c1;
+        coeff[2 * K + k] = c2;
+        coeff[3 * K + k] = c3;
+      }
+      for (let i = 0; i < n; i++) {
+        let pos = (t0 + i) * p.section.rowBits;
+        for (let k = 0; k < K; k++) {
+          const bits = p.bits[k]!;
+          const top = (1 << bits) - 1;
+          const u = Math.round((coeff[i * K + k]! - p.offset[k]!) * p.inverseStep[k]!);
+          writeCode(words, pos, bits, u < 0 ? 0 : u > top ? top : u);
+          pos += bits;
+        }
       }
     }
     for (let w = 0, o = p.section.offset; w < words.length; w++, o += 4) {
@@ -135,8 +161,11 @@ export class TransformCodec implements LayerCodec {
       else if (lv.offset[i]! !== 0) for (let d = 0; d < D; d++) base[d] += lv.offset[i]! * basis[(slot * D + j) * D + d]!;
     }
     const pick = (j: number): number => slot * D + j;
+    const rows = new Float32Array(coded.length * D);
+    coded.forEach((j, k) => rows.set(basis.subarray((slot * D + j) * D, (slot * D + j + 1) * D), k * D));
     return {
-      section, slot, base,
+      section, slot, base, rows,
+      mean: mean.subarray(slot * D, (slot + 1) * D),
       coded: Int32Array.from(coded),
       bits: Uint8Array.from(coded, (j) => lv.bits[pick(j)]!),
       step: Float32Array.from(coded, (j) => lv.step[pick(j)]!),
