@@ -2,7 +2,8 @@ import { expect } from 'chai';
 import { KdnError } from '../../common/errors.ts';
 import { cpuForward } from '../../engine-adapter/cpu/forward.ts';
 import { applyRope, rerotate, ropeInvFreq } from '../../engine-adapter/cpu/kernels/rope.ts';
-import { createCpuBackend } from '../../engine-adapter/cpu/cpu-backend.ts';
+import { CpuBackend } from '../../engine-adapter/cpu/cpu-backend.ts';
+import type { KVCacheHandle } from '../../engine-adapter/backend.ts';
 import { CpuKVCache } from '../../engine-adapter/cpu/kv-cache.ts';
 import { createEngine } from '../../engine-adapter/create-engine.ts';
 import { loadModelWeights } from '../../engine-adapter/model/load-weights.ts';
@@ -324,15 +325,13 @@ describe('engine sessions on the cpu backend', () => {
       const kv = await src.exportKV({ start: 0, end: 6 });
       // The CPU backend, except that its first confirmation of injected writes fails as a lost device would.
       const { weights, fingerprint } = await loadModelWeights(engine.info.path);
-      const cpu = createCpuBackend(weights);
       let failures = 1;
-      const backend = {
-        ...cpu,
-        async settleKVWrites(cache: Parameters<typeof cpu.settleKVWrites>[0]) {
+      const backend = new (class extends CpuBackend {
+        override async settleKVWrites(cache: KVCacheHandle): Promise<void> {
           if (failures-- > 0) throw new KdnError('ENGINE_UNAVAILABLE', 'device lost while writing KV');
-          return cpu.settleKVWrites(cache);
-        },
-      };
+          return super.settleKVWrites(cache);
+        }
+      })(weights);
       const model = { config: weights.config, fingerprint, tokenizer: await loadTokenizer(engine.info.path) };
       const s = new BackendSession(backend, model, 64);
       await s.prefill([10, 11]);
