@@ -248,7 +248,7 @@ async function runContext(
     for (const mode of a.modes.filter((m) => m !== 'blend')) {
       const chunks = mode === 'prefix-chained' ? await prefixChainedChunks(reference, context) : independent;
       // In-sample table: fitted on this context's own prefix-chained KV, the best a table can do on it.
-      if (shipped && a.calibration === 'context' && mode === 'prefix-chained') transform = shipped.withTableFrom(chunks.map((c) => c.kv), fingerprint);
+      if (shipped && a.calibration === 'context' && mode === 'prefix-chained') transform = await shipped.withTableFrom(chunks.map((c) => c.kv), fingerprint);
       for (const codec of a.codecs) {
         const t = tally({ set: context.set, codec, mode });
         const objects = encode(chunks, codec);

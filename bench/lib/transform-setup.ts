@@ -7,24 +7,29 @@ import type { KVTensors } from '../../storage/kv-object/types.ts';
 type RopeConfig = Pick<ModelConfig, 'headDim' | 'ropeTheta' | 'ropeScaling'>;
 
 /**
- * What benchmarks need to encode with the transform codec: a registered table and the model's RoPE parameters to
- * unrotate exported keys. The table is fitted as ingest fits it (shipped calibration text) unless a benchmark
- * fits one on the data it measures, to see how far a table generalizes.
+ * What benchmarks need to encode with the transform codec: a table registered in this process and given to the
+ * engine, and the model's RoPE parameters to unrotate exported keys. The table is fitted as ingest fits it
+ * (shipped calibration text) unless a benchmark fits one on the data it measures, to see how far a table
+ * generalizes.
  */
 export class TransformSetup {
   private constructor(
     readonly table: TransformTable,
     private readonly rope: RopeConfig,
+    private readonly engine: Engine,
   ) {}
 
   static async shipped(engine: Engine): Promise<TransformSetup> {
-    return new TransformSetup(transformTables.register(await fitModelTable(engine)), await loadModelConfig(engine.info.path));
+    const table = transformTables.register(await fitModelTable(engine));
+    await engine.useTransformTable(table);
+    return new TransformSetup(table, await loadModelConfig(engine.info.path), engine);
   }
 
   /** A table fitted on `samples` (exported KV, keys after RoPE) instead of the calibration text. */
-  withTableFrom(samples: readonly KVTensors[], fingerprint: string): TransformSetup {
-    const table = fitTransformTable(samples.map((s) => kvBeforeRope(s, this.rope)), fingerprint);
-    return new TransformSetup(transformTables.register(table), this.rope);
+  async withTableFrom(samples: readonly KVTensors[], fingerprint: string): Promise<TransformSetup> {
+    const table = transformTables.register(fitTransformTable(samples.map((s) => kvBeforeRope(s, this.rope)), fingerprint));
+    await this.engine.useTransformTable(table);
+    return new TransformSetup(table, this.rope, this.engine);
   }
 
   /** Encodes exported KV with `codec` (e.g. "int4+lz4" or "transform:x8"); transform gets pre-RoPE keys and the table. */
