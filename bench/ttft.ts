@@ -109,18 +109,25 @@ function isInject(mode: Mode): mode is InjectMode {
 function parse(args: string[]): TtftArgs {
   const values = parseFlags(args, { ...SPEED_OPTIONS, question: { type: 'string' }, chunk: { type: 'string' }, modes: { type: 'string' }, window: { type: 'string' }, 'inject-path': { type: 'string' }, edge: { type: 'string' }, 'fetch-threads': { type: 'string' }, 'recompute-warmup': { type: 'string' }, kv: { type: 'string' }, 'blend-ratio': { type: 'string' }, chunks: { type: 'string' }, 'transform-level': { type: 'string' } });
   const speed = speedArgs(values, { contexts: [256, 512, 1024] });
+  const kv = choice(values.kv, 'computed', KV_SOURCES, 'kv');
+  // The transform codec's objects are built from synthetic KV only (see benchTransform).
+  const defaultModes = kv === 'synthetic' ? MODES : MODES.filter((m) => m !== 'inject-transform');
+  const modes = choiceList(values.modes, defaultModes, MODES, 'modes');
+  if (kv !== 'synthetic' && modes.includes('inject-transform')) {
+    throw new KdnError('INVALID_ARGUMENT', 'inject-transform runs on synthetic KV only', { hint: 'add --kv synthetic' });
+  }
   return {
     ...speed,
     question: positiveInt(values.question, 64, 'question'),
     chunk: positiveInt(values.chunk, 256, 'chunk'),
     chunks: values.chunks === undefined ? null : positiveInt(values.chunks, 8, 'chunks'),
-    modes: choiceList(values.modes, MODES, MODES, 'modes'),
+    modes,
     window: positiveInt(values.window, 16, 'window'),
     injectPath: choice(values['inject-path'], 'auto', INJECT_PATHS, 'inject-path'),
     edge: choice(values.edge, 'process', EDGE_PLACEMENTS, 'edge'),
     fetchThreads: values['fetch-threads'] === '0' ? 0 : positiveInt(values['fetch-threads'], defaultFetchThreads(), 'fetch-threads'),
     recomputeWarmup: values['recompute-warmup'] === '0' ? 0 : positiveInt(values['recompute-warmup'], speed.warmup, 'recompute-warmup'),
-    kv: choice(values.kv, 'computed', KV_SOURCES, 'kv'),
+    kv,
     blend: blendOptions(ratio(values['blend-ratio'])),
     transformLevel: values['transform-level'],
   };
@@ -263,9 +270,6 @@ const SYNTHETIC_NOTE = {
 /** Each engine's transform table, fitted once (on the first context's chunk length) for every context of a run. */
 const fitted = new WeakMap<BenchEngine, Promise<BenchTransform>>();
 function benchTransform(engine: BenchEngine, a: TtftArgs): Promise<BenchTransform> {
-  if (a.kv !== 'synthetic') {
-    return Promise.reject(new KdnError('INVALID_ARGUMENT', 'inject-transform runs on synthetic KV only', { hint: 'add --kv synthetic' }));
-  }
   const { layers, kvHeads, headDim } = engine.info;
   let kit = fitted.get(engine);
   if (kit === undefined) {

@@ -8,8 +8,9 @@ import type { BenchRecord } from '../../bench/report.ts';
 import { run as runTtft } from '../../bench/ttft.ts';
 import { makeTinyModel } from '../../tools/make-tiny-models.ts';
 import { rejection } from '../support/rejection.ts';
+import { TRANSFORM_LEVELS } from '../../storage/kv-object/index.ts';
 
-const CODECS = ['fp16', 'fp16+lz4', 'int8', 'int8+lz4', 'int4', 'int4+lz4'];
+const CODECS = ['fp16', 'fp16+lz4', 'int8', 'int8+lz4', 'int4', 'int4+lz4', ...TRANSFORM_LEVELS.map((l) => `transform:${l.name}`)];
 const FIDELITY_MODES = ['prefix-chained', 'independent'];
 const TTFT_MODES = [
   'inject', 'inject-int8', 'inject-int4', 'inject-hot', 'blend', 'blend-int8', 'blend-int4', 'recompute', 'peer', 'peer-host-hit',
@@ -56,6 +57,7 @@ describe('benchmarks on a tiny model', function () {
     expect(fp16.top1_agreement).to.equal(1);
     expect(fp16.exact_match).to.equal(1);
     expect(num(byKey.get('int4|prefix-chained')!, 'bytes_per_token')).to.be.lessThan(num(fp16, 'bytes_per_token'));
+    expect(num(byKey.get('transform:x8|prefix-chained')!, 'bytes_per_token')).to.be.lessThan(num(byKey.get('int4|prefix-chained')!, 'bytes_per_token'));
     expect(report.params?.documents).to.match(/devil-dictionary-ba\.txt \(48 tokens, 2 prompts\)/);
   });
 
