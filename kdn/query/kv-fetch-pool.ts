@@ -57,6 +57,9 @@ class Transfer {
       case 'layer':
         this.queue.push(this.toBlock(message.layer, message.bytes));
         return;
+      case 'layers':
+        for (const { layer, bytes } of message.layers) this.queue.push(this.toBlock(layer, bytes));
+        return;
       case 'end':
         this.queue.end();
         this.onFinish();
