@@ -7,6 +7,13 @@ import type { FetchedFrom } from './kv-fetcher.ts';
 /** What a worker's edge client is built from (no functions: it crosses a thread boundary). */
 export type WorkerEdgeOptions = Omit<EdgeClientOptions, 'signer'>;
 
+/** A worker's workerData. */
+export interface WorkerSetup {
+  edge: WorkerEdgeOptions;
+  /** Read objects of same-host edges from shared memory (shm-source.ts) before asking over HTTP. */
+  sharedMemory: boolean;
+}
+
 export type ToWorker =
   | { type: 'open'; id: number; key: string; expect: KVExpectation }
   | { type: 'abort'; id: number }

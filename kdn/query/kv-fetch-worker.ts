@@ -8,12 +8,13 @@ import { EdgeClient } from '../../edge/client/client.ts';
 import { readKVObject } from '../../storage/kv-object/index.ts';
 import { parseTransformTable } from '../../storage/kv-object/codecs/transform-table.ts';
 import { transformTables } from '../../storage/kv-object/codecs/transform-tables.ts';
-import type { FromWorker, ToWorker, WorkerEdgeOptions } from './kv-fetch-protocol.ts';
+import type { FromWorker, ToWorker, WorkerSetup } from './kv-fetch-protocol.ts';
 import { ShmSource } from './shm-source.ts';
 
 const port = parentPort!;
-const client = new EdgeClient(workerData as WorkerEdgeOptions);
-const shm = new ShmSource(client);
+const setup = workerData as WorkerSetup;
+const client = new EdgeClient(setup.edge);
+const shm = setup.sharedMemory ? new ShmSource(client) : undefined;
 const aborts = new Map<number, AbortController>();
 
 function post(message: FromWorker, transfer: ArrayBuffer[] = []): void {
@@ -54,7 +55,7 @@ async function open(id: number, key: string, expect: Extract<ToWorker, { type: '
 
 /** Sends `key` read and verified from a same-host edge's shared memory, all layers in one message; false: use HTTP. */
 async function openFromShm(id: number, key: string, expect: Extract<ToWorker, { type: 'open' }>['expect']): Promise<boolean> {
-  const fast = await shm.read(key, expect, false);
+  const fast = await shm?.read(key, expect, false);
   if (!fast) return false;
   post({ type: 'header', id, header: fast.header, servedFrom: 'shm', edge: fast.edge });
   // Layers stored as is are views of the file's buffer, which moves to the pool once; lz4 layers own theirs.

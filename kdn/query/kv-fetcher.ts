@@ -44,12 +44,13 @@ export function defaultFetchThreads(cores: number = availableParallelism()): num
   return Math.min(8, Math.floor(cores / 2));
 }
 
-export function inThreadFetcher(edges: EdgeClient): KvFetcher {
-  const shm = new ShmSource(edges);
+/** `sharedMemory: false` keeps every fetch on HTTP even from same-host edges (benchmarks compare the two). */
+export function inThreadFetcher(edges: EdgeClient, options: { sharedMemory?: boolean } = {}): KvFetcher {
+  const shm = options.sharedMemory === false ? undefined : new ShmSource(edges);
   return {
     threads: 0,
     async open(key, expect, signal) {
-      const fast = await shm.read(key, expect, true);
+      const fast = await shm?.read(key, expect, true);
       if (fast) return fetchedFromShm(fast);
       const got = await edges.get(key, { signal });
       const reader = prefetchLayers(await readKVObject(got.body, expect));
