@@ -232,6 +232,8 @@ export const EdgeStats = z.object({
     fetches: count, found: count, notFound: count, negativeHits: count, corrupt: count, errors: count, timeouts: count,
     bytes: count, collapsed: count, description: z.string(),
   }),
+  /** The shared-memory mirror of the memory tier, when the edge has one (its reads are not seen by the edge). */
+  shm: z.object({ dir: z.string(), writes: count, removes: count, writeErrors: count }).optional(),
   served: z.object({
     requests: count,
     /** Body bytes of GET responses (200 and 206) handed to clients. */

@@ -71,7 +71,7 @@ export async function startEdge(input: Partial<EdgeConfigInput>, deps: EdgeDeps 
   }, log);
   const served = newServeCounters();
   const startedAt = Date.now();
-  const stats = (): EdgeStats => edgeStats(cache, served, startedAt);
+  const stats = (): EdgeStats => edgeStats(cache, served, startedAt, shm);
   const server = createEdgeServer({ cache, config, served, stats, metrics: createEdgeMetrics(stats), log, shm: shm?.info ?? { dir: null } });
 
   try {

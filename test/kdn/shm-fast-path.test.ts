@@ -94,6 +94,8 @@ describe('same-host fast path: kdn reads the edge memory tier from shared memory
     expect(edge.stats().memory.evictions).to.be.greaterThan(0);
     expect(existsSync(fileOf(keyOf(1))), 'evicted object 1').to.equal(false);
     expect(existsSync(fileOf(keyOf(3)))).to.equal(true);
+    expect(edge.stats().shm).to.include({ dir: edge.shm!.dir, writeErrors: 0 });
+    expect(edge.stats().shm!.removes).to.be.greaterThan(0);
     const got = await drain(pool, keyOf(1));
     expect(got.from).to.equal('disk');
     // The HTTP fetch brought it back into memory, so it is shared again.
