@@ -32,6 +32,9 @@
  *   npm run bench -- ttft --shape llama3.1-8b --contexts 1024,4096,8192,16384,32768 --backend webgpu --out ttft-gpu
  *   npm run bench -- ttft --shape demo --contexts 256,512,1024 --backend cpu --out ttft-cpu
  * `--chunks N` cuts every context into N chunks (a retrieval query's top-N) instead of fixed `--chunk`-token ones.
+ * `--edge-shm` has the edge mirror its memory tier under /dev/shm and runs each inject and blend mode twice, records
+ * marked `delivery`: 'socket' (loopback HTTP, as without the flag) then 'shm' (the same-host fast path,
+ * kdn/query/shm-source.ts; a run where any object came over HTTP is an error, not a figure).
  */
 import { codecFromString, encodeKVObject } from '../storage/kv-object/index.ts';
 import type { CodecName } from '../storage/kv-object/types.ts';
