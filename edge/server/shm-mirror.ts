@@ -1,9 +1,13 @@
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdtemp, rename, rm, unlink, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, readdir, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { KdnError } from '../../common/errors.ts';
 import type { Logger } from '../../common/log.ts';
 import { SHM_IDENTITY_FILE, shmObjectName, type ShmInfo } from '../protocol.ts';
+
+const FOLDER_PREFIX = 'kdn-edge-';
+/** The id of the process that owns a folder, so a later edge can remove what a killed one left in memory. */
+const OWNER_FILE = 'pid';
 
 export interface ShmCounters {
   writes: number;
@@ -33,7 +37,8 @@ export class ShmMirror {
   static async open(parent: string, log: Logger): Promise<ShmMirror> {
     let dir: string;
     try {
-      dir = await mkdtemp(join(parent, 'kdn-edge-'));
+      await removeOrphans(parent, log);
+      dir = await mkdtemp(join(parent, FOLDER_PREFIX));
       await chmod(dir, 0o700);
     } catch (err) {
       throw new KdnError('INVALID_ARGUMENT', `cannot create a shared-memory directory under ${parent}: ${(err as Error).message}`, {
@@ -42,6 +47,7 @@ export class ShmMirror {
       });
     }
     const instance = randomBytes(16).toString('hex');
+    await writeFile(join(dir, OWNER_FILE), String(process.pid), { mode: 0o600 });
     await writeFile(join(dir, SHM_IDENTITY_FILE), instance, { mode: 0o600 });
     return new ShmMirror(dir, instance, log);
   }
@@ -99,5 +105,30 @@ export class ShmMirror {
     void next.finally(() => {
       if (this.chains.get(key) === next) this.chains.delete(key);
     });
+  }
+}
+
+/**
+ * Removes the folders of edges that died without closing (killed): tmpfs is memory, and nothing else would free it.
+ * A folder is left alone unless its owner file names a process that no longer exists.
+ */
+async function removeOrphans(parent: string, log: Logger): Promise<void> {
+  for (const name of await readdir(parent).catch(() => [] as string[])) {
+    if (!name.startsWith(FOLDER_PREFIX)) continue;
+    const folder = join(parent, name);
+    const pid = Number(await readFile(join(folder, OWNER_FILE), 'utf8').catch(() => ''));
+    if (!Number.isInteger(pid) || pid <= 0 || alive(pid)) continue;
+    await rm(folder, { recursive: true, force: true }).catch(() => undefined);
+    log.info({ folder, pid }, 'removed the shared-memory folder of an edge that is gone');
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    // EPERM: the process exists but belongs to another user.
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }

@@ -4,7 +4,7 @@
  * verified exactly as an HTTP body (readKVObject: header, expectation, every layer's checksum), all before anything
  * is handed on, so a damaged file costs a refetch over HTTP, never a bad injection.
  */
-import { lstat, open, readFile } from 'node:fs/promises';
+import { lstat, open, readFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { toKdnError } from '../../common/errors.ts';
 import type { EdgeClient } from '../../edge/client/client.ts';
@@ -62,6 +62,9 @@ export class ShmSource {
       const blocks: KVLayerBlock[] = [];
       for await (const block of reader.layers) blocks.push(block);
       this.counters.hits += 1;
+      // The edge never sees this read: a HEAD, after the fact and off the query's path, counts it as a use in its
+      // memory tier's LRU (and hit counters), so objects kdn reads this way are not evicted as if cold.
+      this.client.head(key).catch(() => undefined);
       return { header: reader.header, blocks, edge, buffer: bytes.buffer as ArrayBuffer, bytes: bytes.length };
     } catch (err) {
       this.counters.rejected += 1;
@@ -99,7 +102,7 @@ export class ShmSource {
 
 /** The file's bytes in a buffer of their own (transferable whole), or undefined when there is no such file. */
 async function readWhole(path: string): Promise<Buffer | undefined> {
-  let handle;
+  let handle: FileHandle;
   try {
     handle = await open(path, 'r');
   } catch (err) {

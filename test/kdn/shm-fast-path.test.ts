@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import { spawnSync } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -28,7 +29,9 @@ async function drain(fetcher: KvFetcher, key: string): Promise<{ from: string; b
 
 function sameLayers(blocks: KVLayerBlock[], reference: KVLayerBlock[]): void {
   expect(blocks.map((b) => b.layer)).to.deep.equal(reference.map((b) => b.layer));
-  blocks.forEach((b, l) => expect(Buffer.from(b.encoded).equals(Buffer.from(reference[l]!.encoded)), `layer ${l}`).to.equal(true));
+  for (const [l, b] of blocks.entries()) {
+    expect(Buffer.from(b.encoded).equals(Buffer.from(reference[l]!.encoded)), `layer ${l}`).to.equal(true);
+  }
 }
 
 describe('same-host fast path: kdn reads the edge memory tier from shared memory', function () {
@@ -89,22 +92,33 @@ describe('same-host fast path: kdn reads the edge memory tier from shared memory
     expect(chunk.bytes).to.equal(objectBytes);
   });
 
+  it('counts a read from shared memory as a use at the edge (its LRU and hits)', async () => {
+    const hits = edge.stats().memory.hits;
+    const shm = new ShmSource(client);
+    expect(await shm.read(keyOf(1), EXPECT, false)).to.not.equal(undefined);
+    for (let i = 0; i < 100 && edge.stats().memory.hits === hits; i++) await new Promise((resolve) => setTimeout(resolve, 20));
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(edge.stats().memory.hits).to.be.greaterThan(hits);
+  });
+
   it('removes the file of an evicted object and then serves the key over HTTP', async () => {
+    // Object 2 (int4) was used less recently than object 1 (just read), so the next fp16 object evicts it.
     await put(3);
     expect(edge.stats().memory.evictions).to.be.greaterThan(0);
-    expect(existsSync(fileOf(keyOf(1))), 'evicted object 1').to.equal(false);
+    expect(existsSync(fileOf(keyOf(2))), 'evicted object 2').to.equal(false);
+    expect(existsSync(fileOf(keyOf(1))), 'recently read object 1').to.equal(true);
     expect(existsSync(fileOf(keyOf(3)))).to.equal(true);
     expect(edge.stats().shm).to.include({ dir: edge.shm!.dir, writeErrors: 0 });
     expect(edge.stats().shm!.removes).to.be.greaterThan(0);
-    const got = await drain(pool, keyOf(1));
+    const got = await drain(pool, keyOf(2));
     expect(got.from).to.equal('disk');
-    // The HTTP fetch brought it back into memory, so it is shared again.
+    // The HTTP fetch brought it back into memory (evicting object 1 now), so it is shared again.
     await edge.shm!.settled();
-    expect((await drain(pool, keyOf(1))).from).to.equal('shm');
+    expect((await drain(pool, keyOf(2))).from).to.equal('shm');
   });
 
   it('rejects a damaged file (KV_CORRUPT) and fetches the object over HTTP instead', async () => {
-    const key = keyOf(1);
+    const key = keyOf(3);
     const reference = await drain(inThreadFetcher(client), key);
     const file = fileOf(key);
     const bytes = await readFile(file);
@@ -161,7 +175,13 @@ describe('same-host fast path: kdn reads the edge memory tier from shared memory
     }
   });
 
-  it('removes its folder at shutdown', async () => {
+  it('removes its folder at shutdown, and at start the folders of edges that were killed', async () => {
+    const orphan = join(dir, 'shm', 'kdn-edge-killed');
+    const living = join(dir, 'shm', 'kdn-edge-living');
+    for (const [folder, pid] of [[orphan, spawnSync('true').pid], [living, process.pid]] as const) {
+      await mkdir(folder);
+      await writeFile(join(folder, 'pid'), String(pid));
+    }
     const other = await startEdge({
       port: 0, diskPath: join(dir, 'other-disk'), memoryBytes: '16MiB', diskBytes: 0, originUrl: `file:${join(dir, 'origin')}`,
       secret: TEST_EDGE_SECRET, shmDir: join(dir, 'shm'),
@@ -169,6 +189,8 @@ describe('same-host fast path: kdn reads the edge memory tier from shared memory
     const otherClient = new EdgeClient(options(other.url));
     await drain(inThreadFetcher(otherClient), keyOf(3));
     await other.shm!.settled();
+    expect(existsSync(orphan), 'folder of a process that is gone').to.equal(false);
+    expect(existsSync(living), 'folder of a running process').to.equal(true);
     const folder = other.shm!.dir;
     expect(await readdir(folder)).to.include(shmObjectName(keyOf(3)));
     otherClient.close();
