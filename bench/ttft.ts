@@ -112,7 +112,12 @@ function isInject(mode: Mode): mode is InjectMode {
 }
 
 function parse(args: string[]): TtftArgs {
-  const values = parseFlags(args, { ...SPEED_OPTIONS, question: { type: 'string' }, chunk: { type: 'string' }, modes: { type: 'string' }, window: { type: 'string' }, 'inject-path': { type: 'string' }, edge: { type: 'string' }, 'fetch-threads': { type: 'string' }, 'recompute-warmup': { type: 'string' }, kv: { type: 'string' }, 'blend-ratio': { type: 'string' }, chunks: { type: 'string' }, 'transform-level': { type: 'string' }, 'edge-shm': { type: 'boolean' } });
+  const values = parseFlags(args, {
+    ...SPEED_OPTIONS, question: { type: 'string' }, chunk: { type: 'string' }, modes: { type: 'string' }, window: { type: 'string' },
+    'inject-path': { type: 'string' }, edge: { type: 'string' }, 'fetch-threads': { type: 'string' }, 'recompute-warmup': { type: 'string' },
+    kv: { type: 'string' }, 'blend-ratio': { type: 'string' }, chunks: { type: 'string' }, 'transform-level': { type: 'string' },
+    'edge-shm': { type: 'boolean' },
+  });
   const speed = speedArgs(values, { contexts: [256, 512, 1024] });
   return {
     ...speed,
@@ -480,7 +485,8 @@ async function measureContext(engine: BenchEngine, args: TtftArgs, shape: string
   if (objectModes.length > 0 && !a.deadline.expired) await attempt(objectModes, async () => {
     const codecs = [...new Set([...injectModes.map((m) => CODEC_OF[m]), ...(a.modes.includes('inject-hot') ? [HOT_FILL_CODEC] : [])])];
     const budget = codecs.reduce((sum, c) => sum + SIZE_FACTOR[c], 0) * engine.info.kvBytesPerToken * context + 64 * 2 ** 20;
-    const edge = await startBenchEdge(Math.ceil(budget), Math.ceil(engine.info.kvBytesPerToken * a.chunk * 1.1) + 2 ** 20, a.edge, a.edgeShm);
+    const maxObjectBytes = Math.ceil(engine.info.kvBytesPerToken * a.chunk * 1.1) + 2 ** 20;
+    const edge = await startBenchEdge(Math.ceil(budget), maxObjectBytes, a.edge, a.edgeShm);
     try {
       const prefix = `kv/bench/ttft/${shape.replace(/[^A-Za-z0-9._=-]/g, '_')}/${context}`;
       let keys: Map<CodecName, string[]>;
@@ -493,7 +499,9 @@ async function measureContext(engine: BenchEngine, args: TtftArgs, shape: string
         keys = await putContextObjects(engine, edge, source, contextIds, a.chunk, codecs, prefix);
       }
       const fetcherOf = (sharedMemory: boolean): KvFetcher =>
-        a.fetchThreads > 0 ? new KvFetchPool(edge.clientOptions, a.fetchThreads, { sharedMemory }) : inThreadFetcher(edge.client, { sharedMemory });
+        a.fetchThreads > 0
+          ? new KvFetchPool(edge.clientOptions, a.fetchThreads, { sharedMemory })
+          : inThreadFetcher(edge.client, { sharedMemory });
       const fetcher = fetcherOf(false);
       const shmFetcher = a.edgeShm ? fetcherOf(true) : null;
       transform?.kit.useIn(fetcher);
@@ -502,12 +510,14 @@ async function measureContext(engine: BenchEngine, args: TtftArgs, shape: string
         const measureMode = async (mode: InjectMode, via: KvFetcher, delivery: 'socket' | 'shm'): Promise<BenchRecord> => {
           const modeKeys = keys.get(CODEC_OF[mode])!;
           const path = INJECT_OF[mode] ? 'blended' : injectPathFor(a.injectPath, modeKeys.length);
-          const chunkIds = modeKeys.map((_, i) => (a.kv === 'synthetic' ? new Array<number>(Math.min(a.chunk, context - i * a.chunk)).fill(0) : contextIds.slice(i * a.chunk, (i + 1) * a.chunk)));
+          const chunkIds = modeKeys.map((_, i) =>
+            a.kv === 'synthetic' ? new Array<number>(Math.min(a.chunk, context - i * a.chunk)).fill(0) : contextIds.slice(i * a.chunk, (i + 1) * a.chunk));
           const servedBefore = await bytesServed(edge);
           const m = await measureInject(engine, via, modeKeys, contextIds.length, questionIds, path, a, chunkIds);
           // The fast path's figure must be the fast path's: not one object may have come over the socket.
           if (delivery === 'shm' && (await bytesServed(edge)) !== servedBefore) {
-            throw new KdnError('INTERNAL', 'objects came over HTTP in a --edge-shm measurement', { hint: 'is /dev/shm (or the temp folder) writable?' });
+            const hint = 'is /dev/shm (or the temp folder) writable, and large enough for the edge memory tier?';
+            throw new KdnError('INTERNAL', 'objects came over HTTP in a --edge-shm measurement', { hint });
           }
           const last = m.results.at(-1)!;
           return record(base, mode, {
@@ -579,7 +589,8 @@ async function measureContext(engine: BenchEngine, args: TtftArgs, shape: string
   const hot = out.get('inject-hot');
   const int4 = out.get('inject-int4')?.ttft_ms;
   if (hot && typeof hot.ttft_ms === 'number' && typeof int4 === 'number') hot.vs_inject = round(hot.ttft_ms / int4, 3);
-  for (const [mode, r, same] of [...injectModes.map((m) => [m, out.get(m), out] as const), ...injectModes.map((m) => [m, shmOut.get(m), shmOut] as const)]) {
+  const measured = [...injectModes.map((m) => [m, out.get(m), out] as const), ...injectModes.map((m) => [m, shmOut.get(m), shmOut] as const)];
+  for (const [mode, r, same] of measured) {
     if (!r || typeof r.ttft_ms !== 'number') continue;
     if (typeof peerMs === 'number') r.vs_peer = round(r.ttft_ms / peerMs, 3);
     if (typeof hostHitMs === 'number') r.vs_host_hit = round(r.ttft_ms / hostHitMs, 3);

@@ -67,7 +67,11 @@ export class ShmMirror {
         this.counters.writes += 1;
       } catch (err) {
         this.counters.writeErrors += 1;
-        this.log.warn({ key, err: (err as Error).message }, 'edge shared-memory write failed');
+        // A full tmpfs (a container's 64 MiB /dev/shm) fails every write: say so once, then count.
+        if (this.counters.writeErrors === 1) {
+          const message = 'edge shared-memory write failed; such keys go over HTTP (later failures are only counted in /stats)';
+          this.log.warn({ key, dir: this.dir, err: (err as Error).message }, message);
+        }
         await rm(temp, { force: true });
       }
     });
@@ -79,7 +83,8 @@ export class ShmMirror {
         await unlink(join(this.dir, shmObjectName(key)));
         this.counters.removes += 1;
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.log.warn({ key, err: (err as Error).message }, 'edge shared-memory removal failed');
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+        this.log.warn({ key, err: (err as Error).message }, 'edge shared-memory removal failed');
       }
     });
   }

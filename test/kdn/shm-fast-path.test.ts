@@ -161,7 +161,8 @@ describe('same-host fast path: kdn reads the edge memory tier from shared memory
 
   it('reads nothing from shared memory for an edge without a folder', async () => {
     const plain = await startEdge({
-      port: 0, diskPath: join(dir, 'plain-disk'), memoryBytes: '16MiB', diskBytes: 0, originUrl: `file:${join(dir, 'origin')}`, secret: TEST_EDGE_SECRET,
+      port: 0, diskPath: join(dir, 'plain-disk'), memoryBytes: '16MiB', diskBytes: 0, originUrl: `file:${join(dir, 'origin')}`,
+      secret: TEST_EDGE_SECRET,
     });
     const plainClient = new EdgeClient(options(plain.url));
     try {
