@@ -273,8 +273,8 @@ export class EdgeClient {
   }
 
   /** Where `edge` mirrors its memory tier in shared memory; `dir: null` when it does not, or predates GET /shm. */
-  async shmInfo(edge: string): Promise<ShmInfo> {
-    const res = await this.send(edge, { method: 'GET', path: EDGE_PATHS.shm });
+  async shmInfo(edge: string, options: { timeoutMs?: number } = {}): Promise<ShmInfo> {
+    const res = await this.send(edge, { method: 'GET', path: EDGE_PATHS.shm, ...(options.timeoutMs ? { timeoutMs: options.timeoutMs } : {}) });
     if (res.statusCode === 404) {
       res.resume();
       return { dir: null };

@@ -14,6 +14,11 @@ import type { KVExpectation, KVHeader, KVLayerBlock } from '../../storage/kv-obj
 
 /** How long what an edge said about its shared-memory folder is trusted (an edge restarts with a new folder). */
 const PROBE_TTL_MS = 10_000;
+/**
+ * Bound on asking an edge about its folder: the probe runs before a key's first HTTP request, so an edge that does
+ * not answer must not hold that request up for the client's whole timeout (it then fails over as usual).
+ */
+const PROBE_TIMEOUT_MS = 1_000;
 /** Objects larger than this are left to HTTP (kdn objects are tens of MiB). */
 const MAX_SHM_OBJECT_BYTES = 2 ** 31 - 1;
 
@@ -87,7 +92,7 @@ export class ShmSource {
 
   private async probe(edge: string): Promise<string | null> {
     try {
-      const info = await this.client.shmInfo(edge);
+      const info = await this.client.shmInfo(edge, { timeoutMs: PROBE_TIMEOUT_MS });
       if (info.dir === null || info.instance === undefined) return null;
       const stat = await lstat(info.dir);
       if (!stat.isDirectory()) return null;
