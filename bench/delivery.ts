@@ -8,26 +8,35 @@
  *   product:  kdn/query's ChunkFetch on the event loop (what a query runs with --fetch-threads 0), injected in order
  *             into the same sink;
  *   threads:  the same over a KvFetchPool of --fetch-threads workers (default 4), each receiving and verifying;
+ *   shm-read: the same-host fast path's ceiling: the objects' files in the edge's shared-memory folder read whole
+ *             (--parallel at once, on the event loop), bytes discarded;
+ *   shm:      the threads stage over the fast path: the pool's workers read each object from shared memory and verify
+ *             it instead of receiving it over a socket (kdn/query/shm-source.ts);
  * and on a WebGPU adapter (asked for by name, not run by default), the engine's injection without a model
  * (bench/lib/gpu-inject-target.ts), each record with the host's time in the writes and the wait for the GPU:
  *   gpu-staged: verified blocks held in memory, staged and copied to the GPU only (no expansion);
  *   gpu:        the same, expanded into the f32 cache as the engine does (gpu - gpu-staged: the expansion);
  *   engine:     the threads stage into that injection: edge to expanded cache, the hand-over to the engine's own
- *               thread excepted (blocks are injected on the fetch pool's receiving thread here).
+ *               thread excepted (blocks are injected on the fetch pool's receiving thread here);
+ *   shm-engine: the shm stage into that injection: a same-host edge's memory tier to expanded cache.
  * Where time goes, stage by stage (each stage includes the ones before it): ceiling (socket), fetch (edge client),
  * verified (hashing), threads (parallel verification and the hand-over by transfer), engine (staging, copy and
  * expansion as in gpu).
- * The edge runs in process with a secret and a memory tier holding every object (as bench/lib/bench-edge.ts).
+ * The edge runs in process with a secret and a memory tier holding every object (as bench/lib/bench-edge.ts),
+ * mirrored under /dev/shm (or the temp folder where there is none) for the shm stages; the socket stages never
+ * read that mirror.
  * Each round runs every stage once per codec, stages interleaved; figures are medians over --rounds after one
  * warmup round. `--before <results.json>` adds the GB/s of an earlier run of this benchmark per row, for comparison.
  *
  *   npm run bench -- delivery [--objects 16] [--parallel 16] [--rounds 5] [--codecs fp16,int8,int4]
- *                             [--stages ceiling,fetch,verified,pipeline,product,threads,gpu-staged,gpu,engine] [--fetch-threads 4]
+ *                             [--stages ceiling,fetch,verified,pipeline,product,threads,shm-read,shm,gpu-staged,gpu,engine,shm-engine]
+ *                             [--fetch-threads 4]
  *                             [--layers 32 --kv-heads 8 --head-dim 128 --tokens 256] [--before <file>]
  */
 import { randomBytes } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
-import { readFile, mkdtemp, rm } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { readFile, mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { Agent, request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -38,9 +47,9 @@ import { pino } from 'pino';
 import { KdnError } from '../common/errors.ts';
 import { secretSigner, type EdgeSigner } from '../common/edge-token.ts';
 import { EdgeClient } from '../edge/client/client.ts';
-import { EDGE_HEADERS, kvPath } from '../edge/protocol.ts';
+import { EDGE_HEADERS, kvPath, shmObjectName } from '../edge/protocol.ts';
 import { startEdge, type RunningEdge } from '../edge/server/main.ts';
-import { ChunkFetch } from '../kdn/query/fetch-chunk.ts';
+import { ChunkFetch, type ChunkTier } from '../kdn/query/fetch-chunk.ts';
 import { KvFetchPool } from '../kdn/query/kv-fetch-pool.ts';
 import { inThreadFetcher, type KvFetcher } from '../kdn/query/kv-fetcher.ts';
 import { codecFromString, encodeKVObject, readKVObject, tokenHash } from '../storage/kv-object/index.ts';
@@ -53,8 +62,8 @@ import { median, round } from './lib/stats.ts';
 import type { BenchRecord, BenchReport } from './report.ts';
 
 const CODECS = ['fp16', 'int8', 'int4'] as const satisfies readonly CodecName[];
-const CPU_STAGES = ['ceiling', 'fetch', 'verified', 'pipeline', 'product', 'threads'] as const;
-const GPU_STAGES = ['gpu-staged', 'gpu', 'engine'] as const;
+const CPU_STAGES = ['ceiling', 'fetch', 'verified', 'pipeline', 'product', 'threads', 'shm-read', 'shm'] as const;
+const GPU_STAGES = ['gpu-staged', 'gpu', 'engine', 'shm-engine'] as const;
 const STAGES = [...CPU_STAGES, ...GPU_STAGES] as const;
 type Stage = (typeof STAGES)[number];
 
@@ -148,7 +157,10 @@ interface Fixture {
 
 interface StageContext {
   client: EdgeClient;
+  /** Over sockets only. */
   pool: KvFetchPool;
+  /** Reading the edge's shared-memory folder first (the same-host fast path). */
+  shmPool: KvFetchPool;
   edge: RunningEdge;
   agent: Agent;
   sign: EdgeSigner;
@@ -165,14 +177,19 @@ function heldReader(held: Fixture['held']): KVObjectReader {
   return { header: held.header, layers: layers() };
 }
 
-/** The product's path: every chunk fetched at once, injected in order (run-query.ts's injectContext without the engine). */
-async function injectAll(fetcher: KvFetcher, f: Fixture, sink: InjectTarget): Promise<void> {
+/**
+ * The product's path: every chunk fetched at once, injected in order (run-query.ts's injectContext without the engine).
+ * `tier` (the shm stages): every chunk must have come that way, or the figure would be another path's.
+ */
+async function injectAll(fetcher: KvFetcher, f: Fixture, sink: InjectTarget, tier?: ChunkTier): Promise<void> {
   const signal = new AbortController().signal;
   // One signal per query, as run-query passes it: every request in flight listens on it.
   setMaxListeners(f.keys.length * 2, signal);
   const fetches = f.keys.map((key) => new ChunkFetch(fetcher, key, f.expect, signal));
   for (const fetch of fetches) await sink.injectKV(await fetch.reader, sink.length);
   await Promise.all(fetches.map((fetch) => fetch.done));
+  const other = tier === undefined ? undefined : fetches.find((fetch) => fetch.tier !== tier);
+  if (other) throw new KdnError('INTERNAL', `a chunk came from tier ${other.tier}, not ${tier}`);
 }
 
 interface StageResult {
@@ -194,9 +211,17 @@ async function measureStage(stage: Stage, f: Fixture, ctx: StageContext): Promis
       gpu = await target!.finish();
       break;
     case 'engine':
-      await injectAll(ctx.pool, f, target!);
+    case 'shm-engine':
+      await injectAll(stage === 'engine' ? ctx.pool : ctx.shmPool, f, target!, stage === 'engine' ? 'memory' : 'shm');
       gpu = await target!.finish();
       break;
+    case 'shm-read': {
+      const dir = ctx.edge.shm!.dir;
+      await windowed(f.keys, parallel, async (key) => {
+        await readFile(join(dir, shmObjectName(key)));
+      });
+      break;
+    }
     case 'ceiling':
       await windowed(f.keys, parallel, (key) => plainGet(ctx.agent, ctx.edge, ctx.sign, key));
       break;
@@ -214,14 +239,16 @@ async function measureStage(stage: Stage, f: Fixture, ctx: StageContext): Promis
     }
     case 'pipeline': {
       const sink = new LayerSink();
-      await fetchAndInject(inThreadFetcher(client), f.keys, sink, parallel);
+      await fetchAndInject(inThreadFetcher(client, { sharedMemory: false }), f.keys, sink, parallel);
       if (sink.layers !== f.keys.length * f.layers) throw new Error(`pipeline stage consumed ${sink.layers} layers`);
       break;
     }
     case 'product':
-    case 'threads': {
+    case 'threads':
+    case 'shm': {
       const sink = new LayerSink();
-      await injectAll(stage === 'product' ? inThreadFetcher(client) : ctx.pool, f, sink);
+      const fetcher = stage === 'product' ? inThreadFetcher(client, { sharedMemory: false }) : stage === 'threads' ? ctx.pool : ctx.shmPool;
+      await injectAll(fetcher, f, sink, stage === 'shm' ? 'shm' : 'memory');
       if (sink.layers !== f.keys.length * f.layers) throw new Error(`${stage} stage consumed ${sink.layers} layers`);
       break;
     }
@@ -248,17 +275,21 @@ export async function run(args: string[]): Promise<BenchReport> {
   const totalBytes = [...encoded.values()].reduce((sum, bytes) => sum + bytes.length * a.objects, 0);
 
   const dir = await mkdtemp(join(tmpdir(), 'kdn-bench-delivery-'));
+  const shmDir = existsSync('/dev/shm') ? '/dev/shm' : join(dir, 'shm');
+  await mkdir(shmDir, { recursive: true });
   const secret = randomBytes(24).toString('hex');
   const edge = await startEdge(
     {
       port: 0, host: '127.0.0.1', memoryBytes: Math.ceil(totalBytes * 1.1), diskBytes: 0, diskPath: join(dir, 'disk'),
       originUrl: `file:${join(dir, 'origin')}`, maxBodyBytes: Math.max(...[...encoded.values()].map((b) => b.length)), secret,
+      shmDir,
     },
     { log: pino({ name: 'bench-edge', level: process.env.LOG_LEVEL ?? 'warn' }, pino.destination(2)) },
   );
   const clientOptions = { edges: [edge.url], timeoutMs: 60_000, maxSockets: 64, secret };
   const client = new EdgeClient(clientOptions);
-  const pool = new KvFetchPool(clientOptions, a.fetchThreads);
+  const pool = new KvFetchPool(clientOptions, a.fetchThreads, { sharedMemory: false });
+  const shmPool = new KvFetchPool(clientOptions, a.fetchThreads, { sharedMemory: true });
   const agent = new Agent({ keepAlive: true, maxSockets: 64 });
   const capacity = a.objects * a.shape.tokens;
   const gpu: StageContext['gpu'] = {
@@ -267,12 +298,13 @@ export async function run(args: string[]): Promise<BenchReport> {
       return (this.staged ??= await GpuInjectTarget.open(a.shape, capacity, false));
     },
   };
-  const ctx: StageContext = { client, pool, edge, agent, sign: secretSigner(secret), parallel: a.parallel, gpu };
+  const ctx: StageContext = { client, pool, shmPool, edge, agent, sign: secretSigner(secret), parallel: a.parallel, gpu };
   try {
     const fixtures: Fixture[] = [];
     for (const [codec, bytes] of encoded) {
       const keys = Array.from({ length: a.objects }, (_, i) => `kv/bench/delivery/${codec}/chunk-${String(i).padStart(4, '0')}.kv`);
       for (const key of keys) await client.put(key, bytes);
+      await edge.shm!.settled();
       const expect = { modelFingerprint: 'bench-delivery', ...a.shape, tokenHash: tokenHash(ids) };
       const reader = await readKVObject(Readable.from([bytes]), expect);
       const blocks: KVLayerBlock[] = [];
@@ -321,7 +353,7 @@ export async function run(args: string[]): Promise<BenchReport> {
         fetchThreads: a.fetchThreads,
         rounds: a.rounds,
         shape: `${a.shape.layers} layers x ${a.shape.kvHeads} kv heads x ${a.shape.headDim} head dim x ${a.shape.tokens} tokens`,
-        edge: 'in process, memory tier, signed requests, loopback HTTP (same event loop as the client)',
+        edge: 'in process, memory tier, signed requests, loopback HTTP (same event loop as the client); shm stages: its tmpfs mirror',
         timing:
           'GB/s (and ms) of stored object bytes from the first request to the last layer consumed, median over rounds after one ' +
           'warmup round; gpu stages: hostWriteMs inside the injector writes, gpuWaitMs from the last write to the GPU done',
@@ -335,6 +367,7 @@ export async function run(args: string[]): Promise<BenchReport> {
     agent.destroy();
     client.close();
     await pool.close();
+    await shmPool.close();
     await edge.close();
     await rm(dir, { recursive: true, force: true });
   }

@@ -32,6 +32,9 @@
  *   npm run bench -- ttft --shape llama3.1-8b --contexts 1024,4096,8192,16384,32768 --backend webgpu --out ttft-gpu
  *   npm run bench -- ttft --shape demo --contexts 256,512,1024 --backend cpu --out ttft-cpu
  * `--chunks N` cuts every context into N chunks (a retrieval query's top-N) instead of fixed `--chunk`-token ones.
+ * `--edge-shm` has the edge mirror its memory tier under /dev/shm and runs each inject and blend mode twice, records
+ * marked `delivery`: 'socket' (loopback HTTP, as without the flag) then 'shm' (the same-host fast path,
+ * kdn/query/shm-source.ts; a run where any object came over HTTP is an error, not a figure).
  */
 import { codecFromString, encodeKVObject } from '../storage/kv-object/index.ts';
 import type { CodecName } from '../storage/kv-object/types.ts';
@@ -98,6 +101,8 @@ interface TtftArgs extends SpeedArgs {
   blend: BlendOptions;
   /** The transform codec's level name (e.g. x8); undefined for the codec's default. */
   transformLevel: string | undefined;
+  /** The edge mirrors its memory tier in shared memory, and each inject mode runs again reading it (delivery 'shm'). */
+  edgeShm: boolean;
 }
 
 const INJECT_PATHS = ['auto', 'overlapped', 'sequential'] as const;
@@ -107,7 +112,12 @@ function isInject(mode: Mode): mode is InjectMode {
 }
 
 function parse(args: string[]): TtftArgs {
-  const values = parseFlags(args, { ...SPEED_OPTIONS, question: { type: 'string' }, chunk: { type: 'string' }, modes: { type: 'string' }, window: { type: 'string' }, 'inject-path': { type: 'string' }, edge: { type: 'string' }, 'fetch-threads': { type: 'string' }, 'recompute-warmup': { type: 'string' }, kv: { type: 'string' }, 'blend-ratio': { type: 'string' }, chunks: { type: 'string' }, 'transform-level': { type: 'string' } });
+  const values = parseFlags(args, {
+    ...SPEED_OPTIONS, question: { type: 'string' }, chunk: { type: 'string' }, modes: { type: 'string' }, window: { type: 'string' },
+    'inject-path': { type: 'string' }, edge: { type: 'string' }, 'fetch-threads': { type: 'string' }, 'recompute-warmup': { type: 'string' },
+    kv: { type: 'string' }, 'blend-ratio': { type: 'string' }, chunks: { type: 'string' }, 'transform-level': { type: 'string' },
+    'edge-shm': { type: 'boolean' },
+  });
   const speed = speedArgs(values, { contexts: [256, 512, 1024] });
   const kv = choice(values.kv, 'computed', KV_SOURCES, 'kv');
   // The transform codec's objects are built from synthetic KV only (see benchTransform).
@@ -130,6 +140,7 @@ function parse(args: string[]): TtftArgs {
     kv,
     blend: blendOptions(ratio(values['blend-ratio'])),
     transformLevel: values['transform-level'],
+    edgeShm: values['edge-shm'] === true,
   };
 }
 
@@ -430,6 +441,8 @@ async function measureContext(engine: BenchEngine, args: TtftArgs, shape: string
   const contextIds = randomTokenIds(context, vocab, context);
   const questionIds = randomTokenIds(a.question, vocab, context + 1);
   const out = new Map<Mode, BenchRecord>();
+  /** With --edge-shm: each inject mode again over the same-host fast path. */
+  const shmOut = new Map<Mode, BenchRecord>();
   let recomputeFirst: number | undefined;
 
   const skipped = (mode: Mode): boolean => {
@@ -476,7 +489,8 @@ async function measureContext(engine: BenchEngine, args: TtftArgs, shape: string
   if (objectModes.length > 0 && !a.deadline.expired) await attempt(objectModes, async () => {
     const codecs = [...new Set([...injectModes.map((m) => CODEC_OF[m]), ...(a.modes.includes('inject-hot') ? [HOT_FILL_CODEC] : [])])];
     const budget = codecs.reduce((sum, c) => sum + SIZE_FACTOR[c], 0) * engine.info.kvBytesPerToken * context + 64 * 2 ** 20;
-    const edge = await startBenchEdge(Math.ceil(budget), Math.ceil(engine.info.kvBytesPerToken * a.chunk * 1.1) + 2 ** 20, a.edge);
+    const maxObjectBytes = Math.ceil(engine.info.kvBytesPerToken * a.chunk * 1.1) + 2 ** 20;
+    const edge = await startBenchEdge(Math.ceil(budget), maxObjectBytes, a.edge, a.edgeShm);
     try {
       const prefix = `kv/bench/ttft/${shape.replace(/[^A-Za-z0-9._=-]/g, '_')}/${context}`;
       let keys: Map<CodecName, string[]>;
@@ -488,33 +502,57 @@ async function measureContext(engine: BenchEngine, args: TtftArgs, shape: string
         kept = null;
         keys = await putContextObjects(engine, edge, source, contextIds, a.chunk, codecs, prefix);
       }
-      const fetcher = a.fetchThreads > 0 ? new KvFetchPool(edge.clientOptions, a.fetchThreads) : inThreadFetcher(edge.client);
+      const fetcherOf = (sharedMemory: boolean): KvFetcher =>
+        a.fetchThreads > 0
+          ? new KvFetchPool(edge.clientOptions, a.fetchThreads, { sharedMemory })
+          : inThreadFetcher(edge.client, { sharedMemory });
+      const fetcher = fetcherOf(false);
+      const shmFetcher = a.edgeShm ? fetcherOf(true) : null;
       transform?.kit.useIn(fetcher);
+      if (shmFetcher) transform?.kit.useIn(shmFetcher);
       try {
+        const measureMode = async (mode: InjectMode, via: KvFetcher, delivery: 'socket' | 'shm'): Promise<BenchRecord> => {
+          const modeKeys = keys.get(CODEC_OF[mode])!;
+          const path = INJECT_OF[mode] ? 'blended' : injectPathFor(a.injectPath, modeKeys.length);
+          const chunkIds = modeKeys.map((_, i) =>
+            a.kv === 'synthetic' ? new Array<number>(Math.min(a.chunk, context - i * a.chunk)).fill(0) : contextIds.slice(i * a.chunk, (i + 1) * a.chunk));
+          const servedBefore = await bytesServed(edge);
+          const m = await measureInject(engine, via, modeKeys, contextIds.length, questionIds, path, a, chunkIds);
+          // The fast path's figure must be the fast path's: not one object may have come over the socket.
+          if (delivery === 'shm' && (await bytesServed(edge)) !== servedBefore) {
+            const hint = 'is /dev/shm (or the temp folder) writable, and large enough for the edge memory tier?';
+            throw new KdnError('INTERNAL', 'objects came over HTTP in a --edge-shm measurement', { hint });
+          }
+          const last = m.results.at(-1)!;
+          return record(base, mode, {
+            ...(a.edgeShm ? { delivery } : {}),
+            ttft_ms: round(m.median),
+            runs: a.runs,
+            bytes: last.bytes,
+            reserve_ms: round(median(m.results.map((r) => r.reserveMs))),
+            inject_path: path,
+            fetch_ms: round(median(m.results.map((r) => r.fetchMs))),
+            fetch_wait_ms: medianOrNull(m.results.map((r) => r.fetchWaitMs)),
+            inject_ms: medianOrNull(m.results.map((r) => r.injectMs)),
+            placed_ms: medianOrNull(m.results.map((r) => r.placedMs)),
+            question_ms: round(median(m.results.map((r) => r.questionMs))),
+            first_token_matches_recompute: recomputeFirst === undefined || a.kv === 'synthetic' ? null : last.first === recomputeFirst,
+            recomputed_tokens: last.recomputed,
+            note: a.kv !== 'synthetic' ? null : SYNTHETIC_NOTE[mode === 'inject-transform' ? 'transform' : 'other'],
+          });
+        };
         for (const mode of injectModes) {
           if (skipped(mode)) continue;
           await attempt([mode], async () => {
-            const modeKeys = keys.get(CODEC_OF[mode])!;
-            const path = INJECT_OF[mode] ? 'blended' : injectPathFor(a.injectPath, modeKeys.length);
-            const chunkIds = modeKeys.map((_, i) => (a.kv === 'synthetic' ? new Array<number>(Math.min(a.chunk, context - i * a.chunk)).fill(0) : contextIds.slice(i * a.chunk, (i + 1) * a.chunk)));
-            const m = await measureInject(engine, fetcher, modeKeys, contextIds.length, questionIds, path, a, chunkIds);
-            const last = m.results.at(-1)!;
-            out.set(mode, record(base, mode, {
-              ttft_ms: round(m.median),
-              runs: a.runs,
-              bytes: last.bytes,
-              reserve_ms: round(median(m.results.map((r) => r.reserveMs))),
-              inject_path: path,
-              fetch_ms: round(median(m.results.map((r) => r.fetchMs))),
-              fetch_wait_ms: medianOrNull(m.results.map((r) => r.fetchWaitMs)),
-              inject_ms: medianOrNull(m.results.map((r) => r.injectMs)),
-              placed_ms: medianOrNull(m.results.map((r) => r.placedMs)),
-              question_ms: round(median(m.results.map((r) => r.questionMs))),
-              first_token_matches_recompute: recomputeFirst === undefined || a.kv === 'synthetic' ? null : last.first === recomputeFirst,
-              recomputed_tokens: last.recomputed,
-              note: a.kv !== 'synthetic' ? null : SYNTHETIC_NOTE[mode === 'inject-transform' ? 'transform' : 'other'],
-            }));
+            out.set(mode, await measureMode(mode, fetcher, 'socket'));
           });
+          if (shmFetcher && !a.deadline.expired) {
+            try {
+              shmOut.set(mode, await measureMode(mode, shmFetcher, 'shm'));
+            } catch (err) {
+              shmOut.set(mode, record(base, mode, { delivery: 'shm', note: `error: ${(err as Error).message}`.slice(0, 500) }));
+            }
+          }
         }
         if (a.modes.includes('inject-hot') && !skipped('inject-hot')) {
           await attempt(['inject-hot'], async () => {
@@ -536,6 +574,7 @@ async function measureContext(engine: BenchEngine, args: TtftArgs, shape: string
         }
       } finally {
         await fetcher.close();
+        await shmFetcher?.close();
       }
     } finally {
       await edge.close();
@@ -554,16 +593,16 @@ async function measureContext(engine: BenchEngine, args: TtftArgs, shape: string
   const hot = out.get('inject-hot');
   const int4 = out.get('inject-int4')?.ttft_ms;
   if (hot && typeof hot.ttft_ms === 'number' && typeof int4 === 'number') hot.vs_inject = round(hot.ttft_ms / int4, 3);
-  for (const mode of injectModes) {
-    const r = out.get(mode);
+  const measured = [...injectModes.map((m) => [m, out.get(m), out] as const), ...injectModes.map((m) => [m, shmOut.get(m), shmOut] as const)];
+  for (const [mode, r, same] of measured) {
     if (!r || typeof r.ttft_ms !== 'number') continue;
     if (typeof peerMs === 'number') r.vs_peer = round(r.ttft_ms / peerMs, 3);
     if (typeof hostHitMs === 'number') r.vs_host_hit = round(r.ttft_ms / hostHitMs, 3);
     if (typeof recomputeMs === 'number') r.vs_recompute = round(r.ttft_ms / recomputeMs, 3);
-    const injected = INJECT_OF[mode] && out.get(INJECT_OF[mode])?.ttft_ms;
+    const injected = INJECT_OF[mode] && same.get(INJECT_OF[mode])?.ttft_ms;
     if (typeof injected === 'number') r.vs_inject = round(r.ttft_ms / injected, 3);
   }
-  return a.modes.map((mode) => out.get(mode)!).filter((r) => r !== undefined);
+  return a.modes.flatMap((mode) => [out.get(mode), shmOut.get(mode)]).filter((r) => r !== undefined);
 }
 
 export async function run(args: string[], checkpoint?: Checkpoint): Promise<BenchReport> {
@@ -627,4 +666,11 @@ export async function run(args: string[], checkpoint?: Checkpoint): Promise<Benc
   } finally {
     await engine.dispose();
   }
+}
+
+/** Body bytes the bench edge has served over HTTP so far. */
+async function bytesServed(edge: BenchEdge): Promise<number> {
+  const [stats] = await edge.client.stats();
+  if (!stats?.stats) throw new KdnError('INTERNAL', `the bench edge did not report its stats: ${stats?.error ?? 'no answer'}`);
+  return stats.stats.served.bytesServed;
 }

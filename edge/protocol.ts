@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { ERROR_CODES, type ErrorBody as CommonErrorBody } from '../common/errors.ts';
 
@@ -15,6 +16,7 @@ import { ERROR_CODES, type ErrorBody as CommonErrorBody } from '../common/errors
  *   GET /stats                  EdgeStats
  *   GET /metrics                Prometheus text
  *   GET|HEAD /healthz           Health
+ *   GET /shm                    ShmInfo: where this edge mirrors its memory tier in shared memory (same-host readers)
  * Errors are ErrorBody with the status of common/http-errors.ts; a known path asked with another method is 405 with
  * an Allow header.
  */
@@ -26,9 +28,10 @@ export const EDGE_PATHS = {
   stats: '/stats',
   metrics: '/metrics',
   healthz: '/healthz',
+  shm: '/shm',
 } as const;
 
-export type EdgeRoute = 'kv' | 'warm' | 'stats' | 'metrics' | 'healthz';
+export type EdgeRoute = 'kv' | 'warm' | 'stats' | 'metrics' | 'healthz' | 'shm';
 export type EdgeMethod = 'GET' | 'HEAD' | 'PUT' | 'DELETE' | 'POST';
 
 /** The methods each route answers; any other is 405 Method Not Allowed. */
@@ -38,13 +41,14 @@ export const ROUTE_METHODS: Readonly<Record<EdgeRoute, readonly EdgeMethod[]>> =
   stats: ['GET'],
   metrics: ['GET'],
   healthz: ['GET', 'HEAD'],
+  shm: ['GET'],
 };
 
 /** Routes that --public-metrics leaves open to anyone. */
 export const METRICS_ROUTES: ReadonlySet<EdgeRoute> = new Set(['stats', 'metrics']);
 
 const FIXED_ROUTES = new Map<string, EdgeRoute>([
-  [EDGE_PATHS.warm, 'warm'], [EDGE_PATHS.stats, 'stats'], [EDGE_PATHS.metrics, 'metrics'], [EDGE_PATHS.healthz, 'healthz'],
+  [EDGE_PATHS.warm, 'warm'], [EDGE_PATHS.stats, 'stats'], [EDGE_PATHS.metrics, 'metrics'], [EDGE_PATHS.healthz, 'healthz'], [EDGE_PATHS.shm, 'shm'],
 ]);
 
 /** Every route with its methods, for the hint of a 404: `GET|HEAD|PUT|DELETE /kv/<key>, POST /warm, ...`. */
@@ -196,6 +200,24 @@ export type DeleteResponse = z.infer<typeof DeleteResponse>;
 export const Health = z.object({ status: z.literal('ok') });
 export type Health = z.infer<typeof Health>;
 
+/**
+ * The same-host fast path. An edge started with a shared-memory directory keeps a copy of each memory-tier object
+ * as a file in a private directory (mode 0700) on tmpfs, named by shmObjectName, next to an identity file holding a
+ * random instance id. GET /shm (signed like every other route) names the directory and the id; a client that finds
+ * the same id in the directory's identity file runs on the edge's host and may read objects from there instead of
+ * over a socket, verifying them exactly as it verifies an HTTP body. `dir: null`: this edge has no such directory.
+ */
+export const ShmInfo = z.object({ dir: z.string().min(1).nullable(), instance: z.string().optional() });
+export type ShmInfo = z.infer<typeof ShmInfo>;
+
+/** The identity file inside an edge's shared-memory directory. */
+export const SHM_IDENTITY_FILE = 'instance';
+
+/** The file name of `key`'s object in an edge's shared-memory directory: flat, so no key can name a path outside it. */
+export function shmObjectName(key: string): string {
+  return `${createHash('sha256').update(key).digest('hex')}.kv`;
+}
+
 const count = z.number().nonnegative();
 
 /** The JSON of GET /stats. */
@@ -210,6 +232,8 @@ export const EdgeStats = z.object({
     fetches: count, found: count, notFound: count, negativeHits: count, corrupt: count, errors: count, timeouts: count,
     bytes: count, collapsed: count, description: z.string(),
   }),
+  /** The shared-memory mirror of the memory tier, when the edge has one (its reads are not seen by the edge). */
+  shm: z.object({ dir: z.string(), writes: count, removes: count, writeErrors: count }).optional(),
   served: z.object({
     requests: count,
     /** Body bytes of GET responses (200 and 206) handed to clients. */

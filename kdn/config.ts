@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { z } from 'zod';
 import { MIN_EDGE_SECRET_LENGTH } from '../common/edge-token.ts';
@@ -78,6 +79,11 @@ export const KdnConfigSchema = z.object({
   edgeDiskBytes: size.default(4 * 2 ** 30),
   /** Disk tier directory of the embedded edge; defaults to <dataDir>/edge. */
   edgeDiskPath: z.string().min(1).optional(),
+  /**
+   * tmpfs folder the embedded edge mirrors its memory tier in, which kdn then reads without a socket; "off" for
+   * none. Defaults to /dev/shm where it exists.
+   */
+  edgeShmDir: z.string().min(1).default(existsSync('/dev/shm') ? '/dev/shm' : 'off'),
   /** API keys as "key1=tenantA,key2=tenantB"; with no keys from here or a file, kdn generates one (kdn/auth). */
   apiKeys: z.string().optional(),
   /** JSON file {"keys": [{"key", "tenant"}]}, merged with apiKeys. */
@@ -153,6 +159,7 @@ export const KDN_ENV: Record<keyof KdnConfigInput, string> = {
   edgeMemoryBytes: 'KDN_EDGE_MEMORY',
   edgeDiskBytes: 'KDN_EDGE_DISK',
   edgeDiskPath: 'KDN_EDGE_DISK_PATH',
+  edgeShmDir: 'KDN_EDGE_SHM_DIR',
   apiKeys: 'KDN_API_KEYS',
   apiKeysFile: 'KDN_API_KEYS_FILE',
   edgeSecret: 'KDN_EDGE_SECRET',

@@ -96,6 +96,7 @@ export async function startKdn(config: KdnConfig, log: Logger = createLogger('kd
       embeddedEdge = await startEdge(
         {
           port: 0, host: '127.0.0.1', memoryBytes: config.edgeMemoryBytes, diskBytes: config.edgeDiskBytes, diskPath: config.edgeDiskPath,
+          ...(config.edgeShmDir === 'off' ? {} : { shmDir: config.edgeShmDir }),
           secret: edgeSecret, insecureNoAuth: false, publicMetrics: false,
         },
         { origin, log: log.child({ part: 'edge' }) },

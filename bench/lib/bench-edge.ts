@@ -5,7 +5,8 @@
  * starts it in this process.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -33,21 +34,27 @@ interface EdgeSetup {
   diskPath: string;
   originUrl: string;
   secret: string;
+  /** Mirror the memory tier in shared memory here (the same-host fast path). */
+  shmDir?: string;
 }
 
 /** Starts `kdn edge` and waits for its ready line; resolves with its URL and a stop function. */
 async function startEdgeProcess(s: EdgeSetup): Promise<{ url: string; stop(): Promise<void> }> {
   const edge = await startProcess(
     [KDN_BIN, 'edge', '--json', '--port', '0', '--host', '127.0.0.1', '--memory', String(s.memoryBytes), '--disk', '0',
-      '--disk-path', s.diskPath, '--origin', s.originUrl, '--max-body', String(s.maxBodyBytes), '--edge-secret', s.secret],
+      '--disk-path', s.diskPath, '--origin', s.originUrl, '--max-body', String(s.maxBodyBytes), '--edge-secret', s.secret,
+      ...(s.shmDir ? ['--shm-dir', s.shmDir] : [])],
     { env: { LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn' } },
   );
   return { url: edge.ready.url, stop: () => edge.stop('SIGTERM') };
 }
 
 /** `memoryBytes` must hold every object the run puts, or GETs would fall through to the origin. */
-export async function startBenchEdge(memoryBytes: number, maxObjectBytes: number, placement: EdgePlacement = 'process'): Promise<BenchEdge> {
+/** `shm`: the edge mirrors its memory tier under /dev/shm (the temp folder where there is none) for same-host reads. */
+export async function startBenchEdge(memoryBytes: number, maxObjectBytes: number, placement: EdgePlacement = 'process', shm = false): Promise<BenchEdge> {
   const dir = await mkdtemp(join(tmpdir(), 'kdn-bench-edge-'));
+  const shmDir = !shm ? undefined : existsSync('/dev/shm') ? '/dev/shm' : join(dir, 'shm');
+  if (shmDir) await mkdir(shmDir, { recursive: true });
   // Signed requests, as kdn sends them: token signing and checking are part of the measured path.
   const setup: EdgeSetup = {
     memoryBytes,
@@ -55,6 +62,7 @@ export async function startBenchEdge(memoryBytes: number, maxObjectBytes: number
     diskPath: join(dir, 'disk'),
     originUrl: `file:${join(dir, 'origin')}`,
     secret: randomBytes(24).toString('hex'),
+    ...(shmDir ? { shmDir } : {}),
   };
   let url: string;
   let stop: () => Promise<void>;

@@ -5,7 +5,7 @@ import { KdnError } from '../../common/errors.ts';
 import { validateKey } from '../../storage/keys.ts';
 import {
   CONTENT_TYPES, DeleteResponse, EDGE_HEADERS, EDGE_PATHS, EdgeStats, ONLY_IF_CACHED, PutResponse, WarmLine, deletePath, kvPath,
-  parseCacheStatus, type ServedFrom, type WarmProgressLine, type WarmRequest, type WarmSummaryLine,
+  parseCacheStatus, ShmInfo, type ServedFrom, type WarmProgressLine, type WarmRequest, type WarmSummaryLine,
 } from '../protocol.ts';
 import { EdgeFailure, errorFromResponse, header, parseJson, readJson, sendRequest, type EdgeRequest } from './client-http.ts';
 import { rendezvousOrder } from './rendezvous.ts';
@@ -270,6 +270,17 @@ export class EdgeClient {
         return { edge, error: (err as Error).message };
       }
     }));
+  }
+
+  /** Where `edge` mirrors its memory tier in shared memory; `dir: null` when it does not, or predates GET /shm. */
+  async shmInfo(edge: string, options: { timeoutMs?: number } = {}): Promise<ShmInfo> {
+    const res = await this.send(edge, { method: 'GET', path: EDGE_PATHS.shm, ...(options.timeoutMs ? { timeoutMs: options.timeoutMs } : {}) });
+    if (res.statusCode === 404) {
+      res.resume();
+      return { dir: null };
+    }
+    if (res.statusCode !== 200) throw await errorFromResponse(edge, res);
+    return readJson(edge, res, ShmInfo, 'GET /shm');
   }
 
   close(): void {

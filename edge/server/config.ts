@@ -22,6 +22,11 @@ export const EdgeConfigSchema = z.object({
   /** Disk tier budget; 0 disables the tier. */
   diskBytes: size.default(4 * 2 ** 30),
   diskPath: z.string().min(1).default(join(homedir(), '.cache', 'kdn', 'edge')),
+  /**
+   * A tmpfs directory (e.g. /dev/shm) under which the edge mirrors its memory tier in a private folder, so kdn on
+   * the same host reads objects without a socket (edge/protocol.ts ShmInfo). Unset: off.
+   */
+  shmDir: z.string().min(1).optional(),
   /** An object-store URL for storage/open-store.ts: `file:/path` or `s3://bucket/prefix?endpoint=...`. */
   originUrl: z.string({ error: 'no origin given: pass --origin (or KDN_EDGE_ORIGIN) as file:/path or s3://bucket?endpoint=...' }).min(1),
   /** How long a key the origin does not have is answered 404 without asking the origin again. */
@@ -59,6 +64,7 @@ export const EDGE_ENV: Record<keyof EdgeConfig, string> = {
   memoryBytes: 'KDN_EDGE_MEMORY',
   diskBytes: 'KDN_EDGE_DISK',
   diskPath: 'KDN_EDGE_DISK_PATH',
+  shmDir: 'KDN_EDGE_SHM_DIR',
   originUrl: 'KDN_EDGE_ORIGIN',
   negativeTtlMs: 'KDN_EDGE_NEGATIVE_TTL_MS',
   originTimeoutMs: 'KDN_EDGE_ORIGIN_TIMEOUT_MS',

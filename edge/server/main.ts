@@ -10,6 +10,7 @@ import { DiskTier } from './disk-tier.ts';
 import { MemoryTier } from './memory-tier.ts';
 import { createEdgeMetrics } from './metrics.ts';
 import { Origin } from './origin.ts';
+import { ShmMirror } from './shm-mirror.ts';
 import { createEdgeServer } from './server.ts';
 import { edgeStats, newServeCounters } from './stats.ts';
 import { TieredCache } from './tiered-cache.ts';
@@ -22,7 +23,12 @@ export interface RunningEdge {
   port: number;
   config: EdgeConfig;
   stats(): EdgeStats;
-  /** Stops listening, lets requests in flight finish (1 s at most), releases the disk lock and closes the origin store if this edge opened it. */
+  /** The shared-memory mirror of the memory tier (config.shmDir), if any. */
+  shm: ShmMirror | undefined;
+  /**
+   * Stops listening, lets requests in flight finish (1 s at most), removes the shared-memory folder, releases the
+   * disk lock and closes the origin store if this edge opened it.
+   */
   close(): Promise<void>;
 }
 
@@ -44,21 +50,29 @@ export async function startEdge(input: Partial<EdgeConfigInput>, deps: EdgeDeps 
   const store = deps.origin ?? openStore(config.originUrl);
   const ownsStore = deps.origin === undefined;
   let disk: DiskTier;
+  let shm: ShmMirror | undefined;
   try {
     disk = await DiskTier.open(config.diskPath, config.diskBytes);
   } catch (err) {
     if (ownsStore) await store.close();
     throw err;
   }
+  try {
+    shm = config.shmDir !== undefined && config.memoryBytes > 0 ? await ShmMirror.open(config.shmDir, log) : undefined;
+  } catch (err) {
+    await disk.close();
+    if (ownsStore) await store.close();
+    throw err;
+  }
   const cache = new TieredCache({
-    memory: new MemoryTier(config.memoryBytes),
+    memory: new MemoryTier(config.memoryBytes, shm),
     disk,
     origin: new Origin(store, { timeoutMs: config.originTimeoutMs, negativeTtlMs: config.negativeTtlMs }),
   }, log);
   const served = newServeCounters();
   const startedAt = Date.now();
-  const stats = (): EdgeStats => edgeStats(cache, served, startedAt);
-  const server = createEdgeServer({ cache, config, served, stats, metrics: createEdgeMetrics(stats), log });
+  const stats = (): EdgeStats => edgeStats(cache, served, startedAt, shm);
+  const server = createEdgeServer({ cache, config, served, stats, metrics: createEdgeMetrics(stats), log, shm: shm?.info ?? { dir: null } });
 
   try {
     await new Promise<void>((resolve, reject) => {
@@ -69,6 +83,7 @@ export async function startEdge(input: Partial<EdgeConfigInput>, deps: EdgeDeps 
       });
     });
   } catch (err) {
+    await shm?.close();
     await disk.close();
     if (ownsStore) await store.close();
     if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
@@ -80,7 +95,7 @@ export async function startEdge(input: Partial<EdgeConfigInput>, deps: EdgeDeps 
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;
   const url = `http://${host}:${port}`;
   if (config.secret === undefined) log.warn({ url }, 'edge running WITHOUT authentication (--insecure-no-auth): anyone who reaches it can read, write and purge objects');
-  log.info({ url, origin: store.description, memoryBytes: config.memoryBytes, diskBytes: config.diskBytes, diskPath: config.diskPath }, 'edge listening');
+  log.info({ url, origin: store.description, memoryBytes: config.memoryBytes, diskBytes: config.diskBytes, diskPath: config.diskPath, shmDir: shm?.dir }, 'edge listening');
 
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> => {
@@ -94,10 +109,11 @@ export async function startEdge(input: Partial<EdgeConfigInput>, deps: EdgeDeps 
         });
         server.closeIdleConnections();
       });
+      await shm?.close();
       await disk.close();
       if (ownsStore) await store.close();
     })();
     return closing;
   };
-  return { url, port, config, stats, close };
+  return { url, port, config, stats, shm, close };
 }

@@ -11,7 +11,7 @@ import { isChunkKey, validateKey } from '../../storage/keys.ts';
 import {
   CACHE_STATUS, CONTENT_TYPES, DeleteQuery, EDGE_HEADERS, EDGE_QUERY, MAX_WARM_KEYS, ONLY_IF_CACHED, ROUTE_METHODS, WARM_BODY_LIMIT,
   WarmRequest,
-  describeRoutes, edgeRouteOf, encodedKeyOf, type DeleteResponse, type EdgeMethod, type EdgeRoute, type Health, type PutResponse, type WarmProgressLine,
+  describeRoutes, edgeRouteOf, encodedKeyOf, type DeleteResponse, type EdgeMethod, type EdgeRoute, type Health, type PutResponse, type ShmInfo, type WarmProgressLine,
   type WarmSummaryLine,
 } from '../protocol.ts';
 import type { CachedObject } from './cached-object.ts';
@@ -30,6 +30,8 @@ export interface EdgeServerDeps {
   served: ServeCounters;
   stats: () => unknown;
   metrics: Registry;
+  /** What GET /shm answers. */
+  shm: ShmInfo;
   log: Logger;
 }
 
@@ -49,6 +51,7 @@ interface EdgeContext extends EdgeServerDeps {
  *   DELETE /kv/<key>     purge this edge's tiers; ?origin=true also deletes at the origin
  *   POST /warm           {"keys": [...]} -> NDJSON progress, one line per key, then a summary line
  *   GET /stats, /metrics (Prometheus), /healthz
+ *   GET /shm             where the memory tier is mirrored in shared memory, for kdn on the same host
  *
  * A known path asked with a method it does not answer is 405 with an Allow header, before any token check.
  * Every route but /healthz needs an X-KDN-Token signed by kdn (auth.ts, common/edge-token.ts) when the edge has a
@@ -106,6 +109,7 @@ function route(deps: EdgeContext, req: IncomingMessage, res: ServerResponse): vo
   if (!grant) return;
   if (name === 'warm') void warm(deps, req, res, grant);
   else if (name === 'stats') sendJson(res, 200, deps.stats());
+  else if (name === 'shm') sendJson(res, 200, deps.shm);
   else void sendMetrics(deps, res);
 }
 

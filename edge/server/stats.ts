@@ -1,4 +1,5 @@
 import type { EdgeStats } from '../protocol.ts';
+import type { ShmMirror } from './shm-mirror.ts';
 import type { TieredCache } from './tiered-cache.ts';
 
 /** What the HTTP layer counts (the `served` part of /stats); the tiers count their own hits and misses. */
@@ -8,7 +9,7 @@ export function newServeCounters(): ServeCounters {
   return { requests: 0, bytesServed: 0, notModified: 0, partial: 0, puts: 0, deletes: 0, errors: 0, unauthorized: 0 };
 }
 
-export function edgeStats(cache: TieredCache, served: ServeCounters, startedAt: number): EdgeStats {
+export function edgeStats(cache: TieredCache, served: ServeCounters, startedAt: number, shm?: ShmMirror): EdgeStats {
   const { counters, memory, disk, origin } = cache;
   return {
     uptimeSeconds: Math.round((Date.now() - startedAt) / 1000),
@@ -22,6 +23,7 @@ export function edgeStats(cache: TieredCache, served: ServeCounters, startedAt: 
       writeErrors: counters.diskWriteErrors, path: disk.dir,
     },
     origin: { ...origin.counters, collapsed: counters.collapsed, description: origin.store.description },
+    ...(shm ? { shm: { dir: shm.dir, ...shm.counters } } : {}),
     served: { ...served },
   };
 }

@@ -2,9 +2,11 @@ import type { KVExpectation } from '../../storage/kv-object/types.ts';
 import type { FetchedObject, KvFetcher } from './kv-fetcher.ts';
 import type { PrefetchedReader } from './prefetch.ts';
 
-/** Where a chunk's KV came from: an edge tier, or computed by the engine because no object could be used. */
-/** Where a chunk's KV came from: an edge tier, the engine's hot tier ('engine': no fetch), or the engine's prefill. */
-export type ChunkTier = 'memory' | 'disk' | 'origin' | 'unknown' | 'engine' | 'computed';
+/**
+ * Where a chunk's KV came from: an edge tier over HTTP, a same-host edge's shared memory ('shm'), the engine's hot
+ * tier ('engine': no fetch), or the engine's prefill.
+ */
+export type ChunkTier = 'memory' | 'disk' | 'origin' | 'shm' | 'unknown' | 'engine' | 'computed';
 
 /**
  * One chunk object being downloaded through the fetcher's edge client (rendezvous owner first, failover after) and checked

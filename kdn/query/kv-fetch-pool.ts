@@ -9,7 +9,7 @@ import { codecFor, type LayerCodec } from '../../storage/kv-object/index.ts';
 import { layerShape } from '../../storage/kv-object/header.ts';
 import type { KVExpectation, KVLayerBlock, KVLayerTensors } from '../../storage/kv-object/types.ts';
 import type { FetchedObject, KvFetcher } from './kv-fetcher.ts';
-import type { FromWorker, ToWorker, WorkerEdgeOptions } from './kv-fetch-protocol.ts';
+import type { FromWorker, ToWorker, WorkerEdgeOptions, WorkerSetup } from './kv-fetch-protocol.ts';
 import { LayerQueue, type PrefetchedReader } from './prefetch.ts';
 
 const ENTRY = new URL('./kv-fetch-worker.js', import.meta.url);
@@ -57,6 +57,9 @@ class Transfer {
       case 'layer':
         this.queue.push(this.toBlock(message.layer, message.bytes));
         return;
+      case 'layers':
+        for (const { layer, bytes } of message.layers) this.queue.push(this.toBlock(layer, bytes));
+        return;
       case 'end':
         this.queue.end();
         this.onFinish();
@@ -80,8 +83,8 @@ class PoolWorker {
   alive = true;
   private readonly worker: Worker;
 
-  constructor(options: WorkerEdgeOptions) {
-    this.worker = new Worker(ENTRY, { workerData: options });
+  constructor(setup: WorkerSetup) {
+    this.worker = new Worker(ENTRY, { workerData: setup });
     this.worker.unref();
     this.worker.on('message', (message: FromWorker) => {
       const transfer = this.transfers.get(message.id);
@@ -128,9 +131,11 @@ export class KvFetchPool implements KvFetcher {
   private nextId = 1;
   private closed = false;
 
+  /** `sharedMemory: false` keeps every fetch on HTTP even from same-host edges (benchmarks compare the two). */
   constructor(
     private readonly options: WorkerEdgeOptions,
     readonly threads: number,
+    private readonly fetchOptions: { sharedMemory?: boolean } = {},
   ) {
     if (!Number.isInteger(threads) || threads < 1) throw new KdnError('INVALID_ARGUMENT', `a fetch pool needs at least one thread, got ${threads}`);
   }
@@ -164,7 +169,7 @@ export class KvFetchPool implements KvFetcher {
   private pick(): PoolWorker {
     for (let i = this.workers.length - 1; i >= 0; i--) if (!this.workers[i]!.alive) this.workers.splice(i, 1);
     if (this.workers.length < this.threads) {
-      const worker = new PoolWorker(this.options);
+      const worker = new PoolWorker({ edge: this.options, sharedMemory: this.fetchOptions.sharedMemory ?? true });
       for (const bytes of this.tables) worker.send({ type: 'table', bytes });
       this.workers.push(worker);
     }

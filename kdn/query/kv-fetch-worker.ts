@@ -8,10 +8,13 @@ import { EdgeClient } from '../../edge/client/client.ts';
 import { readKVObject } from '../../storage/kv-object/index.ts';
 import { parseTransformTable } from '../../storage/kv-object/codecs/transform-table.ts';
 import { transformTables } from '../../storage/kv-object/codecs/transform-tables.ts';
-import type { FromWorker, ToWorker, WorkerEdgeOptions } from './kv-fetch-protocol.ts';
+import type { FromWorker, ToWorker, WorkerSetup } from './kv-fetch-protocol.ts';
+import { ShmSource } from './shm-source.ts';
 
 const port = parentPort!;
-const client = new EdgeClient(workerData as WorkerEdgeOptions);
+const setup = workerData as WorkerSetup;
+const client = new EdgeClient(setup.edge);
+const shm = setup.sharedMemory ? new ShmSource(client) : undefined;
 const aborts = new Map<number, AbortController>();
 
 function post(message: FromWorker, transfer: ArrayBuffer[] = []): void {
@@ -32,6 +35,7 @@ async function open(id: number, key: string, expect: Extract<ToWorker, { type: '
   aborts.set(id, abort);
   let received = (): number => 0;
   try {
+    if (await openFromShm(id, key, expect)) return;
     const got = await client.get(key, { signal: abort.signal });
     received = () => got.body.received;
     const reader = await readKVObject(got.body, expect, { hashOffThread: false });
@@ -47,6 +51,23 @@ async function open(id: number, key: string, expect: Extract<ToWorker, { type: '
   } finally {
     aborts.delete(id);
   }
+}
+
+/** Sends `key` read and verified from a same-host edge's shared memory, all layers in one message; false: use HTTP. */
+async function openFromShm(id: number, key: string, expect: Extract<ToWorker, { type: 'open' }>['expect']): Promise<boolean> {
+  const fast = await shm?.read(key, expect, false);
+  if (!fast) return false;
+  post({ type: 'header', id, header: fast.header, servedFrom: 'shm', edge: fast.edge });
+  // Layers stored as is are views of the file's buffer, which moves to the pool once; lz4 layers own theirs.
+  const buffers = new Set<ArrayBuffer>([fast.buffer]);
+  const layers = fast.blocks.map((block) => {
+    const bytes = block.encoded.buffer === fast.buffer ? block.encoded : owned(block.encoded);
+    buffers.add(bytes.buffer as ArrayBuffer);
+    return { layer: block.layer, bytes };
+  });
+  post({ type: 'layers', id, layers, received: fast.bytes }, [...buffers]);
+  post({ type: 'end', id, received: fast.bytes });
+  return true;
 }
 
 /** The pool verified the table already; a table that fails here only costs its objects the exact size check. */

@@ -9,12 +9,16 @@ import type { ServedFrom } from '../../edge/protocol.ts';
 import type { EdgeClient } from '../../edge/client/client.ts';
 import { readKVObject } from '../../storage/kv-object/index.ts';
 import type { KVExpectation } from '../../storage/kv-object/types.ts';
-import { prefetchLayers, type PrefetchedReader } from './prefetch.ts';
+import { LayerQueue, prefetchLayers, type PrefetchedReader } from './prefetch.ts';
+import { ShmSource, type ShmObject } from './shm-source.ts';
+
+/** Which edge tier answered over HTTP, or 'shm': read from a same-host edge's shared-memory folder. */
+export type FetchedFrom = ServedFrom | 'shm';
 
 export interface FetchedObject {
   /** The verified header; layers stream in (and are kept until injected). */
   reader: PrefetchedReader;
-  servedFrom: ServedFrom;
+  servedFrom: FetchedFrom;
   /** The edge that answered. */
   edge: string;
   /** Bytes received so far. */
@@ -40,10 +44,14 @@ export function defaultFetchThreads(cores: number = availableParallelism()): num
   return Math.min(8, Math.floor(cores / 2));
 }
 
-export function inThreadFetcher(edges: EdgeClient): KvFetcher {
+/** `sharedMemory: false` keeps every fetch on HTTP even from same-host edges (benchmarks compare the two). */
+export function inThreadFetcher(edges: EdgeClient, options: { sharedMemory?: boolean } = {}): KvFetcher {
+  const shm = options.sharedMemory === false ? undefined : new ShmSource(edges);
   return {
     threads: 0,
     async open(key, expect, signal) {
+      const fast = await shm?.read(key, expect, true);
+      if (fast) return fetchedFromShm(fast);
       const got = await edges.get(key, { signal });
       const reader = prefetchLayers(await readKVObject(got.body, expect));
       return { reader, servedFrom: got.servedFrom, edge: got.edge, received: () => got.body.received };
@@ -52,4 +60,13 @@ export function inThreadFetcher(edges: EdgeClient): KvFetcher {
     useTransformTable: () => undefined,
     async close() {},
   };
+}
+
+/** An object the fast path read whole: its layers are all there already. */
+function fetchedFromShm(fast: ShmObject): FetchedObject {
+  const queue = new LayerQueue();
+  for (const block of fast.blocks) queue.push(block);
+  queue.end();
+  const reader: PrefetchedReader = { header: fast.header, layers: queue.layers(), drained: queue.drained };
+  return { reader, servedFrom: 'shm', edge: fast.edge, received: () => fast.bytes };
 }

@@ -1,8 +1,8 @@
 import { expect } from 'chai';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -37,11 +37,13 @@ describe('kdn edge (CLI)', () => {
     expect(noOrigin.stderr).to.include('originUrl');
   });
 
-  it('prints its URL, serves, and shuts down cleanly on SIGTERM', async () => {
+  it('prints its URL, serves, and shuts down cleanly on SIGTERM (its shared-memory folder removed)', async () => {
     const diskPath = join(dir, 'disk');
+    const shmDir = join(dir, 'shm');
+    await mkdir(shmDir);
     const child = spawn(process.execPath, [
       'bin/kdn.js', 'edge', '--port', '0', '--origin', `file:${join(dir, 'origin')}`, '--disk-path', diskPath, '--memory', '64MiB', '--disk', '1GiB',
-      '--edge-secret', TEST_EDGE_SECRET,
+      '--edge-secret', TEST_EDGE_SECRET, '--shm-dir', shmDir,
     ], {
       stdio: ['ignore', 'pipe', 'inherit'],
     });
@@ -55,10 +57,14 @@ describe('kdn edge (CLI)', () => {
     expect(stats.memory.budgetBytes).to.equal(64 * 2 ** 20);
     expect(stats.disk.budgetBytes).to.equal(2 ** 30);
     expect(existsSync(join(diskPath, '.lock'))).to.equal(true);
+    const shm = (await (await fetch(`${url}/shm`, { headers: tokenHeader('GET', '/shm') })).json()) as { dir: string; instance: string };
+    expect(shm.dir.startsWith(join(shmDir, 'kdn-edge-'))).to.equal(true);
+    expect(readFileSync(join(shm.dir, 'instance'), 'utf8')).to.equal(shm.instance);
 
     child.kill('SIGTERM');
     const [code] = (await once(child, 'exit')) as [number | null];
     expect(code).to.equal(0);
     expect(existsSync(join(diskPath, '.lock'))).to.equal(false);
+    expect(existsSync(shm.dir)).to.equal(false);
   });
 });

@@ -3,7 +3,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  CACHE_STATUS, DeleteResponse, EDGE_HEADERS, EDGE_PATHS, EdgeStats, ErrorBody, Health, PutResponse, WarmLine, WarmProgress, WarmSummary,
+  CACHE_STATUS, DeleteResponse, EDGE_HEADERS, EDGE_PATHS, EdgeStats, ErrorBody, Health, PutResponse, ShmInfo, WarmLine, WarmProgress, WarmSummary,
   deletePath, describeRoutes, edgeRouteOf, kvPath, parseCacheStatus,
 } from '../../edge/protocol.ts';
 import { startEdge, type RunningEdge } from '../../edge/server/main.ts';
@@ -75,12 +75,17 @@ describe('edge protocol: what a real edge sends matches the schemas both sides s
     expect(Health.parse(json((await httpRequest(edge.url, 'GET', EDGE_PATHS.healthz)).body))).to.deep.equal({ status: 'ok' });
   });
 
+  it('/shm needs a token and is ShmInfo (no folder on this edge)', async () => {
+    expect((await httpRequest(edge.url, 'GET', EDGE_PATHS.shm)).status).to.equal(401);
+    expect(ShmInfo.parse(json((await signedRequest(edge.url, 'GET', EDGE_PATHS.shm)).body))).to.deep.equal({ dir: null });
+  });
+
   it('names routes by path alone', () => {
     expect(edgeRouteOf(kvPath('kv/a.kv'))).to.equal('kv');
     expect(edgeRouteOf(EDGE_PATHS.warm)).to.equal('warm');
     expect(edgeRouteOf('/kv')).to.equal(undefined);
     expect(edgeRouteOf('/warm/')).to.equal(undefined);
-    expect(describeRoutes()).to.equal('GET|HEAD|PUT|DELETE /kv/<key>, POST /warm, GET /stats, GET /metrics, GET|HEAD /healthz');
+    expect(describeRoutes()).to.equal('GET|HEAD|PUT|DELETE /kv/<key>, POST /warm, GET /stats, GET /metrics, GET|HEAD /healthz, GET /shm');
     expect(deletePath('kv/a.kv')).to.equal('/kv/kv/a.kv');
     expect(deletePath('kv/a.kv', { origin: true })).to.equal('/kv/kv/a.kv?origin=true');
   });

@@ -93,7 +93,7 @@ describe('fault: corrupted KV objects', function () {
         else if (reportedCorrupt.has(key)) detected++;
       } else if (atEdge.has(key)) {
         // The edge's disk copy is bad: 'disk' would mean it was served; 'origin' means dropped and refetched.
-        if (chunk.tier === 'disk' || chunk.tier === 'memory') injected++;
+        if (chunk.tier === 'disk' || chunk.tier === 'memory' || chunk.tier === 'shm') injected++;
         else if (chunk.tier === 'origin') detected++;
       }
     }

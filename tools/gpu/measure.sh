@@ -25,7 +25,8 @@
 #   expand   the transform-codec expansion test, then its GB/s (fp16-equivalent) against int4, 8B and 1B head shapes
 #   delivery 8B TTFT at 8k and 16k in one run (synthetic KV): fp16, int4 and transform-codec injection, a repeated
 #            context from the hot tier, the peer's full prefill and its host-memory hit (pinned KV copied in, then
-#            the question); then delivery's stage profile of an 8k context (32 chunks of 256 tokens)       ~8 min
+#            the question); then delivery's stage profile of an 8k context (32 chunks of 256 tokens), the
+#            same-host fast path's stages among them, and 8k TTFT over sockets against the fast path (--edge-shm) ~12 min
 #   delivery-long  the same TTFT modes at 32k                                                             ~5 min
 #   load     32 clients against kdn serve on the GPU, continuous batching off against on (load-gpu.json) ~5 min
 #   merge    DIR's TTFT, engine, delivery, forward-profile and comparison files into bench/results/
@@ -135,7 +136,11 @@ for part in "$@"; do
         --kv synthetic --modes inject,inject-int4,inject-transform,inject-hot,peer,peer-host-hit --runs 3 --warmup 1 \
         --recompute-warmup 0 --max-seconds 460
       [ "$part" = delivery ] && bench 200 delivery-gpu-8k delivery --objects 32 --tokens 256 --codecs int4,fp16 --rounds 5 \
-        --stages ceiling,fetch,verified,threads,gpu-staged,gpu,engine ;;
+        --stages ceiling,fetch,verified,threads,shm-read,shm,gpu-staged,gpu,engine,shm-engine
+      # The same-host fast path: each inject mode over loopback HTTP, then again read from the edge's /dev/shm mirror.
+      [ "$part" = delivery ] && bench 300 ttft-delivery-gpu-shm ttft --shape llama3.1-8b --contexts 8192 --question 64 \
+        --backend webgpu --kv synthetic --modes inject,inject-int4,peer-host-hit --edge-shm --runs 5 --warmup 1 \
+        --recompute-warmup 0 --max-seconds 260 ;;
     load)
       # On the demo model; each throughput round runs batching off and on, the order flipping between rounds.
       bench 560 load-gpu load --backend webgpu --modes thread --clients 1,32 --seconds 15 --rounds 2 --batch 32 ;;

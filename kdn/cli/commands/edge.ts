@@ -8,6 +8,7 @@ interface EdgeFlags {
   memory?: string;
   disk?: string;
   diskPath?: string;
+  shmDir?: string;
   origin?: string;
   negativeTtl?: string;
   originTimeout?: string;
@@ -30,6 +31,7 @@ async function runEdge(flags: EdgeFlags): Promise<void> {
     memoryBytes: flags.memory,
     diskBytes: flags.disk,
     diskPath: flags.diskPath,
+    shmDir: flags.shmDir,
     originUrl: flags.origin,
     negativeTtlMs: flags.negativeTtl,
     originTimeoutMs: flags.originTimeout,
@@ -65,6 +67,7 @@ export function register(program: Command): void {
     .option('--memory <size>', `memory tier budget like 512MiB, 0 disables (env ${EDGE_ENV.memoryBytes}; default 512MiB)`)
     .option('--disk <size>', `disk tier budget like 4GiB, 0 disables (env ${EDGE_ENV.diskBytes}; default 4GiB)`)
     .option('--disk-path <dir>', `disk tier folder, one per edge (env ${EDGE_ENV.diskPath}; default ~/.cache/kdn/edge)`)
+    .option('--shm-dir <dir>', `tmpfs folder (e.g. /dev/shm) to mirror the memory tier in for same-host kdn (env ${EDGE_ENV.shmDir}; default off)`)
     .option('--origin <url>', `origin store: file:/path or s3://bucket/prefix?endpoint=... (env ${EDGE_ENV.originUrl}; required)`)
     .option('--negative-ttl <ms>', `how long origin misses are remembered (env ${EDGE_ENV.negativeTtlMs}; default 2000)`)
     .option('--origin-timeout <ms>', `bound on one origin request (env ${EDGE_ENV.originTimeoutMs}; default 5000)`)

@@ -17,6 +17,7 @@ interface ServeFlags {
   hotTier?: string;
   edgeDisk?: string;
   edgeDiskPath?: string;
+  edgeShmDir?: string;
   apiKeysFile?: string;
   edgeSecret?: string;
   edgeSecretFile?: string;
@@ -51,6 +52,7 @@ async function serve(flags: ServeFlags): Promise<void> {
     hotTierBytes: flags.hotTier,
     edgeDiskBytes: flags.edgeDisk,
     edgeDiskPath: flags.edgeDiskPath,
+    edgeShmDir: flags.edgeShmDir,
     apiKeysFile: flags.apiKeysFile,
     edgeSecret: flags.edgeSecret,
     edgeSecretFile: flags.edgeSecretFile,
@@ -121,6 +123,7 @@ export function register(program: Command): void {
     )
     .option('--edge-disk <size>', `embedded edge disk budget (env ${KDN_ENV.edgeDiskBytes}; default 4GiB)`)
     .option('--edge-disk-path <dir>', `embedded edge disk folder (env ${KDN_ENV.edgeDiskPath}; default <data-dir>/edge)`)
+    .option('--edge-shm-dir <dir>', `tmpfs folder the embedded edge shares objects with kdn through, "off" for sockets only (env ${KDN_ENV.edgeShmDir}; default /dev/shm)`)
     .option('--api-keys-file <file>', `API keys as JSON {"keys":[{"key","tenant"}]}, added to env KDN_API_KEYS="key=tenant,..." (env ${KDN_ENV.apiKeysFile}); none: one generated key`)
     .option('--edge-secret <secret>', `secret shared with the edges, which check a token signed with it on every request (env ${KDN_ENV.edgeSecret}; the embedded edge gets a random one); other local users see flags, prefer the file or env`)
     .option('--edge-secret-file <file>', `file (mode 0600) holding the edge secret (env ${KDN_ENV.edgeSecretFile})`)
