@@ -25,9 +25,10 @@
 #   expand   the transform-codec expansion test, then its GB/s (fp16-equivalent) against int4, 8B and 1B head shapes
 #   delivery 8B TTFT at 8k and 16k in one run (synthetic KV): fp16, int4 and transform-codec injection, a repeated
 #            context from the hot tier, the peer's full prefill and its host-memory hit (pinned KV copied in, then
-#            the question); then delivery's stage profile of an 8k context (32 chunks of 256 tokens), the
-#            same-host fast path's stages among them, and 8k TTFT over sockets against the fast path (--edge-shm) ~12 min
+#            the question)                                                                                  ~3 min
 #   delivery-long  the same TTFT modes at 32k                                                             ~5 min
+#   fastpath delivery's stage profile of an 8k context (32 chunks of 256 tokens), the socket path beside the
+#            same-host fast path (the edge's /dev/shm mirror), then 8k TTFT over sockets against the fast path   ~4 min
 #   load     32 clients against kdn serve on the GPU, continuous batching off against on (load-gpu.json) ~5 min
 #   merge    DIR's TTFT, engine, delivery, forward-profile and comparison files into bench/results/
 set -u
@@ -134,12 +135,14 @@ for part in "$@"; do
       [ "$part" = delivery-long ] && contexts=32768
       bench 540 "ttft-delivery-gpu-$part" ttft --shape llama3.1-8b --contexts "$contexts" --question 64 --backend webgpu \
         --kv synthetic --modes inject,inject-int4,inject-transform,inject-hot,peer,peer-host-hit --runs 3 --warmup 1 \
-        --recompute-warmup 0 --max-seconds 460
-      [ "$part" = delivery ] && bench 200 delivery-gpu-8k delivery --objects 32 --tokens 256 --codecs int4,fp16 --rounds 5 \
-        --stages ceiling,fetch,verified,threads,shm-read,shm,gpu-staged,gpu,engine,shm-engine
-      # The same-host fast path: each inject mode over loopback HTTP, then again read from the edge's /dev/shm mirror.
-      [ "$part" = delivery ] && bench 300 ttft-delivery-gpu-shm ttft --shape llama3.1-8b --contexts 8192 --question 64 \
-        --backend webgpu --kv synthetic --modes inject,inject-int4,peer-host-hit --edge-shm --runs 5 --warmup 1 \
+        --recompute-warmup 0 --max-seconds 460 ;;
+    fastpath)
+      # Delivery stage by stage, the socket path beside the same-host fast path (the edge's /dev/shm mirror); then
+      # TTFT over loopback HTTP and again over the fast path, against the peer's host-memory hit.
+      bench 200 delivery-gpu-8k delivery --objects 32 --tokens 256 --codecs int4,fp16 --rounds 3 \
+        --stages ceiling,threads,shm-read,shm,gpu-staged,gpu,engine,shm-engine
+      bench 300 ttft-delivery-gpu-shm ttft --shape llama3.1-8b --contexts 8192 --question 64 \
+        --backend webgpu --kv synthetic --modes inject-int4,inject-transform,peer-host-hit --edge-shm --runs 3 --warmup 1 \
         --recompute-warmup 0 --max-seconds 260 ;;
     load)
       # On the demo model; each throughput round runs batching off and on, the order flipping between rounds.
@@ -148,7 +151,7 @@ for part in "$@"; do
       node --import tsx tools/gpu/merge-results.ts "$DIR" ;;
     *)
       echo "unknown part $part (check, profile, forward, 8b, 8b-long, 1b, engine, compare, sass, blend, fidelity, expand," \
-        "delivery, delivery-long, load, merge)" >&2
+        "delivery, delivery-long, fastpath, load, merge)" >&2
       exit 2 ;;
   esac
 done
