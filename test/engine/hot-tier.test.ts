@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { KdnError } from '../../common/errors.ts';
-import { createCpuBackend } from '../../engine-adapter/cpu/cpu-backend.ts';
+import { CpuBackend } from '../../engine-adapter/cpu/cpu-backend.ts';
+import type { KVCacheHandle } from '../../engine-adapter/backend.ts';
 import { CpuKVRows } from '../../engine-adapter/cpu/cpu-kv-rows.ts';
 import { CpuKVCache } from '../../engine-adapter/cpu/kv-cache.ts';
 import { createEngine } from '../../engine-adapter/create-engine.ts';
@@ -192,19 +193,17 @@ describe('engine hot tier after a rejected injection', () => {
   it('rows the device rejected are never kept, and the entries already there stay usable', async () => {
     const { dir } = await models.make({ architecture: 'LlamaForCausalLM', seed: 5 });
     const { weights, fingerprint } = await loadModelWeights(dir);
-    const cpu = createCpuBackend(weights);
     // The CPU backend, except that one confirmation of injected writes fails as a lost device would.
     let failNext = false;
-    const backend = {
-      ...cpu,
-      async settleKVWrites(cache: Parameters<typeof cpu.settleKVWrites>[0]) {
+    const backend = new (class extends CpuBackend {
+      override async settleKVWrites(cache: KVCacheHandle): Promise<void> {
         if (failNext) {
           failNext = false;
           throw new KdnError('ENGINE_UNAVAILABLE', 'device lost while writing KV');
         }
-        return cpu.settleKVWrites(cache);
-      },
-    };
+        return super.settleKVWrites(cache);
+      }
+    })(weights);
     const model = { config: weights.config, fingerprint, tokenizer: await loadTokenizer(dir) };
     const tier = new HotTier(1 << 30, fingerprint);
     const make = (): BackendSession => new BackendSession(backend, model, 128, tier);
