@@ -87,7 +87,11 @@ async function injected(input: ModeInput, codec: string, kv: () => Promise<KVTen
   const session = engine.createSession({ capacity: capacityOf(input) });
   await session.prefill([input.sink], { logits: 'none' });
   for (const [i, t] of tensors.entries()) {
-    const bytes = encodeKVObject(t, { modelFingerprint: engine.info.fingerprint, tokenIds: input.pieces[i]!, codec: codecFromString(codec) });
+    const bytes = encodeKVObject(t, {
+      modelFingerprint: engine.info.fingerprint,
+      tokenIds: input.pieces[i]!,
+      codec: codecFromString(codec),
+    });
     await session.injectKV(await readKVObject(byteStream(bytes)), session.length);
   }
   return session;
@@ -154,7 +158,18 @@ async function answer(session: Session, engine: Engine, question: string, maxNew
 }
 
 const examplesSchema = z.object({
-  examples: z.array(z.object({ kind: z.enum(['single', 'bridge']), rule: z.string(), source: z.string(), question: z.string().min(1), answer: z.string().min(1), pieces: z.array(z.string()).min(1) })).min(1),
+  examples: z
+    .array(
+      z.object({
+        kind: z.enum(['single', 'bridge']),
+        rule: z.string(),
+        source: z.string(),
+        question: z.string().min(1),
+        answer: z.string().min(1),
+        pieces: z.array(z.string()).min(1),
+      }),
+    )
+    .min(1),
 });
 type Example = z.infer<typeof examplesSchema>['examples'][number];
 
@@ -173,8 +188,16 @@ interface AnswersArgs {
 
 function parse(args: string[]): AnswersArgs {
   const v = parseFlags(args, {
-    model: { type: 'string' }, sections: { type: 'string' }, single: { type: 'string' }, bridge: { type: 'string' }, natural: { type: 'string' },
-    codecs: { type: 'string' }, modes: { type: 'string' }, 'max-new': { type: 'string' }, synthetic: { type: 'string' }, retrieval: { type: 'string' },
+    model: { type: 'string' },
+    sections: { type: 'string' },
+    single: { type: 'string' },
+    bridge: { type: 'string' },
+    natural: { type: 'string' },
+    codecs: { type: 'string' },
+    modes: { type: 'string' },
+    'max-new': { type: 'string' },
+    synthetic: { type: 'string' },
+    retrieval: { type: 'string' },
   });
   return {
     model: resolve(v.model ?? DEFAULT_DEMO_MODEL),
@@ -195,7 +218,9 @@ async function loadExamples(path: string, single: number, bridge: number): Promi
   try {
     parsed = examplesSchema.parse(JSON.parse(await readFile(path, 'utf8')));
   } catch (err) {
-    throw new KdnError('INVALID_ARGUMENT', `cannot use ${path}: ${(err as Error).message}`, { hint: 'make it with tools/train/make_eval_set.py' });
+    throw new KdnError('INVALID_ARGUMENT', `cannot use ${path}: ${(err as Error).message}`, {
+      hint: 'make it with tools/train/make_eval_set.py',
+    });
   }
   const of = (kind: string, n: number) => parsed.examples.filter((e) => e.kind === kind).slice(0, n);
   return [...of('single', single), ...of('bridge', bridge)];
@@ -233,16 +258,28 @@ class Tally {
 /** Every (mode, codec) the arguments ask for, recompute first so the others can be compared with its answers. */
 function runs(a: AnswersArgs): { mode: ModeName; codec: string | null }[] {
   const order = [...a.modes].sort((x, y) => Number(y === 'recompute') - Number(x === 'recompute'));
-  return order.flatMap((mode): { mode: ModeName; codec: string | null }[] => (MODES[mode].usesCodec ? a.codecs.map((codec) => ({ mode, codec })) : [{ mode, codec: null }]));
+  return order.flatMap((mode): { mode: ModeName; codec: string | null }[] =>
+    MODES[mode].usesCodec ? a.codecs.map((codec) => ({ mode, codec })) : [{ mode, codec: null }],
+  );
 }
 
-async function synthetic(engine: Engine, sink: number, a: AnswersArgs, progress: (records: BenchRecord[]) => Promise<void>): Promise<{ records: BenchRecord[]; samples: string[] }> {
+async function synthetic(
+  engine: Engine,
+  sink: number,
+  a: AnswersArgs,
+  progress: (records: BenchRecord[]) => Promise<void>,
+): Promise<{ records: BenchRecord[]; samples: string[] }> {
   const examples = await loadExamples(a.synthetic, a.single, a.bridge);
   const plan = runs(a);
   const tallies = new Map(plan.map((r) => [`${r.mode}|${r.codec}`, new Tally()]));
   const samples: string[] = [];
   const rows = (): BenchRecord[] =>
-    plan.map((r) => ({ section: 'synthetic', mode: r.mode, codec: r.codec ?? 'none (prefill)', ...tallies.get(`${r.mode}|${r.codec}`)!.columns(['single', 'bridge']) }));
+    plan.map((r) => ({
+      section: 'synthetic',
+      mode: r.mode,
+      codec: r.codec ?? 'none (prefill)',
+      ...tallies.get(`${r.mode}|${r.codec}`)!.columns(['single', 'bridge']),
+    }));
   for (const [i, ex] of examples.entries()) {
     const pieces = ex.pieces.map((p) => engine.tokenizer.encode(p, { addSpecialTokens: false }));
     const run = modeRun(engine, sink, pieces);
@@ -287,7 +324,12 @@ function retrievedPieces(set: HeldOutSet, question: string): { pieces: number[][
   return { pieces, labels };
 }
 
-async function natural(engine: Engine, sink: number, set: HeldOutSet, a: AnswersArgs): Promise<{ records: BenchRecord[]; samples: string[] }> {
+async function natural(
+  engine: Engine,
+  sink: number,
+  set: HeldOutSet,
+  a: AnswersArgs,
+): Promise<{ records: BenchRecord[]; samples: string[] }> {
   const byKind = new Map<string, Tally>();
   const samples: string[] = [];
   for (const [i, q] of set.questions.slice(0, a.natural).entries()) {
@@ -308,7 +350,14 @@ async function natural(engine: Engine, sink: number, set: HeldOutSet, a: Answers
   }
   const records = [...byKind].map(([kind, t]) => {
     const c = t.columns(['question']);
-    return { section: 'natural', mode: 'recompute', codec: `top-${TOP_K} chunks, documents: ${kind}`, exact: c.exact_question!, f1: c.f1_question!, n: c.n_question! };
+    return {
+      section: 'natural',
+      mode: 'recompute',
+      codec: `top-${TOP_K} chunks, documents: ${kind}`,
+      exact: c.exact_question!,
+      f1: c.f1_question!,
+      n: c.n_question!,
+    };
   });
   return { records, samples };
 }
@@ -316,7 +365,11 @@ async function natural(engine: Engine, sink: number, set: HeldOutSet, a: Answers
 function retrieval(set: HeldOutSet): BenchRecord[] {
   const ks = [1, 4];
   const rows = [measureRecall('previous: minisearch defaults, OR, prefix expansion', set, previousSearch(set), ks)];
-  const tunings = [DEFAULT_SEARCH_TUNING, { prefixMinLength: 0, titleBoost: 0.5 }, { prefixMinLength: 5, titleBoost: DEFAULT_SEARCH_TUNING.titleBoost }];
+  const tunings = [
+    DEFAULT_SEARCH_TUNING,
+    { prefixMinLength: 0, titleBoost: 0.5 },
+    { prefixMinLength: 5, titleBoost: DEFAULT_SEARCH_TUNING.titleBoost },
+  ];
   for (const t of tunings) {
     const name = `ChunkIndex: stems, stop-words, options; prefix from ${t.prefixMinLength || 'never'}; title boost ${t.titleBoost}${t === DEFAULT_SEARCH_TUNING ? ' (default)' : ''}`;
     rows.push(measureRecall(name, set, chunkIndexSearch(set, t), ks));
@@ -329,7 +382,8 @@ export async function run(args: string[], checkpoint?: Checkpoint): Promise<Benc
   const engine = await createEngine({ modelDir: a.model, backend: 'cpu' });
   try {
     const sink = engine.tokenizer.bosTokenId;
-    if (sink === undefined) throw new KdnError('MODEL_UNSUPPORTED', 'the answers benchmark needs a model with a BOS token', { hint: 'use a Llama-family model' });
+    if (sink === undefined)
+      throw new KdnError('MODEL_UNSUPPORTED', 'the answers benchmark needs a model with a BOS token', { hint: 'use a Llama-family model' });
     const set = await loadHeldOutSet(a.retrieval, engine.tokenizer, CHUNK_TOKENS);
     const params: BenchRecord = {
       model: a.model,
@@ -341,7 +395,8 @@ export async function run(args: string[], checkpoint?: Checkpoint): Promise<Benc
       maxNewTokens: a.maxNew,
       syntheticSet: a.synthetic,
       retrievalSet: `${a.retrieval} (${set.questions.length} questions, ${set.documents.length} documents, ${set.documents.reduce((n, d) => n + d.chunks.length, 0)} chunks)`,
-      metrics: 'exact match and token F1 after SQuAD normalization (lower case, punctuation and articles removed); answers greedy, first line',
+      metrics:
+        'exact match and token F1 after SQuAD normalization (lower case, punctuation and articles removed); answers greedy, first line',
     };
     const records: BenchRecord[] = a.sections.includes('retrieval') ? retrieval(set) : [];
     if (a.sections.includes('synthetic')) {

@@ -9,7 +9,12 @@
 import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
 import {
-  codecFromString, decodeKVObject, encodeKVObject, fitTransformTable, TRANSFORM_LEVELS, transformTables,
+  codecFromString,
+  decodeKVObject,
+  encodeKVObject,
+  fitTransformTable,
+  TRANSFORM_LEVELS,
+  transformTables,
 } from '../storage/kv-object/index.ts';
 import type { KVTensors } from '../storage/kv-object/types.ts';
 import { kvTensors, tokenIds } from '../fixtures/kv-data.ts';
@@ -59,8 +64,12 @@ export async function run(args: string[]): Promise<BenchReport> {
   const { values } = parseArgs({
     args,
     options: {
-      layers: { type: 'string' }, 'kv-heads': { type: 'string' }, 'head-dim': { type: 'string' },
-      tokens: { type: 'string' }, reps: { type: 'string' }, group: { type: 'string' },
+      layers: { type: 'string' },
+      'kv-heads': { type: 'string' },
+      'head-dim': { type: 'string' },
+      tokens: { type: 'string' },
+      reps: { type: 'string' },
+      group: { type: 'string' },
     },
   });
   const shape = {
@@ -100,7 +109,11 @@ export async function run(args: string[]): Promise<BenchReport> {
   }
   return {
     params: {
-      ...shape, groupSize, reps, fp16Bytes, data: 'keys: per-channel offset/scale, 5% outlier channels x10; values: N(0,1)',
+      ...shape,
+      groupSize,
+      reps,
+      fp16Bytes,
+      data: 'keys: per-channel offset/scale, 5% outlier channels x10; values: N(0,1)',
       timing: 'best of reps; decode = verify checksums + lz4 + dequantize; transform encode excludes unrotating keys',
       transformTable: `fitted on another sample of the same generator in ${fitSeconds.toFixed(1)} s, ${table.bytes.length} bytes`,
     },

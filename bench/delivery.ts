@@ -80,9 +80,17 @@ interface DeliveryArgs {
 
 function parse(args: string[]): DeliveryArgs {
   const values = parseFlags(args, {
-    objects: { type: 'string' }, parallel: { type: 'string' }, rounds: { type: 'string' }, codecs: { type: 'string' }, stages: { type: 'string' },
-    layers: { type: 'string' }, 'kv-heads': { type: 'string' }, 'head-dim': { type: 'string' }, tokens: { type: 'string' },
-    before: { type: 'string' }, 'fetch-threads': { type: 'string' },
+    objects: { type: 'string' },
+    parallel: { type: 'string' },
+    rounds: { type: 'string' },
+    codecs: { type: 'string' },
+    stages: { type: 'string' },
+    layers: { type: 'string' },
+    'kv-heads': { type: 'string' },
+    'head-dim': { type: 'string' },
+    tokens: { type: 'string' },
+    before: { type: 'string' },
+    'fetch-threads': { type: 'string' },
   });
   return {
     objects: positiveInt(values.objects, 16, 'objects'),
@@ -271,7 +279,12 @@ export async function run(args: string[]): Promise<BenchReport> {
   const before = a.before === undefined ? undefined : await readBefore(a.before);
   const ids = tokenIds(a.shape.tokens);
   const tensors = kvTensors(a.shape, 42);
-  const encoded = new Map(a.codecs.map((codec) => [codec, encodeKVObject(tensors, { modelFingerprint: 'bench-delivery', tokenIds: ids, codec: codecFromString(codec) })]));
+  const encoded = new Map(
+    a.codecs.map((codec) => [
+      codec,
+      encodeKVObject(tensors, { modelFingerprint: 'bench-delivery', tokenIds: ids, codec: codecFromString(codec) }),
+    ]),
+  );
   const totalBytes = [...encoded.values()].reduce((sum, bytes) => sum + bytes.length * a.objects, 0);
 
   const dir = await mkdtemp(join(tmpdir(), 'kdn-bench-delivery-'));
@@ -280,8 +293,14 @@ export async function run(args: string[]): Promise<BenchReport> {
   const secret = randomBytes(24).toString('hex');
   const edge = await startEdge(
     {
-      port: 0, host: '127.0.0.1', memoryBytes: Math.ceil(totalBytes * 1.1), diskBytes: 0, diskPath: join(dir, 'disk'),
-      originUrl: `file:${join(dir, 'origin')}`, maxBodyBytes: Math.max(...[...encoded.values()].map((b) => b.length)), secret,
+      port: 0,
+      host: '127.0.0.1',
+      memoryBytes: Math.ceil(totalBytes * 1.1),
+      diskBytes: 0,
+      diskPath: join(dir, 'disk'),
+      originUrl: `file:${join(dir, 'origin')}`,
+      maxBodyBytes: Math.max(...[...encoded.values()].map((b) => b.length)),
+      secret,
       shmDir,
     },
     { log: pino({ name: 'bench-edge', level: process.env.LOG_LEVEL ?? 'warn' }, pino.destination(2)) },
@@ -341,7 +360,9 @@ export async function run(args: string[]): Promise<BenchReport> {
           ms: round(median(results.map((s) => s.ms))),
           hostWriteMs: gpuTimes.length > 0 ? round(median(gpuTimes.map((t) => t.hostWriteMs))) : null,
           gpuWaitMs: gpuTimes.length > 0 ? round(median(gpuTimes.map((t) => t.settleMs))) : null,
-          ...(before ? { beforeGBps: was === undefined ? null : round(was, 3), speedup: was === undefined ? null : round(gbps / was, 3) } : {}),
+          ...(before
+            ? { beforeGBps: was === undefined ? null : round(was, 3), speedup: was === undefined ? null : round(gbps / was, 3) }
+            : {}),
           rounds: rounds.map((v) => round(v, 3)).join(' '),
         });
       }

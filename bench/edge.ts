@@ -53,8 +53,13 @@ export async function run(args: string[]): Promise<BenchReport> {
   const { values } = parseArgs({
     args,
     options: {
-      duration: { type: 'string' }, warmup: { type: 'string' }, connections: { type: 'string' },
-      threads: { type: 'string' }, sizes: { type: 'string' }, rounds: { type: 'string' }, pin: { type: 'boolean' },
+      duration: { type: 'string' },
+      warmup: { type: 'string' },
+      connections: { type: 'string' },
+      threads: { type: 'string' },
+      sizes: { type: 'string' },
+      rounds: { type: 'string' },
+      pin: { type: 'boolean' },
     },
   });
   const duration = positiveInt(values.duration, 3, 'duration');
@@ -89,12 +94,29 @@ export async function run(args: string[]): Promise<BenchReport> {
     const secret = randomBytes(24).toString('hex');
     const token = (key: string): Record<string, string> => ({
       [EDGE_HEADERS.token]: signEdgeToken(secret, {
-        method: 'GET', target: kvPath(key), expiry: Math.floor(Date.now() / 1000) + EDGE_TOKEN_MAX_LIFETIME_S - 10, nonce: newNonce(),
+        method: 'GET',
+        target: kvPath(key),
+        expiry: Math.floor(Date.now() / 1000) + EDGE_TOKEN_MAX_LIFETIME_S - 10,
+        nonce: newNonce(),
       }),
     });
-    const memoryEdge = await startEdge({ port: 0, originUrl: `file:${join(root, 'origin')}`, memoryBytes: budget, diskBytes: 0, diskPath: join(root, 'disk-unused'), secret });
+    const memoryEdge = await startEdge({
+      port: 0,
+      originUrl: `file:${join(root, 'origin')}`,
+      memoryBytes: budget,
+      diskBytes: 0,
+      diskPath: join(root, 'disk-unused'),
+      secret,
+    });
     closers.push(() => memoryEdge.close());
-    const diskEdge = await startEdge({ port: 0, originUrl: `file:${join(root, 'origin')}`, memoryBytes: 0, diskBytes: budget, diskPath: join(root, 'disk'), secret });
+    const diskEdge = await startEdge({
+      port: 0,
+      originUrl: `file:${join(root, 'origin')}`,
+      memoryBytes: 0,
+      diskBytes: budget,
+      diskPath: join(root, 'disk'),
+      secret,
+    });
     closers.push(() => diskEdge.close());
     for (const mib of sizes) {
       await fill(memoryEdge, `kv/${mib}mib.kv`, 'memory', token(`kv/${mib}mib.kv`));
@@ -118,30 +140,54 @@ export async function run(args: string[]): Promise<BenchReport> {
       const size = objects.get(mib)!.length;
       const runs = new Map<Target, number[]>(targets.map((target) => [target, []]));
       for (const target of targets) {
-        await wrk(target.url(`${mib}mib.kv`), { threads, connections, seconds: warmup, cpu: pin?.client, headers: target.headers(`${mib}mib.kv`) });
+        await wrk(target.url(`${mib}mib.kv`), {
+          threads,
+          connections,
+          seconds: warmup,
+          cpu: pin?.client,
+          headers: target.headers(`${mib}mib.kv`),
+        });
       }
       for (let pass = 1; pass <= rounds; pass += 1) {
         for (const target of targets) {
           const url = target.url(`${mib}mib.kv`);
-          const result = await wrk(url, { threads, connections, seconds: duration, cpu: pin?.client, headers: target.headers(`${mib}mib.kv`) });
+          const result = await wrk(url, {
+            threads,
+            connections,
+            seconds: duration,
+            cpu: pin?.client,
+            headers: target.headers(`${mib}mib.kv`),
+          });
           if (result.errors > 0) throw new Error(`${target.server} answered ${result.errors} requests for ${url} with errors`);
           runs.get(target)!.push((result.requestsPerSec * size) / 1e9);
-          console.error(`round ${pass}: ${target.server} ${target.tier} ${mib} MiB: ${((result.requestsPerSec * size) / 1e9).toFixed(3)} GB/s`);
+          console.error(
+            `round ${pass}: ${target.server} ${target.tier} ${mib} MiB: ${((result.requestsPerSec * size) / 1e9).toFixed(3)} GB/s`,
+          );
         }
       }
       const nginxGBps = median(runs.get(targets[0]!)!);
       for (const target of targets) {
         const gbps = runs.get(target)!;
         records.push({
-          server: target.server, tier: target.tier, objectMiB: mib, objectBytes: size,
-          GBps: round(median(gbps), 3), bestGBps: round(Math.max(...gbps), 3), ratioToNginx: round(median(gbps) / nginxGBps, 2),
+          server: target.server,
+          tier: target.tier,
+          objectMiB: mib,
+          objectBytes: size,
+          GBps: round(median(gbps), 3),
+          bestGBps: round(Math.max(...gbps), 3),
+          ratioToNginx: round(median(gbps) / nginxGBps, 2),
           rounds: gbps.map((value) => round(value, 2)).join(' '),
         });
       }
     }
     return {
       params: {
-        duration, warmup, rounds, connections, threads, loadAverage1mAtStart: round(loadAtStart, 2),
+        duration,
+        warmup,
+        rounds,
+        connections,
+        threads,
+        loadAverage1mAtStart: round(loadAtStart, 2),
         pinning: pin ? `servers on cpu ${pin.server}, wrk on cpu ${pin.client}` : 'none',
         wrkCommand: `wrk -t${threads} -c${connections} -d${duration}s`,
       },
@@ -219,7 +265,12 @@ async function startExpressReference(objects: Map<number, Buffer>): Promise<{ ur
       res.status(404).end();
       return;
     }
-    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': object.length, etag: '"ref"', 'accept-ranges': 'bytes' });
+    res.writeHead(200, {
+      'content-type': 'application/octet-stream',
+      'content-length': object.length,
+      etag: '"ref"',
+      'accept-ranges': 'bytes',
+    });
     res.end(object);
   });
   const server: Server = createHttpServer(app);
@@ -227,10 +278,11 @@ async function startExpressReference(objects: Map<number, Buffer>): Promise<{ ur
   await once(server, 'listening');
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    close: () => new Promise((resolve) => {
-      server.closeAllConnections();
-      server.close(() => resolve());
-    }),
+    close: () =>
+      new Promise((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
   };
 }
 
@@ -240,7 +292,9 @@ async function startNginx(binary: string, root: string): Promise<{ url: string; 
   await mkdir(prefix, { recursive: true });
   const conf = join(prefix, 'nginx.conf');
   const temp = (name: string): string => `${name}_temp_path ${join(prefix, name)};`;
-  await writeFile(conf, `worker_processes 1;
+  await writeFile(
+    conf,
+    `worker_processes 1;
 daemon off;
 pid ${join(prefix, 'nginx.pid')};
 error_log ${join(prefix, 'error.log')} warn;
@@ -257,7 +311,8 @@ http {
     root ${join(root, 'www')};
   }
 }
-`);
+`,
+  );
   const child = spawn(binary, ['-p', prefix, '-e', join(prefix, 'error.log'), '-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));

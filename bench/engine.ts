@@ -112,8 +112,10 @@ export async function run(args: string[]): Promise<BenchReport> {
       records.push(mine);
       if (!peer) continue;
       const theirs = peerRecord(peer, target.shape, context);
-      if (typeof mine.prefill_tok_s === 'number' && typeof theirs.prefill_tok_s === 'number') mine.prefill_vs_peer = round(mine.prefill_tok_s / theirs.prefill_tok_s, 3);
-      if (typeof mine.decode_tok_s === 'number' && typeof theirs.decode_tok_s === 'number') mine.decode_vs_peer = round(mine.decode_tok_s / theirs.decode_tok_s, 3);
+      if (typeof mine.prefill_tok_s === 'number' && typeof theirs.prefill_tok_s === 'number')
+        mine.prefill_vs_peer = round(mine.prefill_tok_s / theirs.prefill_tok_s, 3);
+      if (typeof mine.decode_tok_s === 'number' && typeof theirs.decode_tok_s === 'number')
+        mine.decode_vs_peer = round(mine.decode_tok_s / theirs.decode_tok_s, 3);
       records.push(theirs);
     }
     return {
@@ -128,7 +130,8 @@ export async function run(args: string[]): Promise<BenchReport> {
         warmup: a.warmup,
         peer: peer === undefined ? 'not requested' : peer.available ? `${peer.label} on ${peer.device}` : `unavailable: ${peer.reason}`,
         maxSeconds: Number.isFinite(a.deadline.seconds) ? a.deadline.seconds : null,
-        timing: 'prefill: context tokens to the first token id on the host; decode: greedy steps of one token after it, each read back; *_vs_peer: engine / transformers throughput',
+        timing:
+          'prefill: context tokens to the first token id on the host; decode: greedy steps of one token after it, each read back; *_vs_peer: engine / transformers throughput',
       },
       records,
     };

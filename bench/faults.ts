@@ -41,7 +41,10 @@ function runMocha(files: string[], grep: string | undefined, figuresDir: string)
 export async function run(args: string[]): Promise<BenchReport> {
   const { values } = parseArgs({ args, options: { grep: { type: 'string' } } });
   const testDir = join(ROOT, 'test', 'faults');
-  const files = (await readdir(testDir)).filter((name) => name.endsWith('.test.ts')).sort().map((name) => join('test', 'faults', name));
+  const files = (await readdir(testDir))
+    .filter((name) => name.endsWith('.test.ts'))
+    .sort()
+    .map((name) => join('test', 'faults', name));
   const figuresDir = await mkdtemp(join(tmpdir(), 'kdn-fault-figures-'));
   try {
     await runMocha(files, values.grep, figuresDir);

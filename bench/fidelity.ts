@@ -81,10 +81,22 @@ function ratioList(value: string | undefined): number[] {
 
 function parse(args: string[]): FidelityArgs {
   const values = parseFlags(args, {
-    model: { type: 'string' }, backend: { type: 'string' }, chunk: { type: 'string' }, answer: { type: 'string' },
-    'max-doc-tokens': { type: 'string' }, docs: { type: 'string' }, prompts: { type: 'string' }, codecs: { type: 'string' },
-    modes: { type: 'string' }, sets: { type: 'string' }, ratios: { type: 'string' }, selections: { type: 'string' },
-    'blend-codecs': { type: 'string' }, 'alt-codecs': { type: 'string' }, questions: { type: 'string' }, heldout: { type: 'string' },
+    model: { type: 'string' },
+    backend: { type: 'string' },
+    chunk: { type: 'string' },
+    answer: { type: 'string' },
+    'max-doc-tokens': { type: 'string' },
+    docs: { type: 'string' },
+    prompts: { type: 'string' },
+    codecs: { type: 'string' },
+    modes: { type: 'string' },
+    sets: { type: 'string' },
+    ratios: { type: 'string' },
+    selections: { type: 'string' },
+    'blend-codecs': { type: 'string' },
+    'alt-codecs': { type: 'string' },
+    questions: { type: 'string' },
+    heldout: { type: 'string' },
     calibration: { type: 'string' },
   });
   return {
@@ -131,7 +143,13 @@ function buildContexts(docs: { file: string; tokens: number[]; prompts: number[]
   const out: Context[] = [];
   for (const [i, d] of docs.entries()) {
     const own = cut(d.tokens, a.chunk);
-    if (a.sets.includes('document')) out.push({ set: 'document', label: `${d.file} (${d.tokens.length} tokens, ${d.prompts.length} prompts)`, chunks: own, prompts: d.prompts });
+    if (a.sets.includes('document'))
+      out.push({
+        set: 'document',
+        label: `${d.file} (${d.tokens.length} tokens, ${d.prompts.length} prompts)`,
+        chunks: own,
+        prompts: d.prompts,
+      });
     if (!a.sets.includes('composed') || docs.length < 2) continue;
     const others = Array.from({ length: Math.min(1 + (i % 3), docs.length - 1) }, (_, k) => docs[(i + 1 + k) % docs.length]!);
     const extra = others.map((o) => cut(o.tokens, a.chunk)[0]!);
@@ -192,7 +210,14 @@ interface Tally {
  * Scores a session that holds [BOS] + context + prompt, whose prompt's last logits are `first`, against the
  * recompute's answer: the free-running greedy answer, then the answer teacher-forced from `afterPrompt`.
  */
-async function score(session: Session, afterPrompt: number, first: Float32Array, reference: GreedyAnswer, vocab: number, tally: Tally): Promise<void> {
+async function score(
+  session: Session,
+  afterPrompt: number,
+  first: Float32Array,
+  reference: GreedyAnswer,
+  vocab: number,
+  tally: Tally,
+): Promise<void> {
   const free = await greedyFrom(session, first, reference.tokens.length);
   session.truncate(afterPrompt);
   const rows = await teacherForced(session, first, reference.tokens, vocab);
@@ -217,7 +242,12 @@ function blendRuns(a: FidelityArgs): { codec: string; selection: BlendSelection;
 
 /** Runs every mode of `a` over one context, adding to the tallies. */
 async function runContext(
-  engine: Engine, bos: number, context: Context, a: FidelityArgs, tally: (key: Record<string, string | number>) => Tally, shipped: TransformSetup | undefined,
+  engine: Engine,
+  bos: number,
+  context: Context,
+  a: FidelityArgs,
+  tally: (key: Record<string, string | number>) => Tally,
+  shipped: TransformSetup | undefined,
 ): Promise<void> {
   const vocab = engine.info.vocabSize;
   const { fingerprint } = engine.info;
@@ -248,7 +278,11 @@ async function runContext(
     for (const mode of a.modes.filter((m) => m !== 'blend')) {
       const chunks = mode === 'prefix-chained' ? await prefixChainedChunks(reference, context) : independent;
       // In-sample table: fitted on this context's own prefix-chained KV, the best a table can do on it.
-      if (shipped && a.calibration === 'context' && mode === 'prefix-chained') transform = await shipped.withTableFrom(chunks.map((c) => c.kv), fingerprint);
+      if (shipped && a.calibration === 'context' && mode === 'prefix-chained')
+        transform = await shipped.withTableFrom(
+          chunks.map((c) => c.kv),
+          fingerprint,
+        );
       for (const codec of a.codecs) {
         const t = tally({ set: context.set, codec, mode });
         const objects = encode(chunks, codec);
@@ -276,7 +310,9 @@ async function runContext(
         const session = engine.createSession({ capacity });
         try {
           await session.prefill([bos], { logits: 'none' });
-          const chunks = await Promise.all(objects.map(async (bytes, j) => ({ object: await readKVObject(byteStream(bytes)), tokenIds: independent[j]!.ids })));
+          const chunks = await Promise.all(
+            objects.map(async (bytes, j) => ({ object: await readKVObject(byteStream(bytes)), tokenIds: independent[j]!.ids })),
+          );
           const blended = await session.blendKVAndPrefill(chunks, p, { ratio: run.ratio, selection: run.selection });
           t.recomputed += blended.recomputed;
           t.contextTokens += contextIds.length;
@@ -312,7 +348,10 @@ export async function run(args: string[]): Promise<BenchReport> {
   try {
     const { tokenizer } = engine;
     const bos = tokenizer.bosTokenId;
-    if (bos === undefined) throw new KdnError('MODEL_UNSUPPORTED', 'the fidelity benchmark needs a model with a BOS token', { hint: 'use a Llama-family model' });
+    if (bos === undefined)
+      throw new KdnError('MODEL_UNSUPPORTED', 'the fidelity benchmark needs a model with a BOS token', {
+        hint: 'use a Llama-family model',
+      });
     const capacity = Math.min(engine.info.maxPositionEmbeddings, 8192);
     const loaded: FidelityDocument[] = await loadDocuments(a.questions, a.heldout, a.docs, a.prompts);
     const docs = loaded.map((d) => {
@@ -320,14 +359,23 @@ export async function run(args: string[]): Promise<BenchReport> {
       const longest = Math.max(...prompts.map((p) => p.length));
       // Room for the composed set's up to three extra chunks too.
       const room = capacity - 1 - longest - a.answer - 3 * a.chunk;
-      if (room < 1) throw new KdnError('CONTEXT_TOO_LONG', `prompts of ${longest} tokens and ${a.answer}-token answers leave no room for a document`);
-      return { file: d.file, tokens: tokenizer.encode(d.text, { addSpecialTokens: false }).slice(0, Math.min(a.maxDocTokens, room)), prompts };
+      if (room < 1)
+        throw new KdnError('CONTEXT_TOO_LONG', `prompts of ${longest} tokens and ${a.answer}-token answers leave no room for a document`);
+      return {
+        file: d.file,
+        tokens: tokenizer.encode(d.text, { addSpecialTokens: false }).slice(0, Math.min(a.maxDocTokens, room)),
+        prompts,
+      };
     });
     const tallies = new Map<string, Tally>();
     const tally = (key: Record<string, string | number>): Tally => {
       const id = JSON.stringify(key);
       let t = tallies.get(id);
-      if (!t) tallies.set(id, (t = { key, positions: 0, agree: 0, klSum: 0, prompts: 0, exact: 0, bytes: 0, tokens: 0, recomputed: 0, contextTokens: 0 }));
+      if (!t)
+        tallies.set(
+          id,
+          (t = { key, positions: 0, agree: 0, klSum: 0, prompts: 0, exact: 0, bytes: 0, tokens: 0, recomputed: 0, contextTokens: 0 }),
+        );
       return t;
     };
     const contexts = buildContexts(docs, a);
@@ -344,8 +392,14 @@ export async function run(args: string[]): Promise<BenchReport> {
         parameters: engine.info.parameters,
         backend: engine.backend,
         device: engine.device,
-        documents: contexts.filter((c) => c.set === 'document').map((c) => c.label).join('; '),
-        composed: contexts.filter((c) => c.set === 'composed').map((c) => c.label).join('; '),
+        documents: contexts
+          .filter((c) => c.set === 'document')
+          .map((c) => c.label)
+          .join('; '),
+        composed: contexts
+          .filter((c) => c.set === 'composed')
+          .map((c) => c.label)
+          .join('; '),
         questions: a.questions,
         chunkTokens: a.chunk,
         answerTokens: a.answer,

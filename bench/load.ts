@@ -55,9 +55,16 @@ type Batching = 'off' | 'on';
 
 function parse(args: string[]): LoadArgs {
   const v = parseFlags(args, {
-    model: { type: 'string' }, modes: { type: 'string' }, clients: { type: 'string' }, seconds: { type: 'string' },
-    'ingest-mib': { type: 'string' }, 'flood-rate': { type: 'string' }, 'max-tokens': { type: 'string' },
-    backend: { type: 'string' }, batch: { type: 'string' }, rounds: { type: 'string' },
+    model: { type: 'string' },
+    modes: { type: 'string' },
+    clients: { type: 'string' },
+    seconds: { type: 'string' },
+    'ingest-mib': { type: 'string' },
+    'flood-rate': { type: 'string' },
+    'max-tokens': { type: 'string' },
+    backend: { type: 'string' },
+    batch: { type: 'string' },
+    rounds: { type: 'string' },
   });
   return {
     model: v.model ?? DEFAULT_MODEL_DIR,
@@ -85,7 +92,8 @@ const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout
 async function bigDocument(bytes: number): Promise<string> {
   const dir = new URL('./data/heldout/', import.meta.url);
   const paragraphs: string[] = [];
-  for (const name of (await readdir(dir)).sort()) paragraphs.push(...(await readFile(new URL(name, dir), 'utf8')).split(/\n\s*\n/).filter((p) => p.trim() !== ''));
+  for (const name of (await readdir(dir)).sort())
+    paragraphs.push(...(await readFile(new URL(name, dir), 'utf8')).split(/\n\s*\n/).filter((p) => p.trim() !== ''));
   const parts: string[] = [];
   let size = 0;
   for (let i = 0; size < bytes; i++) {
@@ -98,10 +106,23 @@ async function bigDocument(bytes: number): Promise<string> {
 
 async function serve(mode: Mode, batch: number, args: LoadArgs, dir: string): Promise<Started> {
   return startKdnProcess(
-    ['serve', '--data-dir', join(dir, `${mode}-${batch}`), '--port', '0', '--model', args.model, '--backend', args.backend,
-      '--max-upload', '16MiB'],
+    [
+      'serve',
+      '--data-dir',
+      join(dir, `${mode}-${batch}`),
+      '--port',
+      '0',
+      '--model',
+      args.model,
+      '--backend',
+      args.backend,
+      '--max-upload',
+      '16MiB',
+    ],
     {
-      KDN_API_KEYS: `${QUIET_KEY}=quiet,${FLOOD_KEY}=flood`, KDN_ENGINE_THREAD: String(mode === 'thread'), KDN_ENGINE_BATCH: String(batch),
+      KDN_API_KEYS: `${QUIET_KEY}=quiet,${FLOOD_KEY}=flood`,
+      KDN_ENGINE_THREAD: String(mode === 'thread'),
+      KDN_ENGINE_BATCH: String(batch),
       LOG_LEVEL: 'error',
     },
   );
@@ -137,14 +158,24 @@ async function throughputOffVsOn(urls: Record<Batching, string>, args: LoadArgs)
       for (const setting of order) runs[setting].push(await throughput(urls[setting], clients, args));
     }
     const summary = (setting: Batching): BenchRecord => ({
-      measure: 'throughput', clients, batching: setting, engine_batch: setting === 'on' ? args.batch : 1, rounds: args.rounds,
-      queries: total(runs[setting], 'queries'), errors: total(runs[setting], 'errors'),
-      ...spread(runs[setting], 'queries_per_s'), ...spread(runs[setting], 'tokens_per_s'),
-      ...spread(runs[setting], 'latency_p50_ms'), ...spread(runs[setting], 'ttft_p50_ms'), ...spread(runs[setting], 'latency_p99_ms'),
+      measure: 'throughput',
+      clients,
+      batching: setting,
+      engine_batch: setting === 'on' ? args.batch : 1,
+      rounds: args.rounds,
+      queries: total(runs[setting], 'queries'),
+      errors: total(runs[setting], 'errors'),
+      ...spread(runs[setting], 'queries_per_s'),
+      ...spread(runs[setting], 'tokens_per_s'),
+      ...spread(runs[setting], 'latency_p50_ms'),
+      ...spread(runs[setting], 'ttft_p50_ms'),
+      ...spread(runs[setting], 'latency_p99_ms'),
     });
     const [off, on] = [summary('off'), summary('on')];
     records.push(off, on, {
-      measure: 'batching-speedup', clients, engine_batch: args.batch,
+      measure: 'batching-speedup',
+      clients,
+      engine_batch: args.batch,
       queries_per_s_ratio: round((on.queries_per_s as number) / (off.queries_per_s as number), 3),
       latency_p50_ratio: round((on.latency_p50_ms as number) / (off.latency_p50_ms as number), 3),
     });
@@ -160,23 +191,33 @@ async function throughput(url: string, clients: number, args: LoadArgs): Promise
   let errors = 0;
   const start = performance.now();
   const end = start + args.seconds * 1000;
-  await Promise.all(Array.from({ length: clients }, async (_, id) => {
-    for (let n = 0; performance.now() < end; n++) {
-      const t0 = performance.now();
-      try {
-        const answer = await api.query({ question: QUESTIONS[(id + n) % QUESTIONS.length]!, topK: 2, maxTokens: args.maxTokens });
-        latency.push(performance.now() - t0);
-        ttft.push(answer.timings.ttft);
-        tokens += answer.tokens.generated;
-      } catch {
-        errors++;
+  await Promise.all(
+    Array.from({ length: clients }, async (_, id) => {
+      for (let n = 0; performance.now() < end; n++) {
+        const t0 = performance.now();
+        try {
+          const answer = await api.query({ question: QUESTIONS[(id + n) % QUESTIONS.length]!, topK: 2, maxTokens: args.maxTokens });
+          latency.push(performance.now() - t0);
+          ttft.push(answer.timings.ttft);
+          tokens += answer.tokens.generated;
+        } catch {
+          errors++;
+        }
       }
-    }
-  }));
+    }),
+  );
   const seconds = (performance.now() - start) / 1000;
   return {
-    measure: 'throughput', clients, queries: latency.length, errors, tokens_per_s: round(tokens / seconds), queries_per_s: round(latency.length / seconds),
-    ttft_p50_ms: round(percentile(ttft, 50)), ttft_p99_ms: round(percentile(ttft, 99)), latency_p50_ms: round(percentile(latency, 50)), latency_p99_ms: round(percentile(latency, 99)),
+    measure: 'throughput',
+    clients,
+    queries: latency.length,
+    errors,
+    tokens_per_s: round(tokens / seconds),
+    queries_per_s: round(latency.length / seconds),
+    ttft_p50_ms: round(percentile(ttft, 50)),
+    ttft_p99_ms: round(percentile(ttft, 99)),
+    latency_p50_ms: round(percentile(latency, 50)),
+    latency_p99_ms: round(percentile(latency, 99)),
   };
 }
 
@@ -203,8 +244,13 @@ async function healthDuringIngest(url: string, args: LoadArgs): Promise<BenchRec
   }
   await api.cancelJob(job.id).catch(() => undefined);
   return {
-    measure: 'healthz-during-ingest', ingest_mib: args.ingestMib, samples: samples.length, objects_stored: objects,
-    healthz_p50_ms: round(percentile(samples, 50)), healthz_p99_ms: round(percentile(samples, 99)), healthz_max_ms: round(Math.max(...samples)),
+    measure: 'healthz-during-ingest',
+    ingest_mib: args.ingestMib,
+    samples: samples.length,
+    objects_stored: objects,
+    healthz_p50_ms: round(percentile(samples, 50)),
+    healthz_p99_ms: round(percentile(samples, 99)),
+    healthz_max_ms: round(Math.max(...samples)),
   };
 }
 
@@ -228,16 +274,24 @@ async function flood(url: string, args: LoadArgs): Promise<BenchRecord> {
   const uploads: Promise<void>[] = [];
   const flooding = (async () => {
     for (let i = 0; performance.now() < floodEnd; i++) {
-      uploads.push(fetch(`${url}/v1/documents`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${FLOOD_KEY}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ title: `tiny-${i}`, text: `Note ${i}: the harbour master counts ${i} ships at high water, and the lamp turns ${i % 7} times.` }),
-      }).then(async (res) => {
-        await res.text();
-        if (res.status === 202) outcomes.accepted++;
-        else if (res.status === 429) outcomes.refused++;
-        else outcomes.other++;
-      }, () => void outcomes.other++));
+      uploads.push(
+        fetch(`${url}/v1/documents`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${FLOOD_KEY}`, 'content-type': 'application/json' },
+          body: JSON.stringify({
+            title: `tiny-${i}`,
+            text: `Note ${i}: the harbour master counts ${i} ships at high water, and the lamp turns ${i % 7} times.`,
+          }),
+        }).then(
+          async (res) => {
+            await res.text();
+            if (res.status === 202) outcomes.accepted++;
+            else if (res.status === 429) outcomes.refused++;
+            else outcomes.other++;
+          },
+          () => void outcomes.other++,
+        ),
+      );
       await sleep(1000 / args.floodRate);
     }
   })();
@@ -245,9 +299,17 @@ async function flood(url: string, args: LoadArgs): Promise<BenchRecord> {
   await flooding;
   await Promise.all(uploads);
   return {
-    measure: 'query-under-upload-flood', flood_rate_per_s: args.floodRate, uploads_accepted: outcomes.accepted, uploads_refused_429: outcomes.refused, uploads_other: outcomes.other,
-    idle_queries: idle.length, idle_p50_ms: round(median(idle)), idle_p99_ms: round(percentile(idle, 99)),
-    flooded_queries: flooded.length, flooded_p50_ms: round(median(flooded)), flooded_p99_ms: round(percentile(flooded, 99)),
+    measure: 'query-under-upload-flood',
+    flood_rate_per_s: args.floodRate,
+    uploads_accepted: outcomes.accepted,
+    uploads_refused_429: outcomes.refused,
+    uploads_other: outcomes.other,
+    idle_queries: idle.length,
+    idle_p50_ms: round(median(idle)),
+    idle_p99_ms: round(percentile(idle, 99)),
+    flooded_queries: flooded.length,
+    flooded_p50_ms: round(median(flooded)),
+    flooded_p99_ms: round(percentile(flooded, 99)),
     p50_ratio: round(median(flooded) / median(idle), 3),
   };
 }
@@ -278,8 +340,15 @@ export async function run(argv: string[]): Promise<BenchReport> {
   }
   return {
     params: {
-      model: args.model, backend: args.backend, seconds: args.seconds, ingest_mib: args.ingestMib, flood_rate_per_s: args.floodRate,
-      max_tokens: args.maxTokens, clients: args.clients.join(','), engine_batch: args.batch, rounds: args.rounds,
+      model: args.model,
+      backend: args.backend,
+      seconds: args.seconds,
+      ingest_mib: args.ingestMib,
+      flood_rate_per_s: args.floodRate,
+      max_tokens: args.maxTokens,
+      clients: args.clients.join(','),
+      engine_batch: args.batch,
+      rounds: args.rounds,
     },
     records,
   };

@@ -59,7 +59,16 @@ import { BenchTransform, spectralKV } from './lib/bench-transform.ts';
 import type { BenchRecord, BenchReport, Checkpoint } from './report.ts';
 
 const MODES = [
-  'inject', 'inject-int8', 'inject-int4', 'inject-transform', 'inject-hot', 'blend', 'blend-int8', 'blend-int4', 'recompute', 'peer',
+  'inject',
+  'inject-int8',
+  'inject-int4',
+  'inject-transform',
+  'inject-hot',
+  'blend',
+  'blend-int8',
+  'blend-int4',
+  'recompute',
+  'peer',
   'peer-host-hit',
 ] as const;
 const KV_SOURCES = ['computed', 'synthetic'] as const;
@@ -113,9 +122,19 @@ function isInject(mode: Mode): mode is InjectMode {
 
 function parse(args: string[]): TtftArgs {
   const values = parseFlags(args, {
-    ...SPEED_OPTIONS, question: { type: 'string' }, chunk: { type: 'string' }, modes: { type: 'string' }, window: { type: 'string' },
-    'inject-path': { type: 'string' }, edge: { type: 'string' }, 'fetch-threads': { type: 'string' }, 'recompute-warmup': { type: 'string' },
-    kv: { type: 'string' }, 'blend-ratio': { type: 'string' }, chunks: { type: 'string' }, 'transform-level': { type: 'string' },
+    ...SPEED_OPTIONS,
+    question: { type: 'string' },
+    chunk: { type: 'string' },
+    modes: { type: 'string' },
+    window: { type: 'string' },
+    'inject-path': { type: 'string' },
+    edge: { type: 'string' },
+    'fetch-threads': { type: 'string' },
+    'recompute-warmup': { type: 'string' },
+    kv: { type: 'string' },
+    'blend-ratio': { type: 'string' },
+    chunks: { type: 'string' },
+    'transform-level': { type: 'string' },
     'edge-shm': { type: 'boolean' },
   });
   const speed = speedArgs(values, { contexts: [256, 512, 1024] });
@@ -152,7 +171,11 @@ function ratio(value: string | undefined): number | undefined {
 }
 
 /** One row of the table; figures a mode does not have stay null. */
-function record(base: { device: string; shape: string; context: number; question: number; chunk: number }, mode: Mode, fields: Partial<BenchRecord>): BenchRecord {
+function record(
+  base: { device: string; shape: string; context: number; question: number; chunk: number },
+  mode: Mode,
+  fields: Partial<BenchRecord>,
+): BenchRecord {
   return {
     device: base.device,
     shape: base.shape,
@@ -194,7 +217,11 @@ function progress(line: string): void {
 }
 
 /** Median of `runs` measured calls after `warmup` unmeasured ones. */
-async function measure<T extends { ms: number }>(warmup: number, runs: number, once: () => Promise<T>): Promise<{ median: number; results: T[] }> {
+async function measure<T extends { ms: number }>(
+  warmup: number,
+  runs: number,
+  once: () => Promise<T>,
+): Promise<{ median: number; results: T[] }> {
   for (let i = 0; i < warmup; i++) await once();
   const results: T[] = [];
   for (let i = 0; i < runs; i++) results.push(await once());
@@ -223,7 +250,11 @@ async function putContextObjects(
       const kv = await session.exportKV({ start, end });
       for (const codec of codecs) {
         const key = `${prefix}/${codec}/chunk-${String(i).padStart(5, '0')}.kv`;
-        const bytes = encodeKVObject(kv, { modelFingerprint: engine.info.fingerprint, tokenIds: context.slice(start, end), codec: codecFromString(codec) });
+        const bytes = encodeKVObject(kv, {
+          modelFingerprint: engine.info.fingerprint,
+          tokenIds: context.slice(start, end),
+          codec: codecFromString(codec),
+        });
         await edge.client.put(key, bytes);
         keys.get(codec)!.push(key);
       }
@@ -341,15 +372,34 @@ function measureInject(
             : { ...(await fetchInjectPrefill(fetcher, keys, session, questionIds)), recomputed: null };
         const ms = performance.now() - t0;
         return {
-          ms, reserveMs, fetchMs: o.fetchMs, fetchWaitMs: null, injectMs: null, placedMs: reserveMs + o.placedMs, questionMs: o.questionTailMs, bytes: o.bytes,
-          first: argmax(o.logits), recomputed: o.recomputed,
+          ms,
+          reserveMs,
+          fetchMs: o.fetchMs,
+          fetchWaitMs: null,
+          injectMs: null,
+          placedMs: reserveMs + o.placedMs,
+          questionMs: o.questionTailMs,
+          bytes: o.bytes,
+          first: argmax(o.logits),
+          recomputed: o.recomputed,
         };
       }
       const timing: FetchInjectTiming = await fetchAndInject(fetcher, keys, session, a.window);
       const q0 = performance.now();
       const first = argmax(await session.prefill(questionIds, { logits: 'last' }));
       const end = performance.now();
-      return { ms: end - t0, reserveMs, fetchMs: timing.fetchMs, fetchWaitMs: timing.fetchWaitMs, injectMs: timing.injectMs, placedMs: null, questionMs: end - q0, bytes: timing.bytes, first, recomputed: null };
+      return {
+        ms: end - t0,
+        reserveMs,
+        fetchMs: timing.fetchMs,
+        fetchWaitMs: timing.fetchWaitMs,
+        injectMs: timing.injectMs,
+        placedMs: null,
+        questionMs: end - q0,
+        bytes: timing.bytes,
+        first,
+        recomputed: null,
+      };
     } finally {
       session.dispose();
     }
@@ -434,7 +484,13 @@ function peerRecord(
   });
 }
 
-async function measureContext(engine: BenchEngine, args: TtftArgs, shape: string, context: number, peer: PeerReport | undefined): Promise<BenchRecord[]> {
+async function measureContext(
+  engine: BenchEngine,
+  args: TtftArgs,
+  shape: string,
+  context: number,
+  peer: PeerReport | undefined,
+): Promise<BenchRecord[]> {
   const a = { ...args, chunk: args.chunks === null ? args.chunk : Math.ceil(context / args.chunks) };
   const base = { device: engine.device, shape, context, question: a.question, chunk: a.chunk };
   const vocab = engine.info.vocabSize;
@@ -464,122 +520,130 @@ async function measureContext(engine: BenchEngine, args: TtftArgs, shape: string
   // The last recompute run's session holds the context's KV: the inject modes export their objects from it rather
   // than prefilling the context again (which for an 8B shape at 32k tokens is most of the run).
   let kept: Session | null = null;
-  if (a.modes.includes('recompute') && !skipped('recompute')) await attempt(['recompute'], async () => {
-    const all = [...contextIds, ...questionIds];
-    const m = await measure(a.recomputeWarmup, a.runs, async () => {
-      kept?.dispose();
-      kept = null;
-      const session = engine.createSession(all.length);
-      try {
-        const t0 = performance.now();
-        const first = argmax(await session.prefill(all, { logits: 'last' }));
-        const ms = performance.now() - t0;
-        kept = session;
-        return { ms, first };
-      } finally {
-        if (kept !== session) session.dispose();
-      }
+  if (a.modes.includes('recompute') && !skipped('recompute'))
+    await attempt(['recompute'], async () => {
+      const all = [...contextIds, ...questionIds];
+      const m = await measure(a.recomputeWarmup, a.runs, async () => {
+        kept?.dispose();
+        kept = null;
+        const session = engine.createSession(all.length);
+        try {
+          const t0 = performance.now();
+          const first = argmax(await session.prefill(all, { logits: 'last' }));
+          const ms = performance.now() - t0;
+          kept = session;
+          return { ms, first };
+        } finally {
+          if (kept !== session) session.dispose();
+        }
+      });
+      recomputeFirst = m.results.at(-1)!.first;
+      out.set('recompute', record(base, 'recompute', { ttft_ms: round(m.median), runs: a.runs }));
     });
-    recomputeFirst = m.results.at(-1)!.first;
-    out.set('recompute', record(base, 'recompute', { ttft_ms: round(m.median), runs: a.runs }));
-  });
 
   const injectModes = a.modes.filter(isInject);
   const objectModes: Mode[] = [...injectModes, ...(a.modes.includes('inject-hot') ? (['inject-hot'] as const) : [])];
-  if (objectModes.length > 0 && !a.deadline.expired) await attempt(objectModes, async () => {
-    const codecs = [...new Set([...injectModes.map((m) => CODEC_OF[m]), ...(a.modes.includes('inject-hot') ? [HOT_FILL_CODEC] : [])])];
-    const budget = codecs.reduce((sum, c) => sum + SIZE_FACTOR[c], 0) * engine.info.kvBytesPerToken * context + 64 * 2 ** 20;
-    const maxObjectBytes = Math.ceil(engine.info.kvBytesPerToken * a.chunk * 1.1) + 2 ** 20;
-    const edge = await startBenchEdge(Math.ceil(budget), maxObjectBytes, a.edge, a.edgeShm);
-    try {
-      const prefix = `kv/bench/ttft/${shape.replace(/[^A-Za-z0-9._=-]/g, '_')}/${context}`;
-      let keys: Map<CodecName, string[]>;
-      const transform = codecs.includes('transform') ? { kit: await benchTransform(engine, a), level: a.transformLevel } : null;
-      if (a.kv === 'synthetic') {
-        keys = await putSyntheticObjects(engine, edge, contextIds.length, a.chunk, codecs, prefix, transform);
-      } else {
-        const source = kept;
-        kept = null;
-        keys = await putContextObjects(engine, edge, source, contextIds, a.chunk, codecs, prefix);
-      }
-      const fetcherOf = (sharedMemory: boolean): KvFetcher =>
-        a.fetchThreads > 0
-          ? new KvFetchPool(edge.clientOptions, a.fetchThreads, { sharedMemory })
-          : inThreadFetcher(edge.client, { sharedMemory });
-      const fetcher = fetcherOf(false);
-      const shmFetcher = a.edgeShm ? fetcherOf(true) : null;
-      transform?.kit.useIn(fetcher);
-      if (shmFetcher) transform?.kit.useIn(shmFetcher);
+  if (objectModes.length > 0 && !a.deadline.expired)
+    await attempt(objectModes, async () => {
+      const codecs = [...new Set([...injectModes.map((m) => CODEC_OF[m]), ...(a.modes.includes('inject-hot') ? [HOT_FILL_CODEC] : [])])];
+      const budget = codecs.reduce((sum, c) => sum + SIZE_FACTOR[c], 0) * engine.info.kvBytesPerToken * context + 64 * 2 ** 20;
+      const maxObjectBytes = Math.ceil(engine.info.kvBytesPerToken * a.chunk * 1.1) + 2 ** 20;
+      const edge = await startBenchEdge(Math.ceil(budget), maxObjectBytes, a.edge, a.edgeShm);
       try {
-        const measureMode = async (mode: InjectMode, via: KvFetcher, delivery: 'socket' | 'shm'): Promise<BenchRecord> => {
-          const modeKeys = keys.get(CODEC_OF[mode])!;
-          const path = INJECT_OF[mode] ? 'blended' : injectPathFor(a.injectPath, modeKeys.length);
-          const chunkIds = modeKeys.map((_, i) =>
-            a.kv === 'synthetic' ? new Array<number>(Math.min(a.chunk, context - i * a.chunk)).fill(0) : contextIds.slice(i * a.chunk, (i + 1) * a.chunk));
-          const servedBefore = await bytesServed(edge);
-          const m = await measureInject(engine, via, modeKeys, contextIds.length, questionIds, path, a, chunkIds);
-          // The fast path's figure must be the fast path's: not one object may have come over the socket.
-          if (delivery === 'shm' && (await bytesServed(edge)) !== servedBefore) {
-            const hint = 'is /dev/shm (or the temp folder) writable, and large enough for the edge memory tier?';
-            throw new KdnError('INTERNAL', 'objects came over HTTP in a --edge-shm measurement', { hint });
-          }
-          const last = m.results.at(-1)!;
-          return record(base, mode, {
-            ...(a.edgeShm ? { delivery } : {}),
-            ttft_ms: round(m.median),
-            runs: a.runs,
-            bytes: last.bytes,
-            reserve_ms: round(median(m.results.map((r) => r.reserveMs))),
-            inject_path: path,
-            fetch_ms: round(median(m.results.map((r) => r.fetchMs))),
-            fetch_wait_ms: medianOrNull(m.results.map((r) => r.fetchWaitMs)),
-            inject_ms: medianOrNull(m.results.map((r) => r.injectMs)),
-            placed_ms: medianOrNull(m.results.map((r) => r.placedMs)),
-            question_ms: round(median(m.results.map((r) => r.questionMs))),
-            first_token_matches_recompute: recomputeFirst === undefined || a.kv === 'synthetic' ? null : last.first === recomputeFirst,
-            recomputed_tokens: last.recomputed,
-            note: a.kv !== 'synthetic' ? null : SYNTHETIC_NOTE[mode === 'inject-transform' ? 'transform' : 'other'],
-          });
-        };
-        for (const mode of injectModes) {
-          if (skipped(mode)) continue;
-          await attempt([mode], async () => {
-            out.set(mode, await measureMode(mode, fetcher, 'socket'));
-          });
-          if (shmFetcher && !a.deadline.expired) {
-            try {
-              shmOut.set(mode, await measureMode(mode, shmFetcher, 'shm'));
-            } catch (err) {
-              shmOut.set(mode, record(base, mode, { delivery: 'shm', note: `error: ${(err as Error).message}`.slice(0, 500) }));
-            }
-          }
+        const prefix = `kv/bench/ttft/${shape.replace(/[^A-Za-z0-9._=-]/g, '_')}/${context}`;
+        let keys: Map<CodecName, string[]>;
+        const transform = codecs.includes('transform') ? { kit: await benchTransform(engine, a), level: a.transformLevel } : null;
+        if (a.kv === 'synthetic') {
+          keys = await putSyntheticObjects(engine, edge, contextIds.length, a.chunk, codecs, prefix, transform);
+        } else {
+          const source = kept;
+          kept = null;
+          keys = await putContextObjects(engine, edge, source, contextIds, a.chunk, codecs, prefix);
         }
-        if (a.modes.includes('inject-hot') && !skipped('inject-hot')) {
-          await attempt(['inject-hot'], async () => {
-            const m = await measureHot(engine, fetcher, keys.get(HOT_FILL_CODEC)!, contextIds.length, questionIds, a);
-            const questionMs = median(m.results.map((r) => r.questionMs));
-            out.set('inject-hot', record(base, 'inject-hot', {
+        const fetcherOf = (sharedMemory: boolean): KvFetcher =>
+          a.fetchThreads > 0
+            ? new KvFetchPool(edge.clientOptions, a.fetchThreads, { sharedMemory })
+            : inThreadFetcher(edge.client, { sharedMemory });
+        const fetcher = fetcherOf(false);
+        const shmFetcher = a.edgeShm ? fetcherOf(true) : null;
+        transform?.kit.useIn(fetcher);
+        if (shmFetcher) transform?.kit.useIn(shmFetcher);
+        try {
+          const measureMode = async (mode: InjectMode, via: KvFetcher, delivery: 'socket' | 'shm'): Promise<BenchRecord> => {
+            const modeKeys = keys.get(CODEC_OF[mode])!;
+            const path = INJECT_OF[mode] ? 'blended' : injectPathFor(a.injectPath, modeKeys.length);
+            const chunkIds = modeKeys.map((_, i) =>
+              a.kv === 'synthetic'
+                ? new Array<number>(Math.min(a.chunk, context - i * a.chunk)).fill(0)
+                : contextIds.slice(i * a.chunk, (i + 1) * a.chunk),
+            );
+            const servedBefore = await bytesServed(edge);
+            const m = await measureInject(engine, via, modeKeys, contextIds.length, questionIds, path, a, chunkIds);
+            // The fast path's figure must be the fast path's: not one object may have come over the socket.
+            if (delivery === 'shm' && (await bytesServed(edge)) !== servedBefore) {
+              const hint = 'is /dev/shm (or the temp folder) writable, and large enough for the edge memory tier?';
+              throw new KdnError('INTERNAL', 'objects came over HTTP in a --edge-shm measurement', { hint });
+            }
+            const last = m.results.at(-1)!;
+            return record(base, mode, {
+              ...(a.edgeShm ? { delivery } : {}),
               ttft_ms: round(m.median),
               runs: a.runs,
-              bytes: 0,
-              inject_path: 'resident',
+              bytes: last.bytes,
               reserve_ms: round(median(m.results.map((r) => r.reserveMs))),
-              placed_ms: round(median(m.results.map((r) => r.placedMs))),
-              question_ms: round(questionMs),
-              vs_question: round(m.median / questionMs, 3),
-              first_token_matches_recompute:
-                recomputeFirst === undefined || a.kv === 'synthetic' ? null : m.results.at(-1)!.first === recomputeFirst,
-            }));
-          });
+              inject_path: path,
+              fetch_ms: round(median(m.results.map((r) => r.fetchMs))),
+              fetch_wait_ms: medianOrNull(m.results.map((r) => r.fetchWaitMs)),
+              inject_ms: medianOrNull(m.results.map((r) => r.injectMs)),
+              placed_ms: medianOrNull(m.results.map((r) => r.placedMs)),
+              question_ms: round(median(m.results.map((r) => r.questionMs))),
+              first_token_matches_recompute: recomputeFirst === undefined || a.kv === 'synthetic' ? null : last.first === recomputeFirst,
+              recomputed_tokens: last.recomputed,
+              note: a.kv !== 'synthetic' ? null : SYNTHETIC_NOTE[mode === 'inject-transform' ? 'transform' : 'other'],
+            });
+          };
+          for (const mode of injectModes) {
+            if (skipped(mode)) continue;
+            await attempt([mode], async () => {
+              out.set(mode, await measureMode(mode, fetcher, 'socket'));
+            });
+            if (shmFetcher && !a.deadline.expired) {
+              try {
+                shmOut.set(mode, await measureMode(mode, shmFetcher, 'shm'));
+              } catch (err) {
+                shmOut.set(mode, record(base, mode, { delivery: 'shm', note: `error: ${(err as Error).message}`.slice(0, 500) }));
+              }
+            }
+          }
+          if (a.modes.includes('inject-hot') && !skipped('inject-hot')) {
+            await attempt(['inject-hot'], async () => {
+              const m = await measureHot(engine, fetcher, keys.get(HOT_FILL_CODEC)!, contextIds.length, questionIds, a);
+              const questionMs = median(m.results.map((r) => r.questionMs));
+              out.set(
+                'inject-hot',
+                record(base, 'inject-hot', {
+                  ttft_ms: round(m.median),
+                  runs: a.runs,
+                  bytes: 0,
+                  inject_path: 'resident',
+                  reserve_ms: round(median(m.results.map((r) => r.reserveMs))),
+                  placed_ms: round(median(m.results.map((r) => r.placedMs))),
+                  question_ms: round(questionMs),
+                  vs_question: round(m.median / questionMs, 3),
+                  first_token_matches_recompute:
+                    recomputeFirst === undefined || a.kv === 'synthetic' ? null : m.results.at(-1)!.first === recomputeFirst,
+                }),
+              );
+            });
+          }
+        } finally {
+          await fetcher.close();
+          await shmFetcher?.close();
         }
       } finally {
-        await fetcher.close();
-        await shmFetcher?.close();
+        await edge.close();
       }
-    } finally {
-      await edge.close();
-    }
-  });
+    });
   (kept as Session | null)?.dispose();
   for (const mode of objectModes) if (!out.has(mode)) skipped(mode);
 
@@ -593,7 +657,10 @@ async function measureContext(engine: BenchEngine, args: TtftArgs, shape: string
   const hot = out.get('inject-hot');
   const int4 = out.get('inject-int4')?.ttft_ms;
   if (hot && typeof hot.ttft_ms === 'number' && typeof int4 === 'number') hot.vs_inject = round(hot.ttft_ms / int4, 3);
-  const measured = [...injectModes.map((m) => [m, out.get(m), out] as const), ...injectModes.map((m) => [m, shmOut.get(m), shmOut] as const)];
+  const measured = [
+    ...injectModes.map((m) => [m, out.get(m), out] as const),
+    ...injectModes.map((m) => [m, shmOut.get(m), shmOut] as const),
+  ];
   for (const [mode, r, same] of measured) {
     if (!r || typeof r.ttft_ms !== 'number') continue;
     if (typeof peerMs === 'number') r.vs_peer = round(r.ttft_ms / peerMs, 3);
@@ -640,14 +707,20 @@ export async function run(args: string[], checkpoint?: Checkpoint): Promise<Benc
       runs: a.runs,
       warmup: a.warmup,
       recomputeWarmup: a.recomputeWarmup,
-      kv: a.kv === 'synthetic' ? 'synthetic: every chunk object the same seeded random KV stored before RoPE (timing only)' : 'computed by the engine from the context',
+      kv:
+        a.kv === 'synthetic'
+          ? 'synthetic: every chunk object the same seeded random KV stored before RoPE (timing only)'
+          : 'computed by the engine from the context',
       fetchWindow: a.window,
       fetchThreads: a.fetchThreads,
-      edge: a.edge === 'process' ? 'a kdn edge process on this machine (loopback HTTP)' : 'an edge inside the benchmark process (loopback HTTP, same event loop)',
+      edge:
+        a.edge === 'process'
+          ? 'a kdn edge process on this machine (loopback HTTP)'
+          : 'an edge inside the benchmark process (loopback HTTP, same event loop)',
       peer: peer === undefined ? 'not requested' : peer.available ? `${peer.label} on ${peer.device}` : `unavailable: ${peer.reason}`,
       maxSeconds: Number.isFinite(a.deadline.seconds) ? a.deadline.seconds : null,
       timing:
-        "ttft_ms: median of runs, from the start of a query on a fresh session to the first token id on the host; inject modes split " +
+        'ttft_ms: median of runs, from the start of a query on a fresh session to the first token id on the host; inject modes split ' +
         "into reserve (sizing the session's cache for the query) and fetch (first request to last body), then by inject_path: resident " +
         "(inject-hot, the context placed from the engine's hot tier, filled by one query of int4 objects) into placed (start to the " +
         "last chunk placed) and question (its prefill); overlapped into placed (start to the context's last layer placed) and question (the question's compute left after that), sequential into fetch_wait (injector idle waiting for bodies), inject and question prefill",

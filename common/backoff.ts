@@ -35,7 +35,15 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
 }
 
 /** Error codes of a connection that failed or was reset without an answer: the request may be sent again. */
-const TRANSIENT_SOCKET_CODES = new Set(['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ECONNABORTED', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED', 'EAI_AGAIN']);
+const TRANSIENT_SOCKET_CODES = new Set([
+  'ECONNRESET',
+  'ECONNREFUSED',
+  'EPIPE',
+  'ECONNABORTED',
+  'UND_ERR_SOCKET',
+  'UND_ERR_CLOSED',
+  'EAI_AGAIN',
+]);
 
 /** Whether `err` (or its cause, as fetch wraps them) is a connection failure worth retrying. */
 export function isTransientSocketError(err: unknown): boolean {

@@ -87,7 +87,12 @@ export function isWriteMethod(method: string): boolean {
  * the keys against the scope. Missing, malformed and expired tokens are UNAUTHENTICATED (401); a well-formed
  * token whose signature does not match (another target, method, body or secret) is FORBIDDEN (403).
  */
-export function verifyEdgeToken(secret: string, token: string | undefined, request: EdgeTokenRequest, nowS = Date.now() / 1000): VerifiedEdgeToken {
+export function verifyEdgeToken(
+  secret: string,
+  token: string | undefined,
+  request: EdgeTokenRequest,
+  nowS = Date.now() / 1000,
+): VerifiedEdgeToken {
   if (token === undefined || token === '') {
     throw new KdnError('UNAUTHENTICATED', 'this edge needs an X-KDN-Token header signed by kdn', {
       hint: 'requests go through kdn (or an EdgeClient given the edge secret); only /healthz is open',
@@ -95,18 +100,26 @@ export function verifyEdgeToken(secret: string, token: string | undefined, reque
   }
   const match = TOKEN_PATTERN.exec(token);
   if (!match) {
-    throw new KdnError('UNAUTHENTICATED', 'the X-KDN-Token header is malformed', { hint: 'tokens look like <expiry>.<32 hex nonce>.<64 hex>[.<scope>]' });
+    throw new KdnError('UNAUTHENTICATED', 'the X-KDN-Token header is malformed', {
+      hint: 'tokens look like <expiry>.<32 hex nonce>.<64 hex>[.<scope>]',
+    });
   }
   const expiry = Number(match[1]);
   if (expiry + EDGE_TOKEN_SKEW_S < nowS) {
-    throw new KdnError('UNAUTHENTICATED', 'the edge token has expired', { hint: 'sign a fresh token; check that the clocks of kdn and the edge agree' });
+    throw new KdnError('UNAUTHENTICATED', 'the edge token has expired', {
+      hint: 'sign a fresh token; check that the clocks of kdn and the edge agree',
+    });
   }
   const maxLife = isWriteMethod(request.method) ? EDGE_WRITE_TOKEN_MAX_LIFETIME_S : EDGE_TOKEN_MAX_LIFETIME_S;
   if (expiry - nowS > maxLife + EDGE_TOKEN_SKEW_S) {
-    throw new KdnError('UNAUTHENTICATED', `the edge token claims a lifetime longer than ${maxLife} s`, { hint: 'sign tokens that expire sooner' });
+    throw new KdnError('UNAUTHENTICATED', `the edge token claims a lifetime longer than ${maxLife} s`, {
+      hint: 'sign tokens that expire sooner',
+    });
   }
   if (request.bodyDigest !== undefined && !DIGEST_PATTERN.test(request.bodyDigest)) {
-    throw new KdnError('UNAUTHENTICATED', 'X-KDN-Content-SHA256 is not 64 lowercase hex digits', { hint: 'send the hex SHA-256 of the body the token signs' });
+    throw new KdnError('UNAUTHENTICATED', 'X-KDN-Content-SHA256 is not 64 lowercase hex digits', {
+      hint: 'send the hex SHA-256 of the body the token signs',
+    });
   }
   const scope = match[4] === undefined ? undefined : Buffer.from(match[4], 'base64url').toString('utf8');
   const claims: EdgeTokenClaims = { ...request, expiry, nonce: match[2]!, ...(scope === undefined ? {} : { scope }) };

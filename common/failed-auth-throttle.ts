@@ -11,15 +11,17 @@ export interface FailedAuthLimit {
 export const DEFAULT_FAILED_AUTH_LIMIT: FailedAuthLimit = { perSecond: 1, burst: 30 };
 
 /** A limit written "<failures per second>[,<burst>]" (burst defaults to 30; "0" turns throttling off). */
-export const failedAuthLimitSchema = z.union([z.string(), z.object({ perSecond: z.number().min(0), burst: z.number().min(1) })]).transform((value, ctx) => {
-  if (typeof value !== 'string') return value;
-  const match = /^\s*(\d+(?:\.\d+)?)\s*(?:,\s*(\d+)\s*)?$/.exec(value);
-  if (!match || (match[2] !== undefined && Number(match[2]) < 1)) {
-    ctx.addIssue({ code: 'custom', message: `"${value}" is not "<failures per second>[,<burst>]"` });
-    return z.NEVER;
-  }
-  return { perSecond: Number(match[1]), burst: match[2] === undefined ? DEFAULT_FAILED_AUTH_LIMIT.burst : Number(match[2]) };
-});
+export const failedAuthLimitSchema = z
+  .union([z.string(), z.object({ perSecond: z.number().min(0), burst: z.number().min(1) })])
+  .transform((value, ctx) => {
+    if (typeof value !== 'string') return value;
+    const match = /^\s*(\d+(?:\.\d+)?)\s*(?:,\s*(\d+)\s*)?$/.exec(value);
+    if (!match || (match[2] !== undefined && Number(match[2]) < 1)) {
+      ctx.addIssue({ code: 'custom', message: `"${value}" is not "<failures per second>[,<burst>]"` });
+      return z.NEVER;
+    }
+    return { perSecond: Number(match[1]), burst: match[2] === undefined ? DEFAULT_FAILED_AUTH_LIMIT.burst : Number(match[2]) };
+  });
 
 interface Bucket {
   tokens: number;
@@ -35,7 +37,11 @@ interface Bucket {
 export class FailedAuthThrottle {
   private readonly buckets: LRUCache<string, Bucket>;
 
-  constructor(private readonly limit: FailedAuthLimit = DEFAULT_FAILED_AUTH_LIMIT, maxSources = 100_000, private readonly now: () => number = () => performance.now()) {
+  constructor(
+    private readonly limit: FailedAuthLimit = DEFAULT_FAILED_AUTH_LIMIT,
+    maxSources = 100_000,
+    private readonly now: () => number = () => performance.now(),
+  ) {
     this.buckets = new LRUCache({ max: maxSources });
   }
 

@@ -1,5 +1,5 @@
 import type { ServerResponse } from 'node:http';
-import { KdnError, toKdnError, type ErrorCode } from './errors.ts';
+import { type KdnError, toKdnError, type ErrorCode } from './errors.ts';
 import { closeUnreadRequest } from './slow-clients.ts';
 
 /** The one place error codes become HTTP statuses, for kdn and the edges alike. */
@@ -40,22 +40,38 @@ export function httpStatusFor(code: ErrorCode): number {
 /** Maps an HTTP status from a peer server back to the closest code, for clients without a JSON body. */
 export function codeForHttpStatus(status: number): ErrorCode {
   switch (status) {
-    case 400: return 'INVALID_ARGUMENT';
-    case 401: return 'UNAUTHENTICATED';
-    case 403: return 'FORBIDDEN';
-    case 404: return 'NOT_FOUND';
-    case 405: return 'METHOD_NOT_ALLOWED';
-    case 409: return 'CONFLICT';
-    case 412: return 'PRECONDITION_FAILED';
-    case 413: return 'PAYLOAD_TOO_LARGE';
-    case 415: return 'UNSUPPORTED_MEDIA_TYPE';
-    case 416: return 'RANGE_NOT_SATISFIABLE';
-    case 422: return 'KV_CORRUPT';
-    case 429: return 'RATE_LIMITED';
-    case 502: return 'ORIGIN_UNAVAILABLE';
-    case 503: return 'ENGINE_UNAVAILABLE';
-    case 504: return 'TIMEOUT';
-    default: return status >= 500 ? 'INTERNAL' : 'INVALID_ARGUMENT';
+    case 400:
+      return 'INVALID_ARGUMENT';
+    case 401:
+      return 'UNAUTHENTICATED';
+    case 403:
+      return 'FORBIDDEN';
+    case 404:
+      return 'NOT_FOUND';
+    case 405:
+      return 'METHOD_NOT_ALLOWED';
+    case 409:
+      return 'CONFLICT';
+    case 412:
+      return 'PRECONDITION_FAILED';
+    case 413:
+      return 'PAYLOAD_TOO_LARGE';
+    case 415:
+      return 'UNSUPPORTED_MEDIA_TYPE';
+    case 416:
+      return 'RANGE_NOT_SATISFIABLE';
+    case 422:
+      return 'KV_CORRUPT';
+    case 429:
+      return 'RATE_LIMITED';
+    case 502:
+      return 'ORIGIN_UNAVAILABLE';
+    case 503:
+      return 'ENGINE_UNAVAILABLE';
+    case 504:
+      return 'TIMEOUT';
+    default:
+      return status >= 500 ? 'INTERNAL' : 'INVALID_ARGUMENT';
   }
 }
 

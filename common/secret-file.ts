@@ -14,7 +14,10 @@ export function readSecretFile(path: string, what: string): string {
     text = readFileSync(path, 'utf8').trim();
   } catch (err) {
     if (err instanceof KdnError) throw err;
-    throw new KdnError('INVALID_ARGUMENT', `cannot read the ${what} file ${path}: ${(err as Error).message}`, { hint: 'give a readable file holding only the secret', cause: err });
+    throw new KdnError('INVALID_ARGUMENT', `cannot read the ${what} file ${path}: ${(err as Error).message}`, {
+      hint: 'give a readable file holding only the secret',
+      cause: err,
+    });
   }
   if (text === '') throw new KdnError('INVALID_ARGUMENT', `the ${what} file ${path} is empty`, { hint: 'write the secret into it' });
   return text;
@@ -24,7 +27,9 @@ export function readSecretFile(path: string, what: string): string {
 export function secretFromFlagOrFile(secret: string | undefined, file: string | undefined, what: string): string | undefined {
   if (file === undefined) return secret;
   if (secret !== undefined) {
-    throw new KdnError('INVALID_ARGUMENT', `the ${what} is given both directly and as a file`, { hint: 'give one of them (the file keeps it out of the process list)' });
+    throw new KdnError('INVALID_ARGUMENT', `the ${what} is given both directly and as a file`, {
+      hint: 'give one of them (the file keeps it out of the process list)',
+    });
   }
   return readSecretFile(file, what);
 }

@@ -48,7 +48,11 @@ export const ROUTE_METHODS: Readonly<Record<EdgeRoute, readonly EdgeMethod[]>> =
 export const METRICS_ROUTES: ReadonlySet<EdgeRoute> = new Set(['stats', 'metrics']);
 
 const FIXED_ROUTES = new Map<string, EdgeRoute>([
-  [EDGE_PATHS.warm, 'warm'], [EDGE_PATHS.stats, 'stats'], [EDGE_PATHS.metrics, 'metrics'], [EDGE_PATHS.healthz, 'healthz'], [EDGE_PATHS.shm, 'shm'],
+  [EDGE_PATHS.warm, 'warm'],
+  [EDGE_PATHS.stats, 'stats'],
+  [EDGE_PATHS.metrics, 'metrics'],
+  [EDGE_PATHS.healthz, 'healthz'],
+  [EDGE_PATHS.shm, 'shm'],
 ]);
 
 /** Every route with its methods, for the hint of a 404: `GET|HEAD|PUT|DELETE /kv/<key>, POST /warm, ...`. */
@@ -147,8 +151,14 @@ export type ServedFrom = 'memory' | 'disk' | 'origin' | 'negative' | 'not-cached
 export function parseCacheStatus(value: string | null | undefined): ServedFrom {
   const detail = value ? /(?:^|;)\s*detail=([a-z-]+)/.exec(value)?.[1] : undefined;
   switch (detail) {
-    case 'memory': case 'disk': case 'origin': case 'negative': case 'not-cached': return detail;
-    default: return 'unknown';
+    case 'memory':
+    case 'disk':
+    case 'origin':
+    case 'negative':
+    case 'not-cached':
+      return detail;
+    default:
+      return 'unknown';
   }
 }
 
@@ -157,11 +167,13 @@ export const WARM_BODY_LIMIT = 4 * 2 ** 20;
 export const MAX_WARM_KEYS = 10_000;
 export const MAX_WARM_CONCURRENCY = 32;
 
-export const WarmRequest = z.object({
-  keys: z.array(z.string()).min(1).max(MAX_WARM_KEYS),
-  /** How many origin fetches this warm runs at once. */
-  concurrency: z.number().int().min(1).max(MAX_WARM_CONCURRENCY).default(4),
-}).strict();
+export const WarmRequest = z
+  .object({
+    keys: z.array(z.string()).min(1).max(MAX_WARM_KEYS),
+    /** How many origin fetches this warm runs at once. */
+    concurrency: z.number().int().min(1).max(MAX_WARM_CONCURRENCY).default(4),
+  })
+  .strict();
 export type WarmRequest = z.input<typeof WarmRequest>;
 
 const ErrorCode = z.enum(ERROR_CODES);
@@ -225,19 +237,39 @@ export const EdgeStats = z.object({
   uptimeSeconds: count,
   memory: z.object({ hits: count, misses: count, objects: count, bytes: count, budgetBytes: count, evictions: count }),
   disk: z.object({
-    hits: count, misses: count, objects: count, bytes: count, budgetBytes: count, evictions: count,
-    corruptDropped: count, writeErrors: count, path: z.string(),
+    hits: count,
+    misses: count,
+    objects: count,
+    bytes: count,
+    budgetBytes: count,
+    evictions: count,
+    corruptDropped: count,
+    writeErrors: count,
+    path: z.string(),
   }),
   origin: z.object({
-    fetches: count, found: count, notFound: count, negativeHits: count, corrupt: count, errors: count, timeouts: count,
-    bytes: count, collapsed: count, description: z.string(),
+    fetches: count,
+    found: count,
+    notFound: count,
+    negativeHits: count,
+    corrupt: count,
+    errors: count,
+    timeouts: count,
+    bytes: count,
+    collapsed: count,
+    description: z.string(),
   }),
   /** The shared-memory mirror of the memory tier, when the edge has one (its reads are not seen by the edge). */
   shm: z.object({ dir: z.string(), writes: count, removes: count, writeErrors: count }).optional(),
   served: z.object({
     requests: count,
     /** Body bytes of GET responses (200 and 206) handed to clients. */
-    bytesServed: count, notModified: count, partial: count, puts: count, deletes: count, errors: count,
+    bytesServed: count,
+    notModified: count,
+    partial: count,
+    puts: count,
+    deletes: count,
+    errors: count,
     /** Requests refused for a missing, expired or wrong token (also counted in errors). */
     unauthorized: count,
   }),
@@ -247,6 +279,9 @@ export type EdgeStats = z.infer<typeof EdgeStats>;
 /** Every error answer: common/errors.ts's ErrorBody (KdnError.toJSON), which the type annotation holds it to. */
 export const ErrorBody: z.ZodType<CommonErrorBody> = z.object({
   error: z.object({
-    code: ErrorCode, message: z.string(), hint: z.string().optional(), details: z.record(z.string(), z.unknown()).optional(),
+    code: ErrorCode,
+    message: z.string(),
+    hint: z.string().optional(),
+    details: z.record(z.string(), z.unknown()).optional(),
   }),
 });

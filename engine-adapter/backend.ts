@@ -77,7 +77,13 @@ export interface ForwardBackend {
    * With `gate`, each layer waits for gate(layer) before it runs (its context may still be arriving), while the
    * layers before it already run; a rejected gate ends the forward with that error.
    */
-  forward(cache: KVCacheHandle, tokens: Uint32Array, position: number, logits: 'last' | 'all' | 'none', gate?: LayerGate): Promise<Float32Array>;
+  forward(
+    cache: KVCacheHandle,
+    tokens: Uint32Array,
+    position: number,
+    logits: 'last' | 'all' | 'none',
+    gate?: LayerGate,
+  ): Promise<Float32Array>;
   /**
    * One forward for several sequences, each on its own cache (decode steps of one token, and prompts joining them):
    * the matmuls run over every sequence's rows at once, so each weight is read once per step, while attention runs
@@ -90,7 +96,14 @@ export interface ForwardBackend {
    * question, which `plan` always selects. Runs `plan` (see BlendPlan), writing the recomputed rows' KV over the
    * injected KV, every selected row attending to the whole cache before it. With `gate`, layer l waits for gate(l).
    */
-  blendForward(cache: KVCacheHandle, tokens: Uint32Array, position: number, plan: BlendPlan, logits: 'last' | 'none', gate?: LayerGate): Promise<BlendOutput>;
+  blendForward(
+    cache: KVCacheHandle,
+    tokens: Uint32Array,
+    position: number,
+    plan: BlendPlan,
+    logits: 'last' | 'none',
+    gate?: LayerGate,
+  ): Promise<BlendOutput>;
   /** KV of [start, end), keys after RoPE at their positions, in the KV object layout. */
   readKV(cache: KVCacheHandle, start: number, end: number): Promise<KVTensors>;
   /**

@@ -38,7 +38,9 @@ export function checkLayerFor(layers: number): number {
 /** The context tokens a ratio in [0, 1] recomputes. */
 export function blendBudget(ratio: number, contextRows: number): number {
   if (!(ratio >= 0 && ratio <= 1)) {
-    throw new KdnError('INVALID_ARGUMENT', `blend ratio ${ratio} is outside [0, 1]`, { hint: 'pass the fraction of context tokens to recompute, e.g. 0.15' });
+    throw new KdnError('INVALID_ARGUMENT', `blend ratio ${ratio} is outside [0, 1]`, {
+      hint: 'pass the fraction of context tokens to recompute, e.g. 0.15',
+    });
   }
   return Math.round(ratio * contextRows);
 }
@@ -71,7 +73,7 @@ export function blendPlan(selection: BlendSelection, ratio: number, layout: Blen
 function score(selection: BlendSelection, signals: BlendSignals): Float32Array {
   const { deviation, mass } = signals;
   if (selection !== 'attended') return deviation;
-  if (!mass) throw new KdnError('INTERNAL', 'the attended blend selection needs the prompt\'s attention');
+  if (!mass) throw new KdnError('INTERNAL', "the attended blend selection needs the prompt's attention");
   return deviation.map((d, r) => d * Math.sqrt(mass[r]!));
 }
 

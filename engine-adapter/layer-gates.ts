@@ -22,7 +22,8 @@ export class LayerGates {
 
   /** Layers [0, count) of the whole context are written. */
   setWritten(count: number): void {
-    if (count < this.written || count > this.layers) throw new KdnError('INTERNAL', `${count} layers written after ${this.written} of ${this.layers}`);
+    if (count < this.written || count > this.layers)
+      throw new KdnError('INTERNAL', `${count} layers written after ${this.written} of ${this.layers}`);
     this.written = count;
     this.waiters = this.waiters.filter((w) => {
       if (w.layer >= count) return true;

@@ -33,7 +33,11 @@ export class SerialBackend implements ForwardBackend {
   }
 
   forward(
-    cache: KVCacheHandle, tokens: Uint32Array, position: number, logits: 'last' | 'all' | 'none', gate?: LayerGate,
+    cache: KVCacheHandle,
+    tokens: Uint32Array,
+    position: number,
+    logits: 'last' | 'all' | 'none',
+    gate?: LayerGate,
   ): Promise<Float32Array> {
     return this.serial(() => this.inner.forward(cache, tokens, position, logits, gate), gate);
   }
@@ -43,7 +47,12 @@ export class SerialBackend implements ForwardBackend {
   }
 
   blendForward(
-    cache: KVCacheHandle, tokens: Uint32Array, position: number, plan: BlendPlan, logits: 'last' | 'none', gate?: LayerGate,
+    cache: KVCacheHandle,
+    tokens: Uint32Array,
+    position: number,
+    plan: BlendPlan,
+    logits: 'last' | 'none',
+    gate?: LayerGate,
   ): Promise<BlendOutput> {
     return this.serial(() => this.inner.blendForward(cache, tokens, position, plan, logits, gate), gate);
   }

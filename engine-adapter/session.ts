@@ -143,7 +143,10 @@ export class BackendSession implements Session {
       const h = object.header;
       this.checkObject(h);
       if (position !== this.length) {
-        throw new KdnError('INVALID_ARGUMENT', `KV can only be injected at the end of the session (position ${this.length}), not at ${position}`);
+        throw new KdnError(
+          'INVALID_ARGUMENT',
+          `KV can only be injected at the end of the session (position ${this.length}), not at ${position}`,
+        );
       }
       this.checkRoom(h.tokens);
       // Layers are written as they arrive so the transfer overlaps the upload; the length only moves once all
@@ -197,13 +200,19 @@ export class BackendSession implements Session {
     });
   }
 
-  injectKVAndPrefill(objects: readonly KVObjectReader[], tokens: ArrayLike<number>, options: PrefillOptions = {}): Promise<InjectedPrefill> {
+  injectKVAndPrefill(
+    objects: readonly KVObjectReader[],
+    tokens: ArrayLike<number>,
+    options: PrefillOptions = {},
+  ): Promise<InjectedPrefill> {
     return this.exclusive(async () => {
       const logits = options.logits ?? 'last';
       const ids = this.tokenIds(tokens);
-      const { result: out, placedAt, end } = await this.placeWhileRunning(objects, ids.length, (end, gate) =>
-        this.backend.forward(this.cache, ids, end, logits, gate),
-      );
+      const {
+        result: out,
+        placedAt,
+        end,
+      } = await this.placeWhileRunning(objects, ids.length, (end, gate) => this.backend.forward(this.cache, ids, end, logits, gate));
       for (let i = this.length; i < end; i++) this.ids.push(INJECTED);
       for (const id of ids) this.ids.push(id);
       this.lastLogits = logits === 'last' ? out : logits === 'all' ? out.slice((ids.length - 1) * this.model.config.vocabSize) : undefined;
@@ -310,12 +319,19 @@ export class BackendSession implements Session {
   private checkObject(h: KVHeader): void {
     const c = this.model.config;
     if (h.modelFingerprint !== this.model.fingerprint) {
-      throw new KdnError('KV_MISMATCH', `KV object was computed by model ${h.modelFingerprint}, this engine runs ${this.model.fingerprint}`, {
-        hint: 'recompute the chunk with this model',
-      });
+      throw new KdnError(
+        'KV_MISMATCH',
+        `KV object was computed by model ${h.modelFingerprint}, this engine runs ${this.model.fingerprint}`,
+        {
+          hint: 'recompute the chunk with this model',
+        },
+      );
     }
     if (h.layers !== c.layers || h.kvHeads !== c.kvHeads || h.headDim !== c.headDim) {
-      throw new KdnError('KV_MISMATCH', `KV object shape ${h.layers}x${h.kvHeads}x${h.headDim} (layers x kvHeads x headDim) does not match the model's ${c.layers}x${c.kvHeads}x${c.headDim}`);
+      throw new KdnError(
+        'KV_MISMATCH',
+        `KV object shape ${h.layers}x${h.kvHeads}x${h.headDim} (layers x kvHeads x headDim) does not match the model's ${c.layers}x${c.kvHeads}x${c.headDim}`,
+      );
     }
     if (!Number.isInteger(h.tokens) || h.tokens < 1) throw new KdnError('KV_CORRUPT', `KV object holds ${h.tokens} tokens`);
   }
@@ -328,7 +344,8 @@ export class BackendSession implements Session {
     const ids = new Uint32Array(n);
     for (let i = 0; i < n; i++) {
       const id = tokens[i]!;
-      if (!Number.isInteger(id) || id < 0 || id >= vocab) throw new KdnError('INVALID_ARGUMENT', `token id ${id} is outside the vocabulary [0, ${vocab})`);
+      if (!Number.isInteger(id) || id < 0 || id >= vocab)
+        throw new KdnError('INVALID_ARGUMENT', `token id ${id} is outside the vocabulary [0, ${vocab})`);
       ids[i] = id;
     }
     return ids;
@@ -437,9 +454,10 @@ export class BackendSession implements Session {
     const vocab = this.model.config.vocabSize;
     this.checkRoom(n);
     await this.settleInjected();
-    const out = logits === 'last' && this.decoder
-      ? await this.decoder.step(this.cache, ids, this.length)
-      : await this.backend.forward(this.cache, ids, this.length, logits);
+    const out =
+      logits === 'last' && this.decoder
+        ? await this.decoder.step(this.cache, ids, this.length)
+        : await this.backend.forward(this.cache, ids, this.length, logits);
     for (const id of ids) this.ids.push(id);
     this.lastLogits = logits === 'last' ? out : logits === 'all' ? out.slice((n - 1) * vocab) : undefined;
     return out;

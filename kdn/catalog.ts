@@ -18,7 +18,10 @@ export class Catalog {
   readonly index = new ChunkIndex();
   private readonly manifests = new Map<string, Manifest>();
 
-  constructor(private readonly origin: ObjectStore, private readonly log: Logger) {}
+  constructor(
+    private readonly origin: ObjectStore,
+    private readonly log: Logger,
+  ) {}
 
   /** Reads every manifest at the origin; unreadable ones are logged and skipped. */
   async load(): Promise<number> {
@@ -89,7 +92,9 @@ export class Catalog {
     this.manifests.delete(manifest.id);
     this.index.remove(manifest);
     const stillUsed = new Set([...this.manifests.values()].flatMap((m) => manifestObjects(m).map((o) => o.key)));
-    return manifestObjects(manifest).map((o) => o.key).filter((key) => !stillUsed.has(key));
+    return manifestObjects(manifest)
+      .map((o) => o.key)
+      .filter((key) => !stillUsed.has(key));
   }
 
   private remember(manifest: Manifest): void {

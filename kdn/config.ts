@@ -19,7 +19,9 @@ const edgeList = z.union([z.array(z.string()), z.string()]).transform((value, ct
   return items.map((item) => item.replace(/\/$/, ''));
 });
 
-const flag = z.union([z.boolean(), z.enum(['true', 'false', '1', '0'])]).transform((value) => value === true || value === 'true' || value === '1');
+const flag = z
+  .union([z.boolean(), z.enum(['true', 'false', '1', '0'])])
+  .transform((value) => value === true || value === 'true' || value === '1');
 
 /** Requests per second and burst of one API key; perSecond 0 turns limiting off. */
 export interface RateLimit {
@@ -83,7 +85,10 @@ export const KdnConfigSchema = z.object({
    * tmpfs folder the embedded edge mirrors its memory tier in, which kdn then reads without a socket; "off" for
    * none. Defaults to /dev/shm where it exists.
    */
-  edgeShmDir: z.string().min(1).default(existsSync('/dev/shm') ? '/dev/shm' : 'off'),
+  edgeShmDir: z
+    .string()
+    .min(1)
+    .default(existsSync('/dev/shm') ? '/dev/shm' : 'off'),
   /** API keys as "key1=tenantA,key2=tenantB"; with no keys from here or a file, kdn generates one (kdn/auth). */
   apiKeys: z.string().optional(),
   /** JSON file {"keys": [{"key", "tenant"}]}, merged with apiKeys. */
@@ -187,8 +192,17 @@ export function resolveKdnConfig(input: Partial<KdnConfigInput>, env: NodeJS.Pro
   const hint = 'see `kdn serve --help` for flags and the KDN_* environment variables';
   const parsed = resolveConfig(KdnConfigSchema, KDN_ENV, input, env, 'kdn', hint);
   const fromFile = secretFromFlagOrFile(parsed.edgeSecret, parsed.edgeSecretFile, 'edge secret');
-  const edgeSecret = fromFile === parsed.edgeSecret ? fromFile
-    : resolveConfig(KdnConfigSchema.pick({ edgeSecret: true }), { edgeSecret: 'KDN_EDGE_SECRET_FILE' }, { edgeSecret: fromFile }, {}, 'kdn', hint).edgeSecret;
+  const edgeSecret =
+    fromFile === parsed.edgeSecret
+      ? fromFile
+      : resolveConfig(
+          KdnConfigSchema.pick({ edgeSecret: true }),
+          { edgeSecret: 'KDN_EDGE_SECRET_FILE' },
+          { edgeSecret: fromFile },
+          {},
+          'kdn',
+          hint,
+        ).edgeSecret;
   const config = { ...parsed, edgeSecret };
   const dataDir = resolve(config.dataDir);
   return {

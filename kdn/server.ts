@@ -62,6 +62,83 @@ export interface RunningKdn {
   close(): Promise<void>;
 }
 
+/** The engine kdn serves with, on its own thread unless configured otherwise; chunks must fit its positions. */
+async function startEngine(config: KdnConfig): Promise<Engine> {
+  const hotTier = config.hotTierBytes === undefined ? {} : { hotTierBytes: config.hotTierBytes };
+  const kvBudget = config.engineKvBudget !== undefined ? { kvBudgetTokens: config.engineKvBudget } : {};
+  const batching = { maxSequences: config.engineBatch, ...kvBudget };
+  const engineOptions = { modelDir: config.model, backend: config.backend, batching, ...hotTier };
+  const engine: Engine = config.engineThread ? await createEngineInWorker(engineOptions) : await createEngine(engineOptions);
+  if (config.chunkTokens + 1 > engine.info.maxPositionEmbeddings) {
+    await engine.dispose();
+    const limit = engine.info.maxPositionEmbeddings;
+    throw new KdnError('INVALID_ARGUMENT', `chunks of ${config.chunkTokens} tokens do not fit the model's ${limit} positions`, {
+      hint: 'lower --chunk-tokens',
+    });
+  }
+  return engine;
+}
+
+/**
+ * The edges kdn talks to: the configured ones, or when there are none an embedded one with a fresh secret (nothing
+ * outside this process talks to it on kdn's behalf, so a secret per run will do).
+ */
+async function edgesOf(
+  config: KdnConfig,
+  origin: ObjectStore,
+  log: Logger,
+  cleanup: (() => Promise<void>)[],
+): Promise<{ embeddedEdge: RunningEdge | undefined; edgeSecret: string | undefined }> {
+  if (config.edges.length > 0) {
+    if (config.edgeSecret === undefined) {
+      log.warn('no edge secret (KDN_EDGE_SECRET): edge requests are not signed, so only edges run with --insecure-no-auth will answer');
+    }
+    return { embeddedEdge: undefined, edgeSecret: config.edgeSecret };
+  }
+  const edgeSecret = randomBytes(32).toString('hex');
+  const embeddedEdge = await startEmbeddedEdge(config, origin, edgeSecret, log);
+  cleanup.push(() => embeddedEdge.close());
+  return { embeddedEdge, edgeSecret };
+}
+
+/** The edge `kdn serve` runs inside its own process when no edges are configured: loopback only, signed requests. */
+function startEmbeddedEdge(config: KdnConfig, origin: ObjectStore, secret: string, log: Logger): Promise<RunningEdge> {
+  const edgeConfig = {
+    port: 0,
+    host: '127.0.0.1',
+    memoryBytes: config.edgeMemoryBytes,
+    diskBytes: config.edgeDiskBytes,
+    diskPath: config.edgeDiskPath,
+    ...(config.edgeShmDir === 'off' ? {} : { shmDir: config.edgeShmDir }),
+    secret,
+    insecureNoAuth: false,
+    publicMetrics: false,
+  };
+  return startEdge(edgeConfig, { origin, log: log.child({ part: 'edge' }) });
+}
+
+/** The API's HTTP server, listening. */
+async function serveApi(config: KdnConfig, services: ApiServices): Promise<{ server: Server; url: string; port: number }> {
+  const headersTimeout = Math.min(config.headersTimeoutMs, config.requestTimeoutMs);
+  const server = createServer(
+    {
+      requestTimeout: config.requestTimeoutMs,
+      headersTimeout,
+      // Node checks the two timeouts above only this often (30 s by default).
+      connectionsCheckingInterval: Math.max(50, Math.min(1_000, Math.floor(headersTimeout / 4))),
+      // Node's 5 s default races clients that reuse a connection just as a long engine step holds the event loop
+      // past it: the idle timer fires before the waiting request is read, and the client sees ECONNRESET.
+      keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS,
+    },
+    createApp(services),
+  );
+  capConnectionsPerAddress(server, config.maxConnectionsPerAddress);
+  await listen(server, config.port, config.host);
+  const { port } = server.address() as AddressInfo;
+  const host = config.host.includes(':') ? `[${config.host}]` : config.host === '0.0.0.0' ? '127.0.0.1' : config.host;
+  return { server, url: `http://${host}:${port}`, port };
+}
+
 /**
  * Starts the control plane: opens the origin, loads the API keys and the chunk-salt secret (kdn/auth), starts an
  * embedded edge (with a random secret) when no edges are configured, loads the engine, rebuilds the catalog and retrieval index from the manifests at the origin, then listens.
@@ -74,38 +151,15 @@ export async function startKdn(config: KdnConfig, log: Logger = createLogger('kd
     for (const step of cleanup.reverse()) await step().catch(() => {});
   };
   try {
-    const hotTier = config.hotTierBytes === undefined ? {} : { hotTierBytes: config.hotTierBytes };
-    const kvBudget = config.engineKvBudget !== undefined ? { kvBudgetTokens: config.engineKvBudget } : {};
-    const batching = { maxSequences: config.engineBatch, ...kvBudget };
-    const engineOptions = { modelDir: config.model, backend: config.backend, batching, ...hotTier };
-    const engine: Engine = config.engineThread ? await createEngineInWorker(engineOptions) : await createEngine(engineOptions);
+    const engine = await startEngine(config);
     cleanup.push(() => engine.dispose());
-    if (config.chunkTokens + 1 > engine.info.maxPositionEmbeddings) {
-      throw new KdnError('INVALID_ARGUMENT', `chunks of ${config.chunkTokens} tokens do not fit the model's ${engine.info.maxPositionEmbeddings} positions`, {
-        hint: 'lower --chunk-tokens',
-      });
-    }
     // A transform codec encodes with the model's table: the origin's, or one fitted now and stored there.
-    const codec = configuredCodec.name === 'transform' ? { ...configuredCodec, table: (await loadOrFitTable(origin, engine, log)).hash } : configuredCodec;
+    const codec =
+      configuredCodec.name === 'transform'
+        ? { ...configuredCodec, table: (await loadOrFitTable(origin, engine, log)).hash }
+        : configuredCodec;
     const access = await loadAccess(config, origin, log);
-    let embeddedEdge: RunningEdge | undefined;
-    let edgeSecret = config.edgeSecret;
-    if (config.edges.length === 0) {
-      // Nothing outside this process talks to the embedded edge on kdn's behalf, so a fresh secret per run will do.
-      edgeSecret = randomBytes(32).toString('hex');
-      embeddedEdge = await startEdge(
-        {
-          port: 0, host: '127.0.0.1', memoryBytes: config.edgeMemoryBytes, diskBytes: config.edgeDiskBytes, diskPath: config.edgeDiskPath,
-          ...(config.edgeShmDir === 'off' ? {} : { shmDir: config.edgeShmDir }),
-          secret: edgeSecret, insecureNoAuth: false, publicMetrics: false,
-        },
-        { origin, log: log.child({ part: 'edge' }) },
-      );
-      const edge = embeddedEdge;
-      cleanup.push(() => edge.close());
-    } else if (edgeSecret === undefined) {
-      log.warn('no edge secret (KDN_EDGE_SECRET): edge requests are not signed, so only edges run with --insecure-no-auth will answer');
-    }
+    const { embeddedEdge, edgeSecret } = await edgesOf(config, origin, log, cleanup);
     const edgeOptions = { edges: embeddedEdge ? [embeddedEdge.url] : config.edges, ...(edgeSecret ? { secret: edgeSecret } : {}) };
     const edges = new EdgeClient(edgeOptions);
     cleanup.push(async () => edges.close());
@@ -118,16 +172,27 @@ export async function startKdn(config: KdnConfig, log: Logger = createLogger('kd
 
     const metrics = new KdnMetrics();
     const scheduler = new EngineScheduler({
-      maxWaitingPerTenant: config.tenantMaxQueries, maxInteractive: config.engineBatch, onDepth: (depth) => metrics.queueDepth.set(depth),
+      maxWaitingPerTenant: config.tenantMaxQueries,
+      maxInteractive: config.engineBatch,
+      onDepth: (depth) => metrics.queueDepth.set(depth),
     });
     const catalog = new Catalog(origin, log);
     const documents = await catalog.load();
     // Two threads, so encoding one document's objects never waits behind tokenizing another document.
     const tokenizing = new IngestThread(config.model);
     const encoding = new IngestThread(config.model);
-    cleanup.push(() => tokenizing.close(), () => encoding.close());
+    cleanup.push(
+      () => tokenizing.close(),
+      () => encoding.close(),
+    );
     const ingestContext = {
-      engine, origin, edges, catalog, codec, chunkBudget: config.chunkTokens, log,
+      engine,
+      origin,
+      edges,
+      catalog,
+      codec,
+      chunkBudget: config.chunkTokens,
+      log,
       tokenize: (text: string, budget: number) => tokenizing.tokenize(text, budget),
       encode: (tensors: KVTensors, meta: EncodeMeta) => encoding.encode(tensors, meta),
     };
@@ -138,26 +203,24 @@ export async function startKdn(config: KdnConfig, log: Logger = createLogger('kd
     });
     const repair = new ChunkRepair(ingestContext, scheduler);
     const onCorrupt = (key: string): void => void repair.report(key);
-    const queries = new QueryService({ engine, fetcher, catalog, scheduler, metrics, log, queryTimeoutMs: config.queryTimeoutMs, onCorrupt });
+    const queries = new QueryService({
+      engine,
+      fetcher,
+      catalog,
+      scheduler,
+      metrics,
+      log,
+      queryTimeoutMs: config.queryTimeoutMs,
+      onCorrupt,
+    });
     const parts: KdnParts = { config, engine, origin, edges, catalog, scheduler, jobs, queries, metrics, access, log };
     const services = apiServices(parts, codec, edgeSecret);
 
-    const headersTimeout = Math.min(config.headersTimeoutMs, config.requestTimeoutMs);
-    const server = createServer({
-      requestTimeout: config.requestTimeoutMs,
-      headersTimeout,
-      // Node checks the two timeouts above only this often (30 s by default).
-      connectionsCheckingInterval: Math.max(50, Math.min(1_000, Math.floor(headersTimeout / 4))),
-      // Node's 5 s default races clients that reuse a connection just as a long engine step holds the event loop
-      // past it: the idle timer fires before the waiting request is read, and the client sees ECONNRESET.
-      keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS,
-    }, createApp(services));
-    capConnectionsPerAddress(server, config.maxConnectionsPerAddress);
-    await listen(server, config.port, config.host);
-    const { port } = server.address() as AddressInfo;
-    const host = config.host.includes(':') ? `[${config.host}]` : config.host === '0.0.0.0' ? '127.0.0.1' : config.host;
-    const url = `http://${host}:${port}`;
-    log.info({ url, origin: origin.description, edges: edges.edges, model: engine.info.path, backend: engine.backend, documents }, 'kdn listening');
+    const { server, url, port } = await serveApi(config, services);
+    log.info(
+      { url, origin: origin.description, edges: edges.edges, model: engine.info.path, backend: engine.backend, documents },
+      'kdn listening',
+    );
 
     let closing: Promise<void> | undefined;
     const close = (): Promise<void> => {
@@ -184,8 +247,18 @@ function apiServices(parts: KdnParts, codec: CodecSpec, edgeSecret: string | und
     queries: new AnswerService({ queries, tenancy, engine }),
     jobs: new JobService({ ingest: jobs, queries, tenancy }),
     operations: new OperationsService({
-      engine, origin, edges, catalog, scheduler, codec, chunkTokens: config.chunkTokens, registry: metrics.registry,
-      metricsPublic: access.metricsPublic, tenancy, salts, edgeSecret,
+      engine,
+      origin,
+      edges,
+      catalog,
+      scheduler,
+      codec,
+      chunkTokens: config.chunkTokens,
+      registry: metrics.registry,
+      metricsPublic: access.metricsPublic,
+      tenancy,
+      salts,
+      edgeSecret,
     }),
     access,
     metrics,
@@ -209,7 +282,9 @@ async function drain(
   parts: { scheduler: EngineScheduler; jobs: IngestJobs; queries: QueryService; engine: Engine; log: Logger },
   boundMs: number,
 ): Promise<void> {
-  const stopping = new KdnError('ENGINE_UNAVAILABLE', 'kdn is shutting down', { hint: 'send the request again once kdn is back, or to another kdn' });
+  const stopping = new KdnError('ENGINE_UNAVAILABLE', 'kdn is shutting down', {
+    hint: 'send the request again once kdn is back, or to another kdn',
+  });
   const connectionsClosed = new Promise<void>((resolve) => server.close(() => resolve()));
   const drained = Promise.all([parts.jobs.close(stopping), parts.scheduler.close(stopping)]).then(() => true);
   if (!(await within(drained, boundMs))) {
@@ -222,7 +297,10 @@ async function drain(
     }
   }
   // Answers of the work that just finished are on their way out; give them a moment before closing the sockets.
-  await within(connectionsClosed.then(() => true), CANCEL_GRACE_MS);
+  await within(
+    connectionsClosed.then(() => true),
+    CANCEL_GRACE_MS,
+  );
   server.closeAllConnections();
 }
 

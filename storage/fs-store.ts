@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import type { BigIntStats } from 'node:fs';
+import type { BigIntStats, Dirent } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import path from 'node:path';
 import { Readable, addAbortSignal } from 'node:stream';
@@ -194,7 +194,7 @@ export class FsStore implements ObjectStore {
    * with "a/" and so sorts exactly where "a/" does among its siblings (for example after "a-b", before "a0").
    */
   private async *walk(dirKey: string, namePrefix: string): AsyncGenerator<ObjectInfo> {
-    let entries;
+    let entries: Dirent[];
     try {
       entries = await fsp.readdir(path.join(this.objectsDir, ...dirKey.split('/')), { withFileTypes: true });
     } catch (err) {
@@ -294,9 +294,11 @@ function storageError(action: string, err: unknown): KdnError {
   if (err instanceof KdnError) return err;
   const code = errnoOf(err);
   const hint =
-    code === 'ENOSPC' ? 'the disk is full: free space or point the store elsewhere'
-    : code === 'EACCES' || code === 'EPERM' || code === 'EROFS' ? 'the store root is not writable by this process'
-    : 'check the store root folder and the disk';
+    code === 'ENOSPC'
+      ? 'the disk is full: free space or point the store elsewhere'
+      : code === 'EACCES' || code === 'EPERM' || code === 'EROFS'
+        ? 'the store root is not writable by this process'
+        : 'check the store root folder and the disk';
   return new KdnError('STORAGE_ERROR', `${action} failed: ${err instanceof Error ? err.message : String(err)}`, { hint, cause: err });
 }
 

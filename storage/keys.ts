@@ -40,7 +40,9 @@ const CHUNK_KEY_SUFFIX = '.kv';
 
 /** Whether `key` (already valid) names a chunk KV object: the only objects an edge serves, stores or warms. */
 export function isChunkKey(key: string): boolean {
-  return key.startsWith(CHUNK_KEY_PREFIX) && key.endsWith(CHUNK_KEY_SUFFIX) && key.length > CHUNK_KEY_PREFIX.length + CHUNK_KEY_SUFFIX.length;
+  return (
+    key.startsWith(CHUNK_KEY_PREFIX) && key.endsWith(CHUNK_KEY_SUFFIX) && key.length > CHUNK_KEY_PREFIX.length + CHUNK_KEY_SUFFIX.length
+  );
 }
 
 /** Whether validateKey accepts `key` (stores skip foreign names they find when listing). */

@@ -46,7 +46,8 @@ function openS3(url: string, options: OpenStoreOptions): ObjectStore {
   } catch {
     throw badUrl(url, 'it does not parse as a URL');
   }
-  if (parsed.username || parsed.password) throw badUrl(url, 'credentials go in the query (accessKeyId, secretAccessKey), not before the bucket');
+  if (parsed.username || parsed.password)
+    throw badUrl(url, 'credentials go in the query (accessKeyId, secretAccessKey), not before the bucket');
   const bucket = parsed.hostname;
   if (!/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(bucket)) throw badUrl(url, `"${bucket}" is not a valid bucket name (3-63 of a-z 0-9 . -)`);
   // From the raw text: URL parsing would quietly resolve "..", turning "s3://b/../x" into the prefix "x".

@@ -3,6 +3,7 @@ import {
   GetObjectCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
+  type ListObjectsV2CommandOutput,
   PutObjectCommand,
   S3Client,
   type GetObjectCommandOutput,
@@ -74,7 +75,9 @@ export class S3Store implements ObjectStore {
     this.listPageSize = positiveInt(options.listPageSize ?? 1000, 'listPageSize', 1000);
     this.partSize = positiveInt(options.partSize ?? 8 * MIB, 'partSize');
     if (this.partSize < MIN_PART_SIZE) {
-      throw new KdnError('INVALID_ARGUMENT', `S3 part size ${this.partSize} is below S3's 5 MiB minimum`, { hint: `use a partSize of at least ${MIN_PART_SIZE}` });
+      throw new KdnError('INVALID_ARGUMENT', `S3 part size ${this.partSize} is below S3's 5 MiB minimum`, {
+        hint: `use a partSize of at least ${MIN_PART_SIZE}`,
+      });
     }
     this.multipartThreshold = positiveInt(options.multipartThreshold ?? this.partSize, 'multipartThreshold');
     this.uploadConcurrency = positiveInt(options.uploadConcurrency ?? 4, 'uploadConcurrency');
@@ -109,7 +112,13 @@ export class S3Store implements ObjectStore {
         return { key, size: body.byteLength, etag: unquote(out.ETag), lastModified: new Date() };
       }
       let size = body instanceof Readable ? 0 : body.byteLength;
-      const counted = body instanceof Readable ? Readable.from(countBytes(body, (n) => (size += n)), { objectMode: false }) : body;
+      const counted =
+        body instanceof Readable
+          ? Readable.from(
+              countBytes(body, (n) => (size += n)),
+              { objectMode: false },
+            )
+          : body;
       const upload = new Upload({
         client: this.client,
         params: {
@@ -179,10 +188,14 @@ export class S3Store implements ObjectStore {
       if (parsed.start >= parsed.size) {
         // Real S3 answers 416 for any range of an empty object; some S3-compatible servers serve "0-0/0" instead.
         body.destroy();
-        throw new KdnError('RANGE_NOT_SATISFIABLE', `byte range ${describeRange(range)} starts past the end of a ${parsed.size}-byte object`, {
-          hint: 'head() the object first to learn its size',
-          details: { size: parsed.size },
-        });
+        throw new KdnError(
+          'RANGE_NOT_SATISFIABLE',
+          `byte range ${describeRange(range)} starts past the end of a ${parsed.size}-byte object`,
+          {
+            hint: 'head() the object first to learn its size',
+            details: { size: parsed.size },
+          },
+        );
       }
       size = parsed.size;
       served = { start: parsed.start, end: parsed.end };
@@ -220,7 +233,7 @@ export class S3Store implements ObjectStore {
     validatePrefix(prefix);
     let ContinuationToken: string | undefined;
     do {
-      let page;
+      let page: ListObjectsV2CommandOutput;
       try {
         page = await this.client.send(
           new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.prefix + prefix, MaxKeys: this.listPageSize, ContinuationToken }),
@@ -262,10 +275,16 @@ export class S3Store implements ObjectStore {
     const status = httpStatusOf(err);
     const message = err instanceof Error ? err.message : String(err);
     if (name === 'NoSuchKey' || (status === 404 && name !== 'NoSuchBucket')) {
-      return new KdnError('NOT_FOUND', `object "${key ?? ''}" does not exist`, { hint: 'list() the prefix to see which keys exist', cause: err });
+      return new KdnError('NOT_FOUND', `object "${key ?? ''}" does not exist`, {
+        hint: 'list() the prefix to see which keys exist',
+        cause: err,
+      });
     }
     if (name === 'InvalidRange' || status === 416) {
-      return new KdnError('RANGE_NOT_SATISFIABLE', `${action}: range not satisfiable`, { hint: 'head() the object first to learn its size', cause: err });
+      return new KdnError('RANGE_NOT_SATISFIABLE', `${action}: range not satisfiable`, {
+        hint: 'head() the object first to learn its size',
+        cause: err,
+      });
     }
     if (isUnreachable(err) || status === 502 || status === 503 || status === 504) {
       return new KdnError('ORIGIN_UNAVAILABLE', `${action} failed: ${this.endpointName} is unreachable (${message})`, {
@@ -274,10 +293,11 @@ export class S3Store implements ObjectStore {
       });
     }
     const hint =
-      name === 'NoSuchBucket' ? `create the bucket "${this.bucket}" first`
-      : name === 'AccessDenied' || name === 'InvalidAccessKeyId' || name === 'SignatureDoesNotMatch'
-        ? 'check the access key and secret (store URL accessKeyId/secretAccessKey, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)'
-        : 'see the S3 error code in the message';
+      name === 'NoSuchBucket'
+        ? `create the bucket "${this.bucket}" first`
+        : name === 'AccessDenied' || name === 'InvalidAccessKeyId' || name === 'SignatureDoesNotMatch'
+          ? 'check the access key and secret (store URL accessKeyId/secretAccessKey, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)'
+          : 'see the S3 error code in the message';
     return new KdnError('STORAGE_ERROR', `${action} failed: ${name ?? 'error'}: ${message}`, { hint, cause: err });
   }
 }
@@ -290,7 +310,19 @@ async function* countBytes(source: Readable, add: (n: number) => void): AsyncGen
   }
 }
 
-const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ECONNABORTED', 'EPIPE', 'ETIMEDOUT', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'EHOSTDOWN', 'ENETDOWN']);
+const NETWORK_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ECONNABORTED',
+  'EPIPE',
+  'ETIMEDOUT',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EHOSTDOWN',
+  'ENETDOWN',
+]);
 
 /** Connection-level failures: refused, reset, DNS, or our own timeouts (the SDK names those TimeoutError). */
 function isUnreachable(err: unknown): boolean {
@@ -311,7 +343,9 @@ function errorName(err: unknown): string | undefined {
 function httpStatusOf(err: unknown): number | undefined {
   if (typeof err !== 'object' || err === null || !('$metadata' in err)) return undefined;
   const meta = err.$metadata;
-  return typeof meta === 'object' && meta !== null && 'httpStatusCode' in meta && typeof meta.httpStatusCode === 'number' ? meta.httpStatusCode : undefined;
+  return typeof meta === 'object' && meta !== null && 'httpStatusCode' in meta && typeof meta.httpStatusCode === 'number'
+    ? meta.httpStatusCode
+    : undefined;
 }
 
 function parseContentRange(header: string | undefined): { start: number; end: number; size: number } | null {
@@ -328,7 +362,9 @@ function cleanEndpoint(endpoint: string): string {
     url = null;
   }
   if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:')) {
-    throw new KdnError('INVALID_ARGUMENT', `S3 endpoint "${endpoint}" is not an http(s) URL`, { hint: 'use an endpoint like http://127.0.0.1:9000' });
+    throw new KdnError('INVALID_ARGUMENT', `S3 endpoint "${endpoint}" is not an http(s) URL`, {
+      hint: 'use an endpoint like http://127.0.0.1:9000',
+    });
   }
   url.username = '';
   url.password = '';

@@ -64,7 +64,26 @@ function bytesToUnicode(): string[] {
   return map;
 }
 
-const MERGES = ['Ġ t', 'h e', 'i n', 'e r', 'a n', 'Ġ a', 'o n', 'r e', 'Ġt he', 'Ġ s', 'e n', 'o r', 'Ġ w', 'a t', 'Ġ o', 'in g', 'Ġ b', 'l l'];
+const MERGES = [
+  'Ġ t',
+  'h e',
+  'i n',
+  'e r',
+  'a n',
+  'Ġ a',
+  'o n',
+  'r e',
+  'Ġt he',
+  'Ġ s',
+  'e n',
+  'o r',
+  'Ġ w',
+  'a t',
+  'Ġ o',
+  'in g',
+  'Ġ b',
+  'l l',
+];
 
 interface Family {
   specials: string[];
@@ -223,17 +242,36 @@ export async function makeTinyModel(dir: string, options: TinyModelOptions): Pro
       model_type: 'llama',
       head_dim: headDim,
       rope_theta: 500000.0,
-      rope_scaling: { rope_type: 'llama3', factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 256 },
+      rope_scaling: {
+        rope_type: 'llama3',
+        factor: 8.0,
+        low_freq_factor: 1.0,
+        high_freq_factor: 4.0,
+        original_max_position_embeddings: 256,
+      },
       attention_bias: false,
       mlp_bias: false,
       pretraining_tp: 1,
       rms_norm_eps: 1e-5,
     };
   } else if (arch === 'MistralForCausalLM') {
-    config = { ...base, model_type: 'mistral', head_dim: headDim, rope_theta: 10000.0, sliding_window: options.slidingWindow === undefined ? 32 : options.slidingWindow };
+    config = {
+      ...base,
+      model_type: 'mistral',
+      head_dim: headDim,
+      rope_theta: 10000.0,
+      sliding_window: options.slidingWindow === undefined ? 32 : options.slidingWindow,
+    };
   } else if (arch === 'Qwen2ForCausalLM') {
     if (headDim !== hidden / heads) throw new Error('Qwen2 derives head_dim from hidden_size / num_attention_heads');
-    config = { ...base, model_type: 'qwen2', rope_theta: 1000000.0, use_sliding_window: false, sliding_window: null, max_window_layers: layers };
+    config = {
+      ...base,
+      model_type: 'qwen2',
+      rope_theta: 1000000.0,
+      use_sliding_window: false,
+      sliding_window: null,
+      max_window_layers: layers,
+    };
   } else {
     config = {
       ...base,

@@ -24,7 +24,10 @@ export function positiveSeconds(value: string | undefined, fallback: number, nam
 /** A comma-separated list of positive integers, e.g. "1024,4096". */
 export function intList(value: string | undefined, fallback: number[], name: string): number[] {
   if (value === undefined) return fallback;
-  const items = value.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  const items = value
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
   if (items.length === 0) throw bad(name, 'needs at least one value');
   return items.map((s) => positiveInt(s, 0, name));
 }
@@ -39,7 +42,14 @@ export function choice<T extends string>(value: string | undefined, fallback: T,
 /** A comma-separated subset of `choices`, in the order given, without repeats. */
 export function choiceList<T extends string>(value: string | undefined, fallback: readonly T[], choices: readonly T[], name: string): T[] {
   if (value === undefined) return [...fallback];
-  const items = [...new Set(value.split(',').map((s) => s.trim()).filter((s) => s !== ''))];
+  const items = [
+    ...new Set(
+      value
+        .split(',')
+        .map((s) => s.trim())
+        .filter((s) => s !== ''),
+    ),
+  ];
   if (items.length === 0) throw bad(name, 'needs at least one value');
   return items.map((s) => choice(s, s as T, choices, name));
 }

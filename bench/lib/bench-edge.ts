@@ -41,9 +41,28 @@ interface EdgeSetup {
 /** Starts `kdn edge` and waits for its ready line; resolves with its URL and a stop function. */
 async function startEdgeProcess(s: EdgeSetup): Promise<{ url: string; stop(): Promise<void> }> {
   const edge = await startProcess(
-    [KDN_BIN, 'edge', '--json', '--port', '0', '--host', '127.0.0.1', '--memory', String(s.memoryBytes), '--disk', '0',
-      '--disk-path', s.diskPath, '--origin', s.originUrl, '--max-body', String(s.maxBodyBytes), '--edge-secret', s.secret,
-      ...(s.shmDir ? ['--shm-dir', s.shmDir] : [])],
+    [
+      KDN_BIN,
+      'edge',
+      '--json',
+      '--port',
+      '0',
+      '--host',
+      '127.0.0.1',
+      '--memory',
+      String(s.memoryBytes),
+      '--disk',
+      '0',
+      '--disk-path',
+      s.diskPath,
+      '--origin',
+      s.originUrl,
+      '--max-body',
+      String(s.maxBodyBytes),
+      '--edge-secret',
+      s.secret,
+      ...(s.shmDir ? ['--shm-dir', s.shmDir] : []),
+    ],
     { env: { LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn' } },
   );
   return { url: edge.ready.url, stop: () => edge.stop('SIGTERM') };
@@ -51,7 +70,12 @@ async function startEdgeProcess(s: EdgeSetup): Promise<{ url: string; stop(): Pr
 
 /** `memoryBytes` must hold every object the run puts, or GETs would fall through to the origin. */
 /** `shm`: the edge mirrors its memory tier under /dev/shm (the temp folder where there is none) for same-host reads. */
-export async function startBenchEdge(memoryBytes: number, maxObjectBytes: number, placement: EdgePlacement = 'process', shm = false): Promise<BenchEdge> {
+export async function startBenchEdge(
+  memoryBytes: number,
+  maxObjectBytes: number,
+  placement: EdgePlacement = 'process',
+  shm = false,
+): Promise<BenchEdge> {
   const dir = await mkdtemp(join(tmpdir(), 'kdn-bench-edge-'));
   const shmDir = !shm ? undefined : existsSync('/dev/shm') ? '/dev/shm' : join(dir, 'shm');
   if (shmDir) await mkdir(shmDir, { recursive: true });
@@ -70,7 +94,10 @@ export async function startBenchEdge(memoryBytes: number, maxObjectBytes: number
     if (placement === 'process') {
       ({ url, stop } = await startEdgeProcess(setup));
     } else {
-      const log = pino({ name: 'bench-edge', level: process.env.LOG_LEVEL ?? (process.env.KDN_TEST ? 'silent' : 'warn') }, pino.destination(2));
+      const log = pino(
+        { name: 'bench-edge', level: process.env.LOG_LEVEL ?? (process.env.KDN_TEST ? 'silent' : 'warn') },
+        pino.destination(2),
+      );
       const edge = await startEdge({ port: 0, host: '127.0.0.1', diskBytes: 0, ...setup }, { log });
       url = edge.url;
       stop = () => edge.close();

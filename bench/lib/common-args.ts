@@ -1,5 +1,5 @@
 /** The arguments ttft.ts and engine.ts share: which model, where, how long. */
-import { parseArgs } from 'node:util';
+import type { parseArgs } from 'node:util';
 import type { BackendName } from '../../engine-adapter/index.ts';
 import { choice, intList, positiveInt, positiveSeconds } from './args.ts';
 import { Deadline } from './deadline.ts';

@@ -37,7 +37,12 @@ export interface OverlappedTiming {
 }
 
 /** Fetches `keys` and runs them with `question` through session.injectKVAndPrefill, from the session's length. */
-export function fetchInjectPrefill(fetcher: KvFetcher, keys: readonly string[], session: Pick<Session, 'injectKVAndPrefill'>, question: number[]): Promise<OverlappedTiming> {
+export function fetchInjectPrefill(
+  fetcher: KvFetcher,
+  keys: readonly string[],
+  session: Pick<Session, 'injectKVAndPrefill'>,
+  question: number[],
+): Promise<OverlappedTiming> {
   return fetchTogether(fetcher, keys, (readers) => session.injectKVAndPrefill(readers, question, { logits: 'last' }));
 }
 
@@ -55,7 +60,11 @@ export async function fetchBlendPrefill(
 ): Promise<OverlappedTiming & { recomputed: number }> {
   let recomputed = 0;
   const timing = await fetchTogether(fetcher, keys, async (readers) => {
-    const out = await session.blendKVAndPrefill(readers.map((object, i) => ({ object, tokenIds: chunkIds[i]! })), question, blend);
+    const out = await session.blendKVAndPrefill(
+      readers.map((object, i) => ({ object, tokenIds: chunkIds[i]! })),
+      question,
+      blend,
+    );
     recomputed = out.recomputed;
     return out;
   });
@@ -63,7 +72,11 @@ export async function fetchBlendPrefill(
 }
 
 /** Opens every object at once and hands their readers to `run` together (see fetchInjectPrefill). */
-async function fetchTogether(fetcher: KvFetcher, keys: readonly string[], run: (readers: KVObjectReader[]) => Promise<InjectedPrefill>): Promise<OverlappedTiming> {
+async function fetchTogether(
+  fetcher: KvFetcher,
+  keys: readonly string[],
+  run: (readers: KVObjectReader[]) => Promise<InjectedPrefill>,
+): Promise<OverlappedTiming> {
   const t0 = performance.now();
   const signal = new AbortController().signal;
   setMaxListeners(keys.length + 8, signal);
@@ -93,7 +106,12 @@ async function fetchVerified(fetcher: KvFetcher, key: string, signal: AbortSigna
 }
 
 /** Fetches `keys` and injects them into `session` from its current length on; `window` bounds objects held at once. */
-export async function fetchAndInject(fetcher: KvFetcher, keys: readonly string[], session: InjectTarget, window: number): Promise<FetchInjectTiming> {
+export async function fetchAndInject(
+  fetcher: KvFetcher,
+  keys: readonly string[],
+  session: InjectTarget,
+  window: number,
+): Promise<FetchInjectTiming> {
   const t0 = performance.now();
   // One signal per query, as run-query passes it: every object in flight listens on it.
   const signal = new AbortController().signal;

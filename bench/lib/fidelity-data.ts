@@ -15,7 +15,12 @@ export interface FidelityDocument {
 }
 
 /** Reads `questionsPath` and the documents it names from `heldoutDir`, keeping the first `maxDocs` and `maxPrompts` each. */
-export async function loadDocuments(questionsPath: string, heldoutDir: string, maxDocs: number, maxPrompts: number): Promise<FidelityDocument[]> {
+export async function loadDocuments(
+  questionsPath: string,
+  heldoutDir: string,
+  maxDocs: number,
+  maxPrompts: number,
+): Promise<FidelityDocument[]> {
   let parsed: z.infer<typeof questionsSchema>;
   try {
     parsed = questionsSchema.parse(JSON.parse(await readFile(questionsPath, 'utf8')));

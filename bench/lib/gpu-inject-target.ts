@@ -48,8 +48,8 @@ export class GpuInjectTarget {
     const freqBuffer = ctx.storage(invFreq.byteLength, 'inv freq');
     ctx.device.queue.writeBuffer(freqBuffer, 0, invFreq);
     const expander: Expander<LayerWrite> = expand
-      // No transform tables: this target is fed the int and fp16 codecs only.
-      ? layerExpander({ ctx, tables: new GpuTransformTables(ctx) }, freqBuffer, shape)
+      ? // No transform tables: this target is fed the int and fp16 codecs only.
+        layerExpander({ ctx, tables: new GpuTransformTables(ctx) }, freqBuffer, shape)
       : { batchKey: () => 'staged', record: () => undefined };
     const injector = new KvInjector<LayerWrite>(ctx, expander);
     const pool = new KvBufferPool(ctx);

@@ -23,14 +23,23 @@ export async function resolveTarget(shape: string, modelDir: string | undefined)
     const abs = resolve(dir);
     if (!existsSync(join(abs, 'config.json'))) {
       throw new KdnError('NOT_FOUND', `no model at ${abs} (config.json missing)`, {
-        hint: shape === 'demo' && modelDir === undefined ? 'the demo model has not landed here: use --shape tiny' : 'pass a Hugging Face model directory',
+        hint:
+          shape === 'demo' && modelDir === undefined
+            ? 'the demo model has not landed here: use --shape tiny'
+            : 'pass a Hugging Face model directory',
       });
     }
-    return { shape: modelDir === undefined ? 'demo' : abs.split('/').pop()!, hfConfig: await readJsonConfig(join(abs, 'config.json')), modelDir: abs };
+    return {
+      shape: modelDir === undefined ? 'demo' : abs.split('/').pop()!,
+      hfConfig: await readJsonConfig(join(abs, 'config.json')),
+      modelDir: abs,
+    };
   }
   const hfConfig = SYNTHETIC_SHAPES[shape];
   if (!hfConfig) {
-    throw new KdnError('INVALID_ARGUMENT', `unknown shape "${shape}"`, { hint: `use one of demo, ${Object.keys(SYNTHETIC_SHAPES).join(', ')}` });
+    throw new KdnError('INVALID_ARGUMENT', `unknown shape "${shape}"`, {
+      hint: `use one of demo, ${Object.keys(SYNTHETIC_SHAPES).join(', ')}`,
+    });
   }
   return { shape, hfConfig };
 }

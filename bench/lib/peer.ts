@@ -55,31 +55,40 @@ export interface PeerOptions {
 export async function runPeer(options: PeerOptions): Promise<PeerReport> {
   const args = [
     SCRIPT,
-    '--config-json', JSON.stringify(options.hfConfig),
-    '--tokens', options.tokens.join(','),
-    '--decode', String(options.decode ?? 0),
-    '--warmup', String(options.warmup ?? 2),
-    '--reps', String(options.reps ?? PEER_REPS),
-    '--host-hit', String(options.hostHitQuestion ?? 0),
+    '--config-json',
+    JSON.stringify(options.hfConfig),
+    '--tokens',
+    options.tokens.join(','),
+    '--decode',
+    String(options.decode ?? 0),
+    '--warmup',
+    String(options.warmup ?? 2),
+    '--reps',
+    String(options.reps ?? PEER_REPS),
+    '--host-hit',
+    String(options.hostHitQuestion ?? 0),
     // The script stops starting lengths a little before we would kill it, so it still reports what it has.
-    '--max-seconds', String(Math.max(1, (options.timeoutMs / 1000) * 0.8)),
+    '--max-seconds',
+    String(Math.max(1, (options.timeoutMs / 1000) * 0.8)),
   ];
-  const { code, stdout, stderr, error } = await new Promise<{ code: number | null; stdout: string; stderr: string; error?: Error }>((done) => {
-    const child = spawn('python3', args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.setEncoding('utf8').on('data', (s: string) => (out += s));
-    child.stderr.setEncoding('utf8').on('data', (s: string) => (err = (err + s).slice(-4000)));
-    const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs);
-    child.once('error', (e) => {
-      clearTimeout(timer);
-      done({ code: null, stdout: out, stderr: err, error: e });
-    });
-    child.once('close', (c) => {
-      clearTimeout(timer);
-      done({ code: c, stdout: out, stderr: err });
-    });
-  });
+  const { code, stdout, stderr, error } = await new Promise<{ code: number | null; stdout: string; stderr: string; error?: Error }>(
+    (done) => {
+      const child = spawn('python3', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      let err = '';
+      child.stdout.setEncoding('utf8').on('data', (s: string) => (out += s));
+      child.stderr.setEncoding('utf8').on('data', (s: string) => (err = (err + s).slice(-4000)));
+      const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs);
+      child.once('error', (e) => {
+        clearTimeout(timer);
+        done({ code: null, stdout: out, stderr: err, error: e });
+      });
+      child.once('close', (c) => {
+        clearTimeout(timer);
+        done({ code: c, stdout: out, stderr: err });
+      });
+    },
+  );
   if (error) return { available: false, reason: `cannot run python3: ${error.message}` };
   const last = stdout.trim().split('\n').pop() ?? '';
   let parsed: z.infer<typeof reportSchema>;

@@ -11,7 +11,9 @@ import { chunkTokens, type Chunk } from '../../kdn/ingest/chunker.ts';
 
 const setSchema = z.object({
   documents: z.array(z.object({ file: z.string().min(1), kind: z.string(), source: z.string(), license: z.string() })).min(1),
-  questions: z.array(z.object({ doc: z.string().min(1), question: z.string().min(1), answer: z.string().min(1), evidence: z.string().min(1) })).min(1),
+  questions: z
+    .array(z.object({ doc: z.string().min(1), question: z.string().min(1), answer: z.string().min(1), evidence: z.string().min(1) }))
+    .min(1),
 });
 
 export type HeldOutQuestion = z.infer<typeof setSchema>['questions'][number];
@@ -56,7 +58,9 @@ export async function loadHeldOutSet(path: string, tokenizer: Tokenizer, chunkBu
     const doc = documents.find((d) => d.file === q.doc);
     if (!doc) throw new KdnError('INVALID_ARGUMENT', `question "${q.question}" names ${q.doc}, which the set does not list`);
     if (!normalizeSpace(doc.text).includes(normalizeSpace(q.evidence))) {
-      throw new KdnError('INVALID_ARGUMENT', `the evidence of "${q.question}" is not in ${q.doc}`, { hint: 'copy the phrase from the document' });
+      throw new KdnError('INVALID_ARGUMENT', `the evidence of "${q.question}" is not in ${q.doc}`, {
+        hint: 'copy the phrase from the document',
+      });
     }
   }
   return { documents, questions: parsed.questions };

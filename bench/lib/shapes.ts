@@ -29,7 +29,13 @@ export const SYNTHETIC_SHAPES: Record<string, HfConfig> = {
     num_attention_heads: 32,
     head_dim: 64,
     tie_word_embeddings: true,
-    rope_scaling: { rope_type: 'llama3', factor: 32.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 8192 },
+    rope_scaling: {
+      rope_type: 'llama3',
+      factor: 32.0,
+      low_freq_factor: 1.0,
+      high_freq_factor: 4.0,
+      original_max_position_embeddings: 8192,
+    },
   },
   'llama3.1-8b': {
     ...LLAMA3_COMMON,

@@ -46,7 +46,7 @@ function randomArray(length: number, std: number, seed: number): Float32Array {
     s ^= s << 13;
     s ^= s >>> 17;
     s ^= s << 5;
-    out[i] = ((s >>> 0) / 4294967296 * 2 - 1) * half;
+    out[i] = (((s >>> 0) / 4294967296) * 2 - 1) * half;
   }
   return out;
 }
@@ -133,7 +133,9 @@ export async function createSyntheticEngine(
 ): Promise<BenchEngine> {
   const config = parseModelConfig(hfConfig, `synthetic shape ${name}`);
   const seed = options.seed ?? 1;
-  const fingerprint = createHash('sha256').update(`kdn-synthetic-v1\n${name}\n${seed}\n${JSON.stringify(hfConfig)}`).digest('hex');
+  const fingerprint = createHash('sha256')
+    .update(`kdn-synthetic-v1\n${name}\n${seed}\n${JSON.stringify(hfConfig)}`)
+    .digest('hex');
   // Not kept here: the CPU backend holds the weights it computes with, the WebGPU backend its GPU copy, so the host
   // arrays of a GPU run can be collected once uploaded.
   const backend = await openBackend(options.backend, syntheticWeights(config, seed), options.capacity);

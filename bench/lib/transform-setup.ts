@@ -27,7 +27,12 @@ export class TransformSetup {
 
   /** A table fitted on `samples` (exported KV, keys after RoPE) instead of the calibration text. */
   async withTableFrom(samples: readonly KVTensors[], fingerprint: string): Promise<TransformSetup> {
-    const table = transformTables.register(fitTransformTable(samples.map((s) => kvBeforeRope(s, this.rope)), fingerprint));
+    const table = transformTables.register(
+      fitTransformTable(
+        samples.map((s) => kvBeforeRope(s, this.rope)),
+        fingerprint,
+      ),
+    );
     await this.engine.useTransformTable(table);
     return new TransformSetup(table, this.rope, this.engine);
   }
@@ -36,6 +41,10 @@ export class TransformSetup {
   encode(kv: KVTensors, tokenIds: number[], fingerprint: string, codec: string): Uint8Array {
     const spec = codecFromString(codec);
     if (spec.name !== 'transform') return encodeKVObject(kv, { modelFingerprint: fingerprint, tokenIds, codec: spec });
-    return encodeKVObject(kvBeforeRope(kv, this.rope), { modelFingerprint: fingerprint, tokenIds, codec: { ...spec, table: this.table.hash } });
+    return encodeKVObject(kvBeforeRope(kv, this.rope), {
+      modelFingerprint: fingerprint,
+      tokenIds,
+      codec: { ...spec, table: this.table.hash },
+    });
   }
 }

@@ -1,4 +1,4 @@
-import { Agent, request, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
+import { type Agent, request, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
 import { isTransientSocketError } from '../../common/backoff.ts';
 import type { z } from 'zod';
 import { KdnError, type ErrorCode } from '../../common/errors.ts';
@@ -82,7 +82,9 @@ export async function readAll(edge: string, res: IncomingMessage): Promise<Buffe
       received += chunk.length;
     }
   } catch (err) {
-    throw err instanceof EdgeFailure ? err : new EdgeFailure(edge, 'EDGE_UNAVAILABLE', `response cut short: ${(err as Error).message}`, true);
+    throw err instanceof EdgeFailure
+      ? err
+      : new EdgeFailure(edge, 'EDGE_UNAVAILABLE', `response cut short: ${(err as Error).message}`, true);
   }
   if (declared !== undefined && Number(declared) !== received && res.statusCode !== 304) {
     throw new EdgeFailure(edge, 'EDGE_UNAVAILABLE', `response cut short at ${received} of ${declared} bytes`, true);
@@ -142,7 +144,7 @@ function safeJson(text: string): unknown {
 
 export function header(headers: IncomingHttpHeaders, name: string): string {
   const value = headers[name];
-  return Array.isArray(value) ? value.join(', ') : value ?? '';
+  return Array.isArray(value) ? value.join(', ') : (value ?? '');
 }
 
 function aborted(): KdnError {

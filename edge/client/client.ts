@@ -4,8 +4,22 @@ import { bodyDigest, secretSigner, type EdgeSigner } from '../../common/edge-tok
 import { KdnError } from '../../common/errors.ts';
 import { validateKey } from '../../storage/keys.ts';
 import {
-  CONTENT_TYPES, DeleteResponse, EDGE_HEADERS, EDGE_PATHS, EdgeStats, ONLY_IF_CACHED, PutResponse, WarmLine, deletePath, kvPath,
-  parseCacheStatus, ShmInfo, type ServedFrom, type WarmProgressLine, type WarmRequest, type WarmSummaryLine,
+  CONTENT_TYPES,
+  DeleteResponse,
+  EDGE_HEADERS,
+  EDGE_PATHS,
+  EdgeStats,
+  ONLY_IF_CACHED,
+  PutResponse,
+  WarmLine,
+  deletePath,
+  kvPath,
+  parseCacheStatus,
+  ShmInfo,
+  type ServedFrom,
+  type WarmProgressLine,
+  type WarmRequest,
+  type WarmSummaryLine,
 } from '../protocol.ts';
 import { EdgeFailure, errorFromResponse, header, parseJson, readJson, sendRequest, type EdgeRequest } from './client-http.ts';
 import { rendezvousOrder } from './rendezvous.ts';
@@ -99,7 +113,9 @@ export class EdgeClient {
   constructor(options: EdgeClientOptions) {
     const edges = [...new Set(options.edges.map(normalizeEdgeUrl))];
     if (edges.length === 0) {
-      throw new KdnError('INVALID_ARGUMENT', 'the edge client needs at least one edge URL', { hint: 'pass edges like http://127.0.0.1:8790' });
+      throw new KdnError('INVALID_ARGUMENT', 'the edge client needs at least one edge URL', {
+        hint: 'pass edges like http://127.0.0.1:8790',
+      });
     }
     this.edges = edges;
     this.timeoutMs = options.timeoutMs ?? 10_000;
@@ -187,7 +203,11 @@ export class EdgeClient {
     const path = kvPath(validateKey(key));
     return this.tryInOrder(`PUT ${key}`, key, options.signal, async (edge) => {
       const res = await this.send(edge, {
-        method: 'PUT', path, body, signal: options.signal, headers: { [EDGE_HEADERS.contentType]: CONTENT_TYPES.kv },
+        method: 'PUT',
+        path,
+        body,
+        signal: options.signal,
+        headers: { [EDGE_HEADERS.contentType]: CONTENT_TYPES.kv },
         // Uploads of large objects get time in proportion to their size on top of the base bound.
         timeoutMs: this.timeoutMs * (1 + Math.floor(body.length / (64 * 2 ** 20))),
       });
@@ -200,19 +220,24 @@ export class EdgeClient {
   /** Purges `key` from every edge (best effort) and, with `origin`, from the origin. Fails only if no edge answered. */
   async delete(key: string, options: { origin?: boolean } = {}): Promise<EdgeDeleteResult> {
     const path = deletePath(validateKey(key), options);
-    const edges = await Promise.all(this.edges.map(async (edge): Promise<EdgeDeleteResult['edges'][number]> => {
-      try {
-        const res = await this.send(edge, { method: 'DELETE', path });
-        if (res.statusCode !== 200) return { edge, ok: false, error: (await errorFromResponse(edge, res)).message };
-        const answer = await readJson(edge, res, DeleteResponse, `DELETE ${key}`);
-        return { edge, ok: true, deleted: answer.deleted };
-      } catch (err) {
-        if (err instanceof EdgeFailure) this.markDown(err);
-        return { edge, ok: false, error: (err as Error).message };
-      }
-    }));
+    const edges = await Promise.all(
+      this.edges.map(async (edge): Promise<EdgeDeleteResult['edges'][number]> => {
+        try {
+          const res = await this.send(edge, { method: 'DELETE', path });
+          if (res.statusCode !== 200) return { edge, ok: false, error: (await errorFromResponse(edge, res)).message };
+          const answer = await readJson(edge, res, DeleteResponse, `DELETE ${key}`);
+          return { edge, ok: true, deleted: answer.deleted };
+        } catch (err) {
+          if (err instanceof EdgeFailure) this.markDown(err);
+          return { edge, ok: false, error: (err as Error).message };
+        }
+      }),
+    );
     if (edges.every((result) => !result.ok)) {
-      throw new KdnError('EDGE_UNAVAILABLE', `no edge answered DELETE ${key}`, { hint: 'check that the edges are running', details: { edges } });
+      throw new KdnError('EDGE_UNAVAILABLE', `no edge answered DELETE ${key}`, {
+        hint: 'check that the edges are running',
+        details: { edges },
+      });
     }
     return { key, edges, ...(options.origin ? { origin: edges.some((result) => result.deleted?.origin === true) } : {}) };
   }
@@ -236,7 +261,13 @@ export class EdgeClient {
       for (const key of pending) {
         const edge = this.order(key).find((candidate) => !tried.get(key)?.has(candidate));
         if (edge === undefined) {
-          report({ key, status: 'failed', bytes: 0, edge: '', error: { code: 'EDGE_UNAVAILABLE', message: 'no edge could warm this key' } });
+          report({
+            key,
+            status: 'failed',
+            bytes: 0,
+            edge: '',
+            error: { code: 'EDGE_UNAVAILABLE', message: 'no edge could warm this key' },
+          });
           continue;
         }
         const group = groups.get(edge) ?? [];
@@ -244,37 +275,45 @@ export class EdgeClient {
         groups.set(edge, group);
       }
       const batches = [...groups].flatMap(([edge, group]) => chunk(group, WARM_BATCH).map((batch) => ({ edge, batch })));
-      await Promise.all(batches.map(async ({ edge, batch }) => {
-        try {
-          await this.warmOn(edge, batch, report);
-        } catch (err) {
-          if (!(err instanceof EdgeFailure)) throw err;
-          this.markDown(err);
-        } finally {
-          // Keys an edge did not report (it failed) go to their next edge in the next round.
-          for (const key of batch) tried.set(key, (tried.get(key) ?? new Set()).add(edge));
-        }
-      }));
+      await Promise.all(
+        batches.map(async ({ edge, batch }) => {
+          try {
+            await this.warmOn(edge, batch, report);
+          } catch (err) {
+            if (!(err instanceof EdgeFailure)) throw err;
+            this.markDown(err);
+          } finally {
+            // Keys an edge did not report (it failed) go to their next edge in the next round.
+            for (const key of batch) tried.set(key, (tried.get(key) ?? new Set()).add(edge));
+          }
+        }),
+      );
     }
     return summary;
   }
 
   /** Every edge's /stats; an edge that does not answer has `error` instead. */
   async stats(): Promise<EdgeStatsResult[]> {
-    return Promise.all(this.edges.map(async (edge): Promise<EdgeStatsResult> => {
-      try {
-        const res = await this.send(edge, { method: 'GET', path: EDGE_PATHS.stats });
-        if (res.statusCode !== 200) return { edge, error: (await errorFromResponse(edge, res)).message };
-        return { edge, stats: await readJson(edge, res, EdgeStats, 'GET /stats') };
-      } catch (err) {
-        return { edge, error: (err as Error).message };
-      }
-    }));
+    return Promise.all(
+      this.edges.map(async (edge): Promise<EdgeStatsResult> => {
+        try {
+          const res = await this.send(edge, { method: 'GET', path: EDGE_PATHS.stats });
+          if (res.statusCode !== 200) return { edge, error: (await errorFromResponse(edge, res)).message };
+          return { edge, stats: await readJson(edge, res, EdgeStats, 'GET /stats') };
+        } catch (err) {
+          return { edge, error: (err as Error).message };
+        }
+      }),
+    );
   }
 
   /** Where `edge` mirrors its memory tier in shared memory; `dir: null` when it does not, or predates GET /shm. */
   async shmInfo(edge: string, options: { timeoutMs?: number } = {}): Promise<ShmInfo> {
-    const res = await this.send(edge, { method: 'GET', path: EDGE_PATHS.shm, ...(options.timeoutMs ? { timeoutMs: options.timeoutMs } : {}) });
+    const res = await this.send(edge, {
+      method: 'GET',
+      path: EDGE_PATHS.shm,
+      ...(options.timeoutMs ? { timeoutMs: options.timeoutMs } : {}),
+    });
     if (res.statusCode === 404) {
       res.resume();
       return { dir: null };
@@ -340,7 +379,9 @@ export class EdgeClient {
 
   private async warmOn(edge: string, keys: string[], report: (progress: WarmProgress) => void): Promise<void> {
     const res = await this.send(edge, {
-      method: 'POST', path: EDGE_PATHS.warm, body: JSON.stringify({ keys } satisfies WarmRequest),
+      method: 'POST',
+      path: EDGE_PATHS.warm,
+      body: JSON.stringify({ keys } satisfies WarmRequest),
       headers: { [EDGE_HEADERS.contentType]: CONTENT_TYPES.json },
     });
     if (res.statusCode !== 200) throw await errorFromResponse(edge, res);
@@ -356,7 +397,9 @@ export class EdgeClient {
         }
       }
     } catch (err) {
-      throw err instanceof EdgeFailure ? err : new EdgeFailure(edge, 'EDGE_UNAVAILABLE', `warm progress cut short: ${(err as Error).message}`, true);
+      throw err instanceof EdgeFailure
+        ? err
+        : new EdgeFailure(edge, 'EDGE_UNAVAILABLE', `warm progress cut short: ${(err as Error).message}`, true);
     }
   }
 
@@ -364,7 +407,14 @@ export class EdgeClient {
    * The body of a GET that survives the serving edge dying mid-transfer: the remaining bytes are asked from the key's
    * next edges with `Range: bytes=<received>-` and `If-Range: <etag>`, so only a 206 of the very same object continues it.
    */
-  private resumableBody(key: string, first: IncomingMessage, head: EdgeObjectHead, rest: string[], attempts: EdgeFailure[], signal?: AbortSignal): ResumableBody {
+  private resumableBody(
+    key: string,
+    first: IncomingMessage,
+    head: EdgeObjectHead,
+    rest: string[],
+    attempts: EdgeFailure[],
+    signal?: AbortSignal,
+  ): ResumableBody {
     const path = kvPath(key);
     const remaining = [...rest];
     const resume = async (failure: EdgeFailure, received: number): Promise<{ res: IncomingMessage; edge: string }> => {
@@ -374,7 +424,10 @@ export class EdgeClient {
         if (next === undefined) throw unavailable(`GET ${key} (resuming at byte ${received})`, attempts);
         try {
           const candidate = await this.send(next, {
-            method: 'GET', path, signal, headers: { [EDGE_HEADERS.range]: `bytes=${received}-`, [EDGE_HEADERS.ifRange]: head.etag },
+            method: 'GET',
+            path,
+            signal,
+            headers: { [EDGE_HEADERS.range]: `bytes=${received}-`, [EDGE_HEADERS.ifRange]: head.etag },
           });
           if (candidate.statusCode !== 206) {
             const err = candidate.statusCode === 200 ? changed(key, next) : await errorFromResponse(next, candidate);
@@ -416,7 +469,14 @@ function changed(key: string, edge: string): KdnError {
 function unavailable(what: string, attempts: EdgeFailure[]): KdnError {
   return new KdnError('EDGE_UNAVAILABLE', `no edge could answer ${what}`, {
     hint: 'check that the edges are running and can reach the origin',
-    details: { attempts: attempts.map((failure) => ({ edge: failure.edge, code: failure.code, message: failure.message, transient: failure.transient })) },
+    details: {
+      attempts: attempts.map((failure) => ({
+        edge: failure.edge,
+        code: failure.code,
+        message: failure.message,
+        transient: failure.transient,
+      })),
+    },
   });
 }
 
@@ -435,7 +495,9 @@ function normalizeEdgeUrl(url: string): string {
     throw new KdnError('INVALID_ARGUMENT', `"${url}" is not an edge URL`, { hint: 'write edges as http://host:port' });
   }
   if (parsed.protocol !== 'http:') {
-    throw new KdnError('INVALID_ARGUMENT', `edge URL "${url}" is not http:`, { hint: 'edges speak plain HTTP on a private network: http://host:port' });
+    throw new KdnError('INVALID_ARGUMENT', `edge URL "${url}" is not http:`, {
+      hint: 'edges speak plain HTTP on a private network: http://host:port',
+    });
   }
   return parsed.origin;
 }

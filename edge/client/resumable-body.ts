@@ -65,8 +65,15 @@ export class ResumableBody extends Readable {
         this.destroy(err);
         return;
       }
-      const failure = err instanceof EdgeFailure ? err : new EdgeFailure(this.edge, 'EDGE_UNAVAILABLE',
-        err ? err.message : `response ended at ${this.receivedBytes} of ${this.resumer.size} bytes`, true);
+      const failure =
+        err instanceof EdgeFailure
+          ? err
+          : new EdgeFailure(
+              this.edge,
+              'EDGE_UNAVAILABLE',
+              err ? err.message : `response ended at ${this.receivedBytes} of ${this.resumer.size} bytes`,
+              true,
+            );
       this.resumer.resume(failure, this.receivedBytes).then(
         (next) => {
           if (this.destroyed) {

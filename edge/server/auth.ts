@@ -72,7 +72,9 @@ export class EdgeAuth {
     }
     const bodyDigest = method === 'PUT' ? digest : undefined;
     const granted = verifyEdgeToken(this.config.secret!, single(req.headers[EDGE_HEADERS.token]), {
-      method, target: req.url ?? '/', ...(bodyDigest === undefined ? {} : { bodyDigest }),
+      method,
+      target: req.url ?? '/',
+      ...(bodyDigest === undefined ? {} : { bodyDigest }),
     });
     if (isWriteMethod(method)) this.spend(granted.nonce, granted.expiry);
     return { scope: granted.scope, bodyDigest };
@@ -81,7 +83,9 @@ export class EdgeAuth {
   /** Accepts a write or delete token once: a replayed one is FORBIDDEN until it expires anyway. */
   private spend(nonce: string, expiry: number): void {
     if (this.used.has(nonce)) {
-      throw new KdnError('FORBIDDEN', 'this edge token was already used', { hint: 'tokens for PUT and DELETE are single-use: sign a fresh one per request' });
+      throw new KdnError('FORBIDDEN', 'this edge token was already used', {
+        hint: 'tokens for PUT and DELETE are single-use: sign a fresh one per request',
+      });
     }
     this.used.set(nonce, expiry);
     if (++this.sinceSweep >= SWEEP_EVERY) this.sweep();

@@ -12,9 +12,13 @@ export function cacheStatusFor(found: Found): string {
 export function cacheStatusForError(err: unknown): string {
   if (!isKdnError(err)) return CACHE_STATUS.originUnavailable;
   switch (err.code) {
-    case 'NOT_FOUND': return err.details?.['negativeCache'] ? CACHE_STATUS.negative : CACHE_STATUS.notFound;
-    case 'KV_CORRUPT': return CACHE_STATUS.originCorrupt;
-    case 'ORIGIN_TIMEOUT': return CACHE_STATUS.originTimeout;
-    default: return CACHE_STATUS.originUnavailable;
+    case 'NOT_FOUND':
+      return err.details?.['negativeCache'] ? CACHE_STATUS.negative : CACHE_STATUS.notFound;
+    case 'KV_CORRUPT':
+      return CACHE_STATUS.originCorrupt;
+    case 'ORIGIN_TIMEOUT':
+      return CACHE_STATUS.originTimeout;
+    default:
+      return CACHE_STATUS.originUnavailable;
   }
 }

@@ -10,7 +10,9 @@ import { DEFAULT_FAILED_AUTH_LIMIT, failedAuthLimitSchema } from '../../common/f
 const milliseconds = z.coerce.number().int().min(0);
 
 /** Booleans from flags (true) or the environment ("true"/"false"/"1"/"0"). */
-const flag = z.union([z.boolean(), z.enum(['true', 'false', '1', '0'])]).transform((value) => value === true || value === 'true' || value === '1');
+const flag = z
+  .union([z.boolean(), z.enum(['true', 'false', '1', '0'])])
+  .transform((value) => value === true || value === 'true' || value === '1');
 
 /** Everything an edge needs to start. Sizes accept numbers of bytes or strings like "512MiB". */
 export const EdgeConfigSchema = z.object({
@@ -21,7 +23,10 @@ export const EdgeConfigSchema = z.object({
   memoryBytes: size.default(512 * 2 ** 20),
   /** Disk tier budget; 0 disables the tier. */
   diskBytes: size.default(4 * 2 ** 30),
-  diskPath: z.string().min(1).default(join(homedir(), '.cache', 'kdn', 'edge')),
+  diskPath: z
+    .string()
+    .min(1)
+    .default(join(homedir(), '.cache', 'kdn', 'edge')),
   /**
    * A tmpfs directory (e.g. /dev/shm) under which the edge mirrors its memory tier in a private folder, so kdn on
    * the same host reads objects without a socket (edge/protocol.ts ShmInfo). Unset: off.
@@ -86,5 +91,8 @@ export function resolveEdgeConfig(input: Partial<EdgeConfigInput>, env: NodeJS.P
   const config = resolveConfig(EdgeConfigSchema, EDGE_ENV, input, env, 'edge', hint);
   const secret = secretFromFlagOrFile(config.secret, config.secretFile, 'edge secret');
   if (secret === config.secret) return config;
-  return { ...config, secret: resolveConfig(EdgeConfigSchema.pick({ secret: true }), { secret: 'KDN_EDGE_SECRET_FILE' }, { secret }, {}, 'edge', hint).secret };
+  return {
+    ...config,
+    secret: resolveConfig(EdgeConfigSchema.pick({ secret: true }), { secret: 'KDN_EDGE_SECRET_FILE' }, { secret }, {}, 'edge', hint).secret,
+  };
 }

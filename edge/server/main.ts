@@ -64,15 +64,26 @@ export async function startEdge(input: Partial<EdgeConfigInput>, deps: EdgeDeps 
     if (ownsStore) await store.close();
     throw err;
   }
-  const cache = new TieredCache({
-    memory: new MemoryTier(config.memoryBytes, shm),
-    disk,
-    origin: new Origin(store, { timeoutMs: config.originTimeoutMs, negativeTtlMs: config.negativeTtlMs }),
-  }, log);
+  const cache = new TieredCache(
+    {
+      memory: new MemoryTier(config.memoryBytes, shm),
+      disk,
+      origin: new Origin(store, { timeoutMs: config.originTimeoutMs, negativeTtlMs: config.negativeTtlMs }),
+    },
+    log,
+  );
   const served = newServeCounters();
   const startedAt = Date.now();
   const stats = (): EdgeStats => edgeStats(cache, served, startedAt, shm);
-  const server = createEdgeServer({ cache, config, served, stats, metrics: createEdgeMetrics(stats), log, shm: shm?.info ?? { dir: null } });
+  const server = createEdgeServer({
+    cache,
+    config,
+    served,
+    stats,
+    metrics: createEdgeMetrics(stats),
+    log,
+    shm: shm?.info ?? { dir: null },
+  });
 
   try {
     await new Promise<void>((resolve, reject) => {
@@ -87,15 +98,29 @@ export async function startEdge(input: Partial<EdgeConfigInput>, deps: EdgeDeps 
     await disk.close();
     if (ownsStore) await store.close();
     if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
-      throw new KdnError('CONFLICT', `${config.host}:${config.port} is already in use`, { hint: 'pick another --port, or 0 for any free port', cause: err });
+      throw new KdnError('CONFLICT', `${config.host}:${config.port} is already in use`, {
+        hint: 'pick another --port, or 0 for any free port',
+        cause: err,
+      });
     }
     throw err;
   }
   const { port } = server.address() as AddressInfo;
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;
   const url = `http://${host}:${port}`;
-  if (config.secret === undefined) log.warn({ url }, 'edge running WITHOUT authentication (--insecure-no-auth): anyone who reaches it can read, write and purge objects');
-  log.info({ url, origin: store.description, memoryBytes: config.memoryBytes, diskBytes: config.diskBytes, diskPath: config.diskPath, shmDir: shm?.dir }, 'edge listening');
+  if (config.secret === undefined)
+    log.warn({ url }, 'edge running WITHOUT authentication (--insecure-no-auth): anyone who reaches it can read, write and purge objects');
+  log.info(
+    {
+      url,
+      origin: store.description,
+      memoryBytes: config.memoryBytes,
+      diskBytes: config.diskBytes,
+      diskPath: config.diskPath,
+      shmDir: shm?.dir,
+    },
+    'edge listening',
+  );
 
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> => {

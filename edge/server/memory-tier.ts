@@ -11,19 +11,23 @@ export class MemoryTier {
   evictions = 0;
   private readonly cache: LRUCache<string, CachedObject> | null;
 
-  constructor(budgetBytes: number, private readonly mirror?: ShmMirror) {
+  constructor(
+    budgetBytes: number,
+    private readonly mirror?: ShmMirror,
+  ) {
     this.budgetBytes = budgetBytes;
-    this.cache = budgetBytes > 0
-      ? new LRUCache<string, CachedObject>({
-        maxSize: budgetBytes,
-        sizeCalculation: (object) => Math.max(1, object.body.length),
-        dispose: (_value, key, reason) => {
-          if (reason === 'evict') this.evictions += 1;
-          // A replacement ('set') is followed by the new object's own put, queued after this removal.
-          this.mirror?.remove(key);
-        },
-      })
-      : null;
+    this.cache =
+      budgetBytes > 0
+        ? new LRUCache<string, CachedObject>({
+            maxSize: budgetBytes,
+            sizeCalculation: (object) => Math.max(1, object.body.length),
+            dispose: (_value, key, reason) => {
+              if (reason === 'evict') this.evictions += 1;
+              // A replacement ('set') is followed by the new object's own put, queued after this removal.
+              this.mirror?.remove(key);
+            },
+          })
+        : null;
   }
 
   get(key: string): CachedObject | undefined {

@@ -12,7 +12,10 @@ export function createEdgeMetrics(snapshot: () => EdgeStats): Registry {
 
   const counter = (name: string, help: string, labelNames: string[], read: (s: EdgeStats) => [Record<string, string>, number][]): void => {
     new Counter({
-      name, help, labelNames, registers: [registry],
+      name,
+      help,
+      labelNames,
+      registers: [registry],
       collect() {
         this.reset();
         for (const [labels, value] of read(snapshot())) this.inc(labels, value);
@@ -21,7 +24,10 @@ export function createEdgeMetrics(snapshot: () => EdgeStats): Registry {
   };
   const gauge = (name: string, help: string, labelNames: string[], read: (s: EdgeStats) => [Record<string, string>, number][]): void => {
     new Gauge({
-      name, help, labelNames, registers: [registry],
+      name,
+      help,
+      labelNames,
+      registers: [registry],
       collect() {
         for (const [labels, value] of read(snapshot())) this.set(labels, value);
       },
@@ -29,13 +35,25 @@ export function createEdgeMetrics(snapshot: () => EdgeStats): Registry {
   };
 
   gauge('kdn_edge_uptime_seconds', 'Seconds since the edge started', [], (s) => [[{}, s.uptimeSeconds]]);
-  counter('kdn_edge_cache_hits_total', 'Lookups answered by a tier', ['tier'], (s) => [[{ tier: 'memory' }, s.memory.hits], [{ tier: 'disk' }, s.disk.hits]]);
-  counter('kdn_edge_cache_misses_total', 'Lookups a tier could not answer', ['tier'], (s) => [[{ tier: 'memory' }, s.memory.misses], [{ tier: 'disk' }, s.disk.misses]]);
-  counter('kdn_edge_evictions_total', 'Objects evicted to stay within a byte budget', ['tier'], (s) => [[{ tier: 'memory' }, s.memory.evictions], [{ tier: 'disk' }, s.disk.evictions]]);
+  counter('kdn_edge_cache_hits_total', 'Lookups answered by a tier', ['tier'], (s) => [
+    [{ tier: 'memory' }, s.memory.hits],
+    [{ tier: 'disk' }, s.disk.hits],
+  ]);
+  counter('kdn_edge_cache_misses_total', 'Lookups a tier could not answer', ['tier'], (s) => [
+    [{ tier: 'memory' }, s.memory.misses],
+    [{ tier: 'disk' }, s.disk.misses],
+  ]);
+  counter('kdn_edge_evictions_total', 'Objects evicted to stay within a byte budget', ['tier'], (s) => [
+    [{ tier: 'memory' }, s.memory.evictions],
+    [{ tier: 'disk' }, s.disk.evictions],
+  ]);
   counter('kdn_edge_disk_corrupt_total', 'Disk files that failed verification and were dropped', [], (s) => [[{}, s.disk.corruptDropped]]);
   counter('kdn_edge_origin_requests_total', 'Origin fetches by result', ['result'], (s) => [
-    [{ result: 'found' }, s.origin.found], [{ result: 'not_found' }, s.origin.notFound], [{ result: 'corrupt' }, s.origin.corrupt],
-    [{ result: 'error' }, s.origin.errors], [{ result: 'timeout' }, s.origin.timeouts],
+    [{ result: 'found' }, s.origin.found],
+    [{ result: 'not_found' }, s.origin.notFound],
+    [{ result: 'corrupt' }, s.origin.corrupt],
+    [{ result: 'error' }, s.origin.errors],
+    [{ result: 'timeout' }, s.origin.timeouts],
   ]);
   counter('kdn_edge_origin_bytes_total', 'Verified bytes fetched from the origin', [], (s) => [[{}, s.origin.bytes]]);
   counter('kdn_edge_negative_hits_total', 'Misses answered from the negative cache', [], (s) => [[{}, s.origin.negativeHits]]);
@@ -43,10 +61,21 @@ export function createEdgeMetrics(snapshot: () => EdgeStats): Registry {
   counter('kdn_edge_requests_total', 'HTTP requests received', [], (s) => [[{}, s.served.requests]]);
   counter('kdn_edge_served_bytes_total', 'Object bytes sent in GET responses', [], (s) => [[{}, s.served.bytesServed]]);
   counter('kdn_edge_errors_total', 'Requests answered with an error', [], (s) => [[{}, s.served.errors]]);
-  counter('kdn_edge_unauthorized_total', 'Requests refused for a missing, expired or wrong token', [], (s) => [[{}, s.served.unauthorized]]);
-  gauge('kdn_edge_tier_objects', 'Objects held by a tier', ['tier'], (s) => [[{ tier: 'memory' }, s.memory.objects], [{ tier: 'disk' }, s.disk.objects]]);
-  gauge('kdn_edge_tier_bytes', 'Bytes held by a tier', ['tier'], (s) => [[{ tier: 'memory' }, s.memory.bytes], [{ tier: 'disk' }, s.disk.bytes]]);
-  gauge('kdn_edge_tier_budget_bytes', 'Byte budget of a tier', ['tier'], (s) => [[{ tier: 'memory' }, s.memory.budgetBytes], [{ tier: 'disk' }, s.disk.budgetBytes]]);
+  counter('kdn_edge_unauthorized_total', 'Requests refused for a missing, expired or wrong token', [], (s) => [
+    [{}, s.served.unauthorized],
+  ]);
+  gauge('kdn_edge_tier_objects', 'Objects held by a tier', ['tier'], (s) => [
+    [{ tier: 'memory' }, s.memory.objects],
+    [{ tier: 'disk' }, s.disk.objects],
+  ]);
+  gauge('kdn_edge_tier_bytes', 'Bytes held by a tier', ['tier'], (s) => [
+    [{ tier: 'memory' }, s.memory.bytes],
+    [{ tier: 'disk' }, s.disk.bytes],
+  ]);
+  gauge('kdn_edge_tier_budget_bytes', 'Byte budget of a tier', ['tier'], (s) => [
+    [{ tier: 'memory' }, s.memory.budgetBytes],
+    [{ tier: 'disk' }, s.disk.budgetBytes],
+  ]);
   return registry;
 }
 

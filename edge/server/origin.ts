@@ -104,9 +104,11 @@ export class Origin {
     const deadline = new Promise<never>((_resolve, reject) => {
       timer = setTimeout(() => {
         controller.abort();
-        reject(new KdnError('ORIGIN_TIMEOUT', `origin did not answer within ${timeoutMs} ms ${what}`, {
-          hint: `check the origin (${this.store.description}); the edge still serves what it holds`,
-        }));
+        reject(
+          new KdnError('ORIGIN_TIMEOUT', `origin did not answer within ${timeoutMs} ms ${what}`, {
+            hint: `check the origin (${this.store.description}); the edge still serves what it holds`,
+          }),
+        );
       }, timeoutMs);
     });
     try {

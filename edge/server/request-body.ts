@@ -31,7 +31,9 @@ export async function readBody(req: IncomingMessage, limit: number, hash?: Hash)
   } catch (err) {
     if (err instanceof KdnError) throw err;
     throw new KdnError('INVALID_ARGUMENT', `the request body did not arrive: ${(err as Error).message}`, {
-      hint: 'send the whole body', details: { aborted: true }, cause: err,
+      hint: 'send the whole body',
+      details: { aborted: true },
+      cause: err,
     });
   }
 }

@@ -9,9 +9,26 @@ import { retryAfterOf } from '../../common/failed-auth-throttle.ts';
 import { capConnectionsPerAddress } from '../../common/slow-clients.ts';
 import { isChunkKey, validateKey } from '../../storage/keys.ts';
 import {
-  CACHE_STATUS, CONTENT_TYPES, DeleteQuery, EDGE_HEADERS, EDGE_QUERY, MAX_WARM_KEYS, ONLY_IF_CACHED, ROUTE_METHODS, WARM_BODY_LIMIT,
+  CACHE_STATUS,
+  CONTENT_TYPES,
+  DeleteQuery,
+  EDGE_HEADERS,
+  EDGE_QUERY,
+  MAX_WARM_KEYS,
+  ONLY_IF_CACHED,
+  ROUTE_METHODS,
+  WARM_BODY_LIMIT,
   WarmRequest,
-  describeRoutes, edgeRouteOf, encodedKeyOf, type DeleteResponse, type EdgeMethod, type EdgeRoute, type Health, type PutResponse, type ShmInfo, type WarmProgressLine,
+  describeRoutes,
+  edgeRouteOf,
+  encodedKeyOf,
+  type DeleteResponse,
+  type EdgeMethod,
+  type EdgeRoute,
+  type Health,
+  type PutResponse,
+  type ShmInfo,
+  type WarmProgressLine,
   type WarmSummaryLine,
 } from '../protocol.ts';
 import type { CachedObject } from './cached-object.ts';
@@ -64,16 +81,19 @@ export function createEdgeServer(edgeDeps: EdgeServerDeps): Server {
   const { config } = deps;
   const timeRequest = edgeRequestTimer(deps.metrics);
   const headersTimeout = Math.min(config.headersTimeoutMs, config.requestTimeoutMs);
-  const server = createServer({
-    requestTimeout: config.requestTimeoutMs,
-    headersTimeout,
-    // Node checks the two timeouts above only this often (30 s by default).
-    connectionsCheckingInterval: Math.max(50, Math.min(1_000, Math.floor(headersTimeout / 4))),
-    keepAliveTimeout: 5_000,
-  }, (req, res) => {
-    timeRequest(req, res);
-    route(deps, req, res);
-  });
+  const server = createServer(
+    {
+      requestTimeout: config.requestTimeoutMs,
+      headersTimeout,
+      // Node checks the two timeouts above only this often (30 s by default).
+      connectionsCheckingInterval: Math.max(50, Math.min(1_000, Math.floor(headersTimeout / 4))),
+      keepAliveTimeout: 5_000,
+    },
+    (req, res) => {
+      timeRequest(req, res);
+      route(deps, req, res);
+    },
+  );
   server.timeout = config.idleTimeoutMs;
   capConnectionsPerAddress(server, config.maxConnectionsPerAddress);
   return server;
@@ -88,9 +108,13 @@ function route(deps: EdgeContext, req: IncomingMessage, res: ServerResponse): vo
   const method = req.method ?? 'GET';
   const name = edgeRouteOf(path);
   if (name === undefined) {
-    fail(deps, res, new KdnError('NOT_FOUND', `no route ${method} ${path}`, {
-      hint: `edge routes: ${describeRoutes()}`,
-    }));
+    fail(
+      deps,
+      res,
+      new KdnError('NOT_FOUND', `no route ${method} ${path}`, {
+        hint: `edge routes: ${describeRoutes()}`,
+      }),
+    );
     return;
   }
   if (!allows(name, method)) {
@@ -128,16 +152,28 @@ function routeObject(deps: EdgeContext, req: IncomingMessage, res: ServerRespons
   const grant = authorized(deps, req, res, method, 'kv');
   if (!grant) return;
   if (!isChunkKey(key) || !grantCovers(grant, key)) {
-    fail(deps, res, new KdnError('FORBIDDEN', `${key} is not a chunk object this request may touch`, {
-      hint: 'edges handle only chunk KV objects (kv/...*.kv), and a scoped token only the keys under its scope',
-    }));
+    fail(
+      deps,
+      res,
+      new KdnError('FORBIDDEN', `${key} is not a chunk object this request may touch`, {
+        hint: 'edges handle only chunk KV objects (kv/...*.kv), and a scoped token only the keys under its scope',
+      }),
+    );
     return;
   }
   switch (method) {
-    case 'GET': serveObject(deps, req, res, key, false); return;
-    case 'HEAD': serveObject(deps, req, res, key, true); return;
-    case 'PUT': void putObject(deps, req, res, key, grant); return;
-    default: void deleteObject(deps, res, key, query); return;
+    case 'GET':
+      serveObject(deps, req, res, key, false);
+      return;
+    case 'HEAD':
+      serveObject(deps, req, res, key, true);
+      return;
+    case 'PUT':
+      void putObject(deps, req, res, key, grant);
+      return;
+    default:
+      void deleteObject(deps, res, key, query);
+      return;
   }
 }
 
@@ -160,30 +196,44 @@ function serveObject(deps: EdgeContext, req: IncomingMessage, res: ServerRespons
   }
   if (onlyIfCached(req) && deps.cache.holder(key) === null) {
     res.setHeader(EDGE_HEADERS.cacheStatus, CACHE_STATUS.notCached);
-    fail(deps, res, new KdnError('TIMEOUT', `${key} is not cached at this edge`, {
-      hint: 'the request said Cache-Control: only-if-cached; ask without it to fetch the object from the origin',
-    }));
+    fail(
+      deps,
+      res,
+      new KdnError('TIMEOUT', `${key} is not cached at this edge`, {
+        hint: 'the request said Cache-Control: only-if-cached; ask without it to fetch the object from the origin',
+      }),
+    );
     return;
   }
-  deps.cache.belowMemory(key).then(
-    (found) => sendObject(deps, req, res, found.object, cacheStatusFor(found), head),
-    (err: unknown) => {
-      res.setHeader(EDGE_HEADERS.cacheStatus, cacheStatusForError(err));
-      fail(deps, res, err);
-    },
-  ).catch((err: unknown) => {
-    deps.log.error({ err }, 'edge could not answer a GET');
-    res.destroy();
-  });
+  deps.cache
+    .belowMemory(key)
+    .then(
+      (found) => sendObject(deps, req, res, found.object, cacheStatusFor(found), head),
+      (err: unknown) => {
+        res.setHeader(EDGE_HEADERS.cacheStatus, cacheStatusForError(err));
+        fail(deps, res, err);
+      },
+    )
+    .catch((err: unknown) => {
+      deps.log.error({ err }, 'edge could not answer a GET');
+      res.destroy();
+    });
 }
 
 /** RFC 9111: answer from the cache or not at all. */
 function onlyIfCached(req: IncomingMessage): boolean {
   const value = req.headers[EDGE_HEADERS.cacheControl];
-  return value !== undefined && value.split(',').some((directive) => directive.trim().toLowerCase() === ONLY_IF_CACHED);
+  return value?.split(',').some((directive) => directive.trim().toLowerCase() === ONLY_IF_CACHED) ?? false;
 }
 
-function sendObject(deps: EdgeContext, req: IncomingMessage, res: ServerResponse, object: CachedObject, cacheStatus: string, head: boolean): void {
+function sendObject(
+  deps: EdgeContext,
+  req: IncomingMessage,
+  res: ServerResponse,
+  object: CachedObject,
+  cacheStatus: string,
+  head: boolean,
+): void {
   const { body, etag } = object;
   const ifNoneMatch = req.headers[EDGE_HEADERS.ifNoneMatch];
   if (ifNoneMatch !== undefined && noneMatch(ifNoneMatch, etag)) {
@@ -198,16 +248,22 @@ function sendObject(deps: EdgeContext, req: IncomingMessage, res: ServerResponse
     if (range === 'unsatisfiable') {
       res.setHeader(EDGE_HEADERS.contentRange, `bytes */${body.length}`);
       res.setHeader(EDGE_HEADERS.cacheStatus, cacheStatus);
-      fail(deps, res, new KdnError('RANGE_NOT_SATISFIABLE', `range "${rangeHeader}" is outside the object's ${body.length} bytes`, {
-        hint: 'ask for bytes between 0 and the object size minus one',
-      }));
+      fail(
+        deps,
+        res,
+        new KdnError('RANGE_NOT_SATISFIABLE', `range "${rangeHeader}" is outside the object's ${body.length} bytes`, {
+          hint: 'ask for bytes between 0 and the object size minus one',
+        }),
+      );
       return;
     }
     if (range) {
       const length = range.end - range.start + 1;
       deps.served.partial += 1;
       res.writeHead(206, [
-        ...objectHeaders(length, etag, cacheStatus), EDGE_HEADERS.contentRange, `bytes ${range.start}-${range.end}/${body.length}`,
+        ...objectHeaders(length, etag, cacheStatus),
+        EDGE_HEADERS.contentRange,
+        `bytes ${range.start}-${range.end}/${body.length}`,
       ]);
       if (head) {
         res.end();
@@ -230,8 +286,16 @@ function sendObject(deps: EdgeContext, req: IncomingMessage, res: ServerResponse
 /** Headers of a 200 or 206 object answer, as a flat list (the cheapest form for writeHead). */
 function objectHeaders(length: number, etag: string, cacheStatus: string): string[] {
   return [
-    EDGE_HEADERS.contentType, CONTENT_TYPES.kv, EDGE_HEADERS.contentLength, String(length), EDGE_HEADERS.etag, etag,
-    EDGE_HEADERS.acceptRanges, 'bytes', EDGE_HEADERS.cacheStatus, cacheStatus,
+    EDGE_HEADERS.contentType,
+    CONTENT_TYPES.kv,
+    EDGE_HEADERS.contentLength,
+    String(length),
+    EDGE_HEADERS.etag,
+    etag,
+    EDGE_HEADERS.acceptRanges,
+    'bytes',
+    EDGE_HEADERS.cacheStatus,
+    cacheStatus,
   ];
 }
 
@@ -281,9 +345,13 @@ async function warm(deps: EdgeContext, req: IncomingMessage, res: ServerResponse
     }
     const parsed = WarmRequest.safeParse(json);
     if (!parsed.success) {
-      throw new KdnError('INVALID_ARGUMENT', `POST /warm body is invalid: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`, {
-        hint: `send {"keys": [...]} with 1 to ${MAX_WARM_KEYS} keys`,
-      });
+      throw new KdnError(
+        'INVALID_ARGUMENT',
+        `POST /warm body is invalid: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`,
+        {
+          hint: `send {"keys": [...]} with 1 to ${MAX_WARM_KEYS} keys`,
+        },
+      );
     }
     keys = [...new Set(parsed.data.keys.map((key) => validateKey(key)))];
     concurrency = parsed.data.concurrency;
@@ -379,6 +447,8 @@ function decodePath(encoded: string): string {
   try {
     return decodeURIComponent(encoded);
   } catch {
-    throw new KdnError('INVALID_KEY', 'object key in the URL is not valid percent-encoding', { hint: 'keys need no escaping: use [A-Za-z0-9._=-/]' });
+    throw new KdnError('INVALID_KEY', 'object key in the URL is not valid percent-encoding', {
+      hint: 'keys need no escaping: use [A-Za-z0-9._=-/]',
+    });
   }
 }

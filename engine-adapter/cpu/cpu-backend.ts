@@ -35,7 +35,13 @@ export class CpuBackend implements ForwardBackend {
     return new CpuKVCache(capacity, this.c.layers, this.tokenStride);
   }
 
-  async forward(cache: KVCacheHandle, tokens: Uint32Array, position: number, logits: 'last' | 'all' | 'none', gate?: LayerGate): Promise<Float32Array> {
+  async forward(
+    cache: KVCacheHandle,
+    tokens: Uint32Array,
+    position: number,
+    logits: 'last' | 'all' | 'none',
+    gate?: LayerGate,
+  ): Promise<Float32Array> {
     const kv = this.own(cache);
     this.checkRange(kv, position, position + tokens.length);
     // The reference computes on the event loop, so nothing would overlap: it waits for the whole context instead.
@@ -56,7 +62,14 @@ export class CpuBackend implements ForwardBackend {
     return cpuBatchForward(this.weights, this.invFreq, checked);
   }
 
-  async blendForward(cache: KVCacheHandle, tokens: Uint32Array, position: number, plan: BlendPlan, logits: 'last' | 'none', gate?: LayerGate): Promise<BlendOutput> {
+  async blendForward(
+    cache: KVCacheHandle,
+    tokens: Uint32Array,
+    position: number,
+    plan: BlendPlan,
+    logits: 'last' | 'none',
+    gate?: LayerGate,
+  ): Promise<BlendOutput> {
     const kv = this.own(cache);
     this.checkRange(kv, position, position + tokens.length);
     if (gate) for (let l = 0; l < this.c.layers; l++) await gate(l);
@@ -85,12 +98,16 @@ export class CpuBackend implements ForwardBackend {
   async writeKVLayer(cache: KVCacheHandle, header: KVHeader, block: KVLayerBlock, position: number): Promise<void> {
     const kv = this.own(cache);
     const { c, tokenStride } = this;
-    if (block.layer < 0 || block.layer >= c.layers) throw new KdnError('KV_MISMATCH', `KV layer ${block.layer} does not exist in a ${c.layers}-layer model`);
+    if (block.layer < 0 || block.layer >= c.layers)
+      throw new KdnError('KV_MISMATCH', `KV layer ${block.layer} does not exist in a ${c.layers}-layer model`);
     this.checkRange(kv, position, position + header.tokens);
     const { keys, values } = block.decode();
     const size = header.tokens * tokenStride;
     if (keys.length !== size || values.length !== size) {
-      throw new KdnError('KV_MISMATCH', `KV layer ${block.layer} holds ${keys.length} keys and ${values.length} values, expected ${size} each`);
+      throw new KdnError(
+        'KV_MISMATCH',
+        `KV layer ${block.layer} holds ${keys.length} keys and ${values.length} values, expected ${size} each`,
+      );
     }
     kv.reserve(position + header.tokens);
     const target = kv.keys[block.layer]!.subarray(position * tokenStride, position * tokenStride + size);

@@ -59,7 +59,15 @@ function cpuLayer(weights: ModelWeights, invFreq: Float32Array, cache: CpuKVCach
  * at their slots. With `deviation`, each row's squared distance between its new K/V and what the cache held at its
  * slot is stored there first (CacheBlend's selection signal).
  */
-function cpuLayerKV(weights: ModelWeights, invFreq: Float32Array, cache: CpuKVCache, l: number, rows: Rows, s: LayerScratch, deviation?: Float32Array): void {
+function cpuLayerKV(
+  weights: ModelWeights,
+  invFreq: Float32Array,
+  cache: CpuKVCache,
+  l: number,
+  rows: Rows,
+  s: LayerScratch,
+  deviation?: Float32Array,
+): void {
   const kvDim = weights.config.kvHeads * weights.config.headDim;
   projectQKV(weights, invFreq, l, rows, s);
   if (deviation) kvDeviation(deviation, s.k, s.v, cache.keys[l]!, cache.values[l]!, rows.slots, kvDim);
@@ -92,7 +100,13 @@ export function projectQKV(weights: ModelWeights, invFreq: Float32Array, l: numb
 
 /** The keys and values of rows [first, first + count) (in s.k, s.v) into layer `l` of `cache` at their slots. */
 export function writeRowsKV(
-  weights: ModelWeights, cache: CpuKVCache, l: number, rows: Rows, s: LayerScratch, first: number, count: number,
+  weights: ModelWeights,
+  cache: CpuKVCache,
+  l: number,
+  rows: Rows,
+  s: LayerScratch,
+  first: number,
+  count: number,
 ): void {
   const kvDim = weights.config.kvHeads * weights.config.headDim;
   const keys = cache.keys[l]!;
@@ -106,7 +120,13 @@ export function writeRowsKV(
 
 /** Attention of rows [first, first + count) (queries in s.q) over layer `l` of `cache`, into s.attn. */
 export function attendRows(
-  weights: ModelWeights, cache: CpuKVCache, l: number, rows: Rows, s: LayerScratch, first: number, count: number,
+  weights: ModelWeights,
+  cache: CpuKVCache,
+  l: number,
+  rows: Rows,
+  s: LayerScratch,
+  first: number,
+  count: number,
 ): void {
   const c = weights.config;
   const qDim = c.heads * c.headDim;
@@ -226,7 +246,10 @@ export function cpuBlendForward(
     for (let l = 0; l < plan.checkLayer; l++) cpuLayer(weights, invFreq, cache, l, all, scratch);
     const deviation = new Float32Array(all.n);
     cpuLayerKV(weights, invFreq, cache, plan.checkLayer, all, scratch, deviation);
-    picked = plan.select({ deviation, mass: plan.massRows > 0 ? promptMass(c, cache.keys[plan.checkLayer]!, all, scratch, plan.massRows) : null });
+    picked = plan.select({
+      deviation,
+      mass: plan.massRows > 0 ? promptMass(c, cache.keys[plan.checkLayer]!, all, scratch, plan.massRows) : null,
+    });
   }
   const rows = gatherRows(all, picked, c.hiddenSize);
   const scratch = new LayerScratch(weights, rows.n);

@@ -68,8 +68,16 @@ function parseRope(raw: RawConfig, source: string): { theta: number; scaling: Ro
   if (type === 'default') return { theta, scaling: null };
   if (type !== 'llama3') throw unsupported(`unsupported rope type "${type}"`, source);
   const { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings } = rope ?? {};
-  if (factor === undefined || low_freq_factor === undefined || high_freq_factor === undefined || original_max_position_embeddings === undefined) {
-    throw new KdnError('MODEL_INVALID', `llama3 rope scaling needs factor, low_freq_factor, high_freq_factor and original_max_position_embeddings (${source})`);
+  if (
+    factor === undefined ||
+    low_freq_factor === undefined ||
+    high_freq_factor === undefined ||
+    original_max_position_embeddings === undefined
+  ) {
+    throw new KdnError(
+      'MODEL_INVALID',
+      `llama3 rope scaling needs factor, low_freq_factor, high_freq_factor and original_max_position_embeddings (${source})`,
+    );
   }
   return {
     theta,
@@ -101,19 +109,25 @@ export function parseModelConfig(json: unknown, source: string, generationConfig
   if (raw.mlp_bias) throw unsupported('MLP biases are not supported', source);
   // Qwen2's biases are fixed on q/k/v; elsewhere attention_bias also puts a bias on o_proj, which no model we
   // target uses.
-  if (architecture !== 'Qwen2ForCausalLM' && raw.attention_bias) throw unsupported(`attention_bias on ${architecture} is not supported`, source);
+  if (architecture !== 'Qwen2ForCausalLM' && raw.attention_bias)
+    throw unsupported(`attention_bias on ${architecture} is not supported`, source);
   // Qwen's sliding window applies to a subset of layers only; released checkpoints keep it off.
   if (architecture.startsWith('Qwen') && raw.use_sliding_window) throw unsupported('Qwen use_sliding_window is not supported', source);
 
   const heads = raw.num_attention_heads;
   const kvHeads = raw.num_key_value_heads ?? heads;
-  if (heads % kvHeads !== 0) throw new KdnError('MODEL_INVALID', `num_attention_heads ${heads} is not a multiple of num_key_value_heads ${kvHeads} (${source})`);
+  if (heads % kvHeads !== 0)
+    throw new KdnError('MODEL_INVALID', `num_attention_heads ${heads} is not a multiple of num_key_value_heads ${kvHeads} (${source})`);
   // Qwen3Config's head_dim defaults to 128 rather than hidden/heads.
   const headDim = raw.head_dim ?? (architecture === 'Qwen3ForCausalLM' ? 128 : raw.hidden_size / heads);
-  if (!Number.isInteger(headDim) || headDim % 2 !== 0) throw new KdnError('MODEL_INVALID', `head_dim ${headDim} must be an even integer (${source})`);
+  if (!Number.isInteger(headDim) || headDim % 2 !== 0)
+    throw new KdnError('MODEL_INVALID', `head_dim ${headDim} must be an even integer (${source})`);
   const rope = parseRope(raw, source);
 
-  const gen = z.object({ bos_token_id: tokenIds, eos_token_id: tokenIds }).loose().safeParse(generationConfig ?? {});
+  const gen = z
+    .object({ bos_token_id: tokenIds, eos_token_id: tokenIds })
+    .loose()
+    .safeParse(generationConfig ?? {});
   const eos = new Set([...idList(raw.eos_token_id), ...(gen.success ? idList(gen.data.eos_token_id) : [])]);
   const bos = idList(raw.bos_token_id)[0] ?? (gen.success ? idList(gen.data.bos_token_id)[0] : undefined);
 

@@ -37,12 +37,12 @@ export function floatToF16Bits(x: number): number {
     const half = mant >>> shift;
     const rest = mant & ((1 << shift) - 1);
     const mid = 1 << (shift - 1);
-    return sign | (half + (rest > mid || (rest === mid && (half & 1)) ? 1 : 0));
+    return sign | (half + (rest > mid || (rest === mid && half & 1) ? 1 : 0));
   }
   const half = (e << 10) | (mant >>> 13);
   const rest = mant & 0x1fff;
   // A carry out of the mantissa correctly bumps the exponent (up to infinity).
-  return sign | (half + (rest > 0x1000 || (rest === 0x1000 && (half & 1)) ? 1 : 0));
+  return sign | (half + (rest > 0x1000 || (rest === 0x1000 && half & 1) ? 1 : 0));
 }
 
 function encode(t: TensorToWrite): Uint8Array {

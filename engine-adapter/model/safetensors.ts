@@ -85,13 +85,19 @@ export async function readSafetensorsHeader(path: string): Promise<TensorEntry[]
       if (name === '__metadata__') continue;
       const parsed = entrySchema.safeParse(value);
       if (!parsed.success) throw invalid(`${path}: tensor ${name} has a malformed header entry`);
-      const { dtype, shape, data_offsets: [begin, end] } = parsed.data;
+      const {
+        dtype,
+        shape,
+        data_offsets: [begin, end],
+      } = parsed.data;
       if (!(dtype in DTYPE_BYTES)) {
         throw new KdnError('MODEL_UNSUPPORTED', `${path}: tensor ${name} has dtype ${dtype}`, { hint: 'supported dtypes: BF16, F16, F32' });
       }
       const bytes = shape.reduce((a, b) => a * b, 1) * DTYPE_BYTES[dtype as SafetensorsDtype];
       if (begin > end || end > dataSize || end - begin !== bytes) {
-        throw invalid(`${path}: tensor ${name} data_offsets [${begin}, ${end}] do not match shape [${shape}] ${dtype} within ${dataSize} data bytes`);
+        throw invalid(
+          `${path}: tensor ${name} data_offsets [${begin}, ${end}] do not match shape [${shape}] ${dtype} within ${dataSize} data bytes`,
+        );
       }
       entries.push({ name, dtype: dtype as SafetensorsDtype, shape, file: path, start: dataStart + begin, end: dataStart + end });
     }
@@ -163,7 +169,8 @@ export class SafetensorsModel {
     if (!index.success) throw new KdnError('MODEL_INVALID', `${indexPath} has no valid weight_map`);
     const shards = [...new Set(Object.values(index.data.weight_map))];
     for (const shard of shards) {
-      if (shard.includes('/') || shard.includes('\\') || shard === '..') throw new KdnError('MODEL_INVALID', `${indexPath} names shard outside the model directory: ${shard}`);
+      if (shard.includes('/') || shard.includes('\\') || shard === '..')
+        throw new KdnError('MODEL_INVALID', `${indexPath} names shard outside the model directory: ${shard}`);
       for (const e of await readSafetensorsHeader(join(modelDir, shard))) {
         if (tensors.has(e.name)) throw new KdnError('MODEL_INVALID', `tensor ${e.name} appears in more than one shard`);
         tensors.set(e.name, e);
@@ -171,7 +178,8 @@ export class SafetensorsModel {
     }
     for (const [name, shard] of Object.entries(index.data.weight_map)) {
       const entry = tensors.get(name);
-      if (!entry || entry.file !== join(modelDir, shard)) throw new KdnError('MODEL_INVALID', `${indexPath} maps ${name} to ${shard}, which does not hold it`);
+      if (!entry || entry.file !== join(modelDir, shard))
+        throw new KdnError('MODEL_INVALID', `${indexPath} maps ${name} to ${shard}, which does not hold it`);
     }
     return new SafetensorsModel(tensors);
   }

@@ -90,7 +90,9 @@ export async function loadTokenizer(modelDir: string, config?: ModelConfig): Pro
   try {
     hf = new HfTokenizer(tokenizerJson, tokenizerConfig);
   } catch (err) {
-    throw new KdnError('MODEL_INVALID', `cannot build the tokenizer from ${join(modelDir, 'tokenizer.json')}: ${(err as Error).message}`, { cause: err });
+    throw new KdnError('MODEL_INVALID', `cannot build the tokenizer from ${join(modelDir, 'tokenizer.json')}: ${(err as Error).message}`, {
+      cause: err,
+    });
   }
   const cfg = tokenizerConfig as Record<string, unknown>;
   let template = pickChatTemplate(cfg.chat_template);

@@ -67,7 +67,13 @@ export class GpuBlendForward {
   }
 
   /** Phase 1: every row through the layers before the check layer and the check layer's K/V; returns the signals. */
-  private async fullLayers(tokens: Uint32Array, position: number, plan: BlendPlan, residual: GPUBuffer, gate?: LayerGate): Promise<BlendSignals> {
+  private async fullLayers(
+    tokens: Uint32Array,
+    position: number,
+    plan: BlendPlan,
+    residual: GPUBuffer,
+    gate?: LayerGate,
+  ): Promise<BlendSignals> {
     const { ctx, s, cache, config: c } = this.f;
     const check = plan.checkLayer!;
     const n = tokens.length;
@@ -96,7 +102,8 @@ export class GpuBlendForward {
           rec.copy(s.x, 0, residual, start * rowBytes, m * rowBytes);
           const q = recordLayerKV(rec, this.f, a, l, { buffer: deviation, offset: start });
           const from = Math.max(massFrom, start);
-          if (promptQ && from < start + m) rec.copy(q, (from - start) * qRowBytes, promptQ, (from - massFrom) * qRowBytes, (start + m - from) * qRowBytes);
+          if (promptQ && from < start + m)
+            rec.copy(q, (from - start) * qRowBytes, promptQ, (from - massFrom) * qRowBytes, (start + m - from) * qRowBytes);
         });
       }
     }
@@ -104,8 +111,17 @@ export class GpuBlendForward {
     if (promptQ && mass) {
       this.pieces.launch((rec) => {
         recordAttentionMass(ctx, rec, {
-          q: promptQ, rows: plan.massRows, posBase: position + massFrom, cacheK: cache.keys[check]!,
-          heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, window: c.slidingWindow, out: mass, position, keys: n,
+          q: promptQ,
+          rows: plan.massRows,
+          posBase: position + massFrom,
+          cacheK: cache.keys[check]!,
+          heads: c.heads,
+          kvHeads: c.kvHeads,
+          headDim: c.headDim,
+          window: c.slidingWindow,
+          out: mass,
+          position,
+          keys: n,
         });
       });
     }
@@ -144,7 +160,11 @@ export class GpuBlendForward {
         if (residual && rowIndex) {
           recordGatherRows(ctx, rec, { x: residual, rows: rowIndex, out: s.x, count: m, cols: c.hiddenSize });
         } else {
-          ctx.device.queue.writeBuffer(s.ids, 0, picked.map((r) => tokens[r]!));
+          ctx.device.queue.writeBuffer(
+            s.ids,
+            0,
+            picked.map((r) => tokens[r]!),
+          );
           recordEmbeddingStep(rec, this.f, a);
         }
       });
@@ -165,6 +185,10 @@ export class GpuBlendForward {
 /** A plan's rows: ascending, within the forward's `n` rows, keeping the last. */
 function checkedRows(rows: Uint32Array, n: number): Uint32Array {
   const ok = rows.length > 0 && rows[rows.length - 1] === n - 1 && rows.every((r, i) => i === 0 || r > rows[i - 1]!);
-  if (!ok) throw new KdnError('INTERNAL', `a blend plan selected ${rows.length} rows that are not ascending within [0, ${n}) and ending at the last`);
+  if (!ok)
+    throw new KdnError(
+      'INTERNAL',
+      `a blend plan selected ${rows.length} rows that are not ascending within [0, ${n}) and ending at the last`,
+    );
   return rows;
 }

@@ -115,7 +115,8 @@ function hasF16MatrixConfig(adapter: GPUAdapter): boolean {
   // The kernels index subgroups as 32 consecutive invocations.
   const info = adapter.info as GPUAdapterInfo & { subgroupMinSize?: number; subgroupMaxSize?: number };
   if ((info.subgroupMinSize ?? 32) !== 32 || (info.subgroupMaxSize ?? 32) !== 32) return false;
-  const configs = (adapter.info as GPUAdapterInfo & { subgroupMatrixConfigs?: readonly SubgroupMatrixConfig[] }).subgroupMatrixConfigs ?? [];
+  const configs =
+    (adapter.info as GPUAdapterInfo & { subgroupMatrixConfigs?: readonly SubgroupMatrixConfig[] }).subgroupMatrixConfigs ?? [];
   return configs.some((c) => c.componentType === 'f16' && c.resultComponentType === 'f32' && c.M === 16 && c.N === 16 && c.K === 16);
 }
 

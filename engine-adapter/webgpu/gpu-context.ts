@@ -97,7 +97,8 @@ export class Recorder {
     private readonly ctx: GpuContext,
     private readonly timed = false,
   ) {
-    if (timed && !ctx.features.timestampQuery) throw new KdnError('ENGINE_UNAVAILABLE', 'This adapter has no timestamp queries to time kernels with.');
+    if (timed && !ctx.features.timestampQuery)
+      throw new KdnError('ENGINE_UNAVAILABLE', 'This adapter has no timestamp queries to time kernels with.');
   }
 
   /** Each dispatch's GPU time, in recording order: a timed Recorder's, once submit() resolved. */
@@ -109,7 +110,8 @@ export class Recorder {
   dispatch(pipeline: GPUComputePipeline, params: Params, buffers: GPUBuffer[], groups: readonly number[]): void {
     const [x = 1, y = 1, z = 1] = groups;
     const max = this.ctx.limits.maxComputeWorkgroupsPerDimension;
-    if (x > max || y > max || z > max) throw new KdnError('INTERNAL', `Dispatch of ${x}x${y}x${z} workgroups exceeds ${max} per dimension.`);
+    if (x > max || y > max || z > max)
+      throw new KdnError('INTERNAL', `Dispatch of ${x}x${y}x${z} workgroups exceeds ${max} per dimension.`);
     if (x === 0 || y === 0 || z === 0) return;
     this.commands.push({ kind: 'dispatch', pipeline, slot: this.params.length, buffers, groups: [x, y, z] });
     this.params.push(params.bytes());
@@ -313,7 +315,7 @@ export class GpuContext {
    * created once. Keys name buffers by identity, so a destroyed buffer's groups are never asked for again and age out.
    */
   bindGroup(pipeline: GPUComputePipeline, uniforms: GPUBuffer, offset: number, buffers: readonly GPUBuffer[]): GPUBindGroup {
-    const key = [pipeline, uniforms, ...buffers].map((o) => this.id(o)).join(',') + `@${offset}`;
+    const key = `${[pipeline, uniforms, ...buffers].map((o) => this.id(o)).join(',')}@${offset}`;
     let group = this.bindGroups.get(key);
     if (group === undefined) {
       const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: uniforms, offset, size: PARAM_SLOT } }];
@@ -349,9 +351,13 @@ export class GpuContext {
 
   private checkSize(bytes: number, label: string): void {
     if (bytes > this.maxStorageBytes) {
-      throw new KdnError('ENGINE_UNAVAILABLE', `${label} needs ${bytes} bytes, more than this adapter's ${this.maxStorageBytes}-byte buffer limit.`, {
-        hint: 'Use f16 weights, a smaller capacity, or a smaller model.',
-      });
+      throw new KdnError(
+        'ENGINE_UNAVAILABLE',
+        `${label} needs ${bytes} bytes, more than this adapter's ${this.maxStorageBytes}-byte buffer limit.`,
+        {
+          hint: 'Use f16 weights, a smaller capacity, or a smaller model.',
+        },
+      );
     }
   }
 
@@ -379,7 +385,12 @@ export class GpuContext {
   upload(data: Float32Array | Uint32Array, label: string): GPUBuffer {
     const size = storageSize(data.byteLength);
     this.checkSize(size, label);
-    const buffer = this.device.createBuffer({ size, label, usage: Usage.STORAGE | Usage.COPY_SRC | Usage.COPY_DST, mappedAtCreation: true });
+    const buffer = this.device.createBuffer({
+      size,
+      label,
+      usage: Usage.STORAGE | Usage.COPY_SRC | Usage.COPY_DST,
+      mappedAtCreation: true,
+    });
     new Uint8Array(buffer.getMappedRange()).set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
     buffer.unmap();
     return buffer;

@@ -34,9 +34,13 @@ export class GpuKVCache implements KVCacheHandle {
   static checkCapacity(ctx: GpuContext, capacity: number, tokenStride: number): void {
     if (capacity > GpuKVCache.maxTokens(ctx, tokenStride)) {
       const bytes = capacity * tokenStride * 4;
-      throw new KdnError('CONTEXT_TOO_LONG', `A ${capacity}-token KV cache needs ${bytes} bytes per layer tensor, over this adapter's ${ctx.maxStorageBytes}.`, {
-        hint: `Ask for at most ${GpuKVCache.maxTokens(ctx, tokenStride)} tokens.`,
-      });
+      throw new KdnError(
+        'CONTEXT_TOO_LONG',
+        `A ${capacity}-token KV cache needs ${bytes} bytes per layer tensor, over this adapter's ${ctx.maxStorageBytes}.`,
+        {
+          hint: `Ask for at most ${GpuKVCache.maxTokens(ctx, tokenStride)} tokens.`,
+        },
+      );
     }
   }
 

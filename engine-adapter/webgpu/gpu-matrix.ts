@@ -37,7 +37,10 @@ const PACK_CHUNK_BYTES = 64 * 1024 * 1024;
 function shapeOf(tensor: Tensor, label: string): [number, number] {
   const [rows, cols] = tensor.shape;
   if (tensor.shape.length !== 2 || rows === undefined || cols === undefined || rows * cols !== tensor.data.length) {
-    throw new KdnError('MODEL_INVALID', `${label} has shape [${tensor.shape.join(', ')}] for ${tensor.data.length} values; expected a matrix.`);
+    throw new KdnError(
+      'MODEL_INVALID',
+      `${label} has shape [${tensor.shape.join(', ')}] for ${tensor.data.length} values; expected a matrix.`,
+    );
   }
   return [rows, cols];
 }

@@ -185,8 +185,16 @@ export class KvInjector<J> {
 
   private allocate(bytes: number): Slot {
     const limit = this.ctx.maxStorageBytes;
-    if (bytes > limit) throw new KdnError('KV_MISMATCH', `A ${bytes}-byte KV layer block exceeds this adapter's ${limit}-byte buffers.`, { hint: 'Store the knowledge in smaller chunks.' });
-    const staging = this.ctx.device.createBuffer({ size: bytes, usage: MAP_WRITE | Usage.COPY_SRC, mappedAtCreation: true, label: 'KV staging' });
+    if (bytes > limit)
+      throw new KdnError('KV_MISMATCH', `A ${bytes}-byte KV layer block exceeds this adapter's ${limit}-byte buffers.`, {
+        hint: 'Store the knowledge in smaller chunks.',
+      });
+    const staging = this.ctx.device.createBuffer({
+      size: bytes,
+      usage: MAP_WRITE | Usage.COPY_SRC,
+      mappedAtCreation: true,
+      label: 'KV staging',
+    });
     return { staging, device: this.ctx.storage(bytes, 'KV upload'), bytes, ready: Promise.resolve(), range: null, sent: 0 };
   }
 

@@ -46,8 +46,15 @@ export function layerExpander(env: ExpandEnv, invFreq: GPUBuffer, shape: { kvHea
       const { cache, layer, header } = batch[0]!.job;
       const jobs = batch.map((s) => ({ srcOffset: s.offset, dstOffset: s.job.position * tokenStride }));
       GPU_EXPANDERS[header.codec.name].record(env, rec, {
-        src, keys: cache.keys[layer]!, values: cache.values[layer]!, layer, spec: header.codec, tokens: header.tokens,
-        kvHeads: shape.kvHeads, headDim: shape.headDim, jobs,
+        src,
+        keys: cache.keys[layer]!,
+        values: cache.values[layer]!,
+        layer,
+        spec: header.codec,
+        tokens: header.tokens,
+        kvHeads: shape.kvHeads,
+        headDim: shape.headDim,
+        jobs,
       });
       const rotations: RotateJob[] = [];
       for (const { job } of batch) {

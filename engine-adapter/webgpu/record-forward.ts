@@ -86,7 +86,17 @@ export function recordLayerKV(rec: Recorder, f: ForwardParts, a: ChunkArgs, l: n
   const cacheV = cache.values[l]!;
   if (deviation) {
     if (a.slots) throw new KdnError('INTERNAL', 'K/V deviation is measured over consecutive rows only');
-    recordKvDeviation(ctx, rec, { k, v: s.v, cacheK, cacheV, rows: n, rowSize: kvDim, position: a.position, out: deviation.buffer, outOffset: deviation.offset });
+    recordKvDeviation(ctx, rec, {
+      k,
+      v: s.v,
+      cacheK,
+      cacheV,
+      rows: n,
+      rowSize: kvDim,
+      position: a.position,
+      out: deviation.buffer,
+      outOffset: deviation.offset,
+    });
   }
   recordKvWrite(ctx, rec, { k, v: s.v, cacheK, cacheV, tokens: n, rowSize: kvDim, position: a.position, slots });
   return q;

@@ -117,12 +117,20 @@ export class WebGpuBackend implements ForwardBackend {
 
   createKVCache(capacity: number): KVCacheHandle {
     this.alive();
-    if (!Number.isInteger(capacity) || capacity < 1) throw new KdnError('INVALID_ARGUMENT', `KV capacity must be a positive integer, got ${capacity}`);
-    if (capacity > this.maxCapacity) throw new KdnError('CONTEXT_TOO_LONG', `KV capacity ${capacity} exceeds this engine's ${this.maxCapacity}`);
+    if (!Number.isInteger(capacity) || capacity < 1)
+      throw new KdnError('INVALID_ARGUMENT', `KV capacity must be a positive integer, got ${capacity}`);
+    if (capacity > this.maxCapacity)
+      throw new KdnError('CONTEXT_TOO_LONG', `KV capacity ${capacity} exceeds this engine's ${this.maxCapacity}`);
     return new GpuKVCache(this.ctx, capacity, this.c.layers, this.tokenStride, this.cacheOwner);
   }
 
-  async forward(handle: KVCacheHandle, tokens: Uint32Array, position: number, logits: 'last' | 'all' | 'none', gate?: LayerGate): Promise<Float32Array> {
+  async forward(
+    handle: KVCacheHandle,
+    tokens: Uint32Array,
+    position: number,
+    logits: 'last' | 'all' | 'none',
+    gate?: LayerGate,
+  ): Promise<Float32Array> {
     this.alive();
     const cache = this.own(handle);
     this.checkTokens(cache, tokens, position);
@@ -135,11 +143,16 @@ export class WebGpuBackend implements ForwardBackend {
     const outs: Float32Array[] = [];
     const f: ForwardParts = { ctx, config: c, w: parts.gpuWeights, s: parts.scratch, cache };
     // Every row's logits must fit one storage binding.
-    const step = logits === 'all' ? Math.max(1, Math.min(this.chunkTokens, Math.floor(ctx.maxStorageBytes / (c.vocabSize * 4)))) : this.chunkTokens;
+    const step =
+      logits === 'all' ? Math.max(1, Math.min(this.chunkTokens, Math.floor(ctx.maxStorageBytes / (c.vocabSize * 4)))) : this.chunkTokens;
     for (let start = 0; start < tokens.length; start += step) {
       const n = Math.min(step, tokens.length - start);
       const isLast = start + n === tokens.length;
-      const a: ChunkArgs = { tokens: n, position: position + start, logits: logits === 'all' ? 'all' : logits === 'last' && isLast ? 'last' : 'none' };
+      const a: ChunkArgs = {
+        tokens: n,
+        position: position + start,
+        logits: logits === 'all' ? 'all' : logits === 'last' && isLast ? 'last' : 'none',
+      };
       const prepare = (rec: Recorder): void => {
         cache.reserve(a.position + n, () => rec);
         parts.scratch.ensure(n, a.logits === 'all' ? n : 1);
@@ -185,7 +198,14 @@ export class WebGpuBackend implements ForwardBackend {
     return out;
   }
 
-  async blendForward(handle: KVCacheHandle, tokens: Uint32Array, position: number, plan: BlendPlan, logits: 'last' | 'none', gate?: LayerGate): Promise<BlendOutput> {
+  async blendForward(
+    handle: KVCacheHandle,
+    tokens: Uint32Array,
+    position: number,
+    plan: BlendPlan,
+    logits: 'last' | 'none',
+    gate?: LayerGate,
+  ): Promise<BlendOutput> {
     this.alive();
     const cache = this.own(handle);
     this.checkTokens(cache, tokens, position);
@@ -201,7 +221,15 @@ export class WebGpuBackend implements ForwardBackend {
     this.checkRange(cache, start, end);
     const { c, tokenStride } = this;
     const tokens = end - start;
-    const result: KVTensors = { layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, tokens, positionBase: start, ropeApplied: true, perLayer: [] };
+    const result: KVTensors = {
+      layers: c.layers,
+      kvHeads: c.kvHeads,
+      headDim: c.headDim,
+      tokens,
+      positionBase: start,
+      ropeApplied: true,
+      perLayer: [],
+    };
     if (tokens === 0) {
       result.perLayer = Array.from({ length: c.layers }, () => ({ keys: new Float32Array(0), values: new Float32Array(0) }));
       return result;
@@ -228,14 +256,21 @@ export class WebGpuBackend implements ForwardBackend {
     this.alive();
     const cache = this.own(handle);
     const { c } = this;
-    if (block.layer < 0 || block.layer >= c.layers) throw new KdnError('KV_MISMATCH', `KV layer ${block.layer} does not exist in a ${c.layers}-layer model`);
+    if (block.layer < 0 || block.layer >= c.layers)
+      throw new KdnError('KV_MISMATCH', `KV layer ${block.layer} does not exist in a ${c.layers}-layer model`);
     if (header.kvHeads !== c.kvHeads || header.headDim !== c.headDim) {
-      throw new KdnError('KV_MISMATCH', `KV object has ${header.kvHeads} KV heads of ${header.headDim}, the model ${c.kvHeads} of ${c.headDim}`);
+      throw new KdnError(
+        'KV_MISMATCH',
+        `KV object has ${header.kvHeads} KV heads of ${header.headDim}, the model ${c.kvHeads} of ${c.headDim}`,
+      );
     }
     this.checkRange(cache, position, position + header.tokens);
     const expected = codecFor(header.codec).expectedSize({ tokens: header.tokens, kvHeads: c.kvHeads, headDim: c.headDim }, block.layer);
     if (block.encoded.length !== expected) {
-      throw new KdnError('KV_CORRUPT', `KV layer ${block.layer} block is ${block.encoded.length} bytes, the ${header.codec.name} codec expects ${expected}`);
+      throw new KdnError(
+        'KV_CORRUPT',
+        `KV layer ${block.layer} block is ${block.encoded.length} bytes, the ${header.codec.name} codec expects ${expected}`,
+      );
     }
     if (header.tokens === 0) return;
     const { injector, tables } = this.parts;
@@ -317,7 +352,12 @@ export class WebGpuBackend implements ForwardBackend {
    * replace during the wait. The error scopes are awaited at the end, so the GPU never waits on the host between
    * layers whose context is in place.
    */
-  private async forwardGated(f: ForwardParts, a: ChunkArgs, prepare: (rec: Recorder) => void, gate: LayerGate): Promise<ArrayBuffer | null> {
+  private async forwardGated(
+    f: ForwardParts,
+    a: ChunkArgs,
+    prepare: (rec: Recorder) => void,
+    gate: LayerGate,
+  ): Promise<ArrayBuffer | null> {
     const pieces = new ScopedSubmissions(this.ctx);
     const layers = this.c.layers;
     try {
@@ -346,7 +386,8 @@ export class WebGpuBackend implements ForwardBackend {
 
   private alive(): void {
     if (this.disposed) throw new KdnError('ENGINE_UNAVAILABLE', 'The WebGPU backend was disposed.');
-    if (this.lostReason !== null) throw new KdnError('ENGINE_UNAVAILABLE', `The WebGPU device was lost: ${this.lostReason}`, { hint: 'Restart the engine.' });
+    if (this.lostReason !== null)
+      throw new KdnError('ENGINE_UNAVAILABLE', `The WebGPU device was lost: ${this.lostReason}`, { hint: 'Restart the engine.' });
   }
 
   private own(cache: KVCacheHandle): GpuKVCache {

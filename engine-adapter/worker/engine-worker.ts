@@ -9,7 +9,15 @@ import type { KVTensors } from '../../storage/kv-object/types.ts';
 import { createEngine } from '../create-engine.ts';
 import type { Engine, Session } from '../types.ts';
 import { BlockChannel, streamError } from './block-channel.ts';
-import { transferable, type Call, type CallValue, type EngineWorkerData, type FromEngine, type ToEngine, type WireError } from './protocol.ts';
+import {
+  transferable,
+  type Call,
+  type CallValue,
+  type EngineWorkerData,
+  type FromEngine,
+  type ToEngine,
+  type WireError,
+} from './protocol.ts';
 
 const port = parentPort!;
 /** How often a generating sequence's abort flag is read while the thread is free to. */
@@ -67,7 +75,11 @@ async function perform(engine: Engine, id: number, call: Call): Promise<{ value:
           const blended = { recomputed: out.recomputed, fullLayers: out.fullLayers };
           return { value: { op: 'inject', logits: out.logits, placedAtEpoch: performance.timeOrigin + out.placedAt, blended } };
         }
-        const { logits, placedAt } = await session.injectKVAndPrefill(channels.map((c) => c.reader), call.tokens, { logits: call.logits ?? 'last' });
+        const { logits, placedAt } = await session.injectKVAndPrefill(
+          channels.map((c) => c.reader),
+          call.tokens,
+          { logits: call.logits ?? 'last' },
+        );
         return { value: { op: 'inject', logits, placedAtEpoch: performance.timeOrigin + placedAt } };
       } finally {
         for (const s of call.streams) streams.delete(s.stream);

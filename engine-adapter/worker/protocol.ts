@@ -30,7 +30,12 @@ export type Call =
    * blendKVAndPrefill (each stream's chunk token ids, and how to blend).
    */
   | {
-      op: 'inject'; session: number; position: number; streams: StreamOpen[]; tokens?: Uint32Array; logits?: 'last' | 'all' | 'none';
+      op: 'inject';
+      session: number;
+      position: number;
+      streams: StreamOpen[];
+      tokens?: Uint32Array;
+      logits?: 'last' | 'all' | 'none';
       blend?: { options: BlendOptions; tokenIds: Uint32Array[] };
     }
   /** `abort` is an Int32Array over shared memory: non-zero once the caller aborted (checked at every token). */

@@ -12,8 +12,20 @@ import type { CreateEngineOptions } from '../create-engine.ts';
 import { loadModelConfig } from '../model/load-config.ts';
 import { loadTokenizer } from '../model/tokenizer.ts';
 import type {
-  BackendName, BlendChunk, BlendedPrefill, BlendOptions, Engine, GeneratedToken, GenerateOptions, GenerateResult, InjectedPrefill, ModelInfo,
-  PrefillOptions, ResidentKey, Session, Tokenizer,
+  BackendName,
+  BlendChunk,
+  BlendedPrefill,
+  BlendOptions,
+  Engine,
+  GeneratedToken,
+  GenerateOptions,
+  GenerateResult,
+  InjectedPrefill,
+  ModelInfo,
+  PrefillOptions,
+  ResidentKey,
+  Session,
+  Tokenizer,
 } from '../types.ts';
 import { transferable, type Call, type CallValue, type FromEngine, type Ready, type ToEngine, type WireError } from './protocol.ts';
 
@@ -46,7 +58,8 @@ export async function createEngineInWorker(options: CreateEngineOptions): Promis
       if (message.type === 'ready') resolve(message.ready);
       else if (message.type === 'startFailed') reject(fromWire(message.error));
     };
-    listeners.error = (err) => reject(new KdnError('ENGINE_UNAVAILABLE', `the engine thread failed to start: ${err.message}`, { cause: err }));
+    listeners.error = (err) =>
+      reject(new KdnError('ENGINE_UNAVAILABLE', `the engine thread failed to start: ${err.message}`, { cause: err }));
     listeners.exit = (code) => reject(new KdnError('ENGINE_UNAVAILABLE', `the engine thread exited with code ${code} while starting`));
     worker.on('message', listeners.message).once('error', listeners.error).once('exit', listeners.exit);
   }).catch(async (err: unknown) => {
@@ -115,7 +128,11 @@ class RemoteEngine implements Engine {
     this.disposing ??= (async () => {
       for (const session of this.sessions) session.dispose();
       // A forward still running on the thread is not waited out for long: terminating the thread ends it.
-      if (!this.dead) await within(this.call({ op: 'dispose' }).catch(() => undefined), DISPOSE_GRACE_MS);
+      if (!this.dead)
+        await within(
+          this.call({ op: 'dispose' }).catch(() => undefined),
+          DISPOSE_GRACE_MS,
+        );
       // Calls still in flight (a forward that outlasted the grace) fail now rather than never.
       this.die('the engine was disposed');
       await this.worker.terminate();
@@ -124,11 +141,19 @@ class RemoteEngine implements Engine {
   }
 
   /** Sends a call and resolves with its answer; `session` gets the length the answer carries. */
-  call(call: Call, extra: { session?: RemoteSession; onToken?: (token: GeneratedToken) => void; transfer?: ArrayBuffer[] } = {}): Promise<CallValue> {
+  call(
+    call: Call,
+    extra: { session?: RemoteSession; onToken?: (token: GeneratedToken) => void; transfer?: ArrayBuffer[] } = {},
+  ): Promise<CallValue> {
     if (this.dead) return Promise.reject(this.dead);
     const id = this.nextId++;
     return new Promise<CallValue>((resolve, reject) => {
-      this.pending.set(id, { resolve, reject, ...(extra.session ? { session: extra.session } : {}), ...(extra.onToken ? { onToken: extra.onToken } : {}) });
+      this.pending.set(id, {
+        resolve,
+        reject,
+        ...(extra.session ? { session: extra.session } : {}),
+        ...(extra.onToken ? { onToken: extra.onToken } : {}),
+      });
       if (this.pending.size === 1) this.worker.ref();
       this.post({ type: 'call', id, ...call } as ToEngine, extra.transfer);
     });
@@ -208,15 +233,25 @@ class RemoteSession implements Session {
     await this.inject([object], position);
   }
 
-  async injectKVAndPrefill(objects: readonly KVObjectReader[], tokens: ArrayLike<number>, options: PrefillOptions = {}): Promise<InjectedPrefill> {
-    const value = (await this.inject(objects, this.held, Uint32Array.from(tokens), options.logits ?? 'last')) as Extract<CallValue, { op: 'inject' }>;
+  async injectKVAndPrefill(
+    objects: readonly KVObjectReader[],
+    tokens: ArrayLike<number>,
+    options: PrefillOptions = {},
+  ): Promise<InjectedPrefill> {
+    const value = (await this.inject(objects, this.held, Uint32Array.from(tokens), options.logits ?? 'last')) as Extract<
+      CallValue,
+      { op: 'inject' }
+    >;
     return { logits: value.logits!, placedAt: value.placedAtEpoch! - performance.timeOrigin };
   }
 
   async blendKVAndPrefill(chunks: readonly BlendChunk[], tokens: ArrayLike<number>, blend: BlendOptions): Promise<BlendedPrefill> {
     const tokenIds = chunks.map((c) => Uint32Array.from(c.tokenIds));
     const objects = chunks.map((c) => c.object);
-    const value = (await this.inject(objects, this.held, Uint32Array.from(tokens), 'last', { options: blend, tokenIds })) as Extract<CallValue, { op: 'inject' }>;
+    const value = (await this.inject(objects, this.held, Uint32Array.from(tokens), 'last', { options: blend, tokenIds })) as Extract<
+      CallValue,
+      { op: 'inject' }
+    >;
     return { logits: value.logits!, placedAt: value.placedAtEpoch! - performance.timeOrigin, ...value.blended! };
   }
 
@@ -227,7 +262,10 @@ class RemoteSession implements Session {
     if (signal?.aborted) onAbort();
     signal?.addEventListener('abort', onAbort, { once: true });
     try {
-      const value = await this.engine.call({ op: 'generate', session: this.id, options: rest, abort }, { session: this, ...(onToken ? { onToken } : {}) });
+      const value = await this.engine.call(
+        { op: 'generate', session: this.id, options: rest, abort },
+        { session: this, ...(onToken ? { onToken } : {}) },
+      );
       return (value as Extract<CallValue, { op: 'generate' }>).result;
     } finally {
       signal?.removeEventListener('abort', onAbort);
@@ -286,9 +324,19 @@ class RemoteSession implements Session {
   ): Promise<CallValue> {
     this.checkUsable();
     const streams = objects.map((object) => ({ stream: this.engine.stream(), header: object.header }));
-    const call: Call = { op: 'inject', session: this.id, position, streams, ...(tokens ? { tokens, logits: logits ?? 'last' } : {}), ...(blend ? { blend } : {}) };
+    const call: Call = {
+      op: 'inject',
+      session: this.id,
+      position,
+      streams,
+      ...(tokens ? { tokens, logits: logits ?? 'last' } : {}),
+      ...(blend ? { blend } : {}),
+    };
     let answered = false;
-    const transfer = [...(tokens ? [tokens.buffer as ArrayBuffer] : []), ...(blend ? blend.tokenIds.map((t) => t.buffer as ArrayBuffer) : [])];
+    const transfer = [
+      ...(tokens ? [tokens.buffer as ArrayBuffer] : []),
+      ...(blend ? blend.tokenIds.map((t) => t.buffer as ArrayBuffer) : []),
+    ];
     const answer = this.engine.call(call, { session: this, ...(transfer.length > 0 ? { transfer } : {}) });
     for (const [i, object] of objects.entries()) void this.pump(object, streams[i]!.stream, () => answered);
     try {
@@ -329,5 +377,7 @@ async function within(promise: Promise<unknown>, ms: number): Promise<void> {
 
 /** The block itself when it spans its whole buffer (then it moves by transfer), else a copy that does. */
 function owned(bytes: Uint8Array): Uint8Array {
-  return bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength && bytes.buffer instanceof ArrayBuffer ? bytes : new Uint8Array(bytes);
+  return bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength && bytes.buffer instanceof ArrayBuffer
+    ? bytes
+    : new Uint8Array(bytes);
 }

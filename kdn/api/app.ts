@@ -36,7 +36,8 @@ export function createApp(services: ApiServices): Express {
   app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
     const e = fromMiddleware(err);
     if (e.code === 'INTERNAL') services.log.error({ err, path: req.path, reqId: req.id }, 'request failed');
-    else if (e.details?.['aborted'] === true) services.log.debug({ path: req.path, reqId: req.id }, 'client went away before sending its whole body');
+    else if (e.details?.['aborted'] === true)
+      services.log.debug({ path: req.path, reqId: req.id }, 'client went away before sending its whole body');
     // A full queue or a rate limit says when to come back (kdn/scheduler, kdn/ingest/jobs.ts, warm plans).
     const retryAfterS = e.details?.retryAfterS;
     if (e.code === 'RATE_LIMITED' && typeof retryAfterS === 'number' && !res.headersSent) res.setHeader('retry-after', String(retryAfterS));
@@ -66,11 +67,18 @@ function measure(services: ApiServices) {
 function fromMiddleware(err: unknown): KdnError {
   if (err instanceof multer.MulterError) {
     return err.code === 'LIMIT_FILE_SIZE' || err.code === 'LIMIT_FIELD_VALUE'
-      ? new KdnError('PAYLOAD_TOO_LARGE', `upload too large: ${err.message}`, { hint: 'raise --max-upload on the server or split the document' })
-      : new KdnError('INVALID_ARGUMENT', `bad multipart upload: ${err.message}`, { hint: 'send one "file" field and optional "title", "namespace"' });
+      ? new KdnError('PAYLOAD_TOO_LARGE', `upload too large: ${err.message}`, {
+          hint: 'raise --max-upload on the server or split the document',
+        })
+      : new KdnError('INVALID_ARGUMENT', `bad multipart upload: ${err.message}`, {
+          hint: 'send one "file" field and optional "title", "namespace"',
+        });
   }
   // The router's percent-decoding of a route parameter ("/v1/jobs/%ff").
-  if (err instanceof URIError) return new KdnError('INVALID_ARGUMENT', `bad percent-encoding in the URL: ${err.message}`, { hint: 'escape ids with encodeURIComponent' });
+  if (err instanceof URIError)
+    return new KdnError('INVALID_ARGUMENT', `bad percent-encoding in the URL: ${err.message}`, {
+      hint: 'escape ids with encodeURIComponent',
+    });
   const type = (err as { type?: unknown }).type;
   if (type === 'entity.too.large') {
     const limit = (err as { limit?: unknown }).limit;
@@ -79,12 +87,18 @@ function fromMiddleware(err: unknown): KdnError {
     });
   }
   if (type === 'entity.parse.failed') return new KdnError('INVALID_ARGUMENT', 'request body is not valid JSON');
-  if (type === 'encoding.unsupported' || type === 'charset.unsupported') return new KdnError('UNSUPPORTED_MEDIA_TYPE', (err as Error).message, { hint: 'send the body uncompressed, or gzip/deflate' });
-  if (type === 'request.aborted') return new KdnError('INVALID_ARGUMENT', 'the client closed the connection before sending the whole body', { details: { aborted: true } });
+  if (type === 'encoding.unsupported' || type === 'charset.unsupported')
+    return new KdnError('UNSUPPORTED_MEDIA_TYPE', (err as Error).message, { hint: 'send the body uncompressed, or gzip/deflate' });
+  if (type === 'request.aborted')
+    return new KdnError('INVALID_ARGUMENT', 'the client closed the connection before sending the whole body', {
+      details: { aborted: true },
+    });
   // Other body-parser errors (a broken gzip stream, a bad length) carry the 4xx status they mean.
   const status = (err as { status?: unknown }).status;
   if (typeof status === 'number' && status >= 400 && status < 500) {
-    return new KdnError(codeForHttpStatus(status), `bad request body: ${(err as Error).message}`, { hint: 'check the body against its Content-Type, Content-Encoding and Content-Length' });
+    return new KdnError(codeForHttpStatus(status), `bad request body: ${(err as Error).message}`, {
+      hint: 'check the body against its Content-Type, Content-Encoding and Content-Length',
+    });
   }
   return toKdnError(err);
 }

@@ -1,5 +1,5 @@
 import type { ServerResponse } from 'node:http';
-import { KdnError, toKdnError, type ErrorCode } from '../../common/errors.ts';
+import { type KdnError, toKdnError, type ErrorCode } from '../../common/errors.ts';
 import { httpStatusFor } from '../../common/http-errors.ts';
 import { routesAt } from './route-table.ts';
 

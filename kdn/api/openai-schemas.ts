@@ -66,7 +66,8 @@ interface Unsupported {
 const isFalse = (v: unknown): boolean => v === false;
 const isZero = (v: unknown): boolean => v === 0;
 const never = (): boolean => false;
-const TOOLS_HINT = 'kdn does not call tools or functions; remove tools/tool_choice/functions and put what the model needs in the messages or in kdn.documents';
+const TOOLS_HINT =
+  'kdn does not call tools or functions; remove tools/tool_choice/functions and put what the model needs in the messages or in kdn.documents';
 
 const UNSUPPORTED: Record<string, Unsupported> = {
   tools: { neutral: (v) => Array.isArray(v) && v.length === 0, hint: TOOLS_HINT },
@@ -80,7 +81,10 @@ const UNSUPPORTED: Record<string, Unsupported> = {
   },
   logprobs: { neutral: (v) => v === false || v === 0, hint: 'kdn does not return log probabilities; remove logprobs' },
   top_logprobs: { neutral: isZero, hint: 'kdn does not return log probabilities; remove top_logprobs' },
-  logit_bias: { neutral: (v) => typeof v === 'object' && v !== null && Object.keys(v).length === 0, hint: 'kdn does not bias logits; remove logit_bias' },
+  logit_bias: {
+    neutral: (v) => typeof v === 'object' && v !== null && Object.keys(v).length === 0,
+    hint: 'kdn does not bias logits; remove logit_bias',
+  },
   presence_penalty: { neutral: isZero, hint: 'kdn applies no repetition penalties; remove presence_penalty' },
   frequency_penalty: { neutral: isZero, hint: 'kdn applies no repetition penalties; remove frequency_penalty' },
   best_of: { neutral: (v) => v === 1, hint: 'kdn returns one completion; remove best_of' },
@@ -131,7 +135,8 @@ export function messageHint(body: unknown): string | undefined {
   const messages = (body as { messages?: unknown } | null)?.messages;
   if (!Array.isArray(messages)) return undefined;
   for (const m of messages as { role?: unknown; content?: unknown }[]) {
-    if (m?.role === 'tool' || m?.role === 'function') return `messages with role "${String(m.role)}" need tool calls, which kdn does not make; send system, developer, user and assistant messages`;
+    if (m?.role === 'tool' || m?.role === 'function')
+      return `messages with role "${String(m.role)}" need tool calls, which kdn does not make; send system, developer, user and assistant messages`;
     if (Array.isArray(m?.content) && m.content.some((p: { type?: unknown }) => p?.type !== 'text')) {
       return 'kdn reads text only: send content as a string or as parts of {"type": "text", "text": "..."}';
     }

@@ -5,7 +5,12 @@ import { KdnError } from '../../common/errors.ts';
  * Parses request input with a zod schema; failures become INVALID_ARGUMENT (400) naming each bad field, with the
  * hint `hints` gives for the first bad field it knows (by the field's own name, wherever it is nested).
  */
-export function validate<S extends z.ZodType>(schema: S, value: unknown, what: string, hints: Readonly<Record<string, string>> = {}): z.output<S> {
+export function validate<S extends z.ZodType>(
+  schema: S,
+  value: unknown,
+  what: string,
+  hints: Readonly<Record<string, string>> = {},
+): z.output<S> {
   const parsed = schema.safeParse(value);
   if (parsed.success) return parsed.data;
   const problems = parsed.error.issues.slice(0, 5).map((issue) => `${issue.path.join('.') || what}: ${issue.message}`);

@@ -2,7 +2,15 @@ import { FailedAuthThrottle } from '../../common/failed-auth-throttle.ts';
 import type { Logger } from '../../common/log.ts';
 import type { ObjectStore } from '../../storage/object-store.ts';
 import type { KdnConfig } from '../config.ts';
-import { ApiKeyRing, DEFAULT_TENANT, WEAK_KEY_LENGTH, generateApiKey, parseApiKeys, readApiKeysFile, type ApiKeyEntry } from './api-keys.ts';
+import {
+  ApiKeyRing,
+  DEFAULT_TENANT,
+  WEAK_KEY_LENGTH,
+  generateApiKey,
+  parseApiKeys,
+  readApiKeysFile,
+  type ApiKeyEntry,
+} from './api-keys.ts';
 import { localKeyPath, readLocalKey, writeLocalKey } from './local-key.ts';
 import { RateLimiter } from './rate-limit.ts';
 import { ChunkSalts, loadSaltSecret } from './salts.ts';

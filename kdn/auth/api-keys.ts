@@ -6,7 +6,10 @@ import { KdnError } from '../../common/errors.ts';
 /** Tenant ids become one segment of object keys (manifests/<tenant>/<namespace>/...). */
 export const TenantSchema = z
   .string()
-  .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'a tenant id is 1-63 characters of A-Z, a-z, 0-9, ".", "_", "-", starting with a letter or digit');
+  .regex(
+    /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/,
+    'a tenant id is 1-63 characters of A-Z, a-z, 0-9, ".", "_", "-", starting with a letter or digit',
+  );
 
 const KeySchema = z.string().regex(/^[\x21-\x7e]{1,256}$/, 'an API key is 1-256 printable characters without spaces');
 
@@ -14,7 +17,9 @@ const KeySchema = z.string().regex(/^[\x21-\x7e]{1,256}$/, 'an API key is 1-256 
 const RoleSchema = z.enum(['tenant', 'operator']);
 export type Role = z.infer<typeof RoleSchema>;
 
-const KeysFileSchema = z.object({ keys: z.array(z.object({ key: KeySchema, tenant: TenantSchema, role: RoleSchema.optional() }).strict()).min(1) }).strict();
+const KeysFileSchema = z
+  .object({ keys: z.array(z.object({ key: KeySchema, tenant: TenantSchema, role: RoleSchema.optional() }).strict()).min(1) })
+  .strict();
 
 /** Tenant given to the key `kdn serve` generates when none is configured. */
 export const DEFAULT_TENANT = 'default';
@@ -49,7 +54,9 @@ export class ApiKeyRing {
       const id = keyId(key);
       const known = this.byHash.get(id);
       if (known !== undefined && (known.tenant !== tenant || known.role !== role)) {
-        throw new KdnError('INVALID_ARGUMENT', `one API key is configured twice ("${known.tenant}" and "${tenant}")`, { hint: 'give each key one tenant and one role' });
+        throw new KdnError('INVALID_ARGUMENT', `one API key is configured twice ("${known.tenant}" and "${tenant}")`, {
+          hint: 'give each key one tenant and one role',
+        });
       }
       this.byHash.set(id, { tenant, role });
     }
@@ -68,16 +75,27 @@ export class ApiKeyRing {
 
 /** Parses KDN_API_KEYS: "key1=tenantA,key2=tenantB:operator" (a ":operator" suffix gives the key that role). */
 export function parseApiKeys(text: string): ApiKeyEntry[] {
-  const items = text.split(',').map((item) => item.trim()).filter((item) => item !== '');
+  const items = text
+    .split(',')
+    .map((item) => item.trim())
+    .filter((item) => item !== '');
   return items.map((item, index) => {
     const at = item.lastIndexOf('=');
-    const [tenant, role, ...extra] = item.slice(at + 1).trim().split(':');
-    const parsed = z.object({ key: KeySchema, tenant: TenantSchema, role: RoleSchema.optional() })
+    const [tenant, role, ...extra] = item
+      .slice(at + 1)
+      .trim()
+      .split(':');
+    const parsed = z
+      .object({ key: KeySchema, tenant: TenantSchema, role: RoleSchema.optional() })
       .safeParse({ key: item.slice(0, Math.max(at, 0)).trim(), tenant, ...(role === undefined ? {} : { role }) });
     if (at < 0 || extra.length > 0 || !parsed.success) {
-      throw new KdnError('INVALID_ARGUMENT', `KDN_API_KEYS entry ${index + 1} is not key=tenant[:role]${parsed.success ? '' : `: ${parsed.error.issues[0]!.message}`}`, {
-        hint: 'write KDN_API_KEYS="key1=tenantA,key2=tenantB,key3=ops:operator"',
-      });
+      throw new KdnError(
+        'INVALID_ARGUMENT',
+        `KDN_API_KEYS entry ${index + 1} is not key=tenant[:role]${parsed.success ? '' : `: ${parsed.error.issues[0]!.message}`}`,
+        {
+          hint: 'write KDN_API_KEYS="key1=tenantA,key2=tenantB,key3=ops:operator"',
+        },
+      );
     }
     return parsed.data;
   });
@@ -97,9 +115,13 @@ export async function readApiKeysFile(path: string): Promise<ApiKeyEntry[]> {
   const parsed = KeysFileSchema.safeParse(json);
   if (!parsed.success) {
     const problem = parsed.error.issues[0]!;
-    throw new KdnError('INVALID_ARGUMENT', `the API keys file ${path} is invalid at ${problem.path.join('.') || 'the top'}: ${problem.message}`, {
-      hint: 'the file is JSON: {"keys": [{"key": "...", "tenant": "..."}]}',
-    });
+    throw new KdnError(
+      'INVALID_ARGUMENT',
+      `the API keys file ${path} is invalid at ${problem.path.join('.') || 'the top'}: ${problem.message}`,
+      {
+        hint: 'the file is JSON: {"keys": [{"key": "...", "tenant": "..."}]}',
+      },
+    );
   }
   return parsed.data.keys;
 }

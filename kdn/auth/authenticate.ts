@@ -42,7 +42,9 @@ export function authenticate(options: AuthOptions) {
     const waitS = options.limiter.take(principal.keyId);
     if (waitS > 0) {
       res.setHeader('retry-after', String(Math.max(1, Math.ceil(waitS))));
-      throw new KdnError('RATE_LIMITED', 'too many requests with this API key', { hint: 'wait for Retry-After seconds; the limit is KDN_RATE_LIMIT on the server' });
+      throw new KdnError('RATE_LIMITED', 'too many requests with this API key', {
+        hint: 'wait for Retry-After seconds; the limit is KDN_RATE_LIMIT on the server',
+      });
     }
     res.locals.principal = principal;
     next();

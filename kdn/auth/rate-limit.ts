@@ -12,7 +12,10 @@ interface Bucket {
 export class RateLimiter {
   private readonly buckets = new Map<string, Bucket>();
 
-  constructor(private readonly limit: RateLimit, private readonly now: () => number = () => performance.now()) {}
+  constructor(
+    private readonly limit: RateLimit,
+    private readonly now: () => number = () => performance.now(),
+  ) {}
 
   /** Takes one request's token; returns 0 when allowed, else the seconds until a token is free. */
   take(id: string): number {

@@ -50,7 +50,8 @@ export async function loadSaltSecret(origin: ObjectStore): Promise<string> {
   if (existing !== undefined) return existing;
   await origin.put(SALT_SECRET_KEY, Buffer.from(randomBytes(32).toString('hex')));
   const written = await readSecret(origin);
-  if (written === undefined) throw new KdnError('STORAGE_ERROR', `the origin did not keep ${SALT_SECRET_KEY}`, { hint: 'check that the origin is writable' });
+  if (written === undefined)
+    throw new KdnError('STORAGE_ERROR', `the origin did not keep ${SALT_SECRET_KEY}`, { hint: 'check that the origin is writable' });
   return written;
 }
 

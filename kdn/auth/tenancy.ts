@@ -21,15 +21,25 @@ export type SharedNamespaces = ReadonlyMap<string, ReadonlySet<string>>;
  */
 export function parseSharedNamespaces(text: string): SharedNamespaces {
   const shared = new Map<string, ReadonlySet<string>>();
-  for (const item of text.split(',').map((s) => s.trim()).filter((s) => s !== '')) {
+  for (const item of text
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '')) {
     const [name = '', owners = ''] = item.split('=', 2);
     const ns = NamespaceSchema.safeParse(name.trim());
-    const tenants = owners.split('+').map((s) => s.trim()).filter((s) => s !== '');
+    const tenants = owners
+      .split('+')
+      .map((s) => s.trim())
+      .filter((s) => s !== '');
     const bad = tenants.find((t) => !TenantSchema.safeParse(t).success);
     if (!ns.success || bad !== undefined) {
-      throw new KdnError('INVALID_ARGUMENT', `KDN_SHARED_NAMESPACES entry "${item}" is invalid${bad === undefined ? ': bad namespace name' : `: bad tenant "${bad}"`}`, {
-        hint: 'write KDN_SHARED_NAMESPACES="public=ownerTenant+otherOwner,readonly-ns"',
-      });
+      throw new KdnError(
+        'INVALID_ARGUMENT',
+        `KDN_SHARED_NAMESPACES entry "${item}" is invalid${bad === undefined ? ': bad namespace name' : `: bad tenant "${bad}"`}`,
+        {
+          hint: 'write KDN_SHARED_NAMESPACES="public=ownerTenant+otherOwner,readonly-ns"',
+        },
+      );
     }
     shared.set(ns.data, new Set(tenants));
   }
@@ -48,7 +58,8 @@ export class Tenancy {
     if (owners === undefined) return `${tenant}/${namespace}`;
     if (access === 'write' && !owners.has(tenant)) {
       throw new KdnError('FORBIDDEN', `namespace "${namespace}" is shared and tenant "${tenant}" may only read it`, {
-        hint: owners.size > 0 ? `its writers are configured in KDN_SHARED_NAMESPACES` : 'it is read-only (no owners in KDN_SHARED_NAMESPACES)',
+        hint:
+          owners.size > 0 ? `its writers are configured in KDN_SHARED_NAMESPACES` : 'it is read-only (no owners in KDN_SHARED_NAMESPACES)',
       });
     }
     return `${SHARED_SCOPE}/${namespace}`;

@@ -14,9 +14,22 @@ const LOOPBACK = new Set(['127.0.0.1', 'localhost', '[::1]']);
 export function withServer(command: Command): Command {
   return command
     .addOption(new Option('--server <url>', 'kdn server URL').env('KDN_SERVER').default(DEFAULT_SERVER))
-    .addOption(new Option('--api-key <key>', 'API key (default for a local server: the key `kdn serve` wrote to <data-dir>/api-key)').env('KDN_API_KEY'))
-    .addOption(new Option('--api-key-file <file>', 'file (mode 0600) holding the API key: unlike a flag, not visible to other local users').env('KDN_API_KEY_FILE'))
-    .addOption(new Option('--data-dir <dir>', 'data directory of a `kdn serve` on this machine, to read its generated key from (default ./data)').env(KDN_ENV.dataDir));
+    .addOption(
+      new Option('--api-key <key>', 'API key (default for a local server: the key `kdn serve` wrote to <data-dir>/api-key)').env(
+        'KDN_API_KEY',
+      ),
+    )
+    .addOption(
+      new Option('--api-key-file <file>', 'file (mode 0600) holding the API key: unlike a flag, not visible to other local users').env(
+        'KDN_API_KEY_FILE',
+      ),
+    )
+    .addOption(
+      new Option(
+        '--data-dir <dir>',
+        'data directory of a `kdn serve` on this machine, to read its generated key from (default ./data)',
+      ).env(KDN_ENV.dataDir),
+    );
 }
 
 export function clientFor(flags: { server: string; apiKey?: string; apiKeyFile?: string; dataDir?: string }): KdnApiClient {

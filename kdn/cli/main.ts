@@ -16,7 +16,10 @@ type Register = (program: Command) => void;
  * `kdn --help` or `kdn query` need none of them. The summaries are what `kdn --help` lists.
  */
 const COMMANDS: Record<string, { summary: string; load: () => Promise<{ register: Register }> }> = {
-  serve: { summary: 'run kdn: REST API, ingest, retrieval and queries (with an embedded edge unless --edges)', load: () => import('./commands/serve.ts') },
+  serve: {
+    summary: 'run kdn: REST API, ingest, retrieval and queries (with an embedded edge unless --edges)',
+    load: () => import('./commands/serve.ts'),
+  },
   upload: { summary: 'upload text or Markdown files as knowledge documents', load: () => import('./commands/upload.ts') },
   query: { summary: 'ask a question over the uploaded knowledge', load: () => import('./commands/query.ts') },
   docs: { summary: 'list, show and delete knowledge documents', load: () => import('./commands/docs.ts') },
@@ -25,7 +28,10 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<{ register
   inspect: { summary: 'print a KV object header as JSON and verify its checksums', load: () => import('./commands/inspect.ts') },
   edge: { summary: 'run an edge cache server in front of an origin object store', load: () => import('./commands/edge.ts') },
   generate: { summary: 'generate text from a prompt with a local model', load: () => import('./commands/generate.ts') },
-  'model-info': { summary: "print a model directory's architecture, sizes and fingerprint", load: () => import('./commands/model-info.ts') },
+  'model-info': {
+    summary: "print a model directory's architecture, sizes and fingerprint",
+    load: () => import('./commands/model-info.ts'),
+  },
 };
 
 const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };

@@ -8,7 +8,10 @@ export class Progress {
   private readonly tty: boolean;
   private lastDecile = -1;
 
-  constructor(private readonly label: string, private readonly stream: NodeJS.WriteStream = process.stderr) {
+  constructor(
+    private readonly label: string,
+    private readonly stream: NodeJS.WriteStream = process.stderr,
+  ) {
     this.tty = stream.isTTY === true;
   }
 

@@ -55,7 +55,9 @@ export class KdnApiClient {
     try {
       this.server = new URL(server).origin;
     } catch {
-      throw new KdnError('INVALID_ARGUMENT', `"${server}" is not a server URL`, { hint: 'pass --server http://host:port (or set KDN_SERVER)' });
+      throw new KdnError('INVALID_ARGUMENT', `"${server}" is not a server URL`, {
+        hint: 'pass --server http://host:port (or set KDN_SERVER)',
+      });
     }
   }
 
@@ -130,9 +132,7 @@ export class KdnApiClient {
       if (outcome.ok) return outcome.value as T;
       const { error, retryAfterMs } = outcome;
       const again =
-        attempt < RETRY.attempts &&
-        (outcome.refused || (idempotent && outcome.transient)) &&
-        (retryAfterMs ?? 0) <= MAX_RETRY_AFTER_MS;
+        attempt < RETRY.attempts && (outcome.refused || (idempotent && outcome.transient)) && (retryAfterMs ?? 0) <= MAX_RETRY_AFTER_MS;
       if (!again) throw error;
       await sleep(Math.max(retryAfterMs ?? 0, backoffDelay(RETRY, attempt)));
     }
@@ -158,7 +158,9 @@ export class KdnApiClient {
     try {
       text = await res.text();
     } catch (err) {
-      const error = new KdnError('UNAVAILABLE', `the answer of kdn at ${this.server} was cut short: ${(err as Error).message}`, { hint: 'try again' });
+      const error = new KdnError('UNAVAILABLE', `the answer of kdn at ${this.server} was cut short: ${(err as Error).message}`, {
+        hint: 'try again',
+      });
       return { ok: false, error, transient: isTransientSocketError(err), refused: false };
     }
     if (res.ok) {
@@ -212,7 +214,10 @@ export class KdnApiClient {
       throw this.unreachable(err);
     }
     if (failure) throw failure;
-    if (!result) throw new KdnError('UNAVAILABLE', `kdn at ${this.server} closed the answer before its end`, { hint: 'the server may have restarted; ask again' });
+    if (!result)
+      throw new KdnError('UNAVAILABLE', `kdn at ${this.server} closed the answer before its end`, {
+        hint: 'the server may have restarted; ask again',
+      });
     return result;
   }
 
@@ -220,9 +225,13 @@ export class KdnApiClient {
   private unreachable(err: unknown): KdnError {
     const reason = (err as { cause?: { code?: string; message?: string } }).cause;
     const timedOut = err instanceof DOMException && err.name === 'TimeoutError';
-    return new KdnError(timedOut ? 'TIMEOUT' : 'UNAVAILABLE', `cannot reach kdn at ${this.server}: ${reason?.code ?? reason?.message ?? (err as Error).message}`, {
-      hint: 'start it with `kdn serve`, or point --server (or KDN_SERVER) at a running kdn',
-    });
+    return new KdnError(
+      timedOut ? 'TIMEOUT' : 'UNAVAILABLE',
+      `cannot reach kdn at ${this.server}: ${reason?.code ?? reason?.message ?? (err as Error).message}`,
+      {
+        hint: 'start it with `kdn serve`, or point --server (or KDN_SERVER) at a running kdn',
+      },
+    );
   }
 }
 

@@ -39,7 +39,8 @@ export async function computeChainedKV(engine: Engine, chunks: ChunkPlan[], sink
   try {
     // Rebuilding the attention state of the stored chunks takes one turn per chunk too.
     await turn(1, () => session.prefill([sinkToken(engine)], { logits: 'none' }));
-    for (const chunk of chained.slice(0, first)) await turn(chunk.tokenIds.length, () => session.prefill(chunk.tokenIds, { logits: 'none' }));
+    for (const chunk of chained.slice(0, first))
+      await turn(chunk.tokenIds.length, () => session.prefill(chunk.tokenIds, { logits: 'none' }));
     for (const chunk of chained.slice(first)) {
       const start = session.length;
       const key = chunk.chainedKey!;

@@ -59,15 +59,23 @@ export function estimateIngest(info: ModelInfo, codec: CodecSpec, chunkLengths: 
  */
 export function checkIngestBounds(limits: IngestLimits, estimate: IngestEstimate, held: { tokens: number; kvBytes: number }): void {
   if (estimate.tokens > limits.maxUploadTokens || estimate.kvBytes > limits.maxUploadKvBytes) {
-    throw new KdnError('PAYLOAD_TOO_LARGE', `this upload would be ${estimate.tokens} tokens and about ${estimate.kvBytes} bytes of KV, over the limit of ${limits.maxUploadTokens} tokens and ${limits.maxUploadKvBytes} bytes per upload`, {
-      hint: 'split the document; the server sets the limits with KDN_MAX_UPLOAD_TOKENS and KDN_MAX_UPLOAD_KV',
-      details: { expected: estimate },
-    });
+    throw new KdnError(
+      'PAYLOAD_TOO_LARGE',
+      `this upload would be ${estimate.tokens} tokens and about ${estimate.kvBytes} bytes of KV, over the limit of ${limits.maxUploadTokens} tokens and ${limits.maxUploadKvBytes} bytes per upload`,
+      {
+        hint: 'split the document; the server sets the limits with KDN_MAX_UPLOAD_TOKENS and KDN_MAX_UPLOAD_KV',
+        details: { expected: estimate },
+      },
+    );
   }
   if (held.tokens + estimate.tokens > limits.tenantTokens || held.kvBytes + estimate.kvBytes > limits.tenantKvBytes) {
-    throw new KdnError('FORBIDDEN', `this upload would take the tenant past its quota (${limits.tenantTokens} tokens, ${limits.tenantKvBytes} bytes of KV; it holds ${held.tokens} tokens and ${held.kvBytes} bytes)`, {
-      hint: 'delete documents you no longer need (GET /v1/usage shows what you hold), or ask the operator to raise KDN_TENANT_QUOTA_TOKENS / KDN_TENANT_QUOTA_KV',
-      details: { expected: estimate, held },
-    });
+    throw new KdnError(
+      'FORBIDDEN',
+      `this upload would take the tenant past its quota (${limits.tenantTokens} tokens, ${limits.tenantKvBytes} bytes of KV; it holds ${held.tokens} tokens and ${held.kvBytes} bytes)`,
+      {
+        hint: 'delete documents you no longer need (GET /v1/usage shows what you hold), or ask the operator to raise KDN_TENANT_QUOTA_TOKENS / KDN_TENANT_QUOTA_KV',
+        details: { expected: estimate, held },
+      },
+    );
   }
 }

@@ -57,12 +57,21 @@ const HEAD_CONCURRENCY = 16;
  * stores each at the origin and pushes it to its edge, and publishes the manifest last. Engine work goes through
  * `ctx.turn` one chunk at a time; `signal` stops the job before its manifest.
  */
-export async function ingestDocument(ctx: IngestContext, doc: DocumentInput, progress: IngestProgress, signal?: AbortSignal): Promise<Manifest> {
+export async function ingestDocument(
+  ctx: IngestContext,
+  doc: DocumentInput,
+  progress: IngestProgress,
+  signal?: AbortSignal,
+): Promise<Manifest> {
   const { engine } = ctx;
   const { tokenIds, chunks } = doc.tokenized ?? (await ctx.tokenize(doc.text, ctx.chunkBudget));
   signal?.throwIfAborted();
   const scope: KeyScope = { modelFingerprint: engine.info.fingerprint, codec: ctx.codec, salt: doc.salt };
-  const plans = planKeys(scope, chunks.map((c) => c.tokenIds), engine.info.maxPositionEmbeddings);
+  const plans = planKeys(
+    scope,
+    chunks.map((c) => c.tokenIds),
+    engine.info.maxPositionEmbeddings,
+  );
   const keys = [...new Set(plans.flatMap((p) => (p.chainedKey ? [p.independentKey, p.chainedKey] : [p.independentKey])))];
   progress.chunks = chunks.length;
   progress.objects.total = keys.length;

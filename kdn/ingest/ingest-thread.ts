@@ -32,7 +32,10 @@ export class IngestThread {
   async tokenize(text: string, budget: number): Promise<TokenizedDocument> {
     const reply = (await this.send({ id: this.nextId++, op: 'tokenize', text, budget }, [])) as Extract<Reply, { op: 'tokenize' }>;
     const tokenIds = Array.from(reply.tokenIds);
-    return { tokenIds, chunks: reply.chunks.map((c) => ({ index: c.index, start: c.start, tokenIds: tokenIds.slice(c.start, c.end), text: c.text })) };
+    return {
+      tokenIds,
+      chunks: reply.chunks.map((c) => ({ index: c.index, start: c.start, tokenIds: tokenIds.slice(c.start, c.end), text: c.text })),
+    };
   }
 
   /**
@@ -48,8 +51,14 @@ export class IngestThread {
       this.tablesSent.add(table);
     }
     const arrays = tensors.perLayer.flatMap((l) => [l.keys, l.values]);
-    const whole = new Set(arrays.filter((a) => a.byteOffset === 0 && a.byteLength === a.buffer.byteLength && a.buffer instanceof ArrayBuffer).map((a) => a.buffer as ArrayBuffer));
-    const reply = (await this.send({ id: this.nextId++, op: 'encode', tensors, meta: { ...meta, tokenIds: Array.from(meta.tokenIds) } }, [...whole])) as Extract<Reply, { op: 'encode' }>;
+    const whole = new Set(
+      arrays
+        .filter((a) => a.byteOffset === 0 && a.byteLength === a.buffer.byteLength && a.buffer instanceof ArrayBuffer)
+        .map((a) => a.buffer as ArrayBuffer),
+    );
+    const reply = (await this.send({ id: this.nextId++, op: 'encode', tensors, meta: { ...meta, tokenIds: Array.from(meta.tokenIds) } }, [
+      ...whole,
+    ])) as Extract<Reply, { op: 'encode' }>;
     return Buffer.from(reply.bytes.buffer, reply.bytes.byteOffset, reply.bytes.byteLength);
   }
 
@@ -62,7 +71,8 @@ export class IngestThread {
   }
 
   private send(request: IngestRequest, transfer: ArrayBuffer[]): Promise<Reply> {
-    if (this.closed) return Promise.reject(new KdnError('ENGINE_UNAVAILABLE', 'the ingest thread is closed', { hint: 'kdn is shutting down' }));
+    if (this.closed)
+      return Promise.reject(new KdnError('ENGINE_UNAVAILABLE', 'the ingest thread is closed', { hint: 'kdn is shutting down' }));
     const worker = this.start();
     return new Promise((resolve, reject) => {
       this.pending.set(request.id, { resolve, reject });
@@ -86,7 +96,8 @@ export class IngestThread {
       if (!pending) return;
       this.pending.delete(reply.id);
       if (this.pending.size === 0) worker.unref();
-      if ('error' in reply) pending.reject(new KdnError(reply.error.code, reply.error.message, reply.error.hint ? { hint: reply.error.hint } : {}));
+      if ('error' in reply)
+        pending.reject(new KdnError(reply.error.code, reply.error.message, reply.error.hint ? { hint: reply.error.hint } : {}));
       else pending.resolve(reply);
     });
     const die = (message: string): void => {

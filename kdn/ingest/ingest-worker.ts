@@ -41,7 +41,12 @@ async function perform(request: IngestRequest): Promise<{ reply: IngestReply; tr
   }
   const t = await tokenizerOf();
   const ids = t.encode(request.text, { addSpecialTokens: false });
-  const chunks = chunkTokens(t, ids, request.budget).map((c) => ({ index: c.index, start: c.start, end: c.start + c.tokenIds.length, text: c.text }));
+  const chunks = chunkTokens(t, ids, request.budget).map((c) => ({
+    index: c.index,
+    start: c.start,
+    end: c.start + c.tokenIds.length,
+    text: c.text,
+  }));
   const tokenIds = Uint32Array.from(ids);
   return { reply: { id: request.id, op: 'tokenize', tokenIds, chunks }, transfer: [tokenIds.buffer as ArrayBuffer] };
 }
@@ -51,7 +56,10 @@ port.on('message', (request: IngestRequest) => {
     ({ reply, transfer }) => port.postMessage(reply, transfer),
     (err: unknown) => {
       const e = toKdnError(err);
-      port.postMessage({ id: request.id, error: { code: e.code, message: e.message, ...(e.hint ? { hint: e.hint } : {}) } } satisfies IngestReply);
+      port.postMessage({
+        id: request.id,
+        error: { code: e.code, message: e.message, ...(e.hint ? { hint: e.hint } : {}) },
+      } satisfies IngestReply);
     },
   );
 });

@@ -129,14 +129,19 @@ export class IngestJobs {
   get(id: string, visible: (job: JobView) => boolean = () => true): JobView {
     const record = this.jobs.get(id);
     if (!record || !visible(record.view)) {
-      throw new KdnError('NOT_FOUND', `no job ${id}`, { hint: 'jobs are kept in memory; a restarted kdn forgets them: upload again to resume' });
+      throw new KdnError('NOT_FOUND', `no job ${id}`, {
+        hint: 'jobs are kept in memory; a restarted kdn forgets them: upload again to resume',
+      });
     }
     return record.view;
   }
 
   /** The jobs `tenant` submitted, newest first. */
   list(tenant: string): JobView[] {
-    return [...this.jobs.values()].filter((r) => r.tenant === tenant).map((r) => r.view).reverse();
+    return [...this.jobs.values()]
+      .filter((r) => r.tenant === tenant)
+      .map((r) => r.view)
+      .reverse();
   }
 
   /**
@@ -145,8 +150,14 @@ export class IngestJobs {
    */
   async cancel(id: string, tenant: string): Promise<JobView> {
     const record = this.jobs.get(id);
-    if (!record || record.tenant !== tenant) throw new KdnError('NOT_FOUND', `no job ${id} of yours`, { hint: 'list your jobs with GET /v1/jobs (kdn jobs)' });
-    this.stop(record, new KdnError('CANCELLED', `ingest job ${id} was cancelled`, { hint: 'upload the document again to resume it; finished chunk objects are kept' }));
+    if (!record || record.tenant !== tenant)
+      throw new KdnError('NOT_FOUND', `no job ${id} of yours`, { hint: 'list your jobs with GET /v1/jobs (kdn jobs)' });
+    this.stop(
+      record,
+      new KdnError('CANCELLED', `ingest job ${id} was cancelled`, {
+        hint: 'upload the document again to resume it; finished chunk objects are kept',
+      }),
+    );
     await record.settled;
     return record.view;
   }
@@ -172,10 +183,14 @@ export class IngestJobs {
     }
     const { maxJobsPerTenant, maxBytesPerTenant } = this.limits;
     if (jobs + 1 > maxJobsPerTenant || held + bytes > maxBytesPerTenant) {
-      throw new KdnError('RATE_LIMITED', `tenant has ${jobs} ingest jobs (${held} bytes) pending, the most it may have is ${maxJobsPerTenant} jobs and ${maxBytesPerTenant} bytes`, {
-        hint: 'wait for Retry-After seconds (or for your jobs to finish: kdn jobs) and upload again',
-        details: { retryAfterS: this.scheduler.retryAfterSeconds(Math.max(1, jobs)) },
-      });
+      throw new KdnError(
+        'RATE_LIMITED',
+        `tenant has ${jobs} ingest jobs (${held} bytes) pending, the most it may have is ${maxJobsPerTenant} jobs and ${maxBytesPerTenant} bytes`,
+        {
+          hint: 'wait for Retry-After seconds (or for your jobs to finish: kdn jobs) and upload again',
+          details: { retryAfterS: this.scheduler.retryAfterSeconds(Math.max(1, jobs)) },
+        },
+      );
     }
   }
 
@@ -222,10 +237,13 @@ export class IngestJobs {
   private async execute(record: JobRecord): Promise<void> {
     const signal = record.abort.signal;
     const turn = <T>(cost: number, fn: () => Promise<T>): Promise<T> =>
-      this.scheduler.run(() => {
-        signal.throwIfAborted();
-        return fn();
-      }, { tenant: record.tenant, priority: 'background', cost, signal });
+      this.scheduler.run(
+        () => {
+          signal.throwIfAborted();
+          return fn();
+        },
+        { tenant: record.tenant, priority: 'background', cost, signal },
+      );
     record.view.status = 'running';
     try {
       await ingestDocument({ ...this.ctx, turn }, record.doc!, record.view.progress, signal);

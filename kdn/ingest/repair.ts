@@ -30,21 +30,27 @@ export class ChunkRepair {
   /** Counts by outcome, for /metrics and tests. */
   readonly outcomes: Record<RepairOutcome, number> = { intact: 0, 'from-edge': 0, recomputed: 0, 'unknown-key': 0, failed: 0 };
 
-  constructor(private readonly ctx: Omit<IngestContext, 'turn'>, private readonly scheduler: EngineScheduler) {}
+  constructor(
+    private readonly ctx: Omit<IngestContext, 'turn'>,
+    private readonly scheduler: EngineScheduler,
+  ) {}
 
   /** Starts repairing `key` unless a repair of it is already running; the promise is for tests and callers that wait. */
   report(key: string): Promise<RepairOutcome> {
     let running = this.running.get(key);
     if (!running) {
-      running = this.repair(key).catch((err: unknown) => {
-        this.ctx.log.warn({ key, err }, 'could not repair a corrupt chunk object');
-        return 'failed' as const;
-      }).then((outcome) => {
-        this.outcomes[outcome] += 1;
-        this.running.delete(key);
-        if (outcome === 'from-edge' || outcome === 'recomputed') this.ctx.log.info({ key, outcome }, 'repaired a corrupt chunk object at the origin');
-        return outcome;
-      });
+      running = this.repair(key)
+        .catch((err: unknown) => {
+          this.ctx.log.warn({ key, err }, 'could not repair a corrupt chunk object');
+          return 'failed' as const;
+        })
+        .then((outcome) => {
+          this.outcomes[outcome] += 1;
+          this.running.delete(key);
+          if (outcome === 'from-edge' || outcome === 'recomputed')
+            this.ctx.log.info({ key, outcome }, 'repaired a corrupt chunk object at the origin');
+          return outcome;
+        });
       this.running.set(key, running);
     }
     return running;
@@ -70,7 +76,13 @@ export class ChunkRepair {
       verifyKVObject(await this.ctx.origin.get(key), expect);
       return true;
     } catch (err) {
-      if (isKdnError(err, 'NOT_FOUND') || isKdnError(err, 'KV_CORRUPT') || isKdnError(err, 'KV_MISMATCH') || isKdnError(err, 'KV_UNSUPPORTED')) return false;
+      if (
+        isKdnError(err, 'NOT_FOUND') ||
+        isKdnError(err, 'KV_CORRUPT') ||
+        isKdnError(err, 'KV_MISMATCH') ||
+        isKdnError(err, 'KV_UNSUPPORTED')
+      )
+        return false;
       throw err;
     }
   }
@@ -94,11 +106,14 @@ export class ChunkRepair {
       const keys = new Map<string, KVExpectation>();
       const cost = manifest.chunks.reduce((n, c) => n + c.tokenIds.length, 0);
       // Background work of its own tenant: a repair waits behind queries and shares the engine fairly with ingest.
-      const done = this.scheduler.run(() => {
-        // Keys reported from now on wait for the next pass.
-        this.batches.delete(manifest.id);
-        return this.recompute(manifest, keys);
-      }, { tenant: REPAIR_TENANT, priority: 'background', cost });
+      const done = this.scheduler.run(
+        () => {
+          // Keys reported from now on wait for the next pass.
+          this.batches.delete(manifest.id);
+          return this.recompute(manifest, keys);
+        },
+        { tenant: REPAIR_TENANT, priority: 'background', cost },
+      );
       batch = { keys, done };
       this.batches.set(manifest.id, batch);
     }
@@ -112,12 +127,21 @@ export class ChunkRepair {
     // The running codec carries what the manifest's string cannot (a transform table's hash).
     const codec = manifest.codec === codecToString(this.ctx.codec) ? this.ctx.codec : codecFromString(manifest.codec);
     const rope = codecEntry(codec.name).keysBeforeRope ? await loadModelConfig(engine.info.path) : undefined;
-    const plans: ChunkPlan[] = manifest.chunks.map((c) => ({ index: c.index, tokenIds: c.tokenIds, independentKey: c.independent.key, chainedKey: c.chained?.key ?? null }));
+    const plans: ChunkPlan[] = manifest.chunks.map((c) => ({
+      index: c.index,
+      tokenIds: c.tokenIds,
+      independentKey: c.independent.key,
+      chainedKey: c.chained?.key ?? null,
+    }));
     const pending = new Set(keys.keys());
     const sink = {
       pending,
       save: async (key: string, tensors: KVTensors, ids: number[]): Promise<void> => {
-        const object = encodeKVObject(rope ? kvBeforeRope(tensors, rope) : tensors, { modelFingerprint: engine.info.fingerprint, tokenIds: ids, codec });
+        const object = encodeKVObject(rope ? kvBeforeRope(tensors, rope) : tensors, {
+          modelFingerprint: engine.info.fingerprint,
+          tokenIds: ids,
+          codec,
+        });
         verifyKVObject(object, keys.get(key));
         await this.store(key, object);
         pending.delete(key);
@@ -143,7 +167,10 @@ export class ChunkRepair {
     for (const manifest of this.ctx.catalog.all()) {
       for (const chunk of manifest.chunks) {
         if (chunk.independent.key === key || chunk.chained?.key === key) {
-          return { manifest, expect: { modelFingerprint: manifest.modelFingerprint, tokens: chunk.tokenIds.length, tokenHash: tokenHash(chunk.tokenIds) } };
+          return {
+            manifest,
+            expect: { modelFingerprint: manifest.modelFingerprint, tokens: chunk.tokenIds.length, tokenHash: tokenHash(chunk.tokenIds) },
+          };
         }
       }
     }

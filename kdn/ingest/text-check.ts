@@ -15,8 +15,12 @@ export function checkIsText(text: string, name: string): void {
   const sample = text.length > SAMPLE ? text.slice(0, SAMPLE) : text;
   const odd = sample.match(ODD)?.length ?? 0;
   if (sample.includes('\u0000') || odd > sample.length * MAX_ODD_SHARE) {
-    throw new KdnError('UNSUPPORTED_MEDIA_TYPE', `${name} looks like binary content, not text (${odd} control or undecodable characters in the first ${sample.length})`, {
-      hint: 'upload plain text or Markdown; convert PDFs, office files and the like to text first',
-    });
+    throw new KdnError(
+      'UNSUPPORTED_MEDIA_TYPE',
+      `${name} looks like binary content, not text (${odd} control or undecodable characters in the first ${sample.length})`,
+      {
+        hint: 'upload plain text or Markdown; convert PDFs, office files and the like to text first',
+      },
+    );
   }
 }

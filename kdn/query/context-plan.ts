@@ -77,7 +77,8 @@ export function planWithinBudget(catalog: Catalog, manifests: Manifest[], query:
     ranked.push({ manifest, index: hit.index, score: hit.score });
     seen.add(`${manifest.id}:${hit.index}`);
   }
-  for (const m of manifests) for (const chunk of m.chunks) if (!seen.has(`${m.id}:${chunk.index}`)) ranked.push({ manifest: m, index: chunk.index, score: 0 });
+  for (const m of manifests)
+    for (const chunk of m.chunks) if (!seen.has(`${m.id}:${chunk.index}`)) ranked.push({ manifest: m, index: chunk.index, score: 0 });
   const picked: Hit[] = [];
   let used = 0;
   for (const hit of ranked) {

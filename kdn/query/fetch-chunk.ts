@@ -26,15 +26,21 @@ export class ChunkFetch {
 
   constructor(fetcher: KvFetcher, key: string, expect: KVExpectation, signal: AbortSignal) {
     let markDone: () => void = () => {};
-    this.done = new Promise<void>((resolve) => (markDone = () => {
-      this.arrivedAt ??= performance.now();
-      resolve();
-    }));
+    this.done = new Promise<void>(
+      (resolve) =>
+        (markDone = () => {
+          this.arrivedAt ??= performance.now();
+          resolve();
+        }),
+    );
     this.reader = this.start(fetcher, key, expect, signal).catch((err: unknown) => {
       markDone();
       throw err;
     });
-    this.reader.then((reader) => reader.drained.then(markDone), () => {});
+    this.reader.then(
+      (reader) => reader.drained.then(markDone),
+      () => {},
+    );
   }
 
   private async start(fetcher: KvFetcher, key: string, expect: KVExpectation, signal: AbortSignal): Promise<PrefetchedReader> {

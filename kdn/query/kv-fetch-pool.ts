@@ -137,12 +137,16 @@ export class KvFetchPool implements KvFetcher {
     readonly threads: number,
     private readonly fetchOptions: { sharedMemory?: boolean } = {},
   ) {
-    if (!Number.isInteger(threads) || threads < 1) throw new KdnError('INVALID_ARGUMENT', `a fetch pool needs at least one thread, got ${threads}`);
+    if (!Number.isInteger(threads) || threads < 1)
+      throw new KdnError('INVALID_ARGUMENT', `a fetch pool needs at least one thread, got ${threads}`);
   }
 
   open(key: string, expect: KVExpectation, signal: AbortSignal): Promise<FetchedObject> {
     if (this.closed) return Promise.reject(new KdnError('INTERNAL', 'the fetch pool is closed'));
-    if (signal.aborted) return Promise.reject(new KdnError('TIMEOUT', 'edge request aborted by the caller', { hint: 'the signal passed to the fetcher fired' }));
+    if (signal.aborted)
+      return Promise.reject(
+        new KdnError('TIMEOUT', 'edge request aborted by the caller', { hint: 'the signal passed to the fetcher fired' }),
+      );
     const worker = this.pick();
     const id = this.nextId++;
     const transfer = new Transfer();

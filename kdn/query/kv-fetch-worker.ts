@@ -27,7 +27,9 @@ function post(message: FromWorker, transfer: ArrayBuffer[] = []): void {
  * transferring it would detach the chunk under the reader.
  */
 function owned(bytes: Uint8Array): Uint8Array {
-  return bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength && bytes.buffer instanceof ArrayBuffer ? bytes : new Uint8Array(bytes);
+  return bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength && bytes.buffer instanceof ArrayBuffer
+    ? bytes
+    : new Uint8Array(bytes);
 }
 
 async function open(id: number, key: string, expect: Extract<ToWorker, { type: 'open' }>['expect']): Promise<void> {

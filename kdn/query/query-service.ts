@@ -8,7 +8,14 @@ import type { Engine, GeneratedToken } from '../../engine-adapter/types.ts';
 import type { Catalog } from '../catalog.ts';
 import { cancelReason, type EngineScheduler } from '../scheduler/engine-scheduler.ts';
 import { blendOptions } from './blend-policy.ts';
-import { checkContextFits, planFromDocuments, planFromRetrieval, planWithinBudget, resolveDocuments, type ContextPiece } from './context-plan.ts';
+import {
+  checkContextFits,
+  planFromDocuments,
+  planFromRetrieval,
+  planWithinBudget,
+  resolveDocuments,
+  type ContextPiece,
+} from './context-plan.ts';
 import { runQuery, type QueryMode, type QueryOutcome } from './run-query.ts';
 
 export interface KnowledgeRequest {
@@ -65,7 +72,12 @@ export class QueryService {
 
   constructor(
     private readonly deps: {
-      engine: Engine; fetcher: KvFetcher; catalog: Catalog; scheduler: EngineScheduler; metrics: QueryMetrics; log: Logger;
+      engine: Engine;
+      fetcher: KvFetcher;
+      catalog: Catalog;
+      scheduler: EngineScheduler;
+      metrics: QueryMetrics;
+      log: Logger;
       /** Bound on one query from arrival to its last token, queueing included. */
       queryTimeoutMs: number;
       /** Told of objects whose origin copy an edge found corrupt (see run-query.ts). */
@@ -83,7 +95,10 @@ export class QueryService {
       tenant: req.tenant,
       cancel: new AbortController(),
     };
-    const timer = setTimeout(() => deadline.abort(this.timedOut(job.view.status === 'queued' ? 'waiting for the engine' : 'running')), this.deps.queryTimeoutMs).unref();
+    const timer = setTimeout(
+      () => deadline.abort(this.timedOut(job.view.status === 'queued' ? 'waiting for the engine' : 'running')),
+      this.deps.queryTimeoutMs,
+    ).unref();
     this.inFlight.set(job.view.id, job);
     try {
       return await this.run(req, { arrivedAt, deadlineAt, deadline, job });
@@ -102,7 +117,9 @@ export class QueryService {
   cancel(id: string, tenant: string): QueryJobView | undefined {
     const job = this.inFlight.get(id);
     if (!job || job.tenant !== tenant) return undefined;
-    job.cancel.abort(new KdnError('CANCELLED', `query ${id} was cancelled`, { hint: 'it was cancelled with DELETE /v1/jobs/<id>; send it again' }));
+    job.cancel.abort(
+      new KdnError('CANCELLED', `query ${id} was cancelled`, { hint: 'it was cancelled with DELETE /v1/jobs/<id>; send it again' }),
+    );
     return job.view;
   }
 

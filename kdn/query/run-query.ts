@@ -111,7 +111,15 @@ export async function runQuery(deps: QueryDeps, run: QueryRun): Promise<QueryOut
     await session.reserve(session.capacity);
     const recompute = run.mode === 'recompute' || run.pieces.length === 0;
     const built: BuiltContext = recompute
-      ? { uses: run.pieces.map((p) => use(p, 'computed', 0)), fetchMs: 0, injectionMs: 0, computedMs: 0, computedTokens: 0, promptMs: null, blend: null }
+      ? {
+          uses: run.pieces.map((p) => use(p, 'computed', 0)),
+          fetchMs: 0,
+          injectionMs: 0,
+          computedMs: 0,
+          computedTokens: 0,
+          promptMs: null,
+          blend: null,
+        }
       : await injectWithResident(deps, session, run, stop);
 
     const prefillIds = recompute ? [sinkToken(deps.engine), ...run.pieces.flatMap((p) => p.tokenIds), ...run.promptIds] : run.promptIds;
@@ -125,7 +133,14 @@ export async function runQuery(deps: QueryDeps, run: QueryRun): Promise<QueryOut
 
     let firstTokenAt: number | undefined;
     const result = await session.generate(
-      { maxTokens: run.maxTokens, temperature: run.temperature, topP: run.topP, seed: run.seed, stopStrings: run.stopStrings, signal: stop },
+      {
+        maxTokens: run.maxTokens,
+        temperature: run.temperature,
+        topP: run.topP,
+        seed: run.seed,
+        stopStrings: run.stopStrings,
+        signal: stop,
+      },
       (token) => {
         firstTokenAt ??= performance.now();
         run.onToken?.(token);
@@ -254,7 +269,10 @@ async function injectContext(
       const { placedAt, blend } = await runTogether(session, run, readers);
       const end = performance.now();
       await Promise.all(first.map((f) => f.done));
-      const uses = pieces.map((p, i) => ({ ...use(p, first[i]!.tier, first[i]!.bytes), ...(first[i]!.edge ? { edge: first[i]!.edge } : {}) }));
+      const uses = pieces.map((p, i) => ({
+        ...use(p, first[i]!.tier, first[i]!.bytes),
+        ...(first[i]!.edge ? { edge: first[i]!.edge } : {}),
+      }));
       return {
         uses,
         fetchMs: lastArrival(first, fetchStart) - fetchStart,
@@ -291,7 +309,10 @@ async function runTogether(
   if (!options) throw new KdnError('INTERNAL', 'a blend query came without its blend options');
   const chunks = readers.map((object, i) => ({ object, tokenIds: run.pieces[i]!.tokenIds }));
   const out = await session.blendKVAndPrefill(chunks, run.promptIds, options);
-  return { placedAt: out.placedAt, blend: { ratio: options.ratio, selection: options.selection, recomputedTokens: out.recomputed, fullLayers: out.fullLayers } };
+  return {
+    placedAt: out.placedAt,
+    blend: { ratio: options.ratio, selection: options.selection, recomputedTokens: out.recomputed, fullLayers: out.fullLayers },
+  };
 }
 
 /**
@@ -311,7 +332,12 @@ async function injectOneByOne(
   const fetches = pieces.map((p, i) => reusable[i] ?? new ChunkFetch(fetcher, p.key, expectations[i]!, signal));
   // A fetch that fails before its header arrives is retried at once, not when injection reaches its chunk: with the
   // origin down every chunk's attempts would otherwise wait out the edge's timeout one chunk after another.
-  const retries = fetches.map((f, i) => f.reader.then(() => undefined, () => new ChunkFetch(fetcher, pieces[i]!.key, expectations[i]!, signal)));
+  const retries = fetches.map((f, i) =>
+    f.reader.then(
+      () => undefined,
+      () => new ChunkFetch(fetcher, pieces[i]!.key, expectations[i]!, signal),
+    ),
+  );
   let computedMs = 0;
   let computedTokens = 0;
 
@@ -347,7 +373,15 @@ async function injectOneByOne(
     uses.push(use(piece, 'computed', received));
   }
   await Promise.all(fetches.map((f) => f.done));
-  return { uses, fetchMs: lastArrival(fetches, fetchStart) - fetchStart, injectionMs, computedMs, computedTokens, promptMs: null, blend: null };
+  return {
+    uses,
+    fetchMs: lastArrival(fetches, fetchStart) - fetchStart,
+    injectionMs,
+    computedMs,
+    computedTokens,
+    promptMs: null,
+    blend: null,
+  };
 }
 
 /** When the last of `fetches` ended, and `since` if none ended after it. */

@@ -118,7 +118,7 @@ async function readWhole(path: string): Promise<Buffer | undefined> {
     const { size } = await handle.stat();
     if (size > MAX_SHM_OBJECT_BYTES) throw new Error(`${path} is ${size} bytes`);
     const bytes = Buffer.allocUnsafeSlow(size);
-    for (let at = 0; at < size;) {
+    for (let at = 0; at < size; ) {
       const { bytesRead } = await handle.read(bytes, at, size - at, at);
       if (bytesRead === 0) throw new Error(`${path} ended at ${at} of ${size} bytes`);
       at += bytesRead;

@@ -55,7 +55,10 @@ const EWMA = 0.2;
  * so an arriving query waits for at most one chunk.
  */
 export class EngineScheduler {
-  private readonly queues: Record<WorkPriority, FairQueue<Entry>> = { interactive: new FairQueue(QUANTUM, 256), background: new FairQueue(QUANTUM, 256) };
+  private readonly queues: Record<WorkPriority, FairQueue<Entry>> = {
+    interactive: new FairQueue(QUANTUM, 256),
+    background: new FairQueue(QUANTUM, 256),
+  };
   private readonly running = new Set<Entry>();
   private readonly maxInteractive: number;
   private streak = 0;
@@ -92,10 +95,12 @@ export class EngineScheduler {
     const waiting = this.queues[options.priority].waiting(options.tenant);
     if (options.priority === 'interactive' && waiting >= this.options.maxWaitingPerTenant) {
       const retryAfterS = this.retryAfterSeconds(waiting);
-      return Promise.reject(new KdnError('RATE_LIMITED', `tenant "${options.tenant}" already has ${waiting} requests waiting for the engine`, {
-        hint: 'wait for Retry-After seconds, or send fewer requests at once',
-        details: { retryAfterS },
-      }));
+      return Promise.reject(
+        new KdnError('RATE_LIMITED', `tenant "${options.tenant}" already has ${waiting} requests waiting for the engine`, {
+          hint: 'wait for Retry-After seconds, or send fewer requests at once',
+          details: { retryAfterS },
+        }),
+      );
     }
     return new Promise<T>((resolve, reject) => {
       const queue = this.queues[options.priority];

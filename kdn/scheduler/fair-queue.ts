@@ -16,7 +16,10 @@ export class FairQueue<T extends FairItem> {
   private count = 0;
 
   /** A task's cost counts at most `maxRounds` quanta, so one huge task cannot make shift() spin. */
-  constructor(private readonly quantum: number, private readonly maxRounds = 64) {}
+  constructor(
+    private readonly quantum: number,
+    private readonly maxRounds = 64,
+  ) {}
 
   get size(): number {
     return this.count;

@@ -55,7 +55,10 @@ export function encodeKVObject(tensors: KVTensors, meta: EncodeMeta): Buffer {
   const header: KVHeader = {
     version: KV_FORMAT_VERSION,
     modelFingerprint: meta.modelFingerprint,
-    layers, kvHeads, headDim, tokens,
+    layers,
+    kvHeads,
+    headDim,
+    tokens,
     tokenHash: tokenHash(meta.tokenIds),
     positionBase: tensors.positionBase,
     ropeApplied: tensors.ropeApplied,

@@ -48,7 +48,10 @@ export function serializeHeader(header: KVHeader): Buffer {
   out[MAGIC.length] = KV_FORMAT_VERSION;
   out.writeUInt32LE(body.length, MAGIC.length + 1);
   body.copy(out, PREAMBLE_BYTES);
-  createHash('sha256').update(body).digest().copy(out, PREAMBLE_BYTES + body.length);
+  createHash('sha256')
+    .update(body)
+    .digest()
+    .copy(out, PREAMBLE_BYTES + body.length);
   return out;
 }
 

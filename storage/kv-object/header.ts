@@ -18,8 +18,19 @@ export const LIMITS = {
 } as const;
 
 const HEADER_FIELDS = new Set([
-  'version', 'modelFingerprint', 'layers', 'kvHeads', 'headDim', 'tokens', 'tokenHash', 'positionBase',
-  'ropeApplied', 'codec', 'layerOffsets', 'layerChecksums', 'payloadChecksum',
+  'version',
+  'modelFingerprint',
+  'layers',
+  'kvHeads',
+  'headDim',
+  'tokens',
+  'tokenHash',
+  'positionBase',
+  'ropeApplied',
+  'codec',
+  'layerOffsets',
+  'layerChecksums',
+  'payloadChecksum',
 ]);
 const SHA256_HEX = /^[0-9a-f]{64}$/;
 
@@ -60,7 +71,12 @@ export function layerShape(header: Pick<KVHeader, 'tokens' | 'kvHeads' | 'headDi
 }
 
 /** Stored size bounds of layer block `layer`: exact without lz4, lz4's worst cases around the codec size with it. */
-export function storedBlockBounds(codec: LayerCodec, spec: CodecSpec, shape: LayerShape, layer: number): { min: number; max: number; decoded: number } {
+export function storedBlockBounds(
+  codec: LayerCodec,
+  spec: CodecSpec,
+  shape: LayerShape,
+  layer: number,
+): { min: number; max: number; decoded: number } {
   const decoded = codec.expectedSize(shape, layer);
   return spec.lz4 ? { min: lz4MinStoredSize(decoded), max: lz4MaxStoredSize(decoded), decoded } : { min: decoded, max: decoded, decoded };
 }
@@ -70,7 +86,12 @@ export function storedBlockBounds(codec: LayerCodec, spec: CodecSpec, shape: Lay
  * up to the widest transform block, MAX_COMPONENT_BITS per element for keys and values plus each section's
  * rounding up to whole words.
  */
-export function blockSizeBounds(spec: CodecSpec, codec: LayerCodec | undefined, shape: LayerShape, layer: number): { min: number; max: number } {
+export function blockSizeBounds(
+  spec: CodecSpec,
+  codec: LayerCodec | undefined,
+  shape: LayerShape,
+  layer: number,
+): { min: number; max: number } {
   if (codec) return storedBlockBounds(codec, spec, shape, layer);
   const codes = 2 * Math.ceil((shape.tokens * shape.kvHeads * shape.headDim * MAX_COMPONENT_BITS) / 8);
   return { min: 0, max: codes + 4 * 2 * shape.kvHeads };
@@ -123,7 +144,8 @@ export function validateHeader(raw: unknown): KVHeader {
   const positionBase = intField(raw, 'positionBase', 0, LIMITS.positionBase);
   if (typeof raw.ropeApplied !== 'boolean') throw corrupt('ropeApplied must be a boolean');
   const { spec: codec, codec: bound } = validateCodec(raw.codec);
-  if (raw.ropeApplied && codecEntry(codec.name).keysBeforeRope) throw corrupt(`${codec.name} objects hold keys before RoPE, yet ropeApplied is true`);
+  if (raw.ropeApplied && codecEntry(codec.name).keysBeforeRope)
+    throw corrupt(`${codec.name} objects hold keys before RoPE, yet ropeApplied is true`);
   if (bound) codecEntry(codec.name).checkContext(codec, { modelFingerprint: fp, layers, kvHeads, headDim });
   checkLayerOffsets(raw.layerOffsets, layers, codec, bound, { tokens, kvHeads, headDim });
 
@@ -134,8 +156,19 @@ export function validateHeader(raw: unknown): KVHeader {
   if (payloadChecksumOf(layerChecksums) !== payloadChecksum) throw corrupt('payloadChecksum does not match layerChecksums');
 
   return {
-    version: KV_FORMAT_VERSION, modelFingerprint: fp, layers, kvHeads, headDim, tokens, tokenHash, positionBase,
-    ropeApplied: raw.ropeApplied, codec, layerOffsets: raw.layerOffsets as number[], layerChecksums, payloadChecksum,
+    version: KV_FORMAT_VERSION,
+    modelFingerprint: fp,
+    layers,
+    kvHeads,
+    headDim,
+    tokens,
+    tokenHash,
+    positionBase,
+    ropeApplied: raw.ropeApplied,
+    codec,
+    layerOffsets: raw.layerOffsets as number[],
+    layerChecksums,
+    payloadChecksum,
   };
 }
 
@@ -150,7 +183,9 @@ function checkLayerOffsets(offsets: unknown, layers: number, spec: CodecSpec, co
     const size = b - a;
     const { min, max } = blockSizeBounds(spec, codec, shape, i);
     if (size < min || size > max) {
-      throw corrupt(`layer ${i} block is ${size} bytes; ${spec.name}${spec.lz4 ? '+lz4' : ''} for this shape needs ${min === max ? min : `${min}..${max}`}`);
+      throw corrupt(
+        `layer ${i} block is ${size} bytes; ${spec.name}${spec.lz4 ? '+lz4' : ''} for this shape needs ${min === max ? min : `${min}..${max}`}`,
+      );
     }
   }
 }
@@ -163,7 +198,10 @@ export function checkExpectation(header: KVHeader, expect: KVExpectation | undef
     const want = expect[field];
     if (want !== undefined && header[field] !== want) {
       throw new KdnError('KV_MISMATCH', `KV object ${field} is ${JSON.stringify(header[field])}, expected ${JSON.stringify(want)}`, {
-        hint: field === 'modelFingerprint' ? 'the object was computed for another model (or other weights); recompute it' : 'the object does not belong to this request; recompute or refetch it',
+        hint:
+          field === 'modelFingerprint'
+            ? 'the object was computed for another model (or other weights); recompute it'
+            : 'the object does not belong to this request; recompute or refetch it',
         details: { field, actual: header[field], expected: want },
       });
     }

@@ -84,7 +84,11 @@ export interface ReadKVOptions {
   hashOffThread?: boolean;
 }
 
-export async function readKVObject(source: AsyncIterable<Uint8Array> | Readable, expect?: KVExpectation, options: ReadKVOptions = {}): Promise<KVObjectReader> {
+export async function readKVObject(
+  source: AsyncIterable<Uint8Array> | Readable,
+  expect?: KVExpectation,
+  options: ReadKVOptions = {},
+): Promise<KVObjectReader> {
   const input = new ExactReader(source as AsyncIterable<unknown>);
   let header: KVHeader;
   try {

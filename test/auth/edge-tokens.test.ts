@@ -28,7 +28,10 @@ describe('edge tokens', () => {
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'kdn-edge-auth-'));
     origin = new CountingStore(openStore(`file:${join(dir, 'origin')}`));
-    edge = await startEdge({ port: 0, diskPath: join(dir, 'disk'), memoryBytes: '4MiB', diskBytes: '8MiB', secret: TEST_EDGE_SECRET }, { origin });
+    edge = await startEdge(
+      { port: 0, diskPath: join(dir, 'disk'), memoryBytes: '4MiB', diskBytes: '8MiB', secret: TEST_EDGE_SECRET },
+      { origin },
+    );
     const client = new EdgeClient({ edges: [edge.url], secret: TEST_EDGE_SECRET });
     await client.put('kv/tok/stored.kv', stored);
     client.close();
@@ -62,7 +65,12 @@ describe('edge tokens', () => {
       ['other key', token('GET', '/kv/kv/tok/other.kv'), 403, 'FORBIDDEN'],
       ['other method', token('HEAD', '/kv/kv/tok/stored.kv'), 403, 'FORBIDDEN'],
       ['other secret', token('GET', '/kv/kv/tok/stored.kv', now() + 60, 'another-secret-0123456789abcdef'), 403, 'FORBIDDEN'],
-      ['tampered expiry', { [EDGE_HEADERS.token]: token('GET', '/kv/kv/tok/stored.kv')[EDGE_HEADERS.token]!.replace(/^\d+/, String(now() + 120)) }, 403, 'FORBIDDEN'],
+      [
+        'tampered expiry',
+        { [EDGE_HEADERS.token]: token('GET', '/kv/kv/tok/stored.kv')[EDGE_HEADERS.token]!.replace(/^\d+/, String(now() + 120)) },
+        403,
+        'FORBIDDEN',
+      ],
     ];
     for (const [what, headers, status, code] of cases) {
       const got = await send('GET', '/kv/kv/tok/stored.kv', headers);
@@ -85,11 +93,28 @@ describe('edge tokens', () => {
     const digest = { [EDGE_HEADERS.bodyDigest]: bodyDigest(object) };
     refused(await send('PUT', '/kv/kv/tok/new.kv', token('PUT', '/kv/kv/tok/new.kv'), object), 401, 'UNAUTHENTICATED');
     refused(await send('PUT', '/kv/kv/tok/new.kv', { ...token('GET', '/kv/kv/tok/new.kv'), ...digest }, object), 403, 'FORBIDDEN');
-    refused(await send('PUT', '/kv/kv/tok/new.kv', { ...tokenHeader('PUT', '/kv/kv/tok/elsewhere.kv', TEST_EDGE_SECRET, object), ...digest }, object), 403, 'FORBIDDEN');
+    refused(
+      await send(
+        'PUT',
+        '/kv/kv/tok/new.kv',
+        { ...tokenHeader('PUT', '/kv/kv/tok/elsewhere.kv', TEST_EDGE_SECRET, object), ...digest },
+        object,
+      ),
+      403,
+      'FORBIDDEN',
+    );
     refused(await send('DELETE', '/kv/kv/tok/stored.kv?origin=true'), 401, 'UNAUTHENTICATED');
     refused(await send('DELETE', '/kv/kv/tok/stored.kv', token('GET', '/kv/kv/tok/stored.kv')), 403, 'FORBIDDEN');
-    refused(await send('POST', '/warm', { 'content-type': 'application/json' }, Buffer.from(JSON.stringify({ keys: ['kv/tok/stored.kv'] }))), 401, 'UNAUTHENTICATED');
-    refused(await send('POST', '/warm', token('POST', '/kv/kv/tok/stored.kv'), Buffer.from(JSON.stringify({ keys: ['kv/tok/stored.kv'] }))), 403, 'FORBIDDEN');
+    refused(
+      await send('POST', '/warm', { 'content-type': 'application/json' }, Buffer.from(JSON.stringify({ keys: ['kv/tok/stored.kv'] }))),
+      401,
+      'UNAUTHENTICATED',
+    );
+    refused(
+      await send('POST', '/warm', token('POST', '/kv/kv/tok/stored.kv'), Buffer.from(JSON.stringify({ keys: ['kv/tok/stored.kv'] }))),
+      403,
+      'FORBIDDEN',
+    );
     expect({ puts: origin.puts, gets: origin.gets, deletes: origin.deletes, memory: edge.stats().memory.objects }).to.deep.equal(before);
     expect(await origin.head('kv/tok/new.kv')).to.equal(null);
     expect(await origin.head('kv/tok/stored.kv')).to.not.equal(null);
@@ -97,7 +122,12 @@ describe('edge tokens', () => {
 
     const put = await send('PUT', '/kv/kv/tok/new.kv', tokenHeader('PUT', '/kv/kv/tok/new.kv', TEST_EDGE_SECRET, object), object);
     expect(put.status).to.equal(201);
-    const warm = await send('POST', '/warm', token('POST', '/warm'), Buffer.from(JSON.stringify({ keys: ['kv/tok/stored.kv', 'kv/tok/new.kv'] })));
+    const warm = await send(
+      'POST',
+      '/warm',
+      token('POST', '/warm'),
+      Buffer.from(JSON.stringify({ keys: ['kv/tok/stored.kv', 'kv/tok/new.kv'] })),
+    );
     expect(warm.status).to.equal(200);
     expect(warm.body.toString()).to.contain('"done":true');
   });
@@ -109,7 +139,10 @@ describe('edge tokens', () => {
       refused(await send('GET', path, token('GET', '/kv/x')), 403, 'FORBIDDEN');
       expect((await send('GET', path, token('GET', path))).status).to.equal(200);
     }
-    const open = await startEdge({ port: 0, diskPath: join(dir, 'disk-open'), memoryBytes: '1MiB', diskBytes: 0, secret: TEST_EDGE_SECRET, publicMetrics: true }, { origin });
+    const open = await startEdge(
+      { port: 0, diskPath: join(dir, 'disk-open'), memoryBytes: '1MiB', diskBytes: 0, secret: TEST_EDGE_SECRET, publicMetrics: true },
+      { origin },
+    );
     extra.push(open);
     expect((await httpRequest(open.url, 'GET', '/stats')).status).to.equal(200);
     expect((await httpRequest(open.url, 'GET', '/metrics')).body.toString()).to.contain('kdn_edge_unauthorized_total');
@@ -136,9 +169,14 @@ describe('edge tokens', () => {
 
     const env = { ...process.env };
     delete env['KDN_EDGE_SECRET'];
-    const child = spawn(process.execPath, ['bin/kdn.js', 'edge', '--port', '0', '--origin', `file:${join(dir, 'origin')}`, '--disk-path', join(dir, 'disk-cli')], {
-      stdio: ['ignore', 'ignore', 'pipe'], env,
-    });
+    const child = spawn(
+      process.execPath,
+      ['bin/kdn.js', 'edge', '--port', '0', '--origin', `file:${join(dir, 'origin')}`, '--disk-path', join(dir, 'disk-cli')],
+      {
+        stdio: ['ignore', 'ignore', 'pipe'],
+        env,
+      },
+    );
     let stderr = '';
     child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
     const [code] = (await once(child, 'exit')) as [number | null];
@@ -154,16 +192,28 @@ describe('edge tokens', () => {
     const good = signEdgeToken(TEST_EDGE_SECRET, { ...put, expiry, nonce });
     expect(good).to.match(/^\d+\.[0-9a-f]{32}\.[0-9a-f]{64}$/);
     expect(verifyEdgeToken(TEST_EDGE_SECRET, good, put)).to.deep.equal({ expiry, nonce, scope: undefined });
-    expect(() => verifyEdgeToken(TEST_EDGE_SECRET, good, { ...put, target: '/kv/a/b.kv?x=1' })).to.throw().with.property('code', 'FORBIDDEN');
-    expect(() => verifyEdgeToken(TEST_EDGE_SECRET, good, { ...put, bodyDigest: bodyDigest('other') })).to.throw().with.property('code', 'FORBIDDEN');
-    expect(() => verifyEdgeToken(TEST_EDGE_SECRET, good, put, expiry + EDGE_TOKEN_SKEW_S + 1)).to.throw().with.property('code', 'UNAUTHENTICATED');
-    expect(() => verifyEdgeToken(TEST_EDGE_SECRET, `${good}0`, put)).to.throw().with.property('code', 'UNAUTHENTICATED');
+    expect(() => verifyEdgeToken(TEST_EDGE_SECRET, good, { ...put, target: '/kv/a/b.kv?x=1' }))
+      .to.throw()
+      .with.property('code', 'FORBIDDEN');
+    expect(() => verifyEdgeToken(TEST_EDGE_SECRET, good, { ...put, bodyDigest: bodyDigest('other') }))
+      .to.throw()
+      .with.property('code', 'FORBIDDEN');
+    expect(() => verifyEdgeToken(TEST_EDGE_SECRET, good, put, expiry + EDGE_TOKEN_SKEW_S + 1))
+      .to.throw()
+      .with.property('code', 'UNAUTHENTICATED');
+    expect(() => verifyEdgeToken(TEST_EDGE_SECRET, `${good}0`, put))
+      .to.throw()
+      .with.property('code', 'UNAUTHENTICATED');
     // Writes may not be signed for long; reads a little longer.
     const longWrite = signEdgeToken(TEST_EDGE_SECRET, { ...put, expiry: now() + 90, nonce });
-    expect(() => verifyEdgeToken(TEST_EDGE_SECRET, longWrite, put)).to.throw().with.property('code', 'UNAUTHENTICATED');
+    expect(() => verifyEdgeToken(TEST_EDGE_SECRET, longWrite, put))
+      .to.throw()
+      .with.property('code', 'UNAUTHENTICATED');
     const scoped = signEdgeToken(TEST_EDGE_SECRET, { method: 'POST', target: '/warm', expiry, nonce, scope: 'kv/s0123/' });
     expect(verifyEdgeToken(TEST_EDGE_SECRET, scoped, { method: 'POST', target: '/warm' }).scope).to.equal('kv/s0123/');
     const widened = scoped.replace(/\.[A-Za-z0-9_-]+$/, `.${Buffer.from('kv/').toString('base64url')}`);
-    expect(() => verifyEdgeToken(TEST_EDGE_SECRET, widened, { method: 'POST', target: '/warm' })).to.throw().with.property('code', 'FORBIDDEN');
+    expect(() => verifyEdgeToken(TEST_EDGE_SECRET, widened, { method: 'POST', target: '/warm' }))
+      .to.throw()
+      .with.property('code', 'FORBIDDEN');
   });
 });

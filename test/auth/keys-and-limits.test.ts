@@ -13,7 +13,10 @@ describe('API key setup and limits', function () {
   const running: Started[] = [];
 
   const serve = async (args: string[], env: NodeJS.ProcessEnv): Promise<Started> => {
-    const started = await startKdnProcess(['serve', '--port', '0', '--model', model.dir, '--backend', 'cpu', '--chunk-tokens', '16', ...args], env);
+    const started = await startKdnProcess(
+      ['serve', '--port', '0', '--model', model.dir, '--backend', 'cpu', '--chunk-tokens', '16', ...args],
+      env,
+    );
     running.push(started);
     return started;
   };
@@ -46,7 +49,11 @@ describe('API key setup and limits', function () {
     expect((await fetch(`${first.ready.url}/v1/status`)).status).to.equal(401);
     expect((await fetch(`${first.ready.url}/v1/status`, { headers: { authorization: `Bearer ${key}` } })).status).to.equal(200);
     // The CLI on this machine finds the key in the default data directory (KDN_DATA_DIR) by itself.
-    const listed = await cliJson<{ namespace: string; documents: unknown[] }>(['docs', 'list'], { KDN_SERVER: first.ready.url, KDN_API_KEY: '', KDN_DATA_DIR: dataDir });
+    const listed = await cliJson<{ namespace: string; documents: unknown[] }>(['docs', 'list'], {
+      KDN_SERVER: first.ready.url,
+      KDN_API_KEY: '',
+      KDN_DATA_DIR: dataDir,
+    });
     expect(listed).to.deep.equal({ namespace: 'default', documents: [] });
 
     await first.stop('SIGTERM');
@@ -56,8 +63,30 @@ describe('API key setup and limits', function () {
 
   it('reads keys from --api-keys-file, limits each key to its rate with 429 and Retry-After, caps request sizes, and bounds queries by a deadline', async () => {
     const keysFile = join(dir, 'keys.json');
-    await writeFile(keysFile, JSON.stringify({ keys: [{ key: 'file-key-one-0123456789', tenant: 'one', role: 'operator' }, { key: 'file-key-two-0123456789', tenant: 'two', role: 'operator' }] }));
-    const kdn = await serve(['--data-dir', join(dir, 'limited'), '--api-keys-file', keysFile, '--rate-limit', '2,4', '--max-upload', '1KiB', '--query-timeout', '1'], { KDN_API_KEYS: '' });
+    await writeFile(
+      keysFile,
+      JSON.stringify({
+        keys: [
+          { key: 'file-key-one-0123456789', tenant: 'one', role: 'operator' },
+          { key: 'file-key-two-0123456789', tenant: 'two', role: 'operator' },
+        ],
+      }),
+    );
+    const kdn = await serve(
+      [
+        '--data-dir',
+        join(dir, 'limited'),
+        '--api-keys-file',
+        keysFile,
+        '--rate-limit',
+        '2,4',
+        '--max-upload',
+        '1KiB',
+        '--query-timeout',
+        '1',
+      ],
+      { KDN_API_KEYS: '' },
+    );
     const get = (key: string): Promise<Response> => fetch(`${kdn.ready.url}/v1/status`, { headers: { authorization: `Bearer ${key}` } });
 
     const statuses: number[] = [];

@@ -42,7 +42,11 @@ async function call(url: string, key: string | undefined, method: string, path: 
 }
 
 /** Uploads and waits for the ingest job as `key`. */
-async function upload(url: string, key: string, doc: { title: string; text: string; namespace: string }): Promise<{ id: string; job: JobView }> {
+async function upload(
+  url: string,
+  key: string,
+  doc: { title: string; text: string; namespace: string },
+): Promise<{ id: string; job: JobView }> {
   const answer = await call(url, key, 'POST', '/v1/documents', doc);
   expect(answer.status, JSON.stringify(answer.body)).to.equal(202);
   const { job, document } = answer.body as unknown as UploadResponse;
@@ -77,7 +81,21 @@ describe('tenants and API keys', function () {
     model = await testModel({ preferDemo: false });
     dir = await mkdtemp(join(tmpdir(), 'kdn-auth-'));
     kdn = await startKdnProcess(
-      ['serve', '--port', '0', '--data-dir', join(dir, 'data'), '--model', model.dir, '--backend', 'cpu', '--chunk-tokens', '16', '--codec', 'int8'],
+      [
+        'serve',
+        '--port',
+        '0',
+        '--data-dir',
+        join(dir, 'data'),
+        '--model',
+        model.dir,
+        '--backend',
+        'cpu',
+        '--chunk-tokens',
+        '16',
+        '--codec',
+        'int8',
+      ],
       { KDN_API_KEYS: `${ALICE}=alice,${BOB}=bob`, KDN_SHARED_NAMESPACES: 'handbook=alice', KDN_RATE_LIMIT: '0' },
     );
     url = kdn.ready.url;
@@ -127,8 +145,16 @@ describe('tenants and API keys', function () {
     console.log(`      same text, two tenants: ${keysA.length} objects each, 0 shared`);
 
     // Each tenant's answer comes from its own objects at the edge, not from the other's cache entries.
-    for (const [key, id] of [[ALICE, a.id], [BOB, b.id]] as const) {
-      const answer = await call(url, key, 'POST', '/v1/query', { question: 'What does the keeper do?', namespace: 'docs', documents: [id], maxTokens: 2 });
+    for (const [key, id] of [
+      [ALICE, a.id],
+      [BOB, b.id],
+    ] as const) {
+      const answer = await call(url, key, 'POST', '/v1/query', {
+        question: 'What does the keeper do?',
+        namespace: 'docs',
+        documents: [id],
+        maxTokens: 2,
+      });
       expect(answer.status, JSON.stringify(answer.body)).to.equal(200);
       const outcome = answer.body as unknown as QueryOutcome;
       expect(outcome.chunks.every((c) => c.tier === (existsSync('/dev/shm') ? 'shm' : 'memory'))).to.equal(true);
@@ -155,7 +181,11 @@ describe('tenants and API keys', function () {
       ['POST', '/v1/query', { question: 'Where are the pears?', namespace: 'private', documents: ['orchard-plans'], maxTokens: 2 }],
       ['POST', '/v1/warm/plan', { namespace: 'private', documents: [id] }],
       ['DELETE', `/v1/documents/${id}?namespace=private`],
-      ['POST', '/v1/chat/completions', { messages: [{ role: 'user', content: 'pears?' }], max_tokens: 2, kdn: { namespace: 'private', documents: [id] } }],
+      [
+        'POST',
+        '/v1/chat/completions',
+        { messages: [{ role: 'user', content: 'pears?' }], max_tokens: 2, kdn: { namespace: 'private', documents: [id] } },
+      ],
     ];
     for (const [method, path, body] of probes) {
       const answer = await call(url, BOB, method, path, body);
@@ -165,7 +195,9 @@ describe('tenants and API keys', function () {
       expect(JSON.stringify(answer.body)).to.not.contain('alice');
     }
     // Retrieval in the same namespace name finds nothing of Alice's, and a warm plan names none of her objects.
-    const retrieved = (await call(url, BOB, 'POST', '/v1/query', { question: 'pears river gate orchard', namespace: 'private', maxTokens: 2 })).body as unknown as QueryOutcome;
+    const retrieved = (
+      await call(url, BOB, 'POST', '/v1/query', { question: 'pears river gate orchard', namespace: 'private', maxTokens: 2 })
+    ).body as unknown as QueryOutcome;
     expect(retrieved.chunks).to.deep.equal([]);
     const plan = (await call(url, BOB, 'POST', '/v1/warm/plan', { namespace: 'private' })).body as unknown as WarmPlan;
     expect(plan.objects).to.deep.equal([]);
@@ -173,19 +205,29 @@ describe('tenants and API keys', function () {
     // Alice still has it all.
     expect((await call(url, ALICE, 'GET', `/v1/documents/${id}?namespace=private`)).status).to.equal(200);
     expect((await call(url, ALICE, 'GET', `/v1/jobs/${job.id}`)).status).to.equal(200);
-    const hers = (await call(url, ALICE, 'POST', '/v1/query', { question: 'pears river gate orchard', namespace: 'private', maxTokens: 2 })).body as unknown as QueryOutcome;
+    const hers = (await call(url, ALICE, 'POST', '/v1/query', { question: 'pears river gate orchard', namespace: 'private', maxTokens: 2 }))
+      .body as unknown as QueryOutcome;
     expect(hers.chunks.length).to.be.greaterThan(0);
   });
 
   it('lets every tenant read and query a shared namespace, and only its owner write it', async () => {
     const { id } = await upload(url, ALICE, { title: 'guest-rules', text: SHARED_TEXT, namespace: 'handbook' });
-    const list = (await call(url, BOB, 'GET', '/v1/documents?namespace=handbook')).body as { namespace: string; documents: DocumentSummary[] };
+    const list = (await call(url, BOB, 'GET', '/v1/documents?namespace=handbook')).body as {
+      namespace: string;
+      documents: DocumentSummary[];
+    };
     expect(list.namespace).to.equal('handbook');
     expect(list.documents.map((d) => [d.id, d.namespace])).to.deep.equal([[id, 'handbook']]);
-    const answer = await call(url, BOB, 'POST', '/v1/query', { question: 'What must visitors sign?', namespace: 'handbook', documents: ['guest-rules'], maxTokens: 2 });
+    const answer = await call(url, BOB, 'POST', '/v1/query', {
+      question: 'What must visitors sign?',
+      namespace: 'handbook',
+      documents: ['guest-rules'],
+      maxTokens: 2,
+    });
     expect(answer.status).to.equal(200);
     expect((answer.body as unknown as QueryOutcome).chunks.every((c) => c.tier !== 'computed')).to.equal(true);
-    const retrieved = (await call(url, BOB, 'POST', '/v1/query', { question: 'guest book archive', namespace: 'handbook', maxTokens: 2 })).body as unknown as QueryOutcome;
+    const retrieved = (await call(url, BOB, 'POST', '/v1/query', { question: 'guest book archive', namespace: 'handbook', maxTokens: 2 }))
+      .body as unknown as QueryOutcome;
     expect(retrieved.chunks.length).to.be.greaterThan(0);
 
     const write = await call(url, BOB, 'POST', '/v1/documents', { title: 'graffiti', text: 'bob was here', namespace: 'handbook' });
@@ -202,7 +244,9 @@ describe('tenants and API keys', function () {
     expect(warm.keys).to.be.greaterThan(0);
     const denied = await runCli(['docs', 'list', '--namespace', 'docs'], { KDN_SERVER: url, KDN_API_KEY: 'not-a-key-0123456789abcdef' });
     expect(denied.code, 'exit status 4: API key refused').to.equal(4);
-    expect(denied.stderr).to.match(/UNAUTHENTICATED/).and.match(/hint: .*Bearer/);
+    expect(denied.stderr)
+      .to.match(/UNAUTHENTICATED/)
+      .and.match(/hint: .*Bearer/);
   });
 
   it('wrote no key file (keys were configured) and keeps the salt secret at the origin', async () => {
@@ -210,7 +254,10 @@ describe('tenants and API keys', function () {
     const secret = (await origin.get('secrets/chunk-salt.key')).toString('utf8');
     await origin.close();
     expect(secret).to.match(/^[0-9a-f]{64}$/);
-    const keyFile = await readFile(join(dir, 'data', 'api-key'), 'utf8').then(() => true, () => false);
+    const keyFile = await readFile(join(dir, 'data', 'api-key'), 'utf8').then(
+      () => true,
+      () => false,
+    );
     expect(keyFile).to.equal(false);
   });
 });

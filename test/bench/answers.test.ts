@@ -19,7 +19,7 @@ describe('answer scoring', () => {
   });
 });
 
-describe('answers benchmark on a tiny model', function () {
+describe('answers benchmark on a tiny model', () => {
   let root: string;
   let model: string;
   let examples: string;
@@ -29,12 +29,15 @@ describe('answers benchmark on a tiny model', function () {
     model = (await makeTinyModel(join(root, 'llama'), { architecture: 'LlamaForCausalLM' })).dir;
     examples = join(root, 'examples.json');
     const pieces = ['Ruth went to Bethlehem with Naomi.\n\n', 'Orpah stayed in Moab.\n\n'];
-    await writeFile(examples, JSON.stringify({
-      examples: [
-        { kind: 'single', rule: 'subject', source: 'test', question: 'Who stayed in Moab?', answer: 'Orpah', pieces },
-        { kind: 'bridge', rule: 'bridge-name', source: 'test', question: 'Who went with the one who stayed?', answer: 'Ruth', pieces },
-      ],
-    }));
+    await writeFile(
+      examples,
+      JSON.stringify({
+        examples: [
+          { kind: 'single', rule: 'subject', source: 'test', question: 'Who stayed in Moab?', answer: 'Orpah', pieces },
+          { kind: 'bridge', rule: 'bridge-name', source: 'test', question: 'Who went with the one who stayed?', answer: 'Ruth', pieces },
+        ],
+      }),
+    );
   });
 
   after(async () => {
@@ -43,8 +46,10 @@ describe('answers benchmark on a tiny model', function () {
 
   it('reports recall, every mode x codec by question kind, and natural questions over retrieved chunks', async () => {
     const checkpoints: number[] = [];
-    const report = await runAnswers(['--model', model, '--synthetic', examples, '--natural', '2', '--max-new', '4'],
-      async (partial) => void checkpoints.push(partial.records.length));
+    const report = await runAnswers(
+      ['--model', model, '--synthetic', examples, '--natural', '2', '--max-new', '4'],
+      async (partial) => void checkpoints.push(partial.records.length),
+    );
     const section = (name: string): BenchRecord[] => report.records.filter((r) => r.section === name);
 
     const retrieval = section('retrieval');
@@ -56,7 +61,9 @@ describe('answers benchmark on a tiny model', function () {
 
     const synthetic = section('synthetic');
     expect(synthetic.map((r) => `${r.mode}|${r.codec}`)).to.deep.equal([
-      'recompute|none (prefill)', ...CODECS.map((c) => `prefix-chained|${c}`), ...CODECS.map((c) => `independent|${c}`),
+      'recompute|none (prefill)',
+      ...CODECS.map((c) => `prefix-chained|${c}`),
+      ...CODECS.map((c) => `independent|${c}`),
     ]);
     for (const r of synthetic) {
       expect(r.n_single).to.equal(1);

@@ -13,7 +13,16 @@ import { TRANSFORM_LEVELS } from '../../storage/kv-object/index.ts';
 const CODECS = ['fp16', 'fp16+lz4', 'int8', 'int8+lz4', 'int4', 'int4+lz4', ...TRANSFORM_LEVELS.map((l) => `transform:${l.name}`)];
 const FIDELITY_MODES = ['prefix-chained', 'independent'];
 const TTFT_MODES = [
-  'inject', 'inject-int8', 'inject-int4', 'inject-hot', 'blend', 'blend-int8', 'blend-int4', 'recompute', 'peer', 'peer-host-hit',
+  'inject',
+  'inject-int8',
+  'inject-int4',
+  'inject-hot',
+  'blend',
+  'blend-int8',
+  'blend-int4',
+  'recompute',
+  'peer',
+  'peer-host-hit',
 ];
 
 function num(r: BenchRecord, key: string): number {
@@ -23,7 +32,7 @@ function num(r: BenchRecord, key: string): number {
 }
 
 /** Every benchmark on a tiny random model, cpu backend, minimal sizes: the records' shape and sanity, never speed. */
-describe('benchmarks on a tiny model', function () {
+describe('benchmarks on a tiny model', () => {
   let root: string;
   let model: string;
 
@@ -37,8 +46,24 @@ describe('benchmarks on a tiny model', function () {
   });
 
   it('fidelity: every codec x mode, sane metrics, fp16 prefix-chained agrees exactly, int4 is smaller', async () => {
-    const report = await runFidelity(['--model', model, '--chunk', '16', '--answer', '6', '--max-doc-tokens', '48', '--docs', '2', '--prompts', '2',
-      '--sets', 'document', '--modes', 'prefix-chained,independent']);
+    const report = await runFidelity([
+      '--model',
+      model,
+      '--chunk',
+      '16',
+      '--answer',
+      '6',
+      '--max-doc-tokens',
+      '48',
+      '--docs',
+      '2',
+      '--prompts',
+      '2',
+      '--sets',
+      'document',
+      '--modes',
+      'prefix-chained,independent',
+    ]);
     console.table(report.records);
     expect(report.records).to.have.length(CODECS.length * FIDELITY_MODES.length);
     const byKey = new Map(report.records.map((r) => [`${r.codec}|${r.mode}`, r]));
@@ -57,13 +82,35 @@ describe('benchmarks on a tiny model', function () {
     expect(fp16.top1_agreement).to.equal(1);
     expect(fp16.exact_match).to.equal(1);
     expect(num(byKey.get('int4|prefix-chained')!, 'bytes_per_token')).to.be.lessThan(num(fp16, 'bytes_per_token'));
-    expect(num(byKey.get('transform:x8|prefix-chained')!, 'bytes_per_token')).to.be.lessThan(num(byKey.get('int4|prefix-chained')!, 'bytes_per_token'));
+    expect(num(byKey.get('transform:x8|prefix-chained')!, 'bytes_per_token')).to.be.lessThan(
+      num(byKey.get('int4|prefix-chained')!, 'bytes_per_token'),
+    );
     expect(report.params?.documents).to.match(/devil-dictionary-ba\.txt \(48 tokens, 2 prompts\)/);
   });
 
   it('fidelity: blend rows per selection and ratio on both context sets, recomputing the share asked for; all of it agrees exactly', async () => {
-    const report = await runFidelity(['--model', model, '--chunk', '16', '--answer', '4', '--max-doc-tokens', '40', '--docs', '2', '--prompts', '1',
-      '--modes', 'blend', '--codecs', 'fp16,int8', '--ratios', '0.25,1', '--alt-codecs', 'int8']);
+    const report = await runFidelity([
+      '--model',
+      model,
+      '--chunk',
+      '16',
+      '--answer',
+      '4',
+      '--max-doc-tokens',
+      '40',
+      '--docs',
+      '2',
+      '--prompts',
+      '1',
+      '--modes',
+      'blend',
+      '--codecs',
+      'fp16,int8',
+      '--ratios',
+      '0.25,1',
+      '--alt-codecs',
+      'int8',
+    ]);
     const blend = report.records;
     // attended with both codecs, the other three selections with int8 only; two ratios; two sets.
     expect(blend).to.have.length((2 + 3) * 2 * 2);
@@ -78,8 +125,10 @@ describe('benchmarks on a tiny model', function () {
 
   it('ttft: every mode per context size, inject modes with bytes and a time split, peer figures or a reason', async () => {
     const checkpoints: number[] = [];
-    const report = await runTtft(['--model', model, '--backend', 'cpu', '--contexts', '32,64', '--question', '8', '--chunk', '16', '--runs', '1', '--warmup', '0'],
-      async (partial) => void checkpoints.push(partial.records.length));
+    const report = await runTtft(
+      ['--model', model, '--backend', 'cpu', '--contexts', '32,64', '--question', '8', '--chunk', '16', '--runs', '1', '--warmup', '0'],
+      async (partial) => void checkpoints.push(partial.records.length),
+    );
     console.table(report.records);
     expect(report.records).to.have.length(2 * TTFT_MODES.length);
     // Each finished context is checkpointed, so a run cut off by a time limit keeps what it measured.
@@ -127,8 +176,28 @@ describe('benchmarks on a tiny model', function () {
   });
 
   it('ttft --inject-path sequential: chunks injected one by one, then the question, with the same first token', async () => {
-    const report = await runTtft(['--model', model, '--backend', 'cpu', '--contexts', '48', '--question', '4', '--chunk', '16', '--runs', '1', '--warmup', '0',
-      '--modes', 'recompute,inject-int8', '--inject-path', 'sequential', '--window', '2']);
+    const report = await runTtft([
+      '--model',
+      model,
+      '--backend',
+      'cpu',
+      '--contexts',
+      '48',
+      '--question',
+      '4',
+      '--chunk',
+      '16',
+      '--runs',
+      '1',
+      '--warmup',
+      '0',
+      '--modes',
+      'recompute,inject-int8',
+      '--inject-path',
+      'sequential',
+      '--window',
+      '2',
+    ]);
     const r = report.records.find((x) => x.mode === 'inject-int8')!;
     expect(r.inject_path).to.equal('sequential');
     for (const key of ['fetch_ms', 'fetch_wait_ms', 'inject_ms', 'question_ms']) expect(num(r, key)).to.be.at.least(0);
@@ -137,8 +206,26 @@ describe('benchmarks on a tiny model', function () {
   });
 
   it('ttft --kv synthetic: inject modes timed from seeded random objects (no prefill), marked as timing only', async () => {
-    const report = await runTtft(['--model', model, '--backend', 'cpu', '--contexts', '40', '--question', '4', '--chunk', '16', '--runs', '1', '--warmup', '0',
-      '--modes', 'inject,inject-int4', '--kv', 'synthetic']);
+    const report = await runTtft([
+      '--model',
+      model,
+      '--backend',
+      'cpu',
+      '--contexts',
+      '40',
+      '--question',
+      '4',
+      '--chunk',
+      '16',
+      '--runs',
+      '1',
+      '--warmup',
+      '0',
+      '--modes',
+      'inject,inject-int4',
+      '--kv',
+      'synthetic',
+    ]);
     expect(report.records.map((r) => r.mode)).to.deep.equal(['inject', 'inject-int4']);
     for (const r of report.records) {
       expect(r.note).to.match(/^synthetic KV/);
@@ -152,7 +239,24 @@ describe('benchmarks on a tiny model', function () {
   });
 
   it('ttft: a context longer than the model holds records an error and the run goes on', async () => {
-    const report = await runTtft(['--model', model, '--backend', 'cpu', '--contexts', '4096,16', '--question', '4', '--chunk', '16', '--runs', '1', '--warmup', '0', '--modes', 'inject,recompute']);
+    const report = await runTtft([
+      '--model',
+      model,
+      '--backend',
+      'cpu',
+      '--contexts',
+      '4096,16',
+      '--question',
+      '4',
+      '--chunk',
+      '16',
+      '--runs',
+      '1',
+      '--warmup',
+      '0',
+      '--modes',
+      'inject,recompute',
+    ]);
     const failed = report.records.filter((r) => r.context_tokens === 4096);
     expect(failed.map((r) => r.mode)).to.deep.equal(['inject', 'recompute']);
     for (const r of failed) expect(r.note).to.match(/^error: /);
@@ -161,8 +265,28 @@ describe('benchmarks on a tiny model', function () {
   });
 
   it('ttft and engine: a spent --max-seconds budget still returns a record per measurement, marked skipped', async () => {
-    const ttft = await runTtft(['--model', model, '--backend', 'cpu', '--contexts', '16,32', '--question', '4', '--chunk', '16', '--modes', 'inject,recompute', '--max-seconds', '0.001']);
-    expect(ttft.records.map((r) => `${r.context_tokens}/${r.mode}`)).to.deep.equal(['16/inject', '16/recompute', '32/inject', '32/recompute']);
+    const ttft = await runTtft([
+      '--model',
+      model,
+      '--backend',
+      'cpu',
+      '--contexts',
+      '16,32',
+      '--question',
+      '4',
+      '--chunk',
+      '16',
+      '--modes',
+      'inject,recompute',
+      '--max-seconds',
+      '0.001',
+    ]);
+    expect(ttft.records.map((r) => `${r.context_tokens}/${r.mode}`)).to.deep.equal([
+      '16/inject',
+      '16/recompute',
+      '32/inject',
+      '32/recompute',
+    ]);
     for (const r of ttft.records) expect(r.note).to.match(/--max-seconds 0.001 budget reached/);
     const engine = await runEngine(['--model', model, '--backend', 'cpu', '--contexts', '16', '--no-peer', '--max-seconds', '0.001']);
     expect(engine.records).to.have.length(1);
@@ -177,7 +301,20 @@ describe('benchmarks on a tiny model', function () {
   });
 
   it('engine: prefill and decode throughput per context size, engine and peer rows', async () => {
-    const report = await runEngine(['--model', model, '--backend', 'cpu', '--contexts', '16,48', '--decode', '4', '--runs', '1', '--warmup', '0']);
+    const report = await runEngine([
+      '--model',
+      model,
+      '--backend',
+      'cpu',
+      '--contexts',
+      '16,48',
+      '--decode',
+      '4',
+      '--runs',
+      '1',
+      '--warmup',
+      '0',
+    ]);
     console.table(report.records);
     expect(report.records.map((r) => `${r.context_tokens}/${r.mode}`)).to.deep.equal(['16/engine', '16/peer', '48/engine', '48/peer']);
     for (const r of report.records.filter((x) => x.mode === 'engine')) {

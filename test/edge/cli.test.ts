@@ -41,19 +41,40 @@ describe('kdn edge (CLI)', () => {
     const diskPath = join(dir, 'disk');
     const shmDir = join(dir, 'shm');
     await mkdir(shmDir);
-    const child = spawn(process.execPath, [
-      'bin/kdn.js', 'edge', '--port', '0', '--origin', `file:${join(dir, 'origin')}`, '--disk-path', diskPath, '--memory', '64MiB', '--disk', '1GiB',
-      '--edge-secret', TEST_EDGE_SECRET, '--shm-dir', shmDir,
-    ], {
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
+    const child = spawn(
+      process.execPath,
+      [
+        'bin/kdn.js',
+        'edge',
+        '--port',
+        '0',
+        '--origin',
+        `file:${join(dir, 'origin')}`,
+        '--disk-path',
+        diskPath,
+        '--memory',
+        '64MiB',
+        '--disk',
+        '1GiB',
+        '--edge-secret',
+        TEST_EDGE_SECRET,
+        '--shm-dir',
+        shmDir,
+      ],
+      {
+        stdio: ['ignore', 'pipe', 'inherit'],
+      },
+    );
     const [line] = (await once(createInterface({ input: child.stdout }), 'line')) as [string];
     const url = /listening on (http:\/\/\S+)/.exec(line)?.[1];
     expect(url, line).to.be.a('string');
     const health = await fetch(`${url}/healthz`);
     expect(health.status).to.equal(200);
     expect((await fetch(`${url}/stats`)).status).to.equal(401);
-    const stats = (await (await fetch(`${url}/stats`, { headers: tokenHeader('GET', '/stats') })).json()) as { memory: { budgetBytes: number }; disk: { budgetBytes: number } };
+    const stats = (await (await fetch(`${url}/stats`, { headers: tokenHeader('GET', '/stats') })).json()) as {
+      memory: { budgetBytes: number };
+      disk: { budgetBytes: number };
+    };
     expect(stats.memory.budgetBytes).to.equal(64 * 2 ** 20);
     expect(stats.disk.budgetBytes).to.equal(2 ** 30);
     expect(existsSync(join(diskPath, '.lock'))).to.equal(true);

@@ -74,7 +74,7 @@ describe('edge client: bodies that break the edge protocol', () => {
     expect(edges[0]!.error).to.contain('not JSON');
   });
 
-  it('stats: an incomplete /stats body is reported as that edge\'s error, not returned', async () => {
+  it("stats: an incomplete /stats body is reported as that edge's error, not returned", async () => {
     const [result] = await client.stats();
     expect(result!.stats).to.equal(undefined);
     expect(result!.error).to.contain('does not match the edge protocol').and.contain('memory');

@@ -19,7 +19,10 @@ describe('edge client: reset connections are retried, not failures', function ()
   before(async () => {
     root = await mkdtemp(join(tmpdir(), 'kdn-edge-retry-'));
     origin = openStore(`file:${join(root, 'origin')}`);
-    edge = await startEdge({ port: 0, diskPath: join(root, 'disk'), memoryBytes: '16MiB', diskBytes: '64MiB', secret: TEST_EDGE_SECRET }, { origin });
+    edge = await startEdge(
+      { port: 0, diskPath: join(root, 'disk'), memoryBytes: '16MiB', diskBytes: '64MiB', secret: TEST_EDGE_SECRET },
+      { origin },
+    );
   });
 
   after(async () => {
@@ -60,7 +63,10 @@ describe('edge client: reset connections are retried, not failures', function ()
     const dead = await startResettingProxy(edge.url, { fresh: 1_000 });
     const hopeless = new EdgeClient({ edges: [dead.url], secret: TEST_EDGE_SECRET });
     try {
-      const err = await hopeless.getBuffer('kv/retry/fresh.kv').then(() => undefined, (e: unknown) => e);
+      const err = await hopeless.getBuffer('kv/retry/fresh.kv').then(
+        () => undefined,
+        (e: unknown) => e,
+      );
       expect(err).to.have.property('code', 'EDGE_UNAVAILABLE');
       expect(dead.resets(), 'one request per retry round').to.equal(3);
     } finally {

@@ -26,9 +26,18 @@ async function startCluster(count: number, extraEdgeUrls: string[] = []): Promis
   const origin = openStore(`file:${join(root, 'origin')}`);
   const edges: RunningEdge[] = [];
   for (let i = 0; i < count; i += 1) {
-    edges.push(await startEdge({ port: 0, diskPath: join(root, `disk-${i}`), memoryBytes: '16MiB', diskBytes: '64MiB', secret: TEST_EDGE_SECRET }, { origin }));
+    edges.push(
+      await startEdge(
+        { port: 0, diskPath: join(root, `disk-${i}`), memoryBytes: '16MiB', diskBytes: '64MiB', secret: TEST_EDGE_SECRET },
+        { origin },
+      ),
+    );
   }
-  const client = new EdgeClient({ edges: [...edges.map((edge) => edge.url), ...extraEdgeUrls], timeoutMs: 5_000, secret: TEST_EDGE_SECRET });
+  const client = new EdgeClient({
+    edges: [...edges.map((edge) => edge.url), ...extraEdgeUrls],
+    timeoutMs: 5_000,
+    secret: TEST_EDGE_SECRET,
+  });
   cleanups.push(async () => {
     client.close();
     for (const edge of edges) await edge.close();
@@ -79,10 +88,11 @@ async function startCuttingProxy(target: string, cutAfter: number): Promise<{ ur
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
     cuts: () => cuts,
-    close: () => new Promise((resolve) => {
-      for (const socket of sockets) socket.destroy();
-      server.close(() => resolve());
-    }),
+    close: () =>
+      new Promise((resolve) => {
+        for (const socket of sockets) socket.destroy();
+        server.close(() => resolve());
+      }),
   };
 }
 
@@ -91,7 +101,7 @@ afterEach(async () => {
 });
 
 describe('edge client', () => {
-  it('puts to and gets from the key\'s owner edge', async () => {
+  it("puts to and gets from the key's owner edge", async () => {
     const { client, edges } = await startCluster(3);
     const objects = Array.from({ length: 12 }, (_, i) => makeKVObject(i));
     for (const [i, object] of objects.entries()) {
@@ -149,14 +159,16 @@ describe('edge client', () => {
     });
     await new Promise<void>((resolve) => failing.listen(0, '127.0.0.1', resolve));
     cleanups.push(
-      () => new Promise((resolve) => {
-        for (const socket of held) socket.destroy();
-        silent.close(() => resolve());
-      }),
-      () => new Promise((resolve) => {
-        failing.closeAllConnections();
-        failing.close(() => resolve());
-      }),
+      () =>
+        new Promise((resolve) => {
+          for (const socket of held) socket.destroy();
+          silent.close(() => resolve());
+        }),
+      () =>
+        new Promise((resolve) => {
+          failing.closeAllConnections();
+          failing.close(() => resolve());
+        }),
     );
     const silentUrl = `http://127.0.0.1:${(silent.address() as AddressInfo).port}`;
     const failingUrl = `http://127.0.0.1:${(failing.address() as AddressInfo).port}`;
@@ -172,8 +184,10 @@ describe('edge client', () => {
 
     const broken = new EdgeClient({ edges: [silentUrl, failingUrl], timeoutMs: 300, secret: TEST_EDGE_SECRET });
     cleanups.push(async () => broken.close());
-    const err = await broken.getBuffer(key).then(() => null, (e: unknown) => e) as
-      { code: string; details: { attempts: { edge: string; code: string }[] } } | null;
+    const err = (await broken.getBuffer(key).then(
+      () => null,
+      (e: unknown) => e,
+    )) as { code: string; details: { attempts: { edge: string; code: string }[] } } | null;
     expect(err).to.have.property('code', 'EDGE_UNAVAILABLE');
     expect(err!.details.attempts.map((attempt) => attempt.code).sort()).to.deep.equal(['ENGINE_UNAVAILABLE', 'TIMEOUT']);
   });
@@ -197,20 +211,32 @@ describe('edge client', () => {
 
   it('passes NOT_FOUND and KV_CORRUPT through without failing over', async () => {
     const { client, origin, edges } = await startCluster(2);
-    const missing = await client.getBuffer('kv/no/such/key.kv').then(() => null, (err: unknown) => err);
+    const missing = await client.getBuffer('kv/no/such/key.kv').then(
+      () => null,
+      (err: unknown) => err,
+    );
     expect(missing).to.have.property('code', 'NOT_FOUND');
     expect(await client.head('kv/no/such/key.kv')).to.equal(null);
 
     const corrupt = makeKVObject(42);
     corrupt[corrupt.length - 3]! ^= 0x10;
     await origin.put('kv/bad/one.kv', corrupt);
-    const err = await client.getBuffer('kv/bad/one.kv').then(() => null, (e: unknown) => e);
+    const err = await client.getBuffer('kv/bad/one.kv').then(
+      () => null,
+      (e: unknown) => e,
+    );
     expect(err).to.have.property('code', 'KV_CORRUPT');
     expect(edges.map((edge) => edge.stats().origin.corrupt).reduce((a, b) => a + b, 0)).to.equal(1);
 
-    const bad = await client.put('kv/bad/one.kv', corrupt).then(() => null, (e: unknown) => e);
+    const bad = await client.put('kv/bad/one.kv', corrupt).then(
+      () => null,
+      (e: unknown) => e,
+    );
     expect(bad).to.have.property('code', 'KV_CORRUPT');
-    const badKey = await client.get('../etc/passwd').then(() => null, (e: unknown) => e);
+    const badKey = await client.get('../etc/passwd').then(
+      () => null,
+      (e: unknown) => e,
+    );
     expect(badKey).to.have.property('code', 'INVALID_KEY');
   });
 
@@ -220,10 +246,16 @@ describe('edge client', () => {
     for (const edge of dead.edges) await edge.close();
     const client = new EdgeClient({ edges: urls, timeoutMs: 1_000, secret: TEST_EDGE_SECRET });
     cleanups.push(async () => client.close());
-    const err = await client.getBuffer('kv/any/key.kv').then(() => null, (e: unknown) => e) as { code: string; details: { attempts: unknown[] } } | null;
+    const err = (await client.getBuffer('kv/any/key.kv').then(
+      () => null,
+      (e: unknown) => e,
+    )) as { code: string; details: { attempts: unknown[] } } | null;
     expect(err).to.have.property('code', 'EDGE_UNAVAILABLE');
     expect(err!.details.attempts).to.have.length(2);
-    const put = await client.put('kv/any/key.kv', makeKVObject(1)).then(() => null, (e: unknown) => e);
+    const put = await client.put('kv/any/key.kv', makeKVObject(1)).then(
+      () => null,
+      (e: unknown) => e,
+    );
     expect(put).to.have.property('code', 'EDGE_UNAVAILABLE');
     const stats = await client.stats();
     expect(stats.every((entry) => entry.error !== undefined)).to.equal(true);
@@ -244,7 +276,7 @@ describe('edge client', () => {
     expect(await origin.head('kv/del/me.kv')).to.equal(null);
   });
 
-  it('warms keys on their owner edges, moving a failed edge\'s keys to their next edge', async () => {
+  it("warms keys on their owner edges, moving a failed edge's keys to their next edge", async () => {
     const { client, edges, origin } = await startCluster(3);
     const keys = Array.from({ length: 30 }, (_, i) => `kv/warm/${i}.kv`);
     for (const [i, key] of keys.entries()) await origin.put(key, makeKVObject(100 + i));

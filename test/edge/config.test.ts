@@ -11,7 +11,9 @@ describe('edge config', () => {
     expect(parseSize('1048576')).to.equal(1_048_576);
     expect(parseSize(0)).to.equal(0);
     for (const bad of ['', 'MiB', '12 parsecs', '-1GiB', '1e3']) {
-      expect(() => parseSize(bad), bad).to.throw().with.property('code', 'INVALID_ARGUMENT');
+      expect(() => parseSize(bad), bad)
+        .to.throw()
+        .with.property('code', 'INVALID_ARGUMENT');
     }
   });
 
@@ -22,7 +24,9 @@ describe('edge config', () => {
   });
 
   it('rejects a missing origin and bad values with INVALID_ARGUMENT', () => {
-    expect(() => resolveEdgeConfig({}, {})).to.throw(/originUrl/).with.property('code', 'INVALID_ARGUMENT');
+    expect(() => resolveEdgeConfig({}, {}))
+      .to.throw(/originUrl/)
+      .with.property('code', 'INVALID_ARGUMENT');
     expect(() => resolveEdgeConfig({ originUrl: 'file:/x', port: 70_000 }, {})).to.throw(/port/);
     expect(() => resolveEdgeConfig({ originUrl: 'file:/x', memoryBytes: 'lots' }, {})).to.throw(/memoryBytes/);
   });

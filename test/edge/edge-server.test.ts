@@ -22,10 +22,13 @@ const cleanups: (() => Promise<void>)[] = [];
 
 /** An in-process edge over a fresh filesystem origin, with the origin wrapped to count reads. */
 async function startTestEdge(config: Partial<EdgeConfigInput> = {}, shared?: { originDir?: string; diskPath?: string }): Promise<TestEdge> {
-  const originDir = shared?.originDir ?? await mkdtemp(join(tmpdir(), 'kdn-edge-origin-'));
-  const diskPath = shared?.diskPath ?? await mkdtemp(join(tmpdir(), 'kdn-edge-disk-'));
+  const originDir = shared?.originDir ?? (await mkdtemp(join(tmpdir(), 'kdn-edge-origin-')));
+  const diskPath = shared?.diskPath ?? (await mkdtemp(join(tmpdir(), 'kdn-edge-disk-')));
   const origin = new CountingStore(openStore(`file:${originDir}`));
-  const edge = await startEdge({ port: 0, diskPath, memoryBytes: '1MiB', diskBytes: '4MiB', secret: TEST_EDGE_SECRET, ...config }, { origin });
+  const edge = await startEdge(
+    { port: 0, diskPath, memoryBytes: '1MiB', diskBytes: '4MiB', secret: TEST_EDGE_SECRET, ...config },
+    { origin },
+  );
   let closed = false;
   const close = async (): Promise<void> => {
     if (closed) return;
@@ -119,7 +122,10 @@ describe('edge server', () => {
     it('rebuilds the disk index from its folder on start', async () => {
       const originDir = await mkdtemp(join(tmpdir(), 'kdn-edge-origin-'));
       const diskPath = await mkdtemp(join(tmpdir(), 'kdn-edge-disk-'));
-      cleanups.push(() => rm(originDir, { recursive: true, force: true }), () => rm(diskPath, { recursive: true, force: true }));
+      cleanups.push(
+        () => rm(originDir, { recursive: true, force: true }),
+        () => rm(diskPath, { recursive: true, force: true }),
+      );
       const object = makeKVObject(5);
       const first = await startTestEdge({}, { originDir, diskPath });
       await first.origin.inner.put('kv/persist/me.kv', object);
@@ -136,7 +142,10 @@ describe('edge server', () => {
 
     it('refuses a second edge on the same disk path', async () => {
       const t = await startTestEdge();
-      const err = await startEdge({ port: 0, diskPath: t.diskPath, secret: TEST_EDGE_SECRET }, { origin: t.origin }).then(() => null, (e: unknown) => e);
+      const err = await startEdge({ port: 0, diskPath: t.diskPath, secret: TEST_EDGE_SECRET }, { origin: t.origin }).then(
+        () => null,
+        (e: unknown) => e,
+      );
       expect(err).to.have.property('code', 'CONFLICT');
     });
 
@@ -144,7 +153,10 @@ describe('edge server', () => {
       const t = await startTestEdge();
       const diskPath = await mkdtemp(join(tmpdir(), 'kdn-edge-disk-'));
       cleanups.push(() => rm(diskPath, { recursive: true, force: true }));
-      const err = await startEdge({ port: t.edge.port, diskPath, secret: TEST_EDGE_SECRET }, { origin: t.origin }).then(() => null, (e: unknown) => e);
+      const err = await startEdge({ port: t.edge.port, diskPath, secret: TEST_EDGE_SECRET }, { origin: t.origin }).then(
+        () => null,
+        (e: unknown) => e,
+      );
       expect(err).to.have.property('code', 'CONFLICT');
       // The failed start released its disk lock.
       const next = await startEdge({ port: 0, diskPath, secret: TEST_EDGE_SECRET }, { origin: t.origin });
@@ -341,7 +353,9 @@ describe('edge server', () => {
       expect(head.body.length).to.equal(0);
       expect(head.headers['content-length']).to.equal(String(object.length));
       expect(head.headers['cache-status']).to.equal('kdn-edge; fwd=miss; stored; detail=origin');
-      expect((await signedRequest(t.edge.url, 'HEAD', '/kv/kv/headed.kv')).headers['cache-status']).to.equal('kdn-edge; hit; detail=memory');
+      expect((await signedRequest(t.edge.url, 'HEAD', '/kv/kv/headed.kv')).headers['cache-status']).to.equal(
+        'kdn-edge; hit; detail=memory',
+      );
       expect((await signedRequest(t.edge.url, 'HEAD', '/kv/kv/absent.kv')).status).to.equal(404);
     });
 
@@ -374,7 +388,9 @@ describe('edge server', () => {
       const socket = connect(Number(port), '127.0.0.1');
       let received = '';
       socket.on('data', (chunk: Buffer) => (received += chunk.toString()));
-      const signed = Object.entries(tokenHeader('PUT', '/kv/kv/slow.kv', TEST_EDGE_SECRET, 'x'.repeat(1000))).map(([name, value]) => `${name}: ${value}\r\n`).join('');
+      const signed = Object.entries(tokenHeader('PUT', '/kv/kv/slow.kv', TEST_EDGE_SECRET, 'x'.repeat(1000)))
+        .map(([name, value]) => `${name}: ${value}\r\n`)
+        .join('');
       socket.write(`PUT /kv/kv/slow.kv HTTP/1.1\r\nHost: x\r\n${signed}Content-Length: 1000\r\n\r\nonly-a-little`);
       await new Promise((resolve) => socket.once('close', resolve));
       expect(received).to.match(/^HTTP\/1\.1 408/);
@@ -445,7 +461,10 @@ describe('edge server', () => {
       expect(t.origin.gets).to.equal(1);
 
       const everywhere = await signedRequest(t.edge.url, 'DELETE', '/kv/kv/gone/soon.kv?origin=true');
-      expect(JSON.parse(everywhere.body.toString())).to.deep.equal({ key: 'kv/gone/soon.kv', deleted: { memory: true, disk: true, origin: true } });
+      expect(JSON.parse(everywhere.body.toString())).to.deep.equal({
+        key: 'kv/gone/soon.kv',
+        deleted: { memory: true, disk: true, origin: true },
+      });
       expect(await t.origin.inner.head('kv/gone/soon.kv')).to.equal(null);
       expect((await t.get('kv/gone/soon.kv')).status).to.equal(404);
 
@@ -466,7 +485,11 @@ describe('edge server', () => {
       });
       expect(warm.status).to.equal(200);
       expect(warm.headers['content-type']).to.include('application/x-ndjson');
-      const lines = warm.body.toString().trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
+      const lines = warm.body
+        .toString()
+        .trim()
+        .split('\n')
+        .map((line) => JSON.parse(line) as Record<string, unknown>);
       expect(lines).to.have.length(5);
       const byKey = new Map(lines.slice(0, 4).map((line) => [line['key'], line]));
       expect(byKey.get('kv/w/0.kv')).to.deep.include({ status: 'present', bytes: objects[0]!.length });
@@ -474,7 +497,14 @@ describe('edge server', () => {
       expect(byKey.get('kv/w/2.kv')).to.deep.include({ status: 'warmed', bytes: objects[2]!.length });
       expect(byKey.get('kv/w/missing.kv')).to.deep.include({ status: 'failed', bytes: 0 });
       expect((byKey.get('kv/w/missing.kv')!['error'] as { code: string }).code).to.equal('NOT_FOUND');
-      expect(lines[4]).to.deep.equal({ done: true, keys: 4, warmed: 2, present: 1, failed: 1, bytes: objects[1]!.length + objects[2]!.length });
+      expect(lines[4]).to.deep.equal({
+        done: true,
+        keys: 4,
+        warmed: 2,
+        present: 1,
+        failed: 1,
+        bytes: objects[1]!.length + objects[2]!.length,
+      });
 
       const gets = t.origin.gets;
       expect((await t.get('kv/w/2.kv')).headers['cache-status']).to.equal('kdn-edge; hit; detail=memory');
@@ -484,7 +514,12 @@ describe('edge server', () => {
     it('rejects a bad /warm body with 400 and a hint', async () => {
       const t = await startTestEdge();
       const bodies = [
-        'not json', '{}', '{"keys": []}', '{"keys": ["ok", "../bad"]}', '{"keys": ["a"], "extra": 1}', '{"keys": ["a"], "concurrency": 33}',
+        'not json',
+        '{}',
+        '{"keys": []}',
+        '{"keys": ["ok", "../bad"]}',
+        '{"keys": ["a"], "extra": 1}',
+        '{"keys": ["a"], "concurrency": 33}',
       ];
       for (const body of bodies) {
         const got = await signedRequest(t.edge.url, 'POST', '/warm', { body });

@@ -25,7 +25,11 @@ export function makeKVObject(seed: number, tokens = 16): Buffer {
   });
   return encodeKVObject(
     { layers, kvHeads, headDim, tokens, positionBase: 0, ropeApplied: true, perLayer },
-    { modelFingerprint: 'edge-test-model', tokenIds: Array.from({ length: tokens }, (_, i) => (seed * 31 + i) % 50_000), codec: { name: 'fp16', lz4: false } },
+    {
+      modelFingerprint: 'edge-test-model',
+      tokenIds: Array.from({ length: tokens }, (_, i) => (seed * 31 + i) % 50_000),
+      codec: { name: 'fp16', lz4: false },
+    },
   );
 }
 
@@ -100,7 +104,12 @@ export interface RawResponse {
  * One HTTP request with node:http, sending the path exactly as given (fetch would normalize "a/../b" away) and
  * reading the whole answer.
  */
-export function httpRequest(base: string, method: string, path: string, options: { headers?: Record<string, string>; body?: Uint8Array | string; chunked?: boolean } = {}): Promise<RawResponse> {
+export function httpRequest(
+  base: string,
+  method: string,
+  path: string,
+  options: { headers?: Record<string, string>; body?: Uint8Array | string; chunked?: boolean } = {},
+): Promise<RawResponse> {
   const { hostname, port } = new URL(base);
   return new Promise((resolve, reject) => {
     const headers: Record<string, string> = { ...options.headers };
@@ -132,14 +141,26 @@ export const TEST_EDGE_SECRET = 'edge-test-secret-0123456789abcdef';
 export function tokenHeader(method: string, path: string, secret = TEST_EDGE_SECRET, body?: Uint8Array | string): Record<string, string> {
   const digest = method === 'PUT' && body !== undefined ? bodyDigest(body) : undefined;
   const token = signEdgeToken(secret, {
-    method, target: path, expiry: Math.floor(Date.now() / 1000) + EDGE_TOKEN_TTL_S, nonce: newNonce(), ...(digest ? { bodyDigest: digest } : {}),
+    method,
+    target: path,
+    expiry: Math.floor(Date.now() / 1000) + EDGE_TOKEN_TTL_S,
+    nonce: newNonce(),
+    ...(digest ? { bodyDigest: digest } : {}),
   });
   return { [EDGE_HEADERS.token]: token, ...(digest ? { [EDGE_HEADERS.bodyDigest]: digest } : {}) };
 }
 
 /** httpRequest with a valid edge token for the request. */
-export function signedRequest(base: string, method: string, path: string, options: { headers?: Record<string, string>; body?: Uint8Array | string; chunked?: boolean } = {}): Promise<RawResponse> {
-  return httpRequest(base, method, path, { ...options, headers: { ...tokenHeader(method, path, TEST_EDGE_SECRET, options.body), ...options.headers } });
+export function signedRequest(
+  base: string,
+  method: string,
+  path: string,
+  options: { headers?: Record<string, string>; body?: Uint8Array | string; chunked?: boolean } = {},
+): Promise<RawResponse> {
+  return httpRequest(base, method, path, {
+    ...options,
+    headers: { ...tokenHeader(method, path, TEST_EDGE_SECRET, options.body), ...options.headers },
+  });
 }
 
 /** The error code of a JSON error body. */

@@ -9,7 +9,14 @@ import { CountingStore, TEST_EDGE_SECRET, httpRequest, makeKVObject, signedReque
 
 /** A request path for each route; the object exists at the origin, so a 405 that touched it would show. */
 const KEY = 'kv/s00/doc/chunk-0001.kv';
-const PATHS: Record<EdgeRoute, string> = { kv: kvPath(KEY), warm: '/warm', stats: '/stats', metrics: '/metrics', healthz: '/healthz', shm: '/shm' };
+const PATHS: Record<EdgeRoute, string> = {
+  kv: kvPath(KEY),
+  warm: '/warm',
+  stats: '/stats',
+  metrics: '/metrics',
+  healthz: '/healthz',
+  shm: '/shm',
+};
 const METHODS = ['GET', 'HEAD', 'PUT', 'DELETE', 'POST', 'PATCH', 'OPTIONS'];
 
 function expect405(res: RawResponse, method: string, route: EdgeRoute): void {

@@ -15,7 +15,15 @@ describe('edge with an S3 origin that goes down', () => {
   before(async () => {
     s3 = await startS3rver();
     diskPath = await mkdtemp(join(tmpdir(), 'kdn-edge-disk-'));
-    edge = await startEdge({ port: 0, originUrl: s3.url, diskPath, memoryBytes: 24_000, diskBytes: '4MiB', originTimeoutMs: 1_500, secret: TEST_EDGE_SECRET });
+    edge = await startEdge({
+      port: 0,
+      originUrl: s3.url,
+      diskPath,
+      memoryBytes: 24_000,
+      diskBytes: '4MiB',
+      originTimeoutMs: 1_500,
+      secret: TEST_EDGE_SECRET,
+    });
   });
 
   after(async () => {

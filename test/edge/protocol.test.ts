@@ -3,8 +3,23 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  CACHE_STATUS, DeleteResponse, EDGE_HEADERS, EDGE_PATHS, EdgeStats, ErrorBody, Health, PutResponse, ShmInfo, WarmLine, WarmProgress, WarmSummary,
-  deletePath, describeRoutes, edgeRouteOf, kvPath, parseCacheStatus,
+  CACHE_STATUS,
+  DeleteResponse,
+  EDGE_HEADERS,
+  EDGE_PATHS,
+  EdgeStats,
+  ErrorBody,
+  Health,
+  PutResponse,
+  ShmInfo,
+  WarmLine,
+  WarmProgress,
+  WarmSummary,
+  deletePath,
+  describeRoutes,
+  edgeRouteOf,
+  kvPath,
+  parseCacheStatus,
 } from '../../edge/protocol.ts';
 import { startEdge, type RunningEdge } from '../../edge/server/main.ts';
 import { openStore } from '../../storage/open-store.ts';
@@ -46,8 +61,17 @@ describe('edge protocol: what a real edge sends matches the schemas both sides s
 
     const absent = 'kv/s01/doc/chunk-0002.kv';
     const warm = await signedRequest(edge.url, 'POST', EDGE_PATHS.warm, { body: JSON.stringify({ keys: [key, absent] }) });
-    const lines = warm.body.toString('utf8').trim().split('\n').map((line) => WarmLine.parse(JSON.parse(line)));
-    expect(lines.slice(0, -1).map((line) => WarmProgress.parse(line).status).sort()).to.deep.equal(['failed', 'present']);
+    const lines = warm.body
+      .toString('utf8')
+      .trim()
+      .split('\n')
+      .map((line) => WarmLine.parse(JSON.parse(line)));
+    expect(
+      lines
+        .slice(0, -1)
+        .map((line) => WarmProgress.parse(line).status)
+        .sort(),
+    ).to.deep.equal(['failed', 'present']);
     expect(WarmSummary.parse(lines.at(-1))).to.include({ keys: 2, present: 1, failed: 1 });
 
     const deleted = await signedRequest(edge.url, 'DELETE', deletePath(key, { origin: true }));

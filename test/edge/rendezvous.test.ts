@@ -41,7 +41,7 @@ describe('rendezvous hashing', () => {
     expect(moved / KEYS.length).to.be.within(0.13, 0.21);
   });
 
-  it('moves only the removed node\'s keys, each to its next node, when a node is removed', () => {
+  it("moves only the removed node's keys, each to its next node, when a node is removed", () => {
     const before = nodes(5);
     const removed = before[2]!;
     const after = before.filter((node) => node !== removed);

@@ -16,12 +16,14 @@ function startEdgeProcess(args: string[]): Promise<Started> {
 /** Runs `task` over `items` with at most `concurrency` at once. */
 async function pool<T>(items: T[], concurrency: number, task: (item: T, index: number) => Promise<void>): Promise<void> {
   let next = 0;
-  await Promise.all(Array.from({ length: concurrency }, async () => {
-    while (next < items.length) {
-      const index = next++;
-      await task(items[index]!, index);
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (next < items.length) {
+        const index = next++;
+        await task(items[index]!, index);
+      }
+    }),
+  );
 }
 
 describe('three edge processes sharing one S3 origin', () => {
@@ -35,9 +37,22 @@ describe('three edge processes sharing one S3 origin', () => {
   before(async () => {
     s3 = await startS3rver();
     root = await mkdtemp(join(tmpdir(), 'kdn-three-edges-'));
-    edges = await Promise.all([0, 1, 2].map((i) => startEdgeProcess([
-      '--origin', s3.url, '--disk-path', join(root, `edge-${i}`), '--memory', '8MiB', '--disk', '64MiB', '--origin-timeout', '5000',
-    ])));
+    edges = await Promise.all(
+      [0, 1, 2].map((i) =>
+        startEdgeProcess([
+          '--origin',
+          s3.url,
+          '--disk-path',
+          join(root, `edge-${i}`),
+          '--memory',
+          '8MiB',
+          '--disk',
+          '64MiB',
+          '--origin-timeout',
+          '5000',
+        ]),
+      ),
+    );
     client = new EdgeClient({ edges: edges.map((edge) => edge.ready.url), timeoutMs: 5_000, secret: TEST_EDGE_SECRET });
   });
 
@@ -50,13 +65,17 @@ describe('three edge processes sharing one S3 origin', () => {
 
   it(`stores ${OBJECTS} objects through the client and reads them all back verified`, async () => {
     const owners = new Map<string, number>();
-    await pool(Array.from({ length: OBJECTS }, (_, i) => i), 8, async (i) => {
-      const key = `kv/corpus/doc-${i % 17}/chunk-${i}.kv`;
-      const object = makeKVObject(i, 16 + (i % 8) * 32);
-      expected.set(key, sha256(object));
-      const put = await client.put(key, object);
-      owners.set(put.edge, (owners.get(put.edge) ?? 0) + 1);
-    });
+    await pool(
+      Array.from({ length: OBJECTS }, (_, i) => i),
+      8,
+      async (i) => {
+        const key = `kv/corpus/doc-${i % 17}/chunk-${i}.kv`;
+        const object = makeKVObject(i, 16 + (i % 8) * 32);
+        expected.set(key, sha256(object));
+        const put = await client.put(key, object);
+        owners.set(put.edge, (owners.get(put.edge) ?? 0) + 1);
+      },
+    );
     console.log(`      objects per owner edge: ${[...owners.values()].join(', ')}`);
     expect(owners.size).to.equal(3);
 
@@ -87,7 +106,9 @@ describe('three edge processes sharing one S3 origin', () => {
     });
     expect(killedAt).to.equal(60);
     expect(completed).to.equal(keys.length);
-    console.log(`      read run with a kill after ${killedAt} reads: served per edge ${edges.map((edge) => servedBy.get(edge.ready.url) ?? 0).join(', ')}`);
+    console.log(
+      `      read run with a kill after ${killedAt} reads: served per edge ${edges.map((edge) => servedBy.get(edge.ready.url) ?? 0).join(', ')}`,
+    );
 
     // After the kill, a full pass must succeed from the two survivors alone.
     const after = new Map<string, number>();

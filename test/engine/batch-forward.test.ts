@@ -64,7 +64,7 @@ async function batchedAndSeparate(backend: ForwardBackend): Promise<StepOutcome>
 }
 
 function describeBackend(name: string, open: (weights: ModelWeights) => Promise<ForwardBackend>, skip: () => Promise<string | null>): void {
-  describe(`batchForward on the ${name} backend`, function () {
+  describe(`batchForward on the ${name} backend`, () => {
     let dir: string;
     before(async function () {
       const reason = await skip();
@@ -80,7 +80,7 @@ function describeBackend(name: string, open: (weights: ModelWeights) => Promise<
     });
 
     for (const arch of ARCHS) {
-      describe(arch, function () {
+      describe(arch, () => {
         let backend: ForwardBackend;
         let cpu: ForwardBackend;
         before(async function () {
@@ -137,7 +137,10 @@ function describeBackend(name: string, open: (weights: ModelWeights) => Promise<
         it('refuses a batch naming one cache twice, or a sequence with no tokens, with INVALID_ARGUMENT', async () => {
           const cache = backend.createKVCache(16);
           const other = backend.createKVCache(16);
-          const twice = backend.batchForward([{ cache, tokens: ids(1, 1), position: 0 }, { cache, tokens: ids(1, 2), position: 1 }]);
+          const twice = backend.batchForward([
+            { cache, tokens: ids(1, 1), position: 0 },
+            { cache, tokens: ids(1, 2), position: 1 },
+          ]);
           expect((await rejection(twice)).code).to.equal('INVALID_ARGUMENT');
           const empty = backend.batchForward([
             { cache, tokens: ids(1, 1), position: 0 },
@@ -152,9 +155,17 @@ function describeBackend(name: string, open: (weights: ModelWeights) => Promise<
   });
 }
 
-describeBackend('cpu', async (weights) => createCpuBackend(weights), async () => null);
+describeBackend(
+  'cpu',
+  async (weights) => createCpuBackend(weights),
+  async () => null,
+);
 // Chunks of 16 rows: the 19-row first step and its history prefills cross group and chunk boundaries.
-describeBackend('webgpu', (weights) => createWebGPUBackend(weights, { weights: 'f32', maxChunkTokens: 16 }), async () => {
-  const probe = await probeWebGPU();
-  return probe.available ? null : `no WebGPU adapter: ${probe.reason}`;
-});
+describeBackend(
+  'webgpu',
+  (weights) => createWebGPUBackend(weights, { weights: 'f32', maxChunkTokens: 16 }),
+  async () => {
+    const probe = await probeWebGPU();
+    return probe.available ? null : `no WebGPU adapter: ${probe.reason}`;
+  },
+);

@@ -21,7 +21,10 @@ describe('blend selection', () => {
     expect(blendBudget(0, 25)).to.equal(0);
     expect(blendBudget(1, 25)).to.equal(25);
     for (const bad of [-0.01, 1.01, Number.NaN]) {
-      expect(() => blendBudget(bad, 25)).to.throw(KdnError).with.property('hint').that.matches(/fraction of context tokens/);
+      expect(() => blendBudget(bad, 25))
+        .to.throw(KdnError)
+        .with.property('hint')
+        .that.matches(/fraction of context tokens/);
     }
   });
 
@@ -39,7 +42,7 @@ describe('blend selection', () => {
     expect(() => plan.select(null)).to.throw(KdnError);
   });
 
-  it('attended: deviation weighted by the square root of the prompt\'s attention, measured over at most 64 prompt rows', () => {
+  it("attended: deviation weighted by the square root of the prompt's attention, measured over at most 64 prompt rows", () => {
     const plan = blendPlan('attended', 0.12, LAYOUT, 6);
     expect(plan.checkLayer).to.equal(1);
     expect(plan.massRows).to.equal(3);
@@ -53,7 +56,7 @@ describe('blend selection', () => {
     expect(() => plan.select(signals(null))).to.throw(KdnError);
   });
 
-  it('chunk-start: no check layer, the budget spread over the chunks from each chunk\'s first token', () => {
+  it("chunk-start: no check layer, the budget spread over the chunks from each chunk's first token", () => {
     const plan = blendPlan('chunk-start', 0.28, LAYOUT, 6);
     expect(plan.checkLayer).to.equal(null);
     // 7 rows over 3 chunks: 3, 2, 2.

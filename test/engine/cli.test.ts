@@ -29,7 +29,9 @@ describe('engine cli: kdn generate and kdn model-info', () => {
     expect(info).to.include({ architecture: 'Qwen3ForCausalLM', layers: 2, kvHeads: 2, headDim: 32, kvBytesPerToken: 2 * 2 * 2 * 32 * 2 });
     expect(info.fingerprint).to.match(/^[0-9a-f]{64}$/);
     const text = await kdn(['model-info', '--model', m.dir]);
-    expect(text.stdout).to.contain('Qwen3ForCausalLM').and.contain(info.fingerprint as string);
+    expect(text.stdout)
+      .to.contain('Qwen3ForCausalLM')
+      .and.contain(info.fingerprint as string);
   });
 
   it('generate streams text and reports time to first token and tokens/s', async () => {
@@ -37,7 +39,9 @@ describe('engine cli: kdn generate and kdn model-info', () => {
     const r = await kdn(['generate', '--model', m.dir, '--backend', 'cpu', '--max-tokens', '8', '--chat', 'Hello there']);
     expect(r.code, r.stderr).to.equal(0);
     expect(r.stdout.length).to.be.greaterThan(1);
-    expect(r.stderr).to.match(/time to first token [\d.]+ ms/).and.match(/[\d.]+ tokens\/s/);
+    expect(r.stderr)
+      .to.match(/time to first token [\d.]+ ms/)
+      .and.match(/[\d.]+ tokens\/s/);
   });
 
   it('without --model uses the shipped demo model; a missing model directory is a clear error', async () => {

@@ -103,11 +103,15 @@ describe('continuous batching of concurrent sessions', function () {
     const tokenizer = await loadTokenizer(model.dir, weights.config);
     const backend = createCpuBackend(weights);
     const batcher = new DecodeBatcher(backend, { maxSequences: 8 });
-    const sessions = PROMPTS.map(() => new BackendSession(backend, { config: weights.config, fingerprint, tokenizer }, 128, undefined, batcher));
-    const results = await Promise.all(sessions.map(async (s, i) => {
-      await s.prefill([1, ...tokenizer.encode(PROMPTS[i]!, { addSpecialTokens: false })]);
-      return s.generate({ maxTokens: MAX_TOKENS[i]!, ignoreEos: true });
-    }));
+    const sessions = PROMPTS.map(
+      () => new BackendSession(backend, { config: weights.config, fingerprint, tokenizer }, 128, undefined, batcher),
+    );
+    const results = await Promise.all(
+      sessions.map(async (s, i) => {
+        await s.prefill([1, ...tokenizer.encode(PROMPTS[i]!, { addSpecialTokens: false })]);
+        return s.generate({ maxTokens: MAX_TOKENS[i]!, ignoreEos: true });
+      }),
+    );
     results.forEach((r, i) => expect(r.tokens).to.deep.equal(expected[i]!.tokens));
     // Forwards: 5 prompts, then one per generated token (the session keeps each, the last one included).
     const forwards = PROMPTS.length + MAX_TOKENS.reduce((sum, n) => sum + n, 0);
@@ -122,14 +126,15 @@ describe('continuous batching of concurrent sessions', function () {
     const engine = await createEngine({ modelDir: model.dir, backend: 'cpu', batching: { maxSequences: 4, kvBudgetTokens: 64 } });
     try {
       const events: string[] = [];
-      const run = (name: string, maxTokens: number, signal?: AbortSignal): Promise<string> => (async () => {
-        const session = engine.createSession({ capacity: 128 });
-        await session.prefill([1, ...engine.tokenizer.encode(PROMPTS[0]!, { addSpecialTokens: false })]);
-        const r = await session.generate({ maxTokens, ignoreEos: true, signal }, () => events.push(name));
-        events.push(`${name} ${r.finishReason}`);
-        session.dispose();
-        return r.finishReason;
-      })();
+      const run = (name: string, maxTokens: number, signal?: AbortSignal): Promise<string> =>
+        (async () => {
+          const session = engine.createSession({ capacity: 128 });
+          await session.prefill([1, ...engine.tokenizer.encode(PROMPTS[0]!, { addSpecialTokens: false })]);
+          const r = await session.generate({ maxTokens, ignoreEos: true, signal }, () => events.push(name));
+          events.push(`${name} ${r.finishReason}`);
+          session.dispose();
+          return r.finishReason;
+        })();
       const abort = new AbortController();
       const runs = [run('a', 30), run('b', 30), run('c', 30, abort.signal)];
       setTimeout(() => abort.abort(), 1);

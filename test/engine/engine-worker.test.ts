@@ -41,7 +41,9 @@ describe('engine on a worker thread (createEngineInWorker)', function () {
     expect(remote.info).to.deep.equal(local.info);
     expect(remote.backend).to.equal(local.backend);
     const ids = local.tokenizer.encode(TEXT, { addSpecialTokens: false });
-    const run = async (engine: Engine): Promise<{ logits: Float32Array; kv: KVTensors; tokens: number[]; text: string; length: number }> => {
+    const run = async (
+      engine: Engine,
+    ): Promise<{ logits: Float32Array; kv: KVTensors; tokens: number[]; text: string; length: number }> => {
       const session = engine.createSession({ capacity: 128 });
       try {
         await session.reserve(64);
@@ -58,7 +60,9 @@ describe('engine on a worker thread (createEngineInWorker)', function () {
     for (let l = 0; l < a.kv.layers; l++) expect(maxDiff(a.kv.perLayer[l]!.keys, b.kv.perLayer[l]!.keys)).to.equal(0);
     expect(b.tokens).to.deep.equal(a.tokens);
     expect(b.text).to.equal(a.text);
-    expect(b.length).to.equal(a.length).and.equal(1 + ids.length + 12);
+    expect(b.length)
+      .to.equal(a.length)
+      .and.equal(1 + ids.length + 12);
   });
 
   it('injects KV objects (one by one, and overlapped with the prompt) exactly as the engine in this thread does', async () => {
@@ -87,7 +91,9 @@ describe('engine on a worker thread (createEngineInWorker)', function () {
     };
     for (const overlapped of [false, true]) {
       const [a, b] = [await run(local, overlapped), await run(remote, overlapped)];
-      expect(b.length).to.equal(a.length).and.equal(1 + chunk.length + prompt.length);
+      expect(b.length)
+        .to.equal(a.length)
+        .and.equal(1 + chunk.length + prompt.length);
       expect(maxDiff(a.logits, b.logits)).to.equal(0);
     }
   });
@@ -107,7 +113,9 @@ describe('engine on a worker thread (createEngineInWorker)', function () {
       const session = engine.createSession({ capacity: 64 });
       try {
         await session.prefill([1], { logits: 'none' });
-        const blendChunks = await Promise.all(chunks.map(async (tokenIds, i) => ({ object: await fp16Reader(alone[i]!, engine.info.fingerprint, tokenIds), tokenIds })));
+        const blendChunks = await Promise.all(
+          chunks.map(async (tokenIds, i) => ({ object: await fp16Reader(alone[i]!, engine.info.fingerprint, tokenIds), tokenIds })),
+        );
         const out = await session.blendKVAndPrefill(blendChunks, prompt, { ratio: 0.25, selection: 'attended' });
         return { ...out, length: session.length };
       } finally {
@@ -115,7 +123,9 @@ describe('engine on a worker thread (createEngineInWorker)', function () {
       }
     };
     const [a, b] = [await run(local), await run(remote)];
-    expect(b.length).to.equal(a.length).and.equal(1 + 20 + prompt.length);
+    expect(b.length)
+      .to.equal(a.length)
+      .and.equal(1 + 20 + prompt.length);
     expect(b.recomputed).to.equal(a.recomputed).and.equal(5);
     expect(b.fullLayers).to.equal(a.fullLayers).and.equal(1);
     expect(maxDiff(a.logits, b.logits)).to.equal(0);
@@ -125,10 +135,23 @@ describe('engine on a worker thread (createEngineInWorker)', function () {
     const session = remote.createSession({ capacity: 64 });
     try {
       await session.prefill([1, 5, 6], { logits: 'none' });
-      const kv: KVTensors = { layers: remote.info.layers, kvHeads: remote.info.kvHeads, headDim: remote.info.headDim, tokens: 2, positionBase: 1, ropeApplied: true,
-        perLayer: Array.from({ length: remote.info.layers }, () => ({ keys: new Float32Array(2 * remote.info.kvHeads * remote.info.headDim), values: new Float32Array(2 * remote.info.kvHeads * remote.info.headDim) })) };
+      const kv: KVTensors = {
+        layers: remote.info.layers,
+        kvHeads: remote.info.kvHeads,
+        headDim: remote.info.headDim,
+        tokens: 2,
+        positionBase: 1,
+        ropeApplied: true,
+        perLayer: Array.from({ length: remote.info.layers }, () => ({
+          keys: new Float32Array(2 * remote.info.kvHeads * remote.info.headDim),
+          values: new Float32Array(2 * remote.info.kvHeads * remote.info.headDim),
+        })),
+      };
       const reader = await fp16Reader(kv, 'another-model', [7, 8]);
-      const err = await session.injectKV(reader, session.length).then(() => undefined, (e: unknown) => e);
+      const err = await session.injectKV(reader, session.length).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
       expect(err).to.be.instanceOf(KdnError).with.property('code', 'KV_MISMATCH');
       expect(session.length).to.equal(3);
       expect((await session.prefill([9])).length).to.equal(remote.info.vocabSize);
@@ -192,13 +215,24 @@ describe('engine on a worker thread (createEngineInWorker)', function () {
   });
 
   it('refuses a session larger than its capacity at once, and answers ENGINE_UNAVAILABLE once disposed', async () => {
-    expect(() => remote.createSession({ capacity: 10 ** 7 })).to.throw(KdnError).with.property('code', 'CONTEXT_TOO_LONG');
+    expect(() => remote.createSession({ capacity: 10 ** 7 }))
+      .to.throw(KdnError)
+      .with.property('code', 'CONTEXT_TOO_LONG');
     const short = await createEngineInWorker({ modelDir: model.dir, backend: 'cpu' });
     const session = short.createSession({ capacity: 16 });
     await short.dispose();
-    const old = await session.prefill([1, 2]).then(() => undefined, (e: unknown) => e);
+    const old = await session.prefill([1, 2]).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     expect(old).to.be.instanceOf(KdnError).with.property('code', 'ENGINE_UNAVAILABLE');
-    const err = await short.createSession({ capacity: 16 }).prefill([1, 2]).then(() => undefined, (e: unknown) => e);
+    const err = await short
+      .createSession({ capacity: 16 })
+      .prefill([1, 2])
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      );
     expect(err).to.be.instanceOf(KdnError).with.property('code', 'ENGINE_UNAVAILABLE');
   });
 });

@@ -39,7 +39,7 @@ function keyOf(tenant: string, objectKey: string, ids: number[]): ResidentKey {
 }
 
 for (const backend of ['cpu', 'webgpu'] as BackendName[]) {
-  describe(`engine hot tier (${backend} backend)`, function () {
+  describe(`engine hot tier (${backend} backend)`, () => {
     const models = new TempModels();
     let modelDir: string;
     let engine: Engine;

@@ -47,7 +47,12 @@ describe('engine cpu kernels', () => {
   });
 
   it('matmul computes x W^T + b on odd shapes, through the 4x2 blocks and their leftovers', () => {
-    for (const [m, k, n, withBias] of [[3, 7, 5, true], [9, 7, 5, true], [8, 13, 6, false], [4, 1, 1, true]] as const) {
+    for (const [m, k, n, withBias] of [
+      [3, 7, 5, true],
+      [9, 7, 5, true],
+      [8, 13, 6, false],
+      [4, 1, 1, true],
+    ] as const) {
       const x = randArray(m * k);
       const w = randArray(n * k);
       const b = withBias ? randArray(n) : undefined;
@@ -121,14 +126,27 @@ describe('engine cpu kernels', () => {
       applyRope(out, x, tokens, heads, d, [p0, p0 + 1, p0 + 2, p0 + 3], invFreq);
       return out;
     };
-    for (const [from, to] of [[0, 300], [300, 7], [2, 2]] as const) {
+    for (const [from, to] of [
+      [0, 300],
+      [300, 7],
+      [2, 2],
+    ] as const) {
       const moved = at(from);
       rerotate(moved, moved, tokens, heads, d, to - from, invFreq);
       expect(maxAbsDiff(moved, at(to))).to.be.below(1e-5);
     }
   });
 
-  function naiveAttention(q: Float32Array, positions: number[], keys: Float32Array, values: Float32Array, heads: number, kvHeads: number, d: number, window: number | null): Float32Array {
+  function naiveAttention(
+    q: Float32Array,
+    positions: number[],
+    keys: Float32Array,
+    values: Float32Array,
+    heads: number,
+    kvHeads: number,
+    d: number,
+    window: number | null,
+  ): Float32Array {
     const out = new Float32Array(q.length);
     positions.forEach((p, t) => {
       for (let h = 0; h < heads; h++) {

@@ -31,7 +31,13 @@ describe('LayerGates: a forward waiting on a context that is still being placed'
     gates.fail(err);
     gates.fail(new Error('later failures are ignored'));
     await gates.stopped;
-    for (const p of [pending, gates.wait(0), gates.wait(2)]) expect(await p.then(() => null, (e: unknown) => e)).to.equal(err);
+    for (const p of [pending, gates.wait(0), gates.wait(2)])
+      expect(
+        await p.then(
+          () => null,
+          (e: unknown) => e,
+        ),
+      ).to.equal(err);
     expect(() => gates.setWritten(0)).to.throw(/0 layers written after 1/);
     expect(() => gates.setWritten(4)).to.throw(/of 3/);
   });

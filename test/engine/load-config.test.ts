@@ -23,21 +23,48 @@ describe('engine model config', () => {
   it('parses Llama with llama3 rope scaling and tied embeddings', async () => {
     const m = await models.make({ architecture: 'LlamaForCausalLM' });
     const c = await loadModelConfig(m.dir);
-    expect(c).to.include({ architecture: 'LlamaForCausalLM', hiddenSize: 64, layers: 2, heads: 4, kvHeads: 2, headDim: 16, ropeTheta: 500000 });
+    expect(c).to.include({
+      architecture: 'LlamaForCausalLM',
+      hiddenSize: 64,
+      layers: 2,
+      heads: 4,
+      kvHeads: 2,
+      headDim: 16,
+      ropeTheta: 500000,
+    });
     expect(c).to.include({ tieWordEmbeddings: true, attentionBias: false, qkNorm: false, slidingWindow: null, rmsNormEps: 1e-5 });
-    expect(c.ropeScaling).to.deep.equal({ type: 'llama3', factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 256 });
+    expect(c.ropeScaling).to.deep.equal({
+      type: 'llama3',
+      factor: 8,
+      lowFreqFactor: 1,
+      highFreqFactor: 4,
+      originalMaxPositionEmbeddings: 256,
+    });
     expect(c.bosTokenId).to.equal(m.specialTokens.get('<|begin_of_text|>'));
     expect(c.eosTokenIds).to.deep.equal([m.specialTokens.get('<|eot_id|>')]);
   });
 
   it('parses Mistral with its sliding window and untied lm_head', async () => {
     const c = await loadModelConfig((await models.make({ architecture: 'MistralForCausalLM' })).dir);
-    expect(c).to.include({ architecture: 'MistralForCausalLM', slidingWindow: 32, tieWordEmbeddings: false, ropeScaling: null, ropeTheta: 10000 });
+    expect(c).to.include({
+      architecture: 'MistralForCausalLM',
+      slidingWindow: 32,
+      tieWordEmbeddings: false,
+      ropeScaling: null,
+      ropeTheta: 10000,
+    });
   });
 
   it('parses Qwen2 with q/k/v biases and head_dim derived from hidden size', async () => {
     const c = await loadModelConfig((await models.make({ architecture: 'Qwen2ForCausalLM' })).dir);
-    expect(c).to.include({ architecture: 'Qwen2ForCausalLM', attentionBias: true, qkNorm: false, headDim: 16, slidingWindow: null, ropeTheta: 1e6 });
+    expect(c).to.include({
+      architecture: 'Qwen2ForCausalLM',
+      attentionBias: true,
+      qkNorm: false,
+      headDim: 16,
+      slidingWindow: null,
+      ropeTheta: 1e6,
+    });
   });
 
   it('parses Qwen3 with q/k norms and an explicit head_dim', async () => {
@@ -60,7 +87,17 @@ describe('engine model config', () => {
     const c = parseModelConfig(base, 'config.json');
     expect(c).to.include({ kvHeads: 2, headDim: 4, ropeTheta: 10000, tieWordEmbeddings: false });
     const v5 = parseModelConfig(
-      { ...base, rope_parameters: { rope_type: 'llama3', rope_theta: 5e5, factor: 32, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 } },
+      {
+        ...base,
+        rope_parameters: {
+          rope_type: 'llama3',
+          rope_theta: 5e5,
+          factor: 32,
+          low_freq_factor: 1,
+          high_freq_factor: 4,
+          original_max_position_embeddings: 8192,
+        },
+      },
       'config.json',
     );
     expect(v5.ropeTheta).to.equal(5e5);

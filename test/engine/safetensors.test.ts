@@ -18,7 +18,7 @@ describe('engine safetensors', () => {
   const models = new TempModels();
   after(() => models.cleanup());
 
-  const values = Float32Array.from([0, 1, -2, 0.5, 65504, 1e-6, -3.14159265, 123.456, 1 / 3, -1e-8]);
+  const values = Float32Array.from([0, 1, -2, 0.5, 65504, 1e-6, -Math.PI, 123.456, 1 / 3, -1e-8]);
 
   async function roundTrip(dtype: 'F32' | 'F16' | 'BF16'): Promise<Float32Array> {
     const path = join(await models.dir(), `t-${dtype}.safetensors`);
@@ -122,10 +122,18 @@ describe('engine safetensors', () => {
     ['a header length of 2^63', rawFile('{}', undefined, 2n ** 63n), 'MODEL_INVALID'],
     ['a header length past the end', rawFile('{}', undefined, 1000n), 'MODEL_INVALID'],
     ['a header that is not JSON', rawFile('{"a":'), 'MODEL_INVALID'],
-    ['a header that is not UTF-8', Buffer.concat([rawFile('{"a":1}').subarray(0, 9), Buffer.from([0xff, 0xfe, 0x7d, 0x20, 0x20, 0x20])]), 'MODEL_INVALID'],
+    [
+      'a header that is not UTF-8',
+      Buffer.concat([rawFile('{"a":1}').subarray(0, 9), Buffer.from([0xff, 0xfe, 0x7d, 0x20, 0x20, 0x20])]),
+      'MODEL_INVALID',
+    ],
     ['a header that is an array', rawFile('[]'), 'MODEL_INVALID'],
     ['offsets past the data', rawFile('{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}', new Uint8Array(8)), 'MODEL_INVALID'],
-    ['offsets that disagree with the shape', rawFile('{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,8]}}', new Uint8Array(16)), 'MODEL_INVALID'],
+    [
+      'offsets that disagree with the shape',
+      rawFile('{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,8]}}', new Uint8Array(16)),
+      'MODEL_INVALID',
+    ],
     ['reversed offsets', rawFile('{"w":{"dtype":"F32","shape":[0],"data_offsets":[8,0]}}', new Uint8Array(16)), 'MODEL_INVALID'],
     ['a negative dimension', rawFile('{"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,0]}}'), 'MODEL_INVALID'],
     ['a huge shape', rawFile('{"w":{"dtype":"F32","shape":[1e300,1e300],"data_offsets":[0,8]}}', new Uint8Array(8)), 'MODEL_INVALID'],

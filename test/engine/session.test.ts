@@ -87,7 +87,9 @@ describe('engine sessions on the cpu backend', () => {
         await viaFp16.injectKV(await fp16Reader(kv, engine.info.fingerprint, a), 0);
         const got = await viaFp16.prefill(b, { logits: 'all' });
         const fp16Diff = maxAbsDiff(got, expected);
-        console.log(`      ${architecture}: max |logit diff| over ${b.length} tokens: float32 KV ${fp32Diff.toExponential(2)}, fp16 KV object ${fp16Diff.toExponential(2)}`);
+        console.log(
+          `      ${architecture}: max |logit diff| over ${b.length} tokens: float32 KV ${fp32Diff.toExponential(2)}, fp16 KV object ${fp16Diff.toExponential(2)}`,
+        );
         expect(fp32Diff).to.be.below(FP32_LOGIT_TOLERANCE);
         expect(fp16Diff).to.be.below(FP16_LOGIT_TOLERANCE);
         expect(argmaxRows(got, vocab)).to.deep.equal(argmaxRows(expected, vocab));
@@ -139,7 +141,15 @@ describe('engine sessions on the cpu backend', () => {
           ropeApplied: false,
           perLayer: kv0.perLayer.map(({ keys, values }) => {
             const unrotated = new Float32Array(keys.length);
-            applyRope(unrotated, keys, n, c.kvHeads, c.headDim, Array.from({ length: n }, (_, t) => -t), invFreq);
+            applyRope(
+              unrotated,
+              keys,
+              n,
+              c.kvHeads,
+              c.headDim,
+              Array.from({ length: n }, (_, t) => -t),
+              invFreq,
+            );
             return { keys: unrotated, values };
           }),
         };
@@ -268,7 +278,9 @@ describe('engine sessions on the cpu backend', () => {
       const s = engine.createSession();
       await s.prefill([5]);
       expect((await rejection(s.injectKV(directReader(kv, 'f'.repeat(64)), 1))).code).to.equal('KV_MISMATCH');
-      expect((await rejection(s.injectKV(directReader({ ...kv, kvHeads: kv.kvHeads + 1 }, engine.info.fingerprint), 1))).code).to.equal('KV_MISMATCH');
+      expect((await rejection(s.injectKV(directReader({ ...kv, kvHeads: kv.kvHeads + 1 }, engine.info.fingerprint), 1))).code).to.equal(
+        'KV_MISMATCH',
+      );
       expect((await rejection(s.injectKV(directReader(kv, engine.info.fingerprint), 0))).code).to.equal('INVALID_ARGUMENT');
       expect(s.length).to.equal(1);
     });
@@ -293,7 +305,9 @@ describe('engine sessions on the cpu backend', () => {
         expect((err as Error).message).to.contain('connection reset');
       }
       expect(s.length).to.equal(2);
-      expect((await rejection(s.injectKVAndPrefill([directReader(kv, fp), directReader(kv, 'f'.repeat(64))], [12]))).code).to.equal('KV_MISMATCH');
+      expect((await rejection(s.injectKVAndPrefill([directReader(kv, fp), directReader(kv, 'f'.repeat(64))], [12]))).code).to.equal(
+        'KV_MISMATCH',
+      );
       expect((await rejection(s.injectKVAndPrefill([directReader(kv, fp)], [engine.info.vocabSize]))).code).to.equal('INVALID_ARGUMENT');
       expect(s.length).to.equal(2);
 
@@ -369,14 +383,14 @@ describe('engine sessions on the cpu backend', () => {
 
     it('bad arguments are INVALID_ARGUMENT; overlapping calls are CONFLICT', async () => {
       const s = engine.createSession();
-      expect((await rejection(s.prefill([engine.info.vocabSize])))).to.include({ code: 'INVALID_ARGUMENT' });
-      expect((await rejection(s.prefill([])))).to.include({ code: 'INVALID_ARGUMENT' });
-      expect((await rejection(s.generate({ maxTokens: 3 })))).to.include({ code: 'INVALID_ARGUMENT' });
+      expect(await rejection(s.prefill([engine.info.vocabSize]))).to.include({ code: 'INVALID_ARGUMENT' });
+      expect(await rejection(s.prefill([]))).to.include({ code: 'INVALID_ARGUMENT' });
+      expect(await rejection(s.generate({ maxTokens: 3 }))).to.include({ code: 'INVALID_ARGUMENT' });
       await s.prefill([1, 2, 3]);
-      expect((await rejection(s.exportKV({ start: 2, end: 4 })))).to.include({ code: 'INVALID_ARGUMENT' });
-      expect((await rejection(s.generate({ maxTokens: 0 })))).to.include({ code: 'INVALID_ARGUMENT' });
+      expect(await rejection(s.exportKV({ start: 2, end: 4 }))).to.include({ code: 'INVALID_ARGUMENT' });
+      expect(await rejection(s.generate({ maxTokens: 0 }))).to.include({ code: 'INVALID_ARGUMENT' });
       const first = s.prefill([4]);
-      expect((await rejection(s.prefill([5])))).to.include({ code: 'CONFLICT' });
+      expect(await rejection(s.prefill([5]))).to.include({ code: 'CONFLICT' });
       await first;
       s.truncate(2);
       expect(s.length).to.equal(2);

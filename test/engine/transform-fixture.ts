@@ -1,6 +1,10 @@
 /** Seeded transform-codec tables and blocks for the GPU expansion tests (codes drawn directly, not fitted). */
 import {
-  serializeTransformTable, slotOf, transformSections, writeCode, type TransformTable,
+  serializeTransformTable,
+  slotOf,
+  transformSections,
+  writeCode,
+  type TransformTable,
 } from '../../storage/kv-object/codecs/transform-table.ts';
 import { randomArray } from './webgpu-support.ts';
 

@@ -107,7 +107,7 @@ const CASES: { arch: Architecture; precision: 'f32' | 'f16' }[] = [
   { arch: 'Qwen3ForCausalLM', precision: 'f16' },
 ];
 
-describe('webgpu backend vs the CPU backend on tiny models', function () {
+describe('webgpu backend vs the CPU backend on tiny models', () => {
   let dir: string;
 
   before(async function () {
@@ -124,7 +124,7 @@ describe('webgpu backend vs the CPU backend on tiny models', function () {
   });
 
   for (const { arch, precision } of CASES) {
-    describe(`${arch}, ${precision} weights`, function () {
+    describe(`${arch}, ${precision} weights`, () => {
       let gpu: ForwardBackend;
       let cpu: ForwardBackend;
       let weightsConfig: ModelConfig;
@@ -144,12 +144,19 @@ describe('webgpu backend vs the CPU backend on tiny models', function () {
       });
 
       /** Tolerances of this adapter's path: tight for f32 activations, TENSOR_ATOL where tensor cores round them. */
-      const tol = (): { logits: number; kv: number } => (gpu.device.includes('tensor cores') ? { logits: TENSOR_ATOL, kv: TENSOR_ATOL } : { logits: LOGIT_ATOL, kv: KV_ATOL });
+      const tol = (): { logits: number; kv: number } =>
+        gpu.device.includes('tensor cores') ? { logits: TENSOR_ATOL, kv: TENSOR_ATOL } : { logits: LOGIT_ATOL, kv: KV_ATOL };
 
       it(`prefill logits of all 41 tokens match (atol ${LOGIT_ATOL}, ${TENSOR_ATOL} on tensor cores) and the KV export matches (atol ${KV_ATOL})`, async () => {
         const g = gpu.createKVCache(64);
         const c = cpu.createKVCache(64);
-        const worst = expectClose(await gpu.forward(g, PROMPT, 0, 'all'), await cpu.forward(c, PROMPT, 0, 'all'), tol().logits, 0, 'logits');
+        const worst = expectClose(
+          await gpu.forward(g, PROMPT, 0, 'all'),
+          await cpu.forward(c, PROMPT, 0, 'all'),
+          tol().logits,
+          0,
+          'logits',
+        );
         console.log(`      ${gpu.device}: worst logit difference ${worst.toExponential(2)}`);
         const [kg, kc] = [await gpu.readKV(g, 3, 41), await cpu.readKV(c, 3, 41)];
         expect({ ...kg, perLayer: [] }).to.deep.equal({ ...kc, perLayer: [] });
@@ -177,14 +184,20 @@ describe('webgpu backend vs the CPU backend on tiny models', function () {
 
       it('rejects bad input with typed errors', async () => {
         const cache = gpu.createKVCache(16);
-        const code = async (p: Promise<unknown>): Promise<string> => p.then(() => 'resolved', (e: { code?: string }) => e.code ?? String(e));
+        const code = async (p: Promise<unknown>): Promise<string> =>
+          p.then(
+            () => 'resolved',
+            (e: { code?: string }) => e.code ?? String(e),
+          );
         expect(await code(gpu.forward(cache, Uint32Array.of(1, 2), 15, 'last'))).to.equal('CONTEXT_TOO_LONG');
         expect(await code(gpu.forward(cache, Uint32Array.of(1, 99999), 0, 'last'))).to.equal('INVALID_ARGUMENT');
         expect(await code(gpu.forward(cache, new Uint32Array(0), 0, 'last'))).to.equal('INVALID_ARGUMENT');
         const kv = await gpu.readKV(cache, 0, 2);
         const wrong = { ...header(kv, 0, true), kvHeads: kv.kvHeads + 1 };
         expect(await code(gpu.writeKVLayer(cache, wrong, blocks(kv, header(kv, 0, true))[0]!, 0))).to.equal('KV_MISMATCH');
-        expect(await code(gpu.writeKVLayer(cache, header(kv, 0, true), { ...blocks(kv, header(kv, 0, true))[0]!, layer: 99 }, 0))).to.equal('KV_MISMATCH');
+        expect(await code(gpu.writeKVLayer(cache, header(kv, 0, true), { ...blocks(kv, header(kv, 0, true))[0]!, layer: 99 }, 0))).to.equal(
+          'KV_MISMATCH',
+        );
         cache.dispose();
         expect(await code(gpu.forward(cache, Uint32Array.of(1), 0, 'last'))).to.equal('INVALID_ARGUMENT');
       });
@@ -249,7 +262,12 @@ describe('webgpu backend vs the CPU backend on tiny models', function () {
         const failed = gpu.forward(gpu.createKVCache(64), b, a.length, 'last', (layer) => failing.wait(layer));
         failing.setWritten(1);
         failing.fail(new Error('object stream reset'));
-        expect(await failed.then(() => null, (e: unknown) => (e as Error).message)).to.equal('object stream reset');
+        expect(
+          await failed.then(
+            () => null,
+            (e: unknown) => (e as Error).message,
+          ),
+        ).to.equal('object stream reset');
         // The backend goes on computing as before.
         expectClose(await gpu.forward(before, b, a.length, 'all'), want, 0, 0, 'logits after a failed gate');
       });
@@ -294,7 +312,10 @@ describe('webgpu backend vs the CPU backend on tiny models', function () {
         for (let i = 0; i < count; i++) {
           // Each chunk its own bytes: blocks batched together must each be read from their own place.
           const scale = 1 + i / 8;
-          const chunk = { ...kv, perLayer: kv.perLayer.map((t) => ({ keys: t.keys.map((x) => x * scale), values: t.values.map((x) => x * scale) })) };
+          const chunk = {
+            ...kv,
+            perLayer: kv.perLayer.map((t) => ({ keys: t.keys.map((x) => x * scale), values: t.values.map((x) => x * scale) })),
+          };
           const h = header(chunk, 0, true, codecs[i % codecs.length]);
           await inject(gpu, placed, chunk, h, i * kv.tokens);
           await inject(cpu, reference, chunk, h, i * kv.tokens);
@@ -317,7 +338,10 @@ describe('webgpu backend vs the CPU backend on tiny models', function () {
         const caches = { gpu: gpu.createKVCache(64), cpu: cpu.createKVCache(64) };
         await gpu.forward(caches.gpu, Uint32Array.of(SINK), 0, 'none');
         await cpu.forward(caches.cpu, Uint32Array.of(SINK), 0, 'none');
-        for (const [start, end] of [[0, 20], [20, 40]] as const) {
+        for (const [start, end] of [
+          [0, 20],
+          [20, 40],
+        ] as const) {
           const alone = gpu.createKVCache(32);
           await gpu.forward(alone, Uint32Array.of(SINK, ...tokens.subarray(start, end)), 0, 'none');
           const kv = await gpu.readKV(alone, 1, 1 + end - start);
@@ -328,11 +352,24 @@ describe('webgpu backend vs the CPU backend on tiny models', function () {
         const seen: { cpu: BlendSignals | null; gpu: BlendSignals | null } = { cpu: null, gpu: null };
         const want = await cpu.blendForward(caches.cpu, tokens, 1, { checkLayer, massRows, select: (d) => plan((seen.cpu = d)) }, 'last');
         // The GPU takes the CPU's rows, so near-ties in the signals cannot make the two recompute different rows.
-        const got = await gpu.blendForward(caches.gpu, tokens, 1, { checkLayer, massRows, select: (d) => ((seen.gpu = d), want.rows) }, 'last');
+        const got = await gpu.blendForward(
+          caches.gpu,
+          tokens,
+          1,
+          {
+            checkLayer,
+            massRows,
+            select: (d) => {
+              seen.gpu = d;
+              return want.rows;
+            },
+          },
+          'last',
+        );
         return { got, want, cpuSignals: seen.cpu, gpuSignals: seen.gpu, caches };
       };
 
-      it('a blended forward (signals at layer 1, then 7 rows) gives the CPU backend\'s deviations, prompt attention, logits and KV', async () => {
+      it("a blended forward (signals at layer 1, then 7 rows) gives the CPU backend's deviations, prompt attention, logits and KV", async () => {
         const topRows = (signals: BlendSignals | null): Uint32Array => {
           const d = signals!.deviation;
           const order = Array.from({ length: 40 }, (_, r) => r).sort((x, y) => d[y]! - d[x]!);
@@ -360,7 +397,7 @@ describe('webgpu backend vs the CPU backend on tiny models', function () {
         });
       });
 
-      it('a blended forward with a static selection (no check layer) gives the CPU backend\'s logits; every row recomputed equals a prefill', async () => {
+      it("a blended forward with a static selection (no check layer) gives the CPU backend's logits; every row recomputed equals a prefill", async () => {
         const starts = (): Uint32Array => Uint32Array.of(0, 1, 20, 21, 22, 40);
         const { got, want, cpuSignals } = await blendOnBoth(starts, null);
         expect(cpuSignals).to.equal(null);
@@ -399,7 +436,13 @@ describe('webgpu backend vs the CPU backend on tiny models', function () {
         await gpu.forward(inPlace, chunk, 5, 'none');
         const direct = await gpu.readKV(inPlace, 5, 16);
         // The moved keys went through fp16 (error up to 2^-11 of the rotated pair's magnitude, keys here O(1)).
-        expectClose(got.perLayer[0]!.keys.subarray(5 * direct.kvHeads * direct.headDim), direct.perLayer[0]!.keys, FP16_KEY_ATOL, 0, 'moved layer 0 keys');
+        expectClose(
+          got.perLayer[0]!.keys.subarray(5 * direct.kvHeads * direct.headDim),
+          direct.perLayer[0]!.keys,
+          FP16_KEY_ATOL,
+          0,
+          'moved layer 0 keys',
+        );
         // Keys stored before RoPE (rotated back by -t on the host) get RoPE at their placed positions 5..16.
         const preRope: KVTensors = {
           ...kv,
@@ -420,8 +463,20 @@ describe('webgpu backend vs the CPU backend on tiny models', function () {
         const wantPre = await cpu.readKV(fromPreCpu, 0, 16);
         const rotated = await gpu.readKV(fromPre, 0, 16);
         rotated.perLayer.forEach((t, l) => {
-          expectClose(t.keys.subarray(0, split), wantPre.perLayer[l]!.keys.subarray(0, split), tol().kv, 1e-4, `layer ${l} prefix keys (pre-RoPE case)`);
-          expectClose(t.keys.subarray(split), wantPre.perLayer[l]!.keys.subarray(split), 2 * KV_ATOL, 1e-4, `layer ${l} keys from pre-RoPE`);
+          expectClose(
+            t.keys.subarray(0, split),
+            wantPre.perLayer[l]!.keys.subarray(0, split),
+            tol().kv,
+            1e-4,
+            `layer ${l} prefix keys (pre-RoPE case)`,
+          );
+          expectClose(
+            t.keys.subarray(split),
+            wantPre.perLayer[l]!.keys.subarray(split),
+            2 * KV_ATOL,
+            1e-4,
+            `layer ${l} keys from pre-RoPE`,
+          );
         });
       });
     });

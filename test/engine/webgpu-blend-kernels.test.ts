@@ -29,7 +29,7 @@ function scatteredSlots(count: number, end: number, seed: number): number[] {
   return [...picked].sort((a, b) => a - b);
 }
 
-describe('webgpu blend kernels vs the CPU reference', function () {
+describe('webgpu blend kernels vs the CPU reference', () => {
   let ctx: GpuContext;
 
   before(async function () {
@@ -53,7 +53,15 @@ describe('webgpu blend kernels vs the CPU reference', function () {
     const cacheK = randomArray(capacity * rowSize, 3);
     const cacheV = randomArray(capacity * rowSize, 4);
     const expected = new Float32Array(outOffset + rows);
-    kvDeviation(expected.subarray(outOffset), k, v, cacheK, cacheV, Array.from({ length: rows }, (_, t) => position + t), rowSize);
+    kvDeviation(
+      expected.subarray(outOffset),
+      k,
+      v,
+      cacheK,
+      cacheV,
+      Array.from({ length: rows }, (_, t) => position + t),
+      rowSize,
+    );
     const out = ctx.storage((outOffset + rows) * 4, 'out');
     const args = { k: upload(k), v: upload(v), cacheK: upload(cacheK), cacheV: upload(cacheV), rows, rowSize, position, out, outOffset };
     const got = await run((rec) => recordKvDeviation(ctx, rec, args), out, outOffset + rows);
@@ -64,19 +72,26 @@ describe('webgpu blend kernels vs the CPU reference', function () {
     [3, 0, 45, 20, null],
     [5, 17, 1100, 64, null],
     [2, 40, 300, 128, 50],
-  ] as const) it(`attention-mass: ${rows} rows at the end of ${keys} keys from ${position}, headDim ${hd}, GQA 3, window ${window} (atol 1e-6 + 1e-4 rel)`, async () => {
-    const [heads, kvHeads] = [6, 2];
-    const end = position + keys;
-    const q = randomArray(rows * heads * hd, 40);
-    const cacheK = randomArray(end * kvHeads * hd, 41);
-    const posBase = end - rows;
-    const expected = new Float32Array(end);
-    attentionMass(expected, q, Array.from({ length: rows }, (_, t) => posBase + t), cacheK, { tokens: rows, heads, kvHeads, headDim: hd, slidingWindow: window });
-    const out = ctx.storage(keys * 4, 'out');
-    const args = { q: upload(q), rows, posBase, cacheK: upload(cacheK), heads, kvHeads, headDim: hd, window, out, position, keys };
-    const got = await run((rec) => recordAttentionMass(ctx, rec, args), out, keys);
-    expectClose(got, expected.subarray(position), 1e-6, 1e-4, 'mass');
-  });
+  ] as const)
+    it(`attention-mass: ${rows} rows at the end of ${keys} keys from ${position}, headDim ${hd}, GQA 3, window ${window} (atol 1e-6 + 1e-4 rel)`, async () => {
+      const [heads, kvHeads] = [6, 2];
+      const end = position + keys;
+      const q = randomArray(rows * heads * hd, 40);
+      const cacheK = randomArray(end * kvHeads * hd, 41);
+      const posBase = end - rows;
+      const expected = new Float32Array(end);
+      attentionMass(
+        expected,
+        q,
+        Array.from({ length: rows }, (_, t) => posBase + t),
+        cacheK,
+        { tokens: rows, heads, kvHeads, headDim: hd, slidingWindow: window },
+      );
+      const out = ctx.storage(keys * 4, 'out');
+      const args = { q: upload(q), rows, posBase, cacheK: upload(cacheK), heads, kvHeads, headDim: hd, window, out, position, keys };
+      const got = await run((rec) => recordAttentionMass(ctx, rec, args), out, keys);
+      expectClose(got, expected.subarray(position), 1e-6, 1e-4, 'mass');
+    });
 
   it('gather-rows: 9 scattered rows of 37 floats out of 50', async () => {
     const [n, cols] = [50, 37];
@@ -85,7 +100,11 @@ describe('webgpu blend kernels vs the CPU reference', function () {
     const expected = new Float32Array(rows.length * cols);
     rows.forEach((r, i) => expected.set(x.subarray(r * cols, (r + 1) * cols), i * cols));
     const out = ctx.storage(expected.byteLength, 'out');
-    const got = await run((rec) => recordGatherRows(ctx, rec, { x: upload(x), rows: upload(rows), out, count: rows.length, cols }), out, expected.length);
+    const got = await run(
+      (rec) => recordGatherRows(ctx, rec, { x: upload(x), rows: upload(rows), out, count: rows.length, cols }),
+      out,
+      expected.length,
+    );
     expectClose(got, expected, 0, 0, 'rows');
   });
 
@@ -99,7 +118,15 @@ describe('webgpu blend kernels vs the CPU reference', function () {
     const expected = new Float32Array(x.length);
     applyRope(expected, x, slots.length, heads, headDim, slots, invFreq);
     const buf = upload(x);
-    const args = { x: buf, invFreq: upload(invFreq), tokens: slots.length, heads, headDim, posBase: 0, slots: upload(Uint32Array.from(slots)) };
+    const args = {
+      x: buf,
+      invFreq: upload(invFreq),
+      tokens: slots.length,
+      heads,
+      headDim,
+      posBase: 0,
+      slots: upload(Uint32Array.from(slots)),
+    };
     const got = await run((rec) => recordRope(ctx, rec, args), buf, x.length);
     expectClose(got, expected, 1e-4, 0, 'rotated');
   });
@@ -113,7 +140,16 @@ describe('webgpu blend kernels vs the CPU reference', function () {
     const cacheK = upload(initial);
     const cacheV = upload(initial);
     const rec = ctx.recorder();
-    recordKvWrite(ctx, rec, { k: upload(k), v: upload(v), cacheK, cacheV, tokens: slots.length, rowSize, position: 0, slots: upload(Uint32Array.from(slots)) });
+    recordKvWrite(ctx, rec, {
+      k: upload(k),
+      v: upload(v),
+      cacheK,
+      cacheV,
+      tokens: slots.length,
+      rowSize,
+      position: 0,
+      slots: upload(Uint32Array.from(slots)),
+    });
     rec.readback(cacheK, 0, capacity * rowSize * 4);
     rec.readback(cacheV, 0, capacity * rowSize * 4);
     const [gotK, gotV] = (await rec.submit()).map((b) => new Float32Array(b));
@@ -138,7 +174,16 @@ describe('webgpu blend kernels vs the CPU reference', function () {
     attention(expected, q, slots, keys, values, { tokens: count, heads, kvHeads, headDim: hd, slidingWindow: window });
     const out = ctx.storage(q.byteLength, 'out');
     const args = {
-      q: upload(q), cacheK: upload(keys), cacheV: upload(values), out, tokens: count, heads, kvHeads, headDim: hd, posBase: 0, window,
+      q: upload(q),
+      cacheK: upload(keys),
+      cacheV: upload(values),
+      out,
+      tokens: count,
+      heads,
+      kvHeads,
+      headDim: hd,
+      posBase: 0,
+      window,
       slots: { buffer: upload(Uint32Array.from(slots)), last: slots.at(-1)! },
     };
     return { args, expected, out };
@@ -150,17 +195,20 @@ describe('webgpu blend kernels vs the CPU reference', function () {
     [23, 1300, 64, null],
     [5, 400, 128, 50],
   ] as const) {
-    for (const splits of [1, 3]) it(`attention, ${count} rows gathered from ${end}, headDim ${hd}, GQA 3, window ${window}, ${splits} split(s) (atol 2e-5)`, async () => {
-      const { args, expected, out } = attentionCase(count, end, hd, window, 20);
-      const got = await run((rec) => recordAttention(ctx, rec, { ...args, splits }), out, expected.length);
-      expect(expectClose(got, expected, 2e-5, 0, 'attention')).to.be.below(2e-5);
-    });
+    for (const splits of [1, 3])
+      it(`attention, ${count} rows gathered from ${end}, headDim ${hd}, GQA 3, window ${window}, ${splits} split(s) (atol 2e-5)`, async () => {
+        const { args, expected, out } = attentionCase(count, end, hd, window, 20);
+        const got = await run((rec) => recordAttention(ctx, rec, { ...args, splits }), out, expected.length);
+        expect(expectClose(got, expected, 2e-5, 0, 'attention')).to.be.below(2e-5);
+      });
   }
 
-  describe('on the tensor cores', function () {
+  describe('on the tensor cores', () => {
     before(function () {
       if (ctx.features.subgroupMatrix === null) {
-        console.log(`      no tensor-core path on this adapter (CI's SwiftShader has none), skipping: ${ctx.features.subgroupMatrixAbsence}`);
+        console.log(
+          `      no tensor-core path on this adapter (CI's SwiftShader has none), skipping: ${ctx.features.subgroupMatrixAbsence}`,
+        );
         this.skip();
       }
     });
@@ -171,11 +219,12 @@ describe('webgpu blend kernels vs the CPU reference', function () {
       [33, 900, 64, 200],
     ] as const) {
       // q, k, v and the softmax weights go through f16 (f32 sums): outputs, averages of values in [-1, 1], move < 2e-3.
-      for (const splits of [undefined, 3]) it(`attention, ${count} rows gathered from ${end}, headDim ${hd}, window ${window}, ${splits ?? 'chosen'} split(s) (atol 2e-3)`, async () => {
-        const { args, expected, out } = attentionCase(count, end, hd, window, 30);
-        const got = await run((rec) => recordAttentionSubgroupMatrix(ctx, rec, { ...args, splits }), out, expected.length);
-        expectClose(got, expected, 2e-3, 0, 'attention');
-      });
+      for (const splits of [undefined, 3])
+        it(`attention, ${count} rows gathered from ${end}, headDim ${hd}, window ${window}, ${splits ?? 'chosen'} split(s) (atol 2e-3)`, async () => {
+          const { args, expected, out } = attentionCase(count, end, hd, window, 30);
+          const got = await run((rec) => recordAttentionSubgroupMatrix(ctx, rec, { ...args, splits }), out, expected.length);
+          expectClose(got, expected, 2e-3, 0, 'attention');
+        });
     }
   });
 });

@@ -26,13 +26,15 @@ import { recordRope } from '../../engine-adapter/webgpu/kernels/rope.ts';
 import { recordSwiglu } from '../../engine-adapter/webgpu/kernels/swiglu.ts';
 import { expectClose, f16RoundArray, openContextOrSkip, randomArray } from './webgpu-support.ts';
 
-describe('webgpu kernels vs the CPU reference', function () {
+describe('webgpu kernels vs the CPU reference', () => {
   let ctx: GpuContext;
 
   before(async function () {
     ctx = await openContextOrSkip(this);
     const sm = ctx.features.subgroupMatrix;
-    console.log(`      adapter: ${ctx.description}; shader-f16 ${ctx.features.shaderF16}, subgroups ${ctx.features.subgroups}, subgroup matrix ${sm ? sm.syntax : 'no'}`);
+    console.log(
+      `      adapter: ${ctx.description}; shader-f16 ${ctx.features.shaderF16}, subgroups ${ctx.features.subgroups}, subgroup matrix ${sm ? sm.syntax : 'no'}`,
+    );
   });
   after(() => ctx?.dispose());
 
@@ -44,7 +46,13 @@ describe('webgpu kernels vs the CPU reference', function () {
     const [bytes] = await rec.submit();
     return new Float32Array(bytes!);
   };
-  const matrix = async (data: Float32Array, rows: number, cols: number, f16: boolean, layout: MatrixLayout = 'rows'): Promise<GpuMatrix> => {
+  const matrix = async (
+    data: Float32Array,
+    rows: number,
+    cols: number,
+    f16: boolean,
+    layout: MatrixLayout = 'rows',
+  ): Promise<GpuMatrix> => {
     const tensor = { shape: [rows, cols], data };
     return f16 ? uploadMatrixF16(ctx, tensor, 'w', layout) : uploadMatrixF32(ctx, tensor, 'w');
   };
@@ -97,10 +105,18 @@ describe('webgpu kernels vs the CPU reference', function () {
       it('the blocks layout refuses a width that is not a multiple of 32', async () => {
         let error: unknown;
         await matrix(randomArray(5 * 40, 3), 5, 40, true, 'blocks').catch((err: unknown) => (error = err));
-        expect(error).to.be.instanceOf(Error).with.property('message').that.matches(/multiple of 32 columns, not 40/);
+        expect(error)
+          .to.be.instanceOf(Error)
+          .with.property('message')
+          .that.matches(/multiple of 32 columns, not 40/);
       });
       it('the tiled matmul refuses weights in blocks', async () => {
-        const args = { x: upload(randomArray(3 * 32, 1)), w: await matrix(randomArray(5 * 32, 2), 5, 32, true, 'blocks'), y: ctx.storage(60, 'y'), m: 3 };
+        const args = {
+          x: upload(randomArray(3 * 32, 1)),
+          w: await matrix(randomArray(5 * 32, 2), 5, 32, true, 'blocks'),
+          y: ctx.storage(60, 'y'),
+          m: 3,
+        };
         expect(() => recordMatmulTiled(ctx, ctx.recorder(), args)).to.throw(/row-major/);
       });
     }
@@ -136,7 +152,11 @@ describe('webgpu kernels vs the CPU reference', function () {
       embedding(expected, f16 ? f16RoundArray(table) : table, dim, ids);
       const out = ctx.storage(expected.byteLength, 'out');
       const t = await matrix(table, vocab, dim, f16);
-      const got = await run((rec) => recordEmbedding(ctx, rec, { ids: upload(ids), table: t, out, tokens: ids.length }), out, expected.length);
+      const got = await run(
+        (rec) => recordEmbedding(ctx, rec, { ids: upload(ids), table: t, out, tokens: ids.length }),
+        out,
+        expected.length,
+      );
       expectClose(got, expected, 0, 0, 'embedding');
     });
   }
@@ -152,7 +172,11 @@ describe('webgpu kernels vs the CPU reference', function () {
       const expected = new Float32Array(rows * n);
       rmsnorm(expected, x, w, rows, n, 1e-6);
       const out = ctx.storage(expected.byteLength, 'out');
-      const got = await run((rec) => recordRmsNorm(ctx, rec, { x: upload(x), weight: upload(w), out, rows, n, eps: 1e-6 }), out, expected.length);
+      const got = await run(
+        (rec) => recordRmsNorm(ctx, rec, { x: upload(x), weight: upload(w), out, rows, n, eps: 1e-6 }),
+        out,
+        expected.length,
+      );
       expectClose(got, expected, 1e-6, 1e-5, 'rmsnorm');
     });
   }
@@ -191,7 +215,11 @@ describe('webgpu kernels vs the CPU reference', function () {
     const expected = new Float32Array(x.length);
     applyRope(expected, x, tokens, heads, headDim, positions, invFreqLlama3);
     const buf = upload(x);
-    const got = await run((rec) => recordRope(ctx, rec, { x: buf, invFreq: upload(invFreqLlama3), tokens, heads, headDim, posBase }), buf, x.length);
+    const got = await run(
+      (rec) => recordRope(ctx, rec, { x: buf, invFreq: upload(invFreqLlama3), tokens, heads, headDim, posBase }),
+      buf,
+      x.length,
+    );
     expectClose(got, expected, 2e-5, 0, 'rope');
   });
 
@@ -205,7 +233,11 @@ describe('webgpu kernels vs the CPU reference', function () {
       rerotate(span, span, tokens, kvHeads, headDim, delta, invFreqLlama3);
       const buf = upload(cache);
       const jobs = [{ start, mode: { kind: 'delta', delta } as const }];
-      const got = await run((rec) => recordRerotate(ctx, rec, { cache: buf, invFreq: upload(invFreqLlama3), tokens, kvHeads, headDim, jobs }), buf, cache.length);
+      const got = await run(
+        (rec) => recordRerotate(ctx, rec, { cache: buf, invFreq: upload(invFreqLlama3), tokens, kvHeads, headDim, jobs }),
+        buf,
+        cache.length,
+      );
       expectClose(got, expected, 2e-5, 0, 'keys');
     });
   }
@@ -216,10 +248,26 @@ describe('webgpu kernels vs the CPU reference', function () {
     const cache = randomArray(capacity * stride, 13);
     const expected = cache.slice();
     const span = expected.subarray(start * stride, (start + tokens) * stride);
-    applyRope(span, span, tokens, kvHeads, headDim, Array.from({ length: tokens }, (_, t) => start + t), invFreqLlama3);
+    applyRope(
+      span,
+      span,
+      tokens,
+      kvHeads,
+      headDim,
+      Array.from({ length: tokens }, (_, t) => start + t),
+      invFreqLlama3,
+    );
     const buf = upload(cache);
     const got = await run(
-      (rec) => recordRerotate(ctx, rec, { cache: buf, invFreq: upload(invFreqLlama3), tokens, kvHeads, headDim, jobs: [{ start, mode: { kind: 'positions' } }] }),
+      (rec) =>
+        recordRerotate(ctx, rec, {
+          cache: buf,
+          invFreq: upload(invFreqLlama3),
+          tokens,
+          kvHeads,
+          headDim,
+          jobs: [{ start, mode: { kind: 'positions' } }],
+        }),
       buf,
       cache.length,
     );
@@ -236,11 +284,24 @@ describe('webgpu kernels vs the CPU reference', function () {
       const mode: RotateMode = i % 2 === 0 ? { kind: 'delta', delta: 13 * i - 100 } : { kind: 'positions' };
       const span = expected.subarray(start * stride, (start + tokens) * stride);
       if (mode.kind === 'delta') rerotate(span, span, tokens, kvHeads, headDim, mode.delta, invFreqLlama3);
-      else applyRope(span, span, tokens, kvHeads, headDim, Array.from({ length: tokens }, (_, t) => start + t), invFreqLlama3);
+      else
+        applyRope(
+          span,
+          span,
+          tokens,
+          kvHeads,
+          headDim,
+          Array.from({ length: tokens }, (_, t) => start + t),
+          invFreqLlama3,
+        );
       return { start, mode };
     });
     const buf = upload(cache);
-    const got = await run((rec) => recordRerotate(ctx, rec, { cache: buf, invFreq: upload(invFreqLlama3), tokens, kvHeads, headDim, jobs }), buf, cache.length);
+    const got = await run(
+      (rec) => recordRerotate(ctx, rec, { cache: buf, invFreq: upload(invFreqLlama3), tokens, kvHeads, headDim, jobs }),
+      buf,
+      cache.length,
+    );
     expectClose(got, expected, 2e-5, 0, 'keys');
   });
 
@@ -274,29 +335,44 @@ describe('webgpu kernels vs the CPU reference', function () {
     [4, 300, 64, 50],
   ] as const) {
     // splits: the key range in that many parts merged by attention-combine (5 leaves some parts empty).
-    for (const splits of [1, 3, 5]) it(`attention tokens=${tokens} at ${posBase}, headDim ${hd}, GQA 3, window ${window}, ${splits} key split(s) (atol 2e-5)`, async () => {
-      const [heads, kvHeads] = [6, 2];
-      const ctxLen = posBase + tokens;
-      const q = randomArray(tokens * heads * hd, 16);
-      const keys = randomArray(ctxLen * kvHeads * hd, 17);
-      const values = randomArray(ctxLen * kvHeads * hd, 18);
-      const positions = Array.from({ length: tokens }, (_, t) => posBase + t);
-      const expected = new Float32Array(q.length);
-      attention(expected, q, positions, keys, values, { tokens, heads, kvHeads, headDim: hd, slidingWindow: window });
-      const out = ctx.storage(q.byteLength, 'out');
-      const args = { q: upload(q), cacheK: upload(keys), cacheV: upload(values), out, tokens, heads, kvHeads, headDim: hd, posBase, window, splits };
-      const got = await run((rec) => recordAttention(ctx, rec, args), out, q.length);
-      const worst = expectClose(got, expected, 2e-5, 0, 'attention');
-      expect(worst).to.be.below(2e-5);
-    });
+    for (const splits of [1, 3, 5])
+      it(`attention tokens=${tokens} at ${posBase}, headDim ${hd}, GQA 3, window ${window}, ${splits} key split(s) (atol 2e-5)`, async () => {
+        const [heads, kvHeads] = [6, 2];
+        const ctxLen = posBase + tokens;
+        const q = randomArray(tokens * heads * hd, 16);
+        const keys = randomArray(ctxLen * kvHeads * hd, 17);
+        const values = randomArray(ctxLen * kvHeads * hd, 18);
+        const positions = Array.from({ length: tokens }, (_, t) => posBase + t);
+        const expected = new Float32Array(q.length);
+        attention(expected, q, positions, keys, values, { tokens, heads, kvHeads, headDim: hd, slidingWindow: window });
+        const out = ctx.storage(q.byteLength, 'out');
+        const args = {
+          q: upload(q),
+          cacheK: upload(keys),
+          cacheV: upload(values),
+          out,
+          tokens,
+          heads,
+          kvHeads,
+          headDim: hd,
+          posBase,
+          window,
+          splits,
+        };
+        const got = await run((rec) => recordAttention(ctx, rec, args), out, q.length);
+        const worst = expectClose(got, expected, 2e-5, 0, 'attention');
+        expect(worst).to.be.below(2e-5);
+      });
   }
 
   // The tensor-core kernels exist only where the adapter lists a 16x16x16 f16 subgroup-matrix configuration (NVIDIA
   // through Dawn's Vulkan backend). SwiftShader, CI's adapter, has none: there these tests skip, even under CI=true.
-  describe('subgroup-matrix (tensor core) kernels', function () {
+  describe('subgroup-matrix (tensor core) kernels', () => {
     before(function () {
       if (ctx.features.subgroupMatrix === null) {
-        console.log(`      no tensor-core path on this adapter (CI's SwiftShader has none), skipping: ${ctx.features.subgroupMatrixAbsence}`);
+        console.log(
+          `      no tensor-core path on this adapter (CI's SwiftShader has none), skipping: ${ctx.features.subgroupMatrixAbsence}`,
+        );
         this.skip();
       }
     });
@@ -313,20 +389,21 @@ describe('webgpu kernels vs the CPU reference', function () {
       [70, 320, 129, true, 3],
       [33, 128, 40, false, 4],
       [17, 320, 200, true, undefined],
-    ] as const) for (const layout of ['rows', 'blocks'] as const) {
-      // Inputs are rounded to f16 and products summed in f32: against the f16-rounded reference only the order differs.
-      it(`matmul m=${m} k=${k} n=${n}${bias ? ' with bias' : ''}${kParts ? `, ${kParts} K parts` : ''}, W in ${layout}, vs the f16-rounded reference (atol 1e-4 + 1e-4 rel)`, async () => {
-        const x = randomArray(m * k, 31);
-        const w = randomArray(n * k, 32, 0.5);
-        const b = randomArray(n, 33);
-        const expected = new Float32Array(m * n);
-        matmul(expected, f16RoundArray(x), f16RoundArray(w), m, k, n, bias ? b : undefined);
-        const y = ctx.storage(m * n * 4, 'y');
-        const args = { x: upload(x), w: await matrix(w, n, k, true, layout), bias: bias ? upload(b) : undefined, y, m, kParts };
-        const got = await run((rec) => recordMatmulSubgroupMatrix(ctx, rec, args), y, m * n);
-        console.log(`      worst difference ${expectClose(got, expected, 1e-4, 1e-4, 'y').toExponential(2)}`);
-      });
-    }
+    ] as const)
+      for (const layout of ['rows', 'blocks'] as const) {
+        // Inputs are rounded to f16 and products summed in f32: against the f16-rounded reference only the order differs.
+        it(`matmul m=${m} k=${k} n=${n}${bias ? ' with bias' : ''}${kParts ? `, ${kParts} K parts` : ''}, W in ${layout}, vs the f16-rounded reference (atol 1e-4 + 1e-4 rel)`, async () => {
+          const x = randomArray(m * k, 31);
+          const w = randomArray(n * k, 32, 0.5);
+          const b = randomArray(n, 33);
+          const expected = new Float32Array(m * n);
+          matmul(expected, f16RoundArray(x), f16RoundArray(w), m, k, n, bias ? b : undefined);
+          const y = ctx.storage(m * n * 4, 'y');
+          const args = { x: upload(x), w: await matrix(w, n, k, true, layout), bias: bias ? upload(b) : undefined, y, m, kParts };
+          const got = await run((rec) => recordMatmulSubgroupMatrix(ctx, rec, args), y, m * n);
+          console.log(`      worst difference ${expectClose(got, expected, 1e-4, 1e-4, 'y').toExponential(2)}`);
+        });
+      }
 
     // Attention over 6 query heads sharing 2 KV heads (GQA 3) against the CPU reference.
     const [heads, kvHeads] = [6, 2];
@@ -339,7 +416,19 @@ describe('webgpu kernels vs the CPU reference', function () {
       const expected = new Float32Array(data.q.length);
       attention(expected, data.q, positions, data.keys, data.values, { tokens, heads, kvHeads, headDim: hd, slidingWindow: window });
       const out = ctx.storage(data.q.byteLength, 'out');
-      const args = { q: upload(data.q), cacheK: upload(data.keys), cacheV: upload(data.values), out, tokens, heads, kvHeads, headDim: hd, posBase, window, splits };
+      const args = {
+        q: upload(data.q),
+        cacheK: upload(data.keys),
+        cacheV: upload(data.values),
+        out,
+        tokens,
+        heads,
+        kvHeads,
+        headDim: hd,
+        posBase,
+        window,
+        splits,
+      };
       const got = await run((rec) => recordAttentionSubgroupMatrix(ctx, rec, args), out, data.q.length);
       console.log(`      worst difference ${expectClose(got, expected, 2e-3, 0, 'attention').toExponential(2)}`);
     };
@@ -354,30 +443,41 @@ describe('webgpu kernels vs the CPU reference', function () {
       // splits: undefined lets the launcher choose (a short query over long KV splits on its own); 3 and 5 force parts
       // merged by attention-combine, some of them empty for the windowed case.
       // q, k, v and the softmax weights go through f16 (f32 sums): outputs, averages of values in [-1, 1], move < 2e-3.
-      for (const splits of [undefined, 3, 5]) it(`attention tokens=${tokens} at ${posBase}, headDim ${hd}, GQA 3, window ${window}, ${splits ?? 'chosen'} split(s) (atol 2e-3)`, async () => {
-        const ctxLen = posBase + tokens;
-        await checkAttention({ tokens, posBase, hd, window, splits }, {
-          q: randomArray(tokens * heads * hd, 34),
-          keys: randomArray(ctxLen * kvHeads * hd, 35),
-          values: randomArray(ctxLen * kvHeads * hd, 36),
+      for (const splits of [undefined, 3, 5])
+        it(`attention tokens=${tokens} at ${posBase}, headDim ${hd}, GQA 3, window ${window}, ${splits ?? 'chosen'} split(s) (atol 2e-3)`, async () => {
+          const ctxLen = posBase + tokens;
+          await checkAttention(
+            { tokens, posBase, hd, window, splits },
+            {
+              q: randomArray(tokens * heads * hd, 34),
+              keys: randomArray(ctxLen * kvHeads * hd, 35),
+              values: randomArray(ctxLen * kvHeads * hd, 36),
+            },
+          );
         });
-      });
     }
 
     // Scores that keep rising along the keys (keys grow with position, q is large) make every row raise its reference
     // maximum many times, through the kernel's rescale of its accumulators. q and k are f16-exact and headDim 64
     // scales by exactly 1/8, so the scores are exact and only the f16 probabilities differ from the reference.
-    for (const [window, splits] of [[null, undefined], [null, 3], [100, undefined]] as const) {
+    for (const [window, splits] of [
+      [null, undefined],
+      [null, 3],
+      [100, undefined],
+    ] as const) {
       it(`attention with rising scores, window ${window}, ${splits ?? 'chosen'} split(s) (atol 2e-3)`, async () => {
         const [tokens, posBase, hd] = [40, 300, 64];
         const ctxLen = posBase + tokens;
         const keys = randomArray(ctxLen * kvHeads * hd, 38);
         for (let i = 0; i < keys.length; i++) keys[i]! *= 1 + Math.floor(i / (kvHeads * hd)) / 16;
-        await checkAttention({ tokens, posBase, hd, window, splits }, {
-          q: f16RoundArray(randomArray(tokens * heads * hd, 37, 4)),
-          keys: f16RoundArray(keys),
-          values: randomArray(ctxLen * kvHeads * hd, 39),
-        });
+        await checkAttention(
+          { tokens, posBase, hd, window, splits },
+          {
+            q: f16RoundArray(randomArray(tokens * heads * hd, 37, 4)),
+            keys: f16RoundArray(keys),
+            values: randomArray(ctxLen * kvHeads * hd, 39),
+          },
+        );
       });
     }
   });

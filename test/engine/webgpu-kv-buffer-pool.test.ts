@@ -3,7 +3,7 @@ import type { GpuContext } from '../../engine-adapter/webgpu/gpu-context.ts';
 import { KvBufferPool, sizeClass } from '../../engine-adapter/webgpu/kv-buffer-pool.ts';
 import { openContextOrSkip } from './webgpu-support.ts';
 
-describe('webgpu KV buffer pool', function () {
+describe('webgpu KV buffer pool', () => {
   it('size classes: 256 at least, then at most 12.5% over, never under, never shrinking', () => {
     expect([1, 256, 257, 8192, 8193, 8256].map(sizeClass)).to.deep.equal([256, 256, 288, 8192, 9216, 9216]);
     let last = 0;
@@ -15,7 +15,7 @@ describe('webgpu KV buffer pool', function () {
     }
   });
 
-  describe('on a device', function () {
+  describe('on a device', () => {
     let ctx: GpuContext;
     before(async function () {
       ctx = await openContextOrSkip(this);

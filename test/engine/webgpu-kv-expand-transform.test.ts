@@ -12,7 +12,7 @@ import { decodeTransformBlock } from '../../storage/kv-object/codecs/transform-t
 import { randomBlock, testTable } from './transform-fixture.ts';
 import { expectClose, openContextOrSkip } from './webgpu-support.ts';
 
-describe('webgpu transform-codec expansion vs the reference decode', function () {
+describe('webgpu transform-codec expansion vs the reference decode', () => {
   let ctx: GpuContext;
   before(async function () {
     ctx = await openContextOrSkip(this);
@@ -28,7 +28,14 @@ describe('webgpu transform-codec expansion vs the reference decode', function ()
     return Math.max(1, ((slot + j * 5 + q) % 9) + 1 - Math.floor(j / 8));
   };
 
-  for (const [tokens, headDim, kvHeads] of [[1, 16, 1], [7, 24, 3], [33, 64, 3], [33, 16, 1], [7, 64, 1], [150, 24, 1]] as const) {
+  for (const [tokens, headDim, kvHeads] of [
+    [1, 16, 1],
+    [7, 24, 3],
+    [33, 64, 3],
+    [33, 16, 1],
+    [7, 64, 1],
+    [150, 24, 1],
+  ] as const) {
     it(`${tokens} tokens, ${kvHeads} heads of ${headDim}: two blocks per dispatch at layer 1`, async () => {
       const layers = 2;
       const layer = 1;
@@ -47,7 +54,14 @@ describe('webgpu transform-codec expansion vs the reference decode', function ()
       const values = ctx.storage(capacity * stride * 4, 'values');
       const rec = ctx.recorder();
       recordKvExpandTransform(ctx, rec, {
-        src: ctx.upload(new Uint32Array(src.buffer), 'blocks'), keys, values, level: gpu.level(level), layer, tokens, kvHeads, headDim,
+        src: ctx.upload(new Uint32Array(src.buffer), 'blocks'),
+        keys,
+        values,
+        level: gpu.level(level),
+        layer,
+        tokens,
+        kvHeads,
+        headDim,
         jobs: positions.map((p, b) => ({ srcOffset: offsets[b]!, dstOffset: p * stride })),
       });
       rec.readback(keys, 0, capacity * stride * 4);

@@ -38,7 +38,7 @@ function fp16Expander(ctx: GpuContext): Expander<Fp16Job> {
   };
 }
 
-describe('webgpu KV injector: staged uploads expanded on the GPU', function () {
+describe('webgpu KV injector: staged uploads expanded on the GPU', () => {
   let ctx: GpuContext;
 
   before(async function () {

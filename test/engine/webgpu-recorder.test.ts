@@ -10,7 +10,7 @@ import { recordAdd } from '../../engine-adapter/webgpu/kernels/add.ts';
 import { recordSwiglu } from '../../engine-adapter/webgpu/kernels/swiglu.ts';
 import { openContextOrSkip, randomArray } from './webgpu-support.ts';
 
-describe('webgpu recorder', function () {
+describe('webgpu recorder', () => {
   let ctx: GpuContext;
   before(async function () {
     ctx = await openContextOrSkip(this);
@@ -55,7 +55,7 @@ describe('webgpu recorder', function () {
     }
   });
 
-  it('a timed recorder names and times every dispatch, and its results equal an untimed one', async function () {
+  it('a timed recorder names and times every dispatch, and its results equal an untimed one', async () => {
     if (!ctx.features.timestampQuery) {
       expect(() => ctx.recorder({ timed: true })).to.throw(KdnError, /timestamp/);
       return;

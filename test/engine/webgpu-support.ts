@@ -24,7 +24,7 @@ export function randomArray(length: number, seed: number, scale = 1): Float32Arr
     s ^= s << 13;
     s ^= s >>> 17;
     s ^= s << 5;
-    out[i] = ((s >>> 0) / 2 ** 32 * 2 - 1) * scale;
+    out[i] = (((s >>> 0) / 2 ** 32) * 2 - 1) * scale;
   }
   return out;
 }

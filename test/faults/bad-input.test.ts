@@ -44,7 +44,18 @@ describe('fault: malformed requests (fuzz)', function () {
     tmp = await tempDir('kdn-fault-fuzz-');
     const origin = `file:${join(tmp.dir, 'origin')}`;
     edge = await startEdgeProcess(['--origin', origin, '--disk-path', join(tmp.dir, 'edge'), '--max-body', '1MiB']);
-    kdn = await startKdn(['--data-dir', join(tmp.dir, 'kdn'), '--origin', origin, '--edges', edge.ready.url, '--model', model.dir, '--max-upload', '64KiB']);
+    kdn = await startKdn([
+      '--data-dir',
+      join(tmp.dir, 'kdn'),
+      '--origin',
+      origin,
+      '--edges',
+      edge.ready.url,
+      '--model',
+      model.dir,
+      '--max-upload',
+      '64KiB',
+    ]);
   });
 
   after(async () => {
@@ -106,21 +117,28 @@ function newTally(): Tally {
   return { cases: 0, status4xx: 0, cleanRejections: 0, status5xx: 0, other: 0, wrong: [] };
 }
 
-async function runAll(cases: { target: 'kdn' | 'edge'; c: FuzzCase }[], bases: Record<'kdn' | 'edge', URL>, agent: Agent, tallies: Record<'kdn' | 'edge', Tally>): Promise<void> {
+async function runAll(
+  cases: { target: 'kdn' | 'edge'; c: FuzzCase }[],
+  bases: Record<'kdn' | 'edge', URL>,
+  agent: Agent,
+  tallies: Record<'kdn' | 'edge', Tally>,
+): Promise<void> {
   let next = 0;
-  await Promise.all(Array.from({ length: CONCURRENCY }, async () => {
-    while (next < cases.length) {
-      const { target, c } = cases[next++]!;
-      const outcome = await sendCase(bases[target], agent, c);
-      const tally = tallies[target];
-      tally.cases++;
-      if ('closed' in outcome) tally.cleanRejections++;
-      else if (outcome.status >= 400 && outcome.status < 500) tally.status4xx++;
-      else {
-        if (outcome.status >= 500) tally.status5xx++;
-        else tally.other++;
-        tally.wrong.push(`${target} ${outcome.status} ${c.label}${c.kind === 'http' ? ` ${c.method} ${c.path.slice(0, 60)}` : ''}`);
+  await Promise.all(
+    Array.from({ length: CONCURRENCY }, async () => {
+      while (next < cases.length) {
+        const { target, c } = cases[next++]!;
+        const outcome = await sendCase(bases[target], agent, c);
+        const tally = tallies[target];
+        tally.cases++;
+        if ('closed' in outcome) tally.cleanRejections++;
+        else if (outcome.status >= 400 && outcome.status < 500) tally.status4xx++;
+        else {
+          if (outcome.status >= 500) tally.status5xx++;
+          else tally.other++;
+          tally.wrong.push(`${target} ${outcome.status} ${c.label}${c.kind === 'http' ? ` ${c.method} ${c.path.slice(0, 60)}` : ''}`);
+        }
       }
-    }
-  }));
+    }),
+  );
 }

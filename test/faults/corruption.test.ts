@@ -30,8 +30,18 @@ describe('fault: corrupted KV objects', function () {
     tmp = await tempDir('kdn-fault-corrupt-');
     // No memory tier on the embedded edge: every read goes to its disk tier, where the flipped files are.
     kdn = await startKdn([
-      '--data-dir', join(tmp.dir, 'data'), '--edge-disk-path', join(tmp.dir, 'edge'), '--edge-memory', '0',
-      '--model', model.dir, '--codec', 'fp16', '--chunk-tokens', '16',
+      '--data-dir',
+      join(tmp.dir, 'data'),
+      '--edge-disk-path',
+      join(tmp.dir, 'edge'),
+      '--edge-memory',
+      '0',
+      '--model',
+      model.dir,
+      '--codec',
+      'fp16',
+      '--chunk-tokens',
+      '16',
     ]);
     api = kdnClient(kdn.ready.url);
   });
@@ -73,11 +83,12 @@ describe('fault: corrupted KV objects', function () {
     const answer = await ask();
     // kdn logs each unusable object with the edge's error code; an origin-corrupt object answers KV_CORRUPT. The
     // log reaches the pipe when kdn's event loop gets to it, which the repairs kdn starts after the query can delay.
-    const corruptKeys = (): Set<string> => new Set(
-      logLines(log())
-        .filter((line) => (line.err as { code?: string } | undefined)?.code === 'KV_CORRUPT')
-        .map((line) => String(line.key)),
-    );
+    const corruptKeys = (): Set<string> =>
+      new Set(
+        logLines(log())
+          .filter((line) => (line.err as { code?: string } | undefined)?.code === 'KV_CORRUPT')
+          .map((line) => String(line.key)),
+      );
     for (let waited = 0; waited < 10_000 && [...atOrigin].some((key) => !corruptKeys().has(key)); waited += 100) {
       await new Promise((resolve) => setTimeout(resolve, 100));
     }

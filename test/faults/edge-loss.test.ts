@@ -31,13 +31,26 @@ describe('fault: an edge process killed mid-transfer', function () {
     tmp = await tempDir('kdn-fault-edge-loss-');
     s3 = await startS3Process(join(tmp.dir, 's3'), 'kdn-edge-loss');
     // Started together: each start is mostly Node loading the CLI.
-    const started = await Promise.allSettled([0, 1, 2].map((i) =>
-      startEdgeProcess(['--origin', s3.ready.url, '--disk-path', join(tmp.dir, `edge-${i}`), '--memory', '64MiB', '--disk', '256MiB'])));
+    const started = await Promise.allSettled(
+      [0, 1, 2].map((i) =>
+        startEdgeProcess(['--origin', s3.ready.url, '--disk-path', join(tmp.dir, `edge-${i}`), '--memory', '64MiB', '--disk', '256MiB']),
+      ),
+    );
     for (const edge of started) if (edge.status === 'fulfilled') edges.push(edge.value);
     for (const edge of started) if (edge.status === 'rejected') throw edge.reason;
     kdn = await startKdn([
-      '--data-dir', join(tmp.dir, 'kdn'), '--origin', s3.ready.url, '--edges', edges.map((e) => e.ready.url).join(','),
-      '--model', model.dir, '--codec', 'fp16', '--chunk-tokens', model.kind === 'demo' ? '256' : '64',
+      '--data-dir',
+      join(tmp.dir, 'kdn'),
+      '--origin',
+      s3.ready.url,
+      '--edges',
+      edges.map((e) => e.ready.url).join(','),
+      '--model',
+      model.dir,
+      '--codec',
+      'fp16',
+      '--chunk-tokens',
+      model.kind === 'demo' ? '256' : '64',
     ]);
     api = kdnClient(kdn.ready.url);
   });
@@ -52,7 +65,8 @@ describe('fault: an edge process killed mid-transfer', function () {
 
   it('answers every query while one of three edges is SIGKILLed', async () => {
     await ingest(api, 'harbour', corpusText(90, 5));
-    const ask = (): Promise<QueryResponse> => api.query({ question: 'What does the lighthouse light?', documents: ['harbour'], maxTokens: 4 });
+    const ask = (): Promise<QueryResponse> =>
+      api.query({ question: 'What does the lighthouse light?', documents: ['harbour'], maxTokens: 4 });
     const baseline = await ask();
     const perEdge = new Map<string, number>();
     for (const chunk of baseline.chunks) perEdge.set(chunk.edge!, (perEdge.get(chunk.edge!) ?? 0) + chunk.bytes);

@@ -50,10 +50,18 @@ describe('fault: the S3 origin stops answering', function () {
     await ingest(ingestApi, 'cold', corpusText(30, 2));
     await ingester.stop('SIGTERM');
 
-    edge = await startEdgeProcess(['--origin', s3.ready.url, '--disk-path', join(tmp.dir, 'edge'), '--origin-timeout', String(ORIGIN_TIMEOUT_MS)]);
+    edge = await startEdgeProcess([
+      '--origin',
+      s3.ready.url,
+      '--disk-path',
+      join(tmp.dir, 'edge'),
+      '--origin-timeout',
+      String(ORIGIN_TIMEOUT_MS),
+    ]);
     kdn = await startKdn(['--data-dir', join(tmp.dir, 'kdn'), '--edges', edge.ready.url, ...kdnArgs]);
     const api = kdnClient(kdn.ready.url);
-    const ask = (doc: string): Promise<QueryResponse> => api.query({ question: 'What does the harbour guard?', documents: [doc], maxTokens: 8 });
+    const ask = (doc: string): Promise<QueryResponse> =>
+      api.query({ question: 'What does the harbour guard?', documents: [doc], maxTokens: 8 });
     const warm = await ask('held');
     expect(warm.chunks.every((c) => c.tier === 'origin')).to.equal(true);
 
@@ -86,8 +94,14 @@ describe('fault: the S3 origin stops answering', function () {
       maxQueryMs: Math.round(maxLatency),
       boundMs: bound,
     });
-    expect(heldTiers.every((t) => t === 'memory' || t === 'disk'), `held tiers ${heldTiers}`).to.equal(true);
-    expect(coldTiers.every((t) => t === 'computed'), `cold tiers ${coldTiers}`).to.equal(true);
+    expect(
+      heldTiers.every((t) => t === 'memory' || t === 'disk'),
+      `held tiers ${heldTiers}`,
+    ).to.equal(true);
+    expect(
+      coldTiers.every((t) => t === 'computed'),
+      `cold tiers ${coldTiers}`,
+    ).to.equal(true);
     expect(both.map((a) => a.chunks.length)).to.deep.equal([held[0]!.chunks.length, cold[0]!.chunks.length]);
     expect(cold[0]!.answer).to.be.a('string');
     expect(maxLatency).to.be.below(bound);

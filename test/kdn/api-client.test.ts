@@ -50,7 +50,10 @@ describe('kdn API client on a reset connection', () => {
   it('does not send a document delete twice: the reset is a clear error', async () => {
     const server = await resettingServer();
     try {
-      const error = await new KdnApiClient(server.url, 'key').deleteDocument('d').then(() => undefined, (err: unknown) => err);
+      const error = await new KdnApiClient(server.url, 'key').deleteDocument('d').then(
+        () => undefined,
+        (err: unknown) => err,
+      );
       expect(error).to.be.instanceOf(KdnError);
       expect((error as KdnError).message).to.match(/cannot reach kdn at .*: (ECONNRESET|UND_ERR_SOCKET)/);
       expect(server.requests).to.deep.equal(['DELETE /v1/documents/d HTTP/1.1']);

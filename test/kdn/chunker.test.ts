@@ -26,7 +26,10 @@ describe('kdn/ingest/chunker', () => {
     const ids = encode(doc);
     for (const budget of [1, 7, 16, 40, 64, 1000]) {
       const chunks = chunkTokens(tokenizer, ids, budget);
-      expect(chunks.flatMap((c) => c.tokenIds), `budget ${budget}`).to.deep.equal(ids);
+      expect(
+        chunks.flatMap((c) => c.tokenIds),
+        `budget ${budget}`,
+      ).to.deep.equal(ids);
       for (const [i, c] of chunks.entries()) {
         expect(c.index).to.equal(i);
         expect(c.tokenIds.length).to.be.within(1, budget);

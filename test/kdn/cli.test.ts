@@ -36,14 +36,24 @@ describe('kdn CLI', function () {
     expect(v).to.deep.include({ code: 0, stdout: `${version}\n` });
     const help = await runCli(['--help']);
     expect(help.code).to.equal(0);
-    for (const command of ['serve', 'upload', 'query', 'docs', 'warm', 'edge']) expect(help.stdout).to.match(new RegExp(`^  ${command} `, 'm'));
+    for (const command of ['serve', 'upload', 'query', 'docs', 'warm', 'edge'])
+      expect(help.stdout).to.match(new RegExp(`^  ${command} `, 'm'));
     expect(help.stdout).to.include('Exit status');
     const queryHelp = await runCli(['query', '--help']);
     expect(queryHelp.code).to.equal(0);
     expect(queryHelp.stdout).to.include('--no-stream').and.include('--data-dir');
 
     await writeFile(join(dir, 'empty.txt'), '  \n');
-    for (const args of [['bogus'], ['query'], ['query', '  '], ['query', 'x', '--mode', 'fast'], ['query', 'x', '--top-k', 'many'], ['upload', join(dir, 'empty.txt')], ['upload', join(dir, 'missing.txt')], ['docs', 'list', '--server', 'not a url']]) {
+    for (const args of [
+      ['bogus'],
+      ['query'],
+      ['query', '  '],
+      ['query', 'x', '--mode', 'fast'],
+      ['query', 'x', '--top-k', 'many'],
+      ['upload', join(dir, 'empty.txt')],
+      ['upload', join(dir, 'missing.txt')],
+      ['docs', 'list', '--server', 'not a url'],
+    ]) {
       const run = await runCli(args, { KDN_SERVER: 'http://127.0.0.1:9' });
       expect(run.code, `kdn ${args.join(' ')}: ${run.stderr}`).to.equal(2);
       expect(run.stderr, args.join(' ')).to.match(/error|INVALID_ARGUMENT|NOT_FOUND/);
@@ -61,7 +71,9 @@ describe('kdn CLI', function () {
       for (const port of [refusedPort, (resetting.address() as AddressInfo).port]) {
         const run = await runCli(['docs', 'list'], { KDN_SERVER: `http://127.0.0.1:${port}` });
         expect(run.code, run.stderr).to.equal(3);
-        expect(run.stderr).to.match(/^kdn: UNAVAILABLE: cannot reach kdn at http:\/\/127\.0\.0\.1:\d+/m).and.match(/^hint: .*kdn serve/m);
+        expect(run.stderr)
+          .to.match(/^kdn: UNAVAILABLE: cannot reach kdn at http:\/\/127\.0\.0\.1:\d+/m)
+          .and.match(/^hint: .*kdn serve/m);
       }
     } finally {
       resetting.close();
@@ -70,10 +82,14 @@ describe('kdn CLI', function () {
 
   it('prints the banner on stdout and JSON lines on stderr, and finds the generated key through --data-dir or KDN_DATA_DIR', async () => {
     const dataDir = join(dir, 'elsewhere', 'data');
-    const child = spawn(process.execPath, ['bin/kdn.js', 'serve', '--data-dir', dataDir, '--port', '0', '--model', model.dir, '--backend', 'cpu'], {
-      env: { ...process.env, KDN_API_KEYS: '', LOG_LEVEL: 'info' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn(
+      process.execPath,
+      ['bin/kdn.js', 'serve', '--data-dir', dataDir, '--port', '0', '--model', model.dir, '--backend', 'cpu'],
+      {
+        env: { ...process.env, KDN_API_KEYS: '', LOG_LEVEL: 'info' },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     let stderr = '';
     child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
     const exited = new Promise((resolve) => child.once('exit', resolve));
@@ -88,7 +104,12 @@ describe('kdn CLI', function () {
       // stdout is a pipe here, not a terminal: the key stays in its file (0600), named by the banner, and out of the log.
       expect(banner.join('\n')).to.include(join(dataDir, 'api-key')).and.include('npx kdn upload').and.not.include(key);
       expect(stderr).to.not.include(key);
-      expect(stderr.split('\n').filter((l) => l !== '').every((l) => l.startsWith('{') && JSON.parse(l))).to.equal(true);
+      expect(
+        stderr
+          .split('\n')
+          .filter((l) => l !== '')
+          .every((l) => l.startsWith('{') && JSON.parse(l)),
+      ).to.equal(true);
 
       const noKey = { KDN_SERVER: url, KDN_API_KEY: '' };
       const without = await runCli(['docs', 'list'], noKey);
@@ -103,7 +124,19 @@ describe('kdn CLI', function () {
   });
 
   it('streams the answer of kdn query (token events, then the result) and prints the same answer with --no-stream', async () => {
-    server = await startKdnProcess(['serve', '--data-dir', join(dir, 'data'), '--port', '0', '--model', model.dir, '--backend', 'cpu', '--chunk-tokens', '64']);
+    server = await startKdnProcess([
+      'serve',
+      '--data-dir',
+      join(dir, 'data'),
+      '--port',
+      '0',
+      '--model',
+      model.dir,
+      '--backend',
+      'cpu',
+      '--chunk-tokens',
+      '64',
+    ]);
     const env = { KDN_SERVER: server.ready.url };
     await writeFile(join(dir, 'lighthouse.txt'), TEXT);
     await cliJson(['upload', join(dir, 'lighthouse.txt')], env);

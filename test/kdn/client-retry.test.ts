@@ -22,9 +22,21 @@ describe('kdn API client: idempotent requests survive reset connections', functi
   before(async () => {
     model = await testModel({ preferDemo: false });
     dir = await mkdtemp(join(tmpdir(), 'kdn-client-retry-'));
-    kdn = await startKdn(resolveKdnConfig({
-      dataDir: join(dir, 'data'), port: 0, model: model.dir, backend: 'cpu', chunkTokens: 16, apiKeys: `${KEY}=retry:operator`, rateLimit: '0', fetchThreads: 0,
-    }, {}));
+    kdn = await startKdn(
+      resolveKdnConfig(
+        {
+          dataDir: join(dir, 'data'),
+          port: 0,
+          model: model.dir,
+          backend: 'cpu',
+          chunkTokens: 16,
+          apiKeys: `${KEY}=retry:operator`,
+          rateLimit: '0',
+          fetchThreads: 0,
+        },
+        {},
+      ),
+    );
   });
 
   after(async () => {
@@ -57,7 +69,10 @@ describe('kdn API client: idempotent requests survive reset connections', functi
     }
     const once = await startResettingProxy(kdn.url, { fresh: 1 });
     try {
-      const err = await new KdnApiClient(once.url, KEY).deleteDocument('river').then(() => undefined, (e: unknown) => e);
+      const err = await new KdnApiClient(once.url, KEY).deleteDocument('river').then(
+        () => undefined,
+        (e: unknown) => e,
+      );
       expect(err).to.be.instanceOf(KdnError);
       expect((err as KdnError).message).to.match(/ECONNRESET|socket|other side closed/i);
       expect(once.resets()).to.equal(1);

@@ -59,7 +59,14 @@ describe('docker-compose.yml and the Dockerfile', () => {
 
   it('takes every secret from .env, with no default', async () => {
     const text = await readFile('docker-compose.yml', 'utf8');
-    for (const name of ['MINIO_ROOT_USER', 'MINIO_ROOT_PASSWORD', 'KDN_S3_ACCESS_KEY', 'KDN_S3_SECRET_KEY', 'KDN_EDGE_SECRET', 'KDN_API_KEYS']) {
+    for (const name of [
+      'MINIO_ROOT_USER',
+      'MINIO_ROOT_PASSWORD',
+      'KDN_S3_ACCESS_KEY',
+      'KDN_S3_SECRET_KEY',
+      'KDN_EDGE_SECRET',
+      'KDN_API_KEYS',
+    ]) {
       const uses = [...text.matchAll(new RegExp(`\\$\\{${name}([^}]*)\\}`, 'g'))].map((m) => m[1]!);
       expect(uses.length, name).to.be.greaterThan(0);
       for (const rest of uses) expect(rest, name).to.match(/^:\?/);
@@ -114,7 +121,10 @@ describe('docker-compose.yml and the Dockerfile', () => {
       for (const [name, edge] of edges) {
         const flags = edge.command!;
         const flag = (f: string): string | undefined => flags[flags.indexOf(f) + 1];
-        const resolved = resolveEdgeConfig({ port: flag('--port'), diskPath: flag('--disk-path'), memoryBytes: flag('--memory'), diskBytes: flag('--disk') }, { KDN_EDGE_HOST: '0.0.0.0', ...edge.environment });
+        const resolved = resolveEdgeConfig(
+          { port: flag('--port'), diskPath: flag('--disk-path'), memoryBytes: flag('--memory'), diskBytes: flag('--disk') },
+          { KDN_EDGE_HOST: '0.0.0.0', ...edge.environment },
+        );
         expect(resolved.originUrl, name).to.match(/^s3:\/\/kdn\?endpoint=http:\/\/minio:9000/);
         expect(resolved.secret, name).to.have.length(64);
         expect(edge.healthcheck?.test.join(' '), name).to.contain('/healthz');

@@ -34,7 +34,11 @@ describe('kdn/ingest/compute-kv', () => {
     const ids = engine.tokenizer.encode(TEXT, { addSpecialTokens: false });
     const chunks = chunkTokens(engine.tokenizer, ids, 16);
     const scope = { modelFingerprint: engine.info.fingerprint, codec: fp16, salt: '' };
-    const plans = planKeys(scope, chunks.map((c) => c.tokenIds), engine.info.maxPositionEmbeddings);
+    const plans = planKeys(
+      scope,
+      chunks.map((c) => c.tokenIds),
+      engine.info.maxPositionEmbeddings,
+    );
     const objects = new Map<string, Buffer>();
     const pending = new Set(plans.flatMap((p) => [p.independentKey, p.chainedKey!]));
     const sink: KVSink = {
@@ -78,7 +82,11 @@ describe('kdn/ingest/compute-kv', () => {
     expect(plans.length).to.be.greaterThan(2);
     const all = plans.flatMap((p) => p.tokenIds);
     const reference = await recomputed([...all, ...question]);
-    const chained = await injected(plans.map((p) => p.chainedKey!), objects, question);
+    const chained = await injected(
+      plans.map((p) => p.chainedKey!),
+      objects,
+      question,
+    );
     const scale = maxDiff(reference, new Float32Array(reference.length));
     const diff = maxDiff(chained, reference);
     console.log(`      ${plans.length} chained fp16 objects: max |logit diff| ${diff.toExponential(2)} (logit scale ${scale.toFixed(3)})`);
@@ -90,7 +98,7 @@ describe('kdn/ingest/compute-kv', () => {
     expect(maxDiff(await injected(swapped, objects, question), reference)).to.be.above(diff * 10);
   });
 
-  it('an independent object is the chain\'s first object, and alone after the sink it is exact for its own tokens', async () => {
+  it("an independent object is the chain's first object, and alone after the sink it is exact for its own tokens", async () => {
     const { plans, objects, question } = await computeAll();
     expect(plans[0]!.chainedKey).to.equal(plans[0]!.independentKey);
     const last = plans.at(-1)!;

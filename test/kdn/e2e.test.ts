@@ -39,7 +39,20 @@ describe('kdn end to end (kdn serve + CLI)', function () {
   const files: string[] = [];
 
   const serve = async (extra: string[]): Promise<void> => {
-    server = await startKdnProcess(['serve', '--data-dir', join(dir, 'data'), '--port', '0', '--model', model.dir, '--backend', 'cpu', '--chunk-tokens', '64', ...extra]);
+    server = await startKdnProcess([
+      'serve',
+      '--data-dir',
+      join(dir, 'data'),
+      '--port',
+      '0',
+      '--model',
+      model.dir,
+      '--backend',
+      'cpu',
+      '--chunk-tokens',
+      '64',
+      ...extra,
+    ]);
     env = { KDN_SERVER: server.ready.url };
   };
   const query = (question: string, args: string[]): Promise<QueryResponse> => cliJson<QueryResponse>(['query', question, ...args], env);
@@ -47,7 +60,10 @@ describe('kdn end to end (kdn serve + CLI)', function () {
   before(async () => {
     model = await testModel();
     dir = await mkdtemp(join(tmpdir(), 'kdn-e2e-'));
-    for (const [name, text] of [['cats.md', CATS], ['ships.txt', SHIPS]] as const) {
+    for (const [name, text] of [
+      ['cats.md', CATS],
+      ['ships.txt', SHIPS],
+    ] as const) {
       await writeFile(join(dir, name), text);
       files.push(join(dir, name));
     }
@@ -76,7 +92,10 @@ describe('kdn end to end (kdn serve + CLI)', function () {
   });
 
   it('gives identical greedy answers with inject and recompute for prefix-chained knowledge (fp16)', async () => {
-    for (const [doc, question] of [['cats.md', 'What do cats hunt at night?'], ['ships.txt', 'What does a lighthouse do?']] as const) {
+    for (const [doc, question] of [
+      ['cats.md', 'What do cats hunt at night?'],
+      ['ships.txt', 'What does a lighthouse do?'],
+    ] as const) {
       const injected = await query(question, ['--doc', doc, '--max-tokens', '24']);
       const recomputed = await query(question, ['--doc', doc, '--max-tokens', '24', '--mode', 'recompute']);
       console.log(`      fp16 ${doc}: inject ${JSON.stringify(injected.answer)} | recompute ${JSON.stringify(recomputed.answer)}`);
@@ -86,7 +105,9 @@ describe('kdn end to end (kdn serve + CLI)', function () {
       expect(recomputed.tokens.reused).to.equal(0);
       expect(recomputed.tokens.computed).to.equal(1 + recomputed.tokens.context + recomputed.tokens.prompt);
       expect(injected.bytes).to.be.greaterThan(0);
-      console.log(`      ${doc}: context ${injected.tokens.context} tokens, ${injected.bytes} bytes; ttft inject ${injected.timings.ttft.toFixed(1)} ms vs recompute ${recomputed.timings.ttft.toFixed(1)} ms`);
+      console.log(
+        `      ${doc}: context ${injected.tokens.context} tokens, ${injected.bytes} bytes; ttft inject ${injected.timings.ttft.toFixed(1)} ms vs recompute ${recomputed.timings.ttft.toFixed(1)} ms`,
+      );
     }
   });
 
@@ -107,7 +128,12 @@ describe('kdn end to end (kdn serve + CLI)', function () {
     const question = 'cats lighthouse ships prides';
     const blended = await query(question, ['--top-k', '4', '--mode', 'blend', '--blend-ratio', '0.25', '--max-tokens', '16']);
     expect(blended.mode).to.equal('blend');
-    expect(blended.blend).to.deep.include({ ratio: 0.25, selection: 'attended', recomputedTokens: Math.round(0.25 * blended.tokens.context), fullLayers: 1 });
+    expect(blended.blend).to.deep.include({
+      ratio: 0.25,
+      selection: 'attended',
+      recomputedTokens: Math.round(0.25 * blended.tokens.context),
+      fullLayers: 1,
+    });
     expect(blended.blend!.ms).to.be.greaterThan(0);
     expect(blended.tokens.reused).to.equal(blended.tokens.context);
     const whole = await query(question, ['--top-k', '4', '--mode', 'blend', '--blend-ratio', '1', '--max-tokens', '16']);
@@ -116,7 +142,9 @@ describe('kdn end to end (kdn serve + CLI)', function () {
     expect(whole.answer).to.equal(recomputed.answer);
     const injected = await query(question, ['--top-k', '4', '--max-tokens', '16']);
     expect(injected.blend).to.equal(null);
-    console.log(`      blend 0.25 ${JSON.stringify(blended.answer)} | blend 1 ${JSON.stringify(whole.answer)} | inject ${JSON.stringify(injected.answer)} | recompute ${JSON.stringify(recomputed.answer)}`);
+    console.log(
+      `      blend 0.25 ${JSON.stringify(blended.answer)} | blend 1 ${JSON.stringify(whole.answer)} | inject ${JSON.stringify(injected.answer)} | recompute ${JSON.stringify(recomputed.answer)}`,
+    );
 
     const url = server!.ready.url;
     for (const [path, body] of [
@@ -135,15 +163,28 @@ describe('kdn end to end (kdn serve + CLI)', function () {
 
   it('answers a named document longer than the model window from its most relevant chunks, blended, and says so', async () => {
     const long = join(dir, 'harbour-log.txt');
-    const days = Array.from({ length: 80 }, (_, i) => `Day ${i + 1}. The harbour master logged ${i + 3} ships at anchor and the lamp turned all night.`);
+    const days = Array.from(
+      { length: 80 },
+      (_, i) => `Day ${i + 1}. The harbour master logged ${i + 3} ships at anchor and the lamp turned all night.`,
+    );
     days[41] = 'Day 42. A green whale swam past the lighthouse at noon, and the sailors named it Bartholomew.';
     await writeFile(long, days.join('\n'));
     await cliJson<JobView[]>(['upload', '--namespace', 'long', long], env);
-    const answer = await query('What did the sailors name the green whale?', ['--namespace', 'long', '--doc', 'harbour-log.txt', '--max-tokens', '8']);
+    const answer = await query('What did the sailors name the green whale?', [
+      '--namespace',
+      'long',
+      '--doc',
+      'harbour-log.txt',
+      '--max-tokens',
+      '8',
+    ]);
     expect(answer.mode).to.equal('blend');
-    expect(answer.note).to.match(/^the named documents hold \d+ tokens, more than fit the model's \d+-token window .* most relevant chunks .*, blended$/);
+    expect(answer.note).to.match(
+      /^the named documents hold \d+ tokens, more than fit the model's \d+-token window .* most relevant chunks .*, blended$/,
+    );
     expect(answer.blend).to.not.equal(null);
-    const window = (JSON.parse(await readFile(join(model.dir, 'config.json'), 'utf8')) as { max_position_embeddings: number }).max_position_embeddings;
+    const window = (JSON.parse(await readFile(join(model.dir, 'config.json'), 'utf8')) as { max_position_embeddings: number })
+      .max_position_embeddings;
     expect(1 + answer.tokens.context + answer.tokens.prompt + 8).to.be.at.most(window);
     // Retrieval was restricted to the named document, the chunk that matches first, the rest of the window filled.
     const titles = new Set(answer.chunks.map((c) => c.title));
@@ -158,11 +199,23 @@ describe('kdn end to end (kdn serve + CLI)', function () {
     const url = server!.ready.url;
     const models = (await (await fetch(`${url}/v1/models`, { headers: AUTH })).json()) as { data: { id: string }[] };
     expect(models.data).to.have.length(1);
-    const body = { messages: [{ role: 'user', content: 'What do cats hunt?' }], max_tokens: 8, kdn: { namespace: 'default', documents: ['cats.md'] } };
-    const plain = (await (await fetch(`${url}/v1/chat/completions`, post(body))).json()) as { choices: { message: { content: string } }[]; usage: { completion_tokens: number } };
+    const body = {
+      messages: [{ role: 'user', content: 'What do cats hunt?' }],
+      max_tokens: 8,
+      kdn: { namespace: 'default', documents: ['cats.md'] },
+    };
+    const plain = (await (await fetch(`${url}/v1/chat/completions`, post(body))).json()) as {
+      choices: { message: { content: string } }[];
+      usage: { completion_tokens: number };
+    };
     expect(plain.choices[0]!.message.content).to.be.a('string');
     expect(plain.usage.completion_tokens).to.be.within(1, 8);
-    const streamed = await (await fetch(`${url}/v1/completions`, post({ prompt: 'Cats hunt', max_tokens: 6, stream: true, stream_options: { include_usage: true }, kdn: { topK: 2 } }))).text();
+    const streamed = await (
+      await fetch(
+        `${url}/v1/completions`,
+        post({ prompt: 'Cats hunt', max_tokens: 6, stream: true, stream_options: { include_usage: true }, kdn: { topK: 2 } }),
+      )
+    ).text();
     const events = streamed.split('\n\n').filter(Boolean);
     expect(events.at(-1)).to.equal('data: [DONE]');
     const usage = JSON.parse(events.at(-2)!.slice('data: '.length)) as { usage: { completion_tokens: number } };
@@ -224,7 +277,9 @@ describe('kdn end to end (kdn serve + CLI)', function () {
     const origin = openStore(`file:${join(dir, 'data', 'origin')}`);
     const manifestKeys: string[] = [];
     for await (const info of origin.list('manifests/test/default/')) manifestKeys.push(info.key);
-    const manifests = await Promise.all(manifestKeys.map(async (key) => ({ key, ...(JSON.parse((await origin.get(key)).toString('utf8')) as Manifest) })));
+    const manifests = await Promise.all(
+      manifestKeys.map(async (key) => ({ key, ...(JSON.parse((await origin.get(key)).toString('utf8')) as Manifest) })),
+    );
     const ships = manifests.find((m) => m.title === 'ships.txt')!;
     expect(await origin.delete(ships.key)).to.equal(true);
     expect(await origin.delete(ships.chunks[1]!.independent.key)).to.equal(true);
@@ -252,7 +307,10 @@ describe('kdn end to end (kdn serve + CLI)', function () {
     expect(await tiersOf('cats.md')).to.satisfy((tiers: (string | null)[]) => tiers.every((t) => t === 'memory' || t === 'disk'));
     for (const doc of ['cats.md', 'ships.txt']) {
       const answer = await query('What is it about?', ['--doc', doc]);
-      expect(answer.chunks.map((c) => c.tier), doc).to.satisfy((tiers: string[]) => tiers.every((t) => ['memory', 'disk', 'shm'].includes(t)));
+      expect(
+        answer.chunks.map((c) => c.tier),
+        doc,
+      ).to.satisfy((tiers: string[]) => tiers.every((t) => ['memory', 'disk', 'shm'].includes(t)));
     }
     const retrieved = await query('cats lighthouse ships prides', ['--top-k', '6']);
     expect(retrieved.chunks.every((c) => ['memory', 'disk', 'shm'].includes(c.tier))).to.equal(true);
@@ -272,13 +330,18 @@ describe('kdn end to end (kdn serve + CLI)', function () {
     await serve(['--codec', 'int8', '--edge-disk-path', join(dir, 'int8-edge')]);
     await cliJson<JobView[]>(['upload', '--namespace', 'int8', ...files], env);
     let same = 0;
-    const cases = [['cats.md', 'What do cats hunt at night?'], ['ships.txt', 'What does a lighthouse do?']] as const;
+    const cases = [
+      ['cats.md', 'What do cats hunt at night?'],
+      ['ships.txt', 'What does a lighthouse do?'],
+    ] as const;
     for (const [doc, question] of cases) {
       const injected = await query(question, ['--namespace', 'int8', '--doc', doc, '--max-tokens', '24']);
       const recomputed = await query(question, ['--namespace', 'int8', '--doc', doc, '--max-tokens', '24', '--mode', 'recompute']);
       expect(injected.tokens.reused).to.equal(injected.tokens.context);
       if (injected.answer === recomputed.answer) same++;
-      console.log(`      int8 ${doc}: ${injected.bytes} bytes; inject ${JSON.stringify(injected.answer)} | recompute ${JSON.stringify(recomputed.answer)}`);
+      console.log(
+        `      int8 ${doc}: ${injected.bytes} bytes; inject ${JSON.stringify(injected.answer)} | recompute ${JSON.stringify(recomputed.answer)}`,
+      );
     }
     console.log(`      int8: ${same}/${cases.length} greedy answers identical to recompute`);
   });

@@ -28,7 +28,9 @@ describe('kdn queries and the engine hot tier', function () {
     return counts;
   };
   const fromEdges = (counts: Record<string, number>): number =>
-    Object.entries(counts).filter(([tier]) => tier !== 'engine' && tier !== 'computed').reduce((n, [, c]) => n + c, 0);
+    Object.entries(counts)
+      .filter(([tier]) => tier !== 'engine' && tier !== 'computed')
+      .reduce((n, [, c]) => n + c, 0);
   const ask = (api: KdnApiClient, namespace: string): Promise<QueryResponse> =>
     api.query({ question: 'What do the mills do?', namespace, documents: ['river'], maxTokens: 8 });
 
@@ -37,14 +39,29 @@ describe('kdn queries and the engine hot tier', function () {
     dir = await mkdtemp(join(tmpdir(), 'kdn-hot-'));
     kdn = await startKdnProcess(
       [
-        'serve', '--port', '0', '--data-dir', join(dir, 'kdn'), '--model', model.dir, '--backend', 'cpu', '--chunk-tokens', '24',
-        '--hot-tier', '64MiB',
+        'serve',
+        '--port',
+        '0',
+        '--data-dir',
+        join(dir, 'kdn'),
+        '--model',
+        model.dir,
+        '--backend',
+        'cpu',
+        '--chunk-tokens',
+        '24',
+        '--hot-tier',
+        '64MiB',
       ],
       { KDN_API_KEYS: `${KEY_A}=tenant-a:operator,${KEY_B}=tenant-b` },
     );
     a = new KdnApiClient(kdn.ready.url, KEY_A);
     b = new KdnApiClient(kdn.ready.url, KEY_B);
-    const uploads = [[a, 'ns-a', 'river', TEXT], [b, 'ns-b', 'river', TEXT], [a, 'ns-a', 'lake', LAKE]] as const;
+    const uploads = [
+      [a, 'ns-a', 'river', TEXT],
+      [b, 'ns-b', 'river', TEXT],
+      [a, 'ns-a', 'lake', LAKE],
+    ] as const;
     for (const [api, namespace, title, text] of uploads) {
       const { job } = await api.upload({ title, text, namespace });
       expect((await api.waitForJob(job.id)).status).to.equal('done');

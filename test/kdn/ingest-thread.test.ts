@@ -46,15 +46,24 @@ describe('kdn/ingest IngestThread (worker thread)', function () {
       const got = await thread.encode(kvTensors(shape, 4), meta);
       expect(Buffer.compare(got, expected), name).to.equal(0);
     }
-    const err = await thread.encode(kvTensors(shape, 4), { modelFingerprint: 'x', tokenIds: [1], codec: codecFromString('fp16') }).then(() => undefined, (e: unknown) => e);
+    const err = await thread.encode(kvTensors(shape, 4), { modelFingerprint: 'x', tokenIds: [1], codec: codecFromString('fp16') }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     expect(err).to.have.property('code', 'INVALID_ARGUMENT');
   });
 
   it('encodes transform objects as here: the table goes to the thread first, keys are unrotated there', async () => {
     const config = await loadModelConfig(model.dir);
     const shape = { layers: config.layers, kvHeads: config.kvHeads, headDim: config.headDim, tokens: 9 };
-    const table = transformTables.register(fitTransformTable([{ ...kvTensors({ ...shape, tokens: 64 }, 6), ropeApplied: false }], 'thread-test'));
-    const meta = { modelFingerprint: 'thread-test', tokenIds: Array.from({ length: 9 }, (_, i) => i), codec: { name: 'transform' as const, lz4: false, table: table.hash, level: 1 } };
+    const table = transformTables.register(
+      fitTransformTable([{ ...kvTensors({ ...shape, tokens: 64 }, 6), ropeApplied: false }], 'thread-test'),
+    );
+    const meta = {
+      modelFingerprint: 'thread-test',
+      tokenIds: Array.from({ length: 9 }, (_, i) => i),
+      codec: { name: 'transform' as const, lz4: false, table: table.hash, level: 1 },
+    };
     const rotated = { ...kvTensors(shape, 7), positionBase: 40 };
     const expected = encodeKVObject(kvBeforeRope(rotated, config), meta);
     for (let i = 0; i < 2; i++) {
@@ -66,7 +75,10 @@ describe('kdn/ingest IngestThread (worker thread)', function () {
   it('refuses work once closed', async () => {
     const closed = new IngestThread(model.dir);
     await closed.close();
-    const err = await closed.tokenize('text', 8).then(() => undefined, (e: unknown) => e);
+    const err = await closed.tokenize('text', 8).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     expect(err).to.have.property('code', 'ENGINE_UNAVAILABLE');
   });
 });

@@ -49,6 +49,9 @@ describe('kdn/keys', () => {
     const id = documentId('default', 'title', 'text');
     expect(id).to.match(/^[0-9a-f]{32}$/);
     expect(documentId('default', 'title', 'text')).to.equal(id);
-    expect(new Set([id, documentId('other', 'title', 'text'), documentId('default', 'title2', 'text'), documentId('default', 'title', 'text2')]).size).to.equal(4);
+    expect(
+      new Set([id, documentId('other', 'title', 'text'), documentId('default', 'title2', 'text'), documentId('default', 'title', 'text2')])
+        .size,
+    ).to.equal(4);
   });
 });

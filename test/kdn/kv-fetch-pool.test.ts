@@ -16,7 +16,12 @@ const SHAPE = { layers: 4, kvHeads: 2, headDim: 64, tokens: 300 };
 const IDS = tokenIds(SHAPE.tokens);
 const EXPECT: KVExpectation = { modelFingerprint: 'pool-test', ...SHAPE, tokenHash: tokenHash(IDS) };
 
-async function drain(fetcher: KvFetcher, key: string, expect: KVExpectation = EXPECT, signal = new AbortController().signal): Promise<KVLayerBlock[]> {
+async function drain(
+  fetcher: KvFetcher,
+  key: string,
+  expect: KVExpectation = EXPECT,
+  signal = new AbortController().signal,
+): Promise<KVLayerBlock[]> {
   const got = await fetcher.open(key, expect, signal);
   const blocks: KVLayerBlock[] = [];
   for await (const block of got.reader.layers) blocks.push(block);
@@ -47,23 +52,31 @@ async function startFlippingProxy(target: string, bodyOffset: number): Promise<{
       body += out.length;
       downstream.write(out);
     });
-    for (const s of [downstream, upstream]) s.on('error', () => undefined).on('close', () => (downstream.destroy(), upstream.destroy()));
+    for (const s of [downstream, upstream])
+      s.on('error', () => undefined).on('close', () => {
+        downstream.destroy();
+        upstream.destroy();
+      });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    close: () => new Promise<void>((resolve) => {
-      for (const s of sockets) s.destroy();
-      server.close(() => resolve());
-    }),
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
   };
 }
 
 async function code(p: Promise<unknown>): Promise<string> {
-  return p.then(() => 'resolved', (e: { code?: string }) => e.code ?? String(e));
+  return p.then(
+    () => 'resolved',
+    (e: { code?: string }) => e.code ?? String(e),
+  );
 }
 
-describe('KvFetchPool: chunk objects received and verified on worker threads', function () {
+describe('KvFetchPool: chunk objects received and verified on worker threads', () => {
   let dir: string;
   let edge: RunningEdge;
   let client: EdgeClient;
@@ -72,14 +85,21 @@ describe('KvFetchPool: chunk objects received and verified on worker threads', f
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'kdn-fetch-pool-'));
-    edge = await startEdge({ port: 0, diskPath: join(dir, 'disk'), memoryBytes: '64MiB', diskBytes: 0, originUrl: `file:${join(dir, 'origin')}`, secret: TEST_EDGE_SECRET });
+    edge = await startEdge({
+      port: 0,
+      diskPath: join(dir, 'disk'),
+      memoryBytes: '64MiB',
+      diskBytes: 0,
+      originUrl: `file:${join(dir, 'origin')}`,
+      secret: TEST_EDGE_SECRET,
+    });
     const options = { edges: [edge.url], timeoutMs: 5_000, secret: TEST_EDGE_SECRET };
     client = new EdgeClient(options);
     pool = new KvFetchPool(options, 2);
     for (const codec of ['fp16', 'int4+lz4']) {
       const bytes = encodeKVObject(kvTensors(SHAPE, 3), { modelFingerprint: 'pool-test', tokenIds: IDS, codec: codecFromString(codec) });
       objects.set(codec, bytes);
-      await client.put(`kv/pool/${codec.replace("+", "-")}.kv`, bytes);
+      await client.put(`kv/pool/${codec.replace('+', '-')}.kv`, bytes);
     }
   });
   after(async () => {
@@ -91,7 +111,10 @@ describe('KvFetchPool: chunk objects received and verified on worker threads', f
 
   for (const codec of ['fp16', 'int4+lz4']) {
     it(`hands over the same verified layers as the event-loop fetcher (${codec}), decodable on this thread`, async () => {
-      const [fromPool, fromLoop] = await Promise.all([drain(pool, `kv/pool/${codec.replace("+", "-")}.kv`), drain(inThreadFetcher(client), `kv/pool/${codec.replace("+", "-")}.kv`)]);
+      const [fromPool, fromLoop] = await Promise.all([
+        drain(pool, `kv/pool/${codec.replace('+', '-')}.kv`),
+        drain(inThreadFetcher(client), `kv/pool/${codec.replace('+', '-')}.kv`),
+      ]);
       expect(fromPool.map((b) => b.layer)).to.deep.equal([0, 1, 2, 3]);
       fromPool.forEach((b, l) => {
         expect(Buffer.from(b.encoded).equals(Buffer.from(fromLoop[l]!.encoded))).to.equal(true);
@@ -107,13 +130,18 @@ describe('KvFetchPool: chunk objects received and verified on worker threads', f
     await client.put('kv/pool/small.kv', bytes);
     const expect_: KVExpectation = { modelFingerprint: 'pool-test', ...small, tokenHash: tokenHash(ids) };
     for (let i = 0; i < 5; i++) {
-      const [fromPool, fromLoop] = await Promise.all([drain(pool, 'kv/pool/small.kv', expect_), drain(inThreadFetcher(client), 'kv/pool/small.kv', expect_)]);
-      expect(fromPool.map((b) => Buffer.from(b.encoded).toString('hex'))).to.deep.equal(fromLoop.map((b) => Buffer.from(b.encoded).toString('hex')));
+      const [fromPool, fromLoop] = await Promise.all([
+        drain(pool, 'kv/pool/small.kv', expect_),
+        drain(inThreadFetcher(client), 'kv/pool/small.kv', expect_),
+      ]);
+      expect(fromPool.map((b) => Buffer.from(b.encoded).toString('hex'))).to.deep.equal(
+        fromLoop.map((b) => Buffer.from(b.encoded).toString('hex')),
+      );
     }
   });
 
   it('serves many objects at once over its threads', async () => {
-    const all = await Promise.all(Array.from({ length: 12 }, (_, i) => drain(pool, `kv/pool/${i % 2 ? "fp16" : "int4-lz4"}.kv`)));
+    const all = await Promise.all(Array.from({ length: 12 }, (_, i) => drain(pool, `kv/pool/${i % 2 ? 'fp16' : 'int4-lz4'}.kv`)));
     expect(all.every((blocks) => blocks.length === SHAPE.layers)).to.equal(true);
   });
 
@@ -145,7 +173,9 @@ describe('KvFetchPool: chunk objects received and verified on worker threads', f
 
   it('a missing key is NOT_FOUND, a mismatched expectation KV_MISMATCH, an abort rejects', async () => {
     expect(await code(pool.open('kv/pool/missing.kv', EXPECT, new AbortController().signal))).to.equal('NOT_FOUND');
-    expect(await code(pool.open('kv/pool/fp16.kv', { ...EXPECT, modelFingerprint: 'other' }, new AbortController().signal))).to.equal('KV_MISMATCH');
+    expect(await code(pool.open('kv/pool/fp16.kv', { ...EXPECT, modelFingerprint: 'other' }, new AbortController().signal))).to.equal(
+      'KV_MISMATCH',
+    );
     const aborted = new AbortController();
     aborted.abort();
     expect(await code(drain(pool, 'kv/pool/fp16.kv', EXPECT, aborted.signal))).to.not.equal('resolved');

@@ -21,17 +21,49 @@ describe('kdn with three edge processes and an S3 origin', function () {
   before(async () => {
     model = await testModel({ preferDemo: false });
     dir = await mkdtemp(join(tmpdir(), 'kdn-multi-'));
-    s3 = await startProcess(['test/support/s3rver-process.ts', '--port', '0', '--dir', join(dir, 's3'), '--bucket', 'kdn-multi'], { node: ['--import', 'tsx'] });
+    s3 = await startProcess(['test/support/s3rver-process.ts', '--port', '0', '--dir', join(dir, 's3'), '--bucket', 'kdn-multi'], {
+      node: ['--import', 'tsx'],
+    });
     const origin = s3.ready.url as string;
     expect(origin).to.match(/^s3:\/\//);
     // Started together: each start is mostly Node loading the CLI.
-    const started = await Promise.allSettled([0, 1, 2].map((i) =>
-      startKdnProcess(['edge', '--port', '0', '--origin', origin, '--disk-path', join(dir, `edge-${i}`), '--memory', '64MiB', '--disk', '256MiB'])));
+    const started = await Promise.allSettled(
+      [0, 1, 2].map((i) =>
+        startKdnProcess([
+          'edge',
+          '--port',
+          '0',
+          '--origin',
+          origin,
+          '--disk-path',
+          join(dir, `edge-${i}`),
+          '--memory',
+          '64MiB',
+          '--disk',
+          '256MiB',
+        ]),
+      ),
+    );
     for (const edge of started) if (edge.status === 'fulfilled') edges.push(edge.value);
     for (const edge of started) if (edge.status === 'rejected') throw edge.reason;
     kdn = await startKdnProcess([
-      'serve', '--port', '0', '--data-dir', join(dir, 'kdn'), '--origin', origin, '--edges', edges.map((e) => e.ready.url).join(','),
-      '--model', model.dir, '--backend', 'cpu', '--codec', 'int8', '--chunk-tokens', '24',
+      'serve',
+      '--port',
+      '0',
+      '--data-dir',
+      join(dir, 'kdn'),
+      '--origin',
+      origin,
+      '--edges',
+      edges.map((e) => e.ready.url).join(','),
+      '--model',
+      model.dir,
+      '--backend',
+      'cpu',
+      '--codec',
+      'int8',
+      '--chunk-tokens',
+      '24',
     ]);
     api = new KdnApiClient(kdn.ready.url, TEST_API_KEY);
   });

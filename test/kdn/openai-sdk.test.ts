@@ -32,7 +32,21 @@ describe('OpenAI compatibility (official openai SDK against kdn serve)', functio
   before(async () => {
     model = await testModel();
     dir = await mkdtemp(join(tmpdir(), 'kdn-openai-'));
-    server = await startKdnProcess(['serve', '--data-dir', join(dir, 'data'), '--port', '0', '--model', model.dir, '--backend', 'cpu', '--chunk-tokens', '64', '--codec', 'fp16']);
+    server = await startKdnProcess([
+      'serve',
+      '--data-dir',
+      join(dir, 'data'),
+      '--port',
+      '0',
+      '--model',
+      model.dir,
+      '--backend',
+      'cpu',
+      '--chunk-tokens',
+      '64',
+      '--codec',
+      'fp16',
+    ]);
     client = new OpenAI({ baseURL: `${server.ready.url}/v1`, apiKey: TEST_API_KEY, maxRetries: 0 });
     const api = new KdnApiClient(server.ready.url, TEST_API_KEY);
     const { job } = await api.upload({ title: 'cats.md', text: CATS });
@@ -57,7 +71,7 @@ describe('OpenAI compatibility (official openai SDK against kdn serve)', functio
     expect(err.status).to.equal(404);
     expect(err).to.include({ type: 'invalid_request_error', code: 'model_not_found', param: 'model' });
     expect(err.requestID).to.be.a('string');
-    expect((err.error as { kdn_code: string; hint: string })).to.include({ kdn_code: 'NOT_FOUND' });
+    expect(err.error as { kdn_code: string; hint: string }).to.include({ kdn_code: 'NOT_FOUND' });
     expect((err.error as { hint: string }).hint).to.include(modelId);
 
     const chat = await apiError(client.chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] }));
@@ -72,7 +86,13 @@ describe('OpenAI compatibility (official openai SDK against kdn serve)', functio
         messages: [
           { role: 'system', content: 'You answer briefly.' },
           { role: 'developer', content: 'Use the knowledge given.' },
-          { role: 'user', content: [{ type: 'text', text: 'What do cats' }, { type: 'text', text: 'hunt at night?' }] },
+          {
+            role: 'user',
+            content: [
+              { type: 'text', text: 'What do cats' },
+              { type: 'text', text: 'hunt at night?' },
+            ],
+          },
         ],
         max_completion_tokens: 3,
         stop: ['\n\n\n'],
@@ -151,7 +171,9 @@ describe('OpenAI compatibility (official openai SDK against kdn serve)', functio
       [{ frobnicate: 1 }, ''],
     ];
     for (const [extra, param] of cases) {
-      const err = await apiError(client.chat.completions.create({ model: modelId, messages, ...extra } as OpenAI.Chat.ChatCompletionCreateParamsNonStreaming));
+      const err = await apiError(
+        client.chat.completions.create({ model: modelId, messages, ...extra } as OpenAI.Chat.ChatCompletionCreateParamsNonStreaming),
+      );
       expect(err.status, JSON.stringify(extra)).to.equal(400);
       expect(err.type).to.equal('invalid_request_error');
       expect(err.code).to.equal('invalid_argument');
@@ -164,13 +186,28 @@ describe('OpenAI compatibility (official openai SDK against kdn serve)', functio
       }
     }
     // Neutral values of unsupported options ask for nothing kdn lacks.
-    const neutral = await client.chat.completions.create({ model: modelId, messages, max_tokens: 2, logprobs: false, presence_penalty: 0, tool_choice: 'none', response_format: { type: 'text' } });
+    const neutral = await client.chat.completions.create({
+      model: modelId,
+      messages,
+      max_tokens: 2,
+      logprobs: false,
+      presence_penalty: 0,
+      tool_choice: 'none',
+      response_format: { type: 'text' },
+    });
     expect(neutral.choices).to.have.length(1);
 
-    const image = await apiError(client.chat.completions.create({ model: modelId, messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'http://x/y.png' } }] }] }));
+    const image = await apiError(
+      client.chat.completions.create({
+        model: modelId,
+        messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'http://x/y.png' } }] }],
+      }),
+    );
     expect(image.status).to.equal(400);
     expect((image.error as { hint: string }).hint).to.include('text');
-    const tool = await apiError(client.chat.completions.create({ model: modelId, messages: [{ role: 'tool', content: 'x', tool_call_id: 'c1' }] }));
+    const tool = await apiError(
+      client.chat.completions.create({ model: modelId, messages: [{ role: 'tool', content: 'x', tool_call_id: 'c1' }] }),
+    );
     expect(tool.status).to.equal(400);
     expect((tool.error as { hint: string }).hint).to.include('tool');
   });

@@ -21,7 +21,7 @@ function promtool(text: string): { status: number | null; output: string } {
 /** Skips a promtool check with a message where promtool is absent, except under CI=true (CI installs it). */
 function requirePromtool(context: Mocha.Context): void {
   if (existsSync(PROMTOOL)) return;
-  if (process.env.CI === 'true') throw new Error('promtool is not installed: .ci/run installs Debian\'s prometheus package');
+  if (process.env.CI === 'true') throw new Error("promtool is not installed: .ci/run installs Debian's prometheus package");
   console.log('      skipped: promtool is not installed (apt-get install prometheus)');
   context.skip();
 }
@@ -42,7 +42,21 @@ describe('operations: access logs, metrics, readiness', function () {
     s3 = await startS3Process(join(dir, 's3'), 'kdn-ops');
     edge = await startKdnProcess(['edge', '--port', '0', '--origin', s3.ready.url, '--disk-path', join(dir, 'edge'), '--public-metrics']);
     kdn = await startKdnProcess(
-      ['serve', '--data-dir', join(dir, 'data'), '--origin', s3.ready.url, '--edges', edge.ready.url, '--port', '0', '--model', model.dir, '--backend', 'cpu'],
+      [
+        'serve',
+        '--data-dir',
+        join(dir, 'data'),
+        '--origin',
+        s3.ready.url,
+        '--edges',
+        edge.ready.url,
+        '--port',
+        '0',
+        '--model',
+        model.dir,
+        '--backend',
+        'cpu',
+      ],
       { LOG_LEVEL: 'info' },
     );
     kdn.child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
@@ -65,7 +79,15 @@ describe('operations: access logs, metrics, readiness', function () {
     const deniedId = denied.headers.get('x-request-id');
     await new Promise((resolve) => setTimeout(resolve, 200));
     const lines = stderr.split('\n').filter((l) => l !== '');
-    const records = lines.map((l) => JSON.parse(l) as { req?: { id: string; method: string; path: string }; res?: { statusCode: number }; level: number; responseTime?: number });
+    const records = lines.map(
+      (l) =>
+        JSON.parse(l) as {
+          req?: { id: string; method: string; path: string };
+          res?: { statusCode: number };
+          level: number;
+          responseTime?: number;
+        },
+    );
     const first = records.find((r) => r.req?.id === 'ops-test-1');
     expect(first?.req).to.deep.include({ method: 'GET', path: '/v1/status' });
     expect(first?.res?.statusCode).to.equal(200);

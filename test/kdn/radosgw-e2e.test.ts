@@ -25,7 +25,25 @@ describe('kdn end to end on Ceph radosgw', function () {
   let starts = 0;
   /** Each start gets an empty edge disk tier, so what the edge serves first comes from the origin. */
   const serve = async (): Promise<void> => {
-    server = await startKdnProcess(['serve', '--data-dir', join(dir, 'data'), '--edge-disk-path', join(dir, `edge-${++starts}`), '--origin', rgw!.url, '--port', '0', '--model', model.dir, '--backend', 'cpu', '--chunk-tokens', '64', '--codec', 'int8']);
+    server = await startKdnProcess([
+      'serve',
+      '--data-dir',
+      join(dir, 'data'),
+      '--edge-disk-path',
+      join(dir, `edge-${++starts}`),
+      '--origin',
+      rgw!.url,
+      '--port',
+      '0',
+      '--model',
+      model.dir,
+      '--backend',
+      'cpu',
+      '--chunk-tokens',
+      '64',
+      '--codec',
+      'int8',
+    ]);
     env = { KDN_SERVER: server.ready.url };
   };
 

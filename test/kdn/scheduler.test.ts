@@ -47,7 +47,12 @@ describe('kdn/scheduler', () => {
   });
 
   describe('EngineScheduler', () => {
-    const work = (tenant: string, priority: WorkOptions['priority'], signal?: AbortSignal): WorkOptions => ({ tenant, priority, cost: 100, ...(signal ? { signal } : {}) });
+    const work = (tenant: string, priority: WorkOptions['priority'], signal?: AbortSignal): WorkOptions => ({
+      tenant,
+      priority,
+      cost: 100,
+      ...(signal ? { signal } : {}),
+    });
 
     it('runs one task at a time, interactive before background, and tenants fairly within a class', async () => {
       const scheduler = new EngineScheduler({ maxWaitingPerTenant: 100 });
@@ -82,7 +87,9 @@ describe('kdn/scheduler', () => {
       const first = gate();
       const blocker = scheduler.run(() => first.promise, work('a', 'interactive'));
       const ingest = scheduler.run(async () => void order.push('ingest'), work('a', 'background'));
-      const queries = Array.from({ length: 30 }, (_, i) => scheduler.run(async () => void order.push(`q${i}`), work(`t${i}`, 'interactive')));
+      const queries = Array.from({ length: 30 }, (_, i) =>
+        scheduler.run(async () => void order.push(`q${i}`), work(`t${i}`, 'interactive')),
+      );
       first.release();
       await Promise.all([blocker, ingest, ...queries]);
       expect(order.indexOf('ingest')).to.be.greaterThan(0).and.lessThan(20);
@@ -97,7 +104,10 @@ describe('kdn/scheduler', () => {
       const waiting = scheduler.run(async () => void (ran = true), work('b', 'interactive', abort.signal));
       expect(scheduler.depth).to.equal(2);
       abort.abort(new KdnError('TIMEOUT', 'deadline passed while queued'));
-      const err = await waiting.then(() => undefined, (e: unknown) => e);
+      const err = await waiting.then(
+        () => undefined,
+        (e: unknown) => e,
+      );
       expect(err).to.be.instanceOf(KdnError).with.property('code', 'TIMEOUT');
       expect(scheduler.depth).to.equal(1);
       first.release();
@@ -110,9 +120,16 @@ describe('kdn/scheduler', () => {
       const first = gate();
       const blocker = scheduler.run(() => first.promise, work('a', 'interactive'));
       const ok = [scheduler.run(async () => 1, work('a', 'interactive')), scheduler.run(async () => 2, work('a', 'interactive'))];
-      const err = await scheduler.run(async () => 3, work('a', 'interactive')).then(() => undefined, (e: unknown) => e);
+      const err = await scheduler
+        .run(async () => 3, work('a', 'interactive'))
+        .then(
+          () => undefined,
+          (e: unknown) => e,
+        );
       expect(err).to.be.instanceOf(KdnError).with.property('code', 'RATE_LIMITED');
-      expect((err as KdnError).details?.retryAfterS).to.be.a('number').and.at.least(1);
+      expect((err as KdnError).details?.retryAfterS)
+        .to.be.a('number')
+        .and.at.least(1);
       const other = scheduler.run(async () => 4, work('b', 'interactive'));
       first.release();
       expect(await Promise.all([blocker, ...ok, other])).to.deep.equal([undefined, 1, 2, 4]);
@@ -166,15 +183,30 @@ describe('kdn/scheduler', () => {
       const scheduler = new EngineScheduler({ maxWaitingPerTenant: 10 });
       const first = gate();
       let finished = false;
-      const running = scheduler.run(async () => {
-        await first.promise;
-        finished = true;
-      }, work('a', 'background'));
+      const running = scheduler.run(
+        async () => {
+          await first.promise;
+          finished = true;
+        },
+        work('a', 'background'),
+      );
       const waiting = scheduler.run(async () => 'never', work('b', 'interactive'));
       const reason = new KdnError('ENGINE_UNAVAILABLE', 'shutting down');
       const closed = scheduler.close(reason);
-      expect(await waiting.then(() => undefined, (e: unknown) => e)).to.equal(reason);
-      expect(await scheduler.run(async () => 'late', work('c', 'interactive')).then(() => undefined, (e: unknown) => e)).to.equal(reason);
+      expect(
+        await waiting.then(
+          () => undefined,
+          (e: unknown) => e,
+        ),
+      ).to.equal(reason);
+      expect(
+        await scheduler
+          .run(async () => 'late', work('c', 'interactive'))
+          .then(
+            () => undefined,
+            (e: unknown) => e,
+          ),
+      ).to.equal(reason);
       first.release();
       await closed;
       expect(finished).to.equal(true);

@@ -25,7 +25,8 @@ function holdEngine(kdn: RunningKdn): { release: () => void; done: Promise<void>
   let release!: () => void;
   const held = new Promise<void>((resolve) => (release = resolve));
   const slots = Array.from({ length: kdn.parts.config.engineBatch }, () =>
-    kdn.parts.scheduler.run(() => held, { tenant: 'test-holder', priority: 'interactive', cost: 1 }));
+    kdn.parts.scheduler.run(() => held, { tenant: 'test-holder', priority: 'interactive', cost: 1 }),
+  );
   return { release, done: Promise.all(slots).then(() => undefined) };
 }
 
@@ -59,10 +60,21 @@ describe('kdn scheduling (queries, ingest jobs, tenants)', function () {
   const running: RunningKdn[] = [];
 
   const serve = async (input: Partial<KdnConfigInput>): Promise<RunningKdn> => {
-    const config = resolveKdnConfig({
-      dataDir: await mkdtemp(join(dir, 'data-')), port: 0, model: model.dir, backend: 'cpu', chunkTokens: 64, codec: 'int8',
-      apiKeys: `${ALICE}=alice,${BOB}=bob`, rateLimit: '0', fetchThreads: 0, ...input,
-    }, {});
+    const config = resolveKdnConfig(
+      {
+        dataDir: await mkdtemp(join(dir, 'data-')),
+        port: 0,
+        model: model.dir,
+        backend: 'cpu',
+        chunkTokens: 64,
+        codec: 'int8',
+        apiKeys: `${ALICE}=alice,${BOB}=bob`,
+        rateLimit: '0',
+        fetchThreads: 0,
+        ...input,
+      },
+      {},
+    );
     const kdn = await startKdn(config);
     running.push(kdn);
     return kdn;
@@ -101,7 +113,10 @@ describe('kdn scheduling (queries, ingest jobs, tenants)', function () {
     const listed = await alice.jobs();
     expect(listed.jobs.map((j) => j.id)).to.include(job.id);
     expect((await bob.jobs()).jobs, "another tenant's jobs are not listed").to.deep.equal([]);
-    const bobCancel = await bob.cancelJob(job.id).then(() => undefined, (e: unknown) => e);
+    const bobCancel = await bob.cancelJob(job.id).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     expect(bobCancel).to.be.instanceOf(KdnError).with.property('code', 'NOT_FOUND');
 
     const { job: cancelled } = await alice.cancelJob(job.id);
@@ -113,7 +128,7 @@ describe('kdn scheduling (queries, ingest jobs, tenants)', function () {
     expect((await alice.listDocuments()).documents, 'a cancelled ingest publishes no manifest').to.deep.equal([]);
   });
 
-  it("gives a waiting tenant the next ingest slot before another job of the tenant holding the slots", async () => {
+  it('gives a waiting tenant the next ingest slot before another job of the tenant holding the slots', async () => {
     const kdn = await serve({});
     const alice = new KdnApiClient(kdn.url, ALICE);
     const bob = new KdnApiClient(kdn.url, BOB);
@@ -167,7 +182,9 @@ describe('kdn scheduling (queries, ingest jobs, tenants)', function () {
       expect(((await res.json()) as { error: { code: string } }).error.code).to.equal('CANCELLED');
 
       const gone = new AbortController();
-      const abandoned = post(kdn, ALICE, '/v1/query', { question: 'Who guards the harbour?', maxTokens: 4 }, gone.signal).catch(() => undefined);
+      const abandoned = post(kdn, ALICE, '/v1/query', { question: 'Who guards the harbour?', maxTokens: 4 }, gone.signal).catch(
+        () => undefined,
+      );
       await until('the second query to be queued', async () => ((await alice.jobs({ kind: 'query' })) as Jobs).jobs[0]);
       expect(kdn.parts.scheduler.depth).to.equal(kdn.parts.config.engineBatch + 1);
       gone.abort();
@@ -194,7 +211,8 @@ describe('kdn scheduling (queries, ingest jobs, tenants)', function () {
       expect(((await refused.json()) as { error: { code: string } }).error.code).to.equal('RATE_LIMITED');
       const bobs = post(kdn, BOB, '/v1/query', question);
 
-      const upload = (key: string, title: string): Promise<Response> => post(kdn, key, '/v1/documents', { title, text: corpusText(20, title.length) });
+      const upload = (key: string, title: string): Promise<Response> =>
+        post(kdn, key, '/v1/documents', { title, text: corpusText(20, title.length) });
       expect((await upload(ALICE, 'first')).status).to.equal(202);
       const second = await upload(ALICE, 'second document');
       expect(second.status).to.equal(429);
@@ -219,7 +237,20 @@ describe('kdn jobs (CLI)', function () {
   before(async () => {
     model = await testModel({ preferDemo: false });
     dir = await mkdtemp(join(tmpdir(), 'kdn-jobs-cli-'));
-    kdn = await startKdn(resolveKdnConfig({ dataDir: join(dir, 'data'), port: 0, model: model.dir, backend: 'cpu', chunkTokens: 16, apiKeys: `${ALICE}=alice`, rateLimit: '0' }, {}));
+    kdn = await startKdn(
+      resolveKdnConfig(
+        {
+          dataDir: join(dir, 'data'),
+          port: 0,
+          model: model.dir,
+          backend: 'cpu',
+          chunkTokens: 16,
+          apiKeys: `${ALICE}=alice`,
+          rateLimit: '0',
+        },
+        {},
+      ),
+    );
   });
 
   after(async () => {
@@ -228,7 +259,7 @@ describe('kdn jobs (CLI)', function () {
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  it('lists the tenant\'s jobs, cancels one, and fails with NOT_FOUND and a non-zero exit for an unknown id', async () => {
+  it("lists the tenant's jobs, cancels one, and fails with NOT_FOUND and a non-zero exit for an unknown id", async () => {
     const env = { KDN_SERVER: kdn.url, KDN_API_KEY: ALICE };
     const hold = holdEngine(kdn);
     try {

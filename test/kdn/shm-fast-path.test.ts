@@ -52,8 +52,13 @@ describe('same-host fast path: kdn reads the edge memory tier from shared memory
     objectBytes = object.length;
     // Room for one fp16 and one int4 object in memory, so a second fp16 evicts the first; the disk tier keeps them all.
     edge = await startEdge({
-      port: 0, diskPath: join(dir, 'disk'), memoryBytes: Math.floor(objectBytes * 2.2), diskBytes: '64MiB',
-      originUrl: `file:${join(dir, 'origin')}`, secret: TEST_EDGE_SECRET, shmDir: join(dir, 'shm'),
+      port: 0,
+      diskPath: join(dir, 'disk'),
+      memoryBytes: Math.floor(objectBytes * 2.2),
+      diskBytes: '64MiB',
+      originUrl: `file:${join(dir, 'origin')}`,
+      secret: TEST_EDGE_SECRET,
+      shmDir: join(dir, 'shm'),
     });
     client = new EdgeClient(options(edge.url));
     pool = new KvFetchPool(options(edge.url), 2);
@@ -161,7 +166,11 @@ describe('same-host fast path: kdn reads the edge memory tier from shared memory
 
   it('reads nothing from shared memory for an edge without a folder', async () => {
     const plain = await startEdge({
-      port: 0, diskPath: join(dir, 'plain-disk'), memoryBytes: '16MiB', diskBytes: 0, originUrl: `file:${join(dir, 'origin')}`,
+      port: 0,
+      diskPath: join(dir, 'plain-disk'),
+      memoryBytes: '16MiB',
+      diskBytes: 0,
+      originUrl: `file:${join(dir, 'origin')}`,
       secret: TEST_EDGE_SECRET,
     });
     const plainClient = new EdgeClient(options(plain.url));
@@ -179,13 +188,21 @@ describe('same-host fast path: kdn reads the edge memory tier from shared memory
   it('removes its folder at shutdown, and at start the folders of edges that were killed', async () => {
     const orphan = join(dir, 'shm', 'kdn-edge-killed');
     const living = join(dir, 'shm', 'kdn-edge-living');
-    for (const [folder, pid] of [[orphan, spawnSync('true').pid], [living, process.pid]] as const) {
+    for (const [folder, pid] of [
+      [orphan, spawnSync('true').pid],
+      [living, process.pid],
+    ] as const) {
       await mkdir(folder);
       await writeFile(join(folder, 'pid'), String(pid));
     }
     const other = await startEdge({
-      port: 0, diskPath: join(dir, 'other-disk'), memoryBytes: '16MiB', diskBytes: 0, originUrl: `file:${join(dir, 'origin')}`,
-      secret: TEST_EDGE_SECRET, shmDir: join(dir, 'shm'),
+      port: 0,
+      diskPath: join(dir, 'other-disk'),
+      memoryBytes: '16MiB',
+      diskBytes: 0,
+      originUrl: `file:${join(dir, 'origin')}`,
+      secret: TEST_EDGE_SECRET,
+      shmDir: join(dir, 'shm'),
     });
     const otherClient = new EdgeClient(options(other.url));
     await drain(inThreadFetcher(otherClient), keyOf(3));

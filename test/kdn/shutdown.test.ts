@@ -24,7 +24,21 @@ describe('kdn serve graceful shutdown (SIGTERM)', function () {
   let kdn: Started | undefined;
 
   const serve = (boundMs = BOUND_MS, data = 'data'): Promise<Started> =>
-    startKdnProcess(['serve', '--data-dir', join(dir, data), '--port', '0', '--model', model.dir, '--backend', 'cpu', '--chunk-tokens', '64', '--shutdown-timeout', String(boundMs)]);
+    startKdnProcess([
+      'serve',
+      '--data-dir',
+      join(dir, data),
+      '--port',
+      '0',
+      '--model',
+      model.dir,
+      '--backend',
+      'cpu',
+      '--chunk-tokens',
+      '64',
+      '--shutdown-timeout',
+      String(boundMs),
+    ]);
 
   const exitAfterSigterm = async (started: Started): Promise<{ code: number | null; tookMs: number } | undefined> => {
     const exited = new Promise<number | null>((resolve) => started.child.once('exit', (code) => resolve(code)));
@@ -60,7 +74,9 @@ describe('kdn serve graceful shutdown (SIGTERM)', function () {
     const statuses = await Promise.all(jobs.slice(1).map((j) => api.job(j.id).then((v) => v.status)));
     expect(statuses.filter((s) => s === 'queued').length, 'work still queued at SIGTERM').to.be.at.least(1);
 
-    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => kdn!.child.once('exit', (code, signal) => resolve({ code, signal })));
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+      kdn!.child.once('exit', (code, signal) => resolve({ code, signal })),
+    );
     const termAt = Date.now();
     kdn.child.kill('SIGTERM');
     const outcome = await Promise.race([exited, new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), 60_000))]);
@@ -93,7 +109,9 @@ describe('kdn serve graceful shutdown (SIGTERM)', function () {
     const again = new KdnApiClient(kdn.ready.url, TEST_API_KEY);
     const { job } = await again.upload({ title: 'doc-0', text: texts[0]! });
     const done = await again.waitForJob(job.id);
-    expect(done.progress.objects.skipped, 'objects finished before SIGTERM are not computed again').to.be.at.least(seen.progress.objects.done);
+    expect(done.progress.objects.skipped, 'objects finished before SIGTERM are not computed again').to.be.at.least(
+      seen.progress.objects.done,
+    );
     expect(done.progress.objects.computed + done.progress.objects.skipped).to.equal(done.progress.objects.total);
   });
 
@@ -101,12 +119,17 @@ describe('kdn serve graceful shutdown (SIGTERM)', function () {
     await kdn?.stop();
     kdn = await serve(500, 'data-query');
     // About 1,400 tokens to prefill: seconds of uninterruptible compute on the engine thread.
-    const prompt = Array.from({ length: 200 }, (_, i) => `line ${i} of a long prompt about rivers and harbours.`).join(' ').slice(0, 5000);
+    const prompt = Array.from({ length: 200 }, (_, i) => `line ${i} of a long prompt about rivers and harbours.`)
+      .join(' ')
+      .slice(0, 5000);
     const answer = fetch(`${kdn.ready.url}/v1/completions`, {
       method: 'POST',
       headers: { authorization: `Bearer ${TEST_API_KEY}`, 'content-type': 'application/json' },
       body: JSON.stringify({ prompt, max_tokens: 64 }),
-    }).then((res) => res.status, (err: unknown) => (err as Error).message);
+    }).then(
+      (res) => res.status,
+      (err: unknown) => (err as Error).message,
+    );
     const api = new KdnApiClient(kdn.ready.url, TEST_API_KEY);
     for (let running = false; !running; await new Promise((resolve) => setTimeout(resolve, 20))) {
       running = (await api.jobs({ kind: 'query' })).jobs.some((j) => j.status === 'running');

@@ -38,9 +38,23 @@ describe('kdn ingest with the transform codec', function () {
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  it('fits and stores the table once, encodes chunks with it, and the objects decode to the engine\'s KV', async () => {
+  it("fits and stores the table once, encodes chunks with it, and the objects decode to the engine's KV", async () => {
     const serve = (): Promise<Started> =>
-      startKdnProcess(['serve', '--data-dir', join(dir, 'data'), '--port', '0', '--model', model.dir, '--backend', 'cpu', '--chunk-tokens', '32', '--codec', 'transform:x8']);
+      startKdnProcess([
+        'serve',
+        '--data-dir',
+        join(dir, 'data'),
+        '--port',
+        '0',
+        '--model',
+        model.dir,
+        '--backend',
+        'cpu',
+        '--chunk-tokens',
+        '32',
+        '--codec',
+        'transform:x8',
+      ]);
     server = await serve();
     const file = join(dir, 'harbour.txt');
     await writeFile(file, TEXT);
@@ -89,7 +103,9 @@ describe('kdn ingest with the transform codec', function () {
             }
           }
         });
-        console.log(`      ${model.kind} model: x8 object ${chunk.independent.bytes} bytes, relative squared error ${(err / norm).toFixed(4)}`);
+        console.log(
+          `      ${model.kind} model: x8 object ${chunk.independent.bytes} bytes, relative squared error ${(err / norm).toFixed(4)}`,
+        );
         // x8 spends 2 bits per element: far from exact, far better than nothing (relative error 1).
         expect(err / norm).to.be.below(0.2);
       } finally {

@@ -26,8 +26,19 @@ describe('kdn queries over transform-codec objects', function () {
 
   const serve = async (codec: string): Promise<Started> =>
     startKdnProcess([
-      'serve', '--data-dir', join(dir, 'data'), '--port', '0', '--model', model.dir, '--backend', 'cpu', '--chunk-tokens', '32',
-      '--codec', codec,
+      'serve',
+      '--data-dir',
+      join(dir, 'data'),
+      '--port',
+      '0',
+      '--model',
+      model.dir,
+      '--backend',
+      'cpu',
+      '--chunk-tokens',
+      '32',
+      '--codec',
+      codec,
     ]);
   const query = (): Promise<QueryResponse> =>
     cliJson<QueryResponse>(['query', 'What does a lighthouse do?', '--doc', 'harbour.txt', '--max-tokens', '8'], {

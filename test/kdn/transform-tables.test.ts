@@ -26,7 +26,10 @@ import { TEST_EDGE_SECRET } from '../edge/helpers.ts';
 import { testModel, type TestModel } from './support/tiny-model.ts';
 
 async function code(p: Promise<unknown>): Promise<string> {
-  return p.then(() => 'resolved', (e: { code?: string }) => e.code ?? String(e));
+  return p.then(
+    () => 'resolved',
+    (e: { code?: string }) => e.code ?? String(e),
+  );
 }
 
 describe('transform tables on the query path', function () {
@@ -51,7 +54,7 @@ describe('transform tables on the query path', function () {
     };
     return withTransformTables(pool, new TransformTableLoader(source, engine, pool));
   };
-  const fit = (scale: number): TransformTable => {
+  const fitTable = (scale: number): TransformTable => {
     const scaled = { ...kv, perLayer: kv.perLayer.map((l) => ({ keys: l.keys.map((x) => x * scale), values: l.values })) };
     return transformTables.register(fitTransformTable([scaled], engine.info.fingerprint));
   };
@@ -89,7 +92,7 @@ describe('transform tables on the query path', function () {
   });
 
   it('loads a table once for all its objects, registers it here and in the engine, which then injects them', async () => {
-    const table = fit(1);
+    const table = fitTable(1);
     await origin.put(transformTableKey(engine.info.fingerprint, table.hash), table.bytes);
     await put('kv/tt/a.kv', transform(table));
     await put('kv/tt/b.kv', transform(table));
@@ -111,7 +114,7 @@ describe('transform tables on the query path', function () {
   });
 
   it('a table missing at the origin fails the open; once stored, the next open loads it', async () => {
-    const table = fit(2);
+    const table = fitTable(2);
     await put('kv/tt/late.kv', transform(table));
     const fetcher = loaderFetcher();
     expect(await code(fetcher.open('kv/tt/late.kv', expectation, new AbortController().signal))).to.equal('NOT_FOUND');
@@ -122,7 +125,7 @@ describe('transform tables on the query path', function () {
   });
 
   it('a table stored under another hash is KV_CORRUPT', async () => {
-    const [named, other] = [fit(3), fit(4)];
+    const [named, other] = [fitTable(3), fitTable(4)];
     await origin.put(transformTableKey(engine.info.fingerprint, named.hash), other.bytes);
     await put('kv/tt/swapped.kv', transform(named));
     expect(await code(loaderFetcher().open('kv/tt/swapped.kv', expectation, new AbortController().signal))).to.equal('KV_CORRUPT');

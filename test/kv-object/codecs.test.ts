@@ -52,7 +52,13 @@ function bounds(data: Float32Array, shape: Shape, spec: CodecSpec, kind: 'keys' 
   return out;
 }
 
-interface Row { codec: string; bytes: number; ratioVsFp16: string; maxErr: string; rmsErr: string }
+interface Row {
+  codec: string;
+  bytes: number;
+  ratioVsFp16: string;
+  maxErr: string;
+  rmsErr: string;
+}
 
 function checkRoundTrip(tensors: KVTensors, spec: CodecSpec): { bytes: number; maxErr: number; rmsErr: number } {
   const bytes = encodeKVObject(tensors, { modelFingerprint: 'test-model', tokenIds: tokenIds(tensors.tokens), codec: spec });
@@ -70,7 +76,8 @@ function checkRoundTrip(tensors: KVTensors, spec: CodecSpec): { bytes: number; m
       const b = bounds(want, tensors, spec, kind);
       for (let i = 0; i < want.length; i++) {
         const err = Math.abs(got[i]! - want[i]!);
-        if (!(err <= b[i]!)) expect.fail(`${codecToString(spec)} layer ${l} ${kind}[${i}]: |${got[i]} - ${want[i]}| = ${err} > bound ${b[i]}`);
+        if (!(err <= b[i]!))
+          expect.fail(`${codecToString(spec)} layer ${l} ${kind}[${i}]: |${got[i]} - ${want[i]}| = ${err} > bound ${b[i]}`);
         maxErr = Math.max(maxErr, err);
         sumSq += err * err;
         count++;
@@ -95,7 +102,9 @@ describe('kv-object codecs: round trip on KV-shaped data within derived bounds',
     const fp16 = rows.find((r) => r.codec === 'fp16');
     if (!fp16) return;
     for (const r of rows) r.ratioVsFp16 = (r.bytes / fp16.bytes).toFixed(3);
-    console.log(`\n    KV-shaped data ${realistic.layers}x${realistic.kvHeads}x${realistic.headDim}x${realistic.tokens} (keys with 10x outlier channels, gaussian values), groupSize 32:`);
+    console.log(
+      `\n    KV-shaped data ${realistic.layers}x${realistic.kvHeads}x${realistic.headDim}x${realistic.tokens} (keys with 10x outlier channels, gaussian values), groupSize 32:`,
+    );
     console.table(rows);
   });
 
@@ -145,9 +154,21 @@ describe('kv-object codecs: round trip on KV-shaped data within derived bounds',
     const shape: Shape = { layers: 1, kvHeads: 1, headDim: 4, tokens: 2 };
     const meta = { modelFingerprint: 'm', tokenIds: [1, 2], codec: codecFromString('int8') };
     const cases: Array<() => unknown> = [
-      () => { const t = kvTensors(shape); t.perLayer[0]!.keys[3] = NaN; return encodeKVObject(t, meta); },
-      () => { const t = kvTensors(shape); t.perLayer[0]!.values[0] = 1e6; return encodeKVObject(t, meta); },
-      () => { const t = kvTensors(shape); t.perLayer[0]!.values = new Float32Array(3); return encodeKVObject(t, meta); },
+      () => {
+        const t = kvTensors(shape);
+        t.perLayer[0]!.keys[3] = NaN;
+        return encodeKVObject(t, meta);
+      },
+      () => {
+        const t = kvTensors(shape);
+        t.perLayer[0]!.values[0] = 1e6;
+        return encodeKVObject(t, meta);
+      },
+      () => {
+        const t = kvTensors(shape);
+        t.perLayer[0]!.values = new Float32Array(3);
+        return encodeKVObject(t, meta);
+      },
       () => encodeKVObject(kvTensors(shape), { ...meta, tokenIds: [1] }),
       () => encodeKVObject(kvTensors(shape), { ...meta, tokenIds: [1, -2] }),
       () => encodeKVObject({ ...kvTensors(shape), layers: 2 }, meta),
@@ -157,7 +178,11 @@ describe('kv-object codecs: round trip on KV-shaped data within derived bounds',
     ];
     for (const [i, fn] of cases.entries()) {
       let caught: unknown;
-      try { fn(); } catch (err) { caught = err; }
+      try {
+        fn();
+      } catch (err) {
+        caught = err;
+      }
       expect(isKdnError(caught, 'INVALID_ARGUMENT'), `case ${i}: ${String(caught)}`).to.equal(true);
     }
   });

@@ -3,7 +3,12 @@ import { expect } from 'chai';
 import { Packr } from 'msgpackr';
 import { compressSync } from 'lz4-napi';
 import {
-  codecFromString, decodeKVObject, encodeKVObject, readKVHeader, readKVObject, verifyKVObject,
+  codecFromString,
+  decodeKVObject,
+  encodeKVObject,
+  readKVHeader,
+  readKVObject,
+  verifyKVObject,
 } from '../../storage/kv-object/index.ts';
 import type { KVExpectation, KVHeader } from '../../storage/kv-object/types.ts';
 import { isKdnError, type ErrorCode } from '../../common/errors.ts';
@@ -61,7 +66,11 @@ async function encodedLayers(bytes: Uint8Array): Promise<Uint8Array[]> {
 
 /** All three readers must reject `bytes` with one of the KV codes. */
 async function expectRejected(bytes: Uint8Array, intact: Uint8Array[], seed: number, what: string, expect_?: KVExpectation): Promise<void> {
-  const codes = [codeOf(() => verifyKVObject(bytes, expect_)), codeOf(() => decodeKVObject(bytes, expect_)), await streamCode(bytes, intact, seed, expect_)];
+  const codes = [
+    codeOf(() => verifyKVObject(bytes, expect_)),
+    codeOf(() => decodeKVObject(bytes, expect_)),
+    await streamCode(bytes, intact, seed, expect_),
+  ];
   for (const code of codes) expect(REJECT, `${what}: got ${code}`).to.include(code);
 }
 
@@ -161,8 +170,14 @@ describe('kv-object corruption: damaged, truncated and hostile objects are rejec
 
     const intact = await encodedLayers(good);
     for (const [what, bytes, code] of cases) {
-      expect(codeOf(() => verifyKVObject(bytes)), what).to.equal(code);
-      expect(codeOf(() => decodeKVObject(bytes)), what).to.equal(code);
+      expect(
+        codeOf(() => verifyKVObject(bytes)),
+        what,
+      ).to.equal(code);
+      expect(
+        codeOf(() => decodeKVObject(bytes)),
+        what,
+      ).to.equal(code);
       expect(await streamCode(bytes, intact, 1), what).to.equal(code);
     }
   });
@@ -197,7 +212,10 @@ describe('kv-object corruption: damaged, truncated and hostile objects are rejec
     ];
     const intact = await encodedLayers(good);
     for (const [what, bytes] of cases) {
-      expect(codeOf(() => verifyKVObject(bytes)), what).to.equal('KV_CORRUPT');
+      expect(
+        codeOf(() => verifyKVObject(bytes)),
+        what,
+      ).to.equal('KV_CORRUPT');
       expect(await streamCode(bytes, intact, 2), what).to.equal('KV_CORRUPT');
     }
   });
@@ -209,14 +227,27 @@ describe('kv-object corruption: damaged, truncated and hostile objects are rejec
     const ok: KVExpectation = { modelFingerprint: 'model-a', layers: 3, kvHeads: 2, headDim: 8, tokens: 37, tokenHash: header.tokenHash };
     expect(verifyKVObject(good, ok).tokens).to.equal(37);
     const wrong: KVExpectation[] = [
-      { modelFingerprint: 'model-b' }, { layers: 4 }, { kvHeads: 1 }, { headDim: 16 }, { tokens: 36 },
+      { modelFingerprint: 'model-b' },
+      { layers: 4 },
+      { kvHeads: 1 },
+      { headDim: 16 },
+      { tokens: 36 },
       { tokenHash: createHash('sha256').update('other').digest('hex') },
     ];
     for (const w of wrong) {
       const what = JSON.stringify(w);
-      expect(codeOf(() => verifyKVObject(good, w)), what).to.equal('KV_MISMATCH');
-      expect(codeOf(() => decodeKVObject(good, w)), what).to.equal('KV_MISMATCH');
-      expect(codeOf(() => readKVHeader(good, w)), what).to.equal('KV_MISMATCH');
+      expect(
+        codeOf(() => verifyKVObject(good, w)),
+        what,
+      ).to.equal('KV_MISMATCH');
+      expect(
+        codeOf(() => decodeKVObject(good, w)),
+        what,
+      ).to.equal('KV_MISMATCH');
+      expect(
+        codeOf(() => readKVHeader(good, w)),
+        what,
+      ).to.equal('KV_MISMATCH');
       expect(await streamCode(good, intact, 3, w), what).to.equal('KV_MISMATCH');
     }
   });

@@ -13,8 +13,12 @@ function kdn(args: string[]): Promise<{ code: number | null; stdout: string; std
     const child = spawn(process.execPath, ['bin/kdn.js', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
-    child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
-    child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+    child.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString();
+    });
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
     child.on('error', reject);
     child.on('close', (code) => resolve({ code, stdout, stderr }));
   });
@@ -54,24 +58,36 @@ describe('kdn inspect', () => {
     expect(r.stderr).to.match(/KV_CORRUPT: .*layer 1 checksum mismatch/);
   });
 
-  it('shows a transform object\'s level and size vs fp16, checked against its table from a file or an origin', async () => {
+  it("shows a transform object's level and size vs fp16, checked against its table from a file or an origin", async () => {
     const shape = { layers: 2, kvHeads: 2, headDim: 16, tokens: 20 };
     const sample = { ...kvTensors({ ...shape, tokens: 100 }, 3), ropeApplied: false };
     const table = transformTables.register(fitTransformTable([sample], 'fp-t'));
-    const object = encodeKVObject({ ...kvTensors(shape, 4), ropeApplied: false }, {
-      modelFingerprint: 'fp-t', tokenIds: tokenIds(20), codec: { name: 'transform', lz4: false, table: table.hash, level: 4 },
-    });
+    const object = encodeKVObject(
+      { ...kvTensors(shape, 4), ropeApplied: false },
+      {
+        modelFingerprint: 'fp-t',
+        tokenIds: tokenIds(20),
+        codec: { name: 'transform', lz4: false, table: table.hash, level: 4 },
+      },
+    );
     await writeFile(join(dir, 't.kv'), object);
     await writeFile(join(dir, 't.ktt'), table.bytes);
     const origin = openStore(`file:${join(dir, 'origin')}`);
     await origin.put(transformTableKey('fp-t', table.hash), table.bytes);
     await origin.close();
     const payload = object.length - (42 + object.readUInt32LE(6));
-    for (const args of [['--table', join(dir, 't.ktt')], ['--origin', `file:${join(dir, 'origin')}`]]) {
+    for (const args of [
+      ['--table', join(dir, 't.ktt')],
+      ['--origin', `file:${join(dir, 'origin')}`],
+    ]) {
       const r = await kdn(['inspect', join(dir, 't.kv'), ...args]);
       expect(r.code, r.stderr).to.equal(0);
       const json = JSON.parse(r.stdout.slice(0, r.stdout.lastIndexOf('}') + 1)) as { codec: Record<string, unknown> };
-      expect(json.codec).to.include({ label: 'transform:x16', level: 'x16', ratioVsFp16: Number((payload / (4 * 2 * 20 * 2 * 16)).toFixed(4)) });
+      expect(json.codec).to.include({
+        label: 'transform:x16',
+        level: 'x16',
+        ratioVsFp16: Number((payload / (4 * 2 * 20 * 2 * 16)).toFixed(4)),
+      });
       expect(json.codec.ratioVsFp16).to.be.within(1 / 16 - 0.01, 1 / 16 + 0.02);
       expect(r.stdout).to.match(/checksum ok: 2 layers verified/);
     }

@@ -101,7 +101,11 @@ describe('kv-object/stream-reader', () => {
     const bytes = object('int4');
     for (const cut of [0, 3, 10, 40]) {
       let caught: unknown;
-      try { await readKVObject(asAsync([bytes.subarray(0, cut)])); } catch (err) { caught = err; }
+      try {
+        await readKVObject(asAsync([bytes.subarray(0, cut)]));
+      } catch (err) {
+        caught = err;
+      }
       expect(isKdnError(caught, 'KV_CORRUPT'), `cut ${cut}: ${String(caught)}`).to.equal(true);
     }
   });
@@ -123,7 +127,11 @@ describe('kv-object/stream-reader', () => {
 
   it('rejects a stream of strings with INVALID_ARGUMENT', async () => {
     let caught: unknown;
-    try { await readKVObject(Readable.from(['KDNKV'], { objectMode: true })); } catch (err) { caught = err; }
+    try {
+      await readKVObject(Readable.from(['KDNKV'], { objectMode: true }));
+    } catch (err) {
+      caught = err;
+    }
     expect(isKdnError(caught, 'INVALID_ARGUMENT'), String(caught)).to.equal(true);
   });
 
@@ -149,7 +157,8 @@ describe('kv-object/stream-reader', () => {
       // The header alone, then every block as a chunk owning its whole ArrayBuffer: the reader hands each block on as
       // it came, the hash pool detaches its buffer, and nothing may still point into it.
       const chunks = [Uint8Array.from(bytes.subarray(0, start))];
-      for (let l = 0; l < header.layers; l++) chunks.push(Uint8Array.from(bytes.subarray(start + header.layerOffsets[l]!, start + header.layerOffsets[l + 1]!)));
+      for (let l = 0; l < header.layers; l++)
+        chunks.push(Uint8Array.from(bytes.subarray(start + header.layerOffsets[l]!, start + header.layerOffsets[l + 1]!)));
       same(await collect(await readKVObject(asAsync(chunks))), decodeKVObject(bytes).tensors.perLayer);
     });
 

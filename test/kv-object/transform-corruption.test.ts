@@ -2,8 +2,15 @@ import { createHash } from 'node:crypto';
 import { expect } from 'chai';
 import { Packr } from 'msgpackr';
 import {
-  decodeKVObject, encodeKVObject, fitTransformTable, parseTransformTable, readKVHeader, readKVObject, transformTables,
-  verifyKVObject, type TransformTable,
+  decodeKVObject,
+  encodeKVObject,
+  fitTransformTable,
+  parseTransformTable,
+  readKVHeader,
+  readKVObject,
+  transformTables,
+  verifyKVObject,
+  type TransformTable,
 } from '../../storage/kv-object/index.ts';
 import type { KVTensors } from '../../storage/kv-object/types.ts';
 import { isKdnError, type ErrorCode } from '../../common/errors.ts';
@@ -47,7 +54,10 @@ async function streamCode(bytes: Uint8Array): Promise<ErrorCode | 'none'> {
 /** Recomputes a table's trailing checksum, so a hostile table passes the hash and must be caught by validation. */
 function reseal(bytes: Uint8Array): Buffer {
   const out = Buffer.from(bytes);
-  createHash('sha256').update(out.subarray(0, out.length - 32)).digest().copy(out, out.length - 32);
+  createHash('sha256')
+    .update(out.subarray(0, out.length - 32))
+    .digest()
+    .copy(out, out.length - 32);
   return out;
 }
 
@@ -80,7 +90,9 @@ describe('kv-object/transform corruption: damaged tables and objects are rejecte
   before(() => {
     table = transformTables.register(fitTransformTable([sample(200, 1)], 'model-a'));
     good = encodeKVObject(sample(SHAPE.tokens, 2), {
-      modelFingerprint: 'model-a', tokenIds: tokenIds(SHAPE.tokens), codec: { name: 'transform', lz4: false, table: table.hash, level: 2 },
+      modelFingerprint: 'model-a',
+      tokenIds: tokenIds(SHAPE.tokens),
+      codec: { name: 'transform', lz4: false, table: table.hash, level: 2 },
     });
   });
 
@@ -96,7 +108,10 @@ describe('kv-object/transform corruption: damaged tables and objects are rejecte
     }
     for (let k = 0; k < 100; k++) {
       const cut = Math.floor(random() * table.bytes.length);
-      expect(codeOf(() => parseTransformTable(table.bytes.subarray(0, cut))), `cut at ${cut}`).to.equal('KV_CORRUPT');
+      expect(
+        codeOf(() => parseTransformTable(table.bytes.subarray(0, cut))),
+        `cut at ${cut}`,
+      ).to.equal('KV_CORRUPT');
     }
     expect(codeOf(() => parseTransformTable(Buffer.concat([table.bytes, Buffer.from([0])])))).to.equal('KV_CORRUPT');
     expect(codeOf(() => parseTransformTable(new Uint8Array(0)))).to.equal('KV_CORRUPT');
@@ -116,11 +131,15 @@ describe('kv-object/transform corruption: damaged tables and objects are rejecte
       ['zero layers', patch((b) => b.writeUInt32LE(0, 8)), 'KV_CORRUPT'],
       ['2^31 layers', patch((b) => b.writeUInt32LE(2 ** 31, 8)), 'KV_CORRUPT'],
       ['headDim over the cap', patch((b) => b.writeUInt32LE(513, 16)), 'KV_CORRUPT'],
-      ['dimensions within caps, product over the size cap', patch((b) => {
-        b.writeUInt32LE(1024, 8);
-        b.writeUInt32LE(1024, 12);
-        b.writeUInt32LE(512, 16);
-      }), 'KV_CORRUPT'],
+      [
+        'dimensions within caps, product over the size cap',
+        patch((b) => {
+          b.writeUInt32LE(1024, 8);
+          b.writeUInt32LE(1024, 12);
+          b.writeUInt32LE(512, 16);
+        }),
+        'KV_CORRUPT',
+      ],
       ['17 levels', patch((b) => b.writeUInt32LE(17, 20)), 'KV_CORRUPT'],
       ['fingerprint length 10^6', patch((b) => b.writeUInt32LE(1e6, 24)), 'KV_CORRUPT'],
       ['length claims one more layer', patch((b) => b.writeUInt32LE(table.layers + 1, 8)), 'KV_CORRUPT'],
@@ -138,7 +157,11 @@ describe('kv-object/transform corruption: damaged tables and objects are rejecte
     const coded = table.levels[0]!.bits.findIndex((b) => b > 0);
     cases.push(['zero step of a coded component', patch((b) => b.writeFloatLE(0, o.step0 + 4 * coded)), 'KV_CORRUPT']);
     cases.push(['negative step of a coded component', patch((b) => b.writeFloatLE(-1, o.step0 + 4 * coded)), 'KV_CORRUPT']);
-    for (const [what, bytes, code] of cases) expect(codeOf(() => parseTransformTable(bytes)), what).to.equal(code);
+    for (const [what, bytes, code] of cases)
+      expect(
+        codeOf(() => parseTransformTable(bytes)),
+        what,
+      ).to.equal(code);
   });
 
   it('objects: flips and truncations are rejected by every reader', async () => {
@@ -177,20 +200,28 @@ describe('kv-object/transform corruption: damaged tables and objects are rejecte
       ['keys said to be after RoPE', { ...base, ropeApplied: true }, 'KV_CORRUPT'],
       ['table of another model', codec({ table: other.hash }), 'KV_MISMATCH'],
       ['another kvHeads than the table', { ...base, kvHeads: 1 }, 'KV_MISMATCH'],
-      ['block sizes not the table\'s', { ...base, layerOffsets: [0, 8, 16] }, 'KV_CORRUPT'],
+      ["block sizes not the table's", { ...base, layerOffsets: [0, 8, 16] }, 'KV_CORRUPT'],
       ['tokens past the payload (decode bomb)', { ...base, tokens: 1 << 20, headDim: 16, kvHeads: 2 }, 'KV_CORRUPT'],
     ];
     for (const [what, header, code] of cases) {
       const bytes = hostileObject(header, payload);
-      expect(codeOf(() => verifyKVObject(bytes)), what).to.equal(code);
-      expect(codeOf(() => decodeKVObject(bytes)), what).to.equal(code);
+      expect(
+        codeOf(() => verifyKVObject(bytes)),
+        what,
+      ).to.equal(code);
+      expect(
+        codeOf(() => decodeKVObject(bytes)),
+        what,
+      ).to.equal(code);
       expect(await streamCode(bytes), what).to.equal(code);
     }
   });
 
   it('objects of an unknown table: verified by checksum without it, never decoded', async () => {
-    const unknown = hostileObject({ ...readKVHeader(good), codec: { name: 'transform', lz4: false, table: 'ab'.repeat(32), level: 2 } },
-      good.subarray(good.length - readKVHeader(good).layerOffsets[SHAPE.layers]!));
+    const unknown = hostileObject(
+      { ...readKVHeader(good), codec: { name: 'transform', lz4: false, table: 'ab'.repeat(32), level: 2 } },
+      good.subarray(good.length - readKVHeader(good).layerOffsets[SHAPE.layers]!),
+    );
     expect(verifyKVObject(unknown).codec.table).to.equal('ab'.repeat(32));
     expect(codeOf(() => decodeKVObject(unknown))).to.equal('KV_UNSUPPORTED');
     expect(await streamCode(unknown)).to.equal('KV_UNSUPPORTED');

@@ -1,7 +1,17 @@
 import { expect } from 'chai';
 import {
-  codecFor, codecFromString, codecToString, decodeKVObject, decodeTransformBlock, encodeKVObject, fitTransformTable,
-  readKVHeader, slotOf, transformSections, transformTables, type TransformTable,
+  codecFor,
+  codecFromString,
+  codecToString,
+  decodeKVObject,
+  decodeTransformBlock,
+  encodeKVObject,
+  fitTransformTable,
+  readKVHeader,
+  slotOf,
+  transformSections,
+  transformTables,
+  type TransformTable,
 } from '../../storage/kv-object/index.ts';
 import type { KVTensors } from '../../storage/kv-object/types.ts';
 import { gaussian, rng, tokenIds, type Shape } from '../../fixtures/kv-data.ts';
@@ -71,7 +81,8 @@ function checkBound(table: TransformTable, level: number, src: KVTensors, out: K
           }
           // float32 rounding of the basis, the projection and the sums: far below any quantization step.
           const slack = 1e-9 * (norm + 1) * D;
-          if (!(err <= bound * (1 + 1e-4) + slack)) expect.fail(`layer ${l} tensor ${tensor} head ${h} token ${t}: error ${err} > bound ${bound}`);
+          if (!(err <= bound * (1 + 1e-4) + slack))
+            expect.fail(`layer ${l} tensor ${tensor} head ${h} token ${t}: error ${err} > bound ${bound}`);
         }
       }
     }
@@ -94,7 +105,8 @@ function relativeError(src: KVTensors, out: KVTensors, kind: 'keys' | 'values'):
 
 function encodeWith(table: TransformTable, level: number, tensors: KVTensors): Buffer {
   return encodeKVObject(tensors, {
-    modelFingerprint: table.modelFingerprint, tokenIds: tokenIds(tensors.tokens),
+    modelFingerprint: table.modelFingerprint,
+    tokenIds: tokenIds(tensors.tokens),
     codec: { name: 'transform', lz4: false, table: table.hash, level },
   });
 }
@@ -144,7 +156,14 @@ describe('kv-object/transform codec', () => {
       let bits = 0;
       for (let l = 0; l < shape.layers; l++) {
         const layout = transformSections(table, q, l, shape.tokens);
-        expect(layout.sections.map((s) => [s.tensor, s.head])).to.deep.equal([[0, 0], [0, 1], [0, 2], [1, 0], [1, 1], [1, 2]]);
+        expect(layout.sections.map((s) => [s.tensor, s.head])).to.deep.equal([
+          [0, 0],
+          [0, 1],
+          [0, 2],
+          [1, 0],
+          [1, 1],
+          [1, 2],
+        ]);
         let at = 0;
         for (const s of layout.sections) {
           expect(s.offset).to.equal(at);
@@ -177,7 +196,8 @@ describe('kv-object/transform codec', () => {
     for (const n of [1, 3, 24, 33]) {
       const b = Float64Array.from({ length: n * n }, () => normal());
       const a = new Float64Array(n * n);
-      for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) for (let k = 0; k < n; k++) a[i * n + j] += b[i * n + k]! * b[j * n + k]! * (k < 2 ? 50 : 1);
+      for (let i = 0; i < n; i++)
+        for (let j = 0; j < n; j++) for (let k = 0; k < n; k++) a[i * n + j] += b[i * n + k]! * b[j * n + k]! * (k < 2 ? 50 : 1);
       const cases = [a, new Float64Array(n * n)];
       for (const m of cases) {
         const v = principalAxes(m, n);
@@ -188,7 +208,8 @@ describe('kv-object/transform codec', () => {
           const lambda = av.reduce((sum, x, i) => sum + x * row[i]!, 0);
           expect(lambda, `n ${n} row ${r} order`).to.be.at.most(previous + 1e-9 * (1 + Math.abs(previous)));
           previous = lambda;
-          for (let i = 0; i < n; i++) expect(Math.abs(av[i]! - lambda * row[i]!), `n ${n} row ${r}`).to.be.below(1e-9 * (1 + Math.abs(lambda)));
+          for (let i = 0; i < n; i++)
+            expect(Math.abs(av[i]! - lambda * row[i]!), `n ${n} row ${r}`).to.be.below(1e-9 * (1 + Math.abs(lambda)));
           for (let q = 0; q < n; q++) {
             const dot = row.reduce((sum, x, i) => sum + x * v[q * n + i]!, 0);
             expect(Math.abs(dot - (q === r ? 1 : 0))).to.be.below(1e-12);

@@ -25,11 +25,13 @@ describe('retrieval analysis', () => {
 describe('ChunkIndex', () => {
   it('finds the option an inflected question word names, over boilerplate full of common words', () => {
     const index = new ChunkIndex();
-    index.add(doc('ls', [
-      'This is the manual. It is what it is, and all of it is here for you to read if you want to do it.',
-      '-R, --recursive\n    list subdirectories recursively\n-S  sort by file size, largest first',
-      'Exit status: 0 if OK, 1 if minor problems, 2 if serious trouble.',
-    ]));
+    index.add(
+      doc('ls', [
+        'This is the manual. It is what it is, and all of it is here for you to read if you want to do it.',
+        '-R, --recursive\n    list subdirectories recursively\n-S  sort by file size, largest first',
+        'Exit status: 0 if OK, 1 if minor problems, 2 if serious trouble.',
+      ]),
+    );
     expect(index.search('ns', 'How do I list the directories recursively?', 1)[0]?.index).to.equal(1);
     expect(index.search('ns', 'What is the exit status for serious trouble?', 1)[0]?.index).to.equal(2);
   });
@@ -41,7 +43,7 @@ describe('ChunkIndex', () => {
     expect(hits.map((h) => h.index)).to.deep.equal([1]);
   });
 
-  it('never returns another namespace\'s chunks, and forgets removed documents', () => {
+  it("never returns another namespace's chunks, and forgets removed documents", () => {
     const index = new ChunkIndex();
     const a = doc('a', ['gzip keeps the input file with --keep'], 'one');
     index.add(a);

@@ -15,7 +15,8 @@ import { KEYS, startSecurityStack, type SecurityStack } from './support/stack.ts
 const SECRET_CODE = '4721';
 
 /** Headers signed with the secret the stack's edge and kdn share, as kdn would send them. */
-const tokenHeader = (method: string, path: string, body?: Uint8Array): Record<string, string> => tokenHeaderFor(method, path, TEST_EDGE_SECRET, body);
+const tokenHeader = (method: string, path: string, body?: Uint8Array): Record<string, string> =>
+  tokenHeaderFor(method, path, TEST_EDGE_SECRET, body);
 const privateText = (code: string): string =>
   `Quarterly vault procedure. The door code for the north archive is ${code}. Change it after every audit and tell nobody. `.repeat(2);
 
@@ -28,8 +29,16 @@ interface WarmLine {
 
 /** POST /warm on the edge with `token`, returning the per-key lines (the summary line dropped). */
 async function warmWith(edgeUrl: string, token: string, keys: string[]): Promise<{ status: number; lines: WarmLine[]; raw: RawResponse }> {
-  const raw = await httpRequest(edgeUrl, 'POST', '/warm', { headers: { [EDGE_HEADERS.token]: token, 'content-type': 'application/json' }, body: JSON.stringify({ keys }) });
-  const lines = raw.body.toString('utf8').split('\n').filter(Boolean).map((line) => JSON.parse(line) as WarmLine & { done?: boolean }).filter((line) => !line.done);
+  const raw = await httpRequest(edgeUrl, 'POST', '/warm', {
+    headers: { [EDGE_HEADERS.token]: token, 'content-type': 'application/json' },
+    body: JSON.stringify({ keys }),
+  });
+  const lines = raw.body
+    .toString('utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => JSON.parse(line) as WarmLine & { done?: boolean })
+    .filter((line) => !line.done);
   return { status: raw.status, lines, raw };
 }
 
@@ -65,7 +74,7 @@ class CapturingProxy {
   }
 
   close(): Promise<void> {
-    return new Promise((resolve) => this.server ? this.server.close(() => resolve()) : resolve());
+    return new Promise((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
   }
 }
 
@@ -83,13 +92,20 @@ function parseCaptured(raw: Buffer): { method: string; target: string; headers: 
 }
 
 /** Sends a captured request again to the edge, with some parts changed. */
-function replay(edgeUrl: string, captured: ReturnType<typeof parseCaptured>, change: { target?: string; body?: Buffer } = {}): Promise<RawResponse> {
+function replay(
+  edgeUrl: string,
+  captured: ReturnType<typeof parseCaptured>,
+  change: { target?: string; body?: Buffer } = {},
+): Promise<RawResponse> {
   const headers = { ...captured.headers };
   delete headers['host'];
   delete headers['content-length'];
   delete headers['connection'];
   const body = change.body ?? captured.body;
-  return httpRequest(edgeUrl, captured.method, change.target ?? captured.target, { headers, ...(body.length > 0 || captured.method === 'PUT' ? { body } : {}) });
+  return httpRequest(edgeUrl, captured.method, change.target ?? captured.target, {
+    headers,
+    ...(body.length > 0 || captured.method === 'PUT' ? { body } : {}),
+  });
 }
 
 describe('security: edge capabilities (existence oracle, control objects, token replay)', function () {
@@ -107,7 +123,9 @@ describe('security: edge capabilities (existence oracle, control objects, token 
     edgeUrl = stack.edge.ready.url;
     const { id } = await stack.upload(KEYS.alice, { namespace: 'private', title: 'vault.txt', text: privateText(SECRET_CODE) });
     aliceDoc = id;
-    const detail = (await stack.call(KEYS.alice, 'GET', `/v1/documents/${id}?namespace=private`)).body as unknown as { chunks: { independent: { key: string } }[] };
+    const detail = (await stack.call(KEYS.alice, 'GET', `/v1/documents/${id}?namespace=private`)).body as unknown as {
+      chunks: { independent: { key: string } }[];
+    };
     aliceChunks = detail.chunks.map((chunk) => chunk.independent.key);
     expect(aliceChunks.length).to.be.greaterThan(0);
   });
@@ -132,7 +150,9 @@ describe('security: edge capabilities (existence oracle, control objects, token 
     expect(status).to.equal(200);
     expect(lines).to.have.length(probes.length);
     const shapes = new Set(lines.map(shape));
-    expect([...shapes]).to.deep.equal([JSON.stringify({ key: '<key>', status: 'failed', bytes: 0, error: { code: 'NOT_FOUND', message: 'no object <key> at the origin' } })]);
+    expect([...shapes]).to.deep.equal([
+      JSON.stringify({ key: '<key>', status: 'failed', bytes: 0, error: { code: 'NOT_FOUND', message: 'no object <key> at the origin' } }),
+    ]);
     // Nothing outside the token's scope was even looked up at the origin.
     expect((await edgeStats()).origin.fetches).to.equal(fetchesBefore);
 
@@ -148,10 +168,18 @@ describe('security: edge capabilities (existence oracle, control objects, token 
 
   it("1: alice's own warm token warms her chunks, and only hers", async () => {
     const plan = (await stack.call(KEYS.alice, 'POST', '/v1/warm/plan', { namespace: 'private' })).body as unknown as WarmPlan;
-    const { lines } = await warmWith(edgeUrl, plan.edgeToken!.token, plan.objects.map((o) => o.key));
+    const { lines } = await warmWith(
+      edgeUrl,
+      plan.edgeToken!.token,
+      plan.objects.map((o) => o.key),
+    );
     expect(lines.map((line) => line.status)).to.not.include('failed');
     const bobs = (await stack.call(KEYS.bob, 'POST', '/v1/warm/plan', { namespace: 'private' })).body as unknown as WarmPlan;
-    const { lines: crossed } = await warmWith(edgeUrl, bobs.edgeToken!.token, plan.objects.map((o) => o.key));
+    const { lines: crossed } = await warmWith(
+      edgeUrl,
+      bobs.edgeToken!.token,
+      plan.objects.map((o) => o.key),
+    );
     expect(new Set(crossed.map(shape)).size).to.equal(1);
     expect(crossed[0]!.error!.code).to.equal('NOT_FOUND');
   });
@@ -168,12 +196,16 @@ describe('security: edge capabilities (existence oracle, control objects, token 
       const get = await httpRequest(edgeUrl, 'GET', `/kv/${key}`, { headers: tokenHeader('GET', `/kv/${key}`) });
       expect(get.status, `GET ${key}`).to.equal(403);
       expect(get.body.toString()).to.not.contain(before.salt.toString());
-      const del = await httpRequest(edgeUrl, 'DELETE', `/kv/${key}?origin=true`, { headers: tokenHeader('DELETE', `/kv/${key}?origin=true`) });
+      const del = await httpRequest(edgeUrl, 'DELETE', `/kv/${key}?origin=true`, {
+        headers: tokenHeader('DELETE', `/kv/${key}?origin=true`),
+      });
       expect(del.status, `DELETE ${key}`).to.equal(403);
     }
     expect(await readFile(saltPath)).to.deep.equal(before.salt);
     expect(await readFile(manifestPath)).to.deep.equal(before.manifest);
-    const listed = (await stack.call(KEYS.alice, 'GET', '/v1/documents?namespace=private')).body as unknown as { documents: { id: string }[] };
+    const listed = (await stack.call(KEYS.alice, 'GET', '/v1/documents?namespace=private')).body as unknown as {
+      documents: { id: string }[];
+    };
     expect(listed.documents.map((d) => d.id)).to.include(aliceDoc);
   });
 
@@ -199,7 +231,9 @@ describe('security: edge capabilities (existence oracle, control objects, token 
       const again = await replay(edgeUrl, put);
       expect(again.status).to.equal(403);
       expect(JSON.parse(again.body.toString()).error.message).to.contain('already used');
-      const stored = await httpRequest(edgeUrl, 'GET', '/kv/kv/replay/target.kv', { headers: tokenHeader('GET', '/kv/kv/replay/target.kv') });
+      const stored = await httpRequest(edgeUrl, 'GET', '/kv/kv/replay/target.kv', {
+        headers: tokenHeader('GET', '/kv/kv/replay/target.kv'),
+      });
       expect(stored.body.equals(good)).to.equal(true);
     } finally {
       client.close();

@@ -4,7 +4,9 @@ import type { JobView } from '../../kdn/ingest/jobs.ts';
 import { KEYS, startSecurityStack, type SecurityStack } from './support/stack.ts';
 
 const PROSE = (n: number): string =>
-  Array.from({ length: n }, (_, i) => `Paragraph ${i}: the ferry leaves the harbour at dawn and returns before the evening tide.`).join('\n\n');
+  Array.from({ length: n }, (_, i) => `Paragraph ${i}: the ferry leaves the harbour at dawn and returns before the evening tide.`).join(
+    '\n\n',
+  );
 
 describe('security: ingest amplification', function () {
   this.timeout(120_000);
@@ -20,12 +22,20 @@ describe('security: ingest amplification', function () {
 
   it('10: a binary (/bin/ls) is refused with 415 and a hint, as JSON text and as a file; no job is made', async () => {
     const binary = readFileSync(process.execPath).subarray(0, 150_000);
-    const asJson = await stack.call(KEYS.mallory, 'POST', '/v1/documents', { namespace: 'bin', title: 'ls', text: binary.toString('utf8') });
+    const asJson = await stack.call(KEYS.mallory, 'POST', '/v1/documents', {
+      namespace: 'bin',
+      title: 'ls',
+      text: binary.toString('utf8'),
+    });
     expect(asJson.status).to.equal(415);
     expect(asJson.body.error?.hint).to.match(/plain text/);
     const form = new FormData();
     form.append('file', new Blob([binary.toString('latin1')]), 'ls');
-    const asFile = await fetch(`${stack.kdn.ready.url}/v1/documents`, { method: 'POST', headers: { authorization: `Bearer ${KEYS.mallory}` }, body: form });
+    const asFile = await fetch(`${stack.kdn.ready.url}/v1/documents`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${KEYS.mallory}` },
+      body: form,
+    });
     expect(asFile.status).to.equal(415);
     const usage = (await stack.call(KEYS.mallory, 'GET', '/v1/usage')).body;
     expect(usage['documents']).to.equal(0);
@@ -57,11 +67,16 @@ describe('security: ingest amplification', function () {
 
     // Up to the tenant's quota, then refused; another tenant is not affected.
     const statuses: number[] = [];
-    for (let i = 2; i < 8; i++) statuses.push((await stack.call(KEYS.mallory, 'POST', '/v1/documents', { namespace: 'text', title: `ferry-${i}`, text: PROSE(10) })).status);
+    for (let i = 2; i < 8; i++)
+      statuses.push(
+        (await stack.call(KEYS.mallory, 'POST', '/v1/documents', { namespace: 'text', title: `ferry-${i}`, text: PROSE(10) })).status,
+      );
     expect(statuses).to.include(202);
     const refused = statuses.indexOf(403);
     expect(refused, `statuses ${statuses.join(' ')}`).to.be.greaterThan(-1);
     expect(statuses.slice(refused).every((s) => s === 403)).to.equal(true);
-    expect((await stack.call(KEYS.bob, 'POST', '/v1/documents', { namespace: 'text', title: 'ferry-1', text: PROSE(10) })).status).to.equal(202);
+    expect((await stack.call(KEYS.bob, 'POST', '/v1/documents', { namespace: 'text', title: 'ferry-1', text: PROSE(10) })).status).to.equal(
+      202,
+    );
   });
 });

@@ -7,7 +7,11 @@ describe('security: server-wide figures are for operators', function () {
 
   before(async () => {
     stack = await startSecurityStack();
-    await stack.upload(KEYS.alice, { namespace: 'notes', title: 'a.txt', text: 'Alice writes about the harbour and its three lighthouses. '.repeat(3) });
+    await stack.upload(KEYS.alice, {
+      namespace: 'notes',
+      title: 'a.txt',
+      text: 'Alice writes about the harbour and its three lighthouses. '.repeat(3),
+    });
   });
 
   after(async () => {
@@ -23,7 +27,13 @@ describe('security: server-wide figures are for operators', function () {
       expect(metrics.status).to.equal(403);
       expect(await metrics.text()).to.not.contain('kdn_');
     }
-    const alice = (await stack.call(KEYS.alice, 'GET', '/v1/usage')).body as { tenant: string; documents: number; tokens: number; bytes: number; namespaces: Record<string, unknown> };
+    const alice = (await stack.call(KEYS.alice, 'GET', '/v1/usage')).body as {
+      tenant: string;
+      documents: number;
+      tokens: number;
+      bytes: number;
+      namespaces: Record<string, unknown>;
+    };
     expect(alice).to.include({ tenant: 'alice', documents: 1 });
     expect(alice.tokens).to.be.greaterThan(0);
     expect(alice.bytes).to.be.greaterThan(0);

@@ -8,7 +8,20 @@ import { runCli, startProcess, type Started } from '../../fixtures/processes.ts'
 import { testModel, type TestModel } from '../kdn/support/tiny-model.ts';
 
 const SERVE_ARGS = (dataDir: string, model: string): string[] => [
-  'bin/kdn.js', 'serve', '--port', '0', '--data-dir', dataDir, '--model', model, '--backend', 'cpu', '--chunk-tokens', '16', '--fetch-threads', '0',
+  'bin/kdn.js',
+  'serve',
+  '--port',
+  '0',
+  '--data-dir',
+  dataDir,
+  '--model',
+  model,
+  '--backend',
+  'cpu',
+  '--chunk-tokens',
+  '16',
+  '--fetch-threads',
+  '0',
 ];
 
 /** Every file and folder under `dir` with its permission bits. */
@@ -68,7 +81,7 @@ describe('security: secrets at rest and on the command line', function () {
     const dataDir = join(dir, 'data');
     const env = { KDN_API_KEYS: '', KDN_EDGE_SECRET: '', LOG_LEVEL: 'debug' };
     const first = await serveOnTerminal(dataDir, model.dir, env);
-      const key = (await readFile(join(dataDir, 'api-key'), 'utf8')).trim();
+    const key = (await readFile(join(dataDir, 'api-key'), 'utf8')).trim();
     expect(first.terminal).to.contain(key);
     expect(first.log).to.not.contain(key);
     const second = await serveOnTerminal(dataDir, model.dir, env);
@@ -107,7 +120,17 @@ describe('security: secrets at rest and on the command line', function () {
   it('7: the edge secret is taken from a 0600 file (flag or env) instead of the process list; a readable file is refused', async () => {
     const secretFile = join(dir, 'edge-secret');
     await writeFile(secretFile, 'file-secret-0123456789abcdef\n', { mode: 0o600 });
-    const base = ['bin/kdn.js', 'edge', '--port', '0', '--origin', `file:${join(dir, 'edge-origin')}`, '--disk-path', join(dir, 'edge-disk'), '--json'];
+    const base = [
+      'bin/kdn.js',
+      'edge',
+      '--port',
+      '0',
+      '--origin',
+      `file:${join(dir, 'edge-origin')}`,
+      '--disk-path',
+      join(dir, 'edge-disk'),
+      '--json',
+    ];
     const viaFlag = await startProcess([...base, '--edge-secret-file', secretFile], { env: { KDN_EDGE_SECRET: '' } });
     running.push(viaFlag);
     // What any local user sees of the process (ps reads the same file).
@@ -116,12 +139,20 @@ describe('security: secrets at rest and on the command line', function () {
     const stats = await fetch(`${viaFlag.ready.url}/stats`, { headers: tokenHeader('GET', '/stats', 'file-secret-0123456789abcdef') });
     expect(stats.status).to.equal(200);
 
-    const viaEnv = await startProcess(base.map((arg) => (arg.endsWith('edge-disk') ? `${arg}-2` : arg)), { env: { KDN_EDGE_SECRET: '', KDN_EDGE_SECRET_FILE: secretFile } });
+    const viaEnv = await startProcess(
+      base.map((arg) => (arg.endsWith('edge-disk') ? `${arg}-2` : arg)),
+      { env: { KDN_EDGE_SECRET: '', KDN_EDGE_SECRET_FILE: secretFile } },
+    );
     running.push(viaEnv);
-    expect((await fetch(`${viaEnv.ready.url}/stats`, { headers: tokenHeader('GET', '/stats', 'file-secret-0123456789abcdef') })).status).to.equal(200);
+    expect(
+      (await fetch(`${viaEnv.ready.url}/stats`, { headers: tokenHeader('GET', '/stats', 'file-secret-0123456789abcdef') })).status,
+    ).to.equal(200);
 
     await chmod(secretFile, 0o644);
-    const refused = await startProcess([...base, '--edge-secret-file', secretFile], { env: { KDN_EDGE_SECRET: '' } }).then(() => null, (err: Error) => err.message);
+    const refused = await startProcess([...base, '--edge-secret-file', secretFile], { env: { KDN_EDGE_SECRET: '' } }).then(
+      () => null,
+      (err: Error) => err.message,
+    );
     expect(refused).to.contain('can be read by other users');
   });
 });

@@ -26,7 +26,12 @@ describe('security: a corrupt origin object is repaired', function () {
   });
 
   const ask = async (): Promise<QueryResponse> => {
-    const answer = await stack.call(KEYS.alice, 'POST', '/v1/query', { question: 'What does the miller open?', namespace: 'mill', documents: [docId], maxTokens: 4 });
+    const answer = await stack.call(KEYS.alice, 'POST', '/v1/query', {
+      question: 'What does the miller open?',
+      namespace: 'mill',
+      documents: [docId],
+      maxTokens: 4,
+    });
     expect(answer.status, JSON.stringify(answer.body)).to.equal(200);
     return answer.body as unknown as QueryResponse;
   };
@@ -47,14 +52,20 @@ describe('security: a corrupt origin object is repaired', function () {
     const damaged = baseline.chunks.map((used) => {
       const chunk = manifest.chunks[used.index]!;
       const key = used.kind === 'chained' ? chunk.chained!.key : chunk.independent.key;
-      return { key, file: originFile(stack.originDir, key), expectation: { modelFingerprint: manifest.modelFingerprint, tokens: chunk.tokenIds.length, tokenHash: tokenHash(chunk.tokenIds) } };
+      return {
+        key,
+        file: originFile(stack.originDir, key),
+        expectation: { modelFingerprint: manifest.modelFingerprint, tokens: chunk.tokenIds.length, tokenHash: tokenHash(chunk.tokenIds) },
+      };
     });
     for (const { key, file } of damaged) {
       const bad = await readFile(file);
       bad[bad.length - 5]! ^= 0xff;
       await writeFile(file, bad);
       // The edge's tiers forget it, so the next read goes to the (now corrupt) origin.
-      const purge = await httpRequest(stack.edge.ready.url, 'DELETE', `/kv/${key}`, { headers: tokenHeader('DELETE', `/kv/${key}`, TEST_EDGE_SECRET) });
+      const purge = await httpRequest(stack.edge.ready.url, 'DELETE', `/kv/${key}`, {
+        headers: tokenHeader('DELETE', `/kv/${key}`, TEST_EDGE_SECRET),
+      });
       expect(purge.status).to.equal(200);
     }
 

@@ -76,7 +76,10 @@ describe('security: slow clients', function () {
   });
 
   it('4: an unauthenticated slow body gets its 401 and loses its socket, at kdn and at the edge', async () => {
-    for (const [url, head] of [[kdnUrl, 'POST /v1/documents HTTP/1.1\r\n'], [edgeUrl, 'PUT /kv/kv/a/b.kv HTTP/1.1\r\n']] as const) {
+    for (const [url, head] of [
+      [kdnUrl, 'POST /v1/documents HTTP/1.1\r\n'],
+      [edgeUrl, 'PUT /kv/kv/a/b.kv HTTP/1.1\r\n'],
+    ] as const) {
       const t = trickle(url, head);
       open.push(t);
       // 100,000 bytes at 4 a second would take hours: the close can only come from the server.

@@ -35,7 +35,7 @@ interface MultipartRequests {
 
 /** The behaviour every ObjectStore backend must share, run against a store from `open`. */
 function objectStoreContract(name: string, open: (suite: Mocha.Context) => Promise<Harness>): void {
-  describe(`ObjectStore contract: ${name}`, function () {
+  describe(`ObjectStore contract: ${name}`, () => {
     let harness: Harness;
     let store: ObjectStore;
     let n = 0;
@@ -151,7 +151,14 @@ function objectStoreContract(name: string, open: (suite: Mocha.Context) => Promi
       const p = ns();
       // Names chosen so that tree order and key order differ: "a-b" < "a/..." < "a0" as strings.
       const keys = [
-        `${p}/a-b`, `${p}/a/x`, `${p}/a/y/z`, `${p}/a0`, `${p}/b`, `${p}/b.kv`, `${p}/c/d/e/f`, `${p}x/outside`,
+        `${p}/a-b`,
+        `${p}/a/x`,
+        `${p}/a/y/z`,
+        `${p}/a0`,
+        `${p}/b`,
+        `${p}/b.kv`,
+        `${p}/c/d/e/f`,
+        `${p}x/outside`,
         ...Array.from({ length: 20 }, (_, i) => `${p}/many/k${String(i).padStart(2, '0')}`),
       ];
       for (const key of [...keys].reverse()) await store.put(key, Buffer.from(key));
@@ -187,7 +194,9 @@ function objectStoreContract(name: string, open: (suite: Mocha.Context) => Promi
       const source = randomStream(LARGE);
       const info = await store.put(key, source.stream);
       expect(info.size).to.equal(LARGE);
-      expect(harness.multipartRequests?.(key) ?? null).to.deep.equal(harness.multipartRequests ? { created: 1, parts: 3, completed: 1, aborted: 0 } : null);
+      expect(harness.multipartRequests?.(key) ?? null).to.deep.equal(
+        harness.multipartRequests ? { created: 1, parts: 3, completed: 1, aborted: 0 } : null,
+      );
       const got = await store.getStream(key);
       expect(got.info.size).to.equal(LARGE);
       expect(await sha256(got.stream)).to.equal(source.digest());
@@ -323,7 +332,9 @@ describe('FsStore specifics', () => {
       const store = new FsStore(${JSON.stringify(dir)});
       async function* forever() { for (;;) { yield Buffer.alloc(65536, 7); await new Promise((r) => setTimeout(r, 5)); } }
       await store.put('crash/victim', Readable.from(forever()));`;
-    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
     let stderr = '';
     child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
     try {
@@ -426,7 +437,9 @@ describe('S3Store specifics', () => {
     });
     await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
     const { port } = silent.address() as { port: number };
-    const store = openStore(`s3://b1x?endpoint=http://127.0.0.1:${port}&accessKeyId=a&secretAccessKey=b&timeoutMs=300`, { s3: { maxAttempts: 1 } });
+    const store = openStore(`s3://b1x?endpoint=http://127.0.0.1:${port}&accessKeyId=a&secretAccessKey=b&timeoutMs=300`, {
+      s3: { maxAttempts: 1 },
+    });
     try {
       await expectCode(store.head('k'), 'ORIGIN_UNAVAILABLE');
       await expectCode(store.getStream('k'), 'ORIGIN_UNAVAILABLE');

@@ -11,7 +11,11 @@ describe('storage/keys', () => {
     const bad: unknown[] = ['', '/etc/passwd', '../x', 'a/../b', 'a/./b', 'a//b', 'a/', 'a b', 'a\\b', 'ä', 'x'.repeat(600), 7, null];
     for (const key of bad) {
       let caught: unknown;
-      try { validateKey(key); } catch (err) { caught = err; }
+      try {
+        validateKey(key);
+      } catch (err) {
+        caught = err;
+      }
       expect(isKdnError(caught, 'INVALID_KEY'), `key ${JSON.stringify(key)}`).to.equal(true);
     }
   });

@@ -37,7 +37,9 @@ describe('storage/open-store', () => {
   });
 
   it('opens s3:// URLs with prefix, region and path style, and never shows secrets in its description', () => {
-    const store = openStore('s3://my-bucket/some/prefix?endpoint=http://127.0.0.1:9000&region=eu-west-1&accessKeyId=AKID&secretAccessKey=TOPSECRET&sessionToken=TOKEN&forcePathStyle=true&timeoutMs=2500');
+    const store = openStore(
+      's3://my-bucket/some/prefix?endpoint=http://127.0.0.1:9000&region=eu-west-1&accessKeyId=AKID&secretAccessKey=TOPSECRET&sessionToken=TOKEN&forcePathStyle=true&timeoutMs=2500',
+    );
     expect(store).to.be.instanceOf(S3Store);
     expect(store.description).to.equal('s3://my-bucket/some/prefix/?endpoint=http://127.0.0.1:9000&region=eu-west-1');
     expect(store.description).to.not.match(/TOPSECRET|TOKEN|AKID/);
@@ -47,7 +49,7 @@ describe('storage/open-store', () => {
     void plain.close();
   });
 
-  it('signs for the region in AWS_REGION when the URL names none (the URL\'s region wins)', async () => {
+  it("signs for the region in AWS_REGION when the URL names none (the URL's region wins)", async () => {
     const scopes: string[] = [];
     const server = createServer((req, res) => {
       scopes.push(/Credential=[^/]+\/\d+\/([^/]+)\/s3\//.exec(req.headers.authorization ?? '')?.[1] ?? 'unsigned');
@@ -103,7 +105,9 @@ describe('storage/open-store', () => {
       expect(isKdnError(caught, 'INVALID_ARGUMENT'), `URL ${JSON.stringify(url)} gave ${String(caught)}`).to.equal(true);
       const err = caught as { message: string; hint?: string };
       expect(err.message, url).to.not.include('TOPSECRET');
-      expect(err.hint, url).to.match(/file:\.\/data/).and.match(/s3:\/\/bucket/);
+      expect(err.hint, url)
+        .to.match(/file:\.\/data/)
+        .and.match(/s3:\/\/bucket/);
     }
   });
 

@@ -62,7 +62,11 @@ export async function startRadosgw(bucket = 'kdn-test'): Promise<RunningRadosgw>
     } finally {
       client.destroy();
     }
-    const query = new URLSearchParams({ endpoint: started.endpoint, accessKeyId: started.accessKeyId, secretAccessKey: started.secretAccessKey });
+    const query = new URLSearchParams({
+      endpoint: started.endpoint,
+      accessKeyId: started.accessKeyId,
+      secretAccessKey: started.secretAccessKey,
+    });
     return { ...started, bucket, url: `s3://${bucket}?${query.toString()}`, stop };
   } catch (err) {
     await stop();

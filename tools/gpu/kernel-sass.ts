@@ -45,7 +45,13 @@ function probeIntoPrivateCache(): string {
   const dir = mkdtempSync(join(tmpdir(), 'kdn-shader-cache-'));
   const child = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url)], {
     stdio: 'inherit',
-    env: { ...process.env, [CHILD]: '1', __GL_SHADER_DISK_CACHE: '1', __GL_SHADER_DISK_CACHE_PATH: dir, __GL_SHADER_DISK_CACHE_SKIP_CLEANUP: '1' },
+    env: {
+      ...process.env,
+      [CHILD]: '1',
+      __GL_SHADER_DISK_CACHE: '1',
+      __GL_SHADER_DISK_CACHE_PATH: dir,
+      __GL_SHADER_DISK_CACHE_SKIP_CLEANUP: '1',
+    },
   });
   if (child.status !== 0) throw new Error(`the device probe failed (exit ${child.status})`);
   return dir;
@@ -134,7 +140,8 @@ const sass = cacheFiles(cache)
   .map(objectSass)
   .filter((s): s is string => s !== null);
 const names = values.cache ? [] : tensorKernelNames();
-if (!values.cache && sass.length !== names.length) console.error(`found ${sass.length} code objects for ${names.length} kernels; named by order`);
+if (!values.cache && sass.length !== names.length)
+  console.error(`found ${sass.length} code objects for ${names.length} kernels; named by order`);
 mkdirSync(values.out, { recursive: true });
 const summary: Record<string, Record<string, number>> = {};
 console.error(`disassembled ${sass.length} objects after ${((Date.now() - started) / 1000).toFixed(1)} s`);
@@ -143,7 +150,7 @@ sass.forEach((text, i) => {
   writeFileSync(join(values.out, `${name.replaceAll(' ', '-')}.sass`), text);
   summary[name] = summarize(text);
 });
-writeFileSync(join(values.out, 'summary.json'), JSON.stringify(summary, null, 1) + '\n');
+writeFileSync(join(values.out, 'summary.json'), `${JSON.stringify(summary, null, 1)}\n`);
 console.log(JSON.stringify(summary, null, 1));
 rmSync(scratch, { recursive: true, force: true });
 if (!values.cache) rmSync(cache, { recursive: true, force: true });

@@ -39,7 +39,10 @@ function writeAtomically(file: string, value: unknown): void {
 }
 
 const filesOf = (folder: string, prefix: string): string[] =>
-  readdirSync(folder).filter((name) => name.startsWith(prefix) && name.endsWith('.json')).sort().map((name) => join(folder, name));
+  readdirSync(folder)
+    .filter((name) => name.startsWith(prefix) && name.endsWith('.json'))
+    .sort()
+    .map((name) => join(folder, name));
 
 const revision = (source: Source): { commit: string; uncommittedChanges?: true } =>
   source.uncommittedChanges ? { commit: source.commit, uncommittedChanges: true } : { commit: source.commit };
@@ -68,7 +71,10 @@ function main(folder: string | undefined): void {
   const source = readJson<Source>(join(folder, 'source.json'));
   let merged = 0;
   const benchmarks = [
-    ['ttft-gpu-', 'ttft-gpu'], ['engine-gpu-', 'engine-gpu'], ['delivery-gpu-', 'delivery-gpu'], ['ttft-delivery-gpu-', 'ttft-delivery-gpu'],
+    ['ttft-gpu-', 'ttft-gpu'],
+    ['engine-gpu-', 'engine-gpu'],
+    ['delivery-gpu-', 'delivery-gpu'],
+    ['ttft-delivery-gpu-', 'ttft-delivery-gpu'],
     ['load-gpu', 'load-gpu'],
   ] as const;
   for (const [prefix, name] of benchmarks) {

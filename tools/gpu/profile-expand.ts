@@ -46,12 +46,21 @@ function table(bitsOf: (j: number) => number): TransformTable {
   for (let s = 0; s < slots; s++) for (let j = 0; j < headDim; j++) basis[(s * headDim + j) * headDim + j] = 1;
   const perSlot = slots * headDim;
   return serializeTransformTable({
-    modelFingerprint: 'profile', layers: 1, kvHeads, headDim, mean: new Float32Array(perSlot), basis,
-    levels: [{
-      name: 'l0', targetBits: 4,
-      bits: Uint8Array.from({ length: perSlot }, (_, i) => Math.min(bitsOf(Math.round(((i % headDim) * 128) / headDim)), 16)),
-      step: new Float32Array(perSlot).fill(0.01), offset: new Float32Array(perSlot).fill(-0.5),
-    }],
+    modelFingerprint: 'profile',
+    layers: 1,
+    kvHeads,
+    headDim,
+    mean: new Float32Array(perSlot),
+    basis,
+    levels: [
+      {
+        name: 'l0',
+        targetBits: 4,
+        bits: Uint8Array.from({ length: perSlot }, (_, i) => Math.min(bitsOf(Math.round(((i % headDim) * 128) / headDim)), 16)),
+        step: new Float32Array(perSlot).fill(0.01),
+        offset: new Float32Array(perSlot).fill(-0.5),
+      },
+    ],
   });
 }
 

@@ -44,7 +44,10 @@ const scratch = new ForwardScratch(ctx, c);
 scratch.ensure(Math.max(question, chunk), 1);
 const capacity = Math.max(context + question, chunk);
 // Attention reads only rows below its position, so the cache's contents (zeros) do not change the work.
-const cache = new GpuKVCache(ctx, capacity, c.layers, c.kvHeads * c.headDim, { pool: new KvBufferPool(ctx), beforeDispose: () => undefined });
+const cache = new GpuKVCache(ctx, capacity, c.layers, c.kvHeads * c.headDim, {
+  pool: new KvBufferPool(ctx),
+  beforeDispose: () => undefined,
+});
 const grow = ctx.recorder();
 cache.reserve(capacity, () => grow);
 await grow.submit();

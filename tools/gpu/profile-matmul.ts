@@ -35,7 +35,12 @@ const shapes: Record<string, [number, number]> = {
 // Values only set the magnitudes: a cheap deterministic pattern in [-0.05, 0.05).
 const pattern = (n: number): Float32Array => Float32Array.from({ length: n }, (_, i) => (((i * 2654435761) >>> 0) / 2 ** 32 - 0.5) * 0.1);
 const matrices = Object.fromEntries(
-  await Promise.all(Object.entries(shapes).map(async ([name, [rows, cols]]) => [name, await uploadMatrixF16(ctx, { shape: [rows, cols], data: pattern(rows * cols) }, name)] as const)),
+  await Promise.all(
+    Object.entries(shapes).map(
+      async ([name, [rows, cols]]) =>
+        [name, await uploadMatrixF16(ctx, { shape: [rows, cols], data: pattern(rows * cols) }, name)] as const,
+    ),
+  ),
 );
 const maxRows = Math.max(...rowCounts);
 const widest = Math.max(c.hiddenSize, c.intermediateSize, qDim);

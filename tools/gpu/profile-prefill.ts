@@ -55,7 +55,13 @@ const outputs = { q, k, v: k, o: h, gate, up: up, down: x };
 for (const name of Object.keys(matmuls) as (keyof typeof matmuls)[]) {
   perLayer[`matmul_${name}`] = await timeMatmul(ctx, reps, { x: inputs[name], w: matmuls[name], y: outputs[name], m: n });
 }
-perLayer.rmsnorm_x2 = { ms: 2 * (await timeRecorded(ctx, reps, (rec) => recordRmsNorm(ctx, rec, { x, weight: lw.inputNorm, out: h, rows: n, n: c.hiddenSize, eps: c.rmsNormEps }))) };
+perLayer.rmsnorm_x2 = {
+  ms:
+    2 *
+    (await timeRecorded(ctx, reps, (rec) =>
+      recordRmsNorm(ctx, rec, { x, weight: lw.inputNorm, out: h, rows: n, n: c.hiddenSize, eps: c.rmsNormEps }),
+    )),
+};
 perLayer.rope_qk = {
   ms: await timeRecorded(ctx, reps, (rec) => {
     recordRope(ctx, rec, { x: q, invFreq: w.invFreq, tokens: n, heads: c.heads, headDim: c.headDim, posBase: 0 });
@@ -68,7 +74,18 @@ let attentionMs = 0;
 const attentionByChunk: Record<string, number> = {};
 for (let pos = 0; pos < total; pos += n) {
   const ms = await timeRecorded(ctx, reps, (rec) =>
-    recordAttention(ctx, rec, { q, cacheK, cacheV, out: attn, tokens: n, heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, posBase: pos, window: null }),
+    recordAttention(ctx, rec, {
+      q,
+      cacheK,
+      cacheV,
+      out: attn,
+      tokens: n,
+      heads: c.heads,
+      kvHeads: c.kvHeads,
+      headDim: c.headDim,
+      posBase: pos,
+      window: null,
+    }),
   );
   attentionByChunk[`pos_${pos}`] = ms;
   attentionMs += ms;
@@ -77,9 +94,19 @@ const lmHeadMs = (await timeMatmul(ctx, reps, { x: h, w: w.lmHead, y: logits, m:
 const chunks = Math.ceil(total / n);
 const layerChunkMs = Object.values(perLayer).reduce((s, v) => s + v.ms, 0);
 const estimate = {
-  matmul_ms: chunks * c.layers * Object.entries(perLayer).filter(([k2]) => k2.startsWith('matmul')).reduce((s, [, v]) => s + v.ms, 0),
+  matmul_ms:
+    chunks *
+    c.layers *
+    Object.entries(perLayer)
+      .filter(([k2]) => k2.startsWith('matmul'))
+      .reduce((s, [, v]) => s + v.ms, 0),
   attention_ms: c.layers * attentionMs,
-  other_ms: chunks * c.layers * Object.entries(perLayer).filter(([k2]) => !k2.startsWith('matmul')).reduce((s, [, v]) => s + v.ms, 0),
+  other_ms:
+    chunks *
+    c.layers *
+    Object.entries(perLayer)
+      .filter(([k2]) => !k2.startsWith('matmul'))
+      .reduce((s, [, v]) => s + v.ms, 0),
   lm_head_ms: lmHeadMs,
   total_ms: chunks * c.layers * layerChunkMs + c.layers * attentionMs + lmHeadMs,
 };
@@ -87,5 +114,20 @@ const kernels =
   ctx.features.subgroupMatrix && w.precision === 'f16'
     ? `subgroup-matrix (tensor core, ${ctx.features.subgroupMatrix.syntax})`
     : `portable (${ctx.features.subgroupMatrixAbsence ?? `${w.precision} weights`})`;
-console.log(JSON.stringify({ device: ctx.description, kernels, shape, tokens: total, chunk: n, perLayerPerChunk: perLayer, attentionPerLayerByChunk: attentionByChunk, estimate }, null, 1));
+console.log(
+  JSON.stringify(
+    {
+      device: ctx.description,
+      kernels,
+      shape,
+      tokens: total,
+      chunk: n,
+      perLayerPerChunk: perLayer,
+      attentionPerLayerByChunk: attentionByChunk,
+      estimate,
+    },
+    null,
+    1,
+  ),
+);
 ctx.dispose();

@@ -18,7 +18,10 @@ import { openDevice } from '../../engine-adapter/webgpu/device.ts';
 import { GpuContext } from '../../engine-adapter/webgpu/gpu-context.ts';
 import { uploadWeights } from '../../engine-adapter/webgpu/gpu-weights.ts';
 import { recordAttention, recordAttentionPortable } from '../../engine-adapter/webgpu/kernels/attention.ts';
-import { recordAttentionSubgroupMatrix, subgroupMatrixAttentionFits } from '../../engine-adapter/webgpu/kernels/attention-subgroup-matrix.ts';
+import {
+  recordAttentionSubgroupMatrix,
+  subgroupMatrixAttentionFits,
+} from '../../engine-adapter/webgpu/kernels/attention-subgroup-matrix.ts';
 import { createWebGPUBackend } from '../../engine-adapter/webgpu/webgpu-backend.ts';
 import { codecFromString, encodeKVObject, readKVHeader } from '../../storage/kv-object/index.ts';
 import { openLayerBlock } from '../../storage/kv-object/layer-block.ts';
@@ -60,11 +63,25 @@ function chunkBlocks(codec: CodecName): { header: KVHeader; blocks: KVLayerBlock
     }
     return { keys, values: vals };
   });
-  const kv: KVTensors = { layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim, tokens: chunk, positionBase: 0, ropeApplied: true, perLayer };
-  const bytes = encodeKVObject(kv, { modelFingerprint: 'profile', tokenIds: new Array<number>(chunk).fill(1), codec: codecFromString(codec) });
+  const kv: KVTensors = {
+    layers: c.layers,
+    kvHeads: c.kvHeads,
+    headDim: c.headDim,
+    tokens: chunk,
+    positionBase: 0,
+    ropeApplied: true,
+    perLayer,
+  };
+  const bytes = encodeKVObject(kv, {
+    modelFingerprint: 'profile',
+    tokenIds: new Array<number>(chunk).fill(1),
+    codec: codecFromString(codec),
+  });
   const header = readKVHeader(bytes);
   const start = bytes.length - header.layerOffsets[c.layers]!;
-  const blocks = Array.from({ length: c.layers }, (_, l) => openLayerBlock(header, l, bytes.subarray(start + header.layerOffsets[l]!, start + header.layerOffsets[l + 1]!)));
+  const blocks = Array.from({ length: c.layers }, (_, l) =>
+    openLayerBlock(header, l, bytes.subarray(start + header.layerOffsets[l]!, start + header.layerOffsets[l + 1]!)),
+  );
   return { header, blocks, bytes: bytes.length };
 }
 
@@ -142,9 +159,14 @@ for (const context of contexts) {
   variants.portable_chosen_splits = await timeRecorded(ctx, reps, (rec) => recordAttentionPortable(ctx, rec, a));
   if (subgroupMatrixAttentionFits(ctx, a)) {
     variants.tensor_cores_no_split = await timeRecorded(ctx, reps, (rec) => recordAttentionSubgroupMatrix(ctx, rec, { ...a, splits: 1 }));
-    for (const splits of [4, 16, 32]) variants[`tensor_cores_${splits}_splits`] = await timeRecorded(ctx, reps, (rec) => recordAttentionSubgroupMatrix(ctx, rec, { ...a, splits }));
+    for (const splits of [4, 16, 32])
+      variants[`tensor_cores_${splits}_splits`] = await timeRecorded(ctx, reps, (rec) =>
+        recordAttentionSubgroupMatrix(ctx, rec, { ...a, splits }),
+      );
   }
   kernels[`attention_per_layer_ms_at_${context}`] = variants;
 }
-console.log(JSON.stringify({ device: ctx.description, backend: backend.device, shape, question, chunk, setupSeconds, runs, kernels }, null, 1));
+console.log(
+  JSON.stringify({ device: ctx.description, backend: backend.device, shape, question, chunk, setupSeconds, runs, kernels }, null, 1),
+);
 ctx.dispose();

@@ -34,7 +34,8 @@ async function timed(run: (block: number) => Promise<void>, block: number): Prom
 
 const strategies: Record<string, (block: number) => Promise<void>> = {
   async writeBuffer(block) {
-    for (let moved = 0; moved < total; moved += block) device.queue.writeBuffer(dst, moved % (64 * MiB - block + 1) & ~255, source.buffer, 0, block);
+    for (let moved = 0; moved < total; moved += block)
+      device.queue.writeBuffer(dst, (moved % (64 * MiB - block + 1)) & ~255, source.buffer, 0, block);
     await device.queue.onSubmittedWorkDone();
   },
   async mappedAtCreation(block) {
@@ -43,14 +44,16 @@ const strategies: Record<string, (block: number) => Promise<void>> = {
       new Uint8Array(staging.getMappedRange()).set(source.subarray(0, block));
       staging.unmap();
       const encoder = device.createCommandEncoder();
-      encoder.copyBufferToBuffer(staging, 0, dst, moved % (64 * MiB - block + 1) & ~255, block);
+      encoder.copyBufferToBuffer(staging, 0, dst, (moved % (64 * MiB - block + 1)) & ~255, block);
       device.queue.submit([encoder.finish()]);
       staging.destroy();
     }
     await device.queue.onSubmittedWorkDone();
   },
   async mapAsyncPool(block) {
-    const pool = Array.from({ length: 4 }, () => device.createBuffer({ size: block, usage: MAP_WRITE | Usage.COPY_SRC, mappedAtCreation: true }));
+    const pool = Array.from({ length: 4 }, () =>
+      device.createBuffer({ size: block, usage: MAP_WRITE | Usage.COPY_SRC, mappedAtCreation: true }),
+    );
     let i = 0;
     for (let moved = 0; moved < total; moved += block, i++) {
       const staging = pool[i % pool.length]!;
@@ -58,7 +61,7 @@ const strategies: Record<string, (block: number) => Promise<void>> = {
       new Uint8Array(staging.getMappedRange()).set(source.subarray(0, block));
       staging.unmap();
       const encoder = device.createCommandEncoder();
-      encoder.copyBufferToBuffer(staging, 0, dst, moved % (64 * MiB - block + 1) & ~255, block);
+      encoder.copyBufferToBuffer(staging, 0, dst, (moved % (64 * MiB - block + 1)) & ~255, block);
       device.queue.submit([encoder.finish()]);
     }
     await device.queue.onSubmittedWorkDone();

@@ -8,7 +8,13 @@
  */
 import { causalScores, type AttentionShape } from './attention.ts';
 
-export function attentionMass(out: Float32Array, q: Float32Array, positions: ArrayLike<number>, keys: Float32Array, shape: AttentionShape): void {
+export function attentionMass(
+  out: Float32Array,
+  q: Float32Array,
+  positions: ArrayLike<number>,
+  keys: Float32Array,
+  shape: AttentionShape,
+): void {
   const { tokens, heads, kvHeads, headDim, slidingWindow } = shape;
   const group = heads / kvHeads;
   const scale = 1 / Math.sqrt(headDim);

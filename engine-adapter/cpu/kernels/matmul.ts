@@ -45,8 +45,14 @@ function block4x2(
   const x3 = x2 + k;
   const wa = n * k;
   const wb = wa + k;
-  let a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-  let b0 = 0, b1 = 0, b2 = 0, b3 = 0;
+  let a0 = 0,
+    a1 = 0,
+    a2 = 0,
+    a3 = 0;
+  let b0 = 0,
+    b1 = 0,
+    b2 = 0,
+    b3 = 0;
   for (let i = 0; i < k; i++) {
     const va = w[wa + i]!;
     const vb = w[wb + i]!;
@@ -54,8 +60,14 @@ function block4x2(
     const v1 = x[x1 + i]!;
     const v2 = x[x2 + i]!;
     const v3 = x[x3 + i]!;
-    a0 += v0 * va; a1 += v1 * va; a2 += v2 * va; a3 += v3 * va;
-    b0 += v0 * vb; b1 += v1 * vb; b2 += v2 * vb; b3 += v3 * vb;
+    a0 += v0 * va;
+    a1 += v1 * va;
+    a2 += v2 * va;
+    a3 += v3 * va;
+    b0 += v0 * vb;
+    b1 += v1 * vb;
+    b2 += v2 * vb;
+    b3 += v3 * vb;
   }
   const ba = bias ? bias[n]! : 0;
   const bb = bias ? bias[n + 1]! : 0;

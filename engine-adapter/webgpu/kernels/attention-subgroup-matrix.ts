@@ -36,7 +36,11 @@ export function recordAttentionSubgroupMatrix(ctx: GpuContext, rec: Recorder, a:
     throw new KdnError('INTERNAL', `subgroup-matrix attention cannot take headDim ${a.headDim}, ${a.tokens} tokens on this adapter`);
   }
   const slots = slotBindings(a);
-  const defines = [...(sm.syntax === 'template-arg' ? ['SGMAT_TEMPLATE'] : []), ...(a.headDim === 128 ? ['HEAD_DIM_128'] : []), ...slots.defines];
+  const defines = [
+    ...(sm.syntax === 'template-arg' ? ['SGMAT_TEMPLATE'] : []),
+    ...(a.headDim === 128 ? ['HEAD_DIM_128'] : []),
+    ...slots.defines,
+  ];
   const rows = a.tokens * (a.heads / a.kvHeads);
   const grid = [Math.ceil(rows / WG_ROWS), a.kvHeads];
   // A short query over long KV (a question after injected context) would leave most of the GPU idle: split the keys.
@@ -47,6 +51,11 @@ export function recordAttentionSubgroupMatrix(ctx: GpuContext, rec: Recorder, a:
     return;
   }
   const part = splitParts(ctx, rec, splits, a.tokens * a.heads, a.headDim);
-  rec.dispatch(ctx.pipeline({ url: URL_, defines: [...defines, 'SPLIT'] }), params, [a.q, a.cacheK, a.cacheV, part.acc, part.stats, ...slots.buffers], [...grid, splits]);
+  rec.dispatch(
+    ctx.pipeline({ url: URL_, defines: [...defines, 'SPLIT'] }),
+    params,
+    [a.q, a.cacheK, a.cacheV, part.acc, part.stats, ...slots.buffers],
+    [...grid, splits],
+  );
   part.combine(a.out);
 }

@@ -51,9 +51,13 @@ export function recordAttention(ctx: GpuContext, rec: Recorder, a: AttentionArgs
 /** The portable flash-attention kernel (with flash-decoding splits for few rows over long KV). */
 export function recordAttentionPortable(ctx: GpuContext, rec: Recorder, a: AttentionArgs): void {
   if (a.headDim > MAX_HEAD_DIM || a.heads % a.kvHeads !== 0) {
-    throw new KdnError('MODEL_UNSUPPORTED', `Attention with headDim ${a.headDim}, ${a.heads} heads over ${a.kvHeads} KV heads is not supported.`, {
-      hint: `headDim must be at most ${MAX_HEAD_DIM} and heads a multiple of KV heads.`,
-    });
+    throw new KdnError(
+      'MODEL_UNSUPPORTED',
+      `Attention with headDim ${a.headDim}, ${a.heads} heads over ${a.kvHeads} KV heads is not supported.`,
+      {
+        hint: `headDim must be at most ${MAX_HEAD_DIM} and heads a multiple of KV heads.`,
+      },
+    );
   }
   const bk = keysPerTile(a.headDim);
   const constants = { BK: bk, TILE: bk * a.headDim, DOTS: ROWS_PER_WORKGROUP * 4 * bk };
@@ -65,7 +69,12 @@ export function recordAttentionPortable(ctx: GpuContext, rec: Recorder, a: Atten
   params.u32(splits);
   const grid = [Math.ceil(rows / ROWS_PER_WORKGROUP), a.kvHeads, splits];
   if (splits === 1) {
-    rec.dispatch(ctx.pipeline({ url: URL_, defines: slots.defines, constants }), params, [a.q, a.cacheK, a.cacheV, a.out, ...slots.buffers], grid);
+    rec.dispatch(
+      ctx.pipeline({ url: URL_, defines: slots.defines, constants }),
+      params,
+      [a.q, a.cacheK, a.cacheV, a.out, ...slots.buffers],
+      grid,
+    );
     return;
   }
   const part = splitParts(ctx, rec, splits, a.tokens * a.heads, a.headDim);

@@ -4,7 +4,11 @@ import type { GpuMatrix } from '../gpu-matrix.ts';
 const URL_ = new URL('./embedding.wgsl', import.meta.url);
 
 /** out[t][:] = table row ids[t]; ids must already be checked against the vocabulary. */
-export function recordEmbedding(ctx: GpuContext, rec: Recorder, a: { ids: GPUBuffer; table: GpuMatrix; out: GPUBuffer; tokens: number }): void {
+export function recordEmbedding(
+  ctx: GpuContext,
+  rec: Recorder,
+  a: { ids: GPUBuffer; table: GpuMatrix; out: GPUBuffer; tokens: number },
+): void {
   const { table } = a;
   const pipeline = ctx.pipeline({ url: URL_, defines: table.f16 ? ['F16_WEIGHTS'] : [] });
   const params = new Params().u32(a.tokens).u32(table.cols).u32(table.rowWords);

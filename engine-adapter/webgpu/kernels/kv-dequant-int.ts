@@ -37,6 +37,11 @@ export function recordKvDequantInt(ctx: GpuContext, rec: Recorder, a: KvDequantI
       .u32(s.valueCodes);
   const pipeline = ctx.pipeline({ url: URL_, constants: { BITS: a.bits } });
   inJobRuns(a.jobs, (run) => {
-    rec.dispatch(pipeline, withJobs(header(), run, (j) => [j.srcOffset, j.dstOffset, 0, 0]), [a.src, a.keys, a.values], [...ctx.grid(n, 256), run.length]);
+    rec.dispatch(
+      pipeline,
+      withJobs(header(), run, (j) => [j.srcOffset, j.dstOffset, 0, 0]),
+      [a.src, a.keys, a.values],
+      [...ctx.grid(n, 256), run.length],
+    );
   });
 }

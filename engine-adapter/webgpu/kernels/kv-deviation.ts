@@ -9,7 +9,17 @@ const URL_ = new URL('./kv-deviation.wgsl', import.meta.url);
 export function recordKvDeviation(
   ctx: GpuContext,
   rec: Recorder,
-  a: { k: GPUBuffer; v: GPUBuffer; cacheK: GPUBuffer; cacheV: GPUBuffer; rows: number; rowSize: number; position: number; out: GPUBuffer; outOffset: number },
+  a: {
+    k: GPUBuffer;
+    v: GPUBuffer;
+    cacheK: GPUBuffer;
+    cacheV: GPUBuffer;
+    rows: number;
+    rowSize: number;
+    position: number;
+    out: GPUBuffer;
+    outOffset: number;
+  },
 ): void {
   const params = new Params().u32(a.rows).u32(a.rowSize).u32(a.position).u32(a.outOffset);
   rec.dispatch(ctx.pipeline({ url: URL_ }), params, [a.k, a.v, a.cacheK, a.cacheV, a.out], ctx.grid(a.rows, 1));

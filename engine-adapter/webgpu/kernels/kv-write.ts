@@ -9,10 +9,22 @@ const URL_ = new URL('./kv-write.wgsl', import.meta.url);
 export function recordKvWrite(
   ctx: GpuContext,
   rec: Recorder,
-  a: { k: GPUBuffer; v: GPUBuffer; cacheK: GPUBuffer; cacheV: GPUBuffer; tokens: number; rowSize: number; position: number; slots?: GPUBuffer },
+  a: {
+    k: GPUBuffer;
+    v: GPUBuffer;
+    cacheK: GPUBuffer;
+    cacheV: GPUBuffer;
+    tokens: number;
+    rowSize: number;
+    position: number;
+    slots?: GPUBuffer;
+  },
 ): void {
   const count = a.tokens * a.rowSize;
-  const params = new Params().u32(count).u32(a.position * a.rowSize).u32(a.rowSize);
+  const params = new Params()
+    .u32(count)
+    .u32(a.position * a.rowSize)
+    .u32(a.rowSize);
   const pipeline = ctx.pipeline({ url: URL_, defines: a.slots ? ['SLOTS'] : [] });
   const buffers = [a.k, a.v, a.cacheK, a.cacheV, ...(a.slots ? [a.slots] : [])];
   rec.dispatch(pipeline, params, buffers, ctx.grid(count, 256));

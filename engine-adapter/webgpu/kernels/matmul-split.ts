@@ -29,13 +29,23 @@ export function chooseKSplit(tiles: number, k: number, tileK: number, target: nu
 }
 
 /** y = the sum of `parts` parts of `count` outputs. */
-export function recordSplitReduce(ctx: GpuContext, rec: Recorder, a: { part: GPUBuffer; y: GPUBuffer; count: number; parts: number }): void {
+export function recordSplitReduce(
+  ctx: GpuContext,
+  rec: Recorder,
+  a: { part: GPUBuffer; y: GPUBuffer; count: number; parts: number },
+): void {
   rec.dispatch(ctx.pipeline({ url: REDUCE }), new Params().u32(a.count).u32(a.parts), [a.part, a.y], ctx.grid(a.count, 256));
 }
 
 /** The uniforms every matmul kernel (matvec, tiled, tensor-core) starts with. */
 export function matmulParams(a: MatmulArgs, kPer: number = a.w.cols): Params {
-  return new Params().u32(a.m).u32(a.w.rows).u32(a.w.cols).u32(a.w.rowWords).u32(a.bias ? 1 : 0).u32(kPer);
+  return new Params()
+    .u32(a.m)
+    .u32(a.w.rows)
+    .u32(a.w.cols)
+    .u32(a.w.rowWords)
+    .u32(a.bias ? 1 : 0)
+    .u32(kPer);
 }
 
 /** The K split for `a` on a grid of `tiles` workgroups: as asked (kParts), else chosen for `target`. */
@@ -49,7 +59,14 @@ export function kSplitFor(a: MatmulArgs, tiles: number, tileK: number, target: n
  * Dispatches `kernel` (a matmul WGSL taking `defines`) over `grid` x the split's parts; a split writes the parts to
  * the shared part buffer and reduces them into y.
  */
-export function recordSplitMatmul(ctx: GpuContext, rec: Recorder, a: MatmulArgs, kernel: { url: URL; defines: string[] }, grid: [number, number], split: KSplit): void {
+export function recordSplitMatmul(
+  ctx: GpuContext,
+  rec: Recorder,
+  a: MatmulArgs,
+  kernel: { url: URL; defines: string[] },
+  grid: [number, number],
+  split: KSplit,
+): void {
   if (split.parts === 1) {
     rec.dispatch(ctx.pipeline(kernel), matmulParams(a, split.kPer), [a.x, a.w.buffer, a.bias ?? ctx.dummy, a.y], grid);
     return;

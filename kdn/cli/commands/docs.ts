@@ -23,7 +23,9 @@ export function register(program: Command): void {
       print(flags, list, () =>
         list.documents.length === 0
           ? `no documents in namespace "${list.namespace}"`
-          : list.documents.map((d) => `${d.id}  ${d.title}  ${d.chunks} chunks, ${d.tokens} tokens, ${formatBytes(d.bytes)} ${d.codec}`).join('\n'),
+          : list.documents
+              .map((d) => `${d.id}  ${d.title}  ${d.chunks} chunks, ${d.tokens} tokens, ${formatBytes(d.bytes)} ${d.codec}`)
+              .join('\n'),
       );
     });
 
@@ -32,8 +34,16 @@ export function register(program: Command): void {
     .option('--json', 'print JSON')
     .action(async (id: string, flags: DocsFlags) => {
       const doc = (await clientFor(flags).document(id, flags.namespace)) as {
-        id: string; title: string; codec: string; tokens: number; bytes: number;
-        chunks: { index: number; tokens: number; independent: { bytes: number; cached?: { tier?: string | null; edge?: string | null; error?: string } } }[];
+        id: string;
+        title: string;
+        codec: string;
+        tokens: number;
+        bytes: number;
+        chunks: {
+          index: number;
+          tokens: number;
+          independent: { bytes: number; cached?: { tier?: string | null; edge?: string | null; error?: string } };
+        }[];
       };
       print(flags, doc, () =>
         [
@@ -50,7 +60,10 @@ export function register(program: Command): void {
     .option('--namespace <name>', 'namespace (default "default")')
     .option('--json', 'print JSON')
     .action(async (id: string, flags: DocsFlags) => {
-      const result = (await clientFor(flags).deleteDocument(id, flags.namespace)) as { deleted: { id: string; title: string }; objects: { deleted: number } };
+      const result = (await clientFor(flags).deleteDocument(id, flags.namespace)) as {
+        deleted: { id: string; title: string };
+        objects: { deleted: number };
+      };
       print(flags, result, () => `deleted ${result.deleted.title} (${result.deleted.id}), ${result.objects.deleted} KV objects removed`);
     });
 }

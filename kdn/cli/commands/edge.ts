@@ -67,12 +67,18 @@ export function register(program: Command): void {
     .option('--memory <size>', `memory tier budget like 512MiB, 0 disables (env ${EDGE_ENV.memoryBytes}; default 512MiB)`)
     .option('--disk <size>', `disk tier budget like 4GiB, 0 disables (env ${EDGE_ENV.diskBytes}; default 4GiB)`)
     .option('--disk-path <dir>', `disk tier folder, one per edge (env ${EDGE_ENV.diskPath}; default ~/.cache/kdn/edge)`)
-    .option('--shm-dir <dir>', `tmpfs folder (e.g. /dev/shm) to mirror the memory tier in for same-host kdn (env ${EDGE_ENV.shmDir}; default off)`)
+    .option(
+      '--shm-dir <dir>',
+      `tmpfs folder (e.g. /dev/shm) to mirror the memory tier in for same-host kdn (env ${EDGE_ENV.shmDir}; default off)`,
+    )
     .option('--origin <url>', `origin store: file:/path or s3://bucket/prefix?endpoint=... (env ${EDGE_ENV.originUrl}; required)`)
     .option('--negative-ttl <ms>', `how long origin misses are remembered (env ${EDGE_ENV.negativeTtlMs}; default 2000)`)
     .option('--origin-timeout <ms>', `bound on one origin request (env ${EDGE_ENV.originTimeoutMs}; default 5000)`)
     .option('--max-body <size>', `largest PUT body (env ${EDGE_ENV.maxBodyBytes}; default 1GiB)`)
-    .option('--edge-secret <secret>', `secret shared with kdn, which signs every request with it (env ${EDGE_ENV.secret}; required unless --insecure-no-auth); other local users see flags, prefer the file or env`)
+    .option(
+      '--edge-secret <secret>',
+      `secret shared with kdn, which signs every request with it (env ${EDGE_ENV.secret}; required unless --insecure-no-auth); other local users see flags, prefer the file or env`,
+    )
     .option('--edge-secret-file <file>', `file (mode 0600) holding the edge secret (env ${EDGE_ENV.secretFile})`)
     .option('--insecure-no-auth', `answer requests without a kdn token: trusted test networks only (env ${EDGE_ENV.insecureNoAuth})`)
     .option('--public-metrics', `leave /stats and /metrics open without a token (env ${EDGE_ENV.publicMetrics})`)

@@ -15,7 +15,8 @@ interface GenerateFlags {
 function numberFlag(name: string, integer: boolean): (value: string) => number {
   return (value) => {
     const n = Number(value);
-    if (!Number.isFinite(n) || (integer && !Number.isInteger(n))) throw new InvalidArgumentError(`${name} must be ${integer ? 'an integer' : 'a number'}`);
+    if (!Number.isFinite(n) || (integer && !Number.isInteger(n)))
+      throw new InvalidArgumentError(`${name} must be ${integer ? 'an integer' : 'a number'}`);
     return n;
   };
 }

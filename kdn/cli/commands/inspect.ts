@@ -82,6 +82,6 @@ export function register(program: Command): void {
     .description('print a KV object header as JSON (codec, level, size vs fp16) and verify its checksums')
     .argument('<file>', 'KV object file')
     .option('--table <file>', 'transform table file to check a transform object against')
-    .option('--origin <url>', 'origin to fetch a transform object\'s table from (file:/path or s3://bucket/prefix)')
+    .option('--origin <url>', "origin to fetch a transform object's table from (file:/path or s3://bucket/prefix)")
     .action(inspect);
 }

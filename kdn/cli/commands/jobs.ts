@@ -27,8 +27,13 @@ export function register(program: Command): void {
     .option('--kind <kind>', 'only "ingest" jobs or "query" jobs')
     .option('--json', 'print JSON')
     .action(async (flags: JobsFlags) => {
-      const list = await clientFor(flags).jobs({ ...(flags.status ? { status: flags.status } : {}), ...(flags.kind ? { kind: flags.kind } : {}) });
-      process.stdout.write(flags.json ? `${JSON.stringify(list)}\n` : `${list.jobs.length === 0 ? 'no jobs' : list.jobs.map(describe).join('\n')}\n`);
+      const list = await clientFor(flags).jobs({
+        ...(flags.status ? { status: flags.status } : {}),
+        ...(flags.kind ? { kind: flags.kind } : {}),
+      });
+      process.stdout.write(
+        flags.json ? `${JSON.stringify(list)}\n` : `${list.jobs.length === 0 ? 'no jobs' : list.jobs.map(describe).join('\n')}\n`,
+      );
     });
 
   withServer(jobs.command('cancel').description('cancel a queued or running job; returns once it has stopped').argument('<id>'))

@@ -34,9 +34,13 @@ function requestFor(question: string, flags: QueryFlags): QueryRequest {
   const request: QueryRequest = { question, mode: flags.mode };
   const blendRatio = numberFlag('--blend-ratio', flags.blendRatio);
   if (blendRatio !== undefined) {
-    if (flags.mode !== 'blend') throw new UsageError('--blend-ratio needs --mode blend', `kdn query "${question}" --mode blend --blend-ratio ${blendRatio}`);
+    if (flags.mode !== 'blend')
+      throw new UsageError('--blend-ratio needs --mode blend', `kdn query "${question}" --mode blend --blend-ratio ${blendRatio}`);
     if (!(blendRatio >= 0 && blendRatio <= 1)) {
-      throw new UsageError(`--blend-ratio must be from 0 to 1, got ${blendRatio}`, 'the share of context tokens to recompute, e.g. --blend-ratio 0.15');
+      throw new UsageError(
+        `--blend-ratio must be from 0 to 1, got ${blendRatio}`,
+        'the share of context tokens to recompute, e.g. --blend-ratio 0.15',
+      );
     }
     request.blendRatio = blendRatio;
   }
@@ -84,7 +88,9 @@ async function query(question: string, flags: QueryFlags): Promise<void> {
     ...answer.chunks.map((c) => `  ${c.title} #${c.index} ${c.kind} ${c.tier}${c.score === null ? '' : ` score ${c.score.toFixed(2)}`}`),
     ...(answer.note ? [`note: ${answer.note}`] : []),
     ...(answer.blend
-      ? [`blend: ${answer.blend.recomputedTokens} of ${answer.tokens.context} context tokens recomputed (${answer.blend.selection}, ratio ${answer.blend.ratio}, after ${answer.blend.fullLayers} full layers) in ${answer.blend.ms.toFixed(1)} ms`]
+      ? [
+          `blend: ${answer.blend.recomputedTokens} of ${answer.tokens.context} context tokens recomputed (${answer.blend.selection}, ratio ${answer.blend.ratio}, after ${answer.blend.fullLayers} full layers) in ${answer.blend.ms.toFixed(1)} ms`,
+        ]
       : []),
     `timings (ms): retrieval ${t.retrieval.toFixed(1)}, fetch ${t.fetch.toFixed(1)}, injection ${t.injection.toFixed(1)}, prefill ${t.prefill.toFixed(1)}, ttft ${t.ttft.toFixed(1)}, total ${t.total.toFixed(1)}`,
   ];
@@ -100,7 +106,11 @@ export function register(program: Command): void {
       .option('--namespace <name>', 'namespace (default "default")')
       .option('--doc <id-or-title>', 'use this whole document (repeatable, in order) instead of retrieval', collect)
       .option('--top-k <n>', 'chunks to retrieve when no --doc is given (default 4)')
-      .option('--mode <mode>', 'inject (reuse cached KV), blend (reuse it, recomputing a share of the tokens so chunks attend to each other) or recompute (from scratch, for comparison)', 'inject')
+      .option(
+        '--mode <mode>',
+        'inject (reuse cached KV), blend (reuse it, recomputing a share of the tokens so chunks attend to each other) or recompute (from scratch, for comparison)',
+        'inject',
+      )
       .option('--blend-ratio <r>', 'with --mode blend: the share of context tokens to recompute, 0 to 1 (default 0.15)')
       .option('--max-tokens <n>', 'most tokens to generate (default 64)')
       .option('--temperature <t>', 'sampling temperature, 0 is greedy (default 0)')

@@ -71,7 +71,9 @@ async function serve(flags: ServeFlags): Promise<void> {
   // stderr carries JSON log lines only; what a person reads (the key included) goes to stdout.
   if (generated) kdn.parts.log.warn({ apiKeyFile: generated.path, tenant: 'default' }, 'no API keys configured: generated one key');
   if (flags.json) {
-    process.stdout.write(`${JSON.stringify({ ready: true, url: kdn.url, port: kdn.port, edges: kdn.parts.edges.edges, backend: engine.backend, ...(generated ? { apiKeyFile: generated.path } : {}) })}\n`);
+    process.stdout.write(
+      `${JSON.stringify({ ready: true, url: kdn.url, port: kdn.port, edges: kdn.parts.edges.edges, backend: engine.backend, ...(generated ? { apiKeyFile: generated.path } : {}) })}\n`,
+    );
   } else {
     process.stdout.write(
       `kdn serving at ${kdn.url}\n` +
@@ -104,7 +106,10 @@ export function register(program: Command): void {
     .command('serve')
     .description('run kdn: REST API, ingest, retrieval and queries, with an embedded edge unless --edges is given')
     .option('--data-dir <dir>', `data directory (env ${KDN_ENV.dataDir}; default ./data)`)
-    .option('--origin <url>', `origin store: file:/path or s3://bucket?endpoint=... (env ${KDN_ENV.origin}; default file:<data-dir>/origin)`)
+    .option(
+      '--origin <url>',
+      `origin store: file:/path or s3://bucket?endpoint=... (env ${KDN_ENV.origin}; default file:<data-dir>/origin)`,
+    )
     .option('--edges <urls>', `comma-separated edge URLs; none starts one embedded edge (env ${KDN_ENV.edges})`)
     .option('--model <dir>', `model directory (env ${KDN_ENV.model}; default: the shipped demo model, models/kdn-demo)`)
     .option('--backend <name>', `auto, webgpu or cpu (env ${KDN_ENV.backend}; default auto)`)
@@ -123,17 +128,38 @@ export function register(program: Command): void {
     )
     .option('--edge-disk <size>', `embedded edge disk budget (env ${KDN_ENV.edgeDiskBytes}; default 4GiB)`)
     .option('--edge-disk-path <dir>', `embedded edge disk folder (env ${KDN_ENV.edgeDiskPath}; default <data-dir>/edge)`)
-    .option('--edge-shm-dir <dir>', `tmpfs folder the embedded edge shares objects with kdn through, "off" for sockets only (env ${KDN_ENV.edgeShmDir}; default /dev/shm)`)
-    .option('--api-keys-file <file>', `API keys as JSON {"keys":[{"key","tenant"}]}, added to env KDN_API_KEYS="key=tenant,..." (env ${KDN_ENV.apiKeysFile}); none: one generated key`)
-    .option('--edge-secret <secret>', `secret shared with the edges, which check a token signed with it on every request (env ${KDN_ENV.edgeSecret}; the embedded edge gets a random one); other local users see flags, prefer the file or env`)
+    .option(
+      '--edge-shm-dir <dir>',
+      `tmpfs folder the embedded edge shares objects with kdn through, "off" for sockets only (env ${KDN_ENV.edgeShmDir}; default /dev/shm)`,
+    )
+    .option(
+      '--api-keys-file <file>',
+      `API keys as JSON {"keys":[{"key","tenant"}]}, added to env KDN_API_KEYS="key=tenant,..." (env ${KDN_ENV.apiKeysFile}); none: one generated key`,
+    )
+    .option(
+      '--edge-secret <secret>',
+      `secret shared with the edges, which check a token signed with it on every request (env ${KDN_ENV.edgeSecret}; the embedded edge gets a random one); other local users see flags, prefer the file or env`,
+    )
     .option('--edge-secret-file <file>', `file (mode 0600) holding the edge secret (env ${KDN_ENV.edgeSecretFile})`)
-    .option('--shared-namespaces <list>', `namespaces every tenant reads, "name=owner1+owner2,..." (owners write) (env ${KDN_ENV.sharedNamespaces})`)
-    .option('--rate-limit <rate>', `requests per second per API key, "rate[,burst]", 0 for none (env ${KDN_ENV.rateLimit}; default 100,200)`)
-    .option('--fetch-threads <n>', `worker threads receiving and verifying chunk objects, 0 for none (env ${KDN_ENV.fetchThreads}; default half the cores, at most 8)`)
+    .option(
+      '--shared-namespaces <list>',
+      `namespaces every tenant reads, "name=owner1+owner2,..." (owners write) (env ${KDN_ENV.sharedNamespaces})`,
+    )
+    .option(
+      '--rate-limit <rate>',
+      `requests per second per API key, "rate[,burst]", 0 for none (env ${KDN_ENV.rateLimit}; default 100,200)`,
+    )
+    .option(
+      '--fetch-threads <n>',
+      `worker threads receiving and verifying chunk objects, 0 for none (env ${KDN_ENV.fetchThreads}; default half the cores, at most 8)`,
+    )
     .option('--engine-batch <n>', `queries on the engine at once, decoding in batched steps (env ${KDN_ENV.engineBatch}; default 16)`)
     .option('--engine-kv-budget <tokens>', `KV tokens decoding queries may hold together (env ${KDN_ENV.engineKvBudget}; default no limit)`)
     .option('--query-timeout <ms>', `bound on one query, queueing included (env ${KDN_ENV.queryTimeoutMs}; default 120000)`)
-    .option('--shutdown-timeout <ms>', `on SIGTERM, how long running work may take before it is cancelled (env ${KDN_ENV.shutdownTimeoutMs}; default 30000)`)
+    .option(
+      '--shutdown-timeout <ms>',
+      `on SIGTERM, how long running work may take before it is cancelled (env ${KDN_ENV.shutdownTimeoutMs}; default 30000)`,
+    )
     .option('--json', 'print one JSON ready line instead of text')
     .action(serve);
 }

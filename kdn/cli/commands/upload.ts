@@ -28,7 +28,11 @@ async function upload(files: string[], flags: UploadFlags): Promise<void> {
     try {
       text = await readFile(file, 'utf8');
     } catch (err) {
-      throw new UsageError(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, 'check the path', 'NOT_FOUND');
+      throw new UsageError(
+        `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+        'check the path',
+        'NOT_FOUND',
+      );
     }
     if (text.trim() === '') throw new UsageError(`${file} is empty`, 'upload a file with some text in it');
     const title = flags.title ?? basename(file);
@@ -40,7 +44,8 @@ async function upload(files: string[], flags: UploadFlags): Promise<void> {
     }
     const progress = new Progress(`ingest ${title}`);
     const done = await client.waitForJob(job.id, (j) => {
-      if (!flags.json && j.progress.objects.total > 0) progress.update(j.progress.objects.done, j.progress.objects.total, formatBytes(j.progress.bytes));
+      if (!flags.json && j.progress.objects.total > 0)
+        progress.update(j.progress.objects.done, j.progress.objects.total, formatBytes(j.progress.bytes));
     });
     if (!flags.json) progress.finish();
     results.push(done);

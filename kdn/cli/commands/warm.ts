@@ -18,8 +18,16 @@ interface WarmFlags {
  * each object's owner edge fetch it from the origin, so the next queries find everything at the edges.
  */
 async function warm(flags: WarmFlags): Promise<void> {
-  const plan = await clientFor(flags).warmPlan({ ...(flags.namespace ? { namespace: flags.namespace } : {}), ...(flags.doc ? { documents: flags.doc } : {}) });
-  const edgeUrls = flags.edges ? flags.edges.split(',').map((s) => s.trim()).filter(Boolean) : plan.edges;
+  const plan = await clientFor(flags).warmPlan({
+    ...(flags.namespace ? { namespace: flags.namespace } : {}),
+    ...(flags.doc ? { documents: flags.doc } : {}),
+  });
+  const edgeUrls = flags.edges
+    ? flags.edges
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean)
+    : plan.edges;
   if (plan.objects.length === 0) {
     const summary: WarmSummary = { keys: 0, warmed: 0, present: 0, failed: 0, bytes: 0 };
     process.stdout.write(flags.json ? `${JSON.stringify(summary)}\n` : `nothing to warm in namespace "${plan.namespace}"\n`);
@@ -49,7 +57,9 @@ async function warm(flags: WarmFlags): Promise<void> {
             `${plan.documents.length} documents on ${edgeUrls.length} edges\n`,
     );
     if (summary.failed > 0) {
-      throw new KdnError('EDGE_UNAVAILABLE', `${summary.failed} of ${summary.keys} objects could not be warmed`, { hint: 'check the edges and the origin, then run kdn warm again' });
+      throw new KdnError('EDGE_UNAVAILABLE', `${summary.failed} of ${summary.keys} objects could not be warmed`, {
+        hint: 'check the edges and the origin, then run kdn warm again',
+      });
     }
   } finally {
     edges.close();

@@ -48,7 +48,8 @@ function unsupported(message: string, hint?: string): KdnError {
 }
 
 function noOption(name: string, option: string | undefined): void {
-  if (option !== undefined) throw new KdnError('INVALID_ARGUMENT', `codec ${name} takes no ":${option}"`, { hint: 'only transform takes a level' });
+  if (option !== undefined)
+    throw new KdnError('INVALID_ARGUMENT', `codec ${name} takes no ":${option}"`, { hint: 'only transform takes a level' });
 }
 
 function checkGroupSize(groupSize: number | undefined): number {
@@ -115,7 +116,7 @@ function transformEntry(): CodecEntry {
   const check = (spec: CodecSpec): void => {
     if (spec.lz4) throw unsupported('transform takes no lz4 framing', 'its packed codes do not compress; drop +lz4');
     if (typeof spec.table !== 'string' || !/^[0-9a-f]{64}$/.test(spec.table)) {
-      throw unsupported('transform codec needs table: the table\'s sha256 as 64 lowercase hex digits');
+      throw unsupported("transform codec needs table: the table's sha256 as 64 lowercase hex digits");
     }
     const level = spec.level;
     if (typeof level !== 'number' || !Number.isInteger(level) || level < 0 || level >= TABLE_LIMITS.levels) {
@@ -145,9 +146,13 @@ function transformEntry(): CodecEntry {
         });
       }
       if (table.layers !== context.layers || table.kvHeads !== context.kvHeads || table.headDim !== context.headDim) {
-        throw new KdnError('KV_MISMATCH', `transform table shape ${table.layers}x${table.kvHeads}x${table.headDim} does not match the object's ${context.layers}x${context.kvHeads}x${context.headDim}`);
+        throw new KdnError(
+          'KV_MISMATCH',
+          `transform table shape ${table.layers}x${table.kvHeads}x${table.headDim} does not match the object's ${context.layers}x${context.kvHeads}x${context.headDim}`,
+        );
       }
-      if (spec.level! >= table.levels.length) throw unsupported(`transform table has ${table.levels.length} levels, the object uses level ${spec.level}`);
+      if (spec.level! >= table.levels.length)
+        throw unsupported(`transform table has ${table.levels.length} levels, the object uses level ${spec.level}`);
     },
     fromString: (option, lz4) => transformSpecFromString(option, lz4),
   };

@@ -74,7 +74,7 @@ function readCode(src: Uint8Array, base: number, i: number, bits: CodeBits): num
 
 function quantize(x: number, min: number, inverseScale: number, levels: number): number {
   const q = Math.round((x - min) * inverseScale);
-  return q < 0 ? 0 : q > levels ? levels : q;
+  return q < 0 ? 0 : Math.min(q, levels);
 }
 
 /** int8 or int4 with one group size; stateless apart from its parameters. */

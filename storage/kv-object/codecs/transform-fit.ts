@@ -55,20 +55,29 @@ interface SlotFit {
 }
 
 /** Fits a table from calibration tensors (all of one model, keys before RoPE). */
-export function fitTransformTable(samples: readonly KVTensors[], modelFingerprint: string, levels: readonly LevelSpec[] = TRANSFORM_LEVELS): TransformTable {
+export function fitTransformTable(
+  samples: readonly KVTensors[],
+  modelFingerprint: string,
+  levels: readonly LevelSpec[] = TRANSFORM_LEVELS,
+): TransformTable {
   const first = samples[0];
   if (!first) throw new KdnError('INVALID_ARGUMENT', 'fitting a transform table needs at least one calibration sample');
   const { layers, kvHeads, headDim: D } = first;
   for (const s of samples) {
-    if (s.ropeApplied) throw new KdnError('INVALID_ARGUMENT', 'transform calibration keys must be before RoPE', { hint: 'unrotate exported keys first' });
-    if (s.layers !== layers || s.kvHeads !== kvHeads || s.headDim !== D) throw new KdnError('INVALID_ARGUMENT', 'calibration samples differ in shape');
+    if (s.ropeApplied)
+      throw new KdnError('INVALID_ARGUMENT', 'transform calibration keys must be before RoPE', { hint: 'unrotate exported keys first' });
+    if (s.layers !== layers || s.kvHeads !== kvHeads || s.headDim !== D)
+      throw new KdnError('INVALID_ARGUMENT', 'calibration samples differ in shape');
   }
   const slots = layers * 2 * kvHeads;
   const mean = new Float32Array(slots * D);
   const basis = new Float32Array(slots * D * D);
   const out: TransformLevel[] = levels.map((l) => ({
-    name: l.name, targetBits: l.targetBits,
-    bits: new Uint8Array(slots * D), step: new Float32Array(slots * D), offset: new Float32Array(slots * D),
+    name: l.name,
+    targetBits: l.targetBits,
+    bits: new Uint8Array(slots * D),
+    step: new Float32Array(slots * D),
+    offset: new Float32Array(slots * D),
   }));
   const fits: SlotFit[] = [];
   for (let l = 0; l < layers; l++) {

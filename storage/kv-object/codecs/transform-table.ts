@@ -109,7 +109,8 @@ export interface TransformLayout {
 /** Section offsets and sizes of layer `layer`'s block at `level` for `tokens` tokens. */
 export function transformSections(table: TransformTableData, level: number, layer: number, tokens: number): TransformLayout {
   const lv = table.levels[level];
-  if (!lv) throw new KdnError('KV_UNSUPPORTED', `transform table has no level ${level}`, { hint: `levels are 0..${table.levels.length - 1}` });
+  if (!lv)
+    throw new KdnError('KV_UNSUPPORTED', `transform table has no level ${level}`, { hint: `levels are 0..${table.levels.length - 1}` });
   if (!Number.isInteger(layer) || layer < 0 || layer >= table.layers) {
     throw new KdnError('KV_UNSUPPORTED', `transform table has no layer ${layer}`);
   }
@@ -159,7 +160,13 @@ export function sectionWords(bytes: Uint8Array, section: Pick<TransformSection, 
  * Reference decoder of one layer block: plain loops over the definition above, for tests of faster decoders.
  * Returns keys (before RoPE) and values as [tokens][kvHeads][headDim].
  */
-export function decodeTransformBlock(table: TransformTable, level: number, layer: number, tokens: number, bytes: Uint8Array): KVLayerTensors {
+export function decodeTransformBlock(
+  table: TransformTable,
+  level: number,
+  layer: number,
+  tokens: number,
+  bytes: Uint8Array,
+): KVLayerTensors {
   const layout = transformSections(table, level, layer, tokens);
   if (bytes.length !== layout.total) {
     throw new KdnError('KV_CORRUPT', `transform block is ${bytes.length} bytes, expected ${layout.total}`);
@@ -283,7 +290,10 @@ export function parseTransformTable(bytes: Uint8Array): TransformTable {
 
 /** Sequential reader over a table whose length and checksum were already verified. */
 class TableReader {
-  constructor(private readonly buf: Buffer, private at: number) {}
+  constructor(
+    private readonly buf: Buffer,
+    private at: number,
+  ) {}
 
   f32(count: number, what: string): Float32Array {
     const out = new Float32Array(count);

@@ -27,7 +27,7 @@ export class TransformTableRegistry {
     const table = this.tables.get(hash);
     if (!table) {
       throw new KdnError('KV_UNSUPPORTED', `transform table ${hash.slice(0, 16)}... is not loaded`, {
-        hint: 'fetch the model\'s transform table from the origin (transform-tables/ keys) and register it before decoding',
+        hint: "fetch the model's transform table from the origin (transform-tables/ keys) and register it before decoding",
         details: { table: hash },
       });
     }

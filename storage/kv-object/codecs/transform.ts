@@ -2,7 +2,13 @@ import { KdnError } from '../../../common/errors.ts';
 import type { KVLayerTensors } from '../types.ts';
 import type { LayerCodec, LayerShape } from './codec.ts';
 import {
-  sectionWords, slotOf, transformSections, writeCode, readCode, type TransformSection, type TransformTable,
+  sectionWords,
+  slotOf,
+  transformSections,
+  writeCode,
+  readCode,
+  type TransformSection,
+  type TransformTable,
 } from './transform-table.ts';
 
 /**
@@ -124,7 +130,7 @@ export class TransformCodec implements LayerCodec {
           const bits = p.bits[k]!;
           const top = (1 << bits) - 1;
           const u = Math.round((coeff[i * K + k]! - p.offset[k]!) * p.inverseStep[k]!);
-          writeCode(words, pos, bits, u < 0 ? 0 : u > top ? top : u);
+          writeCode(words, pos, bits, u < 0 ? 0 : Math.min(u, top));
           pos += bits;
         }
       }
@@ -164,7 +170,10 @@ export class TransformCodec implements LayerCodec {
     const rows = new Float32Array(coded.length * D);
     coded.forEach((j, k) => rows.set(basis.subarray((slot * D + j) * D, (slot * D + j + 1) * D), k * D));
     return {
-      section, slot, base, rows,
+      section,
+      slot,
+      base,
+      rows,
       mean: mean.subarray(slot * D, (slot + 1) * D),
       coded: Int32Array.from(coded),
       bits: Uint8Array.from(coded, (j) => lv.bits[pick(j)]!),
@@ -176,16 +185,20 @@ export class TransformCodec implements LayerCodec {
 
   private checkShape(shape: LayerShape): void {
     if (shape.kvHeads !== this.table.kvHeads || shape.headDim !== this.table.headDim) {
-      throw new KdnError('KV_MISMATCH', `transform table is for ${this.table.kvHeads} KV heads of ${this.table.headDim}; the object has ${shape.kvHeads} of ${shape.headDim}`, {
-        hint: 'the object names a table of another model',
-      });
+      throw new KdnError(
+        'KV_MISMATCH',
+        `transform table is for ${this.table.kvHeads} KV heads of ${this.table.headDim}; the object has ${shape.kvHeads} of ${shape.headDim}`,
+        {
+          hint: 'the object names a table of another model',
+        },
+      );
     }
   }
 
   private layerIndex(layer: number | undefined): number {
     if (layer === undefined) {
       throw new KdnError('INTERNAL', 'the transform codec needs the layer index: its quantizers differ per layer', {
-        hint: 'pass the block\'s layer to expectedSize/encode/decode',
+        hint: "pass the block's layer to expectedSize/encode/decode",
       });
     }
     if (!Number.isInteger(layer) || layer < 0 || layer >= this.table.layers) {

@@ -15,7 +15,7 @@ const VALID_QUERY = { question: 'What does the river carry?', topK: 2, maxTokens
 /** Field values each guaranteed invalid for POST /v1/query (see kdn/api/schemas.ts). */
 const BAD_QUERY_FIELDS: [string, unknown[]][] = [
   ['question', ['', '   ', 42, null, true, [], {}, 'q'.repeat(8001)]],
-  ['topK', [0, -1, 33, 1.5, '2', null, 1e309]],
+  ['topK', [0, -1, 33, 1.5, '2', null, Number.POSITIVE_INFINITY]],
   ['maxTokens', [0, -5, 4097, 2.5, 'many', null]],
   ['mode', ['bogus', '', 1, null]],
   ['temperature', [-0.1, 2.5, 'hot', null]],
@@ -25,24 +25,61 @@ const BAD_QUERY_FIELDS: [string, unknown[]][] = [
 ];
 
 const BAD_UPLOAD_BODIES: unknown[] = [
-  {}, { title: 'x' }, { text: 'x' }, { title: '', text: 'x' }, { title: 'x', text: '' }, { title: 1, text: 'x' },
-  { title: 'x', text: 5 }, { title: 't'.repeat(513), text: 'x' }, { title: 'x', text: 'y', namespace: 'BAD NS' }, [], 'text', 12, null,
+  {},
+  { title: 'x' },
+  { text: 'x' },
+  { title: '', text: 'x' },
+  { title: 'x', text: '' },
+  { title: 1, text: 'x' },
+  { title: 'x', text: 5 },
+  { title: 't'.repeat(513), text: 'x' },
+  { title: 'x', text: 'y', namespace: 'BAD NS' },
+  [],
+  'text',
+  12,
+  null,
 ];
 
 const BAD_CHAT_BODIES: unknown[] = [
-  {}, { messages: [] }, { messages: 'hi' }, { messages: [{ role: 'robot', content: 'hi' }] }, { messages: [{ role: 'user' }] },
-  { messages: [{ role: 'user', content: 'hi' }], max_tokens: 0 }, { messages: [{ role: 'user', content: 'hi' }], temperature: 9 },
-  { messages: [{ role: 'user', content: 'hi' }], kdn: { bogus: 1 } }, { messages: [{ role: 'user', content: 'hi' }], stream: 'yes' },
+  {},
+  { messages: [] },
+  { messages: 'hi' },
+  { messages: [{ role: 'robot', content: 'hi' }] },
+  { messages: [{ role: 'user' }] },
+  { messages: [{ role: 'user', content: 'hi' }], max_tokens: 0 },
+  { messages: [{ role: 'user', content: 'hi' }], temperature: 9 },
+  { messages: [{ role: 'user', content: 'hi' }], kdn: { bogus: 1 } },
+  { messages: [{ role: 'user', content: 'hi' }], stream: 'yes' },
   { messages: [{ role: 'user', content: 'hi' }], kdn: { topK: 0 } },
 ];
 
-const BAD_COMPLETION_BODIES: unknown[] = [{}, { prompt: '' }, { prompt: 3 }, { prompt: 'hi', max_tokens: 99999 }, { prompt: 'hi', stop: [1] }];
+const BAD_COMPLETION_BODIES: unknown[] = [
+  {},
+  { prompt: '' },
+  { prompt: 3 },
+  { prompt: 'hi', max_tokens: 99999 },
+  { prompt: 'hi', stop: [1] },
+];
 
 const BAD_WARM_PLAN_BODIES: unknown[] = [{ namespace: 'UP' }, { documents: [] }, { documents: 'x' }, { documents: [''] }, []];
 
 const GARBAGE_JSON = [
-  '{', '}', '[', '{"question":', '{"question": "x",}', "{'question': 'x'}", 'nul', 'undefined', 'NaN', '{"a":1}{"b":2}',
-  '\u0000', '\uFEFF{', '{"question": "\\ud800"', '[]]', '"unterminated', '{"question": 1e999999}',
+  '{',
+  '}',
+  '[',
+  '{"question":',
+  '{"question": "x",}',
+  "{'question': 'x'}",
+  'nul',
+  'undefined',
+  'NaN',
+  '{"a":1}{"b":2}',
+  '\u0000',
+  '\uFEFF{',
+  '{"question": "\\ud800"',
+  '[]]',
+  '"unterminated',
+  '{"question": 1e999999}',
 ];
 
 /** Random printable-ish text, sometimes with control and high bytes. */
@@ -57,7 +94,13 @@ function json(value: unknown): Buffer {
 /** Headers with the bearer key, or (one case in five) a broken Authorization header: 4xx either way. */
 function auth(rng: Rng): Record<string, string> {
   if (rng.int(5) > 0) return authHeaders();
-  return rng.pick<Record<string, string>>([{}, { authorization: 'Bearer' }, { authorization: 'Bearer wrong-key' }, { authorization: 'Basic Zm9vOmJhcg==' }, { authorization: `Bearer ${'k'.repeat(5000)}` }]);
+  return rng.pick<Record<string, string>>([
+    {},
+    { authorization: 'Bearer' },
+    { authorization: 'Bearer wrong-key' },
+    { authorization: 'Basic Zm9vOmJhcg==' },
+    { authorization: `Bearer ${'k'.repeat(5000)}` },
+  ]);
 }
 
 function multipart(rng: Rng): { headers: Record<string, string>; body: Buffer } {
@@ -76,7 +119,10 @@ function multipart(rng: Rng): { headers: Record<string, string>; body: Buffer } 
     case 1: // boundary the body does not use
       return { headers: { 'content-type': 'multipart/form-data; boundary=other' }, body: Buffer.concat([part('file', 'x', 'a.txt'), end]) };
     case 2: // a file that is not UTF-8 text
-      return { headers: { 'content-type': type }, body: Buffer.concat([part('file', Buffer.from([0xff, 0xfe, 0x00, 0x81, 0xc3]), 'b.bin'), end]) };
+      return {
+        headers: { 'content-type': type },
+        body: Buffer.concat([part('file', Buffer.from([0xff, 0xfe, 0x00, 0x81, 0xc3]), 'b.bin'), end]),
+      };
     case 3: // two files
       return { headers: { 'content-type': type }, body: Buffer.concat([part('file', 'a', 'a.txt'), part('file', 'b', 'b.txt'), end]) };
     case 4: // the file under another field name, and no text
@@ -91,7 +137,12 @@ function multipart(rng: Rng): { headers: Record<string, string>; body: Buffer } 
 /** A malformed request for kdn's REST API. */
 export function kdnCase(rng: Rng): FuzzCase {
   const http = (label: string, method: string, path: string, headers: Record<string, string>, body?: Buffer): FuzzCase => ({
-    kind: 'http', label, method, path, headers: { ...auth(rng), ...headers }, ...(body ? { body } : {}),
+    kind: 'http',
+    label,
+    method,
+    path,
+    headers: { ...auth(rng), ...headers },
+    ...(body ? { body } : {}),
   });
   switch (rng.int(14)) {
     case 0:
@@ -104,7 +155,13 @@ export function kdnCase(rng: Rng): FuzzCase {
     case 3:
       return http('query random bytes', 'POST', '/v1/query', JSON_TYPE, junk(rng, 2048));
     case 4:
-      return http('query wrong content type', 'POST', '/v1/query', { 'content-type': rng.pick(['text/plain', 'application/xml', 'application/x-www-form-urlencoded', 'image/png']) }, json(VALID_QUERY));
+      return http(
+        'query wrong content type',
+        'POST',
+        '/v1/query',
+        { 'content-type': rng.pick(['text/plain', 'application/xml', 'application/x-www-form-urlencoded', 'image/png']) },
+        json(VALID_QUERY),
+      );
     case 5:
       return rng.int(2) === 0
         ? http('query huge JSON', 'POST', '/v1/query', JSON_TYPE, json({ ...VALID_QUERY, padding: 'p'.repeat(300_000) }))
@@ -116,7 +173,13 @@ export function kdnCase(rng: Rng): FuzzCase {
       return http('upload broken multipart', 'POST', '/v1/documents', headers, body);
     }
     case 8:
-      return http('upload wrong content type', 'POST', '/v1/documents', { 'content-type': rng.pick(['text/plain', 'application/octet-stream', 'text/html']) }, junk(rng, 512));
+      return http(
+        'upload wrong content type',
+        'POST',
+        '/v1/documents',
+        { 'content-type': rng.pick(['text/plain', 'application/octet-stream', 'text/html']) },
+        junk(rng, 512),
+      );
     case 9:
       return rng.int(2) === 0
         ? http('chat bad body', 'POST', '/v1/chat/completions', JSON_TYPE, json(rng.pick(BAD_CHAT_BODIES)))
@@ -133,7 +196,12 @@ export function kdnCase(rng: Rng): FuzzCase {
       ]);
     }
     case 12:
-      return http('unknown route or method', rng.pick(['PUT', 'PATCH', 'DELETE', 'POST', 'GET']), rng.pick(['/v1/query', '/v1/status/x', '/v2/query', '/admin', '/v1/documents/x/y', '/%00', '/v1/../etc/passwd']), {});
+      return http(
+        'unknown route or method',
+        rng.pick(['PUT', 'PATCH', 'DELETE', 'POST', 'GET']),
+        rng.pick(['/v1/query', '/v1/status/x', '/v2/query', '/admin', '/v1/documents/x/y', '/%00', '/v1/../etc/passwd']),
+        {},
+      );
     default:
       return rawCase(rng, 'POST /v1/query', JSON.stringify(VALID_QUERY));
   }
@@ -142,12 +210,22 @@ export function kdnCase(rng: Rng): FuzzCase {
 /** A malformed request for an edge: bad keys, corrupt or oversized KV objects, bad /warm bodies, bad ranges. */
 export function edgeCase(rng: Rng, objects: Buffer[]): FuzzCase {
   const http = (label: string, method: string, path: string, headers: Record<string, string>, body?: Buffer): FuzzCase => ({
-    kind: 'http', label, method, path, headers, ...(body ? { body } : {}),
+    kind: 'http',
+    label,
+    method,
+    path,
+    headers,
+    ...(body ? { body } : {}),
   });
   const missing = `fuzz/missing-${rng.int(1e6)}.kv`;
   switch (rng.int(9)) {
     case 0:
-      return http('bad key', rng.pick(['GET', 'HEAD', 'PUT', 'DELETE']), `/kv/${rng.pick(['', '/abs', 'a//b', 'a/./b', 'a/../b', '..', '%zz', '%2e%2e/x', 'sp%20ace', 'k'.repeat(2000), 'a%00b', '%C3%BC'])}`, {});
+      return http(
+        'bad key',
+        rng.pick(['GET', 'HEAD', 'PUT', 'DELETE']),
+        `/kv/${rng.pick(['', '/abs', 'a//b', 'a/./b', 'a/../b', '..', '%zz', '%2e%2e/x', 'sp%20ace', 'k'.repeat(2000), 'a%00b', '%C3%BC'])}`,
+        {},
+      );
     case 1:
     case 2: {
       // A valid object with bytes flipped, cut short, or with bytes added: every byte is covered by a hash.
@@ -162,13 +240,38 @@ export function edgeCase(rng: Rng, objects: Buffer[]): FuzzCase {
     case 4:
       return http('oversized PUT', 'PUT', `/kv/${missing}`, {}, Buffer.alloc(1_100_000 + rng.int(100_000)));
     case 5:
-      return http('bad warm body', 'POST', '/warm', JSON_TYPE, rng.int(2) === 0
-        ? Buffer.from(rng.pick(GARBAGE_JSON))
-        : json(rng.pick([{}, { keys: [] }, { keys: 'a' }, { keys: ['../x'] }, { keys: ['a'], concurrency: 0 }, { keys: ['a'], extra: 1 }, [1, 2]])));
+      return http(
+        'bad warm body',
+        'POST',
+        '/warm',
+        JSON_TYPE,
+        rng.int(2) === 0
+          ? Buffer.from(rng.pick(GARBAGE_JSON))
+          : json(
+              rng.pick([
+                {},
+                { keys: [] },
+                { keys: 'a' },
+                { keys: ['../x'] },
+                { keys: ['a'], concurrency: 0 },
+                { keys: ['a'], extra: 1 },
+                [1, 2],
+              ]),
+            ),
+      );
     case 6:
-      return http('missing object, odd headers', rng.pick(['GET', 'HEAD']), `/kv/${missing}`, rng.pick<Record<string, string>>([
-        { range: 'bytes=abc' }, { range: 'bytes=999999999-' }, { 'if-none-match': '*' }, { 'if-range': 'junk', range: 'bytes=0-1' }, { 'x-kdn-token': 'forged' },
-      ]));
+      return http(
+        'missing object, odd headers',
+        rng.pick(['GET', 'HEAD']),
+        `/kv/${missing}`,
+        rng.pick<Record<string, string>>([
+          { range: 'bytes=abc' },
+          { range: 'bytes=999999999-' },
+          { 'if-none-match': '*' },
+          { 'if-range': 'junk', range: 'bytes=0-1' },
+          { 'x-kdn-token': 'forged' },
+        ]),
+      );
     case 7:
       return rng.pick([
         http('bad delete query', 'DELETE', `/kv/${missing}?origin=maybe`, {}),

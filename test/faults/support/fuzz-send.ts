@@ -1,4 +1,4 @@
-import { Agent, request } from 'node:http';
+import { type Agent, request } from 'node:http';
 import { connect } from 'node:net';
 import type { FuzzCase } from './fuzz-cases.ts';
 
@@ -17,12 +17,15 @@ function sendHttp(base: URL, agent: Agent, c: Extract<FuzzCase, { kind: 'http' }
   return new Promise((resolve, reject) => {
     let status: number | undefined;
     const headers = { ...c.headers, ...(c.body ? { 'content-length': String(c.body.length) } : {}) };
-    const req = request({ host: base.hostname, port: base.port, method: c.method, path: c.path, headers, agent, timeout: CASE_TIMEOUT_MS }, (res) => {
-      status = res.statusCode ?? 0;
-      res.resume();
-      res.on('end', () => resolve({ status: status! }));
-      res.on('error', () => resolve({ status: status! }));
-    });
+    const req = request(
+      { host: base.hostname, port: base.port, method: c.method, path: c.path, headers, agent, timeout: CASE_TIMEOUT_MS },
+      (res) => {
+        status = res.statusCode ?? 0;
+        res.resume();
+        res.on('end', () => resolve({ status: status! }));
+        res.on('error', () => resolve({ status: status! }));
+      },
+    );
     req.on('timeout', () => req.destroy(new Error(`no answer in ${CASE_TIMEOUT_MS} ms to ${c.label}: ${c.method} ${c.path.slice(0, 80)}`)));
     req.on('error', (err) => {
       if ((err as Error).message.startsWith('no answer')) reject(err);
@@ -39,7 +42,9 @@ function sendRaw(base: URL, bytes: Buffer): Promise<FuzzOutcome> {
     let answer = '';
     const timer = setTimeout(() => {
       socket.destroy();
-      reject(new Error(`raw case not answered or closed in ${CASE_TIMEOUT_MS} ms: ${JSON.stringify(bytes.subarray(0, 80).toString('latin1'))}`));
+      reject(
+        new Error(`raw case not answered or closed in ${CASE_TIMEOUT_MS} ms: ${JSON.stringify(bytes.subarray(0, 80).toString('latin1'))}`),
+      );
     }, CASE_TIMEOUT_MS);
     socket.on('data', (chunk: Buffer) => (answer += chunk.toString('latin1')));
     socket.on('error', () => undefined);

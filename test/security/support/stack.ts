@@ -37,18 +37,47 @@ export async function startSecurityStack(env: { kdn?: NodeJS.ProcessEnv; edge?: 
   const model = await testModel({ preferDemo: false });
   const dir = await mkdtemp(join(tmpdir(), 'kdn-security-'));
   const originDir = join(dir, 'origin');
-  const edge = await startKdnProcess(['edge', '--port', '0', '--origin', `file:${originDir}`, '--disk-path', join(dir, 'edge'), '--memory', '16MiB', '--disk', '64MiB'], env.edge);
-  const kdn = await startKdnProcess([
-    'serve', '--port', '0', '--data-dir', join(dir, 'data'), '--origin', `file:${originDir}`, '--edges', edge.ready.url,
-    '--model', model.dir, '--backend', 'cpu', '--chunk-tokens', '16', '--codec', 'int8', '--fetch-threads', '0',
-  ], {
-    KDN_API_KEYS: `${KEYS.alice}=alice,${KEYS.bob}=bob,${KEYS.mallory}=mallory,${KEYS.operator}=ops:operator`, KDN_RATE_LIMIT: '0', KDN_EDGE_SECRET: TEST_EDGE_SECRET, ...env.kdn,
-  });
+  const edge = await startKdnProcess(
+    ['edge', '--port', '0', '--origin', `file:${originDir}`, '--disk-path', join(dir, 'edge'), '--memory', '16MiB', '--disk', '64MiB'],
+    env.edge,
+  );
+  const kdn = await startKdnProcess(
+    [
+      'serve',
+      '--port',
+      '0',
+      '--data-dir',
+      join(dir, 'data'),
+      '--origin',
+      `file:${originDir}`,
+      '--edges',
+      edge.ready.url,
+      '--model',
+      model.dir,
+      '--backend',
+      'cpu',
+      '--chunk-tokens',
+      '16',
+      '--codec',
+      'int8',
+      '--fetch-threads',
+      '0',
+    ],
+    {
+      KDN_API_KEYS: `${KEYS.alice}=alice,${KEYS.bob}=bob,${KEYS.mallory}=mallory,${KEYS.operator}=ops:operator`,
+      KDN_RATE_LIMIT: '0',
+      KDN_EDGE_SECRET: TEST_EDGE_SECRET,
+      ...env.kdn,
+    },
+  );
   const url = kdn.ready.url;
   const call = async (key: string | undefined, method: string, path: string, body?: unknown): Promise<Answer> => {
     const res = await fetch(`${url}${path}`, {
       method,
-      headers: { ...(key ? { authorization: `Bearer ${key}` } : {}), ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      headers: {
+        ...(key ? { authorization: `Bearer ${key}` } : {}),
+        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+      },
       ...(body === undefined ? {} : { body: JSON.stringify(body) }),
     });
     const text = await res.text();
@@ -72,7 +101,13 @@ export async function startSecurityStack(env: { kdn?: NodeJS.ProcessEnv; edge?: 
     }
   };
   return {
-    dir, originDir, edge, kdn, model, call, upload,
+    dir,
+    originDir,
+    edge,
+    kdn,
+    model,
+    call,
+    upload,
     close: async () => {
       await kdn.stop('SIGTERM');
       await edge.stop('SIGTERM');
