@@ -95,6 +95,8 @@ export class TransformCodec implements LayerCodec {
   private encodeSection(p: SectionPlan, src: Float32Array, tokens: number, out: Uint8Array): void {
     const { headDim: D, kvHeads: H } = this.table;
     const K = p.coded.length;
+    const { rows, mean, bits, offset, inverseStep } = p;
+    const { head, rowBits } = p.section;
     const words = new Uint32Array(p.section.bytes / 4);
     // Four tokens at a time: each basis row is read once for four dot products.
     const x = new Float32Array(4 * D);
@@ -103,35 +105,18 @@ export class TransformCodec implements LayerCodec {
       const n = Math.min(4, tokens - t0);
       x.fill(0);
       for (let i = 0; i < n; i++) {
-        const row = ((t0 + i) * H + p.section.head) * D;
-        for (let d = 0; d < D; d++) x[i * D + d] = src[row + d]! - p.mean[d]!;
+        const row = ((t0 + i) * H + head) * D;
+        for (let d = 0; d < D; d++) x[i * D + d] = src[row + d]! - mean[d]!;
       }
-      for (let k = 0; k < K; k++) {
-        const r = k * D;
-        let c0 = 0;
-        let c1 = 0;
-        let c2 = 0;
-        let c3 = 0;
-        for (let d = 0; d < D; d++) {
-          const b = p.rows[r + d]!;
-          c0 += b * x[d]!;
-          c1 += b * x[D + d]!;
-          c2 += b * x[2 * D + d]!;
-          c3 += b * x[3 * D + d]!;
-        }
-        coeff[k] = c0;
-        coeff[K + k] = c1;
-        coeff[2 * K + k] = c2;
-        coeff[3 * K + k] = c3;
-      }
+      project(rows, x, D, K, coeff);
       for (let i = 0; i < n; i++) {
-        let pos = (t0 + i) * p.section.rowBits;
+        let pos = (t0 + i) * rowBits;
         for (let k = 0; k < K; k++) {
-          const bits = p.bits[k]!;
-          const top = (1 << bits) - 1;
-          const u = Math.round((coeff[i * K + k]! - p.offset[k]!) * p.inverseStep[k]!);
-          writeCode(words, pos, bits, u < 0 ? 0 : Math.min(u, top));
-          pos += bits;
+          const b = bits[k]!;
+          const top = (1 << b) - 1;
+          const u = Math.round((coeff[i * K + k]! - offset[k]!) * inverseStep[k]!);
+          writeCode(words, pos, b, u < 0 ? 0 : Math.min(u, top));
+          pos += b;
         }
       }
     }
@@ -205,5 +190,29 @@ export class TransformCodec implements LayerCodec {
       throw new KdnError('KV_MISMATCH', `layer ${layer} is not in the transform table's ${this.table.layers} layers`);
     }
     return layer;
+  }
+}
+
+/**
+ * coeff[i * K + k] = rows[k] . x[i] for four vectors x[0..3] of length D (x holds them back to back): each basis row
+ * is read once for the four dot products, from locals the JIT keeps in registers.
+ */
+function project(rows: Float32Array, x: Float32Array, D: number, K: number, coeff: Float64Array): void {
+  for (let k = 0, r = 0; k < K; k++, r += D) {
+    let c0 = 0;
+    let c1 = 0;
+    let c2 = 0;
+    let c3 = 0;
+    for (let d = 0; d < D; d++) {
+      const b = rows[r + d]!;
+      c0 += b * x[d]!;
+      c1 += b * x[D + d]!;
+      c2 += b * x[2 * D + d]!;
+      c3 += b * x[3 * D + d]!;
+    }
+    coeff[k] = c0;
+    coeff[K + k] = c1;
+    coeff[2 * K + k] = c2;
+    coeff[3 * K + k] = c3;
   }
 }
