@@ -1,6 +1,5 @@
 import { KdnError } from '../../common/errors.ts';
-import { codecFor, type LayerCodec } from '../../storage/kv-object/index.ts';
-import { layerShape } from '../../storage/kv-object/header.ts';
+import { verifiedBlock } from '../../storage/kv-object/index.ts';
 import type { KVHeader, KVLayerBlock, KVObjectReader } from '../../storage/kv-object/types.ts';
 
 /**
@@ -16,10 +15,7 @@ export class BlockChannel {
   private readonly toBlock: (layer: number, encoded: Uint8Array) => KVLayerBlock;
 
   constructor(header: KVHeader) {
-    // Bound at the first decode: a transform object's table may be registered after its header arrived.
-    let codec: LayerCodec | undefined;
-    const shape = layerShape(header);
-    this.toBlock = (layer, encoded) => ({ layer, encoded, decode: () => (codec ??= codecFor(header.codec)).decode(encoded, shape, layer) });
+    this.toBlock = (layer, encoded) => verifiedBlock(header, layer, encoded);
     this.reader = { header, layers: this.layers() };
   }
 

@@ -5,9 +5,8 @@
  */
 import { Worker } from 'node:worker_threads';
 import { KdnError } from '../../common/errors.ts';
-import { codecFor, type LayerCodec } from '../../storage/kv-object/index.ts';
-import { layerShape } from '../../storage/kv-object/header.ts';
-import type { KVExpectation, KVLayerBlock, KVLayerTensors } from '../../storage/kv-object/types.ts';
+import { verifiedBlock } from '../../storage/kv-object/index.ts';
+import type { KVExpectation, KVLayerBlock } from '../../storage/kv-object/types.ts';
 import type { FetchedObject, KvFetcher } from './kv-fetcher.ts';
 import type { FromWorker, ToWorker, WorkerEdgeOptions, WorkerSetup } from './kv-fetch-protocol.ts';
 import { LayerQueue, type PrefetchedReader } from './prefetch.ts';
@@ -44,12 +43,7 @@ class Transfer {
     switch (message.type) {
       case 'header': {
         const header = message.header;
-        // Bound at the first decode: a transform object's table is registered once its header named it.
-        let codec: LayerCodec | undefined;
-        const shape = layerShape(header);
-        const decode = (encoded: Uint8Array, layer: number): KVLayerTensors =>
-          (codec ??= codecFor(header.codec)).decode(encoded, shape, layer);
-        this.toBlock = (layer, encoded) => ({ layer, encoded, decode: () => decode(encoded, layer) });
+        this.toBlock = (layer, encoded) => verifiedBlock(header, layer, encoded);
         const reader: PrefetchedReader = { header, layers: this.queue.layers(), drained: this.queue.drained };
         this.resolveHeader({ reader, servedFrom: message.servedFrom, edge: message.edge, received: () => this.received });
         return;

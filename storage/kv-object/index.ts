@@ -4,6 +4,7 @@ export { KV_FORMAT_VERSION } from './types.ts';
 export { encodeKVObject, type EncodeMeta } from './encode.ts';
 export { decodeKVObject, readKVHeader, verifyKVObject } from './decode.ts';
 export { readKVObject } from './stream-reader.ts';
+export { verifiedBlock } from './layer-block.ts';
 export { tokenHash } from './token-hash.ts';
 export { codecFromString, codecToString } from './codec-spec.ts';
 export { codecEntry, codecFor, DEFAULT_GROUP_SIZE, type CodecEntry, type LayerCodec, type LayerShape } from './codecs/index.ts';

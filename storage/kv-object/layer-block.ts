@@ -21,7 +21,7 @@ export function openLayerBlock(header: KVHeader, layer: number, stored: Uint8Arr
   checkDigest(header, layer, createHash('sha256').update(stored).digest('hex'));
   const shape = layerShape(header);
   const encoded = header.codec.lz4 ? lz4Unframe(stored, codecFor(header.codec).expectedSize(shape, layer)) : stored;
-  return { layer, encoded, decode: () => codecFor(header.codec).decode(encoded, shape, layer) };
+  return verifiedBlock(header, layer, encoded);
 }
 
 /**
@@ -36,7 +36,16 @@ export async function openLayerBlockOffThread(header: KVHeader, layer: number, b
   checkDigest(header, layer, digest);
   const shape = layerShape(header);
   const encoded = header.codec.lz4 ? await lz4UnframeOffThread(stored, codecFor(header.codec).expectedSize(shape, layer)) : stored;
-  return { layer, encoded, decode: () => codecFor(header.codec).decode(encoded, shape, layer) };
+  return verifiedBlock(header, layer, encoded);
+}
+
+/**
+ * A layer block whose checksum was verified (here or on another thread) and whose lz4 framing is undone. The codec
+ * is bound when the block is decoded, not before: a transform object's table may be registered after its header
+ * arrived, and codecFor caches what it binds.
+ */
+export function verifiedBlock(header: KVHeader, layer: number, encoded: Uint8Array): KVLayerBlock {
+  return { layer, encoded, decode: () => codecFor(header.codec).decode(encoded, layerShape(header), layer) };
 }
 
 function checkDigest(header: KVHeader, layer: number, digest: string): void {
