@@ -1,3 +1,4 @@
+import { KdnError } from '../common/errors.ts';
 import type { TransformTable } from '../storage/kv-object/codecs/transform-table.ts';
 import type { KVHeader, KVLayerBlock, KVTensors } from '../storage/kv-object/types.ts';
 import type { LayerGate } from './layer-gates.ts';
@@ -57,10 +58,30 @@ export interface BlendOutput {
 }
 
 /** One sequence of a batched forward: its own cache, the tokens it appends, and where they start. */
-export interface BatchSequence {
-  cache: KVCacheHandle;
+export interface BatchSequence<C extends KVCacheHandle = KVCacheHandle> {
+  cache: C;
   tokens: Uint32Array;
   position: number;
+}
+
+/**
+ * A batch's sequences with each cache as the backend's own (`own`), after the checks every backend makes: no cache
+ * twice, at least one token each, and `check` (the backend's range and token checks).
+ */
+export function checkedBatch<C extends KVCacheHandle>(
+  sequences: readonly BatchSequence[],
+  own: (cache: KVCacheHandle) => C,
+  check: (cache: C, tokens: Uint32Array, position: number) => void,
+): BatchSequence<C>[] {
+  const caches = new Set<C>();
+  return sequences.map((seq) => {
+    const cache = own(seq.cache);
+    if (caches.has(cache)) throw new KdnError('INVALID_ARGUMENT', 'a batched forward names one cache twice');
+    caches.add(cache);
+    if (seq.tokens.length === 0) throw new KdnError('INVALID_ARGUMENT', 'every sequence of a batched forward needs at least one token');
+    check(cache, seq.tokens, seq.position);
+    return { cache, tokens: seq.tokens, position: seq.position };
+  });
 }
 
 /**

@@ -2,13 +2,10 @@ import type { ModelWeights } from '../model/weights.ts';
 import { embedding } from './kernels/embedding.ts';
 import { attendRows, cpuLogits, gatherRows, LayerScratch, outputAndMlp, projectQKV, writeRowsKV, type Rows } from './forward.ts';
 import type { CpuKVCache } from './kv-cache.ts';
+import type { BatchSequence } from '../backend.ts';
 
 /** One sequence of a batched forward on the CPU: its cache, the tokens it appends and where they start. */
-export interface CpuBatchSequence {
-  cache: CpuKVCache;
-  tokens: Uint32Array;
-  position: number;
-}
+export type CpuBatchSequence = BatchSequence<CpuKVCache>;
 
 /**
  * One forward pass over several sequences, each on its own cache: their rows are stacked into one residual stream

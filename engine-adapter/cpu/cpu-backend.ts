@@ -1,6 +1,14 @@
 import { KdnError } from '../../common/errors.ts';
 import type { KVHeader, KVLayerBlock, KVTensors } from '../../storage/kv-object/types.ts';
-import type { BatchSequence, BlendOutput, BlendPlan, ForwardBackend, KVCacheHandle, KVRows } from '../backend.ts';
+import {
+  checkedBatch,
+  type BatchSequence,
+  type BlendOutput,
+  type BlendPlan,
+  type ForwardBackend,
+  type KVCacheHandle,
+  type KVRows,
+} from '../backend.ts';
 import type { LayerGate } from '../layer-gates.ts';
 import type { ModelConfig } from '../model/config.ts';
 import type { ModelWeights } from '../model/weights.ts';
@@ -50,15 +58,11 @@ export class CpuBackend implements ForwardBackend {
   }
 
   async batchForward(sequences: readonly BatchSequence[]): Promise<Float32Array[]> {
-    const caches = new Set<KVCacheHandle>();
-    const checked = sequences.map((seq) => {
-      const kv = this.own(seq.cache);
-      if (caches.has(kv)) throw new KdnError('INVALID_ARGUMENT', 'a batched forward names one cache twice');
-      caches.add(kv);
-      if (seq.tokens.length === 0) throw new KdnError('INVALID_ARGUMENT', 'every sequence of a batched forward needs at least one token');
-      this.checkRange(kv, seq.position, seq.position + seq.tokens.length);
-      return { cache: kv, tokens: seq.tokens, position: seq.position };
-    });
+    const checked = checkedBatch(
+      sequences,
+      (cache) => this.own(cache),
+      (kv, tokens, position) => this.checkRange(kv, position, position + tokens.length),
+    );
     return cpuBatchForward(this.weights, this.invFreq, checked);
   }
 

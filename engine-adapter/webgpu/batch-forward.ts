@@ -14,12 +14,9 @@ import { recordMatmul } from './kernels/matmul.ts';
 import { recordRmsNorm } from './kernels/rmsnorm.ts';
 import { recordRope } from './kernels/rope.ts';
 import { recordOutputAndMlp, recordProjections, type ModelParts } from './record-forward.ts';
+import type { BatchSequence } from '../backend.ts';
 
-export interface GpuBatchSequence {
-  cache: GpuKVCache;
-  tokens: Uint32Array;
-  position: number;
-}
+export type GpuBatchSequence = BatchSequence<GpuKVCache>;
 
 /** Per-sequence staging of one layer's rows: the rows' q, k, v and attention output. */
 interface SequenceBuffers {

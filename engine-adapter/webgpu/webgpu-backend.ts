@@ -8,7 +8,15 @@ import { KdnError } from '../../common/errors.ts';
 import { codecFor } from '../../storage/kv-object/index.ts';
 import type { TransformTable } from '../../storage/kv-object/codecs/transform-table.ts';
 import type { KVHeader, KVLayerBlock, KVTensors } from '../../storage/kv-object/types.ts';
-import type { BatchSequence, BlendOutput, BlendPlan, ForwardBackend, KVCacheHandle, KVRows } from '../backend.ts';
+import {
+  checkedBatch,
+  type BatchSequence,
+  type BlendOutput,
+  type BlendPlan,
+  type ForwardBackend,
+  type KVCacheHandle,
+  type KVRows,
+} from '../backend.ts';
 import type { ModelConfig } from '../model/config.ts';
 import type { ModelWeights } from '../model/weights.ts';
 import { gpuBatchForward, type GpuBatchSequence } from './batch-forward.ts';
@@ -167,15 +175,11 @@ export class WebGpuBackend implements ForwardBackend {
 
   async batchForward(sequences: readonly BatchSequence[]): Promise<Float32Array[]> {
     this.alive();
-    const caches = new Set<GpuKVCache>();
-    const checked: GpuBatchSequence[] = sequences.map((seq) => {
-      const cache = this.own(seq.cache);
-      if (caches.has(cache)) throw new KdnError('INVALID_ARGUMENT', 'a batched forward names one cache twice');
-      caches.add(cache);
-      if (seq.tokens.length === 0) throw new KdnError('INVALID_ARGUMENT', 'every sequence of a batched forward needs at least one token');
-      this.checkTokens(cache, seq.tokens, seq.position);
-      return { cache, tokens: seq.tokens, position: seq.position };
-    });
+    const checked: GpuBatchSequence[] = checkedBatch(
+      sequences,
+      (cache) => this.own(cache),
+      (cache, tokens, position) => this.checkTokens(cache, tokens, position),
+    );
     await this.parts.injector.settle();
     const parts = { ctx: this.ctx, config: this.c, w: this.parts.gpuWeights, s: this.parts.scratch };
     const out: Float32Array[] = [];
