@@ -1,15 +1,15 @@
 /**
  * A forward pass over several sequences, each on its own KV cache, recorded into one submission: the rows of every
- * sequence are stacked in the shared scratch for the norms, projections and MLP (each weight read once per step for
- * all of them), while each sequence's rows are copied out for RoPE at its positions, the K/V write into its cache
- * and attention over that cache, and their attention output copied back. The same decoder as record-forward.ts,
- * built from its pieces and the same kernels.
+ * sequence are stacked in the shared scratch for the norms, projections, RoPE (each row at its own sequence's
+ * position) and MLP, each weight read once per step for all of them. Per sequence and layer only what touches its
+ * cache is recorded: two copies of its K/V rows into the cache, and attention reading its queries from the stacked
+ * rows and writing its output there (staged through copies where its rows do not start at an offset a binding can
+ * take). The same decoder as record-forward.ts, built from its pieces and the same kernels.
  */
-import type { Recorder } from './gpu-context.ts';
+import type { BufferRange, Recorder } from './gpu-context.ts';
 import type { GpuKVCache } from './gpu-kv-cache.ts';
 import { recordAttention } from './kernels/attention.ts';
 import { recordEmbedding } from './kernels/embedding.ts';
-import { recordKvWrite } from './kernels/kv-write.ts';
 import { recordMatmul } from './kernels/matmul.ts';
 import { recordRmsNorm } from './kernels/rmsnorm.ts';
 import { recordRope } from './kernels/rope.ts';
@@ -18,12 +18,13 @@ import type { BatchSequence } from '../backend.ts';
 
 export type GpuBatchSequence = BatchSequence<GpuKVCache>;
 
-/** Per-sequence staging of one layer's rows: the rows' q, k, v and attention output. */
-interface SequenceBuffers {
-  q: GPUBuffer;
-  k: GPUBuffer;
-  v: GPUBuffer;
-  attn: GPUBuffer;
+/** Where a batched step's sequences sit in the stacked rows. */
+interface Layout {
+  /** Row of each sequence's first token. */
+  firsts: number[];
+  total: number;
+  /** The position of every stacked row, for RoPE (u32 [total]). */
+  positions: GPUBuffer;
 }
 
 /**
@@ -32,37 +33,16 @@ interface SequenceBuffers {
  */
 export function gpuBatchForward(f: ModelParts, sequences: readonly GpuBatchSequence[]): Promise<Float32Array[]> {
   const { ctx, s, config: c } = f;
-  const total = sequences.reduce((sum, seq) => sum + seq.tokens.length, 0);
-  const longest = Math.max(...sequences.map((seq) => seq.tokens.length));
-  const ids = new Uint32Array(total);
-  const firsts: number[] = [];
-  let at = 0;
-  for (const seq of sequences) {
-    ids.set(seq.tokens, at);
-    firsts.push(at);
-    at += seq.tokens.length;
-  }
   const rec = ctx.recorder();
   for (const seq of sequences) seq.cache.reserve(seq.position + seq.tokens.length, () => rec);
-  s.ensure(total, sequences.length);
-  ctx.device.queue.writeBuffer(s.ids, 0, ids);
-  const qBytes = c.heads * c.headDim * 4;
-  const kvBytes = c.kvHeads * c.headDim * 4;
-  const staged: SequenceBuffers = {
-    q: ctx.scratch('batch q', longest * qBytes, rec),
-    k: ctx.scratch('batch k', longest * kvBytes, rec),
-    v: ctx.scratch('batch v', longest * kvBytes, rec),
-    attn: ctx.scratch('batch attn', longest * qBytes, rec),
-  };
-  recordEmbedding(ctx, rec, { ids: s.ids, table: f.w.embed, out: s.x, tokens: total });
-  for (let l = 0; l < c.layers; l++) {
-    const { q, k } = recordProjections(rec, f, total, l);
-    sequences.forEach((seq, i) => recordSequenceAttention(rec, f, { seq, first: firsts[i]!, l, q, k, staged }));
-    recordOutputAndMlp(rec, f, total, l);
-  }
+  const layout = stackRows(f, rec, sequences);
+  recordEmbedding(ctx, rec, { ids: s.ids, table: f.w.embed, out: s.x, tokens: layout.total });
+  for (let l = 0; l < c.layers; l++) recordBatchLayer(rec, f, sequences, layout, l);
   const hidden = c.hiddenSize;
   const lastRows = ctx.scratch('batch last rows', sequences.length * hidden * 4, rec);
-  sequences.forEach((seq, i) => rec.copy(s.x, (firsts[i]! + seq.tokens.length - 1) * hidden * 4, lastRows, i * hidden * 4, hidden * 4));
+  sequences.forEach((seq, i) =>
+    rec.copy(s.x, (layout.firsts[i]! + seq.tokens.length - 1) * hidden * 4, lastRows, i * hidden * 4, hidden * 4),
+  );
   recordRmsNorm(ctx, rec, { x: lastRows, weight: f.w.finalNorm, out: s.h, rows: sequences.length, n: hidden, eps: c.rmsNormEps });
   recordMatmul(ctx, rec, { x: s.h, w: f.w.lmHead, y: s.logits, m: sequences.length });
   const index = rec.readback(s.logits, 0, sequences.length * c.vocabSize * 4);
@@ -72,34 +52,81 @@ export function gpuBatchForward(f: ModelParts, sequences: readonly GpuBatchSeque
   });
 }
 
+/** Writes the stacked token ids and row positions (before `rec` is submitted, so they land before it runs). */
+function stackRows(f: ModelParts, rec: Recorder, sequences: readonly GpuBatchSequence[]): Layout {
+  const { ctx, s } = f;
+  const total = sequences.reduce((sum, seq) => sum + seq.tokens.length, 0);
+  const ids = new Uint32Array(total);
+  const rowPositions = new Uint32Array(total);
+  const firsts: number[] = [];
+  let at = 0;
+  for (const seq of sequences) {
+    ids.set(seq.tokens, at);
+    for (let t = 0; t < seq.tokens.length; t++) rowPositions[at + t] = seq.position + t;
+    firsts.push(at);
+    at += seq.tokens.length;
+  }
+  s.ensure(total, sequences.length);
+  const positions = ctx.scratch('batch positions', total * 4, rec);
+  ctx.device.queue.writeBuffer(s.ids, 0, ids);
+  ctx.device.queue.writeBuffer(positions, 0, rowPositions);
+  return { firsts, total, positions };
+}
+
+/** Decoder layer `l` over the stacked rows, each sequence's K/V into its own cache and attention over it. */
+function recordBatchLayer(rec: Recorder, f: ModelParts, sequences: readonly GpuBatchSequence[], layout: Layout, l: number): void {
+  const { ctx, s, config: c } = f;
+  const { q, k } = recordProjections(rec, f, layout.total, l);
+  const rows = { invFreq: f.w.invFreq, tokens: layout.total, headDim: c.headDim, posBase: 0, slots: layout.positions };
+  recordRope(ctx, rec, { x: q, heads: c.heads, ...rows });
+  recordRope(ctx, rec, { x: k, heads: c.kvHeads, ...rows });
+  const kvBytes = c.kvHeads * c.headDim * 4;
+  // The copies first, then every attention dispatch: one compute pass for them all.
+  sequences.forEach((seq, i) => {
+    const [from, to, bytes] = [layout.firsts[i]! * kvBytes, seq.position * kvBytes, seq.tokens.length * kvBytes];
+    rec.copy(k, from, seq.cache.keys[l]!, to, bytes);
+    rec.copy(s.v, from, seq.cache.values[l]!, to, bytes);
+  });
+  sequences.forEach((seq, i) => recordSequenceAttention(rec, f, { seq, first: layout.firsts[i]!, l, q }));
+  recordOutputAndMlp(rec, f, layout.total, l);
+}
+
 interface SequenceStep {
   seq: GpuBatchSequence;
   /** Row of the sequence's first token in the stacked rows. */
   first: number;
   l: number;
-  /** The stacked rows' queries and keys before RoPE (values are in s.v). */
+  /** The stacked rows' queries after RoPE. */
   q: GPUBuffer;
-  k: GPUBuffer;
-  staged: SequenceBuffers;
 }
 
-/** One sequence's part of layer l: its rows rotated at its positions, their K/V into its cache, its attention. */
+/**
+ * One sequence's attention over its cache at layer l, from its rows of the stacked queries into its rows of s.attn:
+ * bound in place where their offset is aligned for a binding, else staged through scratch by copies.
+ */
 function recordSequenceAttention(rec: Recorder, f: ModelParts, step: SequenceStep): void {
   const { ctx, s, config: c } = f;
-  const { seq, first, l, staged } = step;
+  const { seq, first, l } = step;
   const n = seq.tokens.length;
   const qBytes = c.heads * c.headDim * 4;
-  const kvDim = c.kvHeads * c.headDim;
-  rec.copy(step.q, first * qBytes, staged.q, 0, n * qBytes);
-  rec.copy(step.k, first * kvDim * 4, staged.k, 0, n * kvDim * 4);
-  rec.copy(s.v, first * kvDim * 4, staged.v, 0, n * kvDim * 4);
-  const cacheK = seq.cache.keys[l]!;
-  const cacheV = seq.cache.values[l]!;
-  const posBase = seq.position;
-  recordRope(ctx, rec, { x: staged.q, invFreq: f.w.invFreq, tokens: n, heads: c.heads, headDim: c.headDim, posBase });
-  recordRope(ctx, rec, { x: staged.k, invFreq: f.w.invFreq, tokens: n, heads: c.kvHeads, headDim: c.headDim, posBase });
-  recordKvWrite(ctx, rec, { k: staged.k, v: staged.v, cacheK, cacheV, tokens: n, rowSize: kvDim, position: posBase });
-  const heads = { heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim };
-  recordAttention(ctx, rec, { q: staged.q, cacheK, cacheV, out: staged.attn, tokens: n, ...heads, posBase, window: c.slidingWindow });
-  rec.copy(staged.attn, 0, s.attn, first * qBytes, n * qBytes);
+  const range = (buffer: GPUBuffer): BufferRange => ({ buffer, offset: first * qBytes, size: n * qBytes });
+  const args = {
+    cacheK: seq.cache.keys[l]!,
+    cacheV: seq.cache.values[l]!,
+    tokens: n,
+    heads: c.heads,
+    kvHeads: c.kvHeads,
+    headDim: c.headDim,
+    posBase: seq.position,
+    window: c.slidingWindow,
+  };
+  if ((first * qBytes) % ctx.storageOffsetAlignment === 0) {
+    recordAttention(ctx, rec, { q: range(step.q), out: range(s.attn), ...args });
+    return;
+  }
+  const stagedQ = ctx.scratch('batch q', n * qBytes, rec);
+  const stagedOut = ctx.scratch('batch attn', n * qBytes, rec);
+  rec.copy(step.q, first * qBytes, stagedQ, 0, n * qBytes);
+  recordAttention(ctx, rec, { q: stagedQ, out: stagedOut, ...args });
+  rec.copy(stagedOut, 0, s.attn, first * qBytes, n * qBytes);
 }

@@ -55,6 +55,7 @@ export interface GpuLimits {
   maxStorageBuffersPerShaderStage: number;
   maxComputeWorkgroupsPerDimension: number;
   minUniformBufferOffsetAlignment: number;
+  minStorageBufferOffsetAlignment: number;
 }
 
 export interface OpenedDevice {
@@ -220,6 +221,7 @@ export async function openDevice(): Promise<OpenedDevice> {
       maxStorageBuffersPerShaderStage: l.maxStorageBuffersPerShaderStage,
       maxComputeWorkgroupsPerDimension: l.maxComputeWorkgroupsPerDimension,
       minUniformBufferOffsetAlignment: l.minUniformBufferOffsetAlignment,
+      minStorageBufferOffsetAlignment: l.minStorageBufferOffsetAlignment,
     },
     description,
     software: isSoftware(adapter.info),

@@ -72,8 +72,25 @@ const SEGMENT_DISPATCHES = 128;
  */
 const BIND_GROUP_CACHE_ENTRIES = 16384;
 
+/** Bytes [offset, offset + size) of a buffer, bound as a kernel's whole array (offset a multiple of the device's
+ * minStorageBufferOffsetAlignment: GpuContext.storageOffsetAlignment). */
+export interface BufferRange {
+  buffer: GPUBuffer;
+  offset: number;
+  size: number;
+}
+
+/** What a kernel binds: a whole buffer or a range of one. */
+export type Binding = GPUBuffer | BufferRange;
+
+/** Commands a Recorder holds, by kind (bench figures of the host-side recording work). */
+export interface CommandCounts {
+  dispatches: number;
+  copies: number;
+}
+
 type Command =
-  | { kind: 'dispatch'; pipeline: GPUComputePipeline; slot: number; buffers: GPUBuffer[]; groups: [number, number, number] }
+  | { kind: 'dispatch'; pipeline: GPUComputePipeline; slot: number; buffers: Binding[]; groups: [number, number, number] }
   | { kind: 'copy'; src: GPUBuffer; srcOffset: number; dst: GPUBuffer; dstOffset: number; size: number };
 
 /**
@@ -107,7 +124,7 @@ export class Recorder {
     return this.times;
   }
 
-  dispatch(pipeline: GPUComputePipeline, params: Params, buffers: GPUBuffer[], groups: readonly number[]): void {
+  dispatch(pipeline: GPUComputePipeline, params: Params, buffers: Binding[], groups: readonly number[]): void {
     const [x = 1, y = 1, z = 1] = groups;
     const max = this.ctx.limits.maxComputeWorkgroupsPerDimension;
     if (x > max || y > max || z > max)
@@ -119,6 +136,12 @@ export class Recorder {
 
   copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, size: number): void {
     if (size > 0) this.commands.push({ kind: 'copy', src, srcOffset, dst, dstOffset, size });
+  }
+
+  /** The dispatches and copies recorded so far. */
+  counts(): CommandCounts {
+    const dispatches = this.params.length;
+    return { dispatches, copies: this.commands.length - dispatches };
   }
 
   /** Asks for bytes [offset, offset + size) of `src` as they are after this recording ran; returns its index. */
@@ -265,6 +288,8 @@ export class GpuContext {
   readonly description: string;
   /** Bytes of the largest storage buffer a kernel can bind whole on this adapter. */
   readonly maxStorageBytes: number;
+  /** Bytes a BufferRange's offset must be a multiple of. */
+  readonly storageOffsetAlignment: number;
   /** Bound where a kernel's optional input (e.g. a bias) is absent. */
   readonly dummy: GPUBuffer;
 
@@ -274,6 +299,7 @@ export class GpuContext {
     this.limits = opened.limits;
     this.description = opened.description;
     this.maxStorageBytes = Math.min(this.limits.maxBufferSize, this.limits.maxStorageBufferBindingSize);
+    this.storageOffsetAlignment = this.limits.minStorageBufferOffsetAlignment;
     this.dummy = this.storage(16, 'dummy');
   }
 
@@ -314,12 +340,13 @@ export class GpuContext {
    * The bind group of `pipeline` with the uniform slot at `offset` of `uniforms` and `buffers` at bindings 1..,
    * created once. Keys name buffers by identity, so a destroyed buffer's groups are never asked for again and age out.
    */
-  bindGroup(pipeline: GPUComputePipeline, uniforms: GPUBuffer, offset: number, buffers: readonly GPUBuffer[]): GPUBindGroup {
-    const key = `${[pipeline, uniforms, ...buffers].map((o) => this.id(o)).join(',')}@${offset}`;
+  bindGroup(pipeline: GPUComputePipeline, uniforms: GPUBuffer, offset: number, buffers: readonly Binding[]): GPUBindGroup {
+    const names = buffers.map((b) => ('buffer' in b ? `${this.id(b.buffer)}:${b.offset}+${b.size}` : this.id(b)));
+    const key = `${this.id(pipeline)},${this.id(uniforms)},${names.join(',')}@${offset}`;
     let group = this.bindGroups.get(key);
     if (group === undefined) {
       const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: uniforms, offset, size: PARAM_SLOT } }];
-      buffers.forEach((buffer, i) => entries.push({ binding: i + 1, resource: { buffer } }));
+      buffers.forEach((b, i) => entries.push({ binding: i + 1, resource: 'buffer' in b ? b : { buffer: b } }));
       group = this.device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
       this.bindGroups.set(key, group);
     }

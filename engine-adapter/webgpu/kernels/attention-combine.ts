@@ -1,4 +1,4 @@
-import { Params, type GpuContext, type Recorder } from '../gpu-context.ts';
+import { Params, type Binding, type GpuContext, type Recorder } from '../gpu-context.ts';
 
 const URL_ = new URL('./attention-combine.wgsl', import.meta.url);
 
@@ -8,7 +8,7 @@ export interface AttentionCombineArgs {
   /** [splits][rows][max, sum]. */
   partStats: GPUBuffer;
   /** [rows][headDim] */
-  out: GPUBuffer;
+  out: Binding;
   /** tokens * heads. */
   rows: number;
   headDim: number;

@@ -3,7 +3,7 @@
  * parts run by separate workgroups (each writing an unnormalised accumulator and its (max, sum)), and
  * attention-combine.wgsl merges them. Here: how many parts, and the part buffers.
  */
-import type { GpuContext, Recorder } from '../gpu-context.ts';
+import type { Binding, GpuContext, Recorder } from '../gpu-context.ts';
 import { recordAttentionCombine } from './attention-combine.ts';
 
 /** Each part covers at least this many key tiles, or the merge costs more than the split gains. */
@@ -21,7 +21,7 @@ export interface SplitParts {
   acc: GPUBuffer;
   stats: GPUBuffer;
   /** Records the merge of the parts into `out` ([rows][headDim]); call after the split dispatch. */
-  combine(out: GPUBuffer): void;
+  combine(out: Binding): void;
 }
 
 /** Part buffers for `splits` parts of `rows` = tokens * heads output rows of `headDim`. */

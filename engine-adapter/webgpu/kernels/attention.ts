@@ -1,5 +1,5 @@
 import { KdnError } from '../../../common/errors.ts';
-import type { GpuContext, Recorder } from '../gpu-context.ts';
+import type { Binding, GpuContext, Recorder } from '../gpu-context.ts';
 import { attentionParams, keyEnd, slotBindings } from './attention-params.ts';
 import { recordAttentionSubgroupMatrix, subgroupMatrixAttentionFits } from './attention-subgroup-matrix.ts';
 import { chooseSplits, splitParts } from './attention-splits.ts';
@@ -10,12 +10,12 @@ const MAX_HEAD_DIM = 256;
 
 export interface AttentionArgs {
   /** [tokens][heads][headDim], not yet scaled. */
-  q: GPUBuffer;
+  q: Binding;
   /** One layer's caches, [capacity][kvHeads][headDim], holding keys (after RoPE) of positions [0, posBase + tokens). */
   cacheK: GPUBuffer;
   cacheV: GPUBuffer;
   /** [tokens][heads][headDim] */
-  out: GPUBuffer;
+  out: Binding;
   tokens: number;
   heads: number;
   kvHeads: number;
