@@ -223,6 +223,23 @@ describe('webgpu kernels vs the CPU reference', () => {
     expectClose(got, expected, 2e-5, 0, 'rope');
   });
 
+  it('rope at a position per row, as stacked sequences of a batched step have them (atol 2e-5)', async () => {
+    // Three sequences' rows one after another: 1 row at 3, 4 rows at 1000.., 2 rows at 0..
+    const positions = [3, 1000, 1001, 1002, 1003, 0, 1];
+    const [tokens, heads] = [positions.length, 3];
+    const x = randomArray(tokens * heads * headDim, 15);
+    const expected = new Float32Array(x.length);
+    applyRope(expected, x, tokens, heads, headDim, positions, invFreqLlama3);
+    const buf = upload(x);
+    const slots = upload(Uint32Array.from(positions));
+    const got = await run(
+      (rec) => recordRope(ctx, rec, { x: buf, invFreq: upload(invFreqLlama3), tokens, heads, headDim, posBase: 0, slots }),
+      buf,
+      x.length,
+    );
+    expectClose(got, expected, 2e-5, 0, 'rope');
+  });
+
   for (const delta of [37, -1000]) {
     it(`rerotate cached keys by ${delta} (atol 2e-5)`, async () => {
       const [capacity, start, tokens, kvHeads] = [12, 3, 7, 2];
