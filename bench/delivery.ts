@@ -383,8 +383,8 @@ export async function run(args: string[]): Promise<BenchReport> {
       records,
     };
   } finally {
-    gpu.staged?.close();
-    gpu.expanded?.close();
+    await gpu.staged?.close();
+    await gpu.expanded?.close();
     agent.destroy();
     client.close();
     await pool.close();

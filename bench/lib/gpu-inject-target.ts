@@ -82,11 +82,11 @@ export class GpuInjectTarget {
     return timing;
   }
 
-  close(): void {
+  async close(): Promise<void> {
     this.cache.dispose();
     this.injector.destroy();
     this.pool.destroy();
     for (const b of this.buffers) b.destroy();
-    this.ctx.dispose();
+    await this.ctx.dispose();
   }
 }

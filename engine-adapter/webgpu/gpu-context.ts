@@ -431,7 +431,14 @@ export class GpuContext {
     return out!;
   }
 
-  dispose(): void {
+  /**
+   * Releases the device once the work submitted to it has finished. Dawn aborts the whole process when a thread
+   * ends while one of its promises (a readback, onSubmittedWorkDone) is still unsettled, and destroying the device
+   * does not settle them by itself; waiting for the queue first lets every earlier promise settle.
+   */
+  async dispose(): Promise<void> {
+    // A lost device rejects; it holds no work then.
+    await this.device.queue.onSubmittedWorkDone().catch(() => undefined);
     this.pipelines.clear();
     this.scratches.clear();
     this.bindGroups.clear();

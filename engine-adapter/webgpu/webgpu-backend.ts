@@ -58,7 +58,7 @@ export async function createWebGPUBackend(weights: ModelWeights, options: WebGPU
   try {
     return await WebGpuBackend.start(ctx, weights, options);
   } catch (err) {
-    ctx.dispose();
+    await ctx.dispose();
     throw err;
   }
 }
@@ -335,7 +335,7 @@ export class WebGpuBackend implements ForwardBackend {
     pool.destroy();
     scratch.destroy();
     gpuWeights.destroy();
-    this.ctx.dispose();
+    await this.ctx.dispose();
   }
 
   /** One chunk recorded whole into one submission; resolves with its logits' bytes (null for 'none'). */

@@ -116,4 +116,4 @@ for (const [name, bitsOf] of Object.entries(ALLOCATIONS)) {
 }
 const timing = timed ? 'gpu timestamps' : 'wall clock';
 console.log(JSON.stringify({ device: ctx.description, timing, kvHeads, headDim, tokens, chunks, reps, rows }, null, 2));
-ctx.dispose();
+await ctx.dispose();

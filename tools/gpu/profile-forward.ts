@@ -115,4 +115,4 @@ console.log(JSON.stringify({ device: ctx.description, shape: values.shape, setup
 cache.dispose();
 w.destroy();
 scratch.destroy();
-ctx.dispose();
+await ctx.dispose();

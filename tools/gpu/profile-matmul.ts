@@ -55,4 +55,4 @@ for (const m of rowCounts) {
   byRows[m] = { perProjection: each, layerMs, allLayersMs: layerMs * c.layers };
 }
 console.log(JSON.stringify({ device: ctx.description, shape: values.shape, reps, rows: byRows }, null, 1));
-ctx.dispose();
+await ctx.dispose();

@@ -130,4 +130,4 @@ console.log(
     1,
   ),
 );
-ctx.dispose();
+await ctx.dispose();

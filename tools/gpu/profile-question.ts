@@ -169,4 +169,4 @@ for (const context of contexts) {
 console.log(
   JSON.stringify({ device: ctx.description, backend: backend.device, shape, question, chunk, setupSeconds, runs, kernels }, null, 1),
 );
-ctx.dispose();
+await ctx.dispose();

@@ -75,4 +75,4 @@ for (const [name, run] of Object.entries(strategies)) {
   for (const block of blockSizes) results[name][`${block / MiB}MiB`] = Number((await timed(run, block)).toFixed(3));
 }
 console.log(JSON.stringify({ device: ctx.description, totalMiB: total / MiB, GBps: results }, null, 1));
-ctx.dispose();
+await ctx.dispose();
