@@ -57,13 +57,14 @@ async function perform(engine: Engine, id: number, call: Call): Promise<{ value:
       return { value: { op: 'exportKV', tensors }, transfer: transferable(tensorArrays(tensors)) };
     }
     case 'inject': {
-      const session = sessionOf(call.session);
       const channels = call.streams.map((s) => {
         const channel = new BlockChannel(s.header);
-        streams.set(s.stream, channel);
+        if (s.port) channel.listen(s.port);
+        else streams.set(s.stream, channel);
         return channel;
       });
       try {
+        const session = sessionOf(call.session);
         if (call.tokens === undefined) {
           await session.injectKV(channels[0]!.reader, call.position);
           return { value: { op: 'inject' } };
@@ -83,6 +84,7 @@ async function perform(engine: Engine, id: number, call: Call): Promise<{ value:
         return { value: { op: 'inject', logits, placedAtEpoch: performance.timeOrigin + placedAt } };
       } finally {
         for (const s of call.streams) streams.delete(s.stream);
+        for (const c of channels) c.close();
       }
     }
     case 'generate': {
