@@ -32,6 +32,8 @@
  *   npm run bench -- ttft --shape llama3.1-8b --contexts 1024,4096,8192,16384,32768 --backend webgpu --out ttft-gpu
  *   npm run bench -- ttft --shape demo --contexts 256,512,1024 --backend cpu --out ttft-cpu
  * `--chunks N` cuts every context into N chunks (a retrieval query's top-N) instead of fixed `--chunk`-token ones.
+ * `--engine-thread` runs the engine on its own thread, as kdn does (engine-adapter/worker): with --fetch-threads, the
+ * objects' blocks then go from the fetch threads to the engine's without passing through the event loop.
  * `--edge-shm` has the edge mirror its memory tier under /dev/shm and runs each inject and blend mode twice, records
  * marked `delivery`: 'socket' (loopback HTTP, as without the flag) then 'shm' (the same-host fast path,
  * kdn/query/shm-source.ts; a run where any object came over HTTP is an error, not a figure).
@@ -112,6 +114,8 @@ interface TtftArgs extends SpeedArgs {
   transformLevel: string | undefined;
   /** The edge mirrors its memory tier in shared memory, and each inject mode runs again reading it (delivery 'shm'). */
   edgeShm: boolean;
+  /** The engine on its own thread, as kdn runs it, rather than on the event loop. */
+  engineThread: boolean;
 }
 
 const INJECT_PATHS = ['auto', 'overlapped', 'sequential'] as const;
@@ -136,6 +140,7 @@ function parse(args: string[]): TtftArgs {
     chunks: { type: 'string' },
     'transform-level': { type: 'string' },
     'edge-shm': { type: 'boolean' },
+    'engine-thread': { type: 'boolean' },
   });
   const speed = speedArgs(values, { contexts: [256, 512, 1024] });
   const kv = choice(values.kv, 'computed', KV_SOURCES, 'kv');
@@ -160,6 +165,7 @@ function parse(args: string[]): TtftArgs {
     blend: blendOptions(ratio(values['blend-ratio'])),
     transformLevel: values['transform-level'],
     edgeShm: values['edge-shm'] === true,
+    engineThread: values['engine-thread'] === true,
   };
 }
 
@@ -692,7 +698,7 @@ export async function run(args: string[], checkpoint?: Checkpoint): Promise<Benc
   // inject-hot keeps the longest context resident: f32 K and V of every layer (twice the fp16 bytes per token).
   const f32BytesPerToken = 2 * kvBytesPerToken(parseModelConfig(target.hfConfig, target.shape));
   const hotTierBytes = a.modes.includes('inject-hot') ? Math.ceil(f32BytesPerToken * capacity * 1.05) : 0;
-  const engine = await openBenchEngine(target, a.backend, capacity, hotTierBytes);
+  const engine = await openBenchEngine(target, a.backend, capacity, hotTierBytes, a.engineThread);
   const report = (): BenchReport => ({
     params: {
       shape: target.shape,
@@ -713,6 +719,9 @@ export async function run(args: string[], checkpoint?: Checkpoint): Promise<Benc
           : 'computed by the engine from the context',
       fetchWindow: a.window,
       fetchThreads: a.fetchThreads,
+      engineThread: a.engineThread
+        ? "its own (engine-adapter/worker): the fetch pool's blocks go there from the fetch threads"
+        : 'the event loop (the fetch pool hands its blocks over here)',
       edge:
         a.edge === 'process'
           ? 'a kdn edge process on this machine (loopback HTTP)'

@@ -13,6 +13,7 @@ import {
   transferable,
   type Call,
   type CallValue,
+  type EngineOpener,
   type EngineWorkerData,
   type FromEngine,
   type ToEngine,
@@ -167,6 +168,11 @@ function handle(engine: Engine, message: ToEngine): void {
   }
 }
 
+async function opened(opener: EngineOpener): Promise<Engine> {
+  const module = (await import(opener.module)) as { openEngine(args: unknown): Promise<Engine> };
+  return module.openEngine(opener.args);
+}
+
 function quietly(fn: () => unknown): void {
   try {
     fn();
@@ -177,9 +183,9 @@ function quietly(fn: () => unknown): void {
 
 try {
   const options = workerData as EngineWorkerData;
-  const engine = await createEngine(options);
+  const engine = 'module' in options ? await opened(options) : await createEngine(options);
   port.on('message', (message: ToEngine) => handle(engine, message));
-  post({ type: 'ready', ready: { info: engine.info, backend: engine.backend, device: engine.device, maxCapacity: options.capacity! } });
+  post({ type: 'ready', ready: { info: engine.info, backend: engine.backend, device: engine.device, maxCapacity: options.capacity } });
 } catch (err) {
   post({ type: 'startFailed', error: wire(err) });
 }

@@ -9,7 +9,18 @@ import type { KVHeader, KVTensors } from '../../storage/kv-object/types.ts';
 import type { CreateEngineOptions } from '../create-engine.ts';
 import type { BackendName, BlendOptions, GenerateOptions, GenerateResult, GeneratedToken, ModelInfo, ResidentKey } from '../types.ts';
 
-export type EngineWorkerData = CreateEngineOptions;
+/**
+ * Builds the engine on its thread instead of createEngine: a module (its URL) whose `openEngine(args)` resolves with
+ * an Engine of sessions up to `capacity` tokens (benchmarks open their random-weight shapes this way).
+ */
+export interface EngineOpener {
+  module: string;
+  args: unknown;
+  capacity: number;
+}
+
+/** What the engine's thread opens: a model directory (capacity resolved), or what an opener builds. */
+export type EngineWorkerData = (CreateEngineOptions & { capacity: number }) | EngineOpener;
 
 export interface WireError {
   code: ErrorCode;

@@ -32,6 +32,8 @@ import {
   transferable,
   type Call,
   type CallValue,
+  type EngineOpener,
+  type EngineWorkerData,
   type FromEngine,
   type Ready,
   type StreamOpen,
@@ -61,8 +63,17 @@ export async function createEngineInWorker(options: CreateEngineOptions): Promis
   const config = await loadModelConfig(options.modelDir);
   const capacity = options.capacity ?? Math.min(config.maxPositionEmbeddings, 8192);
   const tokenizer = await loadTokenizer(options.modelDir, config);
+  return startEngineThread({ ...options, capacity }, tokenizer);
+}
+
+/** Starts an engine `opener` builds on a worker thread; `tokenizer` is the proxy's, for this thread's texts. */
+export function createOpenedEngineInWorker(opener: EngineOpener, tokenizer: Tokenizer): Promise<Engine> {
+  return startEngineThread(opener, tokenizer);
+}
+
+async function startEngineThread(workerData: EngineWorkerData, tokenizer: Tokenizer): Promise<Engine> {
   // The real environment, not a copy: the WebGPU backend picks its Vulkan driver through environment variables.
-  const worker = new Worker(ENTRY, { workerData: { ...options, capacity }, env: SHARE_ENV });
+  const worker = new Worker(ENTRY, { workerData, env: SHARE_ENV });
   const listeners: { message?: (m: FromEngine) => void; error?: (err: Error) => void; exit?: (code: number) => void } = {};
   const ready = await new Promise<Ready>((resolve, reject) => {
     listeners.message = (message) => {
