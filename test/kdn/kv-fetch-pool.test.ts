@@ -123,6 +123,22 @@ describe('KvFetchPool: chunk objects received and verified on worker threads', (
     }
   });
 
+  it('keeps an arrived object on its worker until its layers are read, and drops it once its signal fires', async () => {
+    const layersOf = async (reader: AsyncIterable<KVLayerBlock>): Promise<number[]> => {
+      const seen: number[] = [];
+      for await (const block of reader) seen.push(block.layer);
+      return seen;
+    };
+    const kept = await pool.open('kv/pool/fp16.kv', EXPECT, new AbortController().signal);
+    await kept.reader.drained;
+    expect(await layersOf(kept.reader.layers)).to.deep.equal([0, 1, 2, 3]);
+    const abort = new AbortController();
+    const dropped = await pool.open('kv/pool/fp16.kv', EXPECT, abort.signal);
+    await dropped.reader.drained;
+    abort.abort();
+    expect(await code(layersOf(dropped.reader.layers))).to.equal('TIMEOUT');
+  });
+
   it('closing the pool fails what is in flight instead of leaving it hanging', async () => {
     const closing = new KvFetchPool({ edges: [edge.url], timeoutMs: 5_000, secret: TEST_EDGE_SECRET }, 1);
     const pending = drain(closing, 'kv/pool/fp16.kv');

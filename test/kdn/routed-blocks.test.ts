@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
@@ -41,6 +41,7 @@ describe('KV blocks routed from the fetch threads to the engine thread', functio
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'kdn-routed-'));
+    await mkdir(join(dir, 'shm'));
     model = await testModel();
     edge = await startEdge({
       port: 0,
@@ -49,6 +50,7 @@ describe('KV blocks routed from the fetch threads to the engine thread', functio
       diskBytes: 0,
       originUrl: `file:${join(dir, 'origin')}`,
       secret: TEST_EDGE_SECRET,
+      shmDir: join(dir, 'shm'),
     });
     client = new EdgeClient({ edges: [edge.url], timeoutMs: 5_000, secret: TEST_EDGE_SECRET });
     engine = await createEngineInWorker({ modelDir: model.dir, backend: 'cpu' });
@@ -87,6 +89,19 @@ describe('KV blocks routed from the fetch threads to the engine thread', functio
       expect(injected.chunks.map((c) => c.tier)).to.not.include('computed');
       expect(injected.tokens.reused).to.equal(injected.tokens.context);
       expect(injected.bytes).to.be.greaterThan(0);
+      expect(pool.deliveredBytes).to.equal(0);
+      expect(injected.answer).to.equal(recomputed.answer);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it("objects read from a same-host edge's shared memory go the same way", async () => {
+    const pool = new KvFetchPool({ edges: [edge.url], timeoutMs: 5_000, secret: TEST_EDGE_SECRET }, 1);
+    try {
+      const injected = await query(pool, 'inject');
+      const recomputed = await query(pool, 'recompute');
+      expect(injected.chunks.map((c) => c.tier)).to.deep.equal(pieces.map(() => 'shm'));
       expect(pool.deliveredBytes).to.equal(0);
       expect(injected.answer).to.equal(recomputed.answer);
     } finally {
