@@ -64,9 +64,8 @@ class PoolWorker {
     if (!this.alive) return;
     this.alive = false;
     const err = new KdnError('EDGE_UNAVAILABLE', message, { hint: 'refetch the object' });
+    // Each failed transfer leaves the map through refresh().
     for (const t of [...this.transfers.values()]) t.fail(err);
-    for (const t of this.transfers.values()) this.deliveredBefore += t.delivered;
-    this.transfers.clear();
   }
 }
 
