@@ -32,6 +32,9 @@
  *   npm run bench -- ttft --shape llama3.1-8b --contexts 1024,4096,8192,16384,32768 --backend webgpu --out ttft-gpu
  *   npm run bench -- ttft --shape demo --contexts 256,512,1024 --backend cpu --out ttft-cpu
  * `--chunks N` cuts every context into N chunks (a retrieval query's top-N) instead of fixed `--chunk`-token ones.
+ * `--engine-thread` runs the engine on its own thread, as kdn does (engine-adapter/worker): with --fetch-threads, the
+ * objects' blocks then go from the fetch threads to the engine's without passing through the event loop, or with
+ * `--hand-over loop` through it, as they did before (bench/lib/loop-hand-over.ts), to compare the two.
  * `--edge-shm` has the edge mirror its memory tier under /dev/shm and runs each inject and blend mode twice, records
  * marked `delivery`: 'socket' (loopback HTTP, as without the flag) then 'shm' (the same-host fast path,
  * kdn/query/shm-source.ts; a run where any object came over HTTP is an error, not a figure).
@@ -48,6 +51,7 @@ import { overlapsPrompt } from '../kdn/query/overlap-policy.ts';
 import { KvFetchPool } from '../kdn/query/kv-fetch-pool.ts';
 import { defaultFetchThreads, inThreadFetcher, type KvFetcher } from '../kdn/query/kv-fetcher.ts';
 import { argmax } from './lib/logits.ts';
+import { handOverOnLoop } from './lib/loop-hand-over.ts';
 import { openBenchEngine, resolveTarget } from './lib/open-engine.ts';
 import { PEER_REPS, runPeer, type PeerReport } from './lib/peer.ts';
 import { median, round } from './lib/stats.ts';
@@ -112,7 +116,13 @@ interface TtftArgs extends SpeedArgs {
   transformLevel: string | undefined;
   /** The edge mirrors its memory tier in shared memory, and each inject mode runs again reading it (delivery 'shm'). */
   edgeShm: boolean;
+  /** The engine on its own thread, as kdn runs it, rather than on the event loop. */
+  engineThread: boolean;
+  /** How a fetch pool's blocks reach an engine on its own thread: from the fetch threads, or through the event loop. */
+  handOver: (typeof HAND_OVERS)[number];
 }
+
+const HAND_OVERS = ['direct', 'loop'] as const;
 
 const INJECT_PATHS = ['auto', 'overlapped', 'sequential'] as const;
 
@@ -136,6 +146,8 @@ function parse(args: string[]): TtftArgs {
     chunks: { type: 'string' },
     'transform-level': { type: 'string' },
     'edge-shm': { type: 'boolean' },
+    'engine-thread': { type: 'boolean' },
+    'hand-over': { type: 'string' },
   });
   const speed = speedArgs(values, { contexts: [256, 512, 1024] });
   const kv = choice(values.kv, 'computed', KV_SOURCES, 'kv');
@@ -160,6 +172,8 @@ function parse(args: string[]): TtftArgs {
     blend: blendOptions(ratio(values['blend-ratio'])),
     transformLevel: values['transform-level'],
     edgeShm: values['edge-shm'] === true,
+    engineThread: values['engine-thread'] === true,
+    handOver: choice(values['hand-over'], 'direct', HAND_OVERS, 'hand-over'),
   };
 }
 
@@ -187,6 +201,7 @@ function record(
     ttft_ms: null,
     runs: null,
     bytes: null,
+    loop_block_bytes: null,
     reserve_ms: null,
     fetch_ms: null,
     fetch_wait_ms: null,
@@ -560,10 +575,15 @@ async function measureContext(
           kept = null;
           keys = await putContextObjects(engine, edge, source, contextIds, a.chunk, codecs, prefix);
         }
-        const fetcherOf = (sharedMemory: boolean): KvFetcher =>
-          a.fetchThreads > 0
-            ? new KvFetchPool(edge.clientOptions, a.fetchThreads, { sharedMemory })
-            : inThreadFetcher(edge.client, { sharedMemory });
+        // Each fetcher's pool, whose count of block bytes handed to the event loop the records show.
+        const pools = new Map<KvFetcher, KvFetchPool>();
+        const fetcherOf = (sharedMemory: boolean): KvFetcher => {
+          if (a.fetchThreads === 0) return inThreadFetcher(edge.client, { sharedMemory });
+          const pool = new KvFetchPool(edge.clientOptions, a.fetchThreads, { sharedMemory });
+          const fetcher = a.handOver === 'loop' ? handOverOnLoop(pool) : pool;
+          pools.set(fetcher, pool);
+          return fetcher;
+        };
         const fetcher = fetcherOf(false);
         const shmFetcher = a.edgeShm ? fetcherOf(true) : null;
         transform?.kit.useIn(fetcher);
@@ -578,7 +598,9 @@ async function measureContext(
                 : contextIds.slice(i * a.chunk, (i + 1) * a.chunk),
             );
             const servedBefore = await bytesServed(edge);
+            const loopBytesBefore = pools.get(via)?.deliveredBytes ?? 0;
             const m = await measureInject(engine, via, modeKeys, contextIds.length, questionIds, path, a, chunkIds);
+            const loopBytes = pools.has(via) ? pools.get(via)!.deliveredBytes - loopBytesBefore : null;
             // The fast path's figure must be the fast path's: not one object may have come over the socket.
             if (delivery === 'shm' && (await bytesServed(edge)) !== servedBefore) {
               const hint = 'is /dev/shm (or the temp folder) writable, and large enough for the edge memory tier?';
@@ -590,6 +612,7 @@ async function measureContext(
               ttft_ms: round(m.median),
               runs: a.runs,
               bytes: last.bytes,
+              loop_block_bytes: loopBytes,
               reserve_ms: round(median(m.results.map((r) => r.reserveMs))),
               inject_path: path,
               fetch_ms: round(median(m.results.map((r) => r.fetchMs))),
@@ -692,7 +715,7 @@ export async function run(args: string[], checkpoint?: Checkpoint): Promise<Benc
   // inject-hot keeps the longest context resident: f32 K and V of every layer (twice the fp16 bytes per token).
   const f32BytesPerToken = 2 * kvBytesPerToken(parseModelConfig(target.hfConfig, target.shape));
   const hotTierBytes = a.modes.includes('inject-hot') ? Math.ceil(f32BytesPerToken * capacity * 1.05) : 0;
-  const engine = await openBenchEngine(target, a.backend, capacity, hotTierBytes);
+  const engine = await openBenchEngine(target, a.backend, capacity, hotTierBytes, a.engineThread);
   const report = (): BenchReport => ({
     params: {
       shape: target.shape,
@@ -713,6 +736,11 @@ export async function run(args: string[], checkpoint?: Checkpoint): Promise<Benc
           : 'computed by the engine from the context',
       fetchWindow: a.window,
       fetchThreads: a.fetchThreads,
+      engineThread: a.engineThread
+        ? a.handOver === 'direct'
+          ? "its own (engine-adapter/worker): the fetch pool's blocks go there from the fetch threads"
+          : "its own (engine-adapter/worker): the fetch pool's blocks go there through the event loop (--hand-over loop)"
+        : 'the event loop (the fetch pool hands its blocks over here)',
       edge:
         a.edge === 'process'
           ? 'a kdn edge process on this machine (loopback HTTP)'
@@ -723,7 +751,8 @@ export async function run(args: string[], checkpoint?: Checkpoint): Promise<Benc
         'ttft_ms: median of runs, from the start of a query on a fresh session to the first token id on the host; inject modes split ' +
         "into reserve (sizing the session's cache for the query) and fetch (first request to last body), then by inject_path: resident " +
         "(inject-hot, the context placed from the engine's hot tier, filled by one query of int4 objects) into placed (start to the " +
-        "last chunk placed) and question (its prefill); overlapped into placed (start to the context's last layer placed) and question (the question's compute left after that), sequential into fetch_wait (injector idle waiting for bodies), inject and question prefill",
+        "last chunk placed) and question (its prefill); overlapped into placed (start to the context's last layer placed) and question (the question's compute left after that), sequential into fetch_wait (injector idle waiting for bodies), inject and question prefill; " +
+        'loop_block_bytes: layer-block bytes a fetch pool handed to the event loop over the runs (0: all went to the engine thread directly)',
       injectPath: a.injectPath,
       blend: `ratio ${a.blend.ratio}, selection ${a.blend.selection}`,
     },

@@ -2,10 +2,11 @@
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { KdnError } from '../../common/errors.ts';
-import { createEngine, type BackendName } from '../../engine-adapter/index.ts';
+import { createEngine, createEngineInWorker, type BackendName } from '../../engine-adapter/index.ts';
 import { readJsonConfig } from './read-config.ts';
 import { DEFAULT_DEMO_MODEL, SYNTHETIC_SHAPES, type HfConfig } from './shapes.ts';
-import { createSyntheticEngine, type BenchEngine } from './synthetic-engine.ts';
+import { asBenchEngine, createSyntheticEngine, type BenchEngine } from './synthetic-engine.ts';
+import { createSyntheticEngineInWorker } from './synthetic-engine-thread.ts';
 
 export interface EngineTarget {
   /** Shape name for records: a synthetic shape, 'demo', or the model directory's name. */
@@ -44,22 +45,22 @@ export async function resolveTarget(shape: string, modelDir: string | undefined)
   return { shape, hfConfig };
 }
 
-/** `hotTierBytes`: the engine's hot tier (engine-adapter/hot-tier.ts), its default size when absent. */
+/**
+ * `hotTierBytes`: the engine's hot tier (engine-adapter/hot-tier.ts), its default size when absent. `thread`: the
+ * engine on its own thread, as kdn runs it (its objects' blocks then go there from the fetch threads directly).
+ */
 export async function openBenchEngine(
   target: EngineTarget,
   backend: 'auto' | BackendName,
   capacity: number,
   hotTierBytes?: number,
+  thread = false,
 ): Promise<BenchEngine> {
   const hot = hotTierBytes === undefined ? {} : { hotTierBytes };
-  if (target.modelDir === undefined) return createSyntheticEngine(target.shape, target.hfConfig, { backend, capacity, ...hot });
-  const engine = await createEngine({ modelDir: target.modelDir, backend, capacity, ...hot });
-  return {
-    info: engine.info,
-    backend: engine.backend,
-    device: engine.device,
-    createSession: (cap: number) => engine.createSession({ capacity: cap }),
-    useTransformTable: (table) => engine.useTransformTable(table),
-    dispose: () => engine.dispose(),
-  };
+  if (target.modelDir === undefined) {
+    const open = thread ? createSyntheticEngineInWorker : createSyntheticEngine;
+    return open(target.shape, target.hfConfig, { backend, capacity, ...hot });
+  }
+  const options = { modelDir: target.modelDir, backend, capacity, ...hot };
+  return asBenchEngine(await (thread ? createEngineInWorker(options) : createEngine(options)));
 }

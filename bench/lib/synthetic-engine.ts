@@ -15,6 +15,7 @@ import {
   createCpuBackend,
   parseModelConfig,
   type BackendName,
+  type Engine,
   type ModelConfig,
   type ModelInfo,
   type ModelWeights,
@@ -35,6 +36,18 @@ export interface BenchEngine {
   /** Makes a transform table usable by injected objects (Engine.useTransformTable). */
   useTransformTable(table: TransformTable): Promise<void>;
   dispose(): Promise<void>;
+}
+
+/** An Engine as a BenchEngine. */
+export function asBenchEngine(engine: Engine): BenchEngine {
+  return {
+    info: engine.info,
+    backend: engine.backend,
+    device: engine.device,
+    createSession: (capacity: number) => engine.createSession({ capacity }),
+    useTransformTable: (table) => engine.useTransformTable(table),
+    dispose: () => engine.dispose(),
+  };
 }
 
 /** Uniform values with the given standard deviation, from a seeded xorshift (fast enough for 500M values). */
@@ -89,7 +102,7 @@ export function syntheticWeights(config: ModelConfig, seed = 1): ModelWeights {
 }
 
 /** Synthetic models have ids but no text: encoding is refused, decoding names the ids. */
-function idTokenizer(config: ModelConfig): Tokenizer {
+export function idTokenizer(config: ModelConfig): Tokenizer {
   return {
     encode(): number[] {
       throw new KdnError('INVALID_ARGUMENT', 'a synthetic benchmark model has no tokenizer', { hint: 'pass token ids' });
@@ -126,11 +139,14 @@ async function openBackend(kind: 'auto' | BackendName, weights: ModelWeights, ca
  * Builds an engine for an HF config with random weights. `capacity` is the largest session the run will open
  * (the WebGPU backend checks it against the adapter's limits up front).
  */
-export async function createSyntheticEngine(
-  name: string,
-  hfConfig: HfConfig,
-  options: { backend: 'auto' | BackendName; capacity: number; seed?: number; hotTierBytes?: number },
-): Promise<BenchEngine> {
+export interface SyntheticOptions {
+  backend: 'auto' | BackendName;
+  capacity: number;
+  seed?: number;
+  hotTierBytes?: number;
+}
+
+export async function createSyntheticEngine(name: string, hfConfig: HfConfig, options: SyntheticOptions): Promise<BenchEngine> {
   const config = parseModelConfig(hfConfig, `synthetic shape ${name}`);
   const seed = options.seed ?? 1;
   const fingerprint = createHash('sha256')

@@ -1,10 +1,14 @@
+import type { MessagePort } from 'node:worker_threads';
 import { KdnError } from '../../common/errors.ts';
 import { verifiedBlock } from '../../storage/kv-object/index.ts';
 import type { KVHeader, KVLayerBlock, KVObjectReader } from '../../storage/kv-object/types.ts';
+import type { RoutedBlocks } from './routed-stream.ts';
 
 /**
- * The worker's end of a KV object streamed from the control plane: blocks are queued as their messages arrive and
- * read by the session as a KVObjectReader, so injection starts with the first layer, not the last.
+ * The worker's end of a KV object streamed from the control plane, or routed straight from a fetch thread over a
+ * port (routed-stream.ts): blocks are queued as their messages arrive and read by the session as a KVObjectReader,
+ * so injection starts with the first layer, not the last (the session checks their order and count, whichever way
+ * they came).
  */
 export class BlockChannel {
   readonly reader: KVObjectReader;
@@ -12,6 +16,7 @@ export class BlockChannel {
   private failure: { error: unknown } | undefined;
   private ended = false;
   private wake: (() => void) | undefined;
+  private port: MessagePort | undefined;
   private readonly toBlock: (layer: number, encoded: Uint8Array) => KVLayerBlock;
 
   constructor(header: KVHeader) {
@@ -20,6 +25,7 @@ export class BlockChannel {
   }
 
   push(layer: number, bytes: Uint8Array): void {
+    if (this.ended) return;
     this.blocks.push(this.toBlock(layer, bytes));
     this.signal();
   }
@@ -30,8 +36,27 @@ export class BlockChannel {
   }
 
   fail(error: KdnError): void {
+    if (this.ended) return;
     this.failure = { error };
     this.end();
+  }
+
+  /** Takes the stream's blocks from `port` (a fetch thread's end of it); a port closed before `end` fails it. */
+  listen(port: MessagePort): void {
+    this.port = port;
+    port.on('message', (message: RoutedBlocks) => {
+      if (message.type === 'blocks') for (const { layer, bytes } of message.blocks) this.push(layer, bytes);
+      else if (message.type === 'end') this.end();
+      else this.fail(streamError(message.error));
+    });
+    port.on('close', () =>
+      this.fail(new KdnError('EDGE_UNAVAILABLE', 'the fetch thread sending a KV object went away', { hint: 'refetch the object' })),
+    );
+  }
+
+  /** Ends the port, if any, once the stream's injection is over either way (the fetch thread stops sending). */
+  close(): void {
+    this.port?.close();
   }
 
   private async *layers(): AsyncGenerator<KVLayerBlock> {

@@ -13,6 +13,7 @@ import {
   transferable,
   type Call,
   type CallValue,
+  type EngineOpener,
   type EngineWorkerData,
   type FromEngine,
   type ToEngine,
@@ -57,13 +58,14 @@ async function perform(engine: Engine, id: number, call: Call): Promise<{ value:
       return { value: { op: 'exportKV', tensors }, transfer: transferable(tensorArrays(tensors)) };
     }
     case 'inject': {
-      const session = sessionOf(call.session);
       const channels = call.streams.map((s) => {
         const channel = new BlockChannel(s.header);
-        streams.set(s.stream, channel);
+        if (s.port) channel.listen(s.port);
+        else streams.set(s.stream, channel);
         return channel;
       });
       try {
+        const session = sessionOf(call.session);
         if (call.tokens === undefined) {
           await session.injectKV(channels[0]!.reader, call.position);
           return { value: { op: 'inject' } };
@@ -83,6 +85,7 @@ async function perform(engine: Engine, id: number, call: Call): Promise<{ value:
         return { value: { op: 'inject', logits, placedAtEpoch: performance.timeOrigin + placedAt } };
       } finally {
         for (const s of call.streams) streams.delete(s.stream);
+        for (const c of channels) c.close();
       }
     }
     case 'generate': {
@@ -165,6 +168,11 @@ function handle(engine: Engine, message: ToEngine): void {
   }
 }
 
+async function opened(opener: EngineOpener): Promise<Engine> {
+  const module = (await import(opener.module)) as { openEngine(args: unknown): Promise<Engine> };
+  return module.openEngine(opener.args);
+}
+
 function quietly(fn: () => unknown): void {
   try {
     fn();
@@ -175,9 +183,9 @@ function quietly(fn: () => unknown): void {
 
 try {
   const options = workerData as EngineWorkerData;
-  const engine = await createEngine(options);
+  const engine = 'module' in options ? await opened(options) : await createEngine(options);
   port.on('message', (message: ToEngine) => handle(engine, message));
-  post({ type: 'ready', ready: { info: engine.info, backend: engine.backend, device: engine.device, maxCapacity: options.capacity! } });
+  post({ type: 'ready', ready: { info: engine.info, backend: engine.backend, device: engine.device, maxCapacity: options.capacity } });
 } catch (err) {
   post({ type: 'startFailed', error: wire(err) });
 }

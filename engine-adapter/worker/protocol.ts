@@ -3,12 +3,24 @@
  * control plane uses (remote-engine.ts). Calls carry an id and get one `result` or `error`; every answer about a
  * session carries its length afterwards, so the proxy's synchronous `length` stays exact. Arrays go by transfer.
  */
+import type { MessagePort } from 'node:worker_threads';
 import type { ErrorCode } from '../../common/errors.ts';
 import type { KVHeader, KVTensors } from '../../storage/kv-object/types.ts';
 import type { CreateEngineOptions } from '../create-engine.ts';
 import type { BackendName, BlendOptions, GenerateOptions, GenerateResult, GeneratedToken, ModelInfo, ResidentKey } from '../types.ts';
 
-export type EngineWorkerData = CreateEngineOptions;
+/**
+ * Builds the engine on its thread instead of createEngine: a module (its URL) whose `openEngine(args)` resolves with
+ * an Engine of sessions up to `capacity` tokens (benchmarks open their random-weight shapes this way).
+ */
+export interface EngineOpener {
+  module: string;
+  args: unknown;
+  capacity: number;
+}
+
+/** What the engine's thread opens: a model directory (capacity resolved), or what an opener builds. */
+export type EngineWorkerData = (CreateEngineOptions & { capacity: number }) | EngineOpener;
 
 export interface WireError {
   code: ErrorCode;
@@ -16,10 +28,14 @@ export interface WireError {
   hint?: string;
 }
 
-/** A KV object streamed into the worker: its header with the call, then `block` messages, then `end` or `fail`. */
+/**
+ * A KV object streamed into the worker: its header with the call, then `block` messages, then `end` or `fail`; or,
+ * with `port`, RoutedBlocks messages on that port straight from the thread that fetched it (routed-stream.ts).
+ */
 export interface StreamOpen {
   stream: number;
   header: KVHeader;
+  port?: MessagePort;
 }
 
 export type Call =

@@ -2,9 +2,10 @@
  * The control plane's side of an engine running on its own thread (engine-worker.ts): an Engine whose sessions are
  * proxies, so code written against engine-adapter/types.ts runs unchanged while the model's compute, the KV cache and
  * the GPU device live on the worker. The tokenizer is loaded here too, for the short texts of queries; layer blocks
- * of injected objects are passed on by transfer as they arrive, without a copy.
+ * of injected objects go to the worker by transfer as they arrive, without a copy, and those of a fetch pool's
+ * objects straight from the fetch thread (routed-stream.ts).
  */
-import { SHARE_ENV, Worker } from 'node:worker_threads';
+import { MessageChannel, SHARE_ENV, Worker, type TransferListItem } from 'node:worker_threads';
 import { KdnError, toKdnError } from '../../common/errors.ts';
 import type { TransformTable } from '../../storage/kv-object/codecs/transform-table.ts';
 import type { KVObjectReader, KVTensors } from '../../storage/kv-object/types.ts';
@@ -27,7 +28,19 @@ import type {
   Session,
   Tokenizer,
 } from '../types.ts';
-import { transferable, type Call, type CallValue, type FromEngine, type Ready, type ToEngine, type WireError } from './protocol.ts';
+import {
+  transferable,
+  type Call,
+  type CallValue,
+  type EngineOpener,
+  type EngineWorkerData,
+  type FromEngine,
+  type Ready,
+  type StreamOpen,
+  type ToEngine,
+  type WireError,
+} from './protocol.ts';
+import { isRoutable } from './routed-stream.ts';
 
 const ENTRY = new URL('./engine-worker.js', import.meta.url);
 /** How long dispose() lets the engine thread release its sessions and device before terminating it. */
@@ -50,8 +63,17 @@ export async function createEngineInWorker(options: CreateEngineOptions): Promis
   const config = await loadModelConfig(options.modelDir);
   const capacity = options.capacity ?? Math.min(config.maxPositionEmbeddings, 8192);
   const tokenizer = await loadTokenizer(options.modelDir, config);
+  return startEngineThread({ ...options, capacity }, tokenizer);
+}
+
+/** Starts an engine `opener` builds on a worker thread; `tokenizer` is the proxy's, for this thread's texts. */
+export function createOpenedEngineInWorker(opener: EngineOpener, tokenizer: Tokenizer): Promise<Engine> {
+  return startEngineThread(opener, tokenizer);
+}
+
+async function startEngineThread(workerData: EngineWorkerData, tokenizer: Tokenizer): Promise<Engine> {
   // The real environment, not a copy: the WebGPU backend picks its Vulkan driver through environment variables.
-  const worker = new Worker(ENTRY, { workerData: { ...options, capacity }, env: SHARE_ENV });
+  const worker = new Worker(ENTRY, { workerData, env: SHARE_ENV });
   const listeners: { message?: (m: FromEngine) => void; error?: (err: Error) => void; exit?: (code: number) => void } = {};
   const ready = await new Promise<Ready>((resolve, reject) => {
     listeners.message = (message) => {
@@ -143,7 +165,7 @@ class RemoteEngine implements Engine {
   /** Sends a call and resolves with its answer; `session` gets the length the answer carries. */
   call(
     call: Call,
-    extra: { session?: RemoteSession; onToken?: (token: GeneratedToken) => void; transfer?: ArrayBuffer[] } = {},
+    extra: { session?: RemoteSession; onToken?: (token: GeneratedToken) => void; transfer?: TransferListItem[] } = {},
   ): Promise<CallValue> {
     if (this.dead) return Promise.reject(this.dead);
     const id = this.nextId++;
@@ -159,7 +181,7 @@ class RemoteEngine implements Engine {
     });
   }
 
-  post(message: ToEngine, transfer: ArrayBuffer[] = []): void {
+  post(message: ToEngine, transfer: TransferListItem[] = []): void {
     if (!this.dead) this.worker.postMessage(message, transfer);
   }
 
@@ -323,7 +345,7 @@ class RemoteSession implements Session {
     blend?: { options: BlendOptions; tokenIds: Uint32Array[] },
   ): Promise<CallValue> {
     this.checkUsable();
-    const streams = objects.map((object) => ({ stream: this.engine.stream(), header: object.header }));
+    const streams = objects.map((object) => this.open(object));
     const call: Call = {
       op: 'inject',
       session: this.id,
@@ -336,14 +358,28 @@ class RemoteSession implements Session {
     const transfer = [
       ...(tokens ? [tokens.buffer as ArrayBuffer] : []),
       ...(blend ? blend.tokenIds.map((t) => t.buffer as ArrayBuffer) : []),
+      ...streams.flatMap((s) => (s.port ? [s.port] : [])),
     ];
     const answer = this.engine.call(call, { session: this, ...(transfer.length > 0 ? { transfer } : {}) });
-    for (const [i, object] of objects.entries()) void this.pump(object, streams[i]!.stream, () => answered);
+    for (const [i, object] of objects.entries()) if (!streams[i]!.port) void this.pump(object, streams[i]!.stream, () => answered);
     try {
       return await answer;
     } finally {
       answered = true;
     }
+  }
+
+  /**
+   * A stream for `object`: routed (its blocks go from the thread that fetched them to the engine's over a port of
+   * their own, never through this event loop) when the reader can be, else pumped from here.
+   */
+  private open(object: KVObjectReader): StreamOpen {
+    const stream = { stream: this.engine.stream(), header: object.header };
+    if (!isRoutable(object)) return stream;
+    const { port1, port2 } = new MessageChannel();
+    if (object.route(port2)) return { ...stream, port: port1 };
+    port1.close();
+    return stream;
   }
 
   private async pump(object: KVObjectReader, stream: number, stop: () => boolean): Promise<void> {

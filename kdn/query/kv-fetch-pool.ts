@@ -1,107 +1,58 @@
 /**
  * A KvFetcher over worker threads (kv-fetch-worker.ts): each worker runs its own edge client and verifies what it
  * receives, so sockets are read and layers hashed on several cores while the event loop only injects. Verified
- * blocks arrive by transfer; a layer reaches the reader only after its checksum matched on the worker.
+ * blocks wait on the worker until asked for: read here they arrive by transfer, routed to the engine's thread
+ * (routed-stream.ts) they go there without passing through this one. A layer reaches anyone only after its checksum
+ * matched on the worker.
  */
-import { Worker } from 'node:worker_threads';
+import { type TransferListItem, Worker } from 'node:worker_threads';
 import { KdnError } from '../../common/errors.ts';
-import { verifiedBlock } from '../../storage/kv-object/index.ts';
-import type { KVExpectation, KVLayerBlock } from '../../storage/kv-object/types.ts';
+import type { KVExpectation } from '../../storage/kv-object/types.ts';
 import type { FetchedObject, KvFetcher } from './kv-fetcher.ts';
 import type { FromWorker, ToWorker, WorkerEdgeOptions, WorkerSetup } from './kv-fetch-protocol.ts';
-import { LayerQueue, type PrefetchedReader } from './prefetch.ts';
+import { PoolTransfer } from './pool-transfer.ts';
 
 const ENTRY = new URL('./kv-fetch-worker.js', import.meta.url);
+const ABORTED_HINT = 'the signal passed to the fetcher fired';
 
-/** One object in flight: the header promise, then its layers queued until the reader takes them. */
-class Transfer {
-  readonly header: Promise<FetchedObject>;
-  private resolveHeader!: (o: FetchedObject) => void;
-  private rejectHeader!: (err: Error) => void;
-  private readonly queue = new LayerQueue();
-  private toBlock: (layer: number, encoded: Uint8Array) => KVLayerBlock = () => {
-    throw new KdnError('INTERNAL', 'fetch worker sent a layer before the header');
-  };
-  received = 0;
-  /** Runs once the transfer ended either way (e.g. to drop its abort listener). */
-  onFinish: () => void = () => undefined;
-
-  constructor() {
-    this.header = new Promise((resolve, reject) => {
-      this.resolveHeader = resolve;
-      this.rejectHeader = reject;
-    });
-    this.header.catch(() => undefined);
-  }
-
-  get done(): boolean {
-    return this.queue.done;
-  }
-
-  handle(message: FromWorker): void {
-    if ('received' in message) this.received = message.received;
-    switch (message.type) {
-      case 'header': {
-        const header = message.header;
-        this.toBlock = (layer, encoded) => verifiedBlock(header, layer, encoded);
-        const reader: PrefetchedReader = { header, layers: this.queue.layers(), drained: this.queue.drained };
-        this.resolveHeader({ reader, servedFrom: message.servedFrom, edge: message.edge, received: () => this.received });
-        return;
-      }
-      case 'layer':
-        this.queue.push(this.toBlock(message.layer, message.bytes));
-        return;
-      case 'layers':
-        for (const { layer, bytes } of message.layers) this.queue.push(this.toBlock(layer, bytes));
-        return;
-      case 'end':
-        this.queue.end();
-        this.onFinish();
-        return;
-      case 'error':
-        this.fail(new KdnError(message.error.code, message.error.message, message.error.hint ? { hint: message.error.hint } : {}));
-        return;
-    }
-  }
-
-  fail(err: Error): void {
-    this.rejectHeader(err);
-    this.queue.fail(err);
-    this.onFinish();
-  }
-}
-
-/** A worker and the transfers it serves; it keeps the process alive only while some are in flight. */
+/** A worker and the transfers it serves; it keeps the process alive only while one of them is awaited. */
 class PoolWorker {
-  readonly transfers = new Map<number, Transfer>();
+  readonly transfers = new Map<number, PoolTransfer>();
   alive = true;
+  /** Payload bytes of blocks its transfers handed to the event loop, those dropped since included. */
+  private deliveredBefore = 0;
   private readonly worker: Worker;
 
   constructor(setup: WorkerSetup) {
     this.worker = new Worker(ENTRY, { workerData: setup });
     this.worker.unref();
-    this.worker.on('message', (message: FromWorker) => {
-      const transfer = this.transfers.get(message.id);
-      if (!transfer) return;
-      transfer.handle(message);
-      if (transfer.done) this.release(message.id);
-    });
+    this.worker.on('message', (message: FromWorker) => this.transfers.get(message.id)?.handle(message));
     this.worker.on('error', (err) => this.failAll(`fetch worker failed: ${err.message}`));
     this.worker.on('exit', (code) => this.failAll(`fetch worker exited with code ${code}`));
   }
 
-  send(message: ToWorker): void {
-    this.worker.postMessage(message);
+  get delivered(): number {
+    let bytes = this.deliveredBefore;
+    for (const t of this.transfers.values()) bytes += t.delivered;
+    return bytes;
   }
 
-  track(id: number, transfer: Transfer): void {
-    this.transfers.set(id, transfer);
-    this.worker.ref();
+  send(message: ToWorker, transfer: TransferListItem[] = []): void {
+    this.worker.postMessage(message, transfer);
   }
 
-  release(id: number): void {
-    this.transfers.delete(id);
-    if (this.transfers.size === 0) this.worker.unref();
+  track(transfer: PoolTransfer): void {
+    this.transfers.set(transfer.id, transfer);
+    this.refresh(transfer);
+  }
+
+  /** Drops `transfer` once settled, and refs the worker while any transfer is awaited. */
+  refresh(transfer: PoolTransfer): void {
+    if (transfer.settled && this.transfers.delete(transfer.id)) this.deliveredBefore += transfer.delivered;
+    let awaited = false;
+    for (const t of this.transfers.values()) awaited ||= t.awaited;
+    if (awaited) this.worker.ref();
+    else this.worker.unref();
   }
 
   async terminate(): Promise<void> {
@@ -113,8 +64,8 @@ class PoolWorker {
     if (!this.alive) return;
     this.alive = false;
     const err = new KdnError('EDGE_UNAVAILABLE', message, { hint: 'refetch the object' });
-    for (const t of this.transfers.values()) t.fail(err);
-    this.transfers.clear();
+    // Each failed transfer leaves the map through refresh().
+    for (const t of [...this.transfers.values()]) t.fail(err);
   }
 }
 
@@ -124,6 +75,8 @@ export class KvFetchPool implements KvFetcher {
   private readonly tables: Uint8Array[] = [];
   private nextId = 1;
   private closed = false;
+  /** deliveredBytes of workers no longer in the pool. */
+  private deliveredByGone = 0;
 
   /** `sharedMemory: false` keeps every fetch on HTTP even from same-host edges (benchmarks compare the two). */
   constructor(
@@ -137,19 +90,27 @@ export class KvFetchPool implements KvFetcher {
 
   open(key: string, expect: KVExpectation, signal: AbortSignal): Promise<FetchedObject> {
     if (this.closed) return Promise.reject(new KdnError('INTERNAL', 'the fetch pool is closed'));
-    if (signal.aborted)
-      return Promise.reject(
-        new KdnError('TIMEOUT', 'edge request aborted by the caller', { hint: 'the signal passed to the fetcher fired' }),
-      );
+    if (signal.aborted) return Promise.reject(new KdnError('TIMEOUT', 'edge request aborted by the caller', { hint: ABORTED_HINT }));
     const worker = this.pick();
-    const id = this.nextId++;
-    const transfer = new Transfer();
-    worker.track(id, transfer);
-    const abort = (): void => worker.send({ type: 'abort', id });
+    const transfer = new PoolTransfer(this.nextId++, (message, transfer) => worker.send(message, transfer));
+    const abort = (): void => {
+      worker.send({ type: 'abort', id: transfer.id });
+      // The worker drops blocks nobody asked for without a word; a download in flight answers with its failure.
+      if (transfer.unclaimed) transfer.fail(new KdnError('TIMEOUT', 'edge request aborted by the caller', { hint: ABORTED_HINT }));
+    };
     signal.addEventListener('abort', abort, { once: true });
-    transfer.onFinish = () => signal.removeEventListener('abort', abort);
-    worker.send({ type: 'open', id, key, expect });
+    transfer.onChange = () => {
+      worker.refresh(transfer);
+      if (transfer.settled) signal.removeEventListener('abort', abort);
+    };
+    worker.track(transfer);
+    worker.send({ type: 'open', id: transfer.id, key, expect });
     return transfer.header;
+  }
+
+  /** Payload bytes of layer blocks handed to this thread so far (routed objects add nothing). */
+  get deliveredBytes(): number {
+    return this.workers.reduce((n, w) => n + w.delivered, this.deliveredByGone);
   }
 
   useTransformTable(bytes: Uint8Array): void {
@@ -165,7 +126,11 @@ export class KvFetchPool implements KvFetcher {
 
   /** The least busy live worker; dead ones are replaced (their transfers already failed). */
   private pick(): PoolWorker {
-    for (let i = this.workers.length - 1; i >= 0; i--) if (!this.workers[i]!.alive) this.workers.splice(i, 1);
+    for (let i = this.workers.length - 1; i >= 0; i--) {
+      if (this.workers[i]!.alive) continue;
+      this.deliveredByGone += this.workers[i]!.delivered;
+      this.workers.splice(i, 1);
+    }
     if (this.workers.length < this.threads) {
       const worker = new PoolWorker({ edge: this.options, sharedMemory: this.fetchOptions.sharedMemory ?? true });
       for (const bytes of this.tables) worker.send({ type: 'table', bytes });

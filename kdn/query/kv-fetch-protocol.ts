@@ -1,4 +1,5 @@
 /** Messages between KvFetchPool (kv-fetch-pool.ts) and its workers (kv-fetch-worker.ts). */
+import type { MessagePort } from 'node:worker_threads';
 import type { EdgeClientOptions } from '../../edge/client/client.ts';
 import type { ErrorCode } from '../../common/errors.ts';
 import type { KVExpectation, KVHeader } from '../../storage/kv-object/types.ts';
@@ -14,8 +15,15 @@ export interface WorkerSetup {
   sharedMemory: boolean;
 }
 
+/**
+ * A worker holds an object's verified blocks until the pool says where they go: `deliver` to the pool (its reader's
+ * layers were read on the event loop), or `route` to a port of the engine's thread. `abort` stops the download and
+ * drops what is held.
+ */
 export type ToWorker =
   | { type: 'open'; id: number; key: string; expect: KVExpectation }
+  | { type: 'deliver'; id: number }
+  | { type: 'route'; id: number; port: MessagePort }
   | { type: 'abort'; id: number }
   /** A verified transform table's bytes, so the worker checks its objects' block sizes exactly. */
   | { type: 'table'; bytes: Uint8Array };
@@ -28,9 +36,12 @@ export interface WireError {
 
 export type FromWorker =
   | { type: 'header'; id: number; header: KVHeader; servedFrom: FetchedFrom; edge: string }
-  /** A verified layer block (lz4 already undone); `bytes` was transferred, not copied. */
-  | { type: 'layer'; id: number; layer: number; bytes: Uint8Array; received: number }
-  /** Every layer at once (an object read from shared memory); the buffers behind `bytes` were transferred. */
+  /** Verified layer blocks (lz4 already undone) for the pool to read; the buffers behind `bytes` were transferred. */
   | { type: 'layers'; id: number; layers: { layer: number; bytes: Uint8Array }[]; received: number }
+  /** Bytes received so far, while blocks are held or routed (no payload). */
+  | { type: 'progress'; id: number; received: number }
+  /** The whole object was received and verified (its blocks may still be held or on their way elsewhere). */
+  | { type: 'arrived'; id: number; received: number }
+  /** The last block delivered to the pool was sent: the object arrived and is all with the pool. */
   | { type: 'end'; id: number; received: number }
   | { type: 'error'; id: number; error: WireError; received: number };

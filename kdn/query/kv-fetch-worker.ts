@@ -1,14 +1,18 @@
 /**
- * A fetch worker: its own edge client receives objects, verifies every layer on this thread and hands each block to
- * the pool by transfer (no copy). Started by kv-fetch-worker.js with the client's options as workerData.
+ * A fetch worker: its own edge client receives objects and verifies every layer on this thread; each object's
+ * verified blocks go by transfer (no copy) where the pool says, to the pool or straight to the engine's thread
+ * (block-outlet.ts). Started by kv-fetch-worker.js with the client's options as workerData.
  */
-import { parentPort, workerData } from 'node:worker_threads';
-import { toKdnError } from '../../common/errors.ts';
+import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
+import { KdnError, toKdnError } from '../../common/errors.ts';
+import type { RoutedBlocks } from '../../engine-adapter/worker/routed-stream.ts';
 import { EdgeClient } from '../../edge/client/client.ts';
 import { readKVObject } from '../../storage/kv-object/index.ts';
 import { parseTransformTable } from '../../storage/kv-object/codecs/transform-table.ts';
 import { transformTables } from '../../storage/kv-object/codecs/transform-tables.ts';
-import type { FromWorker, ToWorker, WorkerSetup } from './kv-fetch-protocol.ts';
+import type { KVExpectation } from '../../storage/kv-object/types.ts';
+import { BlockOutlet } from './block-outlet.ts';
+import type { FromWorker, ToWorker, WireError, WorkerSetup } from './kv-fetch-protocol.ts';
 import { ShmSource } from './shm-source.ts';
 
 const port = parentPort!;
@@ -16,9 +20,16 @@ const setup = workerData as WorkerSetup;
 const client = new EdgeClient(setup.edge);
 const shm = setup.sharedMemory ? new ShmSource(client) : undefined;
 const aborts = new Map<number, AbortController>();
+/** Objects in flight, or arrived with their blocks held until the pool says where they go. */
+const outlets = new Map<number, BlockOutlet>();
 
 function post(message: FromWorker, transfer: ArrayBuffer[] = []): void {
   port.postMessage(message, transfer);
+}
+
+function wire(err: unknown): WireError {
+  const e = toKdnError(err);
+  return { code: e.code, message: e.message, ...(e.hint ? { hint: e.hint } : {}) };
 }
 
 /**
@@ -32,44 +43,68 @@ function owned(bytes: Uint8Array): Uint8Array {
     : new Uint8Array(bytes);
 }
 
-async function open(id: number, key: string, expect: Extract<ToWorker, { type: 'open' }>['expect']): Promise<void> {
+async function open(id: number, key: string, expect: KVExpectation): Promise<void> {
   const abort = new AbortController();
   aborts.set(id, abort);
+  const outlet = new BlockOutlet(id, post);
+  outlets.set(id, outlet);
   let received = (): number => 0;
   try {
-    if (await openFromShm(id, key, expect)) return;
+    if (await openFromShm(id, key, expect, outlet)) return;
     const got = await client.get(key, { signal: abort.signal });
     received = () => got.body.received;
     const reader = await readKVObject(got.body, expect, { hashOffThread: false });
     post({ type: 'header', id, header: reader.header, servedFrom: got.servedFrom, edge: got.edge });
-    for await (const block of reader.layers) {
-      const bytes = owned(block.encoded);
-      post({ type: 'layer', id, layer: block.layer, bytes, received: received() }, [bytes.buffer as ArrayBuffer]);
-    }
-    post({ type: 'end', id, received: received() });
+    for await (const block of reader.layers) outlet.add([{ layer: block.layer, bytes: owned(block.encoded) }], received());
+    outlet.end(received());
   } catch (err) {
-    const e = toKdnError(err);
-    post({ type: 'error', id, error: { code: e.code, message: e.message, ...(e.hint ? { hint: e.hint } : {}) }, received: received() });
+    outlet.fail(wire(err), received());
   } finally {
     aborts.delete(id);
+    if (outlet.settled) outlets.delete(id);
   }
 }
 
-/** Sends `key` read and verified from a same-host edge's shared memory, all layers in one message; false: use HTTP. */
-async function openFromShm(id: number, key: string, expect: Extract<ToWorker, { type: 'open' }>['expect']): Promise<boolean> {
+/** Hands over `key` read and verified from a same-host edge's shared memory, all layers at once; false: use HTTP. */
+async function openFromShm(id: number, key: string, expect: KVExpectation, outlet: BlockOutlet): Promise<boolean> {
   const fast = await shm?.read(key, expect, false);
   if (!fast) return false;
   post({ type: 'header', id, header: fast.header, servedFrom: 'shm', edge: fast.edge });
-  // Layers stored as is are views of the file's buffer, which moves to the pool once; lz4 layers own theirs.
-  const buffers = new Set<ArrayBuffer>([fast.buffer]);
-  const layers = fast.blocks.map((block) => {
-    const bytes = block.encoded.buffer === fast.buffer ? block.encoded : owned(block.encoded);
-    buffers.add(bytes.buffer as ArrayBuffer);
-    return { layer: block.layer, bytes };
-  });
-  post({ type: 'layers', id, layers, received: fast.bytes }, [...buffers]);
-  post({ type: 'end', id, received: fast.bytes });
+  // Layers stored as is are views of the file's buffer, which moves once; lz4 layers own theirs.
+  const blocks = fast.blocks.map((block) => ({
+    layer: block.layer,
+    bytes: block.encoded.buffer === fast.buffer ? block.encoded : owned(block.encoded),
+  }));
+  outlet.add(blocks, fast.bytes);
+  outlet.end(fast.bytes);
   return true;
+}
+
+/** Routes an object's blocks to the engine's port; one no longer held (aborted, failed) fails the engine's stream. */
+function route(id: number, target: MessagePort): void {
+  const outlet = outlets.get(id);
+  if (!outlet) {
+    const error = wire(
+      new KdnError('EDGE_UNAVAILABLE', 'the KV object is no longer held by its fetch thread', { hint: 'refetch the object' }),
+    );
+    target.postMessage({ type: 'fail', error } satisfies RoutedBlocks);
+    return;
+  }
+  outlet.route(target);
+  if (outlet.settled) outlets.delete(id);
+}
+
+function deliver(id: number): void {
+  const outlet = outlets.get(id);
+  outlet?.deliver();
+  if (outlet?.settled) outlets.delete(id);
+}
+
+/** Stops a download in flight (it then fails), or drops the blocks of one that arrived and was never asked for. */
+function abort(id: number): void {
+  const download = aborts.get(id);
+  if (download) download.abort();
+  else outlets.delete(id);
 }
 
 /** The pool verified the table already; a table that fails here only costs its objects the exact size check. */
@@ -83,6 +118,8 @@ function registerTable(bytes: Uint8Array): void {
 
 port.on('message', (message: ToWorker) => {
   if (message.type === 'open') void open(message.id, message.key, message.expect);
+  else if (message.type === 'deliver') deliver(message.id);
+  else if (message.type === 'route') route(message.id, message.port);
   else if (message.type === 'table') registerTable(message.bytes);
-  else aborts.get(message.id)?.abort();
+  else abort(message.id);
 });

@@ -1,6 +1,5 @@
 import { expect } from 'chai';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { EdgeClient } from '../../edge/client/client.ts';
@@ -11,6 +10,7 @@ import { codecFromString, encodeKVObject, tokenHash } from '../../storage/kv-obj
 import type { KVExpectation, KVLayerBlock } from '../../storage/kv-object/types.ts';
 import { kvTensors, tokenIds } from '../../fixtures/kv-data.ts';
 import { TEST_EDGE_SECRET } from '../edge/helpers.ts';
+import { startFlippingProxy } from './support/flipping-proxy.ts';
 
 const SHAPE = { layers: 4, kvHeads: 2, headDim: 64, tokens: 300 };
 const IDS = tokenIds(SHAPE.tokens);
@@ -26,47 +26,6 @@ async function drain(
   const blocks: KVLayerBlock[] = [];
   for await (const block of got.reader.layers) blocks.push(block);
   return blocks;
-}
-
-/** A TCP proxy to `target` that flips the response body byte at `bodyOffset` of every response it forwards. */
-async function startFlippingProxy(target: string, bodyOffset: number): Promise<{ url: string; close(): Promise<void> }> {
-  const { hostname, port } = new URL(target);
-  const sockets = new Set<Socket>();
-  const server = createServer((downstream) => {
-    const upstream = connect(Number(port), hostname);
-    sockets.add(downstream).add(upstream);
-    let head = Buffer.alloc(0);
-    let body = -1;
-    downstream.on('data', (chunk: Buffer) => upstream.write(chunk));
-    upstream.on('data', (chunk: Buffer) => {
-      let out = chunk;
-      if (body < 0) {
-        head = Buffer.concat([head, chunk]);
-        const end = head.indexOf('\r\n\r\n');
-        if (end < 0) return;
-        out = head;
-        body = -(end + 4);
-      }
-      const at = bodyOffset - body;
-      if (at >= 0 && at < out.length) out[at]! ^= 0xff;
-      body += out.length;
-      downstream.write(out);
-    });
-    for (const s of [downstream, upstream])
-      s.on('error', () => undefined).on('close', () => {
-        downstream.destroy();
-        upstream.destroy();
-      });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => resolve());
-      }),
-  };
 }
 
 async function code(p: Promise<unknown>): Promise<string> {
@@ -145,7 +104,7 @@ describe('KvFetchPool: chunk objects received and verified on worker threads', (
     expect(all.every((blocks) => blocks.length === SHAPE.layers)).to.equal(true);
   });
 
-  it('a layer damaged in transit fails the read with KV_CORRUPT after the layers before it', async () => {
+  it('a layer damaged in transit fails the read with KV_CORRUPT, never yielding it (at most the layers before it)', async () => {
     // The edge holds a good object; a proxy between it and the workers flips a byte of the last layer.
     const proxy = await startFlippingProxy(edge.url, objects.get('fp16')!.length - 10);
     const damagedPool = new KvFetchPool({ edges: [proxy.url], timeoutMs: 5_000, secret: TEST_EDGE_SECRET }, 1);
@@ -156,11 +115,28 @@ describe('KvFetchPool: chunk objects received and verified on worker threads', (
         for await (const block of got.reader.layers) seen.push(block.layer);
       })().catch((e: { code?: string }) => e.code);
       expect(err).to.equal('KV_CORRUPT');
-      expect(seen).to.deep.equal([0, 1, 2]);
+      // Blocks still held on the worker when the object failed are dropped with it.
+      expect(seen).to.deep.equal([0, 1, 2].slice(0, seen.length));
     } finally {
       await damagedPool.close();
       await proxy.close();
     }
+  });
+
+  it('keeps an arrived object on its worker until its layers are read, and drops it once its signal fires', async () => {
+    const layersOf = async (reader: AsyncIterable<KVLayerBlock>): Promise<number[]> => {
+      const seen: number[] = [];
+      for await (const block of reader) seen.push(block.layer);
+      return seen;
+    };
+    const kept = await pool.open('kv/pool/fp16.kv', EXPECT, new AbortController().signal);
+    await kept.reader.drained;
+    expect(await layersOf(kept.reader.layers)).to.deep.equal([0, 1, 2, 3]);
+    const abort = new AbortController();
+    const dropped = await pool.open('kv/pool/fp16.kv', EXPECT, abort.signal);
+    await dropped.reader.drained;
+    abort.abort();
+    expect(await code(layersOf(dropped.reader.layers))).to.equal('TIMEOUT');
   });
 
   it('closing the pool fails what is in flight instead of leaving it hanging', async () => {

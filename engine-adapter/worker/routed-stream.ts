@@ -1,0 +1,30 @@
+/**
+ * A KV object whose verified layer blocks can go straight from the thread that received them to the engine's thread
+ * over a MessagePort, so the control plane's event loop never handles the payload (a fetch pool's readers,
+ * kdn/query/kv-fetch-pool.ts). The engine proxy (remote-engine.ts) routes such a reader instead of re-posting its
+ * blocks; any other reader is forwarded block by block.
+ */
+import type { MessagePort } from 'node:worker_threads';
+import type { KVObjectReader } from '../../storage/kv-object/types.ts';
+import type { WireError } from './protocol.ts';
+
+export interface RoutableReader extends KVObjectReader {
+  /**
+   * Sends every layer block to `port` as RoutedBlocks messages instead of through `layers`. False (and the port left
+   * alone) when that is no longer possible: `layers` was read already, or the object failed or was dropped.
+   */
+  route(port: MessagePort): boolean;
+}
+
+/**
+ * What arrives on a routed port: verified blocks (lz4 undone, buffers transferred) in layer order, then `end` or
+ * `fail`. The engine's side closes the port once its stream is over either way.
+ */
+export type RoutedBlocks =
+  | { type: 'blocks'; blocks: { layer: number; bytes: Uint8Array }[] }
+  | { type: 'end' }
+  | { type: 'fail'; error: WireError };
+
+export function isRoutable(reader: KVObjectReader): reader is RoutableReader {
+  return typeof (reader as Partial<RoutableReader>).route === 'function';
+}

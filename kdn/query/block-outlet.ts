@@ -1,0 +1,97 @@
+/**
+ * Where a fetch worker sends the verified layer blocks of one object. They are held on the worker until the pool
+ * says where they go: to the pool (its reader is read on the event loop), or over a port straight to the engine's
+ * thread (routed-stream.ts), so that the event loop never touches their bytes. Whichever way they go, the pool hears
+ * of progress, arrival and failure.
+ */
+import type { MessagePort } from 'node:worker_threads';
+import type { RoutedBlocks } from '../../engine-adapter/worker/routed-stream.ts';
+import type { FromWorker, WireError } from './kv-fetch-protocol.ts';
+
+/** A verified block whose bytes span their own buffer, or a buffer every block of its batch shares whole. */
+export interface OutletBlock {
+  layer: number;
+  bytes: Uint8Array;
+}
+
+type Post = (message: FromWorker, transfer?: ArrayBuffer[]) => void;
+
+export class BlockOutlet {
+  private held: OutletBlock[] = [];
+  private target: 'pool' | MessagePort | undefined;
+  private outcome: 'arrived' | { error: WireError } | undefined;
+  private received = 0;
+
+  constructor(
+    private readonly id: number,
+    private readonly post: Post,
+  ) {}
+
+  /**
+   * True once the object ended and its destination is known: the worker can forget it. A failed object waits for
+   * its destination too, so an engine it is routed to hears the failure itself (the pool drops it otherwise).
+   */
+  get settled(): boolean {
+    return this.outcome !== undefined && this.target !== undefined;
+  }
+
+  add(blocks: OutletBlock[], received: number): void {
+    this.received = received;
+    if (this.target === 'pool') this.post({ type: 'layers', id: this.id, layers: blocks, received }, buffersOf(blocks));
+    else {
+      if (this.target) this.target.postMessage({ type: 'blocks', blocks } satisfies RoutedBlocks, buffersOf(blocks));
+      else this.held.push(...blocks);
+      this.post({ type: 'progress', id: this.id, received });
+    }
+  }
+
+  end(received: number): void {
+    this.received = received;
+    this.outcome = 'arrived';
+    if (this.target === 'pool') {
+      this.post({ type: 'end', id: this.id, received });
+      return;
+    }
+    this.target?.postMessage({ type: 'end' } satisfies RoutedBlocks);
+    this.post({ type: 'arrived', id: this.id, received });
+  }
+
+  fail(error: WireError, received: number): void {
+    this.outcome = { error };
+    this.held = [];
+    if (this.target && this.target !== 'pool') this.target.postMessage({ type: 'fail', error } satisfies RoutedBlocks);
+    this.post({ type: 'error', id: this.id, error, received });
+  }
+
+  /** The pool reads the blocks: those held go now, later ones as they are verified. */
+  deliver(): void {
+    if (this.target) return;
+    this.target = 'pool';
+    const held = this.take();
+    if (held.length > 0) this.add(held, this.received);
+    if (this.outcome === 'arrived') this.post({ type: 'end', id: this.id, received: this.received });
+  }
+
+  /** The engine's thread takes the blocks on `port`: those held go now, later ones as they are verified. */
+  route(port: MessagePort): void {
+    if (this.target) return;
+    this.target = port;
+    if (typeof this.outcome === 'object') {
+      port.postMessage({ type: 'fail', error: this.outcome.error } satisfies RoutedBlocks);
+      return;
+    }
+    const held = this.take();
+    if (held.length > 0) port.postMessage({ type: 'blocks', blocks: held } satisfies RoutedBlocks, buffersOf(held));
+    if (this.outcome === 'arrived') port.postMessage({ type: 'end' } satisfies RoutedBlocks);
+  }
+
+  private take(): OutletBlock[] {
+    const held = this.held;
+    this.held = [];
+    return held;
+  }
+}
+
+function buffersOf(blocks: readonly OutletBlock[]): ArrayBuffer[] {
+  return [...new Set(blocks.map((b) => b.bytes.buffer as ArrayBuffer))];
+}

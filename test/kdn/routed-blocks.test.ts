@@ -1,0 +1,171 @@
+import { expect } from 'chai';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { createLogger, type Logger } from '../../common/log.ts';
+import { EdgeClient } from '../../edge/client/client.ts';
+import { startEdge, type RunningEdge } from '../../edge/server/main.ts';
+import { createEngine, createEngineInWorker, type Engine } from '../../engine-adapter/index.ts';
+import type { ContextPiece } from '../../kdn/query/context-plan.ts';
+import { KvFetchPool } from '../../kdn/query/kv-fetch-pool.ts';
+import { runQuery, type QueryMode, type QueryOutcome } from '../../kdn/query/run-query.ts';
+import { sinkToken } from '../../kdn/sink-token.ts';
+import { codecFromString, encodeKVObject } from '../../storage/kv-object/index.ts';
+import { TEST_EDGE_SECRET } from '../edge/helpers.ts';
+import { startFlippingProxy } from './support/flipping-proxy.ts';
+import { testModel, type TestModel } from './support/tiny-model.ts';
+
+const TEXTS = [
+  'The river carries water to the sea. A miller watches the ships at night.',
+  'The old bridge remembers the floods, and the town rebuilt it twice in stone.',
+];
+const QUESTION = ' What does the miller watch?';
+
+/**
+ * A fetch pool's objects injected into the engine's thread travel from the fetch thread straight to the engine's
+ * (routed-stream.ts): the event loop gets no layer bytes, the answer is the one recompute gives, and a corrupt object
+ * on that path is rejected and the query falls back as it always did.
+ */
+describe('KV blocks routed from the fetch threads to the engine thread', function () {
+  this.timeout(180_000);
+  let dir: string;
+  let model: TestModel;
+  let edge: RunningEdge;
+  let client: EdgeClient;
+  let engine: Engine;
+  let pieces: ContextPiece[];
+  let promptIds: number[];
+  /** Each query its own tenant, so none places chunks an earlier one left in the engine's hot tier. */
+  let tenants = 0;
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'kdn-routed-'));
+    await mkdir(join(dir, 'shm'));
+    model = await testModel();
+    edge = await startEdge({
+      port: 0,
+      diskPath: join(dir, 'disk'),
+      memoryBytes: '64MiB',
+      diskBytes: 0,
+      originUrl: `file:${join(dir, 'origin')}`,
+      secret: TEST_EDGE_SECRET,
+      shmDir: join(dir, 'shm'),
+    });
+    client = new EdgeClient({ edges: [edge.url], timeoutMs: 5_000, secret: TEST_EDGE_SECRET });
+    engine = await createEngineInWorker({ modelDir: model.dir, backend: 'cpu' });
+    promptIds = engine.tokenizer.encode(QUESTION, { addSpecialTokens: false });
+    pieces = await storeChainedChunks(model.dir, client);
+  });
+
+  after(async () => {
+    await engine?.dispose();
+    client?.close();
+    await edge?.close();
+    await model?.cleanup();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  async function query(pool: KvFetchPool, mode: QueryMode, log: Logger = createLogger('test')): Promise<QueryOutcome> {
+    const deps = { engine, fetcher: pool, log };
+    return runQuery(deps, {
+      tenant: `tenant-${++tenants}`,
+      pieces,
+      promptIds,
+      mode,
+      maxTokens: 12,
+      temperature: 0,
+      stopStrings: [],
+      arrivedAt: performance.now(),
+      retrievalMs: 0,
+    });
+  }
+
+  it('hands no layer bytes to the event loop and answers as recompute does', async () => {
+    const pool = new KvFetchPool({ edges: [edge.url], timeoutMs: 5_000, secret: TEST_EDGE_SECRET }, 2, { sharedMemory: false });
+    try {
+      const injected = await query(pool, 'inject');
+      const recomputed = await query(pool, 'recompute');
+      expect(injected.chunks.map((c) => c.tier)).to.not.include('computed');
+      expect(injected.tokens.reused).to.equal(injected.tokens.context);
+      expect(injected.bytes).to.be.greaterThan(0);
+      expect(pool.deliveredBytes).to.equal(0);
+      expect(injected.answer).to.equal(recomputed.answer);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it("objects read from a same-host edge's shared memory go the same way", async () => {
+    const pool = new KvFetchPool({ edges: [edge.url], timeoutMs: 5_000, secret: TEST_EDGE_SECRET }, 1);
+    try {
+      const injected = await query(pool, 'inject');
+      const recomputed = await query(pool, 'recompute');
+      expect(injected.chunks.map((c) => c.tier)).to.deep.equal(pieces.map(() => 'shm'));
+      expect(pool.deliveredBytes).to.equal(0);
+      expect(injected.answer).to.equal(recomputed.answer);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('a reader read on the event loop still gets its layers there (the count sees them)', async () => {
+    const pool = new KvFetchPool({ edges: [edge.url], timeoutMs: 5_000, secret: TEST_EDGE_SECRET }, 1, { sharedMemory: false });
+    try {
+      const got = await pool.open(pieces[0]!.key, {}, new AbortController().signal);
+      const layers: number[] = [];
+      for await (const block of got.reader.layers) layers.push(block.layer);
+      expect(layers).to.have.length(engine.info.layers);
+      expect(pool.deliveredBytes).to.be.greaterThan(0);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('rejects a corrupt object on the direct path and falls back, with the answer unchanged', async () => {
+    // A byte of the shortest object's last layer, inside some layer of every object (past their headers), flipped in
+    // the first response of each connection: the overlapped injection gets corrupt layers, the refetches good ones.
+    // The bad byte comes late, when the objects are routed to the engine already: their failure goes that way too.
+    const proxy = await startFlippingProxy(edge.url, Math.min(...pieces.map((p) => p.bytes)) - 10, 300);
+    const pool = new KvFetchPool({ edges: [proxy.url], timeoutMs: 5_000, secret: TEST_EDGE_SECRET }, 1, { sharedMemory: false });
+    const warnings: { msg: string; err?: { code?: string } }[] = [];
+    const log = pino({ level: 'warn' }, { write: (line: string) => void warnings.push(JSON.parse(line)) });
+    try {
+      const fellBack = await query(pool, 'inject', log);
+      const recomputed = await query(pool, 'recompute');
+      expect(warnings.map((w) => [w.msg, w.err?.code])).to.deep.include([
+        'overlapped injection failed; injecting chunk by chunk',
+        'KV_CORRUPT',
+      ]);
+      expect(pool.deliveredBytes).to.equal(0);
+      expect(fellBack.answer).to.equal(recomputed.answer);
+    } finally {
+      await pool.close();
+      await proxy.close();
+    }
+  });
+});
+
+/** The texts' chained KV (sink, then each chunk after the ones before it), stored at the edge as fp16 objects. */
+async function storeChainedChunks(modelDir: string, client: EdgeClient): Promise<ContextPiece[]> {
+  const local = await createEngine({ modelDir, backend: 'cpu' });
+  try {
+    const ids = TEXTS.map((t) => local.tokenizer.encode(t, { addSpecialTokens: false }));
+    const session = local.createSession({ capacity: 1 + ids.reduce((n, t) => n + t.length, 0) });
+    await session.prefill([sinkToken(local)], { logits: 'none' });
+    const pieces: ContextPiece[] = [];
+    for (const [index, tokenIds] of ids.entries()) {
+      const start = session.length;
+      await session.prefill(tokenIds, { logits: 'none' });
+      const kv = await session.exportKV({ start, end: session.length });
+      const bytes = encodeKVObject(kv, { modelFingerprint: local.info.fingerprint, tokenIds, codec: codecFromString('fp16') });
+      const key = `kv/routed/chunk-${index}.kv`;
+      await client.put(key, bytes);
+      pieces.push({ docId: 'doc', title: 'doc', index, score: null, tokenIds, kind: 'chained', key, bytes: bytes.length });
+    }
+    session.dispose();
+    return pieces;
+  } finally {
+    await local.dispose();
+  }
+}
