@@ -190,13 +190,14 @@ describe('kdn with several codec levels per chunk', function () {
     expect(cli.stderr).to.match(/--ttft-target must be whole milliseconds/);
     await server.stop();
 
-    for (const [levels, message] of [
-      ['transform:x5', /"transform:x5" is not a codec/],
-      ['int8', /codecLevels names the main codec int8/],
-      ['int4,int4', /name one codec twice/],
+    for (const [args, message] of [
+      [['--codec-levels', 'transform:x5'], /"transform:x5" is not a codec/],
+      [['--codec-levels', 'int8'], /codecLevels names the main codec int8/],
+      [['--codec-levels', 'int4,int4'], /name one codec twice/],
+      [['--ttft-target', 'soon'], /--ttft-target: .*expected number/],
     ] as const) {
-      const serve = await runCli([...serveArgs(['--codec-levels', levels]), '--json']);
-      expect(serve.code, levels).to.not.equal(0);
+      const serve = await runCli([...serveArgs([...args]), '--json']);
+      expect(serve.code, args.join(' ')).to.not.equal(0);
       expect(serve.stderr).to.match(message);
     }
   });
