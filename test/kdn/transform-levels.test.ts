@@ -10,7 +10,7 @@ import { expect } from 'chai';
 import type { QueryResponse } from '../../kdn/client/api-client.ts';
 import type { JobView } from '../../kdn/ingest/jobs.ts';
 import { ManifestSchema, manifestObjects, type Manifest } from '../../kdn/manifest.ts';
-import { readKVHeader } from '../../storage/kv-object/index.ts';
+import { readKVHeader, verifyKVObject } from '../../storage/kv-object/index.ts';
 import { openStore } from '../../storage/open-store.ts';
 import { cliJson, runCli, startKdnProcess, TEST_API_KEY, type Started } from '../../fixtures/processes.ts';
 import { testModel, type TestModel } from './support/tiny-model.ts';
@@ -169,6 +169,42 @@ describe('kdn with several codec levels per chunk', function () {
     const untargeted = await query('levels');
     expect(untargeted.level).to.equal(null);
     expect(untargeted.chunks.every((c) => c.codec === 'int8')).to.equal(true);
+  });
+
+  it('computes a chunk whose level object is missing or corrupt, and repairs the corrupt one at its level', async () => {
+    // A fresh edge disk, so no tier holds copies of the objects from the queries before.
+    server = await startKdnProcess(serveArgs(['--codec-levels', LEVELS.join(','), '--edge-disk-path', join(dir, 'fresh-edge')]));
+    await upload('levels');
+    const manifest = await manifestOf('levels');
+    const [missing, corrupt] = [1, 2].map((i) => manifest.chunks[i]!.levels![1]!.chained!.key);
+    const origin = openStore(`file:${join(dir, 'data', 'origin')}`);
+    try {
+      await origin.delete(missing!);
+      const bytes = Buffer.from(await origin.get(corrupt!));
+      bytes[bytes.length - 1] ^= 0xff;
+      await origin.put(corrupt!, bytes, { contentLength: bytes.length });
+
+      const answered = await query('levels', ['--ttft-target', '1']);
+      const tiers = answered.chunks.map((c) => c.tier);
+      expect(answered.level!.codec).to.equal('transform:x16');
+      expect(tiers[1]).to.equal('computed');
+      expect(tiers[2]).to.equal('computed');
+      expect(tiers.filter((t) => t === 'computed')).to.have.length(2);
+      expect(answered.tokens.generated).to.be.greaterThan(0);
+
+      // The repair runs after the query: the origin's copy is computed again, at the level it was stored at.
+      let header: ReturnType<typeof verifyKVObject> | undefined;
+      for (let tries = 0; !header && tries < 100; tries++) {
+        try {
+          header = verifyKVObject(await origin.get(corrupt!));
+        } catch {
+          await new Promise((resolve) => setTimeout(resolve, 200));
+        }
+      }
+      expect(header?.codec.level).to.equal(4);
+    } finally {
+      await origin.close();
+    }
   });
 
   it('refuses bad TTFT targets and codec levels with clear errors', async () => {
