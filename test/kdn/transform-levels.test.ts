@@ -126,6 +126,10 @@ describe('kdn with several codec levels per chunk', function () {
         expect(chunk.levels![1]!.independent.bytes).to.be.below(chunk.levels![0]!.independent.bytes);
         expect(chunk.levels![0]!.independent.bytes).to.be.below(chunk.independent.bytes);
       }
+      const res = await fetch(`${server.ready.url}/v1/documents/${manifest.id}`, { headers: { authorization: `Bearer ${TEST_API_KEY}` } });
+      const described = (await res.json()) as { chunks: { levels: { codec: string; independent: { key: string } }[] }[] };
+      expect(described.chunks[0]!.levels.map((l) => l.codec)).to.deep.equal(LEVELS);
+      expect(described.chunks[0]!.levels[1]!.independent.key).to.equal(manifest.chunks[0]!.levels![1]!.independent.key);
       expect(manifestObjects(manifest)).to.have.length(3 * mainObjects);
       expect(manifest.bytes).to.equal(manifestObjects(manifest).reduce((n, o) => n + o.bytes, 0));
     } finally {
