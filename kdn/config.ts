@@ -1,11 +1,13 @@
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { z } from 'zod';
+import { KdnError } from '../common/errors.ts';
 import { MIN_EDGE_SECRET_LENGTH } from '../common/edge-token.ts';
 import { byteSize as size } from '../common/byte-size.ts';
 import { resolveConfig } from '../common/resolve-config.ts';
 import { secretFromFlagOrFile } from '../common/secret-file.ts';
 import { DEFAULT_FAILED_AUTH_LIMIT, failedAuthLimitSchema } from '../common/failed-auth-throttle.ts';
+import { codecFromString, codecToString } from '../storage/kv-object/index.ts';
 import { DEFAULT_MODEL_DIR } from './default-model.ts';
 
 const edgeList = z.union([z.array(z.string()), z.string()]).transform((value, ctx) => {
@@ -17,6 +19,28 @@ const edgeList = z.union([z.array(z.string()), z.string()]).transform((value, ct
     }
   }
   return items.map((item) => item.replace(/\/$/, ''));
+});
+
+/** A list of codecs as codecFromString reads them, each named once, written back in its canonical form. */
+const codecList = z.union([z.array(z.string()), z.string()]).transform((value, ctx) => {
+  const items = (Array.isArray(value) ? value : value.split(',')).map((s) => s.trim()).filter((s) => s !== '');
+  const names: string[] = [];
+  for (const item of items) {
+    try {
+      names.push(codecToString(codecFromString(item)));
+    } catch {
+      ctx.addIssue({
+        code: 'custom',
+        message: `"${item}" is not a codec (fp16, int8, int4, optionally +lz4, or transform[:x4|x6|x8|x12|x16|x20])`,
+      });
+      return z.NEVER;
+    }
+  }
+  if (new Set(names).size !== names.length) {
+    ctx.addIssue({ code: 'custom', message: `codec levels "${items.join(',')}" name one codec twice` });
+    return z.NEVER;
+  }
+  return names;
 });
 
 const flag = z
@@ -66,6 +90,13 @@ export const KdnConfigSchema = z.object({
    * transform[:level] (x4, x6, x8, x12, x16, x20; the model's transform table is fitted on first start).
    */
   codec: z.string().min(1).default('int8'),
+  /**
+   * Extra quality levels ingest stores beside `codec` for every chunk, e.g. "transform:x4,transform:x16"; a query
+   * with a TTFT target picks among them by measured delivery throughput (kdn/query/level-policy.ts).
+   */
+  codecLevels: codecList.default([]),
+  /** Time to first token a query aims for when picking each chunk's level; absent always uses `codec`. */
+  ttftTargetMs: z.coerce.number().int().min(1).max(600_000).optional(),
   port: z.coerce.number().int().min(0).max(65535).default(8080),
   host: z.string().min(1).default('127.0.0.1'),
   /** Largest document upload accepted. */
@@ -154,6 +185,8 @@ export const KDN_ENV: Record<keyof KdnConfigInput, string> = {
   backend: 'KDN_BACKEND',
   chunkTokens: 'KDN_CHUNK_TOKENS',
   codec: 'KDN_CODEC',
+  codecLevels: 'KDN_CODEC_LEVELS',
+  ttftTargetMs: 'KDN_TTFT_TARGET_MS',
   port: 'KDN_PORT',
   host: 'KDN_HOST',
   maxUploadBytes: 'KDN_MAX_UPLOAD',
@@ -204,6 +237,7 @@ export function resolveKdnConfig(input: Partial<KdnConfigInput>, env: NodeJS.Pro
           hint,
         ).edgeSecret;
   const config = { ...parsed, edgeSecret };
+  checkCodecLevels(config.codec, config.codecLevels, hint);
   const dataDir = resolve(config.dataDir);
   return {
     ...config,
@@ -211,4 +245,19 @@ export function resolveKdnConfig(input: Partial<KdnConfigInput>, env: NodeJS.Pro
     origin: config.origin ?? `file:${join(dataDir, 'origin')}`,
     edgeDiskPath: config.edgeDiskPath ?? join(dataDir, 'edge'),
   };
+}
+
+/** The main codec is stored anyway: naming it as an extra level too is a mistake worth saying. */
+function checkCodecLevels(codec: string, levels: string[], hint: string): void {
+  let main: string;
+  try {
+    main = codecToString(codecFromString(codec));
+  } catch {
+    return;
+  }
+  if (levels.includes(main)) {
+    throw new KdnError('INVALID_ARGUMENT', `invalid kdn configuration: codecLevels names the main codec ${main}`, {
+      hint: `list only levels besides --codec (${KDN_ENV.codecLevels}); ${hint}`,
+    });
+  }
 }

@@ -3,6 +3,14 @@ import { z } from 'zod';
 /** One stored chunk KV object. */
 const ObjectRefSchema = z.object({ key: z.string().min(1), bytes: z.number().int().min(0) });
 
+/** One extra quality level of a chunk: the same tokens' objects under another codec (config `codecLevels`). */
+const ChunkLevelSchema = z.object({
+  /** As codecFromString reads it, e.g. "transform:x16". */
+  codec: z.string().min(1),
+  independent: ObjectRefSchema,
+  chained: ObjectRefSchema.nullable(),
+});
+
 const ManifestChunkSchema = z.object({
   index: z.number().int().min(0),
   tokenIds: z.array(z.number().int().min(0)),
@@ -11,6 +19,8 @@ const ManifestChunkSchema = z.object({
   independent: ObjectRefSchema,
   /** Computed after BOS and the document's earlier chunks; null past the model's context length. */
   chained: ObjectRefSchema.nullable(),
+  /** Objects of the extra levels, stored beside the main codec's; absent in manifests written without levels. */
+  levels: z.array(ChunkLevelSchema).optional(),
 });
 
 /**
@@ -35,6 +45,7 @@ export const ManifestSchema = z.object({
 export type Manifest = z.infer<typeof ManifestSchema>;
 export type ManifestChunk = z.infer<typeof ManifestChunkSchema>;
 export type ObjectRef = z.infer<typeof ObjectRefSchema>;
+export type ChunkLevel = z.infer<typeof ChunkLevelSchema>;
 
 /** Every distinct chunk object a manifest references (a chain's first object is its first independent one). */
 export function manifestObjects(manifest: Manifest): ObjectRef[] {
@@ -42,6 +53,10 @@ export function manifestObjects(manifest: Manifest): ObjectRef[] {
   for (const chunk of manifest.chunks) {
     byKey.set(chunk.independent.key, chunk.independent);
     if (chunk.chained) byKey.set(chunk.chained.key, chunk.chained);
+    for (const level of chunk.levels ?? []) {
+      byKey.set(level.independent.key, level.independent);
+      if (level.chained) byKey.set(level.chained.key, level.chained);
+    }
   }
   return [...byKey.values()];
 }

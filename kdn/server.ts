@@ -25,6 +25,7 @@ import { IngestThread } from './ingest/ingest-thread.ts';
 import { IngestJobs } from './ingest/jobs.ts';
 import { ChunkRepair } from './ingest/repair.ts';
 import { KvFetchPool } from './query/kv-fetch-pool.ts';
+import { DeliveryEstimate } from './query/delivery-estimate.ts';
 import { defaultFetchThreads, inThreadFetcher } from './query/kv-fetcher.ts';
 import { TransformTableLoader, withTransformTables } from './query/transform-tables.ts';
 import { QueryService } from './query/query-service.ts';
@@ -154,10 +155,12 @@ export async function startKdn(config: KdnConfig, log: Logger = createLogger('kd
     const engine = await startEngine(config);
     cleanup.push(() => engine.dispose());
     // A transform codec encodes with the model's table: the origin's, or one fitted now and stored there.
-    const codec =
-      configuredCodec.name === 'transform'
-        ? { ...configuredCodec, table: (await loadOrFitTable(origin, engine, log)).hash }
-        : configuredCodec;
+    const levelCodecs = config.codecLevels.map((level) => codecFromString(level));
+    const needsTable = [configuredCodec, ...levelCodecs].some((c) => c.name === 'transform');
+    const table = needsTable ? (await loadOrFitTable(origin, engine, log)).hash : undefined;
+    const withTable = (c: CodecSpec): CodecSpec => (c.name === 'transform' ? { ...c, table: table! } : c);
+    const codec = withTable(configuredCodec);
+    const levels = levelCodecs.map(withTable);
     const access = await loadAccess(config, origin, log);
     const { embeddedEdge, edgeSecret } = await edgesOf(config, origin, log, cleanup);
     const edgeOptions = { edges: embeddedEdge ? [embeddedEdge.url] : config.edges, ...(edgeSecret ? { secret: edgeSecret } : {}) };
@@ -191,6 +194,7 @@ export async function startKdn(config: KdnConfig, log: Logger = createLogger('kd
       edges,
       catalog,
       codec,
+      levels,
       chunkBudget: config.chunkTokens,
       log,
       tokenize: (text: string, budget: number) => tokenizing.tokenize(text, budget),
@@ -212,9 +216,11 @@ export async function startKdn(config: KdnConfig, log: Logger = createLogger('kd
       log,
       queryTimeoutMs: config.queryTimeoutMs,
       onCorrupt,
+      delivery: new DeliveryEstimate(),
+      ...(config.ttftTargetMs === undefined ? {} : { ttftTargetMs: config.ttftTargetMs }),
     });
     const parts: KdnParts = { config, engine, origin, edges, catalog, scheduler, jobs, queries, metrics, access, log };
-    const services = apiServices(parts, codec, edgeSecret);
+    const services = apiServices(parts, { codec, levels }, edgeSecret);
 
     const { server, url, port } = await serveApi(config, services);
     log.info(
@@ -238,10 +244,11 @@ export async function startKdn(config: KdnConfig, log: Logger = createLogger('kd
 }
 
 /** The API's services by role (kdn/services/), each given only the parts it uses. */
-function apiServices(parts: KdnParts, codec: CodecSpec, edgeSecret: string | undefined): ApiServices {
+function apiServices(parts: KdnParts, codecs: { codec: CodecSpec; levels: CodecSpec[] }, edgeSecret: string | undefined): ApiServices {
+  const { codec, levels } = codecs;
   const { config, engine, origin, edges, catalog, scheduler, jobs, queries, metrics, access, log } = parts;
   const { tenancy, salts } = access;
-  const admission = new UploadAdmission({ engine, codec, catalog, jobs }, config);
+  const admission = new UploadAdmission({ engine, codec, levels, catalog, jobs }, config);
   return {
     documents: new DocumentService({ catalog, jobs, edges, origin, tenancy, salts, admission, log, maxUploadBytes: config.maxUploadBytes }),
     queries: new AnswerService({ queries, tenancy, engine }),

@@ -20,6 +20,8 @@ export const QueryModeSchema = z.enum(['inject', 'recompute', 'blend']);
 /** Hints for the fields whose valid values a message alone does not explain. */
 export const FIELD_HINTS: Readonly<Record<string, string>> = {
   blendRatio: 'blendRatio is the share of context tokens a blend recomputes, from 0 (none) to 1 (all); 0.15 is the default',
+  ttftTargetMs:
+    'ttftTargetMs is the time to first token, in whole milliseconds from 1 to 600000, that picks the stored level of the chunks (the smaller, the smaller and lossier the objects)',
 };
 
 /** The knowledge a query uses: named documents (in order), or top-k retrieval when none are named. */
@@ -30,6 +32,8 @@ const KnowledgeFields = {
   mode: QueryModeSchema.default('inject'),
   /** With mode 'blend': the share of context tokens to recompute (kdn/query/blend-policy.ts has the default). */
   blendRatio: z.number().min(0).max(1).optional(),
+  /** Time to first token the chunks' stored level is picked for (kdn/query/level-policy.ts), over the server's default. */
+  ttftTargetMs: z.number().int().min(1).max(600_000).optional(),
 };
 
 export const QuerySchema = z.object({

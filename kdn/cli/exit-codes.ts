@@ -31,6 +31,7 @@ const FLAG_FOR_FIELD: [RegExp, string][] = [
   [/\btopK\b/g, '--top-k'],
   [/\bmaxTokens\b/g, '--max-tokens'],
   [/\btemperature\b/g, '--temperature'],
+  [/\bttftTargetMs\b/g, '--ttft-target'],
   [/\bdocuments(?=:|\.\d)/g, '--doc'],
   [/\bnamespace:/g, '--namespace:'],
 ];

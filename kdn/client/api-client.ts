@@ -16,6 +16,7 @@ export interface QueryRequest {
   topK?: number;
   mode?: 'inject' | 'recompute' | 'blend';
   blendRatio?: number;
+  ttftTargetMs?: number;
   maxTokens?: number;
   temperature?: number;
   seed?: number;

@@ -17,6 +17,8 @@ export interface IngestContext {
   edges: EdgeClient;
   catalog: Catalog;
   codec: CodecSpec;
+  /** Extra quality levels stored beside `codec`, each chunk's objects encoded from the same KV (config `codecLevels`). */
+  levels?: CodecSpec[];
   chunkBudget: number;
   log: Logger;
   /** Every use of the engine goes through this, one chunk at a time (kdn/scheduler). */
@@ -66,13 +68,16 @@ export async function ingestDocument(
   const { engine } = ctx;
   const { tokenIds, chunks } = doc.tokenized ?? (await ctx.tokenize(doc.text, ctx.chunkBudget));
   signal?.throwIfAborted();
-  const scope: KeyScope = { modelFingerprint: engine.info.fingerprint, codec: ctx.codec, salt: doc.salt };
-  const plans = planKeys(
-    scope,
-    chunks.map((c) => c.tokenIds),
-    engine.info.maxPositionEmbeddings,
+  const codecs = [ctx.codec, ...(ctx.levels ?? [])];
+  const plans = codecs.map((codec) =>
+    planKeys(
+      { modelFingerprint: engine.info.fingerprint, codec, salt: doc.salt },
+      chunks.map((c) => c.tokenIds),
+      engine.info.maxPositionEmbeddings,
+    ),
   );
-  const keys = [...new Set(plans.flatMap((p) => (p.chainedKey ? [p.independentKey, p.chainedKey] : [p.independentKey])))];
+  const outputs = levelOutputs(codecs, plans);
+  const keys = [...new Set([...outputs.values()].flatMap((list) => list.map((o) => o.key)))];
   progress.chunks = chunks.length;
   progress.objects.total = keys.length;
 
@@ -86,25 +91,30 @@ export async function ingestDocument(
     progress.bytes += info.size;
   });
 
-  const pending = new Set(keys.filter((key) => !sizes.has(key)));
+  // The engine computes a chunk's KV once (keyed by the main codec's key) for every level still missing.
+  const pending = new Set([...outputs].filter(([, list]) => list.some((o) => !sizes.has(o.key))).map(([key]) => key));
   const sink = {
     pending,
-    save: async (key: string, tensors: KVTensors, ids: number[]): Promise<void> => {
-      const bytes = await ctx.encode(tensors, { modelFingerprint: engine.info.fingerprint, tokenIds: ids, codec: ctx.codec });
-      await store(ctx, key, bytes);
-      pending.delete(key);
-      sizes.set(key, bytes.length);
-      progress.objects.done++;
-      progress.objects.computed++;
-      progress.bytes += bytes.length;
+    save: async (slot: string, tensors: KVTensors, ids: number[]): Promise<void> => {
+      const todo = outputs.get(slot)!.filter((o) => !sizes.has(o.key));
+      for (const [n, { key, codec }] of todo.entries()) {
+        // encode may take the tensors' arrays: every level but the last encodes a copy.
+        const input = n === todo.length - 1 ? tensors : copyTensors(tensors);
+        const bytes = await ctx.encode(input, { modelFingerprint: engine.info.fingerprint, tokenIds: ids, codec });
+        await store(ctx, key, bytes);
+        sizes.set(key, bytes.length);
+        progress.objects.done++;
+        progress.objects.computed++;
+        progress.bytes += bytes.length;
+      }
+      pending.delete(slot);
     },
   };
-  await computeChainedKV(engine, plans, sink, ctx.turn);
-  await computeIndependentKV(engine, plans, sink, ctx.turn);
+  await computeChainedKV(engine, plans[0]!, sink, ctx.turn);
+  await computeIndependentKV(engine, plans[0]!, sink, ctx.turn);
   // A job cancelled during its last object's store does not publish its manifest.
   signal?.throwIfAborted();
 
-  const ref = (key: string): ObjectRef => ({ key, bytes: sizes.get(key)! });
   const manifest: Manifest = {
     version: 1,
     id: doc.id,
@@ -120,12 +130,45 @@ export async function ingestDocument(
       index: chunk.index,
       tokenIds: chunk.tokenIds,
       text: chunk.text,
-      independent: ref(plans[i]!.independentKey),
-      chained: plans[i]!.chainedKey ? ref(plans[i]!.chainedKey!) : null,
+      ...objectsOf(plans[0]![i]!, sizes),
+      ...(codecs.length > 1
+        ? { levels: codecs.slice(1).map((codec, l) => ({ codec: codecToString(codec), ...objectsOf(plans[l + 1]![i]!, sizes) })) }
+        : {}),
     })),
   };
   await ctx.catalog.publish(manifest);
   return manifest;
+}
+
+/** One chunk's two objects under one codec, with their sizes. */
+function objectsOf(plan: ChunkPlan, sizes: ReadonlyMap<string, number>): { independent: ObjectRef; chained: ObjectRef | null } {
+  const ref = (key: string): ObjectRef => ({ key, bytes: sizes.get(key)! });
+  return { independent: ref(plan.independentKey), chained: plan.chainedKey ? ref(plan.chainedKey) : null };
+}
+
+/**
+ * For each object key of the main codec, the objects encoded from the same computed KV: its own and those of every
+ * level (a level's chain follows its own keys, so its objects line up chunk for chunk with the main codec's).
+ */
+function levelOutputs(codecs: CodecSpec[], plans: ChunkPlan[][]): Map<string, { key: string; codec: CodecSpec }[]> {
+  const outputs = new Map<string, { key: string; codec: CodecSpec }[]>();
+  const add = (slot: string, key: string, codec: CodecSpec): void => {
+    const list = outputs.get(slot) ?? [];
+    if (!list.some((o) => o.key === key)) list.push({ key, codec });
+    outputs.set(slot, list);
+  };
+  plans[0]!.forEach((main, i) => {
+    codecs.forEach((codec, c) => {
+      const plan = plans[c]![i]!;
+      add(main.independentKey, plan.independentKey, codec);
+      if (main.chainedKey && plan.chainedKey) add(main.chainedKey, plan.chainedKey, codec);
+    });
+  });
+  return outputs;
+}
+
+function copyTensors(tensors: KVTensors): KVTensors {
+  return { ...tensors, perLayer: tensors.perLayer.map((l) => ({ ...l, keys: l.keys.slice(), values: l.values.slice() })) };
 }
 
 /** Keys for each chunk; the chain stops where [sink] + chain would pass the model's context length. */

@@ -1,9 +1,9 @@
 import { isKdnError } from '../../common/errors.ts';
 import { kvBeforeRope, loadModelConfig } from '../../engine-adapter/index.ts';
 import { codecEntry, codecFromString, codecToString, encodeKVObject, tokenHash, verifyKVObject } from '../../storage/kv-object/index.ts';
-import type { KVExpectation, KVTensors } from '../../storage/kv-object/types.ts';
+import type { CodecSpec, KVExpectation, KVTensors } from '../../storage/kv-object/types.ts';
 import type { EngineScheduler } from '../scheduler/engine-scheduler.ts';
-import type { Manifest } from '../manifest.ts';
+import type { Manifest, ObjectRef } from '../manifest.ts';
 import { computeChainedKV, computeIndependentKV, type ChunkPlan } from './compute-kv.ts';
 import type { IngestContext } from './ingest-document.ts';
 
@@ -67,7 +67,7 @@ export class ChunkRepair {
       return 'from-edge';
     }
     if (found.manifest.modelFingerprint !== this.ctx.engine.info.fingerprint) return 'failed';
-    await this.recomputeInBatch(found.manifest, key, expect);
+    await this.recomputeInBatch(found.manifest, found.level, key, expect);
     return 'recomputed';
   }
 
@@ -99,9 +99,13 @@ export class ChunkRepair {
     }
   }
 
-  /** Resolves once `key` has been computed again, with the other keys of its document reported by then. */
-  private recomputeInBatch(manifest: Manifest, key: string, expect: KVExpectation): Promise<void> {
-    let batch = this.batches.get(manifest.id);
+  /**
+   * Resolves once `key` has been computed again, with the other keys of its document (at its level) reported by then.
+   * `level` is the codec of the manifest's extra level the key belongs to, or null for the main codec.
+   */
+  private recomputeInBatch(manifest: Manifest, level: string | null, key: string, expect: KVExpectation): Promise<void> {
+    const batchKey = `${manifest.id}:${level ?? ''}`;
+    let batch = this.batches.get(batchKey);
     if (!batch) {
       const keys = new Map<string, KVExpectation>();
       const cost = manifest.chunks.reduce((n, c) => n + c.tokenIds.length, 0);
@@ -109,30 +113,27 @@ export class ChunkRepair {
       const done = this.scheduler.run(
         () => {
           // Keys reported from now on wait for the next pass.
-          this.batches.delete(manifest.id);
-          return this.recompute(manifest, keys);
+          this.batches.delete(batchKey);
+          return this.recompute(manifest, level, keys);
         },
         { tenant: REPAIR_TENANT, priority: 'background', cost },
       );
       batch = { keys, done };
-      this.batches.set(manifest.id, batch);
+      this.batches.set(batchKey, batch);
     }
     batch.keys.set(key, expect);
     return batch.done;
   }
 
   /** Computes the objects again (a chain's prefix rebuilt once) and stores each, verified, through its edge. */
-  private async recompute(manifest: Manifest, keys: ReadonlyMap<string, KVExpectation>): Promise<void> {
+  private async recompute(manifest: Manifest, level: string | null, keys: ReadonlyMap<string, KVExpectation>): Promise<void> {
     const { engine } = this.ctx;
-    // The running codec carries what the manifest's string cannot (a transform table's hash).
-    const codec = manifest.codec === codecToString(this.ctx.codec) ? this.ctx.codec : codecFromString(manifest.codec);
+    const codec = this.runningCodec(level ?? manifest.codec);
     const rope = codecEntry(codec.name).keysBeforeRope ? await loadModelConfig(engine.info.path) : undefined;
-    const plans: ChunkPlan[] = manifest.chunks.map((c) => ({
-      index: c.index,
-      tokenIds: c.tokenIds,
-      independentKey: c.independent.key,
-      chainedKey: c.chained?.key ?? null,
-    }));
+    const plans: ChunkPlan[] = manifest.chunks.map((c) => {
+      const objects = level === null ? c : c.levels!.find((l) => l.codec === level)!;
+      return { index: c.index, tokenIds: c.tokenIds, independentKey: objects.independent.key, chainedKey: objects.chained?.key ?? null };
+    });
     const pending = new Set(keys.keys());
     const sink = {
       pending,
@@ -152,6 +153,12 @@ export class ChunkRepair {
     if (pending.size > 0) throw new Error(`${[...pending].join(', ')} were not computed`);
   }
 
+  /** The running codec carries what a manifest's string cannot (a transform table's hash). */
+  private runningCodec(name: string): CodecSpec {
+    const running = [this.ctx.codec, ...(this.ctx.levels ?? [])].find((c) => codecToString(c) === name);
+    return running ?? codecFromString(name);
+  }
+
   /** Through the key's edge, which verifies it and writes it through to the origin; to the origin when no edge answers. */
   private async store(key: string, object: Buffer): Promise<void> {
     try {
@@ -162,16 +169,19 @@ export class ChunkRepair {
     }
   }
 
-  /** The manifest that references `key`, and what the object must match. */
-  private findChunk(key: string): { manifest: Manifest; expect: KVExpectation } | undefined {
+  /** The manifest that references `key`, the extra level it is at (null: the main codec), and what it must match. */
+  private findChunk(key: string): { manifest: Manifest; level: string | null; expect: KVExpectation } | undefined {
+    const holds = (o: { independent: ObjectRef; chained: ObjectRef | null }): boolean =>
+      o.independent.key === key || o.chained?.key === key;
     for (const manifest of this.ctx.catalog.all()) {
       for (const chunk of manifest.chunks) {
-        if (chunk.independent.key === key || chunk.chained?.key === key) {
-          return {
-            manifest,
-            expect: { modelFingerprint: manifest.modelFingerprint, tokens: chunk.tokenIds.length, tokenHash: tokenHash(chunk.tokenIds) },
-          };
-        }
+        const level = holds(chunk) ? null : chunk.levels?.find(holds)?.codec;
+        if (level === undefined) continue;
+        return {
+          manifest,
+          level,
+          expect: { modelFingerprint: manifest.modelFingerprint, tokens: chunk.tokenIds.length, tokenHash: tokenHash(chunk.tokenIds) },
+        };
       }
     }
     return undefined;

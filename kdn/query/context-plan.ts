@@ -1,6 +1,14 @@
 import { KdnError } from '../../common/errors.ts';
 import type { Catalog } from '../catalog.ts';
-import type { Manifest } from '../manifest.ts';
+import type { Manifest, ManifestChunk } from '../manifest.ts';
+
+/** A chunk's object under one codec. */
+export interface PieceObject {
+  /** As codecFromString reads it. */
+  codec: string;
+  key: string;
+  bytes: number;
+}
 
 /** One chunk placed in a query's context, with the KV object that holds it. */
 export interface ContextPiece {
@@ -11,8 +19,12 @@ export interface ContextPiece {
   score: number | null;
   tokenIds: number[];
   kind: 'chained' | 'independent';
+  /** The object used: the main codec's unless a level was picked (kdn/query/level-policy.ts). */
+  codec: string;
   key: string;
   bytes: number;
+  /** The same object at the extra levels stored beside the main codec (config `codecLevels`). */
+  levels: PieceObject[];
 }
 
 export const MAX_DOCUMENTS_PER_QUERY = 32;
@@ -30,21 +42,7 @@ export async function resolveDocuments(catalog: Catalog, namespace: string, docu
  * exact when the document is read in its own order. Chunks past the chain's end use their independent object.
  */
 export function planFromDocuments(manifests: Manifest[]): ContextPiece[] {
-  return manifests.flatMap((m) =>
-    m.chunks.map((chunk) => {
-      const object = chunk.chained ?? chunk.independent;
-      return {
-        docId: m.id,
-        title: m.title,
-        index: chunk.index,
-        score: null,
-        tokenIds: chunk.tokenIds,
-        kind: chunk.chained ? ('chained' as const) : ('independent' as const),
-        key: object.key,
-        bytes: object.bytes,
-      };
-    }),
-  );
+  return manifests.flatMap((m) => m.chunks.map((chunk) => pieceOf(m, chunk, chunk.chained ? 'chained' : 'independent', null)));
 }
 
 /**
@@ -109,20 +107,31 @@ function piecesFromHits(hits: Hit[]): ContextPiece[] {
     own.sort((a, b) => a.index - b.index);
     own.forEach((hit, position) => {
       const chunk = manifest.chunks[hit.index]!;
-      const object = hit.index === position && chunk.chained ? chunk.chained : null;
-      pieces.push({
-        docId: manifest.id,
-        title: manifest.title,
-        index: chunk.index,
-        score: hit.score,
-        tokenIds: chunk.tokenIds,
-        kind: object ? 'chained' : 'independent',
-        key: (object ?? chunk.independent).key,
-        bytes: (object ?? chunk.independent).bytes,
-      });
+      pieces.push(pieceOf(manifest, chunk, hit.index === position && chunk.chained ? 'chained' : 'independent', hit.score));
     });
   }
   return pieces;
+}
+
+/** A chunk's piece using its object of `kind` under the main codec, with that object at every stored level. */
+function pieceOf(manifest: Manifest, chunk: ManifestChunk, kind: ContextPiece['kind'], score: number | null): ContextPiece {
+  const object = kind === 'chained' ? chunk.chained! : chunk.independent;
+  const levels = (chunk.levels ?? []).flatMap((level) => {
+    const ref = kind === 'chained' ? level.chained : level.independent;
+    return ref ? [{ codec: level.codec, key: ref.key, bytes: ref.bytes }] : [];
+  });
+  return {
+    docId: manifest.id,
+    title: manifest.title,
+    index: chunk.index,
+    score,
+    tokenIds: chunk.tokenIds,
+    kind,
+    codec: manifest.codec,
+    key: object.key,
+    bytes: object.bytes,
+    levels,
+  };
 }
 
 /** Rejects a context that cannot fit the model before any work is done. */

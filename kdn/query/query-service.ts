@@ -8,6 +8,8 @@ import type { Engine, GeneratedToken } from '../../engine-adapter/types.ts';
 import type { Catalog } from '../catalog.ts';
 import { cancelReason, type EngineScheduler } from '../scheduler/engine-scheduler.ts';
 import { blendOptions } from './blend-policy.ts';
+import type { DeliveryEstimate } from './delivery-estimate.ts';
+import { pickLevel } from './level-policy.ts';
 import {
   checkContextFits,
   planFromDocuments,
@@ -37,6 +39,8 @@ export interface AnswerRequest {
   mode: QueryMode;
   /** With mode 'blend': the share of context tokens to recompute, in [0, 1] (default: blend-policy.ts). */
   blendRatio?: number;
+  /** Time to first token to pick the chunks' stored level for, over the server's default (level-policy.ts). */
+  ttftTargetMs?: number;
   maxTokens: number;
   temperature: number;
   /** Nucleus sampling (1, the default, keeps every token). */
@@ -82,6 +86,10 @@ export class QueryService {
       queryTimeoutMs: number;
       /** Told of objects whose origin copy an edge found corrupt (see run-query.ts). */
       onCorrupt?: (key: string) => void;
+      /** Delivery throughput measured over queries, for picking levels (level-policy.ts). */
+      delivery: DeliveryEstimate;
+      /** Default time to first token queries pick their level for; absent uses the main codec. */
+      ttftTargetMs?: number;
     },
   ) {}
 
@@ -140,7 +148,10 @@ export class QueryService {
       req.onToken?.(token);
     };
     const promptIds = engine.tokenizer.encode(req.promptText, { addSpecialTokens: false });
-    const { pieces, mode, note } = await this.plan(req, promptIds.length);
+    const planned = await this.plan(req, promptIds.length);
+    const { mode, note } = planned;
+    const target = mode === 'recompute' ? undefined : (req.ttftTargetMs ?? this.deps.ttftTargetMs);
+    const { pieces, choice } = pickLevel(planned.pieces, target, this.deps.delivery);
     const retrievalMs = performance.now() - arrivedAt;
     const contextTokens = pieces.reduce((n, p) => n + p.tokenIds.length, 0);
     checkContextFits(contextTokens, promptIds.length, req.maxTokens, engine.info.maxPositionEmbeddings);
@@ -155,6 +166,7 @@ export class QueryService {
         pieces,
         promptIds,
         mode,
+        level: choice,
         ...(mode === 'blend' ? { blend: blendOptions(req.blendRatio) } : {}),
         maxTokens: req.maxTokens,
         temperature: req.temperature,
@@ -168,6 +180,8 @@ export class QueryService {
       });
     }, work);
     if (signal.aborted) throw cancelReason(signal);
+    const fetched = outcome.chunks.filter((c) => c.tier !== 'engine' && c.tier !== 'computed').reduce((n, c) => n + c.bytes, 0);
+    this.deps.delivery.record(fetched, outcome.timings.fetch);
 
     metrics.queryTokens.inc({ kind: 'reused' }, outcome.tokens.reused);
     metrics.queryTokens.inc({ kind: 'computed' }, outcome.tokens.computed);

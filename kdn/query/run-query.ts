@@ -10,6 +10,7 @@ import { sinkToken } from '../sink-token.ts';
 import type { ContextPiece } from './context-plan.ts';
 import { ChunkFetch, type ChunkTier } from './fetch-chunk.ts';
 import { keepFetchedResident, placeResidentPrefix, residentKeys } from './resident-chunks.ts';
+import type { LevelChoice } from './level-policy.ts';
 import { overlapsPrompt } from './overlap-policy.ts';
 
 export type QueryMode = 'inject' | 'recompute' | 'blend';
@@ -23,6 +24,8 @@ export interface QueryRun {
   mode: QueryMode;
   /** How 'blend' recomputes the context (required with it). */
   blend?: BlendOptions;
+  /** The stored level the pieces' objects were picked at (level-policy.ts); null: the main codec. */
+  level?: LevelChoice | null;
   maxTokens: number;
   temperature: number;
   topP?: number;
@@ -42,6 +45,8 @@ export interface ChunkUse {
   index: number;
   score: number | null;
   kind: 'chained' | 'independent';
+  /** Codec of the chunk's object (one of the stored levels), whether it was fetched or computed instead. */
+  codec: string;
   tokens: number;
   /** The edge tier that served the object, or 'computed' when the engine prefilled the chunk instead. */
   tier: ChunkTier;
@@ -56,6 +61,8 @@ export interface QueryOutcome {
   finishReason: GenerateResult['finishReason'];
   mode: QueryMode;
   chunks: ChunkUse[];
+  /** The stored level picked for a TTFT target (level-policy.ts); null when the main codec was used as always. */
+  level: LevelChoice | null;
   tokens: {
     /** Knowledge tokens in the context. */
     context: number;
@@ -155,6 +162,7 @@ export async function runQuery(deps: QueryDeps, run: QueryRun): Promise<QueryOut
       finishReason: result.finishReason,
       mode: run.mode,
       chunks: built.uses,
+      level: run.level ?? null,
       tokens: {
         context: contextTokens,
         reused,
@@ -401,6 +409,7 @@ function use(piece: ContextPiece, tier: ChunkTier, bytes: number): ChunkUse {
     index: piece.index,
     score: piece.score,
     kind: piece.kind,
+    codec: piece.codec,
     tokens: piece.tokenIds.length,
     tier,
     bytes,

@@ -13,6 +13,8 @@ export interface KnowledgeInput {
   topK: number;
   mode: QueryMode;
   blendRatio?: number;
+  /** Time to first token the chunks' stored level is picked for. */
+  ttftTargetMs?: number;
 }
 
 /** How to generate: sampling, where to stop, and the caller's hooks for streaming and going away. */
@@ -67,6 +69,7 @@ export class AnswerService {
       ...text,
       mode: knowledge?.mode ?? 'inject',
       ...(knowledge?.blendRatio === undefined ? {} : { blendRatio: knowledge.blendRatio }),
+      ...(knowledge?.ttftTargetMs === undefined ? {} : { ttftTargetMs: knowledge.ttftTargetMs }),
       ...generation,
       stopStrings: generation.stopStrings ?? [],
     };

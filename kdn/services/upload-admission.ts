@@ -15,18 +15,21 @@ export type UploadLimits = Pick<KdnConfig, 'maxUploadTokens' | 'maxUploadKvBytes
  */
 export class UploadAdmission {
   constructor(
-    private readonly parts: { engine: Engine; codec: CodecSpec; catalog: Catalog; jobs: IngestJobs },
+    /** `levels`: the extra codecs ingest stores beside `codec`, whose objects count too. */
+    private readonly parts: { engine: Engine; codec: CodecSpec; levels?: CodecSpec[]; catalog: Catalog; jobs: IngestJobs },
     private readonly limits: UploadLimits,
   ) {}
 
   async admit(tenant: string, text: string): Promise<{ tokenized: TokenizedDocument; expected: IngestEstimate }> {
     const { engine, codec, catalog, jobs } = this.parts;
     const tokenized = await jobs.tokenize(text);
-    const expected = estimateIngest(
-      engine.info,
-      codec,
-      tokenized.chunks.map((chunk) => chunk.tokenIds.length),
-    );
+    const lengths = tokenized.chunks.map((chunk) => chunk.tokenIds.length);
+    const estimates = [codec, ...(this.parts.levels ?? [])].map((c) => estimateIngest(engine.info, c, lengths));
+    const expected = {
+      ...estimates[0]!,
+      objects: estimates.reduce((n, e) => n + e.objects, 0),
+      kvBytes: estimates.reduce((n, e) => n + e.kvBytes, 0),
+    };
     const held = { tokens: 0, kvBytes: 0 };
     for (const m of catalog.ownedBy(tenant)) {
       held.tokens += m.tokens;

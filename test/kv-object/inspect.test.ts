@@ -94,6 +94,10 @@ describe('kdn inspect', () => {
     const without = await kdn(['inspect', join(dir, 't.kv')]);
     expect(without.code, without.stderr).to.equal(0);
     expect(without.stdout).to.match(/not loaded/);
+    expect(JSON.parse(without.stdout.slice(0, without.stdout.lastIndexOf('}') + 1)).codec).to.include({
+      label: 'transform:x16',
+      level: 'x16',
+    });
     const wrong = fitTransformTable([{ ...kvTensors({ ...shape, tokens: 100 }, 9), ropeApplied: false }], 'fp-t');
     await writeFile(join(dir, 'wrong.ktt'), wrong.bytes);
     const mismatch = await kdn(['inspect', join(dir, 't.kv'), '--table', join(dir, 'wrong.ktt')]);

@@ -2,6 +2,7 @@ import express, { type Request, type RequestHandler, type Response } from 'expre
 import multer from 'multer';
 import { KdnError } from '../../../common/errors.ts';
 import { principalOf } from '../../auth/authenticate.ts';
+import type { ObjectRef } from '../../manifest.ts';
 import type { DocumentService } from '../../services/document-service.ts';
 import type { RouteHandlers } from '../mount-routes.ts';
 import { publicJob, publicSummary } from '../public-views.ts';
@@ -38,6 +39,7 @@ export function documentHandlers(documents: DocumentService): RouteHandlers<'doc
     get: async (req: Request, res: Response) => {
       const { namespace } = validate(NamespaceQuerySchema, req.query, 'query string');
       const { manifest, cachedAt } = await documents.describe(principalOf(res).tenant, namespace, String(req.params.id));
+      const cached = (ref: ObjectRef | null) => ref && { ...ref, cached: cachedAt.get(ref.key) };
       res.json({
         ...publicSummary(manifest),
         modelFingerprint: manifest.modelFingerprint,
@@ -46,8 +48,11 @@ export function documentHandlers(documents: DocumentService): RouteHandlers<'doc
           index: chunk.index,
           tokens: chunk.tokenIds.length,
           text: chunk.text,
-          independent: { ...chunk.independent, cached: cachedAt.get(chunk.independent.key) },
-          chained: chunk.chained ? { ...chunk.chained, cached: cachedAt.get(chunk.chained.key) } : null,
+          independent: cached(chunk.independent),
+          chained: cached(chunk.chained),
+          ...(chunk.levels
+            ? { levels: chunk.levels.map((l) => ({ codec: l.codec, independent: cached(l.independent), chained: cached(l.chained) })) }
+            : {}),
         })),
       });
     },

@@ -15,7 +15,7 @@ import { validate } from '../validate.ts';
 const DEFAULT_MAX_TOKENS = 64;
 
 /**
- * OpenAI-compatible routes. Knowledge rides in an extra `kdn` field ({namespace, documents?, topK?, mode?, blendRatio?}); without
+ * OpenAI-compatible routes. Knowledge rides in an extra `kdn` field ({namespace, documents?, topK?, mode?, blendRatio?, ttftTargetMs?}); without
  * it the model answers from the prompt alone. `stream: true` answers server-sent events ending in `data: [DONE]`.
  * Errors on these paths are rendered in OpenAI's shape by app.ts (openai-errors.ts).
  */
@@ -202,6 +202,6 @@ function usage(outcome: QueryOutcome): { prompt_tokens: number; completion_token
 }
 
 function kdnExtras(outcome: QueryOutcome): unknown {
-  const { chunks, tokens, bytes, timings, mode } = outcome;
-  return { mode, chunks, tokens, bytes, timings };
+  const { chunks, level, tokens, bytes, timings, mode } = outcome;
+  return { mode, chunks, level, tokens, bytes, timings };
 }

@@ -30,6 +30,7 @@ export function queryHandlers(queries: AnswerService): RouteHandlers<'query'> {
           mode,
           ...(body.documents ? { documents: body.documents } : {}),
           ...(body.blendRatio === undefined ? {} : { blendRatio: body.blendRatio }),
+          ...(body.ttftTargetMs === undefined ? {} : { ttftTargetMs: body.ttftTargetMs }),
         };
         const generation: GenerationInput = {
           maxTokens: body.maxTokens,

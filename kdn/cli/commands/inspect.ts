@@ -3,6 +3,7 @@ import { readFile, stat } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { KdnError } from '../../../common/errors.ts';
 import { validateHeader } from '../../../storage/kv-object/header.ts';
+import { transformLevelName } from '../../../storage/kv-object/codecs/index.ts';
 import { codecToString, parseTransformTable, readKVObject, transformTables } from '../../../storage/kv-object/index.ts';
 import type { KVHeader } from '../../../storage/kv-object/types.ts';
 import { transformTableKey } from '../../../storage/keys.ts';
@@ -62,6 +63,8 @@ async function inspect(file: string, options: InspectOptions): Promise<void> {
   const payload = header.layerOffsets[header.layers]!;
   const codec: Record<string, unknown> = { label: codecToString(header.codec), ratioVsFp16: Number((payload / fp16Bytes).toFixed(4)) };
   if (header.codec.name === 'transform') {
+    // Named from the header alone, so an object is placed among a chunk's stored levels without its table.
+    codec.level = transformLevelName(header.codec.level!);
     codec.table = await loadTable(header, options);
     const table = transformTables.find(header.codec.table!);
     if (table) {

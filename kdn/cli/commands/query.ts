@@ -12,6 +12,7 @@ interface QueryFlags {
   topK?: string;
   mode: string;
   blendRatio?: string;
+  ttftTarget?: string;
   maxTokens?: string;
   temperature?: string;
   stream: boolean;
@@ -43,6 +44,16 @@ function requestFor(question: string, flags: QueryFlags): QueryRequest {
       );
     }
     request.blendRatio = blendRatio;
+  }
+  const ttftTarget = numberFlag('--ttft-target', flags.ttftTarget);
+  if (ttftTarget !== undefined) {
+    if (!(Number.isInteger(ttftTarget) && ttftTarget >= 1 && ttftTarget <= 600_000)) {
+      throw new UsageError(
+        `--ttft-target must be whole milliseconds from 1 to 600000, got ${ttftTarget}`,
+        "the time to first token that picks the chunks' stored level, e.g. --ttft-target 200",
+      );
+    }
+    request.ttftTargetMs = ttftTarget;
   }
   if (flags.namespace) request.namespace = flags.namespace;
   if (flags.doc) request.documents = flags.doc;
@@ -85,7 +96,14 @@ async function query(question: string, flags: QueryFlags): Promise<void> {
   const lines = [
     '',
     `context: ${answer.chunks.length} chunks, ${answer.tokens.context} tokens (${answer.tokens.reused} reused, ${answer.tokens.computed} computed incl. prompt), ${formatBytes(answer.bytes)} fetched`,
-    ...answer.chunks.map((c) => `  ${c.title} #${c.index} ${c.kind} ${c.tier}${c.score === null ? '' : ` score ${c.score.toFixed(2)}`}`),
+    ...(answer.level
+      ? [
+          `level: ${answer.level.codec} (${formatBytes(answer.level.bytes)}, ${answer.level.expectedFetchMs.toFixed(1)} ms expected at ${formatBytes(answer.level.bytesPerSecond)}/s for a ${answer.level.ttftTargetMs} ms target)`,
+        ]
+      : []),
+    ...answer.chunks.map(
+      (c) => `  ${c.title} #${c.index} ${c.kind} ${c.codec} ${c.tier}${c.score === null ? '' : ` score ${c.score.toFixed(2)}`}`,
+    ),
     ...(answer.note ? [`note: ${answer.note}`] : []),
     ...(answer.blend
       ? [
@@ -112,6 +130,10 @@ export function register(program: Command): void {
         'inject',
       )
       .option('--blend-ratio <r>', 'with --mode blend: the share of context tokens to recompute, 0 to 1 (default 0.15)')
+      .option(
+        '--ttft-target <ms>',
+        "time to first token to aim for: picks the best stored level of the chunks whose fetch fits it (default: the server's)",
+      )
       .option('--max-tokens <n>', 'most tokens to generate (default 64)')
       .option('--temperature <t>', 'sampling temperature, 0 is greedy (default 0)')
       .option('--no-stream', 'print the answer once it is whole instead of as it is generated')

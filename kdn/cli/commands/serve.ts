@@ -10,6 +10,8 @@ interface ServeFlags {
   backend?: string;
   chunkTokens?: string;
   codec?: string;
+  codecLevels?: string;
+  ttftTarget?: string;
   port?: string;
   host?: string;
   maxUpload?: string;
@@ -45,6 +47,8 @@ async function serve(flags: ServeFlags): Promise<void> {
     backend: flags.backend as KdnConfigInput['backend'],
     chunkTokens: flags.chunkTokens,
     codec: flags.codec,
+    codecLevels: flags.codecLevels,
+    ttftTargetMs: flags.ttftTarget,
     port: flags.port,
     host: flags.host,
     maxUploadBytes: flags.maxUpload,
@@ -117,6 +121,14 @@ export function register(program: Command): void {
     .option(
       '--codec <codec>',
       `codec of stored KV: fp16, int8, int4, optionally +lz4, or transform[:x4|x6|x8|x12|x16|x20] (env ${KDN_ENV.codec}; default int8)`,
+    )
+    .option(
+      '--codec-levels <codecs>',
+      `comma-separated extra quality levels stored beside --codec for every chunk, e.g. transform:x4,transform:x16 (env ${KDN_ENV.codecLevels}; default none)`,
+    )
+    .option(
+      '--ttft-target <ms>',
+      `time to first token queries aim for: each picks the best stored level whose fetch fits it at the measured delivery throughput (env ${KDN_ENV.ttftTargetMs}; default off: always --codec)`,
     )
     .option('--port <port>', `port, 0 for any free one (env ${KDN_ENV.port}; default 8080)`)
     .option('--host <host>', `address to listen on (env ${KDN_ENV.host}; default 127.0.0.1)`)
