@@ -161,7 +161,18 @@ async function storeChainedChunks(modelDir: string, client: EdgeClient): Promise
       const bytes = encodeKVObject(kv, { modelFingerprint: local.info.fingerprint, tokenIds, codec: codecFromString('fp16') });
       const key = `kv/routed/chunk-${index}.kv`;
       await client.put(key, bytes);
-      pieces.push({ docId: 'doc', title: 'doc', index, score: null, tokenIds, kind: 'chained', key, bytes: bytes.length });
+      pieces.push({
+        docId: 'doc',
+        title: 'doc',
+        index,
+        score: null,
+        tokenIds,
+        kind: 'chained',
+        key,
+        bytes: bytes.length,
+        codec: 'fp16',
+        levels: [],
+      });
     }
     session.dispose();
     return pieces;
