@@ -29,6 +29,8 @@
 #   delivery-long  the same TTFT modes at 32k                                                             ~5 min
 #   fastpath delivery's stage profile of an 8k context (32 chunks of 256 tokens), the socket path beside the
 #            same-host fast path (the edge's /dev/shm mirror), then 8k TTFT over sockets against the fast path   ~4 min
+#   handover 8B TTFT at 8k, engine on its own thread: KV blocks from the fetch threads straight to it against
+#            through the event loop, four runs in the order direct, loop, loop, direct                   ~5 min
 #   load     32 clients against kdn serve on the GPU, continuous batching off against on (load-gpu.json) ~5 min
 #   merge    DIR's TTFT, engine, delivery, forward-profile and comparison files into bench/results/
 set -u
@@ -144,6 +146,15 @@ for part in "$@"; do
       bench 300 ttft-delivery-gpu-shm ttft --shape llama3.1-8b --contexts 8192 --question 64 \
         --backend webgpu --kv synthetic --modes inject-int4,inject-transform,peer-host-hit --edge-shm --runs 3 --warmup 1 \
         --recompute-warmup 0 --max-seconds 260 ;;
+    handover)
+      # 8B TTFT at 8k with the engine on its own thread, as kdn runs it: the fetch pool's blocks straight from the
+      # fetch threads to the engine's (direct) against through the event loop (loop), in the order direct, loop,
+      # loop, direct so that drift hits both alike.
+      for run in 1-direct 2-loop 3-loop 4-direct; do
+        bench 200 "ttft-handover-$run" ttft --shape llama3.1-8b --contexts 8192 --question 64 --backend webgpu \
+          --kv synthetic --modes inject,inject-int4 --fetch-threads 8 --runs 5 --warmup 1 --recompute-warmup 0 \
+          --engine-thread --hand-over "${run#*-}" --max-seconds 170
+      done ;;
     load)
       # On the demo model; each throughput round runs batching off and on, the order flipping between rounds.
       bench 560 load-gpu load --backend webgpu --modes thread --clients 1,32 --seconds 15 --rounds 2 --batch 32 ;;
@@ -151,7 +162,7 @@ for part in "$@"; do
       node --import tsx tools/gpu/merge-results.ts "$DIR" ;;
     *)
       echo "unknown part $part (check, profile, forward, 8b, 8b-long, 1b, engine, compare, sass, blend, fidelity, expand," \
-        "delivery, delivery-long, fastpath, load, merge)" >&2
+        "delivery, delivery-long, fastpath, handover, load, merge)" >&2
       exit 2 ;;
   esac
 done
