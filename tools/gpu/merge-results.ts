@@ -7,6 +7,8 @@
  *   ttft-delivery-gpu-*.json -> bench/results/ttft-delivery-gpu.json (every codec, the hot tier, the peer and its host hit)
  *   profile-expand-*.json  -> bench/results/gpu/profile-expand.json (KV expansion GB/s, transform codec and int4)
  *   load-gpu.json          -> bench/results/load-gpu.json (kdn serve under 32 clients, batching off against on)
+ *   ttft-handover-*.json   -> bench/results/ttft-handover-gpu.json (engine thread: blocks direct from the fetch threads
+ *                             against through the event loop, ABBA)
  *   compare-transformers.json -> bench/results/gpu/compare-transformers.json
  * Each merged file names the commit its runs measured (the folder's source.json, which every benchmark file must
  * agree with) and keeps each run's command, date, host and params. A partial run is refused: rerun that part.
@@ -76,6 +78,7 @@ function main(folder: string | undefined): void {
     ['delivery-gpu-', 'delivery-gpu'],
     ['ttft-delivery-gpu-', 'ttft-delivery-gpu'],
     ['load-gpu', 'load-gpu'],
+    ['ttft-handover-', 'ttft-handover-gpu'],
   ] as const;
   for (const [prefix, name] of benchmarks) {
     const files = filesOf(folder, prefix);
