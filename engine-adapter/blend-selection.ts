@@ -1,7 +1,7 @@
 /**
  * Which context tokens a blended prefill recomputes (Session.blendKVAndPrefill). Chunks computed alone never
  * attended to each other; recomputing a few of their tokens over the composed context restores most of what that
- * cross-attention carries. Four ways to pick them, compared in bench/fidelity.ts:
+ * cross-attention carries. Five ways to pick them, compared in bench/fidelity.ts:
  *   deviation   CacheBlend (arXiv 2405.16444): every token runs the first layers, and the tokens whose K/V at the
  *               check layer moved most from the injected K/V go on through the rest;
  *   attended    CacheBlend's deviation weighted by the square root of the attention the prompt's last tokens pay each
@@ -24,7 +24,7 @@ export const MASS_ROWS = 64;
 
 /**
  * How far gradual's share at the check layer lies above the ratio (and at the last layer below it), as a fraction
- * of the ratio: measured best of those tried on the demo model (docs/ARCHITECTURE.md, blended composition).
+ * of the ratio: a steeper, front-loaded shape measured worse on the demo model's document set (docs/BLEND.md).
  */
 export const GRADUAL_TILT = 0.6;
 

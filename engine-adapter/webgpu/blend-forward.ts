@@ -51,7 +51,7 @@ export class GpuBlendForward {
       if (plan.narrows) {
         const out = await this.narrowingLayers({ n, position, plan, rows, residual, logits, gate });
         await this.pieces.settle();
-        return { ...out, meanRows: out.ran / layers };
+        return { logits: out.logits, rows: out.rows, meanRows: out.ran / layers };
       }
       const out = await this.selectedLayers(tokens, position, rows, plan.checkLayer, residual, logits, gate);
       await this.pieces.settle();
