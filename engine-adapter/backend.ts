@@ -22,9 +22,12 @@ export interface KVRows {
   dispose(): void;
 }
 
-/** What a blended forward measures of every row at its check layer, for the plan to select rows by. */
+/** What a blended forward measures of the rows still running at a selecting layer, for the plan to select rows by. */
 export interface BlendSignals {
-  /** Each row's squared distance between its fresh K/V and what the cache held at its slot (injected K/V). */
+  /**
+   * Each row's squared distance between its fresh K/V and what the cache held at its slot (injected K/V), indexed by
+   * row; meaningful for the candidate rows only.
+   */
   deviation: Float32Array;
   /**
    * Each row's share of the attention the plan's last `massRows` rows pay at the check layer (summed over them and
@@ -48,13 +51,22 @@ export interface BlendPlan {
   checkLayer: number | null;
   /** How many of the last rows (the prompt's) weigh the others by their attention (BlendSignals.mass); 0 for none. */
   massRows: number;
-  select(signals: BlendSignals | null): Uint32Array;
+  /**
+   * Gradual filtering: every layer after the check layer selects again, among the rows still running. Those compute
+   * the layer's K/V (signals measured first, then written) and the selected ones run the rest of it and go on.
+   */
+  narrows: boolean;
+  /** The rows that run `layer` and go on, among `candidates` (all rows at the check layer or without one). */
+  select(signals: BlendSignals | null, layer: number, candidates: Uint32Array): Uint32Array;
 }
 
-/** What a blended forward returns: the last row's logits and the rows it recomputed through every layer. */
+/** What a blended forward returns: the last row's logits and the rows it recomputed. */
 export interface BlendOutput {
   logits: Float32Array;
+  /** The rows that ran the last layer. */
   rows: Uint32Array;
+  /** The rows that ran each layer from the check layer (or layer 0) on, averaged over those layers. */
+  meanRows: number;
 }
 
 /** One sequence of a batched forward: its own cache, the tokens it appends, and where they start. */

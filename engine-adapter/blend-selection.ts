@@ -1,23 +1,32 @@
 /**
  * Which context tokens a blended prefill recomputes (Session.blendKVAndPrefill). Chunks computed alone never
  * attended to each other; recomputing a few of their tokens over the composed context restores most of what that
- * cross-attention carries. Four ways to pick them, compared in bench/fidelity.ts:
+ * cross-attention carries. Five ways to pick them, compared in bench/fidelity.ts:
  *   deviation   CacheBlend (arXiv 2405.16444): every token runs the first layers, and the tokens whose K/V at the
  *               check layer moved most from the injected K/V go on through the rest;
  *   attended    CacheBlend's deviation weighted by the square root of the attention the prompt's last tokens pay each
  *               token at the check layer: a token that moved but that the prompt does not read matters less;
  *   chunk-start EPIC (arXiv 2410.15332): each chunk's first tokens, where a chunk computed alone piled the attention
  *               it had nowhere else to put;
- *   combined    half of the budget to chunk starts, the rest by deviation.
+ *   combined    half of the budget to chunk starts, the rest by deviation;
+ *   gradual     CacheBlend's gradual filtering with the attended score: more rows at the check layer, fewer at each
+ *               layer after it, each layer keeping the best-scored of the rows still running by that layer's own
+ *               signals; the ratio is the share per layer averaged over those layers (gradualShares).
  */
 import { KdnError } from '../common/errors.ts';
 import type { BlendPlan, BlendSignals } from './backend.ts';
 import type { BlendSelection } from './types.ts';
 
-export const BLEND_SELECTIONS: readonly BlendSelection[] = ['attended', 'deviation', 'chunk-start', 'combined'];
+export const BLEND_SELECTIONS: readonly BlendSelection[] = ['gradual', 'attended', 'deviation', 'chunk-start', 'combined'];
 
 /** The prompt's last tokens whose attention weighs the context for 'attended' (bounds the signal's cost). */
 export const MASS_ROWS = 64;
+
+/**
+ * How far gradual's share at the check layer lies above the ratio (and at the last layer below it), as a fraction
+ * of the ratio: a steeper, front-loaded shape measured worse on the demo model's document set (docs/BLEND.md).
+ */
+export const GRADUAL_TILT = 0.6;
 
 /** Where the context's chunks begin in the blended rows, and how many rows follow the context (the prompt). */
 export interface BlendLayout {
@@ -45,26 +54,40 @@ export function blendBudget(ratio: number, contextRows: number): number {
   return Math.round(ratio * contextRows);
 }
 
+/**
+ * Gradual's share of the context at each of `count` layers from the check layer: falling linearly from
+ * (1 + tilt) to (1 - tilt) times the ratio, so their mean is the ratio (the tilt shrinks where the first would pass 1).
+ */
+export function gradualShares(ratio: number, count: number): number[] {
+  const tilt = count > 1 ? Math.min(GRADUAL_TILT, (1 - ratio) / ratio) : 0;
+  return Array.from({ length: count }, (_, i) => ratio * (1 + tilt * (count > 1 ? 1 - (2 * i) / (count - 1) : 0)));
+}
+
 /** The plan for a backend's blendForward: the selection's rows plus every prompt row. */
 export function blendPlan(selection: BlendSelection, ratio: number, layout: BlendLayout, layers: number): BlendPlan {
   const budget = blendBudget(ratio, layout.contextRows);
-  const finish = (context: Set<number>): Uint32Array => {
-    const rows = new Uint32Array(context.size + layout.promptRows);
-    let i = 0;
-    for (const r of [...context].sort((a, b) => a - b)) rows[i++] = r;
-    for (let r = layout.contextRows; r < layout.contextRows + layout.promptRows; r++) rows[i++] = r;
+  const finish = (context: Iterable<number>): Uint32Array => {
+    const sorted = [...context].sort((a, b) => a - b);
+    const rows = new Uint32Array(sorted.length + layout.promptRows);
+    rows.set(sorted);
+    for (let i = 0; i < layout.promptRows; i++) rows[sorted.length + i] = layout.contextRows + i;
     return rows;
   };
-  if (selection === 'chunk-start') return { checkLayer: null, massRows: 0, select: () => finish(chunkStartRows(layout, budget)) };
+  if (selection === 'chunk-start')
+    return { checkLayer: null, massRows: 0, narrows: false, select: () => finish(chunkStartRows(layout, budget)) };
+  const check = checkLayerFor(layers);
+  const shares = selection === 'gradual' ? gradualShares(ratio, layers - check) : null;
   const startBudget = selection === 'combined' ? Math.floor(budget / 2) : 0;
   return {
-    checkLayer: checkLayerFor(layers),
-    massRows: selection === 'attended' ? Math.min(MASS_ROWS, layout.promptRows) : 0,
-    select: (signals) => {
+    checkLayer: check,
+    massRows: selection === 'attended' || selection === 'gradual' ? Math.min(MASS_ROWS, layout.promptRows) : 0,
+    narrows: shares !== null,
+    select: (signals, layer, candidates) => {
       if (!signals) throw new KdnError('INTERNAL', `the ${selection} blend selection needs the check layer's signals`);
+      const wanted = shares ? Math.round(shares[layer - check]! * layout.contextRows) : budget;
       const picked = chunkStartRows(layout, startBudget);
-      for (const r of topRows(score(selection, signals), layout.contextRows, budget - picked.size, picked)) picked.add(r);
-      return finish(picked);
+      const free = [...candidates].filter((r) => r < layout.contextRows && !picked.has(r));
+      return finish([...picked, ...topRows(score(selection, signals), free, wanted - picked.size)]);
     },
   };
 }
@@ -72,8 +95,8 @@ export function blendPlan(selection: BlendSelection, ratio: number, layout: Blen
 /** Each row's claim to be recomputed under `selection`. */
 function score(selection: BlendSelection, signals: BlendSignals): Float32Array {
   const { deviation, mass } = signals;
-  if (selection !== 'attended') return deviation;
-  if (!mass) throw new KdnError('INTERNAL', "the attended blend selection needs the prompt's attention");
+  if (selection !== 'attended' && selection !== 'gradual') return deviation;
+  if (!mass) throw new KdnError('INTERNAL', `the ${selection} blend selection needs the prompt's attention`);
   return deviation.map((d, r) => d * Math.sqrt(mass[r]!));
 }
 
@@ -97,11 +120,9 @@ function chunkStartRows(layout: BlendLayout, budget: number): Set<number> {
   return out;
 }
 
-/** The `count` rows below `rows` of largest score, skipping `taken` (ties to the earlier row). */
-function topRows(score: Float32Array, rows: number, count: number, taken: Set<number>): number[] {
+/** The `count` rows of `free` (ascending) of largest score (ties to the earlier row). */
+function topRows(score: Float32Array, free: number[], count: number): number[] {
   if (count <= 0) return [];
-  const free: number[] = [];
-  for (let r = 0; r < rows; r++) if (!taken.has(r)) free.push(r);
   if (count >= free.length) return free;
   // The count-th largest score by a native numeric sort (no comparator: fast at 32k rows), then the rows above it
   // and as many at it as are still wanted.

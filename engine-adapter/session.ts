@@ -244,7 +244,7 @@ export class BackendSession implements Session {
       return {
         logits: result.logits,
         placedAt,
-        recomputed: result.rows.length - prompt.length,
+        recomputed: Math.round(result.meanRows - prompt.length),
         fullLayers: plan.checkLayer ?? 0,
       };
     });

@@ -79,10 +79,13 @@ export interface InjectedPrefill {
 }
 
 /** How a blended prefill picks the context tokens it recomputes (engine-adapter/blend-selection.ts). */
-export type BlendSelection = 'attended' | 'deviation' | 'chunk-start' | 'combined';
+export type BlendSelection = 'attended' | 'gradual' | 'deviation' | 'chunk-start' | 'combined';
 
 export interface BlendOptions {
-  /** Fraction of the context's tokens recomputed through every layer, in [0, 1]. */
+  /**
+   * Fraction of the context's tokens recomputed through the layers from the check layer on, in [0, 1] (for a
+   * selection that narrows layer by layer, averaged over those layers).
+   */
   ratio: number;
   selection: BlendSelection;
 }
@@ -94,7 +97,10 @@ export interface BlendChunk {
 }
 
 export interface BlendedPrefill extends InjectedPrefill {
-  /** Context tokens recomputed through every layer (the prompt's tokens not counted). */
+  /**
+   * Context tokens recomputed through the layers from the check layer (or layer 0) on, averaged over those layers and
+   * rounded (the prompt's tokens not counted).
+   */
   recomputed: number;
   /**
    * Layers every context token ran before the selection (0 for a selection that needs no check layer); every token's

@@ -1,4 +1,5 @@
-import type { BlendPlan } from '../backend.ts';
+import { KdnError } from '../../common/errors.ts';
+import type { BlendOutput, BlendPlan, BlendSignals } from '../backend.ts';
 import type { ModelWeights } from '../model/weights.ts';
 import { add } from './kernels/add.ts';
 import { attention } from './kernels/attention.ts';
@@ -221,10 +222,11 @@ export function cpuForward(
 
 /**
  * A selective recompute over `tokens` at [position, ...), whose cache slots already hold injected KV (see
- * BlendPlan): layers before plan.checkLayer run every row; at the check layer every row's K/V is computed (its
- * deviation from the cache, and with plan.massRows the last rows' attention on it, measured first) and written; the
- * rows the plan picks from those signals then run the check layer and the layers after it, attending to the whole
- * cache. Returns the last row's logits (the plan always keeps it) and the rows that ran every layer.
+ * BlendPlan): layers before plan.checkLayer run every row; at the check layer (and with plan.narrows at each layer
+ * after it) the rows still running compute their K/V (its deviation from the cache, and with plan.massRows the last
+ * rows' attention on it, measured first) and write it; the rows the plan picks from those signals run the rest of
+ * the layer and go on, attending to the whole cache. Returns the last row's logits (the plan always keeps it), the
+ * rows that ran the last layer and the rows per layer from the first selecting layer on.
  */
 export function cpuBlendForward(
   weights: ModelWeights,
@@ -234,38 +236,83 @@ export function cpuBlendForward(
   position: number,
   plan: BlendPlan,
   logits: 'last' | 'none',
-): { logits: Float32Array; rows: Uint32Array } {
+): BlendOutput {
   const c = weights.config;
   cache.reserve(position + tokens.length);
-  const all = embedRows(weights, tokens, position, position);
-  let picked: Uint32Array;
+  let rows = embedRows(weights, tokens, position, position);
+  let picked: Uint32Array = Uint32Array.from({ length: rows.n }, (_, r) => r);
+  const from = plan.checkLayer ?? 0;
   if (plan.checkLayer === null) {
-    picked = plan.select(null);
+    picked = plan.select(null, 0, picked);
+    rows = gatherRows(rows, picked, c.hiddenSize);
   } else {
-    const scratch = new LayerScratch(weights, all.n);
-    for (let l = 0; l < plan.checkLayer; l++) cpuLayer(weights, invFreq, cache, l, all, scratch);
-    const deviation = new Float32Array(all.n);
-    cpuLayerKV(weights, invFreq, cache, plan.checkLayer, all, scratch, deviation);
-    picked = plan.select({
-      deviation,
-      mass: plan.massRows > 0 ? promptMass(c, cache.keys[plan.checkLayer]!, all, scratch, plan.massRows) : null,
-    });
+    const scratch = new LayerScratch(weights, rows.n);
+    for (let l = 0; l < plan.checkLayer; l++) cpuLayer(weights, invFreq, cache, l, rows, scratch);
   }
-  const rows = gatherRows(all, picked, c.hiddenSize);
-  const scratch = new LayerScratch(weights, rows.n);
-  for (let l = plan.checkLayer ?? 0; l < c.layers; l++) cpuLayer(weights, invFreq, cache, l, rows, scratch);
-  return { logits: cpuLogits(weights, rows, logits), rows: picked };
+  let ran = 0;
+  for (let l = from; l < c.layers; l++) {
+    if (l === plan.checkLayer || (plan.narrows && l > from)) {
+      const signals = blendSignals(weights, invFreq, cache, l, rows, plan.massRows, tokens.length);
+      const next = plan.select(signals, l, picked);
+      rows = gatherRows(rows, indicesIn(picked, next), c.hiddenSize);
+      picked = next;
+    }
+    cpuLayer(weights, invFreq, cache, l, rows, new LayerScratch(weights, rows.n));
+    ran += rows.n;
+  }
+  return { logits: cpuLogits(weights, rows, logits), rows: picked, meanRows: ran / (c.layers - from) };
 }
 
 /**
- * BlendSignals.mass: the attention of the last `count` of `rows` (queries in s.q) on the key of each row (`rows`
- * sit at consecutive slots; the keys before them are not rows).
+ * Layer `l`'s K/V of `rows` written over the cache, and the signals measured first, indexed by row of the forward's
+ * `total` rows (the rows' slots less the first's, which is row 0's).
  */
-function promptMass(c: ModelWeights['config'], keys: Float32Array, rows: Rows, s: LayerScratch, count: number): Float32Array {
+function blendSignals(
+  weights: ModelWeights,
+  invFreq: Float32Array,
+  cache: CpuKVCache,
+  l: number,
+  rows: Rows,
+  massRows: number,
+  total: number,
+): BlendSignals {
+  const c = weights.config;
+  const s = new LayerScratch(weights, rows.n);
+  const measured = new Float32Array(rows.n);
+  cpuLayerKV(weights, invFreq, cache, l, rows, s, measured);
+  const position = rows.slots[rows.n - 1]! - (total - 1);
+  const deviation = new Float32Array(total);
+  measured.forEach((d, t) => (deviation[rows.slots[t]! - position] = d));
+  return { deviation, mass: massRows > 0 ? promptMass(c, cache.keys[l]!, rows, s, massRows, { position, total }) : null };
+}
+
+/** Where each of `next` (ascending) sits in `rows` (ascending): a plan selects among the rows still running. */
+function indicesIn(rows: Uint32Array, next: Uint32Array): Uint32Array {
+  const out = new Uint32Array(next.length);
+  let i = 0;
+  next.forEach((r, j) => {
+    while (i < rows.length && rows[i]! < r) i++;
+    if (rows[i] !== r) throw new KdnError('INTERNAL', `a blend plan selected row ${r}, which no longer runs`);
+    out[j] = i;
+  });
+  return out;
+}
+
+/**
+ * BlendSignals.mass: the attention of the last `count` of `rows` (queries in s.q) on the keys of the forward's
+ * `total` rows from `position` (the keys before them are not rows).
+ */
+function promptMass(
+  c: ModelWeights['config'],
+  keys: Float32Array,
+  rows: Rows,
+  s: LayerScratch,
+  count: number,
+  { position, total }: { position: number; total: number },
+): Float32Array {
   const first = rows.n - count;
   const qDim = c.heads * c.headDim;
-  const position = rows.slots[0]!;
-  const mass = new Float32Array(position + rows.n);
+  const mass = new Float32Array(position + total);
   const shape = { tokens: count, heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, slidingWindow: c.slidingWindow };
   attentionMass(mass, s.q.subarray(first * qDim), rows.slots.subarray(first), keys, shape);
   return mass.subarray(position);

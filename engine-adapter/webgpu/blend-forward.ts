@@ -9,6 +9,9 @@
  *   2. the selected rows, gathered from the kept residual (or embedded from their tokens when there is no check
  *      layer), run the check layer and the rest at their own positions (kernels take a slots buffer), attending to
  *      the whole cache, and the last row gives the logits.
+ *      With plan.narrows (gradual filtering) phase 2 goes layer by layer instead: at each layer after the check
+ *      layer the rows still running compute their K/V there (deviation first), the signals are read back, and the
+ *      rows the plan keeps, gathered from the residual the layer before left, run the rest of the layer.
  * Each layer of the first chunk of each phase waits for its gate, so the recompute overlaps the context's arrival.
  */
 import { KdnError } from '../../common/errors.ts';
@@ -33,18 +36,26 @@ export class GpuBlendForward {
 
   async run(tokens: Uint32Array, position: number, plan: BlendPlan, logits: 'last' | 'none', gate?: LayerGate): Promise<BlendOutput> {
     try {
-      let rows: Uint32Array;
-      let residual: GPUBuffer | null = null;
+      const n = tokens.length;
+      const all = Uint32Array.from({ length: n }, (_, r) => r);
+      const layers = this.f.config.layers - (plan.checkLayer ?? 0);
       if (plan.checkLayer === null) {
-        rows = checkedRows(plan.select(null), tokens.length);
-      } else {
-        residual = this.buffer(tokens.length * this.f.config.hiddenSize * 4, 'blend residual');
-        const signals = await this.fullLayers(tokens, position, plan, residual, gate);
-        rows = checkedRows(plan.select(signals), tokens.length);
+        const rows = checkedRows(plan.select(null, 0, all), all);
+        const out = await this.selectedLayers(tokens, position, rows, 0, null, logits, gate);
+        await this.pieces.settle();
+        return { logits: out, rows, meanRows: rows.length };
       }
-      const out = await this.selectedLayers(tokens, position, rows, plan.checkLayer ?? 0, residual, logits, gate);
+      const residual = this.buffer(n * this.f.config.hiddenSize * 4, 'blend residual');
+      const signals = await this.fullLayers(tokens, position, plan, residual, gate);
+      const rows = checkedRows(plan.select(signals, plan.checkLayer, all), all);
+      if (plan.narrows) {
+        const out = await this.narrowingLayers({ n, position, plan, rows, residual, logits, gate });
+        await this.pieces.settle();
+        return { logits: out.logits, rows: out.rows, meanRows: out.ran / layers };
+      }
+      const out = await this.selectedLayers(tokens, position, rows, plan.checkLayer, residual, logits, gate);
       await this.pieces.settle();
-      return { logits: out, rows };
+      return { logits: out, rows, meanRows: rows.length };
     } catch (err) {
       // A device error outranks the gate's or the plan's: it says why everything after it failed.
       await this.pieces.settle();
@@ -107,26 +118,41 @@ export class GpuBlendForward {
         });
       }
     }
-    const mass = promptQ ? this.buffer(n * 4, 'blend prompt attention') : null;
+    const [dev, mass] = await this.readSignals(deviation, n, promptQ, { position, n, massRows: plan.massRows, layer: check });
+    return { deviation: dev, mass };
+  }
+
+  /**
+   * The `count` deviations recorded in `deviation`, and with `promptQ` (the last massRows rows' queries at `layer`)
+   * their attention on the forward's `n` keys from `position` (all K/V of the layer written first).
+   */
+  private async readSignals(
+    deviation: GPUBuffer,
+    count: number,
+    promptQ: GPUBuffer | null,
+    at: { position: number; n: number; massRows: number; layer: number },
+  ): Promise<[Float32Array, Float32Array | null]> {
+    const { ctx, cache, config: c } = this.f;
+    const mass = promptQ ? this.buffer(at.n * 4, 'blend prompt attention') : null;
     if (promptQ && mass) {
       this.pieces.launch((rec) => {
         recordAttentionMass(ctx, rec, {
           q: promptQ,
-          rows: plan.massRows,
-          posBase: position + massFrom,
-          cacheK: cache.keys[check]!,
+          rows: at.massRows,
+          posBase: at.position + at.n - at.massRows,
+          cacheK: cache.keys[at.layer]!,
           heads: c.heads,
           kvHeads: c.kvHeads,
           headDim: c.headDim,
           window: c.slidingWindow,
           out: mass,
-          position,
-          keys: n,
+          position: at.position,
+          keys: at.n,
         });
       });
     }
-    const [dev, att] = await Promise.all([ctx.read(deviation, 0, n * 4), mass ? ctx.read(mass, 0, n * 4) : Promise.resolve(null)]);
-    return { deviation: new Float32Array(dev), mass: att && new Float32Array(att) };
+    const [dev, att] = await Promise.all([ctx.read(deviation, 0, count * 4), mass ? ctx.read(mass, 0, at.n * 4) : Promise.resolve(null)]);
+    return [new Float32Array(dev), att && new Float32Array(att)];
   }
 
   /** Phase 2: the selected rows through layers [from, layers) at their own positions; the last row's logits. */
@@ -146,13 +172,7 @@ export class GpuBlendForward {
       const picked = rows.subarray(start, Math.min(rows.length, start + this.chunkTokens));
       const m = picked.length;
       const isLast = start + m === rows.length;
-      const positions = picked.map((r) => position + r);
-      const a: ChunkArgs = {
-        tokens: m,
-        position: positions[0]!,
-        logits: isLast ? logits : 'none',
-        slots: { buffer: this.upload(positions, 'blend slots'), last: positions[m - 1]! },
-      };
+      const a = this.slotted(picked, position, isLast ? logits : 'none');
       const rowIndex = residual ? this.upload(picked, 'blend rows') : null;
       this.pieces.launch((rec) => {
         cache.reserve(position + tokens.length, () => rec);
@@ -180,15 +200,137 @@ export class GpuBlendForward {
     const results = await last;
     return index === null ? new Float32Array(0) : new Float32Array(results[index]!);
   }
+  /** A chunk of `rows` (ascending) at their own positions from `position`. */
+  private slotted(rows: Uint32Array, position: number, logits: 'last' | 'none'): ChunkArgs {
+    const positions = rows.map((r) => position + r);
+    const last = positions[positions.length - 1]!;
+    return { tokens: rows.length, position: positions[0]!, logits, slots: { buffer: this.upload(positions, 'blend slots'), last } };
+  }
+
+  /**
+   * Phase 2 with plan.narrows, layer by layer from the check layer: `rows` (selected there) run it, then at each
+   * later layer the rows still running give their signals and those the plan keeps run the layer. Returns the last
+   * row's logits, the rows that ran the last layer and the rows run summed over the layers.
+   */
+  private async narrowingLayers(a: {
+    n: number;
+    position: number;
+    plan: BlendPlan;
+    rows: Uint32Array;
+    residual: GPUBuffer;
+    logits: 'last' | 'none';
+    gate?: LayerGate;
+  }): Promise<{ logits: Float32Array; rows: Uint32Array; ran: number }> {
+    const c = this.f.config;
+    const check = a.plan.checkLayer!;
+    // The rows whose residual entering the layer `held` holds, in order: every row at the check layer.
+    let running: Uint32Array = Uint32Array.from({ length: a.n }, (_, r) => r);
+    let held = a.residual;
+    let rows = a.rows;
+    let ran = 0;
+    let out: Float32Array = new Float32Array(0);
+    for (let l = check; l < c.layers; l++) {
+      if (a.gate) await a.gate(l);
+      if (l > check) rows = checkedRows(a.plan.select(await this.runningSignals(running, held, a, l), l, running), running);
+      const next = l + 1 < c.layers ? this.buffer(rows.length * c.hiddenSize * 4, 'blend residual') : null;
+      const from = indicesIn(running, rows)!;
+      out = await this.layerOfRows({ rows, from, held, next, position: a.position, layer: l, logits: next ? 'none' : a.logits });
+      ran += rows.length;
+      running = rows;
+      if (next) held = next;
+    }
+    return { logits: out, rows, ran };
+  }
+
+  /** Layer `l`'s K/V of the `running` rows (residual in `held`) written over the cache, and the signals measured first. */
+  private async runningSignals(
+    running: Uint32Array,
+    held: GPUBuffer,
+    a: { n: number; position: number; plan: BlendPlan },
+    l: number,
+  ): Promise<BlendSignals> {
+    const { s, config: c } = this.f;
+    const count = running.length;
+    const rowBytes = c.hiddenSize * 4;
+    const qRowBytes = c.heads * c.headDim * 4;
+    const deviation = this.buffer(count * 4, 'blend deviation');
+    // The prompt's rows run to the end, the last of the running rows.
+    const massFrom = count - a.plan.massRows;
+    const promptQ = a.plan.massRows > 0 ? this.buffer(a.plan.massRows * qRowBytes, 'blend prompt queries') : null;
+    for (let start = 0; start < count; start += this.chunkTokens) {
+      const m = Math.min(this.chunkTokens, count - start);
+      const chunk = this.slotted(running.subarray(start, start + m), a.position, 'none');
+      this.pieces.launch((rec) => {
+        s.ensure(m, 1);
+        rec.copy(held, start * rowBytes, s.x, 0, m * rowBytes);
+        const q = recordLayerKV(rec, this.f, chunk, l, { buffer: deviation, offset: start });
+        const from = Math.max(massFrom, start);
+        if (promptQ && from < start + m)
+          rec.copy(q, (from - start) * qRowBytes, promptQ, (from - massFrom) * qRowBytes, (start + m - from) * qRowBytes);
+      });
+    }
+    const at = { position: a.position, n: a.n, massRows: a.plan.massRows, layer: l };
+    const [measured, mass] = await this.readSignals(deviation, count, promptQ, at);
+    const dev = new Float32Array(a.n);
+    running.forEach((r, t) => (dev[r] = measured[t]!));
+    return { deviation: dev, mass };
+  }
+
+  /**
+   * Layer `layer` of `rows`, whose residual entering it is in `held` at the indices `from`; the residual leaving it
+   * into `next` (in the rows' order), or with none the last row's logits.
+   */
+  private async layerOfRows(a: {
+    rows: Uint32Array;
+    from: Uint32Array;
+    held: GPUBuffer;
+    next: GPUBuffer | null;
+    position: number;
+    layer: number;
+    logits: 'last' | 'none';
+  }): Promise<Float32Array> {
+    const { ctx, s, config: c } = this.f;
+    const rowBytes = c.hiddenSize * 4;
+    let index: number | null = null;
+    let last: Promise<ArrayBuffer[]> = Promise.resolve([]);
+    for (let start = 0; start < a.rows.length; start += this.chunkTokens) {
+      const m = Math.min(this.chunkTokens, a.rows.length - start);
+      const isLast = start + m === a.rows.length;
+      const chunk = this.slotted(a.rows.subarray(start, start + m), a.position, isLast && !a.next ? a.logits : 'none');
+      const rowIndex = this.upload(a.from.slice(start, start + m), 'blend rows');
+      last = this.pieces.launch((rec) => {
+        s.ensure(m, 1);
+        recordGatherRows(ctx, rec, { x: a.held, rows: rowIndex, out: s.x, count: m, cols: c.hiddenSize });
+        recordLayer(rec, this.f, chunk, a.layer);
+        if (a.next) rec.copy(s.x, 0, a.next, start * rowBytes, m * rowBytes);
+        else if (isLast && chunk.logits !== 'none') index = recordLogits(rec, this.f, chunk);
+      });
+    }
+    const results = await last;
+    return index === null ? new Float32Array(0) : new Float32Array(results[index]!);
+  }
 }
 
-/** A plan's rows: ascending, within the forward's `n` rows, keeping the last. */
-function checkedRows(rows: Uint32Array, n: number): Uint32Array {
-  const ok = rows.length > 0 && rows[rows.length - 1] === n - 1 && rows.every((r, i) => i === 0 || r > rows[i - 1]!);
-  if (!ok)
+/** A plan's rows: ascending, among the `candidates` (ascending) it chose from, keeping the last of them. */
+function checkedRows(rows: Uint32Array, candidates: Uint32Array): Uint32Array {
+  const last = candidates[candidates.length - 1];
+  const ascending = rows.every((r, i) => i === 0 || r > rows[i - 1]!);
+  if (!(rows.length > 0 && rows[rows.length - 1] === last && ascending && indicesIn(candidates, rows) !== null))
     throw new KdnError(
       'INTERNAL',
-      `a blend plan selected ${rows.length} rows that are not ascending within [0, ${n}) and ending at the last`,
+      `a blend plan selected ${rows.length} rows that are not ascending among its candidates, ending at the last`,
     );
   return rows;
+}
+
+/** Where each of `rows` (ascending) sits in `candidates` (ascending), or null if one is not there. */
+function indicesIn(candidates: Uint32Array, rows: Uint32Array): Uint32Array | null {
+  const out = new Uint32Array(rows.length);
+  let i = 0;
+  for (const [j, r] of rows.entries()) {
+    while (i < candidates.length && candidates[i]! < r) i++;
+    if (candidates[i] !== r) return null;
+    out[j] = i;
+  }
+  return out;
 }

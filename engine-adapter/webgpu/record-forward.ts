@@ -3,7 +3,6 @@
  * Llama-family decoder as engine-adapter/cpu/forward.ts, kernel for kernel. A forward whose context is still
  * arriving records and submits it a layer at a time (webgpu-backend.ts).
  */
-import { KdnError } from '../../common/errors.ts';
 import type { ModelConfig } from '../model/config.ts';
 import type { ForwardScratch } from './forward-scratch.ts';
 import type { GpuContext, Recorder } from './gpu-context.ts';
@@ -85,7 +84,6 @@ export function recordLayerKV(rec: Recorder, f: ForwardParts, a: ChunkArgs, l: n
   const cacheK = cache.keys[l]!;
   const cacheV = cache.values[l]!;
   if (deviation) {
-    if (a.slots) throw new KdnError('INTERNAL', 'K/V deviation is measured over consecutive rows only');
     recordKvDeviation(ctx, rec, {
       k,
       v: s.v,
@@ -96,6 +94,7 @@ export function recordLayerKV(rec: Recorder, f: ForwardParts, a: ChunkArgs, l: n
       position: a.position,
       out: deviation.buffer,
       outOffset: deviation.offset,
+      slots,
     });
   }
   recordKvWrite(ctx, rec, { k, v: s.v, cacheK, cacheV, tokens: n, rowSize: kvDim, position: a.position, slots });

@@ -5,7 +5,7 @@
  */
 import type { BlendOptions } from '../../engine-adapter/types.ts';
 
-export const DEFAULT_BLEND: BlendOptions = { ratio: 0.15, selection: 'attended' };
+export const DEFAULT_BLEND: BlendOptions = { ratio: 0.15, selection: 'gradual' };
 
 /** The blend options of a request that may name its own ratio. */
 export function blendOptions(ratio: number | undefined): BlendOptions {

@@ -112,8 +112,8 @@ describe('benchmarks on a tiny model', () => {
       'int8',
     ]);
     const blend = report.records;
-    // attended with both codecs, the other three selections with int8 only; two ratios; two sets.
-    expect(blend).to.have.length((2 + 3) * 2 * 2);
+    // gradual (the default) with both codecs, the other four selections with int8 only; two ratios; two sets.
+    expect(blend).to.have.length((2 + 4) * 2 * 2);
     for (const r of blend) {
       expect(r.mode).to.equal('blend');
       expect(num(r, 'recomputed_fraction')).to.be.closeTo(num(r, 'ratio'), 0.05);

@@ -332,41 +332,63 @@ describe('webgpu backend vs the CPU backend on tiny models', () => {
        * Two chunks computed alone, injected at 0 and 20 on each backend (the second re-rotated), then a blended
        * forward of their 40 tokens and a 1-token prompt: 41 rows crossing the 16-row chunks of both phases.
        */
-      const blendOnBoth = async (plan: (cpu: BlendSignals | null) => Uint32Array, checkLayer: number | null, massRows = 0) => {
+      const blendOnBoth = async (
+        plan: (cpu: BlendSignals | null, layer: number, candidates: Uint32Array) => Uint32Array,
+        checkLayer: number | null,
+        massRows = 0,
+        narrows = false,
+        on: { gpu: ForwardBackend; cpu: ForwardBackend } = { gpu, cpu },
+      ) => {
         // After a sink token at 0, as a query holds them: the rows sit at 1.., not at 0.
         const tokens = PROMPT;
-        const caches = { gpu: gpu.createKVCache(64), cpu: cpu.createKVCache(64) };
-        await gpu.forward(caches.gpu, Uint32Array.of(SINK), 0, 'none');
-        await cpu.forward(caches.cpu, Uint32Array.of(SINK), 0, 'none');
+        const caches = { gpu: on.gpu.createKVCache(64), cpu: on.cpu.createKVCache(64) };
+        await on.gpu.forward(caches.gpu, Uint32Array.of(SINK), 0, 'none');
+        await on.cpu.forward(caches.cpu, Uint32Array.of(SINK), 0, 'none');
         for (const [start, end] of [
           [0, 20],
           [20, 40],
         ] as const) {
-          const alone = gpu.createKVCache(32);
-          await gpu.forward(alone, Uint32Array.of(SINK, ...tokens.subarray(start, end)), 0, 'none');
-          const kv = await gpu.readKV(alone, 1, 1 + end - start);
+          const alone = on.gpu.createKVCache(32);
+          await on.gpu.forward(alone, Uint32Array.of(SINK, ...tokens.subarray(start, end)), 0, 'none');
+          const kv = await on.gpu.readKV(alone, 1, 1 + end - start);
           alone.dispose();
-          await inject(gpu, caches.gpu, kv, header(kv, 1, true), 1 + start);
-          await inject(cpu, caches.cpu, kv, header(kv, 1, true), 1 + start);
+          await inject(on.gpu, caches.gpu, kv, header(kv, 1, true), 1 + start);
+          await inject(on.cpu, caches.cpu, kv, header(kv, 1, true), 1 + start);
         }
-        const seen: { cpu: BlendSignals | null; gpu: BlendSignals | null } = { cpu: null, gpu: null };
-        const want = await cpu.blendForward(caches.cpu, tokens, 1, { checkLayer, massRows, select: (d) => plan((seen.cpu = d)) }, 'last');
-        // The GPU takes the CPU's rows, so near-ties in the signals cannot make the two recompute different rows.
-        const got = await gpu.blendForward(
-          caches.gpu,
+        // The signals and rows of each selecting layer, by backend.
+        const seen = { cpu: new Map<number, BlendSignals | null>(), gpu: new Map<number, BlendSignals | null>() };
+        const picked = new Map<number, Uint32Array>();
+        const cpuPlan = { checkLayer, massRows, narrows };
+        const want = await on.cpu.blendForward(
+          caches.cpu,
           tokens,
           1,
           {
-            checkLayer,
-            massRows,
-            select: (d) => {
-              seen.gpu = d;
-              return want.rows;
+            ...cpuPlan,
+            select: (d, layer, candidates) => {
+              seen.cpu.set(layer, d);
+              const rows = plan(d, layer, candidates);
+              picked.set(layer, rows);
+              return rows;
             },
           },
           'last',
         );
-        return { got, want, cpuSignals: seen.cpu, gpuSignals: seen.gpu, caches };
+        // The GPU takes the CPU's rows, so near-ties in the signals cannot make the two recompute different rows.
+        const got = await on.gpu.blendForward(
+          caches.gpu,
+          tokens,
+          1,
+          {
+            ...cpuPlan,
+            select: (d, layer) => {
+              seen.gpu.set(layer, d);
+              return picked.get(layer)!;
+            },
+          },
+          'last',
+        );
+        return { got, want, cpuSignals: seen.cpu.get(checkLayer ?? 0)!, gpuSignals: seen.gpu.get(checkLayer ?? 0)!, seen, caches };
       };
 
       it("a blended forward (signals at layer 1, then 7 rows) gives the CPU backend's deviations, prompt attention, logits and KV", async () => {
@@ -396,6 +418,59 @@ describe('webgpu backend vs the CPU backend on tiny models', () => {
           expectClose(t.values, kc.perLayer[l]!.values, tol().kv, 1e-4, `layer ${l} values`);
         });
       });
+
+      it("a gradual blended forward of 4 layers (11 rows and the last 3 at layer 1, 2 fewer at each layer after it) gives the CPU backend's signals at every layer, logits and KV", async () => {
+        // Four layers, so that three select.
+        const model = await makeTinyModel(join(dir, `${arch}-${precision}-deep`), { architecture: arch, seed: 7, layers: 4 });
+        const { weights } = await loadModelWeights(model.dir);
+        const deep = {
+          gpu: await createWebGPUBackend(weights, { weights: precision, maxChunkTokens: 16 }),
+          cpu: createCpuBackend(precision === 'f16' ? roundWeightsToF16(weights) : weights),
+        };
+        // The largest deviations of the rows still running, fewer at each layer; the last 3 rows, whose attention
+        // weighs the others, always (as a prompt's rows).
+        const narrowing = (signals: BlendSignals | null, layer: number, candidates: Uint32Array): Uint32Array => {
+          const d = signals!.deviation;
+          const context = [...candidates].filter((r) => r < 38).sort((x, y) => d[y]! - d[x]!);
+          return Uint32Array.from([...context.slice(0, 13 - 2 * layer).sort((x, y) => x - y), 38, 39, 40]);
+        };
+        try {
+          await gradualOnBoth(await blendOnBoth(narrowing, 1, 3, true, deep), deep);
+        } finally {
+          await deep.gpu.dispose();
+          await deep.cpu.dispose();
+        }
+      });
+
+      /** A gradual blend's outcome on both backends: every layer from 1 selected, the same signals, logits and KV. */
+      const gradualOnBoth = async (
+        { got, want, seen, caches }: Awaited<ReturnType<typeof blendOnBoth>>,
+        on: { gpu: ForwardBackend; cpu: ForwardBackend },
+      ): Promise<void> => {
+        expect([...seen.cpu.keys()]).to.deep.equal([1, 2, 3]);
+        // 11, 9 and 7 rows and the last 3 ran layers 1 to 3 (layer 0, before the check layer, ran every row).
+        expect(want.meanRows).to.be.closeTo((11 + 9 + 7) / 3 + 3, 1e-9);
+        expect([...seen.gpu.keys()]).to.deep.equal([...seen.cpu.keys()]);
+        expect(got.rows).to.deep.equal(want.rows);
+        expect(got.meanRows).to.be.closeTo(want.meanRows, 1e-9);
+        for (const [layer, cpuSignals] of seen.cpu) {
+          const gpuSignals = seen.gpu.get(layer)!;
+          expectClose(
+            gpuSignals.deviation.subarray(0, 38),
+            cpuSignals!.deviation.subarray(0, 38),
+            tol().kv,
+            1e-3,
+            `layer ${layer} deviation`,
+          );
+          expectClose(gpuSignals.mass!, cpuSignals!.mass!, tol().kv, 1e-3, `layer ${layer} prompt attention`);
+        }
+        expectClose(got.logits, want.logits, tol().logits, 0, 'logits');
+        const [kg, kc] = [await on.gpu.readKV(caches.gpu, 0, 42), await on.cpu.readKV(caches.cpu, 0, 42)];
+        kg.perLayer.forEach((t, l) => {
+          expectClose(t.keys, kc.perLayer[l]!.keys, tol().kv + MOVED_KEY_ATOL, 1e-4, `layer ${l} keys`);
+          expectClose(t.values, kc.perLayer[l]!.values, tol().kv, 1e-4, `layer ${l} values`);
+        });
+      };
 
       it("a blended forward with a static selection (no check layer) gives the CPU backend's logits; every row recomputed equals a prefill", async () => {
         const starts = (): Uint32Array => Uint32Array.of(0, 1, 20, 21, 22, 40);

@@ -68,6 +68,32 @@ describe('webgpu blend kernels vs the CPU reference', () => {
     expectClose(got, expected, 1e-4, 1e-5, 'deviation');
   });
 
+  it('kv-deviation: 11 rows of 2 x 20 at scattered slots past 1000 (rtol 1e-5)', async () => {
+    const [rowSize, capacity] = [40, 1050];
+    const slots = Uint32Array.of(0, 3, 4, 17, 250, 251, 600, 999, 1001, 1040, 1049);
+    const rows = slots.length;
+    const k = randomArray(rows * rowSize, 5);
+    const v = randomArray(rows * rowSize, 6);
+    const cacheK = randomArray(capacity * rowSize, 7);
+    const cacheV = randomArray(capacity * rowSize, 8);
+    const expected = new Float32Array(rows);
+    kvDeviation(expected, k, v, cacheK, cacheV, slots, rowSize);
+    const out = ctx.storage(rows * 4, 'out');
+    const args = {
+      k: upload(k),
+      v: upload(v),
+      cacheK: upload(cacheK),
+      cacheV: upload(cacheV),
+      rows,
+      rowSize,
+      position: 7,
+      out,
+      outOffset: 0,
+    };
+    const got = await run((rec) => recordKvDeviation(ctx, rec, { ...args, slots: upload(slots) }), out, rows);
+    expectClose(got, expected, 1e-4, 1e-5, 'deviation');
+  });
+
   for (const [rows, position, keys, hd, window] of [
     [3, 0, 45, 20, null],
     [5, 17, 1100, 64, null],
