@@ -10,8 +10,8 @@
  *     only (`--kv synthetic`): a table fitted on that KV, whose energy falls off across head dimensions as real
  *     KV's does (bench/lib/bench-transform.ts), given to the engine and the fetch threads first;
  *   blend, blend-int8, blend-int4: the same objects fetched the same way and handed with the question to
- *     Session.blendKVAndPrefill, which recomputes a `--blend-ratio` share of the context's tokens (CacheBlend, the
- *     selection kdn's blend queries use) while the context arrives;
+ *     Session.blendKVAndPrefill, which recomputes a `--blend-ratio` share of the context's tokens (picked as kdn's blend
+ *     queries pick them, or by `--blend-selection`) while the context arrives;
  *   inject-hot: the context repeated, from the engine's hot tier: one query fetches and injects its int4 objects and keeps
  *     its chunks resident (as kdn's query path does after answering); each measured run places them again by copies
  *     on the device (Session.injectResident: nothing fetched), then prefills the question. vs_question is its TTFT over
@@ -56,7 +56,7 @@ import { openBenchEngine, resolveTarget } from './lib/open-engine.ts';
 import { PEER_REPS, runPeer, type PeerReport } from './lib/peer.ts';
 import { median, round } from './lib/stats.ts';
 import type { BenchEngine } from './lib/synthetic-engine.ts';
-import { kvBytesPerToken, parseModelConfig, type BlendOptions, type Session } from '../engine-adapter/index.ts';
+import { BLEND_SELECTIONS, kvBytesPerToken, parseModelConfig, type BlendOptions, type Session } from '../engine-adapter/index.ts';
 import { randomTokenIds } from './lib/token-ids.ts';
 import { kvTensors } from '../fixtures/kv-data.ts';
 import { BenchTransform, spectralKV } from './lib/bench-transform.ts';
@@ -143,6 +143,7 @@ function parse(args: string[]): TtftArgs {
     'recompute-warmup': { type: 'string' },
     kv: { type: 'string' },
     'blend-ratio': { type: 'string' },
+    'blend-selection': { type: 'string' },
     chunks: { type: 'string' },
     'transform-level': { type: 'string' },
     'edge-shm': { type: 'boolean' },
@@ -169,7 +170,12 @@ function parse(args: string[]): TtftArgs {
     fetchThreads: values['fetch-threads'] === '0' ? 0 : positiveInt(values['fetch-threads'], defaultFetchThreads(), 'fetch-threads'),
     recomputeWarmup: values['recompute-warmup'] === '0' ? 0 : positiveInt(values['recompute-warmup'], speed.warmup, 'recompute-warmup'),
     kv,
-    blend: blendOptions(ratio(values['blend-ratio'])),
+    blend: {
+      ...blendOptions(ratio(values['blend-ratio'])),
+      ...(values['blend-selection']
+        ? { selection: choice(values['blend-selection'], 'gradual', BLEND_SELECTIONS, 'blend-selection') }
+        : {}),
+    },
     transformLevel: values['transform-level'],
     edgeShm: values['edge-shm'] === true,
     engineThread: values['engine-thread'] === true,
