@@ -8,8 +8,9 @@
  * figure picks the smallest level, whose fetches measure low again. Two rules keep it honest:
  *   - a fetch smaller than `sampleBytes` may raise a figure but never lower it (its low rate is mostly latency);
  *   - after `probeAfter` queries in a row without a fetch that large, the next query is due a probe: the level
- *     policy picks one level above what fits (kdn/query/level-policy.ts), a larger sample whose rate can lift the
- *     estimate. A link that is really slow costs one query in `probeAfter` a fetch one level too large.
+ *     policy picks one level above what fits (kdn/query/level-policy.ts), a larger sample whose rate replaces the
+ *     figures, which may be stale by then (the link may have changed while only small fetches were measured). A link
+ *     that is really slow costs one query in `probeAfter` a fetch one level too large.
  */
 export class DeliveryEstimate {
   private readonly overall: Rate;
@@ -20,20 +21,20 @@ export class DeliveryEstimate {
     this.overall = { bytesPerMs: options.seedBytesPerSecond / 1000 };
   }
 
-  /** One query's fetch: `fetched` bytes received from each edge, all within `ms`. */
-  record(fetched: readonly { edge: string; bytes: number }[], ms: number): void {
+  /** One query's fetch: `fetched` bytes received from each edge, all within `ms`; `probe`: it was a probe's. */
+  record(fetched: readonly { edge: string; bytes: number }[], ms: number, probe = false): void {
     if (!(ms > 0)) return;
     const byEdge = new Map<string, number>();
     for (const { edge, bytes } of fetched) byEdge.set(edge, (byEdge.get(edge) ?? 0) + bytes);
     const total = [...byEdge.values()].reduce((n, b) => n + b, 0);
     if (total < this.options.minBytes) return;
     this.sinceSample = total >= this.options.sampleBytes ? 0 : this.sinceSample + 1;
-    this.update(this.overall, total, ms);
+    this.update(this.overall, total, ms, probe);
     for (const [edge, bytes] of byEdge) {
       const rate = this.edges.get(edge) ?? { bytesPerMs: this.overall.bytesPerMs };
       this.edges.set(edge, rate);
       // Each edge's bytes arrived within the query's fetch time: a lower bound on that edge's own rate.
-      this.update(rate, bytes, ms);
+      this.update(rate, bytes, ms, probe);
     }
   }
 
@@ -61,10 +62,11 @@ export class DeliveryEstimate {
     return (edge === undefined ? undefined : this.edges.get(edge)?.bytesPerMs) ?? this.overall.bytesPerMs;
   }
 
-  private update(rate: Rate, bytes: number, ms: number): void {
+  private update(rate: Rate, bytes: number, ms: number, probe: boolean): void {
     const seen = bytes / ms;
     if (seen < rate.bytesPerMs && bytes < this.options.sampleBytes) return;
-    rate.bytesPerMs = (1 - this.options.weight) * rate.bytesPerMs + this.options.weight * seen;
+    const weight = probe ? 1 : this.options.weight;
+    rate.bytesPerMs = (1 - weight) * rate.bytesPerMs + weight * seen;
   }
 }
 

@@ -185,7 +185,7 @@ export class QueryService {
     const fetched = outcome.chunks.flatMap((c) =>
       c.tier === 'engine' || c.tier === 'computed' || c.edge === undefined ? [] : [{ edge: c.edge, bytes: c.bytes }],
     );
-    this.deps.delivery.record(fetched, outcome.timings.fetch);
+    this.deps.delivery.record(fetched, outcome.timings.fetch, choice?.probe);
 
     metrics.queryTokens.inc({ kind: 'reused' }, outcome.tokens.reused);
     metrics.queryTokens.inc({ kind: 'computed' }, outcome.tokens.computed);

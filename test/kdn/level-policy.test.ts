@@ -78,6 +78,13 @@ describe('kdn/query level policy and delivery estimate', () => {
     const probe = pickLevel(pieces, 30, delivery).choice!;
     expect(probe).to.deep.include({ codec: 'transform:x4', probe: true });
     expect(pick()).to.equal('transform:x16');
+    // A probe's fetch replaces the figure (small fetches may have left it stale), within the rule for small fetches.
+    delivery.record(fetched(80_000), 10, true);
+    expect(delivery.bytesPerSecond()).to.equal(8e6);
+    delivery.record(fetched(80_000), 160, true);
+    expect(delivery.bytesPerSecond()).to.equal(8e6);
+    delivery.record(fetched(2e6), 1000, true);
+    expect(delivery.bytesPerSecond()).to.equal(2e6);
     // A large sample counts as one: no probe is due after it.
     delivery.record(fetched(20_000), 25);
     delivery.record(fetched(2e6), 1000);
@@ -93,7 +100,7 @@ describe('kdn/query level policy and delivery estimate', () => {
     for (let q = 0; q < 40; q++) {
       const { choice } = pickLevel(pieces, 60, delivery);
       picks.push(choice!.codec);
-      delivery.record(fetched(choice!.bytes), 20 + choice!.bytes / 10_000);
+      delivery.record(fetched(choice!.bytes), 20 + choice!.bytes / 10_000, choice!.probe);
     }
     expect(picks[0]).to.equal('transform:x16');
     expect(picks.slice(-8)).to.deep.equal(Array(8).fill('int8'));
