@@ -206,7 +206,6 @@ export async function startKdn(config: KdnConfig, log: Logger = createLogger('kd
       metrics.ingestObjects.inc({ outcome: 'skipped' }, job.progress.objects.skipped);
     });
     const repair = new ChunkRepair(ingestContext, scheduler);
-    const onCorrupt = (key: string): void => void repair.report(key);
     const queries = new QueryService({
       engine,
       fetcher,
@@ -215,8 +214,9 @@ export async function startKdn(config: KdnConfig, log: Logger = createLogger('kd
       metrics,
       log,
       queryTimeoutMs: config.queryTimeoutMs,
-      onCorrupt,
+      onCorrupt: (key) => void repair.report(key),
       delivery: new DeliveryEstimate(),
+      edgeOf: (key) => edges.order(key)[0],
       ...(config.ttftTargetMs === undefined ? {} : { ttftTargetMs: config.ttftTargetMs }),
     });
     const parts: KdnParts = { config, engine, origin, edges, catalog, scheduler, jobs, queries, metrics, access, log };

@@ -88,6 +88,8 @@ export class QueryService {
       onCorrupt?: (key: string) => void;
       /** Delivery throughput measured over queries, for picking levels (level-policy.ts). */
       delivery: DeliveryEstimate;
+      /** The edge a key's object is fetched from (the edge client's first choice), for per-edge estimates. */
+      edgeOf?: (key: string) => string | undefined;
       /** Default time to first token queries pick their level for; absent uses the main codec. */
       ttftTargetMs?: number;
     },
@@ -151,7 +153,7 @@ export class QueryService {
     const planned = await this.plan(req, promptIds.length);
     const { mode, note } = planned;
     const target = mode === 'recompute' ? undefined : (req.ttftTargetMs ?? this.deps.ttftTargetMs);
-    const { pieces, choice } = pickLevel(planned.pieces, target, this.deps.delivery);
+    const { pieces, choice } = pickLevel(planned.pieces, target, this.deps.delivery, this.deps.edgeOf);
     const retrievalMs = performance.now() - arrivedAt;
     const contextTokens = pieces.reduce((n, p) => n + p.tokenIds.length, 0);
     checkContextFits(contextTokens, promptIds.length, req.maxTokens, engine.info.maxPositionEmbeddings);
@@ -180,8 +182,10 @@ export class QueryService {
       });
     }, work);
     if (signal.aborted) throw cancelReason(signal);
-    const fetched = outcome.chunks.filter((c) => c.tier !== 'engine' && c.tier !== 'computed').reduce((n, c) => n + c.bytes, 0);
-    this.deps.delivery.record(fetched, outcome.timings.fetch);
+    const fetched = outcome.chunks.flatMap((c) =>
+      c.tier === 'engine' || c.tier === 'computed' || c.edge === undefined ? [] : [{ edge: c.edge, bytes: c.bytes }],
+    );
+    this.deps.delivery.record(fetched, outcome.timings.fetch, choice?.probe);
 
     metrics.queryTokens.inc({ kind: 'reused' }, outcome.tokens.reused);
     metrics.queryTokens.inc({ kind: 'computed' }, outcome.tokens.computed);

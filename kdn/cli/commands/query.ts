@@ -98,7 +98,7 @@ async function query(question: string, flags: QueryFlags): Promise<void> {
     `context: ${answer.chunks.length} chunks, ${answer.tokens.context} tokens (${answer.tokens.reused} reused, ${answer.tokens.computed} computed incl. prompt), ${formatBytes(answer.bytes)} fetched`,
     ...(answer.level
       ? [
-          `level: ${answer.level.codec} (${formatBytes(answer.level.bytes)}, ${answer.level.expectedFetchMs.toFixed(1)} ms expected at ${formatBytes(answer.level.bytesPerSecond)}/s for a ${answer.level.ttftTargetMs} ms target)`,
+          `level: ${answer.level.codec} (${formatBytes(answer.level.bytes)}, ${answer.level.expectedFetchMs.toFixed(1)} ms expected at ${formatBytes(answer.level.bytesPerSecond)}/s for a ${answer.level.ttftTargetMs} ms target${answer.level.probe ? '; one level up, to sample throughput' : ''})`,
         ]
       : []),
     ...answer.chunks.map(
