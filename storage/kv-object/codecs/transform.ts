@@ -101,7 +101,7 @@ export class TransformCodec implements LayerCodec {
       if (n < 4) x.fill(0);
       for (let i = 0; i < n; i++) {
         const row = ((t0 + i) * H + head) * D;
-        // Rounded to f32 as the format's encoder always has: the coefficients must come out bit for bit.
+        // Rounded to f32, as in every object coded so far, so that the same input always gives the same bytes.
         for (let d = 0, q = i; d < D; d++, q += 4) x[q] = Math.fround(src[row + d]! - mean[d]!);
       }
       project(rows, x, D, K, coeff);
