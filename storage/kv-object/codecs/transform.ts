@@ -1,15 +1,7 @@
 import { KdnError } from '../../../common/errors.ts';
 import type { KVLayerTensors } from '../types.ts';
 import type { LayerCodec, LayerShape } from './codec.ts';
-import {
-  sectionWords,
-  slotOf,
-  transformSections,
-  writeCode,
-  readCode,
-  type TransformSection,
-  type TransformTable,
-} from './transform-table.ts';
+import { sectionWords, slotOf, transformSections, readCode, type TransformSection, type TransformTable } from './transform-table.ts';
 
 /**
  * transform: PCA decorrelation per KV head, then a uniform quantizer per component with a per-level bit allocation
@@ -33,6 +25,8 @@ interface SectionPlan {
   /** Coded components in order, with their bits, step, 1 / step and offset. */
   coded: Int32Array;
   bits: Uint8Array;
+  /** 2^bits - 1: the largest code. */
+  top: Int32Array;
   step: Float32Array;
   inverseStep: Float64Array;
   offset: Float32Array;
@@ -95,33 +89,27 @@ export class TransformCodec implements LayerCodec {
   private encodeSection(p: SectionPlan, src: Float32Array, tokens: number, out: Uint8Array): void {
     const { headDim: D, kvHeads: H } = this.table;
     const K = p.coded.length;
-    const { rows, mean, bits, offset, inverseStep } = p;
-    const { head, rowBits } = p.section;
+    const { rows, mean } = p;
+    const { head } = p.section;
     const words = new Uint32Array(p.section.bytes / 4);
-    // Four tokens at a time: each basis row is read once for four dot products.
-    const x = new Float32Array(4 * D);
+    // Four tokens at a time, interleaved, so each basis row is read once for four dot products.
+    const x = new Float64Array(4 * D);
     const coeff = new Float64Array(4 * K);
+    const writer = new CodeWriter(words);
     for (let t0 = 0; t0 < tokens; t0 += 4) {
       const n = Math.min(4, tokens - t0);
-      x.fill(0);
+      if (n < 4) x.fill(0);
       for (let i = 0; i < n; i++) {
         const row = ((t0 + i) * H + head) * D;
-        for (let d = 0; d < D; d++) x[i * D + d] = src[row + d]! - mean[d]!;
+        // Rounded to f32, as in every object coded so far, so that the same input always gives the same bytes.
+        for (let d = 0, q = i; d < D; d++, q += 4) x[q] = Math.fround(src[row + d]! - mean[d]!);
       }
       project(rows, x, D, K, coeff);
-      for (let i = 0; i < n; i++) {
-        let pos = (t0 + i) * rowBits;
-        for (let k = 0; k < K; k++) {
-          const b = bits[k]!;
-          const top = (1 << b) - 1;
-          const u = Math.round((coeff[i * K + k]! - offset[k]!) * inverseStep[k]!);
-          writeCode(words, pos, b, u < 0 ? 0 : Math.min(u, top));
-          pos += b;
-        }
-      }
+      for (let i = 0; i < n; i++) writer.quantizeRow(coeff, i * K, p);
     }
-    for (let w = 0, o = p.section.offset; w < words.length; w++, o += 4) {
-      const v = words[w]!;
+    writer.finish();
+    for (let i = 0, o = p.section.offset; i < words.length; i++, o += 4) {
+      const v = words[i]!;
       out[o] = v & 0xff;
       out[o + 1] = (v >>> 8) & 0xff;
       out[o + 2] = (v >>> 16) & 0xff;
@@ -162,6 +150,7 @@ export class TransformCodec implements LayerCodec {
       mean: mean.subarray(slot * D, (slot + 1) * D),
       coded: Int32Array.from(coded),
       bits: Uint8Array.from(coded, (j) => lv.bits[pick(j)]!),
+      top: Int32Array.from(coded, (j) => (1 << lv.bits[pick(j)]!) - 1),
       step: Float32Array.from(coded, (j) => lv.step[pick(j)]!),
       inverseStep: Float64Array.from(coded, (j) => 1 / lv.step[pick(j)]!),
       offset: Float32Array.from(coded, (j) => lv.offset[pick(j)]!),
@@ -193,26 +182,94 @@ export class TransformCodec implements LayerCodec {
   }
 }
 
+/** Beyond every code (2^16 - 1) yet safe to round to an int32. */
+const CODE_RANGE = 2 ** 30;
+
 /**
- * coeff[i * K + k] = rows[k] . x[i] for four vectors x[0..3] of length D (x holds them back to back): each basis row
- * is read once for the four dot products, from locals the JIT keeps in registers.
+ * Quantizes coefficients (code = clamp(round((c - offset) * (1 / step)), 0, top)) and packs the codes LSB-first, in
+ * order, into zeroed u32 words: a section's codes are one bit stream, so whole words are stored once.
  */
-function project(rows: Float32Array, x: Float32Array, D: number, K: number, coeff: Float64Array): void {
-  for (let k = 0, r = 0; k < K; k++, r += D) {
-    let c0 = 0;
-    let c1 = 0;
-    let c2 = 0;
-    let c3 = 0;
-    for (let d = 0; d < D; d++) {
-      const b = rows[r + d]!;
-      c0 += b * x[d]!;
-      c1 += b * x[D + d]!;
-      c2 += b * x[2 * D + d]!;
-      c3 += b * x[3 * D + d]!;
+class CodeWriter {
+  private acc = 0;
+  private fill = 0;
+  private word = 0;
+
+  constructor(private readonly words: Uint32Array) {}
+
+  /** Codes of one token's coded components, whose coefficients are coeff[at..at + K). */
+  quantizeRow(coeff: Float64Array, at: number, p: SectionPlan): void {
+    const { bits, top, offset, inverseStep } = p;
+    const words = this.words;
+    let { acc, fill, word } = this;
+    for (let k = 0, c = at, K = bits.length; k < K; k++, c++) {
+      const b = bits[k]!;
+      const y = (coeff[c]! - offset[k]!) * inverseStep[k]!;
+      // round, then clamp to 0..top with integer masks: branches would mispredict on coefficients out of range.
+      let code = Math.round(Math.max(-CODE_RANGE, Math.min(y, CODE_RANGE))) | 0;
+      code &= ~(code >> 31);
+      const over = top[k]! - code;
+      code += over & (over >> 31);
+      acc |= code << fill;
+      fill += b;
+      if (fill >= 32) {
+        words[word++] = acc;
+        fill -= 32;
+        // The code's bits that did not fit; none when it ended exactly on the word (b - fill = b shifts them all out).
+        acc = code >>> (b - fill);
+      }
     }
-    coeff[k] = c0;
-    coeff[K + k] = c1;
-    coeff[2 * K + k] = c2;
-    coeff[3 * K + k] = c3;
+    this.acc = acc;
+    this.fill = fill;
+    this.word = word;
+  }
+
+  finish(): void {
+    if (this.fill > 0) this.words[this.word] = this.acc;
+  }
+}
+
+/**
+ * coeff[i * K + k] = rows[k] . x[i] for four vectors x[i] held interleaved (x[4 * d + i]), two rows at a time:
+ * each step of d feeds eight independent sums from six loads. Each sum adds its products in order of d, as the
+ * definition does, so the coefficients are exactly those of a plain dot product. An odd last row is paired with
+ * itself.
+ */
+function project(rows: Float32Array, x: Float64Array, D: number, K: number, coeff: Float64Array): void {
+  for (let k = 0; k < K; k += 2) {
+    const r = k * D;
+    const s = k + 1 < K ? r + D : r;
+    let a0 = 0;
+    let a1 = 0;
+    let a2 = 0;
+    let a3 = 0;
+    let b0 = 0;
+    let b1 = 0;
+    let b2 = 0;
+    let b3 = 0;
+    for (let d = 0, q = 0; d < D; d++, q += 4) {
+      const u = rows[r + d]!;
+      const v = rows[s + d]!;
+      const x0 = x[q]!;
+      const x1 = x[q + 1]!;
+      const x2 = x[q + 2]!;
+      const x3 = x[q + 3]!;
+      a0 += u * x0;
+      a1 += u * x1;
+      a2 += u * x2;
+      a3 += u * x3;
+      b0 += v * x0;
+      b1 += v * x1;
+      b2 += v * x2;
+      b3 += v * x3;
+    }
+    coeff[k] = a0;
+    coeff[K + k] = a1;
+    coeff[2 * K + k] = a2;
+    coeff[3 * K + k] = a3;
+    if (s === r) break;
+    coeff[k + 1] = b0;
+    coeff[K + k + 1] = b1;
+    coeff[2 * K + k + 1] = b2;
+    coeff[3 * K + k + 1] = b3;
   }
 }
