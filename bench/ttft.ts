@@ -173,7 +173,7 @@ function parse(args: string[]): TtftArgs {
     blend: {
       ...blendOptions(ratio(values['blend-ratio'])),
       ...(values['blend-selection']
-        ? { selection: choice(values['blend-selection'], 'gradual', BLEND_SELECTIONS, 'blend-selection') }
+        ? { selection: choice(values['blend-selection'], 'attended', BLEND_SELECTIONS, 'blend-selection') }
         : {}),
     },
     transformLevel: values['transform-level'],
@@ -216,6 +216,7 @@ function record(
     question_ms: null,
     first_token_matches_recompute: null,
     recomputed_tokens: null,
+    blend_selection: null,
     vs_inject: null,
     vs_peer: null,
     vs_host_hit: null,
@@ -628,6 +629,7 @@ async function measureContext(
               question_ms: round(median(m.results.map((r) => r.questionMs))),
               first_token_matches_recompute: recomputeFirst === undefined || a.kv === 'synthetic' ? null : last.first === recomputeFirst,
               recomputed_tokens: last.recomputed,
+              blend_selection: INJECT_OF[mode] ? a.blend.selection : null,
               note: a.kv !== 'synthetic' ? null : SYNTHETIC_NOTE[mode === 'inject-transform' ? 'transform' : 'other'],
             });
           };

@@ -17,7 +17,7 @@ import { KdnError } from '../common/errors.ts';
 import type { BlendPlan, BlendSignals } from './backend.ts';
 import type { BlendSelection } from './types.ts';
 
-export const BLEND_SELECTIONS: readonly BlendSelection[] = ['gradual', 'attended', 'deviation', 'chunk-start', 'combined'];
+export const BLEND_SELECTIONS: readonly BlendSelection[] = ['attended', 'gradual', 'deviation', 'chunk-start', 'combined'];
 
 /** The prompt's last tokens whose attention weighs the context for 'attended' (bounds the signal's cost). */
 export const MASS_ROWS = 64;

@@ -112,7 +112,7 @@ describe('benchmarks on a tiny model', () => {
       'int8',
     ]);
     const blend = report.records;
-    // gradual (the default) with both codecs, the other four selections with int8 only; two ratios; two sets.
+    // attended (the default) with both codecs, the other four selections with int8 only; two ratios; two sets.
     expect(blend).to.have.length((2 + 4) * 2 * 2);
     for (const r of blend) {
       expect(r.mode).to.equal('blend');

@@ -23,7 +23,7 @@ describe('blend on the demo model', function () {
       '--codecs',
       'fp16',
       '--selections',
-      'gradual',
+      'attended',
       '--ratios',
       '0.15,1',
       '--docs',

@@ -128,7 +128,7 @@ describe('kdn end to end (kdn serve + CLI)', function () {
     const question = 'cats lighthouse ships prides';
     const blended = await query(question, ['--top-k', '4', '--mode', 'blend', '--blend-ratio', '0.25', '--max-tokens', '16']);
     expect(blended.mode).to.equal('blend');
-    expect(blended.blend).to.deep.include({ ratio: 0.25, selection: 'gradual', fullLayers: 1 });
+    expect(blended.blend).to.deep.include({ ratio: 0.25, selection: 'attended', fullLayers: 1 });
     // Averaged over the layers after the check layer, each of whose shares is rounded on its own.
     expect(blended.blend!.recomputedTokens).to.be.closeTo(0.25 * blended.tokens.context, 1);
     expect(blended.blend!.ms).to.be.greaterThan(0);
