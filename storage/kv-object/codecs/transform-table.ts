@@ -11,7 +11,8 @@ import type { KVLayerTensors } from '../types.ts';
  *
  * Component j of head (l, s, h) (rows of `basis`, by decreasing calibration variance; D = headDim):
  *   coefficient  c_j = sum_d basis[j][d] * (x_d - mean_d)
- *   code         u_j = clamp(round((c_j - offset_j) / step_j), 0, 2^bits_j - 1)   (bits_j = 0: no code)
+ *   code         u_j = clamp(round((c_j - offset_j) * (1 / step_j)), 0, 2^bits_j - 1)   (bits_j = 0: no code;
+ *                the encoder multiplies by 1 / step_j, which may differ from dividing by step_j in the last bit)
  *   dequantized  c'_j = u_j * step_j + offset_j                                    (bits_j = 0: c'_j = offset_j)
  *   reconstructed x'_d = mean_d + sum_j basis[j][d] * c'_j
  *
