@@ -1,7 +1,7 @@
 /**
  * How a blended query recomputes its context when the request does not say: the selection and share of context
  * tokens that measured best against a full prefill of the same composed text for their time to first token
- * (docs/BLEND.md: `gradual` agrees a little better but costs 5x the time on the GPU).
+ * (docs/BLEND.md: `gradual` agrees a little better but takes 3-5x the time on the GPU).
  */
 import type { BlendOptions } from '../../engine-adapter/types.ts';
 
