@@ -83,6 +83,26 @@ export function isKdnError(err: unknown, code?: ErrorCode): err is KdnError {
   return err instanceof KdnError && (code === undefined || err.code === code);
 }
 
+/**
+ * A KdnError as it crosses a thread boundary: a structured clone keeps plain fields, not the class, so threads post
+ * this and the receiver rebuilds the error with fromWireError.
+ */
+export interface WireError {
+  code: ErrorCode;
+  message: string;
+  hint?: string;
+}
+
+/** What a thread posts for anything it caught. */
+export function toWireError(err: unknown): WireError {
+  const e = toKdnError(err);
+  return { code: e.code, message: e.message, ...(e.hint ? { hint: e.hint } : {}) };
+}
+
+export function fromWireError(error: WireError): KdnError {
+  return new KdnError(error.code, error.message, error.hint ? { hint: error.hint } : {});
+}
+
 /** Wraps anything thrown into a KdnError, keeping KdnErrors as they are. */
 export function toKdnError(err: unknown, fallback: ErrorCode = 'INTERNAL'): KdnError {
   if (err instanceof KdnError) return err;

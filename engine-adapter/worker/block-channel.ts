@@ -1,5 +1,5 @@
 import type { MessagePort } from 'node:worker_threads';
-import { KdnError } from '../../common/errors.ts';
+import { fromWireError, KdnError } from '../../common/errors.ts';
 import { verifiedBlock } from '../../storage/kv-object/index.ts';
 import type { KVHeader, KVLayerBlock, KVObjectReader } from '../../storage/kv-object/types.ts';
 import type { RoutedBlocks } from './routed-stream.ts';
@@ -47,7 +47,7 @@ export class BlockChannel {
     port.on('message', (message: RoutedBlocks) => {
       if (message.type === 'blocks') for (const { layer, bytes } of message.blocks) this.push(layer, bytes);
       else if (message.type === 'end') this.end();
-      else this.fail(streamError(message.error));
+      else this.fail(fromWireError(message.error));
     });
     port.on('close', () =>
       this.fail(new KdnError('EDGE_UNAVAILABLE', 'the fetch thread sending a KV object went away', { hint: 'refetch the object' })),
@@ -76,9 +76,4 @@ export class BlockChannel {
     this.wake?.();
     this.wake = undefined;
   }
-}
-
-/** The KdnError a stream failure message carries. */
-export function streamError(error: { code: KdnError['code']; message: string; hint?: string }): KdnError {
-  return new KdnError(error.code, error.message, error.hint ? { hint: error.hint } : {});
 }

@@ -4,11 +4,11 @@
  * order per session; started by engine-worker.js with CreateEngineOptions as workerData.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { toKdnError } from '../../common/errors.ts';
+import { fromWireError, toWireError } from '../../common/errors.ts';
 import type { KVTensors } from '../../storage/kv-object/types.ts';
 import { createEngine } from '../create-engine.ts';
 import type { Engine, Session } from '../types.ts';
-import { BlockChannel, streamError } from './block-channel.ts';
+import { BlockChannel } from './block-channel.ts';
 import {
   transferable,
   type Call,
@@ -17,7 +17,6 @@ import {
   type EngineWorkerData,
   type FromEngine,
   type ToEngine,
-  type WireError,
 } from './protocol.ts';
 
 const port = parentPort!;
@@ -28,11 +27,6 @@ const streams = new Map<number, BlockChannel>();
 
 function post(message: FromEngine, transfer: ArrayBuffer[] = []): void {
   port.postMessage(message, transfer);
-}
-
-function wire(err: unknown): WireError {
-  const e = toKdnError(err);
-  return { code: e.code, message: e.message, ...(e.hint ? { hint: e.hint } : {}) };
 }
 
 function sessionOf(id: number): Session {
@@ -141,7 +135,7 @@ function handle(engine: Engine, message: ToEngine): void {
       const { type: _type, id, ...call } = message;
       perform(engine, id, call as Call).then(
         ({ value, transfer }) => post({ type: 'result', id, value, ...lengthAfter(call as Call) }, transfer),
-        (err: unknown) => post({ type: 'error', id, error: wire(err), ...lengthAfter(call as Call) }),
+        (err: unknown) => post({ type: 'error', id, error: toWireError(err), ...lengthAfter(call as Call) }),
       );
       return;
     }
@@ -163,7 +157,7 @@ function handle(engine: Engine, message: ToEngine): void {
       streams.get(message.stream)?.end();
       return;
     case 'fail':
-      streams.get(message.stream)?.fail(streamError(message.error));
+      streams.get(message.stream)?.fail(fromWireError(message.error));
       return;
   }
 }
@@ -187,5 +181,5 @@ try {
   port.on('message', (message: ToEngine) => handle(engine, message));
   post({ type: 'ready', ready: { info: engine.info, backend: engine.backend, device: engine.device, maxCapacity: options.capacity } });
 } catch (err) {
-  post({ type: 'startFailed', error: wire(err) });
+  post({ type: 'startFailed', error: toWireError(err) });
 }

@@ -4,7 +4,7 @@
  * session carries its length afterwards, so the proxy's synchronous `length` stays exact. Arrays go by transfer.
  */
 import type { MessagePort } from 'node:worker_threads';
-import type { ErrorCode } from '../../common/errors.ts';
+import type { WireError } from '../../common/errors.ts';
 import type { KVHeader, KVTensors } from '../../storage/kv-object/types.ts';
 import type { CreateEngineOptions } from '../create-engine.ts';
 import type { BackendName, BlendOptions, GenerateOptions, GenerateResult, GeneratedToken, ModelInfo, ResidentKey } from '../types.ts';
@@ -21,12 +21,6 @@ export interface EngineOpener {
 
 /** What the engine's thread opens: a model directory (capacity resolved), or what an opener builds. */
 export type EngineWorkerData = (CreateEngineOptions & { capacity: number }) | EngineOpener;
-
-export interface WireError {
-  code: ErrorCode;
-  message: string;
-  hint?: string;
-}
 
 /**
  * A KV object streamed into the worker: its header with the call, then `block` messages, then `end` or `fail`; or,

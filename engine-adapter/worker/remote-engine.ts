@@ -6,7 +6,7 @@
  * objects straight from the fetch thread (routed-stream.ts).
  */
 import { MessageChannel, SHARE_ENV, Worker, type TransferListItem } from 'node:worker_threads';
-import { KdnError, toKdnError } from '../../common/errors.ts';
+import { fromWireError, KdnError, toWireError } from '../../common/errors.ts';
 import type { TransformTable } from '../../storage/kv-object/codecs/transform-table.ts';
 import type { KVObjectReader, KVTensors } from '../../storage/kv-object/types.ts';
 import type { CreateEngineOptions } from '../create-engine.ts';
@@ -38,7 +38,6 @@ import {
   type Ready,
   type StreamOpen,
   type ToEngine,
-  type WireError,
 } from './protocol.ts';
 import { isRoutable } from './routed-stream.ts';
 
@@ -52,10 +51,6 @@ interface Pending {
   /** The session whose length the answer updates. */
   session?: RemoteSession;
   onToken?: (token: GeneratedToken) => void;
-}
-
-function fromWire(error: WireError): KdnError {
-  return new KdnError(error.code, error.message, error.hint ? { hint: error.hint } : {});
 }
 
 /** Starts the engine on a worker thread; resolves once the model is loaded there. */
@@ -78,7 +73,7 @@ async function startEngineThread(workerData: EngineWorkerData, tokenizer: Tokeni
   const ready = await new Promise<Ready>((resolve, reject) => {
     listeners.message = (message) => {
       if (message.type === 'ready') resolve(message.ready);
-      else if (message.type === 'startFailed') reject(fromWire(message.error));
+      else if (message.type === 'startFailed') reject(fromWireError(message.error));
     };
     listeners.error = (err) =>
       reject(new KdnError('ENGINE_UNAVAILABLE', `the engine thread failed to start: ${err.message}`, { cause: err }));
@@ -210,7 +205,7 @@ class RemoteEngine implements Engine {
     if (this.pending.size === 0) this.worker.unref();
     if (message.length !== undefined) pending.session?.setLength(message.length);
     if (message.type === 'result') pending.resolve(message.value);
-    else pending.reject(fromWire(message.error));
+    else pending.reject(fromWireError(message.error));
   }
 
   private die(reason: string): void {
@@ -391,8 +386,7 @@ class RemoteSession implements Session {
       }
       this.engine.post({ type: 'end', stream });
     } catch (err) {
-      const e = toKdnError(err);
-      this.engine.post({ type: 'fail', stream, error: { code: e.code, message: e.message, ...(e.hint ? { hint: e.hint } : {}) } });
+      this.engine.post({ type: 'fail', stream, error: toWireError(err) });
     }
   }
 

@@ -6,7 +6,7 @@
  */
 import type { MessagePort } from 'node:worker_threads';
 import type { KVObjectReader } from '../../storage/kv-object/types.ts';
-import type { WireError } from './protocol.ts';
+import type { WireError } from '../../common/errors.ts';
 
 export interface RoutableReader extends KVObjectReader {
   /**

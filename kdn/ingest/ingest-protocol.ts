@@ -1,7 +1,7 @@
 /** Messages between IngestThread (ingest-thread.ts) and its worker (ingest-worker.ts). */
 import type { EncodeMeta } from '../../storage/kv-object/index.ts';
 import type { KVTensors } from '../../storage/kv-object/types.ts';
-import type { WireError } from '../query/kv-fetch-protocol.ts';
+import type { WireError } from '../../common/errors.ts';
 
 export type IngestRequest =
   | { id: number; op: 'tokenize'; text: string; budget: number }

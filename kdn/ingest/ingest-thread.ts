@@ -1,5 +1,5 @@
 import { Worker } from 'node:worker_threads';
-import { KdnError } from '../../common/errors.ts';
+import { fromWireError, KdnError } from '../../common/errors.ts';
 import { transformTables, type EncodeMeta } from '../../storage/kv-object/index.ts';
 import type { KVTensors } from '../../storage/kv-object/types.ts';
 import type { Chunk } from './chunker.ts';
@@ -96,8 +96,7 @@ export class IngestThread {
       if (!pending) return;
       this.pending.delete(reply.id);
       if (this.pending.size === 0) worker.unref();
-      if ('error' in reply)
-        pending.reject(new KdnError(reply.error.code, reply.error.message, reply.error.hint ? { hint: reply.error.hint } : {}));
+      if ('error' in reply) pending.reject(fromWireError(reply.error));
       else pending.resolve(reply);
     });
     const die = (message: string): void => {

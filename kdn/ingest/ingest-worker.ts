@@ -4,7 +4,7 @@
  * loop would hold every request. Started by ingest-worker.js with the model directory as workerData.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { toKdnError } from '../../common/errors.ts';
+import { toWireError } from '../../common/errors.ts';
 import { kvBeforeRope, loadModelConfig, loadTokenizer, type ModelConfig, type Tokenizer } from '../../engine-adapter/index.ts';
 import { codecEntry, encodeKVObject, parseTransformTable, transformTables } from '../../storage/kv-object/index.ts';
 import { chunkTokens } from './chunker.ts';
@@ -55,11 +55,7 @@ port.on('message', (request: IngestRequest) => {
   perform(request).then(
     ({ reply, transfer }) => port.postMessage(reply, transfer),
     (err: unknown) => {
-      const e = toKdnError(err);
-      port.postMessage({
-        id: request.id,
-        error: { code: e.code, message: e.message, ...(e.hint ? { hint: e.hint } : {}) },
-      } satisfies IngestReply);
+      port.postMessage({ id: request.id, error: toWireError(err) } satisfies IngestReply);
     },
   );
 });

@@ -6,7 +6,8 @@
  */
 import type { MessagePort } from 'node:worker_threads';
 import type { RoutedBlocks } from '../../engine-adapter/worker/routed-stream.ts';
-import type { FromWorker, WireError } from './kv-fetch-protocol.ts';
+import type { WireError } from '../../common/errors.ts';
+import type { FromWorker } from './kv-fetch-protocol.ts';
 
 /** A verified block whose bytes span their own buffer, or a buffer every block of its batch shares whole. */
 export interface OutletBlock {

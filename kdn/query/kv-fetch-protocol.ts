@@ -1,7 +1,7 @@
 /** Messages between KvFetchPool (kv-fetch-pool.ts) and its workers (kv-fetch-worker.ts). */
 import type { MessagePort } from 'node:worker_threads';
 import type { EdgeClientOptions } from '../../edge/client/client.ts';
-import type { ErrorCode } from '../../common/errors.ts';
+import type { WireError } from '../../common/errors.ts';
 import type { KVExpectation, KVHeader } from '../../storage/kv-object/types.ts';
 import type { FetchedFrom } from './kv-fetcher.ts';
 
@@ -27,12 +27,6 @@ export type ToWorker =
   | { type: 'abort'; id: number }
   /** A verified transform table's bytes, so the worker checks its objects' block sizes exactly. */
   | { type: 'table'; bytes: Uint8Array };
-
-export interface WireError {
-  code: ErrorCode;
-  message: string;
-  hint?: string;
-}
 
 export type FromWorker =
   | { type: 'header'; id: number; header: KVHeader; servedFrom: FetchedFrom; edge: string }

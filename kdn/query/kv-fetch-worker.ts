@@ -4,7 +4,7 @@
  * (block-outlet.ts). Started by kv-fetch-worker.js with the client's options as workerData.
  */
 import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
-import { KdnError, toKdnError } from '../../common/errors.ts';
+import { KdnError, toWireError } from '../../common/errors.ts';
 import type { RoutedBlocks } from '../../engine-adapter/worker/routed-stream.ts';
 import { EdgeClient } from '../../edge/client/client.ts';
 import { readKVObject } from '../../storage/kv-object/index.ts';
@@ -12,7 +12,7 @@ import { parseTransformTable } from '../../storage/kv-object/codecs/transform-ta
 import { transformTables } from '../../storage/kv-object/codecs/transform-tables.ts';
 import type { KVExpectation } from '../../storage/kv-object/types.ts';
 import { BlockOutlet } from './block-outlet.ts';
-import type { FromWorker, ToWorker, WireError, WorkerSetup } from './kv-fetch-protocol.ts';
+import type { FromWorker, ToWorker, WorkerSetup } from './kv-fetch-protocol.ts';
 import { ShmSource } from './shm-source.ts';
 
 const port = parentPort!;
@@ -25,11 +25,6 @@ const outlets = new Map<number, BlockOutlet>();
 
 function post(message: FromWorker, transfer: ArrayBuffer[] = []): void {
   port.postMessage(message, transfer);
-}
-
-function wire(err: unknown): WireError {
-  const e = toKdnError(err);
-  return { code: e.code, message: e.message, ...(e.hint ? { hint: e.hint } : {}) };
 }
 
 /**
@@ -58,7 +53,7 @@ async function open(id: number, key: string, expect: KVExpectation): Promise<voi
     for await (const block of reader.layers) outlet.add([{ layer: block.layer, bytes: owned(block.encoded) }], received());
     outlet.end(received());
   } catch (err) {
-    outlet.fail(wire(err), received());
+    outlet.fail(toWireError(err), received());
   } finally {
     aborts.delete(id);
     if (outlet.settled) outlets.delete(id);
@@ -84,7 +79,7 @@ async function openFromShm(id: number, key: string, expect: KVExpectation, outle
 function route(id: number, target: MessagePort): void {
   const outlet = outlets.get(id);
   if (!outlet) {
-    const error = wire(
+    const error = toWireError(
       new KdnError('EDGE_UNAVAILABLE', 'the KV object is no longer held by its fetch thread', { hint: 'refetch the object' }),
     );
     target.postMessage({ type: 'fail', error } satisfies RoutedBlocks);

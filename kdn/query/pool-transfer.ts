@@ -5,7 +5,7 @@
  * `received` follow the download, and a failure reaches the reader.
  */
 import type { MessagePort } from 'node:worker_threads';
-import { KdnError } from '../../common/errors.ts';
+import { fromWireError, KdnError } from '../../common/errors.ts';
 import type { RoutableReader } from '../../engine-adapter/worker/routed-stream.ts';
 import { verifiedBlock } from '../../storage/kv-object/index.ts';
 import type { KVLayerBlock } from '../../storage/kv-object/types.ts';
@@ -84,7 +84,7 @@ export class PoolTransfer {
       case 'error':
         // A failed object nobody asked for yet is kept on the worker for a route that may be on its way; none is now.
         if (this.destination === undefined) this.send({ type: 'abort', id: this.id });
-        this.fail(new KdnError(message.error.code, message.error.message, message.error.hint ? { hint: message.error.hint } : {}));
+        this.fail(fromWireError(message.error));
         return;
     }
     this.onChange();
