@@ -3,22 +3,26 @@ import { z } from 'zod';
 /** One stored chunk KV object. */
 const ObjectRefSchema = z.object({ key: z.string().min(1), bytes: z.number().int().min(0) });
 
+/** A chunk's two objects under one codec. */
+const ChunkObjectsSchema = z.object({
+  /** Computed alone after BOS (positions 1..). */
+  independent: ObjectRefSchema,
+  /** Computed after BOS and the document's earlier chunks; null past the model's context length. */
+  chained: ObjectRefSchema.nullable(),
+});
+
 /** One extra quality level of a chunk: the same tokens' objects under another codec (config `codecLevels`). */
 const ChunkLevelSchema = z.object({
   /** As codecFromString reads it, e.g. "transform:x16". */
   codec: z.string().min(1),
-  independent: ObjectRefSchema,
-  chained: ObjectRefSchema.nullable(),
+  ...ChunkObjectsSchema.shape,
 });
 
 const ManifestChunkSchema = z.object({
   index: z.number().int().min(0),
   tokenIds: z.array(z.number().int().min(0)),
   text: z.string(),
-  /** Computed alone after BOS (positions 1..). */
-  independent: ObjectRefSchema,
-  /** Computed after BOS and the document's earlier chunks; null past the model's context length. */
-  chained: ObjectRefSchema.nullable(),
+  ...ChunkObjectsSchema.shape,
   /** Objects of the extra levels, stored beside the main codec's; absent in manifests written without levels. */
   levels: z.array(ChunkLevelSchema).optional(),
 });
@@ -45,17 +49,15 @@ export const ManifestSchema = z.object({
 export type Manifest = z.infer<typeof ManifestSchema>;
 export type ManifestChunk = z.infer<typeof ManifestChunkSchema>;
 export type ObjectRef = z.infer<typeof ObjectRefSchema>;
-export type ChunkLevel = z.infer<typeof ChunkLevelSchema>;
+export type ChunkObjects = z.infer<typeof ChunkObjectsSchema>;
 
 /** Every distinct chunk object a manifest references (a chain's first object is its first independent one). */
 export function manifestObjects(manifest: Manifest): ObjectRef[] {
   const byKey = new Map<string, ObjectRef>();
   for (const chunk of manifest.chunks) {
-    byKey.set(chunk.independent.key, chunk.independent);
-    if (chunk.chained) byKey.set(chunk.chained.key, chunk.chained);
-    for (const level of chunk.levels ?? []) {
-      byKey.set(level.independent.key, level.independent);
-      if (level.chained) byKey.set(level.chained.key, level.chained);
+    for (const objects of [chunk, ...(chunk.levels ?? [])]) {
+      byKey.set(objects.independent.key, objects.independent);
+      if (objects.chained) byKey.set(objects.chained.key, objects.chained);
     }
   }
   return [...byKey.values()];

@@ -7,7 +7,7 @@ import { codecToString, type EncodeMeta } from '../../storage/kv-object/index.ts
 import type { CodecSpec, KVTensors } from '../../storage/kv-object/types.ts';
 import type { Catalog } from '../catalog.ts';
 import { chainedKey, independentKey, type KeyScope } from '../keys.ts';
-import type { Manifest, ObjectRef } from '../manifest.ts';
+import type { ChunkObjects, Manifest, ObjectRef } from '../manifest.ts';
 import type { TokenizedDocument } from './ingest-thread.ts';
 import { computeChainedKV, computeIndependentKV, type ChunkPlan, type EngineTurn } from './compute-kv.ts';
 
@@ -141,7 +141,7 @@ export async function ingestDocument(
 }
 
 /** One chunk's two objects under one codec, with their sizes. */
-function objectsOf(plan: ChunkPlan, sizes: ReadonlyMap<string, number>): { independent: ObjectRef; chained: ObjectRef | null } {
+function objectsOf(plan: ChunkPlan, sizes: ReadonlyMap<string, number>): ChunkObjects {
   const ref = (key: string): ObjectRef => ({ key, bytes: sizes.get(key)! });
   return { independent: ref(plan.independentKey), chained: plan.chainedKey ? ref(plan.chainedKey) : null };
 }

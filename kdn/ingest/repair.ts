@@ -3,7 +3,7 @@ import { kvBeforeRope, loadModelConfig } from '../../engine-adapter/index.ts';
 import { codecEntry, codecFromString, codecToString, encodeKVObject, tokenHash, verifyKVObject } from '../../storage/kv-object/index.ts';
 import type { CodecSpec, KVExpectation, KVTensors } from '../../storage/kv-object/types.ts';
 import type { EngineScheduler } from '../scheduler/engine-scheduler.ts';
-import type { Manifest, ObjectRef } from '../manifest.ts';
+import type { ChunkObjects, Manifest } from '../manifest.ts';
 import { computeChainedKV, computeIndependentKV, type ChunkPlan } from './compute-kv.ts';
 import type { IngestContext } from './ingest-document.ts';
 
@@ -171,8 +171,7 @@ export class ChunkRepair {
 
   /** The manifest that references `key`, the extra level it is at (null: the main codec), and what it must match. */
   private findChunk(key: string): { manifest: Manifest; level: string | null; expect: KVExpectation } | undefined {
-    const holds = (o: { independent: ObjectRef; chained: ObjectRef | null }): boolean =>
-      o.independent.key === key || o.chained?.key === key;
+    const holds = (o: ChunkObjects): boolean => o.independent.key === key || o.chained?.key === key;
     for (const manifest of this.ctx.catalog.all()) {
       for (const chunk of manifest.chunks) {
         const level = holds(chunk) ? null : chunk.levels?.find(holds)?.codec;
