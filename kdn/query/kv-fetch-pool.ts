@@ -19,8 +19,6 @@ const ABORTED_HINT = 'the signal passed to the fetcher fired';
 class PoolWorker {
   readonly transfers = new Map<number, PoolTransfer>();
   alive = true;
-  /** Payload bytes of blocks its transfers handed to the event loop, those dropped since included. */
-  private deliveredBefore = 0;
   private readonly worker: Worker;
 
   constructor(setup: WorkerSetup) {
@@ -29,12 +27,6 @@ class PoolWorker {
     this.worker.on('message', (message: FromWorker) => this.transfers.get(message.id)?.handle(message));
     this.worker.on('error', (err) => this.failAll(`fetch worker failed: ${err.message}`));
     this.worker.on('exit', (code) => this.failAll(`fetch worker exited with code ${code}`));
-  }
-
-  get delivered(): number {
-    let bytes = this.deliveredBefore;
-    for (const t of this.transfers.values()) bytes += t.delivered;
-    return bytes;
   }
 
   send(message: ToWorker, transfer: TransferListItem[] = []): void {
@@ -48,7 +40,7 @@ class PoolWorker {
 
   /** Drops `transfer` once settled, and refs the worker while any transfer is awaited. */
   refresh(transfer: PoolTransfer): void {
-    if (transfer.settled && this.transfers.delete(transfer.id)) this.deliveredBefore += transfer.delivered;
+    if (transfer.settled) this.transfers.delete(transfer.id);
     let awaited = false;
     for (const t of this.transfers.values()) awaited ||= t.awaited;
     if (awaited) this.worker.ref();
@@ -75,8 +67,7 @@ export class KvFetchPool implements KvFetcher {
   private readonly tables: Uint8Array[] = [];
   private nextId = 1;
   private closed = false;
-  /** deliveredBytes of workers no longer in the pool. */
-  private deliveredByGone = 0;
+  private delivered = 0;
 
   /** `sharedMemory: false` keeps every fetch on HTTP even from same-host edges (benchmarks compare the two). */
   constructor(
@@ -92,7 +83,11 @@ export class KvFetchPool implements KvFetcher {
     if (this.closed) return Promise.reject(new KdnError('INTERNAL', 'the fetch pool is closed'));
     if (signal.aborted) return Promise.reject(new KdnError('TIMEOUT', 'edge request aborted by the caller', { hint: ABORTED_HINT }));
     const worker = this.pick();
-    const transfer = new PoolTransfer(this.nextId++, (message, transfer) => worker.send(message, transfer));
+    const transfer = new PoolTransfer(
+      this.nextId++,
+      (message, transfer) => worker.send(message, transfer),
+      (bytes) => (this.delivered += bytes),
+    );
     const abort = (): void => {
       worker.send({ type: 'abort', id: transfer.id });
       // The worker drops blocks nobody asked for without a word; a download in flight answers with its failure.
@@ -110,7 +105,7 @@ export class KvFetchPool implements KvFetcher {
 
   /** Payload bytes of layer blocks handed to this thread so far (routed objects add nothing). */
   get deliveredBytes(): number {
-    return this.workers.reduce((n, w) => n + w.delivered, this.deliveredByGone);
+    return this.delivered;
   }
 
   useTransformTable(bytes: Uint8Array): void {
@@ -126,11 +121,7 @@ export class KvFetchPool implements KvFetcher {
 
   /** The least busy live worker; dead ones are replaced (their transfers already failed). */
   private pick(): PoolWorker {
-    for (let i = this.workers.length - 1; i >= 0; i--) {
-      if (this.workers[i]!.alive) continue;
-      this.deliveredByGone += this.workers[i]!.delivered;
-      this.workers.splice(i, 1);
-    }
+    for (let i = this.workers.length - 1; i >= 0; i--) if (!this.workers[i]!.alive) this.workers.splice(i, 1);
     if (this.workers.length < this.threads) {
       const worker = new PoolWorker({ edge: this.options, sharedMemory: this.fetchOptions.sharedMemory ?? true });
       for (const bytes of this.tables) worker.send({ type: 'table', bytes });

@@ -18,8 +18,6 @@ export type PoolReader = PrefetchedReader & RoutableReader;
 export class PoolTransfer {
   readonly header: Promise<FetchedObject>;
   received = 0;
-  /** Payload bytes of the blocks the worker handed to this thread. */
-  delivered = 0;
   /** Runs after every change of state (the pool drops a settled transfer, refs its worker while one is awaited). */
   onChange: () => void = () => undefined;
   private resolveHeader!: (o: FetchedObject) => void;
@@ -37,6 +35,8 @@ export class PoolTransfer {
   constructor(
     readonly id: number,
     private readonly send: (message: ToWorker, transfer?: MessagePort[]) => void,
+    /** Told the payload bytes of each block the worker hands to this thread. */
+    private readonly onDelivered: (bytes: number) => void,
   ) {
     this.header = new Promise((resolve, reject) => {
       this.resolveHeader = resolve;
@@ -68,7 +68,7 @@ export class PoolTransfer {
         break;
       case 'layers':
         for (const { layer, bytes } of message.layers) {
-          this.delivered += bytes.byteLength;
+          this.onDelivered(bytes.byteLength);
           this.queue.push(this.toBlock(layer, bytes));
         }
         break;
