@@ -92,6 +92,21 @@ export function blendPlan(selection: BlendSelection, ratio: number, layout: Blen
   };
 }
 
+/**
+ * Where each of `rows` (ascending) sits in `candidates` (ascending), or null if one is not there: a plan selects
+ * among the rows still running, and a backend gathers the kept rows' state by these indices.
+ */
+export function indicesIn(candidates: Uint32Array, rows: Uint32Array): Uint32Array | null {
+  const out = new Uint32Array(rows.length);
+  let i = 0;
+  for (const [j, r] of rows.entries()) {
+    while (i < candidates.length && candidates[i]! < r) i++;
+    if (candidates[i] !== r) return null;
+    out[j] = i;
+  }
+  return out;
+}
+
 /** Each row's claim to be recomputed under `selection`. */
 function score(selection: BlendSelection, signals: BlendSignals): Float32Array {
   const { deviation, mass } = signals;

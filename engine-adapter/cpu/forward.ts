@@ -1,5 +1,6 @@
 import { KdnError } from '../../common/errors.ts';
 import type { BlendOutput, BlendPlan, BlendSignals } from '../backend.ts';
+import { indicesIn } from '../blend-selection.ts';
 import type { ModelWeights } from '../model/weights.ts';
 import { add } from './kernels/add.ts';
 import { attention } from './kernels/attention.ts';
@@ -245,19 +246,22 @@ export function cpuBlendForward(
   if (plan.checkLayer === null) {
     picked = plan.select(null, 0, picked);
     rows = gatherRows(rows, picked, c.hiddenSize);
-  } else {
-    const scratch = new LayerScratch(weights, rows.n);
-    for (let l = 0; l < plan.checkLayer; l++) cpuLayer(weights, invFreq, cache, l, rows, scratch);
   }
+  // Sized for the rows running; made again only when a selection changes them.
+  let scratch = new LayerScratch(weights, rows.n);
+  for (let l = 0; l < from; l++) cpuLayer(weights, invFreq, cache, l, rows, scratch);
   let ran = 0;
   for (let l = from; l < c.layers; l++) {
     if (l === plan.checkLayer || (plan.narrows && l > from)) {
-      const signals = blendSignals(weights, invFreq, cache, l, rows, plan.massRows, tokens.length);
+      const signals = blendSignals(weights, invFreq, cache, l, rows, scratch, plan.massRows, tokens.length);
       const next = plan.select(signals, l, picked);
-      rows = gatherRows(rows, indicesIn(picked, next), c.hiddenSize);
+      const kept = indicesIn(picked, next);
+      if (!kept) throw new KdnError('INTERNAL', 'a blend plan selected a row that no longer runs');
+      rows = gatherRows(rows, kept, c.hiddenSize);
       picked = next;
+      scratch = new LayerScratch(weights, rows.n);
     }
-    cpuLayer(weights, invFreq, cache, l, rows, new LayerScratch(weights, rows.n));
+    cpuLayer(weights, invFreq, cache, l, rows, scratch);
     ran += rows.n;
   }
   return { logits: cpuLogits(weights, rows, logits), rows: picked, meanRows: ran / (c.layers - from) };
@@ -273,29 +277,17 @@ function blendSignals(
   cache: CpuKVCache,
   l: number,
   rows: Rows,
+  s: LayerScratch,
   massRows: number,
   total: number,
 ): BlendSignals {
   const c = weights.config;
-  const s = new LayerScratch(weights, rows.n);
   const measured = new Float32Array(rows.n);
   cpuLayerKV(weights, invFreq, cache, l, rows, s, measured);
   const position = rows.slots[rows.n - 1]! - (total - 1);
   const deviation = new Float32Array(total);
   measured.forEach((d, t) => (deviation[rows.slots[t]! - position] = d));
   return { deviation, mass: massRows > 0 ? promptMass(c, cache.keys[l]!, rows, s, massRows, { position, total }) : null };
-}
-
-/** Where each of `next` (ascending) sits in `rows` (ascending): a plan selects among the rows still running. */
-function indicesIn(rows: Uint32Array, next: Uint32Array): Uint32Array {
-  const out = new Uint32Array(next.length);
-  let i = 0;
-  next.forEach((r, j) => {
-    while (i < rows.length && rows[i]! < r) i++;
-    if (rows[i] !== r) throw new KdnError('INTERNAL', `a blend plan selected row ${r}, which no longer runs`);
-    out[j] = i;
-  });
-  return out;
 }
 
 /**

@@ -16,6 +16,7 @@
  */
 import { KdnError } from '../../common/errors.ts';
 import type { BlendOutput, BlendPlan, BlendSignals } from '../backend.ts';
+import { indicesIn } from '../blend-selection.ts';
 import type { LayerGate } from '../layer-gates.ts';
 import { recordAttentionMass } from './kernels/attention-mass.ts';
 import { recordGatherRows } from './kernels/gather-rows.ts';
@@ -321,16 +322,4 @@ function checkedRows(rows: Uint32Array, candidates: Uint32Array): Uint32Array {
       `a blend plan selected ${rows.length} rows that are not ascending among its candidates, ending at the last`,
     );
   return rows;
-}
-
-/** Where each of `rows` (ascending) sits in `candidates` (ascending), or null if one is not there. */
-function indicesIn(candidates: Uint32Array, rows: Uint32Array): Uint32Array | null {
-  const out = new Uint32Array(rows.length);
-  let i = 0;
-  for (const [j, r] of rows.entries()) {
-    while (i < candidates.length && candidates[i]! < r) i++;
-    if (candidates[i] !== r) return null;
-    out[j] = i;
-  }
-  return out;
 }
