@@ -83,7 +83,7 @@ export interface BufferRange {
 /** What a kernel binds: a whole buffer or a range of one. */
 export type Binding = GPUBuffer | BufferRange;
 
-/** Commands a Recorder holds, by kind (bench figures of the host-side recording work). */
+/** Commands a Recorder holds, by kind: the host-side recording work of a step, as tests and profiling count it. */
 export interface CommandCounts {
   dispatches: number;
   copies: number;
