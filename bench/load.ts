@@ -9,6 +9,8 @@
  *     tokens/s, queries/s, time to first token and latency (p50/p99). Off and on alternate for --rounds rounds, the
  *     order flipping each round (off-on, on-off, ...), so drift in the machine's speed hits both alike; each
  *     setting's samples are summarised by their median and range, and batching's speedup is the ratio of medians.
+ *     Each record also says what the engine was busy with (bench/lib/engine-metrics.ts): its busy share of the
+ *     time, and per kind of compute call the calls per query and milliseconds each.
  * and then, on the batching server (kdn's default):
  *   healthz: GET /healthz every 20 ms while a --ingest-mib document is ingested (at most --seconds x 2), then the
  *     job is cancelled; p50/p99/max.
@@ -27,6 +29,7 @@ import { KdnApiClient } from '../kdn/client/api-client.ts';
 import { DEFAULT_MODEL_DIR } from '../kdn/default-model.ts';
 import { startKdnProcess, type Started } from '../fixtures/processes.ts';
 import { choice, choiceList, intList, parseFlags, positiveInt } from './lib/args.ts';
+import { watchEngine } from './lib/engine-metrics.ts';
 import { median, round } from './lib/stats.ts';
 import type { BenchRecord, BenchReport } from './report.ts';
 
@@ -123,6 +126,7 @@ async function serve(mode: Mode, batch: number, args: LoadArgs, dir: string): Pr
       KDN_API_KEYS: `${QUIET_KEY}=quiet,${FLOOD_KEY}=flood`,
       KDN_ENGINE_THREAD: String(mode === 'thread'),
       KDN_ENGINE_BATCH: String(batch),
+      KDN_METRICS_PUBLIC: 'true',
       LOG_LEVEL: 'error',
     },
   );
@@ -143,6 +147,12 @@ const total = (records: readonly BenchRecord[], key: string): number => records.
 function spread(records: readonly BenchRecord[], key: string): Record<string, number> {
   const values = records.map((r) => r[key] as number);
   return { [key]: round(median(values)), [`${key}_min`]: round(Math.min(...values)), [`${key}_max`]: round(Math.max(...values)) };
+}
+
+/** The median over rounds of every figure whose key `pick` accepts (those present in all rounds). */
+function medians(records: readonly BenchRecord[], pick: (key: string) => boolean): Record<string, number> {
+  const keys = Object.keys(records[0] ?? {}).filter((k) => pick(k) && records.every((r) => typeof r[k] === 'number'));
+  return Object.fromEntries(keys.map((k) => [k, round(median(records.map((r) => r[k] as number)))]));
 }
 
 /**
@@ -170,6 +180,7 @@ async function throughputOffVsOn(urls: Record<Batching, string>, args: LoadArgs)
       ...spread(runs[setting], 'latency_p50_ms'),
       ...spread(runs[setting], 'ttft_p50_ms'),
       ...spread(runs[setting], 'latency_p99_ms'),
+      ...medians(runs[setting], (key) => key.startsWith('engine_')),
     });
     const [off, on] = [summary('off'), summary('on')];
     records.push(off, on, {
@@ -189,6 +200,7 @@ async function throughput(url: string, clients: number, args: LoadArgs): Promise
   const latency: number[] = [];
   let tokens = 0;
   let errors = 0;
+  const engine = await watchEngine(url);
   const start = performance.now();
   const end = start + args.seconds * 1000;
   await Promise.all(
@@ -207,6 +219,7 @@ async function throughput(url: string, clients: number, args: LoadArgs): Promise
     }),
   );
   const seconds = (performance.now() - start) / 1000;
+  const work = await engine.stop(seconds, latency.length);
   return {
     measure: 'throughput',
     clients,
@@ -218,6 +231,7 @@ async function throughput(url: string, clients: number, args: LoadArgs): Promise
     ttft_p99_ms: round(percentile(ttft, 99)),
     latency_p50_ms: round(percentile(latency, 50)),
     latency_p99_ms: round(percentile(latency, 99)),
+    ...work,
   };
 }
 

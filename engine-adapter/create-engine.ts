@@ -10,6 +10,7 @@ import { buildModelInfo } from './model/model-info.ts';
 import { loadTokenizer } from './model/tokenizer.ts';
 import type { ModelWeights } from './model/weights.ts';
 import { SerialBackend } from './serial-backend.ts';
+import { WorkMeter, type EngineWork } from './engine-work.ts';
 import { BackendSession } from './session.ts';
 import { defaultHotTierBytes, HotTier } from './hot-tier.ts';
 import type { BackendName, Engine, ModelInfo, Session, Tokenizer } from './types.ts';
@@ -72,21 +73,21 @@ async function openBackend(kind: 'auto' | BackendName, weights: ModelWeights, ca
 class ModelEngine implements Engine {
   private readonly sessions = new Set<BackendSession>();
   private readonly decoder: DecodeBatcher | undefined;
+  private readonly meter = new WorkMeter();
+  private readonly forward: ForwardBackend;
 
   constructor(
     readonly info: ModelInfo,
     readonly tokenizer: Tokenizer,
-    private readonly forward: ForwardBackend,
+    backend: ForwardBackend,
     private readonly weights: ModelWeights,
     private readonly maxCapacity: number,
     private readonly hot: HotTier,
     batching?: BatchingOptions,
   ) {
-    if (batching && batching.maxSequences > 1) {
-      // Sessions now compute concurrently: their forwards take turns on the backend, decode steps batched.
-      this.forward = new SerialBackend(forward, weights.config.layers);
-      this.decoder = new DecodeBatcher(this.forward, batching);
-    }
+    // Sessions may compute concurrently (they do when they decode together): their compute calls take turns.
+    this.forward = new SerialBackend(backend, weights.config.layers, this.meter);
+    if (batching && batching.maxSequences > 1) this.decoder = new DecodeBatcher(this.forward, batching);
   }
 
   get backend(): BackendName {
@@ -124,6 +125,10 @@ class ModelEngine implements Engine {
       });
     }
     this.forward.useTransformTable(transformTables.register(table));
+  }
+
+  async work(): Promise<EngineWork> {
+    return this.meter.snapshot(this.decoder?.stats.sequences);
   }
 
   async dispose(): Promise<void> {

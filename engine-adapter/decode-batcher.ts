@@ -27,6 +27,8 @@ export interface DecodeScheduler {
   admit(tokens: number, signal?: AbortSignal): Promise<(() => void) | null>;
   /** Runs `tokens` at `position` of `cache` in the next step with every other waiting sequence; their last logits. */
   step(cache: KVCacheHandle, tokens: Uint32Array, position: number): Promise<Float32Array>;
+  /** No sequence is decoding or waiting for a step: a forward run alone now holds no other sequence up. */
+  readonly idle: boolean;
 }
 
 interface Waiting {
@@ -49,6 +51,8 @@ export class DecodeBatcher implements DecodeScheduler {
   private readonly budget: KvBudget | null;
   private running = false;
   private scheduled = false;
+  /** Sequences admitted and not yet released: decoding, between their steps or in one. */
+  private decoding = 0;
   /** Sequences per step, for the engine's figures. */
   private steps = 0;
   private rows = 0;
@@ -66,9 +70,21 @@ export class DecodeBatcher implements DecodeScheduler {
     return { steps: this.steps, sequences: this.rows };
   }
 
-  admit(tokens: number, signal?: AbortSignal): Promise<(() => void) | null> {
-    if (this.budget === null) return Promise.resolve(signal?.aborted ? null : () => undefined);
-    return this.budget.reserve(tokens, signal);
+  get idle(): boolean {
+    return this.decoding === 0 && !this.running && this.waiting.length === 0;
+  }
+
+  async admit(tokens: number, signal?: AbortSignal): Promise<(() => void) | null> {
+    const free = this.budget === null ? (signal?.aborted ? null : () => undefined) : await this.budget.reserve(tokens, signal);
+    if (free === null) return null;
+    this.decoding++;
+    let freed = false;
+    return () => {
+      if (freed) return;
+      freed = true;
+      this.decoding--;
+      free();
+    };
   }
 
   step(cache: KVCacheHandle, tokens: Uint32Array, position: number): Promise<Float32Array> {

@@ -1,4 +1,5 @@
 import type { BatchSequence, BlendOutput, BlendPlan, ForwardBackend, KVCacheHandle, KVRows } from './backend.ts';
+import type { EngineCall, WorkMeter } from './engine-work.ts';
 import type { LayerGate } from './layer-gates.ts';
 import type { BackendName } from './types.ts';
 import type { TransformTable } from '../storage/kv-object/codecs/transform-table.ts';
@@ -18,6 +19,7 @@ export class SerialBackend implements ForwardBackend {
   constructor(
     private readonly inner: ForwardBackend,
     private readonly layers: number,
+    private readonly meter: WorkMeter,
   ) {}
 
   get name(): BackendName {
@@ -39,11 +41,11 @@ export class SerialBackend implements ForwardBackend {
     logits: 'last' | 'all' | 'none',
     gate?: LayerGate,
   ): Promise<Float32Array> {
-    return this.serial(() => this.inner.forward(cache, tokens, position, logits, gate), gate);
+    return this.serial('forward', () => this.inner.forward(cache, tokens, position, logits, gate), gate);
   }
 
   batchForward(sequences: readonly BatchSequence[]): Promise<Float32Array[]> {
-    return this.serial(() => this.inner.batchForward(sequences));
+    return this.serial('batchForward', () => this.inner.batchForward(sequences));
   }
 
   blendForward(
@@ -54,15 +56,15 @@ export class SerialBackend implements ForwardBackend {
     logits: 'last' | 'none',
     gate?: LayerGate,
   ): Promise<BlendOutput> {
-    return this.serial(() => this.inner.blendForward(cache, tokens, position, plan, logits, gate), gate);
+    return this.serial('blendForward', () => this.inner.blendForward(cache, tokens, position, plan, logits, gate), gate);
   }
 
   readKV(cache: KVCacheHandle, start: number, end: number): Promise<KVTensors> {
-    return this.serial(() => this.inner.readKV(cache, start, end));
+    return this.serial('readKV', () => this.inner.readKV(cache, start, end));
   }
 
   saveKVRows(cache: KVCacheHandle, start: number, end: number): Promise<KVRows> {
-    return this.serial(() => this.inner.saveKVRows(cache, start, end));
+    return this.serial('saveKVRows', () => this.inner.saveKVRows(cache, start, end));
   }
 
   loadKVRows(cache: KVCacheHandle, rows: KVRows, position: number): Promise<void> {
@@ -98,10 +100,11 @@ export class SerialBackend implements ForwardBackend {
    * arrives (they are computing or waiting) first waits for all of its context outside the queue: a lone one still
    * overlaps its layers with the arrival, and decoding sequences do not stall behind a transfer.
    */
-  private async serial<T>(fn: () => Promise<T>, gate?: LayerGate): Promise<T> {
+  private async serial<T>(call: EngineCall, fn: () => Promise<T>, gate?: LayerGate): Promise<T> {
     if (gate && this.pending > 0) await gate(this.layers - 1);
     this.pending++;
-    const run = this.tail.then(fn, fn);
+    const timed = (): Promise<T> => this.meter.time(call, fn);
+    const run = this.tail.then(timed, timed);
     this.tail = run.catch(() => undefined);
     try {
       return await run;

@@ -212,7 +212,7 @@ export class BackendSession implements Session {
         result: out,
         placedAt,
         end,
-      } = await this.placeWhileRunning(objects, ids.length, (end, gate) => this.backend.forward(this.cache, ids, end, logits, gate));
+      } = await this.placeWhileRunning(objects, ids.length, (end, gate) => this.forwardOverContext(ids, end, logits, gate));
       for (let i = this.length; i < end; i++) this.ids.push(INJECTED);
       for (const id of ids) this.ids.push(id);
       this.lastLogits = logits === 'last' ? out : logits === 'all' ? out.slice((ids.length - 1) * this.model.config.vocabSize) : undefined;
@@ -455,12 +455,29 @@ export class BackendSession implements Session {
     this.checkRoom(n);
     await this.settleInjected();
     const out =
-      logits === 'last' && this.decoder
-        ? await this.decoder.step(this.cache, ids, this.length)
+      logits !== 'all' && this.decoder
+        ? await this.joinStep(ids, this.length, logits)
         : await this.backend.forward(this.cache, ids, this.length, logits);
     for (const id of ids) this.ids.push(id);
     this.lastLogits = logits === 'last' ? out : logits === 'all' ? out.slice((n - 1) * vocab) : undefined;
     return out;
+  }
+
+  /**
+   * The forward of `ids` at `end`, over a context still being placed. Alone, it runs each layer as soon as the
+   * context's copy of it is in place; while other sequences decode, it waits for the whole context and then joins
+   * their next step rather than running alone between them.
+   */
+  private async forwardOverContext(ids: Uint32Array, end: number, logits: 'last' | 'all' | 'none', gate: LayerGate): Promise<Float32Array> {
+    if (logits === 'all' || !this.decoder || this.decoder.idle) return this.backend.forward(this.cache, ids, end, logits, gate);
+    await gate(this.model.config.layers - 1);
+    return this.joinStep(ids, end, logits);
+  }
+
+  /** The forward of `ids` at `position` in the decoder's next step, with the other sequences' (a 'none' drops its logits). */
+  private async joinStep(ids: Uint32Array, position: number, logits: 'last' | 'none'): Promise<Float32Array> {
+    const out = await this.decoder!.step(this.cache, ids, position);
+    return logits === 'last' ? out : new Float32Array(0);
   }
 
   /**

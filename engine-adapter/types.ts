@@ -1,5 +1,6 @@
 import type { TransformTable } from '../storage/kv-object/codecs/transform-table.ts';
 import type { KVObjectReader, KVTensors } from '../storage/kv-object/types.ts';
+import type { EngineWork } from './engine-work.ts';
 
 /** What `kdn model-info` prints and what keys KV objects. */
 export interface ModelInfo {
@@ -187,5 +188,7 @@ export interface Engine {
    * such object; again is a no-op. A table of another model is KV_MISMATCH.
    */
   useTransformTable(table: TransformTable | Uint8Array): Promise<void>;
+  /** What the device has been busy with since the engine opened (engine-work.ts). */
+  work(): Promise<EngineWork>;
   dispose(): Promise<void>;
 }

@@ -173,7 +173,7 @@ export async function startKdn(config: KdnConfig, log: Logger = createLogger('kd
     const tables = new TransformTableLoader((hash) => origin.get(transformTableKey(engine.info.fingerprint, hash)), engine, receiving);
     const fetcher = withTransformTables(receiving, tables);
 
-    const metrics = new KdnMetrics();
+    const metrics = new KdnMetrics(() => engine.work());
     const scheduler = new EngineScheduler({
       maxWaitingPerTenant: config.tenantMaxQueries,
       maxInteractive: config.engineBatch,

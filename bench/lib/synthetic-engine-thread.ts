@@ -25,6 +25,7 @@ export async function openEngine({ name, hfConfig, options }: OpenArgs): Promise
     createSession: (o = {}) => bench.createSession(o.capacity ?? options.capacity),
     // The proxy sends a table's bytes; the thread verifies them.
     useTransformTable: (table) => bench.useTransformTable(table instanceof Uint8Array ? parseTransformTable(table) : table),
+    work: () => bench.work(),
     dispose: () => bench.dispose(),
   };
 }

@@ -14,8 +14,11 @@ import {
   buildModelInfo,
   createCpuBackend,
   parseModelConfig,
+  SerialBackend,
+  WorkMeter,
   type BackendName,
   type Engine,
+  type EngineWork,
   type ModelConfig,
   type ModelInfo,
   type ModelWeights,
@@ -35,6 +38,8 @@ export interface BenchEngine {
   createSession(capacity: number): Session;
   /** Makes a transform table usable by injected objects (Engine.useTransformTable). */
   useTransformTable(table: TransformTable): Promise<void>;
+  /** What its device has been busy with (Engine.work). */
+  work(): Promise<EngineWork>;
   dispose(): Promise<void>;
 }
 
@@ -46,6 +51,7 @@ export function asBenchEngine(engine: Engine): BenchEngine {
     device: engine.device,
     createSession: (capacity: number) => engine.createSession({ capacity }),
     useTransformTable: (table) => engine.useTransformTable(table),
+    work: () => engine.work(),
     dispose: () => engine.dispose(),
   };
 }
@@ -154,7 +160,12 @@ export async function createSyntheticEngine(name: string, hfConfig: HfConfig, op
     .digest('hex');
   // Not kept here: the CPU backend holds the weights it computes with, the WebGPU backend its GPU copy, so the host
   // arrays of a GPU run can be collected once uploaded.
-  const backend = await openBackend(options.backend, syntheticWeights(config, seed), options.capacity);
+  const meter = new WorkMeter();
+  const backend = new SerialBackend(
+    await openBackend(options.backend, syntheticWeights(config, seed), options.capacity),
+    config.layers,
+    meter,
+  );
   const model = { config, fingerprint, tokenizer: idTokenizer(config) };
   const hot = new HotTier(options.hotTierBytes ?? defaultHotTierBytes(config, options.capacity), fingerprint);
   return {
@@ -163,6 +174,7 @@ export async function createSyntheticEngine(name: string, hfConfig: HfConfig, op
     device: backend.device,
     createSession: (capacity: number): Session => new BackendSession(backend, model, capacity, hot),
     useTransformTable: async (table) => backend.useTransformTable(transformTables.register(table)),
+    work: async () => meter.snapshot(),
     dispose: () => {
       hot.clear();
       return backend.dispose();

@@ -116,6 +116,8 @@ async function perform(engine: Engine, id: number, call: Call): Promise<{ value:
     case 'keepResident':
       await sessionOf(call.session).keepResident(call.key, { start: call.start, end: call.end });
       return { value: { op: 'keepResident' } };
+    case 'work':
+      return { value: { op: 'work', work: await engine.work() } };
     case 'dispose':
       for (const session of sessions.values()) session.dispose();
       sessions.clear();

@@ -7,6 +7,7 @@ import type { MessagePort } from 'node:worker_threads';
 import type { WireError } from '../../common/errors.ts';
 import type { KVHeader, KVTensors } from '../../storage/kv-object/types.ts';
 import type { CreateEngineOptions } from '../create-engine.ts';
+import type { EngineWork } from '../engine-work.ts';
 import type { BackendName, BlendOptions, GenerateOptions, GenerateResult, GeneratedToken, ModelInfo, ResidentKey } from '../types.ts';
 
 /**
@@ -57,6 +58,7 @@ export type Call =
   | { op: 'resident'; session: number; keys: ResidentKey[] }
   | { op: 'injectResident'; session: number; key: ResidentKey; position: number }
   | { op: 'keepResident'; session: number; key: ResidentKey; start: number; end: number }
+  | { op: 'work' }
   | { op: 'dispose' };
 
 export type ToEngine =
@@ -88,6 +90,7 @@ export type CallValue =
   | { op: 'resident'; resident: boolean[] }
   | { op: 'injectResident'; injected: boolean }
   | { op: 'keepResident' }
+  | { op: 'work'; work: EngineWork }
   | { op: 'dispose' };
 
 export type FromEngine =

@@ -10,6 +10,7 @@ import { fromWireError, KdnError, toWireError } from '../../common/errors.ts';
 import type { TransformTable } from '../../storage/kv-object/codecs/transform-table.ts';
 import type { KVObjectReader, KVTensors } from '../../storage/kv-object/types.ts';
 import type { CreateEngineOptions } from '../create-engine.ts';
+import type { EngineWork } from '../engine-work.ts';
 import { loadModelConfig } from '../model/load-config.ts';
 import { loadTokenizer } from '../model/tokenizer.ts';
 import type {
@@ -139,6 +140,10 @@ class RemoteEngine implements Engine {
       sent.catch(() => this.tables.delete(table.hash));
     }
     return sent;
+  }
+
+  async work(): Promise<EngineWork> {
+    return ((await this.call({ op: 'work' })) as Extract<CallValue, { op: 'work' }>).work;
   }
 
   dispose(): Promise<void> {

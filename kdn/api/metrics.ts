@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { ENGINE_CALLS, type EngineWork } from '../../engine-adapter/index.ts';
 
 /** kdn's Prometheus metrics, one registry per server so two kdn instances in one process do not collide. */
 export class KdnMetrics {
@@ -47,12 +48,56 @@ export class KdnMetrics {
     registers: [this.registry],
   });
 
-  constructor() {
+  /** `engineWork` reads what the engine's device has been busy with, when /metrics is scraped. */
+  constructor(engineWork?: () => Promise<EngineWork>) {
+    if (engineWork) this.watchEngine(engineWork);
     collectDefaultMetrics({ register: this.registry, prefix: 'kdn_' });
     // prom-client's sums of these gauges end in _total, which Prometheus reserves for counters (promtool rejects
     // them); the per-type gauges they sum stay.
     for (const name of ['kdn_nodejs_active_handles_total', 'kdn_nodejs_active_requests_total', 'kdn_nodejs_active_resources_total']) {
       this.registry.removeSingleMetric(name);
     }
+  }
+
+  private watchEngine(engineWork: () => Promise<EngineWork>): void {
+    // One read of the engine per scrape, shared by the counters that report it.
+    let read: Promise<EngineWork> | undefined;
+    const current = (): Promise<EngineWork> => {
+      read ??= engineWork().finally(() => setImmediate(() => (read = undefined)));
+      return read;
+    };
+    const registers = [this.registry];
+    new Counter({
+      name: 'kdn_engine_busy_seconds_total',
+      help: 'Seconds the engine device spent in compute calls, by call (forwards, batched decode steps, blends, KV reads)',
+      labelNames: ['call'] as const,
+      registers,
+      async collect() {
+        const work = await current();
+        this.reset();
+        for (const call of ENGINE_CALLS) this.inc({ call }, work.calls[call].seconds);
+      },
+    });
+    new Counter({
+      name: 'kdn_engine_calls_total',
+      help: 'Compute calls the engine device ran, by call',
+      labelNames: ['call'] as const,
+      registers,
+      async collect() {
+        const work = await current();
+        this.reset();
+        for (const call of ENGINE_CALLS) this.inc({ call }, work.calls[call].count);
+      },
+    });
+    new Counter({
+      name: 'kdn_engine_batch_sequences_total',
+      help: 'Sequences carried by batched decode steps (divide by kdn_engine_calls_total{call="batchForward"})',
+      registers,
+      async collect() {
+        const work = await current();
+        this.reset();
+        this.inc(work.batchSequences);
+      },
+    });
   }
 }

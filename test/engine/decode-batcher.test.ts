@@ -13,6 +13,7 @@ import { loadTokenizer } from '../../engine-adapter/model/tokenizer.ts';
 import { BackendSession } from '../../engine-adapter/session.ts';
 import { testModel, type TestModel } from '../kdn/support/tiny-model.ts';
 import { rejection } from '../support/rejection.ts';
+import { directReader } from './kv-readers.ts';
 
 const PROMPTS = [
   'The river carries water to the sea.',
@@ -148,6 +149,41 @@ describe('continuous batching of concurrent sessions', function () {
       expect(err.code).to.equal('CONTEXT_TOO_LONG');
     } finally {
       await engine.dispose();
+    }
+  });
+
+  it("a prompt over injected context joins the others' decode steps, with the tokens it gets alone", async () => {
+    const batched = await createEngine({ modelDir: model.dir, backend: 'cpu', batching: { maxSequences: 8 } });
+    try {
+      const source = plain.createSession({ capacity: 128 });
+      await source.prefill([1, ...plain.tokenizer.encode(PROMPTS[1]!, { addSpecialTokens: false })], { logits: 'none' });
+      const context = await source.exportKV({ start: 0, end: source.length });
+      source.dispose();
+      const question = (i: number): number[] => plain.tokenizer.encode(` ${PROMPTS[i]!}`, { addSpecialTokens: false });
+      const answer = async (engine: Engine, i: number, maxTokens: number, onToken?: () => void): Promise<number[]> => {
+        const session = engine.createSession({ capacity: 128 });
+        try {
+          await session.injectKVAndPrefill([directReader(context, engine.info.fingerprint)], question(i));
+          return (await session.generate({ maxTokens, ignoreEos: true }, onToken)).tokens;
+        } finally {
+          session.dispose();
+        }
+      };
+      const alone: number[][] = [];
+      for (const i of PROMPTS.keys()) alone.push(await answer(plain, i, i === 0 ? 24 : MAX_TOKENS[i]!));
+      // The others start once the first decodes: their prompts' forwards join its steps instead of running alone.
+      let decoding!: () => void;
+      const firstToken = new Promise<void>((resolve) => (decoding = resolve));
+      const first = answer(batched, 0, 24, () => decoding());
+      await firstToken;
+      const rest = await Promise.all(PROMPTS.slice(1).map((_, j) => answer(batched, j + 1, MAX_TOKENS[j + 1]!)));
+      expect([await first, ...rest]).to.deep.equal(alone);
+      const work = await batched.work();
+      expect(work.calls.forward.count, 'forwards run alone: the first prompt only').to.equal(1);
+      // In steps: the first's 24 tokens, the others' prompts and tokens.
+      expect(work.batchSequences).to.equal(24 + PROMPTS.length - 1 + MAX_TOKENS.slice(1).reduce((a, b) => a + b, 0));
+    } finally {
+      await batched.dispose();
     }
   });
 

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import { secretSigner } from '../../common/edge-token.ts';
+import { KdnApiClient } from '../../kdn/client/api-client.ts';
 import { startS3Process } from '../faults/support/stack.ts';
 import { TEST_API_KEY, TEST_EDGE_SECRET, startKdnProcess, type Started } from '../../fixtures/processes.ts';
 import { testModel, type TestModel } from './support/tiny-model.ts';
@@ -109,6 +110,33 @@ describe('operations: access logs, metrics, readiness', function () {
     expect(promtool(text)).to.deep.equal({ status: 0, output: '' });
     // The check can fail: a gauge named like a counter is what promtool rejected in prom-client's defaults.
     expect(promtool('# HELP x_total a gauge\n# TYPE x_total gauge\nx_total 1\n').status).to.not.equal(0);
+  });
+
+  it("counts the engine's compute calls and busy seconds by call in /metrics", async () => {
+    const url = kdn!.ready.url;
+    const engineSeries = async (): Promise<Map<string, number>> => {
+      const text = await (await fetch(`${url}/metrics`, { headers: AUTH })).text();
+      const found = [...text.matchAll(/^(kdn_engine_(?:busy_seconds|calls|batch_sequences)_total(?:\{call="\w+"\})?) (\S+)$/gm)];
+      return new Map(found.map((m) => [m[1]!, Number(m[2])]));
+    };
+    const before = await engineSeries();
+    const api = new KdnApiClient(url, TEST_API_KEY);
+    const { job } = await api.upload({ title: 'engine-work', text: 'The miller counts the ships at the harbour at night.' });
+    expect((await api.waitForJob(job.id)).status).to.equal('done');
+    const answer = await api.query({ question: 'Who counts the ships?', maxTokens: 3 });
+    expect(answer.tokens.generated).to.be.greaterThan(0);
+    const after = await engineSeries();
+    for (const call of ['forward', 'batchForward', 'blendForward', 'readKV', 'saveKVRows']) {
+      expect(after.has(`kdn_engine_calls_total{call="${call}"}`), call).to.equal(true);
+    }
+    // Ingest computed the chunk's KV and the query decoded: both ran forwards, which took time.
+    const calls = (m: Map<string, number>): number =>
+      (m.get('kdn_engine_calls_total{call="forward"}') ?? 0) + (m.get('kdn_engine_calls_total{call="batchForward"}') ?? 0);
+    const busy = (m: Map<string, number>): number =>
+      [...m].filter(([k]) => k.startsWith('kdn_engine_busy_seconds_total')).reduce((sum, [, v]) => sum + v, 0);
+    expect(calls(after) - calls(before)).to.be.at.least(2);
+    expect(busy(after)).to.be.greaterThan(busy(before));
+    expect(after.get('kdn_engine_batch_sequences_total')).to.be.at.least(before.get('kdn_engine_batch_sequences_total') ?? 0);
   });
 
   it('times edge requests in a histogram by route, method and status, which promtool accepts', async function () {
