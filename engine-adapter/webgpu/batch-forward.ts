@@ -28,12 +28,11 @@ interface Layout {
 }
 
 /**
- * Records and submits the sequences' forward (synchronously, so a caller's error scopes cover exactly it); the
- * returned promise resolves with each sequence's last-row logits.
+ * Records and submits the sequences' forward (synchronously, so a caller's error scopes cover exactly it) into `rec`
+ * (a timed one when profiling); the returned promise resolves with each sequence's last-row logits.
  */
-export function gpuBatchForward(f: ModelParts, sequences: readonly GpuBatchSequence[]): Promise<Float32Array[]> {
+export function gpuBatchForward(f: ModelParts, sequences: readonly GpuBatchSequence[], rec = f.ctx.recorder()): Promise<Float32Array[]> {
   const { ctx, s, config: c } = f;
-  const rec = ctx.recorder();
   for (const seq of sequences) seq.cache.reserve(seq.position + seq.tokens.length, () => rec);
   const layout = stackRows(f, rec, sequences);
   recordEmbedding(ctx, rec, { ids: s.ids, table: f.w.embed, out: s.x, tokens: layout.total });

@@ -1,0 +1,118 @@
+/**
+ * Where a batched decode step's time goes on the WebGPU backend (engine-adapter/webgpu/batch-forward.ts): for each
+ * --sequences count, that many sequences of one token each, every one at position --context of its own cache, as
+ * continuous batching runs them (engine-adapter/decode-batcher.ts):
+ *   wall: the step as the engine runs it, split into recording and submitting (the host) and waiting for the GPU;
+ *     median of --reps, with the host's and the wait's share per sequence;
+ *   kernels: the same step through a timed Recorder, summed per kernel, largest first, with its dispatch count;
+ *     gapMs is wall minus the kernels' sum: launches, copies, barriers and the wait for completion.
+ * The model is a directory (--model, default the demo model) or a synthetic shape (--shape). Prints one JSON object:
+ *   node --import tsx tools/gpu/profile-batch.ts --sequences 1,8,32 --context 600
+ */
+import { parseArgs } from 'node:util';
+import { syntheticWeights } from '../../bench/lib/synthetic-engine.ts';
+import { DEFAULT_MODEL_DIR } from '../../kdn/default-model.ts';
+import { loadModelWeights } from '../../engine-adapter/model/load-weights.ts';
+import type { ModelWeights } from '../../engine-adapter/model/weights.ts';
+import { gpuBatchForward, type GpuBatchSequence } from '../../engine-adapter/webgpu/batch-forward.ts';
+import { openDevice } from '../../engine-adapter/webgpu/device.ts';
+import { ForwardScratch } from '../../engine-adapter/webgpu/forward-scratch.ts';
+import { GpuContext, type DispatchTime } from '../../engine-adapter/webgpu/gpu-context.ts';
+import { GpuKVCache } from '../../engine-adapter/webgpu/gpu-kv-cache.ts';
+import { uploadWeights } from '../../engine-adapter/webgpu/gpu-weights.ts';
+import { KvBufferPool } from '../../engine-adapter/webgpu/kv-buffer-pool.ts';
+import type { ModelParts } from '../../engine-adapter/webgpu/record-forward.ts';
+import { shapeConfig } from './profile-support.ts';
+
+const { values } = parseArgs({
+  options: {
+    model: { type: 'string' },
+    shape: { type: 'string' },
+    sequences: { type: 'string', default: '1,8,32' },
+    context: { type: 'string', default: '600' },
+    reps: { type: 'string', default: '10' },
+  },
+});
+const counts = values.sequences.split(',').map(Number);
+const context = Number(values.context);
+const reps = Number(values.reps);
+
+const weights: ModelWeights = values.shape
+  ? syntheticWeights(shapeConfig(values.shape))
+  : (await loadModelWeights(values.model ?? DEFAULT_MODEL_DIR)).weights;
+const c = weights.config;
+const ctx = new GpuContext(await openDevice());
+const w = await uploadWeights(ctx, weights, ctx.features.shaderF16 ? 'f16' : 'f32');
+const s = new ForwardScratch(ctx, c);
+const parts: ModelParts = { ctx, config: c, w, s };
+const pool = new KvBufferPool(ctx);
+
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const round = (ms: number): number => Math.round(ms * 1000) / 1000;
+
+/** `n` caches grown to hold the context and every rep's token (their contents, zeros, do not change the work). */
+async function openCaches(n: number): Promise<GpuKVCache[]> {
+  const capacity = context + reps + 2;
+  const caches = Array.from(
+    { length: n },
+    () => new GpuKVCache(ctx, capacity, c.layers, c.kvHeads * c.headDim, { pool, beforeDispose: () => undefined }),
+  );
+  const grow = ctx.recorder();
+  for (const cache of caches) cache.reserve(capacity, () => grow);
+  await grow.submit();
+  return caches;
+}
+
+const step = (caches: GpuKVCache[], i: number): GpuBatchSequence[] =>
+  caches.map((cache, j) => ({ cache, tokens: Uint32Array.of((7 + i + j) % c.vocabSize), position: context + i }));
+
+async function profile(n: number) {
+  const caches = await openCaches(n);
+  const split = { hostMs: [] as number[], gpuWaitMs: [] as number[], wallMs: [] as number[] };
+  for (let i = 0; i <= reps; i++) {
+    const a = performance.now();
+    const done = gpuBatchForward(parts, step(caches, i));
+    const b = performance.now();
+    await done;
+    const d = performance.now();
+    // The first step compiles pipelines and makes bind groups.
+    if (i === 0) continue;
+    split.hostMs.push(b - a);
+    split.gpuWaitMs.push(d - b);
+    split.wallMs.push(d - a);
+  }
+  const rec = ctx.recorder({ timed: ctx.features.timestampQuery });
+  await gpuBatchForward(parts, step(caches, reps + 1), rec);
+  const commands = rec.counts();
+  const times: DispatchTime[] = ctx.features.timestampQuery ? rec.dispatchTimes() : [];
+  const perKernel = new Map<string, { count: number; ms: number }>();
+  for (const t of times) {
+    const k = perKernel.get(t.kernel) ?? { count: 0, ms: 0 };
+    k.count++;
+    k.ms += t.ms;
+    perKernel.set(t.kernel, k);
+  }
+  for (const cache of caches) cache.dispose();
+  const kernelMs = times.reduce((sum, t) => sum + t.ms, 0);
+  const wallMs = median(split.wallMs);
+  return {
+    sequences: n,
+    ...commands,
+    wallMs: round(wallMs),
+    hostMs: round(median(split.hostMs)),
+    gpuWaitMs: round(median(split.gpuWaitMs)),
+    hostMsPerSequence: round(median(split.hostMs) / n),
+    wallRunsMs: split.wallMs.map(round),
+    kernelMs: round(kernelMs),
+    gapMs: round(wallMs - kernelMs),
+    kernels: [...perKernel.entries()].sort((a, b) => b[1].ms - a[1].ms).map(([kernel, k]) => ({ kernel, count: k.count, ms: round(k.ms) })),
+  };
+}
+
+const cases = [];
+for (const n of counts) cases.push(await profile(n));
+const model = values.shape ? `synthetic ${values.shape}` : (values.model ?? DEFAULT_MODEL_DIR);
+console.log(JSON.stringify({ device: ctx.description, model, context, reps, cases }, null, 1));
+w.destroy();
+s.destroy();
+await ctx.dispose();
