@@ -3,44 +3,33 @@
  * token bucket shared by all its connections, like one link between a kdn host and an edge. The rate can change
  * while connections are open; upstream (requests) passes unthrottled.
  */
-import { connect, createServer, type Server, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
+import { type ProxiedConnection, startTcpProxy, type TcpProxy } from '../../fixtures/tcp-proxy.ts';
 
 /** Refill step: small enough that a 20 MB/s link still sends in 400 kB slices, not bursts of a second. */
 const TICK_MS = 20;
 
 export class ThrottleProxy {
-  private readonly server: Server;
-  private readonly sockets = new Set<Socket>();
   /** Bytes per second the link carries; Infinity for no limit. */
   private rate = Infinity;
   private tokens = 0;
   private readonly waiting: (() => void)[] = [];
   private readonly timer: NodeJS.Timeout;
 
-  private constructor(
-    private readonly target: { host: string; port: number },
-    readonly port: number,
-    server: Server,
-  ) {
-    this.server = server;
+  private constructor(private readonly proxy: TcpProxy) {
     this.timer = setInterval(() => this.refill(), TICK_MS);
     this.timer.unref();
   }
 
   /** Listens on a free port of 127.0.0.1, forwarding to `target` (an http URL). */
   static async start(target: string): Promise<ThrottleProxy> {
-    const url = new URL(target);
-    const server = createServer();
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const address = server.address();
-    if (address === null || typeof address === 'string') throw new Error('proxy has no port');
-    const proxy = new ThrottleProxy({ host: url.hostname, port: Number(url.port) }, address.port, server);
-    server.on('connection', (client) => proxy.pipe(client));
-    return proxy;
+    // `throttle` is set before any client connects: none knows the proxy's URL until this returns.
+    const throttle: ThrottleProxy = new ThrottleProxy(await startTcpProxy(target, (connection) => throttle.answer(connection)));
+    return throttle;
   }
 
   get url(): string {
-    return `http://127.0.0.1:${this.port}`;
+    return this.proxy.url;
   }
 
   /** Bytes per second from now on (Infinity: unlimited). */
@@ -52,23 +41,10 @@ export class ThrottleProxy {
 
   async close(): Promise<void> {
     clearInterval(this.timer);
-    for (const socket of this.sockets) socket.destroy();
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    await this.proxy.close();
   }
 
-  private pipe(client: Socket): void {
-    const upstream = connect(this.target);
-    for (const socket of [client, upstream]) {
-      this.sockets.add(socket);
-      socket.on('close', () => this.sockets.delete(socket));
-      socket.on('error', () => {
-        client.destroy();
-        upstream.destroy();
-      });
-    }
-    client.on('close', () => upstream.destroy());
-    upstream.on('close', () => client.destroy());
-    client.pipe(upstream);
+  private answer({ client, upstream }: ProxiedConnection): void {
     upstream.on('data', (data: Buffer) => {
       if (this.rate === Infinity) {
         if (!client.write(data)) upstream.pause();

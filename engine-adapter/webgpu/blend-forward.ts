@@ -41,19 +41,20 @@ export class GpuBlendForward {
       const all = Uint32Array.from({ length: n }, (_, r) => r);
       const layers = this.f.config.layers - (plan.checkLayer ?? 0);
       if (plan.checkLayer === null) {
-        const rows = checkedRows(plan.select(null, 0, all), all);
+        const { rows } = checkedSelection(plan.select(null, 0, all), all);
         const out = await this.selectedLayers(tokens, position, rows, 0, null, logits, gate);
         await this.pieces.settle();
         return { logits: out, rows, meanRows: rows.length };
       }
       const residual = this.buffer(n * this.f.config.hiddenSize * 4, 'blend residual');
       const signals = await this.fullLayers(tokens, position, plan, residual, gate);
-      const rows = checkedRows(plan.select(signals, plan.checkLayer, all), all);
+      const selected = checkedSelection(plan.select(signals, plan.checkLayer, all), all);
       if (plan.narrows) {
-        const out = await this.narrowingLayers({ n, position, plan, rows, residual, logits, gate });
+        const out = await this.narrowingLayers({ n, position, plan, selected, residual, logits, gate });
         await this.pieces.settle();
         return { logits: out.logits, rows: out.rows, meanRows: out.ran / layers };
       }
+      const { rows } = selected;
       const out = await this.selectedLayers(tokens, position, rows, plan.checkLayer, residual, logits, gate);
       await this.pieces.settle();
       return { logits: out, rows, meanRows: rows.length };
@@ -209,7 +210,7 @@ export class GpuBlendForward {
   }
 
   /**
-   * Phase 2 with plan.narrows, layer by layer from the check layer: `rows` (selected there) run it, then at each
+   * Phase 2 with plan.narrows, layer by layer from the check layer: the rows `selected` there run it, then at each
    * later layer the rows still running give their signals and those the plan keeps run the layer. Returns the last
    * row's logits, the rows that ran the last layer and the rows run summed over the layers.
    */
@@ -217,7 +218,7 @@ export class GpuBlendForward {
     n: number;
     position: number;
     plan: BlendPlan;
-    rows: Uint32Array;
+    selected: Selection;
     residual: GPUBuffer;
     logits: 'last' | 'none';
     gate?: LayerGate;
@@ -227,20 +228,20 @@ export class GpuBlendForward {
     // The rows whose residual entering the layer `held` holds, in order: every row at the check layer.
     let running: Uint32Array = Uint32Array.from({ length: a.n }, (_, r) => r);
     let held = a.residual;
-    let rows = a.rows;
+    let selected = a.selected;
     let ran = 0;
     let out: Float32Array = new Float32Array(0);
     for (let l = check; l < c.layers; l++) {
       if (a.gate) await a.gate(l);
-      if (l > check) rows = checkedRows(a.plan.select(await this.runningSignals(running, held, a, l), l, running), running);
+      if (l > check) selected = checkedSelection(a.plan.select(await this.runningSignals(running, held, a, l), l, running), running);
+      const { rows, from } = selected;
       const next = l + 1 < c.layers ? this.buffer(rows.length * c.hiddenSize * 4, 'blend residual') : null;
-      const from = indicesIn(running, rows)!;
       out = await this.layerOfRows({ rows, from, held, next, position: a.position, layer: l, logits: next ? 'none' : a.logits });
       ran += rows.length;
       running = rows;
       if (next) held = next;
     }
-    return { logits: out, rows, ran };
+    return { logits: out, rows: selected.rows, ran };
   }
 
   /** Layer `l`'s K/V of the `running` rows (residual in `held`) written over the cache, and the signals measured first. */
@@ -312,14 +313,21 @@ export class GpuBlendForward {
   }
 }
 
+/** Rows a plan selected among the rows still running, and where each sits among those (indicesIn). */
+interface Selection {
+  rows: Uint32Array;
+  from: Uint32Array;
+}
+
 /** A plan's rows: ascending, among the `candidates` (ascending) it chose from, keeping the last of them. */
-function checkedRows(rows: Uint32Array, candidates: Uint32Array): Uint32Array {
+function checkedSelection(rows: Uint32Array, candidates: Uint32Array): Selection {
   const last = candidates[candidates.length - 1];
   const ascending = rows.every((r, i) => i === 0 || r > rows[i - 1]!);
-  if (!(rows.length > 0 && rows[rows.length - 1] === last && ascending && indicesIn(candidates, rows) !== null))
+  const from = rows.length > 0 && rows[rows.length - 1] === last && ascending ? indicesIn(candidates, rows) : null;
+  if (from === null)
     throw new KdnError(
       'INTERNAL',
       `a blend plan selected ${rows.length} rows that are not ascending among its candidates, ending at the last`,
     );
-  return rows;
+  return { rows, from };
 }

@@ -168,7 +168,6 @@ export class QueryService {
         pieces,
         promptIds,
         mode,
-        level: choice,
         ...(mode === 'blend' ? { blend: blendOptions(req.blendRatio) } : {}),
         maxTokens: req.maxTokens,
         temperature: req.temperature,
@@ -192,7 +191,7 @@ export class QueryService {
     metrics.queryTokens.inc({ kind: 'generated' }, outcome.tokens.generated);
     for (const chunk of outcome.chunks) metrics.chunkFetches.inc({ tier: chunk.tier });
     for (const [stage, ms] of Object.entries(outcome.timings)) metrics.queryStage.observe({ stage, mode }, ms / 1000);
-    return note ? { ...outcome, note } : outcome;
+    return { ...outcome, level: choice, ...(note ? { note } : {}) };
   }
 
   private timedOut(stage: string): KdnError {

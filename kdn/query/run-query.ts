@@ -24,8 +24,6 @@ export interface QueryRun {
   mode: QueryMode;
   /** How 'blend' recomputes the context (required with it). */
   blend?: BlendOptions;
-  /** The stored level the pieces' objects were picked at (level-policy.ts); null: the main codec. */
-  level?: LevelChoice | null;
   maxTokens: number;
   temperature: number;
   topP?: number;
@@ -103,8 +101,8 @@ export interface QueryDeps {
 /** Object fetch attempts per chunk before the engine computes it; the second goes to the edge client's next choice. */
 const FETCH_ATTEMPTS = 2;
 
-/** Runs one query on the engine (the caller holds the engine queue). */
-export async function runQuery(deps: QueryDeps, run: QueryRun): Promise<QueryOutcome> {
+/** Runs one query on the engine (the caller holds the engine queue and reports the level it picked the pieces at). */
+export async function runQuery(deps: QueryDeps, run: QueryRun): Promise<Omit<QueryOutcome, 'level'>> {
   const startedAt = performance.now();
   const queueMs = startedAt - run.arrivedAt - run.retrievalMs;
   const contextTokens = run.pieces.reduce((n, p) => n + p.tokenIds.length, 0);
@@ -162,7 +160,6 @@ export async function runQuery(deps: QueryDeps, run: QueryRun): Promise<QueryOut
       finishReason: result.finishReason,
       mode: run.mode,
       chunks: built.uses,
-      level: run.level ?? null,
       tokens: {
         context: contextTokens,
         reused,

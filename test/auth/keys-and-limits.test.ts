@@ -2,7 +2,7 @@ import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
-import { cliJson, startKdnProcess, type Started } from '../../fixtures/processes.ts';
+import { cliJson, startKdnServe, type Started } from '../../fixtures/processes.ts';
 import { testModel, type TestModel } from '../kdn/support/tiny-model.ts';
 
 /** `kdn serve` without configured keys, keys from a file, the per-key rate limit, and request caps. */
@@ -13,10 +13,7 @@ describe('API key setup and limits', function () {
   const running: Started[] = [];
 
   const serve = async (args: string[], env: NodeJS.ProcessEnv): Promise<Started> => {
-    const started = await startKdnProcess(
-      ['serve', '--port', '0', '--model', model.dir, '--backend', 'cpu', '--chunk-tokens', '16', ...args],
-      env,
-    );
+    const started = await startKdnServe({ model: model.dir, chunkTokens: 16, args, env });
     running.push(started);
     return started;
   };

@@ -8,7 +8,7 @@ import type { JobView } from '../../kdn/ingest/jobs.ts';
 import type { DocumentSummary } from '../../kdn/manifest.ts';
 import type { QueryOutcome } from '../../kdn/query/run-query.ts';
 import { openStore } from '../../storage/open-store.ts';
-import { cliJson, runCli, startKdnProcess, type Started } from '../../fixtures/processes.ts';
+import { cliJson, runCli, startKdnServe, type Started } from '../../fixtures/processes.ts';
 import { testModel, type TestModel } from '../kdn/support/tiny-model.ts';
 
 const ALICE = 'alice-key-0123456789abcdef';
@@ -80,24 +80,13 @@ describe('tenants and API keys', function () {
   before(async () => {
     model = await testModel({ preferDemo: false });
     dir = await mkdtemp(join(tmpdir(), 'kdn-auth-'));
-    kdn = await startKdnProcess(
-      [
-        'serve',
-        '--port',
-        '0',
-        '--data-dir',
-        join(dir, 'data'),
-        '--model',
-        model.dir,
-        '--backend',
-        'cpu',
-        '--chunk-tokens',
-        '16',
-        '--codec',
-        'int8',
-      ],
-      { KDN_API_KEYS: `${ALICE}=alice,${BOB}=bob`, KDN_SHARED_NAMESPACES: 'handbook=alice', KDN_RATE_LIMIT: '0' },
-    );
+    kdn = await startKdnServe({
+      model: model.dir,
+      dataDir: join(dir, 'data'),
+      chunkTokens: 16,
+      codec: 'int8',
+      env: { KDN_API_KEYS: `${ALICE}=alice,${BOB}=bob`, KDN_SHARED_NAMESPACES: 'handbook=alice', KDN_RATE_LIMIT: '0' },
+    });
     url = kdn.ready.url;
   });
 

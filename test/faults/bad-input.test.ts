@@ -44,18 +44,11 @@ describe('fault: malformed requests (fuzz)', function () {
     tmp = await tempDir('kdn-fault-fuzz-');
     const origin = `file:${join(tmp.dir, 'origin')}`;
     edge = await startEdgeProcess(['--origin', origin, '--disk-path', join(tmp.dir, 'edge'), '--max-body', '1MiB']);
-    kdn = await startKdn([
-      '--data-dir',
-      join(tmp.dir, 'kdn'),
-      '--origin',
-      origin,
-      '--edges',
-      edge.ready.url,
-      '--model',
-      model.dir,
-      '--max-upload',
-      '64KiB',
-    ]);
+    kdn = await startKdn({
+      model: model.dir,
+      dataDir: join(tmp.dir, 'kdn'),
+      args: ['--origin', origin, '--edges', edge.ready.url, '--max-upload', '64KiB'],
+    });
   });
 
   after(async () => {

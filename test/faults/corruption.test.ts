@@ -29,20 +29,13 @@ describe('fault: corrupted KV objects', function () {
     model = await testModel({ preferDemo: false });
     tmp = await tempDir('kdn-fault-corrupt-');
     // No memory tier on the embedded edge: every read goes to its disk tier, where the flipped files are.
-    kdn = await startKdn([
-      '--data-dir',
-      join(tmp.dir, 'data'),
-      '--edge-disk-path',
-      join(tmp.dir, 'edge'),
-      '--edge-memory',
-      '0',
-      '--model',
-      model.dir,
-      '--codec',
-      'fp16',
-      '--chunk-tokens',
-      '16',
-    ]);
+    kdn = await startKdn({
+      model: model.dir,
+      dataDir: join(tmp.dir, 'data'),
+      codec: 'fp16',
+      chunkTokens: 16,
+      args: ['--edge-disk-path', join(tmp.dir, 'edge'), '--edge-memory', '0'],
+    });
     api = kdnClient(kdn.ready.url);
   });
 

@@ -25,7 +25,7 @@ describe('fault: kdn killed in the middle of an ingest', function () {
   let kdn: Started | undefined;
 
   const serve = async (): Promise<KdnApiClient> => {
-    kdn = await startKdn(['--data-dir', join(tmp.dir, 'data'), '--model', model.dir, '--codec', 'int8', '--chunk-tokens', '64']);
+    kdn = await startKdn({ model: model.dir, dataDir: join(tmp.dir, 'data'), codec: 'int8', chunkTokens: 64 });
     return kdnClient(kdn.ready.url);
   };
 

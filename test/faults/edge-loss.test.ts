@@ -38,20 +38,13 @@ describe('fault: an edge process killed mid-transfer', function () {
     );
     for (const edge of started) if (edge.status === 'fulfilled') edges.push(edge.value);
     for (const edge of started) if (edge.status === 'rejected') throw edge.reason;
-    kdn = await startKdn([
-      '--data-dir',
-      join(tmp.dir, 'kdn'),
-      '--origin',
-      s3.ready.url,
-      '--edges',
-      edges.map((e) => e.ready.url).join(','),
-      '--model',
-      model.dir,
-      '--codec',
-      'fp16',
-      '--chunk-tokens',
-      model.kind === 'demo' ? '256' : '64',
-    ]);
+    kdn = await startKdn({
+      model: model.dir,
+      dataDir: join(tmp.dir, 'kdn'),
+      codec: 'fp16',
+      chunkTokens: model.kind === 'demo' ? 256 : 64,
+      args: ['--origin', s3.ready.url, '--edges', edges.map((e) => e.ready.url).join(',')],
+    });
     api = kdnClient(kdn.ready.url);
   });
 

@@ -31,7 +31,7 @@ describe('fault: sustained load from 32 clients', function () {
   before(async () => {
     model = await testModel();
     tmp = await tempDir('kdn-fault-load-');
-    kdn = await startKdn(['--data-dir', join(tmp.dir, 'data'), '--model', model.dir, '--chunk-tokens', '64']);
+    kdn = await startKdn({ model: model.dir, dataDir: join(tmp.dir, 'data'), chunkTokens: 64 });
     api = kdnClient(kdn.ready.url);
     await ingest(api, 'river', corpusText(40, 1));
     await ingest(api, 'harbour', corpusText(40, 2));

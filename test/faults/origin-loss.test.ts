@@ -42,9 +42,9 @@ describe('fault: the S3 origin stops answering', function () {
   });
 
   it('serves what the edge holds, recomputes the rest, and never hangs', async () => {
-    const kdnArgs = ['--origin', s3.ready.url, '--model', model.dir, '--codec', 'int8', '--chunk-tokens', '24'];
+    const serving = { model: model.dir, codec: 'int8', chunkTokens: 24 };
     // Ingest through a kdn with its own embedded edge, then serve through a fresh edge that holds nothing yet.
-    const ingester = await startKdn(['--data-dir', join(tmp.dir, 'ingest'), ...kdnArgs]);
+    const ingester = await startKdn({ ...serving, dataDir: join(tmp.dir, 'ingest'), args: ['--origin', s3.ready.url] });
     const ingestApi = kdnClient(ingester.ready.url);
     await ingest(ingestApi, 'held', corpusText(30, 1));
     await ingest(ingestApi, 'cold', corpusText(30, 2));
@@ -58,7 +58,7 @@ describe('fault: the S3 origin stops answering', function () {
       '--origin-timeout',
       String(ORIGIN_TIMEOUT_MS),
     ]);
-    kdn = await startKdn(['--data-dir', join(tmp.dir, 'kdn'), '--edges', edge.ready.url, ...kdnArgs]);
+    kdn = await startKdn({ ...serving, dataDir: join(tmp.dir, 'kdn'), args: ['--edges', edge.ready.url, '--origin', s3.ready.url] });
     const api = kdnClient(kdn.ready.url);
     const ask = (doc: string): Promise<QueryResponse> =>
       api.query({ question: 'What does the harbour guard?', documents: [doc], maxTokens: 8 });

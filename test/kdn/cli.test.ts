@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { expect } from 'chai';
 import { KdnApiClient, type QueryResponse } from '../../kdn/client/api-client.ts';
-import { TEST_API_KEY, cliJson, runCli, startKdnProcess, type Started } from '../../fixtures/processes.ts';
+import { TEST_API_KEY, cliJson, runCli, serveArgs, startKdnServe, type Started } from '../../fixtures/processes.ts';
 import { testModel, type TestModel } from './support/tiny-model.ts';
 
 const TEXT = 'The lighthouse keeper climbs the tower at dusk and lights the lamp. Ships keep away from the rocks.';
@@ -82,14 +82,10 @@ describe('kdn CLI', function () {
 
   it('prints the banner on stdout and JSON lines on stderr, and finds the generated key through --data-dir or KDN_DATA_DIR', async () => {
     const dataDir = join(dir, 'elsewhere', 'data');
-    const child = spawn(
-      process.execPath,
-      ['bin/kdn.js', 'serve', '--data-dir', dataDir, '--port', '0', '--model', model.dir, '--backend', 'cpu'],
-      {
-        env: { ...process.env, KDN_API_KEYS: '', LOG_LEVEL: 'info' },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      },
-    );
+    const child = spawn(process.execPath, ['bin/kdn.js', ...serveArgs({ model: model.dir, dataDir })], {
+      env: { ...process.env, KDN_API_KEYS: '', LOG_LEVEL: 'info' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stderr = '';
     child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
     const exited = new Promise((resolve) => child.once('exit', resolve));
@@ -124,19 +120,7 @@ describe('kdn CLI', function () {
   });
 
   it('streams the answer of kdn query (token events, then the result) and prints the same answer with --no-stream', async () => {
-    server = await startKdnProcess([
-      'serve',
-      '--data-dir',
-      join(dir, 'data'),
-      '--port',
-      '0',
-      '--model',
-      model.dir,
-      '--backend',
-      'cpu',
-      '--chunk-tokens',
-      '64',
-    ]);
+    server = await startKdnServe({ model: model.dir, dataDir: join(dir, 'data'), chunkTokens: 64 });
     const env = { KDN_SERVER: server.ready.url };
     await writeFile(join(dir, 'lighthouse.txt'), TEXT);
     await cliJson(['upload', join(dir, 'lighthouse.txt')], env);

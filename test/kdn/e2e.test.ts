@@ -7,7 +7,7 @@ import { KdnApiClient, type QueryResponse, type WarmPlan } from '../../kdn/clien
 import type { JobView } from '../../kdn/ingest/jobs.ts';
 import type { DocumentSummary, Manifest } from '../../kdn/manifest.ts';
 import { openStore } from '../../storage/open-store.ts';
-import { TEST_API_KEY, cliJson, runCli, startKdnProcess, type Started } from '../../fixtures/processes.ts';
+import { TEST_API_KEY, cliJson, runCli, startKdnServe, type Started } from '../../fixtures/processes.ts';
 import { testModel, type TestModel } from './support/tiny-model.ts';
 
 const CATS = `# Cats
@@ -38,21 +38,8 @@ describe('kdn end to end (kdn serve + CLI)', function () {
   let env: NodeJS.ProcessEnv;
   const files: string[] = [];
 
-  const serve = async (extra: string[]): Promise<void> => {
-    server = await startKdnProcess([
-      'serve',
-      '--data-dir',
-      join(dir, 'data'),
-      '--port',
-      '0',
-      '--model',
-      model.dir,
-      '--backend',
-      'cpu',
-      '--chunk-tokens',
-      '64',
-      ...extra,
-    ]);
+  const serve = async (codec: string, args: string[]): Promise<void> => {
+    server = await startKdnServe({ model: model.dir, dataDir: join(dir, 'data'), chunkTokens: 64, codec, args });
     env = { KDN_SERVER: server.ready.url };
   };
   const query = (question: string, args: string[]): Promise<QueryResponse> => cliJson<QueryResponse>(['query', question, ...args], env);
@@ -77,7 +64,7 @@ describe('kdn end to end (kdn serve + CLI)', function () {
   });
 
   it('serves on a fresh data directory and uploads two documents with the CLI', async () => {
-    await serve(['--codec', 'fp16', '--max-upload', '32KiB']);
+    await serve('fp16', ['--max-upload', '32KiB']);
     expect(server!.ready.url).to.match(/^http:\/\/127\.0\.0\.1:\d+$/);
     const jobs = await cliJson<JobView[]>(['upload', ...files], env);
     expect(jobs.map((j) => j.status)).to.deep.equal(['done', 'done']);
@@ -281,7 +268,7 @@ describe('kdn end to end (kdn serve + CLI)', function () {
     expect(await origin.delete(ships.key)).to.equal(true);
     expect(await origin.delete(ships.chunks[1]!.independent.key)).to.equal(true);
     await origin.close();
-    await serve(['--codec', 'fp16', '--edge-disk-path', join(dir, 'cold-edge')]);
+    await serve('fp16', ['--edge-disk-path', join(dir, 'cold-edge')]);
 
     const list = await cliJson<{ documents: DocumentSummary[] }>(['docs', 'list'], env);
     expect(list.documents.map((d) => d.title)).to.deep.equal(['cats.md']);
@@ -324,7 +311,7 @@ describe('kdn end to end (kdn serve + CLI)', function () {
 
   it('with int8 KV: inject and recompute answers (reported)', async () => {
     await server!.stop('SIGKILL');
-    await serve(['--codec', 'int8', '--edge-disk-path', join(dir, 'int8-edge')]);
+    await serve('int8', ['--edge-disk-path', join(dir, 'int8-edge')]);
     await cliJson<JobView[]>(['upload', '--namespace', 'int8', ...files], env);
     let same = 0;
     const cases = [

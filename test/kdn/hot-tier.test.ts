@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import { KdnApiClient, type QueryResponse } from '../../kdn/client/api-client.ts';
-import { startKdnProcess, type Started } from '../../fixtures/processes.ts';
+import { startKdnServe, type Started } from '../../fixtures/processes.ts';
 import { testModel, type TestModel } from './support/tiny-model.ts';
 
 const TEXT = 'The river carries water from the hills to the sea. Mills stand along its banks and grind the grain. '.repeat(6);
@@ -37,24 +37,13 @@ describe('kdn queries and the engine hot tier', function () {
   before(async () => {
     model = await testModel({ preferDemo: false });
     dir = await mkdtemp(join(tmpdir(), 'kdn-hot-'));
-    kdn = await startKdnProcess(
-      [
-        'serve',
-        '--port',
-        '0',
-        '--data-dir',
-        join(dir, 'kdn'),
-        '--model',
-        model.dir,
-        '--backend',
-        'cpu',
-        '--chunk-tokens',
-        '24',
-        '--hot-tier',
-        '64MiB',
-      ],
-      { KDN_API_KEYS: `${KEY_A}=tenant-a:operator,${KEY_B}=tenant-b` },
-    );
+    kdn = await startKdnServe({
+      model: model.dir,
+      dataDir: join(dir, 'kdn'),
+      chunkTokens: 24,
+      args: ['--hot-tier', '64MiB'],
+      env: { KDN_API_KEYS: `${KEY_A}=tenant-a:operator,${KEY_B}=tenant-b` },
+    });
     a = new KdnApiClient(kdn.ready.url, KEY_A);
     b = new KdnApiClient(kdn.ready.url, KEY_B);
     const uploads = [

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import { KdnApiClient, type QueryResponse } from '../../kdn/client/api-client.ts';
-import { TEST_API_KEY, startKdnProcess, startProcess, type Started } from '../../fixtures/processes.ts';
+import { TEST_API_KEY, startKdnProcess, startKdnServe, startProcess, type Started } from '../../fixtures/processes.ts';
 import { testModel, type TestModel } from './support/tiny-model.ts';
 
 const PARAGRAPH = 'The river carries water from the hills to the sea. Mills stand along its banks and grind the grain. ';
@@ -46,25 +46,13 @@ describe('kdn with three edge processes and an S3 origin', function () {
     );
     for (const edge of started) if (edge.status === 'fulfilled') edges.push(edge.value);
     for (const edge of started) if (edge.status === 'rejected') throw edge.reason;
-    kdn = await startKdnProcess([
-      'serve',
-      '--port',
-      '0',
-      '--data-dir',
-      join(dir, 'kdn'),
-      '--origin',
-      origin,
-      '--edges',
-      edges.map((e) => e.ready.url).join(','),
-      '--model',
-      model.dir,
-      '--backend',
-      'cpu',
-      '--codec',
-      'int8',
-      '--chunk-tokens',
-      '24',
-    ]);
+    kdn = await startKdnServe({
+      model: model.dir,
+      dataDir: join(dir, 'kdn'),
+      chunkTokens: 24,
+      codec: 'int8',
+      args: ['--origin', origin, '--edges', edges.map((e) => e.ready.url).join(',')],
+    });
     api = new KdnApiClient(kdn.ready.url, TEST_API_KEY);
   });
 

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { expect } from 'chai';
 import OpenAI, { APIError } from 'openai';
 import { KdnApiClient } from '../../kdn/client/api-client.ts';
-import { TEST_API_KEY, startKdnProcess, type Started } from '../../fixtures/processes.ts';
+import { TEST_API_KEY, startKdnServe, type Started } from '../../fixtures/processes.ts';
 import { testModel, type TestModel } from './support/tiny-model.ts';
 
 const CATS = 'Cats hunt mice and birds at night. A cat purrs when it is content. Lions live in prides in Africa.';
@@ -32,21 +32,7 @@ describe('OpenAI compatibility (official openai SDK against kdn serve)', functio
   before(async () => {
     model = await testModel();
     dir = await mkdtemp(join(tmpdir(), 'kdn-openai-'));
-    server = await startKdnProcess([
-      'serve',
-      '--data-dir',
-      join(dir, 'data'),
-      '--port',
-      '0',
-      '--model',
-      model.dir,
-      '--backend',
-      'cpu',
-      '--chunk-tokens',
-      '64',
-      '--codec',
-      'fp16',
-    ]);
+    server = await startKdnServe({ model: model.dir, dataDir: join(dir, 'data'), chunkTokens: 64, codec: 'fp16' });
     client = new OpenAI({ baseURL: `${server.ready.url}/v1`, apiKey: TEST_API_KEY, maxRetries: 0 });
     const api = new KdnApiClient(server.ready.url, TEST_API_KEY);
     const { job } = await api.upload({ title: 'cats.md', text: CATS });

@@ -7,7 +7,7 @@ import { expect } from 'chai';
 import { secretSigner } from '../../common/edge-token.ts';
 import { KdnApiClient } from '../../kdn/client/api-client.ts';
 import { startS3Process } from '../faults/support/stack.ts';
-import { TEST_API_KEY, TEST_EDGE_SECRET, startKdnProcess, type Started } from '../../fixtures/processes.ts';
+import { TEST_API_KEY, TEST_EDGE_SECRET, startKdnProcess, startKdnServe, type Started } from '../../fixtures/processes.ts';
 import { testModel, type TestModel } from './support/tiny-model.ts';
 
 const AUTH = { authorization: `Bearer ${TEST_API_KEY}` };
@@ -42,24 +42,12 @@ describe('operations: access logs, metrics, readiness', function () {
     dir = await mkdtemp(join(tmpdir(), 'kdn-ops-'));
     s3 = await startS3Process(join(dir, 's3'), 'kdn-ops');
     edge = await startKdnProcess(['edge', '--port', '0', '--origin', s3.ready.url, '--disk-path', join(dir, 'edge'), '--public-metrics']);
-    kdn = await startKdnProcess(
-      [
-        'serve',
-        '--data-dir',
-        join(dir, 'data'),
-        '--origin',
-        s3.ready.url,
-        '--edges',
-        edge.ready.url,
-        '--port',
-        '0',
-        '--model',
-        model.dir,
-        '--backend',
-        'cpu',
-      ],
-      { LOG_LEVEL: 'info' },
-    );
+    kdn = await startKdnServe({
+      model: model.dir,
+      dataDir: join(dir, 'data'),
+      args: ['--origin', s3.ready.url, '--edges', edge.ready.url],
+      env: { LOG_LEVEL: 'info' },
+    });
     kdn.child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
   });
 

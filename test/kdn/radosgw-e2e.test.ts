@@ -7,7 +7,7 @@ import type { JobView } from '../../kdn/ingest/jobs.ts';
 import type { DocumentSummary } from '../../kdn/manifest.ts';
 import { openStore } from '../../storage/open-store.ts';
 import { requireRadosgw, startRadosgw, type RunningRadosgw } from '../support/radosgw.ts';
-import { cliJson, startKdnProcess, type Started } from '../../fixtures/processes.ts';
+import { cliJson, startKdnServe, type Started } from '../../fixtures/processes.ts';
 import { testModel, type TestModel } from './support/tiny-model.ts';
 
 const HARBOUR = `The harbour master decides where each ship may anchor. Tides rise and fall twice a day, so deep ships wait
@@ -25,25 +25,13 @@ describe('kdn end to end on Ceph radosgw', function () {
   let starts = 0;
   /** Each start gets an empty edge disk tier, so what the edge serves first comes from the origin. */
   const serve = async (): Promise<void> => {
-    server = await startKdnProcess([
-      'serve',
-      '--data-dir',
-      join(dir, 'data'),
-      '--edge-disk-path',
-      join(dir, `edge-${++starts}`),
-      '--origin',
-      rgw!.url,
-      '--port',
-      '0',
-      '--model',
-      model.dir,
-      '--backend',
-      'cpu',
-      '--chunk-tokens',
-      '64',
-      '--codec',
-      'int8',
-    ]);
+    server = await startKdnServe({
+      model: model.dir,
+      dataDir: join(dir, 'data'),
+      chunkTokens: 64,
+      codec: 'int8',
+      args: ['--edge-disk-path', join(dir, `edge-${++starts}`), '--origin', rgw!.url],
+    });
     env = { KDN_SERVER: server.ready.url };
   };
 

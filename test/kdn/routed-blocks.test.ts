@@ -66,7 +66,7 @@ describe('KV blocks routed from the fetch threads to the engine thread', functio
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  async function query(pool: KvFetchPool, mode: QueryMode, log: Logger = createLogger('test')): Promise<QueryOutcome> {
+  async function query(pool: KvFetchPool, mode: QueryMode, log: Logger = createLogger('test')): Promise<Omit<QueryOutcome, 'level'>> {
     const deps = { engine, fetcher: pool, log };
     return runQuery(deps, {
       tenant: `tenant-${++tenants}`,

@@ -7,7 +7,7 @@ import type { JobView } from '../../kdn/ingest/jobs.ts';
 import { verifyKVObject } from '../../storage/kv-object/index.ts';
 import { openStore } from '../../storage/open-store.ts';
 import { corpusText } from '../faults/support/corpus.ts';
-import { TEST_API_KEY, startKdnProcess, type Started } from '../../fixtures/processes.ts';
+import { TEST_API_KEY, startKdnServe, type Started } from '../../fixtures/processes.ts';
 import { testModel, type TestModel } from './support/tiny-model.ts';
 
 const BOUND_MS = 3_000;
@@ -24,21 +24,7 @@ describe('kdn serve graceful shutdown (SIGTERM)', function () {
   let kdn: Started | undefined;
 
   const serve = (boundMs = BOUND_MS, data = 'data'): Promise<Started> =>
-    startKdnProcess([
-      'serve',
-      '--data-dir',
-      join(dir, data),
-      '--port',
-      '0',
-      '--model',
-      model.dir,
-      '--backend',
-      'cpu',
-      '--chunk-tokens',
-      '64',
-      '--shutdown-timeout',
-      String(boundMs),
-    ]);
+    startKdnServe({ model: model.dir, dataDir: join(dir, data), chunkTokens: 64, args: ['--shutdown-timeout', String(boundMs)] });
 
   const exitAfterSigterm = async (started: Started): Promise<{ code: number | null; tookMs: number } | undefined> => {
     const exited = new Promise<number | null>((resolve) => started.child.once('exit', (code) => resolve(code)));

@@ -8,7 +8,7 @@ import type { Manifest } from '../../kdn/manifest.ts';
 import { decodeKVObject, parseTransformTable, transformTables } from '../../storage/kv-object/index.ts';
 import { TRANSFORM_TABLE_PREFIX, transformTableKey } from '../../storage/keys.ts';
 import { openStore } from '../../storage/open-store.ts';
-import { cliJson, startKdnProcess, type Started } from '../../fixtures/processes.ts';
+import { cliJson, startKdnServe, type Started } from '../../fixtures/processes.ts';
 import { testModel, type TestModel } from './support/tiny-model.ts';
 
 const TEXT = `The harbour master decides where each ship may anchor. Tides rise and fall twice a day, so deep ships wait
@@ -40,21 +40,7 @@ describe('kdn ingest with the transform codec', function () {
 
   it("fits and stores the table once, encodes chunks with it, and the objects decode to the engine's KV", async () => {
     const serve = (): Promise<Started> =>
-      startKdnProcess([
-        'serve',
-        '--data-dir',
-        join(dir, 'data'),
-        '--port',
-        '0',
-        '--model',
-        model.dir,
-        '--backend',
-        'cpu',
-        '--chunk-tokens',
-        '32',
-        '--codec',
-        'transform:x8',
-      ]);
+      startKdnServe({ model: model.dir, dataDir: join(dir, 'data'), chunkTokens: 32, codec: 'transform:x8' });
     server = await serve();
     const file = join(dir, 'harbour.txt');
     await writeFile(file, TEXT);

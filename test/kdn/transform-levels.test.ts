@@ -12,7 +12,7 @@ import type { JobView } from '../../kdn/ingest/jobs.ts';
 import { ManifestSchema, manifestObjects, type Manifest } from '../../kdn/manifest.ts';
 import { readKVHeader, verifyKVObject } from '../../storage/kv-object/index.ts';
 import { openStore } from '../../storage/open-store.ts';
-import { cliJson, runCli, startKdnProcess, TEST_API_KEY, type Started } from '../../fixtures/processes.ts';
+import { cliJson, runCli, type ServeOptions, serveArgs, startKdnServe, TEST_API_KEY, type Started } from '../../fixtures/processes.ts';
 import { testModel, type TestModel } from './support/tiny-model.ts';
 
 const PARAGRAPH = `The harbour master decides where each ship may anchor. Tides rise and fall twice a day, so deep ships wait
@@ -32,22 +32,13 @@ describe('kdn with several codec levels per chunk', function () {
   let dir: string;
   let server: Started | undefined;
 
-  const serveArgs = (extra: string[]): string[] => [
-    'serve',
-    '--data-dir',
-    join(dir, 'data'),
-    '--port',
-    '0',
-    '--model',
-    model.dir,
-    '--backend',
-    'cpu',
-    '--chunk-tokens',
-    '32',
-    '--codec',
-    'int8',
-    ...extra,
-  ];
+  const serveOptions = (args: string[]): ServeOptions => ({
+    model: model.dir,
+    dataDir: join(dir, 'data'),
+    chunkTokens: 32,
+    codec: 'int8',
+    args,
+  });
   const upload = async (title: string): Promise<JobView> => {
     const [job] = await cliJson<JobView[]>(['upload', join(dir, 'harbour.txt'), '--title', title], { KDN_SERVER: server!.ready.url });
     expect(job!.status, JSON.stringify(job)).to.equal('done');
@@ -86,13 +77,13 @@ describe('kdn with several codec levels per chunk', function () {
   });
 
   it('stores every level of each chunk beside the main codec, skipping what the origin has, and lists them', async () => {
-    server = await startKdnProcess(serveArgs([]));
+    server = await startKdnServe(serveOptions([]));
     const plain = await upload('plain');
     const mainObjects = plain.progress.objects.total;
     expect((await manifestOf('plain')).chunks.every((c) => c.levels === undefined)).to.equal(true);
     await server.stop();
 
-    server = await startKdnProcess(serveArgs(['--codec-levels', LEVELS.join(',')]));
+    server = await startKdnServe(serveOptions(['--codec-levels', LEVELS.join(',')]));
     // The same text under another title: the same chunk keys, so the main codec's objects are found, the levels' computed.
     const first = await upload('levels');
     expect(first.progress.objects.total).to.equal(3 * mainObjects);
@@ -138,7 +129,7 @@ describe('kdn with several codec levels per chunk', function () {
   });
 
   it('answers from the smallest level under a tight TTFT target and from the main codec under a generous one', async () => {
-    server = await startKdnProcess(serveArgs(['--codec-levels', LEVELS.join(',')]));
+    server = await startKdnServe(serveOptions(['--codec-levels', LEVELS.join(',')]));
     await upload('levels');
     // The first query of a fresh server, so the delivery estimate is still the one it starts with.
     const tight = await query('levels', ['--ttft-target', '1']);
@@ -177,7 +168,7 @@ describe('kdn with several codec levels per chunk', function () {
 
   it('computes a chunk whose level object is missing or corrupt, and repairs the corrupt one at its level', async () => {
     // A fresh edge disk, so no tier holds copies of the objects from the queries before.
-    server = await startKdnProcess(serveArgs(['--codec-levels', LEVELS.join(','), '--edge-disk-path', join(dir, 'fresh-edge')]));
+    server = await startKdnServe(serveOptions(['--codec-levels', LEVELS.join(','), '--edge-disk-path', join(dir, 'fresh-edge')]));
     await upload('levels');
     const manifest = await manifestOf('levels');
     const [missing, corrupt] = [1, 2].map((i) => manifest.chunks[i]!.levels![1]!.chained!.key);
@@ -212,7 +203,7 @@ describe('kdn with several codec levels per chunk', function () {
   });
 
   it('refuses bad TTFT targets and codec levels with clear errors', async () => {
-    server = await startKdnProcess(serveArgs(['--codec-levels', LEVELS.join(',')]));
+    server = await startKdnServe(serveOptions(['--codec-levels', LEVELS.join(',')]));
     for (const body of [{ ttftTargetMs: 0 }, { ttftTargetMs: 2.5 }, { ttftTargetMs: 'fast' }]) {
       const res = await fetch(`${server.ready.url}/v1/query`, {
         method: 'POST',
@@ -236,7 +227,7 @@ describe('kdn with several codec levels per chunk', function () {
       [['--codec-levels', 'int4,int4'], /name one codec twice/],
       [['--ttft-target', 'soon'], /--ttft-target: .*expected number/],
     ] as const) {
-      const serve = await runCli([...serveArgs([...args]), '--json']);
+      const serve = await runCli([...serveArgs(serveOptions([...args])), '--json']);
       expect(serve.code, args.join(' ')).to.not.equal(0);
       expect(serve.stderr).to.match(message);
     }

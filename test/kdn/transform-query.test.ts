@@ -11,7 +11,7 @@ import type { QueryResponse } from '../../kdn/client/api-client.ts';
 import type { JobView } from '../../kdn/ingest/jobs.ts';
 import { TRANSFORM_TABLE_PREFIX } from '../../storage/keys.ts';
 import { openStore } from '../../storage/open-store.ts';
-import { cliJson, startKdnProcess, type Started } from '../../fixtures/processes.ts';
+import { cliJson, startKdnServe, type Started } from '../../fixtures/processes.ts';
 import { testModel, type TestModel } from './support/tiny-model.ts';
 
 const TEXT = `The harbour master decides where each ship may anchor. Tides rise and fall twice a day, so deep ships wait
@@ -25,21 +25,7 @@ describe('kdn queries over transform-codec objects', function () {
   let server: Started | undefined;
 
   const serve = async (codec: string): Promise<Started> =>
-    startKdnProcess([
-      'serve',
-      '--data-dir',
-      join(dir, 'data'),
-      '--port',
-      '0',
-      '--model',
-      model.dir,
-      '--backend',
-      'cpu',
-      '--chunk-tokens',
-      '32',
-      '--codec',
-      codec,
-    ]);
+    startKdnServe({ model: model.dir, dataDir: join(dir, 'data'), chunkTokens: 32, codec });
   const query = (): Promise<QueryResponse> =>
     cliJson<QueryResponse>(['query', 'What does a lighthouse do?', '--doc', 'harbour.txt', '--max-tokens', '8'], {
       KDN_SERVER: server!.ready.url,

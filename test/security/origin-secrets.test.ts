@@ -4,24 +4,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import { tokenHeader } from '../edge/helpers.ts';
-import { runCli, startProcess, type Started } from '../../fixtures/processes.ts';
+import { runCli, serveArgs, startProcess, type Started } from '../../fixtures/processes.ts';
 import { testModel, type TestModel } from '../kdn/support/tiny-model.ts';
 
 const SERVE_ARGS = (dataDir: string, model: string): string[] => [
   'bin/kdn.js',
-  'serve',
-  '--port',
-  '0',
-  '--data-dir',
-  dataDir,
-  '--model',
-  model,
-  '--backend',
-  'cpu',
-  '--chunk-tokens',
-  '16',
-  '--fetch-threads',
-  '0',
+  ...serveArgs({ model, dataDir, chunkTokens: 16, args: ['--fetch-threads', '0'] }),
 ];
 
 /** Every file and folder under `dir` with its permission bits. */

@@ -1,14 +1,14 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startKdnProcess, startProcess, type Started } from '../../../fixtures/processes.ts';
+import { type ServeOptions, startKdnProcess, startKdnServe, startProcess, type Started } from '../../../fixtures/processes.ts';
 import { authEnv } from './auth.ts';
 
 export type { Started };
 
-/** `kdn serve --json` on port 0 with the fault tests' credentials, cpu backend, warn-level logs on stderr. */
-export function startKdn(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Started> {
-  return startKdnProcess(['serve', '--port', '0', '--backend', 'cpu', ...args], { ...authEnv(), ...env });
+/** A test server (startKdnServe) with the fault tests' credentials. */
+export function startKdn(options: ServeOptions): Promise<Started> {
+  return startKdnServe({ ...options, env: { ...authEnv(), ...options.env } });
 }
 
 /** `kdn edge --json` on port 0 with the shared edge secret. */

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { expect } from 'chai';
 import type { UploadResponse } from '../../../kdn/client/api-client.ts';
 import type { JobView } from '../../../kdn/ingest/jobs.ts';
-import { TEST_EDGE_SECRET, startKdnProcess, type Started } from '../../../fixtures/processes.ts';
+import { TEST_EDGE_SECRET, startKdnProcess, startKdnServe, type Started } from '../../../fixtures/processes.ts';
 import { testModel, type TestModel } from '../../kdn/support/tiny-model.ts';
 
 /** Three tenants' keys; mallory is the attacker, alice the victim, bob a bystander. */
@@ -41,35 +41,19 @@ export async function startSecurityStack(env: { kdn?: NodeJS.ProcessEnv; edge?: 
     ['edge', '--port', '0', '--origin', `file:${originDir}`, '--disk-path', join(dir, 'edge'), '--memory', '16MiB', '--disk', '64MiB'],
     env.edge,
   );
-  const kdn = await startKdnProcess(
-    [
-      'serve',
-      '--port',
-      '0',
-      '--data-dir',
-      join(dir, 'data'),
-      '--origin',
-      `file:${originDir}`,
-      '--edges',
-      edge.ready.url,
-      '--model',
-      model.dir,
-      '--backend',
-      'cpu',
-      '--chunk-tokens',
-      '16',
-      '--codec',
-      'int8',
-      '--fetch-threads',
-      '0',
-    ],
-    {
+  const kdn = await startKdnServe({
+    model: model.dir,
+    dataDir: join(dir, 'data'),
+    chunkTokens: 16,
+    codec: 'int8',
+    args: ['--origin', `file:${originDir}`, '--edges', edge.ready.url, '--fetch-threads', '0'],
+    env: {
       KDN_API_KEYS: `${KEYS.alice}=alice,${KEYS.bob}=bob,${KEYS.mallory}=mallory,${KEYS.operator}=ops:operator`,
       KDN_RATE_LIMIT: '0',
       KDN_EDGE_SECRET: TEST_EDGE_SECRET,
       ...env.kdn,
     },
-  );
+  });
   const url = kdn.ready.url;
   const call = async (key: string | undefined, method: string, path: string, body?: unknown): Promise<Answer> => {
     const res = await fetch(`${url}${path}`, {
