@@ -3,7 +3,9 @@
  * --sequences count, that many sequences of one token each, every one at position --context of its own cache, as
  * continuous batching runs them (engine-adapter/decode-batcher.ts):
  *   wall: the step as the engine runs it, split into recording and submitting (the host) and waiting for the GPU;
- *     median of --reps, with the host's and the wait's share per sequence;
+ *     median of --reps, with the host's share per sequence; `stable` runs the same sequences in the same order
+ *     every step, `rotating` moves each to the next place in the batch every step (as sequences joining and
+ *     leaving move the others), so what the host caches per place in a step (bind groups) is missed;
  *   kernels: the same step through a timed Recorder, summed per kernel, largest first, with its dispatch count;
  *     gapMs is wall minus the kernels' sum: launches, copies, barriers and the wait for completion.
  * The model is a directory (--model, default the demo model) or a synthetic shape (--shape). Prints one JSON object:
@@ -52,7 +54,7 @@ const round = (ms: number): number => Math.round(ms * 1000) / 1000;
 
 /** `n` caches grown to hold the context and every rep's token (their contents, zeros, do not change the work). */
 async function openCaches(n: number): Promise<GpuKVCache[]> {
-  const capacity = context + reps + 2;
+  const capacity = context + 2 * reps + 4;
   const caches = Array.from(
     { length: n },
     () => new GpuKVCache(ctx, capacity, c.layers, c.kvHeads * c.headDim, { pool, beforeDispose: () => undefined }),
@@ -63,15 +65,20 @@ async function openCaches(n: number): Promise<GpuKVCache[]> {
   return caches;
 }
 
-const step = (caches: GpuKVCache[], i: number): GpuBatchSequence[] =>
-  caches.map((cache, j) => ({ cache, tokens: Uint32Array.of((7 + i + j) % c.vocabSize), position: context + i }));
+/** Step `i`'s sequences: the caches in order, or rotated by `i` places. */
+const step = (caches: GpuKVCache[], i: number, rotating = false): GpuBatchSequence[] =>
+  caches.map((_, j) => ({
+    cache: caches[rotating ? (i + j) % caches.length : j]!,
+    tokens: Uint32Array.of((7 + i + j) % c.vocabSize),
+    position: context + i,
+  }));
 
-async function profile(n: number) {
-  const caches = await openCaches(n);
+/** Median wall, host and GPU-wait times of --reps steps, after one step that compiles pipelines. */
+async function timeSteps(caches: GpuKVCache[], rotating: boolean, first: number) {
   const split = { hostMs: [] as number[], gpuWaitMs: [] as number[], wallMs: [] as number[] };
   for (let i = 0; i <= reps; i++) {
     const a = performance.now();
-    const done = gpuBatchForward(parts, step(caches, i));
+    const done = gpuBatchForward(parts, step(caches, first + i, rotating));
     const b = performance.now();
     await done;
     const d = performance.now();
@@ -81,8 +88,22 @@ async function profile(n: number) {
     split.gpuWaitMs.push(d - b);
     split.wallMs.push(d - a);
   }
+  const [wallMs, hostMs] = [median(split.wallMs), median(split.hostMs)];
+  return {
+    wallMs: round(wallMs),
+    hostMs: round(hostMs),
+    gpuWaitMs: round(median(split.gpuWaitMs)),
+    hostMsPerSequence: round(hostMs / caches.length),
+    wallRunsMs: split.wallMs.map(round),
+  };
+}
+
+async function profile(n: number) {
+  const caches = await openCaches(n);
+  const stable = await timeSteps(caches, false, 0);
+  const rotating = await timeSteps(caches, true, reps + 1);
   const rec = ctx.recorder({ timed: ctx.features.timestampQuery });
-  await gpuBatchForward(parts, step(caches, reps + 1), rec);
+  await gpuBatchForward(parts, step(caches, 2 * reps + 2), rec);
   const commands = rec.counts();
   const times: DispatchTime[] = ctx.features.timestampQuery ? rec.dispatchTimes() : [];
   const perKernel = new Map<string, { count: number; ms: number }>();
@@ -94,17 +115,13 @@ async function profile(n: number) {
   }
   for (const cache of caches) cache.dispose();
   const kernelMs = times.reduce((sum, t) => sum + t.ms, 0);
-  const wallMs = median(split.wallMs);
   return {
     sequences: n,
     ...commands,
-    wallMs: round(wallMs),
-    hostMs: round(median(split.hostMs)),
-    gpuWaitMs: round(median(split.gpuWaitMs)),
-    hostMsPerSequence: round(median(split.hostMs) / n),
-    wallRunsMs: split.wallMs.map(round),
+    stable,
+    rotating,
     kernelMs: round(kernelMs),
-    gapMs: round(wallMs - kernelMs),
+    gapMs: round(stable.wallMs - kernelMs),
     kernels: [...perKernel.entries()].sort((a, b) => b[1].ms - a[1].ms).map(([kernel, k]) => ({ kernel, count: k.count, ms: round(k.ms) })),
   };
 }
