@@ -6,8 +6,12 @@
 import type { Binding, GpuContext, Recorder } from '../gpu-context.ts';
 import { recordAttentionCombine } from './attention-combine.ts';
 
-/** Each part covers at least this many key tiles, or the merge costs more than the split gains. */
-const MIN_TILES_PER_SPLIT = 4;
+/**
+ * Each part covers at least this many key tiles. One: a workgroup walks its tiles one after another, about 35 us each
+ * on an H200, so a decode step over a few hundred keys in parts of 4 tiles spent ~190 us per attention, most of a
+ * batched step's time (tools/gpu/profile-batch.ts); the merge of more parts costs a few microseconds.
+ */
+const MIN_TILES_PER_SPLIT = 1;
 const MAX_SPLITS = 64;
 
 /** Parts for `groups` workgroups over `keys` keys in tiles of `bk`, so the grid reaches about `target` workgroups. */
