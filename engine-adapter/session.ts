@@ -454,8 +454,10 @@ export class BackendSession implements Session {
     const vocab = this.model.config.vocabSize;
     this.checkRoom(n);
     await this.settleInjected();
+    // A 'none' (a sink, a chunk) alone runs without reading logits back; beside decoding sequences it joins their step.
+    const joins = this.decoder !== undefined && (logits === 'last' || !this.decoder.idle);
     const out =
-      logits !== 'all' && this.decoder
+      logits !== 'all' && joins
         ? await this.joinStep(ids, this.length, logits)
         : await this.backend.forward(this.cache, ids, this.length, logits);
     for (const id of ids) this.ids.push(id);
