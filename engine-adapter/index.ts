@@ -9,6 +9,7 @@ export type { EngineOpener } from './worker/protocol.ts';
 export { createCpuBackend } from './cpu/cpu-backend.ts';
 export { BackendSession, type SessionModel } from './session.ts';
 export { SerialBackend } from './serial-backend.ts';
+export { DecodeBatcher, type BatchingOptions } from './decode-batcher.ts';
 export { ENGINE_CALLS, WorkMeter, type EngineCall, type EngineWork } from './engine-work.ts';
 export { defaultHotTierBytes, HotTier } from './hot-tier.ts';
 export { BLEND_SELECTIONS } from './blend-selection.ts';

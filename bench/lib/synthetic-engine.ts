@@ -23,6 +23,7 @@ import {
   type ModelInfo,
   type ModelWeights,
   type Session,
+  type SessionModel,
   type Tensor,
   type Tokenizer,
 } from '../../engine-adapter/index.ts';
@@ -152,7 +153,15 @@ export interface SyntheticOptions {
   hotTierBytes?: number;
 }
 
-export async function createSyntheticEngine(name: string, hfConfig: HfConfig, options: SyntheticOptions): Promise<BenchEngine> {
+/** A synthetic model on its backend (compute calls counted), for benchmarks that build their own sessions. */
+export interface SyntheticModel {
+  info: ModelInfo;
+  backend: SerialBackend;
+  model: SessionModel;
+  meter: WorkMeter;
+}
+
+export async function openSyntheticModel(name: string, hfConfig: HfConfig, options: SyntheticOptions): Promise<SyntheticModel> {
   const config = parseModelConfig(hfConfig, `synthetic shape ${name}`);
   const seed = options.seed ?? 1;
   const fingerprint = createHash('sha256')
@@ -166,10 +175,19 @@ export async function createSyntheticEngine(name: string, hfConfig: HfConfig, op
     config.layers,
     meter,
   );
-  const model = { config, fingerprint, tokenizer: idTokenizer(config) };
-  const hot = new HotTier(options.hotTierBytes ?? defaultHotTierBytes(config, options.capacity), fingerprint);
   return {
     info: buildModelInfo(config, `synthetic:${name}`, fingerprint),
+    backend,
+    model: { config, fingerprint, tokenizer: idTokenizer(config) },
+    meter,
+  };
+}
+
+export async function createSyntheticEngine(name: string, hfConfig: HfConfig, options: SyntheticOptions): Promise<BenchEngine> {
+  const { info, backend, model, meter } = await openSyntheticModel(name, hfConfig, options);
+  const hot = new HotTier(options.hotTierBytes ?? defaultHotTierBytes(model.config, options.capacity), info.fingerprint);
+  return {
+    info,
     backend: backend.name,
     device: backend.device,
     createSession: (capacity: number): Session => new BackendSession(backend, model, capacity, hot),

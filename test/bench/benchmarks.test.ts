@@ -2,6 +2,7 @@ import { expect } from 'chai';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { run as runDecodeBatch } from '../../bench/decode-batch.ts';
 import { run as runEngine } from '../../bench/engine.ts';
 import { run as runFidelity } from '../../bench/fidelity.ts';
 import type { BenchRecord } from '../../bench/report.ts';
@@ -298,6 +299,34 @@ describe('benchmarks on a tiny model', () => {
     expect((await rejection(runTtft(['--shape', 'tiny', '--contexts', '0']))).code).to.equal('INVALID_ARGUMENT');
     expect((await rejection(runEngine(['--model', join(root, 'missing')]))).code).to.equal('NOT_FOUND');
     expect((await rejection(runFidelity(['--model', model, '--codecs', 'int3']))).code).to.equal('INVALID_ARGUMENT');
+  });
+
+  it('decode-batch: tokens/s alone and together per sequence count, together in steps of all of them', async () => {
+    const report = await runDecodeBatch([
+      '--shape',
+      'tiny',
+      '--backend',
+      'cpu',
+      '--sequences',
+      '1,3',
+      '--context',
+      '24',
+      '--decode',
+      '5',
+      '--rounds',
+      '2',
+    ]);
+    console.table(report.records);
+    expect(report.records.map((r) => r.sequences)).to.deep.equal([1, 3]);
+    for (const r of report.records) {
+      expect(num(r, 'alone_tok_s')).to.be.greaterThan(0);
+      expect(num(r, 'together_tok_s')).to.be.greaterThan(0);
+      expect(num(r, 'speedup')).to.be.greaterThan(0);
+      expect(num(r, 'alone_tok_s_min')).to.be.at.most(num(r, 'alone_tok_s_max'));
+      // Sessions decode in lockstep from equal contexts: every step carries all of them.
+      expect(r.sequences_per_step).to.equal(r.sequences);
+    }
+    expect((await rejection(runDecodeBatch(['--shape', 'demo']))).code).to.equal('INVALID_ARGUMENT');
   });
 
   it('engine: prefill and decode throughput per context size, engine and peer rows', async () => {
