@@ -32,6 +32,7 @@
 #   handover 8B TTFT at 8k, engine on its own thread: KV blocks from the fetch threads straight to it against
 #            through the event loop, four runs in the order direct, loop, loop, direct                   ~5 min
 #   load     32 clients against kdn serve on the GPU, continuous batching off against on (load-gpu.json) ~5 min
+#   batch    1B and 8B decode tokens/s of 1, 8 and 32 sequences, alone against batched (decode-batch-gpu.json) ~2 min
 #   merge    DIR's TTFT, engine, delivery, forward-profile and comparison files into bench/results/
 set -u
 cd "$(dirname "$0")/../.."
@@ -155,13 +156,16 @@ for part in "$@"; do
           --kv synthetic --modes inject,inject-int4 --fetch-threads 8 --runs 5 --warmup 1 --recompute-warmup 0 \
           --engine-thread --hand-over "${run#*-}" --max-seconds 170
       done ;;
+    batch)
+      bench 200 decode-batch-gpu-1b decode-batch --shape llama3.2-1b --sequences 1,8,32 --context 1024 --decode 32 --rounds 2 --backend webgpu
+      bench 360 decode-batch-gpu-8b decode-batch --shape llama3.1-8b --sequences 1,8,32 --context 1024 --decode 16 --rounds 2 --backend webgpu ;;
     load)
       # On the demo model; each throughput round runs batching off and on, the order flipping between rounds.
       bench 560 load-gpu load --backend webgpu --modes thread --clients 1,32 --seconds 15 --rounds 2 --batch 32 ;;
     merge)
       node --import tsx tools/gpu/merge-results.ts "$DIR" ;;
     *)
-      echo "unknown part $part (check, profile, forward, 8b, 8b-long, 1b, engine, compare, sass, blend, fidelity, expand," \
+      echo "unknown part $part (check, profile, forward, 8b, 8b-long, 1b, engine, compare, sass, blend, fidelity, expand, batch," \
         "delivery, delivery-long, fastpath, handover, load, merge)" >&2
       exit 2 ;;
   esac

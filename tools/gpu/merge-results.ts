@@ -7,6 +7,7 @@
  *   ttft-delivery-gpu-*.json -> bench/results/ttft-delivery-gpu.json (every codec, the hot tier, the peer and its host hit)
  *   profile-expand-*.json  -> bench/results/gpu/profile-expand.json (KV expansion GB/s, transform codec and int4)
  *   load-gpu.json          -> bench/results/load-gpu.json (kdn serve under 32 clients, batching off against on)
+ *   decode-batch-gpu-*.json -> bench/results/decode-batch-gpu.json (1B and 8B decode, alone against batched)
  *   ttft-blend-*.json      -> bench/results/ttft-blend-gpu.json (blend against injection and the peer)
  *   ttft-handover-*.json   -> bench/results/ttft-handover-gpu.json (engine thread: blocks direct from the fetch threads
  *                             against through the event loop, ABBA)
@@ -79,6 +80,7 @@ function main(folder: string | undefined): void {
     ['delivery-gpu-', 'delivery-gpu'],
     ['ttft-delivery-gpu-', 'ttft-delivery-gpu'],
     ['load-gpu', 'load-gpu'],
+    ['decode-batch-gpu-', 'decode-batch-gpu'],
     ['ttft-handover-', 'ttft-handover-gpu'],
     ['ttft-blend-', 'ttft-blend-gpu'],
   ] as const;
