@@ -14,7 +14,6 @@ import type { GpuContext } from '../../engine-adapter/webgpu/gpu-context.ts';
 import { uploadMatrixF16, uploadMatrixF32, type GpuMatrix, type MatrixLayout } from '../../engine-adapter/webgpu/gpu-matrix.ts';
 import { recordAdd } from '../../engine-adapter/webgpu/kernels/add.ts';
 import { recordAttention } from '../../engine-adapter/webgpu/kernels/attention.ts';
-import { decodeAttentionFits, recordAttentionDecode } from '../../engine-adapter/webgpu/kernels/attention-decode.ts';
 import { recordEmbedding } from '../../engine-adapter/webgpu/kernels/embedding.ts';
 import { recordKvWrite } from '../../engine-adapter/webgpu/kernels/kv-write.ts';
 import { recordMatmulTiled, recordMatvec } from '../../engine-adapter/webgpu/kernels/matmul.ts';
@@ -382,61 +381,6 @@ describe('webgpu kernels vs the CPU reference', () => {
         expect(worst).to.be.below(2e-5);
       });
   }
-
-  // The decode kernel: one query token over its cache, any GQA group up to 8 and head size up to 256, the parts
-  // chosen (128 keys each) or forced (more parts than keys leaves some empty).
-  for (const [posBase, hd, heads, kvHeads, window, splits] of [
-    [0, 20, 6, 2, null, undefined],
-    [77, 20, 6, 2, null, 3],
-    [300, 64, 8, 1, 50, undefined],
-    [129, 72, 9, 3, null, 2],
-    [1000, 128, 32, 8, null, undefined],
-    [63, 8, 4, 4, 7, 1],
-    [5, 256, 2, 1, null, 9],
-    [200, 20, 6, 2, null, 1],
-    [200, 20, 2, 2, null, 1],
-    [70, 4, 1, 1, null, 1],
-  ] as const) {
-    it(`decode attention at ${posBase}, headDim ${hd}, ${heads}/${kvHeads} heads, window ${window}, ${splits ?? 'chosen'} part(s) (atol 2e-5)`, async () => {
-      const ctxLen = posBase + 1;
-      const q = randomArray(heads * hd, 26);
-      const keys = randomArray(ctxLen * kvHeads * hd, 27);
-      const values = randomArray(ctxLen * kvHeads * hd, 28);
-      const expected = new Float32Array(q.length);
-      attention(expected, q, [posBase], keys, values, { tokens: 1, heads, kvHeads, headDim: hd, slidingWindow: window });
-      const out = ctx.storage(q.byteLength, 'out');
-      const args = {
-        q: upload(q),
-        cacheK: upload(keys),
-        cacheV: upload(values),
-        out,
-        tokens: 1,
-        heads,
-        kvHeads,
-        headDim: hd,
-        posBase,
-        window,
-      };
-      expect(decodeAttentionFits(args)).to.equal(true);
-      const got = await run((rec) => recordAttentionDecode(ctx, rec, splits === undefined ? args : { ...args, splits }), out, q.length);
-      expect(expectClose(got, expected, 2e-5, 0, 'decode attention')).to.be.below(2e-5);
-    });
-  }
-
-  it('decode attention takes one token of at most 8 heads per kv head and head size 256; recordAttention routes it there', () => {
-    const base = {
-      q: ctx.storage(4, 'q'),
-      cacheK: ctx.storage(4, 'k'),
-      cacheV: ctx.storage(4, 'v'),
-      out: ctx.storage(4, 'o'),
-      posBase: 9,
-      window: null,
-    };
-    expect(decodeAttentionFits({ ...base, tokens: 2, heads: 4, kvHeads: 2, headDim: 64 })).to.equal(false);
-    expect(decodeAttentionFits({ ...base, tokens: 1, heads: 32, kvHeads: 2, headDim: 64 })).to.equal(false);
-    expect(decodeAttentionFits({ ...base, tokens: 1, heads: 4, kvHeads: 2, headDim: 320 })).to.equal(false);
-    expect(decodeAttentionFits({ ...base, tokens: 1, heads: 8, kvHeads: 1, headDim: 256 })).to.equal(true);
-  });
 
   // The tensor-core kernels exist only where the adapter lists a 16x16x16 f16 subgroup-matrix configuration (NVIDIA
   // through Dawn's Vulkan backend). SwiftShader, CI's adapter, has none: there these tests skip, even under CI=true.

@@ -1,7 +1,6 @@
 import { KdnError } from '../../../common/errors.ts';
 import type { Binding, GpuContext, Recorder } from '../gpu-context.ts';
 import { attentionParams, keyEnd, slotBindings } from './attention-params.ts';
-import { decodeAttentionFits, recordAttentionDecode } from './attention-decode.ts';
 import { recordAttentionSubgroupMatrix, subgroupMatrixAttentionFits } from './attention-subgroup-matrix.ts';
 import { chooseSplits, splitParts } from './attention-splits.ts';
 
@@ -43,13 +42,9 @@ function keysPerTile(headDim: number): number {
   return Math.max(1, Math.min(32, Math.floor(2048 / headDim)));
 }
 
-/**
- * A decode step's one token on the decode kernel, prefill on the tensor cores where the adapter has them; else (or
- * when a split is forced) the portable kernel.
- */
+/** Prefill on the tensor cores where the adapter has them (and no split is forced); else the portable kernel. */
 export function recordAttention(ctx: GpuContext, rec: Recorder, a: AttentionArgs): void {
-  if (a.splits === undefined && decodeAttentionFits(a)) recordAttentionDecode(ctx, rec, a);
-  else if (a.splits === undefined && subgroupMatrixAttentionFits(ctx, a)) recordAttentionSubgroupMatrix(ctx, rec, a);
+  if (a.splits === undefined && subgroupMatrixAttentionFits(ctx, a)) recordAttentionSubgroupMatrix(ctx, rec, a);
   else recordAttentionPortable(ctx, rec, a);
 }
 
