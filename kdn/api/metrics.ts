@@ -60,10 +60,13 @@ export class KdnMetrics {
   }
 
   private watchEngine(engineWork: () => Promise<EngineWork>): void {
-    // One read of the engine per scrape, shared by the counters that report it.
-    let read: Promise<EngineWork> | undefined;
-    const current = (): Promise<EngineWork> => {
-      read ??= engineWork().finally(() => setImmediate(() => (read = undefined)));
+    // One read of the engine per scrape, shared by the counters that report it. An engine that cannot answer (its
+    // thread died, it is shutting down) leaves the last figures in place rather than failing the whole scrape.
+    let read: Promise<EngineWork | null> | undefined;
+    const current = (): Promise<EngineWork | null> => {
+      read ??= engineWork()
+        .catch(() => null)
+        .finally(() => setImmediate(() => (read = undefined)));
       return read;
     };
     const registers = [this.registry];
@@ -74,6 +77,7 @@ export class KdnMetrics {
       registers,
       async collect() {
         const work = await current();
+        if (work === null) return;
         this.reset();
         for (const call of ENGINE_CALLS) this.inc({ call }, work.calls[call].seconds);
       },
@@ -85,6 +89,7 @@ export class KdnMetrics {
       registers,
       async collect() {
         const work = await current();
+        if (work === null) return;
         this.reset();
         for (const call of ENGINE_CALLS) this.inc({ call }, work.calls[call].count);
       },
@@ -95,6 +100,7 @@ export class KdnMetrics {
       registers,
       async collect() {
         const work = await current();
+        if (work === null) return;
         this.reset();
         this.inc(work.batchSequences);
       },

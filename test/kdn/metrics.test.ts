@@ -1,0 +1,35 @@
+/**
+ * kdn's metrics registry (kdn/api/metrics.ts) reads the engine's work once per scrape; an engine that cannot answer
+ * leaves its last figures and does not fail the scrape.
+ */
+import { expect } from 'chai';
+import { KdnMetrics } from '../../kdn/api/metrics.ts';
+import { ENGINE_CALLS, WorkMeter, type EngineWork } from '../../engine-adapter/index.ts';
+
+describe('kdn metrics: the engine work counters', () => {
+  it('report the engine work once per scrape, and keep the last figures while the engine cannot answer', async () => {
+    const meter = new WorkMeter();
+    let reads = 0;
+    let failing = false;
+    const metrics = new KdnMetrics(async (): Promise<EngineWork> => {
+      reads++;
+      if (failing) throw new Error('the engine thread exited');
+      return meter.snapshot(7);
+    });
+    await meter.time('forward', () => new Promise((resolve) => setTimeout(resolve, 20)));
+    await meter.time('batchForward', async () => undefined);
+    const first = await metrics.registry.metrics();
+    expect(reads, 'one read for the three counters').to.equal(1);
+    expect(first).to.match(/^kdn_engine_calls_total\{call="forward"\} 1$/m);
+    expect(first).to.match(/^kdn_engine_calls_total\{call="batchForward"\} 1$/m);
+    expect(first).to.match(/^kdn_engine_batch_sequences_total 7$/m);
+    const busy = Number(/^kdn_engine_busy_seconds_total\{call="forward"\} (\S+)$/m.exec(first)?.[1]);
+    expect(busy).to.be.within(0.015, 5);
+    for (const call of ENGINE_CALLS) expect(first).to.contain(`kdn_engine_calls_total{call="${call}"}`);
+
+    failing = true;
+    const second = await metrics.registry.metrics();
+    expect(second).to.contain('kdn_http_requests_total');
+    expect(second).to.match(/^kdn_engine_calls_total\{call="forward"\} 1$/m);
+  });
+});
