@@ -1,5 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { ENGINE_CALLS, type EngineWork } from '../../engine-adapter/index.ts';
+import { ENGINE_CALLS, type EngineCall, type EngineWork } from '../../engine-adapter/index.ts';
 
 /** kdn's Prometheus metrics, one registry per server so two kdn instances in one process do not collide. */
 export class KdnMetrics {
@@ -69,41 +69,37 @@ export class KdnMetrics {
         .finally(() => setImmediate(() => (read = undefined)));
       return read;
     };
-    const registers = [this.registry];
-    new Counter({
-      name: 'kdn_engine_busy_seconds_total',
-      help: 'Seconds the engine device spent in compute calls, by call (forwards, batched decode steps, blends, KV reads)',
-      labelNames: ['call'] as const,
-      registers,
-      async collect() {
-        const work = await current();
-        if (work === null) return;
-        this.reset();
-        for (const call of ENGINE_CALLS) this.inc({ call }, work.calls[call].seconds);
-      },
-    });
-    new Counter({
-      name: 'kdn_engine_calls_total',
-      help: 'Compute calls the engine device ran, by call',
-      labelNames: ['call'] as const,
-      registers,
-      async collect() {
-        const work = await current();
-        if (work === null) return;
-        this.reset();
-        for (const call of ENGINE_CALLS) this.inc({ call }, work.calls[call].count);
-      },
-    });
-    new Counter({
-      name: 'kdn_engine_batch_sequences_total',
-      help: 'Sequences carried by batched decode steps (divide by kdn_engine_calls_total{call="batchForward"})',
-      registers,
-      async collect() {
-        const work = await current();
-        if (work === null) return;
-        this.reset();
-        this.inc(work.batchSequences);
-      },
-    });
+    // Each counter is set to the engine's own running total at every scrape.
+    const counter = (name: string, help: string, values: (work: EngineWork) => [{ call?: EngineCall }, number][]): void => {
+      new Counter({
+        name,
+        help,
+        labelNames: ['call'],
+        registers: [this.registry],
+        async collect() {
+          const work = await current();
+          if (work === null) return;
+          this.reset();
+          for (const [labels, value] of values(work)) this.inc(labels, value);
+        },
+      });
+    };
+    const perCall = (value: (entry: EngineWork['calls'][EngineCall]) => number) => (work: EngineWork) =>
+      ENGINE_CALLS.map((call): [{ call: EngineCall }, number] => [{ call }, value(work.calls[call])]);
+    counter(
+      'kdn_engine_busy_seconds_total',
+      'Seconds the engine device spent in compute calls, by call (forwards, batched decode steps, blends, KV reads)',
+      perCall((c) => c.seconds),
+    );
+    counter(
+      'kdn_engine_calls_total',
+      'Compute calls the engine device ran, by call',
+      perCall((c) => c.count),
+    );
+    counter(
+      'kdn_engine_batch_sequences_total',
+      'Sequences carried by batched decode steps (divide by kdn_engine_calls_total{call="batchForward"})',
+      (work) => [[{}, work.batchSequences]],
+    );
   }
 }

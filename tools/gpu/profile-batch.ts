@@ -19,12 +19,12 @@ import type { ModelWeights } from '../../engine-adapter/model/weights.ts';
 import { gpuBatchForward, type GpuBatchSequence } from '../../engine-adapter/webgpu/batch-forward.ts';
 import { openDevice } from '../../engine-adapter/webgpu/device.ts';
 import { ForwardScratch } from '../../engine-adapter/webgpu/forward-scratch.ts';
-import { GpuContext, type DispatchTime } from '../../engine-adapter/webgpu/gpu-context.ts';
+import { GpuContext } from '../../engine-adapter/webgpu/gpu-context.ts';
 import { GpuKVCache } from '../../engine-adapter/webgpu/gpu-kv-cache.ts';
 import { uploadWeights } from '../../engine-adapter/webgpu/gpu-weights.ts';
 import { KvBufferPool } from '../../engine-adapter/webgpu/kv-buffer-pool.ts';
 import type { ModelParts } from '../../engine-adapter/webgpu/record-forward.ts';
-import { shapeConfig } from './profile-support.ts';
+import { kernelTotals, shapeConfig } from './profile-support.ts';
 
 const { values } = parseArgs({
   options: {
@@ -105,16 +105,8 @@ async function profile(n: number) {
   const rec = ctx.recorder({ timed: ctx.features.timestampQuery });
   await gpuBatchForward(parts, step(caches, 2 * reps + 2), rec);
   const commands = rec.counts();
-  const times: DispatchTime[] = ctx.features.timestampQuery ? rec.dispatchTimes() : [];
-  const perKernel = new Map<string, { count: number; ms: number }>();
-  for (const t of times) {
-    const k = perKernel.get(t.kernel) ?? { count: 0, ms: 0 };
-    k.count++;
-    k.ms += t.ms;
-    perKernel.set(t.kernel, k);
-  }
+  const { kernelMs, kernels } = kernelTotals(ctx.features.timestampQuery ? rec.dispatchTimes() : []);
   for (const cache of caches) cache.dispose();
-  const kernelMs = times.reduce((sum, t) => sum + t.ms, 0);
   return {
     sequences: n,
     ...commands,
@@ -122,7 +114,7 @@ async function profile(n: number) {
     rotating,
     kernelMs: round(kernelMs),
     gapMs: round(stable.wallMs - kernelMs),
-    kernels: [...perKernel.entries()].sort((a, b) => b[1].ms - a[1].ms).map(([kernel, k]) => ({ kernel, count: k.count, ms: round(k.ms) })),
+    kernels,
   };
 }
 

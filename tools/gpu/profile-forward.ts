@@ -19,7 +19,7 @@ import { GpuKVCache } from '../../engine-adapter/webgpu/gpu-kv-cache.ts';
 import { uploadWeights } from '../../engine-adapter/webgpu/gpu-weights.ts';
 import { KvBufferPool } from '../../engine-adapter/webgpu/kv-buffer-pool.ts';
 import { recordForwardChunk } from '../../engine-adapter/webgpu/record-forward.ts';
-import { shapeConfig } from './profile-support.ts';
+import { kernelTotals, shapeConfig } from './profile-support.ts';
 
 const { values } = parseArgs({
   options: {
@@ -83,14 +83,7 @@ async function profile(tokens: number, position: number) {
   const timed = record(tokens, position, true);
   await timed.submit();
   const times: DispatchTime[] = timed.dispatchTimes();
-  const perKernel = new Map<string, { count: number; ms: number }>();
-  for (const t of times) {
-    const k = perKernel.get(t.kernel) ?? { count: 0, ms: 0 };
-    k.count++;
-    k.ms += t.ms;
-    perKernel.set(t.kernel, k);
-  }
-  const kernelMs = times.reduce((s, t) => s + t.ms, 0);
+  const { kernelMs, kernels } = kernelTotals(times);
   const wallMs = median(split.wallMs);
   return {
     tokens,
@@ -104,9 +97,7 @@ async function profile(tokens: number, position: number) {
     kernelMs: round(kernelMs),
     gapMs: round(wallMs - kernelMs),
     tokensPerSecond: Math.round((tokens / wallMs) * 1000),
-    kernels: [...perKernel.entries()]
-      .sort((a, b) => b[1].ms - a[1].ms)
-      .map(([kernel, k]) => ({ kernel, count: k.count, ms: round(k.ms), share: round(k.ms / kernelMs) })),
+    kernels,
   };
 }
 
