@@ -2,13 +2,16 @@
  * A forward pass over several sequences, each on its own KV cache, recorded into one submission: the rows of every
  * sequence are stacked in the shared scratch for the norms, projections, RoPE (each row at its own sequence's
  * position) and MLP, each weight read once per step for all of them. Per sequence and layer only what touches its
- * cache is recorded: two copies of its K/V rows into the cache, and attention reading its queries from the stacked
- * rows and writing its output there (staged through copies where its rows do not start at an offset a binding can
- * take). The same decoder as record-forward.ts, built from its pieces and the same kernels.
+ * cache is recorded: two copies of its K/V rows into the cache, and attention. The sequences of a few rows
+ * (decoding ones) are stacked first and attend together, a dispatch per layer and pair of cache blocks
+ * (kernels/attention-ragged.ts); a longer one (a prompt joining the step) attends alone, reading its queries from
+ * the stacked rows and writing its output there (staged through copies where its rows do not start at an offset a
+ * binding can take). The same decoder as record-forward.ts, built from its pieces and the same kernels.
  */
 import type { BufferRange, Recorder } from './gpu-context.ts';
 import type { GpuKVCache } from './gpu-kv-cache.ts';
 import { recordAttention } from './kernels/attention.ts';
+import { RaggedAttention, raggedFits, type RaggedShape } from './kernels/attention-ragged.ts';
 import { recordEmbedding } from './kernels/embedding.ts';
 import { recordMatmul } from './kernels/matmul.ts';
 import { recordRmsNorm } from './kernels/rmsnorm.ts';
@@ -25,6 +28,10 @@ interface Layout {
   total: number;
   /** The position of every stacked row, for RoPE (u32 [total]). */
   positions: GPUBuffer;
+  /** The attention of the sequences stacked first, served together; null when fewer than two fit. */
+  ragged: RaggedAttention | null;
+  /** Whether sequence i attends in `ragged`. */
+  inRagged: boolean[];
 }
 
 /**
@@ -51,25 +58,37 @@ export function gpuBatchForward(f: ModelParts, sequences: readonly GpuBatchSeque
   });
 }
 
-/** Writes the stacked token ids and row positions (before `rec` is submitted, so they land before it runs). */
+/**
+ * Stacks the sequences, those that attend together first, and writes the stacked token ids and row positions
+ * (before `rec` is submitted, so they land before it runs).
+ */
 function stackRows(f: ModelParts, rec: Recorder, sequences: readonly GpuBatchSequence[]): Layout {
-  const { ctx, s } = f;
+  const { ctx, s, config: c } = f;
+  const shape: RaggedShape = { heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, window: c.slidingWindow };
+  let inRagged = sequences.map((seq) => raggedFits(shape, seq.tokens.length));
+  if (inRagged.filter(Boolean).length < 2) inRagged = inRagged.map(() => false);
+  const order = [...sequences.keys()].sort((a, b) => Number(inRagged[b]) - Number(inRagged[a]));
   const total = sequences.reduce((sum, seq) => sum + seq.tokens.length, 0);
   const ids = new Uint32Array(total);
   const rowPositions = new Uint32Array(total);
-  const firsts: number[] = [];
+  const firsts: number[] = new Array(sequences.length);
   let at = 0;
-  for (const seq of sequences) {
+  for (const i of order) {
+    const seq = sequences[i]!;
     ids.set(seq.tokens, at);
     for (let t = 0; t < seq.tokens.length; t++) rowPositions[at + t] = seq.position + t;
-    firsts.push(at);
+    firsts[i] = at;
     at += seq.tokens.length;
   }
   s.ensure(total, sequences.length);
   const positions = ctx.scratch('batch positions', total * 4, rec);
   ctx.device.queue.writeBuffer(s.ids, 0, ids);
   ctx.device.queue.writeBuffer(positions, 0, rowPositions);
-  return { firsts, total, positions };
+  const together = order
+    .filter((i) => inRagged[i])
+    .map((i) => ({ row: firsts[i]!, tokens: sequences[i]!.tokens.length, position: sequences[i]!.position, cache: sequences[i]!.cache }));
+  const ragged = together.length > 0 ? new RaggedAttention(ctx, rec, shape, together, c.layers) : null;
+  return { firsts, total, positions, ragged, inRagged };
 }
 
 /** Decoder layer `l` over the stacked rows, each sequence's K/V into its own cache and attention over it. */
@@ -83,10 +102,14 @@ function recordBatchLayer(rec: Recorder, f: ModelParts, sequences: readonly GpuB
   // The copies first, then every attention dispatch: one compute pass for them all.
   sequences.forEach((seq, i) => {
     const [from, to, bytes] = [layout.firsts[i]! * kvBytes, seq.position * kvBytes, seq.tokens.length * kvBytes];
-    rec.copy(k, from, seq.cache.keys[l]!, to, bytes);
-    rec.copy(s.v, from, seq.cache.values[l]!, to, bytes);
+    const [keys, values] = [seq.cache.keys[l]!, seq.cache.values[l]!];
+    rec.copy(k, from, keys.buffer, keys.offset + to, bytes);
+    rec.copy(s.v, from, values.buffer, values.offset + to, bytes);
   });
-  sequences.forEach((seq, i) => recordSequenceAttention(rec, f, { seq, first: layout.firsts[i]!, l, q }));
+  layout.ragged?.record(rec, l, q, s.attn);
+  sequences.forEach((seq, i) => {
+    if (!layout.inRagged[i]) recordSequenceAttention(rec, f, { seq, first: layout.firsts[i]!, l, q });
+  });
   recordOutputAndMlp(rec, f, layout.total, l);
 }
 

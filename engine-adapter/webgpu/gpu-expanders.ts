@@ -5,7 +5,7 @@
 import { KdnError } from '../../common/errors.ts';
 import { quantizedSections } from '../../storage/kv-object/index.ts';
 import type { CodecName, CodecSpec } from '../../storage/kv-object/types.ts';
-import type { GpuContext, Recorder } from './gpu-context.ts';
+import type { GpuContext, Recorder, Binding } from './gpu-context.ts';
 import type { GpuTransformTables } from './gpu-transform-tables.ts';
 import type { ExpandJob } from './kernels/expand-jobs.ts';
 import { recordKvDequantFp16 } from './kernels/kv-dequant-fp16.ts';
@@ -21,8 +21,8 @@ export interface ExpandEnv {
 /** Blocks of one layer, codec spec and length, each a job: its bytes in `src`, its rows in the caches. */
 export interface ExpandBatch {
   src: GPUBuffer;
-  keys: GPUBuffer;
-  values: GPUBuffer;
+  keys: Binding;
+  values: Binding;
   layer: number;
   spec: CodecSpec;
   tokens: number;

@@ -2,12 +2,12 @@
  * A session's KV cache on the GPU: per layer, keys and values token-major [tokens][kvHeads][headDim] in f32 (the
  * KV object layout, so a chunk is one contiguous range). Buffers grow by doubling up to `capacity` (copied on the
  * GPU), rounded to the pool's size classes, so a session with a large capacity costs memory only for about the
- * tokens it holds; a caller that knows its size reserves it at once. Buffers come from and go back to the
- * backend's pool (kv-buffer-pool.ts).
+ * tokens it holds; a caller that knows its size reserves it at once. Each tensor is a range of one of the backend's
+ * pooled blocks (kv-buffer-pool.ts), bound with its offset: kernels see it as a whole array.
  */
 import { KdnError } from '../../common/errors.ts';
 import type { KVCacheHandle } from '../backend.ts';
-import type { GpuContext, Recorder } from './gpu-context.ts';
+import type { BufferRange, GpuContext, Recorder } from './gpu-context.ts';
 import { sizeClass, type KvBufferPool } from './kv-buffer-pool.ts';
 
 /** What a cache needs from its backend. */
@@ -18,8 +18,8 @@ export interface KVCacheOwner {
 }
 
 export class GpuKVCache implements KVCacheHandle {
-  keys: GPUBuffer[] = [];
-  values: GPUBuffer[] = [];
+  keys: BufferRange[] = [];
+  values: BufferRange[] = [];
   private allocated = 0;
   private disposed = false;
   /** GpuKVCache.maxTokens for this cache. */
@@ -74,16 +74,16 @@ export class GpuKVCache implements KVCacheHandle {
     const held = this.allocated * this.tokenStride * 4;
     const pool = this.owner.pool;
     pool.expect(2 * this.layers * bytes);
-    const grow = (old: GPUBuffer[], kind: string): GPUBuffer[] =>
+    const grow = (old: BufferRange[], kind: string): BufferRange[] =>
       Array.from({ length: this.layers }, (_, l) => {
-        const buffer = pool.take(bytes, `layer ${l} ${kind}`);
         const previous = old[l];
+        const range = pool.take(bytes, `layer ${l} ${kind}`, previous?.buffer);
         if (previous) {
-          rec.copy(previous, 0, buffer, 0, held);
+          rec.copy(previous.buffer, previous.offset, range.buffer, range.offset, held);
           // Back to the pool once the copy recorded above is submitted (later users queue behind it).
           rec.afterSubmit(() => pool.give(previous));
         }
-        return buffer;
+        return range;
       });
     this.keys = grow(this.keys, 'keys');
     this.values = grow(this.values, 'values');
@@ -94,7 +94,7 @@ export class GpuKVCache implements KVCacheHandle {
     if (this.disposed) return;
     this.disposed = true;
     this.owner.beforeDispose();
-    for (const b of [...this.keys, ...this.values]) this.owner.pool.give(b);
+    for (const range of [...this.keys, ...this.values]) this.owner.pool.give(range);
     this.keys = [];
     this.values = [];
   }

@@ -42,8 +42,8 @@ export class GpuKVRows implements KVRows {
         for (let l = 0; l < cache.layers; l++) {
           keys.push(ctx.storage(bytes, `saved layer ${l} keys`));
           values.push(ctx.storage(bytes, `saved layer ${l} values`));
-          rec.copy(cache.keys[l]!, start * stride, keys[l]!, 0, bytes);
-          rec.copy(cache.values[l]!, start * stride, values[l]!, 0, bytes);
+          rec.copy(cache.keys[l]!.buffer, cache.keys[l]!.offset + start * stride, keys[l]!, 0, bytes);
+          rec.copy(cache.values[l]!.buffer, cache.values[l]!.offset + start * stride, values[l]!, 0, bytes);
         }
       });
       // Submits the copies and reports a device error in them, before the rows count as kept.
@@ -74,8 +74,8 @@ export class GpuKVRows implements KVRows {
     const bytes = this.tokens * stride;
     const delta = position - this.position;
     for (let l = 0; l < cache.layers; l++) {
-      rec.copy(this.keys[l]!, 0, cache.keys[l]!, position * stride, bytes);
-      rec.copy(this.values[l]!, 0, cache.values[l]!, position * stride, bytes);
+      rec.copy(this.keys[l]!, 0, cache.keys[l]!.buffer, cache.keys[l]!.offset + position * stride, bytes);
+      rec.copy(this.values[l]!, 0, cache.values[l]!.buffer, cache.values[l]!.offset + position * stride, bytes);
       if (delta !== 0) {
         const jobs = [{ start: position, mode: { kind: 'delta', delta } as const }];
         recordRerotate(ctx, rec, { cache: cache.keys[l]!, invFreq, tokens: this.tokens, ...shape, jobs });

@@ -1,13 +1,22 @@
 /**
- * Keeps the KV cache buffers of disposed sessions for the next ones: creating a large session's cache (64 buffers
- * of tens of MB for an 8B model at 8k tokens) costs device allocations on every query otherwise, about 55 ms on the
- * H100. Queries size their sessions by context and answer length, so caches allocate in size classes (sizeClass)
- * and a full pool makes room for the latest buffers by dropping the longest-unused ones.
+ * Where sessions' KV cache tensors live on the GPU: ranges of a few large blocks rather than a buffer each.
  *
- * A reused buffer holds another session's rows; that is safe because every read of a cache is bounded by positions
- * its own session wrote (attention by causality, export by the session's length).
+ * Sharing blocks is what lets a batched decode step attend for every sequence in one dispatch per layer
+ * (kernels/attention-ragged.ts): a kernel binds one buffer, so sequences whose caches sit in one block can be
+ * served together, where a buffer per session costs a dispatch per session and layer. Blocks also keep allocation
+ * off the hot path: creating a large session's cache (64 buffers of tens of MB for an 8B model at 8k tokens) cost
+ * device allocations on every query, about 55 ms on the H100.
+ *
+ * A new block is as large as the bytes already held (at least the request, at most MAX_BLOCK_BYTES and the
+ * adapter's binding limit), so blocks grow with the load and never hold more than about as much free space as is in
+ * use. An emptied block is kept for later sessions while the empty blocks hold at most the largest cache seen
+ * (expect()), and destroyed past that.
+ *
+ * A reused range holds another session's rows; that is safe because every read of a cache is bounded by positions
+ * its own session wrote (attention by causality, export by the session's length). A range is handed out again as
+ * soon as it is given back: the work already submitted that touches it runs first, in queue order.
  */
-import { storageSize, type GpuContext } from './gpu-context.ts';
+import { storageSize, type BufferRange, type GpuContext } from './gpu-context.ts';
 
 /** Token counts caches allocate: 256, then steps of 1/8 of the enclosing power of two (at most 12.5% over). */
 export function sizeClass(tokens: number): number {
@@ -16,11 +25,58 @@ export function sizeClass(tokens: number): number {
   return Math.ceil(tokens / step) * step;
 }
 
+/** The largest block made to hold several ranges (a larger request gets a block of its own size). */
+const MAX_BLOCK_BYTES = 1 << 30;
+
+interface Gap {
+  offset: number;
+  size: number;
+}
+
+/** One buffer and its free gaps, in offset order and merged with their neighbours. */
+class Block {
+  readonly gaps: Gap[];
+  used = 0;
+
+  constructor(readonly buffer: GPUBuffer) {
+    this.gaps = [{ offset: 0, size: buffer.size }];
+  }
+
+  /** The offset of `size` bytes at `align` taken from the first gap that fits, or -1. */
+  take(size: number, align: number): number {
+    for (let i = 0; i < this.gaps.length; i++) {
+      const gap = this.gaps[i]!;
+      const offset = Math.ceil(gap.offset / align) * align;
+      const end = gap.offset + gap.size;
+      if (offset + size > end) continue;
+      const pieces: Gap[] = [];
+      if (offset > gap.offset) pieces.push({ offset: gap.offset, size: offset - gap.offset });
+      if (offset + size < end) pieces.push({ offset: offset + size, size: end - offset - size });
+      this.gaps.splice(i, 1, ...pieces);
+      this.used += size;
+      return offset;
+    }
+    return -1;
+  }
+
+  give(offset: number, size: number): void {
+    let at = this.gaps.findIndex((g) => g.offset > offset);
+    if (at === -1) at = this.gaps.length;
+    this.gaps.splice(at, 0, { offset, size });
+    this.used -= size;
+    // Merge with the following gap, then with the preceding one.
+    const next = this.gaps[at + 1];
+    if (next && offset + size === next.offset) this.gaps.splice(at, 2, { offset, size: size + next.size });
+    const prev = this.gaps[at - 1];
+    const cur = this.gaps[at]!;
+    if (prev && prev.offset + prev.size === cur.offset) this.gaps.splice(at - 1, 2, { offset: prev.offset, size: prev.size + cur.size });
+  }
+}
+
 export class KvBufferPool {
-  /** Free buffers, longest unused first. */
-  private free: GPUBuffer[] = [];
-  private pooledBytes = 0;
-  /** Pooled bytes kept at most: the largest cache seen, so one such session's worth waits for the next. */
+  private readonly blocks: Block[] = [];
+  private readonly owners = new Map<GPUBuffer, Block>();
+  /** Bytes of empty blocks kept at most: the largest cache seen, so one such session's worth waits for the next. */
   private capBytes = 0;
 
   constructor(private readonly ctx: GpuContext) {}
@@ -30,34 +86,61 @@ export class KvBufferPool {
     this.capBytes = Math.max(this.capBytes, bytes);
   }
 
-  /** A storage buffer of `bytes` (rounded by storageSize), the most recently returned one of that size if any. */
-  take(bytes: number, label: string): GPUBuffer {
-    const size = storageSize(bytes);
-    const at = this.free.findLastIndex((b) => b.size === size);
-    if (at === -1) return this.ctx.storage(bytes, label);
-    const [buffer] = this.free.splice(at, 1);
-    this.pooledBytes -= size;
-    return buffer!;
+  /** Bytes held in blocks, in use or free. */
+  get heldBytes(): number {
+    return this.blocks.reduce((sum, b) => sum + b.buffer.size, 0);
   }
 
-  /** Returns a buffer the caller no longer uses (its submitted work may still run: later work queues behind it). */
-  give(buffer: GPUBuffer): void {
-    while (this.pooledBytes + buffer.size > this.capBytes && this.free.length > 0) {
-      const dropped = this.free.shift()!;
-      this.pooledBytes -= dropped.size;
-      dropped.destroy();
+  /**
+   * A range of `bytes` (rounded by storageSize) at an offset a kernel can bind, from the fullest block it fits in
+   * (so blocks fill up and sequences share them), never from `avoid`'s block (a range grown by a copy from a range
+   * of `avoid` cannot sit in the same buffer: a buffer copy needs two).
+   */
+  take(bytes: number, label: string, avoid?: GPUBuffer): BufferRange {
+    const size = storageSize(bytes);
+    const align = this.ctx.storageOffsetAlignment;
+    const candidates = this.blocks.filter((b) => b.buffer !== avoid).sort((a, b) => b.used - a.used);
+    for (const block of candidates) {
+      const offset = block.take(size, align);
+      if (offset !== -1) return { buffer: block.buffer, offset, size };
     }
-    if (this.pooledBytes + buffer.size > this.capBytes) {
-      buffer.destroy();
-      return;
-    }
-    this.free.push(buffer);
-    this.pooledBytes += buffer.size;
+    const block = this.addBlock(size, label);
+    return { buffer: block.buffer, offset: block.take(size, align), size };
+  }
+
+  /** Returns a range the caller no longer uses (its submitted work may still run: later work queues behind it). */
+  give(range: BufferRange): void {
+    const block = this.owners.get(range.buffer);
+    if (!block) throw new Error('KvBufferPool.give: the range is not from this pool');
+    block.give(range.offset, range.size);
+    if (block.used === 0) this.trimEmpty();
   }
 
   destroy(): void {
-    for (const b of this.free) b.destroy();
-    this.free = [];
-    this.pooledBytes = 0;
+    for (const b of this.blocks) b.buffer.destroy();
+    this.blocks.length = 0;
+    this.owners.clear();
+  }
+
+  private addBlock(size: number, label: string): Block {
+    const limit = Math.min(this.ctx.maxStorageBytes, MAX_BLOCK_BYTES);
+    const blockBytes = Math.max(size, Math.min(limit, this.heldBytes));
+    const block = new Block(this.ctx.storage(blockBytes, `KV block for ${label}`));
+    this.blocks.push(block);
+    this.owners.set(block.buffer, block);
+    return block;
+  }
+
+  /** Destroys empty blocks, smallest first, until those left hold at most capBytes. */
+  private trimEmpty(): void {
+    const empty = this.blocks.filter((b) => b.used === 0).sort((a, b) => a.buffer.size - b.buffer.size);
+    let kept = empty.reduce((sum, b) => sum + b.buffer.size, 0);
+    for (const block of empty) {
+      if (kept <= this.capBytes) return;
+      kept -= block.buffer.size;
+      this.blocks.splice(this.blocks.indexOf(block), 1);
+      this.owners.delete(block.buffer);
+      block.buffer.destroy();
+    }
   }
 }

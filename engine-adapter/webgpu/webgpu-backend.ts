@@ -244,8 +244,7 @@ export class WebGpuBackend implements ForwardBackend {
       const rec = this.ctx.recorder();
       cache.reserve(end, () => rec);
       for (let l = 0; l < c.layers; l++) {
-        rec.readback(cache.keys[l]!, start * tokenStride * 4, bytes);
-        rec.readback(cache.values[l]!, start * tokenStride * 4, bytes);
+        for (const range of [cache.keys[l]!, cache.values[l]!]) rec.readback(range.buffer, range.offset + start * tokenStride * 4, bytes);
       }
       return rec.submit();
     });

@@ -19,6 +19,9 @@ import { recordKvWrite } from '../../engine-adapter/webgpu/kernels/kv-write.ts';
 import { recordMatmulTiled, recordMatvec } from '../../engine-adapter/webgpu/kernels/matmul.ts';
 import { recordMatmulSubgroupMatrix } from '../../engine-adapter/webgpu/kernels/matmul-subgroup-matrix.ts';
 import { recordAttentionSubgroupMatrix } from '../../engine-adapter/webgpu/kernels/attention-subgroup-matrix.ts';
+import { RaggedAttention, raggedFits, type RaggedSequence } from '../../engine-adapter/webgpu/kernels/attention-ragged.ts';
+import { GpuKVCache } from '../../engine-adapter/webgpu/gpu-kv-cache.ts';
+import { KvBufferPool } from '../../engine-adapter/webgpu/kv-buffer-pool.ts';
 import { MAX_JOBS } from '../../engine-adapter/webgpu/kernels/expand-jobs.ts';
 import { recordRerotate, type RotateMode } from '../../engine-adapter/webgpu/kernels/rerotate.ts';
 import { recordRmsNorm } from '../../engine-adapter/webgpu/kernels/rmsnorm.ts';
@@ -380,6 +383,58 @@ describe('webgpu kernels vs the CPU reference', () => {
         const worst = expectClose(got, expected, 2e-5, 0, 'attention');
         expect(worst).to.be.below(2e-5);
       });
+  }
+
+  // Sequences of 1-5 rows at scattered positions, their caches ranges of shared pooled blocks (several blocks, so
+  // several dispatches), attending in one ragged plan: each sequence's rows as the CPU reference gives them.
+  for (const [hd, window] of [
+    [20, null],
+    [20, 7],
+    [64, null],
+  ] as const) {
+    it(`ragged attention of 6 sequences, headDim ${hd}, GQA 3, window ${window} (atol 2e-5)`, async () => {
+      const [heads, kvHeads] = [6, 2];
+      const shape = { heads, kvHeads, headDim: hd, window };
+      const stride = kvHeads * hd;
+      const pool = new KvBufferPool(ctx);
+      const plan = [
+        { tokens: 1, position: 0 },
+        { tokens: 1, position: 77 },
+        { tokens: 3, position: 40 },
+        { tokens: 5, position: 12 },
+        { tokens: 2, position: 300 },
+        { tokens: 1, position: 1030 },
+      ];
+      const rows = plan.reduce((sum, p) => sum + p.tokens, 0);
+      const q = randomArray(rows * heads * hd, 30);
+      const expected = new Float32Array(q.length);
+      const sequences: RaggedSequence[] = [];
+      let row = 0;
+      for (const [i, { tokens, position }] of plan.entries()) {
+        expect(raggedFits(shape, tokens)).to.equal(true);
+        const keys = randomArray((position + tokens) * stride, 31 + i);
+        const values = randomArray((position + tokens) * stride, 41 + i);
+        const cache = new GpuKVCache(ctx, 2048, 1, stride, { pool, beforeDispose: () => {} });
+        cache.reserve(position + tokens, () => ctx.recorder());
+        ctx.device.queue.writeBuffer(cache.keys[0]!.buffer, cache.keys[0]!.offset, keys);
+        ctx.device.queue.writeBuffer(cache.values[0]!.buffer, cache.values[0]!.offset, values);
+        const positions = Array.from({ length: tokens }, (_, t) => position + t);
+        const rowFloats = heads * hd;
+        const got = new Float32Array(tokens * rowFloats);
+        const qRows = q.subarray(row * rowFloats, (row + tokens) * rowFloats);
+        attention(got, qRows, positions, keys, values, { tokens, heads, kvHeads, headDim: hd, slidingWindow: window });
+        expected.set(got, row * rowFloats);
+        sequences.push({ row, tokens, position, cache });
+        row += tokens;
+      }
+      expect(raggedFits(shape, 6), 'six rows of GQA 3 overflow a workgroup').to.equal(false);
+      const out = ctx.storage(q.byteLength, 'out');
+      const qBuffer = upload(q);
+      const got = await run((rec) => new RaggedAttention(ctx, rec, shape, sequences, 1).record(rec, 0, qBuffer, out), out, q.length);
+      expect(expectClose(got, expected, 2e-5, 0, 'ragged attention')).to.be.below(2e-5);
+      for (const seq of sequences) seq.cache.dispose();
+      pool.destroy();
+    });
   }
 
   // The tensor-core kernels exist only where the adapter lists a 16x16x16 f16 subgroup-matrix configuration (NVIDIA

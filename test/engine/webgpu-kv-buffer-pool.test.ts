@@ -22,21 +22,41 @@ describe('webgpu KV buffer pool', () => {
     });
     after(() => ctx?.dispose());
 
-    it('hands back a returned buffer of the asked size; when full, drops the longest unused to keep the latest', () => {
+    it('ranges at bindable offsets that never overlap; blocks grow with what is held, so later ranges share one', () => {
       const pool = new KvBufferPool(ctx);
-      pool.expect(4096);
-      const small = [pool.take(1024, 'a'), pool.take(1024, 'b'), pool.take(1024, 'c'), pool.take(1024, 'd')];
-      for (const b of small) pool.give(b);
-      expect(pool.take(1024, 'again')).to.equal(small[3]);
-      pool.give(small[3]!);
-      // A session of another size comes back: its buffers push out the oldest of the old size.
-      const large = pool.take(2048, 'large');
-      expect(small).to.not.include(large);
-      pool.give(large);
-      expect(pool.take(2048, 'large again')).to.equal(large);
-      expect(pool.take(1024, 'newest left')).to.equal(small[3]);
-      expect(pool.take(1024, 'the other kept')).to.equal(small[2]);
+      const ranges = Array.from({ length: 12 }, (_, i) => pool.take(1000, `r${i}`));
+      for (const r of ranges) expect(r.offset % ctx.storageOffsetAlignment, 'offset alignment').to.equal(0);
+      const spans = ranges.map((r) => [r.buffer, r.offset, r.offset + r.size] as const);
+      for (const [i, a] of spans.entries()) {
+        for (const b of spans.slice(i + 1)) {
+          if (a[0] === b[0]) expect(a[2] <= b[1] || b[2] <= a[1], 'ranges of one block overlap').to.equal(true);
+        }
+      }
+      const blocks = new Set(ranges.map((r) => r.buffer));
+      expect(blocks.size, 'blocks for 12 ranges').to.be.below(6);
+      // The last ranges were cut from one block made large enough for several.
+      expect(ranges[11]!.buffer).to.equal(ranges[10]!.buffer);
       pool.destroy();
+    });
+
+    it('reuses a given-back range, avoids a named block, and keeps empty blocks only up to the expected cache', () => {
+      const pool = new KvBufferPool(ctx);
+      pool.expect(1 << 20);
+      const a = pool.take(4096, 'a');
+      const b = pool.take(4096, 'b');
+      pool.give(a);
+      const again = pool.take(4096, 'again');
+      expect([again.buffer, again.offset]).to.deep.equal([a.buffer, a.offset]);
+      const elsewhere = pool.take(4096, 'grown', again.buffer);
+      expect(elsewhere.buffer).to.not.equal(again.buffer);
+      for (const r of [again, b, elsewhere]) pool.give(r);
+      expect(pool.heldBytes, 'emptied blocks within the expected size are kept').to.be.above(0);
+      pool.destroy();
+
+      const unexpected = new KvBufferPool(ctx);
+      unexpected.give(unexpected.take(4096, 'once'));
+      expect(unexpected.heldBytes, 'with nothing expected, an emptied block is destroyed').to.equal(0);
+      unexpected.destroy();
     });
   });
 });

@@ -1,4 +1,4 @@
-import { Params, type GpuContext, type Recorder } from '../gpu-context.ts';
+import { Params, type GpuContext, type Recorder, type Binding } from '../gpu-context.ts';
 
 const STATS_URL = new URL('./attention-mass-stats.wgsl', import.meta.url);
 const MASS_URL = new URL('./attention-mass.wgsl', import.meta.url);
@@ -9,7 +9,7 @@ export interface AttentionMassArgs {
   rows: number;
   posBase: number;
   /** One layer's key cache (after RoPE). */
-  cacheK: GPUBuffer;
+  cacheK: Binding;
   heads: number;
   kvHeads: number;
   headDim: number;

@@ -12,7 +12,7 @@ export function slotBindings(a: AttentionArgs): { defines: string[]; buffers: GP
 }
 
 /** The uniform fields both attention kernels' Params structs start with (each adds `splits`). */
-export function attentionParams(a: AttentionArgs): Params {
+export function attentionParams(a: Pick<AttentionArgs, 'tokens' | 'heads' | 'kvHeads' | 'headDim' | 'posBase' | 'window'>): Params {
   return new Params()
     .u32(a.tokens)
     .u32(a.heads)

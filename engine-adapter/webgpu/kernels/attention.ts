@@ -4,16 +4,17 @@ import { attentionParams, keyEnd, slotBindings } from './attention-params.ts';
 import { recordAttentionSubgroupMatrix, subgroupMatrixAttentionFits } from './attention-subgroup-matrix.ts';
 import { chooseSplits, splitParts } from './attention-splits.ts';
 
-const URL_ = new URL('./attention.wgsl', import.meta.url);
-const ROWS_PER_WORKGROUP = 16;
-const MAX_HEAD_DIM = 256;
+export const ATTENTION_URL = new URL('./attention.wgsl', import.meta.url);
+/** Query rows (token, q head) a workgroup serves. */
+export const ROWS_PER_WORKGROUP = 16;
+export const MAX_HEAD_DIM = 256;
 
 export interface AttentionArgs {
   /** [tokens][heads][headDim], not yet scaled. */
   q: Binding;
   /** One layer's caches, [capacity][kvHeads][headDim], holding keys (after RoPE) of positions [0, posBase + tokens). */
-  cacheK: GPUBuffer;
-  cacheV: GPUBuffer;
+  cacheK: Binding;
+  cacheV: Binding;
   /** [tokens][heads][headDim] */
   out: Binding;
   tokens: number;
@@ -38,7 +39,7 @@ export interface AttentionArgs {
 const TARGET_WORKGROUPS = 512;
 
 /** Keys per tile: K and V tiles together take 16 KiB of workgroup memory. */
-function keysPerTile(headDim: number): number {
+export function keysPerTile(headDim: number): number {
   return Math.max(1, Math.min(32, Math.floor(2048 / headDim)));
 }
 
@@ -70,7 +71,7 @@ export function recordAttentionPortable(ctx: GpuContext, rec: Recorder, a: Atten
   const grid = [Math.ceil(rows / ROWS_PER_WORKGROUP), a.kvHeads, splits];
   if (splits === 1) {
     rec.dispatch(
-      ctx.pipeline({ url: URL_, defines: slots.defines, constants }),
+      ctx.pipeline({ url: ATTENTION_URL, defines: slots.defines, constants }),
       params,
       [a.q, a.cacheK, a.cacheV, a.out, ...slots.buffers],
       grid,
@@ -78,7 +79,7 @@ export function recordAttentionPortable(ctx: GpuContext, rec: Recorder, a: Atten
     return;
   }
   const part = splitParts(ctx, rec, splits, a.tokens * a.heads, a.headDim);
-  const split = ctx.pipeline({ url: URL_, defines: ['SPLIT', ...slots.defines], constants });
+  const split = ctx.pipeline({ url: ATTENTION_URL, defines: ['SPLIT', ...slots.defines], constants });
   rec.dispatch(split, params, [a.q, a.cacheK, a.cacheV, part.acc, part.stats, ...slots.buffers], grid);
   part.combine(a.out);
 }

@@ -9,6 +9,11 @@
 // With SPLIT (flash-decoding, for few query rows over long KV), workgroup z takes the z-th of p.splits parts of
 // the workgroup's key range and writes its unnormalised accumulator and (max, sum) to partAcc / partStats;
 // attention-combine.wgsl merges the parts.
+//
+// With RAGGED (always with SPLIT), one dispatch serves many sequences of a batched step, each a few rows that fit
+// one workgroup: workgroup x takes sequence x of the table `seqs`, whose keys and values are ranges of the bound
+// kc / vc (cache blocks that several sequences share, kv-buffer-pool.ts). p.tokens is then the number of stacked
+// rows the part buffers hold.
 #include "attention-common.wgsl"
 @group(0) @binding(1) var<storage, read> q: array<f32>;
 @group(0) @binding(2) var<storage, read> kc: array<f32>;
@@ -16,9 +21,23 @@
 #if SPLIT
 @group(0) @binding(4) var<storage, read_write> partAcc: array<f32>;
 @group(0) @binding(5) var<storage, read_write> partStats: array<f32>;
+#if RAGGED
+// Per sequence: its first row in q and the parts, its rows, the position of its first row, and where its keys and
+// values start in kc and vc (in floats).
+@group(0) @binding(6) var<storage, read> seqs: array<u32>;
+#endif
 #else
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 #endif
+
+// The absolute position of row t of workgroup x's sequence.
+fn pos_of(x: u32, t: u32) -> u32 {
+#if RAGGED
+  return seqs[x * 5u + 2u] + t;
+#else
+  return row_pos(t);
+#endif
+}
 
 override BK: u32 = 16u;       // keys per tile
 override TILE: u32 = 2048u;   // BK * headDim
@@ -34,17 +53,31 @@ var<workgroup> dots: array<f32, DOTS>;
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+#if RAGGED
+  let entry = wid.x * 5u;
+  let seqRow = seqs[entry];
+  let tokens = seqs[entry + 1u];
+  let kBase = seqs[entry + 3u];
+  let vBase = seqs[entry + 4u];
+  let tileRow = 0u;
+#else
+  let seqRow = 0u;
+  let tokens = p.tokens;
+  let kBase = 0u;
+  let vBase = 0u;
+  let tileRow = wid.x * ROWS;
+#endif
   let group = p.heads / p.kvHeads;
   let kvh = wid.y;
   let D = p.headDim;
   let rowLocal = lid / SLICES;
   let slice = lid % SLICES;
-  let totalRows = p.tokens * group;
-  let rowGlobal = wid.x * ROWS + rowLocal;
+  let totalRows = tokens * group;
+  let rowGlobal = tileRow + rowLocal;
   let valid = rowGlobal < totalRows;
   let t = rowGlobal / group;
   let head = kvh * group + rowGlobal % group;
-  let pos = row_pos(t);
+  let pos = pos_of(wid.x, t);
   let kStart = key_start(pos);
   let kEnd = pos + 1u;
   let dpt = (D + SLICES - 1u) / SLICES;
@@ -52,7 +85,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
   var qv: array<f32, MAX_DPT>;
   var acc: array<f32, MAX_DPT>;
   if (valid) {
-    let qb = (t * p.heads + head) * D;
+    let qb = ((seqRow + t) * p.heads + head) * D;
     for (var j = 0u; j < dpt; j++) {
       let d = slice + j * SLICES;
       if (d < D) { qv[j] = q[qb + d] * p.scale; }
@@ -60,17 +93,17 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
   }
 
   // The key range of the whole workgroup, from its first and last rows (uniform: depends on wid only).
-  let firstT = (wid.x * ROWS) / group;
-  let lastT = (min(wid.x * ROWS + ROWS, totalRows) - 1u) / group;
+  let firstT = tileRow / group;
+  let lastT = (min(tileRow + ROWS, totalRows) - 1u) / group;
 #if SPLIT
-  let fullStart = key_start(row_pos(firstT));
-  let fullEnd = row_pos(lastT) + 1u;
+  let fullStart = key_start(pos_of(wid.x, firstT));
+  let fullEnd = pos_of(wid.x, lastT) + 1u;
   let per = (((fullEnd - fullStart + p.splits - 1u) / p.splits + BK - 1u) / BK) * BK;
   let wgStart = min(fullEnd, fullStart + wid.z * per);
   let wgEnd = min(fullEnd, wgStart + per);
 #else
-  let wgStart = key_start(row_pos(firstT));
-  let wgEnd = row_pos(lastT) + 1u;
+  let wgStart = key_start(pos_of(wid.x, firstT));
+  let wgEnd = pos_of(wid.x, lastT) + 1u;
 #endif
 
   var m = -3.0e38;
@@ -83,8 +116,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
       var vv = 0.0;
       if (key < wgEnd) {
         let at = (key * p.kvHeads + kvh) * D + e % D;
-        kv = kc[at];
-        vv = vc[at];
+        kv = kc[kBase + at];
+        vv = vc[vBase + at];
       }
       ks[e] = kv;
       vs[e] = vv;
@@ -134,7 +167,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
 
   if (valid) {
 #if SPLIT
-    let part = wid.z * p.tokens * p.heads + t * p.heads + head;
+    let part = wid.z * p.tokens * p.heads + (seqRow + t) * p.heads + head;
     for (var jd = 0u; jd < dpt; jd++) {
       let d = slice + jd * SLICES;
       if (d < D) { partAcc[part * D + d] = acc[jd]; }

@@ -1,4 +1,4 @@
-import { Params, type GpuContext, type Recorder } from '../gpu-context.ts';
+import { Params, type GpuContext, type Recorder, type Binding } from '../gpu-context.ts';
 import { inJobRuns, withJobs, type ExpandJob } from './expand-jobs.ts';
 
 const URL_ = new URL('./kv-dequant-fp16.wgsl', import.meta.url);
@@ -6,8 +6,8 @@ const URL_ = new URL('./kv-dequant-fp16.wgsl', import.meta.url);
 export interface KvDequantFp16Args {
   /** Holds the fp16 layer blocks as uploaded (keys then values, 2n halves each). */
   src: GPUBuffer;
-  keys: GPUBuffer;
-  values: GPUBuffer;
+  keys: Binding;
+  values: Binding;
   /** Elements per tensor of every block: tokens * kvHeads * headDim. */
   n: number;
   jobs: readonly ExpandJob[];

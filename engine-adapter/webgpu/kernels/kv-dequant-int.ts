@@ -1,5 +1,5 @@
 import type { QuantizedSections } from '../../../storage/kv-object/index.ts';
-import { Params, type GpuContext, type Recorder } from '../gpu-context.ts';
+import { Params, type GpuContext, type Recorder, type Binding } from '../gpu-context.ts';
 import { inJobRuns, withJobs, type ExpandJob } from './expand-jobs.ts';
 
 const URL_ = new URL('./kv-dequant-int.wgsl', import.meta.url);
@@ -9,8 +9,8 @@ export interface KvDequantIntArgs {
   /** Holds the layer blocks as uploaded. */
   src: GPUBuffer;
   sections: QuantizedSections;
-  keys: GPUBuffer;
-  values: GPUBuffer;
+  keys: Binding;
+  values: Binding;
   tokens: number;
   /** kvHeads * headDim. */
   channels: number;

@@ -1,4 +1,4 @@
-import { Params, type GpuContext, type Recorder } from '../gpu-context.ts';
+import { Params, type GpuContext, type Recorder, type Binding } from '../gpu-context.ts';
 
 const URL_ = new URL('./kv-deviation.wgsl', import.meta.url);
 
@@ -13,8 +13,8 @@ export function recordKvDeviation(
   a: {
     k: GPUBuffer;
     v: GPUBuffer;
-    cacheK: GPUBuffer;
-    cacheV: GPUBuffer;
+    cacheK: Binding;
+    cacheV: Binding;
     rows: number;
     rowSize: number;
     position: number;

@@ -1,5 +1,5 @@
 import { KdnError } from '../../../common/errors.ts';
-import { Params, type GpuContext, type Recorder } from '../gpu-context.ts';
+import { Params, type GpuContext, type Recorder, type Binding } from '../gpu-context.ts';
 import type { GpuTransformLevel } from '../gpu-transform-table.ts';
 import { inJobRuns, withJobs, type ExpandJob } from './expand-jobs.ts';
 
@@ -16,8 +16,8 @@ const TOKENS_PER_THREAD = 8;
 export interface KvExpandTransformArgs {
   /** Holds the layer blocks as uploaded. */
   src: GPUBuffer;
-  keys: GPUBuffer;
-  values: GPUBuffer;
+  keys: Binding;
+  values: Binding;
   /** The table's level every block was encoded at. */
   level: GpuTransformLevel;
   layer: number;

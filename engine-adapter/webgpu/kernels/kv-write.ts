@@ -1,4 +1,4 @@
-import { Params, type GpuContext, type Recorder } from '../gpu-context.ts';
+import { Params, type GpuContext, type Recorder, type Binding } from '../gpu-context.ts';
 
 const URL_ = new URL('./kv-write.wgsl', import.meta.url);
 
@@ -12,8 +12,8 @@ export function recordKvWrite(
   a: {
     k: GPUBuffer;
     v: GPUBuffer;
-    cacheK: GPUBuffer;
-    cacheV: GPUBuffer;
+    cacheK: Binding;
+    cacheV: Binding;
     tokens: number;
     rowSize: number;
     position: number;

@@ -1,4 +1,4 @@
-import { Params, type GpuContext, type Recorder } from '../gpu-context.ts';
+import { Params, type GpuContext, type Recorder, type Binding } from '../gpu-context.ts';
 import { inJobRuns, withJobs } from './expand-jobs.ts';
 
 const URL_ = new URL('./rerotate.wgsl', import.meta.url);
@@ -14,7 +14,7 @@ export interface RotateJob {
 
 export interface RerotateArgs {
   /** One layer's key cache, [capacity][kvHeads][headDim]. */
-  cache: GPUBuffer;
+  cache: Binding;
   invFreq: GPUBuffer;
   /** Tokens of every job. */
   tokens: number;
