@@ -7,10 +7,12 @@
  * off the hot path: creating a large session's cache (64 buffers of tens of MB for an 8B model at 8k tokens) cost
  * device allocations on every query, about 55 ms on the H100.
  *
- * A new block is as large as the bytes already held (at least the request, at most MAX_BLOCK_BYTES and the
- * adapter's binding limit), so blocks grow with the load and never hold more than about as much free space as is in
- * use. An emptied block is kept for later sessions while the empty blocks hold at most the largest cache seen
- * (expect()), and destroyed past that.
+ * Ranges are asked for by slot (one tensor of every cache, such as layer 3's keys), and a slot's ranges share its
+ * blocks, so that a layer's keys of all sessions sit together. A slot's new block holds RANGES_PER_BLOCK ranges of
+ * the size asked (within FIRST_BLOCK_MAX_BYTES), or as many bytes as the slot already holds where that is more
+ * (at most MAX_BLOCK_BYTES and the adapter's binding limit; a larger request gets a block of its own size): blocks
+ * grow with the load and hold about as much free space as is in use. An emptied block is kept for later sessions
+ * while the empty blocks hold at most the largest cache seen (expect()), and destroyed past that.
  *
  * A reused range holds another session's rows; that is safe because every read of a cache is bounded by positions
  * its own session wrote (attention by causality, export by the session's length). A range is handed out again as
@@ -25,7 +27,11 @@ export function sizeClass(tokens: number): number {
   return Math.ceil(tokens / step) * step;
 }
 
-/** The largest block made to hold several ranges (a larger request gets a block of its own size). */
+/** Ranges a slot's first block holds, so that the first sessions of a batch share it. */
+const RANGES_PER_BLOCK = 16;
+/** The most bytes RANGES_PER_BLOCK ranges may take: one long session then costs no large reserve. */
+const FIRST_BLOCK_MAX_BYTES = 64 << 20;
+/** The largest block made to hold several ranges. */
 const MAX_BLOCK_BYTES = 1 << 30;
 
 interface Gap {
@@ -38,7 +44,10 @@ class Block {
   readonly gaps: Gap[];
   used = 0;
 
-  constructor(readonly buffer: GPUBuffer) {
+  constructor(
+    readonly buffer: GPUBuffer,
+    readonly slot: string,
+  ) {
     this.gaps = [{ offset: 0, size: buffer.size }];
   }
 
@@ -92,19 +101,19 @@ export class KvBufferPool {
   }
 
   /**
-   * A range of `bytes` (rounded by storageSize) at an offset a kernel can bind, from the fullest block it fits in
-   * (so blocks fill up and sequences share them), never from `avoid`'s block (a range grown by a copy from a range
-   * of `avoid` cannot sit in the same buffer: a buffer copy needs two).
+   * A range of `bytes` (rounded by storageSize) for `slot` at an offset a kernel can bind, from the slot's fullest
+   * block it fits in (so blocks fill up and sequences share them), never from `avoid`'s block (a range grown by a
+   * copy from a range of `avoid` cannot sit in the same buffer: a buffer copy needs two).
    */
-  take(bytes: number, label: string, avoid?: GPUBuffer): BufferRange {
+  take(bytes: number, slot: string, avoid?: GPUBuffer): BufferRange {
     const size = storageSize(bytes);
     const align = this.ctx.storageOffsetAlignment;
-    const candidates = this.blocks.filter((b) => b.buffer !== avoid).sort((a, b) => b.used - a.used);
+    const candidates = this.blocks.filter((b) => b.slot === slot && b.buffer !== avoid).sort((a, b) => b.used - a.used);
     for (const block of candidates) {
       const offset = block.take(size, align);
       if (offset !== -1) return { buffer: block.buffer, offset, size };
     }
-    const block = this.addBlock(size, label);
+    const block = this.addBlock(size, slot);
     return { buffer: block.buffer, offset: block.take(size, align), size };
   }
 
@@ -122,10 +131,12 @@ export class KvBufferPool {
     this.owners.clear();
   }
 
-  private addBlock(size: number, label: string): Block {
+  private addBlock(size: number, slot: string): Block {
     const limit = Math.min(this.ctx.maxStorageBytes, MAX_BLOCK_BYTES);
-    const blockBytes = Math.max(size, Math.min(limit, this.heldBytes));
-    const block = new Block(this.ctx.storage(blockBytes, `KV block for ${label}`));
+    const slotHeld = this.blocks.filter((b) => b.slot === slot).reduce((sum, b) => sum + b.buffer.size, 0);
+    const wanted = Math.max(Math.min(RANGES_PER_BLOCK * size, FIRST_BLOCK_MAX_BYTES), slotHeld);
+    const blockBytes = Math.max(size, Math.min(limit, wanted));
+    const block = new Block(this.ctx.storage(blockBytes, `KV block for ${slot}`), slot);
     this.blocks.push(block);
     this.owners.set(block.buffer, block);
     return block;

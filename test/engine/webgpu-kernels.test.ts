@@ -385,26 +385,33 @@ describe('webgpu kernels vs the CPU reference', () => {
       });
   }
 
-  // Sequences of 1-5 rows at scattered positions, their caches ranges of shared pooled blocks (several blocks, so
-  // several dispatches), attending in one ragged plan: each sequence's rows as the CPU reference gives them.
-  for (const [hd, window] of [
-    [20, null],
-    [20, 7],
-    [64, null],
+  // Sequences at scattered positions, their caches ranges of shared pooled blocks (two pools' blocks, so two
+  // dispatches), attending in one ragged plan: each sequence's rows as the CPU reference gives them.
+  // Rows of 1-5 tokens take 16-row workgroups; decode rows alone take 4 (3 heads of a group), 16 threads a row.
+  const RAGGED_PLANS = {
+    mixed: [
+      { tokens: 1, position: 0 },
+      { tokens: 1, position: 77 },
+      { tokens: 3, position: 40 },
+      { tokens: 5, position: 12 },
+      { tokens: 2, position: 300 },
+      { tokens: 1, position: 1030 },
+    ],
+    decoding: [0, 77, 40, 12, 300, 1030, 5].map((position) => ({ tokens: 1, position })),
+  };
+  for (const [hd, window, kind] of [
+    [20, null, 'mixed'],
+    [20, 7, 'mixed'],
+    [64, null, 'mixed'],
+    [20, 7, 'decoding'],
+    [64, null, 'decoding'],
   ] as const) {
-    it(`ragged attention of 6 sequences, headDim ${hd}, GQA 3, window ${window} (atol 2e-5)`, async () => {
+    it(`ragged attention of ${kind} sequences, headDim ${hd}, GQA 3, window ${window} (atol 2e-5)`, async () => {
       const [heads, kvHeads] = [6, 2];
       const shape = { heads, kvHeads, headDim: hd, window };
       const stride = kvHeads * hd;
-      const pool = new KvBufferPool(ctx);
-      const plan = [
-        { tokens: 1, position: 0 },
-        { tokens: 1, position: 77 },
-        { tokens: 3, position: 40 },
-        { tokens: 5, position: 12 },
-        { tokens: 2, position: 300 },
-        { tokens: 1, position: 1030 },
-      ];
+      const pools = [new KvBufferPool(ctx), new KvBufferPool(ctx)];
+      const plan = RAGGED_PLANS[kind];
       const rows = plan.reduce((sum, p) => sum + p.tokens, 0);
       const q = randomArray(rows * heads * hd, 30);
       const expected = new Float32Array(q.length);
@@ -414,7 +421,7 @@ describe('webgpu kernels vs the CPU reference', () => {
         expect(raggedFits(shape, tokens)).to.equal(true);
         const keys = randomArray((position + tokens) * stride, 31 + i);
         const values = randomArray((position + tokens) * stride, 41 + i);
-        const cache = new GpuKVCache(ctx, 2048, 1, stride, { pool, beforeDispose: () => {} });
+        const cache = new GpuKVCache(ctx, 2048, 1, stride, { pool: pools[i % 2]!, beforeDispose: () => {} });
         cache.reserve(position + tokens, () => ctx.recorder());
         ctx.device.queue.writeBuffer(cache.keys[0]!.buffer, cache.keys[0]!.offset, keys);
         ctx.device.queue.writeBuffer(cache.values[0]!.buffer, cache.values[0]!.offset, values);
@@ -433,7 +440,7 @@ describe('webgpu kernels vs the CPU reference', () => {
       const got = await run((rec) => new RaggedAttention(ctx, rec, shape, sequences, 1).record(rec, 0, qBuffer, out), out, q.length);
       expect(expectClose(got, expected, 2e-5, 0, 'ragged attention')).to.be.below(2e-5);
       for (const seq of sequences) seq.cache.dispose();
-      pool.destroy();
+      for (const pool of pools) pool.destroy();
     });
   }
 

@@ -9,13 +9,13 @@ import type { Binding, GpuContext, Recorder } from '../gpu-context.ts';
 import type { GpuKVCache } from '../gpu-kv-cache.ts';
 import { ATTENTION_URL, keysPerTile, MAX_HEAD_DIM, ROWS_PER_WORKGROUP } from './attention.ts';
 import { attentionParams } from './attention-params.ts';
-import { chooseSplits, splitParts } from './attention-splits.ts';
+import { splitParts } from './attention-splits.ts';
 
 /**
- * Workgroups a ragged dispatch aims for. Higher than a single sequence's target: a decode row's part walks its key
- * tiles one after another, so more, shorter parts finish sooner while the grid is still far from filling the GPU.
+ * Parts the key range is cut into: as many as there are key tiles, up to this. A workgroup walks its part's tiles
+ * one after another, and the time of a decode step's attention follows the tiles per part, not the workgroup count.
  */
-const TARGET_WORKGROUPS = 4096;
+const MAX_SPLITS = 64;
 /** u32 fields per sequence in the table (see attention.wgsl). */
 const FIELDS = 5;
 
@@ -59,6 +59,7 @@ export class RaggedAttention {
   private readonly table: GPUBuffer;
   readonly rows: number;
   private readonly splits: number;
+  private readonly rowsPerWorkgroup: number;
 
   constructor(
     private readonly ctx: GpuContext,
@@ -69,7 +70,11 @@ export class RaggedAttention {
   ) {
     this.rows = sequences.reduce((sum, s) => sum + s.tokens, 0);
     const keys = Math.max(...sequences.map((s) => s.position + s.tokens));
-    this.splits = chooseSplits(sequences.length * shape.kvHeads, keys, keysPerTile(shape.headDim), TARGET_WORKGROUPS);
+    this.splits = Math.max(1, Math.min(MAX_SPLITS, Math.floor(keys / keysPerTile(shape.headDim))));
+    // Rows per workgroup: the fewest (a power of two) that hold every sequence's rows; the rest of the 64 threads
+    // share the dimensions of those rows.
+    const most = Math.max(...sequences.map((s) => s.tokens * (shape.heads / shape.kvHeads)));
+    this.rowsPerWorkgroup = 2 ** Math.ceil(Math.log2(most));
     const words: number[] = [];
     const align = ctx.storageOffsetAlignment / 4;
     for (let l = 0; l < layers; l++) {
@@ -94,7 +99,7 @@ export class RaggedAttention {
   record(rec: Recorder, l: number, q: GPUBuffer, out: Binding): void {
     const { ctx, shape } = this;
     const bk = keysPerTile(shape.headDim);
-    const constants = { BK: bk, TILE: bk * shape.headDim, DOTS: ROWS_PER_WORKGROUP * 4 * bk };
+    const constants = { BK: bk, TILE: bk * shape.headDim, DOTS: 64 * bk, ROWS: this.rowsPerWorkgroup };
     const pipeline = ctx.pipeline({ url: ATTENTION_URL, defines: ['SPLIT', 'RAGGED'], constants });
     const part = splitParts(ctx, rec, this.splits, this.rows * shape.heads, shape.headDim);
     for (const g of this.groups[l]!) {

@@ -1,8 +1,9 @@
 // Causal attention over a token-major KV cache, flash-attention style: K/V are streamed through workgroup memory in
 // tiles of BK keys with an online softmax, so no [queries][keys] score matrix exists anywhere.
 //
-// A workgroup takes one kv head and 16 query rows, a row being (token, q head of that kv head's GQA group), so the
-// group shares each K/V tile. Four threads serve a row, each owning every 4th dimension of the head.
+// A workgroup takes one kv head and ROWS query rows (16 unless set), a row being (token, q head of that kv head's GQA
+// group), so the group shares each K/V tile. The 64 threads split into SLICES = 64 / ROWS per row, each owning every
+// SLICES-th dimension of the head: fewer rows, more threads per row, shorter chains of dependent steps per thread.
 // Query t sits at absolute position posBase + t (with SLOTS: slots[t]) and sees keys [max(0, pos + 1 - window), pos]
 // (window 0: all).
 //
@@ -41,10 +42,10 @@ fn pos_of(x: u32, t: u32) -> u32 {
 
 override BK: u32 = 16u;       // keys per tile
 override TILE: u32 = 2048u;   // BK * headDim
-override DOTS: u32 = 1024u;   // ROWS * SLICES * BK
-const ROWS = 16u;
-const SLICES = 4u;
-const MAX_DPT = 64u;          // headDim <= 256
+override DOTS: u32 = 1024u;   // ROWS * SLICES * BK = 64 * BK
+override ROWS: u32 = 16u;     // 1, 2, 4, 8 or 16
+override SLICES: u32 = 64u / ROWS;
+const MAX_DPT = 64u;          // headDim <= 256 at 4 slices (16 rows); more slices, fewer dimensions each
 const MAX_BK = 32u;
 
 var<workgroup> ks: array<f32, TILE>;
@@ -132,12 +133,19 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
       dots[(rowLocal * BK + j) * SLICES + slice] = s;
     }
     workgroupBarrier();
+    // Each thread of a row sums the slices' parts of every SLICES-th key's dot, into the first slice's place.
+    for (var j = slice; j < BK; j += SLICES) {
+      let b = (rowLocal * BK + j) * SLICES;
+      var s = 0.0;
+      for (var i = 0u; i < SLICES; i++) { s += dots[b + i]; }
+      dots[b] = s;
+    }
+    workgroupBarrier();
     var tileMax = -3.0e38;
     var seen = false;
     for (var j = 0u; j < BK; j++) {
       let key = k0 + j;
-      let b = (rowLocal * BK + j) * SLICES;
-      let s = dots[b] + dots[b + 1u] + dots[b + 2u] + dots[b + 3u];
+      let s = dots[(rowLocal * BK + j) * SLICES];
       let visible = valid && key >= kStart && key < kEnd;
       scores[j] = select(-3.0e38, s, visible);
       if (visible) {
