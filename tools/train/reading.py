@@ -344,16 +344,25 @@ def source_weight(source: str) -> float:
 class DocPicker:
     """Draws the documents that answers come from: a source by weight, then one of its documents.
 
-    `shard` (i, k) keeps the documents whose index is i modulo k, so that k generators running apart never share a
-    document and `cap` (the most examples one document may give) holds over all of them together. With neither,
-    draws are exactly those of a plain weighted choice (the held-out set depends on that)."""
+    `cap` is the most examples a document of up to CAP_CHARS characters may give; a longer one (a long manual page,
+    a Python library chapter) may give more, in proportion, up to four times as many. `shard` (i, k) keeps the
+    documents whose index is i modulo k, so that k generators running apart never share a document and the caps
+    hold over all of them together. With neither, draws are exactly those of a plain weighted choice (the held-out
+    set depends on that)."""
+
+    CAP_CHARS = 5000
 
     def __init__(self, corpus: Corpus, cap: int | None = None, shard: tuple[int, int] = (0, 1)):
         i, k = shard
         pools = {s: [d for d in docs if d % k == i] for s, docs in corpus.by_source.items()}
         self.pools = {s: p for s, p in pools.items() if p}
+        self.corpus = corpus
         self.cap = cap
         self.uses: Counter[int] = Counter()
+
+    def cap_of(self, doc: int) -> float:
+        assert self.cap is not None
+        return self.cap * min(4.0, max(1.0, len(self.corpus.docs[doc]['text']) / self.CAP_CHARS))
 
     def empty(self) -> bool:
         return not self.pools
@@ -365,7 +374,7 @@ class DocPicker:
     def used(self, doc: int, source: str) -> None:
         """Counts an example made from `doc`; a document that reached the cap is not drawn again."""
         self.uses[doc] += 1
-        if self.cap is not None and self.uses[doc] >= self.cap:
+        if self.cap is not None and self.uses[doc] >= self.cap_of(doc):
             pool = self.pools[source]
             pool.remove(doc)
             if not pool:
@@ -605,7 +614,7 @@ class Options:
     """Training-only variations; the defaults make natural examples, as the held-out set needs."""
     counterfactual: float = 0.0  # share of examples whose answer is swapped (Counterfactuals)
     paraphrase: float = 0.0  # share of questions asked in other words
-    doc_cap: int | None = None  # the most examples one document gives
+    doc_cap: int | None = None  # the most examples one document gives (DocPicker: more for long documents)
     shard: tuple[int, int] = (0, 1)  # (i, k): only answer documents whose index is i modulo k
 
 
