@@ -11,6 +11,15 @@ question, and an answer that is a span of one passage. Kinds:
   so the answer needs both;
 - distractor passages from other documents surround the answer passages in either kind.
 
+For training (not for the held-out set, which stays natural), make_examples can also:
+
+- make a share of examples counterfactual: the answer span is replaced, in the answer passages and the answer, by a
+  span of the same kind from another document (a name by a name, a number by another number, an option string by
+  another manual page's, a definition by another headword's), so that remembering the corpus cannot pay and only
+  reading the context can;
+- cap how many examples one document contributes, so that no manual page is asked about hundreds of times;
+- ask a share of questions in other words (paraphrases of the rule's question, "According to the text, ...").
+
 Documents whose hash falls in the evaluation share (is_eval_doc) never appear in training examples: the benchmark's
 synthetic questions are built from them.
 """
@@ -20,6 +29,7 @@ import json
 import lzma
 import random
 import re
+from collections import Counter
 from dataclasses import dataclass
 
 PASSAGE_CHARS = 900  # about 256 tokens at 3.1-3.5 bytes a token: kdn's default chunk
@@ -54,6 +64,8 @@ class Example:
     kind: str  # single | bridge
     rule: str  # which question rule made it
     source: str
+    doc: int = -1  # the corpus document the answer comes from
+    counterfactual: bool = False  # the answer span was swapped for one from another document
 
 
 def is_eval_doc(doc: dict[str, str]) -> bool:
@@ -324,16 +336,55 @@ def random_passage(corpus: Corpus, rng: random.Random, source: str | None) -> tu
     return doc, passage(corpus, doc, rng.randrange(len(corpus.paras[doc])), rng)
 
 
-def pick_source_doc(corpus: Corpus, rng: random.Random) -> int:
-    sources = list(corpus.by_source)
-    weights = [3.0 if s == 'man' else 2.0 if s in ('kjv', 'python-docs') else 0.6 if s in DICTIONARIES else 1.0
-               for s in sources]
-    return rng.choice(corpus.by_source[rng.choices(sources, weights)[0]])
+def source_weight(source: str) -> float:
+    return 3.0 if source == 'man' else 2.0 if source in ('kjv', 'python-docs') else 0.6 if source in DICTIONARIES \
+        else 1.0
 
 
-def single_question(corpus: Corpus, rng: random.Random) -> tuple[int, int, str, str, str, str | None] | None:
-    """(doc, paragraph, question, answer, rule, sentence) from one random document."""
-    doc = pick_source_doc(corpus, rng)
+class DocPicker:
+    """Draws the documents that answers come from: a source by weight, then one of its documents.
+
+    `cap` is the most examples a document of up to CAP_CHARS characters may give; a longer one (a long manual page,
+    a Python library chapter) may give more, in proportion, up to four times as many. `shard` (i, k) keeps the
+    documents whose index is i modulo k, so that k generators running apart never share a document and the caps
+    hold over all of them together. With neither, draws are exactly those of a plain weighted choice (the held-out
+    set depends on that)."""
+
+    CAP_CHARS = 5000
+
+    def __init__(self, corpus: Corpus, cap: int | None = None, shard: tuple[int, int] = (0, 1)):
+        i, k = shard
+        pools = {s: [d for d in docs if d % k == i] for s, docs in corpus.by_source.items()}
+        self.pools = {s: p for s, p in pools.items() if p}
+        self.corpus = corpus
+        self.cap = cap
+        self.uses: Counter[int] = Counter()
+
+    def cap_of(self, doc: int) -> float:
+        assert self.cap is not None
+        return self.cap * min(4.0, max(1.0, len(self.corpus.docs[doc]['text']) / self.CAP_CHARS))
+
+    def empty(self) -> bool:
+        return not self.pools
+
+    def pick(self, rng: random.Random) -> int:
+        sources = list(self.pools)
+        return rng.choice(self.pools[rng.choices(sources, [source_weight(s) for s in sources])[0]])
+
+    def used(self, doc: int, source: str) -> None:
+        """Counts an example made from `doc`; a document that reached the cap is not drawn again."""
+        self.uses[doc] += 1
+        if self.cap is not None and self.uses[doc] >= self.cap_of(doc):
+            pool = self.pools[source]
+            pool.remove(doc)
+            if not pool:
+                del self.pools[source]
+
+
+def single_question(corpus: Corpus, rng: random.Random, picker: DocPicker) -> \
+        tuple[int, int, str, str, str, str | None] | None:
+    """(doc, paragraph, question, answer, rule, sentence) from one document the picker draws."""
+    doc = picker.pick(rng)
     source = corpus.docs[doc]['source']
     if source in DICTIONARIES and rng.random() < 0.7 or source == 'man' and rng.random() < 0.8:
         made = (ask_definition if source in DICTIONARIES else ask_option)(corpus, doc, rng)
@@ -350,10 +401,12 @@ def single_question(corpus: Corpus, rng: random.Random) -> tuple[int, int, str, 
     return None
 
 
-def bridge_question(corpus: Corpus, rng: random.Random) -> tuple[list[tuple[int, str]], str, str, str] | None:
-    """Passages (A, B) and a question about B that names B's entity only by what A says of it."""
+def bridge_question(corpus: Corpus, rng: random.Random, picker: DocPicker) -> \
+        tuple[list[tuple[int, str]], str, str, str, str] | None:
+    """Passages (A, B), a question about B that names B's entity only by what A says of it, the answer, the rule,
+    and B's sentence the question was made from."""
     for _ in range(8):
-        found = single_question(corpus, rng)
+        found = single_question(corpus, rng, picker)
         if not found or found[4] not in ('subject', 'name', 'number', 'name-of'):
             continue
         doc, para, question, answer, rule, sentence = found
@@ -374,7 +427,7 @@ def bridge_question(corpus: Corpus, rng: random.Random) -> tuple[list[tuple[int,
         para_a = next(i for i, p in enumerate(corpus.paras[doc_a]) if sent_a in p)
         pieces = [(doc_a, passage(corpus, doc_a, para_a, rng, sent_a)), (doc, passage(corpus, doc, para, rng, sentence))]
         if answer in pieces[1][1] and sent_a.split()[0] in pieces[0][1]:
-            return pieces, new_q, answer, f'bridge-{rule}'
+            return pieces, new_q, answer, f'bridge-{rule}', sentence  # type: ignore[return-value]
     return None
 
 
@@ -397,28 +450,217 @@ def assemble(corpus: Corpus, rng: random.Random, answer_pieces: list[tuple[int, 
     return [p for g in order for p in g]
 
 
-def make_example(corpus: Corpus, rng: random.Random, bridge_share: float) -> Example | None:
-    if rng.random() < bridge_share:
-        made = bridge_question(corpus, rng)
-        if made:
-            pieces, question, answer, rule = made
-            return Example(assemble(corpus, rng, pieces), question, answer, 'bridge', rule,
-                           corpus.docs[pieces[1][0]]['source'])
-    found = single_question(corpus, rng)
-    if not found:
-        return None
-    doc, para, question, answer, rule, sentence = found
-    text = passage(corpus, doc, para, rng, sentence)
-    if answer not in text:
-        return None
-    return Example(assemble(corpus, rng, [(doc, text)]), question, answer, 'single', rule, corpus.docs[doc]['source'])
+# ---- counterfactual answers ----
+
+YEAR = re.compile(r'1\d{3}|20\d\d')
+CARDINALS = ('two', 'three', 'four', 'five', 'six', 'seven', 'eight', 'nine', 'ten', 'eleven', 'twelve', 'twenty',
+             'thirty', 'forty', 'fifty')
 
 
-def make_examples(corpus: Corpus, n: int, seed: int, bridge_share: float) -> list[Example]:
+def answer_kind(rule: str, question: str, answer: str) -> str:
+    """What an answer may be swapped for: answers of the same kind read the same in the sentence."""
+    base = rule.removeprefix('bridge-')
+    if base in ('name', 'name-of'):
+        return 'name'
+    if base == 'number':
+        return 'year' if YEAR.fullmatch(answer) and 'what year' in question else \
+            'digits' if answer[0].isdigit() else 'number-word'
+    if base == 'subject':
+        return 'subject-who' if question.startswith('Who') else 'subject-what'
+    if base == 'option':
+        return 'option-flag' if answer.startswith('-') else 'option-does'
+    return base  # definition
+
+
+def other_number(kind: str, answer: str, rng: random.Random) -> str | None:
+    """Another number of the same form: a year for a year, as many digits for digits, a word for a word."""
+    if kind == 'year':
+        return str(rng.choice([y for y in range(1450, 2030) if str(y) != answer]))
+    if kind == 'digits':
+        digits = sum(c.isdigit() for c in answer)
+        value = rng.randrange(10 ** (digits - 1) if digits > 1 else 0, 10 ** digits)
+        text = f'{value:,}' if ',' in answer else str(value)
+        return text if text != answer else None
+    lower = answer.lower()
+    if lower not in CARDINALS:  # hundred, thousand: no same-sized word to swap in
+        return None
+    word = rng.choice([w for w in CARDINALS if w != lower])
+    return word.capitalize() if answer[0].isupper() else word
+
+
+def span_pattern(span: str) -> re.Pattern[str]:
+    """The span as a whole: not inside a longer word, number or option."""
+    return re.compile(rf'(?<![\w-]){re.escape(span)}(?![\w-])')
+
+
+def match_case(old: str, new: str) -> str:
+    """The new span capitalized where the old one was (a subject opening a sentence), names left as written."""
+    if old[:1].isupper() and new[:1].islower():
+        return new[0].upper() + new[1:]
+    if old[:1].islower() and new[:1].isupper() and new.split()[0].lower() in DETERMINERS:
+        return new[0].lower() + new[1:]
+    return new
+
+
+class Counterfactuals:
+    """Swaps an example's answer for a span of the same kind that another example of the same source answered.
+
+    Spans come from the examples made so far (each kind keeps a bounded pool), numbers are made up; the swap is
+    made in every answer passage, consistently, except for numbers, where only the asked sentence changes (the
+    same number elsewhere usually counts something else)."""
+
+    POOL = 2000
+
+    def __init__(self) -> None:
+        self.pools: dict[tuple[str, str], list[tuple[str, int]]] = {}
+
+    def remember(self, kind: str, source: str, answer: str, doc: int, rng: random.Random) -> None:
+        pool = self.pools.setdefault((kind, source), [])
+        if len(pool) < self.POOL:
+            pool.append((answer, doc))
+        else:
+            pool[rng.randrange(self.POOL)] = (answer, doc)
+
+    def replacement(self, kind: str, source: str, answer: str, doc: int, rng: random.Random) -> str | None:
+        if kind in ('year', 'digits', 'number-word'):
+            return other_number(kind, answer, rng)
+        pool = self.pools.get((kind, source), [])
+        for _ in range(min(8, len(pool))):
+            span, from_doc = rng.choice(pool)
+            if from_doc != doc and span.lower() != answer.lower():
+                return span
+        return None
+
+    def swap(self, pieces: list[tuple[int, str]], question: str, answer: str, kind: str, new: str,
+             sentence: str | None) -> tuple[list[tuple[int, str]], str] | None:
+        """(pieces, answer) with `answer` replaced by `new`, or None where the swap would not read as one answer."""
+        new = match_case(answer, new)
+        old_pattern, new_pattern = span_pattern(answer), span_pattern(new)
+        if old_pattern.search(question) or new_pattern.search(question) or \
+                any(new_pattern.search(text) for _, text in pieces):
+            return None
+        out = []
+        for d, text in pieces:
+            if kind in ('year', 'digits', 'number-word'):
+                if sentence and sentence in text:
+                    text = text.replace(sentence, old_pattern.sub(lambda _: new, sentence, count=1), 1)
+            else:
+                text = old_pattern.sub(lambda _: new, text)
+            out.append((d, text))
+        if not any(new_pattern.search(text) for _, text in out):
+            return None
+        return out, new
+
+
+# ---- question paraphrases ----
+
+DEFINITION_Q = re.compile(r'(?:What is (?:an? )?|What does "?|What is meant by |Define )(?P<w>.+?)(?:"? mean)?[?.]')
+DEFINITION_FORMS = ('What is the meaning of {w}?', 'Give the meaning of {w}.', 'How is {w} defined?',
+                    'What does the word {w} mean?', 'Explain {w}.', 'What is {w}, according to the text?')
+OPTION_QS = (re.compile(r'Which option of (?P<c>\S+) (?P<d3>.+)\?'), re.compile(r'Which (?P<c>\S+) option (?P<d3>.+)\?'),
+             re.compile(r'What option (?P<d3>.+) in (?P<c>\S+)\?'), re.compile(r'How do I (?P<d>.+) with (?P<c>\S+)\?'),
+             re.compile(r'What does (?P<o>-\S+) do in (?P<c>\S+)\?'),
+             re.compile(r'What does the (?P<o>-\S+) option of (?P<c>\S+) do\?'),
+             re.compile(r'What is (?P<c>\S+) (?P<o>-\S+) for\?'))
+OPTION_FORMS = {
+    'd3': ('Which flag of {c} {d3}?', 'In {c}, which option {d3}?', 'What is the {c} option that {d3}?',
+           'Which command-line option of {c} {d3}?'),
+    'd': ('How can I {d} with {c}?', 'Using {c}, how do I {d}?', 'What option do I give {c} to {d}?'),
+    'o': ('What is the effect of {o} in {c}?', 'In {c}, what does {o} do?', 'What does {c} {o} do?',
+          'What happens when {c} is given {o}?'),
+}
+NAME_OF_Q = re.compile(r'What (?P<v>was|is|were) the name of (?P<x>.+)\?')
+NAME_OF_FORMS = ('What {v} {x} called?', 'By what name {v} {x} known?', 'What name did {x} have?')
+SUBJECT_Q = re.compile(r'(?P<wh>Who|What) (?P<rest>.+)\?')
+SUBJECT_FORMS = {'Who': ('Who was it that {rest}?', 'Which person {rest}?', 'Name the one who {rest}.'),
+                 'What': ('What is it that {rest}?', 'Name what {rest}.')}
+PREFIXES = ('According to the text, ', 'Based on the passages, ', 'In the documents above, ', 'From the context, ')
+LOWER_OPENERS = {'what', 'who', 'whom', 'which', 'how', 'where', 'when', 'why', 'define', 'give', 'explain', 'name',
+                 'in', 'by', 'using'} | DETERMINERS
+
+
+def rule_paraphrase(question: str, rule: str, rng: random.Random) -> str | None:
+    """The rule's question in other words, where its form is recognized."""
+    base = rule.removeprefix('bridge-')
+    if base == 'definition' and (m := DEFINITION_Q.fullmatch(question)):
+        return rng.choice(DEFINITION_FORMS).format(**m.groupdict())
+    if base == 'option':
+        for pattern in OPTION_QS:
+            if m := pattern.fullmatch(question):
+                slot = next(k for k in ('d3', 'd', 'o') if m.groupdict().get(k))
+                return rng.choice(OPTION_FORMS[slot]).format(**m.groupdict())
+    if base == 'name-of' and (m := NAME_OF_Q.fullmatch(question)):
+        form = rng.choice(NAME_OF_FORMS)
+        return None if '{v}' not in form and m['v'] != 'was' else form.format(**m.groupdict())
+    if base == 'subject' and (m := SUBJECT_Q.fullmatch(question)):
+        return rng.choice(SUBJECT_FORMS[m['wh']]).format(**m.groupdict())
+    return None
+
+
+def paraphrase(question: str, rule: str, rng: random.Random) -> str:
+    """Another wording: the rule's own paraphrase, or the question behind a phrase that points at the context."""
+    if rng.random() < 0.6 and (other := rule_paraphrase(question, rule, rng)):
+        return other
+    prefix = rng.choice(PREFIXES)
+    if question.split()[0].lower() in LOWER_OPENERS:
+        return prefix + question[0].lower() + question[1:]
+    return prefix.rstrip(', ') + ': ' + question
+
+
+# ---- examples ----
+
+@dataclass
+class Options:
+    """Training-only variations; the defaults make natural examples, as the held-out set needs."""
+    counterfactual: float = 0.0  # share of examples whose answer is swapped (Counterfactuals)
+    paraphrase: float = 0.0  # share of questions asked in other words
+    doc_cap: int | None = None  # the most examples one document gives (DocPicker: more for long documents)
+    shard: tuple[int, int] = (0, 1)  # (i, k): only answer documents whose index is i modulo k
+
+
+def make_example(corpus: Corpus, rng: random.Random, bridge_share: float, picker: DocPicker,
+                 options: Options, swaps: Counterfactuals) -> Example | None:
+    sentence: str | None
+    if rng.random() < bridge_share and (made := bridge_question(corpus, rng, picker)):
+        pieces, question, answer, rule, sentence = made
+        kind, doc = 'bridge', pieces[1][0]
+    else:
+        found = single_question(corpus, rng, picker)
+        if not found:
+            return None
+        doc, para, question, answer, rule, sentence = found
+        pieces = [(doc, passage(corpus, doc, para, rng, sentence))]
+        if answer not in pieces[0][1]:
+            return None
+        kind = 'single'
+    source = corpus.docs[doc]['source']
+    swapped = False
+    if options.counterfactual > 0:
+        span_kind = answer_kind(rule, question, answer)
+        if rng.random() < options.counterfactual and \
+                (new := swaps.replacement(span_kind, source, answer, doc, rng)) and \
+                (done := swaps.swap(pieces, question, answer, span_kind, new, sentence)):
+            pieces, swapped = done[0], True
+            swaps.remember(span_kind, source, answer, doc, rng)
+            answer = done[1]
+        else:
+            swaps.remember(span_kind, source, answer, doc, rng)
+    if options.paraphrase > 0 and rng.random() < options.paraphrase:
+        question = paraphrase(question, rule, rng)
+    picker.used(doc, source)
+    return Example(assemble(corpus, rng, pieces), question, answer, kind, rule, source, doc, swapped)
+
+
+def make_examples(corpus: Corpus, n: int, seed: int, bridge_share: float,
+                  options: Options | None = None) -> list[Example]:
+    """n examples (fewer where a document cap leaves no document to draw), the same for the same seed."""
+    options = options or Options()
     rng = random.Random(seed)
+    picker = DocPicker(corpus, options.doc_cap, options.shard)
+    swaps = Counterfactuals()
     out: list[Example] = []
-    while len(out) < n:
-        ex = make_example(corpus, rng, bridge_share)
+    while len(out) < n and not picker.empty():
+        ex = make_example(corpus, rng, bridge_share, picker, options, swaps)
         if ex:
             out.append(ex)
     return out

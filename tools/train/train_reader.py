@@ -7,10 +7,19 @@ with corpus text; plain corpus windows make up the other rows. The loss is the m
 plus lm_weight times the mean over corpus and passage tokens; question tokens carry none. The tokenizer is reused.
 Checkpoints go to --out as training runs, so a run cut off by its time limit still leaves a model.
 
+Examples are made by worker processes while the model trains (rows join the pool as they arrive), so training
+starts within seconds. --minutes bounds the whole run up to the final evaluation, which takes well under a minute.
+On CUDA the model runs in bf16 autocast with PyTorch's fused attention (scaled_dot_product_attention, causal) and
+fused AdamW, compiled with torch.compile unless --no-compile (a failing compile falls back to eager).
+
     python3 tools/train/train_reader.py --corpus .train/corpus.jsonl.xz .train/man-pages.jsonl.xz \\
-        --tokenizer .train/tokenizer.json --eval-set .train/synthetic.json --out out --minutes 6.5
+        --tokenizer .train/tokenizer.json --eval-set .train/synthetic.json --out out --minutes 7.5
     python3 tools/train/train_reader.py ... --smoke     # tiny model, a few steps, a slice of the data (CPU)
 """
+
+import time
+
+STARTED = time.time()  # the time budget counts from here, imports included
 
 import argparse
 import json
@@ -19,8 +28,9 @@ import multiprocessing
 import random
 import string
 import sys
-import time
+import threading
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -60,27 +70,62 @@ def example_tokens(tok: Tokenizer, ex: reading.Example) -> tuple[np.ndarray, np.
     return np.array(ids, dtype=np.int16), np.array(kinds, dtype=np.int8)
 
 
-def _generate(job: tuple[int, int, float, int]) -> list[tuple[np.ndarray, np.ndarray]]:
-    n, seed, bridge_share, max_len = job
-    corpus: reading.Corpus = _WORKER['corpus']  # type: ignore[assignment]
-    tok = Tokenizer.from_file(_WORKER['tokenizer'])  # type: ignore[arg-type]
-    out = []
-    for ex in reading.make_examples(corpus, n, seed, bridge_share):
-        ids, kinds = example_tokens(tok, ex)
-        if len(ids) <= max_len:
-            out.append((ids, kinds))
-    return out
+def _generate(job: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """One shard's examples, tokenized and packed into rows (in a worker process)."""
+    n, seed, shard, shards = job
+    args: argparse.Namespace = _WORKER['args']  # type: ignore[assignment]
+    tok = Tokenizer.from_file(args.tokenizer)
+    options = reading.Options(args.counterfactual, args.paraphrase, args.doc_cap, (shard, shards))
+    made = reading.make_examples(_WORKER['corpus'], n, seed, args.bridge_share, options)  # type: ignore[arg-type]
+    kept = [(ex, example_tokens(tok, ex)) for ex in made]
+    kept = [(ex, t) for ex, t in kept if len(t[0]) <= args.seq + 1]
+    examples = [t for _, t in kept]
+    ids, kinds = pack_rows(examples, _WORKER['lm'], args.seq + 1, seed)  # type: ignore[arg-type]
+    stats = {'examples': len(examples), 'tokens': sum(len(e[0]) for e in examples),
+             'counterfactual': sum(ex.counterfactual for ex, _ in kept), 'rows': len(ids)}
+    return ids, kinds, stats
 
 
-def reading_examples(corpus: reading.Corpus, tokenizer: str, n: int, bridge_share: float, max_len: int,
-                     workers: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    _WORKER.update(corpus=corpus, tokenizer=tokenizer)
-    jobs = [(max(1, n // (workers * 4)), 1000 + i, bridge_share, max_len) for i in range(workers * 4)]
-    with multiprocessing.get_context('fork').Pool(workers) as pool:
-        return [x for part in pool.imap_unordered(_generate, jobs) for x in part]
+class RowStream:
+    """Reading rows made by a pool of worker processes while training runs; jobs are shards of the documents
+    (reading.DocPicker), each with its own seed, so the rows are the same from run to run whatever the timing."""
+
+    def __init__(self, corpus: reading.Corpus, lm: np.ndarray, args: argparse.Namespace):
+        _WORKER.update(corpus=corpus, lm=lm, args=args)  # inherited by the forked workers
+        shards = args.shards
+        jobs = [(-(-args.examples // shards), 1000 + i, i, shards) for i in range(shards)]
+        self.pool = multiprocessing.get_context('fork').Pool(args.workers)
+        self.results = self.pool.imap(_generate, jobs)
+        self.arrived: list[tuple[np.ndarray, np.ndarray]] = []
+        self.stats: Counter[str] = Counter()
+        self.lock = threading.Lock()
+        self.finished = threading.Event()
+        threading.Thread(target=self._collect, daemon=True).start()
+
+    def _collect(self) -> None:
+        for ids, kinds, stats in self.results:
+            with self.lock:
+                self.arrived.append((ids, kinds))
+                self.stats.update(stats)
+        self.pool.close()
+        self.finished.set()
+
+    def take(self, wait: bool = False) -> tuple[np.ndarray, np.ndarray] | None:
+        """The rows that arrived since the last call (waiting for the first when `wait`), or None."""
+        while wait and not self.arrived and not self.finished.is_set():
+            time.sleep(0.05)
+        with self.lock:
+            got, self.arrived = self.arrived, []
+        if not got:
+            return None
+        return np.concatenate([g[0] for g in got]), np.concatenate([g[1] for g in got])
+
+    def stop(self) -> None:
+        self.pool.terminate()
 
 
-def pack_rows(examples: list[tuple[np.ndarray, np.ndarray]], lm: np.ndarray, width: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def pack_rows(examples: list[tuple[np.ndarray, np.ndarray]], lm: np.ndarray, width: int, seed: int) -> \
+        tuple[np.ndarray, np.ndarray]:
     """Rows of `width` tokens: whole examples back to back, the rest filled with a corpus window."""
     rng = random.Random(seed)
     rng.shuffle(examples)
@@ -88,20 +133,20 @@ def pack_rows(examples: list[tuple[np.ndarray, np.ndarray]], lm: np.ndarray, wid
     i = 0
     while i < len(examples):
         ids, kinds = [], []
-        while i < len(examples) and sum(len(x) for x in ids) + len(examples[i][0]) <= width:
+        used = 0
+        while i < len(examples) and used + len(examples[i][0]) <= width:
             ids.append(examples[i][0])
             kinds.append(examples[i][1])
+            used += len(examples[i][0])
             i += 1
-        used = sum(len(x) for x in ids)
-        if used == 0:  # longer than a row (cannot happen: generation caps the length); skip it
-            i += 1
-            continue
         start = rng.randrange(0, len(lm) - width)
         ids.append(lm[start:start + width - used])
         kinds.append(np.full(width - used, LM, dtype=np.int8))
         rows_ids.append(np.concatenate(ids))
         rows_kinds.append(np.concatenate(kinds))
-    return torch.from_numpy(np.stack(rows_ids).astype(np.int64)), torch.from_numpy(np.stack(rows_kinds))
+    if not rows_ids:
+        return np.zeros((0, width), dtype=np.int16), np.zeros((0, width), dtype=np.int8)
+    return np.stack(rows_ids), np.stack(rows_kinds)
 
 
 def normalize_answer(text: str) -> list[str]:
@@ -146,13 +191,9 @@ def loss_of(model, ids: torch.Tensor, kinds: torch.Tensor, device: str, lm_weigh
         logits = model(input_ids=ids[:, :-1]).logits
     ce = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), ids[:, 1:].reshape(-1), reduction='none')
     k = kinds[:, 1:].reshape(-1)
-    answer, lm = k == ANSWER, k == LM
-    total = ce.new_zeros(())
-    if answer.any():
-        total = total + ce[answer].mean()
-    if lm.any():
-        total = total + lm_weight * ce[lm].mean()
-    return total
+    # Masked means rather than boolean indexing: no host synchronization, and one graph for torch.compile.
+    answer, lm = (k == ANSWER).float(), (k == LM).float()
+    return (ce * answer).sum() / answer.sum().clamp(min=1) + lm_weight * (ce * lm).sum() / lm.sum().clamp(min=1)
 
 
 def parse_args() -> argparse.Namespace:
@@ -161,7 +202,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument('--tokenizer', required=True, help='tokenizer.json to reuse')
     ap.add_argument('--eval-set', type=Path, required=True, help='bench/data/answers/synthetic.json')
     ap.add_argument('--out', type=Path, required=True)
-    ap.add_argument('--minutes', type=float, default=6.5, help='wall-clock budget of the training loop')
+    ap.add_argument('--minutes', type=float, default=7.5,
+                    help='wall-clock budget from start to the end of training; the final evaluation follows')
     ap.add_argument('--hidden', type=int, default=256)
     ap.add_argument('--layers', type=int, default=8)
     ap.add_argument('--heads', type=int, default=8)
@@ -170,14 +212,20 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument('--seq', type=int, default=2048)
     ap.add_argument('--batch', type=int, default=24)
     ap.add_argument('--reading-rows', type=float, default=0.6, help='share of rows that pack reading examples')
-    ap.add_argument('--examples', type=int, default=240_000)
+    ap.add_argument('--examples', type=int, default=160_000, help='reading examples made (one pass of the data)')
     ap.add_argument('--bridge-share', type=float, default=0.25)
+    ap.add_argument('--counterfactual', type=float, default=0.5,
+                    help='share of examples whose answer is swapped for a span of the same kind from another document')
+    ap.add_argument('--paraphrase', type=float, default=0.5, help='share of questions asked in other words')
+    ap.add_argument('--doc-cap', type=int, default=40, help='the most examples one document gives')
+    ap.add_argument('--shards', type=int, default=64, help='generation jobs, each over its own share of documents')
+    ap.add_argument('--show', type=int, default=0, help='print this many counterfactual examples before training')
     ap.add_argument('--lm-weight', type=float, default=0.5)
     ap.add_argument('--lr', type=float, default=2e-3)
     ap.add_argument('--warmup', type=int, default=200)
     ap.add_argument('--chat-share', type=float, default=0.15)
     ap.add_argument('--workers', type=int, default=max(1, (multiprocessing.cpu_count() or 2) - 2))
-    ap.add_argument('--checkpoint-every', type=float, default=100.0, help='seconds between checkpoints')
+    ap.add_argument('--checkpoint-every', type=float, default=120.0, help='seconds between checkpoints')
     ap.add_argument('--max-steps', type=int, default=None)
     ap.add_argument('--eval-limit', type=int, default=100000, help='held-out examples answered at the end')
     ap.add_argument('--compile', action=argparse.BooleanOptionalAction, default=True)
@@ -186,7 +234,7 @@ def parse_args() -> argparse.Namespace:
     if args.smoke:
         args.hidden, args.layers, args.heads, args.kv_heads, args.ffn, args.seq, args.batch = 64, 2, 2, 1, 128, 512, 4
         args.examples, args.max_steps, args.warmup, args.compile, args.checkpoint_every = 400, 6, 2, False, 1e9
-        args.eval_limit = 6
+        args.eval_limit, args.shards, args.show = 6, 4, 3
     return args
 
 
@@ -196,13 +244,27 @@ def save(model, tok: Tokenizer, out: Path, log_data: dict[str, object]) -> None:
     (out / 'train-log.json').write_text(json.dumps(log_data, indent=2, ensure_ascii=False) + '\n')
 
 
+def show_examples(corpus: reading.Corpus, args: argparse.Namespace) -> None:
+    """Prints a few counterfactual examples, with the context around the swapped answer, to read them."""
+    options = reading.Options(args.counterfactual, args.paraphrase, args.doc_cap)
+    shown = 0
+    for ex in reading.make_examples(corpus, 200, 1, args.bridge_share, options):
+        if not ex.counterfactual or shown >= args.show:
+            continue
+        context = ''.join(ex.pieces)
+        at = context.find(ex.answer)
+        log(f'counterfactual {ex.kind}/{ex.rule} ({ex.source}): Q: {ex.question} | A: {ex.answer} | '
+            f'in context: {at >= 0} | ...{context[max(0, at - 160):at + len(ex.answer) + 80]!r}...')
+        shown += 1
+
+
 def main() -> None:
     args = parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     device = 'cuda' if torch.cuda.is_available() else 'cpu'
     torch.manual_seed(0)
     torch.backends.cuda.matmul.allow_tf32 = True
-    started = time.time()
+    deadline = STARTED + args.minutes * 60
 
     docs = [d for d in reading.load_docs(args.corpus) if not reading.is_eval_doc(d)]
     if args.smoke:
@@ -216,61 +278,71 @@ def main() -> None:
 
     corpus = reading.Corpus(train_docs)
     corpus.build_subject_index(len(corpus.docs))
-    examples = reading_examples(corpus, args.tokenizer, args.examples, args.bridge_share, args.seq + 1, args.workers)
-    reading_tokens = sum(len(e[0]) for e in examples)
-    rc_ids, rc_kinds = pack_rows(examples, lm_ids, args.seq + 1, 1)
-    log(f'{len(examples)} reading examples ({reading_tokens / 1e6:.1f}M tokens) in {len(rc_ids)} rows after '
-        f'{time.time() - started:.0f}s')
+    if args.show:
+        show_examples(corpus, args)
+    # Fork the workers before CUDA starts in this process; they only use the CPU.
+    stream = RowStream(corpus, lm_ids, args)
     eval_set = json.loads(args.eval_set.read_text())['examples']
 
     config = llama_config(tok.get_vocab_size(), args.hidden, args.layers, args.heads, args.kv_heads, args.ffn,
                           max(2048, args.seq))
+    config._attn_implementation = 'sdpa'  # F.scaled_dot_product_attention, causal (no mask is passed)
     model = LlamaForCausalLM(config).to(device)
     params = sum(p.numel() for p in model.parameters())
-    log(f'model: {params} parameters ({params * 2 / 1e6:.2f} MB in fp16)')
+    log(f'model: {params} parameters ({params * 2 / 1e6:.2f} MB in fp16), {config._attn_implementation} attention')
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{'params': decay, 'weight_decay': 0.1}, {'params': no_decay, 'weight_decay': 0.0}],
                             lr=args.lr, betas=(0.9, 0.95), eps=1e-8, fused=device == 'cuda')
-    step_model = torch.compile(model) if args.compile and device == 'cuda' else model
 
-    rc_ids, rc_kinds = rc_ids.to(device), rc_kinds.to(device)
+    def eager_loss(ids: torch.Tensor, kinds: torch.Tensor) -> torch.Tensor:
+        return loss_of(model, ids, kinds, device, args.lm_weight)
+
+    step_loss = torch.compile(eager_loss) if args.compile and device == 'cuda' else eager_loss
+
     lm_dev = torch.from_numpy(lm_ids.astype(np.int64)).to(device)
+    first = stream.take(wait=True)
+    if first is None:
+        raise SystemExit('no reading examples were made')
+    rc_ids = torch.from_numpy(first[0].astype(np.int32)).to(device)
+    rc_kinds = torch.from_numpy(first[1]).to(device)
     n_rc = max(1, round(args.batch * args.reading_rows))
-    budget = args.minutes * 60
     train_log: dict[str, object] = {
         'hardware': torch.cuda.get_device_name(0) if device == 'cuda' else 'cpu', 'torch': torch.__version__,
         'args': {k: str(v) for k, v in vars(args).items()}, 'parameters': params,
         'train_docs': len(train_docs), 'val_docs': len(val_docs), 'lm_tokens': len(lm_ids),
-        'reading_examples': len(examples), 'reading_tokens': reading_tokens, 'reading_rows': len(rc_ids),
         'curve': [], 'evals': [],
     }
-    step, tokens_seen, last_ckpt = 0, 0, time.time()
-    loop_start = time.time()
+    step, tokens_seen = 0, 0
+    loop_start = last_ckpt = time.time()
+    log(f'training from {loop_start - STARTED:.0f}s after start, until {deadline - STARTED:.0f}s')
     while True:
-        progress = (time.time() - loop_start) / budget
-        if progress >= 1.0 or (args.max_steps and step >= args.max_steps):
+        now = time.time()
+        if now >= deadline or (args.max_steps and step >= args.max_steps):
             break
-        lr = lr_at(step, progress, args.lr, args.warmup)
+        if step % 25 == 0 and (new := stream.take()) is not None:  # rows made since: join the pool
+            rc_ids = torch.cat([rc_ids, torch.from_numpy(new[0].astype(np.int32)).to(device)])
+            rc_kinds = torch.cat([rc_kinds, torch.from_numpy(new[1]).to(device)])
+        lr = lr_at(step, (now - loop_start) / max(1.0, deadline - loop_start), args.lr, args.warmup)
         for group in opt.param_groups:
             group['lr'] = lr
         pick = torch.randint(0, len(rc_ids), (n_rc,), device=device)
         starts = torch.randint(0, len(lm_dev) - args.seq - 1, (args.batch - n_rc,), device=device)
         lm_rows = lm_dev[starts[:, None] + torch.arange(args.seq + 1, device=device)[None, :]]
-        ids = torch.cat([rc_ids[pick], lm_rows])
+        ids = torch.cat([rc_ids[pick].long(), lm_rows])
         kinds = torch.cat([rc_kinds[pick], torch.full_like(lm_rows, LM, dtype=torch.int8)])
         opt.zero_grad(set_to_none=True)
         try:
-            loss = loss_of(step_model, ids, kinds, device, args.lm_weight)
+            loss = step_loss(ids, kinds)
             loss.backward()
         except Exception as e:  # a compile failure must not cost the run: continue eager
-            if step_model is model:
+            if step_loss is eager_loss:
                 raise
             log(f'torch.compile failed, continuing eager: {e!r:.500}')
             train_log['compile_failed'] = repr(e)[:500]
-            step_model = model
+            step_loss = eager_loss
             opt.zero_grad(set_to_none=True)
-            loss = loss_of(model, ids, kinds, device, args.lm_weight)
+            loss = step_loss(ids, kinds)
             loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -278,31 +350,36 @@ def main() -> None:
         tokens_seen += ids.numel()
         if step % 100 == 0 or step <= 3:
             train_log['curve'].append({'step': step, 'loss': round(loss.item(), 4), 'lr': lr,  # type: ignore[union-attr]
-                                       'seconds': round(time.time() - loop_start, 1)})
+                                       'rows': len(rc_ids), 'seconds': round(time.time() - STARTED, 1)})
             if step % 500 == 0 or step <= 3:
-                log(f'step {step} loss {loss.item():.4f} lr {lr:.2e} {tokens_seen / (time.time() - loop_start) / 1e6:.2f}M tok/s')
-        if time.time() - last_ckpt > args.checkpoint_every:
-            v = evaluate(model, val_ids, 1024, device, max_windows=64)
-            rc = answer_eval(model, tok, eval_set, device, 30)
+                log(f'step {step} loss {loss.item():.4f} lr {lr:.2e} {len(rc_ids)} reading rows '
+                    f'{tokens_seen / (time.time() - loop_start) / 1e6:.2f}M tok/s')
+        if time.time() - last_ckpt > args.checkpoint_every and deadline - time.time() > 30:
+            v = evaluate(model, val_ids, 1024, device, max_windows=32)
+            rc = answer_eval(model, tok, eval_set, device, 20)
             train_log['evals'].append({'step': step, 'val_ppl': round(math.exp(v), 2), 'reading': rc})  # type: ignore[union-attr]
             log(f'eval step {step}: val ppl {math.exp(v):.2f}, reading {json.dumps({k: x for k, x in rc.items() if k != "samples"})}')
-            train_log.update(steps=step, tokens_seen=tokens_seen, partial=True)
+            train_log.update(steps=step, tokens_seen=tokens_seen, partial=True, data=dict(stream.stats))
             save(model, tok, args.out, train_log)
             last_ckpt = time.time()
+    stream.stop()
     train_seconds = time.time() - loop_start
-    v = evaluate(model, val_ids, 1024, device)
     train_log.update(steps=step, tokens_seen=tokens_seen, train_seconds=round(train_seconds, 1), partial=False,
-                     val_loss=round(v, 4), val_ppl=round(math.exp(v), 2))
-    save(model, tok, args.out, train_log)
-    log(f'saved after {step} steps, {train_seconds:.0f}s, val ppl {math.exp(v):.2f}')
+                     reading_rows=len(rc_ids), data=dict(stream.stats),
+                     options=asdict(reading.Options(args.counterfactual, args.paraphrase, args.doc_cap)))
+    save(model, tok, args.out, train_log)  # the trained model first: the evaluations below only add to the log
+    log(f'saved after {step} steps, {train_seconds:.0f}s of training, data made: {dict(stream.stats)}')
+    v = evaluate(model, val_ids, 1024, device)
+    train_log.update(val_loss=round(v, 4), val_ppl=round(math.exp(v), 2))
+    log(f'val ppl {math.exp(v):.2f}')
     train_log['reading_eval'] = answer_eval(model, tok, eval_set, device, args.eval_limit)
     log(f'held-out reading: {json.dumps(train_log["reading_eval"], ensure_ascii=False)[:3000]}')
     train_log['samples'] = samples(model, tok, device, 60)
-    train_log['wall_seconds'] = round(time.time() - started, 1)
+    train_log['wall_seconds'] = round(time.time() - STARTED, 1)
     (args.out / 'train-log.json').write_text(json.dumps(train_log, indent=2, ensure_ascii=False) + '\n')
     for s in train_log['samples']:  # type: ignore[union-attr]
         log(f'[{s["prompt"]} @ {s["temperature"]}] {s["text"]!r}')
-    log('done')
+    log(f'done after {time.time() - STARTED:.0f}s')
 
 
 if __name__ == '__main__':
