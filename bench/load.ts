@@ -179,6 +179,7 @@ async function throughputOffVsOn(urls: Record<Batching, string>, args: LoadArgs)
       ...spread(runs[setting], 'tokens_per_s'),
       ...spread(runs[setting], 'latency_p50_ms'),
       ...spread(runs[setting], 'ttft_p50_ms'),
+      ...spread(runs[setting], 'ttft_p99_ms'),
       ...spread(runs[setting], 'latency_p99_ms'),
       ...medians(runs[setting], (key) => key.startsWith('engine_')),
     });
