@@ -12,7 +12,9 @@
  *     (as `kdn serve` plans them), answered with full prefill.
  * Modes (MODES): recompute ([sink] + pieces + prompt prefilled), prefix-chained (each piece's KV exported from the
  * recompute session: exact when the pieces are read in that order), independent (each piece computed alone after
- * the sink, placed at its position by re-rotation). The prompt is kdn's (kdn/query/prompt.ts); answers are greedy, to
+ * the sink, placed at its position by re-rotation), blend (the independent pieces blended with the prompt as kdn
+ * blends a query by default, kdn/query/blend-policy.ts: 15% of the context's tokens recomputed, chosen by the
+ * prompt's attention). The prompt is kdn's (kdn/query/prompt.ts); answers are greedy, to
  * EOS or a new line, scored by exact match and token F1 (SQuAD normalization).
  *
  *   npm run bench -- answers [--model DIR] [--sections retrieval,synthetic,natural] [--single 20] [--bridge 10]
@@ -29,8 +31,9 @@ import { z } from 'zod';
 import { KdnError } from '../common/errors.ts';
 import { createEngine, type Engine, type Session } from '../engine-adapter/index.ts';
 import type { KVTensors } from '../storage/kv-object/types.ts';
-import { codecFromString, encodeKVObject, readKVObject } from '../storage/kv-object/index.ts';
+import { codecFromString, encodeKVObject, readKVObject, type KVObjectReader } from '../storage/kv-object/index.ts';
 import { ANSWER_STOP_STRINGS, questionPrompt } from '../kdn/query/prompt.ts';
+import { DEFAULT_BLEND } from '../kdn/query/blend-policy.ts';
 import { DEFAULT_SEARCH_TUNING } from '../kdn/retrieval/chunk-index.ts';
 import { exactMatch, tokenF1 } from './lib/answer-score.ts';
 import { choiceList, parseFlags, positiveInt } from './lib/args.ts';
@@ -63,15 +66,25 @@ interface ModeInput {
 interface Mode {
   /** Whether the mode's context goes through stored KV objects (and so runs once per codec). */
   usesCodec: boolean;
-  /** A session holding [sink] + the context, ready for the prompt; the caller releases it (ModeRun.release). */
-  build(input: ModeInput, codec: string | null): Promise<Session>;
+  /**
+   * A session holding [sink] + the context + `prompt`, its last logits computed, ready to generate; the caller
+   * releases it (ModeRun.release).
+   */
+  start(input: ModeInput, codec: string | null, prompt: number[]): Promise<Session>;
 }
 
-/** The modes, one entry each: adding a mode (a blend of independent chunks, say) is adding an entry. */
+/** The modes, one entry each: adding a mode is adding an entry. */
 const MODES = {
-  recompute: { usesCodec: false, build: (input) => input.reference() },
-  'prefix-chained': { usesCodec: true, build: (input, codec) => injected(input, codec!, input.chainedKV) },
-  independent: { usesCodec: true, build: (input, codec) => injected(input, codec!, input.independentKV) },
+  recompute: { usesCodec: false, start: (input, _codec, prompt) => prompted(input.reference(), prompt) },
+  'prefix-chained': {
+    usesCodec: true,
+    start: (input, codec, prompt) => prompted(injected(input, codec!, input.chainedKV), prompt),
+  },
+  independent: {
+    usesCodec: true,
+    start: (input, codec, prompt) => prompted(injected(input, codec!, input.independentKV), prompt),
+  },
+  blend: { usesCodec: true, start: (input, codec, prompt) => blended(input, codec!, prompt) },
 } satisfies Record<string, Mode>;
 type ModeName = keyof typeof MODES;
 const MODE_NAMES = Object.keys(MODES) as ModeName[];
@@ -80,20 +93,40 @@ function capacityOf(input: ModeInput): number {
   return input.engine.info.maxPositionEmbeddings;
 }
 
-/** [sink] prefilled, then each piece's KV encoded with `codec`, read back from bytes and injected in order. */
+async function prompted(context: Promise<Session>, prompt: number[]): Promise<Session> {
+  const session = await context;
+  await session.prefill(prompt, { logits: 'last' });
+  return session;
+}
+
+/** Piece i's KV encoded with `codec` and read back from the bytes, as a query reads a stored object. */
+function storedObject(input: ModeInput, codec: string, tensors: KVTensors[], i: number): Promise<KVObjectReader> {
+  const bytes = encodeKVObject(tensors[i]!, {
+    modelFingerprint: input.engine.info.fingerprint,
+    tokenIds: input.pieces[i]!,
+    codec: codecFromString(codec),
+  });
+  return readKVObject(byteStream(bytes));
+}
+
+/** [sink] prefilled, then each piece's stored KV injected in order. */
 async function injected(input: ModeInput, codec: string, kv: () => Promise<KVTensors[]>): Promise<Session> {
-  const { engine } = input;
   const tensors = await kv();
-  const session = engine.createSession({ capacity: capacityOf(input) });
+  const session = input.engine.createSession({ capacity: capacityOf(input) });
   await session.prefill([input.sink], { logits: 'none' });
-  for (const [i, t] of tensors.entries()) {
-    const bytes = encodeKVObject(t, {
-      modelFingerprint: engine.info.fingerprint,
-      tokenIds: input.pieces[i]!,
-      codec: codecFromString(codec),
-    });
-    await session.injectKV(await readKVObject(byteStream(bytes)), session.length);
-  }
+  for (const i of tensors.keys()) await session.injectKV(await storedObject(input, codec, tensors, i), session.length);
+  return session;
+}
+
+/** [sink] prefilled, then the independent pieces' stored KV blended with the prompt as kdn blends a query. */
+async function blended(input: ModeInput, codec: string, prompt: number[]): Promise<Session> {
+  const tensors = await input.independentKV();
+  const session = input.engine.createSession({ capacity: capacityOf(input) });
+  await session.prefill([input.sink], { logits: 'none' });
+  const chunks = await Promise.all(
+    tensors.map(async (_, i) => ({ object: await storedObject(input, codec, tensors, i), tokenIds: input.pieces[i]! })),
+  );
+  await session.blendKVAndPrefill(chunks, prompt, DEFAULT_BLEND);
   return session;
 }
 
@@ -148,10 +181,16 @@ async function prefillAll(input: ModeInput): Promise<Session> {
   return session;
 }
 
-/** The greedy answer after the context `session` holds; decoding stops at a new line, as only the first line is scored. */
-async function answer(session: Session, engine: Engine, question: string, maxNew: number): Promise<string> {
-  const contextLength = session.length;
-  await session.prefill(engine.tokenizer.encode(questionPrompt(question), { addSpecialTokens: false }), { logits: 'last' });
+function promptIds(engine: Engine, question: string): number[] {
+  return engine.tokenizer.encode(questionPrompt(question), { addSpecialTokens: false });
+}
+
+/**
+ * The greedy answer of a session `start` left holding a context and `prompt`; decoding stops at a new line, as only
+ * the first line is scored. The session goes back to its context (a shared reference session answers again).
+ */
+async function answer(session: Session, prompt: number[], maxNew: number): Promise<string> {
+  const contextLength = session.length - prompt.length;
   const result = await session.generate({ maxTokens: maxNew, temperature: 0, stopStrings: [...ANSWER_STOP_STRINGS, '\n'] });
   session.truncate(contextLength);
   return result.text.split('\n')[0]!.trim();
@@ -286,9 +325,10 @@ async function synthetic(
     let recomputeAnswer: string | undefined;
     try {
       for (const r of plan) {
-        const session = await MODES[r.mode].build(run.input, r.codec);
+        const prompt = promptIds(engine, ex.question);
+        const session = await MODES[r.mode].start(run.input, r.codec, prompt);
         try {
-          const got = await answer(session, engine, ex.question, a.maxNew);
+          const got = await answer(session, prompt, a.maxNew);
           if (r.mode === 'recompute') {
             recomputeAnswer = got;
             if (samples.length < 16) samples.push(`${ex.kind} Q: ${ex.question} | expected: ${ex.answer} | model: ${got}`);
@@ -336,7 +376,8 @@ async function natural(
     const { pieces } = retrievedPieces(set, q.question);
     const run = modeRun(engine, sink, pieces);
     try {
-      const got = await answer(await run.input.reference(), engine, q.question, a.maxNew);
+      const prompt = promptIds(engine, q.question);
+      const got = await answer(await MODES.recompute.start(run.input, null, prompt), prompt, a.maxNew);
       const kind = set.documents.find((d) => d.file === q.doc)!.kind;
       for (const key of [kind, 'all']) {
         if (!byKind.has(key)) byKind.set(key, new Tally());

@@ -64,6 +64,7 @@ describe('answers benchmark on a tiny model', () => {
       'recompute|none (prefill)',
       ...CODECS.map((c) => `prefix-chained|${c}`),
       ...CODECS.map((c) => `independent|${c}`),
+      ...CODECS.map((c) => `blend|${c}`),
     ]);
     for (const r of synthetic) {
       expect(r.n_single).to.equal(1);
