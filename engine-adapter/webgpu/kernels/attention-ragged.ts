@@ -55,7 +55,7 @@ interface Group {
  * (before `rec` is submitted, so they land before it runs).
  */
 export class RaggedAttention {
-  private readonly groups: Group[][] = [];
+  private readonly groups: Group[][];
   private readonly table: GPUBuffer;
   readonly rows: number;
   private readonly splits: number;
@@ -75,24 +75,10 @@ export class RaggedAttention {
     // share the dimensions of those rows.
     const most = Math.max(...sequences.map((s) => s.tokens * (shape.heads / shape.kvHeads)));
     this.rowsPerWorkgroup = 2 ** Math.ceil(Math.log2(most));
-    const words: number[] = [];
-    const align = ctx.storageOffsetAlignment / 4;
-    for (let l = 0; l < layers; l++) {
-      this.groups.push(
-        groupByBlocks(sequences, l).map((members) => {
-          while (words.length % align !== 0) words.push(0);
-          const tableOffset = words.length * 4;
-          for (const seq of members) {
-            const [k, v] = [seq.cache.keys[l]!, seq.cache.values[l]!];
-            words.push(seq.row, seq.tokens, seq.position, k.offset / 4, v.offset / 4);
-          }
-          const [first] = members;
-          return { keys: first!.cache.keys[l]!.buffer, values: first!.cache.values[l]!.buffer, count: members.length, tableOffset };
-        }),
-      );
-    }
+    const { groups, words } = tables(sequences, layers, ctx.storageOffsetAlignment / 4);
+    this.groups = groups;
     this.table = ctx.scratch('ragged attention table', words.length * 4, rec);
-    ctx.device.queue.writeBuffer(this.table, 0, new Uint32Array(words));
+    ctx.device.queue.writeBuffer(this.table, 0, words);
   }
 
   /** Records layer `l`: each group's dispatch from the stacked queries `q`, then the merge into `out`'s rows. */
@@ -109,6 +95,30 @@ export class RaggedAttention {
     }
     part.combine(out);
   }
+}
+
+/**
+ * Per layer, the sequences' groups and their tables (five words per sequence, see attention.wgsl), every table at an
+ * offset a binding can take (`align` words), all in one array.
+ */
+function tables(sequences: readonly RaggedSequence[], layers: number, align: number): { groups: Group[][]; words: Uint32Array } {
+  const words: number[] = [];
+  const groups: Group[][] = [];
+  for (let l = 0; l < layers; l++) {
+    groups.push(
+      groupByBlocks(sequences, l).map((members) => {
+        while (words.length % align !== 0) words.push(0);
+        const tableOffset = words.length * 4;
+        for (const seq of members) {
+          const [k, v] = [seq.cache.keys[l]!, seq.cache.values[l]!];
+          words.push(seq.row, seq.tokens, seq.position, k.offset / 4, v.offset / 4);
+        }
+        const first = members[0]!.cache;
+        return { keys: first.keys[l]!.buffer, values: first.values[l]!.buffer, count: members.length, tableOffset };
+      }),
+    );
+  }
+  return { groups, words: Uint32Array.from(words) };
 }
 
 /** The sequences grouped by the pair of blocks their layer-`l` keys and values sit in. */
