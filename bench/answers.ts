@@ -109,11 +109,17 @@ function storedObject(input: ModeInput, codec: string, tensors: KVTensors[], i: 
   return readKVObject(byteStream(bytes));
 }
 
+/** A new session holding only the sink. */
+async function sinkSession(input: ModeInput): Promise<Session> {
+  const session = input.engine.createSession({ capacity: capacityOf(input) });
+  await session.prefill([input.sink], { logits: 'none' });
+  return session;
+}
+
 /** [sink] prefilled, then each piece's stored KV injected in order. */
 async function injected(input: ModeInput, codec: string, kv: () => Promise<KVTensors[]>): Promise<Session> {
   const tensors = await kv();
-  const session = input.engine.createSession({ capacity: capacityOf(input) });
-  await session.prefill([input.sink], { logits: 'none' });
+  const session = await sinkSession(input);
   for (const i of tensors.keys()) await session.injectKV(await storedObject(input, codec, tensors, i), session.length);
   return session;
 }
@@ -121,8 +127,7 @@ async function injected(input: ModeInput, codec: string, kv: () => Promise<KVTen
 /** [sink] prefilled, then the independent pieces' stored KV blended with the prompt as kdn blends a query. */
 async function blended(input: ModeInput, codec: string, prompt: number[]): Promise<Session> {
   const tensors = await input.independentKV();
-  const session = input.engine.createSession({ capacity: capacityOf(input) });
-  await session.prefill([input.sink], { logits: 'none' });
+  const session = await sinkSession(input);
   const chunks = await Promise.all(
     tensors.map(async (_, i) => ({ object: await storedObject(input, codec, tensors, i), tokenIds: input.pieces[i]! })),
   );
@@ -323,9 +328,9 @@ async function synthetic(
     const pieces = ex.pieces.map((p) => engine.tokenizer.encode(p, { addSpecialTokens: false }));
     const run = modeRun(engine, sink, pieces);
     let recomputeAnswer: string | undefined;
+    const prompt = promptIds(engine, ex.question);
     try {
       for (const r of plan) {
-        const prompt = promptIds(engine, ex.question);
         const session = await MODES[r.mode].start(run.input, r.codec, prompt);
         try {
           const got = await answer(session, prompt, a.maxNew);

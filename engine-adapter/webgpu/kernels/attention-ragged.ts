@@ -7,15 +7,10 @@
  */
 import type { Binding, GpuContext, Recorder } from '../gpu-context.ts';
 import type { GpuKVCache } from '../gpu-kv-cache.ts';
-import { ATTENTION_URL, keysPerTile, MAX_HEAD_DIM, ROWS_PER_WORKGROUP } from './attention.ts';
+import { ATTENTION_URL, attentionConstants, keysPerTile, MAX_HEAD_DIM, ROWS_PER_WORKGROUP } from './attention.ts';
 import { attentionParams } from './attention-params.ts';
-import { splitParts } from './attention-splits.ts';
+import { splitParts, splitsByKeys } from './attention-splits.ts';
 
-/**
- * Parts the key range is cut into: as many as there are key tiles, up to this. A workgroup walks its part's tiles
- * one after another, and the time of a decode step's attention follows the tiles per part, not the workgroup count.
- */
-const MAX_SPLITS = 64;
 /** u32 fields per sequence in the table (see attention.wgsl). */
 const FIELDS = 5;
 
@@ -70,7 +65,9 @@ export class RaggedAttention {
   ) {
     this.rows = sequences.reduce((sum, s) => sum + s.tokens, 0);
     const keys = Math.max(...sequences.map((s) => s.position + s.tokens));
-    this.splits = Math.max(1, Math.min(MAX_SPLITS, Math.floor(keys / keysPerTile(shape.headDim))));
+    // As many parts as the splits allow, whatever the grid: a workgroup walks its part's tiles one after another, and
+    // a decode step's attention takes as long as the tiles per part, not the workgroup count.
+    this.splits = splitsByKeys(keys, keysPerTile(shape.headDim));
     // Rows per workgroup: the fewest (a power of two) that hold every sequence's rows; the rest of the 64 threads
     // share the dimensions of those rows.
     const most = Math.max(...sequences.map((s) => s.tokens * (shape.heads / shape.kvHeads)));
@@ -84,8 +81,7 @@ export class RaggedAttention {
   /** Records layer `l`: each group's dispatch from the stacked queries `q`, then the merge into `out`'s rows. */
   record(rec: Recorder, l: number, q: GPUBuffer, out: Binding): void {
     const { ctx, shape } = this;
-    const bk = keysPerTile(shape.headDim);
-    const constants = { BK: bk, TILE: bk * shape.headDim, DOTS: 64 * bk, ROWS: this.rowsPerWorkgroup };
+    const constants = attentionConstants(shape.headDim, this.rowsPerWorkgroup);
     const pipeline = ctx.pipeline({ url: ATTENTION_URL, defines: ['SPLIT', 'RAGGED'], constants });
     const part = splitParts(ctx, rec, this.splits, this.rows * shape.heads, shape.headDim);
     for (const g of this.groups[l]!) {

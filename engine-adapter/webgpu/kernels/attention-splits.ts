@@ -15,11 +15,14 @@ import { recordAttentionCombine } from './attention-combine.ts';
 const MIN_TILES_PER_SPLIT = 1;
 const MAX_SPLITS = 64;
 
+/** The most parts `keys` keys in tiles of `bk` are cut into. */
+export function splitsByKeys(keys: number, bk: number): number {
+  return Math.max(1, Math.min(Math.floor(keys / (bk * MIN_TILES_PER_SPLIT)), MAX_SPLITS));
+}
+
 /** Parts for `groups` workgroups over `keys` keys in tiles of `bk`, so the grid reaches about `target` workgroups. */
 export function chooseSplits(groups: number, keys: number, bk: number, target: number): number {
-  const byGrid = Math.ceil(target / groups);
-  const byKeys = Math.floor(keys / (bk * MIN_TILES_PER_SPLIT));
-  return Math.max(1, Math.min(byGrid, byKeys, MAX_SPLITS));
+  return Math.max(1, Math.min(Math.ceil(target / groups), splitsByKeys(keys, bk)));
 }
 
 export interface SplitParts {

@@ -43,6 +43,12 @@ export function keysPerTile(headDim: number): number {
   return Math.max(1, Math.min(32, Math.floor(2048 / headDim)));
 }
 
+/** attention.wgsl's override constants for `headDim` and `rows` query rows per workgroup (a power of two <= 16). */
+export function attentionConstants(headDim: number, rows = ROWS_PER_WORKGROUP): Record<string, number> {
+  const bk = keysPerTile(headDim);
+  return { BK: bk, TILE: bk * headDim, DOTS: 64 * bk, ROWS: rows };
+}
+
 /** Prefill on the tensor cores where the adapter has them (and no split is forced); else the portable kernel. */
 export function recordAttention(ctx: GpuContext, rec: Recorder, a: AttentionArgs): void {
   if (a.splits === undefined && subgroupMatrixAttentionFits(ctx, a)) recordAttentionSubgroupMatrix(ctx, rec, a);
@@ -61,7 +67,7 @@ export function recordAttentionPortable(ctx: GpuContext, rec: Recorder, a: Atten
     );
   }
   const bk = keysPerTile(a.headDim);
-  const constants = { BK: bk, TILE: bk * a.headDim, DOTS: ROWS_PER_WORKGROUP * 4 * bk };
+  const constants = attentionConstants(a.headDim);
   const slots = slotBindings(a);
   const params = attentionParams(a);
   const rows = a.tokens * (a.heads / a.kvHeads);
