@@ -1,4 +1,8 @@
 import { createParser } from 'eventsource-parser';
+// Node 20's built-in fetch (undici 6) now and then leaves a request pending for good when the server resets its
+// connection; with nothing else keeping the event loop alive the CLI then quits mid-command (exit 13, no message).
+// undici 7 rejects such a request with ECONNRESET.
+import { fetch, type Response } from 'undici';
 import { KdnError, ERROR_CODES, type ErrorCode } from '../../common/errors.ts';
 import { backoffDelay, isTransientSocketError, sleep, type BackoffPolicy } from '../../common/backoff.ts';
 import { codeForHttpStatus } from '../../common/http-errors.ts';
