@@ -5,7 +5,10 @@ synthetic reading-comprehension examples (reading.py) laid out as a KDN query, o
 Rows pack whole examples ([BOS] + passages + "\\n\\nQuestion: ...\\nAnswer:" + " answer" + EOS) and fill the rest
 with corpus text; plain corpus windows make up the other rows. The loss is the mean over answer tokens (and EOS)
 plus lm_weight times the mean over corpus and passage tokens; question tokens carry none. The tokenizer is reused.
-Checkpoints go to --out as training runs, so a run cut off by its time limit still leaves a model.
+Checkpoints go to --out as training runs, so a run cut off by its time limit still leaves a model. A run longer than
+one sitting on the GPU machine trains in slices: --plan-minutes is the whole run's training time, which the
+learning-rate schedule spans, and each later slice continues with --resume from the state saved in --out
+(train-state.pt: weights, optimizer, step and training time so far), with new example seeds.
 
 Examples are made by worker processes while the model trains (rows join the pool as they arrive), so training
 starts within seconds. --minutes bounds the whole run up to the final evaluation, which takes well under a minute.
@@ -15,6 +18,8 @@ fused AdamW, compiled with torch.compile unless --no-compile (a failing compile 
     python3 tools/train/train_reader.py --corpus .train/corpus.jsonl.xz .train/man-pages.jsonl.xz \\
         --tokenizer .train/tokenizer.json --eval-set .train/synthetic.json --out out --minutes 7.5
     python3 tools/train/train_reader.py ... --smoke     # tiny model, a few steps, a slice of the data (CPU)
+    python3 tools/train/train_reader.py ... --minutes 9 --plan-minutes 24 --no-final-eval  # first of three slices
+    python3 tools/train/train_reader.py ... --minutes 9 --plan-minutes 24 --resume         # the last
 """
 
 import time
@@ -25,6 +30,7 @@ import argparse
 import json
 import math
 import multiprocessing
+import os
 import random
 import string
 import sys
@@ -90,10 +96,12 @@ class RowStream:
     """Reading rows made by a pool of worker processes while training runs; jobs are shards of the documents
     (reading.DocPicker), each with its own seed, so the rows are the same from run to run whatever the timing."""
 
-    def __init__(self, corpus: reading.Corpus, lm: np.ndarray, args: argparse.Namespace):
+    def __init__(self, corpus: reading.Corpus, lm: np.ndarray, args: argparse.Namespace, slice_index: int = 0):
         _WORKER.update(corpus=corpus, lm=lm, args=args)  # inherited by the forked workers
         shards = args.shards
-        jobs = [(-(-args.examples // shards), 1000 + i, i, shards) for i in range(shards)]
+        # Each slice of a resumed run draws new examples from the same documents.
+        seed = 1000 + 100_000 * slice_index
+        jobs = [(-(-args.examples // shards), seed + i, i, shards) for i in range(shards)]
         self.pool = multiprocessing.get_context('fork').Pool(args.workers)
         self.results = self.pool.imap(_generate, jobs)
         self.arrived: list[tuple[np.ndarray, np.ndarray]] = []
@@ -226,6 +234,12 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument('--chat-share', type=float, default=0.15)
     ap.add_argument('--workers', type=int, default=max(1, (multiprocessing.cpu_count() or 2) - 2))
     ap.add_argument('--checkpoint-every', type=float, default=120.0, help='seconds between checkpoints')
+    ap.add_argument('--plan-minutes', type=float, default=None,
+                    help="the whole run's training time over all its slices, which the schedule spans "
+                         '(default: this slice alone)')
+    ap.add_argument('--resume', action='store_true', help='continue the run whose train-state.pt is in --out')
+    ap.add_argument('--final-eval', action=argparse.BooleanOptionalAction, default=True,
+                    help='evaluate at the end (leave out for all but the last slice)')
     ap.add_argument('--max-steps', type=int, default=None)
     ap.add_argument('--eval-limit', type=int, default=100000, help='held-out examples answered at the end')
     ap.add_argument('--compile', action=argparse.BooleanOptionalAction, default=True)
@@ -242,6 +256,22 @@ def save(model, tok: Tokenizer, out: Path, log_data: dict[str, object]) -> None:
     save_tokenizer(tok, out, 2048)
     save_model(model, out)
     (out / 'train-log.json').write_text(json.dumps(log_data, indent=2, ensure_ascii=False) + '\n')
+
+
+STATE_FILE = 'train-state.pt'
+
+
+def save_state(out: Path, model, opt, progress: dict[str, object]) -> None:
+    """What a later slice needs to continue: weights, optimizer moments, step, time trained, the log so far."""
+    tmp = out / f'{STATE_FILE}.tmp'
+    torch.save({'model': model.state_dict(), 'opt': opt.state_dict(), **progress}, tmp)
+    os.replace(tmp, out / STATE_FILE)  # atomic: a slice killed mid-save keeps the previous state
+
+
+def load_state(out: Path) -> dict:
+    if not (out / STATE_FILE).exists():
+        raise SystemExit(f'--resume: no {STATE_FILE} in {out}; run the first slice without --resume')
+    return torch.load(out / STATE_FILE, map_location='cpu', weights_only=False)
 
 
 def show_examples(corpus: reading.Corpus, args: argparse.Namespace) -> None:
@@ -280,8 +310,10 @@ def main() -> None:
     corpus.build_subject_index(len(corpus.docs))
     if args.show:
         show_examples(corpus, args)
+    state = load_state(args.out) if args.resume else None
+    slice_index = state['slice'] + 1 if state else 0
     # Fork the workers before CUDA starts in this process; they only use the CPU.
-    stream = RowStream(corpus, lm_ids, args)
+    stream = RowStream(corpus, lm_ids, args, slice_index)
     eval_set = json.loads(args.eval_set.read_text())['examples']
 
     config = llama_config(tok.get_vocab_size(), args.hidden, args.layers, args.heads, args.kv_heads, args.ffn,
@@ -298,6 +330,11 @@ def main() -> None:
     def eager_loss(ids: torch.Tensor, kinds: torch.Tensor) -> torch.Tensor:
         return loss_of(model, ids, kinds, device, args.lm_weight)
 
+    if state:
+        model.load_state_dict(state['model'])
+        opt.load_state_dict(state['opt'])  # moves the moments to the parameters' device
+        log(f'resumed at step {state["step"]} after {state["trained_seconds"]:.0f}s of training (slice {slice_index})')
+
     step_loss = torch.compile(eager_loss) if args.compile and device == 'cuda' else eager_loss
 
     lm_dev = torch.from_numpy(lm_ids.astype(np.int64)).to(device)
@@ -307,14 +344,24 @@ def main() -> None:
     rc_ids = torch.from_numpy(first[0].astype(np.int32)).to(device)
     rc_kinds = torch.from_numpy(first[1]).to(device)
     n_rc = max(1, round(args.batch * args.reading_rows))
-    train_log: dict[str, object] = {
+    train_log: dict[str, object] = state['train_log'] if state else {
         'hardware': torch.cuda.get_device_name(0) if device == 'cuda' else 'cpu', 'torch': torch.__version__,
         'args': {k: str(v) for k, v in vars(args).items()}, 'parameters': params,
         'train_docs': len(train_docs), 'val_docs': len(val_docs), 'lm_tokens': len(lm_ids),
         'curve': [], 'evals': [],
     }
-    step, tokens_seen = 0, 0
+    train_log['slices'] = slice_index + 1
+    step, tokens_seen = (state['step'], state['tokens_seen']) if state else (0, 0)
+    trained_before: float = state['trained_seconds'] if state else 0.0
     loop_start = last_ckpt = time.time()
+    plan_seconds = args.plan_minutes * 60 if args.plan_minutes else None
+
+    def checkpoint() -> None:
+        save(model, tok, args.out, train_log)
+        save_state(args.out, model, opt, {'step': step, 'tokens_seen': tokens_seen, 'slice': slice_index,
+                                          'trained_seconds': trained_before + time.time() - loop_start,
+                                          'train_log': train_log})
+
     log(f'training from {loop_start - STARTED:.0f}s after start, until {deadline - STARTED:.0f}s')
     while True:
         now = time.time()
@@ -323,7 +370,9 @@ def main() -> None:
         if step % 25 == 0 and (new := stream.take()) is not None:  # rows made since: join the pool
             rc_ids = torch.cat([rc_ids, torch.from_numpy(new[0].astype(np.int32)).to(device)])
             rc_kinds = torch.cat([rc_kinds, torch.from_numpy(new[1]).to(device)])
-        lr = lr_at(step, (now - loop_start) / max(1.0, deadline - loop_start), args.lr, args.warmup)
+        progress = ((trained_before + now - loop_start) / plan_seconds if plan_seconds
+                    else (now - loop_start) / max(1.0, deadline - loop_start))
+        lr = lr_at(step, progress, args.lr, args.warmup)
         for group in opt.param_groups:
             group['lr'] = lr
         pick = torch.randint(0, len(rc_ids), (n_rc,), device=device)
@@ -360,15 +409,18 @@ def main() -> None:
             train_log['evals'].append({'step': step, 'val_ppl': round(math.exp(v), 2), 'reading': rc})  # type: ignore[union-attr]
             log(f'eval step {step}: val ppl {math.exp(v):.2f}, reading {json.dumps({k: x for k, x in rc.items() if k != "samples"})}')
             train_log.update(steps=step, tokens_seen=tokens_seen, partial=True, data=dict(stream.stats))
-            save(model, tok, args.out, train_log)
+            checkpoint()
             last_ckpt = time.time()
     stream.stop()
-    train_seconds = time.time() - loop_start
+    train_seconds = trained_before + time.time() - loop_start
     train_log.update(steps=step, tokens_seen=tokens_seen, train_seconds=round(train_seconds, 1), partial=False,
                      reading_rows=len(rc_ids), data=dict(stream.stats),
                      options=asdict(reading.Options(args.counterfactual, args.paraphrase, args.doc_cap)))
-    save(model, tok, args.out, train_log)  # the trained model first: the evaluations below only add to the log
+    checkpoint()  # the trained model first: the evaluations below only add to the log
     log(f'saved after {step} steps, {train_seconds:.0f}s of training, data made: {dict(stream.stats)}')
+    if not args.final_eval:
+        log(f'no final evaluation; continue with --resume (state in {args.out / STATE_FILE})')
+        return
     v = evaluate(model, val_ids, 1024, device)
     train_log.update(val_loss=round(v, 4), val_ppl=round(math.exp(v), 2))
     log(f'val ppl {math.exp(v):.2f}')
