@@ -18,7 +18,8 @@ For training (not for the held-out set, which stays natural), make_examples can 
   another manual page's, a definition by another headword's), so that remembering the corpus cannot pay and only
   reading the context can;
 - cap how many examples one document contributes, so that no manual page is asked about hundreds of times;
-- ask a share of questions in other words (paraphrases of the rule's question, "According to the text, ...").
+- ask a share of questions in other words (paraphrases of the rule's question, synonyms for some of its words,
+  "According to the text, ...").
 
 Documents whose hash falls in the evaluation share (is_eval_doc) never appear in training examples: the benchmark's
 synthetic questions are built from them.
@@ -579,6 +580,37 @@ LOWER_OPENERS = {'what', 'who', 'whom', 'which', 'how', 'where', 'when', 'why', 
                  'in', 'by', 'using'} | DETERMINERS
 
 
+# Words a question may use in place of the passage's, so that answering takes more than matching its words: the
+# natural questions users ask seldom repeat a sentence of the document. Words that are as often nouns or participles
+# (set, ends, use, display) are left out: a swap must keep the question grammatical.
+SYNONYMS = {
+    'went': ('travelled', 'journeyed', 'moved'), 'came': ('arrived', 'returned'), 'said': ('stated', 'declared'),
+    'spake': ('spoke', 'said'), 'took': ('seized', 'carried'), 'gave': ('handed', 'granted'),
+    'saw': ('noticed', 'beheld'), 'made': ('created', 'produced'), 'called': ('named',), 'dwelt': ('lived', 'stayed'),
+    'begat': ('fathered',), 'answered': ('replied', 'responded'), 'sent': ('dispatched',),
+    'brought': ('carried', 'fetched'), 'arose': ('rose', 'got up'), 'slew': ('killed',), 'smote': ('struck',),
+    'departed': ('left',), 'man': ('person', 'fellow'), 'woman': ('lady',), 'king': ('ruler', 'monarch'),
+    'city': ('town',), 'land': ('country',), 'wife': ('spouse',), 'children': ('offspring',), 'sons': ('boys',),
+    'people': ('folk',), 'print': ('output', 'display', 'show'), 'prints': ('outputs', 'displays', 'shows'),
+    'shows': ('displays', 'prints'), 'displays': ('shows', 'prints'), 'uses': ('employs',),
+    'create': ('make', 'generate'), 'creates': ('makes', 'generates'), 'remove': ('delete',), 'removes': ('deletes',),
+    'ignore': ('skip', 'disregard'), 'ignores': ('skips', 'disregards'), 'allows': ('lets', 'permits'),
+    'requires': ('needs',), 'contains': ('holds', 'includes'), 'begin': ('start',), 'begins': ('starts',),
+    'large': ('big',), 'small': ('little',), 'quickly': ('fast',), 'write': ('output',), 'writes': ('outputs',),
+    'specified': ('given',), 'specify': ('give',),
+}
+
+
+def reword(question: str, rng: random.Random, most: int = 2) -> str:
+    """The question with up to `most` of its lower-case words swapped for a synonym (names and options stay)."""
+    words = question.split(' ')
+    spots = [i for i, w in enumerate(words) if w.rstrip('?.,;:').lower() in SYNONYMS and not w[:1].isupper()]
+    for i in rng.sample(spots, min(most, len(spots))):
+        bare = words[i].rstrip('?.,;:')
+        words[i] = rng.choice(SYNONYMS[bare.lower()]) + words[i][len(bare):]
+    return ' '.join(words)
+
+
 def rule_paraphrase(question: str, rule: str, rng: random.Random) -> str | None:
     """The rule's question in other words, where its form is recognized."""
     base = rule.removeprefix('bridge-')
@@ -599,6 +631,8 @@ def rule_paraphrase(question: str, rule: str, rng: random.Random) -> str | None:
 
 def paraphrase(question: str, rule: str, rng: random.Random) -> str:
     """Another wording: the rule's own paraphrase, or the question behind a phrase that points at the context."""
+    if rng.random() < 0.5:
+        question = reword(question, rng)
     if rng.random() < 0.6 and (other := rule_paraphrase(question, rule, rng)):
         return other
     prefix = rng.choice(PREFIXES)
