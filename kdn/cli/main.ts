@@ -9,6 +9,17 @@ process.stdout.on('error', (err: NodeJS.ErrnoException) => {
   throw err;
 });
 
+// A command whose last request neither answers nor fails leaves nothing to wake its await: Node would then end with
+// status 13 and no message. 'beforeExit' (not emitted by an explicit process.exit) catches that case.
+let commandSettled = false;
+process.on('beforeExit', () => {
+  if (commandSettled) return;
+  Progress.endLine();
+  process.stderr.write('kdn: INTERNAL: the command stopped with a request that neither answered nor failed\n');
+  process.stderr.write('hint: run it again; if it repeats, check that --server (or KDN_SERVER) points at a running kdn\n');
+  process.exitCode = EXIT.failed;
+});
+
 type Register = (program: Command) => void;
 
 /**
@@ -64,6 +75,7 @@ try {
 } catch (err) {
   process.exitCode = report(err);
 }
+commandSettled = true;
 
 /** Prints a failure on stderr (in the CLI's terms) and returns the exit status for it. */
 function report(err: unknown): number {
