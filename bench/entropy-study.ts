@@ -24,15 +24,21 @@
  *    step = lambda * sqrt(slot's calibration variance) (equal weighted slope for the codec's per-slot relative-error
  *    objective), components all-zero on calibration left uncoded; lambda bisected so o0_static + rANS flushes match
  *    each budget. Reconstruction error (relative to each slot's variance, as the allocation weighs it, and absolute)
- *    against the fixed-rate level's on the same KV.
+ *    against the fixed-rate level's on the same KV, and where that error falls on the fixed-rate levels' curve (nearest
+ *    level; bytes a fixed-rate level, or one entropy-coded with o0_static rANS, would need for it, interpolated).
+ * Also (part 'locality'): lag-1 correlation of the PCA coefficients between consecutive tokens, and the high-rate gain
+ * ideal linear prediction from the previous token would give x8's coded components: how much token context could buy.
  * Fidelity (unless --fidelity off) is the fidelity benchmark's prefix-chained scoring (bench/fidelity.ts score():
  * top-1 agreement and mean KL against full recompute over teacher-forced answer positions, exact match): fixed-rate
  * levels through the real transform objects; ECSQ (and, as a check of that path, x8) as their reconstructed KV in fp16
  * objects with keys before RoPE, injected the same way.
  *
  *   npm run bench -- entropy-study [--model models/kdn-demo] [--sets document,composed] [--chunk 128] [--answer 32]
- *     [--fidelity on|off] [--fidelity-levels x4,...] [--ecsq-budgets x4,x6,x8,x12,x16] [--docs n]
- * CPU backend only (the study reads and writes KV on the host); about 25 minutes on 2 cores with fidelity on.
+ *     [--fidelity on|off] [--fidelity-levels x4,...] [--ecsq-budgets x4,x6,x8,x12,x16 (any level)] [--docs n]
+ * CPU backend only (the study reads and writes KV on the host); about 30 minutes on 2 cores with fidelity on. The
+ * results file was made with
+ *   npm run bench -- entropy-study --fidelity-levels x4,x4-6,x5-3,x6,x6-9,x8,x12,x16 \
+ *     --ecsq-budgets x4,x5-3,x6,x6-9,x8,x12,x16
  */
 import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
@@ -108,7 +114,7 @@ function parse(args: string[]): StudyArgs {
     sets: choiceList(v.sets, SETS, SETS, 'sets'),
     fidelity: choice(v.fidelity, 'on', ['on', 'off'] as const, 'fidelity') === 'on',
     fidelityLevels: choiceList(v['fidelity-levels'], LEVEL_NAMES, LEVEL_NAMES, 'fidelity-levels'),
-    ecsqBudgets: choiceList(v['ecsq-budgets'], BUDGETS, BUDGETS, 'ecsq-budgets'),
+    ecsqBudgets: choiceList(v['ecsq-budgets'], BUDGETS, LEVEL_NAMES, 'ecsq-budgets'),
   };
 }
 
@@ -458,6 +464,76 @@ function checkAgainstCodec(table: TransformTable, level: number, kv: KVTensors, 
   }
 }
 
+/**
+ * Where a relative MSE falls on the fixed-rate levels' curve: the nearest level, and the bytes per token (fixed-rate
+ * and with order-0 static rANS) that would reach it, interpolating log(relative MSE) linearly in bytes between levels.
+ */
+function equivalentLevel(rates: BenchRecord[], relativeMse: number): BenchRecord {
+  const levels = rates.map((r) => ({
+    name: r.level as string,
+    fixed: r.fixed_bytes_per_token as number,
+    rans: r.o0_static_rans as number,
+    e: Math.log(r.relative_mse as number),
+  }));
+  const e = Math.log(relativeMse);
+  const nearest = levels.reduce((best, l) => (Math.abs(l.e - e) < Math.abs(best.e - e) ? l : best));
+  const out: BenchRecord = { equivalent_nearest_level: nearest.name };
+  for (let k = 0; k + 1 < levels.length; k++) {
+    const [hi, lo] = [levels[k]!, levels[k + 1]!];
+    if (e < hi.e || e > lo.e) continue;
+    const f = (e - hi.e) / (lo.e - hi.e);
+    out.equivalent_fixed_bytes_per_token = round(hi.fixed + f * (lo.fixed - hi.fixed), 5);
+    out.equivalent_o0_static_rans_bytes_per_token = round(hi.rans + f * (lo.rans - hi.rans), 5);
+  }
+  return out;
+}
+
+/**
+ * Token locality of the PCA coefficients: per component, the lag-1 correlation within chunks (around the set's own
+ * mean). Summarized as the mean over components weighted by their share of their slot's variance, and, for the
+ * components a level codes, the high-rate gain of ideal linear prediction from the previous token, sum of
+ * -log2(1 - rho^2) / 2 bits, in bytes per token.
+ */
+function locality(c: Coefficients, S: number, D: number, coded: number[]): BenchRecord {
+  const n = S * D;
+  const mean = new Float64Array(n);
+  for (let t = 0; t < c.tokens; t++) for (let i = 0; i < n; i++) mean[i] += c.coeff[t * n + i]! / c.tokens;
+  const starts = new Set(c.chunkStarts);
+  const xy = new Float64Array(n);
+  const xx = new Float64Array(n);
+  const yy = new Float64Array(n);
+  const variance = new Float64Array(n);
+  for (let t = 0; t < c.tokens; t++) {
+    for (let i = 0; i < n; i++) {
+      const y = c.coeff[t * n + i]! - mean[i]!;
+      variance[i] += (y * y) / c.tokens;
+      if (starts.has(t)) continue;
+      const x = c.coeff[(t - 1) * n + i]! - mean[i]!;
+      xy[i] += x * y;
+      xx[i] += x * x;
+      yy[i] += y * y;
+    }
+  }
+  const rho = Array.from({ length: n }, (_, i) => (xx[i]! > 0 && yy[i]! > 0 ? xy[i]! / Math.sqrt(xx[i]! * yy[i]!) : 0));
+  let weighted = 0;
+  let over = 0;
+  for (let s = 0; s < S; s++) {
+    let total = 0;
+    for (let j = 0; j < D; j++) total += variance[s * D + j]!;
+    for (let j = 0; j < D; j++) {
+      const w = total > 0 ? variance[s * D + j]! / total / S : 0;
+      weighted += w * rho[s * D + j]!;
+      if (rho[s * D + j]! > 0.5) over += w;
+    }
+  }
+  const gain = coded.reduce((bits, i) => bits - 0.5 * Math.log2(1 - Math.min(rho[i]! ** 2, 0.999999)), 0);
+  return {
+    lag1_rho_variance_weighted: round(weighted, 4),
+    variance_share_rho_over_0_5: round(over, 4),
+    coded_prediction_gain_bytes_per_token: round(gain / 8, 4),
+  };
+}
+
 /** Per slot, the total variance of its calibration coefficients (the allocation's weight is its inverse). */
 function slotVariances(c: Coefficients, S: number, D: number): Float64Array {
   const v = new Float64Array(S);
@@ -589,6 +665,12 @@ export async function run(args: string[]): Promise<BenchReport> {
         });
       }
       records.push(...rows);
+      records.push({
+        part: 'locality',
+        set: m.set,
+        level: 'x8',
+        ...locality(m.coefficients, S, D, fixedQuantizer(table, LEVEL_NAMES.indexOf('x8')).coded),
+      });
       process.stderr.write(`entropy-study: ${m.set}: rates done\n`);
     }
 
@@ -603,7 +685,7 @@ export async function run(args: string[]): Promise<BenchReport> {
       };
       let lo = 1e-3;
       let hi = 4;
-      for (let it = 0; it < 24; it++) {
+      for (let it = 0; it < 18; it++) {
         const mid = Math.sqrt(lo * hi);
         if (rateAt(mid).bytes > target) lo = mid;
         else hi = mid;
@@ -639,6 +721,10 @@ export async function run(args: string[]): Promise<BenchReport> {
           fixed_relative_mse: round(f.relativeMse, 4),
           mse_ratio_vs_fixed: round(d.mse / f.mse, 4),
           relative_mse_ratio_vs_fixed: round(d.relativeMse / f.relativeMse, 4),
+          ...equivalentLevel(
+            records.filter((r) => r.part === 'rates' && r.set === m.set),
+            d.relativeMse,
+          ),
         });
       }
       process.stderr.write(`entropy-study: ecsq ${budget}: lambda ${lambda}\n`);
