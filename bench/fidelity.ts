@@ -43,10 +43,10 @@ const TRANSFORM_CODECS = TRANSFORM_LEVELS.map((l) => `transform:${l.name}`);
 const CODECS = [...BASE_CODECS, ...TRANSFORM_CODECS];
 const CALIBRATIONS = ['shipped', 'context'] as const;
 const MODES = ['prefix-chained', 'independent', 'blend'] as const;
-const SETS = ['document', 'composed'] as const;
+export const SETS = ['document', 'composed'] as const;
 const RATIOS = [0.05, 0.1, 0.15, 0.2, 0.3];
 type Mode = (typeof MODES)[number];
-type ContextSet = (typeof SETS)[number];
+export type ContextSet = (typeof SETS)[number];
 
 const BENCH_DIR = import.meta.dirname;
 
@@ -121,7 +121,7 @@ function parse(args: string[]): FidelityArgs {
 }
 
 /** A context to answer prompts over: its chunks' token ids in context order, after a BOS. */
-interface Context {
+export interface Context {
   set: ContextSet;
   label: string;
   chunks: number[][];
@@ -139,7 +139,10 @@ function cut(doc: number[], chunk: number): number[][] {
  * The contexts of the chosen sets. A composed context for document i holds its chunks with the first chunk of each
  * of the next 1 + i % 3 documents: one before them, one in their middle, one after.
  */
-function buildContexts(docs: { file: string; tokens: number[]; prompts: number[][] }[], a: FidelityArgs): Context[] {
+export function buildContexts(
+  docs: { file: string; tokens: number[]; prompts: number[][] }[],
+  a: Pick<FidelityArgs, 'chunk' | 'sets'>,
+): Context[] {
   const out: Context[] = [];
   for (const [i, d] of docs.entries()) {
     const own = cut(d.tokens, a.chunk);
@@ -161,13 +164,13 @@ function buildContexts(docs: { file: string; tokens: number[]; prompts: number[]
 }
 
 /** A chunk's token ids and its KV as exported by the engine. */
-interface Chunk {
+export interface Chunk {
   ids: number[];
   kv: KVTensors;
 }
 
 /** prefix-chained: exported from the session that prefilled [BOS] + the whole context. */
-async function prefixChainedChunks(reference: Session, context: Context): Promise<Chunk[]> {
+export async function prefixChainedChunks(reference: Session, context: Context): Promise<Chunk[]> {
   const out: Chunk[] = [];
   let at = 1;
   for (const ids of context.chunks) {
@@ -193,7 +196,7 @@ async function independentChunks(engine: Engine, bos: number, context: Context):
 }
 
 /** One row of the report: a (set, codec, mode[, selection, ratio]) and its totals over contexts and prompts. */
-interface Tally {
+export interface Tally {
   key: Record<string, string | number>;
   positions: number;
   agree: number;
@@ -210,13 +213,13 @@ interface Tally {
  * Scores a session that holds [BOS] + context + prompt, whose prompt's last logits are `first`, against the
  * recompute's answer: the free-running greedy answer, then the answer teacher-forced from `afterPrompt`.
  */
-async function score(
+export async function score(
   session: Session,
   afterPrompt: number,
   first: Float32Array,
   reference: GreedyAnswer,
   vocab: number,
-  tally: Tally,
+  tally: Pick<Tally, 'positions' | 'agree' | 'klSum' | 'prompts' | 'exact'>,
 ): Promise<void> {
   const free = await greedyFrom(session, first, reference.tokens.length);
   session.truncate(afterPrompt);
