@@ -1,5 +1,5 @@
 /**
- * Issue 21 study: what an entropy-coding stage after the transform codec would buy. The transform codec (PCA per KV
+ * A study: what an entropy-coding stage after the transform codec would buy. The transform codec (PCA per KV
  * head, then a fixed-rate uniform quantizer per component, storage/kv-object/codecs/transform*.ts) stores every code
  * in its allocated bits; this measures, on real prefix-chained KV of the demo model over the fidelity benchmark's
  * contexts (bench/fidelity.ts: held-out documents cut into --chunk token chunks, `document` and `composed` sets):
