@@ -1,6 +1,7 @@
 import { KdnError } from '../../../common/errors.ts';
 import type { KVLayerTensors } from '../types.ts';
 import type { LayerCodec, LayerShape } from './codec.ts';
+import { projector } from './transform-simd.ts';
 import { sectionWords, slotOf, transformSections, readCode, type TransformSection, type TransformTable } from './transform-table.ts';
 
 /**
@@ -27,11 +28,8 @@ interface HeadPlan {
   mean: Float32Array;
   /** The slot's whole basis (a view of the table's), basis[j * D + d]. */
   basis: Float32Array;
-  /**
-   * The coded components' basis rows two by two, interleaved: pairs[(k & ~1) * D + 2 * d + (k & 1)]. An odd last
-   * row is paired with zeros. Built on first encode.
-   */
-  pairs?: Float32Array;
+  /** The coded components' basis rows as the projector reads them (groupRows). Built on first encode. */
+  groups?: Float32Array;
   /** The same rows transposed, columns[d * K + k]: decoding sums over k for each d. Built on first decode. */
   columns?: Float32Array;
   /** Coded components in order, with their bits, step, 1 / step and offset. */
@@ -110,15 +108,13 @@ export class TransformCodec implements LayerCodec {
   private encodeSection(p: SectionPlan, src: Float32Array, tokens: number, out: Uint8Array): void {
     const { headDim: D, kvHeads: H } = this.table;
     const { head, section } = p;
-    const K = head.coded.length;
     const { mean } = head;
-    const pairs = (head.pairs ??= pairRows(head, D));
+    const groups = (head.groups ??= groupRows(head, D));
     const words = new Uint32Array(section.bytes / 4);
-    // Four tokens at a time, interleaved, so each basis row is read once for four dot products.
-    const x = new Float64Array(4 * D);
-    // Room for the zero row that pads an odd K; its coefficients are computed and never read.
-    const stride = K + (K & 1);
-    const coeff = new Float64Array(4 * stride);
+    // Four tokens at a time, interleaved, so each basis row is read once for four dot products. K is padded with
+    // zero rows to a multiple of four; their coefficients are never read.
+    const stride = groups.length / D;
+    const { x, coeff, run } = projector(groups, D, stride);
     const writer = new CodeWriter(words);
     for (let t0 = 0; t0 < tokens; t0 += 4) {
       const n = Math.min(4, tokens - t0);
@@ -128,7 +124,7 @@ export class TransformCodec implements LayerCodec {
         // Rounded to f32, as in every object coded so far, so that the same input always gives the same bytes.
         for (let d = 0, q = i; d < D; d++, q += 4) x[q] = Math.fround(src[row + d]! - mean[d]!);
       }
-      project(pairs, x, D, stride, coeff);
+      run();
       for (let i = 0; i < n; i++) writer.quantizeRow(coeff, i * stride, head);
     }
     writer.finish();
@@ -245,49 +241,6 @@ class CodeWriter {
 }
 
 /**
- * coeff[i * K + k] = row k . x[i] for four vectors x[i] held interleaved (x[4 * d + i]), a pair of rows at a time
- * (pairs as HeadPlan.pairs; K even): each step of d feeds eight independent sums from six loads. Each sum adds its
- * products in order of d, as the definition does, so the coefficients are exactly those of a plain dot product.
- */
-function project(pairs: Float32Array, x: Float64Array, D: number, K: number, coeff: Float64Array): void {
-  for (let k = 0; k < K; k += 2) {
-    let a0 = 0;
-    let a1 = 0;
-    let a2 = 0;
-    let a3 = 0;
-    let b0 = 0;
-    let b1 = 0;
-    let b2 = 0;
-    let b3 = 0;
-    // One index runs through the pair's 2 * D floats; x's index follows at twice its pace.
-    for (let r = k * D, q = 0, end = r + 2 * D; r < end; r += 2, q += 4) {
-      const u = pairs[r]!;
-      const v = pairs[r + 1]!;
-      const x0 = x[q]!;
-      const x1 = x[q + 1]!;
-      const x2 = x[q + 2]!;
-      const x3 = x[q + 3]!;
-      a0 += u * x0;
-      a1 += u * x1;
-      a2 += u * x2;
-      a3 += u * x3;
-      b0 += v * x0;
-      b1 += v * x1;
-      b2 += v * x2;
-      b3 += v * x3;
-    }
-    coeff[k] = a0;
-    coeff[K + k] = a1;
-    coeff[2 * K + k] = a2;
-    coeff[3 * K + k] = a3;
-    coeff[k + 1] = b0;
-    coeff[K + k + 1] = b1;
-    coeff[2 * K + k + 1] = b2;
-    coeff[3 * K + k + 1] = b3;
-  }
-}
-
-/**
  * out[at + i * stride + d] = base[d] + sum_k c[4 * k + i] * columns[d * K + k] for four tokens i, two outputs d at a
  * time: eight sums in registers. Each sum is rounded to f32 after every term, in order of k.
  */
@@ -352,15 +305,15 @@ function dequantizeRow(words: Uint32Array, pos: number, p: HeadPlan, c: Float64A
   }
 }
 
-/** HeadPlan.pairs: the coded rows two by two, interleaved, an odd last one beside zeros. */
-function pairRows(p: HeadPlan, D: number): Float32Array {
+/** HeadPlan.groups: the coded rows four by four, interleaved (groups[(k & ~3) * D + 4 * d + (k & 3)]), zeros after the last. */
+function groupRows(p: HeadPlan, D: number): Float32Array {
   const K = p.coded.length;
-  const pairs = new Float32Array((K + (K & 1)) * D);
+  const groups = new Float32Array(((K + 3) & ~3) * D);
   for (let k = 0; k < K; k++) {
     const row = p.coded[k]! * D;
-    for (let d = 0, o = (k & ~1) * D + (k & 1); d < D; d++, o += 2) pairs[o] = p.basis[row + d]!;
+    for (let d = 0, o = (k & ~3) * D + (k & 3); d < D; d++, o += 4) groups[o] = p.basis[row + d]!;
   }
-  return pairs;
+  return groups;
 }
 
 /** HeadPlan.columns: the coded rows transposed. */
