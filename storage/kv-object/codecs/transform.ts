@@ -1,7 +1,7 @@
 import { KdnError } from '../../../common/errors.ts';
 import type { KVLayerTensors } from '../types.ts';
 import type { LayerCodec, LayerShape } from './codec.ts';
-import { projector } from './transform-simd.ts';
+import { projector, unprojector } from './transform-simd.ts';
 import { sectionWords, slotOf, transformSections, readCode, type TransformSection, type TransformTable } from './transform-table.ts';
 
 /**
@@ -30,8 +30,9 @@ interface HeadPlan {
   basis: Float32Array;
   /** The coded components' basis rows as the projector reads them (groupRows). Built on first encode. */
   groups?: Float32Array;
-  /** The same rows transposed, columns[d * K + k]: decoding sums over k for each d. Built on first decode. */
+  /** The same rows transposed as the unprojector reads them (columnGroups), and base padded alike. Built on first decode. */
   columns?: Float32Array;
+  paddedBase?: Float32Array;
   /** Coded components in order, with their bits, step, 1 / step and offset. */
   coded: Int32Array;
   bits: Uint8Array;
@@ -78,30 +79,21 @@ export class TransformCodec implements LayerCodec {
     return { keys: out[0], values: out[1] };
   }
 
-  /**
-   * Four tokens at a time, as encodeSection: their dequantized coefficients interleaved (c[4 * k + i]), then each
-   * output element summed in registers. The sums round to f32 after every term, in order of k, as the former
-   * decoder did adding into the f32 output, so the floats are the same as before.
-   */
+  /** Four tokens at a time, as encodeSection: their dequantized coefficients into the kernel, their vectors out. */
   private decodeSection(p: SectionPlan, bytes: Uint8Array, tokens: number, target: Float32Array): void {
     const { headDim: D, kvHeads: H } = this.table;
     const { head, section } = p;
     const K = head.coded.length;
+    const padded = (D + 3) & ~3;
     const words = sectionWords(bytes, section);
-    const columns = (head.columns ??= transposeRows(head, D));
-    const c = new Float64Array(4 * K);
-    // A last block of fewer than four tokens goes through `tail`, so unproject never writes past the output.
-    const tail = new Float32Array(4 * D);
+    head.columns ??= columnGroups(head, D);
+    head.paddedBase ??= Float32Array.from({ length: padded }, (_, d) => (d < D ? head.base[d]! : 0));
+    const { c, out, run } = unprojector(head.columns, head.paddedBase, padded, K);
     for (let t0 = 0; t0 < tokens; t0 += 4) {
       const n = Math.min(4, tokens - t0);
-      if (n < 4) c.fill(0);
       for (let i = 0; i < n; i++) dequantizeRow(words, (t0 + i) * section.rowBits, head, c, i);
-      const at = (t0 * H + section.head) * D;
-      if (n === 4) unproject(columns, head.base, c, D, K, target, at, H * D);
-      else {
-        unproject(columns, head.base, c, D, K, tail, 0, D);
-        for (let i = 0; i < n; i++) target.set(tail.subarray(i * D, (i + 1) * D), at + i * H * D);
-      }
+      run();
+      for (let i = 0; i < n; i++) target.set(out.subarray(i * padded, i * padded + D), ((t0 + i) * H + section.head) * D);
     }
   }
 
@@ -240,61 +232,6 @@ class CodeWriter {
   }
 }
 
-/**
- * out[at + i * stride + d] = base[d] + sum_k c[4 * k + i] * columns[d * K + k] for four tokens i, two outputs d at a
- * time: eight sums in registers. Each sum is rounded to f32 after every term, in order of k.
- */
-function unproject(
-  columns: Float32Array,
-  base: Float32Array,
-  c: Float64Array,
-  D: number,
-  K: number,
-  out: Float32Array,
-  at: number,
-  stride: number,
-): void {
-  for (let d = 0; d < D; d += 2) {
-    const r = d * K;
-    // An odd last output is paired with itself; its twin's sums are dropped.
-    const last = d + 1 === D;
-    const s = last ? r : r + K;
-    let a0 = base[d]!;
-    let a1 = a0;
-    let a2 = a0;
-    let a3 = a0;
-    let b0 = last ? a0 : base[d + 1]!;
-    let b1 = b0;
-    let b2 = b0;
-    let b3 = b0;
-    for (let k = 0, q = 0; k < K; k++, q += 4) {
-      const u = columns[r + k]!;
-      const v = columns[s + k]!;
-      const c0 = c[q]!;
-      const c1 = c[q + 1]!;
-      const c2 = c[q + 2]!;
-      const c3 = c[q + 3]!;
-      a0 = Math.fround(a0 + c0 * u);
-      a1 = Math.fround(a1 + c1 * u);
-      a2 = Math.fround(a2 + c2 * u);
-      a3 = Math.fround(a3 + c3 * u);
-      b0 = Math.fround(b0 + c0 * v);
-      b1 = Math.fround(b1 + c1 * v);
-      b2 = Math.fround(b2 + c2 * v);
-      b3 = Math.fround(b3 + c3 * v);
-    }
-    out[at + d] = a0;
-    out[at + stride + d] = a1;
-    out[at + 2 * stride + d] = a2;
-    out[at + 3 * stride + d] = a3;
-    if (last) break;
-    out[at + d + 1] = b0;
-    out[at + stride + d + 1] = b1;
-    out[at + 2 * stride + d + 1] = b2;
-    out[at + 3 * stride + d + 1] = b3;
-  }
-}
-
 /** Token i's dequantized coefficients, as f32 values, into c[4 * k + i]; its codes start at bit `pos`. */
 function dequantizeRow(words: Uint32Array, pos: number, p: HeadPlan, c: Float64Array, i: number): void {
   const { bits, step, offset } = p;
@@ -316,13 +253,16 @@ function groupRows(p: HeadPlan, D: number): Float32Array {
   return groups;
 }
 
-/** HeadPlan.columns: the coded rows transposed. */
-function transposeRows(p: HeadPlan, D: number): Float32Array {
+/**
+ * HeadPlan.columns: the coded rows transposed, four outputs at a time (columns[(d & ~3) * K + 4 * k + (d & 3)] is row
+ * k at d), D padded with zeros to a multiple of four.
+ */
+function columnGroups(p: HeadPlan, D: number): Float32Array {
   const K = p.coded.length;
-  const columns = new Float32Array(D * K);
+  const columns = new Float32Array(((D + 3) & ~3) * K);
   for (let k = 0; k < K; k++) {
     const row = p.coded[k]! * D;
-    for (let d = 0; d < D; d++) columns[d * K + k] = p.basis[row + d]!;
+    for (let d = 0; d < D; d++) columns[(d & ~3) * K + 4 * k + (d & 3)] = p.basis[row + d]!;
   }
   return columns;
 }
