@@ -2,6 +2,8 @@ import { expect } from 'chai';
 import {
   codecFor,
   decodeTransformBlock,
+  readCode,
+  sectionWords,
   serializeTransformTable,
   slotOf,
   transformSections,
@@ -83,6 +85,44 @@ function referenceBlock(table: TransformTable, level: number, layer: number, tok
   return out;
 }
 
+/**
+ * The CPU decoder's exact arithmetic in plain loops: uncoded components folded into an f32 base (in order of j), each
+ * coded coefficient rounded to f32, each output summed in order of the coded components with an f32 rounding after
+ * every term.
+ */
+function f32Block(table: TransformTable, level: number, layer: number, tokens: number, bytes: Uint8Array): KVLayerTensors {
+  const { kvHeads: H, headDim: D, basis, mean } = table;
+  const lv = table.levels[level]!;
+  const out = [new Float32Array(tokens * H * D), new Float32Array(tokens * H * D)] as const;
+  for (const section of transformSections(table, level, layer, tokens).sections) {
+    const slot = slotOf(table, layer, section.tensor, section.head);
+    const base = Float32Array.from(mean.subarray(slot * D, (slot + 1) * D));
+    const coded: number[] = [];
+    for (let j = 0; j < D; j++) {
+      const i = slot * D + j;
+      if (lv.bits[i]! > 0) coded.push(i);
+      else if (lv.offset[i]! !== 0) for (let d = 0; d < D; d++) base[d] += lv.offset[i]! * basis[i * D + d]!;
+    }
+    const words = sectionWords(bytes, section);
+    for (let t = 0; t < tokens; t++) {
+      let pos = t * section.rowBits;
+      const c = coded.map((i) => {
+        const code = readCode(words, pos, lv.bits[i]!);
+        pos += lv.bits[i]!;
+        return Math.fround(code * lv.step[i]! + lv.offset[i]!);
+      });
+      for (let d = 0; d < D; d++) {
+        let x = base[d]!;
+        coded.forEach((i, k) => {
+          x = Math.fround(x + c[k]! * basis[i * D + d]!);
+        });
+        out[section.tensor][(t * H + section.head) * D + d] = x;
+      }
+    }
+  }
+  return { keys: out[0], values: out[1] };
+}
+
 /** Inputs spread so that some coefficients land below and above every quantizer's range. */
 function randomLayer(dims: Dims, random: () => number): KVLayerTensors {
   const normal = gaussian(random);
@@ -98,6 +138,7 @@ describe('kv-object/transform encoder', () => {
     { layers: 1, kvHeads: 2, headDim: 7, tokens: 13 },
     { layers: 2, kvHeads: 1, headDim: 33, tokens: 4 },
     { layers: 1, kvHeads: 2, headDim: 24, tokens: 31 },
+    { layers: 1, kvHeads: 1, headDim: 130, tokens: 9 },
   ];
 
   shapes.forEach((dims, s) => {
@@ -114,10 +155,13 @@ describe('kv-object/transform encoder', () => {
           const at = got.findIndex((b, i) => b !== want[i]);
           expect(got.length, `level ${level} layer ${layer} size`).to.equal(want.length);
           expect(at, `level ${level} layer ${layer}: first differing byte`).to.equal(-1);
-          // And the codec's own decoder reads them as the reference decoder does.
+          // And the codec's own decoder reads them as the reference decoder does, float for float as its plain loops do.
           const ref = decodeTransformBlock(table, level, layer, dims.tokens, got);
           const out = codec.decode(got, shape, layer);
+          const exact = f32Block(table, level, layer, dims.tokens, got);
           for (const kind of ['keys', 'values'] as const) {
+            const at = out[kind].findIndex((v, i) => !Object.is(v, exact[kind][i]));
+            expect(at, `level ${level} layer ${layer} ${kind}: first float unlike the plain f32 decoder`).to.equal(-1);
             out[kind].forEach((v, i) => {
               if (!(Math.abs(v - ref[kind][i]!) <= 1e-4 * (1 + Math.abs(ref[kind][i]!)))) {
                 expect.fail(`level ${level} layer ${layer} ${kind}[${i}]: decoded ${v} vs reference ${ref[kind][i]}`);

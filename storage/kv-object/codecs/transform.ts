@@ -1,6 +1,7 @@
 import { KdnError } from '../../../common/errors.ts';
 import type { KVLayerTensors } from '../types.ts';
 import type { LayerCodec, LayerShape } from './codec.ts';
+import { projector, unprojector } from './transform-simd.ts';
 import { sectionWords, slotOf, transformSections, readCode, type TransformSection, type TransformTable } from './transform-table.ts';
 
 /**
@@ -16,12 +17,22 @@ import { sectionWords, slotOf, transformSections, readCode, type TransformSectio
 /** One section's quantizers, with uncoded components folded into a base vector. */
 interface SectionPlan {
   section: TransformSection;
+  head: HeadPlan;
+}
+
+/** A head's quantizers at the codec's level, cached per layer; the basis in the layouts each direction reads. */
+interface HeadPlan {
   slot: number;
   /** mean + sum of basis_j * offset_j over components with 0 bits: what an all-uncoded vector decodes to. */
   base: Float32Array;
   mean: Float32Array;
-  /** The coded components' basis rows, back to back: rows[k * D + d]. */
-  rows: Float32Array;
+  /** The slot's whole basis (a view of the table's), basis[j * D + d]. */
+  basis: Float32Array;
+  /** The coded components' basis rows as the projector reads them (groupRows). Built on first encode. */
+  groups?: Float32Array;
+  /** The same rows transposed as the unprojector reads them (columnGroups), and base padded alike. Built on first decode. */
+  columns?: Float32Array;
+  paddedBase?: Float32Array;
   /** Coded components in order, with their bits, step, 1 / step and offset. */
   coded: Int32Array;
   bits: Uint8Array;
@@ -33,7 +44,7 @@ interface SectionPlan {
 }
 
 export class TransformCodec implements LayerCodec {
-  private readonly plans = new Map<number, SectionPlan[]>();
+  private readonly plans = new Map<number, HeadPlan[]>();
 
   constructor(
     readonly table: TransformTable,
@@ -64,51 +75,52 @@ export class TransformCodec implements LayerCodec {
     if (bytes.length !== size) throw new KdnError('KV_CORRUPT', `transform block is ${bytes.length} bytes, expected ${size}`);
     const { tokens, kvHeads: H, headDim: D } = shape;
     const out = [new Float32Array(tokens * H * D), new Float32Array(tokens * H * D)] as const;
-    const coeff = new Float32Array(D);
-    for (const p of this.plan(this.layerIndex(layer), tokens)) {
-      const words = sectionWords(bytes, p.section);
-      const target = out[p.section.tensor];
-      for (let t = 0; t < tokens; t++) {
-        let pos = t * p.section.rowBits;
-        for (let k = 0; k < p.coded.length; k++) {
-          coeff[k] = readCode(words, pos, p.bits[k]!) * p.step[k]! + p.offset[k]!;
-          pos += p.bits[k]!;
-        }
-        const row = (t * H + p.section.head) * D;
-        target.set(p.base, row);
-        for (let k = 0; k < p.coded.length; k++) {
-          const c = coeff[k]!;
-          const b = k * D;
-          for (let d = 0; d < D; d++) target[row + d] += c * p.rows[b + d]!;
-        }
-      }
-    }
+    for (const p of this.plan(this.layerIndex(layer), tokens)) this.decodeSection(p, bytes, tokens, out[p.section.tensor]);
     return { keys: out[0], values: out[1] };
+  }
+
+  /** Four tokens at a time, as encodeSection: their dequantized coefficients into the kernel, their vectors out. */
+  private decodeSection(p: SectionPlan, bytes: Uint8Array, tokens: number, target: Float32Array): void {
+    const { headDim: D, kvHeads: H } = this.table;
+    const { head, section } = p;
+    const K = head.coded.length;
+    const padded = (D + 3) & ~3;
+    const words = sectionWords(bytes, section);
+    head.columns ??= columnGroups(head, D);
+    head.paddedBase ??= Float32Array.from({ length: padded }, (_, d) => (d < D ? head.base[d]! : 0));
+    const { c, out, run } = unprojector(head.columns, head.paddedBase, padded, K);
+    for (let t0 = 0; t0 < tokens; t0 += 4) {
+      const n = Math.min(4, tokens - t0);
+      for (let i = 0; i < n; i++) dequantizeRow(words, (t0 + i) * section.rowBits, head, c, i);
+      run();
+      for (let i = 0; i < n; i++) target.set(out.subarray(i * padded, i * padded + D), ((t0 + i) * H + section.head) * D);
+    }
   }
 
   private encodeSection(p: SectionPlan, src: Float32Array, tokens: number, out: Uint8Array): void {
     const { headDim: D, kvHeads: H } = this.table;
-    const K = p.coded.length;
-    const { rows, mean } = p;
-    const { head } = p.section;
-    const words = new Uint32Array(p.section.bytes / 4);
-    // Four tokens at a time, interleaved, so each basis row is read once for four dot products.
-    const x = new Float64Array(4 * D);
-    const coeff = new Float64Array(4 * K);
+    const { head, section } = p;
+    const { mean } = head;
+    const groups = (head.groups ??= groupRows(head, D));
+    const words = new Uint32Array(section.bytes / 4);
+    // Four tokens at a time, interleaved, so each basis row is read once for four dot products. K is padded with
+    // zero rows to a multiple of four; their coefficients are never read.
+    const stride = groups.length / D;
+    const { x, coeff, run } = projector(groups, D, stride);
     const writer = new CodeWriter(words);
     for (let t0 = 0; t0 < tokens; t0 += 4) {
       const n = Math.min(4, tokens - t0);
       if (n < 4) x.fill(0);
       for (let i = 0; i < n; i++) {
-        const row = ((t0 + i) * H + head) * D;
+        const row = ((t0 + i) * H + section.head) * D;
         // Rounded to f32, as in every object coded so far, so that the same input always gives the same bytes.
         for (let d = 0, q = i; d < D; d++, q += 4) x[q] = Math.fround(src[row + d]! - mean[d]!);
       }
-      project(rows, x, D, K, coeff);
-      for (let i = 0; i < n; i++) writer.quantizeRow(coeff, i * K, p);
+      run();
+      for (let i = 0; i < n; i++) writer.quantizeRow(coeff, i * stride, head);
     }
     writer.finish();
-    for (let i = 0, o = p.section.offset; i < words.length; i++, o += 4) {
+    for (let i = 0, o = section.offset; i < words.length; i++, o += 4) {
       const v = words[i]!;
       out[o] = v & 0xff;
       out[o + 1] = (v >>> 8) & 0xff;
@@ -120,15 +132,15 @@ export class TransformCodec implements LayerCodec {
   /** Section layout and quantizers of one layer; the quantizers are cached, the layout depends on `tokens`. */
   private plan(layer: number, tokens: number): SectionPlan[] {
     const layout = transformSections(this.table, this.level, layer, tokens);
-    let plans = this.plans.get(layer);
-    if (!plans) {
-      plans = layout.sections.map((section) => this.sectionPlan(layer, section));
-      this.plans.set(layer, plans);
+    let heads = this.plans.get(layer);
+    if (!heads) {
+      heads = layout.sections.map((section) => this.headPlan(layer, section));
+      this.plans.set(layer, heads);
     }
-    return plans.map((p, i) => ({ ...p, section: layout.sections[i]! }));
+    return heads.map((head, i) => ({ head, section: layout.sections[i]! }));
   }
 
-  private sectionPlan(layer: number, section: TransformSection): SectionPlan {
+  private headPlan(layer: number, section: TransformSection): HeadPlan {
     const { headDim: D, basis, mean } = this.table;
     const lv = this.table.levels[this.level]!;
     const slot = slotOf(this.table, layer, section.tensor, section.head);
@@ -140,14 +152,11 @@ export class TransformCodec implements LayerCodec {
       else if (lv.offset[i]! !== 0) for (let d = 0; d < D; d++) base[d] += lv.offset[i]! * basis[(slot * D + j) * D + d]!;
     }
     const pick = (j: number): number => slot * D + j;
-    const rows = new Float32Array(coded.length * D);
-    coded.forEach((j, k) => rows.set(basis.subarray((slot * D + j) * D, (slot * D + j + 1) * D), k * D));
     return {
-      section,
       slot,
       base,
-      rows,
       mean: mean.subarray(slot * D, (slot + 1) * D),
+      basis: basis.subarray(slot * D * D, (slot + 1) * D * D),
       coded: Int32Array.from(coded),
       bits: Uint8Array.from(coded, (j) => lv.bits[pick(j)]!),
       top: Int32Array.from(coded, (j) => (1 << lv.bits[pick(j)]!) - 1),
@@ -182,9 +191,6 @@ export class TransformCodec implements LayerCodec {
   }
 }
 
-/** Beyond every code (2^16 - 1) yet safe to round to an int32. */
-const CODE_RANGE = 2 ** 30;
-
 /**
  * Quantizes coefficients (code = clamp(round((c - offset) * (1 / step)), 0, top)) and packs the codes LSB-first, in
  * order, into zeroed u32 words: a section's codes are one bit stream, so whole words are stored once.
@@ -197,18 +203,16 @@ class CodeWriter {
   constructor(private readonly words: Uint32Array) {}
 
   /** Codes of one token's coded components, whose coefficients are coeff[at..at + K). */
-  quantizeRow(coeff: Float64Array, at: number, p: SectionPlan): void {
+  quantizeRow(coeff: Float64Array, at: number, p: HeadPlan): void {
     const { bits, top, offset, inverseStep } = p;
     const words = this.words;
     let { acc, fill, word } = this;
     for (let k = 0, c = at, K = bits.length; k < K; k++, c++) {
       const b = bits[k]!;
       const y = (coeff[c]! - offset[k]!) * inverseStep[k]!;
-      // round, then clamp to 0..top with integer masks: branches would mispredict on coefficients out of range.
-      let code = Math.round(Math.max(-CODE_RANGE, Math.min(y, CODE_RANGE))) | 0;
-      code &= ~(code >> 31);
-      const over = top[k]! - code;
-      code += over & (over >> 31);
+      // Clamping before rounding gives the same code (round is monotonic and 0 and top are integers); min and max
+      // compile to branch-free instructions, which out-of-range coefficients cannot mispredict.
+      const code = Math.round(Math.min(Math.max(y, 0), top[k]!)) | 0;
       acc |= code << fill;
       fill += b;
       if (fill >= 32) {
@@ -228,48 +232,37 @@ class CodeWriter {
   }
 }
 
-/**
- * coeff[i * K + k] = rows[k] . x[i] for four vectors x[i] held interleaved (x[4 * d + i]), two rows at a time:
- * each step of d feeds eight independent sums from six loads. Each sum adds its products in order of d, as the
- * definition does, so the coefficients are exactly those of a plain dot product. An odd last row is paired with
- * itself.
- */
-function project(rows: Float32Array, x: Float64Array, D: number, K: number, coeff: Float64Array): void {
-  for (let k = 0; k < K; k += 2) {
-    const r = k * D;
-    const s = k + 1 < K ? r + D : r;
-    let a0 = 0;
-    let a1 = 0;
-    let a2 = 0;
-    let a3 = 0;
-    let b0 = 0;
-    let b1 = 0;
-    let b2 = 0;
-    let b3 = 0;
-    for (let d = 0, q = 0; d < D; d++, q += 4) {
-      const u = rows[r + d]!;
-      const v = rows[s + d]!;
-      const x0 = x[q]!;
-      const x1 = x[q + 1]!;
-      const x2 = x[q + 2]!;
-      const x3 = x[q + 3]!;
-      a0 += u * x0;
-      a1 += u * x1;
-      a2 += u * x2;
-      a3 += u * x3;
-      b0 += v * x0;
-      b1 += v * x1;
-      b2 += v * x2;
-      b3 += v * x3;
-    }
-    coeff[k] = a0;
-    coeff[K + k] = a1;
-    coeff[2 * K + k] = a2;
-    coeff[3 * K + k] = a3;
-    if (s === r) break;
-    coeff[k + 1] = b0;
-    coeff[K + k + 1] = b1;
-    coeff[2 * K + k + 1] = b2;
-    coeff[3 * K + k + 1] = b3;
+/** Token i's dequantized coefficients, as f32 values, into c[4 * k + i]; its codes start at bit `pos`. */
+function dequantizeRow(words: Uint32Array, pos: number, p: HeadPlan, c: Float64Array, i: number): void {
+  const { bits, step, offset } = p;
+  for (let k = 0, q = i, K = bits.length; k < K; k++, q += 4) {
+    const b = bits[k]!;
+    c[q] = Math.fround(readCode(words, pos, b) * step[k]! + offset[k]!);
+    pos += b;
   }
+}
+
+/** HeadPlan.groups: the coded rows four by four, interleaved (groups[(k & ~3) * D + 4 * d + (k & 3)]), zeros after the last. */
+function groupRows(p: HeadPlan, D: number): Float32Array {
+  const K = p.coded.length;
+  const groups = new Float32Array(((K + 3) & ~3) * D);
+  for (let k = 0; k < K; k++) {
+    const row = p.coded[k]! * D;
+    for (let d = 0, o = (k & ~3) * D + (k & 3); d < D; d++, o += 4) groups[o] = p.basis[row + d]!;
+  }
+  return groups;
+}
+
+/**
+ * HeadPlan.columns: the coded rows transposed, four outputs at a time (columns[(d & ~3) * K + 4 * k + (d & 3)] is row
+ * k at d), D padded with zeros to a multiple of four.
+ */
+function columnGroups(p: HeadPlan, D: number): Float32Array {
+  const K = p.coded.length;
+  const columns = new Float32Array(((D + 3) & ~3) * K);
+  for (let k = 0; k < K; k++) {
+    const row = p.coded[k]! * D;
+    for (let d = 0; d < D; d++) columns[(d & ~3) * K + 4 * k + (d & 3)] = p.basis[row + d]!;
+  }
+  return columns;
 }
