@@ -64,7 +64,7 @@ import { buildContexts, prefixChainedChunks, score, SETS, type Context, type Con
 import { greedyAnswer, type GreedyAnswer } from './lib/answer.ts';
 import { choice, choiceList, parseFlags, positiveInt } from './lib/args.ts';
 import { byteStream } from './lib/byte-stream.ts';
-import { loadDocuments } from './lib/fidelity-data.ts';
+import { loadDocuments, tokenizeDocuments } from './lib/fidelity-data.ts';
 import { DEFAULT_DEMO_MODEL } from './lib/shapes.ts';
 import { round } from './lib/stats.ts';
 import type { BenchRecord, BenchReport } from './report.ts';
@@ -671,7 +671,7 @@ export async function run(args: string[]): Promise<BenchReport> {
         level: 'x8',
         ...locality(m.coefficients, S, D, fixedQuantizer(table, LEVEL_NAMES.indexOf('x8')).coded),
       });
-      process.stderr.write(`entropy-study: ${m.set}: rates done\n`);
+      progress(`${m.set}: rates done`);
     }
 
     // 3. ECSQ at each budget: bisect lambda on the document set (or the first set measured), measure on every set.
@@ -727,7 +727,7 @@ export async function run(args: string[]): Promise<BenchReport> {
           ),
         });
       }
-      process.stderr.write(`entropy-study: ecsq ${budget}: lambda ${lambda}\n`);
+      progress(`ecsq ${budget}: lambda ${lambda}`);
     }
 
     // Fidelity: fixed-rate levels through real transform objects, ECSQ (and x8, as a check) via fp16 reconstructions.
@@ -774,7 +774,7 @@ export async function run(args: string[]): Promise<BenchReport> {
             positions: t.positions,
             prompts: t.prompts,
           });
-          process.stderr.write(`entropy-study: fidelity ${m.set} ${variant.name}: ${t.agree / t.positions} ${t.klSum / t.positions}\n`);
+          progress(`fidelity ${m.set} ${variant.name}: ${t.agree / t.positions} ${t.klSum / t.positions}`);
         }
       }
     }
@@ -846,6 +846,11 @@ async function scoreContext(
   }
 }
 
+/** A progress line on stderr, left out under the tests (KDN_TEST), as the fidelity benchmark does. */
+function progress(line: string): void {
+  if (!process.env.KDN_TEST) process.stderr.write(`entropy-study: ${line}\n`);
+}
+
 /** Tokens [start, end) of a KV export. */
 function sliceKV(kv: KVTensors, start: number, end: number): KVTensors {
   const row = kv.kvHeads * kv.headDim;
@@ -867,19 +872,14 @@ async function measure(engine: Engine, bos: number, a: StudyArgs): Promise<Chunk
     a.docs,
     Infinity,
   );
-  const docs = loaded.map((d) => {
-    const prompts = d.prompts.map((p) => tokenizer.encode(p, { addSpecialTokens: false }));
-    const longest = Math.max(...prompts.map((p) => p.length));
-    const room = capacity - 1 - longest - a.answer - 3 * a.chunk;
-    return { file: d.file, tokens: tokenizer.encode(d.text, { addSpecialTokens: false }).slice(0, Math.min(1024, room)), prompts };
-  });
+  const docs = tokenizeDocuments(tokenizer, loaded, { capacity, chunk: a.chunk, answer: a.answer, maxDocTokens: 1024 });
   const out: Chunked[] = [];
   for (const set of a.sets) {
     const contexts = buildContexts(docs, { chunk: a.chunk, sets: [set] });
     const chunks: Measured['chunks'] = [];
     const answers: GreedyAnswer[][] = [];
     for (const context of contexts) {
-      if (!process.env.KDN_TEST) process.stderr.write(`entropy-study: ${set}: ${context.label}\n`);
+      progress(`${set}: ${context.label}`);
       const contextLength = 1 + context.chunks.flat().length;
       const reference = engine.createSession({ capacity });
       try {

@@ -32,7 +32,7 @@ import { greedyAnswer, greedyFrom, teacherForced, type GreedyAnswer } from './li
 import { choice, choiceList, parseFlags, positiveInt } from './lib/args.ts';
 import { byteStream } from './lib/byte-stream.ts';
 import { TransformSetup } from './lib/transform-setup.ts';
-import { loadDocuments, type FidelityDocument } from './lib/fidelity-data.ts';
+import { loadDocuments, tokenizeDocuments, type FidelityDocument, type TokenizedDocument } from './lib/fidelity-data.ts';
 import { argmax, klDivergence } from './lib/logits.ts';
 import { DEFAULT_DEMO_MODEL } from './lib/shapes.ts';
 import { round } from './lib/stats.ts';
@@ -139,10 +139,7 @@ function cut(doc: number[], chunk: number): number[][] {
  * The contexts of the chosen sets. A composed context for document i holds its chunks with the first chunk of each
  * of the next 1 + i % 3 documents: one before them, one in their middle, one after.
  */
-export function buildContexts(
-  docs: { file: string; tokens: number[]; prompts: number[][] }[],
-  a: Pick<FidelityArgs, 'chunk' | 'sets'>,
-): Context[] {
+export function buildContexts(docs: readonly TokenizedDocument[], a: Pick<FidelityArgs, 'chunk' | 'sets'>): Context[] {
   const out: Context[] = [];
   for (const [i, d] of docs.entries()) {
     const own = cut(d.tokens, a.chunk);
@@ -357,19 +354,7 @@ export async function run(args: string[]): Promise<BenchReport> {
       });
     const capacity = Math.min(engine.info.maxPositionEmbeddings, 8192);
     const loaded: FidelityDocument[] = await loadDocuments(a.questions, a.heldout, a.docs, a.prompts);
-    const docs = loaded.map((d) => {
-      const prompts = d.prompts.map((p) => tokenizer.encode(p, { addSpecialTokens: false }));
-      const longest = Math.max(...prompts.map((p) => p.length));
-      // Room for the composed set's up to three extra chunks too.
-      const room = capacity - 1 - longest - a.answer - 3 * a.chunk;
-      if (room < 1)
-        throw new KdnError('CONTEXT_TOO_LONG', `prompts of ${longest} tokens and ${a.answer}-token answers leave no room for a document`);
-      return {
-        file: d.file,
-        tokens: tokenizer.encode(d.text, { addSpecialTokens: false }).slice(0, Math.min(a.maxDocTokens, room)),
-        prompts,
-      };
-    });
+    const docs = tokenizeDocuments(tokenizer, loaded, { capacity, chunk: a.chunk, answer: a.answer, maxDocTokens: a.maxDocTokens });
     const tallies = new Map<string, Tally>();
     const tally = (key: Record<string, string | number>): Tally => {
       const id = JSON.stringify(key);
