@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { run as runDecodeBatch } from '../../bench/decode-batch.ts';
 import { run as runEngine } from '../../bench/engine.ts';
+import { run as runEntropyStudy } from '../../bench/entropy-study.ts';
 import { run as runFidelity } from '../../bench/fidelity.ts';
 import type { BenchRecord } from '../../bench/report.ts';
 import { run as runTtft } from '../../bench/ttft.ts';
@@ -122,6 +123,34 @@ describe('benchmarks on a tiny model', () => {
     }
     expect(new Set(blend.map((r) => r.set))).to.deep.equal(new Set(['document', 'composed']));
     expect(report.params?.composed).to.match(/\+/);
+  });
+
+  it('entropy-study: entropy-coded rates below the fixed rate, fits per budget, ECSQ within its budget, fidelity rows', async () => {
+    // The study itself checks its fixed-rate codes against the transform codec's, bit for bit, and throws on a difference.
+    const report = await runEntropyStudy([
+      ...['--model', model, '--chunk', '16', '--answer', '6', '--docs', '2', '--sets', 'document'],
+      ...['--fidelity-levels', 'x4,x8', '--ecsq-budgets', 'x8'],
+    ]);
+    const part = (name: string): BenchRecord[] => report.records.filter((r) => r.part === name);
+    const rates = part('rates');
+    expect(rates.map((r) => r.level)).to.have.length(10);
+    for (const [i, r] of rates.entries()) {
+      // A code's cross-entropy under a table fitted elsewhere is never below its own empirical entropy.
+      expect(num(r, 'o0_insample'), String(r.level)).to.be.at.most(num(r, 'o0_static') + 1e-6);
+      expect(num(r, 'o0_static_rans')).to.be.above(num(r, 'o0_static'));
+      if (i > 0) expect(num(r, 'fixed_bytes_per_token')).to.be.below(num(rates[i - 1]!, 'fixed_bytes_per_token'));
+    }
+    expect(part('fits').map((r) => r.budget)).to.deep.equal(['x4', 'x6', 'x8', 'x12', 'x16']);
+    const [ecsq] = part('ecsq');
+    expect(num(ecsq!, 'o0_static_rans')).to.be.at.most(num(ecsq!, 'budget_bytes_per_token') + 1e-4);
+    expect(num(ecsq!, 'o0_static_rans')).to.be.above(0.8 * num(ecsq!, 'budget_bytes_per_token'));
+    const fidelity = new Map(part('fidelity').map((r) => [r.codec, r]));
+    expect([...fidelity.keys()]).to.include.members(['transform:x4', 'transform:x8', 'x8-reconstructed', 'ecsq@x8']);
+    // x8 through the real objects and x8 reconstructed by the study's own decoder, injected as fp16: the same answers.
+    const [real, rebuilt] = [fidelity.get('transform:x8')!, fidelity.get('x8-reconstructed')!];
+    expect(num(rebuilt, 'top1_agreement')).to.equal(num(real, 'top1_agreement'));
+    expect(num(rebuilt, 'mean_kl')).to.be.closeTo(num(real, 'mean_kl'), 0.01 * num(real, 'mean_kl') + 1e-6);
+    for (const r of fidelity.values()) expect(num(r, 'top1_agreement')).to.be.within(0, 1);
   });
 
   it('ttft: every mode per context size, inject modes with bytes and a time split, peer figures or a reason', async () => {
