@@ -245,6 +245,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument('--compile', action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument('--smoke', action='store_true', help='tiny model, a few steps, a slice of the data')
     args = ap.parse_args()
+    if args.resume and args.plan_minutes is None:
+        # Without it the schedule would start over within this slice: the learning rate back at its peak.
+        ap.error('--resume needs --plan-minutes, the same as the earlier slices had')
     if args.smoke:
         args.hidden, args.layers, args.heads, args.kv_heads, args.ffn, args.seq, args.batch = 64, 2, 2, 1, 128, 512, 4
         args.examples, args.max_steps, args.warmup, args.compile, args.checkpoint_every = 400, 6, 2, False, 1e9
