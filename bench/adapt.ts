@@ -1,5 +1,5 @@
 /**
- * Bandwidth adaptation of codec levels, end to end: `kdn serve` (cpu backend, demo model) storing every chunk as int8
+ * Bandwidth adaptation of codec levels, end to end: `kdn serve` (cpu backend, the shipped model) storing every chunk as int8
  * plus --levels, reaching its edge (a `kdn edge` process) through a token-bucket TCP proxy (bench/lib/throttle-proxy.ts)
  * that holds the edge-to-kdn direction to a link rate. For each link rate x TTFT target, a fresh server (its delivery
  * estimate at the seed) answers --queries queries naming two documents each, with ttftTargetMs set; per cell:
@@ -72,7 +72,7 @@ function parse(args: string[]): AdaptArgs {
   };
 }
 
-/** A kdn server over the proxy; the first start fits the transform table (over a minute on the demo model). */
+/** A kdn server over the proxy; the first start fits the transform table (over a minute on the shipped model). */
 function serve(args: AdaptArgs, dir: string, edge: string): Promise<Started> {
   const flags = ['--data-dir', join(dir, 'data'), '--origin', `file:${join(dir, 'origin')}`, '--edges', edge, '--port', '0'];
   const codecs = ['--codec', 'int8', '--codec-levels', args.levels];

@@ -21,9 +21,12 @@
  *       [--natural N] [--codecs fp16,int8,...] [--modes recompute,prefix-chained,independent] [--max-new 24]
  *
  * On a 2-core CPU an example takes about a minute (two prefills of up to 1,800 tokens and 13 answers), a natural
- * question about 20 s; the results files were made as two runs side by side:
- *   npm run bench -- answers --sections retrieval,synthetic      (bench/results/answers.json)
- *   npm run bench -- answers --sections natural --out answers-natural
+ * question about 20 s; the results files were made as three runs:
+ *   npm run bench -- answers --sections synthetic,natural --single 20 --bridge 10 --natural 20
+ *       --codecs fp16,int8,int4                                   (bench/results/answers.json, every mode)
+ *   npm run bench -- answers --sections synthetic --single 60 --bridge 40 --modes recompute --codecs fp16
+ *       --out answers-heldout                                     (the whole held-out set, full prefill)
+ *   npm run bench -- answers --sections retrieval --out answers-retrieval
  */
 import { join, resolve } from 'node:path';
 import { readFile } from 'node:fs/promises';
@@ -40,7 +43,7 @@ import { choiceList, parseFlags, positiveInt } from './lib/args.ts';
 import { byteStream } from './lib/byte-stream.ts';
 import { chunkIndexSearch, measureRecall, previousSearch } from './lib/retrieval-recall.ts';
 import { loadHeldOutSet, type HeldOutSet } from './lib/retrieval-set.ts';
-import { DEFAULT_DEMO_MODEL } from './lib/shapes.ts';
+import { DEFAULT_MODEL_DIR } from '../kdn/default-model.ts';
 import { round } from './lib/stats.ts';
 import type { BenchRecord, BenchReport, Checkpoint } from './report.ts';
 
@@ -244,7 +247,7 @@ function parse(args: string[]): AnswersArgs {
     retrieval: { type: 'string' },
   });
   return {
-    model: resolve(v.model ?? DEFAULT_DEMO_MODEL),
+    model: resolve(v.model ?? DEFAULT_MODEL_DIR),
     sections: choiceList(v.sections, SECTIONS, SECTIONS, 'sections'),
     single: positiveInt(v.single, 20, 'single'),
     bridge: positiveInt(v.bridge, 10, 'bridge'),

@@ -5,7 +5,7 @@
  * --max-seconds stops cleanly between measurements.
  *
  *   npm run bench -- engine --shape llama3.1-8b --contexts 1024,4096,8192 --backend webgpu --out engine-gpu
- *   npm run bench -- engine --shape demo --contexts 256,1024 --backend cpu --out engine-cpu
+ *   npm run bench -- engine --shape shipped --contexts 256,1024 --backend cpu --out engine-cpu
  */
 import { parseFlags, positiveInt } from './lib/args.ts';
 import { SPEED_OPTIONS, speedArgs, type SpeedArgs } from './lib/common-args.ts';

@@ -1,11 +1,11 @@
 /**
  * A study: what an entropy-coding stage after the transform codec would buy. The transform codec (PCA per KV
  * head, then a fixed-rate uniform quantizer per component, storage/kv-object/codecs/transform*.ts) stores every code
- * in its allocated bits; this measures, on real prefix-chained KV of the demo model over the fidelity benchmark's
+ * in its allocated bits; this measures, on real prefix-chained KV of the shipped model over the fidelity benchmark's
  * contexts (bench/fidelity.ts: held-out documents cut into --chunk token chunks, `document` and `composed` sets):
  *
  * 1. Rate of each level's codes under entropy coding, per component (slot (layer, K/V, head) x PCA component), as
- *    bytes per token (fp16 raw is 3072 on the demo model):
+ *    bytes per token (fp16 raw is 4096 on kdn-reader, 3072 on kdn-demo, where entropy-study.json was measured):
  *      fixed             today's bytes (sum of the layer blocks' u32-padded sections)
  *      o0_static         order-0, frequency table per component fitted on the shipped calibration text's codes
  *                        (stored once per model with the transform table, so nothing per object): cross-entropy of
@@ -33,7 +33,7 @@
  * levels through the real transform objects; ECSQ (and, as a check of that path, x8) as their reconstructed KV in fp16
  * objects with keys before RoPE, injected the same way.
  *
- *   npm run bench -- entropy-study [--model models/kdn-demo] [--sets document,composed] [--chunk 128] [--answer 32]
+ *   npm run bench -- entropy-study [--model models/kdn-reader] [--sets document,composed] [--chunk 128] [--answer 32]
  *     [--fidelity on|off] [--fidelity-levels x4,...] [--ecsq-budgets x4,x6,x8,x12,x16 (any level)] [--docs n]
  * CPU backend only (the study reads and writes KV on the host); about 30 minutes on 2 cores with fidelity on. The
  * results file was made with
@@ -65,7 +65,7 @@ import { greedyAnswer, type GreedyAnswer } from './lib/answer.ts';
 import { choice, choiceList, parseFlags, positiveInt } from './lib/args.ts';
 import { byteStream } from './lib/byte-stream.ts';
 import { loadDocuments, tokenizeDocuments } from './lib/fidelity-data.ts';
-import { DEFAULT_DEMO_MODEL } from './lib/shapes.ts';
+import { DEFAULT_MODEL_DIR } from '../kdn/default-model.ts';
 import { round } from './lib/stats.ts';
 import type { BenchRecord, BenchReport } from './report.ts';
 
@@ -107,7 +107,7 @@ function parse(args: string[]): StudyArgs {
     'ecsq-budgets': { type: 'string' },
   });
   return {
-    model: resolve(v.model ?? DEFAULT_DEMO_MODEL),
+    model: resolve(v.model ?? DEFAULT_MODEL_DIR),
     chunk: positiveInt(v.chunk, 128, 'chunk'),
     answer: positiveInt(v.answer, 32, 'answer'),
     docs: positiveInt(v.docs, Infinity, 'docs'),

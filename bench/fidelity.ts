@@ -1,6 +1,6 @@
 /**
  * What each KV codec and composition mode costs in answer quality, against full recompute of the same prompt
- * ([BOS] + context + prompt), on the demo model with held-out documents (bench/data/heldout/) and continuation
+ * ([BOS] + context + prompt), on the shipped model with held-out documents (bench/data/heldout/) and continuation
  * prompts about them (bench/data/questions.json).
  *
  * Two context sets: `document` (one document cut into --chunk-token chunks, in order) and `composed` (chunks of 2-4
@@ -15,7 +15,7 @@
  * teacher-forced): top-1 agreement with recompute, mean KL(recompute || inject); per prompt: exact match of the
  * free-running greedy answer; and the stored bytes per token. Blend rows add the share of context tokens recomputed.
  *
- *   npm run bench -- fidelity [--model models/kdn-demo] [--backend cpu] [--chunk 128] [--answer 32]
+ *   npm run bench -- fidelity [--model models/kdn-reader] [--backend cpu] [--chunk 128] [--answer 32]
  *     [--sets document,composed] [--modes prefix-chained,independent,blend] [--ratios 0.05,0.1,0.15,0.2,0.3]
  *     [--selections deviation,chunk-start,combined] [--blend-codecs fp16,...,int4+lz4] [--alt-codecs int8]
  *     [--codecs ...,transform:x4,...,transform:x20] [--calibration shipped|context]
@@ -34,7 +34,7 @@ import { byteStream } from './lib/byte-stream.ts';
 import { TransformSetup } from './lib/transform-setup.ts';
 import { loadDocuments, tokenizeDocuments, type FidelityDocument, type TokenizedDocument } from './lib/fidelity-data.ts';
 import { argmax, klDivergence } from './lib/logits.ts';
-import { DEFAULT_DEMO_MODEL } from './lib/shapes.ts';
+import { DEFAULT_MODEL_DIR } from '../kdn/default-model.ts';
 import { round } from './lib/stats.ts';
 import type { BenchRecord, BenchReport } from './report.ts';
 
@@ -100,7 +100,7 @@ function parse(args: string[]): FidelityArgs {
     calibration: { type: 'string' },
   });
   return {
-    model: resolve(values.model ?? DEFAULT_DEMO_MODEL),
+    model: resolve(values.model ?? DEFAULT_MODEL_DIR),
     backend: choice(values.backend, 'cpu', ['auto', 'webgpu', 'cpu'] as const, 'backend'),
     chunk: positiveInt(values.chunk, 128, 'chunk'),
     answer: positiveInt(values.answer, 32, 'answer'),

@@ -30,7 +30,7 @@
  * between measurements and keeps what was gathered.
  *
  *   npm run bench -- ttft --shape llama3.1-8b --contexts 1024,4096,8192,16384,32768 --backend webgpu --out ttft-gpu
- *   npm run bench -- ttft --shape demo --contexts 256,512,1024 --backend cpu --out ttft-cpu
+ *   npm run bench -- ttft --shape shipped --contexts 256,512,1024 --backend cpu --out ttft-cpu
  * `--chunks N` cuts every context into N chunks (a retrieval query's top-N) instead of fixed `--chunk`-token ones.
  * `--engine-thread` runs the engine on its own thread, as kdn does (engine-adapter/worker): with --fetch-threads, the
  * objects' blocks then go from the fetch threads to the engine's without passing through the event loop, or with

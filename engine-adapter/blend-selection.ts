@@ -24,7 +24,8 @@ export const MASS_ROWS = 64;
 
 /**
  * How far gradual's share at the check layer lies above the ratio (and at the last layer below it), as a fraction
- * of the ratio: a steeper, front-loaded shape measured worse on the demo model's document set (docs/BLEND.md).
+ * of the ratio: a steeper, front-loaded shape measured worse on the document set of kdn-demo,
+ * the language model shipped before kdn-reader (docs/BLEND.md).
  */
 export const GRADUAL_TILT = 0.6;
 

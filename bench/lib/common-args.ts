@@ -29,7 +29,7 @@ type ParsedValues = ReturnType<typeof parseArgs<{ options: typeof SPEED_OPTIONS 
 
 export function speedArgs(values: ParsedValues, defaults: { contexts: number[] }): SpeedArgs {
   return {
-    shape: choice(values.shape, 'demo', SHAPE_NAMES, 'shape'),
+    shape: choice(values.shape, 'shipped', SHAPE_NAMES, 'shape'),
     model: values.model,
     backend: choice(values.backend, 'auto', ['auto', 'webgpu', 'cpu'] as const, 'backend'),
     contexts: intList(values.contexts, defaults.contexts, 'contexts'),

@@ -4,12 +4,13 @@ import { join, resolve } from 'node:path';
 import { KdnError } from '../../common/errors.ts';
 import { createEngine, createEngineInWorker, type BackendName } from '../../engine-adapter/index.ts';
 import { readJsonConfig } from './read-config.ts';
-import { DEFAULT_DEMO_MODEL, SYNTHETIC_SHAPES, type HfConfig } from './shapes.ts';
+import { DEFAULT_MODEL_DIR } from '../../kdn/default-model.ts';
+import { SYNTHETIC_SHAPES, type HfConfig } from './shapes.ts';
 import { asBenchEngine, createSyntheticEngine, type BenchEngine } from './synthetic-engine.ts';
 import { createSyntheticEngineInWorker } from './synthetic-engine-thread.ts';
 
 export interface EngineTarget {
-  /** Shape name for records: a synthetic shape, 'demo', or the model directory's name. */
+  /** Shape name for records: a synthetic shape, 'shipped', or the model directory's name. */
   shape: string;
   /** The config transformers builds the peer from. */
   hfConfig: HfConfig;
@@ -19,19 +20,19 @@ export interface EngineTarget {
 
 /** Resolves --shape / --model into what to open; --model wins and names a model directory. */
 export async function resolveTarget(shape: string, modelDir: string | undefined): Promise<EngineTarget> {
-  const dir = modelDir ?? (shape === 'demo' ? DEFAULT_DEMO_MODEL : undefined);
+  const dir = modelDir ?? (shape === 'shipped' ? DEFAULT_MODEL_DIR : undefined);
   if (dir !== undefined) {
     const abs = resolve(dir);
     if (!existsSync(join(abs, 'config.json'))) {
       throw new KdnError('NOT_FOUND', `no model at ${abs} (config.json missing)`, {
         hint:
-          shape === 'demo' && modelDir === undefined
-            ? 'the demo model has not landed here: use --shape tiny'
+          shape === 'shipped' && modelDir === undefined
+            ? 'the shipped model (models/kdn-reader) is missing here: use --shape tiny'
             : 'pass a Hugging Face model directory',
       });
     }
     return {
-      shape: modelDir === undefined ? 'demo' : abs.split('/').pop()!,
+      shape: modelDir === undefined ? 'shipped' : abs.split('/').pop()!,
       hfConfig: await readJsonConfig(join(abs, 'config.json')),
       modelDir: abs,
     };
@@ -39,7 +40,7 @@ export async function resolveTarget(shape: string, modelDir: string | undefined)
   const hfConfig = SYNTHETIC_SHAPES[shape];
   if (!hfConfig) {
     throw new KdnError('INVALID_ARGUMENT', `unknown shape "${shape}"`, {
-      hint: `use one of demo, ${Object.keys(SYNTHETIC_SHAPES).join(', ')}`,
+      hint: `use one of shipped, ${Object.keys(SYNTHETIC_SHAPES).join(', ')}`,
     });
   }
   return { shape, hfConfig };

@@ -68,7 +68,5 @@ export const SYNTHETIC_SHAPES: Record<string, HfConfig> = {
   },
 };
 
-/** Shapes a benchmark accepts: the synthetic ones, plus `demo` (the trained model directory, real weights). */
-export const SHAPE_NAMES = ['demo', ...Object.keys(SYNTHETIC_SHAPES)] as const;
-
-export const DEFAULT_DEMO_MODEL = 'models/kdn-demo';
+/** Shapes a benchmark accepts: the synthetic ones, plus `shipped` (models/kdn-reader, real weights). */
+export const SHAPE_NAMES = ['shipped', ...Object.keys(SYNTHETIC_SHAPES)] as const;

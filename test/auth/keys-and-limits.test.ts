@@ -19,7 +19,7 @@ describe('API key setup and limits', function () {
   };
 
   before(async () => {
-    model = await testModel({ preferDemo: false });
+    model = await testModel({ preferShipped: false });
     dir = await mkdtemp(join(tmpdir(), 'kdn-keys-'));
   });
 

@@ -78,7 +78,7 @@ describe('tenants and API keys', function () {
   let url: string;
 
   before(async () => {
-    model = await testModel({ preferDemo: false });
+    model = await testModel({ preferShipped: false });
     dir = await mkdtemp(join(tmpdir(), 'kdn-auth-'));
     kdn = await startKdnServe({
       model: model.dir,

@@ -355,7 +355,7 @@ describe('benchmarks on a tiny model', () => {
       // Sessions decode in lockstep from equal contexts: every step carries all of them.
       expect(r.sequences_per_step).to.equal(r.sequences);
     }
-    expect((await rejection(runDecodeBatch(['--shape', 'demo']))).code).to.equal('INVALID_ARGUMENT');
+    expect((await rejection(runDecodeBatch(['--shape', 'shipped']))).code).to.equal('INVALID_ARGUMENT');
   });
 
   it('engine: prefill and decode throughput per context size, engine and peer rows', async () => {

@@ -44,10 +44,10 @@ describe('engine cli: kdn generate and kdn model-info', () => {
       .and.match(/[\d.]+ tokens\/s/);
   });
 
-  it('without --model uses the shipped demo model; a missing model directory is a clear error', async () => {
+  it('without --model uses the shipped model; a missing model directory is a clear error', async () => {
     const demo = await kdn(['model-info', '--json']);
     expect(demo.code, demo.stderr).to.equal(0);
-    expect((JSON.parse(demo.stdout) as { path: string }).path).to.match(/models[/\\]kdn-demo$/);
+    expect((JSON.parse(demo.stdout) as { path: string }).path).to.match(/models[/\\]kdn-reader$/);
     const missing = await kdn(['model-info', '--model', '/nonexistent/model']);
     expect(missing.code).to.equal(1);
     expect(missing.stderr).to.contain('MODEL_INVALID').and.contain('/nonexistent/model/config.json');

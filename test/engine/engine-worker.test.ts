@@ -182,7 +182,7 @@ describe('engine on a worker thread (createEngineInWorker)', function () {
 
   it('runs the WebGPU backend on its thread with the same results as on this one (skips without an adapter)', async function () {
     // A tiny random model: a software adapter is slow.
-    const tiny = await testModel({ preferDemo: false });
+    const tiny = await testModel({ preferShipped: false });
     let gpuRemote: Engine;
     try {
       gpuRemote = await createEngineInWorker({ modelDir: tiny.dir, backend: 'webgpu' });

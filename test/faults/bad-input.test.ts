@@ -40,7 +40,7 @@ describe('fault: malformed requests (fuzz)', function () {
   let kdn: Started;
 
   before(async () => {
-    model = await testModel({ preferDemo: false });
+    model = await testModel({ preferShipped: false });
     tmp = await tempDir('kdn-fault-fuzz-');
     const origin = `file:${join(tmp.dir, 'origin')}`;
     edge = await startEdgeProcess(['--origin', origin, '--disk-path', join(tmp.dir, 'edge'), '--max-body', '1MiB']);

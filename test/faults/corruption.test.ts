@@ -26,7 +26,7 @@ describe('fault: corrupted KV objects', function () {
   let api: KdnApiClient;
 
   before(async () => {
-    model = await testModel({ preferDemo: false });
+    model = await testModel({ preferShipped: false });
     tmp = await tempDir('kdn-fault-corrupt-');
     // No memory tier on the embedded edge: every read goes to its disk tier, where the flipped files are.
     kdn = await startKdn({

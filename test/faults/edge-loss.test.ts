@@ -14,7 +14,7 @@ const AFTER_KILL_MS = 2_500;
 
 /**
  * Edge loss: kdn, three edge processes and an s3rver origin, each its own process. Several clients query a document
- * whose chunk objects are large (fp16, 256-token chunks of the demo model: ~0.8 MB each) while the busiest edge is
+ * whose chunk objects are large (fp16, 256-token chunks of the shipped model: ~0.8 MB each) while the busiest edge is
  * SIGKILLed, so the kill lands while queries are fetching from it. Every query must still answer.
  */
 describe('fault: an edge process killed mid-transfer', function () {
@@ -42,7 +42,7 @@ describe('fault: an edge process killed mid-transfer', function () {
       model: model.dir,
       dataDir: join(tmp.dir, 'kdn'),
       codec: 'fp16',
-      chunkTokens: model.kind === 'demo' ? 256 : 64,
+      chunkTokens: model.kind === 'shipped' ? 256 : 64,
       args: ['--origin', s3.ready.url, '--edges', edges.map((e) => e.ready.url).join(',')],
     });
     api = kdnClient(kdn.ready.url);

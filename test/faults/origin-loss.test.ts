@@ -28,7 +28,7 @@ describe('fault: the S3 origin stops answering', function () {
   let kdn: Started | undefined;
 
   before(async () => {
-    model = await testModel({ preferDemo: false });
+    model = await testModel({ preferShipped: false });
     tmp = await tempDir('kdn-fault-origin-loss-');
     s3 = await startS3Process(join(tmp.dir, 's3'), 'kdn-origin-loss');
   });

@@ -9,7 +9,7 @@ describe('kdn/ingest/chunker', () => {
   let tokenizer: Tokenizer;
 
   before(async () => {
-    model = await testModel({ preferDemo: false });
+    model = await testModel({ preferShipped: false });
     tokenizer = await loadTokenizer(model.dir);
   });
   after(() => model.cleanup());

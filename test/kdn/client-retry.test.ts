@@ -20,7 +20,7 @@ describe('kdn API client: idempotent requests survive reset connections', functi
   let kdn: RunningKdn;
 
   before(async () => {
-    model = await testModel({ preferDemo: false });
+    model = await testModel({ preferShipped: false });
     dir = await mkdtemp(join(tmpdir(), 'kdn-client-retry-'));
     kdn = await startKdn(
       resolveKdnConfig(

@@ -22,7 +22,7 @@ describe('kdn/ingest/compute-kv', () => {
   const fp16 = codecFromString('fp16');
 
   before(async () => {
-    model = await testModel({ preferDemo: false });
+    model = await testModel({ preferShipped: false });
     engine = await createEngine({ modelDir: model.dir, backend: 'cpu' });
   });
   after(async () => {

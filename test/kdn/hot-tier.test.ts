@@ -35,7 +35,7 @@ describe('kdn queries and the engine hot tier', function () {
     api.query({ question: 'What do the mills do?', namespace, documents: ['river'], maxTokens: 8 });
 
   before(async () => {
-    model = await testModel({ preferDemo: false });
+    model = await testModel({ preferShipped: false });
     dir = await mkdtemp(join(tmpdir(), 'kdn-hot-'));
     kdn = await startKdnServe({
       model: model.dir,

@@ -19,7 +19,7 @@ describe('kdn with three edge processes and an S3 origin', function () {
   let api: KdnApiClient;
 
   before(async () => {
-    model = await testModel({ preferDemo: false });
+    model = await testModel({ preferShipped: false });
     dir = await mkdtemp(join(tmpdir(), 'kdn-multi-'));
     s3 = await startProcess(['test/support/s3rver-process.ts', '--port', '0', '--dir', join(dir, 's3'), '--bucket', 'kdn-multi'], {
       node: ['--import', 'tsx'],

@@ -38,7 +38,7 @@ describe('operations: access logs, metrics, readiness', function () {
   let stderr = '';
 
   before(async () => {
-    model = await testModel({ preferDemo: false });
+    model = await testModel({ preferShipped: false });
     dir = await mkdtemp(join(tmpdir(), 'kdn-ops-'));
     s3 = await startS3Process(join(dir, 's3'), 'kdn-ops');
     edge = await startKdnProcess(['edge', '--port', '0', '--origin', s3.ready.url, '--disk-path', join(dir, 'edge'), '--public-metrics']);

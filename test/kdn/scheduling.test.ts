@@ -235,7 +235,7 @@ describe('kdn jobs (CLI)', function () {
   let kdn: RunningKdn;
 
   before(async () => {
-    model = await testModel({ preferDemo: false });
+    model = await testModel({ preferShipped: false });
     dir = await mkdtemp(join(tmpdir(), 'kdn-jobs-cli-'));
     kdn = await startKdn(
       resolveKdnConfig(

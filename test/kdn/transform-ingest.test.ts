@@ -27,8 +27,8 @@ describe('kdn ingest with the transform codec', function () {
   let server: Started | undefined;
 
   before(async () => {
-    // The tiny model: fitting on the demo model takes over a minute of CPU, past a server's start-up timeout here.
-    model = await testModel({ preferDemo: false });
+    // The tiny model: fitting on the shipped model takes over a minute of CPU, past a server's start-up timeout here.
+    model = await testModel({ preferShipped: false });
     dir = await mkdtemp(join(tmpdir(), 'kdn-transform-'));
   });
 

@@ -62,8 +62,8 @@ describe('kdn with several codec levels per chunk', function () {
   };
 
   before(async () => {
-    // The tiny model: fitting a table on the demo model takes over a minute of CPU.
-    model = await testModel({ preferDemo: false });
+    // The tiny model: fitting a table on the shipped model takes over a minute of CPU.
+    model = await testModel({ preferShipped: false });
     dir = await mkdtemp(join(tmpdir(), 'kdn-levels-'));
     await writeFile(join(dir, 'harbour.txt'), TEXT);
   });

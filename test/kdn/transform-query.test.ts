@@ -32,8 +32,8 @@ describe('kdn queries over transform-codec objects', function () {
     });
 
   before(async () => {
-    // The tiny model: fitting a table on the demo model takes over a minute of CPU.
-    model = await testModel({ preferDemo: false });
+    // The tiny model: fitting a table on the shipped model takes over a minute of CPU.
+    model = await testModel({ preferShipped: false });
     dir = await mkdtemp(join(tmpdir(), 'kdn-transform-query-'));
   });
   after(async () => {

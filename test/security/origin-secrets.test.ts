@@ -55,7 +55,7 @@ describe('security: secrets at rest and on the command line', function () {
   const running: Started[] = [];
 
   before(async () => {
-    model = await testModel({ preferDemo: false });
+    model = await testModel({ preferShipped: false });
     dir = await mkdtemp(join(tmpdir(), 'kdn-secrets-'));
   });
 

@@ -21,7 +21,7 @@
 #   sass     the driver's machine code for the tensor-core kernels (needs CUDA's nvdisasm)              ~1 min
 #   blend    the blend kernels' and backend's tests, then 8B and 1B TTFT at 8k and 32k in 8 chunks: blend against
 #            injection (int4, synthetic KV) and the peer (bench/results/ttft-blend-gpu.json)               ~6 min
-#   fidelity the fidelity benchmark's whole grid on the demo model, one run per context set             ~6 min
+#   fidelity the fidelity benchmark's whole grid on the shipped model, one run per context set             ~6 min
 #   expand   the transform-codec expansion test, then its GB/s (fp16-equivalent) against int4, 8B and 1B head shapes
 #   delivery 8B TTFT at 8k and 16k in one run (synthetic KV): fp16, int4 and transform-codec injection, a repeated
 #            context from the hot tier, the peer's full prefill and its host-memory hit (pinned KV copied in, then
@@ -160,7 +160,7 @@ for part in "$@"; do
       bench 200 decode-batch-gpu-1b decode-batch --shape llama3.2-1b --sequences 1,8,32 --context 1024 --decode 32 --rounds 2 --backend webgpu
       bench 360 decode-batch-gpu-8b decode-batch --shape llama3.1-8b --sequences 1,8,32 --context 1024 --decode 16 --rounds 2 --backend webgpu ;;
     load)
-      # On the demo model; each throughput round runs batching off and on, the order flipping between rounds.
+      # On the shipped model; each throughput round runs batching off and on, the order flipping between rounds.
       bench 560 load-gpu load --backend webgpu --modes thread --clients 1,32 --seconds 15 --rounds 2 --batch 32 ;;
     merge)
       node --import tsx tools/gpu/merge-results.ts "$DIR" ;;

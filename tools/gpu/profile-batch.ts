@@ -8,7 +8,7 @@
  *     leaving move the others), so what the host caches per place in a step (bind groups) is missed;
  *   kernels: the same step through a timed Recorder, summed per kernel, largest first, with its dispatch count;
  *     gapMs is wall minus the kernels' sum: launches, copies, barriers and the wait for completion.
- * The model is a directory (--model, default the demo model) or a synthetic shape (--shape). Prints one JSON object:
+ * The model is a directory (--model, default the shipped model) or a synthetic shape (--shape). Prints one JSON object:
  *   node --import tsx tools/gpu/profile-batch.ts --sequences 1,8,32 --context 600
  */
 import { parseArgs } from 'node:util';

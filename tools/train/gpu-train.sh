@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Trains the reader on a GPU machine without network access, from a folder holding its inputs:
-#   corpus.jsonl.xz man-pages.jsonl.xz (tools/corpus), tokenizer.json (models/kdn-demo), synthetic.json
+#   corpus.jsonl.xz man-pages.jsonl.xz (tools/corpus), tokenizer.json (models/kdn-reader), synthetic.json
 #   (bench/data/answers).
 #
 #   tools/train/gpu-train.sh INPUTS OUT [more train_reader.py options]

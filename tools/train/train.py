@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Trains the KDN demo model: a byte-level BPE tokenizer and a small Llama (GQA) on the Debian text corpus.
+"""Trains kdn-demo, the language model that was the default before kdn-reader, and the byte-level BPE tokenizer
+both use: a small Llama (GQA) on the Debian text corpus.
 
 Reads the pack from tools/corpus/build_corpus.py, trains for a fixed wall-clock budget (cosine schedule over
 that time, or over an epoch cap if the data runs out first), keeps the weights with the best validation
@@ -145,7 +146,7 @@ def samples(model, tok, device: str, new_tokens: int) -> list[dict[str, str]]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description='Train the KDN demo model.')
+    ap = argparse.ArgumentParser(description='Train kdn-demo, a language model only, and the tokenizer.')
     ap.add_argument('--corpus', type=Path, default=REPO / '.tmp/corpus/corpus.jsonl.xz')
     ap.add_argument('--heldout', type=Path, default=REPO / 'bench/data/heldout')
     ap.add_argument('--out', type=Path, required=True)

@@ -63,7 +63,7 @@ export function register(program: Command): void {
     .command('generate')
     .description('generate text from a prompt with a local model')
     .argument('<prompt>', 'prompt text')
-    .option('--model <dir>', 'Hugging Face model directory (default: the shipped demo model, models/kdn-demo)')
+    .option('--model <dir>', 'Hugging Face model directory (default: the shipped reader model, models/kdn-reader)')
     .addOption(new Option('--backend <backend>', 'compute backend').choices(['auto', 'webgpu', 'cpu']).default('auto'))
     .option('--max-tokens <n>', 'most tokens to generate', numberFlag('--max-tokens', true), 128)
     .option('--temperature <t>', 'sampling temperature; 0 is greedy', numberFlag('--temperature', false), 0)

@@ -29,7 +29,7 @@ export function register(program: Command): void {
   program
     .command('model-info')
     .description('print a model directory’s architecture, parameters, KV bytes per token and fingerprint')
-    .option('--model <dir>', 'Hugging Face model directory (default: the shipped demo model, models/kdn-demo)')
+    .option('--model <dir>', 'Hugging Face model directory (default: the shipped reader model, models/kdn-reader)')
     .option('--json', 'print JSON')
     .action(modelInfo);
 }

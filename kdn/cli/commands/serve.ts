@@ -115,7 +115,7 @@ export function register(program: Command): void {
       `origin store: file:/path or s3://bucket?endpoint=... (env ${KDN_ENV.origin}; default file:<data-dir>/origin)`,
     )
     .option('--edges <urls>', `comma-separated edge URLs; none starts one embedded edge (env ${KDN_ENV.edges})`)
-    .option('--model <dir>', `model directory (env ${KDN_ENV.model}; default: the shipped demo model, models/kdn-demo)`)
+    .option('--model <dir>', `model directory (env ${KDN_ENV.model}; default: the shipped reader model, models/kdn-reader)`)
     .option('--backend <name>', `auto, webgpu or cpu (env ${KDN_ENV.backend}; default auto)`)
     .option('--chunk-tokens <n>', `most tokens per knowledge chunk (env ${KDN_ENV.chunkTokens}; default 256)`)
     .option(

@@ -199,8 +199,8 @@ function quantError(c: Float64Array, step: number, levels: number): number {
  * Greedy integer bit allocation of `budget` bits over every component of every slot (all layers, keys and values),
  * written into `level`. A slot's error counts relative to its total variance: layers differ in scale by orders of
  * magnitude, and relative error is what the fidelity benchmark tracked best: one budget per slot, values weighted
- * 0.5x, 2x or 3x against keys, and more weight on the first or the last layers all did worse on the demo model
- * (docs/ARCHITECTURE.md has the figures).
+ * 0.5x, 2x or 3x against keys, and more weight on the first or the last layers all did worse on kdn-demo (the
+ * language model shipped before kdn-reader; docs/ARCHITECTURE.md has the figures).
  */
 function allocate(level: TransformLevel, fits: SlotFit[], budget: number): void {
   const D = fits[0]!.errors.length;

@@ -6,16 +6,16 @@ import { makeTinyModel } from '../../../tools/make-tiny-models.ts';
 
 export interface TestModel {
   dir: string;
-  /** 'demo' when models/kdn-demo is present, else a random tiny model made for the test. */
-  kind: 'demo' | 'tiny';
+  /** 'shipped' when models/kdn-reader is present, else a random tiny model made for the test. */
+  kind: 'shipped' | 'tiny';
   cleanup(): Promise<void>;
 }
 
 /** The trained demo model when it is in the tree (meaningful answers), else a tiny random Llama in a temp dir. */
-export async function testModel(options: { preferDemo?: boolean } = {}): Promise<TestModel> {
-  const demo = resolve('models/kdn-demo');
-  if (options.preferDemo !== false && existsSync(join(demo, 'config.json')) && existsSync(join(demo, 'model.safetensors'))) {
-    return { dir: demo, kind: 'demo', cleanup: async () => {} };
+export async function testModel(options: { preferShipped?: boolean } = {}): Promise<TestModel> {
+  const demo = resolve('models/kdn-reader');
+  if (options.preferShipped !== false && existsSync(join(demo, 'config.json')) && existsSync(join(demo, 'model.safetensors'))) {
+    return { dir: demo, kind: 'shipped', cleanup: async () => {} };
   }
   const root = await mkdtemp(join(tmpdir(), 'kdn-model-'));
   const dir = join(root, 'llama');

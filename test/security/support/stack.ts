@@ -34,7 +34,7 @@ export interface SecurityStack {
 }
 
 export async function startSecurityStack(env: { kdn?: NodeJS.ProcessEnv; edge?: NodeJS.ProcessEnv } = {}): Promise<SecurityStack> {
-  const model = await testModel({ preferDemo: false });
+  const model = await testModel({ preferShipped: false });
   const dir = await mkdtemp(join(tmpdir(), 'kdn-security-'));
   const originDir = join(dir, 'origin');
   const edge = await startKdnProcess(
