@@ -18,7 +18,9 @@
  * EOS or a new line, scored by exact match and token F1 (SQuAD normalization).
  *
  *   npm run bench -- answers [--model DIR] [--sections retrieval,synthetic,natural] [--single 20] [--bridge 10]
- *       [--natural N] [--codecs fp16,int8,...] [--modes recompute,prefix-chained,independent] [--max-new 24]
+ *       [--natural N] [--codecs fp16,int8,...,transform:x8] [--modes recompute,prefix-chained,independent]
+ *       [--max-new 24]
+ * Transform levels (transform:x4 ... x20) run only when named; their table is fitted first, as ingest fits it.
  *
  * On a 2-core CPU an example takes about a minute (two prefills of up to 1,800 tokens and 13 answers), a natural
  * question about 20 s; the results files were made as three runs:
@@ -34,13 +36,14 @@ import { z } from 'zod';
 import { KdnError } from '../common/errors.ts';
 import { createEngine, type Engine, type Session } from '../engine-adapter/index.ts';
 import type { KVTensors } from '../storage/kv-object/types.ts';
-import { codecFromString, encodeKVObject, readKVObject, type KVObjectReader } from '../storage/kv-object/index.ts';
+import { readKVObject, TRANSFORM_LEVELS, type KVObjectReader } from '../storage/kv-object/index.ts';
 import { ANSWER_STOP_STRINGS, questionPrompt } from '../kdn/query/prompt.ts';
 import { DEFAULT_BLEND } from '../kdn/query/blend-policy.ts';
 import { DEFAULT_SEARCH_TUNING } from '../kdn/retrieval/chunk-index.ts';
 import { exactMatch, tokenF1 } from './lib/answer-score.ts';
 import { choiceList, parseFlags, positiveInt } from './lib/args.ts';
 import { byteStream } from './lib/byte-stream.ts';
+import { PLAIN_ENCODER, TransformSetup, type KVEncoder } from './lib/transform-setup.ts';
 import { chunkIndexSearch, measureRecall, previousSearch } from './lib/retrieval-recall.ts';
 import { loadHeldOutSet, type HeldOutSet } from './lib/retrieval-set.ts';
 import { DEFAULT_MODEL_DIR } from '../kdn/default-model.ts';
@@ -48,6 +51,8 @@ import { round } from './lib/stats.ts';
 import type { BenchRecord, BenchReport, Checkpoint } from './report.ts';
 
 const CODECS = ['fp16', 'fp16+lz4', 'int8', 'int8+lz4', 'int4', 'int4+lz4'] as const;
+/** Asked for by name only: each needs a table fitted on the model first, as ingest fits it (over a minute of CPU). */
+const TRANSFORM_CODECS = TRANSFORM_LEVELS.map((l) => `transform:${l.name}`);
 const SECTIONS = ['retrieval', 'synthetic', 'natural'] as const;
 const BENCH_DIR = import.meta.dirname;
 const CHUNK_TOKENS = 256; // kdn serve's default chunk budget
@@ -56,6 +61,8 @@ const TOP_K = 4; // kdn's default topK
 /** What a mode builds a context from: the sink, the pieces' tokens, and the KV each way of computing gives. */
 interface ModeInput {
   engine: Engine;
+  /** Encodes objects; holds the transform table when a transform codec is asked for. */
+  encoder: KVEncoder;
   sink: number;
   pieces: number[][];
   /** The session holding [sink] + every piece, prefilled in one pass. */
@@ -104,11 +111,7 @@ async function prompted(context: Promise<Session>, prompt: number[]): Promise<Se
 
 /** Piece i's KV encoded with `codec` and read back from the bytes, as a query reads a stored object. */
 function storedObject(input: ModeInput, codec: string, tensors: KVTensors[], i: number): Promise<KVObjectReader> {
-  const bytes = encodeKVObject(tensors[i]!, {
-    modelFingerprint: input.engine.info.fingerprint,
-    tokenIds: input.pieces[i]!,
-    codec: codecFromString(codec),
-  });
+  const bytes = input.encoder.encode(tensors[i]!, input.pieces[i]!, input.engine.info.fingerprint, codec);
   return readKVObject(byteStream(bytes));
 }
 
@@ -145,12 +148,13 @@ interface ModeRun {
   dispose: () => void;
 }
 
-function modeRun(engine: Engine, sink: number, pieces: number[][]): ModeRun {
+function modeRun(engine: Engine, encoder: KVEncoder, sink: number, pieces: number[][]): ModeRun {
   let reference: Session | null = null;
   let chained: KVTensors[] | null = null;
   let independent: KVTensors[] | null = null;
   const input: ModeInput = {
     engine,
+    encoder,
     sink,
     pieces,
     reference: async () => (reference ??= await prefillAll(input)),
@@ -252,7 +256,7 @@ function parse(args: string[]): AnswersArgs {
     single: positiveInt(v.single, 20, 'single'),
     bridge: positiveInt(v.bridge, 10, 'bridge'),
     natural: positiveInt(v.natural, Infinity, 'natural'),
-    codecs: choiceList(v.codecs, CODECS, CODECS, 'codecs'),
+    codecs: choiceList(v.codecs, CODECS, [...CODECS, ...TRANSFORM_CODECS], 'codecs'),
     modes: choiceList(v.modes, MODE_NAMES, MODE_NAMES, 'modes'),
     maxNew: positiveInt(v['max-new'], 24, 'max-new'),
     synthetic: resolve(v.synthetic ?? join(BENCH_DIR, 'data', 'answers', 'synthetic.json')),
@@ -315,8 +319,11 @@ async function synthetic(
   sink: number,
   a: AnswersArgs,
   progress: (records: BenchRecord[]) => Promise<void>,
-): Promise<{ records: BenchRecord[]; samples: string[] }> {
+): Promise<{ records: BenchRecord[]; samples: string[]; table?: string }> {
   const examples = await loadExamples(a.synthetic, a.single, a.bridge);
+  // Fitted as kdn's ingest fits it, on the shipped calibration text, never on the examples.
+  const transform = a.codecs.some((c) => c.startsWith('transform')) ? await TransformSetup.shipped(engine) : undefined;
+  const encoder = transform ?? PLAIN_ENCODER;
   const plan = runs(a);
   const tallies = new Map(plan.map((r) => [`${r.mode}|${r.codec}`, new Tally()]));
   const samples: string[] = [];
@@ -329,7 +336,7 @@ async function synthetic(
     }));
   for (const [i, ex] of examples.entries()) {
     const pieces = ex.pieces.map((p) => engine.tokenizer.encode(p, { addSpecialTokens: false }));
-    const run = modeRun(engine, sink, pieces);
+    const run = modeRun(engine, encoder, sink, pieces);
     let recomputeAnswer: string | undefined;
     const prompt = promptIds(engine, ex.question);
     try {
@@ -352,7 +359,7 @@ async function synthetic(
     if (!process.env.KDN_TEST) process.stderr.write(`answers: synthetic ${i + 1}/${examples.length}\n`);
     await progress(rows());
   }
-  return { records: rows(), samples };
+  return { records: rows(), samples, ...(transform ? { table: transform.table.hash } : {}) };
 }
 
 /** kdn's plan for retrieved chunks: grouped by document (best hit's document first), in document order within. */
@@ -382,7 +389,7 @@ async function natural(
   const samples: string[] = [];
   for (const [i, q] of set.questions.slice(0, a.natural).entries()) {
     const { pieces } = retrievedPieces(set, q.question);
-    const run = modeRun(engine, sink, pieces);
+    const run = modeRun(engine, PLAIN_ENCODER, sink, pieces);
     try {
       const prompt = promptIds(engine, q.question);
       const got = await answer(await MODES.recompute.start(run.input, null, prompt), prompt, a.maxNew);
@@ -453,6 +460,7 @@ export async function run(args: string[], checkpoint?: Checkpoint): Promise<Benc
       const s = await synthetic(engine, sink, a, async (rows) => checkpoint?.({ params, records: [...records.slice(0, done), ...rows] }));
       records.push(...s.records);
       params.syntheticSamples = s.samples.join(' || ');
+      if (s.table) params.transformTable = `fitted on the shipped calibration text, ${s.table.slice(0, 12)}`;
     }
     if (a.sections.includes('natural')) {
       const n = await natural(engine, sink, set, a);

@@ -79,4 +79,30 @@ describe('answers benchmark on a tiny model', () => {
     const natural = section('natural');
     expect(natural.find((r) => String(r.codec).endsWith('all'))!.n).to.equal(2);
   });
+
+  it('runs a transform level only when named, through a table fitted as ingest fits it', async () => {
+    const report = await runAnswers([
+      '--model',
+      model,
+      '--synthetic',
+      examples,
+      '--sections',
+      'synthetic',
+      '--modes',
+      'recompute,prefix-chained',
+      '--codecs',
+      'int8,transform:x4',
+      '--max-new',
+      '4',
+    ]);
+    expect(report.records.map((r) => `${r.mode}|${r.codec}`)).to.deep.equal([
+      'recompute|none (prefill)',
+      'prefix-chained|int8',
+      'prefix-chained|transform:x4',
+    ]);
+    expect(report.records[2]!.same_answer_as_recompute as number).to.be.within(0, 1);
+    expect(report.params?.transformTable).to.match(/^fitted on the shipped calibration text, [0-9a-f]{12}$/);
+    const err = await runAnswers(['--model', model, '--synthetic', examples, '--codecs', 'transform:x3']).catch((e: unknown) => e);
+    expect((err as { code?: string }).code).to.equal('INVALID_ARGUMENT');
+  });
 });
