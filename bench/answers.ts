@@ -23,12 +23,14 @@
  * Transform levels (transform:x4 ... x20) run only when named; their table is fitted first, as ingest fits it.
  *
  * On a 2-core CPU an example takes about a minute (two prefills of up to 1,800 tokens and 13 answers), a natural
- * question about 20 s; the results files were made as three runs:
+ * question about 20 s; the results files were made as four runs:
  *   npm run bench -- answers --sections synthetic,natural --single 20 --bridge 10 --natural 20
  *       --codecs fp16,int8,int4                                   (bench/results/answers.json, every mode)
  *   npm run bench -- answers --sections synthetic --single 60 --bridge 40 --modes recompute --codecs fp16
  *       --out answers-heldout                                     (the whole held-out set, full prefill)
  *   npm run bench -- answers --sections retrieval --out answers-retrieval
+ *   npm run bench -- answers --sections synthetic --single 20 --bridge 10 --codecs transform:x4,transform:x8
+ *       --out answers-transform
  */
 import { join, resolve } from 'node:path';
 import { readFile } from 'node:fs/promises';

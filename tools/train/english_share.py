@@ -2,7 +2,7 @@
 """How English a model's free generation is: the share of generated words that are dictionary words.
 
 The dictionary is every word that GCIDE (the Collaborative International Dictionary of English, GPL-2+, in
-the corpus pack, tools/corpus) uses in its headwords and definitions, about 150,000 lower-cased words. Each model
+the corpus pack, tools/corpus) uses in its headwords and definitions, about 99,000 lower-cased words. Each model
 continues the opening sentence of every held-out prose document (bench/data/heldout/) and the sample prompts of
 train.py, sampled as `kdn generate` samples (the model's generation config: temperature 0.8, top-k 40), several
 seeds each, and greedily. Models given together are measured on the same prompts and seeds.

@@ -11,7 +11,7 @@ export interface TestModel {
   cleanup(): Promise<void>;
 }
 
-/** The trained demo model when it is in the tree (meaningful answers), else a tiny random Llama in a temp dir. */
+/** The shipped model when it is in the tree (meaningful answers), else a tiny random Llama in a temp dir. */
 export async function testModel(options: { preferShipped?: boolean } = {}): Promise<TestModel> {
   const demo = resolve('models/kdn-reader');
   if (options.preferShipped !== false && existsSync(join(demo, 'config.json')) && existsSync(join(demo, 'model.safetensors'))) {
