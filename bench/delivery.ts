@@ -7,7 +7,8 @@
  *   pipeline: bench/lib/fetch-inject.ts (what bench/ttft.ts measures), injecting into a sink that consumes layers;
  *   product:  kdn/query's ChunkFetch on the event loop (what a query runs with --fetch-threads 0), injected in order
  *             into the same sink;
- *   threads:  the same over a KvFetchPool of --fetch-threads workers (default 4), each receiving and verifying;
+ *   threads:  the same over a KvFetchPool of --fetch-threads workers (default kdn's: half the cores, at most 8), each
+ *             receiving and verifying;
  *   shm-read: the same-host fast path's ceiling: the objects' files in the edge's shared-memory folder read whole
  *             (--parallel at once, on the event loop), bytes discarded;
  *   shm:      the threads stage over the fast path: the pool's workers read each object from shared memory and verify
@@ -30,7 +31,7 @@
  *
  *   npm run bench -- delivery [--objects 16] [--parallel 16] [--rounds 5] [--codecs fp16,int8,int4]
  *                             [--stages ceiling,fetch,verified,pipeline,product,threads,shm-read,shm,gpu-staged,gpu,engine,shm-engine]
- *                             [--fetch-threads 4]
+ *                             [--fetch-threads N]
  *                             [--layers 32 --kv-heads 8 --head-dim 128 --tokens 256] [--before <file>]
  */
 import { randomBytes } from 'node:crypto';
@@ -47,6 +48,7 @@ import { pino } from 'pino';
 import { KdnError } from '../common/errors.ts';
 import { secretSigner, type EdgeSigner } from '../common/edge-token.ts';
 import { EdgeClient } from '../edge/client/client.ts';
+import { defaultFetchThreads } from '../kdn/query/kv-fetcher.ts';
 import { EDGE_HEADERS, kvPath, shmObjectName } from '../edge/protocol.ts';
 import { startEdge, type RunningEdge } from '../edge/server/main.ts';
 import { ChunkFetch, type ChunkTier } from '../kdn/query/fetch-chunk.ts';
@@ -98,7 +100,7 @@ function parse(args: string[]): DeliveryArgs {
     rounds: positiveInt(values.rounds, 5, 'rounds'),
     codecs: choiceList(values.codecs, CODECS, CODECS, 'codecs'),
     stages: choiceList(values.stages, CPU_STAGES, STAGES, 'stages'),
-    fetchThreads: positiveInt(values['fetch-threads'], 4, 'fetch-threads'),
+    fetchThreads: positiveInt(values['fetch-threads'], Math.max(1, defaultFetchThreads()), 'fetch-threads'),
     shape: {
       layers: positiveInt(values.layers, 32, 'layers'),
       kvHeads: positiveInt(values['kv-heads'], 8, 'kv-heads'),

@@ -35,6 +35,9 @@
  * `--engine-thread` runs the engine on its own thread, as kdn does (engine-adapter/worker): with --fetch-threads, the
  * objects' blocks then go from the fetch threads to the engine's without passing through the event loop, or with
  * `--hand-over loop` through it, as they did before (bench/lib/loop-hand-over.ts), to compare the two.
+ * `--receive-buffer-mib N` is what each fetch thread keeps of the buffers the engine's thread sends back, to receive
+ * later objects into (kdn/query/receive-buffers.ts; default kdn's, 0 for a new buffer per object); the records give it
+ * and the share of bytes received into returned buffers.
  * `--edge-shm` has the edge mirror its memory tier under /dev/shm and runs each inject and blend mode twice, records
  * marked `delivery`: 'socket' (loopback HTTP, as without the flag) then 'shm' (the same-host fast path,
  * kdn/query/shm-source.ts; a run where any object came over HTTP is an error, not a figure).
@@ -48,7 +51,8 @@ import { fetchAndInject, fetchBlendPrefill, fetchInjectPrefill, type FetchInject
 import { blendOptions } from '../kdn/query/blend-policy.ts';
 import { KdnError } from '../common/errors.ts';
 import { overlapsPrompt } from '../kdn/query/overlap-policy.ts';
-import { KvFetchPool } from '../kdn/query/kv-fetch-pool.ts';
+import { DEFAULT_RECEIVE_BUFFER_BYTES, KvFetchPool } from '../kdn/query/kv-fetch-pool.ts';
+import type { ReceiveBufferStats } from '../kdn/query/receive-buffers.ts';
 import { defaultFetchThreads, inThreadFetcher, type KvFetcher } from '../kdn/query/kv-fetcher.ts';
 import { argmax } from './lib/logits.ts';
 import { handOverOnLoop } from './lib/loop-hand-over.ts';
@@ -108,6 +112,7 @@ interface TtftArgs extends SpeedArgs {
   injectPath: (typeof INJECT_PATHS)[number];
   edge: EdgePlacement;
   fetchThreads: number;
+  receiveBufferMib: number;
   /** Unmeasured recompute runs; a long context's recompute is the costliest measurement of a run. */
   recomputeWarmup: number;
   kv: (typeof KV_SOURCES)[number];
@@ -140,6 +145,7 @@ function parse(args: string[]): TtftArgs {
     'inject-path': { type: 'string' },
     edge: { type: 'string' },
     'fetch-threads': { type: 'string' },
+    'receive-buffer-mib': { type: 'string' },
     'recompute-warmup': { type: 'string' },
     kv: { type: 'string' },
     'blend-ratio': { type: 'string' },
@@ -168,6 +174,10 @@ function parse(args: string[]): TtftArgs {
     injectPath: choice(values['inject-path'], 'auto', INJECT_PATHS, 'inject-path'),
     edge: choice(values.edge, 'process', EDGE_PLACEMENTS, 'edge'),
     fetchThreads: values['fetch-threads'] === '0' ? 0 : positiveInt(values['fetch-threads'], defaultFetchThreads(), 'fetch-threads'),
+    receiveBufferMib:
+      values['receive-buffer-mib'] === '0'
+        ? 0
+        : positiveInt(values['receive-buffer-mib'], DEFAULT_RECEIVE_BUFFER_BYTES / 2 ** 20, 'receive-buffer-mib'),
     recomputeWarmup: values['recompute-warmup'] === '0' ? 0 : positiveInt(values['recompute-warmup'], speed.warmup, 'recompute-warmup'),
     kv,
     blend: {
@@ -228,6 +238,13 @@ function record(
 }
 
 /** The rounded median of a figure the run's path has, else null. */
+/** The share of bytes received between two readings of a pool that went into buffers the engine had returned. */
+function reuseShare(before: ReceiveBufferStats, after: ReceiveBufferStats): number | null {
+  const reused = after.reusedBytes - before.reusedBytes;
+  const total = reused + after.freshBytes - before.freshBytes;
+  return total === 0 ? null : round(reused / total);
+}
+
 function medianOrNull(values: (number | null)[]): number | null {
   const known = values.filter((v): v is number => v !== null);
   return known.length === values.length ? round(median(known)) : null;
@@ -586,7 +603,10 @@ async function measureContext(
         const pools = new Map<KvFetcher, KvFetchPool>();
         const fetcherOf = (sharedMemory: boolean): KvFetcher => {
           if (a.fetchThreads === 0) return inThreadFetcher(edge.client, { sharedMemory });
-          const pool = new KvFetchPool(edge.clientOptions, a.fetchThreads, { sharedMemory });
+          const pool = new KvFetchPool(edge.clientOptions, a.fetchThreads, {
+            sharedMemory,
+            receiveBufferBytes: a.receiveBufferMib * 2 ** 20,
+          });
           const fetcher = a.handOver === 'loop' ? handOverOnLoop(pool) : pool;
           pools.set(fetcher, pool);
           return fetcher;
@@ -605,9 +625,12 @@ async function measureContext(
                 : contextIds.slice(i * a.chunk, (i + 1) * a.chunk),
             );
             const servedBefore = await bytesServed(edge);
-            const loopBytesBefore = pools.get(via)?.deliveredBytes ?? 0;
+            const pool = pools.get(via);
+            const loopBytesBefore = pool?.deliveredBytes ?? 0;
+            const buffersBefore = pool?.receiveBuffers;
             const m = await measureInject(engine, via, modeKeys, contextIds.length, questionIds, path, a, chunkIds);
-            const loopBytes = pools.has(via) ? pools.get(via)!.deliveredBytes - loopBytesBefore : null;
+            const loopBytes = pool ? pool.deliveredBytes - loopBytesBefore : null;
+            const reusedShare = pool && buffersBefore ? reuseShare(buffersBefore, pool.receiveBuffers) : null;
             // The fast path's figure must be the fast path's: not one object may have come over the socket.
             if (delivery === 'shm' && (await bytesServed(edge)) !== servedBefore) {
               const hint = 'is /dev/shm (or the temp folder) writable, and large enough for the edge memory tier?';
@@ -620,6 +643,7 @@ async function measureContext(
               runs: a.runs,
               bytes: last.bytes,
               loop_block_bytes: loopBytes,
+              ...(pool ? { receive_buffer_mib: a.receiveBufferMib, receive_reused_share: reusedShare } : {}),
               reserve_ms: round(median(m.results.map((r) => r.reserveMs))),
               inject_path: path,
               fetch_ms: round(median(m.results.map((r) => r.fetchMs))),
@@ -744,6 +768,7 @@ export async function run(args: string[], checkpoint?: Checkpoint): Promise<Benc
           : 'computed by the engine from the context',
       fetchWindow: a.window,
       fetchThreads: a.fetchThreads,
+      receiveBufferMib: a.fetchThreads > 0 ? a.receiveBufferMib : null,
       engineThread: a.engineThread
         ? a.handOver === 'direct'
           ? "its own (engine-adapter/worker): the fetch pool's blocks go there from the fetch threads"

@@ -2,7 +2,7 @@ import type { MessagePort } from 'node:worker_threads';
 import { fromWireError, KdnError } from '../../common/errors.ts';
 import { verifiedBlock } from '../../storage/kv-object/index.ts';
 import type { KVHeader, KVLayerBlock, KVObjectReader } from '../../storage/kv-object/types.ts';
-import type { RoutedBlocks } from './routed-stream.ts';
+import type { ReturnedBuffers, RoutedBlocks } from './routed-stream.ts';
 
 /**
  * The worker's end of a KV object streamed from the control plane, or routed straight from a fetch thread over a
@@ -17,6 +17,8 @@ export class BlockChannel {
   private ended = false;
   private wake: (() => void) | undefined;
   private port: MessagePort | undefined;
+  /** The buffers of the blocks that came over `port`, to send back once injected. */
+  private readonly received = new Set<ArrayBuffer>();
   private readonly toBlock: (layer: number, encoded: Uint8Array) => KVLayerBlock;
 
   constructor(header: KVHeader) {
@@ -45,7 +47,11 @@ export class BlockChannel {
   listen(port: MessagePort): void {
     this.port = port;
     port.on('message', (message: RoutedBlocks) => {
-      if (message.type === 'blocks') for (const { layer, bytes } of message.blocks) this.push(layer, bytes);
+      if (message.type === 'blocks')
+        for (const { layer, bytes } of message.blocks) {
+          this.received.add(bytes.buffer as ArrayBuffer);
+          this.push(layer, bytes);
+        }
       else if (message.type === 'end') this.end();
       else this.fail(fromWireError(message.error));
     });
@@ -54,9 +60,19 @@ export class BlockChannel {
     );
   }
 
-  /** Ends the port, if any, once the stream's injection is over either way (the fetch thread stops sending). */
-  close(): void {
-    this.port?.close();
+  /**
+   * Ends the port, if any, once the stream's injection is over either way (the fetch thread stops sending). After a
+   * successful injection every block was copied out, so their buffers go back to the fetch thread to be received
+   * into again; after a failure they are left to the collector, since a write still in flight may read them.
+   */
+  close(injected: boolean): void {
+    if (!this.port) return;
+    if (injected && this.received.size > 0) {
+      const buffers = [...this.received];
+      this.port.postMessage({ type: 'return', buffers } satisfies ReturnedBuffers, buffers);
+    }
+    this.received.clear();
+    this.port.close();
   }
 
   private async *layers(): AsyncGenerator<KVLayerBlock> {

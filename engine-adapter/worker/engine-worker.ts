@@ -39,6 +39,24 @@ function tensorArrays(tensors: KVTensors): Float32Array[] {
   return tensors.perLayer.flatMap((l) => [l.keys, l.values]);
 }
 
+/** An inject call over its streams' channels: one object at a position, or objects with a prompt (blended or not). */
+async function inject(session: Session, call: Extract<Call, { op: 'inject' }>, channels: BlockChannel[]): Promise<CallValue> {
+  if (call.tokens === undefined) {
+    await session.injectKV(channels[0]!.reader, call.position);
+    return { op: 'inject' };
+  }
+  if (call.blend) {
+    const { tokenIds, options } = call.blend;
+    const chunks = channels.map((c, i) => ({ object: c.reader, tokenIds: tokenIds[i]! }));
+    const out = await session.blendKVAndPrefill(chunks, call.tokens, options);
+    const blended = { recomputed: out.recomputed, fullLayers: out.fullLayers };
+    return { op: 'inject', logits: out.logits, placedAtEpoch: performance.timeOrigin + out.placedAt, blended };
+  }
+  const readers = channels.map((c) => c.reader);
+  const { logits, placedAt } = await session.injectKVAndPrefill(readers, call.tokens, { logits: call.logits ?? 'last' });
+  return { op: 'inject', logits, placedAtEpoch: performance.timeOrigin + placedAt };
+}
+
 async function perform(engine: Engine, id: number, call: Call): Promise<{ value: CallValue; transfer?: ArrayBuffer[] }> {
   switch (call.op) {
     case 'prefill': {
@@ -58,28 +76,14 @@ async function perform(engine: Engine, id: number, call: Call): Promise<{ value:
         else streams.set(s.stream, channel);
         return channel;
       });
+      let injected = false;
       try {
-        const session = sessionOf(call.session);
-        if (call.tokens === undefined) {
-          await session.injectKV(channels[0]!.reader, call.position);
-          return { value: { op: 'inject' } };
-        }
-        if (call.blend) {
-          const { tokenIds, options } = call.blend;
-          const chunks = channels.map((c, i) => ({ object: c.reader, tokenIds: tokenIds[i]! }));
-          const out = await session.blendKVAndPrefill(chunks, call.tokens, options);
-          const blended = { recomputed: out.recomputed, fullLayers: out.fullLayers };
-          return { value: { op: 'inject', logits: out.logits, placedAtEpoch: performance.timeOrigin + out.placedAt, blended } };
-        }
-        const { logits, placedAt } = await session.injectKVAndPrefill(
-          channels.map((c) => c.reader),
-          call.tokens,
-          { logits: call.logits ?? 'last' },
-        );
-        return { value: { op: 'inject', logits, placedAtEpoch: performance.timeOrigin + placedAt } };
+        const value = await inject(sessionOf(call.session), call, channels);
+        injected = true;
+        return { value };
       } finally {
         for (const s of call.streams) streams.delete(s.stream);
-        for (const c of channels) c.close();
+        for (const c of channels) c.close(injected);
       }
     }
     case 'generate': {

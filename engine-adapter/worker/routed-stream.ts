@@ -25,6 +25,16 @@ export type RoutedBlocks =
   | { type: 'end' }
   | { type: 'fail'; error: WireError };
 
+/**
+ * What the engine's side sends back on a routed port after the object was injected, before it closes the port: the
+ * buffers its blocks came in (transferred), which the fetch thread receives later objects into. Nothing comes back
+ * after a failure, since a write still in flight may read them.
+ */
+export interface ReturnedBuffers {
+  type: 'return';
+  buffers: ArrayBuffer[];
+}
+
 export function isRoutable(reader: KVObjectReader): reader is RoutableReader {
   return typeof (reader as Partial<RoutableReader>).route === 'function';
 }

@@ -11,20 +11,38 @@ import type { KVExpectation } from '../../storage/kv-object/types.ts';
 import type { FetchedObject, KvFetcher } from './kv-fetcher.ts';
 import type { FromWorker, ToWorker, WorkerEdgeOptions, WorkerSetup } from './kv-fetch-protocol.ts';
 import { PoolTransfer } from './pool-transfer.ts';
+import type { ReceiveBufferStats } from './receive-buffers.ts';
 
 const ENTRY = new URL('./kv-fetch-worker.js', import.meta.url);
 const ABORTED_HINT = 'the signal passed to the fetcher fired';
+/**
+ * Bytes each worker keeps of the buffers the engine returned, to receive into again (receive-buffers.ts): an 8B
+ * model's 8k-token context is 42 MiB per thread of eight in int4, 134 in fp16.
+ */
+export const DEFAULT_RECEIVE_BUFFER_BYTES = 64 * 2 ** 20;
+
+/** How a pool fetches besides its edge client's options. */
+export interface FetchPoolOptions {
+  /** false keeps every fetch on HTTP even from same-host edges (benchmarks compare the two). Default true. */
+  sharedMemory?: boolean;
+  /** Bytes of returned buffers each worker keeps to receive into (0: a new buffer for every object). */
+  receiveBufferBytes?: number;
+}
 
 /** A worker and the transfers it serves; it keeps the process alive only while one of them is awaited. */
 class PoolWorker {
   readonly transfers = new Map<number, PoolTransfer>();
   alive = true;
+  buffers: ReceiveBufferStats = { reusedBytes: 0, freshBytes: 0 };
   private readonly worker: Worker;
 
   constructor(setup: WorkerSetup) {
     this.worker = new Worker(ENTRY, { workerData: setup });
     this.worker.unref();
-    this.worker.on('message', (message: FromWorker) => this.transfers.get(message.id)?.handle(message));
+    this.worker.on('message', (message: FromWorker) => {
+      if (message.type === 'buffers') this.buffers = message.stats;
+      else this.transfers.get(message.id)?.handle(message);
+    });
     this.worker.on('error', (err) => this.failAll(`fetch worker failed: ${err.message}`));
     this.worker.on('exit', (code) => this.failAll(`fetch worker exited with code ${code}`));
   }
@@ -69,11 +87,10 @@ export class KvFetchPool implements KvFetcher {
   private closed = false;
   private delivered = 0;
 
-  /** `sharedMemory: false` keeps every fetch on HTTP even from same-host edges (benchmarks compare the two). */
   constructor(
     private readonly options: WorkerEdgeOptions,
     readonly threads: number,
-    private readonly fetchOptions: { sharedMemory?: boolean } = {},
+    private readonly fetchOptions: FetchPoolOptions = {},
   ) {
     if (!Number.isInteger(threads) || threads < 1)
       throw new KdnError('INVALID_ARGUMENT', `a fetch pool needs at least one thread, got ${threads}`);
@@ -108,6 +125,16 @@ export class KvFetchPool implements KvFetcher {
     return this.delivered;
   }
 
+  /** Bytes the workers received into buffers the engine had returned, and into new ones (live workers). */
+  get receiveBuffers(): ReceiveBufferStats {
+    const sum = { reusedBytes: 0, freshBytes: 0 };
+    for (const w of this.workers) {
+      sum.reusedBytes += w.buffers.reusedBytes;
+      sum.freshBytes += w.buffers.freshBytes;
+    }
+    return sum;
+  }
+
   useTransformTable(bytes: Uint8Array): void {
     this.tables.push(bytes);
     for (const w of this.workers) w.send({ type: 'table', bytes });
@@ -123,7 +150,11 @@ export class KvFetchPool implements KvFetcher {
   private pick(): PoolWorker {
     for (let i = this.workers.length - 1; i >= 0; i--) if (!this.workers[i]!.alive) this.workers.splice(i, 1);
     if (this.workers.length < this.threads) {
-      const worker = new PoolWorker({ edge: this.options, sharedMemory: this.fetchOptions.sharedMemory ?? true });
+      const worker = new PoolWorker({
+        edge: this.options,
+        sharedMemory: this.fetchOptions.sharedMemory ?? true,
+        receiveBufferBytes: this.fetchOptions.receiveBufferBytes ?? DEFAULT_RECEIVE_BUFFER_BYTES,
+      });
       for (const bytes of this.tables) worker.send({ type: 'table', bytes });
       this.workers.push(worker);
     }

@@ -4,6 +4,7 @@ import type { EdgeClientOptions } from '../../edge/client/client.ts';
 import type { WireError } from '../../common/errors.ts';
 import type { KVExpectation, KVHeader } from '../../storage/kv-object/types.ts';
 import type { FetchedFrom } from './kv-fetcher.ts';
+import type { ReceiveBufferStats } from './receive-buffers.ts';
 
 /** What a worker's edge client is built from (no functions: it crosses a thread boundary). */
 export type WorkerEdgeOptions = Omit<EdgeClientOptions, 'signer'>;
@@ -13,6 +14,8 @@ export interface WorkerSetup {
   edge: WorkerEdgeOptions;
   /** Read objects of same-host edges from shared memory (shm-source.ts) before asking over HTTP. */
   sharedMemory: boolean;
+  /** Most bytes of buffers the worker keeps to receive into again (receive-buffers.ts); 0 keeps none. */
+  receiveBufferBytes: number;
 }
 
 /**
@@ -38,4 +41,6 @@ export type FromWorker =
   | { type: 'arrived'; id: number; received: number }
   /** The last block delivered to the pool was sent: the object arrived and is all with the pool. */
   | { type: 'end'; id: number; received: number }
-  | { type: 'error'; id: number; error: WireError; received: number };
+  | { type: 'error'; id: number; error: WireError; received: number }
+  /** The worker's receive buffers so far, after each object it handled. */
+  | { type: 'buffers'; stats: ReceiveBufferStats };

@@ -1,11 +1,13 @@
 /**
  * A fetch worker: its own edge client receives objects and verifies every layer on this thread; each object's
  * verified blocks go by transfer (no copy) where the pool says, to the pool or straight to the engine's thread
- * (block-outlet.ts). Started by kv-fetch-worker.js with the client's options as workerData.
+ * (block-outlet.ts). The engine's thread sends a routed object's buffers back once it injected them, and later
+ * objects are received into them (receive-buffers.ts). Started by kv-fetch-worker.js with the client's options as
+ * workerData.
  */
 import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import { KdnError, toWireError } from '../../common/errors.ts';
-import type { RoutedBlocks } from '../../engine-adapter/worker/routed-stream.ts';
+import type { ReturnedBuffers, RoutedBlocks } from '../../engine-adapter/worker/routed-stream.ts';
 import { EdgeClient } from '../../edge/client/client.ts';
 import { readKVObject } from '../../storage/kv-object/index.ts';
 import { parseTransformTable } from '../../storage/kv-object/codecs/transform-table.ts';
@@ -13,12 +15,14 @@ import { transformTables } from '../../storage/kv-object/codecs/transform-tables
 import type { KVExpectation } from '../../storage/kv-object/types.ts';
 import { BlockOutlet } from './block-outlet.ts';
 import type { FromWorker, ToWorker, WorkerSetup } from './kv-fetch-protocol.ts';
+import { ReceiveBuffers } from './receive-buffers.ts';
 import { ShmSource } from './shm-source.ts';
 
 const port = parentPort!;
 const setup = workerData as WorkerSetup;
 const client = new EdgeClient(setup.edge);
-const shm = setup.sharedMemory ? new ShmSource(client) : undefined;
+const buffers = new ReceiveBuffers(setup.receiveBufferBytes);
+const shm = setup.sharedMemory ? new ShmSource(client, buffers) : undefined;
 const aborts = new Map<number, AbortController>();
 /** Objects in flight, or arrived with their blocks held until the pool says where they go. */
 const outlets = new Map<number, BlockOutlet>();
@@ -28,14 +32,15 @@ function post(message: FromWorker, transfer: ArrayBuffer[] = []): void {
 }
 
 /**
- * The block's own ArrayBuffer when it spans all of it, else a copy that does (a block cut from a larger socket chunk,
- * whose buffer the reader still uses). A copy, not .slice(): on a Buffer that is a view of the same memory, and
- * transferring it would detach the chunk under the reader.
+ * The block's own ArrayBuffer when it spans all of it, else a copy in a buffer of its own (a block cut from a larger
+ * socket chunk, whose buffer the reader still uses). A copy, not .slice(): on a Buffer that is a view of the same
+ * memory, and transferring it would detach the chunk under the reader.
  */
 function owned(bytes: Uint8Array): Uint8Array {
-  return bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength && bytes.buffer instanceof ArrayBuffer
-    ? bytes
-    : new Uint8Array(bytes);
+  if (bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength && bytes.buffer instanceof ArrayBuffer) return bytes;
+  const copy = buffers.take(bytes.byteLength);
+  copy.set(bytes);
+  return copy;
 }
 
 async function open(id: number, key: string, expect: KVExpectation): Promise<void> {
@@ -57,6 +62,7 @@ async function open(id: number, key: string, expect: KVExpectation): Promise<voi
   } finally {
     aborts.delete(id);
     if (outlet.settled) outlets.delete(id);
+    post({ type: 'buffers', stats: { ...buffers.stats } });
   }
 }
 
@@ -85,6 +91,10 @@ function route(id: number, target: MessagePort): void {
     target.postMessage({ type: 'fail', error } satisfies RoutedBlocks);
     return;
   }
+  // The engine's side sends the buffers back on this port after injecting them, then closes it.
+  target.on('message', (message: ReturnedBuffers) => {
+    for (const buffer of message.buffers) buffers.give(buffer);
+  });
   outlet.route(target);
   if (outlet.settled) outlets.delete(id);
 }

@@ -11,6 +11,7 @@ import type { EdgeClient } from '../../edge/client/client.ts';
 import { SHM_IDENTITY_FILE, shmObjectName } from '../../edge/protocol.ts';
 import { readKVObject } from '../../storage/kv-object/index.ts';
 import type { KVExpectation, KVHeader, KVLayerBlock } from '../../storage/kv-object/types.ts';
+import type { ReceiveBuffers } from './receive-buffers.ts';
 
 /** How long what an edge said about its shared-memory folder is trusted (an edge restarts with a new folder). */
 const PROBE_TTL_MS = 10_000;
@@ -28,7 +29,7 @@ export interface ShmObject {
   blocks: KVLayerBlock[];
   /** The edge whose folder held the object. */
   edge: string;
-  /** The buffer the file was read into (transferable: no other object shares it). */
+  /** The buffer the file was read into (transferable: no other object shares it; may be longer than the file). */
   buffer: ArrayBuffer;
   bytes: number;
 }
@@ -46,7 +47,11 @@ export class ShmSource {
   readonly counters: ShmCounters = { hits: 0, misses: 0, rejected: 0 };
   private readonly probes = new Map<string, { dir: Promise<string | null>; at: number }>();
 
-  constructor(private readonly client: EdgeClient) {}
+  /** `buffers`: where files are read into (a fetch thread's, reused once the engine returns them); else fresh ones. */
+  constructor(
+    private readonly client: EdgeClient,
+    private readonly buffers?: ReceiveBuffers,
+  ) {}
 
   /**
    * `key`'s object from its owning edge's shared-memory folder, verified against `expect`; undefined when that
@@ -56,7 +61,8 @@ export class ShmSource {
     const edge = this.client.order(key)[0]!;
     const dir = await this.folderOf(edge);
     if (dir === null) return undefined;
-    const bytes = await readWhole(join(dir, shmObjectName(key))).catch(() => null);
+    const allocate = (size: number): Uint8Array => this.buffers?.take(size) ?? Buffer.allocUnsafeSlow(size);
+    const bytes = await readWhole(join(dir, shmObjectName(key)), allocate).catch(() => null);
     if (bytes === undefined) {
       this.counters.misses += 1;
       return undefined;
@@ -105,8 +111,11 @@ export class ShmSource {
   }
 }
 
-/** The file's bytes in a buffer of their own (transferable whole), or undefined when there is no such file. */
-async function readWhole(path: string): Promise<Buffer | undefined> {
+/**
+ * The file's bytes in a buffer of their own from `allocate` (transferable whole), or undefined when there is no such
+ * file.
+ */
+async function readWhole(path: string, allocate: (size: number) => Uint8Array): Promise<Uint8Array | undefined> {
   let handle: FileHandle;
   try {
     handle = await open(path, 'r');
@@ -117,7 +126,7 @@ async function readWhole(path: string): Promise<Buffer | undefined> {
   try {
     const { size } = await handle.stat();
     if (size > MAX_SHM_OBJECT_BYTES) throw new Error(`${path} is ${size} bytes`);
-    const bytes = Buffer.allocUnsafeSlow(size);
+    const bytes = allocate(size);
     for (let at = 0; at < size; ) {
       const { bytesRead } = await handle.read(bytes, at, size - at, at);
       if (bytesRead === 0) throw new Error(`${path} ended at ${at} of ${size} bytes`);

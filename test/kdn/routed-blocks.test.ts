@@ -109,6 +109,38 @@ describe('KV blocks routed from the fetch threads to the engine thread', functio
     }
   });
 
+  for (const sharedMemory of [true, false]) {
+    it(`receives later objects into the buffers the engine sent back (${sharedMemory ? 'shared memory' : 'HTTP'})`, async () => {
+      const options = { sharedMemory, receiveBufferBytes: 16 * 2 ** 20 };
+      const pool = new KvFetchPool({ edges: [edge.url], timeoutMs: 5_000, secret: TEST_EDGE_SECRET }, 1, options);
+      try {
+        const first = await query(pool, 'inject');
+        await until(() => pool.receiveBuffers.freshBytes > 0);
+        expect(pool.receiveBuffers.reusedBytes).to.equal(0);
+        const second = await query(pool, 'inject');
+        await until(() => pool.receiveBuffers.reusedBytes > 0);
+        // The second query receives what the first did, all of it into the buffers the first one returned.
+        expect(pool.receiveBuffers.reusedBytes).to.equal(pool.receiveBuffers.freshBytes);
+        const recomputed = await query(pool, 'recompute');
+        expect([first.answer, second.answer]).to.deep.equal([recomputed.answer, recomputed.answer]);
+      } finally {
+        await pool.close();
+      }
+    });
+  }
+
+  it('keeps no buffer with receiveBufferBytes 0', async () => {
+    const pool = new KvFetchPool({ edges: [edge.url], timeoutMs: 5_000, secret: TEST_EDGE_SECRET }, 1, { receiveBufferBytes: 0 });
+    try {
+      await query(pool, 'inject');
+      await query(pool, 'inject');
+      await until(() => pool.receiveBuffers.freshBytes > 0);
+      expect(pool.receiveBuffers.reusedBytes).to.equal(0);
+    } finally {
+      await pool.close();
+    }
+  });
+
   it('a reader read on the event loop still gets its layers there (the count sees them)', async () => {
     const pool = new KvFetchPool({ edges: [edge.url], timeoutMs: 5_000, secret: TEST_EDGE_SECRET }, 1, { sharedMemory: false });
     try {
@@ -145,6 +177,12 @@ describe('KV blocks routed from the fetch threads to the engine thread', functio
     }
   });
 });
+
+/** Resolves once `done()` holds (the workers report their buffers after each object, a message behind it). */
+async function until(done: () => boolean): Promise<void> {
+  for (let i = 0; i < 200 && !done(); i++) await new Promise((resolve) => setTimeout(resolve, 10));
+  expect(done(), 'condition still false after 2 s').to.equal(true);
+}
 
 /** The texts' chained KV (sink, then each chunk after the ones before it), stored at the edge as fp16 objects. */
 async function storeChainedChunks(modelDir: string, client: EdgeClient): Promise<ContextPiece[]> {

@@ -31,6 +31,9 @@
 #            same-host fast path (the edge's /dev/shm mirror), then 8k TTFT over sockets against the fast path   ~4 min
 #   handover 8B TTFT at 8k, engine on its own thread: KV blocks from the fetch threads straight to it against
 #            through the event loop, four runs in the order direct, loop, loop, direct                   ~5 min
+#   receive  8B TTFT at 8k, engine on its own thread as kdn runs it, over sockets and the same-host fast path: fetch
+#            threads receiving into the buffers the engine sends back against a new buffer per object, four runs in
+#            the order kept, new, new, kept (bench/results/ttft-receive-gpu.json)                           ~5 min
 #   load     32 clients against kdn serve on the GPU, continuous batching off against on (load-gpu.json) ~5 min
 #   batch    1B and 8B decode tokens/s of 1, 8 and 32 sequences, alone against batched (decode-batch-gpu.json) ~2 min
 #   merge    DIR's TTFT, engine, delivery, forward-profile and comparison files into bench/results/
@@ -38,7 +41,7 @@ set -u
 cd "$(dirname "$0")/../.."
 DIR=.tmp/gpu-results
 if [ "${1:-}" = "--out" ]; then DIR=${2:?--out needs a folder}; shift 2; fi
-[ $# -gt 0 ] || { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+[ $# -gt 0 ] || { sed -n '2,39p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 mkdir -p "$DIR"
 
 source_json() { # the commit this checkout measures, and whether tracked files outside bench/results differ from it
@@ -156,6 +159,12 @@ for part in "$@"; do
           --kv synthetic --modes inject,inject-int4 --fetch-threads 8 --runs 5 --warmup 1 --recompute-warmup 0 \
           --engine-thread --hand-over "${run#*-}" --max-seconds 170
       done ;;
+    receive)
+      for run in 1-64 2-0 3-0 4-64; do
+        bench 200 "ttft-receive-$run" ttft --shape llama3.1-8b --contexts 8192 --question 64 --backend webgpu \
+          --kv synthetic --modes inject,inject-int4 --edge-shm --engine-thread --receive-buffer-mib "${run#*-}" --runs 5 \
+          --warmup 1 --recompute-warmup 0 --max-seconds 170
+      done ;;
     batch)
       bench 200 decode-batch-gpu-1b decode-batch --shape llama3.2-1b --sequences 1,8,32 --context 1024 --decode 32 --rounds 2 --backend webgpu
       bench 360 decode-batch-gpu-8b decode-batch --shape llama3.1-8b --sequences 1,8,32 --context 1024 --decode 16 --rounds 2 --backend webgpu ;;
@@ -165,7 +174,7 @@ for part in "$@"; do
     merge)
       node --import tsx tools/gpu/merge-results.ts "$DIR" ;;
     *)
-      echo "unknown part $part (check, profile, forward, 8b, 8b-long, 1b, engine, compare, sass, blend, fidelity, expand, batch," \
+      echo "unknown part $part (check, profile, forward, 8b, 8b-long, 1b, engine, compare, sass, blend, fidelity, expand, batch, receive," \
         "delivery, delivery-long, fastpath, handover, load, merge)" >&2
       exit 2 ;;
   esac
