@@ -58,5 +58,23 @@ describe('webgpu KV buffer pool', () => {
       expect(unexpected.heldBytes, 'with nothing expected, an emptied block is destroyed').to.equal(0);
       unexpected.destroy();
     });
+
+    it('keeps for each slot an emptied block its largest range fits, so the next cache of that size allocates nothing', () => {
+      const pool = new KvBufferPool(ctx);
+      const slots = ['layer 0 keys', 'layer 0 values', 'layer 1 keys', 'layer 1 values'];
+      const bytes = 300_000;
+      // One cache of four tensors: each tensor's block is several times its range, so the emptied blocks hold more
+      // than the expected cache and trimming to it alone would destroy some of them.
+      pool.expect(slots.length * bytes);
+      const first = slots.map((slot) => pool.take(bytes, slot));
+      const held = pool.heldBytes;
+      expect(held, 'blocks larger than the cache').to.be.above(slots.length * bytes);
+      for (const r of first) pool.give(r);
+      expect(pool.heldBytes, 'every slot keeps its block').to.equal(held);
+      const second = slots.map((slot) => pool.take(bytes, slot));
+      expect(second.map((r) => r.buffer)).to.deep.equal(first.map((r) => r.buffer));
+      expect(pool.heldBytes).to.equal(held);
+      pool.destroy();
+    });
   });
 });

@@ -9,6 +9,7 @@
  *   load-gpu.json          -> bench/results/load-gpu.json (kdn serve under 32 clients, batching off against on)
  *   decode-batch-gpu-*.json -> bench/results/decode-batch-gpu.json (1B and 8B decode, alone against batched)
  *   ttft-blend-*.json      -> bench/results/ttft-blend-gpu.json (blend against injection and the peer)
+ *   fidelity-*.json        -> bench/results/fidelity.json (the shipped model's fidelity grid, one run per context set)
  *   ttft-receive-*.json    -> bench/results/ttft-receive-gpu.json (fetch threads receiving into returned buffers against
  *                             a new buffer per object, ABBA)
  *   ttft-handover-*.json   -> bench/results/ttft-handover-gpu.json (engine thread: blocks direct from the fetch threads
@@ -86,6 +87,7 @@ function main(folder: string | undefined): void {
     ['ttft-handover-', 'ttft-handover-gpu'],
     ['ttft-blend-', 'ttft-blend-gpu'],
     ['ttft-receive-', 'ttft-receive-gpu'],
+    ['fidelity-', 'fidelity'],
   ] as const;
   for (const [prefix, name] of benchmarks) {
     const files = filesOf(folder, prefix);
