@@ -9,6 +9,7 @@ import { secretFromFlagOrFile } from '../common/secret-file.ts';
 import { DEFAULT_FAILED_AUTH_LIMIT, failedAuthLimitSchema } from '../common/failed-auth-throttle.ts';
 import { codecFromString, codecToString } from '../storage/kv-object/index.ts';
 import { DEFAULT_MODEL_DIR } from './default-model.ts';
+import { DEFAULT_RECEIVE_BUFFER_BYTES } from './query/kv-fetch-pool.ts';
 
 const edgeList = z.union([z.array(z.string()), z.string()]).transform((value, ctx) => {
   const items = (Array.isArray(value) ? value : value.split(',')).map((s) => s.trim()).filter((s) => s !== '');
@@ -136,6 +137,8 @@ export const KdnConfigSchema = z.object({
   metricsPublic: flag.default(false),
   /** Worker threads receiving and verifying chunk objects; 0 keeps it on the event loop; default by core count. */
   fetchThreads: z.coerce.number().int().min(0).max(64).optional(),
+  /** Bytes each fetch thread keeps of the buffers the engine returns, to receive later objects into; 0 keeps none. */
+  fetchBufferBytes: size.default(DEFAULT_RECEIVE_BUFFER_BYTES),
   /** Bound on one query, queueing included (504 TIMEOUT past it). */
   queryTimeoutMs: milliseconds.default(120_000),
   /** Time a client has to send a whole request, and its headers (node's requestTimeout / headersTimeout). */
@@ -206,6 +209,7 @@ export const KDN_ENV: Record<keyof KdnConfigInput, string> = {
   rateLimit: 'KDN_RATE_LIMIT',
   metricsPublic: 'KDN_METRICS_PUBLIC',
   fetchThreads: 'KDN_FETCH_THREADS',
+  fetchBufferBytes: 'KDN_FETCH_BUFFERS',
   queryTimeoutMs: 'KDN_QUERY_TIMEOUT_MS',
   requestTimeoutMs: 'KDN_REQUEST_TIMEOUT_MS',
   headersTimeoutMs: 'KDN_HEADERS_TIMEOUT_MS',

@@ -167,7 +167,10 @@ export async function startKdn(config: KdnConfig, log: Logger = createLogger('kd
     const edges = new EdgeClient(edgeOptions);
     cleanup.push(async () => edges.close());
     const fetchThreads = config.fetchThreads ?? defaultFetchThreads();
-    const receiving = fetchThreads > 0 ? new KvFetchPool(edgeOptions, fetchThreads) : inThreadFetcher(edges);
+    const receiving =
+      fetchThreads > 0
+        ? new KvFetchPool(edgeOptions, fetchThreads, { receiveBufferBytes: config.fetchBufferBytes })
+        : inThreadFetcher(edges);
     cleanup.push(() => receiving.close());
     // Tables are control objects (edges serve chunk objects only): read from the origin, once each.
     const tables = new TransformTableLoader((hash) => origin.get(transformTableKey(engine.info.fingerprint, hash)), engine, receiving);

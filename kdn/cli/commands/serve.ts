@@ -27,6 +27,7 @@ interface ServeFlags {
   rateLimit?: string;
   queryTimeout?: string;
   fetchThreads?: string;
+  fetchBuffers?: string;
   engineBatch?: string;
   engineKvBudget?: string;
   shutdownTimeout?: string;
@@ -64,6 +65,7 @@ async function serve(flags: ServeFlags): Promise<void> {
     rateLimit: flags.rateLimit,
     queryTimeoutMs: flags.queryTimeout,
     fetchThreads: flags.fetchThreads,
+    fetchBufferBytes: flags.fetchBuffers,
     engineBatch: flags.engineBatch,
     engineKvBudget: flags.engineKvBudget,
     shutdownTimeoutMs: flags.shutdownTimeout,
@@ -164,6 +166,10 @@ export function register(program: Command): void {
     .option(
       '--fetch-threads <n>',
       `worker threads receiving and verifying chunk objects, 0 for none (env ${KDN_ENV.fetchThreads}; default half the cores, at most 8)`,
+    )
+    .option(
+      '--fetch-buffers <size>',
+      `buffers each fetch thread keeps to receive chunk objects into again, 0 for none (env ${KDN_ENV.fetchBufferBytes}; default 64MiB)`,
     )
     .option('--engine-batch <n>', `queries on the engine at once, decoding in batched steps (env ${KDN_ENV.engineBatch}; default 16)`)
     .option('--engine-kv-budget <tokens>', `KV tokens decoding queries may hold together (env ${KDN_ENV.engineKvBudget}; default no limit)`)
