@@ -26,7 +26,8 @@ import { IngestJobs } from './ingest/jobs.ts';
 import { ChunkRepair } from './ingest/repair.ts';
 import { KvFetchPool } from './query/kv-fetch-pool.ts';
 import { DeliveryEstimate } from './query/delivery-estimate.ts';
-import { defaultFetchThreads, inThreadFetcher } from './query/kv-fetcher.ts';
+import { defaultFetchThreads, inThreadFetcher, type KvFetcher } from './query/kv-fetcher.ts';
+import type { WorkerEdgeOptions } from './query/kv-fetch-protocol.ts';
 import { TransformTableLoader, withTransformTables } from './query/transform-tables.ts';
 import { QueryService } from './query/query-service.ts';
 import { EngineScheduler } from './scheduler/engine-scheduler.ts';
@@ -166,11 +167,7 @@ export async function startKdn(config: KdnConfig, log: Logger = createLogger('kd
     const edgeOptions = { edges: embeddedEdge ? [embeddedEdge.url] : config.edges, ...(edgeSecret ? { secret: edgeSecret } : {}) };
     const edges = new EdgeClient(edgeOptions);
     cleanup.push(async () => edges.close());
-    const fetchThreads = config.fetchThreads ?? defaultFetchThreads();
-    const receiving =
-      fetchThreads > 0
-        ? new KvFetchPool(edgeOptions, fetchThreads, { receiveBufferBytes: config.fetchBufferBytes })
-        : inThreadFetcher(edges);
+    const receiving = receivingFetcher(config, edgeOptions, edges);
     cleanup.push(() => receiving.close());
     // Tables are control objects (edges serve chunk objects only): read from the origin, once each.
     const tables = new TransformTableLoader((hash) => origin.get(transformTableKey(engine.info.fingerprint, hash)), engine, receiving);
@@ -244,6 +241,13 @@ export async function startKdn(config: KdnConfig, log: Logger = createLogger('kd
     await undo();
     throw err;
   }
+}
+
+/** What receives and verifies chunk objects: fetch threads (config.fetchThreads, default by cores), or the event loop. */
+function receivingFetcher(config: KdnConfig, edgeOptions: WorkerEdgeOptions, edges: EdgeClient): KvFetcher {
+  const threads = config.fetchThreads ?? defaultFetchThreads();
+  if (threads === 0) return inThreadFetcher(edges);
+  return new KvFetchPool(edgeOptions, threads, { receiveBufferBytes: config.fetchBufferBytes });
 }
 
 /** The API's services by role (kdn/services/), each given only the parts it uses. */
