@@ -9,7 +9,6 @@ import { secretFromFlagOrFile } from '../common/secret-file.ts';
 import { DEFAULT_FAILED_AUTH_LIMIT, failedAuthLimitSchema } from '../common/failed-auth-throttle.ts';
 import { codecFromString, codecToString } from '../storage/kv-object/index.ts';
 import { DEFAULT_MODEL_DIR } from './default-model.ts';
-import { DEFAULT_RECEIVE_BUFFER_BYTES } from './query/kv-fetch-pool.ts';
 
 const edgeList = z.union([z.array(z.string()), z.string()]).transform((value, ctx) => {
   const items = (Array.isArray(value) ? value : value.split(',')).map((s) => s.trim()).filter((s) => s !== '');
@@ -138,7 +137,7 @@ export const KdnConfigSchema = z.object({
   /** Worker threads receiving and verifying chunk objects; 0 keeps it on the event loop; default by core count. */
   fetchThreads: z.coerce.number().int().min(0).max(64).optional(),
   /** Bytes each fetch thread keeps of the buffers the engine returns, to receive later objects into; 0 keeps none. */
-  fetchBufferBytes: size.default(DEFAULT_RECEIVE_BUFFER_BYTES),
+  fetchBufferBytes: size.default(64 * 2 ** 20),
   /** Bound on one query, queueing included (504 TIMEOUT past it). */
   queryTimeoutMs: milliseconds.default(120_000),
   /** Time a client has to send a whole request, and its headers (node's requestTimeout / headersTimeout). */

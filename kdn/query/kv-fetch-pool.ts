@@ -17,7 +17,8 @@ const ENTRY = new URL('./kv-fetch-worker.js', import.meta.url);
 const ABORTED_HINT = 'the signal passed to the fetcher fired';
 /**
  * Bytes each worker keeps of the buffers the engine returned, to receive into again (receive-buffers.ts): an 8B
- * model's 8k-token context is 42 MiB per thread of eight in int4, 134 in fp16.
+ * model's 8k-token context is 42 MiB per thread of eight in int4, 134 in fp16. kdn serve's default
+ * (`fetchBufferBytes` in kdn/config.ts, which imports no other kdn module) is the same.
  */
 export const DEFAULT_RECEIVE_BUFFER_BYTES = 64 * 2 ** 20;
 
