@@ -4,19 +4,35 @@
  * destination buffer and waits for the queue; prints GB/s per strategy and block size as JSON.
  *   writeBuffer:       queue.writeBuffer per block (Dawn stages it);
  *   mappedAtCreation:  a new MAP_WRITE|COPY_SRC buffer per block, filled while mapped, then copyBufferToBuffer;
- *   mapAsyncPool:      a pool of MAP_WRITE|COPY_SRC staging buffers re-mapped with mapAsync, then copied.
- * Run on a host with an NVIDIA GPU (docs/GPU.md): node --import tsx tools/gpu/upload-bandwidth.ts --total 1024 --blocks 1,8,32
+ *   mapAsyncPool:      a pool of MAP_WRITE|COPY_SRC staging buffers re-mapped with mapAsync, then copied;
+ * and the host's ceilings for the staging copy every strategy makes on the device's thread:
+ *   mappedWrite:       the same copies into staging buffers mapped once and never handed to the GPU;
+ *   hostCopy:          the same copies into a ring of plain buffers as large as the pool, one thread;
+ *   hostCopyThreads:   hostCopy split over --threads worker threads at once (what parallel writers could reach;
+ *                      WebGPU gives a mapped range to the device's thread only, so no upload path can use them).
+ * Run on a host with an NVIDIA GPU (docs/GPU.md):
+ *   node --import tsx tools/gpu/upload-bandwidth.ts --total 1024 --blocks 1,8,32 [--threads 8]
  */
 import { parseArgs } from 'node:util';
+import { Worker } from 'node:worker_threads';
 import { openDevice } from '../../engine-adapter/webgpu/device.ts';
 import { GpuContext, Usage } from '../../engine-adapter/webgpu/gpu-context.ts';
 
 const MAP_WRITE = 0x2;
 const MAP_MODE_WRITE = 0x2;
-const { values } = parseArgs({ options: { total: { type: 'string', default: '1024' }, blocks: { type: 'string', default: '1,8,32' } } });
+const { values } = parseArgs({
+  options: {
+    total: { type: 'string', default: '1024' },
+    blocks: { type: 'string', default: '1,8,32' },
+    threads: { type: 'string', default: '8' },
+  },
+});
 const MiB = 1024 * 1024;
 const total = Number(values.total) * MiB;
 const blockSizes = values.blocks.split(',').map((b) => Number(b) * MiB);
+const threads = Number(values.threads);
+/** Staging pools hold 4 buffers: the host ceilings copy into as much memory, so caches favour none of them. */
+const POOL = 4;
 
 const ctx = new GpuContext(await openDevice());
 const device = ctx.device;
@@ -24,15 +40,19 @@ const dst = ctx.storage(64 * MiB, 'upload destination');
 const source = new Uint8Array(Math.max(...blockSizes));
 for (let i = 0; i < source.length; i++) source[i] = i * 31;
 
-async function timed(run: (block: number) => Promise<void>, block: number): Promise<number> {
+/** A strategy moves `total` bytes; one that times itself returns its seconds. */
+type Strategy = (block: number) => Promise<number | undefined>;
+
+async function timed(run: Strategy, block: number): Promise<number> {
   await run(block);
   const t0 = performance.now();
-  await run(block);
+  const own = await run(block);
   await device.queue.onSubmittedWorkDone();
-  return total / ((performance.now() - t0) / 1000) / 1e9;
+  const seconds = typeof own === 'number' ? own : (performance.now() - t0) / 1000;
+  return total / seconds / 1e9;
 }
 
-const strategies: Record<string, (block: number) => Promise<void>> = {
+const strategies: Record<string, Strategy> = {
   async writeBuffer(block) {
     for (let moved = 0; moved < total; moved += block)
       device.queue.writeBuffer(dst, (moved % (64 * MiB - block + 1)) & ~255, source.buffer, 0, block);
@@ -67,12 +87,67 @@ const strategies: Record<string, (block: number) => Promise<void>> = {
     await device.queue.onSubmittedWorkDone();
     for (const b of pool) b.destroy();
   },
+  async mappedWrite(block) {
+    copyInto(reused(`mapped ${block}`, () => mappedRanges(block)), block);
+  },
+  async hostCopy(block) {
+    copyInto(reused(`host ${block}`, () => Array.from({ length: POOL }, () => new Uint8Array(block).fill(1))), block);
+  },
+  hostCopyThreads: (block) => copyInThreads(block),
 };
+
+/** Destinations kept from the warm-up pass to the timed one, as the injector keeps its pool: no page faults timed. */
+const destinations = new Map<string, Uint8Array[]>();
+function reused(key: string, make: () => Uint8Array[]): Uint8Array[] {
+  if (!destinations.has(key)) destinations.set(key, make());
+  return destinations.get(key)!;
+}
+
+/** Staging buffers mapped once and never unmapped (left to the device's disposal at exit). */
+function mappedRanges(block: number): Uint8Array[] {
+  return Array.from({ length: POOL }, () => {
+    const buffer = device.createBuffer({ size: block, usage: MAP_WRITE | Usage.COPY_SRC, mappedAtCreation: true });
+    return new Uint8Array(buffer.getMappedRange()).fill(1);
+  });
+}
+
+function copyInto(ring: Uint8Array[], block: number): void {
+  for (let moved = 0, i = 0; moved < total; moved += block, i++) ring[i % ring.length]!.set(source.subarray(0, block));
+}
+
+/** Each worker copies total / threads bytes in `block` pieces from its own source into its own ring. */
+const COPY_WORKER = `
+const { parentPort, workerData: { bytes, block, pool } } = require('node:worker_threads');
+const source = new Uint8Array(block).fill(7);
+const ring = Array.from({ length: pool }, () => new Uint8Array(block).fill(1));
+parentPort.on('message', () => {
+  for (let moved = 0, i = 0; moved < bytes; moved += block, i++) ring[i % pool].set(source);
+  parentPort.postMessage('done');
+});
+parentPort.postMessage('ready');
+`;
+
+async function copyInThreads(block: number): Promise<number> {
+  const workers = Array.from(
+    { length: threads },
+    () => new Worker(COPY_WORKER, { eval: true, workerData: { bytes: total / threads, block, pool: POOL } }),
+  );
+  const next = (w: Worker): Promise<unknown> => new Promise((resolve) => w.once('message', resolve));
+  await Promise.all(workers.map(next));
+  // Only the copies count: the caller's clock started before the workers did, so restart it from here.
+  const t0 = performance.now();
+  const done = workers.map(next);
+  for (const w of workers) w.postMessage('go');
+  await Promise.all(done);
+  const seconds = (performance.now() - t0) / 1000;
+  await Promise.all(workers.map((w) => w.terminate()));
+  return seconds;
+}
 
 const results: Record<string, Record<string, number>> = {};
 for (const [name, run] of Object.entries(strategies)) {
   results[name] = {};
   for (const block of blockSizes) results[name][`${block / MiB}MiB`] = Number((await timed(run, block)).toFixed(3));
 }
-console.log(JSON.stringify({ device: ctx.description, totalMiB: total / MiB, GBps: results }, null, 1));
+console.log(JSON.stringify({ device: ctx.description, totalMiB: total / MiB, threads, GBps: results }, null, 1));
 await ctx.dispose();
