@@ -88,10 +88,16 @@ const strategies: Record<string, Strategy> = {
     for (const b of pool) b.destroy();
   },
   async mappedWrite(block) {
-    copyInto(reused(`mapped ${block}`, () => mappedRanges(block)), block);
+    copyInto(
+      reused(`mapped ${block}`, () => mappedRanges(block)),
+      block,
+    );
   },
   async hostCopy(block) {
-    copyInto(reused(`host ${block}`, () => Array.from({ length: POOL }, () => new Uint8Array(block).fill(1))), block);
+    copyInto(
+      reused(`host ${block}`, () => Array.from({ length: POOL }, () => new Uint8Array(block).fill(1))),
+      block,
+    );
   },
   hostCopyThreads: (block) => copyInThreads(block),
 };
