@@ -10,13 +10,15 @@
  *   prefix-chained: chunk i computed after the chunks before it (exported from the recompute session itself);
  *   independent: each chunk computed alone after a BOS (positionBase 1), placed at its position by re-rotation;
  *   blend: independent chunks, then Session.blendKVAndPrefill recomputes a --ratios share of the context's tokens
- *          with the prompt, picked by each selection (engine-adapter/blend-selection.ts).
+ *          with the prompt, picked by each selection (engine-adapter/blend-selection.ts);
+ *   oracle (asked for by name): blend's ceiling, independent chunks with a --ratios share of the tokens given the full
+ *          prefill's exact KV, picked by their deviation from it per layer or per token (bench/lib/oracle-mix.ts).
  * Per (set, codec, mode), over every answer position (the recompute's greedy answer of --answer tokens,
  * teacher-forced): top-1 agreement with recompute, mean KL(recompute || inject); per prompt: exact match of the
  * free-running greedy answer; and the stored bytes per token. Blend rows add the share of context tokens recomputed.
  *
  *   npm run bench -- fidelity [--model models/kdn-reader] [--backend cpu] [--chunk 128] [--answer 32]
- *     [--sets document,composed] [--modes prefix-chained,independent,blend] [--ratios 0.05,0.1,0.15,0.2,0.3]
+ *     [--sets document,composed] [--modes prefix-chained,independent,blend,oracle] [--ratios 0.05,0.1,0.15,0.2,0.3]
  *     [--selections deviation,chunk-start,combined] [--blend-codecs fp16,...,int4+lz4] [--alt-codecs int8]
  *     [--codecs ...,transform:x4,...,transform:x20] [--calibration shipped|context]
  * Blend runs every --blend-codecs codec with the first selection and the --alt-codecs codecs with the others.
@@ -25,7 +27,16 @@
  */
 import { join, resolve } from 'node:path';
 import { KdnError } from '../common/errors.ts';
-import { BLEND_SELECTIONS, createEngine, type BlendSelection, type Engine, type Session } from '../engine-adapter/index.ts';
+import {
+  BLEND_SELECTIONS,
+  createEngine,
+  kvBeforeRope,
+  loadModelConfig,
+  type BlendSelection,
+  type Engine,
+  type ModelConfig,
+  type Session,
+} from '../engine-adapter/index.ts';
 import { codecFromString, encodeKVObject, readKVObject, TRANSFORM_LEVELS } from '../storage/kv-object/index.ts';
 import type { KVTensors } from '../storage/kv-object/types.ts';
 import { greedyAnswer, greedyFrom, teacherForced, type GreedyAnswer } from './lib/answer.ts';
@@ -34,6 +45,7 @@ import { byteStream } from './lib/byte-stream.ts';
 import { TransformSetup } from './lib/transform-setup.ts';
 import { loadDocuments, tokenizeDocuments, type FidelityDocument, type TokenizedDocument } from './lib/fidelity-data.ts';
 import { argmax, klDivergence } from './lib/logits.ts';
+import { ORACLE_SELECTIONS, oracleMix } from './lib/oracle-mix.ts';
 import { DEFAULT_MODEL_DIR } from '../kdn/default-model.ts';
 import { round } from './lib/stats.ts';
 import type { BenchRecord, BenchReport } from './report.ts';
@@ -42,7 +54,8 @@ const BASE_CODECS = ['fp16', 'fp16+lz4', 'int8', 'int8+lz4', 'int4', 'int4+lz4']
 const TRANSFORM_CODECS = TRANSFORM_LEVELS.map((l) => `transform:${l.name}`);
 const CODECS = [...BASE_CODECS, ...TRANSFORM_CODECS];
 const CALIBRATIONS = ['shipped', 'context'] as const;
-const MODES = ['prefix-chained', 'independent', 'blend'] as const;
+const MODES = ['prefix-chained', 'independent', 'blend', 'oracle'] as const;
+const DEFAULT_MODES = MODES.filter((m) => m !== 'oracle');
 export const SETS = ['document', 'composed'] as const;
 const RATIOS = [0.05, 0.1, 0.15, 0.2, 0.3];
 type Mode = (typeof MODES)[number];
@@ -108,7 +121,7 @@ function parse(args: string[]): FidelityArgs {
     docs: positiveInt(values.docs, Infinity, 'docs'),
     prompts: positiveInt(values.prompts, Infinity, 'prompts'),
     codecs: choiceList(values.codecs, CODECS, CODECS, 'codecs'),
-    modes: choiceList(values.modes, MODES, MODES, 'modes'),
+    modes: choiceList(values.modes, DEFAULT_MODES, MODES, 'modes'),
     sets: choiceList(values.sets, SETS, SETS, 'sets'),
     ratios: ratioList(values.ratios),
     selections: choiceList(values.selections, BLEND_SELECTIONS, BLEND_SELECTIONS, 'selections'),
@@ -240,6 +253,30 @@ function blendRuns(a: FidelityArgs): { codec: string; selection: BlendSelection;
   return out;
 }
 
+/** Injects `objects` after a BOS and scores every prompt of `context` against the reference's `answers`. */
+async function answerInjected(
+  engine: Engine,
+  bos: number,
+  objects: readonly Uint8Array[],
+  context: Context,
+  answers: readonly GreedyAnswer[],
+  t: Tally,
+): Promise<void> {
+  const contextLength = 1 + context.chunks.reduce((n, c) => n + c.length, 0);
+  const session = engine.createSession({ capacity: Math.min(engine.info.maxPositionEmbeddings, 8192) });
+  try {
+    await session.prefill([bos], { logits: 'none' });
+    for (const bytes of objects) await session.injectKV(await readKVObject(byteStream(bytes)), session.length);
+    for (const [i, p] of context.prompts.entries()) {
+      session.truncate(contextLength);
+      const first = await session.prefill(p, { logits: 'last' });
+      await score(session, contextLength + p.length, first, answers[i]!, engine.info.vocabSize, t);
+    }
+  } finally {
+    session.dispose();
+  }
+}
+
 /** Runs every mode of `a` over one context, adding to the tallies. */
 async function runContext(
   engine: Engine,
@@ -248,6 +285,7 @@ async function runContext(
   a: FidelityArgs,
   tally: (key: Record<string, string | number>) => Tally,
   shipped: TransformSetup | undefined,
+  rope: ModelConfig,
 ): Promise<void> {
   const vocab = engine.info.vocabSize;
   const { fingerprint } = engine.info;
@@ -275,7 +313,7 @@ async function runContext(
     }
     reference.truncate(contextLength);
     const independent = a.modes.some((m) => m !== 'prefix-chained') ? await independentChunks(engine, bos, context) : [];
-    for (const mode of a.modes.filter((m) => m !== 'blend')) {
+    for (const mode of a.modes.filter((m) => m === 'prefix-chained' || m === 'independent')) {
       const chunks = mode === 'prefix-chained' ? await prefixChainedChunks(reference, context) : independent;
       // In-sample table: fitted on this context's own prefix-chained KV, the best a table can do on it.
       if (shipped && a.calibration === 'context' && mode === 'prefix-chained')
@@ -287,19 +325,29 @@ async function runContext(
         const t = tally({ set: context.set, codec, mode });
         const objects = encode(chunks, codec);
         count(t, objects);
-        const session = engine.createSession({ capacity });
-        try {
-          await session.prefill([bos], { logits: 'none' });
-          for (const bytes of objects) await session.injectKV(await readKVObject(byteStream(bytes)), session.length);
-          for (const [i, p] of context.prompts.entries()) {
-            session.truncate(contextLength);
-            const first = await session.prefill(p, { logits: 'last' });
-            await score(session, contextLength + p.length, first, answers[i]!, vocab, t);
-          }
-        } finally {
-          session.dispose();
-        }
+        await answerInjected(engine, bos, objects, context, answers, t);
       }
+    }
+    if (a.modes.includes('oracle')) {
+      const exact = await prefixChainedChunks(reference, context);
+      for (const selection of ORACLE_SELECTIONS)
+        for (const ratio of a.ratios) {
+          const t = tally({ set: context.set, codec: 'fp16', mode: 'oracle', selection, ratio });
+          const mixed = oracleMix(
+            independent.map((c) => kvBeforeRope(c.kv, rope)),
+            exact.map((c) => kvBeforeRope(c.kv, rope)),
+            ratio,
+            selection,
+          );
+          const objects = encode(
+            mixed.chunks.map((kv, j) => ({ ids: independent[j]!.ids, kv })),
+            'fp16',
+          );
+          count(t, objects);
+          t.recomputed += mixed.replaced * context.prompts.length;
+          t.contextTokens += contextIds.length * context.prompts.length;
+          await answerInjected(engine, bos, objects, context, answers, t);
+        }
     }
     if (!a.modes.includes('blend')) return;
     for (const run of blendRuns(a)) {
@@ -368,9 +416,10 @@ export async function run(args: string[]): Promise<BenchReport> {
     };
     const contexts = buildContexts(docs, a);
     const shipped = a.codecs.some((c) => c.startsWith('transform')) ? await TransformSetup.shipped(engine) : undefined;
+    const rope = await loadModelConfig(engine.info.path);
     for (const context of contexts) {
       if (!process.env.KDN_TEST) process.stderr.write(`fidelity: ${context.set}: ${context.label}\n`);
-      await runContext(engine, bos, context, a, tally, shipped);
+      await runContext(engine, bos, context, a, tally, shipped, rope);
     }
     const fp16BytesPerToken = engine.info.kvBytesPerToken;
     return {

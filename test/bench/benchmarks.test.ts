@@ -125,6 +125,23 @@ describe('benchmarks on a tiny model', () => {
     expect(report.params?.composed).to.match(/\+/);
   });
 
+  it('fidelity: oracle rows per selection and ratio; no exact rows score as independent, all of them agree exactly', async () => {
+    const base = ['--model', model, '--chunk', '16', '--answer', '4', '--max-doc-tokens', '40', '--docs', '2', '--prompts', '1'];
+    const report = await runFidelity([...base, '--modes', 'independent,oracle', '--codecs', 'fp16', '--ratios', '0,1']);
+    const rows = (mode: string, ratio?: number) => report.records.filter((r) => r.mode === mode && r.ratio === ratio);
+    for (const set of ['document', 'composed']) {
+      const independent = rows('independent').find((r) => r.set === set)!;
+      for (const selection of ['per-layer', 'per-token']) {
+        const none = rows('oracle', 0).find((r) => r.set === set && r.selection === selection)!;
+        const all = rows('oracle', 1).find((r) => r.set === set && r.selection === selection)!;
+        expect(none.top1_agreement).to.equal(independent.top1_agreement);
+        expect(none.mean_kl).to.equal(independent.mean_kl);
+        expect(all.top1_agreement, JSON.stringify(all)).to.equal(1);
+        expect(num(all, 'recomputed_fraction')).to.equal(1);
+      }
+    }
+  });
+
   it('entropy-study: entropy-coded rates below the fixed rate, fits per budget, ECSQ within its budget, fidelity rows', async () => {
     // The study itself checks its fixed-rate codes against the transform codec's, bit for bit, and throws on a difference.
     const report = await runEntropyStudy([

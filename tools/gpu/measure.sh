@@ -128,7 +128,7 @@ for part in "$@"; do
       done ;;
     fidelity)
       for set in document composed; do
-        bench 300 "fidelity-$set" fidelity --backend webgpu --sets "$set"
+        bench 300 "fidelity-$set" fidelity --backend webgpu --sets "$set" --modes prefix-chained,independent,blend,oracle --ratios 0.05,0.1,0.15,0.2,0.3,0.5
       done ;;
     expand)
       step 240 expand-check env CI=true node node_modules/mocha/bin/mocha.js test/engine/webgpu-kv-expand-transform.test.ts
