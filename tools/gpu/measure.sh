@@ -21,11 +21,12 @@
 #   sass     the driver's machine code for the tensor-core kernels (needs CUDA's nvdisasm)              ~1 min
 #   blend    the blend kernels' and backend's tests, then 8B and 1B TTFT at 8k and 32k in 8 chunks: blend against
 #            injection (int4, synthetic KV) and the peer (bench/results/ttft-blend-gpu.json)               ~6 min
-#   fidelity the fidelity benchmark's whole grid on the shipped model, one run per context set             ~6 min
+#   fidelity the fidelity benchmark's whole grid on the shipped model (oracle rows too), one run per set   ~9 min
 #   expand   the transform-codec expansion test, then its GB/s (fp16-equivalent) against int4, 8B and 1B head shapes
 #   delivery 8B TTFT at 8k and 16k in one run (synthetic KV): fp16, int4 and transform-codec injection, a repeated
 #            context from the hot tier, the peer's full prefill and its host-memory hit (pinned KV copied in, then
-#            the question)                                                                                  ~3 min
+#            the question); then int4 and transform injection with the engine on its own thread, as kdn runs it,
+#            over sockets and the same-host fast path, beside the host-memory hit                          ~6 min
 #   delivery-long  the same TTFT modes at 32k                                                             ~5 min
 #   fastpath delivery's stage profile of an 8k context (32 chunks of 256 tokens), the socket path beside the
 #            same-host fast path (the edge's /dev/shm mirror), then 8k TTFT over sockets against the fast path   ~4 min
@@ -128,7 +129,7 @@ for part in "$@"; do
       done ;;
     fidelity)
       for set in document composed; do
-        bench 300 "fidelity-$set" fidelity --backend webgpu --sets "$set" --modes prefix-chained,independent,blend,oracle --ratios 0.05,0.1,0.15,0.2,0.3,0.5
+        bench 480 "fidelity-$set" fidelity --backend webgpu --sets "$set" --modes prefix-chained,independent,blend,oracle --ratios 0.05,0.1,0.15,0.2,0.3,0.5
       done ;;
     expand)
       step 240 expand-check env CI=true node node_modules/mocha/bin/mocha.js test/engine/webgpu-kv-expand-transform.test.ts
@@ -141,7 +142,11 @@ for part in "$@"; do
       [ "$part" = delivery-long ] && contexts=32768
       bench 540 "ttft-delivery-gpu-$part" ttft --shape llama3.1-8b --contexts "$contexts" --question 64 --backend webgpu \
         --kv synthetic --modes inject,inject-int4,inject-transform,inject-hot,peer,peer-host-hit --runs 3 --warmup 1 \
-        --recompute-warmup 0 --max-seconds 460 ;;
+        --recompute-warmup 0 --max-seconds 460
+      # As kdn runs it: the engine on its own thread, over sockets and the same-host fast path, beside the anchor.
+      [ "$part" = delivery ] && bench 300 ttft-delivery-gpu-engine-thread ttft --shape llama3.1-8b --contexts "$contexts" \
+        --question 64 --backend webgpu --kv synthetic --modes inject-int4,inject-transform,peer-host-hit --edge-shm \
+        --engine-thread --runs 3 --warmup 1 --recompute-warmup 0 --max-seconds 260 ;;
     fastpath)
       # Delivery stage by stage, the socket path beside the same-host fast path (the edge's /dev/shm mirror); then
       # TTFT over loopback HTTP and again over the fast path, against the peer's host-memory hit.
