@@ -49,7 +49,6 @@ import {
   encodeKVObject,
   fitTransformTable,
   readCode,
-  readKVObject,
   sectionWords,
   slotOf,
   TRANSFORM_LEVELS,
@@ -60,10 +59,9 @@ import {
 } from '../storage/kv-object/index.ts';
 import { TransformCodec } from '../storage/kv-object/codecs/transform.ts';
 import type { KVTensors } from '../storage/kv-object/types.ts';
-import { buildContexts, prefixChainedChunks, score, SETS, type Context, type ContextSet } from './fidelity.ts';
+import { answerInjected, buildContexts, prefixChainedChunks, SETS, type Context, type ContextSet } from './fidelity.ts';
 import { greedyAnswer, type GreedyAnswer } from './lib/answer.ts';
 import { choice, choiceList, parseFlags, positiveInt } from './lib/args.ts';
-import { byteStream } from './lib/byte-stream.ts';
 import { loadDocuments, tokenizeDocuments } from './lib/fidelity-data.ts';
 import { DEFAULT_MODEL_DIR } from '../kdn/default-model.ts';
 import { round } from './lib/stats.ts';
@@ -824,26 +822,13 @@ async function scoreContext(
   variant: Variant,
   t: { positions: number; agree: number; klSum: number; prompts: number; exact: number },
 ): Promise<void> {
-  const capacity = Math.min(engine.info.maxPositionEmbeddings, 8192);
-  const contextLength = 1 + context.chunks.flat().length;
   let from = m.chunks.slice(0, ci).reduce((n, cs) => n + cs.reduce((k, c) => k + c.ids.length, 0), 0);
   const objects = m.chunks[ci]!.map((c) => {
     const bytes = variant.encode(c, m, from);
     from += c.ids.length;
     return bytes;
   });
-  const session = engine.createSession({ capacity });
-  try {
-    await session.prefill([bos], { logits: 'none' });
-    for (const bytes of objects) await session.injectKV(await readKVObject(byteStream(bytes)), session.length);
-    for (const [i, p] of context.prompts.entries()) {
-      session.truncate(contextLength);
-      const first = await session.prefill(p, { logits: 'last' });
-      await score(session, contextLength + p.length, first, m.answers[ci]![i]!, engine.info.vocabSize, t);
-    }
-  } finally {
-    session.dispose();
-  }
+  await answerInjected(engine, bos, objects, context, m.answers[ci]!, t);
 }
 
 /** A progress line on stderr, left out under the tests (KDN_TEST), as the fidelity benchmark does. */

@@ -254,13 +254,13 @@ function blendRuns(a: FidelityArgs): { codec: string; selection: BlendSelection;
 }
 
 /** Injects `objects` after a BOS and scores every prompt of `context` against the reference's `answers`. */
-async function answerInjected(
+export async function answerInjected(
   engine: Engine,
   bos: number,
   objects: readonly Uint8Array[],
   context: Context,
   answers: readonly GreedyAnswer[],
-  t: Tally,
+  t: Pick<Tally, 'positions' | 'agree' | 'klSum' | 'prompts' | 'exact'>,
 ): Promise<void> {
   const contextLength = 1 + context.chunks.reduce((n, c) => n + c.length, 0);
   const session = engine.createSession({ capacity: Math.min(engine.info.maxPositionEmbeddings, 8192) });
