@@ -45,7 +45,7 @@ import { byteStream } from './lib/byte-stream.ts';
 import { TransformSetup } from './lib/transform-setup.ts';
 import { loadDocuments, tokenizeDocuments, type FidelityDocument, type TokenizedDocument } from './lib/fidelity-data.ts';
 import { argmax, klDivergence } from './lib/logits.ts';
-import { ORACLE_SELECTIONS, oracleMix } from './lib/oracle-mix.ts';
+import { ORACLE_SELECTIONS, OracleMixer } from './lib/oracle-mix.ts';
 import { DEFAULT_MODEL_DIR } from '../kdn/default-model.ts';
 import { round } from './lib/stats.ts';
 import type { BenchRecord, BenchReport } from './report.ts';
@@ -330,15 +330,14 @@ async function runContext(
     }
     if (a.modes.includes('oracle')) {
       const exact = await prefixChainedChunks(reference, context);
+      const mixer = new OracleMixer(
+        independent.map((c) => kvBeforeRope(c.kv, rope)),
+        exact.map((c) => kvBeforeRope(c.kv, rope)),
+      );
       for (const selection of ORACLE_SELECTIONS)
         for (const ratio of a.ratios) {
           const t = tally({ set: context.set, codec: 'fp16', mode: 'oracle', selection, ratio });
-          const mixed = oracleMix(
-            independent.map((c) => kvBeforeRope(c.kv, rope)),
-            exact.map((c) => kvBeforeRope(c.kv, rope)),
-            ratio,
-            selection,
-          );
+          const mixed = mixer.mix(ratio, selection);
           const objects = encode(
             mixed.chunks.map((kv, j) => ({ ids: independent[j]!.ids, kv })),
             'fp16',

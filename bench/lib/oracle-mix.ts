@@ -15,39 +15,53 @@ import type { KVLayerTensors, KVTensors } from '../../storage/kv-object/types.ts
 export const ORACLE_SELECTIONS = ['per-layer', 'per-token'] as const;
 export type OracleSelection = (typeof ORACLE_SELECTIONS)[number];
 
-/** Returns the mixed chunks (independent's headers) and how many tokens took exact rows, per layer. */
-export function oracleMix(
-  independent: readonly KVTensors[],
-  exact: readonly KVTensors[],
-  ratio: number,
-  selection: OracleSelection,
-): { chunks: KVTensors[]; replaced: number } {
-  checkPairs(independent, exact);
-  const layers = independent[0]!.layers;
-  const width = independent[0]!.kvHeads * independent[0]!.headDim;
-  const total = independent.reduce((n, c) => n + c.tokens, 0);
-  const replaced = Math.round(ratio * total);
-  const deviations = Array.from({ length: layers }, (_, l) =>
-    layerDeviation(
-      independent.map((c) => c.perLayer[l]!),
-      exact.map((c) => c.perLayer[l]!),
-      width,
-    ),
-  );
-  const summed = new Float64Array(total);
-  for (const d of deviations) for (let t = 0; t < total; t++) summed[t]! += d[t]!;
-  const chosen = deviations.map((d) => topTokens(selection === 'per-layer' ? d : summed, replaced));
-  const chunks = independent.map((c, i) => {
-    const first = independent.slice(0, i).reduce((n, o) => n + o.tokens, 0);
-    const perLayer = c.perLayer.map((own, l) => {
-      const rows = { keys: own.keys.slice(), values: own.values.slice() };
-      const source = exact[i]!.perLayer[l]!;
-      for (let t = 0; t < c.tokens; t++) if (chosen[l]![first + t]) copyRow(rows, source, t, width);
-      return rows;
+/**
+ * One context's independent and exact chunks, ranked once; mix() then costs only the copies, whatever the share
+ * and selection asked for.
+ */
+export class OracleMixer {
+  private readonly width: number;
+  /** Context token indices by decreasing deviation: per layer, and for the deviation summed over layers. */
+  private readonly layerOrders: number[][];
+  private readonly tokenOrder: number[];
+
+  constructor(
+    private readonly independent: readonly KVTensors[],
+    private readonly exact: readonly KVTensors[],
+  ) {
+    checkPairs(independent, exact);
+    this.width = independent[0]!.kvHeads * independent[0]!.headDim;
+    const total = independent.reduce((n, c) => n + c.tokens, 0);
+    const deviations = Array.from({ length: independent[0]!.layers }, (_, l) =>
+      layerDeviation(
+        independent.map((c) => c.perLayer[l]!),
+        exact.map((c) => c.perLayer[l]!),
+        this.width,
+      ),
+    );
+    const summed = new Float64Array(total);
+    for (const d of deviations) for (let t = 0; t < total; t++) summed[t]! += d[t]!;
+    this.layerOrders = deviations.map(byDecreasing);
+    this.tokenOrder = byDecreasing(summed);
+  }
+
+  /** The mixed chunks (independent's headers) and how many tokens took exact rows, per layer. */
+  mix(ratio: number, selection: OracleSelection): { chunks: KVTensors[]; replaced: number } {
+    const replaced = Math.round(ratio * this.tokenOrder.length);
+    const chosen = this.layerOrders.map((order) => firstOf(selection === 'per-layer' ? order : this.tokenOrder, replaced));
+    let first = 0;
+    const chunks = this.independent.map((c, i) => {
+      const perLayer = c.perLayer.map((own, l) => {
+        const rows = { keys: own.keys.slice(), values: own.values.slice() };
+        const source = this.exact[i]!.perLayer[l]!;
+        for (let t = 0; t < c.tokens; t++) if (chosen[l]![first + t]) copyRow(rows, source, t, this.width);
+        return rows;
+      });
+      first += c.tokens;
+      return { ...c, perLayer };
     });
-    return { ...c, perLayer };
-  });
-  return { chunks, replaced };
+    return { chunks, replaced };
+  }
 }
 
 function checkPairs(independent: readonly KVTensors[], exact: readonly KVTensors[]): void {
@@ -88,9 +102,13 @@ function layerDeviation(own: readonly KVLayerTensors[], exact: readonly KVLayerT
   return out;
 }
 
-function topTokens(score: Float64Array, count: number): Uint8Array {
-  const order = Array.from(score.keys()).sort((a, b) => score[b]! - score[a]!);
-  const chosen = new Uint8Array(score.length);
+function byDecreasing(score: Float64Array): number[] {
+  return Array.from(score.keys()).sort((a, b) => score[b]! - score[a]!);
+}
+
+/** A mask over the context's tokens of the first `count` of `order`. */
+function firstOf(order: readonly number[], count: number): Uint8Array {
+  const chosen = new Uint8Array(order.length);
   for (const t of order.slice(0, count)) chosen[t] = 1;
   return chosen;
 }

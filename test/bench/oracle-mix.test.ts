@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { oracleMix } from '../../bench/lib/oracle-mix.ts';
+import { OracleMixer } from '../../bench/lib/oracle-mix.ts';
 import type { KVTensors } from '../../storage/kv-object/types.ts';
 
 /** One layer-count x 1 head x 2 dims chunk whose rows are `rows[layer][token]` for keys and values alike. */
@@ -37,7 +37,7 @@ describe('oracle mixing (the fidelity benchmark ceiling for blend)', () => {
   const firstDims = (c: KVTensors, layer: number) => Array.from(c.perLayer[layer]!.keys.filter((_, i) => i % 2 === 0));
 
   it('per layer: each layer takes exact rows for its own most deviating tokens', () => {
-    const { chunks, replaced } = oracleMix(independent, exact, 0.25, 'per-layer');
+    const { chunks, replaced } = new OracleMixer(independent, exact).mix(0.25, 'per-layer');
     expect(replaced).to.equal(1);
     expect(firstDims(chunks[1]!, 0)).to.deep.equal([3, 0]);
     expect(firstDims(chunks[0]!, 1)).to.deep.equal([0, 0]);
@@ -45,7 +45,7 @@ describe('oracle mixing (the fidelity benchmark ceiling for blend)', () => {
   });
 
   it('per token: one set for every layer, ranked by the deviation summed over layers', () => {
-    const { chunks } = oracleMix(independent, exact, 0.25, 'per-token');
+    const { chunks } = new OracleMixer(independent, exact).mix(0.25, 'per-token');
     // Sums by token: 1+9=10, 2+0=2, 3+1=4, 8+2=10 after normalization per layer; ties aside, token 0 or 3 wins.
     const replacedTokens = [0, 1, 2, 3].filter((t) => {
       const c = chunks[t >> 1]!;
@@ -56,9 +56,9 @@ describe('oracle mixing (the fidelity benchmark ceiling for blend)', () => {
   });
 
   it('leaves the inputs as they were, and refuses chunks that do not pair up', () => {
-    oracleMix(independent, exact, 1, 'per-layer');
+    new OracleMixer(independent, exact).mix(1, 'per-layer');
     expect(firstDims(independent[0]!, 1)).to.deep.equal([9, 0]);
-    expect(() => oracleMix(independent, exact.slice(1), 0.5, 'per-layer')).to.throw(/same chunks/);
-    expect(() => oracleMix(independent, [exact[0]!, { ...exact[1]!, ropeApplied: true }], 0.5, 'per-token')).to.throw(/before RoPE/);
+    expect(() => new OracleMixer(independent, exact.slice(1))).to.throw(/same chunks/);
+    expect(() => new OracleMixer(independent, [exact[0]!, { ...exact[1]!, ropeApplied: true }])).to.throw(/before RoPE/);
   });
 });
