@@ -606,6 +606,7 @@ async function measureContext(
           const pool = new KvFetchPool(edge.clientOptions, a.fetchThreads, {
             sharedMemory,
             receiveBufferBytes: a.receiveBufferMib * 2 ** 20,
+            deliverEagerly: !a.engineThread || a.handOver === 'loop',
           });
           const fetcher = a.handOver === 'loop' ? handOverOnLoop(pool) : pool;
           pools.set(fetcher, pool);

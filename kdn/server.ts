@@ -247,7 +247,8 @@ export async function startKdn(config: KdnConfig, log: Logger = createLogger('kd
 function receivingFetcher(config: KdnConfig, edgeOptions: WorkerEdgeOptions, edges: EdgeClient): KvFetcher {
   const threads = config.fetchThreads ?? defaultFetchThreads();
   if (threads === 0) return inThreadFetcher(edges);
-  return new KvFetchPool(edgeOptions, threads, { receiveBufferBytes: config.fetchBufferBytes });
+  // An engine on the event loop reads every object here; one on its own thread gets them routed from the workers.
+  return new KvFetchPool(edgeOptions, threads, { receiveBufferBytes: config.fetchBufferBytes, deliverEagerly: !config.engineThread });
 }
 
 /** The API's services by role (kdn/services/), each given only the parts it uses. */

@@ -28,6 +28,13 @@ export interface FetchPoolOptions {
   sharedMemory?: boolean;
   /** Bytes of returned buffers each worker keeps to receive into (0: a new buffer for every object). */
   receiveBufferBytes?: number;
+  /**
+   * Every object's blocks come to this event loop as they are verified, and none can be routed: for an engine on this
+   * thread, or one fed through it. Otherwise a worker holds an object's blocks until its reader is read or routed, and
+   * an engine reading here waits on that round trip through a busy worker (bench/HISTORY.md has the figures). Default
+   * false.
+   */
+  deliverEagerly?: boolean;
 }
 
 /** A worker and the transfers it serves; it keeps the process alive only while one of them is awaited. */
@@ -105,6 +112,7 @@ export class KvFetchPool implements KvFetcher {
       this.nextId++,
       (message, transfer) => worker.send(message, transfer),
       (bytes) => (this.delivered += bytes),
+      this.fetchOptions.deliverEagerly === true,
     );
     const abort = (): void => {
       worker.send({ type: 'abort', id: transfer.id });
@@ -117,7 +125,7 @@ export class KvFetchPool implements KvFetcher {
       if (transfer.settled) signal.removeEventListener('abort', abort);
     };
     worker.track(transfer);
-    worker.send({ type: 'open', id: transfer.id, key, expect });
+    worker.send({ type: 'open', id: transfer.id, key, expect, deliver: this.fetchOptions.deliverEagerly === true });
     return transfer.header;
   }
 

@@ -20,11 +20,11 @@ export interface WorkerSetup {
 
 /**
  * A worker holds an object's verified blocks until the pool says where they go: `deliver` to the pool (its reader's
- * layers were read on the event loop), or `route` to a port of the engine's thread. `abort` stops the download and
- * drops what is held.
+ * layers were read on the event loop), or `route` to a port of the engine's thread. An object opened with `deliver`
+ * goes to the pool from its first block, without being asked. `abort` stops the download and drops what is held.
  */
 export type ToWorker =
-  | { type: 'open'; id: number; key: string; expect: KVExpectation }
+  | { type: 'open'; id: number; key: string; expect: KVExpectation; deliver: boolean }
   | { type: 'deliver'; id: number }
   | { type: 'route'; id: number; port: MessagePort }
   | { type: 'abort'; id: number }

@@ -43,10 +43,11 @@ function owned(bytes: Uint8Array): Uint8Array {
   return copy;
 }
 
-async function open(id: number, key: string, expect: KVExpectation): Promise<void> {
+async function open(id: number, key: string, expect: KVExpectation, deliverNow: boolean): Promise<void> {
   const abort = new AbortController();
   aborts.set(id, abort);
   const outlet = new BlockOutlet(id, post);
+  if (deliverNow) outlet.deliver();
   outlets.set(id, outlet);
   let received = (): number => 0;
   try {
@@ -122,7 +123,7 @@ function registerTable(bytes: Uint8Array): void {
 }
 
 port.on('message', (message: ToWorker) => {
-  if (message.type === 'open') void open(message.id, message.key, message.expect);
+  if (message.type === 'open') void open(message.id, message.key, message.expect, message.deliver);
   else if (message.type === 'deliver') deliver(message.id);
   else if (message.type === 'route') route(message.id, message.port);
   else if (message.type === 'table') registerTable(message.bytes);

@@ -37,7 +37,10 @@ export class PoolTransfer {
     private readonly send: (message: ToWorker, transfer?: MessagePort[]) => void,
     /** Told the payload bytes of each block the worker hands to this thread. */
     private readonly onDelivered: (bytes: number) => void,
+    /** Its blocks come here as they are verified (the worker was opened with `deliver`): it cannot be routed. */
+    deliveredNow = false,
   ) {
+    if (deliveredNow) this.destination = 'here';
     this.header = new Promise((resolve, reject) => {
       this.resolveHeader = resolve;
       this.rejectHeader = reject;

@@ -2,10 +2,12 @@ import { expect } from 'chai';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { MessageChannel } from 'node:worker_threads';
 import { EdgeClient } from '../../edge/client/client.ts';
 import { startEdge, type RunningEdge } from '../../edge/server/main.ts';
 import { KvFetchPool } from '../../kdn/query/kv-fetch-pool.ts';
 import { inThreadFetcher, type KvFetcher } from '../../kdn/query/kv-fetcher.ts';
+import type { PoolReader } from '../../kdn/query/pool-transfer.ts';
 import { codecFromString, encodeKVObject, tokenHash } from '../../storage/kv-object/index.ts';
 import type { KVExpectation, KVLayerBlock } from '../../storage/kv-object/types.ts';
 import { kvTensors, tokenIds } from '../../fixtures/kv-data.ts';
@@ -137,6 +139,28 @@ describe('KvFetchPool: chunk objects received and verified on worker threads', (
     await dropped.reader.drained;
     abort.abort();
     expect(await code(layersOf(dropped.reader.layers))).to.equal('TIMEOUT');
+  });
+
+  it('delivers eagerly: blocks reach the event loop before the reader is read, and the reader cannot be routed', async () => {
+    const eager = new KvFetchPool({ edges: [edge.url], timeoutMs: 5_000, secret: TEST_EDGE_SECRET }, 1, { deliverEagerly: true });
+    try {
+      const got = await eager.open('kv/pool/fp16.kv', EXPECT, new AbortController().signal);
+      await got.reader.drained;
+      // Nothing has read the layers yet: held on the worker, they would not have been counted here.
+      expect(eager.deliveredBytes).to.be.greaterThan(0);
+      const { port1, port2 } = new MessageChannel();
+      expect((got.reader as PoolReader).route(port1)).to.equal(false);
+      port1.close();
+      port2.close();
+      const blocks: KVLayerBlock[] = [];
+      for await (const block of got.reader.layers) blocks.push(block);
+      const fromLoop = await drain(inThreadFetcher(client), 'kv/pool/fp16.kv');
+      expect(blocks.map((b) => Buffer.from(b.encoded).toString('hex'))).to.deep.equal(
+        fromLoop.map((b) => Buffer.from(b.encoded).toString('hex')),
+      );
+    } finally {
+      await eager.close();
+    }
   });
 
   it('closing the pool fails what is in flight instead of leaving it hanging', async () => {
