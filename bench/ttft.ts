@@ -25,6 +25,9 @@
  * With `--kv synthetic` the inject modes skip computing the context: every chunk object holds the same seeded random
  * KV, stored before RoPE (rotated at injection, as position-independent objects are), so long contexts of large
  * shapes are timed without a full prefill first; their first token is not compared with recompute's.
+ * Inject records give the engine thread's time placing the context per query (kv_stage_ms copying blocks to the
+ * device, kv_submit_ms recording and submitting their expansion, kv_wait_ms waiting for a staging buffer; means over
+ * the runs and warmups, from Engine.work): beside placed_ms they say whether that thread or the delivery bounds it.
  * ttft_ms is the median of --runs after --warmup, each on a new session. Every context size is measured on its
  * own, so one failing (e.g. out of memory) records an error and the run goes on; --max-seconds stops cleanly
  * between measurements and keeps what was gathered.
@@ -60,7 +63,14 @@ import { openBenchEngine, resolveTarget } from './lib/open-engine.ts';
 import { PEER_REPS, runPeer, type PeerReport } from './lib/peer.ts';
 import { median, round } from './lib/stats.ts';
 import type { BenchEngine } from './lib/synthetic-engine.ts';
-import { BLEND_SELECTIONS, kvBytesPerToken, parseModelConfig, type BlendOptions, type Session } from '../engine-adapter/index.ts';
+import {
+  BLEND_SELECTIONS,
+  kvBytesPerToken,
+  parseModelConfig,
+  type BlendOptions,
+  type KvWriteWork,
+  type Session,
+} from '../engine-adapter/index.ts';
 import { randomTokenIds } from './lib/token-ids.ts';
 import { kvTensors } from '../fixtures/kv-data.ts';
 import { BenchTransform, spectralKV } from './lib/bench-transform.ts';
@@ -218,6 +228,9 @@ function record(
     runs: null,
     bytes: null,
     loop_block_bytes: null,
+    kv_stage_ms: null,
+    kv_submit_ms: null,
+    kv_wait_ms: null,
     reserve_ms: null,
     fetch_ms: null,
     fetch_wait_ms: null,
@@ -381,6 +394,12 @@ interface InjectRun {
   first: number;
   /** Blend modes: the context tokens recomputed. */
   recomputed: number | null;
+}
+
+/** The engine thread's time placing injected KV (engine-work.ts), per query over `queries` (warmups included). */
+function kvWriteMsPerQuery(before: KvWriteWork, after: KvWriteWork, queries: number) {
+  const ms = (seconds: (w: KvWriteWork) => number): number => round(((seconds(after) - seconds(before)) * 1000) / queries);
+  return { kv_stage_ms: ms((w) => w.stageSeconds), kv_submit_ms: ms((w) => w.submitSeconds), kv_wait_ms: ms((w) => w.waitSeconds) };
 }
 
 /**
@@ -629,7 +648,9 @@ async function measureContext(
             const pool = pools.get(via);
             const loopBytesBefore = pool?.deliveredBytes ?? 0;
             const buffersBefore = pool?.receiveBuffers;
+            const writesBefore = (await engine.work()).kvWrites;
             const m = await measureInject(engine, via, modeKeys, contextIds.length, questionIds, path, a, chunkIds);
+            const writes = kvWriteMsPerQuery(writesBefore, (await engine.work()).kvWrites, a.warmup + a.runs);
             const loopBytes = pool ? pool.deliveredBytes - loopBytesBefore : null;
             const reusedShare = pool && buffersBefore ? reuseShare(buffersBefore, pool.receiveBuffers) : null;
             // The fast path's figure must be the fast path's: not one object may have come over the socket.
@@ -644,6 +665,7 @@ async function measureContext(
               runs: a.runs,
               bytes: last.bytes,
               loop_block_bytes: loopBytes,
+              ...writes,
               ...(pool ? { receive_buffer_mib: a.receiveBufferMib, receive_reused_share: reusedShare } : {}),
               reserve_ms: round(median(m.results.map((r) => r.reserveMs))),
               inject_path: path,

@@ -2,6 +2,7 @@ import { KdnError } from '../common/errors.ts';
 import type { TransformTable } from '../storage/kv-object/codecs/transform-table.ts';
 import type { KVHeader, KVLayerBlock, KVTensors } from '../storage/kv-object/types.ts';
 import type { LayerGate } from './layer-gates.ts';
+import type { KvWriteWork } from './engine-work.ts';
 import type { BackendName } from './types.ts';
 
 /** Per-session KV storage owned by a backend (host arrays for cpu, GPU buffers for webgpu). */
@@ -151,6 +152,8 @@ export interface ForwardBackend {
   settleKVWrites(cache: KVCacheHandle): Promise<void>;
   /** Starts every layer written so far on its way into the cache (no waiting): a gated forward may read them next. */
   flushKVWrites(cache: KVCacheHandle): void;
+  /** The host side of every writeKVLayer and flush so far, over all caches. */
+  kvWrites(): KvWriteWork;
   /**
    * Makes a verified transform-codec table usable for the blocks that name it (the webgpu backend uploads it; the
    * cpu backend decodes through the storage codec, which finds it in the process's table registry).

@@ -128,7 +128,7 @@ class ModelEngine implements Engine {
   }
 
   async work(): Promise<EngineWork> {
-    return this.meter.snapshot(this.decoder?.stats.sequences);
+    return this.meter.snapshot(this.decoder?.stats.sequences ?? 0, this.forward.kvWrites());
   }
 
   async dispose(): Promise<void> {

@@ -12,6 +12,28 @@ export interface EngineWork {
   calls: Record<EngineCall, { count: number; seconds: number }>;
   /** Sequences the batched decode steps (calls.batchForward) carried together. */
   batchSequences: number;
+  kvWrites: KvWriteWork;
+}
+
+/**
+ * The host side of placing injected KV layer blocks (ForwardBackend.writeKVLayer), which runs on the engine's thread
+ * beside its compute calls: where an injected context's placing lags its arrival, these say whether the thread was
+ * copying, submitting or waiting on the device.
+ */
+export interface KvWriteWork {
+  blocks: number;
+  /** Encoded bytes of those blocks. */
+  bytes: number;
+  /** Copying blocks to where the device reads them (WebGPU: mapped staging buffers; CPU: decoding into the cache). */
+  stageSeconds: number;
+  /** Recording the blocks' expansion into the cache and submitting it with their upload (WebGPU). */
+  submitSeconds: number;
+  /** Waiting for a staging buffer the device was still reading (WebGPU); the thread may run other work meanwhile. */
+  waitSeconds: number;
+}
+
+export function noKvWrites(): KvWriteWork {
+  return { blocks: 0, bytes: 0, stageSeconds: 0, submitSeconds: 0, waitSeconds: 0 };
 }
 
 /** Counts the compute calls of one engine (see EngineWork). */
@@ -30,9 +52,9 @@ export class WorkMeter {
     }
   }
 
-  /** The counts so far; `batchSequences` from the engine's decode batcher, if it has one. */
-  snapshot(batchSequences = 0): EngineWork {
+  /** The counts so far; `batchSequences` from the engine's decode batcher, if it has one, `kvWrites` from its backend. */
+  snapshot(batchSequences: number, kvWrites: KvWriteWork): EngineWork {
     const calls = Object.fromEntries(ENGINE_CALLS.map((c) => [c, { ...this.calls[c] }])) as EngineWork['calls'];
-    return { calls, batchSequences };
+    return { calls, batchSequences, kvWrites: { ...kvWrites } };
   }
 }

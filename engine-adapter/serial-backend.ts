@@ -1,5 +1,5 @@
 import type { BatchSequence, BlendOutput, BlendPlan, ForwardBackend, KVCacheHandle, KVRows } from './backend.ts';
-import type { EngineCall, WorkMeter } from './engine-work.ts';
+import type { EngineCall, KvWriteWork, WorkMeter } from './engine-work.ts';
 import type { LayerGate } from './layer-gates.ts';
 import type { BackendName } from './types.ts';
 import type { TransformTable } from '../storage/kv-object/codecs/transform-table.ts';
@@ -85,6 +85,10 @@ export class SerialBackend implements ForwardBackend {
 
   flushKVWrites(cache: KVCacheHandle): void {
     this.inner.flushKVWrites(cache);
+  }
+
+  kvWrites(): KvWriteWork {
+    return this.inner.kvWrites();
   }
 
   reserveKV(cache: KVCacheHandle, tokens: number): Promise<void> {

@@ -192,7 +192,7 @@ export async function createSyntheticEngine(name: string, hfConfig: HfConfig, op
     device: backend.device,
     createSession: (capacity: number): Session => new BackendSession(backend, model, capacity, hot),
     useTransformTable: async (table) => backend.useTransformTable(transformTables.register(table)),
-    work: async () => meter.snapshot(),
+    work: async () => meter.snapshot(0, backend.kvWrites()),
     dispose: () => {
       hot.clear();
       return backend.dispose();

@@ -9,6 +9,7 @@ import {
   type KVCacheHandle,
   type KVRows,
 } from '../backend.ts';
+import { noKvWrites, type KvWriteWork } from '../engine-work.ts';
 import type { LayerGate } from '../layer-gates.ts';
 import type { ModelConfig } from '../model/config.ts';
 import type { ModelWeights } from '../model/weights.ts';
@@ -32,6 +33,7 @@ export class CpuBackend implements ForwardBackend {
   private readonly c: ModelConfig;
   private readonly invFreq: Float32Array;
   private readonly tokenStride: number;
+  private readonly writes = noKvWrites();
 
   constructor(private readonly weights: ModelWeights) {
     this.c = weights.config;
@@ -100,6 +102,7 @@ export class CpuBackend implements ForwardBackend {
   }
 
   async writeKVLayer(cache: KVCacheHandle, header: KVHeader, block: KVLayerBlock, position: number): Promise<void> {
+    const began = performance.now();
     const kv = this.own(cache);
     const { c, tokenStride } = this;
     if (block.layer < 0 || block.layer >= c.layers)
@@ -115,6 +118,8 @@ export class CpuBackend implements ForwardBackend {
     }
     kv.reserve(position + header.tokens);
     const target = kv.keys[block.layer]!.subarray(position * tokenStride, position * tokenStride + size);
+    this.writes.blocks++;
+    this.writes.bytes += block.encoded.byteLength;
     if (header.ropeApplied) {
       rerotate(target, keys, header.tokens, c.kvHeads, c.headDim, position - header.positionBase, this.invFreq);
     } else {
@@ -123,6 +128,11 @@ export class CpuBackend implements ForwardBackend {
       applyRope(target, keys, header.tokens, c.kvHeads, c.headDim, positions, this.invFreq);
     }
     kv.values[block.layer]!.set(values, position * tokenStride);
+    this.writes.stageSeconds += (performance.now() - began) / 1000;
+  }
+
+  kvWrites(): KvWriteWork {
+    return { ...this.writes };
   }
 
   // Writes land in host memory as they are made: nothing is pending.

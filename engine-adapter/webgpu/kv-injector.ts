@@ -13,6 +13,7 @@
  * error-scope check instead of one of each per block.
  */
 import { KdnError } from '../../common/errors.ts';
+import { noKvWrites, type KvWriteWork } from '../engine-work.ts';
 import { withErrorScopes } from './device.ts';
 import { Usage, type GpuContext, type Recorder } from './gpu-context.ts';
 
@@ -76,6 +77,7 @@ export class KvInjector<J> {
   private jobs = new Map<string, Staged<J>[]>();
   /** Error-scope checks of submitted batches not yet awaited. */
   private checks: Promise<void>[] = [];
+  private readonly counts = noKvWrites();
 
   constructor(
     private readonly ctx: GpuContext,
@@ -91,12 +93,21 @@ export class KvInjector<J> {
     const size = Math.ceil(bytes.length / ALIGN) * ALIGN;
     // Re-checked after every wait: another session's writes may have filled or flushed the slot meanwhile.
     while (this.current === null || this.used + size > this.current.bytes) await this.take(size);
+    const began = performance.now();
     this.current.range!.set(bytes, this.used);
     const key = this.expander.batchKey(job);
     const batch = this.jobs.get(key);
     if (batch) batch.push({ job, offset: this.used });
     else this.jobs.set(key, [{ job, offset: this.used }]);
     this.used += size;
+    this.counts.blocks++;
+    this.counts.bytes += bytes.length;
+    this.counts.stageSeconds += (performance.now() - began) / 1000;
+  }
+
+  /** The host side of the writes and batches so far (engine-work.ts). */
+  work(): KvWriteWork {
+    return { ...this.counts };
   }
 
   /**
@@ -122,6 +133,7 @@ export class KvInjector<J> {
 
   /** Submits the pending batch now (e.g. before a cache it writes to is destroyed); errors surface at settle. */
   flush(): void {
+    const began = performance.now();
     if (this.jobs.size > 0) this.recorder();
     const slot = this.current;
     const rec = this.pending;
@@ -139,11 +151,13 @@ export class KvInjector<J> {
       slot.sent = ++this.sends;
     }
     this.used = 0;
-    if (rec === null) return;
-    // The batch's completion is not awaited: later submissions queue behind it.
-    const check = withErrorScopes(this.ctx.device, 'KV injection', () => void rec.submit());
-    check.catch(() => undefined);
-    this.checks.push(check);
+    if (rec !== null) {
+      // The batch's completion is not awaited: later submissions queue behind it.
+      const check = withErrorScopes(this.ctx.device, 'KV injection', () => void rec.submit());
+      check.catch(() => undefined);
+      this.checks.push(check);
+    }
+    this.counts.submitSeconds += (performance.now() - began) / 1000;
   }
 
   destroy(): void {
@@ -169,7 +183,9 @@ export class KvInjector<J> {
     }
     if (slot === undefined) {
       slot = this.pool.reduce((first, s) => (s.sent < first.sent ? s : first));
+      const began = performance.now();
       await slot.ready;
+      this.counts.waitSeconds += (performance.now() - began) / 1000;
     }
     // Meanwhile another writer may have installed a slot, or used this one and sent it back to be mapped again.
     if (this.current !== null || slot.staging.mapState !== 'mapped') return;

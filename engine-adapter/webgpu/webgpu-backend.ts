@@ -26,6 +26,7 @@ import { ForwardScratch } from './forward-scratch.ts';
 import { GpuContext, type Recorder } from './gpu-context.ts';
 import { GpuKVCache } from './gpu-kv-cache.ts';
 import { KvBufferPool } from './kv-buffer-pool.ts';
+import type { KvWriteWork } from '../engine-work.ts';
 import { KvInjector } from './kv-injector.ts';
 import { GPU_EXPANDERS } from './gpu-expanders.ts';
 import { GpuTransformTables } from './gpu-transform-tables.ts';
@@ -323,6 +324,10 @@ export class WebGpuBackend implements ForwardBackend {
     this.alive();
     this.own(handle);
     this.parts.injector.flush();
+  }
+
+  kvWrites(): KvWriteWork {
+    return this.parts.injector.work();
   }
 
   async dispose(): Promise<void> {

@@ -70,11 +70,12 @@ export class KdnMetrics {
       return read;
     };
     // Each counter is set to the engine's own running total at every scrape.
-    const counter = (name: string, help: string, values: (work: EngineWork) => [{ call?: EngineCall }, number][]): void => {
+    type Labels = { call?: EngineCall; part?: 'stage' | 'submit' | 'wait' };
+    const counter = (name: string, help: string, values: (work: EngineWork) => [Labels, number][]): void => {
       new Counter({
         name,
         help,
-        labelNames: ['call'],
+        labelNames: ['call', 'part'],
         registers: [this.registry],
         async collect() {
           const work = await current();
@@ -100,6 +101,20 @@ export class KdnMetrics {
       'kdn_engine_batch_sequences_total',
       'Sequences carried by batched decode steps (divide by kdn_engine_calls_total{call="batchForward"})',
       (work) => [[{}, work.batchSequences]],
+    );
+    counter('kdn_engine_kv_blocks_total', 'Injected KV layer blocks the engine placed in its caches', (work) => [
+      [{}, work.kvWrites.blocks],
+    ]);
+    counter('kdn_engine_kv_bytes_total', 'Encoded bytes of those blocks', (work) => [[{}, work.kvWrites.bytes]]);
+    counter(
+      'kdn_engine_kv_write_seconds_total',
+      "The engine thread's time placing injected KV, by part: copying blocks to the device (stage), recording and " +
+        'submitting their expansion (submit), waiting for a staging buffer the device still reads (wait)',
+      (work) => [
+        [{ part: 'stage' }, work.kvWrites.stageSeconds],
+        [{ part: 'submit' }, work.kvWrites.submitSeconds],
+        [{ part: 'wait' }, work.kvWrites.waitSeconds],
+      ],
     );
   }
 }

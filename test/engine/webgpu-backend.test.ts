@@ -217,10 +217,22 @@ describe('webgpu backend vs the CPU backend on tiny models', () => {
         const injected = gpu.createKVCache(64);
         // Reserved up front, as a query does: the injected rows land in the cache's only allocation.
         await gpu.reserveKV(injected, 64);
+        const [gpuBefore, cpuBefore] = [gpu.kvWrites(), cpu.kvWrites()];
         await inject(gpu, injected, kv, header(kv, 0, true), 0);
         const got = await gpu.forward(injected, b, a.length, 'all');
         const reference = cpu.createKVCache(64);
         await inject(cpu, reference, kv, header(kv, 0, true), 0);
+        // Both count the blocks and their bytes; the GPU's forward submitted what the writes staged.
+        const bytes = blocks(kv, header(kv, 0, true)).reduce((n, block) => n + block.encoded.length, 0);
+        for (const [after, before] of [
+          [gpu.kvWrites(), gpuBefore],
+          [cpu.kvWrites(), cpuBefore],
+        ] as const) {
+          expect(after.blocks - before.blocks).to.equal(weightsConfig.layers);
+          expect(after.bytes - before.bytes).to.equal(bytes);
+          expect(after.stageSeconds).to.be.greaterThan(before.stageSeconds);
+        }
+        expect(gpu.kvWrites().submitSeconds).to.be.greaterThan(gpuBefore.submitSeconds);
         expectClose(got, await cpu.forward(reference, b, a.length, 'all'), tol().logits, 0, 'logits vs cpu');
         // Both roundings at once on tensor cores: the injected KV's fp16 and the activations'.
         const vsPrefill = FP16_INJECT_LOGIT_ATOL + (tol().logits === TENSOR_ATOL ? TENSOR_ATOL : 0);

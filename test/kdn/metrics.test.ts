@@ -14,15 +14,19 @@ describe('kdn metrics: the engine work counters', () => {
     const metrics = new KdnMetrics(async (): Promise<EngineWork> => {
       reads++;
       if (failing) throw new Error('the engine thread exited');
-      return meter.snapshot(7);
+      return meter.snapshot(7, { blocks: 64, bytes: 4096, stageSeconds: 0.5, submitSeconds: 0.25, waitSeconds: 0.125 });
     });
     await meter.time('forward', () => new Promise((resolve) => setTimeout(resolve, 20)));
     await meter.time('batchForward', async () => undefined);
     const first = await metrics.registry.metrics();
-    expect(reads, 'one read for the three counters').to.equal(1);
+    expect(reads, 'one read for all the engine counters').to.equal(1);
     expect(first).to.match(/^kdn_engine_calls_total\{call="forward"\} 1$/m);
     expect(first).to.match(/^kdn_engine_calls_total\{call="batchForward"\} 1$/m);
     expect(first).to.match(/^kdn_engine_batch_sequences_total 7$/m);
+    expect(first).to.match(/^kdn_engine_kv_blocks_total 64$/m);
+    expect(first).to.match(/^kdn_engine_kv_bytes_total 4096$/m);
+    expect(first).to.match(/^kdn_engine_kv_write_seconds_total\{part="stage"\} 0.5$/m);
+    expect(first).to.match(/^kdn_engine_kv_write_seconds_total\{part="wait"\} 0.125$/m);
     const busy = Number(/^kdn_engine_busy_seconds_total\{call="forward"\} (\S+)$/m.exec(first)?.[1]);
     expect(busy).to.be.within(0.015, 5);
     for (const call of ENGINE_CALLS) expect(first).to.contain(`kdn_engine_calls_total{call="${call}"}`);

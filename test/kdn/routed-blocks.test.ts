@@ -84,12 +84,16 @@ describe('KV blocks routed from the fetch threads to the engine thread', functio
   it('hands no layer bytes to the event loop and answers as recompute does', async () => {
     const pool = new KvFetchPool({ edges: [edge.url], timeoutMs: 5_000, secret: TEST_EDGE_SECRET }, 2, { sharedMemory: false });
     try {
+      const before = (await engine.work()).kvWrites;
       const injected = await query(pool, 'inject');
+      const after = (await engine.work()).kvWrites;
       const recomputed = await query(pool, 'recompute');
       expect(injected.chunks.map((c) => c.tier)).to.not.include('computed');
       expect(injected.tokens.reused).to.equal(injected.tokens.context);
       expect(injected.bytes).to.be.greaterThan(0);
       expect(pool.deliveredBytes).to.equal(0);
+      // The engine's thread reports the blocks it placed: every layer of every piece.
+      expect(after.blocks - before.blocks).to.equal(pieces.length * engine.info.layers);
       expect(injected.answer).to.equal(recomputed.answer);
     } finally {
       await pool.close();
