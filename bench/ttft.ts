@@ -26,8 +26,9 @@
  * KV, stored before RoPE (rotated at injection, as position-independent objects are), so long contexts of large
  * shapes are timed without a full prefill first; their first token is not compared with recompute's.
  * Inject records give the engine thread's time placing the context per query (kv_stage_ms copying blocks to the
- * device, kv_submit_ms recording and submitting their expansion, kv_wait_ms waiting for a staging buffer; means over
- * the runs and warmups, from Engine.work): beside placed_ms they say whether that thread or the delivery bounds it.
+ * device, kv_submit_ms recording and submitting their expansion in kv_submits batches of kv_dispatches dispatches,
+ * kv_wait_ms waiting for a staging buffer; means over the runs and warmups, from Engine.work): beside placed_ms they
+ * say whether that thread or the delivery bounds it.
  * ttft_ms is the median of --runs after --warmup, each on a new session. Every context size is measured on its
  * own, so one failing (e.g. out of memory) records an error and the run goes on; --max-seconds stops cleanly
  * between measurements and keeps what was gathered.
@@ -231,6 +232,8 @@ function record(
     kv_stage_ms: null,
     kv_submit_ms: null,
     kv_wait_ms: null,
+    kv_submits: null,
+    kv_dispatches: null,
     reserve_ms: null,
     fetch_ms: null,
     fetch_wait_ms: null,
@@ -399,7 +402,14 @@ interface InjectRun {
 /** The engine thread's time placing injected KV (engine-work.ts), per query over `queries` (warmups included). */
 function kvWriteMsPerQuery(before: KvWriteWork, after: KvWriteWork, queries: number) {
   const ms = (seconds: (w: KvWriteWork) => number): number => round(((seconds(after) - seconds(before)) * 1000) / queries);
-  return { kv_stage_ms: ms((w) => w.stageSeconds), kv_submit_ms: ms((w) => w.submitSeconds), kv_wait_ms: ms((w) => w.waitSeconds) };
+  const per = (count: (w: KvWriteWork) => number): number => round((count(after) - count(before)) / queries);
+  return {
+    kv_stage_ms: ms((w) => w.stageSeconds),
+    kv_submit_ms: ms((w) => w.submitSeconds),
+    kv_wait_ms: ms((w) => w.waitSeconds),
+    kv_submits: per((w) => w.submits),
+    kv_dispatches: per((w) => w.dispatches),
+  };
 }
 
 /**

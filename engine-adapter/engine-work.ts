@@ -30,10 +30,14 @@ export interface KvWriteWork {
   submitSeconds: number;
   /** Waiting for a staging buffer the device was still reading (WebGPU); the thread may run other work meanwhile. */
   waitSeconds: number;
+  /** Batches submitted (WebGPU: a staging buffer's upload with the expansions recorded since the last one). */
+  submits: number;
+  /** Expansion dispatches those batches recorded (WebGPU). */
+  dispatches: number;
 }
 
 export function noKvWrites(): KvWriteWork {
-  return { blocks: 0, bytes: 0, stageSeconds: 0, submitSeconds: 0, waitSeconds: 0 };
+  return { blocks: 0, bytes: 0, stageSeconds: 0, submitSeconds: 0, waitSeconds: 0, submits: 0, dispatches: 0 };
 }
 
 /** Counts the compute calls of one engine (see EngineWork). */

@@ -152,6 +152,8 @@ export class KvInjector<J> {
     }
     this.used = 0;
     if (rec !== null) {
+      this.counts.submits++;
+      this.counts.dispatches += rec.counts().dispatches;
       // The batch's completion is not awaited: later submissions queue behind it.
       const check = withErrorScopes(this.ctx.device, 'KV injection', () => void rec.submit());
       check.catch(() => undefined);

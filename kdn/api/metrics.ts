@@ -106,6 +106,9 @@ export class KdnMetrics {
       [{}, work.kvWrites.blocks],
     ]);
     counter('kdn_engine_kv_bytes_total', 'Encoded bytes of those blocks', (work) => [[{}, work.kvWrites.bytes]]);
+    counter('kdn_engine_kv_dispatches_total', "Dispatches expanding those blocks in the device's cache", (work) => [
+      [{}, work.kvWrites.dispatches],
+    ]);
     counter(
       'kdn_engine_kv_write_seconds_total',
       "The engine thread's time placing injected KV, by part: copying blocks to the device (stage), recording and " +

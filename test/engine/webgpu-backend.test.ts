@@ -233,6 +233,9 @@ describe('webgpu backend vs the CPU backend on tiny models', () => {
           expect(after.stageSeconds).to.be.greaterThan(before.stageSeconds);
         }
         expect(gpu.kvWrites().submitSeconds).to.be.greaterThan(gpuBefore.submitSeconds);
+        expect(gpu.kvWrites().submits).to.be.greaterThan(gpuBefore.submits);
+        // One dequantization (fp16 here) per layer at least; the keys were stored rotated at their position.
+        expect(gpu.kvWrites().dispatches - gpuBefore.dispatches).to.be.at.least(weightsConfig.layers);
         expectClose(got, await cpu.forward(reference, b, a.length, 'all'), tol().logits, 0, 'logits vs cpu');
         // Both roundings at once on tensor cores: the injected KV's fp16 and the activations'.
         const vsPrefill = FP16_INJECT_LOGIT_ATOL + (tol().logits === TENSOR_ATOL ? TENSOR_ATOL : 0);

@@ -14,7 +14,15 @@ describe('kdn metrics: the engine work counters', () => {
     const metrics = new KdnMetrics(async (): Promise<EngineWork> => {
       reads++;
       if (failing) throw new Error('the engine thread exited');
-      return meter.snapshot(7, { blocks: 64, bytes: 4096, stageSeconds: 0.5, submitSeconds: 0.25, waitSeconds: 0.125 });
+      return meter.snapshot(7, {
+        blocks: 64,
+        bytes: 4096,
+        stageSeconds: 0.5,
+        submitSeconds: 0.25,
+        waitSeconds: 0.125,
+        submits: 3,
+        dispatches: 40,
+      });
     });
     await meter.time('forward', () => new Promise((resolve) => setTimeout(resolve, 20)));
     await meter.time('batchForward', async () => undefined);
