@@ -1,12 +1,15 @@
 /**
  * Batches KV injection. Layer blocks are copied into mapped staging buffers (a pool, re-mapped with mapAsync once
- * the GPU is done with them), each staging buffer is copied on the GPU into its device-side twin, and the
- * blocks' expansion into the cache (dequantization, re-rotation) is recorded into one pending submission. A batch
- * is submitted when its staging buffer fills, when a session settles its writes, or before any other GPU work.
+ * the GPU is done with them); each staging buffer, once full, is copied on the GPU into the next region of one
+ * device-side upload ring. The blocks' expansion into the cache (dequantization, re-rotation) is recorded later, when
+ * something needs it: a forward waiting on the cache (flush), a session settling its writes, or the ring coming round
+ * to regions whose blocks are not expanded yet.
  *
- * Expansions are recorded when their staging buffer is submitted, grouped by a key the caller gives (the same
- * layer of the same cache, the same codec and length): one dispatch then expands the blocks of many chunks. On the
- * H100 each dispatch costs the host about 30 us of encoding, and an 8k-token 8B context is 1024 layer blocks.
+ * Expansions are grouped by a key the caller gives (the same layer of the same cache, the same codec and length): one
+ * dispatch then expands the blocks of many chunks, from every staging buffer filled since the last recording, since
+ * they all lie in the one ring. Recording each staging buffer's blocks on its own gave about one dispatch per block,
+ * as an object's layers arrive together, and each dispatch costs the host 20-40 us of recording and encoding; an
+ * 8k-token 8B context is 1024 layer blocks.
  *
  * Why not queue.writeBuffer: on the H100 through Dawn/Vulkan it moves 0.5-0.7 GB/s, a reused mapped pool about
  * 4 GB/s (tools/gpu/upload-bandwidth.ts); and a staging buffer of many blocks costs one submission and one
@@ -26,16 +29,20 @@ import { Usage, type GpuContext, type Recorder } from './gpu-context.ts';
  */
 const STAGING_BYTES = 16 * 1024 * 1024;
 const POOL_BYTES = 256 * 1024 * 1024;
+/** The upload ring, unless the adapter's storage bindings are smaller (its expansions bind it whole). */
+const RING_BYTES = 256 * 1024 * 1024;
+/** Regions of the ring start on this boundary (a buffer copy's offset must be a multiple of 4, a job's of 16). */
+const RING_ALIGN = 256;
 /** Blocks start on 16-byte boundaries: the expansion kernels read whole words from them. */
 const ALIGN = 16;
 const MAP_WRITE = 0x2;
 const MAP_MODE_WRITE = 0x2;
 
-/** A host-writable staging buffer and the storage buffer the kernels read its bytes from. */
+/** A host-writable staging buffer, and where in the upload ring its bytes go. */
 interface Slot {
   staging: GPUBuffer;
-  device: GPUBuffer;
   bytes: number;
+  ringOffset: number;
   /** Resolves once the staging buffer is mapped again (the GPU finished the batch that used it). */
   ready: Promise<void>;
   range: Uint8Array | null;
@@ -48,9 +55,11 @@ export interface StagingSizes {
   slot?: number;
   /** Bytes the pool grows to before writes wait for buffers the GPU still reads. */
   pool?: number;
+  /** Bytes of the upload ring (tests make it small to wrap it often). */
+  ring?: number;
 }
 
-/** A staged block's expansion job and the byte offset of its bytes in the staging buffer's device-side twin. */
+/** A staged block's expansion job and the byte offset of its bytes in the upload ring. */
 export interface Staged<J> {
   job: J;
   offset: number;
@@ -69,11 +78,15 @@ export class KvInjector<J> {
   private sends = 0;
   private readonly slotBytes: number;
   private readonly poolBytes: number;
+  private readonly ringBytes: number;
+  private ring: GPUBuffer | null = null;
+  /** Where the next slot's region of the ring starts. */
+  private ringEnd = 0;
   /** The slot being filled, its fill level, and the batch recording the expansions that read it. */
   private current: Slot | null = null;
   private used = 0;
   private pending: Recorder | null = null;
-  /** Jobs staged in the current slot and not yet recorded, by batch key (a Map keeps the order written). */
+  /** Jobs staged and not yet recorded, by batch key (a Map keeps the order written), their bytes in the ring. */
   private jobs = new Map<string, Staged<J>[]>();
   /** Error-scope checks of submitted batches not yet awaited. */
   private checks: Promise<void>[] = [];
@@ -86,6 +99,7 @@ export class KvInjector<J> {
   ) {
     this.slotBytes = sizes.slot ?? STAGING_BYTES;
     this.poolBytes = sizes.pool ?? POOL_BYTES;
+    this.ringBytes = Math.min(sizes.ring ?? RING_BYTES, ctx.maxStorageBytes);
   }
 
   /** Stages `bytes` for `job`, recorded with its batch when the slot is submitted. Resolves once they are copied. */
@@ -96,9 +110,10 @@ export class KvInjector<J> {
     const began = performance.now();
     this.current.range!.set(bytes, this.used);
     const key = this.expander.batchKey(job);
+    const offset = this.current.ringOffset + this.used;
     const batch = this.jobs.get(key);
-    if (batch) batch.push({ job, offset: this.used });
-    else this.jobs.set(key, [{ job, offset: this.used }]);
+    if (batch) batch.push({ job, offset });
+    else this.jobs.set(key, [{ job, offset }]);
     this.used += size;
     this.counts.blocks++;
     this.counts.bytes += bytes.length;
@@ -117,7 +132,7 @@ export class KvInjector<J> {
   recorder(): Recorder {
     this.pending ??= this.ctx.recorder();
     if (this.jobs.size > 0) {
-      for (const batch of this.jobs.values()) this.expander.record(this.pending, this.current!.device, batch);
+      for (const batch of this.jobs.values()) this.expander.record(this.pending, this.ring!, batch);
       this.jobs.clear();
     }
     return this.pending;
@@ -131,26 +146,16 @@ export class KvInjector<J> {
     await Promise.all(checks);
   }
 
-  /** Submits the pending batch now (e.g. before a cache it writes to is destroyed); errors surface at settle. */
+  /**
+   * Uploads what is staged and submits every expansion not yet recorded, now (e.g. for a forward that reads the cache,
+   * or before a cache it writes to is destroyed); errors surface at settle.
+   */
   flush(): void {
     const began = performance.now();
     if (this.jobs.size > 0) this.recorder();
-    const slot = this.current;
     const rec = this.pending;
-    this.current = null;
     this.pending = null;
-    if (slot !== null) {
-      slot.range = null;
-      slot.staging.unmap();
-      if (this.used > 0) {
-        const encoder = this.ctx.device.createCommandEncoder();
-        encoder.copyBufferToBuffer(slot.staging, 0, slot.device, 0, this.used);
-        this.ctx.device.queue.submit([encoder.finish()]);
-      }
-      slot.ready = this.remap(slot);
-      slot.sent = ++this.sends;
-    }
-    this.used = 0;
+    this.upload();
     if (rec !== null) {
       this.counts.submits++;
       this.counts.dispatches += rec.counts().dispatches;
@@ -164,11 +169,28 @@ export class KvInjector<J> {
 
   destroy(): void {
     this.flush();
-    for (const slot of this.pool) {
-      slot.staging.destroy();
-      slot.device.destroy();
-    }
+    for (const slot of this.pool) slot.staging.destroy();
     this.pool.length = 0;
+    this.ring?.destroy();
+    this.ring = null;
+  }
+
+  /** Sends the current slot's bytes to its region of the ring (a submission of its own, before any that reads them). */
+  private upload(): void {
+    const slot = this.current;
+    this.current = null;
+    if (slot !== null) {
+      slot.range = null;
+      slot.staging.unmap();
+      if (this.used > 0) {
+        const encoder = this.ctx.device.createCommandEncoder();
+        encoder.copyBufferToBuffer(slot.staging, 0, this.ring!, slot.ringOffset, this.used);
+        this.ctx.device.queue.submit([encoder.finish()]);
+      }
+      slot.ready = this.remap(slot);
+      slot.sent = ++this.sends;
+    }
+    this.used = 0;
   }
 
   /**
@@ -176,7 +198,7 @@ export class KvInjector<J> {
    * another writer installed one while this waited (the caller then re-checks for room).
    */
   private async take(size: number): Promise<void> {
-    this.flush();
+    this.upload();
     const need = Math.max(this.slotBytes, size);
     let slot = this.pool.find((s) => s.staging.mapState === 'mapped' && s.bytes >= size);
     if (slot === undefined && (this.pool.length === 0 || this.pool.reduce((n, s) => n + s.bytes, 0) + need <= this.poolBytes)) {
@@ -193,12 +215,33 @@ export class KvInjector<J> {
     if (this.current !== null || slot.staging.mapState !== 'mapped') return;
     if (slot.bytes < size) {
       slot.staging.destroy();
-      slot.device.destroy();
       Object.assign(slot, this.allocate(size));
     }
+    slot.ringOffset = this.ringRegion(slot.bytes);
     slot.range ??= new Uint8Array(slot.staging.getMappedRange());
     this.current = slot;
     this.used = 0;
+  }
+
+  /**
+   * The start of the next `bytes` of the ring. Where they would pass its end, the ring starts over from the front, once
+   * every expansion still to read the old bytes there is submitted (the GPU runs submissions in order, so they read
+   * them before the next upload overwrites them). A ring too small for `bytes` is replaced by a larger one.
+   */
+  private ringRegion(bytes: number): number {
+    if (this.ring === null || this.ring.size < bytes) {
+      if (this.ring !== null) this.flush();
+      this.ring?.destroy();
+      this.ring = this.ctx.storage(Math.max(this.ringBytes, bytes), 'KV upload ring');
+      this.ringEnd = 0;
+    }
+    if (this.ringEnd + bytes > this.ring.size) {
+      this.flush();
+      this.ringEnd = 0;
+    }
+    const offset = this.ringEnd;
+    this.ringEnd = Math.ceil((offset + bytes) / RING_ALIGN) * RING_ALIGN;
+    return offset;
   }
 
   private allocate(bytes: number): Slot {
@@ -213,7 +256,7 @@ export class KvInjector<J> {
       mappedAtCreation: true,
       label: 'KV staging',
     });
-    return { staging, device: this.ctx.storage(bytes, 'KV upload'), bytes, ready: Promise.resolve(), range: null, sent: 0 };
+    return { staging, bytes, ringOffset: 0, ready: Promise.resolve(), range: null, sent: 0 };
   }
 
   private remap(slot: Slot): Promise<void> {

@@ -51,10 +51,11 @@ describe('webgpu KV injector: staged uploads expanded on the GPU', () => {
   }
 
   // 1 KiB staging buffers in a 4 KiB pool against blocks of 256-768 bytes: 40 blocks fill a buffer every one to four
-  // writes, so the pool of four goes round several times, waiting for buffers the GPU finished with. With the default
-  // sizes all 40 wait in one, and each size's batch outgrows one dispatch's MAX_JOBS.
-  for (const sizes of [{ slot: 1024, pool: 4096 }, {}]) {
-    it(`lands every block where its job put it (${sizes.slot ?? 'default'}-byte staging buffers)`, async () => {
+  // writes, so the pool of four goes round several times, waiting for buffers the GPU finished with; an upload ring of
+  // 2.5 KiB starts over every two buffers, one of 1 KiB at every buffer, with blocks not yet expanded in it each time.
+  // With the default sizes all 40 wait in one, and each size's batch outgrows one dispatch's MAX_JOBS.
+  for (const sizes of [{ slot: 1024, pool: 4096 }, { slot: 1024, pool: 4096, ring: 2560 }, { slot: 1024, pool: 4096, ring: 1024 }, {}]) {
+    it(`lands every block where its job put it (${sizes.slot ?? 'default'}-byte staging buffers, ${sizes.ring ?? 'default'}-byte ring)`, async () => {
       const injector = new KvInjector(ctx, fp16Expander(ctx), sizes);
       const n = 256;
       const blocks = Array.from({ length: 40 }, (_, i) => block((n * (1 + (i % 3))) / 4, i + 1));
@@ -105,8 +106,13 @@ describe('webgpu KV injector: staged uploads expanded on the GPU', () => {
     injector.destroy();
   });
 
-  it('takes a block larger than its staging buffers (a buffer of that size joins the pool)', async () => {
-    const injector = new KvInjector(ctx, fp16Expander(ctx), { slot: 1024, pool: 4096 });
+  it('takes a block larger than its staging buffers and its ring (a buffer of that size joins the pool, the ring grows)', async () => {
+    const injector = new KvInjector(ctx, fp16Expander(ctx), { slot: 1024, pool: 4096, ring: 4096 });
+    const small = block(128, 8);
+    const smallKeys = ctx.storage(128 * 4, 'small keys');
+    const smallValues = ctx.storage(128 * 4, 'small values');
+    // Staged before the ring is replaced: expanded from the old ring.
+    await injector.write(small.bytes, { keys: smallKeys, values: smallValues, n: 128, dstOffset: 0 });
     const b = block(2048, 7);
     const keys = ctx.storage(2048 * 4, 'keys');
     const values = ctx.storage(2048 * 4, 'values');
@@ -114,6 +120,8 @@ describe('webgpu KV injector: staged uploads expanded on the GPU', () => {
     await injector.settle();
     expect([...(await read(keys, 2048))]).to.deep.equal([...b.keys]);
     expect([...(await read(values, 2048))]).to.deep.equal([...b.values]);
+    expect([...(await read(smallKeys, 128))]).to.deep.equal([...small.keys]);
+    expect([...(await read(smallValues, 128))]).to.deep.equal([...small.values]);
     injector.destroy();
   });
 });
