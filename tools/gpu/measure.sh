@@ -22,7 +22,8 @@
 #   blend    the blend kernels' and backend's tests, then 8B and 1B TTFT at 8k and 32k in 8 chunks: blend against
 #            injection (int4, synthetic KV) and the peer (bench/results/ttft-blend-gpu.json)               ~6 min
 #   fidelity the fidelity benchmark's whole grid on the shipped model (oracle rows too), one run per set   ~9 min
-#   expand   the transform-codec expansion test, then its GB/s (fp16-equivalent) against int4, 8B and 1B head shapes
+#   expand   the transform-codec expansion test, then its GB/s (fp16-equivalent) against int4, 8B and 1B head shapes;
+#            the injector's host side (staging, submitting, dispatches) for an 8B 8k int4 context
 #   delivery 8B TTFT at 8k and 16k in one run (synthetic KV): fp16, int4 and transform-codec injection, a repeated
 #            context from the hot tier, the peer's full prefill and its host-memory hit (pinned KV copied in, then
 #            the question); then int4 and transform injection with the engine on its own thread, as kdn runs it,
@@ -42,7 +43,7 @@ set -u
 cd "$(dirname "$0")/../.."
 DIR=.tmp/gpu-results
 if [ "${1:-}" = "--out" ]; then DIR=${2:?--out needs a folder}; shift 2; fi
-[ $# -gt 0 ] || { sed -n '2,39p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+[ $# -gt 0 ] || { sed -n '2,40p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 mkdir -p "$DIR"
 
 source_json() { # the commit this checkout measures, and whether tracked files outside bench/results differ from it
@@ -136,7 +137,8 @@ for part in "$@"; do
       for shape in 8b:8,128 1b:8,64; do
         json_step 120 "profile-expand-${shape%%:*}" node --import tsx tools/gpu/profile-expand.ts --shape "${shape#*:}" \
           --tokens 256 --reps 50
-      done ;;
+      done
+      json_step 120 profile-inject-8b node --import tsx tools/gpu/profile-inject.ts --shape 32,8,128 --chunks 32 --passes 5 ;;
     delivery|delivery-long)
       contexts=8192,16384
       [ "$part" = delivery-long ] && contexts=32768
