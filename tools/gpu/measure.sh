@@ -43,7 +43,7 @@ set -u
 cd "$(dirname "$0")/../.."
 DIR=.tmp/gpu-results
 if [ "${1:-}" = "--out" ]; then DIR=${2:?--out needs a folder}; shift 2; fi
-[ $# -gt 0 ] || { sed -n '2,40p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+[ $# -gt 0 ] || { sed -n '2,41p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 mkdir -p "$DIR"
 
 source_json() { # the commit this checkout measures, and whether tracked files outside bench/results differ from it
