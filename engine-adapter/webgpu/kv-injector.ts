@@ -29,7 +29,10 @@ import { Usage, type GpuContext, type Recorder } from './gpu-context.ts';
  */
 const STAGING_BYTES = 16 * 1024 * 1024;
 const POOL_BYTES = 256 * 1024 * 1024;
-/** The upload ring, unless the adapter's storage bindings are smaller (its expansions bind it whole). */
+/**
+ * The upload ring grows to this, unless the adapter's storage bindings are smaller (its expansions bind it whole). It
+ * starts at a staging buffer's size.
+ */
 const RING_BYTES = 256 * 1024 * 1024;
 /** Regions of the ring start on this boundary (a buffer copy's offset must be a multiple of 4, a job's of 16). */
 const RING_ALIGN = 256;
@@ -102,7 +105,7 @@ export class KvInjector<J> {
     this.ringBytes = Math.min(sizes.ring ?? RING_BYTES, ctx.maxStorageBytes);
   }
 
-  /** Stages `bytes` for `job`, recorded with its batch when the slot is submitted. Resolves once they are copied. */
+  /** Stages `bytes` for `job`, expanded with its batch when next recorded. Resolves once they are copied. */
   async write(bytes: Uint8Array, job: J): Promise<void> {
     const size = Math.ceil(bytes.length / ALIGN) * ALIGN;
     // Re-checked after every wait: another session's writes may have filled or flushed the slot meanwhile.
@@ -194,7 +197,7 @@ export class KvInjector<J> {
   }
 
   /**
-   * Submits what is pending and makes the next pool slot (mapped, at least `size` bytes) the current one, unless
+   * Uploads the current slot and makes the next pool slot (mapped, at least `size` bytes) the current one, unless
    * another writer installed one while this waited (the caller then re-checks for room).
    */
   private async take(size: number): Promise<void> {
@@ -224,19 +227,20 @@ export class KvInjector<J> {
   }
 
   /**
-   * The start of the next `bytes` of the ring. Where they would pass its end, the ring starts over from the front, once
-   * every expansion still to read the old bytes there is submitted (the GPU runs submissions in order, so they read
-   * them before the next upload overwrites them). A ring too small for `bytes` is replaced by a larger one.
+   * The start of the next `bytes` of the ring. Where they would pass its end, the ring starts over from the front, or
+   * is replaced by one twice as large while it is under its full size (a small model's injections never take it all).
+   * Either way every expansion still to read the ring is submitted first: the GPU runs submissions in order, so they
+   * read their bytes before a later upload overwrites them, and the replaced ring is released only after them.
    */
   private ringRegion(bytes: number): number {
-    if (this.ring === null || this.ring.size < bytes) {
-      if (this.ring !== null) this.flush();
-      this.ring?.destroy();
-      this.ring = this.ctx.storage(Math.max(this.ringBytes, bytes), 'KV upload ring');
-      this.ringEnd = 0;
-    }
-    if (this.ringEnd + bytes > this.ring.size) {
-      this.flush();
+    const ring = this.ring;
+    if (ring === null || this.ringEnd + bytes > ring.size) {
+      if (ring !== null) this.flush();
+      const size = Math.max(bytes, Math.min(ring === null ? this.slotBytes : 2 * ring.size, this.ringBytes));
+      if (ring === null || size > ring.size) {
+        ring?.destroy();
+        this.ring = this.ctx.storage(size, 'KV upload ring');
+      }
       this.ringEnd = 0;
     }
     const offset = this.ringEnd;

@@ -52,7 +52,8 @@ describe('webgpu KV injector: staged uploads expanded on the GPU', () => {
 
   // 1 KiB staging buffers in a 4 KiB pool against blocks of 256-768 bytes: 40 blocks fill a buffer every one to four
   // writes, so the pool of four goes round several times, waiting for buffers the GPU finished with; an upload ring of
-  // 2.5 KiB starts over every two buffers, one of 1 KiB at every buffer, with blocks not yet expanded in it each time.
+  // at most 2.5 KiB grows once, then starts over every two buffers, one of 1 KiB at every buffer, with blocks not yet
+  // expanded in it each time.
   // With the default sizes all 40 wait in one, and each size's batch outgrows one dispatch's MAX_JOBS.
   for (const sizes of [{ slot: 1024, pool: 4096 }, { slot: 1024, pool: 4096, ring: 2560 }, { slot: 1024, pool: 4096, ring: 1024 }, {}]) {
     it(`lands every block where its job put it (${sizes.slot ?? 'default'}-byte staging buffers, ${sizes.ring ?? 'default'}-byte ring)`, async () => {
