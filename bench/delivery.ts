@@ -309,8 +309,9 @@ export async function run(args: string[]): Promise<BenchReport> {
   );
   const clientOptions = { edges: [edge.url], timeoutMs: 60_000, maxSockets: 64, secret };
   const client = new EdgeClient(clientOptions);
-  const pool = new KvFetchPool(clientOptions, a.fetchThreads, { sharedMemory: false });
-  const shmPool = new KvFetchPool(clientOptions, a.fetchThreads, { sharedMemory: true });
+  // Every stage reads the pools' objects on this event loop, as an engine on it does (kdn's deliverEagerly case).
+  const pool = new KvFetchPool(clientOptions, a.fetchThreads, { sharedMemory: false, deliverEagerly: true });
+  const shmPool = new KvFetchPool(clientOptions, a.fetchThreads, { sharedMemory: true, deliverEagerly: true });
   const agent = new Agent({ keepAlive: true, maxSockets: 64 });
   const capacity = a.objects * a.shape.tokens;
   const gpu: StageContext['gpu'] = {
