@@ -1,7 +1,7 @@
 /**
  * Batches KV injection. Layer blocks are copied into mapped staging buffers (a pool, re-mapped with mapAsync once
- * the GPU is done with them); each staging buffer, once full, is copied on the GPU into the next region of one
- * device-side upload ring. The blocks' expansion into the cache (dequantization, re-rotation) is recorded later, when
+ * the GPU is done with them); each staging buffer, once full or flushed, is copied on the GPU into the next region of
+ * one device-side upload ring. The blocks' expansion into the cache (dequantization, re-rotation) is recorded later, when
  * something needs it: a forward waiting on the cache (flush), a session settling its writes, or the ring coming round
  * to regions whose blocks are not expanded yet.
  *
@@ -58,7 +58,7 @@ export interface StagingSizes {
   slot?: number;
   /** Bytes the pool grows to before writes wait for buffers the GPU still reads. */
   pool?: number;
-  /** Bytes of the upload ring (tests make it small to wrap it often). */
+  /** Bytes the upload ring grows to (tests make it small to wrap it often). */
   ring?: number;
 }
 
