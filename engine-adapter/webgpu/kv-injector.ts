@@ -1,9 +1,9 @@
 /**
  * Batches KV injection. Layer blocks are copied into mapped staging buffers (a pool, re-mapped with mapAsync once
- * the GPU is done with them); each staging buffer, once full or flushed, is copied on the GPU into the next region of
- * one device-side upload ring. The blocks' expansion into the cache (dequantization, re-rotation) is recorded later, when
- * something needs it: a forward waiting on the cache (flush), a session settling its writes, or the ring coming round
- * to regions whose blocks are not expanded yet.
+ * the GPU is done with them); each staging buffer, once full or flushed, is copied on the GPU into the next region
+ * of one device-side upload ring. The blocks' expansion into the cache (dequantization, re-rotation) is recorded
+ * later, when something needs it: a forward waiting on the cache (flush), a session settling its writes, or the ring
+ * coming round to regions whose blocks are not expanded yet.
  *
  * Expansions are grouped by a key the caller gives (the same layer of the same cache, the same codec and length): one
  * dispatch then expands the blocks of many chunks, from every staging buffer filled since the last recording, since
