@@ -69,6 +69,7 @@ import {
   kvBytesPerToken,
   parseModelConfig,
   type BlendOptions,
+  kvWritesBetween,
   type KvWriteWork,
   type Session,
 } from '../engine-adapter/index.ts';
@@ -401,14 +402,14 @@ interface InjectRun {
 
 /** The engine thread's time placing injected KV (engine-work.ts), per query over `queries` (warmups included). */
 function kvWriteMsPerQuery(before: KvWriteWork, after: KvWriteWork, queries: number) {
-  const ms = (seconds: (w: KvWriteWork) => number): number => round(((seconds(after) - seconds(before)) * 1000) / queries);
-  const per = (count: (w: KvWriteWork) => number): number => round((count(after) - count(before)) / queries);
+  const w = kvWritesBetween(before, after);
+  const per = (total: number): number => round(total / queries);
   return {
-    kv_stage_ms: ms((w) => w.stageSeconds),
-    kv_submit_ms: ms((w) => w.submitSeconds),
-    kv_wait_ms: ms((w) => w.waitSeconds),
-    kv_submits: per((w) => w.submits),
-    kv_dispatches: per((w) => w.dispatches),
+    kv_stage_ms: per(w.stageSeconds * 1000),
+    kv_submit_ms: per(w.submitSeconds * 1000),
+    kv_wait_ms: per(w.waitSeconds * 1000),
+    kv_submits: per(w.submits),
+    kv_dispatches: per(w.dispatches),
   };
 }
 

@@ -40,6 +40,13 @@ export function noKvWrites(): KvWriteWork {
   return { blocks: 0, bytes: 0, stageSeconds: 0, submitSeconds: 0, waitSeconds: 0, submits: 0, dispatches: 0 };
 }
 
+/** What was counted from `before` to `after`: the work of the queries in between. */
+export function kvWritesBetween(before: KvWriteWork, after: KvWriteWork): KvWriteWork {
+  const since = noKvWrites();
+  for (const k of Object.keys(since) as (keyof KvWriteWork)[]) since[k] = after[k] - before[k];
+  return since;
+}
+
 /** Counts the compute calls of one engine (see EngineWork). */
 export class WorkMeter {
   private readonly calls = Object.fromEntries(ENGINE_CALLS.map((c) => [c, { count: 0, seconds: 0 }])) as EngineWork['calls'];

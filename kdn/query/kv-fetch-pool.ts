@@ -108,11 +108,12 @@ export class KvFetchPool implements KvFetcher {
     if (this.closed) return Promise.reject(new KdnError('INTERNAL', 'the fetch pool is closed'));
     if (signal.aborted) return Promise.reject(new KdnError('TIMEOUT', 'edge request aborted by the caller', { hint: ABORTED_HINT }));
     const worker = this.pick();
+    const deliver = this.fetchOptions.deliverEagerly === true;
     const transfer = new PoolTransfer(
       this.nextId++,
       (message, transfer) => worker.send(message, transfer),
       (bytes) => (this.delivered += bytes),
-      this.fetchOptions.deliverEagerly === true,
+      deliver,
     );
     const abort = (): void => {
       worker.send({ type: 'abort', id: transfer.id });
@@ -125,7 +126,7 @@ export class KvFetchPool implements KvFetcher {
       if (transfer.settled) signal.removeEventListener('abort', abort);
     };
     worker.track(transfer);
-    worker.send({ type: 'open', id: transfer.id, key, expect, deliver: this.fetchOptions.deliverEagerly === true });
+    worker.send({ type: 'open', id: transfer.id, key, expect, deliver });
     return transfer.header;
   }
 

@@ -15,6 +15,7 @@ import { GpuKVCache } from '../../engine-adapter/webgpu/gpu-kv-cache.ts';
 import { GpuTransformTables } from '../../engine-adapter/webgpu/gpu-transform-tables.ts';
 import { KvBufferPool } from '../../engine-adapter/webgpu/kv-buffer-pool.ts';
 import { KvInjector } from '../../engine-adapter/webgpu/kv-injector.ts';
+import { kvWritesBetween } from '../../engine-adapter/engine-work.ts';
 import { layerExpander, type LayerWrite } from '../../engine-adapter/webgpu/kv-layer-expander.ts';
 import { kvTensors, tokenIds } from '../../fixtures/kv-data.ts';
 import { codecFor, codecFromString, encodeKVObject, readKVHeader } from '../../storage/kv-object/index.ts';
@@ -60,16 +61,16 @@ for (let pass = 0; pass < passes; pass++) {
   await injector.settle();
   await ctx.device.queue.onSubmittedWorkDone();
   const wallMs = performance.now() - t0;
-  const after = injector.work();
-  const ms = (k: 'stageSeconds' | 'submitSeconds' | 'waitSeconds'): number => Math.round((after[k] - before[k]) * 1e6) / 1e3;
+  const w = kvWritesBetween(before, injector.work());
+  const ms = (seconds: number): number => Math.round(seconds * 1e6) / 1e3;
   report.push({
     pass,
-    blocks: after.blocks - before.blocks,
-    stageMs: ms('stageSeconds'),
-    submitMs: ms('submitSeconds'),
-    waitMs: ms('waitSeconds'),
-    submits: after.submits - before.submits,
-    dispatches: after.dispatches - before.dispatches,
+    blocks: w.blocks,
+    stageMs: ms(w.stageSeconds),
+    submitMs: ms(w.submitSeconds),
+    waitMs: ms(w.waitSeconds),
+    submits: w.submits,
+    dispatches: w.dispatches,
     wallMs: Math.round(wallMs * 10) / 10,
   });
   cache.dispose();
