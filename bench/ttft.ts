@@ -27,8 +27,9 @@
  * shapes are timed without a full prefill first; their first token is not compared with recompute's.
  * Inject records give the engine thread's time placing the context per query (kv_stage_ms copying blocks to the
  * device, kv_submit_ms recording and submitting their expansion in kv_submits batches of kv_dispatches dispatches,
- * kv_wait_ms waiting for a staging buffer; means over the runs and warmups, from Engine.work): beside placed_ms they
- * say whether that thread or the delivery bounds it.
+ * kv_wait_ms waiting for a staging buffer; means over the runs and warmups, from Engine.work) and engine_loop_busy,
+ * the share of those queries' time that thread's event loop was active: beside placed_ms they say whether that
+ * thread or the delivery bounds it.
  * ttft_ms is the median of --runs after --warmup, each on a new session. Every context size is measured on its
  * own, so one failing (e.g. out of memory) records an error and the run goes on; --max-seconds stops cleanly
  * between measurements and keeps what was gathered.
@@ -70,7 +71,8 @@ import {
   parseModelConfig,
   type BlendOptions,
   kvWritesBetween,
-  type KvWriteWork,
+  loopBusyBetween,
+  type EngineWork,
   type Session,
 } from '../engine-adapter/index.ts';
 import { randomTokenIds } from './lib/token-ids.ts';
@@ -235,6 +237,7 @@ function record(
     kv_wait_ms: null,
     kv_submits: null,
     kv_dispatches: null,
+    engine_loop_busy: null,
     reserve_ms: null,
     fetch_ms: null,
     fetch_wait_ms: null,
@@ -400,9 +403,13 @@ interface InjectRun {
   recomputed: number | null;
 }
 
-/** The engine thread's time placing injected KV (engine-work.ts), per query over `queries` (warmups included). */
-function kvWriteMsPerQuery(before: KvWriteWork, after: KvWriteWork, queries: number) {
-  const w = kvWritesBetween(before, after);
+/**
+ * The engine thread's time placing injected KV (engine-work.ts), per query over `queries` (warmups included), and how
+ * busy that thread's event loop was meanwhile.
+ */
+function engineWorkPerQuery(before: EngineWork, after: EngineWork, queries: number) {
+  const w = kvWritesBetween(before.kvWrites, after.kvWrites);
+  const busy = loopBusyBetween(before.loop, after.loop);
   const per = (total: number): number => round(total / queries);
   return {
     kv_stage_ms: per(w.stageSeconds * 1000),
@@ -410,6 +417,7 @@ function kvWriteMsPerQuery(before: KvWriteWork, after: KvWriteWork, queries: num
     kv_wait_ms: per(w.waitSeconds * 1000),
     kv_submits: per(w.submits),
     kv_dispatches: per(w.dispatches),
+    engine_loop_busy: busy === null ? null : round(busy),
   };
 }
 
@@ -659,9 +667,9 @@ async function measureContext(
             const pool = pools.get(via);
             const loopBytesBefore = pool?.deliveredBytes ?? 0;
             const buffersBefore = pool?.receiveBuffers;
-            const writesBefore = (await engine.work()).kvWrites;
+            const workBefore = await engine.work();
             const m = await measureInject(engine, via, modeKeys, contextIds.length, questionIds, path, a, chunkIds);
-            const writes = kvWriteMsPerQuery(writesBefore, (await engine.work()).kvWrites, a.warmup + a.runs);
+            const writes = engineWorkPerQuery(workBefore, await engine.work(), a.warmup + a.runs);
             const loopBytes = pool ? pool.deliveredBytes - loopBytesBefore : null;
             const reusedShare = pool && buffersBefore ? reuseShare(buffersBefore, pool.receiveBuffers) : null;
             // The fast path's figure must be the fast path's: not one object may have come over the socket.

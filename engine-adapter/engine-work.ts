@@ -1,3 +1,5 @@
+import { performance } from 'node:perf_hooks';
+
 /** The compute calls an engine's backend runs one at a time (serial-backend.ts), as counted in EngineWork. */
 export const ENGINE_CALLS = ['forward', 'batchForward', 'blendForward', 'readKV', 'saveKVRows'] as const;
 export type EngineCall = (typeof ENGINE_CALLS)[number];
@@ -13,6 +15,24 @@ export interface EngineWork {
   /** Sequences the batched decode steps (calls.batchForward) carried together. */
   batchSequences: number;
   kvWrites: KvWriteWork;
+  loop: LoopWork;
+}
+
+/**
+ * The event loop of the thread the engine runs on (its own thread, or the control plane's), since that thread
+ * started (performance.eventLoopUtilization): active near the time elapsed while a context's placing lags its
+ * arrival says the thread is saturated; mostly idle says it is waiting (on the device, or on blocks still in flight).
+ */
+export interface LoopWork {
+  activeSeconds: number;
+  idleSeconds: number;
+}
+
+/** The share of the time between two readings the engine's thread was active (null when no time passed). */
+export function loopBusyBetween(before: LoopWork, after: LoopWork): number | null {
+  const active = after.activeSeconds - before.activeSeconds;
+  const total = active + after.idleSeconds - before.idleSeconds;
+  return total > 0 ? active / total : null;
 }
 
 /**
@@ -63,9 +83,13 @@ export class WorkMeter {
     }
   }
 
-  /** The counts so far; `batchSequences` from the engine's decode batcher, if it has one, `kvWrites` from its backend. */
+  /**
+   * The counts so far; `batchSequences` from the engine's decode batcher, if it has one, `kvWrites` from its backend.
+   * Called on the engine's thread, so `loop` is that thread's.
+   */
   snapshot(batchSequences: number, kvWrites: KvWriteWork): EngineWork {
     const calls = Object.fromEntries(ENGINE_CALLS.map((c) => [c, { ...this.calls[c] }])) as EngineWork['calls'];
-    return { calls, batchSequences, kvWrites: { ...kvWrites } };
+    const { active, idle } = performance.eventLoopUtilization();
+    return { calls, batchSequences, kvWrites: { ...kvWrites }, loop: { activeSeconds: active / 1000, idleSeconds: idle / 1000 } };
   }
 }

@@ -10,7 +10,16 @@ export { createCpuBackend } from './cpu/cpu-backend.ts';
 export { BackendSession, type SessionModel } from './session.ts';
 export { SerialBackend } from './serial-backend.ts';
 export { DecodeBatcher, type BatchingOptions } from './decode-batcher.ts';
-export { ENGINE_CALLS, kvWritesBetween, WorkMeter, type EngineCall, type EngineWork, type KvWriteWork } from './engine-work.ts';
+export {
+  ENGINE_CALLS,
+  kvWritesBetween,
+  loopBusyBetween,
+  WorkMeter,
+  type EngineCall,
+  type EngineWork,
+  type KvWriteWork,
+  type LoopWork,
+} from './engine-work.ts';
 export { defaultHotTierBytes, HotTier } from './hot-tier.ts';
 export { BLEND_SELECTIONS } from './blend-selection.ts';
 export { kvBeforeRope } from './kv-before-rope.ts';

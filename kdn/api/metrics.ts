@@ -70,12 +70,12 @@ export class KdnMetrics {
       return read;
     };
     // Each counter is set to the engine's own running total at every scrape.
-    type Labels = { call?: EngineCall; part?: 'stage' | 'submit' | 'wait' };
+    type Labels = { call?: EngineCall; part?: 'stage' | 'submit' | 'wait'; state?: 'active' | 'idle' };
     const counter = (name: string, help: string, values: (work: EngineWork) => [Labels, number][]): void => {
       new Counter({
         name,
         help,
-        labelNames: ['call', 'part'],
+        labelNames: ['call', 'part', 'state'],
         registers: [this.registry],
         async collect() {
           const work = await current();
@@ -117,6 +117,15 @@ export class KdnMetrics {
         [{ part: 'stage' }, work.kvWrites.stageSeconds],
         [{ part: 'submit' }, work.kvWrites.submitSeconds],
         [{ part: 'wait' }, work.kvWrites.waitSeconds],
+      ],
+    );
+    counter(
+      'kdn_engine_loop_seconds_total',
+      "The event loop of the engine's thread (its own, or the control plane's with KDN_ENGINE_THREAD=false), active " +
+        'or idle: active near the time elapsed says that thread is saturated',
+      (work) => [
+        [{ state: 'active' }, work.loop.activeSeconds],
+        [{ state: 'idle' }, work.loop.idleSeconds],
       ],
     );
   }

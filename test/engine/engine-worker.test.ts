@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import { expect } from 'chai';
 import { KdnError } from '../../common/errors.ts';
 import { createEngine, createEngineInWorker, type Engine } from '../../engine-adapter/index.ts';
@@ -63,6 +64,26 @@ describe('engine on a worker thread (createEngineInWorker)', function () {
     expect(b.length)
       .to.equal(a.length)
       .and.equal(1 + ids.length + 12);
+  });
+
+  it("reports the event loop of the engine's own thread in work(): this thread's in process, the worker's there", async () => {
+    const total = (loop: { activeSeconds: number; idleSeconds: number }): number => loop.activeSeconds + loop.idleSeconds;
+    const thisThread = (): number => {
+      const { active, idle } = performance.eventLoopUtilization();
+      return (active + idle) / 1000;
+    };
+    const before = (await remote.work()).loop;
+    const session = remote.createSession({ capacity: 128 });
+    try {
+      await session.prefill([1, ...local.tokenizer.encode(TEXT, { addSpecialTokens: false })], { logits: 'last' });
+    } finally {
+      session.dispose();
+    }
+    const after = (await remote.work()).loop;
+    expect(after.activeSeconds, 'the worker computed the prefill').to.be.greaterThan(before.activeSeconds);
+    // The worker's loop started after this one, so it has run for less time; the in-process engine reads this loop.
+    expect(total(after)).to.be.lessThan(thisThread() - 0.01);
+    expect(total((await local.work()).loop)).to.be.closeTo(thisThread(), 0.01);
   });
 
   it('injects KV objects (one by one, and overlapped with the prompt) exactly as the engine in this thread does', async () => {

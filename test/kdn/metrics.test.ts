@@ -37,6 +37,11 @@ describe('kdn metrics: the engine work counters', () => {
     expect(first).to.match(/^kdn_engine_kv_write_seconds_total\{part="wait"\} 0.125$/m);
     const busy = Number(/^kdn_engine_busy_seconds_total\{call="forward"\} (\S+)$/m.exec(first)?.[1]);
     expect(busy).to.be.within(0.015, 5);
+    // This thread's event loop, the one the meter was read on: it ran the test for a while, idle through the timer.
+    const loop = (state: string) =>
+      Number(new RegExp(`^kdn_engine_loop_seconds_total\\{state="${state}"\\} (\\S+)$`, 'm').exec(first)?.[1]);
+    expect(loop('active')).to.be.greaterThan(0);
+    expect(loop('idle')).to.be.greaterThan(0.015);
     for (const call of ENGINE_CALLS) expect(first).to.contain(`kdn_engine_calls_total{call="${call}"}`);
 
     failing = true;

@@ -6,6 +6,7 @@
  *   profile-forward-*.json -> bench/results/gpu/profile-forward.json
  *   ttft-delivery-gpu-*.json -> bench/results/ttft-delivery-gpu.json (every codec, the hot tier, the peer and its host hit)
  *   profile-expand-*.json  -> bench/results/gpu/profile-expand.json (KV expansion GB/s, transform codec and int4)
+ *   profile-inject-*.json  -> bench/results/gpu/profile-inject.json (the injector's host side per pass: staging, submitting)
  *   load-gpu.json          -> bench/results/load-gpu.json (kdn serve under 32 clients, batching off against on)
  *   decode-batch-gpu-*.json -> bench/results/decode-batch-gpu.json (1B and 8B decode, alone against batched)
  *   ttft-blend-*.json      -> bench/results/ttft-blend-gpu.json (blend against injection and the peer)
@@ -95,16 +96,20 @@ function main(folder: string | undefined): void {
     writeAtomically(join(RESULTS, `${name}.json`), mergeBenchRuns(files, name.replace(/-gpu$/, ''), source));
     merged++;
   }
-  const profiles = filesOf(folder, 'profile-forward-');
-  if (profiles.length > 0) {
-    const shapes = profiles.map((file) => readJson<object>(file));
-    writeAtomically(join(RESULTS, 'gpu', 'profile-forward.json'), { name: 'profile-forward', ...revision(source), shapes });
-    merged++;
-  }
-  const expansions = filesOf(folder, 'profile-expand-');
-  if (expansions.length > 0) {
-    const shapes = expansions.map((file) => readJson<object>(file));
-    writeAtomically(join(RESULTS, 'gpu', 'profile-expand.json'), { name: 'profile-expand', ...revision(source), shapes });
+  const profileKinds = [
+    ['profile-forward-', 'profile-forward'],
+    ['profile-expand-', 'profile-expand'],
+    ['profile-inject-', 'profile-inject'],
+  ] as const;
+  // Each a tool's one JSON report per shape, kept whole.
+  for (const [prefix, name] of profileKinds) {
+    const files = filesOf(folder, prefix);
+    if (files.length === 0) continue;
+    writeAtomically(join(RESULTS, 'gpu', `${name}.json`), {
+      name,
+      ...revision(source),
+      shapes: files.map((file) => readJson<object>(file)),
+    });
     merged++;
   }
   const comparison = join(folder, 'compare-transformers.json');
