@@ -29,6 +29,9 @@
 #            the question); then int4 and transform injection with the engine on its own thread, as kdn runs it,
 #            over sockets and the same-host fast path, beside the host-memory hit                          ~6 min
 #   delivery-long  the same TTFT modes at 32k                                                             ~5 min
+#   codec-ttft 8B TTFT at 8k, 16k and 32k in one run, in process: int4 and transform-codec injection over sockets and
+#            the same-host fast path, the hot tier, the peer's full prefill and its host-memory hit
+#            (bench/results/ttft-codecs-gpu.json)                                                        ~2 min
 #   fastpath delivery's stage profile of an 8k context (32 chunks of 256 tokens), the socket path beside the
 #            same-host fast path (the edge's /dev/shm mirror), then 8k TTFT over sockets against the fast path   ~4 min
 #   handover 8B TTFT at 8k, engine on its own thread: KV blocks from the fetch threads straight to it against
@@ -43,7 +46,7 @@ set -u
 cd "$(dirname "$0")/../.."
 DIR=.tmp/gpu-results
 if [ "${1:-}" = "--out" ]; then DIR=${2:?--out needs a folder}; shift 2; fi
-[ $# -gt 0 ] || { sed -n '2,41p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+[ $# -gt 0 ] || { sed -n '2,44p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 mkdir -p "$DIR"
 
 source_json() { # the commit this checkout measures, and whether tracked files outside bench/results differ from it
@@ -149,6 +152,10 @@ for part in "$@"; do
       [ "$part" = delivery ] && bench 300 ttft-delivery-gpu-engine-thread ttft --shape llama3.1-8b --contexts "$contexts" \
         --question 64 --backend webgpu --kv synthetic --modes inject-int4,inject-transform,peer-host-hit --edge-shm \
         --engine-thread --runs 3 --warmup 1 --recompute-warmup 0 --max-seconds 260 ;;
+    codec-ttft)
+      bench 420 ttft-codecs-gpu-all ttft --shape llama3.1-8b --contexts 8192,16384,32768 --question 64 --backend webgpu \
+        --kv synthetic --modes inject-int4,inject-transform,inject-hot,peer,peer-host-hit --edge-shm --runs 3 --warmup 1 \
+        --recompute-warmup 0 --max-seconds 400 ;;
     fastpath)
       # Delivery stage by stage, the socket path beside the same-host fast path (the edge's /dev/shm mirror); then
       # TTFT over loopback HTTP and again over the fast path, against the peer's host-memory hit.

@@ -5,6 +5,7 @@
  *   delivery-gpu-*.json    -> bench/results/delivery-gpu.json
  *   profile-forward-*.json -> bench/results/gpu/profile-forward.json
  *   ttft-delivery-gpu-*.json -> bench/results/ttft-delivery-gpu.json (every codec, the hot tier, the peer and its host hit)
+ *   ttft-codecs-gpu-*.json -> bench/results/ttft-codecs-gpu.json (int4 and the transform codec at 8k-32k, both paths)
  *   profile-expand-*.json  -> bench/results/gpu/profile-expand.json (KV expansion GB/s, transform codec and int4)
  *   profile-inject-*.json  -> bench/results/gpu/profile-inject.json (the injector's host side per pass: staging, submitting)
  *   load-gpu.json          -> bench/results/load-gpu.json (kdn serve under 32 clients, batching off against on)
@@ -88,6 +89,7 @@ function main(folder: string | undefined): void {
     ['ttft-handover-', 'ttft-handover-gpu'],
     ['ttft-blend-', 'ttft-blend-gpu'],
     ['ttft-receive-', 'ttft-receive-gpu'],
+    ['ttft-codecs-gpu-', 'ttft-codecs-gpu'],
     ['fidelity-', 'fidelity'],
   ] as const;
   for (const [prefix, name] of benchmarks) {
