@@ -8,6 +8,7 @@
  *   ttft-codecs-gpu-*.json -> bench/results/ttft-codecs-gpu.json (int4 and the transform codec at 8k-32k, both paths)
  *   profile-expand-*.json  -> bench/results/gpu/profile-expand.json (KV expansion GB/s, transform codec and int4)
  *   profile-inject-*.json  -> bench/results/gpu/profile-inject.json (the injector's host side per pass: staging, submitting)
+ *   profile-question-*.json -> bench/results/gpu/profile-question.json (an injected query's parts, attention variants)
  *   load-gpu.json          -> bench/results/load-gpu.json (kdn serve under 32 clients, batching off against on)
  *   decode-batch-gpu-*.json -> bench/results/decode-batch-gpu.json (1B and 8B decode, alone against batched)
  *   ttft-blend-*.json      -> bench/results/ttft-blend-gpu.json (blend against injection and the peer)
@@ -102,6 +103,7 @@ function main(folder: string | undefined): void {
     ['profile-forward-', 'profile-forward'],
     ['profile-expand-', 'profile-expand'],
     ['profile-inject-', 'profile-inject'],
+    ['profile-question-', 'profile-question'],
   ] as const;
   // Each a tool's one JSON report per shape, kept whole.
   for (const [prefix, name] of profileKinds) {
