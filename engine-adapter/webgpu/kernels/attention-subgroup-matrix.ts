@@ -10,8 +10,12 @@ const ROWS = 16;
 const SUBGROUPS = 8;
 const WG_ROWS = SUBGROUPS * ROWS;
 const BK = 32;
-/** Eight-subgroup workgroups that fill an H100-class GPU (132 SMs, several workgroups each); fewer split the keys. */
-const TARGET_WORKGROUPS = 512;
+/**
+ * Eight-subgroup workgroups to fill an H100-class GPU (132 SMs, about two each); fewer split the keys. A 64-token
+ * question of the 8B shape (16 workgroups) takes 0.86 ms a layer in 16 parts against 1.07 in 32 at 8k tokens, and
+ * 0.70 against 0.78 at 32k (gpu/profile-question.json, H200).
+ */
+const TARGET_WORKGROUPS = 256;
 
 /** Workgroup bytes of the WGSL's arrays for head size d: the K and V tile (rows padded by 8) and P in f16, scores
  * and row factors in f32, the rescale flag as a vec4u (16 bytes, for alignment). */
