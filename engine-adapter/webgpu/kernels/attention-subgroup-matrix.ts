@@ -12,8 +12,8 @@ const WG_ROWS = SUBGROUPS * ROWS;
 const BK = 32;
 /**
  * Eight-subgroup workgroups to fill an H100-class GPU (132 SMs, about two each); fewer split the keys. A 64-token
- * question of the 8B shape (16 workgroups) takes 0.86 ms a layer in 16 parts against 1.07 in 32 at 8k tokens, and
- * 0.70 against 0.78 at 32k (gpu/profile-question.json, H200).
+ * question of the 8B shape (16 workgroups) takes 0.72 ms a layer in 16 parts against 0.90 in 32 at 8k tokens, and
+ * 0.70 against 0.79 at 32k (gpu/profile-question.json, H200; gpu/attention-splits-ab-h200.json has an earlier run).
  */
 const TARGET_WORKGROUPS = 256;
 
