@@ -14,6 +14,7 @@ import {
 } from '../../storage/kv-object/index.ts';
 import type { KVLayerTensors } from '../../storage/kv-object/types.ts';
 import { gaussian, rng } from '../../fixtures/kv-data.ts';
+import { roundClamped } from '../../storage/kv-object/codecs/transform.ts';
 
 /**
  * The transform encoder's blocks, byte for byte, against plain loops over the definition in transform-table.ts with
@@ -140,6 +141,22 @@ describe('kv-object/transform encoder', () => {
     { layers: 1, kvHeads: 2, headDim: 24, tokens: 31 },
     { layers: 1, kvHeads: 1, headDim: 130, tokens: 9 },
   ];
+
+  it('rounds codes as Math.round does, where v + 0.5 itself rounds up to the next integer too', () => {
+    // The largest doubles below n + 0.5: adding 0.5 rounds them up to n + 1, which Math.round does not.
+    const bits = new Float64Array(1);
+    const pattern = new BigUint64Array(bits.buffer);
+    const below = (x: number): number => {
+      bits[0] = x;
+      pattern[0]! -= 1n;
+      return bits[0]!;
+    };
+    const edges = [0, 0.5, 1, 2.5, 65535, 0.49999999999999994, 1.4999999999999998, 2.4999999999999996, 65534.49999999999];
+    for (let n = 0; n < 70_000; n += 997) edges.push(n + 0.5, below(n + 0.5), n, below(n + 1));
+    const random = rng(7);
+    for (let i = 0; i < 100_000; i++) edges.push(random() * 70_000);
+    for (const v of edges) expect(roundClamped(v), `round(${v})`).to.equal(Math.round(v));
+  });
 
   shapes.forEach((dims, s) => {
     it(`blocks equal the plain reference byte for byte, ${dims.kvHeads} heads of ${dims.headDim}, ${dims.tokens} tokens`, () => {

@@ -210,9 +210,8 @@ class CodeWriter {
     for (let k = 0, c = at, K = bits.length; k < K; k++, c++) {
       const b = bits[k]!;
       const y = (coeff[c]! - offset[k]!) * inverseStep[k]!;
-      // Clamping before rounding gives the same code (round is monotonic and 0 and top are integers); min and max
-      // compile to branch-free instructions, which out-of-range coefficients cannot mispredict.
-      const code = Math.round(Math.min(Math.max(y, 0), top[k]!)) | 0;
+      // Clamping before rounding gives the same code (round is monotonic and 0 and top are integers).
+      const code = roundClamped(Math.min(Math.max(y, 0), top[k]!));
       acc |= code << fill;
       fill += b;
       if (fill >= 32) {
@@ -230,6 +229,17 @@ class CodeWriter {
   finish(): void {
     if (this.fill > 0) this.words[this.word] = this.acc;
   }
+}
+
+/**
+ * Math.round(v) for 0 <= v < 2^31 (a clamped code), without Math.round's branch on the fraction, which real
+ * coefficients take either way at random (a mispredicted branch every other component made quantizing most of an
+ * encode's time): truncating v + 0.5 rounds half up, except where that sum itself rounded up to the next integer
+ * (v just below n + 0.5), which the test undoes; that branch is almost never taken, so it is predicted.
+ */
+export function roundClamped(v: number): number {
+  const n = (v + 0.5) | 0;
+  return n - 0.5 > v ? n - 1 : n;
 }
 
 /** Token i's dequantized coefficients, as f32 values, into c[4 * k + i]; its codes start at bit `pos`. */
