@@ -29,7 +29,8 @@
  * device, kv_submit_ms recording and submitting their expansion in kv_submits batches of kv_dispatches dispatches,
  * kv_wait_ms waiting for a staging buffer; means over the runs and warmups, from Engine.work) and engine_loop_busy,
  * the share of those queries' time that thread's event loop was active: beside placed_ms they say whether that
- * thread or the delivery bounds it.
+ * thread or the delivery bounds it. With the engine on its own thread (--engine-thread), received_ms is when the
+ * context's last block reached that thread, beside fetch_ms, when this thread heard the last object had arrived.
  * ttft_ms is the median of --runs after --warmup, each on a new session. Every context size is measured on its
  * own, so one failing (e.g. out of memory) records an error and the run goes on; --max-seconds stops cleanly
  * between measurements and keeps what was gathered.
@@ -243,6 +244,7 @@ function record(
     fetch_wait_ms: null,
     inject_ms: null,
     placed_ms: null,
+    received_ms: null,
     question_ms: null,
     first_token_matches_recompute: null,
     recomputed_tokens: null,
@@ -395,6 +397,8 @@ interface InjectRun {
   injectMs: number | null;
   /** Overlapped path: from the start to the context's last layer placed. */
   placedMs: number | null;
+  /** Overlapped path, engine on its own thread: from the start to the context's last block reaching that thread. */
+  receivedMs: number | null;
   /** The question's prefill (sequential), or what of it ran after the context was placed (overlapped). */
   questionMs: number;
   bytes: number;
@@ -455,6 +459,7 @@ function measureInject(
           fetchWaitMs: null,
           injectMs: null,
           placedMs: reserveMs + o.placedMs,
+          receivedMs: o.receivedMs === null ? null : reserveMs + o.receivedMs,
           questionMs: o.questionTailMs,
           bytes: o.bytes,
           first: argmax(o.logits),
@@ -472,6 +477,7 @@ function measureInject(
         fetchWaitMs: timing.fetchWaitMs,
         injectMs: timing.injectMs,
         placedMs: null,
+        receivedMs: null,
         questionMs: end - q0,
         bytes: timing.bytes,
         first,
@@ -692,6 +698,7 @@ async function measureContext(
               fetch_wait_ms: medianOrNull(m.results.map((r) => r.fetchWaitMs)),
               inject_ms: medianOrNull(m.results.map((r) => r.injectMs)),
               placed_ms: medianOrNull(m.results.map((r) => r.placedMs)),
+              received_ms: medianOrNull(m.results.map((r) => r.receivedMs)),
               question_ms: round(median(m.results.map((r) => r.questionMs))),
               first_token_matches_recompute: recomputeFirst === undefined || a.kv === 'synthetic' ? null : last.first === recomputeFirst,
               recomputed_tokens: last.recomputed,
@@ -826,7 +833,7 @@ export async function run(args: string[], checkpoint?: Checkpoint): Promise<Benc
         'ttft_ms: median of runs, from the start of a query on a fresh session to the first token id on the host; inject modes split ' +
         "into reserve (sizing the session's cache for the query) and fetch (first request to last body), then by inject_path: resident " +
         "(inject-hot, the context placed from the engine's hot tier, filled by one query of int4 objects) into placed (start to the " +
-        "last chunk placed) and question (its prefill); overlapped into placed (start to the context's last layer placed) and question (the question's compute left after that), sequential into fetch_wait (injector idle waiting for bodies), inject and question prefill; " +
+        "last chunk placed) and question (its prefill); overlapped into placed (start to the context's last layer placed; received: to its last block reaching the engine's own thread) and question (the question's compute left after that), sequential into fetch_wait (injector idle waiting for bodies), inject and question prefill; " +
         'loop_block_bytes: layer-block bytes a fetch pool handed to the event loop over the runs (0: all went to the engine thread directly)',
       injectPath: a.injectPath,
       blend: `ratio ${a.blend.ratio}, selection ${a.blend.selection}`,

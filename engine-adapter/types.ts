@@ -77,6 +77,12 @@ export interface InjectedPrefill {
   logits: Float32Array;
   /** performance.now() when the objects' last layer was placed (the rest of the call is the prompt's last layers). */
   placedAt: number;
+  /**
+   * An engine on its own thread: performance.now() on the caller's clock when the last of the objects' blocks reached
+   * that thread. Beside the caller's own view of the objects' arrival, it says how long the hand-over took; absent
+   * where the engine reads the objects on the caller's thread.
+   */
+  receivedAt?: number;
 }
 
 /** How a blended prefill picks the context tokens it recomputes (engine-adapter/blend-selection.ts). */

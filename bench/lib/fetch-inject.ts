@@ -30,6 +30,8 @@ export interface OverlappedTiming {
   fetchMs: number;
   /** From the first request to the last layer placed in the cache. */
   placedMs: number;
+  /** An engine on its own thread: from the first request to the last block reaching that thread (else null). */
+  receivedMs: number | null;
   /** From the last layer placed to the question's logits: what the overlap leaves of the question's compute. */
   questionTailMs: number;
   bytes: number;
@@ -85,11 +87,12 @@ async function fetchTogether(
   const fetched = await Promise.all(opened);
   let lastArrival = t0;
   const arrivals = fetched.map((f) => f.reader.drained.then(() => void (lastArrival = Math.max(lastArrival, performance.now()))));
-  const { logits, placedAt } = await run(fetched.map((f) => f.reader));
+  const { logits, placedAt, receivedAt } = await run(fetched.map((f) => f.reader));
   const end = performance.now();
   await Promise.all(arrivals);
   const bytes = fetched.reduce((n, f) => n + f.received(), 0);
-  return { fetchMs: lastArrival - t0, placedMs: placedAt - t0, questionTailMs: end - placedAt, bytes, logits };
+  const receivedMs = receivedAt === undefined ? null : receivedAt - t0;
+  return { fetchMs: lastArrival - t0, placedMs: placedAt - t0, receivedMs, questionTailMs: end - placedAt, bytes, logits };
 }
 
 interface Arrival {

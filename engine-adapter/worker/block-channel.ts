@@ -15,6 +15,8 @@ export class BlockChannel {
   private readonly blocks: KVLayerBlock[] = [];
   private failure: { error: unknown } | undefined;
   private ended = false;
+  /** performance.now() when the stream ended (its last block, or its failure, arrived). */
+  endedAt: number | undefined;
   private wake: (() => void) | undefined;
   private port: MessagePort | undefined;
   /** The buffers of the blocks that came over `port`, to send back once injected. */
@@ -34,6 +36,7 @@ export class BlockChannel {
 
   end(): void {
     this.ended = true;
+    this.endedAt ??= performance.now();
     this.signal();
   }
 

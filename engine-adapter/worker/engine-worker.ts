@@ -50,11 +50,17 @@ async function inject(session: Session, call: Extract<Call, { op: 'inject' }>, c
     const chunks = channels.map((c, i) => ({ object: c.reader, tokenIds: tokenIds[i]! }));
     const out = await session.blendKVAndPrefill(chunks, call.tokens, options);
     const blended = { recomputed: out.recomputed, fullLayers: out.fullLayers };
-    return { op: 'inject', logits: out.logits, placedAtEpoch: performance.timeOrigin + out.placedAt, blended };
+    return { op: 'inject', logits: out.logits, ...timesOf(out.placedAt, channels), blended };
   }
   const readers = channels.map((c) => c.reader);
   const { logits, placedAt } = await session.injectKVAndPrefill(readers, call.tokens, { logits: call.logits ?? 'last' });
-  return { op: 'inject', logits, placedAtEpoch: performance.timeOrigin + placedAt };
+  return { op: 'inject', logits, ...timesOf(placedAt, channels) };
+}
+
+/** When the objects were placed and when the last of their streams ended, on the shared epoch clock. */
+function timesOf(placedAt: number, channels: readonly BlockChannel[]): { placedAtEpoch: number; receivedAtEpoch: number } {
+  const receivedAt = Math.max(...channels.map((c) => c.endedAt ?? placedAt));
+  return { placedAtEpoch: performance.timeOrigin + placedAt, receivedAtEpoch: performance.timeOrigin + receivedAt };
 }
 
 async function perform(engine: Engine, id: number, call: Call): Promise<{ value: CallValue; transfer?: ArrayBuffer[] }> {

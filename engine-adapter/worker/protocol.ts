@@ -82,8 +82,17 @@ export interface Ready {
 export type CallValue =
   | { op: 'prefill'; logits: Float32Array }
   | { op: 'exportKV'; tensors: KVTensors }
-  /** `placedAtEpoch`: performance.timeOrigin + performance.now() on the worker when the objects were placed. */
-  | { op: 'inject'; logits?: Float32Array; placedAtEpoch?: number; blended?: { recomputed: number; fullLayers: number } }
+  /**
+   * `placedAtEpoch`: performance.timeOrigin + performance.now() on the worker when the objects were placed;
+   * `receivedAtEpoch` likewise when the last of their streams ended there.
+   */
+  | {
+      op: 'inject';
+      logits?: Float32Array;
+      placedAtEpoch?: number;
+      receivedAtEpoch?: number;
+      blended?: { recomputed: number; fullLayers: number };
+    }
   | { op: 'generate'; result: GenerateResult }
   | { op: 'reserve' }
   | { op: 'useTransformTable' }

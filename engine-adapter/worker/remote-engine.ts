@@ -264,7 +264,7 @@ class RemoteSession implements Session {
       CallValue,
       { op: 'inject' }
     >;
-    return { logits: value.logits!, placedAt: value.placedAtEpoch! - performance.timeOrigin };
+    return { logits: value.logits!, ...localTimes(value) };
   }
 
   async blendKVAndPrefill(chunks: readonly BlendChunk[], tokens: ArrayLike<number>, blend: BlendOptions): Promise<BlendedPrefill> {
@@ -274,7 +274,7 @@ class RemoteSession implements Session {
       CallValue,
       { op: 'inject' }
     >;
-    return { logits: value.logits!, placedAt: value.placedAtEpoch! - performance.timeOrigin, ...value.blended! };
+    return { logits: value.logits!, ...localTimes(value), ...value.blended! };
   }
 
   async generate(options: GenerateOptions, onToken?: (token: GeneratedToken) => void): Promise<GenerateResult> {
@@ -401,6 +401,12 @@ class RemoteSession implements Session {
     if (gone) throw gone;
     if (this.disposed) throw new KdnError('INVALID_ARGUMENT', 'session was disposed');
   }
+}
+
+/** An inject answer's times on this thread's clock. */
+function localTimes(value: Extract<CallValue, { op: 'inject' }>): { placedAt: number; receivedAt?: number } {
+  const placedAt = value.placedAtEpoch! - performance.timeOrigin;
+  return value.receivedAtEpoch === undefined ? { placedAt } : { placedAt, receivedAt: value.receivedAtEpoch - performance.timeOrigin };
 }
 
 /** Waits for `promise`, but at most `ms`. */

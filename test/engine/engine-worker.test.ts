@@ -100,8 +100,13 @@ describe('engine on a worker thread (createEngineInWorker)', function () {
         await session.prefill([1], { logits: 'none' });
         const reader = await fp16Reader(kv, engine.info.fingerprint, chunk);
         if (overlapped) {
-          const { logits, placedAt } = await session.injectKVAndPrefill([reader], prompt);
+          const called = performance.now();
+          const { logits, placedAt, receivedAt } = await session.injectKVAndPrefill([reader], prompt);
           expect(placedAt).to.be.a('number').and.at.most(performance.now());
+          // Only the engine on its own thread says when the blocks got there: after the call, before they were placed
+          // (the call's time is this thread's clock, theirs the worker's converted: a millisecond allows for that).
+          if (engine === remote) expect(receivedAt).to.be.within(called - 1, placedAt);
+          else expect(receivedAt).to.equal(undefined);
           return { logits, length: session.length };
         }
         await session.injectKV(reader, session.length);
