@@ -59,7 +59,8 @@ async function inject(session: Session, call: Extract<Call, { op: 'inject' }>, c
 
 /** When the objects were placed and when the last of their streams ended, on the shared epoch clock. */
 function timesOf(placedAt: number, channels: readonly BlockChannel[]): { placedAtEpoch: number; receivedAtEpoch: number } {
-  const receivedAt = Math.max(...channels.map((c) => c.endedAt ?? placedAt));
+  const ends = channels.map((c) => c.endedAt ?? placedAt);
+  const receivedAt = ends.length > 0 ? Math.max(...ends) : placedAt;
   return { placedAtEpoch: performance.timeOrigin + placedAt, receivedAtEpoch: performance.timeOrigin + receivedAt };
 }
 
