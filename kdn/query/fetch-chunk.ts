@@ -18,8 +18,7 @@ export class ChunkFetch {
   readonly reader: Promise<PrefetchedReader>;
   /** Resolves when the whole object has arrived or the fetch failed; never rejects. */
   readonly done: Promise<void>;
-  tier: ChunkTier = 'unknown';
-  edge: string | undefined;
+
   /** performance.now() when the fetch ended either way. */
   arrivedAt: number | undefined;
   private fetched: FetchedObject | undefined;
@@ -45,10 +44,19 @@ export class ChunkFetch {
 
   private async start(fetcher: KvFetcher, key: string, expect: KVExpectation, signal: AbortSignal): Promise<PrefetchedReader> {
     const fetched = await fetcher.open(key, expect, signal);
-    this.tier = fetched.servedFrom === 'negative' || fetched.servedFrom === 'not-cached' ? 'unknown' : fetched.servedFrom;
-    this.edge = fetched.edge;
     this.fetched = fetched;
     return fetched.reader;
+  }
+
+  /** Where the object came from (read once the fetch is done: a fast-path object may still move to HTTP before). */
+  get tier(): ChunkTier {
+    const from = this.fetched?.servedFrom;
+    return from === undefined || from === 'negative' || from === 'not-cached' ? 'unknown' : from;
+  }
+
+  /** The edge that answered. */
+  get edge(): string | undefined {
+    return this.fetched?.edge;
   }
 
   /** Bytes received so far. */

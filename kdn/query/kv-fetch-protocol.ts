@@ -33,6 +33,8 @@ export type ToWorker =
 
 export type FromWorker =
   | { type: 'header'; id: number; header: KVHeader; servedFrom: FetchedFrom; edge: string }
+  /** The blocks come from elsewhere than the header said: a shared-memory file failed verification, HTTP took over. */
+  | { type: 'source'; id: number; servedFrom: FetchedFrom; edge: string }
   /** Verified layer blocks (lz4 already undone) for the pool to read; the buffers behind `bytes` were transferred. */
   | { type: 'layers'; id: number; layers: { layer: number; bytes: Uint8Array }[]; received: number }
   /** Bytes received so far, while blocks are held or routed (no payload). */

@@ -5,6 +5,7 @@
  * objects are received into them (receive-buffers.ts). Started by kv-fetch-worker.js with the client's options as
  * workerData.
  */
+import { isDeepStrictEqual } from 'node:util';
 import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import { KdnError, toWireError } from '../../common/errors.ts';
 import type { ReturnedBuffers, RoutedBlocks } from '../../engine-adapter/worker/routed-stream.ts';
@@ -12,7 +13,7 @@ import { EdgeClient } from '../../edge/client/client.ts';
 import { readKVObject } from '../../storage/kv-object/index.ts';
 import { parseTransformTable } from '../../storage/kv-object/codecs/transform-table.ts';
 import { transformTables } from '../../storage/kv-object/codecs/transform-tables.ts';
-import type { KVExpectation } from '../../storage/kv-object/types.ts';
+import type { KVExpectation, KVHeader } from '../../storage/kv-object/types.ts';
 import { BlockOutlet } from './block-outlet.ts';
 import type { FromWorker, ToWorker, WorkerSetup } from './kv-fetch-protocol.ts';
 import { ReceiveBuffers } from './receive-buffers.ts';
@@ -22,7 +23,7 @@ const port = parentPort!;
 const setup = workerData as WorkerSetup;
 const client = new EdgeClient(setup.edge);
 const buffers = new ReceiveBuffers(setup.receiveBufferBytes);
-const shm = setup.sharedMemory ? new ShmSource(client, buffers) : undefined;
+const shm = setup.sharedMemory ? new ShmSource(client, { buffers, blockingReads: true }) : undefined;
 const aborts = new Map<number, AbortController>();
 /** Objects in flight, or arrived with their blocks held until the pool says where they go. */
 const outlets = new Map<number, BlockOutlet>();
@@ -49,17 +50,12 @@ async function open(id: number, key: string, expect: KVExpectation, deliverNow: 
   const outlet = new BlockOutlet(id, post);
   if (deliverNow) outlet.deliver();
   outlets.set(id, outlet);
-  let received = (): number => 0;
+  const progress = { received: (): number => 0 };
   try {
-    if (await openFromShm(id, key, expect, outlet)) return;
-    const got = await client.get(key, { signal: abort.signal });
-    received = () => got.body.received;
-    const reader = await readKVObject(got.body, expect, { hashOffThread: false });
-    post({ type: 'header', id, header: reader.header, servedFrom: got.servedFrom, edge: got.edge });
-    for await (const block of reader.layers) outlet.add([{ layer: block.layer, bytes: owned(block.encoded) }], received());
-    outlet.end(received());
+    const fromShm = await openFromShm(id, key, expect, outlet, abort.signal);
+    if (fromShm !== 'done') await receiveOverHttp(id, key, expect, outlet, abort.signal, progress, fromShm);
   } catch (err) {
-    outlet.fail(toWireError(err), received());
+    outlet.fail(toWireError(err), progress.received());
   } finally {
     aborts.delete(id);
     if (outlet.settled) outlets.delete(id);
@@ -67,11 +63,29 @@ async function open(id: number, key: string, expect: KVExpectation, deliverNow: 
   }
 }
 
-/** Hands over `key` read and verified from a same-host edge's shared memory, all layers at once; false: use HTTP. */
-async function openFromShm(id: number, key: string, expect: KVExpectation, outlet: BlockOutlet): Promise<boolean> {
-  const fast = await shm?.read(key, expect, false);
-  if (!fast) return false;
-  post({ type: 'header', id, header: fast.header, servedFrom: 'shm', edge: fast.edge });
+/**
+ * Hands over `key` from a same-host edge's shared memory: its header as soon as that is read, then every layer at
+ * once when all are verified. Files are hashed one per event-loop turn, after the headers of the objects queued
+ * on this thread went out, so the engine starts placing the first objects while the last are still being read.
+ * 'done': handed over whole. Undefined: nothing sent, the object goes over HTTP. A header: it was sent, but a layer
+ * failed verification, so the rest must come over HTTP behind that same header.
+ */
+async function openFromShm(
+  id: number,
+  key: string,
+  expect: KVExpectation,
+  outlet: BlockOutlet,
+  signal: AbortSignal,
+): Promise<'done' | KVHeader | undefined> {
+  const file = await shm?.open(key, expect);
+  if (!file) return undefined;
+  post({ type: 'header', id, header: file.header, servedFrom: 'shm', edge: file.edge });
+  const fast = await inTurn(async () => {
+    if (!signal.aborted) return shm!.verify(file, false);
+    await file.close();
+    throw new KdnError('TIMEOUT', 'edge request aborted by the caller');
+  });
+  if (!fast) return file.header;
   // Layers stored as is are views of the file's buffer, which moves once; lz4 layers own theirs.
   const blocks = fast.blocks.map((block) => ({
     layer: block.layer,
@@ -79,7 +93,43 @@ async function openFromShm(id: number, key: string, expect: KVExpectation, outle
   }));
   outlet.add(blocks, fast.bytes);
   outlet.end(fast.bytes);
-  return true;
+  return 'done';
+}
+
+/** The last shared-memory file queued to be verified here (see inTurn). */
+let verifying: Promise<unknown> = Promise.resolve();
+
+/**
+ * Runs `verify` after those queued before it, in an event-loop turn of its own: messages that came meanwhile (other
+ * objects to open, routes to the engine's thread for the objects verified already) are handled between two files.
+ */
+function inTurn<T>(verify: () => Promise<T>): Promise<T> {
+  const turn = verifying.then(() => new Promise((resolve) => setImmediate(resolve))).then(verify);
+  verifying = turn.catch(() => undefined);
+  return turn;
+}
+
+/**
+ * Receives `key` over HTTP, verifying each layer as it streams in. `announced`: the header the shared-memory file
+ * already sent, which the edge's copy must match exactly (the blocks are checked against it on the other side).
+ */
+async function receiveOverHttp(
+  id: number,
+  key: string,
+  expect: KVExpectation,
+  outlet: BlockOutlet,
+  signal: AbortSignal,
+  progress: { received: () => number },
+  announced: KVHeader | undefined,
+): Promise<void> {
+  const got = await client.get(key, { signal });
+  progress.received = () => got.body.received;
+  const reader = await readKVObject(got.body, expect, { hashOffThread: false });
+  if (announced === undefined) post({ type: 'header', id, header: reader.header, servedFrom: got.servedFrom, edge: got.edge });
+  else if (isDeepStrictEqual(reader.header, announced)) post({ type: 'source', id, servedFrom: got.servedFrom, edge: got.edge });
+  else throw new KdnError('KV_MISMATCH', `the edge's copy of ${key} differs from its shared-memory file`, { hint: 'refetch the object' });
+  for await (const block of reader.layers) outlet.add([{ layer: block.layer, bytes: owned(block.encoded) }], got.body.received);
+  outlet.end(got.body.received);
 }
 
 /** Routes an object's blocks to the engine's port; one no longer held (aborted, failed) fails the engine's stream. */

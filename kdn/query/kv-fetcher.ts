@@ -18,6 +18,7 @@ export type FetchedFrom = ServedFrom | 'shm';
 export interface FetchedObject {
   /** The verified header; layers stream in (and are kept until injected). */
   reader: PrefetchedReader;
+  /** Changes at most once, before any layer: a shared-memory file that failed verification continues over HTTP. */
   servedFrom: FetchedFrom;
   /** The edge that answered. */
   edge: string;

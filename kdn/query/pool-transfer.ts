@@ -23,6 +23,7 @@ export class PoolTransfer {
   private resolveHeader!: (o: FetchedObject) => void;
   private rejectHeader!: (err: Error) => void;
   private readonly queue = new LayerQueue();
+  private fetched: FetchedObject | undefined;
   private destination: 'here' | 'routed' | undefined;
   private arrived = false;
   private failed = false;
@@ -75,6 +76,9 @@ export class PoolTransfer {
           this.queue.push(this.toBlock(layer, bytes));
         }
         break;
+      case 'source':
+        if (this.fetched) Object.assign(this.fetched, { servedFrom: message.servedFrom, edge: message.edge });
+        break;
       case 'progress':
         break;
       case 'arrived':
@@ -106,7 +110,8 @@ export class PoolTransfer {
     const header = message.header;
     this.toBlock = (layer, encoded) => verifiedBlock(header, layer, encoded);
     const reader: PoolReader = { header, layers: this.layers(), drained: this.drained, route: (port) => this.route(port) };
-    this.resolveHeader({ reader, servedFrom: message.servedFrom, edge: message.edge, received: () => this.received });
+    this.fetched = { reader, servedFrom: message.servedFrom, edge: message.edge, received: () => this.received };
+    this.resolveHeader(this.fetched);
   }
 
   private arrive(): void {

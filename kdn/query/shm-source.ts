@@ -4,12 +4,13 @@
  * verified exactly as an HTTP body (readKVObject: header, expectation, every layer's checksum), all before anything
  * is handed on, so a damaged file costs a refetch over HTTP, never a bad injection.
  */
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { lstat, open, readFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { toKdnError } from '../../common/errors.ts';
 import type { EdgeClient } from '../../edge/client/client.ts';
 import { SHM_IDENTITY_FILE, shmObjectName } from '../../edge/protocol.ts';
-import { readKVObject } from '../../storage/kv-object/index.ts';
+import { kvPayloadOffset, readKVHeader, readKVObject } from '../../storage/kv-object/index.ts';
 import type { KVExpectation, KVHeader, KVLayerBlock } from '../../storage/kv-object/types.ts';
 import type { ReceiveBuffers } from './receive-buffers.ts';
 
@@ -22,6 +23,8 @@ const PROBE_TTL_MS = 10_000;
 const PROBE_TIMEOUT_MS = 1_000;
 /** Objects larger than this are left to HTTP (kdn objects are tens of MiB). */
 const MAX_SHM_OBJECT_BYTES = 2 ** 31 - 1;
+/** open's first read: every header of a model with up to a few hundred layers, and no more than a small object. */
+const HEAD_READ_BYTES = 64 * 1024;
 
 export interface ShmObject {
   header: KVHeader;
@@ -34,6 +37,14 @@ export interface ShmObject {
   bytes: number;
 }
 
+/** An object file opened by ShmSource.open: its header read and checked, the payload not yet read. */
+export interface ShmFile {
+  header: KVHeader;
+  edge: string;
+  /** Closes the file without reading the rest (verify closes it otherwise). */
+  close(): Promise<void>;
+}
+
 export interface ShmCounters {
   /** Objects read and verified from shared memory. */
   hits: number;
@@ -43,14 +54,33 @@ export interface ShmCounters {
   rejected: number;
 }
 
+export interface ShmSourceOptions {
+  /** Where files are read into (a fetch thread's, reused once the engine returns them); else fresh buffers. */
+  buffers?: ReceiveBuffers;
+  /**
+   * Read files with blocking calls on this thread, for a thread that does nothing but fetch. Asynchronous reads
+   * run on libuv's pool, whose four threads every thread of the process shares: eight fetch threads reading through
+   * it read more slowly than one thread reading by itself.
+   */
+  blockingReads?: boolean;
+}
+
+/** What open keeps of a file until verify: the buffer the whole file goes into, and how much of it is read. */
+interface OpenedFile extends ShmFile {
+  file: ObjectFile;
+  bytes: Uint8Array;
+  read: number;
+  expect: KVExpectation;
+  key: string;
+}
+
 export class ShmSource {
   readonly counters: ShmCounters = { hits: 0, misses: 0, rejected: 0 };
   private readonly probes = new Map<string, { dir: Promise<string | null>; at: number }>();
 
-  /** `buffers`: where files are read into (a fetch thread's, reused once the engine returns them); else fresh ones. */
   constructor(
     private readonly client: EdgeClient,
-    private readonly buffers?: ReceiveBuffers,
+    private readonly options: ShmSourceOptions = {},
   ) {}
 
   /**
@@ -58,17 +88,50 @@ export class ShmSource {
    * edge is on another host, shares no folder, lacks the file, or the file is not a valid object for `expect`.
    */
   async read(key: string, expect: KVExpectation, hashOffThread: boolean): Promise<ShmObject | undefined> {
+    const file = await this.open(key, expect);
+    return file && (await this.verify(file, hashOffThread));
+  }
+
+  /**
+   * Opens `key`'s file and reads only its header, checked against `expect` (undefined as for read), so that a caller
+   * can announce the object before reading and hashing its payload with verify.
+   */
+  async open(key: string, expect: KVExpectation): Promise<ShmFile | undefined> {
     const edge = this.client.order(key)[0]!;
     const dir = await this.folderOf(edge);
     if (dir === null) return undefined;
-    const allocate = (size: number): Uint8Array => this.buffers?.take(size) ?? Buffer.allocUnsafeSlow(size);
-    const bytes = await readWhole(join(dir, shmObjectName(key)), allocate).catch(() => null);
-    if (bytes === undefined) {
-      this.counters.misses += 1;
+    let file: ObjectFile | undefined;
+    try {
+      const path = join(dir, shmObjectName(key));
+      file = this.options.blockingReads ? blockingFile(path) : await asyncFile(path);
+      if (file === undefined) {
+        this.counters.misses += 1;
+        return undefined;
+      }
+      if (file.size > MAX_SHM_OBJECT_BYTES) throw new Error(`${path} is ${file.size} bytes`);
+      const bytes = this.options.buffers?.take(file.size) ?? new Uint8Array(Buffer.allocUnsafeSlow(file.size).buffer, 0, file.size);
+      let read = Math.min(file.size, HEAD_READ_BYTES);
+      await file.readInto(bytes, 0, read);
+      const payloadAt = kvPayloadOffset(bytes.subarray(0, read));
+      if (payloadAt > read && payloadAt <= file.size) await file.readInto(bytes, read, (read = payloadAt));
+      const header = readKVHeader(bytes.subarray(0, read), expect);
+      const opened: OpenedFile = { header, edge, file, bytes, read, expect, key, close: () => file!.close() };
+      return opened;
+    } catch (err) {
+      await file?.close().catch(() => undefined);
+      this.reject(key, err);
       return undefined;
     }
+  }
+
+  /**
+   * Reads the rest of a file from open and verifies every layer (on the hash pool with `hashOffThread`); undefined
+   * when it is not a valid object. Closes the file either way.
+   */
+  async verify(opened: ShmFile, hashOffThread: boolean): Promise<ShmObject | undefined> {
+    const { file, bytes, read, expect, key, header, edge } = opened as OpenedFile;
     try {
-      if (bytes === null) throw new Error('unreadable');
+      await file.readInto(bytes, read, bytes.length);
       const reader = await readKVObject(oneChunk(bytes), expect, { hashOffThread });
       const blocks: KVLayerBlock[] = [];
       for await (const block of reader.layers) blocks.push(block);
@@ -76,16 +139,22 @@ export class ShmSource {
       // The edge never sees this read: a HEAD, after the fact and off the query's path, counts it as a use in its
       // memory tier's LRU (and hit counters), so objects kdn reads this way are not evicted as if cold.
       this.client.head(key).catch(() => undefined);
-      return { header: reader.header, blocks, edge, buffer: bytes.buffer as ArrayBuffer, bytes: bytes.length };
+      return { header, blocks, edge, buffer: bytes.buffer as ArrayBuffer, bytes: bytes.length };
     } catch (err) {
-      this.counters.rejected += 1;
-      this.onReject(key, toKdnError(err).code);
+      this.reject(key, err);
       return undefined;
+    } finally {
+      await file.close().catch(() => undefined);
     }
   }
 
   /** Called with each rejected key (tests and logs); the key is then fetched over HTTP. */
   onReject: (key: string, code: string) => void = () => undefined;
+
+  private reject(key: string, err: unknown): void {
+    this.counters.rejected += 1;
+    this.onReject(key, toKdnError(err).code);
+  }
 
   /** The edge's folder if it is on this host: the identity file there holds what the edge said over HTTP. */
   private folderOf(edge: string): Promise<string | null> {
@@ -111,11 +180,36 @@ export class ShmSource {
   }
 }
 
-/**
- * The file's bytes in a buffer of their own from `allocate` (transferable whole), or undefined when there is no such
- * file.
- */
-async function readWhole(path: string, allocate: (size: number) => Uint8Array): Promise<Uint8Array | undefined> {
+/** An open object file, read in ranges into a caller's buffer. */
+interface ObjectFile {
+  size: number;
+  /** Fills bytes [from, to) of `into` from the same offsets of the file; a file shorter than that throws. */
+  readInto(into: Uint8Array, from: number, to: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** `path` read with blocking calls, or undefined when there is no such file. */
+function blockingFile(path: string): ObjectFile | undefined {
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+  return {
+    size: fstatSync(fd).size,
+    async readInto(into, from, to) {
+      for (let at = from; at < to; ) at += checkedRead(path, at, to, readSync(fd, into, at, to - at, at));
+    },
+    async close() {
+      closeSync(fd);
+    },
+  };
+}
+
+/** `path` read through libuv's pool, or undefined when there is no such file. */
+async function asyncFile(path: string): Promise<ObjectFile | undefined> {
   let handle: FileHandle;
   try {
     handle = await open(path, 'r');
@@ -123,19 +217,19 @@ async function readWhole(path: string, allocate: (size: number) => Uint8Array): 
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw err;
   }
-  try {
-    const { size } = await handle.stat();
-    if (size > MAX_SHM_OBJECT_BYTES) throw new Error(`${path} is ${size} bytes`);
-    const bytes = allocate(size);
-    for (let at = 0; at < size; ) {
-      const { bytesRead } = await handle.read(bytes, at, size - at, at);
-      if (bytesRead === 0) throw new Error(`${path} ended at ${at} of ${size} bytes`);
-      at += bytesRead;
-    }
-    return bytes;
-  } finally {
-    await handle.close();
-  }
+  return {
+    size: (await handle.stat()).size,
+    async readInto(into, from, to) {
+      for (let at = from; at < to; ) at += checkedRead(path, at, to, (await handle.read(into, at, to - at, at)).bytesRead);
+    },
+    close: () => handle.close(),
+  };
+}
+
+/** `read` bytes came at `at`: a file that ends before `to` (it shrank after its size was taken) throws. */
+function checkedRead(path: string, at: number, to: number, read: number): number {
+  if (read === 0) throw new Error(`${path} ended at ${at} of ${to} bytes`);
+  return read;
 }
 
 async function* oneChunk(bytes: Uint8Array): AsyncGenerator<Uint8Array> {

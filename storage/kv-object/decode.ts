@@ -5,6 +5,14 @@ import { checkExpectation } from './header.ts';
 import { openLayerBlock } from './layer-block.ts';
 
 /**
+ * Where an object's payload starts (the bytes its preamble, header and header hash take), from its first
+ * KV_PREAMBLE_BYTES or more: how much of an object to read before readKVHeader can parse it.
+ */
+export function kvPayloadOffset(prefix: Uint8Array): number {
+  return payloadStart(parsePreamble(prefix));
+}
+
+/**
  * Parses and validates the header from the first bytes of an object (the payload need not be there).
  * Checks the header hash and the expectation, not the payload.
  */

@@ -2,7 +2,7 @@
 export type * from './types.ts';
 export { KV_FORMAT_VERSION } from './types.ts';
 export { encodeKVObject, type EncodeMeta } from './encode.ts';
-export { decodeKVObject, readKVHeader, verifyKVObject } from './decode.ts';
+export { decodeKVObject, kvPayloadOffset, readKVHeader, verifyKVObject } from './decode.ts';
 export { readKVObject } from './stream-reader.ts';
 export { verifiedBlock } from './layer-block.ts';
 export { tokenHash } from './token-hash.ts';
@@ -13,4 +13,4 @@ export { fitTransformTable, TRANSFORM_LEVELS, DEFAULT_TRANSFORM_LEVEL, type Leve
 export { transformTables, TransformTableRegistry } from './codecs/transform-tables.ts';
 export { quantizedSections, type QuantizedSections } from './codecs/quantized.ts';
 export { LIMITS as KV_LIMITS } from './header.ts';
-export { MAX_HEADER_BYTES } from './format.ts';
+export { MAX_HEADER_BYTES, PREAMBLE_BYTES as KV_PREAMBLE_BYTES } from './format.ts';

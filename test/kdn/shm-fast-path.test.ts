@@ -88,6 +88,16 @@ describe('same-host fast path: kdn reads the edge memory tier from shared memory
       sameLayers(fromPool.blocks, fromLoop.blocks);
       expect(fromPool.blocks[3]!.decode().keys).to.deep.equal(fromLoop.blocks[3]!.decode().keys);
     }
+    // One thread with both objects queued: it sends both headers, then hashes one file per event-loop turn.
+    const single = new KvFetchPool(options(edge.url), 1);
+    try {
+      const [one, two] = await Promise.all([drain(single, keyOf(1)), drain(single, keyOf(2))]);
+      expect([one.from, two.from]).to.deep.equal(['shm', 'shm']);
+      sameLayers(one.blocks, (await drain(inThreadFetcher(client), keyOf(1))).blocks);
+      sameLayers(two.blocks, (await drain(inThreadFetcher(client), keyOf(2))).blocks);
+    } finally {
+      await single.close();
+    }
     const chunk = new ChunkFetch(pool, keyOf(1), EXPECT, new AbortController().signal);
     const layers: number[] = [];
     for await (const block of (await chunk.reader).layers) layers.push(block.layer);
@@ -131,13 +141,21 @@ describe('same-host fast path: kdn reads the edge memory tier from shared memory
     await writeFile(`${file}.tmp`, bytes);
     await rename(`${file}.tmp`, file);
 
-    const shm = new ShmSource(client);
-    const rejected: string[] = [];
-    shm.onReject = (_key, code) => rejected.push(code);
-    expect(await shm.read(key, EXPECT, false)).to.equal(undefined);
-    expect(rejected).to.deep.equal(['KV_CORRUPT']);
-    expect(shm.counters).to.deep.equal({ hits: 0, misses: 0, rejected: 1 });
+    for (const blockingReads of [false, true]) {
+      const shm = new ShmSource(client, { blockingReads });
+      const rejected: string[] = [];
+      shm.onReject = (_key, code) => rejected.push(code);
+      expect(await shm.read(key, EXPECT, false), `blocking reads: ${blockingReads}`).to.equal(undefined);
+      expect(rejected).to.deep.equal(['KV_CORRUPT']);
+      expect(shm.counters).to.deep.equal({ hits: 0, misses: 0, rejected: 1 });
+      // The header is intact: open accepts the file, and only the payload's hash rejects it.
+      const opened = await new ShmSource(client, { blockingReads }).open(key, EXPECT);
+      expect(opened?.header.tokens).to.equal(IDS.length);
+      await opened!.close();
+    }
 
+    // The pool's thread announced the object from the file's header, then received its layers over HTTP: the
+    // object's tier says so once it is read.
     for (const fetcher of [pool, inThreadFetcher(client)]) {
       const got = await drain(fetcher, key);
       expect(got.from).to.equal('memory');
