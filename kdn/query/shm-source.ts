@@ -113,7 +113,10 @@ export class ShmSource {
       let read = Math.min(file.size, HEAD_READ_BYTES);
       await file.readInto(bytes, 0, read);
       const payloadAt = kvPayloadOffset(bytes.subarray(0, read));
-      if (payloadAt > read && payloadAt <= file.size) await file.readInto(bytes, read, (read = payloadAt));
+      if (payloadAt > read && payloadAt <= file.size) {
+        await file.readInto(bytes, read, payloadAt);
+        read = payloadAt;
+      }
       const header = readKVHeader(bytes.subarray(0, read), expect);
       const opened: OpenedFile = { header, edge, file, bytes, read, expect, key, close: () => file!.close() };
       return opened;

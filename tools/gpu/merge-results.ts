@@ -99,15 +99,9 @@ function main(folder: string | undefined): void {
     writeAtomically(join(RESULTS, `${name}.json`), mergeBenchRuns(files, name.replace(/-gpu$/, ''), source));
     merged++;
   }
-  const profileKinds = [
-    ['profile-forward-', 'profile-forward'],
-    ['profile-expand-', 'profile-expand'],
-    ['profile-inject-', 'profile-inject'],
-    ['profile-question-', 'profile-question'],
-  ] as const;
-  // Each a tool's one JSON report per shape, kept whole.
-  for (const [prefix, name] of profileKinds) {
-    const files = filesOf(folder, prefix);
+  // Each a tool's one JSON report per shape (`<name>-<shape>.json`), kept whole.
+  for (const name of ['profile-forward', 'profile-expand', 'profile-inject', 'profile-question']) {
+    const files = filesOf(folder, `${name}-`);
     if (files.length === 0) continue;
     writeAtomically(join(RESULTS, 'gpu', `${name}.json`), {
       name,
