@@ -13,6 +13,10 @@
  *             (--parallel at once, on the event loop), bytes discarded;
  *   shm:      the threads stage over the fast path: the pool's workers read each object from shared memory and verify
  *             it instead of receiving it over a socket (kdn/query/shm-source.ts);
+ *   shm-interleaved, shm-whole: the fast path as the overlapped query path takes it: every object opened at once and
+ *             every object's layers consumed as they come, the threads handing the objects' layers over in turns
+ *             (interleaved, as kdn opens them) or each object whole after the other; `layer0Ms` is when every object's
+ *             layer 0 was in, when the question's first layer could start (kdn/query/shm-hand-over.ts);
  * and on a WebGPU adapter (asked for by name, not run by default), the engine's injection without a model
  * (bench/lib/gpu-inject-target.ts), each record with the host's time in the writes and the wait for the GPU:
  *   gpu-staged: verified blocks held in memory, staged and copied to the GPU only (no expansion);
@@ -27,11 +31,14 @@
  * mirrored under /dev/shm (or the temp folder where there is none) for the shm stages; the socket stages never
  * read that mirror.
  * Each round runs every stage once per codec, stages interleaved; figures are medians over --rounds after one
- * warmup round. `--before <results.json>` adds the GB/s of an earlier run of this benchmark per row, for comparison.
+ * warmup round. `--format-versions 1,2` runs every stage on objects of each KV format version side by side (records'
+ * `format`; version 1 checks layers with sha256, 2 with BLAKE3; default the version encoders write).
+ * `--before <results.json>` adds the GB/s of an earlier run of this benchmark per row, for comparison.
  *
  *   npm run bench -- delivery [--objects 16] [--parallel 16] [--rounds 5] [--codecs fp16,int8,int4]
- *                             [--stages ceiling,fetch,verified,pipeline,product,threads,shm-read,shm,gpu-staged,gpu,engine,shm-engine]
- *                             [--fetch-threads N]
+ *                             [--stages ceiling,fetch,verified,pipeline,product,threads,shm-read,shm,shm-interleaved,shm-whole,
+ *                                       gpu-staged,gpu,engine,shm-engine]
+ *                             [--fetch-threads N] [--format-versions 1,2]
  *                             [--layers 32 --kv-heads 8 --head-dim 128 --tokens 256] [--before <file>]
  */
 import { randomBytes } from 'node:crypto';
@@ -54,7 +61,8 @@ import { startEdge, type RunningEdge } from '../edge/server/main.ts';
 import { ChunkFetch, type ChunkTier } from '../kdn/query/fetch-chunk.ts';
 import { KvFetchPool } from '../kdn/query/kv-fetch-pool.ts';
 import { inThreadFetcher, type KvFetcher } from '../kdn/query/kv-fetcher.ts';
-import { codecFromString, encodeKVObject, readKVObject, tokenHash } from '../storage/kv-object/index.ts';
+import { KV_FORMAT_VERSION, codecFromString, encodeKVObject, readKVObject, tokenHash } from '../storage/kv-object/index.ts';
+import { READABLE_VERSIONS, type LayerDigestVersion } from '../storage/kv-object/layer-digest.ts';
 import type { CodecName, KVExpectation, KVHeader, KVLayerBlock, KVObjectReader } from '../storage/kv-object/types.ts';
 import { kvTensors, tokenIds } from '../fixtures/kv-data.ts';
 import { choiceList, parseFlags, positiveInt } from './lib/args.ts';
@@ -64,7 +72,18 @@ import { median, round } from './lib/stats.ts';
 import type { BenchRecord, BenchReport } from './report.ts';
 
 const CODECS = ['fp16', 'int8', 'int4'] as const satisfies readonly CodecName[];
-const CPU_STAGES = ['ceiling', 'fetch', 'verified', 'pipeline', 'product', 'threads', 'shm-read', 'shm'] as const;
+const CPU_STAGES = [
+  'ceiling',
+  'fetch',
+  'verified',
+  'pipeline',
+  'product',
+  'threads',
+  'shm-read',
+  'shm',
+  'shm-interleaved',
+  'shm-whole',
+] as const;
 const GPU_STAGES = ['gpu-staged', 'gpu', 'engine', 'shm-engine'] as const;
 const STAGES = [...CPU_STAGES, ...GPU_STAGES] as const;
 type Stage = (typeof STAGES)[number];
@@ -77,6 +96,7 @@ interface DeliveryArgs {
   stages: Stage[];
   fetchThreads: number;
   shape: { layers: number; kvHeads: number; headDim: number; tokens: number };
+  formats: LayerDigestVersion[];
   before: string | undefined;
 }
 
@@ -93,6 +113,7 @@ function parse(args: string[]): DeliveryArgs {
     tokens: { type: 'string' },
     before: { type: 'string' },
     'fetch-threads': { type: 'string' },
+    'format-versions': { type: 'string' },
   });
   return {
     objects: positiveInt(values.objects, 16, 'objects'),
@@ -107,6 +128,9 @@ function parse(args: string[]): DeliveryArgs {
       headDim: positiveInt(values['head-dim'], 128, 'head-dim'),
       tokens: positiveInt(values.tokens, 256, 'tokens'),
     },
+    formats: choiceList(values['format-versions'], [String(KV_FORMAT_VERSION)], READABLE_VERSIONS.map(String), 'format-versions').map(
+      Number,
+    ) as LayerDigestVersion[],
     before: values.before,
   };
 }
@@ -157,6 +181,8 @@ function plainGet(agent: Agent, edge: RunningEdge, sign: EdgeSigner, key: string
 
 interface Fixture {
   codec: CodecName;
+  /** KV format version of the objects: it names the layer checksums' hash (storage/kv-object/layer-digest.ts). */
+  format: LayerDigestVersion;
   keys: string[];
   objectBytes: number;
   layers: number;
@@ -206,6 +232,33 @@ interface StageResult {
   gbps: number;
   ms: number;
   gpu: GpuInjectTiming | null;
+  /** shm-interleaved and shm-whole: from the start until every object's layer 0 was in. */
+  layer0Ms: number | null;
+}
+
+/**
+ * The overlapped path's fetch over the fast path: every object opened at once (`interleave` as kdn sets it), their
+ * layers consumed as they come. Returns when every object's layer 0 had come, from `t0`.
+ */
+async function fetchTogether(fetcher: KvFetcher, f: Fixture, interleave: boolean, t0: number): Promise<number> {
+  const signal = new AbortController().signal;
+  setMaxListeners(f.keys.length * 2, signal);
+  const fetches = f.keys.map((key) => new ChunkFetch(fetcher, key, f.expect, signal, { interleave }));
+  const readers = await Promise.all(fetches.map((fetch) => fetch.reader));
+  const perLayer = new Array<number>(f.layers).fill(0);
+  let layer0Ms = Number.NaN;
+  await Promise.all(
+    readers.map(async (reader) => {
+      for await (const block of reader.layers) {
+        if (++perLayer[block.layer]! === f.keys.length && block.layer === 0) layer0Ms = performance.now() - t0;
+      }
+    }),
+  );
+  await Promise.all(fetches.map((fetch) => fetch.done));
+  if (perLayer.some((n) => n !== f.keys.length)) throw new Error(`layers consumed per index: ${perLayer.join(' ')}`);
+  const other = fetches.find((fetch) => fetch.tier !== 'shm');
+  if (other) throw new KdnError('INTERNAL', `a chunk came from tier ${other.tier}, not shm`);
+  return layer0Ms;
 }
 
 async function measureStage(stage: Stage, f: Fixture, ctx: StageContext): Promise<StageResult> {
@@ -213,8 +266,13 @@ async function measureStage(stage: Stage, f: Fixture, ctx: StageContext): Promis
   const onGpu = (GPU_STAGES as readonly Stage[]).includes(stage);
   const target = onGpu ? await ctx.gpu.open(stage !== 'gpu-staged') : null;
   let gpu: GpuInjectTiming | null = null;
+  let layer0Ms: number | null = null;
   const t0 = performance.now();
   switch (stage) {
+    case 'shm-interleaved':
+    case 'shm-whole':
+      layer0Ms = await fetchTogether(ctx.shmPool, f, stage === 'shm-interleaved', t0);
+      break;
     case 'gpu-staged':
     case 'gpu':
       for (const _ of f.keys) await target!.injectKV(heldReader(f.held), target!.length);
@@ -264,7 +322,7 @@ async function measureStage(stage: Stage, f: Fixture, ctx: StageContext): Promis
     }
   }
   const ms = performance.now() - t0;
-  return { gbps: (f.objectBytes * f.keys.length) / (ms / 1000) / 1e9, ms, gpu };
+  return { gbps: (f.objectBytes * f.keys.length) / (ms / 1000) / 1e9, ms, gpu, layer0Ms };
 }
 
 /** GB/s per codec and stage of an earlier results file of this benchmark. */
@@ -273,7 +331,8 @@ async function readBefore(file: string): Promise<Map<string, number>> {
   if (parsed.name !== 'delivery' || !Array.isArray(parsed.records)) {
     throw new KdnError('INVALID_ARGUMENT', `--before ${file} is not a delivery results file`);
   }
-  return new Map(parsed.records.map((r) => [`${String(r.codec)}/${String(r.stage)}`, Number(r.GBps)]));
+  // Records from before format version 2 carry no format: they are all version 1 (sha256).
+  return new Map(parsed.records.map((r) => [`${String(r.codec)}/${String(r.format ?? 1)}/${String(r.stage)}`, Number(r.GBps)]));
 }
 
 export async function run(args: string[]): Promise<BenchReport> {
@@ -281,13 +340,19 @@ export async function run(args: string[]): Promise<BenchReport> {
   const before = a.before === undefined ? undefined : await readBefore(a.before);
   const ids = tokenIds(a.shape.tokens);
   const tensors = kvTensors(a.shape, 42);
-  const encoded = new Map(
-    a.codecs.map((codec) => [
+  const encoded = a.codecs.flatMap((codec) =>
+    a.formats.map((format) => ({
       codec,
-      encodeKVObject(tensors, { modelFingerprint: 'bench-delivery', tokenIds: ids, codec: codecFromString(codec) }),
-    ]),
+      format,
+      bytes: encodeKVObject(tensors, {
+        modelFingerprint: 'bench-delivery',
+        tokenIds: ids,
+        codec: codecFromString(codec),
+        formatVersion: format,
+      }),
+    })),
   );
-  const totalBytes = [...encoded.values()].reduce((sum, bytes) => sum + bytes.length * a.objects, 0);
+  const totalBytes = encoded.reduce((sum, { bytes }) => sum + bytes.length * a.objects, 0);
 
   const dir = await mkdtemp(join(tmpdir(), 'kdn-bench-delivery-'));
   const shmDir = existsSync('/dev/shm') ? '/dev/shm' : join(dir, 'shm');
@@ -301,7 +366,7 @@ export async function run(args: string[]): Promise<BenchReport> {
       diskBytes: 0,
       diskPath: join(dir, 'disk'),
       originUrl: `file:${join(dir, 'origin')}`,
-      maxBodyBytes: Math.max(...[...encoded.values()].map((b) => b.length)),
+      maxBodyBytes: Math.max(...encoded.map(({ bytes }) => bytes.length)),
       secret,
       shmDir,
     },
@@ -323,15 +388,26 @@ export async function run(args: string[]): Promise<BenchReport> {
   const ctx: StageContext = { client, pool, shmPool, edge, agent, sign: secretSigner(secret), parallel: a.parallel, gpu };
   try {
     const fixtures: Fixture[] = [];
-    for (const [codec, bytes] of encoded) {
-      const keys = Array.from({ length: a.objects }, (_, i) => `kv/bench/delivery/${codec}/chunk-${String(i).padStart(4, '0')}.kv`);
+    for (const { codec, format, bytes } of encoded) {
+      const keys = Array.from(
+        { length: a.objects },
+        (_, i) => `kv/bench/delivery/${codec}/v${format}/chunk-${String(i).padStart(4, '0')}.kv`,
+      );
       for (const key of keys) await client.put(key, bytes);
       await edge.shm!.settled();
       const expect = { modelFingerprint: 'bench-delivery', ...a.shape, tokenHash: tokenHash(ids) };
       const reader = await readKVObject(Readable.from([bytes]), expect);
       const blocks: KVLayerBlock[] = [];
       for await (const block of reader.layers) blocks.push(block);
-      fixtures.push({ codec, keys, objectBytes: bytes.length, layers: a.shape.layers, expect, held: { header: reader.header, blocks } });
+      fixtures.push({
+        codec,
+        format,
+        keys,
+        objectBytes: bytes.length,
+        layers: a.shape.layers,
+        expect,
+        held: { header: reader.header, blocks },
+      });
     }
     const samples = new Map<string, StageResult[]>();
     for (let r = 0; r <= a.rounds; r++) {
@@ -339,7 +415,7 @@ export async function run(args: string[]): Promise<BenchReport> {
         for (const stage of a.stages) {
           const result = await measureStage(stage, f, ctx);
           if (r === 0) continue; // warmup: sockets open, JIT warm
-          const key = `${f.codec}/${stage}`;
+          const key = `${f.codec}/${f.format}/${stage}`;
           samples.set(key, [...(samples.get(key) ?? []), result]);
         }
       }
@@ -347,15 +423,16 @@ export async function run(args: string[]): Promise<BenchReport> {
     }
     const records: BenchRecord[] = [];
     for (const f of fixtures) {
-      const ceilingRounds = samples.get(`${f.codec}/ceiling`)?.map((s) => s.gbps);
+      const ceilingRounds = samples.get(`${f.codec}/${f.format}/ceiling`)?.map((s) => s.gbps);
       for (const stage of a.stages) {
-        const results = samples.get(`${f.codec}/${stage}`)!;
+        const results = samples.get(`${f.codec}/${f.format}/${stage}`)!;
         const rounds = results.map((s) => s.gbps);
         const gbps = median(rounds);
         const gpuTimes = results.flatMap((s) => (s.gpu ? [s.gpu] : []));
-        const was = before?.get(`${f.codec}/${stage}`);
+        const was = before?.get(`${f.codec}/${f.format}/${stage}`);
         records.push({
           codec: f.codec,
+          format: f.format,
           stage,
           objectMB: round(f.objectBytes / 1e6),
           GBps: round(gbps, 3),
@@ -363,6 +440,7 @@ export async function run(args: string[]): Promise<BenchReport> {
           ms: round(median(results.map((s) => s.ms))),
           hostWriteMs: gpuTimes.length > 0 ? round(median(gpuTimes.map((t) => t.hostWriteMs))) : null,
           gpuWaitMs: gpuTimes.length > 0 ? round(median(gpuTimes.map((t) => t.settleMs))) : null,
+          layer0Ms: results[0]!.layer0Ms === null ? null : round(median(results.map((s) => s.layer0Ms!))),
           ...(before
             ? { beforeGBps: was === undefined ? null : round(was, 3), speedup: was === undefined ? null : round(gbps / was, 3) }
             : {}),

@@ -47,8 +47,13 @@
  * `--edge-shm` has the edge mirror its memory tier under /dev/shm and runs each inject and blend mode twice, records
  * marked `delivery`: 'socket' (loopback HTTP, as without the flag) then 'shm' (the same-host fast path,
  * kdn/query/shm-source.ts; a run where any object came over HTTP is an error, not a figure).
+ * `--shm-order whole` has fetch threads hand over each shared-memory object whole, one after another, where kdn's
+ * overlapped and blend paths take every object's layers in turns (`interleaved`, kdn/query/shm-hand-over.ts).
+ * `--format-version 1` puts objects of KV format version 1 (layers checked with sha256) instead of the current one
+ * (BLAKE3), to compare what verification costs.
  */
-import { codecFromString, encodeKVObject } from '../storage/kv-object/index.ts';
+import { KV_FORMAT_VERSION, codecFromString, encodeKVObject } from '../storage/kv-object/index.ts';
+import { READABLE_VERSIONS, type LayerDigestVersion } from '../storage/kv-object/layer-digest.ts';
 import type { CodecName } from '../storage/kv-object/types.ts';
 import { choice, choiceList, parseFlags, positiveInt } from './lib/args.ts';
 import { EDGE_PLACEMENTS, startBenchEdge, type BenchEdge, type EdgePlacement } from './lib/bench-edge.ts';
@@ -59,7 +64,7 @@ import { KdnError } from '../common/errors.ts';
 import { overlapsPrompt } from '../kdn/query/overlap-policy.ts';
 import { DEFAULT_RECEIVE_BUFFER_BYTES, KvFetchPool } from '../kdn/query/kv-fetch-pool.ts';
 import type { ReceiveBufferStats } from '../kdn/query/receive-buffers.ts';
-import { defaultFetchThreads, inThreadFetcher, type KvFetcher } from '../kdn/query/kv-fetcher.ts';
+import { defaultFetchThreads, inThreadFetcher, type KvFetcher, type KvFetchOptions } from '../kdn/query/kv-fetcher.ts';
 import { argmax } from './lib/logits.ts';
 import { handOverOnLoop } from './lib/loop-hand-over.ts';
 import { openBenchEngine, resolveTarget } from './lib/open-engine.ts';
@@ -140,9 +145,15 @@ interface TtftArgs extends SpeedArgs {
   engineThread: boolean;
   /** How a fetch pool's blocks reach an engine on its own thread: from the fetch threads, or through the event loop. */
   handOver: (typeof HAND_OVERS)[number];
+  /** How fetch threads hand over shared-memory objects on the overlapped and blend paths (shm-hand-over.ts). */
+  shmOrder: (typeof SHM_ORDERS)[number];
+  /** KV format version of the objects put to the edge; it names the layer checksums' hash (layer-digest.ts). */
+  formatVersion: LayerDigestVersion;
 }
 
 const HAND_OVERS = ['direct', 'loop'] as const;
+
+const SHM_ORDERS = ['interleaved', 'whole'] as const;
 
 const INJECT_PATHS = ['auto', 'overlapped', 'sequential'] as const;
 
@@ -170,6 +181,8 @@ function parse(args: string[]): TtftArgs {
     'edge-shm': { type: 'boolean' },
     'engine-thread': { type: 'boolean' },
     'hand-over': { type: 'string' },
+    'format-version': { type: 'string' },
+    'shm-order': { type: 'string' },
   });
   const speed = speedArgs(values, { contexts: [256, 512, 1024] });
   const kv = choice(values.kv, 'computed', KV_SOURCES, 'kv');
@@ -205,6 +218,10 @@ function parse(args: string[]): TtftArgs {
     edgeShm: values['edge-shm'] === true,
     engineThread: values['engine-thread'] === true,
     handOver: choice(values['hand-over'], 'direct', HAND_OVERS, 'hand-over'),
+    shmOrder: choice(values['shm-order'], 'interleaved', SHM_ORDERS, 'shm-order'),
+    formatVersion: Number(
+      choice(values['format-version'], String(KV_FORMAT_VERSION), READABLE_VERSIONS.map(String), 'format-version'),
+    ) as LayerDigestVersion,
   };
 }
 
@@ -301,6 +318,7 @@ async function putContextObjects(
   chunk: number,
   codecs: CodecName[],
   prefix: string,
+  formatVersion: LayerDigestVersion,
 ): Promise<Map<CodecName, string[]>> {
   const keys = new Map<CodecName, string[]>(codecs.map((c) => [c, []]));
   const session = source ?? engine.createSession(context.length);
@@ -315,6 +333,7 @@ async function putContextObjects(
           modelFingerprint: engine.info.fingerprint,
           tokenIds: context.slice(start, end),
           codec: codecFromString(codec),
+          formatVersion,
         });
         await edge.client.put(key, bytes);
         keys.get(codec)!.push(key);
@@ -339,6 +358,7 @@ async function putSyntheticObjects(
   codecs: CodecName[],
   prefix: string,
   transform: { kit: BenchTransform; level: string | undefined } | null,
+  formatVersion: LayerDigestVersion,
 ): Promise<Map<CodecName, string[]>> {
   const { layers, kvHeads, headDim, fingerprint } = engine.info;
   const chunks = Math.ceil(context / chunk);
@@ -351,7 +371,7 @@ async function putSyntheticObjects(
       const kv = codec === 'transform' ? spectralKV(shape, 11) : { ...kvTensors(shape, 11), ropeApplied: false };
       const spec = codec === 'transform' ? transform!.kit.spec(transform!.level) : codecFromString(codec);
       const tokenIds = new Array<number>(tokens).fill(0);
-      objects.set(`${codec}/${tokens}`, encodeKVObject(kv, { modelFingerprint: fingerprint, tokenIds, codec: spec }));
+      objects.set(`${codec}/${tokens}`, encodeKVObject(kv, { modelFingerprint: fingerprint, tokenIds, codec: spec, formatVersion }));
     }
   }
   const keys = new Map<CodecName, string[]>(codecs.map((c) => [c, []]));
@@ -380,6 +400,11 @@ function benchTransform(engine: BenchEngine, a: TtftArgs): Promise<BenchTransfor
     fitted.set(engine, kit);
   }
   return kit;
+}
+
+/** What the overlapped and blend paths open their objects with: interleaved as kdn does, unless --shm-order whole. */
+function fetchOptions(a: TtftArgs): KvFetchOptions {
+  return { interleave: a.shmOrder === 'interleaved' };
 }
 
 /** The path a context of `chunks` objects takes under --inject-path `path`. */
@@ -449,8 +474,8 @@ function measureInject(
       if (path !== 'sequential') {
         const o =
           path === 'blended'
-            ? await fetchBlendPrefill(fetcher, keys, chunkIds, session, questionIds, a.blend)
-            : { ...(await fetchInjectPrefill(fetcher, keys, session, questionIds)), recomputed: null };
+            ? await fetchBlendPrefill(fetcher, keys, chunkIds, session, questionIds, a.blend, fetchOptions(a))
+            : { ...(await fetchInjectPrefill(fetcher, keys, session, questionIds, fetchOptions(a))), recomputed: null };
         const ms = performance.now() - t0;
         return {
           ms,
@@ -637,11 +662,11 @@ async function measureContext(
         let keys: Map<CodecName, string[]>;
         const transform = codecs.includes('transform') ? { kit: await benchTransform(engine, a), level: a.transformLevel } : null;
         if (a.kv === 'synthetic') {
-          keys = await putSyntheticObjects(engine, edge, contextIds.length, a.chunk, codecs, prefix, transform);
+          keys = await putSyntheticObjects(engine, edge, contextIds.length, a.chunk, codecs, prefix, transform, a.formatVersion);
         } else {
           const source = kept;
           kept = null;
-          keys = await putContextObjects(engine, edge, source, contextIds, a.chunk, codecs, prefix);
+          keys = await putContextObjects(engine, edge, source, contextIds, a.chunk, codecs, prefix, a.formatVersion);
         }
         // Each fetcher's pool, whose count of block bytes handed to the event loop the records show.
         const pools = new Map<KvFetcher, KvFetchPool>();
@@ -816,6 +841,8 @@ export async function run(args: string[], checkpoint?: Checkpoint): Promise<Benc
           ? 'synthetic: every chunk object the same seeded random KV stored before RoPE (timing only)'
           : 'computed by the engine from the context',
       fetchWindow: a.window,
+      kvFormatVersion: a.formatVersion,
+      shmOrder: a.edgeShm ? a.shmOrder : null,
       fetchThreads: a.fetchThreads,
       receiveBufferMib: a.fetchThreads > 0 ? a.receiveBufferMib : null,
       engineThread: a.engineThread

@@ -1,15 +1,16 @@
 /**
  * The inject path of a query as the benchmarks measure it. Objects come through a fetcher (kdn/query/kv-fetcher.ts:
  * on the event loop with hashes on the hash pool, or on fetch worker threads) that verifies each layer as it streams
- * in. fetchInjectPrefill is kdn's query path: every object requested at once, the objects and the question handed to
- * Session.injectKVAndPrefill together, so the question runs each layer once every chunk's copy of it is in.
+ * in. fetchInjectPrefill is kdn's query path: every object requested at once (interleaved, as kdn opens them, unless
+ * `fetch` says otherwise), the objects and the question handed to Session.injectKVAndPrefill together, so the
+ * question runs each layer once every chunk's copy of it is in.
  * fetchAndInject is the chunk-by-chunk path (kdn's fallback, and the delivery benchmark's sink): objects requested a
  * bounded window ahead and injected in order, each once it has fully arrived.
  */
 import { setMaxListeners } from 'node:events';
 import type { BlendOptions, InjectedPrefill, Session } from '../../engine-adapter/index.ts';
 import type { KVObjectReader } from '../../storage/kv-object/types.ts';
-import type { KvFetcher } from '../../kdn/query/kv-fetcher.ts';
+import type { KvFetcher, KvFetchOptions } from '../../kdn/query/kv-fetcher.ts';
 import type { PrefetchedReader } from '../../kdn/query/prefetch.ts';
 
 export interface FetchInjectTiming {
@@ -44,8 +45,9 @@ export function fetchInjectPrefill(
   keys: readonly string[],
   session: Pick<Session, 'injectKVAndPrefill'>,
   question: number[],
+  fetch: KvFetchOptions = { interleave: true },
 ): Promise<OverlappedTiming> {
-  return fetchTogether(fetcher, keys, (readers) => session.injectKVAndPrefill(readers, question, { logits: 'last' }));
+  return fetchTogether(fetcher, keys, fetch, (readers) => session.injectKVAndPrefill(readers, question, { logits: 'last' }));
 }
 
 /**
@@ -59,9 +61,10 @@ export async function fetchBlendPrefill(
   session: Pick<Session, 'blendKVAndPrefill'>,
   question: number[],
   blend: BlendOptions,
+  fetch: KvFetchOptions = { interleave: true },
 ): Promise<OverlappedTiming & { recomputed: number }> {
   let recomputed = 0;
-  const timing = await fetchTogether(fetcher, keys, async (readers) => {
+  const timing = await fetchTogether(fetcher, keys, fetch, async (readers) => {
     const out = await session.blendKVAndPrefill(
       readers.map((object, i) => ({ object, tokenIds: chunkIds[i]! })),
       question,
@@ -77,12 +80,13 @@ export async function fetchBlendPrefill(
 async function fetchTogether(
   fetcher: KvFetcher,
   keys: readonly string[],
+  fetch: KvFetchOptions,
   run: (readers: KVObjectReader[]) => Promise<InjectedPrefill>,
 ): Promise<OverlappedTiming> {
   const t0 = performance.now();
   const signal = new AbortController().signal;
   setMaxListeners(keys.length + 8, signal);
-  const opened = keys.map((key) => fetcher.open(key, {}, signal));
+  const opened = keys.map((key) => fetcher.open(key, {}, signal, fetch));
   for (const p of opened) p.catch(() => undefined);
   const fetched = await Promise.all(opened);
   let lastArrival = t0;

@@ -1,5 +1,5 @@
 import type { KVExpectation } from '../../storage/kv-object/types.ts';
-import type { FetchedObject, KvFetcher } from './kv-fetcher.ts';
+import type { FetchedObject, KvFetcher, KvFetchOptions } from './kv-fetcher.ts';
 import type { PrefetchedReader } from './prefetch.ts';
 
 /**
@@ -23,7 +23,7 @@ export class ChunkFetch {
   arrivedAt: number | undefined;
   private fetched: FetchedObject | undefined;
 
-  constructor(fetcher: KvFetcher, key: string, expect: KVExpectation, signal: AbortSignal) {
+  constructor(fetcher: KvFetcher, key: string, expect: KVExpectation, signal: AbortSignal, options: KvFetchOptions = {}) {
     let markDone: () => void = () => {};
     this.done = new Promise<void>(
       (resolve) =>
@@ -32,7 +32,7 @@ export class ChunkFetch {
           resolve();
         }),
     );
-    this.reader = this.start(fetcher, key, expect, signal).catch((err: unknown) => {
+    this.reader = this.start(fetcher, key, expect, signal, options).catch((err: unknown) => {
       markDone();
       throw err;
     });
@@ -42,8 +42,14 @@ export class ChunkFetch {
     );
   }
 
-  private async start(fetcher: KvFetcher, key: string, expect: KVExpectation, signal: AbortSignal): Promise<PrefetchedReader> {
-    const fetched = await fetcher.open(key, expect, signal);
+  private async start(
+    fetcher: KvFetcher,
+    key: string,
+    expect: KVExpectation,
+    signal: AbortSignal,
+    options: KvFetchOptions,
+  ): Promise<PrefetchedReader> {
+    const fetched = await fetcher.open(key, expect, signal, options);
     this.fetched = fetched;
     return fetched.reader;
   }

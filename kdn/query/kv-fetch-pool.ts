@@ -8,7 +8,7 @@
 import { type TransferListItem, Worker } from 'node:worker_threads';
 import { KdnError } from '../../common/errors.ts';
 import type { KVExpectation } from '../../storage/kv-object/types.ts';
-import type { FetchedObject, KvFetcher } from './kv-fetcher.ts';
+import type { FetchedObject, KvFetcher, KvFetchOptions } from './kv-fetcher.ts';
 import type { FromWorker, ToWorker, WorkerEdgeOptions, WorkerSetup } from './kv-fetch-protocol.ts';
 import { PoolTransfer } from './pool-transfer.ts';
 import type { ReceiveBufferStats } from './receive-buffers.ts';
@@ -104,7 +104,7 @@ export class KvFetchPool implements KvFetcher {
       throw new KdnError('INVALID_ARGUMENT', `a fetch pool needs at least one thread, got ${threads}`);
   }
 
-  open(key: string, expect: KVExpectation, signal: AbortSignal): Promise<FetchedObject> {
+  open(key: string, expect: KVExpectation, signal: AbortSignal, options: KvFetchOptions = {}): Promise<FetchedObject> {
     if (this.closed) return Promise.reject(new KdnError('INTERNAL', 'the fetch pool is closed'));
     if (signal.aborted) return Promise.reject(new KdnError('TIMEOUT', 'edge request aborted by the caller', { hint: ABORTED_HINT }));
     const worker = this.pick();
@@ -126,7 +126,7 @@ export class KvFetchPool implements KvFetcher {
       if (transfer.settled) signal.removeEventListener('abort', abort);
     };
     worker.track(transfer);
-    worker.send({ type: 'open', id: transfer.id, key, expect, deliver });
+    worker.send({ type: 'open', id: transfer.id, key, expect, deliver, interleave: options.interleave === true });
     return transfer.header;
   }
 

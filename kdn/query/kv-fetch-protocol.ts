@@ -24,7 +24,8 @@ export interface WorkerSetup {
  * goes to the pool from its first block, without being asked. `abort` stops the download and drops what is held.
  */
 export type ToWorker =
-  | { type: 'open'; id: number; key: string; expect: KVExpectation; deliver: boolean }
+  /** `interleave`: see KvFetchOptions (kv-fetcher.ts). */
+  | { type: 'open'; id: number; key: string; expect: KVExpectation; deliver: boolean; interleave: boolean }
   | { type: 'deliver'; id: number }
   | { type: 'route'; id: number; port: MessagePort }
   | { type: 'abort'; id: number }

@@ -13,11 +13,12 @@ import { EdgeClient } from '../../edge/client/client.ts';
 import { readKVObject } from '../../storage/kv-object/index.ts';
 import { parseTransformTable } from '../../storage/kv-object/codecs/transform-table.ts';
 import { transformTables } from '../../storage/kv-object/codecs/transform-tables.ts';
-import type { KVExpectation, KVHeader } from '../../storage/kv-object/types.ts';
+import type { KVExpectation } from '../../storage/kv-object/types.ts';
 import { BlockOutlet } from './block-outlet.ts';
 import type { FromWorker, ToWorker, WorkerSetup } from './kv-fetch-protocol.ts';
 import { ReceiveBuffers } from './receive-buffers.ts';
 import { ShmSource } from './shm-source.ts';
+import { ShmHandOver, type ShmOutcome } from './shm-hand-over.ts';
 
 const port = parentPort!;
 const setup = workerData as WorkerSetup;
@@ -44,7 +45,9 @@ function owned(bytes: Uint8Array): Uint8Array {
   return copy;
 }
 
-async function open(id: number, key: string, expect: KVExpectation, deliverNow: boolean): Promise<void> {
+const handOver = shm && new ShmHandOver(shm, owned);
+
+async function open(id: number, key: string, expect: KVExpectation, deliverNow: boolean, interleave: boolean): Promise<void> {
   const abort = new AbortController();
   aborts.set(id, abort);
   const outlet = new BlockOutlet(id, post);
@@ -52,7 +55,7 @@ async function open(id: number, key: string, expect: KVExpectation, deliverNow: 
   outlets.set(id, outlet);
   const progress = { received: (): number => 0 };
   try {
-    const fromShm = await openFromShm(id, key, expect, outlet, abort.signal);
+    const fromShm = await openFromShm(id, key, expect, outlet, abort.signal, interleave);
     if (fromShm !== 'done') await receiveOverHttp(id, key, expect, outlet, abort.signal, progress, fromShm);
   } catch (err) {
     outlet.fail(toWireError(err), progress.received());
@@ -64,11 +67,8 @@ async function open(id: number, key: string, expect: KVExpectation, deliverNow: 
 }
 
 /**
- * Hands over `key` from a same-host edge's shared memory: its header as soon as that is read, then every layer at
- * once when all are verified. Files are hashed one per event-loop turn, after the headers of the objects queued
- * on this thread went out, so the engine starts placing the first objects while the last are still being read.
- * 'done': handed over whole. Undefined: nothing sent, the object goes over HTTP. A header: it was sent, but a layer
- * failed verification, so the rest must come over HTTP behind that same header.
+ * Hands over `key` from a same-host edge's shared memory: its header as soon as that is read, then its layers a few
+ * at a time as they are verified (shm-hand-over.ts). Undefined: nothing was sent, the object goes over HTTP.
  */
 async function openFromShm(
   id: number,
@@ -76,42 +76,18 @@ async function openFromShm(
   expect: KVExpectation,
   outlet: BlockOutlet,
   signal: AbortSignal,
-): Promise<'done' | KVHeader | undefined> {
+  interleave: boolean,
+): Promise<ShmOutcome | undefined> {
   const file = await shm?.open(key, expect);
   if (!file) return undefined;
   post({ type: 'header', id, header: file.header, servedFrom: 'shm', edge: file.edge });
-  const fast = await inTurn(async () => {
-    if (!signal.aborted) return shm!.verify(file, false);
-    await file.close();
-    throw new KdnError('TIMEOUT', 'edge request aborted by the caller');
-  });
-  if (!fast) return file.header;
-  // Layers stored as is are views of the file's buffer, which moves once; lz4 layers own theirs.
-  const blocks = fast.blocks.map((block) => ({
-    layer: block.layer,
-    bytes: block.encoded.buffer === fast.buffer ? block.encoded : owned(block.encoded),
-  }));
-  outlet.add(blocks, fast.bytes);
-  outlet.end(fast.bytes);
-  return 'done';
-}
-
-/** The last shared-memory file queued to be verified here (see inTurn). */
-let verifying: Promise<unknown> = Promise.resolve();
-
-/**
- * Runs `verify` after those queued before it, in an event-loop turn of its own: messages that came meanwhile (other
- * objects to open, routes to the engine's thread for the objects verified already) are handled between two files.
- */
-function inTurn<T>(verify: () => Promise<T>): Promise<T> {
-  const turn = verifying.then(() => new Promise((resolve) => setImmediate(resolve))).then(verify);
-  verifying = turn.catch(() => undefined);
-  return turn;
+  return handOver!.add(file, outlet, signal, interleave);
 }
 
 /**
- * Receives `key` over HTTP, verifying each layer as it streams in. `announced`: the header the shared-memory file
- * already sent, which the edge's copy must match exactly (the blocks are checked against it on the other side).
+ * Receives `key` over HTTP, verifying each layer as it streams in. `resume`: a shared-memory file already sent its
+ * header and the layers before `from`; the edge's copy must match that header exactly (the blocks are checked
+ * against it on the other side), and only its later layers are handed over.
  */
 async function receiveOverHttp(
   id: number,
@@ -120,15 +96,18 @@ async function receiveOverHttp(
   outlet: BlockOutlet,
   signal: AbortSignal,
   progress: { received: () => number },
-  announced: KVHeader | undefined,
+  resume: Exclude<ShmOutcome, 'done'> | undefined,
 ): Promise<void> {
   const got = await client.get(key, { signal });
   progress.received = () => got.body.received;
   const reader = await readKVObject(got.body, expect, { hashOffThread: false });
-  if (announced === undefined) post({ type: 'header', id, header: reader.header, servedFrom: got.servedFrom, edge: got.edge });
-  else if (isDeepStrictEqual(reader.header, announced)) post({ type: 'source', id, servedFrom: got.servedFrom, edge: got.edge });
+  if (resume === undefined) post({ type: 'header', id, header: reader.header, servedFrom: got.servedFrom, edge: got.edge });
+  else if (isDeepStrictEqual(reader.header, resume.header)) post({ type: 'source', id, servedFrom: got.servedFrom, edge: got.edge });
   else throw new KdnError('KV_MISMATCH', `the edge's copy of ${key} differs from its shared-memory file`, { hint: 'refetch the object' });
-  for await (const block of reader.layers) outlet.add([{ layer: block.layer, bytes: owned(block.encoded) }], got.body.received);
+  const from = resume?.from ?? 0;
+  for await (const block of reader.layers) {
+    if (block.layer >= from) outlet.add([{ layer: block.layer, bytes: owned(block.encoded) }], got.body.received);
+  }
   outlet.end(got.body.received);
 }
 
@@ -173,7 +152,7 @@ function registerTable(bytes: Uint8Array): void {
 }
 
 port.on('message', (message: ToWorker) => {
-  if (message.type === 'open') void open(message.id, message.key, message.expect, message.deliver);
+  if (message.type === 'open') void open(message.id, message.key, message.expect, message.deliver, message.interleave);
   else if (message.type === 'deliver') deliver(message.id);
   else if (message.type === 'route') route(message.id, message.port);
   else if (message.type === 'table') registerTable(message.bytes);

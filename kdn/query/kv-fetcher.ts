@@ -26,11 +26,21 @@ export interface FetchedObject {
   received(): number;
 }
 
+export interface KvFetchOptions {
+  /**
+   * The object is injected together with the others opened so (layer l of every chunk at once, as
+   * Session.injectKVAndPrefill and blendKVAndPrefill place them): a fetch thread reading several such objects from
+   * shared memory hands their layers over in turns rather than one whole object after another (shm-hand-over.ts).
+   * Leave it off for objects injected one after another.
+   */
+  interleave?: boolean;
+}
+
 export interface KvFetcher {
   /** Threads receiving besides the event loop (0: the event loop does it all). */
   readonly threads: number;
   /** Starts downloading `key`; resolves once the header arrived and matched `expect`. */
-  open(key: string, expect: KVExpectation, signal: AbortSignal): Promise<FetchedObject>;
+  open(key: string, expect: KVExpectation, signal: AbortSignal, options?: KvFetchOptions): Promise<FetchedObject>;
   /** Gives the threads receiving objects a transform table this process registered (verified bytes). */
   useTransformTable(bytes: Uint8Array): void;
   close(): Promise<void>;

@@ -256,7 +256,8 @@ async function injectContext(
   const overlapped = new AbortController();
   const overlappedSignal = AbortSignal.any([signal, overlapped.signal]);
   setMaxListeners(pieces.length + 8, overlappedSignal);
-  const first = pieces.map((p, i) => new ChunkFetch(fetcher, p.key, expectations[i]!, overlappedSignal));
+  const together = run.mode === 'blend' || overlapsPrompt(pieces.length);
+  const first = pieces.map((p, i) => new ChunkFetch(fetcher, p.key, expectations[i]!, overlappedSignal, { interleave: together }));
 
   const sinkStart = performance.now();
   if (!sinkPlaced) await session.prefill([sinkToken(engine)], { logits: 'none' });
@@ -265,7 +266,6 @@ async function injectContext(
 
   // Fetches not consumed here (a header failed, or too many chunks to overlap) are reused chunk by chunk.
   let reusable = first;
-  const together = run.mode === 'blend' || overlapsPrompt(pieces.length);
   const headers = together ? await Promise.allSettled(first.map((f) => f.reader)) : [];
   const readers = headers.flatMap((h) => (h.status === 'fulfilled' ? [h.value] : []));
   if (headers.length === pieces.length && readers.length === pieces.length) {

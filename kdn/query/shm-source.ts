@@ -1,16 +1,18 @@
 /**
  * The same-host fast path (edge/protocol.ts ShmInfo): a chunk object whose owning edge runs on this host and holds
  * it in its memory tier is read from the edge's shared-memory folder instead of over a socket. The bytes are
- * verified exactly as an HTTP body (readKVObject: header, expectation, every layer's checksum), all before anything
- * is handed on, so a damaged file costs a refetch over HTTP, never a bad injection.
+ * verified exactly as an HTTP body (header, expectation, every layer's checksum) before they are handed on: the
+ * whole file at once (read), or a few layers at a time (open, then readLayers). A damaged file costs a refetch over
+ * HTTP, never a bad injection.
  */
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { lstat, open, readFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { toKdnError } from '../../common/errors.ts';
+import { KdnError, toKdnError } from '../../common/errors.ts';
 import type { EdgeClient } from '../../edge/client/client.ts';
 import { SHM_IDENTITY_FILE, shmObjectName } from '../../edge/protocol.ts';
 import { kvPayloadOffset, readKVHeader, readKVObject } from '../../storage/kv-object/index.ts';
+import { openLayerBlock } from '../../storage/kv-object/layer-block.ts';
 import type { KVExpectation, KVHeader, KVLayerBlock } from '../../storage/kv-object/types.ts';
 import type { ReceiveBuffers } from './receive-buffers.ts';
 
@@ -41,8 +43,17 @@ export interface ShmObject {
 export interface ShmFile {
   header: KVHeader;
   edge: string;
-  /** Closes the file without reading the rest (verify closes it otherwise). */
+  /** Closes the file without reading the rest (verify, finish and fail close it otherwise). */
   close(): Promise<void>;
+}
+
+/** Layers [from, next) of an open file, verified; their bytes are views of `buffer` (lz4 layers: their own). */
+export interface ShmLayers {
+  blocks: KVLayerBlock[];
+  buffer: ArrayBuffer;
+  next: number;
+  /** Bytes of the file read so far, header included. */
+  read: number;
 }
 
 export interface ShmCounters {
@@ -65,11 +76,11 @@ export interface ShmSourceOptions {
   blockingReads?: boolean;
 }
 
-/** What open keeps of a file until verify: the buffer the whole file goes into, and how much of it is read. */
+/** What open keeps of a file: its first bytes (the header, maybe some payload) and where the payload starts. */
 interface OpenedFile extends ShmFile {
   file: ObjectFile;
-  bytes: Uint8Array;
-  read: number;
+  head: Uint8Array;
+  payloadAt: number;
   expect: KVExpectation;
   key: string;
 }
@@ -109,16 +120,19 @@ export class ShmSource {
         return undefined;
       }
       if (file.size > MAX_SHM_OBJECT_BYTES) throw new Error(`${path} is ${file.size} bytes`);
-      const bytes = this.options.buffers?.take(file.size) ?? new Uint8Array(Buffer.allocUnsafeSlow(file.size).buffer, 0, file.size);
-      let read = Math.min(file.size, HEAD_READ_BYTES);
-      await file.readInto(bytes, 0, read);
-      const payloadAt = kvPayloadOffset(bytes.subarray(0, read));
-      if (payloadAt > read && payloadAt <= file.size) {
-        await file.readInto(bytes, read, payloadAt);
-        read = payloadAt;
+      let head = new Uint8Array(Math.min(file.size, HEAD_READ_BYTES));
+      await file.readAt(head, 0);
+      const payloadAt = kvPayloadOffset(head);
+      if (payloadAt > head.length && payloadAt <= file.size) {
+        const longer = new Uint8Array(payloadAt);
+        longer.set(head);
+        await file.readAt(longer.subarray(head.length), head.length);
+        head = longer;
       }
-      const header = readKVHeader(bytes.subarray(0, read), expect);
-      const opened: OpenedFile = { header, edge, file, bytes, read, expect, key, close: () => file!.close() };
+      const header = readKVHeader(head, expect);
+      const length = payloadAt + header.layerOffsets[header.layers]!;
+      if (file.size !== length) throw new KdnError('KV_CORRUPT', `${path} is ${file.size} bytes, its header says ${length}`);
+      const opened: OpenedFile = { header, edge, file, head, payloadAt, expect, key, close: () => file!.close() };
       return opened;
     } catch (err) {
       await file?.close().catch(() => undefined);
@@ -132,23 +146,62 @@ export class ShmSource {
    * when it is not a valid object. Closes the file either way.
    */
   async verify(opened: ShmFile, hashOffThread: boolean): Promise<ShmObject | undefined> {
-    const { file, bytes, read, expect, key, header, edge } = opened as OpenedFile;
+    const { file, head, expect, header, edge } = opened as OpenedFile;
     try {
-      await file.readInto(bytes, read, bytes.length);
+      const bytes = this.take(file.size);
+      bytes.set(head.subarray(0, Math.min(head.length, file.size)));
+      await file.readAt(bytes.subarray(head.length), head.length);
       const reader = await readKVObject(oneChunk(bytes), expect, { hashOffThread });
       const blocks: KVLayerBlock[] = [];
       for await (const block of reader.layers) blocks.push(block);
-      this.counters.hits += 1;
-      // The edge never sees this read: a HEAD, after the fact and off the query's path, counts it as a use in its
-      // memory tier's LRU (and hit counters), so objects kdn reads this way are not evicted as if cold.
-      this.client.head(key).catch(() => undefined);
+      await this.finish(opened);
       return { header, blocks, edge, buffer: bytes.buffer as ArrayBuffer, bytes: bytes.length };
     } catch (err) {
-      this.reject(key, err);
+      await this.fail(opened, err);
       return undefined;
-    } finally {
-      await file.close().catch(() => undefined);
     }
+  }
+
+  /**
+   * Reads layers from `from` on of a file from open, as many as fit in `maxBytes` (at least one), into a buffer of
+   * their own, and verifies each on this thread. Throws when a layer fails verification or the file cannot be read:
+   * the caller then calls fail, and fetches the rest elsewhere.
+   */
+  async readLayers(opened: ShmFile, from: number, maxBytes: number): Promise<ShmLayers> {
+    const { file, header, payloadAt } = opened as OpenedFile;
+    const offsets = header.layerOffsets;
+    let next = from + 1;
+    while (next < header.layers && offsets[next + 1]! - offsets[from]! <= maxBytes) next++;
+    const bytes = this.take(offsets[next]! - offsets[from]!);
+    await file.readAt(bytes, payloadAt + offsets[from]!);
+    const blocks: KVLayerBlock[] = [];
+    for (let layer = from; layer < next; layer++) {
+      const at = offsets[layer]! - offsets[from]!;
+      blocks.push(openLayerBlock(header, layer, bytes.subarray(at, at + offsets[layer + 1]! - offsets[layer]!)));
+    }
+    return { blocks, buffer: bytes.buffer as ArrayBuffer, next, read: payloadAt + offsets[next]! };
+  }
+
+  /** A file read and verified to its end: counted as a hit, and closed. */
+  async finish(opened: ShmFile): Promise<void> {
+    const { file, key } = opened as OpenedFile;
+    this.counters.hits += 1;
+    // The edge never sees this read: a HEAD, after the fact and off the query's path, counts it as a use in its
+    // memory tier's LRU (and hit counters), so objects kdn reads this way are not evicted as if cold.
+    this.client.head(key).catch(() => undefined);
+    await file.close().catch(() => undefined);
+  }
+
+  /** A file that could not be read or verified: counted as rejected (onReject hears of it), and closed. */
+  async fail(opened: ShmFile, err: unknown): Promise<void> {
+    const { file, key } = opened as OpenedFile;
+    this.reject(key, err);
+    await file.close().catch(() => undefined);
+  }
+
+  /** A `size`-byte view at the start of a buffer of its own: a returned one to reuse if there is one. */
+  private take(size: number): Uint8Array {
+    return this.options.buffers?.take(size) ?? new Uint8Array(Buffer.allocUnsafeSlow(size).buffer, 0, size);
   }
 
   /** Called with each rejected key (tests and logs); the key is then fetched over HTTP. */
@@ -186,8 +239,8 @@ export class ShmSource {
 /** An open object file, read in ranges into a caller's buffer. */
 interface ObjectFile {
   size: number;
-  /** Fills bytes [from, to) of `into` from the same offsets of the file; a file shorter than that throws. */
-  readInto(into: Uint8Array, from: number, to: number): Promise<void>;
+  /** Fills all of `into` from the file's bytes at `position` on; a file that ends before that throws. */
+  readAt(into: Uint8Array, position: number): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -202,8 +255,8 @@ function blockingFile(path: string): ObjectFile | undefined {
   }
   return {
     size: fstatSync(fd).size,
-    async readInto(into, from, to) {
-      for (let at = from; at < to; ) at += checkedRead(path, at, to, readSync(fd, into, at, to - at, at));
+    async readAt(into, position) {
+      for (let at = 0; at < into.length; ) at += checkedRead(path, position + at, readSync(fd, into, at, into.length - at, position + at));
     },
     async close() {
       closeSync(fd);
@@ -222,16 +275,18 @@ async function asyncFile(path: string): Promise<ObjectFile | undefined> {
   }
   return {
     size: (await handle.stat()).size,
-    async readInto(into, from, to) {
-      for (let at = from; at < to; ) at += checkedRead(path, at, to, (await handle.read(into, at, to - at, at)).bytesRead);
+    async readAt(into, position) {
+      for (let at = 0; at < into.length; ) {
+        at += checkedRead(path, position + at, (await handle.read(into, at, into.length - at, position + at)).bytesRead);
+      }
     },
     close: () => handle.close(),
   };
 }
 
-/** `read` bytes came at `at`: a file that ends before `to` (it shrank after its size was taken) throws. */
-function checkedRead(path: string, at: number, to: number, read: number): number {
-  if (read === 0) throw new Error(`${path} ended at ${at} of ${to} bytes`);
+/** `read` bytes came from file offset `at`: none means the file ended early (it shrank after its size was taken). */
+function checkedRead(path: string, at: number, read: number): number {
+  if (read === 0) throw new Error(`${path} ended at ${at} bytes, before the bytes its header names`);
   return read;
 }
 

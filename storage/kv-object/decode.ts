@@ -9,7 +9,7 @@ import { openLayerBlock } from './layer-block.ts';
  * KV_PREAMBLE_BYTES or more: how much of an object to read before readKVHeader can parse it.
  */
 export function kvPayloadOffset(prefix: Uint8Array): number {
-  return payloadStart(parsePreamble(prefix));
+  return payloadStart(parsePreamble(prefix).headerLength);
 }
 
 /**
@@ -21,7 +21,7 @@ export function readKVHeader(bytes: Uint8Array, expect?: KVExpectation): KVHeade
 }
 
 function readHeaderSection(bytes: Uint8Array, expect: KVExpectation | undefined): { header: KVHeader; payloadOffset: number } {
-  const headerLength = parsePreamble(bytes);
+  const { version, headerLength } = parsePreamble(bytes);
   const payloadOffset = payloadStart(headerLength);
   if (bytes.length < payloadOffset) {
     throw new KdnError('KV_CORRUPT', `KV header needs ${payloadOffset} bytes, only ${bytes.length} given`);
@@ -29,6 +29,7 @@ function readHeaderSection(bytes: Uint8Array, expect: KVExpectation | undefined)
   const header = parseHeader(
     bytes.subarray(PREAMBLE_BYTES, PREAMBLE_BYTES + headerLength),
     bytes.subarray(payloadOffset - HEADER_HASH_BYTES, payloadOffset),
+    version,
   );
   checkExpectation(header, expect);
   return { header, payloadOffset };

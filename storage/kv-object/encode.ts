@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { KdnError } from '../../common/errors.ts';
 import { KV_FORMAT_VERSION, type CodecSpec, type KVHeader, type KVTensors } from './types.ts';
 import { codecEntry, codecFor } from './codecs/index.ts';
@@ -7,11 +6,17 @@ import { payloadChecksumOf, validateHeader } from './header.ts';
 import { serializeHeader } from './format.ts';
 import { lz4Frame } from './lz4.ts';
 import { tokenHash } from './token-hash.ts';
+import { layerDigest, type LayerDigestVersion } from './layer-digest.ts';
 
 export interface EncodeMeta {
   modelFingerprint: string;
   tokenIds: ArrayLike<number>;
   codec: CodecSpec;
+  /**
+   * Format version to write, KV_FORMAT_VERSION unless set: 1 only for readers that predate version 2, which
+   * refuse it as KV_UNSUPPORTED.
+   */
+  formatVersion?: LayerDigestVersion;
 }
 
 function invalid(message: string): KdnError {
@@ -36,6 +41,7 @@ export function encodeKVObject(tensors: KVTensors, meta: EncodeMeta): Buffer {
     throw invalid(`${meta.codec.name} encodes keys before RoPE; unrotate them first (engine-adapter kvBeforeRope)`);
   }
   const shape = { tokens, kvHeads, headDim };
+  const version = meta.formatVersion ?? KV_FORMAT_VERSION;
   const n = tokens * kvHeads * headDim;
   const blocks: Uint8Array[] = [];
   const layerOffsets = [0];
@@ -50,10 +56,10 @@ export function encodeKVObject(tensors: KVTensors, meta: EncodeMeta): Buffer {
     const stored = meta.codec.lz4 ? lz4Frame(encoded) : encoded;
     blocks.push(stored);
     layerOffsets.push(layerOffsets[i]! + stored.length);
-    layerChecksums.push(createHash('sha256').update(stored).digest('hex'));
+    layerChecksums.push(layerDigest(version, stored));
   });
   const header: KVHeader = {
-    version: KV_FORMAT_VERSION,
+    version,
     modelFingerprint: meta.modelFingerprint,
     layers,
     kvHeads,

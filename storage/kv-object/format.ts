@@ -1,15 +1,17 @@
 import { createHash } from 'node:crypto';
 import { Packr, Unpackr } from 'msgpackr';
 import { KdnError } from '../../common/errors.ts';
-import { KV_FORMAT_VERSION, type KVHeader } from './types.ts';
+import type { KVHeader } from './types.ts';
 import { validateHeader } from './header.ts';
+import { READABLE_VERSIONS, isReadableVersion, type LayerDigestVersion } from './layer-digest.ts';
 
 /**
- * Byte layout of a KV object (version 1). All integers little-endian.
+ * Byte layout of a KV object (versions 1 and 2, which differ only in the layer checksums' hash). All integers
+ * little-endian.
  *
  *   offset        size  field
  *   0             5     magic "KDNKV" (ASCII)
- *   5             1     format version byte (= KVHeader.version = 1)
+ *   5             1     format version byte (= KVHeader.version: 1 or 2)
  *   6             4     u32 H: header length, 1 <= H <= MAX_HEADER_BYTES
  *   10            H     header: msgpack (msgpackr, plain maps, no records) of the KVHeader fields in types.ts
  *   10 + H        32    sha256 of the H header bytes, so a flipped header bit is caught before parsing
@@ -19,8 +21,9 @@ import { validateHeader } from './header.ts';
  * Layer block i is payload[layerOffsets[i] .. layerOffsets[i + 1]): the layer's keys then values as the codec
  * lays them out (codecs/fp16.ts, codecs/int8.ts, codecs/int4.ts, codecs/transform-table.ts), then, when codec.lz4,
  * framed by lz4.ts (u32 LE decoded length + one lz4 block), so every layer decodes on its own as it arrives.
- * layerChecksums[i] is the sha256 hex of the stored (post-lz4) block i; payloadChecksum is the sha256 hex of the
- * concatenated layerChecksums hex strings (ASCII), so the header pins down the whole payload.
+ * layerChecksums[i] is the hex digest of the stored (post-lz4) block i: sha256 in version 1, BLAKE3-256 in version 2
+ * (layer-digest.ts). payloadChecksum is the sha256 hex of the concatenated layerChecksums hex strings (ASCII), so the
+ * header pins down the whole payload.
  *
  * A reader checks, before allocating anything sized by the object: the magic and version, H against the bound,
  * the header hash, every header field (types, ranges, caps in header.ts), that each block's stored size is the
@@ -45,7 +48,7 @@ export function serializeHeader(header: KVHeader): Buffer {
   }
   const out = Buffer.alloc(PREAMBLE_BYTES + body.length + HEADER_HASH_BYTES);
   MAGIC.copy(out, 0);
-  out[MAGIC.length] = KV_FORMAT_VERSION;
+  out[MAGIC.length] = header.version;
   out.writeUInt32LE(body.length, MAGIC.length + 1);
   body.copy(out, PREAMBLE_BYTES);
   createHash('sha256')
@@ -55,15 +58,15 @@ export function serializeHeader(header: KVHeader): Buffer {
   return out;
 }
 
-/** Checks the preamble and returns the header length H. */
-export function parsePreamble(bytes: Uint8Array): number {
+/** Checks the preamble and returns the format version and the header length H. */
+export function parsePreamble(bytes: Uint8Array): { version: LayerDigestVersion; headerLength: number } {
   if (bytes.length < PREAMBLE_BYTES) throw new KdnError('KV_CORRUPT', 'KV object shorter than its preamble');
   for (let i = 0; i < MAGIC.length; i++) {
     if (bytes[i] !== MAGIC[i]) throw new KdnError('KV_CORRUPT', 'not a KV object (bad magic)');
   }
   const version = bytes[MAGIC.length]!;
-  if (version !== KV_FORMAT_VERSION) {
-    throw new KdnError('KV_UNSUPPORTED', `KV format version ${version}; this build reads version ${KV_FORMAT_VERSION}`, {
+  if (!isReadableVersion(version)) {
+    throw new KdnError('KV_UNSUPPORTED', `KV format version ${version}; this build reads versions ${READABLE_VERSIONS.join(', ')}`, {
       hint: 'upgrade KDN or re-encode the object',
     });
   }
@@ -72,7 +75,7 @@ export function parsePreamble(bytes: Uint8Array): number {
   if (length < 1 || length > MAX_HEADER_BYTES) {
     throw new KdnError('KV_CORRUPT', `KV header length ${length} outside 1..${MAX_HEADER_BYTES}`);
   }
-  return length;
+  return { version, headerLength: length };
 }
 
 /** Bytes from the start of the object to the start of the payload, for a header of length H. */
@@ -80,8 +83,11 @@ export function payloadStart(headerLength: number): number {
   return PREAMBLE_BYTES + headerLength + HEADER_HASH_BYTES;
 }
 
-/** Verifies the header hash, unpacks and validates the header. `body` and `hash` are the H and 32 bytes. */
-export function parseHeader(body: Uint8Array, hash: Uint8Array): KVHeader {
+/**
+ * Verifies the header hash, unpacks and validates the header. `body` and `hash` are the H and 32 bytes; `version`
+ * is the preamble's, which the header must repeat.
+ */
+export function parseHeader(body: Uint8Array, hash: Uint8Array, version: LayerDigestVersion): KVHeader {
   const actual = createHash('sha256').update(body).digest();
   if (hash.length !== HEADER_HASH_BYTES || !actual.equals(hash)) {
     throw new KdnError('KV_CORRUPT', 'KV header checksum mismatch');
@@ -93,5 +99,9 @@ export function parseHeader(body: Uint8Array, hash: Uint8Array): KVHeader {
     throw new KdnError('KV_CORRUPT', `KV header is not valid msgpack: ${(err as Error).message}`, { cause: err });
   }
   if (values.length !== 1) throw new KdnError('KV_CORRUPT', 'KV header must be exactly one msgpack value');
-  return validateHeader(values[0]);
+  const header = validateHeader(values[0]);
+  if (header.version !== version) {
+    throw new KdnError('KV_CORRUPT', `KV preamble says format version ${version}, its header ${header.version}`);
+  }
+  return header;
 }

@@ -1,22 +1,15 @@
-import { createHash } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { KdnError } from '../../common/errors.ts';
+import { layerDigest, type LayerDigestVersion } from './layer-digest.ts';
 
 /**
- * sha256 of large layer blocks on worker threads, so the event loop keeps receiving bytes while blocks of parallel
- * streams hash on other cores. A block's ArrayBuffer is transferred to the worker and back (no copy); while it is
+ * Layer digests (layer-digest.ts) of large blocks on worker threads, so the event loop keeps receiving bytes while
+ * blocks of parallel streams hash on other cores. A block's ArrayBuffer is transferred to the worker and back (no copy); while it is
  * away the caller must not touch it, and gets the bytes back with the digest.
  */
 
-const WORKER_SOURCE = `
-const { parentPort } = require('node:worker_threads');
-const { createHash } = require('node:crypto');
-parentPort.on('message', ({ id, bytes }) => {
-  const digest = createHash('sha256').update(bytes).digest('hex');
-  parentPort.postMessage({ id, digest, bytes }, [bytes.buffer]);
-});
-`;
+const ENTRY = new URL('./hash-worker.js', import.meta.url);
 
 interface Reply {
   id: number;
@@ -37,7 +30,7 @@ class HashWorker {
   private readonly pending = new Map<number, Pending>();
 
   constructor() {
-    this.worker = new Worker(WORKER_SOURCE, { eval: true });
+    this.worker = new Worker(ENTRY);
     this.worker.unref();
     this.worker.on('message', (reply: Reply) => {
       const waiter = this.pending.get(reply.id);
@@ -53,11 +46,11 @@ class HashWorker {
     return this.pending.size;
   }
 
-  hash(id: number, bytes: Uint8Array): Promise<Reply> {
+  hash(id: number, version: LayerDigestVersion, bytes: Uint8Array): Promise<Reply> {
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
       this.worker.ref();
-      this.worker.postMessage({ id, bytes }, [bytes.buffer as ArrayBuffer]);
+      this.worker.postMessage({ id, version, bytes }, [bytes.buffer as ArrayBuffer]);
     });
   }
 
@@ -80,12 +73,12 @@ function transferable(bytes: Uint8Array): boolean {
   return bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength && bytes.buffer instanceof ArrayBuffer;
 }
 
-/** sha256 hex of `bytes`, and the bytes (a new view when they travelled to a worker: use it, not the old one). */
-export async function sha256OffThread(bytes: Uint8Array): Promise<{ digest: string; bytes: Uint8Array }> {
-  if (!transferable(bytes)) return { digest: createHash('sha256').update(bytes).digest('hex'), bytes };
+/** The layer digest of `bytes`, and the bytes (a new view when they travelled to a worker: use it, not the old one). */
+export async function layerDigestOffThread(version: LayerDigestVersion, bytes: Uint8Array): Promise<{ digest: string; bytes: Uint8Array }> {
+  if (!transferable(bytes)) return { digest: layerDigest(version, bytes), bytes };
   for (let i = workers.length - 1; i >= 0; i--) if (!workers[i]!.alive) workers.splice(i, 1);
   if (workers.length < POOL_SIZE) workers.push(new HashWorker());
   const worker = workers.reduce((best, w) => (w.load < best.load ? w : best));
-  const reply = await worker.hash(nextId++, bytes);
+  const reply = await worker.hash(nextId++, version, bytes);
   return { digest: reply.digest, bytes: reply.bytes };
 }

@@ -1,9 +1,10 @@
 import { createHash } from 'node:crypto';
 import { KdnError } from '../../common/errors.ts';
-import { KV_FORMAT_VERSION, type CodecSpec, type KVExpectation, type KVHeader } from './types.ts';
+import type { CodecSpec, KVExpectation, KVHeader } from './types.ts';
 import { codecEntry, type LayerCodec, type LayerShape } from './codecs/index.ts';
 import { MAX_COMPONENT_BITS } from './codecs/transform-table.ts';
 import { lz4MaxStoredSize, lz4MinStoredSize } from './lz4.ts';
+import { READABLE_VERSIONS, isReadableVersion } from './layer-digest.ts';
 
 /** Caps on what a header may claim; they bound what any reader allocates for one layer. */
 export const LIMITS = {
@@ -126,8 +127,11 @@ function validateCodec(v: unknown): { spec: CodecSpec; codec: LayerCodec | undef
 export function validateHeader(raw: unknown): KVHeader {
   if (!isRecord(raw)) throw corrupt('not a map');
   onlyFields(raw, HEADER_FIELDS, 'header');
-  if (raw.version !== KV_FORMAT_VERSION) {
-    throw new KdnError('KV_UNSUPPORTED', `KV header version ${JSON.stringify(raw.version)}; this build reads ${KV_FORMAT_VERSION}`);
+  const version = raw.version;
+  if (!isReadableVersion(version)) {
+    throw new KdnError('KV_UNSUPPORTED', `KV header version ${JSON.stringify(version)}; this build reads ${READABLE_VERSIONS.join(', ')}`, {
+      hint: 'upgrade KDN or re-encode the object',
+    });
   }
   const fp = raw.modelFingerprint;
   if (typeof fp !== 'string' || fp.length < 1 || fp.length > LIMITS.fingerprintLength) {
@@ -156,7 +160,7 @@ export function validateHeader(raw: unknown): KVHeader {
   if (payloadChecksumOf(layerChecksums) !== payloadChecksum) throw corrupt('payloadChecksum does not match layerChecksums');
 
   return {
-    version: KV_FORMAT_VERSION,
+    version,
     modelFingerprint: fp,
     layers,
     kvHeads,

@@ -1,5 +1,5 @@
-import { createHash } from 'node:crypto';
-import { sha256OffThread } from './hash-pool.ts';
+import { layerDigestOffThread } from './hash-pool.ts';
+import { layerDigest } from './layer-digest.ts';
 import { KdnError } from '../../common/errors.ts';
 import type { KVHeader, KVLayerBlock } from './types.ts';
 import { codecFor } from './codecs/index.ts';
@@ -18,21 +18,21 @@ export const OFF_THREAD_MIN_BYTES = 64 * 1024;
  * only to undo lz4 or to decode, so a process without a transform object's table (an edge) still verifies it.
  */
 export function openLayerBlock(header: KVHeader, layer: number, stored: Uint8Array): KVLayerBlock {
-  checkDigest(header, layer, createHash('sha256').update(stored).digest('hex'));
+  checkDigest(header, layer, layerDigest(header.version, stored));
   const shape = layerShape(header);
   const encoded = header.codec.lz4 ? lz4Unframe(stored, codecFor(header.codec).expectedSize(shape, layer)) : stored;
   return verifiedBlock(header, layer, encoded);
 }
 
 /**
- * openLayerBlock with the sha256 on a worker thread (hash-pool.ts) and lz4 on libuv's pool: while one stream's
+ * openLayerBlock with the layer digest on a worker thread (hash-pool.ts) and lz4 on libuv's pool: while one stream's
  * block is being hashed, the event loop keeps receiving the other streams, and blocks of parallel streams hash on
  * other cores. Same checks, same result; nothing is returned before the checksum matched. `block` may travel to
  * the worker and back: the caller must not use it again (the returned block's bytes replace it).
  */
 export async function openLayerBlockOffThread(header: KVHeader, layer: number, block: Uint8Array): Promise<KVLayerBlock> {
   if (block.length < OFF_THREAD_MIN_BYTES) return openLayerBlock(header, layer, block);
-  const { digest, bytes: stored } = await sha256OffThread(block);
+  const { digest, bytes: stored } = await layerDigestOffThread(header.version, block);
   checkDigest(header, layer, digest);
   const shape = layerShape(header);
   const encoded = header.codec.lz4 ? await lz4UnframeOffThread(stored, codecFor(header.codec).expectedSize(shape, layer)) : stored;

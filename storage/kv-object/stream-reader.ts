@@ -93,10 +93,10 @@ export async function readKVObject(
   let header: KVHeader;
   try {
     const preamble = await input.read(PREAMBLE_BYTES, 'preamble');
-    const headerLength = parsePreamble(preamble);
+    const { version, headerLength } = parsePreamble(preamble);
     const body = await input.read(headerLength, 'header');
     const hash = await input.read(HEADER_HASH_BYTES, 'header checksum');
-    header = parseHeader(body, hash);
+    header = parseHeader(body, hash, version);
     checkExpectation(header, expect);
   } catch (err) {
     await input.close();

@@ -6,7 +6,8 @@
  * each [tokens][kvHeads][headDim] row-major, so one chunk is contiguous in a token-major cache.
  */
 
-export const KV_FORMAT_VERSION = 1;
+/** The format version encoders write (format.ts); readers also take version 1 (layer-digest.ts). */
+export const KV_FORMAT_VERSION = 2;
 
 /** Every codec's name: the codec registry (codecs/index.ts) and each engine's expander table are keyed by it. */
 export type CodecName = 'fp16' | 'int8' | 'int4' | 'transform';
@@ -24,7 +25,8 @@ export interface CodecSpec {
 }
 
 export interface KVHeader {
-  version: number;
+  /** Format version: 1 or 2; it names the hash of layerChecksums (layer-digest.ts). */
+  version: 1 | 2;
   /** Model fingerprint from the engine; changes whenever weights or architecture change. */
   modelFingerprint: string;
   layers: number;
@@ -40,7 +42,10 @@ export interface KVHeader {
   codec: CodecSpec;
   /** Byte offsets of each layer block in the payload; length layers + 1 (the last is the payload length). */
   layerOffsets: number[];
-  /** sha256 hex of each stored (post-lz4) layer block, so a streaming reader verifies a layer before using it. */
+  /**
+   * Hex digest of each stored (post-lz4) layer block, so a streaming reader verifies a layer before using it:
+   * sha256 in version 1, BLAKE3-256 in version 2.
+   */
   layerChecksums: string[];
   /** sha256 hex over the concatenated layerChecksums: the checksum of the whole payload. */
   payloadChecksum: string;

@@ -88,7 +88,7 @@ describe('same-host fast path: kdn reads the edge memory tier from shared memory
       sameLayers(fromPool.blocks, fromLoop.blocks);
       expect(fromPool.blocks[3]!.decode().keys).to.deep.equal(fromLoop.blocks[3]!.decode().keys);
     }
-    // One thread with both objects queued: it sends both headers, then hashes one file per event-loop turn.
+    // One thread with both objects queued: it sends both headers, then reads and hands over their layers.
     const single = new KvFetchPool(options(edge.url), 1);
     try {
       const [one, two] = await Promise.all([drain(single, keyOf(1)), drain(single, keyOf(2))]);

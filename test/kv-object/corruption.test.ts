@@ -3,6 +3,7 @@ import { expect } from 'chai';
 import { Packr } from 'msgpackr';
 import { compressSync } from 'lz4-napi';
 import {
+  KV_FORMAT_VERSION,
   codecFromString,
   decodeKVObject,
   encodeKVObject,
@@ -12,6 +13,7 @@ import {
 } from '../../storage/kv-object/index.ts';
 import type { KVExpectation, KVHeader } from '../../storage/kv-object/types.ts';
 import { isKdnError, type ErrorCode } from '../../common/errors.ts';
+import { layerDigest } from '../../storage/kv-object/layer-digest.ts';
 import { asAsync, chunked, kvTensors, rng, tokenIds } from '../../fixtures/kv-data.ts';
 
 const CODECS = ['fp16', 'int8', 'int4', 'fp16+lz4', 'int8+lz4', 'int4+lz4'];
@@ -75,7 +77,7 @@ async function expectRejected(bytes: Uint8Array, intact: Uint8Array[], seed: num
 }
 
 /** A whole object with `header` (any value) and a correct header hash, followed by `payload`. */
-function hostile(header: unknown, payload: Uint8Array = new Uint8Array(0), version = 1): Buffer {
+function hostile(header: unknown, payload: Uint8Array = new Uint8Array(0), version = KV_FORMAT_VERSION): Buffer {
   const body = new Packr({ useRecords: false }).pack(header);
   const pre = Buffer.alloc(10);
   pre.write('KDNKV', 0, 'ascii');
@@ -144,8 +146,9 @@ describe('kv-object corruption: damaged, truncated and hostile objects are rejec
       ['unknown codec', with_({ codec: { name: 'int3', lz4: false, groupSize: 32 } }), 'KV_UNSUPPORTED'],
       ['zero group size', with_({ codec: { name: 'int8', lz4: false, groupSize: 0 } }), 'KV_UNSUPPORTED'],
       ['huge group size', with_({ codec: { name: 'int8', lz4: false, groupSize: 2 ** 31 } }), 'KV_UNSUPPORTED'],
-      ['version 2 in header', with_({ version: 2 }), 'KV_UNSUPPORTED'],
-      ['version 2 in preamble', hostile(base, payload, 2), 'KV_UNSUPPORTED'],
+      ['version 3 in header', with_({ version: 3 }), 'KV_UNSUPPORTED'],
+      ['version 3 in preamble', hostile(base, payload, 3), 'KV_UNSUPPORTED'],
+      ['header and preamble versions differ', hostile({ ...base, version: 1 }, payload, 2), 'KV_CORRUPT'],
       ['extra header field', with_({ evil: true }), 'KV_CORRUPT'],
       ['header is an array', hostile([1, 2, 3], payload), 'KV_CORRUPT'],
       ['header is a number', hostile(42, payload), 'KV_CORRUPT'],
@@ -188,7 +191,7 @@ describe('kv-object corruption: damaged, truncated and hostile objects are rejec
     const blocks = [0, 1, 2].map((i) => payloadOf(good).subarray(base.layerOffsets[i]!, base.layerOffsets[i + 1]!));
     const rebuild = (layer0: Uint8Array, patch: Partial<KVHeader> = {}): Buffer => {
       const stored = [layer0, blocks[1]!, blocks[2]!];
-      const layerChecksums = stored.map((b) => createHash('sha256').update(b).digest('hex'));
+      const layerChecksums = stored.map((b) => layerDigest(base.version, b));
       const layerOffsets = [0];
       for (const b of stored) layerOffsets.push(layerOffsets[layerOffsets.length - 1]! + b.length);
       const payloadChecksum = createHash('sha256').update(layerChecksums.join(''), 'ascii').digest('hex');

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { expect } from 'chai';
 import { Packr } from 'msgpackr';
 import {
+  KV_FORMAT_VERSION,
   decodeKVObject,
   encodeKVObject,
   fitTransformTable,
@@ -78,7 +79,7 @@ function hostileObject(header: unknown, payload: Uint8Array): Buffer {
   const body = new Packr({ useRecords: false }).pack(header);
   const pre = Buffer.alloc(10);
   pre.write('KDNKV', 0, 'ascii');
-  pre[5] = 1;
+  pre[5] = KV_FORMAT_VERSION;
   pre.writeUInt32LE(body.length, 6);
   return Buffer.concat([pre, body, createHash('sha256').update(body).digest(), payload]);
 }

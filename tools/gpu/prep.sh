@@ -70,7 +70,7 @@ pack() {
   tar -cf - \
     --exclude='node_modules/webgpu/dist/darwin-*' --exclude='node_modules/webgpu/dist/win32-*' \
     --exclude='node_modules/webgpu/dist/linux-arm64' --exclude='*.map' \
-    --exclude='node_modules/typescript' --exclude='node_modules/@typescript' \
+    --exclude='node_modules/typescript' --exclude='node_modules/@typescript' --exclude='node_modules/@biomejs' \
     node_modules | xz -T2 -1 > .gpu/node_modules.tar.xz
   {
     echo "# Sourced on the GPU host from the repository root: Node.js, the Vulkan loader and node_modules from .gpu/."
