@@ -34,6 +34,12 @@
 #            (bench/results/ttft-codecs-gpu.json)                                                        ~2 min
 #   fastpath delivery's stage profile of an 8k context (32 chunks of 256 tokens), the socket path beside the
 #            same-host fast path (the edge's /dev/shm mirror), then 8k TTFT over sockets against the fast path   ~4 min
+#   formats  the same-host fast path with KV format 2 (layers checked with BLAKE3) against format 1 (sha256): delivery
+#            stage by stage, both formats side by side in one run; then 8B TTFT at 8k (int4, transform codec), engine
+#            on its own thread as kdn runs it, four runs in the order 2, 1, 1, 2 (bench/results/ttft-formats-gpu.json)
+#   shm-order 8B TTFT at 8k over the fast path, engine on its own thread: fetch threads handing the context's objects
+#            over interleaved (kdn's overlapped path) against each object whole, four runs in the order interleaved,
+#            whole, whole, interleaved (bench/results/ttft-shm-order-gpu.json)
 #   handover 8B TTFT at 8k, engine on its own thread: KV blocks from the fetch threads straight to it against
 #            through the event loop, four runs in the order direct, loop, loop, direct                   ~5 min
 #   receive  8B TTFT at 8k, engine on its own thread as kdn runs it, over sockets and the same-host fast path: fetch
@@ -46,7 +52,7 @@ set -u
 cd "$(dirname "$0")/../.."
 DIR=.tmp/gpu-results
 if [ "${1:-}" = "--out" ]; then DIR=${2:?--out needs a folder}; shift 2; fi
-[ $# -gt 0 ] || { sed -n '2,44p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+[ $# -gt 0 ] || { sed -n '2,50p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 mkdir -p "$DIR"
 
 source_json() { # the commit this checkout measures, and whether tracked files outside bench/results differ from it
@@ -164,6 +170,20 @@ for part in "$@"; do
       bench 300 ttft-delivery-gpu-shm ttft --shape llama3.1-8b --contexts 8192 --question 64 \
         --backend webgpu --kv synthetic --modes inject-int4,inject-transform,peer-host-hit --edge-shm --runs 3 --warmup 1 \
         --recompute-warmup 0 --max-seconds 260 ;;
+    formats)
+      bench 240 delivery-gpu-formats delivery --objects 32 --tokens 256 --codecs int4,fp16 --rounds 3 --format-versions 1,2 \
+        --stages shm-read,shm,shm-interleaved,shm-whole,shm-engine
+      for run in 1-2 2-1 3-1 4-2; do
+        bench 200 "ttft-formats-$run" ttft --shape llama3.1-8b --contexts 8192 --question 64 --backend webgpu \
+          --kv synthetic --modes inject-int4,inject-transform,peer,peer-host-hit --edge-shm --engine-thread --runs 5 --warmup 1 \
+          --recompute-warmup 0 --format-version "${run#*-}" --max-seconds 170
+      done ;;
+    shm-order)
+      for run in 1-interleaved 2-whole 3-whole 4-interleaved; do
+        bench 200 "ttft-shm-order-$run" ttft --shape llama3.1-8b --contexts 8192 --question 64 --backend webgpu \
+          --kv synthetic --modes inject-int4,inject-transform,peer-host-hit --edge-shm --engine-thread --runs 5 --warmup 1 \
+          --recompute-warmup 0 --shm-order "${run#*-}" --max-seconds 170
+      done ;;
     handover)
       # 8B TTFT at 8k with the engine on its own thread, as kdn runs it: the fetch pool's blocks straight from the
       # fetch threads to the engine's (direct) against through the event loop (loop), in the order direct, loop,
@@ -189,7 +209,7 @@ for part in "$@"; do
       node --import tsx tools/gpu/merge-results.ts "$DIR" ;;
     *)
       echo "unknown part $part (check, profile, forward, 8b, 8b-long, 1b, engine, compare, sass, blend, fidelity, expand, batch, receive," \
-        "delivery, delivery-long, fastpath, handover, load, merge)" >&2
+        "delivery, delivery-long, fastpath, formats, shm-order, handover, load, merge)" >&2
       exit 2 ;;
   esac
 done

@@ -15,6 +15,10 @@
  *   fidelity-*.json        -> bench/results/fidelity.json (the shipped model's fidelity grid, one run per context set)
  *   ttft-receive-*.json    -> bench/results/ttft-receive-gpu.json (fetch threads receiving into returned buffers against
  *                             a new buffer per object, ABBA)
+ *   ttft-formats-*.json    -> bench/results/ttft-formats-gpu.json (the fast path with KV format 2, BLAKE3, against 1,
+ *                             sha256, ABBA)
+ *   ttft-shm-order-*.json  -> bench/results/ttft-shm-order-gpu.json (the fast path's hand-over interleaved against each
+ *                             object whole, ABBA)
  *   ttft-handover-*.json   -> bench/results/ttft-handover-gpu.json (engine thread: blocks direct from the fetch threads
  *                             against through the event loop, ABBA)
  *   compare-transformers.json -> bench/results/gpu/compare-transformers.json
@@ -90,6 +94,8 @@ function main(folder: string | undefined): void {
     ['ttft-handover-', 'ttft-handover-gpu'],
     ['ttft-blend-', 'ttft-blend-gpu'],
     ['ttft-receive-', 'ttft-receive-gpu'],
+    ['ttft-formats-', 'ttft-formats-gpu'],
+    ['ttft-shm-order-', 'ttft-shm-order-gpu'],
     ['ttft-codecs-gpu-', 'ttft-codecs-gpu'],
     ['fidelity-', 'fidelity'],
   ] as const;
