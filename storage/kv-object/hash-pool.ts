@@ -1,7 +1,8 @@
+import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { KdnError } from '../../common/errors.ts';
-import { layerDigest, type LayerDigestVersion } from './layer-digest.ts';
+import { LAYER_DIGESTS, layerDigest, type LayerDigestVersion } from './layer-digest.ts';
 
 /**
  * Layer digests (layer-digest.ts) of large blocks on worker threads, so the event loop keeps receiving bytes while
@@ -9,7 +10,22 @@ import { layerDigest, type LayerDigestVersion } from './layer-digest.ts';
  * away the caller must not touch it, and gets the bytes back with the digest.
  */
 
-const ENTRY = new URL('./hash-worker.js', import.meta.url);
+/**
+ * The worker runs from source, not a module file, so that it starts in milliseconds (a TypeScript worker registers
+ * a loader first). It hashes by algorithm name (layer-digest.ts LAYER_DIGESTS), the native package found by path.
+ */
+const WORKER_SOURCE = `
+const { parentPort } = require('node:worker_threads');
+const { createHash } = require('node:crypto');
+const { blake3 } = require(${JSON.stringify(createRequire(import.meta.url).resolve('@napi-rs/blake-hash'))});
+const digests = {
+  sha256: (bytes) => createHash('sha256').update(bytes).digest('hex'),
+  blake3: (bytes) => blake3(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)).toString('hex'),
+};
+parentPort.on('message', ({ id, algorithm, bytes }) => {
+  parentPort.postMessage({ id, digest: digests[algorithm](bytes), bytes }, [bytes.buffer]);
+});
+`;
 
 interface Reply {
   id: number;
@@ -30,7 +46,7 @@ class HashWorker {
   private readonly pending = new Map<number, Pending>();
 
   constructor() {
-    this.worker = new Worker(ENTRY);
+    this.worker = new Worker(WORKER_SOURCE, { eval: true });
     this.worker.unref();
     this.worker.on('message', (reply: Reply) => {
       const waiter = this.pending.get(reply.id);
@@ -50,7 +66,7 @@ class HashWorker {
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
       this.worker.ref();
-      this.worker.postMessage({ id, version, bytes }, [bytes.buffer as ArrayBuffer]);
+      this.worker.postMessage({ id, algorithm: LAYER_DIGESTS[version], bytes }, [bytes.buffer as ArrayBuffer]);
     });
   }
 

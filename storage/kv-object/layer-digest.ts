@@ -24,7 +24,7 @@ export function layerDigest(version: LayerDigestVersion, bytes: Uint8Array): str
     case 'sha256':
       return createHash('sha256').update(bytes).digest('hex');
     case 'blake3':
-      return blake3(bytes).toString('hex');
+      return blake3(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)).toString('hex');
     default:
       throw new KdnError('KV_UNSUPPORTED', `KV format version ${version} has no layer digest in this build`);
   }
