@@ -61,7 +61,16 @@ export class ShmHandOver {
     this.running = true;
     while (this.queue.length > 0) {
       await new Promise((resolve) => setImmediate(resolve));
-      for (const reading of this.turn()) await this.step(reading);
+      for (const reading of this.turn()) {
+        try {
+          await this.step(reading);
+        } catch (err) {
+          // Not a bad file (step settles those) but a failure handing blocks on: this object fails, the rest go on.
+          this.remove(reading);
+          await reading.file.close().catch(() => undefined);
+          reading.reject(err instanceof Error ? err : new Error(String(err)));
+        }
+      }
     }
     this.running = false;
   }
@@ -101,6 +110,7 @@ export class ShmHandOver {
   }
 
   private remove(r: Reading): void {
-    this.queue.splice(this.queue.indexOf(r), 1);
+    const at = this.queue.indexOf(r);
+    if (at >= 0) this.queue.splice(at, 1);
   }
 }

@@ -149,7 +149,7 @@ export class ShmSource {
     const { file, head, expect, header, edge } = opened as OpenedFile;
     try {
       const bytes = this.take(file.size);
-      bytes.set(head.subarray(0, Math.min(head.length, file.size)));
+      bytes.set(head);
       await file.readAt(bytes.subarray(head.length), head.length);
       const reader = await readKVObject(oneChunk(bytes), expect, { hashOffThread });
       const blocks: KVLayerBlock[] = [];

@@ -147,6 +147,22 @@ describe('shared-memory hand-over: a fetch thread hands files over a few verifie
     await expectIntact(recorder, 1);
   });
 
+  it('a failure handing blocks on fails that object only; the others are handed over whole', async () => {
+    const source = new ShmSource(client, { blockingReads: true });
+    const hand = new ShmHandOver(source, (bytes) => bytes.slice(), 1);
+    const recorder = new Recorder();
+    const broken = new BlockOutlet(0, () => {
+      throw new Error('the port is gone');
+    });
+    const signal = new AbortController().signal;
+    const [a, b] = await Promise.all([source.open(keyOf(0), EXPECT), source.open(keyOf(1), EXPECT)]);
+    const outcomes = await Promise.allSettled([hand.add(a!, broken, signal, true), hand.add(b!, recorder.outlet(1), signal, true)]);
+    expect(outcomes[0]!.status).to.equal('rejected');
+    expect((outcomes[0] as PromiseRejectedResult).reason.message).to.equal('the port is gone');
+    expect((outcomes[1] as PromiseFulfilledResult<ShmOutcome>).value).to.equal('done');
+    await expectIntact(recorder, 1);
+  });
+
   it('a layer that fails verification stops the file there; a fetch thread sends the rest over HTTP', async () => {
     const key = keyOf(3);
     const file = join(edge.shm!.dir, shmObjectName(key));
