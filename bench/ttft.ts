@@ -52,8 +52,13 @@
  * `--format-version 1` puts objects of KV format version 1 (layers checked with sha256) instead of the current one
  * (BLAKE3), to compare what verification costs.
  */
-import { KV_FORMAT_VERSION, codecFromString, encodeKVObject } from '../storage/kv-object/index.ts';
-import { READABLE_VERSIONS, type LayerDigestVersion } from '../storage/kv-object/layer-digest.ts';
+import {
+  KV_FORMAT_VERSION,
+  KV_READABLE_VERSIONS,
+  codecFromString,
+  encodeKVObject,
+  type LayerDigestVersion,
+} from '../storage/kv-object/index.ts';
 import type { CodecName } from '../storage/kv-object/types.ts';
 import { choice, choiceList, parseFlags, positiveInt } from './lib/args.ts';
 import { EDGE_PLACEMENTS, startBenchEdge, type BenchEdge, type EdgePlacement } from './lib/bench-edge.ts';
@@ -220,7 +225,7 @@ function parse(args: string[]): TtftArgs {
     handOver: choice(values['hand-over'], 'direct', HAND_OVERS, 'hand-over'),
     shmOrder: choice(values['shm-order'], 'interleaved', SHM_ORDERS, 'shm-order'),
     formatVersion: Number(
-      choice(values['format-version'], String(KV_FORMAT_VERSION), READABLE_VERSIONS.map(String), 'format-version'),
+      choice(values['format-version'], String(KV_FORMAT_VERSION), KV_READABLE_VERSIONS.map(String), 'format-version'),
     ) as LayerDigestVersion,
   };
 }

@@ -1,6 +1,7 @@
 /** The KV object format: encode, verify, decode (whole or streamed layer by layer). Byte layout: ./format.ts. */
 export type * from './types.ts';
 export { KV_FORMAT_VERSION } from './types.ts';
+export { LAYER_DIGESTS, READABLE_VERSIONS as KV_READABLE_VERSIONS, type LayerDigestVersion } from './layer-digest.ts';
 export { encodeKVObject, type EncodeMeta } from './encode.ts';
 export { decodeKVObject, kvPayloadOffset, readKVHeader, verifyKVObject } from './decode.ts';
 export { readKVObject } from './stream-reader.ts';

@@ -45,8 +45,13 @@ describe('kdn inspect', () => {
   it('prints the header as JSON and confirms the checksums of a good object', async () => {
     const r = await kdn(['inspect', join(dir, 'good.kv')]);
     expect(r.code, r.stderr).to.equal(0);
-    const json = JSON.parse(r.stdout.slice(0, r.stdout.lastIndexOf('}') + 1)) as { bytes: number; header: Record<string, unknown> };
+    const json = JSON.parse(r.stdout.slice(0, r.stdout.lastIndexOf('}') + 1)) as {
+      bytes: number;
+      format: Record<string, unknown>;
+      header: Record<string, unknown>;
+    };
     expect(json.bytes).to.equal(good.length);
+    expect(json.format).to.deep.equal({ version: 2, layerChecksums: 'blake3' });
     expect(json.header).to.include({ modelFingerprint: 'fp-123', layers: 2, tokens: 20 });
     expect(json.header.codec).to.deep.equal({ name: 'int8', lz4: true, groupSize: 32 });
     expect(r.stdout).to.match(/checksum ok: 2 layers verified/);

@@ -4,7 +4,7 @@ import type { Command } from 'commander';
 import { KdnError } from '../../../common/errors.ts';
 import { validateHeader } from '../../../storage/kv-object/header.ts';
 import { transformLevelName } from '../../../storage/kv-object/codecs/index.ts';
-import { codecToString, parseTransformTable, readKVObject, transformTables } from '../../../storage/kv-object/index.ts';
+import { LAYER_DIGESTS, codecToString, parseTransformTable, readKVObject, transformTables } from '../../../storage/kv-object/index.ts';
 import type { KVHeader } from '../../../storage/kv-object/types.ts';
 import { transformTableKey } from '../../../storage/keys.ts';
 import { openStore } from '../../../storage/open-store.ts';
@@ -50,7 +50,8 @@ async function loadTable(header: KVHeader, options: InspectOptions): Promise<str
 }
 
 /**
- * `kdn inspect <file>`: prints a KV object's header as JSON with its codec, level and size against fp16, then
+ * `kdn inspect <file>`: prints a KV object's header as JSON with its format version (and the hash its layer checksums
+ * use), codec, level and size against fp16, then
  * streams the payload through the verifying reader (every layer checksum and the lz4 framing), so a large object
  * is checked without loading it whole. A transform object is also checked against its table (exact block sizes,
  * model) when the table is given as a file or fetched from an origin.
@@ -73,7 +74,8 @@ async function inspect(file: string, options: InspectOptions): Promise<void> {
       codec.level = table.levels[header.codec.level!]?.name;
     }
   }
-  process.stdout.write(`${JSON.stringify({ file, bytes: size, codec, header }, null, 2)}\n`);
+  const format = { version: header.version, layerChecksums: LAYER_DIGESTS[header.version] };
+  process.stdout.write(`${JSON.stringify({ file, bytes: size, format, codec, header }, null, 2)}\n`);
   let layers = 0;
   for await (const block of reader.layers) layers = block.layer + 1;
   process.stdout.write(`checksum ok: ${layers} layers verified\n`);
