@@ -24,6 +24,12 @@ export interface FetchedObject {
   edge: string;
   /** Bytes received so far. */
   received(): number;
+  /**
+   * Call once the object was injected successfully: its bytes are no longer read, and a fetch thread that delivered
+   * them to this thread gets their buffers back to receive later objects into (receive-buffers.ts). Never after a
+   * failed injection, whose writes may still read them.
+   */
+  release(): void;
 }
 
 export interface KvFetchOptions {
@@ -65,7 +71,7 @@ export function inThreadFetcher(edges: EdgeClient, options: { sharedMemory?: boo
       if (fast) return fetchedFromShm(fast);
       const got = await edges.get(key, { signal });
       const reader = prefetchLayers(await readKVObject(got.body, expect));
-      return { reader, servedFrom: got.servedFrom, edge: got.edge, received: () => got.body.received };
+      return { reader, servedFrom: got.servedFrom, edge: got.edge, received: () => got.body.received, release: () => undefined };
     },
     // The event loop reads with the process's own table registry.
     useTransformTable: () => undefined,
@@ -79,5 +85,5 @@ function fetchedFromShm(fast: ShmObject): FetchedObject {
   for (const block of fast.blocks) queue.push(block);
   queue.end();
   const reader: PrefetchedReader = { header: fast.header, layers: queue.layers(), drained: queue.drained };
-  return { reader, servedFrom: 'shm', edge: fast.edge, received: () => fast.bytes };
+  return { reader, servedFrom: 'shm', edge: fast.edge, received: () => fast.bytes, release: () => undefined };
 }
