@@ -229,10 +229,7 @@ async function injectAll(fetcher: KvFetcher, f: Fixture, sink: InjectTarget, tie
   // One signal per query, as run-query passes it: every request in flight listens on it.
   setMaxListeners(f.keys.length * 2, signal);
   const fetches = f.keys.map((key) => new ChunkFetch(fetcher, key, f.expect, signal));
-  for (const fetch of fetches) {
-    await sink.injectKV(await fetch.reader, sink.length);
-    fetch.release();
-  }
+  for (const fetch of fetches) await sink.injectKV(await fetch.reader, sink.length);
   await Promise.all(fetches.map((fetch) => fetch.done));
   const other = tier === undefined ? undefined : fetches.find((fetch) => fetch.tier !== tier);
   if (other) throw new KdnError('INTERNAL', `a chunk came from tier ${other.tier}, not ${tier}`);
@@ -265,7 +262,6 @@ async function fetchTogether(fetcher: KvFetcher, f: Fixture, interleave: boolean
     }),
   );
   await Promise.all(fetches.map((fetch) => fetch.done));
-  for (const fetch of fetches) fetch.release();
   if (perLayer.some((n) => n !== f.keys.length)) throw new Error(`layers consumed per index: ${perLayer.join(' ')}`);
   const other = fetches.find((fetch) => fetch.tier !== 'shm');
   if (other) throw new KdnError('INTERNAL', `a chunk came from tier ${other.tier}, not shm`);

@@ -93,7 +93,6 @@ async function fetchTogether(
   const arrivals = fetched.map((f) => f.reader.drained.then(() => void (lastArrival = Math.max(lastArrival, performance.now()))));
   const { logits, placedAt, receivedAt } = await run(fetched.map((f) => f.reader));
   const end = performance.now();
-  for (const f of fetched) f.release();
   await Promise.all(arrivals);
   const bytes = fetched.reduce((n, f) => n + f.received(), 0);
   const receivedMs = receivedAt === undefined ? null : receivedAt - t0;
@@ -104,14 +103,13 @@ interface Arrival {
   reader: PrefetchedReader;
   bytes: number;
   arrivedAt: number;
-  release: () => void;
 }
 
 /** Streams one object in, verifying each layer as it completes; resolves once every layer is in (or the stream failed). */
 async function fetchVerified(fetcher: KvFetcher, key: string, signal: AbortSignal): Promise<Arrival> {
   const got = await fetcher.open(key, {}, signal);
   await got.reader.drained;
-  return { reader: got.reader, bytes: got.received(), arrivedAt: performance.now(), release: got.release };
+  return { reader: got.reader, bytes: got.received(), arrivedAt: performance.now() };
 }
 
 /** Fetches `keys` and injects them into `session` from its current length on; `window` bounds objects held at once. */
@@ -140,7 +138,7 @@ export async function fetchAndInject(
   for (let i = 0; i < keys.length; i++) {
     launch(i);
     const waitStart = performance.now();
-    const { reader, bytes, arrivedAt, release } = await inFlight[i]!;
+    const { reader, bytes, arrivedAt } = await inFlight[i]!;
     inFlight[i] = undefined;
     timing.fetchWaitMs += performance.now() - waitStart;
     lastArrival = Math.max(lastArrival, arrivedAt);
@@ -148,7 +146,6 @@ export async function fetchAndInject(
     const injectStart = performance.now();
     // A layer that failed verification is raised here, before anything after it reaches the engine.
     await session.injectKV(reader, session.length);
-    release();
     timing.injectMs += performance.now() - injectStart;
   }
   timing.fetchMs = lastArrival - t0;

@@ -69,9 +69,4 @@ export class ChunkFetch {
   get bytes(): number {
     return this.fetched?.received() ?? 0;
   }
-
-  /** The object was injected: see FetchedObject.release. */
-  release(): void {
-    this.fetched?.release();
-  }
 }

@@ -29,8 +29,6 @@ export type ToWorker =
   | { type: 'deliver'; id: number }
   | { type: 'route'; id: number; port: MessagePort }
   | { type: 'abort'; id: number }
-  /** The buffers of an object delivered to the pool, sent back once it was injected, to receive later objects into. */
-  | { type: 'return'; buffers: ArrayBuffer[] }
   /** A verified transform table's bytes, so the worker checks its objects' block sizes exactly. */
   | { type: 'table'; bytes: Uint8Array };
 

@@ -156,6 +156,5 @@ port.on('message', (message: ToWorker) => {
   else if (message.type === 'deliver') deliver(message.id);
   else if (message.type === 'route') route(message.id, message.port);
   else if (message.type === 'table') registerTable(message.bytes);
-  else if (message.type === 'return') for (const buffer of message.buffers) buffers.give(buffer);
   else abort(message.id);
 });

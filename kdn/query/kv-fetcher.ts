@@ -24,12 +24,6 @@ export interface FetchedObject {
   edge: string;
   /** Bytes received so far. */
   received(): number;
-  /**
-   * Call once the object was injected successfully: its bytes are no longer read, and a fetch thread that delivered
-   * them to this thread gets their buffers back to receive later objects into (receive-buffers.ts). Never after a
-   * failed injection, whose writes may still read them.
-   */
-  release(): void;
 }
 
 export interface KvFetchOptions {
@@ -71,7 +65,7 @@ export function inThreadFetcher(edges: EdgeClient, options: { sharedMemory?: boo
       if (fast) return fetchedFromShm(fast);
       const got = await edges.get(key, { signal });
       const reader = prefetchLayers(await readKVObject(got.body, expect));
-      return { reader, servedFrom: got.servedFrom, edge: got.edge, received: () => got.body.received, release: () => undefined };
+      return { reader, servedFrom: got.servedFrom, edge: got.edge, received: () => got.body.received };
     },
     // The event loop reads with the process's own table registry.
     useTransformTable: () => undefined,
@@ -85,5 +79,5 @@ function fetchedFromShm(fast: ShmObject): FetchedObject {
   for (const block of fast.blocks) queue.push(block);
   queue.end();
   const reader: PrefetchedReader = { header: fast.header, layers: queue.layers(), drained: queue.drained };
-  return { reader, servedFrom: 'shm', edge: fast.edge, received: () => fast.bytes, release: () => undefined };
+  return { reader, servedFrom: 'shm', edge: fast.edge, received: () => fast.bytes };
 }

@@ -23,8 +23,6 @@ export class PoolTransfer {
   private resolveHeader!: (o: FetchedObject) => void;
   private rejectHeader!: (err: Error) => void;
   private readonly queue = new LayerQueue();
-  /** The buffers of the blocks delivered here, which release sends back to the worker. */
-  private readonly delivered = new Set<ArrayBuffer>();
   private fetched: FetchedObject | undefined;
   private destination: 'here' | 'routed' | undefined;
   private arrived = false;
@@ -37,7 +35,7 @@ export class PoolTransfer {
 
   constructor(
     readonly id: number,
-    private readonly send: (message: ToWorker, transfer?: (MessagePort | ArrayBuffer)[]) => void,
+    private readonly send: (message: ToWorker, transfer?: MessagePort[]) => void,
     /** Told the payload bytes of each block the worker hands to this thread. */
     private readonly onDelivered: (bytes: number) => void,
     /** Its blocks come here as they are verified (the worker was opened with `deliver`): it cannot be routed. */
@@ -75,7 +73,6 @@ export class PoolTransfer {
       case 'layers':
         for (const { layer, bytes } of message.layers) {
           this.onDelivered(bytes.byteLength);
-          this.delivered.add(bytes.buffer as ArrayBuffer);
           this.queue.push(this.toBlock(layer, bytes));
         }
         break;
@@ -113,22 +110,8 @@ export class PoolTransfer {
     const header = message.header;
     this.toBlock = (layer, encoded) => verifiedBlock(header, layer, encoded);
     const reader: PoolReader = { header, layers: this.layers(), drained: this.drained, route: (port) => this.route(port) };
-    this.fetched = {
-      reader,
-      servedFrom: message.servedFrom,
-      edge: message.edge,
-      received: () => this.received,
-      release: () => this.release(),
-    };
+    this.fetched = { reader, servedFrom: message.servedFrom, edge: message.edge, received: () => this.received };
     this.resolveHeader(this.fetched);
-  }
-
-  /** Sends the delivered blocks' buffers back, once all of them came and were read (routed ones go back from the engine). */
-  private release(): void {
-    if (this.destination !== 'here' || !this.queue.done || this.failed || this.delivered.size === 0) return;
-    const buffers = [...this.delivered];
-    this.delivered.clear();
-    this.send({ type: 'return', buffers }, buffers);
   }
 
   private arrive(): void {

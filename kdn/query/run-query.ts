@@ -273,7 +273,6 @@ async function injectContext(
     try {
       const { placedAt, blend } = await runTogether(session, run, readers);
       const end = performance.now();
-      for (const f of first) f.release();
       await Promise.all(first.map((f) => f.done));
       const uses = pieces.map((p, i) => ({
         ...use(p, first[i]!.tier, first[i]!.bytes),
@@ -356,7 +355,6 @@ async function injectOneByOne(
       const injectStart = performance.now();
       try {
         await session.injectKV(await fetch.reader, session.length);
-        fetch.release();
         injectionMs += performance.now() - injectStart;
         break;
       } catch (err) {

@@ -13,7 +13,7 @@ import { KvFetchPool } from '../../kdn/query/kv-fetch-pool.ts';
 import { ShmHandOver, type ShmOutcome } from '../../kdn/query/shm-hand-over.ts';
 import { ShmSource } from '../../kdn/query/shm-source.ts';
 import { codecFromString, encodeKVObject, kvPayloadOffset, readKVHeader, readKVObject, tokenHash } from '../../storage/kv-object/index.ts';
-import type { KVExpectation, KVLayerBlock } from '../../storage/kv-object/types.ts';
+import type { KVExpectation } from '../../storage/kv-object/types.ts';
 import { kvTensors, tokenIds } from '../../fixtures/kv-data.ts';
 import { TEST_EDGE_SECRET } from '../edge/helpers.ts';
 
@@ -161,44 +161,6 @@ describe('shared-memory hand-over: a fetch thread hands files over a few verifie
     expect((outcomes[0] as PromiseRejectedResult).reason.message).to.equal('the port is gone');
     expect((outcomes[1] as PromiseFulfilledResult<ShmOutcome>).value).to.equal('done');
     await expectIntact(recorder, 1);
-  });
-
-  it('an object delivered here and released gives its buffers back: the next one is received into them', async () => {
-    const eager = new KvFetchPool(options(edge.url), 1, { deliverEagerly: true });
-    // The worker reports its buffers after each object: wait for the report covering `objects` payloads.
-    const payload = objects.get(0)!.length - kvPayloadOffset(objects.get(0)!);
-    const statsAfter = async (count: number): Promise<{ reusedBytes: number; freshBytes: number }> => {
-      for (let i = 0; i < 500; i++) {
-        const stats = eager.receiveBuffers;
-        if (stats.reusedBytes + stats.freshBytes >= count * payload) return stats;
-        await new Promise((resolve) => setTimeout(resolve, 10));
-      }
-      throw new Error(`no buffer report for ${count} objects: ${JSON.stringify(eager.receiveBuffers)}`);
-    };
-    try {
-      const first = await eager.open(keyOf(0), EXPECT, new AbortController().signal);
-      for await (const _ of first.reader.layers);
-      expect(await statsAfter(1)).to.deep.equal({ reusedBytes: 0, freshBytes: payload });
-      // Not released: the next object gets new buffers.
-      const second = await eager.open(keyOf(0), EXPECT, new AbortController().signal);
-      const blocks: KVLayerBlock[] = [];
-      for await (const block of second.reader.layers) blocks.push(block);
-      expect(await statsAfter(2)).to.deep.equal({ reusedBytes: 0, freshBytes: 2 * payload });
-      second.release();
-      // Released: the blocks' buffers went to the worker (detached here), and the next object is read into them.
-      expect(blocks.every((b) => b.encoded.byteLength === 0)).to.equal(true);
-      const third = await eager.open(keyOf(0), EXPECT, new AbortController().signal);
-      const again: KVLayerBlock[] = [];
-      for await (const block of third.reader.layers) again.push(block);
-      expect(await statsAfter(3)).to.deep.equal({ reusedBytes: payload, freshBytes: 2 * payload });
-      expect(third.servedFrom).to.equal('shm');
-      const reader = await readKVObject(Readable.from([objects.get(0)!]), undefined, { hashOffThread: false });
-      const want: string[] = [];
-      for await (const block of reader.layers) want.push(Buffer.from(block.encoded).toString('hex'));
-      expect(again.map((b) => Buffer.from(b.encoded).toString('hex'))).to.deep.equal(want);
-    } finally {
-      await eager.close();
-    }
   });
 
   it('a layer that fails verification stops the file there; a fetch thread sends the rest over HTTP', async () => {
