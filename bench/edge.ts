@@ -10,6 +10,8 @@
  * and wrk runs on another (steadier on an idle machine, worse when neighbours load the pinned CPU).
  * Args: --duration S (whole seconds per measurement, default 3) --rounds N (default 5) --warmup S (default 1)
  *       --connections N (default 4) --threads N (wrk threads, default 1) --sizes MiB,MiB (default 1,16) --pin
+ *       --format-versions 2,1 (the disk tier once per KV format version, whose layer checksums it verifies on every
+ *       read: sha256 in version 1, BLAKE3 in 2; default the version encoders write; records' `format`)
  * Needs wrk and nginx (Debian: wrk, nginx-light); installed with apt-get when missing and running as root.
  */
 import { spawn, spawnSync } from 'node:child_process';
@@ -26,9 +28,9 @@ import { EDGE_TOKEN_MAX_LIFETIME_S, newNonce, signEdgeToken } from '../common/ed
 import { KdnError } from '../common/errors.ts';
 import { EDGE_HEADERS, kvPath, parseCacheStatus } from '../edge/protocol.ts';
 import { startEdge, type RunningEdge } from '../edge/server/main.ts';
-import { encodeKVObject } from '../storage/kv-object/index.ts';
+import { encodeKVObject, KV_FORMAT_VERSION, KV_READABLE_VERSIONS, type LayerDigestVersion } from '../storage/kv-object/index.ts';
 import { openStore } from '../storage/open-store.ts';
-import { intList, positiveInt } from './lib/args.ts';
+import { choiceList, intList, positiveInt } from './lib/args.ts';
 import type { BenchRecord, BenchReport } from './report.ts';
 
 const LAYERS = 4;
@@ -45,6 +47,10 @@ interface WrkResult {
 interface Target {
   server: string;
   tier: string;
+  /** The disk tier's objects' KV format version (the other servers serve the current format's bytes unverified). */
+  format?: number;
+  /** The file name of the `mib` MiB object this target serves. */
+  file: (mib: number) => string;
   url: (file: string) => string;
   headers: (file: string) => Record<string, string>;
 }
@@ -60,8 +66,15 @@ export async function run(args: string[]): Promise<BenchReport> {
       sizes: { type: 'string' },
       rounds: { type: 'string' },
       pin: { type: 'boolean' },
+      'format-versions': { type: 'string' },
     },
   });
+  const formats = choiceList(
+    values['format-versions'],
+    [String(KV_FORMAT_VERSION)],
+    KV_READABLE_VERSIONS.map(String),
+    'format-versions',
+  ).map(Number) as LayerDigestVersion[];
   const duration = positiveInt(values.duration, 3, 'duration');
   const rounds = positiveInt(values.rounds, 5, 'rounds');
   const warmup = positiveInt(values.warmup, 1, 'warmup');
@@ -82,13 +95,14 @@ export async function run(args: string[]): Promise<BenchReport> {
     await mkdir(join(root, 'www', 'kv'), { recursive: true });
     const objects = new Map<number, Buffer>();
     for (const mib of sizes) {
-      const object = makeObject(mib);
+      const object = makeObject(mib, KV_FORMAT_VERSION);
       objects.set(mib, object);
       await origin.put(`kv/${mib}mib.kv`, object);
       await writeFile(join(root, 'www', 'kv', `${mib}mib.kv`), object);
+      for (const format of formats) await origin.put(`kv/${diskFile(mib, format)}`, makeObject(mib, format));
     }
     const biggest = Math.max(...[...objects.values()].map((object) => object.length));
-    const budget = 4 * biggest * sizes.length;
+    const budget = 4 * biggest * sizes.length * formats.length;
 
     // Edges check a signed token on every GET, as in production; wrk sends one per object.
     const secret = randomBytes(24).toString('hex');
@@ -120,18 +134,34 @@ export async function run(args: string[]): Promise<BenchReport> {
     closers.push(() => diskEdge.close());
     for (const mib of sizes) {
       await fill(memoryEdge, `kv/${mib}mib.kv`, 'memory', token(`kv/${mib}mib.kv`));
-      await fill(diskEdge, `kv/${mib}mib.kv`, 'disk', token(`kv/${mib}mib.kv`));
+      for (const format of formats) await fill(diskEdge, `kv/${diskFile(mib, format)}`, 'disk', token(`kv/${diskFile(mib, format)}`));
     }
     const expressUrl = await startExpressReference(objects);
     closers.push(expressUrl.close);
     const nginxUrl = await startNginx(nginx, root);
     closers.push(nginxUrl.close);
 
+    const plain = (mib: number): string => `${mib}mib.kv`;
     const targets: Target[] = [
-      { server: 'nginx', tier: 'sendfile', url: (file) => `${nginxUrl.url}/kv/${file}`, headers: () => ({}) },
-      { server: 'kdn edge', tier: 'memory', url: (file) => memoryEdge.url + kvPath(`kv/${file}`), headers: (file) => token(`kv/${file}`) },
-      { server: 'kdn edge', tier: 'disk', url: (file) => diskEdge.url + kvPath(`kv/${file}`), headers: (file) => token(`kv/${file}`) },
-      { server: 'express (reference)', tier: 'memory', url: (file) => `${expressUrl.url}/kv/${file}`, headers: () => ({}) },
+      { server: 'nginx', tier: 'sendfile', file: plain, url: (file) => `${nginxUrl.url}/kv/${file}`, headers: () => ({}) },
+      {
+        server: 'kdn edge',
+        tier: 'memory',
+        file: plain,
+        url: (file) => memoryEdge.url + kvPath(`kv/${file}`),
+        headers: (file) => token(`kv/${file}`),
+      },
+      ...formats.map(
+        (format): Target => ({
+          server: 'kdn edge',
+          tier: 'disk',
+          format,
+          file: (mib) => diskFile(mib, format),
+          url: (file) => diskEdge.url + kvPath(`kv/${file}`),
+          headers: (file) => token(`kv/${file}`),
+        }),
+      ),
+      { server: 'express (reference)', tier: 'memory', file: plain, url: (file) => `${expressUrl.url}/kv/${file}`, headers: () => ({}) },
     ];
     // Rounds interleave the servers so that load from other work on a shared machine hits all of them alike;
     // the median round is the figure, the best one is kept alongside.
@@ -140,28 +170,28 @@ export async function run(args: string[]): Promise<BenchReport> {
       const size = objects.get(mib)!.length;
       const runs = new Map<Target, number[]>(targets.map((target) => [target, []]));
       for (const target of targets) {
-        await wrk(target.url(`${mib}mib.kv`), {
+        await wrk(target.url(target.file(mib)), {
           threads,
           connections,
           seconds: warmup,
           cpu: pin?.client,
-          headers: target.headers(`${mib}mib.kv`),
+          headers: target.headers(target.file(mib)),
         });
       }
       for (let pass = 1; pass <= rounds; pass += 1) {
         for (const target of targets) {
-          const url = target.url(`${mib}mib.kv`);
+          const url = target.url(target.file(mib));
           const result = await wrk(url, {
             threads,
             connections,
             seconds: duration,
             cpu: pin?.client,
-            headers: target.headers(`${mib}mib.kv`),
+            headers: target.headers(target.file(mib)),
           });
           if (result.errors > 0) throw new Error(`${target.server} answered ${result.errors} requests for ${url} with errors`);
           runs.get(target)!.push((result.requestsPerSec * size) / 1e9);
           console.error(
-            `round ${pass}: ${target.server} ${target.tier} ${mib} MiB: ${((result.requestsPerSec * size) / 1e9).toFixed(3)} GB/s`,
+            `round ${pass}: ${target.server} ${target.tier}${target.format ? ` format ${target.format}` : ''} ${mib} MiB: ${((result.requestsPerSec * size) / 1e9).toFixed(3)} GB/s`,
           );
         }
       }
@@ -171,6 +201,7 @@ export async function run(args: string[]): Promise<BenchReport> {
         records.push({
           server: target.server,
           tier: target.tier,
+          format: target.format ?? null,
           objectMiB: mib,
           objectBytes: size,
           GBps: round(median(gbps), 3),
@@ -224,8 +255,13 @@ function median(values: number[]): number {
   return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
 }
 
-/** A valid fp16 KV object of about `mib` MiB (the header adds a few hundred bytes). */
-function makeObject(mib: number): Buffer {
+/** The disk tier's file of the `mib` MiB object in KV format `format`. */
+function diskFile(mib: number, format: number): string {
+  return `${mib}mib-v${format}.kv`;
+}
+
+/** A valid fp16 KV object of about `mib` MiB (the header adds a few hundred bytes), in KV format `format`. */
+function makeObject(mib: number, format: LayerDigestVersion): Buffer {
   const tokens = Math.round((mib * 2 ** 20) / BYTES_PER_TOKEN);
   const elements = tokens * KV_HEADS * HEAD_DIM;
   const perLayer = Array.from({ length: LAYERS }, (_, layer) => {
@@ -239,7 +275,12 @@ function makeObject(mib: number): Buffer {
   });
   return encodeKVObject(
     { layers: LAYERS, kvHeads: KV_HEADS, headDim: HEAD_DIM, tokens, positionBase: 0, ropeApplied: true, perLayer },
-    { modelFingerprint: 'bench-edge', tokenIds: Array.from({ length: tokens }, (_, i) => i), codec: { name: 'fp16', lz4: false } },
+    {
+      modelFingerprint: 'bench-edge',
+      tokenIds: Array.from({ length: tokens }, (_, i) => i),
+      codec: { name: 'fp16', lz4: false },
+      formatVersion: format,
+    },
   );
 }
 
