@@ -105,7 +105,7 @@ export class ShmSource {
 
   /**
    * Opens `key`'s file and reads only its header, checked against `expect` (undefined as for read), so that a caller
-   * can announce the object before reading and hashing its payload with verify.
+   * can announce the object before reading and hashing its payload, whole with verify or in steps with readLayers.
    */
   async open(key: string, expect: KVExpectation): Promise<ShmFile | undefined> {
     const edge = this.client.order(key)[0]!;

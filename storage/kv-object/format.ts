@@ -3,7 +3,7 @@ import { Packr, Unpackr } from 'msgpackr';
 import { KdnError } from '../../common/errors.ts';
 import type { KVHeader } from './types.ts';
 import { validateHeader } from './header.ts';
-import { READABLE_VERSIONS, isReadableVersion, type LayerDigestVersion } from './layer-digest.ts';
+import { readableVersion, type LayerDigestVersion } from './layer-digest.ts';
 
 /**
  * Byte layout of a KV object (versions 1 and 2, which differ only in the layer checksums' hash). All integers
@@ -64,12 +64,7 @@ export function parsePreamble(bytes: Uint8Array): { version: LayerDigestVersion;
   for (let i = 0; i < MAGIC.length; i++) {
     if (bytes[i] !== MAGIC[i]) throw new KdnError('KV_CORRUPT', 'not a KV object (bad magic)');
   }
-  const version = bytes[MAGIC.length]!;
-  if (!isReadableVersion(version)) {
-    throw new KdnError('KV_UNSUPPORTED', `KV format version ${version}; this build reads versions ${READABLE_VERSIONS.join(', ')}`, {
-      hint: 'upgrade KDN or re-encode the object',
-    });
-  }
+  const version = readableVersion(bytes[MAGIC.length], 'format');
   const o = MAGIC.length + 1;
   const length = (bytes[o]! | (bytes[o + 1]! << 8) | (bytes[o + 2]! << 16) | (bytes[o + 3]! << 24)) >>> 0;
   if (length < 1 || length > MAX_HEADER_BYTES) {

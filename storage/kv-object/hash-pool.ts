@@ -6,8 +6,8 @@ import { LAYER_DIGESTS, layerDigest, type LayerDigestVersion } from './layer-dig
 
 /**
  * Layer digests (layer-digest.ts) of large blocks on worker threads, so the event loop keeps receiving bytes while
- * blocks of parallel streams hash on other cores. A block's ArrayBuffer is transferred to the worker and back (no copy); while it is
- * away the caller must not touch it, and gets the bytes back with the digest.
+ * blocks of parallel streams hash on other cores. A block's ArrayBuffer is transferred to the worker and back (no
+ * copy); while it is away the caller must not touch it, and gets the bytes back with the digest.
  */
 
 /**

@@ -4,7 +4,7 @@ import type { CodecSpec, KVExpectation, KVHeader } from './types.ts';
 import { codecEntry, type LayerCodec, type LayerShape } from './codecs/index.ts';
 import { MAX_COMPONENT_BITS } from './codecs/transform-table.ts';
 import { lz4MaxStoredSize, lz4MinStoredSize } from './lz4.ts';
-import { READABLE_VERSIONS, isReadableVersion } from './layer-digest.ts';
+import { readableVersion } from './layer-digest.ts';
 
 /** Caps on what a header may claim; they bound what any reader allocates for one layer. */
 export const LIMITS = {
@@ -127,12 +127,7 @@ function validateCodec(v: unknown): { spec: CodecSpec; codec: LayerCodec | undef
 export function validateHeader(raw: unknown): KVHeader {
   if (!isRecord(raw)) throw corrupt('not a map');
   onlyFields(raw, HEADER_FIELDS, 'header');
-  const version = raw.version;
-  if (!isReadableVersion(version)) {
-    throw new KdnError('KV_UNSUPPORTED', `KV header version ${JSON.stringify(version)}; this build reads ${READABLE_VERSIONS.join(', ')}`, {
-      hint: 'upgrade KDN or re-encode the object',
-    });
-  }
+  const version = readableVersion(raw.version, 'header');
   const fp = raw.modelFingerprint;
   if (typeof fp !== 'string' || fp.length < 1 || fp.length > LIMITS.fingerprintLength) {
     throw corrupt(`modelFingerprint must be a string of 1..${LIMITS.fingerprintLength} characters`);

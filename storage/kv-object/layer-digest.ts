@@ -14,8 +14,12 @@ export type LayerDigestVersion = keyof typeof LAYER_DIGESTS;
 /** The format versions this build reads; the newest is what it writes unless asked otherwise. */
 export const READABLE_VERSIONS = Object.keys(LAYER_DIGESTS).map(Number) as LayerDigestVersion[];
 
-export function isReadableVersion(version: unknown): version is LayerDigestVersion {
-  return typeof version === 'number' && Object.hasOwn(LAYER_DIGESTS, version);
+/** `version` if this build reads it; KV_UNSUPPORTED otherwise. `where` names where the object states it. */
+export function readableVersion(version: unknown, where: string): LayerDigestVersion {
+  if (typeof version === 'number' && Object.hasOwn(LAYER_DIGESTS, version)) return version as LayerDigestVersion;
+  throw new KdnError('KV_UNSUPPORTED', `KV ${where} version ${JSON.stringify(version)}; this build reads ${READABLE_VERSIONS.join(', ')}`, {
+    hint: 'upgrade KDN or re-encode the object',
+  });
 }
 
 /** Lowercase hex digest of a stored layer block under format `version`. */

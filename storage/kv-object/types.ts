@@ -6,6 +6,8 @@
  * each [tokens][kvHeads][headDim] row-major, so one chunk is contiguous in a token-major cache.
  */
 
+import type { LayerDigestVersion } from './layer-digest.ts';
+
 /** The format version encoders write (format.ts); readers also take version 1 (layer-digest.ts). */
 export const KV_FORMAT_VERSION = 2;
 
@@ -25,8 +27,8 @@ export interface CodecSpec {
 }
 
 export interface KVHeader {
-  /** Format version: 1 or 2; it names the hash of layerChecksums (layer-digest.ts). */
-  version: 1 | 2;
+  /** Format version: it names the hash of layerChecksums (layer-digest.ts). */
+  version: LayerDigestVersion;
   /** Model fingerprint from the engine; changes whenever weights or architecture change. */
   modelFingerprint: string;
   layers: number;
