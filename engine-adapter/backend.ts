@@ -143,6 +143,8 @@ export interface ForwardBackend {
   /**
    * Writes one verified layer block of a chunk whose header is `header` at `position`: keys are re-rotated by
    * (position - header.positionBase) when header.ropeApplied, or rotated at `position` when stored before RoPE.
+   * The block's bytes are copied or decoded before the promise resolves and never read after: the stream they came
+   * from may then reuse them (worker/block-channel.ts hands their buffer back).
    */
   writeKVLayer(cache: KVCacheHandle, header: KVHeader, block: KVLayerBlock, position: number): Promise<void>;
   /**

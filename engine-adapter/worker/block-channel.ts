@@ -19,8 +19,16 @@ export class BlockChannel {
   endedAt: number | undefined;
   private wake: (() => void) | undefined;
   private port: MessagePort | undefined;
-  /** The buffers of the blocks that came over `port`, to send back once injected. */
-  private readonly received = new Set<ArrayBuffer>();
+  /**
+   * The buffers of the blocks that came over `port`, with how many of their blocks the session has not yet taken
+   * past. A buffer goes back to the fetch thread as soon as that count reaches zero, so the next objects (of this
+   * query too) are received into it, and this thread never holds more than the blocks in flight: hundreds of
+   * megabytes of arrived buffers held to the end of a query set off full collections on this thread.
+   */
+  private readonly unread = new Map<ArrayBuffer, number>();
+  /** Buffers done with, sent back together once per turn of the event loop. */
+  private done: ArrayBuffer[] = [];
+  private returning: NodeJS.Immediate | undefined;
   private readonly toBlock: (layer: number, encoded: Uint8Array) => KVLayerBlock;
 
   constructor(header: KVHeader) {
@@ -52,7 +60,8 @@ export class BlockChannel {
     port.on('message', (message: RoutedBlocks) => {
       if (message.type === 'blocks')
         for (const { layer, bytes } of message.blocks) {
-          this.received.add(bytes.buffer as ArrayBuffer);
+          const buffer = bytes.buffer as ArrayBuffer;
+          this.unread.set(buffer, (this.unread.get(buffer) ?? 0) + 1);
           this.push(layer, bytes);
         }
       else if (message.type === 'end') this.end();
@@ -64,17 +73,15 @@ export class BlockChannel {
   }
 
   /**
-   * Ends the port, if any, once the stream's injection is over either way (the fetch thread stops sending). After a
-   * successful injection every block was copied out, so their buffers go back to the fetch thread to be received
-   * into again; after a failure they are left to the collector, since a write still in flight may read them.
+   * Ends the port, if any, once the stream's injection is over either way (the fetch thread stops sending). The
+   * buffers whose blocks were all taken past go back first; after a failure the others are left to the collector,
+   * since a write still in flight may read them.
    */
-  close(injected: boolean): void {
+  close(): void {
     if (!this.port) return;
-    if (injected && this.received.size > 0) {
-      const buffers = [...this.received];
-      this.port.postMessage({ type: 'return', buffers } satisfies ReturnedBuffers, buffers);
-    }
-    this.received.clear();
+    clearImmediate(this.returning);
+    this.returnDone();
+    this.unread.clear();
     this.port.close();
   }
 
@@ -82,13 +89,35 @@ export class BlockChannel {
     for (;;) {
       const block = this.blocks.shift();
       if (block) {
+        // The session asks for the next block only once this one is written (Backend.writeKVLayer keeps no bytes).
         yield block;
+        this.taken(block.encoded.buffer as ArrayBuffer);
         continue;
       }
       if (this.failure) throw this.failure.error;
       if (this.ended) return;
       await new Promise<void>((resolve) => (this.wake = resolve));
     }
+  }
+
+  private taken(buffer: ArrayBuffer): void {
+    const left = this.unread.get(buffer);
+    if (left === undefined) return;
+    if (left > 1) {
+      this.unread.set(buffer, left - 1);
+      return;
+    }
+    this.unread.delete(buffer);
+    this.done.push(buffer);
+    this.returning ??= setImmediate(() => this.returnDone());
+  }
+
+  private returnDone(): void {
+    this.returning = undefined;
+    if (this.done.length === 0 || !this.port) return;
+    const buffers = this.done;
+    this.done = [];
+    this.port.postMessage({ type: 'return', buffers } satisfies ReturnedBuffers, buffers);
   }
 
   private signal(): void {

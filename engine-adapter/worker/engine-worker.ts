@@ -83,14 +83,11 @@ async function perform(engine: Engine, id: number, call: Call): Promise<{ value:
         else streams.set(s.stream, channel);
         return channel;
       });
-      let injected = false;
       try {
-        const value = await inject(sessionOf(call.session), call, channels);
-        injected = true;
-        return { value };
+        return { value: await inject(sessionOf(call.session), call, channels) };
       } finally {
         for (const s of call.streams) streams.delete(s.stream);
-        for (const c of channels) c.close(injected);
+        for (const c of channels) c.close();
       }
     }
     case 'generate': {

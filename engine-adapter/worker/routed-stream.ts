@@ -26,9 +26,10 @@ export type RoutedBlocks =
   | { type: 'fail'; error: WireError };
 
 /**
- * What the engine's side sends back on a routed port after the object was injected, before it closes the port: the
- * buffers its blocks came in (transferred), which the fetch thread receives later objects into. Nothing comes back
- * after a failure, since a write still in flight may read them.
+ * What the engine's side sends back on a routed port as the session is done with blocks, until it closes the port:
+ * the buffers they came in (transferred), once every block in a buffer was written, which the fetch thread receives
+ * later objects into. A buffer holding a block not yet written when the stream failed never comes back, since a
+ * write still in flight may read it.
  */
 export interface ReturnedBuffers {
   type: 'return';
