@@ -29,8 +29,9 @@
  * device, kv_submit_ms recording and submitting their expansion in kv_submits batches of kv_dispatches dispatches,
  * kv_wait_ms waiting for a staging buffer; means over the runs and warmups, from Engine.work) and engine_loop_busy,
  * the share of those queries' time that thread's event loop was active: beside placed_ms they say whether that
- * thread or the delivery bounds it. With the engine on its own thread (--engine-thread), received_ms is when the
- * context's last block reached that thread, beside fetch_ms, when this thread heard the last object had arrived.
+ * thread or the delivery bounds it. With the engine on its own thread (--engine-thread), engine_call_ms is when that
+ * thread began the query's inject call, first_block_ms when the context's first block reached it and received_ms its
+ * last, beside fetch_ms, when this thread heard the last object had arrived.
  * ttft_ms is the median of --runs after --warmup, each on a new session. Every context size is measured on its
  * own, so one failing (e.g. out of memory) records an error and the run goes on; --max-seconds stops cleanly
  * between measurements and keeps what was gathered.
@@ -266,6 +267,8 @@ function record(
     fetch_wait_ms: null,
     inject_ms: null,
     placed_ms: null,
+    engine_call_ms: null,
+    first_block_ms: null,
     received_ms: null,
     question_ms: null,
     first_token_matches_recompute: null,
@@ -427,8 +430,11 @@ interface InjectRun {
   injectMs: number | null;
   /** Overlapped path: from the start to the context's last layer placed. */
   placedMs: number | null;
-  /** Overlapped path, engine on its own thread: from the start to the context's last block reaching that thread. */
-  receivedMs: number | null;
+  /**
+   * Overlapped path, engine on its own thread: from the start to that thread beginning the call, to the context's
+   * first block reaching it, and to its last.
+   */
+  handOverMs: { started: number; firstBlock: number; received: number } | null;
   /** The question's prefill (sequential), or what of it ran after the context was placed (overlapped). */
   questionMs: number;
   bytes: number;
@@ -489,7 +495,11 @@ function measureInject(
           fetchWaitMs: null,
           injectMs: null,
           placedMs: reserveMs + o.placedMs,
-          receivedMs: o.receivedMs === null ? null : reserveMs + o.receivedMs,
+          handOverMs: o.handOverMs && {
+            started: reserveMs + o.handOverMs.started,
+            firstBlock: reserveMs + o.handOverMs.firstBlock,
+            received: reserveMs + o.handOverMs.received,
+          },
           questionMs: o.questionTailMs,
           bytes: o.bytes,
           first: argmax(o.logits),
@@ -507,7 +517,7 @@ function measureInject(
         fetchWaitMs: timing.fetchWaitMs,
         injectMs: timing.injectMs,
         placedMs: null,
-        receivedMs: null,
+        handOverMs: null,
         questionMs: end - q0,
         bytes: timing.bytes,
         first,
@@ -728,7 +738,9 @@ async function measureContext(
               fetch_wait_ms: medianOrNull(m.results.map((r) => r.fetchWaitMs)),
               inject_ms: medianOrNull(m.results.map((r) => r.injectMs)),
               placed_ms: medianOrNull(m.results.map((r) => r.placedMs)),
-              received_ms: medianOrNull(m.results.map((r) => r.receivedMs)),
+              engine_call_ms: medianOrNull(m.results.map((r) => r.handOverMs?.started ?? null)),
+              first_block_ms: medianOrNull(m.results.map((r) => r.handOverMs?.firstBlock ?? null)),
+              received_ms: medianOrNull(m.results.map((r) => r.handOverMs?.received ?? null)),
               question_ms: round(median(m.results.map((r) => r.questionMs))),
               first_token_matches_recompute: recomputeFirst === undefined || a.kv === 'synthetic' ? null : last.first === recomputeFirst,
               recomputed_tokens: last.recomputed,

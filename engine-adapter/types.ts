@@ -77,12 +77,19 @@ export interface InjectedPrefill {
   logits: Float32Array;
   /** performance.now() when the objects' last layer was placed (the rest of the call is the prompt's last layers). */
   placedAt: number;
-  /**
-   * An engine on its own thread: performance.now() on the caller's clock when the last of the objects' blocks reached
-   * that thread. Beside the caller's own view of the objects' arrival, it says how long the hand-over took; absent
-   * where the engine reads the objects on the caller's thread.
-   */
-  receivedAt?: number;
+  /** An engine on its own thread: when the objects reached it; absent where it reads them on the caller's thread. */
+  handOver?: HandOverTimes;
+}
+
+/**
+ * performance.now() on the caller's clock when the engine's thread began an inject call, when the first of its
+ * objects' blocks reached that thread, and when the last did. Beside the caller's view of the objects' arrival they
+ * say whether a query waits on the hand-over or on the engine's thread.
+ */
+export interface HandOverTimes {
+  startedAt: number;
+  firstBlockAt: number;
+  receivedAt: number;
 }
 
 /** How a blended prefill picks the context tokens it recomputes (engine-adapter/blend-selection.ts). */

@@ -31,8 +31,11 @@ export interface OverlappedTiming {
   fetchMs: number;
   /** From the first request to the last layer placed in the cache. */
   placedMs: number;
-  /** An engine on its own thread: from the first request to the last block reaching that thread (else null). */
-  receivedMs: number | null;
+  /**
+   * An engine on its own thread (else null), from the first request: to that thread beginning the call, to the first
+   * block reaching it, and to the last.
+   */
+  handOverMs: { started: number; firstBlock: number; received: number } | null;
   /** From the last layer placed to the question's logits: what the overlap leaves of the question's compute. */
   questionTailMs: number;
   bytes: number;
@@ -91,12 +94,14 @@ async function fetchTogether(
   const fetched = await Promise.all(opened);
   let lastArrival = t0;
   const arrivals = fetched.map((f) => f.reader.drained.then(() => void (lastArrival = Math.max(lastArrival, performance.now()))));
-  const { logits, placedAt, receivedAt } = await run(fetched.map((f) => f.reader));
+  const { logits, placedAt, handOver } = await run(fetched.map((f) => f.reader));
   const end = performance.now();
   await Promise.all(arrivals);
   const bytes = fetched.reduce((n, f) => n + f.received(), 0);
-  const receivedMs = receivedAt === undefined ? null : receivedAt - t0;
-  return { fetchMs: lastArrival - t0, placedMs: placedAt - t0, receivedMs, questionTailMs: end - placedAt, bytes, logits };
+  const handOverMs = handOver
+    ? { started: handOver.startedAt - t0, firstBlock: handOver.firstBlockAt - t0, received: handOver.receivedAt - t0 }
+    : null;
+  return { fetchMs: lastArrival - t0, placedMs: placedAt - t0, handOverMs, questionTailMs: end - placedAt, bytes, logits };
 }
 
 interface Arrival {

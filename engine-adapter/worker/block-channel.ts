@@ -15,6 +15,8 @@ export class BlockChannel {
   private readonly blocks: KVLayerBlock[] = [];
   private failure: { error: unknown } | undefined;
   private ended = false;
+  /** performance.now() when the stream's first block arrived. */
+  firstBlockAt: number | undefined;
   /** performance.now() when the stream ended (its last block, or its failure, arrived). */
   endedAt: number | undefined;
   private wake: (() => void) | undefined;
@@ -38,6 +40,7 @@ export class BlockChannel {
 
   push(layer: number, bytes: Uint8Array): void {
     if (this.ended) return;
+    this.firstBlockAt ??= performance.now();
     this.blocks.push(this.toBlock(layer, bytes));
     this.signal();
   }

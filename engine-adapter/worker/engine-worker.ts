@@ -7,7 +7,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { fromWireError, toWireError } from '../../common/errors.ts';
 import type { KVTensors } from '../../storage/kv-object/types.ts';
 import { createEngine } from '../create-engine.ts';
-import type { Engine, Session } from '../types.ts';
+import type { Engine, HandOverTimes, Session } from '../types.ts';
 import { BlockChannel } from './block-channel.ts';
 import {
   transferable,
@@ -40,7 +40,12 @@ function tensorArrays(tensors: KVTensors): Float32Array[] {
 }
 
 /** An inject call over its streams' channels: one object at a position, or objects with a prompt (blended or not). */
-async function inject(session: Session, call: Extract<Call, { op: 'inject' }>, channels: BlockChannel[]): Promise<CallValue> {
+async function inject(
+  session: Session,
+  call: Extract<Call, { op: 'inject' }>,
+  channels: BlockChannel[],
+  startedAt: number,
+): Promise<CallValue> {
   if (call.tokens === undefined) {
     await session.injectKV(channels[0]!.reader, call.position);
     return { op: 'inject' };
@@ -50,18 +55,28 @@ async function inject(session: Session, call: Extract<Call, { op: 'inject' }>, c
     const chunks = channels.map((c, i) => ({ object: c.reader, tokenIds: tokenIds[i]! }));
     const out = await session.blendKVAndPrefill(chunks, call.tokens, options);
     const blended = { recomputed: out.recomputed, fullLayers: out.fullLayers };
-    return { op: 'inject', logits: out.logits, ...timesOf(out.placedAt, channels), blended };
+    return { op: 'inject', logits: out.logits, ...timesOf(out.placedAt, channels, startedAt), blended };
   }
   const readers = channels.map((c) => c.reader);
   const { logits, placedAt } = await session.injectKVAndPrefill(readers, call.tokens, { logits: call.logits ?? 'last' });
-  return { op: 'inject', logits, ...timesOf(placedAt, channels) };
+  return { op: 'inject', logits, ...timesOf(placedAt, channels, startedAt) };
 }
 
-/** When the objects were placed and when the last of their streams ended, on the shared epoch clock. */
-function timesOf(placedAt: number, channels: readonly BlockChannel[]): { placedAtEpoch: number; receivedAtEpoch: number } {
+/** When the objects were placed, and how they came (HandOverTimes), on the shared epoch clock. */
+function timesOf(
+  placedAt: number,
+  channels: readonly BlockChannel[],
+  startedAt: number,
+): { placedAtEpoch: number; handOverEpoch: HandOverTimes } {
+  const epoch = (t: number): number => performance.timeOrigin + t;
+  const firsts = channels.map((c) => c.firstBlockAt ?? placedAt);
   const ends = channels.map((c) => c.endedAt ?? placedAt);
-  const receivedAt = ends.length > 0 ? Math.max(...ends) : placedAt;
-  return { placedAtEpoch: performance.timeOrigin + placedAt, receivedAtEpoch: performance.timeOrigin + receivedAt };
+  const handOverEpoch = {
+    startedAt: epoch(startedAt),
+    firstBlockAt: epoch(firsts.length > 0 ? Math.min(...firsts) : placedAt),
+    receivedAt: epoch(ends.length > 0 ? Math.max(...ends) : placedAt),
+  };
+  return { placedAtEpoch: epoch(placedAt), handOverEpoch };
 }
 
 async function perform(engine: Engine, id: number, call: Call): Promise<{ value: CallValue; transfer?: ArrayBuffer[] }> {
@@ -77,6 +92,7 @@ async function perform(engine: Engine, id: number, call: Call): Promise<{ value:
       return { value: { op: 'exportKV', tensors }, transfer: transferable(tensorArrays(tensors)) };
     }
     case 'inject': {
+      const startedAt = performance.now();
       const channels = call.streams.map((s) => {
         const channel = new BlockChannel(s.header);
         if (s.port) channel.listen(s.port);
@@ -84,7 +100,7 @@ async function perform(engine: Engine, id: number, call: Call): Promise<{ value:
         return channel;
       });
       try {
-        return { value: await inject(sessionOf(call.session), call, channels) };
+        return { value: await inject(sessionOf(call.session), call, channels, startedAt) };
       } finally {
         for (const s of call.streams) streams.delete(s.stream);
         for (const c of channels) c.close();

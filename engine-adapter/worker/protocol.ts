@@ -8,7 +8,16 @@ import type { WireError } from '../../common/errors.ts';
 import type { KVHeader, KVTensors } from '../../storage/kv-object/types.ts';
 import type { CreateEngineOptions } from '../create-engine.ts';
 import type { EngineWork } from '../engine-work.ts';
-import type { BackendName, BlendOptions, GenerateOptions, GenerateResult, GeneratedToken, ModelInfo, ResidentKey } from '../types.ts';
+import type {
+  BackendName,
+  BlendOptions,
+  GenerateOptions,
+  GenerateResult,
+  GeneratedToken,
+  HandOverTimes,
+  ModelInfo,
+  ResidentKey,
+} from '../types.ts';
 
 /**
  * Builds the engine on its thread instead of createEngine: a module (its URL) whose `openEngine(args)` resolves with
@@ -84,13 +93,13 @@ export type CallValue =
   | { op: 'exportKV'; tensors: KVTensors }
   /**
    * `placedAtEpoch`: performance.timeOrigin + performance.now() on the worker when the objects were placed;
-   * `receivedAtEpoch` likewise when the last of their streams ended there.
+   * `handOverEpoch` likewise for types.ts HandOverTimes.
    */
   | {
       op: 'inject';
       logits?: Float32Array;
       placedAtEpoch?: number;
-      receivedAtEpoch?: number;
+      handOverEpoch?: HandOverTimes;
       blended?: { recomputed: number; fullLayers: number };
     }
   | { op: 'generate'; result: GenerateResult }

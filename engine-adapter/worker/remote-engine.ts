@@ -22,6 +22,7 @@ import type {
   GeneratedToken,
   GenerateOptions,
   GenerateResult,
+  HandOverTimes,
   InjectedPrefill,
   ModelInfo,
   PrefillOptions,
@@ -404,9 +405,12 @@ class RemoteSession implements Session {
 }
 
 /** An inject answer's times on this thread's clock. */
-function localTimes(value: Extract<CallValue, { op: 'inject' }>): { placedAt: number; receivedAt?: number } {
-  const placedAt = value.placedAtEpoch! - performance.timeOrigin;
-  return value.receivedAtEpoch === undefined ? { placedAt } : { placedAt, receivedAt: value.receivedAtEpoch - performance.timeOrigin };
+function localTimes(value: Extract<CallValue, { op: 'inject' }>): { placedAt: number; handOver?: HandOverTimes } {
+  const local = (epoch: number): number => epoch - performance.timeOrigin;
+  const placedAt = local(value.placedAtEpoch!);
+  const h = value.handOverEpoch;
+  if (h === undefined) return { placedAt };
+  return { placedAt, handOver: { startedAt: local(h.startedAt), firstBlockAt: local(h.firstBlockAt), receivedAt: local(h.receivedAt) } };
 }
 
 /** Waits for `promise`, but at most `ms`. */

@@ -101,12 +101,17 @@ describe('engine on a worker thread (createEngineInWorker)', function () {
         const reader = await fp16Reader(kv, engine.info.fingerprint, chunk);
         if (overlapped) {
           const called = performance.now();
-          const { logits, placedAt, receivedAt } = await session.injectKVAndPrefill([reader], prompt);
+          const { logits, placedAt, handOver } = await session.injectKVAndPrefill([reader], prompt);
           expect(placedAt).to.be.a('number').and.at.most(performance.now());
-          // Only the engine on its own thread says when the blocks got there: after the call, before they were placed
-          // (the call's time is this thread's clock, theirs the worker's converted: a millisecond allows for that).
-          if (engine === remote) expect(receivedAt).to.be.within(called - 1, placedAt);
-          else expect(receivedAt).to.equal(undefined);
+          // Only the engine on its own thread says when the call began there and the blocks got there: in that order,
+          // after the call here, the last before they were placed (the call's time is this thread's clock, theirs the
+          // worker's converted: a millisecond allows for that).
+          if (engine === remote) {
+            const { startedAt, firstBlockAt, receivedAt } = handOver!;
+            expect(startedAt).to.be.within(called - 1, firstBlockAt + 1);
+            expect(firstBlockAt).to.be.at.most(receivedAt);
+            expect(receivedAt).to.be.within(called - 1, placedAt);
+          } else expect(handOver).to.equal(undefined);
           return { logits, length: session.length };
         }
         await session.injectKV(reader, session.length);

@@ -36,7 +36,8 @@
 #            same-host fast path (the edge's /dev/shm mirror), then 8k TTFT over sockets against the fast path   ~4 min
 #   formats  the same-host fast path with KV format 2 (layers checked with BLAKE3) against format 1 (sha256): delivery
 #            stage by stage, both formats side by side in one run; then 8B TTFT at 8k (int4, transform codec), engine
-#            on its own thread as kdn runs it, four runs in the order 2, 1, 1, 2 (bench/results/ttft-formats-gpu.json)
+#            on its own thread as kdn runs it, four runs in the order 2, 1, 1, 2 (bench/results/delivery-formats-gpu.json,
+#            ttft-formats-gpu.json)
 #   shm-order 8B TTFT at 8k over the fast path, engine on its own thread: fetch threads handing the context's objects
 #            over interleaved (kdn's overlapped path) against each object whole, four runs in the order interleaved,
 #            whole, whole, interleaved (bench/results/ttft-shm-order-gpu.json)
@@ -171,7 +172,7 @@ for part in "$@"; do
         --backend webgpu --kv synthetic --modes inject-int4,inject-transform,peer-host-hit --edge-shm --runs 3 --warmup 1 \
         --recompute-warmup 0 --max-seconds 260 ;;
     formats)
-      bench 240 delivery-gpu-formats delivery --objects 32 --tokens 256 --codecs int4,fp16 --rounds 3 --format-versions 1,2 \
+      bench 240 delivery-formats-gpu delivery --objects 32 --tokens 256 --codecs int4,fp16 --rounds 3 --format-versions 1,2 \
         --stages shm-read,shm,shm-interleaved,shm-whole,shm-engine
       for run in 1-2 2-1 3-1 4-2; do
         bench 200 "ttft-formats-$run" ttft --shape llama3.1-8b --contexts 8192 --question 64 --backend webgpu \
