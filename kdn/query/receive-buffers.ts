@@ -2,7 +2,7 @@
  * The buffers a fetch thread receives KV objects into, used again once the engine is done with them. A fresh buffer
  * for every object cost more than the copy into it: its pages fault in on first write (and the faults of every
  * thread in the process queue on one lock), and freeing it on the engine's thread unmaps them again. The engine
- * sends a routed object's buffers back after a successful injection (routed-stream.ts ReturnedBuffers), and the
+ * sends a routed object's buffers back as it writes their blocks (routed-stream.ts ReturnedBuffers), and the
  * next object is read into them. Memory held is bounded, and given back after a while without use.
  */
 
