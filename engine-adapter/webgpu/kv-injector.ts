@@ -1,6 +1,6 @@
 /**
- * Batches KV injection. Layer blocks are copied into mapped staging buffers (a pool, re-mapped with mapAsync once
- * the GPU is done with them); each staging buffer, once full or flushed, is copied on the GPU into the next region
+ * Batches KV injection. Layer blocks are copied into mapped staging buffers (a pool, mapped again when a write needs
+ * one back or the writes settle); each staging buffer, once full or flushed, is copied on the GPU into the next region
  * of one device-side upload ring. The blocks' expansion into the cache (dequantization, re-rotation) is recorded
  * later, when something needs it: a forward waiting on the cache (flush), a session settling its writes, or the ring
  * coming round to regions whose blocks are not expanded yet.
@@ -46,8 +46,12 @@ interface Slot {
   staging: GPUBuffer;
   bytes: number;
   ringOffset: number;
-  /** Resolves once the staging buffer is mapped again (the GPU finished the batch that used it). */
-  ready: Promise<void>;
+  /**
+   * Resolves once the staging buffer is mapped again (the GPU finished the batch that used it); null while it was
+   * sent and its map not asked for yet. Maps are asked for only when a write needs a buffer back (and at settle): a
+   * pending map keeps Dawn polling this thread's event loop until the GPU gets there (gpu-context.ts whenAwaited).
+   */
+  ready: Promise<void> | null;
   range: Uint8Array | null;
   /** When it was last sent to the GPU (a counter): the earliest sent is mapped again first. */
   sent: number;
@@ -147,6 +151,8 @@ export class KvInjector<J> {
     const checks = this.checks;
     this.checks = [];
     await Promise.all(checks);
+    // The batches are done, so the maps come back at once and the next injection finds its buffers mapped.
+    this.remapSent();
   }
 
   /**
@@ -190,7 +196,7 @@ export class KvInjector<J> {
         encoder.copyBufferToBuffer(slot.staging, 0, this.ring!, slot.ringOffset, this.used);
         this.ctx.device.queue.submit([encoder.finish()]);
       }
-      slot.ready = this.remap(slot);
+      slot.ready = null;
       slot.sent = ++this.sends;
     }
     this.used = 0;
@@ -209,6 +215,7 @@ export class KvInjector<J> {
       this.pool.push(slot);
     }
     if (slot === undefined) {
+      this.remapSent();
       slot = this.pool.reduce((first, s) => (s.sent < first.sent ? s : first));
       const began = performance.now();
       await slot.ready;
@@ -263,10 +270,13 @@ export class KvInjector<J> {
     return { staging, bytes, ringOffset: 0, ready: Promise.resolve(), range: null, sent: 0 };
   }
 
-  private remap(slot: Slot): Promise<void> {
-    const ready = slot.staging.mapAsync(MAP_MODE_WRITE);
-    // A failed map (device lost) surfaces to whoever waits on the slot next.
-    ready.catch(() => undefined);
-    return ready;
+  /** Asks for the map of every buffer sent since its last one, all together: they come back as the GPU gets there. */
+  private remapSent(): void {
+    for (const slot of this.pool) {
+      if (slot.ready !== null) continue;
+      slot.ready = slot.staging.mapAsync(MAP_MODE_WRITE);
+      // A failed map (device lost) surfaces to whoever waits on the slot next.
+      slot.ready.catch(() => undefined);
+    }
   }
 }

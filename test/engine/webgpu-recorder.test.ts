@@ -1,7 +1,8 @@
 /**
  * The Recorder: long recordings (submitted in segments, over a grown uniform buffer, with bind groups reused from
  * earlier recordings) run every dispatch in order; the timed mode (kernel profiling) gives each dispatch's GPU time
- * under its kernel's name, and the same results and readbacks as an untimed Recorder.
+ * under its kernel's name, and the same results and readbacks as an untimed Recorder. A submission without
+ * readbacks asks Dawn when the GPU is done only once awaited: a pending answer keeps Dawn polling the event loop.
  */
 import { expect } from 'chai';
 import { KdnError } from '../../common/errors.ts';
@@ -32,6 +33,36 @@ describe('webgpu recorder', () => {
     const out = await rec.submit();
     return { rec, out: out.map((b) => new Float32Array(b)) };
   };
+
+  it('asks when a submission without readbacks is done only once it is awaited, and then resolves with none', async () => {
+    const queue = ctx.device.queue;
+    const ask = queue.onSubmittedWorkDone.bind(queue);
+    let asked = 0;
+    queue.onSubmittedWorkDone = () => {
+      asked++;
+      return ask();
+    };
+    try {
+      const count = 64;
+      const x = ctx.upload(randomArray(count, 7), 'x');
+      const y = ctx.upload(randomArray(count, 8), 'y');
+      const rec = ctx.recorder();
+      recordAdd(ctx, rec, { x, y, count });
+      const done = rec.submit();
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      expect(asked, 'nobody awaited it yet').to.equal(0);
+      expect(await done).to.deep.equal([]);
+      expect(asked).to.equal(1);
+      await done;
+      expect(asked, 'asked once however often it is awaited').to.equal(1);
+      const check = ctx.recorder();
+      check.readback(x, 0, count * 4);
+      const [sum] = await check.submit();
+      expect(new Float32Array(sum!)[0]).to.be.closeTo(randomArray(count, 7)[0]! + randomArray(count, 8)[0]!, 1e-5);
+    } finally {
+      queue.onSubmittedWorkDone = ask;
+    }
+  });
 
   it('runs 300 dispatches with their own parameters, twice (segments, a grown uniform buffer, reused bind groups)', async () => {
     const count = 100;

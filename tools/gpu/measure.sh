@@ -41,6 +41,8 @@
 #   shm-order 8B TTFT at 8k over the fast path, engine on its own thread: fetch threads handing the context's objects
 #            over interleaved (kdn's overlapped path) against each object whole, four runs in the order interleaved,
 #            whole, whole, interleaved (bench/results/ttft-shm-order-gpu.json)
+#   poll     what a pending answer from Dawn costs the waiting thread: its event loop's active share and garbage
+#            collections while awaiting GPU work, against sleeping as long (bench/results/gpu/dawn-poll-cost.json) ~1 min
 #   handover 8B TTFT at 8k, engine on its own thread: KV blocks from the fetch threads straight to it against
 #            through the event loop, four runs in the order direct, loop, loop, direct                   ~5 min
 #   receive  8B TTFT at 8k, engine on its own thread as kdn runs it, over sockets and the same-host fast path: fetch
@@ -185,6 +187,8 @@ for part in "$@"; do
           --kv synthetic --modes inject-int4,inject-transform,peer-host-hit --edge-shm --engine-thread --runs 5 --warmup 1 \
           --recompute-warmup 0 --shm-order "${run#*-}" --max-seconds 170
       done ;;
+    poll)
+      json_step 60 dawn-poll-cost-gpu node --import tsx tools/gpu/dawn-poll-cost.ts ;;
     handover)
       # 8B TTFT at 8k with the engine on its own thread, as kdn runs it: the fetch pool's blocks straight from the
       # fetch threads to the engine's (direct) against through the event loop (loop), in the order direct, loop,

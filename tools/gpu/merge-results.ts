@@ -10,6 +10,7 @@
  *   profile-expand-*.json  -> bench/results/gpu/profile-expand.json (KV expansion GB/s, transform codec and int4)
  *   profile-inject-*.json  -> bench/results/gpu/profile-inject.json (the injector's host side per pass: staging, submitting)
  *   profile-question-*.json -> bench/results/gpu/profile-question.json (an injected query's parts, attention variants)
+ *   dawn-poll-cost-*.json  -> bench/results/gpu/dawn-poll-cost.json (the waiting thread's loop and collections)
  *   load-gpu.json          -> bench/results/load-gpu.json (kdn serve under 32 clients, batching off against on)
  *   decode-batch-gpu-*.json -> bench/results/decode-batch-gpu.json (1B and 8B decode, alone against batched)
  *   ttft-blend-*.json      -> bench/results/ttft-blend-gpu.json (blend against injection and the peer)
@@ -108,7 +109,7 @@ function main(folder: string | undefined): void {
     merged++;
   }
   // Each a tool's one JSON report per shape (`<name>-<shape>.json`), kept whole.
-  for (const name of ['profile-forward', 'profile-expand', 'profile-inject', 'profile-question']) {
+  for (const name of ['profile-forward', 'profile-expand', 'profile-inject', 'profile-question', 'dawn-poll-cost']) {
     const files = filesOf(folder, `${name}-`);
     if (files.length === 0) continue;
     writeAtomically(join(RESULTS, 'gpu', `${name}.json`), {
