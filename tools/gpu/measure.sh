@@ -41,6 +41,10 @@
 #   shm-order 8B TTFT at 8k over the fast path, engine on its own thread: fetch threads handing the context's objects
 #            over interleaved (kdn's overlapped path) against each object whole, four runs in the order interleaved,
 #            whole, whole, interleaved (bench/results/ttft-shm-order-gpu.json)
+#   ab       this checkout against the commit AB_BASE names (AB_BASE=<commit> bash tools/gpu/measure.sh ab): 8B TTFT at
+#            8k over the fast path, engine on its own thread, beside the peer's host-memory hit, four runs in the order
+#            this, base, base, this, the base from a git worktree sharing node_modules (bench/results/ttft-ab-gpu.json,
+#            each record marked with its side and commit)                                                ~4 min
 #   poll     what a pending answer from Dawn costs the waiting thread: its event loop's active share and garbage
 #            collections while awaiting GPU work, against sleeping as long (bench/results/gpu/dawn-poll-cost.json) ~1 min
 #   handover 8B TTFT at 8k, engine on its own thread: KV blocks from the fetch threads straight to it against
@@ -187,6 +191,22 @@ for part in "$@"; do
           --kv synthetic --modes inject-int4,inject-transform,peer-host-hit --edge-shm --engine-thread --runs 5 --warmup 1 \
           --recompute-warmup 0 --shm-order "${run#*-}" --max-seconds 170
       done ;;
+    ab)
+      base=${AB_BASE:?ab compares with the commit AB_BASE names}
+      rm -rf .tmp/ab-base
+      git worktree prune
+      git worktree add --detach .tmp/ab-base "$base" >/dev/null || exit 1
+      ln -s "$PWD/node_modules" .tmp/ab-base/node_modules
+      printf '{"commit": "%s"}\n' "$(git -C .tmp/ab-base rev-parse HEAD)" > "$DIR/ab-base.json"
+      for run in 1-this 2-base 3-base 4-this; do
+        tree=.
+        [ "${run#*-}" = base ] && tree=.tmp/ab-base
+        step 200 "ttft-ab-$run" bash -c "cd $tree && exec node --import tsx bench/run.ts ttft --shape llama3.1-8b --contexts 8192 \
+          --question 64 --backend webgpu --kv synthetic --modes inject-int4,inject-transform,peer-host-hit --edge-shm \
+          --engine-thread --runs 5 --warmup 1 --recompute-warmup 0 --max-seconds 170 --out ttft-ab-$run"
+        mv "$tree/bench/results/ttft-ab-$run.json" "$DIR/" 2>/dev/null || echo "   no ttft-ab-$run.json"
+      done
+      git worktree remove --force .tmp/ab-base ;;
     poll)
       json_step 60 dawn-poll-cost-gpu node --import tsx tools/gpu/dawn-poll-cost.ts ;;
     handover)

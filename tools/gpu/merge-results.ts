@@ -21,6 +21,8 @@
  *                             sha256, ABBA)
  *   ttft-shm-order-*.json  -> bench/results/ttft-shm-order-gpu.json (the fast path's hand-over interleaved against each
  *                             object whole, ABBA)
+ *   ttft-ab-*.json         -> bench/results/ttft-ab-gpu.json (this checkout against the commit in ab-base.json, ABBA;
+ *                             each record marked with its side and commit)
  *   ttft-handover-*.json   -> bench/results/ttft-handover-gpu.json (engine thread: blocks direct from the fetch threads
  *                             against through the event loop, ABBA)
  *   compare-transformers.json -> bench/results/gpu/compare-transformers.json
@@ -80,6 +82,28 @@ function mergeBenchRuns(files: string[], name: string, source: Source): object {
   };
 }
 
+/**
+ * The ab part's runs: those of the base commit ran in its worktree, the others in this checkout. Each record is
+ * marked with its side and commit, since both sides' records sit in one list.
+ */
+function mergeAb(files: string[], base: string, source: Source): object {
+  if (base === source.commit) throw new Error(`ab-base.json names this checkout's own commit ${base}: compare with another`);
+  const runs = files.map((file) => ({ file, run: readJson<BenchResultFile>(file) }));
+  for (const { file, run } of runs) {
+    if (run.partial) throw new Error(`${file} is partial (its run was cut off): run that part again`);
+    if (run.commit !== source.commit && run.commit !== base) throw new Error(`${file} measured ${run.commit}, neither side`);
+  }
+  const side = (run: BenchResultFile): string => (run.commit === base ? 'base' : 'this');
+  return {
+    name: 'ttft-ab',
+    commands: runs.map(({ run }) => run.command),
+    ...revision(source),
+    base,
+    runs: runs.map(({ run }) => ({ side: side(run), commit: run.commit, command: run.command, date: run.date, host: run.host })),
+    records: runs.flatMap(({ run }) => run.records.map((r) => ({ side: side(run), commit: run.commit, ...r }))),
+  };
+}
+
 function main(folder: string | undefined): void {
   if (!folder || !existsSync(join(folder, 'source.json'))) {
     throw new Error('usage: node --import tsx tools/gpu/merge-results.ts <folder with source.json, from measure.sh>');
@@ -102,6 +126,14 @@ function main(folder: string | undefined): void {
     ['ttft-codecs-gpu-', 'ttft-codecs-gpu'],
     ['fidelity-', 'fidelity'],
   ] as const;
+  const abFiles = filesOf(folder, 'ttft-ab-');
+  if (abFiles.length > 0) {
+    writeAtomically(
+      join(RESULTS, 'ttft-ab-gpu.json'),
+      mergeAb(abFiles, readJson<{ commit: string }>(join(folder, 'ab-base.json')).commit, source),
+    );
+    merged++;
+  }
   for (const [prefix, name] of benchmarks) {
     const files = filesOf(folder, prefix);
     if (files.length === 0) continue;
