@@ -61,18 +61,10 @@ import { startEdge, type RunningEdge } from '../edge/server/main.ts';
 import { ChunkFetch, type ChunkTier } from '../kdn/query/fetch-chunk.ts';
 import { KvFetchPool } from '../kdn/query/kv-fetch-pool.ts';
 import { inThreadFetcher, type KvFetcher } from '../kdn/query/kv-fetcher.ts';
-import {
-  KV_FORMAT_VERSION,
-  KV_READABLE_VERSIONS,
-  codecFromString,
-  encodeKVObject,
-  readKVObject,
-  tokenHash,
-  type LayerDigestVersion,
-} from '../storage/kv-object/index.ts';
+import { codecFromString, encodeKVObject, readKVObject, tokenHash, type LayerDigestVersion } from '../storage/kv-object/index.ts';
 import type { CodecName, KVExpectation, KVHeader, KVLayerBlock, KVObjectReader } from '../storage/kv-object/types.ts';
 import { kvTensors, tokenIds } from '../fixtures/kv-data.ts';
-import { choiceList, parseFlags, positiveInt } from './lib/args.ts';
+import { choiceList, formatVersions, parseFlags, positiveInt } from './lib/args.ts';
 import { fetchAndInject, type InjectTarget } from './lib/fetch-inject.ts';
 import { GpuInjectTarget, type GpuInjectTiming } from './lib/gpu-inject-target.ts';
 import { median, round } from './lib/stats.ts';
@@ -135,9 +127,7 @@ function parse(args: string[]): DeliveryArgs {
       headDim: positiveInt(values['head-dim'], 128, 'head-dim'),
       tokens: positiveInt(values.tokens, 256, 'tokens'),
     },
-    formats: choiceList(values['format-versions'], [String(KV_FORMAT_VERSION)], KV_READABLE_VERSIONS.map(String), 'format-versions').map(
-      Number,
-    ) as LayerDigestVersion[],
+    formats: formatVersions(values['format-versions']),
     before: values.before,
   };
 }

@@ -28,9 +28,9 @@ import { EDGE_TOKEN_MAX_LIFETIME_S, newNonce, signEdgeToken } from '../common/ed
 import { KdnError } from '../common/errors.ts';
 import { EDGE_HEADERS, kvPath, parseCacheStatus } from '../edge/protocol.ts';
 import { startEdge, type RunningEdge } from '../edge/server/main.ts';
-import { encodeKVObject, KV_FORMAT_VERSION, KV_READABLE_VERSIONS, type LayerDigestVersion } from '../storage/kv-object/index.ts';
+import { encodeKVObject, KV_FORMAT_VERSION, type LayerDigestVersion } from '../storage/kv-object/index.ts';
 import { openStore } from '../storage/open-store.ts';
-import { choiceList, intList, positiveInt } from './lib/args.ts';
+import { formatVersions, intList, positiveInt } from './lib/args.ts';
 import type { BenchRecord, BenchReport } from './report.ts';
 
 const LAYERS = 4;
@@ -69,12 +69,7 @@ export async function run(args: string[]): Promise<BenchReport> {
       'format-versions': { type: 'string' },
     },
   });
-  const formats = choiceList(
-    values['format-versions'],
-    [String(KV_FORMAT_VERSION)],
-    KV_READABLE_VERSIONS.map(String),
-    'format-versions',
-  ).map(Number) as LayerDigestVersion[];
+  const formats = formatVersions(values['format-versions']);
   const duration = positiveInt(values.duration, 3, 'duration');
   const rounds = positiveInt(values.rounds, 5, 'rounds');
   const warmup = positiveInt(values.warmup, 1, 'warmup');

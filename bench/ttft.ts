@@ -53,15 +53,9 @@
  * `--format-version 1` puts objects of KV format version 1 (layers checked with sha256) instead of the current one
  * (BLAKE3), to compare what verification costs.
  */
-import {
-  KV_FORMAT_VERSION,
-  KV_READABLE_VERSIONS,
-  codecFromString,
-  encodeKVObject,
-  type LayerDigestVersion,
-} from '../storage/kv-object/index.ts';
+import { codecFromString, encodeKVObject, type LayerDigestVersion } from '../storage/kv-object/index.ts';
 import type { CodecName } from '../storage/kv-object/types.ts';
-import { choice, choiceList, parseFlags, positiveInt } from './lib/args.ts';
+import { choice, choiceList, formatVersion, parseFlags, positiveInt } from './lib/args.ts';
 import { EDGE_PLACEMENTS, startBenchEdge, type BenchEdge, type EdgePlacement } from './lib/bench-edge.ts';
 import { SPEED_OPTIONS, speedArgs, type SpeedArgs } from './lib/common-args.ts';
 import { fetchAndInject, fetchBlendPrefill, fetchInjectPrefill, type FetchInjectTiming } from './lib/fetch-inject.ts';
@@ -225,9 +219,7 @@ function parse(args: string[]): TtftArgs {
     engineThread: values['engine-thread'] === true,
     handOver: choice(values['hand-over'], 'direct', HAND_OVERS, 'hand-over'),
     shmOrder: choice(values['shm-order'], 'interleaved', SHM_ORDERS, 'shm-order'),
-    formatVersion: Number(
-      choice(values['format-version'], String(KV_FORMAT_VERSION), KV_READABLE_VERSIONS.map(String), 'format-version'),
-    ) as LayerDigestVersion,
+    formatVersion: formatVersion(values['format-version']),
   };
 }
 

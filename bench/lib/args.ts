@@ -1,6 +1,7 @@
 /** Argument parsing shared by the benchmarks: typed values from `node:util` parseArgs strings, with KdnErrors. */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { KdnError } from '../../common/errors.ts';
+import { KV_FORMAT_VERSION, KV_READABLE_VERSIONS, type LayerDigestVersion } from '../../storage/kv-object/index.ts';
 
 function bad(name: string, message: string, hint?: string): KdnError {
   return new KdnError('INVALID_ARGUMENT', `--${name} ${message}`, hint ? { hint } : {});
@@ -52,6 +53,16 @@ export function choiceList<T extends string>(value: string | undefined, fallback
   ];
   if (items.length === 0) throw bad(name, 'needs at least one value');
   return items.map((s) => choice(s, s as T, choices, name));
+}
+
+/** KV format versions this build reads, comma-separated (`--format-versions`); the version encoders write by default. */
+export function formatVersions(value: string | undefined, name = 'format-versions'): LayerDigestVersion[] {
+  return choiceList(value, [String(KV_FORMAT_VERSION)], KV_READABLE_VERSIONS.map(String), name).map(Number) as LayerDigestVersion[];
+}
+
+/** One KV format version this build reads (`--format-version`); the version encoders write by default. */
+export function formatVersion(value: string | undefined, name = 'format-version'): LayerDigestVersion {
+  return Number(choice(value, String(KV_FORMAT_VERSION), KV_READABLE_VERSIONS.map(String), name)) as LayerDigestVersion;
 }
 
 /** node:util parseArgs (strict), with an unknown or malformed flag as INVALID_ARGUMENT. */

@@ -66,12 +66,18 @@ const revision = (source: Source): { commit: string; uncommittedChanges?: true }
   source.uncommittedChanges ? { commit: source.commit, uncommittedChanges: true } : { commit: source.commit };
 
 /** Benchmark runs of one benchmark (bench/run.ts files) into one file with every run's records. */
-function mergeBenchRuns(files: string[], name: string, source: Source): object {
+/** Benchmark runs read whole, each measured by one of `commits`; a partial run or another commit is refused. */
+function readRuns(files: string[], commits: readonly string[]): { file: string; run: BenchResultFile }[] {
   const runs = files.map((file) => ({ file, run: readJson<BenchResultFile>(file) }));
   for (const { file, run } of runs) {
     if (run.partial) throw new Error(`${file} is partial (its run was cut off): run that part again`);
-    if (run.commit !== source.commit) throw new Error(`${file} measured ${run.commit}, not ${source.commit}`);
+    if (!commits.includes(run.commit ?? '')) throw new Error(`${file} measured ${run.commit}, not ${commits.join(' or ')}`);
   }
+  return runs;
+}
+
+function mergeBenchRuns(files: string[], name: string, source: Source): object {
+  const runs = readRuns(files, [source.commit]);
   const records: BenchRecord[] = runs.flatMap(({ run }) => run.records);
   return {
     name,
@@ -88,11 +94,7 @@ function mergeBenchRuns(files: string[], name: string, source: Source): object {
  */
 function mergeAb(files: string[], base: string, source: Source): object {
   if (base === source.commit) throw new Error(`ab-base.json names this checkout's own commit ${base}: compare with another`);
-  const runs = files.map((file) => ({ file, run: readJson<BenchResultFile>(file) }));
-  for (const { file, run } of runs) {
-    if (run.partial) throw new Error(`${file} is partial (its run was cut off): run that part again`);
-    if (run.commit !== source.commit && run.commit !== base) throw new Error(`${file} measured ${run.commit}, neither side`);
-  }
+  const runs = readRuns(files, [source.commit, base]);
   const side = (run: BenchResultFile): string => (run.commit === base ? 'base' : 'this');
   return {
     name: 'ttft-ab',
