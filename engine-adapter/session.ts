@@ -6,6 +6,7 @@ import { blendPlan } from './blend-selection.ts';
 import type { DecodeScheduler } from './decode-batcher.ts';
 import { HotTier } from './hot-tier.ts';
 import { LayerGates, type LayerGate } from './layer-gates.ts';
+import { writeInLayerOrder, type LayerSink } from './layer-order.ts';
 import type { ModelConfig } from './model/config.ts';
 import { TextStream } from './model/text-stream.ts';
 import { Sampler } from './sampling.ts';
@@ -409,36 +410,32 @@ export class BackendSession implements Session {
   }
 
   /**
-   * Writes every object's layers as they arrive, all objects at once, and reports to `gates` how many leading layers
-   * every object has written. Stops at the first failure (or once the gates failed because the forward did) and
-   * throws it.
+   * Writes every object's layers as they arrive, all objects at once and the lowest layer first (layer-order.ts), and
+   * reports to `gates` how many leading layers every object has written. Stops at the first failure (or once the gates
+   * failed because the forward did) and throws it.
    */
   private async placeAsTheyArrive(objects: readonly KVObjectReader[], positions: readonly number[], gates: LayerGates): Promise<void> {
     const layers = this.model.config.layers;
     const counts = new Array<number>(layers).fill(0);
+    const written = new Array<number>(objects.length).fill(0);
     let complete = 0;
-    const stop = gates.stopped.then(() => null);
     const streams = objects.map((o) => o.layers[Symbol.asyncIterator]());
-    const place = async (i: number): Promise<void> => {
-      const stream = streams[i]!;
-      const h = objects[i]!.header;
-      for (let expected = 0; ; expected++) {
-        const got = await Promise.race([stream.next(), stop]);
-        if (got === null) throw new KdnError('INTERNAL', 'placing stopped: the forward failed');
-        if (got.done) {
-          checkLayerCount(expected, h.layers);
-          return;
-        }
+    const sink: LayerSink = {
+      write: async (i, block) => {
+        const h = objects[i]!.header;
+        const expected = written[i]!;
         if (expected === h.layers) throw new KdnError('KV_CORRUPT', `KV stream of ${h.layers} layers yielded more`);
-        checkLayerOrder(got.value.layer, expected);
-        await this.backend.writeKVLayer(this.cache, h, got.value, positions[i]!);
+        checkLayerOrder(block.layer, expected);
+        await this.backend.writeKVLayer(this.cache, h, block, positions[i]!);
+        written[i] = expected + 1;
         counts[expected]!++;
         while (complete < layers && counts[complete] === objects.length) complete++;
         gates.setWritten(complete);
-      }
+      },
+      ended: (i) => checkLayerCount(written[i]!, objects[i]!.header.layers),
     };
     try {
-      await Promise.all(objects.map((_, i) => place(i)));
+      await writeInLayerOrder(streams, sink, gates.stopped);
       gates.setWritten(layers);
     } catch (err) {
       // Streams left midway stop reading once their pending read settles (not awaited: it may wait on the network,
