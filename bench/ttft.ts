@@ -29,7 +29,8 @@
  * device, kv_submit_ms recording and submitting their expansion in kv_submits batches of kv_dispatches dispatches,
  * kv_wait_ms waiting for a staging buffer; means over the runs and warmups, from Engine.work) and engine_loop_busy,
  * the share of those queries' time that thread's event loop was active: beside placed_ms they say whether that
- * thread or the delivery bounds it. With the engine on its own thread (--engine-thread), engine_call_ms is when that
+ * thread or the delivery bounds it. first_layer_ms is when every chunk's layer 0 was placed, when the question's
+ * first layer could run (overlapped and blended paths). With the engine on its own thread (--engine-thread), engine_call_ms is when that
  * thread began the query's inject call, first_block_ms when the context's first block reached it and received_ms its
  * last, beside fetch_ms, when this thread heard the last object had arrived.
  * ttft_ms is the median of --runs after --warmup, each on a new session. Every context size is measured on its
@@ -259,6 +260,7 @@ function record(
     fetch_wait_ms: null,
     inject_ms: null,
     placed_ms: null,
+    first_layer_ms: null,
     engine_call_ms: null,
     first_block_ms: null,
     received_ms: null,
@@ -420,8 +422,9 @@ interface InjectRun {
   /** Sequential path: time waiting on objects not yet in, and inside injectKV. */
   fetchWaitMs: number | null;
   injectMs: number | null;
-  /** Overlapped path: from the start to the context's last layer placed. */
+  /** Overlapped path: from the start to the context's last layer placed, and to every chunk's layer 0 placed. */
   placedMs: number | null;
+  firstLayerMs: number | null;
   /**
    * Overlapped path, engine on its own thread: from the start to that thread beginning the call, to the context's
    * first block reaching it, and to its last.
@@ -487,6 +490,7 @@ function measureInject(
           fetchWaitMs: null,
           injectMs: null,
           placedMs: reserveMs + o.placedMs,
+          firstLayerMs: reserveMs + o.firstLayerMs,
           handOverMs: o.handOverMs && {
             started: reserveMs + o.handOverMs.started,
             firstBlock: reserveMs + o.handOverMs.firstBlock,
@@ -509,6 +513,7 @@ function measureInject(
         fetchWaitMs: timing.fetchWaitMs,
         injectMs: timing.injectMs,
         placedMs: null,
+        firstLayerMs: null,
         handOverMs: null,
         questionMs: end - q0,
         bytes: timing.bytes,
@@ -730,6 +735,7 @@ async function measureContext(
               fetch_wait_ms: medianOrNull(m.results.map((r) => r.fetchWaitMs)),
               inject_ms: medianOrNull(m.results.map((r) => r.injectMs)),
               placed_ms: medianOrNull(m.results.map((r) => r.placedMs)),
+              first_layer_ms: medianOrNull(m.results.map((r) => r.firstLayerMs)),
               engine_call_ms: medianOrNull(m.results.map((r) => r.handOverMs?.started ?? null)),
               first_block_ms: medianOrNull(m.results.map((r) => r.handOverMs?.firstBlock ?? null)),
               received_ms: medianOrNull(m.results.map((r) => r.handOverMs?.received ?? null)),

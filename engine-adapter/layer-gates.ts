@@ -8,6 +8,8 @@ import { KdnError } from '../common/errors.ts';
  */
 export class LayerGates {
   private written = 0;
+  /** performance.now() when layer 0 of the whole context was written (undefined before). */
+  firstLayerAt: number | undefined;
   private flushed = 0;
   private failure: { error: unknown } | undefined;
   private waiters: { layer: number; resolve: () => void; reject: (err: unknown) => void }[] = [];
@@ -24,6 +26,7 @@ export class LayerGates {
   setWritten(count: number): void {
     if (count < this.written || count > this.layers)
       throw new KdnError('INTERNAL', `${count} layers written after ${this.written} of ${this.layers}`);
+    if (count > 0) this.firstLayerAt ??= performance.now();
     this.written = count;
     this.waiters = this.waiters.filter((w) => {
       if (w.layer >= count) return true;

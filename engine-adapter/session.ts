@@ -212,12 +212,13 @@ export class BackendSession implements Session {
       const {
         result: out,
         placedAt,
+        firstLayerAt,
         end,
       } = await this.placeWhileRunning(objects, ids.length, (end, gate) => this.forwardOverContext(ids, end, logits, gate));
       for (let i = this.length; i < end; i++) this.ids.push(INJECTED);
       for (const id of ids) this.ids.push(id);
       this.lastLogits = logits === 'last' ? out : logits === 'all' ? out.slice((ids.length - 1) * this.model.config.vocabSize) : undefined;
-      return { logits: out, placedAt };
+      return { logits: out, placedAt, firstLayerAt };
     });
   }
 
@@ -237,7 +238,7 @@ export class BackendSession implements Session {
       all.set(contextIds);
       all.set(prompt, contextIds.length);
       const objects = chunks.map((c) => c.object);
-      const { result, placedAt } = await this.placeWhileRunning(objects, prompt.length, (_end, gate) =>
+      const { result, placedAt, firstLayerAt } = await this.placeWhileRunning(objects, prompt.length, (_end, gate) =>
         this.backend.blendForward(this.cache, all, start, plan, 'last', gate),
       );
       for (const id of all) this.ids.push(id);
@@ -245,6 +246,7 @@ export class BackendSession implements Session {
       return {
         logits: result.logits,
         placedAt,
+        firstLayerAt,
         recomputed: Math.round(result.meanRows - prompt.length),
         fullLayers: plan.checkLayer ?? 0,
       };
@@ -361,7 +363,7 @@ export class BackendSession implements Session {
     objects: readonly KVObjectReader[],
     extraTokens: number,
     run: (end: number, gate: LayerGate) => Promise<T>,
-  ): Promise<{ result: T; placedAt: number; end: number }> {
+  ): Promise<{ result: T; placedAt: number; firstLayerAt: number; end: number }> {
     const positions: number[] = [];
     let end = this.length;
     for (const o of objects) {
@@ -394,7 +396,7 @@ export class BackendSession implements Session {
     await placing;
     if (placeFailure) throw placeFailure.error;
     await this.backend.settleKVWrites(this.cache);
-    return { result, placedAt, end };
+    return { result, placedAt, firstLayerAt: gates.firstLayerAt ?? placedAt, end };
   }
 
   /** A blend chunk's token ids, checked against its object's header (count and hash). */

@@ -77,6 +77,8 @@ export interface InjectedPrefill {
   logits: Float32Array;
   /** performance.now() when the objects' last layer was placed (the rest of the call is the prompt's last layers). */
   placedAt: number;
+  /** performance.now() when every object's first layer was placed: the prompt's first layer could run from then. */
+  firstLayerAt: number;
   /** An engine on its own thread: when the objects reached it; absent where it reads them on the caller's thread. */
   handOver?: HandOverTimes;
 }

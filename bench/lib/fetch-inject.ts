@@ -29,8 +29,9 @@ export type InjectTarget = Pick<Session, 'length' | 'injectKV'>;
 export interface OverlappedTiming {
   /** From the first request to the last object fully received and verified. */
   fetchMs: number;
-  /** From the first request to the last layer placed in the cache. */
+  /** From the first request to the last layer placed in the cache, and to every object's layer 0 placed. */
   placedMs: number;
+  firstLayerMs: number;
   /**
    * An engine on its own thread (else null), from the first request: to that thread beginning the call, to the first
    * block reaching it, and to the last.
@@ -94,14 +95,22 @@ async function fetchTogether(
   const fetched = await Promise.all(opened);
   let lastArrival = t0;
   const arrivals = fetched.map((f) => f.reader.drained.then(() => void (lastArrival = Math.max(lastArrival, performance.now()))));
-  const { logits, placedAt, handOver } = await run(fetched.map((f) => f.reader));
+  const { logits, placedAt, firstLayerAt, handOver } = await run(fetched.map((f) => f.reader));
   const end = performance.now();
   await Promise.all(arrivals);
   const bytes = fetched.reduce((n, f) => n + f.received(), 0);
   const handOverMs = handOver
     ? { started: handOver.startedAt - t0, firstBlock: handOver.firstBlockAt - t0, received: handOver.receivedAt - t0 }
     : null;
-  return { fetchMs: lastArrival - t0, placedMs: placedAt - t0, handOverMs, questionTailMs: end - placedAt, bytes, logits };
+  return {
+    fetchMs: lastArrival - t0,
+    placedMs: placedAt - t0,
+    firstLayerMs: firstLayerAt - t0,
+    handOverMs,
+    questionTailMs: end - placedAt,
+    bytes,
+    logits,
+  };
 }
 
 interface Arrival {

@@ -55,19 +55,19 @@ async function inject(
     const chunks = channels.map((c, i) => ({ object: c.reader, tokenIds: tokenIds[i]! }));
     const out = await session.blendKVAndPrefill(chunks, call.tokens, options);
     const blended = { recomputed: out.recomputed, fullLayers: out.fullLayers };
-    return { op: 'inject', logits: out.logits, ...timesOf(out.placedAt, channels, startedAt), blended };
+    return { op: 'inject', logits: out.logits, ...timesOf(out, channels, startedAt), blended };
   }
   const readers = channels.map((c) => c.reader);
-  const { logits, placedAt } = await session.injectKVAndPrefill(readers, call.tokens, { logits: call.logits ?? 'last' });
-  return { op: 'inject', logits, ...timesOf(placedAt, channels, startedAt) };
+  const out = await session.injectKVAndPrefill(readers, call.tokens, { logits: call.logits ?? 'last' });
+  return { op: 'inject', logits: out.logits, ...timesOf(out, channels, startedAt) };
 }
 
 /** When the objects were placed, and how they came (HandOverTimes), on the shared epoch clock. */
 function timesOf(
-  placedAt: number,
+  { placedAt, firstLayerAt }: { placedAt: number; firstLayerAt: number },
   channels: readonly BlockChannel[],
   startedAt: number,
-): { placedAtEpoch: number; handOverEpoch: HandOverTimes } {
+): { placedAtEpoch: number; firstLayerAtEpoch: number; handOverEpoch: HandOverTimes } {
   const epoch = (t: number): number => performance.timeOrigin + t;
   const firsts = channels.map((c) => c.firstBlockAt ?? placedAt);
   const ends = channels.map((c) => c.endedAt ?? placedAt);
@@ -76,7 +76,7 @@ function timesOf(
     firstBlockAt: epoch(firsts.length > 0 ? Math.min(...firsts) : placedAt),
     receivedAt: epoch(ends.length > 0 ? Math.max(...ends) : placedAt),
   };
-  return { placedAtEpoch: epoch(placedAt), handOverEpoch };
+  return { placedAtEpoch: epoch(placedAt), firstLayerAtEpoch: epoch(firstLayerAt), handOverEpoch };
 }
 
 async function perform(engine: Engine, id: number, call: Call): Promise<{ value: CallValue; transfer?: ArrayBuffer[] }> {

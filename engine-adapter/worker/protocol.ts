@@ -93,12 +93,13 @@ export type CallValue =
   | { op: 'exportKV'; tensors: KVTensors }
   /**
    * `placedAtEpoch`: performance.timeOrigin + performance.now() on the worker when the objects were placed;
-   * `handOverEpoch` likewise for types.ts HandOverTimes.
+   * `firstLayerAtEpoch` and `handOverEpoch` likewise for InjectedPrefill.firstLayerAt and types.ts HandOverTimes.
    */
   | {
       op: 'inject';
       logits?: Float32Array;
       placedAtEpoch?: number;
+      firstLayerAtEpoch?: number;
       handOverEpoch?: HandOverTimes;
       blended?: { recomputed: number; fullLayers: number };
     }

@@ -405,12 +405,12 @@ class RemoteSession implements Session {
 }
 
 /** An inject answer's times on this thread's clock. */
-function localTimes(value: Extract<CallValue, { op: 'inject' }>): { placedAt: number; handOver?: HandOverTimes } {
+function localTimes(value: Extract<CallValue, { op: 'inject' }>): { placedAt: number; firstLayerAt: number; handOver?: HandOverTimes } {
   const local = (epoch: number): number => epoch - performance.timeOrigin;
-  const placedAt = local(value.placedAtEpoch!);
+  const placed = { placedAt: local(value.placedAtEpoch!), firstLayerAt: local(value.firstLayerAtEpoch!) };
   const h = value.handOverEpoch;
-  if (h === undefined) return { placedAt };
-  return { placedAt, handOver: { startedAt: local(h.startedAt), firstBlockAt: local(h.firstBlockAt), receivedAt: local(h.receivedAt) } };
+  if (h === undefined) return placed;
+  return { ...placed, handOver: { startedAt: local(h.startedAt), firstBlockAt: local(h.firstBlockAt), receivedAt: local(h.receivedAt) } };
 }
 
 /** Waits for `promise`, but at most `ms`. */
