@@ -17,6 +17,10 @@
  *             every object's layers consumed as they come, the threads handing the objects' layers over in turns
  *             (interleaved, as kdn opens them) or each object whole after the other; `layer0Ms` is when every object's
  *             layer 0 was in, when the question's first layer could start (kdn/query/shm-hand-over.ts);
+ *   shm-placed, shm-placed-arrival: shm-interleaved routed to a thread of its own as to the engine's, which copies
+ *             each block into a staging buffer as the injector does (bench/lib/placing-thread.ts): the lowest layer
+ *             first among the blocks that have arrived (as Session places them, engine-adapter/layer-order.ts), or
+ *             each object's blocks as they come; `layer0Ms` is when every object's layer 0 was placed there;
  * and on a WebGPU adapter (asked for by name, not run by default), the engine's injection without a model
  * (bench/lib/gpu-inject-target.ts), each record with the host's time in the writes and the wait for the GPU:
  *   gpu-staged: verified blocks held in memory, staged and copied to the GPU only (no expansion);
@@ -37,7 +41,7 @@
  *
  *   npm run bench -- delivery [--objects 16] [--parallel 16] [--rounds 5] [--codecs fp16,int8,int4]
  *                             [--stages ceiling,fetch,verified,pipeline,product,threads,shm-read,shm,shm-interleaved,shm-whole,
- *                                       gpu-staged,gpu,engine,shm-engine]
+ *                                       shm-placed,shm-placed-arrival,gpu-staged,gpu,engine,shm-engine]
  *                             [--fetch-threads N] [--format-versions 1,2]
  *                             [--layers 32 --kv-heads 8 --head-dim 128 --tokens 256] [--before <file>]
  */
@@ -67,6 +71,7 @@ import { kvTensors, tokenIds } from '../fixtures/kv-data.ts';
 import { choiceList, formatVersions, parseFlags, positiveInt } from './lib/args.ts';
 import { fetchAndInject, type InjectTarget } from './lib/fetch-inject.ts';
 import { GpuInjectTarget, type GpuInjectTiming } from './lib/gpu-inject-target.ts';
+import { PlacingThread, type PlacingOrder } from './lib/placing-thread.ts';
 import { median, round } from './lib/stats.ts';
 import type { BenchRecord, BenchReport } from './report.ts';
 
@@ -82,6 +87,8 @@ const CPU_STAGES = [
   'shm',
   'shm-interleaved',
   'shm-whole',
+  'shm-placed',
+  'shm-placed-arrival',
 ] as const;
 const GPU_STAGES = ['gpu-staged', 'gpu', 'engine', 'shm-engine'] as const;
 const STAGES = [...CPU_STAGES, ...GPU_STAGES] as const;
@@ -194,6 +201,8 @@ interface StageContext {
   pool: KvFetchPool;
   /** Reading the edge's shared-memory folder first (the same-host fast path). */
   shmPool: KvFetchPool;
+  /** The same, its objects routed to another thread (opened on first use). */
+  placing: { pool?: KvFetchPool; thread?: PlacingThread; open(): { pool: KvFetchPool; thread: PlacingThread } };
   edge: RunningEdge;
   agent: Agent;
   sign: EdgeSigner;
@@ -258,6 +267,24 @@ async function fetchTogether(fetcher: KvFetcher, f: Fixture, interleave: boolean
   return layer0Ms;
 }
 
+/**
+ * The overlapped path's fetch over the fast path, every object routed to the placing thread and placed there in
+ * `order`. Returns when every object's layer 0 was placed, from `t0`.
+ */
+async function placeTogether(ctx: StageContext, f: Fixture, order: PlacingOrder, t0: number): Promise<number> {
+  const { pool, thread } = ctx.placing.open();
+  const signal = new AbortController().signal;
+  setMaxListeners(f.keys.length * 2, signal);
+  const fetches = f.keys.map((key) => new ChunkFetch(pool, key, f.expect, signal, { interleave: true }));
+  const readers = await Promise.all(fetches.map((fetch) => fetch.reader));
+  const placed = await thread.place(readers, order);
+  await Promise.all(fetches.map((fetch) => fetch.done));
+  if (placed.blocks !== f.layers * f.keys.length) throw new Error(`placed ${placed.blocks} blocks of ${f.layers * f.keys.length}`);
+  const other = fetches.find((fetch) => fetch.tier !== 'shm');
+  if (other) throw new KdnError('INTERNAL', `a chunk came from tier ${other.tier}, not shm`);
+  return placed.layer0At - t0;
+}
+
 async function measureStage(stage: Stage, f: Fixture, ctx: StageContext): Promise<StageResult> {
   const { client, parallel } = ctx;
   const onGpu = (GPU_STAGES as readonly Stage[]).includes(stage);
@@ -269,6 +296,10 @@ async function measureStage(stage: Stage, f: Fixture, ctx: StageContext): Promis
     case 'shm-interleaved':
     case 'shm-whole':
       layer0Ms = await fetchTogether(ctx.shmPool, f, stage === 'shm-interleaved', t0);
+      break;
+    case 'shm-placed':
+    case 'shm-placed-arrival':
+      layer0Ms = await placeTogether(ctx, f, stage === 'shm-placed' ? 'layer' : 'arrival', t0);
       break;
     case 'gpu-staged':
     case 'gpu':
@@ -382,7 +413,15 @@ export async function run(args: string[]): Promise<BenchReport> {
       return (this.staged ??= await GpuInjectTarget.open(a.shape, capacity, false));
     },
   };
-  const ctx: StageContext = { client, pool, shmPool, edge, agent, sign: secretSigner(secret), parallel: a.parallel, gpu };
+  const placing: StageContext['placing'] = {
+    open() {
+      // Not delivered eagerly: a worker holds each object's blocks until it is routed.
+      this.pool ??= new KvFetchPool(clientOptions, a.fetchThreads, { sharedMemory: true });
+      this.thread ??= new PlacingThread();
+      return { pool: this.pool, thread: this.thread };
+    },
+  };
+  const ctx: StageContext = { client, pool, shmPool, placing, edge, agent, sign: secretSigner(secret), parallel: a.parallel, gpu };
   try {
     const fixtures: Fixture[] = [];
     for (const { codec, format, bytes } of encoded) {
@@ -467,6 +506,8 @@ export async function run(args: string[]): Promise<BenchReport> {
     client.close();
     await pool.close();
     await shmPool.close();
+    await placing.pool?.close();
+    await placing.thread?.close();
     await edge.close();
     await rm(dir, { recursive: true, force: true });
   }

@@ -3,6 +3,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { run as runDecodeBatch } from '../../bench/decode-batch.ts';
+import { run as runDelivery } from '../../bench/delivery.ts';
 import { run as runEngine } from '../../bench/engine.ts';
 import { run as runEntropyStudy } from '../../bench/entropy-study.ts';
 import { run as runFidelity } from '../../bench/fidelity.ts';
@@ -338,6 +339,15 @@ describe('benchmarks on a tiny model', () => {
     const engine = await runEngine(['--model', model, '--backend', 'cpu', '--contexts', '16', '--no-peer', '--max-seconds', '0.001']);
     expect(engine.records).to.have.length(1);
     expect(engine.records[0]!.note).to.match(/--max-seconds 0.001 budget reached/);
+  });
+
+  it('delivery: the shm-placed stages place every object on a thread of their own and say when layer 0 was', async () => {
+    const report = await runDelivery([
+      ...['--objects', '4', '--tokens', '16', '--layers', '4', '--kv-heads', '2', '--head-dim', '16', '--codecs', 'int4'],
+      ...['--rounds', '1', '--fetch-threads', '2', '--stages', 'shm-interleaved,shm-placed,shm-placed-arrival'],
+    ]);
+    expect(report.records.map((r) => r.stage)).to.deep.equal(['shm-interleaved', 'shm-placed', 'shm-placed-arrival']);
+    for (const r of report.records) expect(num(r, 'layer0Ms')).to.be.within(0, num(r, 'ms'));
   });
 
   it('bad arguments are typed errors', async () => {

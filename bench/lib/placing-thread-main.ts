@@ -1,0 +1,72 @@
+/**
+ * The engine thread's side of the overlapped path without an engine, for bench/delivery.ts's shm-placed stages.
+ * Routed objects arrive as on the engine's thread (engine-adapter/worker/block-channel.ts), and each block is copied
+ * into a staging buffer as the WebGPU injector copies it into mapped memory: the lowest layer first among the blocks
+ * that have arrived (engine-adapter/layer-order.ts, what Session does), or each object's blocks as they come (what it
+ * did before), to time when every object's layer 0, and the last layer, were placed. Started by placing-thread.js.
+ */
+import { parentPort } from 'node:worker_threads';
+import { writeInLayerOrder, type LayerSink } from '../../engine-adapter/layer-order.ts';
+import { BlockChannel } from '../../engine-adapter/worker/block-channel.ts';
+import type { KVLayerBlock } from '../../storage/kv-object/types.ts';
+import type { PlaceRequest, Placed, PlacingReply } from './placing-thread.ts';
+
+/** The injector's staging buffers are 16 MiB; blocks are copied into one such ring here. */
+const STAGING_BYTES = 16 * 1024 * 1024;
+const staging = new Uint8Array(STAGING_BYTES);
+let used = 0;
+
+function copy(bytes: Uint8Array): void {
+  if (used + bytes.length > staging.length) used = 0;
+  staging.set(bytes, used);
+  used += Math.ceil(bytes.length / 16) * 16;
+}
+
+/** Each object's blocks in the order they come, every object at once. */
+async function inArrivalOrder(streams: AsyncIterator<KVLayerBlock>[], sink: LayerSink): Promise<void> {
+  await Promise.all(
+    streams.map(async (stream, i) => {
+      for (let got = await stream.next(); ; got = await stream.next()) {
+        if (got.done) return sink.ended(i);
+        await sink.write(i, got.value);
+      }
+    }),
+  );
+}
+
+async function place(request: PlaceRequest): Promise<Placed> {
+  const channels = request.streams.map(({ header, port }) => {
+    const channel = new BlockChannel(header);
+    channel.listen(port);
+    return channel;
+  });
+  const layers = request.streams[0]?.header.layers ?? 0;
+  const perLayer = new Array<number>(layers).fill(0);
+  let layer0At = Number.NaN;
+  let blocks = 0;
+  const sink: LayerSink = {
+    write: async (_stream, block) => {
+      copy(block.encoded);
+      blocks++;
+      if (++perLayer[block.layer]! === channels.length && block.layer === 0) layer0At = performance.now();
+    },
+    ended: () => {},
+  };
+  const streams = channels.map((c) => c.reader.layers[Symbol.asyncIterator]());
+  try {
+    if (request.order === 'layer') await writeInLayerOrder(streams, sink, new Promise(() => {}));
+    else await inArrivalOrder(streams, sink);
+  } finally {
+    for (const c of channels) c.close();
+  }
+  const epoch = (t: number): number => performance.timeOrigin + t;
+  return { layer0AtEpoch: epoch(layer0At), placedAtEpoch: epoch(performance.now()), blocks };
+}
+
+parentPort!.on('message', (request: PlaceRequest) => {
+  place(request).then(
+    (placed) => parentPort!.postMessage({ ok: true, placed } satisfies PlacingReply),
+    (err: unknown) =>
+      parentPort!.postMessage({ ok: false, message: err instanceof Error ? err.message : String(err) } satisfies PlacingReply),
+  );
+});
