@@ -45,6 +45,9 @@
 #            8k over the fast path, engine on its own thread, beside the peer's host-memory hit, four runs in the order
 #            this, base, base, this, the base from a git worktree sharing node_modules (bench/results/ttft-ab-gpu.json,
 #            each record marked with its side and commit)                                                ~4 min
+#   placed   the fast path's objects routed to a thread that places them as the engine's thread does (no GPU): when
+#            every object's layer 0 was placed, lowest layer first (Session's order) against each object's blocks as
+#            they come, stage orders A B C then C B A (bench/results/delivery-placed-gpu.json)             ~1 min
 #   poll     what a pending answer from Dawn costs the waiting thread: its event loop's active share and garbage
 #            collections while awaiting GPU work, against sleeping as long (bench/results/gpu/dawn-poll-cost.json) ~1 min
 #   handover 8B TTFT at 8k, engine on its own thread: KV blocks from the fetch threads straight to it against
@@ -207,6 +210,10 @@ for part in "$@"; do
         mv "$tree/bench/results/ttft-ab-$run.json" "$DIR/" 2>/dev/null || echo "   no ttft-ab-$run.json"
       done
       git worktree remove --force .tmp/ab-base ;;
+    placed)
+      for order in a:shm-interleaved,shm-placed,shm-placed-arrival b:shm-placed-arrival,shm-placed,shm-interleaved; do
+        bench 120 "delivery-placed-${order%%:*}" delivery --objects 32 --tokens 256 --codecs int4 --rounds 4 --stages "${order#*:}"
+      done ;;
     poll)
       json_step 60 dawn-poll-cost-gpu node --import tsx tools/gpu/dawn-poll-cost.ts ;;
     handover)
@@ -234,7 +241,7 @@ for part in "$@"; do
       node --import tsx tools/gpu/merge-results.ts "$DIR" ;;
     *)
       echo "unknown part $part (check, profile, forward, 8b, 8b-long, 1b, engine, compare, sass, blend, fidelity, expand, batch, receive," \
-        "delivery, delivery-long, fastpath, formats, shm-order, handover, load, merge)" >&2
+        "delivery, delivery-long, fastpath, formats, shm-order, placed, poll, ab, handover, load, merge)" >&2
       exit 2 ;;
   esac
 done

@@ -4,6 +4,8 @@
  *   engine-gpu-*.json      -> bench/results/engine-gpu.json
  *   delivery-gpu-*.json    -> bench/results/delivery-gpu.json
  *   delivery-formats-gpu.json -> bench/results/delivery-formats-gpu.json (the fast path's stages, KV format 2 against 1)
+ *   delivery-placed-*.json -> bench/results/delivery-placed-gpu.json (placing the fast path's objects lowest layer first
+ *                             against each object's blocks as they come, two stage orders)
  *   profile-forward-*.json -> bench/results/gpu/profile-forward.json
  *   ttft-delivery-gpu-*.json -> bench/results/ttft-delivery-gpu.json (every codec, the hot tier, the peer and its host hit)
  *   ttft-codecs-gpu-*.json -> bench/results/ttft-codecs-gpu.json (int4 and the transform codec at 8k-32k, both paths)
@@ -117,6 +119,7 @@ function main(folder: string | undefined): void {
     ['engine-gpu-', 'engine-gpu'],
     ['delivery-gpu-', 'delivery-gpu'],
     ['delivery-formats-gpu', 'delivery-formats-gpu'],
+    ['delivery-placed-', 'delivery-placed-gpu'],
     ['ttft-delivery-gpu-', 'ttft-delivery-gpu'],
     ['load-gpu', 'load-gpu'],
     ['decode-batch-gpu-', 'decode-batch-gpu'],
