@@ -1,26 +1,11 @@
 import { expect } from 'chai';
-import { Readable } from 'node:stream';
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { BlockChannel } from '../../engine-adapter/worker/block-channel.ts';
 import type { ReturnedBuffers, RoutedBlocks } from '../../engine-adapter/worker/routed-stream.ts';
-import { kvTensors, tokenIds } from '../../fixtures/kv-data.ts';
-import { codecFromString, encodeKVObject, readKVObject } from '../../storage/kv-object/index.ts';
-import type { KVHeader, KVLayerBlock } from '../../storage/kv-object/types.ts';
+import type { KVLayerBlock } from '../../storage/kv-object/types.ts';
+import { encodedLayers } from './kv-readers.ts';
 
 const SHAPE = { layers: 4, kvHeads: 2, headDim: 8, tokens: 6 };
-
-/** A real object's header and its layers' bytes. */
-async function object(): Promise<{ header: KVHeader; layers: Uint8Array[] }> {
-  const bytes = encodeKVObject(kvTensors(SHAPE, 3), {
-    modelFingerprint: 'channel-test',
-    tokenIds: tokenIds(SHAPE.tokens),
-    codec: codecFromString('int8'),
-  });
-  const reader = await readKVObject(Readable.from([bytes]));
-  const layers: Uint8Array[] = [];
-  for await (const block of reader.layers) layers.push(Uint8Array.from(block.encoded));
-  return { header: reader.header, layers };
-}
 
 /** Layers `from`..`to` (exclusive) in one buffer of their own, as a fetch thread's step sends them. */
 function inOneBuffer(layers: Uint8Array[], from: number, to: number): { layer: number; bytes: Uint8Array }[] {
@@ -45,7 +30,7 @@ const turn = (): Promise<void> => new Promise((resolve) => setTimeout(resolve, 2
 
 describe('BlockChannel: blocks routed to the engine thread', () => {
   it('sends a buffer back once the session took past every block in it, before the stream ends', async () => {
-    const { header, layers } = await object();
+    const { header, layers } = await encodedLayers(SHAPE, 3);
     const { port1: engineEnd, port2: fetchEnd } = new MessageChannel();
     const back = returns(fetchEnd);
     const channel = new BlockChannel(header);
@@ -79,7 +64,7 @@ describe('BlockChannel: blocks routed to the engine thread', () => {
   });
 
   it('sends back the buffers taken past when the stream ends, then closes the port', async () => {
-    const { header, layers } = await object();
+    const { header, layers } = await encodedLayers(SHAPE, 3);
     const { port1: engineEnd, port2: fetchEnd } = new MessageChannel();
     const back = returns(fetchEnd);
     const closed = new Promise<void>((resolve) => fetchEnd.once('close', () => resolve()));

@@ -1,5 +1,6 @@
 import { Readable } from 'node:stream';
-import { encodeKVObject, readKVObject, tokenHash } from '../../storage/kv-object/index.ts';
+import { kvTensors, tokenIds } from '../../fixtures/kv-data.ts';
+import { codecFromString, encodeKVObject, readKVObject, tokenHash } from '../../storage/kv-object/index.ts';
 import { KV_FORMAT_VERSION, type KVHeader, type KVLayerBlock, type KVObjectReader, type KVTensors } from '../../storage/kv-object/types.ts';
 
 /**
@@ -39,4 +40,20 @@ export async function fp16Reader(kv: KVTensors, fingerprint: string, tokenIds: n
   const chunks: Buffer[] = [];
   for (let i = 0; i < bytes.length; i += 1000) chunks.push(bytes.subarray(i, i + 1000));
   return readKVObject(Readable.from(chunks), { modelFingerprint: fingerprint, tokens: tokenIds.length, tokenHash: tokenHash(tokenIds) });
+}
+
+/** A real int8 object's header and its layers' bytes (verified, each in a buffer of its own), as a fetch thread has them. */
+export async function encodedLayers(
+  shape: { layers: number; kvHeads: number; headDim: number; tokens: number },
+  seed: number,
+): Promise<{ header: KVHeader; layers: Uint8Array[] }> {
+  const bytes = encodeKVObject(kvTensors(shape, seed), {
+    modelFingerprint: 'routed-blocks-test',
+    tokenIds: tokenIds(shape.tokens),
+    codec: codecFromString('int8'),
+  });
+  const reader = await readKVObject(Readable.from([bytes]));
+  const layers: Uint8Array[] = [];
+  for await (const block of reader.layers) layers.push(Uint8Array.from(block.encoded));
+  return { header: reader.header, layers };
 }

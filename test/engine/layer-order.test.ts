@@ -1,28 +1,13 @@
 import { expect } from 'chai';
-import { Readable } from 'node:stream';
 import { MessageChannel } from 'node:worker_threads';
 import { KdnError } from '../../common/errors.ts';
 import { writeInLayerOrder, type LayerSink } from '../../engine-adapter/layer-order.ts';
 import { BlockChannel } from '../../engine-adapter/worker/block-channel.ts';
 import type { RoutedBlocks } from '../../engine-adapter/worker/routed-stream.ts';
-import { kvTensors, tokenIds } from '../../fixtures/kv-data.ts';
-import { codecFromString, encodeKVObject, readKVObject } from '../../storage/kv-object/index.ts';
-import type { KVHeader, KVLayerBlock } from '../../storage/kv-object/types.ts';
+import type { KVLayerBlock } from '../../storage/kv-object/types.ts';
+import { encodedLayers } from './kv-readers.ts';
 
 const SHAPE = { layers: 4, kvHeads: 2, headDim: 8, tokens: 6 };
-
-/** A real object's header and its layers' bytes. */
-async function object(seed: number): Promise<{ header: KVHeader; layers: Uint8Array[] }> {
-  const bytes = encodeKVObject(kvTensors(SHAPE, seed), {
-    modelFingerprint: 'layer-order-test',
-    tokenIds: tokenIds(SHAPE.tokens),
-    codec: codecFromString('int8'),
-  });
-  const reader = await readKVObject(Readable.from([bytes]));
-  const layers: Uint8Array[] = [];
-  for await (const block of reader.layers) layers.push(Uint8Array.from(block.encoded));
-  return { header: reader.header, layers };
-}
 
 /** Streams of blocks that are all there from the start (`layers` blocks each, or those given). */
 function ready(counts: number[]): AsyncIterator<KVLayerBlock>[] {
@@ -53,7 +38,7 @@ const never = new Promise<void>(() => {});
 
 describe('writeInLayerOrder: placing several objects for a layer-gated forward', () => {
   it('writes layer 0 of every object first when one port delivered all of its object before the next', async () => {
-    const objects = [await object(1), await object(2)];
+    const objects = [await encodedLayers(SHAPE, 1), await encodedLayers(SHAPE, 2)];
     const channels = objects.map(({ header, layers }) => {
       const { port1: engineEnd, port2: fetchEnd } = new MessageChannel();
       const channel = new BlockChannel(header);
