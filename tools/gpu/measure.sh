@@ -41,10 +41,11 @@
 #   shm-order 8B TTFT at 8k over the fast path, engine on its own thread: fetch threads handing the context's objects
 #            over interleaved (kdn's overlapped path) against each object whole, four runs in the order interleaved,
 #            whole, whole, interleaved (bench/results/ttft-shm-order-gpu.json)
-#   ab       this checkout against the commit AB_BASE names (AB_BASE=<commit> bash tools/gpu/measure.sh ab): 8B TTFT at
-#            8k over the fast path, engine on its own thread, beside the peer's host-memory hit, four runs in the order
-#            this, base, base, this, the base from a git worktree sharing node_modules (bench/results/ttft-ab-gpu.json,
-#            each record marked with its side and commit)                                                ~4 min
+#   ab       this checkout against the commits AB_BASE names (AB_BASE="<commit> [<commit> ...]" bash tools/gpu/measure.sh
+#            ab): 8B TTFT at 8k (int4) over the fast path, engine on its own thread, beside the peer's host-memory hit;
+#            one run per side in the order this, base1, base2, ..., then back (this, base, base, this for one base),
+#            each base from a git worktree sharing node_modules (bench/results/ttft-ab-gpu.json, each record marked
+#            with its side and commit; this checkout may be its HEAD plus uncommitted changes)          ~1 min a run
 #   placed   the fast path's objects routed to a thread that places them as the engine's thread does (no GPU): when
 #            every object's layer 0 was placed, lowest layer first (Session's order) against each object's blocks as
 #            they come, stage orders A B C then C B A (bench/results/delivery-placed-gpu.json)             ~1 min
@@ -195,21 +196,32 @@ for part in "$@"; do
           --recompute-warmup 0 --shm-order "${run#*-}" --max-seconds 170
       done ;;
     ab)
-      base=${AB_BASE:?ab compares with the commit AB_BASE names}
-      rm -rf .tmp/ab-base
+      read -r -a bases <<< "${AB_BASE:?ab compares with the commits AB_BASE names: AB_BASE=\"<commit> [<commit> ...]\"}"
       git worktree prune
-      git worktree add --detach .tmp/ab-base "$base" >/dev/null || exit 1
-      ln -s "$PWD/node_modules" .tmp/ab-base/node_modules
-      printf '{"commit": "%s"}\n' "$(git -C .tmp/ab-base rev-parse HEAD)" > "$DIR/ab-base.json"
-      for run in 1-this 2-base 3-base 4-this; do
-        tree=.
-        [ "${run#*-}" = base ] && tree=.tmp/ab-base
-        step 200 "ttft-ab-$run" bash -c "cd $tree && exec node --import tsx bench/run.ts ttft --shape llama3.1-8b --contexts 8192 \
-          --question 64 --backend webgpu --kv synthetic --modes inject-int4,inject-transform,peer-host-hit --edge-shm \
-          --engine-thread --runs 5 --warmup 1 --recompute-warmup 0 --max-seconds 170 --out ttft-ab-$run"
-        mv "$tree/bench/results/ttft-ab-$run.json" "$DIR/" 2>/dev/null || echo "   no ttft-ab-$run.json"
+      sides=(this)
+      printf '{' > "$DIR/ab-bases.json"
+      for i in "${!bases[@]}"; do
+        side=base$((i + 1))
+        rm -rf ".tmp/ab-$side"
+        git worktree add --detach ".tmp/ab-$side" "${bases[$i]}" >/dev/null || exit 1
+        ln -s "$PWD/node_modules" ".tmp/ab-$side/node_modules"
+        [ "$i" -gt 0 ] && printf ', ' >> "$DIR/ab-bases.json"
+        printf '"%s": "%s"' "$side" "$(git -C ".tmp/ab-$side" rev-parse HEAD)" >> "$DIR/ab-bases.json"
+        sides+=("$side")
       done
-      git worktree remove --force .tmp/ab-base ;;
+      echo '}' >> "$DIR/ab-bases.json"
+      order=("${sides[@]}")
+      for ((i = ${#sides[@]} - 1; i >= 0; i--)); do order+=("${sides[$i]}"); done
+      for n in "${!order[@]}"; do
+        side=${order[$n]} tree=.
+        [ "$side" != this ] && tree=.tmp/ab-$side
+        name=ttft-ab-$((n + 1))-$side
+        step 150 "$name" bash -c "cd $tree && exec node --import tsx bench/run.ts ttft --shape llama3.1-8b --contexts 8192 \
+          --question 64 --backend webgpu --kv synthetic --modes inject-int4,peer-host-hit --edge-shm --engine-thread \
+          --runs 5 --warmup 1 --recompute-warmup 0 --max-seconds 120 --out $name"
+        mv "$tree/bench/results/$name.json" "$DIR/" 2>/dev/null || echo "   no $name.json"
+      done
+      for side in "${sides[@]:1}"; do git worktree remove --force ".tmp/ab-$side"; done ;;
     placed)
       for order in a:shm-interleaved,shm-placed,shm-placed-arrival b:shm-placed-arrival,shm-placed,shm-interleaved; do
         bench 120 "delivery-placed-${order%%:*}" delivery --objects 32 --tokens 256 --codecs int4 --rounds 4 --stages "${order#*:}"

@@ -23,8 +23,8 @@
  *                             sha256, ABBA)
  *   ttft-shm-order-*.json  -> bench/results/ttft-shm-order-gpu.json (the fast path's hand-over interleaved against each
  *                             object whole, ABBA)
- *   ttft-ab-*.json         -> bench/results/ttft-ab-gpu.json (this checkout against the commit in ab-base.json, ABBA;
- *                             each record marked with its side and commit)
+ *   ttft-ab-*.json         -> bench/results/ttft-ab-gpu.json (this checkout against the commits in ab-bases.json, in
+ *                             the order this, base1, ..., then back; each record marked with its side and commit)
  *   ttft-handover-*.json   -> bench/results/ttft-handover-gpu.json (engine thread: blocks direct from the fetch threads
  *                             against through the event loop, ABBA)
  *   compare-transformers.json -> bench/results/gpu/compare-transformers.json
@@ -33,7 +33,7 @@
  *   node --import tsx tools/gpu/merge-results.ts <folder>
  */
 import { existsSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { BenchRecord, BenchResultFile } from '../../bench/report.ts';
 
@@ -91,20 +91,33 @@ function mergeBenchRuns(files: string[], name: string, source: Source): object {
 }
 
 /**
- * The ab part's runs: those of the base commit ran in its worktree, the others in this checkout. Each record is
- * marked with its side and commit, since both sides' records sit in one list.
+ * The ab part's runs, each named ttft-ab-<n>-<side>.json: side `this` ran in this checkout, `base1`, `base2`, ... in
+ * worktrees of the commits ab-bases.json names. Each record is marked with its side and commit, since every side's
+ * records sit in one list. A base may be this checkout's own commit only when the checkout had uncommitted changes.
  */
-function mergeAb(files: string[], base: string, source: Source): object {
-  if (base === source.commit) throw new Error(`ab-base.json names this checkout's own commit ${base}: compare with another`);
-  const runs = readRuns(files, [source.commit, base]);
-  const side = (run: BenchResultFile): string => (run.commit === base ? 'base' : 'this');
+function mergeAb(files: string[], bases: Record<string, string>, source: Source): object {
+  const commitOf = (side: string): string => {
+    const commit = side === 'this' ? source.commit : bases[side];
+    if (commit === undefined) throw new Error(`no commit for side ${side} in ab-bases.json`);
+    return commit;
+  };
+  for (const [side, commit] of Object.entries(bases))
+    if (commit === source.commit && !source.uncommittedChanges)
+      throw new Error(`${side} is this checkout's own commit ${commit} with nothing changed: compare with another`);
+  const runs = readRuns(files, [source.commit, ...Object.values(bases)]).map(({ file, run }) => {
+    const side = /^ttft-ab-\d+-(\w+)\.json$/.exec(basename(file))?.[1];
+    if (side === undefined) throw new Error(`${file} is not named ttft-ab-<n>-<side>.json`);
+    if (run.commit !== commitOf(side)) throw new Error(`${file} measured ${run.commit}, not ${side}'s ${commitOf(side)}`);
+    return { side, run };
+  });
+  const sideOf = (side: string) => (side === 'this' ? { side, ...revision(source) } : { side, commit: bases[side]! });
   return {
     name: 'ttft-ab',
     commands: runs.map(({ run }) => run.command),
     ...revision(source),
-    base,
-    runs: runs.map(({ run }) => ({ side: side(run), commit: run.commit, command: run.command, date: run.date, host: run.host })),
-    records: runs.flatMap(({ run }) => run.records.map((r) => ({ side: side(run), commit: run.commit, ...r }))),
+    bases,
+    runs: runs.map(({ side, run }) => ({ ...sideOf(side), command: run.command, date: run.date, host: run.host })),
+    records: runs.flatMap(({ side, run }) => run.records.map((r) => ({ ...sideOf(side), ...r }))),
   };
 }
 
@@ -135,7 +148,7 @@ function main(folder: string | undefined): void {
   if (abFiles.length > 0) {
     writeAtomically(
       join(RESULTS, 'ttft-ab-gpu.json'),
-      mergeAb(abFiles, readJson<{ commit: string }>(join(folder, 'ab-base.json')).commit, source),
+      mergeAb(abFiles, readJson<Record<string, string>>(join(folder, 'ab-bases.json')), source),
     );
     merged++;
   }
