@@ -1,5 +1,5 @@
 /**
- * A thread that places routed objects as the engine's thread does, minus the engine (placing-thread-main.ts): the
+ * A thread that places routed objects as the engine's thread does, minus the engine (placing-worker.ts): the
  * time from the first request to every object's layer 0 placed there says when a layer-gated question could start.
  */
 import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
@@ -26,7 +26,7 @@ export interface Placed {
 export type PlacingReply = { ok: true; placed: Placed } | { ok: false; message: string };
 
 export class PlacingThread {
-  private readonly worker = new Worker(new URL('./placing-thread.js', import.meta.url));
+  private readonly worker = new Worker(new URL('./placing-worker.js', import.meta.url));
 
   /** Routes `readers` to the thread and places them there; resolves with when (on this thread's clock). */
   async place(readers: readonly KVObjectReader[], order: PlacingOrder): Promise<{ layer0At: number; placedAt: number; blocks: number }> {

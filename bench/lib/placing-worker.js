@@ -2,4 +2,4 @@
 import { register } from 'tsx/esm/api';
 
 register();
-await import('./placing-thread-main.ts');
+await import('./placing-worker.ts');
