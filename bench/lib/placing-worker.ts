@@ -2,8 +2,8 @@
  * The engine thread's side of the overlapped path without an engine, for bench/delivery.ts's shm-placed stages.
  * Routed objects arrive as on the engine's thread (engine-adapter/worker/block-channel.ts), and each block is copied
  * into a staging buffer as the WebGPU injector copies it into mapped memory: the lowest layer first among the blocks
- * that have arrived (engine-adapter/layer-order.ts, what Session does), or each object's blocks as they come (what it
- * did before), to time when every object's layer 0, and the last layer, were placed. Started by placing-worker.js.
+ * that have arrived (engine-adapter/layer-order.ts, as Session places them), or each object's blocks as they come
+ * (the baseline), to time when every object's layer 0, and the last layer, were placed. Started by placing-worker.js.
  */
 import { parentPort } from 'node:worker_threads';
 import { writeInLayerOrder, type LayerSink } from '../../engine-adapter/layer-order.ts';
