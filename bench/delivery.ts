@@ -64,7 +64,7 @@ import { EDGE_HEADERS, kvPath, shmObjectName } from '../edge/protocol.ts';
 import { startEdge, type RunningEdge } from '../edge/server/main.ts';
 import { ChunkFetch, type ChunkTier } from '../kdn/query/fetch-chunk.ts';
 import { KvFetchPool } from '../kdn/query/kv-fetch-pool.ts';
-import { inThreadFetcher, type KvFetcher } from '../kdn/query/kv-fetcher.ts';
+import { inThreadFetcher, type KvFetcher, type KvFetchOptions } from '../kdn/query/kv-fetcher.ts';
 import { codecFromString, encodeKVObject, readKVObject, tokenHash, type LayerDigestVersion } from '../storage/kv-object/index.ts';
 import type { CodecName, KVExpectation, KVHeader, KVLayerBlock, KVObjectReader } from '../storage/kv-object/types.ts';
 import { kvTensors, tokenIds } from '../fixtures/kv-data.ts';
@@ -219,19 +219,28 @@ function heldReader(held: Fixture['held']): KVObjectReader {
   return { header: held.header, layers: layers() };
 }
 
+/** Every fixture object requested at once, under one signal as run-query passes it (every request listens on it). */
+function fetchAll(fetcher: KvFetcher, f: Fixture, options: KvFetchOptions = {}): ChunkFetch[] {
+  const signal = new AbortController().signal;
+  setMaxListeners(f.keys.length * 2, signal);
+  return f.keys.map((key) => new ChunkFetch(fetcher, key, f.expect, signal, options));
+}
+
+/** Throws unless every fetch came from `tier`: a figure from another path would be mislabelled. */
+function checkTier(fetches: readonly ChunkFetch[], tier: ChunkTier): void {
+  const other = fetches.find((fetch) => fetch.tier !== tier);
+  if (other) throw new KdnError('INTERNAL', `a chunk came from tier ${other.tier}, not ${tier}`);
+}
+
 /**
  * The product's path: every chunk fetched at once, injected in order (run-query.ts's injectContext without the engine).
  * `tier` (the shm stages): every chunk must have come that way, or the figure would be another path's.
  */
 async function injectAll(fetcher: KvFetcher, f: Fixture, sink: InjectTarget, tier?: ChunkTier): Promise<void> {
-  const signal = new AbortController().signal;
-  // One signal per query, as run-query passes it: every request in flight listens on it.
-  setMaxListeners(f.keys.length * 2, signal);
-  const fetches = f.keys.map((key) => new ChunkFetch(fetcher, key, f.expect, signal));
+  const fetches = fetchAll(fetcher, f);
   for (const fetch of fetches) await sink.injectKV(await fetch.reader, sink.length);
   await Promise.all(fetches.map((fetch) => fetch.done));
-  const other = tier === undefined ? undefined : fetches.find((fetch) => fetch.tier !== tier);
-  if (other) throw new KdnError('INTERNAL', `a chunk came from tier ${other.tier}, not ${tier}`);
+  if (tier !== undefined) checkTier(fetches, tier);
 }
 
 interface StageResult {
@@ -247,9 +256,7 @@ interface StageResult {
  * layers consumed as they come. Returns when every object's layer 0 had come, from `t0`.
  */
 async function fetchTogether(fetcher: KvFetcher, f: Fixture, interleave: boolean, t0: number): Promise<number> {
-  const signal = new AbortController().signal;
-  setMaxListeners(f.keys.length * 2, signal);
-  const fetches = f.keys.map((key) => new ChunkFetch(fetcher, key, f.expect, signal, { interleave }));
+  const fetches = fetchAll(fetcher, f, { interleave });
   const readers = await Promise.all(fetches.map((fetch) => fetch.reader));
   const perLayer = new Array<number>(f.layers).fill(0);
   let layer0Ms = Number.NaN;
@@ -262,8 +269,7 @@ async function fetchTogether(fetcher: KvFetcher, f: Fixture, interleave: boolean
   );
   await Promise.all(fetches.map((fetch) => fetch.done));
   if (perLayer.some((n) => n !== f.keys.length)) throw new Error(`layers consumed per index: ${perLayer.join(' ')}`);
-  const other = fetches.find((fetch) => fetch.tier !== 'shm');
-  if (other) throw new KdnError('INTERNAL', `a chunk came from tier ${other.tier}, not shm`);
+  checkTier(fetches, 'shm');
   return layer0Ms;
 }
 
@@ -273,15 +279,12 @@ async function fetchTogether(fetcher: KvFetcher, f: Fixture, interleave: boolean
  */
 async function placeTogether(ctx: StageContext, f: Fixture, order: PlacingOrder, t0: number): Promise<number> {
   const { pool, thread } = ctx.placing.open();
-  const signal = new AbortController().signal;
-  setMaxListeners(f.keys.length * 2, signal);
-  const fetches = f.keys.map((key) => new ChunkFetch(pool, key, f.expect, signal, { interleave: true }));
+  const fetches = fetchAll(pool, f, { interleave: true });
   const readers = await Promise.all(fetches.map((fetch) => fetch.reader));
   const placed = await thread.place(readers, order);
   await Promise.all(fetches.map((fetch) => fetch.done));
   if (placed.blocks !== f.layers * f.keys.length) throw new Error(`placed ${placed.blocks} blocks of ${f.layers * f.keys.length}`);
-  const other = fetches.find((fetch) => fetch.tier !== 'shm');
-  if (other) throw new KdnError('INTERNAL', `a chunk came from tier ${other.tier}, not shm`);
+  checkTier(fetches, 'shm');
   return placed.layer0At - t0;
 }
 
