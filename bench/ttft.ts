@@ -30,9 +30,9 @@
  * kv_wait_ms waiting for a staging buffer; means over the runs and warmups, from Engine.work) and engine_loop_busy,
  * the share of those queries' time that thread's event loop was active: beside placed_ms they say whether that
  * thread or the delivery bounds it. first_layer_ms is when every chunk's layer 0 was placed, when the question's
- * first layer could run (overlapped and blended paths). With the engine on its own thread (--engine-thread), engine_call_ms is when that
- * thread began the query's inject call, first_block_ms when the context's first block reached it and received_ms its
- * last, beside fetch_ms, when this thread heard the last object had arrived.
+ * first layer could run (overlapped and blended paths). With the engine on its own thread (--engine-thread),
+ * engine_call_ms is when that thread began the query's inject call, first_block_ms when the context's first block
+ * reached it and received_ms its last, beside fetch_ms, when this thread heard the last object had arrived.
  * ttft_ms is the median of --runs after --warmup, each on a new session. Every context size is measured on its
  * own, so one failing (e.g. out of memory) records an error and the run goes on; --max-seconds stops cleanly
  * between measurements and keeps what was gathered.
