@@ -30,14 +30,17 @@
  *   compare-transformers.json -> bench/results/gpu/compare-transformers.json
  * Each merged file names the commit its runs measured (the folder's source.json, which every benchmark file must
  * agree with) and keeps each run's command, date, host and params. A partial run is refused: rerun that part.
- *   node --import tsx tools/gpu/merge-results.ts <folder>
+ *   node --import tsx tools/gpu/merge-results.ts <folder> [--results <dir>]
+ * `--results` writes the merged files under another folder than bench/results (laid out the same way). Nothing is
+ * written unless every file merges.
  */
-import { existsSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { BenchRecord, BenchResultFile } from '../../bench/report.ts';
 
 const RESULTS = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench', 'results');
+const USAGE = 'usage: node --import tsx tools/gpu/merge-results.ts <folder with source.json, from measure.sh> [--results <dir>]';
 
 interface Source {
   commit: string;
@@ -53,6 +56,7 @@ function readJson<T>(file: string): T {
 }
 
 function writeAtomically(file: string, value: unknown): void {
+  mkdirSync(dirname(file), { recursive: true });
   writeFileSync(`${file}.tmp`, `${JSON.stringify(value, null, 1)}\n`);
   renameSync(`${file}.tmp`, file);
   console.log(`wrote ${file}`);
@@ -67,7 +71,6 @@ const filesOf = (folder: string, prefix: string): string[] =>
 const revision = (source: Source): { commit: string; uncommittedChanges?: true } =>
   source.uncommittedChanges ? { commit: source.commit, uncommittedChanges: true } : { commit: source.commit };
 
-/** Benchmark runs of one benchmark (bench/run.ts files) into one file with every run's records. */
 /** Benchmark runs read whole, each measured by one of `commits`; a partial run or another commit is refused. */
 function readRuns(files: string[], commits: readonly string[]): { file: string; run: BenchResultFile }[] {
   const runs = files.map((file) => ({ file, run: readJson<BenchResultFile>(file) }));
@@ -78,6 +81,7 @@ function readRuns(files: string[], commits: readonly string[]): { file: string; 
   return runs;
 }
 
+/** Benchmark runs of one benchmark (bench/run.ts files) into one file with every run's records. */
 function mergeBenchRuns(files: string[], name: string, source: Source): object {
   const runs = readRuns(files, [source.commit]);
   const records: BenchRecord[] = runs.flatMap(({ run }) => run.records);
@@ -121,70 +125,67 @@ function mergeAb(files: string[], bases: Record<string, string>, source: Source)
   };
 }
 
-function main(folder: string | undefined): void {
-  if (!folder || !existsSync(join(folder, 'source.json'))) {
-    throw new Error('usage: node --import tsx tools/gpu/merge-results.ts <folder with source.json, from measure.sh>');
-  }
-  const source = readJson<Source>(join(folder, 'source.json'));
-  let merged = 0;
-  const benchmarks = [
-    ['ttft-gpu-', 'ttft-gpu'],
-    ['engine-gpu-', 'engine-gpu'],
-    ['delivery-gpu-', 'delivery-gpu'],
-    ['delivery-formats-gpu', 'delivery-formats-gpu'],
-    ['delivery-placed-', 'delivery-placed-gpu'],
-    ['ttft-delivery-gpu-', 'ttft-delivery-gpu'],
-    ['load-gpu', 'load-gpu'],
-    ['decode-batch-gpu-', 'decode-batch-gpu'],
-    ['ttft-handover-', 'ttft-handover-gpu'],
-    ['ttft-blend-', 'ttft-blend-gpu'],
-    ['ttft-receive-', 'ttft-receive-gpu'],
-    ['ttft-formats-', 'ttft-formats-gpu'],
-    ['ttft-shm-order-', 'ttft-shm-order-gpu'],
-    ['ttft-codecs-gpu-', 'ttft-codecs-gpu'],
-    ['fidelity-', 'fidelity'],
-  ] as const;
+const BENCHMARKS = [
+  ['ttft-gpu-', 'ttft-gpu'],
+  ['engine-gpu-', 'engine-gpu'],
+  ['delivery-gpu-', 'delivery-gpu'],
+  ['delivery-formats-gpu', 'delivery-formats-gpu'],
+  ['delivery-placed-', 'delivery-placed-gpu'],
+  ['ttft-delivery-gpu-', 'ttft-delivery-gpu'],
+  ['load-gpu', 'load-gpu'],
+  ['decode-batch-gpu-', 'decode-batch-gpu'],
+  ['ttft-handover-', 'ttft-handover-gpu'],
+  ['ttft-blend-', 'ttft-blend-gpu'],
+  ['ttft-receive-', 'ttft-receive-gpu'],
+  ['ttft-formats-', 'ttft-formats-gpu'],
+  ['ttft-shm-order-', 'ttft-shm-order-gpu'],
+  ['ttft-codecs-gpu-', 'ttft-codecs-gpu'],
+  ['fidelity-', 'fidelity'],
+] as const;
+
+/** Tools that print one JSON report per shape (`<name>-<shape>.json`), kept whole under gpu/. */
+const REPORTS = ['profile-forward', 'profile-expand', 'profile-inject', 'profile-question', 'dawn-poll-cost'];
+
+/** Every merged file the folder makes, by its path under the results folder; throws before any is written. */
+function mergeFolder(folder: string, source: Source): Map<string, object> {
+  const out = new Map<string, object>();
   const abFiles = filesOf(folder, 'ttft-ab-');
-  if (abFiles.length > 0) {
-    writeAtomically(
-      join(RESULTS, 'ttft-ab-gpu.json'),
-      mergeAb(abFiles, readJson<Record<string, string>>(join(folder, 'ab-bases.json')), source),
-    );
-    merged++;
-  }
-  for (const [prefix, name] of benchmarks) {
+  if (abFiles.length > 0)
+    out.set('ttft-ab-gpu.json', mergeAb(abFiles, readJson<Record<string, string>>(join(folder, 'ab-bases.json')), source));
+  for (const [prefix, name] of BENCHMARKS) {
     const files = filesOf(folder, prefix);
-    if (files.length === 0) continue;
-    writeAtomically(join(RESULTS, `${name}.json`), mergeBenchRuns(files, name.replace(/-gpu$/, ''), source));
-    merged++;
+    if (files.length > 0) out.set(`${name}.json`, mergeBenchRuns(files, name.replace(/-gpu$/, ''), source));
   }
-  // Each a tool's one JSON report per shape (`<name>-<shape>.json`), kept whole.
-  for (const name of ['profile-forward', 'profile-expand', 'profile-inject', 'profile-question', 'dawn-poll-cost']) {
+  for (const name of REPORTS) {
     const files = filesOf(folder, `${name}-`);
-    if (files.length === 0) continue;
-    writeAtomically(join(RESULTS, 'gpu', `${name}.json`), {
-      name,
-      ...revision(source),
-      shapes: files.map((file) => readJson<object>(file)),
-    });
-    merged++;
+    if (files.length > 0)
+      out.set(join('gpu', `${name}.json`), { name, ...revision(source), shapes: files.map((file) => readJson<object>(file)) });
   }
   const comparison = join(folder, 'compare-transformers.json');
   if (existsSync(comparison)) {
     const command = 'python3 tools/gpu/compare-transformers.py --backend webgpu --dtype float16 --out compare-transformers.json';
-    const report = readJson<object>(comparison);
-    const file = { name: 'compare-transformers', command, ...revision(source), ...report };
-    writeAtomically(join(RESULTS, 'gpu', 'compare-transformers.json'), file);
-    merged++;
+    out.set(join('gpu', 'compare-transformers.json'), {
+      name: 'compare-transformers',
+      command,
+      ...revision(source),
+      ...readJson<object>(comparison),
+    });
   }
-  if (merged === 0) {
-    const parts = '8b, 8b-long, 1b, engine, hot, forward, compare, expand or transform';
-    throw new Error(`nothing to merge in ${folder}: run measure.sh's ${parts} parts first`);
-  }
+  return out;
+}
+
+function main(args: readonly string[]): void {
+  const [folder, flag, results = RESULTS, ...rest] = args;
+  const known = flag === undefined ? args.length === 1 : flag === '--results' && args.length === 3;
+  if (!folder || !known || rest.length > 0) throw new Error(USAGE);
+  if (!existsSync(join(folder, 'source.json'))) throw new Error(`${folder} has no source.json: is it measure.sh's folder?\n${USAGE}`);
+  const merged = mergeFolder(folder, readJson<Source>(join(folder, 'source.json')));
+  if (merged.size === 0) throw new Error(`nothing to merge in ${folder}: run some of measure.sh's parts first (its header lists them)`);
+  for (const [path, value] of merged) writeAtomically(join(results, path), value);
 }
 
 try {
-  main(process.argv[2]);
+  main(process.argv.slice(2));
 } catch (err) {
   console.error(err instanceof Error ? err.message : String(err));
   process.exitCode = 1;
