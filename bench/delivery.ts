@@ -21,6 +21,9 @@
  *             each block into a staging buffer as the injector does (bench/lib/placing-thread.ts): the lowest layer
  *             first among the blocks that have arrived (as Session places them, engine-adapter/layer-order.ts), or
  *             each object's blocks as they come; `layer0Ms` is when every object's layer 0 was placed there;
+ *   placed:   the same over sockets (the threads stage routed to that thread, lowest layer first): as kdn runs a query
+ *             with the engine on its own thread and no same-host edge; the placing thread sends buffers back as the
+ *             engine's does, and the fetch threads receive later objects into them (kdn/query/receive-buffers.ts);
  * and on a WebGPU adapter (asked for by name, not run by default), the engine's injection without a model
  * (bench/lib/gpu-inject-target.ts), each record with the host's time in the writes and the wait for the GPU:
  *   gpu-staged: verified blocks held in memory, staged and copied to the GPU only (no expansion);
@@ -41,7 +44,7 @@
  *
  *   npm run bench -- delivery [--objects 16] [--parallel 16] [--rounds 5] [--codecs fp16,int8,int4]
  *                             [--stages ceiling,fetch,verified,pipeline,product,threads,shm-read,shm,shm-interleaved,shm-whole,
- *                                       shm-placed,shm-placed-arrival,gpu-staged,gpu,engine,shm-engine]
+ *                                       shm-placed,shm-placed-arrival,placed,gpu-staged,gpu,engine,shm-engine]
  *                             [--fetch-threads N] [--format-versions 1,2]
  *                             [--layers 32 --kv-heads 8 --head-dim 128 --tokens 256] [--before <file>]
  */
@@ -89,6 +92,7 @@ const CPU_STAGES = [
   'shm-whole',
   'shm-placed',
   'shm-placed-arrival',
+  'placed',
 ] as const;
 const GPU_STAGES = ['gpu-staged', 'gpu', 'engine', 'shm-engine'] as const;
 const STAGES = [...CPU_STAGES, ...GPU_STAGES] as const;
@@ -201,8 +205,12 @@ interface StageContext {
   pool: KvFetchPool;
   /** Reading the edge's shared-memory folder first (the same-host fast path). */
   shmPool: KvFetchPool;
-  /** The same, its objects routed to another thread (opened on first use). */
-  placing: { pool?: KvFetchPool; thread?: PlacingThread; open(): { pool: KvFetchPool; thread: PlacingThread } };
+  /** A pool whose objects are routed to another thread, over the fast path or sockets only (opened on first use). */
+  placing: {
+    pools: Map<boolean, KvFetchPool>;
+    thread?: PlacingThread;
+    open(sharedMemory: boolean): { pool: KvFetchPool; thread: PlacingThread };
+  };
   edge: RunningEdge;
   agent: Agent;
   sign: EdgeSigner;
@@ -274,17 +282,17 @@ async function fetchTogether(fetcher: KvFetcher, f: Fixture, interleave: boolean
 }
 
 /**
- * The overlapped path's fetch over the fast path, every object routed to the placing thread and placed there in
- * `order`. Returns when every object's layer 0 was placed, from `t0`.
+ * The overlapped path's fetch, over the fast path or sockets only, every object routed to the placing thread and
+ * placed there in `order`. Returns when every object's layer 0 was placed, from `t0`.
  */
-async function placeTogether(ctx: StageContext, f: Fixture, order: PlacingOrder, t0: number): Promise<number> {
-  const { pool, thread } = ctx.placing.open();
+async function placeTogether(ctx: StageContext, f: Fixture, order: PlacingOrder, sharedMemory: boolean, t0: number): Promise<number> {
+  const { pool, thread } = ctx.placing.open(sharedMemory);
   const fetches = fetchAll(pool, f, { interleave: true });
   const readers = await Promise.all(fetches.map((fetch) => fetch.reader));
   const placed = await thread.place(readers, order);
   await Promise.all(fetches.map((fetch) => fetch.done));
   if (placed.blocks !== f.layers * f.keys.length) throw new Error(`placed ${placed.blocks} blocks of ${f.layers * f.keys.length}`);
-  checkTier(fetches, 'shm');
+  checkTier(fetches, sharedMemory ? 'shm' : 'memory');
   return placed.layer0At - t0;
 }
 
@@ -302,7 +310,10 @@ async function measureStage(stage: Stage, f: Fixture, ctx: StageContext): Promis
       break;
     case 'shm-placed':
     case 'shm-placed-arrival':
-      layer0Ms = await placeTogether(ctx, f, stage === 'shm-placed' ? 'layer' : 'arrival', t0);
+      layer0Ms = await placeTogether(ctx, f, stage === 'shm-placed' ? 'layer' : 'arrival', true, t0);
+      break;
+    case 'placed':
+      layer0Ms = await placeTogether(ctx, f, 'layer', false, t0);
       break;
     case 'gpu-staged':
     case 'gpu':
@@ -417,11 +428,13 @@ export async function run(args: string[]): Promise<BenchReport> {
     },
   };
   const placing: StageContext['placing'] = {
-    open() {
+    pools: new Map(),
+    open(sharedMemory) {
       // Not delivered eagerly: a worker holds each object's blocks until it is routed.
-      this.pool ??= new KvFetchPool(clientOptions, a.fetchThreads, { sharedMemory: true });
+      let pool = this.pools.get(sharedMemory);
+      if (pool === undefined) this.pools.set(sharedMemory, (pool = new KvFetchPool(clientOptions, a.fetchThreads, { sharedMemory })));
       this.thread ??= new PlacingThread();
-      return { pool: this.pool, thread: this.thread };
+      return { pool, thread: this.thread };
     },
   };
   const ctx: StageContext = { client, pool, shmPool, placing, edge, agent, sign: secretSigner(secret), parallel: a.parallel, gpu };
@@ -509,7 +522,7 @@ export async function run(args: string[]): Promise<BenchReport> {
     client.close();
     await pool.close();
     await shmPool.close();
-    await placing.pool?.close();
+    for (const placingPool of placing.pools.values()) await placingPool.close();
     await placing.thread?.close();
     await edge.close();
     await rm(dir, { recursive: true, force: true });

@@ -341,12 +341,12 @@ describe('benchmarks on a tiny model', () => {
     expect(engine.records[0]!.note).to.match(/--max-seconds 0.001 budget reached/);
   });
 
-  it('delivery: the shm-placed stages place every object on a thread of their own and say when layer 0 was', async () => {
+  it('delivery: the placed stages place every object on a thread of their own and say when layer 0 was', async () => {
     const report = await runDelivery([
       ...['--objects', '4', '--tokens', '16', '--layers', '4', '--kv-heads', '2', '--head-dim', '16', '--codecs', 'int4'],
-      ...['--rounds', '1', '--fetch-threads', '2', '--stages', 'shm-interleaved,shm-placed,shm-placed-arrival'],
+      ...['--rounds', '1', '--fetch-threads', '2', '--stages', 'shm-interleaved,shm-placed,shm-placed-arrival,placed'],
     ]);
-    expect(report.records.map((r) => r.stage)).to.deep.equal(['shm-interleaved', 'shm-placed', 'shm-placed-arrival']);
+    expect(report.records.map((r) => r.stage)).to.deep.equal(['shm-interleaved', 'shm-placed', 'shm-placed-arrival', 'placed']);
     for (const r of report.records) expect(num(r, 'layer0Ms')).to.be.within(0, num(r, 'ms'));
   });
 
