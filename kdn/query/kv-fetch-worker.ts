@@ -34,11 +34,12 @@ function post(message: FromWorker, transfer: ArrayBuffer[] = []): void {
 }
 
 /**
- * The block's own ArrayBuffer when it spans all of it, else a copy in a buffer of its own (a block cut from a larger
- * socket chunk, whose buffer the reader still uses). A copy, not .slice(): on a Buffer that is a view of the same
- * memory, and transferring it would detach the chunk under the reader.
+ * The block's own ArrayBuffer when it spans all of it or was received into a receive buffer, else a copy in a buffer
+ * of its own (a block cut from a larger socket chunk, whose buffer the reader still uses). A copy, not .slice(): on a
+ * Buffer that is a view of the same memory, and transferring it would detach the chunk under the reader.
  */
 function owned(bytes: Uint8Array): Uint8Array {
+  if (buffers.owns(bytes)) return bytes;
   if (bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength && bytes.buffer instanceof ArrayBuffer) return bytes;
   const copy = buffers.take(bytes.byteLength);
   copy.set(bytes);
@@ -100,7 +101,7 @@ async function receiveOverHttp(
 ): Promise<void> {
   const got = await client.get(key, { signal });
   progress.received = () => got.body.received;
-  const reader = await readKVObject(got.body, expect, { hashOffThread: false });
+  const reader = await readKVObject(got.body, expect, { hashOffThread: false, receiveInto: (size) => buffers.take(size) });
   if (resume === undefined) post({ type: 'header', id, header: reader.header, servedFrom: got.servedFrom, edge: got.edge });
   else if (isDeepStrictEqual(reader.header, resume.header)) post({ type: 'source', id, servedFrom: got.servedFrom, edge: got.edge });
   else throw new KdnError('KV_MISMATCH', `the edge's copy of ${key} differs from its shared-memory file`, { hint: 'refetch the object' });

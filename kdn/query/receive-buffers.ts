@@ -20,6 +20,8 @@ export interface ReceiveBufferStats {
 export class ReceiveBuffers {
   readonly stats: ReceiveBufferStats = { reusedBytes: 0, freshBytes: 0 };
   private free: ArrayBuffer[] = [];
+  /** The buffers of the views handed out and not yet given back (owns). */
+  private readonly out = new WeakSet<ArrayBuffer>();
   private heldBytes = 0;
   private trim: NodeJS.Timeout | undefined;
 
@@ -37,7 +39,10 @@ export class ReceiveBuffers {
     return this.heldBytes;
   }
 
-  /** A `size`-byte view at the start of a buffer of its own (the view's buffer may be larger; transfer it whole). */
+  /**
+   * A `size`-byte view at the start of a buffer of its own (the view's buffer may be larger; transfer it whole). Its
+   * bytes are not zeroed: the caller writes all of them before reading any.
+   */
   take(size: number): Uint8Array {
     this.touch();
     let best = -1;
@@ -45,18 +50,27 @@ export class ReceiveBuffers {
       const b = this.free[i]!.byteLength;
       if (b >= size && b <= Math.max(size * MAX_SLACK, STEP_BYTES) && (best < 0 || b < this.free[best]!.byteLength)) best = i;
     }
+    let buffer: ArrayBuffer;
     if (best < 0) {
       this.stats.freshBytes += size;
-      return new Uint8Array(new ArrayBuffer(Math.max(STEP_BYTES, Math.ceil(size / STEP_BYTES) * STEP_BYTES)), 0, size);
+      buffer = Buffer.allocUnsafeSlow(Math.max(STEP_BYTES, Math.ceil(size / STEP_BYTES) * STEP_BYTES)).buffer as ArrayBuffer;
+    } else {
+      this.stats.reusedBytes += size;
+      buffer = this.free.splice(best, 1)[0]!;
+      this.heldBytes -= buffer.byteLength;
     }
-    this.stats.reusedBytes += size;
-    const [buffer] = this.free.splice(best, 1);
-    this.heldBytes -= buffer!.byteLength;
-    return new Uint8Array(buffer!, 0, size);
+    this.out.add(buffer);
+    return new Uint8Array(buffer, 0, size);
+  }
+
+  /** Whether `view` is one `take` handed out, its buffer free to transfer whole. */
+  owns(view: Uint8Array): boolean {
+    return view.byteOffset === 0 && view.buffer instanceof ArrayBuffer && this.out.has(view.buffer);
   }
 
   /** Keeps `buffer` for a later take, unless that would hold more than the cap (it is then left to the collector). */
   give(buffer: ArrayBuffer): void {
+    this.out.delete(buffer);
     if (buffer.byteLength === 0 || this.heldBytes + buffer.byteLength > this.capBytes) return;
     this.free.push(buffer);
     this.heldBytes += buffer.byteLength;

@@ -5,6 +5,12 @@ import { HEADER_HASH_BYTES, PREAMBLE_BYTES, parseHeader, parsePreamble } from '.
 import { checkExpectation } from './header.ts';
 import { openLayerBlock, openLayerBlockOffThread } from './layer-block.ts';
 
+/** Where a read's bytes are assembled when they span chunks: a view of exactly `size` bytes, written whole. */
+type Allocate = (size: number) => Uint8Array;
+
+// Not zero-filled: every byte is written before it is returned, and a short stream throws instead.
+const newBuffer: Allocate = (size) => Buffer.allocUnsafe(size);
+
 /**
  * Pulls exact byte counts out of a chunk stream, holding only the bytes asked for plus the rest of the
  * current chunk (so at most one layer block plus one incoming chunk).
@@ -28,10 +34,9 @@ class ExactReader {
   }
 
   /** Exactly `n` bytes; a stream that ends first is a truncated object. */
-  async read(n: number, what: string): Promise<Uint8Array> {
+  async read(n: number, what: string, allocate: Allocate = newBuffer): Promise<Uint8Array> {
     if (this.pending.length >= n) return this.take(n);
-    // Not zero-filled: every byte is written below before `out` is returned, and a short stream throws instead.
-    const out = Buffer.allocUnsafe(n);
+    const out = allocate(n);
     out.set(this.pending);
     let filled = this.pending.length;
     this.pending = new Uint8Array(0);
@@ -82,6 +87,12 @@ export interface ReadKVOptions {
    * runs on a worker of its own (kdn/query/kv-fetch-worker.ts) hashes where it is.
    */
   hashOffThread?: boolean;
+  /**
+   * Where a layer block that spans several of the stream's chunks is assembled (default: a new buffer each), e.g.
+   * buffers used again (kdn/query/receive-buffers.ts). It must return a view of exactly `size` bytes that nothing
+   * else uses; the block's bytes, and so the view, go to the consumer.
+   */
+  receiveInto?: Allocate;
 }
 
 export async function readKVObject(
@@ -102,14 +113,14 @@ export async function readKVObject(
     await input.close();
     throw err;
   }
-  return { header, layers: layerBlocks(input, header, options.hashOffThread ?? true) };
+  return { header, layers: layerBlocks(input, header, options.hashOffThread ?? true, options.receiveInto ?? newBuffer) };
 }
 
-async function* layerBlocks(input: ExactReader, header: KVHeader, offThread: boolean): AsyncGenerator<KVLayerBlock> {
+async function* layerBlocks(input: ExactReader, header: KVHeader, offThread: boolean, into: Allocate): AsyncGenerator<KVLayerBlock> {
   try {
     for (let i = 0; i < header.layers; i++) {
       const size = header.layerOffsets[i + 1]! - header.layerOffsets[i]!;
-      const stored = await input.read(size, `layer ${i}`);
+      const stored = await input.read(size, `layer ${i}`, into);
       const block = offThread ? await openLayerBlockOffThread(header, i, stored) : openLayerBlock(header, i, stored);
       if (i === header.layers - 1) await input.expectEnd();
       yield block;

@@ -22,6 +22,17 @@ describe('ReceiveBuffers', () => {
     expect(buffers.take(3 * 2 ** 20).buffer).to.equal(big.buffer);
   });
 
+  it('owns the views it handed out until their buffer comes back, and no other view', () => {
+    const buffers = new ReceiveBuffers(8 * 2 ** 20);
+    const view = buffers.take(100_000);
+    expect(buffers.owns(view)).to.equal(true);
+    expect(buffers.owns(view.subarray(1))).to.equal(false);
+    expect(buffers.owns(new Uint8Array(100_000))).to.equal(false);
+    buffers.give(view.buffer as ArrayBuffer);
+    expect(buffers.owns(view)).to.equal(false);
+    expect(buffers.owns(buffers.take(100_000))).to.equal(true);
+  });
+
   it('holds at most its cap, and nothing with a cap of 0', () => {
     const buffers = new ReceiveBuffers(2 ** 20);
     const [a, b] = [buffers.take(700_000), buffers.take(700_000)];

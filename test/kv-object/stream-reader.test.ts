@@ -79,6 +79,26 @@ describe('kv-object/stream-reader', () => {
     expect(seen[0]).to.be.below(bytes.length);
   });
 
+  it('assembles each block that spans chunks in the views receiveInto gives, and reads the same', async () => {
+    const bytes = object('fp16');
+    const want = decodeKVObject(bytes).tensors.perLayer;
+    const views: Uint8Array[] = [];
+    const receiveInto = (size: number): Uint8Array => {
+      views.push(new Uint8Array(new ArrayBuffer(size + 64), 0, size));
+      return views.at(-1)!;
+    };
+    const reader = await readKVObject(asAsync(chunked(bytes, () => 100)), undefined, { hashOffThread: false, receiveInto });
+    const blocks = [];
+    for await (const block of reader.layers) blocks.push(block);
+    // The header is read into buffers of the reader's own; every layer block is larger than a chunk.
+    expect(views).to.have.length(SHAPE.layers);
+    blocks.forEach((block, i) => expect(block.encoded, `layer ${i}`).to.equal(views[i]));
+    same(
+      blocks.map((b) => b.decode()),
+      want,
+    );
+  });
+
   it('a stream cut mid-object yields only the complete layers, then throws KV_CORRUPT', async () => {
     const bytes = object('int8');
     const header = readKVHeader(bytes);
