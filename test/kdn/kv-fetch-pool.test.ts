@@ -2,13 +2,16 @@ import { expect } from 'chai';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout } from 'node:timers/promises';
 import { MessageChannel } from 'node:worker_threads';
 import { EdgeClient } from '../../edge/client/client.ts';
 import { startEdge, type RunningEdge } from '../../edge/server/main.ts';
+import { BlockChannel } from '../../engine-adapter/worker/block-channel.ts';
+import { isRoutable } from '../../engine-adapter/worker/routed-stream.ts';
 import { KvFetchPool } from '../../kdn/query/kv-fetch-pool.ts';
 import { inThreadFetcher, type KvFetcher } from '../../kdn/query/kv-fetcher.ts';
 import type { PoolReader } from '../../kdn/query/pool-transfer.ts';
-import { codecFromString, encodeKVObject, tokenHash } from '../../storage/kv-object/index.ts';
+import { codecFromString, encodeKVObject, readKVHeader, tokenHash } from '../../storage/kv-object/index.ts';
 import type { KVExpectation, KVLayerBlock } from '../../storage/kv-object/types.ts';
 import { kvTensors, tokenIds } from '../../fixtures/kv-data.ts';
 import { TEST_EDGE_SECRET } from '../edge/helpers.ts';
@@ -99,6 +102,35 @@ describe('KvFetchPool: chunk objects received and verified on worker threads', (
         fromLoop.map((b) => Buffer.from(b.encoded).toString('hex')),
       );
     }
+  });
+
+  it('assembles blocks larger than a socket chunk in receive buffers, later ones in those sent back after injection', async () => {
+    // Routed to a channel on this thread as to the engine's, which sends each block's buffer back once it is read.
+    const receive = async (): Promise<Buffer> => {
+      const { reader } = await pool.open('kv/pool/fp16.kv', EXPECT, new AbortController().signal);
+      const { port1, port2 } = new MessageChannel();
+      expect(isRoutable(reader) && reader.route(port2)).to.equal(true);
+      const channel = new BlockChannel(reader.header);
+      channel.listen(port1);
+      const layers: Buffer[] = [];
+      for await (const block of channel.reader.layers) layers.push(Buffer.from(block.encoded));
+      channel.close();
+      return Buffer.concat(layers);
+    };
+    const object = objects.get('fp16')!;
+    // fp16 blocks are stored as they are encoded: the object's tail, layer after layer.
+    const payload = object.subarray(object.length - readKVHeader(object).layerOffsets[SHAPE.layers]!);
+    const start = pool.receiveBuffers;
+    const since = () => ({
+      fresh: pool.receiveBuffers.freshBytes - start.freshBytes,
+      reused: pool.receiveBuffers.reusedBytes - start.reusedBytes,
+    });
+    const rounds = 4;
+    for (let i = 0; i < rounds; i++) expect((await receive()).equals(payload), `object ${i}`).to.equal(true);
+    for (let i = 0; i < 200 && since().fresh + since().reused < rounds * payload.length; i++) await setTimeout(10);
+    expect(since().fresh + since().reused, JSON.stringify(since())).to.equal(rounds * payload.length);
+    // Which buffer a block lands in depends on when the buffers come back, but objects after the first find some.
+    expect(since().reused, JSON.stringify(since())).to.be.at.least(payload.length);
   });
 
   it('serves many objects at once over its threads', async () => {
