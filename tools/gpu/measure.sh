@@ -42,7 +42,8 @@
 #            over interleaved (kdn's overlapped path) against each object whole, four runs in the order interleaved,
 #            whole, whole, interleaved (bench/results/ttft-shm-order-gpu.json)
 #   ab       this checkout against the commits AB_BASE names (AB_BASE="<commit> [<commit> ...]" bash tools/gpu/measure.sh
-#            ab): 8B TTFT at 8k (int4) over the fast path, engine on its own thread, beside the peer's host-memory hit;
+#            ab): 8B TTFT at 8k (int4) over the fast path (AB_PATH=http: over sockets), engine on its own thread,
+#            beside the peer's host-memory hit;
 #            one run per side in the order this, base1, base2, ..., then back (this, base, base, this for one base),
 #            each base from a git worktree sharing node_modules (bench/results/ttft-ab-gpu.json, each record marked
 #            with its side and commit; this checkout may be its HEAD plus uncommitted changes)          ~1 min a run
@@ -197,6 +198,11 @@ for part in "$@"; do
       done ;;
     ab)
       read -r -a bases <<< "${AB_BASE:?ab compares with the commits AB_BASE names: AB_BASE=\"<commit> [<commit> ...]\"}"
+      case "${AB_PATH:-shm}" in
+        shm) path_flag=--edge-shm ;;
+        http) path_flag= ;;
+        *) echo "AB_PATH is shm (the same-host fast path, default) or http (sockets), not $AB_PATH" >&2; exit 2 ;;
+      esac
       git worktree prune
       sides=(this)
       printf '{' > "$DIR/ab-bases.json"
@@ -217,7 +223,7 @@ for part in "$@"; do
         [ "$side" != this ] && tree=.tmp/ab-$side
         name=ttft-ab-$((n + 1))-$side
         step 150 "$name" bash -c "cd $tree && exec node --import tsx bench/run.ts ttft --shape llama3.1-8b --contexts 8192 \
-          --question 64 --backend webgpu --kv synthetic --modes inject-int4,peer-host-hit --edge-shm --engine-thread \
+          --question 64 --backend webgpu --kv synthetic --modes inject-int4,peer-host-hit $path_flag --engine-thread \
           --runs 5 --warmup 1 --recompute-warmup 0 --max-seconds 120 --out $name"
         mv "$tree/bench/results/$name.json" "$DIR/" 2>/dev/null || echo "   no $name.json"
       done
