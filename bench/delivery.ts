@@ -21,6 +21,8 @@
  *             each block into a staging buffer as the injector does (bench/lib/placing-thread.ts): the lowest layer
  *             first among the blocks that have arrived (as Session places them, engine-adapter/layer-order.ts), or
  *             each object's blocks as they come; `layer0Ms` is when every object's layer 0 was placed there;
+ *             `--place-cost-us N` keeps that thread busy N us more per block, as the engine's thread is with its
+ *             other work, so that it falls behind the fetch threads as the engine's does on a GPU host;
  *   placed:   the same over sockets (the threads stage routed to that thread, lowest layer first): as kdn runs a query
  *             with the engine on its own thread and no same-host edge; the placing thread sends buffers back as the
  *             engine's does, and the fetch threads receive later objects into them (kdn/query/receive-buffers.ts);
@@ -45,7 +47,7 @@
  *   npm run bench -- delivery [--objects 16] [--parallel 16] [--rounds 5] [--codecs fp16,int8,int4]
  *                             [--stages ceiling,fetch,verified,pipeline,product,threads,shm-read,shm,shm-interleaved,shm-whole,
  *                                       shm-placed,shm-placed-arrival,placed,gpu-staged,gpu,engine,shm-engine]
- *                             [--fetch-threads N] [--format-versions 1,2]
+ *                             [--fetch-threads N] [--format-versions 1,2] [--place-cost-us 0]
  *                             [--layers 32 --kv-heads 8 --head-dim 128 --tokens 256] [--before <file>]
  */
 import { randomBytes } from 'node:crypto';
@@ -108,6 +110,7 @@ interface DeliveryArgs {
   shape: { layers: number; kvHeads: number; headDim: number; tokens: number };
   formats: LayerDigestVersion[];
   before: string | undefined;
+  placeCostUs: number;
 }
 
 function parse(args: string[]): DeliveryArgs {
@@ -124,6 +127,7 @@ function parse(args: string[]): DeliveryArgs {
     before: { type: 'string' },
     'fetch-threads': { type: 'string' },
     'format-versions': { type: 'string' },
+    'place-cost-us': { type: 'string' },
   });
   return {
     objects: positiveInt(values.objects, 16, 'objects'),
@@ -140,6 +144,7 @@ function parse(args: string[]): DeliveryArgs {
     },
     formats: formatVersions(values['format-versions']),
     before: values.before,
+    placeCostUs: positiveInt(values['place-cost-us'], 0, 'place-cost-us'),
   };
 }
 
@@ -433,7 +438,7 @@ export async function run(args: string[]): Promise<BenchReport> {
       // Not delivered eagerly: a worker holds each object's blocks until it is routed.
       let pool = this.pools.get(sharedMemory);
       if (pool === undefined) this.pools.set(sharedMemory, (pool = new KvFetchPool(clientOptions, a.fetchThreads, { sharedMemory })));
-      this.thread ??= new PlacingThread();
+      this.thread ??= new PlacingThread(a.placeCostUs);
       return { pool, thread: this.thread };
     },
   };
@@ -512,6 +517,7 @@ export async function run(args: string[]): Promise<BenchReport> {
           'GB/s (and ms) of stored object bytes from the first request to the last layer consumed, median over rounds after one ' +
           'warmup round; gpu stages: hostWriteMs inside the injector writes, gpuWaitMs from the last write to the GPU done',
         ...(a.before ? { before: a.before } : {}),
+        ...(a.placeCostUs > 0 ? { placeCostUs: a.placeCostUs } : {}),
       },
       records,
     };

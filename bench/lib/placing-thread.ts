@@ -26,7 +26,15 @@ export interface Placed {
 export type PlacingReply = { ok: true; placed: Placed } | { ok: false; message: string };
 
 export class PlacingThread {
-  private readonly worker = new Worker(new URL('./placing-worker.js', import.meta.url));
+  private readonly worker: Worker;
+
+  /**
+   * `blockCostUs`: the thread stays busy this long more per block placed, standing in for the engine thread's other
+   * work per block (expansion records, submissions, Dawn's events), so that it can fall behind its fetch threads.
+   */
+  constructor(blockCostUs = 0) {
+    this.worker = new Worker(new URL('./placing-worker.js', import.meta.url), { workerData: { blockCostUs } });
+  }
 
   /** Routes `readers` to the thread and places them there; resolves with when (on this thread's clock). */
   async place(readers: readonly KVObjectReader[], order: PlacingOrder): Promise<{ layer0At: number; placedAt: number; blocks: number }> {

@@ -5,7 +5,7 @@
  * that have arrived (engine-adapter/layer-order.ts, as Session places them), or each object's blocks as they come
  * (the baseline), to time when every object's layer 0, and the last layer, were placed. Started by placing-worker.js.
  */
-import { parentPort } from 'node:worker_threads';
+import { parentPort, workerData } from 'node:worker_threads';
 import { writeInLayerOrder, type LayerSink } from '../../engine-adapter/layer-order.ts';
 import { BlockChannel } from '../../engine-adapter/worker/block-channel.ts';
 import type { KVLayerBlock } from '../../storage/kv-object/types.ts';
@@ -15,11 +15,15 @@ import type { PlaceRequest, Placed, PlacingReply } from './placing-thread.ts';
 const STAGING_BYTES = 16 * 1024 * 1024;
 const staging = new Uint8Array(STAGING_BYTES);
 let used = 0;
+const { blockCostUs } = workerData as { blockCostUs: number };
 
+/** Copies the block as the injector does, then stays busy for blockCostUs (placing-thread.ts). */
 function copy(bytes: Uint8Array): void {
+  const until = performance.now() + blockCostUs / 1000;
   if (used + bytes.length > staging.length) used = 0;
   staging.set(bytes, used);
   used += Math.ceil(bytes.length / 16) * 16;
+  while (performance.now() < until);
 }
 
 /** Each object's blocks in the order they come, every object at once. */
