@@ -382,26 +382,31 @@ async function readBefore(file: string): Promise<Map<string, number>> {
   return new Map(parsed.records.map((r) => [`${String(r.codec)}/${String(r.format ?? 1)}/${String(r.stage)}`, Number(r.GBps)]));
 }
 
-export async function run(args: string[]): Promise<BenchReport> {
-  const a = parse(args);
-  const before = a.before === undefined ? undefined : await readBefore(a.before);
-  const ids = tokenIds(a.shape.tokens);
+interface Encoded {
+  codec: CodecName;
+  format: LayerDigestVersion;
+  bytes: Buffer;
+}
+
+/** One object per codec and format version (every key of a fixture holds the same one). */
+function encodeObjects(a: DeliveryArgs): Encoded[] {
   const tensors = kvTensors(a.shape, 42);
-  const encoded = a.codecs.flatMap((codec) =>
+  return a.codecs.flatMap((codec) =>
     a.formats.map((format) => ({
       codec,
       format,
       bytes: encodeKVObject(tensors, {
         modelFingerprint: 'bench-delivery',
-        tokenIds: ids,
+        tokenIds: tokenIds(a.shape.tokens),
         codec: codecFromString(codec),
         formatVersion: format,
       }),
     })),
   );
-  const totalBytes = encoded.reduce((sum, { bytes }) => sum + bytes.length * a.objects, 0);
+}
 
-  const dir = await mkdtemp(join(tmpdir(), 'kdn-bench-delivery-'));
+/** The edge (in process, a memory tier large enough for every object, mirrored in shared memory) and the stages' parts. */
+async function openStages(a: DeliveryArgs, encoded: readonly Encoded[], dir: string): Promise<StageContext> {
   const shmDir = existsSync('/dev/shm') ? '/dev/shm' : join(dir, 'shm');
   await mkdir(shmDir, { recursive: true });
   const secret = randomBytes(24).toString('hex');
@@ -409,7 +414,7 @@ export async function run(args: string[]): Promise<BenchReport> {
     {
       port: 0,
       host: '127.0.0.1',
-      memoryBytes: Math.ceil(totalBytes * 1.1),
+      memoryBytes: Math.ceil(encoded.reduce((sum, { bytes }) => sum + bytes.length * a.objects, 0) * 1.1),
       diskBytes: 0,
       diskPath: join(dir, 'disk'),
       originUrl: `file:${join(dir, 'origin')}`,
@@ -420,117 +425,157 @@ export async function run(args: string[]): Promise<BenchReport> {
     { log: pino({ name: 'bench-edge', level: process.env.LOG_LEVEL ?? 'warn' }, pino.destination(2)) },
   );
   const clientOptions = { edges: [edge.url], timeoutMs: 60_000, maxSockets: 64, secret };
-  const client = new EdgeClient(clientOptions);
-  // Every stage reads the pools' objects on this event loop, as an engine on it does (kdn's deliverEagerly case).
-  const pool = new KvFetchPool(clientOptions, a.fetchThreads, { sharedMemory: false, deliverEagerly: true });
-  const shmPool = new KvFetchPool(clientOptions, a.fetchThreads, { sharedMemory: true, deliverEagerly: true });
-  const agent = new Agent({ keepAlive: true, maxSockets: 64 });
   const capacity = a.objects * a.shape.tokens;
-  const gpu: StageContext['gpu'] = {
-    async open(expand) {
-      if (expand) return (this.expanded ??= await GpuInjectTarget.open(a.shape, capacity, true));
-      return (this.staged ??= await GpuInjectTarget.open(a.shape, capacity, false));
-    },
-  };
-  const placing: StageContext['placing'] = {
-    pools: new Map(),
-    open(sharedMemory) {
-      // Not delivered eagerly: a worker holds each object's blocks until it is routed.
-      let pool = this.pools.get(sharedMemory);
-      if (pool === undefined) this.pools.set(sharedMemory, (pool = new KvFetchPool(clientOptions, a.fetchThreads, { sharedMemory })));
-      this.thread ??= new PlacingThread(a.placeCostUs);
-      return { pool, thread: this.thread };
-    },
-  };
-  const ctx: StageContext = { client, pool, shmPool, placing, edge, agent, sign: secretSigner(secret), parallel: a.parallel, gpu };
-  try {
-    const fixtures: Fixture[] = [];
-    for (const { codec, format, bytes } of encoded) {
-      const keys = Array.from(
-        { length: a.objects },
-        (_, i) => `kv/bench/delivery/${codec}/v${format}/chunk-${String(i).padStart(4, '0')}.kv`,
-      );
-      for (const key of keys) await client.put(key, bytes);
-      await edge.shm!.settled();
-      const expect = { modelFingerprint: 'bench-delivery', ...a.shape, tokenHash: tokenHash(ids) };
-      const reader = await readKVObject(Readable.from([bytes]), expect);
-      const blocks: KVLayerBlock[] = [];
-      for await (const block of reader.layers) blocks.push(block);
-      fixtures.push({
-        codec,
-        format,
-        keys,
-        objectBytes: bytes.length,
-        layers: a.shape.layers,
-        expect,
-        held: { header: reader.header, blocks },
-      });
-    }
-    const samples = new Map<string, StageResult[]>();
-    for (let r = 0; r <= a.rounds; r++) {
-      for (const f of fixtures) {
-        for (const stage of a.stages) {
-          const result = await measureStage(stage, f, ctx);
-          if (r === 0) continue; // warmup: sockets open, JIT warm
-          const key = `${f.codec}/${f.format}/${stage}`;
-          samples.set(key, [...(samples.get(key) ?? []), result]);
-        }
-      }
-      if (r > 0) process.stderr.write(`delivery: round ${r}/${a.rounds} done\n`);
-    }
-    const records: BenchRecord[] = [];
-    for (const f of fixtures) {
-      const ceilingRounds = samples.get(`${f.codec}/${f.format}/ceiling`)?.map((s) => s.gbps);
-      for (const stage of a.stages) {
-        const results = samples.get(`${f.codec}/${f.format}/${stage}`)!;
-        const rounds = results.map((s) => s.gbps);
-        const gbps = median(rounds);
-        const gpuTimes = results.flatMap((s) => (s.gpu ? [s.gpu] : []));
-        const was = before?.get(`${f.codec}/${f.format}/${stage}`);
-        records.push({
-          codec: f.codec,
-          format: f.format,
-          stage,
-          objectMB: round(f.objectBytes / 1e6),
-          GBps: round(gbps, 3),
-          ofCeiling: ceilingRounds ? round(gbps / median(ceilingRounds), 3) : null,
-          ms: round(median(results.map((s) => s.ms))),
-          hostWriteMs: gpuTimes.length > 0 ? round(median(gpuTimes.map((t) => t.hostWriteMs))) : null,
-          gpuWaitMs: gpuTimes.length > 0 ? round(median(gpuTimes.map((t) => t.settleMs))) : null,
-          layer0Ms: results[0]!.layer0Ms === null ? null : round(median(results.map((s) => s.layer0Ms!))),
-          ...(before
-            ? { beforeGBps: was === undefined ? null : round(was, 3), speedup: was === undefined ? null : round(gbps / was, 3) }
-            : {}),
-          rounds: rounds.map((v) => round(v, 3)).join(' '),
-        });
-      }
-    }
-    return {
-      params: {
-        objects: a.objects,
-        parallel: a.parallel,
-        fetchThreads: a.fetchThreads,
-        rounds: a.rounds,
-        shape: `${a.shape.layers} layers x ${a.shape.kvHeads} kv heads x ${a.shape.headDim} head dim x ${a.shape.tokens} tokens`,
-        edge: 'in process, memory tier, signed requests, loopback HTTP (same event loop as the client); shm stages: its tmpfs mirror',
-        timing:
-          'GB/s (and ms) of stored object bytes from the first request to the last layer consumed, median over rounds after one ' +
-          'warmup round; gpu stages: hostWriteMs inside the injector writes, gpuWaitMs from the last write to the GPU done',
-        ...(a.before ? { before: a.before } : {}),
-        ...(a.placeCostUs > 0 ? { placeCostUs: a.placeCostUs } : {}),
+  return {
+    client: new EdgeClient(clientOptions),
+    // Every stage reads the pools' objects on this event loop, as an engine on it does (kdn's deliverEagerly case).
+    pool: new KvFetchPool(clientOptions, a.fetchThreads, { sharedMemory: false, deliverEagerly: true }),
+    shmPool: new KvFetchPool(clientOptions, a.fetchThreads, { sharedMemory: true, deliverEagerly: true }),
+    placing: {
+      pools: new Map(),
+      open(sharedMemory) {
+        // Not delivered eagerly: a worker holds each object's blocks until it is routed.
+        let pool = this.pools.get(sharedMemory);
+        if (pool === undefined) this.pools.set(sharedMemory, (pool = new KvFetchPool(clientOptions, a.fetchThreads, { sharedMemory })));
+        this.thread ??= new PlacingThread(a.placeCostUs);
+        return { pool, thread: this.thread };
       },
-      records,
-    };
+    },
+    edge,
+    agent: new Agent({ keepAlive: true, maxSockets: 64 }),
+    sign: secretSigner(secret),
+    parallel: a.parallel,
+    gpu: {
+      async open(expand) {
+        if (expand) return (this.expanded ??= await GpuInjectTarget.open(a.shape, capacity, true));
+        return (this.staged ??= await GpuInjectTarget.open(a.shape, capacity, false));
+      },
+    },
+  };
+}
+
+async function closeStages(ctx: StageContext): Promise<void> {
+  await ctx.gpu.staged?.close();
+  await ctx.gpu.expanded?.close();
+  ctx.agent.destroy();
+  ctx.client.close();
+  await ctx.pool.close();
+  await ctx.shmPool.close();
+  for (const pool of ctx.placing.pools.values()) await pool.close();
+  await ctx.placing.thread?.close();
+  await ctx.edge.close();
+}
+
+/** Puts each object under --objects keys at the edge (and its shared-memory mirror), and holds its verified layers. */
+async function putFixtures(a: DeliveryArgs, encoded: readonly Encoded[], ctx: StageContext): Promise<Fixture[]> {
+  const fixtures: Fixture[] = [];
+  for (const { codec, format, bytes } of encoded) {
+    const keys = Array.from(
+      { length: a.objects },
+      (_, i) => `kv/bench/delivery/${codec}/v${format}/chunk-${String(i).padStart(4, '0')}.kv`,
+    );
+    for (const key of keys) await ctx.client.put(key, bytes);
+    await ctx.edge.shm!.settled();
+    const expect = { modelFingerprint: 'bench-delivery', ...a.shape, tokenHash: tokenHash(tokenIds(a.shape.tokens)) };
+    const reader = await readKVObject(Readable.from([bytes]), expect);
+    const blocks: KVLayerBlock[] = [];
+    for await (const block of reader.layers) blocks.push(block);
+    fixtures.push({
+      codec,
+      format,
+      keys,
+      objectBytes: bytes.length,
+      layers: a.shape.layers,
+      expect,
+      held: { header: reader.header, blocks },
+    });
+  }
+  return fixtures;
+}
+
+const sampleKey = (f: Fixture, stage: Stage): string => `${f.codec}/${f.format}/${stage}`;
+
+/** Every stage of every fixture once per round, stages interleaved; the first round is a warmup. */
+async function measureRounds(a: DeliveryArgs, fixtures: readonly Fixture[], ctx: StageContext): Promise<Map<string, StageResult[]>> {
+  const samples = new Map<string, StageResult[]>();
+  for (let r = 0; r <= a.rounds; r++) {
+    for (const f of fixtures) {
+      for (const stage of a.stages) {
+        const result = await measureStage(stage, f, ctx);
+        if (r === 0) continue; // warmup: sockets open, JIT warm
+        samples.set(sampleKey(f, stage), [...(samples.get(sampleKey(f, stage)) ?? []), result]);
+      }
+    }
+    if (r > 0) process.stderr.write(`delivery: round ${r}/${a.rounds} done\n`);
+  }
+  return samples;
+}
+
+/** One record per fixture and stage: medians over the rounds, and each round's GB/s. */
+function toRecords(
+  a: DeliveryArgs,
+  fixtures: readonly Fixture[],
+  samples: Map<string, StageResult[]>,
+  before: Map<string, number> | undefined,
+): BenchRecord[] {
+  return fixtures.flatMap((f) => {
+    const ceilingRounds = samples.get(sampleKey(f, 'ceiling'))?.map((s) => s.gbps);
+    return a.stages.map((stage) => {
+      const results = samples.get(sampleKey(f, stage))!;
+      const rounds = results.map((s) => s.gbps);
+      const gbps = median(rounds);
+      const gpuTimes = results.flatMap((s) => (s.gpu ? [s.gpu] : []));
+      const was = before?.get(sampleKey(f, stage));
+      return {
+        codec: f.codec,
+        format: f.format,
+        stage,
+        objectMB: round(f.objectBytes / 1e6),
+        GBps: round(gbps, 3),
+        ofCeiling: ceilingRounds ? round(gbps / median(ceilingRounds), 3) : null,
+        ms: round(median(results.map((s) => s.ms))),
+        hostWriteMs: gpuTimes.length > 0 ? round(median(gpuTimes.map((t) => t.hostWriteMs))) : null,
+        gpuWaitMs: gpuTimes.length > 0 ? round(median(gpuTimes.map((t) => t.settleMs))) : null,
+        layer0Ms: results[0]!.layer0Ms === null ? null : round(median(results.map((s) => s.layer0Ms!))),
+        ...(before
+          ? { beforeGBps: was === undefined ? null : round(was, 3), speedup: was === undefined ? null : round(gbps / was, 3) }
+          : {}),
+        rounds: rounds.map((v) => round(v, 3)).join(' '),
+      };
+    });
+  });
+}
+
+export async function run(args: string[]): Promise<BenchReport> {
+  const a = parse(args);
+  const before = a.before === undefined ? undefined : await readBefore(a.before);
+  const encoded = encodeObjects(a);
+  const dir = await mkdtemp(join(tmpdir(), 'kdn-bench-delivery-'));
+  try {
+    const ctx = await openStages(a, encoded, dir);
+    try {
+      const fixtures = await putFixtures(a, encoded, ctx);
+      const records = toRecords(a, fixtures, await measureRounds(a, fixtures, ctx), before);
+      return {
+        params: {
+          objects: a.objects,
+          parallel: a.parallel,
+          fetchThreads: a.fetchThreads,
+          rounds: a.rounds,
+          shape: `${a.shape.layers} layers x ${a.shape.kvHeads} kv heads x ${a.shape.headDim} head dim x ${a.shape.tokens} tokens`,
+          edge: 'in process, memory tier, signed requests, loopback HTTP (same event loop as the client); shm stages: its tmpfs mirror',
+          timing:
+            'GB/s (and ms) of stored object bytes from the first request to the last layer consumed, median over rounds after one ' +
+            'warmup round; gpu stages: hostWriteMs inside the injector writes, gpuWaitMs from the last write to the GPU done',
+          ...(a.before ? { before: a.before } : {}),
+          ...(a.placeCostUs > 0 ? { placeCostUs: a.placeCostUs } : {}),
+        },
+        records,
+      };
+    } finally {
+      await closeStages(ctx);
+    }
   } finally {
-    await gpu.staged?.close();
-    await gpu.expanded?.close();
-    agent.destroy();
-    client.close();
-    await pool.close();
-    await shmPool.close();
-    for (const placingPool of placing.pools.values()) await placingPool.close();
-    await placing.thread?.close();
-    await edge.close();
     await rm(dir, { recursive: true, force: true });
   }
 }
