@@ -391,13 +391,14 @@ interface Encoded {
 /** One object per codec and format version (every key of a fixture holds the same one). */
 function encodeObjects(a: DeliveryArgs): Encoded[] {
   const tensors = kvTensors(a.shape, 42);
+  const ids = tokenIds(a.shape.tokens);
   return a.codecs.flatMap((codec) =>
     a.formats.map((format) => ({
       codec,
       format,
       bytes: encodeKVObject(tensors, {
         modelFingerprint: 'bench-delivery',
-        tokenIds: tokenIds(a.shape.tokens),
+        tokenIds: ids,
         codec: codecFromString(codec),
         formatVersion: format,
       }),
@@ -469,6 +470,7 @@ async function closeStages(ctx: StageContext): Promise<void> {
 /** Puts each object under --objects keys at the edge (and its shared-memory mirror), and holds its verified layers. */
 async function putFixtures(a: DeliveryArgs, encoded: readonly Encoded[], ctx: StageContext): Promise<Fixture[]> {
   const fixtures: Fixture[] = [];
+  const expect = { modelFingerprint: 'bench-delivery', ...a.shape, tokenHash: tokenHash(tokenIds(a.shape.tokens)) };
   for (const { codec, format, bytes } of encoded) {
     const keys = Array.from(
       { length: a.objects },
@@ -476,7 +478,6 @@ async function putFixtures(a: DeliveryArgs, encoded: readonly Encoded[], ctx: St
     );
     for (const key of keys) await ctx.client.put(key, bytes);
     await ctx.edge.shm!.settled();
-    const expect = { modelFingerprint: 'bench-delivery', ...a.shape, tokenHash: tokenHash(tokenIds(a.shape.tokens)) };
     const reader = await readKVObject(Readable.from([bytes]), expect);
     const blocks: KVLayerBlock[] = [];
     for await (const block of reader.layers) blocks.push(block);
