@@ -144,7 +144,7 @@ function parse(args: string[]): DeliveryArgs {
     },
     formats: formatVersions(values['format-versions']),
     before: values.before,
-    placeCostUs: positiveInt(values['place-cost-us'], 0, 'place-cost-us'),
+    placeCostUs: values['place-cost-us'] === '0' ? 0 : positiveInt(values['place-cost-us'], 0, 'place-cost-us'),
   };
 }
 

@@ -359,6 +359,7 @@ describe('benchmarks on a tiny model', () => {
     expect((await rejection(runTtft(['--shape', 'tiny', '--contexts', '0']))).code).to.equal('INVALID_ARGUMENT');
     expect((await rejection(runEngine(['--model', join(root, 'missing')]))).code).to.equal('NOT_FOUND');
     expect((await rejection(runFidelity(['--model', model, '--codecs', 'int3']))).code).to.equal('INVALID_ARGUMENT');
+    expect((await rejection(runDelivery(['--place-cost-us', '-5']))).code).to.equal('INVALID_ARGUMENT');
   });
 
   it('decode-batch: tokens/s alone and together per sequence count, together in steps of all of them', async () => {
