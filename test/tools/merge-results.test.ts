@@ -121,12 +121,29 @@ describe('tools/gpu/merge-results.ts', function () {
     await put('ttft-ab-2-base1.json', runFile(BASE, [{ mode: 'inject-int4', ms: 120 }]));
     const { code, out } = await merge([folder, '--results', results]);
     expect(code, out).to.equal(0);
-    const ab = await merged('ttft-ab-gpu.json');
+    const ab = await merged('ttft-ab-http-gpu.json');
     expect(ab).to.include({ name: 'ttft-ab', commit: HEAD, uncommittedChanges: true });
     expect(ab.records).to.deep.equal([
       { side: 'this', commit: HEAD, uncommittedChanges: true, mode: 'inject-int4', ms: 100 },
       { side: 'base1', commit: BASE, mode: 'inject-int4', ms: 120 },
     ]);
+  });
+
+  it('names the A/B file by the path its runs took, and refuses runs that mix the fast path and sockets', async () => {
+    await put('source.json', { commit: HEAD, uncommittedChanges: false });
+    await put('ab-bases.json', { base1: BASE });
+    await put('ttft-ab-1-this.json', runFile(HEAD, [], { command: 'ttft --edge-shm --runs 1' }));
+    await put('ttft-ab-2-base1.json', runFile(BASE, [], { command: 'ttft --edge-shm --runs 1' }));
+    let got = await merge([folder, '--results', results]);
+    expect(got.code, got.out).to.equal(0);
+    expect(await readdir(results)).to.deep.equal(['ttft-ab-shm-gpu.json']);
+
+    await rm(join(results, 'ttft-ab-shm-gpu.json'));
+    await put('ttft-ab-2-base1.json', runFile(BASE, []));
+    got = await merge([folder, '--results', results]);
+    expect(got.code).to.equal(1);
+    expect(got.out).to.match(/mix the fast path \(--edge-shm\) and sockets/);
+    expect(await readdir(results)).to.deep.equal([]);
   });
 
   it("refuses an A/B run whose commit is not its side's, and a base equal to an unchanged checkout", async () => {

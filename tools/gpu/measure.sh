@@ -45,8 +45,9 @@
 #            ab): 8B TTFT at 8k (int4) over the fast path (AB_PATH=http: over sockets), engine on its own thread,
 #            beside the peer's host-memory hit;
 #            one run per side in the order this, base1, base2, ..., then back (this, base, base, this for one base),
-#            each base from a git worktree sharing node_modules (bench/results/ttft-ab-gpu.json, each record marked
-#            with its side and commit; this checkout may be its HEAD plus uncommitted changes)          ~1 min a run
+#            each base from a git worktree sharing node_modules (bench/results/ttft-ab-shm-gpu.json, over sockets
+#            ttft-ab-http-gpu.json; each record marked with its side and commit; this checkout may be its HEAD plus
+#            uncommitted changes)                                                                       ~1 min a run
 #   placed   the fast path's objects routed to a thread that places them as the engine's thread does (no GPU): when
 #            every object's layer 0 was placed, lowest layer first (Session's order) against each object's blocks as
 #            they come, stage orders A B C then C B A (bench/results/delivery-placed-gpu.json)             ~1 min
@@ -64,7 +65,7 @@ set -u
 cd "$(dirname "$0")/../.."
 DIR=.tmp/gpu-results
 if [ "${1:-}" = "--out" ]; then DIR=${2:?--out needs a folder}; shift 2; fi
-[ $# -gt 0 ] || { sed -n '2,50p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+[ $# -gt 0 ] || { sed -n '2,/^[^#]/{/^#/p}' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 mkdir -p "$DIR"
 
 source_json() { # the commit this checkout measures, and whether tracked files outside bench/results differ from it

@@ -23,8 +23,9 @@
  *                             sha256, ABBA)
  *   ttft-shm-order-*.json  -> bench/results/ttft-shm-order-gpu.json (the fast path's hand-over interleaved against each
  *                             object whole, ABBA)
- *   ttft-ab-*.json         -> bench/results/ttft-ab-gpu.json (this checkout against the commits in ab-bases.json, in
- *                             the order this, base1, ..., then back; each record marked with its side and commit)
+ *   ttft-ab-*.json         -> bench/results/ttft-ab-shm-gpu.json, or ttft-ab-http-gpu.json when the runs went over
+ *                             sockets (this checkout against the commits in ab-bases.json, in the order this, base1,
+ *                             ..., then back; each record marked with its side and commit)
  *   ttft-handover-*.json   -> bench/results/ttft-handover-gpu.json (engine thread: blocks direct from the fetch threads
  *                             against through the event loop, ABBA)
  *   compare-transformers.json -> bench/results/gpu/compare-transformers.json
@@ -99,7 +100,7 @@ function mergeBenchRuns(files: string[], name: string, source: Source): object {
  * worktrees of the commits ab-bases.json names. Each record is marked with its side and commit, since every side's
  * records sit in one list. A base may be this checkout's own commit only when the checkout had uncommitted changes.
  */
-function mergeAb(files: string[], bases: Record<string, string>, source: Source): object {
+function mergeAb(files: string[], bases: Record<string, string>, source: Source): { commands: string[]; [key: string]: unknown } {
   const commitOf = (side: string): string => {
     const commit = side === 'this' ? source.commit : bases[side];
     if (commit === undefined) throw new Error(`no commit for side ${side} in ab-bases.json`);
@@ -123,6 +124,16 @@ function mergeAb(files: string[], bases: Record<string, string>, source: Source)
     runs: runs.map(({ side, run }) => ({ ...sideOf(side), command: run.command, date: run.date, host: run.host })),
     records: runs.flatMap(({ side, run }) => run.records.map((r) => ({ ...sideOf(side), ...r }))),
   };
+}
+
+/**
+ * Which path an A/B folder's runs took (measure.sh AB_PATH): comparisons over the fast path and over sockets are
+ * different benchmarks, each with its current file.
+ */
+function abPath(commands: readonly string[]): 'shm' | 'http' {
+  const paths = new Set(commands.map((command) => (/ --edge-shm\b/.test(command) ? 'shm' : 'http')));
+  if (paths.size !== 1) throw new Error('the ab runs mix the fast path (--edge-shm) and sockets: rerun the ab part');
+  return [...paths][0]!;
 }
 
 const BENCHMARKS = [
@@ -150,8 +161,10 @@ const REPORTS = ['profile-forward', 'profile-expand', 'profile-inject', 'profile
 function mergeFolder(folder: string, source: Source): Map<string, object> {
   const out = new Map<string, object>();
   const abFiles = filesOf(folder, 'ttft-ab-');
-  if (abFiles.length > 0)
-    out.set('ttft-ab-gpu.json', mergeAb(abFiles, readJson<Record<string, string>>(join(folder, 'ab-bases.json')), source));
+  if (abFiles.length > 0) {
+    const ab = mergeAb(abFiles, readJson<Record<string, string>>(join(folder, 'ab-bases.json')), source);
+    out.set(`ttft-ab-${abPath(ab.commands)}-gpu.json`, ab);
+  }
   for (const [prefix, name] of BENCHMARKS) {
     const files = filesOf(folder, prefix);
     if (files.length > 0) out.set(`${name}.json`, mergeBenchRuns(files, name.replace(/-gpu$/, ''), source));
