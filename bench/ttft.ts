@@ -29,13 +29,14 @@
  * device, kv_submit_ms recording and submitting their expansion in kv_submits batches of kv_dispatches dispatches,
  * kv_wait_ms waiting for a staging buffer; means over the runs and warmups, from Engine.work) and engine_loop_busy,
  * the share of those queries' time that thread's event loop was active: beside placed_ms they say whether that
- * thread or the delivery bounds it. first_layer_ms is when every chunk's layer 0 was placed, when the question's
- * first layer could run (overlapped and blended paths). With the engine on its own thread (--engine-thread),
- * engine_call_ms is when that thread began the query's inject call, first_block_ms when the context's first block
- * reached it and received_ms its last, beside fetch_ms, when this thread heard the last object had arrived.
- * ttft_ms is the median of --runs after --warmup, each on a new session. Every context size is measured on its
- * own, so one failing (e.g. out of memory) records an error and the run goes on; --max-seconds stops cleanly
- * between measurements and keeps what was gathered.
+ * thread or the delivery bounds it; block_wait_ms is how long placing had no block at hand while objects were still
+ * coming (for the rest of placed_ms that thread was writing blocks or busy otherwise). first_layer_ms is when every
+ * chunk's layer 0 was placed, when the question's first layer could run (overlapped and blended paths). With the
+ * engine on its own thread (--engine-thread), engine_call_ms is when that thread began the query's inject call,
+ * first_block_ms when the context's first block reached it and received_ms its last, beside fetch_ms, when this
+ * thread heard the last object had arrived. ttft_ms is the median of --runs after --warmup, each on a new session.
+ * Every context size is measured on its own, so one failing (e.g. out of memory) records an error and the run goes
+ * on; --max-seconds stops cleanly between measurements and keeps what was gathered.
  *
  *   npm run bench -- ttft --shape llama3.1-8b --contexts 1024,4096,8192,16384,32768 --backend webgpu --out ttft-gpu
  *   npm run bench -- ttft --shape shipped --contexts 256,512,1024 --backend cpu --out ttft-cpu
@@ -261,6 +262,7 @@ function record(
     inject_ms: null,
     placed_ms: null,
     first_layer_ms: null,
+    block_wait_ms: null,
     engine_call_ms: null,
     first_block_ms: null,
     received_ms: null,
@@ -425,6 +427,7 @@ interface InjectRun {
   /** Overlapped path: from the start to the context's last layer placed, and to every chunk's layer 0 placed. */
   placedMs: number | null;
   firstLayerMs: number | null;
+  blockWaitMs: number | null;
   /**
    * Overlapped path, engine on its own thread: from the start to that thread beginning the call, to the context's
    * first block reaching it, and to its last.
@@ -491,6 +494,7 @@ function measureInject(
           injectMs: null,
           placedMs: reserveMs + o.placedMs,
           firstLayerMs: reserveMs + o.firstLayerMs,
+          blockWaitMs: o.blockWaitMs,
           handOverMs: o.handOverMs && {
             started: reserveMs + o.handOverMs.started,
             firstBlock: reserveMs + o.handOverMs.firstBlock,
@@ -514,6 +518,7 @@ function measureInject(
         injectMs: timing.injectMs,
         placedMs: null,
         firstLayerMs: null,
+        blockWaitMs: null,
         handOverMs: null,
         questionMs: end - q0,
         bytes: timing.bytes,
@@ -736,6 +741,7 @@ async function measureContext(
               inject_ms: medianOrNull(m.results.map((r) => r.injectMs)),
               placed_ms: medianOrNull(m.results.map((r) => r.placedMs)),
               first_layer_ms: medianOrNull(m.results.map((r) => r.firstLayerMs)),
+              block_wait_ms: medianOrNull(m.results.map((r) => r.blockWaitMs)),
               engine_call_ms: medianOrNull(m.results.map((r) => r.handOverMs?.started ?? null)),
               first_block_ms: medianOrNull(m.results.map((r) => r.handOverMs?.firstBlock ?? null)),
               received_ms: medianOrNull(m.results.map((r) => r.handOverMs?.received ?? null)),

@@ -26,14 +26,16 @@ export interface LayerSink {
  * let the other ports' blocks in, puts layer 0 of every object first.
  *
  * A stream is asked for its next block only once the one before is written (a block's buffer may go back to its
- * sender then, engine-adapter/worker/block-channel.ts). Rejects with the first failure: a stream's, the sink's, or
- * KdnError INTERNAL once `stop` resolves.
+ * sender then, engine-adapter/worker/block-channel.ts). Resolves with the milliseconds it waited with no block at hand
+ * while streams were open: beside how long the writing took, they say whether the blocks' arrival or the thread's
+ * own work held it up. Rejects with the first failure: a stream's, the sink's, or KdnError INTERNAL once `stop`
+ * resolves.
  */
 export async function writeInLayerOrder(
   streams: readonly AsyncIterator<KVLayerBlock>[],
   sink: LayerSink,
   stop: Promise<void>,
-): Promise<void> {
+): Promise<number> {
   const heads: (KVLayerBlock | undefined)[] = new Array(streams.length).fill(undefined);
   let open = streams.length;
   let failure: { error: unknown } | undefined;
@@ -60,13 +62,16 @@ export async function writeInLayerOrder(
   };
   streams.forEach((_, i) => pull(i));
   let since = performance.now();
+  let waited = 0;
   for (;;) {
     if (failure) throw failure.error;
     const i = lowestLayer(heads);
     if (i === -1) {
-      if (open === 0) return;
+      if (open === 0) return waited;
+      const began = performance.now();
       await new Promise<void>((resolve) => (wake = resolve));
       since = performance.now();
+      waited += since - began;
       continue;
     }
     const block = heads[i]!;

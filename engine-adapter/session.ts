@@ -211,14 +211,13 @@ export class BackendSession implements Session {
       const ids = this.tokenIds(tokens);
       const {
         result: out,
-        placedAt,
-        firstLayerAt,
         end,
+        ...times
       } = await this.placeWhileRunning(objects, ids.length, (end, gate) => this.forwardOverContext(ids, end, logits, gate));
       for (let i = this.length; i < end; i++) this.ids.push(INJECTED);
       for (const id of ids) this.ids.push(id);
       this.lastLogits = logits === 'last' ? out : logits === 'all' ? out.slice((ids.length - 1) * this.model.config.vocabSize) : undefined;
-      return { logits: out, placedAt, firstLayerAt };
+      return { logits: out, ...times };
     });
   }
 
@@ -238,7 +237,7 @@ export class BackendSession implements Session {
       all.set(contextIds);
       all.set(prompt, contextIds.length);
       const objects = chunks.map((c) => c.object);
-      const { result, placedAt, firstLayerAt } = await this.placeWhileRunning(objects, prompt.length, (_end, gate) =>
+      const { result, placedAt, firstLayerAt, blockWaitMs } = await this.placeWhileRunning(objects, prompt.length, (_end, gate) =>
         this.backend.blendForward(this.cache, all, start, plan, 'last', gate),
       );
       for (const id of all) this.ids.push(id);
@@ -247,6 +246,7 @@ export class BackendSession implements Session {
         logits: result.logits,
         placedAt,
         firstLayerAt,
+        blockWaitMs,
         recomputed: Math.round(result.meanRows - prompt.length),
         fullLayers: plan.checkLayer ?? 0,
       };
@@ -363,7 +363,7 @@ export class BackendSession implements Session {
     objects: readonly KVObjectReader[],
     extraTokens: number,
     run: (end: number, gate: LayerGate) => Promise<T>,
-  ): Promise<{ result: T; placedAt: number; firstLayerAt: number; end: number }> {
+  ): Promise<{ result: T; placedAt: number; firstLayerAt: number; blockWaitMs: number; end: number }> {
     const positions: number[] = [];
     let end = this.length;
     for (const o of objects) {
@@ -376,9 +376,13 @@ export class BackendSession implements Session {
     await this.backend.reserveKV(this.cache, end + extraTokens);
     const gates = new LayerGates(this.model.config.layers, () => this.backend.flushKVWrites(this.cache));
     let placedAt = 0;
+    let blockWaitMs = 0;
     let placeFailure: { error: unknown } | undefined;
     const placing = this.placeAsTheyArrive(objects, positions, gates).then(
-      () => void (placedAt = performance.now()),
+      (waited) => {
+        placedAt = performance.now();
+        blockWaitMs = waited;
+      },
       (error: unknown) => {
         placeFailure = { error };
         gates.fail(error);
@@ -396,7 +400,7 @@ export class BackendSession implements Session {
     await placing;
     if (placeFailure) throw placeFailure.error;
     await this.backend.settleKVWrites(this.cache);
-    return { result, placedAt, firstLayerAt: gates.firstLayerAt ?? placedAt, end };
+    return { result, placedAt, firstLayerAt: gates.firstLayerAt ?? placedAt, blockWaitMs, end };
   }
 
   /** A blend chunk's token ids, checked against its object's header (count and hash). */
@@ -413,10 +417,10 @@ export class BackendSession implements Session {
 
   /**
    * Writes every object's layers as they arrive, all objects at once and the lowest layer first (layer-order.ts), and
-   * reports to `gates` how many leading layers every object has written. Stops at the first failure (or once the gates
-   * failed because the forward did) and throws it.
+   * reports to `gates` how many leading layers every object has written; resolves with how long it waited for blocks.
+   * Stops at the first failure (or once the gates failed because the forward did) and throws it.
    */
-  private async placeAsTheyArrive(objects: readonly KVObjectReader[], positions: readonly number[], gates: LayerGates): Promise<void> {
+  private async placeAsTheyArrive(objects: readonly KVObjectReader[], positions: readonly number[], gates: LayerGates): Promise<number> {
     const layers = this.model.config.layers;
     const counts = new Array<number>(layers).fill(0);
     const written = new Array<number>(objects.length).fill(0);
@@ -437,8 +441,9 @@ export class BackendSession implements Session {
       ended: (i) => checkLayerCount(written[i]!, objects[i]!.header.layers),
     };
     try {
-      await writeInLayerOrder(streams, sink, gates.stopped);
+      const waited = await writeInLayerOrder(streams, sink, gates.stopped);
       gates.setWritten(layers);
+      return waited;
     } catch (err) {
       // Streams left midway stop reading once their pending read settles (not awaited: it may wait on the network,
       // whose fetch is the caller's to abort).

@@ -79,6 +79,11 @@ export interface InjectedPrefill {
   placedAt: number;
   /** performance.now() when every object's first layer was placed: the prompt's first layer could run from then. */
   firstLayerAt: number;
+  /**
+   * Milliseconds placing had no block at hand while objects were still coming (layer-order.ts): the rest of the time
+   * to placedAt the engine's thread was writing blocks or busy with other work.
+   */
+  blockWaitMs: number;
   /** An engine on its own thread: when the objects reached it; absent where it reads them on the caller's thread. */
   handOver?: HandOverTimes;
 }

@@ -32,6 +32,8 @@ export interface OverlappedTiming {
   /** From the first request to the last layer placed in the cache, and to every object's layer 0 placed. */
   placedMs: number;
   firstLayerMs: number;
+  /** How long placing had no block at hand while objects were still coming (InjectedPrefill.blockWaitMs). */
+  blockWaitMs: number;
   /**
    * An engine on its own thread (else null), from the first request: to that thread beginning the call, to the first
    * block reaching it, and to the last.
@@ -95,7 +97,7 @@ async function fetchTogether(
   const fetched = await Promise.all(opened);
   let lastArrival = t0;
   const arrivals = fetched.map((f) => f.reader.drained.then(() => void (lastArrival = Math.max(lastArrival, performance.now()))));
-  const { logits, placedAt, firstLayerAt, handOver } = await run(fetched.map((f) => f.reader));
+  const { logits, placedAt, firstLayerAt, blockWaitMs, handOver } = await run(fetched.map((f) => f.reader));
   const end = performance.now();
   await Promise.all(arrivals);
   const bytes = fetched.reduce((n, f) => n + f.received(), 0);
@@ -106,6 +108,7 @@ async function fetchTogether(
     fetchMs: lastArrival - t0,
     placedMs: placedAt - t0,
     firstLayerMs: firstLayerAt - t0,
+    blockWaitMs,
     handOverMs,
     questionTailMs: end - placedAt,
     bytes,

@@ -64,10 +64,10 @@ async function inject(
 
 /** When the objects were placed, and how they came (HandOverTimes), on the shared epoch clock. */
 function timesOf(
-  { placedAt, firstLayerAt }: { placedAt: number; firstLayerAt: number },
+  { placedAt, firstLayerAt, blockWaitMs }: { placedAt: number; firstLayerAt: number; blockWaitMs: number },
   channels: readonly BlockChannel[],
   startedAt: number,
-): { placedAtEpoch: number; firstLayerAtEpoch: number; handOverEpoch: HandOverTimes } {
+): { placedAtEpoch: number; firstLayerAtEpoch: number; blockWaitMs: number; handOverEpoch: HandOverTimes } {
   const epoch = (t: number): number => performance.timeOrigin + t;
   const firsts = channels.map((c) => c.firstBlockAt ?? placedAt);
   const ends = channels.map((c) => c.endedAt ?? placedAt);
@@ -76,7 +76,7 @@ function timesOf(
     firstBlockAt: epoch(firsts.length > 0 ? Math.min(...firsts) : placedAt),
     receivedAt: epoch(ends.length > 0 ? Math.max(...ends) : placedAt),
   };
-  return { placedAtEpoch: epoch(placedAt), firstLayerAtEpoch: epoch(firstLayerAt), handOverEpoch };
+  return { placedAtEpoch: epoch(placedAt), firstLayerAtEpoch: epoch(firstLayerAt), blockWaitMs, handOverEpoch };
 }
 
 async function perform(engine: Engine, id: number, call: Call): Promise<{ value: CallValue; transfer?: ArrayBuffer[] }> {

@@ -93,13 +93,15 @@ export type CallValue =
   | { op: 'exportKV'; tensors: KVTensors }
   /**
    * `placedAtEpoch`: performance.timeOrigin + performance.now() on the worker when the objects were placed;
-   * `firstLayerAtEpoch` and `handOverEpoch` likewise for InjectedPrefill.firstLayerAt and types.ts HandOverTimes.
+   * `firstLayerAtEpoch` and `handOverEpoch` likewise for InjectedPrefill.firstLayerAt and types.ts HandOverTimes;
+   * `blockWaitMs` is InjectedPrefill's, a duration.
    */
   | {
       op: 'inject';
       logits?: Float32Array;
       placedAtEpoch?: number;
       firstLayerAtEpoch?: number;
+      blockWaitMs?: number;
       handOverEpoch?: HandOverTimes;
       blended?: { recomputed: number; fullLayers: number };
     }

@@ -405,9 +405,14 @@ class RemoteSession implements Session {
 }
 
 /** An inject answer's times on this thread's clock. */
-function localTimes(value: Extract<CallValue, { op: 'inject' }>): { placedAt: number; firstLayerAt: number; handOver?: HandOverTimes } {
+function localTimes(value: Extract<CallValue, { op: 'inject' }>): {
+  placedAt: number;
+  firstLayerAt: number;
+  blockWaitMs: number;
+  handOver?: HandOverTimes;
+} {
   const local = (epoch: number): number => epoch - performance.timeOrigin;
-  const placed = { placedAt: local(value.placedAtEpoch!), firstLayerAt: local(value.firstLayerAtEpoch!) };
+  const placed = { placedAt: local(value.placedAtEpoch!), firstLayerAt: local(value.firstLayerAtEpoch!), blockWaitMs: value.blockWaitMs! };
   const h = value.handOverEpoch;
   if (h === undefined) return placed;
   return { ...placed, handOver: { startedAt: local(h.startedAt), firstBlockAt: local(h.firstBlockAt), receivedAt: local(h.receivedAt) } };

@@ -212,6 +212,7 @@ describe('benchmarks on a tiny model', () => {
           expect(num(r, 'vs_inject')).to.be.greaterThan(0);
         }
         for (const key of ['fetch_ms', 'placed_ms', 'question_ms', 'vs_recompute']) expect(num(r, key)).to.be.at.least(0);
+        expect(num(r, 'block_wait_ms')).to.be.within(0, num(r, 'placed_ms'));
         expect(r.first_token_matches_recompute).to.be.a('boolean');
       }
       const bytes = (mode: string): number => num(rows.find((r) => r.mode === mode)!, 'bytes');

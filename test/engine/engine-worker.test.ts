@@ -101,9 +101,10 @@ describe('engine on a worker thread (createEngineInWorker)', function () {
         const reader = await fp16Reader(kv, engine.info.fingerprint, chunk);
         if (overlapped) {
           const called = performance.now();
-          const { logits, placedAt, firstLayerAt, handOver } = await session.injectKVAndPrefill([reader], prompt);
+          const { logits, placedAt, firstLayerAt, blockWaitMs, handOver } = await session.injectKVAndPrefill([reader], prompt);
           expect(placedAt).to.be.a('number').and.at.most(performance.now());
           expect(firstLayerAt).to.be.within(called - 1, placedAt);
+          expect(blockWaitMs).to.be.within(0, placedAt - called + 1);
           // Only the engine on its own thread says when the call began there and the blocks got there: in that order,
           // after the call here, the last before they were placed (the call's time is this thread's clock, theirs the
           // worker's converted: a millisecond allows for that).

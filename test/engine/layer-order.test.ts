@@ -72,6 +72,20 @@ describe('writeInLayerOrder: placing several objects for a layer-gated forward',
     expect(sink.ends.sort()).to.deep.equal([0, 1, 2]);
   });
 
+  it('reports how long it waited with no block at hand: the gap a late block leaves counts, writing does not', async () => {
+    const late = (async function* () {
+      yield { layer: 0, encoded: new Uint8Array(4) } as KVLayerBlock;
+      await new Promise((resolve) => setTimeout(resolve, 80));
+      yield { layer: 1, encoded: new Uint8Array(4) } as KVLayerBlock;
+    })();
+    const began = performance.now();
+    const waited = await writeInLayerOrder([late], recording(30), never);
+    const took = performance.now() - began;
+    // The second block came 80 ms after the first was taken, 30 of which went to writing the first.
+    expect(waited).to.be.at.least(45);
+    expect(waited).to.be.at.most(took - 55);
+  });
+
   it("rejects with a stream's failure, the sink's, or INTERNAL once stop resolves", async () => {
     const broken = (async function* () {
       yield { layer: 0, encoded: new Uint8Array(4) } as KVLayerBlock;

@@ -184,6 +184,7 @@ describe('engine sessions on the cpu backend', () => {
         expect(maxAbsDiff(got.logits, want)).to.be.below(1e-6);
         expect(got.placedAt).to.be.greaterThan(0);
         expect(got.firstLayerAt).to.be.within(0, got.placedAt);
+        expect(got.blockWaitMs).to.be.within(0, got.placedAt);
         expect(overlapped.length).to.equal(a.length + b.length);
         expect((await overlapped.generate({ maxTokens: 8 })).tokens).to.deep.equal((await oneByOne.generate({ maxTokens: 8 })).tokens);
       });
