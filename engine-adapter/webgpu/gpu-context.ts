@@ -138,6 +138,11 @@ export class Recorder {
     if (size > 0) this.commands.push({ kind: 'copy', src, srcOffset, dst, dstOffset, size });
   }
 
+  /** A copy that runs before everything recorded so far (the upload of bytes those commands read). */
+  copyFirst(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, size: number): void {
+    if (size > 0) this.commands.unshift({ kind: 'copy', src, srcOffset, dst, dstOffset, size });
+  }
+
   /** The dispatches and copies recorded so far. */
   counts(): CommandCounts {
     const dispatches = this.params.length;

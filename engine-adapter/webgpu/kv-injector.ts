@@ -164,7 +164,7 @@ export class KvInjector<J> {
     if (this.jobs.size > 0) this.recorder();
     const rec = this.pending;
     this.pending = null;
-    this.upload();
+    this.upload(rec);
     if (rec !== null) {
       this.counts.submits++;
       this.counts.dispatches += rec.counts().dispatches;
@@ -184,14 +184,19 @@ export class KvInjector<J> {
     this.ring = null;
   }
 
-  /** Sends the current slot's bytes to its region of the ring (a submission of its own, before any that reads them). */
-  private upload(): void {
+  /**
+   * Sends the current slot's bytes to its region of the ring: first in `rec`, the batch that reads them, when there is
+   * one (a submission costs the host more than a command in one), else in a submission of its own. Either way it
+   * precedes every submission that reads them.
+   */
+  private upload(rec: Recorder | null = null): void {
     const slot = this.current;
     this.current = null;
     if (slot !== null) {
       slot.range = null;
       slot.staging.unmap();
-      if (this.used > 0) {
+      if (rec !== null) rec.copyFirst(slot.staging, 0, this.ring!, slot.ringOffset, this.used);
+      else if (this.used > 0) {
         const encoder = this.ctx.device.createCommandEncoder();
         encoder.copyBufferToBuffer(slot.staging, 0, this.ring!, slot.ringOffset, this.used);
         this.ctx.device.queue.submit([encoder.finish()]);

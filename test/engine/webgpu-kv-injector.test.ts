@@ -107,6 +107,31 @@ describe('webgpu KV injector: staged uploads expanded on the GPU', () => {
     injector.destroy();
   });
 
+  it('a flush uploads the staged bytes in the submission that expands them: one submission, not two', async () => {
+    const injector = new KvInjector(ctx, fp16Expander(ctx));
+    const b = block(256, 21);
+    const keys = ctx.storage(256 * 4, 'one-submission keys');
+    const values = ctx.storage(256 * 4, 'one-submission values');
+    await injector.write(b.bytes, { keys, values, n: 256, dstOffset: 0 });
+    const queue = ctx.device.queue;
+    const submit = queue.submit.bind(queue);
+    let submissions = 0;
+    queue.submit = (buffers) => {
+      submissions++;
+      submit(buffers);
+    };
+    try {
+      injector.flush();
+    } finally {
+      queue.submit = submit;
+    }
+    expect(submissions).to.equal(1);
+    await injector.settle();
+    expect([...(await read(keys, 256))]).to.deep.equal([...b.keys]);
+    expect([...(await read(values, 256))]).to.deep.equal([...b.values]);
+    injector.destroy();
+  });
+
   it('takes a block larger than its staging buffers and its ring (a buffer of that size joins the pool, the ring grows)', async () => {
     const injector = new KvInjector(ctx, fp16Expander(ctx), { slot: 1024, pool: 4096, ring: 4096 });
     const small = block(128, 8);

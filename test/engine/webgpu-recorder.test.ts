@@ -114,6 +114,22 @@ describe('webgpu recorder', () => {
     }
   });
 
+  it('runs a copy recorded with copyFirst before the commands recorded earlier, which read what it copies', async () => {
+    const count = 256;
+    const staged = randomArray(count, 11);
+    const y0 = randomArray(count, 12);
+    const source = ctx.upload(staged, 'staged');
+    const x = ctx.upload(new Float32Array(count), 'x');
+    const y = ctx.upload(y0, 'y');
+    const rec = ctx.recorder();
+    recordAdd(ctx, rec, { x, y, count });
+    rec.copyFirst(source, 0, x, 0, count * 4);
+    expect(rec.counts()).to.deep.equal({ dispatches: 1, copies: 1 });
+    rec.readback(x, 0, count * 4);
+    const got = new Float32Array((await rec.submit())[0]!);
+    for (let j = 0; j < count; j++) expect(got[j], `element ${j}`).to.equal(Math.fround(staged[j]! + y0[j]!));
+  });
+
   it('a timed recorder names and times every dispatch, and its results equal an untimed one', async () => {
     if (!ctx.features.timestampQuery) {
       expect(() => ctx.recorder({ timed: true })).to.throw(KdnError, /timestamp/);
