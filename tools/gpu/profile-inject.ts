@@ -1,6 +1,8 @@
 /**
  * The host side of injecting a context on WebGPU (engine-adapter/webgpu/kv-injector.ts), without a model: --chunks
  * objects of --tokens tokens, each written layer after layer as a fetch delivers them, into one cache, then settled.
+ * With --flush-per-layer, layer l of every object is written before layer l + 1, with a flush after each layer, as a
+ * question running under its context's arrival has them (it flushes for every layer it waits on).
  * Reports per pass what Engine.work's KV write counters report for a query (engine-work.ts): the host's
  * milliseconds staging, recording and submitting, and waiting for staging buffers, the batches submitted and the
  * expansion dispatches they recorded, and the pass's wall time (which on a software adapter is mostly its compute).
@@ -27,6 +29,7 @@ const { values } = parseArgs({
     tokens: { type: 'string', default: '256' },
     codec: { type: 'string', default: 'int4' },
     passes: { type: 'string', default: '5' },
+    'flush-per-layer': { type: 'boolean', default: false },
   },
 });
 const [layers, kvHeads, headDim] = values.shape.split(',').map(Number) as [number, number, number];
@@ -55,8 +58,15 @@ for (let pass = 0; pass < passes; pass++) {
   await injector.settle();
   const before = injector.work();
   const t0 = performance.now();
-  for (let c = 0; c < chunks; c++) {
-    for (const [layer, bytes] of blocks.entries()) await injector.write(bytes, { cache, layer, header, position: c * tokens });
+  if (values['flush-per-layer']) {
+    for (const [layer, bytes] of blocks.entries()) {
+      for (let c = 0; c < chunks; c++) await injector.write(bytes, { cache, layer, header, position: c * tokens });
+      injector.flush();
+    }
+  } else {
+    for (let c = 0; c < chunks; c++) {
+      for (const [layer, bytes] of blocks.entries()) await injector.write(bytes, { cache, layer, header, position: c * tokens });
+    }
   }
   await injector.settle();
   await ctx.device.queue.onSubmittedWorkDone();
@@ -77,5 +87,8 @@ for (let pass = 0; pass < passes; pass++) {
 }
 injector.destroy();
 pool.destroy();
-console.log(JSON.stringify({ adapter: ctx.description, shape, chunks, tokens, codec: values.codec, passes: report }, null, 1));
+const flushPerLayer = values['flush-per-layer'];
+console.log(
+  JSON.stringify({ adapter: ctx.description, shape, chunks, tokens, codec: values.codec, flushPerLayer, passes: report }, null, 1),
+);
 await ctx.dispose();
