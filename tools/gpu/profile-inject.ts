@@ -36,6 +36,7 @@ const [layers, kvHeads, headDim] = values.shape.split(',').map(Number) as [numbe
 const chunks = Number(values.chunks);
 const tokens = Number(values.tokens);
 const passes = Number(values.passes);
+const flushPerLayer = values['flush-per-layer'];
 const shape = { layers, kvHeads, headDim };
 
 const ctx = new GpuContext(await openDevice());
@@ -58,7 +59,7 @@ for (let pass = 0; pass < passes; pass++) {
   await injector.settle();
   const before = injector.work();
   const t0 = performance.now();
-  if (values['flush-per-layer']) {
+  if (flushPerLayer) {
     for (const [layer, bytes] of blocks.entries()) {
       for (let c = 0; c < chunks; c++) await injector.write(bytes, { cache, layer, header, position: c * tokens });
       injector.flush();
@@ -87,7 +88,6 @@ for (let pass = 0; pass < passes; pass++) {
 }
 injector.destroy();
 pool.destroy();
-const flushPerLayer = values['flush-per-layer'];
 console.log(
   JSON.stringify({ adapter: ctx.description, shape, chunks, tokens, codec: values.codec, flushPerLayer, passes: report }, null, 1),
 );
