@@ -109,7 +109,8 @@ export interface ForwardBackend {
    * Runs `tokens` at positions [position, position + tokens.length), writing their KV (keys after RoPE) into the
    * cache. Returns logits: last token [vocab], all tokens [tokens][vocab], or an empty array for 'none'.
    * With `gate`, each layer waits for gate(layer) before it runs (its context may still be arriving), while the
-   * layers before it already run; a rejected gate ends the forward with that error.
+   * layers before it already run; the layers up to the count it resolves with may run without asking again. A
+   * rejected gate ends the forward with that error.
    */
   forward(
     cache: KVCacheHandle,

@@ -5,7 +5,7 @@ import type { ForwardBackend, KVCacheHandle } from './backend.ts';
 import { blendPlan } from './blend-selection.ts';
 import type { DecodeScheduler } from './decode-batcher.ts';
 import { HotTier } from './hot-tier.ts';
-import { LayerGates, type LayerGate } from './layer-gates.ts';
+import { gateBatch, LayerGates, type LayerGate } from './layer-gates.ts';
 import { writeInLayerOrder, type LayerSink } from './layer-order.ts';
 import type { ModelConfig } from './model/config.ts';
 import { TextStream } from './model/text-stream.ts';
@@ -374,7 +374,8 @@ export class BackendSession implements Session {
     this.checkRoom(end - this.length + extraTokens);
     await this.settleInjected();
     await this.backend.reserveKV(this.cache, end + extraTokens);
-    const gates = new LayerGates(this.model.config.layers, () => this.backend.flushKVWrites(this.cache));
+    const layers = this.model.config.layers;
+    const gates = new LayerGates(layers, () => this.backend.flushKVWrites(this.cache), gateBatch(layers));
     let placedAt = 0;
     let blockWaitMs = 0;
     let placeFailure: { error: unknown } | undefined;

@@ -355,9 +355,9 @@ export class WebGpuBackend implements ForwardBackend {
   }
 
   /**
-   * One chunk submitted a layer at a time, each once gate(layer) opened, while the layers before it run. A layer is
-   * recorded only after its gate: recorded commands name the scratch buffers of the moment, which other work could
-   * replace during the wait. The error scopes are awaited at the end, so the GPU never waits on the host between
+   * One chunk submitted in pieces, each the layers a gate opened (gate(l) says how many lead up to where the piece
+   * ends), while the pieces before it run. A layer is recorded only after its gate: recorded commands name the scratch
+   * buffers of the moment, which other work could replace during the wait. The error scopes are awaited at the end, so the GPU never waits on the host between
    * layers whose context is in place.
    */
   private async forwardGated(
@@ -375,11 +375,13 @@ export class WebGpuBackend implements ForwardBackend {
       });
       let index: number | null = null;
       let last: Promise<ArrayBuffer[]> = Promise.resolve([]);
-      for (let l = 0; l < layers; l++) {
-        await gate(l);
+      for (let l = 0; l < layers; ) {
+        const from = l;
+        l = await gate(l);
+        const to = l;
         last = pieces.launch((rec) => {
-          recordLayer(rec, f, a, l);
-          if (l === layers - 1) index = recordLogits(rec, f, a);
+          for (let k = from; k < to; k++) recordLayer(rec, f, a, k);
+          if (to === layers) index = recordLogits(rec, f, a);
         });
       }
       const results = await last;

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { LayerGates } from '../../engine-adapter/layer-gates.ts';
+import { gateBatch, LayerGates } from '../../engine-adapter/layer-gates.ts';
 
 describe('LayerGates: a forward waiting on a context that is still being placed', () => {
   it('a wait resolves once its layer is written, flushing what is written only when someone waits on it', async () => {
@@ -21,6 +21,33 @@ describe('LayerGates: a forward waiting on a context that is still being placed'
     gates.setWritten(4);
     await gates.wait(3);
     expect(flushes).to.equal(2);
+  });
+
+  it('a batch of layers: a wait holds out for that many layers from its own (fewer at the end) and says how many are in', async () => {
+    let flushes = 0;
+    const gates = new LayerGates(10, () => flushes++, 4);
+    let first: number | undefined;
+    const waiting = gates.wait(0).then((count) => (first = count));
+    gates.setWritten(3);
+    await Promise.resolve();
+    expect(first).to.equal(undefined);
+    gates.setWritten(5);
+    await waiting;
+    expect(first).to.equal(5);
+    // Layers written and flushed already open at once, with the count flushed.
+    expect(await gates.wait(4)).to.equal(5);
+    expect(flushes).to.equal(1);
+    let last: number | undefined;
+    const end = gates.wait(8).then((count) => (last = count));
+    gates.setWritten(9);
+    await Promise.resolve();
+    expect(last).to.equal(undefined);
+    gates.setWritten(10);
+    await end;
+    expect(last).to.equal(10);
+    expect(flushes).to.equal(2);
+    expect(gateBatch(32)).to.equal(4);
+    expect(gateBatch(2)).to.equal(1);
   });
 
   it('a failure rejects present and future waits and resolves `stopped`; counts never go back', async () => {

@@ -262,7 +262,11 @@ describe('webgpu backend vs the CPU backend on tiny models', () => {
           gpu.flushKVWrites(arriving);
         });
         const opened: number[] = [];
-        const running = gpu.forward(arriving, b, a.length, 'all', (layer) => gates.wait(layer).then(() => void opened.push(layer)));
+        const running = gpu.forward(arriving, b, a.length, 'all', async (layer) => {
+          const ready = await gates.wait(layer);
+          opened.push(layer);
+          return ready;
+        });
         for (const block of blocks(kv, h)) {
           await new Promise((resolve) => setTimeout(resolve, 5));
           await gpu.writeKVLayer(arriving, h, block, 0);
@@ -272,6 +276,23 @@ describe('webgpu backend vs the CPU backend on tiny models', () => {
         expect(opened).to.deep.equal(Array.from({ length: weightsConfig.layers }, (_, l) => l));
         // Each layer was waited on before it was written, so each was flushed on its own.
         expect(flushes).to.equal(weightsConfig.layers);
+
+        // Gates that hold out for every layer: the forward asks once and runs the whole chunk in one piece.
+        const together = gpu.createKVCache(64);
+        await gpu.reserveKV(together, 64);
+        const whole = new LayerGates(weightsConfig.layers, () => gpu.flushKVWrites(together), weightsConfig.layers);
+        const asked: number[] = [];
+        const runningWhole = gpu.forward(together, b, a.length, 'all', (layer) => {
+          asked.push(layer);
+          return whole.wait(layer);
+        });
+        for (const block of blocks(kv, h)) {
+          await new Promise((resolve) => setTimeout(resolve, 5));
+          await gpu.writeKVLayer(together, h, block, 0);
+          whole.setWritten(block.layer + 1);
+        }
+        expectClose(await runningWhole, want, 0, 0, 'logits of a forward gated in one piece');
+        expect(asked).to.deep.equal([0]);
 
         const failing = new LayerGates(weightsConfig.layers);
         const failed = gpu.forward(gpu.createKVCache(64), b, a.length, 'last', (layer) => failing.wait(layer));
