@@ -5,8 +5,8 @@
  * of progress, arrival and failure.
  */
 import type { MessagePort } from 'node:worker_threads';
-import type { RoutedBlocks } from '../../engine-adapter/worker/routed-stream.ts';
 import type { WireError } from '../../common/errors.ts';
+import type { HandOverWindow } from './hand-over-window.ts';
 import type { FromWorker } from './kv-fetch-protocol.ts';
 
 /** A verified block whose bytes span their own buffer, or a buffer every block of its batch shares whole. */
@@ -23,9 +23,11 @@ export class BlockOutlet {
   private outcome: 'arrived' | { error: WireError } | undefined;
   private received = 0;
 
+  /** `window`: what the blocks routed to the engine's thread may hold of its memory at once (hand-over-window.ts). */
   constructor(
     private readonly id: number,
     private readonly post: Post,
+    private readonly window: HandOverWindow,
   ) {}
 
   /**
@@ -40,7 +42,7 @@ export class BlockOutlet {
     this.received = received;
     if (this.target === 'pool') this.post({ type: 'layers', id: this.id, layers: blocks, received }, buffersOf(blocks));
     else {
-      if (this.target) this.target.postMessage({ type: 'blocks', blocks } satisfies RoutedBlocks, buffersOf(blocks));
+      if (this.target) this.window.send(this.target, { type: 'blocks', blocks }, buffersOf(blocks));
       else this.held.push(...blocks);
       this.post({ type: 'progress', id: this.id, received });
     }
@@ -53,14 +55,14 @@ export class BlockOutlet {
       this.post({ type: 'end', id: this.id, received });
       return;
     }
-    this.target?.postMessage({ type: 'end' } satisfies RoutedBlocks);
+    if (this.target) this.window.send(this.target, { type: 'end' });
     this.post({ type: 'arrived', id: this.id, received });
   }
 
   fail(error: WireError, received: number): void {
     this.outcome = { error };
     this.held = [];
-    if (this.target && this.target !== 'pool') this.target.postMessage({ type: 'fail', error } satisfies RoutedBlocks);
+    if (this.target && this.target !== 'pool') this.window.send(this.target, { type: 'fail', error });
     this.post({ type: 'error', id: this.id, error, received });
   }
 
@@ -78,12 +80,12 @@ export class BlockOutlet {
     if (this.target) return;
     this.target = port;
     if (typeof this.outcome === 'object') {
-      port.postMessage({ type: 'fail', error: this.outcome.error } satisfies RoutedBlocks);
+      this.window.send(port, { type: 'fail', error: this.outcome.error });
       return;
     }
     const held = this.take();
-    if (held.length > 0) port.postMessage({ type: 'blocks', blocks: held } satisfies RoutedBlocks, buffersOf(held));
-    if (this.outcome === 'arrived') port.postMessage({ type: 'end' } satisfies RoutedBlocks);
+    if (held.length > 0) this.window.send(port, { type: 'blocks', blocks: held }, buffersOf(held));
+    if (this.outcome === 'arrived') this.window.send(port, { type: 'end' });
   }
 
   private take(): OutletBlock[] {

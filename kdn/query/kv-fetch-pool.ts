@@ -21,6 +21,13 @@ const ABORTED_HINT = 'the signal passed to the fetcher fired';
  * (`fetchBufferBytes` in kdn/config.ts, which imports no other kdn module) is the same.
  */
 export const DEFAULT_RECEIVE_BUFFER_BYTES = 64 * 2 ** 20;
+/**
+ * Bytes all workers together may have out on the engine's ports (hand-over-window.ts), split between them: under the
+ * 64 MB of growth that sets off a collection on the engine's thread, with room for its staging buffers' mapped ranges.
+ */
+const HAND_OVER_BYTES = 32 * 2 ** 20;
+/** A worker's share never goes below this: a step of a same-host read (shm-hand-over.ts) and one more. */
+const MIN_HAND_OVER_BYTES = 2 * 2 ** 20;
 
 /** How a pool fetches besides its edge client's options. */
 export interface FetchPoolOptions {
@@ -164,6 +171,7 @@ export class KvFetchPool implements KvFetcher {
         edge: this.options,
         sharedMemory: this.fetchOptions.sharedMemory ?? true,
         receiveBufferBytes: this.fetchOptions.receiveBufferBytes ?? DEFAULT_RECEIVE_BUFFER_BYTES,
+        handOverBytes: Math.max(MIN_HAND_OVER_BYTES, Math.floor(HAND_OVER_BYTES / this.threads)),
       });
       for (const bytes of this.tables) worker.send({ type: 'table', bytes });
       this.workers.push(worker);

@@ -16,6 +16,8 @@ export interface WorkerSetup {
   sharedMemory: boolean;
   /** Most bytes of buffers the worker keeps to receive into again (receive-buffers.ts); 0 keeps none. */
   receiveBufferBytes: number;
+  /** Most bytes the worker has out on the engine's ports at once (hand-over-window.ts); 0 for no bound. */
+  handOverBytes: number;
 }
 
 /**

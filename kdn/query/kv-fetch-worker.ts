@@ -15,6 +15,7 @@ import { parseTransformTable } from '../../storage/kv-object/codecs/transform-ta
 import { transformTables } from '../../storage/kv-object/codecs/transform-tables.ts';
 import type { KVExpectation } from '../../storage/kv-object/types.ts';
 import { BlockOutlet } from './block-outlet.ts';
+import { HandOverWindow } from './hand-over-window.ts';
 import type { FromWorker, ToWorker, WorkerSetup } from './kv-fetch-protocol.ts';
 import { ReceiveBuffers } from './receive-buffers.ts';
 import { ShmSource } from './shm-source.ts';
@@ -24,6 +25,7 @@ const port = parentPort!;
 const setup = workerData as WorkerSetup;
 const client = new EdgeClient(setup.edge);
 const buffers = new ReceiveBuffers(setup.receiveBufferBytes);
+const window = new HandOverWindow(setup.handOverBytes);
 const shm = setup.sharedMemory ? new ShmSource(client, { buffers, blockingReads: true }) : undefined;
 const aborts = new Map<number, AbortController>();
 /** Objects in flight, or arrived with their blocks held until the pool says where they go. */
@@ -51,7 +53,7 @@ const handOver = shm && new ShmHandOver(shm, owned);
 async function open(id: number, key: string, expect: KVExpectation, deliverNow: boolean, interleave: boolean): Promise<void> {
   const abort = new AbortController();
   aborts.set(id, abort);
-  const outlet = new BlockOutlet(id, post);
+  const outlet = new BlockOutlet(id, post, window);
   if (deliverNow) outlet.deliver();
   outlets.set(id, outlet);
   const progress = { received: (): number => 0 };
@@ -124,8 +126,10 @@ function route(id: number, target: MessagePort): void {
   }
   // The engine's side sends the buffers back on this port after injecting them, then closes it.
   target.on('message', (message: ReturnedBuffers) => {
+    window.returned(target, message.buffers);
     for (const buffer of message.buffers) buffers.give(buffer);
   });
+  target.on('close', () => window.closed(target));
   outlet.route(target);
   if (outlet.settled) outlets.delete(id);
 }

@@ -8,6 +8,7 @@ import { EdgeClient } from '../../edge/client/client.ts';
 import { shmObjectName } from '../../edge/protocol.ts';
 import { startEdge, type RunningEdge } from '../../edge/server/main.ts';
 import { BlockOutlet } from '../../kdn/query/block-outlet.ts';
+import { HandOverWindow } from '../../kdn/query/hand-over-window.ts';
 import type { FromWorker } from '../../kdn/query/kv-fetch-protocol.ts';
 import { KvFetchPool } from '../../kdn/query/kv-fetch-pool.ts';
 import { ShmHandOver, type ShmOutcome } from '../../kdn/query/shm-hand-over.ts';
@@ -36,7 +37,7 @@ class Recorder {
   readonly blocks = new Map<number, Map<number, Uint8Array>>();
 
   outlet(id: number): BlockOutlet {
-    const outlet = new BlockOutlet(id, (message: FromWorker) => this.record(message));
+    const outlet = new BlockOutlet(id, (message: FromWorker) => this.record(message), new HandOverWindow(0));
     outlet.deliver();
     return outlet;
   }
@@ -151,9 +152,13 @@ describe('shared-memory hand-over: a fetch thread hands files over a few verifie
     const source = new ShmSource(client, { blockingReads: true });
     const hand = new ShmHandOver(source, (bytes) => bytes.slice(), 1);
     const recorder = new Recorder();
-    const broken = new BlockOutlet(0, () => {
-      throw new Error('the port is gone');
-    });
+    const broken = new BlockOutlet(
+      0,
+      () => {
+        throw new Error('the port is gone');
+      },
+      new HandOverWindow(0),
+    );
     const signal = new AbortController().signal;
     const [a, b] = await Promise.all([source.open(keyOf(0), EXPECT), source.open(keyOf(1), EXPECT)]);
     const outcomes = await Promise.allSettled([hand.add(a!, broken, signal, true), hand.add(b!, recorder.outlet(1), signal, true)]);
