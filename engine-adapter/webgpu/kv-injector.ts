@@ -23,7 +23,7 @@ import { Usage, type GpuContext, type Recorder } from './gpu-context.ts';
 /**
  * Staging buffers of at least this size (larger when one block is larger). The pool grows, rather than waiting for a
  * buffer the GPU still reads from, up to POOL_BYTES; past that, writes wait for the buffer sent first. A prompt
- * running under its context's arrival (Session.injectKVAndPrefill) flushes a buffer per layer it waits on: with a
+ * running under its context's arrival (Session.injectKVAndPrefill) flushes a buffer per piece it waits on: with a
  * small pool every write then waited on the GPU's progress through the prompt, and placing the context lagged its
  * arrival by 50-100 ms (8B shape, 8k tokens, H200).
  */

@@ -1,7 +1,7 @@
 /**
  * Records one chunk of a forward pass (every layer, then the logits asked for) into Recorders: the same
  * Llama-family decoder as engine-adapter/cpu/forward.ts, kernel for kernel. A forward whose context is still
- * arriving records and submits it a layer at a time (webgpu-backend.ts).
+ * arriving records and submits it a few layers at a time (webgpu-backend.ts).
  */
 import type { ModelConfig } from '../model/config.ts';
 import type { ForwardScratch } from './forward-scratch.ts';

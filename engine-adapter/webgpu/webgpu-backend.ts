@@ -1,7 +1,7 @@
 /**
  * The WebGPU ForwardBackend: weights uploaded once (f16-packed where the adapter has shader-f16, i.e. a real GPU;
  * f32 otherwise, or as asked), a KV cache per session in GPU buffers, and forward passes recorded chunk by chunk
- * into one submission each (a layer at a time while the context is still arriving), reading back only the logits
+ * into one submission each (a few layers at a time while the context is still arriving), reading back only the logits
  * asked for.
  */
 import { KdnError } from '../../common/errors.ts';
