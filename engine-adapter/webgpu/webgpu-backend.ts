@@ -356,9 +356,9 @@ export class WebGpuBackend implements ForwardBackend {
 
   /**
    * One chunk submitted in pieces, each the layers a gate opened (gate(l) says how many lead up to where the piece
-   * ends), while the pieces before it run. A layer is recorded only after its gate: recorded commands name the scratch
-   * buffers of the moment, which other work could replace during the wait. The error scopes are awaited at the end, so the GPU never waits on the host between
-   * layers whose context is in place.
+   * ends), while the pieces before it run. A layer is recorded only after its gate: recorded commands name the
+   * scratch buffers of the moment, which other work could replace during the wait. The error scopes are awaited at
+   * the end, so the GPU never waits on the host between layers whose context is in place.
    */
   private async forwardGated(
     f: ForwardParts,
@@ -375,14 +375,13 @@ export class WebGpuBackend implements ForwardBackend {
       });
       let index: number | null = null;
       let last: Promise<ArrayBuffer[]> = Promise.resolve([]);
-      for (let l = 0; l < layers; ) {
-        const from = l;
-        l = await gate(l);
-        const to = l;
+      for (let from = 0; from < layers; ) {
+        const to = await gate(from);
         last = pieces.launch((rec) => {
-          for (let k = from; k < to; k++) recordLayer(rec, f, a, k);
+          for (let l = from; l < to; l++) recordLayer(rec, f, a, l);
           if (to === layers) index = recordLogits(rec, f, a);
         });
+        from = to;
       }
       const results = await last;
       await pieces.settle();

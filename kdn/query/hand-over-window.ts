@@ -37,17 +37,13 @@ export class HandOverWindow {
   /** Sends `message` on `port` with `buffers` transferred, now or once the window has room for them. */
   send(port: MessagePort, message: RoutedBlocks, buffers: ArrayBuffer[] = []): void {
     if (this.gone.has(port)) return;
-    const bytes = buffers.reduce((n, b) => n + b.byteLength, 0);
-    this.waiting.push({ port, message, buffers, bytes });
+    this.waiting.push({ port, message, buffers, bytes: byteLength(buffers) });
     this.drain();
   }
 
   /** The engine sent `buffers` back on `port`. */
   returned(port: MessagePort, buffers: readonly ArrayBuffer[]): void {
-    this.release(
-      port,
-      buffers.reduce((n, b) => n + b.byteLength, 0),
-    );
+    this.release(port, byteLength(buffers));
     this.drain();
   }
 
@@ -77,4 +73,8 @@ export class HandOverWindow {
       next.port.postMessage(next.message, next.buffers);
     }
   }
+}
+
+function byteLength(buffers: readonly ArrayBuffer[]): number {
+  return buffers.reduce((n, b) => n + b.byteLength, 0);
 }
