@@ -27,7 +27,8 @@
  * shapes are timed without a full prefill first; their first token is not compared with recompute's.
  * Inject records give the engine thread's time placing the context per query (kv_stage_ms copying blocks to the
  * device, kv_submit_ms recording and submitting their expansion in kv_submits batches of kv_dispatches dispatches,
- * kv_wait_ms waiting for a staging buffer; means over the runs and warmups, from Engine.work) and engine_loop_busy,
+ * kv_wait_ms waiting for a staging buffer, kv_read_blocks how many blocks were read into staging from a same-host
+ * edge's file off that thread rather than copied; means over the runs and warmups, from Engine.work) and engine_loop_busy,
  * the share of those queries' time that thread's event loop was active: beside placed_ms they say whether that
  * thread or the delivery bounds it; block_wait_ms is how long placing had no block at hand while objects were still
  * coming (for the rest of placed_ms that thread was writing blocks or busy otherwise). first_layer_ms is when every
@@ -254,6 +255,7 @@ function record(
     kv_submit_ms: null,
     kv_wait_ms: null,
     kv_submits: null,
+    kv_read_blocks: null,
     kv_dispatches: null,
     engine_loop_busy: null,
     reserve_ms: null,
@@ -454,6 +456,7 @@ function engineWorkPerQuery(before: EngineWork, after: EngineWork, queries: numb
     kv_submit_ms: per(w.submitSeconds * 1000),
     kv_wait_ms: per(w.waitSeconds * 1000),
     kv_submits: per(w.submits),
+    kv_read_blocks: per(w.readBlocks),
     kv_dispatches: per(w.dispatches),
     engine_loop_busy: busy === null ? null : round(busy),
   };

@@ -153,8 +153,11 @@ export interface ForwardBackend {
    * the device rejected throws here. Backends may batch writeKVLayer calls until this (or the next forward).
    */
   settleKVWrites(cache: KVCacheHandle): Promise<void>;
-  /** Starts every layer written so far on its way into the cache (no waiting): a gated forward may read them next. */
-  flushKVWrites(cache: KVCacheHandle): void;
+  /**
+   * Starts every layer written so far on its way into the cache: a gated forward may read them once it resolves
+   * (at once, unless a backend still reads their bytes from their source files).
+   */
+  flushKVWrites(cache: KVCacheHandle): Promise<void>;
   /** The host side of every writeKVLayer and flush so far, over all caches. */
   kvWrites(): KvWriteWork;
   /**

@@ -44,8 +44,13 @@ export interface KvWriteWork {
   blocks: number;
   /** Encoded bytes of those blocks. */
   bytes: number;
-  /** Copying blocks to where the device reads them (WebGPU: mapped staging buffers; CPU: decoding into the cache). */
+  /**
+   * Copying blocks to where the device reads them (WebGPU: mapped staging buffers; CPU: decoding into the cache), or
+   * asking for them to be read there from their source file (WebGPU: readBlocks).
+   */
   stageSeconds: number;
+  /** Blocks read into staging from their source file on libuv's pool instead of copied on this thread (WebGPU). */
+  readBlocks: number;
   /** Recording the blocks' expansion into the cache and submitting it with their upload (WebGPU). */
   submitSeconds: number;
   /** Waiting for a staging buffer the device was still reading (WebGPU); the thread may run other work meanwhile. */
@@ -57,7 +62,7 @@ export interface KvWriteWork {
 }
 
 export function noKvWrites(): KvWriteWork {
-  return { blocks: 0, bytes: 0, stageSeconds: 0, submitSeconds: 0, waitSeconds: 0, submits: 0, dispatches: 0 };
+  return { blocks: 0, bytes: 0, stageSeconds: 0, readBlocks: 0, submitSeconds: 0, waitSeconds: 0, submits: 0, dispatches: 0 };
 }
 
 /** What was counted from `before` to `after`: the work of the queries in between. */

@@ -33,7 +33,7 @@ export class LayerGates {
 
   constructor(
     readonly layers: number,
-    private readonly flush: () => void = () => {},
+    private readonly flush: () => void | Promise<void> = () => {},
     private readonly batch = 1,
   ) {}
 
@@ -67,8 +67,9 @@ export class LayerGates {
     const count = Math.min(layer + this.batch, this.layers);
     if (layer >= this.written) await new Promise<void>((resolve, reject) => this.waiters.push({ count, resolve, reject }));
     if (layer >= this.flushed) {
-      this.flush();
-      this.flushed = this.written;
+      const written = this.written;
+      await this.flush();
+      this.flushed = Math.max(this.flushed, written);
     }
     return this.flushed;
   }

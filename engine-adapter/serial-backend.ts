@@ -83,8 +83,8 @@ export class SerialBackend implements ForwardBackend {
     return this.inner.settleKVWrites(cache);
   }
 
-  flushKVWrites(cache: KVCacheHandle): void {
-    this.inner.flushKVWrites(cache);
+  flushKVWrites(cache: KVCacheHandle): Promise<void> {
+    return this.inner.flushKVWrites(cache);
   }
 
   kvWrites(): KvWriteWork {

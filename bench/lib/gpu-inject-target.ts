@@ -53,7 +53,7 @@ export class GpuInjectTarget {
       : { batchKey: () => 'staged', record: () => undefined };
     const injector = new KvInjector<LayerWrite>(ctx, expander);
     const pool = new KvBufferPool(ctx);
-    const owner = { pool, beforeDispose: () => injector.flush() };
+    const owner = { pool, whenSubmitted: (release: () => void) => injector.whenSubmitted(release) };
     const cache = new GpuKVCache(ctx, capacity, shape.layers, shape.kvHeads * shape.headDim, owner);
     cache.reserve(capacity, () => injector.recorder());
     await injector.settle();

@@ -140,7 +140,7 @@ export class CpuBackend implements ForwardBackend {
     this.own(cache);
   }
 
-  flushKVWrites(cache: KVCacheHandle): void {
+  async flushKVWrites(cache: KVCacheHandle): Promise<void> {
     this.own(cache);
   }
 

@@ -13,8 +13,8 @@ import { sizeClass, type KvBufferPool } from './kv-buffer-pool.ts';
 /** What a cache needs from its backend. */
 export interface KVCacheOwner {
   pool: KvBufferPool;
-  /** Runs before the buffers go back: submits recorded work that still writes to them. */
-  beforeDispose(): void;
+  /** Runs `release` once the work recorded so far, which may still write to the cache, is submitted. */
+  whenSubmitted(release: () => void): void;
 }
 
 export class GpuKVCache implements KVCacheHandle {
@@ -93,8 +93,11 @@ export class GpuKVCache implements KVCacheHandle {
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
-    this.owner.beforeDispose();
-    for (const range of [...this.keys, ...this.values]) this.owner.pool.give(range);
+    const ranges = [...this.keys, ...this.values];
+    // Later users of the ranges queue behind that work on the GPU.
+    this.owner.whenSubmitted(() => {
+      for (const range of ranges) this.owner.pool.give(range);
+    });
     this.keys = [];
     this.values = [];
   }

@@ -20,8 +20,8 @@ export class GpuKVRows implements KVRows {
     readonly position: number,
     private readonly keys: GPUBuffer[],
     private readonly values: GPUBuffer[],
-    /** Submits recorded work that may still read these buffers, before they are destroyed. */
-    private readonly beforeDispose: () => void,
+    /** Runs `release` once recorded work that may still read these buffers is submitted. */
+    private readonly whenSubmitted: (release: () => void) => void,
   ) {
     this.bytes = [...keys, ...values].reduce((n, b) => n + b.size, 0);
   }
@@ -52,7 +52,7 @@ export class GpuKVRows implements KVRows {
       for (const b of [...keys, ...values]) b.destroy();
       throw err;
     }
-    return new GpuKVRows(end - start, start, keys, values, () => injector.flush());
+    return new GpuKVRows(end - start, start, keys, values, (release) => injector.whenSubmitted(release));
   }
 
   /**
@@ -87,7 +87,8 @@ export class GpuKVRows implements KVRows {
     if (this.disposed) return;
     this.disposed = true;
     // Submitted work that reads a destroyed buffer still completes; recorded but unsubmitted work would fail.
-    this.beforeDispose();
-    for (const b of [...this.keys, ...this.values]) b.destroy();
+    this.whenSubmitted(() => {
+      for (const b of [...this.keys, ...this.values]) b.destroy();
+    });
   }
 }

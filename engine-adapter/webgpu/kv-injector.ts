@@ -1,7 +1,8 @@
 /**
  * Batches KV injection. Layer blocks are copied into mapped staging buffers (a pool, mapped again when a write needs
- * one back or the writes settle); each staging buffer, once full or flushed, is copied on the GPU into the next region
- * of one device-side upload ring. The blocks' expansion into the cache (dequantization, re-rotation) is recorded
+ * one back or the writes settle), or read into them from their source file on libuv's pool (block-files.ts); each
+ * staging buffer, once full or flushed and its reads done, is copied on the GPU into the next region of one
+ * device-side upload ring. The blocks' expansion into the cache (dequantization, re-rotation) is recorded
  * later, when something needs it: a forward waiting on the cache (flush), a session settling its writes, or the ring
  * coming round to regions whose blocks are not expanded yet.
  *
@@ -16,7 +17,9 @@
  * error-scope check instead of one of each per block.
  */
 import { KdnError } from '../../common/errors.ts';
+import type { KVBlockSource } from '../../storage/kv-object/types.ts';
 import { noKvWrites, type KvWriteWork } from '../engine-work.ts';
+import type { BlockFiles } from './block-files.ts';
 import { withErrorScopes } from './device.ts';
 import { Usage, type GpuContext, type Recorder } from './gpu-context.ts';
 
@@ -45,7 +48,16 @@ const MAP_MODE_WRITE = 0x2;
 interface Slot {
   staging: GPUBuffer;
   bytes: number;
+  /** Bytes written or being read into it since it was last mapped. */
+  used: number;
+  /** The ring its bytes go to (the ring may be replaced while a full slot waits on its reads), and where in it. */
+  ring: GPUBuffer | null;
   ringOffset: number;
+  /** Reads from source files still filling it: it is sent only once they are done. */
+  reads: number;
+  drained: (() => void) | null;
+  /** Full or flushed, waiting on its reads to be sent: no write may take it. */
+  sealed: boolean;
   /**
    * Resolves once the staging buffer is mapped again (the GPU finished the batch that used it); null while it was
    * sent and its map not asked for yet. Maps are asked for only when a write needs a buffer back (and at settle): a
@@ -64,6 +76,11 @@ export interface StagingSizes {
   pool?: number;
   /** Bytes the upload ring grows to (tests make it small to wrap it often). */
   ring?: number;
+}
+
+export interface InjectorOptions extends StagingSizes {
+  /** Where blocks that name a source file are read from (else their bytes are copied on this thread). */
+  files?: BlockFiles;
 }
 
 /** A staged block's expansion job and the byte offset of its bytes in the upload ring. */
@@ -89,10 +106,16 @@ export class KvInjector<J> {
   private ring: GPUBuffer | null = null;
   /** Where the next slot's region of the ring starts. */
   private ringEnd = 0;
-  /** The slot being filled, its fill level, and the batch recording the expansions that read it. */
+  /** The slot being filled, and the batch recording the expansions that read it. */
   private current: Slot | null = null;
-  private used = 0;
   private pending: Recorder | null = null;
+  /**
+   * Sends that wait on reads, in the order asked for (the GPU must see uploads and the batches reading them in that
+   * order); while any waits, later sends queue behind it.
+   */
+  private waiting: Promise<void> = Promise.resolve();
+  private queued = 0;
+  private readonly files: BlockFiles | undefined;
   /** Jobs staged and not yet recorded, by batch key (a Map keeps the order written), their bytes in the ring. */
   private jobs = new Map<string, Staged<J>[]>();
   /** Error-scope checks of submitted batches not yet awaited. */
@@ -102,29 +125,54 @@ export class KvInjector<J> {
   constructor(
     private readonly ctx: GpuContext,
     private readonly expander: Expander<J>,
-    sizes: StagingSizes = {},
+    options: InjectorOptions = {},
   ) {
-    this.slotBytes = sizes.slot ?? STAGING_BYTES;
-    this.poolBytes = sizes.pool ?? POOL_BYTES;
-    this.ringBytes = Math.min(sizes.ring ?? RING_BYTES, ctx.maxStorageBytes);
+    this.slotBytes = options.slot ?? STAGING_BYTES;
+    this.poolBytes = options.pool ?? POOL_BYTES;
+    this.ringBytes = Math.min(options.ring ?? RING_BYTES, ctx.maxStorageBytes);
+    this.files = options.files;
   }
 
-  /** Stages `bytes` for `job`, expanded with its batch when next recorded. Resolves once they are copied. */
-  async write(bytes: Uint8Array, job: J): Promise<void> {
+  /**
+   * Stages `bytes` for `job`, expanded with its batch when next recorded: read from `source` when there is one (and a
+   * BlockFiles), else copied. Resolves once they are in the staging buffer; `bytes` is not read after that.
+   */
+  async write(bytes: Uint8Array, job: J, source?: KVBlockSource): Promise<void> {
     const size = Math.ceil(bytes.length / ALIGN) * ALIGN;
     // Re-checked after every wait: another session's writes may have filled or flushed the slot meanwhile.
-    while (this.current === null || this.used + size > this.current.bytes) await this.take(size);
+    while (this.current === null || this.current.used + size > this.current.bytes) await this.take(size);
     const began = performance.now();
-    this.current.range!.set(bytes, this.used);
+    const slot = this.current;
+    const into = slot.range!.subarray(slot.used, slot.used + bytes.length);
     const key = this.expander.batchKey(job);
-    const offset = this.current.ringOffset + this.used;
+    const offset = slot.ringOffset + slot.used;
     const batch = this.jobs.get(key);
     if (batch) batch.push({ job, offset });
     else this.jobs.set(key, [{ job, offset }]);
-    this.used += size;
+    slot.used += size;
     this.counts.blocks++;
     this.counts.bytes += bytes.length;
+    if (source !== undefined && this.files !== undefined) return this.read(slot, into, bytes, source, began);
+    into.set(bytes);
     this.counts.stageSeconds += (performance.now() - began) / 1000;
+  }
+
+  /**
+   * Fills `into` (in `slot`) from `source`, or with `bytes` when the file cannot give them; the slot is not sent
+   * meanwhile. Only the time this thread spends is counted as staging, not the wait for the pool.
+   */
+  private async read(slot: Slot, into: Uint8Array, bytes: Uint8Array, source: KVBlockSource, began: number): Promise<void> {
+    slot.reads++;
+    const reading = this.files!.read(source, into);
+    this.counts.stageSeconds += (performance.now() - began) / 1000;
+    try {
+      if (await reading) this.counts.readBlocks++;
+      else into.set(bytes);
+    } catch {
+      into.set(bytes);
+    } finally {
+      if (--slot.reads === 0) slot.drained?.();
+    }
   }
 
   /** The host side of the writes and batches so far (engine-work.ts). */
@@ -147,7 +195,7 @@ export class KvInjector<J> {
 
   /** Submits the pending batch (if any) and resolves once every batch so far passed its error scopes. */
   async settle(): Promise<void> {
-    this.flush();
+    await this.flush();
     const checks = this.checks;
     this.checks = [];
     await Promise.all(checks);
@@ -156,15 +204,81 @@ export class KvInjector<J> {
   }
 
   /**
-   * Uploads what is staged and submits every expansion not yet recorded, now (e.g. for a forward that reads the cache,
-   * or before a cache it writes to is destroyed); errors surface at settle.
+   * Uploads what is staged and submits every expansion not yet recorded (e.g. for a forward that reads the cache, or
+   * before a cache it writes to is released): now, unless reads still fill the staging buffer or an earlier send
+   * waits on them, then once they are done. Resolves once submitted; errors surface at settle.
    */
-  flush(): void {
+  flush(): Promise<void> {
     const began = performance.now();
     if (this.jobs.size > 0) this.recorder();
+    this.counts.submitSeconds += (performance.now() - began) / 1000;
     const rec = this.pending;
     this.pending = null;
-    this.upload(rec);
+    const slot = this.current;
+    this.current = null;
+    return this.send(slot, rec);
+  }
+
+  /** Runs `release` once every batch recorded so far is submitted: at once when no send waits on reads. */
+  whenSubmitted(release: () => void): void {
+    const sent = this.flush();
+    if (this.queued === 0) release();
+    else void sent.then(release, release);
+  }
+
+  async destroy(): Promise<void> {
+    await this.flush().catch(() => undefined);
+    for (const slot of this.pool) slot.staging.destroy();
+    this.pool.length = 0;
+    this.ring?.destroy();
+    this.ring = null;
+    await this.files?.close();
+  }
+
+  /**
+   * Sends `slot`'s bytes (if any) to its region of the ring and submits `rec` (if any), in the order asked: now when
+   * nothing waits, else once the slot's reads and every earlier send are done.
+   */
+  private send(slot: Slot | null, rec: Recorder | null): Promise<void> {
+    if (this.queued === 0 && (slot === null || slot.reads === 0)) {
+      this.submit(slot, rec);
+      return Promise.resolve();
+    }
+    if (slot !== null) slot.sealed = true;
+    this.queued++;
+    const sent = this.waiting.then(async () => {
+      if (slot !== null && slot.reads > 0) await new Promise<void>((resolve) => (slot.drained = resolve));
+      this.submit(slot, rec);
+    });
+    this.waiting = sent.then(
+      () => void this.queued--,
+      () => void this.queued--,
+    );
+    this.checks.push(sent);
+    return sent;
+  }
+
+  /**
+   * Uploads the slot's bytes: first in `rec`, the batch that reads them, when there is one (a submission costs the
+   * host more than a command in one), else in a submission of its own. Either way it precedes every submission that
+   * reads them. Then submits `rec`.
+   */
+  private submit(slot: Slot | null, rec: Recorder | null): void {
+    const began = performance.now();
+    if (slot !== null) {
+      slot.range = null;
+      slot.drained = null;
+      slot.sealed = false;
+      slot.staging.unmap();
+      if (rec !== null) rec.copyFirst(slot.staging, 0, slot.ring!, slot.ringOffset, slot.used);
+      else if (slot.used > 0) {
+        const encoder = this.ctx.device.createCommandEncoder();
+        encoder.copyBufferToBuffer(slot.staging, 0, slot.ring!, slot.ringOffset, slot.used);
+        this.ctx.device.queue.submit([encoder.finish()]);
+      }
+      slot.ready = null;
+      slot.sent = ++this.sends;
+    }
     if (rec !== null) {
       this.counts.submits++;
       this.counts.dispatches += rec.counts().dispatches;
@@ -176,88 +290,69 @@ export class KvInjector<J> {
     this.counts.submitSeconds += (performance.now() - began) / 1000;
   }
 
-  destroy(): void {
-    this.flush();
-    for (const slot of this.pool) slot.staging.destroy();
-    this.pool.length = 0;
-    this.ring?.destroy();
-    this.ring = null;
-  }
-
   /**
-   * Sends the current slot's bytes to its region of the ring: first in `rec`, the batch that reads them, when there is
-   * one (a submission costs the host more than a command in one), else in a submission of its own. Either way it
-   * precedes every submission that reads them.
-   */
-  private upload(rec: Recorder | null = null): void {
-    const slot = this.current;
-    this.current = null;
-    if (slot !== null) {
-      slot.range = null;
-      slot.staging.unmap();
-      if (rec !== null) rec.copyFirst(slot.staging, 0, this.ring!, slot.ringOffset, this.used);
-      else if (this.used > 0) {
-        const encoder = this.ctx.device.createCommandEncoder();
-        encoder.copyBufferToBuffer(slot.staging, 0, this.ring!, slot.ringOffset, this.used);
-        this.ctx.device.queue.submit([encoder.finish()]);
-      }
-      slot.ready = null;
-      slot.sent = ++this.sends;
-    }
-    this.used = 0;
-  }
-
-  /**
-   * Uploads the current slot and makes the next pool slot (mapped, at least `size` bytes) the current one, unless
-   * another writer installed one while this waited (the caller then re-checks for room).
+   * Sends the current slot and makes a mapped pool slot of at least `size` bytes the current one, unless another
+   * writer installed one while this waited (the caller then re-checks for room).
    */
   private async take(size: number): Promise<void> {
-    this.upload();
+    const full = this.current;
+    this.current = null;
+    this.send(full, null).catch(() => undefined);
     const need = Math.max(this.slotBytes, size);
-    let slot = this.pool.find((s) => s.staging.mapState === 'mapped' && s.bytes >= size);
+    let slot = this.pool.find((s) => this.free(s) && s.bytes >= size);
     if (slot === undefined && (this.pool.length === 0 || this.pool.reduce((n, s) => n + s.bytes, 0) + need <= this.poolBytes)) {
       slot = this.allocate(need);
       this.pool.push(slot);
     }
     if (slot === undefined) {
       this.remapSent();
-      slot = this.pool.reduce((first, s) => (s.sent < first.sent ? s : first));
+      const sent = this.pool.filter((s) => !s.sealed);
       const began = performance.now();
-      await slot.ready;
+      // Every slot waits on its reads when none was sent: they free up once those are done and they are sent.
+      if (sent.length === 0) await this.waiting;
+      else {
+        slot = sent.reduce((first, s) => (s.sent < first.sent ? s : first));
+        await slot.ready;
+      }
       this.counts.waitSeconds += (performance.now() - began) / 1000;
+      // Meanwhile another writer may have installed a slot, or used this one and sent it back to be mapped again.
+      if (slot === undefined || this.current !== null || !this.free(slot)) return;
     }
-    // Meanwhile another writer may have installed a slot, or used this one and sent it back to be mapped again.
-    if (this.current !== null || slot.staging.mapState !== 'mapped') return;
     if (slot.bytes < size) {
       slot.staging.destroy();
       Object.assign(slot, this.allocate(size));
     }
-    slot.ringOffset = this.ringRegion(slot.bytes);
+    Object.assign(slot, this.ringRegion(slot.bytes));
     slot.range ??= new Uint8Array(slot.staging.getMappedRange());
+    slot.used = 0;
     this.current = slot;
-    this.used = 0;
+  }
+
+  /** Mapped, and neither being filled nor waiting to be sent. */
+  private free(slot: Slot): boolean {
+    return slot.staging.mapState === 'mapped' && !slot.sealed && slot !== this.current;
   }
 
   /**
-   * The start of the next `bytes` of the ring. Where they would pass its end, the ring starts over from the front, or
-   * is replaced by one twice as large while it is under its full size (a small model's injections never take it all).
-   * Either way every expansion still to read the ring is submitted first: the GPU runs submissions in order, so they
-   * read their bytes before a later upload overwrites them, and the replaced ring is released only after them.
+   * Where the next `bytes` of the ring go. Where they would pass its end, the ring starts over from the front, or is replaced by one twice as large while it is under
+   * its full size (a small model's injections never take it all). Either way every expansion still to read the ring
+   * is submitted first: the GPU runs submissions in order, so they read their bytes before a later upload overwrites
+   * them, and the replaced ring is released only after them.
    */
-  private ringRegion(bytes: number): number {
+  private ringRegion(bytes: number): { ring: GPUBuffer; ringOffset: number } {
     const ring = this.ring;
     if (ring === null || this.ringEnd + bytes > ring.size) {
-      if (ring !== null) this.flush();
       const size = Math.max(bytes, Math.min(ring === null ? this.slotBytes : 2 * ring.size, this.ringBytes));
       if (ring === null || size > ring.size) {
-        ring?.destroy();
+        // The jobs staged so far are recorded against the old ring first.
+        if (ring !== null) this.whenSubmitted(() => ring.destroy());
         this.ring = this.ctx.storage(size, 'KV upload ring');
-      }
+      } else this.flush().catch(() => undefined);
       this.ringEnd = 0;
     }
-    const offset = this.ringEnd;
-    this.ringEnd = Math.ceil((offset + bytes) / RING_ALIGN) * RING_ALIGN;
-    return offset;
+    const ringOffset = this.ringEnd;
+    this.ringEnd = Math.ceil((ringOffset + bytes) / RING_ALIGN) * RING_ALIGN;
+    return { ring: this.ring!, ringOffset };
   }
 
   private allocate(bytes: number): Slot {
@@ -272,7 +367,19 @@ export class KvInjector<J> {
       mappedAtCreation: true,
       label: 'KV staging',
     });
-    return { staging, bytes, ringOffset: 0, ready: Promise.resolve(), range: null, sent: 0 };
+    return {
+      staging,
+      bytes,
+      used: 0,
+      ring: null,
+      ringOffset: 0,
+      reads: 0,
+      drained: null,
+      sealed: false,
+      ready: Promise.resolve(),
+      range: null,
+      sent: 0,
+    };
   }
 
   /** Asks for the map of every buffer sent since its last one, all together: they come back as the GPU gets there. */

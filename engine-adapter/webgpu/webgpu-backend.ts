@@ -24,9 +24,10 @@ import { GpuBlendForward } from './blend-forward.ts';
 import { openDevice, withErrorScopes } from './device.ts';
 import { ForwardScratch } from './forward-scratch.ts';
 import { GpuContext, type Recorder } from './gpu-context.ts';
-import { GpuKVCache } from './gpu-kv-cache.ts';
+import { GpuKVCache, type KVCacheOwner } from './gpu-kv-cache.ts';
 import { KvBufferPool } from './kv-buffer-pool.ts';
 import type { KvWriteWork } from '../engine-work.ts';
+import { BlockFiles } from './block-files.ts';
 import { KvInjector } from './kv-injector.ts';
 import { GPU_EXPANDERS } from './gpu-expanders.ts';
 import { GpuTransformTables } from './gpu-transform-tables.ts';
@@ -79,7 +80,7 @@ export class WebGpuBackend implements ForwardBackend {
   readonly device: string;
   private readonly c: ModelConfig;
   private readonly tokenStride: number;
-  private readonly cacheOwner: { pool: KvBufferPool; beforeDispose: () => void };
+  private readonly cacheOwner: KVCacheOwner;
   private lostReason: string | null = null;
   private disposed = false;
 
@@ -100,7 +101,7 @@ export class WebGpuBackend implements ForwardBackend {
       precision,
       scratch: new ForwardScratch(ctx, c),
       tables,
-      injector: new KvInjector<LayerWrite>(ctx, layerExpander({ ctx, tables }, gpuWeights.invFreq, c)),
+      injector: new KvInjector<LayerWrite>(ctx, layerExpander({ ctx, tables }, gpuWeights.invFreq, c), { files: new BlockFiles() }),
       pool: new KvBufferPool(ctx),
     };
     return new WebGpuBackend(ctx, c, parts, chunkTokens, options.capacity ?? Infinity);
@@ -115,7 +116,7 @@ export class WebGpuBackend implements ForwardBackend {
   ) {
     this.c = config;
     this.tokenStride = config.kvHeads * config.headDim;
-    this.cacheOwner = { pool: parts.pool, beforeDispose: () => parts.injector.flush() };
+    this.cacheOwner = { pool: parts.pool, whenSubmitted: (release) => parts.injector.whenSubmitted(release) };
     // Tensor cores take f16-weight products and prefill attention with f16 inputs (f32 accumulation).
     const tensorCores = ctx.features.subgroupMatrix && parts.precision === 'f16' ? ', tensor cores' : '';
     this.device = `${ctx.description}, ${parts.precision} weights${tensorCores}`;
@@ -282,7 +283,7 @@ export class WebGpuBackend implements ForwardBackend {
     // Growing copies go into the batch first, so they land before the expanded rows.
     cache.reserve(position + header.tokens, () => injector.recorder());
     // The encoded bytes go up in one write and are expanded on the GPU: no host decode.
-    await injector.write(block.encoded, { cache, layer: block.layer, header, position });
+    await injector.write(block.encoded, { cache, layer: block.layer, header, position }, block.source);
   }
 
   useTransformTable(table: TransformTable): void {
@@ -320,10 +321,10 @@ export class WebGpuBackend implements ForwardBackend {
     await this.parts.injector.settle();
   }
 
-  flushKVWrites(handle: KVCacheHandle): void {
+  flushKVWrites(handle: KVCacheHandle): Promise<void> {
     this.alive();
     this.own(handle);
-    this.parts.injector.flush();
+    return this.parts.injector.flush();
   }
 
   kvWrites(): KvWriteWork {
@@ -334,7 +335,7 @@ export class WebGpuBackend implements ForwardBackend {
     if (this.disposed) return;
     this.disposed = true;
     const { injector, tables, pool, scratch, gpuWeights } = this.parts;
-    injector.destroy();
+    await injector.destroy();
     tables.destroy();
     pool.destroy();
     scratch.destroy();

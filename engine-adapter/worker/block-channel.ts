@@ -1,7 +1,7 @@
 import type { MessagePort } from 'node:worker_threads';
 import { fromWireError, KdnError } from '../../common/errors.ts';
 import { verifiedBlock } from '../../storage/kv-object/index.ts';
-import type { KVHeader, KVLayerBlock, KVObjectReader } from '../../storage/kv-object/types.ts';
+import type { KVBlockSource, KVHeader, KVLayerBlock, KVObjectReader } from '../../storage/kv-object/types.ts';
 import type { ReturnedBuffers, RoutedBlocks } from './routed-stream.ts';
 
 /**
@@ -38,10 +38,10 @@ export class BlockChannel {
     this.reader = { header, layers: this.layers() };
   }
 
-  push(layer: number, bytes: Uint8Array): void {
+  push(layer: number, bytes: Uint8Array, source?: KVBlockSource): void {
     if (this.ended) return;
     this.firstBlockAt ??= performance.now();
-    this.blocks.push(this.toBlock(layer, bytes));
+    this.blocks.push({ ...this.toBlock(layer, bytes), source });
     this.signal();
   }
 
@@ -62,10 +62,10 @@ export class BlockChannel {
     this.port = port;
     port.on('message', (message: RoutedBlocks) => {
       if (message.type === 'blocks')
-        for (const { layer, bytes } of message.blocks) {
+        for (const { layer, bytes, source } of message.blocks) {
           const buffer = bytes.buffer as ArrayBuffer;
           this.unread.set(buffer, (this.unread.get(buffer) ?? 0) + 1);
-          this.push(layer, bytes);
+          this.push(layer, bytes, source);
         }
       else if (message.type === 'end') this.end();
       else this.fail(fromWireError(message.error));

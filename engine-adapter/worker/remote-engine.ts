@@ -388,7 +388,7 @@ class RemoteSession implements Session {
       for await (const block of object.layers) {
         if (stop()) return;
         const bytes = owned(block.encoded);
-        this.engine.post({ type: 'block', stream, layer: block.layer, bytes }, transferable([bytes]));
+        this.engine.post({ type: 'block', stream, layer: block.layer, bytes, source: block.source }, transferable([bytes]));
       }
       this.engine.post({ type: 'end', stream });
     } catch (err) {

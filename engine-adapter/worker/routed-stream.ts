@@ -5,7 +5,7 @@
  * blocks; any other reader is forwarded block by block.
  */
 import type { MessagePort } from 'node:worker_threads';
-import type { KVObjectReader } from '../../storage/kv-object/types.ts';
+import type { KVBlockSource, KVObjectReader } from '../../storage/kv-object/types.ts';
 import type { WireError } from '../../common/errors.ts';
 
 export interface RoutableReader extends KVObjectReader {
@@ -17,13 +17,20 @@ export interface RoutableReader extends KVObjectReader {
 }
 
 /**
- * What arrives on a routed port: verified blocks (lz4 undone, buffers transferred) in layer order, then `end` or
- * `fail`. The engine's side closes the port once its stream is over either way.
+ * A verified layer block as it crosses threads: its bytes (lz4 undone; their buffer is transferred) and, when they
+ * were read from a file that never changes, where they lie in it (KVBlockSource).
  */
-export type RoutedBlocks =
-  | { type: 'blocks'; blocks: { layer: number; bytes: Uint8Array }[] }
-  | { type: 'end' }
-  | { type: 'fail'; error: WireError };
+export interface BlockMessage {
+  layer: number;
+  bytes: Uint8Array;
+  source?: KVBlockSource;
+}
+
+/**
+ * What arrives on a routed port: verified blocks in layer order, then `end` or `fail`. The engine's side closes the
+ * port once its stream is over either way.
+ */
+export type RoutedBlocks = { type: 'blocks'; blocks: BlockMessage[] } | { type: 'end' } | { type: 'fail'; error: WireError };
 
 /**
  * What the engine's side sends back on a routed port as the session is done with blocks, until it closes the port:

@@ -106,6 +106,11 @@ export class KdnMetrics {
       [{}, work.kvWrites.blocks],
     ]);
     counter('kdn_engine_kv_bytes_total', 'Encoded bytes of those blocks', (work) => [[{}, work.kvWrites.bytes]]);
+    counter(
+      'kdn_engine_kv_read_blocks_total',
+      "Of those blocks, the ones read from a same-host edge's shared-memory file on libuv's pool instead of copied on the engine's thread",
+      (work) => [[{}, work.kvWrites.readBlocks]],
+    );
     counter('kdn_engine_kv_dispatches_total', "Dispatches expanding those blocks in the device's cache", (work) => [
       [{}, work.kvWrites.dispatches],
     ]);

@@ -6,14 +6,12 @@
  */
 import type { MessagePort } from 'node:worker_threads';
 import type { WireError } from '../../common/errors.ts';
+import type { BlockMessage } from '../../engine-adapter/worker/routed-stream.ts';
 import type { HandOverWindow } from './hand-over-window.ts';
 import type { FromWorker } from './kv-fetch-protocol.ts';
 
 /** A verified block whose bytes span their own buffer, or a buffer every block of its batch shares whole. */
-export interface OutletBlock {
-  layer: number;
-  bytes: Uint8Array;
-}
+export type OutletBlock = BlockMessage;
 
 type Post = (message: FromWorker, transfer?: ArrayBuffer[]) => void;
 

@@ -2,6 +2,7 @@
 import type { MessagePort } from 'node:worker_threads';
 import type { EdgeClientOptions } from '../../edge/client/client.ts';
 import type { WireError } from '../../common/errors.ts';
+import type { BlockMessage } from '../../engine-adapter/worker/routed-stream.ts';
 import type { KVExpectation, KVHeader } from '../../storage/kv-object/types.ts';
 import type { FetchedFrom } from './kv-fetcher.ts';
 import type { ReceiveBufferStats } from './receive-buffers.ts';
@@ -38,8 +39,8 @@ export type FromWorker =
   | { type: 'header'; id: number; header: KVHeader; servedFrom: FetchedFrom; edge: string }
   /** The blocks come from elsewhere than the header said: a shared-memory file failed verification, HTTP took over. */
   | { type: 'source'; id: number; servedFrom: FetchedFrom; edge: string }
-  /** Verified layer blocks (lz4 already undone) for the pool to read; the buffers behind `bytes` were transferred. */
-  | { type: 'layers'; id: number; layers: { layer: number; bytes: Uint8Array }[]; received: number }
+  /** Verified layer blocks for the pool to read; the buffers behind their bytes were transferred. */
+  | { type: 'layers'; id: number; layers: BlockMessage[]; received: number }
   /** Bytes received so far, while blocks are held or routed (no payload). */
   | { type: 'progress'; id: number; received: number }
   /** The whole object was received and verified (its blocks may still be held or on their way elsewhere). */

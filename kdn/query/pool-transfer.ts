@@ -71,9 +71,9 @@ export class PoolTransfer {
         this.opened(message);
         break;
       case 'layers':
-        for (const { layer, bytes } of message.layers) {
+        for (const { layer, bytes, source } of message.layers) {
           this.onDelivered(bytes.byteLength);
-          this.queue.push(this.toBlock(layer, bytes));
+          this.queue.push({ ...this.toBlock(layer, bytes), source });
         }
         break;
       case 'source':

@@ -98,7 +98,13 @@ export class ShmHandOver {
       return;
     }
     r.outlet.add(
-      got.blocks.map((b): OutletBlock => ({ layer: b.layer, bytes: b.encoded.buffer === got.buffer ? b.encoded : this.own(b.encoded) })),
+      got.blocks.map(
+        (b): OutletBlock => ({
+          layer: b.layer,
+          bytes: b.encoded.buffer === got.buffer ? b.encoded : this.own(b.encoded),
+          source: b.source,
+        }),
+      ),
       got.read,
     );
     r.next = got.next;

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { KdnError, toKdnError } from '../../common/errors.ts';
 import type { EdgeClient } from '../../edge/client/client.ts';
 import { SHM_IDENTITY_FILE, shmObjectName } from '../../edge/protocol.ts';
-import { kvPayloadOffset, readKVHeader, readKVObject } from '../../storage/kv-object/index.ts';
+import { fileIdentity, kvPayloadOffset, readKVHeader, readKVObject } from '../../storage/kv-object/index.ts';
 import { openLayerBlock } from '../../storage/kv-object/layer-block.ts';
 import type { KVExpectation, KVHeader, KVLayerBlock } from '../../storage/kv-object/types.ts';
 import type { ReceiveBuffers } from './receive-buffers.ts';
@@ -177,7 +177,10 @@ export class ShmSource {
     const blocks: KVLayerBlock[] = [];
     for (let layer = from; layer < next; layer++) {
       const at = offsets[layer]! - offsets[from]!;
-      blocks.push(openLayerBlock(header, layer, bytes.subarray(at, at + offsets[layer + 1]! - offsets[layer]!)));
+      const block = openLayerBlock(header, layer, bytes.subarray(at, at + offsets[layer + 1]! - offsets[layer]!));
+      // An lz4 layer's bytes are not the file's: only a raw layer can be read again from the file.
+      if (!header.codec.lz4) block.source = { path: file.path, identity: file.identity, position: payloadAt + offsets[layer]! };
+      blocks.push(block);
     }
     return { blocks, buffer: bytes.buffer as ArrayBuffer, next, read: payloadAt + offsets[next]! };
   }
@@ -238,7 +241,10 @@ export class ShmSource {
 
 /** An open object file, read in ranges into a caller's buffer. */
 interface ObjectFile {
+  path: string;
   size: number;
+  /** block-source.ts fileIdentity of the open file. */
+  identity: string;
   /** Fills all of `into` from the file's bytes at `position` on; a file that ends before that throws. */
   readAt(into: Uint8Array, position: number): Promise<void>;
   close(): Promise<void>;
@@ -253,8 +259,11 @@ function blockingFile(path: string): ObjectFile | undefined {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw err;
   }
+  const stats = fstatSync(fd);
   return {
-    size: fstatSync(fd).size,
+    path,
+    size: stats.size,
+    identity: fileIdentity(stats),
     async readAt(into, position) {
       for (let at = 0; at < into.length; ) at += checkedRead(path, position + at, readSync(fd, into, at, into.length - at, position + at));
     },
@@ -273,8 +282,11 @@ async function asyncFile(path: string): Promise<ObjectFile | undefined> {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw err;
   }
+  const stats = await handle.stat();
   return {
-    size: (await handle.stat()).size,
+    path,
+    size: stats.size,
+    identity: fileIdentity(stats),
     async readAt(into, position) {
       for (let at = 0; at < into.length; ) {
         at += checkedRead(path, position + at, (await handle.read(into, at, into.length - at, position + at)).bytesRead);

@@ -88,6 +88,22 @@ export interface KVLayerBlock {
   layer: number;
   encoded: Uint8Array;
   decode(): KVLayerTensors;
+  /** Where the same verified bytes lie in a file, when they were read from one that never changes (see KVBlockSource). */
+  source?: KVBlockSource;
+}
+
+/**
+ * A verified block's bytes in a file: a same-host edge's shared-memory copy, which is written once under a temporary
+ * name and renamed, never changed in place. An engine may read the bytes from there on another thread instead of
+ * copying `encoded` on its own; it first checks that `path` still names the very file they were verified from
+ * (`identity`), and copies `encoded` when it does not.
+ */
+export interface KVBlockSource {
+  path: string;
+  /** The file's device, inode, size and modification time when the block was verified, joined by ':'. */
+  identity: string;
+  /** Offset of the block's first byte in the file. */
+  position: number;
 }
 
 /** A KV object being read layer by layer: the header first, then blocks in layer order as bytes arrive. */

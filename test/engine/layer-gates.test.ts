@@ -4,7 +4,7 @@ import { gateBatch, LayerGates } from '../../engine-adapter/layer-gates.ts';
 describe('LayerGates: a forward waiting on a context that is still being placed', () => {
   it('a wait resolves once its layer is written, flushing what is written only when someone waits on it', async () => {
     let flushes = 0;
-    const gates = new LayerGates(4, () => flushes++);
+    const gates = new LayerGates(4, () => void flushes++);
     const order: string[] = [];
     const second = gates.wait(1).then(() => order.push('layer 1'));
     gates.setWritten(1);
@@ -25,7 +25,7 @@ describe('LayerGates: a forward waiting on a context that is still being placed'
 
   it('a batch of layers: a wait holds out for that many layers from its own (fewer at the end) and says how many are in', async () => {
     let flushes = 0;
-    const gates = new LayerGates(10, () => flushes++, 4);
+    const gates = new LayerGates(10, () => void flushes++, 4);
     let first: number | undefined;
     const waiting = gates.wait(0).then((count) => (first = count));
     gates.setWritten(3);

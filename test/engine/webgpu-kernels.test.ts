@@ -421,7 +421,7 @@ describe('webgpu kernels vs the CPU reference', () => {
         expect(raggedFits(shape, tokens)).to.equal(true);
         const keys = randomArray((position + tokens) * stride, 31 + i);
         const values = randomArray((position + tokens) * stride, 41 + i);
-        const cache = new GpuKVCache(ctx, 2048, 1, stride, { pool: pools[i % 2]!, beforeDispose: () => {} });
+        const cache = new GpuKVCache(ctx, 2048, 1, stride, { pool: pools[i % 2]!, whenSubmitted: (release) => release() });
         cache.reserve(position + tokens, () => ctx.recorder());
         ctx.device.queue.writeBuffer(cache.keys[0]!.buffer, cache.keys[0]!.offset, keys);
         ctx.device.queue.writeBuffer(cache.values[0]!.buffer, cache.values[0]!.offset, values);

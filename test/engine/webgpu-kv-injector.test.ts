@@ -1,4 +1,10 @@
 import { expect } from 'chai';
+import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileIdentity } from '../../storage/kv-object/index.ts';
+import type { KVBlockSource } from '../../storage/kv-object/types.ts';
+import { BlockFiles } from '../../engine-adapter/webgpu/block-files.ts';
 import { fromHalfBits, writeHalves } from '../../storage/kv-object/half.ts';
 import type { GpuContext } from '../../engine-adapter/webgpu/gpu-context.ts';
 import { recordKvDequantFp16 } from '../../engine-adapter/webgpu/kernels/kv-dequant-fp16.ts';
@@ -77,7 +83,7 @@ describe('webgpu KV injector: staged uploads expanded on the GPU', () => {
         expect([...gotV.subarray(at, at + b.values.length)], `block ${i} values`).to.deep.equal([...b.values]);
         at += b.keys.length;
       }
-      injector.destroy();
+      await injector.destroy();
     });
   }
 
@@ -104,7 +110,7 @@ describe('webgpu KV injector: staged uploads expanded on the GPU', () => {
         expect([...gotV.subarray(i * n, (i + 1) * n)], `writer ${w} block ${i} values`).to.deep.equal([...b.values]);
       });
     }
-    injector.destroy();
+    await injector.destroy();
   });
 
   it('a flush uploads the staged bytes in the submission that expands them: one submission, not two', async () => {
@@ -129,7 +135,7 @@ describe('webgpu KV injector: staged uploads expanded on the GPU', () => {
     await injector.settle();
     expect([...(await read(keys, 256))]).to.deep.equal([...b.keys]);
     expect([...(await read(values, 256))]).to.deep.equal([...b.values]);
-    injector.destroy();
+    await injector.destroy();
   });
 
   it('takes a block larger than its staging buffers and its ring (a buffer of that size joins the pool, the ring grows)', async () => {
@@ -148,6 +154,113 @@ describe('webgpu KV injector: staged uploads expanded on the GPU', () => {
     expect([...(await read(values, 2048))]).to.deep.equal([...b.values]);
     expect([...(await read(smallKeys, 128))]).to.deep.equal([...small.keys]);
     expect([...(await read(smallValues, 128))]).to.deep.equal([...small.values]);
-    injector.destroy();
+    await injector.destroy();
+  });
+
+  describe("blocks read from their source file on libuv's pool", () => {
+    let dir: string;
+    before(() => {
+      dir = mkdtempSync(join(tmpdir(), 'kdn-injector-'));
+    });
+    after(() => rmSync(dir, { recursive: true, force: true }));
+
+    /** `blocks` laid end to end in a file, and each one's source in it. */
+    function fileOf(name: string, blocks: { bytes: Uint8Array }[]): KVBlockSource[] {
+      const path = join(dir, name);
+      writeFileSync(path, Buffer.concat(blocks.map((b) => b.bytes)));
+      const identity = fileIdentity(statSync(path));
+      let position = 0;
+      return blocks.map((b) => {
+        const source = { path, identity, position };
+        position += b.bytes.length;
+        return source;
+      });
+    }
+
+    // Eight streams write at once, as an injected context's objects do, so reads are in flight whenever a staging
+    // buffer fills, the ring starts over or grows, or a flush comes: each of those waits for them.
+    for (const sizes of [{ slot: 1024, pool: 4096 }, { slot: 1024, pool: 4096, ring: 2560 }, {}]) {
+      it(`lands what the file holds, not the bytes passed beside it (${sizes.slot ?? 'default'}-byte staging buffers, ${sizes.ring ?? 'default'}-byte ring)`, async () => {
+        const injector = new KvInjector(ctx, fp16Expander(ctx), { ...sizes, files: new BlockFiles() });
+        const n = 96;
+        const streams = Array.from({ length: 8 }, (_, s) => {
+          const blocks = Array.from({ length: 6 }, (_, i) => block(n, 500 + 10 * s + i));
+          return { blocks, sources: fileOf(`stream-${s}-${JSON.stringify(sizes)}`, blocks) };
+        });
+        const keys = ctx.storage(8 * 6 * n * 4, 'file keys');
+        const values = ctx.storage(8 * 6 * n * 4, 'file values');
+        // The bytes passed are zeros: what lands can only have come from the file.
+        const zeros = new Uint8Array(4 * n);
+        const flushes: Promise<void>[] = [];
+        await Promise.all(
+          streams.map(async ({ sources }, s) => {
+            for (const [i, source] of sources.entries()) {
+              const writing = injector.write(zeros, { keys, values, n, dstOffset: (6 * s + i) * n }, source);
+              if (i === 2) flushes.push(injector.flush());
+              await writing;
+            }
+          }),
+        );
+        await Promise.all(flushes);
+        await injector.settle();
+        const [gotK, gotV] = [await read(keys, 8 * 6 * n), await read(values, 8 * 6 * n)];
+        for (const [s, { blocks }] of streams.entries())
+          for (const [i, b] of blocks.entries()) {
+            const at = (6 * s + i) * n;
+            expect([...gotK.subarray(at, at + n)], `stream ${s} block ${i} keys`).to.deep.equal([...b.keys]);
+            expect([...gotV.subarray(at, at + n)], `stream ${s} block ${i} values`).to.deep.equal([...b.values]);
+          }
+        expect(injector.work().readBlocks).to.equal(48);
+        await injector.destroy();
+      });
+    }
+
+    it('copies the bytes passed when the path names another file than the one they were verified from, or none', async () => {
+      const injector = new KvInjector(ctx, fp16Expander(ctx), { files: new BlockFiles() });
+      const n = 64;
+      const [kept, replaced, gone] = [block(n, 71), block(n, 72), block(n, 73)];
+      const sources = fileOf('replaced', [replaced]);
+      // Same name and size, other bytes: a file written over the verified one's name.
+      const path = sources[0]!.path;
+      rmSync(path);
+      writeFileSync(path, new Uint8Array(replaced.bytes.length).fill(0x3c));
+      const keys = ctx.storage(3 * n * 4, 'fallback keys');
+      const values = ctx.storage(3 * n * 4, 'fallback values');
+      await injector.write(kept.bytes, { keys, values, n, dstOffset: 0 }, fileOf('kept', [kept])[0]);
+      await injector.write(replaced.bytes, { keys, values, n, dstOffset: n }, sources[0]);
+      await injector.write(
+        gone.bytes,
+        { keys, values, n, dstOffset: 2 * n },
+        { path: join(dir, 'missing'), identity: '0:0:0:0', position: 0 },
+      );
+      await injector.settle();
+      const [gotK, gotV] = [await read(keys, 3 * n), await read(values, 3 * n)];
+      for (const [i, b] of [kept, replaced, gone].entries()) {
+        expect([...gotK.subarray(i * n, (i + 1) * n)], `block ${i} keys`).to.deep.equal([...b.keys]);
+        expect([...gotV.subarray(i * n, (i + 1) * n)], `block ${i} values`).to.deep.equal([...b.values]);
+      }
+      expect(injector.work().readBlocks).to.equal(1);
+      await injector.destroy();
+    });
+
+    it('releases what a batch writes to only once that batch, held back by reads in flight, is submitted', async () => {
+      const injector = new KvInjector(ctx, fp16Expander(ctx), { files: new BlockFiles() });
+      const n = 64;
+      const [first, b] = [block(n, 80), block(n, 81)];
+      const keys = ctx.storage(2 * n * 4, 'released keys');
+      const values = ctx.storage(2 * n * 4, 'released values');
+      // The first write takes a staging buffer, so the second issues its read at once.
+      await injector.write(first.bytes, { keys, values, n, dstOffset: 0 });
+      const writing = injector.write(b.bytes, { keys, values, n, dstOffset: n }, fileOf('released', [b])[0]);
+      let released = false;
+      injector.whenSubmitted(() => (released = true));
+      // The read is on libuv's pool: the batch that expands its block cannot be submitted yet.
+      expect(released).to.equal(false);
+      await writing;
+      await injector.settle();
+      expect(released).to.equal(true);
+      expect([...(await read(keys, 2 * n))]).to.deep.equal([...first.keys, ...b.keys]);
+      await injector.destroy();
+    });
   });
 });

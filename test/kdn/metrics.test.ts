@@ -18,6 +18,7 @@ describe('kdn metrics: the engine work counters', () => {
         blocks: 64,
         bytes: 4096,
         stageSeconds: 0.5,
+        readBlocks: 16,
         submitSeconds: 0.25,
         waitSeconds: 0.125,
         submits: 3,

@@ -66,8 +66,13 @@ describe('KV blocks routed from the fetch threads to the engine thread', functio
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  async function query(pool: KvFetchPool, mode: QueryMode, log: Logger = createLogger('test')): Promise<Omit<QueryOutcome, 'level'>> {
-    const deps = { engine, fetcher: pool, log };
+  async function query(
+    pool: KvFetchPool,
+    mode: QueryMode,
+    log: Logger = createLogger('test'),
+    on: Engine = engine,
+  ): Promise<Omit<QueryOutcome, 'level'>> {
+    const deps = { engine: on, fetcher: pool, log };
     return runQuery(deps, {
       tenant: `tenant-${++tenants}`,
       pieces,
@@ -110,6 +115,31 @@ describe('KV blocks routed from the fetch threads to the engine thread', functio
       expect(injected.answer).to.equal(recomputed.answer);
     } finally {
       await pool.close();
+    }
+  });
+
+  it("a WebGPU engine reads shared-memory objects' layers from the edge's files into its staging, answering the same", async function () {
+    let gpu: Engine;
+    try {
+      gpu = await createEngineInWorker({ modelDir: model.dir, backend: 'webgpu' });
+    } catch (err) {
+      if (process.env.CI === 'true') throw err;
+      console.log(`      no WebGPU adapter, skipping: ${(err as Error).message}`);
+      this.skip();
+    }
+    const pool = new KvFetchPool({ edges: [edge.url], timeoutMs: 5_000, secret: TEST_EDGE_SECRET }, 1);
+    try {
+      const before = (await gpu.work()).kvWrites;
+      const injected = await query(pool, 'inject', undefined, gpu);
+      const after = (await gpu.work()).kvWrites;
+      const recomputed = await query(pool, 'recompute', undefined, gpu);
+      expect(injected.chunks.map((c) => c.tier)).to.deep.equal(pieces.map(() => 'shm'));
+      // Every layer of every piece was read from its file, none copied on the engine's thread.
+      expect(after.readBlocks - before.readBlocks).to.equal(pieces.length * gpu.info.layers);
+      expect(injected.answer).to.equal(recomputed.answer);
+    } finally {
+      await pool.close();
+      await gpu.dispose();
     }
   });
 

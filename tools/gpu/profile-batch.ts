@@ -57,7 +57,7 @@ async function openCaches(n: number): Promise<GpuKVCache[]> {
   const capacity = context + 2 * reps + 4;
   const caches = Array.from(
     { length: n },
-    () => new GpuKVCache(ctx, capacity, c.layers, c.kvHeads * c.headDim, { pool, beforeDispose: () => undefined }),
+    () => new GpuKVCache(ctx, capacity, c.layers, c.kvHeads * c.headDim, { pool, whenSubmitted: (release) => release() }),
   );
   const grow = ctx.recorder();
   for (const cache of caches) cache.reserve(capacity, () => grow);

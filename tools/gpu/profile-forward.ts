@@ -46,7 +46,7 @@ const capacity = Math.max(context + question, chunk);
 // Attention reads only rows below its position, so the cache's contents (zeros) do not change the work.
 const cache = new GpuKVCache(ctx, capacity, c.layers, c.kvHeads * c.headDim, {
   pool: new KvBufferPool(ctx),
-  beforeDispose: () => undefined,
+  whenSubmitted: (release) => release(),
 });
 const grow = ctx.recorder();
 cache.reserve(capacity, () => grow);

@@ -54,7 +54,10 @@ const blocks = kv.perLayer.map((t) => codec.encode(t, { tokens, kvHeads, headDim
 
 const report = [];
 for (let pass = 0; pass < passes; pass++) {
-  const cache = new GpuKVCache(ctx, chunks * tokens, layers, kvHeads * headDim, { pool, beforeDispose: () => injector.flush() });
+  const cache = new GpuKVCache(ctx, chunks * tokens, layers, kvHeads * headDim, {
+    pool,
+    whenSubmitted: (release: () => void) => injector.whenSubmitted(release),
+  });
   cache.reserve(chunks * tokens, () => injector.recorder());
   await injector.settle();
   const before = injector.work();

@@ -13,6 +13,7 @@
  * Run on a host with an NVIDIA GPU (docs/GPU.md):
  *   node --import tsx tools/gpu/upload-bandwidth.ts --total 1024 --blocks 1,8,32 [--threads 8]
  */
+import { openSync, read, unlinkSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { Worker } from 'node:worker_threads';
 import { openDevice } from '../../engine-adapter/webgpu/device.ts';
@@ -25,12 +26,15 @@ const { values } = parseArgs({
     total: { type: 'string', default: '1024' },
     blocks: { type: 'string', default: '1,8,32' },
     threads: { type: 'string', default: '8' },
+    'in-flight': { type: 'string', default: '16' },
+    only: { type: 'string' },
   },
 });
 const MiB = 1024 * 1024;
 const total = Number(values.total) * MiB;
-const blockSizes = values.blocks.split(',').map((b) => Number(b) * MiB);
+const blockSizes = values.blocks.split(',').map((b) => Math.round((Number(b) * MiB) / 256) * 256);
 const threads = Number(values.threads);
+const inFlight = Number(values['in-flight']);
 /** Staging pools hold 4 buffers: the host ceilings copy into as much memory, so caches favour none of them. */
 const POOL = 4;
 
@@ -100,7 +104,53 @@ const strategies: Record<string, Strategy> = {
     );
   },
   hostCopyThreads: (block) => copyInThreads(block),
+  async fileReadMapped(block) {
+    const ring = reused(`mapped ${block}`, () => mappedRanges(block));
+    const fd = await shmFile(block);
+    const reads: Promise<unknown>[] = [];
+    for (let moved = 0, i = 0; moved < total; moved += block, i++) {
+      reads.push(new Promise((resolve, reject) => read(fd, ring[i % ring.length]!, 0, block, 0, (e) => (e ? reject(e) : resolve(0)))));
+      if (reads.length >= inFlight) await reads.shift();
+    }
+    await Promise.all(reads);
+  },
+  async fileReadPool(block) {
+    const perSlot = Math.max(1, Math.floor((16 * MiB) / block));
+    const slot = perSlot * block;
+    const pool = Array.from({ length: 4 }, () =>
+      device.createBuffer({ size: slot, usage: MAP_WRITE | Usage.COPY_SRC, mappedAtCreation: true }),
+    );
+    const fd = await shmFile(block);
+    let i = 0;
+    for (let moved = 0; moved < total; moved += slot, i++) {
+      const staging = pool[i % pool.length]!;
+      if (i >= pool.length) await staging.mapAsync(MAP_MODE_WRITE);
+      const range = new Uint8Array(staging.getMappedRange());
+      const reads: Promise<unknown>[] = [];
+      for (let k = 0; k < perSlot; k++)
+        reads.push(new Promise((resolve, reject) => read(fd, range, k * block, block, 0, (e) => (e ? reject(e) : resolve(0)))));
+      await Promise.all(reads);
+      staging.unmap();
+      const encoder = device.createCommandEncoder();
+      encoder.copyBufferToBuffer(staging, 0, dst, 0, Math.min(slot, 64 * MiB));
+      device.queue.submit([encoder.finish()]);
+    }
+    await device.queue.onSubmittedWorkDone();
+    for (const b of pool) b.destroy();
+  },
 };
+
+const shmFds = new Map<number, number>();
+/** A tmpfs file of `block` bytes, read into staging by libuv's pool (UV_THREADPOOL_SIZE threads). */
+async function shmFile(block: number): Promise<number> {
+  if (!shmFds.has(block)) {
+    const path = `/dev/shm/kdn-upload-bandwidth-${process.pid}-${block}`;
+    writeFileSync(path, source.subarray(0, block));
+    shmFds.set(block, openSync(path, 'r'));
+    unlinkSync(path);
+  }
+  return shmFds.get(block)!;
+}
 
 /** Destinations kept from the warm-up pass to the timed one, as the injector keeps its pool: no page faults timed. */
 const destinations = new Map<string, Uint8Array[]>();
@@ -151,9 +201,15 @@ async function copyInThreads(block: number): Promise<number> {
 }
 
 const results: Record<string, Record<string, number>> = {};
+const only = values.only?.split(',');
 for (const [name, run] of Object.entries(strategies)) {
+  if (only && !only.includes(name)) continue;
   results[name] = {};
-  for (const block of blockSizes) results[name][`${block / MiB}MiB`] = Number((await timed(run, block)).toFixed(3));
+  for (const block of blockSizes) {
+    const elu = performance.eventLoopUtilization();
+    results[name][`${block / MiB}MiB`] = Number((await timed(run, block)).toFixed(3));
+    results[name][`${block / MiB}MiB_loopBusy`] = Number(performance.eventLoopUtilization(elu).utilization.toFixed(3));
+  }
 }
 console.log(JSON.stringify({ device: ctx.description, totalMiB: total / MiB, threads, GBps: results }, null, 1));
 await ctx.dispose();
