@@ -5,15 +5,15 @@
  * was most of that thread's time for an injected context (tools/gpu/upload-bandwidth.ts: 28-33 GB/s into mapped
  * staging through the pool, against 15-18 GB/s for one thread copying, which then does nothing else).
  *
- * A file is opened here, by its path, and read only while it is still the very file its blocks were verified from
- * (block-source.ts fileIdentity); otherwise, or when a read fails, the caller copies the block's own bytes.
+ * A file is opened here, by its path, and read only if it is still the very file its blocks were verified from
+ * (block-source.ts fileIdentity); otherwise the caller copies the block's own bytes.
  */
 import { close, fstat, open, read } from 'node:fs';
 import { fileIdentity } from '../../storage/kv-object/index.ts';
 import type { KVBlockSource } from '../../storage/kv-object/types.ts';
 
 /**
- * A file with no read in flight is closed after this long: an object's layers arrive over tens of milliseconds, and
+ * A file no writer holds is closed after this long: an object's layers arrive over tens of milliseconds, and
  * an open descriptor keeps an evicted (unlinked) file's memory allocated.
  */
 const IDLE_MS = 1_000;
@@ -21,8 +21,16 @@ const IDLE_MS = 1_000;
 interface OpenFile {
   /** The descriptor, or null when the path no longer names the verified file (or could not be opened). */
   fd: Promise<number | null>;
-  reads: number;
+  /** Writers holding it (BlockFiles.acquire) until their reads are done: it is not closed meanwhile. */
+  holds: number;
   idleSince: number;
+}
+
+/** A file held open for reads from it (BlockFiles.acquire); release it once they are done. */
+export interface HeldFile {
+  /** Fills all of `into` from the file's bytes at `position` on; false when a read fails or the file ends first. */
+  read(into: Uint8Array, position: number): Promise<boolean>;
+  release(): void;
 }
 
 export class BlockFiles {
@@ -30,24 +38,32 @@ export class BlockFiles {
   private sweep: NodeJS.Timeout | undefined;
 
   /**
-   * Fills `into` with the source's bytes; false when they cannot be read from there (the file was replaced or is
-   * gone, a read failed or came short), and the caller copies the block's own bytes instead.
+   * The source's file, held open; null when its bytes cannot be read from there (the file was replaced or is gone),
+   * and the caller copies the block's own bytes instead.
    */
-  async read(source: KVBlockSource, into: Uint8Array): Promise<boolean> {
-    const file = this.file(source);
-    file.reads++;
-    try {
-      const fd = await file.fd;
-      return fd !== null && (await readFully(fd, into, source.position));
-    } finally {
-      if (--file.reads === 0) {
-        file.idleSince = performance.now();
-        this.sweep ??= setTimeout(() => this.closeIdle(), IDLE_MS).unref();
-      }
+  async acquire(source: KVBlockSource): Promise<HeldFile | null> {
+    const key = `${source.path}\0${source.identity}`;
+    let file = this.files.get(key);
+    if (file === undefined) {
+      file = { fd: openVerified(source), holds: 0, idleSince: 0 };
+      this.files.set(key, file);
     }
+    file.holds++;
+    const fd = await file.fd;
+    const held = file;
+    const release = (): void => {
+      if (--held.holds > 0) return;
+      held.idleSince = performance.now();
+      this.sweep ??= setTimeout(() => this.closeIdle(), IDLE_MS).unref();
+    };
+    if (fd === null) {
+      release();
+      return null;
+    }
+    return { read: (into, position) => readFully(fd, into, position), release };
   }
 
-  /** Closes every file; call it once no read is in flight. */
+  /** Closes every file; call it once no file is held. */
   async close(): Promise<void> {
     clearTimeout(this.sweep);
     const files = [...this.files.values()];
@@ -55,21 +71,11 @@ export class BlockFiles {
     await Promise.all(files.map(async (f) => closeFd(await f.fd)));
   }
 
-  private file(source: KVBlockSource): OpenFile {
-    const key = `${source.path}\0${source.identity}`;
-    let file = this.files.get(key);
-    if (file === undefined) {
-      file = { fd: openVerified(source), reads: 0, idleSince: 0 };
-      this.files.set(key, file);
-    }
-    return file;
-  }
-
   private closeIdle(): void {
     this.sweep = undefined;
     const now = performance.now();
     for (const [key, file] of this.files) {
-      if (file.reads > 0) continue;
+      if (file.holds > 0) continue;
       if (now - file.idleSince < IDLE_MS) {
         this.sweep ??= setTimeout(() => this.closeIdle(), IDLE_MS).unref();
         continue;

@@ -19,7 +19,7 @@
 import { KdnError } from '../../common/errors.ts';
 import type { KVBlockSource } from '../../storage/kv-object/types.ts';
 import { noKvWrites, type KvWriteWork } from '../engine-work.ts';
-import type { BlockFiles } from './block-files.ts';
+import type { BlockFiles, HeldFile } from './block-files.ts';
 import { withErrorScopes } from './device.ts';
 import { Usage, type GpuContext, type Recorder } from './gpu-context.ts';
 
@@ -58,6 +58,8 @@ interface Slot {
   drained: (() => void) | null;
   /** Full or flushed, waiting on its reads to be sent: no write may take it. */
   sealed: boolean;
+  /** Why a read into it failed: its send fails with it (the jobs whose bytes it holds must not be used). */
+  failure: KdnError | null;
   /**
    * Resolves once the staging buffer is mapped again (the GPU finished the batch that used it); null while it was
    * sent and its map not asked for yet. Maps are asked for only when a write needs a buffer back (and at settle): a
@@ -134,13 +136,21 @@ export class KvInjector<J> {
   }
 
   /**
-   * Stages `bytes` for `job`, expanded with its batch when next recorded: read from `source` when there is one (and a
-   * BlockFiles), else copied. Resolves once they are in the staging buffer; `bytes` is not read after that.
+   * Stages `bytes` for `job`, expanded with its batch when next recorded. With a `source` (and a BlockFiles) that is
+   * still the file the bytes were verified from, they are read from there on libuv's pool: this resolves as soon as
+   * the read is asked for, and a read that fails fails the flush or settle that sends them. Otherwise they are
+   * copied before this resolves. Either way `bytes` is not read after that.
    */
   async write(bytes: Uint8Array, job: J, source?: KVBlockSource): Promise<void> {
+    const file = source !== undefined && this.files !== undefined ? await this.files.acquire(source) : null;
     const size = Math.ceil(bytes.length / ALIGN) * ALIGN;
-    // Re-checked after every wait: another session's writes may have filled or flushed the slot meanwhile.
-    while (this.current === null || this.current.used + size > this.current.bytes) await this.take(size);
+    try {
+      // Re-checked after every wait: another session's writes may have filled or flushed the slot meanwhile.
+      while (this.current === null || this.current.used + size > this.current.bytes) await this.take(size);
+    } catch (err) {
+      file?.release();
+      throw err;
+    }
     const began = performance.now();
     const slot = this.current;
     const into = slot.range!.subarray(slot.used, slot.used + bytes.length);
@@ -152,27 +162,29 @@ export class KvInjector<J> {
     slot.used += size;
     this.counts.blocks++;
     this.counts.bytes += bytes.length;
-    if (source !== undefined && this.files !== undefined) return this.read(slot, into, bytes, source, began);
-    into.set(bytes);
+    if (file === null) into.set(bytes);
+    else this.read(slot, into, file, source!.position);
     this.counts.stageSeconds += (performance.now() - began) / 1000;
   }
 
-  /**
-   * Fills `into` (in `slot`) from `source`, or with `bytes` when the file cannot give them; the slot is not sent
-   * meanwhile. Only the time this thread spends is counted as staging, not the wait for the pool.
-   */
-  private async read(slot: Slot, into: Uint8Array, bytes: Uint8Array, source: KVBlockSource, began: number): Promise<void> {
+  /** Reads `into` (in `slot`) from `file`; the slot is sent only once its reads are done. */
+  private read(slot: Slot, into: Uint8Array, file: HeldFile, position: number): void {
     slot.reads++;
-    const reading = this.files!.read(source, into);
-    this.counts.stageSeconds += (performance.now() - began) / 1000;
-    try {
-      if (await reading) this.counts.readBlocks++;
-      else into.set(bytes);
-    } catch {
-      into.set(bytes);
-    } finally {
-      if (--slot.reads === 0) slot.drained?.();
-    }
+    this.counts.readBlocks++;
+    void file
+      .read(into, position)
+      .then((ok) => {
+        if (!ok) throw new Error('the read came short');
+      })
+      .catch((err: unknown) => {
+        slot.failure ??= new KdnError('KV_CORRUPT', `a KV block could not be read from its shared-memory file: ${(err as Error).message}`, {
+          hint: 'refetch the object',
+        });
+      })
+      .finally(() => {
+        file.release();
+        if (--slot.reads === 0) slot.drained?.();
+      });
   }
 
   /** The host side of the writes and batches so far (engine-work.ts). */
@@ -195,10 +207,10 @@ export class KvInjector<J> {
 
   /** Submits the pending batch (if any) and resolves once every batch so far passed its error scopes. */
   async settle(): Promise<void> {
-    await this.flush();
+    const flushed = this.flush();
     const checks = this.checks;
     this.checks = [];
-    await Promise.all(checks);
+    await Promise.all([flushed, ...checks]);
     // The batches are done, so the maps come back at once and the next injection finds its buffers mapped.
     this.remapSent();
   }
@@ -241,14 +253,19 @@ export class KvInjector<J> {
    */
   private send(slot: Slot | null, rec: Recorder | null): Promise<void> {
     if (this.queued === 0 && (slot === null || slot.reads === 0)) {
-      this.submit(slot, rec);
-      return Promise.resolve();
+      const failure = this.submit(slot, rec);
+      if (failure === null) return Promise.resolve();
+      const failed = Promise.reject(failure);
+      failed.catch(() => undefined);
+      this.checks.push(failed);
+      return failed;
     }
     if (slot !== null) slot.sealed = true;
     this.queued++;
     const sent = this.waiting.then(async () => {
       if (slot !== null && slot.reads > 0) await new Promise<void>((resolve) => (slot.drained = resolve));
-      this.submit(slot, rec);
+      const failure = this.submit(slot, rec);
+      if (failure !== null) throw failure;
     });
     this.waiting = sent.then(
       () => void this.queued--,
@@ -261,14 +278,16 @@ export class KvInjector<J> {
   /**
    * Uploads the slot's bytes: first in `rec`, the batch that reads them, when there is one (a submission costs the
    * host more than a command in one), else in a submission of its own. Either way it precedes every submission that
-   * reads them. Then submits `rec`.
+   * reads them. Then submits `rec`. Returns the slot's read failure, if any (the slot goes back to the pool all the same).
    */
-  private submit(slot: Slot | null, rec: Recorder | null): void {
+  private submit(slot: Slot | null, rec: Recorder | null): KdnError | null {
     const began = performance.now();
+    const failure = slot?.failure ?? null;
     if (slot !== null) {
       slot.range = null;
       slot.drained = null;
       slot.sealed = false;
+      slot.failure = null;
       slot.staging.unmap();
       if (rec !== null) rec.copyFirst(slot.staging, 0, slot.ring!, slot.ringOffset, slot.used);
       else if (slot.used > 0) {
@@ -288,6 +307,7 @@ export class KvInjector<J> {
       this.checks.push(check);
     }
     this.counts.submitSeconds += (performance.now() - began) / 1000;
+    return failure;
   }
 
   /**
@@ -376,6 +396,7 @@ export class KvInjector<J> {
       reads: 0,
       drained: null,
       sealed: false,
+      failure: null,
       ready: Promise.resolve(),
       range: null,
       sent: 0,

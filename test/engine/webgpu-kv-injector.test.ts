@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { fileIdentity } from '../../storage/kv-object/index.ts';
 import type { KVBlockSource } from '../../storage/kv-object/types.ts';
 import { BlockFiles } from '../../engine-adapter/webgpu/block-files.ts';
+import type { KdnError } from '../../common/errors.ts';
 import { fromHalfBits, writeHalves } from '../../storage/kv-object/half.ts';
 import type { GpuContext } from '../../engine-adapter/webgpu/gpu-context.ts';
 import { recordKvDequantFp16 } from '../../engine-adapter/webgpu/kernels/kv-dequant-fp16.ts';
@@ -243,20 +244,38 @@ describe('webgpu KV injector: staged uploads expanded on the GPU', () => {
       await injector.destroy();
     });
 
+    it('a read that fails fails the settle that sends its block (KV_CORRUPT), not the writes after it', async () => {
+      const injector = new KvInjector(ctx, fp16Expander(ctx), { files: new BlockFiles() });
+      const n = 64;
+      const [b, later] = [block(n, 91), block(n, 92)];
+      const keys = ctx.storage(2 * n * 4, 'failing keys');
+      const values = ctx.storage(2 * n * 4, 'failing values');
+      // The file is the one named, but ends where the block would start: the read comes short.
+      const [source] = fileOf('short', [b]);
+      await injector.write(b.bytes, { keys, values, n, dstOffset: 0 }, { ...source!, position: b.bytes.length });
+      const failed = await injector.settle().then(
+        () => null,
+        (err: unknown) => err as KdnError,
+      );
+      expect(failed?.code).to.equal('KV_CORRUPT');
+      await injector.write(later.bytes, { keys, values, n, dstOffset: n }, fileOf('later', [later])[0]);
+      await injector.settle();
+      expect([...(await read(keys, 2 * n)).subarray(n)]).to.deep.equal([...later.keys]);
+      await injector.destroy();
+    });
+
     it('releases what a batch writes to only once that batch, held back by reads in flight, is submitted', async () => {
       const injector = new KvInjector(ctx, fp16Expander(ctx), { files: new BlockFiles() });
       const n = 64;
       const [first, b] = [block(n, 80), block(n, 81)];
       const keys = ctx.storage(2 * n * 4, 'released keys');
       const values = ctx.storage(2 * n * 4, 'released values');
-      // The first write takes a staging buffer, so the second issues its read at once.
       await injector.write(first.bytes, { keys, values, n, dstOffset: 0 });
-      const writing = injector.write(b.bytes, { keys, values, n, dstOffset: n }, fileOf('released', [b])[0]);
+      // Resolves once the read is asked for: it is on libuv's pool, and cannot be done before this thread's next turn.
+      await injector.write(new Uint8Array(b.bytes.length), { keys, values, n, dstOffset: n }, fileOf('released', [b])[0]);
       let released = false;
       injector.whenSubmitted(() => (released = true));
-      // The read is on libuv's pool: the batch that expands its block cannot be submitted yet.
       expect(released).to.equal(false);
-      await writing;
       await injector.settle();
       expect(released).to.equal(true);
       expect([...(await read(keys, 2 * n))]).to.deep.equal([...first.keys, ...b.keys]);
