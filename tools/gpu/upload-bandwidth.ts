@@ -9,9 +9,16 @@
  *   mappedWrite:       the same copies into staging buffers mapped once and never handed to the GPU;
  *   hostCopy:          the same copies into a ring of plain buffers as large as the pool, one thread;
  *   hostCopyThreads:   hostCopy split over --threads worker threads at once (what parallel writers could reach;
- *                      WebGPU gives a mapped range to the device's thread only, so no upload path can use them).
+ *                      WebGPU gives a mapped range to the device's thread only, so no JavaScript thread but that
+ *                      one can write it);
+ *   fileReadMapped:    mappedWrite's copies made by read(2) from a tmpfs file on libuv's pool instead, --in-flight
+ *                      at once (what a same-host edge's files read into staging reach, engine-adapter/webgpu/
+ *                      block-files.ts; UV_THREADPOOL_SIZE sets the pool's threads, 4 by default);
+ *   fileReadPool:      mapAsyncPool's staging buffers filled that way.
+ * Each entry has a `_loopBusy` twin: the share of the time this thread's event loop was busy (1 for copies it makes).
  * Run on a host with an NVIDIA GPU (docs/GPU.md):
- *   node --import tsx tools/gpu/upload-bandwidth.ts --total 1024 --blocks 1,8,32 [--threads 8]
+ *   node --import tsx tools/gpu/upload-bandwidth.ts --total 1024 --blocks 1,8,32 [--threads 8] [--in-flight 16]
+ *     [--only fileReadMapped,mappedWrite]
  */
 import { openSync, read, unlinkSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
