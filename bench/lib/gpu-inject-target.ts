@@ -1,6 +1,6 @@
 /**
  * The engine's WebGPU injection without a model, for timing delivery's last steps: verified layer blocks staged in
- * mapped buffers (kv-injector.ts), copied to the GPU and expanded into an f32 KV cache (kv-layer-expander.ts), or
+ * mapped buffers (kv-injector.ts; those from a same-host edge's files read there on libuv's pool), copied to the GPU and expanded into an f32 KV cache (kv-layer-expander.ts), or
  * with `expand: false` staged and copied only (the expansion's share is the difference). Times the host's part (the
  * write calls: the staging copy, waits for free staging buffers) apart from the wait for the GPU at the end.
  */
@@ -9,6 +9,7 @@ import { ropeInvFreq } from '../../engine-adapter/cpu/kernels/rope.ts';
 import { openDevice } from '../../engine-adapter/webgpu/device.ts';
 import { GpuContext } from '../../engine-adapter/webgpu/gpu-context.ts';
 import { GpuKVCache } from '../../engine-adapter/webgpu/gpu-kv-cache.ts';
+import { BlockFiles } from '../../engine-adapter/webgpu/block-files.ts';
 import { KvBufferPool } from '../../engine-adapter/webgpu/kv-buffer-pool.ts';
 import { KvInjector, type Expander } from '../../engine-adapter/webgpu/kv-injector.ts';
 import { layerExpander, type LayerWrite } from '../../engine-adapter/webgpu/kv-layer-expander.ts';
@@ -51,7 +52,8 @@ export class GpuInjectTarget {
       ? // No transform tables: this target is fed the int and fp16 codecs only.
         layerExpander({ ctx, tables: new GpuTransformTables(ctx) }, freqBuffer, shape)
       : { batchKey: () => 'staged', record: () => undefined };
-    const injector = new KvInjector<LayerWrite>(ctx, expander);
+    // Blocks from a same-host edge's files are read into staging on libuv's pool, as the engine's are.
+    const injector = new KvInjector<LayerWrite>(ctx, expander, { files: new BlockFiles() });
     const pool = new KvBufferPool(ctx);
     const owner = { pool, whenSubmitted: (release: () => void) => injector.whenSubmitted(release) };
     const cache = new GpuKVCache(ctx, capacity, shape.layers, shape.kvHeads * shape.headDim, owner);
@@ -65,7 +67,7 @@ export class GpuInjectTarget {
     const header = object.header;
     for await (const block of object.layers) {
       const t0 = performance.now();
-      await this.injector.write(block.encoded, { cache: this.cache, layer: block.layer, header, position });
+      await this.injector.write(block.encoded, { cache: this.cache, layer: block.layer, header, position }, block.source);
       this.hostWriteMs += performance.now() - t0;
     }
     this.length += header.tokens;
@@ -84,7 +86,7 @@ export class GpuInjectTarget {
 
   async close(): Promise<void> {
     this.cache.dispose();
-    this.injector.destroy();
+    await this.injector.destroy();
     this.pool.destroy();
     for (const b of this.buffers) b.destroy();
     await this.ctx.dispose();
