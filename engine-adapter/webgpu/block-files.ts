@@ -2,8 +2,8 @@
  * The files verified blocks name as their source (storage KVBlockSource): a same-host edge's shared-memory copies.
  * A block is read from its file by libuv's thread pool straight into the staging buffer it goes up from, so that
  * copy runs on the pool's threads, several at once, instead of on the engine's thread: copying every staged byte
- * was most of that thread's time for an injected context (tools/gpu/upload-bandwidth.ts: 28-33 GB/s into mapped
- * staging through the pool, against 15-18 GB/s for one thread copying, which then does nothing else).
+ * was most of that thread's time for an injected context (bench/results/gpu/upload-file-read-h200.json: 28-33 GB/s
+ * into mapped staging through the pool, against 15-18 GB/s for one thread copying, which then does nothing else).
  *
  * A file is opened here, by its path, and read only if it is still the very file its blocks were verified from
  * (block-source.ts fileIdentity); otherwise the caller copies the block's own bytes.
