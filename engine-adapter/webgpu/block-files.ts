@@ -37,6 +37,9 @@ export class BlockFiles {
   private readonly files = new Map<string, OpenFile>();
   private sweep: NodeJS.Timeout | undefined;
 
+  /** `idleMs`: how long a file no writer holds stays open (tests shorten it). */
+  constructor(private readonly idleMs = IDLE_MS) {}
+
   /**
    * The source's file, held open; null when its bytes cannot be read from there (the file was replaced or is gone),
    * and the caller copies the block's own bytes instead.
@@ -54,7 +57,7 @@ export class BlockFiles {
     const release = (): void => {
       if (--held.holds > 0) return;
       held.idleSince = performance.now();
-      this.sweep ??= setTimeout(() => this.closeIdle(), IDLE_MS).unref();
+      this.sweep ??= setTimeout(() => this.closeIdle(), this.idleMs).unref();
     };
     if (fd === null) {
       release();
@@ -76,8 +79,8 @@ export class BlockFiles {
     const now = performance.now();
     for (const [key, file] of this.files) {
       if (file.holds > 0) continue;
-      if (now - file.idleSince < IDLE_MS) {
-        this.sweep ??= setTimeout(() => this.closeIdle(), IDLE_MS).unref();
+      if (now - file.idleSince < this.idleMs) {
+        this.sweep ??= setTimeout(() => this.closeIdle(), this.idleMs).unref();
         continue;
       }
       this.files.delete(key);
