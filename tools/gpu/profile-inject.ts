@@ -89,7 +89,7 @@ for (let pass = 0; pass < passes; pass++) {
   });
   cache.dispose();
 }
-injector.destroy();
+await injector.destroy();
 pool.destroy();
 console.log(
   JSON.stringify({ adapter: ctx.description, shape, chunks, tokens, codec: values.codec, flushPerLayer, passes: report }, null, 1),
