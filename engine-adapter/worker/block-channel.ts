@@ -31,17 +31,17 @@ export class BlockChannel {
   /** Buffers done with, sent back together once per turn of the event loop. */
   private done: ArrayBuffer[] = [];
   private returning: NodeJS.Immediate | undefined;
-  private readonly toBlock: (layer: number, encoded: Uint8Array) => KVLayerBlock;
+  private readonly toBlock: (layer: number, encoded: Uint8Array, source?: KVBlockSource) => KVLayerBlock;
 
   constructor(header: KVHeader) {
-    this.toBlock = (layer, encoded) => verifiedBlock(header, layer, encoded);
+    this.toBlock = (layer, encoded, source) => verifiedBlock(header, layer, encoded, source);
     this.reader = { header, layers: this.layers() };
   }
 
   push(layer: number, bytes: Uint8Array, source?: KVBlockSource): void {
     if (this.ended) return;
     this.firstBlockAt ??= performance.now();
-    this.blocks.push({ ...this.toBlock(layer, bytes), source });
+    this.blocks.push(this.toBlock(layer, bytes, source));
     this.signal();
   }
 

@@ -8,7 +8,7 @@ import type { MessagePort } from 'node:worker_threads';
 import { fromWireError, KdnError } from '../../common/errors.ts';
 import type { RoutableReader } from '../../engine-adapter/worker/routed-stream.ts';
 import { verifiedBlock } from '../../storage/kv-object/index.ts';
-import type { KVLayerBlock } from '../../storage/kv-object/types.ts';
+import type { KVBlockSource, KVLayerBlock } from '../../storage/kv-object/types.ts';
 import type { FetchedObject } from './kv-fetcher.ts';
 import type { FromWorker, ToWorker } from './kv-fetch-protocol.ts';
 import { LayerQueue, type PrefetchedReader } from './prefetch.ts';
@@ -29,7 +29,7 @@ export class PoolTransfer {
   private failed = false;
   private markArrived!: () => void;
   private readonly drained = new Promise<void>((resolve) => (this.markArrived = resolve));
-  private toBlock: (layer: number, encoded: Uint8Array) => KVLayerBlock = () => {
+  private toBlock: (layer: number, encoded: Uint8Array, source?: KVBlockSource) => KVLayerBlock = () => {
     throw new KdnError('INTERNAL', 'fetch worker sent a layer before the header');
   };
 
@@ -73,7 +73,7 @@ export class PoolTransfer {
       case 'layers':
         for (const { layer, bytes, source } of message.layers) {
           this.onDelivered(bytes.byteLength);
-          this.queue.push({ ...this.toBlock(layer, bytes), source });
+          this.queue.push(this.toBlock(layer, bytes, source));
         }
         break;
       case 'source':
@@ -108,7 +108,7 @@ export class PoolTransfer {
 
   private opened(message: Extract<FromWorker, { type: 'header' }>): void {
     const header = message.header;
-    this.toBlock = (layer, encoded) => verifiedBlock(header, layer, encoded);
+    this.toBlock = (layer, encoded, source) => verifiedBlock(header, layer, encoded, source);
     const reader: PoolReader = { header, layers: this.layers(), drained: this.drained, route: (port) => this.route(port) };
     this.fetched = { reader, servedFrom: message.servedFrom, edge: message.edge, received: () => this.received };
     this.resolveHeader(this.fetched);

@@ -1,7 +1,7 @@
 import { layerDigestOffThread } from './hash-pool.ts';
 import { layerDigest } from './layer-digest.ts';
 import { KdnError } from '../../common/errors.ts';
-import type { KVHeader, KVLayerBlock } from './types.ts';
+import type { KVBlockSource, KVHeader, KVLayerBlock } from './types.ts';
 import { codecFor } from './codecs/index.ts';
 import { layerShape } from './header.ts';
 import { lz4Unframe, lz4UnframeOffThread } from './lz4.ts';
@@ -42,10 +42,10 @@ export async function openLayerBlockOffThread(header: KVHeader, layer: number, b
 /**
  * A layer block whose checksum was verified (here or on another thread) and whose lz4 framing is undone. The codec
  * is bound when the block is decoded, not before: a transform object's table may be registered after its header
- * arrived, and codecFor caches what it binds.
+ * arrived, and codecFor caches what it binds. `source`: where the same bytes lie in a file that never changes.
  */
-export function verifiedBlock(header: KVHeader, layer: number, encoded: Uint8Array): KVLayerBlock {
-  return { layer, encoded, decode: () => codecFor(header.codec).decode(encoded, layerShape(header), layer) };
+export function verifiedBlock(header: KVHeader, layer: number, encoded: Uint8Array, source?: KVBlockSource): KVLayerBlock {
+  return { layer, encoded, source, decode: () => codecFor(header.codec).decode(encoded, layerShape(header), layer) };
 }
 
 function checkDigest(header: KVHeader, layer: number, digest: string): void {
