@@ -1,6 +1,6 @@
 import { KdnError } from '../common/errors.ts';
 import type { TransformTable } from '../storage/kv-object/codecs/transform-table.ts';
-import type { KVHeader, KVLayerBlock, KVTensors } from '../storage/kv-object/types.ts';
+import type { KVHeader, KVBlock, KVTensors } from '../storage/kv-object/types.ts';
 import type { LayerGate } from './layer-gates.ts';
 import type { KvWriteWork } from './engine-work.ts';
 import type { BackendName } from './types.ts';
@@ -147,7 +147,7 @@ export interface ForwardBackend {
    * The block's bytes are copied or decoded before the promise resolves and never read after: the stream they came
    * from may then reuse them (worker/block-channel.ts hands their buffer back).
    */
-  writeKVLayer(cache: KVCacheHandle, header: KVHeader, block: KVLayerBlock, position: number): Promise<void>;
+  writeKVLayer(cache: KVCacheHandle, header: KVHeader, block: KVBlock, position: number): Promise<void>;
   /**
    * Resolves once every layer written so far is in the cache or queued where nothing can fail any more; a write
    * the device rejected throws here. Backends may batch writeKVLayer calls until this (or the next forward).

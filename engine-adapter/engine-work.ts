@@ -49,7 +49,10 @@ export interface KvWriteWork {
    * asking for them to be read there from their source file (WebGPU: readBlocks).
    */
   stageSeconds: number;
-  /** Blocks read into staging from their source file on libuv's pool instead of copied on this thread (WebGPU). */
+  /**
+   * Blocks read from their source file (storage KVBlockSource): WebGPU, into staging on libuv's pool instead of
+   * copied on this thread; CPU, on this thread, for blocks that came without bytes (KVFileBlock).
+   */
   readBlocks: number;
   /** Recording the blocks' expansion into the cache and submitting it with their upload (WebGPU). */
   submitSeconds: number;

@@ -1,5 +1,5 @@
 import { KdnError } from '../common/errors.ts';
-import type { KVLayerBlock } from '../storage/kv-object/types.ts';
+import type { KVBlock } from '../storage/kv-object/types.ts';
 
 /**
  * How long blocks are written back to back before the thread goes back to its event loop, so that blocks queued on
@@ -10,7 +10,7 @@ const YIELD_MS = 1;
 /** Where writeInLayerOrder's blocks go. Either may throw, which ends the writing with that error. */
 export interface LayerSink {
   /** Writes stream `stream`'s next block; the stream is asked for its following block once this resolves. */
-  write(stream: number, block: KVLayerBlock): Promise<void>;
+  write(stream: number, block: KVBlock): Promise<void>;
   /** Stream `stream` ended. */
   ended(stream: number): void;
 }
@@ -31,12 +31,8 @@ export interface LayerSink {
  * own work held it up. Rejects with the first failure: a stream's, the sink's, or KdnError INTERNAL once `stop`
  * resolves.
  */
-export async function writeInLayerOrder(
-  streams: readonly AsyncIterator<KVLayerBlock>[],
-  sink: LayerSink,
-  stop: Promise<void>,
-): Promise<number> {
-  const heads: (KVLayerBlock | undefined)[] = new Array(streams.length).fill(undefined);
+export async function writeInLayerOrder(streams: readonly AsyncIterator<KVBlock>[], sink: LayerSink, stop: Promise<void>): Promise<number> {
+  const heads: (KVBlock | undefined)[] = new Array(streams.length).fill(undefined);
   let open = streams.length;
   let failure: { error: unknown } | undefined;
   let wake: (() => void) | undefined;
@@ -86,7 +82,7 @@ export async function writeInLayerOrder(
 }
 
 /** The index of the block with the lowest layer, or -1 when there is none. */
-function lowestLayer(heads: readonly (KVLayerBlock | undefined)[]): number {
+function lowestLayer(heads: readonly (KVBlock | undefined)[]): number {
   let best = -1;
   for (let i = 0; i < heads.length; i++) {
     const block = heads[i];

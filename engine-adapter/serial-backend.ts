@@ -3,7 +3,7 @@ import type { EngineCall, KvWriteWork, WorkMeter } from './engine-work.ts';
 import type { LayerGate } from './layer-gates.ts';
 import type { BackendName } from './types.ts';
 import type { TransformTable } from '../storage/kv-object/codecs/transform-table.ts';
-import type { KVHeader, KVLayerBlock, KVTensors } from '../storage/kv-object/types.ts';
+import type { KVHeader, KVBlock, KVTensors } from '../storage/kv-object/types.ts';
 
 /**
  * A backend whose compute calls (forwards and KV reads) run one at a time, in call order. Backends share their
@@ -75,7 +75,7 @@ export class SerialBackend implements ForwardBackend {
     this.inner.useTransformTable(table);
   }
 
-  writeKVLayer(cache: KVCacheHandle, header: KVHeader, block: KVLayerBlock, position: number): Promise<void> {
+  writeKVLayer(cache: KVCacheHandle, header: KVHeader, block: KVBlock, position: number): Promise<void> {
     return this.inner.writeKVLayer(cache, header, block, position);
   }
 

@@ -1,5 +1,5 @@
 import { KdnError } from '../common/errors.ts';
-import type { KVHeader, KVObjectReader, KVTensors } from '../storage/kv-object/types.ts';
+import type { KVHeader, KVBlockReader, KVTensors } from '../storage/kv-object/types.ts';
 import { tokenHash } from '../storage/kv-object/index.ts';
 import type { ForwardBackend, KVCacheHandle } from './backend.ts';
 import { blendPlan } from './blend-selection.ts';
@@ -139,7 +139,7 @@ export class BackendSession implements Session {
     });
   }
 
-  injectKV(object: KVObjectReader, position: number): Promise<void> {
+  injectKV(object: KVBlockReader, position: number): Promise<void> {
     return this.exclusive(async () => {
       const h = object.header;
       this.checkObject(h);
@@ -201,11 +201,7 @@ export class BackendSession implements Session {
     });
   }
 
-  injectKVAndPrefill(
-    objects: readonly KVObjectReader[],
-    tokens: ArrayLike<number>,
-    options: PrefillOptions = {},
-  ): Promise<InjectedPrefill> {
+  injectKVAndPrefill(objects: readonly KVBlockReader[], tokens: ArrayLike<number>, options: PrefillOptions = {}): Promise<InjectedPrefill> {
     return this.exclusive(async () => {
       const logits = options.logits ?? 'last';
       const ids = this.tokenIds(tokens);
@@ -360,7 +356,7 @@ export class BackendSession implements Session {
    * moves the length: a failure (a stream's, the device's, run's) leaves the session as it was.
    */
   private async placeWhileRunning<T>(
-    objects: readonly KVObjectReader[],
+    objects: readonly KVBlockReader[],
     extraTokens: number,
     run: (end: number, gate: LayerGate) => Promise<T>,
   ): Promise<{ result: T; placedAt: number; firstLayerAt: number; blockWaitMs: number; end: number }> {
@@ -421,7 +417,7 @@ export class BackendSession implements Session {
    * reports to `gates` how many leading layers every object has written; resolves with how long it waited for blocks.
    * Stops at the first failure (or once the gates failed because the forward did) and throws it.
    */
-  private async placeAsTheyArrive(objects: readonly KVObjectReader[], positions: readonly number[], gates: LayerGates): Promise<number> {
+  private async placeAsTheyArrive(objects: readonly KVBlockReader[], positions: readonly number[], gates: LayerGates): Promise<number> {
     const layers = this.model.config.layers;
     const counts = new Array<number>(layers).fill(0);
     const written = new Array<number>(objects.length).fill(0);

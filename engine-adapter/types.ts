@@ -1,5 +1,5 @@
 import type { TransformTable } from '../storage/kv-object/codecs/transform-table.ts';
-import type { KVObjectReader, KVTensors } from '../storage/kv-object/types.ts';
+import type { KVBlockReader, KVTensors } from '../storage/kv-object/types.ts';
 import type { EngineWork } from './engine-work.ts';
 
 /** What `kdn model-info` prints and what keys KV objects. */
@@ -113,7 +113,7 @@ export interface BlendOptions {
 
 /** A chunk to blend: its KV object and the token ids it was computed from (checked against the header's hash). */
 export interface BlendChunk {
-  object: KVObjectReader;
+  object: KVBlockReader;
   tokenIds: ArrayLike<number>;
 }
 
@@ -155,14 +155,14 @@ export interface Session {
    * The device's confirmation is not awaited: should it reject the rows, the next call that reads the cache
    * (prefill, generate, exportKV) throws and the session ends where it did before the rejected injections.
    */
-  injectKV(object: KVObjectReader, position: number): Promise<void>;
+  injectKV(object: KVBlockReader, position: number): Promise<void>;
   /**
    * injectKV of `objects` at consecutive positions from `length`, then prefill(tokens) after them, overlapped: the
    * objects' layers are placed layer by layer across all of them as they arrive, and the prompt runs each layer as
    * soon as every object's copy of it is in place, so its compute hides behind the transfer of later layers.
    * All or nothing: on any failure (an object's stream, the device) the session is left as it was.
    */
-  injectKVAndPrefill(objects: readonly KVObjectReader[], tokens: ArrayLike<number>, options?: PrefillOptions): Promise<InjectedPrefill>;
+  injectKVAndPrefill(objects: readonly KVBlockReader[], tokens: ArrayLike<number>, options?: PrefillOptions): Promise<InjectedPrefill>;
   /**
    * Like injectKVAndPrefill, for chunks whose KV was computed alone (not after the chunks before them): their layers
    * are placed as they arrive, then a selective recompute (CacheBlend) runs the context's tokens through the first

@@ -1,14 +1,16 @@
 /**
  * The engine thread's side of the overlapped path without an engine, for bench/delivery.ts's shm-placed stages.
  * Routed objects arrive as on the engine's thread (engine-adapter/worker/block-channel.ts), and each block is copied
- * into a staging buffer as the WebGPU injector copies it into mapped memory: the lowest layer first among the blocks
+ * into a staging buffer as the WebGPU injector copies it into mapped memory (one that came as where it lies in a
+ * same-host file is read from there first, on this thread): the lowest layer first among the blocks
  * that have arrived (engine-adapter/layer-order.ts, as Session places them), or each object's blocks as they come
  * (the baseline), to time when every object's layer 0, and the last layer, were placed. Started by placing-worker.js.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { writeInLayerOrder, type LayerSink } from '../../engine-adapter/layer-order.ts';
 import { BlockChannel } from '../../engine-adapter/worker/block-channel.ts';
-import type { KVLayerBlock } from '../../storage/kv-object/types.ts';
+import { readBlockSource } from '../../storage/kv-object/index.ts';
+import type { KVBlock } from '../../storage/kv-object/types.ts';
 import type { PlaceRequest, Placed, PlacingReply } from './placing-thread.ts';
 
 /** The injector's staging buffers are 16 MiB; blocks are copied into one such ring here. */
@@ -27,7 +29,7 @@ function copy(bytes: Uint8Array): void {
 }
 
 /** Each object's blocks in the order they come, every object at once. */
-async function inArrivalOrder(streams: AsyncIterator<KVLayerBlock>[], sink: LayerSink): Promise<void> {
+async function inArrivalOrder(streams: AsyncIterator<KVBlock>[], sink: LayerSink): Promise<void> {
   await Promise.all(
     streams.map(async (stream, i) => {
       for (let got = await stream.next(); ; got = await stream.next()) {
@@ -50,7 +52,7 @@ async function place(request: PlaceRequest): Promise<Placed> {
   let blocks = 0;
   const sink: LayerSink = {
     write: async (_stream, block) => {
-      copy(block.encoded);
+      copy(block.encoded ?? readBlockSource(block.source));
       blocks++;
       if (++perLayer[block.layer]! === channels.length && block.layer === 0) layer0At = performance.now();
     },

@@ -1,5 +1,6 @@
 import { KdnError } from '../../common/errors.ts';
-import type { KVHeader, KVLayerBlock, KVTensors } from '../../storage/kv-object/types.ts';
+import type { KVHeader, KVBlock, KVTensors } from '../../storage/kv-object/types.ts';
+import { layerBlockOf } from '../../storage/kv-object/index.ts';
 import {
   checkedBatch,
   type BatchSequence,
@@ -101,8 +102,10 @@ export class CpuBackend implements ForwardBackend {
     };
   }
 
-  async writeKVLayer(cache: KVCacheHandle, header: KVHeader, block: KVLayerBlock, position: number): Promise<void> {
+  async writeKVLayer(cache: KVCacheHandle, header: KVHeader, given: KVBlock, position: number): Promise<void> {
     const began = performance.now();
+    const block = layerBlockOf(header, given);
+    if (given.encoded === undefined) this.writes.readBlocks++;
     const kv = this.own(cache);
     const { c, tokenStride } = this;
     if (block.layer < 0 || block.layer >= c.layers)

@@ -17,6 +17,7 @@
  * error-scope check instead of one of each per block.
  */
 import { KdnError } from '../../common/errors.ts';
+import { readBlockSource, sourceGone } from '../../storage/kv-object/index.ts';
 import type { KVBlockSource } from '../../storage/kv-object/types.ts';
 import { noKvWrites, type KvWriteWork } from '../engine-work.ts';
 import type { BlockFiles, HeldFile } from './block-files.ts';
@@ -143,17 +144,33 @@ export class KvInjector<J> {
    */
   async write(bytes: Uint8Array, job: J, source?: KVBlockSource): Promise<void> {
     const file = source !== undefined && this.files !== undefined ? await this.files.acquire(source) : null;
-    const size = Math.ceil(bytes.length / ALIGN) * ALIGN;
+    await this.stage(bytes.length, job, file === null ? { bytes } : { file, position: source!.position });
+  }
+
+  /**
+   * Stages the bytes `source` names for `job`, as write does with a source, for a block that has no bytes of its own
+   * (storage KVFileBlock): fails with EDGE_UNAVAILABLE when the file is no longer the one they were verified from.
+   */
+  async writeFrom(source: KVBlockSource, job: J): Promise<void> {
+    if (this.files === undefined) return this.write(readBlockSource(source), job);
+    const file = await this.files.acquire(source);
+    if (file === null) throw sourceGone(source, 'the edge evicted or replaced the file since');
+    await this.stage(source.length, job, { file, position: source.position });
+  }
+
+  /** Reserves `length` bytes of staging for `job` and fills them from `from`. */
+  private async stage(length: number, job: J, from: { bytes: Uint8Array } | { file: HeldFile; position: number }): Promise<void> {
+    const size = Math.ceil(length / ALIGN) * ALIGN;
     try {
       // Re-checked after every wait: another session's writes may have filled or flushed the slot meanwhile.
       while (this.current === null || this.current.used + size > this.current.bytes) await this.take(size);
     } catch (err) {
-      file?.release();
+      if ('file' in from) from.file.release();
       throw err;
     }
     const began = performance.now();
     const slot = this.current;
-    const into = slot.range!.subarray(slot.used, slot.used + bytes.length);
+    const into = slot.range!.subarray(slot.used, slot.used + length);
     const key = this.expander.batchKey(job);
     const offset = slot.ringOffset + slot.used;
     const batch = this.jobs.get(key);
@@ -161,9 +178,9 @@ export class KvInjector<J> {
     else this.jobs.set(key, [{ job, offset }]);
     slot.used += size;
     this.counts.blocks++;
-    this.counts.bytes += bytes.length;
-    if (file === null) into.set(bytes);
-    else this.read(slot, into, file, source!.position);
+    this.counts.bytes += length;
+    if ('bytes' in from) into.set(from.bytes);
+    else this.read(slot, into, from.file, from.position);
     this.counts.stageSeconds += (performance.now() - began) / 1000;
   }
 

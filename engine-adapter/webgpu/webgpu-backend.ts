@@ -7,7 +7,7 @@
 import { KdnError } from '../../common/errors.ts';
 import { codecFor } from '../../storage/kv-object/index.ts';
 import type { TransformTable } from '../../storage/kv-object/codecs/transform-table.ts';
-import type { KVHeader, KVLayerBlock, KVTensors } from '../../storage/kv-object/types.ts';
+import type { KVHeader, KVBlock, KVTensors } from '../../storage/kv-object/types.ts';
 import {
   checkedBatch,
   type BatchSequence,
@@ -257,7 +257,7 @@ export class WebGpuBackend implements ForwardBackend {
     return result;
   }
 
-  async writeKVLayer(handle: KVCacheHandle, header: KVHeader, block: KVLayerBlock, position: number): Promise<void> {
+  async writeKVLayer(handle: KVCacheHandle, header: KVHeader, block: KVBlock, position: number): Promise<void> {
     this.alive();
     const cache = this.own(handle);
     const { c } = this;
@@ -271,10 +271,11 @@ export class WebGpuBackend implements ForwardBackend {
     }
     this.checkRange(cache, position, position + header.tokens);
     const expected = codecFor(header.codec).expectedSize({ tokens: header.tokens, kvHeads: c.kvHeads, headDim: c.headDim }, block.layer);
-    if (block.encoded.length !== expected) {
+    const length = block.encoded === undefined ? block.source.length : block.encoded.length;
+    if (length !== expected) {
       throw new KdnError(
         'KV_CORRUPT',
-        `KV layer ${block.layer} block is ${block.encoded.length} bytes, the ${header.codec.name} codec expects ${expected}`,
+        `KV layer ${block.layer} block is ${length} bytes, the ${header.codec.name} codec expects ${expected}`,
       );
     }
     if (header.tokens === 0) return;
@@ -283,7 +284,8 @@ export class WebGpuBackend implements ForwardBackend {
     // Growing copies go into the batch first, so they land before the expanded rows.
     cache.reserve(position + header.tokens, () => injector.recorder());
     // The encoded bytes go up in one write and are expanded on the GPU: no host decode.
-    await injector.write(block.encoded, { cache, layer: block.layer, header, position }, block.source);
+    const job = { cache, layer: block.layer, header, position };
+    await (block.encoded === undefined ? injector.writeFrom(block.source, job) : injector.write(block.encoded, job, block.source));
   }
 
   useTransformTable(table: TransformTable): void {

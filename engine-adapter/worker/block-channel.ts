@@ -1,18 +1,18 @@
 import type { MessagePort } from 'node:worker_threads';
 import { fromWireError, KdnError } from '../../common/errors.ts';
 import { verifiedBlock } from '../../storage/kv-object/index.ts';
-import type { KVBlockSource, KVHeader, KVLayerBlock, KVObjectReader } from '../../storage/kv-object/types.ts';
-import type { ReturnedBuffers, RoutedBlocks } from './routed-stream.ts';
+import type { KVBlock, KVBlockReader, KVHeader } from '../../storage/kv-object/types.ts';
+import type { ReturnedBuffers, RoutedBlock, RoutedBlocks } from './routed-stream.ts';
 
 /**
  * The worker's end of a KV object streamed from the control plane, or routed straight from a fetch thread over a
- * port (routed-stream.ts): blocks are queued as their messages arrive and read by the session as a KVObjectReader,
+ * port (routed-stream.ts): blocks are queued as their messages arrive and read by the session as a KVBlockReader,
  * so injection starts with the first layer, not the last (the session checks their order and count, whichever way
- * they came).
+ * they came). A block that came as its source alone is a KVFileBlock: the backend reads it from the file.
  */
 export class BlockChannel {
-  readonly reader: KVObjectReader;
-  private readonly blocks: KVLayerBlock[] = [];
+  readonly reader: KVBlockReader;
+  private readonly blocks: KVBlock[] = [];
   private failure: { error: unknown } | undefined;
   private ended = false;
   /** performance.now() when the stream's first block arrived. */
@@ -31,17 +31,19 @@ export class BlockChannel {
   /** Buffers done with, sent back together once per turn of the event loop. */
   private done: ArrayBuffer[] = [];
   private returning: NodeJS.Immediate | undefined;
-  private readonly toBlock: (layer: number, encoded: Uint8Array, source?: KVBlockSource) => KVLayerBlock;
+  private readonly header: KVHeader;
 
   constructor(header: KVHeader) {
-    this.toBlock = (layer, encoded, source) => verifiedBlock(header, layer, encoded, source);
+    this.header = header;
     this.reader = { header, layers: this.layers() };
   }
 
-  push(layer: number, bytes: Uint8Array, source?: KVBlockSource): void {
+  /** A verified block: its bytes (and maybe where they lie), or only where they lie. */
+  push(block: RoutedBlock): void {
     if (this.ended) return;
     this.firstBlockAt ??= performance.now();
-    this.blocks.push(this.toBlock(layer, bytes, source));
+    const { layer, bytes, source } = block;
+    this.blocks.push(bytes === undefined ? { layer, source: block.source } : verifiedBlock(this.header, layer, bytes, source));
     this.signal();
   }
 
@@ -62,10 +64,12 @@ export class BlockChannel {
     this.port = port;
     port.on('message', (message: RoutedBlocks) => {
       if (message.type === 'blocks')
-        for (const { layer, bytes, source } of message.blocks) {
-          const buffer = bytes.buffer as ArrayBuffer;
-          this.unread.set(buffer, (this.unread.get(buffer) ?? 0) + 1);
-          this.push(layer, bytes, source);
+        for (const block of message.blocks) {
+          if (block.bytes) {
+            const buffer = block.bytes.buffer as ArrayBuffer;
+            this.unread.set(buffer, (this.unread.get(buffer) ?? 0) + 1);
+          }
+          this.push(block);
         }
       else if (message.type === 'end') this.end();
       else this.fail(fromWireError(message.error));
@@ -88,13 +92,13 @@ export class BlockChannel {
     this.port.close();
   }
 
-  private async *layers(): AsyncGenerator<KVLayerBlock> {
+  private async *layers(): AsyncGenerator<KVBlock> {
     for (;;) {
       const block = this.blocks.shift();
       if (block) {
         // The session asks for the next block only once this one is written (Backend.writeKVLayer keeps no bytes).
         yield block;
-        this.taken(block.encoded.buffer as ArrayBuffer);
+        if (block.encoded) this.taken(block.encoded.buffer as ArrayBuffer);
         continue;
       }
       if (this.failure) throw this.failure.error;

@@ -177,7 +177,7 @@ function handle(engine: Engine, message: ToEngine): void {
       sessions.delete(message.session);
       return;
     case 'block':
-      streams.get(message.stream)?.push(message.layer, message.bytes, message.source);
+      streams.get(message.stream)?.push(message);
       return;
     case 'end':
       streams.get(message.stream)?.end();

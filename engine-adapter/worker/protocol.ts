@@ -8,7 +8,7 @@ import type { WireError } from '../../common/errors.ts';
 import type { KVHeader, KVTensors } from '../../storage/kv-object/types.ts';
 import type { CreateEngineOptions } from '../create-engine.ts';
 import type { EngineWork } from '../engine-work.ts';
-import type { BlockMessage } from './routed-stream.ts';
+import type { RoutedBlock } from './routed-stream.ts';
 import type {
   BackendName,
   BlendOptions,
@@ -77,7 +77,7 @@ export type ToEngine =
   | { type: 'truncate'; session: number; length: number }
   | { type: 'disposeSession'; session: number }
   /** A verified layer block of an open stream (lz4 already undone); `bytes` was transferred. */
-  | ({ type: 'block'; stream: number } & BlockMessage)
+  | ({ type: 'block'; stream: number } & RoutedBlock)
   | { type: 'end'; stream: number }
   | { type: 'fail'; stream: number; error: WireError };
 

@@ -8,7 +8,7 @@
 import { MessageChannel, SHARE_ENV, Worker, type TransferListItem } from 'node:worker_threads';
 import { fromWireError, KdnError, toWireError } from '../../common/errors.ts';
 import type { TransformTable } from '../../storage/kv-object/codecs/transform-table.ts';
-import type { KVObjectReader, KVTensors } from '../../storage/kv-object/types.ts';
+import type { KVBlockReader, KVTensors } from '../../storage/kv-object/types.ts';
 import type { CreateEngineOptions } from '../create-engine.ts';
 import type { EngineWork } from '../engine-work.ts';
 import { loadModelConfig } from '../model/load-config.ts';
@@ -252,12 +252,12 @@ class RemoteSession implements Session {
     return (value as Extract<CallValue, { op: 'exportKV' }>).tensors;
   }
 
-  async injectKV(object: KVObjectReader, position: number): Promise<void> {
+  async injectKV(object: KVBlockReader, position: number): Promise<void> {
     await this.inject([object], position);
   }
 
   async injectKVAndPrefill(
-    objects: readonly KVObjectReader[],
+    objects: readonly KVBlockReader[],
     tokens: ArrayLike<number>,
     options: PrefillOptions = {},
   ): Promise<InjectedPrefill> {
@@ -339,7 +339,7 @@ class RemoteSession implements Session {
    * call is answered (after a failed injection the rest of a stream is not sent).
    */
   private async inject(
-    objects: readonly KVObjectReader[],
+    objects: readonly KVBlockReader[],
     position: number,
     tokens?: Uint32Array,
     logits?: PrefillOptions['logits'],
@@ -374,7 +374,7 @@ class RemoteSession implements Session {
    * A stream for `object`: routed (its blocks go from the thread that fetched them to the engine's over a port of
    * their own, never through this event loop) when the reader can be, else pumped from here.
    */
-  private open(object: KVObjectReader): StreamOpen {
+  private open(object: KVBlockReader): StreamOpen {
     const stream = { stream: this.engine.stream(), header: object.header };
     if (!isRoutable(object)) return stream;
     const { port1, port2 } = new MessageChannel();
@@ -383,10 +383,14 @@ class RemoteSession implements Session {
     return stream;
   }
 
-  private async pump(object: KVObjectReader, stream: number, stop: () => boolean): Promise<void> {
+  private async pump(object: KVBlockReader, stream: number, stop: () => boolean): Promise<void> {
     try {
       for await (const block of object.layers) {
         if (stop()) return;
+        if (block.encoded === undefined) {
+          this.engine.post({ type: 'block', stream, layer: block.layer, source: block.source });
+          continue;
+        }
         const bytes = owned(block.encoded);
         this.engine.post({ type: 'block', stream, layer: block.layer, bytes, source: block.source }, transferable([bytes]));
       }

@@ -5,7 +5,7 @@
  * blocks; any other reader is forwarded block by block.
  */
 import type { MessagePort } from 'node:worker_threads';
-import type { KVBlockSource, KVObjectReader } from '../../storage/kv-object/types.ts';
+import type { KVBlockReader, KVBlockSource, KVObjectReader } from '../../storage/kv-object/types.ts';
 import type { WireError } from '../../common/errors.ts';
 
 export interface RoutableReader extends KVObjectReader {
@@ -27,10 +27,17 @@ export interface BlockMessage {
 }
 
 /**
+ * A block on a routed port: with its bytes, or, read from a same-host file that never changes, as only where they
+ * lie (storage KVFileBlock). The engine's thread is in the same process, so it reads them from the file itself, and
+ * the fetch thread neither hands it a buffer (its memory, its collections) nor waits for one back.
+ */
+export type RoutedBlock = BlockMessage | { layer: number; source: KVBlockSource; bytes?: undefined };
+
+/**
  * What arrives on a routed port: verified blocks in layer order, then `end` or `fail`. The engine's side closes the
  * port once its stream is over either way.
  */
-export type RoutedBlocks = { type: 'blocks'; blocks: BlockMessage[] } | { type: 'end' } | { type: 'fail'; error: WireError };
+export type RoutedBlocks = { type: 'blocks'; blocks: RoutedBlock[] } | { type: 'end' } | { type: 'fail'; error: WireError };
 
 /**
  * What the engine's side sends back on a routed port as the session is done with blocks, until it closes the port:
@@ -43,6 +50,6 @@ export interface ReturnedBuffers {
   buffers: ArrayBuffer[];
 }
 
-export function isRoutable(reader: KVObjectReader): reader is RoutableReader {
+export function isRoutable(reader: KVBlockReader): reader is RoutableReader {
   return typeof (reader as Partial<RoutableReader>).route === 'function';
 }

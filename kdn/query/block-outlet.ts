@@ -1,12 +1,13 @@
 /**
  * Where a fetch worker sends the verified layer blocks of one object. They are held on the worker until the pool
  * says where they go: to the pool (its reader is read on the event loop), or over a port straight to the engine's
- * thread (routed-stream.ts), so that the event loop never touches their bytes. Whichever way they go, the pool hears
- * of progress, arrival and failure.
+ * thread (routed-stream.ts), so that the event loop never touches their bytes. A block read from a same-host file
+ * goes to the engine's thread as where it lies (RoutedBlock), and its buffer is received into again at once.
+ * Whichever way they go, the pool hears of progress, arrival and failure.
  */
 import type { MessagePort } from 'node:worker_threads';
 import type { WireError } from '../../common/errors.ts';
-import type { BlockMessage } from '../../engine-adapter/worker/routed-stream.ts';
+import type { BlockMessage, RoutedBlock } from '../../engine-adapter/worker/routed-stream.ts';
 import type { HandOverWindow } from './hand-over-window.ts';
 import type { FromWorker } from './kv-fetch-protocol.ts';
 
@@ -21,11 +22,15 @@ export class BlockOutlet {
   private outcome: 'arrived' | { error: WireError } | undefined;
   private received = 0;
 
-  /** `window`: what the blocks routed to the engine's thread may hold of its memory at once (hand-over-window.ts). */
+  /**
+   * `window`: what the blocks routed to the engine's thread may hold of its memory at once (hand-over-window.ts).
+   * `recycle`: takes back a buffer none of whose blocks will be sent with their bytes.
+   */
   constructor(
     private readonly id: number,
     private readonly post: Post,
     private readonly window: HandOverWindow,
+    private readonly recycle: (buffer: ArrayBuffer) => void,
   ) {}
 
   /**
@@ -40,7 +45,7 @@ export class BlockOutlet {
     this.received = received;
     if (this.target === 'pool') this.post({ type: 'layers', id: this.id, layers: blocks, received }, buffersOf(blocks));
     else {
-      if (this.target) this.window.send(this.target, { type: 'blocks', blocks }, buffersOf(blocks));
+      if (this.target) this.sendTo(this.target, blocks);
       else this.held.push(...blocks);
       this.post({ type: 'progress', id: this.id, received });
     }
@@ -82,8 +87,16 @@ export class BlockOutlet {
       return;
     }
     const held = this.take();
-    if (held.length > 0) this.window.send(port, { type: 'blocks', blocks: held }, buffersOf(held));
+    if (held.length > 0) this.sendTo(port, held);
     if (this.outcome === 'arrived') this.window.send(port, { type: 'end' });
+  }
+
+  /** Sends `blocks` to the engine's thread: those with a source as the source alone (their buffers recycled). */
+  private sendTo(port: MessagePort, blocks: readonly OutletBlock[]): void {
+    const routed = blocks.map((b): RoutedBlock => (b.source ? { layer: b.layer, source: b.source } : b));
+    const sent = buffersOf(routed.filter((b): b is OutletBlock => b.bytes !== undefined));
+    for (const buffer of buffersOf(blocks)) if (!sent.includes(buffer)) this.recycle(buffer);
+    this.window.send(port, { type: 'blocks', blocks: routed }, sent);
   }
 
   private take(): OutletBlock[] {

@@ -53,7 +53,7 @@ const handOver = shm && new ShmHandOver(shm, owned);
 async function open(id: number, key: string, expect: KVExpectation, deliverNow: boolean, interleave: boolean): Promise<void> {
   const abort = new AbortController();
   aborts.set(id, abort);
-  const outlet = new BlockOutlet(id, post, window);
+  const outlet = new BlockOutlet(id, post, window, (buffer) => buffers.give(buffer));
   if (deliverNow) outlet.deliver();
   outlets.set(id, outlet);
   const progress = { received: (): number => 0 };

@@ -177,9 +177,10 @@ export class ShmSource {
     const blocks: KVLayerBlock[] = [];
     for (let layer = from; layer < next; layer++) {
       const at = offsets[layer]! - offsets[from]!;
-      const block = openLayerBlock(header, layer, bytes.subarray(at, at + offsets[layer + 1]! - offsets[layer]!));
+      const length = offsets[layer + 1]! - offsets[layer]!;
+      const block = openLayerBlock(header, layer, bytes.subarray(at, at + length));
       // An lz4 layer's bytes are not the file's: only a raw layer can be read again from the file.
-      if (!header.codec.lz4) block.source = { path: file.path, identity: file.identity, position: payloadAt + offsets[layer]! };
+      if (!header.codec.lz4) block.source = { path: file.path, identity: file.identity, position: payloadAt + offsets[layer]!, length };
       blocks.push(block);
     }
     return { blocks, buffer: bytes.buffer as ArrayBuffer, next, read: payloadAt + offsets[next]! };

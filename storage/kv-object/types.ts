@@ -95,8 +95,9 @@ export interface KVLayerBlock {
 /**
  * A verified block's bytes in a file: a same-host edge's shared-memory copy, which is written once under a temporary
  * name and renamed, never changed in place. An engine may read the bytes from there on another thread instead of
- * copying `encoded` on its own; it first checks that `path` still names the very file they were verified from
- * (`identity`), and copies `encoded` when it does not.
+ * copying them on its own; it first checks that `path` still names the very file they were verified from
+ * (`identity`), and otherwise copies the block's own bytes, or fails the injection (KV_CORRUPT) for a KVFileBlock,
+ * which has none.
  */
 export interface KVBlockSource {
   path: string;
@@ -104,6 +105,28 @@ export interface KVBlockSource {
   identity: string;
   /** Offset of the block's first byte in the file. */
   position: number;
+  /** The block's bytes. */
+  length: number;
+}
+
+/**
+ * A verified layer block handed to an engine on the same host as where its bytes lie instead of the bytes: the
+ * thread that verified them reuses its buffer at once, and the engine reads them from the file (block-source.ts
+ * readBlockSource, or its own reads) straight to where they go.
+ */
+export interface KVFileBlock {
+  layer: number;
+  source: KVBlockSource;
+  encoded?: undefined;
+}
+
+/** What an engine injects: a block with its bytes, or one it reads from a file. */
+export type KVBlock = KVLayerBlock | KVFileBlock;
+
+/** A KV object as an engine reads it: a KVObjectReader whose blocks may be KVFileBlocks. */
+export interface KVBlockReader {
+  header: KVHeader;
+  layers: AsyncIterable<KVBlock>;
 }
 
 /** A KV object being read layer by layer: the header first, then blocks in layer order as bytes arrive. */

@@ -77,7 +77,7 @@ describe('BlockChannel: blocks routed to the engine thread', () => {
     fetchEnd.postMessage({ type: 'end' } satisfies RoutedBlocks);
     let count = 0;
     for await (const block of channel.reader.layers) {
-      expect(Array.from(block.encoded)).to.deep.equal(Array.from(layers[count]!));
+      expect(Array.from(block.encoded!)).to.deep.equal(Array.from(layers[count]!));
       count++;
     }
     channel.close();

@@ -36,7 +36,7 @@ describe("block files: a same-host edge's files, read by libuv's pool for the en
   function write(name: string, bytes: Uint8Array): KVBlockSource {
     const path = join(dir, name);
     writeFileSync(path, bytes);
-    return { path, identity: fileIdentity(statSync(path)), position: 0 };
+    return { path, identity: fileIdentity(statSync(path)), position: 0, length: bytes.length };
   }
 
   it('reads a block at its offset, one descriptor for every writer of a file, closed once none holds it', async () => {
@@ -64,7 +64,7 @@ describe("block files: a same-host edge's files, read by libuv's pool for the en
     renameSync(join(dir, 'replaced.tmp'), source.path);
     const files = new BlockFiles(30);
     expect(await files.acquire(source)).to.equal(null);
-    expect(await files.acquire({ path: join(dir, 'missing'), identity: source.identity, position: 0 })).to.equal(null);
+    expect(await files.acquire({ path: join(dir, 'missing'), identity: source.identity, position: 0, length: 1 })).to.equal(null);
     expect(openOn(source.path)).to.equal(0);
     await files.close();
   });

@@ -172,7 +172,7 @@ describe('webgpu KV injector: staged uploads expanded on the GPU', () => {
       const identity = fileIdentity(statSync(path));
       let position = 0;
       return blocks.map((b) => {
-        const source = { path, identity, position };
+        const source = { path, identity, position, length: b.bytes.length };
         position += b.bytes.length;
         return source;
       });
@@ -181,7 +181,7 @@ describe('webgpu KV injector: staged uploads expanded on the GPU', () => {
     // Eight streams write at once, as an injected context's objects do, so reads are in flight whenever a staging
     // buffer fills, the ring starts over or grows, or a flush comes: each of those waits for them.
     for (const sizes of [{ slot: 1024, pool: 4096 }, { slot: 1024, pool: 4096, ring: 2560 }, {}]) {
-      it(`lands what the file holds, not the bytes passed beside it (${sizes.slot ?? 'default'}-byte staging buffers, ${sizes.ring ?? 'default'}-byte ring)`, async () => {
+      it(`lands what the file holds, not the bytes passed beside it or none (${sizes.slot ?? 'default'}-byte staging buffers, ${sizes.ring ?? 'default'}-byte ring)`, async () => {
         const injector = new KvInjector(ctx, fp16Expander(ctx), { ...sizes, files: new BlockFiles() });
         const n = 96;
         const streams = Array.from({ length: 8 }, (_, s) => {
@@ -190,13 +190,15 @@ describe('webgpu KV injector: staged uploads expanded on the GPU', () => {
         });
         const keys = ctx.storage(8 * 6 * n * 4, 'file keys');
         const values = ctx.storage(8 * 6 * n * 4, 'file values');
-        // The bytes passed are zeros: what lands can only have come from the file.
+        // The bytes passed are zeros, or none (odd streams' blocks are file blocks): what lands can only have come
+        // from the file.
         const zeros = new Uint8Array(4 * n);
         const flushes: Promise<void>[] = [];
         await Promise.all(
           streams.map(async ({ sources }, s) => {
             for (const [i, source] of sources.entries()) {
-              const writing = injector.write(zeros, { keys, values, n, dstOffset: (6 * s + i) * n }, source);
+              const job = { keys, values, n, dstOffset: (6 * s + i) * n };
+              const writing = s % 2 === 0 ? injector.write(zeros, job, source) : injector.writeFrom(source, job);
               if (i === 2) flushes.push(injector.flush());
               await writing;
             }
@@ -232,7 +234,7 @@ describe('webgpu KV injector: staged uploads expanded on the GPU', () => {
       await injector.write(
         gone.bytes,
         { keys, values, n, dstOffset: 2 * n },
-        { path: join(dir, 'missing'), identity: '0:0:0:0', position: 0 },
+        { path: join(dir, 'missing'), identity: '0:0:0:0', position: 0, length: gone.bytes.length },
       );
       await injector.settle();
       const [gotK, gotV] = [await read(keys, 3 * n), await read(values, 3 * n)];
@@ -241,6 +243,41 @@ describe('webgpu KV injector: staged uploads expanded on the GPU', () => {
         expect([...gotV.subarray(i * n, (i + 1) * n)], `block ${i} values`).to.deep.equal([...b.values]);
       }
       expect(injector.work().readBlocks).to.equal(1);
+      await injector.destroy();
+    });
+
+    it('a block without bytes whose file was replaced or removed fails at once (EDGE_UNAVAILABLE), staging nothing', async () => {
+      const injector = new KvInjector(ctx, fp16Expander(ctx), { files: new BlockFiles() });
+      const n = 64;
+      const [replaced, gone] = [block(n, 74), block(n, 75)];
+      const [source] = fileOf('replaced-file-block', [replaced]);
+      rmSync(source!.path);
+      writeFileSync(source!.path, replaced.bytes);
+      const keys = ctx.storage(n * 4, 'file block keys');
+      const values = ctx.storage(n * 4, 'file block values');
+      const job = { keys, values, n, dstOffset: 0 };
+      for (const from of [source!, { path: join(dir, 'missing'), identity: '0:0:0:0', position: 0, length: gone.bytes.length }]) {
+        const failed = await injector.writeFrom(from, job).then(
+          () => null,
+          (err: unknown) => err as KdnError,
+        );
+        expect(failed?.code).to.equal('EDGE_UNAVAILABLE');
+      }
+      await injector.settle();
+      expect(injector.work()).to.deep.include({ blocks: 0, readBlocks: 0 });
+      await injector.destroy();
+    });
+
+    it('without BlockFiles, a block without bytes is read from its file on this thread', async () => {
+      const injector = new KvInjector(ctx, fp16Expander(ctx));
+      const n = 64;
+      const b = block(n, 76);
+      const keys = ctx.storage(n * 4, 'read keys');
+      const values = ctx.storage(n * 4, 'read values');
+      await injector.writeFrom(fileOf('read-here', [b])[0]!, { keys, values, n, dstOffset: 0 });
+      await injector.settle();
+      expect([...(await read(keys, n))]).to.deep.equal([...b.keys]);
+      expect([...(await read(values, n))]).to.deep.equal([...b.values]);
       await injector.destroy();
     });
 

@@ -50,7 +50,7 @@ describe('HandOverWindow: the bytes a fetch thread has out on the engine ports',
     expect(window.bytesOut).to.equal(2 * MiB);
 
     const first = engine.got[0] as Extract<RoutedBlocks, { type: 'blocks' }>;
-    window.returned(fetch, [first.blocks[0]!.bytes.buffer as ArrayBuffer]);
+    window.returned(fetch, [first.blocks[0]!.bytes!.buffer as ArrayBuffer]);
     await settle();
     expect(engine.layers()).to.deep.equal([0, 1]);
     window.returned(fetch, [new ArrayBuffer(2 * MiB)]);

@@ -113,7 +113,7 @@ describe('KvFetchPool: chunk objects received and verified on worker threads', (
       const channel = new BlockChannel(reader.header);
       channel.listen(port1);
       const layers: Buffer[] = [];
-      for await (const block of channel.reader.layers) layers.push(Buffer.from(block.encoded));
+      for await (const block of channel.reader.layers) layers.push(Buffer.from(block.encoded!));
       channel.close();
       return Buffer.concat(layers);
     };

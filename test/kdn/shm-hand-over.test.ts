@@ -37,7 +37,12 @@ class Recorder {
   readonly blocks = new Map<number, Map<number, Uint8Array>>();
 
   outlet(id: number): BlockOutlet {
-    const outlet = new BlockOutlet(id, (message: FromWorker) => this.record(message), new HandOverWindow(0));
+    const outlet = new BlockOutlet(
+      id,
+      (message: FromWorker) => this.record(message),
+      new HandOverWindow(0),
+      () => undefined,
+    );
     outlet.deliver();
     return outlet;
   }
@@ -158,6 +163,7 @@ describe('shared-memory hand-over: a fetch thread hands files over a few verifie
         throw new Error('the port is gone');
       },
       new HandOverWindow(0),
+      () => undefined,
     );
     const signal = new AbortController().signal;
     const [a, b] = await Promise.all([source.open(keyOf(0), EXPECT), source.open(keyOf(1), EXPECT)]);
