@@ -6,7 +6,8 @@
  * int4 query on an H100 left that thread 3-7 collections and 12-27 ms of them, on the thread that bounds the query;
  * bounded, about 8 ms, and every chunk's layer 0 was placed 40 ms sooner, the lowest layers no longer queued behind a
  * backlog (bench/HISTORY.md). Past the window, messages wait here, in the order sent, and go as the engine sends
- * buffers back (or closes a port).
+ * buffers back (or closes a port). Blocks that go as where they lie in a same-host file (block-outlet.ts) carry no
+ * buffer and count nothing.
  */
 import type { MessagePort } from 'node:worker_threads';
 import type { RoutedBlocks } from '../../engine-adapter/worker/routed-stream.ts';

@@ -1,7 +1,7 @@
 /**
  * A fetch worker: its own edge client receives objects and verifies every layer on this thread; each object's
  * verified blocks go by transfer (no copy) where the pool says, to the pool or straight to the engine's thread
- * (block-outlet.ts). The engine's thread sends a routed object's buffers back once it injected them, and later
+ * (block-outlet.ts; a block read from a same-host edge's file goes there as where it lies). The engine's thread sends a routed object's buffers back once it injected them, and later
  * objects are received into them (receive-buffers.ts). Started by kv-fetch-worker.js with the client's options as
  * workerData.
  */
