@@ -1,7 +1,24 @@
+import { statSync, writeFileSync } from 'node:fs';
 import { Readable } from 'node:stream';
 import { kvTensors, tokenIds } from '../../fixtures/kv-data.ts';
-import { codecFromString, encodeKVObject, readKVObject, tokenHash } from '../../storage/kv-object/index.ts';
-import { KV_FORMAT_VERSION, type KVHeader, type KVLayerBlock, type KVObjectReader, type KVTensors } from '../../storage/kv-object/types.ts';
+import {
+  codecFromString,
+  encodeKVObject,
+  fileIdentity,
+  kvPayloadOffset,
+  readKVHeader,
+  readKVObject,
+  tokenHash,
+} from '../../storage/kv-object/index.ts';
+import {
+  KV_FORMAT_VERSION,
+  type KVBlockReader,
+  type KVFileBlock,
+  type KVHeader,
+  type KVLayerBlock,
+  type KVObjectReader,
+  type KVTensors,
+} from '../../storage/kv-object/types.ts';
 
 /**
  * A KVObjectReader straight from float32 tensors (no codec, no checksums): isolates the engine's injection from
@@ -40,6 +57,25 @@ export async function fp16Reader(kv: KVTensors, fingerprint: string, tokenIds: n
   const chunks: Buffer[] = [];
   for (let i = 0; i < bytes.length; i += 1000) chunks.push(bytes.subarray(i, i + 1000));
   return readKVObject(Readable.from(chunks), { modelFingerprint: fingerprint, tokens: tokenIds.length, tokenHash: tokenHash(tokenIds) });
+}
+
+/**
+ * An fp16 object written to `path`, read as a same-host edge's file reaches the engine over the fast path: the
+ * header, then each layer as where it lies in the file (KVFileBlock), never its bytes.
+ */
+export function fileReader(kv: KVTensors, fingerprint: string, tokenIds: number[], path: string): KVBlockReader {
+  const bytes = encodeKVObject(kv, { modelFingerprint: fingerprint, tokenIds, codec: { name: 'fp16', lz4: false } });
+  writeFileSync(path, bytes);
+  const header = readKVHeader(bytes);
+  const at = kvPayloadOffset(bytes);
+  const identity = fileIdentity(statSync(path));
+  async function* layers(): AsyncGenerator<KVFileBlock> {
+    for (let layer = 0; layer < header.layers; layer++) {
+      const [start, end] = [header.layerOffsets[layer]!, header.layerOffsets[layer + 1]!];
+      yield { layer, source: { path, identity, position: at + start, length: end - start } };
+    }
+  }
+  return { header, layers: layers() };
 }
 
 /** A real int8 object's header and its layers' bytes (verified, each in a buffer of its own), as a fetch thread has them. */

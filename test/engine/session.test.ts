@@ -1,4 +1,7 @@
 import { expect } from 'chai';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { KdnError } from '../../common/errors.ts';
 import { cpuForward } from '../../engine-adapter/cpu/forward.ts';
 import { applyRope, rerotate, ropeInvFreq } from '../../engine-adapter/cpu/kernels/rope.ts';
@@ -11,7 +14,7 @@ import { loadTokenizer } from '../../engine-adapter/model/tokenizer.ts';
 import { BackendSession } from '../../engine-adapter/session.ts';
 import type { Engine, GeneratedToken, Session } from '../../engine-adapter/types.ts';
 import type { KVTensors } from '../../storage/kv-object/types.ts';
-import { directReader, fp16Reader } from './kv-readers.ts';
+import { directReader, fileReader, fp16Reader } from './kv-readers.ts';
 import { ARCHITECTURES, TempModels } from './temp-models.ts';
 import { rejection } from '../support/rejection.ts';
 
@@ -319,6 +322,30 @@ describe('engine sessions on the cpu backend', () => {
       await reference.injectKV(directReader(kv, fp), 2);
       expect(maxAbsDiff(got.logits, await reference.prefill([12, 13]))).to.be.below(1e-6);
       expect(s.length).to.equal(10);
+    });
+
+    it('layers that come as where they lie in a file inject as their bytes do; a file gone first fails, the session unchanged', async () => {
+      const fp = engine.info.fingerprint;
+      const { kv, s } = await kvAfterTwoTokens();
+      const dir = mkdtempSync(join(tmpdir(), 'kdn-file-blocks-'));
+      try {
+        const ids = [10, 11, 12, 13, 14, 15];
+        const gone = fileReader(kv, fp, ids, join(dir, 'gone'));
+        rmSync(join(dir, 'gone'));
+        expect((await rejection(s.injectKVAndPrefill([fileReader(kv, fp, ids, join(dir, 'kept')), gone], [12]))).code).to.equal(
+          'EDGE_UNAVAILABLE',
+        );
+        expect(s.length).to.equal(2);
+
+        const got = await s.injectKVAndPrefill([fileReader(kv, fp, ids, join(dir, 'object'))], [12, 13]);
+        const reference = engine.createSession();
+        await reference.prefill([10, 11]);
+        await reference.injectKV(await fp16Reader(kv, fp, ids), 2);
+        expect(maxAbsDiff(got.logits, await reference.prefill([12, 13]))).to.equal(0);
+        expect(s.length).to.equal(10);
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
     });
 
     it('a stream failing midway leaves the session at its old length, and it still computes correctly', async () => {
