@@ -9,7 +9,7 @@
  * (block-source.ts fileIdentity); otherwise the caller copies the block's own bytes.
  */
 import { close, fstat, open, read } from 'node:fs';
-import { fileIdentity } from '../../storage/kv-object/index.ts';
+import { fileIdentity, sourcePaths } from '../../storage/kv-object/index.ts';
 import type { KVBlockSource } from '../../storage/kv-object/types.ts';
 
 /**
@@ -89,13 +89,21 @@ export class BlockFiles {
   }
 }
 
-/** The source's file opened for reading, or null unless it is the file the block was verified from. */
-function openVerified(source: KVBlockSource): Promise<number | null> {
+/** The source's file opened for reading (by its pin first), or null unless it is the file the block was verified from. */
+async function openVerified(source: KVBlockSource): Promise<number | null> {
+  for (const path of sourcePaths(source)) {
+    const fd = await openIdentified(path, source.identity);
+    if (fd !== null) return fd;
+  }
+  return null;
+}
+
+function openIdentified(path: string, identity: string): Promise<number | null> {
   return new Promise((resolve) => {
-    open(source.path, 'r', (err, fd) => {
+    open(path, 'r', (err, fd) => {
       if (err) return resolve(null);
       fstat(fd, (statErr, stats) => {
-        if (!statErr && fileIdentity(stats) === source.identity) return resolve(fd);
+        if (!statErr && fileIdentity(stats) === identity) return resolve(fd);
         closeFd(fd);
         resolve(null);
       });

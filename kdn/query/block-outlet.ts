@@ -19,6 +19,9 @@ type Post = (message: FromWorker, transfer?: ArrayBuffer[]) => void;
 export class BlockOutlet {
   private held: OutletBlock[] = [];
   private target: 'pool' | MessagePort | undefined;
+  /** Closes what the blocks' sources need open (holdOpen) once the engine's thread is done with them. */
+  private closers: (() => void)[] = [];
+  private portClosed = false;
   private outcome: 'arrived' | { error: WireError } | undefined;
   private received = 0;
 
@@ -69,10 +72,27 @@ export class BlockOutlet {
     this.post({ type: 'error', id: this.id, error, received });
   }
 
+  /**
+   * Keeps what `close` closes (the file the blocks lie in) until the engine's thread is done with the blocks: until
+   * it closes its port when they are routed there, at once when they go to the pool (their bytes go with them), or
+   * when the outlet is dropped.
+   */
+  holdOpen(close: () => void): void {
+    this.closers.push(close);
+    if (this.target === 'pool' || this.portClosed) this.release();
+  }
+
+  /** The blocks will never be sent (the object was dropped before anyone asked for it): lets go of what they hold. */
+  drop(): void {
+    this.held = [];
+    this.release();
+  }
+
   /** The pool reads the blocks: those held go now, later ones as they are verified. */
   deliver(): void {
     if (this.target) return;
     this.target = 'pool';
+    this.release();
     const held = this.take();
     if (held.length > 0) this.add(held, this.received);
     if (this.outcome === 'arrived') this.post({ type: 'end', id: this.id, received: this.received });
@@ -82,6 +102,10 @@ export class BlockOutlet {
   route(port: MessagePort): void {
     if (this.target) return;
     this.target = port;
+    port.once('close', () => {
+      this.portClosed = true;
+      this.release();
+    });
     if (typeof this.outcome === 'object') {
       this.window.send(port, { type: 'fail', error: this.outcome.error });
       return;
@@ -97,6 +121,12 @@ export class BlockOutlet {
     const sent = buffersOf(routed.filter((b): b is OutletBlock => b.bytes !== undefined));
     for (const buffer of buffersOf(blocks)) if (!sent.includes(buffer)) this.recycle(buffer);
     this.window.send(port, { type: 'blocks', blocks: routed }, sent);
+  }
+
+  private release(): void {
+    const closers = this.closers;
+    this.closers = [];
+    for (const close of closers) close();
   }
 
   private take(): OutletBlock[] {

@@ -144,7 +144,10 @@ function deliver(id: number): void {
 function abort(id: number): void {
   const download = aborts.get(id);
   if (download) download.abort();
-  else outlets.delete(id);
+  else {
+    outlets.get(id)?.drop();
+    outlets.delete(id);
+  }
 }
 
 /** The pool verified the table already; a table that fails here only costs its objects the exact size check. */

@@ -110,7 +110,10 @@ export class ShmHandOver {
     r.next = got.next;
     if (r.next < r.file.header.layers) return;
     this.remove(r);
-    await this.source.finish(r.file);
+    this.source.done(r.file);
+    // The engine's thread may read the blocks from the file after this: it stays open, its pins valid, as long as
+    // the blocks may be read (BlockOutlet.holdOpen).
+    r.outlet.holdOpen(() => void r.file.close().catch(() => undefined));
     r.outlet.end(got.read);
     r.resolve('done');
   }

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { KdnError, toKdnError } from '../../common/errors.ts';
 import type { EdgeClient } from '../../edge/client/client.ts';
 import { SHM_IDENTITY_FILE, shmObjectName } from '../../edge/protocol.ts';
-import { fileIdentity, kvPayloadOffset, readKVHeader, readKVObject } from '../../storage/kv-object/index.ts';
+import { fileIdentity, kvPayloadOffset, pinPath, readKVHeader, readKVObject } from '../../storage/kv-object/index.ts';
 import { openLayerBlock } from '../../storage/kv-object/layer-block.ts';
 import type { KVExpectation, KVHeader, KVLayerBlock } from '../../storage/kv-object/types.ts';
 import type { ReceiveBuffers } from './receive-buffers.ts';
@@ -180,7 +180,10 @@ export class ShmSource {
       const length = offsets[layer + 1]! - offsets[layer]!;
       const block = openLayerBlock(header, layer, bytes.subarray(at, at + length));
       // An lz4 layer's bytes are not the file's: only a raw layer can be read again from the file.
-      if (!header.codec.lz4) block.source = { path: file.path, identity: file.identity, position: payloadAt + offsets[layer]!, length };
+      if (!header.codec.lz4) {
+        const position = payloadAt + offsets[layer]!;
+        block.source = { path: file.path, ...(file.pin ? { pin: file.pin } : {}), identity: file.identity, position, length };
+      }
       blocks.push(block);
     }
     return { blocks, buffer: bytes.buffer as ArrayBuffer, next, read: payloadAt + offsets[next]! };
@@ -188,12 +191,20 @@ export class ShmSource {
 
   /** A file read and verified to its end: counted as a hit, and closed. */
   async finish(opened: ShmFile): Promise<void> {
-    const { file, key } = opened as OpenedFile;
+    this.done(opened);
+    await opened.close().catch(() => undefined);
+  }
+
+  /**
+   * A file read and verified to its end, counted as a hit but left open: its blocks' pins (KVBlockSource.pin) name
+   * it until the caller closes it.
+   */
+  done(opened: ShmFile): void {
+    const { key } = opened as OpenedFile;
     this.counters.hits += 1;
     // The edge never sees this read: a HEAD, after the fact and off the query's path, counts it as a use in its
     // memory tier's LRU (and hit counters), so objects kdn reads this way are not evicted as if cold.
     this.client.head(key).catch(() => undefined);
-    await file.close().catch(() => undefined);
   }
 
   /** A file that could not be read or verified: counted as rejected (onReject hears of it), and closed. */
@@ -243,6 +254,8 @@ export class ShmSource {
 /** An open object file, read in ranges into a caller's buffer. */
 interface ObjectFile {
   path: string;
+  /** block-source.ts pinPath of the open file, where the system has one. */
+  pin: string | undefined;
   size: number;
   /** block-source.ts fileIdentity of the open file. */
   identity: string;
@@ -263,6 +276,7 @@ function blockingFile(path: string): ObjectFile | undefined {
   const stats = fstatSync(fd);
   return {
     path,
+    pin: pinPath(fd),
     size: stats.size,
     identity: fileIdentity(stats),
     async readAt(into, position) {
@@ -286,6 +300,7 @@ async function asyncFile(path: string): Promise<ObjectFile | undefined> {
   const stats = await handle.stat();
   return {
     path,
+    pin: pinPath(handle.fd),
     size: stats.size,
     identity: fileIdentity(stats),
     async readAt(into, position) {

@@ -1,4 +1,4 @@
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, openSync, readSync } from 'node:fs';
 import { KdnError } from '../../common/errors.ts';
 import { verifiedBlock } from './layer-block.ts';
 import type { KVBlock, KVBlockSource, KVHeader, KVLayerBlock } from './types.ts';
@@ -12,20 +12,30 @@ export function fileIdentity(stats: { dev: number; ino: number; size: number; mt
   return `${stats.dev}:${stats.ino}:${stats.size}:${stats.mtimeMs}`;
 }
 
+const PIN_DIR = existsSync('/proc/self/fd') ? '/proc/self/fd' : undefined;
+
+/**
+ * A path to the open file `fd` refers to, for KVBlockSource.pin: valid for any thread of this process while `fd`
+ * stays open, even once the file's own name is gone; undefined where the system has no such paths.
+ */
+export function pinPath(fd: number): string | undefined {
+  return PIN_DIR && `${PIN_DIR}/${fd}`;
+}
+
+/** The paths a reader may open for `source`, the pinned one first. */
+export function sourcePaths(source: KVBlockSource): string[] {
+  return source.pin === undefined ? [source.path] : [source.pin, source.path];
+}
+
 /**
  * The bytes `source` names, read on this thread from the very file they were verified from. EDGE_UNAVAILABLE when
- * the path no longer names that file (the edge evicted or replaced it since), KV_CORRUPT when it ends too soon; the
- * object is then fetched again.
+ * no path of it names that file any more (the edge evicted or replaced it since), KV_CORRUPT when it ends too soon;
+ * the object is then fetched again.
  */
 export function readBlockSource(source: KVBlockSource): Uint8Array {
-  let fd: number;
+  const fd = sourcePaths(source).reduce<number | null>((found, path) => found ?? openIdentified(path, source.identity), null);
+  if (fd === null) throw sourceGone(source, 'the file was evicted or replaced after it was verified');
   try {
-    fd = openSync(source.path, 'r');
-  } catch (err) {
-    throw sourceGone(source, (err as Error).message);
-  }
-  try {
-    if (fileIdentity(fstatSync(fd)) !== source.identity) throw sourceGone(source, 'the file was replaced after it was verified');
     const bytes = new Uint8Array(source.length);
     for (let done = 0; done < bytes.length; ) {
       const n = readSync(fd, bytes, done, bytes.length - done, source.position + done);
@@ -43,6 +53,23 @@ export function readBlockSource(source: KVBlockSource): Uint8Array {
 /** `block` with its bytes: itself, or a KVFileBlock's read from its file (readBlockSource), for `header`'s object. */
 export function layerBlockOf(header: KVHeader, block: KVBlock): KVLayerBlock {
   return block.encoded === undefined ? verifiedBlock(header, block.layer, readBlockSource(block.source), block.source) : block;
+}
+
+/** `path` opened for reading if it names the file of `identity`, else null. */
+function openIdentified(path: string, identity: string): number | null {
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch {
+    return null;
+  }
+  try {
+    if (fileIdentity(fstatSync(fd)) === identity) return fd;
+  } catch {
+    // unreadable: not the verified file
+  }
+  closeSync(fd);
+  return null;
 }
 
 /** The error for a block whose file is no longer the one it was verified from. */

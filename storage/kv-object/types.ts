@@ -101,6 +101,12 @@ export interface KVLayerBlock {
  */
 export interface KVBlockSource {
   path: string;
+  /**
+   * Another path to the same file, valid while the thread that verified it holds it open (Linux: /proc/self/fd/N,
+   * for a reader in the same process): it still names the file after the edge evicted or replaced `path`. A reader
+   * tries it first, checking the identity the same way, since the descriptor's number may be taken by another file.
+   */
+  pin?: string;
   /** The file's device, inode, size and modification time when the block was verified, joined by ':'. */
   identity: string;
   /** Offset of the block's first byte in the file. */

@@ -93,6 +93,32 @@ describe('BlockOutlet: where a fetch thread sends verified blocks', () => {
     }
   });
 
+  it('holds what the blocks need open until the engine closes its port; at once for the pool, or when dropped', async () => {
+    const routed = new Outlet();
+    const closed: string[] = [];
+    routed.outlet.route(routed.port);
+    routed.outlet.holdOpen(() => closed.push('routed'));
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(closed).to.deep.equal([]);
+    routed.close();
+    for (let i = 0; i < 100 && closed.length === 0; i++) await new Promise((resolve) => setTimeout(resolve, 5));
+    expect(closed).to.deep.equal(['routed']);
+    // Held after the engine's side closed: let go at once.
+    routed.outlet.holdOpen(() => closed.push('late'));
+    expect(closed).to.deep.equal(['routed', 'late']);
+
+    const pooled = new Outlet();
+    pooled.outlet.holdOpen(() => closed.push('before delivery'));
+    pooled.outlet.deliver();
+    pooled.outlet.holdOpen(() => closed.push('delivered'));
+    const dropped = new Outlet();
+    dropped.outlet.holdOpen(() => closed.push('dropped'));
+    dropped.outlet.drop();
+    expect(closed.slice(2)).to.deep.equal(['before delivery', 'delivered', 'dropped']);
+    pooled.close();
+    dropped.close();
+  });
+
   it('delivers blocks to the pool with their bytes and sources, recycling nothing', () => {
     const o = new Outlet();
     try {

@@ -1,7 +1,10 @@
 import { expect } from 'chai';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { existsSync, readdirSync, readlinkSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { MessageChannel } from 'node:worker_threads';
 import { pino } from 'pino';
 import { createLogger, type Logger } from '../../common/log.ts';
 import { EdgeClient } from '../../edge/client/client.ts';
@@ -11,7 +14,11 @@ import type { ContextPiece } from '../../kdn/query/context-plan.ts';
 import { KvFetchPool } from '../../kdn/query/kv-fetch-pool.ts';
 import { runQuery, type QueryMode, type QueryOutcome } from '../../kdn/query/run-query.ts';
 import { sinkToken } from '../../kdn/sink-token.ts';
-import { codecFromString, encodeKVObject } from '../../storage/kv-object/index.ts';
+import { codecFromString, encodeKVObject, layerBlockOf, readKVObject } from '../../storage/kv-object/index.ts';
+import type { KVBlock } from '../../storage/kv-object/types.ts';
+import { shmObjectName } from '../../edge/protocol.ts';
+import { BlockChannel } from '../../engine-adapter/worker/block-channel.ts';
+import { isRoutable } from '../../engine-adapter/worker/routed-stream.ts';
 import { TEST_EDGE_SECRET } from '../edge/helpers.ts';
 import { startFlippingProxy } from './support/flipping-proxy.ts';
 import { testModel, type TestModel } from './support/tiny-model.ts';
@@ -183,6 +190,44 @@ describe('KV blocks routed from the fetch threads to the engine thread', functio
     }
   });
 
+  it("keeps a routed object's file open until the engine is done, so blocks the edge evicts meanwhile still read", async function () {
+    // Linux names an open file by its descriptor (/proc/self/fd), which is what keeps an evicted file readable.
+    if (process.platform !== 'linux') this.skip();
+    const pool = new KvFetchPool({ edges: [edge.url], timeoutMs: 5_000, secret: TEST_EDGE_SECRET }, 1);
+    const key = pieces[0]!.key;
+    const file = join(edge.shm!.dir, shmObjectName(key));
+    // Read once over HTTP, so that the edge holds it in its memory tier, mirrored in its shared-memory folder.
+    const { body: stored } = await client.getBuffer(key);
+    await until(() => existsSync(file));
+    expect(Buffer.compare(await readFile(file), stored)).to.equal(0);
+    try {
+      const got = await pool.open(key, {}, new AbortController().signal);
+      const { port1, port2 } = new MessageChannel();
+      expect(isRoutable(got.reader) && got.reader.route(port2)).to.equal(true);
+      const channel = new BlockChannel(got.reader.header);
+      channel.listen(port1);
+      const blocks: KVBlock[] = [];
+      for await (const block of channel.reader.layers) blocks.push(block);
+      expect(blocks.every((b) => b.encoded === undefined)).to.equal(true);
+      // Evicted (the edge unlinks the file) after the fetch thread verified it, before the engine read it.
+      await rm(file);
+      const expected = await readKVObject(Readable.from([stored]));
+      let layer = 0;
+      for await (const block of expected.layers) {
+        expect(Buffer.from(layerBlockOf(got.reader.header, blocks[layer]!).encoded)).to.deep.equal(Buffer.from(block.encoded));
+        layer++;
+      }
+      expect(layer).to.equal(blocks.length);
+      // Done with them, the engine's side closes its port: the fetch thread closes the file.
+      expect(openOn(file)).to.be.greaterThan(0);
+      channel.close();
+      await until(() => openOn(file) === 0);
+    } finally {
+      await pool.close();
+      await writeFile(file, stored);
+    }
+  });
+
   it('keeps no buffer with receiveBufferBytes 0', async () => {
     const pool = new KvFetchPool({ edges: [edge.url], timeoutMs: 5_000, secret: TEST_EDGE_SECRET }, 1, { receiveBufferBytes: 0 });
     try {
@@ -233,6 +278,17 @@ describe('KV blocks routed from the fetch threads to the engine thread', functio
 });
 
 /** Resolves once `done()` holds (the workers report their buffers after each object, a message behind it). */
+/** How many of this process's descriptors have `path` open (an unlinked file's name ends in ' (deleted)'). */
+function openOn(path: string): number {
+  return readdirSync('/proc/self/fd').filter((fd) => {
+    try {
+      return readlinkSync(`/proc/self/fd/${fd}`).startsWith(path);
+    } catch {
+      return false;
+    }
+  }).length;
+}
+
 async function until(done: () => boolean): Promise<void> {
   for (let i = 0; i < 200 && !done(); i++) await new Promise((resolve) => setTimeout(resolve, 10));
   expect(done(), 'condition still false after 2 s').to.equal(true);

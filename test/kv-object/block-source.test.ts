@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { mkdtempSync, renameSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, renameSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isKdnError } from '../../common/errors.ts';
@@ -9,6 +9,7 @@ import {
   fileIdentity,
   kvPayloadOffset,
   layerBlockOf,
+  pinPath,
   readBlockSource,
   readKVHeader,
   readKVObject,
@@ -68,6 +69,33 @@ describe('block sources: verified blocks read again from the file they lie in', 
     }
     // A block with its bytes is left as it is.
     expect(layerBlockOf(reader.header, layers[0]!)).to.equal(layers[0]);
+  });
+
+  it('a pinned source is read through its pin after the file was evicted, and through its path when the pin is stale', function () {
+    const { path, object, sources } = objectFile('pinned');
+    const fd = openSync(path, 'r');
+    const pin = pinPath(fd);
+    if (pin === undefined) {
+      closeSync(fd);
+      this.skip();
+    }
+    const layer1 = object.subarray(sources[1]!.position, sources[1]!.position + sources[1]!.length);
+    try {
+      // Evicted: the name is gone, the open file still holds the bytes.
+      rmSync(path);
+      expect(Buffer.from(readBlockSource({ ...sources[1]!, pin }))).to.deep.equal(layer1);
+    } finally {
+      closeSync(fd);
+    }
+    expect(codeOf(() => readBlockSource({ ...sources[1]!, pin }))).to.equal('EDGE_UNAVAILABLE');
+    // A pin whose descriptor now names another file is passed over for the path.
+    const again = objectFile('pinned-again');
+    const other = openSync(join(dir, 'whole'), 'r');
+    try {
+      expect(Buffer.from(readBlockSource({ ...again.sources[1]!, pin: pinPath(other) }))).to.deep.equal(layer1);
+    } finally {
+      closeSync(other);
+    }
   });
 
   it('a file replaced or removed since is EDGE_UNAVAILABLE (refetch), one cut short KV_CORRUPT', () => {
