@@ -16,6 +16,12 @@ export type OutletBlock = BlockMessage;
 
 type Post = (message: FromWorker, transfer?: ArrayBuffer[]) => void;
 
+/**
+ * Longest a file stays open for blocks routed to the engine's thread: it reads them within the query, and past this
+ * a block is read by its path again (or, evicted, refetched).
+ */
+const HOLD_OPEN_MAX_MS = 60_000;
+
 export class BlockOutlet {
   private held: OutletBlock[] = [];
   private target: 'pool' | MessagePort | undefined;
@@ -80,6 +86,8 @@ export class BlockOutlet {
   holdOpen(close: () => void): void {
     this.closers.push(close);
     if (this.target === 'pool' || this.portClosed) this.release();
+    // A port whose other end was never taken up (an engine that went away before its call) never closes.
+    else setTimeout(() => this.release(), HOLD_OPEN_MAX_MS).unref();
   }
 
   /** The blocks will never be sent (the object was dropped before anyone asked for it): lets go of what they hold. */
