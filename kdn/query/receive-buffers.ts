@@ -3,7 +3,8 @@
  * for every object cost more than the copy into it: its pages fault in on first write (and the faults of every
  * thread in the process queue on one lock), and freeing it on the engine's thread unmaps them again. The engine
  * sends a routed object's buffers back as it writes their blocks (routed-stream.ts ReturnedBuffers), and the
- * next object is read into them. Memory held is bounded, and given back after a while without use.
+ * next object is read into them; a block read from a same-host file goes there without its buffer, which the fetch
+ * thread takes back at once (block-outlet.ts). Memory held is bounded, and given back after a while without use.
  */
 
 /** Buffers are sized in these steps, so objects of nearby sizes share them. */
