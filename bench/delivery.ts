@@ -32,7 +32,8 @@
  *   gpu:        the same, expanded into the f32 cache as the engine does (gpu - gpu-staged: the expansion);
  *   engine:     the threads stage into that injection: edge to expanded cache, the hand-over to the engine's own
  *               thread excepted (blocks are injected on the fetch pool's receiving thread here);
- *   shm-engine: the shm stage into that injection: a same-host edge's memory tier to expanded cache.
+ *   shm-engine: a same-host edge's memory tier to expanded cache as kdn's engine thread has it: the objects routed
+ *               to this thread, each layer as where it lies in the edge's file, read from there into staging.
  * Where time goes, stage by stage (each stage includes the ones before it): ceiling (socket), fetch (edge client),
  * verified (hashing), threads (parallel verification and the hand-over by transfer), engine (staging, copy and
  * expansion as in gpu).
@@ -60,10 +61,13 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { MessageChannel } from 'node:worker_threads';
 import { pino } from 'pino';
 import { KdnError } from '../common/errors.ts';
 import { secretSigner, type EdgeSigner } from '../common/edge-token.ts';
 import { EdgeClient } from '../edge/client/client.ts';
+import { BlockChannel } from '../engine-adapter/worker/block-channel.ts';
+import { isRoutable } from '../engine-adapter/worker/routed-stream.ts';
 import { defaultFetchThreads } from '../kdn/query/kv-fetcher.ts';
 import { EDGE_HEADERS, kvPath, shmObjectName } from '../edge/protocol.ts';
 import { startEdge, type RunningEdge } from '../edge/server/main.ts';
@@ -210,11 +214,15 @@ interface StageContext {
   pool: KvFetchPool;
   /** Reading the edge's shared-memory folder first (the same-host fast path). */
   shmPool: KvFetchPool;
-  /** A pool whose objects are routed to another thread, over the fast path or sockets only (opened on first use). */
-  placing: {
+  /**
+   * Pools whose workers hold each object's blocks until it is routed to a thread (not delivered eagerly), over the
+   * fast path or sockets only, and the thread that places them (each opened on first use).
+   */
+  routed: {
     pools: Map<boolean, KvFetchPool>;
     thread?: PlacingThread;
-    open(sharedMemory: boolean): { pool: KvFetchPool; thread: PlacingThread };
+    pool(sharedMemory: boolean): KvFetchPool;
+    placing(): PlacingThread;
   };
   edge: RunningEdge;
   agent: Agent;
@@ -256,6 +264,29 @@ async function injectAll(fetcher: KvFetcher, f: Fixture, sink: InjectTarget, tie
   if (tier !== undefined) checkTier(fetches, tier);
 }
 
+/**
+ * Every object fetched at once over the fast path and routed to this thread as kdn routes it to the engine's
+ * (routed-stream.ts): each layer comes as where it lies in the edge's file (KVFileBlock), and `target` reads it from
+ * there into staging, one object after another.
+ */
+async function injectRouted(pool: KvFetchPool, f: Fixture, target: GpuInjectTarget): Promise<void> {
+  const fetches = fetchAll(pool, f);
+  for (const fetch of fetches) {
+    const reader = await fetch.reader;
+    const { port1, port2 } = new MessageChannel();
+    if (!isRoutable(reader) || !reader.route(port2)) throw new KdnError('INTERNAL', 'a fetched object could not be routed');
+    const channel = new BlockChannel(reader.header);
+    channel.listen(port1);
+    try {
+      await target.injectKV(channel.reader, target.length);
+    } finally {
+      channel.close();
+    }
+  }
+  await Promise.all(fetches.map((fetch) => fetch.done));
+  checkTier(fetches, 'shm');
+}
+
 interface StageResult {
   gbps: number;
   ms: number;
@@ -291,7 +322,8 @@ async function fetchTogether(fetcher: KvFetcher, f: Fixture, interleave: boolean
  * placed there in `order`. Returns when every object's layer 0 was placed, from `t0`.
  */
 async function placeTogether(ctx: StageContext, f: Fixture, order: PlacingOrder, sharedMemory: boolean, t0: number): Promise<number> {
-  const { pool, thread } = ctx.placing.open(sharedMemory);
+  const pool = ctx.routed.pool(sharedMemory);
+  const thread = ctx.routed.placing();
   const fetches = fetchAll(pool, f, { interleave: true });
   const readers = await Promise.all(fetches.map((fetch) => fetch.reader));
   const placed = await thread.place(readers, order);
@@ -326,8 +358,11 @@ async function measureStage(stage: Stage, f: Fixture, ctx: StageContext): Promis
       gpu = await target!.finish();
       break;
     case 'engine':
+      await injectAll(ctx.pool, f, target!, 'memory');
+      gpu = await target!.finish();
+      break;
     case 'shm-engine':
-      await injectAll(stage === 'engine' ? ctx.pool : ctx.shmPool, f, target!, stage === 'engine' ? 'memory' : 'shm');
+      await injectRouted(ctx.routed.pool(true), f, target!);
       gpu = await target!.finish();
       break;
     case 'shm-read': {
@@ -432,14 +467,15 @@ async function openStages(a: DeliveryArgs, encoded: readonly Encoded[], dir: str
     // Every stage reads the pools' objects on this event loop, as an engine on it does (kdn's deliverEagerly case).
     pool: new KvFetchPool(clientOptions, a.fetchThreads, { sharedMemory: false, deliverEagerly: true }),
     shmPool: new KvFetchPool(clientOptions, a.fetchThreads, { sharedMemory: true, deliverEagerly: true }),
-    placing: {
+    routed: {
       pools: new Map(),
-      open(sharedMemory) {
-        // Not delivered eagerly: a worker holds each object's blocks until it is routed.
+      pool(sharedMemory) {
         let pool = this.pools.get(sharedMemory);
         if (pool === undefined) this.pools.set(sharedMemory, (pool = new KvFetchPool(clientOptions, a.fetchThreads, { sharedMemory })));
-        this.thread ??= new PlacingThread(a.placeCostUs);
-        return { pool, thread: this.thread };
+        return pool;
+      },
+      placing() {
+        return (this.thread ??= new PlacingThread(a.placeCostUs));
       },
     },
     edge,
@@ -462,8 +498,8 @@ async function closeStages(ctx: StageContext): Promise<void> {
   ctx.client.close();
   await ctx.pool.close();
   await ctx.shmPool.close();
-  for (const pool of ctx.placing.pools.values()) await pool.close();
-  await ctx.placing.thread?.close();
+  for (const pool of ctx.routed.pools.values()) await pool.close();
+  await ctx.routed.thread?.close();
   await ctx.edge.close();
 }
 
@@ -537,6 +573,7 @@ function toRecords(
         ms: round(median(results.map((s) => s.ms))),
         hostWriteMs: gpuTimes.length > 0 ? round(median(gpuTimes.map((t) => t.hostWriteMs))) : null,
         gpuWaitMs: gpuTimes.length > 0 ? round(median(gpuTimes.map((t) => t.settleMs))) : null,
+        readBlocks: gpuTimes.length > 0 ? median(gpuTimes.map((t) => t.readBlocks)) : null,
         layer0Ms: results[0]!.layer0Ms === null ? null : round(median(results.map((s) => s.layer0Ms!))),
         ...(before
           ? { beforeGBps: was === undefined ? null : round(was, 3), speedup: was === undefined ? null : round(gbps / was, 3) }
@@ -567,7 +604,8 @@ export async function run(args: string[]): Promise<BenchReport> {
           edge: 'in process, memory tier, signed requests, loopback HTTP (same event loop as the client); shm stages: its tmpfs mirror',
           timing:
             'GB/s (and ms) of stored object bytes from the first request to the last layer consumed, median over rounds after one ' +
-            'warmup round; gpu stages: hostWriteMs inside the injector writes, gpuWaitMs from the last write to the GPU done',
+            'warmup round; gpu stages: hostWriteMs inside the injector writes, gpuWaitMs from the last write to the GPU done, ' +
+            'readBlocks the blocks read from their file into staging (not copied)',
           ...(a.before ? { before: a.before } : {}),
           ...(a.placeCostUs > 0 ? { placeCostUs: a.placeCostUs } : {}),
         },

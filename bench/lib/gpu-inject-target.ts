@@ -14,7 +14,7 @@ import { KvBufferPool } from '../../engine-adapter/webgpu/kv-buffer-pool.ts';
 import { KvInjector, type Expander } from '../../engine-adapter/webgpu/kv-injector.ts';
 import { layerExpander, type LayerWrite } from '../../engine-adapter/webgpu/kv-layer-expander.ts';
 import { GpuTransformTables } from '../../engine-adapter/webgpu/gpu-transform-tables.ts';
-import type { KVObjectReader } from '../../storage/kv-object/types.ts';
+import type { KVBlockReader } from '../../storage/kv-object/types.ts';
 
 export interface KvShape {
   layers: number;
@@ -28,11 +28,15 @@ export interface GpuInjectTiming {
   hostWriteMs: number;
   /** From the last write to the GPU done with every copy and expansion. */
   settleMs: number;
+  /** Blocks read from their source file into staging on libuv's pool (not copied on this thread). */
+  readBlocks: number;
 }
 
 export class GpuInjectTarget {
   length = 0;
   private hostWriteMs = 0;
+  /** The injector's count of blocks read from files when this pass began. */
+  private readBefore = 0;
 
   private constructor(
     private readonly ctx: GpuContext,
@@ -62,12 +66,15 @@ export class GpuInjectTarget {
     return new GpuInjectTarget(ctx, cache, injector, [freqBuffer], pool);
   }
 
-  async injectKV(object: KVObjectReader, position: number): Promise<void> {
+  async injectKV(object: KVBlockReader, position: number): Promise<void> {
     if (position !== this.length) throw new KdnError('INVALID_ARGUMENT', `target at ${this.length} asked to inject at ${position}`);
     const header = object.header;
     for await (const block of object.layers) {
       const t0 = performance.now();
-      await this.injector.write(block.encoded, { cache: this.cache, layer: block.layer, header, position }, block.source);
+      const job = { cache: this.cache, layer: block.layer, header, position };
+      await (block.encoded === undefined
+        ? this.injector.writeFrom(block.source, job)
+        : this.injector.write(block.encoded, job, block.source));
       this.hostWriteMs += performance.now() - t0;
     }
     this.length += header.tokens;
@@ -78,9 +85,11 @@ export class GpuInjectTarget {
     const t0 = performance.now();
     await this.injector.settle();
     await this.ctx.device.queue.onSubmittedWorkDone();
-    const timing = { hostWriteMs: this.hostWriteMs, settleMs: performance.now() - t0 };
+    const readBlocks = this.injector.work().readBlocks;
+    const timing = { hostWriteMs: this.hostWriteMs, settleMs: performance.now() - t0, readBlocks: readBlocks - this.readBefore };
     this.length = 0;
     this.hostWriteMs = 0;
+    this.readBefore = readBlocks;
     return timing;
   }
 

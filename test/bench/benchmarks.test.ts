@@ -355,6 +355,22 @@ describe('benchmarks on a tiny model', () => {
     for (const r of report.records.slice(1)) expect(num(r, 'ms')).to.be.at.least(16 * 3);
   });
 
+  it("delivery: shm-engine routes the fast path's objects to the WebGPU injection, each layer read from the edge's file", async function () {
+    const report = await runDelivery([
+      ...['--objects', '4', '--tokens', '16', '--layers', '4', '--kv-heads', '2', '--head-dim', '16', '--codecs', 'int4,fp16'],
+      ...['--rounds', '1', '--fetch-threads', '2', '--stages', 'shm-engine'],
+    ]).catch((err: Error) => {
+      if (process.env.CI !== 'true' && /adapter/i.test(err.message)) this.skip();
+      throw err;
+    });
+    expect(report.records.map((r) => `${r.codec}/${r.stage}`)).to.deep.equal(['int4/shm-engine', 'fp16/shm-engine']);
+    for (const r of report.records) {
+      expect(num(r, 'GBps')).to.be.greaterThan(0);
+      // Every layer of every object read from its file: 4 objects of 4 layers.
+      expect(num(r, 'readBlocks')).to.equal(16);
+    }
+  });
+
   it('bad arguments are typed errors', async () => {
     expect((await rejection(runTtft(['--shape', 'gpt-5']))).code).to.equal('INVALID_ARGUMENT');
     expect((await rejection(runTtft(['--shape', 'tiny', '--contexts', '0']))).code).to.equal('INVALID_ARGUMENT');
