@@ -71,10 +71,7 @@ export class GpuInjectTarget {
     const header = object.header;
     for await (const block of object.layers) {
       const t0 = performance.now();
-      const job = { cache: this.cache, layer: block.layer, header, position };
-      await (block.encoded === undefined
-        ? this.injector.writeFrom(block.source, job)
-        : this.injector.write(block.encoded, job, block.source));
+      await this.injector.writeBlock(block, { cache: this.cache, layer: block.layer, header, position });
       this.hostWriteMs += performance.now() - t0;
     }
     this.length += header.tokens;

@@ -18,7 +18,7 @@
  */
 import { KdnError } from '../../common/errors.ts';
 import { readBlockSource, sourceGone } from '../../storage/kv-object/index.ts';
-import type { KVBlockSource } from '../../storage/kv-object/types.ts';
+import type { KVBlock, KVBlockSource } from '../../storage/kv-object/types.ts';
 import { noKvWrites, type KvWriteWork } from '../engine-work.ts';
 import type { BlockFiles, HeldFile } from './block-files.ts';
 import { withErrorScopes } from './device.ts';
@@ -145,6 +145,11 @@ export class KvInjector<J> {
   async write(bytes: Uint8Array, job: J, source?: KVBlockSource): Promise<void> {
     const file = source !== undefined && this.files !== undefined ? await this.files.acquire(source) : null;
     await this.stage(bytes.length, job, file === null ? { bytes } : { file, position: source!.position });
+  }
+
+  /** Stages a verified block for `job`: write with its bytes, or writeFrom for a block that lies only in its file. */
+  writeBlock(block: KVBlock, job: J): Promise<void> {
+    return block.encoded === undefined ? this.writeFrom(block.source, job) : this.write(block.encoded, job, block.source);
   }
 
   /**

@@ -284,8 +284,7 @@ export class WebGpuBackend implements ForwardBackend {
     // Growing copies go into the batch first, so they land before the expanded rows.
     cache.reserve(position + header.tokens, () => injector.recorder());
     // The encoded bytes go up in one write and are expanded on the GPU: no host decode.
-    const job = { cache, layer: block.layer, header, position };
-    await (block.encoded === undefined ? injector.writeFrom(block.source, job) : injector.write(block.encoded, job, block.source));
+    await injector.writeBlock(block, { cache, layer: block.layer, header, position });
   }
 
   useTransformTable(table: TransformTable): void {
