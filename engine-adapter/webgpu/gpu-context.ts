@@ -4,6 +4,7 @@
  */
 import { LRUCache } from 'lru-cache';
 import { KdnError } from '../../common/errors.ts';
+import { bindLayoutEntries, layoutKey } from './bind-layout.ts';
 import { kernelLabel, shaderSource } from './shader-source.ts';
 import type { GpuFeatures, GpuLimits, OpenedDevice } from './device.ts';
 
@@ -67,8 +68,9 @@ const QUERIES_PER_SET = 4096;
  */
 const SEGMENT_DISPATCHES = 128;
 /**
- * Bind groups kept for reuse. Forward passes bind the same buffers at the same uniform slots every time, and creating
- * a bind group was most of a dispatch's encoding time (about 10 of 12 microseconds on SwiftShader's host).
+ * Bind groups kept for reuse. Forward passes bind the same buffers every time (their uniform slot is a dynamic
+ * offset, bind-layout.ts), and creating a bind group was most of a dispatch's encoding time (about 10 of 12
+ * microseconds on SwiftShader's host).
  */
 const BIND_GROUP_CACHE_ENTRIES = 16384;
 
@@ -216,7 +218,7 @@ export class Recorder {
       }
       pass ??= encoder.beginComputePass();
       pass.setPipeline(c.pipeline);
-      pass.setBindGroup(0, this.ctx.bindGroup(c.pipeline, uniforms, c.slot * PARAM_SLOT, c.buffers));
+      pass.setBindGroup(0, this.ctx.bindGroup(c.pipeline, uniforms, c.buffers), [c.slot * PARAM_SLOT]);
       pass.dispatchWorkgroups(...c.groups);
       inSegment++;
     }
@@ -308,6 +310,9 @@ export function storageSize(bytes: number): number {
 export class GpuContext {
   private readonly pipelines = new Map<string, GPUComputePipeline>();
   private readonly kernelNames = new Map<GPUComputePipeline, string>();
+  /** Bind group layouts by their entries (bind-layout.ts), and each pipeline's. */
+  private readonly layouts = new Map<string, { group: GPUBindGroupLayout; pipeline: GPUPipelineLayout }>();
+  private readonly layoutOf = new Map<GPUComputePipeline, { key: string; group: GPUBindGroupLayout }>();
   private readonly bindGroups = new LRUCache<string, GPUBindGroup>({ max: BIND_GROUP_CACHE_ENTRIES });
   private readonly ids = new WeakMap<object, number>();
   private nextId = 1;
@@ -340,8 +345,18 @@ export class GpuContext {
     const key = `${spec.url.href}|${defines.join(',')}|${JSON.stringify(Object.entries(constants).sort())}`;
     let pipeline = this.pipelines.get(key);
     if (pipeline === undefined) {
-      const module = this.device.createShaderModule({ code: shaderSource(spec.url, new Set(defines)), label: spec.url.pathname });
-      pipeline = this.device.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: 'main', constants } });
+      const code = shaderSource(spec.url, new Set(defines));
+      const module = this.device.createShaderModule({ code, label: spec.url.pathname });
+      const entries = bindLayoutEntries(code, spec.url.pathname);
+      const layoutId = layoutKey(entries);
+      let layout = this.layouts.get(layoutId);
+      if (layout === undefined) {
+        const group = this.device.createBindGroupLayout({ entries, label: layoutId });
+        layout = { group, pipeline: this.device.createPipelineLayout({ bindGroupLayouts: [group] }) };
+        this.layouts.set(layoutId, layout);
+      }
+      pipeline = this.device.createComputePipeline({ layout: layout.pipeline, compute: { module, entryPoint: 'main', constants } });
+      this.layoutOf.set(pipeline, { key: layoutId, group: layout.group });
       this.pipelines.set(key, pipeline);
       this.kernelNames.set(pipeline, kernelLabel(spec.url, defines));
     }
@@ -368,17 +383,20 @@ export class GpuContext {
   }
 
   /**
-   * The bind group of `pipeline` with the uniform slot at `offset` of `uniforms` and `buffers` at bindings 1..,
-   * created once. Keys name buffers by identity, so a destroyed buffer's groups are never asked for again and age out.
+   * The bind group of `pipeline`'s layout with a slot of `uniforms` at binding 0 (its offset given at setBindGroup)
+   * and `buffers` at bindings 1.., created once. Keys name buffers by identity, so a destroyed buffer's groups are
+   * never asked for again and age out.
    */
-  bindGroup(pipeline: GPUComputePipeline, uniforms: GPUBuffer, offset: number, buffers: readonly Binding[]): GPUBindGroup {
+  bindGroup(pipeline: GPUComputePipeline, uniforms: GPUBuffer, buffers: readonly Binding[]): GPUBindGroup {
+    const layout = this.layoutOf.get(pipeline);
+    if (layout === undefined) throw new KdnError('INTERNAL', 'a pipeline not made by GpuContext.pipeline() was bound');
     const names = buffers.map((b) => ('buffer' in b ? `${this.id(b.buffer)}:${b.offset}+${b.size}` : this.id(b)));
-    const key = `${this.id(pipeline)},${this.id(uniforms)},${names.join(',')}@${offset}`;
+    const key = `${layout.key}|${this.id(uniforms)},${names.join(',')}`;
     let group = this.bindGroups.get(key);
     if (group === undefined) {
-      const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: uniforms, offset, size: PARAM_SLOT } }];
+      const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: uniforms, offset: 0, size: PARAM_SLOT } }];
       buffers.forEach((b, i) => entries.push({ binding: i + 1, resource: 'buffer' in b ? b : { buffer: b } }));
-      group = this.device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
+      group = this.device.createBindGroup({ layout: layout.group, entries });
       this.bindGroups.set(key, group);
     }
     return group;

@@ -1,8 +1,9 @@
 /**
  * The Recorder: long recordings (submitted in segments, over a grown uniform buffer, with bind groups reused from
  * earlier recordings) run every dispatch in order; the timed mode (kernel profiling) gives each dispatch's GPU time
- * under its kernel's name, and the same results and readbacks as an untimed Recorder. A submission without
- * readbacks asks Dawn when the GPU is done only once awaited: a pending answer keeps Dawn polling the event loop.
+ * under its kernel's name, and the same results and readbacks as an untimed Recorder. One bind group serves a
+ * kernel's buffers from every uniform slot. A submission without readbacks asks Dawn when the GPU is done only once
+ * awaited: a pending answer keeps Dawn polling the event loop.
  */
 import { expect } from 'chai';
 import { KdnError } from '../../common/errors.ts';
@@ -83,6 +84,39 @@ describe('webgpu recorder', () => {
         for (let k = 0; k < 3 * (count - j) * pass; k++) want = Math.fround(want + y0[j]!);
         expect(got[j], `pass ${pass}, element ${j}`).to.equal(want);
       }
+    }
+  });
+
+  it('binds the same buffers from every uniform slot with one bind group: the slot is a dynamic offset', async () => {
+    const count = 64;
+    const x0 = randomArray(count, 9);
+    const y0 = randomArray(count, 10);
+    const x = ctx.upload(x0, 'x');
+    const y = ctx.upload(y0, 'y');
+    const device = ctx.device;
+    const create = device.createBindGroup.bind(device);
+    let created = 0;
+    device.createBindGroup = (descriptor) => {
+      created++;
+      return create(descriptor);
+    };
+    try {
+      for (const dispatches of [3, 5]) {
+        const rec = ctx.recorder();
+        for (let i = 0; i < dispatches; i++) recordAdd(ctx, rec, { x, y, count });
+        await rec.submit();
+      }
+    } finally {
+      device.createBindGroup = create;
+    }
+    expect(created, 'eight dispatches from slots 0-4 of two recordings').to.equal(1);
+    const rec = ctx.recorder();
+    rec.readback(x, 0, count * 4);
+    const got = new Float32Array((await rec.submit())[0]!);
+    for (let j = 0; j < count; j++) {
+      let want = x0[j]!;
+      for (let k = 0; k < 8; k++) want = Math.fround(want + y0[j]!);
+      expect(got[j], `element ${j}`).to.equal(want);
     }
   });
 
