@@ -23,33 +23,38 @@ export interface KernelSpec {
   constants?: Record<string, number>;
 }
 
-/** Uniform parameters of one dispatch: 4-byte scalars in the order the WGSL struct declares them. */
+/** Words of a uniform slot. */
+const SLOT_WORDS = PARAM_SLOT / 4;
+/** Turns an f32 into its bit pattern. */
+const f32Bits = new Float32Array(1);
+const f32Word = new Uint32Array(f32Bits.buffer);
+
+/**
+ * Uniform parameters of one dispatch: 4-byte scalars in the order the WGSL struct declares them, kept as their
+ * 32-bit patterns in a plain array. A question's forward records about 800 dispatches and an injected context some
+ * 250 expansions: a small ArrayBuffer each was a measurable share of the engine thread's allocations, where the
+ * Recorder copies every slot into one buffer anyway.
+ */
 export class Params {
-  private readonly view = new DataView(new ArrayBuffer(PARAM_SLOT));
-  private offset = 0;
+  readonly words: number[] = [];
   u32(value: number): this {
-    this.view.setUint32(this.offset, value, true);
-    this.offset += 4;
+    this.words.push(value >>> 0);
     return this;
   }
   i32(value: number): this {
-    this.view.setInt32(this.offset, value, true);
-    this.offset += 4;
+    this.words.push(value >>> 0);
     return this;
   }
   f32(value: number): this {
-    this.view.setFloat32(this.offset, value, true);
-    this.offset += 4;
+    f32Bits[0] = value;
+    this.words.push(f32Word[0]!);
     return this;
   }
   /** A vec4<u32> (values taken as 32-bit words), at the 16-byte alignment WGSL gives vectors in a uniform. */
   vec4u(a: number, b: number, c: number, d: number): this {
-    this.offset = Math.ceil(this.offset / 16) * 16;
-    for (const v of [a, b, c, d]) this.u32(v >>> 0);
+    while (this.words.length % 4 !== 0) this.words.push(0);
+    this.words.push(a >>> 0, b >>> 0, c >>> 0, d >>> 0);
     return this;
-  }
-  bytes(): Uint8Array {
-    return new Uint8Array(this.view.buffer);
   }
 }
 
@@ -106,7 +111,7 @@ type Command =
  */
 export class Recorder {
   private readonly commands: Command[] = [];
-  private readonly params: Uint8Array[] = [];
+  private readonly params: number[][] = [];
   private readonly readbacks: { src: GPUBuffer; offset: number; size: number }[] = [];
   private readonly cleanups: (() => void)[] = [];
   private submitted = false;
@@ -132,8 +137,10 @@ export class Recorder {
     if (x > max || y > max || z > max)
       throw new KdnError('INTERNAL', `Dispatch of ${x}x${y}x${z} workgroups exceeds ${max} per dimension.`);
     if (x === 0 || y === 0 || z === 0) return;
+    if (params.words.length > SLOT_WORDS)
+      throw new KdnError('INTERNAL', `Uniform parameters of ${4 * params.words.length} bytes exceed the ${PARAM_SLOT}-byte slot.`);
     this.commands.push({ kind: 'dispatch', pipeline, slot: this.params.length, buffers, groups: [x, y, z] });
-    this.params.push(params.bytes());
+    this.params.push(params.words);
   }
 
   copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, size: number): void {
@@ -190,8 +197,8 @@ export class Recorder {
     const device = this.ctx.device;
     const uniforms = this.ctx.uniforms(this.params.length, this);
     if (this.params.length > 0) {
-      const all = new Uint8Array(this.params.length * PARAM_SLOT);
-      this.params.forEach((p, i) => all.set(p, i * PARAM_SLOT));
+      const all = new Uint32Array(this.params.length * SLOT_WORDS);
+      this.params.forEach((words, i) => all.set(words, i * SLOT_WORDS));
       device.queue.writeBuffer(uniforms, 0, all);
     }
     let encoder = device.createCommandEncoder();
