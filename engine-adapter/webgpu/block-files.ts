@@ -21,6 +21,8 @@ const IDLE_MS = 1_000;
 interface OpenFile {
   /** The descriptor, or null when the path no longer names the verified file (or could not be opened). */
   fd: Promise<number | null>;
+  /** The same once known (undefined while opening): most blocks of a file find it open and need not wait. */
+  opened: number | null | undefined;
   /** Writers holding it (BlockFiles.acquire) until their reads are done: it is not closed meanwhile. */
   holds: number;
   idleSince: number;
@@ -28,8 +30,12 @@ interface OpenFile {
 
 /** A file held open for reads from it (BlockFiles.acquire); release it once they are done. */
 export interface HeldFile {
-  /** Fills all of `into` from the file's bytes at `position` on; false when a read fails or the file ends first. */
-  read(into: Uint8Array, position: number): Promise<boolean>;
+  /**
+   * Fills all of `into` from the file's bytes at `position` on, then calls `done`: with false when a read failed or
+   * the file ended first. A callback rather than a promise: an 8k-token 8B context is about a thousand blocks, and
+   * each promise of a chain is garbage on the engine's thread.
+   */
+  read(into: Uint8Array, position: number, done: (ok: boolean) => void): void;
   release(): void;
 }
 
@@ -48,11 +54,13 @@ export class BlockFiles {
     const key = `${source.path}\0${source.identity}`;
     let file = this.files.get(key);
     if (file === undefined) {
-      file = { fd: openVerified(source), holds: 0, idleSince: 0 };
+      const opening: OpenFile = { fd: openVerified(source), opened: undefined, holds: 0, idleSince: 0 };
+      void opening.fd.then((fd) => (opening.opened = fd));
+      file = opening;
       this.files.set(key, file);
     }
     file.holds++;
-    const fd = await file.fd;
+    const fd = file.opened !== undefined ? file.opened : await file.fd;
     const held = file;
     const release = (): void => {
       if (--held.holds > 0) return;
@@ -63,7 +71,7 @@ export class BlockFiles {
       release();
       return null;
     }
-    return { read: (into, position) => readFully(fd, into, position), release };
+    return { read: (into, position, done) => readFully(fd, into, position, done), release };
   }
 
   /** Closes every file; call it once no file is held. */
@@ -111,16 +119,23 @@ function openIdentified(path: string, identity: string): Promise<number | null> 
   });
 }
 
-/** Reads all of `into` from `position` on; false when a read fails or the file ends first. */
-async function readFully(fd: number, into: Uint8Array, position: number): Promise<boolean> {
-  for (let at = 0; at < into.length; ) {
-    const got = await new Promise<number>((resolve) =>
-      read(fd, into, at, into.length - at, position + at, (err, bytes) => resolve(err ? 0 : bytes)),
-    );
-    if (got === 0) return false;
-    at += got;
-  }
-  return true;
+/** Reads all of `into` from `position` on, then calls `done`: false when a read failed or the file ended first. */
+function readFully(fd: number, into: Uint8Array, position: number, done: (ok: boolean) => void): void {
+  let at = 0;
+  const next = (): void => {
+    try {
+      read(fd, into, at, into.length - at, position + at, (err, bytes) => {
+        if (err || bytes === 0) return done(false);
+        at += bytes;
+        if (at < into.length) next();
+        else done(true);
+      });
+    } catch {
+      // Arguments fs refuses outright (a position past its range): as a failed read, not a throw out of a callback.
+      done(false);
+    }
+  };
+  next();
 }
 
 function closeFd(fd: number | null): void {

@@ -193,20 +193,18 @@ export class KvInjector<J> {
   private read(slot: Slot, into: Uint8Array, file: HeldFile, position: number): void {
     slot.reads++;
     this.counts.readBlocks++;
-    void file
-      .read(into, position)
-      .then((ok) => {
-        if (!ok) throw new Error('the read came short');
-      })
-      .catch((err: unknown) => {
-        slot.failure ??= new KdnError('KV_CORRUPT', `a KV block could not be read from its shared-memory file: ${(err as Error).message}`, {
-          hint: 'refetch the object',
-        });
-      })
-      .finally(() => {
-        file.release();
-        if (--slot.reads === 0) slot.drained?.();
-      });
+    file.read(into, position, (ok) => {
+      if (!ok)
+        slot.failure ??= new KdnError(
+          'KV_CORRUPT',
+          'a KV block could not be read from its shared-memory file: the read failed or came short',
+          {
+            hint: 'refetch the object',
+          },
+        );
+      file.release();
+      if (--slot.reads === 0) slot.drained?.();
+    });
   }
 
   /** The host side of the writes and batches so far (engine-work.ts). */
