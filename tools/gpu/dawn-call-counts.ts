@@ -1,0 +1,93 @@
+/**
+ * A preload that counts, on every thread of a process, the WebGPU (Dawn) calls its code makes, how much each raised
+ * the thread's V8 external memory, and its garbage collections by kind: where an engine thread's host work and
+ * garbage come from, on a GPU host where a CPU profile names only "native" and "(garbage collector)". Each thread
+ * writes `<dir>/<pid>-<threadId>.json` every 2 s and when it exits: per call, how often and the MiB it added to
+ * external memory; per GC kind, how many and their milliseconds; and a series of [ms since start, external MiB,
+ * createBindGroup calls, getMappedRange calls, full collections] every 250 ms, to tell one query from the next.
+ *   node --import tsx --import ./tools/gpu/dawn-call-counts.ts bench/run.ts ttft ...   (DAWN_CALLS_DIR, default
+ *   .tmp/dawn-calls)
+ * It wraps the methods of the `webgpu` package's classes, so the counts include every caller, and costs a few
+ * microseconds per call: compare counts, not timings, from a run under it.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { constants, PerformanceObserver, performance } from 'node:perf_hooks';
+import v8 from 'node:v8';
+import { threadId } from 'node:worker_threads';
+
+const WATCHED: Record<string, readonly string[]> = {
+  GPUDevice: ['createBuffer', 'createBindGroup', 'createCommandEncoder', 'pushErrorScope', 'popErrorScope'],
+  GPUBuffer: ['getMappedRange', 'unmap', 'mapAsync', 'destroy'],
+  GPUQueue: ['writeBuffer', 'submit', 'onSubmittedWorkDone'],
+  GPUCommandEncoder: ['beginComputePass', 'copyBufferToBuffer', 'finish'],
+  GPUComputePassEncoder: ['setPipeline', 'setBindGroup', 'dispatchWorkgroups', 'end'],
+};
+
+interface CallCount {
+  calls: number;
+  /** MiB the calls added to this thread's external memory (what unmap or a collection gives back is not subtracted). */
+  externalMiB: number;
+}
+
+const dir = process.env.DAWN_CALLS_DIR ?? '.tmp/dawn-calls';
+const calls: Record<string, CallCount> = {};
+const gcs: Record<string, { count: number; ms: number }> = {};
+const series: number[][] = [];
+const externalMiB = (): number => v8.getHeapStatistics().external_memory / 2 ** 20;
+
+function watch(classes: Record<string, { prototype: Record<string, unknown> }>): void {
+  for (const [name, methods] of Object.entries(WATCHED)) {
+    const proto = classes[name]?.prototype;
+    if (proto === undefined) continue;
+    for (const method of methods) {
+      const original = proto[method];
+      if (typeof original !== 'function') continue;
+      const count: CallCount = (calls[`${name}.${method}`] = { calls: 0, externalMiB: 0 });
+      proto[method] = function (this: unknown, ...args: unknown[]) {
+        const before = externalMiB();
+        try {
+          return original.apply(this, args);
+        } finally {
+          count.calls++;
+          count.externalMiB += Math.max(0, externalMiB() - before);
+        }
+      };
+    }
+  }
+}
+
+const GC_KINDS: Record<number, string> = {
+  [constants.NODE_PERFORMANCE_GC_MINOR]: 'minor',
+  [constants.NODE_PERFORMANCE_GC_MAJOR]: 'major',
+  [constants.NODE_PERFORMANCE_GC_INCREMENTAL]: 'incremental',
+  [constants.NODE_PERFORMANCE_GC_WEAKCB]: 'weakcb',
+};
+new PerformanceObserver((list) => {
+  for (const entry of list.getEntries()) {
+    const kind = GC_KINDS[(entry as { detail?: { kind?: number } }).detail?.kind ?? 0] ?? 'other';
+    const g = (gcs[kind] ??= { count: 0, ms: 0 });
+    g.count++;
+    g.ms += entry.duration;
+  }
+}).observe({ entryTypes: ['gc'] });
+
+function dump(): void {
+  const file = `${dir}/${process.pid}-${threadId}.json`;
+  writeFileSync(file, `${JSON.stringify({ pid: process.pid, threadId, calls, gcs, series })}\n`);
+}
+
+const webgpu = createRequire(`${process.cwd()}/`)('webgpu') as { globals: Record<string, { prototype: Record<string, unknown> }> };
+watch(webgpu.globals);
+mkdirSync(dir, { recursive: true });
+setInterval(() => {
+  series.push([
+    Math.round(performance.now()),
+    Math.round(externalMiB()),
+    calls['GPUDevice.createBindGroup']?.calls ?? 0,
+    calls['GPUBuffer.getMappedRange']?.calls ?? 0,
+    gcs.major?.count ?? 0,
+  ]);
+}, 250).unref();
+setInterval(dump, 2000).unref();
+process.on('exit', dump);
