@@ -12,7 +12,7 @@ import type { GpuFeatures, GpuLimits, OpenedDevice } from './device.ts';
 export const Usage = { MAP_READ: 0x1, COPY_SRC: 0x4, COPY_DST: 0x8, UNIFORM: 0x40, STORAGE: 0x80, QUERY_RESOLVE: 0x200 } as const;
 const MAP_MODE_READ = 0x1;
 
-/** Bytes reserved per dispatch for its uniform parameters (minUniformBufferOffsetAlignment is at most 256). */
+/** Bytes of a uniform slot (minUniformBufferOffsetAlignment is at most 256); a dispatch's parameters take 1-4. */
 const PARAM_SLOT = 256;
 
 export interface KernelSpec {
@@ -25,6 +25,12 @@ export interface KernelSpec {
 
 /** Words of a uniform slot. */
 const SLOT_WORDS = PARAM_SLOT / 4;
+/**
+ * Slots one dispatch's parameters may span: the expansion kernels' job lists (kernels/expand-jobs.ts) take up to 1 KiB,
+ * so that one dispatch expands a layer's blocks of up to 60 chunks, where 12 fit one slot and an 8k context's
+ * injection took about 240 dispatches, each 20-70 us of the engine thread's time to record and encode.
+ */
+const MAX_PARAM_SLOTS = 4;
 /** Turns an f32 into its bit pattern. */
 const f32Bits = new Float32Array(1);
 const f32Word = new Uint32Array(f32Bits.buffer);
@@ -97,7 +103,15 @@ export interface CommandCounts {
 }
 
 type Command =
-  | { kind: 'dispatch'; pipeline: GPUComputePipeline; slot: number; buffers: Binding[]; groups: [number, number, number] }
+  | {
+      kind: 'dispatch';
+      pipeline: GPUComputePipeline;
+      /** The first of its uniform slots, and how many its parameters take. */
+      slot: number;
+      slots: number;
+      buffers: Binding[];
+      groups: [number, number, number];
+    }
   | { kind: 'copy'; src: GPUBuffer; srcOffset: number; dst: GPUBuffer; dstOffset: number; size: number };
 
 /**
@@ -111,7 +125,9 @@ type Command =
  */
 export class Recorder {
   private readonly commands: Command[] = [];
-  private readonly params: number[][] = [];
+  /** Each dispatch's parameter words and first slot; `slots` in all. */
+  private readonly params: { words: number[]; slot: number }[] = [];
+  private slots = 0;
   private readonly readbacks: { src: GPUBuffer; offset: number; size: number }[] = [];
   private readonly cleanups: (() => void)[] = [];
   private submitted = false;
@@ -137,10 +153,15 @@ export class Recorder {
     if (x > max || y > max || z > max)
       throw new KdnError('INTERNAL', `Dispatch of ${x}x${y}x${z} workgroups exceeds ${max} per dimension.`);
     if (x === 0 || y === 0 || z === 0) return;
-    if (params.words.length > SLOT_WORDS)
-      throw new KdnError('INTERNAL', `Uniform parameters of ${4 * params.words.length} bytes exceed the ${PARAM_SLOT}-byte slot.`);
-    this.commands.push({ kind: 'dispatch', pipeline, slot: this.params.length, buffers, groups: [x, y, z] });
-    this.params.push(params.words);
+    const slots = Math.max(1, Math.ceil(params.words.length / SLOT_WORDS));
+    if (slots > MAX_PARAM_SLOTS)
+      throw new KdnError(
+        'INTERNAL',
+        `Uniform parameters of ${4 * params.words.length} bytes exceed a dispatch's ${MAX_PARAM_SLOTS * PARAM_SLOT} bytes.`,
+      );
+    this.commands.push({ kind: 'dispatch', pipeline, slot: this.slots, slots, buffers, groups: [x, y, z] });
+    this.params.push({ words: params.words, slot: this.slots });
+    this.slots += slots;
   }
 
   copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, size: number): void {
@@ -195,10 +216,10 @@ export class Recorder {
     if (this.submitted) throw new KdnError('INTERNAL', 'Recorder submitted twice.');
     this.submitted = true;
     const device = this.ctx.device;
-    const uniforms = this.ctx.uniforms(this.params.length, this);
-    if (this.params.length > 0) {
-      const all = new Uint32Array(this.params.length * SLOT_WORDS);
-      this.params.forEach((words, i) => all.set(words, i * SLOT_WORDS));
+    const uniforms = this.ctx.uniforms(this.slots, this);
+    if (this.slots > 0) {
+      const all = new Uint32Array(this.slots * SLOT_WORDS);
+      for (const p of this.params) all.set(p.words, p.slot * SLOT_WORDS);
       device.queue.writeBuffer(uniforms, 0, all);
     }
     let encoder = device.createCommandEncoder();
@@ -225,7 +246,7 @@ export class Recorder {
       }
       pass ??= encoder.beginComputePass();
       pass.setPipeline(c.pipeline);
-      pass.setBindGroup(0, this.ctx.bindGroup(c.pipeline, uniforms, c.buffers), [c.slot * PARAM_SLOT]);
+      pass.setBindGroup(0, this.ctx.bindGroup(c.pipeline, uniforms, c.slots * PARAM_SLOT, c.buffers), [c.slot * PARAM_SLOT]);
       pass.dispatchWorkgroups(...c.groups);
       inSegment++;
     }
@@ -390,18 +411,18 @@ export class GpuContext {
   }
 
   /**
-   * The bind group of `pipeline`'s layout with a slot of `uniforms` at binding 0 (its offset given at setBindGroup)
-   * and `buffers` at bindings 1.., created once. Keys name buffers by identity, so a destroyed buffer's groups are
-   * never asked for again and age out.
+   * The bind group of `pipeline`'s layout with `paramBytes` of `uniforms` at binding 0 (their offset given at
+   * setBindGroup) and `buffers` at bindings 1.., created once. Keys name buffers by identity, so a destroyed buffer's
+   * groups are never asked for again and age out.
    */
-  bindGroup(pipeline: GPUComputePipeline, uniforms: GPUBuffer, buffers: readonly Binding[]): GPUBindGroup {
+  bindGroup(pipeline: GPUComputePipeline, uniforms: GPUBuffer, paramBytes: number, buffers: readonly Binding[]): GPUBindGroup {
     const layout = this.layoutOf.get(pipeline);
     if (layout === undefined) throw new KdnError('INTERNAL', 'a pipeline not made by GpuContext.pipeline() was bound');
     const names = buffers.map((b) => ('buffer' in b ? `${this.id(b.buffer)}:${b.offset}+${b.size}` : this.id(b)));
-    const key = `${layout.key}|${this.id(uniforms)},${names.join(',')}`;
+    const key = `${layout.key}|${this.id(uniforms)}+${paramBytes},${names.join(',')}`;
     let group = this.bindGroups.get(key);
     if (group === undefined) {
-      const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: uniforms, offset: 0, size: PARAM_SLOT } }];
+      const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: uniforms, offset: 0, size: paramBytes } }];
       buffers.forEach((b, i) => entries.push({ binding: i + 1, resource: 'buffer' in b ? b : { buffer: b } }));
       group = this.device.createBindGroup({ layout: layout.group, entries });
       this.bindGroups.set(key, group);

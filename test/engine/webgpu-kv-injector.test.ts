@@ -57,16 +57,16 @@ describe('webgpu KV injector: staged uploads expanded on the GPU', () => {
     return new Float32Array(await ctx.read(buffer, 0, floats * 4));
   }
 
-  // 1 KiB staging buffers in a 4 KiB pool against blocks of 256-768 bytes: 40 blocks fill a buffer every one to four
-  // writes, so the pool of four goes round several times, waiting for buffers the GPU finished with; an upload ring of
+  // 1 KiB staging buffers in a 4 KiB pool against blocks of 256-768 bytes: the blocks fill a buffer every one to four
+  // writes, so the pool of four goes round many times, waiting for buffers the GPU finished with; an upload ring of
   // at most 2.5 KiB grows once, then starts over every two buffers, one of 1 KiB at every buffer, with blocks not yet
   // expanded in it each time.
-  // With the default sizes all 40 wait in one, and each size's batch outgrows one dispatch's MAX_JOBS.
+  // With the default sizes all of them wait in one, and each size's batch outgrows one dispatch's MAX_JOBS.
   for (const sizes of [{ slot: 1024, pool: 4096 }, { slot: 1024, pool: 4096, ring: 2560 }, { slot: 1024, pool: 4096, ring: 1024 }, {}]) {
     it(`lands every block where its job put it (${sizes.slot ?? 'default'}-byte staging buffers, ${sizes.ring ?? 'default'}-byte ring)`, async () => {
       const injector = new KvInjector(ctx, fp16Expander(ctx), sizes);
       const n = 256;
-      const blocks = Array.from({ length: 40 }, (_, i) => block((n * (1 + (i % 3))) / 4, i + 1));
+      const blocks = Array.from({ length: 3 * MAX_JOBS + 6 }, (_, i) => block((n * (1 + (i % 3))) / 4, i + 1));
       expect(blocks.filter((b) => b.keys.length === n / 4).length).to.be.above(MAX_JOBS);
       const total = blocks.reduce((s, b) => s + b.keys.length, 0);
       const keys = ctx.storage(total * 4, 'keys');

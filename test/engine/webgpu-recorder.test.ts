@@ -9,6 +9,7 @@ import { expect } from 'chai';
 import { KdnError } from '../../common/errors.ts';
 import type { GpuContext } from '../../engine-adapter/webgpu/gpu-context.ts';
 import { recordAdd } from '../../engine-adapter/webgpu/kernels/add.ts';
+import { recordKvDequantFp16 } from '../../engine-adapter/webgpu/kernels/kv-dequant-fp16.ts';
 import { recordSwiglu } from '../../engine-adapter/webgpu/kernels/swiglu.ts';
 import { openContextOrSkip, randomArray } from './webgpu-support.ts';
 
@@ -118,6 +119,36 @@ describe('webgpu recorder', () => {
       for (let k = 0; k < 8; k++) want = Math.fround(want + y0[j]!);
       expect(got[j], `element ${j}`).to.equal(want);
     }
+  });
+
+  it('gives a dispatch with a job list its four slots between one-slot dispatches, each reading its own', async () => {
+    const count = 8;
+    const x0 = randomArray(count, 13);
+    const y0 = randomArray(count, 14);
+    const x = ctx.upload(x0, 'x');
+    const y = ctx.upload(y0, 'y');
+    // Two fp16 blocks of 4 keys then 4 values each (1, 2, -1, 0.5 and their negations; 0.25 ... 4), 16 bytes apart.
+    const halves = [
+      0x3c00, 0x4000, 0xbc00, 0x3800, 0xbc00, 0xc000, 0x3c00, 0xb800, 0x3400, 0x3800, 0x3c00, 0x4000, 0x4400, 0x4000, 0x3c00, 0x3800,
+    ];
+    const src = ctx.upload(new Float32Array(new Uint16Array(halves).buffer), 'src');
+    const keys = ctx.storage(8 * 4, 'keys');
+    const values = ctx.storage(8 * 4, 'values');
+    const rec = ctx.recorder();
+    recordAdd(ctx, rec, { x, y, count });
+    const jobs = [
+      { srcOffset: 0, dstOffset: 0 },
+      { srcOffset: 16, dstOffset: 4 },
+    ];
+    recordKvDequantFp16(ctx, rec, { src, keys, values, n: 4, jobs });
+    recordAdd(ctx, rec, { x, y, count });
+    rec.readback(x, 0, count * 4);
+    rec.readback(keys, 0, 8 * 4);
+    rec.readback(values, 0, 8 * 4);
+    const [gotX, gotK, gotV] = (await rec.submit()).map((b) => [...new Float32Array(b)]);
+    for (let j = 0; j < count; j++) expect(gotX![j], `x ${j}`).to.equal(Math.fround(Math.fround(x0[j]! + y0[j]!) + y0[j]!));
+    expect(gotK).to.deep.equal([1, 2, -1, 0.5, 0.25, 0.5, 1, 2]);
+    expect(gotV).to.deep.equal([-1, -2, 1, -0.5, 4, 2, 1, 0.5]);
   });
 
   it('binds ranges of a buffer where a kernel reads and writes, each range its own bind group, and counts commands', async () => {
