@@ -27,8 +27,8 @@ export interface KernelSpec {
 const SLOT_WORDS = PARAM_SLOT / 4;
 /**
  * Slots one dispatch's parameters may span: the expansion kernels' job lists (kernels/expand-jobs.ts) take up to 1 KiB,
- * so that one dispatch expands a layer's blocks of up to 60 chunks, where 12 fit one slot and an 8k context's
- * injection took about 240 dispatches, each 20-70 us of the engine thread's time to record and encode.
+ * so that one dispatch expands a layer's blocks of up to 60 chunks. With one slot (12 jobs) an 8k context's injection
+ * was about 240 dispatches, each 20-70 us of the engine thread's time to record and encode.
  */
 const MAX_PARAM_SLOTS = 4;
 /** Turns an f32 into its bit pattern. */
@@ -37,9 +37,8 @@ const f32Word = new Uint32Array(f32Bits.buffer);
 
 /**
  * Uniform parameters of one dispatch: 4-byte scalars in the order the WGSL struct declares them, kept as their
- * 32-bit patterns in a plain array. A question's forward records about 800 dispatches and an injected context some
- * 250 expansions: a small ArrayBuffer each was a measurable share of the engine thread's allocations, where the
- * Recorder copies every slot into one buffer anyway.
+ * 32-bit patterns in a plain array. A question's forward records about 800 dispatches: a small ArrayBuffer each was a
+ * measurable share of the engine thread's allocations, where the Recorder copies every slot into one buffer anyway.
  */
 export class Params {
   readonly words: number[] = [];
