@@ -105,7 +105,8 @@ type Command =
   | {
       kind: 'dispatch';
       pipeline: GPUComputePipeline;
-      /** The first of its uniform slots, and how many its parameters take. */
+      /** Its uniform parameters, the first of the slots they go to, and how many they take. */
+      words: number[];
       slot: number;
       slots: number;
       buffers: Binding[];
@@ -124,9 +125,9 @@ type Command =
  */
 export class Recorder {
   private readonly commands: Command[] = [];
-  /** Each dispatch's parameter words and first slot; `slots` in all. */
-  private readonly params: { words: number[]; slot: number }[] = [];
+  /** Uniform slots the dispatches' parameters take, and the dispatches. */
   private slots = 0;
+  private dispatches = 0;
   private readonly readbacks: { src: GPUBuffer; offset: number; size: number }[] = [];
   private readonly cleanups: (() => void)[] = [];
   private submitted = false;
@@ -158,9 +159,9 @@ export class Recorder {
         'INTERNAL',
         `Uniform parameters of ${4 * params.words.length} bytes exceed a dispatch's ${MAX_PARAM_SLOTS * PARAM_SLOT} bytes.`,
       );
-    this.commands.push({ kind: 'dispatch', pipeline, slot: this.slots, slots, buffers, groups: [x, y, z] });
-    this.params.push({ words: params.words, slot: this.slots });
+    this.commands.push({ kind: 'dispatch', pipeline, words: params.words, slot: this.slots, slots, buffers, groups: [x, y, z] });
     this.slots += slots;
+    this.dispatches++;
   }
 
   copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, size: number): void {
@@ -174,8 +175,7 @@ export class Recorder {
 
   /** The dispatches and copies recorded so far. */
   counts(): CommandCounts {
-    const dispatches = this.params.length;
-    return { dispatches, copies: this.commands.length - dispatches };
+    return { dispatches: this.dispatches, copies: this.commands.length - this.dispatches };
   }
 
   /** Asks for bytes [offset, offset + size) of `src` as they are after this recording ran; returns its index. */
@@ -218,11 +218,11 @@ export class Recorder {
     const uniforms = this.ctx.uniforms(this.slots, this);
     if (this.slots > 0) {
       const all = new Uint32Array(this.slots * SLOT_WORDS);
-      for (const p of this.params) all.set(p.words, p.slot * SLOT_WORDS);
+      for (const c of this.commands) if (c.kind === 'dispatch') all.set(c.words, c.slot * SLOT_WORDS);
       device.queue.writeBuffer(uniforms, 0, all);
     }
     let encoder = device.createCommandEncoder();
-    const timer = this.timed ? new PassTimer(device, this.commands.filter((c) => c.kind === 'dispatch').length) : null;
+    const timer = this.timed ? new PassTimer(device, this.dispatches) : null;
     let pass: GPUComputePassEncoder | null = null;
     let inSegment = 0;
     for (const c of this.commands) {
