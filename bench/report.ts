@@ -23,7 +23,11 @@ export interface BenchResultFile extends BenchReport {
   /** Present (true) when tracked files outside bench/results/ differed from that commit. */
   uncommittedChanges?: true;
   date: string;
-  host: { cpus: string; cpuCount: number; node: string; platform: string };
+  /**
+   * uvThreadpoolSize: UV_THREADPOOL_SIZE as the run was started with (null: libuv's default of four), the pool on
+   * which the GPU engine reads a same-host edge's KV into staging.
+   */
+  host: { cpus: string; cpuCount: number; node: string; platform: string; uvThreadpoolSize: string | null };
 }
 
 /** Writes the records so far as a partial results file (long GPU runs can be cut off by their time limit). */

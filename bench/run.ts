@@ -52,7 +52,13 @@ async function main(): Promise<void> {
       command: ['npm run bench --', name, ...rest].join(' '),
       ...revision,
       date: new Date().toISOString(),
-      host: { cpus: cpus()[0]?.model ?? 'unknown', cpuCount: cpus().length, node: process.version, platform: `${platform()}-${arch()}` },
+      host: {
+        cpus: cpus()[0]?.model ?? 'unknown',
+        cpuCount: cpus().length,
+        node: process.version,
+        platform: `${platform()}-${arch()}`,
+        uvThreadpoolSize: process.env.UV_THREADPOOL_SIZE ?? null,
+      },
       ...report,
     };
     await writeFile(`${out}.tmp`, `${JSON.stringify(result, null, 2)}\n`);

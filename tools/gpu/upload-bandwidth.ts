@@ -5,6 +5,8 @@
  *   writeBuffer:       queue.writeBuffer per block (Dawn stages it);
  *   mappedAtCreation:  a new MAP_WRITE|COPY_SRC buffer per block, filled while mapped, then copyBufferToBuffer;
  *   mapAsyncPool:      a pool of MAP_WRITE|COPY_SRC staging buffers re-mapped with mapAsync, then copied;
+ *   stagingCopy:       mapAsyncPool's GPU copies alone, from staging buffers filled once: what moving staged bytes
+ *                      into device memory costs the GPU's queue, which the question's layers share;
  * and the host's ceilings for the staging copy every strategy makes on the device's thread:
  *   mappedWrite:       the same copies into staging buffers mapped once and never handed to the GPU;
  *   hostCopy:          the same copies into a ring of plain buffers as large as the pool, one thread;
@@ -98,6 +100,15 @@ const strategies: Record<string, Strategy> = {
     await device.queue.onSubmittedWorkDone();
     for (const b of pool) b.destroy();
   },
+  async stagingCopy(block) {
+    if (!staged.has(block)) staged.set(block, stagingBuffers(block));
+    const pool = staged.get(block)!;
+    const encoder = device.createCommandEncoder();
+    for (let moved = 0, i = 0; moved < total; moved += block, i++)
+      encoder.copyBufferToBuffer(pool[i % pool.length]!, 0, dst, (moved % (64 * MiB - block + 1)) & ~255, block);
+    device.queue.submit([encoder.finish()]);
+    await device.queue.onSubmittedWorkDone();
+  },
   async mappedWrite(block) {
     copyInto(
       reused(`mapped ${block}`, () => mappedRanges(block)),
@@ -164,6 +175,17 @@ const destinations = new Map<string, Uint8Array[]>();
 function reused(key: string, make: () => Uint8Array[]): Uint8Array[] {
   if (!destinations.has(key)) destinations.set(key, make());
   return destinations.get(key)!;
+}
+
+/** Staging buffers filled once and unmapped, for the GPU to copy from, by block size. */
+const staged = new Map<number, GPUBuffer[]>();
+function stagingBuffers(block: number): GPUBuffer[] {
+  return Array.from({ length: POOL }, () => {
+    const buffer = device.createBuffer({ size: block, usage: MAP_WRITE | Usage.COPY_SRC, mappedAtCreation: true });
+    new Uint8Array(buffer.getMappedRange()).fill(1);
+    buffer.unmap();
+    return buffer;
+  });
 }
 
 /** Staging buffers mapped once and never unmapped (left to the device's disposal at exit). */
