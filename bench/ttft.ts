@@ -35,7 +35,7 @@
  * chunk's layer 0 was placed, when the question's first layer could run (overlapped and blended paths). With the
  * engine on its own thread (--engine-thread), engine_call_ms is when that thread began the query's inject call,
  * first_block_ms when the context's first block reached it and received_ms its last, beside fetch_ms, when this
- * thread heard the last object had arrived. ttft_ms is the median of --runs after --warmup, each on a new session.
+ * thread heard the last object had arrived. ttft_ms is the median of --runs after --warmup, each on a new session; ttft_runs_ms lists every run's, in order.
  * Every context size is measured on its own, so one failing (e.g. out of memory) records an error and the run goes
  * on; --max-seconds stops cleanly between measurements and keeps what was gathered.
  *
@@ -248,6 +248,7 @@ function record(
     mode,
     inject_path: null,
     ttft_ms: null,
+    ttft_runs_ms: null,
     runs: null,
     bytes: null,
     loop_block_bytes: null,
@@ -282,7 +283,6 @@ function record(
   };
 }
 
-/** The rounded median of a figure the run's path has, else null. */
 /** The share of bytes received between two readings of a pool that went into buffers the engine had returned. */
 function reuseShare(before: ReceiveBufferStats, after: ReceiveBufferStats): number | null {
   const reused = after.reusedBytes - before.reusedBytes;
@@ -290,9 +290,15 @@ function reuseShare(before: ReceiveBufferStats, after: ReceiveBufferStats): numb
   return total === 0 ? null : round(reused / total);
 }
 
+/** The rounded median of a figure the run's path has, else null. */
 function medianOrNull(values: (number | null)[]): number | null {
   const known = values.filter((v): v is number => v !== null);
   return known.length === values.length ? round(median(known)) : null;
+}
+
+/** Every measured run's time to first token in ms, in the order run, space-separated (ttft_ms is their median). */
+function runsOf(m: { results: { ms: number }[] }): string {
+  return m.results.map((r) => round(r.ms)).join(' ');
 }
 
 /** Progress on stderr, so a long GPU run shows where it is (quiet under tests). */
@@ -666,7 +672,7 @@ async function measureContext(
         }
       });
       recomputeFirst = m.results.at(-1)!.first;
-      out.set('recompute', record(base, 'recompute', { ttft_ms: round(m.median), runs: a.runs }));
+      out.set('recompute', record(base, 'recompute', { ttft_ms: round(m.median), ttft_runs_ms: runsOf(m), runs: a.runs }));
     });
 
   const injectModes = a.modes.filter(isInject);
@@ -732,6 +738,7 @@ async function measureContext(
             return record(base, mode, {
               ...(a.edgeShm ? { delivery } : {}),
               ttft_ms: round(m.median),
+              ttft_runs_ms: runsOf(m),
               runs: a.runs,
               bytes: last.bytes,
               loop_block_bytes: loopBytes,
@@ -776,6 +783,7 @@ async function measureContext(
                 'inject-hot',
                 record(base, 'inject-hot', {
                   ttft_ms: round(m.median),
+                  ttft_runs_ms: runsOf(m),
                   runs: a.runs,
                   bytes: 0,
                   inject_path: 'resident',

@@ -194,6 +194,8 @@ describe('benchmarks on a tiny model', () => {
         }
         expect(r.note, `${r.mode} at ${context}`).to.equal(null);
         expect(num(r, 'ttft_ms')).to.be.greaterThan(0);
+        // One run was measured: its time is the median.
+        expect(r.ttft_runs_ms, String(r.mode)).to.equal(String(r.ttft_ms));
         if (r.mode === 'recompute') continue;
         if (r.mode === 'inject-hot') {
           // Placed from the engine's hot tier: nothing fetched.
