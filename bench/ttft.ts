@@ -55,6 +55,9 @@
  * overlapped and blend paths take every object's layers in turns (`interleaved`, kdn/query/shm-hand-over.ts).
  * `--format-version 1` puts objects of KV format version 1 (layers checked with sha256) instead of the current one
  * (BLAKE3), to compare what verification costs.
+ * `--timeline FILE` writes, for every measured run of the overlapped path, the engine's timeline of the call: gates,
+ * the question's pieces and when the GPU ran them, the injector's sends and reads (engine-adapter/placing-timeline.ts,
+ * bench/lib/timeline-file.ts), with engine_start_ms placing it on the run's clock.
  */
 import { codecFromString, encodeKVObject, type LayerDigestVersion } from '../storage/kv-object/index.ts';
 import type { CodecName } from '../storage/kv-object/types.ts';
@@ -62,6 +65,7 @@ import { choice, choiceList, formatVersion, parseFlags, positiveInt } from './li
 import { EDGE_PLACEMENTS, startBenchEdge, type BenchEdge, type EdgePlacement } from './lib/bench-edge.ts';
 import { SPEED_OPTIONS, speedArgs, type SpeedArgs } from './lib/common-args.ts';
 import { fetchAndInject, fetchBlendPrefill, fetchInjectPrefill, type FetchInjectTiming } from './lib/fetch-inject.ts';
+import { TimelineFile, type TimelineRun } from './lib/timeline-file.ts';
 import { blendOptions } from '../kdn/query/blend-policy.ts';
 import { KdnError } from '../common/errors.ts';
 import { overlapsPrompt } from '../kdn/query/overlap-policy.ts';
@@ -152,6 +156,8 @@ interface TtftArgs extends SpeedArgs {
   shmOrder: (typeof SHM_ORDERS)[number];
   /** KV format version of the objects put to the edge; it names the layer checksums' hash (layer-digest.ts). */
   formatVersion: LayerDigestVersion;
+  /** Where the engine's placing timelines of the overlapped path's runs go (bench/lib/timeline-file.ts), if anywhere. */
+  timeline: string | undefined;
 }
 
 const HAND_OVERS = ['direct', 'loop'] as const;
@@ -186,6 +192,7 @@ function parse(args: string[]): TtftArgs {
     'hand-over': { type: 'string' },
     'format-version': { type: 'string' },
     'shm-order': { type: 'string' },
+    timeline: { type: 'string' },
   });
   const speed = speedArgs(values, { contexts: [256, 512, 1024] });
   const kv = choice(values.kv, 'computed', KV_SOURCES, 'kv');
@@ -223,6 +230,7 @@ function parse(args: string[]): TtftArgs {
     handOver: choice(values['hand-over'], 'direct', HAND_OVERS, 'hand-over'),
     shmOrder: choice(values['shm-order'], 'interleaved', SHM_ORDERS, 'shm-order'),
     formatVersion: formatVersion(values['format-version']),
+    timeline: values.timeline,
   };
 }
 
@@ -427,6 +435,8 @@ function injectPathFor(path: TtftArgs['injectPath'], chunks: number): 'overlappe
 
 interface InjectRun {
   ms: number;
+  /** Overlapped path with --timeline: the engine's timeline of this run. */
+  timeline: TimelineRun | null;
   reserveMs: number;
   fetchMs: number;
   /** Sequential path: time waiting on objects not yet in, and inside injectKV. */
@@ -493,10 +503,15 @@ function measureInject(
         const o =
           path === 'blended'
             ? await fetchBlendPrefill(fetcher, keys, chunkIds, session, questionIds, a.blend, fetchOptions(a))
-            : { ...(await fetchInjectPrefill(fetcher, keys, session, questionIds, fetchOptions(a))), recomputed: null };
+            : {
+                ...(await fetchInjectPrefill(fetcher, keys, session, questionIds, fetchOptions(a), a.timeline !== undefined)),
+                recomputed: null,
+              };
         const ms = performance.now() - t0;
+        const timeline = 'timeline' in o && o.timeline ? o.timeline : null;
         return {
           ms,
+          timeline: timeline && { ttft_ms: round(ms), engine_start_ms: round(reserveMs + timeline.startMs), timeline: timeline.report },
           reserveMs,
           fetchMs: o.fetchMs,
           fetchWaitMs: null,
@@ -521,6 +536,7 @@ function measureInject(
       const end = performance.now();
       return {
         ms: end - t0,
+        timeline: null,
         reserveMs,
         fetchMs: timing.fetchMs,
         fetchWaitMs: timing.fetchWaitMs,
@@ -624,6 +640,7 @@ async function measureContext(
   shape: string,
   context: number,
   peer: PeerReport | undefined,
+  timelines: TimelineFile | null,
 ): Promise<BenchRecord[]> {
   const a = { ...args, chunk: args.chunks === null ? args.chunk : Math.ceil(context / args.chunks) };
   const base = { device: engine.device, shape, context, question: a.question, chunk: a.chunk };
@@ -726,6 +743,8 @@ async function measureContext(
             const buffersBefore = pool?.receiveBuffers;
             const workBefore = await engine.work();
             const m = await measureInject(engine, via, modeKeys, contextIds.length, questionIds, path, a, chunkIds);
+            const runs = m.results.flatMap((r) => (r.timeline ? [r.timeline] : []));
+            timelines?.add({ context_tokens: context, mode, delivery: a.edgeShm ? delivery : null, inject_path: path, runs });
             const writes = engineWorkPerQuery(workBefore, await engine.work(), a.warmup + a.runs);
             const loopBytes = pool ? pool.deliveredBytes - loopBytesBefore : null;
             const reusedShare = pool && buffersBefore ? reuseShare(buffersBefore, pool.receiveBuffers) : null;
@@ -854,6 +873,7 @@ export async function run(args: string[], checkpoint?: Checkpoint): Promise<Benc
   const f32BytesPerToken = 2 * kvBytesPerToken(parseModelConfig(target.hfConfig, target.shape));
   const hotTierBytes = a.modes.includes('inject-hot') ? Math.ceil(f32BytesPerToken * capacity * 1.05) : 0;
   const engine = await openBenchEngine(target, a.backend, capacity, hotTierBytes, a.engineThread);
+  const timelines = a.timeline === undefined ? null : new TimelineFile(a.timeline, `npm run bench -- ttft ${args.join(' ')}`);
   const report = (): BenchReport => ({
     params: {
       shape: target.shape,
@@ -901,9 +921,10 @@ export async function run(args: string[], checkpoint?: Checkpoint): Promise<Benc
   });
   try {
     for (const context of a.contexts) {
-      records.push(...(await measureContext(engine, a, target.shape, context, peer)));
+      records.push(...(await measureContext(engine, a, target.shape, context, peer, timelines)));
       // Each finished context is on disk: a run cut off by its time limit keeps what it measured.
       await checkpoint?.(report());
+      await timelines?.write();
     }
     return report();
   } finally {

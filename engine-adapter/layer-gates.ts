@@ -1,4 +1,5 @@
 import { KdnError } from '../common/errors.ts';
+import type { PlacingTimeline } from './placing-timeline.ts';
 
 /**
  * How many pieces, at most, a forward over an arriving context is submitted in (gateBatch). Each piece costs the
@@ -31,10 +32,12 @@ export class LayerGates {
   /** Resolves once the gates failed: whoever places the context can stop. */
   readonly stopped = new Promise<void>((resolve) => (this.markStopped = resolve));
 
+  /** `timeline`: where each wait is recorded (placing-timeline.ts), when the call asked for one. */
   constructor(
     readonly layers: number,
     private readonly flush: () => void | Promise<void> = () => {},
     private readonly batch = 1,
+    private readonly timeline?: PlacingTimeline,
   ) {}
 
   /** Layers [0, count) of the whole context are written. */
@@ -64,19 +67,23 @@ export class LayerGates {
    */
   async wait(layer: number): Promise<number> {
     if (this.failure) throw this.failure.error;
+    const askedAt = performance.now();
     const count = Math.min(layer + this.batch, this.layers);
     if (layer >= this.written) await new Promise<void>((resolve, reject) => this.waiters.push({ count, resolve, reject }));
+    const writtenAt = performance.now();
     if (layer >= this.flushed) {
       const written = this.written;
       await this.flush();
       this.flushed = Math.max(this.flushed, written);
     }
+    this.timeline?.gate(layer, askedAt, writtenAt, this.flushed);
     return this.flushed;
   }
 }
 
 /**
  * Awaited by a backend's forward before it runs `layer` (see ForwardBackend.forward); resolves with how many leading
- * layers it may run (more than `layer`).
+ * layers it may run (more than `layer`). `timeline`: where the forward records its pieces and the injector its sends,
+ * when the call asked for one.
  */
-export type LayerGate = (layer: number) => Promise<number>;
+export type LayerGate = ((layer: number) => Promise<number>) & { readonly timeline?: PlacingTimeline };

@@ -6,6 +6,7 @@ import { blendPlan } from './blend-selection.ts';
 import type { DecodeScheduler } from './decode-batcher.ts';
 import { HotTier } from './hot-tier.ts';
 import { gateBatch, LayerGates, type LayerGate } from './layer-gates.ts';
+import { PlacingTimeline } from './placing-timeline.ts';
 import { writeInLayerOrder, type LayerSink } from './layer-order.ts';
 import type { ModelConfig } from './model/config.ts';
 import { TextStream } from './model/text-stream.ts';
@@ -205,15 +206,16 @@ export class BackendSession implements Session {
     return this.exclusive(async () => {
       const logits = options.logits ?? 'last';
       const ids = this.tokenIds(tokens);
+      const timeline = options.timeline ? new PlacingTimeline() : undefined;
       const {
         result: out,
         end,
         ...times
-      } = await this.placeWhileRunning(objects, ids.length, (end, gate) => this.forwardOverContext(ids, end, logits, gate));
+      } = await this.placeWhileRunning(objects, ids.length, (end, gate) => this.forwardOverContext(ids, end, logits, gate), timeline);
       for (let i = this.length; i < end; i++) this.ids.push(INJECTED);
       for (const id of ids) this.ids.push(id);
       this.lastLogits = logits === 'last' ? out : logits === 'all' ? out.slice((ids.length - 1) * this.model.config.vocabSize) : undefined;
-      return { logits: out, ...times };
+      return { logits: out, ...times, ...(timeline ? { timeline: timeline.report() } : {}) };
     });
   }
 
@@ -359,6 +361,7 @@ export class BackendSession implements Session {
     objects: readonly KVBlockReader[],
     extraTokens: number,
     run: (end: number, gate: LayerGate) => Promise<T>,
+    timeline?: PlacingTimeline,
   ): Promise<{ result: T; placedAt: number; firstLayerAt: number; blockWaitMs: number; end: number }> {
     const positions: number[] = [];
     let end = this.length;
@@ -371,7 +374,8 @@ export class BackendSession implements Session {
     await this.settleInjected();
     await this.backend.reserveKV(this.cache, end + extraTokens);
     const layers = this.model.config.layers;
-    const gates = new LayerGates(layers, () => this.backend.flushKVWrites(this.cache), gateBatch(layers));
+    const gates = new LayerGates(layers, () => this.backend.flushKVWrites(this.cache), gateBatch(layers), timeline);
+    const gate: LayerGate = Object.assign((layer: number) => gates.wait(layer), { timeline });
     let placedAt = 0;
     let blockWaitMs = 0;
     let placeFailure: { error: unknown } | undefined;
@@ -387,17 +391,21 @@ export class BackendSession implements Session {
     );
     let result: T;
     try {
-      result = await run(end, (layer) => gates.wait(layer));
+      result = await run(end, gate);
     } catch (err) {
       // A failed placing failed the run through its gate; a run failing on its own stops the placing.
       gates.fail(err);
       await placing;
       throw err;
     }
+    timeline?.mark('logits');
     await placing;
     if (placeFailure) throw placeFailure.error;
     await this.backend.settleKVWrites(this.cache);
-    return { result, placedAt, firstLayerAt: gates.firstLayerAt ?? placedAt, blockWaitMs, end };
+    const firstLayerAt = gates.firstLayerAt ?? placedAt;
+    timeline?.mark('placed', placedAt);
+    timeline?.mark('firstLayer', firstLayerAt);
+    return { result, placedAt, firstLayerAt, blockWaitMs, end };
   }
 
   /** A blend chunk's token ids, checked against its object's header (count and hash). */

@@ -1,6 +1,7 @@
 import type { TransformTable } from '../storage/kv-object/codecs/transform-table.ts';
 import type { KVBlockReader, KVTensors } from '../storage/kv-object/types.ts';
 import type { EngineWork } from './engine-work.ts';
+import type { PlacingTimelineReport } from './placing-timeline.ts';
 
 /** What `kdn model-info` prints and what keys KV objects. */
 export interface ModelInfo {
@@ -42,6 +43,8 @@ export interface ChatMessage {
 export interface PrefillOptions {
   /** 'last' (default): logits of the last token only; 'all': [tokens][vocab] for teacher forcing. */
   logits?: 'last' | 'all' | 'none';
+  /** injectKVAndPrefill: record when its parts happened (InjectedPrefill.timeline), for profiling. */
+  timeline?: boolean;
 }
 
 export interface GenerateOptions {
@@ -86,6 +89,8 @@ export interface InjectedPrefill {
   blockWaitMs: number;
   /** An engine on its own thread: when the objects reached it; absent where it reads them on the caller's thread. */
   handOver?: HandOverTimes;
+  /** When the call's parts happened (placing-timeline.ts), if PrefillOptions.timeline asked for it. */
+  timeline?: PlacingTimelineReport;
 }
 
 /**

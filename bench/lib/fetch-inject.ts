@@ -8,7 +8,7 @@
  * bounded window ahead and injected in order, each once it has fully arrived.
  */
 import { setMaxListeners } from 'node:events';
-import type { BlendOptions, InjectedPrefill, Session } from '../../engine-adapter/index.ts';
+import type { BlendOptions, InjectedPrefill, PlacingTimelineReport, Session } from '../../engine-adapter/index.ts';
 import type { KVObjectReader } from '../../storage/kv-object/types.ts';
 import type { KvFetcher, KvFetchOptions } from '../../kdn/query/kv-fetcher.ts';
 import type { PrefetchedReader } from '../../kdn/query/prefetch.ts';
@@ -43,17 +43,23 @@ export interface OverlappedTiming {
   questionTailMs: number;
   bytes: number;
   logits: Float32Array;
+  /** With `timeline` asked for: the engine's (placing-timeline.ts), its zero `startMs` after the first request. */
+  timeline?: { startMs: number; report: PlacingTimelineReport };
 }
 
-/** Fetches `keys` and runs them with `question` through session.injectKVAndPrefill, from the session's length. */
+/**
+ * Fetches `keys` and runs them with `question` through session.injectKVAndPrefill, from the session's length; with
+ * `timeline`, the engine records when the call's parts happened (OverlappedTiming.timeline).
+ */
 export function fetchInjectPrefill(
   fetcher: KvFetcher,
   keys: readonly string[],
   session: Pick<Session, 'injectKVAndPrefill'>,
   question: number[],
   fetch: KvFetchOptions = { interleave: true },
+  timeline = false,
 ): Promise<OverlappedTiming> {
-  return fetchTogether(fetcher, keys, fetch, (readers) => session.injectKVAndPrefill(readers, question, { logits: 'last' }));
+  return fetchTogether(fetcher, keys, fetch, (readers) => session.injectKVAndPrefill(readers, question, { logits: 'last', timeline }));
 }
 
 /**
@@ -97,7 +103,7 @@ async function fetchTogether(
   const fetched = await Promise.all(opened);
   let lastArrival = t0;
   const arrivals = fetched.map((f) => f.reader.drained.then(() => void (lastArrival = Math.max(lastArrival, performance.now()))));
-  const { logits, placedAt, firstLayerAt, blockWaitMs, handOver } = await run(fetched.map((f) => f.reader));
+  const { logits, placedAt, firstLayerAt, blockWaitMs, handOver, timeline } = await run(fetched.map((f) => f.reader));
   const end = performance.now();
   await Promise.all(arrivals);
   const bytes = fetched.reduce((n, f) => n + f.received(), 0);
@@ -113,6 +119,7 @@ async function fetchTogether(
     questionTailMs: end - placedAt,
     bytes,
     logits,
+    ...(timeline ? { timeline: { startMs: timeline.startedAtEpoch - performance.timeOrigin - t0, report: timeline } } : {}),
   };
 }
 

@@ -20,6 +20,7 @@ import { KdnError } from '../../common/errors.ts';
 import { readBlockSource, sourceGone } from '../../storage/kv-object/index.ts';
 import type { KVBlock, KVBlockSource } from '../../storage/kv-object/types.ts';
 import { noKvWrites, type KvWriteWork } from '../engine-work.ts';
+import type { PlacingTimeline } from '../placing-timeline.ts';
 import type { BlockFiles, HeldFile } from './block-files.ts';
 import { withErrorScopes } from './device.ts';
 import { Usage, type GpuContext, type Recorder } from './gpu-context.ts';
@@ -124,6 +125,8 @@ export class KvInjector<J> {
   /** Error-scope checks of submitted batches not yet awaited. */
   private checks: Promise<void>[] = [];
   private readonly counts = noKvWrites();
+  /** Where sends and reads are recorded while a forward that asked for a timeline runs (webgpu-backend.ts). */
+  timeline: PlacingTimeline | null = null;
 
   constructor(
     private readonly ctx: GpuContext,
@@ -193,7 +196,10 @@ export class KvInjector<J> {
   private read(slot: Slot, into: Uint8Array, file: HeldFile, position: number): void {
     slot.reads++;
     this.counts.readBlocks++;
+    const timeline = this.timeline;
+    const askedAt = timeline === null ? 0 : performance.now();
     file.read(into, position, (ok) => {
+      timeline?.read(askedAt);
       if (!ok)
         slot.failure ??= new KdnError(
           'KV_CORRUPT',
@@ -273,7 +279,7 @@ export class KvInjector<J> {
    */
   private send(slot: Slot | null, rec: Recorder | null): Promise<void> {
     if (this.queued === 0 && (slot === null || slot.reads === 0)) {
-      const failure = this.submit(slot, rec);
+      const failure = this.submit(slot, rec, false);
       if (failure === null) return Promise.resolve();
       const failed = Promise.reject(failure);
       failed.catch(() => undefined);
@@ -284,7 +290,7 @@ export class KvInjector<J> {
     this.queued++;
     const sent = this.waiting.then(async () => {
       if (slot !== null && slot.reads > 0) await new Promise<void>((resolve) => (slot.drained = resolve));
-      const failure = this.submit(slot, rec);
+      const failure = this.submit(slot, rec, true);
       if (failure !== null) throw failure;
     });
     this.waiting = sent.then(
@@ -299,9 +305,11 @@ export class KvInjector<J> {
    * Uploads the slot's bytes: first in `rec`, the batch that reads them, when there is one (a submission costs the
    * host more than a command in one), else in a submission of its own. Either way it precedes every submission that
    * reads them. Then submits `rec`. Returns the slot's read failure, if any (the slot goes back to the pool all the same).
+   * `waited`: the send waited for reads (placing-timeline.ts UploadEvent).
    */
-  private submit(slot: Slot | null, rec: Recorder | null): KdnError | null {
+  private submit(slot: Slot | null, rec: Recorder | null, waited: boolean): KdnError | null {
     const began = performance.now();
+    if (slot !== null || rec !== null) this.timeline?.upload(slot?.used ?? 0, rec?.counts().dispatches ?? 0, waited);
     const failure = slot?.failure ?? null;
     if (slot !== null) {
       slot.range = null;

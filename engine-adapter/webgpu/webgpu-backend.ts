@@ -141,6 +141,25 @@ export class WebGpuBackend implements ForwardBackend {
     logits: 'last' | 'all' | 'none',
     gate?: LayerGate,
   ): Promise<Float32Array> {
+    const timeline = gate?.timeline;
+    if (timeline === undefined) return this.forwardNow(handle, tokens, position, logits, gate);
+    // The injector's sends while this forward runs are the ones placing its context (or another's meanwhile).
+    const injector = this.parts.injector;
+    injector.timeline = timeline;
+    try {
+      return await this.forwardNow(handle, tokens, position, logits, gate);
+    } finally {
+      if (injector.timeline === timeline) injector.timeline = null;
+    }
+  }
+
+  private async forwardNow(
+    handle: KVCacheHandle,
+    tokens: Uint32Array,
+    position: number,
+    logits: 'last' | 'all' | 'none',
+    gate?: LayerGate,
+  ): Promise<Float32Array> {
     this.alive();
     const cache = this.own(handle);
     this.checkTokens(cache, tokens, position);
@@ -383,6 +402,7 @@ export class WebGpuBackend implements ForwardBackend {
           for (let l = from; l < to; l++) recordLayer(rec, f, a, l);
           if (to === layers) index = recordLogits(rec, f, a);
         });
+        gate.timeline?.piece(from, to, this.ctx.device.queue.onSubmittedWorkDone());
         from = to;
       }
       const results = await last;

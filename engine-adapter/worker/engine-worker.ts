@@ -58,8 +58,8 @@ async function inject(
     return { op: 'inject', logits: out.logits, ...timesOf(out, channels, startedAt), blended };
   }
   const readers = channels.map((c) => c.reader);
-  const out = await session.injectKVAndPrefill(readers, call.tokens, { logits: call.logits ?? 'last' });
-  return { op: 'inject', logits: out.logits, ...timesOf(out, channels, startedAt) };
+  const out = await session.injectKVAndPrefill(readers, call.tokens, { logits: call.logits ?? 'last', timeline: call.timeline === true });
+  return { op: 'inject', logits: out.logits, ...timesOf(out, channels, startedAt), ...(out.timeline ? { timeline: out.timeline } : {}) };
 }
 
 /** When the objects were placed, and how they came (HandOverTimes), on the shared epoch clock. */

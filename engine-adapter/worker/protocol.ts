@@ -8,6 +8,7 @@ import type { WireError } from '../../common/errors.ts';
 import type { KVHeader, KVTensors } from '../../storage/kv-object/types.ts';
 import type { CreateEngineOptions } from '../create-engine.ts';
 import type { EngineWork } from '../engine-work.ts';
+import type { PlacingTimelineReport } from '../placing-timeline.ts';
 import type { RoutedBlock } from './routed-stream.ts';
 import type {
   BackendName,
@@ -57,6 +58,8 @@ export type Call =
       streams: StreamOpen[];
       tokens?: Uint32Array;
       logits?: 'last' | 'all' | 'none';
+      /** PrefillOptions.timeline. */
+      timeline?: boolean;
       blend?: { options: BlendOptions; tokenIds: Uint32Array[] };
     }
   /** `abort` is an Int32Array over shared memory: non-zero once the caller aborted (checked at every token). */
@@ -105,6 +108,8 @@ export type CallValue =
       blockWaitMs?: number;
       handOverEpoch?: HandOverTimes;
       blended?: { recomputed: number; fullLayers: number };
+      /** InjectedPrefill.timeline (its times are from its own start, on the worker). */
+      timeline?: PlacingTimelineReport;
     }
   | { op: 'generate'; result: GenerateResult }
   | { op: 'reserve' }

@@ -261,17 +261,14 @@ class RemoteSession implements Session {
     tokens: ArrayLike<number>,
     options: PrefillOptions = {},
   ): Promise<InjectedPrefill> {
-    const value = (await this.inject(objects, this.held, Uint32Array.from(tokens), options.logits ?? 'last')) as Extract<
-      CallValue,
-      { op: 'inject' }
-    >;
-    return { logits: value.logits!, ...localTimes(value) };
+    const value = (await this.inject(objects, this.held, Uint32Array.from(tokens), options)) as Extract<CallValue, { op: 'inject' }>;
+    return { logits: value.logits!, ...localTimes(value), ...(value.timeline ? { timeline: value.timeline } : {}) };
   }
 
   async blendKVAndPrefill(chunks: readonly BlendChunk[], tokens: ArrayLike<number>, blend: BlendOptions): Promise<BlendedPrefill> {
     const tokenIds = chunks.map((c) => Uint32Array.from(c.tokenIds));
     const objects = chunks.map((c) => c.object);
-    const value = (await this.inject(objects, this.held, Uint32Array.from(tokens), 'last', { options: blend, tokenIds })) as Extract<
+    const value = (await this.inject(objects, this.held, Uint32Array.from(tokens), {}, { options: blend, tokenIds })) as Extract<
       CallValue,
       { op: 'inject' }
     >;
@@ -342,7 +339,7 @@ class RemoteSession implements Session {
     objects: readonly KVBlockReader[],
     position: number,
     tokens?: Uint32Array,
-    logits?: PrefillOptions['logits'],
+    prefill: PrefillOptions = {},
     blend?: { options: BlendOptions; tokenIds: Uint32Array[] },
   ): Promise<CallValue> {
     this.checkUsable();
@@ -352,7 +349,7 @@ class RemoteSession implements Session {
       session: this.id,
       position,
       streams,
-      ...(tokens ? { tokens, logits: logits ?? 'last' } : {}),
+      ...(tokens ? { tokens, logits: prefill.logits ?? 'last', ...(prefill.timeline ? { timeline: true } : {}) } : {}),
       ...(blend ? { blend } : {}),
     };
     let answered = false;

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { run as runDecodeBatch } from '../../bench/decode-batch.ts';
@@ -7,6 +7,7 @@ import { run as runDelivery } from '../../bench/delivery.ts';
 import { run as runEngine } from '../../bench/engine.ts';
 import { run as runEntropyStudy } from '../../bench/entropy-study.ts';
 import { run as runFidelity } from '../../bench/fidelity.ts';
+import type { TimelineEntry } from '../../bench/lib/timeline-file.ts';
 import type { BenchRecord } from '../../bench/report.ts';
 import { run as runTtft } from '../../bench/ttft.ts';
 import { makeTinyModel } from '../../tools/make-tiny-models.ts';
@@ -254,6 +255,26 @@ describe('benchmarks on a tiny model', () => {
     for (const key of ['fetch_ms', 'fetch_wait_ms', 'inject_ms', 'question_ms']) expect(num(r, key)).to.be.at.least(0);
     expect(r.placed_ms).to.equal(null);
     expect(r.first_token_matches_recompute).to.equal(true);
+  });
+
+  it('ttft --timeline: the engine timeline of every measured run of the overlapped path, in a file of its own', async () => {
+    const file = join(root, 'timeline.json');
+    const args = ['--model', model, '--backend', 'cpu', '--contexts', '32', '--question', '4', '--chunk', '16'];
+    await runTtft([...args, '--runs', '2', '--warmup', '1', '--modes', 'inject-int8,inject-int4', '--timeline', file]);
+    const written = JSON.parse(await readFile(file, 'utf8')) as { command: string; entries: TimelineEntry[] };
+    expect(written.command).to.contain('--timeline');
+    expect(written.entries.map((e) => [e.context_tokens, e.mode, e.inject_path])).to.deep.equal([
+      [32, 'inject-int8', 'overlapped'],
+      [32, 'inject-int4', 'overlapped'],
+    ]);
+    for (const entry of written.entries) {
+      expect(entry.runs, 'the measured runs, not the warmup').to.have.length(2);
+      for (const run of entry.runs) {
+        expect(run.engine_start_ms).to.be.within(0, run.ttft_ms);
+        expect(run.timeline.events.filter((e) => e.kind === 'gate').length).to.be.greaterThan(0);
+        expect(run.timeline.placedMs).to.be.a('number');
+      }
+    }
   });
 
   it('ttft --kv synthetic: inject modes timed from seeded random objects (no prefill), marked as timing only', async () => {
