@@ -51,6 +51,10 @@
 #   placed   the fast path's objects routed to a thread that places them as the engine's thread does (no GPU): when
 #            every object's layer 0 was placed, lowest layer first (Session's order) against each object's blocks as
 #            they come, stage orders A B C then C B A (bench/results/delivery-placed-gpu.json)             ~1 min
+#   timeline 8B TTFT at 8k and 16k (int4, fast path, engine on its own thread) with the engine's timeline of every
+#            measured query (bench/run.ts ttft --timeline; ttft-timeline-gpu-runs.json)                  ~2 min
+#   overlap-long 8B TTFT at 32k over the fast path: the question under the context's arrival against chunk by chunk,
+#            in the order overlapped, sequential, sequential, overlapped (what OVERLAP_MAX_CHUNKS rests on) ~8 min
 #   poll     what a pending answer from Dawn costs the waiting thread: its event loop's active share and garbage
 #            collections while awaiting GPU work, against sleeping as long (bench/results/gpu/dawn-poll-cost.json) ~1 min
 #   handover 8B TTFT at 8k, engine on its own thread: KV blocks from the fetch threads straight to it against
@@ -235,6 +239,23 @@ for part in "$@"; do
       done ;;
     poll)
       json_step 60 dawn-poll-cost-gpu node --import tsx tools/gpu/dawn-poll-cost.ts ;;
+    timeline)
+      # Where an injected query's time goes, run by run: the engine's timeline of each measured query (gates, the
+      # question's pieces and when the GPU ran them, the injector's sends and reads) beside the TTFT records.
+      bench 150 ttft-timeline-gpu ttft --shape llama3.1-8b --contexts 8192,16384 --question 64 --backend webgpu --kv synthetic \
+        --modes inject-int4,peer-host-hit --edge-shm --engine-thread --runs 5 --warmup 1 --recompute-warmup 0 --max-seconds 120 \
+        --timeline "$DIR/ttft-timeline-gpu-runs.json" ;;
+    overlap-long)
+      # 8B TTFT at 32k (128 chunks) over the fast path, engine on its own thread: the question under the context's
+      # arrival against chunk by chunk (kdn's path past OVERLAP_MAX_CHUNKS), in the order overlapped, sequential,
+      # sequential, overlapped, beside the host-memory hit.
+      n=0
+      for path in overlapped sequential sequential overlapped; do
+        n=$((n + 1))
+        bench 150 "ttft-overlap-long-$n-$path" ttft --shape llama3.1-8b --contexts 32768 --question 64 --backend webgpu \
+          --kv synthetic --modes inject-int4,peer-host-hit --edge-shm --engine-thread --inject-path "$path" --runs 3 --warmup 1 \
+          --recompute-warmup 0 --max-seconds 130
+      done ;;
     handover)
       # 8B TTFT at 8k with the engine on its own thread, as kdn runs it: the fetch pool's blocks straight from the
       # fetch threads to the engine's (direct) against through the event loop (loop), in the order direct, loop,
@@ -260,7 +281,7 @@ for part in "$@"; do
       node --import tsx tools/gpu/merge-results.ts "$DIR" ;;
     *)
       echo "unknown part $part (check, profile, forward, 8b, 8b-long, 1b, engine, compare, sass, blend, fidelity, expand, batch, receive," \
-        "delivery, delivery-long, fastpath, formats, shm-order, placed, poll, ab, handover, load, merge)" >&2
+        "delivery, delivery-long, fastpath, formats, shm-order, placed, poll, timeline, overlap-long, ab, handover, load, merge)" >&2
       exit 2 ;;
   esac
 done
