@@ -35,7 +35,8 @@
  * chunk's layer 0 was placed, when the question's first layer could run (overlapped and blended paths). With the
  * engine on its own thread (--engine-thread), engine_call_ms is when that thread began the query's inject call,
  * first_block_ms when the context's first block reached it and received_ms its last, beside fetch_ms, when this
- * thread heard the last object had arrived. ttft_ms is the median of --runs after --warmup, each on a new session; ttft_runs_ms lists every run's, in order.
+ * thread heard the last object had arrived. ttft_ms is the median of --runs after --warmup, each on a new session;
+ * ttft_runs_ms lists every run's, in order.
  * Every context size is measured on its own, so one failing (e.g. out of memory) records an error and the run goes
  * on; --max-seconds stops cleanly between measurements and keeps what was gathered.
  *
@@ -508,7 +509,7 @@ function measureInject(
                 recomputed: null,
               };
         const ms = performance.now() - t0;
-        const timeline = 'timeline' in o && o.timeline ? o.timeline : null;
+        const timeline = o.timeline ?? null;
         return {
           ms,
           timeline: timeline && { ttft_ms: round(ms), engine_start_ms: round(reserveMs + timeline.startMs), timeline: timeline.report },

@@ -64,6 +64,11 @@ export interface PlacingTimelineReport {
 
 type Mark = 'firstLayer' | 'placed' | 'logits';
 
+/** Milliseconds to the hundredth, as every figure of a report is kept. */
+function hundredths(ms: number): number {
+  return Math.round(ms * 100) / 100;
+}
+
 export class PlacingTimeline {
   private readonly t0 = performance.now();
   private readonly events: TimelineEvent[] = [];
@@ -73,7 +78,7 @@ export class PlacingTimeline {
 
   /** `at` (performance.now()) in the timeline's milliseconds. */
   ms(at = performance.now()): number {
-    return Math.round((at - this.t0) * 100) / 100;
+    return hundredths(at - this.t0);
   }
 
   gate(layer: number, askedAt: number, writtenAt: number, through: number): void {
@@ -119,7 +124,7 @@ export class PlacingTimeline {
   private readLatencies(): ReadLatencies | null {
     if (this.readMs.length === 0) return null;
     const sorted = [...this.readMs].sort((a, b) => a - b);
-    const at = (q: number): number => Math.round(sorted[Math.floor(q * (sorted.length - 1))]! * 100) / 100;
+    const at = (q: number): number => hundredths(sorted[Math.floor(q * (sorted.length - 1))]!);
     return { count: sorted.length, p50Ms: at(0.5), p90Ms: at(0.9), maxMs: at(1), lastDoneMs: this.ms(this.lastReadDone) };
   }
 }
