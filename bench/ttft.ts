@@ -56,9 +56,9 @@
  * overlapped and blend paths take every object's layers in turns (`interleaved`, kdn/query/shm-hand-over.ts).
  * `--format-version 1` puts objects of KV format version 1 (layers checked with sha256) instead of the current one
  * (BLAKE3), to compare what verification costs.
- * `--timeline FILE` writes, for every measured run of the overlapped path, the engine's timeline of the call: gates,
- * the question's pieces and when the GPU ran them, the injector's sends and reads (engine-adapter/placing-timeline.ts,
- * bench/lib/timeline-file.ts), with engine_start_ms placing it on the run's clock.
+ * `--timeline FILE` writes, for every measured run of the overlapped and blend paths, the engine's timeline of the
+ * call: gates, the question's pieces and when the GPU ran them, the injector's sends and reads
+ * (engine-adapter/placing-timeline.ts, bench/lib/timeline-file.ts), with engine_start_ms placing it on the run's clock.
  */
 import { codecFromString, encodeKVObject, type LayerDigestVersion } from '../storage/kv-object/index.ts';
 import type { CodecName } from '../storage/kv-object/types.ts';
@@ -157,7 +157,7 @@ interface TtftArgs extends SpeedArgs {
   shmOrder: (typeof SHM_ORDERS)[number];
   /** KV format version of the objects put to the edge; it names the layer checksums' hash (layer-digest.ts). */
   formatVersion: LayerDigestVersion;
-  /** Where the engine's placing timelines of the overlapped path's runs go (bench/lib/timeline-file.ts), if anywhere. */
+  /** Where the engine's placing timelines of the overlapped and blend paths' runs go (bench/lib/timeline-file.ts), if anywhere. */
   timeline: string | undefined;
 }
 
@@ -436,7 +436,7 @@ function injectPathFor(path: TtftArgs['injectPath'], chunks: number): 'overlappe
 
 interface InjectRun {
   ms: number;
-  /** Overlapped path with --timeline: the engine's timeline of this run. */
+  /** Overlapped or blend path with --timeline: the engine's timeline of this run. */
   timeline: TimelineRun | null;
   reserveMs: number;
   fetchMs: number;
@@ -503,7 +503,15 @@ function measureInject(
       if (path !== 'sequential') {
         const o =
           path === 'blended'
-            ? await fetchBlendPrefill(fetcher, keys, chunkIds, session, questionIds, a.blend, fetchOptions(a))
+            ? await fetchBlendPrefill(
+                fetcher,
+                keys,
+                chunkIds,
+                session,
+                questionIds,
+                { ...a.blend, timeline: a.timeline !== undefined },
+                fetchOptions(a),
+              )
             : {
                 ...(await fetchInjectPrefill(fetcher, keys, session, questionIds, fetchOptions(a), a.timeline !== undefined)),
                 recomputed: null,

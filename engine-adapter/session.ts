@@ -235,8 +235,12 @@ export class BackendSession implements Session {
       all.set(contextIds);
       all.set(prompt, contextIds.length);
       const objects = chunks.map((c) => c.object);
-      const { result, placedAt, firstLayerAt, blockWaitMs } = await this.placeWhileRunning(objects, prompt.length, (_end, gate) =>
-        this.backend.blendForward(this.cache, all, start, plan, 'last', gate),
+      const timeline = blend.timeline ? new PlacingTimeline() : undefined;
+      const { result, placedAt, firstLayerAt, blockWaitMs } = await this.placeWhileRunning(
+        objects,
+        prompt.length,
+        (_end, gate) => this.backend.blendForward(this.cache, all, start, plan, 'last', gate),
+        timeline,
       );
       for (const id of all) this.ids.push(id);
       this.lastLogits = result.logits;
@@ -247,6 +251,7 @@ export class BackendSession implements Session {
         blockWaitMs,
         recomputed: Math.round(result.meanRows - prompt.length),
         fullLayers: plan.checkLayer ?? 0,
+        ...(timeline ? { timeline: timeline.report() } : {}),
       };
     });
   }

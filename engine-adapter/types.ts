@@ -114,6 +114,8 @@ export interface BlendOptions {
    */
   ratio: number;
   selection: BlendSelection;
+  /** Record when the call's parts happened (BlendedPrefill.timeline), for profiling. */
+  timeline?: boolean;
 }
 
 /** A chunk to blend: its KV object and the token ids it was computed from (checked against the header's hash). */

@@ -64,7 +64,8 @@ export function fetchInjectPrefill(
 
 /**
  * Fetches `keys` (the chunks whose token ids are `chunkIds`) and blends them with `question` through
- * session.blendKVAndPrefill, from the session's length; adds the context tokens recomputed.
+ * session.blendKVAndPrefill, from the session's length; adds the context tokens recomputed. `blend.timeline` as
+ * fetchInjectPrefill's `timeline`.
  */
 export async function fetchBlendPrefill(
   fetcher: KvFetcher,

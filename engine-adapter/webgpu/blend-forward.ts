@@ -13,11 +13,15 @@
  *      layer the rows still running compute their K/V there (deviation first), the signals are read back, and the
  *      rows the plan keeps, gathered from the residual the layer before left, run the rest of the layer.
  * Each layer of the first chunk of each phase waits for its gate, so the recompute overlaps the context's arrival.
+ * With a timeline on the gate (placing-timeline.ts), every piece that runs a layer is recorded as that layer's piece:
+ * one per chunk of rows, so a layer may have several.
  */
 import { KdnError } from '../../common/errors.ts';
 import type { BlendOutput, BlendPlan, BlendSignals } from '../backend.ts';
 import { indicesIn } from '../blend-selection.ts';
 import type { LayerGate } from '../layer-gates.ts';
+import type { PlacingTimeline } from '../placing-timeline.ts';
+import type { Recorder } from './gpu-context.ts';
 import { recordAttentionMass } from './kernels/attention-mass.ts';
 import { recordGatherRows } from './kernels/gather-rows.ts';
 import { recordEmbeddingStep, recordLayer, recordLayerKV, recordLogits, type ChunkArgs, type ForwardParts } from './record-forward.ts';
@@ -27,6 +31,7 @@ export class GpuBlendForward {
   private readonly pieces: ScopedSubmissions;
   /** Buffers made for this forward, destroyed once it ended. */
   private readonly owned: GPUBuffer[] = [];
+  private timeline: PlacingTimeline | undefined;
 
   constructor(
     private readonly f: ForwardParts,
@@ -36,6 +41,7 @@ export class GpuBlendForward {
   }
 
   async run(tokens: Uint32Array, position: number, plan: BlendPlan, logits: 'last' | 'none', gate?: LayerGate): Promise<BlendOutput> {
+    this.timeline = gate?.timeline;
     try {
       const n = tokens.length;
       const all = Uint32Array.from({ length: n }, (_, r) => r);
@@ -65,6 +71,13 @@ export class GpuBlendForward {
     } finally {
       for (const b of this.owned) b.destroy();
     }
+  }
+
+  /** Launches a piece that runs layer `l` (for some rows), recorded on the timeline if there is one. */
+  private launchLayer(l: number, record: (rec: Recorder) => void): Promise<ArrayBuffer[]> {
+    const done = this.pieces.launch(record);
+    this.timeline?.piece(l, l + 1, this.f.ctx.device.queue.onSubmittedWorkDone());
+    return done;
   }
 
   private buffer(bytes: number, label: string): GPUBuffer {
@@ -101,7 +114,7 @@ export class GpuBlendForward {
       const a: ChunkArgs = { tokens: m, position: position + start, logits: 'none' };
       for (let l = 0; l <= check; l++) {
         if (start === 0 && gate) await gate(l);
-        this.pieces.launch((rec) => {
+        this.launchLayer(l, (rec) => {
           if (l === 0) {
             cache.reserve(position + n, () => rec);
             s.ensure(m, 1);
@@ -192,7 +205,7 @@ export class GpuBlendForward {
       });
       for (let l = from; l < c.layers; l++) {
         if (start === 0 && gate) await gate(l);
-        last = this.pieces.launch((rec) => {
+        last = this.launchLayer(l, (rec) => {
           recordLayer(rec, this.f, a, l);
           if (isLast && l === c.layers - 1) index = recordLogits(rec, this.f, a);
         });
@@ -262,7 +275,7 @@ export class GpuBlendForward {
     for (let start = 0; start < count; start += this.chunkTokens) {
       const m = Math.min(this.chunkTokens, count - start);
       const chunk = this.slotted(running.subarray(start, start + m), a.position, 'none');
-      this.pieces.launch((rec) => {
+      this.launchLayer(l, (rec) => {
         s.ensure(m, 1);
         rec.copy(held, start * rowBytes, s.x, 0, m * rowBytes);
         const q = recordLayerKV(rec, this.f, chunk, l, { buffer: deviation, offset: start });
@@ -300,7 +313,7 @@ export class GpuBlendForward {
       const isLast = start + m === a.rows.length;
       const chunk = this.slotted(a.rows.subarray(start, start + m), a.position, isLast && !a.next ? a.logits : 'none');
       const rowIndex = this.upload(a.from.slice(start, start + m), 'blend rows');
-      last = this.pieces.launch((rec) => {
+      last = this.launchLayer(a.layer, (rec) => {
         s.ensure(m, 1);
         recordGatherRows(ctx, rec, { x: a.held, rows: rowIndex, out: s.x, count: m, cols: c.hiddenSize });
         recordLayer(rec, this.f, chunk, a.layer);

@@ -141,13 +141,20 @@ export class WebGpuBackend implements ForwardBackend {
     logits: 'last' | 'all' | 'none',
     gate?: LayerGate,
   ): Promise<Float32Array> {
+    return this.timed(gate, () => this.forwardNow(handle, tokens, position, logits, gate));
+  }
+
+  /**
+   * Runs a gated forward; when its gate carries a timeline, the injector records its sends there meanwhile: they are
+   * the ones placing the forward's context (or, with calls interleaved, another's at the same time).
+   */
+  private async timed<T>(gate: LayerGate | undefined, run: () => Promise<T>): Promise<T> {
     const timeline = gate?.timeline;
-    if (timeline === undefined) return this.forwardNow(handle, tokens, position, logits, gate);
-    // The injector's sends while this forward runs are the ones placing its context (or another's meanwhile).
+    if (timeline === undefined) return run();
     const injector = this.parts.injector;
     injector.timeline = timeline;
     try {
-      return await this.forwardNow(handle, tokens, position, logits, gate);
+      return await run();
     } finally {
       if (injector.timeline === timeline) injector.timeline = null;
     }
@@ -237,7 +244,7 @@ export class WebGpuBackend implements ForwardBackend {
     if (tokens.length === 0) throw new KdnError('INVALID_ARGUMENT', 'blendForward() needs at least one token');
     await this.parts.injector.settle();
     const f: ForwardParts = { ctx: this.ctx, config: this.c, w: this.parts.gpuWeights, s: this.parts.scratch, cache };
-    return new GpuBlendForward(f, this.chunkTokens).run(tokens, position, plan, logits, gate);
+    return this.timed(gate, () => new GpuBlendForward(f, this.chunkTokens).run(tokens, position, plan, logits, gate));
   }
 
   async readKV(handle: KVCacheHandle, start: number, end: number): Promise<KVTensors> {

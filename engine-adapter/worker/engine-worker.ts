@@ -7,7 +7,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { fromWireError, toWireError } from '../../common/errors.ts';
 import type { KVTensors } from '../../storage/kv-object/types.ts';
 import { createEngine } from '../create-engine.ts';
-import type { Engine, HandOverTimes, Session } from '../types.ts';
+import type { Engine, HandOverTimes, InjectedPrefill, Session } from '../types.ts';
 import { BlockChannel } from './block-channel.ts';
 import {
   transferable,
@@ -54,11 +54,15 @@ async function inject(
     const { tokenIds, options } = call.blend;
     const chunks = channels.map((c, i) => ({ object: c.reader, tokenIds: tokenIds[i]! }));
     const out = await session.blendKVAndPrefill(chunks, call.tokens, options);
-    const blended = { recomputed: out.recomputed, fullLayers: out.fullLayers };
-    return { op: 'inject', logits: out.logits, ...timesOf(out, channels, startedAt), blended };
+    return { ...prefilled(out, channels, startedAt), blended: { recomputed: out.recomputed, fullLayers: out.fullLayers } };
   }
   const readers = channels.map((c) => c.reader);
   const out = await session.injectKVAndPrefill(readers, call.tokens, { logits: call.logits ?? 'last', timeline: call.timeline === true });
+  return prefilled(out, channels, startedAt);
+}
+
+/** An injected prefill's answer: its logits, when its objects came and were placed, and its timeline if it kept one. */
+function prefilled(out: InjectedPrefill, channels: readonly BlockChannel[], startedAt: number): Extract<CallValue, { op: 'inject' }> {
   return { op: 'inject', logits: out.logits, ...timesOf(out, channels, startedAt), ...(out.timeline ? { timeline: out.timeline } : {}) };
 }
 

@@ -272,7 +272,7 @@ class RemoteSession implements Session {
       CallValue,
       { op: 'inject' }
     >;
-    return { logits: value.logits!, ...localTimes(value), ...value.blended! };
+    return { logits: value.logits!, ...localTimes(value), ...value.blended!, ...(value.timeline ? { timeline: value.timeline } : {}) };
   }
 
   async generate(options: GenerateOptions, onToken?: (token: GeneratedToken) => void): Promise<GenerateResult> {

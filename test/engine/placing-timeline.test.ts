@@ -108,6 +108,29 @@ describe('placing timeline', () => {
       }
     };
 
+    const blend = async (engine: Engine, timeline: boolean) => {
+      const session = engine.createSession({ capacity: 64 });
+      try {
+        const object = await fp16Reader(kv, engine.info.fingerprint, chunk);
+        return await session.blendKVAndPrefill([{ object, tokenIds: chunk }], prompt, { ratio: 0.25, selection: 'deviation', timeline });
+      } finally {
+        session.dispose();
+      }
+    };
+
+    it('cpu engine on its own thread, blended: the gates and the placing, only when asked for', async () => {
+      const engine = await createEngineInWorker({ modelDir: model.dir, backend: 'cpu' });
+      try {
+        expect((await blend(engine, false)).timeline).to.equal(undefined);
+        const { timeline, recomputed } = await blend(engine, true);
+        expect(recomputed).to.be.greaterThan(0);
+        expectGatesCover(timeline!, kv.layers);
+        expect(timeline!.logitsMs).to.be.at.least(gates(timeline!).at(-1)!.flushedMs);
+      } finally {
+        await engine.dispose();
+      }
+    });
+
     for (const where of ['this thread', 'its own thread'] as const) {
       it(`cpu engine on ${where}: the gates, the placing and the logits, only when asked for`, async () => {
         const engine =
@@ -129,7 +152,7 @@ describe('placing timeline', () => {
       });
     }
 
-    it('webgpu engine: pieces covering every layer, done after submitted; uploads and reads of file blocks (skips without an adapter)', async function () {
+    it('webgpu engine: pieces covering every layer, done after submitted; uploads and reads of file blocks; the pieces of a blended prefill (skips without an adapter)', async function () {
       let engine: Engine;
       try {
         engine = await createEngine({ modelDir: model.dir, backend: 'webgpu' });
@@ -155,6 +178,17 @@ describe('placing timeline', () => {
         expect(sent.reduce((n, u) => n + u.dispatches, 0)).to.be.greaterThan(0);
         expect(report.reads!.count).to.equal(kv.layers);
         expect(report.reads!.lastDoneMs).to.be.at.most(report.logitsMs!);
+
+        // A blended prefill: a piece (or more, one per chunk of rows) for every layer, each run after it was sent.
+        const blended = (await blend(engine!, true)).timeline!;
+        expectGatesCover(blended, kv.layers);
+        const layerPieces = pieces(blended);
+        for (const p of layerPieces) {
+          expect(p.to - p.from).to.equal(1);
+          expect(p.doneMs, `blend piece of layer ${p.from}`).to.be.a('number').and.at.least(p.submittedMs);
+        }
+        expect([...new Set(layerPieces.map((p) => p.from))].sort((a, b) => a - b)).to.deep.equal([...Array(kv.layers).keys()]);
+        expect(uploads(blended).reduce((n, u) => n + u.bytes, 0)).to.be.greaterThan(0);
       } finally {
         await engine!.dispose();
       }
