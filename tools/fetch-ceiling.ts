@@ -2,9 +2,13 @@
  * The ceiling of the same-host fast path's fetch threads (kdn/query/shm-source.ts, shm-hand-over.ts): N threads
  * taking object files from a shared counter, each reading its file from tmpfs a step of --step layers at a time into
  * one reused buffer with blocking reads and hashing every layer with BLAKE3 (KV format 2's layer digest), nothing
- * handed on. `read` and `hash` run either half alone. The files are sized as an 8B-shape 8k-token int4 context
- * (32 objects of 32 layers, 335 MB in all). Prints GB/s per mode and thread count (--reps runs each) as JSON.
- *   node --import tsx tools/fetch-ceiling.ts [--threads 1,2,4,8,12,16] [--reps 3] [--step 4]
+ * handed on. `read` and `hash` run either half alone. `stage` adds what the engine does with every verified
+ * block on the fast path: read it again from its file into another buffer, as the injector reads it into staging
+ * (kv-injector.ts; ordinary memory here, so an upper bound), which is all the host would do per byte if the layers
+ * were checked after the upload instead. The files are sized as an 8B-shape 8k-token int4 context (32 objects of 32
+ * layers, 335 MB in all). Prints GB/s of object bytes per mode and thread count (--reps runs each) as JSON.
+ *   node --import tsx tools/fetch-ceiling.ts [--threads 1,2,4,8,12,16] [--modes both,read,hash,stage] [--reps 3]
+ *                                            [--step 4]
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync, rmSync, writeFileSync } from 'node:fs';
@@ -19,12 +23,21 @@ const { values } = parseArgs({
     threads: { type: 'string', default: '1,2,4,8,12,16' },
     reps: { type: 'string', default: '3' },
     step: { type: 'string', default: '4' },
+    modes: { type: 'string', default: 'both,read,hash' },
   },
 });
 const OBJECTS = 32;
 const LAYERS = 32;
 const LAYER_BYTES = Math.floor(335_630_752 / OBJECTS / LAYERS);
-const MODES = ['both', 'read', 'hash'] as const;
+const MODES = ['both', 'read', 'hash', 'stage'] as const;
+type Mode = (typeof MODES)[number];
+const modes = values.modes.split(',') as Mode[];
+for (const mode of modes) {
+  if (!MODES.includes(mode)) {
+    console.error(`unknown mode ${mode}: use ${MODES.join(', ')}`);
+    process.exit(2);
+  }
+}
 
 /** Runs from source so it starts in milliseconds; waits for 'go' so that start-up is not timed. */
 const WORKER = `
@@ -34,6 +47,7 @@ const { blake3 } = require(workerData.blake3);
 const { paths, layer, layers, step, mode, counter } = workerData;
 const next = new Int32Array(counter);
 const buf = Buffer.allocUnsafeSlow(layer * step);
+const staged = Buffer.allocUnsafeSlow(layer);
 parentPort.postMessage('ready');
 parentPort.once('message', () => {
   let bytes = 0;
@@ -43,6 +57,8 @@ parentPort.once('message', () => {
       const n = Math.min(step, layers - l) * layer;
       if (mode !== 'hash') for (let at = 0; at < n; ) at += readSync(fd, buf, at, n - at, l * layer + at);
       if (mode !== 'read') for (let k = 0; k < n; k += layer) blake3(buf.subarray(k, k + layer));
+      if (mode === 'stage')
+        for (let k = 0; k < n; k += layer) for (let at = 0; at < layer; ) at += readSync(fd, staged, at, layer - at, l * layer + k + at);
       bytes += n;
     }
     closeSync(fd);
@@ -59,7 +75,7 @@ function once(w: Worker): Promise<unknown> {
 }
 
 /** GB/s of `threads` workers over every file, timed from 'go' to the last one done. */
-async function measure(paths: string[], threads: number, mode: (typeof MODES)[number], step: number): Promise<number> {
+async function measure(paths: string[], threads: number, mode: Mode, step: number): Promise<number> {
   const workerData = {
     paths,
     layer: LAYER_BYTES,
@@ -87,7 +103,7 @@ const paths = Array.from({ length: OBJECTS }, (_, i) => join(dir, `kdn-fetch-cei
 try {
   for (const path of paths) writeFileSync(path, randomBytes(LAYER_BYTES * LAYERS));
   const GBps: Record<string, Record<string, number[]>> = {};
-  for (const mode of MODES) {
+  for (const mode of modes) {
     GBps[mode] = {};
     for (const threads of values.threads.split(',').map(Number)) {
       const runs: number[] = [];
