@@ -54,6 +54,9 @@
  * kdn/query/shm-source.ts; a run where any object came over HTTP is an error, not a figure).
  * `--shm-order whole` has fetch threads hand over each shared-memory object whole, one after another, where kdn's
  * overlapped and blend paths take every object's layers in turns (`interleaved`, kdn/query/shm-hand-over.ts).
+ * `--shm-verify alongside` has them announce every layer of such an object to the engine's thread before verifying
+ * any, and verify while it reads them into staging (kv-fetch-pool.ts FetchPoolOptions.verifyAlongside), where they
+ * verify each layer before handing it over by default (`before`).
  * `--format-version 1` puts objects of KV format version 1 (layers checked with sha256) instead of the current one
  * (BLAKE3), to compare what verification costs.
  * `--timeline FILE` writes, for every measured run of the overlapped and blend paths, the engine's timeline of the
@@ -155,6 +158,8 @@ interface TtftArgs extends SpeedArgs {
   handOver: (typeof HAND_OVERS)[number];
   /** How fetch threads hand over shared-memory objects on the overlapped and blend paths (shm-hand-over.ts). */
   shmOrder: (typeof SHM_ORDERS)[number];
+  /** Whether fetch threads verify shared-memory layers before handing them over, or alongside the engine's reads. */
+  shmVerify: (typeof SHM_VERIFIES)[number];
   /** KV format version of the objects put to the edge; it names the layer checksums' hash (layer-digest.ts). */
   formatVersion: LayerDigestVersion;
   /** Where the engine's placing timelines of the overlapped and blend paths' runs go (bench/lib/timeline-file.ts), if anywhere. */
@@ -164,6 +169,8 @@ interface TtftArgs extends SpeedArgs {
 const HAND_OVERS = ['direct', 'loop'] as const;
 
 const SHM_ORDERS = ['interleaved', 'whole'] as const;
+
+const SHM_VERIFIES = ['before', 'alongside'] as const;
 
 const INJECT_PATHS = ['auto', 'overlapped', 'sequential'] as const;
 
@@ -193,6 +200,7 @@ function parse(args: string[]): TtftArgs {
     'hand-over': { type: 'string' },
     'format-version': { type: 'string' },
     'shm-order': { type: 'string' },
+    'shm-verify': { type: 'string' },
     timeline: { type: 'string' },
   });
   const speed = speedArgs(values, { contexts: [256, 512, 1024] });
@@ -230,6 +238,7 @@ function parse(args: string[]): TtftArgs {
     engineThread: values['engine-thread'] === true,
     handOver: choice(values['hand-over'], 'direct', HAND_OVERS, 'hand-over'),
     shmOrder: choice(values['shm-order'], 'interleaved', SHM_ORDERS, 'shm-order'),
+    shmVerify: choice(values['shm-verify'], 'before', SHM_VERIFIES, 'shm-verify'),
     formatVersion: formatVersion(values['format-version']),
     timeline: values.timeline,
   };
@@ -728,6 +737,7 @@ async function measureContext(
             sharedMemory,
             receiveBufferBytes: a.receiveBufferMib * 2 ** 20,
             deliverEagerly: !a.engineThread || a.handOver === 'loop',
+            verifyAlongside: a.shmVerify === 'alongside',
           });
           const fetcher = a.handOver === 'loop' ? handOverOnLoop(pool) : pool;
           pools.set(fetcher, pool);
@@ -904,6 +914,7 @@ export async function run(args: string[], checkpoint?: Checkpoint): Promise<Benc
       fetchWindow: a.window,
       kvFormatVersion: a.formatVersion,
       shmOrder: a.edgeShm ? a.shmOrder : null,
+      shmVerify: a.edgeShm ? a.shmVerify : null,
       fetchThreads: a.fetchThreads,
       receiveBufferMib: a.fetchThreads > 0 ? a.receiveBufferMib : null,
       engineThread: a.engineThread

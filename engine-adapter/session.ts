@@ -39,9 +39,12 @@ function checkLayerOrder(layer: number, expected: number): void {
   if (layer !== expected) throw new KdnError('KV_CORRUPT', `KV stream yielded layer ${layer} where layer ${expected} was due`);
 }
 
-/** A KV object's stream ended after all of its header's layers. */
-function checkLayerCount(yielded: number, layers: number): void {
+/** A KV object's stream ended after all of its header's layers, every one verified (storage LayerVerification). */
+function checkLayerCount(object: KVBlockReader, yielded: number): void {
+  const layers = object.header.layers;
   if (yielded !== layers) throw new KdnError('KV_CORRUPT', `KV stream ended after ${yielded} of ${layers} layers`);
+  const verified = object.verification?.through ?? layers;
+  if (verified < layers) throw new KdnError('KV_CORRUPT', `KV stream ended with ${verified} of its ${layers} layers verified`);
 }
 
 /**
@@ -159,7 +162,7 @@ export class BackendSession implements Session {
         await this.backend.writeKVLayer(this.cache, h, block, position);
         expected++;
       }
-      checkLayerCount(expected, h.layers);
+      checkLayerCount(object, expected);
       // Not settled here: a device round trip per chunk would stall the upload pipeline between chunks. The rows are
       // confirmed by the next call that reads the cache, which rolls them back if the device rejected them.
       this.unsettledFrom ??= position;
@@ -435,6 +438,16 @@ export class BackendSession implements Session {
     const counts = new Array<number>(layers).fill(0);
     const written = new Array<number>(objects.length).fill(0);
     let complete = 0;
+    // A layer opens to the forward once every object's copy of it is written and verified (announced blocks are
+    // written before they are verified, storage LayerVerification).
+    let opened = 0;
+    const open = (): void => {
+      const ready = Math.min(complete, ...objects.map((o) => o.verification?.through ?? layers));
+      if (ready <= opened) return;
+      opened = ready;
+      gates.setWritten(ready);
+    };
+    for (const o of objects) o.verification?.onAdvance(open);
     const streams = objects.map((o) => o.layers[Symbol.asyncIterator]());
     const sink: LayerSink = {
       write: async (i, block) => {
@@ -446,13 +459,14 @@ export class BackendSession implements Session {
         written[i] = expected + 1;
         counts[expected]!++;
         while (complete < layers && counts[complete] === objects.length) complete++;
-        gates.setWritten(complete);
+        open();
       },
-      ended: (i) => checkLayerCount(written[i]!, objects[i]!.header.layers),
+      ended: (i) => checkLayerCount(objects[i]!, written[i]!),
     };
     try {
       const waited = await writeInLayerOrder(streams, sink, gates.stopped);
-      gates.setWritten(layers);
+      complete = layers;
+      open();
       return waited;
     } catch (err) {
       // Streams left midway stop reading once their pending read settles (not awaited: it may wait on the network,

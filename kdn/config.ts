@@ -138,6 +138,12 @@ export const KdnConfigSchema = z.object({
   fetchThreads: z.coerce.number().int().min(0).max(64).optional(),
   /** Bytes each fetch thread keeps of the buffers the engine returns, to receive later objects into; 0 keeps none. */
   fetchBufferBytes: size.default(64 * 2 ** 20),
+  /**
+   * When fetch threads verify the layers of objects read from a same-host edge's shared memory for the engine's
+   * thread: before handing each over, or alongside the engine's reads of them, which then computes with a layer only
+   * once it is verified (kv-fetch-pool.ts FetchPoolOptions.verifyAlongside).
+   */
+  shmVerify: z.enum(['before', 'alongside']).default('before'),
   /** Bound on one query, queueing included (504 TIMEOUT past it). */
   queryTimeoutMs: milliseconds.default(120_000),
   /** Time a client has to send a whole request, and its headers (node's requestTimeout / headersTimeout). */
@@ -209,6 +215,7 @@ export const KDN_ENV: Record<keyof KdnConfigInput, string> = {
   metricsPublic: 'KDN_METRICS_PUBLIC',
   fetchThreads: 'KDN_FETCH_THREADS',
   fetchBufferBytes: 'KDN_FETCH_BUFFERS',
+  shmVerify: 'KDN_SHM_VERIFY',
   queryTimeoutMs: 'KDN_QUERY_TIMEOUT_MS',
   requestTimeoutMs: 'KDN_REQUEST_TIMEOUT_MS',
   headersTimeoutMs: 'KDN_HEADERS_TIMEOUT_MS',

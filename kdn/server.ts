@@ -248,7 +248,11 @@ function receivingFetcher(config: KdnConfig, edgeOptions: WorkerEdgeOptions, edg
   const threads = config.fetchThreads ?? defaultFetchThreads();
   if (threads === 0) return inThreadFetcher(edges);
   // An engine on the event loop reads every object here; one on its own thread gets them routed from the workers.
-  return new KvFetchPool(edgeOptions, threads, { receiveBufferBytes: config.fetchBufferBytes, deliverEagerly: !config.engineThread });
+  return new KvFetchPool(edgeOptions, threads, {
+    receiveBufferBytes: config.fetchBufferBytes,
+    deliverEagerly: !config.engineThread,
+    verifyAlongside: config.shmVerify === 'alongside',
+  });
 }
 
 /** The API's services by role (kdn/services/), each given only the parts it uses. */

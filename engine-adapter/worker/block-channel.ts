@@ -1,14 +1,16 @@
 import type { MessagePort } from 'node:worker_threads';
 import { fromWireError, KdnError } from '../../common/errors.ts';
 import { verifiedBlock } from '../../storage/kv-object/index.ts';
-import type { KVBlock, KVBlockReader, KVHeader } from '../../storage/kv-object/types.ts';
+import type { KVBlock, KVBlockReader, KVHeader, LayerVerification } from '../../storage/kv-object/types.ts';
 import type { ReturnedBuffers, RoutedBlock, RoutedBlocks } from './routed-stream.ts';
 
 /**
  * The worker's end of a KV object streamed from the control plane, or routed straight from a fetch thread over a
  * port (routed-stream.ts): blocks are queued as their messages arrive and read by the session as a KVBlockReader,
  * so injection starts with the first layer, not the last (the session checks their order and count, whichever way
- * they came). A block that came as its source alone is a KVFileBlock: the backend reads it from the file.
+ * they came). A block that came as its source alone is a KVFileBlock: the backend reads it from the file. Blocks a
+ * fetch thread announced before verifying them count as verified only as its `verified` messages say
+ * (storage LayerVerification); every other block is verified as it comes.
  */
 export class BlockChannel {
   readonly reader: KVBlockReader;
@@ -32,19 +34,27 @@ export class BlockChannel {
   private done: ArrayBuffer[] = [];
   private returning: NodeJS.Immediate | undefined;
   private readonly header: KVHeader;
+  private readonly verification: StreamVerification;
 
   constructor(header: KVHeader) {
     this.header = header;
-    this.reader = { header, layers: this.layers() };
+    this.verification = new StreamVerification(header.layers);
+    this.reader = { header, layers: this.layers(), verification: this.verification };
   }
 
-  /** A verified block: its bytes (and maybe where they lie), or only where they lie. */
+  /** A block: its bytes (and maybe where they lie), or only where they lie; verified unless announced. */
   push(block: RoutedBlock): void {
     if (this.ended) return;
     this.firstBlockAt ??= performance.now();
     const { layer, bytes, source } = block;
     this.blocks.push(bytes === undefined ? { layer, source: block.source } : verifiedBlock(this.header, layer, bytes, source));
+    if (bytes !== undefined || block.announced !== true) this.verified(layer + 1);
     this.signal();
+  }
+
+  /** The stream's leading `through` layers are verified. */
+  verified(through: number): void {
+    if (!this.ended) this.verification.advance(through);
   }
 
   end(): void {
@@ -71,6 +81,7 @@ export class BlockChannel {
           }
           this.push(block);
         }
+      else if (message.type === 'verified') this.verified(message.through);
       else if (message.type === 'end') this.end();
       else this.fail(fromWireError(message.error));
     });
@@ -130,5 +141,23 @@ export class BlockChannel {
   private signal(): void {
     this.wake?.();
     this.wake = undefined;
+  }
+}
+
+/** How many leading layers of a channel's stream are verified (storage LayerVerification). */
+class StreamVerification implements LayerVerification {
+  through = 0;
+  private readonly listeners: (() => void)[] = [];
+
+  constructor(private readonly layers: number) {}
+
+  onAdvance(listener: () => void): void {
+    this.listeners.push(listener);
+  }
+
+  advance(through: number): void {
+    if (through <= this.through) return;
+    this.through = Math.min(through, this.layers);
+    for (const listener of this.listeners) listener();
   }
 }

@@ -31,13 +31,19 @@ export interface BlockMessage {
  * lie (storage KVFileBlock). The engine's thread is in the same process, so it reads them from the file itself, and
  * the fetch thread neither hands it a buffer (its memory, its collections) nor waits for one back.
  */
-export type RoutedBlock = BlockMessage | { layer: number; source: KVBlockSource; bytes?: undefined };
+export type RoutedBlock = BlockMessage | { layer: number; source: KVBlockSource; bytes?: undefined; announced?: true };
 
 /**
  * What arrives on a routed port: verified blocks in layer order, then `end` or `fail`. The engine's side closes the
- * port once its stream is over either way.
+ * port once its stream is over either way. A same-host object may instead announce its blocks (`announced` file
+ * blocks, every layer at once, before any was verified) and then report how many leading layers are verified
+ * (`verified`) as its fetch thread checks them; `end` then comes once all are (storage LayerVerification).
  */
-export type RoutedBlocks = { type: 'blocks'; blocks: RoutedBlock[] } | { type: 'end' } | { type: 'fail'; error: WireError };
+export type RoutedBlocks =
+  | { type: 'blocks'; blocks: RoutedBlock[] }
+  | { type: 'verified'; through: number }
+  | { type: 'end' }
+  | { type: 'fail'; error: WireError };
 
 /**
  * What the engine's side sends back on a routed port as the session is done with blocks, until it closes the port:

@@ -3,11 +3,14 @@
  * says where they go: to the pool (its reader is read on the event loop), or over a port straight to the engine's
  * thread (routed-stream.ts), so that the event loop never touches their bytes. A block read from a same-host file
  * goes to the engine's thread as where it lies (RoutedBlock), and its buffer is received into again at once.
- * Whichever way they go, the pool hears of progress, arrival and failure.
+ * Whichever way they go, the pool hears of progress, arrival and failure. An object read from a same-host file may
+ * also be announced (announce): every layer's file block goes to the engine's thread before any is verified, and
+ * the verified blocks that follow only say how far verification got.
  */
 import type { MessagePort } from 'node:worker_threads';
 import type { WireError } from '../../common/errors.ts';
 import type { BlockMessage, RoutedBlock } from '../../engine-adapter/worker/routed-stream.ts';
+import type { KVBlockSource } from '../../storage/kv-object/types.ts';
 import type { HandOverWindow } from './hand-over-window.ts';
 import type { FromWorker } from './kv-fetch-protocol.ts';
 
@@ -30,6 +33,8 @@ export class BlockOutlet {
   private portClosed = false;
   private outcome: 'arrived' | { error: WireError } | undefined;
   private received = 0;
+  /** Announced file blocks: held until the object is routed, then 'sent'; dropped if the pool reads it. */
+  private announcement: RoutedBlock[] | 'sent' | undefined;
 
   /**
    * `window`: what the blocks routed to the engine's thread may hold of its memory at once (hand-over-window.ts).
@@ -58,6 +63,29 @@ export class BlockOutlet {
       else this.held.push(...blocks);
       this.post({ type: 'progress', id: this.id, received });
     }
+  }
+
+  /**
+   * Every layer's file block, before any is verified (FetchPoolOptions.verifyAlongside): they go to the engine's
+   * thread if the object is routed there, and the verified blocks added after them then only say how many leading
+   * layers are verified (RoutedBlocks 'verified'). Dropped if the pool reads the object: its blocks then go with
+   * their bytes as usual.
+   */
+  announce(sources: readonly KVBlockSource[]): void {
+    if (this.target === 'pool' || this.announcement !== undefined) return;
+    const blocks = sources.map((source, layer): RoutedBlock => ({ layer, source, announced: true }));
+    if (this.target) this.sendAnnouncement(this.target, blocks);
+    else this.announcement = blocks;
+  }
+
+  /**
+   * Takes back an announcement not yet sent (the object's layers then go as verified blocks); false once the engine's
+   * thread has it, when a layer that fails must fail the object.
+   */
+  withdrawAnnouncement(): boolean {
+    if (this.announcement === 'sent') return false;
+    this.announcement = undefined;
+    return true;
   }
 
   end(received: number): void {
@@ -93,6 +121,7 @@ export class BlockOutlet {
   /** The blocks will never be sent (the object was dropped before anyone asked for it): lets go of what they hold. */
   drop(): void {
     this.held = [];
+    this.announcement = undefined;
     this.release();
   }
 
@@ -100,6 +129,7 @@ export class BlockOutlet {
   deliver(): void {
     if (this.target) return;
     this.target = 'pool';
+    this.announcement = undefined;
     this.release();
     const held = this.take();
     if (held.length > 0) this.add(held, this.received);
@@ -118,13 +148,27 @@ export class BlockOutlet {
       this.window.send(port, { type: 'fail', error: this.outcome.error });
       return;
     }
+    if (Array.isArray(this.announcement)) this.sendAnnouncement(port, this.announcement);
     const held = this.take();
     if (held.length > 0) this.sendTo(port, held);
     if (this.outcome === 'arrived') this.window.send(port, { type: 'end' });
   }
 
-  /** Sends `blocks` to the engine's thread: those with a source as the source alone (their buffers recycled). */
+  private sendAnnouncement(port: MessagePort, blocks: RoutedBlock[]): void {
+    this.announcement = 'sent';
+    this.window.send(port, { type: 'blocks', blocks });
+  }
+
+  /**
+   * Sends `blocks` to the engine's thread: those with a source as the source alone (their buffers recycled); after
+   * an announcement, only how many leading layers they verify.
+   */
   private sendTo(port: MessagePort, blocks: readonly OutletBlock[]): void {
+    if (this.announcement === 'sent') {
+      for (const buffer of buffersOf(blocks)) this.recycle(buffer);
+      this.window.send(port, { type: 'verified', through: Math.max(...blocks.map((b) => b.layer)) + 1 });
+      return;
+    }
     const routed = blocks.map((b): RoutedBlock => (b.source ? { layer: b.layer, source: b.source } : b));
     const sent = buffersOf(routed.filter((b): b is OutletBlock => b.bytes !== undefined));
     for (const buffer of buffersOf(blocks)) if (!sent.includes(buffer)) this.recycle(buffer);

@@ -42,6 +42,15 @@ export interface FetchPoolOptions {
    * false.
    */
   deliverEagerly?: boolean;
+  /**
+   * For objects opened with `interleave` from a same-host edge's shared memory: the fetch thread announces every
+   * layer's file block at once and verifies the layers while the engine's thread reads them into staging, reporting
+   * how far it got (storage LayerVerification), instead of handing each layer over once verified. The engine
+   * computes with a layer only once it is verified; a layer that fails fails the object (the query then fetches it
+   * again, chunk by chunk) rather than resuming over HTTP. Objects read on the event loop get verified blocks as
+   * usual. Default false.
+   */
+  verifyAlongside?: boolean;
 }
 
 /** A worker and the transfers it serves; it keeps the process alive only while one of them is awaited. */
@@ -172,6 +181,7 @@ export class KvFetchPool implements KvFetcher {
         sharedMemory: this.fetchOptions.sharedMemory ?? true,
         receiveBufferBytes: this.fetchOptions.receiveBufferBytes ?? DEFAULT_RECEIVE_BUFFER_BYTES,
         handOverBytes: Math.max(MIN_HAND_OVER_BYTES, Math.floor(HAND_OVER_BYTES / this.threads)),
+        verifyAlongside: this.fetchOptions.verifyAlongside === true,
       });
       for (const bytes of this.tables) worker.send({ type: 'table', bytes });
       this.workers.push(worker);

@@ -19,6 +19,8 @@ export interface WorkerSetup {
   receiveBufferBytes: number;
   /** Most bytes the worker has out on the engine's ports at once (hand-over-window.ts); 0 for no bound. */
   handOverBytes: number;
+  /** FetchPoolOptions.verifyAlongside. */
+  verifyAlongside: boolean;
 }
 
 /**

@@ -19,7 +19,7 @@ import { HandOverWindow } from './hand-over-window.ts';
 import type { FromWorker, ToWorker, WorkerSetup } from './kv-fetch-protocol.ts';
 import { ReceiveBuffers } from './receive-buffers.ts';
 import { ShmSource } from './shm-source.ts';
-import { ShmHandOver, type ShmOutcome } from './shm-hand-over.ts';
+import { ShmHandOver, type HandOverOrder, type ShmOutcome } from './shm-hand-over.ts';
 
 const port = parentPort!;
 const setup = workerData as WorkerSetup;
@@ -50,7 +50,7 @@ function owned(bytes: Uint8Array): Uint8Array {
 
 const handOver = shm && new ShmHandOver(shm, owned);
 
-async function open(id: number, key: string, expect: KVExpectation, deliverNow: boolean, interleave: boolean): Promise<void> {
+async function open(id: number, key: string, expect: KVExpectation, deliverNow: boolean, order: HandOverOrder): Promise<void> {
   const abort = new AbortController();
   aborts.set(id, abort);
   const outlet = new BlockOutlet(id, post, window, (buffer) => buffers.give(buffer));
@@ -58,7 +58,7 @@ async function open(id: number, key: string, expect: KVExpectation, deliverNow: 
   outlets.set(id, outlet);
   const progress = { received: (): number => 0 };
   try {
-    const fromShm = await openFromShm(id, key, expect, outlet, abort.signal, interleave);
+    const fromShm = await openFromShm(id, key, expect, outlet, abort.signal, order);
     if (fromShm !== 'done') await receiveOverHttp(id, key, expect, outlet, abort.signal, progress, fromShm);
   } catch (err) {
     outlet.fail(toWireError(err), progress.received());
@@ -79,12 +79,12 @@ async function openFromShm(
   expect: KVExpectation,
   outlet: BlockOutlet,
   signal: AbortSignal,
-  interleave: boolean,
+  order: HandOverOrder,
 ): Promise<ShmOutcome | undefined> {
   const file = await shm?.open(key, expect);
   if (!file) return undefined;
   post({ type: 'header', id, header: file.header, servedFrom: 'shm', edge: file.edge });
-  return handOver!.add(file, outlet, signal, interleave);
+  return handOver!.add(file, outlet, signal, order);
 }
 
 /**
@@ -160,8 +160,10 @@ function registerTable(bytes: Uint8Array): void {
 }
 
 port.on('message', (message: ToWorker) => {
-  if (message.type === 'open') void open(message.id, message.key, message.expect, message.deliver, message.interleave);
-  else if (message.type === 'deliver') deliver(message.id);
+  if (message.type === 'open') {
+    const order = { interleave: message.interleave, verifyAlongside: message.interleave && setup.verifyAlongside };
+    void open(message.id, message.key, message.expect, message.deliver, order);
+  } else if (message.type === 'deliver') deliver(message.id);
   else if (message.type === 'route') route(message.id, message.port);
   else if (message.type === 'table') registerTable(message.bytes);
   else abort(message.id);

@@ -9,6 +9,11 @@
  * are handed over before any object's last and the question's first layers run while later ones are still read.
  * Read one file after another, the question's layer 0 would wait for the last file. Other objects, injected one after
  * another, are read whole in the order they were opened, so the first is complete first.
+ *
+ * With verifyAlongside (kv-fetch-pool.ts FetchPoolOptions) an interleaved reading first announces every layer's file block
+ * (BlockOutlet.announce), then takes its steps the same way, each step telling how far the layers are verified. A
+ * layer that fails then fails the object if the announcement already went to the engine's thread, since the layers
+ * after it were handed over before they were checked; otherwise the rest comes over HTTP as for any reading.
  */
 import { KdnError } from '../../common/errors.ts';
 import type { KVHeader } from '../../storage/kv-object/types.ts';
@@ -23,6 +28,12 @@ export const STEP_BYTES = 1 << 20;
  * `from` went, and the rest must come from elsewhere behind that same header.
  */
 export type ShmOutcome = 'done' | { header: KVHeader; from: number };
+
+/** How a reading's layers go: in turns with the other interleaved readings, and announced before verification. */
+export interface HandOverOrder {
+  interleave: boolean;
+  verifyAlongside: boolean;
+}
 
 interface Reading {
   file: ShmFile;
@@ -50,7 +61,12 @@ export class ShmHandOver {
   ) {}
 
   /** Hands `file`'s layers over through `outlet` (see ShmOutcome); rejects with TIMEOUT once `signal` aborts. */
-  add(file: ShmFile, outlet: BlockOutlet, signal: AbortSignal, interleave: boolean): Promise<ShmOutcome> {
+  add(file: ShmFile, outlet: BlockOutlet, signal: AbortSignal, order: HandOverOrder): Promise<ShmOutcome> {
+    const { interleave } = order;
+    if (interleave && order.verifyAlongside) {
+      const sources = this.source.sources(file);
+      if (sources) outlet.announce(sources);
+    }
     return new Promise((resolve, reject) => {
       this.queue.push({ file, outlet, signal, interleave, next: 0, resolve, reject });
       if (!this.running) void this.run();
@@ -94,7 +110,13 @@ export class ShmHandOver {
     } catch (err) {
       this.remove(r);
       await this.source.fail(r.file, err);
-      r.resolve({ header: r.file.header, from: r.next });
+      if (r.outlet.withdrawAnnouncement()) r.resolve({ header: r.file.header, from: r.next });
+      else
+        r.reject(
+          new KdnError('KV_CORRUPT', `layer ${r.next} of a shared-memory KV object could not be read or verified after it was announced`, {
+            hint: 'refetch the object',
+          }),
+        );
       return;
     }
     r.outlet.add(

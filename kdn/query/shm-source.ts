@@ -13,7 +13,7 @@ import type { EdgeClient } from '../../edge/client/client.ts';
 import { SHM_IDENTITY_FILE, shmObjectName } from '../../edge/protocol.ts';
 import { fileIdentity, kvPayloadOffset, pinPath, readKVHeader, readKVObject } from '../../storage/kv-object/index.ts';
 import { openLayerBlock } from '../../storage/kv-object/layer-block.ts';
-import type { KVExpectation, KVHeader, KVLayerBlock } from '../../storage/kv-object/types.ts';
+import type { KVBlockSource, KVExpectation, KVHeader, KVLayerBlock } from '../../storage/kv-object/types.ts';
 import type { ReceiveBuffers } from './receive-buffers.ts';
 
 /** How long what an edge said about its shared-memory folder is trusted (an edge restarts with a new folder). */
@@ -180,13 +180,19 @@ export class ShmSource {
       const length = offsets[layer + 1]! - offsets[layer]!;
       const block = openLayerBlock(header, layer, bytes.subarray(at, at + length));
       // An lz4 layer's bytes are not the file's: only a raw layer can be read again from the file.
-      if (!header.codec.lz4) {
-        const position = payloadAt + offsets[layer]!;
-        block.source = { path: file.path, ...(file.pin ? { pin: file.pin } : {}), identity: file.identity, position, length };
-      }
+      if (!header.codec.lz4) block.source = sourceOf(opened as OpenedFile, layer);
       blocks.push(block);
     }
     return { blocks, buffer: bytes.buffer as ArrayBuffer, next, read: payloadAt + offsets[next]! };
+  }
+
+  /**
+   * Where every layer of a file from open lies in it, none read or verified yet (FetchPoolOptions.verifyAlongside);
+   * undefined for an lz4 file, whose layers are not its bytes.
+   */
+  sources(opened: ShmFile): KVBlockSource[] | undefined {
+    if (opened.header.codec.lz4) return undefined;
+    return Array.from({ length: opened.header.layers }, (_, layer) => sourceOf(opened as OpenedFile, layer));
   }
 
   /** A file read and verified to its end: counted as a hit, and closed. */
@@ -249,6 +255,14 @@ export class ShmSource {
       return null;
     }
   }
+}
+
+/** Where `layer`'s bytes lie in an opened raw (not lz4) file. */
+function sourceOf({ file, header, payloadAt }: OpenedFile, layer: number): KVBlockSource {
+  const offsets = header.layerOffsets;
+  const position = payloadAt + offsets[layer]!;
+  const length = offsets[layer + 1]! - offsets[layer]!;
+  return { path: file.path, ...(file.pin ? { pin: file.pin } : {}), identity: file.identity, position, length };
 }
 
 /** An open object file, read in ranges into a caller's buffer. */

@@ -129,10 +129,25 @@ export interface KVFileBlock {
 /** What an engine injects: a block with its bytes, or one it reads from a file. */
 export type KVBlock = KVLayerBlock | KVFileBlock;
 
+/**
+ * How far the layers of a stream whose file blocks come before their bytes are verified (announced by a same-host
+ * fetch thread, kdn/query/block-outlet.ts) have been verified since. An engine may place such blocks as they come,
+ * reading their bytes from the file, but must not compute with layer l before `through` passes it. A layer that
+ * fails verification fails the stream (KV_CORRUPT), and the stream ends only once every layer verified.
+ */
+export interface LayerVerification {
+  /** How many leading layers are verified. */
+  readonly through: number;
+  /** Calls `listener` whenever `through` grows. */
+  onAdvance(listener: () => void): void;
+}
+
 /** A KV object as an engine reads it: a KVObjectReader whose blocks may be KVFileBlocks. */
 export interface KVBlockReader {
   header: KVHeader;
   layers: AsyncIterable<KVBlock>;
+  /** Absent: every block is verified when it is yielded. */
+  verification?: LayerVerification;
 }
 
 /** A KV object being read layer by layer: the header first, then blocks in layer order as bytes arrive. */

@@ -85,4 +85,31 @@ describe('BlockChannel: blocks routed to the engine thread', () => {
     expect(count).to.equal(SHAPE.layers);
     expect(back.flat()).to.have.length(SHAPE.layers);
   });
+
+  it('counts blocks with bytes as verified on arrival, announced ones only as the fetch thread says', async () => {
+    const { header, layers } = await encodedLayers(SHAPE, 3);
+    const { port1: engineEnd, port2: fetchEnd } = new MessageChannel();
+    const channel = new BlockChannel(header);
+    channel.listen(engineEnd);
+    const verification = channel.reader.verification!;
+    const seen: number[] = [];
+    verification.onAdvance(() => seen.push(verification.through));
+    const first = inOneBuffer(layers, 0, 1);
+    fetchEnd.postMessage({ type: 'blocks', blocks: first } satisfies RoutedBlocks, [first[0]!.bytes.buffer as ArrayBuffer]);
+    const source = (layer: number) => ({ path: '/shm/object', identity: '1:2:3:4', position: 100 * layer, length: 100 });
+    const announced = [1, 2, 3].map((layer) => ({ layer, source: source(layer), announced: true as const }));
+    fetchEnd.postMessage({ type: 'blocks', blocks: announced } satisfies RoutedBlocks);
+    await turn();
+    expect(verification.through, 'announced blocks are not verified yet').to.equal(1);
+    fetchEnd.postMessage({ type: 'verified', through: 3 } satisfies RoutedBlocks);
+    fetchEnd.postMessage({ type: 'verified', through: 2 } satisfies RoutedBlocks);
+    fetchEnd.postMessage({ type: 'verified', through: 4 } satisfies RoutedBlocks);
+    fetchEnd.postMessage({ type: 'end' } satisfies RoutedBlocks);
+    const got: number[] = [];
+    for await (const block of channel.reader.layers) got.push(block.layer);
+    expect(got).to.deep.equal([0, 1, 2, 3]);
+    expect(seen, 'only ever growing').to.deep.equal([1, 3, 4]);
+    channel.close();
+    fetchEnd.close();
+  });
 });

@@ -135,4 +135,71 @@ describe('BlockOutlet: where a fetch thread sends verified blocks', () => {
       o.close();
     }
   });
+
+  describe('announced objects (verified alongside the engine)', () => {
+    const announced = [0, 1, 2].map((layer) => ({ layer, source: source(layer), announced: true }));
+
+    it('sends every layer as where it lies before any is verified, then only how far verification got', async () => {
+      const o = new Outlet();
+      try {
+        o.outlet.route(o.port);
+        o.outlet.announce([0, 1, 2].map(source));
+        const { fromFile } = blocks();
+        o.outlet.add(fromFile, 200);
+        o.outlet.add([{ layer: 2, bytes: new Uint8Array(100), source: source(2) }], 300);
+        o.outlet.end(300);
+        expect(await o.received(4)).to.deep.equal([
+          { type: 'blocks', blocks: announced },
+          { type: 'verified', through: 2 },
+          { type: 'verified', through: 3 },
+          { type: 'end' },
+        ]);
+        // No bytes went: every buffer stays to be read into again.
+        expect(o.recycled).to.have.length(2);
+        expect(o.outlet.withdrawAnnouncement()).to.equal(false);
+      } finally {
+        o.close();
+      }
+    });
+
+    it('holds the announcement until routed, and then says how far the blocks verified meanwhile go', async () => {
+      const o = new Outlet();
+      try {
+        o.outlet.announce([0, 1, 2].map(source));
+        o.outlet.add(blocks().fromFile, 200);
+        o.outlet.route(o.port);
+        expect(await o.received(2)).to.deep.equal([
+          { type: 'blocks', blocks: announced },
+          { type: 'verified', through: 2 },
+        ]);
+      } finally {
+        o.close();
+      }
+    });
+
+    it('an announcement withdrawn before routing, or an object the pool reads, goes as verified blocks', async () => {
+      const withdrawn = new Outlet();
+      const pooled = new Outlet();
+      try {
+        withdrawn.outlet.announce([0, 1, 2].map(source));
+        expect(withdrawn.outlet.withdrawAnnouncement()).to.equal(true);
+        withdrawn.outlet.add(blocks().fromFile, 200);
+        withdrawn.outlet.route(withdrawn.port);
+        const [sent] = await withdrawn.received(1);
+        expect(sent).to.deep.equal({ type: 'blocks', blocks: [0, 1].map((layer) => ({ layer, source: source(layer) })) });
+
+        pooled.outlet.announce([0, 1, 2].map(source));
+        pooled.outlet.deliver();
+        pooled.outlet.add(blocks().fromFile, 200);
+        const layers = pooled.posted.filter((m) => m.type === 'layers') as Extract<FromWorker, { type: 'layers' }>[];
+        expect(layers.flatMap((m) => m.layers.map((b) => [b.layer, b.bytes.length]))).to.deep.equal([
+          [0, 100],
+          [1, 100],
+        ]);
+      } finally {
+        withdrawn.close();
+        pooled.close();
+      }
+    });
+  });
 });

@@ -129,6 +129,51 @@ describe('KV blocks routed from the fetch threads to the engine thread', functio
     }
   });
 
+  it('verified alongside the engine: every layer announced, read from the files, answering as recompute does', async () => {
+    const pool = new KvFetchPool({ edges: [edge.url], timeoutMs: 5_000, secret: TEST_EDGE_SECRET }, 1, { verifyAlongside: true });
+    try {
+      const before = (await engine.work()).kvWrites;
+      const injected = await query(pool, 'inject');
+      const after = (await engine.work()).kvWrites;
+      const recomputed = await query(pool, 'recompute');
+      expect(injected.chunks.map((c) => c.tier)).to.deep.equal(pieces.map(() => 'shm'));
+      expect(pool.deliveredBytes).to.equal(0);
+      expect(after.readBlocks - before.readBlocks).to.equal(pieces.length * engine.info.layers);
+      expect(injected.answer).to.equal(recomputed.answer);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('verified alongside: a damaged shared-memory file fails that try, and the answer is still the recomputed one', async () => {
+    const key = pieces[1]!.key;
+    const file = join(edge.shm!.dir, shmObjectName(key));
+    await client.getBuffer(key);
+    await until(() => existsSync(file));
+    const good = await readFile(file);
+    // A byte of the last layer: well after the object is announced and routed to the engine.
+    const bad = Buffer.from(good);
+    bad[bad.length - 5]! ^= 0xff;
+    await writeFile(file, bad);
+    const pool = new KvFetchPool({ edges: [edge.url], timeoutMs: 5_000, secret: TEST_EDGE_SECRET }, 1, { verifyAlongside: true });
+    const warnings: { msg: string; err?: { code?: string } }[] = [];
+    const log = pino({ level: 'warn' }, { write: (line: string) => void warnings.push(JSON.parse(line)) });
+    try {
+      const injected = await query(pool, 'inject', log);
+      const recomputed = await query(pool, 'recompute');
+      expect(injected.answer).to.equal(recomputed.answer);
+      // Announced to the engine before the bad layer was checked, the object fails the overlapped try as corrupt;
+      // checked before it was routed, its other layers come over HTTP (test/kdn/shm-hand-over.test.ts has both).
+      const failed = warnings.filter((w) => w.msg === 'overlapped injection failed; injecting chunk by chunk');
+      expect(failed.length).to.be.at.most(1);
+      expect(failed.map((w) => w.err?.code)).to.deep.equal(failed.map(() => 'KV_CORRUPT'));
+      expect(injected.chunks[1]!.tier).to.not.equal('shm');
+    } finally {
+      await pool.close();
+      await writeFile(file, good);
+    }
+  });
+
   it("a WebGPU engine reads shared-memory objects' layers from the edge's files into its staging, answering the same", async function () {
     let gpu: Engine;
     try {

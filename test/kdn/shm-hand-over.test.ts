@@ -3,10 +3,12 @@ import { mkdir, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promise
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
+import { MessageChannel } from 'node:worker_threads';
 import { isKdnError } from '../../common/errors.ts';
 import { EdgeClient } from '../../edge/client/client.ts';
 import { shmObjectName } from '../../edge/protocol.ts';
 import { startEdge, type RunningEdge } from '../../edge/server/main.ts';
+import type { RoutedBlocks } from '../../engine-adapter/worker/routed-stream.ts';
 import { BlockOutlet } from '../../kdn/query/block-outlet.ts';
 import { HandOverWindow } from '../../kdn/query/hand-over-window.ts';
 import type { FromWorker } from '../../kdn/query/kv-fetch-protocol.ts';
@@ -109,7 +111,10 @@ describe('shared-memory hand-over: a fetch thread hands files over a few verifie
     const aborted = new AbortController();
     const files = await Promise.all(ids.map((i) => source.open(keyOf(i), i === 3 ? LARGE_EXPECT : EXPECT)));
     const outcomes = ids.map((id, n) =>
-      hand.add(files[n]!, recorder.outlet(id), id === abortId ? aborted.signal : new AbortController().signal, interleave),
+      hand.add(files[n]!, recorder.outlet(id), id === abortId ? aborted.signal : new AbortController().signal, {
+        interleave,
+        verifyAlongside: false,
+      }),
     );
     aborted.abort();
     const settled = await Promise.allSettled(outcomes);
@@ -167,7 +172,8 @@ describe('shared-memory hand-over: a fetch thread hands files over a few verifie
     );
     const signal = new AbortController().signal;
     const [a, b] = await Promise.all([source.open(keyOf(0), EXPECT), source.open(keyOf(1), EXPECT)]);
-    const outcomes = await Promise.allSettled([hand.add(a!, broken, signal, true), hand.add(b!, recorder.outlet(1), signal, true)]);
+    const order = { interleave: true, verifyAlongside: false };
+    const outcomes = await Promise.allSettled([hand.add(a!, broken, signal, order), hand.add(b!, recorder.outlet(1), signal, order)]);
     expect(outcomes[0]!.status).to.equal('rejected');
     expect((outcomes[0] as PromiseRejectedResult).reason.message).to.equal('the port is gone');
     expect((outcomes[1] as PromiseFulfilledResult<ShmOutcome>).value).to.equal('done');
@@ -206,6 +212,73 @@ describe('shared-memory hand-over: a fetch thread hands files over a few verifie
       expect(rebuilt.equals(objects.get(3)!)).to.equal(true);
     } finally {
       await pool.close();
+    }
+  });
+
+  it('announced to the engine (verified alongside), a layer that fails verification fails the object', async () => {
+    const key = keyOf(3);
+    const file = join(edge.shm!.dir, shmObjectName(key));
+    const stored = objects.get(3)!;
+    const bytes = Buffer.from(stored);
+    const at = kvPayloadOffset(bytes) + readKVHeader(bytes).layerOffsets[2]! + 10;
+    bytes[at] = stored[at]! ^ 0xff;
+    await writeFile(`${file}.tmp`, bytes);
+    await rename(`${file}.tmp`, file);
+
+    const source = new ShmSource(client, { blockingReads: true });
+    const hand = new ShmHandOver(source, (b) => b.slice(), 1);
+    const order = { interleave: true, verifyAlongside: true };
+    const signal = new AbortController().signal;
+    const { port1: engineEnd, port2: fetchEnd } = new MessageChannel();
+    const routed: RoutedBlocks[] = [];
+    engineEnd.on('message', (m: RoutedBlocks) => routed.push(m));
+    try {
+      const outlet = new BlockOutlet(
+        3,
+        () => undefined,
+        new HandOverWindow(0),
+        () => undefined,
+      );
+      outlet.route(fetchEnd);
+      const failed = await hand.add((await source.open(key, LARGE_EXPECT))!, outlet, signal, order).then(
+        () => null,
+        (err: unknown) => err,
+      );
+      expect(isKdnError(failed) && failed.code).to.equal('KV_CORRUPT');
+      for (let i = 0; i < 100 && routed.length < 3; i++) await new Promise((resolve) => setTimeout(resolve, 5));
+      const [announced, ...verified] = routed;
+      expect(announced!.type === 'blocks' && announced.blocks.map((b) => [b.layer, b.bytes, 'announced' in b])).to.deep.equal(
+        [0, 1, 2, 3].map((layer) => [layer, undefined, true]),
+      );
+      expect(verified).to.deep.equal([
+        { type: 'verified', through: 1 },
+        { type: 'verified', through: 2 },
+      ]);
+
+      // Not yet routed when the layer failed, the announcement is taken back: the layers verified go as usual when
+      // the object is routed, and the rest comes over HTTP.
+      const held = new BlockOutlet(
+        4,
+        () => undefined,
+        new HandOverWindow(0),
+        () => undefined,
+      );
+      const outcome = await hand.add((await source.open(key, LARGE_EXPECT))!, held, signal, order);
+      expect(outcome).to.deep.include({ from: 2 });
+      const later = new MessageChannel();
+      const laterRouted: RoutedBlocks[] = [];
+      later.port1.on('message', (m: RoutedBlocks) => laterRouted.push(m));
+      held.route(later.port2);
+      for (let i = 0; i < 100 && laterRouted.length < 1; i++) await new Promise((resolve) => setTimeout(resolve, 5));
+      expect(laterRouted.map((m) => m.type === 'blocks' && m.blocks.map((b) => [b.layer, 'announced' in b]))).to.deep.equal([
+        [
+          [0, false],
+          [1, false],
+        ],
+      ]);
+      later.port1.close();
+    } finally {
+      engineEnd.close();
     }
   });
 });

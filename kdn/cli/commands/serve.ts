@@ -28,6 +28,7 @@ interface ServeFlags {
   queryTimeout?: string;
   fetchThreads?: string;
   fetchBuffers?: string;
+  shmVerify?: string;
   engineBatch?: string;
   engineKvBudget?: string;
   shutdownTimeout?: string;
@@ -66,6 +67,7 @@ async function serve(flags: ServeFlags): Promise<void> {
     queryTimeoutMs: flags.queryTimeout,
     fetchThreads: flags.fetchThreads,
     fetchBufferBytes: flags.fetchBuffers,
+    shmVerify: flags.shmVerify as KdnConfigInput['shmVerify'],
     engineBatch: flags.engineBatch,
     engineKvBudget: flags.engineKvBudget,
     shutdownTimeoutMs: flags.shutdownTimeout,
@@ -170,6 +172,10 @@ export function register(program: Command): void {
     .option(
       '--fetch-buffers <size>',
       `buffers each fetch thread keeps to receive chunk objects into again, 0 for none (env ${KDN_ENV.fetchBufferBytes}; default 64MiB)`,
+    )
+    .option(
+      '--shm-verify <when>',
+      `verify shared-memory objects' layers "before" the engine reads them or "alongside" (env ${KDN_ENV.shmVerify}; default before)`,
     )
     .option('--engine-batch <n>', `queries on the engine at once, decoding in batched steps (env ${KDN_ENV.engineBatch}; default 16)`)
     .option('--engine-kv-budget <tokens>', `KV tokens decoding queries may hold together (env ${KDN_ENV.engineKvBudget}; default no limit)`)
