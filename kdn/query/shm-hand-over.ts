@@ -10,9 +10,9 @@
  * Read one file after another, the question's layer 0 would wait for the last file. Other objects, injected one after
  * another, are read whole in the order they were opened, so the first is complete first.
  *
- * With verifyAlongside (kv-fetch-pool.ts FetchPoolOptions) an interleaved reading first announces every layer's file block
- * (BlockOutlet.announce), then takes its steps the same way, each step telling how far the layers are verified. A
- * layer that fails then fails the object if the announcement already went to the engine's thread, since the layers
+ * With verifyAlongside (kv-fetch-pool.ts FetchPoolOptions) an interleaved reading first announces every layer's file
+ * block (BlockOutlet.announce), then takes its steps the same way, each step telling how far the layers are verified.
+ * A layer that fails then fails the object if the announcement already went to the engine's thread, since the layers
  * after it were handed over before they were checked; otherwise the rest comes over HTTP as for any reading.
  */
 import { KdnError } from '../../common/errors.ts';
