@@ -55,6 +55,9 @@
 #            measured query (bench/run.ts ttft --timeline; ttft-timeline-gpu-runs.json)                  ~2 min
 #   overlap-long 8B TTFT at 32k over the fast path: the question under the context's arrival against chunk by chunk,
 #            in the order overlapped, sequential, sequential, overlapped (what OVERLAP_MAX_CHUNKS rests on) ~8 min
+#   verify-ab 8B TTFT at 8k and 16k over the fast path, engine on its own thread: layers verified before the engine
+#            reads them against alongside (--shm-verify), in the order before, alongside, alongside, before, with the
+#            engine's timeline of every measured query (ttft-verify-*-runs.json)                          ~6 min
 #   poll     what a pending answer from Dawn costs the waiting thread: its event loop's active share and garbage
 #            collections while awaiting GPU work, against sleeping as long (bench/results/gpu/dawn-poll-cost.json) ~1 min
 #   handover 8B TTFT at 8k, engine on its own thread: KV blocks from the fetch threads straight to it against
@@ -245,6 +248,16 @@ for part in "$@"; do
       bench 150 ttft-timeline-gpu ttft --shape llama3.1-8b --contexts 8192,16384 --question 64 --backend webgpu --kv synthetic \
         --modes inject-int4,peer-host-hit --edge-shm --engine-thread --runs 5 --warmup 1 --recompute-warmup 0 --max-seconds 120 \
         --timeline "$DIR/ttft-timeline-gpu-runs.json" ;;
+    verify-ab)
+      # The same-host fast path's fetch threads verifying each layer before handing it over, against announcing every
+      # layer at once and verifying while the engine's thread reads them into staging (FetchPoolOptions.verifyAlongside).
+      n=0
+      for verify in before alongside alongside before; do
+        n=$((n + 1))
+        bench 150 "ttft-verify-$n-$verify" ttft --shape llama3.1-8b --contexts 8192,16384 --question 64 --backend webgpu \
+          --kv synthetic --modes inject-int4,peer-host-hit --edge-shm --engine-thread --shm-verify "$verify" --runs 3 \
+          --warmup 1 --recompute-warmup 0 --max-seconds 130 --timeline "$DIR/ttft-verify-$n-$verify-runs.json"
+      done ;;
     overlap-long)
       # 8B TTFT at 32k (128 chunks) over the fast path, engine on its own thread: the question under the context's
       # arrival against chunk by chunk (kdn's path past OVERLAP_MAX_CHUNKS), in the order overlapped, sequential,
@@ -281,7 +294,7 @@ for part in "$@"; do
       node --import tsx tools/gpu/merge-results.ts "$DIR" ;;
     *)
       echo "unknown part $part (check, profile, forward, 8b, 8b-long, 1b, engine, compare, sass, blend, fidelity, expand, batch, receive," \
-        "delivery, delivery-long, fastpath, formats, shm-order, placed, poll, timeline, overlap-long, ab, handover, load, merge)" >&2
+        "delivery, delivery-long, fastpath, formats, shm-order, placed, poll, timeline, overlap-long, verify-ab, ab, handover, load, merge)" >&2
       exit 2 ;;
   esac
 done
