@@ -112,38 +112,25 @@ describe('KV blocks routed from the fetch threads to the engine thread', functio
     }
   });
 
-  it("objects read from a same-host edge's shared memory go the same way, as where their layers lie", async () => {
-    const pool = new KvFetchPool({ edges: [edge.url], timeoutMs: 5_000, secret: TEST_EDGE_SECRET }, 1);
-    try {
-      const before = (await engine.work()).kvWrites;
-      const injected = await query(pool, 'inject');
-      const after = (await engine.work()).kvWrites;
-      const recomputed = await query(pool, 'recompute');
-      expect(injected.chunks.map((c) => c.tier)).to.deep.equal(pieces.map(() => 'shm'));
-      expect(pool.deliveredBytes).to.equal(0);
-      // No layer came with its bytes: the engine's thread read each from the edge's file.
-      expect(after.readBlocks - before.readBlocks).to.equal(pieces.length * engine.info.layers);
-      expect(injected.answer).to.equal(recomputed.answer);
-    } finally {
-      await pool.close();
-    }
-  });
-
-  it('verified alongside the engine: every layer announced, read from the files, answering as recompute does', async () => {
-    const pool = new KvFetchPool({ edges: [edge.url], timeoutMs: 5_000, secret: TEST_EDGE_SECRET }, 1, { verifyAlongside: true });
-    try {
-      const before = (await engine.work()).kvWrites;
-      const injected = await query(pool, 'inject');
-      const after = (await engine.work()).kvWrites;
-      const recomputed = await query(pool, 'recompute');
-      expect(injected.chunks.map((c) => c.tier)).to.deep.equal(pieces.map(() => 'shm'));
-      expect(pool.deliveredBytes).to.equal(0);
-      expect(after.readBlocks - before.readBlocks).to.equal(pieces.length * engine.info.layers);
-      expect(injected.answer).to.equal(recomputed.answer);
-    } finally {
-      await pool.close();
-    }
-  });
+  for (const verifyAlongside of [false, true]) {
+    const how = verifyAlongside ? 'verified alongside the engine (every layer announced first)' : 'verified before handing over';
+    it(`objects read from a same-host edge's shared memory go the same way, as where their layers lie: ${how}`, async () => {
+      const pool = new KvFetchPool({ edges: [edge.url], timeoutMs: 5_000, secret: TEST_EDGE_SECRET }, 1, { verifyAlongside });
+      try {
+        const before = (await engine.work()).kvWrites;
+        const injected = await query(pool, 'inject');
+        const after = (await engine.work()).kvWrites;
+        const recomputed = await query(pool, 'recompute');
+        expect(injected.chunks.map((c) => c.tier)).to.deep.equal(pieces.map(() => 'shm'));
+        expect(pool.deliveredBytes).to.equal(0);
+        // No layer came with its bytes: the engine's thread read each from the edge's file.
+        expect(after.readBlocks - before.readBlocks).to.equal(pieces.length * engine.info.layers);
+        expect(injected.answer).to.equal(recomputed.answer);
+      } finally {
+        await pool.close();
+      }
+    });
+  }
 
   it('verified alongside: a damaged shared-memory file fails that try, and the answer is still the recomputed one', async () => {
     const key = pieces[1]!.key;
