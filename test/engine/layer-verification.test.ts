@@ -3,6 +3,7 @@ import { createEngine, type Engine, type GateEvent, type PieceEvent, type Placin
 import type { KVBlock, KVBlockReader, KVTensors, LayerVerification } from '../../storage/kv-object/types.ts';
 import { testModel, type TestModel } from '../kdn/support/tiny-model.ts';
 import { fp16Reader } from './kv-readers.ts';
+import { openOrSkip } from './webgpu-support.ts';
 
 /**
  * Verification that catches up with its blocks (storage LayerVerification), as an announced object's does: `advance`
@@ -113,18 +114,11 @@ describe('layers verified after they arrive (announced objects)', function () {
   });
 
   it('the webgpu engine runs no piece of the question before its layers are verified (skips without an adapter)', async function () {
-    let engine: Engine;
+    const engine = await openOrSkip(this, () => createEngine({ modelDir: model.dir, backend: 'webgpu' }));
     try {
-      engine = await createEngine({ modelDir: model.dir, backend: 'webgpu' });
-    } catch (err) {
-      if (process.env.CI === 'true') throw err;
-      console.log(`      no WebGPU adapter, skipping: ${(err as Error).message}`);
-      this.skip();
-    }
-    try {
-      await checkEngine(engine!);
+      await checkEngine(engine);
     } finally {
-      await engine!.dispose();
+      await engine.dispose();
     }
   });
 

@@ -8,6 +8,7 @@ import { PlacingTimeline, type GateEvent, type PieceEvent, type UploadEvent } fr
 import type { KVTensors } from '../../storage/kv-object/types.ts';
 import { testModel, type TestModel } from '../kdn/support/tiny-model.ts';
 import { fileReader, fp16Reader } from './kv-readers.ts';
+import { openOrSkip } from './webgpu-support.ts';
 
 const gates = (r: PlacingTimelineReport): GateEvent[] => r.events.filter((e): e is GateEvent => e.kind === 'gate');
 const pieces = (r: PlacingTimelineReport): PieceEvent[] => r.events.filter((e): e is PieceEvent => e.kind === 'piece');
@@ -153,16 +154,9 @@ describe('placing timeline', () => {
     }
 
     it('webgpu engine: pieces covering every layer, done after submitted; uploads and reads of file blocks; the pieces of a blended prefill (skips without an adapter)', async function () {
-      let engine: Engine;
+      const engine = await openOrSkip(this, () => createEngine({ modelDir: model.dir, backend: 'webgpu' }));
       try {
-        engine = await createEngine({ modelDir: model.dir, backend: 'webgpu' });
-      } catch (err) {
-        if (process.env.CI === 'true') throw err;
-        console.log(`      no WebGPU adapter, skipping: ${(err as Error).message}`);
-        this.skip();
-      }
-      try {
-        const { timeline } = await inject(engine!, true, true);
+        const { timeline } = await inject(engine, true, true);
         const report = timeline!;
         expectGatesCover(report, kv.layers);
         const run = pieces(report);
@@ -180,7 +174,7 @@ describe('placing timeline', () => {
         expect(report.reads!.lastDoneMs).to.be.at.most(report.logitsMs!);
 
         // A blended prefill: a piece (or more, one per chunk of rows) for every layer, each run after it was sent.
-        const blended = (await blend(engine!, true)).timeline!;
+        const blended = (await blend(engine, true)).timeline!;
         expectGatesCover(blended, kv.layers);
         const layerPieces = pieces(blended);
         for (const p of layerPieces) {
@@ -190,7 +184,7 @@ describe('placing timeline', () => {
         expect([...new Set(layerPieces.map((p) => p.from))].sort((a, b) => a - b)).to.deep.equal([...Array(kv.layers).keys()]);
         expect(uploads(blended).reduce((n, u) => n + u.bytes, 0)).to.be.greaterThan(0);
       } finally {
-        await engine!.dispose();
+        await engine.dispose();
       }
     });
   });

@@ -6,14 +6,19 @@ import { expect } from 'chai';
 import { openDevice } from '../../engine-adapter/webgpu/device.ts';
 import { GpuContext } from '../../engine-adapter/webgpu/gpu-context.ts';
 
-export async function openContextOrSkip(test: Mocha.Context): Promise<GpuContext> {
+/** What `open` opens on the WebGPU adapter (an engine, a device); skips `test` when it fails, unless CI=true. */
+export async function openOrSkip<T>(test: Mocha.Context, open: () => Promise<T>): Promise<T> {
   try {
-    return new GpuContext(await openDevice());
+    return await open();
   } catch (err) {
     if (process.env.CI === 'true') throw err;
     console.log(`      no WebGPU adapter, skipping: ${(err as Error).message}`);
     test.skip();
   }
+}
+
+export function openContextOrSkip(test: Mocha.Context): Promise<GpuContext> {
+  return openOrSkip(test, async () => new GpuContext(await openDevice()));
 }
 
 /** Deterministic uniform values in [-scale, scale). */

@@ -20,6 +20,7 @@ import { shmObjectName } from '../../edge/protocol.ts';
 import { BlockChannel } from '../../engine-adapter/worker/block-channel.ts';
 import { isRoutable } from '../../engine-adapter/worker/routed-stream.ts';
 import { TEST_EDGE_SECRET } from '../edge/helpers.ts';
+import { openOrSkip } from '../engine/webgpu-support.ts';
 import { startFlippingProxy } from './support/flipping-proxy.ts';
 import { testModel, type TestModel } from './support/tiny-model.ts';
 
@@ -162,14 +163,7 @@ describe('KV blocks routed from the fetch threads to the engine thread', functio
   });
 
   it("a WebGPU engine reads shared-memory objects' layers from the edge's files into its staging, answering the same", async function () {
-    let gpu: Engine;
-    try {
-      gpu = await createEngineInWorker({ modelDir: model.dir, backend: 'webgpu' });
-    } catch (err) {
-      if (process.env.CI === 'true') throw err;
-      console.log(`      no WebGPU adapter, skipping: ${(err as Error).message}`);
-      this.skip();
-    }
+    const gpu = await openOrSkip(this, () => createEngineInWorker({ modelDir: model.dir, backend: 'webgpu' }));
     const pool = new KvFetchPool({ edges: [edge.url], timeoutMs: 5_000, secret: TEST_EDGE_SECRET }, 1);
     try {
       const before = (await gpu.work()).kvWrites;
