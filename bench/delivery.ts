@@ -23,6 +23,9 @@
  *             each object's blocks as they come; `layer0Ms` is when every object's layer 0 was placed there;
  *             `--place-cost-us N` keeps that thread busy N us more per block, as the engine's thread is with its
  *             other work, so that it falls behind the fetch threads as the engine's does on a GPU host;
+ *   shm-placed-alongside: shm-placed with the layers verified alongside the placing (FetchPoolOptions.verifyAlongside:
+ *             every layer announced first, the placing thread reading them while the fetch threads verify);
+ *             `layer0Ms` is when every object's layer 0 was placed and verified;
  *   placed:   the same over sockets (the threads stage routed to that thread, lowest layer first): as kdn runs a query
  *             with the engine on its own thread and no same-host edge; the placing thread sends buffers back as the
  *             engine's does, and the fetch threads receive later objects into them (kdn/query/receive-buffers.ts);
@@ -47,7 +50,7 @@
  *
  *   npm run bench -- delivery [--objects 16] [--parallel 16] [--rounds 5] [--codecs fp16,int8,int4]
  *                             [--stages ceiling,fetch,verified,pipeline,product,threads,shm-read,shm,shm-interleaved,shm-whole,
- *                                       shm-placed,shm-placed-arrival,placed,gpu-staged,gpu,engine,shm-engine]
+ *                                       shm-placed,shm-placed-arrival,shm-placed-alongside,placed,gpu-staged,gpu,engine,shm-engine]
  *                             [--fetch-threads N] [--format-versions 1,2] [--place-cost-us 0]
  *                             [--layers 32 --kv-heads 8 --head-dim 128 --tokens 256] [--before <file>]
  */
@@ -98,6 +101,7 @@ const CPU_STAGES = [
   'shm-whole',
   'shm-placed',
   'shm-placed-arrival',
+  'shm-placed-alongside',
   'placed',
 ] as const;
 const GPU_STAGES = ['gpu-staged', 'gpu', 'engine', 'shm-engine'] as const;
@@ -219,9 +223,9 @@ interface StageContext {
    * fast path or sockets only, and the thread that places them (each opened on first use).
    */
   routed: {
-    pools: Map<boolean, KvFetchPool>;
+    pools: Map<string, KvFetchPool>;
     thread?: PlacingThread;
-    pool(sharedMemory: boolean): KvFetchPool;
+    pool(how: RoutedFetch): KvFetchPool;
     placing(): PlacingThread;
   };
   edge: RunningEdge;
@@ -317,12 +321,19 @@ async function fetchTogether(fetcher: KvFetcher, f: Fixture, interleave: boolean
   return layer0Ms;
 }
 
+/** How a routed stage's pool fetches: over the fast path or sockets only, verifying layers before or alongside. */
+interface RoutedFetch {
+  sharedMemory: boolean;
+  verifyAlongside: boolean;
+}
+
 /**
- * The overlapped path's fetch, over the fast path or sockets only, every object routed to the placing thread and
- * placed there in `order`. Returns when every object's layer 0 was placed, from `t0`.
+ * The overlapped path's fetch, every object routed to the placing thread and placed there in `order`. Returns when
+ * every object's layer 0 was placed (and verified), from `t0`.
  */
-async function placeTogether(ctx: StageContext, f: Fixture, order: PlacingOrder, sharedMemory: boolean, t0: number): Promise<number> {
-  const pool = ctx.routed.pool(sharedMemory);
+async function placeTogether(ctx: StageContext, f: Fixture, order: PlacingOrder, how: RoutedFetch, t0: number): Promise<number> {
+  const { sharedMemory } = how;
+  const pool = ctx.routed.pool(how);
   const thread = ctx.routed.placing();
   const fetches = fetchAll(pool, f, { interleave: true });
   const readers = await Promise.all(fetches.map((fetch) => fetch.reader));
@@ -347,10 +358,13 @@ async function measureStage(stage: Stage, f: Fixture, ctx: StageContext): Promis
       break;
     case 'shm-placed':
     case 'shm-placed-arrival':
-      layer0Ms = await placeTogether(ctx, f, stage === 'shm-placed' ? 'layer' : 'arrival', true, t0);
+    case 'shm-placed-alongside': {
+      const how = { sharedMemory: true, verifyAlongside: stage === 'shm-placed-alongside' };
+      layer0Ms = await placeTogether(ctx, f, stage === 'shm-placed-arrival' ? 'arrival' : 'layer', how, t0);
       break;
+    }
     case 'placed':
-      layer0Ms = await placeTogether(ctx, f, 'layer', false, t0);
+      layer0Ms = await placeTogether(ctx, f, 'layer', { sharedMemory: false, verifyAlongside: false }, t0);
       break;
     case 'gpu-staged':
     case 'gpu':
@@ -362,7 +376,7 @@ async function measureStage(stage: Stage, f: Fixture, ctx: StageContext): Promis
       gpu = await target!.finish();
       break;
     case 'shm-engine':
-      await injectRouted(ctx.routed.pool(true), f, target!);
+      await injectRouted(ctx.routed.pool({ sharedMemory: true, verifyAlongside: false }), f, target!);
       gpu = await target!.finish();
       break;
     case 'shm-read': {
@@ -469,9 +483,10 @@ async function openStages(a: DeliveryArgs, encoded: readonly Encoded[], dir: str
     shmPool: new KvFetchPool(clientOptions, a.fetchThreads, { sharedMemory: true, deliverEagerly: true }),
     routed: {
       pools: new Map(),
-      pool(sharedMemory) {
-        let pool = this.pools.get(sharedMemory);
-        if (pool === undefined) this.pools.set(sharedMemory, (pool = new KvFetchPool(clientOptions, a.fetchThreads, { sharedMemory })));
+      pool(how) {
+        const key = `${how.sharedMemory} ${how.verifyAlongside}`;
+        let pool = this.pools.get(key);
+        if (pool === undefined) this.pools.set(key, (pool = new KvFetchPool(clientOptions, a.fetchThreads, how)));
         return pool;
       },
       placing() {

@@ -4,7 +4,9 @@
  * into a staging buffer as the WebGPU injector copies it into mapped memory (one that came as where it lies in a
  * same-host file is read from there first, on this thread): the lowest layer first among the blocks
  * that have arrived (engine-adapter/layer-order.ts, as Session places them), or each object's blocks as they come
- * (the baseline), to time when every object's layer 0, and the last layer, were placed. Started by placing-worker.js.
+ * (the baseline), to time when every object's layer 0, and the last layer, were placed. Blocks announced before they
+ * were verified (storage LayerVerification) count towards layer 0 only once verified too, as the question's gate
+ * counts them. Started by placing-worker.js.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { writeInLayerOrder, type LayerSink } from '../../engine-adapter/layer-order.ts';
@@ -50,11 +52,18 @@ async function place(request: PlaceRequest): Promise<Placed> {
   const perLayer = new Array<number>(layers).fill(0);
   let layer0At = Number.NaN;
   let blocks = 0;
+  // Layer 0 is ready once every object's copy of it is placed and verified.
+  const layer0Ready = (): void => {
+    const verified = channels.every((c) => (c.reader.verification?.through ?? layers) >= 1);
+    if (Number.isNaN(layer0At) && perLayer[0] === channels.length && verified) layer0At = performance.now();
+  };
+  for (const c of channels) c.reader.verification?.onAdvance(layer0Ready);
   const sink: LayerSink = {
     write: async (_stream, block) => {
       copy(block.encoded ?? readBlockSource(block.source));
       blocks++;
-      if (++perLayer[block.layer]! === channels.length && block.layer === 0) layer0At = performance.now();
+      perLayer[block.layer]!++;
+      layer0Ready();
     },
     ended: () => {},
   };

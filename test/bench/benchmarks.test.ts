@@ -368,10 +368,16 @@ describe('benchmarks on a tiny model', () => {
   it('delivery: the placed stages place every object on a thread of their own and say when layer 0 was', async () => {
     const report = await runDelivery([
       ...['--objects', '4', '--tokens', '16', '--layers', '4', '--kv-heads', '2', '--head-dim', '16', '--codecs', 'int4'],
-      ...['--rounds', '1', '--fetch-threads', '2', '--stages', 'shm-interleaved,shm-placed,shm-placed-arrival,placed'],
+      ...['--rounds', '1', '--fetch-threads', '2', '--stages', 'shm-interleaved,shm-placed,shm-placed-arrival,shm-placed-alongside,placed'],
       ...['--place-cost-us', '3000'],
     ]);
-    expect(report.records.map((r) => r.stage)).to.deep.equal(['shm-interleaved', 'shm-placed', 'shm-placed-arrival', 'placed']);
+    expect(report.records.map((r) => r.stage)).to.deep.equal([
+      'shm-interleaved',
+      'shm-placed',
+      'shm-placed-arrival',
+      'shm-placed-alongside',
+      'placed',
+    ]);
     for (const r of report.records) expect(num(r, 'layer0Ms')).to.be.within(0, num(r, 'ms'));
     // The placing thread spends 3 ms more on each of the 16 blocks it places.
     expect(report.params).to.include({ placeCostUs: 3000 });
