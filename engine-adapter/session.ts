@@ -6,7 +6,7 @@ import { blendPlan } from './blend-selection.ts';
 import type { DecodeScheduler } from './decode-batcher.ts';
 import { HotTier } from './hot-tier.ts';
 import { gateBatch, LayerGates, type LayerGate } from './layer-gates.ts';
-import { PlacingTimeline } from './placing-timeline.ts';
+import { PlacingTimeline, type PlacingTimelineReport } from './placing-timeline.ts';
 import { writeInLayerOrder, type LayerSink } from './layer-order.ts';
 import type { ModelConfig } from './model/config.ts';
 import { TextStream } from './model/text-stream.ts';
@@ -209,16 +209,20 @@ export class BackendSession implements Session {
     return this.exclusive(async () => {
       const logits = options.logits ?? 'last';
       const ids = this.tokenIds(tokens);
-      const timeline = options.timeline ? new PlacingTimeline() : undefined;
       const {
         result: out,
         end,
         ...times
-      } = await this.placeWhileRunning(objects, ids.length, (end, gate) => this.forwardOverContext(ids, end, logits, gate), timeline);
+      } = await this.placeWhileRunning(
+        objects,
+        ids.length,
+        (end, gate) => this.forwardOverContext(ids, end, logits, gate),
+        options.timeline === true,
+      );
       for (let i = this.length; i < end; i++) this.ids.push(INJECTED);
       for (const id of ids) this.ids.push(id);
       this.lastLogits = logits === 'last' ? out : logits === 'all' ? out.slice((ids.length - 1) * this.model.config.vocabSize) : undefined;
-      return { logits: out, ...times, ...(timeline ? { timeline: timeline.report() } : {}) };
+      return { logits: out, ...times };
     });
   }
 
@@ -238,23 +242,23 @@ export class BackendSession implements Session {
       all.set(contextIds);
       all.set(prompt, contextIds.length);
       const objects = chunks.map((c) => c.object);
-      const timeline = blend.timeline ? new PlacingTimeline() : undefined;
-      const { result, placedAt, firstLayerAt, blockWaitMs } = await this.placeWhileRunning(
+      const {
+        result,
+        end: _end,
+        ...times
+      } = await this.placeWhileRunning(
         objects,
         prompt.length,
         (_end, gate) => this.backend.blendForward(this.cache, all, start, plan, 'last', gate),
-        timeline,
+        blend.timeline === true,
       );
       for (const id of all) this.ids.push(id);
       this.lastLogits = result.logits;
       return {
         logits: result.logits,
-        placedAt,
-        firstLayerAt,
-        blockWaitMs,
+        ...times,
         recomputed: Math.round(result.meanRows - prompt.length),
         fullLayers: plan.checkLayer ?? 0,
-        ...(timeline ? { timeline: timeline.report() } : {}),
       };
     });
   }
@@ -363,14 +367,16 @@ export class BackendSession implements Session {
   /**
    * Places `objects` at consecutive positions from `length` as their layers arrive while `run` computes over them
    * (it gets where the objects end and the gate of their layers), with room for `extraTokens` after them. Nothing
-   * moves the length: a failure (a stream's, the device's, run's) leaves the session as it was.
+   * moves the length: a failure (a stream's, the device's, run's) leaves the session as it was. `timed`: the call
+   * records when its parts happened (placing-timeline.ts) and returns the report.
    */
   private async placeWhileRunning<T>(
     objects: readonly KVBlockReader[],
     extraTokens: number,
     run: (end: number, gate: LayerGate) => Promise<T>,
-    timeline?: PlacingTimeline,
-  ): Promise<{ result: T; placedAt: number; firstLayerAt: number; blockWaitMs: number; end: number }> {
+    timed: boolean,
+  ): Promise<{ result: T; placedAt: number; firstLayerAt: number; blockWaitMs: number; end: number; timeline?: PlacingTimelineReport }> {
+    const timeline = timed ? new PlacingTimeline() : undefined;
     const positions: number[] = [];
     let end = this.length;
     for (const o of objects) {
@@ -413,7 +419,7 @@ export class BackendSession implements Session {
     const firstLayerAt = gates.firstLayerAt ?? placedAt;
     timeline?.mark('placed', placedAt);
     timeline?.mark('firstLayer', firstLayerAt);
-    return { result, placedAt, firstLayerAt, blockWaitMs, end };
+    return { result, placedAt, firstLayerAt, blockWaitMs, end, ...(timeline ? { timeline: timeline.report() } : {}) };
   }
 
   /** A blend chunk's token ids, checked against its object's header (count and hash). */
@@ -442,7 +448,8 @@ export class BackendSession implements Session {
     // written before they are verified, storage LayerVerification).
     let opened = 0;
     const open = (): void => {
-      const ready = Math.min(complete, ...objects.map((o) => o.verification?.through ?? layers));
+      let ready = complete;
+      for (const o of objects) ready = Math.min(ready, o.verification?.through ?? layers);
       if (ready <= opened) return;
       opened = ready;
       gates.setWritten(ready);

@@ -22,7 +22,6 @@ import type {
   GeneratedToken,
   GenerateOptions,
   GenerateResult,
-  HandOverTimes,
   InjectedPrefill,
   ModelInfo,
   PrefillOptions,
@@ -262,7 +261,7 @@ class RemoteSession implements Session {
     options: PrefillOptions = {},
   ): Promise<InjectedPrefill> {
     const value = (await this.inject(objects, this.held, Uint32Array.from(tokens), options)) as Extract<CallValue, { op: 'inject' }>;
-    return { logits: value.logits!, ...localTimes(value), ...(value.timeline ? { timeline: value.timeline } : {}) };
+    return { logits: value.logits!, ...localTimes(value) };
   }
 
   async blendKVAndPrefill(chunks: readonly BlendChunk[], tokens: ArrayLike<number>, blend: BlendOptions): Promise<BlendedPrefill> {
@@ -272,7 +271,7 @@ class RemoteSession implements Session {
       CallValue,
       { op: 'inject' }
     >;
-    return { logits: value.logits!, ...localTimes(value), ...value.blended!, ...(value.timeline ? { timeline: value.timeline } : {}) };
+    return { logits: value.logits!, ...localTimes(value), ...value.blended! };
   }
 
   async generate(options: GenerateOptions, onToken?: (token: GeneratedToken) => void): Promise<GenerateResult> {
@@ -405,15 +404,15 @@ class RemoteSession implements Session {
   }
 }
 
-/** An inject answer's times on this thread's clock. */
-function localTimes(value: Extract<CallValue, { op: 'inject' }>): {
-  placedAt: number;
-  firstLayerAt: number;
-  blockWaitMs: number;
-  handOver?: HandOverTimes;
-} {
+/** An inject answer's times on this thread's clock, with the timeline the worker kept (its times are its own). */
+function localTimes(value: Extract<CallValue, { op: 'inject' }>): Omit<InjectedPrefill, 'logits'> {
   const local = (epoch: number): number => epoch - performance.timeOrigin;
-  const placed = { placedAt: local(value.placedAtEpoch!), firstLayerAt: local(value.firstLayerAtEpoch!), blockWaitMs: value.blockWaitMs! };
+  const placed = {
+    placedAt: local(value.placedAtEpoch!),
+    firstLayerAt: local(value.firstLayerAtEpoch!),
+    blockWaitMs: value.blockWaitMs!,
+    ...(value.timeline ? { timeline: value.timeline } : {}),
+  };
   const h = value.handOverEpoch;
   if (h === undefined) return placed;
   return { ...placed, handOver: { startedAt: local(h.startedAt), firstBlockAt: local(h.firstBlockAt), receivedAt: local(h.receivedAt) } };
