@@ -161,7 +161,7 @@ function registerTable(bytes: Uint8Array): void {
 
 port.on('message', (message: ToWorker) => {
   if (message.type === 'open') {
-    const order = { interleave: message.interleave, verifyAlongside: message.interleave && setup.verifyAlongside };
+    const order = { interleave: message.interleave, verifyAlongside: setup.verifyAlongside };
     void open(message.id, message.key, message.expect, message.deliver, order);
   } else if (message.type === 'deliver') deliver(message.id);
   else if (message.type === 'route') route(message.id, message.port);

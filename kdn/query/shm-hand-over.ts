@@ -29,7 +29,10 @@ export const STEP_BYTES = 1 << 20;
  */
 export type ShmOutcome = 'done' | { header: KVHeader; from: number };
 
-/** How a reading's layers go: in turns with the other interleaved readings, and announced before verification. */
+/**
+ * How a reading's layers go: in turns with the other interleaved readings, and (interleaved ones only) announced
+ * before verification.
+ */
 export interface HandOverOrder {
   interleave: boolean;
   verifyAlongside: boolean;
