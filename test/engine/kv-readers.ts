@@ -1,6 +1,7 @@
 import { statSync, writeFileSync } from 'node:fs';
 import { Readable } from 'node:stream';
 import { kvTensors, tokenIds } from '../../fixtures/kv-data.ts';
+import { createEngine } from '../../engine-adapter/index.ts';
 import {
   codecFromString,
   encodeKVObject,
@@ -92,4 +93,16 @@ export async function encodedLayers(
   const layers: Uint8Array[] = [];
   for await (const block of reader.layers) layers.push(Uint8Array.from(block.encoded));
   return { header: reader.header, layers };
+}
+
+/** The KV the CPU engine of the model in `modelDir` computes for `ids` from position 0. */
+export async function computedKV(modelDir: string, ids: number[]): Promise<KVTensors> {
+  const cpu = await createEngine({ modelDir, backend: 'cpu' });
+  try {
+    const session = cpu.createSession({ capacity: ids.length });
+    await session.prefill(ids, { logits: 'none' });
+    return await session.exportKV({ start: 0, end: ids.length });
+  } finally {
+    await cpu.dispose();
+  }
 }

@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { createEngine, type Engine, type GateEvent, type PieceEvent, type PlacingTimelineReport } from '../../engine-adapter/index.ts';
 import type { KVBlock, KVBlockReader, KVTensors, LayerVerification } from '../../storage/kv-object/types.ts';
 import { testModel, type TestModel } from '../kdn/support/tiny-model.ts';
-import { fp16Reader } from './kv-readers.ts';
+import { computedKV, fp16Reader } from './kv-readers.ts';
 import { openOrSkip } from './webgpu-support.ts';
 
 /**
@@ -67,12 +67,8 @@ describe('layers verified after they arrive (announced objects)', function () {
 
   before(async () => {
     model = await testModel({ preferShipped: false });
-    const cpu = await createEngine({ modelDir: model.dir, backend: 'cpu' });
     chunk = Array.from({ length: 24 }, (_, i) => (i * 11 + 5) % 200);
-    const source = cpu.createSession({ capacity: 64 });
-    await source.prefill(chunk, { logits: 'none' });
-    kv = await source.exportKV({ start: 0, end: chunk.length });
-    await cpu.dispose();
+    kv = await computedKV(model.dir, chunk);
   });
 
   after(async () => {

@@ -7,7 +7,7 @@ import { LayerGates } from '../../engine-adapter/layer-gates.ts';
 import { PlacingTimeline, type GateEvent, type PieceEvent, type UploadEvent } from '../../engine-adapter/placing-timeline.ts';
 import type { KVTensors } from '../../storage/kv-object/types.ts';
 import { testModel, type TestModel } from '../kdn/support/tiny-model.ts';
-import { fileReader, fp16Reader } from './kv-readers.ts';
+import { computedKV, fileReader, fp16Reader } from './kv-readers.ts';
 import { openOrSkip } from './webgpu-support.ts';
 
 const gates = (r: PlacingTimelineReport): GateEvent[] => r.events.filter((e): e is GateEvent => e.kind === 'gate');
@@ -84,12 +84,8 @@ describe('placing timeline', () => {
     before(async () => {
       model = await testModel({ preferShipped: false });
       dir = await mkdtemp(join(tmpdir(), 'kdn-timeline-'));
-      const cpu = await createEngine({ modelDir: model.dir, backend: 'cpu' });
       chunk = Array.from({ length: 24 }, (_, i) => (i * 7 + 3) % 200);
-      const source = cpu.createSession({ capacity: 64 });
-      await source.prefill(chunk, { logits: 'none' });
-      kv = await source.exportKV({ start: 0, end: chunk.length });
-      await cpu.dispose();
+      kv = await computedKV(model.dir, chunk);
     });
 
     after(async () => {
