@@ -62,6 +62,8 @@
  * `--timeline FILE` writes, for every measured run of the overlapped and blend paths, the engine's timeline of the
  * call: gates, the question's pieces and when the GPU ran them, the injector's sends and reads
  * (engine-adapter/placing-timeline.ts, bench/lib/timeline-file.ts), with engine_start_ms placing it on the run's clock.
+ * `--idle-ms N` leaves the GPU idle N ms before each measured query of every mode, the peer's too (its queries
+ * otherwise run back to back, KDN's after their own set-up): a GPU that idled runs its next work at lower clocks.
  */
 import { codecFromString, encodeKVObject, type LayerDigestVersion } from '../storage/kv-object/index.ts';
 import type { CodecName } from '../storage/kv-object/types.ts';
@@ -76,6 +78,7 @@ import { overlapsPrompt } from '../kdn/query/overlap-policy.ts';
 import { DEFAULT_RECEIVE_BUFFER_BYTES, KvFetchPool } from '../kdn/query/kv-fetch-pool.ts';
 import type { ReceiveBufferStats } from '../kdn/query/receive-buffers.ts';
 import { defaultFetchThreads, inThreadFetcher, type KvFetcher, type KvFetchOptions } from '../kdn/query/kv-fetcher.ts';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { argmax } from './lib/logits.ts';
 import { handOverOnLoop } from './lib/loop-hand-over.ts';
 import { openBenchEngine, resolveTarget } from './lib/open-engine.ts';
@@ -164,6 +167,12 @@ interface TtftArgs extends SpeedArgs {
   formatVersion: LayerDigestVersion;
   /** Where the engine's placing timelines of the overlapped and blend paths' runs go (bench/lib/timeline-file.ts), if anywhere. */
   timeline: string | undefined;
+  /**
+   * Milliseconds every mode, the peer's included, leaves the GPU idle before each measured query. A GPU that idled
+   * lowers its clocks, and the first work after that runs slower: with 0 the peer's queries run back to back while
+   * KDN's wait on their own set-up between, so a figure in both conditions needs the same idle on both sides.
+   */
+  idleMs: number;
 }
 
 const HAND_OVERS = ['direct', 'loop'] as const;
@@ -202,6 +211,7 @@ function parse(args: string[]): TtftArgs {
     'shm-order': { type: 'string' },
     'shm-verify': { type: 'string' },
     timeline: { type: 'string' },
+    'idle-ms': { type: 'string' },
   });
   const speed = speedArgs(values, { contexts: [256, 512, 1024] });
   const kv = choice(values.kv, 'computed', KV_SOURCES, 'kv');
@@ -241,6 +251,7 @@ function parse(args: string[]): TtftArgs {
     shmVerify: choice(values['shm-verify'], 'before', SHM_VERIFIES, 'shm-verify'),
     formatVersion: formatVersion(values['format-version']),
     timeline: values.timeline,
+    idleMs: values['idle-ms'] === undefined || values['idle-ms'] === '0' ? 0 : positiveInt(values['idle-ms'], 0, 'idle-ms'),
   };
 }
 
@@ -324,15 +335,22 @@ function progress(line: string): void {
   if (!process.env.KDN_TEST) process.stderr.write(`ttft: ${line}\n`);
 }
 
-/** Median of `runs` measured calls after `warmup` unmeasured ones. */
+/**
+ * Median of `runs` measured calls after `warmup` unmeasured ones, each measured call after `idleMs` with nothing
+ * asked of the GPU (TtftArgs.idleMs).
+ */
 async function measure<T extends { ms: number }>(
   warmup: number,
   runs: number,
+  idleMs: number,
   once: () => Promise<T>,
 ): Promise<{ median: number; results: T[] }> {
   for (let i = 0; i < warmup; i++) await once();
   const results: T[] = [];
-  for (let i = 0; i < runs; i++) results.push(await once());
+  for (let i = 0; i < runs; i++) {
+    if (idleMs > 0) await sleep(idleMs);
+    results.push(await once());
+  }
   return { median: median(results.map((r) => r.ms)), results };
 }
 
@@ -503,7 +521,7 @@ function measureInject(
   a: TtftArgs,
   chunkIds: number[][],
 ) {
-  return measure(a.warmup, a.runs, async (): Promise<InjectRun> => {
+  return measure(a.warmup, a.runs, a.idleMs, async (): Promise<InjectRun> => {
     const session = engine.createSession(context + questionIds.length);
     try {
       const t0 = performance.now();
@@ -606,7 +624,7 @@ async function measureHot(engine: BenchEngine, fetcher: KvFetcher, keys: string[
   } finally {
     fill.dispose();
   }
-  return measure(a.warmup, a.runs, async (): Promise<HotRun> => {
+  return measure(a.warmup, a.runs, a.idleMs, async (): Promise<HotRun> => {
     const session = engine.createSession(context + questionIds.length);
     try {
       const t0 = performance.now();
@@ -692,7 +710,7 @@ async function measureContext(
   if (a.modes.includes('recompute') && !skipped('recompute'))
     await attempt(['recompute'], async () => {
       const all = [...contextIds, ...questionIds];
-      const m = await measure(a.recomputeWarmup, a.runs, async () => {
+      const m = await measure(a.recomputeWarmup, a.runs, a.idleMs, async () => {
         kept?.dispose();
         kept = null;
         const session = engine.createSession(all.length);
@@ -882,7 +900,13 @@ export async function run(args: string[], checkpoint?: Checkpoint): Promise<Benc
   if (a.modes.includes('peer') || a.modes.includes('peer-host-hit')) {
     const timeoutMs = Number.isFinite(a.deadline.seconds) ? a.deadline.remainingSeconds * 1000 * 0.4 : 60 * 60 * 1000;
     const hostHitQuestion = a.modes.includes('peer-host-hit') ? a.question : 0;
-    peer = await runPeer({ hfConfig: target.hfConfig, tokens: a.contexts.map((c) => c + a.question), timeoutMs, hostHitQuestion });
+    peer = await runPeer({
+      hfConfig: target.hfConfig,
+      tokens: a.contexts.map((c) => c + a.question),
+      timeoutMs,
+      hostHitQuestion,
+      idleMs: a.idleMs,
+    });
   }
 
   // Lengths past the model's positions fail on their own (recorded); the engine opens for what it can hold.
@@ -915,6 +939,7 @@ export async function run(args: string[], checkpoint?: Checkpoint): Promise<Benc
       kvFormatVersion: a.formatVersion,
       shmOrder: a.edgeShm ? a.shmOrder : null,
       shmVerify: a.edgeShm ? a.shmVerify : null,
+      idleMs: a.idleMs,
       fetchThreads: a.fetchThreads,
       receiveBufferMib: a.fetchThreads > 0 ? a.receiveBufferMib : null,
       engineThread: a.engineThread

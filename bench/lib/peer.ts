@@ -50,6 +50,8 @@ export interface PeerOptions {
   hostHitQuestion?: number;
   /** The child is killed past this; lengths not done by then are reported missing. */
   timeoutMs: number;
+  /** Milliseconds the GPU idles before each measured prefill and host hit (bench/ttft.ts TtftArgs.idleMs). */
+  idleMs?: number;
 }
 
 export async function runPeer(options: PeerOptions): Promise<PeerReport> {
@@ -67,6 +69,8 @@ export async function runPeer(options: PeerOptions): Promise<PeerReport> {
     String(options.reps ?? PEER_REPS),
     '--host-hit',
     String(options.hostHitQuestion ?? 0),
+    '--idle-ms',
+    String(options.idleMs ?? 0),
     // The script stops starting lengths a little before we would kill it, so it still reports what it has.
     '--max-seconds',
     String(Math.max(1, (options.timeoutMs / 1000) * 0.8)),
