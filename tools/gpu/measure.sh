@@ -58,6 +58,9 @@
 #   verify-ab 8B TTFT at 8k and 16k over the fast path, engine on its own thread: layers verified before the engine
 #            reads them against alongside (--shm-verify), in the order before, alongside, alongside, before, with the
 #            engine's timeline of every measured query (ttft-verify-*-runs.json)                          ~6 min
+#   idle     8B TTFT at 8k and 16k over the fast path, engine on its own thread: int4, the hot tier and the peer's
+#            host-memory hit, with every mode's measured queries (the peer's too) after 500 ms of GPU idle against
+#            none (ttft --idle-ms), in the order 0, 500, 500, 0 (bench/results/ttft-idle-gpu.json)            ~5 min
 #   poll     what a pending answer from Dawn costs the waiting thread: its event loop's active share and garbage
 #            collections while awaiting GPU work, against sleeping as long (bench/results/gpu/dawn-poll-cost.json) ~1 min
 #   handover 8B TTFT at 8k, engine on its own thread: KV blocks from the fetch threads straight to it against
@@ -258,6 +261,16 @@ for part in "$@"; do
           --kv synthetic --modes inject-int4,peer-host-hit --edge-shm --engine-thread --shm-verify "$verify" --runs 3 \
           --warmup 1 --recompute-warmup 0 --max-seconds 130 --timeline "$DIR/ttft-verify-$n-$verify-runs.json"
       done ;;
+    idle)
+      # A GPU that idled runs its next work at lower clocks. The peer's queries run back to back and KDN's after their
+      # own set-up, so the same idle before every measured query of both says how much of the gap that is.
+      n=0
+      for idle in 0 500 500 0; do
+        n=$((n + 1))
+        bench 150 "ttft-idle-$n-$idle" ttft --shape llama3.1-8b --contexts 8192,16384 --question 64 --backend webgpu \
+          --kv synthetic --modes inject-int4,inject-hot,peer-host-hit --edge-shm --engine-thread --idle-ms "$idle" --runs 3 \
+          --warmup 1 --recompute-warmup 0 --max-seconds 120
+      done ;;
     overlap-long)
       # 8B TTFT at 32k (128 chunks) over the fast path, engine on its own thread: the question under the context's
       # arrival against chunk by chunk (kdn's path past OVERLAP_MAX_CHUNKS), in the order overlapped, sequential,
@@ -294,7 +307,7 @@ for part in "$@"; do
       node --import tsx tools/gpu/merge-results.ts "$DIR" ;;
     *)
       echo "unknown part $part (check, profile, forward, 8b, 8b-long, 1b, engine, compare, sass, blend, fidelity, expand, batch, receive," \
-        "delivery, delivery-long, fastpath, formats, shm-order, placed, poll, timeline, overlap-long, verify-ab, ab, handover, load, merge)" >&2
+        "delivery, delivery-long, fastpath, formats, shm-order, placed, poll, timeline, overlap-long, verify-ab, idle, ab, handover, load, merge)" >&2
       exit 2 ;;
   esac
 done

@@ -28,6 +28,10 @@
  *                             ..., then back; each record marked with its side and commit)
  *   ttft-handover-*.json   -> bench/results/ttft-handover-gpu.json (engine thread: blocks direct from the fetch threads
  *                             against through the event loop, ABBA)
+ *   ttft-verify-*.json     -> bench/results/ttft-verify-gpu.json (the fast path's layers verified before the engine reads
+ *                             them against alongside, ABBA)
+ *   ttft-idle-*.json       -> bench/results/ttft-idle-gpu.json (every mode and the peer after the same GPU idle, ttft
+ *                             --idle-ms, against none, ABBA)
  *   compare-transformers.json -> bench/results/gpu/compare-transformers.json
  * Each merged file names the commit its runs measured (the folder's source.json, which every benchmark file must
  * agree with) and keeps each run's command, date, host and params. A partial run is refused: rerun that part.
@@ -65,7 +69,8 @@ function writeAtomically(file: string, value: unknown): void {
 
 const filesOf = (folder: string, prefix: string): string[] =>
   readdirSync(folder)
-    .filter((name) => name.startsWith(prefix) && name.endsWith('.json'))
+    // Timelines (ttft --timeline, `*-runs.json`) stay beside the runs: they are read, not merged.
+    .filter((name) => name.startsWith(prefix) && name.endsWith('.json') && !name.endsWith('-runs.json'))
     .sort()
     .map((name) => join(folder, name));
 
@@ -151,6 +156,8 @@ const BENCHMARKS = [
   ['ttft-formats-', 'ttft-formats-gpu'],
   ['ttft-shm-order-', 'ttft-shm-order-gpu'],
   ['ttft-codecs-gpu-', 'ttft-codecs-gpu'],
+  ['ttft-verify-', 'ttft-verify-gpu'],
+  ['ttft-idle-', 'ttft-idle-gpu'],
   ['fidelity-', 'fidelity'],
 ] as const;
 
