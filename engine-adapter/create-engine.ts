@@ -34,6 +34,11 @@ export interface CreateEngineOptions {
    * maxSequences 1: every forward runs alone, and calls on different sessions must not overlap.
    */
   batching?: BatchingOptions;
+  /**
+   * WebGPU only: submit a little work whenever the GPU got none for this many ms, so the first query after a quiet
+   * spell does not run at idle clocks (webgpu/gpu-keep-warm.ts); absent or 0: off.
+   */
+  gpuKeepWarmMs?: number;
 }
 
 type WebGPUModule = typeof import('./webgpu/webgpu-backend.ts');
@@ -50,7 +55,12 @@ async function importWebGPU(): Promise<WebGPUModule> {
   }
 }
 
-async function openBackend(kind: 'auto' | BackendName, weights: ModelWeights, capacity: number): Promise<ForwardBackend> {
+async function openBackend(
+  kind: 'auto' | BackendName,
+  weights: ModelWeights,
+  capacity: number,
+  keepWarmMs: number | undefined,
+): Promise<ForwardBackend> {
   if (kind === 'cpu') return createCpuBackend(weights);
   let webgpu: WebGPUModule;
   try {
@@ -67,7 +77,7 @@ async function openBackend(kind: 'auto' | BackendName, weights: ModelWeights, ca
       hint: 'install a Vulkan driver (or SwiftShader on CPU machines), or use --backend cpu',
     });
   }
-  return webgpu.createWebGPUBackend(weights, { capacity });
+  return webgpu.createWebGPUBackend(weights, { capacity, keepWarmMs });
 }
 
 class ModelEngine implements Engine {
@@ -154,7 +164,7 @@ export async function createEngine(options: CreateEngineOptions): Promise<Engine
   }
   const tokenizer = await loadTokenizer(options.modelDir, config);
   const loaded = await loadModelWeights(options.modelDir, config);
-  const backend = await openBackend(options.backend ?? 'auto', loaded.weights, capacity);
+  const backend = await openBackend(options.backend ?? 'auto', loaded.weights, capacity, options.gpuKeepWarmMs);
   const hot = new HotTier(hotTierBytes, loaded.fingerprint);
   const info = buildModelInfo(config, options.modelDir, loaded.fingerprint);
   return new ModelEngine(info, tokenizer, backend, loaded.weights, capacity, hot, options.batching);

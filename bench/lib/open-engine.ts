@@ -46,22 +46,28 @@ export async function resolveTarget(shape: string, modelDir: string | undefined)
   return { shape, hfConfig };
 }
 
-/**
- * `hotTierBytes`: the engine's hot tier (engine-adapter/hot-tier.ts), its default size when absent. `thread`: the
- * engine on its own thread, as kdn runs it (its objects' blocks then go there from the fetch threads directly).
- */
+/** How a benchmark's engine is opened besides its backend and capacity. */
+export interface BenchEngineOptions {
+  /** The engine's hot tier (engine-adapter/hot-tier.ts), its default size when absent. */
+  hotTierBytes?: number;
+  /** The engine on its own thread, as kdn runs it (its objects' blocks then go there from the fetch threads directly). */
+  thread?: boolean;
+  /** CreateEngineOptions.gpuKeepWarmMs. */
+  gpuKeepWarmMs?: number;
+}
+
 export async function openBenchEngine(
   target: EngineTarget,
   backend: 'auto' | BackendName,
   capacity: number,
-  hotTierBytes?: number,
-  thread = false,
+  options: BenchEngineOptions = {},
 ): Promise<BenchEngine> {
-  const hot = hotTierBytes === undefined ? {} : { hotTierBytes };
+  const { thread = false, hotTierBytes, gpuKeepWarmMs } = options;
+  const extra = { ...(hotTierBytes === undefined ? {} : { hotTierBytes }), ...(gpuKeepWarmMs ? { gpuKeepWarmMs } : {}) };
   if (target.modelDir === undefined) {
     const open = thread ? createSyntheticEngineInWorker : createSyntheticEngine;
-    return open(target.shape, target.hfConfig, { backend, capacity, ...hot });
+    return open(target.shape, target.hfConfig, { backend, capacity, ...extra });
   }
-  const options = { modelDir: target.modelDir, backend, capacity, ...hot };
-  return asBenchEngine(await (thread ? createEngineInWorker(options) : createEngine(options)));
+  const engineOptions = { modelDir: target.modelDir, backend, capacity, ...extra };
+  return asBenchEngine(await (thread ? createEngineInWorker(engineOptions) : createEngine(engineOptions)));
 }

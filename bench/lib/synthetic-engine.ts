@@ -125,13 +125,18 @@ export function idTokenizer(config: ModelConfig): Tokenizer {
 
 /** What engine-adapter/webgpu/webgpu-backend.ts exports that we use. */
 interface WebGPUModule {
-  createWebGPUBackend(weights: ModelWeights, options?: { capacity?: number }): Promise<ForwardBackend>;
+  createWebGPUBackend(weights: ModelWeights, options?: { capacity?: number; keepWarmMs?: number }): Promise<ForwardBackend>;
   probeWebGPU(): Promise<{ available: boolean; description: string; reason?: string }>;
 }
 
 const WEBGPU_MODULE: string = '../../engine-adapter/webgpu/webgpu-backend.ts';
 
-async function openBackend(kind: 'auto' | BackendName, weights: ModelWeights, capacity: number): Promise<ForwardBackend> {
+async function openBackend(
+  kind: 'auto' | BackendName,
+  weights: ModelWeights,
+  capacity: number,
+  keepWarmMs: number | undefined,
+): Promise<ForwardBackend> {
   if (kind === 'cpu') return createCpuBackend(weights);
   const webgpu = (await import(WEBGPU_MODULE)) as WebGPUModule;
   const probe = await webgpu.probeWebGPU();
@@ -139,7 +144,7 @@ async function openBackend(kind: 'auto' | BackendName, weights: ModelWeights, ca
     if (kind === 'auto') return createCpuBackend(weights);
     throw new KdnError('ENGINE_UNAVAILABLE', `no WebGPU adapter: ${probe.reason ?? probe.description}`, { hint: 'use --backend cpu' });
   }
-  return webgpu.createWebGPUBackend(weights, { capacity });
+  return webgpu.createWebGPUBackend(weights, { capacity, keepWarmMs });
 }
 
 /**
@@ -151,6 +156,8 @@ export interface SyntheticOptions {
   capacity: number;
   seed?: number;
   hotTierBytes?: number;
+  /** CreateEngineOptions.gpuKeepWarmMs. */
+  gpuKeepWarmMs?: number;
 }
 
 /** A synthetic model on its backend (compute calls counted), for benchmarks that build their own sessions. */
@@ -171,7 +178,7 @@ export async function openSyntheticModel(name: string, hfConfig: HfConfig, optio
   // arrays of a GPU run can be collected once uploaded.
   const meter = new WorkMeter();
   const backend = new SerialBackend(
-    await openBackend(options.backend, syntheticWeights(config, seed), options.capacity),
+    await openBackend(options.backend, syntheticWeights(config, seed), options.capacity, options.gpuKeepWarmMs),
     config.layers,
     meter,
   );

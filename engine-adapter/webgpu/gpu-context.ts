@@ -235,7 +235,7 @@ export class Recorder {
       if (inSegment === SEGMENT_DISPATCHES) {
         pass?.end();
         pass = null;
-        device.queue.submit([encoder.finish()]);
+        this.ctx.submit(encoder.finish());
         encoder = device.createCommandEncoder();
         inSegment = 0;
       }
@@ -267,7 +267,7 @@ export class Recorder {
         at += r.size;
       }
     }
-    device.queue.submit([encoder.finish()]);
+    this.ctx.submit(encoder.finish());
     for (const cleanup of this.cleanups) cleanup();
     return { staging, offsets, timer };
   }
@@ -345,6 +345,8 @@ export class GpuContext {
   private nextId = 1;
   private uniformBuffer: GPUBuffer | null = null;
   private readonly scratches = new Map<string, GPUBuffer>();
+  /** performance.now() at the last submit(): how long the queue has had nothing new (gpu-keep-warm.ts). */
+  private lastSubmitAt = performance.now();
   readonly device: GPUDevice;
   readonly features: GpuFeatures;
   readonly limits: GpuLimits;
@@ -388,6 +390,17 @@ export class GpuContext {
       this.kernelNames.set(pipeline, kernelLabel(spec.url, defines));
     }
     return pipeline;
+  }
+
+  /** Submits to the device's queue; every submission of this context's work goes through here. */
+  submit(commands: GPUCommandBuffer): void {
+    this.lastSubmitAt = performance.now();
+    this.device.queue.submit([commands]);
+  }
+
+  /** Milliseconds since the last submit(). */
+  msSinceSubmit(): number {
+    return performance.now() - this.lastSubmitAt;
   }
 
   /** A Recorder; a timed one gives each dispatch's GPU time (see Recorder). */
