@@ -61,6 +61,9 @@
 #   idle     8B TTFT at 8k and 16k over the fast path, engine on its own thread: int4, the hot tier and the peer's
 #            host-memory hit, with every mode's measured queries (the peer's too) after 500 ms of GPU idle against
 #            none (ttft --idle-ms), in the order 0, 500, 500, 0 (bench/results/ttft-idle-gpu.json)            ~5 min
+#   keep-warm 8B TTFT at 8k over the fast path, engine on its own thread, every measured query (the peer's too) after
+#            500 ms of GPU idle: the engine keeping the GPU warm (--keep-warm-ms 100) against not, in the order off, on,
+#            on, off, with the engine's timelines (bench/results/ttft-keep-warm-gpu.json)                  ~4 min
 #   poll     what a pending answer from Dawn costs the waiting thread: its event loop's active share and garbage
 #            collections while awaiting GPU work, against sleeping as long (bench/results/gpu/dawn-poll-cost.json) ~1 min
 #   handover 8B TTFT at 8k, engine on its own thread: KV blocks from the fetch threads straight to it against
@@ -271,6 +274,17 @@ for part in "$@"; do
           --kv synthetic --modes inject-int4,inject-hot,peer-host-hit --edge-shm --engine-thread --idle-ms "$idle" --runs 3 \
           --warmup 1 --recompute-warmup 0 --max-seconds 120
       done ;;
+    keep-warm)
+      # Whether work submitted while the engine idles (engine-adapter/webgpu/gpu-keep-warm.ts) spares a query after a
+      # quiet spell the slowdown the idle part measures.
+      n=0
+      for warm in 0 100 100 0; do
+        n=$((n + 1))
+        bench 90 "ttft-keep-warm-$n-$warm" ttft --shape llama3.1-8b --contexts 8192 --question 64 --backend webgpu \
+          --kv synthetic --modes inject-int4,inject-hot,peer-host-hit --edge-shm --engine-thread --idle-ms 500 \
+          --keep-warm-ms "$warm" --runs 3 --warmup 1 --recompute-warmup 0 --max-seconds 70 \
+          --timeline "$DIR/ttft-keep-warm-$n-$warm-runs.json"
+      done ;;
     overlap-long)
       # 8B TTFT at 32k (128 chunks) over the fast path, engine on its own thread: the question under the context's
       # arrival against chunk by chunk (kdn's path past OVERLAP_MAX_CHUNKS), in the order overlapped, sequential,
@@ -307,7 +321,7 @@ for part in "$@"; do
       node --import tsx tools/gpu/merge-results.ts "$DIR" ;;
     *)
       echo "unknown part $part (check, profile, forward, 8b, 8b-long, 1b, engine, compare, sass, blend, fidelity, expand, batch, receive," \
-        "delivery, delivery-long, fastpath, formats, shm-order, placed, poll, timeline, overlap-long, verify-ab, idle, ab, handover, load, merge)" >&2
+        "delivery, delivery-long, fastpath, formats, shm-order, placed, poll, timeline, overlap-long, verify-ab, idle, keep-warm, ab, handover, load, merge)" >&2
       exit 2 ;;
   esac
 done

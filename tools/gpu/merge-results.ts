@@ -32,6 +32,8 @@
  *                             them against alongside, ABBA)
  *   ttft-idle-*.json       -> bench/results/ttft-idle-gpu.json (every mode and the peer after the same GPU idle, ttft
  *                             --idle-ms, against none, ABBA)
+ *   ttft-keep-warm-*.json  -> bench/results/ttft-keep-warm-gpu.json (after the same idle, the engine keeping the GPU
+ *                             warm against not, ABBA)
  *   compare-transformers.json -> bench/results/gpu/compare-transformers.json
  * Each merged file names the commit its runs measured (the folder's source.json, which every benchmark file must
  * agree with) and keeps each run's command, date, host and params. A partial run is refused: rerun that part.
@@ -158,6 +160,7 @@ const BENCHMARKS = [
   ['ttft-codecs-gpu-', 'ttft-codecs-gpu'],
   ['ttft-verify-', 'ttft-verify-gpu'],
   ['ttft-idle-', 'ttft-idle-gpu'],
+  ['ttft-keep-warm-', 'ttft-keep-warm-gpu'],
   ['fidelity-', 'fidelity'],
 ] as const;
 
