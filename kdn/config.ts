@@ -169,7 +169,8 @@ export const KdnConfigSchema = z.object({
   engineKvBudget: z.coerce.number().int().min(1).optional(),
   /**
    * WebGPU: the engine submits a little work whenever the GPU had none for this many ms, so a query after a quiet
-   * spell does not start at idle clocks (engine-adapter/webgpu/gpu-keep-warm.ts); 0 (default) is off.
+   * spell does not start at idle clocks (engine-adapter/webgpu/gpu-keep-warm.ts, which refuses intervals under its
+   * MIN_KEEP_WARM_MS when the engine starts); 0 (default) is off.
    */
   gpuKeepWarmMs: z.coerce.number().int().min(0).max(60_000).default(0),
   /** On SIGTERM: how long running work may take to finish before it is cancelled and kdn exits. */

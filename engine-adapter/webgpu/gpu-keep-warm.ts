@@ -10,6 +10,9 @@ import { KdnError } from '../../common/errors.ts';
 import type { GpuContext } from './gpu-context.ts';
 import { recordAdd } from './kernels/add.ts';
 
+/** Below this the ticks' work would keep a good share of the GPU busy while the server idles. */
+export const MIN_KEEP_WARM_MS = 10;
+
 /** Elements of each scratch buffer, and passes per tick: about a quarter of a millisecond on a data-centre GPU. */
 const ELEMENTS = 16 * 1024 * 1024;
 const PASSES = 4;
@@ -28,13 +31,19 @@ export class GpuKeepWarm {
     private readonly ctx: GpuContext,
     private readonly intervalMs: number,
   ) {
-    if (!(Number.isInteger(intervalMs) && intervalMs > 0)) {
-      throw new KdnError('INVALID_ARGUMENT', `the GPU keep-warm interval must be a positive whole number of ms, got ${intervalMs}`);
+    if (!(Number.isInteger(intervalMs) && intervalMs >= MIN_KEEP_WARM_MS)) {
+      throw new KdnError(
+        'INVALID_ARGUMENT',
+        `the GPU keep-warm interval must be a whole number of ms from ${MIN_KEEP_WARM_MS}, got ${intervalMs}`,
+        {
+          hint: `use ${MIN_KEEP_WARM_MS} ms or more, or leave keep-warm off`,
+        },
+      );
     }
     this.x = ctx.storage(ELEMENTS * 4, 'keep-warm x');
     this.y = ctx.storage(ELEMENTS * 4, 'keep-warm y');
     // Unreferenced: keeping the GPU warm never keeps the process alive.
-    this.timer = setInterval(() => this.tick(), Math.max(1, Math.floor(intervalMs / 2))).unref();
+    this.timer = setInterval(() => this.tick(), Math.floor(intervalMs / 2)).unref();
   }
 
   private tick(): void {
