@@ -183,7 +183,7 @@ export function register(program: Command): void {
     .option('--engine-kv-budget <tokens>', `KV tokens decoding queries may hold together (env ${KDN_ENV.engineKvBudget}; default no limit)`)
     .option(
       '--gpu-keep-warm <ms>',
-      `WebGPU: submit a little work whenever the GPU had none for this long, so a query after a quiet spell does not meet idle clocks; costs power (env ${KDN_ENV.gpuKeepWarmMs}; default 0, off)`,
+      `WebGPU: submit a little work whenever the GPU had none for this long, so a query after a quiet spell does not meet idle clocks; costs power (env ${KDN_ENV.gpuKeepWarmMs}; default 0, off; else at least 10)`,
     )
     .option('--query-timeout <ms>', `bound on one query, queueing included (env ${KDN_ENV.queryTimeoutMs}; default 120000)`)
     .option(
