@@ -226,6 +226,11 @@ function parse(args: string[]): TtftArgs {
   if (kv !== 'synthetic' && modes.includes('inject-transform')) {
     throw new KdnError('INVALID_ARGUMENT', 'inject-transform runs on synthetic KV only', { hint: 'add --kv synthetic' });
   }
+  const keepWarmMs =
+    values['keep-warm-ms'] === undefined || values['keep-warm-ms'] === '0' ? 0 : positiveInt(values['keep-warm-ms'], 0, 'keep-warm-ms');
+  if (keepWarmMs > 0 && speed.backend === 'cpu') {
+    throw new KdnError('INVALID_ARGUMENT', '--keep-warm-ms keeps a GPU warm: the CPU backend has none', { hint: 'use --backend webgpu' });
+  }
   return {
     ...speed,
     question: positiveInt(values.question, 64, 'question'),
@@ -257,8 +262,7 @@ function parse(args: string[]): TtftArgs {
     formatVersion: formatVersion(values['format-version']),
     timeline: values.timeline,
     idleMs: values['idle-ms'] === undefined || values['idle-ms'] === '0' ? 0 : positiveInt(values['idle-ms'], 0, 'idle-ms'),
-    keepWarmMs:
-      values['keep-warm-ms'] === undefined || values['keep-warm-ms'] === '0' ? 0 : positiveInt(values['keep-warm-ms'], 0, 'keep-warm-ms'),
+    keepWarmMs,
   };
 }
 

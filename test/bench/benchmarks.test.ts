@@ -277,6 +277,23 @@ describe('benchmarks on a tiny model', () => {
     }
   });
 
+  it('ttft --idle-ms: every measured query after that idle, recorded; --keep-warm-ms refused without a GPU', async () => {
+    const args = ['--model', model, '--backend', 'cpu', '--contexts', '32', '--question', '4', '--chunk', '16', '--modes', 'inject-int4'];
+    const timed = async (idle: string): Promise<{ ms: number; idleMs: unknown }> => {
+      const began = performance.now();
+      const report = await runTtft([...args, '--runs', '2', '--warmup', '0', '--idle-ms', idle]);
+      return { ms: performance.now() - began, idleMs: (report.params as { idleMs?: unknown }).idleMs };
+    };
+    await timed('0'); // the first run in a process compiles and loads what later ones reuse
+    const none = await timed('0');
+    const idle = await timed('600');
+    expect(none.idleMs).to.equal(0);
+    expect(idle.idleMs).to.equal(600);
+    // Two measured queries, each after 600 ms: 1200 ms more, less what the runs' own time varies by.
+    expect(idle.ms - none.ms).to.be.at.least(600);
+    expect((await rejection(runTtft([...args, '--keep-warm-ms', '50']))).code).to.equal('INVALID_ARGUMENT');
+  });
+
   it('ttft --kv synthetic: inject modes timed from seeded random objects (no prefill), marked as timing only', async () => {
     const report = await runTtft([
       '--model',
