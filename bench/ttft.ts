@@ -226,8 +226,7 @@ function parse(args: string[]): TtftArgs {
   if (kv !== 'synthetic' && modes.includes('inject-transform')) {
     throw new KdnError('INVALID_ARGUMENT', 'inject-transform runs on synthetic KV only', { hint: 'add --kv synthetic' });
   }
-  const keepWarmMs =
-    values['keep-warm-ms'] === undefined || values['keep-warm-ms'] === '0' ? 0 : positiveInt(values['keep-warm-ms'], 0, 'keep-warm-ms');
+  const keepWarmMs = values['keep-warm-ms'] === '0' ? 0 : positiveInt(values['keep-warm-ms'], 0, 'keep-warm-ms');
   if (keepWarmMs > 0 && speed.backend === 'cpu') {
     throw new KdnError('INVALID_ARGUMENT', '--keep-warm-ms keeps a GPU warm: the CPU backend has none', { hint: 'use --backend webgpu' });
   }
@@ -261,7 +260,7 @@ function parse(args: string[]): TtftArgs {
     shmVerify: choice(values['shm-verify'], 'before', SHM_VERIFIES, 'shm-verify'),
     formatVersion: formatVersion(values['format-version']),
     timeline: values.timeline,
-    idleMs: values['idle-ms'] === undefined || values['idle-ms'] === '0' ? 0 : positiveInt(values['idle-ms'], 0, 'idle-ms'),
+    idleMs: values['idle-ms'] === '0' ? 0 : positiveInt(values['idle-ms'], 0, 'idle-ms'),
     keepWarmMs,
   };
 }
