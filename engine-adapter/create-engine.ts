@@ -2,13 +2,13 @@ import { KdnError } from '../common/errors.ts';
 import { parseTransformTable, type TransformTable } from '../storage/kv-object/codecs/transform-table.ts';
 import { transformTables } from '../storage/kv-object/codecs/transform-tables.ts';
 import type { ForwardBackend } from './backend.ts';
-import { createCpuBackend } from './cpu/cpu-backend.ts';
 import { checkBatchingOptions, DecodeBatcher, type BatchingOptions } from './decode-batcher.ts';
 import { loadModelConfig } from './model/load-config.ts';
 import { loadModelWeights } from './model/load-weights.ts';
 import { buildModelInfo } from './model/model-info.ts';
 import { loadTokenizer } from './model/tokenizer.ts';
 import type { ModelWeights } from './model/weights.ts';
+import { openBackend } from './open-backend.ts';
 import { SerialBackend } from './serial-backend.ts';
 import { WorkMeter, type EngineWork } from './engine-work.ts';
 import { BackendSession } from './session.ts';
@@ -39,45 +39,6 @@ export interface CreateEngineOptions {
    * spell does not run at idle clocks (webgpu/gpu-keep-warm.ts); absent or 0: off.
    */
   gpuKeepWarmMs?: number;
-}
-
-type WebGPUModule = typeof import('./webgpu/webgpu-backend.ts');
-
-/** Loaded only when asked for, so the CPU path never loads Dawn. */
-async function importWebGPU(): Promise<WebGPUModule> {
-  try {
-    return await import('./webgpu/webgpu-backend.ts');
-  } catch (err) {
-    throw new KdnError('ENGINE_UNAVAILABLE', `the WebGPU backend cannot be loaded: ${(err as Error).message}`, {
-      hint: 'use --backend cpu',
-      cause: err,
-    });
-  }
-}
-
-async function openBackend(
-  kind: 'auto' | BackendName,
-  weights: ModelWeights,
-  capacity: number,
-  keepWarmMs: number | undefined,
-): Promise<ForwardBackend> {
-  if (kind === 'cpu') return createCpuBackend(weights);
-  let webgpu: WebGPUModule;
-  try {
-    webgpu = await importWebGPU();
-  } catch (err) {
-    if (kind === 'auto') return createCpuBackend(weights);
-    throw err;
-  }
-  const probe = await webgpu.probeWebGPU();
-  // A software adapter is slower than the CPU reference at the model sizes it can hold, so 'auto' skips it.
-  if (kind === 'auto' && (!probe.available || probe.software)) return createCpuBackend(weights);
-  if (!probe.available) {
-    throw new KdnError('ENGINE_UNAVAILABLE', `no WebGPU adapter: ${probe.reason ?? probe.description}`, {
-      hint: 'install a Vulkan driver (or SwiftShader on CPU machines), or use --backend cpu',
-    });
-  }
-  return webgpu.createWebGPUBackend(weights, { capacity, keepWarmMs });
 }
 
 class ModelEngine implements Engine {
@@ -164,7 +125,7 @@ export async function createEngine(options: CreateEngineOptions): Promise<Engine
   }
   const tokenizer = await loadTokenizer(options.modelDir, config);
   const loaded = await loadModelWeights(options.modelDir, config);
-  const backend = await openBackend(options.backend ?? 'auto', loaded.weights, capacity, options.gpuKeepWarmMs);
+  const backend = await openBackend(options.backend ?? 'auto', loaded.weights, { capacity, keepWarmMs: options.gpuKeepWarmMs });
   const hot = new HotTier(hotTierBytes, loaded.fingerprint);
   const info = buildModelInfo(config, options.modelDir, loaded.fingerprint);
   return new ModelEngine(info, tokenizer, backend, loaded.weights, capacity, hot, options.batching);

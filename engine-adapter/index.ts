@@ -7,6 +7,7 @@ export { createEngine, type CreateEngineOptions } from './create-engine.ts';
 export { createEngineInWorker, createOpenedEngineInWorker } from './worker/remote-engine.ts';
 export type { EngineOpener } from './worker/protocol.ts';
 export { createCpuBackend } from './cpu/cpu-backend.ts';
+export { openBackend, type OpenBackendOptions } from './open-backend.ts';
 export { BackendSession, type SessionModel } from './session.ts';
 export { SerialBackend } from './serial-backend.ts';
 export { DecodeBatcher, type BatchingOptions } from './decode-batcher.ts';

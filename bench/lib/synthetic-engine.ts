@@ -6,13 +6,12 @@
  */
 import { createHash } from 'node:crypto';
 import { KdnError } from '../../common/errors.ts';
-import type { ForwardBackend } from '../../engine-adapter/backend.ts';
 import {
   BackendSession,
   defaultHotTierBytes,
   HotTier,
   buildModelInfo,
-  createCpuBackend,
+  openBackend,
   parseModelConfig,
   SerialBackend,
   WorkMeter,
@@ -123,30 +122,6 @@ export function idTokenizer(config: ModelConfig): Tokenizer {
   };
 }
 
-/** What engine-adapter/webgpu/webgpu-backend.ts exports that we use. */
-interface WebGPUModule {
-  createWebGPUBackend(weights: ModelWeights, options?: { capacity?: number; keepWarmMs?: number }): Promise<ForwardBackend>;
-  probeWebGPU(): Promise<{ available: boolean; description: string; reason?: string }>;
-}
-
-const WEBGPU_MODULE: string = '../../engine-adapter/webgpu/webgpu-backend.ts';
-
-async function openBackend(
-  kind: 'auto' | BackendName,
-  weights: ModelWeights,
-  capacity: number,
-  keepWarmMs: number | undefined,
-): Promise<ForwardBackend> {
-  if (kind === 'cpu') return createCpuBackend(weights);
-  const webgpu = (await import(WEBGPU_MODULE)) as WebGPUModule;
-  const probe = await webgpu.probeWebGPU();
-  if (!probe.available) {
-    if (kind === 'auto') return createCpuBackend(weights);
-    throw new KdnError('ENGINE_UNAVAILABLE', `no WebGPU adapter: ${probe.reason ?? probe.description}`, { hint: 'use --backend cpu' });
-  }
-  return webgpu.createWebGPUBackend(weights, { capacity, keepWarmMs });
-}
-
 /**
  * Builds an engine for an HF config with random weights. `capacity` is the largest session the run will open
  * (the WebGPU backend checks it against the adapter's limits up front).
@@ -178,7 +153,11 @@ export async function openSyntheticModel(name: string, hfConfig: HfConfig, optio
   // arrays of a GPU run can be collected once uploaded.
   const meter = new WorkMeter();
   const backend = new SerialBackend(
-    await openBackend(options.backend, syntheticWeights(config, seed), options.capacity, options.gpuKeepWarmMs),
+    await openBackend(options.backend, syntheticWeights(config, seed), {
+      capacity: options.capacity,
+      keepWarmMs: options.gpuKeepWarmMs,
+      autoTakesSoftware: true,
+    }),
     config.layers,
     meter,
   );
