@@ -64,6 +64,10 @@
 #   keep-warm 8B TTFT at 8k over the fast path, engine on its own thread, every measured query (the peer's too) after
 #            500 ms of GPU idle: the engine keeping the GPU warm (--keep-warm-ms 100) against not, in the order off, on,
 #            on, off, with the engine's timelines (bench/results/ttft-keep-warm-gpu.json)                  ~4 min
+#   goals    the delivery goals as kdn runs them (engine on its own thread, same-host fast path): 8B TTFT at 8k and
+#            16k for fp16 and int4 injection and a repeated context from the hot tier, beside the peer's host-memory
+#            hit, with the engine's timelines (bench/results/ttft-goals-gpu.json)                          ~4 min
+#   goals-long the same at 32k                                                                            ~5 min
 #   poll     what a pending answer from Dawn costs the waiting thread: its event loop's active share and garbage
 #            collections while awaiting GPU work, against sleeping as long (bench/results/gpu/dawn-poll-cost.json) ~1 min
 #   handover 8B TTFT at 8k, engine on its own thread: KV blocks from the fetch threads straight to it against
@@ -285,6 +289,12 @@ for part in "$@"; do
           --keep-warm-ms "$warm" --runs 3 --warmup 1 --recompute-warmup 0 --max-seconds 70 \
           --timeline "$DIR/ttft-keep-warm-$n-$warm-runs.json"
       done ;;
+    goals|goals-long)
+      contexts=8192,16384
+      [ "$part" = goals-long ] && contexts=32768
+      bench 290 "ttft-$part" ttft --shape llama3.1-8b --contexts "$contexts" --question 64 --backend webgpu --kv synthetic \
+        --modes inject,inject-int4,inject-hot,peer-host-hit --edge-shm --engine-thread --runs 3 --warmup 1 --recompute-warmup 0 \
+        --max-seconds 250 --timeline "$DIR/ttft-$part-runs.json" ;;
     overlap-long)
       # 8B TTFT at 32k (128 chunks) over the fast path, engine on its own thread: the question under the context's
       # arrival against chunk by chunk (kdn's path past OVERLAP_MAX_CHUNKS), in the order overlapped, sequential,

@@ -34,6 +34,8 @@
  *                             --idle-ms, against none, ABBA)
  *   ttft-keep-warm-*.json  -> bench/results/ttft-keep-warm-gpu.json (after the same idle, the engine keeping the GPU
  *                             warm against not, ABBA)
+ *   ttft-goals-*.json      -> bench/results/ttft-goals-gpu.json (fp16, int4 and the hot tier at 8k, 16k and 32k as kdn
+ *                             runs them, beside the host-memory hit)
  *   compare-transformers.json -> bench/results/gpu/compare-transformers.json
  * Each merged file names the commit its runs measured (the folder's source.json, which every benchmark file must
  * agree with) and keeps each run's command, date, host and params. A partial run is refused: rerun that part.
@@ -161,6 +163,7 @@ const BENCHMARKS = [
   ['ttft-verify-', 'ttft-verify-gpu'],
   ['ttft-idle-', 'ttft-idle-gpu'],
   ['ttft-keep-warm-', 'ttft-keep-warm-gpu'],
+  ['ttft-goals-', 'ttft-goals-gpu'],
   ['fidelity-', 'fidelity'],
 ] as const;
 
