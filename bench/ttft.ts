@@ -64,8 +64,6 @@
  * (engine-adapter/placing-timeline.ts, bench/lib/timeline-file.ts), with engine_start_ms placing it on the run's clock.
  * `--idle-ms N` leaves the GPU idle N ms before each measured query of every mode, the peer's too (its queries
  * otherwise run back to back, KDN's after their own set-up): a GPU that idled runs its next work at lower clocks.
- * `--keep-warm-ms N` has the engine submit a little work whenever it submitted none for N ms
- * (engine-adapter/webgpu/gpu-keep-warm.ts), so its queries do not start on an idle GPU.
  */
 import { codecFromString, encodeKVObject, type LayerDigestVersion } from '../storage/kv-object/index.ts';
 import type { CodecName } from '../storage/kv-object/types.ts';
@@ -175,8 +173,6 @@ interface TtftArgs extends SpeedArgs {
    * KDN's wait on their own set-up between, so a figure in both conditions needs the same idle on both sides.
    */
   idleMs: number;
-  /** The engine keeps the GPU from idling longer than this (CreateEngineOptions.gpuKeepWarmMs); 0: it does not. */
-  keepWarmMs: number;
 }
 
 const HAND_OVERS = ['direct', 'loop'] as const;
@@ -216,7 +212,6 @@ function parse(args: string[]): TtftArgs {
     'shm-verify': { type: 'string' },
     timeline: { type: 'string' },
     'idle-ms': { type: 'string' },
-    'keep-warm-ms': { type: 'string' },
   });
   const speed = speedArgs(values, { contexts: [256, 512, 1024] });
   const kv = choice(values.kv, 'computed', KV_SOURCES, 'kv');
@@ -225,10 +220,6 @@ function parse(args: string[]): TtftArgs {
   const modes = choiceList(values.modes, defaultModes, MODES, 'modes');
   if (kv !== 'synthetic' && modes.includes('inject-transform')) {
     throw new KdnError('INVALID_ARGUMENT', 'inject-transform runs on synthetic KV only', { hint: 'add --kv synthetic' });
-  }
-  const keepWarmMs = values['keep-warm-ms'] === '0' ? 0 : positiveInt(values['keep-warm-ms'], 0, 'keep-warm-ms');
-  if (keepWarmMs > 0 && speed.backend === 'cpu') {
-    throw new KdnError('INVALID_ARGUMENT', '--keep-warm-ms keeps a GPU warm: the CPU backend has none', { hint: 'use --backend webgpu' });
   }
   return {
     ...speed,
@@ -261,7 +252,6 @@ function parse(args: string[]): TtftArgs {
     formatVersion: formatVersion(values['format-version']),
     timeline: values.timeline,
     idleMs: values['idle-ms'] === '0' ? 0 : positiveInt(values['idle-ms'], 0, 'idle-ms'),
-    keepWarmMs,
   };
 }
 
@@ -925,11 +915,7 @@ export async function run(args: string[], checkpoint?: Checkpoint): Promise<Benc
   // inject-hot keeps the longest context resident: f32 K and V of every layer (twice the fp16 bytes per token).
   const f32BytesPerToken = 2 * kvBytesPerToken(parseModelConfig(target.hfConfig, target.shape));
   const hotTierBytes = a.modes.includes('inject-hot') ? Math.ceil(f32BytesPerToken * capacity * 1.05) : 0;
-  const engine = await openBenchEngine(target, a.backend, capacity, {
-    hotTierBytes,
-    thread: a.engineThread,
-    gpuKeepWarmMs: a.keepWarmMs,
-  });
+  const engine = await openBenchEngine(target, a.backend, capacity, { hotTierBytes, thread: a.engineThread });
   const timelines = a.timeline === undefined ? null : new TimelineFile(a.timeline, `npm run bench -- ttft ${args.join(' ')}`);
   const report = (): BenchReport => ({
     params: {
@@ -954,7 +940,6 @@ export async function run(args: string[], checkpoint?: Checkpoint): Promise<Benc
       shmOrder: a.edgeShm ? a.shmOrder : null,
       shmVerify: a.edgeShm ? a.shmVerify : null,
       idleMs: a.idleMs,
-      keepWarmMs: a.keepWarmMs,
       fetchThreads: a.fetchThreads,
       receiveBufferMib: a.fetchThreads > 0 ? a.receiveBufferMib : null,
       engineThread: a.engineThread

@@ -34,11 +34,6 @@ export interface CreateEngineOptions {
    * maxSequences 1: every forward runs alone, and calls on different sessions must not overlap.
    */
   batching?: BatchingOptions;
-  /**
-   * WebGPU only: submit a little work whenever the GPU got none for this many ms, so the first query after a quiet
-   * spell does not run at idle clocks (webgpu/gpu-keep-warm.ts); absent or 0: off.
-   */
-  gpuKeepWarmMs?: number;
 }
 
 class ModelEngine implements Engine {
@@ -125,7 +120,7 @@ export async function createEngine(options: CreateEngineOptions): Promise<Engine
   }
   const tokenizer = await loadTokenizer(options.modelDir, config);
   const loaded = await loadModelWeights(options.modelDir, config);
-  const backend = await openBackend(options.backend ?? 'auto', loaded.weights, { capacity, keepWarmMs: options.gpuKeepWarmMs });
+  const backend = await openBackend(options.backend ?? 'auto', loaded.weights, { capacity });
   const hot = new HotTier(hotTierBytes, loaded.fingerprint);
   const info = buildModelInfo(config, options.modelDir, loaded.fingerprint);
   return new ModelEngine(info, tokenizer, backend, loaded.weights, capacity, hot, options.batching);

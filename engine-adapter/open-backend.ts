@@ -11,8 +11,6 @@ import type { BackendName } from './types.ts';
 export interface OpenBackendOptions {
   /** Largest session capacity in tokens (the WebGPU backend sizes its buffers for it). */
   capacity: number;
-  /** WebGPU only: CreateEngineOptions.gpuKeepWarmMs. */
-  keepWarmMs?: number;
   /**
    * Whether 'auto' may pick a software adapter (SwiftShader). A server should not: at the model sizes such an adapter
    * can hold, the CPU reference is faster. Benchmarks of the WebGPU path on a CPU-only host do.
@@ -51,5 +49,5 @@ export async function openBackend(kind: 'auto' | BackendName, weights: ModelWeig
       hint: 'install a Vulkan driver (or SwiftShader on CPU machines), or use --backend cpu',
     });
   }
-  return webgpu.createWebGPUBackend(weights, { capacity: options.capacity, keepWarmMs: options.keepWarmMs });
+  return webgpu.createWebGPUBackend(weights, { capacity: options.capacity });
 }

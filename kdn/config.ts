@@ -167,12 +167,6 @@ export const KdnConfigSchema = z.object({
   engineBatch: z.coerce.number().int().min(1).max(256).default(16),
   /** KV tokens the queries decoding together may hold; one that does not fit waits. Default: no limit. */
   engineKvBudget: z.coerce.number().int().min(1).optional(),
-  /**
-   * WebGPU: the engine submits a little work whenever the GPU had none for this many ms, so a query after a quiet
-   * spell does not start at idle clocks (engine-adapter/webgpu/gpu-keep-warm.ts, which refuses intervals under its
-   * MIN_KEEP_WARM_MS when the engine starts); 0 (default) is off.
-   */
-  gpuKeepWarmMs: z.coerce.number().int().min(0).max(60_000).default(0),
   /** On SIGTERM: how long running work may take to finish before it is cancelled and kdn exits. */
   shutdownTimeoutMs: z.coerce.number().int().min(0).default(30_000),
   /** Queries one tenant may have waiting for the engine (429 past it). */
@@ -231,7 +225,6 @@ export const KDN_ENV: Record<keyof KdnConfigInput, string> = {
   engineThread: 'KDN_ENGINE_THREAD',
   engineBatch: 'KDN_ENGINE_BATCH',
   engineKvBudget: 'KDN_ENGINE_KV_BUDGET',
-  gpuKeepWarmMs: 'KDN_GPU_KEEP_WARM_MS',
   shutdownTimeoutMs: 'KDN_SHUTDOWN_TIMEOUT_MS',
   tenantMaxQueries: 'KDN_TENANT_MAX_QUERIES',
   tenantMaxJobs: 'KDN_TENANT_MAX_JOBS',

@@ -69,8 +69,7 @@ async function startEngine(config: KdnConfig): Promise<Engine> {
   const hotTier = config.hotTierBytes === undefined ? {} : { hotTierBytes: config.hotTierBytes };
   const kvBudget = config.engineKvBudget !== undefined ? { kvBudgetTokens: config.engineKvBudget } : {};
   const batching = { maxSequences: config.engineBatch, ...kvBudget };
-  const keepWarm = config.gpuKeepWarmMs > 0 ? { gpuKeepWarmMs: config.gpuKeepWarmMs } : {};
-  const engineOptions = { modelDir: config.model, backend: config.backend, batching, ...hotTier, ...keepWarm };
+  const engineOptions = { modelDir: config.model, backend: config.backend, batching, ...hotTier };
   const engine: Engine = config.engineThread ? await createEngineInWorker(engineOptions) : await createEngine(engineOptions);
   if (config.chunkTokens + 1 > engine.info.maxPositionEmbeddings) {
     await engine.dispose();

@@ -52,8 +52,6 @@ export interface BenchEngineOptions {
   hotTierBytes?: number;
   /** The engine on its own thread, as kdn runs it (its objects' blocks then go there from the fetch threads directly). */
   thread?: boolean;
-  /** CreateEngineOptions.gpuKeepWarmMs. */
-  gpuKeepWarmMs?: number;
 }
 
 export async function openBenchEngine(
@@ -62,8 +60,8 @@ export async function openBenchEngine(
   capacity: number,
   options: BenchEngineOptions = {},
 ): Promise<BenchEngine> {
-  const { thread = false, hotTierBytes, gpuKeepWarmMs } = options;
-  const extra = { ...(hotTierBytes === undefined ? {} : { hotTierBytes }), ...(gpuKeepWarmMs ? { gpuKeepWarmMs } : {}) };
+  const { thread = false, hotTierBytes } = options;
+  const extra = hotTierBytes === undefined ? {} : { hotTierBytes };
   if (target.modelDir === undefined) {
     const open = thread ? createSyntheticEngineInWorker : createSyntheticEngine;
     return open(target.shape, target.hfConfig, { backend, capacity, ...extra });

@@ -131,8 +131,6 @@ export interface SyntheticOptions {
   capacity: number;
   seed?: number;
   hotTierBytes?: number;
-  /** CreateEngineOptions.gpuKeepWarmMs. */
-  gpuKeepWarmMs?: number;
 }
 
 /** A synthetic model on its backend (compute calls counted), for benchmarks that build their own sessions. */
@@ -155,7 +153,6 @@ export async function openSyntheticModel(name: string, hfConfig: HfConfig, optio
   const backend = new SerialBackend(
     await openBackend(options.backend, syntheticWeights(config, seed), {
       capacity: options.capacity,
-      keepWarmMs: options.gpuKeepWarmMs,
       autoTakesSoftware: true,
     }),
     config.layers,

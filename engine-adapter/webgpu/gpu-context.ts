@@ -345,8 +345,6 @@ export class GpuContext {
   private nextId = 1;
   private uniformBuffer: GPUBuffer | null = null;
   private readonly scratches = new Map<string, GPUBuffer>();
-  /** performance.now() at the last submit(): how long the queue has had nothing new (gpu-keep-warm.ts). */
-  private lastSubmitAt = performance.now();
   readonly device: GPUDevice;
   readonly features: GpuFeatures;
   readonly limits: GpuLimits;
@@ -394,13 +392,7 @@ export class GpuContext {
 
   /** Submits to the device's queue; every submission of this context's work goes through here. */
   submit(commands: GPUCommandBuffer): void {
-    this.lastSubmitAt = performance.now();
     this.device.queue.submit([commands]);
-  }
-
-  /** Milliseconds since the last submit(). */
-  msSinceSubmit(): number {
-    return performance.now() - this.lastSubmitAt;
   }
 
   /** A Recorder; a timed one gives each dispatch's GPU time (see Recorder). */

@@ -24,7 +24,6 @@ import { GpuBlendForward } from './blend-forward.ts';
 import { openDevice, withErrorScopes } from './device.ts';
 import { ForwardScratch } from './forward-scratch.ts';
 import { GpuContext, type Recorder } from './gpu-context.ts';
-import { GpuKeepWarm } from './gpu-keep-warm.ts';
 import { GpuKVCache, type KVCacheOwner } from './gpu-kv-cache.ts';
 import { KvBufferPool } from './kv-buffer-pool.ts';
 import type { KvWriteWork } from '../engine-work.ts';
@@ -48,8 +47,6 @@ export interface WebGPUBackendOptions {
   weights?: WeightPrecision;
   /** Prefill runs in chunks of at most this many tokens (bounds activation memory); default 4096. */
   maxChunkTokens?: number;
-  /** Submit a little GPU work whenever none went for this many ms (gpu-keep-warm.ts); absent or 0: off. */
-  keepWarmMs?: number;
 }
 
 /**
@@ -76,7 +73,6 @@ interface DeviceParts {
   tables: GpuTransformTables;
   injector: KvInjector<LayerWrite>;
   pool: KvBufferPool;
-  keepWarm: GpuKeepWarm | null;
 }
 
 export class WebGpuBackend implements ForwardBackend {
@@ -107,7 +103,6 @@ export class WebGpuBackend implements ForwardBackend {
       tables,
       injector: new KvInjector<LayerWrite>(ctx, layerExpander({ ctx, tables }, gpuWeights.invFreq, c), { files: new BlockFiles() }),
       pool: new KvBufferPool(ctx),
-      keepWarm: options.keepWarmMs ? new GpuKeepWarm(ctx, options.keepWarmMs) : null,
     };
     return new WebGpuBackend(ctx, c, parts, chunkTokens, options.capacity ?? Infinity);
   }
@@ -366,8 +361,7 @@ export class WebGpuBackend implements ForwardBackend {
   async dispose(): Promise<void> {
     if (this.disposed) return;
     this.disposed = true;
-    const { injector, tables, pool, scratch, gpuWeights, keepWarm } = this.parts;
-    keepWarm?.stop();
+    const { injector, tables, pool, scratch, gpuWeights } = this.parts;
     await injector.destroy();
     tables.destroy();
     pool.destroy();

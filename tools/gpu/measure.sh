@@ -61,9 +61,6 @@
 #   idle     8B TTFT at 8k and 16k over the fast path, engine on its own thread: int4, the hot tier and the peer's
 #            host-memory hit, with every mode's measured queries (the peer's too) after 500 ms of GPU idle against
 #            none (ttft --idle-ms), in the order 0, 500, 500, 0 (bench/results/ttft-idle-gpu.json)            ~5 min
-#   keep-warm 8B TTFT at 8k over the fast path, engine on its own thread, every measured query (the peer's too) after
-#            500 ms of GPU idle: the engine keeping the GPU warm (--keep-warm-ms 100) against not, in the order off, on,
-#            on, off, with the engine's timelines (bench/results/ttft-keep-warm-gpu.json)                  ~4 min
 #   goals    the delivery goals as kdn runs them (engine on its own thread, same-host fast path): 8B TTFT at 8k and
 #            16k for fp16 and int4 injection and a repeated context from the hot tier, beside the peer's host-memory
 #            hit, with the engine's timelines (bench/results/ttft-goals-gpu.json)                          ~4 min
@@ -278,23 +275,12 @@ for part in "$@"; do
           --kv synthetic --modes inject-int4,inject-hot,peer-host-hit --edge-shm --engine-thread --idle-ms "$idle" --runs 3 \
           --warmup 1 --recompute-warmup 0 --max-seconds 120
       done ;;
-    keep-warm)
-      # Whether work submitted while the engine idles (engine-adapter/webgpu/gpu-keep-warm.ts) spares a query after a
-      # quiet spell the slowdown the idle part measures.
-      n=0
-      for warm in 0 100 100 0; do
-        n=$((n + 1))
-        bench 90 "ttft-keep-warm-$n-$warm" ttft --shape llama3.1-8b --contexts 8192 --question 64 --backend webgpu \
-          --kv synthetic --modes inject-int4,inject-hot,peer-host-hit --edge-shm --engine-thread --idle-ms 500 \
-          --keep-warm-ms "$warm" --runs 3 --warmup 1 --recompute-warmup 0 --max-seconds 70 \
-          --timeline "$DIR/ttft-keep-warm-$n-$warm-runs.json"
-      done ;;
     goals|goals-long)
-      contexts=8192,16384
-      [ "$part" = goals-long ] && contexts=32768
-      bench 290 "ttft-$part" ttft --shape llama3.1-8b --contexts "$contexts" --question 64 --backend webgpu --kv synthetic \
+      contexts=8192,16384 out=ttft-goals-8k-16k
+      [ "$part" = goals-long ] && contexts=32768 out=ttft-goals-32k
+      bench 290 "$out" ttft --shape llama3.1-8b --contexts "$contexts" --question 64 --backend webgpu --kv synthetic \
         --modes inject,inject-int4,inject-hot,peer-host-hit --edge-shm --engine-thread --runs 3 --warmup 1 --recompute-warmup 0 \
-        --max-seconds 250 --timeline "$DIR/ttft-$part-runs.json" ;;
+        --max-seconds 250 --timeline "$DIR/$out-runs.json" ;;
     overlap-long)
       # 8B TTFT at 32k (128 chunks) over the fast path, engine on its own thread: the question under the context's
       # arrival against chunk by chunk (kdn's path past OVERLAP_MAX_CHUNKS), in the order overlapped, sequential,
@@ -331,7 +317,7 @@ for part in "$@"; do
       node --import tsx tools/gpu/merge-results.ts "$DIR" ;;
     *)
       echo "unknown part $part (check, profile, forward, 8b, 8b-long, 1b, engine, compare, sass, blend, fidelity, expand, batch, receive," \
-        "delivery, delivery-long, fastpath, formats, shm-order, placed, poll, timeline, overlap-long, verify-ab, idle, keep-warm, ab, handover, load, merge)" >&2
+        "delivery, delivery-long, fastpath, formats, shm-order, placed, poll, timeline, overlap-long, verify-ab, idle, goals, goals-long, ab, handover, load, merge)" >&2
       exit 2 ;;
   esac
 done

@@ -32,8 +32,6 @@
  *                             them against alongside, ABBA)
  *   ttft-idle-*.json       -> bench/results/ttft-idle-gpu.json (every mode and the peer after the same GPU idle, ttft
  *                             --idle-ms, against none, ABBA)
- *   ttft-keep-warm-*.json  -> bench/results/ttft-keep-warm-gpu.json (after the same idle, the engine keeping the GPU
- *                             warm against not, ABBA)
  *   ttft-goals-*.json      -> bench/results/ttft-goals-gpu.json (fp16, int4 and the hot tier at 8k, 16k and 32k as kdn
  *                             runs them, beside the host-memory hit)
  *   compare-transformers.json -> bench/results/gpu/compare-transformers.json
@@ -162,7 +160,6 @@ const BENCHMARKS = [
   ['ttft-codecs-gpu-', 'ttft-codecs-gpu'],
   ['ttft-verify-', 'ttft-verify-gpu'],
   ['ttft-idle-', 'ttft-idle-gpu'],
-  ['ttft-keep-warm-', 'ttft-keep-warm-gpu'],
   ['ttft-goals-', 'ttft-goals-gpu'],
   ['fidelity-', 'fidelity'],
 ] as const;

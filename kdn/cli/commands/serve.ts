@@ -31,7 +31,6 @@ interface ServeFlags {
   shmVerify?: string;
   engineBatch?: string;
   engineKvBudget?: string;
-  gpuKeepWarm?: string;
   shutdownTimeout?: string;
   json?: boolean;
 }
@@ -71,7 +70,6 @@ async function serve(flags: ServeFlags): Promise<void> {
     shmVerify: flags.shmVerify as KdnConfigInput['shmVerify'],
     engineBatch: flags.engineBatch,
     engineKvBudget: flags.engineKvBudget,
-    gpuKeepWarmMs: flags.gpuKeepWarm,
     shutdownTimeoutMs: flags.shutdownTimeout,
   };
   const config = resolveKdnConfig(Object.fromEntries(Object.entries(input).filter(([, v]) => v !== undefined)));
@@ -181,10 +179,6 @@ export function register(program: Command): void {
     )
     .option('--engine-batch <n>', `queries on the engine at once, decoding in batched steps (env ${KDN_ENV.engineBatch}; default 16)`)
     .option('--engine-kv-budget <tokens>', `KV tokens decoding queries may hold together (env ${KDN_ENV.engineKvBudget}; default no limit)`)
-    .option(
-      '--gpu-keep-warm <ms>',
-      `WebGPU: submit a little work whenever the GPU had none for this long, so a query after a quiet spell does not meet idle clocks; costs power (env ${KDN_ENV.gpuKeepWarmMs}; default 0, off; else at least 10)`,
-    )
     .option('--query-timeout <ms>', `bound on one query, queueing included (env ${KDN_ENV.queryTimeoutMs}; default 120000)`)
     .option(
       '--shutdown-timeout <ms>',
