@@ -61,11 +61,11 @@ export async function openBenchEngine(
   options: BenchEngineOptions = {},
 ): Promise<BenchEngine> {
   const { thread = false, hotTierBytes } = options;
-  const extra = hotTierBytes === undefined ? {} : { hotTierBytes };
+  const hot = hotTierBytes === undefined ? {} : { hotTierBytes };
   if (target.modelDir === undefined) {
     const open = thread ? createSyntheticEngineInWorker : createSyntheticEngine;
-    return open(target.shape, target.hfConfig, { backend, capacity, ...extra });
+    return open(target.shape, target.hfConfig, { backend, capacity, ...hot });
   }
-  const engineOptions = { modelDir: target.modelDir, backend, capacity, ...extra };
+  const engineOptions = { modelDir: target.modelDir, backend, capacity, ...hot };
   return asBenchEngine(await (thread ? createEngineInWorker(engineOptions) : createEngine(engineOptions)));
 }

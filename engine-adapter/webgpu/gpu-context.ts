@@ -235,7 +235,7 @@ export class Recorder {
       if (inSegment === SEGMENT_DISPATCHES) {
         pass?.end();
         pass = null;
-        this.ctx.submit(encoder.finish());
+        device.queue.submit([encoder.finish()]);
         encoder = device.createCommandEncoder();
         inSegment = 0;
       }
@@ -267,7 +267,7 @@ export class Recorder {
         at += r.size;
       }
     }
-    this.ctx.submit(encoder.finish());
+    device.queue.submit([encoder.finish()]);
     for (const cleanup of this.cleanups) cleanup();
     return { staging, offsets, timer };
   }
@@ -388,11 +388,6 @@ export class GpuContext {
       this.kernelNames.set(pipeline, kernelLabel(spec.url, defines));
     }
     return pipeline;
-  }
-
-  /** Submits to the device's queue; every submission of this context's work goes through here. */
-  submit(commands: GPUCommandBuffer): void {
-    this.device.queue.submit([commands]);
   }
 
   /** A Recorder; a timed one gives each dispatch's GPU time (see Recorder). */

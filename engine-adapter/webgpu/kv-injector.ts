@@ -321,7 +321,7 @@ export class KvInjector<J> {
       else if (slot.used > 0) {
         const encoder = this.ctx.device.createCommandEncoder();
         encoder.copyBufferToBuffer(slot.staging, 0, slot.ring!, slot.ringOffset, slot.used);
-        this.ctx.submit(encoder.finish());
+        this.ctx.device.queue.submit([encoder.finish()]);
       }
       slot.ready = null;
       slot.sent = ++this.sends;
