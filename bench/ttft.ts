@@ -36,7 +36,8 @@
  * engine on its own thread (--engine-thread), engine_call_ms is when that thread began the query's inject call,
  * first_block_ms when the context's first block reached it and received_ms its last, beside fetch_ms, when this
  * thread heard the last object had arrived. ttft_ms is the median of --runs after --warmup, each on a new session;
- * ttft_runs_ms lists every run's, in order.
+ * ttft_runs_ms lists every run's, in order; with --idle-ms, idle_runs_ms how long the GPU had nothing asked of it
+ * before each of them.
  * Every context size is measured on its own, so one failing (e.g. out of memory) records an error and the run goes
  * on; --max-seconds stops cleanly between measurements and keeps what was gathered.
  *
@@ -278,6 +279,7 @@ function record(
     inject_path: null,
     ttft_ms: null,
     ttft_runs_ms: null,
+    idle_runs_ms: null,
     runs: null,
     bytes: null,
     loop_block_bytes: null,
@@ -330,6 +332,11 @@ function runsOf(m: { results: { ms: number }[] }): string {
   return m.results.map((r) => round(r.ms)).join(' ');
 }
 
+/** How long each measured run waited idle before it, in ms, in the order run; null without --idle-ms. */
+function idlesOf(m: { idles: number[] }): string | null {
+  return m.idles.some((ms) => ms > 0) ? m.idles.map((ms) => round(ms)).join(' ') : null;
+}
+
 /** Progress on stderr, so a long GPU run shows where it is (quiet under tests). */
 function progress(line: string): void {
   if (!process.env.KDN_TEST) process.stderr.write(`ttft: ${line}\n`);
@@ -337,21 +344,26 @@ function progress(line: string): void {
 
 /**
  * Median of `runs` measured calls after `warmup` unmeasured ones, each measured call after `idleMs` with nothing
- * asked of the GPU (TtftArgs.idleMs).
+ * asked of the GPU (TtftArgs.idleMs); `idles` is how long each one actually waited.
  */
 async function measure<T extends { ms: number }>(
   warmup: number,
   runs: number,
   idleMs: number,
   once: () => Promise<T>,
-): Promise<{ median: number; results: T[] }> {
+): Promise<{ median: number; results: T[]; idles: number[] }> {
   for (let i = 0; i < warmup; i++) await once();
   const results: T[] = [];
+  const idles: number[] = [];
   for (let i = 0; i < runs; i++) {
-    if (idleMs > 0) await sleep(idleMs);
+    if (idleMs > 0) {
+      const began = performance.now();
+      await sleep(idleMs);
+      idles.push(performance.now() - began);
+    } else idles.push(0);
     results.push(await once());
   }
-  return { median: median(results.map((r) => r.ms)), results };
+  return { median: median(results.map((r) => r.ms)), results, idles };
 }
 
 /**
@@ -725,7 +737,10 @@ async function measureContext(
         }
       });
       recomputeFirst = m.results.at(-1)!.first;
-      out.set('recompute', record(base, 'recompute', { ttft_ms: round(m.median), ttft_runs_ms: runsOf(m), runs: a.runs }));
+      out.set(
+        'recompute',
+        record(base, 'recompute', { ttft_ms: round(m.median), ttft_runs_ms: runsOf(m), idle_runs_ms: idlesOf(m), runs: a.runs }),
+      );
     });
 
   const injectModes = a.modes.filter(isInject);
@@ -795,6 +810,7 @@ async function measureContext(
               ...(a.edgeShm ? { delivery } : {}),
               ttft_ms: round(m.median),
               ttft_runs_ms: runsOf(m),
+              idle_runs_ms: idlesOf(m),
               runs: a.runs,
               bytes: last.bytes,
               loop_block_bytes: loopBytes,
@@ -840,6 +856,7 @@ async function measureContext(
                 record(base, 'inject-hot', {
                   ttft_ms: round(m.median),
                   ttft_runs_ms: runsOf(m),
+                  idle_runs_ms: idlesOf(m),
                   runs: a.runs,
                   bytes: 0,
                   inject_path: 'resident',
