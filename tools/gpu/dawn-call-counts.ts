@@ -2,8 +2,8 @@
  * A preload that counts, on every thread of a process, the WebGPU (Dawn) calls its code makes, how much each raised
  * the thread's V8 external memory, and its garbage collections by kind: where an engine thread's host work and
  * garbage come from, on a GPU host where a CPU profile names only "native" and "(garbage collector)". Each thread
- * writes `<dir>/<pid>-<threadId>.json` every 2 s and when it exits: per call, how often and the MiB it added to
- * external memory; per GC kind, how many and their milliseconds; and a series of [ms since start, external MiB,
+ * writes `<dir>/<pid>-<threadId>.json` every 2 s and when it exits: per call, how often, the milliseconds the calls
+ * took on the calling thread and the MiB they added to external memory; per GC kind, how many and their milliseconds; and a series of [ms since start, external MiB,
  * createBindGroup calls, getMappedRange calls, full collections] every 250 ms, to tell one query from the next.
  *   node --import tsx --import ./tools/gpu/dawn-call-counts.ts bench/run.ts ttft ...   (DAWN_CALLS_DIR, default
  *   .tmp/dawn-calls)
@@ -26,6 +26,8 @@ const WATCHED: Record<string, readonly string[]> = {
 
 interface CallCount {
   calls: number;
+  /** Milliseconds the calls took on the calling thread (a promise-returning call's asking, not its answer). */
+  ms: number;
   /** MiB the calls added to this thread's external memory (what unmap or a collection gives back is not subtracted). */
   externalMiB: number;
 }
@@ -43,12 +45,14 @@ function watch(classes: Record<string, { prototype: Record<string, unknown> }>):
     for (const method of methods) {
       const original = proto[method];
       if (typeof original !== 'function') continue;
-      const count: CallCount = (calls[`${name}.${method}`] = { calls: 0, externalMiB: 0 });
+      const count: CallCount = (calls[`${name}.${method}`] = { calls: 0, ms: 0, externalMiB: 0 });
       proto[method] = function (this: unknown, ...args: unknown[]) {
         const before = externalMiB();
+        const began = performance.now();
         try {
           return original.apply(this, args);
         } finally {
+          count.ms += performance.now() - began;
           count.calls++;
           count.externalMiB += Math.max(0, externalMiB() - before);
         }
