@@ -5,10 +5,11 @@
  * writes `<dir>/<pid>-<threadId>.json` every 2 s and when it exits: per call, how often, the milliseconds the calls
  * took on the calling thread and the MiB they added to external memory; per GC kind, how many and their milliseconds; and a series of [ms since start, external MiB,
  * createBindGroup calls, getMappedRange calls, full collections] every 250 ms, to tell one query from the next.
- *   node --import tsx --import ./tools/gpu/dawn-call-counts.ts bench/run.ts ttft ...   (DAWN_CALLS_DIR, default
+ *   node --import tsx --import ./tools/gpu/dawn-call-counts.mjs bench/run.ts ttft ...   (DAWN_CALLS_DIR, default
  *   .tmp/dawn-calls)
  * It wraps the methods of the `webgpu` package's classes, so the counts include every caller, and costs a few
- * microseconds per call: compare counts, not timings, from a run under it.
+ * microseconds per call: compare counts, not timings, from a run under it. Plain JavaScript, so that it loads in worker
+ * threads too (an engine on its own thread, fetch threads), which start before tsx is registered in them.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -16,7 +17,8 @@ import { constants, PerformanceObserver, performance } from 'node:perf_hooks';
 import v8 from 'node:v8';
 import { threadId } from 'node:worker_threads';
 
-const WATCHED: Record<string, readonly string[]> = {
+/** Per class, the methods counted. */
+const WATCHED = {
   GPUDevice: ['createBuffer', 'createBindGroup', 'createCommandEncoder', 'pushErrorScope', 'popErrorScope'],
   GPUBuffer: ['getMappedRange', 'unmap', 'mapAsync', 'destroy'],
   GPUQueue: ['writeBuffer', 'submit', 'onSubmittedWorkDone'],
@@ -24,29 +26,34 @@ const WATCHED: Record<string, readonly string[]> = {
   GPUComputePassEncoder: ['setPipeline', 'setBindGroup', 'dispatchWorkgroups', 'end'],
 };
 
-interface CallCount {
-  calls: number;
-  /** Milliseconds the calls took on the calling thread (a promise-returning call's asking, not its answer). */
-  ms: number;
-  /** MiB the calls added to this thread's external memory (what unmap or a collection gives back is not subtracted). */
-  externalMiB: number;
-}
+/**
+ * @typedef {object} CallCount
+ * @property {number} calls
+ * @property {number} ms the milliseconds the calls took on the calling thread (a promise-returning call's asking, not
+ *   its answer)
+ * @property {number} externalMiB the MiB the calls added to this thread's external memory (what unmap or a collection
+ *   gives back is not subtracted)
+ */
 
 const dir = process.env.DAWN_CALLS_DIR ?? '.tmp/dawn-calls';
-const calls: Record<string, CallCount> = {};
-const gcs: Record<string, { count: number; ms: number }> = {};
-const series: number[][] = [];
-const externalMiB = (): number => v8.getHeapStatistics().external_memory / 2 ** 20;
+/** @type {Record<string, CallCount>} */
+const calls = {};
+/** @type {Record<string, { count: number, ms: number }>} */
+const gcs = {};
+/** @type {number[][]} */
+const series = [];
+const externalMiB = () => v8.getHeapStatistics().external_memory / 2 ** 20;
 
-function watch(classes: Record<string, { prototype: Record<string, unknown> }>): void {
+/** @param {Record<string, { prototype: Record<string, unknown> }>} classes */
+function watch(classes) {
   for (const [name, methods] of Object.entries(WATCHED)) {
     const proto = classes[name]?.prototype;
     if (proto === undefined) continue;
     for (const method of methods) {
       const original = proto[method];
       if (typeof original !== 'function') continue;
-      const count: CallCount = (calls[`${name}.${method}`] = { calls: 0, ms: 0, externalMiB: 0 });
-      proto[method] = function (this: unknown, ...args: unknown[]) {
+      const count = (calls[`${name}.${method}`] = { calls: 0, ms: 0, externalMiB: 0 });
+      proto[method] = function (...args) {
         const before = externalMiB();
         const began = performance.now();
         try {
@@ -61,7 +68,8 @@ function watch(classes: Record<string, { prototype: Record<string, unknown> }>):
   }
 }
 
-const GC_KINDS: Record<number, string> = {
+/** @type {Record<number, string>} */
+const GC_KINDS = {
   [constants.NODE_PERFORMANCE_GC_MINOR]: 'minor',
   [constants.NODE_PERFORMANCE_GC_MAJOR]: 'major',
   [constants.NODE_PERFORMANCE_GC_INCREMENTAL]: 'incremental',
@@ -69,19 +77,19 @@ const GC_KINDS: Record<number, string> = {
 };
 new PerformanceObserver((list) => {
   for (const entry of list.getEntries()) {
-    const kind = GC_KINDS[(entry as { detail?: { kind?: number } }).detail?.kind ?? 0] ?? 'other';
+    const kind = GC_KINDS[entry.detail?.kind ?? 0] ?? 'other';
     const g = (gcs[kind] ??= { count: 0, ms: 0 });
     g.count++;
     g.ms += entry.duration;
   }
 }).observe({ entryTypes: ['gc'] });
 
-function dump(): void {
+function dump() {
   const file = `${dir}/${process.pid}-${threadId}.json`;
   writeFileSync(file, `${JSON.stringify({ pid: process.pid, threadId, calls, gcs, series })}\n`);
 }
 
-const webgpu = createRequire(`${process.cwd()}/`)('webgpu') as { globals: Record<string, { prototype: Record<string, unknown> }> };
+const webgpu = createRequire(`${process.cwd()}/`)('webgpu');
 watch(webgpu.globals);
 mkdirSync(dir, { recursive: true });
 setInterval(() => {
