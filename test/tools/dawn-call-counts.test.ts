@@ -33,7 +33,7 @@ ctx.dispose();
 const { Worker } = await import('node:worker_threads');
 const inWorker = \`
   const { createRequire } = await import('node:module');
-  const { create } = createRequire(${JSON.stringify(ROOT + '/')})('webgpu');
+  const { create } = createRequire(${JSON.stringify(`${ROOT}/`)})('webgpu');
   const device = await (await create([]).requestAdapter()).requestDevice();
   device.createBuffer({ size: 256, usage: 8 }).destroy();
   device.destroy();
