@@ -65,6 +65,9 @@
 #            16k for fp16 and int4 injection and a repeated context from the hot tier, beside the peer's host-memory
 #            hit, with the engine's timelines (bench/results/ttft-goals-gpu.json)                          ~4 min
 #   goals-long the same at 32k                                                                            ~5 min
+#   thread-profile where the engine's thread goes while it places an 8k int4 context (8B, engine on its own thread,
+#            over sockets then the fast path): every thread's CPU profile with V8's collections traced, then each
+#            thread's functions while placing (bench/results/gpu/engine-thread-profile-h100.json)          ~2 min
 #   poll     what a pending answer from Dawn costs the waiting thread: its event loop's active share and garbage
 #            collections while awaiting GPU work, against sleeping as long (bench/results/gpu/dawn-poll-cost.json) ~1 min
 #   handover 8B TTFT at 8k, engine on its own thread: KV blocks from the fetch threads straight to it against
@@ -281,6 +284,15 @@ for part in "$@"; do
       bench 290 "$out" ttft --shape llama3.1-8b --contexts "$contexts" --question 64 --backend webgpu --kv synthetic \
         --modes inject,inject-int4,inject-hot,peer-host-hit --edge-shm --engine-thread --runs 3 --warmup 1 --recompute-warmup 0 \
         --max-seconds 250 --timeline "$DIR/$out-runs.json" ;;
+    thread-profile)
+      mkdir -p "$DIR/thread-profile"
+      step 240 ttft-thread-profile node --trace-gc --cpu-prof --cpu-prof-dir="$DIR/thread-profile" --cpu-prof-interval 200 \
+        --import tsx bench/run.ts ttft --shape llama3.1-8b --contexts 8192 --question 64 --backend webgpu --kv synthetic \
+        --modes inject-int4 --edge-shm --engine-thread --runs 10 --warmup 2 --recompute-warmup 0 --max-seconds 150 \
+        --out ttft-thread-profile
+      mv bench/results/ttft-thread-profile.json "$DIR/" 2>/dev/null || echo "   no bench/results/ttft-thread-profile.json"
+      json_step 120 thread-profile-summary node --import tsx tools/gpu/cpu-profile-summary.ts "$DIR/thread-profile" --top 40 \
+        --during writeInLayerOrder ;;
     overlap-long)
       # 8B TTFT at 32k (128 chunks) over the fast path, engine on its own thread: the question under the context's
       # arrival against chunk by chunk (kdn's path past OVERLAP_MAX_CHUNKS), in the order overlapped, sequential,
@@ -317,7 +329,7 @@ for part in "$@"; do
       node --import tsx tools/gpu/merge-results.ts "$DIR" ;;
     *)
       echo "unknown part $part (check, profile, forward, 8b, 8b-long, 1b, engine, compare, sass, blend, fidelity, expand, batch, receive," \
-        "delivery, delivery-long, fastpath, formats, shm-order, placed, poll, timeline, overlap-long, verify-ab, idle, goals, goals-long, ab, handover, load, merge)" >&2
+        "delivery, delivery-long, fastpath, formats, shm-order, placed, poll, timeline, overlap-long, verify-ab, idle, goals, goals-long, thread-profile, ab, handover, load, merge)" >&2
       exit 2 ;;
   esac
 done
