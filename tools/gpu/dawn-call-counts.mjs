@@ -3,8 +3,9 @@
  * the thread's V8 external memory, and its garbage collections by kind: where an engine thread's host work and
  * garbage come from, on a GPU host where a CPU profile names only "native" and "(garbage collector)". Each thread
  * writes `<dir>/<pid>-<threadId>.json` every 2 s and when it exits: per call, how often, the milliseconds the calls
- * took on the calling thread and the MiB they added to external memory; per GC kind, how many and their milliseconds; and a series of [ms since start, external MiB,
- * createBindGroup calls, getMappedRange calls, full collections] every 250 ms, to tell one query from the next.
+ * took on the calling thread and the MiB they added to external memory; per GC kind, how many and their
+ * milliseconds; and a series of [ms since start, external MiB, createBindGroup calls, getMappedRange calls, full
+ * collections] every 250 ms, to tell one query from the next.
  *   node --import tsx --import ./tools/gpu/dawn-call-counts.mjs bench/run.ts ttft ...   (DAWN_CALLS_DIR, default
  *   .tmp/dawn-calls)
  * It wraps the methods of the `webgpu` package's classes, so the counts include every caller, and costs a few
