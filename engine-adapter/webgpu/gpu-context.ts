@@ -95,6 +95,17 @@ export interface BufferRange {
 /** What a kernel binds: a whole buffer or a range of one. */
 export type Binding = GPUBuffer | BufferRange;
 
+/**
+ * The shared uniform buffer and its host words. The words are one long-lived array, not one per submission: while a
+ * context is being placed, the engine thread's young generation counts the mapped staging ranges (kv-injector.ts) as
+ * external memory, and V8 then answers every new ArrayBuffer with a scavenge (64-77 such scavenges in an 8B 8k run
+ * against 3-4 with this array, bench/results/gpu/uniform-words-ab-h100.json).
+ */
+interface Uniforms {
+  buffer: GPUBuffer;
+  words: Uint32Array;
+}
+
 /** Commands a Recorder holds, by kind: the host-side recording work of a step, as tests and profiling count it. */
 export interface CommandCounts {
   dispatches: number;
@@ -215,11 +226,12 @@ export class Recorder {
     if (this.submitted) throw new KdnError('INTERNAL', 'Recorder submitted twice.');
     this.submitted = true;
     const device = this.ctx.device;
-    const uniforms = this.ctx.uniforms(this.slots, this);
+    const { buffer: uniforms, words } = this.ctx.uniforms(this.slots, this);
     if (this.slots > 0) {
-      const all = new Uint32Array(this.slots * SLOT_WORDS);
-      for (const c of this.commands) if (c.kind === 'dispatch') all.set(c.words, c.slot * SLOT_WORDS);
-      device.queue.writeBuffer(uniforms, 0, all);
+      const used = this.slots * SLOT_WORDS;
+      words.fill(0, 0, used);
+      for (const c of this.commands) if (c.kind === 'dispatch') words.set(c.words, c.slot * SLOT_WORDS);
+      device.queue.writeBuffer(uniforms, 0, words, 0, used);
     }
     let encoder = device.createCommandEncoder();
     const timer = this.timed ? new PassTimer(device, this.dispatches) : null;
@@ -343,7 +355,7 @@ export class GpuContext {
   private readonly bindGroups = new LRUCache<string, GPUBindGroup>({ max: BIND_GROUP_CACHE_ENTRIES });
   private readonly ids = new WeakMap<object, number>();
   private nextId = 1;
-  private uniformBuffer: GPUBuffer | null = null;
+  private uniformBuffer: Uniforms | null = null;
   private readonly scratches = new Map<string, GPUBuffer>();
   readonly device: GPUDevice;
   readonly features: GpuFeatures;
@@ -396,16 +408,18 @@ export class GpuContext {
   }
 
   /**
-   * The buffer every Recorder writes its uniform parameters to, at least `slots` slots long; grown for `rec`, the old
-   * one destroyed once `rec` submitted. Sharing it is safe: a submission's writeBuffer takes effect after the command
-   * buffers submitted before it ran, in queue order.
+   * The buffer every Recorder writes its uniform parameters to, at least `slots` slots long, and the host words they
+   * are gathered in first; grown for `rec`, the old buffer destroyed once `rec` submitted. Sharing the buffer is safe:
+   * a submission's writeBuffer takes effect after the command buffers submitted before it ran, in queue order. The
+   * words are copied by writeBuffer when called, so the next Recorder may reuse them at once.
    */
-  uniforms(slots: number, rec: Recorder): GPUBuffer {
+  uniforms(slots: number, rec: Recorder): Uniforms {
     const held = this.uniformBuffer;
-    if (held !== null && held.size >= slots * PARAM_SLOT) return held;
+    if (held !== null && held.buffer.size >= slots * PARAM_SLOT) return held;
     const size = PARAM_SLOT * 2 ** Math.ceil(Math.log2(Math.max(64, slots)));
-    this.uniformBuffer = this.device.createBuffer({ size, label: 'uniforms', usage: Usage.UNIFORM | Usage.COPY_DST });
-    if (held !== null) rec.afterSubmit(() => held.destroy());
+    const buffer = this.device.createBuffer({ size, label: 'uniforms', usage: Usage.UNIFORM | Usage.COPY_DST });
+    this.uniformBuffer = { buffer, words: new Uint32Array(size / 4) };
+    if (held !== null) rec.afterSubmit(() => held.buffer.destroy());
     return this.uniformBuffer;
   }
 
@@ -518,7 +532,7 @@ export class GpuContext {
     this.pipelines.clear();
     this.scratches.clear();
     this.bindGroups.clear();
-    this.uniformBuffer?.destroy();
+    this.uniformBuffer?.buffer.destroy();
     this.opened.release();
   }
 }
