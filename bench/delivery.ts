@@ -7,8 +7,8 @@
  *   pipeline: bench/lib/fetch-inject.ts (what bench/ttft.ts measures), injecting into a sink that consumes layers;
  *   product:  kdn/query's ChunkFetch on the event loop (what a query runs with --fetch-threads 0), injected in order
  *             into the same sink;
- *   threads:  the same over a KvFetchPool of --fetch-threads workers (default kdn's: half the cores, at most 8), each
- *             receiving and verifying;
+ *   threads:  the same over a KvFetchPool of --fetch-threads workers (default kdn's: all cores but four or half of
+ *             them, at most 12), each receiving and verifying;
  *   shm-read: the same-host fast path's ceiling: the objects' files in the edge's shared-memory folder read whole
  *             (--parallel at once, on the event loop), bytes discarded;
  *   shm:      the threads stage over the fast path: the pool's workers read each object from shared memory and verify

@@ -47,12 +47,14 @@ export interface KvFetcher {
 }
 
 /**
- * Fetch threads for a host with `cores` cores: half of them, at most 8, none on a single core. On the 16-core H100
- * host, 8 threads received fp16 objects at 2.4 GB/s where 4 got 1.7 and the event loop alone 0.6
- * (bench/results/gpu/ttft-8b-8k-state-d-fetch-threads-*.json, delivery-gpu-host-*.json).
+ * Fetch threads for a host with `cores` cores: all but four of them, or half where that is more, at most 12; none on
+ * a single core. The four left over run the engine's thread, the event loop, libuv's pool and a same-host edge. On a
+ * 16-core H100 host 8 threads received fp16 objects at 2.4 GB/s where 4 got 1.7 and the event loop alone 0.6
+ * (bench/results/gpu/ttft-8b-8k-state-d-fetch-threads-*.json, delivery-gpu-host-*.json); on a 16-core H200 host 12
+ * threads read and verified an 8k context's files about a third sooner than 8 (fetch-threads-ab-h200.json).
  */
 export function defaultFetchThreads(cores: number = availableParallelism()): number {
-  return Math.min(8, Math.floor(cores / 2));
+  return Math.min(12, Math.max(Math.floor(cores / 2), cores - 4));
 }
 
 /** `sharedMemory: false` keeps every fetch on HTTP even from same-host edges (benchmarks compare the two). */

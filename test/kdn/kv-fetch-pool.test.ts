@@ -9,7 +9,7 @@ import { startEdge, type RunningEdge } from '../../edge/server/main.ts';
 import { BlockChannel } from '../../engine-adapter/worker/block-channel.ts';
 import { isRoutable } from '../../engine-adapter/worker/routed-stream.ts';
 import { KvFetchPool } from '../../kdn/query/kv-fetch-pool.ts';
-import { inThreadFetcher, type KvFetcher } from '../../kdn/query/kv-fetcher.ts';
+import { defaultFetchThreads, inThreadFetcher, type KvFetcher } from '../../kdn/query/kv-fetcher.ts';
 import type { PoolReader } from '../../kdn/query/pool-transfer.ts';
 import { codecFromString, encodeKVObject, readKVHeader, tokenHash } from '../../storage/kv-object/index.ts';
 import type { KVExpectation, KVLayerBlock } from '../../storage/kv-object/types.ts';
@@ -39,6 +39,13 @@ async function code(p: Promise<unknown>): Promise<string> {
     (e: { code?: string }) => e.code ?? String(e),
   );
 }
+
+describe('defaultFetchThreads', () => {
+  it('all cores but four or half of them, whichever is more, at most 12 and none on one core', () => {
+    const byCores = [1, 2, 4, 8, 12, 16, 32, 128].map((cores) => defaultFetchThreads(cores));
+    expect(byCores).to.deep.equal([0, 1, 2, 4, 8, 12, 12, 12]);
+  });
+});
 
 describe('KvFetchPool: chunk objects received and verified on worker threads', () => {
   let dir: string;

@@ -167,7 +167,7 @@ export function register(program: Command): void {
     )
     .option(
       '--fetch-threads <n>',
-      `worker threads receiving and verifying chunk objects, 0 for none (env ${KDN_ENV.fetchThreads}; default half the cores, at most 8)`,
+      `worker threads receiving and verifying chunk objects, 0 for none (env ${KDN_ENV.fetchThreads}; default all cores but four or half of them, at most 12)`,
     )
     .option(
       '--fetch-buffers <size>',
