@@ -61,8 +61,9 @@
  * `--format-version 1` puts objects of KV format version 1 (layers checked with sha256) instead of the current one
  * (BLAKE3), to compare what verification costs.
  * `--timeline FILE` writes, for every measured run of the overlapped and blend paths, the engine's timeline of the
- * call: gates, the question's pieces and when the GPU ran them, the injector's sends and reads
- * (engine-adapter/placing-timeline.ts, bench/lib/timeline-file.ts), with engine_start_ms placing it on the run's clock.
+ * call: gates, the question's pieces and when the GPU ran them, the injector's sends and reads, each layer's arrival
+ * and writing (engine-adapter/placing-timeline.ts, bench/lib/timeline-file.ts), with engine_start_ms placing it on the
+ * run's clock.
  * `--idle-ms N` leaves the GPU idle N ms before each measured query of every mode, the peer's too (its queries
  * otherwise run back to back, KDN's after their own set-up): a GPU that idled runs its next work at lower clocks.
  */

@@ -45,6 +45,7 @@ export class LayerGates {
     if (count < this.written || count > this.layers)
       throw new KdnError('INTERNAL', `${count} layers written after ${this.written} of ${this.layers}`);
     if (count > 0) this.firstLayerAt ??= performance.now();
+    this.timeline?.layersReady(this.written, count);
     this.written = count;
     this.waiters = this.waiters.filter((w) => {
       if (w.count > count) return true;

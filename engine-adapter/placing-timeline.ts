@@ -60,6 +60,14 @@ export interface PlacingTimelineReport {
   /** In the order they happened (a piece where it was submitted). */
   events: TimelineEvent[];
   reads: ReadLatencies | null;
+  /** Per layer, when every object's copy of it was written (and verified) and the forward could run it. */
+  layersReadyMs: (number | null)[];
+  /**
+   * Per layer, when the last object's block of it reached the engine's thread (null: one never did). Only an engine on
+   * its own thread, which receives the blocks, knows (worker/engine-worker.ts); the gap to layersReadyMs is how far
+   * placing fell behind the blocks' arrival.
+   */
+  layersArrivedMs?: (number | null)[];
 }
 
 type Mark = 'firstLayer' | 'placed' | 'logits';
@@ -75,6 +83,7 @@ export class PlacingTimeline {
   private readonly readMs: number[] = [];
   private lastReadDone = 0;
   private readonly marks = new Map<Mark, number>();
+  private readonly ready: number[] = [];
 
   /** `at` (performance.now()) in the timeline's milliseconds. */
   ms(at = performance.now()): number {
@@ -99,6 +108,11 @@ export class PlacingTimeline {
     this.events.push({ kind: 'upload', atMs: this.ms(), bytes, dispatches, waitedOnReads });
   }
 
+  /** Layers [from, to) of the context are written now. */
+  layersReady(from: number, to: number): void {
+    for (let layer = from; layer < to; layer++) this.ready[layer] = this.ms();
+  }
+
   /** A read asked for at `askedAt` (performance.now()) finished now. */
   read(askedAt: number): void {
     const now = performance.now();
@@ -118,6 +132,7 @@ export class PlacingTimeline {
       logitsMs: this.marks.get('logits') ?? null,
       events: this.events.map((e) => ({ ...e })),
       reads: this.readLatencies(),
+      layersReadyMs: Array.from(this.ready, (ms) => ms ?? null),
     };
   }
 

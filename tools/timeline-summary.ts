@@ -1,7 +1,8 @@
 /**
  * Summarizes the engine timelines a `bench/run.ts ttft --timeline FILE` run wrote: one row per measured query (first
  * layer placed, all placed, logits, the question's tail after placing, how far the GPU fell behind, uploads and
- * reads; bench/lib/timeline-summary.ts), as a table, or JSON with --json. FILE may be gzipped.
+ * reads, how long layers waited after their blocks arrived; bench/lib/timeline-summary.ts), as a table, or JSON with
+ * --json. FILE may be gzipped.
  *   node --import tsx tools/timeline-summary.ts FILE [FILE ...] [--json]
  */
 import { readFileSync } from 'node:fs';

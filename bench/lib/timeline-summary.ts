@@ -28,6 +28,12 @@ export interface TimelineSummary {
   uploads_waited_on_reads: number | null;
   read_p50_ms: number | null;
   read_p90_ms: number | null;
+  /**
+   * An engine on its own thread: when the last layer's blocks had all reached it, and the longest any layer waited
+   * from its blocks' arrival until it was written and the forward could run it (null: not recorded).
+   */
+  arrived_ms: number | null;
+  ready_lag_ms: number | null;
 }
 
 const round = (ms: number): number => Math.round(ms * 100) / 100;
@@ -55,7 +61,19 @@ export function summarizeRun(entry: TimelineEntry, run: TimelineRun): TimelineSu
     uploads_waited_on_reads: sends.length > 0 ? round(sends.filter((e) => e.waitedOnReads).length / sends.length) : null,
     read_p50_ms: t.reads?.p50Ms ?? null,
     read_p90_ms: t.reads?.p90Ms ?? null,
+    ...arrivals(t.layersArrivedMs, t.layersReadyMs),
   };
+}
+
+/** TimelineSummary's arrived_ms and ready_lag_ms; files written before the per-layer marks have neither. */
+function arrivals(arrived?: (number | null)[], ready?: (number | null)[]): Pick<TimelineSummary, 'arrived_ms' | 'ready_lag_ms'> {
+  if (!arrived?.length || arrived.includes(null)) return { arrived_ms: null, ready_lag_ms: null };
+  const at = arrived as number[];
+  const lags = at.flatMap((ms, layer) => {
+    const written = ready?.[layer];
+    return written === undefined || written === null ? [] : [written - ms];
+  });
+  return { arrived_ms: Math.max(...at), ready_lag_ms: lags.length > 0 ? round(Math.max(...lags)) : null };
 }
 
 export function summarizeTimelines(entries: readonly TimelineEntry[]): TimelineSummary[] {

@@ -21,6 +21,8 @@ export class BlockChannel {
   firstBlockAt: number | undefined;
   /** performance.now() when the stream ended (its last block, or its failure, arrived). */
   endedAt: number | undefined;
+  /** performance.now() when each layer's block arrived (placing-timeline.ts layersArrivedMs). */
+  readonly arrivedAt: number[] = [];
   private wake: (() => void) | undefined;
   private port: MessagePort | undefined;
   /**
@@ -45,8 +47,9 @@ export class BlockChannel {
   /** A block: its bytes (and maybe where they lie), or only where they lie; verified unless announced. */
   push(block: RoutedBlock): void {
     if (this.ended) return;
-    this.firstBlockAt ??= performance.now();
     const { layer, bytes, source } = block;
+    this.arrivedAt[layer] = performance.now();
+    this.firstBlockAt ??= this.arrivedAt[layer];
     this.blocks.push(bytes === undefined ? { layer, source: block.source } : verifiedBlock(this.header, layer, bytes, source));
     if (bytes !== undefined || block.announced !== true) this.verified(layer + 1);
     this.signal();

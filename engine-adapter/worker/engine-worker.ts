@@ -63,7 +63,18 @@ async function inject(
 
 /** An injected prefill's answer: its logits, when its objects came and were placed, and its timeline if it kept one. */
 function prefilled(out: InjectedPrefill, channels: readonly BlockChannel[], startedAt: number): Extract<CallValue, { op: 'inject' }> {
-  return { op: 'inject', logits: out.logits, ...timesOf(out, channels, startedAt), ...(out.timeline ? { timeline: out.timeline } : {}) };
+  const timeline = out.timeline && { ...out.timeline, layersArrivedMs: layersArrived(channels, out.timeline.startedAtEpoch) };
+  return { op: 'inject', logits: out.logits, ...timesOf(out, channels, startedAt), ...(timeline ? { timeline } : {}) };
+}
+
+/** Per layer, when the last channel's block of it arrived, in milliseconds from `zeroEpoch` (null: one never did). */
+function layersArrived(channels: readonly BlockChannel[], zeroEpoch: number): (number | null)[] {
+  const layers = Math.max(0, ...channels.map((c) => c.reader.header.layers));
+  return Array.from({ length: layers }, (_, layer) => {
+    let last = Number.NEGATIVE_INFINITY;
+    for (const c of channels) last = Math.max(last, c.arrivedAt[layer] ?? Number.NaN);
+    return Number.isNaN(last) ? null : Math.round((performance.timeOrigin + last - zeroEpoch) * 100) / 100;
+  });
 }
 
 /** When the objects were placed, and how they came (HandOverTimes), on the shared epoch clock. */

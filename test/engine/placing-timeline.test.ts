@@ -143,6 +143,23 @@ describe('placing timeline', () => {
           // The cpu backend runs the forward once its context is in: no pieces, no uploads.
           expect(pieces(timeline!)).to.deep.equal([]);
           expect(uploads(timeline!)).to.deep.equal([]);
+          const ready = timeline!.layersReadyMs;
+          expect(ready).to.have.length(kv.layers);
+          for (const [layer, ms] of ready.entries()) {
+            expect(ms, `layer ${layer}`)
+              .to.be.a('number')
+              .and.within(layer === 0 ? 0 : ready[layer - 1]!, timeline!.logitsMs!);
+          }
+          // Only an engine on its own thread receives the blocks, so only it knows when they came; none before it was written.
+          const arrived = timeline!.layersArrivedMs;
+          if (where === 'this thread') expect(arrived).to.equal(undefined);
+          else {
+            expect(arrived).to.have.length(kv.layers);
+            for (const [layer, ms] of arrived!.entries())
+              expect(ms, `layer ${layer}`)
+                .to.be.a('number')
+                .and.at.most(ready[layer]! + 0.01);
+          }
         } finally {
           await engine.dispose();
         }

@@ -40,6 +40,8 @@ const ENTRY: TimelineEntry = {
           { kind: 'piece', from: 16, to: 32, submittedMs: 41, doneMs: 52 },
         ],
         reads: { count: 2, p50Ms: 1.5, p90Ms: 3, maxMs: 3, lastDoneMs: 37 },
+        layersReadyMs: [4, 4, 39, 39],
+        layersArrivedMs: [3, 3.5, 20, 30],
       },
     },
   ],
@@ -55,6 +57,8 @@ interface Row {
   uploads_waited_on_reads: number;
   pieces: number;
   read_p90_ms: number;
+  arrived_ms: number | null;
+  ready_lag_ms: number | null;
 }
 
 describe('tools/timeline-summary.ts', () => {
@@ -83,8 +87,19 @@ describe('tools/timeline-summary.ts', () => {
         uploads_waited_on_reads: 0.5,
         pieces: 2,
         read_p90_ms: 3,
+        arrived_ms: 30,
+        ready_lag_ms: 19,
       });
     }
+  });
+
+  it('leaves the arrival figures empty for a query whose blocks were not received on an engine thread', async () => {
+    const timeline = { ...ENTRY.runs[0]!.timeline, layersArrivedMs: undefined };
+    const body = JSON.stringify({ entries: [{ ...ENTRY, runs: [{ ...ENTRY.runs[0]!, timeline }] }] });
+    await writeFile(join(dir, 'c.json'), body);
+    const { stdout } = await run(process.execPath, ['--import', 'tsx', TOOL, join(dir, 'c.json'), '--json'], { cwd: ROOT });
+    const [row] = JSON.parse(stdout) as Row[];
+    expect(row).to.include({ arrived_ms: null, ready_lag_ms: null, tail_ms: 12.5 });
   });
 
   it('fails with a message, not a stack, on a file that is not a timeline', async () => {
