@@ -73,7 +73,7 @@ export interface PlacingTimelineReport {
 type Mark = 'firstLayer' | 'placed' | 'logits';
 
 /** Milliseconds to the hundredth, as every figure of a report is kept. */
-function hundredths(ms: number): number {
+export function hundredths(ms: number): number {
   return Math.round(ms * 100) / 100;
 }
 

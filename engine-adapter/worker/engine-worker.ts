@@ -8,6 +8,7 @@ import { fromWireError, toWireError } from '../../common/errors.ts';
 import type { KVTensors } from '../../storage/kv-object/types.ts';
 import { createEngine } from '../create-engine.ts';
 import type { Engine, HandOverTimes, InjectedPrefill, Session } from '../types.ts';
+import { hundredths } from '../placing-timeline.ts';
 import { BlockChannel } from './block-channel.ts';
 import {
   transferable,
@@ -71,9 +72,9 @@ function prefilled(out: InjectedPrefill, channels: readonly BlockChannel[], star
 function layersArrived(channels: readonly BlockChannel[], zeroEpoch: number): (number | null)[] {
   const layers = Math.max(0, ...channels.map((c) => c.reader.header.layers));
   return Array.from({ length: layers }, (_, layer) => {
-    let last = Number.NEGATIVE_INFINITY;
-    for (const c of channels) last = Math.max(last, c.arrivedAt[layer] ?? Number.NaN);
-    return Number.isNaN(last) ? null : Math.round((performance.timeOrigin + last - zeroEpoch) * 100) / 100;
+    const times = channels.map((c): number | undefined => c.arrivedAt[layer]);
+    if (times.includes(undefined)) return null;
+    return hundredths(performance.timeOrigin + Math.max(...(times as number[])) - zeroEpoch);
   });
 }
 
