@@ -6,6 +6,7 @@
 import { existsSync } from 'node:fs';
 import { create } from 'webgpu';
 import { KdnError } from '../../common/errors.ts';
+import { paceDawnPolling } from './dawn-poll-pacing.ts';
 import { kernelLabel, shaderSource } from './shader-source.ts';
 
 const SWIFTSHADER_ICD = '/usr/lib/chromium/vk_swiftshader_icd.json';
@@ -166,6 +167,7 @@ async function subgroupMatrixSyntax(device: GPUDevice): Promise<{ syntax: Subgro
 /** Opens the best adapter with its real limits and the optional features the kernels use. */
 export async function openDevice(): Promise<OpenedDevice> {
   preferSoftwareVulkanIfNeeded();
+  paceDawnPolling();
   let gpu: GPU | undefined;
   try {
     const extra = process.env.KDN_DAWN_TOGGLES;

@@ -1,0 +1,76 @@
+/**
+ * Paces the `webgpu` package's polling for Dawn's answers. While any answer is pending (a buffer map, a popped error
+ * scope, onSubmittedWorkDone), its native code asks the global setImmediate to poll again on the next turn of the
+ * event loop, creating a new native function each time: a waiting thread spins at tens of thousands of polls a
+ * second, and that garbage sets off full collections on it, several milliseconds each, in the middle of placing a
+ * context (bench/HISTORY.md, the engine thread's profile). Most answers come on the first poll or two (an error
+ * scope); the rest wait on the GPU for milliseconds. So a chain of polls goes on every turn for its first
+ * IMMEDIATE_POLLS, then once per timer tick (about a millisecond): an answer that waits on the GPU is seen up to a
+ * millisecond later, and the thread makes a few hundred polls' garbage a second instead.
+ *
+ * The package reaches setImmediate through the global object, so pacing replaces the global on the thread that
+ * opens a device. Only native callbacks that set up their own next turn are paced; every other caller of
+ * setImmediate gets the original, unchanged.
+ */
+import { promisify } from 'node:util';
+
+/** Polls of one chain that run on the next turn of the event loop before the rest wait for a timer. */
+const IMMEDIATE_POLLS = 8;
+
+type ImmediateFn = typeof globalThis.setImmediate;
+
+/** How the polls on this thread went since pacing was installed (for tests and diagnostics). */
+export interface PollCounts {
+  /** Polls run on the next turn of the event loop. */
+  immediate: number;
+  /** Polls run on a timer. */
+  paced: number;
+}
+
+class PollPacer {
+  readonly counts: PollCounts = { immediate: 0, paced: 0 };
+  /** Polls in the current chain: a poll asked for while a poll runs continues its chain. */
+  private streak = 0;
+  private polling = false;
+
+  constructor(private readonly original: ImmediateFn) {}
+
+  /** The replacement for setImmediate. */
+  readonly setImmediate = ((callback: (...args: unknown[]) => void, ...args: unknown[]) => {
+    if (!isNative(callback)) return this.original(callback, ...args);
+    this.streak = this.polling ? this.streak + 1 : 0;
+    const run = (): void => {
+      this.polling = true;
+      try {
+        callback(...args);
+      } finally {
+        this.polling = false;
+      }
+    };
+    if (this.streak < IMMEDIATE_POLLS) {
+      this.counts.immediate++;
+      return this.original(run);
+    }
+    this.counts.paced++;
+    return setTimeout(run, 0);
+  }) as ImmediateFn;
+}
+
+/** A function implemented in native code (the package's poll), not in JavaScript. */
+function isNative(callback: unknown): boolean {
+  return typeof callback === 'function' && Function.prototype.toString.call(callback).endsWith('{ [native code] }');
+}
+
+let installed: PollPacer | undefined;
+
+/** Installs pacing on this thread (once; later calls return the same counts). */
+export function paceDawnPolling(): PollCounts {
+  if (installed === undefined) {
+    const original = globalThis.setImmediate;
+    installed = new PollPacer(original);
+    const paced = installed.setImmediate as ImmediateFn & { [promisify.custom]?: unknown };
+    paced[promisify.custom] = (original as ImmediateFn & { [promisify.custom]?: unknown })[promisify.custom];
+    globalThis.setImmediate = paced;
+  }
+  return installed.counts;
+}
