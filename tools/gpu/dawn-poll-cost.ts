@@ -4,7 +4,9 @@
  * event loop: the loop never rests, and each turn makes garbage. This submits GPU work that takes a while (buffer
  * copies), then waits for it either by awaiting onSubmittedWorkDone (pending) or by sleeping about as long with nothing
  * asked (idle), and reports for each wait the event loop's active share, the garbage collections and their time.
- * Why the engine asks Dawn only for what it awaits (engine-adapter/webgpu/gpu-context.ts whenAwaited). Prints JSON.
+ * Why the engine asks Dawn only for what it awaits (engine-adapter/webgpu/gpu-context.ts whenAwaited) and paces the
+ * package's polls (engine-adapter/webgpu/dawn-poll-pacing.ts, installed by openDevice, so the pending waits here are
+ * paced as the engine's are). Prints JSON.
  *   node --import tsx tools/gpu/dawn-poll-cost.ts [--mib 256] [--copies 24] [--rounds 3]
  */
 import { parseArgs } from 'node:util';
