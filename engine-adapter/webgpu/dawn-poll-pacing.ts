@@ -2,14 +2,15 @@
  * Paces the `webgpu` package's polling for Dawn's answers. While any answer is pending (a buffer map, a popped error
  * scope, onSubmittedWorkDone), its native code asks the global setImmediate to poll again on the next turn of the
  * event loop, creating a new native function each time: a waiting thread spins at tens of thousands of polls a
- * second, and that garbage sets off full collections on it, several milliseconds each, in the middle of placing a
- * context (bench/HISTORY.md, the engine thread's profile). Most answers come on the first poll or two (an error
+ * second, and that garbage sets off full collections on it, several milliseconds each, while it also places a
+ * context (bench/HISTORY.md, Dawn's polls paced). Most answers come on the first poll or two (an error
  * scope); the rest wait on the GPU for milliseconds. So a chain of polls goes on every turn for its first
  * IMMEDIATE_POLLS, then once per timer tick (about a millisecond): an answer that waits on the GPU is seen up to a
  * millisecond later, and the thread makes a few hundred polls' garbage a second instead.
  *
  * The package reaches setImmediate through the global object, so pacing replaces the global on the thread that
- * opens a device. Only native callbacks that set up their own next turn are paced; every other caller of
+ * opens a device. Only native callbacks that set up their own next turn are paced (a bound function also reads as
+ * native, and would be paced the same way after IMMEDIATE_POLLS turns of rescheduling itself); every other caller of
  * setImmediate gets the original, unchanged.
  */
 import { promisify } from 'node:util';
