@@ -9,8 +9,10 @@
  * millisecond later, and the thread makes a few hundred polls' garbage a second instead.
  *
  * The package reaches setImmediate through the global object, so pacing replaces the global on the thread that
- * opens a device. Only native callbacks that set up their own next turn are paced (a bound function also reads as
- * native, and would be paced the same way after IMMEDIATE_POLLS turns of rescheduling itself); every other caller of
+ * opens a device. Only native callbacks that set up their own next turn from inside their own run are paced. A
+ * promise's resolve function and a bound function also read as native: they pass through the wrapper and are counted
+ * as immediate polls, but their next turn is set up from a microtask after their run, so they are never paced (a bound
+ * function that rescheduled itself from inside its run would be, after IMMEDIATE_POLLS turns). Every other caller of
  * setImmediate gets the original, unchanged.
  */
 import { promisify } from 'node:util';
@@ -22,7 +24,7 @@ type ImmediateFn = typeof globalThis.setImmediate;
 
 /** How the polls on this thread went since pacing was installed (for tests and diagnostics). */
 export interface PollCounts {
-  /** Polls run on the next turn of the event loop. */
+  /** Native callbacks run on the next turn of the event loop (the package's polls, and promise resolutions). */
   immediate: number;
   /** Polls run on a timer. */
   paced: number;
