@@ -23,6 +23,7 @@ export {
 } from './engine-work.ts';
 export { defaultHotTierBytes, HotTier } from './hot-tier.ts';
 export type { GateEvent, PieceEvent, PlacingTimelineReport, ReadLatencies, TimelineEvent, UploadEvent } from './placing-timeline.ts';
+export { hundredths } from './placing-timeline.ts';
 export { BLEND_SELECTIONS } from './blend-selection.ts';
 export { kvBeforeRope } from './kv-before-rope.ts';
 export { Sampler, type SamplerOptions } from './sampling.ts';

@@ -2,7 +2,7 @@
  * One line per measured query of a `ttft --timeline` file (timeline-file.ts): where the query's time went on the
  * engine's clock, so runs can be compared without reading every event. tools/timeline-summary.ts prints it.
  */
-import type { PieceEvent, UploadEvent } from '../../engine-adapter/index.ts';
+import { hundredths, type PieceEvent, type UploadEvent } from '../../engine-adapter/index.ts';
 import type { TimelineEntry, TimelineRun } from './timeline-file.ts';
 
 export interface TimelineSummary {
@@ -36,8 +36,6 @@ export interface TimelineSummary {
   ready_lag_ms: number | null;
 }
 
-const round = (ms: number): number => Math.round(ms * 100) / 100;
-
 export function summarizeRun(entry: TimelineEntry, run: TimelineRun): TimelineSummary {
   const t = run.timeline;
   const pieces = t.events.filter((e): e is PieceEvent => e.kind === 'piece');
@@ -52,13 +50,13 @@ export function summarizeRun(entry: TimelineEntry, run: TimelineRun): TimelineSu
     first_layer_ms: t.firstLayerMs,
     placed_ms: t.placedMs,
     logits_ms: t.logitsMs,
-    tail_ms: t.logitsMs !== null && t.placedMs !== null ? round(t.logitsMs - t.placedMs) : null,
+    tail_ms: t.logitsMs !== null && t.placedMs !== null ? hundredths(t.logitsMs - t.placedMs) : null,
     pieces: pieces.length,
-    gpu_behind_ms: behind.length > 0 ? round(Math.max(...behind)) : null,
-    upload_mb: round(sends.reduce((sum, e) => sum + e.bytes, 0) / 1e6),
+    gpu_behind_ms: behind.length > 0 ? hundredths(Math.max(...behind)) : null,
+    upload_mb: hundredths(sends.reduce((sum, e) => sum + e.bytes, 0) / 1e6),
     first_upload_ms: sends[0]?.atMs ?? null,
     last_upload_ms: sends.at(-1)?.atMs ?? null,
-    uploads_waited_on_reads: sends.length > 0 ? round(sends.filter((e) => e.waitedOnReads).length / sends.length) : null,
+    uploads_waited_on_reads: sends.length > 0 ? hundredths(sends.filter((e) => e.waitedOnReads).length / sends.length) : null,
     read_p50_ms: t.reads?.p50Ms ?? null,
     read_p90_ms: t.reads?.p90Ms ?? null,
     ...arrivals(t.layersArrivedMs, t.layersReadyMs),
@@ -73,7 +71,7 @@ function arrivals(arrived?: (number | null)[], ready?: (number | null)[]): Pick<
     const written = ready?.[layer];
     return written === undefined || written === null ? [] : [written - ms];
   });
-  return { arrived_ms: Math.max(...at), ready_lag_ms: lags.length > 0 ? round(Math.max(...lags)) : null };
+  return { arrived_ms: Math.max(...at), ready_lag_ms: lags.length > 0 ? hundredths(Math.max(...lags)) : null };
 }
 
 export function summarizeTimelines(entries: readonly TimelineEntry[]): TimelineSummary[] {

@@ -9,7 +9,7 @@ export class ForwardScratch {
   ids!: GPUBuffer;
   /** Residual stream [tokens][hidden]. */
   x!: GPUBuffer;
-  /** Normed input / projection output [tokens][hidden]. */
+  /** The projections' normed input [tokens][hidden]. */
   h!: GPUBuffer;
   q!: GPUBuffer;
   k!: GPUBuffer;
@@ -18,8 +18,8 @@ export class ForwardScratch {
   qNormed!: GPUBuffer;
   kNormed!: GPUBuffer;
   attn!: GPUBuffer;
+  /** The gate projection, then SwiGLU's output (the up projection is applied as it finishes). */
   gate!: GPUBuffer;
-  up!: GPUBuffer;
   /** The last token's hidden state, for 'last' logits. */
   last!: GPUBuffer;
   logits!: GPUBuffer;
@@ -48,7 +48,6 @@ export class ForwardScratch {
       this.kNormed = c.qkNorm ? f(kvDim, 'k normed') : this.ctx.dummy;
       this.attn = f(qDim, 'attn');
       this.gate = f(c.intermediateSize, 'gate');
-      this.up = f(c.intermediateSize, 'up');
       this.last = this.ctx.storage(c.hiddenSize * 4, 'last');
       this.tokens = tokens;
     }
@@ -61,7 +60,7 @@ export class ForwardScratch {
 
   private destroyActivations(): void {
     if (this.tokens === 0) return;
-    for (const b of [this.ids, this.x, this.h, this.q, this.k, this.v, this.attn, this.gate, this.up, this.last]) b.destroy();
+    for (const b of [this.ids, this.x, this.h, this.q, this.k, this.v, this.attn, this.gate, this.last]) b.destroy();
     if (this.config.qkNorm) {
       this.qNormed.destroy();
       this.kNormed.destroy();

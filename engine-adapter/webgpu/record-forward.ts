@@ -8,7 +8,6 @@ import type { ForwardScratch } from './forward-scratch.ts';
 import type { GpuContext, Recorder } from './gpu-context.ts';
 import type { GpuKVCache } from './gpu-kv-cache.ts';
 import type { GpuModelWeights } from './gpu-weights.ts';
-import { recordAdd } from './kernels/add.ts';
 import { recordAttention } from './kernels/attention.ts';
 import { recordEmbedding } from './kernels/embedding.ts';
 import { recordKvDeviation } from './kernels/kv-deviation.ts';
@@ -16,7 +15,6 @@ import { recordKvWrite } from './kernels/kv-write.ts';
 import { recordMatmul } from './kernels/matmul.ts';
 import { recordRmsNorm } from './kernels/rmsnorm.ts';
 import { recordRope } from './kernels/rope.ts';
-import { recordSwiglu } from './kernels/swiglu.ts';
 
 export interface ChunkArgs {
   /** Token ids already written to scratch.ids. */
@@ -131,21 +129,19 @@ export function recordLayerRest(rec: Recorder, f: ForwardParts, a: ChunkArgs, l:
   recordOutputAndMlp(rec, f, a.tokens, l);
 }
 
-/** Layer `l` after attention (in s.attn) over `n` rows: the output projection and the MLP, each added to s.x. */
+/**
+ * Layer `l` after attention (in s.attn) over `n` rows: the output projection and the MLP, each added to s.x as its
+ * matmul finishes, and SwiGLU applied as the up projection's does (MatmulArgs.into).
+ */
 export function recordOutputAndMlp(rec: Recorder, f: ModelParts, n: number, l: number): void {
   const { ctx, s } = f;
   const c = f.config;
-  const hidden = c.hiddenSize;
   const lw = f.w.layers[l]!;
-  recordMatmul(ctx, rec, { x: s.attn, w: lw.o, y: s.h, m: n });
-  recordAdd(ctx, rec, { x: s.x, y: s.h, count: n * hidden });
-
-  recordRmsNorm(ctx, rec, { x: s.x, weight: lw.postAttentionNorm, out: s.h, rows: n, n: hidden, eps: c.rmsNormEps });
+  recordMatmul(ctx, rec, { x: s.attn, w: lw.o, y: s.x, m: n, into: 'add' });
+  recordRmsNorm(ctx, rec, { x: s.x, weight: lw.postAttentionNorm, out: s.h, rows: n, n: c.hiddenSize, eps: c.rmsNormEps });
   recordMatmul(ctx, rec, { x: s.h, w: lw.gate, y: s.gate, m: n });
-  recordMatmul(ctx, rec, { x: s.h, w: lw.up, y: s.up, m: n });
-  recordSwiglu(ctx, rec, { gate: s.gate, up: s.up, count: n * c.intermediateSize });
-  recordMatmul(ctx, rec, { x: s.gate, w: lw.down, y: s.h, m: n });
-  recordAdd(ctx, rec, { x: s.x, y: s.h, count: n * hidden });
+  recordMatmul(ctx, rec, { x: s.h, w: lw.up, y: s.gate, m: n, into: 'swiglu' });
+  recordMatmul(ctx, rec, { x: s.gate, w: lw.down, y: s.x, m: n, into: 'add' });
 }
 
 /** The final norm and lm_head for the rows `a.logits` asks for; returns their readback index, or null for 'none'. */

@@ -12,11 +12,11 @@ import { applyRope, rerotate, ropeInvFreq } from '../../engine-adapter/cpu/kerne
 import { swiglu } from '../../engine-adapter/cpu/kernels/swiglu.ts';
 import type { GpuContext } from '../../engine-adapter/webgpu/gpu-context.ts';
 import { uploadMatrixF16, uploadMatrixF32, type GpuMatrix, type MatrixLayout } from '../../engine-adapter/webgpu/gpu-matrix.ts';
-import { recordAdd } from '../../engine-adapter/webgpu/kernels/add.ts';
 import { recordAttention } from '../../engine-adapter/webgpu/kernels/attention.ts';
 import { recordEmbedding } from '../../engine-adapter/webgpu/kernels/embedding.ts';
 import { recordKvWrite } from '../../engine-adapter/webgpu/kernels/kv-write.ts';
 import { recordMatmulTiled, recordMatvec } from '../../engine-adapter/webgpu/kernels/matmul.ts';
+import type { MatmulInto } from '../../engine-adapter/webgpu/kernels/matmul-into.ts';
 import { recordMatmulSubgroupMatrix } from '../../engine-adapter/webgpu/kernels/matmul-subgroup-matrix.ts';
 import { recordAttentionSubgroupMatrix } from '../../engine-adapter/webgpu/kernels/attention-subgroup-matrix.ts';
 import { RaggedAttention, raggedFits, type RaggedSequence } from '../../engine-adapter/webgpu/kernels/attention-ragged.ts';
@@ -26,7 +26,6 @@ import { MAX_JOBS } from '../../engine-adapter/webgpu/kernels/expand-jobs.ts';
 import { recordRerotate, type RotateMode } from '../../engine-adapter/webgpu/kernels/rerotate.ts';
 import { recordRmsNorm } from '../../engine-adapter/webgpu/kernels/rmsnorm.ts';
 import { recordRope } from '../../engine-adapter/webgpu/kernels/rope.ts';
-import { recordSwiglu } from '../../engine-adapter/webgpu/kernels/swiglu.ts';
 import { expectClose, f16RoundArray, openContextOrSkip, randomArray } from './webgpu-support.ts';
 
 describe('webgpu kernels vs the CPU reference', () => {
@@ -64,12 +63,14 @@ describe('webgpu kernels vs the CPU reference', () => {
     const weights = f16 ? 'f16' : 'f32';
     // f32 sums of up to 130 products of values below 1 in another order: 1e-5 absolute is ample.
     const tol = 2e-5;
-    // x W^T + bias through `record` against the CPU reference; inputs drawn from `seed`, seed + 1, seed + 2.
+    // x W^T + bias through `record` against the CPU reference; inputs drawn from `seed`, seed + 1, seed + 2. With
+    // `into`, y starts as values from seed + 3 and the product meets them as the CPU's add or swiglu would.
     const checkMatmul = async (
       record: typeof recordMatmulTiled,
       shape: { m: number; k: number; n: number; kParts?: number },
       seed: number,
       layout: MatrixLayout = 'rows',
+      into: MatmulInto = 'replace',
     ): Promise<void> => {
       const { m, k, n, kParts } = shape;
       const x = randomArray(m * k, seed);
@@ -78,8 +79,11 @@ describe('webgpu kernels vs the CPU reference', () => {
       const expected = new Float32Array(m * n);
       // The f16 path's exact reference is the same product with f16-rounded weights.
       matmul(expected, x, f16 ? f16RoundArray(w) : w, m, k, n, bias);
-      const y = ctx.storage(m * n * 4, 'y');
-      const args = { x: upload(x), w: await matrix(w, n, k, f16, layout), bias: upload(bias), y, m, kParts };
+      const y0 = randomArray(m * n, seed + 3, 4);
+      if (into === 'add') add(expected, y0, expected, m * n);
+      if (into === 'swiglu') swiglu(expected, y0, expected, m * n);
+      const y = into === 'replace' ? ctx.storage(m * n * 4, 'y') : upload(y0);
+      const args = { x: upload(x), w: await matrix(w, n, k, f16, layout), bias: upload(bias), y, m, kParts, into };
       const got = await run((rec) => record(ctx, rec, args), y, m * n);
       expectClose(got, expected, tol, 1e-5, 'y');
     };
@@ -135,6 +139,21 @@ describe('webgpu kernels vs the CPU reference', () => {
       });
     }
 
+    // The product added to y (the residual connection) or made silu(y) * product (SwiGLU, y holding the gate), as the
+    // matmul finishes: by the kernel itself, and by the split-K reduction.
+    for (const into of ['add', 'swiglu'] as const) {
+      for (const [path, m, k, n, kParts] of [
+        ['tiled', 7, 37, 45, 1],
+        ['tiled', 7, 130, 45, 3],
+        ['matvec', 2, 130, 1031, undefined],
+      ] as const) {
+        const split = kParts === 3 ? ', split into 3 K parts' : '';
+        it(`matmul ${path} ${weights} weights m=${m} k=${k} n=${n}${split}, into y by ${into} (atol ${tol})`, async () => {
+          await checkMatmul(path === 'tiled' ? recordMatmulTiled : recordMatvec, { m, k, n, kParts }, 21, 'rows', into);
+        });
+      }
+    }
+
     it(`matmul tiled ${weights} weights without bias`, async () => {
       const [m, k, n] = [5, 16, 3];
       const x = randomArray(m * k, 4);
@@ -183,26 +202,6 @@ describe('webgpu kernels vs the CPU reference', () => {
       expectClose(got, expected, 1e-6, 1e-5, 'rmsnorm');
     });
   }
-
-  it('swiglu and add over 1000 elements', async () => {
-    const count = 1000;
-    const g = randomArray(count, 9, 8);
-    const u = randomArray(count, 10);
-    const expected = new Float32Array(count);
-    swiglu(expected, g, u, count);
-    add(expected, expected, u, count);
-    const gate = upload(g);
-    const up = upload(u);
-    const got = await run(
-      (rec) => {
-        recordSwiglu(ctx, rec, { gate, up, count });
-        recordAdd(ctx, rec, { x: gate, y: up, count });
-      },
-      gate,
-      count,
-    );
-    expectClose(got, expected, 1e-6, 1e-5, 'swiglu+add');
-  });
 
   const headDim = 20;
   const invFreqLlama3 = ropeInvFreq({
@@ -480,6 +479,29 @@ describe('webgpu kernels vs the CPU reference', () => {
           matmul(expected, f16RoundArray(x), f16RoundArray(w), m, k, n, bias ? b : undefined);
           const y = ctx.storage(m * n * 4, 'y');
           const args = { x: upload(x), w: await matrix(w, n, k, true, layout), bias: bias ? upload(b) : undefined, y, m, kParts };
+          const got = await run((rec) => recordMatmulSubgroupMatrix(ctx, rec, args), y, m * n);
+          console.log(`      worst difference ${expectClose(got, expected, 1e-4, 1e-4, 'y').toExponential(2)}`);
+        });
+      }
+
+    // The product met with what y holds (MatmulArgs.into): after the 128 x 128 kernel by an elementwise pass, by the
+    // short kernel's own store (one K part) and by its split-K reduction (a question-sized m=64 over k=4096).
+    for (const [m, k, n, kParts] of [
+      [130, 96, 45, undefined],
+      [33, 128, 40, 1],
+      [64, 4096, 1024, undefined],
+    ] as const)
+      for (const into of ['add', 'swiglu'] as const) {
+        it(`matmul m=${m} k=${k} n=${n}, W in blocks, into y by ${into}, vs the f16-rounded reference (atol 1e-4 + 1e-4 rel)`, async () => {
+          const x = randomArray(m * k, 34);
+          const w = randomArray(n * k, 35, 0.5);
+          const y0 = randomArray(m * n, 36, 4);
+          const expected = new Float32Array(m * n);
+          matmul(expected, f16RoundArray(x), f16RoundArray(w), m, k, n);
+          if (into === 'add') add(expected, y0, expected, m * n);
+          else swiglu(expected, y0, expected, m * n);
+          const y = upload(y0);
+          const args = { x: upload(x), w: await matrix(w, n, k, true, 'blocks'), y, m, kParts, into };
           const got = await run((rec) => recordMatmulSubgroupMatrix(ctx, rec, args), y, m * n);
           console.log(`      worst difference ${expectClose(got, expected, 1e-4, 1e-4, 'y').toExponential(2)}`);
         });

@@ -9,11 +9,9 @@ import { parseArgs } from 'node:util';
 import { openDevice } from '../../engine-adapter/webgpu/device.ts';
 import { GpuContext } from '../../engine-adapter/webgpu/gpu-context.ts';
 import { uploadWeights } from '../../engine-adapter/webgpu/gpu-weights.ts';
-import { recordAdd } from '../../engine-adapter/webgpu/kernels/add.ts';
 import { recordAttention } from '../../engine-adapter/webgpu/kernels/attention.ts';
 import { recordRmsNorm } from '../../engine-adapter/webgpu/kernels/rmsnorm.ts';
 import { recordRope } from '../../engine-adapter/webgpu/kernels/rope.ts';
-import { recordSwiglu } from '../../engine-adapter/webgpu/kernels/swiglu.ts';
 import { syntheticWeights } from '../../bench/lib/synthetic-engine.ts';
 import { shapeConfig, timeMatmul, timeRecorded } from './profile-support.ts';
 
@@ -43,7 +41,6 @@ const q = buf(n * qDim);
 const k = buf(n * kvDim);
 const attn = buf(n * qDim);
 const gate = buf(n * c.intermediateSize);
-const up = buf(n * c.intermediateSize);
 const cacheK = buf(total * kvDim);
 const cacheV = buf(total * kvDim);
 const logits = buf(c.vocabSize);
@@ -51,9 +48,12 @@ const logits = buf(c.vocabSize);
 const perLayer: Record<string, { ms: number; tflops?: number }> = {};
 const matmuls = { q: lw.q, k: lw.k, v: lw.v, o: lw.o, gate: lw.gate, up: lw.up, down: lw.down };
 const inputs = { q: h, k: h, v: h, o: attn, gate: h, up: h, down: gate };
-const outputs = { q, k, v: k, o: h, gate, up: up, down: x };
+// As record-forward.ts: o and down are added to the residual stream, and up makes gate SwiGLU's output, as they finish.
+const outputs = { q, k, v: k, o: x, gate, up: gate, down: x };
+const into = { o: 'add', up: 'swiglu', down: 'add' } as const;
 for (const name of Object.keys(matmuls) as (keyof typeof matmuls)[]) {
-  perLayer[`matmul_${name}`] = await timeMatmul(ctx, reps, { x: inputs[name], w: matmuls[name], y: outputs[name], m: n });
+  const a = { x: inputs[name], w: matmuls[name], y: outputs[name], m: n, into: name in into ? into[name as keyof typeof into] : undefined };
+  perLayer[`matmul_${name}`] = await timeMatmul(ctx, reps, a);
 }
 perLayer.rmsnorm_x2 = {
   ms:
@@ -68,8 +68,6 @@ perLayer.rope_qk = {
     recordRope(ctx, rec, { x: k, invFreq: w.invFreq, tokens: n, heads: c.kvHeads, headDim: c.headDim, posBase: 0 });
   }),
 };
-perLayer.swiglu = { ms: await timeRecorded(ctx, reps, (rec) => recordSwiglu(ctx, rec, { gate, up, count: n * c.intermediateSize })) };
-perLayer.add_x2 = { ms: 2 * (await timeRecorded(ctx, reps, (rec) => recordAdd(ctx, rec, { x, y: h, count: n * c.hiddenSize }))) };
 let attentionMs = 0;
 const attentionByChunk: Record<string, number> = {};
 for (let pos = 0; pos < total; pos += n) {

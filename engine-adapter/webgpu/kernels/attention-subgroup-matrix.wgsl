@@ -3,7 +3,8 @@
 // attention.wgsl; subgroup s owns rows [16s, 16s + 16), so every K/V tile staged in workgroup memory serves 128 rows.
 // (Staging K and V, converted to f16 one element at a time, was the largest cost with 64 rows per workgroup.) Each
 // subgroup keeps its rows of Q in registers as left operands, staged once through the K/V tile's memory.
-// Keys stream in tiles of BK = 32 over the workgroup's causal range only (tiles past its last row are never read).
+// Keys stream in tiles of BK = 32 over the workgroup's causal range only (tiles past its last row are never read); each
+// tile's K and V come into registers during the tile before, then into workgroup memory as f16.
 //
 // One pass with a lazily raised reference maximum: result matrices cannot be scaled per row, so a row keeps its
 // reference m until a tile's maximum exceeds it by more than RESCALE, and only then do the subgroups stage their
@@ -99,29 +100,38 @@ fn vTile(key: u32, d0: u32) -> subgroup_matrix_right<f16, 16, 16> {
 #endif
 }
 
-// Stages keys [k0, k0 + BK) and their values as f16; keys at or past `end` read as zero.
-fn stage(k0: u32, end: u32, kvh: u32, lid: u32) {
-  for (var e = lid; e < BK * D / 4u; e += SUBGROUPS * 32u) {
-    let j = e / (D / 4u);
-    let d = (e % (D / 4u)) * 4u;
-    let key = k0 + j;
-    var kk = vec4f(0.0);
-    var vv = vec4f(0.0);
-    if (key < end) {
-      let at = ((key * p.kvHeads + kvh) * D + d) / 4u;
-      kk = kc[at];
-      vv = vc[at];
-    }
-    let to = j * DP + d;
-    kv[to] = f16(kk.x);
-    kv[to + 1u] = f16(kk.y);
-    kv[to + 2u] = f16(kk.z);
-    kv[to + 3u] = f16(kk.w);
-    kv[BK * DP + to] = f16(vv.x);
-    kv[BK * DP + to + 1u] = f16(vv.y);
-    kv[BK * DP + to + 2u] = f16(vv.z);
-    kv[BK * DP + to + 3u] = f16(vv.w);
-  }
+// A tile of keys [k0, k0 + BK) holds BK * D / 4 vec4s of K and as many of V; each thread loads KV_VECS of each.
+// Element e of a tile is key k0 + e / (D / 4), head dims from (e % (D / 4)) * 4.
+const KV_VECS = BK * D / 4u / (SUBGROUPS * 32u);
+
+// Where element e of the tile from k0 sits in kc and vc (in vec4s), or -1 for keys at or past `end` (they read as zero).
+fn kvAt(k0: u32, end: u32, kvh: u32, e: u32) -> i32 {
+  let key = k0 + e / (D / 4u);
+  if (key >= end) { return -1; }
+  return i32(((key * p.kvHeads + kvh) * D + (e % (D / 4u)) * 4u) / 4u);
+}
+
+fn kLoad(at: i32) -> vec4f {
+  if (at < 0) { return vec4f(0.0); }
+  return kc[at];
+}
+
+fn vLoad(at: i32) -> vec4f {
+  if (at < 0) { return vec4f(0.0); }
+  return vc[at];
+}
+
+// Stores element e of a tile, K and V, into kv as f16.
+fn stageKV(e: u32, kk: vec4f, vv: vec4f) {
+  let to = (e / (D / 4u)) * DP + (e % (D / 4u)) * 4u;
+  kv[to] = f16(kk.x);
+  kv[to + 1u] = f16(kk.y);
+  kv[to + 2u] = f16(kk.z);
+  kv[to + 3u] = f16(kk.w);
+  kv[BK * DP + to] = f16(vv.x);
+  kv[BK * DP + to + 1u] = f16(vv.y);
+  kv[BK * DP + to + 2u] = f16(vv.z);
+  kv[BK * DP + to + 3u] = f16(vv.w);
 }
 
 // One 16x16 accumulator block scaled row by row by rowScale, through the subgroup's ss region at `sAt`.
@@ -243,9 +253,25 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
   var o7 = subgroup_matrix_result<f32, 16, 16>();
 #endif
 
+  // Each tile's K and V are loaded into registers while the tile before it is computed on, so the loads' latency
+  // overlaps the products; the loop body only stores them into the staged tile.
+  var kr: array<vec4f, KV_VECS>;
+  var vr: array<vec4f, KV_VECS>;
+  for (var v = 0u; v < KV_VECS; v++) {
+    let at = kvAt(wgStart, wgEnd, kvh, lid + v * SUBGROUPS * 32u);
+    kr[v] = kLoad(at);
+    vr[v] = vLoad(at);
+  }
   for (var k0 = wgStart; k0 < wgEnd; k0 += BK) {
-    stage(k0, wgEnd, kvh, lid);
+    for (var v = 0u; v < KV_VECS; v++) { stageKV(lid + v * SUBGROUPS * 32u, kr[v], vr[v]); }
     workgroupBarrier();
+    if (k0 + BK < wgEnd) {
+      for (var v = 0u; v < KV_VECS; v++) {
+        let at = kvAt(k0 + BK, wgEnd, kvh, lid + v * SUBGROUPS * 32u);
+        kr[v] = kLoad(at);
+        vr[v] = vLoad(at);
+      }
+    }
     // The previous tile's flag was read before this tile's staging barrier; raises below follow the next barrier.
     if (lid == 0u) { rescaleAny.x = 0u; }
 

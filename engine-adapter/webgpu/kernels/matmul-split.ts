@@ -6,6 +6,7 @@
  */
 import { Params, type GpuContext, type Recorder } from '../gpu-context.ts';
 import type { MatmulArgs } from './matmul.ts';
+import { intoDefines, type MatmulInto } from './matmul-into.ts';
 
 const REDUCE = new URL('./matmul-split-reduce.wgsl', import.meta.url);
 /** Each part covers at least this many K tiles, or the reduction costs more than the parallelism gains. */
@@ -28,13 +29,14 @@ export function chooseKSplit(tiles: number, k: number, tileK: number, target: nu
   return { parts: Math.ceil(k / kPer), kPer };
 }
 
-/** y = the sum of `parts` parts of `count` outputs. */
+/** y = the sum of `parts` parts of `count` outputs, met with y as `into` asks. */
 export function recordSplitReduce(
   ctx: GpuContext,
   rec: Recorder,
-  a: { part: GPUBuffer; y: GPUBuffer; count: number; parts: number },
+  a: { part: GPUBuffer; y: GPUBuffer; count: number; parts: number; into?: MatmulInto },
 ): void {
-  rec.dispatch(ctx.pipeline({ url: REDUCE }), new Params().u32(a.count).u32(a.parts), [a.part, a.y], ctx.grid(a.count, 256));
+  const pipeline = ctx.pipeline({ url: REDUCE, defines: intoDefines(a.into) });
+  rec.dispatch(pipeline, new Params().u32(a.count).u32(a.parts), [a.part, a.y], ctx.grid(a.count, 256));
 }
 
 /** The uniforms every matmul kernel (matvec, tiled, tensor-core) starts with. */
@@ -57,7 +59,7 @@ export function kSplitFor(a: MatmulArgs, tiles: number, tileK: number, target: n
 
 /**
  * Dispatches `kernel` (a matmul WGSL taking `defines`) over `grid` x the split's parts; a split writes the parts to
- * the shared part buffer and reduces them into y.
+ * the shared part buffer and reduces them into y. Either way the finished product meets y as `a.into` asks.
  */
 export function recordSplitMatmul(
   ctx: GpuContext,
@@ -68,11 +70,12 @@ export function recordSplitMatmul(
   split: KSplit,
 ): void {
   if (split.parts === 1) {
-    rec.dispatch(ctx.pipeline(kernel), matmulParams(a, split.kPer), [a.x, a.w.buffer, a.bias ?? ctx.dummy, a.y], grid);
+    const pipeline = ctx.pipeline({ url: kernel.url, defines: [...kernel.defines, ...intoDefines(a.into)] });
+    rec.dispatch(pipeline, matmulParams(a, split.kPer), [a.x, a.w.buffer, a.bias ?? ctx.dummy, a.y], grid);
     return;
   }
   const part = ctx.scratch('matmul parts', split.parts * a.m * a.w.rows * 4, rec);
   const pipeline = ctx.pipeline({ url: kernel.url, defines: [...kernel.defines, 'SPLIT_K'] });
   rec.dispatch(pipeline, matmulParams(a, split.kPer), [a.x, a.w.buffer, a.bias ?? ctx.dummy, part], [...grid, split.parts]);
-  recordSplitReduce(ctx, rec, { part, y: a.y, count: a.m * a.w.rows, parts: split.parts });
+  recordSplitReduce(ctx, rec, { part, y: a.y, count: a.m * a.w.rows, parts: split.parts, into: a.into });
 }

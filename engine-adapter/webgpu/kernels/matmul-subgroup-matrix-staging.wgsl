@@ -91,7 +91,7 @@ fn writeOut(c: subgroup_matrix_result<f32, 16, 16>, sg: u32, lane: u32, row0: u3
 #if SPLIT_K
       y[(z * p.m + row) * p.n + col] = v;
 #else
-      y[row * p.n + col] = v;
+      store(row * p.n + col, v);
 #endif
     }
   }

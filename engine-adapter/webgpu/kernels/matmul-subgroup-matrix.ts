@@ -1,6 +1,7 @@
 import { KdnError } from '../../../common/errors.ts';
 import type { GpuContext, Recorder } from '../gpu-context.ts';
 import type { MatmulArgs } from './matmul.ts';
+import { recordIntoElementwise } from './matmul-into.ts';
 import { kSplitFor, recordSplitMatmul } from './matmul-split.ts';
 
 const URL_ = new URL('./matmul-subgroup-matrix.wgsl', import.meta.url);
@@ -42,5 +43,13 @@ export function recordMatmulSubgroupMatrix(ctx: GpuContext, rec: Recorder, a: Ma
     return;
   }
   const grid: [number, number] = [Math.ceil(a.w.rows / TILE), Math.ceil(a.m / TILE)];
-  recordSplitMatmul(ctx, rec, a, { url: URL_, defines }, grid, kSplitFor(a, grid[0] * grid[1], TK, TARGET_WORKGROUPS));
+  const split = kSplitFor(a, grid[0] * grid[1], TK, TARGET_WORKGROUPS);
+  if (split.parts === 1 && (a.into ?? 'replace') !== 'replace') {
+    // This kernel keeps its plain store (see matmul-into.wgsl): the product goes to scratch, then meets y elementwise.
+    const product = ctx.scratch('matmul product', a.m * a.w.rows * 4, rec);
+    recordSplitMatmul(ctx, rec, { ...a, y: product, into: 'replace' }, { url: URL_, defines }, grid, split);
+    recordIntoElementwise(ctx, rec, { y: a.y, product, count: a.m * a.w.rows, into: a.into! });
+    return;
+  }
+  recordSplitMatmul(ctx, rec, a, { url: URL_, defines }, grid, split);
 }

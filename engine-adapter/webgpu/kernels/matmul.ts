@@ -2,6 +2,7 @@ import { KdnError } from '../../../common/errors.ts';
 import type { GpuContext, Recorder } from '../gpu-context.ts';
 import type { GpuMatrix } from '../gpu-matrix.ts';
 import { recordMatmulSubgroupMatrix, subgroupMatrixMatmulFits } from './matmul-subgroup-matrix.ts';
+import { intoDefines, type MatmulInto } from './matmul-into.ts';
 import { kSplitFor, matmulParams, recordSplitMatmul } from './matmul-split.ts';
 
 const TILED = new URL('./matmul.wgsl', import.meta.url);
@@ -20,6 +21,8 @@ export interface MatmulArgs {
   /** [m][n] */
   y: GPUBuffer;
   m: number;
+  /** How the product meets what y holds (matmul-into.ts); default: replaces it. */
+  into?: MatmulInto;
   /** Parts K is cut into (split-K); default: chosen from the grid size. */
   kParts?: number;
 }
@@ -43,7 +46,7 @@ export function recordMatmulTiled(ctx: GpuContext, rec: Recorder, a: MatmulArgs)
 }
 
 export function recordMatvec(ctx: GpuContext, rec: Recorder, a: MatmulArgs): void {
-  const defines = [...(a.w.f16 ? ['F16_WEIGHTS'] : []), ...(a.w.layout === 'blocks' ? ['W_BLOCKS'] : [])];
+  const defines = [...(a.w.f16 ? ['F16_WEIGHTS'] : []), ...(a.w.layout === 'blocks' ? ['W_BLOCKS'] : []), ...intoDefines(a.into)];
   const pipeline = ctx.pipeline({ url: MATVEC, defines });
   const groups = Math.ceil(a.w.rows / 8);
   const max = ctx.limits.maxComputeWorkgroupsPerDimension;

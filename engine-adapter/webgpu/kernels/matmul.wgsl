@@ -80,7 +80,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid3: v
 #if SPLIT_K
       y[(wid.z * p.m + row) * p.n + col] = v;
 #else
-      y[row * p.n + col] = v;
+      store(row * p.n + col, v);
 #endif
     }
   }

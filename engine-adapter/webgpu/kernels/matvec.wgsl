@@ -56,6 +56,6 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   if (lane == 0u && col < p.n) {
     var v = partial[lid];
     if (p.hasBias != 0u) { v += bias[col]; }
-    y[row * p.n + col] = v;
+    store(row * p.n + col, v);
   }
 }
