@@ -22,9 +22,8 @@ export function intoDefines(into: MatmulInto = 'replace'): string[] {
 export function recordIntoElementwise(
   ctx: GpuContext,
   rec: Recorder,
-  a: { y: GPUBuffer; product: GPUBuffer; count: number; into: MatmulInto },
+  a: { y: GPUBuffer; product: GPUBuffer; count: number; into: Exclude<MatmulInto, 'replace'> },
 ): void {
   if (a.into === 'add') recordAdd(ctx, rec, { x: a.y, y: a.product, count: a.count });
-  else if (a.into === 'swiglu') recordSwiglu(ctx, rec, { gate: a.y, up: a.product, count: a.count });
-  else rec.copy(a.product, 0, a.y, 0, a.count * 4);
+  else recordSwiglu(ctx, rec, { gate: a.y, up: a.product, count: a.count });
 }

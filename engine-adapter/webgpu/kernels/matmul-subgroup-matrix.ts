@@ -44,11 +44,12 @@ export function recordMatmulSubgroupMatrix(ctx: GpuContext, rec: Recorder, a: Ma
   }
   const grid: [number, number] = [Math.ceil(a.w.rows / TILE), Math.ceil(a.m / TILE)];
   const split = kSplitFor(a, grid[0] * grid[1], TK, TARGET_WORKGROUPS);
-  if (split.parts === 1 && (a.into ?? 'replace') !== 'replace') {
+  const into = a.into ?? 'replace';
+  if (split.parts === 1 && into !== 'replace') {
     // This kernel keeps its plain store (see matmul-into.wgsl): the product goes to scratch, then meets y elementwise.
     const product = ctx.scratch('matmul product', a.m * a.w.rows * 4, rec);
     recordSplitMatmul(ctx, rec, { ...a, y: product, into: 'replace' }, { url: URL_, defines }, grid, split);
-    recordIntoElementwise(ctx, rec, { y: a.y, product, count: a.m * a.w.rows, into: a.into! });
+    recordIntoElementwise(ctx, rec, { y: a.y, product, count: a.m * a.w.rows, into });
     return;
   }
   recordSplitMatmul(ctx, rec, a, { url: URL_, defines }, grid, split);
