@@ -17,6 +17,10 @@ const MAX_MANIFEST_BYTES = 64 * 2 ** 20;
 export class Catalog {
   readonly index = new ChunkIndex();
   private readonly manifests = new Map<string, Manifest>();
+  /** Objects this kdn's unfinished ingest jobs found at the origin or are writing, with how many jobs hold each. */
+  private readonly held = new Map<string, number>();
+  /** Objects being deleted, until their delete is over (the promise never rejects). */
+  private readonly deleting = new Map<string, Promise<void>>();
 
   constructor(
     private readonly origin: ObjectStore,
@@ -41,9 +45,9 @@ export class Catalog {
     return [...this.manifests.values()];
   }
 
-  /** Every document of `tenant`'s own namespaces (shared namespaces excluded). */
-  ownedBy(tenant: string): Manifest[] {
-    return [...this.manifests.values()].filter((m) => tenantOf(m.namespace) === tenant);
+  /** Every document `tenant` uploaded, in its own namespaces and in shared ones: what its quota counts. */
+  uploadedBy(tenant: string): Manifest[] {
+    return [...this.manifests.values()].filter((m) => (m.uploadedBy ?? tenantOf(m.namespace)) === tenant);
   }
 
   list(namespace: string): Manifest[] {
@@ -86,15 +90,58 @@ export class Catalog {
     this.remember(manifest);
   }
 
-  /** Removes the manifest; returns the objects no other known document references. */
-  async unpublish(manifest: Manifest): Promise<string[]> {
+  /**
+   * Removes the manifest and deletes, through `purge`, those of its objects nothing else references (see
+   * `collect`); `unused` says which.
+   */
+  async unpublish<T>(manifest: Manifest, purge: (keys: string[]) => Promise<T>): Promise<{ unused: string[]; purged: T }> {
     await this.origin.delete(manifestKey(manifest.namespace, manifest.id));
     this.manifests.delete(manifest.id);
     this.index.remove(manifest);
-    const stillUsed = new Set([...this.manifests.values()].flatMap((m) => manifestObjects(m).map((o) => o.key)));
-    return manifestObjects(manifest)
-      .map((o) => o.key)
-      .filter((key) => !stillUsed.has(key));
+    return this.collect(
+      manifestObjects(manifest).map((o) => o.key),
+      purge,
+    );
+  }
+
+  /**
+   * Deletes, through `purge`, those of `keys` that no known document and no unfinished ingest job (`hold`)
+   * references. They are chosen and marked as being deleted in one synchronous step, so a job that holds one of
+   * them afterwards waits for the delete and then finds it gone, never present and about to vanish.
+   */
+  async collect<T>(keys: readonly string[], purge: (keys: string[]) => Promise<T>): Promise<{ unused: string[]; purged: T }> {
+    const used = new Set([...this.manifests.values()].flatMap((m) => manifestObjects(m).map((o) => o.key)));
+    const unused = [...new Set(keys)].filter((key) => !used.has(key) && !this.held.has(key));
+    const purging = purge(unused);
+    const over = purging.then(
+      () => undefined,
+      () => undefined,
+    );
+    for (const key of unused) this.deleting.set(key, over);
+    try {
+      return { unused, purged: await purging };
+    } finally {
+      for (const key of unused) if (this.deleting.get(key) === over) this.deleting.delete(key);
+    }
+  }
+
+  /**
+   * Marks `keys` as used by an unfinished ingest job until the returned release runs, so no delete takes them
+   * meanwhile, and resolves once the deletes of any of them already under way are over: what the job then finds at
+   * the origin stays there until it publishes its manifest or releases them.
+   */
+  async hold(keys: readonly string[]): Promise<() => void> {
+    const distinct = [...new Set(keys)];
+    for (const key of distinct) this.held.set(key, (this.held.get(key) ?? 0) + 1);
+    const release = (): void => {
+      for (const key of distinct) {
+        const count = this.held.get(key)! - 1;
+        if (count > 0) this.held.set(key, count);
+        else this.held.delete(key);
+      }
+    };
+    await Promise.all(distinct.map((key) => this.deleting.get(key)));
+    return release;
   }
 
   private remember(manifest: Manifest): void {

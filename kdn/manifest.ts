@@ -36,6 +36,11 @@ export const ManifestSchema = z.object({
   id: z.string().regex(/^[0-9a-f]{32}$/),
   namespace: z.string().min(1),
   title: z.string(),
+  /**
+   * The tenant whose upload made it, whose quota it counts against (also in a shared namespace, which has no tenant);
+   * absent in manifests written before it was recorded, which count against their namespace's tenant.
+   */
+  uploadedBy: z.string().min(1).optional(),
   createdAt: z.string(),
   modelFingerprint: z.string().min(1),
   /** Codec as codecFromString reads it, e.g. "int8". */

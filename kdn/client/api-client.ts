@@ -94,7 +94,7 @@ export class KdnApiClient {
       if (job.status === 'done') return job;
       if (job.status === 'failed' || job.status === 'cancelled') {
         const code = ERROR_CODES.includes(job.error?.code as ErrorCode) ? (job.error!.code as ErrorCode) : 'INTERNAL';
-        const hint = job.status === 'cancelled' ? { hint: 'upload the document again to resume it; finished chunk objects are kept' } : {};
+        const hint = job.status === 'cancelled' ? { hint: 'upload the document again to ingest it' } : {};
         throw new KdnError(code, `ingest of "${job.document.title}" ${job.status}: ${job.error?.message ?? 'unknown error'}`, hint);
       }
       await new Promise((resolve) => setTimeout(resolve, intervalMs));

@@ -35,6 +35,8 @@ export interface DocumentInput {
   title: string;
   text: string;
   salt: string;
+  /** The tenant uploading it: its job, and its quota pays for the document (also in a shared namespace). */
+  uploadedBy: string;
   /** The text tokenized and chunked, when the caller already did (an upload is, for its bounds: kdn/services/upload-admission.ts). */
   tokenized?: TokenizedDocument;
 }
@@ -57,13 +59,16 @@ const HEAD_CONCURRENCY = 16;
 /**
  * Tokenizes a document once, chunks it, computes the chunk KV objects the origin does not have yet (both kinds),
  * stores each at the origin and pushes it to its edge, and publishes the manifest last. Engine work goes through
- * `ctx.turn` one chunk at a time; `signal` stops the job before its manifest.
+ * `ctx.turn` one chunk at a time; `signal` stops the job before its manifest. Every object it will name is held in
+ * the catalog from before it looks for it until the manifest is published, so a concurrent delete keeps it;
+ * `written` collects the keys it stored, for the caller to delete should it not publish.
  */
 export async function ingestDocument(
   ctx: IngestContext,
   doc: DocumentInput,
   progress: IngestProgress,
   signal?: AbortSignal,
+  written: Set<string> = new Set(),
 ): Promise<Manifest> {
   const { engine } = ctx;
   const { tokenIds, chunks } = doc.tokenized ?? (await ctx.tokenize(doc.text, ctx.chunkBudget));
@@ -81,6 +86,27 @@ export async function ingestDocument(
   progress.chunks = chunks.length;
   progress.objects.total = keys.length;
 
+  const release = await ctx.catalog.hold(keys);
+  try {
+    const sizes = await storeMissing(ctx, { outputs, plans, keys }, progress, written);
+    // A job cancelled during its last object's store does not publish its manifest.
+    signal?.throwIfAborted();
+    const manifest = manifestOf(ctx, doc, tokenIds.length, chunks, { codecs, plans, sizes });
+    await ctx.catalog.publish(manifest);
+    return manifest;
+  } finally {
+    release();
+  }
+}
+
+/** Finds which of `keys` the origin has, and computes and stores the others; answers every object's size. */
+async function storeMissing(
+  ctx: IngestContext,
+  { outputs, plans, keys }: { outputs: Map<string, { key: string; codec: CodecSpec }[]>; plans: ChunkPlan[][]; keys: string[] },
+  progress: IngestProgress,
+  written: Set<string>,
+): Promise<Map<string, number>> {
+  const { engine } = ctx;
   const sizes = new Map<string, number>();
   await forEachLimited(keys, HEAD_CONCURRENCY, async (key) => {
     const info = await ctx.origin.head(key);
@@ -101,6 +127,8 @@ export async function ingestDocument(
         // encode may take the tensors' arrays: every level but the last encodes a copy.
         const input = n === todo.length - 1 ? tensors : copyTensors(tensors);
         const bytes = await ctx.encode(input, { modelFingerprint: engine.info.fingerprint, tokenIds: ids, codec });
+        // Counted before the store ends: a store cut off midway may still have reached the origin.
+        written.add(key);
         await store(ctx, key, bytes);
         sizes.set(key, bytes.length);
         progress.objects.done++;
@@ -112,19 +140,27 @@ export async function ingestDocument(
   };
   await computeChainedKV(engine, plans[0]!, sink, ctx.turn);
   await computeIndependentKV(engine, plans[0]!, sink, ctx.turn);
-  // A job cancelled during its last object's store does not publish its manifest.
-  signal?.throwIfAborted();
+  return sizes;
+}
 
-  const manifest: Manifest = {
+function manifestOf(
+  ctx: IngestContext,
+  doc: DocumentInput,
+  tokens: number,
+  chunks: TokenizedDocument['chunks'],
+  { codecs, plans, sizes }: { codecs: CodecSpec[]; plans: ChunkPlan[][]; sizes: ReadonlyMap<string, number> },
+): Manifest {
+  return {
     version: 1,
     id: doc.id,
     namespace: doc.namespace,
     title: doc.title,
+    uploadedBy: doc.uploadedBy,
     createdAt: new Date().toISOString(),
-    modelFingerprint: engine.info.fingerprint,
+    modelFingerprint: ctx.engine.info.fingerprint,
     codec: codecToString(ctx.codec),
     chunkBudget: ctx.chunkBudget,
-    tokens: tokenIds.length,
+    tokens,
     bytes: [...sizes.values()].reduce((a, b) => a + b, 0),
     chunks: chunks.map((chunk, i) => ({
       index: chunk.index,
@@ -136,8 +172,6 @@ export async function ingestDocument(
         : {}),
     })),
   };
-  await ctx.catalog.publish(manifest);
-  return manifest;
 }
 
 /** One chunk's two objects under one codec, with their sizes. */

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { KdnError, toKdnError } from '../../common/errors.ts';
+import { purgeObjects } from '../object-purge.ts';
 import type { EngineScheduler } from '../scheduler/engine-scheduler.ts';
 import type { IngestEstimate } from './ingest-bounds.ts';
 import type { TokenizedDocument } from './ingest-thread.ts';
@@ -49,7 +50,9 @@ const KEEP_FINISHED = 1000;
  * a few at a time, and each running job puts its engine work on the scheduler one chunk at a time (background
  * priority), so queries go first. Uploading a document whose job is still pending returns that job; one whose
  * manifest exists is done at once. A cancelled job stops at its next chunk: objects already stored are whole
- * (writes are atomic), and the manifest, written last, is not.
+ * (writes are atomic), and the manifest, written last, is not. A job cancelled or failed then deletes the objects
+ * it wrote that nothing else uses, so they count against no quota unseen; one stopped by shutdown keeps them, so
+ * its upload resumes from them after a restart.
  */
 export class IngestJobs {
   private readonly jobs = new Map<string, JobRecord>();
@@ -73,13 +76,14 @@ export class IngestJobs {
     return this.ctx.tokenize(text, this.ctx.chunkBudget);
   }
 
-  /** Jobs queued or running whose document `matches` (e.g. one tenant's), for quotas that count work in flight. */
-  unfinished(matches: (job: JobView) => boolean): JobView[] {
-    return [...this.pending.values()].map((r) => r.view).filter(matches);
+  /** Jobs queued or running that `tenant` submitted, for quotas that count work in flight. */
+  unfinished(tenant: string): JobView[] {
+    return [...this.pending.values()].filter((r) => r.tenant === tenant).map((r) => r.view);
   }
 
-  async submit(doc: DocumentInput, tenant: string, expected?: IngestEstimate): Promise<JobView> {
+  async submit(doc: DocumentInput, expected?: IngestEstimate): Promise<JobView> {
     if (this.closed) throw this.closed;
+    const tenant = doc.uploadedBy;
     const existingJob = this.pending.get(doc.id);
     if (existingJob) return existingJob.view;
     const bytes = Buffer.byteLength(doc.text);
@@ -155,7 +159,7 @@ export class IngestJobs {
     this.stop(
       record,
       new KdnError('CANCELLED', `ingest job ${id} was cancelled`, {
-        hint: 'upload the document again to resume it; finished chunk objects are kept',
+        hint: 'upload the document again to start it over; the chunk objects it wrote are deleted',
       }),
     );
     await record.settled;
@@ -245,13 +249,26 @@ export class IngestJobs {
         { tenant: record.tenant, priority: 'background', cost, signal },
       );
     record.view.status = 'running';
+    const written = new Set<string>();
     try {
-      await ingestDocument({ ...this.ctx, turn }, record.doc!, record.view.progress, signal);
+      await ingestDocument({ ...this.ctx, turn }, record.doc!, record.view.progress, signal, written);
       this.finish(record, 'done');
     } catch (err) {
       const e = signal.aborted && signal.reason instanceof KdnError ? signal.reason : toKdnError(err);
       if (e.code !== 'CANCELLED') this.ctx.log.error({ job: record.view.id, err }, 'ingest failed');
+      if (e !== this.closed) await this.discard(record, written);
       this.fail(record, e);
+    }
+  }
+
+  /** Deletes the objects a job that will not publish wrote, except those a document or another unfinished job uses. */
+  private async discard(record: JobRecord, written: Set<string>): Promise<void> {
+    try {
+      const { purged } = await this.ctx.catalog.collect([...written], (keys) => purgeObjects(keys, this.ctx));
+      if (purged.deleted > 0)
+        this.ctx.log.info({ job: record.view.id, deleted: purged.deleted }, 'deleted the objects of an unfinished ingest');
+    } catch (err) {
+      this.ctx.log.warn({ job: record.view.id, err }, 'could not delete the objects of an unfinished ingest; they stay at the origin');
     }
   }
 

@@ -9,8 +9,8 @@ import type { IngestJobs, JobView } from '../ingest/jobs.ts';
 import { checkIsText } from '../ingest/text-check.ts';
 import { documentId } from '../keys.ts';
 import { manifestObjects, type Manifest } from '../manifest.ts';
+import { purgeObjects, type PurgeResult } from '../object-purge.ts';
 import { lookUpCachedAt, type CachedAt, type EdgeError } from './edge-cache-lookup.ts';
-import { purgeObjects, type PurgeResult } from './object-purge.ts';
 import type { UploadAdmission } from './upload-admission.ts';
 
 /** A document as a client uploads it; `namespace` is the client's plain name, not the tenant-scoped one. */
@@ -20,7 +20,7 @@ export interface UploadInput {
   text: string;
 }
 
-/** What a delete did with a document's objects: those other documents still use are kept. */
+/** What a delete did with a document's objects: those other documents or unfinished ingest jobs use are kept. */
 export type RemovedObjects = PurgeResult & { sharedKept: number };
 
 export interface DocumentParts {
@@ -60,8 +60,8 @@ export class DocumentService {
     const id = documentId(scoped, input.title, input.text);
     const admitted = (await catalog.find(scoped, id)) ? undefined : await admission.admit(tenant, input.text);
     const salt = salts.saltFor(scoped);
-    const document = { ...input, namespace: scoped, id, salt, ...(admitted ? { tokenized: admitted.tokenized } : {}) };
-    return { job: await jobs.submit(document, tenant, admitted?.expected), id };
+    const document = { ...input, namespace: scoped, id, salt, uploadedBy: tenant, ...(admitted ? { tokenized: admitted.tokenized } : {}) };
+    return { job: await jobs.submit(document, admitted?.expected), id };
   }
 
   list(tenant: string, namespace: string): Manifest[] {
@@ -84,14 +84,13 @@ export class DocumentService {
     };
   }
 
-  /** Unpublishes a document and deletes the objects no other document uses, at the edges and the origin. */
+  /** Unpublishes a document and deletes the objects nothing else uses (Catalog.collect), at the edges and the origin. */
   async remove(tenant: string, namespace: string, id: string): Promise<{ manifest: Manifest; objects: RemovedObjects }> {
     const { catalog, tenancy } = this.parts;
     // Resolved for reading first, so a document the tenant cannot see is NOT_FOUND even in a shared namespace.
     const manifest = await catalog.resolve(tenancy.scope(tenant, namespace, 'read'), id);
     tenancy.scope(tenant, namespace, 'write');
-    const unused = await catalog.unpublish(manifest);
-    const purged = await purgeObjects(unused, this.parts);
+    const { unused, purged } = await catalog.unpublish(manifest, (keys) => purgeObjects(keys, this.parts));
     return { manifest, objects: { ...purged, sharedKept: manifestObjects(manifest).length - unused.length } };
   }
 }

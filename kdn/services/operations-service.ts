@@ -93,11 +93,14 @@ export class OperationsService {
     };
   }
 
-  /** What a tenant holds: its documents, their tokens and stored KV bytes, in all and per namespace. */
+  /**
+   * What a tenant holds, as its quota counts it (upload admission): the documents it uploaded, shared namespaces
+   * included, their tokens and stored KV bytes, in all and per namespace.
+   */
   usage(tenant: string): Usage & { tenant: string; namespaces: Record<string, Usage> } {
     const total: Usage = { documents: 0, tokens: 0, bytes: 0 };
     const namespaces: Record<string, Usage> = {};
-    for (const m of this.parts.catalog.ownedBy(tenant)) {
+    for (const m of this.parts.catalog.uploadedBy(tenant)) {
       const name = publicName(m.namespace);
       namespaces[name] ??= { documents: 0, tokens: 0, bytes: 0 };
       const ns = namespaces[name];

@@ -1,6 +1,5 @@
 import type { Engine } from '../../engine-adapter/types.ts';
 import type { CodecSpec } from '../../storage/kv-object/types.ts';
-import { tenantOf } from '../auth/tenancy.ts';
 import type { Catalog } from '../catalog.ts';
 import type { KdnConfig } from '../config.ts';
 import { checkIngestBounds, estimateIngest, type IngestEstimate } from '../ingest/ingest-bounds.ts';
@@ -11,7 +10,8 @@ export type UploadLimits = Pick<KdnConfig, 'maxUploadTokens' | 'maxUploadKvBytes
 
 /**
  * Admits an upload before the engine spends anything on it: tokenizes it and checks what it would cost against the
- * per-upload limits and the tenant's quota (what it stores plus its uploads still running).
+ * per-upload limits and the tenant's quota (what it uploaded, shared namespaces included, plus its uploads still
+ * running).
  */
 export class UploadAdmission {
   constructor(
@@ -31,11 +31,11 @@ export class UploadAdmission {
       kvBytes: estimates.reduce((n, e) => n + e.kvBytes, 0),
     };
     const held = { tokens: 0, kvBytes: 0 };
-    for (const m of catalog.ownedBy(tenant)) {
+    for (const m of catalog.uploadedBy(tenant)) {
       held.tokens += m.tokens;
       held.kvBytes += m.bytes;
     }
-    for (const job of jobs.unfinished((j) => tenantOf(j.document.namespace) === tenant)) {
+    for (const job of jobs.unfinished(tenant)) {
       held.tokens += job.expected?.tokens ?? 0;
       held.kvBytes += job.expected?.kvBytes ?? 0;
     }

@@ -1,6 +1,6 @@
-import type { Logger } from '../../common/log.ts';
-import type { EdgeClient } from '../../edge/client/client.ts';
-import type { ObjectStore } from '../../storage/object-store.ts';
+import type { Logger } from '../common/log.ts';
+import type { EdgeClient } from '../edge/client/client.ts';
+import type { ObjectStore } from '../storage/object-store.ts';
 
 export interface PurgeResult {
   /** Objects deleted at the origin. */
@@ -10,7 +10,7 @@ export interface PurgeResult {
 }
 
 /**
- * Deletes objects no document uses any more: from the edges first, so no edge goes on serving an object the origin
+ * Deletes objects no document uses any more (a deleted document's, or what an ingest that will not publish wrote): from the edges first, so no edge goes on serving an object the origin
  * no longer has, then from the origin. No edge answering is logged and does not stop the delete (the document is
  * already unpublished); an origin failure is thrown, since the object would otherwise be left behind unnoticed.
  */
