@@ -16,7 +16,7 @@ import { queryHandlers } from './routes/query.ts';
 import type { ApiServices } from './services.ts';
 
 /**
- * The kdn REST API: the routes of route-table.ts, each module built from its own service. Every request but health
+ * The kdn REST API: the routes of route-table.ts, each module built from its own services. Every request but health
  * needs an API key; every error leaves through sendError as a typed JSON body (OpenAI's shape on its paths).
  */
 export function createApp(services: ApiServices): Express {
@@ -28,7 +28,7 @@ export function createApp(services: ApiServices): Express {
   app.use(authenticate(services.access));
   mountRoutes(app, {
     ops: opsHandlers(services.operations),
-    documents: documentHandlers(services.documents),
+    documents: documentHandlers(services.documents, services.jobs),
     jobs: jobHandlers(services.jobs),
     query: queryHandlers(services.queries),
     openai: openAIHandlers(services.queries),
@@ -86,7 +86,7 @@ function fromMiddleware(err: unknown): KdnError {
       hint: 'send a smaller body; for documents, split them or raise the limit with kdn serve --max-upload',
     });
   }
-  if (type === 'entity.parse.failed') return new KdnError('INVALID_ARGUMENT', 'request body is not valid JSON');
+  if (type === 'entity.parse.failed') return unparsedJson((err as { body?: unknown }).body);
   if (type === 'encoding.unsupported' || type === 'charset.unsupported')
     return new KdnError('UNSUPPORTED_MEDIA_TYPE', (err as Error).message, { hint: 'send the body uncompressed, or gzip/deflate' });
   if (type === 'request.aborted')
@@ -101,4 +101,19 @@ function fromMiddleware(err: unknown): KdnError {
     });
   }
   return toKdnError(err);
+}
+
+/** express.json refuses valid JSON that is not an object or array too (null, "str", 3): say what is wanted. */
+function unparsedJson(body: unknown): KdnError {
+  let value: unknown;
+  try {
+    value = JSON.parse(String(body));
+  } catch {
+    return new KdnError('INVALID_ARGUMENT', 'request body is not valid JSON', {
+      hint: 'check the body is well-formed JSON (quoted names, commas, closing braces)',
+    });
+  }
+  return new KdnError('INVALID_ARGUMENT', `the request body must be a JSON object, not ${value === null ? 'null' : typeof value}`, {
+    hint: 'send the fields as one JSON object: {"field": value, ...}',
+  });
 }

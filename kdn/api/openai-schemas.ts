@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { KdnError } from '../../common/errors.ts';
-import { KnowledgeSchema, MAX_QUESTION_CHARS, maxTokens, temperature } from './schemas.ts';
+import { KnowledgeSchema, MAX_QUESTION_CHARS, NOT_PRINTABLE, isPrintable, maxTokens, temperature } from './schemas.ts';
 
 /**
  * Request bodies of the OpenAI-compatible routes. Every field the OpenAI API defines is either honoured or refused
@@ -21,7 +21,7 @@ const common = {
   stream_options: z.object({ include_usage: z.boolean().optional() }).strict().nullish(),
   stop: stop.nullish(),
   /** An end-user id for the caller's own bookkeeping; it does not change the answer. */
-  user: z.string().max(256).optional(),
+  user: z.string().max(256).refine(isPrintable, NOT_PRINTABLE).optional(),
   kdn: KnowledgeSchema.optional(),
 };
 
@@ -34,7 +34,7 @@ const Message = z
   .object({
     role: z.enum(['system', 'developer', 'user', 'assistant']),
     content: Content,
-    name: z.string().max(64).optional(),
+    name: z.string().max(64).refine(isPrintable, NOT_PRINTABLE).optional(),
   })
   .strict();
 

@@ -7,7 +7,7 @@ import type { OperationsService } from '../services/operations-service.ts';
 import type { KdnMetrics } from './metrics.ts';
 
 /**
- * What the API is built from, by role, wired once by kdn/server.ts: each route module gets only its own service
+ * What the API is built from, by role, wired once by kdn/server.ts: each route module gets only the services it uses
  * (app.ts), and the app itself only what every request goes through (access log, metrics, authentication).
  */
 export interface ApiServices {

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { EXIT, exitCodeFor, inCliTerms } from './exit-codes.ts';
+import { printable } from './printable.ts';
 import { Progress } from './progress.ts';
 
 // A reader that stops early (`kdn docs | head`) closes the pipe: that ends the command, it is not an error.
@@ -85,7 +86,7 @@ function report(err: unknown): number {
   }
   Progress.endLine();
   const e = err as { code?: string; message?: string; hint?: string };
-  process.stderr.write(`kdn: ${e.code ? `${e.code}: ` : ''}${inCliTerms(e.message ?? String(err))}\n`);
-  if (e.hint) process.stderr.write(`hint: ${inCliTerms(e.hint)}\n`);
+  process.stderr.write(`kdn: ${e.code ? `${e.code}: ` : ''}${printable(inCliTerms(e.message ?? String(err)))}\n`);
+  if (e.hint) process.stderr.write(`hint: ${printable(inCliTerms(e.hint))}\n`);
   return exitCodeFor(err);
 }

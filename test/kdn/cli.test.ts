@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -57,6 +57,54 @@ describe('kdn CLI', function () {
       const run = await runCli(args, { KDN_SERVER: 'http://127.0.0.1:9' });
       expect(run.code, `kdn ${args.join(' ')}: ${run.stderr}`).to.equal(2);
       expect(run.stderr, args.join(' ')).to.match(/error|INVALID_ARGUMENT|NOT_FOUND/);
+    }
+  });
+
+  it('refuses bad numbers in flags with status 2, naming the flag, before anything is sent', async () => {
+    for (const [args, message] of [
+      [['query', 'x', '--top-k', '-1'], /--top-k must be a whole number of at least 1, got "-1"/],
+      [['query', 'x', '--top-k', '1e3'], /--top-k must be a whole number of at least 1, got "1e3"/],
+      [['query', 'x', '--max-tokens', '0'], /--max-tokens must be a whole number of at least 1, got "0"/],
+      [['query', 'x', '--max-tokens', '1.5'], /--max-tokens must be a whole number of at least 1, got "1.5"/],
+      [['query', 'x', '--temperature', '-1'], /--temperature must be from 0 to 2, got -1/],
+      [['serve', '--port', 'abc'], /--port <port>' argument 'abc' is invalid\. a port is a whole number from 0 to 65535/],
+      [['edge', '--port', '70000'], /--port <port>' argument '70000' is invalid/],
+    ] as const) {
+      // Port 9 answers nothing: a request sent there would end in status 3, not 2.
+      const run = await runCli([...args], { KDN_SERVER: 'http://127.0.0.1:9' });
+      expect(run.code, `kdn ${args.join(' ')}: ${run.stderr}`).to.equal(2);
+      expect(run.stderr, args.join(' ')).to.match(message).and.not.include('NaN');
+    }
+    const fromEnv = await runCli(['serve'], { KDN_PORT: 'abc' });
+    expect(fromEnv.code, fromEnv.stderr).to.equal(2);
+    expect(fromEnv.stderr).to.match(/^kdn: INVALID_ARGUMENT: invalid kdn configuration: port/m);
+  });
+
+  it('escapes control characters in titles it prints, such as a document stored before the API refused them', async () => {
+    // Today's API refuses such titles, so the document is uploaded plainly and its manifest given the title on disk,
+    // as an older kdn would have stored it; a real kdn serve then loads it.
+    const evil = '\u001b]0;pwned\u0007\u001b[2J\r\u0000x\u009b';
+    const dataDir = join(dir, 'escape-data');
+    let started = await startKdnServe({ model: model.dir, dataDir, chunkTokens: 64 });
+    await writeFile(join(dir, 'plain.txt'), TEXT);
+    try {
+      await cliJson(['upload', join(dir, 'plain.txt')], { KDN_SERVER: started.ready.url });
+    } finally {
+      await started.stop();
+    }
+    const manifests = join(dataDir, 'origin', 'objects', 'manifests');
+    const [file] = (await readdir(manifests, { recursive: true })).filter((f) => f.endsWith('.json'));
+    const path = join(manifests, file!);
+    const manifest = JSON.parse(await readFile(path, 'utf8')) as { title: string };
+    await writeFile(path, JSON.stringify({ ...manifest, title: evil }));
+    started = await startKdnServe({ model: model.dir, dataDir, chunkTokens: 64 });
+    try {
+      const run = await runCli(['docs'], { KDN_SERVER: started.ready.url });
+      expect(run.code, run.stderr).to.equal(0);
+      expect(run.stdout).to.include('\\x1b]0;pwned\\x07\\x1b[2J\\x0d\\x00x\\x9b');
+      expect(run.stdout.replaceAll('\n', '')).to.not.match(/[\u0000-\u001f\u007f-\u009f]/);
+    } finally {
+      await started.stop();
     }
   });
 

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { clientFor, formatBytes, withServer } from '../client-options.ts';
+import { printLines } from '../printable.ts';
 
 interface DocsFlags {
   server: string;
@@ -8,8 +9,9 @@ interface DocsFlags {
   json?: boolean;
 }
 
-function print(flags: DocsFlags, value: unknown, text: () => string): void {
-  process.stdout.write(flags.json ? `${JSON.stringify(value)}\n` : `${text()}\n`);
+function print(flags: DocsFlags, value: unknown, lines: () => string[]): void {
+  if (flags.json) process.stdout.write(`${JSON.stringify(value)}\n`);
+  else printLines(lines());
 }
 
 export function register(program: Command): void {
@@ -22,10 +24,8 @@ export function register(program: Command): void {
       const list = await clientFor(flags).listDocuments(flags.namespace);
       print(flags, list, () =>
         list.documents.length === 0
-          ? `no documents in namespace "${list.namespace}"`
-          : list.documents
-              .map((d) => `${d.id}  ${d.title}  ${d.chunks} chunks, ${d.tokens} tokens, ${formatBytes(d.bytes)} ${d.codec}`)
-              .join('\n'),
+          ? [`no documents in namespace "${list.namespace}"`]
+          : list.documents.map((d) => `${d.id}  ${d.title}  ${d.chunks} chunks, ${d.tokens} tokens, ${formatBytes(d.bytes)} ${d.codec}`),
       );
     });
 
@@ -45,15 +45,13 @@ export function register(program: Command): void {
           independent: { bytes: number; cached?: { tier?: string | null; edge?: string | null; error?: string } };
         }[];
       };
-      print(flags, doc, () =>
-        [
-          `${doc.id}  ${doc.title}  ${doc.tokens} tokens, ${formatBytes(doc.bytes)} ${doc.codec}`,
-          ...doc.chunks.map((c) => {
-            const where = c.independent.cached;
-            return `  #${c.index} ${c.tokens} tokens ${formatBytes(c.independent.bytes)} ${where?.tier ? `${where.tier} @ ${where.edge}` : (where?.error ?? 'not cached')}`;
-          }),
-        ].join('\n'),
-      );
+      print(flags, doc, () => [
+        `${doc.id}  ${doc.title}  ${doc.tokens} tokens, ${formatBytes(doc.bytes)} ${doc.codec}`,
+        ...doc.chunks.map((c) => {
+          const where = c.independent.cached;
+          return `  #${c.index} ${c.tokens} tokens ${formatBytes(c.independent.bytes)} ${where?.tier ? `${where.tier} @ ${where.edge}` : (where?.error ?? 'not cached')}`;
+        }),
+      ]);
     });
 
   withServer(docs.command('delete').description('delete a document: manifest, origin objects, edge copies').argument('<id-or-title>'))
@@ -64,6 +62,6 @@ export function register(program: Command): void {
         deleted: { id: string; title: string };
         objects: { deleted: number };
       };
-      print(flags, result, () => `deleted ${result.deleted.title} (${result.deleted.id}), ${result.objects.deleted} KV objects removed`);
+      print(flags, result, () => [`deleted ${result.deleted.title} (${result.deleted.id}), ${result.objects.deleted} KV objects removed`]);
     });
 }

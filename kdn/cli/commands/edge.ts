@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { EDGE_ENV, type EdgeConfigInput } from '../../../edge/server/config.ts';
 import { startEdge } from '../../../edge/server/main.ts';
+import { portFlag } from '../port-flag.ts';
 
 interface EdgeFlags {
   port?: string;
@@ -62,7 +63,7 @@ export function register(program: Command): void {
   program
     .command('edge')
     .description('run an edge cache server: memory and disk tiers in front of an origin object store')
-    .option('--port <port>', `port to listen on, 0 for any free port (env ${EDGE_ENV.port}; default 8790)`)
+    .option('--port <port>', `port to listen on, 0 for any free port (env ${EDGE_ENV.port}; default 8790)`, portFlag)
     .option('--host <host>', `address to listen on (env ${EDGE_ENV.host}; default 127.0.0.1)`)
     .option('--memory <size>', `memory tier budget like 512MiB, 0 disables (env ${EDGE_ENV.memoryBytes}; default 512MiB)`)
     .option('--disk <size>', `disk tier budget like 4GiB, 0 disables (env ${EDGE_ENV.diskBytes}; default 4GiB)`)

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import type { JobView } from '../../ingest/jobs.ts';
 import type { QueryJobView } from '../../query/query-service.ts';
 import { clientFor, formatBytes, withServer } from '../client-options.ts';
+import { printLines } from '../printable.ts';
 
 interface JobsFlags {
   server: string;
@@ -31,15 +32,15 @@ export function register(program: Command): void {
         ...(flags.status ? { status: flags.status } : {}),
         ...(flags.kind ? { kind: flags.kind } : {}),
       });
-      process.stdout.write(
-        flags.json ? `${JSON.stringify(list)}\n` : `${list.jobs.length === 0 ? 'no jobs' : list.jobs.map(describe).join('\n')}\n`,
-      );
+      if (flags.json) process.stdout.write(`${JSON.stringify(list)}\n`);
+      else printLines(list.jobs.length === 0 ? ['no jobs'] : list.jobs.map(describe));
     });
 
   withServer(jobs.command('cancel').description('cancel a queued or running job; returns once it has stopped').argument('<id>'))
     .option('--json', 'print JSON')
     .action(async (id: string, flags: JobsFlags) => {
       const { job } = await clientFor(flags).cancelJob(id);
-      process.stdout.write(flags.json ? `${JSON.stringify(job)}\n` : `${describe(job)}\n`);
+      if (flags.json) process.stdout.write(`${JSON.stringify(job)}\n`);
+      else printLines([describe(job)]);
     });
 }

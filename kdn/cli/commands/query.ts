@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import type { QueryRequest, QueryResponse } from '../../client/api-client.ts';
 import { clientFor, collect, formatBytes, withServer } from '../client-options.ts';
 import { UsageError } from '../exit-codes.ts';
+import { printLines } from '../printable.ts';
 
 interface QueryFlags {
   server: string;
@@ -26,6 +27,17 @@ function numberFlag(name: string, value: string | undefined): number | undefined
   return n;
 }
 
+/** A count: decimal digits only, so "1e3", "1.5" and "-1" are refused here rather than sent. */
+function wholeFlag(name: string, value: string | undefined, min: number, max: number, hint: string): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!/^\d+$/.test(value.trim()) || n < min || n > max) {
+    const range = max === Infinity ? `of at least ${min}` : `from ${min} to ${max}`;
+    throw new UsageError(`${name} must be a whole number ${range}, got "${value}"`, hint);
+  }
+  return n;
+}
+
 /** The request the flags ask for; bad flags are usage errors, found before anything is sent. */
 function requestFor(question: string, flags: QueryFlags): QueryRequest {
   if (question.trim() === '') throw new UsageError('the question is empty', 'kdn query "What is in the manual?"');
@@ -45,25 +57,32 @@ function requestFor(question: string, flags: QueryFlags): QueryRequest {
     }
     request.blendRatio = blendRatio;
   }
-  const ttftTarget = numberFlag('--ttft-target', flags.ttftTarget);
-  if (ttftTarget !== undefined) {
-    if (!(Number.isInteger(ttftTarget) && ttftTarget >= 1 && ttftTarget <= 600_000)) {
-      throw new UsageError(
-        `--ttft-target must be whole milliseconds from 1 to 600000, got ${ttftTarget}`,
-        "the time to first token that picks the chunks' stored level, e.g. --ttft-target 200",
-      );
-    }
-    request.ttftTargetMs = ttftTarget;
-  }
+  const ttftTarget = wholeFlag(
+    '--ttft-target',
+    flags.ttftTarget,
+    1,
+    600_000,
+    "whole milliseconds: the time to first token that picks the chunks' stored level, e.g. --ttft-target 200",
+  );
+  if (ttftTarget !== undefined) request.ttftTargetMs = ttftTarget;
   if (flags.namespace) request.namespace = flags.namespace;
   if (flags.doc) request.documents = flags.doc;
-  const topK = numberFlag('--top-k', flags.topK);
-  const maxTokens = numberFlag('--max-tokens', flags.maxTokens);
+  return { ...request, ...generationFor(flags) };
+}
+
+/** --top-k, --max-tokens and --temperature; their upper limits are the server's own (it names the flag if refused). */
+function generationFor(flags: QueryFlags): Pick<QueryRequest, 'topK' | 'maxTokens' | 'temperature'> {
+  const topK = wholeFlag('--top-k', flags.topK, 1, Infinity, 'the number of chunks to retrieve, e.g. --top-k 4');
+  const maxTokens = wholeFlag('--max-tokens', flags.maxTokens, 1, Infinity, 'the most tokens to generate, e.g. --max-tokens 64');
   const temperature = numberFlag('--temperature', flags.temperature);
-  if (topK !== undefined) request.topK = topK;
-  if (maxTokens !== undefined) request.maxTokens = maxTokens;
-  if (temperature !== undefined) request.temperature = temperature;
-  return request;
+  if (temperature !== undefined && !(temperature >= 0 && temperature <= 2)) {
+    throw new UsageError(`--temperature must be from 0 to 2, got ${temperature}`, '0 is greedy, e.g. --temperature 0.7');
+  }
+  return {
+    ...(topK === undefined ? {} : { topK }),
+    ...(maxTokens === undefined ? {} : { maxTokens }),
+    ...(temperature === undefined ? {} : { temperature }),
+  };
 }
 
 /**
@@ -112,7 +131,7 @@ async function query(question: string, flags: QueryFlags): Promise<void> {
       : []),
     `timings (ms): retrieval ${t.retrieval.toFixed(1)}, fetch ${t.fetch.toFixed(1)}, injection ${t.injection.toFixed(1)}, prefill ${t.prefill.toFixed(1)}, ttft ${t.ttft.toFixed(1)}, total ${t.total.toFixed(1)}`,
   ];
-  process.stdout.write(`${lines.join('\n')}\n`);
+  printLines(lines);
 }
 
 export function register(program: Command): void {

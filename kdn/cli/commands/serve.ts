@@ -1,6 +1,9 @@
 import type { Command } from 'commander';
-import { KDN_ENV, resolveKdnConfig, type KdnConfigInput } from '../../config.ts';
+import { isKdnError } from '../../../common/errors.ts';
+import { KDN_ENV, resolveKdnConfig, type KdnConfig, type KdnConfigInput } from '../../config.ts';
 import { startKdn } from '../../server.ts';
+import { UsageError } from '../exit-codes.ts';
+import { portFlag } from '../port-flag.ts';
 
 interface ServeFlags {
   dataDir?: string;
@@ -72,8 +75,7 @@ async function serve(flags: ServeFlags): Promise<void> {
     engineKvBudget: flags.engineKvBudget,
     shutdownTimeoutMs: flags.shutdownTimeout,
   };
-  const config = resolveKdnConfig(Object.fromEntries(Object.entries(input).filter(([, v]) => v !== undefined)));
-  const kdn = await startKdn(config);
+  const kdn = await startKdn(configFrom(input));
   const { engine } = kdn.parts;
   const generated = kdn.parts.access.generated;
   // stderr carries JSON log lines only; what a person reads (the key included) goes to stdout.
@@ -109,6 +111,16 @@ async function serve(flags: ServeFlags): Promise<void> {
   });
 }
 
+/** Settings from flags and the environment: one that does not hold is a usage error, found before anything starts. */
+function configFrom(input: Partial<KdnConfigInput>): KdnConfig {
+  try {
+    return resolveKdnConfig(Object.fromEntries(Object.entries(input).filter(([, v]) => v !== undefined)));
+  } catch (err) {
+    if (!isKdnError(err, 'INVALID_ARGUMENT')) throw err;
+    throw new UsageError(err.message, err.hint);
+  }
+}
+
 export function register(program: Command): void {
   program
     .command('serve')
@@ -134,7 +146,7 @@ export function register(program: Command): void {
       '--ttft-target <ms>',
       `time to first token queries aim for: each picks the best stored level whose fetch fits it at the measured delivery throughput (env ${KDN_ENV.ttftTargetMs}; default off: always --codec)`,
     )
-    .option('--port <port>', `port, 0 for any free one (env ${KDN_ENV.port}; default 8080)`)
+    .option('--port <port>', `port, 0 for any free one (env ${KDN_ENV.port}; default 8080)`, portFlag)
     .option('--host <host>', `address to listen on (env ${KDN_ENV.host}; default 127.0.0.1)`)
     .option('--max-upload <size>', `largest document upload (env ${KDN_ENV.maxUploadBytes}; default 8MiB)`)
     .option('--edge-memory <size>', `embedded edge memory budget (env ${KDN_ENV.edgeMemoryBytes}; default 512MiB)`)

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { KdnError } from '../../../common/errors.ts';
 import { EdgeClient, type WarmSummary } from '../../../edge/client/client.ts';
 import { clientFor, collect, formatBytes, withServer } from '../client-options.ts';
+import { printable } from '../printable.ts';
 import { Progress } from '../progress.ts';
 
 interface WarmFlags {
@@ -45,7 +46,8 @@ async function warm(flags: WarmFlags): Promise<void> {
       (p) => {
         done++;
         bytes += p.bytes;
-        if (p.status === 'failed') progress.note(`failed ${p.key} at ${p.edge || 'no edge'}: ${p.error?.message ?? 'unknown error'}`);
+        if (p.status === 'failed')
+          progress.note(printable(`failed ${p.key} at ${p.edge || 'no edge'}: ${p.error?.message ?? 'unknown error'}`));
         if (!flags.json) progress.update(done, plan.objects.length, formatBytes(bytes));
       },
     );
