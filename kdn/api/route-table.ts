@@ -83,7 +83,7 @@ export const ROUTES = [
     path: '/v1/documents/:id',
     module: 'documents',
     handler: 'remove',
-    description: 'delete a document; its objects no other document uses leave the origin and the edges',
+    description: 'delete a document; its objects no other document or running ingest uses leave the origin and the edges',
   },
   {
     method: 'GET',
@@ -98,7 +98,7 @@ export const ROUTES = [
     path: '/v1/jobs/:id',
     module: 'jobs',
     handler: 'cancel',
-    description: 'cancel a queued or running query or ingest job (its request then answers 409 `CANCELLED`)',
+    description: 'cancel a queued or running query or ingest job (its request then answers 409 `CANCELLED`; the objects of an ingest that nothing else uses are deleted)',
   },
   {
     method: 'POST',

@@ -218,7 +218,7 @@ describe('kdn with several codec levels per chunk', function () {
     }
     const cli = await runCli(['query', 'What?', '--ttft-target', '-5'], { KDN_SERVER: server.ready.url });
     expect(cli.code).to.equal(2);
-    expect(cli.stderr).to.match(/--ttft-target must be whole milliseconds/);
+    expect(cli.stderr).to.match(/--ttft-target must be a whole number from 1 to 600000, got "-5"/);
     await server.stop();
 
     for (const [args, message] of [
