@@ -98,7 +98,8 @@ export const ROUTES = [
     path: '/v1/jobs/:id',
     module: 'jobs',
     handler: 'cancel',
-    description: 'cancel a queued or running query or ingest job (its request then answers 409 `CANCELLED`; the objects of an ingest that nothing else uses are deleted)',
+    description:
+      'cancel a queued or running query or ingest job (its request then answers 409 `CANCELLED`; the objects of an ingest that nothing else uses are deleted)',
   },
   {
     method: 'POST',
