@@ -1,14 +1,12 @@
 import { z } from 'zod';
+import { hasControlCharacters } from '../../common/control-characters.ts';
 import { DEFAULT_NAMESPACE, NamespaceSchema } from '../namespace.ts';
 import { MAX_DOCUMENTS_PER_QUERY, MAX_TOP_K } from '../query/context-plan.ts';
 
 const namespace = NamespaceSchema.default(DEFAULT_NAMESPACE);
 
-/**
- * Names kdn stores or echoes back (titles, document references, end-user ids) are printed on other users' terminals,
- * where C0 and C1 control characters (and DEL) are commands: escape sequences, a cleared screen, a new window title.
- */
-export const isPrintable = (s: string): boolean => !/[\u0000-\u001f\u007f-\u009f]/.test(s);
+/** Names kdn stores or echoes back (titles, document references, end-user ids) are printed on other users' terminals. */
+export const isPrintable = (s: string): boolean => !hasControlCharacters(s);
 export const NOT_PRINTABLE = 'must not contain control characters (escape sequences, NUL, CR, LF, tab)';
 
 const title = z.string().trim().min(1).max(512).refine(isPrintable, NOT_PRINTABLE);
