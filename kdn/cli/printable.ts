@@ -10,3 +10,9 @@ export const printable = escapeControlCharacters;
 export function printLines(lines: string[]): void {
   process.stdout.write(`${lines.map(printable).join('\n')}\n`);
 }
+
+/** A command's result: one line of JSON with `--json`, else lines for a person (built only then). */
+export function printJsonOr(json: boolean | undefined, value: unknown, lines: () => string[]): void {
+  if (json) process.stdout.write(`${JSON.stringify(value)}\n`);
+  else printLines(lines());
+}

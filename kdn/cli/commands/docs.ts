@@ -1,17 +1,12 @@
 import type { Command } from 'commander';
 import { clientFor, formatBytes, withServer } from '../client-options.ts';
-import { printLines } from '../printable.ts';
+import { printJsonOr } from '../printable.ts';
 
 interface DocsFlags {
   server: string;
   apiKey?: string;
   namespace?: string;
   json?: boolean;
-}
-
-function print(flags: DocsFlags, value: unknown, lines: () => string[]): void {
-  if (flags.json) process.stdout.write(`${JSON.stringify(value)}\n`);
-  else printLines(lines());
 }
 
 export function register(program: Command): void {
@@ -22,7 +17,7 @@ export function register(program: Command): void {
     .option('--json', 'print JSON')
     .action(async (flags: DocsFlags) => {
       const list = await clientFor(flags).listDocuments(flags.namespace);
-      print(flags, list, () =>
+      printJsonOr(flags.json, list, () =>
         list.documents.length === 0
           ? [`no documents in namespace "${list.namespace}"`]
           : list.documents.map((d) => `${d.id}  ${d.title}  ${d.chunks} chunks, ${d.tokens} tokens, ${formatBytes(d.bytes)} ${d.codec}`),
@@ -45,7 +40,7 @@ export function register(program: Command): void {
           independent: { bytes: number; cached?: { tier?: string | null; edge?: string | null; error?: string } };
         }[];
       };
-      print(flags, doc, () => [
+      printJsonOr(flags.json, doc, () => [
         `${doc.id}  ${doc.title}  ${doc.tokens} tokens, ${formatBytes(doc.bytes)} ${doc.codec}`,
         ...doc.chunks.map((c) => {
           const where = c.independent.cached;
@@ -62,6 +57,8 @@ export function register(program: Command): void {
         deleted: { id: string; title: string };
         objects: { deleted: number };
       };
-      print(flags, result, () => [`deleted ${result.deleted.title} (${result.deleted.id}), ${result.objects.deleted} KV objects removed`]);
+      printJsonOr(flags.json, result, () => [
+        `deleted ${result.deleted.title} (${result.deleted.id}), ${result.objects.deleted} KV objects removed`,
+      ]);
     });
 }

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import type { JobView } from '../../ingest/jobs.ts';
 import type { QueryJobView } from '../../query/query-service.ts';
 import { clientFor, formatBytes, withServer } from '../client-options.ts';
-import { printLines } from '../printable.ts';
+import { printJsonOr } from '../printable.ts';
 
 interface JobsFlags {
   server: string;
@@ -32,15 +32,13 @@ export function register(program: Command): void {
         ...(flags.status ? { status: flags.status } : {}),
         ...(flags.kind ? { kind: flags.kind } : {}),
       });
-      if (flags.json) process.stdout.write(`${JSON.stringify(list)}\n`);
-      else printLines(list.jobs.length === 0 ? ['no jobs'] : list.jobs.map(describe));
+      printJsonOr(flags.json, list, () => (list.jobs.length === 0 ? ['no jobs'] : list.jobs.map(describe)));
     });
 
   withServer(jobs.command('cancel').description('cancel a queued or running job; returns once it has stopped').argument('<id>'))
     .option('--json', 'print JSON')
     .action(async (id: string, flags: JobsFlags) => {
       const { job } = await clientFor(flags).cancelJob(id);
-      if (flags.json) process.stdout.write(`${JSON.stringify(job)}\n`);
-      else printLines([describe(job)]);
+      printJsonOr(flags.json, job, () => [describe(job)]);
     });
 }
