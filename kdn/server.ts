@@ -21,6 +21,7 @@ import type { ApiServices } from './api/services.ts';
 import type { Access } from './auth/access.ts';
 import { Catalog } from './catalog.ts';
 import type { KdnConfig } from './config.ts';
+import type { IngestContext } from './ingest/ingest-document.ts';
 import { IngestThread } from './ingest/ingest-thread.ts';
 import { IngestJobs } from './ingest/jobs.ts';
 import { ChunkRepair } from './ingest/repair.ts';
@@ -143,7 +144,8 @@ async function serveApi(config: KdnConfig, services: ApiServices): Promise<{ ser
 
 /**
  * Starts the control plane: opens the origin, loads the API keys and the chunk-salt secret (kdn/auth), starts an
- * embedded edge (with a random secret) when no edges are configured, loads the engine, rebuilds the catalog and retrieval index from the manifests at the origin, then listens.
+ * embedded edge (with a random secret) when no edges are configured, loads the engine, rebuilds the catalog and
+ * retrieval index from the manifests at the origin, then listens.
  */
 export async function startKdn(config: KdnConfig, log: Logger = createLogger('kdn')): Promise<RunningKdn> {
   const configuredCodec = codecFromString(config.codec);
@@ -155,24 +157,9 @@ export async function startKdn(config: KdnConfig, log: Logger = createLogger('kd
   try {
     const engine = await startEngine(config);
     cleanup.push(() => engine.dispose());
-    // A transform codec encodes with the model's table: the origin's, or one fitted now and stored there.
-    const levelCodecs = config.codecLevels.map((level) => codecFromString(level));
-    const needsTable = [configuredCodec, ...levelCodecs].some((c) => c.name === 'transform');
-    const table = needsTable ? (await loadOrFitTable(origin, engine, log)).hash : undefined;
-    const withTable = (c: CodecSpec): CodecSpec => (c.name === 'transform' ? { ...c, table: table! } : c);
-    const codec = withTable(configuredCodec);
-    const levels = levelCodecs.map(withTable);
+    const codecs = await codecsOf(config, configuredCodec, origin, engine, log);
     const access = await loadAccess(config, origin, log);
-    const { embeddedEdge, edgeSecret } = await edgesOf(config, origin, log, cleanup);
-    const edgeOptions = { edges: embeddedEdge ? [embeddedEdge.url] : config.edges, ...(edgeSecret ? { secret: edgeSecret } : {}) };
-    const edges = new EdgeClient(edgeOptions);
-    cleanup.push(async () => edges.close());
-    const receiving = receivingFetcher(config, edgeOptions, edges);
-    cleanup.push(() => receiving.close());
-    // Tables are control objects (edges serve chunk objects only): read from the origin, once each.
-    const tables = new TransformTableLoader((hash) => origin.get(transformTableKey(engine.info.fingerprint, hash)), engine, receiving);
-    const fetcher = withTransformTables(receiving, tables);
-
+    const { embeddedEdge, edgeSecret, edges, fetcher } = await deliveryOf(config, origin, engine, log, cleanup);
     const metrics = new KdnMetrics(() => engine.work());
     const scheduler = new EngineScheduler({
       maxWaitingPerTenant: config.tenantMaxQueries,
@@ -181,31 +168,8 @@ export async function startKdn(config: KdnConfig, log: Logger = createLogger('kd
     });
     const catalog = new Catalog(origin, log);
     const documents = await catalog.load();
-    // Two threads, so encoding one document's objects never waits behind tokenizing another document.
-    const tokenizing = new IngestThread(config.model);
-    const encoding = new IngestThread(config.model);
-    cleanup.push(
-      () => tokenizing.close(),
-      () => encoding.close(),
-    );
-    const ingestContext = {
-      engine,
-      origin,
-      edges,
-      catalog,
-      codec,
-      levels,
-      chunkBudget: config.chunkTokens,
-      log,
-      tokenize: (text: string, budget: number) => tokenizing.tokenize(text, budget),
-      encode: (tensors: KVTensors, meta: EncodeMeta) => encoding.encode(tensors, meta),
-    };
-    const limits = { maxJobsPerTenant: config.tenantMaxJobs, maxBytesPerTenant: config.tenantMaxIngestBytes, running: INGEST_JOBS_RUNNING };
-    const jobs = new IngestJobs(ingestContext, scheduler, limits, (job) => {
-      metrics.ingestObjects.inc({ outcome: 'computed' }, job.progress.objects.computed);
-      metrics.ingestObjects.inc({ outcome: 'skipped' }, job.progress.objects.skipped);
-    });
-    const repair = new ChunkRepair(ingestContext, scheduler);
+    const ingest = { engine, origin, edges, catalog, ...codecs, chunkBudget: config.chunkTokens, log };
+    const { jobs, repair } = ingestOf(config, ingest, scheduler, metrics, cleanup);
     const queries = new QueryService({
       engine,
       fetcher,
@@ -220,9 +184,7 @@ export async function startKdn(config: KdnConfig, log: Logger = createLogger('kd
       ...(config.ttftTargetMs === undefined ? {} : { ttftTargetMs: config.ttftTargetMs }),
     });
     const parts: KdnParts = { config, engine, origin, edges, catalog, scheduler, jobs, queries, metrics, access, log };
-    const services = apiServices(parts, { codec, levels }, edgeSecret);
-
-    const { server, url, port } = await serveApi(config, services);
+    const { server, url, port } = await serveApi(config, apiServices(parts, codecs, edgeSecret));
     log.info(
       { url, origin: origin.description, edges: edges.edges, model: engine.info.path, backend: engine.backend, documents },
       'kdn listening',
@@ -241,6 +203,65 @@ export async function startKdn(config: KdnConfig, log: Logger = createLogger('kd
     await undo();
     throw err;
   }
+}
+
+/**
+ * The codec objects are written with and the lower levels a query may fall back to. A transform codec encodes with
+ * the model's table: the origin's, or one fitted now and stored there.
+ */
+async function codecsOf(
+  config: KdnConfig,
+  configured: CodecSpec,
+  origin: ObjectStore,
+  engine: Engine,
+  log: Logger,
+): Promise<{ codec: CodecSpec; levels: CodecSpec[] }> {
+  const levelCodecs = config.codecLevels.map((level) => codecFromString(level));
+  const needsTable = [configured, ...levelCodecs].some((c) => c.name === 'transform');
+  const table = needsTable ? (await loadOrFitTable(origin, engine, log)).hash : undefined;
+  const withTable = (c: CodecSpec): CodecSpec => (c.name === 'transform' ? { ...c, table: table! } : c);
+  return { codec: withTable(configured), levels: levelCodecs.map(withTable) };
+}
+
+/** The edges kdn talks to, and the fetcher a query receives chunk objects through (transform tables included). */
+async function deliveryOf(config: KdnConfig, origin: ObjectStore, engine: Engine, log: Logger, cleanup: (() => Promise<void>)[]) {
+  const { embeddedEdge, edgeSecret } = await edgesOf(config, origin, log, cleanup);
+  const edgeOptions = { edges: embeddedEdge ? [embeddedEdge.url] : config.edges, ...(edgeSecret ? { secret: edgeSecret } : {}) };
+  const edges = new EdgeClient(edgeOptions);
+  cleanup.push(async () => edges.close());
+  const receiving = receivingFetcher(config, edgeOptions, edges);
+  cleanup.push(() => receiving.close());
+  // Tables are control objects (edges serve chunk objects only): read from the origin, once each.
+  const tables = new TransformTableLoader((hash) => origin.get(transformTableKey(engine.info.fingerprint, hash)), engine, receiving);
+  return { embeddedEdge, edgeSecret, edges, fetcher: withTransformTables(receiving, tables) };
+}
+
+/** Ingest jobs and chunk repair, over two ingest threads (`cleanup` closes them). */
+function ingestOf(
+  config: KdnConfig,
+  parts: Omit<IngestContext, 'turn' | 'tokenize' | 'encode'>,
+  scheduler: EngineScheduler,
+  metrics: KdnMetrics,
+  cleanup: (() => Promise<void>)[],
+): { jobs: IngestJobs; repair: ChunkRepair } {
+  // Two threads, so encoding one document's objects never waits behind tokenizing another document.
+  const tokenizing = new IngestThread(config.model);
+  const encoding = new IngestThread(config.model);
+  cleanup.push(
+    () => tokenizing.close(),
+    () => encoding.close(),
+  );
+  const context: Omit<IngestContext, 'turn'> = {
+    ...parts,
+    tokenize: (text: string, budget: number) => tokenizing.tokenize(text, budget),
+    encode: (tensors: KVTensors, meta: EncodeMeta) => encoding.encode(tensors, meta),
+  };
+  const limits = { maxJobsPerTenant: config.tenantMaxJobs, maxBytesPerTenant: config.tenantMaxIngestBytes, running: INGEST_JOBS_RUNNING };
+  const jobs = new IngestJobs(context, scheduler, limits, (job) => {
+    metrics.ingestObjects.inc({ outcome: 'computed' }, job.progress.objects.computed);
+    metrics.ingestObjects.inc({ outcome: 'skipped' }, job.progress.objects.skipped);
+  });
+  return { jobs, repair: new ChunkRepair(context, scheduler) };
 }
 
 /** What receives and verifies chunk objects: fetch threads (config.fetchThreads, default by cores), or the event loop. */

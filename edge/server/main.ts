@@ -1,3 +1,4 @@
+import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { KdnError } from '../../common/errors.ts';
 import { createLogger, type Logger } from '../../common/log.ts';
@@ -48,43 +49,52 @@ export async function startEdge(input: Partial<EdgeConfigInput>, deps: EdgeDeps 
   checkEdgeAuthConfig(config);
   const log = deps.log ?? createLogger('edge');
   const store = deps.origin ?? openStore(config.originUrl);
-  const ownsStore = deps.origin === undefined;
-  let disk: DiskTier;
-  let shm: ShmMirror | undefined;
+  // What this edge opened, closed in reverse when it stops or fails to start.
+  const opened: (() => Promise<void>)[] = deps.origin === undefined ? [() => store.close()] : [];
+  const release = async (): Promise<void> => {
+    for (const close of opened.reverse()) await close();
+  };
   try {
-    disk = await DiskTier.open(config.diskPath, config.diskBytes);
-  } catch (err) {
-    if (ownsStore) await store.close();
-    throw err;
-  }
-  try {
-    shm = config.shmDir !== undefined && config.memoryBytes > 0 ? await ShmMirror.open(config.shmDir, log) : undefined;
-  } catch (err) {
-    await disk.close();
-    if (ownsStore) await store.close();
-    throw err;
-  }
-  const cache = new TieredCache(
-    {
-      memory: new MemoryTier(config.memoryBytes, shm),
-      disk,
-      origin: new Origin(store, { timeoutMs: config.originTimeoutMs, negativeTtlMs: config.negativeTtlMs }),
-    },
-    log,
-  );
-  const served = newServeCounters();
-  const startedAt = Date.now();
-  const stats = (): EdgeStats => edgeStats(cache, served, startedAt, shm);
-  const server = createEdgeServer({
-    cache,
-    config,
-    served,
-    stats,
-    metrics: createEdgeMetrics(stats),
-    log,
-    shm: shm?.info ?? { dir: null },
-  });
+    const disk = await DiskTier.open(config.diskPath, config.diskBytes);
+    opened.push(() => disk.close());
+    const shm = config.shmDir !== undefined && config.memoryBytes > 0 ? await ShmMirror.open(config.shmDir, log) : undefined;
+    if (shm) opened.push(() => shm.close());
+    const cache = new TieredCache(
+      {
+        memory: new MemoryTier(config.memoryBytes, shm),
+        disk,
+        origin: new Origin(store, { timeoutMs: config.originTimeoutMs, negativeTtlMs: config.negativeTtlMs }),
+      },
+      log,
+    );
+    const served = newServeCounters();
+    const startedAt = Date.now();
+    const stats = (): EdgeStats => edgeStats(cache, served, startedAt, shm);
+    const metrics = createEdgeMetrics(stats);
+    const server = createEdgeServer({ cache, config, served, stats, metrics, log, shm: shm?.info ?? { dir: null } });
+    const { url, port } = await listen(server, config);
+    if (config.secret === undefined)
+      log.warn(
+        { url },
+        'edge running WITHOUT authentication (--insecure-no-auth): anyone who reaches it can read, write and purge objects',
+      );
+    const { memoryBytes, diskBytes, diskPath } = config;
+    log.info({ url, origin: store.description, memoryBytes, diskBytes, diskPath, shmDir: shm?.dir }, 'edge listening');
 
+    let closing: Promise<void> | undefined;
+    const close = (): Promise<void> => {
+      closing ??= stopServing(server).then(release);
+      return closing;
+    };
+    return { url, port, config, stats, shm, close };
+  } catch (err) {
+    await release();
+    throw err;
+  }
+}
+
+/** Listens on config's host and port; a port in use is a CONFLICT that says what to do. */
+async function listen(server: Server, config: EdgeConfig): Promise<{ url: string; port: number }> {
   try {
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -94,9 +104,6 @@ export async function startEdge(input: Partial<EdgeConfigInput>, deps: EdgeDeps 
       });
     });
   } catch (err) {
-    await shm?.close();
-    await disk.close();
-    if (ownsStore) await store.close();
     if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
       throw new KdnError('CONFLICT', `${config.host}:${config.port} is already in use`, {
         hint: 'pick another --port, or 0 for any free port',
@@ -107,38 +114,17 @@ export async function startEdge(input: Partial<EdgeConfigInput>, deps: EdgeDeps 
   }
   const { port } = server.address() as AddressInfo;
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;
-  const url = `http://${host}:${port}`;
-  if (config.secret === undefined)
-    log.warn({ url }, 'edge running WITHOUT authentication (--insecure-no-auth): anyone who reaches it can read, write and purge objects');
-  log.info(
-    {
-      url,
-      origin: store.description,
-      memoryBytes: config.memoryBytes,
-      diskBytes: config.diskBytes,
-      diskPath: config.diskPath,
-      shmDir: shm?.dir,
-    },
-    'edge listening',
-  );
+  return { url: `http://${host}:${port}`, port };
+}
 
-  let closing: Promise<void> | undefined;
-  const close = (): Promise<void> => {
-    closing ??= (async () => {
-      // Requests in flight get a short grace period to finish; idle keep-alive connections go at once.
-      await new Promise<void>((resolve) => {
-        const grace = setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS);
-        server.close(() => {
-          clearTimeout(grace);
-          resolve();
-        });
-        server.closeIdleConnections();
-      });
-      await shm?.close();
-      await disk.close();
-      if (ownsStore) await store.close();
-    })();
-    return closing;
-  };
-  return { url, port, config, stats, shm, close };
+/** Stops listening: requests in flight get a short grace period to finish; idle keep-alive connections go at once. */
+function stopServing(server: Server): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const grace = setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS);
+    server.close(() => {
+      clearTimeout(grace);
+      resolve();
+    });
+    server.closeIdleConnections();
+  });
 }

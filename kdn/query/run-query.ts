@@ -154,36 +154,48 @@ export async function runQuery(deps: QueryDeps, run: QueryRun): Promise<Omit<Que
     const end = performance.now();
     // Off the time to first token: the rows stay in the session until it is disposed.
     if (run.mode === 'inject' && !recompute) await keepFetchedResident(session, residentKeys(run), built.uses, deps.log);
-    const reused = built.uses.filter((u) => u.tier !== 'computed').reduce((n, u) => n + u.tokens, 0);
-    return {
-      answer: result.text,
-      finishReason: result.finishReason,
-      mode: run.mode,
-      chunks: built.uses,
-      tokens: {
-        context: contextTokens,
-        reused,
-        computed: prefillIds.length + built.computedTokens,
-        prompt: run.promptIds.length,
-        generated: result.tokens.length,
-      },
-      bytes: built.uses.reduce((n, u) => n + u.bytes, 0),
-      residentChunks: built.uses.filter((u) => u.tier === 'engine').length,
-      blend: built.blend,
-      timings: {
-        retrieval: run.retrievalMs,
-        queue: queueMs,
-        fetch: built.fetchMs,
-        injection: built.injectionMs,
-        prefill: prefillMs,
-        ttft: (firstTokenAt ?? end) - run.arrivedAt,
-        total: end - run.arrivedAt,
-      },
-    };
+    const times = { queueMs, prefillMs, firstTokenAt: firstTokenAt ?? end, end };
+    return outcome(run, built, result, { context: contextTokens, computed: prefillIds.length + built.computedTokens }, times);
   } finally {
     abort.abort();
     session.dispose();
   }
+}
+
+/** What a query reports: its answer, the chunks it used and where each came from, its tokens, bytes and timings. */
+function outcome(
+  run: QueryRun,
+  built: BuiltContext,
+  result: GenerateResult,
+  tokens: { context: number; computed: number },
+  times: { queueMs: number; prefillMs: number; firstTokenAt: number; end: number },
+): Omit<QueryOutcome, 'level'> {
+  const reused = built.uses.filter((u) => u.tier !== 'computed').reduce((n, u) => n + u.tokens, 0);
+  return {
+    answer: result.text,
+    finishReason: result.finishReason,
+    mode: run.mode,
+    chunks: built.uses,
+    tokens: {
+      context: tokens.context,
+      reused,
+      computed: tokens.computed,
+      prompt: run.promptIds.length,
+      generated: result.tokens.length,
+    },
+    bytes: built.uses.reduce((n, u) => n + u.bytes, 0),
+    residentChunks: built.uses.filter((u) => u.tier === 'engine').length,
+    blend: built.blend,
+    timings: {
+      retrieval: run.retrievalMs,
+      queue: times.queueMs,
+      fetch: built.fetchMs,
+      injection: built.injectionMs,
+      prefill: times.prefillMs,
+      ttft: times.firstTokenAt - run.arrivedAt,
+      total: times.end - run.arrivedAt,
+    },
+  };
 }
 
 interface BuiltContext {
