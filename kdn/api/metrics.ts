@@ -69,9 +69,7 @@ export class KdnMetrics {
         .finally(() => setImmediate(() => (read = undefined)));
       return read;
     };
-    // Each counter is set to the engine's own running total at every scrape.
-    type Labels = { call?: EngineCall; part?: 'stage' | 'submit' | 'wait'; state?: 'active' | 'idle' };
-    const counter = (name: string, help: string, values: (work: EngineWork) => [Labels, number][]): void => {
+    for (const { name, help, values } of ENGINE_COUNTERS) {
       new Counter({
         name,
         help,
@@ -84,54 +82,69 @@ export class KdnMetrics {
           for (const [labels, value] of values(work)) this.inc(labels, value);
         },
       });
-    };
-    const perCall = (value: (entry: EngineWork['calls'][EngineCall]) => number) => (work: EngineWork) =>
-      ENGINE_CALLS.map((call): [{ call: EngineCall }, number] => [{ call }, value(work.calls[call])]);
-    counter(
-      'kdn_engine_busy_seconds_total',
-      'Seconds the engine device spent in compute calls, by call (forwards, batched decode steps, blends, KV reads)',
-      perCall((c) => c.seconds),
-    );
-    counter(
-      'kdn_engine_calls_total',
-      'Compute calls the engine device ran, by call',
-      perCall((c) => c.count),
-    );
-    counter(
-      'kdn_engine_batch_sequences_total',
-      'Sequences carried by batched decode steps (divide by kdn_engine_calls_total{call="batchForward"})',
-      (work) => [[{}, work.batchSequences]],
-    );
-    counter('kdn_engine_kv_blocks_total', 'Injected KV layer blocks the engine placed in its caches', (work) => [
-      [{}, work.kvWrites.blocks],
-    ]);
-    counter('kdn_engine_kv_bytes_total', 'Encoded bytes of those blocks', (work) => [[{}, work.kvWrites.bytes]]);
-    counter(
-      'kdn_engine_kv_read_blocks_total',
-      "Of those blocks, the ones read from a same-host edge's shared-memory file on libuv's pool instead of copied on the engine's thread",
-      (work) => [[{}, work.kvWrites.readBlocks]],
-    );
-    counter('kdn_engine_kv_dispatches_total', "Dispatches expanding those blocks in the device's cache", (work) => [
-      [{}, work.kvWrites.dispatches],
-    ]);
-    counter(
-      'kdn_engine_kv_write_seconds_total',
-      "The engine thread's time placing injected KV, by part: copying blocks to the device (stage), recording and " +
-        'submitting their expansion (submit), waiting for a staging buffer the device still reads (wait)',
-      (work) => [
-        [{ part: 'stage' }, work.kvWrites.stageSeconds],
-        [{ part: 'submit' }, work.kvWrites.submitSeconds],
-        [{ part: 'wait' }, work.kvWrites.waitSeconds],
-      ],
-    );
-    counter(
-      'kdn_engine_loop_seconds_total',
-      "The event loop of the engine's thread (its own, or the control plane's with KDN_ENGINE_THREAD=false), active " +
-        'or idle: active near the time elapsed says that thread is saturated',
-      (work) => [
-        [{ state: 'active' }, work.loop.activeSeconds],
-        [{ state: 'idle' }, work.loop.idleSeconds],
-      ],
-    );
+    }
   }
 }
+
+type EngineLabels = { call?: EngineCall; part?: 'stage' | 'submit' | 'wait'; state?: 'active' | 'idle' };
+
+/** A counter set to the engine's own running total at every scrape. */
+interface EngineCounter {
+  name: string;
+  help: string;
+  values: (work: EngineWork) => [EngineLabels, number][];
+}
+
+const perCall = (value: (entry: EngineWork['calls'][EngineCall]) => number) => (work: EngineWork) =>
+  ENGINE_CALLS.map((call): [EngineLabels, number] => [{ call }, value(work.calls[call])]);
+
+const ENGINE_COUNTERS: EngineCounter[] = [
+  {
+    name: 'kdn_engine_busy_seconds_total',
+    help: 'Seconds the engine device spent in compute calls, by call (forwards, batched decode steps, blends, KV reads)',
+    values: perCall((c) => c.seconds),
+  },
+  { name: 'kdn_engine_calls_total', help: 'Compute calls the engine device ran, by call', values: perCall((c) => c.count) },
+  {
+    name: 'kdn_engine_batch_sequences_total',
+    help: 'Sequences carried by batched decode steps (divide by kdn_engine_calls_total{call="batchForward"})',
+    values: (work) => [[{}, work.batchSequences]],
+  },
+  {
+    name: 'kdn_engine_kv_blocks_total',
+    help: 'Injected KV layer blocks the engine placed in its caches',
+    values: (work) => [[{}, work.kvWrites.blocks]],
+  },
+  { name: 'kdn_engine_kv_bytes_total', help: 'Encoded bytes of those blocks', values: (work) => [[{}, work.kvWrites.bytes]] },
+  {
+    name: 'kdn_engine_kv_read_blocks_total',
+    help: "Of those blocks, the ones read from a same-host edge's shared-memory file on libuv's pool instead of copied on the engine's thread",
+    values: (work) => [[{}, work.kvWrites.readBlocks]],
+  },
+  {
+    name: 'kdn_engine_kv_dispatches_total',
+    help: "Dispatches expanding those blocks in the device's cache",
+    values: (work) => [[{}, work.kvWrites.dispatches]],
+  },
+  {
+    name: 'kdn_engine_kv_write_seconds_total',
+    help:
+      "The engine thread's time placing injected KV, by part: copying blocks to the device (stage), recording and " +
+      'submitting their expansion (submit), waiting for a staging buffer the device still reads (wait)',
+    values: (work) => [
+      [{ part: 'stage' }, work.kvWrites.stageSeconds],
+      [{ part: 'submit' }, work.kvWrites.submitSeconds],
+      [{ part: 'wait' }, work.kvWrites.waitSeconds],
+    ],
+  },
+  {
+    name: 'kdn_engine_loop_seconds_total',
+    help:
+      "The event loop of the engine's thread (its own, or the control plane's with KDN_ENGINE_THREAD=false), active " +
+      'or idle: active near the time elapsed says that thread is saturated',
+    values: (work) => [
+      [{ state: 'active' }, work.loop.activeSeconds],
+      [{ state: 'idle' }, work.loop.idleSeconds],
+    ],
+  },
+];
