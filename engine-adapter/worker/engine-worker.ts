@@ -95,6 +95,46 @@ function timesOf(
   return { placedAtEpoch: epoch(placedAt), firstLayerAtEpoch: epoch(firstLayerAt), blockWaitMs, handOverEpoch };
 }
 
+/** Injects the call's objects, their blocks coming on ports from the fetch threads or as messages through the caller. */
+async function performInject(call: Extract<Call, { op: 'inject' }>): Promise<CallValue> {
+  const startedAt = performance.now();
+  const channels = call.streams.map((s) => {
+    const channel = new BlockChannel(s.header);
+    if (s.port) channel.listen(s.port);
+    else streams.set(s.stream, channel);
+    return channel;
+  });
+  try {
+    return await inject(sessionOf(call.session), call, channels, startedAt);
+  } finally {
+    for (const s of call.streams) streams.delete(s.stream);
+    for (const c of channels) c.close();
+  }
+}
+
+/** Generates, posting each token as it comes; the caller aborts through a flag in shared memory. */
+async function performGenerate(id: number, call: Extract<Call, { op: 'generate' }>): Promise<CallValue> {
+  const abort = new AbortController();
+  const aborted = (): boolean => {
+    if (Atomics.load(call.abort, 0) !== 0) abort.abort();
+    return abort.signal.aborted;
+  };
+  aborted();
+  // A batching engine yields between steps, and a sequence may wait for room in its KV budget before its first
+  // token: the flag is read on a timer too, so an abort reaches a waiting sequence.
+  const poll = setInterval(aborted, ABORT_POLL_MS);
+  try {
+    const result = await sessionOf(call.session).generate({ ...call.options, signal: abort.signal }, (token) => {
+      post({ type: 'token', id, token });
+      // Generation does not yield to this thread's messages between tokens, so the abort flag is shared memory.
+      aborted();
+    });
+    return { op: 'generate', result };
+  } finally {
+    clearInterval(poll);
+  }
+}
+
 async function perform(engine: Engine, id: number, call: Call): Promise<{ value: CallValue; transfer?: ArrayBuffer[] }> {
   switch (call.op) {
     case 'prefill': {
@@ -107,42 +147,10 @@ async function perform(engine: Engine, id: number, call: Call): Promise<{ value:
       const tensors = await sessionOf(call.session).exportKV({ start: call.start, end: call.end });
       return { value: { op: 'exportKV', tensors }, transfer: transferable(tensorArrays(tensors)) };
     }
-    case 'inject': {
-      const startedAt = performance.now();
-      const channels = call.streams.map((s) => {
-        const channel = new BlockChannel(s.header);
-        if (s.port) channel.listen(s.port);
-        else streams.set(s.stream, channel);
-        return channel;
-      });
-      try {
-        return { value: await inject(sessionOf(call.session), call, channels, startedAt) };
-      } finally {
-        for (const s of call.streams) streams.delete(s.stream);
-        for (const c of channels) c.close();
-      }
-    }
-    case 'generate': {
-      const abort = new AbortController();
-      const aborted = (): boolean => {
-        if (Atomics.load(call.abort, 0) !== 0) abort.abort();
-        return abort.signal.aborted;
-      };
-      aborted();
-      // A batching engine yields between steps, and a sequence may wait for room in its KV budget before its first
-      // token: the flag is read on a timer too, so an abort reaches a waiting sequence.
-      const poll = setInterval(aborted, ABORT_POLL_MS);
-      try {
-        const result = await sessionOf(call.session).generate({ ...call.options, signal: abort.signal }, (token) => {
-          post({ type: 'token', id, token });
-          // Generation does not yield to this thread's messages between tokens, so the abort flag is shared memory.
-          aborted();
-        });
-        return { value: { op: 'generate', result } };
-      } finally {
-        clearInterval(poll);
-      }
-    }
+    case 'inject':
+      return { value: await performInject(call) };
+    case 'generate':
+      return { value: await performGenerate(id, call) };
     case 'reserve':
       await sessionOf(call.session).reserve(call.tokens);
       return { value: { op: 'reserve' } };
