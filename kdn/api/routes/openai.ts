@@ -124,11 +124,24 @@ interface Completion {
   includeUsage: boolean;
 }
 
+/** What every body and chunk of one completion's response carries. */
+interface CompletionHead {
+  id: string;
+  created: number;
+  model: string;
+  chat: boolean;
+}
+
+type RunCompletion = (onToken?: (token: GeneratedToken) => void) => Promise<QueryOutcome>;
+
 async function complete(queries: AnswerService, res: Response, c: Completion): Promise<void> {
   const chat = 'chat' in c.prompt;
-  const id = `${chat ? 'chatcmpl' : 'cmpl'}-${randomBytes(12).toString('hex')}`;
-  const created = Math.floor(Date.now() / 1000);
-  const object = chat ? 'chat.completion' : 'text_completion';
+  const head = {
+    id: `${chat ? 'chatcmpl' : 'cmpl'}-${randomBytes(12).toString('hex')}`,
+    created: Math.floor(Date.now() / 1000),
+    model: c.model,
+    chat,
+  };
   const disconnected = new AbortController();
   res.on('close', () => {
     if (!res.writableFinished) disconnected.abort();
@@ -142,26 +155,34 @@ async function complete(queries: AnswerService, res: Response, c: Completion): P
     signal: disconnected.signal,
   };
   const tenant = principalOf(res).tenant;
-  const run = (onToken?: (token: GeneratedToken) => void): Promise<QueryOutcome> => {
+  const run: RunCompletion = (onToken) => {
     const g = { ...generation, ...(onToken ? { onToken } : {}) };
     return 'chat' in c.prompt
       ? queries.chat(tenant, c.prompt.chat, c.knowledge, g)
       : queries.complete(tenant, c.prompt.text, c.knowledge, g);
   };
+  if (c.stream) await streamCompletion(res, head, c.includeUsage, run);
+  else sendCompletion(res, head, await run());
+}
 
-  if (!c.stream) {
-    const outcome = await run();
-    const choice = chat
-      ? { index: 0, message: { role: 'assistant', content: outcome.answer }, finish_reason: finishReason(outcome) }
-      : { index: 0, text: outcome.answer, logprobs: null, finish_reason: finishReason(outcome) };
-    res.json({ id, object, created, model: c.model, choices: [choice], usage: usage(outcome), kdn: kdnExtras(outcome) });
-    return;
-  }
+function sendCompletion(res: Response, head: CompletionHead, outcome: QueryOutcome): void {
+  const { id, created, model, chat } = head;
+  const choice = chat
+    ? { index: 0, message: { role: 'assistant', content: outcome.answer }, finish_reason: finishReason(outcome) }
+    : { index: 0, text: outcome.answer, logprobs: null, finish_reason: finishReason(outcome) };
+  const object = chat ? 'chat.completion' : 'text_completion';
+  res.json({ id, object, created, model, choices: [choice], usage: usage(outcome), kdn: kdnExtras(outcome) });
+}
 
-  // The stream opens with the first token, so a request that fails before it (unknown document, bad namespace)
-  // still gets its proper HTTP status from the error handler; a failure after that is sent as an error event.
+/**
+ * The completion as server-sent events, a chunk per token. The stream opens with the first token, so a request that
+ * fails before it (unknown document, bad namespace) still gets its proper HTTP status from the error handler; a
+ * failure after that is sent as an error event.
+ */
+async function streamCompletion(res: Response, head: CompletionHead, includeUsage: boolean, run: RunCompletion): Promise<void> {
+  const { id, created, model, chat } = head;
   let opened = false;
-  const chunkObject = chat ? 'chat.completion.chunk' : 'text_completion';
+  const object = chat ? 'chat.completion.chunk' : 'text_completion';
   const send = (payload: unknown): void => {
     if (!opened) {
       res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive' });
@@ -177,14 +198,14 @@ async function complete(queries: AnswerService, res: Response, c: Completion): P
   try {
     const outcome = await run((token) => {
       if (token.text === '' && !first) return;
-      send({ id, object: chunkObject, created, model: c.model, choices: [delta(token.text, first)] });
+      send({ id, object, created, model, choices: [delta(token.text, first)] });
       first = false;
     });
     const last = chat
       ? { index: 0, delta: {}, finish_reason: finishReason(outcome) }
       : { index: 0, text: '', logprobs: null, finish_reason: finishReason(outcome) };
-    send({ id, object: chunkObject, created, model: c.model, choices: [last], kdn: kdnExtras(outcome) });
-    if (c.includeUsage) send({ id, object: chunkObject, created, model: c.model, choices: [], usage: usage(outcome) });
+    send({ id, object, created, model, choices: [last], kdn: kdnExtras(outcome) });
+    if (includeUsage) send({ id, object, created, model, choices: [], usage: usage(outcome) });
   } catch (err) {
     if (!opened) throw err;
     send(openAIErrorBody(toKdnError(err)));

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { isKdnError } from '../../../common/errors.ts';
 import { KDN_ENV, resolveKdnConfig, type KdnConfig, type KdnConfigInput } from '../../config.ts';
-import { startKdn } from '../../server.ts';
+import { startKdn, type RunningKdn } from '../../server.ts';
 import { UsageError } from '../exit-codes.ts';
 import { portFlag } from '../port-flag.ts';
 
@@ -44,7 +44,22 @@ interface ServeFlags {
  * listening, for parent processes that start it on --port 0.
  */
 async function serve(flags: ServeFlags): Promise<void> {
-  const input: Partial<KdnConfigInput> = {
+  const kdn = await startKdn(configFrom(inputFrom(flags)));
+  announce(kdn, flags.json === true);
+  await new Promise<void>((resolve) => {
+    const stop = (): void => {
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
+      void kdn.close().then(resolve);
+    };
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
+  });
+}
+
+/** The flags as kdn's configuration input (what they leave unset comes from the environment, then defaults). */
+function inputFrom(flags: ServeFlags): Partial<KdnConfigInput> {
+  return {
     dataDir: flags.dataDir,
     origin: flags.origin,
     edges: flags.edges,
@@ -75,12 +90,15 @@ async function serve(flags: ServeFlags): Promise<void> {
     engineKvBudget: flags.engineKvBudget,
     shutdownTimeoutMs: flags.shutdownTimeout,
   };
-  const kdn = await startKdn(configFrom(input));
+}
+
+/** Says where kdn serves: one JSON line with --json, else lines for a person (with a generated key once, at a terminal). */
+function announce(kdn: RunningKdn, json: boolean): void {
   const { engine } = kdn.parts;
   const generated = kdn.parts.access.generated;
   // stderr carries JSON log lines only; what a person reads (the key included) goes to stdout.
   if (generated) kdn.parts.log.warn({ apiKeyFile: generated.path, tenant: 'default' }, 'no API keys configured: generated one key');
-  if (flags.json) {
+  if (json) {
     process.stdout.write(
       `${JSON.stringify({ ready: true, url: kdn.url, port: kdn.port, edges: kdn.parts.edges.edges, backend: engine.backend, ...(generated ? { apiKeyFile: generated.path } : {}) })}\n`,
     );
@@ -100,15 +118,6 @@ async function serve(flags: ServeFlags): Promise<void> {
         `try: npx kdn upload README.md && npx kdn query "What is KDN?"\n`,
     );
   }
-  await new Promise<void>((resolve) => {
-    const stop = (): void => {
-      process.off('SIGINT', stop);
-      process.off('SIGTERM', stop);
-      void kdn.close().then(resolve);
-    };
-    process.on('SIGINT', stop);
-    process.on('SIGTERM', stop);
-  });
 }
 
 /** Settings from flags and the environment: one that does not hold is a usage error, found before anything starts. */
