@@ -6,8 +6,9 @@
  */
 import { performance } from 'node:perf_hooks';
 import type { Logger } from '../../common/log.ts';
-import type { ResidentKey, Session } from '../../engine-adapter/types.ts';
+import type { Engine, ResidentKey, Session } from '../../engine-adapter/types.ts';
 import { tokenHash } from '../../storage/kv-object/index.ts';
+import { sinkToken } from '../sink-token.ts';
 import type { ContextPiece } from './context-plan.ts';
 
 /** Each piece's identity in the hot tier, under the query's tenant. */
@@ -16,22 +17,51 @@ export function residentKeys(run: { tenant: string; pieces: readonly ContextPiec
 }
 
 /**
- * Runs `placeSink` (the sequence's first token), then places the leading pieces the hot tier holds after it
- * (`resident`: Session.residentChunks of `keys`). Returns how many were placed and the time of each step.
+ * The sink token (sink-token.ts) as a hot-tier entry. Its KV is the same in every query of a model (the same token at
+ * position 0, attending to itself alone), so one entry serves every tenant: it holds nothing a tenant sent. The
+ * tenant '' is no tenant's id (api-keys.ts: ids are 1-63 characters).
+ */
+function sinkKey(engine: Engine): ResidentKey {
+  return { tenant: '', objectKey: 'sink', tokenHash: tokenHash([sinkToken(engine)]) };
+}
+
+/**
+ * Places the sink at the session's start: by copies from the hot tier when it holds it, else by a prefill, which
+ * on a large model costs a forward as long as a decode step. Returns whether it was computed (keepSinkResident).
+ */
+export async function placeSink(session: Session, engine: Engine): Promise<boolean> {
+  if (await session.injectResident(sinkKey(engine), session.length)) return false;
+  await session.prefill([sinkToken(engine)], { logits: 'none' });
+  return true;
+}
+
+/** Keeps the sink this session computed (its row 0) for the next queries; like keepFetchedResident, best effort. */
+export async function keepSinkResident(session: Session, engine: Engine, log: Logger): Promise<void> {
+  try {
+    await session.keepResident(sinkKey(engine), { start: 0, end: 1 });
+  } catch (err) {
+    log.warn({ err }, 'could not keep the sink token in the engine hot tier');
+  }
+}
+
+/**
+ * Places the sink (placeSink), then the leading pieces the hot tier holds after it (`resident`:
+ * Session.residentChunks of `keys`). Returns how many were placed, whether the sink was computed, and the time of
+ * each step.
  */
 export async function placeResidentPrefix(
   session: Session,
+  engine: Engine,
   keys: readonly ResidentKey[],
   resident: readonly boolean[],
-  placeSink: () => Promise<unknown>,
-): Promise<{ count: number; sinkMs: number; injectMs: number }> {
+): Promise<{ count: number; sinkComputed: boolean; sinkMs: number; injectMs: number }> {
   const sinkStart = performance.now();
-  await placeSink();
+  const sinkComputed = await placeSink(session, engine);
   const injectStart = performance.now();
   let count = 0;
   // Another query's chunk may have evicted an entry since the check: the run stops there and the rest is fetched.
   while (count < keys.length && resident[count] && (await session.injectResident(keys[count]!, session.length))) count++;
-  return { count, sinkMs: injectStart - sinkStart, injectMs: performance.now() - injectStart };
+  return { count, sinkComputed, sinkMs: injectStart - sinkStart, injectMs: performance.now() - injectStart };
 }
 
 /**

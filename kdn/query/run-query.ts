@@ -9,7 +9,7 @@ import type { KVExpectation, KVObjectReader } from '../../storage/kv-object/type
 import { sinkToken } from '../sink-token.ts';
 import type { ContextPiece } from './context-plan.ts';
 import { ChunkFetch, type ChunkTier } from './fetch-chunk.ts';
-import { keepFetchedResident, placeResidentPrefix, residentKeys } from './resident-chunks.ts';
+import { keepFetchedResident, keepSinkResident, placeResidentPrefix, placeSink, residentKeys } from './resident-chunks.ts';
 import type { LevelChoice } from './level-policy.ts';
 import { overlapsPrompt } from './overlap-policy.ts';
 
@@ -122,6 +122,7 @@ export async function runQuery(deps: QueryDeps, run: QueryRun): Promise<Omit<Que
           injectionMs: 0,
           computedMs: 0,
           computedTokens: 0,
+          sinkComputed: false,
           promptMs: null,
           blend: null,
         }
@@ -154,6 +155,7 @@ export async function runQuery(deps: QueryDeps, run: QueryRun): Promise<Omit<Que
     const end = performance.now();
     // Off the time to first token: the rows stay in the session until it is disposed.
     if (run.mode === 'inject' && !recompute) await keepFetchedResident(session, residentKeys(run), built.uses, deps.log);
+    if (built.sinkComputed) await keepSinkResident(session, deps.engine, deps.log);
     const times = { queueMs, prefillMs, firstTokenAt: firstTokenAt ?? end, end };
     return outcome(run, built, result, { context: contextTokens, computed: prefillIds.length + built.computedTokens }, times);
   } finally {
@@ -202,10 +204,12 @@ interface BuiltContext {
   uses: ChunkUse[];
   fetchMs: number;
   injectionMs: number;
-  /** Time spent prefilling the sink token and chunks that could not be injected. */
+  /** Time spent placing the sink token and prefilling chunks that could not be injected. */
   computedMs: number;
   /** Tokens prefilled while building the context. */
   computedTokens: number;
+  /** The sink was prefilled, not placed from the hot tier: kept there once the query is answered. */
+  sinkComputed: boolean;
   /** The prompt's prefill time beyond the context's placing when it ran with it (null: the prompt is still to run). */
   promptMs: number | null;
   blend: QueryOutcome['blend'];
@@ -221,12 +225,22 @@ async function injectWithResident(deps: QueryDeps, session: Session, run: QueryR
   const held = await session.residentChunks(keys);
   // With nothing to place first, the fetches start before the sink's prefill, as they always did.
   if (!held[0]) return injectContext(deps, session, run, signal);
-  const placed = await placeResidentPrefix(session, keys, held, () => session.prefill([sinkToken(deps.engine)], { logits: 'none' }));
+  const placed = await placeResidentPrefix(session, deps.engine, keys, held);
+  const sinkTokens = placed.sinkComputed ? 1 : 0;
   const resident = run.pieces.slice(0, placed.count).map((p) => use(p, 'engine', 0));
   const rest = run.pieces.slice(placed.count);
   if (rest.length === 0) {
-    const { injectMs, sinkMs } = placed;
-    return { uses: resident, fetchMs: 0, injectionMs: injectMs, computedMs: sinkMs, computedTokens: 1, promptMs: null, blend: null };
+    const { injectMs, sinkMs, sinkComputed } = placed;
+    return {
+      uses: resident,
+      fetchMs: 0,
+      injectionMs: injectMs,
+      computedMs: sinkMs,
+      computedTokens: sinkTokens,
+      sinkComputed,
+      promptMs: null,
+      blend: null,
+    };
   }
   const built = await injectContext(deps, session, { ...run, pieces: rest }, signal, true);
   // A device that rejected the resident copies rolls them back at its next check, under the rest's placing, which
@@ -241,7 +255,8 @@ async function injectWithResident(deps: QueryDeps, session: Session, run: QueryR
     uses: [...resident, ...built.uses],
     injectionMs: built.injectionMs + placed.injectMs,
     computedMs: built.computedMs + placed.sinkMs,
-    computedTokens: built.computedTokens + 1,
+    computedTokens: built.computedTokens + sinkTokens,
+    sinkComputed: placed.sinkComputed,
   };
 }
 
@@ -272,9 +287,9 @@ async function injectContext(
   const first = pieces.map((p, i) => new ChunkFetch(fetcher, p.key, expectations[i]!, overlappedSignal, { interleave: together }));
 
   const sinkStart = performance.now();
-  if (!sinkPlaced) await session.prefill([sinkToken(engine)], { logits: 'none' });
+  const sinkComputed = sinkPlaced ? false : await placeSink(session, engine);
   const sinkMs = performance.now() - sinkStart;
-  const sinkTokens = sinkPlaced ? 0 : 1;
+  const sinkTokens = sinkComputed ? 1 : 0;
 
   // Fetches not consumed here (a header failed, or too many chunks to overlap) are reused chunk by chunk.
   let reusable = first;
@@ -296,6 +311,7 @@ async function injectContext(
         injectionMs: placedAt - injectStart,
         computedMs: sinkMs,
         computedTokens: sinkTokens,
+        sinkComputed,
         promptMs: end - placedAt,
         blend: blend && { ...blend, ms: end - injectStart },
       };
@@ -309,7 +325,7 @@ async function injectContext(
   // Reused fetches started with the query; after a failed overlap, the fetches start again now.
   const since = reusable === first ? fetchStart : performance.now();
   const built = await injectOneByOne(deps, session, pieces, expectations, reusable, since, signal);
-  return { ...built, computedMs: built.computedMs + sinkMs, computedTokens: built.computedTokens + sinkTokens };
+  return { ...built, computedMs: built.computedMs + sinkMs, computedTokens: built.computedTokens + sinkTokens, sinkComputed };
 }
 
 /** The context's objects and the prompt on the engine together: injected under the prompt, or blended with it. */
@@ -344,7 +360,7 @@ async function injectOneByOne(
   reusable: ChunkFetch[],
   fetchStart: number,
   signal: AbortSignal,
-): Promise<BuiltContext> {
+): Promise<Omit<BuiltContext, 'sinkComputed'>> {
   const { fetcher, log } = deps;
   const fetches = pieces.map((p, i) => reusable[i] ?? new ChunkFetch(fetcher, p.key, expectations[i]!, signal));
   // A fetch that fails before its header arrives is retried at once, not when injection reaches its chunk: with the

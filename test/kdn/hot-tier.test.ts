@@ -19,6 +19,8 @@ describe('kdn queries and the engine hot tier', function () {
   let kdn: Started;
   let a: KdnApiClient;
   let b: KdnApiClient;
+  /** The suite's first query: it computed the sink token and fetched every chunk. */
+  let firstAnswer: string | undefined;
 
   /** kdn's chunk fetch counters by tier, from GET /metrics. */
   const fetchCounts = async (): Promise<Record<string, number>> => {
@@ -65,9 +67,12 @@ describe('kdn queries and the engine hot tier', function () {
 
   it('answers a repeated query the same from resident chunks, fetching nothing for them', async () => {
     const first = await ask(a, 'ns-a');
+    firstAnswer = first.answer;
     expect(first.chunks.length).to.be.at.least(2);
     expect(first.chunks.every((c) => c.tier !== 'computed' && c.tier !== 'engine')).to.equal(true);
     expect(first.residentChunks).to.equal(0);
+    // The server's first query computes the sink token; every later one places it from the hot tier.
+    expect(first.tokens.computed).to.equal(first.tokens.prompt + 1);
     const before = await fetchCounts();
 
     const second = await ask(a, 'ns-a');
@@ -76,6 +81,7 @@ describe('kdn queries and the engine hot tier', function () {
     expect(second.residentChunks).to.equal(first.chunks.length);
     expect(second.bytes).to.equal(0);
     expect(second.tokens.reused).to.equal(first.tokens.reused);
+    expect(second.tokens.computed).to.equal(second.tokens.prompt);
     const after = await fetchCounts();
     expect(fromEdges(after)).to.equal(fromEdges(before));
     expect((after.engine ?? 0) - (before.engine ?? 0)).to.equal(first.chunks.length);
@@ -96,11 +102,15 @@ describe('kdn queries and the engine hot tier', function () {
     expect(resident.answer).to.equal(mixed.answer);
   });
 
-  it("does not serve one tenant's query from another tenant's resident chunks", async () => {
+  it("does not serve one tenant's query from another tenant's resident chunks, only the shared sink token", async () => {
     await ask(a, 'ns-a');
     const other = await ask(b, 'ns-b');
     expect(other.residentChunks).to.equal(0);
     expect(other.chunks.every((c) => c.tier !== 'engine')).to.equal(true);
     expect(other.bytes).to.be.greaterThan(0);
+    // The sink's KV is the model's, the same for every query: placed from the tier, not computed, and the answer is
+    // the one tenant A got when its first query computed the sink over the same text's chunks.
+    expect(other.tokens.computed).to.equal(other.tokens.prompt);
+    expect(other.answer).to.equal(firstAnswer);
   });
 });
