@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { EDGE_ENV, type EdgeConfigInput } from '../../../edge/server/config.ts';
 import { startEdge } from '../../../edge/server/main.ts';
 import { portFlag } from '../port-flag.ts';
+import { untilSignal } from '../until-signal.ts';
 
 interface EdgeFlags {
   port?: string;
@@ -48,15 +49,7 @@ async function runEdge(flags: EdgeFlags): Promise<void> {
   } else {
     process.stdout.write(`kdn edge listening on ${edge.url} (origin ${edge.stats().origin.description})\n`);
   }
-  await new Promise<void>((resolve) => {
-    const stop = (): void => {
-      process.off('SIGINT', stop);
-      process.off('SIGTERM', stop);
-      void edge.close().then(resolve);
-    };
-    process.on('SIGINT', stop);
-    process.on('SIGTERM', stop);
-  });
+  await untilSignal(() => edge.close());
 }
 
 export function register(program: Command): void {

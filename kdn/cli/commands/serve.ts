@@ -4,6 +4,7 @@ import { KDN_ENV, resolveKdnConfig, type KdnConfig, type KdnConfigInput } from '
 import { startKdn, type RunningKdn } from '../../server.ts';
 import { UsageError } from '../exit-codes.ts';
 import { portFlag } from '../port-flag.ts';
+import { untilSignal } from '../until-signal.ts';
 
 interface ServeFlags {
   dataDir?: string;
@@ -46,15 +47,7 @@ interface ServeFlags {
 async function serve(flags: ServeFlags): Promise<void> {
   const kdn = await startKdn(configFrom(inputFrom(flags)));
   announce(kdn, flags.json === true);
-  await new Promise<void>((resolve) => {
-    const stop = (): void => {
-      process.off('SIGINT', stop);
-      process.off('SIGTERM', stop);
-      void kdn.close().then(resolve);
-    };
-    process.on('SIGINT', stop);
-    process.on('SIGTERM', stop);
-  });
+  await untilSignal(() => kdn.close());
 }
 
 /** The flags as kdn's configuration input (what they leave unset comes from the environment, then defaults). */
