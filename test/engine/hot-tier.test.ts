@@ -100,6 +100,19 @@ for (const backend of ['cpu', 'webgpu'] as BackendName[]) {
       expect(maxAbsDiff(await again.prefill(QUESTION), first.logits)).to.be.below(SAME_POSITION_TOLERANCE);
     });
 
+    it('a row kept from the start of one session starts an empty one as its prefill would (the sink token)', async () => {
+      const key = keyOf('', 'sink', [SINK]);
+      const computed = session();
+      await computed.prefill([SINK], { logits: 'none' });
+      await computed.keepResident(key, { start: 0, end: 1 });
+      const expected = await computed.prefill(QUESTION);
+
+      const placed = session();
+      expect(await placed.injectResident(key, 0)).to.equal(true);
+      expect(placed.length).to.equal(1);
+      expect(maxAbsDiff(await placed.prefill(QUESTION), expected)).to.be.below(SAME_POSITION_TOLERANCE);
+    });
+
     it('a resident chunk placed at another position is re-rotated like an injected object', async () => {
       const key = keyOf('acme', 'kv/acme/chunk-moved', CHUNK);
       const kept = await viaObject(engine, chunkKV, CHUNK);
