@@ -40,6 +40,18 @@ function filePath(url: string): string {
 }
 
 function openS3(url: string, options: OpenStoreOptions): ObjectStore {
+  const { bucket, prefix, query } = s3Location(url);
+  try {
+    return new S3Store({ ...options.s3, bucket, prefix, ...s3Settings(url, query) });
+  } catch (err) {
+    // The store checks the endpoint and tuning values; say so in terms of the URL.
+    if (isKdnError(err, 'INVALID_ARGUMENT')) throw badUrl(url, err.message);
+    throw err;
+  }
+}
+
+/** The bucket and key prefix an s3:// URL names, and its query. */
+function s3Location(url: string): { bucket: string; prefix: string; query: URLSearchParams } {
   let parsed: URL;
   try {
     parsed = new URL(url);
@@ -58,8 +70,11 @@ function openS3(url: string, options: OpenStoreOptions): ObjectStore {
   } catch {
     throw badUrl(url, `the key prefix "${prefix}" is not a valid key prefix`);
   }
+  return { bucket, prefix, query: parsed.searchParams };
+}
 
-  const query = parsed.searchParams;
+/** The store settings an s3:// URL's query gives (S3_PARAMS), each checked. */
+function s3Settings(url: string, query: URLSearchParams): Omit<S3StoreOptions, 'bucket' | 'prefix'> {
   for (const name of query.keys()) {
     if (!(S3_PARAMS as readonly string[]).includes(name)) throw badUrl(url, `unknown parameter "${name}" (known: ${S3_PARAMS.join(', ')})`);
   }
@@ -76,13 +91,9 @@ function openS3(url: string, options: OpenStoreOptions): ObjectStore {
   }
   const timeoutMs = param('timeoutMs');
   if (timeoutMs !== undefined && !/^[1-9]\d*$/.test(timeoutMs)) throw badUrl(url, 'timeoutMs must be a whole number of milliseconds');
-
   const endpoint = param('endpoint');
   const region = param('region');
-  const storeOptions: S3StoreOptions = {
-    ...options.s3,
-    bucket,
-    prefix,
+  return {
     ...(endpoint !== undefined ? { endpoint } : {}),
     ...(region !== undefined ? { region } : {}),
     ...(accessKeyId !== undefined && secretAccessKey !== undefined
@@ -91,13 +102,6 @@ function openS3(url: string, options: OpenStoreOptions): ObjectStore {
     ...(forcePathStyle !== undefined ? { forcePathStyle: forcePathStyle === 'true' } : {}),
     ...(timeoutMs !== undefined ? { timeoutMs: Number(timeoutMs) } : {}),
   };
-  try {
-    return new S3Store(storeOptions);
-  } catch (err) {
-    // The store checks the endpoint and tuning values; say so in terms of the URL.
-    if (isKdnError(err, 'INVALID_ARGUMENT')) throw badUrl(url, err.message);
-    throw err;
-  }
 }
 
 function safeDecode(text: string): string {

@@ -166,39 +166,8 @@ async function subgroupMatrixSyntax(device: GPUDevice): Promise<{ syntax: Subgro
 
 /** Opens the best adapter with its real limits and the optional features the kernels use. */
 export async function openDevice(): Promise<OpenedDevice> {
-  preferSoftwareVulkanIfNeeded();
-  paceDawnPolling();
-  let gpu: GPU | undefined;
-  try {
-    const extra = process.env.KDN_DAWN_TOGGLES;
-    gpu = create([extra ? `${DAWN_TOGGLES},${extra}` : DAWN_TOGGLES, DAWN_DISABLED_TOGGLES]);
-  } catch (err) {
-    throw unavailable(`WebGPU could not start: ${(err as Error).message}`, err);
-  }
-  let adapter: GPUAdapter | null;
-  try {
-    adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
-  } catch (err) {
-    throw unavailable(`No WebGPU adapter: ${(err as Error).message}`, err);
-  }
-  if (adapter === null) throw unavailable('No WebGPU adapter found.');
-
-  const wanted: GPUFeatureName[] = [];
-  if (adapter.features.has('shader-f16')) wanted.push('shader-f16');
-  if (adapter.features.has('subgroups')) wanted.push('subgroups');
-  if (adapter.features.has('timestamp-query')) wanted.push('timestamp-query');
-  const matrixConfig = hasF16MatrixConfig(adapter);
-  if (matrixConfig) wanted.push(SUBGROUP_MATRIX);
-  const requiredLimits: Record<string, number> = {};
-  for (const name of RAISED_LIMITS) requiredLimits[name] = adapter.limits[name];
-
-  let device: GPUDevice;
-  try {
-    device = await adapter.requestDevice({ requiredFeatures: wanted, requiredLimits });
-  } catch (err) {
-    throw unavailable(`The WebGPU device could not be created: ${(err as Error).message}`, err);
-  }
-  const description = describe(adapter.info);
+  const { gpu, adapter } = await openAdapter();
+  const { device, matrixConfig } = await requestDevice(adapter);
   const l = device.limits;
   // Holding the Dawn instance keeps the device alive; dropping it on release lets Node exit.
   const holder: { gpu?: GPU } = { gpu };
@@ -225,13 +194,51 @@ export async function openDevice(): Promise<OpenedDevice> {
       minUniformBufferOffsetAlignment: l.minUniformBufferOffsetAlignment,
       minStorageBufferOffsetAlignment: l.minStorageBufferOffsetAlignment,
     },
-    description,
+    description: describe(adapter.info),
     software: isSoftware(adapter.info),
     release() {
       device.destroy();
       delete holder.gpu;
     },
   };
+}
+
+/** Dawn, with this project's toggles (and KDN_DAWN_TOGGLES'), and its best adapter. */
+async function openAdapter(): Promise<{ gpu: GPU; adapter: GPUAdapter }> {
+  preferSoftwareVulkanIfNeeded();
+  paceDawnPolling();
+  let gpu: GPU;
+  try {
+    const extra = process.env.KDN_DAWN_TOGGLES;
+    gpu = create([extra ? `${DAWN_TOGGLES},${extra}` : DAWN_TOGGLES, DAWN_DISABLED_TOGGLES]);
+  } catch (err) {
+    throw unavailable(`WebGPU could not start: ${(err as Error).message}`, err);
+  }
+  let adapter: GPUAdapter | null;
+  try {
+    adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
+  } catch (err) {
+    throw unavailable(`No WebGPU adapter: ${(err as Error).message}`, err);
+  }
+  if (adapter === null) throw unavailable('No WebGPU adapter found.');
+  return { gpu, adapter };
+}
+
+/** The adapter's device with the optional features the kernels use that it has, and its limits raised to its own. */
+async function requestDevice(adapter: GPUAdapter): Promise<{ device: GPUDevice; matrixConfig: boolean }> {
+  const wanted: GPUFeatureName[] = [];
+  if (adapter.features.has('shader-f16')) wanted.push('shader-f16');
+  if (adapter.features.has('subgroups')) wanted.push('subgroups');
+  if (adapter.features.has('timestamp-query')) wanted.push('timestamp-query');
+  const matrixConfig = hasF16MatrixConfig(adapter);
+  if (matrixConfig) wanted.push(SUBGROUP_MATRIX);
+  const requiredLimits: Record<string, number> = {};
+  for (const name of RAISED_LIMITS) requiredLimits[name] = adapter.limits[name];
+  try {
+    return { device: await adapter.requestDevice({ requiredFeatures: wanted, requiredLimits }), matrixConfig };
+  } catch (err) {
+    throw unavailable(`The WebGPU device could not be created: ${(err as Error).message}`, err);
+  }
 }
 
 /** Whether a WebGPU adapter can be opened here, and which; never throws. */
