@@ -223,7 +223,7 @@ async function injectWithResident(deps: QueryDeps, session: Session, run: QueryR
   if (run.mode !== 'inject') return injectContext(deps, session, run, signal);
   const keys = residentKeys(run);
   const held = await session.residentChunks(keys);
-  // With nothing to place first, the fetches start before the sink's prefill, as they always did.
+  // With nothing to place first, the fetches start before the sink is placed, as they always did.
   if (!held[0]) return injectContext(deps, session, run, signal);
   const placed = await placeResidentPrefix(session, deps.engine, keys, held);
   const sinkTokens = placed.sinkComputed ? 1 : 0;
