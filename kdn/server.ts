@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { KdnError } from '../common/errors.ts';
+import { listen } from '../common/listen.ts';
 import { createLogger, type Logger } from '../common/log.ts';
 import { capConnectionsPerAddress } from '../common/slow-clients.ts';
 import { EdgeClient } from '../edge/client/client.ts';
@@ -355,14 +356,4 @@ async function within(promise: Promise<boolean>, ms: number): Promise<boolean> {
   } finally {
     clearTimeout(timer);
   }
-}
-
-function listen(server: Server, port: number, host: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
 }

@@ -1,6 +1,7 @@
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { KdnError } from '../../common/errors.ts';
+import { listen } from '../../common/listen.ts';
 import { createLogger, type Logger } from '../../common/log.ts';
 import type { EdgeStats } from '../protocol.ts';
 import type { ObjectStore } from '../../storage/object-store.ts';
@@ -72,7 +73,7 @@ export async function startEdge(input: Partial<EdgeConfigInput>, deps: EdgeDeps 
     const stats = (): EdgeStats => edgeStats(cache, served, startedAt, shm);
     const metrics = createEdgeMetrics(stats);
     const server = createEdgeServer({ cache, config, served, stats, metrics, log, shm: shm?.info ?? { dir: null } });
-    const { url, port } = await listen(server, config);
+    const { url, port } = await listenOn(server, config);
     if (config.secret === undefined)
       log.warn(
         { url },
@@ -94,15 +95,9 @@ export async function startEdge(input: Partial<EdgeConfigInput>, deps: EdgeDeps 
 }
 
 /** Listens on config's host and port; a port in use is a CONFLICT that says what to do. */
-async function listen(server: Server, config: EdgeConfig): Promise<{ url: string; port: number }> {
+async function listenOn(server: Server, config: EdgeConfig): Promise<{ url: string; port: number }> {
   try {
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(config.port, config.host, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
+    await listen(server, config.port, config.host);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
       throw new KdnError('CONFLICT', `${config.host}:${config.port} is already in use`, {
