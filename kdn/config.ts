@@ -139,6 +139,11 @@ export const KdnConfigSchema = z.object({
   /** Bytes each fetch thread keeps of the buffers the engine returns, to receive later objects into; 0 keeps none. */
   fetchBufferBytes: size.default(64 * 2 ** 20),
   /**
+   * Bytes all fetch threads together may hold in /dev/shm of objects received over HTTP, which a WebGPU engine's
+   * thread reads from there instead of copying them itself (kdn/query/receive-spool.ts); 0 for none.
+   */
+  fetchSpoolBytes: size.default(2 * 2 ** 30),
+  /**
    * When fetch threads verify the layers of objects read from a same-host edge's shared memory for the engine's
    * thread: before handing each over, or alongside the engine's reads of them, which then computes with a layer only
    * once it is verified (kv-fetch-pool.ts FetchPoolOptions.verifyAlongside).
@@ -215,6 +220,7 @@ export const KDN_ENV: Record<keyof KdnConfigInput, string> = {
   metricsPublic: 'KDN_METRICS_PUBLIC',
   fetchThreads: 'KDN_FETCH_THREADS',
   fetchBufferBytes: 'KDN_FETCH_BUFFERS',
+  fetchSpoolBytes: 'KDN_FETCH_SPOOL',
   shmVerify: 'KDN_SHM_VERIFY',
   queryTimeoutMs: 'KDN_QUERY_TIMEOUT_MS',
   requestTimeoutMs: 'KDN_REQUEST_TIMEOUT_MS',

@@ -230,7 +230,7 @@ async function deliveryOf(config: KdnConfig, origin: ObjectStore, engine: Engine
   const edgeOptions = { edges: embeddedEdge ? [embeddedEdge.url] : config.edges, ...(edgeSecret ? { secret: edgeSecret } : {}) };
   const edges = new EdgeClient(edgeOptions);
   cleanup.push(async () => edges.close());
-  const receiving = receivingFetcher(config, edgeOptions, edges);
+  const receiving = receivingFetcher(config, edgeOptions, edges, engine.backend);
   cleanup.push(() => receiving.close());
   // Tables are control objects (edges serve chunk objects only): read from the origin, once each.
   const tables = new TransformTableLoader((hash) => origin.get(transformTableKey(engine.info.fingerprint, hash)), engine, receiving);
@@ -265,13 +265,18 @@ function ingestOf(
   return { jobs, repair: new ChunkRepair(context, scheduler) };
 }
 
-/** What receives and verifies chunk objects: fetch threads (config.fetchThreads, default by cores), or the event loop. */
-function receivingFetcher(config: KdnConfig, edgeOptions: WorkerEdgeOptions, edges: EdgeClient): KvFetcher {
+/**
+ * What receives and verifies chunk objects: fetch threads (config.fetchThreads, default by cores), or the event loop.
+ * Only a WebGPU engine's staging reads spooled blocks on libuv's pool; the CPU engine would copy them on its own
+ * thread all the same, so for it they go with their bytes.
+ */
+function receivingFetcher(config: KdnConfig, edgeOptions: WorkerEdgeOptions, edges: EdgeClient, backend: Engine['backend']): KvFetcher {
   const threads = config.fetchThreads ?? defaultFetchThreads();
   if (threads === 0) return inThreadFetcher(edges);
   // An engine on the event loop reads every object here; one on its own thread gets them routed from the workers.
   return new KvFetchPool(edgeOptions, threads, {
     receiveBufferBytes: config.fetchBufferBytes,
+    spoolBytes: backend === 'webgpu' ? config.fetchSpoolBytes : 0,
     deliverEagerly: !config.engineThread,
     verifyAlongside: config.shmVerify === 'alongside',
   });

@@ -13,6 +13,7 @@ import type { BlockMessage, RoutedBlock } from '../../engine-adapter/worker/rout
 import type { KVBlockSource } from '../../storage/kv-object/types.ts';
 import type { HandOverWindow } from './hand-over-window.ts';
 import type { FromWorker } from './kv-fetch-protocol.ts';
+import type { ReceiveSpool, SpoolFile } from './receive-spool.ts';
 
 /** A verified block whose bytes span their own buffer, or a buffer every block of its batch shares whole. */
 export type OutletBlock = BlockMessage;
@@ -35,16 +36,20 @@ export class BlockOutlet {
   private received = 0;
   /** Announced file blocks: held until the object is routed, then 'sent'; dropped if the pool reads it. */
   private announcement: RoutedBlock[] | 'sent' | undefined;
+  /** Where blocks routed with their bytes are written instead (spooled); null once none could be had. */
+  private spoolFile: SpoolFile | null | undefined;
 
   /**
    * `window`: what the blocks routed to the engine's thread may hold of its memory at once (hand-over-window.ts).
-   * `recycle`: takes back a buffer none of whose blocks will be sent with their bytes.
+   * `recycle`: takes back a buffer none of whose blocks will be sent with their bytes. `spool`: where blocks routed
+   * to the engine's thread without a file of their own are written, to go as where they lie (receive-spool.ts).
    */
   constructor(
     private readonly id: number,
     private readonly post: Post,
     private readonly window: HandOverWindow,
     private readonly recycle: (buffer: ArrayBuffer) => void,
+    private readonly spool?: ReceiveSpool,
   ) {}
 
   /**
@@ -160,8 +165,8 @@ export class BlockOutlet {
   }
 
   /**
-   * Sends `blocks` to the engine's thread: those with a source as the source alone (their buffers recycled); after
-   * an announcement, only how many leading layers they verify.
+   * Sends `blocks` to the engine's thread: those with a source, or spooled, as the source alone (their buffers
+   * recycled); after an announcement, only how many leading layers they verify.
    */
   private sendTo(port: MessagePort, blocks: readonly OutletBlock[]): void {
     if (this.announcement === 'sent') {
@@ -169,10 +174,24 @@ export class BlockOutlet {
       this.window.send(port, { type: 'verified', through: Math.max(...blocks.map((b) => b.layer)) + 1 });
       return;
     }
-    const routed = blocks.map((b): RoutedBlock => (b.source ? { layer: b.layer, source: b.source } : b));
+    const routed = blocks.map((b): RoutedBlock => {
+      const source = b.source ?? this.spooled(b.bytes);
+      return source ? { layer: b.layer, source } : b;
+    });
     const sent = buffersOf(routed.filter((b): b is OutletBlock => b.bytes !== undefined));
     for (const buffer of buffersOf(blocks)) if (!sent.includes(buffer)) this.recycle(buffer);
     this.window.send(port, { type: 'blocks', blocks: routed }, sent);
+  }
+
+  /** Where `bytes` lie once written to this object's spool file; undefined when they must go themselves. */
+  private spooled(bytes: Uint8Array): KVBlockSource | undefined {
+    if (this.spool === undefined) return undefined;
+    if (this.spoolFile === undefined) {
+      const file = this.spool.open();
+      this.spoolFile = file ?? null;
+      if (file) this.holdOpen(() => file.close());
+    }
+    return this.spoolFile?.write(bytes);
   }
 
   private release(): void {

@@ -12,6 +12,7 @@ import type { FetchedObject, KvFetcher, KvFetchOptions } from './kv-fetcher.ts';
 import type { FromWorker, ToWorker, WorkerEdgeOptions, WorkerSetup } from './kv-fetch-protocol.ts';
 import { PoolTransfer } from './pool-transfer.ts';
 import type { ReceiveBufferStats } from './receive-buffers.ts';
+import { DEFAULT_SPOOL_DIR } from './receive-spool.ts';
 
 const ENTRY = new URL('./kv-fetch-worker.js', import.meta.url);
 const ABORTED_HINT = 'the signal passed to the fetcher fired';
@@ -21,6 +22,11 @@ const ABORTED_HINT = 'the signal passed to the fetcher fired';
  * (`fetchBufferBytes` in kdn/config.ts, which imports no other kdn module) is the same.
  */
 export const DEFAULT_RECEIVE_BUFFER_BYTES = 64 * 2 ** 20;
+/**
+ * Bytes all workers together may hold in spool files (receive-spool.ts), split between them: an 8B model's 32k-token
+ * int4 context is 1.3 GB. kdn serve's default (`fetchSpoolBytes` in kdn/config.ts) is the same.
+ */
+export const DEFAULT_SPOOL_BYTES = 2 * 2 ** 30;
 /**
  * Bytes all workers together may have out on the engine's ports (hand-over-window.ts), split between them: under the
  * 64 MB of growth that sets off a collection on the engine's thread, with room for its staging buffers' mapped ranges.
@@ -51,6 +57,13 @@ export interface FetchPoolOptions {
    * usual. Default false.
    */
   verifyAlongside?: boolean;
+  /**
+   * Bytes all workers together may hold in memory files of blocks they received over HTTP for the engine's thread,
+   * which reads them from there (receive-spool.ts); 0 sends every such block with its bytes. Default
+   * DEFAULT_SPOOL_BYTES, in `spoolDir` (default /dev/shm; none where that folder does not exist).
+   */
+  spoolBytes?: number;
+  spoolDir?: string;
 }
 
 /** A worker and the transfers it serves; it keeps the process alive only while one of them is awaited. */
@@ -182,6 +195,10 @@ export class KvFetchPool implements KvFetcher {
         receiveBufferBytes: this.fetchOptions.receiveBufferBytes ?? DEFAULT_RECEIVE_BUFFER_BYTES,
         handOverBytes: Math.max(MIN_HAND_OVER_BYTES, Math.floor(HAND_OVER_BYTES / this.threads)),
         verifyAlongside: this.fetchOptions.verifyAlongside === true,
+        spool: {
+          dir: this.fetchOptions.spoolDir ?? DEFAULT_SPOOL_DIR,
+          bytes: Math.floor((this.fetchOptions.spoolBytes ?? DEFAULT_SPOOL_BYTES) / this.threads),
+        },
       });
       for (const bytes of this.tables) worker.send({ type: 'table', bytes });
       this.workers.push(worker);

@@ -21,6 +21,8 @@ export interface WorkerSetup {
   handOverBytes: number;
   /** FetchPoolOptions.verifyAlongside. */
   verifyAlongside: boolean;
+  /** Where the worker spools blocks routed to the engine's thread, and the most bytes it holds there (receive-spool.ts). */
+  spool: { dir: string; bytes: number };
 }
 
 /**

@@ -1,9 +1,10 @@
 /**
  * A fetch worker: its own edge client receives objects and verifies every layer on this thread; each object's
  * verified blocks go by transfer (no copy) where the pool says, to the pool or straight to the engine's thread
- * (block-outlet.ts; a block read from a same-host edge's file goes there as where it lies). The engine's thread sends a routed object's buffers back once it injected them, and later
- * objects are received into them (receive-buffers.ts). Started by kv-fetch-worker.js with the client's options as
- * workerData.
+ * (block-outlet.ts). A block read from a same-host edge's file goes there as where it lies, and one received over
+ * HTTP as where this thread spooled it (receive-spool.ts), or else with its bytes, whose buffers the engine's thread
+ * sends back once it injected them, and later objects are received into them (receive-buffers.ts). Started by
+ * kv-fetch-worker.js with the client's options as workerData.
  */
 import { isDeepStrictEqual } from 'node:util';
 import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
@@ -18,6 +19,7 @@ import { BlockOutlet } from './block-outlet.ts';
 import { HandOverWindow } from './hand-over-window.ts';
 import type { FromWorker, ToWorker, WorkerSetup } from './kv-fetch-protocol.ts';
 import { ReceiveBuffers } from './receive-buffers.ts';
+import { ReceiveSpool } from './receive-spool.ts';
 import { ShmSource } from './shm-source.ts';
 import { ShmHandOver, type HandOverOrder, type ShmOutcome } from './shm-hand-over.ts';
 
@@ -26,6 +28,7 @@ const setup = workerData as WorkerSetup;
 const client = new EdgeClient(setup.edge);
 const buffers = new ReceiveBuffers(setup.receiveBufferBytes);
 const window = new HandOverWindow(setup.handOverBytes);
+const spool = ReceiveSpool.at(setup.spool.dir, setup.spool.bytes);
 const shm = setup.sharedMemory ? new ShmSource(client, { buffers, blockingReads: true }) : undefined;
 const aborts = new Map<number, AbortController>();
 /** Objects in flight, or arrived with their blocks held until the pool says where they go. */
@@ -53,7 +56,7 @@ const handOver = shm && new ShmHandOver(shm, owned);
 async function open(id: number, key: string, expect: KVExpectation, deliverNow: boolean, order: HandOverOrder): Promise<void> {
   const abort = new AbortController();
   aborts.set(id, abort);
-  const outlet = new BlockOutlet(id, post, window, (buffer) => buffers.give(buffer));
+  const outlet = new BlockOutlet(id, post, window, (buffer) => buffers.give(buffer), spool);
   if (deliverNow) outlet.deliver();
   outlets.set(id, outlet);
   const progress = { received: (): number => 0 };

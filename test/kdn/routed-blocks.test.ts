@@ -15,7 +15,7 @@ import { KvFetchPool } from '../../kdn/query/kv-fetch-pool.ts';
 import { runQuery, type QueryMode, type QueryOutcome } from '../../kdn/query/run-query.ts';
 import { sinkToken } from '../../kdn/sink-token.ts';
 import { codecFromString, encodeKVObject, layerBlockOf, readKVObject } from '../../storage/kv-object/index.ts';
-import type { KVBlock } from '../../storage/kv-object/types.ts';
+import type { KVBlock, KVHeader } from '../../storage/kv-object/types.ts';
 import { shmObjectName } from '../../edge/protocol.ts';
 import { BlockChannel } from '../../engine-adapter/worker/block-channel.ts';
 import { isRoutable } from '../../engine-adapter/worker/routed-stream.ts';
@@ -181,7 +181,8 @@ describe('KV blocks routed from the fetch threads to the engine thread', functio
   });
 
   it('receives later objects into the buffers the engine sent back', async () => {
-    const options = { sharedMemory: false, receiveBufferBytes: 16 * 2 ** 20 };
+    // Spooled blocks give their buffers back at once; these go with their bytes.
+    const options = { sharedMemory: false, receiveBufferBytes: 16 * 2 ** 20, spoolBytes: 0 };
     const pool = new KvFetchPool({ edges: [edge.url], timeoutMs: 5_000, secret: TEST_EDGE_SECRET }, 1, options);
     try {
       const first = await query(pool, 'inject');
@@ -254,6 +255,67 @@ describe('KV blocks routed from the fetch threads to the engine thread', functio
     }
   });
 
+  it("spools what comes over HTTP: the engine's thread gets each block as where it lies in the fetch thread's memory file", async function () {
+    if (process.platform !== 'linux') this.skip();
+    const pool = new KvFetchPool({ edges: [edge.url], timeoutMs: 5_000, secret: TEST_EDGE_SECRET }, 1, { sharedMemory: false });
+    const key = pieces[0]!.key;
+    const { body: stored } = await client.getBuffer(key);
+    try {
+      const blocks = await routedBlocks(pool, key);
+      expect(blocks.every((b) => b.encoded === undefined && b.source.pin?.startsWith('/proc/self/fd/'))).to.equal(true);
+      const path = blocks[0]!.source!.path;
+      expect(new Set(blocks.map((b) => b.source!.path))).to.deep.equal(new Set([path]));
+      expect(existsSync(path)).to.equal(false);
+      await expectLayersOf(
+        stored,
+        blocks.map((b) => layerBlockOf(blocks.header, b).encoded),
+      );
+      // Done with them, the engine's side closes its port: the fetch thread closes the file, and its memory goes.
+      expect(openOn(path)).to.be.greaterThan(0);
+      blocks.channel.close();
+      await until(() => openOn(path) === 0);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('sends blocks received over HTTP with their bytes when the spool is off', async () => {
+    const options = { sharedMemory: false, spoolBytes: 0 };
+    const pool = new KvFetchPool({ edges: [edge.url], timeoutMs: 5_000, secret: TEST_EDGE_SECRET }, 1, options);
+    const key = pieces[1]!.key;
+    const { body: stored } = await client.getBuffer(key);
+    try {
+      const blocks = await routedBlocks(pool, key);
+      expect(blocks.every((b) => b.encoded !== undefined && b.source === undefined)).to.equal(true);
+      await expectLayersOf(
+        stored,
+        blocks.map((b) => b.encoded!),
+      );
+      blocks.channel.close();
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('a WebGPU engine reads spooled blocks into its staging, answering as recompute does', async function () {
+    const gpu = await openOrSkip(this, () => createEngineInWorker({ modelDir: model.dir, backend: 'webgpu' }));
+    const pool = new KvFetchPool({ edges: [edge.url], timeoutMs: 5_000, secret: TEST_EDGE_SECRET }, 1, { sharedMemory: false });
+    try {
+      const before = (await gpu.work()).kvWrites;
+      const injected = await query(pool, 'inject', undefined, gpu);
+      const after = (await gpu.work()).kvWrites;
+      const recomputed = await query(pool, 'recompute', undefined, gpu);
+      expect(injected.chunks.map((c) => c.tier)).to.not.include.members(['computed', 'shm']);
+      expect(pool.deliveredBytes).to.equal(0);
+      // Every layer of every piece was read from the spool, none copied on the engine's thread.
+      expect(after.readBlocks - before.readBlocks).to.equal(pieces.length * gpu.info.layers);
+      expect(injected.answer).to.equal(recomputed.answer);
+    } finally {
+      await pool.close();
+      await gpu.dispose();
+    }
+  });
+
   it('keeps no buffer with receiveBufferBytes 0', async () => {
     const pool = new KvFetchPool({ edges: [edge.url], timeoutMs: 5_000, secret: TEST_EDGE_SECRET }, 1, { receiveBufferBytes: 0 });
     try {
@@ -303,7 +365,29 @@ describe('KV blocks routed from the fetch threads to the engine thread', functio
   });
 });
 
-/** Resolves once `done()` holds (the workers report their buffers after each object, a message behind it). */
+/** `key`'s blocks as the engine's thread gets them when the pool routes the object there, with the channel's end. */
+async function routedBlocks(pool: KvFetchPool, key: string): Promise<KVBlock[] & { header: KVHeader; channel: BlockChannel }> {
+  const got = await pool.open(key, {}, new AbortController().signal);
+  const { port1, port2 } = new MessageChannel();
+  expect(isRoutable(got.reader) && got.reader.route(port2)).to.equal(true);
+  const channel = new BlockChannel(got.reader.header);
+  channel.listen(port1);
+  const blocks: KVBlock[] = [];
+  for await (const block of channel.reader.layers) blocks.push(block);
+  return Object.assign(blocks, { header: got.reader.header, channel });
+}
+
+/** Checks that `layers` are the stored object's layers (lz4 undone), in order. */
+async function expectLayersOf(stored: Uint8Array, layers: Uint8Array[]): Promise<void> {
+  const expected = await readKVObject(Readable.from([stored]));
+  let layer = 0;
+  for await (const block of expected.layers) {
+    expect(Buffer.from(layers[layer]!)).to.deep.equal(Buffer.from(block.encoded));
+    layer++;
+  }
+  expect(layer).to.equal(layers.length);
+}
+
 /** How many of this process's descriptors have `path` open (an unlinked file's name ends in ' (deleted)'). */
 function openOn(path: string): number {
   return readdirSync('/proc/self/fd').filter((fd) => {
@@ -315,6 +399,7 @@ function openOn(path: string): number {
   }).length;
 }
 
+/** Resolves once `done()` holds (the workers report their buffers after each object, a message behind it). */
 async function until(done: () => boolean): Promise<void> {
   for (let i = 0; i < 200 && !done(); i++) await new Promise((resolve) => setTimeout(resolve, 10));
   expect(done(), 'condition still false after 2 s').to.equal(true);

@@ -32,6 +32,7 @@ interface ServeFlags {
   queryTimeout?: string;
   fetchThreads?: string;
   fetchBuffers?: string;
+  fetchSpool?: string;
   shmVerify?: string;
   engineBatch?: string;
   engineKvBudget?: string;
@@ -78,6 +79,7 @@ function inputFrom(flags: ServeFlags): Partial<KdnConfigInput> {
     queryTimeoutMs: flags.queryTimeout,
     fetchThreads: flags.fetchThreads,
     fetchBufferBytes: flags.fetchBuffers,
+    fetchSpoolBytes: flags.fetchSpool,
     shmVerify: flags.shmVerify as KdnConfigInput['shmVerify'],
     engineBatch: flags.engineBatch,
     engineKvBudget: flags.engineKvBudget,
@@ -186,6 +188,10 @@ export function register(program: Command): void {
     .option(
       '--fetch-buffers <size>',
       `buffers each fetch thread keeps to receive chunk objects into again, 0 for none (env ${KDN_ENV.fetchBufferBytes}; default 64MiB)`,
+    )
+    .option(
+      '--fetch-spool <size>',
+      `/dev/shm the fetch threads may fill with objects received over HTTP for the engine's thread to read, 0 for none (env ${KDN_ENV.fetchSpoolBytes}; default 2GiB)`,
     )
     .option(
       '--shm-verify <when>',
