@@ -66,16 +66,28 @@
  * run's clock.
  * `--idle-ms N` leaves the GPU idle N ms before each measured query of every mode, the peer's too (its queries
  * otherwise run back to back, KDN's after their own set-up): a GPU that idled runs its next work at lower clocks.
+ * `--sink prefill|resident` starts every inject, blend and inject-hot query's session with the model's sink token
+ * (kdn/sink-token.ts) at position 0, the context after it from position 1, as kdn's query path does: `prefill`
+ * computes it on every query (a one-token forward, as kdn did before f4877df), `resident` places it as kdn does now
+ * (placeSink, then keepSinkResident off the time to first token, kdn/query/resident-chunks.ts): the first query (a
+ * warmup) computes it and keeps it in the engine's hot tier, later ones copy it from there. It is placed once the
+ * objects are requested, as kdn places it, inside the timed query (inject-hot: before its resident chunks, also in its
+ * filling query, so they are kept at the rows they take). `none` (the default) places none, as before. Records give
+ * sink, sink_ms (the step's median) and sink_computed_runs (measured runs that computed it rather than copied it);
+ * recompute prefills no sink, so beside one first_token_matches_recompute is null.
  */
 import { codecFromString, encodeKVObject, type LayerDigestVersion } from '../storage/kv-object/index.ts';
 import type { CodecName } from '../storage/kv-object/types.ts';
 import { choice, choiceList, formatVersion, parseFlags, positiveInt } from './lib/args.ts';
 import { EDGE_PLACEMENTS, startBenchEdge, type BenchEdge, type EdgePlacement } from './lib/bench-edge.ts';
 import { SPEED_OPTIONS, speedArgs, type SpeedArgs } from './lib/common-args.ts';
-import { fetchAndInject, fetchBlendPrefill, fetchInjectPrefill, type FetchInjectTiming } from './lib/fetch-inject.ts';
+import { fetchAndInject, fetchBlendPrefill, fetchInjectPrefill, type BeforeContext, type FetchInjectTiming } from './lib/fetch-inject.ts';
 import { TimelineFile, type TimelineRun } from './lib/timeline-file.ts';
 import { blendOptions } from '../kdn/query/blend-policy.ts';
 import { KdnError } from '../common/errors.ts';
+import { createLogger } from '../common/log.ts';
+import { keepSinkResident, placeSink } from '../kdn/query/resident-chunks.ts';
+import { sinkToken } from '../kdn/sink-token.ts';
 import { overlapsPrompt } from '../kdn/query/overlap-policy.ts';
 import { DEFAULT_RECEIVE_BUFFER_BYTES, KvFetchPool } from '../kdn/query/kv-fetch-pool.ts';
 import type { ReceiveBufferStats } from '../kdn/query/receive-buffers.ts';
@@ -95,6 +107,7 @@ import {
   kvWritesBetween,
   loopBusyBetween,
   type EngineWork,
+  type ResidentKey,
   type Session,
 } from '../engine-adapter/index.ts';
 import { randomTokenIds } from './lib/token-ids.ts';
@@ -175,6 +188,8 @@ interface TtftArgs extends SpeedArgs {
    * KDN's wait on their own set-up between, so a figure in both conditions needs the same idle on both sides.
    */
   idleMs: number;
+  /** The sink token at each query's start (SinkStep): none, computed every query, or kept in the hot tier as kdn does. */
+  sink: Sink;
 }
 
 const HAND_OVERS = ['direct', 'loop'] as const;
@@ -184,6 +199,9 @@ const SHM_ORDERS = ['interleaved', 'whole'] as const;
 const SHM_VERIFIES = ['before', 'alongside'] as const;
 
 const INJECT_PATHS = ['auto', 'overlapped', 'sequential'] as const;
+
+const SINKS = ['none', 'prefill', 'resident'] as const;
+type Sink = (typeof SINKS)[number];
 
 function isInject(mode: Mode): mode is InjectMode {
   return mode in CODEC_OF;
@@ -214,6 +232,7 @@ function parse(args: string[]): TtftArgs {
     'shm-verify': { type: 'string' },
     timeline: { type: 'string' },
     'idle-ms': { type: 'string' },
+    sink: { type: 'string' },
   });
   const speed = speedArgs(values, { contexts: [256, 512, 1024] });
   const kv = choice(values.kv, 'computed', KV_SOURCES, 'kv');
@@ -254,6 +273,7 @@ function parse(args: string[]): TtftArgs {
     formatVersion: formatVersion(values['format-version']),
     timeline: values.timeline,
     idleMs: values['idle-ms'] === '0' ? 0 : positiveInt(values['idle-ms'], 0, 'idle-ms'),
+    sink: choice(values.sink, 'none', SINKS, 'sink'),
   };
 }
 
@@ -305,6 +325,9 @@ function record(
     first_token_matches_recompute: null,
     recomputed_tokens: null,
     blend_selection: null,
+    sink: null,
+    sink_ms: null,
+    sink_computed_runs: null,
     vs_inject: null,
     vs_peer: null,
     vs_host_hit: null,
@@ -498,6 +521,9 @@ interface InjectRun {
   first: number;
   /** Blend modes: the context tokens recomputed. */
   recomputed: number | null;
+  /** The sink's step (SinkStep): its time (null without one), and whether it was computed. */
+  sinkMs: number | null;
+  sinkComputed: boolean;
 }
 
 /**
@@ -521,8 +547,9 @@ function engineWorkPerQuery(before: EngineWork, after: EngineWork, queries: numb
 
 /**
  * One query by injection per run, on a fresh session: the cache reserved for the whole sequence (as kdn's query
- * path does, timed), then the context's objects and the question, overlapped or one after the other, or blended
- * with the question (`blend` given: the chunks' token ids).
+ * path does, timed), the sink placed as --sink says (SinkStep) once the objects are requested, then the context's
+ * objects and the question, overlapped or one after the other, or blended with the question (`chunkIds`: the chunks'
+ * token ids).
  */
 function measureInject(
   engine: BenchEngine,
@@ -535,74 +562,138 @@ function measureInject(
   chunkIds: number[][],
 ) {
   return measure(a.warmup, a.runs, a.idleMs, async (): Promise<InjectRun> => {
-    const session = engine.createSession(context + questionIds.length);
+    const sink = new SinkStep(engine, a.sink);
+    const session = engine.createSession(sink.tokens + context + questionIds.length);
     try {
       const t0 = performance.now();
       await session.reserve(session.capacity);
-      const reserveMs = performance.now() - t0;
-      if (path !== 'sequential') {
-        const o =
-          path === 'blended'
-            ? await fetchBlendPrefill(
-                fetcher,
-                keys,
-                chunkIds,
-                session,
-                questionIds,
-                { ...a.blend, timeline: a.timeline !== undefined },
-                fetchOptions(a),
-              )
-            : {
-                ...(await fetchInjectPrefill(fetcher, keys, session, questionIds, fetchOptions(a), a.timeline !== undefined)),
-                recomputed: null,
-              };
-        const ms = performance.now() - t0;
-        const timeline = o.timeline ?? null;
-        return {
-          ms,
-          timeline: timeline && { ttft_ms: round(ms), engine_start_ms: round(reserveMs + timeline.startMs), timeline: timeline.report },
-          reserveMs,
-          fetchMs: o.fetchMs,
-          fetchWaitMs: null,
-          injectMs: null,
-          placedMs: reserveMs + o.placedMs,
-          firstLayerMs: reserveMs + o.firstLayerMs,
-          blockWaitMs: o.blockWaitMs,
-          handOverMs: o.handOverMs && {
-            started: reserveMs + o.handOverMs.started,
-            firstBlock: reserveMs + o.handOverMs.firstBlock,
-            received: reserveMs + o.handOverMs.received,
-          },
-          questionMs: o.questionTailMs,
-          bytes: o.bytes,
-          first: argmax(o.logits),
-          recomputed: o.recomputed,
-        };
-      }
-      const timing: FetchInjectTiming = await fetchAndInject(fetcher, keys, session, a.window);
-      const q0 = performance.now();
-      const first = argmax(await session.prefill(questionIds, { logits: 'last' }));
-      const end = performance.now();
-      return {
-        ms: end - t0,
-        timeline: null,
-        reserveMs,
-        fetchMs: timing.fetchMs,
-        fetchWaitMs: timing.fetchWaitMs,
-        injectMs: timing.injectMs,
-        placedMs: null,
-        firstLayerMs: null,
-        blockWaitMs: null,
-        handOverMs: null,
-        questionMs: end - q0,
-        bytes: timing.bytes,
-        first,
-        recomputed: null,
-      };
+      const q = { fetcher, keys, session, questionIds, a, t0, reserveMs: performance.now() - t0, before: () => sink.place(session) };
+      const run = path === 'sequential' ? await injectSequential(q) : await injectTogether(q, path, chunkIds);
+      await sink.keep(session);
+      return { ...run, sinkMs: sink.ms, sinkComputed: sink.computed };
     } finally {
       session.dispose();
     }
   });
+}
+
+/** One measured query of measureInject, for the path that runs it. */
+interface InjectQuery {
+  fetcher: KvFetcher;
+  keys: string[];
+  session: Session;
+  questionIds: number[];
+  a: TtftArgs;
+  /** When the query began, and how long reserving its cache took. */
+  t0: number;
+  reserveMs: number;
+  /** The sink's placing (SinkStep.place), once the objects are requested. */
+  before: BeforeContext;
+}
+
+type PathRun = Omit<InjectRun, 'sinkMs' | 'sinkComputed'>;
+
+/** The context's objects and the question on the engine together: injected under the question, or blended with it. */
+async function injectTogether(q: InjectQuery, path: 'overlapped' | 'blended', chunkIds: number[][]): Promise<PathRun> {
+  const { fetcher, keys, session, questionIds, a, reserveMs } = q;
+  const timeline = a.timeline !== undefined;
+  const o =
+    path === 'blended'
+      ? await fetchBlendPrefill(fetcher, keys, chunkIds, session, questionIds, { ...a.blend, timeline }, fetchOptions(a), q.before)
+      : { ...(await fetchInjectPrefill(fetcher, keys, session, questionIds, fetchOptions(a), timeline, q.before)), recomputed: null };
+  const ms = performance.now() - q.t0;
+  const placing = o.timeline ?? null;
+  return {
+    ms,
+    timeline: placing && { ttft_ms: round(ms), engine_start_ms: round(reserveMs + placing.startMs), timeline: placing.report },
+    reserveMs,
+    fetchMs: o.fetchMs,
+    fetchWaitMs: null,
+    injectMs: null,
+    placedMs: reserveMs + o.placedMs,
+    firstLayerMs: reserveMs + o.firstLayerMs,
+    blockWaitMs: o.blockWaitMs,
+    handOverMs: o.handOverMs && {
+      started: reserveMs + o.handOverMs.started,
+      firstBlock: reserveMs + o.handOverMs.firstBlock,
+      received: reserveMs + o.handOverMs.received,
+    },
+    questionMs: o.questionTailMs,
+    bytes: o.bytes,
+    first: argmax(o.logits),
+    recomputed: o.recomputed,
+  };
+}
+
+/** The context's objects injected chunk by chunk, `--window` ahead, then the question prefilled. */
+async function injectSequential(q: InjectQuery): Promise<PathRun> {
+  const timing: FetchInjectTiming = await fetchAndInject(q.fetcher, q.keys, q.session, q.a.window, q.before);
+  const q0 = performance.now();
+  const first = argmax(await q.session.prefill(q.questionIds, { logits: 'last' }));
+  const end = performance.now();
+  return {
+    ms: end - q.t0,
+    timeline: null,
+    reserveMs: q.reserveMs,
+    fetchMs: timing.fetchMs,
+    fetchWaitMs: timing.fetchWaitMs,
+    injectMs: timing.injectMs,
+    placedMs: null,
+    firstLayerMs: null,
+    blockWaitMs: null,
+    handOverMs: null,
+    questionMs: end - q0,
+    bytes: timing.bytes,
+    first,
+    recomputed: null,
+  };
+}
+
+/**
+ * One query's sink token (--sink), placed at its session's start: none, computed by a one-token prefill every time
+ * (kdn before f4877df), or as kdn's query path places it now (placeSink: copied from the engine's hot tier, computed
+ * when not there) and, once computed, kept there after the query (keepSinkResident) for the next ones.
+ */
+class SinkStep {
+  /** How long placing it took; null with none. */
+  ms: number | null = null;
+  /** Whether the engine computed it (a forward) rather than copied it. */
+  computed = false;
+
+  constructor(
+    private readonly engine: BenchEngine,
+    readonly sink: Sink,
+  ) {}
+
+  /** The positions it takes: the context follows it. */
+  get tokens(): number {
+    return this.sink === 'none' ? 0 : 1;
+  }
+
+  async place(session: Session): Promise<void> {
+    if (this.sink === 'none') return;
+    const t0 = performance.now();
+    if (this.sink === 'resident') this.computed = await placeSink(session, this.engine);
+    else {
+      await session.prefill([sinkToken(this.engine)], { logits: 'none' });
+      this.computed = true;
+    }
+    this.ms = performance.now() - t0;
+  }
+
+  /** After the query, off its time to first token, as kdn's query path does. */
+  async keep(session: Session): Promise<void> {
+    if (this.sink === 'resident' && this.computed) await keepSinkResident(session, this.engine, createLogger('bench-ttft'));
+  }
+}
+
+/** A record's sink figures: which (--sink), its step's median time, and how many measured runs computed it. */
+function sinkFields(sink: Sink, results: { sinkMs: number | null; sinkComputed: boolean }[]): Partial<BenchRecord> {
+  return {
+    sink,
+    sink_ms: medianOrNull(results.map((r) => r.sinkMs)),
+    sink_computed_runs: sink === 'none' ? null : results.filter((r) => r.sinkComputed).length,
+  };
 }
 
 interface HotRun {
@@ -612,37 +703,24 @@ interface HotRun {
   placedMs: number;
   questionMs: number;
   first: number;
+  sinkMs: number | null;
+  sinkComputed: boolean;
 }
 
 /**
- * inject-hot: one query through the overlapped path fills the hot tier with the context's chunks, then every run
- * places them from it on a fresh session and prefills the question.
+ * inject-hot: one query through the overlapped path fills the hot tier with the context's chunks (fillHotTier), then
+ * every run places them from it on a fresh session, after the sink (SinkStep), and prefills the question.
  */
 async function measureHot(engine: BenchEngine, fetcher: KvFetcher, keys: string[], context: number, questionIds: number[], a: TtftArgs) {
-  // One tenant, and the object key stands in for the token hash: every key here names one chunk.
-  const resident = keys.map((objectKey) => ({ tenant: 'bench', objectKey, tokenHash: objectKey }));
-  const fill = engine.createSession(context + questionIds.length);
-  try {
-    await fill.reserve(fill.capacity);
-    await fetchInjectPrefill(fetcher, keys, fill, questionIds);
-    for (const [i, key] of resident.entries()) {
-      const start = i * a.chunk;
-      await fill.keepResident(key, { start, end: Math.min(start + a.chunk, context) });
-    }
-    const held = await fill.residentChunks(resident);
-    if (!held.every(Boolean)) {
-      const kept = held.filter(Boolean).length;
-      throw new KdnError('INTERNAL', `the hot tier kept ${kept} of ${keys.length} chunks`, { hint: 'a larger hot tier' });
-    }
-  } finally {
-    fill.dispose();
-  }
+  const resident = await fillHotTier(engine, fetcher, keys, context, questionIds, a);
   return measure(a.warmup, a.runs, a.idleMs, async (): Promise<HotRun> => {
-    const session = engine.createSession(context + questionIds.length);
+    const sink = new SinkStep(engine, a.sink);
+    const session = engine.createSession(sink.tokens + context + questionIds.length);
     try {
       const t0 = performance.now();
       await session.reserve(session.capacity);
       const reserveMs = performance.now() - t0;
+      await sink.place(session);
       for (const key of resident) {
         const placed = await session.injectResident(key, session.length);
         if (!placed) throw new KdnError('INTERNAL', `chunk ${key.objectKey} left the hot tier`);
@@ -650,11 +728,47 @@ async function measureHot(engine: BenchEngine, fetcher: KvFetcher, keys: string[
       const q0 = performance.now();
       const first = argmax(await session.prefill(questionIds, { logits: 'last' }));
       const end = performance.now();
-      return { ms: end - t0, reserveMs, placedMs: q0 - t0, questionMs: end - q0, first };
+      await sink.keep(session);
+      return { ms: end - t0, reserveMs, placedMs: q0 - t0, questionMs: end - q0, first, sinkMs: sink.ms, sinkComputed: sink.computed };
     } finally {
       session.dispose();
     }
   });
+}
+
+/**
+ * inject-hot's filling query: the context's objects injected under the question, after the sink if --sink asks for
+ * one, then each chunk kept in the hot tier at the rows it took there, where the measured runs place it again.
+ */
+async function fillHotTier(
+  engine: BenchEngine,
+  fetcher: KvFetcher,
+  keys: string[],
+  context: number,
+  questionIds: number[],
+  a: TtftArgs,
+): Promise<ResidentKey[]> {
+  // One tenant, and the object key stands in for the token hash: every key here names one chunk.
+  const resident = keys.map((objectKey) => ({ tenant: 'bench', objectKey, tokenHash: objectKey }));
+  const sink = new SinkStep(engine, a.sink);
+  const fill = engine.createSession(sink.tokens + context + questionIds.length);
+  try {
+    await fill.reserve(fill.capacity);
+    await fetchInjectPrefill(fetcher, keys, fill, questionIds, undefined, false, () => sink.place(fill));
+    await sink.keep(fill);
+    for (const [i, key] of resident.entries()) {
+      const start = sink.tokens + i * a.chunk;
+      await fill.keepResident(key, { start, end: Math.min(start + a.chunk, sink.tokens + context) });
+    }
+    const held = await fill.residentChunks(resident);
+    if (!held.every(Boolean)) {
+      const kept = held.filter(Boolean).length;
+      throw new KdnError('INTERNAL', `the hot tier kept ${kept} of ${keys.length} chunks`, { hint: 'a larger hot tier' });
+    }
+    return resident;
+  } finally {
+    fill.dispose();
+  }
 }
 
 /** The peer's row for one length: its full prefill, or its local host-memory hit (the KV copy split out in fetch_ms). */
@@ -781,6 +895,8 @@ async function measureContext(
         const shmFetcher = a.edgeShm ? fetcherOf(true) : null;
         transform?.kit.useIn(fetcher);
         if (shmFetcher) transform?.kit.useIn(shmFetcher);
+        // Recompute's first token is the injected context's only for the same KV, and with no sink (recompute has none).
+        const comparable = recomputeFirst !== undefined && a.kv !== 'synthetic' && a.sink === 'none';
         try {
           const measureMode = async (mode: InjectMode, via: KvFetcher, delivery: 'socket' | 'shm'): Promise<BenchRecord> => {
             const modeKeys = keys.get(CODEC_OF[mode])!;
@@ -829,9 +945,10 @@ async function measureContext(
               first_block_ms: medianOrNull(m.results.map((r) => r.handOverMs?.firstBlock ?? null)),
               received_ms: medianOrNull(m.results.map((r) => r.handOverMs?.received ?? null)),
               question_ms: round(median(m.results.map((r) => r.questionMs))),
-              first_token_matches_recompute: recomputeFirst === undefined || a.kv === 'synthetic' ? null : last.first === recomputeFirst,
+              first_token_matches_recompute: comparable ? last.first === recomputeFirst : null,
               recomputed_tokens: last.recomputed,
               blend_selection: INJECT_OF[mode] ? a.blend.selection : null,
+              ...sinkFields(a.sink, m.results),
               note: a.kv !== 'synthetic' ? null : SYNTHETIC_NOTE[mode === 'inject-transform' ? 'transform' : 'other'],
             });
           };
@@ -865,8 +982,8 @@ async function measureContext(
                   placed_ms: round(median(m.results.map((r) => r.placedMs))),
                   question_ms: round(questionMs),
                   vs_question: round(m.median / questionMs, 3),
-                  first_token_matches_recompute:
-                    recomputeFirst === undefined || a.kv === 'synthetic' ? null : m.results.at(-1)!.first === recomputeFirst,
+                  first_token_matches_recompute: comparable ? m.results.at(-1)!.first === recomputeFirst : null,
+                  ...sinkFields(a.sink, m.results),
                 }),
               );
             });
@@ -929,10 +1046,13 @@ export async function run(args: string[], checkpoint?: Checkpoint): Promise<Benc
 
   // Lengths past the model's positions fail on their own (recorded); the engine opens for what it can hold.
   const maxPositions = Number(target.hfConfig.max_position_embeddings);
-  const capacity = Math.min(maxContext + a.question, maxPositions);
-  // inject-hot keeps the longest context resident: f32 K and V of every layer (twice the fp16 bytes per token).
+  const sinkTokens = a.sink === 'none' ? 0 : 1;
+  const capacity = Math.min(sinkTokens + maxContext + a.question, maxPositions);
+  // inject-hot keeps the longest context resident: f32 K and V of every layer (twice the fp16 bytes per token); a
+  // resident sink one row, given two for the rounding of its buffers' sizes.
   const f32BytesPerToken = 2 * kvBytesPerToken(parseModelConfig(target.hfConfig, target.shape));
-  const hotTierBytes = a.modes.includes('inject-hot') ? Math.ceil(f32BytesPerToken * capacity * 1.05) : 0;
+  const hotBytes = a.modes.includes('inject-hot') ? Math.ceil(f32BytesPerToken * capacity * 1.05) : 0;
+  const hotTierBytes = hotBytes + (a.sink === 'resident' ? 2 * f32BytesPerToken : 0);
   const engine = await openBenchEngine(target, a.backend, capacity, { hotTierBytes, thread: a.engineThread });
   const timelines = a.timeline === undefined ? null : new TimelineFile(a.timeline, `npm run bench -- ttft ${args.join(' ')}`);
   const report = (): BenchReport => ({
@@ -958,6 +1078,7 @@ export async function run(args: string[], checkpoint?: Checkpoint): Promise<Benc
       shmOrder: a.edgeShm ? a.shmOrder : null,
       shmVerify: a.edgeShm ? a.shmVerify : null,
       idleMs: a.idleMs,
+      sink: a.sink,
       fetchThreads: a.fetchThreads,
       receiveBufferMib: a.fetchThreads > 0 ? a.receiveBufferMib : null,
       engineThread: a.engineThread
@@ -976,7 +1097,8 @@ export async function run(args: string[], checkpoint?: Checkpoint): Promise<Benc
         "into reserve (sizing the session's cache for the query) and fetch (first request to last body), then by inject_path: resident " +
         "(inject-hot, the context placed from the engine's hot tier, filled by one query of int4 objects) into placed (start to the " +
         "last chunk placed) and question (its prefill); overlapped into placed (start to the context's last layer placed; received: to its last block reaching the engine's own thread) and question (the question's compute left after that), sequential into fetch_wait (injector idle waiting for bodies), inject and question prefill; " +
-        'loop_block_bytes: layer-block bytes a fetch pool handed to the event loop over the runs (0: all went to the engine thread directly)',
+        'loop_block_bytes: layer-block bytes a fetch pool handed to the event loop over the runs (0: all went to the engine thread directly); ' +
+        "with --sink, the sink token's placing (sink_ms) is inside the query, from when the objects are requested",
       injectPath: a.injectPath,
       blend: `ratio ${a.blend.ratio}, selection ${a.blend.selection}`,
     },

@@ -48,8 +48,14 @@ export interface OverlappedTiming {
 }
 
 /**
+ * A step run once every object is requested and before their headers are awaited, on the same session: kdn's query
+ * path places the sink token there (kdn/query/run-query.ts injectContext), so it overlaps the requests.
+ */
+export type BeforeContext = () => Promise<void>;
+
+/**
  * Fetches `keys` and runs them with `question` through session.injectKVAndPrefill, from the session's length; with
- * `timeline`, the engine records when the call's parts happened (OverlappedTiming.timeline).
+ * `timeline`, the engine records when the call's parts happened (OverlappedTiming.timeline). `before`: BeforeContext.
  */
 export function fetchInjectPrefill(
   fetcher: KvFetcher,
@@ -58,14 +64,16 @@ export function fetchInjectPrefill(
   question: number[],
   fetch: KvFetchOptions = { interleave: true },
   timeline = false,
+  before?: BeforeContext,
 ): Promise<OverlappedTiming> {
-  return fetchTogether(fetcher, keys, fetch, (readers) => session.injectKVAndPrefill(readers, question, { logits: 'last', timeline }));
+  const run = (readers: KVObjectReader[]) => session.injectKVAndPrefill(readers, question, { logits: 'last', timeline });
+  return fetchTogether(fetcher, keys, fetch, run, before);
 }
 
 /**
  * Fetches `keys` (the chunks whose token ids are `chunkIds`) and blends them with `question` through
  * session.blendKVAndPrefill, from the session's length; adds the context tokens recomputed. `blend.timeline` as
- * fetchInjectPrefill's `timeline`.
+ * fetchInjectPrefill's `timeline`, `before` its `before`.
  */
 export async function fetchBlendPrefill(
   fetcher: KvFetcher,
@@ -75,9 +83,10 @@ export async function fetchBlendPrefill(
   question: number[],
   blend: BlendOptions,
   fetch: KvFetchOptions = { interleave: true },
+  before?: BeforeContext,
 ): Promise<OverlappedTiming & { recomputed: number }> {
   let recomputed = 0;
-  const timing = await fetchTogether(fetcher, keys, fetch, async (readers) => {
+  const run = async (readers: KVObjectReader[]) => {
     const out = await session.blendKVAndPrefill(
       readers.map((object, i) => ({ object, tokenIds: chunkIds[i]! })),
       question,
@@ -85,7 +94,8 @@ export async function fetchBlendPrefill(
     );
     recomputed = out.recomputed;
     return out;
-  });
+  };
+  const timing = await fetchTogether(fetcher, keys, fetch, run, before);
   return { ...timing, recomputed };
 }
 
@@ -95,12 +105,14 @@ async function fetchTogether(
   keys: readonly string[],
   fetch: KvFetchOptions,
   run: (readers: KVObjectReader[]) => Promise<InjectedPrefill>,
+  before?: BeforeContext,
 ): Promise<OverlappedTiming> {
   const t0 = performance.now();
   const signal = new AbortController().signal;
   setMaxListeners(keys.length + 8, signal);
   const opened = keys.map((key) => fetcher.open(key, {}, signal, fetch));
   for (const p of opened) p.catch(() => undefined);
+  await before?.();
   const fetched = await Promise.all(opened);
   let lastArrival = t0;
   const arrivals = fetched.map((f) => f.reader.drained.then(() => void (lastArrival = Math.max(lastArrival, performance.now()))));
@@ -137,12 +149,16 @@ async function fetchVerified(fetcher: KvFetcher, key: string, signal: AbortSigna
   return { reader: got.reader, bytes: got.received(), arrivedAt: performance.now() };
 }
 
-/** Fetches `keys` and injects them into `session` from its current length on; `window` bounds objects held at once. */
+/**
+ * Fetches `keys` and injects them into `session` from its current length on; `window` bounds objects held at once.
+ * `before` (BeforeContext) runs once the first window is requested.
+ */
 export async function fetchAndInject(
   fetcher: KvFetcher,
   keys: readonly string[],
   session: InjectTarget,
   window: number,
+  before?: BeforeContext,
 ): Promise<FetchInjectTiming> {
   const t0 = performance.now();
   // One signal per query, as run-query passes it: every object in flight listens on it.
@@ -159,6 +175,8 @@ export async function fetchAndInject(
     }
   };
   const timing: FetchInjectTiming = { fetchMs: 0, fetchWaitMs: 0, injectMs: 0, bytes: 0 };
+  launch(0);
+  await before?.();
   let lastArrival = t0;
   for (let i = 0; i < keys.length; i++) {
     launch(i);

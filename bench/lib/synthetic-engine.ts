@@ -35,6 +35,8 @@ export interface BenchEngine {
   readonly info: ModelInfo;
   readonly backend: BackendName;
   readonly device: string;
+  /** The model's tokenizer (a synthetic model's has ids only: its config's BOS and EOS, no text), e.g. for the sink token. */
+  readonly tokenizer: Tokenizer;
   createSession(capacity: number): Session;
   /** Makes a transform table usable by injected objects (Engine.useTransformTable). */
   useTransformTable(table: TransformTable): Promise<void>;
@@ -49,6 +51,7 @@ export function asBenchEngine(engine: Engine): BenchEngine {
     info: engine.info,
     backend: engine.backend,
     device: engine.device,
+    tokenizer: engine.tokenizer,
     createSession: (capacity: number) => engine.createSession({ capacity }),
     useTransformTable: (table) => engine.useTransformTable(table),
     work: () => engine.work(),
@@ -173,6 +176,7 @@ export async function createSyntheticEngine(name: string, hfConfig: HfConfig, op
     info,
     backend: backend.name,
     device: backend.device,
+    tokenizer: model.tokenizer,
     createSession: (capacity: number): Session => new BackendSession(backend, model, capacity, hot),
     useTransformTable: async (table) => backend.useTransformTable(transformTables.register(table)),
     work: async () => meter.snapshot(0, backend.kvWrites()),

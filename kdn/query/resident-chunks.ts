@@ -8,7 +8,7 @@ import { performance } from 'node:perf_hooks';
 import type { Logger } from '../../common/log.ts';
 import type { Engine, ResidentKey, Session } from '../../engine-adapter/types.ts';
 import { tokenHash } from '../../storage/kv-object/index.ts';
-import { sinkToken } from '../sink-token.ts';
+import { sinkToken, type SinkEngine } from '../sink-token.ts';
 import type { ContextPiece } from './context-plan.ts';
 
 /** Each piece's identity in the hot tier, under the query's tenant. */
@@ -21,7 +21,7 @@ export function residentKeys(run: { tenant: string; pieces: readonly ContextPiec
  * position 0, attending to itself alone), so one entry serves every tenant: it holds nothing a tenant sent. The
  * tenant '' is no tenant's id (api-keys.ts: ids are 1-63 characters).
  */
-function sinkKey(engine: Engine): ResidentKey {
+function sinkKey(engine: SinkEngine): ResidentKey {
   return { tenant: '', objectKey: 'sink', tokenHash: tokenHash([sinkToken(engine)]) };
 }
 
@@ -29,14 +29,14 @@ function sinkKey(engine: Engine): ResidentKey {
  * Places the sink at the session's start: by copies from the hot tier when it holds it, else by a prefill, which
  * on a large model costs a forward as long as a decode step. Returns whether it was computed (keepSinkResident).
  */
-export async function placeSink(session: Session, engine: Engine): Promise<boolean> {
+export async function placeSink(session: Session, engine: SinkEngine): Promise<boolean> {
   if (await session.injectResident(sinkKey(engine), session.length)) return false;
   await session.prefill([sinkToken(engine)], { logits: 'none' });
   return true;
 }
 
 /** Keeps the sink this session computed (its row 0) for the next queries; like keepFetchedResident, best effort. */
-export async function keepSinkResident(session: Session, engine: Engine, log: Logger): Promise<void> {
+export async function keepSinkResident(session: Session, engine: SinkEngine, log: Logger): Promise<void> {
   try {
     await session.keepResident(sinkKey(engine), { start: 0, end: 1 });
   } catch (err) {

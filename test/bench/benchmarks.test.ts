@@ -294,6 +294,31 @@ describe('benchmarks on a tiny model', () => {
     for (const ms of waited) expect(ms).to.be.at.least(299);
   });
 
+  it('ttft --sink: prefill computes the sink in every run, resident once (a warmup) and then copies it from the hot tier', async () => {
+    const args = ['--model', model, '--backend', 'cpu', '--contexts', '32', '--question', '4', '--chunk', '16'];
+    const modes = ['inject-int4', 'inject-hot', 'blend-int4'];
+    const rows = async (sink?: string): Promise<BenchRecord[]> => {
+      const sinkArgs = sink ? ['--sink', sink] : [];
+      const report = await runTtft([...args, '--runs', '2', '--warmup', '1', '--modes', ['recompute', ...modes].join(','), ...sinkArgs]);
+      return report.records.filter((r) => modes.includes(String(r.mode)));
+    };
+    for (const r of await rows()) {
+      expect(r).to.include({ sink: 'none', sink_ms: null, sink_computed_runs: null, note: null });
+      expect(r.first_token_matches_recompute).to.be.a('boolean');
+    }
+    for (const [sink, computed] of [
+      ['prefill', 2],
+      ['resident', 0],
+    ] as const) {
+      for (const r of await rows(sink)) {
+        expect(r, `${r.mode} --sink ${sink}`).to.include({ sink, sink_computed_runs: computed, note: null });
+        expect(num(r, 'sink_ms')).to.be.greaterThan(0);
+        // Recompute prefills no sink: its first token is not the injected context's to match.
+        expect(r.first_token_matches_recompute).to.equal(null);
+      }
+    }
+  });
+
   it('ttft --kv synthetic: inject modes timed from seeded random objects (no prefill), marked as timing only', async () => {
     const report = await runTtft([
       '--model',
