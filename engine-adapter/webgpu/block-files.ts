@@ -6,10 +6,10 @@
  * into mapped staging through the pool, against 15-18 GB/s for one thread copying, which then does nothing else).
  *
  * A file is opened here, by its path, and read only if it is still the very file its blocks were verified from
- * (block-source.ts fileIdentity); otherwise the caller copies the block's own bytes.
+ * (block-source.ts isIdentified); otherwise the caller copies the block's own bytes.
  */
 import { close, fstat, open, read } from 'node:fs';
-import { fileIdentity, sourcePaths } from '../../storage/kv-object/index.ts';
+import { isIdentified, sourcePaths } from '../../storage/kv-object/index.ts';
 import type { KVBlockSource } from '../../storage/kv-object/types.ts';
 
 /**
@@ -111,7 +111,7 @@ function openIdentified(path: string, identity: string): Promise<number | null> 
     open(path, 'r', (err, fd) => {
       if (err) return resolve(null);
       fstat(fd, (statErr, stats) => {
-        if (!statErr && fileIdentity(stats) === identity) return resolve(fd);
+        if (!statErr && isIdentified(stats, identity)) return resolve(fd);
         closeFd(fd);
         resolve(null);
       });

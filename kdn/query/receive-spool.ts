@@ -14,20 +14,13 @@
  * bound, or when the folder is full (a container's small /dev/shm), blocks go with their bytes as before.
  */
 import { randomUUID } from 'node:crypto';
-import { closeSync, existsSync, fstatSync, ftruncateSync, futimesSync, openSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, openSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileIdentity, pinPath } from '../../storage/kv-object/index.ts';
+import { appendedFileIdentity, pinPath } from '../../storage/kv-object/index.ts';
 import type { KVBlockSource } from '../../storage/kv-object/types.ts';
 
 /** Where spool files go by default: memory, and the only place where writing them is cheaper than the copy they save. */
 export const DEFAULT_SPOOL_DIR = '/dev/shm';
-/**
- * A file's size from its start: sparse, so it costs only what is written, and fixed, so that its identity (size and
- * modification time among them, block-source.ts fileIdentity) holds while later blocks are appended.
- */
-const SPARSE_BYTES = 2 ** 40;
-/** The modification time every spool file is kept at (seconds), for the same reason: writes would move it. */
-const FIXED_TIME = 1_000_000_000;
 /** After a write failed (the folder is full), blocks go with their bytes for this long before files are tried again. */
 const PAUSE_MS = 5_000;
 
@@ -63,9 +56,8 @@ export class ReceiveSpool {
     }
     try {
       unlinkSync(path);
-      ftruncateSync(fd, SPARSE_BYTES);
-      futimesSync(fd, FIXED_TIME, FIXED_TIME);
-      return new SpoolFile(this, fd, path, fileIdentity(fstatSync(fd)));
+      // Its device and inode: appends move its size and modification time while earlier blocks are read.
+      return new SpoolFile(this, fd, path, appendedFileIdentity(fstatSync(fd)));
     } catch {
       closeSync(fd);
       this.pause();
@@ -108,7 +100,6 @@ export class SpoolFile {
     const position = this.end;
     try {
       for (let done = 0; done < bytes.length; ) done += writeSync(this.fd, bytes, done, bytes.length - done, position + done);
-      futimesSync(this.fd, FIXED_TIME, FIXED_TIME);
     } catch {
       // Most likely the folder is full: this object's later blocks, and others' for a while, go with their bytes.
       this.spool.free(bytes.length);

@@ -12,6 +12,20 @@ export function fileIdentity(stats: { dev: number; ino: number; size: number; mt
   return `${stats.dev}:${stats.ino}:${stats.size}:${stats.mtimeMs}`;
 }
 
+/**
+ * The identity of a private file that is appended to while blocks in it are read (kdn/query/receive-spool.ts): its
+ * device and inode alone, since every append moves its size and modification time. Only for a file unlinked as soon
+ * as it was made and reached by its descriptor's path (KVBlockSource.pin), which nothing can replace under it.
+ */
+export function appendedFileIdentity(stats: { dev: number; ino: number }): string {
+  return `${stats.dev}:${stats.ino}`;
+}
+
+/** Whether an open file with `stats` is the one `identity` names (fileIdentity, or appendedFileIdentity). */
+export function isIdentified(stats: { dev: number; ino: number; size: number; mtimeMs: number }, identity: string): boolean {
+  return identity === fileIdentity(stats) || identity === appendedFileIdentity(stats);
+}
+
 const PIN_DIR = existsSync('/proc/self/fd') ? '/proc/self/fd' : undefined;
 
 /**
@@ -64,7 +78,7 @@ function openIdentified(path: string, identity: string): number | null {
     return null;
   }
   try {
-    if (fileIdentity(fstatSync(fd)) === identity) return fd;
+    if (isIdentified(fstatSync(fd), identity)) return fd;
   } catch {
     // unreadable: not the verified file
   }

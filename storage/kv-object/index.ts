@@ -6,7 +6,16 @@ export { encodeKVObject, type EncodeMeta } from './encode.ts';
 export { decodeKVObject, kvPayloadOffset, readKVHeader, verifyKVObject } from './decode.ts';
 export { readKVObject } from './stream-reader.ts';
 export { verifiedBlock } from './layer-block.ts';
-export { fileIdentity, layerBlockOf, pinPath, readBlockSource, sourceGone, sourcePaths } from './block-source.ts';
+export {
+  appendedFileIdentity,
+  fileIdentity,
+  isIdentified,
+  layerBlockOf,
+  pinPath,
+  readBlockSource,
+  sourceGone,
+  sourcePaths,
+} from './block-source.ts';
 export { tokenHash } from './token-hash.ts';
 export { codecFromString, codecToString } from './codec-spec.ts';
 export { codecEntry, codecFor, DEFAULT_GROUP_SIZE, type CodecEntry, type LayerCodec, type LayerShape } from './codecs/index.ts';

@@ -94,7 +94,8 @@ export interface KVLayerBlock {
 
 /**
  * A verified block's bytes in a file: a same-host edge's shared-memory copy, which is written once under a temporary
- * name and renamed, never changed in place. An engine may read the bytes from there on another thread instead of
+ * name and renamed, never changed in place, or a fetch thread's private spool file, appended to but never rewritten
+ * (kdn/query/receive-spool.ts). An engine may read the bytes from there on another thread instead of
  * copying them on its own; it first checks that `path` still names the very file they were verified from
  * (`identity`), and otherwise copies the block's own bytes, or fails the injection (KV_CORRUPT) for a KVFileBlock,
  * which has none.
@@ -107,7 +108,10 @@ export interface KVBlockSource {
    * tries it first, checking the identity the same way, since the descriptor's number may be taken by another file.
    */
   pin?: string;
-  /** The file's device, inode, size and modification time when the block was verified, joined by ':'. */
+  /**
+   * The file's device, inode, size and modification time when the block was verified, joined by ':'; for a private
+   * file still being appended to, reached by `pin` alone, its device and inode (block-source.ts appendedFileIdentity).
+   */
   identity: string;
   /** Offset of the block's first byte in the file. */
   position: number;

@@ -373,7 +373,8 @@ async function routedBlocks(pool: KvFetchPool, key: string): Promise<KVBlock[] &
   const channel = new BlockChannel(got.reader.header);
   channel.listen(port1);
   const blocks: KVBlock[] = [];
-  for await (const block of channel.reader.layers) blocks.push(block);
+  // Copied as they come: the channel hands a block's buffer back to the fetch thread once it is taken.
+  for await (const block of channel.reader.layers) blocks.push(block.encoded ? { ...block, encoded: block.encoded.slice() } : block);
   return Object.assign(blocks, { header: got.reader.header, channel });
 }
 
