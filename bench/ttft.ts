@@ -50,6 +50,8 @@
  * `--receive-buffer-mib N` is what each fetch thread keeps of the buffers the engine's thread sends back, to receive
  * later objects into (kdn/query/receive-buffers.ts; default kdn's, 0 for a new buffer per object); the records give it
  * and the share of bytes received into returned buffers.
+ * `--spool-mib N` is what the fetch threads together may hold in memory files of blocks received over sockets for the
+ * engine's thread (kdn/query/receive-spool.ts; default kdn's, 0 to send those blocks with their bytes).
  * `--edge-shm` has the edge mirror its memory tier under /dev/shm and runs each inject and blend mode twice, records
  * marked `delivery`: 'socket' (loopback HTTP, as without the flag) then 'shm' (the same-host fast path,
  * kdn/query/shm-source.ts; a run where any object came over HTTP is an error, not a figure).
@@ -89,7 +91,7 @@ import { createLogger } from '../common/log.ts';
 import { keepSinkResident, placeSink } from '../kdn/query/resident-chunks.ts';
 import { sinkToken } from '../kdn/sink-token.ts';
 import { overlapsPrompt } from '../kdn/query/overlap-policy.ts';
-import { DEFAULT_RECEIVE_BUFFER_BYTES, KvFetchPool } from '../kdn/query/kv-fetch-pool.ts';
+import { DEFAULT_RECEIVE_BUFFER_BYTES, DEFAULT_SPOOL_BYTES, KvFetchPool } from '../kdn/query/kv-fetch-pool.ts';
 import type { ReceiveBufferStats } from '../kdn/query/receive-buffers.ts';
 import { defaultFetchThreads, inThreadFetcher, type KvFetcher, type KvFetchOptions } from '../kdn/query/kv-fetcher.ts';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -162,6 +164,7 @@ interface TtftArgs extends SpeedArgs {
   edge: EdgePlacement;
   fetchThreads: number;
   receiveBufferMib: number;
+  spoolMib: number;
   /** Unmeasured recompute runs; a long context's recompute is the costliest measurement of a run. */
   recomputeWarmup: number;
   kv: (typeof KV_SOURCES)[number];
@@ -218,6 +221,7 @@ function parse(args: string[]): TtftArgs {
     edge: { type: 'string' },
     'fetch-threads': { type: 'string' },
     'receive-buffer-mib': { type: 'string' },
+    'spool-mib': { type: 'string' },
     'recompute-warmup': { type: 'string' },
     kv: { type: 'string' },
     'blend-ratio': { type: 'string' },
@@ -256,6 +260,7 @@ function parse(args: string[]): TtftArgs {
       values['receive-buffer-mib'] === '0'
         ? 0
         : positiveInt(values['receive-buffer-mib'], DEFAULT_RECEIVE_BUFFER_BYTES / 2 ** 20, 'receive-buffer-mib'),
+    spoolMib: values['spool-mib'] === '0' ? 0 : positiveInt(values['spool-mib'], DEFAULT_SPOOL_BYTES / 2 ** 20, 'spool-mib'),
     recomputeWarmup: values['recompute-warmup'] === '0' ? 0 : positiveInt(values['recompute-warmup'], speed.warmup, 'recompute-warmup'),
     kv,
     blend: {
@@ -884,6 +889,7 @@ async function measureContext(
           const pool = new KvFetchPool(edge.clientOptions, a.fetchThreads, {
             sharedMemory,
             receiveBufferBytes: a.receiveBufferMib * 2 ** 20,
+            spoolBytes: a.spoolMib * 2 ** 20,
             deliverEagerly: !a.engineThread || a.handOver === 'loop',
             verifyAlongside: a.shmVerify === 'alongside',
           });
@@ -932,7 +938,7 @@ async function measureContext(
               bytes: last.bytes,
               loop_block_bytes: loopBytes,
               ...writes,
-              ...(pool ? { receive_buffer_mib: a.receiveBufferMib, receive_reused_share: reusedShare } : {}),
+              ...(pool ? { receive_buffer_mib: a.receiveBufferMib, receive_reused_share: reusedShare, spool_mib: a.spoolMib } : {}),
               reserve_ms: round(median(m.results.map((r) => r.reserveMs))),
               inject_path: path,
               fetch_ms: round(median(m.results.map((r) => r.fetchMs))),
@@ -1081,6 +1087,7 @@ export async function run(args: string[], checkpoint?: Checkpoint): Promise<Benc
       sink: a.sink,
       fetchThreads: a.fetchThreads,
       receiveBufferMib: a.fetchThreads > 0 ? a.receiveBufferMib : null,
+      spoolMib: a.fetchThreads > 0 ? a.spoolMib : null,
       engineThread: a.engineThread
         ? a.handOver === 'direct'
           ? "its own (engine-adapter/worker): the fetch pool's blocks go there from the fetch threads"
