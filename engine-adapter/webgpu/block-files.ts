@@ -13,10 +13,11 @@ import { isIdentified, sourcePaths } from '../../storage/kv-object/index.ts';
 import type { KVBlockSource } from '../../storage/kv-object/types.ts';
 
 /**
- * A file no writer holds is closed after this long: an object's layers arrive over tens of milliseconds, and
- * an open descriptor keeps an evicted (unlinked) file's memory allocated.
+ * A file no writer holds is closed after this long: an object's layers arrive over tens of milliseconds, and an open
+ * descriptor keeps an unlinked file's memory allocated (an evicted edge file, or a fetch thread's spool file, which
+ * is unlinked from the start: kdn/query/receive-spool.ts).
  */
-const IDLE_MS = 1_000;
+const IDLE_MS = 250;
 
 interface OpenFile {
   /** The descriptor, or null when the path no longer names the verified file (or could not be opened). */

@@ -10,8 +10,8 @@
  * Each routed object gets a file of its own, opened with a random name under `dir`, mode 0600, and unlinked at once:
  * only this process reaches it, by the descriptor's /proc path (block-source.ts pinPath). It is closed once the
  * engine's thread is done with the object (BlockOutlet.holdOpen); its memory goes when the engine's own descriptor
- * closes too, at most a second later (block-files.ts). What one thread holds in open files is bounded: past the
- * bound, or when the folder is full (a container's small /dev/shm), blocks go with their bytes as before.
+ * closes too, a quarter of a second after its last read (block-files.ts). What one thread holds in open files is
+ * bounded: past the bound, or when the folder is full (a container's small /dev/shm), blocks go with their bytes.
  */
 import { randomUUID } from 'node:crypto';
 import { closeSync, existsSync, fstatSync, openSync, unlinkSync, writeSync } from 'node:fs';
