@@ -75,6 +75,12 @@
 #   receive  8B TTFT at 8k, engine on its own thread as kdn runs it, over sockets and the same-host fast path: fetch
 #            threads receiving into the buffers the engine sends back against a new buffer per object, four runs in
 #            the order kept, new, new, kept (bench/results/ttft-receive-gpu.json)                           ~5 min
+#   spool    8B int4 TTFT at 8k then 16k over sockets, engine on its own thread: blocks received over HTTP spooled to
+#            memory files that its staging reads on libuv's pool, against sent with their bytes (--spool-mib 0), four
+#            runs in the order spool, none, none, spool; then the peer's host-memory hit once (ttft-spool-gpu.json)  ~3 min
+#   sink     8B int4 TTFT at 8k over sockets and the fast path, engine on its own thread: the sink token computed by
+#            every query (--sink prefill) against placed from the hot tier as kdn does (resident), four runs in the
+#            order prefill, resident, resident, prefill (bench/results/ttft-sink-gpu.json)                   ~1.5 min
 #   load     32 clients against kdn serve on the GPU, continuous batching off against on (load-gpu.json) ~5 min
 #   batch    1B and 8B decode tokens/s of 1, 8 and 32 sequences, alone against batched (decode-batch-gpu.json) ~2 min
 #   merge    DIR's TTFT, engine, delivery, forward-profile and comparison files into bench/results/
@@ -319,6 +325,20 @@ for part in "$@"; do
           --kv synthetic --modes inject,inject-int4 --edge-shm --engine-thread --receive-buffer-mib "${run#*-}" --runs 5 \
           --warmup 1 --recompute-warmup 0 --max-seconds 170
       done ;;
+    spool)
+      for ctx in 8192 16384; do
+        for run in 1-2048 2-0 3-0 4-2048; do
+          bench 90 "ttft-spool-$ctx-$run" ttft --shape llama3.1-8b --contexts "$ctx" --question 64 --backend webgpu --kv synthetic \
+            --modes inject-int4 --engine-thread --runs 5 --warmup 1 --recompute-warmup 0 --spool-mib "${run#*-}" --max-seconds 80
+        done
+      done
+      bench 90 ttft-spool-peer ttft --shape llama3.1-8b --contexts 8192,16384 --question 64 --backend webgpu --kv synthetic \
+        --modes peer-host-hit --runs 3 --max-seconds 80 ;;
+    sink)
+      for run in 1-prefill 2-resident 3-resident 4-prefill; do
+        bench 100 "ttft-sink-$run" ttft --shape llama3.1-8b --contexts 8192 --question 64 --backend webgpu --kv synthetic \
+          --modes inject-int4 --edge-shm --engine-thread --runs 5 --warmup 1 --recompute-warmup 0 --sink "${run#*-}" --max-seconds 90
+      done ;;
     batch)
       bench 200 decode-batch-gpu-1b decode-batch --shape llama3.2-1b --sequences 1,8,32 --context 1024 --decode 32 --rounds 2 --backend webgpu
       bench 360 decode-batch-gpu-8b decode-batch --shape llama3.1-8b --sequences 1,8,32 --context 1024 --decode 16 --rounds 2 --backend webgpu ;;
@@ -328,7 +348,7 @@ for part in "$@"; do
     merge)
       node --import tsx tools/gpu/merge-results.ts "$DIR" ;;
     *)
-      echo "unknown part $part (check, profile, forward, 8b, 8b-long, 1b, engine, compare, sass, blend, fidelity, expand, batch, receive," \
+      echo "unknown part $part (check, profile, forward, 8b, 8b-long, 1b, engine, compare, sass, blend, fidelity, expand, batch, receive, spool, sink," \
         "delivery, delivery-long, fastpath, formats, shm-order, placed, poll, timeline, overlap-long, verify-ab, idle, goals, goals-long, thread-profile, ab, handover, load, merge)" >&2
       exit 2 ;;
   esac

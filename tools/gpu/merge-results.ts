@@ -34,6 +34,10 @@
  *                             --idle-ms, against none, ABBA)
  *   ttft-goals-*.json      -> bench/results/ttft-goals-gpu.json (fp16, int4 and the hot tier at 8k, 16k and 32k as kdn
  *                             runs them, beside the host-memory hit)
+ *   ttft-spool-*.json      -> bench/results/ttft-spool-gpu.json (sockets: blocks spooled for the engine's staging reads
+ *                             against sent with their bytes, ABBA at 8k and 16k, and the peer's host-memory hit)
+ *   ttft-sink-*.json       -> bench/results/ttft-sink-gpu.json (the sink token computed every query against placed from
+ *                             the hot tier, ABBA)
  *   compare-transformers.json -> bench/results/gpu/compare-transformers.json
  * Each merged file names the commit its runs measured (the folder's source.json, which every benchmark file must
  * agree with) and keeps each run's command, date, host and params. A partial run is refused: rerun that part.
@@ -161,6 +165,8 @@ const BENCHMARKS = [
   ['ttft-verify-', 'ttft-verify-gpu'],
   ['ttft-idle-', 'ttft-idle-gpu'],
   ['ttft-goals-', 'ttft-goals-gpu'],
+  ['ttft-spool-', 'ttft-spool-gpu'],
+  ['ttft-sink-', 'ttft-sink-gpu'],
   ['fidelity-', 'fidelity'],
 ] as const;
 
