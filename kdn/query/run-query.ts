@@ -361,7 +361,7 @@ async function injectOneByOne(
   fetchStart: number,
   signal: AbortSignal,
 ): Promise<Omit<BuiltContext, 'sinkComputed'>> {
-  const { fetcher, log } = deps;
+  const { fetcher } = deps;
   const fetches = pieces.map((p, i) => reusable[i] ?? new ChunkFetch(fetcher, p.key, expectations[i]!, signal));
   // A fetch that fails before its header arrives is retried at once, not when injection reaches its chunk: with the
   // origin down every chunk's attempts would otherwise wait out the edge's timeout one chunk after another.
@@ -377,23 +377,9 @@ async function injectOneByOne(
   const uses: ChunkUse[] = [];
   let injectionMs = 0;
   for (const [i, piece] of pieces.entries()) {
-    let fetch: ChunkFetch | undefined = fetches[i]!;
-    let received = 0;
-    for (let attempt = 1; fetch; attempt++) {
-      const injectStart = performance.now();
-      try {
-        await session.injectKV(await fetch.reader, session.length);
-        injectionMs += performance.now() - injectStart;
-        break;
-      } catch (err) {
-        injectionMs += performance.now() - injectStart;
-        received += fetch.bytes;
-        log.warn({ key: piece.key, edge: fetch.edge, attempt, err }, 'chunk object unusable');
-        // Checked by code: errors from the fetch threads arrive rebuilt, not as the same class.
-        if ((err as { code?: unknown }).code === 'KV_CORRUPT') deps.onCorrupt?.(piece.key);
-        fetch = attempt < FETCH_ATTEMPTS ? ((await retries[i]) ?? new ChunkFetch(fetcher, piece.key, expectations[i]!, signal)) : undefined;
-      }
-    }
+    const refetch = async () => (await retries[i]) ?? new ChunkFetch(fetcher, piece.key, expectations[i]!, signal);
+    const { fetch, received, ms } = await injectPiece(deps, session, piece, fetches[i]!, refetch);
+    injectionMs += ms;
     if (fetch) {
       await fetch.done;
       uses.push({ ...use(piece, fetch.tier, received + fetch.bytes), ...(fetch.edge ? { edge: fetch.edge } : {}) });
@@ -415,6 +401,38 @@ async function injectOneByOne(
     promptMs: null,
     blend: null,
   };
+}
+
+/**
+ * Injects `piece` from `first`, then from `refetch()` while attempts remain. Returns the fetch that went in (none when
+ * every attempt failed: the caller computes the chunk), the bytes the failed attempts received, and the time spent
+ * injecting.
+ */
+async function injectPiece(
+  deps: QueryDeps,
+  session: Session,
+  piece: ContextPiece,
+  first: ChunkFetch,
+  refetch: () => Promise<ChunkFetch>,
+): Promise<{ fetch?: ChunkFetch; received: number; ms: number }> {
+  let received = 0;
+  let ms = 0;
+  let fetch: ChunkFetch | undefined = first;
+  for (let attempt = 1; fetch; attempt++) {
+    const start = performance.now();
+    try {
+      await session.injectKV(await fetch.reader, session.length);
+      return { fetch, received, ms: ms + performance.now() - start };
+    } catch (err) {
+      ms += performance.now() - start;
+      received += fetch.bytes;
+      deps.log.warn({ key: piece.key, edge: fetch.edge, attempt, err }, 'chunk object unusable');
+      // Checked by code: errors from the fetch threads arrive rebuilt, not as the same class.
+      if ((err as { code?: unknown }).code === 'KV_CORRUPT') deps.onCorrupt?.(piece.key);
+      fetch = attempt < FETCH_ATTEMPTS ? await refetch() : undefined;
+    }
+  }
+  return { received, ms };
 }
 
 /** When the last of `fetches` ended, and `since` if none ended after it. */
