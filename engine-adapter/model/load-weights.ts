@@ -54,34 +54,55 @@ export async function loadModelWeights(modelDir: string, config?: ModelConfig): 
   const cfg = config ?? (await loadModelConfig(modelDir));
   const expected = expectedTensors(cfg);
   const files = await SafetensorsModel.open(modelDir);
-  const tensors = new Map<string, Tensor>();
   const hasher = new FingerprintHasher(cfg);
+  let tensors: Map<string, Tensor>;
   try {
-    for (const name of expected.keys()) {
-      if (!files.entry(name)) {
-        throw new KdnError('MODEL_INVALID', `tensor ${name} is missing from ${modelDir}`, {
-          hint: `a ${cfg.architecture} with this config.json needs it; the safetensors files do not match the config`,
-        });
-      }
-    }
-    for (const name of files.names()) {
-      const entry = files.entry(name)!;
-      hasher.beginTensor(entry);
-      const shape = expected.get(name);
-      if (shape === undefined) {
-        for await (const raw of files.rawChunks(entry)) hasher.update(raw);
-        continue;
-      }
-      if (entry.shape.length !== shape.length || entry.shape.some((d, i) => d !== shape[i])) {
-        throw new KdnError('MODEL_INVALID', `tensor ${name} has shape [${entry.shape}], config.json implies [${shape}]`);
-      }
-      tensors.set(name, { shape, data: await files.readFloat32(entry, (raw) => hasher.update(raw)) });
-    }
+    tensors = await readTensors(files, expected, hasher, `a ${cfg.architecture} with this config.json`, modelDir);
   } finally {
     await files.close();
   }
+  let parameters = 0;
+  for (const tensor of tensors.values()) parameters += tensor.data.length;
+  return { weights: assemble(cfg, (name) => tensors.get(name)!), fingerprint: hasher.digest(), parameters };
+}
 
-  const t = (name: string): Tensor => tensors.get(name)!;
+/**
+ * Every tensor `expected` names, read as float32 and checked against its shape; every file's bytes go through
+ * `hasher`, tensors the runtime does not use too. `needs` says who needs a missing tensor, for its error.
+ */
+async function readTensors(
+  files: SafetensorsModel,
+  expected: Map<string, number[]>,
+  hasher: FingerprintHasher,
+  needs: string,
+  modelDir: string,
+): Promise<Map<string, Tensor>> {
+  for (const name of expected.keys()) {
+    if (!files.entry(name)) {
+      throw new KdnError('MODEL_INVALID', `tensor ${name} is missing from ${modelDir}`, {
+        hint: `${needs} needs it; the safetensors files do not match the config`,
+      });
+    }
+  }
+  const tensors = new Map<string, Tensor>();
+  for (const name of files.names()) {
+    const entry = files.entry(name)!;
+    hasher.beginTensor(entry);
+    const shape = expected.get(name);
+    if (shape === undefined) {
+      for await (const raw of files.rawChunks(entry)) hasher.update(raw);
+      continue;
+    }
+    if (entry.shape.length !== shape.length || entry.shape.some((d, i) => d !== shape[i])) {
+      throw new KdnError('MODEL_INVALID', `tensor ${name} has shape [${entry.shape}], config.json implies [${shape}]`);
+    }
+    tensors.set(name, { shape, data: await files.readFloat32(entry, (raw) => hasher.update(raw)) });
+  }
+  return tensors;
+}
+
+/** The model's weights from its tensors by Hugging Face name (`t`), as the config says they are laid out. */
+function assemble(cfg: ModelConfig, t: (name: string) => Tensor): ModelWeights {
   const layers: LayerWeights[] = [];
   for (let l = 0; l < cfg.layers; l++) {
     const p = `model.layers.${l}.`;
@@ -102,14 +123,5 @@ export async function loadModelWeights(modelDir: string, config?: ModelConfig): 
     });
   }
   const embed = t('model.embed_tokens.weight');
-  const weights: ModelWeights = {
-    config: cfg,
-    embed,
-    layers,
-    finalNorm: t('model.norm.weight'),
-    lmHead: cfg.tieWordEmbeddings ? embed : t('lm_head.weight'),
-  };
-  let parameters = 0;
-  for (const tensor of tensors.values()) parameters += tensor.data.length;
-  return { weights, fingerprint: hasher.digest(), parameters };
+  return { config: cfg, embed, layers, finalNorm: t('model.norm.weight'), lmHead: cfg.tieWordEmbeddings ? embed : t('lm_head.weight') };
 }
