@@ -51,7 +51,8 @@
  * later objects into (kdn/query/receive-buffers.ts; default kdn's, 0 for a new buffer per object); the records give it
  * and the share of bytes received into returned buffers.
  * `--spool-mib N` is what the fetch threads together may hold in memory files of blocks received over sockets for the
- * engine's thread (kdn/query/receive-spool.ts; default kdn's, 0 to send those blocks with their bytes).
+ * engine's thread (kdn/query/receive-spool.ts; default kdn's, 0 to send those blocks with their bytes); the records give
+ * it and spool_share, the share of such blocks' bytes the spool took.
  * `--edge-shm` has the edge mirror its memory tier under /dev/shm and runs each inject and blend mode twice, records
  * marked `delivery`: 'socket' (loopback HTTP, as without the flag) then 'shm' (the same-host fast path,
  * kdn/query/shm-source.ts; a run where any object came over HTTP is an error, not a figure).
@@ -93,6 +94,7 @@ import { sinkToken } from '../kdn/sink-token.ts';
 import { overlapsPrompt } from '../kdn/query/overlap-policy.ts';
 import { DEFAULT_RECEIVE_BUFFER_BYTES, DEFAULT_SPOOL_BYTES, KvFetchPool } from '../kdn/query/kv-fetch-pool.ts';
 import type { ReceiveBufferStats } from '../kdn/query/receive-buffers.ts';
+import type { SpoolStats } from '../kdn/query/receive-spool.ts';
 import { defaultFetchThreads, inThreadFetcher, type KvFetcher, type KvFetchOptions } from '../kdn/query/kv-fetcher.ts';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { argmax } from './lib/logits.ts';
@@ -348,6 +350,16 @@ function reuseShare(before: ReceiveBufferStats, after: ReceiveBufferStats): numb
   const reused = after.reusedBytes - before.reusedBytes;
   const total = reused + after.freshBytes - before.freshBytes;
   return total === 0 ? null : round(reused / total);
+}
+
+/**
+ * The share of the bytes routed to the engine's thread with no file of their own, between two readings of a pool,
+ * that its spool took (receive-spool.ts); null when there were none.
+ */
+function spoolShare(before: SpoolStats, after: SpoolStats): number | null {
+  const spooled = after.spooledBytes - before.spooledBytes;
+  const total = spooled + after.sentBytes - before.sentBytes;
+  return total === 0 ? null : round(spooled / total);
 }
 
 /** The rounded median of a figure the run's path has, else null. */
@@ -916,6 +928,7 @@ async function measureContext(
             const pool = pools.get(via);
             const loopBytesBefore = pool?.deliveredBytes ?? 0;
             const buffersBefore = pool?.receiveBuffers;
+            const spoolBefore = pool?.spool;
             const workBefore = await engine.work();
             const m = await measureInject(engine, via, modeKeys, contextIds.length, questionIds, path, a, chunkIds);
             const runs = m.results.flatMap((r) => (r.timeline ? [r.timeline] : []));
@@ -923,6 +936,7 @@ async function measureContext(
             const writes = engineWorkPerQuery(workBefore, await engine.work(), a.warmup + a.runs);
             const loopBytes = pool ? pool.deliveredBytes - loopBytesBefore : null;
             const reusedShare = pool && buffersBefore ? reuseShare(buffersBefore, pool.receiveBuffers) : null;
+            const spooledShare = pool && spoolBefore ? spoolShare(spoolBefore, pool.spool) : null;
             // The fast path's figure must be the fast path's: not one object may have come over the socket.
             if (delivery === 'shm' && (await bytesServed(edge)) !== servedBefore) {
               const hint = 'is /dev/shm (or the temp folder) writable, and large enough for the edge memory tier?';
@@ -938,7 +952,14 @@ async function measureContext(
               bytes: last.bytes,
               loop_block_bytes: loopBytes,
               ...writes,
-              ...(pool ? { receive_buffer_mib: a.receiveBufferMib, receive_reused_share: reusedShare, spool_mib: a.spoolMib } : {}),
+              ...(pool
+                ? {
+                    receive_buffer_mib: a.receiveBufferMib,
+                    receive_reused_share: reusedShare,
+                    spool_mib: a.spoolMib,
+                    spool_share: spooledShare,
+                  }
+                : {}),
               reserve_ms: round(median(m.results.map((r) => r.reserveMs))),
               inject_path: path,
               fetch_ms: round(median(m.results.map((r) => r.fetchMs))),

@@ -160,8 +160,9 @@ export async function startKdn(config: KdnConfig, log: Logger = createLogger('kd
     cleanup.push(() => engine.dispose());
     const codecs = await codecsOf(config, configuredCodec, origin, engine, log);
     const access = await loadAccess(config, origin, log);
-    const { embeddedEdge, edgeSecret, edges, fetcher } = await deliveryOf(config, origin, engine, log, cleanup);
+    const { embeddedEdge, edgeSecret, edges, fetcher, spool } = await deliveryOf(config, origin, engine, log, cleanup);
     const metrics = new KdnMetrics(() => engine.work());
+    if (spool) metrics.watchSpool(spool);
     const scheduler = new EngineScheduler({
       maxWaitingPerTenant: config.tenantMaxQueries,
       maxInteractive: config.engineBatch,
@@ -232,9 +233,10 @@ async function deliveryOf(config: KdnConfig, origin: ObjectStore, engine: Engine
   cleanup.push(async () => edges.close());
   const receiving = receivingFetcher(config, edgeOptions, edges, engine.backend);
   cleanup.push(() => receiving.close());
+  const spool = receiving instanceof KvFetchPool ? () => receiving.spool : undefined;
   // Tables are control objects (edges serve chunk objects only): read from the origin, once each.
   const tables = new TransformTableLoader((hash) => origin.get(transformTableKey(engine.info.fingerprint, hash)), engine, receiving);
-  return { embeddedEdge, edgeSecret, edges, fetcher: withTransformTables(receiving, tables) };
+  return { embeddedEdge, edgeSecret, edges, fetcher: withTransformTables(receiving, tables), spool };
 }
 
 /** Ingest jobs and chunk repair, over two ingest threads (`cleanup` closes them). */

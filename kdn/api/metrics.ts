@@ -1,5 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { ENGINE_CALLS, type EngineCall, type EngineWork } from '../../engine-adapter/index.ts';
+import type { SpoolStats } from '../query/receive-spool.ts';
 
 /** kdn's Prometheus metrics, one registry per server so two kdn instances in one process do not collide. */
 export class KdnMetrics {
@@ -57,6 +58,33 @@ export class KdnMetrics {
     for (const name of ['kdn_nodejs_active_handles_total', 'kdn_nodejs_active_requests_total', 'kdn_nodejs_active_resources_total']) {
       this.registry.removeSingleMetric(name);
     }
+  }
+
+  /** Counts what the fetch threads' spools took (kdn/query/receive-spool.ts), read from `stats` at every scrape. */
+  watchSpool(stats: () => SpoolStats): void {
+    new Counter({
+      name: 'kdn_fetch_spool_bytes_total',
+      help:
+        "Bytes of blocks received over HTTP for the engine's thread: written to the fetch threads' memory files " +
+        '(spooled), or sent with their bytes (sent: past the spool bound, or its folder full)',
+      labelNames: ['outcome'],
+      registers: [this.registry],
+      collect() {
+        const { spooledBytes, sentBytes } = stats();
+        this.reset();
+        this.inc({ outcome: 'spooled' }, spooledBytes);
+        this.inc({ outcome: 'sent' }, sentBytes);
+      },
+    });
+    new Counter({
+      name: 'kdn_fetch_spool_failures_total',
+      help: 'Spool files that could not be made or written, most likely a full folder (a container needs shm_size)',
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        this.inc(stats().failures);
+      },
+    });
   }
 
   private watchEngine(engineWork: () => Promise<EngineWork>): void {
@@ -118,7 +146,7 @@ const ENGINE_COUNTERS: EngineCounter[] = [
   { name: 'kdn_engine_kv_bytes_total', help: 'Encoded bytes of those blocks', values: (work) => [[{}, work.kvWrites.bytes]] },
   {
     name: 'kdn_engine_kv_read_blocks_total',
-    help: "Of those blocks, the ones read from a same-host edge's shared-memory file on libuv's pool instead of copied on the engine's thread",
+    help: "Of those blocks, the ones read on libuv's pool from a file (a same-host edge's shared-memory copy, or a fetch thread's spool) instead of copied on the engine's thread",
     values: (work) => [[{}, work.kvWrites.readBlocks]],
   },
   {

@@ -191,7 +191,9 @@ export class BlockOutlet {
       this.spoolFile = file ?? null;
       if (file) this.holdOpen(() => file.close());
     }
-    return this.spoolFile?.write(bytes);
+    if (this.spoolFile) return this.spoolFile.write(bytes);
+    this.spool.sent(bytes.length);
+    return undefined;
   }
 
   private release(): void {

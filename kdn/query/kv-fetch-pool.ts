@@ -12,7 +12,7 @@ import type { FetchedObject, KvFetcher, KvFetchOptions } from './kv-fetcher.ts';
 import type { FromWorker, ToWorker, WorkerEdgeOptions, WorkerSetup } from './kv-fetch-protocol.ts';
 import { PoolTransfer } from './pool-transfer.ts';
 import type { ReceiveBufferStats } from './receive-buffers.ts';
-import { DEFAULT_SPOOL_DIR } from './receive-spool.ts';
+import { DEFAULT_SPOOL_DIR, type SpoolStats } from './receive-spool.ts';
 
 const ENTRY = new URL('./kv-fetch-worker.js', import.meta.url);
 const ABORTED_HINT = 'the signal passed to the fetcher fired';
@@ -71,14 +71,17 @@ class PoolWorker {
   readonly transfers = new Map<number, PoolTransfer>();
   alive = true;
   buffers: ReceiveBufferStats = { reusedBytes: 0, freshBytes: 0 };
+  spool: SpoolStats = { spooledBytes: 0, sentBytes: 0, failures: 0 };
   private readonly worker: Worker;
 
   constructor(setup: WorkerSetup) {
     this.worker = new Worker(ENTRY, { workerData: setup });
     this.worker.unref();
     this.worker.on('message', (message: FromWorker) => {
-      if (message.type === 'buffers') this.buffers = message.stats;
-      else this.transfers.get(message.id)?.handle(message);
+      if (message.type === 'buffers') {
+        this.buffers = message.stats;
+        if (message.spool) this.spool = message.spool;
+      } else this.transfers.get(message.id)?.handle(message);
     });
     this.worker.on('error', (err) => this.failAll(`fetch worker failed: ${err.message}`));
     this.worker.on('exit', (code) => this.failAll(`fetch worker exited with code ${code}`));
@@ -170,6 +173,20 @@ export class KvFetchPool implements KvFetcher {
     for (const w of this.workers) {
       sum.reusedBytes += w.buffers.reusedBytes;
       sum.freshBytes += w.buffers.freshBytes;
+    }
+    return sum;
+  }
+
+  /**
+   * What the workers' spools took (receive-spool.ts), as of the objects they finished: blocks routed to the engine's
+   * thread with no file of their own, written to a spool file or sent with their bytes.
+   */
+  get spool(): SpoolStats {
+    const sum = { spooledBytes: 0, sentBytes: 0, failures: 0 };
+    for (const w of this.workers) {
+      sum.spooledBytes += w.spool.spooledBytes;
+      sum.sentBytes += w.spool.sentBytes;
+      sum.failures += w.spool.failures;
     }
     return sum;
   }

@@ -6,6 +6,7 @@ import type { BlockMessage } from '../../engine-adapter/worker/routed-stream.ts'
 import type { KVExpectation, KVHeader } from '../../storage/kv-object/types.ts';
 import type { FetchedFrom } from './kv-fetcher.ts';
 import type { ReceiveBufferStats } from './receive-buffers.ts';
+import type { SpoolStats } from './receive-spool.ts';
 
 /** What a worker's edge client is built from (no functions: it crosses a thread boundary). */
 export type WorkerEdgeOptions = Omit<EdgeClientOptions, 'signer'>;
@@ -53,4 +54,4 @@ export type FromWorker =
   | { type: 'end'; id: number; received: number }
   | { type: 'error'; id: number; error: WireError; received: number }
   /** The worker's receive buffers so far, after each object it handled. */
-  | { type: 'buffers'; stats: ReceiveBufferStats };
+  | { type: 'buffers'; stats: ReceiveBufferStats; spool?: SpoolStats };

@@ -38,6 +38,11 @@ function post(message: FromWorker, transfer: ArrayBuffer[] = []): void {
   port.postMessage(message, transfer);
 }
 
+/** What the receive buffers and the spool took so far, for the pool's counters (after an object, and a route). */
+function postStats(): void {
+  post({ type: 'buffers', stats: { ...buffers.stats }, ...(spool ? { spool: { ...spool.stats } } : {}) });
+}
+
 /**
  * The block's own ArrayBuffer when it spans all of it or was received into a receive buffer, else a copy in a buffer
  * of its own (a block cut from a larger socket chunk, whose buffer the reader still uses). A copy, not .slice(): on a
@@ -68,7 +73,7 @@ async function open(id: number, key: string, expect: KVExpectation, deliverNow: 
   } finally {
     aborts.delete(id);
     if (outlet.settled) outlets.delete(id);
-    post({ type: 'buffers', stats: { ...buffers.stats } });
+    postStats();
   }
 }
 
@@ -135,6 +140,8 @@ function route(id: number, target: MessagePort): void {
   target.on('close', () => window.closed(target));
   outlet.route(target);
   if (outlet.settled) outlets.delete(id);
+  // The blocks held until now were spooled (or sent) just above.
+  postStats();
 }
 
 function deliver(id: number): void {

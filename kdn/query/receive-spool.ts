@@ -24,7 +24,16 @@ export const DEFAULT_SPOOL_DIR = '/dev/shm';
 /** After a write failed (the folder is full), blocks go with their bytes for this long before files are tried again. */
 const PAUSE_MS = 5_000;
 
+/** What a spool took, since it was made: bytes written to its files, bytes that went with their bytes instead. */
+export interface SpoolStats {
+  spooledBytes: number;
+  sentBytes: number;
+  /** Files that could not be made, and writes that failed (a full folder). */
+  failures: number;
+}
+
 export class ReceiveSpool {
+  readonly stats: SpoolStats = { spooledBytes: 0, sentBytes: 0, failures: 0 };
   /** Bytes written to files this thread still holds open. */
   private held = 0;
   private pausedUntil = 0;
@@ -51,7 +60,7 @@ export class ReceiveSpool {
     try {
       fd = openSync(path, 'wx+', 0o600);
     } catch {
-      this.pause();
+      this.failed();
       return undefined;
     }
     try {
@@ -60,7 +69,7 @@ export class ReceiveSpool {
       return new SpoolFile(this, fd, path, appendedFileIdentity(fstatSync(fd)));
     } catch {
       closeSync(fd);
-      this.pause();
+      this.failed();
       return undefined;
     }
   }
@@ -76,7 +85,14 @@ export class ReceiveSpool {
     this.held -= bytes;
   }
 
-  pause(): void {
+  /** `bytes` went with their bytes: past the bound, or with no file to write them to. */
+  sent(bytes: number): void {
+    this.stats.sentBytes += bytes;
+  }
+
+  /** A file or a write failed: no files are tried for a while. */
+  failed(): void {
+    this.stats.failures++;
     this.pausedUntil = performance.now() + PAUSE_MS;
   }
 }
@@ -96,18 +112,23 @@ export class SpoolFile {
 
   /** Appends `bytes` and says where they lie; undefined when they must go with their bytes instead. */
   write(bytes: Uint8Array): KVBlockSource | undefined {
-    if (this.broken || this.closed || !this.spool.reserve(bytes.length)) return undefined;
+    if (this.broken || this.closed || !this.spool.reserve(bytes.length)) {
+      this.spool.sent(bytes.length);
+      return undefined;
+    }
     const position = this.end;
     try {
       for (let done = 0; done < bytes.length; ) done += writeSync(this.fd, bytes, done, bytes.length - done, position + done);
     } catch {
       // Most likely the folder is full: this object's later blocks, and others' for a while, go with their bytes.
       this.spool.free(bytes.length);
+      this.spool.sent(bytes.length);
       this.broken = true;
-      this.spool.pause();
+      this.spool.failed();
       return undefined;
     }
     this.end += bytes.length;
+    this.spool.stats.spooledBytes += bytes.length;
     return { path: this.path, pin: pinPath(this.fd), identity: this.identity, position, length: bytes.length };
   }
 

@@ -1,12 +1,12 @@
 /**
  * kdn's metrics registry (kdn/api/metrics.ts) reads the engine's work once per scrape; an engine that cannot answer
- * leaves its last figures and does not fail the scrape.
+ * leaves its last figures and does not fail the scrape. The fetch threads' spool counters are read the same way.
  */
 import { expect } from 'chai';
 import { KdnMetrics } from '../../kdn/api/metrics.ts';
 import { ENGINE_CALLS, WorkMeter, type EngineWork } from '../../engine-adapter/index.ts';
 
-describe('kdn metrics: the engine work counters', () => {
+describe('kdn metrics: the engine work and spool counters', () => {
   it('report the engine work once per scrape, and keep the last figures while the engine cannot answer', async () => {
     const meter = new WorkMeter();
     let reads = 0;
@@ -52,5 +52,19 @@ describe('kdn metrics: the engine work counters', () => {
     expect(reads).to.equal(2);
     expect(second).to.contain('kdn_http_requests_total');
     expect(second).to.match(/^kdn_engine_calls_total\{call="forward"\} 1$/m);
+  });
+
+  it("report what the fetch threads' spools took, read at every scrape", async () => {
+    const stats = { spooledBytes: 1024, sentBytes: 96, failures: 0 };
+    const metrics = new KdnMetrics();
+    metrics.watchSpool(() => stats);
+    const first = await metrics.registry.metrics();
+    expect(first).to.match(/^kdn_fetch_spool_bytes_total\{outcome="spooled"\} 1024$/m);
+    expect(first).to.match(/^kdn_fetch_spool_bytes_total\{outcome="sent"\} 96$/m);
+    expect(first).to.match(/^kdn_fetch_spool_failures_total 0$/m);
+    Object.assign(stats, { spooledBytes: 2048, failures: 1 });
+    const second = await metrics.registry.metrics();
+    expect(second).to.match(/^kdn_fetch_spool_bytes_total\{outcome="spooled"\} 2048$/m);
+    expect(second).to.match(/^kdn_fetch_spool_failures_total 1$/m);
   });
 });

@@ -52,6 +52,7 @@ describe('receive spool', () => {
     a.close();
     expect(b.write(bytesOf(6_000, 5))).to.not.equal(undefined);
     b.close();
+    expect(spool.stats).to.deep.equal({ spooledBytes: 16_000, sentBytes: 6_001, failures: 0 });
   });
 
   it('is none without bytes or a folder, and opens none where its files cannot be made', async () => {
@@ -62,5 +63,8 @@ describe('receive spool', () => {
     const spool = ReceiveSpool.at(notADir, 1 << 20)!;
     expect(spool.open()).to.equal(undefined);
     expect(statSync(notADir).size).to.equal(1);
+    // After a failure no file is tried for a while (the folder is likely full).
+    expect(spool.open()).to.equal(undefined);
+    expect(spool.stats.failures).to.equal(1);
   });
 });

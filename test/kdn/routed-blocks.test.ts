@@ -270,6 +270,8 @@ describe('KV blocks routed from the fetch threads to the engine thread', functio
         stored,
         blocks.map((b) => layerBlockOf(blocks.header, b).encoded),
       );
+      await until(() => pool.spool.spooledBytes > 0);
+      expect(pool.spool).to.deep.include({ sentBytes: 0, failures: 0 });
       // Done with them, the engine's side closes its port: the fetch thread closes the file, and its memory goes.
       expect(openOn(path)).to.be.greaterThan(0);
       blocks.channel.close();
@@ -291,6 +293,7 @@ describe('KV blocks routed from the fetch threads to the engine thread', functio
         stored,
         blocks.map((b) => b.encoded!),
       );
+      expect(pool.spool).to.deep.equal({ spooledBytes: 0, sentBytes: 0, failures: 0 });
       blocks.channel.close();
     } finally {
       await pool.close();
