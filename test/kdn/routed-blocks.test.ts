@@ -228,26 +228,17 @@ describe('KV blocks routed from the fetch threads to the engine thread', functio
     await until(() => existsSync(file));
     expect(Buffer.compare(await readFile(file), stored)).to.equal(0);
     try {
-      const got = await pool.open(key, {}, new AbortController().signal);
-      const { port1, port2 } = new MessageChannel();
-      expect(isRoutable(got.reader) && got.reader.route(port2)).to.equal(true);
-      const channel = new BlockChannel(got.reader.header);
-      channel.listen(port1);
-      const blocks: KVBlock[] = [];
-      for await (const block of channel.reader.layers) blocks.push(block);
+      const blocks = await routedBlocks(pool, key);
       expect(blocks.every((b) => b.encoded === undefined)).to.equal(true);
       // Evicted (the edge unlinks the file) after the fetch thread verified it, before the engine read it.
       await rm(file);
-      const expected = await readKVObject(Readable.from([stored]));
-      let layer = 0;
-      for await (const block of expected.layers) {
-        expect(Buffer.from(layerBlockOf(got.reader.header, blocks[layer]!).encoded)).to.deep.equal(Buffer.from(block.encoded));
-        layer++;
-      }
-      expect(layer).to.equal(blocks.length);
+      await expectLayersOf(
+        stored,
+        blocks.map((b) => layerBlockOf(blocks.header, b).encoded),
+      );
       // Done with them, the engine's side closes its port: the fetch thread closes the file.
       expect(openOn(file)).to.be.greaterThan(0);
-      channel.close();
+      blocks.channel.close();
       await until(() => openOn(file) === 0);
     } finally {
       await pool.close();
