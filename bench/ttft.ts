@@ -89,8 +89,7 @@ import { TimelineFile, type TimelineRun } from './lib/timeline-file.ts';
 import { blendOptions } from '../kdn/query/blend-policy.ts';
 import { KdnError } from '../common/errors.ts';
 import { createLogger } from '../common/log.ts';
-import { keepSinkResident, placeSink } from '../kdn/query/resident-chunks.ts';
-import { sinkToken } from '../kdn/sink-token.ts';
+import { computeSink, keepSinkResident, placeSink } from '../kdn/query/resident-chunks.ts';
 import { overlapsPrompt } from '../kdn/query/overlap-policy.ts';
 import { DEFAULT_RECEIVE_BUFFER_BYTES, DEFAULT_SPOOL_BYTES, KvFetchPool } from '../kdn/query/kv-fetch-pool.ts';
 import type { ReceiveBufferStats } from '../kdn/query/receive-buffers.ts';
@@ -204,6 +203,9 @@ const SHM_ORDERS = ['interleaved', 'whole'] as const;
 const SHM_VERIFIES = ['before', 'alongside'] as const;
 
 const INJECT_PATHS = ['auto', 'overlapped', 'sequential'] as const;
+
+/** Where keeping the sink in the hot tier reports a failure (it costs only the next query's copy). */
+const LOG = createLogger('bench-ttft');
 
 const SINKS = ['none', 'prefill', 'resident'] as const;
 type Sink = (typeof SINKS)[number];
@@ -682,9 +684,9 @@ class SinkStep {
     readonly sink: Sink,
   ) {}
 
-  /** The positions it takes: the context follows it. */
+  /** The positions it takes (sinkPositions). */
   get tokens(): number {
-    return this.sink === 'none' ? 0 : 1;
+    return sinkPositions(this.sink);
   }
 
   async place(session: Session): Promise<void> {
@@ -692,7 +694,7 @@ class SinkStep {
     const t0 = performance.now();
     if (this.sink === 'resident') this.computed = await placeSink(session, this.engine);
     else {
-      await session.prefill([sinkToken(this.engine)], { logits: 'none' });
+      await computeSink(session, this.engine);
       this.computed = true;
     }
     this.ms = performance.now() - t0;
@@ -700,8 +702,13 @@ class SinkStep {
 
   /** After the query, off its time to first token, as kdn's query path does. */
   async keep(session: Session): Promise<void> {
-    if (this.sink === 'resident' && this.computed) await keepSinkResident(session, this.engine, createLogger('bench-ttft'));
+    if (this.sink === 'resident' && this.computed) await keepSinkResident(session, this.engine, LOG);
   }
+}
+
+/** The positions a sink takes at a session's start: the context follows it. */
+function sinkPositions(sink: Sink): number {
+  return sink === 'none' ? 0 : 1;
 }
 
 /** A record's sink figures: which (--sink), its step's median time, and how many measured runs computed it. */
@@ -1073,7 +1080,7 @@ export async function run(args: string[], checkpoint?: Checkpoint): Promise<Benc
 
   // Lengths past the model's positions fail on their own (recorded); the engine opens for what it can hold.
   const maxPositions = Number(target.hfConfig.max_position_embeddings);
-  const sinkTokens = a.sink === 'none' ? 0 : 1;
+  const sinkTokens = sinkPositions(a.sink);
   const capacity = Math.min(sinkTokens + maxContext + a.question, maxPositions);
   // inject-hot keeps the longest context resident: f32 K and V of every layer (twice the fp16 bytes per token); a
   // resident sink one row, given two for the rounding of its buffers' sizes.

@@ -102,13 +102,17 @@ export class SpoolFile {
   private end = 0;
   private broken = false;
   private closed = false;
+  /** The path the engine's thread opens it by (block-source.ts pinPath). */
+  private readonly pin: string | undefined;
 
   constructor(
     private readonly spool: ReceiveSpool,
     private readonly fd: number,
     private readonly path: string,
     private readonly identity: string,
-  ) {}
+  ) {
+    this.pin = pinPath(fd);
+  }
 
   /** Appends `bytes` and says where they lie; undefined when they must go with their bytes instead. */
   write(bytes: Uint8Array): KVBlockSource | undefined {
@@ -129,7 +133,7 @@ export class SpoolFile {
     }
     this.end += bytes.length;
     this.spool.stats.spooledBytes += bytes.length;
-    return { path: this.path, pin: pinPath(this.fd), identity: this.identity, position, length: bytes.length };
+    return { path: this.path, pin: this.pin, identity: this.identity, position, length: bytes.length };
   }
 
   /** Closes the file (the engine's thread is done with its blocks); its bytes no longer count against the bound. */

@@ -31,8 +31,13 @@ function sinkKey(engine: SinkEngine): ResidentKey {
  */
 export async function placeSink(session: Session, engine: SinkEngine): Promise<boolean> {
   if (await session.injectResident(sinkKey(engine), session.length)) return false;
-  await session.prefill([sinkToken(engine)], { logits: 'none' });
+  await computeSink(session, engine);
   return true;
+}
+
+/** Places the sink by a prefill of its one token, as the hot tier's first query of a model does (placeSink). */
+export async function computeSink(session: Session, engine: SinkEngine): Promise<void> {
+  await session.prefill([sinkToken(engine)], { logits: 'none' });
 }
 
 /** Keeps the sink this session computed (its row 0) for the next queries; like keepFetchedResident, best effort. */
