@@ -191,9 +191,9 @@ export class BlockOutlet {
       this.spoolFile = file ?? null;
       if (file) this.holdOpen(() => file.close());
     }
-    if (this.spoolFile) return this.spoolFile.write(bytes);
-    this.spool.sent(bytes.length);
-    return undefined;
+    const source = this.spoolFile?.write(bytes);
+    if (source === undefined) this.spool.sent(bytes.length);
+    return source;
   }
 
   private release(): void {

@@ -114,19 +114,18 @@ export class SpoolFile {
     this.pin = pinPath(fd);
   }
 
-  /** Appends `bytes` and says where they lie; undefined when they must go with their bytes instead. */
+  /**
+   * Appends `bytes` and says where they lie; undefined when they must go with their bytes instead (the caller counts
+   * those: ReceiveSpool.sent).
+   */
   write(bytes: Uint8Array): KVBlockSource | undefined {
-    if (this.broken || this.closed || !this.spool.reserve(bytes.length)) {
-      this.spool.sent(bytes.length);
-      return undefined;
-    }
+    if (this.broken || this.closed || !this.spool.reserve(bytes.length)) return undefined;
     const position = this.end;
     try {
       for (let done = 0; done < bytes.length; ) done += writeSync(this.fd, bytes, done, bytes.length - done, position + done);
     } catch {
       // Most likely the folder is full: this object's later blocks, and others' for a while, go with their bytes.
       this.spool.free(bytes.length);
-      this.spool.sent(bytes.length);
       this.broken = true;
       this.spool.failed();
       return undefined;

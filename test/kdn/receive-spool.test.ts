@@ -52,7 +52,8 @@ describe('receive spool', () => {
     a.close();
     expect(b.write(bytesOf(6_000, 5))).to.not.equal(undefined);
     b.close();
-    expect(spool.stats).to.deep.equal({ spooledBytes: 16_000, sentBytes: 6_001, failures: 0 });
+    // Blocks that go with their bytes are counted by whoever sends them (BlockOutlet), not by the file.
+    expect(spool.stats).to.deep.equal({ spooledBytes: 16_000, sentBytes: 0, failures: 0 });
   });
 
   it('is none without bytes or a folder, and opens none where its files cannot be made', async () => {

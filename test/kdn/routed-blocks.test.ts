@@ -272,6 +272,47 @@ describe('KV blocks routed from the fetch threads to the engine thread', functio
     }
   });
 
+  it('closes its spool files when the pool closes, though the engine still holds their blocks', async function () {
+    if (process.platform !== 'linux') this.skip();
+    const pool = new KvFetchPool({ edges: [edge.url], timeoutMs: 5_000, secret: TEST_EDGE_SECRET }, 1, { sharedMemory: false });
+    try {
+      const blocks = await routedBlocks(pool, pieces[1]!.key);
+      const path = blocks[0]!.source!.path;
+      expect(openOn(path)).to.be.greaterThan(0);
+      await pool.close();
+      expect(openOn(path)).to.equal(0);
+      blocks.channel.close();
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it("sends the blocks past the spool's bound with their bytes, and counts both kinds", async function () {
+    if (process.platform !== 'linux') this.skip();
+    const key = pieces[0]!.key;
+    const { body: stored } = await client.getBuffer(key);
+    const options = { sharedMemory: false, spoolBytes: Math.floor(stored.length / 2) };
+    const pool = new KvFetchPool({ edges: [edge.url], timeoutMs: 5_000, secret: TEST_EDGE_SECRET }, 1, options);
+    try {
+      const blocks = await routedBlocks(pool, key);
+      const spooled = blocks.filter((b) => b.source !== undefined);
+      const sent = blocks.filter((b) => b.encoded !== undefined);
+      expect(spooled.length).to.be.greaterThan(0);
+      expect(sent.length).to.be.greaterThan(0);
+      expect(spooled.length + sent.length).to.equal(blocks.length);
+      await expectLayersOf(
+        stored,
+        blocks.map((b) => layerBlockOf(blocks.header, b).encoded),
+      );
+      const bytes = (list: readonly KVBlock[]) => list.reduce((n, b) => n + (b.source?.length ?? b.encoded!.length), 0);
+      await until(() => pool.spool.spooledBytes + pool.spool.sentBytes === bytes(blocks));
+      expect(pool.spool).to.deep.equal({ spooledBytes: bytes(spooled), sentBytes: bytes(sent), failures: 0 });
+      blocks.channel.close();
+    } finally {
+      await pool.close();
+    }
+  });
+
   it('sends blocks received over HTTP with their bytes when the spool is off', async () => {
     const options = { sharedMemory: false, spoolBytes: 0 };
     const pool = new KvFetchPool({ edges: [edge.url], timeoutMs: 5_000, secret: TEST_EDGE_SECRET }, 1, options);
