@@ -468,6 +468,7 @@ describe('webgpu kernels vs the CPU reference', () => {
       [70, 320, 129, true, 3],
       [33, 128, 40, false, 4],
       [17, 320, 200, true, undefined],
+      [40, 96, 70, true, undefined],
     ] as const)
       for (const layout of ['rows', 'blocks'] as const) {
         // Inputs are rounded to f16 and products summed in f32: against the f16-rounded reference only the order differs.
