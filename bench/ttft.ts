@@ -619,7 +619,19 @@ async function injectTogether(q: InjectQuery, path: 'overlapped' | 'blended', ch
   const o =
     path === 'blended'
       ? await fetchBlendPrefill(fetcher, keys, chunkIds, session, questionIds, { ...a.blend, timeline }, fetchOptions(a), q.before)
-      : { ...(await fetchInjectPrefill(fetcher, keys, session, questionIds, fetchOptions(a), timeline, q.before)), recomputed: null };
+      : {
+          ...(await fetchInjectPrefill(
+            fetcher,
+            keys,
+            chunkIds.map((ids) => ids.length),
+            session,
+            questionIds,
+            fetchOptions(a),
+            timeline,
+            q.before,
+          )),
+          recomputed: null,
+        };
   const ms = performance.now() - q.t0;
   const placing = o.timeline ?? null;
   return {
@@ -778,7 +790,8 @@ async function fillHotTier(
   const fill = engine.createSession(sink.tokens + context + questionIds.length);
   try {
     await fill.reserve(fill.capacity);
-    await fetchInjectPrefill(fetcher, keys, fill, questionIds, undefined, false, () => sink.place(fill));
+    const tokens = keys.map((_, i) => Math.min(a.chunk, context - i * a.chunk));
+    await fetchInjectPrefill(fetcher, keys, tokens, fill, questionIds, undefined, false, () => sink.place(fill));
     await sink.keep(fill);
     for (const [i, key] of resident.entries()) {
       const start = sink.tokens + i * a.chunk;

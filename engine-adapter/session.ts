@@ -1,5 +1,5 @@
 import { KdnError } from '../common/errors.ts';
-import type { KVHeader, KVBlockReader, KVTensors } from '../storage/kv-object/types.ts';
+import type { KVBlock, KVHeader, KVBlockReader, KVTensors } from '../storage/kv-object/types.ts';
 import { tokenHash } from '../storage/kv-object/index.ts';
 import type { ForwardBackend, KVCacheHandle } from './backend.ts';
 import { blendPlan } from './blend-selection.ts';
@@ -18,6 +18,7 @@ import type {
   GeneratedToken,
   GenerateOptions,
   GenerateResult,
+  InjectedObject,
   InjectedPrefill,
   PrefillOptions,
   ResidentKey,
@@ -45,6 +46,30 @@ function checkLayerCount(object: KVBlockReader, yielded: number): void {
   if (yielded !== layers) throw new KdnError('KV_CORRUPT', `KV stream ended after ${yielded} of ${layers} layers`);
   const verified = object.verification?.through ?? layers;
   if (verified < layers) throw new KdnError('KV_CORRUPT', `KV stream ended with ${verified} of its ${layers} layers verified`);
+}
+
+/**
+ * The layers of a reader still to come: the first read waits for `open` (and fails as it does); stopped before that,
+ * the stream ends without reading it.
+ */
+function awaitedLayers(open: () => Promise<AsyncIterator<KVBlock>>): AsyncIterator<KVBlock> {
+  let inner: AsyncIterator<KVBlock> | undefined;
+  let stopped = false;
+  return {
+    async next() {
+      inner ??= await open();
+      if (stopped) {
+        await inner.return?.();
+        return { done: true, value: undefined };
+      }
+      return inner.next();
+    },
+    async return() {
+      stopped = true;
+      await inner?.return?.();
+      return { done: true, value: undefined };
+    },
+  };
 }
 
 /**
@@ -205,7 +230,11 @@ export class BackendSession implements Session {
     });
   }
 
-  injectKVAndPrefill(objects: readonly KVBlockReader[], tokens: ArrayLike<number>, options: PrefillOptions = {}): Promise<InjectedPrefill> {
+  injectKVAndPrefill(
+    objects: readonly InjectedObject[],
+    tokens: ArrayLike<number>,
+    options: PrefillOptions = {},
+  ): Promise<InjectedPrefill> {
     return this.exclusive(async () => {
       const logits = options.logits ?? 'last';
       const ids = this.tokenIds(tokens);
@@ -329,6 +358,29 @@ export class BackendSession implements Session {
   }
 
   /** A KV object's header against this model: fingerprint, shape and a token count. */
+  /** The rows `o` takes: its header's tokens once checked, or an awaited object's announced count. */
+  private checkedTokens(o: InjectedObject): number {
+    if ('header' in o) {
+      this.checkObject(o.header);
+      return o.header.tokens;
+    }
+    if (!Number.isInteger(o.tokens) || o.tokens < 1) {
+      throw new KdnError('INVALID_ARGUMENT', `an awaited KV object must announce a positive whole token count, not ${o.tokens}`);
+    }
+    return o.tokens;
+  }
+
+  /** An awaited object's reader, checked as a reader in hand is, and against the token count it was placed by. */
+  private checkedReader(reader: KVBlockReader, tokens: number): KVBlockReader {
+    this.checkObject(reader.header);
+    if (reader.header.tokens !== tokens) {
+      throw new KdnError('KV_MISMATCH', `a KV object of ${reader.header.tokens} tokens came where ${tokens} were announced`, {
+        hint: 'announce the token count of the chunk the object was computed from',
+      });
+    }
+    return reader;
+  }
+
   private checkObject(h: KVHeader): void {
     const c = this.model.config;
     if (h.modelFingerprint !== this.model.fingerprint) {
@@ -371,7 +423,7 @@ export class BackendSession implements Session {
    * records when its parts happened (placing-timeline.ts) and returns the report.
    */
   private async placeWhileRunning<T>(
-    objects: readonly KVBlockReader[],
+    objects: readonly InjectedObject[],
     extraTokens: number,
     run: (end: number, gate: LayerGate) => Promise<T>,
     timed: boolean,
@@ -380,9 +432,12 @@ export class BackendSession implements Session {
     const positions: number[] = [];
     let end = this.length;
     for (const o of objects) {
-      this.checkObject(o.header);
+      // An awaited reader the call never gets to read (it failed first) must not reject unhandled.
+      if (!('header' in o)) o.reader.catch(() => undefined);
+    }
+    for (const o of objects) {
       positions.push(end);
-      end += o.header.tokens;
+      end += this.checkedTokens(o);
     }
     this.checkRoom(end - this.length + extraTokens);
     await this.settleInjected();
@@ -439,26 +494,34 @@ export class BackendSession implements Session {
    * reports to `gates` how many leading layers every object has written; resolves with how long it waited for blocks.
    * Stops at the first failure (or once the gates failed because the forward did) and throws it.
    */
-  private async placeAsTheyArrive(objects: readonly KVBlockReader[], positions: readonly number[], gates: LayerGates): Promise<number> {
+  private async placeAsTheyArrive(objects: readonly InjectedObject[], positions: readonly number[], gates: LayerGates): Promise<number> {
     const layers = this.model.config.layers;
     const counts = new Array<number>(layers).fill(0);
     const written = new Array<number>(objects.length).fill(0);
+    // Awaited objects' readers, once they came: a block of an object means its reader is here.
+    const readers = objects.map((o) => ('header' in o ? o : undefined));
     let complete = 0;
     // A layer opens to the forward once every object's copy of it is written and verified (announced blocks are
     // written before they are verified, storage LayerVerification).
     let opened = 0;
     const open = (): void => {
       let ready = complete;
-      for (const o of objects) ready = Math.min(ready, o.verification?.through ?? layers);
+      for (const r of readers) ready = Math.min(ready, r?.verification?.through ?? layers);
       if (ready <= opened) return;
       opened = ready;
       gates.setWritten(ready);
     };
-    for (const o of objects) o.verification?.onAdvance(open);
-    const streams = objects.map((o) => o.layers[Symbol.asyncIterator]());
+    const arrived = (i: number, reader: KVBlockReader): AsyncIterator<KVBlock> => {
+      readers[i] = reader;
+      reader.verification?.onAdvance(open);
+      return reader.layers[Symbol.asyncIterator]();
+    };
+    const streams = objects.map((o, i) =>
+      'header' in o ? arrived(i, o) : awaitedLayers(async () => arrived(i, this.checkedReader(await o.reader, o.tokens))),
+    );
     const sink: LayerSink = {
       write: async (i, block) => {
-        const h = objects[i]!.header;
+        const h = readers[i]!.header;
         const expected = written[i]!;
         if (expected === h.layers) throw new KdnError('KV_CORRUPT', `KV stream of ${h.layers} layers yielded more`);
         checkLayerOrder(block.layer, expected);
@@ -468,7 +531,7 @@ export class BackendSession implements Session {
         while (complete < layers && counts[complete] === objects.length) complete++;
         open();
       },
-      ended: (i) => checkLayerCount(objects[i]!, written[i]!),
+      ended: (i) => checkLayerCount(readers[i]!, written[i]!),
     };
     try {
       const waited = await writeInLayerOrder(streams, sink, gates.stopped);

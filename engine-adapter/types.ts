@@ -119,6 +119,18 @@ export interface BlendOptions {
 }
 
 /** A chunk to blend: its KV object and the token ids it was computed from (checked against the header's hash). */
+/**
+ * A KV object whose header has not come yet (a fetch over the network): how many tokens it holds, known from the
+ * plan, and its reader once it comes (rejecting fails the call). The header must then say the same token count.
+ */
+export interface AwaitedObject {
+  tokens: number;
+  reader: Promise<KVBlockReader>;
+}
+
+/** What Session.injectKVAndPrefill places: a reader in hand, or one still on its way. */
+export type InjectedObject = KVBlockReader | AwaitedObject;
+
 export interface BlendChunk {
   object: KVBlockReader;
   tokenIds: ArrayLike<number>;
@@ -166,10 +178,12 @@ export interface Session {
   /**
    * injectKV of `objects` at consecutive positions from `length`, then prefill(tokens) after them, overlapped: the
    * objects' layers are placed layer by layer across all of them as they arrive, and the prompt runs each layer as
-   * soon as every object's copy of it is in place, so its compute hides behind the transfer of later layers.
-   * All or nothing: on any failure (an object's stream, the device) the session is left as it was.
+   * soon as every object's copy of it is in place, so its compute hides behind the transfer of later layers. An
+   * object may still be on its way (AwaitedObject): its rows are set aside by its token count, and its layers placed
+   * once its reader comes. All or nothing: on any failure (an object's reader or stream, the device) the session is
+   * left as it was.
    */
-  injectKVAndPrefill(objects: readonly KVBlockReader[], tokens: ArrayLike<number>, options?: PrefillOptions): Promise<InjectedPrefill>;
+  injectKVAndPrefill(objects: readonly InjectedObject[], tokens: ArrayLike<number>, options?: PrefillOptions): Promise<InjectedPrefill>;
   /**
    * Like injectKVAndPrefill, for chunks whose KV was computed alone (not after the chunks before them): their layers
    * are placed as they arrive, then a selective recompute (CacheBlend) runs the context's tokens through the first

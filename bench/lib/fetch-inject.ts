@@ -9,8 +9,7 @@
  */
 import { setMaxListeners } from 'node:events';
 import type { BlendOptions, InjectedPrefill, PlacingTimelineReport, Session } from '../../engine-adapter/index.ts';
-import type { KVObjectReader } from '../../storage/kv-object/types.ts';
-import type { KvFetcher, KvFetchOptions } from '../../kdn/query/kv-fetcher.ts';
+import type { FetchedObject, KvFetcher, KvFetchOptions } from '../../kdn/query/kv-fetcher.ts';
 import type { PrefetchedReader } from '../../kdn/query/prefetch.ts';
 
 export interface FetchInjectTiming {
@@ -54,19 +53,26 @@ export interface OverlappedTiming {
 export type BeforeContext = () => Promise<void>;
 
 /**
- * Fetches `keys` and runs them with `question` through session.injectKVAndPrefill, from the session's length; with
- * `timeline`, the engine records when the call's parts happened (OverlappedTiming.timeline). `before`: BeforeContext.
+ * Fetches `keys` (objects of `tokens[i]` tokens) and runs them with `question` through session.injectKVAndPrefill,
+ * from the session's length, as kdn does: at once, each object's header still on its way. With `timeline`, the engine
+ * records when the call's parts happened (OverlappedTiming.timeline). `before`: BeforeContext.
  */
 export function fetchInjectPrefill(
   fetcher: KvFetcher,
   keys: readonly string[],
+  tokens: readonly number[],
   session: Pick<Session, 'injectKVAndPrefill'>,
   question: number[],
   fetch: KvFetchOptions = { interleave: true },
   timeline = false,
   before?: BeforeContext,
 ): Promise<OverlappedTiming> {
-  const run = (readers: KVObjectReader[]) => session.injectKVAndPrefill(readers, question, { logits: 'last', timeline });
+  const run = (opened: Promise<FetchedObject>[]) =>
+    session.injectKVAndPrefill(
+      opened.map((o, i) => ({ tokens: tokens[i]!, reader: o.then((f) => f.reader) })),
+      question,
+      { logits: 'last', timeline },
+    );
   return fetchTogether(fetcher, keys, fetch, run, before);
 }
 
@@ -86,7 +92,9 @@ export async function fetchBlendPrefill(
   before?: BeforeContext,
 ): Promise<OverlappedTiming & { recomputed: number }> {
   let recomputed = 0;
-  const run = async (readers: KVObjectReader[]) => {
+  // As kdn blends: once every header is in.
+  const run = async (opened: Promise<FetchedObject>[]) => {
+    const readers = (await Promise.all(opened)).map((f) => f.reader);
     const out = await session.blendKVAndPrefill(
       readers.map((object, i) => ({ object, tokenIds: chunkIds[i]! })),
       question,
@@ -99,12 +107,12 @@ export async function fetchBlendPrefill(
   return { ...timing, recomputed };
 }
 
-/** Opens every object at once and hands their readers to `run` together (see fetchInjectPrefill). */
+/** Opens every object at once and hands them, as they are being opened, to `run` together (see fetchInjectPrefill). */
 async function fetchTogether(
   fetcher: KvFetcher,
   keys: readonly string[],
   fetch: KvFetchOptions,
-  run: (readers: KVObjectReader[]) => Promise<InjectedPrefill>,
+  run: (opened: Promise<FetchedObject>[]) => Promise<InjectedPrefill>,
   before?: BeforeContext,
 ): Promise<OverlappedTiming> {
   const t0 = performance.now();
@@ -113,11 +121,13 @@ async function fetchTogether(
   const opened = keys.map((key) => fetcher.open(key, {}, signal, fetch));
   for (const p of opened) p.catch(() => undefined);
   await before?.();
-  const fetched = await Promise.all(opened);
   let lastArrival = t0;
-  const arrivals = fetched.map((f) => f.reader.drained.then(() => void (lastArrival = Math.max(lastArrival, performance.now()))));
-  const { logits, placedAt, firstLayerAt, blockWaitMs, handOver, timeline } = await run(fetched.map((f) => f.reader));
+  const arrivals = opened.map((p) =>
+    p.then((f) => f.reader.drained).then(() => void (lastArrival = Math.max(lastArrival, performance.now()))),
+  );
+  const { logits, placedAt, firstLayerAt, blockWaitMs, handOver, timeline } = await run(opened);
   const end = performance.now();
+  const fetched = await Promise.all(opened);
   await Promise.all(arrivals);
   const bytes = fetched.reduce((n, f) => n + f.received(), 0);
   const handOverMs = handOver

@@ -3,9 +3,9 @@
  * its host-side work never hold the control plane's event loop. Answers the calls of remote-engine.ts in arrival
  * order per session; started by engine-worker.js with CreateEngineOptions as workerData.
  */
-import { parentPort, workerData } from 'node:worker_threads';
-import { fromWireError, toWireError } from '../../common/errors.ts';
-import type { KVTensors } from '../../storage/kv-object/types.ts';
+import { type MessagePort, parentPort, workerData } from 'node:worker_threads';
+import { fromWireError, KdnError, toWireError } from '../../common/errors.ts';
+import type { KVBlockReader, KVHeader, KVTensors } from '../../storage/kv-object/types.ts';
 import { createEngine } from '../create-engine.ts';
 import type { Engine, HandOverTimes, InjectedPrefill, Session } from '../types.ts';
 import { hundredths } from '../placing-timeline.ts';
@@ -25,6 +25,11 @@ const port = parentPort!;
 const ABORT_POLL_MS = 20;
 const sessions = new Map<number, Session>();
 const streams = new Map<number, BlockChannel>();
+/**
+ * Streams of objects whose header had not come when their call was made: their 'open' puts the channel in its call's
+ * list (so the call closes it however it ends) and hands its reader to the session; their 'fail' fails it.
+ */
+const awaited = new Map<number, { open: (channel: BlockChannel) => void; reject: (error: unknown) => void }>();
 
 function post(message: FromEngine, transfer: ArrayBuffer[] = []): void {
   port.postMessage(message, transfer);
@@ -40,8 +45,8 @@ function tensorArrays(tensors: KVTensors): Float32Array[] {
   return tensors.perLayer.flatMap((l) => [l.keys, l.values]);
 }
 
-/** An inject call over its streams' channels: one object at a position, or objects with a prompt (blended or not). */
-async function inject(
+/** An inject call whose objects are all in hand: one object at a position, or objects blended with a prompt. */
+async function injectInHand(
   session: Session,
   call: Extract<Call, { op: 'inject' }>,
   channels: BlockChannel[],
@@ -51,15 +56,47 @@ async function inject(
     await session.injectKV(channels[0]!.reader, call.position);
     return { op: 'inject' };
   }
-  if (call.blend) {
-    const { tokenIds, options } = call.blend;
-    const chunks = channels.map((c, i) => ({ object: c.reader, tokenIds: tokenIds[i]! }));
-    const out = await session.blendKVAndPrefill(chunks, call.tokens, options);
-    return { ...prefilled(out, channels, startedAt), blended: { recomputed: out.recomputed, fullLayers: out.fullLayers } };
+  const { tokenIds, options } = call.blend!;
+  const chunks = channels.map((c, i) => ({ object: c.reader, tokenIds: tokenIds[i]! }));
+  const out = await session.blendKVAndPrefill(chunks, call.tokens, options);
+  return { ...prefilled(out, channels, startedAt), blended: { recomputed: out.recomputed, fullLayers: out.fullLayers } };
+}
+
+/**
+ * An inject call over its streams' channels: one object at a position, or objects with a prompt (blended or not).
+ * A stream opened without a header (an object still on its way, injectKVAndPrefill only) has no channel until its
+ * 'open' comes.
+ */
+async function inject(
+  session: Session,
+  call: Extract<Call, { op: 'inject' }>,
+  channels: (BlockChannel | undefined)[],
+  startedAt: number,
+): Promise<CallValue> {
+  if (call.tokens === undefined || call.blend) {
+    if (channels.includes(undefined)) throw new KdnError('INTERNAL', 'only injectKVAndPrefill takes objects whose header is still to come');
+    return injectInHand(session, call, channels as BlockChannel[], startedAt);
   }
-  const readers = channels.map((c) => c.reader);
-  const out = await session.injectKVAndPrefill(readers, call.tokens, { logits: call.logits ?? 'last', timeline: call.timeline === true });
-  return prefilled(out, channels, startedAt);
+  const objects = call.streams.map((s, i) => {
+    const channel = channels[i];
+    return channel ? channel.reader : { tokens: s.tokens ?? 0, reader: awaitedChannel(s.stream, channels, i) };
+  });
+  const out = await session.injectKVAndPrefill(objects, call.tokens, { logits: call.logits ?? 'last', timeline: call.timeline === true });
+  return prefilled(out, channels as BlockChannel[], startedAt);
+}
+
+/** The reader of stream `stream` once its 'open' comes (its channel then `channels[i]`), failing on its 'fail'. */
+function awaitedChannel(stream: number, channels: (BlockChannel | undefined)[], i: number): Promise<KVBlockReader> {
+  const reader = new Promise<KVBlockReader>((resolve, reject) => {
+    const open = (channel: BlockChannel): void => {
+      channels[i] = channel;
+      resolve(channel.reader);
+    };
+    awaited.set(stream, { open, reject });
+  });
+  // A failure before the session reads it (the call failed first) is the call's, not an unhandled rejection.
+  reader.catch(() => undefined);
+  return reader;
 }
 
 /** An injected prefill's answer: its logits, when its objects came and were placed, and its timeline if it kept one. */
@@ -95,20 +132,26 @@ function timesOf(
   return { placedAtEpoch: epoch(placedAt), firstLayerAtEpoch: epoch(firstLayerAt), blockWaitMs, handOverEpoch };
 }
 
+/** A stream's channel: its blocks come on `port` (routed from a fetch thread), else as messages through the caller. */
+function openChannel(stream: number, header: KVHeader, port: MessagePort | undefined): BlockChannel {
+  const channel = new BlockChannel(header);
+  if (port) channel.listen(port);
+  else streams.set(stream, channel);
+  return channel;
+}
+
 /** Injects the call's objects, their blocks coming on ports from the fetch threads or as messages through the caller. */
 async function performInject(call: Extract<Call, { op: 'inject' }>): Promise<CallValue> {
   const startedAt = performance.now();
-  const channels = call.streams.map((s) => {
-    const channel = new BlockChannel(s.header);
-    if (s.port) channel.listen(s.port);
-    else streams.set(s.stream, channel);
-    return channel;
-  });
+  const channels = call.streams.map((s) => (s.header ? openChannel(s.stream, s.header, s.port) : undefined));
   try {
     return await inject(sessionOf(call.session), call, channels, startedAt);
   } finally {
-    for (const s of call.streams) streams.delete(s.stream);
-    for (const c of channels) c.close();
+    for (const s of call.streams) {
+      streams.delete(s.stream);
+      awaited.delete(s.stream);
+    }
+    for (const c of channels) c?.close();
   }
 }
 
@@ -206,7 +249,17 @@ function handle(engine: Engine, message: ToEngine): void {
     case 'end':
       streams.get(message.stream)?.end();
       return;
+    case 'open': {
+      // A header after its call ended (the call failed meanwhile) opens nothing.
+      const waiting = awaited.get(message.stream);
+      awaited.delete(message.stream);
+      if (waiting) waiting.open(openChannel(message.stream, message.header, message.port));
+      else message.port?.close();
+      return;
+    }
     case 'fail':
+      awaited.get(message.stream)?.reject(fromWireError(message.error));
+      awaited.delete(message.stream);
       streams.get(message.stream)?.fail(fromWireError(message.error));
       return;
   }

@@ -40,7 +40,12 @@ export type EngineWorkerData = (CreateEngineOptions & { capacity: number }) | En
  */
 export interface StreamOpen {
   stream: number;
-  header: KVHeader;
+  /**
+   * The object's header; absent for an object still on its way (an AwaitedObject of injectKVAndPrefill), whose
+   * 'open' (or 'fail') follows the call, with `tokens` the count announced for it.
+   */
+  header?: KVHeader;
+  tokens?: number;
   port?: MessagePort;
 }
 
@@ -82,7 +87,9 @@ export type ToEngine =
   /** A verified layer block of an open stream (lz4 already undone); `bytes` was transferred. */
   | ({ type: 'block'; stream: number } & RoutedBlock)
   | { type: 'end'; stream: number }
-  | { type: 'fail'; stream: number; error: WireError };
+  | { type: 'fail'; stream: number; error: WireError }
+  /** The header of a stream opened without one came: its blocks follow on `port` (routed) or as 'block' messages. */
+  | { type: 'open'; stream: number; header: KVHeader; port?: MessagePort };
 
 export interface Ready {
   info: ModelInfo;

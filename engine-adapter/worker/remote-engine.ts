@@ -22,6 +22,7 @@ import type {
   GeneratedToken,
   GenerateOptions,
   GenerateResult,
+  InjectedObject,
   InjectedPrefill,
   ModelInfo,
   PrefillOptions,
@@ -256,7 +257,7 @@ class RemoteSession implements Session {
   }
 
   async injectKVAndPrefill(
-    objects: readonly KVBlockReader[],
+    objects: readonly InjectedObject[],
     tokens: ArrayLike<number>,
     options: PrefillOptions = {},
   ): Promise<InjectedPrefill> {
@@ -335,14 +336,16 @@ class RemoteSession implements Session {
    * call is answered (after a failed injection the rest of a stream is not sent).
    */
   private async inject(
-    objects: readonly KVBlockReader[],
+    objects: readonly InjectedObject[],
     position: number,
     tokens?: Uint32Array,
     prefill: PrefillOptions = {},
     blend?: { options: BlendOptions; tokenIds: Uint32Array[] },
   ): Promise<CallValue> {
     this.checkUsable();
-    const streams = objects.map((object) => this.open(object));
+    const streams = objects.map(
+      (object): StreamOpen => ('header' in object ? this.open(object) : { stream: this.engine.stream(), tokens: object.tokens }),
+    );
     const call: Call = {
       op: 'inject',
       session: this.id,
@@ -358,7 +361,11 @@ class RemoteSession implements Session {
       ...streams.flatMap((s) => (s.port ? [s.port] : [])),
     ];
     const answer = this.engine.call(call, { session: this, ...(transfer.length > 0 ? { transfer } : {}) });
-    for (const [i, object] of objects.entries()) if (!streams[i]!.port) void this.pump(object, streams[i]!.stream, () => answered);
+    for (const [i, object] of objects.entries()) {
+      const { stream, port } = streams[i]!;
+      if (!('header' in object)) void this.openLater(object.reader, stream, () => answered);
+      else if (!port) void this.pump(object, stream, () => answered);
+    }
     try {
       return await answer;
     } finally {
@@ -370,13 +377,34 @@ class RemoteSession implements Session {
    * A stream for `object`: routed (its blocks go from the thread that fetched them to the engine's over a port of
    * their own, never through this event loop) when the reader can be, else pumped from here.
    */
-  private open(object: KVBlockReader): StreamOpen {
-    const stream = { stream: this.engine.stream(), header: object.header };
+  private open(object: KVBlockReader, id: number = this.engine.stream()): StreamOpen {
+    const stream = { stream: id, header: object.header };
     if (!isRoutable(object)) return stream;
     const { port1, port2 } = new MessageChannel();
     if (object.route(port2)) return { ...stream, port: port1 };
     port1.close();
     return stream;
+  }
+
+  /**
+   * Opens stream `stream` on the engine's thread once `reader` comes (an object whose header was still on its way
+   * when the call went): routed there if it can be, else pumped from here. A reader that fails fails the stream.
+   */
+  private async openLater(reader: Promise<KVBlockReader>, stream: number, stop: () => boolean): Promise<void> {
+    let object: KVBlockReader;
+    try {
+      object = await reader;
+    } catch (err) {
+      this.engine.post({ type: 'fail', stream, error: toWireError(err) });
+      return;
+    }
+    if (stop()) return;
+    const opened = this.open(object, stream);
+    this.engine.post(
+      { type: 'open', stream, header: object.header, ...(opened.port ? { port: opened.port } : {}) },
+      opened.port ? [opened.port] : [],
+    );
+    if (!opened.port) await this.pump(object, stream, stop);
   }
 
   private async pump(object: KVBlockReader, stream: number, stop: () => boolean): Promise<void> {

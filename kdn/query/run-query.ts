@@ -3,9 +3,9 @@ import { KdnError } from '../../common/errors.ts';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from '../../common/log.ts';
 import type { KvFetcher } from './kv-fetcher.ts';
-import type { BlendOptions, Engine, GeneratedToken, GenerateResult, Session } from '../../engine-adapter/types.ts';
+import type { BlendOptions, Engine, GeneratedToken, GenerateResult, InjectedObject, Session } from '../../engine-adapter/types.ts';
 import { tokenHash } from '../../storage/kv-object/index.ts';
-import type { KVExpectation, KVObjectReader } from '../../storage/kv-object/types.ts';
+import type { KVExpectation } from '../../storage/kv-object/types.ts';
 import { sinkToken } from '../sink-token.ts';
 import type { ContextPiece } from './context-plan.ts';
 import { ChunkFetch, type ChunkTier } from './fetch-chunk.ts';
@@ -261,13 +261,13 @@ async function injectWithResident(deps: QueryDeps, session: Session, run: QueryR
 }
 
 /**
- * [sink], then every chunk object fetched in parallel. When every object's header arrived (and the chunks are few
- * enough, see overlap-policy.ts, or the query blends), the objects and the prompt go to the engine together: layer l
- * of the prompt runs once layer l of every chunk is in, so the prompt's compute overlaps the transfer
- * (Session.injectKVAndPrefill), or a blend recomputes a share of the context with the prompt
- * (Session.blendKVAndPrefill). Otherwise, or when that fails midway, the chunks are injected one by one in context
- * order: a chunk whose object cannot be fetched or verified is fetched once more (the edge client fails over), then
- * prefilled from its tokens. The query never fails for a cache's sake.
+ * [sink], then every chunk object fetched in parallel. When the chunks are few enough (see overlap-policy.ts), the
+ * objects and the prompt go to the engine together at once, headers still on their way: layer l of the prompt runs
+ * once layer l of every chunk is in, so the prompt's compute overlaps the transfer (Session.injectKVAndPrefill). A
+ * blend waits for every header, then recomputes a share of the context with the prompt (Session.blendKVAndPrefill).
+ * Otherwise, or when that fails midway (an object's header or layers included), the chunks are injected one by one in
+ * context order: a chunk whose object cannot be fetched or verified is fetched once more (the edge client fails
+ * over), then prefilled from its tokens. The query never fails for a cache's sake.
  */
 async function injectContext(
   deps: QueryDeps,
@@ -291,14 +291,13 @@ async function injectContext(
   const sinkMs = performance.now() - sinkStart;
   const sinkTokens = sinkComputed ? 1 : 0;
 
-  // Fetches not consumed here (a header failed, or too many chunks to overlap) are reused chunk by chunk.
+  // Fetches not consumed here (a blend's header failed, or too many chunks to overlap) are reused chunk by chunk.
   let reusable = first;
-  const headers = together ? await Promise.allSettled(first.map((f) => f.reader)) : [];
-  const readers = headers.flatMap((h) => (h.status === 'fulfilled' ? [h.value] : []));
-  if (headers.length === pieces.length && readers.length === pieces.length) {
+  const objects = together ? await togetherObjects(run, first) : undefined;
+  if (objects) {
     const injectStart = performance.now();
     try {
-      const { placedAt, blend } = await runTogether(session, run, readers);
+      const { placedAt, blend } = await runTogether(session, run, objects);
       const end = performance.now();
       await Promise.all(first.map((f) => f.done));
       const uses = pieces.map((p, i) => ({
@@ -316,7 +315,8 @@ async function injectContext(
         blend: blend && { ...blend, ms: end - injectStart },
       };
     } catch (err) {
-      // Some object failed midway (or the device did): every object is consumed, so all are fetched again.
+      // An object failed (its header, or a layer midway) or the device did: objects may be partly consumed, so all are
+      // fetched again.
       log.warn({ err }, `${run.mode === 'blend' ? 'blended' : 'overlapped'} injection failed; injecting chunk by chunk`);
       overlapped.abort();
       reusable = [];
@@ -328,19 +328,35 @@ async function injectContext(
   return { ...built, computedMs: built.computedMs + sinkMs, computedTokens: built.computedTokens + sinkTokens, sinkComputed };
 }
 
+/**
+ * What goes to the engine together: to inject, every object as it is fetched, its header possibly still on its way
+ * (the engine sets its rows aside by the chunk's token count and places its layers once they come); to blend, the
+ * objects once every header is in (a blend checks each chunk's tokens against its header first), or undefined when
+ * one failed.
+ */
+async function togetherObjects(run: QueryRun, fetches: readonly ChunkFetch[]): Promise<InjectedObject[] | undefined> {
+  if (run.mode !== 'blend') return fetches.map((f, i) => ({ tokens: run.pieces[i]!.tokenIds.length, reader: f.reader }));
+  const headers = await Promise.allSettled(fetches.map((f) => f.reader));
+  const readers = headers.flatMap((h) => (h.status === 'fulfilled' ? [h.value] : []));
+  return readers.length === fetches.length ? readers : undefined;
+}
+
 /** The context's objects and the prompt on the engine together: injected under the prompt, or blended with it. */
 async function runTogether(
   session: Session,
   run: QueryRun,
-  readers: KVObjectReader[],
+  objects: readonly InjectedObject[],
 ): Promise<{ placedAt: number; blend: Omit<NonNullable<QueryOutcome['blend']>, 'ms'> | null }> {
   if (run.mode !== 'blend') {
-    const { placedAt } = await session.injectKVAndPrefill(readers, run.promptIds, { logits: 'last' });
+    const { placedAt } = await session.injectKVAndPrefill(objects, run.promptIds, { logits: 'last' });
     return { placedAt, blend: null };
   }
   const options = run.blend;
   if (!options) throw new KdnError('INTERNAL', 'a blend query came without its blend options');
-  const chunks = readers.map((object, i) => ({ object, tokenIds: run.pieces[i]!.tokenIds }));
+  const chunks = objects.map((object, i) => {
+    if (!('header' in object)) throw new KdnError('INTERNAL', 'a blend takes its objects with their headers in');
+    return { object, tokenIds: run.pieces[i]!.tokenIds };
+  });
   const out = await session.blendKVAndPrefill(chunks, run.promptIds, options);
   return {
     placedAt: out.placedAt,

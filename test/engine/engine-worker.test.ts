@@ -2,7 +2,7 @@ import { performance } from 'node:perf_hooks';
 import { expect } from 'chai';
 import { KdnError } from '../../common/errors.ts';
 import { createEngine, createEngineInWorker, type Engine } from '../../engine-adapter/index.ts';
-import type { KVTensors } from '../../storage/kv-object/types.ts';
+import type { KVBlockReader, KVTensors } from '../../storage/kv-object/types.ts';
 import { fp16Reader } from './kv-readers.ts';
 import { testModel, type TestModel } from '../kdn/support/tiny-model.ts';
 
@@ -162,6 +162,44 @@ describe('engine on a worker thread (createEngineInWorker)', function () {
     expect(b.recomputed).to.equal(a.recomputed).and.equal(5);
     expect(b.fullLayers).to.equal(a.fullLayers).and.equal(1);
     expect(maxDiff(a.logits, b.logits)).to.equal(0);
+  });
+
+  it('takes objects whose header is still on its way: the same logits once they come, and a failed one fails the call alone', async () => {
+    const ids = local.tokenizer.encode(TEXT, { addSpecialTokens: false });
+    const chunk = ids.slice(0, 16);
+    const prompt = ids.slice(16, 24);
+    const source = local.createSession({ capacity: 64 });
+    await source.prefill([1, ...chunk], { logits: 'none' });
+    const kv = await source.exportKV({ start: 1, end: source.length });
+    source.dispose();
+    const fp = remote.info.fingerprint;
+    const session = remote.createSession({ capacity: 64 });
+    try {
+      await session.prefill([1], { logits: 'none' });
+      const failing = {
+        tokens: chunk.length,
+        reader: new Promise<KVBlockReader>((_, reject) => setTimeout(() => reject(new KdnError('EDGE_UNAVAILABLE', 'edge down')), 20)),
+      };
+      const err = await session.injectKVAndPrefill([failing], prompt).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err).to.be.instanceOf(KdnError).with.property('code', 'EDGE_UNAVAILABLE');
+      expect(session.length).to.equal(1);
+      const later = {
+        tokens: chunk.length,
+        reader: new Promise<KVBlockReader>((resolve) => setTimeout(() => resolve(fp16Reader(kv, fp, chunk)), 20)),
+      };
+      const got = await session.injectKVAndPrefill([later], prompt);
+      const reference = local.createSession({ capacity: 64 });
+      await reference.prefill([1], { logits: 'none' });
+      const want = await reference.injectKVAndPrefill([await fp16Reader(kv, local.info.fingerprint, chunk)], prompt);
+      reference.dispose();
+      expect(maxDiff(got.logits, want.logits)).to.equal(0);
+      expect(session.length).to.equal(1 + chunk.length + prompt.length);
+    } finally {
+      session.dispose();
+    }
   });
 
   it('rejects a mismatched object with KV_MISMATCH and leaves the session as it was', async () => {

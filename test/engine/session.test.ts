@@ -13,7 +13,7 @@ import { loadModelWeights } from '../../engine-adapter/model/load-weights.ts';
 import { loadTokenizer } from '../../engine-adapter/model/tokenizer.ts';
 import { BackendSession } from '../../engine-adapter/session.ts';
 import type { Engine, GeneratedToken, Session } from '../../engine-adapter/types.ts';
-import type { KVTensors } from '../../storage/kv-object/types.ts';
+import type { KVBlockReader, KVTensors } from '../../storage/kv-object/types.ts';
 import { directReader, fileReader, fp16Reader } from './kv-readers.ts';
 import { ARCHITECTURES, TempModels } from './temp-models.ts';
 import { rejection } from '../support/rejection.ts';
@@ -192,6 +192,27 @@ describe('engine sessions on the cpu backend', () => {
         expect((await overlapped.generate({ maxTokens: 8 })).tokens).to.deep.equal((await oneByOne.generate({ maxTokens: 8 })).tokens);
       });
 
+      it('injectKVAndPrefill takes objects still on their way (their token counts announced): the same as readers in hand', async () => {
+        const fp = engine.info.fingerprint;
+        const source = session();
+        await source.prefill(a, { logits: 'none' });
+        const half = Math.floor(a.length / 2);
+        const first = await source.exportKV({ start: 0, end: half });
+        const second = await source.exportKV({ start: half, end: a.length });
+        const inHand = session();
+        const want = await inHand.injectKVAndPrefill([directReader(first, fp), directReader(second, fp)], b);
+        const later = (kv: KVTensors, ms: number) => ({
+          tokens: kv.tokens,
+          reader: new Promise<KVBlockReader>((resolve) => setTimeout(() => resolve(directReader(kv, fp)), ms)),
+        });
+        // The second object's header comes first: each is placed at the rows its announced count set aside.
+        const awaited = session();
+        const got = await awaited.injectKVAndPrefill([later(first, 30), later(second, 5)], b);
+        expect(maxAbsDiff(got.logits, want.logits)).to.be.below(1e-6);
+        expect(awaited.length).to.equal(a.length + b.length);
+        expect((await awaited.generate({ maxTokens: 8 })).tokens).to.deep.equal((await inHand.generate({ maxTokens: 8 })).tokens);
+      });
+
       it('generate: greedy is deterministic and equals argmax step by step', async () => {
         const s1 = session();
         await s1.prefill(a);
@@ -314,6 +335,18 @@ describe('engine sessions on the cpu backend', () => {
         'KV_MISMATCH',
       );
       expect((await rejection(s.injectKVAndPrefill([directReader(kv, fp)], [engine.info.vocabSize]))).code).to.equal('INVALID_ARGUMENT');
+      expect(s.length).to.equal(2);
+      // An object still on its way that fails, or comes with other than its announced token count.
+      const failing = {
+        tokens: kv.tokens,
+        reader: new Promise<KVBlockReader>((_, reject) => setTimeout(() => reject(new KdnError('EDGE_UNAVAILABLE', 'edge down')), 5)),
+      };
+      expect((await rejection(s.injectKVAndPrefill([directReader(kv, fp), failing], [12]))).code).to.equal('EDGE_UNAVAILABLE');
+      const miscounted = { tokens: kv.tokens + 1, reader: Promise.resolve(directReader(kv, fp)) };
+      expect((await rejection(s.injectKVAndPrefill([miscounted], [12]))).code).to.equal('KV_MISMATCH');
+      expect((await rejection(s.injectKVAndPrefill([{ tokens: 0, reader: Promise.resolve(directReader(kv, fp)) }], [12]))).code).to.equal(
+        'INVALID_ARGUMENT',
+      );
       expect(s.length).to.equal(2);
 
       const got = await s.injectKVAndPrefill([directReader(kv, fp)], [12, 13]);
