@@ -86,14 +86,20 @@ describe('engine on a worker thread (createEngineInWorker)', function () {
     expect(total((await local.work()).loop)).to.be.closeTo(thisThread(), 0.01);
   });
 
-  it('injects KV objects (one by one, and overlapped with the prompt) exactly as the engine in this thread does', async () => {
+  /** A 16-token chunk of TEXT, its KV computed after the sink token by the engine in this thread, and a prompt after it. */
+  async function chunkAfterSink(): Promise<{ chunk: number[]; prompt: number[]; kv: KVTensors }> {
     const ids = local.tokenizer.encode(TEXT, { addSpecialTokens: false });
-    const chunk = ids.slice(0, 16);
-    const prompt = ids.slice(16, 24);
     const source = local.createSession({ capacity: 64 });
-    await source.prefill([1, ...chunk], { logits: 'none' });
-    const kv = await source.exportKV({ start: 1, end: source.length });
-    source.dispose();
+    try {
+      await source.prefill([1, ...ids.slice(0, 16)], { logits: 'none' });
+      return { chunk: ids.slice(0, 16), prompt: ids.slice(16, 24), kv: await source.exportKV({ start: 1, end: source.length }) };
+    } finally {
+      source.dispose();
+    }
+  }
+
+  it('injects KV objects (one by one, and overlapped with the prompt) exactly as the engine in this thread does', async () => {
+    const { chunk, prompt, kv } = await chunkAfterSink();
     const run = async (engine: Engine, overlapped: boolean): Promise<{ logits: Float32Array; length: number }> => {
       const session = engine.createSession({ capacity: 64 });
       try {
@@ -165,13 +171,7 @@ describe('engine on a worker thread (createEngineInWorker)', function () {
   });
 
   it('takes objects whose header is still on its way: the same logits once they come, and a failed one fails the call alone', async () => {
-    const ids = local.tokenizer.encode(TEXT, { addSpecialTokens: false });
-    const chunk = ids.slice(0, 16);
-    const prompt = ids.slice(16, 24);
-    const source = local.createSession({ capacity: 64 });
-    await source.prefill([1, ...chunk], { logits: 'none' });
-    const kv = await source.exportKV({ start: 1, end: source.length });
-    source.dispose();
+    const { chunk, prompt, kv } = await chunkAfterSink();
     const fp = remote.info.fingerprint;
     const session = remote.createSession({ capacity: 64 });
     try {

@@ -169,13 +169,21 @@ describe('engine sessions on the cpu backend', () => {
         }
       });
 
-      it('injectKVAndPrefill places chunks layer by layer under the prompt: the same as injecting them one by one, then prefilling', async () => {
-        const fp = engine.info.fingerprint;
+      /** The KV of `a`'s first and second half, computed in one session. */
+      async function halvesOfA(): Promise<{ half: number; first: KVTensors; second: KVTensors }> {
         const source = session();
         await source.prefill(a, { logits: 'none' });
         const half = Math.floor(a.length / 2);
-        const first = await source.exportKV({ start: 0, end: half });
-        const second = await source.exportKV({ start: half, end: a.length });
+        return {
+          half,
+          first: await source.exportKV({ start: 0, end: half }),
+          second: await source.exportKV({ start: half, end: a.length }),
+        };
+      }
+
+      it('injectKVAndPrefill places chunks layer by layer under the prompt: the same as injecting them one by one, then prefilling', async () => {
+        const fp = engine.info.fingerprint;
+        const { half, first, second } = await halvesOfA();
 
         const oneByOne = session();
         await oneByOne.injectKV(directReader(first, fp), 0);
@@ -194,11 +202,7 @@ describe('engine sessions on the cpu backend', () => {
 
       it('injectKVAndPrefill takes objects still on their way (their token counts announced): the same as readers in hand', async () => {
         const fp = engine.info.fingerprint;
-        const source = session();
-        await source.prefill(a, { logits: 'none' });
-        const half = Math.floor(a.length / 2);
-        const first = await source.exportKV({ start: 0, end: half });
-        const second = await source.exportKV({ start: half, end: a.length });
+        const { first, second } = await halvesOfA();
         const inHand = session();
         const want = await inHand.injectKVAndPrefill([directReader(first, fp), directReader(second, fp)], b);
         const later = (kv: KVTensors, ms: number) => ({
