@@ -357,7 +357,6 @@ export class BackendSession implements Session {
     }
   }
 
-  /** A KV object's header against this model: fingerprint, shape and a token count. */
   /** The rows `o` takes: its header's tokens once checked, or an awaited object's announced count. */
   private checkedTokens(o: InjectedObject): number {
     if ('header' in o) {
@@ -381,6 +380,7 @@ export class BackendSession implements Session {
     return reader;
   }
 
+  /** A KV object's header against this model: fingerprint, shape and a token count. */
   private checkObject(h: KVHeader): void {
     const c = this.model.config;
     if (h.modelFingerprint !== this.model.fingerprint) {

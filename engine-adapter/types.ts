@@ -118,7 +118,6 @@ export interface BlendOptions {
   timeline?: boolean;
 }
 
-/** A chunk to blend: its KV object and the token ids it was computed from (checked against the header's hash). */
 /**
  * A KV object whose header has not come yet (a fetch over the network): how many tokens it holds, known from the
  * plan, and its reader once it comes (rejecting fails the call). The header must then say the same token count.
@@ -131,6 +130,7 @@ export interface AwaitedObject {
 /** What Session.injectKVAndPrefill places: a reader in hand, or one still on its way. */
 export type InjectedObject = KVBlockReader | AwaitedObject;
 
+/** A chunk to blend: its KV object and the token ids it was computed from (checked against the header's hash). */
 export interface BlendChunk {
   object: KVBlockReader;
   tokenIds: ArrayLike<number>;
