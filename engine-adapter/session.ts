@@ -25,6 +25,7 @@ import type {
   Session,
   Tokenizer,
 } from './types.ts';
+import { isAwaited } from './types.ts';
 
 /** Marks positions whose token id is unknown because their KV was injected. */
 const INJECTED = -1;
@@ -359,7 +360,7 @@ export class BackendSession implements Session {
 
   /** The rows `o` takes: its header's tokens once checked, or an awaited object's announced count. */
   private checkedTokens(o: InjectedObject): number {
-    if ('header' in o) {
+    if (!isAwaited(o)) {
       this.checkObject(o.header);
       return o.header.tokens;
     }
@@ -433,7 +434,7 @@ export class BackendSession implements Session {
     let end = this.length;
     for (const o of objects) {
       // An awaited reader the call never gets to read (it failed first) must not reject unhandled.
-      if (!('header' in o)) o.reader.catch(() => undefined);
+      if (isAwaited(o)) o.reader.catch(() => undefined);
     }
     for (const o of objects) {
       positions.push(end);
@@ -499,7 +500,7 @@ export class BackendSession implements Session {
     const counts = new Array<number>(layers).fill(0);
     const written = new Array<number>(objects.length).fill(0);
     // Awaited objects' readers, once they came: a block of an object means its reader is here.
-    const readers = objects.map((o) => ('header' in o ? o : undefined));
+    const readers = objects.map((o) => (isAwaited(o) ? undefined : o));
     let complete = 0;
     // A layer opens to the forward once every object's copy of it is written and verified (announced blocks are
     // written before they are verified, storage LayerVerification).
@@ -517,7 +518,7 @@ export class BackendSession implements Session {
       return reader.layers[Symbol.asyncIterator]();
     };
     const streams = objects.map((o, i) =>
-      'header' in o ? arrived(i, o) : awaitedLayers(async () => arrived(i, this.checkedReader(await o.reader, o.tokens))),
+      isAwaited(o) ? awaitedLayers(async () => arrived(i, this.checkedReader(await o.reader, o.tokens))) : arrived(i, o),
     );
     const sink: LayerSink = {
       write: async (i, block) => {

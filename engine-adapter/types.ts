@@ -130,6 +130,11 @@ export interface AwaitedObject {
 /** What Session.injectKVAndPrefill places: a reader in hand, or one still on its way. */
 export type InjectedObject = KVBlockReader | AwaitedObject;
 
+/** Whether `o` is still on its way (a reader in hand carries its header). */
+export function isAwaited(o: InjectedObject): o is AwaitedObject {
+  return !('header' in o);
+}
+
 /** A chunk to blend: its KV object and the token ids it was computed from (checked against the header's hash). */
 export interface BlendChunk {
   object: KVBlockReader;

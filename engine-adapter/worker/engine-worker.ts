@@ -79,7 +79,9 @@ async function inject(
   }
   const objects = call.streams.map((s, i) => {
     const channel = channels[i];
-    return channel ? channel.reader : { tokens: s.tokens ?? 0, reader: awaitedChannel(s.stream, channels, i) };
+    if (channel) return channel.reader;
+    if (s.tokens === undefined) throw new KdnError('INTERNAL', `stream ${s.stream} came with neither a header nor a token count`);
+    return { tokens: s.tokens, reader: awaitedChannel(s.stream, channels, i) };
   });
   const out = await session.injectKVAndPrefill(objects, call.tokens, { logits: call.logits ?? 'last', timeline: call.timeline === true });
   return prefilled(out, channels as BlockChannel[], startedAt);

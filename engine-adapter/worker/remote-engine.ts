@@ -30,6 +30,7 @@ import type {
   Session,
   Tokenizer,
 } from '../types.ts';
+import { isAwaited } from '../types.ts';
 import {
   transferable,
   type Call,
@@ -344,7 +345,7 @@ class RemoteSession implements Session {
   ): Promise<CallValue> {
     this.checkUsable();
     const streams = objects.map(
-      (object): StreamOpen => ('header' in object ? this.open(object) : { stream: this.engine.stream(), tokens: object.tokens }),
+      (object): StreamOpen => (isAwaited(object) ? { stream: this.engine.stream(), tokens: object.tokens } : this.open(object)),
     );
     const call: Call = {
       op: 'inject',
@@ -363,7 +364,7 @@ class RemoteSession implements Session {
     const answer = this.engine.call(call, { session: this, ...(transfer.length > 0 ? { transfer } : {}) });
     for (const [i, object] of objects.entries()) {
       const { stream, port } = streams[i]!;
-      if (!('header' in object)) void this.openLater(object.reader, stream, () => answered);
+      if (isAwaited(object)) void this.openLater(object.reader, stream, () => answered);
       else if (!port) void this.pump(object, stream, () => answered);
     }
     try {

@@ -4,6 +4,7 @@ import { performance } from 'node:perf_hooks';
 import type { Logger } from '../../common/log.ts';
 import type { KvFetcher } from './kv-fetcher.ts';
 import type { BlendOptions, Engine, GeneratedToken, GenerateResult, InjectedObject, Session } from '../../engine-adapter/types.ts';
+import { isAwaited } from '../../engine-adapter/types.ts';
 import { tokenHash } from '../../storage/kv-object/index.ts';
 import type { KVExpectation } from '../../storage/kv-object/types.ts';
 import { sinkToken } from '../sink-token.ts';
@@ -354,7 +355,7 @@ async function runTogether(
   const options = run.blend;
   if (!options) throw new KdnError('INTERNAL', 'a blend query came without its blend options');
   const chunks = objects.map((object, i) => {
-    if (!('header' in object)) throw new KdnError('INTERNAL', 'a blend takes its objects with their headers in');
+    if (isAwaited(object)) throw new KdnError('INTERNAL', 'a blend takes its objects with their headers in');
     return { object, tokenIds: run.pieces[i]!.tokenIds };
   });
   const out = await session.blendKVAndPrefill(chunks, run.promptIds, options);
