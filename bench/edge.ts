@@ -55,7 +55,18 @@ interface Target {
   headers: (file: string) => Record<string, string>;
 }
 
-export async function run(args: string[]): Promise<BenchReport> {
+interface EdgeOptions {
+  formats: LayerDigestVersion[];
+  duration: number;
+  rounds: number;
+  warmup: number;
+  connections: number;
+  threads: number;
+  sizes: number[];
+  pin: boolean;
+}
+
+function parseEdgeArgs(args: string[]): EdgeOptions {
   const { values } = parseArgs({
     args,
     options: {
@@ -69,153 +80,41 @@ export async function run(args: string[]): Promise<BenchReport> {
       'format-versions': { type: 'string' },
     },
   });
-  const formats = formatVersions(values['format-versions']);
-  const duration = positiveInt(values.duration, 3, 'duration');
-  const rounds = positiveInt(values.rounds, 5, 'rounds');
-  const warmup = positiveInt(values.warmup, 1, 'warmup');
-  const connections = positiveInt(values.connections, 4, 'connections');
-  const threads = positiveInt(values.threads, 1, 'threads');
-  const sizes = intList(values.sizes, [1, 16], 'sizes');
+  return {
+    formats: formatVersions(values['format-versions']),
+    duration: positiveInt(values.duration, 3, 'duration'),
+    rounds: positiveInt(values.rounds, 5, 'rounds'),
+    warmup: positiveInt(values.warmup, 1, 'warmup'),
+    connections: positiveInt(values.connections, 4, 'connections'),
+    threads: positiveInt(values.threads, 1, 'threads'),
+    sizes: intList(values.sizes, [1, 16], 'sizes'),
+    pin: values.pin === true,
+  };
+}
+
+export async function run(args: string[]): Promise<BenchReport> {
+  const o = parseEdgeArgs(args);
   const nginx = ensureTools();
   const loadAtStart = loadavg()[0]!;
-  const pin = values.pin ? pinServers() : undefined;
-
+  const pin = o.pin ? pinServers() : undefined;
   const root = await mkdtemp(join(tmpdir(), 'kdn-bench-edge-'));
   // nginx workers run as an unprivileged user and must be able to reach the served files.
   await chmod(root, 0o755);
   const closers: (() => Promise<void>)[] = [];
   try {
-    const origin = openStore(`file:${join(root, 'origin')}`);
-    closers.push(() => origin.close());
-    await mkdir(join(root, 'www', 'kv'), { recursive: true });
-    const objects = new Map<number, Buffer>();
-    for (const mib of sizes) {
-      const object = makeObject(mib, KV_FORMAT_VERSION);
-      objects.set(mib, object);
-      await origin.put(`kv/${mib}mib.kv`, object);
-      await writeFile(join(root, 'www', 'kv', `${mib}mib.kv`), object);
-      for (const format of formats) await origin.put(`kv/${diskFile(mib, format)}`, makeObject(mib, format));
-    }
-    const biggest = Math.max(...[...objects.values()].map((object) => object.length));
-    const budget = 4 * biggest * sizes.length * formats.length;
-
-    // Edges check a signed token on every GET, as in production; wrk sends one per object.
-    const secret = randomBytes(24).toString('hex');
-    const token = (key: string): Record<string, string> => ({
-      [EDGE_HEADERS.token]: signEdgeToken(secret, {
-        method: 'GET',
-        target: kvPath(key),
-        expiry: Math.floor(Date.now() / 1000) + EDGE_TOKEN_MAX_LIFETIME_S - 10,
-        nonce: newNonce(),
-      }),
-    });
-    const memoryEdge = await startEdge({
-      port: 0,
-      originUrl: `file:${join(root, 'origin')}`,
-      memoryBytes: budget,
-      diskBytes: 0,
-      diskPath: join(root, 'disk-unused'),
-      secret,
-    });
-    closers.push(() => memoryEdge.close());
-    const diskEdge = await startEdge({
-      port: 0,
-      originUrl: `file:${join(root, 'origin')}`,
-      memoryBytes: 0,
-      diskBytes: budget,
-      diskPath: join(root, 'disk'),
-      secret,
-    });
-    closers.push(() => diskEdge.close());
-    for (const mib of sizes) {
-      await fill(memoryEdge, `kv/${mib}mib.kv`, 'memory', token(`kv/${mib}mib.kv`));
-      for (const format of formats) await fill(diskEdge, `kv/${diskFile(mib, format)}`, 'disk', token(`kv/${diskFile(mib, format)}`));
-    }
-    const expressUrl = await startExpressReference(objects);
-    closers.push(expressUrl.close);
-    const nginxUrl = await startNginx(nginx, root);
-    closers.push(nginxUrl.close);
-
-    const plain = (mib: number): string => `${mib}mib.kv`;
-    const targets: Target[] = [
-      { server: 'nginx', tier: 'sendfile', file: plain, url: (file) => `${nginxUrl.url}/kv/${file}`, headers: () => ({}) },
-      {
-        server: 'kdn edge',
-        tier: 'memory',
-        file: plain,
-        url: (file) => memoryEdge.url + kvPath(`kv/${file}`),
-        headers: (file) => token(`kv/${file}`),
-      },
-      ...formats.map(
-        (format): Target => ({
-          server: 'kdn edge',
-          tier: 'disk',
-          format,
-          file: (mib) => diskFile(mib, format),
-          url: (file) => diskEdge.url + kvPath(`kv/${file}`),
-          headers: (file) => token(`kv/${file}`),
-        }),
-      ),
-      { server: 'express (reference)', tier: 'memory', file: plain, url: (file) => `${expressUrl.url}/kv/${file}`, headers: () => ({}) },
-    ];
-    // Rounds interleave the servers so that load from other work on a shared machine hits all of them alike;
-    // the median round is the figure, the best one is kept alongside.
+    const { objects, targets } = await startServers(root, o, nginx, closers);
     const records: BenchRecord[] = [];
-    for (const mib of sizes) {
-      const size = objects.get(mib)!.length;
-      const runs = new Map<Target, number[]>(targets.map((target) => [target, []]));
-      for (const target of targets) {
-        await wrk(target.url(target.file(mib)), {
-          threads,
-          connections,
-          seconds: warmup,
-          cpu: pin?.client,
-          headers: target.headers(target.file(mib)),
-        });
-      }
-      for (let pass = 1; pass <= rounds; pass += 1) {
-        for (const target of targets) {
-          const url = target.url(target.file(mib));
-          const result = await wrk(url, {
-            threads,
-            connections,
-            seconds: duration,
-            cpu: pin?.client,
-            headers: target.headers(target.file(mib)),
-          });
-          if (result.errors > 0) throw new Error(`${target.server} answered ${result.errors} requests for ${url} with errors`);
-          runs.get(target)!.push((result.requestsPerSec * size) / 1e9);
-          console.error(
-            `round ${pass}: ${target.server} ${target.tier}${target.format ? ` format ${target.format}` : ''} ${mib} MiB: ${((result.requestsPerSec * size) / 1e9).toFixed(3)} GB/s`,
-          );
-        }
-      }
-      const nginxGBps = median(runs.get(targets[0]!)!);
-      for (const target of targets) {
-        const gbps = runs.get(target)!;
-        records.push({
-          server: target.server,
-          tier: target.tier,
-          format: target.format ?? null,
-          objectMiB: mib,
-          objectBytes: size,
-          GBps: round(median(gbps), 3),
-          bestGBps: round(Math.max(...gbps), 3),
-          ratioToNginx: round(median(gbps) / nginxGBps, 2),
-          rounds: gbps.map((value) => round(value, 2)).join(' '),
-        });
-      }
-    }
+    for (const mib of o.sizes) records.push(...(await measureSize(objects.get(mib)!.length, mib, targets, o, pin?.client)));
     return {
       params: {
-        duration,
-        warmup,
-        rounds,
-        connections,
-        threads,
+        duration: o.duration,
+        warmup: o.warmup,
+        rounds: o.rounds,
+        connections: o.connections,
+        threads: o.threads,
         loadAverage1mAtStart: round(loadAtStart, 2),
         pinning: pin ? `servers on cpu ${pin.server}, wrk on cpu ${pin.client}` : 'none',
-        wrkCommand: `wrk -t${threads} -c${connections} -d${duration}s`,
+        wrkCommand: `wrk -t${o.threads} -c${o.connections} -d${o.duration}s`,
       },
       records,
     };
@@ -224,6 +123,125 @@ export async function run(args: string[]): Promise<BenchReport> {
     await rm(root, { recursive: true, force: true });
     pin?.release();
   }
+}
+
+/**
+ * The objects in an origin and in nginx's folder, the memory-tier and disk-tier edges filled with them, nginx and
+ * the express reference, and how to ask each for an object; each server's close goes to `closers`.
+ */
+async function startServers(
+  root: string,
+  o: EdgeOptions,
+  nginx: string,
+  closers: (() => Promise<void>)[],
+): Promise<{ objects: Map<number, Buffer>; targets: Target[] }> {
+  const originUrl = `file:${join(root, 'origin')}`;
+  const origin = openStore(originUrl);
+  closers.push(() => origin.close());
+  await mkdir(join(root, 'www', 'kv'), { recursive: true });
+  const objects = new Map<number, Buffer>();
+  for (const mib of o.sizes) {
+    const object = makeObject(mib, KV_FORMAT_VERSION);
+    objects.set(mib, object);
+    await origin.put(`kv/${mib}mib.kv`, object);
+    await writeFile(join(root, 'www', 'kv', `${mib}mib.kv`), object);
+    for (const format of o.formats) await origin.put(`kv/${diskFile(mib, format)}`, makeObject(mib, format));
+  }
+  const biggest = Math.max(...[...objects.values()].map((object) => object.length));
+  const budget = 4 * biggest * o.sizes.length * o.formats.length;
+  // Edges check a signed token on every GET, as in production; wrk sends one per object.
+  const secret = randomBytes(24).toString('hex');
+  const token = (file: string): Record<string, string> => ({
+    [EDGE_HEADERS.token]: signEdgeToken(secret, {
+      method: 'GET',
+      target: kvPath(`kv/${file}`),
+      expiry: Math.floor(Date.now() / 1000) + EDGE_TOKEN_MAX_LIFETIME_S - 10,
+      nonce: newNonce(),
+    }),
+  });
+  const edge = async (tier: 'memory' | 'disk'): Promise<RunningEdge> => {
+    const memoryBytes = tier === 'memory' ? budget : 0;
+    const running = await startEdge({
+      port: 0,
+      originUrl,
+      memoryBytes,
+      diskBytes: budget - memoryBytes,
+      diskPath: join(root, `disk-${tier}`),
+      secret,
+    });
+    closers.push(() => running.close());
+    return running;
+  };
+  const memoryEdge = await edge('memory');
+  const diskEdge = await edge('disk');
+  for (const mib of o.sizes) {
+    await fill(memoryEdge, `kv/${mib}mib.kv`, 'memory', token(`${mib}mib.kv`));
+    for (const format of o.formats) await fill(diskEdge, `kv/${diskFile(mib, format)}`, 'disk', token(diskFile(mib, format)));
+  }
+  const expressUrl = await startExpressReference(objects);
+  closers.push(expressUrl.close);
+  const nginxUrl = await startNginx(nginx, root);
+  closers.push(nginxUrl.close);
+  const plain = (mib: number): string => `${mib}mib.kv`;
+  const targets: Target[] = [
+    { server: 'nginx', tier: 'sendfile', file: plain, url: (file) => `${nginxUrl.url}/kv/${file}`, headers: () => ({}) },
+    { server: 'kdn edge', tier: 'memory', file: plain, url: (file) => memoryEdge.url + kvPath(`kv/${file}`), headers: token },
+    ...o.formats.map(
+      (format): Target => ({
+        server: 'kdn edge',
+        tier: 'disk',
+        format,
+        file: (mib) => diskFile(mib, format),
+        url: (file) => diskEdge.url + kvPath(`kv/${file}`),
+        headers: token,
+      }),
+    ),
+    { server: 'express (reference)', tier: 'memory', file: plain, url: (file) => `${expressUrl.url}/kv/${file}`, headers: () => ({}) },
+  ];
+  return { objects, targets };
+}
+
+/**
+ * Every target's GB/s for the `mib` MiB object (`size` bytes). Rounds interleave the servers so that load from other
+ * work on a shared machine hits all of them alike; the median round is the figure, the best one is kept alongside.
+ */
+async function measureSize(size: number, mib: number, targets: Target[], o: EdgeOptions, cpu: number | undefined): Promise<BenchRecord[]> {
+  const load = (target: Target, seconds: number): Promise<WrkResult> =>
+    wrk(target.url(target.file(mib)), {
+      threads: o.threads,
+      connections: o.connections,
+      seconds,
+      cpu,
+      headers: target.headers(target.file(mib)),
+    });
+  const runs = new Map<Target, number[]>(targets.map((target) => [target, []]));
+  for (const target of targets) await load(target, o.warmup);
+  for (let pass = 1; pass <= o.rounds; pass += 1) {
+    for (const target of targets) {
+      const result = await load(target, o.duration);
+      if (result.errors > 0) throw new Error(`${target.server} answered ${result.errors} requests for ${target.file(mib)} with errors`);
+      const gbps = (result.requestsPerSec * size) / 1e9;
+      runs.get(target)!.push(gbps);
+      console.error(
+        `round ${pass}: ${target.server} ${target.tier}${target.format ? ` format ${target.format}` : ''} ${mib} MiB: ${gbps.toFixed(3)} GB/s`,
+      );
+    }
+  }
+  const nginxGBps = median(runs.get(targets[0]!)!);
+  return targets.map((target) => {
+    const gbps = runs.get(target)!;
+    return {
+      server: target.server,
+      tier: target.tier,
+      format: target.format ?? null,
+      objectMiB: mib,
+      objectBytes: size,
+      GBps: round(median(gbps), 3),
+      bestGBps: round(Math.max(...gbps), 3),
+      ratioToNginx: round(median(gbps) / nginxGBps, 2),
+      rounds: gbps.map((value) => round(value, 2)).join(' '),
+    };
+  });
 }
 
 /**
