@@ -43,7 +43,7 @@
 import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { KdnError } from '../common/errors.ts';
-import { createEngine, kvBeforeRope, loadModelConfig, type Engine } from '../engine-adapter/index.ts';
+import { createEngine, kvBeforeRope, loadModelConfig, type Engine, type ModelConfig } from '../engine-adapter/index.ts';
 import { CALIBRATION_TEXT, calibrationKV } from '../kdn/ingest/transform/fit-model-table.ts';
 import {
   encodeKVObject,
@@ -568,226 +568,23 @@ export async function run(args: string[]): Promise<BenchReport> {
   const a = parse(args);
   const engine = await createEngine({ modelDir: a.model, backend: 'cpu' });
   try {
-    const { tokenizer, fingerprint } = { tokenizer: engine.tokenizer, fingerprint: engine.info.fingerprint };
-    const bos = tokenizer.bosTokenId;
-    if (bos === undefined) throw new KdnError('MODEL_UNSUPPORTED', 'the study needs a model with a BOS token');
-    const config = await loadModelConfig(engine.info.path);
-    const calibration = await calibrationKV(engine, await readFile(CALIBRATION_TEXT, 'utf8'));
-    const table = transformTables.register(fitTransformTable([calibration], fingerprint, LEVELS));
-    const shipped = fitTransformTable([calibration], fingerprint);
-    const standardMatch = shipped.levels.every((s) => {
-      const ours = table.levels.find((l) => l.name === s.name)!;
-      return ours.bits.every((b, i) => b === s.bits[i] && ours.step[i] === s.step[i]);
-    });
-    if (!standardMatch) throw new KdnError('INTERNAL', "the study table's shipped levels differ from the shipped table's");
-    await engine.useTransformTable(table);
-    const D = table.headDim;
-    const S = table.layers * 2 * table.kvHeads;
-    // Calibration KV in 128-token chunks, as objects are cut, for the delta models' restarts.
-    const calChunks: KVTensors[] = [];
-    for (let s = 0; s < calibration.tokens; s += a.chunk)
-      calChunks.push(sliceKV(calibration, s, Math.min(calibration.tokens, s + a.chunk)));
-    const cal = coefficientsOf(table, calChunks);
-    const slotVariance = slotVariances(cal, S, D);
-
-    const measured: Measured[] = (await measure(engine, bos, a)).map((m) => ({
-      ...m,
-      coefficients: coefficientsOf(
-        table,
-        m.chunks.flat().map((c) => kvBeforeRope(c.kv, config)),
-      ),
-    }));
-    const records: BenchRecord[] = [];
-    const elementsPerToken = S * D;
-    const fp16PerToken = 2 * elementsPerToken;
-    const flushPerToken = (m: Measured): number =>
-      (m.coefficients.chunkStarts.length * table.layers * RANS_FLUSH_BYTES_PER_BLOCK) / m.coefficients.tokens;
-    const budgets = new Map<string, Map<ContextSet, number>>();
-
-    // 1. Rates of every fixed-rate level.
-    for (const m of measured) {
-      checkAgainstCodec(table, LEVEL_NAMES.indexOf('x8'), kvBeforeRope(m.chunks[0]![0]!.kv, config), m.coefficients);
-      const rows: BenchRecord[] = [];
-      table.levels.forEach((lv, level) => {
-        const q = fixedQuantizer(table, level);
-        const rates = ratesOf(
-          q,
-          streamsOf(q, m.coefficients, S, D),
-          streamsOf(q, cal, S, D),
-          m.coefficients.chunkStarts,
-          m.coefficients.tokens,
-        );
-        const fixed = fixedBytes(table, level, m.coefficients.chunkStarts, m.coefficients.tokens) / m.coefficients.tokens;
-        const perToken = (bits: number): number => bits / 8 / m.coefficients.tokens;
-        const o0Rans = perToken(rates.o0_static) + flushPerToken(m);
-        const deltaRans = perToken(rates.delta_static) + flushPerToken(m);
-        const budgetsOfLevel = budgets.get(lv.name) ?? new Map<ContextSet, number>();
-        budgetsOfLevel.set(m.set, fixed);
-        budgets.set(lv.name, budgetsOfLevel);
-        const d = distortion(q, m.coefficients, S, D, slotVariance);
-        rows.push({
-          part: 'rates',
-          set: m.set,
-          level: lv.name,
-          targetBits: round(lv.targetBits, 4),
-          fixed_bytes_per_token: round(fixed, 5),
-          o0_static: round(perToken(rates.o0_static), 5),
-          o0_static_width: round(perToken(rates.o0_static_width), 5),
-          o0_insample: round(perToken(rates.o0_insample), 5),
-          o0_adaptive: round(perToken(rates.o0_adaptive), 5),
-          delta_static: round(perToken(rates.delta_static), 5),
-          delta_static_width: round(perToken(rates.delta_static_width), 5),
-          delta_insample: round(perToken(rates.delta_insample), 5),
-          delta_adaptive: round(perToken(rates.delta_adaptive), 5),
-          o0_static_rans: round(o0Rans, 5),
-          delta_static_rans: round(deltaRans, 5),
-          o0_saving: round(1 - o0Rans / fixed, 4),
-          vs_fp16_fixed: round(fp16PerToken / fixed, 4),
-          vs_fp16_o0_rans: round(fp16PerToken / o0Rans, 4),
-          mse: round(d.mse, 4),
-          relative_mse: round(d.relativeMse, 4),
-        });
-      });
-      // 2. Per budget, the finest level whose entropy-coded bytes fit.
-      for (const budget of BUDGETS) {
-        const limit = rows.find((r) => r.level === budget)!.fixed_bytes_per_token as number;
-        const fits = (key: string): string => rows.find((r) => (r[key] as number) <= limit)?.level as string;
-        rows.push({
-          part: 'fits',
-          set: m.set,
-          budget,
-          budget_bytes_per_token: limit,
-          o0_static_rans: fits('o0_static_rans'),
-          delta_static_rans: fits('delta_static_rans'),
-          o0_insample: fits('o0_insample'),
-        });
-      }
-      records.push(...rows);
-      records.push({
-        part: 'locality',
-        set: m.set,
-        level: 'x8',
-        ...locality(m.coefficients, S, D, fixedQuantizer(table, LEVEL_NAMES.indexOf('x8')).coded),
-      });
-      progress(`${m.set}: rates done`);
-    }
-
-    // 3. ECSQ at each budget: bisect lambda on the document set (or the first set measured), measure on every set.
-    const first = measured[0]!;
-    const ecsq = new Map<string, Quantizer>();
-    for (const budget of a.ecsqBudgets) {
-      const target = budgets.get(budget)!.get(first.set)!;
-      const rateAt = (lambda: number): { q: Quantizer; bytes: number } => {
-        const q = ecsqQuantizer(ecsqSteps(lambda, cal, slotVariance, S, D));
-        return { q, bytes: staticO0Bits(q, first.coefficients, cal, S, D) / 8 / first.coefficients.tokens + flushPerToken(first) };
-      };
-      let lo = 1e-3;
-      let hi = 4;
-      for (let it = 0; it < 18; it++) {
-        const mid = Math.sqrt(lo * hi);
-        if (rateAt(mid).bytes > target) lo = mid;
-        else hi = mid;
-      }
-      const lambda = hi;
-      const { q } = rateAt(lambda);
-      ecsq.set(budget, q);
-      for (const m of measured) {
-        const rates = ratesOf(
-          q,
-          streamsOf(q, m.coefficients, S, D),
-          streamsOf(q, cal, S, D),
-          m.coefficients.chunkStarts,
-          m.coefficients.tokens,
-        );
-        const perToken = (bits: number): number => bits / 8 / m.coefficients.tokens;
-        const d = distortion(q, m.coefficients, S, D, slotVariance);
-        const fixedLevel = fixedQuantizer(table, LEVEL_NAMES.indexOf(budget));
-        const f = distortion(fixedLevel, m.coefficients, S, D, slotVariance);
-        records.push({
-          part: 'ecsq',
-          set: m.set,
-          budget,
-          lambda: round(lambda, 5),
-          coded_components: q.coded.length,
-          budget_bytes_per_token: round(budgets.get(budget)!.get(m.set)!, 5),
-          o0_static_rans: round(perToken(rates.o0_static) + flushPerToken(m), 5),
-          o0_insample: round(perToken(rates.o0_insample), 5),
-          delta_static_rans: round(perToken(rates.delta_static) + flushPerToken(m), 5),
-          mse: round(d.mse, 4),
-          relative_mse: round(d.relativeMse, 4),
-          fixed_mse: round(f.mse, 4),
-          fixed_relative_mse: round(f.relativeMse, 4),
-          mse_ratio_vs_fixed: round(d.mse / f.mse, 4),
-          relative_mse_ratio_vs_fixed: round(d.relativeMse / f.relativeMse, 4),
-          ...equivalentLevel(
-            records.filter((r) => r.part === 'rates' && r.set === m.set),
-            d.relativeMse,
-          ),
-        });
-      }
-      progress(`ecsq ${budget}: lambda ${lambda}`);
-    }
-
-    // Fidelity: fixed-rate levels through real transform objects, ECSQ (and x8, as a check) via fp16 reconstructions.
-    if (a.fidelity) {
-      const reconstructed = (name: string, q: Quantizer): Variant => ({
-        name,
-        encode: (c, m, from) =>
-          encodeKVObject(reconstruct(table, q, m.coefficients, from, kvBeforeRope(c.kv, config)), {
-            modelFingerprint: fingerprint,
-            tokenIds: c.ids,
-            codec: { name: 'fp16', lz4: false },
-          }),
-      });
-      const variants: Variant[] = [
-        {
-          name: 'fp16',
-          encode: (c) => encodeKVObject(c.kv, { modelFingerprint: fingerprint, tokenIds: c.ids, codec: { name: 'fp16', lz4: false } }),
-        },
-        ...a.fidelityLevels.map(
-          (name): Variant => ({
-            name: `transform:${name}`,
-            encode: (c) =>
-              encodeKVObject(kvBeforeRope(c.kv, config), {
-                modelFingerprint: fingerprint,
-                tokenIds: c.ids,
-                codec: { name: 'transform', lz4: false, table: table.hash, level: LEVEL_NAMES.indexOf(name) },
-              }),
-          }),
-        ),
-        ...(a.fidelityLevels.includes('x8') ? [reconstructed('x8-reconstructed', fixedQuantizer(table, LEVEL_NAMES.indexOf('x8')))] : []),
-        ...[...ecsq].map(([budget, q]) => reconstructed(`ecsq@${budget}`, q)),
-      ];
-      for (const m of measured) {
-        for (const variant of variants) {
-          const t = { positions: 0, agree: 0, klSum: 0, prompts: 0, exact: 0 };
-          for (const [ci, context] of m.contexts.entries()) await scoreContext(engine, bos, context, m, ci, variant, t);
-          records.push({
-            part: 'fidelity',
-            set: m.set,
-            codec: variant.name,
-            top1_agreement: round(t.agree / t.positions),
-            mean_kl: round(t.klSum / t.positions, 3),
-            exact_match: round(t.exact / t.prompts),
-            positions: t.positions,
-            prompts: t.prompts,
-          });
-          progress(`fidelity ${m.set} ${variant.name}: ${t.agree / t.positions} ${t.klSum / t.positions}`);
-        }
-      }
-    }
+    const study = await prepareStudy(engine, a);
+    const records = studyRates(study);
+    const ecsq = studyEcsq(study, records);
+    if (a.fidelity) records.push(...(await studyFidelity(study, ecsq)));
+    const { table, shipped, measured, calibration } = study;
     return {
       params: {
         model: a.model,
-        fingerprint,
+        fingerprint: study.fingerprint,
         backend: engine.backend,
         chunkTokens: a.chunk,
         answerTokens: a.answer,
         table: table.hash,
         shippedTable: shipped.hash,
-        standardLevelsMatchShipped: standardMatch,
+        standardLevelsMatchShipped: true,
         levels: LEVELS.map((l) => `${l.name}=${round(l.targetBits, 4)}b`).join(', '),
-        fp16BytesPerToken: fp16PerToken,
+        fp16BytesPerToken: 2 * study.S * study.D,
         tokens: measured.map((m) => `${m.set}: ${m.coefficients.tokens} in ${m.coefficients.chunkStarts.length} chunks`).join('; '),
         calibrationTokens: calibration.tokens,
         ransFlushBytesPerLayerBlock: RANS_FLUSH_BYTES_PER_BLOCK,
@@ -805,6 +602,254 @@ export async function run(args: string[]): Promise<BenchReport> {
   } finally {
     await engine.dispose();
   }
+}
+
+/** What every part of the study reads: the table, the calibration and measured sets' coefficients, their budgets. */
+interface Study {
+  a: StudyArgs;
+  engine: Engine;
+  bos: number;
+  config: ModelConfig;
+  fingerprint: string;
+  calibration: KVTensors;
+  table: TransformTable;
+  shipped: TransformTable;
+  /** Components per token slot (layers x K/V x heads) and per slot (head dim). */
+  S: number;
+  D: number;
+  cal: Coefficients;
+  slotVariance: Float64Array;
+  measured: Measured[];
+  /** Per level name, per set: the fixed-rate bytes per token. Filled by studyRates. */
+  budgets: Map<string, Map<ContextSet, number>>;
+}
+
+/** rANS flush bytes per token of `m`'s chunks. */
+function flushPerToken(study: Study, m: Measured): number {
+  return (m.coefficients.chunkStarts.length * study.table.layers * RANS_FLUSH_BYTES_PER_BLOCK) / m.coefficients.tokens;
+}
+
+/**
+ * The study's table (the shipped levels plus the study's, checked to match the shipped table's), the calibration
+ * coefficients and every set's chunks measured.
+ */
+async function prepareStudy(engine: Engine, a: StudyArgs): Promise<Study> {
+  const fingerprint = engine.info.fingerprint;
+  const bos = engine.tokenizer.bosTokenId;
+  if (bos === undefined) throw new KdnError('MODEL_UNSUPPORTED', 'the study needs a model with a BOS token');
+  const config = await loadModelConfig(engine.info.path);
+  const calibration = await calibrationKV(engine, await readFile(CALIBRATION_TEXT, 'utf8'));
+  const table = transformTables.register(fitTransformTable([calibration], fingerprint, LEVELS));
+  const shipped = fitTransformTable([calibration], fingerprint);
+  const standardMatch = shipped.levels.every((s) => {
+    const ours = table.levels.find((l) => l.name === s.name)!;
+    return ours.bits.every((b, i) => b === s.bits[i] && ours.step[i] === s.step[i]);
+  });
+  if (!standardMatch) throw new KdnError('INTERNAL', "the study table's shipped levels differ from the shipped table's");
+  await engine.useTransformTable(table);
+  const D = table.headDim;
+  const S = table.layers * 2 * table.kvHeads;
+  // Calibration KV in 128-token chunks, as objects are cut, for the delta models' restarts.
+  const calChunks: KVTensors[] = [];
+  for (let s = 0; s < calibration.tokens; s += a.chunk) calChunks.push(sliceKV(calibration, s, Math.min(calibration.tokens, s + a.chunk)));
+  const cal = coefficientsOf(table, calChunks);
+  const measured: Measured[] = (await measure(engine, bos, a)).map((m) => ({
+    ...m,
+    coefficients: coefficientsOf(
+      table,
+      m.chunks.flat().map((c) => kvBeforeRope(c.kv, config)),
+    ),
+  }));
+  const slotVariance = slotVariances(cal, S, D);
+  return { a, engine, bos, config, fingerprint, calibration, table, shipped, S, D, cal, slotVariance, measured, budgets: new Map() };
+}
+
+/** 1. Rates of every fixed-rate level, per set; 2. per budget, the finest level whose entropy-coded bytes fit. */
+function studyRates(study: Study): BenchRecord[] {
+  const { table, config, cal, slotVariance, S, D, measured, budgets } = study;
+  const records: BenchRecord[] = [];
+  const fp16PerToken = 2 * S * D;
+  for (const m of measured) {
+    checkAgainstCodec(table, LEVEL_NAMES.indexOf('x8'), kvBeforeRope(m.chunks[0]![0]!.kv, config), m.coefficients);
+    const rows: BenchRecord[] = [];
+    table.levels.forEach((lv, level) => {
+      const q = fixedQuantizer(table, level);
+      const rates = ratesOf(
+        q,
+        streamsOf(q, m.coefficients, S, D),
+        streamsOf(q, cal, S, D),
+        m.coefficients.chunkStarts,
+        m.coefficients.tokens,
+      );
+      const fixed = fixedBytes(table, level, m.coefficients.chunkStarts, m.coefficients.tokens) / m.coefficients.tokens;
+      const perToken = (bits: number): number => bits / 8 / m.coefficients.tokens;
+      const o0Rans = perToken(rates.o0_static) + flushPerToken(study, m);
+      const deltaRans = perToken(rates.delta_static) + flushPerToken(study, m);
+      const budgetsOfLevel = budgets.get(lv.name) ?? new Map<ContextSet, number>();
+      budgetsOfLevel.set(m.set, fixed);
+      budgets.set(lv.name, budgetsOfLevel);
+      const d = distortion(q, m.coefficients, S, D, slotVariance);
+      rows.push({
+        part: 'rates',
+        set: m.set,
+        level: lv.name,
+        targetBits: round(lv.targetBits, 4),
+        fixed_bytes_per_token: round(fixed, 5),
+        o0_static: round(perToken(rates.o0_static), 5),
+        o0_static_width: round(perToken(rates.o0_static_width), 5),
+        o0_insample: round(perToken(rates.o0_insample), 5),
+        o0_adaptive: round(perToken(rates.o0_adaptive), 5),
+        delta_static: round(perToken(rates.delta_static), 5),
+        delta_static_width: round(perToken(rates.delta_static_width), 5),
+        delta_insample: round(perToken(rates.delta_insample), 5),
+        delta_adaptive: round(perToken(rates.delta_adaptive), 5),
+        o0_static_rans: round(o0Rans, 5),
+        delta_static_rans: round(deltaRans, 5),
+        o0_saving: round(1 - o0Rans / fixed, 4),
+        vs_fp16_fixed: round(fp16PerToken / fixed, 4),
+        vs_fp16_o0_rans: round(fp16PerToken / o0Rans, 4),
+        mse: round(d.mse, 4),
+        relative_mse: round(d.relativeMse, 4),
+      });
+    });
+    // 2. Per budget, the finest level whose entropy-coded bytes fit.
+    for (const budget of BUDGETS) {
+      const limit = rows.find((r) => r.level === budget)!.fixed_bytes_per_token as number;
+      const fits = (key: string): string => rows.find((r) => (r[key] as number) <= limit)?.level as string;
+      rows.push({
+        part: 'fits',
+        set: m.set,
+        budget,
+        budget_bytes_per_token: limit,
+        o0_static_rans: fits('o0_static_rans'),
+        delta_static_rans: fits('delta_static_rans'),
+        o0_insample: fits('o0_insample'),
+      });
+    }
+    records.push(...rows);
+    records.push({
+      part: 'locality',
+      set: m.set,
+      level: 'x8',
+      ...locality(m.coefficients, S, D, fixedQuantizer(table, LEVEL_NAMES.indexOf('x8')).coded),
+    });
+    progress(`${m.set}: rates done`);
+  }
+
+  return records;
+}
+
+/** 3. ECSQ at each budget: lambda bisected on the first set measured (the document set), measured on every set. */
+function studyEcsq(study: Study, records: BenchRecord[]): Map<string, Quantizer> {
+  const { a, table, cal, slotVariance, S, D, measured, budgets } = study;
+  const first = measured[0]!;
+  const ecsq = new Map<string, Quantizer>();
+  for (const budget of a.ecsqBudgets) {
+    const target = budgets.get(budget)!.get(first.set)!;
+    const rateAt = (lambda: number): { q: Quantizer; bytes: number } => {
+      const q = ecsqQuantizer(ecsqSteps(lambda, cal, slotVariance, S, D));
+      return { q, bytes: staticO0Bits(q, first.coefficients, cal, S, D) / 8 / first.coefficients.tokens + flushPerToken(study, first) };
+    };
+    let lo = 1e-3;
+    let hi = 4;
+    for (let it = 0; it < 18; it++) {
+      const mid = Math.sqrt(lo * hi);
+      if (rateAt(mid).bytes > target) lo = mid;
+      else hi = mid;
+    }
+    const lambda = hi;
+    const { q } = rateAt(lambda);
+    ecsq.set(budget, q);
+    for (const m of measured) {
+      const rates = ratesOf(
+        q,
+        streamsOf(q, m.coefficients, S, D),
+        streamsOf(q, cal, S, D),
+        m.coefficients.chunkStarts,
+        m.coefficients.tokens,
+      );
+      const perToken = (bits: number): number => bits / 8 / m.coefficients.tokens;
+      const d = distortion(q, m.coefficients, S, D, slotVariance);
+      const fixedLevel = fixedQuantizer(table, LEVEL_NAMES.indexOf(budget));
+      const f = distortion(fixedLevel, m.coefficients, S, D, slotVariance);
+      records.push({
+        part: 'ecsq',
+        set: m.set,
+        budget,
+        lambda: round(lambda, 5),
+        coded_components: q.coded.length,
+        budget_bytes_per_token: round(budgets.get(budget)!.get(m.set)!, 5),
+        o0_static_rans: round(perToken(rates.o0_static) + flushPerToken(study, m), 5),
+        o0_insample: round(perToken(rates.o0_insample), 5),
+        delta_static_rans: round(perToken(rates.delta_static) + flushPerToken(study, m), 5),
+        mse: round(d.mse, 4),
+        relative_mse: round(d.relativeMse, 4),
+        fixed_mse: round(f.mse, 4),
+        fixed_relative_mse: round(f.relativeMse, 4),
+        mse_ratio_vs_fixed: round(d.mse / f.mse, 4),
+        relative_mse_ratio_vs_fixed: round(d.relativeMse / f.relativeMse, 4),
+        ...equivalentLevel(
+          records.filter((r) => r.part === 'rates' && r.set === m.set),
+          d.relativeMse,
+        ),
+      });
+    }
+    progress(`ecsq ${budget}: lambda ${lambda}`);
+  }
+
+  return ecsq;
+}
+
+/** Fidelity: fixed-rate levels through real transform objects, ECSQ (and x8, as a check) via fp16 reconstructions. */
+async function studyFidelity(study: Study, ecsq: Map<string, Quantizer>): Promise<BenchRecord[]> {
+  const { a, engine, bos, table, config, fingerprint, measured } = study;
+  const records: BenchRecord[] = [];
+  const reconstructed = (name: string, q: Quantizer): Variant => ({
+    name,
+    encode: (c, m, from) =>
+      encodeKVObject(reconstruct(table, q, m.coefficients, from, kvBeforeRope(c.kv, config)), {
+        modelFingerprint: fingerprint,
+        tokenIds: c.ids,
+        codec: { name: 'fp16', lz4: false },
+      }),
+  });
+  const variants: Variant[] = [
+    {
+      name: 'fp16',
+      encode: (c) => encodeKVObject(c.kv, { modelFingerprint: fingerprint, tokenIds: c.ids, codec: { name: 'fp16', lz4: false } }),
+    },
+    ...a.fidelityLevels.map(
+      (name): Variant => ({
+        name: `transform:${name}`,
+        encode: (c) =>
+          encodeKVObject(kvBeforeRope(c.kv, config), {
+            modelFingerprint: fingerprint,
+            tokenIds: c.ids,
+            codec: { name: 'transform', lz4: false, table: table.hash, level: LEVEL_NAMES.indexOf(name) },
+          }),
+      }),
+    ),
+    ...(a.fidelityLevels.includes('x8') ? [reconstructed('x8-reconstructed', fixedQuantizer(table, LEVEL_NAMES.indexOf('x8')))] : []),
+    ...[...ecsq].map(([budget, q]) => reconstructed(`ecsq@${budget}`, q)),
+  ];
+  for (const m of measured) {
+    for (const variant of variants) {
+      const t = { positions: 0, agree: 0, klSum: 0, prompts: 0, exact: 0 };
+      for (const [ci, context] of m.contexts.entries()) await scoreContext(engine, bos, context, m, ci, variant, t);
+      records.push({
+        part: 'fidelity',
+        set: m.set,
+        codec: variant.name,
+        top1_agreement: round(t.agree / t.positions),
+        mean_kl: round(t.klSum / t.positions, 3),
+        exact_match: round(t.exact / t.prompts),
+        positions: t.positions,
+        prompts: t.prompts,
+      });
+      progress(`fidelity ${m.set} ${variant.name}: ${t.agree / t.positions} ${t.klSum / t.positions}`);
+    }
+  }
+  return records;
 }
 
 /** A way to store a chunk: `from` is the chunk's first token in its set's coefficients. */
