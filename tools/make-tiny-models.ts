@@ -197,23 +197,59 @@ export interface TinyModel {
   specialTokens: Map<string, number>;
 }
 
+/** A tiny model's dimensions, defaults filled in. */
+interface TinyDims {
+  hidden: number;
+  inter: number;
+  layers: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  vocab: number;
+  tied: boolean;
+}
+
 /** Writes a random-weight model directory (config.json, safetensors, tokenizer files) and returns its config. */
 export async function makeTinyModel(dir: string, options: TinyModelOptions): Promise<TinyModel> {
   const arch = options.architecture;
   const dtype = DTYPES[options.dtype ?? 'fp32'];
-  const shards = options.shards ?? 1;
   const hidden = options.hiddenSize ?? 64;
-  const inter = options.intermediateSize ?? 128;
-  const layers = options.layers ?? 2;
   const heads = options.heads ?? 4;
-  const kvHeads = options.kvHeads ?? 2;
-  const headDim = options.headDim ?? (arch === 'Qwen3ForCausalLM' ? (2 * hidden) / heads : hidden / heads);
-  const vocab = options.vocabSize ?? 320;
-  const tied = options.tieWordEmbeddings ?? (arch === 'LlamaForCausalLM' || arch.startsWith('Qwen'));
+  const d: TinyDims = {
+    hidden,
+    inter: options.intermediateSize ?? 128,
+    layers: options.layers ?? 2,
+    heads,
+    kvHeads: options.kvHeads ?? 2,
+    headDim: options.headDim ?? (arch === 'Qwen3ForCausalLM' ? (2 * hidden) / heads : hidden / heads),
+    vocab: options.vocabSize ?? 320,
+    tied: options.tieWordEmbeddings ?? (arch === 'LlamaForCausalLM' || arch.startsWith('Qwen')),
+  };
   const fam = family(arch);
   const tok = tokenizerFiles(fam);
-  if (Math.max(...tok.ids.values()) >= vocab) throw new Error(`vocabSize ${vocab} is smaller than the tokenizer`);
+  if (Math.max(...tok.ids.values()) >= d.vocab) throw new Error(`vocabSize ${d.vocab} is smaller than the tokenizer`);
+  const config = tinyConfig(arch, d, dtype.torch, {
+    bos: tok.ids.get(fam.bos ?? '<|endoftext|>') ?? null,
+    eos: tok.ids.get(fam.eos)!,
+    slidingWindow: options.slidingWindow,
+  });
+  const tensors = tinyTensors(arch, d, dtype.safetensors, options.seed ?? 1);
+  await mkdir(dir, { recursive: true });
+  await writeFile(join(dir, 'config.json'), `${JSON.stringify(config, null, 2)}\n`);
+  await writeFile(join(dir, 'tokenizer.json'), JSON.stringify(tok.tokenizer));
+  await writeFile(join(dir, 'tokenizer_config.json'), `${JSON.stringify(tok.config, null, 2)}\n`);
+  await writeWeights(dir, tensors, options.shards ?? 1);
+  return { dir, config, specialTokens: tok.ids };
+}
 
+/** The architecture's HF config.json for dimensions `d`. */
+function tinyConfig(
+  arch: Architecture,
+  d: TinyDims,
+  torchDtype: string,
+  t: { bos: number | null; eos: number; slidingWindow: number | null | undefined },
+): Record<string, unknown> {
+  const { hidden, inter, layers, heads, kvHeads, headDim, vocab, tied } = d;
   const base: Record<string, unknown> = {
     architectures: [arch],
     vocab_size: vocab,
@@ -229,15 +265,14 @@ export async function makeTinyModel(dir: string, options: TinyModelOptions): Pro
     use_cache: true,
     tie_word_embeddings: tied,
     attention_dropout: 0.0,
-    bos_token_id: tok.ids.get(fam.bos ?? '<|endoftext|>') ?? null,
-    eos_token_id: tok.ids.get(fam.eos)!,
-    torch_dtype: dtype.torch,
+    bos_token_id: t.bos,
+    eos_token_id: t.eos,
+    torch_dtype: torchDtype,
   };
-  let config: Record<string, unknown>;
   if (arch === 'LlamaForCausalLM') {
     // original_max_position_embeddings is shrunk with the model so the tiny head_dim still has high, medium and
     // low frequency bands for llama3 scaling to treat differently.
-    config = {
+    return {
       ...base,
       model_type: 'llama',
       head_dim: headDim,
@@ -255,16 +290,16 @@ export async function makeTinyModel(dir: string, options: TinyModelOptions): Pro
       rms_norm_eps: 1e-5,
     };
   } else if (arch === 'MistralForCausalLM') {
-    config = {
+    return {
       ...base,
       model_type: 'mistral',
       head_dim: headDim,
       rope_theta: 10000.0,
-      sliding_window: options.slidingWindow === undefined ? 32 : options.slidingWindow,
+      sliding_window: t.slidingWindow === undefined ? 32 : t.slidingWindow,
     };
   } else if (arch === 'Qwen2ForCausalLM') {
     if (headDim !== hidden / heads) throw new Error('Qwen2 derives head_dim from hidden_size / num_attention_heads');
-    config = {
+    return {
       ...base,
       model_type: 'qwen2',
       rope_theta: 1000000.0,
@@ -273,7 +308,7 @@ export async function makeTinyModel(dir: string, options: TinyModelOptions): Pro
       max_window_layers: layers,
     };
   } else {
-    config = {
+    return {
       ...base,
       model_type: 'qwen3',
       head_dim: headDim,
@@ -284,13 +319,17 @@ export async function makeTinyModel(dir: string, options: TinyModelOptions): Pro
       max_window_layers: layers,
     };
   }
+}
 
-  const randn = normalRng(options.seed ?? 1);
+/** Random weights for dimensions `d`, in HF's tensor names and order. */
+function tinyTensors(arch: Architecture, d: TinyDims, dtype: SafetensorsDtype, seed: number): TensorToWrite[] {
+  const { hidden, inter, layers, heads, kvHeads, headDim, vocab, tied } = d;
+  const randn = normalRng(seed);
   const tensors: TensorToWrite[] = [];
   const add = (name: string, shape: number[], std: number, mean = 0): void => {
     const data = new Float32Array(shape.reduce((a, b) => a * b, 1));
     for (let i = 0; i < data.length; i++) data[i] = mean + std * randn();
-    tensors.push({ name, dtype: dtype.safetensors, shape, data });
+    tensors.push({ name, dtype, shape, data });
   };
   // Scales keep activations O(1): projections ~ 1/sqrt(fan_in) so each layer neither explodes nor vanishes; norms
   // near 1 but not exactly, so a missing or misplaced norm shows up in the logits.
@@ -320,10 +359,11 @@ export async function makeTinyModel(dir: string, options: TinyModelOptions): Pro
   add('model.norm.weight', [hidden], 0.1, 1);
   if (!tied) add('lm_head.weight', [vocab, hidden], proj(hidden) * 4);
 
-  await mkdir(dir, { recursive: true });
-  await writeFile(join(dir, 'config.json'), `${JSON.stringify(config, null, 2)}\n`);
-  await writeFile(join(dir, 'tokenizer.json'), JSON.stringify(tok.tokenizer));
-  await writeFile(join(dir, 'tokenizer_config.json'), `${JSON.stringify(tok.config, null, 2)}\n`);
+  return tensors;
+}
+
+/** model.safetensors, or `shards` files and their index. */
+async function writeWeights(dir: string, tensors: TensorToWrite[], shards: number): Promise<void> {
   if (shards <= 1) {
     await writeSafetensors(join(dir, 'model.safetensors'), tensors);
   } else {
@@ -339,7 +379,6 @@ export async function makeTinyModel(dir: string, options: TinyModelOptions): Pro
     const index = { metadata: { total_size: totalSize }, weight_map: weightMap };
     await writeFile(join(dir, 'model.safetensors.index.json'), `${JSON.stringify(index, null, 2)}\n`);
   }
-  return { dir, config, specialTokens: tok.ids };
 }
 
 async function main(argv: string[]): Promise<void> {
