@@ -98,7 +98,7 @@ import { defaultFetchThreads, inThreadFetcher, type KvFetcher, type KvFetchOptio
 import { setTimeout as sleep } from 'node:timers/promises';
 import { argmax } from './lib/logits.ts';
 import { handOverOnLoop } from './lib/loop-hand-over.ts';
-import { openBenchEngine, resolveTarget } from './lib/open-engine.ts';
+import { openBenchEngine, resolveTarget, type EngineTarget } from './lib/open-engine.ts';
 import { PEER_REPS, runPeer, type PeerReport } from './lib/peer.ts';
 import { median, round } from './lib/stats.ts';
 import type { BenchEngine } from './lib/synthetic-engine.ts';
@@ -116,7 +116,7 @@ import {
 import { randomTokenIds } from './lib/token-ids.ts';
 import { kvTensors } from '../fixtures/kv-data.ts';
 import { BenchTransform, spectralKV } from './lib/bench-transform.ts';
-import type { BenchRecord, BenchReport, Checkpoint } from './report.ts';
+import type { BenchRecord, BenchReport, BenchValue, Checkpoint } from './report.ts';
 
 const MODES = [
   'inject',
@@ -1102,56 +1102,7 @@ export async function run(args: string[], checkpoint?: Checkpoint): Promise<Benc
   const hotTierBytes = hotBytes + (a.sink === 'resident' ? 2 * f32BytesPerToken : 0);
   const engine = await openBenchEngine(target, a.backend, capacity, { hotTierBytes, thread: a.engineThread });
   const timelines = a.timeline === undefined ? null : new TimelineFile(a.timeline, `npm run bench -- ttft ${args.join(' ')}`);
-  const report = (): BenchReport => ({
-    params: {
-      shape: target.shape,
-      model: target.modelDir ?? `synthetic ${target.shape} (random weights)`,
-      fingerprint: engine.info.fingerprint,
-      parameters: engine.info.parameters,
-      kvBytesPerTokenFp16: engine.info.kvBytesPerToken,
-      backend: engine.backend,
-      device: engine.device,
-      chunkTokens: a.chunks === null ? a.chunk : `context / ${a.chunks}`,
-      questionTokens: a.question,
-      runs: a.runs,
-      warmup: a.warmup,
-      recomputeWarmup: a.recomputeWarmup,
-      kv:
-        a.kv === 'synthetic'
-          ? 'synthetic: every chunk object the same seeded random KV stored before RoPE (timing only)'
-          : 'computed by the engine from the context',
-      fetchWindow: a.window,
-      kvFormatVersion: a.formatVersion,
-      shmOrder: a.edgeShm ? a.shmOrder : null,
-      shmVerify: a.edgeShm ? a.shmVerify : null,
-      idleMs: a.idleMs,
-      sink: a.sink,
-      fetchThreads: a.fetchThreads,
-      receiveBufferMib: a.fetchThreads > 0 ? a.receiveBufferMib : null,
-      spoolMib: a.fetchThreads > 0 ? a.spoolMib : null,
-      engineThread: a.engineThread
-        ? a.handOver === 'direct'
-          ? "its own (engine-adapter/worker): the fetch pool's blocks go there from the fetch threads"
-          : "its own (engine-adapter/worker): the fetch pool's blocks go there through the event loop (--hand-over loop)"
-        : 'the event loop (the fetch pool hands its blocks over here)',
-      edge:
-        a.edge === 'process'
-          ? 'a kdn edge process on this machine (loopback HTTP)'
-          : 'an edge inside the benchmark process (loopback HTTP, same event loop)',
-      peer: peer === undefined ? 'not requested' : peer.available ? `${peer.label} on ${peer.device}` : `unavailable: ${peer.reason}`,
-      maxSeconds: Number.isFinite(a.deadline.seconds) ? a.deadline.seconds : null,
-      timing:
-        'ttft_ms: median of runs, from the start of a query on a fresh session to the first token id on the host; inject modes split ' +
-        "into reserve (sizing the session's cache for the query) and fetch (first request to last body), then by inject_path: resident " +
-        "(inject-hot, the context placed from the engine's hot tier, filled by one query of int4 objects) into placed (start to the " +
-        "last chunk placed) and question (its prefill); overlapped into placed (start to the context's last layer placed; received: to its last block reaching the engine's own thread) and question (the question's compute left after that), sequential into fetch_wait (injector idle waiting for bodies), inject and question prefill; " +
-        'loop_block_bytes: layer-block bytes a fetch pool handed to the event loop over the runs (0: all went to the engine thread directly); ' +
-        "with --sink, the sink token's placing (sink_ms) is inside the query, from when the objects are requested",
-      injectPath: a.injectPath,
-      blend: `ratio ${a.blend.ratio}, selection ${a.blend.selection}`,
-    },
-    records,
-  });
+  const report = (): BenchReport => ({ params: ttftParams(a, target, engine, peer), records });
   try {
     for (const context of a.contexts) {
       records.push(...(await measureContext(engine, a, target.shape, context, peer, timelines)));
@@ -1163,6 +1114,57 @@ export async function run(args: string[], checkpoint?: Checkpoint): Promise<Benc
   } finally {
     await engine.dispose();
   }
+}
+
+/** The report's parameters: what was measured, on what, and how each figure is timed. */
+function ttftParams(a: TtftArgs, target: EngineTarget, engine: BenchEngine, peer: PeerReport | undefined): Record<string, BenchValue> {
+  return {
+    shape: target.shape,
+    model: target.modelDir ?? `synthetic ${target.shape} (random weights)`,
+    fingerprint: engine.info.fingerprint,
+    parameters: engine.info.parameters,
+    kvBytesPerTokenFp16: engine.info.kvBytesPerToken,
+    backend: engine.backend,
+    device: engine.device,
+    chunkTokens: a.chunks === null ? a.chunk : `context / ${a.chunks}`,
+    questionTokens: a.question,
+    runs: a.runs,
+    warmup: a.warmup,
+    recomputeWarmup: a.recomputeWarmup,
+    kv:
+      a.kv === 'synthetic'
+        ? 'synthetic: every chunk object the same seeded random KV stored before RoPE (timing only)'
+        : 'computed by the engine from the context',
+    fetchWindow: a.window,
+    kvFormatVersion: a.formatVersion,
+    shmOrder: a.edgeShm ? a.shmOrder : null,
+    shmVerify: a.edgeShm ? a.shmVerify : null,
+    idleMs: a.idleMs,
+    sink: a.sink,
+    fetchThreads: a.fetchThreads,
+    receiveBufferMib: a.fetchThreads > 0 ? a.receiveBufferMib : null,
+    spoolMib: a.fetchThreads > 0 ? a.spoolMib : null,
+    engineThread: a.engineThread
+      ? a.handOver === 'direct'
+        ? "its own (engine-adapter/worker): the fetch pool's blocks go there from the fetch threads"
+        : "its own (engine-adapter/worker): the fetch pool's blocks go there through the event loop (--hand-over loop)"
+      : 'the event loop (the fetch pool hands its blocks over here)',
+    edge:
+      a.edge === 'process'
+        ? 'a kdn edge process on this machine (loopback HTTP)'
+        : 'an edge inside the benchmark process (loopback HTTP, same event loop)',
+    peer: peer === undefined ? 'not requested' : peer.available ? `${peer.label} on ${peer.device}` : `unavailable: ${peer.reason}`,
+    maxSeconds: Number.isFinite(a.deadline.seconds) ? a.deadline.seconds : null,
+    timing:
+      'ttft_ms: median of runs, from the start of a query on a fresh session to the first token id on the host; inject modes split ' +
+      "into reserve (sizing the session's cache for the query) and fetch (first request to last body), then by inject_path: resident " +
+      "(inject-hot, the context placed from the engine's hot tier, filled by one query of int4 objects) into placed (start to the " +
+      "last chunk placed) and question (its prefill); overlapped into placed (start to the context's last layer placed; received: to its last block reaching the engine's own thread) and question (the question's compute left after that), sequential into fetch_wait (injector idle waiting for bodies), inject and question prefill; " +
+      'loop_block_bytes: layer-block bytes a fetch pool handed to the event loop over the runs (0: all went to the engine thread directly); ' +
+      "with --sink, the sink token's placing (sink_ms) is inside the query, from when the objects are requested",
+    injectPath: a.injectPath,
+    blend: `ratio ${a.blend.ratio}, selection ${a.blend.selection}`,
+  };
 }
 
 /** Body bytes the bench edge has served over HTTP so far. */
