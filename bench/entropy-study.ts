@@ -582,6 +582,7 @@ export async function run(args: string[]): Promise<BenchReport> {
         answerTokens: a.answer,
         table: table.hash,
         shippedTable: shipped.hash,
+        // prepareStudy refuses a table whose shipped levels differ from the shipped table's.
         standardLevelsMatchShipped: true,
         levels: LEVELS.map((l) => `${l.name}=${round(l.targetBits, 4)}b`).join(', '),
         fp16BytesPerToken: 2 * study.S * study.D,

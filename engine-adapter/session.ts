@@ -11,21 +11,21 @@ import { writeInLayerOrder, type LayerSink } from './layer-order.ts';
 import type { ModelConfig } from './model/config.ts';
 import { TextStream } from './model/text-stream.ts';
 import { Sampler } from './sampling.ts';
-import type {
-  BlendChunk,
-  BlendedPrefill,
-  BlendOptions,
-  GeneratedToken,
-  GenerateOptions,
-  GenerateResult,
-  InjectedObject,
-  InjectedPrefill,
-  PrefillOptions,
-  ResidentKey,
-  Session,
-  Tokenizer,
+import {
+  isAwaited,
+  type BlendChunk,
+  type BlendedPrefill,
+  type BlendOptions,
+  type GeneratedToken,
+  type GenerateOptions,
+  type GenerateResult,
+  type InjectedObject,
+  type InjectedPrefill,
+  type PrefillOptions,
+  type ResidentKey,
+  type Session,
+  type Tokenizer,
 } from './types.ts';
-import { isAwaited } from './types.ts';
 
 /** Marks positions whose token id is unknown because their KV was injected. */
 const INJECTED = -1;

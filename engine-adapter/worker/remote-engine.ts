@@ -13,24 +13,24 @@ import type { CreateEngineOptions } from '../create-engine.ts';
 import type { EngineWork } from '../engine-work.ts';
 import { loadModelConfig } from '../model/load-config.ts';
 import { loadTokenizer } from '../model/tokenizer.ts';
-import type {
-  BackendName,
-  BlendChunk,
-  BlendedPrefill,
-  BlendOptions,
-  Engine,
-  GeneratedToken,
-  GenerateOptions,
-  GenerateResult,
-  InjectedObject,
-  InjectedPrefill,
-  ModelInfo,
-  PrefillOptions,
-  ResidentKey,
-  Session,
-  Tokenizer,
+import {
+  isAwaited,
+  type BackendName,
+  type BlendChunk,
+  type BlendedPrefill,
+  type BlendOptions,
+  type Engine,
+  type GeneratedToken,
+  type GenerateOptions,
+  type GenerateResult,
+  type InjectedObject,
+  type InjectedPrefill,
+  type ModelInfo,
+  type PrefillOptions,
+  type ResidentKey,
+  type Session,
+  type Tokenizer,
 } from '../types.ts';
-import { isAwaited } from '../types.ts';
 import {
   transferable,
   type Call,

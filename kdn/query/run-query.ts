@@ -3,8 +3,15 @@ import { KdnError } from '../../common/errors.ts';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from '../../common/log.ts';
 import type { KvFetcher } from './kv-fetcher.ts';
-import type { BlendOptions, Engine, GeneratedToken, GenerateResult, InjectedObject, Session } from '../../engine-adapter/types.ts';
-import { isAwaited } from '../../engine-adapter/types.ts';
+import {
+  isAwaited,
+  type BlendOptions,
+  type Engine,
+  type GeneratedToken,
+  type GenerateResult,
+  type InjectedObject,
+  type Session,
+} from '../../engine-adapter/types.ts';
 import { tokenHash } from '../../storage/kv-object/index.ts';
 import type { KVExpectation } from '../../storage/kv-object/types.ts';
 import { sinkToken } from '../sink-token.ts';
