@@ -5,7 +5,7 @@
  */
 import type { Tensor } from '../model/weights.ts';
 import { KdnError } from '../../common/errors.ts';
-import { Usage, type GpuContext } from './gpu-context.ts';
+import { Usage, type Binding, type GpuContext } from './gpu-context.ts';
 import { recordPackF16 } from './kernels/pack-f16.ts';
 
 /**
@@ -18,7 +18,8 @@ import { recordPackF16 } from './kernels/pack-f16.ts';
 export type MatrixLayout = 'rows' | 'blocks';
 
 export interface GpuMatrix {
-  buffer: GPUBuffer;
+  /** The whole buffer, or the range of one that holds this matrix's rows (stacked-matrix.ts). */
+  buffer: Binding;
   rows: number;
   cols: number;
   f16: boolean;
@@ -26,6 +27,9 @@ export interface GpuMatrix {
   rowWords: number;
   layout: MatrixLayout;
 }
+
+/** A matrix in a buffer of its own. */
+export type OwnedMatrix = GpuMatrix & { buffer: GPUBuffer };
 
 /** Rows and columns of one block of the blocks layout. */
 export const BLOCK_ROWS = 128;
@@ -45,21 +49,44 @@ function shapeOf(tensor: Tensor, label: string): [number, number] {
   return [rows, cols];
 }
 
-export function uploadMatrixF32(ctx: GpuContext, tensor: Tensor, label: string): GpuMatrix {
+export function uploadMatrixF32(ctx: GpuContext, tensor: Tensor, label: string): OwnedMatrix {
   const [rows, cols] = shapeOf(tensor, label);
   return { buffer: ctx.upload(tensor.data, label), rows, cols, f16: false, rowWords: cols, layout: 'rows' };
 }
 
+/** Bytes of a [rows][cols] f16 matrix in `layout` (the blocks layout pads its last row group with zero rows). */
+export function f16MatrixBytes(rows: number, cols: number, layout: MatrixLayout): number {
+  const storedRows = layout === 'blocks' ? Math.ceil(rows / BLOCK_ROWS) * BLOCK_ROWS : rows;
+  return storedRows * Math.ceil(cols / 2) * 4;
+}
+
 /** Converts on the GPU, chunk by chunk of rows, so no host-side f16 conversion or full f32 copy is needed. */
-export async function uploadMatrixF16(ctx: GpuContext, tensor: Tensor, label: string, layout: MatrixLayout = 'rows'): Promise<GpuMatrix> {
+export async function uploadMatrixF16(ctx: GpuContext, tensor: Tensor, label: string, layout: MatrixLayout = 'rows'): Promise<OwnedMatrix> {
+  const [rows, cols] = f16Shape(tensor, label, layout);
+  // New buffers are zeroed, which the blocks layout's padding rows rely on.
+  const buffer = ctx.storage(f16MatrixBytes(rows, cols, layout), label);
+  await packRowsF16(ctx, tensor, buffer, 0, layout);
+  return { buffer, rows, cols, f16: true, rowWords: Math.ceil(cols / 2), layout };
+}
+
+/** The tensor's [rows, cols], checked to be a matrix that `layout` can hold. */
+export function f16Shape(tensor: Tensor, label: string, layout: MatrixLayout): [number, number] {
   const [rows, cols] = shapeOf(tensor, label);
   if (layout === 'blocks' && cols % BLOCK_COLS !== 0) {
     throw new KdnError('INTERNAL', `${label}: the blocks layout needs a multiple of ${BLOCK_COLS} columns, not ${cols}`);
   }
-  const rowWords = Math.ceil(cols / 2);
-  // New buffers are zeroed, which the blocks layout's padding rows rely on.
-  const storedRows = layout === 'blocks' ? Math.ceil(rows / BLOCK_ROWS) * BLOCK_ROWS : rows;
-  const buffer = ctx.storage(storedRows * rowWords * 4, label);
+  return [rows, cols];
+}
+
+/** Packs the tensor's rows to f16 as rows `firstRow`.. of the matrix in `buffer` (of the tensor's width, in `layout`). */
+export async function packRowsF16(
+  ctx: GpuContext,
+  tensor: Tensor,
+  buffer: GPUBuffer,
+  firstRow: number,
+  layout: MatrixLayout,
+): Promise<void> {
+  const [rows, cols] = tensor.shape as [number, number];
   const chunkRows = Math.max(1, Math.min(rows, Math.floor(PACK_CHUNK_BYTES / (cols * 4))));
   const staging = ctx.device.createBuffer({ size: Math.ceil((chunkRows * cols * 4) / 16) * 16, usage: Usage.STORAGE | Usage.COPY_DST });
   try {
@@ -67,12 +94,11 @@ export async function uploadMatrixF16(ctx: GpuContext, tensor: Tensor, label: st
       const n = Math.min(chunkRows, rows - r0);
       ctx.device.queue.writeBuffer(staging, 0, tensor.data, r0 * cols, n * cols);
       const rec = ctx.recorder();
-      recordPackF16(ctx, rec, { src: staging, dst: buffer, rows: n, cols, firstRow: r0, layout });
+      recordPackF16(ctx, rec, { src: staging, dst: buffer, rows: n, cols, firstRow: firstRow + r0, layout });
       // Waiting per chunk bounds the staging memory Dawn keeps for pending writeBuffer calls.
       await rec.submit();
     }
   } finally {
     staging.destroy();
   }
-  return { buffer, rows, cols, f16: true, rowWords, layout };
 }

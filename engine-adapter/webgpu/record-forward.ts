@@ -13,6 +13,7 @@ import { recordEmbedding } from './kernels/embedding.ts';
 import { recordKvDeviation } from './kernels/kv-deviation.ts';
 import { recordKvWrite } from './kernels/kv-write.ts';
 import { recordMatmul } from './kernels/matmul.ts';
+import { recordStackedMatmul } from './kernels/matmul-stacked.ts';
 import { recordRmsNorm } from './kernels/rmsnorm.ts';
 import { recordRope } from './kernels/rope.ts';
 
@@ -109,9 +110,7 @@ export function recordProjections(rec: Recorder, f: ModelParts, n: number, l: nu
   const eps = c.rmsNormEps;
   const lw = f.w.layers[l]!;
   recordRmsNorm(ctx, rec, { x: s.x, weight: lw.inputNorm, out: s.h, rows: n, n: c.hiddenSize, eps });
-  recordMatmul(ctx, rec, { x: s.h, w: lw.q, bias: lw.qBias, y: s.q, m: n });
-  recordMatmul(ctx, rec, { x: s.h, w: lw.k, bias: lw.kBias, y: s.k, m: n });
-  recordMatmul(ctx, rec, { x: s.h, w: lw.v, bias: lw.vBias, y: s.v, m: n });
+  recordStackedMatmul(ctx, rec, { x: s.h, w: lw.qkv, m: n, out: { kind: 'columns', ys: [s.q, s.k, s.v] } });
   if (!(lw.qNorm && lw.kNorm)) return { q: s.q, k: s.k };
   recordRmsNorm(ctx, rec, { x: s.q, weight: lw.qNorm, out: s.qNormed, rows: n * c.heads, n: c.headDim, eps });
   recordRmsNorm(ctx, rec, { x: s.k, weight: lw.kNorm, out: s.kNormed, rows: n * c.kvHeads, n: c.headDim, eps });
@@ -131,7 +130,7 @@ export function recordLayerRest(rec: Recorder, f: ForwardParts, a: ChunkArgs, l:
 
 /**
  * Layer `l` after attention (in s.attn) over `n` rows: the output projection and the MLP, each added to s.x as its
- * matmul finishes, and SwiGLU applied as the up projection's does (MatmulArgs.into).
+ * matmul finishes, and SwiGLU applied as gate and up's product finishes (matmul-stacked.ts).
  */
 export function recordOutputAndMlp(rec: Recorder, f: ModelParts, n: number, l: number): void {
   const { ctx, s } = f;
@@ -139,8 +138,7 @@ export function recordOutputAndMlp(rec: Recorder, f: ModelParts, n: number, l: n
   const lw = f.w.layers[l]!;
   recordMatmul(ctx, rec, { x: s.attn, w: lw.o, y: s.x, m: n, into: 'add' });
   recordRmsNorm(ctx, rec, { x: s.x, weight: lw.postAttentionNorm, out: s.h, rows: n, n: c.hiddenSize, eps: c.rmsNormEps });
-  recordMatmul(ctx, rec, { x: s.h, w: lw.gate, y: s.gate, m: n });
-  recordMatmul(ctx, rec, { x: s.h, w: lw.up, y: s.gate, m: n, into: 'swiglu' });
+  recordStackedMatmul(ctx, rec, { x: s.h, w: lw.gateUp, m: n, out: { kind: 'swiglu', y: s.gate } });
   recordMatmul(ctx, rec, { x: s.gate, w: lw.down, y: s.x, m: n, into: 'add' });
 }
 

@@ -14,12 +14,11 @@ import { LayerGates } from '../../engine-adapter/layer-gates.ts';
 import { loadModelWeights } from '../../engine-adapter/model/load-weights.ts';
 import type { Architecture, ModelConfig } from '../../engine-adapter/model/config.ts';
 import { applyRope, ropeInvFreq } from '../../engine-adapter/cpu/kernels/rope.ts';
-import type { ModelWeights, Tensor } from '../../engine-adapter/model/weights.ts';
 import { createWebGPUBackend, probeWebGPU } from '../../engine-adapter/webgpu/webgpu-backend.ts';
 import { codecFor } from '../../storage/kv-object/codecs/index.ts';
 import type { CodecSpec, KVHeader, KVLayerBlock, KVTensors } from '../../storage/kv-object/types.ts';
 import { makeTinyModel } from '../../tools/make-tiny-models.ts';
-import { expectClose, f16RoundArray } from './webgpu-support.ts';
+import { expectClose, roundWeightsToF16 } from './webgpu-support.ts';
 
 /** Logits of the tiny models reach about 7; f32 kernels summing in another order stay within 1e-4. */
 const LOGIT_ATOL = 1e-4;
@@ -43,17 +42,6 @@ const QUANTIZED: CodecSpec[] = [
 const PROMPT = Uint32Array.from({ length: 41 }, (_, i) => (i * 37 + 11) % 300);
 /** The token a blended query's context starts with (kdn/sink-token.ts). */
 const SINK = 1;
-
-function roundWeightsToF16(w: ModelWeights): ModelWeights {
-  const r = (t: Tensor): Tensor => ({ shape: t.shape, data: f16RoundArray(t.data) });
-  const embed = r(w.embed);
-  return {
-    ...w,
-    embed,
-    lmHead: w.lmHead === w.embed ? embed : r(w.lmHead),
-    layers: w.layers.map((l) => ({ ...l, q: r(l.q), k: r(l.k), v: r(l.v), o: r(l.o), gate: r(l.gate), up: r(l.up), down: r(l.down) })),
-  };
-}
 
 async function greedy(backend: ForwardBackend, cache: KVCacheHandle, prompt: Uint32Array, steps: number): Promise<number[]> {
   let logits = await backend.forward(cache, prompt, 0, 'last');

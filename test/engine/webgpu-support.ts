@@ -3,6 +3,7 @@
  * where a missing adapter fails), seeded random data, and float comparison with a stated tolerance.
  */
 import { expect } from 'chai';
+import type { ModelWeights, Tensor } from '../../engine-adapter/model/weights.ts';
 import { openDevice } from '../../engine-adapter/webgpu/device.ts';
 import { GpuContext } from '../../engine-adapter/webgpu/gpu-context.ts';
 
@@ -59,6 +60,18 @@ export function f16RoundArray(a: Float32Array): Float32Array {
 }
 
 /** Fails on the first element where |actual - expected| > atol + rtol |expected|, naming it. */
+/** The model's weights rounded to f16, as the GPU holds f16 weights: the CPU backend's reference for them. */
+export function roundWeightsToF16(w: ModelWeights): ModelWeights {
+  const r = (t: Tensor): Tensor => ({ shape: t.shape, data: f16RoundArray(t.data) });
+  const embed = r(w.embed);
+  return {
+    ...w,
+    embed,
+    lmHead: w.lmHead === w.embed ? embed : r(w.lmHead),
+    layers: w.layers.map((l) => ({ ...l, q: r(l.q), k: r(l.k), v: r(l.v), o: r(l.o), gate: r(l.gate), up: r(l.up), down: r(l.down) })),
+  };
+}
+
 export function expectClose(actual: Float32Array, expected: Float32Array, atol: number, rtol = 0, what = 'values'): number {
   expect(actual.length, `${what} length`).to.equal(expected.length);
   let worst = 0;

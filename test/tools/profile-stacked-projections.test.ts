@@ -1,6 +1,7 @@
 /**
- * tools/gpu/profile-stacked-projections.ts on the tiny shape: both sides timed at every row count asked for, and its
- * timed submissions show what each side records: seven projection matmuls per layer against four.
+ * tools/gpu/profile-stacked-projections.ts on the tiny shape, every product split in two over K: both sides timed at
+ * every row count asked for, and its timed submissions show what each side records: seven projection matmuls and
+ * seven reductions per layer part by part, against four of each stacked.
  */
 import { expect } from 'chai';
 import { execFile } from 'node:child_process';
@@ -14,21 +15,21 @@ interface Kernels {
   kernels: { kernel: string; count: number }[];
 }
 
-/** Matmul dispatches (split-K reductions aside) in a side's timed submission. */
-function matmuls(side: Kernels): number {
+/** Dispatches of matmul kernels in a side's timed submission: the products, or (`reductions`) their split-K sums. */
+function matmuls(side: Kernels, reductions = false): number {
   return side.kernels
-    .filter((k) => /^mat(mul|vec)/.test(k.kernel) && !k.kernel.startsWith('matmul-split-reduce'))
+    .filter((k) => /^mat(mul|vec)/.test(k.kernel) && /-reduce/.test(k.kernel) === reductions)
     .reduce((n, k) => n + k.count, 0);
 }
 
 describe('tools/gpu/profile-stacked-projections.ts', () => {
-  it('times separate and stacked projections at each row count, four matmuls a layer against seven', async function () {
+  it('times part by part and stacked projections at each row count, four matmuls a layer against seven', async function () {
     this.timeout(120_000);
     let stdout: string;
     try {
       ({ stdout } = await promisify(execFile)(
         process.execPath,
-        ['--import', 'tsx', TOOL, '--shape', 'tiny', '--rows', '64,1', '--rounds', '1', '--warm-seconds', '0'],
+        ['--import', 'tsx', TOOL, '--shape', 'tiny', '--rows', '64,3', '--rounds', '1', '--warm-seconds', '0', '--k-parts', '2'],
         { cwd: ROOT },
       ));
     } catch (err) {
@@ -36,7 +37,7 @@ describe('tools/gpu/profile-stacked-projections.ts', () => {
       this.skip();
     }
     const report = JSON.parse(stdout);
-    expect(report.results.map((r: { rows: number }) => r.rows)).to.deep.equal([64, 1]);
+    expect(report.results.map((r: { rows: number }) => r.rows)).to.deep.equal([64, 3]);
     for (const r of report.results) {
       for (const side of ['separate', 'stacked']) {
         expect(r.totalMs[side].median).to.be.greaterThan(0);
@@ -44,7 +45,9 @@ describe('tools/gpu/profile-stacked-projections.ts', () => {
       }
       if (r.kernels.separate === undefined) continue;
       expect(matmuls(r.kernels.separate)).to.equal(7 * report.layers);
+      expect(matmuls(r.kernels.separate, true)).to.equal(7 * report.layers);
       expect(matmuls(r.kernels.stacked)).to.equal(4 * report.layers);
+      expect(matmuls(r.kernels.stacked, true)).to.equal(4 * report.layers);
     }
   });
 });

@@ -68,9 +68,10 @@
 #   thread-profile where the engine's thread goes while it places an 8k int4 context (8B, engine on its own thread,
 #            over sockets then the fast path): every thread's CPU profile with V8's collections traced, then each
 #            thread's functions while placing (bench/results/gpu/engine-thread-profile-h100.json)          ~2 min
-#   stacked  whether stacking a layer's projections would pay: the 8B shape's seven projection matmuls per layer against
-#            q|k|v and gate|up each as one matmul, at a question's 64 rows and a decode step's 1, in the order separate,
-#            stacked, stacked, separate (tools/gpu/profile-stacked-projections.ts)                            untimed
+#   stacked  what stacking a layer's projections gains (kernels/matmul-stacked.ts): the 8B shape's projections per layer
+#            with q, k, v and gate, up part by part (seven matmuls) against each stack as one split product (four), at
+#            a question's 64 rows and 256, in the order separate, stacked, stacked, separate
+#            (tools/gpu/profile-stacked-projections.ts)                                                        untimed
 #   poll     what a pending answer from Dawn costs the waiting thread: its event loop's active share and garbage
 #            collections while awaiting GPU work, against sleeping as long (bench/results/gpu/dawn-poll-cost.json) ~1 min
 #   handover 8B TTFT at 8k, engine on its own thread: KV blocks from the fetch threads straight to it against
@@ -144,7 +145,7 @@ for part in "$@"; do
       step 240 check env CI=true node node_modules/mocha/bin/mocha.js test/engine/webgpu-kernels.test.ts test/engine/webgpu-backend.test.ts \
         test/engine/webgpu-kv-injector.test.ts test/engine/webgpu-kv-buffer-pool.test.ts test/engine/webgpu-recorder.test.ts \
         test/engine/hot-tier.test.ts test/engine/transform-inject.test.ts \
-        test/engine/batch-forward.test.ts ;;
+        test/engine/batch-forward.test.ts test/engine/webgpu-matmul-stacked.test.ts ;;
     profile)
       json_step 200 profile-question-8b node --import tsx tools/gpu/profile-question.ts --shape llama3.1-8b --contexts 8192,32768 --codecs fp16,int4 ;;
     forward)
@@ -260,7 +261,7 @@ for part in "$@"; do
         bench 120 "delivery-placed-${order%%:*}" delivery --objects 32 --tokens 256 --codecs int4 --rounds 4 --stages "${order#*:}"
       done ;;
     stacked)
-      json_step 150 profile-stacked-projections node --import tsx tools/gpu/profile-stacked-projections.ts --shape llama3.1-8b --rows 64,1 ;;
+      json_step 150 profile-stacked-projections node --import tsx tools/gpu/profile-stacked-projections.ts --shape llama3.1-8b --rows 64,256 ;;
     poll)
       json_step 60 dawn-poll-cost-gpu node --import tsx tools/gpu/dawn-poll-cost.ts ;;
     timeline)

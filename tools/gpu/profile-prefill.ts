@@ -8,6 +8,7 @@
 import { parseArgs } from 'node:util';
 import { openDevice } from '../../engine-adapter/webgpu/device.ts';
 import { GpuContext } from '../../engine-adapter/webgpu/gpu-context.ts';
+import type { GpuMatrix } from '../../engine-adapter/webgpu/gpu-matrix.ts';
 import { uploadWeights } from '../../engine-adapter/webgpu/gpu-weights.ts';
 import { recordAttention } from '../../engine-adapter/webgpu/kernels/attention.ts';
 import { recordRmsNorm } from '../../engine-adapter/webgpu/kernels/rmsnorm.ts';
@@ -46,7 +47,10 @@ const cacheV = buf(total * kvDim);
 const logits = buf(c.vocabSize);
 
 const perLayer: Record<string, { ms: number; tflops?: number }> = {};
-const matmuls = { q: lw.q, k: lw.k, v: lw.v, o: lw.o, gate: lw.gate, up: lw.up, down: lw.down };
+// A chunk's grid fills the GPU unsplit, so the forward runs stacked q, k, v and gate, up part by part (matmul-stacked.ts).
+const [wq, wk, wv] = lw.qkv.parts.map((p) => p.w) as [GpuMatrix, GpuMatrix, GpuMatrix];
+const [wGate, wUp] = lw.gateUp.parts.map((p) => p.w) as [GpuMatrix, GpuMatrix];
+const matmuls = { q: wq, k: wk, v: wv, o: lw.o, gate: wGate, up: wUp, down: lw.down };
 const inputs = { q: h, k: h, v: h, o: attn, gate: h, up: h, down: gate };
 // As record-forward.ts: o and down are added to the residual stream, and up makes gate SwiGLU's output, as they finish.
 const outputs = { q, k, v: k, o: x, gate, up: gate, down: x };

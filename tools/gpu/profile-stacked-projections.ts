@@ -1,31 +1,36 @@
 /**
- * Whether stacking a layer's projections would pay: every layer's seven projection matmuls as the forward records
- * them (q, k, v, o, gate, up with SwiGLU, down; `separate`) against q|k|v and gate|up each as one matmul over their
- * weights stacked row-wise (`stacked`: four matmuls, so fewer dispatches and split-K reductions, and x read once per
- * stack). The stacked side writes gate|up's product whole instead of applying SwiGLU (its reduction would pair the
- * halves), so it slightly favours stacking. Weights are zeros (the tensor cores' time does not depend on values) and
- * every layer has its own, so the weights stream from memory as in a forward.
+ * What stacking a layer's projections gains (kernels/matmul-stacked.ts): every layer's seven projection matmuls as
+ * the forward records them, with q, k, v and gate, up each run part by part (`separate`: seven matmuls, each with its
+ * own split-K reduction) against each stack as one split product (`stacked`, the forward's path where the product
+ * splits: four matmuls, the q|k|v reduction storing q, k and v to their own buffers and the gate|up one applying
+ * SwiGLU). Both sides read the same weights, one buffer per stack with each part a view, as the engine holds them.
+ * Weights are zeros (the tensor cores' time does not depend on values) and every layer has its own, so the weights
+ * stream from memory as in a forward.
  *
- * For each --rows (64: a question's prefill, 1: a decode step), after --warm-seconds of both sides alternating (GPU
- * clocks settle), --rounds rounds in the order separate, stacked, stacked, separate, three submissions of all the
- * layers each: total ms (recording, encoding and the GPU) and submitted-to-done ms, medians with their range; then
- * one timed submission per side, its kernels summed (GPU time without launch gaps). Prints one JSON object. Run on a
- * host with an NVIDIA GPU (docs/GPU.md):
- *   node --import tsx tools/gpu/profile-stacked-projections.ts --shape llama3.1-8b --rows 64,1
+ * For each --rows (64: a question's prefill; 256: a blend's or a long question's rows, where the 128 x 128 kernel
+ * still splits), after --warm-seconds of both sides alternating (GPU clocks settle), --rounds rounds in the order
+ * separate, stacked, stacked, separate, three submissions of all the layers each: total ms (recording, encoding and
+ * the GPU) and submitted-to-done ms, medians with their range; then one timed submission per side, its kernels summed
+ * (GPU time without launch gaps). --k-parts forces every product's K split (the tiny shape's products do not split on
+ * their own). Prints one JSON object. Run on a host with an NVIDIA GPU (docs/GPU.md):
+ *   node --import tsx tools/gpu/profile-stacked-projections.ts --shape llama3.1-8b --rows 64,256
  */
 import { parseArgs } from 'node:util';
 import { openDevice } from '../../engine-adapter/webgpu/device.ts';
 import { GpuContext, type Recorder } from '../../engine-adapter/webgpu/gpu-context.ts';
-import { BLOCK_ROWS, type GpuMatrix } from '../../engine-adapter/webgpu/gpu-matrix.ts';
+import { BLOCK_ROWS, f16MatrixBytes, type GpuMatrix, type MatrixLayout } from '../../engine-adapter/webgpu/gpu-matrix.ts';
 import { recordMatmul } from '../../engine-adapter/webgpu/kernels/matmul.ts';
+import { recordStackedMatmul } from '../../engine-adapter/webgpu/kernels/matmul-stacked.ts';
+import type { StackedMatrix } from '../../engine-adapter/webgpu/stacked-matrix.ts';
 import { kernelTotals, shapeConfig } from './profile-support.ts';
 
 const { values } = parseArgs({
   options: {
     shape: { type: 'string', default: 'llama3.1-8b' },
-    rows: { type: 'string', default: '64,1' },
+    rows: { type: 'string', default: '64,256' },
     rounds: { type: 'string', default: '10' },
     'warm-seconds': { type: 'string', default: '6' },
+    'k-parts': { type: 'string' },
   },
 });
 const c = shapeConfig(values.shape);
@@ -33,58 +38,66 @@ const rowsList = values.rows.split(',').map(Number);
 const maxRows = Math.max(...rowsList);
 const rounds = Number(values.rounds);
 const warmMs = Number(values['warm-seconds']) * 1000;
+const kParts = values['k-parts'] === undefined ? undefined : Number(values['k-parts']);
 
 const ctx = new GpuContext(await openDevice());
-const blocks = ctx.features.subgroupMatrix !== null;
+const layout: MatrixLayout = ctx.features.subgroupMatrix !== null ? 'blocks' : 'rows';
+const rowWords = c.hiddenSize / 2;
 /** A zero f16 weight matrix laid out as the forward's are on this adapter. */
 const matrix = (rows: number, cols: number): GpuMatrix => ({
-  buffer: ctx.storage((blocks ? Math.ceil(rows / BLOCK_ROWS) * BLOCK_ROWS : rows) * cols * 2, 'weights'),
+  buffer: ctx.storage(f16MatrixBytes(rows, cols, layout), 'weights'),
   rows,
   cols,
   f16: true,
   rowWords: cols / 2,
-  layout: blocks ? 'blocks' : 'rows',
+  layout,
 });
+/** Zero matrices of the model's width stacked in one buffer, each part a view of its rows (stacked-matrix.ts). */
+function stack(partRows: number[]): StackedMatrix {
+  if (layout === 'blocks' && partRows.some((r) => r % BLOCK_ROWS !== 0)) throw new Error('parts off the 128-row groups');
+  const rows = partRows.reduce((a, b) => a + b, 0);
+  const buffer = ctx.storage(f16MatrixBytes(rows, c.hiddenSize, layout), 'stacked weights');
+  const view = (start: number, r: number): GpuMatrix => ({
+    buffer: { buffer, offset: start * rowWords * 4, size: f16MatrixBytes(r, c.hiddenSize, layout) },
+    rows: r,
+    cols: c.hiddenSize,
+    f16: true,
+    rowWords,
+    layout,
+  });
+  const parts: StackedMatrix['parts'] = [];
+  let start = 0;
+  for (const r of partRows) {
+    parts.push({ w: view(start, r) });
+    start += r;
+  }
+  return { whole: { w: { ...view(0, rows), buffer }, bias: undefined }, parts };
+}
 const activations = (floats: number): GPUBuffer => ctx.storage(maxRows * floats * 4, 'activations');
 const qDim = c.heads * c.headDim;
 const kvDim = c.kvHeads * c.headDim;
 const h = activations(c.hiddenSize);
 const x = activations(c.hiddenSize);
 const attn = activations(qDim);
-const qkv = activations(qDim + 2 * kvDim);
+const q = activations(qDim);
 const k = activations(kvDim);
 const v = activations(kvDim);
-const mlp = activations(2 * c.intermediateSize);
+const mlp = activations(c.intermediateSize);
 const layers = Array.from({ length: c.layers }, () => ({
-  q: matrix(qDim, c.hiddenSize),
-  k: matrix(kvDim, c.hiddenSize),
-  v: matrix(kvDim, c.hiddenSize),
+  qkv: stack([qDim, kvDim, kvDim]),
   o: matrix(c.hiddenSize, qDim),
-  gate: matrix(c.intermediateSize, c.hiddenSize),
-  up: matrix(c.intermediateSize, c.hiddenSize),
+  gateUp: stack([c.intermediateSize, c.intermediateSize]),
   down: matrix(c.hiddenSize, c.intermediateSize),
-  qkv: matrix(qDim + 2 * kvDim, c.hiddenSize),
-  gateUp: matrix(2 * c.intermediateSize, c.hiddenSize),
 }));
 
 type Side = 'separate' | 'stacked';
 function record(side: Side, rec: Recorder, m: number): void {
+  const as = (w: StackedMatrix): StackedMatrix => (side === 'stacked' ? w : { whole: null, parts: w.parts });
   for (const w of layers) {
-    if (side === 'separate') {
-      recordMatmul(ctx, rec, { x: h, w: w.q, y: qkv, m });
-      recordMatmul(ctx, rec, { x: h, w: w.k, y: k, m });
-      recordMatmul(ctx, rec, { x: h, w: w.v, y: v, m });
-    } else {
-      recordMatmul(ctx, rec, { x: h, w: w.qkv, y: qkv, m });
-    }
-    recordMatmul(ctx, rec, { x: attn, w: w.o, y: x, m, into: 'add' });
-    if (side === 'separate') {
-      recordMatmul(ctx, rec, { x: h, w: w.gate, y: mlp, m });
-      recordMatmul(ctx, rec, { x: h, w: w.up, y: mlp, m, into: 'swiglu' });
-    } else {
-      recordMatmul(ctx, rec, { x: h, w: w.gateUp, y: mlp, m });
-    }
-    recordMatmul(ctx, rec, { x: mlp, w: w.down, y: x, m, into: 'add' });
+    recordStackedMatmul(ctx, rec, { x: h, w: as(w.qkv), m, kParts, out: { kind: 'columns', ys: [q, k, v] } });
+    recordMatmul(ctx, rec, { x: attn, w: w.o, y: x, m, kParts, into: 'add' });
+    recordStackedMatmul(ctx, rec, { x: h, w: as(w.gateUp), m, kParts, out: { kind: 'swiglu', y: mlp } });
+    recordMatmul(ctx, rec, { x: mlp, w: w.down, y: x, m, kParts, into: 'add' });
   }
 }
 
@@ -136,6 +149,10 @@ for (const m of rowsList) {
   });
 }
 console.log(
-  JSON.stringify({ device: ctx.description, shape: values.shape, layers: c.layers, rounds, warmSeconds: warmMs / 1000, results }, null, 1),
+  JSON.stringify(
+    { device: ctx.description, shape: values.shape, layers: c.layers, rounds, warmSeconds: warmMs / 1000, kParts: kParts ?? null, results },
+    null,
+    1,
+  ),
 );
 await ctx.dispose();

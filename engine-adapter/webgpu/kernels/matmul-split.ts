@@ -40,7 +40,7 @@ export function recordSplitReduce(
 }
 
 /** The uniforms every matmul kernel (matvec, tiled, tensor-core) starts with. */
-export function matmulParams(a: MatmulArgs, kPer: number = a.w.cols): Params {
+export function matmulParams(a: Pick<MatmulArgs, 'm' | 'w' | 'bias'>, kPer: number = a.w.cols): Params {
   return new Params()
     .u32(a.m)
     .u32(a.w.rows)
@@ -51,31 +51,42 @@ export function matmulParams(a: MatmulArgs, kPer: number = a.w.cols): Params {
 }
 
 /** The K split for `a` on a grid of `tiles` workgroups: as asked (kParts), else chosen for `target`. */
-export function kSplitFor(a: MatmulArgs, tiles: number, tileK: number, target: number): KSplit {
+export function kSplitFor(a: Pick<MatmulArgs, 'w' | 'kParts'>, tiles: number, tileK: number, target: number): KSplit {
   if (a.kParts === undefined) return chooseKSplit(tiles, a.w.cols, tileK, target);
   const kPer = Math.ceil(Math.ceil(a.w.cols / tileK) / a.kParts) * tileK;
   return { parts: Math.ceil(a.w.cols / kPer), kPer };
 }
 
+/** How a product runs on a tiled kernel: the kernel (a matmul WGSL taking `defines`), its grid and the K split. */
+export interface SplitPlan {
+  kernel: { url: URL; defines: string[] };
+  grid: [number, number];
+  split: KSplit;
+}
+
 /**
- * Dispatches `kernel` (a matmul WGSL taking `defines`) over `grid` x the split's parts; a split writes the parts to
- * the shared part buffer and reduces them into y. Either way the finished product meets y as `a.into` asks.
+ * Dispatches the plan's kernel over its grid x the split's parts; a split writes the parts to the shared part buffer
+ * and reduces them into y. Either way the finished product meets y as `a.into` asks.
  */
-export function recordSplitMatmul(
-  ctx: GpuContext,
-  rec: Recorder,
-  a: MatmulArgs,
-  kernel: { url: URL; defines: string[] },
-  grid: [number, number],
-  split: KSplit,
-): void {
-  if (split.parts === 1) {
+export function recordSplitMatmul(ctx: GpuContext, rec: Recorder, a: MatmulArgs, plan: SplitPlan): void {
+  if (plan.split.parts === 1) {
+    const { kernel, grid, split } = plan;
     const pipeline = ctx.pipeline({ url: kernel.url, defines: [...kernel.defines, ...intoDefines(a.into)] });
     rec.dispatch(pipeline, matmulParams(a, split.kPer), [a.x, a.w.buffer, a.bias ?? ctx.dummy, a.y], grid);
     return;
   }
+  const part = recordSplitParts(ctx, rec, a, plan);
+  recordSplitReduce(ctx, rec, { part, y: a.y, count: a.m * a.w.rows, parts: plan.split.parts, into: a.into });
+}
+
+/**
+ * The first step of a split product: each part of K summed into its own slice of the shared part buffer, laid out
+ * [part][m][w.rows] (part 0 with the bias). Returns that buffer; the caller records the reduction.
+ */
+export function recordSplitParts(ctx: GpuContext, rec: Recorder, a: Omit<MatmulArgs, 'y' | 'into'>, plan: SplitPlan): GPUBuffer {
+  const { kernel, grid, split } = plan;
   const part = ctx.scratch('matmul parts', split.parts * a.m * a.w.rows * 4, rec);
   const pipeline = ctx.pipeline({ url: kernel.url, defines: [...kernel.defines, 'SPLIT_K'] });
   rec.dispatch(pipeline, matmulParams(a, split.kPer), [a.x, a.w.buffer, a.bias ?? ctx.dummy, part], [...grid, split.parts]);
-  recordSplitReduce(ctx, rec, { part, y: a.y, count: a.m * a.w.rows, parts: split.parts, into: a.into });
+  return part;
 }

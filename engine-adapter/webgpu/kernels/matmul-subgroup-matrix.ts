@@ -2,7 +2,7 @@ import { KdnError } from '../../../common/errors.ts';
 import type { GpuContext, Recorder } from '../gpu-context.ts';
 import type { MatmulArgs } from './matmul.ts';
 import { recordIntoElementwise } from './matmul-into.ts';
-import { kSplitFor, recordSplitMatmul } from './matmul-split.ts';
+import { kSplitFor, recordSplitMatmul, type SplitPlan } from './matmul-split.ts';
 
 const URL_ = new URL('./matmul-subgroup-matrix.wgsl', import.meta.url);
 /** All of a question's rows against 128 columns (see matmul-subgroup-matrix-short.wgsl). */
@@ -25,12 +25,12 @@ const SHORT_ROWS = 64;
 const SHORT_TARGET_WORKGROUPS = 256;
 
 /** Whether the tensor-core kernel can take this product: the feature, f16 weights, and K in whole 32-steps. */
-export function subgroupMatrixMatmulFits(ctx: GpuContext, a: MatmulArgs): boolean {
+export function subgroupMatrixMatmulFits(ctx: GpuContext, a: Pick<MatmulArgs, 'w'>): boolean {
   return ctx.features.subgroupMatrix !== null && a.w.f16 && a.w.cols % TK === 0;
 }
 
-/** y = x W^T (+ bias) on the tensor cores (see the WGSL); callers check subgroupMatrixMatmulFits first. */
-export function recordMatmulSubgroupMatrix(ctx: GpuContext, rec: Recorder, a: MatmulArgs): void {
+/** The tensor-core kernel, grid and K split for this product; callers check subgroupMatrixMatmulFits first. */
+export function planMatmulSubgroupMatrix(ctx: GpuContext, a: Pick<MatmulArgs, 'w' | 'm' | 'kParts'>): SplitPlan {
   const sm = ctx.features.subgroupMatrix;
   if (sm === null || !subgroupMatrixMatmulFits(ctx, a)) {
     throw new KdnError('INTERNAL', `subgroup-matrix matmul cannot take k=${a.w.cols} (${a.w.f16 ? 'f16' : 'f32'} weights) on this adapter`);
@@ -39,18 +39,22 @@ export function recordMatmulSubgroupMatrix(ctx: GpuContext, rec: Recorder, a: Ma
   // Few tiles (a short question's rows, a narrow W): split K so the grid still fills the GPU.
   if (a.m <= SHORT_ROWS) {
     const grid: [number, number] = [Math.ceil(a.w.rows / TILE), 1];
-    recordSplitMatmul(ctx, rec, a, { url: SHORT, defines }, grid, kSplitFor(a, grid[0], TK, SHORT_TARGET_WORKGROUPS));
-    return;
+    return { kernel: { url: SHORT, defines }, grid, split: kSplitFor(a, grid[0], TK, SHORT_TARGET_WORKGROUPS) };
   }
   const grid: [number, number] = [Math.ceil(a.w.rows / TILE), Math.ceil(a.m / TILE)];
-  const split = kSplitFor(a, grid[0] * grid[1], TK, TARGET_WORKGROUPS);
+  return { kernel: { url: URL_, defines }, grid, split: kSplitFor(a, grid[0] * grid[1], TK, TARGET_WORKGROUPS) };
+}
+
+/** y = x W^T (+ bias) on the tensor cores (see the WGSL); callers check subgroupMatrixMatmulFits first. */
+export function recordMatmulSubgroupMatrix(ctx: GpuContext, rec: Recorder, a: MatmulArgs): void {
+  const plan = planMatmulSubgroupMatrix(ctx, a);
   const into = a.into ?? 'replace';
-  if (split.parts === 1 && into !== 'replace') {
+  if (plan.kernel.url === URL_ && plan.split.parts === 1 && into !== 'replace') {
     // This kernel keeps its plain store (see matmul-into.wgsl): the product goes to scratch, then meets y elementwise.
     const product = ctx.scratch('matmul product', a.m * a.w.rows * 4, rec);
-    recordSplitMatmul(ctx, rec, { ...a, y: product, into: 'replace' }, { url: URL_, defines }, grid, split);
+    recordSplitMatmul(ctx, rec, { ...a, y: product, into: 'replace' }, plan);
     recordIntoElementwise(ctx, rec, { y: a.y, product, count: a.m * a.w.rows, into });
     return;
   }
-  recordSplitMatmul(ctx, rec, a, { url: URL_, defines }, grid, split);
+  recordSplitMatmul(ctx, rec, a, plan);
 }

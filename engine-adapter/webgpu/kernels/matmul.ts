@@ -1,9 +1,9 @@
 import { KdnError } from '../../../common/errors.ts';
 import type { GpuContext, Recorder } from '../gpu-context.ts';
 import type { GpuMatrix } from '../gpu-matrix.ts';
-import { recordMatmulSubgroupMatrix, subgroupMatrixMatmulFits } from './matmul-subgroup-matrix.ts';
+import { planMatmulSubgroupMatrix, recordMatmulSubgroupMatrix, subgroupMatrixMatmulFits } from './matmul-subgroup-matrix.ts';
 import { intoDefines, type MatmulInto } from './matmul-into.ts';
-import { kSplitFor, matmulParams, recordSplitMatmul } from './matmul-split.ts';
+import { kSplitFor, matmulParams, recordSplitMatmul, type SplitPlan } from './matmul-split.ts';
 
 const TILED = new URL('./matmul.wgsl', import.meta.url);
 const MATVEC = new URL('./matvec.wgsl', import.meta.url);
@@ -38,11 +38,21 @@ export function recordMatmul(ctx: GpuContext, rec: Recorder, a: MatmulArgs): voi
   else recordMatmulTiled(ctx, rec, a);
 }
 
-export function recordMatmulTiled(ctx: GpuContext, rec: Recorder, a: MatmulArgs): void {
+/** The tiled kernel, grid and K split recordMatmul would run this product with; null where it runs matvec. */
+export function planMatmul(ctx: GpuContext, a: Pick<MatmulArgs, 'w' | 'm' | 'kParts'>): SplitPlan | null {
+  if (a.m <= MATVEC_MAX_ROWS) return null;
+  return subgroupMatrixMatmulFits(ctx, a) ? planMatmulSubgroupMatrix(ctx, a) : planMatmulTiled(a);
+}
+
+function planMatmulTiled(a: Pick<MatmulArgs, 'w' | 'm' | 'kParts'>): SplitPlan {
   if (a.w.layout !== 'rows') throw new KdnError('INTERNAL', `the tiled matmul reads row-major weights, not ${a.w.layout}`);
   const grid: [number, number] = [Math.ceil(a.w.rows / 64), Math.ceil(a.m / 64)];
   const split = kSplitFor(a, grid[0] * grid[1], TILED_TK, TILED_TARGET_WORKGROUPS);
-  recordSplitMatmul(ctx, rec, a, { url: TILED, defines: a.w.f16 ? ['F16_WEIGHTS'] : [] }, grid, split);
+  return { kernel: { url: TILED, defines: a.w.f16 ? ['F16_WEIGHTS'] : [] }, grid, split };
+}
+
+export function recordMatmulTiled(ctx: GpuContext, rec: Recorder, a: MatmulArgs): void {
+  recordSplitMatmul(ctx, rec, a, planMatmulTiled(a));
 }
 
 export function recordMatvec(ctx: GpuContext, rec: Recorder, a: MatmulArgs): void {

@@ -1,0 +1,221 @@
+/**
+ * Stacked projections (engine-adapter/webgpu/stacked-matrix.ts, kernels/matmul-stacked.ts) against the CPU reference:
+ * q, k and v, and gate and up through SwiGLU, as one split product and part by part, each part's rows a view of the
+ * stack; when a stack cannot share one buffer; and a whole forward whose projections split.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { expect } from 'chai';
+import { createCpuBackend } from '../../engine-adapter/cpu/cpu-backend.ts';
+import { matmul } from '../../engine-adapter/cpu/kernels/matmul.ts';
+import { loadModelWeights } from '../../engine-adapter/model/load-weights.ts';
+import { swiglu } from '../../engine-adapter/cpu/kernels/swiglu.ts';
+import type { GpuContext, Recorder } from '../../engine-adapter/webgpu/gpu-context.ts';
+import { uploadMatrixF16, type MatrixLayout } from '../../engine-adapter/webgpu/gpu-matrix.ts';
+import { planMatmul } from '../../engine-adapter/webgpu/kernels/matmul.ts';
+import { recordStackedMatmul } from '../../engine-adapter/webgpu/kernels/matmul-stacked.ts';
+import { uploadStackedF16, type StackedMatrix } from '../../engine-adapter/webgpu/stacked-matrix.ts';
+import { createWebGPUBackend } from '../../engine-adapter/webgpu/webgpu-backend.ts';
+import { makeTinyModel } from '../../tools/make-tiny-models.ts';
+import { expectClose, f16RoundArray, openContextOrSkip, randomArray, roundWeightsToF16 } from './webgpu-support.ts';
+
+describe('stacked projections vs the CPU reference', () => {
+  let ctx: GpuContext;
+
+  before(async function () {
+    ctx = await openContextOrSkip(this);
+  });
+  after(() => ctx?.dispose());
+
+  const upload = (data: Float32Array): GPUBuffer => ctx.upload(data, 'test input');
+  const read = async (record: (rec: Recorder) => void, outs: { buffer: GPUBuffer; floats: number }[]): Promise<Float32Array[]> => {
+    const rec = ctx.recorder();
+    record(rec);
+    for (const o of outs) rec.readback(o.buffer, 0, o.floats * 4);
+    return (await rec.submit()).map((b) => new Float32Array(b));
+  };
+
+  /** Random parts of width k, stacked (or each its own buffer with `separate`), with biases where `bias`. */
+  async function stackOf(
+    rows: number[],
+    k: number,
+    o: { layout: MatrixLayout; bias: boolean; separate?: boolean; seed: number },
+  ): Promise<{ w: StackedMatrix; data: Float32Array[]; biases: Float32Array[] }> {
+    const data = rows.map((r, i) => randomArray(r * k, o.seed + i, 0.5));
+    const biases = rows.map((r, i) => randomArray(r, o.seed + 10 + i));
+    const tensors = rows.map((r, i) => ({ shape: [r, k], data: data[i]! }));
+    const bias = (i: number): GPUBuffer | undefined => (o.bias ? upload(biases[i]!) : undefined);
+    if (o.separate) {
+      const parts = await Promise.all(tensors.map(async (t, i) => ({ w: await uploadMatrixF16(ctx, t, 'part', o.layout), bias: bias(i) })));
+      return { w: { whole: null, parts }, data, biases };
+    }
+    const up = await uploadStackedF16(ctx, tensors, 'stack', o.layout);
+    expect(up, 'the parts stack').to.not.equal(null);
+    const whole = o.bias ? upload(Float32Array.from(biases.flatMap((b) => [...b]))) : undefined;
+    return { w: { whole: { w: up!.whole, bias: whole }, parts: up!.parts.map((w, i) => ({ w, bias: bias(i) })) }, data, biases };
+  }
+
+  /** x W_i^T (+ b_i) on the CPU, W_i rounded to f16 as the GPU holds it (and x too where `roundX`: the tensor cores read it so). */
+  function reference(x: Float32Array, m: number, k: number, w: Float32Array, b: Float32Array | undefined, roundX: boolean): Float32Array {
+    const n = w.length / k;
+    const out = new Float32Array(m * n);
+    matmul(out, roundX ? f16RoundArray(x) : x, f16RoundArray(w), m, k, n, b);
+    return out;
+  }
+
+  /** q, k and v stacked: each to its own buffer, as three products on the CPU. */
+  async function checkColumns(
+    s: { m: number; k: number; rows: [number, number, number]; kParts?: number },
+    o: Parameters<typeof stackOf>[2],
+    tol: [number, number],
+  ): Promise<void> {
+    const { m, k, rows } = s;
+    const { w, data, biases } = await stackOf(rows, k, o);
+    const x = randomArray(m * k, o.seed + 20);
+    const ys = rows.map((r) => ctx.storage(m * r * 4, 'y')) as [GPUBuffer, GPUBuffer, GPUBuffer];
+    const got = await read(
+      (rec) => recordStackedMatmul(ctx, rec, { x: upload(x), w, m, kParts: s.kParts, out: { kind: 'columns', ys } }),
+      ys.map((buffer, i) => ({ buffer, floats: m * rows[i]! })),
+    );
+    const roundX = ctx.features.subgroupMatrix !== null;
+    rows.forEach((_, i) =>
+      expectClose(got[i]!, reference(x, m, k, data[i]!, o.bias ? biases[i] : undefined, roundX), tol[0], tol[1], `part ${i}`),
+    );
+  }
+
+  /** gate and up stacked: silu(gate) * up, as two products and SwiGLU on the CPU. */
+  async function checkSwiglu(
+    s: { m: number; k: number; n: number; kParts?: number },
+    o: Parameters<typeof stackOf>[2],
+    tol: [number, number],
+  ): Promise<void> {
+    const { m, k, n } = s;
+    const { w, data } = await stackOf([n, n], k, o);
+    const x = randomArray(m * k, o.seed + 20);
+    const y = ctx.storage(m * n * 4, 'y');
+    const [got] = await read(
+      (rec) => recordStackedMatmul(ctx, rec, { x: upload(x), w, m, kParts: s.kParts, out: { kind: 'swiglu', y } }),
+      [{ buffer: y, floats: m * n }],
+    );
+    const roundX = ctx.features.subgroupMatrix !== null;
+    const expected = reference(x, m, k, data[0]!, undefined, roundX);
+    swiglu(expected, expected, reference(x, m, k, data[1]!, undefined, roundX), m * n);
+    expectClose(got!, expected, tol[0], tol[1], 'silu(gate) * up');
+  }
+
+  it('a stack holds each part as a view of its rows, in rows and in blocks; off a view boundary the parts stay apart', async () => {
+    const k = 64;
+    for (const layout of ['rows', 'blocks'] as const) {
+      const { w } = await stackOf([128, 256], k, { layout, bias: false, seed: 1 });
+      expect(w.whole!.w.rows).to.equal(384);
+      expect(w.parts.map((p) => ('buffer' in p.w.buffer ? p.w.buffer.offset : -1))).to.deep.equal([0, 128 * (k / 2) * 4]);
+    }
+    const tensors = (rows: number[]) => rows.map((r) => ({ shape: [r, k], data: new Float32Array(r * k) }));
+    // A part starting inside a 128-row group of the blocks layout cannot be a view of it.
+    expect(await uploadStackedF16(ctx, tensors([100, 128]), 'stack', 'blocks')).to.equal(null);
+    // Nor one whose byte offset a binding cannot take (one row of one word: 4 bytes).
+    const narrow = [1, 8].map((r) => ({ shape: [r, 2], data: new Float32Array(r * 2) }));
+    expect(await uploadStackedF16(ctx, narrow, 'stack', 'rows')).to.equal(null);
+    // Parts of different widths are not one matrix.
+    const mixed = [
+      { shape: [64, 64], data: new Float32Array(64 * 64) },
+      { shape: [64, 32], data: new Float32Array(64 * 32) },
+    ];
+    expect(await uploadStackedF16(ctx, mixed, 'stack', 'rows')).to.equal(null);
+  });
+
+  // W row-major (the portable tiled kernel; the tensor cores where the adapter has them, x then rounded to f16): 7 rows
+  // of x against parts of width 96, K split three ways (one product and the stacked reduction), unsplit (part by part
+  // over views) and with parts in buffers of their own.
+  const tiled = { layout: 'rows' as const, tol: (): [number, number] => (ctx.features.subgroupMatrix ? [1e-4, 1e-4] : [2e-5, 1e-5]) };
+  for (const [kParts, separate] of [
+    [3, false],
+    [1, false],
+    [3, true],
+  ] as const) {
+    const how = separate ? 'parts apart' : kParts > 1 ? `one product split into ${kParts} K parts` : 'part by part over views';
+    it(`q, k and v with biases: ${how}, each to its own buffer (atol 2e-5; 1e-4 on tensor cores)`, async () => {
+      await checkColumns(
+        { m: 7, k: 96, rows: [64, 32, 32], kParts },
+        { layout: tiled.layout, bias: true, separate, seed: 40 },
+        tiled.tol(),
+      );
+    });
+    it(`gate and up: ${how}, through SwiGLU (atol 2e-5; 1e-4 on tensor cores)`, async () => {
+      await checkSwiglu({ m: 7, k: 96, n: 48, kParts }, { layout: tiled.layout, bias: false, separate, seed: 50 }, tiled.tol());
+    });
+  }
+
+  it('where the product splits on its own, the stack runs as one split product', () => {
+    const part = { w: { buffer: ctx.dummy, rows: 64, cols: 256, f16: true, rowWords: 128, layout: 'rows' as const } };
+    const whole = { w: { ...part.w, rows: 192 } };
+    const plan = planMatmul(ctx, { w: whole.w, m: 41 });
+    expect(plan?.split.parts ?? 1, 'a 41-row question over K = 256 splits').to.be.greaterThan(1);
+    expect(planMatmul(ctx, { w: whole.w, m: 1 }), 'a decode step runs matvec').to.equal(null);
+  });
+
+  // The tensor cores, where the adapter has them (NVIDIA through Dawn's Vulkan backend; SwiftShader has none): weights
+  // in blocks, the short kernel (a question's 64 rows over K = 4096, split by its launcher) and the 128 x 128 one
+  // (130 rows, split three ways); x rounded to f16 as those kernels read it.
+  describe('on the tensor cores', () => {
+    before(function () {
+      if (ctx.features.subgroupMatrix === null) this.skip();
+    });
+    const tc = { layout: 'blocks' as const, tol: [1e-4, 1e-4] as [number, number] };
+    for (const [m, k, kParts] of [
+      [64, 4096, undefined],
+      [130, 256, 3],
+    ] as const) {
+      it(`q, k and v with biases, m=${m} k=${k}${kParts ? `, ${kParts} K parts` : ''} (atol 1e-4 + 1e-4 rel)`, async () => {
+        await checkColumns({ m, k, rows: [512, 128, 128], kParts }, { layout: tc.layout, bias: true, seed: 60 }, tc.tol);
+      });
+      it(`gate and up, m=${m} k=${k}${kParts ? `, ${kParts} K parts` : ''} (atol 1e-4 + 1e-4 rel)`, async () => {
+        await checkSwiglu({ m, k, n: 384, kParts }, { layout: tc.layout, bias: false, seed: 70 }, tc.tol);
+      });
+    }
+  });
+
+  // A model wide enough (256) that a 41-token prompt's projections split over K: Qwen2, so q, k and v carry biases.
+  describe('a forward whose projections split', () => {
+    let dir: string;
+    before(async () => {
+      dir = await mkdtemp(join(tmpdir(), 'kdn-stacked-'));
+    });
+    after(async () => {
+      if (dir) await rm(dir, { recursive: true, force: true });
+    });
+
+    it("gives the CPU backend's logits for every token and its KV (atol 1e-4; 2e-2 on tensor cores)", async () => {
+      const options = {
+        architecture: 'Qwen2ForCausalLM' as const,
+        hiddenSize: 256,
+        intermediateSize: 512,
+        heads: 4,
+        kvHeads: 2,
+        layers: 2,
+      };
+      const model = await makeTinyModel(join(dir, 'qwen2'), { ...options, seed: 3 });
+      const { weights } = await loadModelWeights(model.dir);
+      const qkvRows = (options.heads + 2 * options.kvHeads) * (options.hiddenSize / options.heads);
+      const plan = planMatmul(ctx, { w: { buffer: ctx.dummy, rows: qkvRows, cols: 256, f16: true, rowWords: 128, layout: 'rows' }, m: 41 });
+      expect(plan?.split.parts ?? 1, 'q|k|v of 41 rows splits over K').to.be.greaterThan(1);
+      const gpu = await createWebGPUBackend(weights, { weights: 'f16' });
+      const cpu = createCpuBackend(roundWeightsToF16(weights));
+      try {
+        const prompt = Uint32Array.from({ length: 41 }, (_, i) => (i * 37 + 11) % 300);
+        const [g, c] = [gpu.createKVCache(64), cpu.createKVCache(64)];
+        const atol = gpu.device.includes('tensor cores') ? 2e-2 : 1e-4;
+        expectClose(await gpu.forward(g, prompt, 0, 'all'), await cpu.forward(c, prompt, 0, 'all'), atol, 0, 'logits');
+        const [kg, kc] = [await gpu.readKV(g, 0, 41), await cpu.readKV(c, 0, 41)];
+        kg.perLayer.forEach((t, l) => {
+          expectClose(t.keys, kc.perLayer[l]!.keys, atol, 1e-4, `layer ${l} keys`);
+          expectClose(t.values, kc.perLayer[l]!.values, atol, 1e-4, `layer ${l} values`);
+        });
+      } finally {
+        await gpu.dispose();
+        await cpu.dispose();
+      }
+    });
+  });
+});
