@@ -9,7 +9,7 @@
  */
 import { KdnError } from '../../../common/errors.ts';
 import { Params, type GpuContext, type Recorder } from '../gpu-context.ts';
-import type { StackedMatrix } from '../stacked-matrix.ts';
+import type { StackedMatrix, StackedPart } from '../stacked-matrix.ts';
 import { planMatmul, recordMatmul } from './matmul.ts';
 import { recordSplitParts } from './matmul-split.ts';
 
@@ -64,7 +64,7 @@ function recordPartByPart(ctx: GpuContext, rec: Recorder, a: StackedMatmulArgs):
     for (const [i, p] of a.w.parts.entries()) recordMatmul(ctx, rec, { ...common, w: p.w, bias: p.bias, y: a.out.ys[i]! });
     return;
   }
-  const [gate, up] = a.w.parts as [StackedMatrix['parts'][0], StackedMatrix['parts'][0]];
+  const [gate, up] = a.w.parts as [StackedPart, StackedPart];
   recordMatmul(ctx, rec, { ...common, w: gate.w, bias: gate.bias, y: a.out.y });
   recordMatmul(ctx, rec, { ...common, w: up.w, bias: up.bias, y: a.out.y, into: 'swiglu' });
 }
