@@ -38,27 +38,52 @@ export async function uploadStackedF16(
 ): Promise<StackedUpload | null> {
   const shapes = tensors.map((t, i) => f16Shape(t, `${label} part ${i}`, layout));
   const cols = shapes[0]![1];
+  if (shapes.some(([, partCols]) => partCols !== cols)) return null;
+  const stack = allocateStacked(
+    ctx,
+    shapes.map(([rows]) => rows),
+    cols,
+    label,
+    layout,
+  );
+  if (stack === null) return null;
+  try {
+    let row = 0;
+    for (const [i, t] of tensors.entries()) {
+      await packRowsF16(ctx, t, stack.buffer, row, layout);
+      row += stack.parts[i]!.rows;
+    }
+  } catch (err) {
+    stack.buffer.destroy();
+    throw err;
+  }
+  return stack;
+}
+
+/**
+ * A zeroed buffer for f16 parts of `cols` columns and `partRows` rows each, stacked in `layout`, with the whole and
+ * a view of each part; null where a part cannot be a view or the stack is larger than one binding may be.
+ */
+export function allocateStacked(
+  ctx: GpuContext,
+  partRows: readonly number[],
+  cols: number,
+  label: string,
+  layout: MatrixLayout,
+): StackedUpload | null {
   const rowWords = Math.ceil(cols / 2);
   const starts: number[] = [];
   let rows = 0;
-  for (const [partRows, partCols] of shapes) {
-    if (partCols !== cols || !startsAView(ctx, rows, rowWords, layout) || (layout === 'blocks' && partRows % BLOCK_ROWS !== 0)) return null;
+  for (const r of partRows) {
+    if (!startsAView(ctx, rows, rowWords, layout) || (layout === 'blocks' && r % BLOCK_ROWS !== 0)) return null;
     starts.push(rows);
-    rows += partRows;
+    rows += r;
   }
   const bytes = f16MatrixBytes(rows, cols, layout);
   if (bytes > ctx.maxStorageBytes) return null;
   const buffer = ctx.storage(bytes, label);
-  try {
-    for (const [i, t] of tensors.entries()) await packRowsF16(ctx, t, buffer, starts[i]!, layout);
-  } catch (err) {
-    buffer.destroy();
-    throw err;
-  }
   const matrix = (b: GpuMatrix['buffer'], r: number): GpuMatrix => ({ buffer: b, rows: r, cols, f16: true, rowWords, layout });
-  const parts = shapes.map(([partRows], i) =>
-    matrix({ buffer, offset: starts[i]! * rowWords * 4, size: f16MatrixBytes(partRows, cols, layout) }, partRows),
-  );
+  const parts = partRows.map((r, i) => matrix({ buffer, offset: starts[i]! * rowWords * 4, size: f16MatrixBytes(r, cols, layout) }, r));
   return { buffer, whole: matrix(buffer, rows), parts };
 }
 

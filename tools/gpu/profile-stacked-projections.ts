@@ -18,10 +18,10 @@
 import { parseArgs } from 'node:util';
 import { openDevice } from '../../engine-adapter/webgpu/device.ts';
 import { GpuContext, type Recorder } from '../../engine-adapter/webgpu/gpu-context.ts';
-import { BLOCK_ROWS, f16MatrixBytes, type GpuMatrix, type MatrixLayout } from '../../engine-adapter/webgpu/gpu-matrix.ts';
+import { f16MatrixBytes, type GpuMatrix, type MatrixLayout } from '../../engine-adapter/webgpu/gpu-matrix.ts';
 import { recordMatmul } from '../../engine-adapter/webgpu/kernels/matmul.ts';
 import { recordStackedMatmul } from '../../engine-adapter/webgpu/kernels/matmul-stacked.ts';
-import type { StackedMatrix } from '../../engine-adapter/webgpu/stacked-matrix.ts';
+import { allocateStacked, type StackedMatrix } from '../../engine-adapter/webgpu/stacked-matrix.ts';
 import { kernelTotals, shapeConfig } from './profile-support.ts';
 
 const { values } = parseArgs({
@@ -42,7 +42,6 @@ const kParts = values['k-parts'] === undefined ? undefined : Number(values['k-pa
 
 const ctx = new GpuContext(await openDevice());
 const layout: MatrixLayout = ctx.features.subgroupMatrix !== null ? 'blocks' : 'rows';
-const rowWords = c.hiddenSize / 2;
 /** A zero f16 weight matrix laid out as the forward's are on this adapter. */
 const matrix = (rows: number, cols: number): GpuMatrix => ({
   buffer: ctx.storage(f16MatrixBytes(rows, cols, layout), 'weights'),
@@ -54,24 +53,9 @@ const matrix = (rows: number, cols: number): GpuMatrix => ({
 });
 /** Zero matrices of the model's width stacked in one buffer, each part a view of its rows (stacked-matrix.ts). */
 function stack(partRows: number[]): StackedMatrix {
-  if (layout === 'blocks' && partRows.some((r) => r % BLOCK_ROWS !== 0)) throw new Error('parts off the 128-row groups');
-  const rows = partRows.reduce((a, b) => a + b, 0);
-  const buffer = ctx.storage(f16MatrixBytes(rows, c.hiddenSize, layout), 'stacked weights');
-  const view = (start: number, r: number): GpuMatrix => ({
-    buffer: { buffer, offset: start * rowWords * 4, size: f16MatrixBytes(r, c.hiddenSize, layout) },
-    rows: r,
-    cols: c.hiddenSize,
-    f16: true,
-    rowWords,
-    layout,
-  });
-  const parts: StackedMatrix['parts'] = [];
-  let start = 0;
-  for (const r of partRows) {
-    parts.push({ w: view(start, r) });
-    start += r;
-  }
-  return { whole: { w: { ...view(0, rows), buffer }, bias: undefined }, parts };
+  const stacked = allocateStacked(ctx, partRows, c.hiddenSize, 'stacked weights', layout);
+  if (stacked === null) throw new Error(`parts of ${partRows.join(', ')} rows cannot be views of one buffer on this adapter`);
+  return { whole: { w: stacked.whole }, parts: stacked.parts.map((w) => ({ w })) };
 }
 const activations = (floats: number): GPUBuffer => ctx.storage(maxRows * floats * 4, 'activations');
 const qDim = c.heads * c.headDim;
