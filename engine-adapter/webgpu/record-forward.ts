@@ -13,7 +13,7 @@ import { recordEmbedding } from './kernels/embedding.ts';
 import { recordKvDeviation } from './kernels/kv-deviation.ts';
 import { recordKvWrite } from './kernels/kv-write.ts';
 import { recordMatmul } from './kernels/matmul.ts';
-import { recordStackedMatmul } from './kernels/matmul-stacked.ts';
+import { planStacked, recordQkvIntoCache, recordStackedMatmul } from './kernels/matmul-stacked.ts';
 import { recordRmsNorm } from './kernels/rmsnorm.ts';
 import { recordRope } from './kernels/rope.ts';
 
@@ -69,19 +69,28 @@ export function recordLayer(rec: Recorder, f: ForwardParts, a: ChunkArgs, l: num
 /**
  * The first part of layer `l`: the chunk's queries (returned: the buffer holding them after RoPE) and its keys and
  * values written into the cache. With `deviation`, each row's K/V deviation from what the cache held is recorded
- * before the write.
+ * before the write. Where q|k|v runs as one split product (a question's rows: matmul-stacked.ts) and nothing comes
+ * between the projections and the write (no Qwen3 q/k norms, no deviation), its reduction does RoPE and the write.
  */
 export function recordLayerKV(rec: Recorder, f: ForwardParts, a: ChunkArgs, l: number, deviation?: DeviationOut): GPUBuffer {
   const { ctx, s, cache } = f;
   const c = f.config;
   const n = a.tokens;
   const kvDim = c.kvHeads * c.headDim;
-  const { q, k } = recordProjections(rec, f, n, l);
+  const lw = f.w.layers[l]!;
   const slots = a.slots?.buffer;
-  recordRope(ctx, rec, { x: q, invFreq: f.w.invFreq, tokens: n, heads: c.heads, headDim: c.headDim, posBase: a.position, slots });
-  recordRope(ctx, rec, { x: k, invFreq: f.w.invFreq, tokens: n, heads: c.kvHeads, headDim: c.headDim, posBase: a.position, slots });
   const cacheK = cache.keys[l]!;
   const cacheV = cache.values[l]!;
+  const plan = deviation || lw.qNorm || lw.kNorm ? null : planStacked(ctx, lw.qkv, n);
+  if (plan !== null) {
+    recordInputNorm(rec, f, n, l);
+    const rope = { invFreq: f.w.invFreq, headDim: c.headDim, position: a.position, slots };
+    recordQkvIntoCache(ctx, rec, { x: s.h, w: lw.qkv, m: n, plan, q: s.q, cacheK, cacheV, ...rope });
+    return s.q;
+  }
+  const { q, k } = recordProjections(rec, f, n, l);
+  recordRope(ctx, rec, { x: q, invFreq: f.w.invFreq, tokens: n, heads: c.heads, headDim: c.headDim, posBase: a.position, slots });
+  recordRope(ctx, rec, { x: k, invFreq: f.w.invFreq, tokens: n, heads: c.kvHeads, headDim: c.headDim, posBase: a.position, slots });
   if (deviation) {
     recordKvDeviation(ctx, rec, {
       k,
@@ -107,14 +116,21 @@ export function recordLayerKV(rec: Recorder, f: ForwardParts, a: ChunkArgs, l: n
 export function recordProjections(rec: Recorder, f: ModelParts, n: number, l: number): { q: GPUBuffer; k: GPUBuffer } {
   const { ctx, s } = f;
   const c = f.config;
-  const eps = c.rmsNormEps;
   const lw = f.w.layers[l]!;
-  recordRmsNorm(ctx, rec, { x: s.x, weight: lw.inputNorm, out: s.h, rows: n, n: c.hiddenSize, eps });
+  recordInputNorm(rec, f, n, l);
   recordStackedMatmul(ctx, rec, { x: s.h, w: lw.qkv, m: n, out: { kind: 'columns', ys: [s.q, s.k, s.v] } });
   if (!(lw.qNorm && lw.kNorm)) return { q: s.q, k: s.k };
+  const eps = c.rmsNormEps;
   recordRmsNorm(ctx, rec, { x: s.q, weight: lw.qNorm, out: s.qNormed, rows: n * c.heads, n: c.headDim, eps });
   recordRmsNorm(ctx, rec, { x: s.k, weight: lw.kNorm, out: s.kNormed, rows: n * c.kvHeads, n: c.headDim, eps });
   return { q: s.qNormed, k: s.kNormed };
+}
+
+/** Layer `l`'s input norm of `n` rows of the residual stream s.x into s.h. */
+function recordInputNorm(rec: Recorder, f: ModelParts, n: number, l: number): void {
+  const { ctx, s } = f;
+  const c = f.config;
+  recordRmsNorm(ctx, rec, { x: s.x, weight: f.w.layers[l]!.inputNorm, out: s.h, rows: n, n: c.hiddenSize, eps: c.rmsNormEps });
 }
 
 /** The rest of layer `l` after recordLayerKV (whose queries are in `q`): attention, output projection, MLP. */

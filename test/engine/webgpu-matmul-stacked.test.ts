@@ -1,7 +1,8 @@
 /**
  * Stacked projections (engine-adapter/webgpu/stacked-matrix.ts, kernels/matmul-stacked.ts) against the CPU reference:
  * q, k and v, and gate and up through SwiGLU, as one split product and part by part, each part's rows a view of the
- * stack; when a stack cannot share one buffer; and a whole forward whose projections split.
+ * stack; q, k and v with RoPE and the KV write done in the reduction; when a stack cannot share one buffer; and whole
+ * forwards whose projections split.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -9,12 +10,13 @@ import { join } from 'node:path';
 import { expect } from 'chai';
 import { createCpuBackend } from '../../engine-adapter/cpu/cpu-backend.ts';
 import { matmul } from '../../engine-adapter/cpu/kernels/matmul.ts';
+import { applyRope, ropeInvFreq } from '../../engine-adapter/cpu/kernels/rope.ts';
 import { loadModelWeights } from '../../engine-adapter/model/load-weights.ts';
 import { swiglu } from '../../engine-adapter/cpu/kernels/swiglu.ts';
 import type { GpuContext, Recorder } from '../../engine-adapter/webgpu/gpu-context.ts';
 import { uploadMatrixF16, type MatrixLayout } from '../../engine-adapter/webgpu/gpu-matrix.ts';
 import { planMatmul } from '../../engine-adapter/webgpu/kernels/matmul.ts';
-import { recordStackedMatmul } from '../../engine-adapter/webgpu/kernels/matmul-stacked.ts';
+import { planStacked, recordQkvIntoCache, recordStackedMatmul } from '../../engine-adapter/webgpu/kernels/matmul-stacked.ts';
 import { uploadStackedF16, type StackedMatrix } from '../../engine-adapter/webgpu/stacked-matrix.ts';
 import { createWebGPUBackend } from '../../engine-adapter/webgpu/webgpu-backend.ts';
 import { makeTinyModel } from '../../tools/make-tiny-models.ts';
@@ -104,6 +106,52 @@ describe('stacked projections vs the CPU reference', () => {
     expectClose(got!, expected, tol[0], tol[1], 'silu(gate) * up');
   }
 
+  /**
+   * q, k and v stacked, their product's reduction doing RoPE and the KV write: q rotated into its buffer, k rotated
+   * and v into caches of `capacity` tokens at `position`.. (or `slots`), every other cache row left as it was.
+   */
+  async function checkQkvIntoCache(
+    s: { m: number; k: number; heads: number; kvHeads: number; headDim: number; kParts?: number; position: number; slots?: number[] },
+    o: Parameters<typeof stackOf>[2],
+    tol: [number, number],
+  ): Promise<void> {
+    const { m, k, headDim } = s;
+    const rows: [number, number, number] = [s.heads * headDim, s.kvHeads * headDim, s.kvHeads * headDim];
+    const kvDim = rows[1];
+    const { w, data, biases } = await stackOf(rows, k, o);
+    const plan = planStacked(ctx, w, m, s.kParts);
+    expect(plan, 'the stack runs as one split product').to.not.equal(null);
+    const x = randomArray(m * k, o.seed + 20);
+    const positions = s.slots ?? Array.from({ length: m }, (_, t) => s.position + t);
+    const capacity = Math.max(...positions) + 3;
+    const before = [randomArray(capacity * kvDim, o.seed + 30), randomArray(capacity * kvDim, o.seed + 31)];
+    const [cacheK, cacheV] = before.map((c) => upload(c)) as [GPUBuffer, GPUBuffer];
+    const q = ctx.storage(m * rows[0] * 4, 'q');
+    const invFreq = ropeInvFreq({ headDim, ropeTheta: 10000, ropeScaling: null });
+    const slots = s.slots ? ctx.upload(Uint32Array.from(s.slots), 'slots') : undefined;
+    const args = { x: upload(x), w, m, plan: plan!, q, cacheK, cacheV, invFreq: upload(invFreq), headDim, position: s.position, slots };
+    const [gotQ, gotK, gotV] = await read(
+      (rec) => recordQkvIntoCache(ctx, rec, args),
+      [
+        { buffer: q, floats: m * rows[0] },
+        { buffer: cacheK, floats: capacity * kvDim },
+        { buffer: cacheV, floats: capacity * kvDim },
+      ],
+    );
+    const roundX = ctx.features.subgroupMatrix !== null;
+    const [wantQ, newK, newV] = rows.map((_, i) => reference(x, m, k, data[i]!, o.bias ? biases[i] : undefined, roundX));
+    applyRope(wantQ!, wantQ!, m, s.heads, headDim, positions, invFreq);
+    applyRope(newK!, newK!, m, s.kvHeads, headDim, positions, invFreq);
+    const [wantK, wantV] = [Float32Array.from(before[0]!), Float32Array.from(before[1]!)];
+    positions.forEach((p, t) => {
+      wantK.set(newK!.subarray(t * kvDim, (t + 1) * kvDim), p * kvDim);
+      wantV.set(newV!.subarray(t * kvDim, (t + 1) * kvDim), p * kvDim);
+    });
+    expectClose(gotQ!, wantQ!, tol[0], tol[1], 'q after RoPE');
+    expectClose(gotK!, wantK, tol[0], tol[1], 'the key cache');
+    expectClose(gotV!, wantV, tol[0], tol[1], 'the value cache');
+  }
+
   it('a stack holds each part as a view of its rows, in rows and in blocks; off a view boundary the parts stay apart', async () => {
     const k = 64;
     for (const layout of ['rows', 'blocks'] as const) {
@@ -147,6 +195,19 @@ describe('stacked projections vs the CPU reference', () => {
     });
   }
 
+  // RoPE at positions 1000.., and GQA (two query heads to a KV head). An angle near 1000 radians is reduced with fused
+  // multiply-adds (rope-common.wgsl); where an adapter rounds between the multiply and the add (SwiftShader) it is off
+  // by up to an f32 step at 1000 (6e-5), so the rotated values by up to that times their size (about 1 here).
+  const rotated: [number, number] = [1e-4, 1e-4];
+  it('q, k and v with biases, one split product whose reduction rotates q and k and writes k and v at a position (atol 1e-4 + 1e-4 rel)', async () => {
+    const shape = { m: 7, k: 96, heads: 4, kvHeads: 2, headDim: 16, kParts: 3, position: 1000 };
+    await checkQkvIntoCache(shape, { layout: tiled.layout, bias: true, seed: 80 }, rotated);
+  });
+  it('the same into the rows a blend names (slots), every other cache row kept (atol 1e-4 + 1e-4 rel)', async () => {
+    const shape = { m: 5, k: 96, heads: 4, kvHeads: 2, headDim: 16, kParts: 2, position: 0, slots: [3, 4, 9, 1040, 1041] };
+    await checkQkvIntoCache(shape, { layout: tiled.layout, bias: false, seed: 90 }, rotated);
+  });
+
   it('where the product splits on its own, the stack runs as one split product', () => {
     const part = { w: { buffer: ctx.dummy, rows: 64, cols: 256, f16: true, rowWords: 128, layout: 'rows' as const } };
     const whole = { w: { ...part.w, rows: 192 } };
@@ -163,6 +224,10 @@ describe('stacked projections vs the CPU reference', () => {
       if (ctx.features.subgroupMatrix === null) this.skip();
     });
     const tc = { layout: 'blocks' as const, tol: [1e-4, 1e-4] as [number, number] };
+    it('q, k and v through RoPE into the caches, m=64 k=4096, heads of 128 (atol 1e-4 + 1e-4 rel)', async () => {
+      const shape = { m: 64, k: 4096, heads: 4, kvHeads: 1, headDim: 128, position: 8192 };
+      await checkQkvIntoCache(shape, { layout: tc.layout, bias: false, seed: 100 }, tc.tol);
+    });
     for (const [m, k, kParts] of [
       [64, 4096, undefined],
       [130, 256, 3],
@@ -186,7 +251,7 @@ describe('stacked projections vs the CPU reference', () => {
       if (dir) await rm(dir, { recursive: true, force: true });
     });
 
-    it("gives the CPU backend's logits for every token and its KV (atol 1e-4; 2e-2 on tensor cores)", async () => {
+    it("gives the CPU backend's logits for every token and its KV, over two chunks (atol 1e-4; 2e-2 on tensor cores)", async () => {
       const options = {
         architecture: 'Qwen2ForCausalLM' as const,
         hiddenSize: 256,
@@ -203,11 +268,19 @@ describe('stacked projections vs the CPU reference', () => {
       const gpu = await createWebGPUBackend(weights, { weights: 'f16' });
       const cpu = createCpuBackend(roundWeightsToF16(weights));
       try {
-        const prompt = Uint32Array.from({ length: 41 }, (_, i) => (i * 37 + 11) % 300);
-        const [g, c] = [gpu.createKVCache(64), cpu.createKVCache(64)];
+        // Two chunks: the second's RoPE and KV write (done in the q|k|v reduction) at positions 41..81.
+        const prompt = Uint32Array.from({ length: 82 }, (_, i) => (i * 37 + 11) % 300);
+        const [g, c] = [gpu.createKVCache(96), cpu.createKVCache(96)];
         const atol = gpu.device.includes('tensor cores') ? 2e-2 : 1e-4;
-        expectClose(await gpu.forward(g, prompt, 0, 'all'), await cpu.forward(c, prompt, 0, 'all'), atol, 0, 'logits');
-        const [kg, kc] = [await gpu.readKV(g, 0, 41), await cpu.readKV(c, 0, 41)];
+        for (const [start, end] of [
+          [0, 41],
+          [41, 82],
+        ] as const) {
+          const chunk = prompt.subarray(start, end);
+          const [lg, lc] = [await gpu.forward(g, chunk, start, 'all'), await cpu.forward(c, chunk, start, 'all')];
+          expectClose(lg, lc, atol, 0, `logits of tokens ${start}..${end - 1}`);
+        }
+        const [kg, kc] = [await gpu.readKV(g, 0, 82), await cpu.readKV(c, 0, 82)];
         kg.perLayer.forEach((t, l) => {
           expectClose(t.keys, kc.perLayer[l]!.keys, atol, 1e-4, `layer ${l} keys`);
           expectClose(t.values, kc.perLayer[l]!.values, atol, 1e-4, `layer ${l} values`);

@@ -6,12 +6,15 @@
  * parts took one of each: x read once, and the parts of the narrow k and v no longer split many ways to fill the
  * GPU. Otherwise (decode's matvec; long prefill chunks, whose grid fills the GPU unsplit; weights not stacked) each
  * part runs as its own matmul over its view of the stack, as before.
+ *
+ * A layer's q|k|v product can also finish its KV step in the reduction (recordQkvIntoCache): RoPE on q and k, and k
+ * and v written into the layer's caches, where the rope and kv-write kernels took three more dispatches.
  */
 import { KdnError } from '../../../common/errors.ts';
-import { Params, type GpuContext, type Recorder } from '../gpu-context.ts';
+import { Params, type Binding, type GpuContext, type Recorder } from '../gpu-context.ts';
 import type { StackedMatrix, StackedPart } from '../stacked-matrix.ts';
 import { planMatmul, recordMatmul } from './matmul.ts';
-import { recordSplitParts } from './matmul-split.ts';
+import { recordSplitParts, type SplitPlan } from './matmul-split.ts';
 
 const REDUCE = new URL('./matmul-stacked-reduce.wgsl', import.meta.url);
 
@@ -28,33 +31,84 @@ export interface StackedMatmulArgs {
   kParts?: number;
 }
 
+/**
+ * The plan under which the stack's product runs as one split product, or null where it runs part by part: parts in
+ * buffers of their own, or a product that would not split (decode, long prefill chunks).
+ */
+export function planStacked(ctx: GpuContext, w: StackedMatrix, m: number, kParts?: number): SplitPlan | null {
+  if (w.whole === null) return null;
+  const plan = planMatmul(ctx, { w: w.whole.w, m, kParts });
+  return plan !== null && plan.split.parts >= 2 ? plan : null;
+}
+
 export function recordStackedMatmul(ctx: GpuContext, rec: Recorder, a: StackedMatmulArgs): void {
   const parts = a.w.parts;
   const expected = a.out.kind === 'columns' ? 3 : 2;
   if (parts.length !== expected) throw new KdnError('INTERNAL', `a ${a.out.kind} stack of ${parts.length} parts, not ${expected}`);
   if (a.out.kind === 'swiglu' && parts[0]!.w.rows !== parts[1]!.w.rows) throw new KdnError('INTERNAL', 'gate and up of different widths');
-  const whole = a.w.whole;
-  const plan = whole === null ? null : planMatmul(ctx, { w: whole.w, m: a.m, kParts: a.kParts });
-  if (whole === null || plan === null || plan.split.parts < 2) {
+  const plan = planStacked(ctx, a.w, a.m, a.kParts);
+  if (plan === null) {
     recordPartByPart(ctx, rec, a);
     return;
   }
-  const part = recordSplitParts(ctx, rec, { x: a.x, w: whole.w, bias: whole.bias, m: a.m }, plan);
-  const width = whole.w.rows;
-  const split0 = parts[0]!.w.rows;
-  const params = new Params()
-    .u32(a.m)
-    .u32(width)
-    .u32(plan.split.parts)
-    .u32(split0)
-    .u32(split0 + parts[1]!.w.rows);
+  const part = recordSplitParts(ctx, rec, { x: a.x, w: a.w.whole!.w, bias: a.w.whole!.bias, m: a.m }, plan);
+  const params = reduceParams(a.w, a.m, plan);
   if (a.out.kind === 'columns') {
     const pipeline = ctx.pipeline({ url: REDUCE, defines: ['COLUMNS'] });
-    rec.dispatch(pipeline, params, [part, ...a.out.ys], ctx.grid(a.m * width, 256));
+    rec.dispatch(pipeline, params, [part, ...a.out.ys], ctx.grid(a.m * a.w.whole!.w.rows, 256));
   } else {
     const pipeline = ctx.pipeline({ url: REDUCE });
-    rec.dispatch(pipeline, params, [part, a.out.y], ctx.grid((a.m * width) / 2, 256));
+    rec.dispatch(pipeline, params, [part, a.out.y], ctx.grid((a.m * a.w.whole!.w.rows) / 2, 256));
   }
+}
+
+export interface QkvIntoCacheArgs {
+  /** [m][k] */
+  x: GPUBuffer;
+  /** q, k and v stacked, k and v of one width. */
+  w: StackedMatrix;
+  m: number;
+  /** From planStacked for this stack and m. */
+  plan: SplitPlan;
+  /** Receives the rotated queries, [m][q rows]. */
+  q: GPUBuffer;
+  /** The layer's caches, [tokens][k rows]: row t's key (rotated) and value go to token position + t, or slots[t]. */
+  cacheK: Binding;
+  cacheV: Binding;
+  invFreq: GPUBuffer;
+  headDim: number;
+  position: number;
+  /** u32 [m], ascending. */
+  slots?: GPUBuffer;
+}
+
+/** q|k|v as one split product whose reduction rotates q and k and writes k and v into the caches (see above). */
+export function recordQkvIntoCache(ctx: GpuContext, rec: Recorder, a: QkvIntoCacheArgs): void {
+  const [q, k, v] = a.w.parts;
+  if (a.w.whole === null || !q || !k || !v || a.w.parts.length !== 3 || k.w.rows !== v.w.rows) {
+    throw new KdnError('INTERNAL', 'recordQkvIntoCache takes q, k and v stacked in one buffer, k and v of one width');
+  }
+  if (q.w.rows % a.headDim !== 0 || k.w.rows % a.headDim !== 0 || a.headDim % 2 !== 0) {
+    throw new KdnError('INTERNAL', `q and k rows (${q.w.rows}, ${k.w.rows}) are not whole heads of ${a.headDim}`);
+  }
+  const part = recordSplitParts(ctx, rec, { x: a.x, w: a.w.whole.w, bias: a.w.whole.bias, m: a.m }, a.plan);
+  const params = reduceParams(a.w, a.m, a.plan, a);
+  const pipeline = ctx.pipeline({ url: REDUCE, defines: ['ROPE_KV', ...(a.slots ? ['SLOTS'] : [])] });
+  const buffers = [part, a.q, a.cacheK, a.cacheV, a.invFreq, ...(a.slots ? [a.slots] : [])];
+  rec.dispatch(pipeline, params, buffers, ctx.grid((a.m * a.w.whole.w.rows) / 2, 256));
+}
+
+/** The reduction's rows, width, K parts and the ends of its first two parts; RoPE's head size and first position. */
+function reduceParams(w: StackedMatrix, m: number, plan: SplitPlan, rope = { headDim: 0, position: 0 }): Params {
+  const [first, second] = w.parts as [StackedPart, StackedPart];
+  return new Params()
+    .u32(m)
+    .u32(w.whole!.w.rows)
+    .u32(plan.split.parts)
+    .u32(first.w.rows)
+    .u32(first.w.rows + second.w.rows)
+    .u32(rope.headDim)
+    .u32(rope.position);
 }
 
 /** Each part's product on its own, over its view of the stack (or its own buffer). */
