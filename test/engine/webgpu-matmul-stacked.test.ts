@@ -251,7 +251,9 @@ describe('stacked projections vs the CPU reference', () => {
       if (dir) await rm(dir, { recursive: true, force: true });
     });
 
-    it("gives the CPU backend's logits for every token and its KV, over two chunks (atol 1e-4; 2e-2 on tensor cores)", async () => {
+    // The tensor cores round each product's activations to f16 (the CPU keeps them f32): logits move by that rounding
+    // relative to their size, which reached 0.021 at a logit of 4.4 on an H100.
+    it("gives the CPU backend's logits for every token and its KV, over two chunks (atol 1e-4; 2e-2 + 1e-2 rel on tensor cores)", async () => {
       const options = {
         architecture: 'Qwen2ForCausalLM' as const,
         hiddenSize: 256,
@@ -271,14 +273,15 @@ describe('stacked projections vs the CPU reference', () => {
         // Two chunks: the second's RoPE and KV write (done in the q|k|v reduction) at positions 41..81.
         const prompt = Uint32Array.from({ length: 82 }, (_, i) => (i * 37 + 11) % 300);
         const [g, c] = [gpu.createKVCache(96), cpu.createKVCache(96)];
-        const atol = gpu.device.includes('tensor cores') ? 2e-2 : 1e-4;
+        const tensorCores = gpu.device.includes('tensor cores');
+        const [atol, rtol] = tensorCores ? [2e-2, 1e-2] : [1e-4, 0];
         for (const [start, end] of [
           [0, 41],
           [41, 82],
         ] as const) {
           const chunk = prompt.subarray(start, end);
           const [lg, lc] = [await gpu.forward(g, chunk, start, 'all'), await cpu.forward(c, chunk, start, 'all')];
-          expectClose(lg, lc, atol, 0, `logits of tokens ${start}..${end - 1}`);
+          expectClose(lg, lc, atol, rtol, `logits of tokens ${start}..${end - 1}`);
         }
         const [kg, kc] = [await gpu.readKV(g, 0, 82), await cpu.readKV(c, 0, 82)];
         kg.perLayer.forEach((t, l) => {
