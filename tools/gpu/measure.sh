@@ -71,7 +71,7 @@
 #   stacked  what stacking a layer's projections gains (kernels/matmul-stacked.ts): the 8B shape's projections per layer
 #            with q, k, v and gate, up part by part (seven matmuls) against each stack as one split product (four), at
 #            a question's 64 rows and 256, in the order separate, stacked, stacked, separate
-#            (tools/gpu/profile-stacked-projections.ts)                                                        untimed
+#            (tools/gpu/profile-stacked-projections.ts)                                                        ~1 min
 #   poll     what a pending answer from Dawn costs the waiting thread: its event loop's active share and garbage
 #            collections while awaiting GPU work, against sleeping as long (bench/results/gpu/dawn-poll-cost.json) ~1 min
 #   handover 8B TTFT at 8k, engine on its own thread: KV blocks from the fetch threads straight to it against
