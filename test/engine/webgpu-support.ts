@@ -59,7 +59,6 @@ export function f16RoundArray(a: Float32Array): Float32Array {
   return a.map(f16Round);
 }
 
-/** Fails on the first element where |actual - expected| > atol + rtol |expected|, naming it. */
 /** The model's weights rounded to f16, as the GPU holds f16 weights: the CPU backend's reference for them. */
 export function roundWeightsToF16(w: ModelWeights): ModelWeights {
   const r = (t: Tensor): Tensor => ({ shape: t.shape, data: f16RoundArray(t.data) });
@@ -72,6 +71,7 @@ export function roundWeightsToF16(w: ModelWeights): ModelWeights {
   };
 }
 
+/** Fails on the first element where |actual - expected| > atol + rtol |expected|, naming it. */
 export function expectClose(actual: Float32Array, expected: Float32Array, atol: number, rtol = 0, what = 'values'): number {
   expect(actual.length, `${what} length`).to.equal(expected.length);
   let worst = 0;

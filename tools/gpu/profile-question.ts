@@ -155,7 +155,8 @@ const matmuls = { q: wq, k: wk, v: wv, o: lw.o, gate: wGate, up: wUp, down: lw.d
 const matmulMs: Record<string, { ms: number; tflops: number }> = {};
 for (const [name, m] of Object.entries(matmuls)) matmulMs[name] = await timeMatmul(ctx, reps, { x: h, w: m, y: out, m: n });
 kernels.matmul_per_layer = matmulMs;
-// What the forward runs at the question's rows: q, k, v and gate, up each as one product where they split over K.
+// The forward's products at the question's rows: q, k, v and gate, up each as one product where they split over K
+// (where the forward also folds the KV step into the q, k, v reduction, that step is not timed here).
 const stackedMs = {
   qkv: await timeRecorded(ctx, reps, (rec) =>
     recordStackedMatmul(ctx, rec, { x: h, w: lw.qkv, m: n, out: { kind: 'columns', ys: [q, buf(n * kvDim), buf(n * kvDim)] } }),

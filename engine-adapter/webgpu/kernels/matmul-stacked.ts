@@ -51,14 +51,15 @@ export function recordStackedMatmul(ctx: GpuContext, rec: Recorder, a: StackedMa
     recordPartByPart(ctx, rec, a);
     return;
   }
-  const part = recordSplitParts(ctx, rec, { x: a.x, w: a.w.whole!.w, bias: a.w.whole!.bias, m: a.m }, plan);
+  const whole = a.w.whole!;
+  const part = recordSplitParts(ctx, rec, { x: a.x, w: whole.w, bias: whole.bias, m: a.m }, plan);
   const params = reduceParams(a.w, a.m, plan);
   if (a.out.kind === 'columns') {
     const pipeline = ctx.pipeline({ url: REDUCE, defines: ['COLUMNS'] });
-    rec.dispatch(pipeline, params, [part, ...a.out.ys], ctx.grid(a.m * a.w.whole!.w.rows, 256));
+    rec.dispatch(pipeline, params, [part, ...a.out.ys], ctx.grid(a.m * whole.w.rows, 256));
   } else {
     const pipeline = ctx.pipeline({ url: REDUCE });
-    rec.dispatch(pipeline, params, [part, a.out.y], ctx.grid((a.m * a.w.whole!.w.rows) / 2, 256));
+    rec.dispatch(pipeline, params, [part, a.out.y], ctx.grid((a.m * whole.w.rows) / 2, 256));
   }
 }
 
