@@ -29,8 +29,9 @@
  * device, kv_submit_ms recording and submitting their expansion in kv_submits batches of kv_dispatches dispatches,
  * kv_wait_ms waiting for a staging buffer, kv_read_blocks how many blocks were read into staging from a same-host
  * edge's file off that thread rather than copied; means over the runs and warmups, from Engine.work) and engine_loop_busy,
- * the share of those queries' time that thread's event loop was active: beside placed_ms they say whether that
- * thread or the delivery bounds it; block_wait_ms is how long placing had no block at hand while objects were still
+ * the share of those queries' time that thread's event loop was active, engine_gc_ms and engine_major_gcs its garbage
+ * collection pauses and full collections per query: beside placed_ms they say whether that thread or the delivery
+ * bounds it; block_wait_ms is how long placing had no block at hand while objects were still
  * coming (for the rest of placed_ms that thread was writing blocks or busy otherwise). first_layer_ms is when every
  * chunk's layer 0 was placed, when the question's first layer could run (overlapped and blended paths). With the
  * engine on its own thread (--engine-thread), engine_call_ms is when that thread began the query's inject call,
@@ -320,6 +321,8 @@ function record(
     kv_read_blocks: null,
     kv_dispatches: null,
     engine_loop_busy: null,
+    engine_gc_ms: null,
+    engine_major_gcs: null,
     reserve_ms: null,
     fetch_ms: null,
     fetch_wait_ms: null,
@@ -561,6 +564,8 @@ function engineWorkPerQuery(before: EngineWork, after: EngineWork, queries: numb
     kv_read_blocks: per(w.readBlocks),
     kv_dispatches: per(w.dispatches),
     engine_loop_busy: busy === null ? null : round(busy),
+    engine_gc_ms: per((after.loop.gcSeconds - before.loop.gcSeconds) * 1000),
+    engine_major_gcs: per(after.loop.majorGcs - before.loop.majorGcs),
   };
 }
 

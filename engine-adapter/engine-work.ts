@@ -1,4 +1,4 @@
-import { performance } from 'node:perf_hooks';
+import { constants, PerformanceObserver, performance } from 'node:perf_hooks';
 
 /** The compute calls an engine's backend runs one at a time (serial-backend.ts), as counted in EngineWork. */
 export const ENGINE_CALLS = ['forward', 'batchForward', 'blendForward', 'readKV', 'saveKVRows'] as const;
@@ -26,6 +26,14 @@ export interface EngineWork {
 export interface LoopWork {
   activeSeconds: number;
   idleSeconds: number;
+  /**
+   * That thread's garbage collection pauses since its first engine opened: their seconds, and how many were full
+   * (mark-compact) collections. Counted from perf_hooks' 'gc' entries, which arrive a little after each pause, so a
+   * reading can miss the last few. A full collection pauses the thread that places an injected context for
+   * milliseconds; on the engine's thread they are mostly set off by external memory (mapped staging ranges).
+   */
+  gcSeconds: number;
+  majorGcs: number;
 }
 
 /** The share of the time between two readings the engine's thread was active (null when no time passed). */
@@ -75,8 +83,26 @@ export function kvWritesBetween(before: KvWriteWork, after: KvWriteWork): KvWrit
   return since;
 }
 
+/** This thread's garbage collections (LoopWork), counted by the first WorkMeter opened on it. */
+class GcMeter {
+  seconds = 0;
+  major = 0;
+
+  constructor() {
+    new PerformanceObserver((list) => {
+      for (const entry of list.getEntries()) {
+        this.seconds += entry.duration / 1000;
+        if ((entry as { detail?: { kind?: number } }).detail?.kind === constants.NODE_PERFORMANCE_GC_MAJOR) this.major++;
+      }
+    }).observe({ entryTypes: ['gc'] });
+  }
+}
+
+let threadGc: GcMeter | undefined;
+
 /** Counts the compute calls of one engine (see EngineWork). */
 export class WorkMeter {
+  private readonly gc = (threadGc ??= new GcMeter());
   private readonly calls = Object.fromEntries(ENGINE_CALLS.map((c) => [c, { count: 0, seconds: 0 }])) as EngineWork['calls'];
 
   /** Runs fn, counting its time under `call`. */
@@ -98,6 +124,7 @@ export class WorkMeter {
   snapshot(batchSequences: number, kvWrites: KvWriteWork): EngineWork {
     const calls = Object.fromEntries(ENGINE_CALLS.map((c) => [c, { ...this.calls[c] }])) as EngineWork['calls'];
     const { active, idle } = performance.eventLoopUtilization();
-    return { calls, batchSequences, kvWrites: { ...kvWrites }, loop: { activeSeconds: active / 1000, idleSeconds: idle / 1000 } };
+    const loop = { activeSeconds: active / 1000, idleSeconds: idle / 1000, gcSeconds: this.gc.seconds, majorGcs: this.gc.major };
+    return { calls, batchSequences, kvWrites: { ...kvWrites }, loop };
   }
 }

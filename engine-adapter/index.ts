@@ -15,6 +15,7 @@ export {
   ENGINE_CALLS,
   kvWritesBetween,
   loopBusyBetween,
+  noKvWrites,
   WorkMeter,
   type EngineCall,
   type EngineWork,

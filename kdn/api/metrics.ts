@@ -175,4 +175,14 @@ const ENGINE_COUNTERS: EngineCounter[] = [
       [{ state: 'idle' }, work.loop.idleSeconds],
     ],
   },
+  {
+    name: 'kdn_engine_gc_seconds_total',
+    help: "Garbage collection pauses on the engine's thread: a full collection pauses the placing of an injected context",
+    values: (work) => [[{}, work.loop.gcSeconds]],
+  },
+  {
+    name: 'kdn_engine_full_gcs_total',
+    help: "Full (mark-compact) garbage collections on the engine's thread",
+    values: (work) => [[{}, work.loop.majorGcs]],
+  },
 ];

@@ -2,9 +2,11 @@
  * kdn's metrics registry (kdn/api/metrics.ts) reads the engine's work once per scrape; an engine that cannot answer
  * leaves its last figures and does not fail the scrape. The fetch threads' spool counters are read the same way.
  */
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { expect } from 'chai';
 import { KdnMetrics } from '../../kdn/api/metrics.ts';
-import { ENGINE_CALLS, WorkMeter, type EngineWork } from '../../engine-adapter/index.ts';
+import { ENGINE_CALLS, noKvWrites, WorkMeter, type EngineWork } from '../../engine-adapter/index.ts';
 
 describe('kdn metrics: the engine work and spool counters', () => {
   it('report the engine work once per scrape, and keep the last figures while the engine cannot answer', async () => {
@@ -52,6 +54,27 @@ describe('kdn metrics: the engine work and spool counters', () => {
     expect(reads).to.equal(2);
     expect(second).to.contain('kdn_http_requests_total');
     expect(second).to.match(/^kdn_engine_calls_total\{call="forward"\} 1$/m);
+  });
+
+  it("count the full garbage collections on the engine's thread and their pauses", async () => {
+    const meter = new WorkMeter();
+    const scrape = async (): Promise<{ full: number; seconds: number }> => {
+      const text = await new KdnMetrics(async () => meter.snapshot(0, noKvWrites())).registry.metrics();
+      return {
+        full: Number(/^kdn_engine_full_gcs_total (\S+)$/m.exec(text)?.[1]),
+        seconds: Number(/^kdn_engine_gc_seconds_total (\S+)$/m.exec(text)?.[1]),
+      };
+    };
+    const before = await scrape();
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    gc();
+    gc();
+    // perf_hooks delivers the collections' entries after them, on a later turn of the event loop.
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const after = await scrape();
+    expect(after.full - before.full).to.be.at.least(2);
+    expect(after.seconds).to.be.greaterThan(before.seconds);
   });
 
   it("report what the fetch threads' spools took, read at every scrape", async () => {
