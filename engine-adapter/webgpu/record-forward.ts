@@ -13,6 +13,7 @@ import { recordEmbedding } from './kernels/embedding.ts';
 import { recordKvDeviation } from './kernels/kv-deviation.ts';
 import { recordKvWrite } from './kernels/kv-write.ts';
 import { recordMatmul } from './kernels/matmul.ts';
+import { recordMatmulAddNorm } from './kernels/matmul-add-norm.ts';
 import { planStacked, recordQkvIntoCache, recordStackedMatmul } from './kernels/matmul-stacked.ts';
 import { recordRmsNorm } from './kernels/rmsnorm.ts';
 import { recordRope } from './kernels/rope.ts';
@@ -146,14 +147,15 @@ export function recordLayerRest(rec: Recorder, f: ForwardParts, a: ChunkArgs, l:
 
 /**
  * Layer `l` after attention (in s.attn) over `n` rows: the output projection and the MLP, each added to s.x as its
- * matmul finishes, and SwiGLU applied as gate and up's product finishes (matmul-stacked.ts).
+ * matmul finishes, the post-attention norm done with the output projection's reduction where it splits
+ * (matmul-add-norm.ts), and SwiGLU applied as gate and up's product finishes (matmul-stacked.ts).
  */
 export function recordOutputAndMlp(rec: Recorder, f: ModelParts, n: number, l: number): void {
   const { ctx, s } = f;
   const c = f.config;
   const lw = f.w.layers[l]!;
-  recordMatmul(ctx, rec, { x: s.attn, w: lw.o, y: s.x, m: n, into: 'add' });
-  recordRmsNorm(ctx, rec, { x: s.x, weight: lw.postAttentionNorm, out: s.h, rows: n, n: c.hiddenSize, eps: c.rmsNormEps });
+  const norm = { weight: lw.postAttentionNorm, out: s.h, eps: c.rmsNormEps };
+  recordMatmulAddNorm(ctx, rec, { x: s.attn, w: lw.o, y: s.x, m: n, norm });
   recordStackedMatmul(ctx, rec, { x: s.h, w: lw.gateUp, m: n, out: { kind: 'swiglu', y: s.gate } });
   recordMatmul(ctx, rec, { x: s.gate, w: lw.down, y: s.x, m: n, into: 'add' });
 }

@@ -16,6 +16,7 @@ import { recordAttention } from '../../engine-adapter/webgpu/kernels/attention.t
 import { recordEmbedding } from '../../engine-adapter/webgpu/kernels/embedding.ts';
 import { recordKvWrite } from '../../engine-adapter/webgpu/kernels/kv-write.ts';
 import { recordMatmulTiled, recordMatvec } from '../../engine-adapter/webgpu/kernels/matmul.ts';
+import { recordMatmulAddNorm } from '../../engine-adapter/webgpu/kernels/matmul-add-norm.ts';
 import type { MatmulInto } from '../../engine-adapter/webgpu/kernels/matmul-into.ts';
 import { recordMatmulSubgroupMatrix } from '../../engine-adapter/webgpu/kernels/matmul-subgroup-matrix.ts';
 import { recordAttentionSubgroupMatrix } from '../../engine-adapter/webgpu/kernels/attention-subgroup-matrix.ts';
@@ -57,6 +58,39 @@ describe('webgpu kernels vs the CPU reference', () => {
   ): Promise<GpuMatrix> => {
     const tensor = { shape: [rows, cols], data };
     return f16 ? uploadMatrixF16(ctx, tensor, 'w', layout) : uploadMatrixF32(ctx, tensor, 'w');
+  };
+
+  /**
+   * y += x W^T + bias, then y's rows normed into out (matmul-add-norm.ts, through the path recordMatmul would take)
+   * against the CPU's matmul, add and rmsnorm; inputs drawn from `seed` on. `exact` says how the GPU's path rounds:
+   * f16 weights, and x too on the tensor cores.
+   */
+  const checkMatmulAddNorm = async (
+    shape: { m: number; k: number; n: number; kParts?: number },
+    seed: number,
+    w16: { f16: boolean; layout: MatrixLayout; roundX: boolean },
+    tol: { atol: number; rtol: number },
+  ): Promise<void> => {
+    const { m, k, n, kParts } = shape;
+    const x = randomArray(m * k, seed);
+    const w = randomArray(n * k, seed + 1, 0.5);
+    const bias = randomArray(n, seed + 2);
+    const y0 = randomArray(m * n, seed + 3, 4);
+    const weight = randomArray(n, seed + 4);
+    const expectedY = new Float32Array(m * n);
+    matmul(expectedY, w16.roundX ? f16RoundArray(x) : x, w16.f16 ? f16RoundArray(w) : w, m, k, n, bias);
+    add(expectedY, y0, expectedY, m * n);
+    const expectedOut = new Float32Array(m * n);
+    rmsnorm(expectedOut, expectedY, weight, m, n, 1e-5);
+    const [y, out] = [upload(y0), ctx.storage(m * n * 4, 'out')];
+    const args = { x: upload(x), w: await matrix(w, n, k, w16.f16, w16.layout), bias: upload(bias), y, m, kParts };
+    const rec = ctx.recorder();
+    recordMatmulAddNorm(ctx, rec, { ...args, norm: { weight: upload(weight), out, eps: 1e-5 } });
+    rec.readback(y, 0, m * n * 4);
+    rec.readback(out, 0, m * n * 4);
+    const [gotY, gotOut] = (await rec.submit()).map((b) => new Float32Array(b));
+    expectClose(gotY!, expectedY, tol.atol, tol.rtol, 'y');
+    expectClose(gotOut!, expectedOut, tol.atol, tol.rtol, 'normed');
   };
 
   for (const f16 of [false, true]) {
@@ -152,6 +186,20 @@ describe('webgpu kernels vs the CPU reference', () => {
           await checkMatmul(path === 'tiled' ? recordMatmulTiled : recordMatvec, { m, k, n, kParts }, 21, 'rows', into);
         });
       }
+    }
+
+    // The output projection added to the residual stream and the post-attention norm: in the split product's
+    // reduction (K in 3 ragged parts, or 16 one-tile parts), or after a matmul adding in its store (one part, matvec).
+    for (const [path, m, k, n, kParts] of [
+      ['tiled', 7, 130, 45, 3],
+      ['tiled', 70, 256, 129, 16],
+      ['tiled', 7, 37, 45, 1],
+      ['matvec', 2, 130, 1031, undefined],
+    ] as const) {
+      const split = kParts !== undefined && kParts > 1 ? `, split into ${kParts} K parts` : '';
+      it(`matmul ${path} ${weights} weights m=${m} k=${k} n=${n}${split} added into y, then y's rows normed (atol ${tol} + 1e-5 rel)`, async () => {
+        await checkMatmulAddNorm({ m, k, n, kParts }, 51, { f16, layout: 'rows', roundX: false }, { atol: tol, rtol: 1e-5 });
+      });
     }
 
     it(`matmul tiled ${weights} weights without bias`, async () => {
@@ -507,6 +555,16 @@ describe('webgpu kernels vs the CPU reference', () => {
           console.log(`      worst difference ${expectClose(got, expected, 1e-4, 1e-4, 'y').toExponential(2)}`);
         });
       }
+
+    // The output projection and post-attention norm of a question (m=64 over k=4096: the short kernel splits K), and
+    // of a 4096-row prefill chunk's shape cut short (no split: the 128 x 128 kernel adds in its store).
+    for (const [m, k, n] of [
+      [64, 4096, 1024],
+      [130, 256, 200],
+    ] as const)
+      it(`matmul m=${m} k=${k} n=${n}, W in blocks, added into y, then y's rows normed, vs the f16-rounded reference (atol 1e-4 + 1e-4 rel)`, async () => {
+        await checkMatmulAddNorm({ m, k, n }, 61, { f16: true, layout: 'blocks', roundX: true }, { atol: 1e-4, rtol: 1e-4 });
+      });
 
     // Attention over 6 query heads sharing 2 KV heads (GQA 3) against the CPU reference.
     const [heads, kvHeads] = [6, 2];

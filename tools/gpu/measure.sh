@@ -68,10 +68,11 @@
 #   thread-profile where the engine's thread goes while it places an 8k int4 context (8B, engine on its own thread,
 #            over sockets then the fast path): every thread's CPU profile with V8's collections traced, then each
 #            thread's functions while placing (bench/results/gpu/engine-thread-profile-h100.json)          ~2 min
-#   stacked  what stacking a layer's projections gains (kernels/matmul-stacked.ts): the 8B shape's projections per layer
-#            with q, k, v and gate, up part by part (seven matmuls) against each stack as one split product (four), at
-#            a question's 64 rows and 256, in the order separate, stacked, stacked, separate
-#            (tools/gpu/profile-stacked-projections.ts)                                                        ~1 min
+#   fusions  what the fusions of a layer's projections gain: the 8B shape's projections and post-attention norm per
+#            layer with q, k, v and gate, up part by part (seven matmuls), each stack as one split product
+#            (kernels/matmul-stacked.ts: four), and that with the norm in the output projection's reduction
+#            (kernels/matmul-add-norm.ts), at a question's 64 rows and 256, in the order separate, stacked, fused, fused,
+#            stacked, separate (tools/gpu/profile-projection-fusions.ts)                                   ~1.5 min
 #   poll     what a pending answer from Dawn costs the waiting thread: its event loop's active share and garbage
 #            collections while awaiting GPU work, against sleeping as long (bench/results/gpu/dawn-poll-cost.json) ~1 min
 #   handover 8B TTFT at 8k, engine on its own thread: KV blocks from the fetch threads straight to it against
@@ -260,8 +261,8 @@ for part in "$@"; do
       for order in a:shm-interleaved,shm-placed,shm-placed-arrival b:shm-placed-arrival,shm-placed,shm-interleaved; do
         bench 120 "delivery-placed-${order%%:*}" delivery --objects 32 --tokens 256 --codecs int4 --rounds 4 --stages "${order#*:}"
       done ;;
-    stacked)
-      json_step 150 profile-stacked-projections node --import tsx tools/gpu/profile-stacked-projections.ts --shape llama3.1-8b --rows 64,256 ;;
+    fusions)
+      json_step 180 profile-projection-fusions node --import tsx tools/gpu/profile-projection-fusions.ts --shape llama3.1-8b --rows 64,256 ;;
     poll)
       json_step 60 dawn-poll-cost-gpu node --import tsx tools/gpu/dawn-poll-cost.ts ;;
     timeline)
@@ -355,7 +356,7 @@ for part in "$@"; do
       node --import tsx tools/gpu/merge-results.ts "$DIR" ;;
     *)
       echo "unknown part $part (check, profile, forward, 8b, 8b-long, 1b, engine, compare, sass, blend, fidelity, expand, batch, receive, spool, sink," \
-        "delivery, delivery-long, fastpath, formats, shm-order, placed, stacked, poll, timeline, overlap-long, verify-ab, idle, goals, goals-long, thread-profile, ab, handover, load, merge)" >&2
+        "delivery, delivery-long, fastpath, formats, shm-order, placed, fusions, poll, timeline, overlap-long, verify-ab, idle, goals, goals-long, thread-profile, ab, handover, load, merge)" >&2
       exit 2 ;;
   esac
 done

@@ -1,26 +1,32 @@
 /**
- * What stacking a layer's projections gains (kernels/matmul-stacked.ts): every layer's seven projection matmuls as
- * the forward records them, with q, k, v and gate, up each run part by part (`separate`: seven matmuls, each with its
- * own split-K reduction) against each stack as one split product (`stacked`, the forward's path where the product
- * splits: four matmuls, the q|k|v reduction storing q, k and v to their own buffers and the gate|up one applying
- * SwiGLU). Both sides read the same weights, one buffer per stack with each part a view, as the engine holds them.
- * Weights are zeros (the tensor cores' time does not depend on values) and every layer has its own, so the weights
- * stream from memory as in a forward.
+ * What the fusions of a layer's projections gain: every layer's seven projection matmuls and the post-attention norm
+ * as the forward records them, with each fusion undone in turn.
+ * - `separate`: q, k, v and gate, up each run part by part (seven matmuls, each with its own split-K reduction), the
+ *   norm a pass of its own;
+ * - `stacked`: each stack as one split product (kernels/matmul-stacked.ts: four matmuls, the q|k|v reduction storing q,
+ *   k and v to their own buffers and the gate|up one applying SwiGLU), the norm still its own pass;
+ * - `fused`: stacked, and the output projection's reduction adding into the residual stream and norming it in the
+ *   same pass (kernels/matmul-add-norm.ts): the forward's path where the products split.
+ * Every side reads the same weights, one buffer per stack with each part a view, as the engine holds them. Weights
+ * are zeros (the tensor cores' time does not depend on values) and every layer has its own, so the weights stream
+ * from memory as in a forward.
  *
  * For each --rows (64: a question's prefill; 256: a blend's or a long question's rows, where the 128 x 128 kernel
- * still splits), after --warm-seconds of both sides alternating (GPU clocks settle), --rounds rounds in the order
- * separate, stacked, stacked, separate, three submissions of all the layers each: total ms (recording, encoding and
- * the GPU) and submitted-to-done ms, medians with their range; then one timed submission per side, its kernels summed
- * (GPU time without launch gaps). --k-parts forces every product's K split (the tiny shape's products do not split on
- * their own). Prints one JSON object. Run on a host with an NVIDIA GPU (docs/GPU.md):
- *   node --import tsx tools/gpu/profile-stacked-projections.ts --shape llama3.1-8b --rows 64,256
+ * still splits), after --warm-seconds of the sides alternating (GPU clocks settle), --rounds rounds in the order
+ * separate, stacked, fused, fused, stacked, separate, three submissions of all the layers each: total ms (recording,
+ * encoding and the GPU) and submitted-to-done ms, medians with their range; then one timed submission per side, its
+ * kernels summed (GPU time without launch gaps). --k-parts forces every product's K split (the tiny shape's products
+ * do not split on their own). Prints one JSON object. Run on a host with an NVIDIA GPU (docs/GPU.md):
+ *   node --import tsx tools/gpu/profile-projection-fusions.ts --shape llama3.1-8b --rows 64,256
  */
 import { parseArgs } from 'node:util';
 import { openDevice } from '../../engine-adapter/webgpu/device.ts';
 import { GpuContext, type Recorder } from '../../engine-adapter/webgpu/gpu-context.ts';
 import { f16MatrixBytes, type GpuMatrix, type MatrixLayout } from '../../engine-adapter/webgpu/gpu-matrix.ts';
 import { recordMatmul } from '../../engine-adapter/webgpu/kernels/matmul.ts';
+import { recordMatmulAddNorm } from '../../engine-adapter/webgpu/kernels/matmul-add-norm.ts';
 import { recordStackedMatmul } from '../../engine-adapter/webgpu/kernels/matmul-stacked.ts';
+import { recordRmsNorm } from '../../engine-adapter/webgpu/kernels/rmsnorm.ts';
 import { allocateStacked, type StackedMatrix } from '../../engine-adapter/webgpu/stacked-matrix.ts';
 import { kernelTotals, shapeConfig } from './profile-support.ts';
 
@@ -67,6 +73,7 @@ const q = activations(qDim);
 const k = activations(kvDim);
 const v = activations(kvDim);
 const mlp = activations(c.intermediateSize);
+const normWeight = ctx.storage(c.hiddenSize * 4, 'norm weight');
 const layers = Array.from({ length: c.layers }, () => ({
   qkv: stack([qDim, kvDim, kvDim]),
   o: matrix(c.hiddenSize, qDim),
@@ -74,12 +81,18 @@ const layers = Array.from({ length: c.layers }, () => ({
   down: matrix(c.hiddenSize, c.intermediateSize),
 }));
 
-type Side = 'separate' | 'stacked';
+const SIDES = ['separate', 'stacked', 'fused'] as const;
+type Side = (typeof SIDES)[number];
 function record(side: Side, rec: Recorder, m: number): void {
-  const as = (w: StackedMatrix): StackedMatrix => (side === 'stacked' ? w : { whole: null, parts: w.parts });
+  const as = (w: StackedMatrix): StackedMatrix => (side === 'separate' ? { whole: null, parts: w.parts } : w);
+  const norm = { weight: normWeight, out: h, eps: 1e-5 };
   for (const w of layers) {
     recordStackedMatmul(ctx, rec, { x: h, w: as(w.qkv), m, kParts, out: { kind: 'columns', ys: [q, k, v] } });
-    recordMatmul(ctx, rec, { x: attn, w: w.o, y: x, m, kParts, into: 'add' });
+    if (side === 'fused') recordMatmulAddNorm(ctx, rec, { x: attn, w: w.o, y: x, m, kParts, norm });
+    else {
+      recordMatmul(ctx, rec, { x: attn, w: w.o, y: x, m, kParts, into: 'add' });
+      recordRmsNorm(ctx, rec, { x, weight: normWeight, out: h, rows: m, n: c.hiddenSize, eps: norm.eps });
+    }
     recordStackedMatmul(ctx, rec, { x: h, w: as(w.gateUp), m, kParts, out: { kind: 'swiglu', y: mlp } });
     recordMatmul(ctx, rec, { x: mlp, w: w.down, y: x, m, kParts, into: 'add' });
   }
@@ -105,10 +118,13 @@ function summary(xs: number[]): { median: number; min: number; max: number } {
 const results = [];
 for (const m of rowsList) {
   const warmStart = performance.now();
-  while (performance.now() - warmStart < warmMs) for (const side of ['separate', 'stacked'] as const) await once(side, m);
-  const runs = { separate: { total: [] as number[], gpu: [] as number[] }, stacked: { total: [] as number[], gpu: [] as number[] } };
+  while (performance.now() - warmStart < warmMs) for (const side of SIDES) await once(side, m);
+  const runs = Object.fromEntries(SIDES.map((side) => [side, { total: [] as number[], gpu: [] as number[] }])) as Record<
+    Side,
+    { total: number[]; gpu: number[] }
+  >;
   for (let r = 0; r < rounds; r++) {
-    for (const side of ['separate', 'stacked', 'stacked', 'separate'] as const) {
+    for (const side of [...SIDES, ...[...SIDES].reverse()]) {
       for (let i = 0; i < 3; i++) {
         const t = await once(side, m);
         runs[side].total.push(t.total);
@@ -118,7 +134,7 @@ for (const m of rowsList) {
   }
   const kernels: Record<string, unknown> = {};
   if (ctx.features.timestampQuery) {
-    for (const side of ['separate', 'stacked'] as const) {
+    for (const side of SIDES) {
       const rec = ctx.recorder({ timed: true });
       record(side, rec, m);
       await rec.submit();
@@ -127,8 +143,8 @@ for (const m of rowsList) {
   }
   results.push({
     rows: m,
-    totalMs: { separate: summary(runs.separate.total), stacked: summary(runs.stacked.total) },
-    submittedToDoneMs: { separate: summary(runs.separate.gpu), stacked: summary(runs.stacked.gpu) },
+    totalMs: Object.fromEntries(SIDES.map((side) => [side, summary(runs[side].total)])),
+    submittedToDoneMs: Object.fromEntries(SIDES.map((side) => [side, summary(runs[side].gpu)])),
     kernels,
   });
 }
