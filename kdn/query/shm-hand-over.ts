@@ -5,8 +5,9 @@
  * thread).
  *
  * Interleaved objects belong to a query that uses layer l of every chunk together (the overlapped and blend paths,
- * engine-adapter/layer-gates.ts): they are read round-robin, a step of each per turn, so every object's first layers
- * are handed over before any object's last and the question's first layers run while later ones are still read.
+ * engine-adapter/layer-gates.ts): they are read round-robin, a step of each per turn, the first step layer 0 alone, so
+ * every object's layer 0 is handed over before any object's later layers and the question's first layers run while
+ * later ones are still read.
  * Read one file after another, the question's layer 0 would wait for the last file. Other objects, injected one after
  * another, are read whole in the order they were opened, so the first is complete first.
  *
@@ -109,7 +110,7 @@ export class ShmHandOver {
     }
     let got: ShmLayers;
     try {
-      got = await this.source.readLayers(r.file, r.next, this.stepBytes);
+      got = await this.source.readLayers(r.file, r.next, this.stepBudget(r));
     } catch (err) {
       this.remove(r);
       await this.source.fail(r.file, err);
@@ -141,6 +142,15 @@ export class ShmHandOver {
     r.outlet.holdOpen(() => void r.file.close().catch(() => undefined));
     r.outlet.end(got.read);
     r.resolve('done');
+  }
+
+  /**
+   * Bytes `r`'s next step may read (it reads one layer at least). An interleaved reading's first step is its layer 0
+   * alone: the question's first layer waits for every object's, so those go before any object's later layers (an int4
+   * 8B layer is a third of a step).
+   */
+  private stepBudget(r: Reading): number {
+    return r.interleave && r.next === 0 ? 0 : this.stepBytes;
   }
 
   private remove(r: Reading): void {

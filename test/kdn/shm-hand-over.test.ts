@@ -103,10 +103,13 @@ describe('shared-memory hand-over: a fetch thread hands files over a few verifie
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  /** Opens objects `ids` and hands them over one layer per step; resolves with what was posted and the outcomes. */
-  async function handOver(ids: number[], interleave: boolean, abortId?: number) {
+  /**
+   * Opens objects `ids` and hands them over one layer per step (or steps of `stepBytes`); resolves with what was
+   * posted and the outcomes.
+   */
+  async function handOver(ids: number[], interleave: boolean, abortId?: number, stepBytes = 1) {
     const source = new ShmSource(client, { blockingReads: true });
-    const hand = new ShmHandOver(source, (bytes) => bytes.slice(), 1);
+    const hand = new ShmHandOver(source, (bytes) => bytes.slice(), stepBytes);
     const recorder = new Recorder();
     const aborted = new AbortController();
     const files = await Promise.all(ids.map((i) => source.open(keyOf(i), i === 3 ? LARGE_EXPECT : EXPECT)));
@@ -138,6 +141,15 @@ describe('shared-memory hand-over: a fetch thread hands files over a few verifie
     expect(layers).to.deep.equal(['0:0', '1:0', '2:0', '0:1', '1:1', '2:1', '0:2', '1:2', '2:2', '0:3', '1:3', '2:3']);
     for (const id of [0, 1, 2]) await expectIntact(recorder, id);
     expect(source.counters).to.deep.equal({ hits: 3, misses: 0, rejected: 0 });
+  });
+
+  it('interleaved objects go layer 0 of each first, then steps of several layers in turn', async () => {
+    // A megabyte a step takes all four layers of these objects (150 KB each) at once, after layer 0 alone.
+    const { recorder, settled } = await handOver([0, 1, 2], true, undefined, 1 << 20);
+    expect(settled.every((s) => s.status === 'fulfilled')).to.equal(true);
+    const layers = recorder.events.filter((e) => !e.endsWith(':end'));
+    expect(layers).to.deep.equal(['0:0', '1:0', '2:0', '0:1', '0:2', '0:3', '1:1', '1:2', '1:3', '2:1', '2:2', '2:3']);
+    for (const id of [0, 1, 2]) await expectIntact(recorder, id);
   });
 
   it('other objects go whole, one after another, in the order they were opened', async () => {
