@@ -9,7 +9,7 @@ struct Params { rows: u32, n: u32, parts: u32, eps: f32 }
 @group(0) @binding(3) var<storage, read> w: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 
-var<workgroup> partial: array<f32, 256>;
+#include "row-sum.wgsl"
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
@@ -25,13 +25,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
     x[base + c] = v;
     sum += v * v;
   }
-  partial[lid] = sum;
-  workgroupBarrier();
-  for (var stride = 128u; stride > 0u; stride >>= 1u) {
-    if (lid < stride) { partial[lid] += partial[lid + stride]; }
-    workgroupBarrier();
-  }
-  let inv = inverseSqrt(partial[0] / f32(p.n) + p.eps);
+  let inv = inverseSqrt(rowSum(lid, sum) / f32(p.n) + p.eps);
   for (var c = lid; c < p.n; c += 256u) {
     out[base + c] = x[base + c] * inv * w[c];
   }
