@@ -30,7 +30,8 @@ export interface LoopWork {
    * That thread's garbage collection pauses since its first engine opened: their seconds, and how many were full
    * (mark-compact) collections. Counted from perf_hooks' 'gc' entries, which arrive a little after each pause, so a
    * reading can miss the last few. A full collection pauses the thread that places an injected context for
-   * milliseconds; on the engine's thread they are mostly set off by external memory (mapped staging ranges).
+   * milliseconds; on the engine's thread external memory sets most of them off, mapped staging ranges among it
+   * (bench/results/mapped-range-gc.json).
    */
   gcSeconds: number;
   majorGcs: number;
