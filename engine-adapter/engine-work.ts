@@ -84,7 +84,7 @@ export function kvWritesBetween(before: KvWriteWork, after: KvWriteWork): KvWrit
   return since;
 }
 
-/** This thread's garbage collections (LoopWork), counted by the first WorkMeter opened on it. */
+/** This thread's garbage collections (LoopWork), counted from the first call to threadGc on it. */
 class GcMeter {
   seconds = 0;
   major = 0;
@@ -99,12 +99,25 @@ class GcMeter {
   }
 }
 
-let threadGc: GcMeter | undefined;
+let gcMeter: GcMeter | undefined;
+
+/**
+ * This thread's garbage collection pauses and full collections so far (LoopWork's gcSeconds and majorGcs), counted
+ * from its first call on this thread: a caller that compares two readings calls it once before the work it measures.
+ */
+export function threadGc(): Pick<LoopWork, 'gcSeconds' | 'majorGcs'> {
+  gcMeter ??= new GcMeter();
+  return { gcSeconds: gcMeter.seconds, majorGcs: gcMeter.major };
+}
 
 /** Counts the compute calls of one engine (see EngineWork). */
 export class WorkMeter {
-  private readonly gc = (threadGc ??= new GcMeter());
   private readonly calls = Object.fromEntries(ENGINE_CALLS.map((c) => [c, { count: 0, seconds: 0 }])) as EngineWork['calls'];
+
+  constructor() {
+    // Collections are counted from the engine's opening on.
+    threadGc();
+  }
 
   /** Runs fn, counting its time under `call`. */
   async time<T>(call: EngineCall, fn: () => Promise<T>): Promise<T> {
@@ -125,7 +138,7 @@ export class WorkMeter {
   snapshot(batchSequences: number, kvWrites: KvWriteWork): EngineWork {
     const calls = Object.fromEntries(ENGINE_CALLS.map((c) => [c, { ...this.calls[c] }])) as EngineWork['calls'];
     const { active, idle } = performance.eventLoopUtilization();
-    const loop = { activeSeconds: active / 1000, idleSeconds: idle / 1000, gcSeconds: this.gc.seconds, majorGcs: this.gc.major };
+    const loop = { activeSeconds: active / 1000, idleSeconds: idle / 1000, ...threadGc() };
     return { calls, batchSequences, kvWrites: { ...kvWrites }, loop };
   }
 }

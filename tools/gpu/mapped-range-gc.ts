@@ -8,8 +8,8 @@
  * any adapter answers the same (a software one included). Prints JSON.
  *   node --import tsx tools/gpu/mapped-range-gc.ts [--mib 16] [--held 2,3,4,5,8] [--cycles 50]
  */
-import { constants, PerformanceObserver } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
+import { threadGc } from '../../engine-adapter/engine-work.ts';
 import { openDevice } from '../../engine-adapter/webgpu/device.ts';
 
 const MAP_WRITE = 0x2;
@@ -26,13 +26,7 @@ const bytes = Number(values.mib) * 2 ** 20;
 const heldCounts = values.held.split(',').map(Number);
 const cycles = Number(values.cycles);
 
-const gc = { full: 0, ms: 0 };
-new PerformanceObserver((list) => {
-  for (const entry of list.getEntries()) {
-    gc.ms += entry.duration;
-    if ((entry as { detail?: { kind?: number } }).detail?.kind === constants.NODE_PERFORMANCE_GC_MAJOR) gc.full++;
-  }
-}).observe({ entryTypes: ['gc'] });
+threadGc();
 
 const opened = await openDevice();
 const { device } = opened;
@@ -44,7 +38,7 @@ for (const held of heldCounts) {
   const buffers = Array.from({ length: held }, () => device.createBuffer({ size: bytes, usage: MAP_WRITE | COPY_SRC }));
   let addedMib = 0;
   await sleep(50);
-  const before = { ...gc };
+  const before = threadGc();
   for (let c = 0; c < cycles; c++) {
     await Promise.all(buffers.map((b) => b.mapAsync(MAP_WRITE)));
     const external = process.memoryUsage().external;
@@ -56,13 +50,14 @@ for (const held of heldCounts) {
   }
   // perf_hooks reports collections a little after them.
   await sleep(50);
+  const after = threadGc();
   for (const b of buffers) b.destroy();
   results.push({
     held,
     heldMib: held * Number(values.mib),
     externalAddedMib: round(addedMib),
-    fullGcsPerCycle: round((gc.full - before.full) / cycles),
-    gcMsPerCycle: round((gc.ms - before.ms) / cycles),
+    fullGcsPerCycle: round((after.majorGcs - before.majorGcs) / cycles),
+    gcMsPerCycle: round(((after.gcSeconds - before.gcSeconds) * 1000) / cycles),
   });
 }
 console.log(JSON.stringify({ adapter: opened.description, node: process.version, mib: Number(values.mib), cycles, results }, null, 1));

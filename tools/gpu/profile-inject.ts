@@ -23,7 +23,7 @@ import { GpuKVCache } from '../../engine-adapter/webgpu/gpu-kv-cache.ts';
 import { GpuTransformTables } from '../../engine-adapter/webgpu/gpu-transform-tables.ts';
 import { KvBufferPool } from '../../engine-adapter/webgpu/kv-buffer-pool.ts';
 import { KvInjector } from '../../engine-adapter/webgpu/kv-injector.ts';
-import { kvWritesBetween, WorkMeter } from '../../engine-adapter/engine-work.ts';
+import { kvWritesBetween, threadGc } from '../../engine-adapter/engine-work.ts';
 import { BlockFiles } from '../../engine-adapter/webgpu/block-files.ts';
 import { layerExpander, type LayerWrite } from '../../engine-adapter/webgpu/kv-layer-expander.ts';
 import { kvTensors, tokenIds } from '../../fixtures/kv-data.ts';
@@ -59,7 +59,7 @@ const injector = new KvInjector<LayerWrite>(ctx, layerExpander({ ctx, tables: ne
   pool: mib(values['pool-mib']),
   files: fromFile ? new BlockFiles() : undefined,
 });
-const meter = new WorkMeter();
+threadGc();
 const pool = new KvBufferPool(ctx);
 // Stored before RoPE, as position-independent objects are: every block is rotated at its position too.
 const spec = codecFromString(values.codec);
@@ -67,8 +67,8 @@ const kv = { ...kvTensors({ ...shape, tokens }, 3), ropeApplied: false };
 const header = readKVHeader(encodeKVObject(kv, { modelFingerprint: 'profile', tokenIds: tokenIds(tokens), codec: spec }));
 const codec = codecFor(spec);
 const blocks = kv.perLayer.map((t) => codec.encode(t, { tokens, kvHeads, headDim }));
-const dir = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'kdn-profile-inject-'));
-const sources = fromFile ? Array.from({ length: chunks }, (_, c) => objectFile(join(dir, `chunk-${c}`))) : null;
+const dir = fromFile ? mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'kdn-profile-inject-')) : null;
+const sources = dir === null ? null : Array.from({ length: chunks }, (_, c) => objectFile(join(dir, `chunk-${c}`)));
 
 /** The blocks laid end to end in a file of their own, as an edge's copy of one object holds them. */
 function objectFile(path: string): KVBlockSource[] {
@@ -91,7 +91,7 @@ for (let pass = 0; pass < passes; pass++) {
   cache.reserve(chunks * tokens, () => injector.recorder());
   await injector.settle();
   const before = injector.work();
-  const loopBefore = meter.snapshot(0, before).loop;
+  const gcBefore = threadGc();
   const t0 = performance.now();
   const write = (c: number, layer: number) =>
     injector.write(blocks[layer]!, { cache, layer, header, position: c * tokens }, sources?.[c]?.[layer]);
@@ -109,7 +109,7 @@ for (let pass = 0; pass < passes; pass++) {
   // perf_hooks reports collections a little after them.
   await new Promise((resolve) => setTimeout(resolve, 20));
   const w = kvWritesBetween(before, injector.work());
-  const loop = meter.snapshot(0, w).loop;
+  const gc = threadGc();
   const ms = (seconds: number): number => Math.round(seconds * 1e6) / 1e3;
   report.push({
     pass,
@@ -119,15 +119,15 @@ for (let pass = 0; pass < passes; pass++) {
     waitMs: ms(w.waitSeconds),
     submits: w.submits,
     dispatches: w.dispatches,
-    gcMs: ms(loop.gcSeconds - loopBefore.gcSeconds),
-    fullGcs: loop.majorGcs - loopBefore.majorGcs,
+    gcMs: ms(gc.gcSeconds - gcBefore.gcSeconds),
+    fullGcs: gc.majorGcs - gcBefore.majorGcs,
     wallMs: Math.round(wallMs * 10) / 10,
   });
   cache.dispose();
 }
 await injector.destroy();
 pool.destroy();
-rmSync(dir, { recursive: true, force: true });
+if (dir !== null) rmSync(dir, { recursive: true, force: true });
 const staging = { fromFile, poolMib: values['pool-mib'] ?? 'default' };
 console.log(
   JSON.stringify({ adapter: ctx.description, shape, chunks, tokens, codec: values.codec, flushPerLayer, staging, passes: report }, null, 1),
