@@ -1,13 +1,36 @@
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdtemp, readdir, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises';
+import { readlinkSync } from 'node:fs';
+import { chmod, mkdtemp, readdir, readFile, rename, rm, stat, unlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { z } from 'zod';
 import { KdnError } from '../../common/errors.ts';
 import type { Logger } from '../../common/log.ts';
 import { SHM_IDENTITY_FILE, shmObjectName, type ShmInfo } from '../protocol.ts';
 
 const FOLDER_PREFIX = 'kdn-edge-';
-/** The id of the process that owns a folder, so a later edge can remove what a killed one left in memory. */
+/**
+ * Who owns a folder ({pid, pidNamespace} as JSON), so a later edge can remove what a killed one left in memory. Its
+ * owner renews its mtime: a pid says nothing across PID namespaces (edges in containers sharing a tmpfs volume, or
+ * an edge's container restarted while another still mounts it), so a folder whose owner stopped renewing is gone too.
+ */
 const OWNER_FILE = 'pid';
+
+/** How often a mirror renews its owner file and looks for orphans, and after how long without renewal a folder is one. */
+export interface ShmLease {
+  renewMs: number;
+  expireMs: number;
+}
+
+const LEASE: ShmLease = { renewMs: 10_000, expireMs: 60_000 };
+
+/** This process's PID namespace (e.g. "pid:[4026531836]"); null where /proc does not say. */
+const PID_NAMESPACE: string | null = (() => {
+  try {
+    return readlinkSync('/proc/self/ns/pid');
+  } catch {
+    return null;
+  }
+})();
 
 export interface ShmCounters {
   writes: number;
@@ -26,18 +49,27 @@ export class ShmMirror {
   private readonly chains = new Map<string, Promise<void>>();
   private closed = false;
   private tempSeq = 0;
+  private readonly renewal: NodeJS.Timeout;
+  private renewing: Promise<void> = Promise.resolve();
 
   private constructor(
+    private readonly parent: string,
     readonly dir: string,
     readonly instance: string,
     private readonly log: Logger,
-  ) {}
+    private readonly lease: ShmLease,
+  ) {
+    this.renewal = setInterval(() => {
+      this.renewing = this.renew();
+    }, lease.renewMs);
+    this.renewal.unref();
+  }
 
-  /** Creates a fresh private directory under `parent` (e.g. /dev/shm) with its identity file. */
-  static async open(parent: string, log: Logger): Promise<ShmMirror> {
+  /** Creates a fresh private directory under `parent` (e.g. /dev/shm) with its identity and owner files. */
+  static async open(parent: string, log: Logger, lease: ShmLease = LEASE): Promise<ShmMirror> {
     let dir: string;
     try {
-      await removeOrphans(parent, log);
+      await removeOrphans(parent, lease, log);
       dir = await mkdtemp(join(parent, FOLDER_PREFIX));
       await chmod(dir, 0o700);
     } catch (err) {
@@ -47,9 +79,10 @@ export class ShmMirror {
       });
     }
     const instance = randomBytes(16).toString('hex');
-    await writeFile(join(dir, OWNER_FILE), String(process.pid), { mode: 0o600 });
+    const owner: Owner = { pid: process.pid, pidNamespace: PID_NAMESPACE };
+    await writeFile(join(dir, OWNER_FILE), JSON.stringify(owner), { mode: 0o600 });
     await writeFile(join(dir, SHM_IDENTITY_FILE), instance, { mode: 0o600 });
-    return new ShmMirror(dir, instance, log);
+    return new ShmMirror(parent, dir, instance, log, lease);
   }
 
   get info(): ShmInfo {
@@ -97,8 +130,23 @@ export class ShmMirror {
   /** Removes the directory with everything in it; later puts are ignored. */
   async close(): Promise<void> {
     this.closed = true;
+    clearInterval(this.renewal);
+    await this.renewing;
     await this.settled();
     await rm(this.dir, { recursive: true, force: true });
+  }
+
+  /** Renews this folder's lease, then removes orphans (an edge killed since this one started leaves one). */
+  private async renew(): Promise<void> {
+    if (this.closed) return;
+    const now = new Date();
+    try {
+      await utimes(join(this.dir, OWNER_FILE), now, now);
+    } catch (err) {
+      // Another edge took the folder for an orphan: this process stalled past the lease. Its keys go over HTTP.
+      this.log.warn({ dir: this.dir, err: (err as Error).message }, 'edge shared-memory folder lease could not be renewed');
+    }
+    await removeOrphans(this.parent, this.lease, this.log, this.dir);
   }
 
   private enqueue(key: string, op: () => Promise<void>): void {
@@ -113,18 +161,41 @@ export class ShmMirror {
   }
 }
 
+const ownerSchema = z.object({ pid: z.number().int().positive(), pidNamespace: z.string().nullable() });
+type Owner = z.infer<typeof ownerSchema>;
+
 /**
  * Removes the folders of edges that died without closing (killed): tmpfs is memory, and nothing else would free it.
- * A folder is left alone unless its owner file names a process that no longer exists.
+ * A folder is an orphan when its owner is a process of this PID namespace that no longer exists, or when its lease
+ * lapsed (its owner file, or the folder itself where the owner never wrote one, unchanged for `lease.expireMs`).
  */
-async function removeOrphans(parent: string, log: Logger): Promise<void> {
+async function removeOrphans(parent: string, lease: ShmLease, log: Logger, own?: string): Promise<void> {
   for (const name of await readdir(parent).catch(() => [] as string[])) {
     if (!name.startsWith(FOLDER_PREFIX)) continue;
     const folder = join(parent, name);
-    const pid = Number(await readFile(join(folder, OWNER_FILE), 'utf8').catch(() => ''));
-    if (!Number.isInteger(pid) || pid <= 0 || alive(pid)) continue;
+    if (folder === own) continue;
+    const owner = await readOwner(folder);
+    const renewed = await stat(join(folder, OWNER_FILE))
+      .catch(() => stat(folder))
+      .catch(() => null);
+    if (renewed === null) continue;
+    const lapsed = Date.now() - renewed.mtimeMs > lease.expireMs;
+    const gone = owner !== null && owner.pidNamespace === PID_NAMESPACE && !alive(owner.pid);
+    if (!lapsed && !gone) continue;
     await rm(folder, { recursive: true, force: true }).catch(() => undefined);
-    log.info({ folder, pid }, 'removed the shared-memory folder of an edge that is gone');
+    log.info({ folder, pid: owner?.pid, lapsed }, 'removed the shared-memory folder of an edge that is gone');
+  }
+}
+
+/** A folder's owner; a bare pid (as earlier versions wrote it) is one of this namespace. Null: none or unreadable. */
+async function readOwner(folder: string): Promise<Owner | null> {
+  const text = await readFile(join(folder, OWNER_FILE), 'utf8').catch(() => null);
+  if (text === null) return null;
+  if (/^\d+$/.test(text)) return { pid: Number(text), pidNamespace: PID_NAMESPACE };
+  try {
+    return ownerSchema.safeParse(JSON.parse(text)).data ?? null;
+  } catch {
+    return null;
   }
 }
 

@@ -22,8 +22,27 @@ interface Service {
   restart?: string;
   profiles?: string[];
   deploy?: { resources?: { reservations?: { devices?: { driver?: string; count?: number; capabilities?: string[] }[] } } };
+  volumes?: (string | { source?: string; target?: string; read_only?: boolean })[];
 }
-type Compose = { services: Record<string, Service> };
+type Compose = {
+  services: Record<string, Service>;
+  volumes?: Record<string, { driver?: string; driver_opts?: Record<string, string> } | null>;
+};
+
+interface Mount {
+  volume: string;
+  path: string;
+  readOnly: boolean;
+}
+
+/** A service's volume mounts, from either of compose's syntaxes ("name:/path:ro" or {source, target, read_only}). */
+function mounts(service: Service): Mount[] {
+  return (service.volumes ?? []).map((v) => {
+    if (typeof v !== 'string') return { volume: v.source ?? '', path: v.target ?? '', readOnly: v.read_only === true };
+    const [volume = '', path = '', mode] = v.split(':');
+    return { volume, path, readOnly: mode === 'ro' };
+  });
+}
 
 const hasDockerCompose = spawnSync('docker-compose', ['version'], { stdio: 'ignore' }).status === 0;
 
@@ -140,6 +159,34 @@ describe('docker-compose.yml and the Dockerfile', () => {
       expect(kdn.environment?.AWS_SECRET_ACCESS_KEY).to.not.equal(services.minio!.environment?.MINIO_ROOT_PASSWORD);
       expect(kdn.environment?.KDN_API_KEYS).to.match(/^kdn_[0-9a-f]{48}=default$/);
       for (const [name, edge] of edges) expect(edge.environment?.MINIO_ROOT_PASSWORD, name).to.equal(undefined);
+    });
+
+    it("gives each edge's shared-memory mirror a tmpfs volume of its own, which kdn reads at the same path", async () => {
+      const compose = await config(['--profile', 'cpu', '--profile', 'gpu']);
+      const edges = Object.entries(compose.services).filter(([, s]) => s.command?.[0] === 'edge');
+      const kdns = Object.entries(compose.services).filter(([, s]) => s.command?.[0] === 'serve');
+      expect(kdns.map(([name]) => name)).to.have.members(['kdn', 'kdn-gpu']);
+      const writers = new Map<string, string>();
+      for (const [name, edge] of edges) {
+        const shmDir = resolveEdgeConfig({}, edge.environment).shmDir;
+        expect(shmDir, name).to.be.a('string');
+        const own = mounts(edge).find((m) => m.path === shmDir);
+        expect(own?.readOnly, `${name} writes its mirror`).to.equal(false);
+        expect(writers.has(own!.volume), `${own!.volume} has one writer`).to.equal(false);
+        writers.set(own!.volume, name);
+        const volume = compose.volumes?.[own!.volume];
+        expect(volume?.driver_opts?.type, own!.volume).to.equal('tmpfs');
+        // The image's user (node) owns it, and only that user may enter it.
+        expect(volume?.driver_opts?.o, own!.volume)
+          .to.match(/(^|,)uid=1000(,|$)/)
+          .and.match(/(^|,)mode=0?700(,|$)/);
+        // An edge's folder name is only valid for kdn where kdn sees the volume at the same path.
+        for (const [kdnName, kdn] of kdns) {
+          const seen = mounts(kdn).find((m) => m.volume === own!.volume);
+          expect(seen, `${kdnName} mounts ${own!.volume}`).to.deep.equal({ volume: own!.volume, path: shmDir, readOnly: true });
+        }
+      }
+      expect(writers.size).to.equal(edges.length);
     });
 
     it('has a gpu profile: kdn on WebGPU with one NVIDIA GPU reserved and the graphics capability for Vulkan', async () => {
