@@ -1,7 +1,8 @@
 /**
  * Edge delivery throughput against nginx, in the same run on the same machine: 1 MiB and 16 MiB KV objects served
- * to `wrk` over loopback from the edge's memory tier, from its disk tier (memory tier off, so every request reads the
- * file and verifies it), and by nginx (sendfile, page cache) from a folder holding the same files. A bare express
+ * to `wrk` over loopback from the edge's memory tier, from a memory tier mirrored in shared memory (`memory-shm`:
+ * its objects' bytes then lie only in their tmpfs files, each answer read from there), from its disk tier (memory
+ * tier off, so every request reads the file and verifies it), and by nginx (sendfile, page cache) from a folder holding the same files. A bare express
  * app answering with the same in-memory Buffer is measured too, to show what a framework costs on the hot path.
  * GB/s is 10^9 bytes of object per second (requests/s x object size, as wrk counts them); ratio is to nginx.
  *
@@ -17,6 +18,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
+import { existsSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer as createHttpServer, type Server } from 'node:http';
 import { connect, createServer as createNetServer, type AddressInfo } from 'node:net';
@@ -159,8 +161,9 @@ async function startServers(
       nonce: newNonce(),
     }),
   });
-  const edge = async (tier: 'memory' | 'disk'): Promise<RunningEdge> => {
-    const memoryBytes = tier === 'memory' ? budget : 0;
+  const edge = async (tier: 'memory' | 'memory-shm' | 'disk'): Promise<RunningEdge> => {
+    const memoryBytes = tier === 'disk' ? 0 : budget;
+    const shmDir = tier === 'memory-shm' ? await mkdtemp(join(existsSync('/dev/shm') ? '/dev/shm' : root, 'kdn-bench-edge-')) : undefined;
     const running = await startEdge({
       port: 0,
       originUrl,
@@ -168,16 +171,24 @@ async function startServers(
       diskBytes: budget - memoryBytes,
       diskPath: join(root, `disk-${tier}`),
       secret,
+      ...(shmDir ? { shmDir } : {}),
     });
-    closers.push(() => running.close());
+    closers.push(async () => {
+      await running.close();
+      if (shmDir) await rm(shmDir, { recursive: true, force: true });
+    });
     return running;
   };
   const memoryEdge = await edge('memory');
+  const mirroredEdge = await edge('memory-shm');
   const diskEdge = await edge('disk');
   for (const mib of o.sizes) {
     await fill(memoryEdge, `kv/${mib}mib.kv`, 'memory', token(`${mib}mib.kv`));
+    await fill(mirroredEdge, `kv/${mib}mib.kv`, 'memory', token(`${mib}mib.kv`));
     for (const format of o.formats) await fill(diskEdge, `kv/${diskFile(mib, format)}`, 'disk', token(diskFile(mib, format)));
   }
+  await mirroredEdge.shm!.settled();
+  if (mirroredEdge.stats().memory.heapBytes !== 0) throw new Error('the mirrored edge still holds object bytes in its own memory');
   const expressUrl = await startExpressReference(objects);
   closers.push(expressUrl.close);
   const nginxUrl = await startNginx(nginx, root);
@@ -186,6 +197,7 @@ async function startServers(
   const targets: Target[] = [
     { server: 'nginx', tier: 'sendfile', file: plain, url: (file) => `${nginxUrl.url}/kv/${file}`, headers: () => ({}) },
     { server: 'kdn edge', tier: 'memory', file: plain, url: (file) => memoryEdge.url + kvPath(`kv/${file}`), headers: token },
+    { server: 'kdn edge', tier: 'memory-shm', file: plain, url: (file) => mirroredEdge.url + kvPath(`kv/${file}`), headers: token },
     ...o.formats.map(
       (format): Target => ({
         server: 'kdn edge',

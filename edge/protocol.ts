@@ -235,7 +235,16 @@ const count = z.number().nonnegative();
 /** The JSON of GET /stats. */
 export const EdgeStats = z.object({
   uptimeSeconds: count,
-  memory: z.object({ hits: count, misses: count, objects: count, bytes: count, budgetBytes: count, evictions: count }),
+  memory: z.object({
+    hits: count,
+    misses: count,
+    objects: count,
+    bytes: count,
+    /** Of `bytes`, those held in the edge's own memory; with a shared-memory mirror the rest lie only in its files. */
+    heapBytes: count,
+    budgetBytes: count,
+    evictions: count,
+  }),
   disk: z.object({
     hits: count,
     misses: count,

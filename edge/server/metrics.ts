@@ -72,6 +72,9 @@ export function createEdgeMetrics(snapshot: () => EdgeStats): Registry {
     [{ tier: 'memory' }, s.memory.bytes],
     [{ tier: 'disk' }, s.disk.bytes],
   ]);
+  gauge('kdn_edge_memory_heap_bytes', "Memory-tier bytes held in the edge's own memory (the rest only in shared-memory files)", [], (s) => [
+    [{}, s.memory.heapBytes],
+  ]);
   gauge('kdn_edge_tier_budget_bytes', 'Byte budget of a tier', ['tier'], (s) => [
     [{ tier: 'memory' }, s.memory.budgetBytes],
     [{ tier: 'disk' }, s.disk.budgetBytes],

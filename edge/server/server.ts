@@ -1,6 +1,8 @@
 import { createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { once } from 'node:events';
+import { open, type FileHandle } from 'node:fs/promises';
+import { pipeline } from 'node:stream/promises';
 import type { Registry } from 'prom-client';
 import { KdnError, toKdnError } from '../../common/errors.ts';
 import { sendError } from '../../common/http-errors.ts';
@@ -8,6 +10,7 @@ import type { Logger } from '../../common/log.ts';
 import { retryAfterOf } from '../../common/failed-auth-throttle.ts';
 import { capConnectionsPerAddress } from '../../common/slow-clients.ts';
 import { isChunkKey, validateKey } from '../../storage/keys.ts';
+import { fileIdentity } from '../../storage/kv-object/index.ts';
 import {
   CACHE_STATUS,
   CONTENT_TYPES,
@@ -31,13 +34,14 @@ import {
   type WarmProgressLine,
   type WarmSummaryLine,
 } from '../protocol.ts';
-import type { CachedObject } from './cached-object.ts';
 import { EdgeAuth, grantCovers, type EdgeGrant } from './auth.ts';
 import { cacheStatusFor, cacheStatusForError } from './cache-status.ts';
 import type { EdgeConfig } from './config.ts';
 import { ifRangeHolds, noneMatch, parseRange } from './http-range.ts';
 import { readBody } from './request-body.ts';
 import { edgeRequestTimer } from './metrics.ts';
+import type { MemoryObject } from './memory-tier.ts';
+import type { MirroredFile } from './shm-mirror.ts';
 import type { ServeCounters } from './stats.ts';
 import type { TieredCache } from './tiered-cache.ts';
 
@@ -57,10 +61,13 @@ interface EdgeContext extends EdgeServerDeps {
   auth: EdgeAuth;
 }
 
+/** How much of a mirrored object's file one read takes while it is streamed (a kdn object is tens of MiB). */
+const MIRRORED_READ_BYTES = 1024 * 1024;
+
 /**
  * The edge's HTTP API on bare node:http: the GET/HEAD hot path answers a memory hit synchronously with one
  * writeHead and one res.end of the cached Buffer (no copy, no middleware), which is where express would cost
- * throughput. The other routes are few enough not to need a framework either. Paths, methods, headers and bodies are
+ * throughput; a memory hit held only in its shared-memory file (memory-tier.ts) is streamed from that file. The other routes are few enough not to need a framework either. Paths, methods, headers and bodies are
  * those of edge/protocol.ts:
  *
  *   GET|HEAD /kv/<key>   object (Range, ETag/If-None-Match, Cache-Status)
@@ -190,8 +197,14 @@ function authorized(deps: EdgeContext, req: IncomingMessage, res: ServerResponse
 
 function serveObject(deps: EdgeContext, req: IncomingMessage, res: ServerResponse, key: string, head: boolean): void {
   const inMemory = deps.cache.fromMemory(key);
-  if (inMemory) {
-    sendObject(deps, req, res, inMemory, CACHE_STATUS.memory, head);
+  if (inMemory?.body) {
+    const body = inMemory.body;
+    answerObject(deps, req, res, inMemory, CACHE_STATUS.memory, head, (start, end) => res.end(body.subarray(start, end + 1)));
+    return;
+  }
+  if (inMemory?.file) {
+    if (head) answerObject(deps, req, res, inMemory, CACHE_STATUS.memory, true, () => undefined);
+    else void serveMirrored(deps, req, res, key, inMemory, inMemory.file);
     return;
   }
   if (onlyIfCached(req) && deps.cache.holder(key) === null) {
@@ -205,10 +218,18 @@ function serveObject(deps: EdgeContext, req: IncomingMessage, res: ServerRespons
     );
     return;
   }
+  serveBelowMemory(deps, req, res, key, head);
+}
+
+function serveBelowMemory(deps: EdgeContext, req: IncomingMessage, res: ServerResponse, key: string, head: boolean): void {
   deps.cache
     .belowMemory(key)
     .then(
-      (found) => sendObject(deps, req, res, found.object, cacheStatusFor(found), head),
+      (found) => {
+        const { body, etag } = found.object;
+        const meta = { etag, size: body.length };
+        answerObject(deps, req, res, meta, cacheStatusFor(found), head, (start, end) => res.end(body.subarray(start, end + 1)));
+      },
       (err: unknown) => {
         res.setHeader(EDGE_HEADERS.cacheStatus, cacheStatusForError(err));
         fail(deps, res, err);
@@ -220,42 +241,85 @@ function serveObject(deps: EdgeContext, req: IncomingMessage, res: ServerRespons
     });
 }
 
+/**
+ * A memory hit whose bytes lie only in its shared-memory file, streamed from there. The file is opened before
+ * anything is answered: when it is gone or is not the file the tier wrote (its identity differs), the tier forgets
+ * the object and the request is answered from below memory, which fills the tier and the mirror again.
+ */
+async function serveMirrored(
+  deps: EdgeContext,
+  req: IncomingMessage,
+  res: ServerResponse,
+  key: string,
+  object: MemoryObject,
+  file: MirroredFile,
+): Promise<void> {
+  const handle = await openMirrored(file);
+  if (handle === null) {
+    deps.cache.memory.forget(key, object);
+    serveBelowMemory(deps, req, res, key, false);
+    return;
+  }
+  const streamed = answerObject(deps, req, res, object, CACHE_STATUS.memory, false, (start, end) => {
+    const bytes = handle.createReadStream({ start, end, highWaterMark: MIRRORED_READ_BYTES });
+    pipeline(bytes, res).catch((err: unknown) =>
+      deps.log.debug({ key, err: (err as Error).message }, 'edge stopped streaming a mirrored object'),
+    );
+  });
+  if (!streamed) await handle.close();
+}
+
+/** `file` opened for reading, or null when it is gone or no longer the file the tier wrote. */
+async function openMirrored(file: MirroredFile): Promise<FileHandle | null> {
+  const handle = await open(file.path, 'r').catch(() => null);
+  if (handle === null) return null;
+  const stats = await handle.stat().catch(() => null);
+  if (stats !== null && fileIdentity(stats) === file.identity) return handle;
+  await handle.close();
+  return null;
+}
+
 /** RFC 9111: answer from the cache or not at all. */
 function onlyIfCached(req: IncomingMessage): boolean {
   const value = req.headers[EDGE_HEADERS.cacheControl];
   return value?.split(',').some((directive) => directive.trim().toLowerCase() === ONLY_IF_CACHED) ?? false;
 }
 
-function sendObject(
+/**
+ * Answers a GET or HEAD of an object: 304, 416, 206 or 200 by its ETag and size, calling `send` with the inclusive
+ * byte range to send when there is a body to send. Returns whether it did.
+ */
+function answerObject(
   deps: EdgeContext,
   req: IncomingMessage,
   res: ServerResponse,
-  object: CachedObject,
+  object: { etag: string; size: number },
   cacheStatus: string,
   head: boolean,
-): void {
-  const { body, etag } = object;
+  send: (start: number, end: number) => void,
+): boolean {
+  const { size, etag } = object;
   const ifNoneMatch = req.headers[EDGE_HEADERS.ifNoneMatch];
   if (ifNoneMatch !== undefined && noneMatch(ifNoneMatch, etag)) {
     deps.served.notModified += 1;
     res.writeHead(304, [EDGE_HEADERS.etag, etag, EDGE_HEADERS.cacheStatus, cacheStatus]);
     res.end();
-    return;
+    return false;
   }
   const rangeHeader = req.headers[EDGE_HEADERS.range];
   if (rangeHeader !== undefined && ifRangeHolds(single(req.headers[EDGE_HEADERS.ifRange]), etag)) {
-    const range = parseRange(rangeHeader, body.length);
+    const range = parseRange(rangeHeader, size);
     if (range === 'unsatisfiable') {
-      res.setHeader(EDGE_HEADERS.contentRange, `bytes */${body.length}`);
+      res.setHeader(EDGE_HEADERS.contentRange, `bytes */${size}`);
       res.setHeader(EDGE_HEADERS.cacheStatus, cacheStatus);
       fail(
         deps,
         res,
-        new KdnError('RANGE_NOT_SATISFIABLE', `range "${rangeHeader}" is outside the object's ${body.length} bytes`, {
+        new KdnError('RANGE_NOT_SATISFIABLE', `range "${rangeHeader}" is outside the object's ${size} bytes`, {
           hint: 'ask for bytes between 0 and the object size minus one',
         }),
       );
-      return;
+      return false;
     }
     if (range) {
       const length = range.end - range.start + 1;
@@ -263,24 +327,25 @@ function sendObject(
       res.writeHead(206, [
         ...objectHeaders(length, etag, cacheStatus),
         EDGE_HEADERS.contentRange,
-        `bytes ${range.start}-${range.end}/${body.length}`,
+        `bytes ${range.start}-${range.end}/${size}`,
       ]);
       if (head) {
         res.end();
-        return;
+        return false;
       }
       deps.served.bytesServed += length;
-      res.end(body.subarray(range.start, range.end + 1));
-      return;
+      send(range.start, range.end);
+      return true;
     }
   }
-  res.writeHead(200, objectHeaders(body.length, etag, cacheStatus));
+  res.writeHead(200, objectHeaders(size, etag, cacheStatus));
   if (head) {
     res.end();
-    return;
+    return false;
   }
-  deps.served.bytesServed += body.length;
-  res.end(body);
+  deps.served.bytesServed += size;
+  send(0, size - 1);
+  return true;
 }
 
 /** Headers of a 200 or 206 object answer, as a flat list (the cheapest form for writeHead). */

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { KdnError } from '../../common/errors.ts';
 import type { Logger } from '../../common/log.ts';
+import { fileIdentity } from '../../storage/kv-object/index.ts';
 import { SHM_IDENTITY_FILE, shmObjectName, type ShmInfo } from '../protocol.ts';
 
 const FOLDER_PREFIX = 'kdn-edge-';
@@ -31,6 +32,12 @@ const PID_NAMESPACE: string | null = (() => {
     return null;
   }
 })();
+
+/** A memory-tier object's file in the mirror: its path, and the file's identity (block-source.ts fileIdentity). */
+export interface MirroredFile {
+  path: string;
+  identity: string;
+}
 
 export interface ShmCounters {
   writes: number;
@@ -89,15 +96,21 @@ export class ShmMirror {
     return { dir: this.dir, instance: this.instance };
   }
 
-  /** Keeps `body` as the file of `key`; a failure is logged and counted (kdn then reads the key over HTTP). */
-  put(key: string, body: Buffer): void {
-    this.enqueue(key, async () => {
+  /**
+   * Keeps `body` as the file of `key`. Resolves with the file once it is in place, or null: a failure is logged and
+   * counted (kdn then reads the key over HTTP), and a closed mirror writes nothing.
+   */
+  put(key: string, body: Buffer): Promise<MirroredFile | null> {
+    let written: MirroredFile | null = null;
+    const done = this.enqueue(key, async () => {
       const file = join(this.dir, shmObjectName(key));
       const temp = `${file}.${process.pid}.${this.tempSeq++}.tmp`;
       try {
         await writeFile(temp, body, { mode: 0o600 });
+        const identity = fileIdentity(await stat(temp));
         await rename(temp, file);
         this.counters.writes += 1;
+        written = { path: file, identity };
       } catch (err) {
         this.counters.writeErrors += 1;
         // A full tmpfs (a container's 64 MiB /dev/shm) fails every write: say so once, then count.
@@ -108,6 +121,7 @@ export class ShmMirror {
         await rm(temp, { force: true });
       }
     });
+    return done.then(() => written);
   }
 
   remove(key: string): void {
@@ -149,8 +163,9 @@ export class ShmMirror {
     await removeOrphans(this.parent, this.lease, this.log, this.dir);
   }
 
-  private enqueue(key: string, op: () => Promise<void>): void {
-    if (this.closed) return;
+  /** Runs `op` after the operations queued on `key` before it; resolves once it ran (at once when closed). */
+  private enqueue(key: string, op: () => Promise<void>): Promise<void> {
+    if (this.closed) return Promise.resolve();
     const next = (this.chains.get(key) ?? Promise.resolve()).then(op).catch((err: unknown) => {
       this.log.warn({ key, err: (err as Error).message }, 'edge shared-memory update failed');
     });
@@ -158,6 +173,7 @@ export class ShmMirror {
     void next.finally(() => {
       if (this.chains.get(key) === next) this.chains.delete(key);
     });
+    return next;
   }
 }
 

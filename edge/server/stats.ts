@@ -18,6 +18,7 @@ export function edgeStats(cache: TieredCache, served: ServeCounters, startedAt: 
       misses: counters.memoryMisses,
       objects: memory.objects,
       bytes: memory.bytes,
+      heapBytes: memory.heapBytes,
       budgetBytes: memory.budgetBytes,
       evictions: memory.evictions,
     },

@@ -3,7 +3,7 @@ import type { Logger } from '../../common/log.ts';
 import { verifyKVObject } from '../../storage/kv-object/index.ts';
 import { etagFor, type CachedObject } from './cached-object.ts';
 import type { DiskTier } from './disk-tier.ts';
-import type { MemoryTier } from './memory-tier.ts';
+import type { MemoryObject, MemoryTier } from './memory-tier.ts';
 import type { Origin } from './origin.ts';
 
 export type Tier = 'memory' | 'disk' | 'origin';
@@ -59,7 +59,7 @@ export class TieredCache {
   }
 
   /** The synchronous hot path: a memory hit, counted, or undefined. */
-  fromMemory(key: string): CachedObject | undefined {
+  fromMemory(key: string): MemoryObject | undefined {
     const object = this.memory.get(key);
     if (object) this.counters.memoryHits += 1;
     return object;
@@ -111,7 +111,7 @@ export class TieredCache {
   /** Brings `key` into the edge unless a tier already holds it. */
   async warm(key: string): Promise<WarmOutcome> {
     const inMemory = this.memory.get(key);
-    if (inMemory) return { status: 'present', bytes: inMemory.body.length };
+    if (inMemory) return { status: 'present', bytes: inMemory.size };
     const found = await this.belowMemory(key);
     return { status: found.tier === 'origin' ? 'warmed' : 'present', bytes: found.object.body.length };
   }
