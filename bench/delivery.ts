@@ -28,7 +28,7 @@
  *             `layer0Ms` is when every object's layer 0 was placed and verified;
  *   placed:   the same over sockets (the threads stage routed to that thread, lowest layer first): as kdn runs a query
  *             with the engine on its own thread and no same-host edge; the placing thread sends buffers back as the
- *             engine's does, and the fetch threads receive later objects into them (kdn/query/receive-buffers.ts);
+ *             engine's does, and the fetch threads receive later objects into them (common/reused-buffers.ts);
  * and on a WebGPU adapter (asked for by name, not run by default), the engine's injection without a model
  * (bench/lib/gpu-inject-target.ts), each record with the host's time in the writes and the wait for the GPU:
  *   gpu-staged: verified blocks held in memory, staged and copied to the GPU only (no expansion);

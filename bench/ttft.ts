@@ -49,7 +49,7 @@
  * objects' blocks then go from the fetch threads to the engine's without passing through the event loop, or with
  * `--hand-over loop` through it, as they did before (bench/lib/loop-hand-over.ts), to compare the two.
  * `--receive-buffer-mib N` is what each fetch thread keeps of the buffers the engine's thread sends back, to receive
- * later objects into (kdn/query/receive-buffers.ts; default kdn's, 0 for a new buffer per object); the records give it
+ * later objects into (common/reused-buffers.ts; default kdn's, 0 for a new buffer per object); the records give it
  * and the share of bytes received into returned buffers.
  * `--spool-mib N` is what the fetch threads together may hold in memory files of blocks received over sockets for the
  * engine's thread (kdn/query/receive-spool.ts; default kdn's, 0 to send those blocks with their bytes); the records give
@@ -93,7 +93,7 @@ import { createLogger } from '../common/log.ts';
 import { computeSink, keepSinkResident, placeSink } from '../kdn/query/resident-chunks.ts';
 import { overlapsPrompt } from '../kdn/query/overlap-policy.ts';
 import { DEFAULT_RECEIVE_BUFFER_BYTES, DEFAULT_SPOOL_BYTES, KvFetchPool } from '../kdn/query/kv-fetch-pool.ts';
-import type { ReceiveBufferStats } from '../kdn/query/receive-buffers.ts';
+import type { ReusedBufferStats } from '../common/reused-buffers.ts';
 import type { SpoolStats } from '../kdn/query/receive-spool.ts';
 import { defaultFetchThreads, inThreadFetcher, type KvFetcher, type KvFetchOptions } from '../kdn/query/kv-fetcher.ts';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -351,7 +351,7 @@ function record(
 }
 
 /** The share of bytes received between two readings of a pool that went into buffers the engine had returned. */
-function reuseShare(before: ReceiveBufferStats, after: ReceiveBufferStats): number | null {
+function reuseShare(before: ReusedBufferStats, after: ReusedBufferStats): number | null {
   const reused = after.reusedBytes - before.reusedBytes;
   const total = reused + after.freshBytes - before.freshBytes;
   return total === 0 ? null : round(reused / total);

@@ -1,10 +1,10 @@
 import { createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { once } from 'node:events';
-import { open, type FileHandle } from 'node:fs/promises';
-import { pipeline } from 'node:stream/promises';
+import { closeSync, fstatSync, openSync, read } from 'node:fs';
 import type { Registry } from 'prom-client';
 import { KdnError, toKdnError } from '../../common/errors.ts';
+import { ReusedBuffers } from '../../common/reused-buffers.ts';
 import { sendError } from '../../common/http-errors.ts';
 import type { Logger } from '../../common/log.ts';
 import { retryAfterOf } from '../../common/failed-auth-throttle.ts';
@@ -59,15 +59,17 @@ export interface EdgeServerDeps {
 /** The server's own state besides its dependencies. */
 interface EdgeContext extends EdgeServerDeps {
   auth: EdgeAuth;
+  /** What memory hits held only in their shared-memory files are read into (serveMirrored). */
+  readBuffers: ReusedBuffers;
 }
 
-/** How much of a mirrored object's file one read takes while it is streamed (a kdn object is tens of MiB). */
-const MIRRORED_READ_BYTES = 1024 * 1024;
+/** Bytes of read buffers an edge keeps for memory hits held in shared memory: a few objects in flight at once. */
+const READ_BUFFER_BYTES = 256 * 1024 * 1024;
 
 /**
  * The edge's HTTP API on bare node:http: the GET/HEAD hot path answers a memory hit synchronously with one
  * writeHead and one res.end of the cached Buffer (no copy, no middleware), which is where express would cost
- * throughput; a memory hit held only in its shared-memory file (memory-tier.ts) is streamed from that file. The other routes are few enough not to need a framework either. Paths, methods, headers and bodies are
+ * throughput; a memory hit held only in its shared-memory file (memory-tier.ts) is read from that file first. The other routes are few enough not to need a framework either. Paths, methods, headers and bodies are
  * those of edge/protocol.ts:
  *
  *   GET|HEAD /kv/<key>   object (Range, ETag/If-None-Match, Cache-Status)
@@ -84,7 +86,7 @@ const MIRRORED_READ_BYTES = 1024 * 1024;
  * purged or warmed here.
  */
 export function createEdgeServer(edgeDeps: EdgeServerDeps): Server {
-  const deps: EdgeContext = { ...edgeDeps, auth: new EdgeAuth(edgeDeps.config) };
+  const deps: EdgeContext = { ...edgeDeps, auth: new EdgeAuth(edgeDeps.config), readBuffers: new ReusedBuffers(READ_BUFFER_BYTES) };
   const { config } = deps;
   const timeRequest = edgeRequestTimer(deps.metrics);
   const headersTimeout = Math.min(config.headersTimeoutMs, config.requestTimeoutMs);
@@ -242,9 +244,9 @@ function serveBelowMemory(deps: EdgeContext, req: IncomingMessage, res: ServerRe
 }
 
 /**
- * A memory hit whose bytes lie only in its shared-memory file, streamed from there. The file is opened before
- * anything is answered: when it is gone or is not the file the tier wrote (its identity differs), the tier forgets
- * the object and the request is answered from below memory, which fills the tier and the mirror again.
+ * A memory hit whose bytes lie only in its shared-memory file, read from there into a reused buffer before anything
+ * is answered: when the file is gone or is not the one the tier wrote (its identity differs), the tier forgets the
+ * object and the request is answered from below memory, which fills the tier and the mirror again.
  */
 async function serveMirrored(
   deps: EdgeContext,
@@ -254,29 +256,53 @@ async function serveMirrored(
   object: MemoryObject,
   file: MirroredFile,
 ): Promise<void> {
-  const handle = await openMirrored(file);
-  if (handle === null) {
+  const bytes = await readMirrored(file, object.size, deps.readBuffers);
+  if (bytes === null) {
     deps.cache.memory.forget(key, object);
     serveBelowMemory(deps, req, res, key, false);
     return;
   }
-  const streamed = answerObject(deps, req, res, object, CACHE_STATUS.memory, false, (start, end) => {
-    const bytes = handle.createReadStream({ start, end, highWaterMark: MIRRORED_READ_BYTES });
-    pipeline(bytes, res).catch((err: unknown) =>
-      deps.log.debug({ key, err: (err as Error).message }, 'edge stopped streaming a mirrored object'),
-    );
+  const giveBack = (): void => deps.readBuffers.give(bytes.buffer as ArrayBuffer);
+  const sent = answerObject(deps, req, res, object, CACHE_STATUS.memory, false, (start, end) => {
+    // Once the response closes its bytes were handed to the socket, or never will be.
+    res.once('close', giveBack);
+    res.end(bytes.subarray(start, end + 1));
   });
-  if (!streamed) await handle.close();
+  if (!sent) giveBack();
 }
 
-/** `file` opened for reading, or null when it is gone or no longer the file the tier wrote. */
-async function openMirrored(file: MirroredFile): Promise<FileHandle | null> {
-  const handle = await open(file.path, 'r').catch(() => null);
-  if (handle === null) return null;
-  const stats = await handle.stat().catch(() => null);
-  if (stats !== null && fileIdentity(stats) === file.identity) return handle;
-  await handle.close();
-  return null;
+/**
+ * `file`'s `size` bytes in a view of a buffer from `buffers`, or null when it is gone, replaced or unreadable. Opening
+ * and checking a tmpfs file costs microseconds, so that runs on this thread; the copy runs on libuv's pool.
+ */
+async function readMirrored(file: MirroredFile, size: number, buffers: ReusedBuffers): Promise<Uint8Array | null> {
+  let fd: number;
+  try {
+    fd = openSync(file.path, 'r');
+  } catch {
+    return null;
+  }
+  try {
+    const stats = fstatSync(fd);
+    if (fileIdentity(stats) !== file.identity || stats.size !== size) return null;
+    const bytes = buffers.take(size);
+    if (await readFully(fd, bytes)) return bytes;
+    buffers.give(bytes.buffer as ArrayBuffer);
+    return null;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Fills `into` from the start of `fd`; false when a read fails or the file ends first. */
+function readFully(fd: number, into: Uint8Array): Promise<boolean> {
+  return new Promise((resolve) => {
+    const next = (at: number): void => {
+      if (at === into.length) resolve(true);
+      else read(fd, into, at, into.length - at, at, (err, bytes) => (err || bytes === 0 ? resolve(false) : next(at + bytes)));
+    };
+    next(0);
+  });
 }
 
 /** RFC 9111: answer from the cache or not at all. */

@@ -11,13 +11,13 @@ import type { KVExpectation } from '../../storage/kv-object/types.ts';
 import type { FetchedObject, KvFetcher, KvFetchOptions } from './kv-fetcher.ts';
 import type { FromWorker, ToWorker, WorkerEdgeOptions, WorkerSetup } from './kv-fetch-protocol.ts';
 import { PoolTransfer } from './pool-transfer.ts';
-import type { ReceiveBufferStats } from './receive-buffers.ts';
+import type { ReusedBufferStats } from '../../common/reused-buffers.ts';
 import { DEFAULT_SPOOL_DIR, type SpoolStats } from './receive-spool.ts';
 
 const ENTRY = new URL('./kv-fetch-worker.js', import.meta.url);
 const ABORTED_HINT = 'the signal passed to the fetcher fired';
 /**
- * Bytes each worker keeps of the buffers the engine returned, to receive into again (receive-buffers.ts): an 8B
+ * Bytes each worker keeps of the buffers the engine returned, to receive into again (common/reused-buffers.ts): an 8B
  * model's 8k-token context is 42 MiB per thread of eight in int4, 134 in fp16. kdn serve's default
  * (`fetchBufferBytes` in kdn/config.ts, which imports no other kdn module) is the same.
  */
@@ -70,7 +70,7 @@ export interface FetchPoolOptions {
 class PoolWorker {
   readonly transfers = new Map<number, PoolTransfer>();
   alive = true;
-  buffers: ReceiveBufferStats = { reusedBytes: 0, freshBytes: 0 };
+  buffers: ReusedBufferStats = { reusedBytes: 0, freshBytes: 0 };
   spool: SpoolStats = { spooledBytes: 0, sentBytes: 0, failures: 0 };
   private readonly worker: Worker;
 
@@ -168,7 +168,7 @@ export class KvFetchPool implements KvFetcher {
   }
 
   /** Bytes the workers received into buffers the engine had returned, and into new ones (live workers). */
-  get receiveBuffers(): ReceiveBufferStats {
+  get receiveBuffers(): ReusedBufferStats {
     const sum = { reusedBytes: 0, freshBytes: 0 };
     for (const w of this.workers) {
       sum.reusedBytes += w.buffers.reusedBytes;

@@ -5,7 +5,7 @@ import type { WireError } from '../../common/errors.ts';
 import type { BlockMessage } from '../../engine-adapter/worker/routed-stream.ts';
 import type { KVExpectation, KVHeader } from '../../storage/kv-object/types.ts';
 import type { FetchedFrom } from './kv-fetcher.ts';
-import type { ReceiveBufferStats } from './receive-buffers.ts';
+import type { ReusedBufferStats } from '../../common/reused-buffers.ts';
 import type { SpoolStats } from './receive-spool.ts';
 
 /** What a worker's edge client is built from (no functions: it crosses a thread boundary). */
@@ -16,7 +16,7 @@ export interface WorkerSetup {
   edge: WorkerEdgeOptions;
   /** Read objects of same-host edges from shared memory (shm-source.ts) before asking over HTTP. */
   sharedMemory: boolean;
-  /** Most bytes of buffers the worker keeps to receive into again (receive-buffers.ts); 0 keeps none. */
+  /** Most bytes of buffers the worker keeps to receive into again (common/reused-buffers.ts); 0 keeps none. */
   receiveBufferBytes: number;
   /** Most bytes the worker has out on the engine's ports at once (hand-over-window.ts); 0 for no bound. */
   handOverBytes: number;
@@ -54,4 +54,4 @@ export type FromWorker =
   | { type: 'end'; id: number; received: number }
   | { type: 'error'; id: number; error: WireError; received: number }
   /** The worker's receive buffers so far, after each object it handled. */
-  | { type: 'buffers'; stats: ReceiveBufferStats; spool?: SpoolStats };
+  | { type: 'buffers'; stats: ReusedBufferStats; spool?: SpoolStats };

@@ -3,7 +3,7 @@
  * verified blocks go by transfer (no copy) where the pool says, to the pool or straight to the engine's thread
  * (block-outlet.ts). A block read from a same-host edge's file goes there as where it lies, and one received over
  * HTTP as where this thread spooled it (receive-spool.ts), or else with its bytes, whose buffers the engine's thread
- * sends back once it injected them, and later objects are received into them (receive-buffers.ts). Started by
+ * sends back once it injected them, and later objects are received into them (common/reused-buffers.ts). Started by
  * kv-fetch-worker.js with the client's options as workerData.
  */
 import { isDeepStrictEqual } from 'node:util';
@@ -18,7 +18,7 @@ import type { KVExpectation } from '../../storage/kv-object/types.ts';
 import { BlockOutlet } from './block-outlet.ts';
 import { HandOverWindow } from './hand-over-window.ts';
 import type { FromWorker, ToWorker, WorkerSetup } from './kv-fetch-protocol.ts';
-import { ReceiveBuffers } from './receive-buffers.ts';
+import { ReusedBuffers } from '../../common/reused-buffers.ts';
 import { ReceiveSpool } from './receive-spool.ts';
 import { ShmSource } from './shm-source.ts';
 import { ShmHandOver, type HandOverOrder, type ShmOutcome } from './shm-hand-over.ts';
@@ -26,7 +26,7 @@ import { ShmHandOver, type HandOverOrder, type ShmOutcome } from './shm-hand-ove
 const port = parentPort!;
 const setup = workerData as WorkerSetup;
 const client = new EdgeClient(setup.edge);
-const buffers = new ReceiveBuffers(setup.receiveBufferBytes);
+const buffers = new ReusedBuffers(setup.receiveBufferBytes);
 const window = new HandOverWindow(setup.handOverBytes);
 const spool = ReceiveSpool.at(setup.spool.dir, setup.spool.bytes);
 const shm = setup.sharedMemory ? new ShmSource(client, { buffers, blockingReads: true }) : undefined;

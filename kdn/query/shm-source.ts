@@ -14,7 +14,7 @@ import { SHM_IDENTITY_FILE, shmObjectName } from '../../edge/protocol.ts';
 import { fileIdentity, kvPayloadOffset, pinPath, readKVHeader, readKVObject } from '../../storage/kv-object/index.ts';
 import { openLayerBlock } from '../../storage/kv-object/layer-block.ts';
 import type { KVBlockSource, KVExpectation, KVHeader, KVLayerBlock } from '../../storage/kv-object/types.ts';
-import type { ReceiveBuffers } from './receive-buffers.ts';
+import type { ReusedBuffers } from '../../common/reused-buffers.ts';
 
 /** How long what an edge said about its shared-memory folder is trusted (an edge restarts with a new folder). */
 const PROBE_TTL_MS = 10_000;
@@ -67,7 +67,7 @@ export interface ShmCounters {
 
 export interface ShmSourceOptions {
   /** Where files are read into (a fetch thread's, reused once the engine returns them); else fresh buffers. */
-  buffers?: ReceiveBuffers;
+  buffers?: ReusedBuffers;
   /**
    * Read files with blocking calls on this thread, for a thread that does nothing but fetch. Asynchronous reads
    * run on libuv's pool, whose four threads every thread of the process shares: eight fetch threads reading through

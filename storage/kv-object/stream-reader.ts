@@ -89,7 +89,7 @@ export interface ReadKVOptions {
   hashOffThread?: boolean;
   /**
    * Where a layer block that spans several of the stream's chunks is assembled (default: a new buffer each), e.g.
-   * buffers used again (kdn/query/receive-buffers.ts). It must return a view of exactly `size` bytes that nothing
+   * buffers used again (common/reused-buffers.ts). It must return a view of exactly `size` bytes that nothing
    * else uses; the block's bytes, and so the view, go to the consumer.
    */
   receiveInto?: Allocate;

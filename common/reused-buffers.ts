@@ -1,10 +1,11 @@
 /**
- * The buffers a fetch thread receives KV objects into, used again once the engine is done with them. A fresh buffer
- * for every object cost more than the copy into it: its pages fault in on first write (and the faults of every
- * thread in the process queue on one lock), and freeing it on the engine's thread unmaps them again. The engine
- * sends a routed object's buffers back as it writes their blocks (routed-stream.ts ReturnedBuffers), and the
- * next object is read into them; a block read from a same-host file goes there without its buffer, which the fetch
- * thread takes back at once (block-outlet.ts). Memory held is bounded, and given back after a while without use.
+ * Buffers for large bodies, used again once their reader is done with them. A fresh buffer for every object cost
+ * more than the copy into it: its pages fault in on first write (and the faults of every thread in the process queue
+ * on one lock), and freeing it unmaps them again. kdn's fetch threads receive KV objects into them, and the engine
+ * sends a routed object's buffers back as it writes their blocks (engine-adapter/worker/routed-stream.ts ReturnedBuffers); a
+ * block read from a same-host file goes there without its buffer, which the fetch thread takes back at once
+ * (kdn/query/block-outlet.ts). An edge reads memory-tier objects held only in shared memory into them to answer
+ * (edge/server/server.ts). Memory held is bounded, and given back after a while without use.
  */
 
 /** Buffers are sized in these steps, so objects of nearby sizes share them. */
@@ -13,13 +14,13 @@ const STEP_BYTES = 64 * 1024;
 const MAX_SLACK = 2;
 
 /** Bytes of the views `take` handed out, by whether a held buffer served them. */
-export interface ReceiveBufferStats {
+export interface ReusedBufferStats {
   reusedBytes: number;
   freshBytes: number;
 }
 
-export class ReceiveBuffers {
-  readonly stats: ReceiveBufferStats = { reusedBytes: 0, freshBytes: 0 };
+export class ReusedBuffers {
+  readonly stats: ReusedBufferStats = { reusedBytes: 0, freshBytes: 0 };
   private free: ArrayBuffer[] = [];
   /** The buffers of the views handed out and not yet given back (owns). */
   private readonly out = new WeakSet<ArrayBuffer>();
