@@ -69,8 +69,9 @@ const READ_BUFFER_BYTES = 256 * 1024 * 1024;
 /**
  * The edge's HTTP API on bare node:http: the GET/HEAD hot path answers a memory hit synchronously with one
  * writeHead and one res.end of the cached Buffer (no copy, no middleware), which is where express would cost
- * throughput; a memory hit held only in its shared-memory file (memory-tier.ts) is read from that file first. The other routes are few enough not to need a framework either. Paths, methods, headers and bodies are
- * those of edge/protocol.ts:
+ * throughput; a memory hit held only in its shared-memory file (memory-tier.ts) is read from that file first. The
+ * other routes are few enough not to need a framework either. Paths, methods, headers and bodies are those of
+ * edge/protocol.ts:
  *
  *   GET|HEAD /kv/<key>   object (Range, ETag/If-None-Match, Cache-Status)
  *   PUT /kv/<key>        verified, written through to the origin, kept in both tiers (201)
@@ -206,7 +207,11 @@ function serveObject(deps: EdgeContext, req: IncomingMessage, res: ServerRespons
   }
   if (inMemory?.file) {
     if (head) answerObject(deps, req, res, inMemory, CACHE_STATUS.memory, true, () => undefined);
-    else void serveMirrored(deps, req, res, key, inMemory, inMemory.file);
+    else
+      serveMirrored(deps, req, res, key, inMemory, inMemory.file).catch((err: unknown) => {
+        deps.log.error({ err }, 'edge could not answer a GET from shared memory');
+        res.destroy();
+      });
     return;
   }
   if (onlyIfCached(req) && deps.cache.holder(key) === null) {
@@ -288,6 +293,8 @@ async function readMirrored(file: MirroredFile, size: number, buffers: ReusedBuf
     const bytes = buffers.take(size);
     if (await readFully(fd, bytes)) return bytes;
     buffers.give(bytes.buffer as ArrayBuffer);
+    return null;
+  } catch {
     return null;
   } finally {
     closeSync(fd);
