@@ -93,6 +93,36 @@ describe('edge memory tier held in its shared-memory files', function () {
     expect(hit.body.equals(object)).to.equal(true);
   });
 
+  it('answers every GET with its own object while evictions churn the tier and its files', async () => {
+    const objects = Array.from({ length: 8 }, (_, i) => makeKVObject(20 + i, 64));
+    edge = await startEdge({
+      port: 0,
+      diskPath: join(dir, 'disk'),
+      // Room for about three objects: most GETs evict another object and its file.
+      memoryBytes: objects[0]!.length * 3 + 100,
+      diskBytes: '8MiB',
+      originUrl: `file:${join(dir, 'origin')}`,
+      secret: TEST_EDGE_SECRET,
+      shmDir: join(dir, 'shm'),
+    });
+    const keyOf = (i: number): string => `kv/mirrored/doc/chunk-${String(i).padStart(4, '0')}.kv`;
+    for (const [i, body] of objects.entries())
+      expect((await signedRequest(edge.url, 'PUT', `/kv/${keyOf(i)}`, { body })).status).to.equal(201);
+    for (let round = 0; round < 10; round++) {
+      // Every key each round, in an order that changes: a mix of hits, collapsed misses and evictions.
+      const asked = Array.from({ length: 24 }, (_, n) => (n * 3 + round * 5 + (n % 4 === 0 ? 1 : 0)) % objects.length);
+      const answers = await Promise.all(asked.map((i) => signedRequest(edge.url, 'GET', `/kv/${keyOf(i)}`)));
+      for (const [n, answer] of answers.entries()) {
+        expect(answer.status).to.equal(200);
+        expect(answer.body.equals(objects[asked[n]!]!), `round ${round}, object ${asked[n]}`).to.equal(true);
+      }
+    }
+    await edge.shm!.settled();
+    const s = await stats();
+    expect(s.memory.evictions).to.be.greaterThan(10);
+    expect(s.memory.heapBytes).to.equal(0);
+  });
+
   it('never serves a file it did not write: a replaced file sends the request below memory and is written again', async () => {
     await start(true);
     const file = join(edge.shm!.dir, shmObjectName(KEY));
