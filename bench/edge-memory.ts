@@ -11,15 +11,15 @@
  *
  *   npm run bench -- edge-memory [--objects 32] [--object-mib 8] [--runs 4] [--settle-ms 5000] [--roots .]
  */
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
-import { EDGE_TOKEN_TTL_S, bodyDigest, newNonce, signEdgeToken } from '../common/edge-token.ts';
-import { EDGE_HEADERS, kvPath } from '../edge/protocol.ts';
+import { secretSigner } from '../common/edge-token.ts';
+import { EdgeClient } from '../edge/client/client.ts';
+import { EDGE_HEADERS, EDGE_PATHS } from '../edge/protocol.ts';
+import { startProcess } from '../fixtures/processes.ts';
 import { codecFromString, encodeKVObject } from '../storage/kv-object/index.ts';
 import { positiveInt } from './lib/args.ts';
 import { median } from './lib/stats.ts';
@@ -132,19 +132,27 @@ async function measure(root: string, objects: Buffer[], o: Options): Promise<Sam
   const dir = await mkdtemp(join(tmpdir(), 'kdn-edge-memory-'));
   const shmParent = await mkdtemp(join(existsSync('/dev/shm') ? '/dev/shm' : dir, 'kdn-edge-memory-'));
   const budget = `${Math.ceil((objects.length * objects[0]!.length * 1.1) / MIB)}MiB`;
-  const args = ['bin/kdn.js', 'edge', '--port', '0', '--json', '--origin', `file:${join(dir, 'origin')}`, '--disk-path', join(dir, 'disk')];
   await mkdir(join(dir, 'origin'));
-  const child = spawn(process.execPath, [...args, '--memory', budget, '--disk', '0', '--shm-dir', shmParent], {
-    cwd: root,
-    env: { ...process.env, KDN_EDGE_SECRET: SECRET, LOG_LEVEL: 'warn' },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+  const edge = await startProcess(
+    [
+      join(root, 'bin', 'kdn.js'),
+      'edge',
+      '--port',
+      '0',
+      '--json',
+      '--origin',
+      `file:${join(dir, 'origin')}`,
+      '--disk-path',
+      join(dir, 'disk'),
+    ].concat(['--memory', budget, '--disk', '0', '--shm-dir', shmParent]),
+    { env: { KDN_EDGE_SECRET: SECRET, LOG_LEVEL: 'warn' } },
+  );
+  const client = new EdgeClient({ edges: [edge.ready.url], secret: SECRET });
   try {
-    const ready = JSON.parse(await firstLine(child.stdout!)) as { url: string };
-    for (const [i, body] of objects.entries()) await request(ready.url, 'PUT', `kv/edge-memory/doc/chunk-${i}.kv`, body);
+    for (const [i, body] of objects.entries()) await client.put(`kv/edge-memory/doc/chunk-${i}.kv`, body);
     await new Promise((done) => setTimeout(done, o.settleMs));
-    const stats = JSON.parse((await request(ready.url, 'GET', null)).toString('utf8')) as { memory: { bytes: number; heapBytes?: number } };
-    const status = await readFile(`/proc/${child.pid}/status`, 'utf8');
+    const stats = await rawStats(edge.ready.url);
+    const status = await readFile(`/proc/${edge.child.pid}/status`, 'utf8');
     const kib = (field: string): number => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? Number.NaN);
     return {
       rssMiB: round(kib('VmRSS') / 1024),
@@ -155,29 +163,22 @@ async function measure(root: string, objects: Buffer[], o: Options): Promise<Sam
       heapMiB: stats.memory.heapBytes === undefined ? null : round(stats.memory.heapBytes / MIB),
     };
   } finally {
-    child.kill('SIGTERM');
-    await new Promise((done) => child.once('exit', done));
+    client.close();
+    await edge.stop('SIGTERM');
     await rm(dir, { recursive: true, force: true });
     await rm(shmParent, { recursive: true, force: true });
   }
 }
 
-/** A signed PUT of `body` to `key`, or a signed GET /stats (key null); the answer's body. */
-async function request(url: string, method: 'PUT' | 'GET', key: string | null, body?: Buffer): Promise<Buffer> {
-  const target = key === null ? '/stats' : kvPath(key);
-  const digest = body === undefined ? undefined : bodyDigest(body);
-  const token = signEdgeToken(SECRET, {
-    method,
-    target,
-    expiry: Math.floor(Date.now() / 1000) + EDGE_TOKEN_TTL_S,
-    nonce: newNonce(),
-    ...(digest ? { bodyDigest: digest } : {}),
-  });
-  const headers: Record<string, string> = { [EDGE_HEADERS.token]: token, ...(digest ? { [EDGE_HEADERS.bodyDigest]: digest } : {}) };
-  const res = await fetch(url + target, { method, headers, ...(body ? { body } : {}) });
-  const answer = Buffer.from(await res.arrayBuffer());
-  if (!res.ok) throw new Error(`${method} ${target}: HTTP ${res.status} ${answer.toString('utf8').slice(0, 200)}`);
-  return answer;
+/**
+ * The edge's /stats as it answers them, unchecked: EdgeClient.stats checks them against this build's schema, which an
+ * earlier build's edge (--roots) may not meet.
+ */
+async function rawStats(url: string): Promise<{ memory: { bytes: number; heapBytes?: number } }> {
+  const token = secretSigner(SECRET)({ method: 'GET', target: EDGE_PATHS.stats });
+  const res = await fetch(url + EDGE_PATHS.stats, { headers: { [EDGE_HEADERS.token]: token } });
+  if (!res.ok) throw new Error(`GET ${EDGE_PATHS.stats}: HTTP ${res.status} ${(await res.text()).slice(0, 200)}`);
+  return (await res.json()) as { memory: { bytes: number; heapBytes?: number } };
 }
 
 async function folderBytes(folder: string): Promise<number> {
@@ -186,14 +187,6 @@ async function folderBytes(folder: string): Promise<number> {
     if (entry.isFile()) total += (await stat(join(entry.parentPath, entry.name))).size;
   }
   return total;
-}
-
-function firstLine(stream: NodeJS.ReadableStream): Promise<string> {
-  return new Promise((done, fail) => {
-    const lines = createInterface({ input: stream });
-    lines.once('line', done);
-    lines.once('close', () => fail(new Error('the edge exited before it was ready')));
-  });
 }
 
 function round(value: number): number {

@@ -1,9 +1,10 @@
 import { createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { once } from 'node:events';
-import { closeSync, fstatSync, openSync, read } from 'node:fs';
+import { closeSync, fstatSync, openSync } from 'node:fs';
 import type { Registry } from 'prom-client';
 import { KdnError, toKdnError } from '../../common/errors.ts';
+import { readFully } from '../../common/read-fully.ts';
 import { ReusedBuffers } from '../../common/reused-buffers.ts';
 import { sendError } from '../../common/http-errors.ts';
 import type { Logger } from '../../common/log.ts';
@@ -35,6 +36,7 @@ import {
   type WarmSummaryLine,
 } from '../protocol.ts';
 import { EdgeAuth, grantCovers, type EdgeGrant } from './auth.ts';
+import type { CachedObject } from './cached-object.ts';
 import { cacheStatusFor, cacheStatusForError } from './cache-status.ts';
 import type { EdgeConfig } from './config.ts';
 import { ifRangeHolds, noneMatch, parseRange } from './http-range.ts';
@@ -201,8 +203,7 @@ function authorized(deps: EdgeContext, req: IncomingMessage, res: ServerResponse
 function serveObject(deps: EdgeContext, req: IncomingMessage, res: ServerResponse, key: string, head: boolean): void {
   const inMemory = deps.cache.fromMemory(key);
   if (inMemory?.body) {
-    const body = inMemory.body;
-    answerObject(deps, req, res, inMemory, CACHE_STATUS.memory, head, (start, end) => res.end(body.subarray(start, end + 1)));
+    answerBuffer(deps, req, res, { etag: inMemory.etag, body: inMemory.body }, CACHE_STATUS.memory, head);
     return;
   }
   if (inMemory?.file) {
@@ -232,11 +233,7 @@ function serveBelowMemory(deps: EdgeContext, req: IncomingMessage, res: ServerRe
   deps.cache
     .belowMemory(key)
     .then(
-      (found) => {
-        const { body, etag } = found.object;
-        const meta = { etag, size: body.length };
-        answerObject(deps, req, res, meta, cacheStatusFor(found), head, (start, end) => res.end(body.subarray(start, end + 1)));
-      },
+      (found) => answerBuffer(deps, req, res, found.object, cacheStatusFor(found), head),
       (err: unknown) => {
         res.setHeader(EDGE_HEADERS.cacheStatus, cacheStatusForError(err));
         fail(deps, res, err);
@@ -288,10 +285,10 @@ async function readMirrored(file: MirroredFile, size: number, buffers: ReusedBuf
     return null;
   }
   try {
-    const stats = fstatSync(fd);
-    if (fileIdentity(stats) !== file.identity || stats.size !== size) return null;
+    // The identity covers the size too: a file of another length is not the one the tier wrote.
+    if (fileIdentity(fstatSync(fd)) !== file.identity) return null;
     const bytes = buffers.take(size);
-    if (await readFully(fd, bytes)) return bytes;
+    if (await new Promise<boolean>((done) => readFully(fd, bytes, 0, done))) return bytes;
     buffers.give(bytes.buffer as ArrayBuffer);
     return null;
   } catch {
@@ -301,21 +298,23 @@ async function readMirrored(file: MirroredFile, size: number, buffers: ReusedBuf
   }
 }
 
-/** Fills `into` from the start of `fd`; false when a read fails or the file ends first. */
-function readFully(fd: number, into: Uint8Array): Promise<boolean> {
-  return new Promise((resolve) => {
-    const next = (at: number): void => {
-      if (at === into.length) resolve(true);
-      else read(fd, into, at, into.length - at, at, (err, bytes) => (err || bytes === 0 ? resolve(false) : next(at + bytes)));
-    };
-    next(0);
-  });
-}
-
 /** RFC 9111: answer from the cache or not at all. */
 function onlyIfCached(req: IncomingMessage): boolean {
   const value = req.headers[EDGE_HEADERS.cacheControl];
   return value?.split(',').some((directive) => directive.trim().toLowerCase() === ONLY_IF_CACHED) ?? false;
+}
+
+/** answerObject for an object whose bytes are in `object.body`. */
+function answerBuffer(
+  deps: EdgeContext,
+  req: IncomingMessage,
+  res: ServerResponse,
+  object: CachedObject,
+  cacheStatus: string,
+  head: boolean,
+): void {
+  const { etag, body } = object;
+  answerObject(deps, req, res, { etag, size: body.length }, cacheStatus, head, (start, end) => res.end(body.subarray(start, end + 1)));
 }
 
 /**

@@ -8,7 +8,8 @@
  * A file is opened here, by its path, and read only if it is still the very file its blocks were verified from
  * (block-source.ts isIdentified); otherwise the caller copies the block's own bytes.
  */
-import { close, fstat, open, read } from 'node:fs';
+import { close, fstat, open } from 'node:fs';
+import { readFully } from '../../common/read-fully.ts';
 import { isIdentified, sourcePaths } from '../../storage/kv-object/index.ts';
 import type { KVBlockSource } from '../../storage/kv-object/types.ts';
 
@@ -118,25 +119,6 @@ function openIdentified(path: string, identity: string): Promise<number | null> 
       });
     });
   });
-}
-
-/** Reads all of `into` from `position` on, then calls `done`: false when a read failed or the file ended first. */
-function readFully(fd: number, into: Uint8Array, position: number, done: (ok: boolean) => void): void {
-  let at = 0;
-  const next = (): void => {
-    try {
-      read(fd, into, at, into.length - at, position + at, (err, bytes) => {
-        if (err || bytes === 0) return done(false);
-        at += bytes;
-        if (at < into.length) next();
-        else done(true);
-      });
-    } catch {
-      // Arguments fs refuses outright (a position past its range): as a failed read, not a throw out of a callback.
-      done(false);
-    }
-  };
-  next();
 }
 
 function closeFd(fd: number | null): void {
